@@ -1,0 +1,18 @@
+#!/usr/bin/env node
+// Entry point of the `bulk-import` CLI. In a source checkout it runs the TypeScript sources through tsx; in a built
+// image (Dockerfile) only `dist/` exists and the compiled JavaScript runs, so production never compiles at start-up.
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+// The pinned AWS SDK warns on every start that its future releases will need Node 22; we pin versions, so the
+// warning is noise in operators' logs. An explicit setting in the environment still wins.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+const sourceEntry = fileURLToPath(new URL('../worker/cli/main.ts', import.meta.url));
+if (existsSync(sourceEntry)) {
+  const { register } = await import('tsx/esm/api');
+  register();
+  await import('../worker/cli/main.ts');
+} else {
+  await import('../dist/worker/cli/main.js');
+}

@@ -1,0 +1,86 @@
+// Starts the real servers the tests talk to, once per run: an embedded Postgres (unless DATABASE_URL is set) and the
+// local S3 server (unless S3_ENDPOINT is set). Migrates a template database that every test file clones.
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import type { TestProject } from 'vitest/node';
+import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
+import { LOCAL_S3_CREDENTIALS, startLocalS3 } from '../worker/dev/local-s3.js';
+import { migrate } from '../worker/db/migrate.js';
+
+export const TEMPLATE_DATABASE = 'bulk_import_test_template';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    adminDatabaseUrl: string;
+    templateDatabase: string;
+    s3Endpoint: string;
+    s3Region: string;
+    s3Credentials: { accessKeyId: string; secretAccessKey: string };
+  }
+}
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const stateDir = await mkdtemp(join(tmpdir(), 'bulk-import-test-'));
+  // mkdtemp makes a 0700 folder; as root, Postgres runs as another user who must traverse it.
+  await chmod(stateDir, 0o755);
+  const stops: Array<() => Promise<void>> = [];
+  const teardown = async () => {
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+    await rm(stateDir, { recursive: true, force: true });
+  };
+  try {
+    let adminUrl = process.env.DATABASE_URL;
+    if (!adminUrl) {
+      const postgres = await startEmbeddedPostgres({ baseDir: join(stateDir, 'postgres'), persistent: false, fast: true });
+      stops.push(() => postgres.stop());
+      adminUrl = postgres.adminUrl;
+    }
+    let s3Endpoint = process.env.S3_ENDPOINT;
+    if (!s3Endpoint) {
+      const s3 = await startLocalS3(join(stateDir, 's3'));
+      stops.push(() => s3.stop());
+      s3Endpoint = s3.endpoint;
+    }
+    const templateUrl = await createTemplateDatabase(adminUrl);
+    await migrate(templateUrl);
+    project.provide('adminDatabaseUrl', adminUrl);
+    project.provide('templateDatabase', TEMPLATE_DATABASE);
+    project.provide('s3Endpoint', s3Endpoint);
+    project.provide('s3Region', process.env.AWS_REGION ?? 'us-east-1');
+    project.provide('s3Credentials', {
+      accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? LOCAL_S3_CREDENTIALS.accessKeyId,
+      secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? LOCAL_S3_CREDENTIALS.secretAccessKey,
+    });
+    stops.push(() => dropTemplateDatabase(adminUrl));
+  } catch (error) {
+    await teardown();
+    throw error;
+  }
+  return teardown;
+}
+
+async function createTemplateDatabase(adminUrl: string): Promise<string> {
+  await dropTemplateDatabase(adminUrl);
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${TEMPLATE_DATABASE}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${TEMPLATE_DATABASE}`;
+  return url.toString();
+}
+
+async function dropTemplateDatabase(adminUrl: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${TEMPLATE_DATABASE} WITH (FORCE)`);
+  } finally {
+    await admin.end();
+  }
+}

@@ -1,0 +1,73 @@
+// What a test file needs to talk to the real servers: `const env = await useTestEnvironment()` at the top of a
+// describe block gives it its own freshly migrated database (a clone of the template), its own bucket, a pool, an S3
+// client, and the environment variables to hand to a worker process it spawns.
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, inject } from 'vitest';
+import { createPool, type Pool } from '../worker/db/pool.js';
+import { createS3Client } from '../worker/storage/s3-client.js';
+import { ensureBucket } from '../worker/dev/local-s3.js';
+
+export interface TestEnvironment {
+  databaseUrl: string;
+  pool: Pool;
+  s3: S3Client;
+  bucket: string;
+  s3Endpoint: string;
+  /** Environment for a child process (worker, CLI) that should use this test's database and bucket. */
+  processEnv: Record<string, string>;
+}
+
+export function useTestEnvironment(): TestEnvironment {
+  const env = {} as TestEnvironment;
+  let databaseName = '';
+  beforeAll(async () => {
+    const suffix = randomBytes(5).toString('hex');
+    databaseName = `test_${suffix}`;
+    const adminUrl = inject('adminDatabaseUrl');
+    await withAdmin(adminUrl, (admin) =>
+      admin.query(`CREATE DATABASE ${databaseName} TEMPLATE ${inject('templateDatabase')}`),
+    );
+    const url = new URL(adminUrl);
+    url.pathname = `/${databaseName}`;
+    env.databaseUrl = url.toString();
+    env.pool = createPool(env.databaseUrl, { max: 10, applicationName: 'bulk-import-test' });
+    env.s3Endpoint = inject('s3Endpoint');
+    const credentials = inject('s3Credentials');
+    const region = inject('s3Region');
+    env.s3 = createS3Client({ region, endpoint: env.s3Endpoint, credentials });
+    env.bucket = `test-${suffix}`;
+    await ensureBucket(env.s3, env.bucket);
+    env.processEnv = {
+      DATABASE_URL: env.databaseUrl,
+      S3_ENDPOINT: env.s3Endpoint,
+      S3_BUCKET: env.bucket,
+      AWS_REGION: region,
+      AWS_ACCESS_KEY_ID: credentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey,
+      LOG_LEVEL: process.env.TEST_WORKER_LOG_LEVEL ?? 'warn',
+      LOG_FORMAT: 'json',
+    };
+  });
+  afterAll(async () => {
+    env.s3?.destroy();
+    await env.pool?.end();
+    if (databaseName) {
+      await withAdmin(inject('adminDatabaseUrl'), (admin) =>
+        admin.query(`DROP DATABASE IF EXISTS ${databaseName} WITH (FORCE)`),
+      );
+    }
+  });
+  return env;
+}
+
+async function withAdmin<T>(adminUrl: string, work: (admin: pg.Client) => Promise<T>): Promise<T> {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    return await work(admin);
+  } finally {
+    await admin.end();
+  }
+}

@@ -1,0 +1,288 @@
+// Every environment variable the project reads is parsed and validated here, and only here. A wrong value fails at
+// start-up with a message naming the variable and the expected form; nothing else in the code reads process.env.
+import { hostname } from 'node:os';
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+export interface Config {
+  /** Postgres connection string; required by every command that touches the database. */
+  databaseUrl: string | undefined;
+  databasePoolSize: number;
+  /** S3 endpoint override (a local S3-compatible server); undefined means AWS. */
+  s3Endpoint: string | undefined;
+  s3Bucket: string | undefined;
+  s3ForcePathStyle: boolean;
+  awsRegion: string;
+  importRoot: string;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
+  worker: WorkerConfig;
+  massImport: MassImportConfig;
+  csv: CsvConfig;
+  health: HealthConfig;
+  metrics: MetricsConfig;
+  /** Set by the ECS agent inside a task; enables scale-in protection. */
+  ecsAgentUri: string | undefined;
+}
+
+export interface WorkerConfig {
+  /** Identifies this worker in `lease_owner`; defaults to hostname:pid. */
+  workerId: string;
+  concurrency: number;
+  /** Job kinds this worker claims; empty means every registered kind. */
+  kinds: string[];
+  /** Per-kind concurrency ceilings, e.g. `csv-validate=2,csv-finalize=2`. */
+  kindConcurrency: Record<string, number>;
+  leaseMs: number;
+  heartbeatMs: number;
+  pollIntervalMs: number;
+  rescueIntervalMs: number;
+  retentionIntervalMs: number;
+  retentionDays: number;
+  shutdownGraceMs: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  defaultMaxAttempts: number;
+}
+
+export interface MassImportConfig {
+  maxFiles: number;
+  maxTotalBytes: number;
+  maxFileBytes: number;
+  /** Hard caps: a payload may lower the limits above, and raise them only up to these. */
+  hardCapFiles: number;
+  hardCapTotalBytes: number;
+  hardCapFileBytes: number;
+  concurrency: number;
+  multipartThresholdBytes: number;
+}
+
+export interface CsvConfig {
+  finalizeChunkSize: number;
+}
+
+export interface HealthConfig {
+  heartbeatFile: string;
+  maxAgeMs: number;
+}
+
+export interface MetricsConfig {
+  /** CloudWatch namespace; metrics are off when unset. */
+  namespace: string | undefined;
+  cloudWatchEndpoint: string | undefined;
+  gaugeIntervalMs: number;
+}
+
+const GiB = 1024 ** 3;
+
+export function loadConfig(env: Env = process.env): Config {
+  const read = new EnvReader(env);
+  const leaseMs = read.integer('WORKER_LEASE_MS', 30_000, { min: 1_000, max: 3_600_000 });
+  const s3Endpoint = read.url('S3_ENDPOINT');
+  const config: Config = {
+    databaseUrl: read.postgresUrl('DATABASE_URL'),
+    databasePoolSize: read.integer('DATABASE_POOL_SIZE', 10, { min: 1, max: 200 }),
+    s3Endpoint,
+    s3Bucket: read.bucketName('S3_BUCKET'),
+    s3ForcePathStyle: read.boolean('S3_FORCE_PATH_STYLE', s3Endpoint !== undefined),
+    awsRegion: read.string('AWS_REGION', 'us-east-1', /^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region such as eu-west-1'),
+    importRoot: read.absolutePath('IMPORT_ROOT', '/import'),
+    logLevel: read.oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
+    logFormat: read.oneOf('LOG_FORMAT', LOG_FORMATS, 'auto'),
+    worker: {
+      workerId: read.string('WORKER_ID', `${hostname()}:${process.pid}`, /^\S{1,200}$/, '1-200 non-space characters'),
+      concurrency: read.integer('WORKER_CONCURRENCY', 8, { min: 1, max: 1000 }),
+      kinds: read.list('WORKER_KINDS'),
+      kindConcurrency: read.kindLimits('WORKER_KIND_CONCURRENCY'),
+      leaseMs,
+      heartbeatMs: read.integer('WORKER_HEARTBEAT_MS', Math.floor(leaseMs / 3), { min: 100, max: leaseMs - 1 }),
+      pollIntervalMs: read.integer('WORKER_POLL_INTERVAL_MS', 1_000, { min: 10, max: 600_000 }),
+      rescueIntervalMs: read.integer('WORKER_RESCUE_INTERVAL_MS', 15_000, { min: 100, max: 3_600_000 }),
+      retentionIntervalMs: read.integer('RETENTION_INTERVAL_MS', 600_000, { min: 1_000, max: 86_400_000 }),
+      retentionDays: read.integer('RETENTION_DAYS', 30, { min: 1, max: 3650 }),
+      shutdownGraceMs: read.integer('WORKER_SHUTDOWN_GRACE_MS', 20_000, { min: 0, max: 110_000 }),
+      backoffBaseMs: read.integer('RETRY_BACKOFF_BASE_MS', 1_000, { min: 1, max: 3_600_000 }),
+      backoffMaxMs: read.integer('RETRY_BACKOFF_MAX_MS', 300_000, { min: 1, max: 86_400_000 }),
+      defaultMaxAttempts: read.integer('JOB_MAX_ATTEMPTS', 5, { min: 1, max: 100 }),
+    },
+    massImport: {
+      maxFiles: read.integer('MASS_IMPORT_MAX_FILES', 50_000, { min: 1, max: 10_000_000 }),
+      maxTotalBytes: read.integer('MASS_IMPORT_MAX_TOTAL_BYTES', 50 * GiB, { min: 1, max: 1024 ** 5 }),
+      maxFileBytes: read.integer('MASS_IMPORT_MAX_FILE_BYTES', 5 * GiB, { min: 1, max: 5 * 1024 ** 4 }),
+      hardCapFiles: read.integer('MASS_IMPORT_HARD_CAP_FILES', 1_000_000, { min: 1, max: 100_000_000 }),
+      hardCapTotalBytes: read.integer('MASS_IMPORT_HARD_CAP_TOTAL_BYTES', 1024 * GiB, { min: 1, max: 1024 ** 5 }),
+      hardCapFileBytes: read.integer('MASS_IMPORT_HARD_CAP_FILE_BYTES', 50 * GiB, { min: 1, max: 5 * 1024 ** 4 }),
+      concurrency: read.integer('MASS_IMPORT_CONCURRENCY', 8, { min: 1, max: 256 }),
+      multipartThresholdBytes: read.integer('MASS_IMPORT_MULTIPART_THRESHOLD_BYTES', 8 * 1024 ** 2, {
+        min: 5 * 1024 ** 2,
+        max: 5 * GiB,
+      }),
+    },
+    csv: {
+      finalizeChunkSize: read.integer('CSV_FINALIZE_CHUNK_SIZE', 500, { min: 1, max: 100_000 }),
+    },
+    health: {
+      heartbeatFile: read.absolutePath('HEALTH_HEARTBEAT_FILE', '/tmp/bulk-import-worker.heartbeat'),
+      maxAgeMs: read.integer('HEALTH_MAX_AGE_MS', 60_000, { min: 1_000, max: 3_600_000 }),
+    },
+    metrics: {
+      namespace: read.optionalString('METRICS_NAMESPACE', /^[A-Za-z0-9._/#:-]{1,255}$/, 'a CloudWatch namespace'),
+      cloudWatchEndpoint: read.url('CLOUDWATCH_ENDPOINT'),
+      gaugeIntervalMs: read.integer('METRICS_GAUGE_INTERVAL_MS', 60_000, { min: 1_000, max: 3_600_000 }),
+    },
+    ecsAgentUri: read.url('ECS_AGENT_URI'),
+  };
+  if (config.worker.backoffMaxMs < config.worker.backoffBaseMs) {
+    throw new ConfigError(
+      'RETRY_BACKOFF_MAX_MS',
+      `RETRY_BACKOFF_MAX_MS (${config.worker.backoffMaxMs}) must be at least RETRY_BACKOFF_BASE_MS (${config.worker.backoffBaseMs})`,
+    );
+  }
+  return config;
+}
+
+/** The database URL, or a ConfigError that says how to provide it. */
+export function requireDatabaseUrl(config: Config): string {
+  if (!config.databaseUrl) {
+    throw new ConfigError(
+      'DATABASE_URL',
+      'DATABASE_URL is not set: expected a Postgres URL such as postgres://user:password@host:5432/dbname ' +
+        '(or run `npm run local` for an embedded database)',
+    );
+  }
+  return config.databaseUrl;
+}
+
+export function requireBucket(config: Config): string {
+  if (!config.s3Bucket) {
+    throw new ConfigError('S3_BUCKET', 'S3_BUCKET is not set: expected the name of the bucket imports write to');
+  }
+  return config.s3Bucket;
+}
+
+class EnvReader {
+  constructor(private readonly env: Env) {}
+
+  private raw(name: string): string | undefined {
+    const value = this.env[name];
+    return value === undefined || value.trim() === '' ? undefined : value.trim();
+  }
+
+  private fail(name: string, value: string, expected: string): never {
+    throw new ConfigError(name, `${name}=${JSON.stringify(value)} is invalid: expected ${expected}`);
+  }
+
+  string(name: string, fallback: string, pattern: RegExp, expected: string): string {
+    return this.optionalString(name, pattern, expected) ?? fallback;
+  }
+
+  optionalString(name: string, pattern: RegExp, expected: string): string | undefined {
+    const value = this.raw(name);
+    if (value === undefined) return undefined;
+    if (!pattern.test(value)) this.fail(name, value, expected);
+    return value;
+  }
+
+  integer(name: string, fallback: number, range: { min: number; max: number }): number {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    const expected = `a whole number from ${range.min} to ${range.max}`;
+    if (!/^-?\d+$/.test(value)) this.fail(name, value, expected);
+    const parsed = Number(value);
+    if (!Number.isSafeInteger(parsed) || parsed < range.min || parsed > range.max) this.fail(name, value, expected);
+    return parsed;
+  }
+
+  boolean(name: string, fallback: boolean): boolean {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    if (/^(1|true|yes|on)$/i.test(value)) return true;
+    if (/^(0|false|no|off)$/i.test(value)) return false;
+    return this.fail(name, value, 'true or false');
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    if (!(allowed as readonly string[]).includes(value)) this.fail(name, value, `one of ${allowed.join(', ')}`);
+    return value as T;
+  }
+
+  url(name: string): string | undefined {
+    const value = this.raw(name);
+    if (value === undefined) return undefined;
+    try {
+      const url = new URL(value);
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('protocol');
+    } catch {
+      this.fail(name, value, 'an http:// or https:// URL');
+    }
+    return value;
+  }
+
+  postgresUrl(name: string): string | undefined {
+    const value = this.raw(name);
+    if (value === undefined) return undefined;
+    const expected = 'a Postgres URL such as postgres://user:password@host:5432/dbname';
+    try {
+      const url = new URL(value);
+      if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') throw new Error('protocol');
+    } catch {
+      this.fail(name, value.replace(/:[^:@/]*@/, ':***@'), expected);
+    }
+    return value;
+  }
+
+  bucketName(name: string): string | undefined {
+    return this.optionalString(
+      name,
+      /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
+      'an S3 bucket name: 3-63 lowercase letters, digits, dots or hyphens',
+    );
+  }
+
+  absolutePath(name: string, fallback: string): string {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    if (!value.startsWith('/')) this.fail(name, value, 'an absolute path such as /import');
+    return value.length > 1 ? value.replace(/\/+$/, '') : value;
+  }
+
+  list(name: string): string[] {
+    const value = this.raw(name);
+    if (value === undefined) return [];
+    const items = value.split(',').map((item) => item.trim());
+    if (items.some((item) => !/^[a-z0-9-]+$/.test(item))) {
+      this.fail(name, value, 'a comma-separated list of job kinds such as mass-import,csv-validate');
+    }
+    return items;
+  }
+
+  kindLimits(name: string): Record<string, number> {
+    const value = this.raw(name);
+    if (value === undefined) return {};
+    const limits: Record<string, number> = {};
+    for (const entry of value.split(',')) {
+      const match = /^\s*([a-z0-9-]+)\s*=\s*(\d+)\s*$/.exec(entry);
+      const limit = match ? Number(match[2]) : 0;
+      if (!match || limit < 1) this.fail(name, value, 'kind=limit pairs separated by commas, e.g. csv-validate=2');
+      limits[match[1]!] = limit;
+    }
+    return limits;
+  }
+}

@@ -1,0 +1,32 @@
+// Applies the SQL migrations in migrations/ with node-pg-migrate. Each file holds an `-- Up Migration` and a
+// `-- Down Migration` section, so the same files work from the sources and from the built image.
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { runner } from 'node-pg-migrate';
+
+// worker/db/ in a source checkout, dist/worker/db/ in the built image: the migrations folder is at the package root.
+export const MIGRATIONS_DIR = ['../../migrations', '../../../migrations']
+  .map((relative) => fileURLToPath(new URL(relative, import.meta.url)))
+  .find((dir) => existsSync(dir)) as string;
+
+export interface MigrateOptions {
+  direction?: 'up' | 'down';
+  /** How many migrations to apply or revert; default all for up, 1 for down. */
+  count?: number;
+  log?: (message: string) => void;
+}
+
+export async function migrate(databaseUrl: string, options: MigrateOptions = {}): Promise<string[]> {
+  const direction = options.direction ?? 'up';
+  const applied = await runner({
+    databaseUrl,
+    dir: MIGRATIONS_DIR,
+    direction,
+    count: options.count ?? (direction === 'up' ? Infinity : 1),
+    migrationsTable: 'pgmigrations',
+    checkOrder: true,
+    singleTransaction: true,
+    log: options.log ?? (() => {}),
+  });
+  return applied.map((migration) => migration.name);
+}

@@ -1,0 +1,40 @@
+import pg from 'pg';
+
+// bigint (int8) columns such as jobs.id come back as strings by default; our ids and byte counts stay far below
+// 2^53, so parse them as numbers once, here.
+pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
+
+export type Pool = pg.Pool;
+export type PoolClient = pg.PoolClient;
+
+export interface PoolOptions {
+  max?: number;
+  applicationName?: string;
+}
+
+export function createPool(databaseUrl: string, options: PoolOptions = {}): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    max: options.max ?? 10,
+    application_name: options.applicationName ?? 'bulk-import-worker',
+    // A pool without an error listener crashes the process when an idle connection is terminated by the server.
+  });
+  pool.on('error', () => {});
+  return pool;
+}
+
+/** Runs `work` in a transaction on one pooled connection; rolls back on any error. */
+export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}

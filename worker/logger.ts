@@ -1,0 +1,36 @@
+// pino, writing JSON lines (what CloudWatch Logs ingests) unless LOG_FORMAT=pretty or, with the default `auto`,
+// stdout is a terminal and pino-pretty is installed (it is a devDependency, absent from the production image).
+import { createRequire } from 'node:module';
+import { pino, type DestinationStream, type Logger } from 'pino';
+import type { LogFormat, LogLevel } from './config.js';
+
+export type { Logger } from 'pino';
+
+export interface LoggerOptions {
+  level: LogLevel;
+  format: LogFormat;
+  name?: string;
+  /** Where lines go; defaults to stdout. Tests pass a stream to read them back. */
+  destination?: DestinationStream;
+}
+
+export function createLogger(options: LoggerOptions): Logger {
+  const base = { level: options.level, name: options.name ?? 'bulk-import-worker' };
+  if (options.destination) return pino(base, options.destination);
+  const pretty = wantsPretty(options.format) ? loadPretty() : undefined;
+  return pretty ? pino(base, pretty) : pino(base);
+}
+
+function wantsPretty(format: LogFormat): boolean {
+  return format === 'pretty' || (format === 'auto' && process.stdout.isTTY === true);
+}
+
+function loadPretty(): DestinationStream | undefined {
+  try {
+    const require = createRequire(import.meta.url);
+    const pretty = require('pino-pretty') as (options: object) => DestinationStream;
+    return pretty({ colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' });
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,30 @@
+import { S3Client } from '@aws-sdk/client-s3';
+
+export interface S3ClientOptions {
+  region: string;
+  /** A local S3-compatible server; undefined means AWS itself. */
+  endpoint?: string | undefined;
+  forcePathStyle?: boolean;
+  /** Explicit credentials (local servers); undefined uses the SDK's default chain (task role on ECS). */
+  credentials?: { accessKeyId: string; secretAccessKey: string } | undefined;
+  maxAttempts?: number;
+}
+
+/** The one place an S3 client is built, for AWS and for local S3-compatible servers alike. */
+export function createS3Client(options: S3ClientOptions): S3Client {
+  const custom = options.endpoint !== undefined;
+  return new S3Client({
+    region: options.region,
+    endpoint: options.endpoint,
+    forcePathStyle: options.forcePathStyle ?? custom,
+    credentials: options.credentials,
+    maxAttempts: options.maxAttempts ?? 3,
+    // Since v3.729 the SDK adds a CRC32 checksum to every upload ("WHEN_SUPPORTED"); for a streaming body it does so
+    // with `Content-Encoding: aws-chunked` framing and a trailing checksum header. AWS S3 decodes that framing, but
+    // S3-compatible servers that predate it (s3rver, older MinIO/Ceph) store the framing inside the object, corrupting
+    // it. Against a custom endpoint we therefore send checksums only where the API requires them (e.g.
+    // DeleteObjects); against AWS we keep the SDK's default end-to-end integrity checks. Our own SHA-256 of every
+    // imported file covers integrity either way.
+    ...(custom ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {}),
+  });
+}
