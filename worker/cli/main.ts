@@ -3,6 +3,9 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config.js';
 import { registerMigrateCommand } from './commands/migrate.js';
 import { registerLocalCommand } from './commands/local.js';
+import { registerWorkerCommand } from './commands/worker.js';
+import { registerEnqueueCommand } from './commands/enqueue.js';
+import { registerJobCommands } from './commands/jobs.js';
 
 export function buildProgram(): Command {
   const program = new Command('bulk-import')
@@ -11,6 +14,9 @@ export function buildProgram(): Command {
     .exitOverride();
   registerMigrateCommand(program);
   registerLocalCommand(program);
+  registerWorkerCommand(program);
+  registerEnqueueCommand(program);
+  registerJobCommands(program);
   return program;
 }
 

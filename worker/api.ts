@@ -1,0 +1,27 @@
+// The functions a backend (or the CLI) calls to ask for work: enqueue validates the payload with the kind's handler
+// before anything is written, and applies the kind's default idempotency key.
+import type { Queryable } from './db/pool.js';
+import { defaultRegistry, type HandlerRegistry } from './handlers/registry.js';
+import { enqueueJob, type EnqueueRequest, type EnqueueResult } from './queue/enqueue.js';
+
+export interface SubmitOptions {
+  registry?: HandlerRegistry;
+  defaultMaxAttempts?: number;
+}
+
+/**
+ * Enqueues a run of `kind`. Refuses an unknown kind or an invalid payload with a PermanentJobError (nothing is
+ * written). When the request has no dedupe key, the kind's default one applies (pass `dedupeKey: null` to opt out).
+ */
+export async function submitJob(db: Queryable, request: EnqueueRequest, options: SubmitOptions = {}): Promise<EnqueueResult> {
+  const registry = options.registry ?? defaultRegistry();
+  const handler = registry.require(request.kind);
+  const payload = handler.parsePayload(request.payload ?? {});
+  const dedupeKey =
+    request.dedupeKey === undefined ? handler.defaultDedupeKey?.(payload, request.tenantId ?? null) : request.dedupeKey;
+  return enqueueJob(
+    db,
+    { ...request, dedupeKey: dedupeKey ?? null, maxAttempts: request.maxAttempts ?? handler.maxAttempts },
+    options.defaultMaxAttempts,
+  );
+}

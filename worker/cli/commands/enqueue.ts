@@ -1,0 +1,50 @@
+import type { Command } from 'commander';
+import { submitJob } from '../../api.js';
+import { withDatabase } from '../context.js';
+import { printJson, printLine } from '../output.js';
+import { parseInteger, parseJsonObject, parsePositiveInt } from '../parse.js';
+
+interface EnqueueOptions {
+  payload: Record<string, unknown>;
+  tenant?: string;
+  dedupeKey?: string;
+  dedupe: boolean;
+  maxAttempts?: number;
+  priority?: number;
+  json?: boolean;
+}
+
+export function registerEnqueueCommand(program: Command): void {
+  program
+    .command('enqueue <kind>')
+    .description('enqueue a job; returns the active run instead when one with the same dedupe key exists')
+    .option('--payload <json>', 'job payload as a JSON object', parseJsonObject, {})
+    .option('--tenant <id>', 'tenant the job belongs to')
+    .option('--dedupe-key <key>', "idempotency key (default: the kind's own, e.g. tenant + source)")
+    .option('--no-dedupe', 'never reuse an active run')
+    .option('--max-attempts <n>', 'attempts before the job goes dead', parsePositiveInt)
+    .option('--priority <n>', 'lower runs first (default 0)', parseInteger)
+    .option('--json', 'print JSON only')
+    .action(async (kind: string, options: EnqueueOptions) => {
+      const { job, reused } = await withDatabase((pool, config) =>
+        submitJob(
+          pool,
+          {
+            kind,
+            payload: options.payload,
+            tenantId: options.tenant ?? null,
+            ...(options.dedupe ? (options.dedupeKey !== undefined ? { dedupeKey: options.dedupeKey } : {}) : { dedupeKey: null }),
+            ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
+            ...(options.priority !== undefined ? { priority: options.priority } : {}),
+          },
+          { defaultMaxAttempts: config.worker.defaultMaxAttempts },
+        ),
+      );
+      if (options.json) return printJson({ id: job.id, state: job.state, reused, kind: job.kind, dedupeKey: job.dedupeKey });
+      printLine(
+        reused
+          ? `Job ${job.id} (${job.kind}) is already ${job.state} with dedupe key ${job.dedupeKey}: reusing it, nothing new enqueued.`
+          : `Enqueued job ${job.id} (${job.kind}), state ${job.state}.`,
+      );
+    });
+}

@@ -1,0 +1,122 @@
+// Looking at runs and steering them: jobs, show, cancel, requeue.
+import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import { cancelJob, listJobs, requeueJob, requireJob } from '../../queue/operator.js';
+import { JOB_STATES, type JobRow, type JobState } from '../../queue/types.js';
+import { withDatabase } from '../context.js';
+import { formatDuration, formatTable, printJson, printLine } from '../output.js';
+import { parseDurationMs, parseJobId, parseList, parsePositiveInt } from '../parse.js';
+
+function parseStates(value: string): JobState[] {
+  const states = parseList(value);
+  const unknown = states.filter((state) => !(JOB_STATES as readonly string[]).includes(state));
+  if (unknown.length > 0) throw new InvalidArgumentError(`unknown state(s) ${unknown.join(', ')}; states: ${JOB_STATES.join(', ')}`);
+  return states as JobState[];
+}
+
+export function summarizeProgress(progress: Record<string, unknown> | null): string {
+  if (!progress) return '';
+  const done = Number(progress.done ?? progress.itemsDone ?? NaN);
+  const total = Number(progress.total ?? progress.itemsTotal ?? NaN);
+  if (Number.isFinite(done) && Number.isFinite(total) && total > 0) {
+    return `${done}/${total} (${Math.floor((100 * done) / total)}%)`;
+  }
+  return typeof progress.phase === 'string' ? progress.phase : '';
+}
+
+export function registerJobCommands(program: Command): void {
+  program
+    .command('jobs')
+    .description('list runs, newest first')
+    .option('--state <list>', `filter by state(s): ${JOB_STATES.join(', ')}`, parseStates)
+    .option('--kind <list>', 'filter by kind(s)', parseList)
+    .option('--tenant <id>', 'filter by tenant')
+    .option('--since <duration>', 'created within this long, e.g. 2h, 7d', parseDurationMs)
+    .option('--limit <n>', 'at most this many rows', parsePositiveInt, 50)
+    .option('--json', 'print JSON only')
+    .action(async (options: { state?: JobState[]; kind?: string[]; tenant?: string; since?: number; limit: number; json?: boolean }) => {
+      const jobs = await withDatabase((pool) =>
+        listJobs(pool, {
+          ...(options.state ? { states: options.state } : {}),
+          ...(options.kind ? { kinds: options.kind } : {}),
+          ...(options.tenant ? { tenantId: options.tenant } : {}),
+          ...(options.since !== undefined ? { since: new Date(Date.now() - options.since) } : {}),
+          limit: options.limit,
+        }),
+      );
+      if (options.json) return printJson(jobs);
+      if (jobs.length === 0) return printLine('No jobs match.');
+      printLine(
+        formatTable(
+          ['id', 'kind', 'state', 'tenant', 'attempts', 'progress', 'created', 'age'],
+          jobs.map((job) => [
+            job.id, job.kind, job.state, job.tenantId, `${job.attempts}/${job.maxAttempts}`,
+            summarizeProgress(job.progress), job.createdAt, formatDuration(Date.now() - job.createdAt.getTime()),
+          ]),
+        ),
+      );
+    });
+
+  program
+    .command('show <id>')
+    .description('one run in full: state, attempts, lease, progress, result, last error')
+    .option('--json', 'print JSON only')
+    .action(async (id: string, options: { json?: boolean }) => {
+      const job = await withDatabase((pool) => requireJob(pool, parseJobId(id)));
+      if (options.json) return printJson(job);
+      printLine(describeJob(job));
+    });
+
+  program
+    .command('cancel <id>')
+    .description('cancel a queued, parked or running run (a running one stops at its next item boundary)')
+    .option('--json', 'print JSON only')
+    .action(async (id: string, options: { json?: boolean }) => {
+      const { job, pending } = await withDatabase((pool) => cancelJob(pool, parseJobId(id)));
+      if (options.json) return printJson({ id: job.id, state: job.state, cancelPending: pending });
+      printLine(
+        pending
+          ? `Job ${job.id} is running: cancel requested; its worker stops it at the next item boundary.`
+          : `Job ${job.id} canceled.`,
+      );
+    });
+
+  program
+    .command('requeue <id>')
+    .description('run a failed, dead or canceled run again (same run record)')
+    .option('--reset-attempts', 'count attempts from zero again')
+    .option('--json', 'print JSON only')
+    .action(async (id: string, options: { resetAttempts?: boolean; json?: boolean }) => {
+      const job = await withDatabase((pool) => requeueJob(pool, parseJobId(id), { resetAttempts: options.resetAttempts ?? false }));
+      if (options.json) return printJson({ id: job.id, state: job.state, attempts: job.attempts, maxAttempts: job.maxAttempts });
+      printLine(`Job ${job.id} requeued (attempts ${job.attempts}/${job.maxAttempts}).`);
+    });
+}
+
+export function describeJob(job: JobRow): string {
+  const lines: Array<[string, unknown]> = [
+    ['id', job.id],
+    ['kind', job.kind],
+    ['state', job.state + (job.cancelRequestedAt && job.state === 'running' ? ' (cancel requested)' : '')],
+    ['tenant', job.tenantId],
+    ['attempts', `${job.attempts}/${job.maxAttempts}`],
+    ['priority', job.priority],
+    ['dedupe key', job.dedupeKey],
+    ['created', job.createdAt.toISOString()],
+    ['run at', job.runAt.toISOString()],
+    ['started', job.startedAt?.toISOString()],
+    ['finished', job.finishedAt?.toISOString()],
+    ['lease', job.leaseOwner ? `${job.leaseOwner} until ${job.leaseExpiresAt?.toISOString()}` : undefined],
+    ['progress', summarizeProgress(job.progress) || undefined],
+  ];
+  const out = lines.filter(([, value]) => value !== undefined && value !== null).map(([name, value]) => `${name.padEnd(11)} ${value}`);
+  out.push(`${'payload'.padEnd(11)} ${JSON.stringify(job.payload)}`);
+  if (job.progress) out.push(`${'progress'.padEnd(11)} ${JSON.stringify(job.progress)}`);
+  if (job.result) out.push(`${'result'.padEnd(11)} ${JSON.stringify(job.result)}`);
+  if (job.lastError) {
+    const e = job.lastError;
+    out.push(`${'last error'.padEnd(11)} [${e.class} ${e.code}, attempt ${e.attempt}, ${e.at}] ${e.message}`);
+    if (e.context) out.push(`${'  context'.padEnd(11)} ${JSON.stringify(e.context)}`);
+  }
+  return out.join('\n');
+}

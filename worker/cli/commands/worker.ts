@@ -1,0 +1,27 @@
+import type { Command } from 'commander';
+import { loadConfig } from '../../config.js';
+import { createLogger } from '../../logger.js';
+import { startWorkerProcess, stopOnSignals } from '../../runner/worker-process.js';
+import { parseList, parsePositiveInt } from '../parse.js';
+
+export function registerWorkerCommand(program: Command): void {
+  program
+    .command('worker')
+    .description('run a worker: claim and run jobs until SIGTERM/SIGINT (the ECS service command)')
+    .option('--concurrency <n>', 'jobs run at once (default WORKER_CONCURRENCY)', parsePositiveInt)
+    .option('--kinds <list>', 'only these job kinds, comma-separated (default WORKER_KINDS or all)', parseList)
+    .option('--exit-when-idle', 'exit once no job is due and none is running')
+    .action(async (options: { concurrency?: number; kinds?: string[]; exitWhenIdle?: boolean }) => {
+      const config = loadConfig();
+      const log = createLogger({ level: config.logLevel, format: config.logFormat });
+      const running = await startWorkerProcess({
+        config,
+        log,
+        ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+        ...(options.kinds !== undefined ? { kinds: options.kinds } : {}),
+        exitWhenIdle: options.exitWhenIdle ?? false,
+      });
+      stopOnSignals(running, log);
+      await running.closed;
+    });
+}

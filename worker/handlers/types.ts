@@ -1,0 +1,67 @@
+// The contract between the runner and a job kind.
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { Config } from '../config.js';
+import type { Pool, Queryable } from '../db/pool.js';
+import type { Logger } from '../logger.js';
+import type { CompletionState } from '../queue/finish.js';
+import type { ClaimedJob } from '../queue/types.js';
+
+/** Shared resources a handler may use; created once per worker process. */
+export interface HandlerServices {
+  config: Config;
+  pool: Pool;
+  /** Undefined when S3 is not configured (e.g. a worker that only runs backfills). */
+  s3: S3Client | undefined;
+  bucket: string | undefined;
+}
+
+export interface ProgressReporter {
+  /**
+   * Replaces the job's progress (shown by `bulk-import show`/`watch`, saved for resumption). Writes are throttled;
+   * a refused write (lease lost) aborts the job's signal.
+   */
+  update(progress: Record<string, unknown>): void;
+  /** Writes the latest progress now. */
+  flush(): Promise<void>;
+}
+
+export interface JobContext<P> {
+  job: ClaimedJob;
+  payload: P;
+  /** Fires when the job must stop: lease lost, cancel requested, or worker shutting down. `signal.reason` says why. */
+  signal: AbortSignal;
+  /** Carries job_id, kind, attempt and tenant_id on every line. */
+  log: Logger;
+  progress: ProgressReporter;
+  services: HandlerServices;
+  /**
+   * Call inside a transaction that records work for this job: it locks the job row for share and throws
+   * LeaseLostError unless this worker still holds the lease, so work is never committed by a worker that lost it.
+   */
+  assertLeaseHeld(db: Queryable): Promise<void>;
+}
+
+export interface JobOutcome {
+  /** `review_ready` parks the run until a person acts (see resumeParkedJob). Default `succeeded`. */
+  state?: Exclude<CompletionState, 'canceled'>;
+  result?: Record<string, unknown>;
+}
+
+export interface JobHandler<P = unknown> {
+  kind: string;
+  description: string;
+  /** Validates the raw payload; throw PermanentJobError with a clear message when it is invalid. */
+  parsePayload(raw: Record<string, unknown>): P;
+  run(context: JobContext<P>): Promise<JobOutcome | void>;
+  /**
+   * The idempotency key used when the enqueuer gives none, e.g. tenant + kind + target: the same import asked twice
+   * reuses the active run. Undefined means no automatic dedupe.
+   */
+  defaultDedupeKey?(payload: P, tenantId: string | null): string | undefined;
+  /** Attempts before `dead`, when the enqueuer gives none. */
+  maxAttempts?: number;
+}
+
+/** A handler of any payload type, for lists of handlers. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyJobHandler = JobHandler<any>;

@@ -1,0 +1,67 @@
+// Lease upkeep and fencing: heartbeats extend the leases a worker holds; every write about a job checks the lease.
+import type { Queryable } from '../db/pool.js';
+import type { Lease } from './types.js';
+
+export class LeaseLostError extends Error {
+  readonly code = 'LEASE_LOST';
+  constructor(readonly jobId: number) {
+    super(`job ${jobId}: lease lost (expired and rescued, or taken over by another worker); this worker stops it`);
+    this.name = 'LeaseLostError';
+  }
+}
+
+export interface HeartbeatResult {
+  /** Leases that were extended. */
+  extended: number[];
+  /** Leases this worker no longer holds: their handlers must stop. */
+  lost: number[];
+  /** Jobs an operator asked to cancel. */
+  cancelRequested: number[];
+}
+
+/** Extends every given lease in one statement; reports the ones lost and the ones asked to cancel. */
+export async function extendLeases(
+  db: Queryable,
+  workerId: string,
+  leases: Array<Pick<Lease, 'jobId' | 'attempt'>>,
+  leaseMs: number,
+): Promise<HeartbeatResult> {
+  if (leases.length === 0) return { extended: [], lost: [], cancelRequested: [] };
+  const { rows } = await db.query<{ id: number; cancel_requested: boolean }>(
+    `UPDATE jobs SET lease_expires_at = now() + $4 * interval '1 millisecond', heartbeat_at = now()
+     FROM unnest($2::bigint[], $3::int[]) AS held(id, attempt)
+     WHERE jobs.id = held.id AND jobs.attempts = held.attempt AND jobs.lease_owner = $1 AND jobs.state = 'running'
+     RETURNING jobs.id, jobs.cancel_requested_at IS NOT NULL AS cancel_requested`,
+    [workerId, leases.map((lease) => lease.jobId), leases.map((lease) => lease.attempt), leaseMs],
+  );
+  const extended = rows.map((row) => row.id);
+  const kept = new Set(extended);
+  return {
+    extended,
+    lost: leases.map((lease) => lease.jobId).filter((id) => !kept.has(id)),
+    cancelRequested: rows.filter((row) => row.cancel_requested).map((row) => row.id),
+  };
+}
+
+/**
+ * Inside a handler's own transaction: lock the job row for share and check the lease, so the transaction commits
+ * only while this worker holds the job. A rescuer or new owner that wants the row waits for the commit, and our
+ * commit cannot land after the takeover. Throws LeaseLostError (the caller rolls back).
+ */
+export async function assertLeaseHeld(db: Queryable, lease: Lease): Promise<void> {
+  const { rowCount } = await db.query(
+    `SELECT 1 FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running' FOR SHARE`,
+    [lease.jobId, lease.owner, lease.attempt],
+  );
+  if (rowCount !== 1) throw new LeaseLostError(lease.jobId);
+}
+
+/** Saves progress while the lease holds; returns false when the lease was lost (the write was refused). */
+export async function saveProgress(db: Queryable, lease: Lease, progress: Record<string, unknown>): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE jobs SET progress = $4, updated_at = now()
+     WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running'`,
+    [lease.jobId, lease.owner, lease.attempt, progress],
+  );
+  return rowCount === 1;
+}

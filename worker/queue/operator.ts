@@ -1,0 +1,178 @@
+// Operator statements: look at runs, cancel, requeue, and resume a run parked for review.
+import type { Queryable } from '../db/pool.js';
+import { JOB_CANCEL_CHANNEL, JOBS_READY_CHANNEL } from './channels.js';
+import { JOB_COLUMNS, toJobRow, type JobRow, type JobState } from './types.js';
+
+export class JobNotFoundError extends Error {
+  constructor(readonly jobId: number) {
+    super(`job ${jobId} does not exist`);
+    this.name = 'JobNotFoundError';
+  }
+}
+
+export class InvalidTransitionError extends Error {
+  constructor(
+    readonly jobId: number,
+    readonly state: JobState,
+    action: string,
+    allowed: string,
+  ) {
+    super(`job ${jobId} is ${state}: cannot ${action} it (only ${allowed})`);
+    this.name = 'InvalidTransitionError';
+  }
+}
+
+export async function getJob(db: Queryable, id: number): Promise<JobRow | null> {
+  const { rows } = await db.query(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = $1`, [id]);
+  return rows[0] ? toJobRow(rows[0]) : null;
+}
+
+export async function requireJob(db: Queryable, id: number): Promise<JobRow> {
+  const job = await getJob(db, id);
+  if (!job) throw new JobNotFoundError(id);
+  return job;
+}
+
+export interface JobFilter {
+  states?: JobState[];
+  kinds?: string[];
+  tenantId?: string;
+  /** Created at or after. */
+  since?: Date;
+  limit?: number;
+}
+
+export async function listJobs(db: Queryable, filter: JobFilter = {}): Promise<JobRow[]> {
+  const { rows } = await db.query(
+    `SELECT ${JOB_COLUMNS} FROM jobs
+     WHERE ($1::text[] IS NULL OR state = ANY($1))
+       AND ($2::text[] IS NULL OR kind = ANY($2))
+       AND ($3::text IS NULL OR tenant_id = $3)
+       AND ($4::timestamptz IS NULL OR created_at >= $4)
+     ORDER BY id DESC LIMIT $5`,
+    [filter.states ?? null, filter.kinds ?? null, filter.tenantId ?? null, filter.since ?? null, filter.limit ?? 100],
+  );
+  return rows.map(toJobRow);
+}
+
+export interface CancelResult {
+  job: JobRow;
+  /** True when the job was running: its worker aborts the handler and ends the run `canceled`. */
+  pending: boolean;
+}
+
+/**
+ * Queued or parked runs end `canceled` at once. A running job is marked and its worker is told through NOTIFY (and
+ * its next heartbeat), aborts the handler at the next item boundary and records `canceled`.
+ */
+export async function cancelJob(db: Queryable, id: number): Promise<CancelResult> {
+  const { rows } = await db.query(
+    `WITH target AS (SELECT id, state FROM jobs WHERE id = $1 FOR UPDATE),
+     updated AS (
+       UPDATE jobs SET
+         state = CASE WHEN target.state = 'running' THEN 'running' ELSE 'canceled' END,
+         cancel_requested_at = coalesce(jobs.cancel_requested_at, now()),
+         finished_at = CASE WHEN target.state = 'running' THEN NULL ELSE now() END,
+         updated_at = now()
+       FROM target WHERE jobs.id = target.id AND target.state IN ('queued', 'review_ready', 'running')
+       RETURNING ${JOB_COLUMNS.split(',').map((column) => `jobs.${column.trim()}`).join(', ')}
+     ), notify AS (
+       SELECT pg_notify('${JOB_CANCEL_CHANNEL}', id::text) FROM updated WHERE state = 'running'
+     )
+     SELECT updated.* FROM updated LEFT JOIN (SELECT count(*) FROM notify) AS told ON true`,
+    [id],
+  );
+  if (rows[0]) {
+    const job = toJobRow(rows[0]);
+    return { job, pending: job.state === 'running' };
+  }
+  const job = await requireJob(db, id);
+  throw new InvalidTransitionError(id, job.state, 'cancel', 'queued, running or review_ready runs can be canceled');
+}
+
+export interface RequeueOptions {
+  /** Start counting attempts from zero again; otherwise the run gets at least one more attempt. */
+  resetAttempts?: boolean;
+}
+
+const REQUEUABLE: JobState[] = ['failed', 'dead', 'canceled'];
+
+/** Starts a failed, dead or canceled run again as the same run record. */
+export async function requeueJob(db: Queryable, id: number, options: RequeueOptions = {}): Promise<JobRow> {
+  const { rows } = await requeueWhere(db, 'id = $1', [id], options);
+  if (rows[0]) return rows[0];
+  const job = await requireJob(db, id);
+  throw new InvalidTransitionError(id, job.state, 'requeue', `${REQUEUABLE.join(', ')} runs can be requeued`);
+}
+
+/** Requeues every dead run (optionally of some kinds): the dead-letter replay. */
+export async function replayDeadJobs(db: Queryable, options: RequeueOptions & { kinds?: string[] } = {}): Promise<JobRow[]> {
+  const { rows } = await requeueWhere(db, `state = 'dead' AND ($1::text[] IS NULL OR kind = ANY($1))`, [options.kinds ?? null], options);
+  return rows;
+}
+
+async function requeueWhere(
+  db: Queryable,
+  where: string,
+  values: unknown[],
+  options: RequeueOptions,
+): Promise<{ rows: JobRow[] }> {
+  const reset = values.length + 1;
+  try {
+    const { rows } = await db.query(
+      `WITH requeued AS (
+         UPDATE jobs SET state = 'queued', run_at = now(), finished_at = NULL, cancel_requested_at = NULL,
+           attempts = CASE WHEN $${reset} THEN 0 ELSE attempts END,
+           max_attempts = CASE WHEN $${reset} THEN max_attempts ELSE greatest(max_attempts, attempts + 1) END,
+           updated_at = now()
+         WHERE ${where} AND state IN ('failed', 'dead', 'canceled')
+         RETURNING ${JOB_COLUMNS}
+       ), wake AS (SELECT pg_notify('${JOBS_READY_CHANNEL}', kind) FROM (SELECT DISTINCT kind FROM requeued) AS k)
+       SELECT requeued.* FROM requeued LEFT JOIN (SELECT count(*) FROM wake) AS woken ON true ORDER BY id`,
+      [...values, options.resetAttempts ?? false],
+    );
+    return { rows: rows.map(toJobRow) };
+  } catch (error) {
+    if ((error as { code?: string }).code === '23505') {
+      throw new Error('cannot requeue: another run with the same dedupe key is active; cancel or finish it first');
+    }
+    throw error;
+  }
+}
+
+/**
+ * Moves a run parked in `review_ready` back to `queued` (optionally as another kind, e.g. from validation to
+ * finalize), so a worker picks it up. Returns null when the run is not parked.
+ */
+export async function resumeParkedJob(
+  db: Queryable,
+  id: number,
+  changes: { kind?: string; payload?: Record<string, unknown> } = {},
+): Promise<JobRow | null> {
+  const { rows } = await db.query(
+    `WITH resumed AS (
+       UPDATE jobs SET state = 'queued', kind = coalesce($2, kind), payload = coalesce($3, payload),
+         attempts = 0, run_at = now(), updated_at = now()
+       WHERE id = $1 AND state = 'review_ready'
+       RETURNING ${JOB_COLUMNS}
+     ), wake AS (SELECT pg_notify('${JOBS_READY_CHANNEL}', kind) FROM resumed)
+     SELECT resumed.* FROM resumed LEFT JOIN (SELECT count(*) FROM wake) AS woken ON true`,
+    [id, changes.kind ?? null, changes.payload ?? null],
+  );
+  return rows[0] ? toJobRow(rows[0]) : null;
+}
+
+/** Ends a parked run without running it further (e.g. a CSV import rejected at review). */
+export async function endParkedJob(
+  db: Queryable,
+  id: number,
+  state: 'canceled' | 'failed',
+  result: Record<string, unknown> | null = null,
+): Promise<JobRow | null> {
+  const { rows } = await db.query(
+    `UPDATE jobs SET state = $2, result = coalesce($3, result), finished_at = now(), updated_at = now()
+     WHERE id = $1 AND state = 'review_ready' RETURNING ${JOB_COLUMNS}`,
+    [id, state, result],
+  );
+  return rows[0] ? toJobRow(rows[0]) : null;
+}

@@ -1,0 +1,103 @@
+// The shapes of a job as the queue stores and hands it out.
+
+export const JOB_STATES = ['queued', 'running', 'review_ready', 'succeeded', 'partial', 'failed', 'dead', 'canceled'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+/** States in which a run is still active: enqueuing the same dedupe key returns it. */
+export const ACTIVE_STATES: readonly JobState[] = ['queued', 'running', 'review_ready'];
+/** States a run never leaves by itself (requeue/replay start it again). */
+export const TERMINAL_STATES: readonly JobState[] = ['succeeded', 'partial', 'failed', 'dead', 'canceled'];
+
+export type ErrorClass = 'transient' | 'permanent';
+
+/** What `last_error` holds: enough to diagnose a failure without the logs. */
+export interface JobErrorRecord {
+  message: string;
+  /** A stable code: a Postgres SQLSTATE, an S3 error name, a Node error code, or one of ours (LEASE_EXPIRED …). */
+  code: string;
+  class: ErrorClass;
+  attempt: number;
+  /** ISO time of the failure. */
+  at: string;
+  worker?: string;
+  /** The handler's context: file, bucket, key, row … */
+  context?: Record<string, unknown>;
+  /** First lines of the stack, for bugs. */
+  stack?: string;
+}
+
+export interface JobRow {
+  id: number;
+  kind: string;
+  tenantId: string | null;
+  payload: Record<string, unknown>;
+  dedupeKey: string | null;
+  state: JobState;
+  priority: number;
+  runAt: Date;
+  attempts: number;
+  maxAttempts: number;
+  leaseOwner: string | null;
+  leaseExpiresAt: Date | null;
+  heartbeatAt: Date | null;
+  cancelRequestedAt: Date | null;
+  progress: Record<string, unknown> | null;
+  result: Record<string, unknown> | null;
+  lastError: JobErrorRecord | null;
+  createdAt: Date;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+  updatedAt: Date;
+}
+
+/** A job as a worker holds it after a claim: the lease is identified by (id, leaseOwner, attempt). */
+export interface ClaimedJob {
+  id: number;
+  kind: string;
+  tenantId: string | null;
+  payload: Record<string, unknown>;
+  /** 1 on the first run; the fencing token together with the lease owner. */
+  attempt: number;
+  maxAttempts: number;
+  /** Progress saved by an earlier attempt: handlers resume from it. */
+  progress: Record<string, unknown> | null;
+  leaseOwner: string;
+  createdAt: Date;
+}
+
+/** The lease that fences every write about a claimed job. */
+export interface Lease {
+  jobId: number;
+  owner: string;
+  attempt: number;
+}
+
+export const JOB_COLUMNS = `id, kind, tenant_id, payload, dedupe_key, state, priority, run_at, attempts, max_attempts,
+  lease_owner, lease_expires_at, heartbeat_at, cancel_requested_at, progress, result, last_error, created_at,
+  started_at, finished_at, updated_at`;
+
+export function toJobRow(row: Record<string, unknown>): JobRow {
+  return {
+    id: row.id as number,
+    kind: row.kind as string,
+    tenantId: row.tenant_id as string | null,
+    payload: row.payload as Record<string, unknown>,
+    dedupeKey: row.dedupe_key as string | null,
+    state: row.state as JobState,
+    priority: row.priority as number,
+    runAt: row.run_at as Date,
+    attempts: row.attempts as number,
+    maxAttempts: row.max_attempts as number,
+    leaseOwner: row.lease_owner as string | null,
+    leaseExpiresAt: row.lease_expires_at as Date | null,
+    heartbeatAt: row.heartbeat_at as Date | null,
+    cancelRequestedAt: row.cancel_requested_at as Date | null,
+    progress: row.progress as Record<string, unknown> | null,
+    result: row.result as Record<string, unknown> | null,
+    lastError: row.last_error as JobErrorRecord | null,
+    createdAt: row.created_at as Date,
+    startedAt: row.started_at as Date | null,
+    finishedAt: row.finished_at as Date | null,
+    updatedAt: row.updated_at as Date,
+  };
+}

@@ -1,0 +1,58 @@
+// Throttled, fenced progress writes for one running job.
+import type { Queryable } from '../db/pool.js';
+import type { ProgressReporter } from '../handlers/types.js';
+import { saveProgress } from '../queue/lease.js';
+import type { Lease } from '../queue/types.js';
+
+export class ThrottledProgressReporter implements ProgressReporter {
+  private latest: Record<string, unknown> | undefined;
+  private dirty = false;
+  private lastWriteAt = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private writing: Promise<void> | undefined;
+
+  constructor(
+    private readonly db: Queryable,
+    private readonly lease: Lease,
+    private readonly onLeaseLost: () => void,
+    private readonly minIntervalMs = 1_000,
+  ) {}
+
+  update(progress: Record<string, unknown>): void {
+    this.latest = progress;
+    this.dirty = true;
+    if (this.timer || this.writing) return;
+    const wait = Math.max(0, this.lastWriteAt + this.minIntervalMs - Date.now());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.flush().catch(() => {});
+    }, wait);
+    this.timer.unref();
+  }
+
+  /** The latest progress, for the completion record (so the final figures are stored even if throttled). */
+  get snapshot(): Record<string, unknown> | undefined {
+    return this.latest;
+  }
+
+  async flush(): Promise<void> {
+    if (this.writing) await this.writing;
+    if (!this.dirty || !this.latest) return;
+    const progress = this.latest;
+    this.dirty = false;
+    this.lastWriteAt = Date.now();
+    this.writing = saveProgress(this.db, this.lease, progress)
+      .then((held) => {
+        if (!held) this.onLeaseLost();
+      })
+      .finally(() => {
+        this.writing = undefined;
+      });
+    await this.writing;
+  }
+
+  close(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}

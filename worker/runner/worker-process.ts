@@ -1,0 +1,96 @@
+// Wires one worker process together from the configuration: pool, S3 client, handlers, runner, maintenance
+// services, signal handling. The `worker` CLI command and the local run both start workers through this.
+import type { Config } from '../config.js';
+import { requireDatabaseUrl } from '../config.js';
+import { createPool } from '../db/pool.js';
+import { defaultRegistry, type HandlerRegistry } from '../handlers/registry.js';
+import type { HandlerServices } from '../handlers/types.js';
+import type { Logger } from '../logger.js';
+import { createRescuer } from '../maintenance/rescuer.js';
+import { createRetention } from '../maintenance/retention.js';
+import type { PeriodicService } from '../maintenance/periodic-service.js';
+import { createS3Client } from '../storage/s3-client.js';
+import { Worker } from './worker.js';
+
+export interface WorkerProcessOptions {
+  config: Config;
+  log: Logger;
+  concurrency?: number;
+  kinds?: string[];
+  exitWhenIdle?: boolean;
+  registry?: HandlerRegistry;
+}
+
+export interface RunningWorker {
+  worker: Worker;
+  services: HandlerServices;
+  maintenance: PeriodicService[];
+  /** Stops everything in order: runner (drain + release), maintenance, clients. */
+  stop(): Promise<void>;
+  /** Resolves once the worker has stopped and everything is closed. */
+  closed: Promise<void>;
+}
+
+export async function startWorkerProcess(options: WorkerProcessOptions): Promise<RunningWorker> {
+  const { config, log } = options;
+  const databaseUrl = requireDatabaseUrl(config);
+  const concurrency = options.concurrency ?? config.worker.concurrency;
+  // Handler work (item transactions, progress) plus claims, heartbeats and completions share the pool.
+  const pool = createPool(databaseUrl, { max: Math.max(config.databasePoolSize, Math.min(concurrency + 4, 50)) });
+  const s3 = config.s3Bucket
+    ? createS3Client({ region: config.awsRegion, endpoint: config.s3Endpoint, forcePathStyle: config.s3ForcePathStyle })
+    : undefined;
+  const services: HandlerServices = { config, pool, s3, bucket: config.s3Bucket };
+  const registry = options.registry ?? defaultRegistry();
+  const worker = new Worker(
+    pool,
+    registry,
+    services,
+    {
+      ...config.worker,
+      concurrency,
+      kinds: options.kinds ?? config.worker.kinds,
+      exitWhenIdle: options.exitWhenIdle ?? false,
+    },
+    log,
+    databaseUrl,
+  );
+  const maintenance = [
+    createRescuer(pool, config.worker.rescueIntervalMs, log),
+    createRetention(pool, config.worker.retentionDays, config.worker.retentionIntervalMs, log),
+  ];
+  await worker.start();
+  for (const service of maintenance) service.start();
+  log.info(
+    { worker_id: config.worker.workerId, concurrency, kinds: options.kinds?.length ? options.kinds : registry.kinds() },
+    'worker started',
+  );
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      await worker.stop();
+      await Promise.all(maintenance.map((service) => service.stop()));
+      s3?.destroy();
+      await pool.end();
+      log.info('worker stopped');
+    })());
+  const closed = worker.finished().then(() => stop());
+  return { worker, services, maintenance, stop, closed };
+}
+
+/** SIGTERM (ECS stop) and SIGINT (Ctrl-C) start a graceful shutdown; a second signal exits at once. */
+export function stopOnSignals(running: RunningWorker, log: Logger): void {
+  let received = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (received) {
+      log.warn({ signal }, 'second signal: exiting without waiting for the drain');
+      process.exit(130);
+    }
+    received = true;
+    log.info({ signal }, 'shutting down: draining running jobs');
+    void running.stop();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}

@@ -1,0 +1,395 @@
+// The runner: polls for due jobs, runs them in bounded slots, keeps their leases alive, records outcomes, drains on
+// shutdown. Maintenance (rescue, retention) and operations (health, metrics, protection) hook in from outside.
+import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { WorkerConfig } from '../config.js';
+import type { Pool } from '../db/pool.js';
+import type { HandlerRegistry } from '../handlers/registry.js';
+import type { HandlerServices, JobOutcome } from '../handlers/types.js';
+import type { Logger } from '../logger.js';
+import { backoffDelayMs } from '../queue/backoff.js';
+import { claimJobs } from '../queue/claim.js';
+import { toErrorRecord } from '../queue/errors.js';
+import { failJob, releaseJobs, type CompletionState } from '../queue/finish.js';
+import { assertLeaseHeld, extendLeases, LeaseLostError } from '../queue/lease.js';
+import type { ClaimedJob, JobState, Lease } from '../queue/types.js';
+import { CompletionBatcher } from './completion-batcher.js';
+import { ThrottledProgressReporter } from './progress-reporter.js';
+import { CancelRequestedError, ShutdownError } from './stop-reasons.js';
+import { WakeupListener } from './wakeup-listener.js';
+
+export type WorkerOptions = Pick<
+  WorkerConfig,
+  | 'workerId'
+  | 'concurrency'
+  | 'kinds'
+  | 'kindConcurrency'
+  | 'leaseMs'
+  | 'heartbeatMs'
+  | 'pollIntervalMs'
+  | 'shutdownGraceMs'
+  | 'backoffBaseMs'
+  | 'backoffMaxMs'
+> & {
+  /** Stop by itself once no job is due and none is running (CLI --exit-when-idle, tests, local runs). */
+  exitWhenIdle?: boolean;
+  /** Minimum time between two progress writes of one job. */
+  progressIntervalMs?: number;
+};
+
+export interface JobFinishedEvent {
+  job: ClaimedJob;
+  /** The state the run is in now: a terminal state, `review_ready`, `queued` (retry) — or `lost` (lease gone). */
+  state: JobState | 'lost' | 'released';
+  durationMs: number;
+  result?: Record<string, unknown> | undefined;
+  error?: unknown;
+}
+
+export interface WorkerEvents {
+  /** Every turn of the poll loop, busy or idle: the liveness signal the healthcheck reads. */
+  loop: [];
+  jobStarted: [job: ClaimedJob];
+  jobFinished: [event: JobFinishedEvent];
+  /** Whether the worker holds any lease; drives ECS scale-in protection. */
+  busy: [busy: boolean];
+}
+
+interface ActiveJob {
+  job: ClaimedJob;
+  lease: Lease;
+  controller: AbortController;
+  startedAt: number;
+  /** Handler done, outcome being stored: the lease is still ours but the slot is free. */
+  finishing: boolean;
+  /** Stopped for shutdown: stop() gives the job back to the queue. */
+  releaseOnStop: boolean;
+  done: Promise<void>;
+}
+
+export class Worker extends EventEmitter<WorkerEvents> {
+  private readonly active = new Map<number, ActiveJob>();
+  private readonly runningPerKind = new Map<string, number>();
+  private readonly batcher: CompletionBatcher;
+  private readonly listener: WakeupListener | undefined;
+  private readonly kinds: string[];
+  private stopping = false;
+  private stopped: Promise<void> | undefined;
+  private loopDone: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private wakeRequested = false;
+  /** The last claim returned fewer jobs than asked: wait for a NOTIFY or the poll interval. */
+  private backlogEmpty = false;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private wasBusy = false;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly registry: HandlerRegistry,
+    private readonly services: HandlerServices,
+    private readonly options: WorkerOptions,
+    private readonly log: Logger,
+    databaseUrl?: string,
+  ) {
+    super();
+    this.batcher = new CompletionBatcher(pool, options.workerId, log);
+    const known = registry.kinds();
+    const unknown = options.kinds.filter((kind) => !known.includes(kind));
+    if (unknown.length > 0) throw new Error(`unknown job kind(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
+    this.kinds = options.kinds.length > 0 ? options.kinds : known;
+    if (databaseUrl) {
+      this.listener = new WakeupListener(databaseUrl, log);
+      this.listener.on('ready', (kind) => {
+        if (this.kinds.includes(kind)) this.requestWake(true);
+      });
+      this.listener.on('connected', () => this.requestWake(true));
+      this.listener.on('cancel', (jobId) => this.abortJob(jobId, new CancelRequestedError(jobId)));
+    }
+  }
+
+  get runningCount(): number {
+    let count = 0;
+    for (const entry of this.active.values()) if (!entry.finishing) count += 1;
+    return count;
+  }
+
+  /** Starts polling; resolves once the listener is up. `stop()` or `exitWhenIdle` ends it. */
+  async start(): Promise<void> {
+    await this.listener?.start();
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.options.heartbeatMs);
+    this.heartbeatTimer.unref();
+    this.loopDone = this.loop();
+  }
+
+  /** Resolves when the worker has stopped (after `stop()` or, with exitWhenIdle, when the queue is empty). */
+  async finished(): Promise<void> {
+    await this.loopDone;
+    await this.stopped;
+  }
+
+  private async loop(): Promise<void> {
+    let claimFailures = 0;
+    while (!this.stopping) {
+      this.emit('loop');
+      const free = this.options.concurrency - this.runningCount;
+      if (free > 0 && !this.backlogEmpty) {
+        try {
+          const claimed = await this.claim(free);
+          claimFailures = 0;
+          if (claimed < free) this.backlogEmpty = true;
+          if (claimed > 0) continue;
+        } catch (error) {
+          claimFailures += 1;
+          this.log.error({ err: error }, 'claim failed; retrying');
+          await sleep(Math.min(30_000, 250 * 2 ** claimFailures));
+          continue;
+        }
+      }
+      if (this.options.exitWhenIdle && this.backlogEmpty && this.active.size === 0) {
+        void this.stop();
+        break;
+      }
+      await this.waitForWake();
+    }
+  }
+
+  private async claim(free: number): Promise<number> {
+    const limited = Object.entries(this.options.kindConcurrency).filter(([kind]) => this.kinds.includes(kind));
+    const unlimitedKinds = this.kinds.filter((kind) => this.options.kindConcurrency[kind] === undefined);
+    const requests: Array<{ kinds: string[]; limit: number }> = [];
+    let budget = free;
+    // Kinds with their own ceiling (e.g. csv-validate) claim separately so a burst of them cannot take every slot.
+    for (const [kind, ceiling] of limited) {
+      const headroom = Math.min(budget, ceiling - (this.runningPerKind.get(kind) ?? 0));
+      if (headroom > 0) requests.push({ kinds: [kind], limit: headroom });
+    }
+    if (unlimitedKinds.length > 0) requests.unshift({ kinds: unlimitedKinds, limit: budget });
+    let total = 0;
+    for (const request of requests) {
+      const limit = Math.min(request.limit, budget);
+      if (limit <= 0) break;
+      const jobs = await claimJobs(this.pool, {
+        workerId: this.options.workerId,
+        limit,
+        leaseMs: this.options.leaseMs,
+        kinds: request.kinds,
+      });
+      for (const job of jobs) this.startJob(job);
+      total += jobs.length;
+      budget -= jobs.length;
+    }
+    return total;
+  }
+
+  private startJob(job: ClaimedJob): void {
+    const lease: Lease = { jobId: job.id, owner: this.options.workerId, attempt: job.attempt };
+    const entry: ActiveJob = {
+      job,
+      lease,
+      controller: new AbortController(),
+      startedAt: Date.now(),
+      finishing: false,
+      releaseOnStop: false,
+      done: Promise.resolve(),
+    };
+    this.active.set(job.id, entry);
+    this.runningPerKind.set(job.kind, (this.runningPerKind.get(job.kind) ?? 0) + 1);
+    this.updateBusy();
+    this.emit('jobStarted', job);
+    entry.done = this.execute(entry).finally(() => {
+      this.active.delete(job.id);
+      this.updateBusy();
+    });
+  }
+
+  private async execute(entry: ActiveJob): Promise<void> {
+    const { job, lease, controller } = entry;
+    const log = this.log.child({ job_id: job.id, kind: job.kind, attempt: job.attempt, tenant_id: job.tenantId });
+    const progress = new ThrottledProgressReporter(
+      this.pool,
+      lease,
+      () => controller.abort(new LeaseLostError(job.id)),
+      this.options.progressIntervalMs,
+    );
+    let outcome: JobOutcome | void = undefined;
+    let failure: unknown;
+    try {
+      const handler = this.registry.require(job.kind);
+      const payload = handler.parsePayload(job.payload);
+      log.debug('job started');
+      outcome = await handler.run({
+        job,
+        payload,
+        signal: controller.signal,
+        log,
+        progress,
+        services: this.services,
+        assertLeaseHeld: (db) => assertLeaseHeld(db, lease),
+      });
+    } catch (error) {
+      failure = error;
+    } finally {
+      progress.close();
+      entry.finishing = true;
+      this.runningPerKind.set(job.kind, (this.runningPerKind.get(job.kind) ?? 1) - 1);
+      // A freed slot of a kind with its own ceiling may let a waiting job of that kind run, even if the last claim
+      // came back short because of the ceiling.
+      this.requestWake(this.options.kindConcurrency[job.kind] !== undefined);
+    }
+    await this.record(entry, log, progress, outcome, failure);
+  }
+
+  /** Stores the outcome of one run, fenced by its lease. */
+  private async record(
+    entry: ActiveJob,
+    log: Logger,
+    progress: ThrottledProgressReporter,
+    outcome: JobOutcome | void,
+    failure: unknown,
+  ): Promise<void> {
+    const { job, lease, controller } = entry;
+    const reason: unknown = controller.signal.aborted ? controller.signal.reason : undefined;
+    const finished = (state: JobFinishedEvent['state'], extra: Partial<JobFinishedEvent> = {}): void => {
+      this.emit('jobFinished', { job, state, durationMs: Date.now() - entry.startedAt, ...extra });
+    };
+    const snapshot = progress.snapshot ?? null;
+
+    if (failure !== undefined && reason instanceof LeaseLostError) {
+      log.warn('lease lost; the job was stopped and its outcome discarded');
+      return finished('lost');
+    }
+    if (failure !== undefined && reason instanceof ShutdownError) {
+      // Released in bulk by stop(): nothing to record here.
+      entry.releaseOnStop = true;
+      log.info('job stopped for shutdown; it will be released to the queue');
+      return finished('released');
+    }
+    if (failure === undefined || reason instanceof CancelRequestedError) {
+      const state: CompletionState =
+        failure === undefined ? (outcome?.state ?? 'succeeded') : 'canceled';
+      const result = failure === undefined ? outcome?.result : { canceledAt: new Date().toISOString() };
+      const applied = await this.batcher.add({ jobId: job.id, attempt: job.attempt, state, result, progress: snapshot });
+      if (!applied) {
+        log.warn({ state }, 'lease lost before the outcome was stored; outcome discarded');
+        return finished('lost');
+      }
+      log.info({ state, duration_ms: Date.now() - entry.startedAt }, `job ${state}`);
+      return finished(state, { result });
+    }
+    const error = toErrorRecord(failure, job.attempt, this.options.workerId);
+    const delay = backoffDelayMs({ baseMs: this.options.backoffBaseMs, maxMs: this.options.backoffMaxMs }, job.attempt);
+    try {
+      const state = await failJob(this.pool, { lease, error, retryDelayMs: delay, progress: snapshot });
+      if (state === null) {
+        log.warn({ err: failure }, 'job failed after its lease was lost; failure discarded');
+        return finished('lost', { error: failure });
+      }
+      const level = state === 'queued' ? 'warn' : 'error';
+      log[level](
+        { err: failure, error_code: error.code, error_class: error.class, context: error.context, state,
+          retry_in_ms: state === 'queued' ? delay : undefined },
+        state === 'queued' ? 'job failed; retry scheduled' : `job ${state}`,
+      );
+      finished(state, { error: failure });
+    } catch (storeError) {
+      log.error({ err: storeError, cause: failure }, 'could not record the failure; the lease will expire and the rescuer requeues the job');
+      finished('lost', { error: failure });
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (this.active.size === 0) return;
+    const leases = [...this.active.values()].map((entry) => entry.lease);
+    try {
+      const result = await extendLeases(this.pool, this.options.workerId, leases, this.options.leaseMs);
+      for (const jobId of result.lost) this.abortJob(jobId, new LeaseLostError(jobId));
+      for (const jobId of result.cancelRequested) this.abortJob(jobId, new CancelRequestedError(jobId));
+    } catch (error) {
+      this.log.warn({ err: error }, 'heartbeat failed; leases will be extended on the next beat if the database returns');
+    }
+  }
+
+  private abortJob(jobId: number, reason: Error): void {
+    const entry = this.active.get(jobId);
+    if (entry && !entry.controller.signal.aborted) {
+      this.log.info({ job_id: jobId, reason: reason.name }, 'stopping job');
+      entry.controller.abort(reason);
+    }
+  }
+
+  private requestWake(newWork: boolean): void {
+    if (newWork) this.backlogEmpty = false;
+    else if (this.backlogEmpty) return; // a slot freed, but we know nothing is waiting
+    this.wakeRequested = true;
+    this.wake?.();
+  }
+
+  private async waitForWake(): Promise<void> {
+    if (this.wakeRequested) {
+      this.wakeRequested = false;
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.backlogEmpty = false;
+        resolve();
+      }, this.options.pollIntervalMs);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.wake = undefined;
+    this.wakeRequested = false;
+  }
+
+  private updateBusy(): void {
+    const busy = this.active.size > 0;
+    if (busy !== this.wasBusy) {
+      this.wasBusy = busy;
+      this.emit('busy', busy);
+    }
+  }
+
+  /**
+   * Graceful shutdown: stop claiming, ask handlers to stop at their next item boundary, wait up to the grace time,
+   * then release every lease still held back to `queued` (without counting the attempt), so another worker resumes
+   * those jobs at once.
+   */
+  stop(): Promise<void> {
+    this.stopped ??= this.shutdown();
+    return this.stopped;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    await this.loopDone;
+    const draining = [...this.active.values()];
+    if (draining.length > 0) this.log.info({ jobs: draining.map((entry) => entry.job.id) }, 'draining running jobs');
+    for (const entry of draining) if (!entry.finishing) entry.controller.abort(new ShutdownError());
+    const allDone = Promise.allSettled(draining.map((entry) => entry.done));
+    const timedOut = await Promise.race([
+      allDone.then(() => false),
+      sleep(this.options.shutdownGraceMs).then(() => true),
+    ]);
+    await this.batcher.drain();
+    // Jobs whose handler stopped for the shutdown, and jobs whose handler is still running after the grace time
+    // (their late writes are fenced out once the lease is released).
+    const toRelease = draining
+      .filter((entry) => entry.releaseOnStop || this.active.has(entry.job.id))
+      .map((entry) => entry.lease);
+    if (toRelease.length > 0) {
+      try {
+        const ids = await releaseJobs(this.pool, this.options.workerId, toRelease);
+        this.log.info({ jobs: ids, timed_out: timedOut }, 'released jobs back to the queue');
+      } catch (error) {
+        this.log.error({ err: error }, 'could not release jobs; their leases expire and the rescuer requeues them');
+      }
+    }
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    await this.listener?.stop();
+    this.active.clear();
+    this.updateBusy();
+  }
+}
