@@ -24,17 +24,19 @@ export interface EnqueueResult {
 const ACTIVE = `('queued', 'running', 'review_ready')`;
 
 // One statement: insert unless an active run holds the key, and wake idle workers when the new job is due. The
-// NOTIFY is delivered at commit, so a worker never wakes before it can see the row.
+// NOTIFY is delivered at commit, so a worker never wakes before it can see the row. (pg_notify sits in the select
+// list on purpose: a CTE joined only for its side effect can be optimised away; Postgres folds identical
+// notifications of one transaction into one.)
 const INSERT_JOB = `
 WITH inserted AS (
   INSERT INTO jobs (kind, payload, tenant_id, dedupe_key, priority, run_at, max_attempts)
   VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7)
   ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND state IN ${ACTIVE} DO NOTHING
   RETURNING ${JOB_COLUMNS}
-), wake AS (
-  SELECT pg_notify('${JOBS_READY_CHANNEL}', kind) FROM inserted WHERE run_at <= now()
 )
-SELECT inserted.*, false AS reused FROM inserted LEFT JOIN wake ON true`;
+SELECT inserted.*, false AS reused,
+  CASE WHEN inserted.run_at <= now() THEN pg_notify('${JOBS_READY_CHANNEL}', inserted.kind) END AS woke
+FROM inserted`;
 
 const ACTIVE_BY_KEY = `SELECT ${JOB_COLUMNS}, true AS reused FROM jobs WHERE dedupe_key = $1 AND state IN ${ACTIVE}`;
 
@@ -75,8 +77,8 @@ export async function enqueueJobs(
        SELECT $1, payload, $3, $4, $5 FROM unnest($2::jsonb[]) WITH ORDINALITY AS input(payload, position)
        ORDER BY position
        RETURNING id
-     ), wake AS (SELECT pg_notify('${JOBS_READY_CHANNEL}', $1) WHERE EXISTS (SELECT 1 FROM inserted))
-     SELECT id FROM inserted LEFT JOIN wake ON true ORDER BY id`,
+     )
+     SELECT id, pg_notify('${JOBS_READY_CHANNEL}', $1) AS woke FROM inserted ORDER BY id`,
     [kind, payloads, options.tenantId ?? null, options.priority ?? 0, options.maxAttempts ?? 5],
   );
   return rows.map((row) => row.id);

@@ -1,5 +1,6 @@
 // Finish: record a run's outcome, fenced by its lease. A write whose lease no longer matches changes nothing.
 import type { Queryable } from '../db/pool.js';
+import { JOBS_READY_CHANNEL } from './channels.js';
 import type { JobErrorRecord, JobState, Lease } from './types.js';
 
 /** Outcomes a worker records for a job it holds. `review_ready` parks the run until a person acts. */
@@ -101,8 +102,8 @@ export async function releaseJobs(
        FROM unnest($2::bigint[], $3::int[]) AS held(id, attempt)
        WHERE jobs.id = held.id AND jobs.attempts = held.attempt AND jobs.lease_owner = $1 AND jobs.state = 'running'
        RETURNING jobs.id, jobs.kind
-     ), wake AS (SELECT pg_notify('bulk_import_jobs_ready', kind) FROM (SELECT DISTINCT kind FROM released) AS kinds)
-     SELECT id FROM released LEFT JOIN (SELECT count(*) FROM wake) AS woken ON true`,
+     )
+     SELECT id, pg_notify('${JOBS_READY_CHANNEL}', kind) AS woke FROM released`,
     [workerId, leases.map((lease) => lease.jobId), leases.map((lease) => lease.attempt)],
   );
   return rows.map((row) => row.id);

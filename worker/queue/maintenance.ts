@@ -31,10 +31,8 @@ export async function rescueExpiredLeases(db: Queryable, batchSize = 1000): Prom
          lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
        FROM expired WHERE jobs.id = expired.id
        RETURNING jobs.id, jobs.state, jobs.kind
-     ), wake AS (
-       SELECT pg_notify('${JOBS_READY_CHANNEL}', kind) FROM (SELECT DISTINCT kind FROM rescued WHERE state = 'queued') AS k
      )
-     SELECT id, state FROM rescued LEFT JOIN (SELECT count(*) FROM wake) AS woken ON true`,
+     SELECT id, state, CASE WHEN state = 'queued' THEN pg_notify('${JOBS_READY_CHANNEL}', kind) END AS woke FROM rescued`,
     [batchSize],
   );
   return {

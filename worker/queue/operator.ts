@@ -76,10 +76,9 @@ export async function cancelJob(db: Queryable, id: number): Promise<CancelResult
          updated_at = now()
        FROM target WHERE jobs.id = target.id AND target.state IN ('queued', 'review_ready', 'running')
        RETURNING ${JOB_COLUMNS.split(',').map((column) => `jobs.${column.trim()}`).join(', ')}
-     ), notify AS (
-       SELECT pg_notify('${JOB_CANCEL_CHANNEL}', id::text) FROM updated WHERE state = 'running'
      )
-     SELECT updated.* FROM updated LEFT JOIN (SELECT count(*) FROM notify) AS told ON true`,
+     SELECT updated.*, CASE WHEN updated.state = 'running' THEN pg_notify('${JOB_CANCEL_CHANNEL}', updated.id::text) END AS told
+     FROM updated`,
     [id],
   );
   if (rows[0]) {
@@ -127,8 +126,8 @@ async function requeueWhere(
            updated_at = now()
          WHERE ${where} AND state IN ('failed', 'dead', 'canceled')
          RETURNING ${JOB_COLUMNS}
-       ), wake AS (SELECT pg_notify('${JOBS_READY_CHANNEL}', kind) FROM (SELECT DISTINCT kind FROM requeued) AS k)
-       SELECT requeued.* FROM requeued LEFT JOIN (SELECT count(*) FROM wake) AS woken ON true ORDER BY id`,
+       )
+       SELECT requeued.*, pg_notify('${JOBS_READY_CHANNEL}', requeued.kind) AS woke FROM requeued ORDER BY id`,
       [...values, options.resetAttempts ?? false],
     );
     return { rows: rows.map(toJobRow) };
@@ -155,8 +154,8 @@ export async function resumeParkedJob(
          attempts = 0, run_at = now(), updated_at = now()
        WHERE id = $1 AND state = 'review_ready'
        RETURNING ${JOB_COLUMNS}
-     ), wake AS (SELECT pg_notify('${JOBS_READY_CHANNEL}', kind) FROM resumed)
-     SELECT resumed.* FROM resumed LEFT JOIN (SELECT count(*) FROM wake) AS woken ON true`,
+     )
+     SELECT resumed.*, pg_notify('${JOBS_READY_CHANNEL}', resumed.kind) AS woke FROM resumed`,
     [id, changes.kind ?? null, changes.payload ?? null],
   );
   return rows[0] ? toJobRow(rows[0]) : null;

@@ -1,0 +1,105 @@
+import { describe, expect, it } from 'vitest';
+import { submitJob } from '../worker/api.js';
+import { claimJobs } from '../worker/queue/claim.js';
+import { enqueueJob, enqueueJobs } from '../worker/queue/enqueue.js';
+import { completeJobs } from '../worker/queue/finish.js';
+import { PermanentJobError } from '../worker/queue/errors.js';
+import { useTestEnvironment } from './harness.js';
+
+const env = useTestEnvironment();
+
+describe('enqueue with an idempotency key', () => {
+  it('returns the active run for the same key, and a new run once the first has ended', async () => {
+    const first = await enqueueJob(env.pool, { kind: 'noop', dedupeKey: 'tenant-a:noop:x', payload: { n: 1 } });
+    const again = await enqueueJob(env.pool, { kind: 'noop', dedupeKey: 'tenant-a:noop:x', payload: { n: 2 } });
+    expect(first.reused).toBe(false);
+    expect(again.reused).toBe(true);
+    expect(again.job.id).toBe(first.job.id);
+    expect(again.job.payload).toEqual({ n: 1 });
+
+    const [claimed] = await claimJobs(env.pool, { workerId: 'w1', limit: 1, leaseMs: 10_000, kinds: ['noop'] });
+    expect(claimed!.id).toBe(first.job.id);
+    const whileRunning = await enqueueJob(env.pool, { kind: 'noop', dedupeKey: 'tenant-a:noop:x' });
+    expect(whileRunning).toMatchObject({ reused: true, job: { id: first.job.id, state: 'running' } });
+
+    await completeJobs(env.pool, 'w1', [{ jobId: claimed!.id, attempt: 1, state: 'succeeded' }]);
+    const afterEnd = await enqueueJob(env.pool, { kind: 'noop', dedupeKey: 'tenant-a:noop:x' });
+    expect(afterEnd.reused).toBe(false);
+    expect(afterEnd.job.id).not.toBe(first.job.id);
+  });
+
+  it('creates exactly one run when many enqueue the same key at once', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 20 }, () => enqueueJob(env.pool, { kind: 'noop', dedupeKey: 'race-key' })),
+    );
+    const ids = new Set(results.map((result) => result.job.id));
+    expect(ids.size).toBe(1);
+    expect(results.filter((result) => !result.reused)).toHaveLength(1);
+    const { rows } = await env.pool.query("SELECT count(*)::int AS n FROM jobs WHERE dedupe_key = 'race-key'");
+    expect(rows[0].n).toBe(1);
+  });
+
+  it('validates the payload with the handler before writing anything', async () => {
+    const before = await env.pool.query('SELECT count(*)::int AS n FROM jobs');
+    await expect(submitJob(env.pool, { kind: 'noop', payload: { sleepMs: -5 } })).rejects.toThrow(
+      /invalid noop payload: "sleepMs" must be a whole number from 0 to 3600000/,
+    );
+    await expect(submitJob(env.pool, { kind: 'no-such-kind' })).rejects.toBeInstanceOf(PermanentJobError);
+    const after = await env.pool.query('SELECT count(*)::int AS n FROM jobs');
+    expect(after.rows[0].n).toBe(before.rows[0].n);
+  });
+
+  it('wakes listeners with NOTIFY when a due job is enqueued', async () => {
+    const listener = await env.pool.connect();
+    try {
+      const received: string[] = [];
+      listener.on('notification', (message) => received.push(`${message.channel}:${message.payload}`));
+      await listener.query('LISTEN bulk_import_jobs_ready');
+      await enqueueJob(env.pool, { kind: 'noop' });
+      await enqueueJob(env.pool, { kind: 'noop', runAt: new Date(Date.now() + 3_600_000) });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(received).toEqual(['bulk_import_jobs_ready:noop']);
+      await listener.query('UNLISTEN *');
+    } finally {
+      listener.release();
+    }
+  });
+});
+
+describe('claim', () => {
+  it('hands disjoint jobs to concurrent claimers, in priority order, skipping jobs not yet due', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    const ids = await enqueueJobs(env.pool, 'claim-test', Array.from({ length: 40 }, (_, i) => ({ i })));
+    await env.pool.query('UPDATE jobs SET priority = -1 WHERE id = $1', [ids[39]]);
+    await env.pool.query("UPDATE jobs SET run_at = now() + interval '1 hour' WHERE id = $1", [ids[0]]);
+    const claims = await Promise.all(
+      Array.from({ length: 6 }, (_, w) => claimJobs(env.pool, { workerId: `w${w}`, limit: 10, leaseMs: 10_000, kinds: ['claim-test'] })),
+    );
+    const all = claims.flat().map((job) => job.id);
+    expect(new Set(all).size).toBe(all.length);
+    expect(all.length).toBe(39);
+    expect(all).not.toContain(ids[0]);
+    const { rows } = await env.pool.query(
+      "SELECT count(*)::int AS n FROM jobs WHERE kind = 'claim-test' AND state = 'running' AND attempts = 1 AND lease_expires_at > now()",
+    );
+    expect(rows[0].n).toBe(39);
+  });
+
+  it('takes the lowest priority number first', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    const [low, high] = await enqueueJobs(env.pool, 'prio', [{ a: 1 }, { a: 2 }]);
+    await env.pool.query('UPDATE jobs SET priority = -5 WHERE id = $1', [high]);
+    const [first] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 1000, kinds: ['prio'] });
+    expect(first!.id).toBe(high);
+    const [second] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 1000, kinds: ['prio'] });
+    expect(second!.id).toBe(low);
+  });
+
+  it('only claims the kinds asked for', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    await enqueueJobs(env.pool, 'kind-a', [{}]);
+    await enqueueJobs(env.pool, 'kind-b', [{}]);
+    const claimed = await claimJobs(env.pool, { workerId: 'w', limit: 10, leaseMs: 1000, kinds: ['kind-b'] });
+    expect(claimed.map((job) => job.kind)).toEqual(['kind-b']);
+  });
+});

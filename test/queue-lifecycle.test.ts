@@ -1,0 +1,289 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { JobHandler } from '../worker/handlers/types.js';
+import { noopHandler } from '../worker/handlers/noop.js';
+import { backoffCeilingMs, backoffDelayMs } from '../worker/queue/backoff.js';
+import { claimJobs } from '../worker/queue/claim.js';
+import { enqueueJob } from '../worker/queue/enqueue.js';
+import { classifyError, PermanentJobError, TransientJobError } from '../worker/queue/errors.js';
+import { completeJobs, failJob, releaseJobs } from '../worker/queue/finish.js';
+import { assertLeaseHeld, extendLeases, LeaseLostError, saveProgress } from '../worker/queue/lease.js';
+import { deleteExpiredJobs, rescueExpiredLeases } from '../worker/queue/maintenance.js';
+import { cancelJob, getJob, replayDeadJobs, requeueJob, requireJob } from '../worker/queue/operator.js';
+import type { Worker } from '../worker/runner/worker.js';
+import { useTestEnvironment } from './harness.js';
+import { testWorker, waitFor } from './support/in-process-worker.js';
+
+const env = useTestEnvironment();
+const workers: Worker[] = [];
+afterEach(async () => {
+  await Promise.all(workers.splice(0).map((worker) => worker.stop()));
+});
+
+function start(worker: Worker): Worker {
+  workers.push(worker);
+  void worker.start();
+  return worker;
+}
+
+async function expireLease(jobId: number): Promise<void> {
+  await env.pool.query("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", [jobId]);
+}
+
+describe('fencing', () => {
+  it('refuses progress, completion and failure from a worker whose lease was taken over', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'fence', maxAttempts: 5 });
+    const [a] = await claimJobs(env.pool, { workerId: 'worker-a', limit: 1, leaseMs: 60_000, kinds: ['fence'] });
+    await expireLease(job.id);
+    expect((await rescueExpiredLeases(env.pool)).requeued).toEqual([job.id]);
+    const [b] = await claimJobs(env.pool, { workerId: 'worker-b', limit: 1, leaseMs: 60_000, kinds: ['fence'] });
+    expect(b!.attempt).toBe(2);
+
+    const leaseA = { jobId: job.id, owner: 'worker-a', attempt: a!.attempt };
+    expect(await saveProgress(env.pool, leaseA, { done: 99 })).toBe(false);
+    expect(await completeJobs(env.pool, 'worker-a', [{ jobId: job.id, attempt: 1, state: 'succeeded' }])).toEqual(new Set());
+    const error = { message: 'x', code: 'X', class: 'permanent' as const, attempt: 1, at: new Date().toISOString() };
+    expect(await failJob(env.pool, { lease: leaseA, error, retryDelayMs: 0 })).toBeNull();
+    expect((await extendLeases(env.pool, 'worker-a', [{ jobId: job.id, attempt: 1 }], 60_000)).lost).toEqual([job.id]);
+    await expect(assertLeaseHeld(env.pool, leaseA)).rejects.toBeInstanceOf(LeaseLostError);
+    // Even the same owner name with the old attempt number is refused: the attempt is the fencing token.
+    expect(await saveProgress(env.pool, { ...leaseA, owner: 'worker-b' }, { done: 1 })).toBe(false);
+
+    const current = await requireJob(env.pool, job.id);
+    expect(current).toMatchObject({ state: 'running', leaseOwner: 'worker-b', attempts: 2, progress: null });
+    const leaseB = { jobId: job.id, owner: 'worker-b', attempt: 2 };
+    expect(await saveProgress(env.pool, leaseB, { done: 1 })).toBe(true);
+    expect(await completeJobs(env.pool, 'worker-b', [{ jobId: job.id, attempt: 2, state: 'succeeded' }])).toEqual(new Set([job.id]));
+  });
+
+  it('aborts the handler of a worker that lost its lease and discards its outcome', async () => {
+    let sawAbort: unknown;
+    const slow: JobHandler<unknown> = {
+      kind: 'slow-fenced',
+      description: 'waits for its signal',
+      parsePayload: () => ({}),
+      run: ({ signal }) =>
+        new Promise((_, reject) => {
+          signal.addEventListener('abort', () => {
+            sawAbort = signal.reason;
+            reject(signal.reason);
+          });
+        }),
+    };
+    const worker = start(testWorker(env, [slow], { heartbeatMs: 100 }));
+    const { job } = await enqueueJob(env.pool, { kind: 'slow-fenced' });
+    await waitFor(async () => (await getJob(env.pool, job.id))?.state === 'running');
+    // Another worker takes the job over (as after a rescue).
+    await env.pool.query("UPDATE jobs SET lease_owner = 'thief', attempts = attempts + 1 WHERE id = $1", [job.id]);
+    await waitFor(async () => sawAbort !== undefined);
+    expect(sawAbort).toBeInstanceOf(LeaseLostError);
+    await waitFor(async () => worker.runningCount === 0);
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'running', leaseOwner: 'thief' });
+  });
+});
+
+describe('failures, backoff and the dead-letter state', () => {
+  it('keeps the backoff within [0, min(max, base·2^(attempt-1))]', () => {
+    const policy = { baseMs: 1_000, maxMs: 60_000 };
+    expect([1, 2, 3, 4, 7, 8, 30].map((attempt) => backoffCeilingMs(policy, attempt))).toEqual([
+      1_000, 2_000, 4_000, 8_000, 60_000, 60_000, 60_000,
+    ]);
+    for (let attempt = 1; attempt <= 12; attempt += 1) {
+      for (const random of [0, 0.25, 0.999999]) {
+        const delay = backoffDelayMs(policy, attempt, () => random);
+        expect(delay).toBeGreaterThanOrEqual(0);
+        expect(delay).toBeLessThanOrEqual(backoffCeilingMs(policy, attempt));
+      }
+    }
+    expect(backoffDelayMs(policy, 3, () => 0.999999)).toBe(4_000);
+    const samples = Array.from({ length: 2_000 }, () => backoffDelayMs(policy, 4));
+    expect(Math.max(...samples)).toBeLessThanOrEqual(8_000);
+    // Full jitter: spread over the whole range, not bunched at the ceiling.
+    expect(samples.filter((delay) => delay < 4_000).length).toBeGreaterThan(600);
+  });
+
+  it('retries a transient failure with a delay, then moves the job to dead with a structured last_error', async () => {
+    start(testWorker(env, [noopHandler], { backoffBaseMs: 20, backoffMaxMs: 40 }));
+    const { job } = await enqueueJob(env.pool, { kind: 'noop', payload: { fail: 'transient' }, maxAttempts: 3 });
+    const dead = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.state === 'dead' ? current : undefined;
+    });
+    expect(dead.attempts).toBe(3);
+    expect(dead.finishedAt).not.toBeNull();
+    expect(dead.lastError).toMatchObject({
+      message: 'noop asked to fail (transient)',
+      code: 'NOOP_TRANSIENT',
+      class: 'transient',
+      attempt: 3,
+      context: { sleepMs: 0 },
+    });
+    expect(typeof dead.lastError!.worker).toBe('string');
+    expect(new Date(dead.lastError!.at).getTime()).toBeGreaterThan(Date.now() - 60_000);
+  });
+
+  it('fails a permanent error at once, without a retry', async () => {
+    start(testWorker(env, [noopHandler]));
+    const { job } = await enqueueJob(env.pool, { kind: 'noop', payload: { fail: 'permanent' }, maxAttempts: 5 });
+    const failed = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.state === 'failed' ? current : undefined;
+    });
+    expect(failed.attempts).toBe(1);
+    expect(failed.lastError).toMatchObject({ class: 'permanent', code: 'NOOP_PERMANENT', attempt: 1 });
+  });
+
+  it('fails an invalid payload permanently with a message naming the field', async () => {
+    start(testWorker(env, [noopHandler]));
+    const { job } = await enqueueJob(env.pool, { kind: 'noop', payload: { sleepMs: 'soon' } });
+    const failed = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.state === 'failed' ? current : undefined;
+    });
+    expect(failed.lastError!.message).toMatch(/"sleepMs" must be a whole number/);
+    expect(failed.lastError!.code).toBe('INVALID_PAYLOAD');
+  });
+
+  it('schedules a transient retry after the backoff delay', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'backoff-probe', maxAttempts: 5 });
+    const [claimed] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['backoff-probe'] });
+    const error = { message: 'S3 503', code: 'SlowDown', class: 'transient' as const, attempt: 1, at: new Date().toISOString() };
+    const state = await failJob(env.pool, { lease: { jobId: job.id, owner: 'w', attempt: claimed!.attempt }, error, retryDelayMs: 30_000 });
+    expect(state).toBe('queued');
+    const { rows } = await env.pool.query('SELECT extract(epoch FROM run_at - now()) AS wait FROM jobs WHERE id = $1', [job.id]);
+    expect(Number(rows[0].wait)).toBeGreaterThan(29);
+    expect(Number(rows[0].wait)).toBeLessThanOrEqual(30);
+    expect(await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['backoff-probe'] })).toEqual([]);
+  });
+
+  it('classifies errors: Postgres serialization/deadlock/connection, S3 5xx and throttling, network → transient', () => {
+    expect(classifyError(Object.assign(new Error('x'), { code: '40001' })).errorClass).toBe('transient');
+    expect(classifyError(Object.assign(new Error('x'), { code: '40P01' })).errorClass).toBe('transient');
+    expect(classifyError(Object.assign(new Error('x'), { code: '08006' })).errorClass).toBe('transient');
+    expect(classifyError(Object.assign(new Error('x'), { code: '23505' })).errorClass).toBe('permanent');
+    expect(classifyError(Object.assign(new Error('x'), { code: 'ECONNRESET' })).errorClass).toBe('transient');
+    expect(classifyError(Object.assign(new Error('x'), { name: 'SlowDown', $metadata: { httpStatusCode: 503 } })).errorClass).toBe('transient');
+    expect(classifyError(Object.assign(new Error('x'), { name: 'InternalError', $metadata: { httpStatusCode: 500 } })).code).toBe('InternalError');
+    expect(classifyError(Object.assign(new Error('x'), { name: 'AccessDenied', $metadata: { httpStatusCode: 403 } })).errorClass).toBe('permanent');
+    expect(classifyError(new Error('Connection terminated unexpectedly')).errorClass).toBe('transient');
+    expect(classifyError(new PermanentJobError('bad')).errorClass).toBe('permanent');
+    expect(classifyError(new TransientJobError('later')).errorClass).toBe('transient');
+  });
+});
+
+describe('rescue, retention, cancel and requeue', () => {
+  it('rescues expired leases back to queued, or to dead without attempts left', async () => {
+    const { job: retry } = await enqueueJob(env.pool, { kind: 'rescue-me', maxAttempts: 3 });
+    const { job: last } = await enqueueJob(env.pool, { kind: 'rescue-me', maxAttempts: 1 });
+    await claimJobs(env.pool, { workerId: 'crashed', limit: 2, leaseMs: 60_000, kinds: ['rescue-me'] });
+    expect(await rescueExpiredLeases(env.pool)).toEqual({ requeued: [], dead: [] });
+    await expireLease(retry.id);
+    await expireLease(last.id);
+    const rescued = await rescueExpiredLeases(env.pool);
+    expect(rescued).toEqual({ requeued: [retry.id], dead: [last.id] });
+    expect(await requireJob(env.pool, retry.id)).toMatchObject({ state: 'queued', leaseOwner: null, attempts: 1 });
+    const dead = await requireJob(env.pool, last.id);
+    expect(dead.state).toBe('dead');
+    expect(dead.lastError).toMatchObject({ code: 'LEASE_EXPIRED', class: 'transient', attempt: 1, worker: 'crashed' });
+  });
+
+  it('deletes only finished runs older than the retention, in batches', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    const old = await Promise.all([1, 2, 3].map(() => enqueueJob(env.pool, { kind: 'retained' })));
+    const fresh = await enqueueJob(env.pool, { kind: 'retained' });
+    const queuedOld = await enqueueJob(env.pool, { kind: 'retained' });
+    await env.pool.query(
+      "UPDATE jobs SET state = 'succeeded', finished_at = now() - interval '40 days' WHERE id = ANY($1)",
+      [old.map((o) => o.job.id)],
+    );
+    await env.pool.query("UPDATE jobs SET state = 'failed', finished_at = now() - interval '2 days' WHERE id = $1", [fresh.job.id]);
+    await env.pool.query("UPDATE jobs SET created_at = now() - interval '90 days' WHERE id = $1", [queuedOld.job.id]);
+    expect(await deleteExpiredJobs(env.pool, 30, 2)).toBe(2);
+    expect(await deleteExpiredJobs(env.pool, 30, 2)).toBe(1);
+    expect(await deleteExpiredJobs(env.pool, 30, 2)).toBe(0);
+    const { rows } = await env.pool.query('SELECT id FROM jobs ORDER BY id');
+    expect(rows.map((row) => row.id)).toEqual([fresh.job.id, queuedOld.job.id]);
+  });
+
+  it('cancels a queued run at once and aborts the handler of a running one', async () => {
+    const queued = await enqueueJob(env.pool, { kind: 'noop', runAt: new Date(Date.now() + 3_600_000) });
+    expect(await cancelJob(env.pool, queued.job.id)).toMatchObject({ pending: false, job: { state: 'canceled' } });
+
+    let aborted = false;
+    const waits: JobHandler<unknown> = {
+      kind: 'waits',
+      description: 'waits for its signal',
+      parsePayload: () => ({}),
+      run: ({ signal }) =>
+        new Promise((_, reject) =>
+          signal.addEventListener('abort', () => {
+            aborted = true;
+            reject(signal.reason);
+          }),
+        ),
+    };
+    // Heartbeats far apart: the cancel must arrive through NOTIFY, not the next heartbeat.
+    start(testWorker(env, [waits], { heartbeatMs: 60_000, leaseMs: 120_000 }));
+    const { job } = await enqueueJob(env.pool, { kind: 'waits' });
+    await waitFor(async () => (await getJob(env.pool, job.id))?.state === 'running');
+    const cancel = await cancelJob(env.pool, job.id);
+    expect(cancel.pending).toBe(true);
+    const ended = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.state === 'canceled' ? current : undefined;
+    }, 5_000);
+    expect(aborted).toBe(true);
+    expect(ended.finishedAt).not.toBeNull();
+    await expect(cancelJob(env.pool, job.id)).rejects.toThrow(/is canceled: cannot cancel it/);
+  });
+
+  it('requeues failed, dead and canceled runs, and replays dead ones', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'requeue-me', maxAttempts: 1 });
+    const [claimed] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['requeue-me'] });
+    const error = { message: 'boom', code: 'X', class: 'transient' as const, attempt: 1, at: new Date().toISOString() };
+    expect(await failJob(env.pool, { lease: { jobId: job.id, owner: 'w', attempt: claimed!.attempt }, error, retryDelayMs: 0 })).toBe('dead');
+    const again = await requeueJob(env.pool, job.id);
+    expect(again).toMatchObject({ state: 'queued', attempts: 1, maxAttempts: 2, finishedAt: null });
+    await expect(requeueJob(env.pool, job.id)).rejects.toThrow(/is queued: cannot requeue it/);
+    await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now() WHERE id = $1", [job.id]);
+    const replayed = await replayDeadJobs(env.pool, { kinds: ['requeue-me'], resetAttempts: true });
+    expect(replayed.map((row) => [row.id, row.state, row.attempts])).toEqual([[job.id, 'queued', 0]]);
+  });
+
+  it('releases leases without counting the attempt', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'release-me' });
+    const [claimed] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['release-me'] });
+    expect(await releaseJobs(env.pool, 'w', [{ jobId: job.id, attempt: claimed!.attempt }])).toEqual([job.id]);
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'queued', attempts: 0, leaseOwner: null });
+  });
+});
+
+describe('wake-ups', () => {
+  it('still runs jobs after the LISTEN connection is killed, and the listener reconnects', async () => {
+    const worker = start(testWorker(env, [noopHandler], { pollIntervalMs: 300 }));
+    await waitFor(async () => {
+      const { rows } = await env.pool.query("SELECT 1 FROM pg_stat_activity WHERE application_name = 'bulk-import-listener' AND datname = current_database()");
+      return rows.length === 1;
+    });
+    const killed = await env.pool.query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'bulk-import-listener' AND datname = current_database()",
+    );
+    expect(killed.rowCount).toBe(1);
+    const { job } = await enqueueJob(env.pool, { kind: 'noop' });
+    await waitFor(async () => (await getJob(env.pool, job.id))?.state === 'succeeded', 10_000);
+    await waitFor(async () => {
+      const { rows } = await env.pool.query("SELECT 1 FROM pg_stat_activity WHERE application_name = 'bulk-import-listener' AND datname = current_database()");
+      return rows.length === 1;
+    }, 10_000);
+    expect(worker.runningCount).toBe(0);
+  });
+
+  it('picks up a new job through NOTIFY well before the poll interval', async () => {
+    start(testWorker(env, [noopHandler], { pollIntervalMs: 60_000 }));
+    await sleep(300);
+    const enqueuedAt = Date.now();
+    const { job } = await enqueueJob(env.pool, { kind: 'noop' });
+    await waitFor(async () => (await getJob(env.pool, job.id))?.state === 'succeeded', 10_000, 10);
+    expect(Date.now() - enqueuedAt).toBeLessThan(5_000);
+  });
+});

@@ -1,0 +1,47 @@
+// An in-process Worker against the test database, with short timings, for tests that need to reach inside.
+import { loadConfig } from '../../worker/config.js';
+import { HandlerRegistry } from '../../worker/handlers/registry.js';
+import type { AnyJobHandler } from '../../worker/handlers/types.js';
+import { createLogger } from '../../worker/logger.js';
+import { Worker, type WorkerOptions } from '../../worker/runner/worker.js';
+import type { TestEnvironment } from '../harness.js';
+
+export const silentLog = createLogger({ level: 'silent', format: 'json' });
+
+export function testWorker(
+  env: TestEnvironment,
+  handlers: AnyJobHandler[],
+  overrides: Partial<WorkerOptions> = {},
+): Worker {
+  const config = loadConfig({ DATABASE_URL: env.databaseUrl });
+  return new Worker(
+    env.pool,
+    new HandlerRegistry(handlers),
+    { config, pool: env.pool, s3: env.s3, bucket: env.bucket },
+    {
+      ...config.worker,
+      workerId: `test-${Math.random().toString(36).slice(2, 8)}`,
+      concurrency: 4,
+      leaseMs: 2_000,
+      heartbeatMs: 200,
+      pollIntervalMs: 200,
+      shutdownGraceMs: 2_000,
+      backoffBaseMs: 10,
+      backoffMaxMs: 50,
+      progressIntervalMs: 50,
+      ...overrides,
+    },
+    silentLog,
+    env.databaseUrl,
+  );
+}
+
+export async function waitFor<T>(probe: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, stepMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, stepMs));
+  }
+}

@@ -1,0 +1,113 @@
+// Real worker processes for tests: spawn `bulk-import worker` (or a fixture entry point with test handlers) against
+// the test's database, read its JSON log lines, kill it with any signal.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { TestEnvironment } from '../harness.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const CLI_ENTRY = `${ROOT}bin/bulk-import.js`;
+export const TEST_WORKER_ENTRY = `${ROOT}test/fixtures/test-worker.ts`;
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  [key: string]: unknown;
+}
+
+export interface WorkerProcess {
+  child: ChildProcess;
+  pid: number;
+  logs: LogLine[];
+  stderr: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves with the first log line (past or future) that matches. */
+  waitForLog(match: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export interface SpawnOptions {
+  /** `cli` runs `bin/bulk-import.js worker`; `test` runs test/fixtures/test-worker.ts (default + test handlers). */
+  entry?: 'cli' | 'test';
+  args?: string[];
+  env?: Record<string, string>;
+}
+
+export function spawnWorker(testEnv: TestEnvironment, options: SpawnOptions = {}): WorkerProcess {
+  const entry = options.entry ?? 'cli';
+  const args =
+    entry === 'cli'
+      ? [CLI_ENTRY, 'worker', ...(options.args ?? [])]
+      : ['--import', 'tsx', TEST_WORKER_ENTRY, ...(options.args ?? [])];
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+      LOG_LEVEL: 'info',
+      ...testEnv.processEnv,
+      ...options.env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: LogLine[] = [];
+  const stderr: string[] = [];
+  const waiters: Array<{ match: (line: LogLine) => boolean; resolve: (line: LogLine) => void }> = [];
+  createInterface({ input: child.stdout! }).on('line', (text) => {
+    let line: LogLine;
+    try {
+      line = JSON.parse(text) as LogLine;
+    } catch {
+      stderr.push(text);
+      return;
+    }
+    logs.push(line);
+    for (const waiter of [...waiters]) {
+      if (waiter.match(line)) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve(line);
+      }
+    }
+  });
+  createInterface({ input: child.stderr! }).on('line', (text) => stderr.push(text));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  return {
+    child,
+    pid: child.pid!,
+    logs,
+    stderr,
+    exited,
+    kill: (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+    waitForLog(match, timeoutMs = 30_000) {
+      const seen = logs.find(match);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(new Error(`no matching log line within ${timeoutMs} ms; stderr: ${stderr.slice(-5).join(' | ')}`));
+        }, timeoutMs);
+        waiters.push({
+          match,
+          resolve: (line) => {
+            clearTimeout(timer);
+            resolve(line);
+          },
+        });
+        void exited.then(({ code, signal }) => {
+          clearTimeout(timer);
+          reject(new Error(`worker exited (${code ?? signal}) before the log line; stderr: ${stderr.slice(-5).join(' | ')}`));
+        });
+      });
+    },
+  };
+}
+
+/** Kills every process still running (afterAll / afterEach safety net). */
+export async function killAll(processes: WorkerProcess[]): Promise<void> {
+  for (const worker of processes) worker.kill('SIGKILL');
+  await Promise.all(processes.map((worker) => worker.exited));
+}
