@@ -45,6 +45,16 @@ export interface JobOutcome {
   /** `review_ready` parks the run until a person acts (see resumeParkedJob). Default `succeeded`. */
   state?: Exclude<CompletionState, 'canceled'>;
   result?: Record<string, unknown>;
+  /** Figures published as CloudWatch metrics for the run, e.g. { Files: 1607, Bytes: 2.6e9, FailedItems: 2 }. */
+  metrics?: Record<string, number>;
+}
+
+/** Per-item (file) or per-row failures of one run, for `show`, `errors` and `errors --csv`. */
+export interface RunErrors {
+  total: number;
+  /** Column names of `rows`, in display order. */
+  columns: string[];
+  rows: Array<Record<string, unknown>>;
 }
 
 export interface JobHandler<P = unknown> {
@@ -60,6 +70,10 @@ export interface JobHandler<P = unknown> {
   defaultDedupeKey?(payload: P, tenantId: string | null): string | undefined;
   /** Attempts before `dead`, when the enqueuer gives none. */
   maxAttempts?: number;
+  /** Lists the run's failed items or rows (for kinds that have them), newest first, paged. */
+  listErrors?(db: Queryable, jobId: number, page: { limit: number; offset: number }): Promise<RunErrors>;
+  /** Writes every failed row or item as CSV (original columns + row number + errors); returns how many rows. */
+  exportErrorsCsv?(db: Queryable, jobId: number, out: NodeJS.WritableStream): Promise<number>;
 }
 
 /** A handler of any payload type, for lists of handlers. */

@@ -43,6 +43,7 @@ export interface JobFinishedEvent {
   state: JobState | 'lost' | 'released';
   durationMs: number;
   result?: Record<string, unknown> | undefined;
+  metrics?: Record<string, number> | undefined;
   error?: unknown;
 }
 
@@ -274,7 +275,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         return finished('lost');
       }
       log.info({ state, duration_ms: Date.now() - entry.startedAt }, `job ${state}`);
-      return finished(state, { result });
+      return finished(state, { result, metrics: failure === undefined ? outcome?.metrics : undefined });
     }
     const error = toErrorRecord(failure, job.attempt, this.options.workerId);
     const delay = backoffDelayMs({ baseMs: this.options.backoffBaseMs, maxMs: this.options.backoffMaxMs }, job.attempt);

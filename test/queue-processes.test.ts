@@ -1,0 +1,104 @@
+// Real worker processes against one database: exactly-once handling under contention, crash recovery after
+// kill -9, graceful SIGTERM drain with immediate resumption elsewhere.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { enqueueJob, enqueueJobs } from '../worker/queue/enqueue.js';
+import { requireJob } from '../worker/queue/operator.js';
+import { useTestEnvironment } from './harness.js';
+import { waitFor } from './support/in-process-worker.js';
+import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+
+const env = useTestEnvironment();
+const spawned: WorkerProcess[] = [];
+function worker(extraEnv: Record<string, string> = {}, args: string[] = []): WorkerProcess {
+  const process = spawnWorker(env, { entry: 'test', env: extraEnv, args });
+  spawned.push(process);
+  return process;
+}
+const started = (line: { msg: string }) => line.msg === 'worker started';
+
+beforeAll(async () => {
+  await env.pool.query(
+    'CREATE TABLE test_runs (job_id bigint NOT NULL, attempt int NOT NULL, worker text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())',
+  );
+});
+afterEach(async () => {
+  await killAll(spawned.splice(0));
+  await env.pool.query('DELETE FROM jobs; DELETE FROM test_runs');
+});
+afterAll(async () => killAll(spawned));
+
+describe('worker processes', () => {
+  it('4 processes × 10,000 jobs: every handler runs exactly once, none is lost', async () => {
+    const total = 10_000;
+    for (let offset = 0; offset < total; offset += 2_000) {
+      await enqueueJobs(env.pool, 'record-run', Array.from({ length: 2_000 }, (_, i) => ({ seq: offset + i })));
+    }
+    const workers = Array.from({ length: 4 }, (_, index) =>
+      worker({ WORKER_ID: `proc-${index}`, WORKER_CONCURRENCY: '8', LOG_LEVEL: 'warn' }, ['--exit-when-idle']),
+    );
+    const exits = await Promise.all(workers.map((process) => process.exited));
+    expect(exits.map((exit) => exit.code)).toEqual([0, 0, 0, 0]);
+
+    const runs = await env.pool.query<{ runs: number; jobs: number; workers: number }>(
+      'SELECT count(*)::int AS runs, count(DISTINCT job_id)::int AS jobs, count(DISTINCT worker)::int AS workers FROM test_runs',
+    );
+    expect(runs.rows[0]).toEqual({ runs: total, jobs: total, workers: 4 });
+    const states = await env.pool.query('SELECT state, count(*)::int AS n, max(attempts) AS max_attempts FROM jobs GROUP BY state');
+    expect(states.rows).toEqual([{ state: 'succeeded', n: total, max_attempts: 1 }]);
+  });
+
+  it('kill -9 of a worker holding a job: another worker completes it within two lease lengths', async () => {
+    const leaseMs = 3_000;
+    const timings = { WORKER_LEASE_MS: String(leaseMs), WORKER_HEARTBEAT_MS: '500', WORKER_RESCUE_INTERVAL_MS: '500', WORKER_POLL_INTERVAL_MS: '200' };
+    const doomed = worker({ ...timings, WORKER_ID: 'doomed' });
+    await doomed.waitForLog(started);
+    const { job } = await enqueueJob(env.pool, { kind: 'record-run', payload: { sleepMs: 600_000 } });
+    await waitFor(async () => (await requireJob(env.pool, job.id)).leaseOwner === 'doomed');
+
+    const survivor = worker({ ...timings, WORKER_ID: 'survivor' });
+    await survivor.waitForLog(started);
+    // The survivor is up but the job is leased: it must not run it while the doomed worker lives.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await env.pool.query('SELECT worker FROM test_runs')).rows).toEqual([{ worker: 'doomed' }]);
+
+    doomed.kill('SIGKILL');
+    const killedAt = Date.now();
+    expect((await doomed.exited).signal).toBe('SIGKILL');
+    const takenOver = await waitFor(async () => {
+      const { rows } = await env.pool.query("SELECT at FROM test_runs WHERE worker = 'survivor' AND job_id = $1", [job.id]);
+      return rows[0] as { at: Date } | undefined;
+    }, 4 * leaseMs);
+    expect(takenOver.at.getTime() - killedAt).toBeLessThan(2 * leaseMs);
+    const current = await requireJob(env.pool, job.id);
+    expect(current).toMatchObject({ state: 'running', leaseOwner: 'survivor', attempts: 2 });
+    expect(current.lastError).toMatchObject({ code: 'LEASE_EXPIRED', worker: 'doomed' });
+  });
+
+  it('SIGTERM drains: leases go back to the queue without an attempt and another worker resumes them at once', async () => {
+    // Slow polling on the second worker: it can only be as quick as this through the release's NOTIFY.
+    const leaving = worker({ WORKER_ID: 'leaving', WORKER_SHUTDOWN_GRACE_MS: '5000' });
+    await leaving.waitForLog(started);
+    const ids = await enqueueJobs(env.pool, 'record-run', [{ sleepMs: 600_000 }, { sleepMs: 600_000 }]);
+    await waitFor(async () => {
+      const { rows } = await env.pool.query("SELECT count(*)::int AS n FROM test_runs WHERE worker = 'leaving'");
+      return rows[0].n === 2;
+    });
+    const staying = worker({ WORKER_ID: 'staying', WORKER_POLL_INTERVAL_MS: '60000' });
+    await staying.waitForLog(started);
+
+    leaving.kill('SIGTERM');
+    const exit = await leaving.exited;
+    const exitedAt = Date.now();
+    expect(exit.code).toBe(0);
+    expect(leaving.logs.some((line) => line.msg === 'released jobs back to the queue')).toBe(true);
+
+    const resumed = await waitFor(async () => {
+      const { rows } = await env.pool.query("SELECT job_id, attempt, at FROM test_runs WHERE worker = 'staying' ORDER BY job_id");
+      return rows.length === 2 ? rows : undefined;
+    }, 10_000, 20);
+    expect(resumed.map((row) => Number(row.job_id))).toEqual(ids);
+    // The released run did not burn an attempt: the resumed run is attempt 1 again.
+    expect(resumed.map((row) => row.attempt)).toEqual([1, 1]);
+    expect(Math.max(...resumed.map((row) => (row.at as Date).getTime())) - exitedAt).toBeLessThan(3_000);
+  });
+});
