@@ -1,0 +1,15 @@
+// CDK app entry (cdk.json: "app"). Reads the context (`-c key=value`, cdk.json), synthesizes the worker stack, and
+// turns a bad setting into one clear line and exit code 1 instead of a stack trace.
+import { App } from 'aws-cdk-lib';
+import { SettingsError } from './settings.js';
+import { addWorkerStack } from './worker-app.js';
+
+const app = new App();
+try {
+  addWorkerStack(app, { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION });
+  app.synth();
+} catch (error) {
+  if (!(error instanceof SettingsError)) throw error;
+  process.stderr.write(`bulk-import-worker infra: ${error.message}\n`);
+  process.exitCode = 1;
+}

@@ -1,0 +1,337 @@
+// Typed, documented props of the BulkImportWorker construct, their defaults, and the checks that reject
+// combinations which would deploy but not work (a cpu/memory pair Fargate refuses, a drain longer than stopTimeout,
+// autoscaling that could never scale out again).
+import { Duration } from 'aws-cdk-lib';
+import type * as ec2 from 'aws-cdk-lib/aws-ec2';
+import type * as ecr from 'aws-cdk-lib/aws-ecr';
+import type * as ecs from 'aws-cdk-lib/aws-ecs';
+import type * as efs from 'aws-cdk-lib/aws-efs';
+import type * as kms from 'aws-cdk-lib/aws-kms';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import type * as sns from 'aws-cdk-lib/aws-sns';
+import type { Construct } from 'constructs';
+
+/** Where a campaign mounts its share inside the container (IMPORT_ROOT). */
+export const IMPORT_ROOT = '/import';
+/** The uid:gid of the image's non-root `node` user (Dockerfile), also the EFS access point's POSIX identity. */
+export const WORKER_UID = 1000;
+export const WORKER_GID = 1000;
+/** Container health check: exits 0 while the worker's poll loop refreshes its heartbeat file. */
+export const HEALTHCHECK_COMMAND = ['node', 'dist/scripts/healthcheck.js'];
+export const HEARTBEAT_FILE = '/tmp/bulk-import-worker.heartbeat';
+/** Log stream prefix: streams are named bulk-import-worker/worker/<task id>. */
+export const LOG_STREAM_PREFIX = 'bulk-import-worker';
+/** The worker drains for the grace period, then needs this long to release leases and exit before SIGKILL. */
+export const RELEASE_MARGIN_SECONDS = 10;
+
+/** Defaults of the props below, in one place (the context reader leaves unset keys to these). */
+export const DEFAULTS = {
+  command: ['node', 'bin/bulk-import.js', 'worker'],
+  desiredCount: 1,
+  cpu: 1024,
+  memoryLimitMiB: 2048,
+  databasePort: 5432,
+  bucketPrefix: 'imports/',
+  logLevel: 'info',
+  metricsNamespace: 'BulkImport',
+  workerConcurrency: 8,
+  stopTimeoutSeconds: 120,
+  /** The grace period defaults to stopTimeout minus this, so lease release and exit keep a safe margin. */
+  shutdownGraceMarginSeconds: 20,
+  oldestQueuedAgeSeconds: 1800,
+  scaleOutQueuedJobs: 1,
+  burstQueuedJobs: 100,
+} as const;
+
+/** An existing (or separately created) EFS file system to mount during campaigns. */
+export interface ImportFileSystem {
+  /** The file system holding the campaign share. Must be encrypted and reachable from the task subnets. */
+  readonly fileSystem: efs.IFileSystem;
+  /**
+   * Access point the worker mounts through (its root directory becomes /import).
+   * @default a new access point on `fileSystem` rooted at /import, POSIX user 1000:1000
+   */
+  readonly accessPoint?: efs.IAccessPoint;
+}
+
+/** Queue-depth autoscaling, off unless given. */
+export interface WorkerAutoscaling {
+  /**
+   * Fewest tasks. At least 1: the queue gauges are published by a running worker, so a service scaled to 0 would
+   * never see the queue grow again.
+   */
+  readonly minTasks: number;
+  /** Most tasks. */
+  readonly maxTasks: number;
+  /**
+   * Add one task when `QueuedJobs` stays at or above this for 3 minutes.
+   * @default 1
+   */
+  readonly scaleOutQueuedJobs?: number;
+  /**
+   * Add three tasks at once when `QueuedJobs` stays at or above this for 3 minutes.
+   * @default 100
+   */
+  readonly burstQueuedJobs?: number;
+}
+
+export interface BulkImportWorkerProps {
+  /** Environment name (`prod`, `staging`, …): part of resource names; `prod` enables the RunningTaskCount alarm. */
+  readonly environmentName: string;
+  /**
+   * VPC the tasks run in.
+   * @default a new VPC: 2 zones, public and private subnets, one NAT gateway, an S3 gateway endpoint and flow logs
+   */
+  readonly vpc?: ec2.IVpc;
+  /**
+   * Subnets of the tasks; they get no public IP, so these need a route to AWS APIs (NAT or VPC endpoints).
+   * @default the private subnets with egress of `vpc`
+   */
+  readonly taskSubnets?: ec2.SubnetSelection;
+  /**
+   * ECS cluster of the service. For the RunningTaskCount alarm it must have Container Insights enabled.
+   * @default a new cluster with Container Insights
+   */
+  readonly cluster?: ecs.ICluster;
+  /** The backend's ECR repository; the worker runs the backend's image (see docs/DEPLOYMENT.md). */
+  readonly repository: ecr.IRepository;
+  /** Image tag the service runs; scripts/deploy.sh moves this tag and forces a new deployment. */
+  readonly imageTag: string;
+  /**
+   * Container command.
+   * @default ['node', 'bin/bulk-import.js', 'worker']
+   */
+  readonly command?: string[];
+  /**
+   * Tasks to run. 0 stops the worker (queued jobs wait; nothing is lost) and removes autoscaling.
+   * @default 1
+   */
+  readonly desiredCount?: number;
+  /**
+   * Campaign switch: when true the import file system is mounted read-only at /import; when false the task
+   * definition has no such volume at all and mass imports fail fast with the "no campaign mount" message.
+   * @default false
+   */
+  readonly importCampaign?: boolean;
+  /**
+   * The campaign file system. It exists whether or not a campaign is on, so operators can load the share before
+   * starting one.
+   * @default a new encrypted EFS file system (elastic throughput, retained on stack deletion) with an access point
+   */
+  readonly importFileSystem?: ImportFileSystem;
+  /** Secret holding the Postgres URL given to the worker as DATABASE_URL (never a plaintext variable). */
+  readonly databaseSecret: secretsmanager.ISecret;
+  /**
+   * JSON key of the URL when the secret is a JSON document.
+   * @default the whole secret string is the URL
+   */
+  readonly databaseSecretJsonField?: string;
+  /**
+   * Security group of the database; when given, it gets an ingress rule from the worker on `databasePort`.
+   * @default no rule is added; the worker may reach `databasePort` inside the VPC's CIDR (anywhere if unknown)
+   */
+  readonly databaseSecurityGroup?: ec2.ISecurityGroup;
+  /**
+   * Database port.
+   * @default 5432
+   */
+  readonly databasePort?: number;
+  /** Bucket that imported files go to (S3_BUCKET). */
+  readonly bucket: s3.IBucket;
+  /**
+   * Key prefix the worker may read and write under, ending in "/"; mass-import payload prefixes and CSV uploads
+   * must live below it.
+   * @default 'imports/'
+   */
+  readonly bucketPrefix?: string;
+  /**
+   * KMS key of the bucket's default encryption, when it is SSE-KMS with a customer managed key.
+   * @default none (SSE-S3)
+   */
+  readonly bucketEncryptionKey?: kms.IKey;
+  /**
+   * Existing on-call topic for the alarms. It must enforce TLS itself (an aws:SecureTransport deny).
+   * @default a new KMS-encrypted topic that denies publishing without TLS
+   */
+  readonly alarmTopic?: sns.ITopic;
+  /**
+   * E-mail address subscribed to the alarm topic (the created one, or the given one).
+   * @default no subscription; required when no `alarmTopic` is given
+   */
+  readonly alarmEmail?: string;
+  /**
+   * Task CPU units (a Fargate cpu/memory pair).
+   * @default 1024
+   */
+  readonly cpu?: number;
+  /**
+   * Task memory in MiB (a Fargate cpu/memory pair).
+   * @default 2048
+   */
+  readonly memoryLimitMiB?: number;
+  /**
+   * CPU architecture; must match the platform scripts/deploy.sh builds for.
+   * @default X86_64
+   */
+  readonly cpuArchitecture?: ecs.CpuArchitecture;
+  /**
+   * LOG_LEVEL of the worker.
+   * @default 'info'
+   */
+  readonly logLevel?: string;
+  /**
+   * Retention of the worker's log group.
+   * @default one year in prod, one month elsewhere
+   */
+  readonly logRetention?: logs.RetentionDays;
+  /**
+   * CloudWatch namespace of the worker's metrics (METRICS_NAMESPACE). Environments that share an account and
+   * region need different namespaces, because the alarms read the dimensionless queue totals.
+   * @default 'BulkImport'
+   */
+  readonly metricsNamespace?: string;
+  /**
+   * Jobs one task runs at once (WORKER_CONCURRENCY).
+   * @default 8
+   */
+  readonly workerConcurrency?: number;
+  /**
+   * Time between SIGTERM and SIGKILL (Fargate allows at most 120 s).
+   * @default 120 seconds
+   */
+  readonly stopTimeout?: Duration;
+  /**
+   * How long the worker lets running jobs reach an item boundary after SIGTERM before it releases their leases
+   * (WORKER_SHUTDOWN_GRACE_MS). Must leave 10 s of `stopTimeout` for the release.
+   * @default `stopTimeout` minus 20 seconds (100 seconds with the default stopTimeout)
+   */
+  readonly shutdownGrace?: Duration;
+  /**
+   * The oldest-queued-job alarm fires when the oldest due job has waited longer than this.
+   * @default 30 minutes
+   */
+  readonly oldestQueuedAgeThreshold?: Duration;
+  /**
+   * Queue-depth autoscaling; ignored while `desiredCount` is 0.
+   * @default off
+   */
+  readonly autoscaling?: WorkerAutoscaling;
+}
+
+/** Fargate's valid task cpu → memory (MiB) ranges and steps. */
+export const FARGATE_SIZES: Record<number, { min: number; max: number; step: number; extra?: number[] }> = {
+  256: { min: 1024, max: 2048, step: 1024, extra: [512] },
+  512: { min: 1024, max: 4096, step: 1024 },
+  1024: { min: 2048, max: 8192, step: 1024 },
+  2048: { min: 4096, max: 16384, step: 1024 },
+  4096: { min: 8192, max: 30720, step: 1024 },
+  8192: { min: 16384, max: 61440, step: 4096 },
+  16384: { min: 32768, max: 122880, step: 8192 },
+};
+
+export interface ResolvedProps {
+  desiredCount: number;
+  command: string[];
+  cpu: number;
+  memoryLimitMiB: number;
+  databasePort: number;
+  bucketPrefix: string;
+  logLevel: string;
+  logRetention: logs.RetentionDays;
+  metricsNamespace: string;
+  workerConcurrency: number;
+  stopTimeout: Duration;
+  shutdownGrace: Duration;
+  oldestQueuedAgeThreshold: Duration;
+  autoscaling: Required<WorkerAutoscaling> | undefined;
+}
+
+/** Applies defaults and rejects combinations that would deploy but not work. */
+export function resolveProps(scope: Construct, props: BulkImportWorkerProps): ResolvedProps {
+  const fail = (message: string): never => {
+    throw new Error(`${scope.node.path}: ${message}`);
+  };
+  if (!/^[a-z][a-z0-9-]{0,19}$/.test(props.environmentName)) {
+    fail(`environmentName ${JSON.stringify(props.environmentName)} must be a short lowercase name such as prod`);
+  }
+  const desiredCount = props.desiredCount ?? DEFAULTS.desiredCount;
+  if (!Number.isInteger(desiredCount) || desiredCount < 0) fail(`desiredCount must be a whole number ≥ 0, got ${desiredCount}`);
+  const cpu = props.cpu ?? DEFAULTS.cpu;
+  const memoryLimitMiB = props.memoryLimitMiB ?? DEFAULTS.memoryLimitMiB;
+  const size = FARGATE_SIZES[cpu];
+  const memoryFits =
+    size !== undefined &&
+    (size.extra?.includes(memoryLimitMiB) ||
+      (memoryLimitMiB >= size.min && memoryLimitMiB <= size.max && (memoryLimitMiB - size.min) % size.step === 0));
+  if (!memoryFits) {
+    fail(
+      `cpu ${cpu} with memory ${memoryLimitMiB} MiB is not a Fargate size` +
+        (size ? ` (cpu ${cpu} takes ${size.min}–${size.max} MiB in steps of ${size.step})` : ` (cpu: ${Object.keys(FARGATE_SIZES).join(', ')})`),
+    );
+  }
+  const stopTimeout = props.stopTimeout ?? Duration.seconds(DEFAULTS.stopTimeoutSeconds);
+  const shutdownGrace =
+    props.shutdownGrace ?? Duration.seconds(Math.max(0, stopTimeout.toSeconds() - DEFAULTS.shutdownGraceMarginSeconds));
+  if (stopTimeout.toSeconds() < 2 || stopTimeout.toSeconds() > 120) {
+    fail(`stopTimeout must be 2–120 seconds (the Fargate limit), got ${stopTimeout.toSeconds()} s`);
+  }
+  if (shutdownGrace.toSeconds() + RELEASE_MARGIN_SECONDS > stopTimeout.toSeconds()) {
+    fail(
+      `shutdownGrace (${shutdownGrace.toSeconds()} s) must leave ${RELEASE_MARGIN_SECONDS} s of stopTimeout ` +
+        `(${stopTimeout.toSeconds()} s) to release leases before SIGKILL`,
+    );
+  }
+  const command = props.command ?? [...DEFAULTS.command];
+  if (command.length === 0) fail('command must not be empty');
+  if (!props.alarmTopic && !props.alarmEmail) {
+    fail('alarmEmail is required when no alarmTopic is given: a created topic without a subscriber pages nobody');
+  }
+  const bucketPrefix = resolvePrefix(props);
+  if (!/^[^/].*\/$/.test(bucketPrefix)) fail(`bucketPrefix must not start with "/" and must end with "/", got ${bucketPrefix}`);
+  let autoscaling: Required<WorkerAutoscaling> | undefined;
+  if (props.autoscaling && desiredCount > 0) {
+    autoscaling = {
+      minTasks: props.autoscaling.minTasks,
+      maxTasks: props.autoscaling.maxTasks,
+      scaleOutQueuedJobs: props.autoscaling.scaleOutQueuedJobs ?? DEFAULTS.scaleOutQueuedJobs,
+      burstQueuedJobs: props.autoscaling.burstQueuedJobs ?? DEFAULTS.burstQueuedJobs,
+    };
+    const { minTasks, maxTasks, scaleOutQueuedJobs, burstQueuedJobs } = autoscaling;
+    if (!Number.isInteger(minTasks) || minTasks < 1) {
+      fail(
+        `autoscaling.minTasks must be at least 1, got ${minTasks}: the queue gauges come from a running worker, ` +
+          'so at 0 tasks nothing would ever scale the service out again (set desiredCount 0 to stop the worker)',
+      );
+    }
+    if (!Number.isInteger(maxTasks) || maxTasks < minTasks) fail(`autoscaling.maxTasks (${maxTasks}) must be ≥ minTasks (${minTasks})`);
+    if (desiredCount < minTasks || desiredCount > maxTasks) {
+      fail(`desiredCount (${desiredCount}) must lie within autoscaling minTasks–maxTasks (${minTasks}–${maxTasks})`);
+    }
+    if (scaleOutQueuedJobs < 1 || burstQueuedJobs <= scaleOutQueuedJobs) {
+      fail(`autoscaling needs 1 ≤ scaleOutQueuedJobs (${scaleOutQueuedJobs}) < burstQueuedJobs (${burstQueuedJobs})`);
+    }
+  }
+  return {
+    desiredCount,
+    command,
+    cpu,
+    memoryLimitMiB,
+    databasePort: props.databasePort ?? DEFAULTS.databasePort,
+    bucketPrefix,
+    logLevel: props.logLevel ?? DEFAULTS.logLevel,
+    logRetention: props.logRetention ?? (props.environmentName === 'prod' ? logs.RetentionDays.ONE_YEAR : logs.RetentionDays.ONE_MONTH),
+    metricsNamespace: props.metricsNamespace ?? DEFAULTS.metricsNamespace,
+    workerConcurrency: props.workerConcurrency ?? DEFAULTS.workerConcurrency,
+    stopTimeout,
+    shutdownGrace,
+    oldestQueuedAgeThreshold: props.oldestQueuedAgeThreshold ?? Duration.seconds(DEFAULTS.oldestQueuedAgeSeconds),
+    autoscaling,
+  };
+}
+
+function resolvePrefix(props: BulkImportWorkerProps): string {
+  return props.bucketPrefix ?? DEFAULTS.bucketPrefix;
+}
+
