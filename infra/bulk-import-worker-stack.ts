@@ -1,7 +1,7 @@
 // The one stack: turns the normalised settings into references (existing resources imported by id, or left
 // undefined so the construct creates them), instantiates the BulkImportWorker construct, and publishes the outputs
 // operators and scripts use. No resource logic lives here.
-import { CfnOutput, Duration, Stack, type StackProps } from 'aws-cdk-lib';
+import { CfnOutput, Duration, Stack, type StackProps, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecr from 'aws-cdk-lib/aws-ecr';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
@@ -27,10 +27,6 @@ export class BulkImportWorkerStack extends Stack {
     const settings = props.settings;
 
     const vpc = this.resolveVpc(settings);
-    const taskSubnets =
-      settings.vpc.kind === 'import'
-        ? { subnets: settings.vpc.privateSubnetIds.map((id, index) => ec2.Subnet.fromSubnetId(this, `TaskSubnet${index}`, id)) }
-        : undefined;
     // readWorkerSettings guarantees an existing VPC whenever an existing cluster is named.
     const cluster =
       settings.clusterName && vpc
@@ -40,7 +36,6 @@ export class BulkImportWorkerStack extends Stack {
     this.worker = new BulkImportWorker(this, 'Worker', {
       environmentName: settings.environment,
       vpc,
-      taskSubnets,
       cluster,
       repository: ecr.Repository.fromRepositoryName(this, 'Repository', settings.ecrRepositoryName),
       imageTag: settings.imageTag,
@@ -101,6 +96,11 @@ export class BulkImportWorkerStack extends Stack {
       case 'lookup':
         return ec2.Vpc.fromLookup(this, 'Vpc', { vpcId: vpc.vpcId });
       case 'import':
+        // The task subnets are the VPC's private subnets; nothing here reads their route tables.
+        Validations.of(this).acknowledge({
+          id: '@aws-cdk/aws-ec2:noSubnetRouteTableId',
+          reason: 'Imported private subnets only place task network interfaces; no route table is read or changed.',
+        });
         return ec2.Vpc.fromVpcAttributes(this, 'Vpc', {
           vpcId: vpc.vpcId,
           availabilityZones: vpc.availabilityZones,
