@@ -1,11 +1,16 @@
 // The `bulk-import` operator CLI. Each command lives in its own module under commands/ and registers itself here.
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { ConfigError } from '../config.js';
 import { registerMigrateCommand } from './commands/migrate.js';
 import { registerLocalCommand } from './commands/local.js';
 import { registerWorkerCommand } from './commands/worker.js';
 import { registerEnqueueCommand } from './commands/enqueue.js';
 import { registerJobCommands } from './commands/jobs.js';
+import { registerBackfillCommands } from './commands/backfill.js';
+import { registerWatchCommand } from './commands/watch.js';
+import { registerDeadCommands } from './commands/dead.js';
+import { registerAuditCommand } from './commands/audit.js';
+import { registerStatsCommand } from './commands/stats.js';
 
 export function buildProgram(): Command {
   const program = new Command('bulk-import')
@@ -17,6 +22,11 @@ export function buildProgram(): Command {
   registerWorkerCommand(program);
   registerEnqueueCommand(program);
   registerJobCommands(program);
+  registerBackfillCommands(program);
+  registerWatchCommand(program);
+  registerDeadCommands(program);
+  registerAuditCommand(program);
+  registerStatsCommand(program);
   return program;
 }
 
@@ -24,8 +34,11 @@ export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
-    return 0;
+    // A command may set its own exit code (watch: the job's outcome; audit: findings).
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (error) {
+    // An argument parser called inside an action (e.g. parseJobId) throws before commander could print it.
+    if (error instanceof InvalidArgumentError) process.stderr.write(`bulk-import: ${error.message}\n`);
     if (error instanceof CommanderError) return error.exitCode;
     process.stderr.write(`bulk-import: ${describeError(error)}\n`);
     return error instanceof ConfigError ? 78 : 1;

@@ -9,6 +9,7 @@ import type { Logger } from '../logger.js';
 import { createRescuer } from '../maintenance/rescuer.js';
 import { createRetention } from '../maintenance/retention.js';
 import type { PeriodicService } from '../maintenance/periodic-service.js';
+import { startOperations, type Operations } from '../ops/operations.js';
 import { createS3Client } from '../storage/s3-client.js';
 import { Worker } from './worker.js';
 
@@ -25,6 +26,8 @@ export interface RunningWorker {
   worker: Worker;
   services: HandlerServices;
   maintenance: PeriodicService[];
+  /** Health heartbeat, metrics, queue gauges, task scale-in protection (worker/ops/). */
+  operations: Operations;
   /** Stops everything in order: runner (drain + release), maintenance, clients. */
   stop(): Promise<void>;
   /** Resolves once the worker has stopped and everything is closed. */
@@ -59,6 +62,13 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
     createRescuer(pool, config.worker.rescueIntervalMs, log),
     createRetention(pool, config.worker.retentionDays, config.worker.retentionIntervalMs, log),
   ];
+  const operations = startOperations({
+    config,
+    databaseUrl,
+    worker,
+    kinds: registry.kinds(),
+    log,
+  });
   await worker.start();
   for (const service of maintenance) service.start();
   log.info(
@@ -70,13 +80,14 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
   const stop = () =>
     (stopping ??= (async () => {
       await worker.stop();
+      await operations.stop();
       await Promise.all(maintenance.map((service) => service.stop()));
       s3?.destroy();
       await pool.end();
       log.info('worker stopped');
     })());
   const closed = worker.finished().then(() => stop());
-  return { worker, services, maintenance, stop, closed };
+  return { worker, services, maintenance, operations, stop, closed };
 }
 
 /** SIGTERM (ECS stop) and SIGINT (Ctrl-C) start a graceful shutdown; a second signal exits at once. */

@@ -370,10 +370,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (draining.length > 0) this.log.info({ jobs: draining.map((entry) => entry.job.id) }, 'draining running jobs');
     for (const entry of draining) if (!entry.finishing) entry.controller.abort(new ShutdownError());
     const allDone = Promise.allSettled(draining.map((entry) => entry.done));
+    // The grace timer is cleared once every handler is done: a pending timer would keep the process alive for the
+    // whole grace time after a drain that finished at once.
+    const graceTimer = new AbortController();
     const timedOut = await Promise.race([
       allDone.then(() => false),
-      sleep(this.options.shutdownGraceMs).then(() => true),
+      sleep(this.options.shutdownGraceMs, true, { signal: graceTimer.signal }).catch(() => false),
     ]);
+    graceTimer.abort();
     await this.batcher.drain();
     // Jobs whose handler stopped for the shutdown, and jobs whose handler is still running after the grace time
     // (their late writes are fenced out once the lease is released).

@@ -1,6 +1,8 @@
 // Looking at runs and steering them: jobs, show, cancel, requeue.
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
+import { defaultRegistry } from '../../handlers/registry.js';
+import type { RunErrors } from '../../handlers/types.js';
 import { cancelJob, listJobs, requeueJob, requireJob } from '../../queue/operator.js';
 import { JOB_STATES, type JobRow, type JobState } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
@@ -59,12 +61,20 @@ export function registerJobCommands(program: Command): void {
 
   program
     .command('show <id>')
-    .description('one run in full: state, attempts, lease, progress, result, last error')
+    .description('one run in full: state, attempts, lease, progress, result, last error, failed items/rows')
+    .option('--errors <n>', 'list at most this many failed items or rows (all are counted)', parsePositiveInt, 10)
     .option('--json', 'print JSON only')
-    .action(async (id: string, options: { json?: boolean }) => {
-      const job = await withDatabase((pool) => requireJob(pool, parseJobId(id)));
-      if (options.json) return printJson(job);
+    .action(async (id: string, options: { errors: number; json?: boolean }) => {
+      const { job, errors } = await withDatabase(async (pool) => {
+        const job = await requireJob(pool, parseJobId(id));
+        // Per-item/row failures come from the kind's handler (the `listErrors` of the handler contract).
+        const handler = defaultRegistry().get(job.kind);
+        const errors = handler?.listErrors ? await handler.listErrors(pool, job.id, { limit: options.errors, offset: 0 }) : null;
+        return { job, errors };
+      });
+      if (options.json) return printJson({ ...job, errors });
       printLine(describeJob(job));
+      if (errors) printLine(describeRunErrors(errors));
     });
 
   program
@@ -119,4 +129,12 @@ export function describeJob(job: JobRow): string {
     if (e.context) out.push(`${'  context'.padEnd(11)} ${JSON.stringify(e.context)}`);
   }
   return out.join('\n');
+}
+
+/** The failed items or rows of a run, as `show` lists them. */
+export function describeRunErrors(errors: RunErrors): string {
+  if (errors.total === 0) return `${'errors'.padEnd(11)} none`;
+  const head = `${'errors'.padEnd(11)} ${errors.total} failed item(s)/row(s)` +
+    (errors.rows.length < errors.total ? `, newest ${errors.rows.length} below (bulk-import errors <id> lists all)` : '');
+  return `${head}\n${formatTable(errors.columns, errors.rows.map((row) => errors.columns.map((column) => row[column])))}`;
 }

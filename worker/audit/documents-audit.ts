@@ -1,0 +1,135 @@
+// The documents audit: objects in the bucket without a `documents` row (orphan objects), and rows whose object is
+// missing. With `fix`, orphan objects are deleted — the only direction that is safe to repair automatically:
+//
+// - An orphan object is referenced by nothing: the backend only reaches objects through `documents` rows, so
+//   deleting it cannot break anything a user sees. It is also the expected residue of a crash: a mass import
+//   uploads first and commits the row second, and a run that died between the two leaves exactly this. Guards:
+//   only objects older than `minAgeMs` (an import in flight uploads a moment before it commits), only under an
+//   explicit key prefix (other objects in the bucket, such as CSV uploads, have no documents row by design), a
+//   re-check of the rows right before each delete, and the command refuses to fix while any job is running.
+// - A row without its object is a reference to lost data. Deleting the row would erase the last record of what
+//   should be there (tenant, source path, checksum, the run that imported it); the repair is to restore or
+//   re-import the file, which needs a person. The audit reports these rows and never changes them.
+import { DeleteObjectsCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { Pool } from '../db/pool.js';
+import {
+  addListedObjects,
+  countDocumentRows,
+  createListingTable,
+  keysWithDocumentRow,
+  orphanObjectsPage,
+  rowsWithoutObject,
+  type OrphanObject,
+  type RowWithoutObject,
+} from './audit-store.js';
+import { listObjectPages } from './bucket-listing.js';
+
+export interface AuditProgress {
+  phase: 'listing' | 'comparing' | 'fixing';
+  objectsListed: number;
+  orphansFound: number;
+  deleted: number;
+}
+
+export interface AuditOptions {
+  pool: Pool;
+  s3: S3Client;
+  bucket: string;
+  /** Only keys starting with this ('' for the whole bucket). */
+  prefix: string;
+  /** How many findings of each kind the report lists (all are counted). */
+  limit: number;
+  /** Delete orphan objects older than minAgeMs. */
+  fix?: { minAgeMs: number } | undefined;
+  onProgress?: ((progress: AuditProgress) => void) | undefined;
+}
+
+export interface FixReport {
+  minAgeMs: number;
+  deleted: number;
+  /** Orphans younger than minAgeMs: possibly an import in flight. */
+  skippedTooYoung: number;
+  /** Orphans that had gained a row by the time of the re-check. */
+  skippedNowReferenced: number;
+  failed: Array<{ key: string; error: string }>;
+}
+
+export interface AuditReport {
+  bucket: string;
+  prefix: string;
+  startedAt: Date;
+  objectsListed: number;
+  documentRows: number;
+  orphanObjects: { total: number; listed: OrphanObject[] };
+  rowsWithoutObject: { total: number; listed: RowWithoutObject[] };
+  fix?: FixReport;
+}
+
+const PAGE = 1000;
+
+export async function auditDocuments(options: AuditOptions): Promise<AuditReport> {
+  const { pool, s3, bucket, prefix, limit } = options;
+  const startedAt = new Date();
+  const progress: AuditProgress = { phase: 'listing', objectsListed: 0, orphansFound: 0, deleted: 0 };
+  // A session of its own for the temporary listing table; destroyed (not returned to the pool) afterwards.
+  const session = await pool.connect();
+  try {
+    await createListingTable(session);
+    for await (const page of listObjectPages(s3, bucket, prefix)) {
+      await addListedObjects(session, page);
+      progress.objectsListed += page.length;
+      options.onProgress?.({ ...progress });
+    }
+    progress.phase = options.fix ? 'fixing' : 'comparing';
+    options.onProgress?.({ ...progress });
+
+    const orphans: OrphanObject[] = [];
+    const fix: FixReport | undefined = options.fix
+      ? { minAgeMs: options.fix.minAgeMs, deleted: 0, skippedTooYoung: 0, skippedNowReferenced: 0, failed: [] }
+      : undefined;
+    let total = 0;
+    let after: string | null = null;
+    for (;;) {
+      const page = await orphanObjectsPage(session, bucket, after, PAGE);
+      if (page.length === 0) break;
+      total += page.length;
+      for (const orphan of page) if (orphans.length < limit) orphans.push(orphan);
+      if (fix && options.fix) await deleteOrphans(options, startedAt, page, fix);
+      after = page[page.length - 1]!.key;
+      progress.orphansFound = total;
+      progress.deleted = fix?.deleted ?? 0;
+      options.onProgress?.({ ...progress });
+    }
+
+    const missing = await rowsWithoutObject(session, bucket, prefix, startedAt, limit);
+    return {
+      bucket,
+      prefix,
+      startedAt,
+      objectsListed: progress.objectsListed,
+      documentRows: await countDocumentRows(session, bucket, prefix),
+      orphanObjects: { total, listed: orphans },
+      rowsWithoutObject: { total: missing.total, listed: missing.rows },
+      ...(fix ? { fix } : {}),
+    };
+  } finally {
+    session.release(true);
+  }
+}
+
+async function deleteOrphans(options: AuditOptions, startedAt: Date, page: OrphanObject[], fix: FixReport): Promise<void> {
+  const cutoff = startedAt.getTime() - fix.minAgeMs;
+  const oldEnough = page.filter((orphan) => orphan.lastModified !== null && orphan.lastModified.getTime() < cutoff);
+  fix.skippedTooYoung += page.length - oldEnough.length;
+  if (oldEnough.length === 0) return;
+  const referenced = await keysWithDocumentRow(options.pool, options.bucket, oldEnough.map((orphan) => orphan.key));
+  fix.skippedNowReferenced += referenced.size;
+  const keys = oldEnough.map((orphan) => orphan.key).filter((key) => !referenced.has(key));
+  if (keys.length === 0) return;
+  const result = await options.s3.send(
+    new DeleteObjectsCommand({ Bucket: options.bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } }),
+  );
+  const errors = (result.Errors ?? []).map((error) => ({ key: error.Key ?? '?', error: `${error.Code ?? 'Error'}: ${error.Message ?? ''}` }));
+  fix.failed.push(...errors);
+  fix.deleted += keys.length - errors.length;
+}

@@ -1,0 +1,151 @@
+// How `bulk-import watch` shows runs: live progress bars on a terminal, one plain line per change otherwise (logs,
+// pipes), or JSON lines with --json.
+import cliProgress from 'cli-progress';
+import type { JobRow } from '../queue/types.js';
+import { formatDuration } from './output.js';
+import { formatRate, type ProgressFigures } from './progress-rate.js';
+
+export interface WatchView {
+  /** A run's latest state and progress (called every refresh). */
+  update(job: JobRow, figures: ProgressFigures): void;
+  /** The run has left `queued`/`running`: show its outcome once. */
+  finish(job: JobRow, figures: ProgressFigures): void;
+  /** Something to say that is not about one run. */
+  note(message: string): void;
+  close(): void;
+}
+
+function counter(figures: ProgressFigures): string {
+  if (figures.done === undefined) return '';
+  if (figures.total === undefined) return String(figures.done);
+  return `${figures.done}/${figures.total}${figures.percent === undefined ? '' : ` (${Math.floor(figures.percent)}%)`}`;
+}
+
+function eta(figures: ProgressFigures): string {
+  return figures.etaSeconds === undefined ? '-' : formatDuration(figures.etaSeconds * 1000);
+}
+
+function outcomeLine(job: JobRow): string {
+  const took = job.startedAt && job.finishedAt ? ` after ${formatDuration(job.finishedAt.getTime() - job.startedAt.getTime())}` : '';
+  const error = job.lastError && job.state !== 'succeeded' ? ` — ${job.lastError.code}: ${job.lastError.message}` : '';
+  return `job ${job.id} ${job.kind} ${job.state}${took}${error}`;
+}
+
+/** Plain lines: one when a run's state or counter changes, one when it ends. */
+export class LineView implements WatchView {
+  private readonly last = new Map<number, string>();
+
+  constructor(private readonly out: NodeJS.WritableStream = process.stdout) {}
+
+  update(job: JobRow, figures: ProgressFigures): void {
+    const state = `${job.state} ${counter(figures)} ${figures.phase ?? ''}`;
+    if (this.last.get(job.id) === state) return;
+    this.last.set(job.id, state);
+    const parts = [`job ${job.id}`, job.kind, job.state, counter(figures), figures.phase ?? ''];
+    if (job.state === 'running') parts.push(`rate ${formatRate(figures.ratePerSecond)}`, `eta ${eta(figures)}`);
+    this.out.write(`${new Date().toISOString()} ${parts.filter(Boolean).join('  ')}\n`);
+  }
+
+  finish(job: JobRow): void {
+    this.last.delete(job.id);
+    this.out.write(`${new Date().toISOString()} ${outcomeLine(job)}\n`);
+  }
+
+  note(message: string): void {
+    this.out.write(`${new Date().toISOString()} ${message}\n`);
+  }
+
+  close(): void {}
+}
+
+/** JSON lines: one object per run per refresh in which it changed, and one `final` object when it ends. */
+export class JsonLineView implements WatchView {
+  private readonly last = new Map<number, string>();
+
+  constructor(private readonly out: NodeJS.WritableStream = process.stdout) {}
+
+  private write(value: Record<string, unknown>): void {
+    this.out.write(`${JSON.stringify({ at: new Date().toISOString(), ...value })}\n`);
+  }
+
+  update(job: JobRow, figures: ProgressFigures): void {
+    const line = { id: job.id, kind: job.kind, state: job.state, ...figures, progress: job.progress };
+    const key = JSON.stringify([job.state, job.progress]);
+    if (this.last.get(job.id) === key) return;
+    this.last.set(job.id, key);
+    this.write(line);
+  }
+
+  finish(job: JobRow, figures: ProgressFigures): void {
+    this.last.delete(job.id);
+    this.write({ id: job.id, kind: job.kind, state: job.state, final: true, ...figures, result: job.result, lastError: job.lastError });
+  }
+
+  note(message: string): void {
+    this.write({ note: message });
+  }
+
+  close(): void {}
+}
+
+/** Live bars on a terminal: one per running run, with counter, rate and ETA; outcomes scroll above them. */
+export class BarView implements WatchView {
+  private readonly bars = new Map<number, cliProgress.SingleBar>();
+  private readonly multibar: cliProgress.MultiBar;
+
+  constructor(out: NodeJS.WritableStream = process.stdout) {
+    this.multibar = new cliProgress.MultiBar(
+      {
+        stream: out,
+        fps: 5,
+        hideCursor: true,
+        clearOnComplete: false,
+        emptyOnZero: true,
+        format: (options, params, payload: { label: string; counter: string; rate: string; eta: string; phase: string }) => {
+          const size = options.barsize ?? 30;
+          const filled = Math.round(Math.max(0, Math.min(1, params.progress)) * size);
+          const bar = payload.counter ? `${'█'.repeat(filled)}${'░'.repeat(size - filled)}` : '·'.repeat(size);
+          return `${payload.label} ${bar} ${payload.counter.padEnd(22)} ${payload.rate.padStart(8)}  ETA ${payload.eta.padEnd(6)} ${payload.phase}`;
+        },
+        barsize: 30,
+      },
+      cliProgress.Presets.shades_classic,
+    );
+  }
+
+  update(job: JobRow, figures: ProgressFigures): void {
+    const payload = {
+      label: `${String(job.id).padStart(6)} ${job.kind.padEnd(14).slice(0, 14)} ${job.state.padEnd(8)}`,
+      counter: counter(figures),
+      rate: job.state === 'running' ? formatRate(figures.ratePerSecond) : '',
+      eta: job.state === 'running' ? eta(figures) : '',
+      phase: figures.phase ?? '',
+    };
+    const total = figures.total ?? 0;
+    const value = figures.done ?? 0;
+    const bar = this.bars.get(job.id);
+    if (!bar) {
+      this.bars.set(job.id, this.multibar.create(total, value, payload));
+      return;
+    }
+    if (bar.getTotal() !== total) bar.setTotal(total);
+    bar.update(value, payload);
+  }
+
+  finish(job: JobRow): void {
+    const bar = this.bars.get(job.id);
+    if (bar) {
+      this.multibar.remove(bar);
+      this.bars.delete(job.id);
+    }
+    this.multibar.log(`${outcomeLine(job)}\n`);
+  }
+
+  note(message: string): void {
+    this.multibar.log(`${message}\n`);
+  }
+
+  close(): void {
+    this.multibar.stop();
+  }
+}

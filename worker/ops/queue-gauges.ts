@@ -1,0 +1,78 @@
+// Queue gauges to CloudWatch, published every METRICS_GAUGE_INTERVAL_MS by one elected worker (not by every task,
+// which would multiply the data points and the cost by desiredCount). Per kind with the dimension `Kind`, and as
+// dimensionless totals — the series the infrastructure's alarms and autoscaling read:
+//   QueuedJobs, OldestQueuedAgeSeconds, RunningJobs, DeadJobs.
+import type { Logger } from '../logger.js';
+import { PeriodicService } from '../maintenance/periodic-service.js';
+import { readQueueGauges, totalGauges, type KindGauges } from '../queue/gauges.js';
+import type { GaugeLeadership } from './gauge-leadership.js';
+import type { MetricPoint, MetricsPublisher } from './metrics.js';
+
+export const GAUGE_METRICS = {
+  queued: { name: 'QueuedJobs', unit: 'Count' },
+  oldestQueuedAgeSeconds: { name: 'OldestQueuedAgeSeconds', unit: 'Seconds' },
+  running: { name: 'RunningJobs', unit: 'Count' },
+  dead: { name: 'DeadJobs', unit: 'Count' },
+} as const satisfies Record<keyof Omit<KindGauges, 'kind'>, { name: string; unit: MetricPoint['unit'] }>;
+
+/** The data points of one publication: four per kind, and the four totals without dimensions. */
+export function gaugePoints(perKind: readonly KindGauges[]): MetricPoint[] {
+  const points: MetricPoint[] = [];
+  const add = (gauges: Omit<KindGauges, 'kind'>, dimensions?: Record<string, string>) => {
+    for (const [field, metric] of Object.entries(GAUGE_METRICS) as Array<[keyof typeof GAUGE_METRICS, (typeof GAUGE_METRICS)[keyof typeof GAUGE_METRICS]]>) {
+      points.push({ name: metric.name, unit: metric.unit, value: gauges[field], ...(dimensions ? { dimensions } : {}) });
+    }
+  };
+  for (const gauges of perKind) add(gauges, { Kind: gauges.kind });
+  add(totalGauges(perKind));
+  return points;
+}
+
+export interface QueueGaugePublisherOptions {
+  leadership: GaugeLeadership;
+  publisher: MetricsPublisher;
+  /** Kinds always published (zeros when idle): the worker's registered kinds. */
+  knownKinds: readonly string[];
+  intervalMs: number;
+  log: Logger;
+}
+
+export class QueueGaugePublisher {
+  private readonly service: PeriodicService;
+
+  constructor(private readonly options: QueueGaugePublisherOptions) {
+    this.service = new PeriodicService(
+      'queue-gauges',
+      options.intervalMs,
+      async () => {
+        await this.publishIfLeader();
+      },
+      options.log,
+    );
+  }
+
+  start(): this {
+    this.service.start();
+    return this;
+  }
+
+  /** One round: publish when this worker leads (or just took the lead). Resolves true when it published. */
+  async publishIfLeader(): Promise<boolean> {
+    const session = await this.options.leadership.lead();
+    if (!session) return false;
+    let gauges: KindGauges[];
+    try {
+      gauges = await readQueueGauges(session, this.options.knownKinds);
+    } catch (error) {
+      // The session is suspect: let the lock go with it, so a healthy worker can lead.
+      await this.options.leadership.drop(error);
+      throw error;
+    }
+    return this.options.publisher.publish(gaugePoints(gauges));
+  }
+
+  async stop(): Promise<void> {
+    await this.service.stop();
+    await this.options.leadership.close();
+  }
+}

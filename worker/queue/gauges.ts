@@ -1,0 +1,87 @@
+// Queue gauges (what the elected worker publishes to CloudWatch) and the advisory lock that elects that worker.
+import type { Queryable } from '../db/pool.js';
+
+/** The queue's state for one job kind, as published every METRICS_GAUGE_INTERVAL_MS. */
+export interface KindGauges {
+  kind: string;
+  /** Runs in `queued`, due or waiting for a retry's backoff. */
+  queued: number;
+  /** How long the oldest *due* queued run has waited since it became due (run_at); 0 when none is due. */
+  oldestQueuedAgeSeconds: number;
+  running: number;
+  /** Runs in the dead-letter state, until replayed or purged. */
+  dead: number;
+}
+
+// One scan over the active and dead rows; the retention service keeps the table small, and this runs once a
+// minute on one worker only.
+const READ_GAUGES = `
+SELECT kind,
+  count(*) FILTER (WHERE state = 'queued')::int AS queued,
+  coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now())), 0)::float8
+    AS oldest_queued_age_seconds,
+  count(*) FILTER (WHERE state = 'running')::int AS running,
+  count(*) FILTER (WHERE state = 'dead')::int AS dead
+FROM jobs
+WHERE state IN ('queued', 'running', 'dead')
+GROUP BY kind
+ORDER BY kind`;
+
+/**
+ * Gauges per kind. Every kind in `knownKinds` is included even when it has no row, so an idle kind publishes zeros
+ * (an alarm on it returns to OK instead of going silent).
+ */
+export async function readQueueGauges(db: Queryable, knownKinds: readonly string[] = []): Promise<KindGauges[]> {
+  const { rows } = await db.query<{
+    kind: string;
+    queued: number;
+    oldest_queued_age_seconds: number;
+    running: number;
+    dead: number;
+  }>(READ_GAUGES);
+  const byKind = new Map<string, KindGauges>();
+  for (const kind of knownKinds) byKind.set(kind, { kind, queued: 0, oldestQueuedAgeSeconds: 0, running: 0, dead: 0 });
+  for (const row of rows) {
+    byKind.set(row.kind, {
+      kind: row.kind,
+      queued: row.queued,
+      oldestQueuedAgeSeconds: Math.max(0, Math.floor(row.oldest_queued_age_seconds)),
+      running: row.running,
+      dead: row.dead,
+    });
+  }
+  return [...byKind.values()].sort((a, b) => a.kind.localeCompare(b.kind));
+}
+
+/** The totals over every kind: sums, and the oldest age of any kind. */
+export function totalGauges(perKind: readonly KindGauges[]): Omit<KindGauges, 'kind'> {
+  return perKind.reduce(
+    (total, gauges) => ({
+      queued: total.queued + gauges.queued,
+      oldestQueuedAgeSeconds: Math.max(total.oldestQueuedAgeSeconds, gauges.oldestQueuedAgeSeconds),
+      running: total.running + gauges.running,
+      dead: total.dead + gauges.dead,
+    }),
+    { queued: 0, oldestQueuedAgeSeconds: 0, running: 0, dead: 0 },
+  );
+}
+
+// A session-level advisory lock: held while the connection that took it lives, released by Postgres when that
+// connection closes — also when its worker crashes or is killed — so leadership moves to the next worker that asks.
+// hashtextextended is stable across Postgres versions (hash partitioning depends on it), so every worker of every
+// version agrees on the key.
+const GAUGE_LEADER_LOCK = `hashtextextended('bulk-import-worker/queue-gauges', 0)`;
+
+/**
+ * Asks for gauge leadership on `session` (a dedicated connection, never a pooled one: the lock belongs to the
+ * session). True when this session holds the lock now. Call it once per session: each success stacks a lock level.
+ */
+export async function tryAcquireGaugeLeadership(session: Queryable): Promise<boolean> {
+  const { rows } = await session.query<{ acquired: boolean }>(`SELECT pg_try_advisory_lock(${GAUGE_LEADER_LOCK}) AS acquired`);
+  return rows[0]?.acquired === true;
+}
+
+/** Gives up gauge leadership held by `session`. */
+export async function releaseGaugeLeadership(session: Queryable): Promise<void> {
+  await session.query(`SELECT pg_advisory_unlock(${GAUGE_LEADER_LOCK})`);
+}

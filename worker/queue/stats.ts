@@ -1,0 +1,54 @@
+// Statements behind `bulk-import stats`: how many runs per kind and state, and what finished in a recent window.
+import type { Queryable } from '../db/pool.js';
+import type { JobState } from './types.js';
+
+export interface StateCount {
+  kind: string;
+  state: JobState;
+  count: number;
+}
+
+export async function countJobsByKindAndState(db: Queryable): Promise<StateCount[]> {
+  const { rows } = await db.query<StateCount>(
+    'SELECT kind, state, count(*)::int AS count FROM jobs GROUP BY kind, state ORDER BY kind, state',
+  );
+  return rows;
+}
+
+export interface KindThroughput {
+  kind: string;
+  /** Runs that ended (any terminal state) within the window. */
+  finished: number;
+  succeeded: number;
+  partial: number;
+  failed: number;
+  dead: number;
+  canceled: number;
+  /** Finished runs per minute over the window. */
+  perMinute: number;
+  /** Mean and 95th percentile of first start → finish, in seconds (retries and backoff included). */
+  meanSeconds: number | null;
+  p95Seconds: number | null;
+}
+
+/** What finished in the last `windowMs`, per kind. Uses the jobs_finished_at index. */
+export async function readThroughput(db: Queryable, windowMs: number): Promise<KindThroughput[]> {
+  const { rows } = await db.query<Omit<KindThroughput, 'perMinute'>>(
+    `SELECT kind,
+       count(*)::int AS finished,
+       count(*) FILTER (WHERE state = 'succeeded')::int AS succeeded,
+       count(*) FILTER (WHERE state = 'partial')::int AS partial,
+       count(*) FILTER (WHERE state = 'failed')::int AS failed,
+       count(*) FILTER (WHERE state = 'dead')::int AS dead,
+       count(*) FILTER (WHERE state = 'canceled')::int AS canceled,
+       avg(extract(epoch FROM finished_at - started_at))::float8 AS "meanSeconds",
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at))::float8 AS "p95Seconds"
+     FROM jobs
+     WHERE finished_at >= now() - $1 * interval '1 millisecond'
+       AND state IN ('succeeded', 'partial', 'failed', 'dead', 'canceled')
+     GROUP BY kind ORDER BY kind`,
+    [windowMs],
+  );
+  const minutes = windowMs / 60_000;
+  return rows.map((row) => ({ ...row, perMinute: row.finished / minutes }));
+}
