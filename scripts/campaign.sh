@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Starts or stops an import campaign (docs/DEPLOYMENT.md §6). The campaign is part of the stack, so both go through
+# `cdk deploy`, and the task definition, the read-only /import mount, the task role's EFS permission and the
+# RunningTaskCount alarm always agree with what runs:
+#   start  importCampaign=true,  desiredCount=N            (the share is mounted read-only at /import)
+#   stop   importCampaign=false, desiredCount=the baseline (environments.<env>.desiredCount in cdk.json, else 1),
+#          or --tasks N; `stop --tasks 0` is the rollback: no worker runs, queued jobs wait, nothing is lost.
+# After the deploy it waits until the worker service is stable and prints what runs. `--dry-run` prints the commands.
+set -Eeuo pipefail
+
+readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+usage() {
+  cat <<'USAGE'
+usage: scripts/campaign.sh start --env NAME --tasks N [--dry-run] [-- CDK_ARGS…]
+       scripts/campaign.sh stop  --env NAME [--tasks N] [--dry-run] [-- CDK_ARGS…]
+
+  start            mount the campaign share read-only at /import and run N worker tasks (1-100)
+  stop             remove the mount and go back to the baseline task count (or --tasks N, 0 stops the worker)
+  --env NAME       environment (prod, staging, …): the stack BulkImportWorker-NAME
+  --dry-run        print every command instead of running it
+  -- CDK_ARGS…     passed to cdk deploy, e.g. -- -c alarmEmail=oncall@example.com
+
+environment:
+  CDK_BIN          the CDK CLI (default: the project's node_modules/.bin/cdk)
+  AWS_REGION       region of the stack (default: the AWS CLI's)
+USAGE
+}
+
+fail() {
+  printf 'campaign.sh: %s\n' "$*" >&2
+  exit 1
+}
+
+(($# > 0)) || { usage >&2; exit 64; }
+action="$1"
+shift
+case "$action" in
+  start | stop) ;;
+  -h | --help) usage; exit 0 ;;
+  *) usage >&2; fail "unknown action: $action (start or stop)" ;;
+esac
+
+dry_run=false
+environment=""
+tasks=""
+cdk_args=()
+while (($# > 0)); do
+  case "$1" in
+    --env) environment="${2:-}"; shift 2 || fail "--env needs a value" ;;
+    --env=*) environment="${1#--env=}"; shift ;;
+    --tasks) tasks="${2:-}"; shift 2 || fail "--tasks needs a number" ;;
+    --tasks=*) tasks="${1#--tasks=}"; shift ;;
+    --dry-run) dry_run=true; shift ;;
+    --) shift; cdk_args=("$@"); break ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; fail "unknown argument: $1" ;;
+  esac
+done
+
+[[ "$environment" =~ ^[a-z][a-z0-9-]{0,19}$ ]] || { usage >&2; fail "--env NAME is required (lowercase, e.g. prod)"; }
+if [[ "$action" == start ]]; then
+  [[ "$tasks" =~ ^[0-9]+$ ]] && ((10#$tasks >= 1 && 10#$tasks <= 100)) ||
+    fail "start needs --tasks N with N from 1 to 100 (a campaign without workers imports nothing)"
+elif [[ -n "$tasks" ]]; then
+  [[ "$tasks" =~ ^[0-9]+$ ]] && ((10#$tasks <= 100)) || fail "--tasks must be a number from 0 to 100, got: $tasks"
+fi
+
+readonly stack="BulkImportWorker-$environment"
+cdk_bin="${CDK_BIN:-$ROOT/node_modules/.bin/cdk}"
+region_args=()
+[[ -z "${AWS_REGION:-}" ]] || region_args=(--region "$AWS_REGION")
+export AWS_PAGER=""
+
+step="setup"
+trap 'status=$?; printf "campaign.sh: step \"%s\" failed (exit %s)\n" "$step" "$status" >&2; exit "$status"' ERR
+
+# Prints a command the way it runs.
+trace() {
+  printf '+'
+  printf ' %q' "$@"
+  printf '\n'
+}
+
+# Prints a command, then runs it (unless --dry-run).
+run() {
+  trace "$@"
+  if [[ "$dry_run" == true ]]; then return 0; fi
+  "$@"
+}
+
+announce() {
+  step="$1"
+  printf '== %s\n' "$step"
+}
+
+context=(-c "environment=$environment")
+if [[ "$action" == start ]]; then
+  context+=(-c importCampaign=true -c "desiredCount=$((10#$tasks))")
+  announce "start the campaign: /import mounted read-only, $((10#$tasks)) task(s)"
+else
+  context+=(-c importCampaign=false)
+  [[ -z "$tasks" ]] || context+=(-c "desiredCount=$((10#$tasks))")
+  announce "stop the campaign: no /import mount, ${tasks:-the baseline number of} task(s)"
+fi
+# cdk.json (the app and its per-environment settings) is read from the repository root.
+cd "$ROOT"
+run "$cdk_bin" deploy "$stack" --require-approval never --no-notices "${context[@]}" ${cdk_args[@]+"${cdk_args[@]}"}
+
+announce "read the stack outputs"
+describe_stack=(aws cloudformation describe-stacks ${region_args[@]+"${region_args[@]}"} --stack-name "$stack"
+  --query "Stacks[0].Outputs[?OutputKey=='ClusterName'||OutputKey=='ServiceName'].[OutputKey,OutputValue]" --output text)
+trace "${describe_stack[@]}"
+if [[ "$dry_run" == true ]]; then
+  cluster='<ClusterName>'
+  service='<ServiceName>'
+else
+  outputs="$("${describe_stack[@]}")"
+  cluster="$(awk '$1 == "ClusterName" { print $2 }' <<<"$outputs" | tail -n 1)"
+  service="$(awk '$1 == "ServiceName" { print $2 }' <<<"$outputs" | tail -n 1)"
+  [[ -n "$cluster" && -n "$service" ]] || fail "stack $stack has no ClusterName/ServiceName outputs"
+fi
+
+announce "wait until $service is stable"
+run aws ecs wait services-stable ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --services "$service"
+run aws ecs describe-services ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --services "$service" \
+  --query 'services[0].{desired:desiredCount,running:runningCount,taskDefinition:taskDefinition}' --output table
+
+step="done"
+if [[ "$dry_run" == true ]]; then
+  printf 'campaign.sh: dry run, nothing was changed\n'
+else
+  printf 'campaign.sh: campaign %s on %s\n' "$([[ "$action" == start ]] && echo started || echo stopped)" "$stack"
+fi
