@@ -29,6 +29,8 @@ export interface Config {
   s3ForcePathStyle: boolean;
   awsRegion: string;
   importRoot: string;
+  /** The import root must be a mount point of its own (the campaign mount); off for local runs and tests. */
+  importRootRequireMount: boolean;
   logLevel: LogLevel;
   logFormat: LogFormat;
   worker: WorkerConfig;
@@ -70,6 +72,8 @@ export interface MassImportConfig {
   hardCapFileBytes: number;
   concurrency: number;
   multipartThresholdBytes: number;
+  /** One S3 request (or, for multipart uploads, one stall without progress) longer than this is retried. */
+  requestTimeoutMs: number;
 }
 
 export interface CsvConfig {
@@ -102,6 +106,7 @@ export function loadConfig(env: Env = process.env): Config {
     s3ForcePathStyle: read.boolean('S3_FORCE_PATH_STYLE', s3Endpoint !== undefined),
     awsRegion: read.string('AWS_REGION', 'us-east-1', /^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region such as eu-west-1'),
     importRoot: read.absolutePath('IMPORT_ROOT', '/import'),
+    importRootRequireMount: read.boolean('IMPORT_ROOT_REQUIRE_MOUNT', true),
     logLevel: read.oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
     logFormat: read.oneOf('LOG_FORMAT', LOG_FORMATS, 'auto'),
     worker: {
@@ -132,6 +137,7 @@ export function loadConfig(env: Env = process.env): Config {
         min: 5 * 1024 ** 2,
         max: 5 * GiB,
       }),
+      requestTimeoutMs: read.integer('MASS_IMPORT_REQUEST_TIMEOUT_MS', 120_000, { min: 100, max: 3_600_000 }),
     },
     csv: {
       finalizeChunkSize: read.integer('CSV_FINALIZE_CHUNK_SIZE', 500, { min: 1, max: 100_000 }),

@@ -1,5 +1,7 @@
 // Which handler runs which kind. Each kind lives in its own module and is listed here once.
 import { PermanentJobError } from '../queue/errors.js';
+import { backfillHandler } from './backfill.js';
+import { massImportHandler } from './mass-import.js';
 import { noopHandler } from './noop.js';
 import type { AnyJobHandler, JobHandler } from './types.js';
 
@@ -35,5 +37,5 @@ export class HandlerRegistry {
 
 /** Every kind this build of the worker can run. */
 export function defaultRegistry(): HandlerRegistry {
-  return new HandlerRegistry([noopHandler]);
+  return new HandlerRegistry([noopHandler, massImportHandler, backfillHandler]);
 }

@@ -1,0 +1,126 @@
+// A small HTTP proxy in front of the real S3 server that injects faults: 503 SlowDown, 500 InternalError, connection
+// resets and stalls (no answer at all), chosen per request by the test; plus latency, and a "hold" mode that lets a
+// request reach S3 but keeps its answer back (the object is written, the client never hears so). Headers (Host
+// included, which SigV4 signs) are forwarded unchanged, so the S3 server still verifies every signature.
+import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+
+export type Fault = 'pass' | 'slowdown' | 'internal' | 'reset' | 'stall';
+
+export interface ProxiedRequest {
+  method: string;
+  /** Path and query as the client sent them. */
+  url: string;
+  /** How many requests with the same method and URL came before this one (0 for the first). */
+  previousTries: number;
+  /** Running number of the request. */
+  seq: number;
+}
+
+export interface FaultyS3Proxy {
+  endpoint: string;
+  /** Decides each request's fate; default: pass everything. */
+  decide: (request: ProxiedRequest) => Fault;
+  latencyMs: number;
+  /** While true, forwarded requests' answers are held back (see releaseHeld). */
+  holdResponses: boolean;
+  readonly stats: { requests: number; byMethod: Record<string, number>; faults: Record<Fault, number>; held: number };
+  /** Drops every held answer (their clients are usually gone) and stops holding new ones. */
+  dropHeld(): void;
+  resetStats(): void;
+  close(): Promise<void>;
+}
+
+const ERROR_BODIES: Record<'slowdown' | 'internal', { status: number; code: string; message: string }> = {
+  slowdown: { status: 503, code: 'SlowDown', message: 'Please reduce your request rate.' },
+  internal: { status: 500, code: 'InternalError', message: 'We encountered an internal error. Please try again.' },
+};
+
+export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy> {
+  const upstream = new URL(target);
+  const tries = new Map<string, number>();
+  const sockets = new Set<Socket>();
+  const held: Array<() => void> = [];
+  let seq = 0;
+  const emptyStats = () => ({
+    requests: 0,
+    byMethod: {} as Record<string, number>,
+    faults: { pass: 0, slowdown: 0, internal: 0, reset: 0, stall: 0 } as Record<Fault, number>,
+    held: 0,
+  });
+
+  const proxy: FaultyS3Proxy = {
+    endpoint: '',
+    decide: () => 'pass',
+    latencyMs: 0,
+    holdResponses: false,
+    stats: emptyStats(),
+    dropHeld() {
+      proxy.holdResponses = false;
+      for (const drop of held.splice(0)) drop();
+    },
+    resetStats() {
+      Object.assign(proxy.stats, emptyStats());
+    },
+    async close() {
+      proxy.dropHeld();
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+
+  const forward = (req: IncomingMessage, res: ServerResponse) => {
+    const outgoing = httpRequest(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+      (answer) => {
+        const reply = () => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        };
+        if (!proxy.holdResponses) return reply();
+        proxy.stats.held += 1;
+        held.push(() => {
+          answer.resume();
+          res.socket?.destroy();
+        });
+      },
+    );
+    outgoing.on('error', () => res.socket?.destroy());
+    req.pipe(outgoing);
+  };
+
+  const server = createServer((req, res) => {
+    const method = req.method ?? 'GET';
+    const id = `${method} ${req.url}`;
+    const previousTries = tries.get(id) ?? 0;
+    tries.set(id, previousTries + 1);
+    proxy.stats.requests += 1;
+    proxy.stats.byMethod[method] = (proxy.stats.byMethod[method] ?? 0) + 1;
+    const fault = proxy.decide({ method, url: req.url ?? '/', previousTries, seq: seq++ });
+    proxy.stats.faults[fault] += 1;
+    const act = () => {
+      if (fault === 'pass') return forward(req, res);
+      if (fault === 'reset') return req.socket.destroy();
+      // Read the request body first, as a real server does before it answers.
+      req.resume();
+      req.on('end', () => {
+        if (fault === 'stall') return; // no answer: the client's timeout has to notice
+        const body = ERROR_BODIES[fault];
+        const xml =
+          `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${body.code}</Code><Message>${body.message}</Message>` +
+          `<RequestId>faulty-proxy-${seq}</RequestId></Error>`;
+        res.writeHead(body.status, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(xml) });
+        res.end(xml);
+      });
+    };
+    if (proxy.latencyMs > 0) setTimeout(act, proxy.latencyMs);
+    else act();
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  proxy.endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return proxy;
+}

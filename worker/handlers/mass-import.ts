@@ -1,0 +1,247 @@
+// `mass-import`: a campaign import of a mounted share into the bucket and the documents table. Plan, then import:
+// the walk records every entry as an item (so progress has a total and the ceiling is checked before anything is
+// written), then pending items are imported several at once, each exactly once across crashes (see import-item.ts).
+// Payload: { source?, tenant?, prefix?, dryRun?, maxFiles?, maxTotalBytes?, maxFileBytes?, concurrency? }.
+import { withTransaction, type Queryable } from '../db/pool.js';
+import { PermanentJobError } from '../queue/errors.js';
+import { AdaptiveConcurrency } from '../imports/adaptive-concurrency.js';
+import { requireCampaignMount } from '../imports/campaign-mount.js';
+import { CeilingExceededError, checkCeiling, hardCapOf, LIMIT_NAMES, resolveLimits, type ImportLimits } from '../imports/ceiling.js';
+import { inspectPlan } from '../imports/dry-run.js';
+import { writeFailedItemsCsv } from '../imports/failed-items-csv.js';
+import { hasPlannedItems, insertPlannedItems, itemTotals, listItems, resetTransientFailures } from '../imports/import-items.js';
+import { runImportLoop } from '../imports/import-loop.js';
+import { normaliseSource, planTree, resolveSourceDirectory } from '../imports/import-plan.js';
+import { ImportProgress } from '../imports/import-progress.js';
+import { isValidPrefix, isValidTenant, keyPrefixFor } from '../imports/object-key.js';
+import { PayloadReader } from './payload.js';
+import type { JobContext, JobHandler, JobOutcome } from './types.js';
+
+export interface MassImportPayload {
+  /** Directory relative to IMPORT_ROOT; `.` is the root itself. */
+  source: string;
+  /** Tenant of the documents; defaults to the job's tenant. */
+  tenant: string | undefined;
+  /** First segment(s) of every object key. */
+  prefix: string;
+  dryRun: boolean;
+  /** Ceiling overrides (OQ-IMP-002); checked against the worker's hard caps when the run starts. */
+  limits: Partial<ImportLimits>;
+  /** Files uploaded at once; at most MASS_IMPORT_CONCURRENCY. */
+  concurrency: number | undefined;
+}
+
+export const DEFAULT_PREFIX = 'imports';
+const TRIES_PER_ATTEMPT = 5;
+const RETRY_BACKOFF = { baseMs: 250, maxMs: 10_000 };
+const THROTTLE_HOLD_MS = 30_000;
+const THROTTLE_GROW_STEP_MS = 2_000;
+const MAX_BYTES = Number.MAX_SAFE_INTEGER;
+
+function parsePayload(raw: Record<string, unknown>): MassImportPayload {
+  const read = new PayloadReader('mass-import', raw);
+  read.onlyKnown(['source', 'tenant', 'prefix', 'dryRun', 'concurrency', ...LIMIT_NAMES]);
+  const rawSource = read.optionalString('source') ?? '.';
+  const source = normaliseSource(rawSource);
+  if (source === undefined) {
+    throw new PermanentJobError(
+      `invalid mass-import payload: "source" must be a directory relative to the import root without "..", got ${JSON.stringify(rawSource)}`,
+      'INVALID_PAYLOAD',
+      { field: 'source' },
+    );
+  }
+  const tenant = read.optionalString('tenant');
+  if (tenant !== undefined && !isValidTenant(tenant)) {
+    throw new PermanentJobError(
+      `invalid mass-import payload: "tenant" must be 1-128 letters, digits, ".", "_" or "-", got ${JSON.stringify(tenant)}`,
+      'INVALID_PAYLOAD',
+      { field: 'tenant' },
+    );
+  }
+  const prefix = read.optionalString('prefix') ?? DEFAULT_PREFIX;
+  if (!isValidPrefix(prefix)) {
+    throw new PermanentJobError(
+      `invalid mass-import payload: "prefix" must be segments of letters, digits, ".", "_" or "-" joined by "/", got ${JSON.stringify(prefix)}`,
+      'INVALID_PAYLOAD',
+      { field: 'prefix' },
+    );
+  }
+  const limits: Partial<ImportLimits> = {};
+  for (const name of LIMIT_NAMES) {
+    const value = read.optionalInteger(name, 1, MAX_BYTES);
+    if (value !== undefined) limits[name] = value;
+  }
+  return { source, tenant, prefix, dryRun: read.boolean('dryRun', false), limits, concurrency: read.optionalInteger('concurrency', 1, 256) };
+}
+
+function resolveTenant(payload: MassImportPayload, jobTenant: string | null): string {
+  if (payload.tenant !== undefined && jobTenant !== null && payload.tenant !== jobTenant) {
+    throw new PermanentJobError(
+      `mass-import payload tenant "${payload.tenant}" differs from the job's tenant "${jobTenant}"; give one or make them equal`,
+      'TENANT_MISMATCH',
+    );
+  }
+  const tenant = payload.tenant ?? jobTenant;
+  if (tenant === null || !isValidTenant(tenant)) {
+    throw new PermanentJobError(
+      'mass-import needs a tenant: set "tenant" in the payload or enqueue with --tenant (1-128 letters, digits, ".", "_" or "-")',
+      'TENANT_REQUIRED',
+    );
+  }
+  return tenant;
+}
+
+/** Payload limits may raise the defaults only up to the worker's hard caps (its configuration decides, not the caller). */
+function checkHardCaps(context: JobContext<MassImportPayload>): ImportLimits {
+  const config = context.services.config.massImport;
+  for (const name of LIMIT_NAMES) {
+    const requested = context.payload.limits[name];
+    const cap = hardCapOf(config, name);
+    if (requested !== undefined && requested > cap.value) {
+      throw new PermanentJobError(
+        `payload ${name} = ${requested} is above the hard cap ${cap.value} of this worker; raising it needs a configuration change (${cap.variable})`,
+        'LIMIT_ABOVE_HARD_CAP',
+        { limit: name, requested, hardCap: cap.value },
+      );
+    }
+  }
+  return resolveLimits(config, context.payload.limits);
+}
+
+async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> {
+  const { job, payload, services, progress, log, signal } = context;
+  const tenant = resolveTenant(payload, job.tenantId);
+  const limits = checkHardCaps(context);
+  if (!services.s3 || !services.bucket) {
+    throw new PermanentJobError('mass-import needs S3: set S3_BUCKET (and S3_ENDPOINT for an S3-compatible server)', 'S3_NOT_CONFIGURED');
+  }
+  const { s3, bucket, pool, config } = services;
+  const realRoot = await requireCampaignMount(config.importRoot, config.importRootRequireMount);
+  const sourceDir = await resolveSourceDirectory(realRoot, payload.source);
+  const fenced = <T>(work: (tx: Queryable) => Promise<T>) =>
+    withTransaction(pool, async (tx) => {
+      await context.assertLeaseHeld(tx);
+      return work(tx);
+    });
+  const planOptions = {
+    realRoot,
+    sourceDir,
+    prefix: payload.prefix,
+    tenant,
+    onProgress: (seen: number) => progress.update({ phase: 'planning', done: 0, total: 0, entriesSeen: seen }),
+  };
+
+  if (payload.dryRun) {
+    progress.update({ phase: 'planning', done: 0, total: 0 });
+    const plan = await planTree({ ...planOptions, keepAtMost: config.massImport.hardCapFiles });
+    const violations = checkCeiling(config.massImport, limits, plan.measure);
+    const report = await inspectPlan(pool, plan, {
+      bucket,
+      realRoot,
+      signal,
+      violations,
+      onProgress: (checked) => progress.update({ phase: 'checking', done: checked, total: plan.items.length }),
+    });
+    log.info({ report }, 'mass-import dry run finished');
+    return { result: { ...report, tenant, source: payload.source, bucket, keyPrefix: keyPrefixFor(payload.prefix, tenant) } };
+  }
+
+  if (await hasPlannedItems(pool, job.id)) {
+    const reset = await fenced((tx) => resetTransientFailures(tx, job.id));
+    log.info({ retried_items: reset }, 'resuming mass import from its plan');
+  } else {
+    progress.update({ phase: 'planning', done: 0, total: 0 });
+    const plan = await planTree({ ...planOptions, keepAtMost: limits.maxFiles });
+    const violations = checkCeiling(config.massImport, limits, plan.measure);
+    if (violations.length > 0) throw new CeilingExceededError(payload.source, violations);
+    await fenced((tx) => insertPlannedItems(tx, job.id, plan.items));
+    log.info({ files: plan.measure.files, bytes: plan.measure.totalBytes, unsafe: plan.unsafe }, 'mass import planned');
+  }
+
+  const tracker = new ImportProgress(await itemTotals(pool, job.id), progress);
+  const limiter = new AdaptiveConcurrency(Math.min(payload.concurrency ?? config.massImport.concurrency, config.massImport.concurrency), {
+    holdMs: THROTTLE_HOLD_MS,
+    growStepMs: THROTTLE_GROW_STEP_MS,
+  });
+  await runImportLoop({
+    limiter,
+    progress: tracker,
+    item: {
+      jobId: job.id,
+      tenant,
+      bucket,
+      realRoot,
+      s3,
+      pool,
+      signal,
+      log,
+      assertLeaseHeld: context.assertLeaseHeld,
+      limiter,
+      multipartThresholdBytes: config.massImport.multipartThresholdBytes,
+      requestTimeoutMs: config.massImport.requestTimeoutMs,
+      triesPerAttempt: TRIES_PER_ATTEMPT,
+      retryBackoff: RETRY_BACKOFF,
+    },
+  });
+
+  const totals = await itemTotals(pool, job.id);
+  tracker.annotate({ concurrency: limiter.limit, throttleSignals: limiter.throttleSignals });
+  const finalProgress = tracker.snapshot('finished');
+  progress.update(finalProgress);
+  const seconds = tracker.elapsedMs / 1000;
+  const result = {
+    tenant,
+    source: payload.source,
+    bucket,
+    keyPrefix: keyPrefixFor(payload.prefix, tenant),
+    files: totals.files,
+    imported: totals.done,
+    skipped: totals.skipped,
+    failed: totals.failed,
+    bytes: totals.bytes,
+    bytesImported: totals.bytesDone,
+    bytesSkipped: totals.bytesSkipped,
+    attemptSeconds: Math.round(seconds * 10) / 10,
+    importedBytesPerSecond: Math.round(tracker.importedBytesThisAttempt / Math.max(seconds, 0.001)),
+    concurrency: { max: limiter.max, lowest: limiter.lowest, final: limiter.limit },
+    throttleSignals: limiter.throttleSignals,
+  };
+  return {
+    state: totals.failed > 0 ? 'partial' : 'succeeded',
+    result,
+    metrics: {
+      Files: totals.files,
+      FilesImported: totals.done,
+      FilesSkipped: totals.skipped,
+      FailedItems: totals.failed,
+      BytesImported: totals.bytesDone,
+    },
+  };
+}
+
+export const massImportHandler: JobHandler<MassImportPayload> = {
+  kind: 'mass-import',
+  description: 'imports a directory of the campaign mount into S3 and the documents table, exactly once per file',
+  parsePayload,
+  run,
+  defaultDedupeKey(payload, tenantId) {
+    const tenant = payload.tenant ?? tenantId ?? '-';
+    return `mass-import:${tenant}:${payload.prefix}:${payload.source}${payload.dryRun ? ':dry-run' : ''}`;
+  },
+  async listErrors(db, jobId, page) {
+    const { total, items } = await listItems(db, jobId, { states: ['failed'], order: 'recent', ...page });
+    return {
+      total,
+      columns: ['item', 'path', 'size', 'code', 'error', 'tries'],
+      rows: items.map((item) => ({
+        item: item.itemNo,
+        path: item.relativePath,
+        size: item.size,
+        code: item.errorCode,
+        error: item.errorMessage,
+        tries: item.tries,
+      })),
+    };
+  },
+  exportErrorsCsv: (db, jobId, out) => writeFailedItemsCsv(db, jobId, out),
+};

@@ -1,0 +1,130 @@
+// OQ-IMP-002: the ceiling of one mass import. Defaults come from configuration; a payload may lower them, or raise
+// them up to the hard caps; raising past a hard cap needs a configuration change (an operator decision, reviewed
+// like any deploy). The plan measures the tree first and refuses it before anything is written.
+import type { MassImportConfig } from '../config.js';
+import { PermanentJobError } from '../queue/errors.js';
+import { CAMPAIGN_RUNBOOK } from './campaign-mount.js';
+
+export interface ImportLimits {
+  maxFiles: number;
+  maxTotalBytes: number;
+  maxFileBytes: number;
+}
+
+export type LimitName = keyof ImportLimits;
+
+interface LimitDescription {
+  what: string;
+  defaultVariable: string;
+  hardCapVariable: string;
+  hardCap: (config: MassImportConfig) => number;
+  format: (value: number) => string;
+}
+
+const count = (value: number) => value.toLocaleString('en-US');
+export const formatByteCount = (value: number): string => {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let scaled = value;
+  let unit = 0;
+  while (scaled >= 1024 && unit < units.length - 1) {
+    scaled /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} B` : `${scaled.toFixed(scaled >= 100 ? 0 : 1)} ${units[unit]} (${count(value)} bytes)`;
+};
+
+const LIMITS: Record<LimitName, LimitDescription> = {
+  maxFiles: {
+    what: 'files',
+    defaultVariable: 'MASS_IMPORT_MAX_FILES',
+    hardCapVariable: 'MASS_IMPORT_HARD_CAP_FILES',
+    hardCap: (config) => config.hardCapFiles,
+    format: count,
+  },
+  maxTotalBytes: {
+    what: 'total size',
+    defaultVariable: 'MASS_IMPORT_MAX_TOTAL_BYTES',
+    hardCapVariable: 'MASS_IMPORT_HARD_CAP_TOTAL_BYTES',
+    hardCap: (config) => config.hardCapTotalBytes,
+    format: formatByteCount,
+  },
+  maxFileBytes: {
+    what: 'largest file',
+    defaultVariable: 'MASS_IMPORT_MAX_FILE_BYTES',
+    hardCapVariable: 'MASS_IMPORT_HARD_CAP_FILE_BYTES',
+    hardCap: (config) => config.hardCapFileBytes,
+    format: formatByteCount,
+  },
+};
+
+export const LIMIT_NAMES = Object.keys(LIMITS) as LimitName[];
+
+/** The hard cap of a limit, for payload validation. */
+export function hardCapOf(config: MassImportConfig, name: LimitName): { value: number; variable: string } {
+  return { value: LIMITS[name].hardCap(config), variable: LIMITS[name].hardCapVariable };
+}
+
+/** The limits of one run: the payload's where given (validated against the hard caps at enqueue), else the defaults. */
+export function resolveLimits(config: MassImportConfig, requested: Partial<ImportLimits>): ImportLimits {
+  return {
+    maxFiles: requested.maxFiles ?? config.maxFiles,
+    maxTotalBytes: requested.maxTotalBytes ?? config.maxTotalBytes,
+    maxFileBytes: requested.maxFileBytes ?? config.maxFileBytes,
+  };
+}
+
+/** What the plan measured of the tree. */
+export interface TreeMeasure {
+  files: number;
+  totalBytes: number;
+  largestFile: { path: string; size: number } | null;
+}
+
+export interface CeilingViolation {
+  limit: LimitName;
+  allowed: number;
+  measured: number;
+  /** Human sentence: the limit, the measured value, and how to raise it. */
+  message: string;
+}
+
+export function checkCeiling(config: MassImportConfig, limits: ImportLimits, measure: TreeMeasure): CeilingViolation[] {
+  const measured: Record<LimitName, number> = {
+    maxFiles: measure.files,
+    maxTotalBytes: measure.totalBytes,
+    maxFileBytes: measure.largestFile?.size ?? 0,
+  };
+  const violations: CeilingViolation[] = [];
+  for (const name of LIMIT_NAMES) {
+    if (measured[name] <= limits[name]) continue;
+    const limit = LIMITS[name];
+    const hardCap = limit.hardCap(config);
+    const subject = name === 'maxFileBytes' && measure.largestFile ? ` (${measure.largestFile.path})` : '';
+    const howToRaise =
+      measured[name] <= hardCap
+        ? `enqueue again with "${name}": ${measured[name]} (or more, up to the hard cap ${limit.format(hardCap)}) in the payload, or raise the default ${limit.defaultVariable}`
+        : `it is above the hard cap ${limit.format(hardCap)} too: raise ${limit.hardCapVariable} in the worker's configuration (a reviewed change), then enqueue with a larger "${name}"`;
+    violations.push({
+      limit: name,
+      allowed: limits[name],
+      measured: measured[name],
+      message: `${limit.what} ${limit.format(measured[name])}${subject} exceeds ${name} = ${limit.format(limits[name])}; to raise it, ${howToRaise}`,
+    });
+  }
+  return violations;
+}
+
+export class CeilingExceededError extends PermanentJobError {
+  constructor(
+    source: string,
+    readonly violations: CeilingViolation[],
+  ) {
+    super(
+      `mass import of ${source} is over its ceiling, nothing was written: ${violations.map((v) => v.message).join('; ')}. ` +
+        `Policy: ${CAMPAIGN_RUNBOOK}.`,
+      'CEILING_EXCEEDED',
+      { source, violations: violations.map(({ limit, allowed, measured }) => ({ limit, allowed, measured })) },
+    );
+    this.name = 'CeilingExceededError';
+  }
+}

@@ -1,0 +1,32 @@
+// The failed items of a mass-import run as CSV (RFC 4180 quoting: paths may hold commas, quotes and newlines), for
+// `bulk-import errors <id> --csv`. Written page by page so a run with many failures never sits in memory.
+import { once } from 'node:events';
+import type { Queryable } from '../db/pool.js';
+import { listItems } from './import-items.js';
+
+const PAGE = 1_000;
+const HEADER = ['item_no', 'relative_path', 'size_bytes', 'error_code', 'error_message', 'tries', 'sha256'];
+
+export function csvField(value: unknown): string {
+  if (value === null || value === undefined) return '';
+  const text = String(value);
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
+  if (!out.write(text)) await once(out as NodeJS.EventEmitter, 'drain');
+}
+
+export async function writeFailedItemsCsv(db: Queryable, jobId: number, out: NodeJS.WritableStream): Promise<number> {
+  await write(out, `${HEADER.join(',')}\r\n`);
+  let written = 0;
+  for (let offset = 0; ; offset += PAGE) {
+    const { items } = await listItems(db, jobId, { states: ['failed'], order: 'plan', limit: PAGE, offset });
+    for (const item of items) {
+      const fields = [item.itemNo, item.relativePath, item.size, item.errorCode, item.errorMessage, item.tries, item.sha256];
+      await write(out, `${fields.map(csvField).join(',')}\r\n`);
+    }
+    written += items.length;
+    if (items.length < PAGE) return written;
+  }
+}

@@ -1,0 +1,68 @@
+// Opens a planned file for reading at import time, re-checking what the plan saw: the tree may have changed since,
+// and a path that was a regular file may now be a link out of the root or a FIFO. What is read is what was checked:
+// the check runs on the opened descriptor itself.
+import { constants } from 'node:fs';
+import { lstat, open, readlink, realpath, stat, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isInside } from './directory-walk.js';
+import { ItemFailure } from './item-failure.js';
+
+export interface OpenedImportFile {
+  handle: FileHandle;
+  /** Size of the file when it was opened. */
+  size: number;
+}
+
+function errnoCode(error: unknown): string {
+  return (error as NodeJS.ErrnoException).code ?? 'UNKNOWN';
+}
+
+function openFailure(relativePath: string, error: unknown): ItemFailure {
+  const code = errnoCode(error);
+  if (code === 'ENOENT') return new ItemFailure('FILE_VANISHED', `${relativePath} no longer exists (it was removed after the plan)`);
+  if (code === 'EACCES' || code === 'EPERM') return new ItemFailure('UNREADABLE', `${relativePath} is not readable by the worker (${code})`);
+  if (code === 'ELOOP') return new ItemFailure('SYMLINK_LOOP', `${relativePath} is a symbolic link loop`);
+  return new ItemFailure('OPEN_FAILED', `${relativePath} cannot be opened (${code})`, code === 'EIO' ? 'transient' : 'permanent');
+}
+
+/** The real path of an open descriptor (Linux /proc), or of the path when /proc is not available. */
+async function descriptorPath(handle: FileHandle, fallbackPath: string): Promise<string> {
+  try {
+    return await readlink(`/proc/self/fd/${handle.fd}`);
+  } catch {
+    return realpath(fallbackPath);
+  }
+}
+
+export async function openImportFile(realRoot: string, relativePath: string): Promise<OpenedImportFile> {
+  const absolutePath = join(realRoot, relativePath);
+  try {
+    // Never open anything but a regular file: opening a device can have side effects, a FIFO can block forever.
+    const linkStats = await lstat(absolutePath);
+    const targetStats = linkStats.isSymbolicLink() ? await stat(absolutePath) : linkStats;
+    if (!targetStats.isFile()) {
+      throw new ItemFailure('SPECIAL_FILE', `${relativePath} is no longer a regular file; only regular files are imported`);
+    }
+  } catch (error) {
+    if (error instanceof ItemFailure) throw error;
+    throw openFailure(relativePath, error);
+  }
+  let handle: FileHandle;
+  try {
+    handle = await open(absolutePath, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (error) {
+    throw openFailure(relativePath, error);
+  }
+  try {
+    const real = await descriptorPath(handle, absolutePath);
+    if (!isInside(realRoot, real)) {
+      throw new ItemFailure('SYMLINK_OUTSIDE_ROOT', `${relativePath} now leads to ${real}, outside the import root; not read`);
+    }
+    const stats = await handle.stat();
+    if (!stats.isFile()) throw new ItemFailure('SPECIAL_FILE', `${relativePath} is not a regular file; only regular files are imported`);
+    return { handle, size: stats.size };
+  } catch (error) {
+    await handle.close().catch(() => {});
+    throw error;
+  }
+}
