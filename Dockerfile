@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The bulk-import image: one image per commit, pushed by scripts/deploy.sh to the backend's ECR repository. The worker
 # service runs it with `node bin/bulk-import.js worker` (also the default command here); the backend service runs
-# the same image at the same tag (docs/DEPLOYMENT.md §7). Layout, which the task definition relies on:
+# the same image at the same tag (docs/DEPLOYMENT.md §2). Layout, which the task definition relies on:
 #   /app/package.json, package-lock.json, node_modules (production only), dist/ (compiled worker/ and scripts/),
 #   migrations/ (SQL), bin/bulk-import.js. Runs as uid 1000 and works with a read-only root file system (only /tmp,
 #   a task volume, is written).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Deploys a new image of the backend and the bulk-import worker (they run the same image; docs/DEPLOYMENT.md §7):
+# Deploys a new image of the backend and the bulk-import worker (they run the same image; docs/DEPLOYMENT.md §2):
 #   1. build the image from the Dockerfile and tag it with the git SHA,
 #   2. push it to the backend's ECR repository, and move the environment's deploy tag (the stack's imageTag) to it,
 #   3. force a new deployment of the backend service and of the worker service,
