@@ -1,0 +1,76 @@
+// Checks a backfill definition once and turns its names into quoted SQL fragments, so the statement builders never
+// paste an unchecked identifier into SQL. Definitions are code, not user input; the checks catch typos early.
+import type { BackfillDefinition, RowSql } from './types.js';
+
+export const BACKFILL_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+const SQL_TYPE = /^[a-z][a-z0-9_ ]*(\(\d+(,\s*\d+)?\))?(\[\])?$/;
+
+export class InvalidBackfillDefinitionError extends Error {
+  constructor(name: string, problem: string) {
+    super(`backfill definition "${name}": ${problem}`);
+    this.name = 'InvalidBackfillDefinitionError';
+  }
+}
+
+/** A definition with every name checked and quoted. Row aliases in the statements are plain words (t, b). */
+export interface CompiledBackfill {
+  definition: BackfillDefinition;
+  /** Quoted, possibly schema-qualified table name. */
+  table: string;
+  key: string;
+  keyType: BackfillDefinition['key']['type'];
+  tenant: string | undefined;
+  target: string;
+  /** Quoted source columns, in definition order. */
+  sources: string[];
+  missing: RowSql;
+  write: (value: string) => string;
+  batchSize: number;
+}
+
+export const DEFAULT_BATCH_SIZE = 10_000;
+export const MAX_BATCH_SIZE = 100_000;
+
+export function quoteIdentifier(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+export function compileBackfill(definition: BackfillDefinition): CompiledBackfill {
+  const fail = (problem: string): never => {
+    throw new InvalidBackfillDefinitionError(definition.name, problem);
+  };
+  if (!BACKFILL_NAME.test(definition.name)) fail('the name must be lowercase letters, digits and hyphens');
+  const identifier = (value: string, what: string): string => {
+    if (!IDENTIFIER.test(value)) fail(`${what} ${JSON.stringify(value)} is not a plain SQL identifier`);
+    return quoteIdentifier(value);
+  };
+  const tableParts = definition.table.split('.');
+  if (tableParts.length > 2) fail(`table ${JSON.stringify(definition.table)} must be "table" or "schema.table"`);
+  const table = tableParts.map((part) => identifier(part, 'table')).join('.');
+  const key = identifier(definition.key.column, 'key column');
+  const target = identifier(definition.targetColumn, 'target column');
+  if (definition.sourceColumns.length === 0) fail('sourceColumns must name the columns the compute reads');
+  const sources = definition.sourceColumns.map((column) => identifier(column, 'source column'));
+  if (definition.sourceColumns.includes(definition.targetColumn)) fail('the target column cannot also be a source column');
+  const tenant = definition.tenantColumn === undefined ? undefined : identifier(definition.tenantColumn, 'tenant column');
+  if (definition.compute.language === 'typescript' && !SQL_TYPE.test(definition.compute.valueType)) {
+    fail(`valueType ${JSON.stringify(definition.compute.valueType)} is not a Postgres type name`);
+  }
+  const batchSize = definition.defaultBatchSize ?? DEFAULT_BATCH_SIZE;
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH_SIZE) {
+    fail(`defaultBatchSize must be a whole number from 1 to ${MAX_BATCH_SIZE}`);
+  }
+  return {
+    definition,
+    table,
+    key,
+    keyType: definition.key.type,
+    tenant,
+    target,
+    sources,
+    missing: definition.missing ?? ((row) => `${row}.${target} IS NULL`),
+    write: definition.write ?? ((value) => `${target} = ${value}`),
+    batchSize,
+  };
+}

@@ -1,0 +1,100 @@
+// `bulk-import backfill list|status`: which backfills exist, and how many rows still lack the field (the pre-check
+// before a run and the proof of 100% after it). Runs are enqueued with `bulk-import enqueue backfill --payload …`.
+import type { Command } from 'commander';
+import { defaultBackfills } from '../../backfills/registry.js';
+import { countRows } from '../../backfills/statements.js';
+import { listJobs } from '../../queue/operator.js';
+import type { JobRow } from '../../queue/types.js';
+import { withDatabase } from '../context.js';
+import { formatTable, printJson, printLine } from '../output.js';
+import { summarizeProgress } from './jobs.js';
+
+/** How far back `status` looks for the latest run of the backfill. */
+const RECENT_RUNS = 200;
+
+interface StatusOptions {
+  tenant?: string;
+  json?: boolean;
+  check?: boolean;
+}
+
+export function registerBackfillCommands(program: Command): void {
+  const backfill = program
+    .command('backfill')
+    .description('backfills: list them, and count the rows that still lack the field (enqueue runs with `enqueue backfill`)');
+
+  backfill
+    .command('list')
+    .description('the backfills this build knows')
+    .option('--json', 'print JSON only')
+    .action((options: { json?: boolean }) => {
+      const rows = defaultBackfills().list().map(({ definition, batchSize }) => ({
+        name: definition.name,
+        table: definition.table,
+        column: definition.targetColumn,
+        from: definition.sourceColumns,
+        compute: definition.compute.language,
+        tenantColumn: definition.tenantColumn ?? null,
+        defaultBatchSize: batchSize,
+        description: definition.description,
+      }));
+      if (options.json) return printJson(rows);
+      printLine(
+        formatTable(
+          ['name', 'fills', 'from', 'compute', 'batch', 'description'],
+          rows.map((row) => [
+            row.name, `${row.table}.${row.column}`, row.from.join(', '), row.compute, row.defaultBatchSize, row.description,
+          ]),
+        ),
+      );
+    });
+
+  backfill
+    .command('status <name>')
+    .description('how many rows still lack the field (one scan of the table), and the latest run')
+    .option('--tenant <id>', "only this tenant's rows")
+    .option('--check', 'exit with status 1 unless every row has the field')
+    .option('--json', 'print JSON only')
+    .action(async (name: string, options: StatusOptions) => {
+      const compiled = defaultBackfills().require(name);
+      if (options.tenant !== undefined && !compiled.tenant) {
+        throw new Error(`backfill ${name} has no tenant column: --tenant cannot be used`);
+      }
+      const tenantId = options.tenant ?? null;
+      const { counts, latest } = await withDatabase(async (pool) => ({
+        counts: await countRows(pool, compiled, { tenantId }),
+        latest: latestRun(await listJobs(pool, { kinds: ['backfill'], limit: RECENT_RUNS }), name, tenantId),
+      }));
+      const filledPercent = counts.rows === 0 ? 100 : (100 * (counts.rows - counts.missing)) / counts.rows;
+      const status = {
+        backfill: name,
+        table: compiled.definition.table,
+        column: compiled.definition.targetColumn,
+        tenant: tenantId,
+        rows: counts.rows,
+        missing: counts.missing,
+        complete: counts.missing === 0,
+        filledPercent: Math.floor(filledPercent * 100) / 100,
+        latestRun: latest
+          ? { id: latest.id, state: latest.state, dryRun: latest.payload.dryRun === true, progress: latest.progress, result: latest.result }
+          : null,
+      };
+      if (options.json) printJson(status);
+      else {
+        printLine(`backfill   ${name} (${status.table}.${status.column}${tenantId === null ? '' : `, tenant ${tenantId}`})`);
+        printLine(`rows       ${counts.rows}`);
+        printLine(`missing    ${counts.missing} (${status.filledPercent}% filled)${status.complete ? ' — complete' : ''}`);
+        if (latest) {
+          const kind = latest.payload.dryRun === true ? 'dry run' : 'run';
+          printLine(`latest     ${kind} ${latest.id}, ${latest.state}${latest.state === 'running' ? `, ${summarizeProgress(latest.progress)}` : ''}`);
+        } else printLine('latest     no run yet');
+      }
+      if (options.check && !status.complete) {
+        throw new Error(`${counts.missing} row(s) of ${status.table} still lack ${status.column}`);
+      }
+    });
+}
+
+function latestRun(jobs: JobRow[], name: string, tenantId: string | null): JobRow | undefined {
+  return jobs.find((job) => job.payload.name === name && ((job.payload.tenant as string | undefined) ?? job.tenantId ?? null) === tenantId);
+}
