@@ -2,7 +2,7 @@
 // image, its task and execution roles (least privilege), logs, the campaign-only read-only EFS mount at /import,
 // the alarms that page on-call, and optional queue-depth autoscaling. Every input is a typed prop with a stated
 // default; the stack (bulk-import-worker-stack.ts) only turns context into these props.
-import { Duration, RemovalPolicy, Size, Stack, Validations } from 'aws-cdk-lib';
+import { ArnFormat, Duration, RemovalPolicy, Size, Stack, Validations } from 'aws-cdk-lib';
 import * as appscaling from 'aws-cdk-lib/aws-applicationautoscaling';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
@@ -376,8 +376,8 @@ export class BulkImportWorker extends Construct {
       new iam.PolicyStatement({
         sid: 'OwnTaskScaleInProtection',
         actions: ['ecs:UpdateTaskProtection', 'ecs:GetTaskProtection'],
+        // The task ARN (task/<cluster>/<id>) already limits this to tasks of the worker's cluster.
         resources: [taskProtectionArn],
-        conditions: { ArnEquals: { 'ecs:cluster': this.cluster.clusterArn } },
       }),
     );
     if (props.importCampaign) {
@@ -401,21 +401,36 @@ export class BulkImportWorker extends Construct {
       description: `Encrypts the bulk-import worker alarm topic (${env})`,
       enableKeyRotation: true,
     });
-    // CloudWatch publishes alarm notifications to the encrypted topic; it needs the key for that.
+    // CloudWatch encrypts the notifications it publishes to the topic with this key: without this statement every
+    // alarm action fails with a KMS AccessDenied and nobody is paged (AWS-managed SNS keys cannot be used at all).
     key.addToResourcePolicy(
       new iam.PolicyStatement({
-        sid: 'CloudWatchAlarmsPublish',
+        sid: 'CloudWatchAlarmsUseKey',
         principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
         actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
         resources: ['*'],
-        conditions: { StringEquals: { 'aws:SourceAccount': Stack.of(this).account } },
       }),
     );
-    return new sns.Topic(this, 'AlarmTopic', {
+    const topic = new sns.Topic(this, 'AlarmTopic', {
       displayName: `bulk-import worker alarms (${env})`,
       masterKey: key,
+      // A topic policy (the TLS deny) replaces SNS's default policy, so CloudWatch needs its own Allow below.
       enforceSSL: true,
     });
+    const stack = Stack.of(this);
+    topic.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'CloudWatchAlarmsPublish',
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['sns:Publish'],
+        resources: [topic.topicArn],
+        conditions: {
+          ArnLike: { 'aws:SourceArn': stack.formatArn({ service: 'cloudwatch', resource: 'alarm', resourceName: '*', arnFormat: ArnFormat.COLON_RESOURCE_NAME }) },
+          StringEquals: { 'aws:SourceAccount': stack.account },
+        },
+      }),
+    );
+    return topic;
   }
 
   private addAutoscaling(autoscaling: Required<WorkerAutoscaling>): ecs.ScalableTaskCount {
@@ -466,7 +481,7 @@ export class BulkImportWorker extends Construct {
         taskPolicy,
         taskProtectionArn,
         'Task ids exist only at run time; a task reaches the protection API only through its own ECS agent, and ' +
-          'the grant is limited to two actions on tasks of this cluster (ecs:cluster condition).',
+          'the grant is limited to two actions on tasks of this one cluster (task/<cluster>/*).',
       );
     }
     const executionPolicy = this.taskDefinition.executionRole?.node.tryFindChild('DefaultPolicy');

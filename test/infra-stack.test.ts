@@ -239,10 +239,9 @@ describe('least-privilege task role', () => {
       Condition: { StringEquals: { 'cloudwatch:namespace': 'BulkImport' } },
     });
     expect(actionsOf(bySid.OwnTaskScaleInProtection!).sort()).toEqual(['ecs:GetTaskProtection', 'ecs:UpdateTaskProtection']);
-    expect(JSON.stringify(bySid.OwnTaskScaleInProtection!.Resource)).toContain(':task/');
-    expect(bySid.OwnTaskScaleInProtection!.Condition).toEqual({
-      ArnEquals: { 'ecs:cluster': { 'Fn::GetAtt': [expect.stringMatching(/^WorkerCluster/), 'Arn'] } },
-    });
+    // Tasks of the worker's own cluster only: task/<cluster name>/<task id>.
+    const protectionArn = (bySid.OwnTaskScaleInProtection!.Resource as { 'Fn::Join': [string, unknown[]] })['Fn::Join'][1];
+    expect(protectionArn.slice(-3)).toEqual([':task/', { Ref: expect.stringMatching(/^WorkerCluster/) }, '/*']);
     expect(bySid.MountImportReadOnly).toMatchObject({
       Action: 'elasticfilesystem:ClientMount',
       Resource: { 'Fn::GetAtt': [expect.stringMatching(/^WorkerImportFileSystem/), 'Arn'] },
@@ -347,6 +346,14 @@ describe('alarms', () => {
       PolicyDocument: {
         Statement: Match.arrayWith([
           Match.objectLike({ Effect: 'Deny', Action: 'sns:Publish', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+          // The topic policy replaces SNS's default one: without this Allow, CloudWatch could not publish alarms.
+          Match.objectLike({
+            Effect: 'Allow',
+            Principal: { Service: 'cloudwatch.amazonaws.com' },
+            Action: 'sns:Publish',
+            Resource: { Ref: topic },
+            Condition: { StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } }, ArnLike: Match.anyValue() },
+          }),
         ]),
       },
     });
