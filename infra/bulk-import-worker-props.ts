@@ -248,10 +248,18 @@ export interface ResolvedProps {
   autoscaling: Required<WorkerAutoscaling> | undefined;
 }
 
+/** Props that would deploy but not work; the message names the prop and the rule. */
+export class WorkerPropsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'WorkerPropsError';
+  }
+}
+
 /** Applies defaults and rejects combinations that would deploy but not work. */
 export function resolveProps(scope: Construct, props: BulkImportWorkerProps): ResolvedProps {
   const fail = (message: string): never => {
-    throw new Error(`${scope.node.path}: ${message}`);
+    throw new WorkerPropsError(`${scope.node.path}: ${message}`);
   };
   if (!/^[a-z][a-z0-9-]{0,19}$/.test(props.environmentName)) {
     fail(`environmentName ${JSON.stringify(props.environmentName)} must be a short lowercase name such as prod`);

@@ -5,7 +5,7 @@ import * as ecr from 'aws-cdk-lib/aws-ecr';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BulkImportWorker, type BulkImportWorkerProps } from '../infra/bulk-import-worker.js';
+import { BulkImportWorker, type BulkImportWorkerProps, WorkerPropsError } from '../infra/bulk-import-worker.js';
 import { readWorkerSettings, SettingsError, type WorkerStackSettings } from '../infra/settings.js';
 import { addWorkerStack } from '../infra/worker-app.js';
 import { cleanUp, newApp, REQUIRED_CONTEXT } from './fixtures/infra/synth.js';
@@ -297,6 +297,7 @@ describe('construct prop checks', () => {
     [{ environmentName: 'Prod' }, /environmentName "Prod" must be a short lowercase name/],
   ] as Array<[Partial<BulkImportWorkerProps>, RegExp]>)('refuses %j', (overrides, message) => {
     expect(construct(overrides)).toThrow(message);
+    expect(construct(overrides)).toThrow(WorkerPropsError);
   });
 
   it('derives the drain from a shorter stopTimeout so it still fits', () => {
