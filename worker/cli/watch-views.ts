@@ -93,7 +93,7 @@ export class BarView implements WatchView {
   private readonly bars = new Map<number, cliProgress.SingleBar>();
   private readonly multibar: cliProgress.MultiBar;
 
-  constructor(out: NodeJS.WritableStream = process.stdout) {
+  constructor(private readonly out: NodeJS.WritableStream = process.stdout) {
     this.multibar = new cliProgress.MultiBar(
       {
         stream: out,
@@ -138,11 +138,21 @@ export class BarView implements WatchView {
       this.multibar.remove(bar);
       this.bars.delete(job.id);
     }
-    this.multibar.log(`${outcomeLine(job)}\n`);
+    this.print(outcomeLine(job));
   }
 
   note(message: string): void {
-    this.multibar.log(`${message}\n`);
+    this.print(message);
+  }
+
+  /** Above the bars while they are drawn (flushed at once: the command may end right after), else plainly. */
+  private print(line: string): void {
+    if (!this.multibar.isActive) {
+      this.out.write(`${line}\n`);
+      return;
+    }
+    this.multibar.log(`${line}\n`);
+    this.multibar.update();
   }
 
   close(): void {

@@ -6,10 +6,17 @@ import type { MetricsConfig } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { JobFinishedEvent, Worker } from '../runner/worker.js';
 
-/** A CloudWatch client for METRICS_NAMESPACE (undefined when metrics are off); CLOUDWATCH_ENDPOINT overrides AWS. */
-export function createCloudWatchClient(metrics: MetricsConfig, region: string): CloudWatchClient | undefined {
+/**
+ * A CloudWatch client for METRICS_NAMESPACE (undefined when metrics are off); CLOUDWATCH_ENDPOINT overrides AWS.
+ * Credentials come from the SDK's default chain (the task role on ECS) unless given.
+ */
+export function createCloudWatchClient(
+  metrics: MetricsConfig,
+  region: string,
+  credentials?: { accessKeyId: string; secretAccessKey: string },
+): CloudWatchClient | undefined {
   if (!metrics.namespace) return undefined;
-  return new CloudWatchClient({ region, endpoint: metrics.cloudWatchEndpoint, maxAttempts: 3 });
+  return new CloudWatchClient({ region, endpoint: metrics.cloudWatchEndpoint, credentials, maxAttempts: 3 });
 }
 
 export interface MetricPoint {

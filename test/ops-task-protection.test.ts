@@ -1,0 +1,118 @@
+// ECS task scale-in protection against a local HTTP stand-in for the ECS agent: on while the worker holds leases,
+// renewed before it expires, off once idle; an agent that fails never stops the worker.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { JobHandler } from '../worker/handlers/types.js';
+import { enqueueJob } from '../worker/queue/enqueue.js';
+import { requireJob } from '../worker/queue/operator.js';
+import { TaskProtection } from '../worker/ops/task-protection.js';
+import { useTestEnvironment } from './harness.js';
+import { silentLog, testWorker, waitFor } from './support/in-process-worker.js';
+import {
+  ecsAgentFailure,
+  ecsAgentSuccess,
+  protectionRequests,
+  startRecordingEndpoint,
+  type RecordingEndpoint,
+} from './support/recording-endpoint.js';
+import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+
+const env = useTestEnvironment();
+let agent: RecordingEndpoint;
+const spawned: WorkerProcess[] = [];
+
+const sleeper: JobHandler<{ sleepMs: number }> = {
+  kind: 'sleeper',
+  description: 'test: sleeps',
+  parsePayload: (raw) => ({ sleepMs: Number(raw.sleepMs ?? 0) }),
+  async run({ payload, signal }) {
+    await sleep(payload.sleepMs, undefined, { signal });
+  },
+};
+
+beforeAll(async () => {
+  agent = await startRecordingEndpoint(ecsAgentSuccess);
+});
+afterEach(async () => {
+  await killAll(spawned.splice(0));
+  agent.requests.length = 0;
+  agent.respondWith(ecsAgentSuccess);
+  await env.pool.query('DELETE FROM jobs');
+});
+afterAll(async () => {
+  await killAll(spawned);
+  await agent?.close();
+});
+
+describe('task scale-in protection', () => {
+  it('protects while a job runs, renews before expiry, releases once idle', async () => {
+    const worker = testWorker(env, [sleeper]);
+    const protection = new TaskProtection(
+      { agentUri: agent.url, expiresInMinutes: 2, renewAfterMs: 400, releaseAfterIdleMs: 300, retryDelayMs: 100 },
+      silentLog,
+    ).attach(worker);
+    await worker.start();
+    expect(protectionRequests(agent.requests)).toEqual([]); // idle at start: nothing to ask
+
+    const { job } = await enqueueJob(env.pool, { kind: 'sleeper', payload: { sleepMs: 1_500 } });
+    await waitFor(async () => protection.protected === true);
+    const first = agent.requests[0]!;
+    expect(first.method).toBe('PUT');
+    expect(first.path).toBe('/task-protection/v1/state');
+    expect(JSON.parse(first.body)).toEqual({ ProtectionEnabled: true, ExpiresInMinutes: 2 });
+
+    await waitFor(async () => (await requireJob(env.pool, job.id)).state === 'succeeded');
+    const finishedAt = Date.now();
+    await waitFor(async () => protection.protected === false, 5_000);
+    const releasedAt = agent.requests.at(-1)!.at;
+    expect(releasedAt - finishedAt).toBeGreaterThanOrEqual(200); // waited out the idle period first
+
+    const seen = protectionRequests(agent.requests);
+    // On, renewed at least twice during the 1.5 s job (every 400 ms), then off.
+    expect(seen.at(-1)).toBe(false);
+    expect(seen.slice(0, -1).every(Boolean)).toBe(true);
+    expect(seen.length - 1).toBeGreaterThanOrEqual(3);
+    expect(JSON.parse(agent.requests.at(-1)!.body)).toEqual({ ProtectionEnabled: false });
+    await worker.stop();
+    await protection.stop();
+    expect(protectionRequests(agent.requests)).toHaveLength(seen.length); // already off: no call on stop
+  });
+
+  it('an agent that fails (or is unreachable) never stops the worker; protection is retried until it works', async () => {
+    agent.respondWith(ecsAgentFailure);
+    const worker = testWorker(env, [sleeper]);
+    const protection = new TaskProtection(
+      { agentUri: agent.url, renewAfterMs: 60_000, releaseAfterIdleMs: 60_000, retryDelayMs: 100, requestTimeoutMs: 1_000 },
+      silentLog,
+    ).attach(worker);
+    await worker.start();
+    const { job } = await enqueueJob(env.pool, { kind: 'sleeper', payload: { sleepMs: 1_000 } });
+    await waitFor(async () => agent.requests.length >= 2); // refused, retried
+    expect(protection.protected).toBeUndefined();
+    agent.respondWith(ecsAgentSuccess);
+    await waitFor(async () => protection.protected === true);
+    await waitFor(async () => (await requireJob(env.pool, job.id)).state === 'succeeded');
+    await worker.stop();
+
+    // Unreachable agent: stop() still resolves promptly.
+    await agent.close();
+    const started = Date.now();
+    await protection.stop();
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(protection.protected).toBeUndefined();
+    agent = await startRecordingEndpoint(ecsAgentSuccess);
+  });
+
+  it('a worker process with ECS_AGENT_URI protects its task while it runs a job and releases it when it stops', async () => {
+    const worker = spawnWorker(env, { env: { ECS_AGENT_URI: agent.url, WORKER_ID: 'protected' } });
+    spawned.push(worker);
+    await worker.waitForLog((line) => line.msg === 'worker started');
+    const { job } = await enqueueJob(env.pool, { kind: 'noop', payload: { sleepMs: 1_000 } });
+    await worker.waitForLog((line) => line.msg === 'task scale-in protection on');
+    expect(protectionRequests(agent.requests)).toEqual([true]);
+    await waitFor(async () => (await requireJob(env.pool, job.id)).state === 'succeeded');
+    worker.kill('SIGTERM');
+    expect((await worker.exited).code).toBe(0);
+    expect(protectionRequests(agent.requests)).toEqual([true, false]);
+  });
+});
