@@ -48,7 +48,7 @@ describe('bar view on a terminal', () => {
     view.update(job({ progress: { done: 40, total: 80 } }), rate.observe({ done: 40, total: 80, phase: 'importing' }));
     await new Promise((resolve) => setTimeout(resolve, 300)); // the bars redraw at 5 fps
     expect(output).toMatch(/ {4}42 mass-import {4}running {2}█{15}░{15} 40\/80 \(50%\)\s+10\.0\/s {2}ETA 4\.0s\s+importing/);
-    view.finish(job({ state: 'succeeded', finishedAt: new Date(Date.now() + 5_000) }), rate.observe({ done: 80, total: 80 }));
+    view.finish(job({ state: 'succeeded', finishedAt: new Date(Date.now() + 5_000) }));
     view.close();
     expect(output).toContain('job 42 mass-import succeeded after 5.0s');
   });

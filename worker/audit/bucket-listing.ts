@@ -7,11 +7,11 @@ export interface ListedObject {
   lastModified: Date | null;
 }
 
-export async function* listObjectPages(s3: S3Client, bucket: string, prefix: string): AsyncGenerator<ListedObject[]> {
+export async function* listObjectPages(s3: S3Client, bucket: string, prefix: string, pageSize = 1000): AsyncGenerator<ListedObject[]> {
   let continuationToken: string | undefined;
   do {
     const page = await s3.send(
-      new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix || undefined, ContinuationToken: continuationToken, MaxKeys: 1000 }),
+      new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix || undefined, ContinuationToken: continuationToken, MaxKeys: pageSize }),
     );
     const objects = (page.Contents ?? [])
       .filter((object) => object.Key !== undefined)

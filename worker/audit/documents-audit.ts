@@ -42,6 +42,8 @@ export interface AuditOptions {
   /** Delete orphan objects older than minAgeMs. */
   fix?: { minAgeMs: number } | undefined;
   onProgress?: ((progress: AuditProgress) => void) | undefined;
+  /** Keys per listing request (S3's maximum, 1,000, by default). */
+  listPageSize?: number | undefined;
 }
 
 export interface FixReport {
@@ -75,7 +77,7 @@ export async function auditDocuments(options: AuditOptions): Promise<AuditReport
   const session = await pool.connect();
   try {
     await createListingTable(session);
-    for await (const page of listObjectPages(s3, bucket, prefix)) {
+    for await (const page of listObjectPages(s3, bucket, prefix, options.listPageSize)) {
       await addListedObjects(session, page);
       progress.objectsListed += page.length;
       options.onProgress?.({ ...progress });
