@@ -1,0 +1,55 @@
+// Log lines of a real worker process (`bulk-import worker`, JSON): every line about a job carries job_id, kind,
+// attempt and tenant_id, and failures carry their structured context.
+import { afterAll, describe, expect, it } from 'vitest';
+import { enqueueJob } from '../worker/queue/enqueue.js';
+import { cancelJob, requireJob } from '../worker/queue/operator.js';
+import { useTestEnvironment } from './harness.js';
+import { waitFor } from './support/in-process-worker.js';
+import { killAll, spawnWorker, type LogLine, type WorkerProcess } from './support/worker-processes.js';
+
+const env = useTestEnvironment();
+const spawned: WorkerProcess[] = [];
+afterAll(async () => killAll(spawned));
+
+describe('job log lines', () => {
+  it('carry job_id, kind, attempt and tenant_id on every line; failures carry code, class and context', async () => {
+    const worker = spawnWorker(env, {
+      env: { LOG_LEVEL: 'debug', RETRY_BACKOFF_BASE_MS: '10', RETRY_BACKOFF_MAX_MS: '20', WORKER_POLL_INTERVAL_MS: '100' },
+    });
+    spawned.push(worker);
+    await worker.waitForLog((line) => line.msg === 'worker started');
+
+    const ok = (await enqueueJob(env.pool, { kind: 'noop', tenantId: 'acme', payload: { sleepMs: 1 } })).job;
+    const permanent = (await enqueueJob(env.pool, { kind: 'noop', tenantId: 'acme', payload: { fail: 'permanent', sleepMs: 2 } })).job;
+    const transient = (await enqueueJob(env.pool, { kind: 'noop', tenantId: null, payload: { fail: 'transient', sleepMs: 3 }, maxAttempts: 2 })).job;
+    const canceled = (await enqueueJob(env.pool, { kind: 'noop', tenantId: 'beta', payload: { sleepMs: 60_000 } })).job;
+    await waitFor(async () => (await requireJob(env.pool, canceled.id)).state === 'running');
+    await cancelJob(env.pool, canceled.id);
+    const ids = [ok.id, permanent.id, transient.id, canceled.id];
+    await waitFor(async () => {
+      const states = await Promise.all(ids.map(async (id) => (await requireJob(env.pool, id)).state));
+      return states.join() === 'succeeded,failed,dead,canceled';
+    });
+    await worker.waitForLog((line) => line.job_id === canceled.id && line.msg === 'job canceled');
+    worker.kill('SIGTERM');
+    await worker.exited;
+
+    const aboutJobs = worker.logs.filter((line) => line.job_id !== undefined);
+    const tenants: Record<number, string | null> = { [ok.id]: 'acme', [permanent.id]: 'acme', [transient.id]: null, [canceled.id]: 'beta' };
+    for (const line of aboutJobs) {
+      expect(line, line.msg).toMatchObject({ kind: 'noop', tenant_id: tenants[line.job_id as number] });
+      expect(line.attempt, line.msg).toEqual(expect.any(Number));
+    }
+    const messages = (id: number) => aboutJobs.filter((line) => line.job_id === id).map((line) => `${line.attempt} ${line.msg}`);
+    expect(messages(ok.id)).toEqual(['1 job started', '1 noop done', '1 job succeeded']);
+    expect(messages(transient.id)).toEqual(['1 job started', '1 job failed; retry scheduled', '2 job started', '2 job dead']);
+    expect(messages(canceled.id)).toContain('1 job canceled');
+
+    const failure = aboutJobs.find((line) => line.job_id === permanent.id && line.msg === 'job failed') as LogLine;
+    expect(failure).toMatchObject({ error_code: 'NOOP_PERMANENT', error_class: 'permanent', state: 'failed', context: { sleepMs: 2 } });
+    expect((failure.err as { message: string }).message).toBe('noop asked to fail (permanent)');
+    const retry = aboutJobs.find((line) => line.job_id === transient.id && line.msg === 'job failed; retry scheduled') as LogLine;
+    expect(retry).toMatchObject({ error_code: 'NOOP_TRANSIENT', error_class: 'transient', state: 'queued', context: { sleepMs: 3 } });
+    expect(retry.retry_in_ms).toEqual(expect.any(Number));
+  });
+});
