@@ -80,17 +80,24 @@ describe('audit', () => {
     expect((await runCli(env, ['audit', '--prefix', 'imports/'])).code).toBe(0);
   });
 
-  it('--fix deletes old orphan objects under the prefix only; rows without objects stay; young orphans stay', async () => {
+  it('--fix deletes old orphan objects under the prefix only; rows without objects, young orphans and job inputs stay', async () => {
+    // A CSV upload under the same prefix: no documents row by design, but a run's payload names it.
+    await putObject('imports/acme/upload.csv');
+    await env.pool.query(
+      `INSERT INTO jobs (kind, state, payload, finished_at) VALUES ('csv-import', 'succeeded', $1, now())`,
+      [{ source: { bucket: env.bucket, key: 'imports/acme/upload.csv' }, profile: 'products' }],
+    );
     const young = await runCliJson<AuditReport>(env, ['audit', '--prefix', 'imports/', '--fix', '--min-age', '1h'], 2);
-    expect(young.fix).toEqual({ minAgeMs: 3_600_000, deleted: 0, skippedTooYoung: 1, skippedNowReferenced: 0, failed: [] });
+    expect(young.fix).toEqual({ minAgeMs: 3_600_000, deleted: 0, skippedTooYoung: 2, skippedNowReferenced: 0, skippedNamedByJob: 0, failed: [] });
     expect(await exists('imports/acme/orphan.pdf')).toBe(true);
 
     const fixed = await runCli(env, ['audit', '--prefix', 'imports/', '--fix', '--min-age', '0s']);
-    expect(fixed.stdout).toContain('Fix: deleted 1 orphan object(s) older than 0.0s');
+    expect(fixed.stdout).toContain('Fix: deleted 1 orphan object(s) older than 0.0s; kept 0 younger one(s), 1 named by a job');
     expect(fixed.code).toBe(2); // the row without an object is still there for a person
     expect(await exists('imports/acme/orphan.pdf')).toBe(false);
     expect(await exists('imports/acme/a.pdf')).toBe(true);
     expect(await exists('uploads/acme/prices.csv')).toBe(true);
+    expect(await exists('imports/acme/upload.csv')).toBe(true); // named by a finished job's payload
     const { rows } = await env.pool.query('SELECT object_key FROM documents ORDER BY object_key');
     expect(rows.map((row) => row.object_key)).toContain('imports/acme/missing.pdf');
     expect(rows).toHaveLength(4);

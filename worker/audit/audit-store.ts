@@ -105,3 +105,18 @@ export async function keysWithDocumentRow(db: Queryable, bucket: string, keys: s
   );
   return new Set(rows.map((row) => row.object_key));
 }
+
+/**
+ * Which of these keys some job's payload names (any string value anywhere in it, e.g. a CSV import's upload key):
+ * such an object belongs to a run, not to `documents`, even without a row. One pass over the payloads per call.
+ */
+export async function keysNamedByJobs(db: Queryable, keys: string[]): Promise<Set<string>> {
+  const { rows } = await db.query<{ key: string }>(
+    `SELECT key FROM unnest($1::text[]) AS candidate(key)
+     WHERE key IN (
+       SELECT value #>> '{}' FROM jobs, jsonb_path_query(jobs.payload, 'strict $.** ? (@.type() == "string")') AS value
+     )`,
+    [keys],
+  );
+  return new Set(rows.map((row) => row.key));
+}

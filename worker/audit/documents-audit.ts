@@ -5,8 +5,9 @@
 //   deleting it cannot break anything a user sees. It is also the expected residue of a crash: a mass import
 //   uploads first and commits the row second, and a run that died between the two leaves exactly this. Guards:
 //   only objects older than `minAgeMs` (an import in flight uploads a moment before it commits), only under an
-//   explicit key prefix (other objects in the bucket, such as CSV uploads, have no documents row by design), a
-//   re-check of the rows right before each delete, and the command refuses to fix while any job is running.
+//   explicit key prefix (other objects in the bucket, such as CSV uploads, have no documents row by design), never
+//   an object whose key a job's payload names (a CSV upload waiting for review), a re-check of the rows right before
+//   each delete, and the command refuses to fix while any job is running.
 // - A row without its object is a reference to lost data. Deleting the row would erase the last record of what
 //   should be there (tenant, source path, checksum, the run that imported it); the repair is to restore or
 //   re-import the file, which needs a person. The audit reports these rows and never changes them.
@@ -16,6 +17,7 @@ import {
   addListedObjects,
   countDocumentRows,
   createListingTable,
+  keysNamedByJobs,
   keysWithDocumentRow,
   orphanObjectsPage,
   rowsWithoutObject,
@@ -53,6 +55,8 @@ export interface FixReport {
   skippedTooYoung: number;
   /** Orphans that had gained a row by the time of the re-check. */
   skippedNowReferenced: number;
+  /** Orphans whose key a job's payload names (e.g. a CSV upload): they belong to that run. */
+  skippedNamedByJob: number;
   failed: Array<{ key: string; error: string }>;
 }
 
@@ -87,7 +91,7 @@ export async function auditDocuments(options: AuditOptions): Promise<AuditReport
 
     const orphans: OrphanObject[] = [];
     const fix: FixReport | undefined = options.fix
-      ? { minAgeMs: options.fix.minAgeMs, deleted: 0, skippedTooYoung: 0, skippedNowReferenced: 0, failed: [] }
+      ? { minAgeMs: options.fix.minAgeMs, deleted: 0, skippedTooYoung: 0, skippedNowReferenced: 0, skippedNamedByJob: 0, failed: [] }
       : undefined;
     let total = 0;
     let after: string | null = null;
@@ -124,9 +128,12 @@ async function deleteOrphans(options: AuditOptions, startedAt: Date, page: Orpha
   const oldEnough = page.filter((orphan) => orphan.lastModified !== null && orphan.lastModified.getTime() < cutoff);
   fix.skippedTooYoung += page.length - oldEnough.length;
   if (oldEnough.length === 0) return;
-  const referenced = await keysWithDocumentRow(options.pool, options.bucket, oldEnough.map((orphan) => orphan.key));
+  const candidates = oldEnough.map((orphan) => orphan.key);
+  const named = await keysNamedByJobs(options.pool, candidates);
+  fix.skippedNamedByJob += named.size;
+  const referenced = await keysWithDocumentRow(options.pool, options.bucket, candidates.filter((key) => !named.has(key)));
   fix.skippedNowReferenced += referenced.size;
-  const keys = oldEnough.map((orphan) => orphan.key).filter((key) => !referenced.has(key));
+  const keys = candidates.filter((key) => !named.has(key) && !referenced.has(key));
   if (keys.length === 0) return;
   const result = await options.s3.send(
     new DeleteObjectsCommand({ Bucket: options.bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } }),

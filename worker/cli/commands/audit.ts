@@ -1,6 +1,6 @@
 // `audit`: objects in the bucket without a documents row, and documents rows without an object; `--fix` deletes
 // old orphan objects only (see worker/audit/documents-audit.ts for why that is the only safe direction).
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { auditDocuments, type AuditProgress, type AuditReport } from '../../audit/documents-audit.js';
 import { requireBucket } from '../../config.js';
 import { listJobs } from '../../queue/operator.js';
@@ -14,7 +14,7 @@ export const AUDIT_FINDINGS_EXIT_CODE = 2;
 
 interface AuditCommandOptions {
   bucket?: string;
-  prefix: string;
+  prefix?: string;
   limit: number;
   fix?: boolean;
   minAge: number;
@@ -29,13 +29,18 @@ export function registerAuditCommand(program: Command): void {
         `they agree, ${AUDIT_FINDINGS_EXIT_CODE} when something is left to look at`,
     )
     .option('--bucket <name>', 'bucket to audit (default S3_BUCKET)')
-    .option('--prefix <prefix>', 'only keys under this prefix, e.g. imports/ (required with --fix)', '')
+    .option('--prefix <prefix>', 'only keys under this prefix, e.g. imports/ (required with --fix; default the whole bucket)')
     .option('--limit <n>', 'list at most this many findings of each kind (all are counted)', parsePositiveInt, 50)
     .option('--fix', 'delete orphan objects (no row) older than --min-age under --prefix; rows are never changed')
-    .option('--min-age <duration>', 'with --fix: only objects last written longer ago than this', parseDurationMs, 86_400_000)
+    .addOption(
+      new Option('--min-age <duration>', 'with --fix: only objects last written longer ago than this')
+        .argParser(parseDurationMs)
+        .default(86_400_000, '24h'),
+    )
     .option('--json', 'print JSON only')
     .action(async (options: AuditCommandOptions) => {
-      if (options.fix && options.prefix === '') {
+      const prefix = options.prefix ?? '';
+      if (options.fix && prefix === '') {
         throw new Error(
           'audit --fix needs --prefix: the bucket may hold objects that are not documents (CSV uploads, backend files), ' +
             'so deletions are limited to the documents key prefix, e.g. --prefix imports/',
@@ -58,7 +63,7 @@ export function registerAuditCommand(program: Command): void {
             pool,
             s3,
             bucket,
-            prefix: options.prefix,
+            prefix,
             limit: options.limit,
             fix: options.fix ? { minAgeMs: options.minAge } : undefined,
             onProgress: process.stderr.isTTY && !options.json ? showProgress : undefined,
@@ -116,7 +121,7 @@ function printReport(report: AuditReport): void {
     printLine('');
     printLine(
       `Fix: deleted ${fix.deleted} orphan object(s) older than ${formatDuration(fix.minAgeMs)}; kept ${fix.skippedTooYoung} younger ` +
-        `one(s) and ${fix.skippedNowReferenced} that gained a row meanwhile.`,
+        `one(s), ${fix.skippedNamedByJob} named by a job's payload and ${fix.skippedNowReferenced} that gained a row meanwhile.`,
     );
     for (const failure of fix.failed) printLine(`  could not delete ${failure.key}: ${failure.error}`);
   } else if (report.orphanObjects.total > 0) {

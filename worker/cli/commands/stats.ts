@@ -1,5 +1,5 @@
 // `stats`: how many runs per kind and state, and what finished in the last hour (or --window).
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { countJobsByKindAndState, readThroughput } from '../../queue/stats.js';
 import { JOB_STATES } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
@@ -10,7 +10,7 @@ export function registerStatsCommand(program: Command): void {
   program
     .command('stats')
     .description('runs per kind and state, and throughput (finished per minute, durations) in the last hour')
-    .option('--window <duration>', 'throughput window, e.g. 15m, 1h, 24h', parseDurationMs, 3_600_000)
+    .addOption(new Option('--window <duration>', 'throughput window, e.g. 15m, 1h, 24h').argParser(parseDurationMs).default(3_600_000, '1h'))
     .option('--json', 'print JSON only')
     .action(async (options: { window: number; json?: boolean }) => {
       if (options.window <= 0) throw new Error('--window must be longer than 0');
