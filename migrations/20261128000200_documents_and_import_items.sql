@@ -44,7 +44,7 @@ CREATE TABLE import_items (
   -- transient failures (S3 unavailable after retries) go back to pending when the run is retried; permanent ones
   -- (unsafe entry, unreadable, content changed) stay failed.
   error_class   text        CHECK (error_class IN ('transient', 'permanent')),
-  -- Upload tries of this item, across the run's attempts.
+  -- Tries of this item recorded with its outcome (a try cut short by a crash leaves no trace here).
   tries         integer     NOT NULL DEFAULT 0,
   updated_at    timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (job_id, item_no),

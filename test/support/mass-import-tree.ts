@@ -83,7 +83,7 @@ export async function documentsOf(env: TestEnvironment, keyPrefix: string): Prom
 
 export async function itemsOf(env: TestEnvironment, jobId: number): Promise<Array<{ relative_path: string; state: string; error_code: string | null; tries: number }>> {
   const { rows } = await env.pool.query(
-    'SELECT relative_path, state, error_code, tries FROM import_items WHERE job_id = $1 ORDER BY item_no',
+    'SELECT relative_path, state, error_code, error_message, tries FROM import_items WHERE job_id = $1 ORDER BY item_no',
     [jobId],
   );
   return rows;

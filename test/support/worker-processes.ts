@@ -31,6 +31,9 @@ export interface SpawnOptions {
   entry?: 'cli' | 'test';
   args?: string[];
   env?: Record<string, string>;
+  /** Run the worker as this user and group (e.g. nobody, to test unreadable files when the tests run as root). */
+  uid?: number;
+  gid?: number;
 }
 
 export function spawnWorker(testEnv: TestEnvironment, options: SpawnOptions = {}): WorkerProcess {
@@ -50,6 +53,8 @@ export function spawnWorker(testEnv: TestEnvironment, options: SpawnOptions = {}
       ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(options.uid !== undefined ? { uid: options.uid } : {}),
+    ...(options.gid !== undefined ? { gid: options.gid } : {}),
   });
   const logs: LogLine[] = [];
   const stderr: string[] = [];

@@ -34,7 +34,7 @@ export interface MassImportPayload {
 export const DEFAULT_PREFIX = 'imports';
 const TRIES_PER_ATTEMPT = 5;
 const RETRY_BACKOFF = { baseMs: 250, maxMs: 10_000 };
-const THROTTLE_HOLD_MS = 30_000;
+const THROTTLE_HOLD_MS = 10_000;
 const THROTTLE_GROW_STEP_MS = 2_000;
 const MAX_BYTES = Number.MAX_SAFE_INTEGER;
 

@@ -108,7 +108,7 @@ export function checkCeiling(config: MassImportConfig, limits: ImportLimits, mea
       limit: name,
       allowed: limits[name],
       measured: measured[name],
-      message: `${limit.what} ${limit.format(measured[name])}${subject} exceeds ${name} = ${limit.format(limits[name])}; to raise it, ${howToRaise}`,
+      message: `${limit.what}${subject}: ${limit.format(measured[name])} > ${name} = ${limit.format(limits[name])}; to raise it, ${howToRaise}`,
     });
   }
   return violations;

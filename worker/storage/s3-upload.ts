@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
-import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { AbortMultipartUploadCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 
 const MiB = 1024 * 1024;
@@ -171,6 +171,19 @@ async function uploadStreamed(request: UploadRequest): Promise<UploadResult> {
   }
 }
 
+/**
+ * Best effort: frees the parts of a failed multipart upload. If this fails too (or the process dies first), the
+ * parts stay invisible and billable until the bucket's AbortIncompleteMultipartUpload lifecycle rule removes them.
+ */
+async function abortMultipartUpload(request: UploadRequest, uploadId: string | undefined): Promise<void> {
+  if (!uploadId) return;
+  await request.s3
+    .send(new AbortMultipartUploadCommand({ Bucket: request.bucket, Key: request.key, UploadId: uploadId }), {
+      abortSignal: AbortSignal.timeout(request.timeoutMs),
+    })
+    .catch(() => {});
+}
+
 export function partSizeFor(size: number, multipartThresholdBytes: number): number {
   const forPartLimit = Math.ceil(size / MAX_PARTS / MiB) * MiB;
   return Math.max(MIN_PART_BYTES, Math.min(multipartThresholdBytes, DEFAULT_PART_BYTES), forPartLimit);
@@ -183,7 +196,9 @@ async function uploadMultipart(request: UploadRequest): Promise<UploadResult> {
     params: { Bucket: request.bucket, Key: request.key, Body: hashing, ContentType: request.contentType },
     partSize: partSizeFor(request.size, request.multipartThresholdBytes),
     queueSize: PARTS_IN_FLIGHT,
-    leavePartsOnError: false,
+    // We abort the multipart upload ourselves on failure: lib-storage would report a failure of its abort request
+    // (e.g. a server without AbortMultipartUpload) instead of the error that made the upload fail.
+    leavePartsOnError: true,
   });
   let timedOut = false;
   // A finished part is progress too (the last parts and the completion move no new bytes through the hash).
@@ -205,6 +220,7 @@ async function uploadMultipart(request: UploadRequest): Promise<UploadResult> {
     return { sha256: hashing.digest(), size: hashing.bytes, method: 'multipart', etag: output.ETag, sdkAttempts: 1 };
   } catch (error) {
     hashing.destroy();
+    await abortMultipartUpload(request, upload.uploadId);
     if (request.signal.aborted) throw request.signal.reason;
     if (timedOut) throw new UploadTimeoutError(request.timeoutMs);
     throw error;

@@ -1,0 +1,144 @@
+// Transient S3 errors, through a fault-injecting proxy in front of the real S3 server: 503 SlowDown, 500
+// InternalError, connection resets and stalled requests on a share of requests are retried per file (and SlowDown
+// lowers the parallelism) until the import completes; when S3 fails every file the run stops and resumes later.
+import { createHash } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { submitJob } from '../worker/api.js';
+import { objectKeyFor } from '../worker/imports/object-key.js';
+import { requireJob } from '../worker/queue/operator.js';
+import { useTestEnvironment } from './harness.js';
+import { waitFor } from './support/in-process-worker.js';
+import { startFaultyS3Proxy, type Fault, type FaultyS3Proxy, type ProxiedRequest } from './support/faulty-s3-proxy.js';
+import { contentOf, documentsOf, itemsOf, listObjects, makeTree, objectBytes, sha256, waitForTerminal, type TreeFile } from './support/mass-import-tree.js';
+import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+
+const env = useTestEnvironment();
+const MiB = 1024 * 1024;
+const TENANT = 'faults';
+const files: TreeFile[] = [
+  ...Array.from({ length: 60 }, (_, i) => ({ path: `share/${i % 4}/doc ${i}.pdf`, size: 500 + i * 131 })),
+  { path: 'share/large scan.tiff', size: 5 * MiB + 4_321 },
+];
+
+let root: string;
+let proxy: FaultyS3Proxy;
+const spawned: WorkerProcess[] = [];
+beforeAll(async () => {
+  root = await makeTree(files);
+  proxy = await startFaultyS3Proxy(env.s3Endpoint);
+});
+afterAll(async () => {
+  await killAll(spawned);
+  await proxy?.close();
+  if (root) await rm(root, { recursive: true, force: true });
+});
+
+function startWorker(args: string[] = []): WorkerProcess {
+  const worker = spawnWorker(env, {
+    args,
+    env: {
+      IMPORT_ROOT: root,
+      IMPORT_ROOT_REQUIRE_MOUNT: 'false',
+      S3_ENDPOINT: proxy.endpoint,
+      MASS_IMPORT_MULTIPART_THRESHOLD_BYTES: String(5 * MiB),
+      MASS_IMPORT_CONCURRENCY: '4',
+      MASS_IMPORT_REQUEST_TIMEOUT_MS: '1500',
+      RETRY_BACKOFF_BASE_MS: '200',
+      RETRY_BACKOFF_MAX_MS: '500',
+      LOG_LEVEL: 'warn',
+    },
+  });
+  spawned.push(worker);
+  return worker;
+}
+
+/** The target of a request: method, key and part number (bucket and multipart upload id change per run). */
+function targetOf(request: ProxiedRequest): string {
+  const url = new URL(request.url, 'http://proxy');
+  return `${request.method} ${url.pathname.split('/').slice(2).join('/')} ${url.searchParams.get('partNumber') ?? ''}`;
+}
+
+/** A stable number in [0, 1) per request target. */
+function share(target: string): number {
+  return createHash('sha256').update(target).digest().readUInt32LE(0) / 2 ** 32;
+}
+
+async function expectAllImported(prefix: string, jobId: number): Promise<void> {
+  const keyPrefix = `${prefix}/${TENANT}/`;
+  const rows = await documentsOf(env, keyPrefix);
+  const objects = await listObjects(env.s3, env.bucket, keyPrefix);
+  expect(rows).toHaveLength(files.length);
+  expect(objects).toHaveLength(files.length);
+  for (const file of files) {
+    const key = objectKeyFor(prefix, TENANT, file.path);
+    const expected = sha256(contentOf(file));
+    expect(rows.find((row) => row.source_path === file.path)).toMatchObject({ sha256: expected, import_job_id: jobId });
+    expect(sha256(await objectBytes(env.s3, env.bucket, key))).toBe(expected);
+  }
+}
+
+describe('mass-import against a flaky S3', () => {
+  it('completes when S3 fails a share of requests: errors are retried per file and SlowDown lowers the parallelism', async () => {
+    // Writes only (reads are the test's own): a third fail once, a tenth answer SlowDown four times in a row — more
+    // than the SDK's own three attempts, so the import's retry and backoff must take over — a few stall.
+    const kinds: Fault[] = ['internal', 'slowdown', 'reset'];
+    const seen = new Map<string, number>();
+    proxy.decide = (request) => {
+      if (request.method === 'GET' || request.method === 'HEAD') return 'pass';
+      const target = targetOf(request);
+      const before = seen.get(target) ?? 0;
+      seen.set(target, before + 1);
+      const p = share(target);
+      if (p < 0.1) return before < 4 ? 'slowdown' : 'pass';
+      if (p < 0.13) return before < 1 ? 'stall' : 'pass';
+      if (p < 0.43) return before < 1 ? kinds[Math.floor(p * 1000) % 3]! : 'pass';
+      return 'pass';
+    };
+    proxy.resetStats();
+    const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix: 'flaky' } });
+    const worker = startWorker(['--exit-when-idle']);
+    expect((await worker.exited).code).toBe(0);
+    const done = await waitForTerminal(env, job.id);
+    proxy.decide = () => 'pass';
+
+    const failedItems = (await itemsOf(env, job.id)).filter((item) => item.state !== 'done');
+    expect(done.state, JSON.stringify({ error: done.lastError, failedItems })).toBe('succeeded');
+    expect(done.attempts).toBe(1);
+    expect(proxy.stats.faults.slowdown).toBeGreaterThan(8);
+    expect(proxy.stats.faults.internal).toBeGreaterThan(0);
+    expect(proxy.stats.faults.reset).toBeGreaterThan(0);
+    expect(proxy.stats.faults.stall).toBeGreaterThan(0);
+    const result = done.result as { throttleSignals: number; concurrency: { max: number; lowest: number }; imported: number };
+    expect(result.imported).toBe(files.length);
+    expect(result.throttleSignals).toBeGreaterThan(0);
+    expect(result.concurrency.max).toBe(4);
+    expect(result.concurrency.lowest).toBeLessThan(4);
+    await expectAllImported('flaky', job.id);
+  });
+
+  it('when S3 fails every file, the run stops and goes back to the queue, then resumes and finishes once S3 is back', async () => {
+    proxy.decide = (request) => (request.method === 'PUT' || request.method === 'POST' ? 'internal' : 'pass');
+    const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix: 'outage' } });
+    const worker = startWorker();
+    const requeued = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.lastError?.code === 'S3_UNAVAILABLE' ? current : undefined;
+    }, 60_000, 100);
+    expect(requeued.lastError).toMatchObject({ class: 'transient' });
+    expect(['queued', 'running']).toContain(requeued.state);
+    const items = await itemsOf(env, job.id);
+    // The breaker tripped after a streak of failed files; everything else is still waiting, nothing was written.
+    expect(items.filter((item) => item.state === 'failed').every((item) => item.error_code === 'S3_InternalError')).toBe(true);
+    expect(items.filter((item) => item.state === 'pending').length).toBeGreaterThan(files.length / 2);
+    expect(await documentsOf(env, `outage/${TENANT}/`)).toEqual([]);
+
+    proxy.decide = () => 'pass';
+    const done = await waitForTerminal(env, job.id, 60_000);
+    worker.kill('SIGTERM');
+    expect(done.state, JSON.stringify(done.lastError)).toBe('succeeded');
+    expect(done.attempts).toBeGreaterThanOrEqual(2);
+    expect(done.result).toMatchObject({ imported: files.length, failed: 0 });
+    await expectAllImported('outage', job.id);
+  });
+});

@@ -1,0 +1,150 @@
+// The operator policy, enforced by real worker processes: the ceiling (OQ-IMP-002) refuses a tree before anything
+// is written, a missing campaign mount (OQ-IMP-001) fails the run at once, and a hostile tree's unsafe entries
+// become failed items while the rest is imported.
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { submitJob } from '../worker/api.js';
+import { objectKeyFor } from '../worker/imports/object-key.js';
+import { useTestEnvironment } from './harness.js';
+import { contentOf, documentsOf, itemsOf, listObjects, makeTree, objectBytes, waitForTerminal } from './support/mass-import-tree.js';
+import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+
+const env = useTestEnvironment();
+const spawned: WorkerProcess[] = [];
+const cleanup: string[] = [];
+afterAll(async () => {
+  await killAll(spawned);
+  for (const path of cleanup) await rm(path, { recursive: true, force: true });
+});
+
+async function runWorker(extraEnv: Record<string, string>, user?: { uid: number; gid: number }): Promise<void> {
+  const worker = spawnWorker(env, {
+    args: ['--exit-when-idle'],
+    env: { IMPORT_ROOT_REQUIRE_MOUNT: 'false', LOG_LEVEL: 'warn', HEALTH_HEARTBEAT_FILE: `/tmp/mass-import-policy-${process.pid}-${spawned.length}.heartbeat`, ...extraEnv },
+    ...(user ?? {}),
+  });
+  spawned.push(worker);
+  const exit = await worker.exited;
+  expect(exit.code, worker.stderr.join('\n')).toBe(0);
+}
+
+const enqueue = async (payload: Record<string, unknown>) =>
+  (await submitJob(env.pool, { kind: 'mass-import', tenantId: 'policy', payload })).job;
+
+describe('ceiling (OQ-IMP-002)', () => {
+  it('a tree over the ceiling fails before anything is written, naming each limit, the measured value and how to raise it', async () => {
+    const files = Array.from({ length: 12 }, (_, i) => ({ path: `d${i % 2}/f${i}.txt`, size: i === 5 ? 2_000 : 100 }));
+    const root = await makeTree(files);
+    cleanup.push(root);
+    const overFiles = await enqueue({ prefix: 'ceiling', maxFiles: 10 });
+    const overCap = await enqueue({ prefix: 'hard-cap', maxFiles: 101 });
+    await runWorker({ IMPORT_ROOT: root, MASS_IMPORT_MAX_FILE_BYTES: '1000', MASS_IMPORT_HARD_CAP_FILES: '100' });
+
+    const failed = await waitForTerminal(env, overFiles.id);
+    expect(failed.state).toBe('failed');
+    expect(failed.attempts).toBe(1);
+    expect(failed.lastError).toMatchObject({ code: 'CEILING_EXCEEDED', class: 'permanent' });
+    const message = failed.lastError!.message;
+    expect(message).toContain('nothing was written');
+    expect(message).toContain('files: 12 > maxFiles = 10');
+    expect(message).toContain('"maxFiles": 12');
+    expect(message).toContain('largest file (d1/f5.txt): 2.0 KiB (2,000 bytes) > maxFileBytes = 1000 B');
+    expect(message).toContain('MASS_IMPORT_MAX_FILE_BYTES');
+    expect(failed.lastError!.context).toMatchObject({ violations: [{ limit: 'maxFiles', measured: 12 }, { limit: 'maxFileBytes', measured: 2000 }] });
+    expect(await itemsOf(env, overFiles.id)).toEqual([]);
+    expect(await listObjects(env.s3, env.bucket, 'ceiling/')).toEqual([]);
+    expect(await documentsOf(env, 'ceiling/')).toEqual([]);
+
+    const capped = await waitForTerminal(env, overCap.id);
+    expect(capped.state).toBe('failed');
+    expect(capped.lastError).toMatchObject({ code: 'LIMIT_ABOVE_HARD_CAP' });
+    expect(capped.lastError!.message).toContain('MASS_IMPORT_HARD_CAP_FILES');
+    expect(await listObjects(env.s3, env.bucket, 'hard-cap/')).toEqual([]);
+  });
+});
+
+describe('campaign-only mount (OQ-IMP-001)', () => {
+  it('a missing import root fails the run at once with the campaign message; so does a plain directory when a mount is required', async () => {
+    const missing = await enqueue({ prefix: 'no-mount' });
+    await runWorker({ IMPORT_ROOT: `/nonexistent-campaign-${process.pid}` });
+    const job = await waitForTerminal(env, missing.id);
+    expect(job.state).toBe('failed');
+    expect(job.attempts).toBe(1);
+    expect(job.lastError).toMatchObject({ code: 'CAMPAIGN_MOUNT_MISSING', class: 'permanent' });
+    expect(job.lastError!.message).toMatch(/^no campaign mount is present at \/nonexistent-campaign-\d+ \(IMPORT_ROOT\): the directory does not exist/);
+    expect(job.lastError!.message).toContain('docs/DEPLOYMENT.md §6.4');
+
+    const plain = await makeTree([{ path: 'a.txt', size: 10 }]);
+    cleanup.push(plain);
+    const unmounted = await enqueue({ prefix: 'plain-dir' });
+    await runWorker({ IMPORT_ROOT: plain, IMPORT_ROOT_REQUIRE_MOUNT: 'true' });
+    const refused = await waitForTerminal(env, unmounted.id);
+    expect(refused.state).toBe('failed');
+    expect(refused.lastError).toMatchObject({ code: 'CAMPAIGN_MOUNT_MISSING' });
+    expect(refused.lastError!.message).toContain('not a mounted file system');
+    expect(await listObjects(env.s3, env.bucket, 'plain-dir/')).toEqual([]);
+  });
+});
+
+describe('hostile trees', () => {
+  it('links out of the root, FIFOs, unreadable files and bad names become failed items, the job ends partial, the rest is imported', async () => {
+    const good = [
+      { path: 'ok/one.pdf', size: 1_500 },
+      { path: 'ok/two words.txt', size: 300 },
+      { path: 'ünï cødé/名前.txt', size: 42 },
+    ];
+    const root = await makeTree(good);
+    const outside = await makeTree([{ path: 'secret.txt', size: 64 }]);
+    cleanup.push(root, outside);
+    await symlink(join(outside, 'secret.txt'), join(root, 'escape.txt'));
+    await symlink(outside, join(root, 'escape-dir'));
+    await symlink(join(root, 'ok/one.pdf'), join(root, 'inside-link.pdf'));
+    await symlink(join(root, 'ok'), join(root, 'dir-link'));
+    await symlink(join(root, 'nowhere'), join(root, 'dangling'));
+    execFileSync('mkfifo', [join(root, 'pipe')]);
+    await writeFile(join(root, 'locked.txt'), 'no reading');
+    await chmod(join(root, 'locked.txt'), 0o000);
+    await mkdir(join(root, 'closed-dir'));
+    await writeFile(join(root, 'closed-dir', 'hidden.txt'), 'x');
+    await chmod(join(root, 'closed-dir'), 0o000);
+    await writeFile(Buffer.from(`${root}/bad-\xff-name.txt`, 'latin1'), 'bytes');
+
+    const { id } = await enqueue({ prefix: 'hostile' });
+    // Root reads everything: run the worker as nobody so the permission bits mean something.
+    const asRoot = process.getuid?.() === 0;
+    await runWorker({ IMPORT_ROOT: root }, asRoot ? { uid: 65534, gid: 65534 } : undefined);
+
+    const job = await waitForTerminal(env, id);
+    expect(job.state, JSON.stringify(job.lastError)).toBe('partial');
+    const items = await itemsOf(env, id);
+    const byPath = Object.fromEntries(items.map((item) => [item.relative_path, [item.state, item.error_code]]));
+    expect(byPath).toMatchObject({
+      'escape.txt': ['failed', 'SYMLINK_OUTSIDE_ROOT'],
+      'escape-dir': ['failed', 'SYMLINK_OUTSIDE_ROOT'],
+      'dir-link': ['failed', 'SYMLINK_TO_DIRECTORY'],
+      dangling: ['failed', 'SYMLINK_DANGLING'],
+      pipe: ['failed', 'SPECIAL_FILE'],
+      'locked.txt': ['failed', 'UNREADABLE'],
+      'closed-dir': ['failed', 'DIRECTORY_UNREADABLE'],
+      'inside-link.pdf': ['done', null],
+      'ok/one.pdf': ['done', null],
+      'ok/two words.txt': ['done', null],
+      'ünï cødé/名前.txt': ['done', null],
+    });
+    expect(items.find((item) => item.relative_path.startsWith('bad-'))).toMatchObject({ state: 'failed', error_code: 'NAME_NOT_UTF8' });
+    expect(items).toHaveLength(12);
+    expect(job.result).toMatchObject({ files: 12, imported: 4, failed: 8 });
+
+    const objects = await listObjects(env.s3, env.bucket, 'hostile/');
+    const rows = await documentsOf(env, 'hostile/');
+    expect(objects).toHaveLength(4);
+    expect(rows.map((row) => row.source_path).sort()).toEqual(['inside-link.pdf', 'ok/one.pdf', 'ok/two words.txt', 'ünï cødé/名前.txt']);
+    // Nothing from outside the root reached the bucket; the in-root link holds its target's bytes.
+    const secret = contentOf({ path: 'secret.txt', size: 64 });
+    for (const object of objects) expect((await objectBytes(env.s3, env.bucket, object.key)).equals(secret)).toBe(false);
+    const linked = await objectBytes(env.s3, env.bucket, objectKeyFor('hostile', 'policy', 'inside-link.pdf'));
+    expect(linked.equals(contentOf(good[0]!))).toBe(true);
+  });
+});
