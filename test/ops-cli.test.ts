@@ -52,14 +52,18 @@ describe('jobs, show, cancel, requeue', () => {
     await env.pool.query(`UPDATE jobs SET created_at = now() - interval '3 hours' WHERE id = $1`, [old.id]);
     const dead = await plantDead('mass-import', 1, 'acme');
 
-    const acme = await runCliJson<JobRow[]>(env, ['jobs', '--tenant', 'acme']);
+    // Read-only commands: run them side by side.
+    const [acme, recent, deadOnes, table, bad] = await Promise.all([
+      runCliJson<JobRow[]>(env, ['jobs', '--tenant', 'acme']),
+      runCliJson<JobRow[]>(env, ['jobs', '--tenant', 'acme', '--since', '1h', '--kind', 'noop']),
+      runCliJson<JobRow[]>(env, ['jobs', '--state', 'dead,failed']),
+      runCli(env, ['jobs', '--kind', 'noop']),
+      runCli(env, ['jobs', '--state', 'sleeping']),
+    ]);
     expect(acme.map((job) => job.id).sort()).toEqual([a.id, old.id, dead].sort());
-    const recent = await runCliJson<JobRow[]>(env, ['jobs', '--tenant', 'acme', '--since', '1h', '--kind', 'noop']);
     expect(recent.map((job) => job.id)).toEqual([a.id]);
-    const deadOnes = await runCliJson<JobRow[]>(env, ['jobs', '--state', 'dead,failed']);
     expect(deadOnes.map((job) => job.id)).toEqual([dead]);
 
-    const table = await runCli(env, ['jobs', '--kind', 'noop']);
     expect(table.code).toBe(0);
     const [header] = table.stdout.split('\n');
     expect(header!.split(/\s{2,}/)).toEqual(['ID', 'KIND', 'STATE', 'TENANT', 'ATTEMPTS', 'PROGRESS', 'CREATED', 'AGE']);
@@ -68,7 +72,6 @@ describe('jobs, show, cancel, requeue', () => {
     const stateAt = header!.indexOf('STATE');
     for (const line of table.stdout.trim().split('\n').slice(1)) expect(line.slice(stateAt, stateAt + 6)).toBe('queued');
 
-    const bad = await runCli(env, ['jobs', '--state', 'sleeping']);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain('unknown state(s) sleeping');
   });
@@ -83,12 +86,16 @@ describe('jobs, show, cancel, requeue', () => {
               ($1, 2, 'b/link', 0, 'failed', 'UNSAFE_ENTRY', 'symlink leaves the import root', 'permanent', 1)`,
       [id],
     );
-    const json = await runCliJson<JobRow & { errors: { total: number; columns: string[]; rows: Array<Record<string, unknown>> } }>(env, ['show', String(id)]);
+    const [json, human, missing, notAnId] = await Promise.all([
+      runCliJson<JobRow & { errors: { total: number; columns: string[]; rows: Array<Record<string, unknown>> } }>(env, ['show', String(id)]),
+      runCli(env, ['show', String(id), '--errors', '1']),
+      runCli(env, ['show', '999999']),
+      runCli(env, ['show', 'abc']),
+    ]);
     expect(json).toMatchObject({ id, kind: 'mass-import', state: 'dead', attempts: 3, lastError: { code: 'ServiceUnavailable' } });
     expect(json.errors.total).toBe(2);
     expect(json.errors.rows.map((row) => row.path).sort()).toEqual(['a/broken.pdf', 'b/link']);
 
-    const human = await runCli(env, ['show', String(id), '--errors', '1']);
     expect(human.code).toBe(0);
     expect(human.stdout).toMatch(/^state\s+dead$/m);
     expect(human.stdout).toMatch(/^attempts\s+3\/3$/m);
@@ -97,10 +104,8 @@ describe('jobs, show, cancel, requeue', () => {
     expect(human.stdout).toMatch(/^errors\s+2 failed item\(s\)\/row\(s\), newest 1 below/m);
     expect(human.stdout).toMatch(/^ITEM\s+PATH\s+SIZE\s+CODE\s+ERROR\s+TRIES$/m);
 
-    const missing = await runCli(env, ['show', '999999']);
     expect(missing).toMatchObject({ code: 1 });
     expect(missing.stderr).toContain('job 999999 does not exist');
-    const notAnId = await runCli(env, ['show', 'abc']);
     expect(notAnId.code).toBe(1);
     expect(notAnId.stderr).toContain('expected a job id');
   });

@@ -18,6 +18,7 @@ export class HealthHeartbeat {
   private failing = false;
   private stopped = false;
   private readonly onLoop = () => this.beat();
+  private detach: () => void = () => {};
 
   constructor(
     private readonly options: HealthHeartbeatOptions,
@@ -32,8 +33,6 @@ export class HealthHeartbeat {
     this.detach = () => worker.off('loop', this.onLoop);
     return this;
   }
-
-  private detach: () => void = () => {};
 
   /** Touches the file unless it was touched less than the minimum interval ago (or a touch is under way). */
   beat(): void {
