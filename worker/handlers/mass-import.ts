@@ -188,7 +188,6 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
   tracker.annotate({ concurrency: limiter.limit, throttleSignals: limiter.throttleSignals });
   const finalProgress = tracker.snapshot('finished');
   progress.update(finalProgress);
-  const seconds = tracker.elapsedMs / 1000;
   const result = {
     tenant,
     source: payload.source,
@@ -201,8 +200,7 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     bytes: totals.bytes,
     bytesImported: totals.bytesDone,
     bytesSkipped: totals.bytesSkipped,
-    attemptSeconds: Math.round(seconds * 10) / 10,
-    importedBytesPerSecond: Math.round(tracker.importedBytesThisAttempt / Math.max(seconds, 0.001)),
+    thisAttempt: { attempt: job.attempt, ...tracker.thisAttempt() },
     concurrency: { max: limiter.max, lowest: limiter.lowest, final: limiter.limit },
     throttleSignals: limiter.throttleSignals,
   };

@@ -54,8 +54,16 @@ export class ImportProgress {
     return this.now() - this.startedAt;
   }
 
-  get importedBytesThisAttempt(): number {
-    return this.bytesImportedThisAttempt;
+  /** What this attempt of the run did (a resumed run's earlier attempts are in the totals, not here). */
+  thisAttempt(): { seconds: number; filesProcessed: number; bytesProcessed: number; bytesImported: number; importedBytesPerSecond: number } {
+    const seconds = this.elapsedMs / 1000;
+    return {
+      seconds: Math.round(seconds * 10) / 10,
+      filesProcessed: this.filesThisAttempt,
+      bytesProcessed: this.bytesThisAttempt,
+      bytesImported: this.bytesImportedThisAttempt,
+      importedBytesPerSecond: Math.round(this.bytesImportedThisAttempt / Math.max(seconds, 0.001)),
+    };
   }
 
   snapshot(phase: ImportPhase): Record<string, unknown> {

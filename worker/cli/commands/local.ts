@@ -1,43 +1,230 @@
-import { resolve } from 'node:path';
+// `bulk-import local [DIR]` (`npm run local`): the whole flow on the embedded default. Starts the embedded Postgres
+// and S3 server (state under .local/, kept between runs), migrates, imports DIR — or a generated sample tree of a few
+// hundred files — with a worker running in this process, shows live progress, and prints a summary. A second run
+// imports nothing and says so. `--serve` only starts the servers and prints how to reach them.
+import { stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import { submitJob } from '../../api.js';
+import { loadConfig } from '../../config.js';
 import { migrate } from '../../db/migrate.js';
-import { startLocalEnvironment } from '../../dev/local-environment.js';
-import { printJson, printLine } from '../output.js';
+import { createPool } from '../../db/pool.js';
+import { startLocalEnvironment, type LocalEnvironment } from '../../dev/local-environment.js';
+import { ensureSampleTree } from '../../dev/sample-tree.js';
+import { DEFAULT_PREFIX } from '../../handlers/mass-import.js';
+import { isValidPrefix, isValidTenant, keyPrefixFor } from '../../imports/object-key.js';
+import { createLogger } from '../../logger.js';
+import { requireJob } from '../../queue/operator.js';
+import { TERMINAL_STATES, type JobRow } from '../../queue/types.js';
+import { startWorkerProcess } from '../../runner/worker-process.js';
+import { createS3Client } from '../../storage/s3-client.js';
+import { createImportProgressView } from '../import-progress-view.js';
+import { formatLocalImportSummary, summarizeLocalImport } from '../local-import-summary.js';
+import { formatBytes, printJson, printLine } from '../output.js';
+import { parsePositiveInt } from '../parse.js';
 
 export const LOCAL_BUCKET = 'bulk-import-local';
 export const LOCAL_DATABASE = 'postgres';
+const SAMPLE_SEED = 'bulk-import-local';
+const SAMPLE_PREFIX = 'sample';
+
+interface LocalOptions {
+  stateDir: string;
+  serve?: boolean;
+  tenant: string;
+  prefix?: string;
+  sampleFiles: number;
+  concurrency?: number;
+  verbose?: boolean;
+  json?: boolean;
+}
+
+function parseTenant(value: string): string {
+  if (!isValidTenant(value)) throw new InvalidArgumentError('expected 1-128 letters, digits, ".", "_" or "-"');
+  return value;
+}
+
+function parsePrefix(value: string): string {
+  if (!isValidPrefix(value)) throw new InvalidArgumentError('expected segments of letters, digits, ".", "_" or "-" joined by "/"');
+  return value;
+}
 
 export function registerLocalCommand(program: Command): void {
   program
-    .command('local')
-    .description('start the embedded Postgres and S3 servers (state under .local/), migrate, and print how to reach them')
-    .option('--state-dir <dir>', 'where the embedded servers keep their data', '.local')
-    .option('--json', 'print JSON only')
-    .action(async (options: { stateDir: string; json?: boolean }) => {
-      const environment = await startLocalEnvironment({
-        stateDir: resolve(options.stateDir),
-        persistent: true,
-        buckets: [LOCAL_BUCKET],
-      });
-      const databaseUrl = environment.postgres.databaseUrl(LOCAL_DATABASE);
-      await migrate(databaseUrl);
-      const reach = {
-        DATABASE_URL: databaseUrl,
-        S3_ENDPOINT: environment.s3.endpoint,
-        S3_BUCKET: LOCAL_BUCKET,
-        AWS_ACCESS_KEY_ID: environment.credentials.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: environment.credentials.secretAccessKey,
-      };
-      if (options.json) printJson(reach);
-      else {
-        printLine('Embedded environment is up and migrated. In another shell:');
-        for (const [name, value] of Object.entries(reach)) printLine(`  export ${name}=${value}`);
-        printLine('Press Ctrl-C to stop.');
+    .command('local [dir]')
+    .description(
+      'the main job on the embedded default: start Postgres + S3 (state under .local/), migrate, import DIR (default: a ' +
+        'generated sample tree) with a worker in this process, show progress, print a summary',
+    )
+    .option('--state-dir <dir>', 'where the embedded servers keep their data between runs', '.local')
+    .option('--serve', 'only start the servers, print how to reach them, and wait for Ctrl-C')
+    .option('--tenant <id>', 'tenant of the imported documents', parseTenant, 'local')
+    .option('--prefix <prefix>', `first segment(s) of the object keys (default "${SAMPLE_PREFIX}" for the sample, "${DEFAULT_PREFIX}" for DIR)`, parsePrefix)
+    .option('--sample-files <n>', 'files in the generated sample tree', parsePositiveInt, 300)
+    .option('--concurrency <n>', 'files uploaded at once (default MASS_IMPORT_CONCURRENCY)', parsePositiveInt)
+    .option('--verbose', "show the worker's log lines (on stderr)")
+    .option('--json', 'print the summary as JSON only')
+    .action(async (dir: string | undefined, options: LocalOptions) => {
+      const stateDir = resolve(options.stateDir);
+      if (options.serve) return serve(stateDir, options.json ?? false);
+      const say = (line: string) => (options.json ? process.stderr.write(`${line}\n`) : printLine(line));
+      const importRoot = dir === undefined ? undefined : await requireDirectory(dir);
+      say(`Starting the embedded Postgres and S3 server (state in ${stateDir}) …`);
+      const environment = await startLocalEnvironment({ stateDir, persistent: true, buckets: [LOCAL_BUCKET] });
+      try {
+        await runLocalImport(environment, stateDir, importRoot, options, say);
+      } finally {
+        await environment.stop();
       }
-      await new Promise<void>((resolveStop) => {
-        process.once('SIGINT', resolveStop);
-        process.once('SIGTERM', resolveStop);
-      });
-      await environment.stop();
     });
+}
+
+async function requireDirectory(dir: string): Promise<string> {
+  const path = resolve(dir);
+  const stats = await stat(path).catch(() => undefined);
+  if (!stats?.isDirectory()) throw new Error(`${path} is not a directory: give the folder to import (or nothing, for the sample tree)`);
+  return path;
+}
+
+async function runLocalImport(
+  environment: LocalEnvironment,
+  stateDir: string,
+  givenRoot: string | undefined,
+  options: LocalOptions,
+  say: (line: string) => void,
+): Promise<void> {
+  const databaseUrl = environment.postgres.databaseUrl(LOCAL_DATABASE);
+  const applied = await migrate(databaseUrl);
+  if (applied.length > 0) say(`Applied ${applied.length} migration(s).`);
+
+  let importRoot = givenRoot;
+  if (importRoot === undefined) {
+    const tree = await ensureSampleTree(
+      join(stateDir, 'sample-import'),
+      { seed: SAMPLE_SEED, files: options.sampleFiles, profile: 'sample' },
+      (written, total) => say(`  writing the sample tree: ${written}/${total} files`),
+    );
+    importRoot = tree.directory;
+    say(`${tree.created ? 'Generated' : 'Using'} the sample tree ${importRoot}: ${tree.files} files, ${formatBytes(tree.bytes)}.`);
+  }
+  const prefix = options.prefix ?? (givenRoot === undefined ? SAMPLE_PREFIX : DEFAULT_PREFIX);
+  const keyPrefix = keyPrefixFor(prefix, options.tenant);
+
+  // The embedded S3 server's credentials, for the SDK's default credential chain in this process only.
+  process.env.AWS_ACCESS_KEY_ID = environment.credentials.accessKeyId;
+  process.env.AWS_SECRET_ACCESS_KEY = environment.credentials.secretAccessKey;
+  const config = loadConfig({
+    ...process.env,
+    DATABASE_URL: databaseUrl,
+    S3_ENDPOINT: environment.s3.endpoint,
+    S3_BUCKET: LOCAL_BUCKET,
+    AWS_REGION: environment.region,
+    IMPORT_ROOT: importRoot,
+    // The local tree is a plain folder, not a campaign mount.
+    IMPORT_ROOT_REQUIRE_MOUNT: 'false',
+    WORKER_ID: `local:${process.pid}`,
+    // Short leases: if this run is killed, the next one resumes its job within seconds.
+    WORKER_LEASE_MS: '10000',
+    WORKER_HEARTBEAT_MS: '3000',
+    WORKER_RESCUE_INTERVAL_MS: '2000',
+    HEALTH_HEARTBEAT_FILE: join(stateDir, 'worker.heartbeat'),
+    ...(options.concurrency !== undefined ? { MASS_IMPORT_CONCURRENCY: String(options.concurrency) } : {}),
+  });
+  const log = createLogger({
+    level: options.verbose ? 'info' : 'error',
+    format: config.logFormat,
+    destination: process.stderr,
+  });
+  const running = await startWorkerProcess({ config, log });
+  const pool = createPool(databaseUrl, { max: 2, applicationName: 'bulk-import-local' });
+  const s3 = createS3Client({ region: environment.region, endpoint: environment.s3.endpoint, credentials: environment.credentials });
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const { job, reused } = await submitJob(
+      pool,
+      { kind: 'mass-import', tenantId: options.tenant, payload: { prefix } },
+      { defaultMaxAttempts: config.worker.defaultMaxAttempts },
+    );
+    say(
+      reused
+        ? `Resuming job ${job.id} (${job.state}), left unfinished by an earlier run: files already imported are not imported again.`
+        : `Enqueued job ${job.id}: mass-import of ${importRoot} into s3://${LOCAL_BUCKET}/${keyPrefix}`,
+    );
+    const finished = await followJob(pool, job.id, options.json ?? false, () => interrupted);
+    if (!finished) {
+      say('Interrupted: the worker gives the job back to the queue; run the same command again to resume it.');
+      process.exitCode = 130;
+      return;
+    }
+    const summary = await summarizeLocalImport(pool, s3, finished, { directory: importRoot, bucket: LOCAL_BUCKET, keyPrefix });
+    if (options.json) printJson(summary);
+    else for (const line of formatLocalImportSummary(summary)) printLine(line);
+    process.exitCode = finished.state === 'succeeded' ? 0 : finished.state === 'partial' ? 2 : 1;
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    await running.stop();
+    s3.destroy();
+    await pool.end();
+  }
+}
+
+/** Shows the run's progress until it ends (returns it) or the user interrupts (returns undefined). */
+async function followJob(
+  pool: ReturnType<typeof createPool>,
+  jobId: number,
+  quiet: boolean,
+  interrupted: () => boolean,
+): Promise<JobRow | undefined> {
+  const view = quiet ? undefined : createImportProgressView();
+  let waitingNoted = false;
+  try {
+    for (;;) {
+      if (interrupted()) return undefined;
+      const job = await requireJob(pool, jobId);
+      if (TERMINAL_STATES.includes(job.state)) {
+        view?.update(job);
+        return job;
+      }
+      if (job.state === 'running' && job.leaseOwner !== null && !job.leaseOwner.startsWith(`local:${process.pid}`) && !waitingNoted) {
+        view?.note(`Job ${jobId} is still leased by ${job.leaseOwner} (an earlier run); it resumes here once that lease expires.`);
+        waitingNoted = true;
+      }
+      view?.update(job);
+      await new Promise((resolveWait) => setTimeout(resolveWait, 200));
+    }
+  } finally {
+    view?.stop();
+  }
+}
+
+/** The previous behaviour of `local`: start the servers and print how to reach them. */
+async function serve(stateDir: string, json: boolean): Promise<void> {
+  const environment = await startLocalEnvironment({ stateDir, persistent: true, buckets: [LOCAL_BUCKET] });
+  const databaseUrl = environment.postgres.databaseUrl(LOCAL_DATABASE);
+  await migrate(databaseUrl);
+  const reach = {
+    DATABASE_URL: databaseUrl,
+    S3_ENDPOINT: environment.s3.endpoint,
+    S3_BUCKET: LOCAL_BUCKET,
+    AWS_ACCESS_KEY_ID: environment.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: environment.credentials.secretAccessKey,
+  };
+  if (json) printJson(reach);
+  else {
+    printLine('Embedded environment is up and migrated. In another shell:');
+    for (const [name, value] of Object.entries(reach)) printLine(`  export ${name}=${value}`);
+    printLine('Press Ctrl-C to stop.');
+  }
+  await new Promise<void>((resolveStop) => {
+    process.once('SIGINT', resolveStop);
+    process.once('SIGTERM', resolveStop);
+  });
+  await environment.stop();
 }

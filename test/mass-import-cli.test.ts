@@ -1,0 +1,104 @@
+// The operator's view of mass imports, through the real CLI: `bulk-import local` (the README's main command) imports
+// its sample tree and, run again, imports nothing and says so; `items` and `show` list a run's files and failures.
+import { execFile } from 'node:child_process';
+import { chmod, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { submitJob } from '../worker/api.js';
+import { useTestEnvironment } from './harness.js';
+import { makeTree, waitForTerminal } from './support/mass-import-tree.js';
+import { CLI_ENTRY, killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+
+const run = promisify(execFile);
+const env = useTestEnvironment();
+const spawned: WorkerProcess[] = [];
+const cleanup: string[] = [];
+afterAll(async () => {
+  await killAll(spawned);
+  for (const path of cleanup) await rm(path, { recursive: true, force: true });
+});
+
+const baseEnv = () => ({ PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
+
+async function cli(args: string[], extraEnv: Record<string, string> = {}): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI_ENTRY, ...args], {
+      env: { ...baseEnv(), ...extraEnv },
+      timeout: 90_000,
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    return { stdout, stderr, code: 0 };
+  } catch (error) {
+    const failed = error as { stdout: string; stderr: string; code: number };
+    return { stdout: failed.stdout, stderr: failed.stderr, code: failed.code };
+  }
+}
+
+describe('bulk-import local', () => {
+  it('imports the generated sample tree with a summary, and a second run imports nothing and says so', async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), 'bulk-import-local-'));
+    await chmod(stateDir, 0o755); // the embedded Postgres runs as another user when the tests run as root
+    cleanup.push(stateDir);
+    const first = await cli(['local', '--state-dir', stateDir, '--sample-files', '40']);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain('Generated the sample tree');
+    expect(first.stdout).toMatch(/Job \d+ succeeded in/);
+    expect(first.stdout).toContain('40 found: 40 imported, 0 already imported (same content), 0 failed');
+    expect(first.stdout).toContain('documents  40 rows under sample/local/');
+    expect(first.stdout).toContain('bucket     40 objects under sample/local/  (rows = objects)');
+    expect(first.stdout).toMatch(/speed +\d+\.\d MB\/s uploaded/);
+
+    const second = await cli(['local', '--state-dir', stateDir, '--sample-files', '40', '--json']);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stderr).toContain('Using the sample tree');
+    const summary = JSON.parse(second.stdout) as Record<string, unknown>;
+    expect(summary).toMatchObject({ state: 'succeeded', files: 40, imported: 0, skipped: 40, failed: 0, bytesImported: 0, documentRows: 40, bucketObjects: 40 });
+    const human = await cli(['local', '--state-dir', stateDir, '--sample-files', '40']);
+    expect(human.stdout).toContain('Nothing new to import: all 40 files were already imported with the same content');
+  });
+});
+
+describe('items and show', () => {
+  it('list a run’s files with their state, and its failed items with the reason', async () => {
+    const root = await makeTree([
+      { path: 'fine.txt', size: 10 },
+      { path: 'also fine.pdf', size: 20 },
+    ]);
+    cleanup.push(root);
+    await symlink('/etc/hostname', join(root, 'escape'));
+    const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: 'cli', payload: {} });
+    const worker = spawnWorker(env, { args: ['--exit-when-idle'], env: { IMPORT_ROOT: root, IMPORT_ROOT_REQUIRE_MOUNT: 'false', LOG_LEVEL: 'warn' } });
+    spawned.push(worker);
+    await worker.exited;
+    expect((await waitForTerminal(env, job.id)).state).toBe('partial');
+
+    const all = await cli(['items', String(job.id), '--json'], env.processEnv);
+    expect(all.code, all.stderr).toBe(0);
+    const listed = JSON.parse(all.stdout) as { total: number; items: Array<{ relativePath: string; state: string; errorCode: string | null }> };
+    expect(listed.total).toBe(3);
+    expect(listed.items.map((item) => [item.relativePath, item.state])).toEqual([
+      ['also fine.pdf', 'done'],
+      ['escape', 'failed'],
+      ['fine.txt', 'done'],
+    ]);
+
+    const failed = await cli(['items', String(job.id), '--state', 'failed'], env.processEnv);
+    expect(failed.code, failed.stderr).toBe(0);
+    expect(failed.stdout).toMatch(/^#\s+STATE\s+SIZE\s+PATH\s+SHA256\s+ERROR/);
+    expect(failed.stdout).toMatch(/escape .*SYMLINK_OUTSIDE_ROOT: symbolic link to \/etc\/hostname, outside the import root/);
+    expect(failed.stdout).not.toContain('fine.txt');
+
+    const show = await cli(['show', String(job.id), '--json'], env.processEnv);
+    expect(show.code, show.stderr).toBe(0);
+    const shown = JSON.parse(show.stdout) as { progress: Record<string, unknown>; errors: { total: number; rows: Array<Record<string, unknown>> } };
+    expect(shown.progress).toMatchObject({ done: 3, total: 3, filesImported: 2, filesFailed: 1, bytesTotal: 30, bytesDone: 30, etaSeconds: 0 });
+    expect(shown.errors.total).toBe(1);
+    expect(shown.errors.rows[0]).toMatchObject({ path: 'escape', code: 'SYMLINK_OUTSIDE_ROOT' });
+
+    const wrongKind = await cli(['items', '999999'], env.processEnv);
+    expect(wrongKind.code).not.toBe(0);
+    expect(wrongKind.stderr).toContain('job 999999 does not exist');
+  });
+});
