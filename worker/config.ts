@@ -60,6 +60,9 @@ export interface WorkerConfig {
   backoffBaseMs: number;
   backoffMaxMs: number;
   defaultMaxAttempts: number;
+  /** Adaptive prefetch: buffer at most this much expected work (per slot) of leased, not yet started jobs; 0 = off. */
+  prefetchWindowMs: number;
+  prefetchMax: number;
 }
 
 export interface MassImportConfig {
@@ -124,6 +127,8 @@ export function loadConfig(env: Env = process.env): Config {
       backoffBaseMs: read.integer('RETRY_BACKOFF_BASE_MS', 1_000, { min: 1, max: 3_600_000 }),
       backoffMaxMs: read.integer('RETRY_BACKOFF_MAX_MS', 300_000, { min: 1, max: 86_400_000 }),
       defaultMaxAttempts: read.integer('JOB_MAX_ATTEMPTS', 5, { min: 1, max: 100 }),
+      prefetchWindowMs: read.integer('WORKER_PREFETCH_WINDOW_MS', 1_000, { min: 0, max: 60_000 }),
+      prefetchMax: read.integer('WORKER_PREFETCH_MAX', 1_000, { min: 0, max: 100_000 }),
     },
     massImport: {
       maxFiles: read.integer('MASS_IMPORT_MAX_FILES', 50_000, { min: 1, max: 10_000_000 }),

@@ -10,6 +10,8 @@ export type PoolClient = pg.PoolClient;
 export interface PoolOptions {
   max?: number;
   applicationName?: string;
+  /** Session settings sent at connect, e.g. `-c enable_seqscan=off`. */
+  sessionOptions?: string;
 }
 
 export function createPool(databaseUrl: string, options: PoolOptions = {}): pg.Pool {
@@ -17,6 +19,7 @@ export function createPool(databaseUrl: string, options: PoolOptions = {}): pg.P
     connectionString: databaseUrl,
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'bulk-import-worker',
+    ...(options.sessionOptions ? { options: options.sessionOptions } : {}),
     // A pool without an error listener crashes the process when an idle connection is terminated by the server.
   });
   pool.on('error', () => {});

@@ -1,9 +1,10 @@
 // The runner: polls for due jobs, runs them in bounded slots, keeps their leases alive, records outcomes, drains on
 // shutdown. Maintenance (rescue, retention) and operations (health, metrics, protection) hook in from outside.
 import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkerConfig } from '../config.js';
-import type { Pool } from '../db/pool.js';
+import { createPool, type Pool, type Queryable } from '../db/pool.js';
 import type { HandlerRegistry } from '../handlers/registry.js';
 import type { HandlerServices, JobOutcome } from '../handlers/types.js';
 import type { Logger } from '../logger.js';
@@ -14,6 +15,7 @@ import { failJob, releaseJobs, type CompletionState } from '../queue/finish.js';
 import { assertLeaseHeld, extendLeases, LeaseLostError } from '../queue/lease.js';
 import type { ClaimedJob, JobState, Lease } from '../queue/types.js';
 import { CompletionBatcher } from './completion-batcher.js';
+import { PrefetchBuffer } from './prefetch.js';
 import { ThrottledProgressReporter } from './progress-reporter.js';
 import { CancelRequestedError, ShutdownError } from './stop-reasons.js';
 import { WakeupListener } from './wakeup-listener.js';
@@ -30,6 +32,8 @@ export type WorkerOptions = Pick<
   | 'shutdownGraceMs'
   | 'backoffBaseMs'
   | 'backoffMaxMs'
+  | 'prefetchWindowMs'
+  | 'prefetchMax'
 > & {
   /** Stop by itself once no job is due and none is running (CLI --exit-when-idle, tests, local runs). */
   exitWhenIdle?: boolean;
@@ -70,9 +74,14 @@ interface ActiveJob {
 
 export class Worker extends EventEmitter<WorkerEvents> {
   private readonly active = new Map<number, ActiveJob>();
+  /** Claimed (leased) but not started yet; see prefetch.ts. */
+  private readonly buffer: PrefetchBuffer;
+  private running = 0;
   private readonly runningPerKind = new Map<string, number>();
   private readonly batcher: CompletionBatcher;
   private readonly listener: WakeupListener | undefined;
+  /** A connection of its own for the claim: never queued behind handler work, and with a fixed plan (see below). */
+  private readonly claimPool: Pool | undefined;
   private readonly kinds: string[];
   private stopping = false;
   private stopped: Promise<void> | undefined;
@@ -94,24 +103,46 @@ export class Worker extends EventEmitter<WorkerEvents> {
   ) {
     super();
     this.batcher = new CompletionBatcher(pool, options.workerId, log);
+    this.buffer = new PrefetchBuffer({
+      concurrency: options.concurrency,
+      windowMs: options.prefetchWindowMs,
+      max: options.prefetchMax,
+    });
     const known = registry.kinds();
     const unknown = options.kinds.filter((kind) => !known.includes(kind));
     if (unknown.length > 0) throw new Error(`unknown job kind(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
     this.kinds = options.kinds.length > 0 ? options.kinds : known;
     if (databaseUrl) {
+      // The claim must always walk jobs_claim_order in order and stop after LIMIT rows. Right after a bulk enqueue
+      // the table statistics still say "empty", and the planner then picks a bitmap scan that sorts the whole
+      // backlog on every claim (7 ms instead of 0.5 ms for 16 jobs out of 20,000). Turning bitmap and sequential
+      // scans off for this one connection pins the plan without depending on when autovacuum last analyzed.
+      this.claimPool = createPool(databaseUrl, {
+        max: 1,
+        applicationName: 'bulk-import-claim',
+        sessionOptions: '-c enable_bitmapscan=off -c enable_seqscan=off',
+      });
       this.listener = new WakeupListener(databaseUrl, log);
       this.listener.on('ready', (kind) => {
         if (this.kinds.includes(kind)) this.requestWake(true);
       });
       this.listener.on('connected', () => this.requestWake(true));
-      this.listener.on('cancel', (jobId) => this.abortJob(jobId, new CancelRequestedError(jobId)));
+      this.listener.on('cancel', (jobId) => this.cancelJob(jobId));
     }
   }
 
+  private get claimDb(): Queryable {
+    return this.claimPool ?? this.pool;
+  }
+
+  /** Handlers running now. */
   get runningCount(): number {
-    let count = 0;
-    for (const entry of this.active.values()) if (!entry.finishing) count += 1;
-    return count;
+    return this.running;
+  }
+
+  /** Jobs leased but waiting in the prefetch buffer. */
+  get bufferedCount(): number {
+    return this.buffer.size;
   }
 
   /** Starts polling; resolves once the listener is up. `stop()` or `exitWhenIdle` ends it. */
@@ -132,12 +163,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     let claimFailures = 0;
     while (!this.stopping) {
       this.emit('loop');
-      const free = this.options.concurrency - this.runningCount;
-      if (free > 0 && !this.backlogEmpty) {
+      this.startFromBuffer();
+      const free = this.options.concurrency - this.running;
+      const prefetch = this.buffer.wanted();
+      if (free + prefetch > 0 && !this.backlogEmpty) {
         try {
-          const claimed = await this.claim(free);
+          const claimed = await this.claim(free, prefetch);
           claimFailures = 0;
-          if (claimed < free) this.backlogEmpty = true;
+          if (claimed < free + prefetch) this.backlogEmpty = true;
           if (claimed > 0) continue;
         } catch (error) {
           claimFailures += 1;
@@ -146,7 +179,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           continue;
         }
       }
-      if (this.options.exitWhenIdle && this.backlogEmpty && this.active.size === 0) {
+      if (this.options.exitWhenIdle && this.backlogEmpty && this.active.size === 0 && this.buffer.size === 0) {
         void this.stop();
         break;
       }
@@ -154,7 +187,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
-  private async claim(free: number): Promise<number> {
+  /** Claims for the free slots (plus `prefetch` jobs to buffer); returns how many jobs were claimed. */
+  private async claim(free: number, prefetch: number): Promise<number> {
     const limited = Object.entries(this.options.kindConcurrency).filter(([kind]) => this.kinds.includes(kind));
     const unlimitedKinds = this.kinds.filter((kind) => this.options.kindConcurrency[kind] === undefined);
     const requests: Array<{ kinds: string[]; limit: number }> = [];
@@ -164,22 +198,34 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const headroom = Math.min(budget, ceiling - (this.runningPerKind.get(kind) ?? 0));
       if (headroom > 0) requests.push({ kinds: [kind], limit: headroom });
     }
-    if (unlimitedKinds.length > 0) requests.unshift({ kinds: unlimitedKinds, limit: budget });
+    // Only kinds without a ceiling are prefetched: a buffered job of a ceilinged kind could not start anyway.
+    if (unlimitedKinds.length > 0) requests.unshift({ kinds: unlimitedKinds, limit: budget + prefetch });
     let total = 0;
     for (const request of requests) {
-      const limit = Math.min(request.limit, budget);
-      if (limit <= 0) break;
-      const jobs = await claimJobs(this.pool, {
+      const limit = Math.min(request.limit, budget + (request.kinds === unlimitedKinds ? prefetch : 0));
+      if (limit <= 0) continue;
+      const jobs = await claimJobs(this.claimDb, {
         workerId: this.options.workerId,
         limit,
         leaseMs: this.options.leaseMs,
         kinds: request.kinds,
       });
-      for (const job of jobs) this.startJob(job);
+      const startNow = jobs.slice(0, Math.max(0, budget));
+      for (const job of startNow) this.startJob(job);
+      this.buffer.push(jobs.slice(startNow.length));
       total += jobs.length;
-      budget -= jobs.length;
+      budget -= startNow.length;
     }
     return total;
+  }
+
+  /** Fills free slots from the prefetch buffer. */
+  private startFromBuffer(): void {
+    while (!this.stopping && this.running < this.options.concurrency) {
+      const job = this.buffer.shift();
+      if (!job) break;
+      this.startJob(job);
+    }
   }
 
   private startJob(job: ClaimedJob): void {
@@ -188,12 +234,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
       job,
       lease,
       controller: new AbortController(),
-      startedAt: Date.now(),
+      startedAt: performance.now(),
       finishing: false,
       releaseOnStop: false,
       done: Promise.resolve(),
     };
     this.active.set(job.id, entry);
+    this.running += 1;
     this.runningPerKind.set(job.kind, (this.runningPerKind.get(job.kind) ?? 0) + 1);
     this.updateBusy();
     this.emit('jobStarted', job);
@@ -232,7 +279,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     } finally {
       progress.close();
       entry.finishing = true;
+      this.running -= 1;
+      this.buffer.observe(performance.now() - entry.startedAt);
       this.runningPerKind.set(job.kind, (this.runningPerKind.get(job.kind) ?? 1) - 1);
+      this.startFromBuffer();
       // A freed slot of a kind with its own ceiling may let a waiting job of that kind run, even if the last claim
       // came back short because of the ceiling.
       this.requestWake(this.options.kindConcurrency[job.kind] !== undefined);
@@ -251,7 +301,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const { job, lease, controller } = entry;
     const reason: unknown = controller.signal.aborted ? controller.signal.reason : undefined;
     const finished = (state: JobFinishedEvent['state'], extra: Partial<JobFinishedEvent> = {}): void => {
-      this.emit('jobFinished', { job, state, durationMs: Date.now() - entry.startedAt, ...extra });
+      this.emit('jobFinished', { job, state, durationMs: performance.now() - entry.startedAt, ...extra });
     };
     const snapshot = progress.snapshot ?? null;
 
@@ -274,7 +324,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         log.warn({ state }, 'lease lost before the outcome was stored; outcome discarded');
         return finished('lost');
       }
-      log.info({ state, duration_ms: Date.now() - entry.startedAt }, `job ${state}`);
+      log.info({ state, duration_ms: performance.now() - entry.startedAt }, `job ${state}`);
       return finished(state, { result, metrics: failure === undefined ? outcome?.metrics : undefined });
     }
     const error = toErrorRecord(failure, job.attempt, this.options.workerId);
@@ -299,21 +349,46 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async heartbeat(): Promise<void> {
-    if (this.active.size === 0) return;
-    const leases = [...this.active.values()].map((entry) => entry.lease);
+    if (this.active.size === 0 && this.buffer.size === 0) return;
+    const leases = [
+      ...[...this.active.values()].map((entry) => entry.lease),
+      ...this.buffer.all().map((job) => ({ jobId: job.id, attempt: job.attempt })),
+    ];
     try {
       const result = await extendLeases(this.pool, this.options.workerId, leases, this.options.leaseMs);
-      for (const jobId of result.lost) this.abortJob(jobId, new LeaseLostError(jobId));
-      for (const jobId of result.cancelRequested) this.abortJob(jobId, new CancelRequestedError(jobId));
+      for (const jobId of result.lost) {
+        const buffered = this.buffer.remove(jobId);
+        if (buffered) {
+          this.log.warn(
+            { job_id: jobId, kind: buffered.kind, attempt: buffered.attempt, tenant_id: buffered.tenantId },
+            'buffered job lost its lease; dropped',
+          );
+        }
+        this.abortJob(jobId, new LeaseLostError(jobId));
+      }
+      for (const jobId of result.cancelRequested) this.cancelJob(jobId);
     } catch (error) {
       this.log.warn({ err: error }, 'heartbeat failed; leases will be extended on the next beat if the database returns');
     }
   }
 
+  /** An operator canceled a job: abort its handler, or end it at once if it was still in the buffer. */
+  private cancelJob(jobId: number): void {
+    const buffered = this.buffer.remove(jobId);
+    if (buffered) {
+      void this.batcher
+        .add({ jobId, attempt: buffered.attempt, state: 'canceled', result: { canceledAt: new Date().toISOString() } })
+        .finally(() => this.updateBusy());
+      return;
+    }
+    this.abortJob(jobId, new CancelRequestedError(jobId));
+  }
+
   private abortJob(jobId: number, reason: Error): void {
     const entry = this.active.get(jobId);
     if (entry && !entry.controller.signal.aborted) {
-      this.log.info({ job_id: jobId, reason: reason.name }, 'stopping job');
+      const { job } = entry;
+      this.log.info({ job_id: jobId, kind: job.kind, attempt: job.attempt, tenant_id: job.tenantId, reason: reason.name }, 'stopping job');
       entry.controller.abort(reason);
     }
   }
@@ -345,7 +420,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private updateBusy(): void {
-    const busy = this.active.size > 0;
+    const busy = this.active.size > 0 || this.buffer.size > 0;
     if (busy !== this.wasBusy) {
       this.wasBusy = busy;
       this.emit('busy', busy);
@@ -381,9 +456,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.batcher.drain();
     // Jobs whose handler stopped for the shutdown, and jobs whose handler is still running after the grace time
     // (their late writes are fenced out once the lease is released).
-    const toRelease = draining
-      .filter((entry) => entry.releaseOnStop || this.active.has(entry.job.id))
-      .map((entry) => entry.lease);
+    const toRelease = [
+      ...draining.filter((entry) => entry.releaseOnStop || this.active.has(entry.job.id)).map((entry) => entry.lease),
+      ...this.buffer.drain().map((job) => ({ jobId: job.id, attempt: job.attempt })),
+    ];
     if (toRelease.length > 0) {
       try {
         const ids = await releaseJobs(this.pool, this.options.workerId, toRelease);
@@ -394,6 +470,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     await this.listener?.stop();
+    await this.claimPool?.end();
     this.active.clear();
     this.updateBusy();
   }

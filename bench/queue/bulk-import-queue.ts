@@ -1,0 +1,57 @@
+// This project's queue, in-process: the same Worker class the worker command runs.
+import pg from 'pg';
+import { loadConfig } from '../../worker/config.js';
+import { createPool } from '../../worker/db/pool.js';
+import { HandlerRegistry } from '../../worker/handlers/registry.js';
+import type { JobHandler } from '../../worker/handlers/types.js';
+import { createLogger } from '../../worker/logger.js';
+import { enqueueJob, enqueueJobs } from '../../worker/queue/enqueue.js';
+import { Worker } from '../../worker/runner/worker.js';
+import { measure, type QueueAdapter } from './adapter.js';
+import type { BenchSettings, QueueBenchResult } from './report.js';
+
+export async function runBulkImportQueue(databaseUrl: string, settings: BenchSettings): Promise<QueueBenchResult> {
+  const pool = createPool(databaseUrl, { max: 20 });
+  const config = loadConfig({ DATABASE_URL: databaseUrl });
+  const log = createLogger({ level: 'silent', format: 'json' });
+  let onJob: (seq: number) => void = () => {};
+  const handler: JobHandler<{ seq: number }> = {
+    kind: 'bench',
+    description: 'no-op',
+    parsePayload: (raw) => ({ seq: raw.seq as number }),
+    run: async ({ payload }) => {
+      onJob(payload.seq);
+    },
+  };
+  let worker: Worker | undefined;
+  const options = { ...config.worker, concurrency: settings.concurrency, workerId: 'bench', pollIntervalMs: 1_000 };
+  const adapter: QueueAdapter = {
+    system: 'bulk-import-worker',
+    describe: `Worker concurrency ${options.concurrency}, lease ${options.leaseMs} ms, poll ${options.pollIntervalMs} ms + LISTEN, batched completion`,
+    enqueueOne: async (seq) => {
+      await enqueueJob(pool, { kind: 'bench', payload: { seq } });
+    },
+    enqueueMany: async (seqs) => {
+      await enqueueJobs(pool, 'bench', seqs.map((seq) => ({ seq })));
+    },
+    startWorker: async (callback) => {
+      onJob = callback;
+      worker = new Worker(pool, new HandlerRegistry([handler]), { config, pool, s3: undefined, bucket: undefined }, options, log, databaseUrl);
+      await worker.start();
+    },
+    stopWorker: async () => {
+      await worker?.stop();
+    },
+    unfinished: async () => {
+      const { rows } = await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM jobs WHERE state <> 'succeeded'");
+      return rows[0]!.n;
+    },
+    reset: async () => {
+      await pool.query('TRUNCATE jobs CASCADE');
+    },
+    close: () => pool.end(),
+  };
+  return measure(adapter, settings);
+}
+
+export { pg };

@@ -1,0 +1,67 @@
+// Adaptive prefetch: how many claimed-but-not-started jobs a worker may hold beyond its free slots.
+//
+// Claiming only the free slots costs a round-trip per handful of jobs, which caps throughput for short jobs. Holding
+// a local buffer of leased jobs removes that cap (graphile-worker's localQueue does this with a fixed size), but a
+// fixed buffer of long jobs would hide work from idle workers for minutes. So the buffer is sized to the work the
+// slots can drain within a short window: hundreds of millisecond-jobs, none for imports that run for minutes.
+import type { ClaimedJob } from '../queue/types.js';
+
+export interface PrefetchOptions {
+  concurrency: number;
+  /** Hold at most this much work (in expected handler time per slot); 0 turns prefetching off. */
+  windowMs: number;
+  /** Hard ceiling on buffered jobs. */
+  max: number;
+}
+
+export class PrefetchBuffer {
+  private readonly jobs: ClaimedJob[] = [];
+  private averageDurationMs: number | undefined;
+
+  constructor(private readonly options: PrefetchOptions) {}
+
+  get size(): number {
+    return this.jobs.length;
+  }
+
+  /** Records how long a handler ran (exponentially weighted, so the target follows the current workload). */
+  observe(durationMs: number): void {
+    this.averageDurationMs =
+      this.averageDurationMs === undefined ? durationMs : this.averageDurationMs * 0.9 + durationMs * 0.1;
+  }
+
+  /** How many jobs the buffer should hold now: nothing until the first jobs have shown how long they take. */
+  target(): number {
+    if (this.options.windowMs <= 0 || this.options.max <= 0 || this.averageDurationMs === undefined) return 0;
+    const drainable = (this.options.concurrency * this.options.windowMs) / Math.max(this.averageDurationMs, 0.01);
+    return Math.min(this.options.max, Math.floor(drainable));
+  }
+
+  /** Jobs worth claiming on top of the free slots (0 while the buffer is at least half full). */
+  wanted(): number {
+    const target = this.target();
+    return this.jobs.length * 2 > target ? 0 : target - this.jobs.length;
+  }
+
+  push(jobs: ClaimedJob[]): void {
+    this.jobs.push(...jobs);
+  }
+
+  shift(): ClaimedJob | undefined {
+    return this.jobs.shift();
+  }
+
+  /** Takes a job out (cancel, lost lease); returns it when it was buffered. */
+  remove(jobId: number): ClaimedJob | undefined {
+    const index = this.jobs.findIndex((job) => job.id === jobId);
+    return index === -1 ? undefined : this.jobs.splice(index, 1)[0];
+  }
+
+  drain(): ClaimedJob[] {
+    return this.jobs.splice(0);
+  }
+
+  all(): readonly ClaimedJob[] {
+    return this.jobs;
+  }
+}
