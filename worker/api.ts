@@ -4,6 +4,9 @@ import type { Queryable } from './db/pool.js';
 import { defaultRegistry, type HandlerRegistry } from './handlers/registry.js';
 import { enqueueJob, type EnqueueRequest, type EnqueueResult } from './queue/enqueue.js';
 
+// Review of CSV imports: approve (finalize) or reject a run parked in review_ready.
+export { finalizeImport, rejectImport } from './imports/csv/review.js';
+
 export interface SubmitOptions {
   registry?: HandlerRegistry;
   defaultMaxAttempts?: number;

@@ -1,6 +1,8 @@
 // Which handler runs which kind. Each kind lives in its own module and is listed here once.
 import { PermanentJobError } from '../queue/errors.js';
 import { backfillHandler } from './backfill.js';
+import { csvFinalizeHandler } from './csv-finalize.js';
+import { csvValidateHandler } from './csv-validate.js';
 import { massImportHandler } from './mass-import.js';
 import { noopHandler } from './noop.js';
 import type { AnyJobHandler, JobHandler } from './types.js';
@@ -37,5 +39,5 @@ export class HandlerRegistry {
 
 /** Every kind this build of the worker can run. */
 export function defaultRegistry(): HandlerRegistry {
-  return new HandlerRegistry([noopHandler, massImportHandler, backfillHandler]);
+  return new HandlerRegistry([noopHandler, massImportHandler, backfillHandler, csvValidateHandler, csvFinalizeHandler]);
 }

@@ -1,0 +1,190 @@
+// CSV import end to end against the real Postgres and S3 server: validation of 100,000 rows with bad rows of many
+// kinds, review (finalize / reject), the failed-rows export imported again after fixing, and idempotent re-imports.
+import { parse } from 'csv-parse/sync';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { finalizeImport, rejectImport, submitJob } from '../worker/api.js';
+import { csvFinalizeHandler } from '../worker/handlers/csv-finalize.js';
+import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
+import { requireJob } from '../worker/queue/operator.js';
+import type { JobRow } from '../worker/queue/types.js';
+import type { Worker } from '../worker/runner/worker.js';
+import { csvLine, HEADER, plantedFile, rowFields, upload, validRow, type PlantedFile } from './fixtures/csv-products.js';
+import { useTestEnvironment } from './harness.js';
+import { testWorker, waitFor } from './support/in-process-worker.js';
+
+const env = useTestEnvironment();
+let worker: Worker;
+const TENANT = 'acme';
+
+beforeAll(async () => {
+  worker = testWorker(env, [csvValidateHandler, csvFinalizeHandler], { leaseMs: 30_000, heartbeatMs: 1_000 });
+  await worker.start();
+});
+afterAll(async () => {
+  await worker?.stop();
+});
+
+async function importObject(key: string, extra: Record<string, unknown> = {}): Promise<number> {
+  const { job } = await submitJob(env.pool, {
+    kind: 'csv-import',
+    tenantId: TENANT,
+    payload: { bucket: env.bucket, key, profile: 'products', ...extra },
+  });
+  return job.id;
+}
+
+async function settled(jobId: number, timeoutMs = 60_000): Promise<JobRow> {
+  return waitFor(async () => {
+    const job = await requireJob(env.pool, jobId);
+    return job.state === 'queued' || job.state === 'running' ? undefined : job;
+  }, timeoutMs);
+}
+
+async function count(sql: string, values: unknown[] = []): Promise<number> {
+  const { rows } = await env.pool.query<{ n: number }>(sql, values);
+  return rows[0]!.n;
+}
+
+describe('csv-import of 100,000 rows with 1% bad rows', () => {
+  let file: PlantedFile;
+  let jobId: number;
+
+  it('validates: the summary counts are right and every bad row is reported with its reasons', async () => {
+    file = plantedFile(100_000, 100);
+    await upload(env.s3, env.bucket, 'uploads/products-100k.csv', file.body);
+    jobId = await importObject('uploads/products-100k.csv');
+    const job = await settled(jobId);
+    expect(job.state).toBe('review_ready');
+    expect(job.kind).toBe('csv-import');
+    expect(job.result).toMatchObject({ rows: 100_000, valid: file.valid.length, invalid: file.bad.size, duplicates: expect.any(Number) });
+    expect((job.result as { firstErrors: unknown[] }).firstErrors).toHaveLength(10);
+
+    const { rows } = await env.pool.query<{ row_number: number; rules: string[]; fields: string[] | null }>(
+      `SELECT row_number, fields, ARRAY(SELECT e ->> 'rule' FROM jsonb_array_elements(errors) e ORDER BY 1) AS rules
+       FROM csv_import_row_errors WHERE job_id = $1 ORDER BY row_number`,
+      [jobId],
+    );
+    const reported = new Map(rows.map((row) => [row.row_number, row.rules]));
+    expect(reported.size).toBe(file.bad.size);
+    for (const [line, rules] of file.bad) expect([line, reported.get(line)]).toEqual([line, [...rules].sort()]);
+    // The original values are kept, as written.
+    for (const row of rows) {
+      const planted = file.badFields.get(row.row_number);
+      if (planted) expect(row.fields).toEqual(planted);
+    }
+    // Nothing is written before review.
+    expect(await count('SELECT count(*)::int AS n FROM products')).toBe(0);
+    expect(await count('SELECT count(*)::int AS n FROM categories')).toBe(0);
+  });
+
+  it('finalize writes exactly the valid rows and creates each reference once', async () => {
+    const resumed = await finalizeImport(env.pool, jobId);
+    expect(resumed).toMatchObject({ id: jobId, kind: 'csv-finalize', state: 'queued' });
+    const job = await settled(jobId);
+    expect(job.state).toBe('partial');
+    expect(job.result).toMatchObject({ valid: file.valid.length, inserted: file.valid.length, updated: 0, failedAtWrite: 0 });
+
+    const skus = (await env.pool.query<{ sku: string }>('SELECT sku FROM products WHERE tenant_id = $1 ORDER BY sku', [TENANT])).rows.map((row) => row.sku);
+    expect(skus).toEqual(file.valid.map((row) => row.sku).sort());
+    const sums = await env.pool.query<{ quantity: string; price: string; barcodes: number }>(
+      'SELECT sum(quantity)::text AS quantity, sum(price)::text AS price, count(barcode)::int AS barcodes FROM products',
+    );
+    const expectedPrice = file.valid.reduce((sum, row) => sum + Math.round(Number(row.price) * 100), 0);
+    expect(sums.rows[0]).toEqual({
+      quantity: String(file.valid.reduce((sum, row) => sum + Number(row.quantity), 0)),
+      price: (expectedPrice / 100).toFixed(2),
+      barcodes: file.valid.filter((row) => row.barcode !== '').length,
+    });
+    for (const [table, column] of [['categories', 'category'], ['suppliers', 'supplier'], ['locations', 'location']] as const) {
+      const expected = new Set(file.valid.map((row) => row[column]).filter((name) => name !== ''));
+      const names = (await env.pool.query<{ name: string }>(`SELECT name FROM ${table} WHERE tenant_id = $1`, [TENANT])).rows.map((r) => r.name);
+      expect(names.sort()).toEqual([...expected].sort());
+    }
+    // Every product points at the reference its row named (no dangling or wrong ids).
+    const sample = file.valid[4321]!;
+    const { rows } = await env.pool.query(
+      `SELECT p.name, p.description, p.status, c.name AS category, s.name AS supplier, l.name AS location
+       FROM products p JOIN categories c ON c.id = p.category_id JOIN suppliers s ON s.id = p.supplier_id
+       LEFT JOIN locations l ON l.id = p.location_id WHERE p.sku = $1`,
+      [sample.sku],
+    );
+    expect(rows[0]).toEqual({
+      name: sample.name, description: sample.description, status: sample.status,
+      category: sample.category, supplier: sample.supplier, location: sample.location || null,
+    });
+    expect(await count('SELECT count(*)::int AS n FROM products WHERE category_id NOT IN (SELECT id FROM categories)')).toBe(0);
+    expect(await count("SELECT count(*)::int AS n FROM categories WHERE name = 'Ghost category'")).toBe(0);
+    // The staging is gone, the row errors stay for the export.
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_batches WHERE job_id = $1', [jobId])).toBe(0);
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_row_errors WHERE job_id = $1', [jobId])).toBe(file.bad.size);
+  });
+
+  it('the exported failed rows, corrected, import cleanly', async () => {
+    const chunks: Buffer[] = [];
+    const out = new (await import('node:stream')).PassThrough();
+    out.on('data', (chunk: Buffer) => chunks.push(chunk));
+    const written = await csvFinalizeHandler.exportErrorsCsv!(env.pool, jobId, out);
+    out.end();
+    expect(written).toBe(file.bad.size);
+    const records = parse(Buffer.concat(chunks), { relax_column_count: true }) as string[][];
+    expect(records[0]).toEqual(['_row', '_errors', ...HEADER]);
+    // Fix each row the way a user would, from what the export shows: fill the right values back in.
+    const fixed = records.slice(1).map((record) => {
+      const row = Number(record[0]);
+      expect(record[1]).not.toBe('');
+      const fields = record.slice(2);
+      const sku = fields[0]!;
+      const i = /^SKU-\d+$/.test(sku) ? Number(sku.slice(4)) : 5_000_000 + row;
+      const correct = rowFields(validRow(i, 'FIX'));
+      return [String(row), '', ...correct];
+    });
+    await upload(env.s3, env.bucket, 'uploads/fixed.csv', ['_row,_errors,' + HEADER.join(',') + '\n', ...fixed.map((fields) => csvLine(fields))].join(''));
+    const fixJob = await importObject('uploads/fixed.csv', { autoFinalize: true });
+    const job = await settled(fixJob);
+    expect(job.state).toBe('succeeded');
+    expect(job.result).toMatchObject({ rows: file.bad.size, valid: file.bad.size, invalid: 0, inserted: file.bad.size });
+    expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'FIX-%'")).toBe(file.bad.size);
+  });
+
+  it('importing the same file again changes nothing (idempotent upsert on the natural key)', async () => {
+    const before = await env.pool.query('SELECT max(updated_at) AS at, count(*)::int AS n FROM products');
+    const again = await importObject('uploads/products-100k.csv', { autoFinalize: true });
+    const job = await settled(again);
+    expect(job.state).toBe('partial');
+    expect(job.result).toMatchObject({ inserted: 0, updated: 0, unchanged: file.valid.length, referencesCreated: {} });
+    const after = await env.pool.query('SELECT max(updated_at) AS at, count(*)::int AS n FROM products');
+    expect(after.rows[0]).toEqual(before.rows[0]);
+  });
+});
+
+describe('review', () => {
+  it('reject ends the run without writing and discards its staging; it cannot be finalized afterwards', async () => {
+    const rows = [HEADER, ...Array.from({ length: 40 }, (_, i) => rowFields(validRow(i + 1, 'REJ')))];
+    await upload(env.s3, env.bucket, 'uploads/reject.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const jobId = await importObject('uploads/reject.csv');
+    expect((await settled(jobId)).state).toBe('review_ready');
+    expect(await count('SELECT coalesce(sum(row_count), 0)::int AS n FROM csv_import_staged_batches WHERE job_id = $1', [jobId])).toBe(40);
+
+    const rejected = await rejectImport(env.pool, jobId);
+    expect(rejected).toMatchObject({ state: 'canceled', result: expect.objectContaining({ rejected: true, discardedRows: 40, valid: 40 }) });
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_batches WHERE job_id = $1', [jobId])).toBe(0);
+    expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'REJ-%'")).toBe(0);
+    await expect(finalizeImport(env.pool, jobId)).rejects.toThrow(/canceled: cannot finalize/);
+    await expect(rejectImport(env.pool, jobId)).rejects.toThrow(/canceled: cannot reject/);
+  });
+
+  it('finalize refuses runs that are not CSV imports in review', async () => {
+    const { job } = await submitJob(env.pool, { kind: 'noop', payload: {} });
+    await expect(finalizeImport(env.pool, job.id)).rejects.toThrow(/noop run, not a CSV import/);
+    await expect(finalizeImport(env.pool, 999_999)).rejects.toThrow(/does not exist/);
+  });
+
+  it('while a run is active, importing the same object again returns it', async () => {
+    const rows = [HEADER, rowFields(validRow(1, 'DUP'))];
+    await upload(env.s3, env.bucket, 'uploads/same.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const first = await importObject('uploads/same.csv');
+    expect((await settled(first)).state).toBe('review_ready');
+    const second = await submitJob(env.pool, { kind: 'csv-import', tenantId: TENANT, payload: { bucket: env.bucket, key: 'uploads/same.csv', profile: 'products' } });
+    expect(second).toMatchObject({ reused: true, job: { id: first } });
+  });
+});

@@ -1,0 +1,79 @@
+// `csv-import`: the validation phase of a CSV import. Streams the uploaded object from S3, checks every row against
+// the import profile, stages the valid rows and records the invalid ones, then parks the run in `review_ready` with a
+// summary. `bulk-import finalize <id>` (or finalizeImport() in worker/api.ts) resumes the same run as `csv-finalize`;
+// with `autoFinalize: true` the run goes on to finalize at once.
+// Payload: { bucket, key, profile, tenant?, delimiter?, encoding?, autoFinalize? }.
+import { finalizeStagedRows, requireValidatedRun } from '../imports/csv/finalize-import.js';
+import { finalizeOutcome } from '../imports/csv/finalize-outcome.js';
+import { csvImportDedupeKey, parseCsvImportPayload, resolveCsvTenant, type CsvImportPayload } from '../imports/csv/payload.js';
+import { findProfile } from '../imports/csv/profiles/index.js';
+import { listRowErrors, writeRowErrorsCsv } from '../imports/csv/row-errors.js';
+import { getCsvImportRun } from '../imports/csv/run-record.js';
+import { summaryOfRun, validateImport, type ValidationSummary } from '../imports/csv/validate-import.js';
+import { PermanentJobError } from '../queue/errors.js';
+import type { JobContext, JobHandler, JobOutcome } from './types.js';
+
+export const CSV_VALIDATE_KIND = 'csv-import';
+
+async function run(context: JobContext<CsvImportPayload>): Promise<JobOutcome> {
+  const { job, payload, services, log } = context;
+  const tenant = resolveCsvTenant(CSV_VALIDATE_KIND, payload, job.tenantId);
+  const profile = findProfile(payload.profile)!;
+  if (!services.s3) {
+    throw new PermanentJobError('csv-import needs S3: set S3_BUCKET (and S3_ENDPOINT for an S3-compatible server)', 'S3_NOT_CONFIGURED');
+  }
+  const earlier = await getCsvImportRun(services.pool, job.id);
+  let summary: ValidationSummary;
+  if (earlier?.validatedAt) {
+    // An earlier attempt validated the file but died before its outcome was recorded: nothing to do again.
+    log.info('validation was completed by an earlier attempt');
+    summary = await summaryOfRun(services.pool, earlier);
+  } else {
+    summary = await validateImport({
+      pool: services.pool,
+      s3: services.s3,
+      jobId: job.id,
+      profile,
+      payload,
+      tenant,
+      batchSize: services.config.csv.finalizeChunkSize,
+      signal: context.signal,
+      progress: context.progress,
+      log,
+      assertLeaseHeld: context.assertLeaseHeld,
+    });
+  }
+  const metrics = { Rows: summary.rows, ValidRows: summary.valid, InvalidRows: summary.invalid };
+  if (!payload.autoFinalize) {
+    context.progress.update({ phase: 'review', done: summary.rows, total: summary.rows, valid: summary.valid, invalid: summary.invalid });
+    return {
+      state: 'review_ready',
+      result: { ...summary, next: `bulk-import finalize ${job.id} | bulk-import reject ${job.id} | bulk-import errors ${job.id}` },
+      metrics,
+    };
+  }
+  const validated = await requireValidatedRun(services.pool, job.id, CSV_VALIDATE_KIND);
+  const totals = await finalizeStagedRows(
+    {
+      pool: services.pool,
+      jobId: job.id,
+      profile,
+      signal: context.signal,
+      progress: context.progress,
+      log,
+      assertLeaseHeld: context.assertLeaseHeld,
+    },
+    validated,
+  );
+  return finalizeOutcome((await getCsvImportRun(services.pool, job.id))!, totals);
+}
+
+export const csvValidateHandler: JobHandler<CsvImportPayload> = {
+  kind: CSV_VALIDATE_KIND,
+  description: 'validates a CSV upload against an import profile, stages valid rows, parks the run for review',
+  parsePayload: (raw) => parseCsvImportPayload(CSV_VALIDATE_KIND, raw),
+  run,
+  defaultDedupeKey: csvImportDedupeKey,
+  listErrors: listRowErrors,
+  exportErrorsCsv: writeRowErrorsCsv,
+};

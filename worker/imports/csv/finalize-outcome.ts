@@ -1,0 +1,40 @@
+// How a finalized CSV import ends: `succeeded` when every row of the file was written, `partial` when some rows were
+// invalid or refused by the database (they are listed by `bulk-import errors <id>`).
+import type { JobOutcome } from '../../handlers/types.js';
+import type { FinalizeTotals } from './finalize-import.js';
+import type { CsvImportRun } from './run-record.js';
+
+export function finalizeOutcome(run: CsvImportRun, totals: FinalizeTotals | undefined): JobOutcome {
+  const failed = run.rowsInvalid + run.rowsFailed;
+  const result: Record<string, unknown> = {
+    profile: run.profile,
+    tenant: run.tenantId,
+    bucket: run.bucket,
+    key: run.objectKey,
+    rows: run.rowsRead,
+    valid: run.rowsValid,
+    invalid: run.rowsInvalid,
+    inserted: run.rowsInserted,
+    updated: run.rowsUpdated,
+    unchanged: run.rowsUnchanged,
+    failedAtWrite: run.rowsFailed,
+    referencesCreated: run.referencesCreated,
+  };
+  if (totals) {
+    result.seconds = Math.round(totals.seconds * 10) / 10;
+    result.rowsPerSecond = Math.round(totals.rowsThisAttempt / Math.max(totals.seconds, 0.001));
+    if (totals.batchesThisAttempt < run.batches) result.batchesWrittenByEarlierAttempts = run.batches - totals.batchesThisAttempt;
+  }
+  return {
+    state: failed > 0 ? 'partial' : 'succeeded',
+    result,
+    metrics: {
+      Rows: run.rowsRead,
+      ValidRows: run.rowsValid,
+      InvalidRows: run.rowsInvalid,
+      InsertedRows: run.rowsInserted,
+      UpdatedRows: run.rowsUpdated,
+      FailedRows: run.rowsFailed,
+    },
+  };
+}

@@ -1,0 +1,79 @@
+// The header line decides how a file maps onto its profile. Every problem is collected and the import fails at once
+// with one message that lists them all (missing required columns, unknown columns, duplicates), so the user fixes
+// the header in one go.
+import { PermanentJobError } from '../../queue/errors.js';
+import { ANNOTATION_COLUMNS, type ColumnSpec, type ImportProfile } from './profile.js';
+import type { CsvRecord } from './record-parser.js';
+
+export interface HeaderLayout {
+  /** The header's names as written (trimmed), in file order. */
+  header: string[];
+  /** The profile columns present in the file, in profile order: the order values are staged in. */
+  columns: ColumnSpec[];
+  /** For each of `columns`, the index of its field in a row. */
+  fieldIndex: number[];
+}
+
+export interface ObjectRef {
+  bucket: string;
+  key: string;
+  encoding: string;
+}
+
+// Control characters other than tab and line breaks, or the replacement character of undecodable bytes.
+// eslint-disable-next-line no-control-regex
+const NOT_TEXT = /[\u0000-\u0008\u000e-\u001f\uFFFD]/;
+const UTF8_BOM_AS_SINGLE_BYTES = '\u00ef\u00bb\u00bf';
+
+function normaliseName(name: string): string {
+  return name.trim().toLowerCase();
+}
+
+/** Reads the header record; throws a PermanentJobError naming every problem. */
+export function readHeader(profile: ImportProfile, record: CsvRecord, object: ObjectRef): HeaderLayout {
+  const where = `s3://${object.bucket}/${object.key}`;
+  const context = { bucket: object.bucket, key: object.key, row: record.line };
+  if (record.fields === null || record.problem !== undefined) {
+    throw new PermanentJobError(`${where}: the header line (line ${record.line}) cannot be read: ${record.problem}`, 'CSV_HEADER_INVALID', context);
+  }
+  const header = record.fields.map((name) => name.trim());
+  if (header.some((name) => NOT_TEXT.test(name))) {
+    throw new PermanentJobError(
+      `${where} does not look like a CSV text file in ${object.encoding}: its first line holds control characters or bytes ` +
+        `that are not valid ${object.encoding} (a binary file, or another encoding: set "encoding" in the payload)`,
+      'CSV_NOT_TEXT',
+      context,
+    );
+  }
+  const known = new Map(profile.columns.map((column) => [column.name, column]));
+  const seen = new Map<string, number[]>();
+  const unknown: string[] = [];
+  header.forEach((name, index) => {
+    const normalised = normaliseName(name);
+    seen.set(normalised, [...(seen.get(normalised) ?? []), index + 1]);
+    if (!known.has(normalised) && !(ANNOTATION_COLUMNS as readonly string[]).includes(normalised)) {
+      unknown.push(name === '' ? `(unnamed column ${index + 1})` : JSON.stringify(name));
+    }
+  });
+  const duplicates = [...seen.entries()]
+    .filter(([, positions]) => positions.length > 1)
+    .map(([name, positions]) => `${JSON.stringify(name)} (columns ${positions.join(', ')})`);
+  const missing = profile.columns.filter((column) => column.required && !seen.has(column.name)).map((column) => column.name);
+  const problems: string[] = [];
+  if (missing.length > 0) problems.push(`missing required column(s): ${missing.join(', ')}`);
+  if (unknown.length > 0) problems.push(`unknown column(s): ${unknown.join(', ')}`);
+  if (duplicates.length > 0) problems.push(`duplicate column(s): ${duplicates.join(', ')}`);
+  if (problems.length > 0) {
+    const hint = header[0]?.startsWith(UTF8_BOM_AS_SINGLE_BYTES)
+      ? ' (the file starts with a UTF-8 byte order mark: import it with encoding utf-8)'
+      : '';
+    throw new PermanentJobError(
+      `${where}: the header does not match the "${profile.name}" profile: ${problems.join('; ')}${hint}. ` +
+        `Expected columns: ${profile.columns.map((column) => `${column.name}${column.required ? '' : ' (optional)'}`).join(', ')}`,
+      'CSV_HEADER_INVALID',
+      { ...context, missing, unknown, duplicates },
+    );
+  }
+  const columns = profile.columns.filter((column) => seen.has(column.name));
+  return { header, columns, fieldIndex: columns.map((column) => seen.get(column.name)![0]! - 1) };
+}

@@ -1,0 +1,67 @@
+// The payload of a CSV import run, shared by its two kinds: `csv-import` (validation) and `csv-finalize` (the same
+// run resumed after review). Payload: { bucket, key, profile, tenant?, delimiter?, encoding?, autoFinalize? }.
+import { PayloadReader } from '../../handlers/payload.js';
+import { PermanentJobError } from '../../queue/errors.js';
+import { isValidTenant } from '../object-key.js';
+import { findProfile, profileNames } from './profiles/index.js';
+
+export const CSV_ENCODINGS = ['utf-8', 'utf-16le', 'latin1', 'windows-1252'] as const;
+export type CsvEncoding = (typeof CSV_ENCODINGS)[number];
+export const CSV_DELIMITERS = [',', ';', '\t', '|'] as const;
+
+export interface CsvImportPayload {
+  bucket: string;
+  key: string;
+  profile: string;
+  /** Tenant the rows belong to; defaults to the job's tenant. */
+  tenant: string | undefined;
+  delimiter: string;
+  encoding: CsvEncoding;
+  /** Finalize right after validation instead of stopping for review. */
+  autoFinalize: boolean;
+}
+
+const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+export function parseCsvImportPayload(kind: string, raw: Record<string, unknown>): CsvImportPayload {
+  const read = new PayloadReader(kind, raw);
+  read.onlyKnown(['bucket', 'key', 'profile', 'tenant', 'delimiter', 'encoding', 'autoFinalize']);
+  const bucket = read.string('bucket', BUCKET, 'an S3 bucket name');
+  const key = read.string('key', /^.{1,1024}$/su, 'an S3 object key (1-1024 characters)');
+  const profile = read.string('profile', /^[a-z][a-z0-9-]*$/, `a profile name: ${profileNames().join(', ')}`);
+  if (!findProfile(profile)) {
+    throw new PermanentJobError(
+      `invalid ${kind} payload: unknown profile "${profile}"; profiles: ${profileNames().join(', ')}`,
+      'INVALID_PAYLOAD',
+      { field: 'profile' },
+    );
+  }
+  const tenant = read.optionalString('tenant', /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, '1-128 letters, digits, ".", "_" or "-"');
+  const delimiter = read.optionalString('delimiter', /^(?:,|;|\t|\|)$/, 'one of "," ";" "|" or a tab') ?? ',';
+  const encoding = (read.optionalString('encoding', new RegExp(`^(?:${CSV_ENCODINGS.join('|')})$`), CSV_ENCODINGS.join(', ')) ??
+    'utf-8') as CsvEncoding;
+  return { bucket, key, profile, tenant, delimiter, encoding, autoFinalize: read.boolean('autoFinalize', false) };
+}
+
+/** The payload's tenant, or the job's; both given must agree. */
+export function resolveCsvTenant(kind: string, payload: CsvImportPayload, jobTenant: string | null): string {
+  if (payload.tenant !== undefined && jobTenant !== null && payload.tenant !== jobTenant) {
+    throw new PermanentJobError(
+      `${kind} payload tenant "${payload.tenant}" differs from the job's tenant "${jobTenant}"; give one or make them equal`,
+      'TENANT_MISMATCH',
+    );
+  }
+  const tenant = payload.tenant ?? jobTenant;
+  if (tenant === null || !isValidTenant(tenant)) {
+    throw new PermanentJobError(
+      `${kind} needs a tenant: set "tenant" in the payload or enqueue with --tenant (1-128 letters, digits, ".", "_" or "-")`,
+      'TENANT_REQUIRED',
+    );
+  }
+  return tenant;
+}
+
+/** Importing the same object with the same profile for the same tenant while a run of it is active reuses that run. */
+export function csvImportDedupeKey(payload: CsvImportPayload, jobTenant: string | null): string {
+  return `csv-import:${payload.tenant ?? jobTenant ?? '-'}:${payload.profile}:${payload.bucket}/${payload.key}`;
+}

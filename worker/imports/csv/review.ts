@@ -1,0 +1,54 @@
+// The review decision on a validated CSV import, for the backend (re-exported by worker/api.ts) and the CLI:
+// finalize resumes the parked run as `csv-finalize` (same job id), reject ends it without writing and discards its
+// staged rows.
+import { withTransaction, type Pool } from '../../db/pool.js';
+import { endParkedJob, InvalidTransitionError, requireJob, resumeParkedJob } from '../../queue/operator.js';
+import type { JobRow } from '../../queue/types.js';
+import { discardStagedRows, getCsvImportRun } from './run-record.js';
+
+const VALIDATE_KIND = 'csv-import';
+const FINALIZE_KIND = 'csv-finalize';
+
+async function requireReviewableImport(db: Pool, jobId: number, action: string): Promise<JobRow> {
+  const job = await requireJob(db, jobId);
+  if (job.kind !== VALIDATE_KIND && job.kind !== FINALIZE_KIND) {
+    throw new Error(`job ${jobId} is a ${job.kind} run, not a CSV import: nothing to ${action}`);
+  }
+  if (job.state !== 'review_ready') {
+    throw new InvalidTransitionError(jobId, job.state, action, 'a CSV import waiting in review_ready');
+  }
+  const run = await getCsvImportRun(db, jobId);
+  if (!run?.validatedAt) throw new Error(`job ${jobId} has no validated CSV import (its staging is gone)`);
+  return job;
+}
+
+/**
+ * Approves a reviewed import: the run goes back to the queue as `csv-finalize` and a worker with a free finalize slot
+ * writes its staged rows. Throws when the job is not a CSV import waiting for review.
+ */
+export async function finalizeImport(db: Pool, jobId: number): Promise<JobRow> {
+  await requireReviewableImport(db, jobId, 'finalize');
+  const resumed = await resumeParkedJob(db, jobId, { kind: FINALIZE_KIND });
+  if (!resumed) {
+    // Someone else decided in between (another finalize or a reject/cancel).
+    const job = await requireJob(db, jobId);
+    throw new InvalidTransitionError(jobId, job.state, 'finalize', 'a CSV import waiting in review_ready');
+  }
+  return resumed;
+}
+
+/** Rejects a reviewed import: the run ends `canceled` without writing anything, and its staged rows are deleted. */
+export async function rejectImport(db: Pool, jobId: number): Promise<JobRow> {
+  const job = await requireReviewableImport(db, jobId, 'reject');
+  return withTransaction(db, async (tx) => {
+    // Both or neither: a run that could not be ended (decided by someone else meanwhile) keeps its staging.
+    const discardedRows = await discardStagedRows(tx, jobId);
+    const result = { ...(job.result ?? {}), rejected: true, rejectedAt: new Date().toISOString(), discardedRows };
+    const ended = await endParkedJob(tx, jobId, 'canceled', result);
+    if (!ended) {
+      const current = await requireJob(tx, jobId);
+      throw new InvalidTransitionError(jobId, current.state, 'reject', 'a CSV import waiting in review_ready');
+    }
+    return ended;
+  });
+}

@@ -1,0 +1,110 @@
+// SQL of csv_import_row_errors, and the two views of it the handler contract asks for: a page for `show`/`errors`,
+// and the whole list as a CSV the user can fix and import again (`errors <id> --csv`).
+import { once } from 'node:events';
+import type { Queryable } from '../../db/pool.js';
+import type { RunErrors } from '../../handlers/types.js';
+import { getCsvImportRun } from './run-record.js';
+import type { RowIssue } from './row-validator.js';
+
+export interface RowError {
+  row: number;
+  /** The row's fields as read, in file order; null when the row could not be split into fields. */
+  fields: string[] | null;
+  issues: RowIssue[];
+}
+
+export async function insertRowErrors(tx: Queryable, jobId: number, phase: 'validate' | 'finalize', errors: RowError[]): Promise<void> {
+  if (errors.length === 0) return;
+  await tx.query(
+    `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
+     SELECT $1, (entry ->> 0)::int, $2,
+            CASE WHEN jsonb_typeof(entry -> 1) = 'array' THEN ARRAY(SELECT jsonb_array_elements_text(entry -> 1)) END,
+            entry -> 2
+     FROM jsonb_array_elements($3::jsonb) AS entry`,
+    [jobId, phase, JSON.stringify(errors.map((error) => [error.row, error.fields, error.issues]))],
+  );
+}
+
+/** Up to `limit` row errors in row order, for the summary of a validation. */
+export async function firstRowErrors(db: Queryable, jobId: number, limit: number): Promise<Array<{ row: number; errors: RowIssue[] }>> {
+  const { rows } = await db.query<{ row_number: number; errors: RowIssue[] }>(
+    `SELECT row_number, errors FROM csv_import_row_errors WHERE job_id = $1 ORDER BY row_number LIMIT $2`,
+    [jobId, limit],
+  );
+  return rows.map((row) => ({ row: row.row_number, errors: row.errors }));
+}
+
+async function pageOfRowErrors(db: Queryable, jobId: number, afterRow: number, limit: number, offset = 0): Promise<RowError[]> {
+  const { rows } = await db.query<{ row_number: number; fields: string[] | null; errors: RowIssue[] }>(
+    `SELECT row_number, fields, errors FROM csv_import_row_errors
+     WHERE job_id = $1 AND row_number > $2 ORDER BY row_number LIMIT $3 OFFSET $4`,
+    [jobId, afterRow, limit, offset],
+  );
+  return rows.map((row) => ({ row: row.row_number, fields: row.fields, issues: row.errors }));
+}
+
+export function describeIssues(issues: RowIssue[]): string {
+  return issues.map((issue) => issue.message).join('; ');
+}
+
+/**
+ * A page of the run's failed rows in row order (the rows of a file have no age, so "newest first" of the contract
+ * becomes file order here: the order a user fixes them in).
+ */
+export async function listRowErrors(db: Queryable, jobId: number, page: { limit: number; offset: number }): Promise<RunErrors> {
+  const [run, count] = await Promise.all([
+    getCsvImportRun(db, jobId),
+    db.query<{ total: number }>(`SELECT count(*)::int AS total FROM csv_import_row_errors WHERE job_id = $1`, [jobId]),
+  ]);
+  const header = run?.header ?? [];
+  const errors = await pageOfRowErrors(db, jobId, 0, page.limit, page.offset);
+  return {
+    total: count.rows[0]?.total ?? 0,
+    columns: ['row', 'errors', 'values'],
+    rows: errors.map((error) => ({
+      row: error.row,
+      errors: describeIssues(error.issues),
+      values: error.fields === null ? null : error.fields.map((field, index) => `${header[index] ?? `#${index + 1}`}=${field}`).join(', '),
+      issues: error.issues,
+      fields: error.fields,
+    })),
+  };
+}
+
+const PAGE = 1_000;
+/** Columns the export adds in front of the file's own; the importer ignores them (see profile.ts). */
+export const EXPORT_COLUMNS = ['_row', '_errors'];
+
+export function csvFieldFor(delimiter: string): (value: string) => string {
+  const needsQuotes = new RegExp(`["\\r\\n${delimiter === '\t' ? '\\t' : delimiter.replace(/[|\\]/g, '\\$&')}]|^\\s|\\s$`);
+  return (value) => (needsQuotes.test(value) ? `"${value.replace(/"/g, '""')}"` : value);
+}
+
+async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
+  if (!out.write(text)) await once(out as NodeJS.EventEmitter, 'drain');
+}
+
+/**
+ * Every failed row as CSV in the run's delimiter: `_row`, `_errors`, then the row's original fields under the file's
+ * own header. Fix the values, keep or drop the two extra columns, and import the file again. A row that could not be
+ * split into fields (an unclosed quote, an over-long line) has only `_row` and `_errors`: fix that line in the
+ * original file. Paged by row number, so memory stays flat however many rows failed. Returns the rows written.
+ */
+export async function writeRowErrorsCsv(db: Queryable, jobId: number, out: NodeJS.WritableStream): Promise<number> {
+  const run = await getCsvImportRun(db, jobId);
+  if (!run) return 0;
+  const field = csvFieldFor(run.delimiter);
+  const line = (values: string[]) => `${values.map(field).join(run.delimiter)}\r\n`;
+  await write(out, line([...EXPORT_COLUMNS, ...run.header]));
+  let written = 0;
+  let afterRow = 0;
+  for (;;) {
+    const errors = await pageOfRowErrors(db, jobId, afterRow, PAGE);
+    for (const error of errors) {
+      await write(out, line([String(error.row), describeIssues(error.issues), ...(error.fields ?? [])]));
+    }
+    written += errors.length;
+    if (errors.length < PAGE) return written;
+    afterRow = errors[errors.length - 1]!.row;
+  }
+}

@@ -1,0 +1,205 @@
+// Validates the fields of one CSV row against a profile and normalises them to the text that is staged: trimmed,
+// empty → null, numbers without a sign or leading zeros, enums and booleans in their canonical spelling. Every
+// problem of the row is reported, not only the first. Each column's rules are compiled once into a checker.
+import type { ColumnSpec } from './profile.js';
+import type { HeaderLayout } from './header.js';
+
+export interface RowIssue {
+  /** The profile column, or null for a problem of the whole row (field count, malformed quotes …). */
+  column: string | null;
+  /** required, type, scale, range, max_length, pattern, enum, encoding, field_count, malformed, duplicate, database. */
+  rule: string;
+  message: string;
+}
+
+export type RowCheck =
+  /** `values` in the layout's column order; `exact` when they equal the fields as written (no raw copy needed). */
+  | { ok: true; values: Array<string | null>; exact: boolean }
+  | { ok: false; issues: RowIssue[] };
+
+class Issue {
+  constructor(
+    readonly rule: string,
+    readonly message: string,
+  ) {}
+}
+
+type Checker = (value: string) => string | Issue;
+
+const SHOWN_CHARS = 40;
+const REPLACEMENT_CHARACTER = '\uFFFD';
+
+export function show(value: string): string {
+  return JSON.stringify(value.length > SHOWN_CHARS ? `${value.slice(0, SHOWN_CHARS)}…` : value);
+}
+
+export class RowValidator {
+  private readonly checkers: Checker[];
+  private readonly required: boolean[];
+  private readonly names: string[];
+  private readonly fieldIndex: readonly number[];
+  private readonly ignoredIndexes: number[];
+  private readonly expectedFields: number;
+
+  constructor(layout: HeaderLayout) {
+    this.checkers = layout.columns.map(compileChecker);
+    this.required = layout.columns.map((column) => column.required === true);
+    this.names = layout.columns.map((column) => column.name);
+    this.fieldIndex = layout.fieldIndex;
+    this.expectedFields = layout.header.length;
+    const mapped = new Set(layout.fieldIndex);
+    this.ignoredIndexes = layout.header.map((_, index) => index).filter((index) => !mapped.has(index));
+  }
+
+  check(fields: readonly string[]): RowCheck {
+    if (fields.length !== this.expectedFields) {
+      return {
+        ok: false,
+        issues: [
+          {
+            column: null,
+            rule: 'field_count',
+            message: `the row has ${fields.length} field(s), the header has ${this.expectedFields}`,
+          },
+        ],
+      };
+    }
+    const values: Array<string | null> = new Array(this.checkers.length);
+    let issues: RowIssue[] | undefined;
+    let exact = true;
+    for (let index = 0; index < this.checkers.length; index++) {
+      const field = fields[this.fieldIndex[index]!]!;
+      const name = this.names[index]!;
+      if (field.indexOf(REPLACEMENT_CHARACTER) !== -1) {
+        (issues ??= []).push({
+          column: name,
+          rule: 'encoding',
+          message: `${name} holds bytes that are not valid in the file's encoding (shown as \uFFFD): save the file as UTF-8 or give its encoding`,
+        });
+        continue;
+      }
+      const trimmed = field.trim();
+      if (trimmed === '') {
+        if (this.required[index]) (issues ??= []).push({ column: name, rule: 'required', message: `${name} is required` });
+        values[index] = null;
+        if (field !== '') exact = false;
+        continue;
+      }
+      const result = this.checkers[index]!(trimmed);
+      if (result instanceof Issue) {
+        (issues ??= []).push({ column: name, rule: result.rule, message: `${name} ${result.message}` });
+        continue;
+      }
+      values[index] = result;
+      if (result !== field) exact = false;
+    }
+    if (issues) return { ok: false, issues };
+    for (const index of this.ignoredIndexes) if (fields[index] !== '') exact = false;
+    return { ok: true, values, exact };
+  }
+}
+
+function compileChecker(column: ColumnSpec): Checker {
+  switch (column.type) {
+    case 'text':
+      return textChecker(column);
+    case 'integer':
+      return integerChecker(column);
+    case 'decimal':
+      return decimalChecker(column);
+    case 'boolean':
+      return booleanChecker;
+    case 'date':
+      return dateChecker;
+    case 'enum':
+      return enumChecker(column);
+  }
+}
+
+function codePointLength(value: string): number {
+  let count = 0;
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    if (code < 0xd800 || code > 0xdbff) count++;
+  }
+  return count;
+}
+
+function textChecker(column: ColumnSpec): Checker {
+  const { maxLength, pattern } = column;
+  const hint = column.patternHint ?? `to match ${String(pattern)}`;
+  return (value) => {
+    if (maxLength !== undefined && value.length > maxLength) {
+      const length = codePointLength(value);
+      if (length > maxLength) return new Issue('max_length', `is ${length} characters long, at most ${maxLength} allowed`);
+    }
+    if (pattern && !pattern.test(value)) return new Issue('pattern', `must be ${hint}, got ${show(value)}`);
+    return value;
+  };
+}
+
+function rangeIssue(column: ColumnSpec, number: number, value: string): Issue | undefined {
+  if (column.min !== undefined && number < column.min) return new Issue('range', `must be at least ${column.min}, got ${show(value)}`);
+  if (column.max !== undefined && number > column.max) return new Issue('range', `must be at most ${column.max}, got ${show(value)}`);
+  return undefined;
+}
+
+const INTEGER = /^[+-]?\d+$/;
+
+function integerChecker(column: ColumnSpec): Checker {
+  return (value) => {
+    if (!INTEGER.test(value)) return new Issue('type', `must be a whole number, got ${show(value)}`);
+    const number = Number(value);
+    if (!Number.isSafeInteger(number)) return new Issue('range', `is too large, got ${show(value)}`);
+    return rangeIssue(column, number, value) ?? String(number);
+  };
+}
+
+const DECIMAL = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$/;
+
+function decimalChecker(column: ColumnSpec): Checker {
+  const { scale } = column;
+  return (value) => {
+    if (!DECIMAL.test(value)) {
+      const hint = /^[+-]?\d+,\d+$/.test(value) ? ' (use "." as the decimal point)' : '';
+      return new Issue('type', `must be a number such as 12.50, got ${show(value)}${hint}`);
+    }
+    const point = value.indexOf('.');
+    if (scale !== undefined && point !== -1 && value.length - point - 1 > scale) {
+      return new Issue('scale', `may have at most ${scale} digit(s) after the point, got ${show(value)}`);
+    }
+    const issue = rangeIssue(column, Number(value), value);
+    if (issue) return issue;
+    let normalised = value.charCodeAt(0) === 43 /* + */ ? value.slice(1) : value;
+    if (normalised.endsWith('.')) normalised = normalised.slice(0, -1);
+    return normalised;
+  };
+}
+
+const BOOLEANS = new Map<string, string>([
+  ['true', 'true'], ['t', 'true'], ['yes', 'true'], ['y', 'true'], ['1', 'true'],
+  ['false', 'false'], ['f', 'false'], ['no', 'false'], ['n', 'false'], ['0', 'false'],
+]);
+
+function booleanChecker(value: string): string | Issue {
+  return BOOLEANS.get(value.toLowerCase()) ?? new Issue('type', `must be true or false (or yes/no, 1/0), got ${show(value)}`);
+}
+
+const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
+
+function dateChecker(value: string): string | Issue {
+  const match = DATE.exec(value);
+  if (match) {
+    const [year, month, day] = [Number(match[1]), Number(match[2]), Number(match[3])];
+    const date = new Date(Date.UTC(year, month - 1, day));
+    if (year >= 1 && date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day) return value;
+  }
+  return new Issue('type', `must be a date written YYYY-MM-DD, got ${show(value)}`);
+}
+
+function enumChecker(column: ColumnSpec): Checker {
+  const allowed = column.values ?? [];
+  const byLowerCase = new Map(allowed.map((value) => [value.toLowerCase(), value]));
+  const listed = allowed.join(', ');
+  return (value) => byLowerCase.get(value.toLowerCase()) ?? new Issue('enum', `must be one of ${listed}, got ${show(value)}`);
+}

@@ -1,0 +1,271 @@
+// Validation: stream the object from S3, decode it, split it into records, check every row against the profile, and
+// stage valid rows in batches / record invalid rows, each flush in its own fenced transaction. Memory stays flat in
+// the file's size: one piece of the stream, one batch being built and one being written at a time.
+// Validation writes nothing but staging, so an interrupted attempt is simply started again from the top.
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { Pool, PoolClient, Queryable } from '../../db/pool.js';
+import type { ProgressReporter } from '../../handlers/types.js';
+import type { Logger } from '../../logger.js';
+import { PermanentJobError } from '../../queue/errors.js';
+import { inTransaction } from './client-transaction.js';
+import { reportDuplicateKeys } from './duplicates.js';
+import { readHeader, type HeaderLayout } from './header.js';
+import type { CsvImportPayload } from './payload.js';
+import type { ImportProfile } from './profile.js';
+import { CsvRecordParser, type CsvRecord } from './record-parser.js';
+import { describeIssues, firstRowErrors, insertRowErrors, type RowError } from './row-errors.js';
+import { RowValidator } from './row-validator.js';
+import { discardValidation, insertCsvImportRun, markValidated, type CsvImportRun } from './run-record.js';
+import { openObject } from './s3-object.js';
+import { insertStagedBatch } from './staged-batches.js';
+
+/** A row longer than this (in characters) is reported as an error instead of being read. */
+export const MAX_ROW_CHARS = 1_048_576;
+/** Invalid rows are written at least this often, so a file of mostly bad rows stays flat in memory too. */
+const ERROR_FLUSH_ROWS = 1_000;
+const FIRST_ERRORS = 10;
+
+export interface ValidateDeps {
+  pool: Pool;
+  s3: S3Client;
+  jobId: number;
+  profile: ImportProfile;
+  payload: CsvImportPayload;
+  tenant: string;
+  /** Rows per staged batch (= rows per finalize transaction). */
+  batchSize: number;
+  signal: AbortSignal;
+  progress: ProgressReporter;
+  log: Logger;
+  assertLeaseHeld(db: Queryable): Promise<void>;
+}
+
+export interface ValidationSummary {
+  profile: string;
+  tenant: string;
+  bucket: string;
+  key: string;
+  rows: number;
+  valid: number;
+  invalid: number;
+  duplicates?: number;
+  batches: number;
+  columns: string[];
+  firstErrors: Array<{ row: number; errors: string }>;
+  bytes?: number;
+  seconds?: number;
+  rowsPerSecond?: number;
+}
+
+class StagingWriter {
+  private inFlight: Promise<void> = Promise.resolve();
+  private batch: string[] = [];
+  private firstRow = 0;
+  private lastRow = 0;
+  private errors: RowError[] = [];
+  batches = 0;
+
+  constructor(
+    private readonly client: PoolClient,
+    private readonly deps: ValidateDeps,
+  ) {}
+
+  addValid(row: number, json: string): Promise<void> | undefined {
+    if (this.batch.length === 0) this.firstRow = row;
+    this.lastRow = row;
+    this.batch.push(json);
+    return this.batch.length >= this.deps.batchSize ? this.flush() : undefined;
+  }
+
+  addInvalid(error: RowError): Promise<void> | undefined {
+    this.errors.push(error);
+    return this.errors.length >= ERROR_FLUSH_ROWS ? this.flush() : undefined;
+  }
+
+  /** Starts writing what is buffered once the previous write is done; parsing goes on meanwhile. */
+  async flush(): Promise<void> {
+    await this.inFlight;
+    const rows = this.batch;
+    const errors = this.errors;
+    if (rows.length === 0 && errors.length === 0) return;
+    this.batch = [];
+    this.errors = [];
+    const batch =
+      rows.length > 0
+        ? { batchNumber: ++this.batches, firstRow: this.firstRow, lastRow: this.lastRow, rowCount: rows.length, rowsJson: `[${rows.join(',')}]` }
+        : undefined;
+    const { client, deps } = this;
+    this.inFlight = inTransaction(client, async () => {
+      await deps.assertLeaseHeld(client);
+      if (batch) await insertStagedBatch(client, deps.jobId, batch);
+      await insertRowErrors(client, deps.jobId, 'validate', errors);
+    });
+    // Surfaced by the next flush or by drain(); never an unhandled rejection in between.
+    this.inFlight.catch(() => {});
+  }
+
+  async drain(): Promise<void> {
+    await this.flush();
+    await this.inFlight;
+  }
+
+  /** Waits for the write in flight, whatever its outcome (before the connection is given back). */
+  async settle(): Promise<void> {
+    await this.inFlight.catch(() => {});
+  }
+}
+
+export async function validateImport(deps: ValidateDeps): Promise<ValidationSummary> {
+  const { pool, s3, jobId, profile, payload, tenant, signal, progress, log } = deps;
+  const started = Date.now();
+  const client = await pool.connect();
+  const writer = new StagingWriter(client, deps);
+  let object: Awaited<ReturnType<typeof openObject>> | undefined;
+  try {
+    await inTransaction(client, async () => {
+      await deps.assertLeaseHeld(client);
+      await discardValidation(client, jobId);
+    });
+    object = await openObject(s3, payload.bucket, payload.key, signal);
+    const size = object.size;
+    const decoder = new TextDecoder(payload.encoding);
+    const parser = new CsvRecordParser({ delimiter: payload.delimiter, maxRecordChars: MAX_ROW_CHARS });
+    const counts = { read: 0, valid: 0, invalid: 0 };
+    let layout: HeaderLayout | undefined;
+    let validator: RowValidator | undefined;
+    let bytes = 0;
+    const records: CsvRecord[] = [];
+    const report = () => {
+      const seconds = (Date.now() - started) / 1000;
+      progress.update({
+        phase: 'validate',
+        done: bytes,
+        total: size ?? bytes,
+        unit: 'bytes',
+        rows: counts.read,
+        valid: counts.valid,
+        invalid: counts.invalid,
+        rate: seconds > 0 ? Math.round(counts.read / seconds) : 0,
+        etaSeconds: size && bytes > 0 ? Math.round((seconds * (size - bytes)) / bytes) : null,
+      });
+    };
+
+    const handle = async (): Promise<void> => {
+      for (const record of records) {
+        if (!layout) {
+          layout = readHeader(profile, record, { bucket: payload.bucket, key: payload.key, encoding: payload.encoding });
+          validator = new RowValidator(layout);
+          const header = layout.header;
+          const columns = layout.columns.map((column) => column.name);
+          await inTransaction(client, async () => {
+            await deps.assertLeaseHeld(client);
+            await insertCsvImportRun(client, {
+              jobId, profile: profile.name, tenantId: tenant, bucket: payload.bucket, objectKey: payload.key,
+              delimiter: payload.delimiter, header, columns,
+            });
+          });
+          continue;
+        }
+        counts.read += 1;
+        let pending: Promise<void> | undefined;
+        if (record.fields === null || record.problem !== undefined) {
+          counts.invalid += 1;
+          pending = writer.addInvalid({
+            row: record.line,
+            fields: record.fields,
+            issues: [{ column: null, rule: 'malformed', message: record.problem ?? 'the row cannot be read' }],
+          });
+        } else {
+          const check = validator!.check(record.fields);
+          if (check.ok) {
+            counts.valid += 1;
+            pending = writer.addValid(
+              record.line,
+              JSON.stringify(check.exact ? [record.line, ...check.values] : [record.line, ...check.values, record.fields]),
+            );
+          } else {
+            counts.invalid += 1;
+            pending = writer.addInvalid({ row: record.line, fields: record.fields, issues: check.issues });
+          }
+        }
+        if (pending) await pending;
+      }
+      records.length = 0;
+    };
+
+    for await (const chunk of object.body as AsyncIterable<Buffer>) {
+      if (signal.aborted) throw signal.reason;
+      bytes += chunk.length;
+      parser.push(decoder.decode(chunk, { stream: true }), records);
+      await handle();
+      report();
+    }
+    parser.push(decoder.decode(), records);
+    parser.end(records);
+    await handle();
+    if (!layout) {
+      throw new PermanentJobError(`s3://${payload.bucket}/${payload.key} is empty: no header line`, 'CSV_EMPTY', {
+        bucket: payload.bucket,
+        key: payload.key,
+      });
+    }
+    await writer.drain();
+    report();
+
+    const finalLayout = layout;
+    const duplicates = await inTransaction(client, async () => {
+      await deps.assertLeaseHeld(client);
+      const found = await reportDuplicateKeys(client, jobId, profile, finalLayout);
+      await markValidated(client, jobId, {
+        rowsRead: counts.read,
+        rowsValid: counts.valid - found,
+        rowsInvalid: counts.invalid + found,
+        batches: writer.batches,
+      });
+      return found;
+    });
+    const seconds = (Date.now() - started) / 1000;
+    const summary: ValidationSummary = {
+      profile: profile.name,
+      tenant,
+      bucket: payload.bucket,
+      key: payload.key,
+      rows: counts.read,
+      valid: counts.valid - duplicates,
+      invalid: counts.invalid + duplicates,
+      duplicates,
+      batches: writer.batches,
+      columns: finalLayout.columns.map((column) => column.name),
+      firstErrors: await firstErrorsOf(client, jobId),
+      bytes,
+      seconds: Math.round(seconds * 10) / 10,
+      rowsPerSecond: Math.round(counts.read / Math.max(seconds, 0.001)),
+    };
+    log.info({ rows: summary.rows, valid: summary.valid, invalid: summary.invalid, duplicates, seconds }, 'csv validated');
+    return summary;
+  } finally {
+    object?.body.destroy();
+    await writer.settle();
+    client.release();
+  }
+}
+
+async function firstErrorsOf(db: Queryable, jobId: number): Promise<ValidationSummary['firstErrors']> {
+  return (await firstRowErrors(db, jobId, FIRST_ERRORS)).map((error) => ({ row: error.row, errors: describeIssues(error.errors) }));
+}
+
+/** The summary of a run validated by an earlier attempt (the worker died before it could record the outcome). */
+export async function summaryOfRun(db: Queryable, run: CsvImportRun): Promise<ValidationSummary> {
+  return {
+    profile: run.profile,
+    tenant: run.tenantId,
+    bucket: run.bucket,
+    key: run.objectKey,
+    rows: run.rowsRead,
+    valid: run.rowsValid,
+    invalid: run.rowsInvalid,
+    batches: run.batches,
+    columns: run.columns,
+    firstErrors: await firstErrorsOf(db, run.jobId),
+  };
+}
