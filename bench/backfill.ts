@@ -2,8 +2,8 @@
 // 5,000,000) against the physical limit: the same fill done as one plain `UPDATE … WHERE file_extension IS NULL`, on
 // a fresh copy of the same data, on the same embedded Postgres (fsync off). Prints rows/s, total time and the ratio.
 //
-//   npm run bench:backfill                                  # 5M rows, the backfill's default batch size
-//   npm run bench:backfill -- --rows 1000000 --batch-sizes 5000,20000
+//   npm run bench:backfill                                  # 5M rows, the backfill's default batch size and parallelism
+//   npm run bench:backfill -- --rows 1000000 --batch-sizes 5000,20000 --parallelism 1,2
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -27,13 +27,15 @@ const { values: args } = parseArgs({
   options: {
     rows: { type: 'string', default: '5000000' },
     'batch-sizes': { type: 'string' },
+    parallelism: { type: 'string' },
   },
 });
 const rows = Number(args.rows);
-const defaultBatchSize = compileBackfill(documentsFileExtension).batchSize;
-const batchSizes = (args['batch-sizes'] ?? String(defaultBatchSize)).split(',').map(Number);
-if (!Number.isSafeInteger(rows) || rows < 1 || batchSizes.some((size) => !Number.isSafeInteger(size) || size < 1)) {
-  throw new Error('usage: bench/backfill.ts [--rows N] [--batch-sizes N,N,…]');
+const defaults = compileBackfill(documentsFileExtension);
+const batchSizes = (args['batch-sizes'] ?? String(defaults.batchSize)).split(',').map(Number);
+const parallelisms = (args.parallelism ?? String(defaults.parallelism)).split(',').map(Number);
+if (!Number.isSafeInteger(rows) || rows < 1 || [...batchSizes, ...parallelisms].some((n) => !Number.isSafeInteger(n) || n < 1)) {
+  throw new Error('usage: bench/backfill.ts [--rows N] [--batch-sizes N,N,…] [--parallelism N,N,…]');
 }
 
 interface Measurement {
@@ -60,7 +62,7 @@ async function loadDocuments(url: string): Promise<void> {
     await client.query('ALTER TABLE documents DISABLE TRIGGER documents_file_extension_on_write');
     await client.query(
       `INSERT INTO documents (tenant_id, source_path, sha256, size_bytes, content_type, bucket, object_key)
-       SELECT 'tenant-' || (g % 7), path, md5(g::text) || md5((-g)::text), (g * 7919) % 50000000,
+       SELECT 'tenant-' || (g % 7), path, md5(g::text) || md5((-g)::text), (g::bigint * 7919) % 50000000,
               'application/octet-stream', 'bench-bucket', 'documents/tenant-' || (g % 7) || '/' || path
        FROM generate_series(1, $1::int) AS g,
             LATERAL (SELECT 'campaign-' || (g % 13) || '/folder ' || (g % 997) || '/Scan ' || lpad(g::text, 8, '0') ||
@@ -105,11 +107,11 @@ async function plainUpdate(url: string): Promise<Measurement> {
 }
 
 /** Enqueues the backfill, runs a real worker process until idle, and times the job from its own timestamps. */
-async function backfillJob(url: string, batchSize: number): Promise<Measurement> {
+async function backfillJob(url: string, batchSize: number, parallelism: number): Promise<Measurement> {
   const job = await withClient(url, async (client) => {
     const { job: enqueued } = await submitJob(client, {
       kind: 'backfill',
-      payload: { name: documentsFileExtension.name, batchSize },
+      payload: { name: documentsFileExtension.name, batchSize, parallelism },
     });
     return enqueued;
   });
@@ -141,7 +143,7 @@ async function backfillJob(url: string, batchSize: number): Promise<Measurement>
   });
   if (finished.state !== 'succeeded') throw new Error(`backfill job ended ${finished.state}: ${JSON.stringify(finished.result)}`);
   return {
-    name: `backfill job, batch ${batchSize}`,
+    name: `backfill job, batch ${batchSize}, ${parallelism} stream${parallelism === 1 ? '' : 's'}`,
     rows: finished.result.rowsWritten,
     seconds: finished.seconds,
     remaining: await missingRows(url),
@@ -185,13 +187,15 @@ async function main(): Promise<void> {
     const baseline = await plainUpdate(await freshCopy(postgres, 'bench_backfill_plain'));
     await dropDatabase(postgres, 'bench_backfill_plain');
     const results = [baseline];
-    for (const batchSize of batchSizes) {
-      console.log(`backfill job (batch ${batchSize}) on a fresh copy, run by a worker process …`);
-      started = performance.now();
-      const measurement = await backfillJob(await freshCopy(postgres, 'bench_backfill_job'), batchSize);
-      console.log(`  wall time incl. worker start and exit: ${((performance.now() - started) / 1000).toFixed(1)} s`);
-      results.push(measurement);
-      await dropDatabase(postgres, 'bench_backfill_job');
+    for (const parallelism of parallelisms) {
+      for (const batchSize of batchSizes) {
+        console.log(`backfill job (batch ${batchSize}, parallelism ${parallelism}) on a fresh copy, run by a worker process …`);
+        started = performance.now();
+        const measurement = await backfillJob(await freshCopy(postgres, 'bench_backfill_job'), batchSize, parallelism);
+        console.log(`  wall time incl. worker start and exit: ${((performance.now() - started) / 1000).toFixed(1)} s`);
+        results.push(measurement);
+        await dropDatabase(postgres, 'bench_backfill_job');
+      }
     }
     console.log('');
     printTable(results, baseline);

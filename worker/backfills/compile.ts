@@ -27,10 +27,15 @@ export interface CompiledBackfill {
   missing: RowSql;
   write: (value: string) => string;
   batchSize: number;
+  parallelism: number;
 }
 
 export const DEFAULT_BATCH_SIZE = 10_000;
 export const MAX_BATCH_SIZE = 100_000;
+// Two streams use both cores of a small database server for a run that is mostly the database's work; operators
+// lower it to 1 on a busy primary (payload `parallelism`).
+export const DEFAULT_PARALLELISM = 2;
+export const MAX_PARALLELISM = 16;
 
 export function quoteIdentifier(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
@@ -61,6 +66,10 @@ export function compileBackfill(definition: BackfillDefinition): CompiledBackfil
   if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH_SIZE) {
     fail(`defaultBatchSize must be a whole number from 1 to ${MAX_BATCH_SIZE}`);
   }
+  const parallelism = definition.defaultParallelism ?? DEFAULT_PARALLELISM;
+  if (!Number.isSafeInteger(parallelism) || parallelism < 1 || parallelism > MAX_PARALLELISM) {
+    fail(`defaultParallelism must be a whole number from 1 to ${MAX_PARALLELISM}`);
+  }
   return {
     definition,
     table,
@@ -72,5 +81,6 @@ export function compileBackfill(definition: BackfillDefinition): CompiledBackfil
     missing: definition.missing ?? ((row) => `${row}.${target} IS NULL`),
     write: definition.write ?? ((value) => `${target} = ${value}`),
     batchSize,
+    parallelism,
   };
 }

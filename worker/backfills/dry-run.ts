@@ -5,7 +5,7 @@ import { withTransaction } from '../db/pool.js';
 import type { JobContext } from '../handlers/types.js';
 import type { BackfillRunOptions } from './fill-run.js';
 import { describeBackfillError } from './errors.js';
-import { freshProgress, withRate, type BackfillProgress } from './progress.js';
+import { freshProgress, WHOLE_TABLE, withRate, type BackfillProgress } from './progress.js';
 import { countRows, previewBatch, type PreviewRow } from './statements.js';
 
 export interface DryRunOutcome {
@@ -38,14 +38,15 @@ export async function runDryRun(
   } catch (error) {
     throw describeBackfillError(error, backfill, { statement: 'count' });
   }
-  progress = { ...progress, phase: 'dry-run', total: Math.min(counts.missing, maxRows) };
+  progress = { ...progress, phase: 'dry-run', total: Math.min(counts.missing, maxRows), partitions: [{ ...WHOLE_TABLE }] };
+  let cursor: unknown = null;
   const sample: PreviewRow[] = [];
   let computedNull = 0;
   for (;;) {
     if (signal.aborted) throw signal.reason;
     const limit = Math.min(options.batchSize, maxRows - progress.done);
     if (limit <= 0) break;
-    const selection = { after: progress.cursor, limit };
+    const selection = { after: cursor, limit };
     const preview = await withTransaction(pool, async (tx) => {
       await tx.query('SET TRANSACTION READ ONLY');
       return previewBatch(tx, backfill, scope, selection, options.sampleSize - sample.length);
@@ -58,12 +59,13 @@ export async function runDryRun(
       {
         ...progress,
         done: progress.done + preview.selected,
-        cursor: preview.lastKey ?? progress.cursor,
+        partitions: [{ ...WHOLE_TABLE, cursor: preview.lastKey ?? cursor, finished: preview.selected < limit }],
         batches: progress.batches + 1,
       },
       progress.done + preview.selected,
       startedAt,
     );
+    cursor = preview.lastKey ?? cursor;
     context.progress.update({ ...progress });
     if (preview.selected < limit) break;
   }

@@ -1,30 +1,42 @@
-// The resumable walk of a backfill run: keyset-ordered batches, one transaction each, that fence on the lease, fill
-// the rows optimistically and save the cursor with the progress in the same commit. Rows a concurrent writer changed
-// in between are retried in later batches. A crash, a cancel or a shutdown loses at most the batch in flight; the
-// next attempt resumes after the last committed key.
+// The resumable walk of a backfill run. The keys of the missing rows are split into ranges walked at once (one
+// stream of batches each, to use more than one database core); each stream walks its range in keyset order, one
+// transaction per batch, filling rows optimistically. A batch commits together with the progress that records its
+// range's new cursor and the rows that conflicted with a concurrent writer (retried in later batches). A crash, a
+// cancel or a shutdown loses at most the batches in flight; the next attempt resumes every range after its last
+// committed key.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { withTransaction } from '../db/pool.js';
+import type { PoolClient } from '../db/pool.js';
 import type { JobContext } from '../handlers/types.js';
 import { LeaseLostError, saveProgress } from '../queue/lease.js';
 import type { Lease } from '../queue/types.js';
 import type { CompiledBackfill } from './compile.js';
 import { describeBackfillError, RETRYABLE_BATCH_SQLSTATES, sqlState } from './errors.js';
-import { freshProgress, resumableProgress, withRate, type BackfillPhase, type BackfillProgress } from './progress.js';
-import { countRows, fillBatch, type BackfillScope, type BatchSelection, type FillResult } from './statements.js';
+import {
+  freshProgress,
+  planPartitions,
+  resumableProgress,
+  withRate,
+  type BackfillPhase,
+  type BackfillProgress,
+  type PartitionProgress,
+} from './progress.js';
+import { countRows, fillBatch, type BackfillScope, type BatchSelection, type FillResult, type RowCounts } from './statements.js';
 
 export interface BackfillRunOptions {
   backfill: CompiledBackfill;
   scope: BackfillScope;
   batchSize: number;
-  /** Stop after this many rows written by the run (over all attempts); null = no limit. */
+  /** Stop after this many rows written by the run (over all attempts); null = no limit. Implies one stream. */
   maxRows: number | null;
+  /** Key ranges walked at once (numeric keys only; a resumed run keeps the ranges it started with). */
+  parallelism: number;
 }
 
 export interface FillOutcome {
   progress: BackfillProgress;
   rowsWrittenThisAttempt: number;
-  /** The saved cursor this attempt started from; undefined for a fresh start. */
-  resumedFromCursor: unknown;
+  /** The cursors this attempt started from (one per range); undefined for a fresh start. */
+  resumedFrom: PartitionProgress[] | undefined;
   /** Rows in scope that still lack the field after the run: 0 is the proof of 100%. */
   remaining: number;
   rowsInScope: number;
@@ -42,8 +54,14 @@ const BATCH_TRIES = 5;
 /** A batch never waits longer than this for a row a writer holds; it rolls back and tries again. */
 const LOCK_TIMEOUT = '10s';
 
-function throwIfAborted(signal: AbortSignal): void {
-  if (signal.aborted) throw signal.reason;
+/** Runs one critical section at a time, in call order. */
+class SerialLock {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(work: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(work);
+    this.tail = result.catch(() => {});
+    return result;
+  }
 }
 
 async function pause(ms: number, signal: AbortSignal): Promise<void> {
@@ -57,122 +75,239 @@ async function pause(ms: number, signal: AbortSignal): Promise<void> {
 function describeSelection(selection: BatchSelection): Record<string, unknown> {
   return 'keys' in selection
     ? { retryKeys: selection.keys.slice(0, 10), retryKeyCount: selection.keys.length }
-    : { after: selection.after, limit: selection.limit };
+    : { after: selection.after, upTo: selection.upTo ?? null, limit: selection.limit };
 }
 
-export async function runFill(context: JobContext<unknown>, options: BackfillRunOptions): Promise<FillOutcome> {
-  const { job, signal, log } = context;
-  const { backfill, scope } = options;
-  const pool = context.services.pool;
-  const name = backfill.definition.name;
-  const lease: Lease = { jobId: job.id, owner: job.leaseOwner, attempt: job.attempt };
-  const startedAt = Date.now();
-  const saved = resumableProgress(job.progress, name, scope.tenantId);
-  let progress = saved ?? freshProgress('fill', name, scope.tenantId);
-  let writtenThisAttempt = 0;
-  if (saved) log.info({ cursor: saved.cursor, done: saved.done, retry_keys: saved.retryKeys.length }, 'resuming backfill from its saved cursor');
+export function runFill(context: JobContext<unknown>, options: BackfillRunOptions): Promise<FillOutcome> {
+  return new FillRun(context, options).execute();
+}
 
-  const budget = () => (options.maxRows === null ? Infinity : options.maxRows - progress.done);
-  // The reporter's copy is written at once (flush), so no throttled write of an older copy can land after a batch's
-  // commit and move the stored cursor back; its snapshot is what the runner stores if the attempt fails.
-  const publish = async (next: BackfillProgress) => {
-    progress = withRate(next, writtenThisAttempt, startedAt);
-    context.progress.update({ ...progress });
-    await context.progress.flush();
-  };
-  const count = async () => {
-    try {
-      return await countRows(pool, backfill, scope);
-    } catch (error) {
-      throw describeBackfillError(error, backfill, { statement: 'count' });
+class FillRun {
+  private readonly startedAt = Date.now();
+  private readonly lease: Lease;
+  private readonly saved: BackfillProgress | undefined;
+  private progress: BackfillProgress;
+  private writtenThisAttempt = 0;
+  /**
+   * Streams fill their batches in parallel but take turns for the end of the transaction (lease check, progress
+   * write, commit). So the job row is written by one transaction at a time, never locked by two (two FOR SHARE
+   * locks both upgraded to a write would deadlock), and every progress written contains all committed cursors.
+   */
+  private readonly commitLock = new SerialLock();
+  /** The first error of any stream: the others stop at their next batch boundary. */
+  private failure: { error: unknown } | undefined;
+  private retrying = false;
+
+  constructor(
+    private readonly context: JobContext<unknown>,
+    private readonly options: BackfillRunOptions,
+  ) {
+    const { job } = context;
+    const name = options.backfill.definition.name;
+    this.lease = { jobId: job.id, owner: job.leaseOwner, attempt: job.attempt };
+    this.saved = resumableProgress(job.progress, name, options.scope.tenantId);
+    this.progress = this.saved ?? freshProgress('fill', name, options.scope.tenantId);
+  }
+
+  async execute(): Promise<FillOutcome> {
+    const { log } = this.context;
+    if (this.saved) {
+      log.info(
+        { partitions: this.saved.partitions, done: this.saved.done, retry_keys: this.saved.retryKeys.length },
+        'resuming backfill from its saved cursors',
+      );
     }
-  };
+    await this.publish({ ...this.progress, phase: 'counting' });
+    const before = await this.count();
+    const streams = this.options.maxRows === null ? this.options.parallelism : 1;
+    const partitions = this.saved ? this.progress.partitions : planPartitions(streams, before.missingKeyRange);
+    await this.publish({
+      ...this.progress,
+      phase: 'filling',
+      partitions,
+      total: this.progress.done + Math.min(before.missing, this.budget()),
+    });
 
-  await publish({ ...progress, phase: 'counting' });
-  const before = await count();
-  await publish({ ...progress, phase: 'filling', total: progress.done + Math.min(before.missing, budget()) });
+    const stoppedBy = await this.walk();
+    if (stoppedBy === 'end') await this.retryConflicts();
 
-  const runBatch = async (selection: BatchSelection, phase: BackfillPhase): Promise<FillResult> => {
+    await this.publish({ ...this.progress, phase: 'verifying' });
+    const after = await this.count();
+    await this.publish({ ...this.progress, phase: 'done' });
+    return {
+      progress: this.progress,
+      rowsWrittenThisAttempt: this.writtenThisAttempt,
+      resumedFrom: this.saved?.partitions,
+      remaining: after.missing,
+      rowsInScope: after.rows,
+      stoppedBy,
+      unresolvedConflicts: stoppedBy === 'end' ? this.progress.retryKeys : [],
+      durationMs: Date.now() - this.startedAt,
+    };
+  }
+
+  private budget(): number {
+    return this.options.maxRows === null ? Infinity : this.options.maxRows - this.progress.done;
+  }
+
+  private checkStop(): void {
+    if (this.failure) throw this.failure.error;
+    if (this.context.signal.aborted) throw this.context.signal.reason;
+  }
+
+  /** Outside the walk only: the progress row is written at once, so no older copy can land after a batch's commit. */
+  private async publish(next: BackfillProgress): Promise<void> {
+    this.progress = withRate(next, this.writtenThisAttempt, this.startedAt);
+    this.context.progress.update({ ...this.progress });
+    await this.context.progress.flush();
+  }
+
+  private async count(): Promise<RowCounts> {
+    try {
+      return await countRows(this.context.services.pool, this.options.backfill, this.options.scope);
+    } catch (error) {
+      throw describeBackfillError(error, this.options.backfill, { statement: 'count' });
+    }
+  }
+
+  /** Every unfinished range at once; the first failure stops the others at their next boundary and is thrown. */
+  private async walk(): Promise<FillOutcome['stoppedBy']> {
+    const ranges = this.progress.partitions.flatMap((partition, index) => (partition.finished ? [] : [index]));
+    const results = await Promise.allSettled(ranges.map((index) => this.walkRange(index)));
+    if (this.failure) throw this.failure.error;
+    const rejected = results.find((result) => result.status === 'rejected');
+    if (rejected) throw rejected.reason;
+    return results.some((result) => result.status === 'fulfilled' && result.value === 'maxRows') ? 'maxRows' : 'end';
+  }
+
+  private async walkRange(index: number): Promise<FillOutcome['stoppedBy']> {
+    try {
+      for (;;) {
+        this.checkStop();
+        if (this.budget() <= 0) return 'maxRows';
+        // Conflicts piling up (busy writers): retry one batch of them, then walk on, so the list stays short
+        // however often the same rows conflict again.
+        if (this.progress.retryKeys.length >= this.options.batchSize && !this.retrying) {
+          await this.retryChunk('filling', Infinity);
+          this.checkStop();
+          if (this.budget() <= 0) return 'maxRows';
+        }
+        const partition = this.progress.partitions[index]!;
+        const limit = Math.min(this.options.batchSize, this.budget());
+        const result = await this.runBatch(
+          { after: partition.cursor ?? partition.after, upTo: partition.upTo, limit },
+          'filling',
+          index,
+        );
+        if (result.selected < limit) return 'end';
+      }
+    } catch (error) {
+      this.failure ??= { error };
+      throw error;
+    }
+  }
+
+  /** After the walk: each round once over the keys pending when it starts (rows conflicting again wait a round). */
+  private async retryConflicts(): Promise<void> {
+    for (let round = 0; this.progress.retryKeys.length > 0 && round < RETRY_ROUNDS; round += 1) {
+      await pause(RETRY_PAUSE_MS * 2 ** round, this.context.signal);
+      for (let pending = this.progress.retryKeys.length; pending > 0 && this.budget() > 0; ) {
+        this.checkStop();
+        pending -= await this.retryChunk('retrying', pending);
+      }
+    }
+  }
+
+  private async retryChunk(phase: BackfillPhase, most: number): Promise<number> {
+    const keys = this.progress.retryKeys.slice(0, Math.min(this.options.batchSize, most, this.budget()));
+    if (keys.length === 0) return 0;
+    this.retrying = true;
+    try {
+      await this.runBatch({ keys }, phase, null);
+    } finally {
+      this.retrying = false;
+    }
+    return keys.length;
+  }
+
+  /** One batch, tried again (same rows) after a deadlock, a serialization failure or a lock timeout. */
+  private async runBatch(selection: BatchSelection, phase: BackfillPhase, range: number | null): Promise<FillResult> {
     for (let tryNumber = 1; ; tryNumber += 1) {
       try {
-        const { result, next } = await withTransaction(pool, async (tx) => {
-          await context.assertLeaseHeld(tx);
-          await tx.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`);
-          const result = await fillBatch(tx, backfill, scope, selection);
-          const next = withRate(advance(progress, selection, result, phase), writtenThisAttempt + result.written, startedAt);
-          if (!(await saveProgress(tx, lease, next))) throw new LeaseLostError(job.id);
-          return { result, next };
-        });
-        writtenThisAttempt += result.written;
-        await publish(next);
-        return result;
+        return await this.commitBatch(selection, phase, range);
       } catch (error) {
         const code = sqlState(error);
         if (code !== undefined && RETRYABLE_BATCH_SQLSTATES.has(code) && tryNumber < BATCH_TRIES) {
-          log.warn({ sqlstate: code, try: tryNumber, ...describeSelection(selection) }, 'backfill batch rolled back; trying it again');
-          await pause(100 * 2 ** tryNumber, signal);
+          this.context.log.warn({ sqlstate: code, try: tryNumber, ...describeSelection(selection) }, 'backfill batch rolled back; trying it again');
+          await pause(100 * 2 ** tryNumber, this.context.signal);
           continue;
         }
-        throw describeBackfillError(error, backfill, describeSelection(selection));
+        throw describeBackfillError(error, this.options.backfill, describeSelection(selection));
       }
     }
-  };
-  const retryChunk = (phase: BackfillPhase, most: number) => {
-    const keys = progress.retryKeys.slice(0, Math.min(options.batchSize, most, budget()));
-    return runBatch({ keys }, phase).then(() => keys.length);
-  };
-
-  let stoppedBy: FillOutcome['stoppedBy'] = 'end';
-  for (;;) {
-    throwIfAborted(signal);
-    if (budget() <= 0) {
-      stoppedBy = 'maxRows';
-      break;
-    }
-    // Conflicts piling up (busy writers): retry one batch of them before walking on, so the list stays short.
-    if (progress.retryKeys.length >= options.batchSize) {
-      await retryChunk('filling', Infinity);
-      if (budget() <= 0) continue;
-    }
-    const limit = Math.min(options.batchSize, budget());
-    const result = await runBatch({ after: progress.cursor, limit }, 'filling');
-    if (result.selected < limit) break;
   }
 
-  // The walk is done: retry the rows that conflicted, each round once over the keys pending when it starts (rows
-  // that conflict again wait for the next round).
-  for (let round = 0; stoppedBy === 'end' && progress.retryKeys.length > 0 && round < RETRY_ROUNDS; round += 1) {
-    await pause(RETRY_PAUSE_MS * 2 ** round, signal);
-    for (let pending = progress.retryKeys.length; pending > 0 && budget() > 0; ) {
-      throwIfAborted(signal);
-      pending -= await retryChunk('retrying', pending);
+  private async commitBatch(selection: BatchSelection, phase: BackfillPhase, range: number | null): Promise<FillResult> {
+    const { backfill, scope } = this.options;
+    const client: PoolClient = await this.context.services.pool.connect();
+    let open = false;
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      open = true;
+      await client.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`);
+      const result = await fillBatch(client, backfill, scope, selection);
+      await this.commitLock.run(async () => {
+        await this.context.assertLeaseHeld(client);
+        const next = withRate(
+          advance(this.progress, selection, result, phase, range),
+          this.writtenThisAttempt + result.written,
+          this.startedAt,
+        );
+        if (!(await saveProgress(client, this.lease, next))) throw new LeaseLostError(this.lease.jobId);
+        await client.query('COMMIT');
+        open = false;
+        this.writtenThisAttempt += result.written;
+        this.progress = next;
+        // The reporter's copy must always be the committed one: it is what the runner stores if the attempt fails.
+        this.context.progress.update({ ...next });
+        await this.context.progress.flush();
+      });
+      return result;
+    } catch (error) {
+      if (open) await client.query('ROLLBACK').catch(() => {});
+      // An error without a SQLSTATE (connection lost, protocol) may leave the connection unusable: drop it.
+      if (sqlState(error) === undefined && !(error instanceof LeaseLostError)) broken = error as Error;
+      throw error;
+    } finally {
+      client.release(broken);
     }
   }
-
-  await publish({ ...progress, phase: 'verifying' });
-  const after = await count();
-  await publish({ ...progress, phase: 'done' });
-  return {
-    progress,
-    rowsWrittenThisAttempt: writtenThisAttempt,
-    resumedFromCursor: saved?.cursor,
-    remaining: after.missing,
-    rowsInScope: after.rows,
-    stoppedBy,
-    unresolvedConflicts: stoppedBy === 'end' ? progress.retryKeys : [],
-    durationMs: Date.now() - startedAt,
-  };
 }
 
 /** The progress after one committed batch. */
-function advance(progress: BackfillProgress, selection: BatchSelection, result: FillResult, phase: BackfillPhase): BackfillProgress {
-  const retried = 'keys' in selection;
+function advance(
+  progress: BackfillProgress,
+  selection: BatchSelection,
+  result: FillResult,
+  phase: BackfillPhase,
+  range: number | null,
+): BackfillProgress {
+  const retried = 'keys' in selection ? new Set(selection.keys) : undefined;
+  const partitions =
+    range === null || 'keys' in selection
+      ? progress.partitions
+      : progress.partitions.map((partition, index) =>
+          index === range
+            ? { ...partition, cursor: result.lastKey ?? partition.cursor, finished: result.selected < selection.limit }
+            : partition,
+        );
   return {
     ...progress,
     phase,
     done: progress.done + result.written,
-    cursor: retried || result.lastKey === null ? progress.cursor : result.lastKey,
-    retryKeys: [...(retried ? progress.retryKeys.slice(selection.keys.length) : progress.retryKeys), ...result.conflictKeys],
+    partitions,
+    retryKeys: [...(retried ? progress.retryKeys.filter((key) => !retried.has(key)) : progress.retryKeys), ...result.conflictKeys],
     conflicts: progress.conflicts + result.conflictKeys.length,
     unfillable: progress.unfillable + result.unfillable,
     batches: progress.batches + 1,

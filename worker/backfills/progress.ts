@@ -1,7 +1,19 @@
 // The progress a backfill run stores on its job row: the counters operators see (`done`/`total`, rate, ETA) and the
-// state a later attempt resumes from (cursor, conflicting keys waiting for a retry).
+// state a later attempt resumes from (one cursor per key range, conflicting keys waiting for a retry).
 
 export type BackfillPhase = 'counting' | 'filling' | 'retrying' | 'verifying' | 'dry-run' | 'done';
+
+/** One key range walked by its own stream of batches. Bounds are fixed when the run starts. */
+export type PartitionProgress = {
+  /** Exclusive lower bound of the range; null = from the first key. */
+  after: unknown;
+  /** Inclusive upper bound; null = to the last key (rows added during the run land here). */
+  upTo: unknown;
+  /** Key of the last row of the last committed batch of this range; null before the first. */
+  cursor: unknown;
+  /** The range is walked to its end. */
+  finished: boolean;
+};
 
 // A type alias, not an interface: it must be assignable to the Record<string, unknown> that progress writes take.
 export type BackfillProgress = {
@@ -14,8 +26,8 @@ export type BackfillProgress = {
   done: number;
   /** `done` plus the rows still to do when the attempt started (capped by maxRows). */
   total: number;
-  /** Key of the last row of the last committed batch; null before the first. Rows after it are still to walk. */
-  cursor: unknown;
+  /** The key ranges and where each one's walk stands. */
+  partitions: PartitionProgress[];
   /** Keys of rows a concurrent writer changed between read and write: retried in a later batch. */
   retryKeys: unknown[];
   /** Conflicts met (a row retried twice counts twice). */
@@ -28,6 +40,8 @@ export type BackfillProgress = {
   etaSeconds: number | null;
 };
 
+export const WHOLE_TABLE: PartitionProgress = { after: null, upTo: null, cursor: null, finished: false };
+
 export function freshProgress(mode: BackfillProgress['mode'], backfill: string, tenant: string | null): BackfillProgress {
   return {
     mode,
@@ -36,7 +50,7 @@ export function freshProgress(mode: BackfillProgress['mode'], backfill: string, 
     phase: 'counting',
     done: 0,
     total: 0,
-    cursor: null,
+    partitions: [],
     retryKeys: [],
     conflicts: 0,
     unfillable: 0,
@@ -53,8 +67,25 @@ export function resumableProgress(
   tenant: string | null,
 ): BackfillProgress | undefined {
   if (!saved || saved.mode !== 'fill' || saved.backfill !== backfill || (saved.tenant ?? null) !== tenant) return undefined;
-  if (typeof saved.done !== 'number' || !Array.isArray(saved.retryKeys)) return undefined;
+  if (typeof saved.done !== 'number' || !Array.isArray(saved.retryKeys) || !Array.isArray(saved.partitions)) return undefined;
+  if (saved.partitions.length === 0) return undefined;
   return { ...freshProgress('fill', backfill, tenant), ...(saved as Partial<BackfillProgress>), phase: 'counting' };
+}
+
+/**
+ * Splits the keys of the missing rows into `count` ranges of equal width, walked in parallel. The first range is
+ * open below and the last open above, so rows added while the run goes are still inside one.
+ */
+export function planPartitions(count: number, keyRange: { min: number; max: number } | null): PartitionProgress[] {
+  if (count <= 1 || keyRange === null || keyRange.max - keyRange.min + 1 < count) return [{ ...WHOLE_TABLE }];
+  const width = Math.ceil((keyRange.max - keyRange.min + 1) / count);
+  const bounds = Array.from({ length: count - 1 }, (_, index) => keyRange.min - 1 + (index + 1) * width);
+  return Array.from({ length: count }, (_, index) => ({
+    after: index === 0 ? null : bounds[index - 1]!,
+    upTo: index === count - 1 ? null : bounds[index]!,
+    cursor: null,
+    finished: false,
+  }));
 }
 
 /** Rate and ETA from the rows this attempt handled and its elapsed time. */

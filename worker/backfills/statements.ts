@@ -10,8 +10,11 @@ export interface BackfillScope {
   tenantId: string | null;
 }
 
-/** Which rows a batch looks at: the next `limit` missing rows after a key, or given keys (retries). */
-export type BatchSelection = { after: unknown; limit: number } | { keys: unknown[] };
+/**
+ * Which rows a batch looks at: the next `limit` missing rows after a key (null: from the start), up to an inclusive
+ * upper key (null: to the end) — or given keys (retries of conflicting rows).
+ */
+export type BatchSelection = { after: unknown; upTo?: unknown; limit: number } | { keys: unknown[] };
 
 export interface FillResult {
   /** Missing rows the batch read. */
@@ -73,13 +76,16 @@ function selectRows(backfill: CompiledBackfill, scope: BackfillScope, selection:
   if (selection.after !== null && selection.after !== undefined) {
     conditions.push(`b.${backfill.key} > ${params.add(selection.after)}::${backfill.keyType}`);
   }
+  if (selection.upTo !== null && selection.upTo !== undefined) {
+    conditions.push(`b.${backfill.key} <= ${params.add(selection.upTo)}::${backfill.keyType}`);
+  }
   return `WHERE ${conditions.join(' AND ')} ORDER BY b.${backfill.key} LIMIT ${params.add(selection.limit)}`;
 }
 
 /** bigint[] comes back as strings from node-postgres; keys are stored in progress JSON, so make them numbers. */
 function normalizeKeys(backfill: CompiledBackfill, keys: unknown[] | null): unknown[] {
   if (!keys) return [];
-  return backfill.keyType === 'bigint' || backfill.keyType === 'integer' ? keys.map((key) => Number(key)) : keys;
+  return hasNumericKey(backfill) ? keys.map((key) => Number(key)) : keys;
 }
 
 /** Fills one batch in the caller's transaction. */
@@ -289,6 +295,12 @@ export interface RowCounts {
   rows: number;
   /** Rows in scope that lack the field. */
   missing: number;
+  /** Lowest and highest key of the missing rows, for numeric keys (to split the walk); null otherwise or when none. */
+  missingKeyRange: { min: number; max: number } | null;
+}
+
+export function hasNumericKey(backfill: CompiledBackfill): boolean {
+  return backfill.keyType === 'bigint' || backfill.keyType === 'integer';
 }
 
 /** The pre-check and the proof of 100%: how many rows in scope lack the field. One scan. */
@@ -299,10 +311,19 @@ export async function countRows(db: Queryable, backfill: CompiledBackfill, scope
     if (!backfill.tenant) throw new Error(`backfill ${backfill.definition.name} has no tenant column`);
     where = `WHERE b.${backfill.tenant} = ${params.add(scope.tenantId)}`;
   }
-  const { rows } = await db.query<{ rows: number; missing: number }>(
-    `SELECT count(*)::bigint AS rows, count(*) FILTER (WHERE ${backfill.missing('b')})::bigint AS missing
+  const missing = backfill.missing('b');
+  const range = hasNumericKey(backfill)
+    ? `min(b.${backfill.key}) FILTER (WHERE ${missing})::bigint AS min_key, max(b.${backfill.key}) FILTER (WHERE ${missing})::bigint AS max_key`
+    : 'NULL::bigint AS min_key, NULL::bigint AS max_key';
+  const { rows } = await db.query<{ rows: number; missing: number; min_key: number | null; max_key: number | null }>(
+    `SELECT count(*)::bigint AS rows, count(*) FILTER (WHERE ${missing})::bigint AS missing, ${range}
      FROM ${backfill.table} b ${where}`,
     params.values,
   );
-  return { rows: rows[0]!.rows, missing: rows[0]!.missing };
+  const row = rows[0]!;
+  return {
+    rows: row.rows,
+    missing: row.missing,
+    missingKeyRange: row.min_key === null || row.max_key === null ? null : { min: row.min_key, max: row.max_key },
+  };
 }

@@ -47,4 +47,6 @@ export interface BackfillDefinition {
   compute: SqlCompute | TypeScriptCompute;
   /** Rows per batch (one transaction each) when the payload gives none. */
   defaultBatchSize?: number;
+  /** Key ranges walked at once when the payload gives none (numeric keys only). Default 2. */
+  defaultParallelism?: number;
 }

@@ -1,6 +1,6 @@
 // `backfill`: fills a derived column over a large table in keyset-ordered, optimistic, resumable batches (see
-// worker/backfills/). Payload: { name, tenant?, batchSize?, dryRun?, maxRows?, sampleSize? }.
-import { BACKFILL_NAME, MAX_BATCH_SIZE } from '../backfills/compile.js';
+// worker/backfills/). Payload: { name, tenant?, batchSize?, parallelism?, dryRun?, maxRows?, sampleSize? }.
+import { BACKFILL_NAME, MAX_BATCH_SIZE, MAX_PARALLELISM } from '../backfills/compile.js';
 import { runDryRun } from '../backfills/dry-run.js';
 import { runFill } from '../backfills/fill-run.js';
 import { defaultBackfills, type BackfillRegistry } from '../backfills/registry.js';
@@ -14,6 +14,8 @@ export interface BackfillPayload {
   tenant: string | null;
   /** Rows per batch transaction; undefined means the backfill's default. */
   batchSize: number | undefined;
+  /** Key ranges walked at once; undefined means the backfill's default. */
+  parallelism: number | undefined;
   /** Count and sample, write nothing. */
   dryRun: boolean;
   /** Stop after this many rows written; null means no limit. */
@@ -22,7 +24,7 @@ export interface BackfillPayload {
   sampleSize: number;
 }
 
-const PAYLOAD_FIELDS = ['name', 'tenant', 'batchSize', 'dryRun', 'maxRows', 'sampleSize'];
+const PAYLOAD_FIELDS = ['name', 'tenant', 'batchSize', 'parallelism', 'dryRun', 'maxRows', 'sampleSize'];
 const MAX_SAMPLE = 100;
 const SAMPLE_KEYS_IN_RESULT = 20;
 
@@ -43,6 +45,7 @@ export function createBackfillHandler(backfills: BackfillRegistry = defaultBackf
         name,
         tenant,
         batchSize: read.optionalInteger('batchSize', 1, MAX_BATCH_SIZE),
+        parallelism: read.optionalInteger('parallelism', 1, MAX_PARALLELISM),
         dryRun: read.boolean('dryRun', false),
         maxRows: read.optionalInteger('maxRows', 1, Number.MAX_SAFE_INTEGER) ?? null,
         sampleSize: read.optionalInteger('sampleSize', 0, MAX_SAMPLE) ?? 10,
@@ -69,6 +72,7 @@ export function createBackfillHandler(backfills: BackfillRegistry = defaultBackf
         scope: { tenantId },
         batchSize: payload.batchSize ?? backfill.batchSize,
         maxRows: payload.maxRows,
+        parallelism: payload.parallelism ?? backfill.parallelism,
       };
       const about = {
         backfill: backfill.definition.name,
@@ -111,7 +115,8 @@ export function createBackfillHandler(backfills: BackfillRegistry = defaultBackf
           unresolvedConflictKeys: outcome.unresolvedConflicts.slice(0, SAMPLE_KEYS_IN_RESULT),
           unfillable: progress.unfillable,
           batches: progress.batches,
-          resumedFromCursor: outcome.resumedFromCursor ?? null,
+          resumedFromCursors: outcome.resumedFrom?.map((partition) => partition.cursor) ?? null,
+          partitions: progress.partitions.length,
           durationMs: outcome.durationMs,
           rowsPerSecond: Math.round(outcome.rowsWrittenThisAttempt / Math.max(outcome.durationMs / 1000, 0.001)),
         },

@@ -28,7 +28,7 @@ export function registerBackfillCommands(program: Command): void {
     .description('the backfills this build knows')
     .option('--json', 'print JSON only')
     .action((options: { json?: boolean }) => {
-      const rows = defaultBackfills().list().map(({ definition, batchSize }) => ({
+      const rows = defaultBackfills().list().map(({ definition, batchSize, parallelism }) => ({
         name: definition.name,
         table: definition.table,
         column: definition.targetColumn,
@@ -36,14 +36,16 @@ export function registerBackfillCommands(program: Command): void {
         compute: definition.compute.language,
         tenantColumn: definition.tenantColumn ?? null,
         defaultBatchSize: batchSize,
+        defaultParallelism: parallelism,
         description: definition.description,
       }));
       if (options.json) return printJson(rows);
       printLine(
         formatTable(
-          ['name', 'fills', 'from', 'compute', 'batch', 'description'],
+          ['name', 'fills', 'from', 'compute', 'batch', 'streams', 'description'],
           rows.map((row) => [
-            row.name, `${row.table}.${row.column}`, row.from.join(', '), row.compute, row.defaultBatchSize, row.description,
+            row.name, `${row.table}.${row.column}`, row.from.join(', '), row.compute, row.defaultBatchSize,
+            row.defaultParallelism, row.description,
           ]),
         ),
       );
