@@ -1,0 +1,156 @@
+// CSV finalize with real worker processes: killed with SIGKILL mid-finalize and resumed by another worker, two
+// imports creating the same references at the same time, and validation and finalize in separate pools.
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { finalizeImport, submitJob } from '../worker/api.js';
+import { getCsvImportRun } from '../worker/imports/csv/run-record.js';
+import { requireJob } from '../worker/queue/operator.js';
+import type { JobRow } from '../worker/queue/types.js';
+import { csvLine, HEADER, rowFields, upload, validRow, type ProductRow } from './fixtures/csv-products.js';
+import { useTestEnvironment } from './harness.js';
+import { waitFor } from './support/in-process-worker.js';
+import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+
+const env = useTestEnvironment();
+const spawned: WorkerProcess[] = [];
+const FAST = {
+  WORKER_LEASE_MS: '3000',
+  WORKER_HEARTBEAT_MS: '500',
+  WORKER_RESCUE_INTERVAL_MS: '500',
+  WORKER_POLL_INTERVAL_MS: '200',
+  CSV_FINALIZE_CHUNK_SIZE: '50',
+};
+function worker(extra: Record<string, string> = {}): WorkerProcess {
+  const process = spawnWorker(env, { env: { ...FAST, ...extra } });
+  spawned.push(process);
+  return process;
+}
+const started = (line: { msg: string }) => line.msg === 'worker started';
+
+afterEach(async () => {
+  await killAll(spawned.splice(0));
+});
+afterAll(async () => killAll(spawned));
+
+function fileOf(rows: ProductRow[]): string {
+  return [csvLine(HEADER), ...rows.map((row) => csvLine(rowFields(row)))].join('');
+}
+
+async function importObject(key: string, tenant: string): Promise<number> {
+  const { job } = await submitJob(env.pool, { kind: 'csv-import', tenantId: tenant, payload: { bucket: env.bucket, key, profile: 'products' } });
+  return job.id;
+}
+
+async function until(jobId: number, states: string[], timeoutMs = 60_000): Promise<JobRow> {
+  return waitFor(async () => {
+    const job = await requireJob(env.pool, jobId);
+    return states.includes(job.state) ? job : undefined;
+  }, timeoutMs, 20);
+}
+
+describe('csv finalize with real worker processes', () => {
+  it('kill -9 during finalize: the rerun resumes after the last committed batch, no row missing or written twice', async () => {
+    const rows = Array.from({ length: 40_000 }, (_, i) => validRow(i + 1, 'K'));
+    await upload(env.s3, env.bucket, 'crash/products.csv', fileOf(rows));
+    const doomed = worker({ WORKER_ID: 'doomed' });
+    await doomed.waitForLog(started);
+    const jobId = await importObject('crash/products.csv', 'crash');
+    expect((await until(jobId, ['review_ready'])).result).toMatchObject({ valid: 40_000, batches: 800 });
+
+    await finalizeImport(env.pool, jobId);
+    const before = await waitFor(async () => {
+      const run = await getCsvImportRun(env.pool, jobId);
+      return run && run.finalizedBatches >= 100 ? run : undefined;
+    }, 30_000, 10);
+    doomed.kill('SIGKILL');
+    expect((await doomed.exited).signal).toBe('SIGKILL');
+
+    // What the dead worker left: exactly the committed batches, nothing of the one it was writing.
+    const atKill = (await getCsvImportRun(env.pool, jobId))!;
+    expect(atKill.finalizedBatches).toBeGreaterThanOrEqual(before.finalizedBatches);
+    expect(atKill.finalizedBatches).toBeLessThan(800);
+    const { rows: written } = await env.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM products WHERE tenant_id = 'crash'");
+    expect(written[0]!.n).toBe(atKill.finalizedBatches * 50);
+    expect(atKill.rowsInserted).toBe(atKill.finalizedBatches * 50);
+
+    const survivor = worker({ WORKER_ID: 'survivor' });
+    const job = await until(jobId, ['succeeded', 'partial', 'failed', 'dead'], 60_000);
+    expect(job).toMatchObject({ state: 'succeeded', kind: 'csv-finalize', leaseOwner: null });
+    expect(job.lastError).toMatchObject({ code: 'LEASE_EXPIRED', worker: 'doomed' });
+    expect(job.result).toMatchObject({
+      valid: 40_000,
+      inserted: 40_000,
+      updated: 0,
+      unchanged: 0, // a batch written twice would show up here
+      batchesWrittenByEarlierAttempts: atKill.finalizedBatches,
+    });
+    const { rows: check } = await env.pool.query(
+      `SELECT count(*)::int AS n, count(DISTINCT sku)::int AS skus, sum(quantity)::int AS quantity
+       FROM products WHERE tenant_id = 'crash'`,
+    );
+    expect(check[0]).toEqual({ n: 40_000, skus: 40_000, quantity: rows.reduce((sum, row) => sum + Number(row.quantity), 0) });
+    expect(survivor.logs.some((line) => line.msg === 'finalize resumes after the last committed batch')).toBe(true);
+  });
+
+  it('two imports that create the same categories and suppliers at the same time both succeed, without duplicates', async () => {
+    // Both files name the same new references throughout (a new category every 25 rows), in opposite orders.
+    const make = (prefix: string, n: number) =>
+      Array.from({ length: n }, (_, i) => ({ ...validRow(i + 1, prefix), category: `Shared ${Math.floor(i / 25)}`, supplier: `Vendor ${i % 40}` }));
+    const a = make('A', 6_000);
+    const b = make('B', 6_000).reverse();
+    await upload(env.s3, env.bucket, 'shared/a.csv', fileOf(a));
+    await upload(env.s3, env.bucket, 'shared/b.csv', fileOf(b));
+    const workers = [worker({ WORKER_ID: 'w1', WORKER_CONCURRENCY: '2' }), worker({ WORKER_ID: 'w2', WORKER_CONCURRENCY: '2' })];
+    await Promise.all(workers.map((process) => process.waitForLog(started)));
+    const jobs = [await importObject('shared/a.csv', 'shared'), await importObject('shared/b.csv', 'shared')];
+    for (const id of jobs) await until(id, ['review_ready']);
+
+    await Promise.all(jobs.map((id) => finalizeImport(env.pool, id)));
+    const done = await Promise.all(jobs.map((id) => until(id, ['succeeded', 'partial', 'failed', 'dead'])));
+    expect(done.map((job) => job.state)).toEqual(['succeeded', 'succeeded']);
+    // They really ran at the same time, on both workers.
+    const [first, second] = done;
+    expect(first!.startedAt!.getTime()).toBeLessThan(second!.finishedAt!.getTime());
+    expect(second!.startedAt!.getTime()).toBeLessThan(first!.finishedAt!.getTime());
+
+    const categories = await env.pool.query<{ n: number; names: number }>(
+      "SELECT count(*)::int AS n, count(DISTINCT name)::int AS names FROM categories WHERE tenant_id = 'shared'",
+    );
+    expect(categories.rows[0]).toEqual({ n: 240, names: 240 });
+    const suppliers = await env.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM suppliers WHERE tenant_id = 'shared'");
+    expect(suppliers.rows[0]!.n).toBe(40);
+    // Each reference was created by exactly one of the two runs.
+    const created = done.map((job) => (job.result as { referencesCreated: Record<string, number> }).referencesCreated);
+    expect((created[0]!.categories ?? 0) + (created[1]!.categories ?? 0)).toBe(240);
+    expect((created[0]!.suppliers ?? 0) + (created[1]!.suppliers ?? 0)).toBe(40);
+    // And every product points at the category and supplier its row named.
+    const { rows } = await env.pool.query<{ sku: string; category: string; supplier: string }>(
+      `SELECT p.sku, c.name AS category, s.name AS supplier FROM products p
+       JOIN categories c ON c.id = p.category_id JOIN suppliers s ON s.id = p.supplier_id WHERE p.tenant_id = 'shared'`,
+    );
+    const expected = new Map([...a, ...b].map((row) => [row.sku, `${row.category}|${row.supplier}`]));
+    expect(rows).toHaveLength(12_000);
+    for (const row of rows) expect(`${row.category}|${row.supplier}`).toBe(expected.get(row.sku));
+  });
+
+  it('validation and finalize have their own pools: a burst of validations does not hold back a finalize', async () => {
+    const rows = Array.from({ length: 20_000 }, (_, i) => validRow(i + 1, 'P'));
+    await upload(env.s3, env.bucket, 'pools/big.csv', fileOf(rows));
+    await upload(env.s3, env.bucket, 'pools/small.csv', fileOf(rows.slice(0, 200).map((row) => ({ ...row, sku: `S${row.sku}` }))));
+    const pooled = worker({ WORKER_ID: 'pooled', WORKER_CONCURRENCY: '2', WORKER_KIND_CONCURRENCY: 'csv-import=1,csv-finalize=1' });
+    await pooled.waitForLog(started);
+    const reviewed = await importObject('pools/small.csv', 'pools');
+    await until(reviewed, ['review_ready']);
+    // Six validations queue up (different tenants: different runs); only one may run at a time.
+    const burst = [];
+    for (let i = 0; i < 6; i++) burst.push(await importObject('pools/big.csv', `pools-${i}`));
+    await waitFor(async () => (await requireJob(env.pool, burst[0]!)).state === 'running', 10_000, 20);
+    await finalizeImport(env.pool, reviewed);
+    const finalized = await until(reviewed, ['succeeded', 'partial', 'failed']);
+    expect(finalized.state).toBe('succeeded');
+    // The finalize ended while most of the burst was still waiting or running.
+    const states = await Promise.all(burst.map(async (id) => (await requireJob(env.pool, id)).state));
+    expect(states.filter((state) => state === 'queued').length).toBeGreaterThanOrEqual(3);
+    const running = await env.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM jobs WHERE kind = 'csv-import' AND state = 'running'");
+    expect(running.rows[0]!.n).toBeLessThanOrEqual(1);
+  });
+});
