@@ -5,6 +5,9 @@
 // - text after a closing quote (`"ab"c`) keeps the text and flags the record;
 // - a quote that is never closed, or a record longer than `maxRecordChars`, flags the record at the line it starts
 //   on and resumes at the next line (memory stays bounded by `maxRecordChars`, however long the line is);
+// - a quoted field that runs over line breaks but leaves the record malformed (text after its closing quote, or
+//   another number of fields than the first record, the header) is read as a stray quote too: the first line is flagged
+//   and the lines after it are read as rows of their own, instead of being swallowed into one broken record;
 // - a quote inside an unquoted field (`5" screen`) is kept as a character, as spreadsheet exports write it.
 // Empty and blank lines are skipped (they still count for line numbers).
 
@@ -49,6 +52,8 @@ export class CsvRecordParser {
   private line = 1;
   /** Discarding the rest of an over-long line: where it started and whether it was reported already. */
   private skipping: { line: number; reported: boolean; excerpt: string } | undefined;
+  /** Fields a row must have: the count of the first record (the header). */
+  private expectedFields: number | undefined;
 
   constructor(options: CsvRecordParserOptions) {
     const delimiter = options.delimiter ?? ',';
@@ -90,10 +95,23 @@ export class CsvRecordParser {
         continue;
       }
       const attempt = this.parseRecord(buf, pos, final);
-      if (attempt.kind === 'record') {
+      if (
+        attempt.kind === 'record' &&
+        attempt.lines > 1 &&
+        (attempt.problem !== undefined || (this.expectedFields !== undefined && attempt.fields.length !== this.expectedFields))
+      ) {
+        out.push({
+          line: this.line,
+          fields: null,
+          problem: `a quote on this line opens a field that runs over the next line(s) and leaves the row malformed (a stray quote?): ${excerptOf(buf, pos)}`,
+        });
+        pos = afterLineBreak(buf, findLineBreak(buf, pos));
+        this.line += 1;
+      } else if (attempt.kind === 'record') {
         const { fields } = attempt;
         if (!(fields.length === 1 && fields[0]!.trim() === '' && attempt.problem === undefined)) {
           out.push(attempt.problem === undefined ? { line: this.line, fields } : { line: this.line, fields, problem: attempt.problem });
+          this.expectedFields ??= fields.length;
         }
         this.line += attempt.lines;
         pos = attempt.end;
