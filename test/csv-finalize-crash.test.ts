@@ -141,7 +141,7 @@ describe('csv finalize with real worker processes', () => {
     const reviewed = await importObject('pools/small.csv', 'pools');
     await until(reviewed, ['review_ready']);
     // Six validations queue up (different tenants: different runs); only one may run at a time.
-    const burst = [];
+    const burst: number[] = [];
     for (let i = 0; i < 6; i++) burst.push(await importObject('pools/big.csv', `pools-${i}`));
     await waitFor(async () => (await requireJob(env.pool, burst[0]!)).state === 'running', 10_000, 20);
     await finalizeImport(env.pool, reviewed);
