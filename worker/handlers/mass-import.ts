@@ -11,6 +11,7 @@ import { inspectPlan } from '../imports/dry-run.js';
 import { writeFailedItemsCsv } from '../imports/failed-items-csv.js';
 import { hasPlannedItems, insertPlannedItems, itemTotals, listItems, resetTransientFailures } from '../imports/import-items.js';
 import { runImportLoop } from '../imports/import-loop.js';
+import { ItemOutcomeBatcher } from '../imports/item-outcome-batcher.js';
 import { normaliseSource, planTree, resolveSourceDirectory } from '../imports/import-plan.js';
 import { ImportProgress } from '../imports/import-progress.js';
 import { isValidPrefix, isValidTenant, keyPrefixFor } from '../imports/object-key.js';
@@ -163,7 +164,9 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     holdMs: THROTTLE_HOLD_MS,
     growStepMs: THROTTLE_GROW_STEP_MS,
   });
+  const outcomes = new ItemOutcomeBatcher({ pool, jobId: job.id, tenant, bucket, assertLeaseHeld: context.assertLeaseHeld });
   await runImportLoop({
+    pool,
     limiter,
     progress: tracker,
     item: {
@@ -172,10 +175,9 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
       bucket,
       realRoot,
       s3,
-      pool,
       signal,
       log,
-      assertLeaseHeld: context.assertLeaseHeld,
+      outcomes,
       limiter,
       multipartThresholdBytes: config.massImport.multipartThresholdBytes,
       requestTimeoutMs: config.massImport.requestTimeoutMs,

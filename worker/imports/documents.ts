@@ -42,27 +42,34 @@ export async function findDocumentsByKeys(db: Queryable, bucket: string, keys: s
 }
 
 /**
- * Inserts the document unless one already exists for its object; returns the new row's id, or null when another
- * run got there first (the caller then compares the stored hash with its own).
+ * Inserts the documents (all of one tenant, bucket and run) unless one already exists for their object; returns the
+ * new rows' ids by object key. A key missing from the answer was committed by another run first: the caller then
+ * compares the stored hash with its own.
  */
-export async function insertDocument(db: Queryable, document: NewDocument): Promise<number | null> {
-  const { rows } = await db.query<{ id: number }>(
+export async function insertDocuments(
+  db: Queryable,
+  common: Pick<NewDocument, 'tenantId' | 'bucket' | 'importJobId'>,
+  documents: Array<Pick<NewDocument, 'sourcePath' | 'sha256' | 'size' | 'contentType' | 'objectKey'>>,
+): Promise<Map<string, number>> {
+  if (documents.length === 0) return new Map();
+  const { rows } = await db.query<{ id: number; object_key: string }>(
     `INSERT INTO documents (tenant_id, source_path, sha256, size_bytes, content_type, bucket, object_key, import_job_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     SELECT $1, d.path, d.sha256, d.size, d.content_type, $2, d.object_key, $3
+     FROM unnest($4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[]) AS d(path, sha256, size, content_type, object_key)
      ON CONFLICT ON CONSTRAINT documents_object DO NOTHING
-     RETURNING id`,
+     RETURNING id, object_key`,
     [
-      document.tenantId,
-      document.sourcePath,
-      document.sha256,
-      document.size,
-      document.contentType,
-      document.bucket,
-      document.objectKey,
-      document.importJobId,
+      common.tenantId,
+      common.bucket,
+      common.importJobId,
+      documents.map((d) => d.sourcePath),
+      documents.map((d) => d.sha256),
+      documents.map((d) => d.size),
+      documents.map((d) => d.contentType),
+      documents.map((d) => d.objectKey),
     ],
   );
-  return rows[0]?.id ?? null;
+  return new Map(rows.map((row) => [row.object_key, row.id]));
 }
 
 /** How many documents live under a key prefix of a bucket (local summaries, tests, audits). */

@@ -105,44 +105,40 @@ export async function nextPendingItems(db: Queryable, jobId: number, afterItemNo
   }));
 }
 
-export interface ItemCompletion {
-  sha256: string;
+/** What became of one item, written with the item (and, for `done`, its document) in one transaction. */
+export interface ItemOutcomeRecord {
+  itemNo: number;
+  state: 'done' | 'skipped' | 'failed';
+  /** The size actually read (may differ from the plan's when the file changed since). */
   size: number;
-  documentId: number;
+  sha256: string | null;
+  documentId: number | null;
   tries: number;
+  error: { code: string; message: string; errorClass: ErrorClass } | null;
 }
 
-/** done: imported by this run; skipped: the same content was already imported (by this or an earlier run). */
-export async function markItemCompleted(
-  db: Queryable,
-  jobId: number,
-  itemNo: number,
-  state: 'done' | 'skipped',
-  completion: ItemCompletion,
-): Promise<void> {
+/** Records the outcomes of many items of a run in one statement. */
+export async function recordItemOutcomes(db: Queryable, jobId: number, outcomes: ItemOutcomeRecord[]): Promise<void> {
+  if (outcomes.length === 0) return;
   await db.query(
-    `UPDATE import_items SET state = $3, sha256 = $4, size_bytes = $5, document_id = $6, tries = $7,
-       error_code = NULL, error_message = NULL, error_class = NULL, updated_at = now()
-     WHERE job_id = $1 AND item_no = $2`,
-    [jobId, itemNo, state, completion.sha256, completion.size, completion.documentId, completion.tries],
-  );
-}
-
-export interface ItemFailureRecord {
-  code: string;
-  message: string;
-  errorClass: ErrorClass;
-  tries: number;
-  /** The file's hash when it is known (e.g. a content conflict). */
-  sha256?: string | undefined;
-}
-
-export async function markItemFailed(db: Queryable, jobId: number, itemNo: number, failure: ItemFailureRecord): Promise<void> {
-  await db.query(
-    `UPDATE import_items SET state = 'failed', error_code = $3, error_message = $4, error_class = $5, tries = $6,
-       sha256 = coalesce($7, sha256), updated_at = now()
-     WHERE job_id = $1 AND item_no = $2`,
-    [jobId, itemNo, failure.code, failure.message, failure.errorClass, failure.tries, failure.sha256 ?? null],
+    `UPDATE import_items AS item SET state = o.state, size_bytes = o.size, sha256 = coalesce(o.sha256, item.sha256),
+       document_id = o.document_id, tries = o.tries, error_code = o.code, error_message = o.message,
+       error_class = o.class, updated_at = now()
+     FROM unnest($2::int[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::int[], $8::text[], $9::text[], $10::text[])
+       AS o(item_no, state, size, sha256, document_id, tries, code, message, class)
+     WHERE item.job_id = $1 AND item.item_no = o.item_no`,
+    [
+      jobId,
+      outcomes.map((o) => o.itemNo),
+      outcomes.map((o) => o.state),
+      outcomes.map((o) => o.size),
+      outcomes.map((o) => o.sha256),
+      outcomes.map((o) => o.documentId),
+      outcomes.map((o) => o.tries),
+      outcomes.map((o) => o.error?.code ?? null),
+      outcomes.map((o) => o.error?.message ?? null),
+      outcomes.map((o) => o.error?.errorClass ?? null),
+    ],
   );
 }
 

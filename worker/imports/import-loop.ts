@@ -1,5 +1,6 @@
 // The import phase of a run: pending items in plan order, several at once under an adaptive limit, each recorded
 // as it finishes. Stops at item boundaries when the job's signal fires; trips a breaker when S3 fails every file.
+import type { Pool } from '../db/pool.js';
 import { TransientJobError } from '../queue/errors.js';
 import type { AdaptiveConcurrency } from './adaptive-concurrency.js';
 import { findDocumentsByKeys } from './documents.js';
@@ -10,12 +11,13 @@ import type { ImportProgress } from './import-progress.js';
 const PAGE_SIZE = 256;
 
 export interface ImportLoopOptions {
+  pool: Pool;
   item: ItemImportContext;
   limiter: AdaptiveConcurrency;
   progress: ImportProgress;
 }
 
-export async function runImportLoop({ item: context, limiter, progress }: ImportLoopOptions): Promise<void> {
+export async function runImportLoop({ pool, item: context, limiter, progress }: ImportLoopOptions): Promise<void> {
   const { signal } = context;
   // When this many files in a row end in a transient failure (S3 down, not one bad file), the attempt stops and the
   // queue retries the run later: the items wait, instead of every remaining file being marked failed.
@@ -31,10 +33,10 @@ export async function runImportLoop({ item: context, limiter, progress }: Import
 
   let cursor = -1;
   pages: while (fatal === undefined && !signal.aborted) {
-    const page = await nextPendingItems(context.pool, context.jobId, cursor, PAGE_SIZE);
+    const page = await nextPendingItems(pool, context.jobId, cursor, PAGE_SIZE);
     if (page.length === 0) break;
     cursor = page[page.length - 1]!.itemNo;
-    const existing = await findDocumentsByKeys(context.pool, context.bucket, page.map((pending) => pending.objectKey));
+    const existing = await findDocumentsByKeys(pool, context.bucket, page.map((pending) => pending.objectKey));
     for (const pending of page) {
       await limiter.acquire();
       if (fatal !== undefined || signal.aborted) {

@@ -99,17 +99,25 @@ async function uploadBuffered(request: UploadRequest): Promise<UploadResult> {
   const body = await readWhole(request.file, request.size);
   const sha256 = createHash('sha256').update(body).digest('hex');
   const signal = requestSignal(request);
+  const command = new PutObjectCommand({
+    Bucket: request.bucket,
+    Key: request.key,
+    Body: body,
+    ContentLength: body.length,
+    ContentType: request.contentType,
+  });
+  // SigV4 signs the payload's SHA-256 (x-amz-content-sha256); the SDK would hash the body a second time. Giving it
+  // ours saves that pass, and S3 then refuses the PUT unless the bytes it received have exactly the hash we record.
+  command.middlewareStack.add(
+    (next) => async (args) => {
+      const httpRequest = args.request as { headers?: Record<string, string> };
+      if (httpRequest.headers) httpRequest.headers['x-amz-content-sha256'] = sha256;
+      return next(args);
+    },
+    { step: 'build', name: 'massImportPayloadSha256' },
+  );
   try {
-    const output = await request.s3.send(
-      new PutObjectCommand({
-        Bucket: request.bucket,
-        Key: request.key,
-        Body: body,
-        ContentLength: body.length,
-        ContentType: request.contentType,
-      }),
-      { abortSignal: signal },
-    );
+    const output = await request.s3.send(command, { abortSignal: signal });
     return { sha256, size: body.length, method: 'put', etag: output.ETag, sdkAttempts: output.$metadata.attempts ?? 1 };
   } catch (error) {
     throw explainAbort(error, request, signal);
