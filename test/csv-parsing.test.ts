@@ -1,0 +1,208 @@
+// The pure parts of CSV imports, without servers: the record parser (whatever the piece boundaries of the stream), the
+// header check, the row validator with every column type and rule, and the profile definition check.
+import { describe, expect, it } from 'vitest';
+import { readHeader } from '../worker/imports/csv/header.js';
+import { defineProfile, ProfileDefinitionError, type ImportProfile } from '../worker/imports/csv/profile.js';
+import { productsProfile } from '../worker/imports/csv/profiles/products.js';
+import { CsvRecordParser, type CsvRecord } from '../worker/imports/csv/record-parser.js';
+import { csvFieldFor } from '../worker/imports/csv/row-errors.js';
+import { RowValidator } from '../worker/imports/csv/row-validator.js';
+import { buildChunkStatement } from '../worker/imports/csv/upsert-sql.js';
+
+/** Parses `text` fed in pieces of every given size; all splits must give the same records. */
+function parseAll(text: string, options: { delimiter?: string; maxRecordChars?: number } = {}): CsvRecord[] {
+  const results = [1, 2, 7, 64, text.length + 1].map((size) => {
+    const parser = new CsvRecordParser({ maxRecordChars: options.maxRecordChars ?? 1000, delimiter: options.delimiter });
+    const out: CsvRecord[] = [];
+    for (let offset = 0; offset < text.length; offset += size) parser.push(text.slice(offset, offset + size), out);
+    parser.end(out);
+    return out;
+  });
+  for (const result of results.slice(1)) expect(result).toEqual(results[0]);
+  return results[0]!;
+}
+
+const fieldsOf = (records: CsvRecord[]) => records.map((record) => [record.line, record.fields]);
+
+describe('CsvRecordParser', () => {
+  it('reads quoted fields, escaped quotes, delimiters and line breaks inside quotes, and every line ending', () => {
+    const records = parseAll('a,b,c\r\n1,"x, y","say ""hi"""\n"multi\r\nline",2,3\r"cr",4,5\n6,7,');
+    expect(fieldsOf(records)).toEqual([
+      [1, ['a', 'b', 'c']],
+      [2, ['1', 'x, y', 'say "hi"']],
+      [3, ['multi\r\nline', '2', '3']],
+      [5, ['cr', '4', '5']],
+      [6, ['6', '7', '']],
+    ]);
+  });
+
+  it('skips empty and blank lines but counts them', () => {
+    expect(fieldsOf(parseAll('a,b\n\n  \r\n1,2\n\n'))).toEqual([[1, ['a', 'b']], [4, ['1', '2']]]);
+  });
+
+  it('keeps a quote inside an unquoted field, as spreadsheets write inches', () => {
+    expect(fieldsOf(parseAll('a,b\n27" screen,2\n'))).toEqual([[1, ['a', 'b']], [2, ['27" screen', '2']]]);
+  });
+
+  it('flags text after a closing quote, keeping what it read', () => {
+    expect(parseAll('a,b\n"x"y,2\n3,4\n').slice(1)).toEqual([
+      { line: 2, fields: ['xy', '2'], problem: 'unexpected text after the closing quote of field 1' },
+      { line: 3, fields: ['3', '4'] },
+    ]);
+  });
+
+  it('a stray quote costs its own line: the lines after it are read even when they hold quotes', () => {
+    const records = parseAll('a,b\n"oops,1\n2,"two"\n3,4\n');
+    expect(records.map((record) => [record.line, record.fields, record.problem?.slice(0, 40)])).toEqual([
+      [1, ['a', 'b'], undefined],
+      [2, null, 'a quote on this line opens a field that '],
+      [3, ['2', 'two'], undefined],
+      [4, ['3', '4'], undefined],
+    ]);
+  });
+
+  it('a quote left open at the end of the file flags its line and reads the lines after it', () => {
+    const records = parseAll('a,b\n1,2\n"open,3\n4,5\n');
+    expect(records[2]).toMatchObject({ line: 3, fields: null, problem: expect.stringContaining('never closed') });
+    expect(records[3]).toEqual({ line: 4, fields: ['4', '5'] });
+  });
+
+  it('a row longer than the limit is reported, not kept, and the next line is read (quoted or not)', () => {
+    const records = parseAll(`a,b\n${'x'.repeat(150)},1\n"${'y'.repeat(150)}",2\n3,4`, { maxRecordChars: 100 });
+    expect(records.map((record) => [record.line, record.fields])).toEqual([
+      [1, ['a', 'b']],
+      [2, null],
+      [3, null],
+      [4, ['3', '4']],
+    ]);
+    expect(records[1]!.problem).toContain('longer than 100 characters');
+    expect(records[2]!.problem).toContain('not closed within 100 characters');
+  });
+
+  it('counts lines inside quoted fields, so later rows keep their line numbers', () => {
+    expect(parseAll('a\n"1\n2\n3"\nb\n').map((record) => record.line)).toEqual([1, 2, 5]);
+  });
+
+  it('uses the given delimiter', () => {
+    expect(fieldsOf(parseAll('a;b\n"1;2";3\n', { delimiter: ';' }))).toEqual([[1, ['a', 'b']], [2, ['1;2', '3']]]);
+    expect(() => new CsvRecordParser({ maxRecordChars: 10, delimiter: '"' })).toThrow(/delimiter/);
+  });
+});
+
+const object = { bucket: 'b', key: 'k.csv', encoding: 'utf-8' };
+const header = (...names: string[]) => ({ line: 1, fields: names });
+
+describe('readHeader', () => {
+  it('maps columns case-insensitively, in any order, with optional columns left out and export columns ignored', () => {
+    const layout = readHeader(productsProfile, header('_row', ' SKU ', 'Price', 'name', 'quantity', 'status', '_errors'), object);
+    expect(layout.columns.map((column) => column.name)).toEqual(['sku', 'name', 'price', 'quantity', 'status']);
+    expect(layout.fieldIndex).toEqual([1, 3, 2, 4, 5]);
+  });
+
+  it('lists every problem at once', () => {
+    expect(() => readHeader(productsProfile, header('sku', 'sku', 'colour', '', 'price'), object)).toThrow(
+      /missing required column\(s\): name, quantity, status; unknown column\(s\): "colour", \(unnamed column 4\); duplicate column\(s\): "sku" \(columns 1, 2\)/,
+    );
+  });
+
+  it('recognises a UTF-8 byte order mark read as Latin-1', () => {
+    expect(() => readHeader(productsProfile, header('\u00ef\u00bb\u00bfsku', 'name'), { ...object, encoding: 'latin1' })).toThrow(
+      /import it with encoding utf-8/,
+    );
+  });
+});
+
+const everyType: ImportProfile = defineProfile({
+  name: 'every-type',
+  description: 'test profile',
+  target: { table: 'things', naturalKey: ['code'], tenantColumn: 'tenant_id' },
+  columns: [
+    { name: 'code', type: 'text', required: true, maxLength: 5, pattern: /^[A-Z]+$/, patternHint: 'capital letters' },
+    { name: 'count', type: 'integer', min: 0, max: 10 },
+    { name: 'amount', type: 'decimal', min: -1, max: 100, scale: 2 },
+    { name: 'flag', type: 'boolean' },
+    { name: 'day', type: 'date' },
+    { name: 'colour', type: 'enum', values: ['Red', 'Green'] },
+  ],
+});
+
+describe('RowValidator', () => {
+  const validator = new RowValidator(readHeader(everyType, header('code', 'count', 'amount', 'flag', 'day', 'colour'), object));
+
+  it('normalises valid values and says when they differ from what was written', () => {
+    expect(validator.check(['ABC', '007', '+1.50', 'Yes', '2024-02-29', 'red'])).toEqual({
+      ok: true,
+      values: ['ABC', '7', '1.50', 'true', '2024-02-29', 'Red'],
+      exact: false,
+    });
+    expect(validator.check(['ABC', '', '', '', '', ''])).toEqual({ ok: true, values: ['ABC', null, null, null, null, null], exact: true });
+  });
+
+  it('reports every broken rule of a row', () => {
+    const result = validator.check(['abcdef', '11', '1.234', 'maybe', '2023-02-29', 'Blue']);
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.issues.map((issue) => [issue.column, issue.rule])).toEqual([
+      ['code', 'max_length'],
+      ['count', 'range'],
+      ['amount', 'scale'],
+      ['flag', 'type'],
+      ['day', 'type'],
+      ['colour', 'enum'],
+    ]);
+    expect(result.issues[5]!.message).toBe('colour must be one of Red, Green, got "Blue"');
+  });
+
+  it.each([
+    [['', '1', '1', 'true', '2024-01-01', 'Red'], 'code', 'required'],
+    [['abc', '1', '1', 'true', '2024-01-01', 'Red'], 'code', 'pattern'],
+    [['A', '1.5', '1', 'true', '2024-01-01', 'Red'], 'count', 'type'],
+    [['A', '1', '1,5', 'true', '2024-01-01', 'Red'], 'amount', 'type'],
+    [['A', '1', '-2', 'true', '2024-01-01', 'Red'], 'amount', 'range'],
+    [['A', '1', '1', 'true', '01/02/2024', 'Red'], 'day', 'type'],
+    [['A\uFFFD', '1', '1', 'true', '2024-01-01', 'Red'], 'code', 'encoding'],
+  ])('%j breaks %s/%s', (fields, column, rule) => {
+    const result = validator.check(fields);
+    expect(result).toEqual({ ok: false, issues: [expect.objectContaining({ column, rule })] });
+  });
+
+  it('checks the field count before anything else', () => {
+    expect(validator.check(['A', '1'])).toEqual({
+      ok: false,
+      issues: [{ column: null, rule: 'field_count', message: 'the row has 2 field(s), the header has 6' }],
+    });
+  });
+
+  it('suggests the decimal point when a comma was used', () => {
+    const result = validator.check(['A', '1', '1,5', '', '', '']);
+    expect(!result.ok && result.issues[0]!.message).toContain('use "." as the decimal point');
+  });
+});
+
+describe('profiles', () => {
+  it('refuses definitions that would produce wrong SQL or an unusable key', () => {
+    const base = everyType;
+    expect(() => defineProfile({ ...base, target: { ...base.target, table: 'things; drop table x' } })).toThrow(ProfileDefinitionError);
+    expect(() => defineProfile({ ...base, target: { ...base.target, naturalKey: ['count'] } })).toThrow(/must be required/);
+    expect(() => defineProfile({ ...base, columns: [...base.columns, { name: 'code', type: 'text' }] })).toThrow(/defined twice/);
+    expect(() => defineProfile({ ...base, columns: [...base.columns, { name: 'shade', type: 'enum' }] })).toThrow(/lists no values/);
+  });
+
+  it('the chunk statement upserts on tenant + natural key and only updates rows whose values changed', () => {
+    const statement = buildChunkStatement(productsProfile, productsProfile.columns);
+    expect(statement.text).toContain('ON CONFLICT (tenant_id, sku) DO UPDATE SET');
+    expect(statement.text).toMatch(/WHERE \(t\.name, .*\) IS DISTINCT FROM \(excluded\.name, /);
+    expect(statement.referenceTables).toEqual(['categories', 'suppliers', 'locations']);
+  });
+});
+
+describe('failed-rows export quoting', () => {
+  it('quotes what the delimiter, quotes, line breaks or edge spaces would break', () => {
+    const comma = csvFieldFor(',');
+    expect(['a', 'a,b', 'say "x"', 'two\nlines', ' padded', 'a;b'].map(comma)).toEqual([
+      'a', '"a,b"', '"say ""x"""', '"two\nlines"', '" padded"', 'a;b',
+    ]);
+    expect(csvFieldFor('\t')('a\tb')).toBe('"a\tb"');
+    expect(csvFieldFor('|')('a|b')).toBe('"a|b"');
+  });
+});
