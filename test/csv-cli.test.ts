@@ -1,0 +1,142 @@
+// The CSV review commands and the generic `errors` command, run as the real CLI against the test database, in both
+// output modes: finalize, reject, errors (table, --json, paging, --csv to stdout and to a file), for CSV imports and
+// for another kind (mass-import items) through the same handler contract.
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse } from 'csv-parse/sync';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { submitJob } from '../worker/api.js';
+import { csvFinalizeHandler } from '../worker/handlers/csv-finalize.js';
+import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
+import { requireJob } from '../worker/queue/operator.js';
+import type { JobRow } from '../worker/queue/types.js';
+import type { Worker } from '../worker/runner/worker.js';
+import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
+import { useTestEnvironment } from './harness.js';
+import { runCli, runCliJson } from './support/cli-runner.js';
+import { testWorker, waitFor } from './support/in-process-worker.js';
+
+const env = useTestEnvironment();
+let worker: Worker;
+
+beforeAll(async () => {
+  worker = testWorker(env, [csvValidateHandler, csvFinalizeHandler], { leaseMs: 30_000, heartbeatMs: 1_000 });
+  await worker.start();
+});
+afterAll(async () => worker?.stop());
+
+async function settled(jobId: number): Promise<JobRow> {
+  return waitFor(async () => {
+    const job = await requireJob(env.pool, jobId);
+    return job.state === 'queued' || job.state === 'running' ? undefined : job;
+  }, 30_000);
+}
+
+/** 20 rows, three of them bad (lines 4, 9 and 15). */
+async function reviewedImport(name: string): Promise<number> {
+  const lines = Array.from({ length: 20 }, (_, i) => {
+    const row = { ...validRow(i + 1, name.toUpperCase()), description: `Item ${i + 1}` };
+    if (i === 2) row.price = '-1';
+    if (i === 7) row.status = 'gone';
+    if (i === 13) row.name = '';
+    return csvLine(rowFields(row));
+  });
+  await upload(env.s3, env.bucket, `cli/${name}.csv`, csvLine(HEADER) + lines.join(''));
+  const { job } = await submitJob(env.pool, { kind: 'csv-import', tenantId: 'cli', payload: { bucket: env.bucket, key: `cli/${name}.csv`, profile: 'products' } });
+  expect((await settled(job.id)).state).toBe('review_ready');
+  return job.id;
+}
+
+describe('bulk-import errors / finalize / reject', () => {
+  let jobId: number;
+
+  it('errors lists the failed rows with their reasons, as a table and as JSON, paged', async () => {
+    jobId = await reviewedImport('first');
+    const table = await runCli(env, ['errors', String(jobId)]);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toContain(`Job ${jobId} (csv-import, review_ready): 3 failed item(s)/row(s)`);
+    expect(table.stdout).toMatch(/ROW\s+ERRORS\s+VALUES/);
+    expect(table.stdout).toMatch(/4\s+price must be at least 0, got "-1"\s+sku=FIRST-0000003/);
+    expect(table.stdout).toMatch(/15\s+name is required/);
+
+    const json = await runCliJson<{ total: number; rows: Array<{ row: number; issues: Array<{ column: string; rule: string }> }> }>(env, [
+      'errors', String(jobId),
+    ]);
+    expect(json.total).toBe(3);
+    expect(json.rows.map((row) => [row.row, row.issues.map((issue) => `${issue.column}/${issue.rule}`)])).toEqual([
+      [4, ['price/range']],
+      [9, ['status/enum']],
+      [15, ['name/required']],
+    ]);
+    const page = await runCliJson<{ total: number; rows: Array<{ row: number }> }>(env, ['errors', String(jobId), '--limit', '1', '--offset', '1']);
+    expect(page).toMatchObject({ total: 3, rows: [{ row: 9 }] });
+  });
+
+  it('errors --csv writes the original columns plus the row number and the errors, to stdout or a file', async () => {
+    const stdout = await runCli(env, ['errors', String(jobId), '--csv']);
+    expect(stdout.code).toBe(0);
+    const records = parse(stdout.stdout) as string[][];
+    expect(records[0]).toEqual(['_row', '_errors', ...HEADER]);
+    expect(records.slice(1).map((record) => [record[0], record[1], record[2]])).toEqual([
+      ['4', 'price must be at least 0, got "-1"', 'FIRST-0000003'],
+      ['9', 'status must be one of active, inactive, discontinued, got "gone"', 'FIRST-0000008'],
+      ['15', 'name is required', 'FIRST-0000014'],
+    ]);
+    expect(records[1]!.slice(2)).toEqual(rowFields({ ...validRow(3, 'FIRST'), description: 'Item 3', price: '-1' }));
+
+    const file = join(await mkdtemp(join(tmpdir(), 'csv-cli-')), 'failed.csv');
+    const written = await runCliJson(env, ['errors', String(jobId), '--csv', '--output', file]);
+    expect(written).toEqual({ id: jobId, kind: 'csv-import', rows: 3, file });
+    expect(await readFile(file, 'utf8')).toBe(stdout.stdout);
+
+    const refused = await runCli(env, ['errors', String(jobId), '--csv', '--json']);
+    expect(refused).toMatchObject({ code: 1, stderr: expect.stringContaining('--csv --json needs --output') });
+  });
+
+  it('finalize resumes the run as csv-finalize; finalizing it twice is refused', async () => {
+    const queued = await runCliJson(env, ['finalize', String(jobId)]);
+    expect(queued).toEqual({ id: jobId, kind: 'csv-finalize', state: 'queued' });
+    const job = await settled(jobId);
+    expect(job).toMatchObject({ state: 'partial', result: expect.objectContaining({ inserted: 17, invalid: 3 }) });
+    const again = await runCli(env, ['finalize', String(jobId)]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain(`job ${jobId} is partial: cannot finalize it`);
+    // The errors of a finalized run are still there, under its new kind.
+    expect(await runCliJson(env, ['errors', String(jobId)])).toMatchObject({ kind: 'csv-finalize', total: 3 });
+  });
+
+  it('reject ends a reviewed run without writing; human output and refusal of a second reject', async () => {
+    const rejectedId = await reviewedImport('second');
+    const human = await runCli(env, ['reject', String(rejectedId)]);
+    expect(human).toMatchObject({ code: 0, stdout: `Job ${rejectedId} rejected: canceled, nothing written, 17 staged row(s) discarded.\n` });
+    const again = await runCli(env, ['reject', String(rejectedId), '--json']);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain('is canceled: cannot reject it');
+    const { rows } = await env.pool.query("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'SECOND-%'");
+    expect(rows[0].n).toBe(0);
+  });
+
+  it('errors works for any kind with failed items (mass-import) and says so for kinds without', async () => {
+    const { rows } = await env.pool.query<{ id: number }>(
+      "INSERT INTO jobs (kind, state, finished_at) VALUES ('mass-import', 'partial', now()) RETURNING id",
+    );
+    const massId = rows[0]!.id;
+    await env.pool.query(
+      `INSERT INTO import_items (job_id, item_no, relative_path, size_bytes, state, error_code, error_message, error_class, tries)
+       VALUES ($1, 0, 'a/ok.pdf', 10, 'done', NULL, NULL, NULL, 1), ($1, 1, 'a/broken, "odd".pdf', 20, 'failed', 'UNREADABLE', 'permission denied', 'permanent', 1)`,
+      [massId],
+    );
+    const listed = await runCliJson<{ kind: string; total: number; rows: Array<{ path: string; code: string }> }>(env, ['errors', String(massId)]);
+    expect(listed).toMatchObject({ kind: 'mass-import', total: 1, rows: [{ path: 'a/broken, "odd".pdf', code: 'UNREADABLE' }] });
+    const csv = await runCli(env, ['errors', String(massId), '--csv']);
+    expect(csv.code).toBe(0);
+    expect((parse(csv.stdout) as string[][])[1]).toContain('a/broken, "odd".pdf');
+
+    const { job } = await submitJob(env.pool, { kind: 'noop', payload: {} });
+    const none = await runCli(env, ['errors', String(job.id)]);
+    expect(none).toMatchObject({ code: 1, stderr: expect.stringContaining('noop run: that kind records no per-item errors') });
+    const notCsv = await runCli(env, ['finalize', String(job.id)]);
+    expect(notCsv).toMatchObject({ code: 1, stderr: expect.stringContaining('noop run, not a CSV import') });
+  });
+});
