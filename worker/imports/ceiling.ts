@@ -103,7 +103,7 @@ export function checkCeiling(config: MassImportConfig, limits: ImportLimits, mea
     const howToRaise =
       measured[name] <= hardCap
         ? `enqueue again with "${name}": ${measured[name]} (or more, up to the hard cap ${limit.format(hardCap)}) in the payload, or raise the default ${limit.defaultVariable}`
-        : `it is above the hard cap ${limit.format(hardCap)} too: raise ${limit.hardCapVariable} in the worker's configuration (a reviewed change), then enqueue with a larger "${name}"`;
+        : `raise ${limit.hardCapVariable} (now ${limit.format(hardCap)}) in the worker's configuration — a reviewed change — then enqueue with "${name}": ${measured[name]}`;
     violations.push({
       limit: name,
       allowed: limits[name],
