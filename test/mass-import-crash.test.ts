@@ -125,4 +125,26 @@ describe('mass-import across kill -9', () => {
     for (const orphan of orphans) expect(finalKeys.has(orphan.key)).toBe(true);
     expect((await itemsOf(env, job.id)).every((item) => item.state === 'done')).toBe(true);
   });
+
+  it('SIGTERM mid-import: the worker stops at an item boundary and gives the run back; another worker finishes it', async () => {
+    const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix: 'drain-test' } });
+    proxy.latencyMs = 40;
+    const leaving = start();
+    await waitFor(async () => ((await counts(job.id)).done >= 20 ? true : undefined), 60_000, 15);
+    leaving.kill('SIGTERM');
+    expect((await leaving.exited).code).toBe(0);
+    const released = await env.pool.query('SELECT state, attempts FROM jobs WHERE id = $1', [job.id]);
+    expect(released.rows[0]).toEqual({ state: 'queued', attempts: 0 });
+    const stopped = await counts(job.id);
+    expect(stopped.done).toBeLessThan(stopped.total);
+
+    proxy.latencyMs = 0;
+    const staying = start(['--exit-when-idle']);
+    const finished = await waitForTerminal(env, job.id, 60_000);
+    await staying.exited;
+    expect(finished).toMatchObject({ state: 'succeeded', attempts: 1 });
+    expect(finished.result).toMatchObject({ files: files.length, imported: files.length, failed: 0 });
+    expect(await documentsOf(env, `drain-test/${TENANT}/`)).toHaveLength(files.length);
+    expect(await listObjects(env.s3, env.bucket, `drain-test/${TENANT}/`)).toHaveLength(files.length);
+  });
 });

@@ -45,6 +45,8 @@ const RUN_LEVEL_S3_ERRORS = new Set([
   'AccountProblem', 'ExpiredToken', 'InvalidToken', 'CredentialsProviderError',
 ]);
 const THROTTLING_NAMES = new Set(['SlowDown', 'Throttling', 'ThrottlingException', 'RequestLimitExceeded', 'TooManyRequests', 'ServiceUnavailable']);
+// The bytes S3 received did not match what was sent (signed SHA-256, Content-Length): a transfer fault, worth a retry.
+const CORRUPTED_IN_TRANSIT = new Set(['XAmzContentSHA256Mismatch', 'BadDigest', 'IncompleteBody']);
 const FS_TRANSIENT = new Set(['EIO', 'ESTALE', 'EAGAIN', 'EINTR']);
 const NETWORK_CODES = new Set([
   'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH',
@@ -81,7 +83,8 @@ function toItemFailure(error: unknown, item: PendingItem, context: ItemImportCon
       });
     }
     const { errorClass, code } = classifyError(error);
-    return new ItemFailure(`S3_${code}`, `S3 ${status ?? ''} ${e.name ?? ''}: ${e.message ?? String(error)}`.replace(/\s+/g, ' '), errorClass);
+    const retryable = errorClass === 'transient' || (e.name !== undefined && CORRUPTED_IN_TRANSIT.has(e.name));
+    return new ItemFailure(`S3_${code}`, `S3 ${status ?? ''} ${e.name ?? ''}: ${e.message ?? String(error)}`.replace(/\s+/g, ' '), retryable ? 'transient' : 'permanent');
   }
   if (typeof e.syscall === 'string' && typeof e.code === 'string') {
     if (NETWORK_CODES.has(e.code)) return new ItemFailure(`S3_${e.code}`, `S3 connection failed (${e.code})`, 'transient');
