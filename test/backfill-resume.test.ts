@@ -1,6 +1,6 @@
 // The documents-file-extension backfill run by real `bulk-import worker` processes: killed with SIGKILL mid-run, the
 // next attempt resumes every range from the cursor committed with the last batch — rows done before the kill are not
-// rewritten — and `bulk-import backfill status` proves 100% afterwards.
+// rewritten — and `bulk-import backfill status` proves 100% afterwards. Cancel and requeue resume the same way.
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { requireJob } from '../worker/queue/operator.js';
@@ -13,7 +13,10 @@ import { killAll, spawnWorker, type WorkerProcess } from './support/worker-proce
 
 const env = useTestEnvironment();
 const spawned: WorkerProcess[] = [];
-afterEach(async () => killAll(spawned.splice(0)));
+afterEach(async () => {
+  await killAll(spawned.splice(0));
+  await env.pool.query('TRUNCATE documents RESTART IDENTITY; DELETE FROM jobs');
+});
 afterAll(async () => killAll(spawned));
 
 const TIMINGS = {
@@ -123,5 +126,40 @@ describe('backfill crash and resume (real worker processes)', () => {
     const check = await runCli(env, ['backfill', 'status', 'documents-file-extension', '--check']);
     expect(check.code).toBe(0);
     expect(check.stdout).toContain('missing    0 (100% filled)');
+  });
+
+  it('cancel stops at a batch boundary with the cursor saved; requeue resumes the same run from it', async () => {
+    const total = 40_000;
+    await insertHistoricalDocuments(total);
+    const { job } = await submitJob(env.pool, {
+      kind: 'backfill',
+      payload: { name: 'documents-file-extension', batchSize: 200, parallelism: 1 },
+    });
+    worker('steady');
+    await waitFor(async () => Number((await requireJob(env.pool, job.id)).progress?.done ?? 0) >= 4_000, 60_000, 20);
+    const cancel = await runCli(env, ['cancel', String(job.id)]);
+    expect(cancel.code, cancel.stderr).toBe(0);
+    const canceled = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.state === 'canceled' ? current : undefined;
+    }, 30_000, 50);
+    const progress = canceled.progress as { done: number; partitions: PartitionProgress[] };
+    const filled = await env.pool.query('SELECT count(*)::int AS n, max(id)::int AS last FROM documents WHERE file_extension IS NOT NULL');
+    expect(filled.rows[0]).toEqual({ n: progress.done, last: progress.partitions[0]!.cursor });
+    expect(progress.done).toBeLessThan(total);
+
+    const requeue = await runCli(env, ['requeue', String(job.id)]);
+    expect(requeue.code, requeue.stderr).toBe(0);
+    const done = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.state === 'succeeded' || current.state === 'partial' || current.state === 'failed' ? current : undefined;
+    }, 60_000, 50);
+    expect(done.result).toMatchObject({
+      complete: true,
+      remaining: 0,
+      rowsWritten: total,
+      resumedFromCursors: [progress.partitions[0]!.cursor],
+      rowsWrittenThisAttempt: total - progress.done,
+    });
   });
 });
