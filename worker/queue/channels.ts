@@ -6,3 +6,5 @@ export const JOBS_READY_CHANNEL = 'bulk_import_jobs_ready';
 export const JOB_CANCEL_CHANNEL = 'bulk_import_job_cancel';
 /** Payload: JSON of state transitions (see docs/ARCHITECTURE.md "State notifications"). */
 export const JOB_STATE_CHANNEL = 'bulk_import_job_state';
+/** NOTIFY payloads must stay under 8000 bytes; the trigger packs transitions into chunks of about 7000. */
+export const JOB_STATE_PAYLOAD_LIMIT = 8000;

@@ -1,0 +1,87 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { claimJobs } from '../worker/queue/claim.js';
+import { JOB_STATE_CHANNEL, JOB_STATE_PAYLOAD_LIMIT } from '../worker/queue/channels.js';
+import { enqueueJob, enqueueJobs } from '../worker/queue/enqueue.js';
+import { completeJobs, failJob } from '../worker/queue/finish.js';
+import { extendLeases, saveProgress } from '../worker/queue/lease.js';
+import { cancelJob } from '../worker/queue/operator.js';
+import { useTestEnvironment } from './harness.js';
+import { waitFor } from './support/in-process-worker.js';
+
+const env = useTestEnvironment();
+
+interface Transition {
+  id: number;
+  kind: string;
+  tenant: string | null;
+  from: string | null;
+  to: string;
+  attempt: number;
+  progress?: { done?: number; total?: number; phase?: string } | null;
+}
+
+let listener: pg.PoolClient;
+let payloads: string[] = [];
+const transitions = () => payloads.flatMap((payload) => JSON.parse(payload) as Transition[]);
+
+beforeEach(async () => {
+  payloads = [];
+  listener = await env.pool.connect();
+  listener.on('notification', (message) => {
+    if (message.channel === JOB_STATE_CHANNEL) payloads.push(message.payload ?? '');
+  });
+  await listener.query(`LISTEN ${JOB_STATE_CHANNEL}`);
+});
+afterEach(async () => {
+  await listener.query('UNLISTEN *');
+  listener.removeAllListeners('notification');
+  listener.release();
+});
+
+describe('state notifications', () => {
+  it('publishes every transition of a run with kind, tenant, old and new state and a progress summary', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'notify-me', tenantId: 'acme' });
+    const [claimed] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['notify-me'] });
+    const lease = { jobId: job.id, owner: 'w', attempt: claimed!.attempt };
+    // Heartbeats and progress writes are not transitions.
+    await extendLeases(env.pool, 'w', [lease], 10_000);
+    await saveProgress(env.pool, lease, { done: 3, total: 10, phase: 'import', big: 'x'.repeat(20_000) });
+    const error = { message: 'later', code: 'X', class: 'transient' as const, attempt: 1, at: new Date().toISOString() };
+    await failJob(env.pool, { lease, error, retryDelayMs: 0 });
+    const [again] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['notify-me'] });
+    await completeJobs(env.pool, 'w', [{ jobId: job.id, attempt: again!.attempt, state: 'succeeded', progress: { done: 10, total: 10 } }]);
+
+    await waitFor(async () => transitions().length >= 5);
+    expect(transitions()).toEqual([
+      { id: job.id, kind: 'notify-me', tenant: 'acme', from: null, to: 'queued', attempt: 0, progress: null },
+      { id: job.id, kind: 'notify-me', tenant: 'acme', from: 'queued', to: 'running', attempt: 1, progress: null },
+      { id: job.id, kind: 'notify-me', tenant: 'acme', from: 'running', to: 'queued', attempt: 1, progress: { done: 3, total: 10, phase: 'import' } },
+      { id: job.id, kind: 'notify-me', tenant: 'acme', from: 'queued', to: 'running', attempt: 2, progress: { done: 3, total: 10, phase: 'import' } },
+      { id: job.id, kind: 'notify-me', tenant: 'acme', from: 'running', to: 'succeeded', attempt: 2, progress: { done: 10, total: 10 } },
+    ]);
+  });
+
+  it('packs the transitions of one large statement into notifications under the payload limit, losing none', async () => {
+    const tenant = 'tenant-with-a-long-name-'.repeat(8);
+    const ids = await enqueueJobs(env.pool, 'bulk-notify', Array.from({ length: 400 }, (_, i) => ({ i })), { tenantId: tenant });
+    await waitFor(async () => transitions().filter((t) => t.to === 'queued').length === 400);
+    const claimed = await claimJobs(env.pool, { workerId: 'w', limit: 400, leaseMs: 10_000, kinds: ['bulk-notify'] });
+    expect(claimed).toHaveLength(400);
+    await waitFor(async () => transitions().filter((t) => t.to === 'running').length === 400);
+    expect(payloads.length).toBeGreaterThan(4);
+    for (const payload of payloads) expect(Buffer.byteLength(payload)).toBeLessThan(JOB_STATE_PAYLOAD_LIMIT);
+    const running = transitions().filter((t) => t.to === 'running').map((t) => t.id);
+    expect(running.sort((a, b) => a - b)).toEqual(ids);
+  });
+
+  it('publishes operator transitions too (cancel of a queued run)', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'notify-cancel' });
+    await cancelJob(env.pool, job.id);
+    await waitFor(async () => transitions().some((t) => t.to === 'canceled'));
+    expect(transitions().map((t) => [t.from, t.to])).toEqual([
+      [null, 'queued'],
+      ['queued', 'canceled'],
+    ]);
+  });
+});
