@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'cdk.out/', '.local/', '.bench/', 'coverage/'] },
+  { ignores: ['dist/', 'node_modules/', 'cdk.out/', '.local/', '.bench/', '.scratch/', 'coverage/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
