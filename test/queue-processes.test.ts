@@ -52,7 +52,7 @@ describe('worker processes', () => {
     const timings = { WORKER_LEASE_MS: String(leaseMs), WORKER_HEARTBEAT_MS: '500', WORKER_RESCUE_INTERVAL_MS: '500', WORKER_POLL_INTERVAL_MS: '200' };
     const doomed = worker({ ...timings, WORKER_ID: 'doomed' });
     await doomed.waitForLog(started);
-    const { job } = await enqueueJob(env.pool, { kind: 'record-run', payload: { sleepMs: 600_000 } });
+    const { job } = await enqueueJob(env.pool, { kind: 'record-run', payload: { firstAttemptSleepMs: 600_000 } });
     await waitFor(async () => (await requireJob(env.pool, job.id)).leaseOwner === 'doomed');
 
     const survivor = worker({ ...timings, WORKER_ID: 'survivor' });
@@ -64,14 +64,15 @@ describe('worker processes', () => {
     doomed.kill('SIGKILL');
     const killedAt = Date.now();
     expect((await doomed.exited).signal).toBe('SIGKILL');
-    const takenOver = await waitFor(async () => {
-      const { rows } = await env.pool.query("SELECT at FROM test_runs WHERE worker = 'survivor' AND job_id = $1", [job.id]);
-      return rows[0] as { at: Date } | undefined;
+    const completed = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.state === 'succeeded' ? current : undefined;
     }, 4 * leaseMs);
-    expect(takenOver.at.getTime() - killedAt).toBeLessThan(2 * leaseMs);
-    const current = await requireJob(env.pool, job.id);
-    expect(current).toMatchObject({ state: 'running', leaseOwner: 'survivor', attempts: 2 });
-    expect(current.lastError).toMatchObject({ code: 'LEASE_EXPIRED', worker: 'doomed' });
+    expect(completed.finishedAt!.getTime() - killedAt).toBeLessThan(2 * leaseMs);
+    expect(completed).toMatchObject({ attempts: 2, result: { ranBy: 'survivor' } });
+    expect(completed.lastError).toMatchObject({ code: 'LEASE_EXPIRED', worker: 'doomed' });
+    const runs = await env.pool.query('SELECT worker, attempt FROM test_runs WHERE job_id = $1 ORDER BY attempt', [job.id]);
+    expect(runs.rows).toEqual([{ worker: 'doomed', attempt: 1 }, { worker: 'survivor', attempt: 2 }]);
   });
 
   it('SIGTERM drains: leases go back to the queue without an attempt and another worker resumes them at once', async () => {

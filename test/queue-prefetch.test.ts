@@ -1,0 +1,104 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { JobHandler } from '../worker/handlers/types.js';
+import { enqueueJobs } from '../worker/queue/enqueue.js';
+import { cancelJob } from '../worker/queue/operator.js';
+import { PrefetchBuffer } from '../worker/runner/prefetch.js';
+import type { Worker } from '../worker/runner/worker.js';
+import { useTestEnvironment } from './harness.js';
+import { testWorker, waitFor } from './support/in-process-worker.js';
+
+const env = useTestEnvironment();
+const workers: Worker[] = [];
+afterEach(async () => {
+  await Promise.all(workers.splice(0).map((worker) => worker.stop()));
+  await env.pool.query('DELETE FROM jobs');
+});
+
+describe('prefetch buffer sizing', () => {
+  it('holds nothing until handlers have been timed, then about windowMs of work per slot, capped', () => {
+    const buffer = new PrefetchBuffer({ concurrency: 4, windowMs: 1_000, max: 500 });
+    expect(buffer.target()).toBe(0);
+    buffer.observe(100); // 4 slots × 1000 ms / 100 ms = 40 jobs
+    expect(buffer.target()).toBe(40);
+    const fast = new PrefetchBuffer({ concurrency: 16, windowMs: 1_000, max: 500 });
+    fast.observe(0.05);
+    expect(fast.target()).toBe(500);
+  });
+
+  it('holds nothing for jobs that run longer than the window', () => {
+    const buffer = new PrefetchBuffer({ concurrency: 4, windowMs: 1_000, max: 500 });
+    buffer.observe(60_000);
+    expect(buffer.target()).toBe(0);
+    expect(buffer.wanted()).toBe(0);
+  });
+
+  it('asks for a refill only once the buffer is at most half full', () => {
+    const buffer = new PrefetchBuffer({ concurrency: 1, windowMs: 100, max: 10 });
+    buffer.observe(10);
+    expect(buffer.wanted()).toBe(10);
+    const job = { id: 1, kind: 'k', tenantId: null, payload: {}, attempt: 1, maxAttempts: 5, progress: null, leaseOwner: 'w', createdAt: new Date() };
+    buffer.push(Array.from({ length: 6 }, (_, i) => ({ ...job, id: i + 1 })));
+    expect(buffer.wanted()).toBe(0);
+    buffer.shift();
+    expect(buffer.wanted()).toBe(5);
+    expect(buffer.remove(3)?.id).toBe(3);
+    expect(buffer.remove(3)).toBeUndefined();
+  });
+
+  it('is off with a zero window', () => {
+    const buffer = new PrefetchBuffer({ concurrency: 4, windowMs: 0, max: 500 });
+    buffer.observe(1);
+    expect(buffer.target()).toBe(0);
+  });
+});
+
+describe('a worker with buffered jobs', () => {
+  // One slot; jobs wait until released, so the rest of the claim stays in the buffer.
+  let release: () => void = () => {};
+  let gate = new Promise<void>((resolve) => (release = resolve));
+  const started: number[] = [];
+  const gated: JobHandler<unknown> = {
+    kind: 'gated',
+    description: 'waits for the test',
+    parsePayload: () => ({}),
+    run: async ({ job, signal }) => {
+      started.push(job.id);
+      if (started.length > 1) await Promise.race([gate, new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason)))]);
+    },
+  };
+
+  it('buffers leased jobs for short handlers, cancels a buffered job at once, and releases the rest on shutdown', async () => {
+    const worker = testWorker(env, [gated], { concurrency: 1, prefetchWindowMs: 60_000, prefetchMax: 50, pollIntervalMs: 100 });
+    workers.push(worker);
+    const [first] = await enqueueJobs(env.pool, 'gated', [{}]);
+    void worker.start();
+    // The first (instant) job teaches the buffer that jobs are short; the next claim prefetches.
+    await waitFor(async () => started.includes(first!));
+    const ids = await enqueueJobs(env.pool, 'gated', Array.from({ length: 10 }, () => ({})));
+    await waitFor(async () => worker.bufferedCount === 9 && worker.runningCount === 1);
+    const { rows } = await env.pool.query("SELECT count(*)::int AS n FROM jobs WHERE state = 'running' AND lease_owner IS NOT NULL");
+    expect(rows[0].n).toBe(10);
+
+    const buffered = ids.find((id) => !started.includes(id))!;
+    expect((await cancelJob(env.pool, buffered)).pending).toBe(true);
+    await waitFor(async () => {
+      const { rows: state } = await env.pool.query('SELECT state FROM jobs WHERE id = $1', [buffered]);
+      return state[0].state === 'canceled';
+    });
+    expect(started).not.toContain(buffered);
+    expect(worker.bufferedCount).toBe(8);
+
+    await worker.stop();
+    const after = await env.pool.query<{ state: string; n: number; attempts: number }>(
+      'SELECT state, count(*)::int AS n, max(attempts) AS attempts FROM jobs WHERE id = ANY($1) GROUP BY state ORDER BY state',
+      [ids],
+    );
+    // 8 buffered + the running one went back to the queue without using an attempt.
+    expect(after.rows).toEqual([
+      { state: 'canceled', n: 1, attempts: 1 },
+      { state: 'queued', n: 9, attempts: 0 },
+    ]);
+    release();
+    gate = new Promise<void>((resolve) => (release = resolve));
+  });
+});
