@@ -19,7 +19,7 @@ import { sha256OfFile } from './file-sha256.js';
 import { openImportFile } from './import-file-access.js';
 import type { PendingItem } from './import-items.js';
 import { ItemFailure } from './item-failure.js';
-import type { ItemOutcomeBatcher, ItemResult, TransferOutcome } from './item-outcome-batcher.js';
+import type { ItemOutcomeBatcher, TransferOutcome } from './item-outcome-batcher.js';
 
 export interface ItemImportContext {
   jobId: number;
@@ -128,13 +128,16 @@ async function transfer(context: ItemImportContext, item: PendingItem, existing:
   }
 }
 
-export async function importItem(context: ItemImportContext, item: PendingItem, existing: DocumentRow | undefined): Promise<ItemResult> {
+/**
+ * Transfers one item — with retries — and says what became of it; the caller records that outcome (the upload slot
+ * is free again before the commit, so S3 never waits for the database).
+ */
+export async function transferItem(context: ItemImportContext, item: PendingItem, existing: DocumentRow | undefined): Promise<TransferOutcome> {
   let tries = item.tries;
   for (let attempt = 1; ; attempt += 1) {
     tries += 1;
-    let transferred: TransferOutcome;
     try {
-      transferred = await transfer(context, item, existing, tries);
+      return await transfer(context, item, existing, tries);
     } catch (error) {
       if (context.signal.aborted) throw context.signal.reason;
       const failure = toItemFailure(error, item, context);
@@ -150,8 +153,7 @@ export async function importItem(context: ItemImportContext, item: PendingItem, 
       }
       if (throttling) context.limiter.throttled();
       context.log.warn({ file: item.relativePath, key: item.objectKey, code: failure.code, tries }, `file failed: ${failure.message}`);
-      transferred = { kind: 'failed', item, tries, code: failure.code, message: failure.message, errorClass: failure.errorClass };
+      return { kind: 'failed', item, tries, code: failure.code, message: failure.message, errorClass: failure.errorClass };
     }
-    return context.outcomes.record(transferred);
   }
 }

@@ -4,7 +4,7 @@ import type { Pool } from '../db/pool.js';
 import { TransientJobError } from '../queue/errors.js';
 import type { AdaptiveConcurrency } from './adaptive-concurrency.js';
 import { findDocumentsByKeys } from './documents.js';
-import { importItem, type ItemImportContext } from './import-item.js';
+import { transferItem, type ItemImportContext } from './import-item.js';
 import { nextPendingItems } from './import-items.js';
 import type { ImportProgress } from './import-progress.js';
 
@@ -43,7 +43,17 @@ export async function runImportLoop({ pool, item: context, limiter, progress }: 
         limiter.release();
         break pages;
       }
-      const task: Promise<void> = importItem(context, pending, existing.get(pending.objectKey))
+      // The upload slot is given back as soon as the transfer is over; the commit of its outcome goes on meanwhile.
+      let slotHeld = true;
+      const freeSlot = () => {
+        if (slotHeld) limiter.release();
+        slotHeld = false;
+      };
+      const task: Promise<void> = transferItem(context, pending, existing.get(pending.objectKey))
+        .then((outcome) => {
+          freeSlot();
+          return context.outcomes.record(outcome);
+        })
         .then((result) => {
           progress.record(result.outcome, result.bytes, result.sizeDelta);
           if (result.outcome === 'failed' && result.errorClass === 'transient') transientStreak += 1;
@@ -62,7 +72,7 @@ export async function runImportLoop({ pool, item: context, limiter, progress }: 
           fatal ??= error;
         })
         .finally(() => {
-          limiter.release();
+          freeSlot();
           inFlight.delete(task);
         });
       inFlight.add(task);
