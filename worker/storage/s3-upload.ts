@@ -105,6 +105,9 @@ async function uploadBuffered(request: UploadRequest): Promise<UploadResult> {
     Body: body,
     ContentLength: body.length,
     ContentType: request.contentType,
+    // S3 verifies the object against our SHA-256 and stores it as the object's checksum; the SDK then computes no
+    // checksum of its own (its default CRC32 against AWS would be another pass over the bytes).
+    ChecksumSHA256: Buffer.from(sha256, 'hex').toString('base64'),
   });
   // SigV4 signs the payload's SHA-256 (x-amz-content-sha256); the SDK would hash the body a second time. Giving it
   // ours saves that pass, and S3 then refuses the PUT unless the bytes it received have exactly the hash we record.
