@@ -157,6 +157,46 @@ describe('csv-import of 100,000 rows with 1% bad rows', () => {
   });
 });
 
+describe('references', () => {
+  it('a category another transaction is creating right now is waited for and used, not duplicated or left empty', async () => {
+    const rows = [HEADER, ...Array.from({ length: 30 }, (_, i) => rowFields({ ...validRow(i + 1, 'RACE'), category: i % 2 ? 'Contested' : 'Calm' }))];
+    await upload(env.s3, env.bucket, 'uploads/race.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const jobId = await importObject('uploads/race.csv');
+    expect((await settled(jobId)).state).toBe('review_ready');
+
+    // Another import (here: a plain transaction) inserts the same category and has not committed yet.
+    const other = await env.pool.connect();
+    try {
+      await other.query('BEGIN');
+      const { rows: inserted } = await other.query<{ id: number }>(
+        "INSERT INTO categories (tenant_id, name) VALUES ($1, 'Contested') RETURNING id",
+        [TENANT],
+      );
+      await finalizeImport(env.pool, jobId);
+      // Finalize waits on the uncommitted row (the unique index), it neither fails nor inserts a second one.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect((await requireJob(env.pool, jobId)).state).toBe('running');
+      expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'RACE-%'")).toBe(0);
+      await other.query('COMMIT');
+
+      // Its statement's snapshot predates that commit: the batch is run again and then sees the committed row.
+      const job = await settled(jobId);
+      expect(job.state).toBe('succeeded');
+      expect(job.result).toMatchObject({ inserted: 30, referencesCreated: { categories: 1 } });
+      const { rows: products } = await env.pool.query<{ name: string; category_id: number | null }>(
+        `SELECT c.name, p.category_id FROM products p LEFT JOIN categories c ON c.id = p.category_id
+         WHERE p.sku LIKE 'RACE-%' AND c.name IS DISTINCT FROM 'Calm'`,
+      );
+      expect(products).toHaveLength(15);
+      for (const product of products) expect(product).toEqual({ name: 'Contested', category_id: inserted[0]!.id });
+      expect(await count("SELECT count(*)::int AS n FROM categories WHERE tenant_id = $1 AND name = 'Contested'", [TENANT])).toBe(1);
+    } finally {
+      await other.query('ROLLBACK').catch(() => {});
+      other.release();
+    }
+  });
+});
+
 describe('review', () => {
   it('reject ends the run without writing and discards its staging; it cannot be finalized afterwards', async () => {
     const rows = [HEADER, ...Array.from({ length: 40 }, (_, i) => rowFields(validRow(i + 1, 'REJ')))];

@@ -13,7 +13,8 @@ import { layoutOfRun } from './layout.js';
 import type { ImportProfile } from './profile.js';
 import { insertRowErrors, type RowError } from './row-errors.js';
 import { advanceFinalizeCursor, getCsvImportRun, markFinalized, type ChunkCounts, type CsvImportRun } from './run-record.js';
-import { nextStagedBatch, originalFieldsOf, readStagedRows } from './staged-batches.js';
+import { ReferenceCache } from './reference-cache.js';
+import { originalFieldsOf, readStagedRows } from './staged-batches.js';
 import { buildChunkStatement, toChunkResult, type ChunkResult, type ChunkStatement } from './upsert-sql.js';
 
 export interface FinalizeDeps {
@@ -83,14 +84,14 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
   if (cursor > 0) log.info({ resume_after_batch: cursor, batches: run.batches }, 'finalize resumes after the last committed batch');
   report();
 
+  const cache = new ReferenceCache();
   const client = await pool.connect();
   try {
-    for (;;) {
+    // Batches are numbered 1…run.batches by validation and each is deleted by the transaction that writes it.
+    for (let batchNumber = cursor + 1; batchNumber <= run.batches; batchNumber++) {
       if (signal.aborted) throw signal.reason;
-      const next = await nextStagedBatch(client, jobId, cursor);
-      if (!next) break;
-      const counts = await writeBatch(client, deps, statement, run, layout, next.batchNumber);
-      cursor = next.batchNumber;
+      const counts = await writeBatch(client, { ...deps, cache }, statement, run, layout, batchNumber);
+      cursor = batchNumber;
       totals.inserted += counts.inserted;
       totals.updated += counts.updated;
       totals.unchanged += counts.unchanged;
@@ -120,20 +121,39 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
   };
 }
 
-async function runChunk(client: PoolClient, statement: ChunkStatement, run: CsvImportRun, batchNumber: number, row: number | null): Promise<ChunkResult> {
+async function runChunk(
+  client: PoolClient,
+  statement: ChunkStatement,
+  cache: ReferenceCache,
+  run: CsvImportRun,
+  batchNumber: number,
+  row: number | null,
+): Promise<ChunkResult> {
   const { rows } = await client.query({
     name: statement.name,
     text: statement.text,
-    values: [run.jobId, batchNumber, run.tenantId, row],
+    values: [run.jobId, batchNumber, run.tenantId, row, ...statement.referenceTables.map((table) => cache.parameterFor(table))],
   });
-  const result = toChunkResult(statement, rows[0] as Record<string, number>);
+  const result = toChunkResult(statement, rows[0] as Record<string, unknown>);
   if (result.unresolved > 0) throw new ReferenceRaceError();
   return result;
 }
 
+interface BatchDeps extends FinalizeDeps {
+  cache: ReferenceCache;
+}
+
+type Learned = Record<string, Record<string, number>>;
+
+interface BatchOutcome {
+  counts: ChunkCounts;
+  /** Reference ids found or created by the batch: for the cache, once the batch has committed. */
+  learned: Learned;
+}
+
 async function writeBatch(
   client: PoolClient,
-  deps: FinalizeDeps,
+  deps: BatchDeps,
   statement: ChunkStatement,
   run: CsvImportRun,
   layout: ReturnType<typeof layoutOfRun>,
@@ -142,20 +162,22 @@ async function writeBatch(
   let rowByRow = false;
   for (let attempt = 1; attempt <= BATCH_TRIES; attempt++) {
     try {
-      return await inTransaction(client, async () => {
+      const outcome = await inTransaction(client, async (): Promise<BatchOutcome> => {
         await deps.assertLeaseHeld(client);
-        const counts = rowByRow
+        const written = rowByRow
           ? await writeRowByRow(client, deps, statement, run, layout, batchNumber)
-          : countsOf(await runChunk(client, statement, run, batchNumber, null));
-        if (!(await advanceFinalizeCursor(client, run.jobId, batchNumber, counts))) {
+          : outcomeOf(await runChunk(client, statement, deps.cache, run, batchNumber, null));
+        if (!(await advanceFinalizeCursor(client, run.jobId, batchNumber, written.counts))) {
           throw new PermanentJobError(
             `finalize of job ${run.jobId}: batch ${batchNumber} is not the next one to write (the cursor moved); stopping`,
             'CSV_FINALIZE_CURSOR',
             { batch: batchNumber },
           );
         }
-        return counts;
+        return written;
       });
+      for (const [table, ids] of Object.entries(outcome.learned)) deps.cache.learn(table, ids);
+      return outcome.counts;
     } catch (error) {
       if (error instanceof ReferenceRaceError || RETRYABLE.has(sqlState(error) ?? '')) {
         deps.log.debug({ batch: batchNumber, attempt, code: sqlState(error) ?? 'REFERENCE_RACE' }, 'batch raced another import; retrying');
@@ -177,40 +199,46 @@ async function writeBatch(
   );
 }
 
-function countsOf(result: ChunkResult): ChunkCounts {
+function outcomeOf(result: ChunkResult): BatchOutcome {
   return {
-    inserted: result.inserted,
-    updated: result.updated,
-    unchanged: result.rows - result.inserted - result.updated,
-    failed: 0,
-    referencesCreated: result.created,
+    counts: {
+      inserted: result.inserted,
+      updated: result.updated,
+      unchanged: result.rows - result.inserted - result.updated,
+      failed: 0,
+      referencesCreated: result.created,
+    },
+    learned: result.learned,
   };
 }
 
 /** Inside the batch's transaction: each row under a savepoint; refused rows are recorded, not written. */
 async function writeRowByRow(
   client: PoolClient,
-  deps: FinalizeDeps,
+  deps: BatchDeps,
   statement: ChunkStatement,
   run: CsvImportRun,
   layout: ReturnType<typeof layoutOfRun>,
   batchNumber: number,
-): Promise<ChunkCounts> {
+): Promise<BatchOutcome> {
   const rows = await readStagedRows(client, run.jobId, batchNumber);
   const counts: ChunkCounts = { inserted: 0, updated: 0, unchanged: 0, failed: 0, referencesCreated: {} };
+  const learned: Learned = {};
   const failures: RowError[] = [];
   for (const row of rows) {
     const rowNumber = row[0];
     await client.query('SAVEPOINT csv_row');
     try {
-      const result = countsOf(await runChunk(client, statement, run, batchNumber, rowNumber));
+      const result = outcomeOf(await runChunk(client, statement, deps.cache, run, batchNumber, rowNumber));
       await client.query('RELEASE SAVEPOINT csv_row');
-      counts.inserted += result.inserted;
-      counts.updated += result.updated;
-      counts.unchanged += result.unchanged;
-      for (const [table, count] of Object.entries(result.referencesCreated)) {
+      counts.inserted += result.counts.inserted;
+      counts.updated += result.counts.updated;
+      counts.unchanged += result.counts.unchanged;
+      for (const [table, count] of Object.entries(result.counts.referencesCreated)) {
         counts.referencesCreated[table] = (counts.referencesCreated[table] ?? 0) + count;
       }
+      // Only what a kept row learned: a rolled-back savepoint's inserted references are gone.
+      for (const [table, ids] of Object.entries(result.learned)) learned[table] = { ...learned[table], ...ids };
     } catch (error) {
       if (!isRowDataError(error)) throw error;
       await client.query('ROLLBACK TO SAVEPOINT csv_row');
@@ -231,7 +259,7 @@ async function writeRowByRow(
   counts.failed = failures.length;
   await insertRowErrors(client, run.jobId, 'finalize', failures);
   deps.log.warn({ batch: batchNumber, failed_rows: failures.map((failure) => failure.row) }, 'rows refused by the database');
-  return counts;
+  return { counts, learned };
 }
 
 /** The run record of a validated import, or a clear error when there is none. */

@@ -24,16 +24,6 @@ export async function insertStagedBatch(tx: Queryable, jobId: number, batch: Sta
   );
 }
 
-/** The first batch after `afterBatch` still staged, or null when finalize is done. */
-export async function nextStagedBatch(db: Queryable, jobId: number, afterBatch: number): Promise<{ batchNumber: number; rowCount: number } | null> {
-  const { rows } = await db.query<{ batch_number: number; row_count: number }>(
-    `SELECT batch_number, row_count FROM csv_import_staged_batches
-     WHERE job_id = $1 AND batch_number > $2 ORDER BY batch_number LIMIT 1`,
-    [jobId, afterBatch],
-  );
-  return rows[0] ? { batchNumber: rows[0].batch_number, rowCount: rows[0].row_count } : null;
-}
-
 /** The staged rows of one batch (all, or only the given row numbers), in row order. */
 export async function readStagedRows(db: Queryable, jobId: number, batchNumber: number, only?: number[]): Promise<StagedRow[]> {
   const { rows } = await db.query<{ row: StagedRow }>(

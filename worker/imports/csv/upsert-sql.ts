@@ -1,14 +1,15 @@
 // Builds, from a profile and the columns a file has, the one statement that writes a staged batch: read the batch's
-// rows, create missing references, resolve every reference to its id, and upsert the rows on the natural key. One
+// rows, resolve every reference to its id (creating the missing ones), and upsert the rows on the natural key. One
 // statement per batch (not per row) keeps the database doing set work; it runs as a prepared statement.
 //
-// References and concurrent imports: each reference table has a unique (tenant_id, name). The statement inserts the
-// batch's names with ON CONFLICT DO NOTHING (in name order, so two imports lock names in the same order and cannot
-// deadlock on them) and takes the ids from what it inserted plus what its snapshot already sees. A name committed by
-// another import after this statement's snapshot was taken is in neither: the statement reports it as `unresolved`
-// and the caller rolls back and runs the batch again with a fresh snapshot, which sees it. So the reference tables
-// themselves are the cache, shared by every import and always consistent; nothing is cached in a process, where a
-// rolled-back insert or another worker's commit could make it wrong.
+// References and concurrent imports: each reference table has a unique (tenant_id, name). The worker keeps a cache
+// of names it knows to exist (reference-cache.ts) and passes it to the statement, one JSON object per reference
+// table; only the batch's names missing from it are looked for. Those are inserted with ON CONFLICT DO NOTHING (in
+// name order, so two imports lock names in the same order and cannot deadlock on them), and their ids are taken
+// from what the insert returned plus what the statement's snapshot already sees. A name committed by another import
+// after that snapshot was taken is in neither: the statement reports it as `unresolved`, and the caller rolls back
+// and runs the batch again with a fresh snapshot, which sees it. The ids learned come back in `learned_<n>`, and the
+// caller adds them to its cache only once the batch has committed, so a rolled-back insert never enters the cache.
 import { createHash } from 'node:crypto';
 import { sqlTypeOf, targetColumnOf, type ColumnSpec, type ImportProfile } from './profile.js';
 
@@ -26,11 +27,15 @@ export interface ChunkResult {
   inserted: number;
   updated: number;
   created: Record<string, number>;
+  /** Per reference table: ids of names the batch needed and the cache did not know. */
+  learned: Record<string, Record<string, number>>;
 }
 
 /**
- * Parameters: $1 job id, $2 batch number, $3 tenant, $4 a single row number or null for the whole batch.
- * Result columns: rows, unresolved, inserted, updated, created_1 … created_n.
+ * Parameters: $1 job id, $2 batch number, $3 tenant, $4 a single row number or null for the whole batch, then one
+ * JSON object { name: id } of known names per reference table (in `referenceTables` order).
+ * Result columns: rows, unresolved, inserted, updated, then created_<n> (count) and learned_<n> ({ name: id }) per
+ * reference table.
  */
 export function buildChunkStatement(profile: ImportProfile, columns: readonly ColumnSpec[]): ChunkStatement {
   const { target } = profile;
@@ -43,33 +48,39 @@ export function buildChunkStatement(profile: ImportProfile, columns: readonly Co
   WHERE b.job_id = $1 AND b.batch_number = $2 AND ($4::int IS NULL OR (e ->> 0)::int = $4)
 )`,
   ];
-  const references: Array<{ position: number; table: string }> = [];
+  const references: Array<{ position: number; table: string; known: string }> = [];
   columns.forEach((column, index) => {
     if (!column.reference) return;
     const position = index + 1;
     const value = alias(position);
     const table = column.reference.table;
-    references.push({ position, table });
+    const known = `$${5 + references.length}::jsonb`;
+    references.push({ position, table, known });
     ctes.push(
+      `missing_${position} AS (
+  SELECT DISTINCT ${value} AS name FROM staged WHERE ${value} IS NOT NULL AND NOT (${known} ? ${value})
+)`,
       `new_ref_${position} AS (
   INSERT INTO ${table} AS r (tenant_id, name)
-  SELECT DISTINCT $3::text, ${value} FROM staged WHERE ${value} IS NOT NULL ORDER BY 2
+  SELECT $3::text, name FROM missing_${position} ORDER BY name
   ON CONFLICT (tenant_id, name) DO NOTHING
   RETURNING r.id, r.name
 )`,
       // name → id as one JSON object, looked up per row: no join whose plan depends on estimates of CTE rows.
-      `ref_${position} AS MATERIALIZED (
+      `learned_${position} AS MATERIALIZED (
   SELECT coalesce(jsonb_object_agg(found.name, found.id), '{}'::jsonb) AS ids FROM (
     SELECT id, name FROM new_ref_${position}
     UNION ALL
-    SELECT r.id, r.name FROM ${table} r
-    WHERE r.tenant_id = $3 AND r.name IN (SELECT ${value} FROM staged WHERE ${value} IS NOT NULL)
+    SELECT r.id, r.name FROM ${table} r WHERE r.tenant_id = $3 AND r.name IN (SELECT name FROM missing_${position})
   ) AS found
 )`,
     );
   });
   const resolvedIds = references
-    .map(({ position }) => `,\n    ((SELECT ids FROM ref_${position}) ->> s.${alias(position)})::bigint AS id_${position}`)
+    .map(
+      ({ position, known }) =>
+        `,\n    coalesce(${known} ->> s.${alias(position)}, (SELECT ids FROM learned_${position}) ->> s.${alias(position)})::bigint AS id_${position}`,
+    )
     .join('');
   ctes.push(`resolved AS (
   SELECT s.*${resolvedIds}
@@ -118,7 +129,12 @@ export function buildChunkStatement(profile: ImportProfile, columns: readonly Co
       : `(SELECT count(*) FROM resolved WHERE ${references
           .map(({ position }) => `(${alias(position)} IS NOT NULL AND id_${position} IS NULL)`)
           .join(' OR ')})::int`;
-  const created = references.map(({ position }, index) => `,\n  (SELECT count(*) FROM new_ref_${position})::int AS created_${index + 1}`).join('');
+  const created = references
+    .map(
+      ({ position }, index) =>
+        `,\n  (SELECT count(*) FROM new_ref_${position})::int AS created_${index + 1},\n  (SELECT ids FROM learned_${position}) AS learned_${index + 1}`,
+    )
+    .join('');
   const text = `WITH ${ctes.join(',\n')}
 SELECT (SELECT count(*) FROM staged)::int AS rows,
   ${unresolved} AS unresolved,
@@ -136,11 +152,14 @@ function castOf(column: ColumnSpec, value: string): string {
   return type === 'text' ? value : `${value}::${type}`;
 }
 
-export function toChunkResult(statement: ChunkStatement, row: Record<string, number>): ChunkResult {
+export function toChunkResult(statement: ChunkStatement, row: Record<string, unknown>): ChunkResult {
   const created: Record<string, number> = {};
+  const learned: Record<string, Record<string, number>> = {};
   statement.referenceTables.forEach((table, index) => {
-    const count = row[`created_${index + 1}`] ?? 0;
+    const count = Number(row[`created_${index + 1}`] ?? 0);
     if (count > 0) created[table] = (created[table] ?? 0) + count;
+    learned[table] = (row[`learned_${index + 1}`] as Record<string, number> | null) ?? {};
   });
-  return { rows: row.rows ?? 0, unresolved: row.unresolved ?? 0, inserted: row.inserted ?? 0, updated: row.updated ?? 0, created };
+  const count = (name: string) => Number(row[name] ?? 0);
+  return { rows: count('rows'), unresolved: count('unresolved'), inserted: count('inserted'), updated: count('updated'), created, learned };
 }

@@ -17,6 +17,7 @@ import { describeIssues, firstRowErrors, insertRowErrors, type RowError } from '
 import { RowValidator } from './row-validator.js';
 import { discardValidation, insertCsvImportRun, markValidated, type CsvImportRun } from './run-record.js';
 import { openObject } from './s3-object.js';
+import { SeenKeys } from './seen-keys.js';
 import { insertStagedBatch } from './staged-batches.js';
 
 /** A row longer than this (in characters) is reported as an error instead of being read. */
@@ -133,6 +134,8 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
     const counts = { read: 0, valid: 0, invalid: 0 };
     let layout: HeaderLayout | undefined;
     let validator: RowValidator | undefined;
+    let keyPositions: number[] = [];
+    const seenKeys = new SeenKeys();
     let bytes = 0;
     const records: CsvRecord[] = [];
     const report = () => {
@@ -155,6 +158,8 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
         if (!layout) {
           layout = readHeader(profile, record, { bucket: payload.bucket, key: payload.key, encoding: payload.encoding });
           validator = new RowValidator(layout);
+          const staged = layout.columns.map((column) => column.name);
+          keyPositions = profile.target.naturalKey.map((key) => staged.indexOf(key));
           const header = layout.header;
           const columns = layout.columns.map((column) => column.name);
           await inTransaction(client, async () => {
@@ -179,6 +184,7 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
           const check = validator!.check(record.fields);
           if (check.ok) {
             counts.valid += 1;
+            seenKeys.add(keyPositions.length === 1 ? check.values[keyPositions[0]!]! : keyPositions.map((p) => check.values[p]).join('\u0000'));
             pending = writer.addValid(
               record.line,
               JSON.stringify(check.exact ? [record.line, ...check.values] : [record.line, ...check.values, record.fields]),
@@ -215,7 +221,8 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
     const finalLayout = layout;
     const duplicates = await inTransaction(client, async () => {
       await deps.assertLeaseHeld(client);
-      const found = await reportDuplicateKeys(client, jobId, profile, finalLayout);
+      // The exact search reads every staged row again: only when some key may repeat.
+      const found = seenKeys.maybeRepeated > 0 ? await reportDuplicateKeys(client, jobId, profile, finalLayout) : 0;
       await markValidated(client, jobId, {
         rowsRead: counts.read,
         rowsValid: counts.valid - found,

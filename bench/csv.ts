@@ -1,0 +1,285 @@
+// npm run bench:csv — a CSV import of N product rows (default 1,000,000) by a real worker process, validate + finalize,
+// against the physical limit: a raw `COPY … FROM STDIN` of the same object streamed from the same S3 server into a
+// table of the same shape (the CSV's columns with the products table's types, constraints and natural key), in the
+// same run on the same embedded Postgres (fsync off). Prints rows/s of each step, the end-to-end ratio, and the
+// worker's peak RSS for N rows and for N/10 rows (memory must be flat in file size).
+//
+//   npm run bench:csv                                  # 1,000,000 rows, CSV_FINALIZE_CHUNK_SIZE default (500)
+//   npm run bench:csv -- --rows 200000 --chunk-size 2000 --rounds 2
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { chmod, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { finished } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import pg from 'pg';
+import { finalizeImport, submitJob } from '../worker/api.js';
+import { createPool, type Pool } from '../worker/db/pool.js';
+import { migrate } from '../worker/db/migrate.js';
+import { startLocalEnvironment, type LocalEnvironment } from '../worker/dev/local-environment.js';
+import { requireJob } from '../worker/queue/operator.js';
+import type { JobRow } from '../worker/queue/types.js';
+import { createS3Client } from '../worker/storage/s3-client.js';
+import { copyFromStdin } from './csv/copy-from-stdin.js';
+import { buildCompiledWorker } from './mass-import/compiled-worker.js';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const BUCKET = 'bench-csv';
+const GOAL_RATIO = 0.5;
+const GOAL_RSS_BYTES = 256 * 1024 * 1024;
+const MiB = 1024 * 1024;
+
+const { values: args } = parseArgs({
+  options: {
+    rows: { type: 'string', default: '1000000' },
+    'chunk-size': { type: 'string' },
+    rounds: { type: 'string', default: '1' },
+  },
+});
+const rows = Number(args.rows);
+const rounds = Number(args.rounds);
+const chunkSize = args['chunk-size'];
+if (!Number.isSafeInteger(rows) || rows < 10 || !Number.isSafeInteger(rounds) || rounds < 1) {
+  throw new Error('usage: bench/csv.ts [--rows N] [--chunk-size N] [--rounds N]');
+}
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+/** The products file: 10 columns, ~110 bytes a row, quoted fields, empty optional values, 50 categories. */
+async function writeProductsCsv(path: string, count: number): Promise<number> {
+  const out = createWriteStream(path);
+  out.write('sku,name,description,price,quantity,barcode,status,category,supplier,location\n');
+  const statuses = ['active', 'inactive', 'discontinued'];
+  let lines: string[] = [];
+  for (let i = 1; i <= count; i++) {
+    const description = i % 7 === 0 ? `"Sturdy, ""classic"" item ${i}"` : `Item number ${i}`;
+    const barcode = i % 11 === 0 ? '' : String(4_000_000_000_000 + i);
+    const location = i % 5 === 0 ? '' : `Location ${i % 20}`;
+    lines.push(
+      `SKU-${String(i).padStart(8, '0')},Product ${i},${description},${Math.floor(i / 3) % 1000}.${String(i % 100).padStart(2, '0')},` +
+        `${i % 500},${barcode},${statuses[i % 3]},Category ${i % 50},Supplier ${i % 200},${location}\n`,
+    );
+    if (lines.length === 10_000) {
+      if (!out.write(lines.join(''))) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
+      lines = [];
+    }
+  }
+  out.end(lines.join(''));
+  await finished(out);
+  return (await stat(path)).size;
+}
+
+async function uploadFile(s3: S3Client, key: string, path: string): Promise<void> {
+  await new Upload({ client: s3, params: { Bucket: BUCKET, Key: key, Body: createReadStream(path) }, partSize: 16 * MiB }).done();
+}
+
+async function freshDatabase(environment: LocalEnvironment, name: string): Promise<string> {
+  const admin = new pg.Client({ connectionString: environment.postgres.adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = environment.postgres.databaseUrl(name);
+  await migrate(url);
+  return url;
+}
+
+/** The baseline: the object streamed from S3 straight into COPY, into the CSV's columns typed like products. */
+async function rawCopy(url: string, s3: S3Client, key: string): Promise<{ seconds: number; copied: number }> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(`DROP TABLE IF EXISTS bench_copy_products`);
+    await client.query(
+      `CREATE TABLE bench_copy_products (
+         tenant_id text NOT NULL DEFAULT 'bench', sku text NOT NULL CHECK (sku <> ''), name text NOT NULL, description text,
+         price numeric(12,2) NOT NULL CHECK (price >= 0), quantity integer NOT NULL CHECK (quantity >= 0), barcode text,
+         status text NOT NULL CHECK (status IN ('active', 'inactive', 'discontinued')), category text, supplier text, location text,
+         PRIMARY KEY (tenant_id, sku))`,
+    );
+    const started = performance.now();
+    const object = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+    const copied = await copyFromStdin(
+      client,
+      `COPY bench_copy_products (sku, name, description, price, quantity, barcode, status, category, supplier, location)
+       FROM STDIN (FORMAT csv, HEADER true)`,
+      object.Body as AsyncIterable<Buffer>,
+    );
+    return { seconds: (performance.now() - started) / 1000, copied };
+  } finally {
+    await client.end();
+  }
+}
+
+interface WorkerHandle {
+  child: ChildProcess;
+  started: Promise<void>;
+}
+
+function startWorker(entry: string, env: NodeJS.ProcessEnv): WorkerHandle {
+  const child = spawn(process.execPath, [entry, 'worker'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const started = new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (line.includes('"worker started"')) resolve();
+      if (/"level":(50|60)/.test(line)) log(`  worker: ${line.slice(0, 300)}`);
+    });
+    createInterface({ input: child.stderr! }).on('line', (line) => log(`  worker stderr: ${line}`));
+    child.once('exit', (code) => reject(new Error(`worker exited with ${code} before it started`)));
+  });
+  return { child, started };
+}
+
+async function peakRss(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/^VmHWM:\s+(\d+) kB/m.exec(status)![1]) * 1024;
+}
+
+async function until(pool: Pool, jobId: number, states: string[]): Promise<JobRow> {
+  for (;;) {
+    const job = await requireJob(pool, jobId);
+    if (states.includes(job.state)) return job;
+    if (['failed', 'dead', 'canceled'].includes(job.state)) throw new Error(`job ${jobId} ended ${job.state}: ${job.lastError?.message}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+interface ImportMeasure {
+  validateSeconds: number;
+  finalizeSeconds: number;
+  peakRssAfterValidate: number;
+  peakRss: number;
+  products: number;
+}
+
+async function measuredImport(entry: string, environment: LocalEnvironment, url: string, key: string, expected: number): Promise<ImportMeasure> {
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? '/tmp',
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+    DATABASE_URL: url,
+    S3_ENDPOINT: environment.s3.endpoint,
+    S3_BUCKET: BUCKET,
+    AWS_REGION: environment.region,
+    AWS_ACCESS_KEY_ID: environment.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: environment.credentials.secretAccessKey,
+    LOG_LEVEL: 'info',
+    LOG_FORMAT: 'json',
+    WORKER_POLL_INTERVAL_MS: '100',
+    HEALTH_HEARTBEAT_FILE: join(tmpdir(), `bench-csv-${process.pid}.heartbeat`),
+    ...(chunkSize ? { CSV_FINALIZE_CHUNK_SIZE: chunkSize } : {}),
+  };
+  const worker = startWorker(entry, env);
+  const pool = createPool(url, { max: 2 });
+  try {
+    await worker.started;
+    const validateStart = performance.now();
+    const { job } = await submitJob(pool, { kind: 'csv-import', tenantId: 'bench', payload: { bucket: BUCKET, key, profile: 'products' } });
+    const reviewed = await until(pool, job.id, ['review_ready']);
+    const validateSeconds = (performance.now() - validateStart) / 1000;
+    if ((reviewed.result as { valid: number }).valid !== expected) throw new Error(`validation found ${JSON.stringify(reviewed.result)}`);
+    const peakRssAfterValidate = await peakRss(worker.child.pid!);
+    const finalizeStart = performance.now();
+    await finalizeImport(pool, job.id);
+    const done = await until(pool, job.id, ['succeeded', 'partial']);
+    const finalizeSeconds = (performance.now() - finalizeStart) / 1000;
+    const peak = await peakRss(worker.child.pid!);
+    const { rows: counted } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM products WHERE tenant_id = 'bench'`);
+    if (done.state !== 'succeeded' || counted[0]!.n !== expected) throw new Error(`finalize ended ${done.state} with ${counted[0]!.n} products`);
+    return { validateSeconds, finalizeSeconds, peakRssAfterValidate, peakRss: peak, products: counted[0]!.n };
+  } finally {
+    if (worker.child.exitCode === null && worker.child.signalCode === null) {
+      const exited = new Promise((resolve) => worker.child.once('exit', resolve));
+      worker.child.kill('SIGTERM');
+      await exited;
+    }
+    await pool.end();
+  }
+}
+
+function table(header: string[], body: string[][]): string {
+  const widths = header.map((title, column) => Math.max(title.length, ...body.map((row) => row[column]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join(' | ')} |`;
+  return [line(header), `|${widths.map((width) => '-'.repeat(width + 2)).join('|')}|`, ...body.map(line)].join('\n');
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en');
+
+async function main(): Promise<void> {
+  const stateDir = await mkdtemp(join(tmpdir(), 'bench-csv-'));
+  await chmod(stateDir, 0o755);
+  log(`bench:csv — ${fmt(rows)} product rows, ${rounds} round(s), CSV_FINALIZE_CHUNK_SIZE=${chunkSize ?? '500 (default)'}`);
+  const environment = await startLocalEnvironment({ stateDir, persistent: false, fast: true, buckets: [BUCKET] });
+  const s3 = createS3Client({ region: environment.region, endpoint: environment.s3.endpoint, credentials: environment.credentials });
+  try {
+    log('building the compiled worker (as the production image runs it) …');
+    // Inside the checkout (.bench/ is ignored by git), so the compiled worker finds node_modules.
+    const entry = await buildCompiledWorker(ROOT, join(ROOT, '.bench', 'csv-worker'), log);
+    const small = Math.max(10, Math.round(rows / 10));
+    const files: Record<string, number> = {};
+    for (const count of [rows, small]) {
+      const path = join(stateDir, `products-${count}.csv`);
+      files[count] = await writeProductsCsv(path, count);
+      await uploadFile(s3, `products-${count}.csv`, path);
+      await rm(path);
+    }
+    log(`uploaded products-${rows}.csv (${(files[rows]! / MiB).toFixed(0)} MiB) and products-${small}.csv`);
+
+    const results: Array<{ copy: number; ours: ImportMeasure }> = [];
+    for (let round = 1; round <= rounds; round++) {
+      const url = await freshDatabase(environment, `bench_csv_${round}`);
+      const copy = await rawCopy(url, s3, `products-${rows}.csv`);
+      if (copy.copied !== rows) throw new Error(`COPY loaded ${copy.copied} rows`);
+      log(`round ${round}: raw COPY ${copy.seconds.toFixed(2)} s`);
+      const ours = await measuredImport(entry, environment, url, `products-${rows}.csv`, rows);
+      log(`round ${round}: validate ${ours.validateSeconds.toFixed(2)} s, finalize ${ours.finalizeSeconds.toFixed(2)} s`);
+      results.push({ copy: copy.seconds, ours });
+    }
+    const smallRun = await measuredImport(entry, environment, await freshDatabase(environment, 'bench_csv_small'), `products-${small}.csv`, small);
+
+    const best = results.reduce((a, b) => (a.ours.validateSeconds + a.ours.finalizeSeconds <= b.ours.validateSeconds + b.ours.finalizeSeconds ? a : b));
+    const copySeconds = Math.min(...results.map((result) => result.copy));
+    const endToEnd = best.ours.validateSeconds + best.ours.finalizeSeconds;
+    const ratio = copySeconds / endToEnd;
+    const row = (name: string, seconds: number, vs: string) => [name, fmt(rows), seconds.toFixed(2), fmt(rows / seconds), vs];
+    log('');
+    log(
+      table(
+        ['step', 'rows', 'seconds', 'rows/s', 'vs raw COPY'],
+        [
+          row('raw COPY (S3 object → COPY FROM STDIN)', copySeconds, '1.00×'),
+          row('validate (csv-import → review_ready)', best.ours.validateSeconds, `${(copySeconds / best.ours.validateSeconds).toFixed(2)}×`),
+          row('finalize (csv-finalize → succeeded)', best.ours.finalizeSeconds, `${(copySeconds / best.ours.finalizeSeconds).toFixed(2)}×`),
+          row('validate + finalize (end to end)', endToEnd, `${ratio.toFixed(2)}× (goal ≥ ${GOAL_RATIO}×)`),
+        ],
+      ),
+    );
+    log('');
+    log(
+      table(
+        ['worker peak RSS (VmHWM)', 'file', 'after validate', 'after finalize'],
+        [
+          [`${fmt(rows)} rows`, `${(files[rows]! / MiB).toFixed(0)} MiB`, `${(best.ours.peakRssAfterValidate / MiB).toFixed(0)} MiB`, `${(best.ours.peakRss / MiB).toFixed(0)} MiB`],
+          [`${fmt(small)} rows`, `${(files[small]! / MiB).toFixed(0)} MiB`, `${(smallRun.peakRssAfterValidate / MiB).toFixed(0)} MiB`, `${(smallRun.peakRss / MiB).toFixed(0)} MiB`],
+        ],
+      ),
+    );
+    log('');
+    const rssOk = best.ours.peakRss < GOAL_RSS_BYTES;
+    const flat = best.ours.peakRss < smallRun.peakRss * 1.25 + 16 * MiB;
+    log(`end to end ${ratio >= GOAL_RATIO ? 'meets' : 'misses'} the goal of ≥ ${GOAL_RATIO}× raw COPY (${ratio.toFixed(2)}×); ` +
+      `peak RSS ${rssOk ? 'under' : 'over'} 256 MiB and ${flat ? 'flat' : 'NOT flat'} in file size (${(best.ours.peakRss / MiB).toFixed(0)} MiB for ${fmt(rows)} rows vs ${(smallRun.peakRss / MiB).toFixed(0)} MiB for ${fmt(small)}).`);
+  } finally {
+    s3.destroy();
+    await environment.stop();
+    await rm(stateDir, { recursive: true, force: true });
+  }
+}
+
+await main();
