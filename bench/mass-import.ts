@@ -125,17 +125,21 @@ async function runOurs(servers: Servers, importRoot: string, round: number, labe
     if (run.code !== 0) throw new Error(`the worker failed (${run.code}): ${run.stderr.slice(-2000)}`);
     const { rows } = await pool.query(
       `SELECT state, result, extract(epoch FROM finished_at - started_at) * 1000 AS job_ms,
+              extract(epoch FROM finished_at) * 1000 AS finished_at_ms,
               (SELECT count(*)::int FROM documents) AS documents FROM jobs WHERE id = $1`,
       [job.id],
     );
-    const row = rows[0] as { state: string; result: Record<string, unknown>; job_ms: number; documents: number };
+    const row = rows[0] as { state: string; result: Record<string, unknown>; job_ms: number; finished_at_ms: number; documents: number };
     if (row.state !== 'succeeded') throw new Error(`the mass import ended ${row.state}: ${JSON.stringify(row.result)}`);
     const stored = await bucketContents(servers.client, bucket);
     return {
       tool: label,
       ours: true,
       round,
-      wallMs: run.wallMs,
+      // Until the data is there: spawn → the run recorded finished (the worker then idles until its poll notices the
+      // queue is empty and exits, which --exit-when-idle adds and a deployed worker never does).
+      wallMs: Number(row.finished_at_ms) - run.spawnedAt,
+      processMs: run.wallMs,
       jobMs: Number(row.job_ms),
       peakRssBytes: run.peakRssBytes,
       documents: row.documents,

@@ -5,6 +5,8 @@ import { readFile } from 'node:fs/promises';
 
 export interface MeasuredRun {
   code: number | null;
+  /** When the process was spawned (epoch ms), to compare with times recorded elsewhere (the job's finished_at). */
+  spawnedAt: number;
   wallMs: number;
   peakRssBytes: number | null;
   stdout: string;
@@ -23,6 +25,7 @@ async function highWaterMark(pid: number): Promise<number | null> {
 
 export async function runMeasured(command: string, args: string[], env: NodeJS.ProcessEnv, cwd?: string): Promise<MeasuredRun> {
   const started = performance.now();
+  const spawnedAt = Date.now();
   const child = spawn(command, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -46,5 +49,5 @@ export async function runMeasured(command: string, args: string[], env: NodeJS.P
   const code = await exit;
   const wallMs = performance.now() - started;
   await sampling;
-  return { code, wallMs, peakRssBytes: peak, stdout, stderr };
+  return { code, spawnedAt, wallMs, peakRssBytes: peak, stdout, stderr };
 }

@@ -21,6 +21,7 @@ export type UnsafeCode =
 
 /** Deeper trees are refused entry by entry: a share nested this deep is almost certainly a loop or an accident. */
 const MAX_DEPTH = 64;
+const EXAMINE_AT_ONCE = 32;
 
 /** True when `path` is `root` or lies below it (both real paths). */
 export function isInside(root: string, path: string): boolean {
@@ -54,33 +55,42 @@ async function* walkDirectory(realRoot: string, relativeDir: string, depth: numb
     return;
   }
   dirents.sort((a, b) => Buffer.compare(a.name, b.name));
-  for (const dirent of dirents) {
-    const name = dirent.name.toString('utf8');
-    const relativePath = relativeDir === '' ? name : `${relativeDir}/${name}`;
-    if (!Buffer.from(name, 'utf8').equals(dirent.name)) {
-      // Such a name cannot be stored as text nor opened through a string path; it is reported, never guessed at.
-      yield unsafe(relativePath, 'NAME_NOT_UTF8', 'the name is not valid UTF-8');
-      continue;
-    }
-    const absolutePath = join(absoluteDir, name);
-    let stats: Stats;
-    try {
-      stats = await lstat(absolutePath);
-    } catch (error) {
-      yield unsafe(relativePath, 'UNREADABLE', `cannot be examined (${(error as NodeJS.ErrnoException).code})`);
-      continue;
-    }
-    if (stats.isDirectory()) {
-      if (depth + 1 >= MAX_DEPTH) yield unsafe(relativePath, 'TOO_DEEP', `directory nested deeper than ${MAX_DEPTH} levels`);
-      else yield* walkDirectory(realRoot, relativePath, depth + 1);
-    } else if (stats.isSymbolicLink()) {
-      yield await symlinkEntry(realRoot, absolutePath, relativePath);
-    } else if (stats.isFile()) {
-      yield await fileEntry(absolutePath, relativePath, stats.size);
-    } else {
-      yield unsafe(relativePath, 'SPECIAL_FILE', `${specialKind(stats)}; only regular files are imported`);
+  // Entries are examined several at a time (each is a stat or two on the file server), then reported in name order.
+  for (let start = 0; start < dirents.length; start += EXAMINE_AT_ONCE) {
+    const examined = await Promise.all(
+      dirents.slice(start, start + EXAMINE_AT_ONCE).map((dirent) => examine(realRoot, absoluteDir, relativeDir, dirent)),
+    );
+    for (const entry of examined) {
+      if (entry.kind !== 'directory') yield entry;
+      else if (depth + 1 >= MAX_DEPTH) yield unsafe(entry.relativePath, 'TOO_DEEP', `directory nested deeper than ${MAX_DEPTH} levels`);
+      else yield* walkDirectory(realRoot, entry.relativePath, depth + 1);
     }
   }
+}
+
+async function examine(
+  realRoot: string,
+  absoluteDir: string,
+  relativeDir: string,
+  dirent: Dirent<Buffer>,
+): Promise<WalkEntry | { kind: 'directory'; relativePath: string }> {
+  const name = dirent.name.toString('utf8');
+  const relativePath = relativeDir === '' ? name : `${relativeDir}/${name}`;
+  if (!Buffer.from(name, 'utf8').equals(dirent.name)) {
+    // Such a name cannot be stored as text nor opened through a string path; it is reported, never guessed at.
+    return unsafe(relativePath, 'NAME_NOT_UTF8', 'the name is not valid UTF-8');
+  }
+  const absolutePath = join(absoluteDir, name);
+  let stats: Stats;
+  try {
+    stats = await lstat(absolutePath);
+  } catch (error) {
+    return unsafe(relativePath, 'UNREADABLE', `cannot be examined (${(error as NodeJS.ErrnoException).code})`);
+  }
+  if (stats.isDirectory()) return { kind: 'directory', relativePath };
+  if (stats.isSymbolicLink()) return symlinkEntry(realRoot, absolutePath, relativePath);
+  if (stats.isFile()) return fileEntry(absolutePath, relativePath, stats.size);
+  return unsafe(relativePath, 'SPECIAL_FILE', `${specialKind(stats)}; only regular files are imported`);
 }
 
 async function fileEntry(absolutePath: string, relativePath: string, size: number): Promise<WalkEntry> {
@@ -104,7 +114,12 @@ async function symlinkEntry(realRoot: string, absolutePath: string, relativePath
   if (!isInside(realRoot, target)) {
     return unsafe(relativePath, 'SYMLINK_OUTSIDE_ROOT', `symbolic link to ${target}, outside the import root; not followed`);
   }
-  const stats = await stat(target);
+  let stats: Stats;
+  try {
+    stats = await stat(target);
+  } catch (error) {
+    return unsafe(relativePath, 'SYMLINK_DANGLING', `symbolic link whose target vanished (${(error as NodeJS.ErrnoException).code})`);
+  }
   if (stats.isDirectory()) {
     return unsafe(relativePath, 'SYMLINK_TO_DIRECTORY', 'symbolic link to a directory; directory links are not followed');
   }
