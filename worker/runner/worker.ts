@@ -247,6 +247,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     entry.done = this.execute(entry).finally(() => {
       this.active.delete(job.id);
       this.updateBusy();
+      // An exit-when-idle worker need not wait out the poll interval once its last job is recorded.
+      if (this.options.exitWhenIdle && this.active.size === 0 && this.buffer.size === 0) {
+        this.wakeRequested = true;
+        this.wake?.();
+      }
     });
   }
 
