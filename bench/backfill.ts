@@ -172,7 +172,14 @@ function printTable(results: Measurement[], baseline: Measurement): void {
 async function main(): Promise<void> {
   const stateDir = await mkdtemp(join(tmpdir(), 'bench-backfill-'));
   await chmod(stateDir, 0o755);
-  const postgres = await startEmbeddedPostgres({ baseDir: join(stateDir, 'pg'), persistent: false, fast: true });
+  // Buffers sized like a database server's for a multi-GB table, not the 128 MB default: both the job and the
+  // single UPDATE run against the same server.
+  const postgres = await startEmbeddedPostgres({
+    baseDir: join(stateDir, 'pg'),
+    persistent: false,
+    fast: true,
+    sharedBuffers: process.env.BENCH_SHARED_BUFFERS ?? '2GB',
+  });
   try {
     const version = await withClient(postgres.adminUrl, async (client) => (await client.query('SHOW server_version')).rows[0].server_version);
     console.log(`Postgres ${version} (embedded, fsync off), Node ${process.version}, ${rows.toLocaleString('en-US')} documents rows`);

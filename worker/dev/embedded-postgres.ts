@@ -21,6 +21,8 @@ export interface EmbeddedPostgresOptions {
   port?: number;
   /** Trade durability for speed: right for tests and benchmarks, never for real data. */
   fast?: boolean;
+  /** shared_buffers, e.g. '2GB' for benchmarks over millions of rows (the server default is 128MB). */
+  sharedBuffers?: string;
 }
 
 const USER = 'postgres';
@@ -46,7 +48,10 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     if (recent.length > 5) recent.shift();
   };
   const flags = ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300'];
-  if (options.fast) flags.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
+  if (options.fast) {
+    flags.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_wal_size=8GB');
+  }
+  if (options.sharedBuffers) flags.push('-c', `shared_buffers=${options.sharedBuffers}`);
   const server = new EmbeddedPostgresServer({
     databaseDir: dataDir,
     port,
