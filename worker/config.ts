@@ -48,7 +48,7 @@ export interface WorkerConfig {
   concurrency: number;
   /** Job kinds this worker claims; empty means every registered kind. */
   kinds: string[];
-  /** Per-kind concurrency ceilings, e.g. `csv-validate=2,csv-finalize=2`. */
+  /** Per-kind concurrency ceilings, e.g. `csv-import=2,csv-finalize=2`. */
   kindConcurrency: Record<string, number>;
   leaseMs: number;
   heartbeatMs: number;
@@ -279,7 +279,7 @@ class EnvReader {
     if (value === undefined) return [];
     const items = value.split(',').map((item) => item.trim());
     if (items.some((item) => !/^[a-z0-9-]+$/.test(item))) {
-      this.fail(name, value, 'a comma-separated list of job kinds such as mass-import,csv-validate');
+      this.fail(name, value, 'a comma-separated list of job kinds such as mass-import,csv-import');
     }
     return items;
   }
@@ -291,7 +291,7 @@ class EnvReader {
     for (const entry of value.split(',')) {
       const match = /^\s*([a-z0-9-]+)\s*=\s*(\d+)\s*$/.exec(entry);
       const limit = match ? Number(match[2]) : 0;
-      if (!match || limit < 1) this.fail(name, value, 'kind=limit pairs separated by commas, e.g. csv-validate=2');
+      if (!match || limit < 1) this.fail(name, value, 'kind=limit pairs separated by commas, e.g. csv-import=2');
       limits[match[1]!] = limit;
     }
     return limits;
