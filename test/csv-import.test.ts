@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finalizeImport, rejectImport, submitJob } from '../worker/api.js';
 import { csvFinalizeHandler } from '../worker/handlers/csv-finalize.js';
 import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
-import { requireJob } from '../worker/queue/operator.js';
+import { getCsvImportRun } from '../worker/imports/csv/run-record.js';
+import { cancelJob, requeueJob, requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { csvLine, HEADER, plantedFile, rowFields, upload, validRow, type PlantedFile } from './fixtures/csv-products.js';
@@ -194,6 +195,56 @@ describe('references', () => {
       await other.query('ROLLBACK').catch(() => {});
       other.release();
     }
+  });
+});
+
+describe('finalize', () => {
+  it('rows the database refuses at write time are recorded as row errors; the rest of their batch is written (partial)', async () => {
+    // A rule the profile does not know about, as a backend might add one.
+    await env.pool.query("ALTER TABLE products ADD CONSTRAINT test_no_forbidden CHECK (name <> 'Forbidden')");
+    try {
+      const rows = [HEADER, ...Array.from({ length: 60 }, (_, i) => rowFields({ ...validRow(i + 1, 'DBR'), description: 'x', name: i % 20 === 5 ? 'Forbidden' : `Product ${i + 1}` }))];
+      await upload(env.s3, env.bucket, 'uploads/db-refused.csv', rows.map((fields) => csvLine(fields)).join(''));
+      const jobId = await importObject('uploads/db-refused.csv', { autoFinalize: true });
+      const job = await settled(jobId);
+      expect(job.state).toBe('partial');
+      expect(job.result).toMatchObject({ valid: 60, invalid: 0, inserted: 57, failedAtWrite: 3 });
+      const { rows: errors } = await env.pool.query(
+        `SELECT row_number, phase, fields[2] AS name, errors -> 0 ->> 'rule' AS rule, errors -> 0 ->> 'message' AS message
+         FROM csv_import_row_errors WHERE job_id = $1 ORDER BY row_number`,
+        [jobId],
+      );
+      expect(errors.map((error) => [error.row_number, error.phase, error.name, error.rule])).toEqual([
+        [7, 'finalize', 'Forbidden', 'database'],
+        [27, 'finalize', 'Forbidden', 'database'],
+        [47, 'finalize', 'Forbidden', 'database'],
+      ]);
+      expect(errors[0].message).toContain('test_no_forbidden');
+      expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'DBR-%'")).toBe(57);
+    } finally {
+      await env.pool.query('ALTER TABLE products DROP CONSTRAINT test_no_forbidden');
+    }
+  });
+
+  it('cancel stops finalize at a chunk boundary, keeps what was written, and requeue writes the rest once', async () => {
+    const rows = [HEADER, ...Array.from({ length: 40_000 }, (_, i) => rowFields({ ...validRow(i + 1, 'CAN'), description: 'x' }))];
+    await upload(env.s3, env.bucket, 'uploads/cancel.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const jobId = await importObject('uploads/cancel.csv');
+    expect((await settled(jobId)).state).toBe('review_ready');
+    await finalizeImport(env.pool, jobId);
+    await waitFor(async () => ((await getCsvImportRun(env.pool, jobId))?.finalizedBatches ?? 0) >= 5, 30_000, 5);
+    await cancelJob(env.pool, jobId);
+    const canceled = await settled(jobId);
+    expect(canceled.state).toBe('canceled');
+    const run = (await getCsvImportRun(env.pool, jobId))!;
+    expect(run.finalizedBatches).toBeLessThan(80);
+    expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'CAN-%'")).toBe(run.finalizedBatches * 500);
+
+    await requeueJob(env.pool, jobId);
+    const done = await settled(jobId);
+    expect(done.state).toBe('succeeded');
+    expect(done.result).toMatchObject({ inserted: 40_000, unchanged: 0, updated: 0 });
+    expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'CAN-%'")).toBe(40_000);
   });
 });
 
