@@ -95,6 +95,13 @@ describe('claim', () => {
     expect(second!.id).toBe(low);
   });
 
+  it('never re-claims a job the worker still has a handler for', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    const [unwinding, other] = await enqueueJobs(env.pool, 'exclude', [{}, {}]);
+    const claimed = await claimJobs(env.pool, { workerId: 'w', limit: 10, leaseMs: 1000, kinds: ['exclude'], excludeIds: [unwinding!] });
+    expect(claimed.map((job) => job.id)).toEqual([other]);
+  });
+
   it('only claims the kinds asked for', async () => {
     await env.pool.query('DELETE FROM jobs');
     await enqueueJobs(env.pool, 'kind-a', [{}]);

@@ -176,11 +176,11 @@ describe('rescue, retention, cancel and requeue', () => {
     const { job: retry } = await enqueueJob(env.pool, { kind: 'rescue-me', maxAttempts: 3 });
     const { job: last } = await enqueueJob(env.pool, { kind: 'rescue-me', maxAttempts: 1 });
     await claimJobs(env.pool, { workerId: 'crashed', limit: 2, leaseMs: 60_000, kinds: ['rescue-me'] });
-    expect(await rescueExpiredLeases(env.pool)).toEqual({ requeued: [], dead: [] });
+    expect(await rescueExpiredLeases(env.pool)).toEqual({ requeued: [], dead: [], canceled: [] });
     await expireLease(retry.id);
     await expireLease(last.id);
     const rescued = await rescueExpiredLeases(env.pool);
-    expect(rescued).toEqual({ requeued: [retry.id], dead: [last.id] });
+    expect(rescued).toEqual({ requeued: [retry.id], dead: [last.id], canceled: [] });
     expect(await requireJob(env.pool, retry.id)).toMatchObject({ state: 'queued', leaseOwner: null, attempts: 1 });
     const dead = await requireJob(env.pool, last.id);
     expect(dead.state).toBe('dead');
@@ -203,6 +203,43 @@ describe('rescue, retention, cancel and requeue', () => {
     expect(await deleteExpiredJobs(env.pool, 30, 2)).toBe(0);
     const { rows } = await env.pool.query('SELECT id FROM jobs ORDER BY id');
     expect(rows.map((row) => row.id)).toEqual([fresh.job.id, queuedOld.job.id]);
+  });
+
+  it('deletes a run with many child rows in chunks: per-item rows go, business rows only lose the link', async () => {
+    await env.pool.query(`
+      CREATE TABLE retention_items (job_id bigint NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, n int);
+      CREATE INDEX ON retention_items (job_id);
+      CREATE TABLE retention_business (id serial, job_id bigint REFERENCES jobs (id) ON DELETE SET NULL);`);
+    const { job } = await enqueueJob(env.pool, { kind: 'retained-big' });
+    const { job: keep } = await enqueueJob(env.pool, { kind: 'retained-big' });
+    await env.pool.query('INSERT INTO retention_items SELECT $1, n FROM generate_series(1, 12000) AS n', [job.id]);
+    await env.pool.query('INSERT INTO retention_items SELECT $1, n FROM generate_series(1, 10) AS n', [keep.id]);
+    await env.pool.query('INSERT INTO retention_business (job_id) SELECT $1 FROM generate_series(1, 7000)', [job.id]);
+    await env.pool.query("UPDATE jobs SET state = 'succeeded', finished_at = now() - interval '40 days' WHERE id = $1", [job.id]);
+    const statements: string[] = [];
+    const counting = { query: (text: string, values?: unknown[]) => (statements.push(text), env.pool.query(text, values)) };
+    expect(await deleteExpiredJobs(counting, 30, 10, 5_000)).toBe(1);
+    // 12,000 items in chunks of 5,000 take 3 statements; 7,000 links take 2.
+    expect(statements.filter((text) => text.startsWith('DELETE FROM retention_items')).length).toBe(3);
+    expect(statements.filter((text) => text.startsWith('UPDATE retention_business')).length).toBe(2);
+    const left = await env.pool.query(
+      `SELECT (SELECT count(*)::int FROM retention_items WHERE job_id = $1) AS items,
+              (SELECT count(*)::int FROM retention_items WHERE job_id = $2) AS kept_items,
+              (SELECT count(*)::int FROM retention_business WHERE job_id IS NULL) AS unlinked,
+              (SELECT count(*)::int FROM jobs WHERE id = $1) AS jobs`,
+      [job.id, keep.id],
+    );
+    expect(left.rows[0]).toEqual({ items: 0, kept_items: 10, unlinked: 7000, jobs: 0 });
+    await env.pool.query('DROP TABLE retention_items, retention_business');
+  });
+
+  it('rescues a cancel-requested job whose worker died as canceled, not back to the queue', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'cancel-orphan' });
+    await claimJobs(env.pool, { workerId: 'gone', limit: 1, leaseMs: 60_000, kinds: ['cancel-orphan'] });
+    expect((await cancelJob(env.pool, job.id)).pending).toBe(true);
+    await expireLease(job.id);
+    expect((await rescueExpiredLeases(env.pool)).canceled).toEqual([job.id]);
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'canceled', leaseOwner: null });
   });
 
   it('cancels a queued run at once and aborts the handler of a running one', async () => {

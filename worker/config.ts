@@ -1,5 +1,6 @@
 // Every environment variable the project reads is parsed and validated here, and only here. A wrong value fails at
 // start-up with a message naming the variable and the expected form; nothing else in the code reads process.env.
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 
 export class ConfigError extends Error {
@@ -113,7 +114,9 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: read.oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
     logFormat: read.oneOf('LOG_FORMAT', LOG_FORMATS, 'auto'),
     worker: {
-      workerId: read.string('WORKER_ID', `${hostname()}:${process.pid}`, /^\S{1,200}$/, '1-200 non-space characters'),
+      // The pid alone repeats across container restarts (it is often 1): a random part keeps each incarnation's
+      // lease owner name unique.
+      workerId: read.string('WORKER_ID', `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`, /^\S{1,200}$/, '1-200 non-space characters'),
       concurrency: read.integer('WORKER_CONCURRENCY', 8, { min: 1, max: 1000 }),
       kinds: read.list('WORKER_KINDS'),
       kindConcurrency: read.kindLimits('WORKER_KIND_CONCURRENCY'),

@@ -19,7 +19,11 @@ export function createPool(databaseUrl: string, options: PoolOptions = {}): pg.P
     connectionString: databaseUrl,
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'bulk-import-worker',
-    ...(options.sessionOptions ? { options: options.sessionOptions } : {}),
+    // A worker that froze or lost the network inside a transaction must not keep its row locks (and with them a
+    // job the rescuer skips) for hours: the server ends such a session after two minutes.
+    options: ['-c idle_in_transaction_session_timeout=120000', options.sessionOptions ?? ''].join(' ').trim(),
+    keepAlive: true,
+    connectionTimeoutMillis: 15_000,
     // A pool without an error listener crashes the process when an idle connection is terminated by the server.
   });
   pool.on('error', () => {});

@@ -11,10 +11,11 @@ export function createRescuer(pool: Pool, intervalMs: number, log: Logger): Peri
     intervalMs,
     async () => {
       for (let round = 0; round < 100; round += 1) {
-        const { requeued, dead } = await rescueExpiredLeases(pool);
+        const { requeued, dead, canceled } = await rescueExpiredLeases(pool);
         if (requeued.length > 0) log.warn({ jobs: requeued }, 'rescued jobs with expired leases back to the queue');
         if (dead.length > 0) log.error({ jobs: dead }, 'jobs with expired leases had no attempts left: dead');
-        if (requeued.length + dead.length < 1000) break;
+        if (canceled.length > 0) log.info({ jobs: canceled }, 'jobs with expired leases had a cancel request: canceled');
+        if (requeued.length + dead.length + canceled.length < 1000) break;
       }
     },
     log,

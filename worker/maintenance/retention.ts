@@ -6,7 +6,7 @@ import type { Logger } from '../logger.js';
 import { deleteExpiredJobs } from '../queue/maintenance.js';
 import { PeriodicService } from './periodic-service.js';
 
-export function createRetention(pool: Pool, retentionDays: number, intervalMs: number, log: Logger, batchSize = 500): PeriodicService {
+export function createRetention(pool: Pool, retentionDays: number, intervalMs: number, log: Logger, batchSize = 100): PeriodicService {
   return new PeriodicService(
     'retention',
     intervalMs,

@@ -8,6 +8,11 @@ export interface ClaimRequest {
   leaseMs: number;
   /** Only these kinds; undefined claims any kind. */
   kinds?: string[] | undefined;
+  /**
+   * Jobs this worker still has a handler for (e.g. one unwinding after its lease was lost and the job was rescued):
+   * never claim them again while that handler runs, so one process never holds two attempts of one job.
+   */
+  excludeIds?: number[];
 }
 
 // Why this is safe with many workers: the inner SELECT locks the rows it returns and SKIP LOCKED passes over rows
@@ -18,7 +23,8 @@ function claimSql(filterKinds: boolean): string {
   return `
 WITH due AS (
   SELECT id FROM jobs
-  WHERE state = 'queued' AND run_at <= now() ${filterKinds ? 'AND kind = ANY($4::text[])' : ''}
+  WHERE state = 'queued' AND run_at <= now() AND NOT (id = ANY($4::bigint[]))
+    ${filterKinds ? 'AND kind = ANY($5::text[])' : ''}
   ORDER BY priority, run_at, id
   LIMIT $2
   FOR UPDATE SKIP LOCKED
@@ -40,7 +46,7 @@ const CLAIM_KINDS = claimSql(true);
 
 export async function claimJobs(db: Queryable, request: ClaimRequest): Promise<ClaimedJob[]> {
   if (request.limit <= 0 || (request.kinds && request.kinds.length === 0)) return [];
-  const values: unknown[] = [request.workerId, request.limit, request.leaseMs];
+  const values: unknown[] = [request.workerId, request.limit, request.leaseMs, request.excludeIds ?? []];
   if (request.kinds) values.push(request.kinds);
   const { rows } = await db.query(request.kinds ? CLAIM_KINDS : CLAIM_ANY_KIND, values);
   return rows

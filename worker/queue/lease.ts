@@ -44,13 +44,15 @@ export async function extendLeases(
 }
 
 /**
- * Inside a handler's own transaction: lock the job row for share and check the lease, so the transaction commits
- * only while this worker holds the job. A rescuer or new owner that wants the row waits for the commit, and our
- * commit cannot land after the takeover. Throws LeaseLostError (the caller rolls back).
+ * Inside a handler's own transaction: lock the job row and check the lease, so the transaction commits only while
+ * this worker holds the job. FOR KEY SHARE conflicts with the FOR UPDATE that every change of ownership takes
+ * (claim, rescue, cancel), so a rescuer skips the row and a new owner cannot appear before our commit; it does not
+ * conflict with the plain UPDATEs of our own heartbeat and progress, so a long transaction never stalls the
+ * heartbeat of the worker's other jobs. Throws LeaseLostError (the caller rolls back).
  */
 export async function assertLeaseHeld(db: Queryable, lease: Lease): Promise<void> {
   const { rowCount } = await db.query(
-    `SELECT 1 FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running' FOR SHARE`,
+    `SELECT 1 FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running' FOR KEY SHARE`,
     [lease.jobId, lease.owner, lease.attempt],
   );
   if (rowCount !== 1) throw new LeaseLostError(lease.jobId);

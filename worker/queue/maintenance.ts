@@ -5,6 +5,7 @@ import { JOBS_READY_CHANNEL } from './channels.js';
 export interface RescueResult {
   requeued: number[];
   dead: number[];
+  canceled: number[];
 }
 
 /**
@@ -19,8 +20,10 @@ export async function rescueExpiredLeases(db: Queryable, batchSize = 1000): Prom
        ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
      ), rescued AS (
        UPDATE jobs SET
-         state = CASE WHEN jobs.attempts >= jobs.max_attempts THEN 'dead' ELSE 'queued' END,
-         finished_at = CASE WHEN jobs.attempts >= jobs.max_attempts THEN now() END,
+         -- An operator asked to cancel it and its worker died before it could: honour the cancel.
+         state = CASE WHEN jobs.cancel_requested_at IS NOT NULL THEN 'canceled'
+                      WHEN jobs.attempts >= jobs.max_attempts THEN 'dead' ELSE 'queued' END,
+         finished_at = CASE WHEN jobs.cancel_requested_at IS NOT NULL OR jobs.attempts >= jobs.max_attempts THEN now() END,
          run_at = now(),
          last_error = jsonb_build_object(
            'message', format('lease of worker %s expired at %s without a heartbeat (worker crashed, froze or lost the database)',
@@ -38,21 +41,67 @@ export async function rescueExpiredLeases(db: Queryable, batchSize = 1000): Prom
   return {
     requeued: rows.filter((row) => row.state === 'queued').map((row) => row.id),
     dead: rows.filter((row) => row.state === 'dead').map((row) => row.id),
+    canceled: rows.filter((row) => row.state === 'canceled').map((row) => row.id),
   };
 }
 
+interface ChildReference {
+  table: string;
+  column: string;
+  /** What the foreign key does when a job is deleted. */
+  onDelete: 'cascade' | 'set-null';
+}
+
+/** Tables whose rows point at jobs (per-item records cascade; business rows such as documents only lose the link). */
+async function childReferences(db: Queryable): Promise<ChildReference[]> {
+  const { rows } = await db.query<{ child: string; column: string; action: string }>(
+    `SELECT c.conrelid::regclass::text AS child, a.attname AS column, c.confdeltype AS action
+     FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+     WHERE c.contype = 'f' AND c.confrelid = 'jobs'::regclass AND cardinality(c.conkey) = 1
+       AND c.confdeltype IN ('c', 'n')
+     ORDER BY 1`,
+  );
+  return rows.map((row) => ({
+    table: row.child,
+    column: `"${row.column.replace(/"/g, '""')}"`,
+    onDelete: row.action === 'c' ? 'cascade' : 'set-null',
+  }));
+}
+
 /**
- * Deletes finished runs older than the retention, at most `batchSize` per call (small transactions, short locks);
- * per-item records go with them through ON DELETE CASCADE. Returns how many runs were deleted.
+ * Deletes finished runs older than the retention, at most `batchSize` runs per call. A run's per-item rows (a
+ * campaign has a million import_items) go first, `childChunk` rows per statement, so no single statement holds
+ * millions of row locks or runs for minutes next to the live workload; the job rows go last. Returns how many runs
+ * were deleted.
  */
-export async function deleteExpiredJobs(db: Queryable, retentionDays: number, batchSize = 500): Promise<number> {
-  const { rowCount } = await db.query(
-    `DELETE FROM jobs WHERE id IN (
-       SELECT id FROM jobs
-       WHERE finished_at < now() - $1 * interval '1 day'
-         AND state IN ('succeeded', 'partial', 'failed', 'dead', 'canceled')
-       ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+export async function deleteExpiredJobs(
+  db: Queryable,
+  retentionDays: number,
+  batchSize = 100,
+  childChunk = 5_000,
+): Promise<number> {
+  const expired = (days: string) =>
+    `finished_at < now() - ${days} * interval '1 day' AND state IN ('succeeded', 'partial', 'failed', 'dead', 'canceled')`;
+  const { rows } = await db.query<{ id: number }>(
+    `SELECT id FROM jobs WHERE ${expired('$1')} ORDER BY finished_at LIMIT $2`,
     [retentionDays, batchSize],
   );
+  const ids = rows.map((row) => row.id);
+  if (ids.length === 0) return 0;
+  for (const child of await childReferences(db)) {
+    const change =
+      child.onDelete === 'cascade'
+        ? `DELETE FROM ${child.table}`
+        : `UPDATE ${child.table} SET ${child.column} = NULL`;
+    for (;;) {
+      const { rowCount } = await db.query(
+        `${change} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${child.table} WHERE ${child.column} = ANY($1) LIMIT $2))`,
+        [ids, childChunk],
+      );
+      if ((rowCount ?? 0) < childChunk) break;
+    }
+  }
+  // Re-checked here: a run requeued in the meantime is not deleted.
+  const { rowCount } = await db.query(`DELETE FROM jobs WHERE id = ANY($1) AND ${expired('$2')}`, [ids, retentionDays]);
   return rowCount ?? 0;
 }

@@ -10,6 +10,7 @@ export class ThrottledProgressReporter implements ProgressReporter {
   private lastWriteAt = 0;
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> | undefined;
+  private closed = false;
 
   constructor(
     private readonly db: Queryable,
@@ -47,11 +48,14 @@ export class ThrottledProgressReporter implements ProgressReporter {
       })
       .finally(() => {
         this.writing = undefined;
+        // An update that arrived while this write was in flight scheduled nothing: schedule it now.
+        if (this.dirty && !this.closed) this.update(this.latest!);
       });
     await this.writing;
   }
 
   close(): void {
+    this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
   }

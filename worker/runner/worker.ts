@@ -91,6 +91,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** The last claim returned fewer jobs than asked: wait for a NOTIFY or the poll interval. */
   private backlogEmpty = false;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  private heartbeatInFlight = false;
+  /** Fires when stop() begins: interrupts the claim-failure backoff so shutdown never waits on it. */
+  private readonly stopController = new AbortController();
   private wasBusy = false;
 
   constructor(
@@ -120,7 +123,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.claimPool = createPool(databaseUrl, {
         max: 1,
         applicationName: 'bulk-import-claim',
-        sessionOptions: '-c enable_bitmapscan=off -c enable_seqscan=off',
+        sessionOptions: '-c enable_bitmapscan=off -c enable_seqscan=off -c statement_timeout=30000',
       });
       this.listener = new WakeupListener(databaseUrl, log);
       this.listener.on('ready', (kind) => {
@@ -175,7 +178,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         } catch (error) {
           claimFailures += 1;
           this.log.error({ err: error }, 'claim failed; retrying');
-          await sleep(Math.min(30_000, 250 * 2 ** claimFailures));
+          await sleep(Math.min(30_000, 250 * 2 ** claimFailures), undefined, { signal: this.stopController.signal }).catch(() => {});
           continue;
         }
       }
@@ -209,7 +212,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
         limit,
         leaseMs: this.options.leaseMs,
         kinds: request.kinds,
+        excludeIds: [...this.active.keys()],
       });
+      if (this.stopping) {
+        // stop() began while the claim was in flight: hold these for the release instead of starting them.
+        this.buffer.push(jobs);
+        continue;
+      }
       const startNow = jobs.slice(0, Math.max(0, budget));
       for (const job of startNow) this.startJob(job);
       this.buffer.push(jobs.slice(startNow.length));
@@ -245,7 +254,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.updateBusy();
     this.emit('jobStarted', job);
     entry.done = this.execute(entry).finally(() => {
-      this.active.delete(job.id);
+      // Only our own entry: never remove a newer attempt of the same job.
+      if (this.active.get(job.id) === entry) this.active.delete(job.id);
       this.updateBusy();
       // An exit-when-idle worker need not wait out the poll interval once its last job is recorded.
       if (this.options.exitWhenIdle && this.active.size === 0 && this.buffer.size === 0) {
@@ -354,7 +364,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async heartbeat(): Promise<void> {
-    if (this.active.size === 0 && this.buffer.size === 0) return;
+    // A beat still waiting on the database must not be joined by another that queues up behind it.
+    if (this.heartbeatInFlight || (this.active.size === 0 && this.buffer.size === 0)) return;
+    this.heartbeatInFlight = true;
+    try {
+      await this.beat();
+    } finally {
+      this.heartbeatInFlight = false;
+    }
+  }
+
+  private async beat(): Promise<void> {
     const leases = [
       ...[...this.active.values()].map((entry) => entry.lease),
       ...this.buffer.all().map((job) => ({ jobId: job.id, attempt: job.attempt })),
@@ -444,25 +464,31 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private async shutdown(): Promise<void> {
     this.stopping = true;
+    this.stopController.abort();
     this.wake?.();
-    await this.loopDone;
-    const draining = [...this.active.values()];
-    if (draining.length > 0) this.log.info({ jobs: draining.map((entry) => entry.job.id) }, 'draining running jobs');
-    for (const entry of draining) if (!entry.finishing) entry.controller.abort(new ShutdownError());
-    const allDone = Promise.allSettled(draining.map((entry) => entry.done));
+    // Handlers hear about the shutdown first and the grace time starts now, whatever the poll loop is doing.
+    const abortRunning = () => {
+      for (const entry of this.active.values()) {
+        if (!entry.finishing && !entry.controller.signal.aborted) entry.controller.abort(new ShutdownError());
+      }
+    };
+    abortRunning();
     // The grace timer is cleared once every handler is done: a pending timer would keep the process alive for the
     // whole grace time after a drain that finished at once.
     const graceTimer = new AbortController();
-    const timedOut = await Promise.race([
-      allDone.then(() => false),
-      sleep(this.options.shutdownGraceMs, true, { signal: graceTimer.signal }).catch(() => false),
-    ]);
+    const graceOver = sleep(this.options.shutdownGraceMs, true, { signal: graceTimer.signal }).catch(() => false);
+    await Promise.race([this.loopDone, graceOver]);
+    abortRunning();
+    const draining = [...this.active.values()];
+    if (draining.length > 0) this.log.info({ jobs: draining.map((entry) => entry.job.id) }, 'draining running jobs');
+    const allDone = Promise.allSettled(draining.map((entry) => entry.done));
+    const timedOut = await Promise.race([allDone.then(() => false), graceOver]);
     graceTimer.abort();
     await this.batcher.drain();
     // Jobs whose handler stopped for the shutdown, and jobs whose handler is still running after the grace time
     // (their late writes are fenced out once the lease is released).
     const toRelease = [
-      ...draining.filter((entry) => entry.releaseOnStop || this.active.has(entry.job.id)).map((entry) => entry.lease),
+      ...draining.filter((entry) => entry.releaseOnStop || this.active.get(entry.job.id) === entry).map((entry) => entry.lease),
       ...this.buffer.drain().map((job) => ({ jobId: job.id, attempt: job.attempt })),
     ];
     if (toRelease.length > 0) {
