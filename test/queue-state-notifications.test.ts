@@ -21,9 +21,33 @@ interface Transition {
   progress?: { done?: number; total?: number; phase?: string } | null;
 }
 
+interface TransitionGroup {
+  kind: string;
+  tenant: string | null;
+  from: string | null;
+  to: string;
+  progress: Transition['progress'];
+  ids: number[];
+  attempts: number[];
+}
+
 let listener: pg.PoolClient;
 let payloads: string[] = [];
-const transitions = () => payloads.flatMap((payload) => JSON.parse(payload) as Transition[]);
+/** The transitions the notifications carry, one per job (groups expanded). */
+const transitions = (): Transition[] =>
+  payloads
+    .flatMap((payload) => JSON.parse(payload) as TransitionGroup[])
+    .flatMap((group) =>
+      group.ids.map((id, index) => ({
+        id,
+        kind: group.kind,
+        tenant: group.tenant,
+        from: group.from,
+        to: group.to,
+        attempt: group.attempts[index]!,
+        progress: group.progress,
+      })),
+    );
 
 beforeEach(async () => {
   payloads = [];
@@ -69,10 +93,26 @@ describe('state notifications', () => {
     const claimed = await claimJobs(env.pool, { workerId: 'w', limit: 400, leaseMs: 10_000, kinds: ['bulk-notify'] });
     expect(claimed).toHaveLength(400);
     await waitFor(async () => transitions().filter((t) => t.to === 'running').length === 400);
-    expect(payloads.length).toBeGreaterThan(4);
+    // 400 inserts and 400 claims of one kind and tenant: a handful of grouped notifications, not 800 messages.
+    expect(payloads.length).toBeGreaterThan(2);
+    expect(payloads.length).toBeLessThan(12);
     for (const payload of payloads) expect(Buffer.byteLength(payload)).toBeLessThan(JOB_STATE_PAYLOAD_LIMIT);
     const running = transitions().filter((t) => t.to === 'running').map((t) => t.id);
     expect(running.sort((a, b) => a - b)).toEqual(ids);
+  });
+
+  it('keeps every payload under the limit with 16-digit ids, long multi-byte tenants and distinct progress', async () => {
+    const tenant = 'ü'.repeat(300);
+    await env.pool.query('ALTER TABLE jobs ALTER COLUMN id RESTART WITH 4000000000000000');
+    const ids = await enqueueJobs(env.pool, 'limits', Array.from({ length: 600 }, (_, i) => ({ i })), { tenantId: tenant });
+    await env.pool.query(`UPDATE jobs SET progress = jsonb_build_object('done', id % 7, 'total', 7, 'phase', repeat('p', 100))
+                          WHERE id = ANY($1) AND id % 2 = 0`, [ids]);
+    await claimJobs(env.pool, { workerId: 'w', limit: 600, leaseMs: 10_000, kinds: ['limits'] });
+    await waitFor(async () => transitions().filter((t) => t.kind === 'limits' && t.to === 'running').length === 600);
+    for (const payload of payloads) expect(Buffer.byteLength(payload)).toBeLessThan(JOB_STATE_PAYLOAD_LIMIT);
+    const running = transitions().filter((t) => t.kind === 'limits' && t.to === 'running');
+    expect(running[0]!.tenant).toBe('ü'.repeat(200));
+    expect(running.find((t) => t.id % 2 === 0)!.progress).toMatchObject({ total: 7, phase: 'p'.repeat(40) });
   });
 
   it('publishes operator transitions too (cancel of a queued run)', async () => {
