@@ -43,6 +43,7 @@ async function main(): Promise<void> {
       // Alternate the order so no system always runs on a warmer (or more bloated) server.
       const runners = [
         () => runBulkImportQueue(postgres.databaseUrl('bench_ours'), settings),
+        () => runBulkImportQueue(postgres.databaseUrl('bench_ours'), settings, false),
         () => runGraphileWorker(postgres.databaseUrl('bench_graphile'), settings),
         () => runPgBoss(postgres.databaseUrl('bench_pgboss'), settings),
       ];

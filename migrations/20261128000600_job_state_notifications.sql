@@ -48,8 +48,13 @@ BEGIN
 END;
 $$;
 
+-- A session (or database) that sets bulk_import.state_notifications = off publishes nothing: deployments with no
+-- listener save the trigger's cost (JOB_STATE_NOTIFICATIONS=off on the workers).
 CREATE FUNCTION bulk_import_jobs_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+  IF current_setting('bulk_import.state_notifications', true) = 'off' THEN
+    RETURN NULL;
+  END IF;
   PERFORM bulk_import_publish_transitions(array_agg(n.id), array_agg(n.kind), array_agg(n.tenant_id),
     array_agg(NULL::text), array_agg(n.state), array_agg(n.attempts), array_agg(bulk_import_progress_summary(n.progress)))
   FROM inserted_jobs n HAVING count(*) > 0;
@@ -59,6 +64,9 @@ $$;
 
 CREATE FUNCTION bulk_import_jobs_updated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+  IF current_setting('bulk_import.state_notifications', true) = 'off' THEN
+    RETURN NULL;
+  END IF;
   -- Heartbeats and progress writes update jobs too; only rows whose state changed are transitions.
   PERFORM bulk_import_publish_transitions(array_agg(n.id), array_agg(n.kind), array_agg(n.tenant_id),
     array_agg(o.state), array_agg(n.state), array_agg(n.attempts), array_agg(bulk_import_progress_summary(n.progress)))

@@ -6,6 +6,8 @@ import { enqueueJob, enqueueJobs } from '../worker/queue/enqueue.js';
 import { completeJobs, failJob } from '../worker/queue/finish.js';
 import { extendLeases, saveProgress } from '../worker/queue/lease.js';
 import { cancelJob } from '../worker/queue/operator.js';
+import { createPool } from '../worker/db/pool.js';
+import { stateNotificationOption } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
 import { waitFor } from './support/in-process-worker.js';
 
@@ -113,6 +115,19 @@ describe('state notifications', () => {
     const running = transitions().filter((t) => t.kind === 'limits' && t.to === 'running');
     expect(running[0]!.tenant).toBe('ü'.repeat(200));
     expect(running.find((t) => t.id % 2 === 0)!.progress).toMatchObject({ total: 7, phase: 'p'.repeat(40) });
+  });
+
+  it('publishes nothing from a session that turned notifications off (JOB_STATE_NOTIFICATIONS=off)', async () => {
+    const quiet = createPool(env.databaseUrl, { max: 1, sessionOptions: stateNotificationOption(false) });
+    try {
+      const { job } = await enqueueJob(quiet, { kind: 'quiet' });
+      await claimJobs(quiet, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['quiet'] });
+      const { job: loud } = await enqueueJob(env.pool, { kind: 'loud' });
+      await waitFor(async () => transitions().some((t) => t.id === loud.id));
+      expect(transitions().filter((t) => t.id === job.id)).toEqual([]);
+    } finally {
+      await quiet.end();
+    }
   });
 
   it('publishes operator transitions too (cancel of a queued run)', async () => {

@@ -64,6 +64,8 @@ export interface WorkerConfig {
   /** Adaptive prefetch: buffer at most this much expected work (per slot) of leased, not yet started jobs; 0 = off. */
   prefetchWindowMs: number;
   prefetchMax: number;
+  /** Publish job state transitions on bulk_import_job_state from this worker's sessions (see ARCHITECTURE.md). */
+  stateNotifications: boolean;
 }
 
 export interface MassImportConfig {
@@ -132,6 +134,7 @@ export function loadConfig(env: Env = process.env): Config {
       defaultMaxAttempts: read.integer('JOB_MAX_ATTEMPTS', 5, { min: 1, max: 100 }),
       prefetchWindowMs: read.integer('WORKER_PREFETCH_WINDOW_MS', 1_000, { min: 0, max: 60_000 }),
       prefetchMax: read.integer('WORKER_PREFETCH_MAX', 1_000, { min: 0, max: 100_000 }),
+      stateNotifications: read.boolean('JOB_STATE_NOTIFICATIONS', true),
     },
     massImport: {
       maxFiles: read.integer('MASS_IMPORT_MAX_FILES', 50_000, { min: 1, max: 10_000_000 }),

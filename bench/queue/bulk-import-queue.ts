@@ -6,13 +6,17 @@ import { HandlerRegistry } from '../../worker/handlers/registry.js';
 import type { JobHandler } from '../../worker/handlers/types.js';
 import { createLogger } from '../../worker/logger.js';
 import { enqueueJob, enqueueJobs } from '../../worker/queue/enqueue.js';
-import { Worker } from '../../worker/runner/worker.js';
+import { stateNotificationOption, Worker } from '../../worker/runner/worker.js';
 import { measure, type QueueAdapter } from './adapter.js';
 import type { BenchSettings, QueueBenchResult } from './report.js';
 
-export async function runBulkImportQueue(databaseUrl: string, settings: BenchSettings): Promise<QueueBenchResult> {
-  const pool = createPool(databaseUrl, { max: 20 });
-  const config = loadConfig({ DATABASE_URL: databaseUrl });
+export async function runBulkImportQueue(
+  databaseUrl: string,
+  settings: BenchSettings,
+  stateNotifications = true,
+): Promise<QueueBenchResult> {
+  const pool = createPool(databaseUrl, { max: 20, sessionOptions: stateNotificationOption(stateNotifications) });
+  const config = loadConfig({ DATABASE_URL: databaseUrl, JOB_STATE_NOTIFICATIONS: String(stateNotifications) });
   const log = createLogger({ level: 'silent', format: 'json' });
   let onJob: (seq: number) => void = () => {};
   const handler: JobHandler<{ seq: number }> = {
@@ -26,8 +30,8 @@ export async function runBulkImportQueue(databaseUrl: string, settings: BenchSet
   let worker: Worker | undefined;
   const options = { ...config.worker, concurrency: settings.concurrency, workerId: 'bench', pollIntervalMs: 1_000 };
   const adapter: QueueAdapter = {
-    system: 'bulk-import-worker',
-    describe: `Worker concurrency ${options.concurrency}, lease ${options.leaseMs} ms, poll ${options.pollIntervalMs} ms + LISTEN, batched completion`,
+    system: stateNotifications ? 'bulk-import-worker' : 'ours, notifications off',
+    describe: `Worker concurrency ${options.concurrency}, lease ${options.leaseMs} ms, poll ${options.pollIntervalMs} ms + LISTEN, batched completion, adaptive prefetch (window ${options.prefetchWindowMs} ms, max ${options.prefetchMax}), state notifications ${stateNotifications ? 'on (every transition published)' : 'off'}`,
     enqueueOne: async (seq) => {
       await enqueueJob(pool, { kind: 'bench', payload: { seq } });
     },

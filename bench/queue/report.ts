@@ -24,6 +24,8 @@ export interface QueueBenchResult {
 }
 
 const OURS = 'bulk-import-worker';
+const OURS_QUIET = 'ours, notifications off';
+const PEERS = ['graphile-worker', 'pg-boss'];
 
 type Figure = { key: keyof QueueBenchResult; label: string; higherIsBetter: boolean; unit: string };
 const FIGURES: Figure[] = [
@@ -44,14 +46,18 @@ export function printResults(results: QueueBenchResult[], settings: BenchSetting
   console.log('\nSettings per system:');
   for (const system of systems) console.log(`  ${system}: ${results.find((r) => r.system === system)!.describe}`);
   console.log(`\n${settings.jobs} no-op jobs, total concurrency ${settings.concurrency}, best of ${settings.rounds} round(s)\n`);
-  const header = ['figure', ...systems, 'ours / best peer'];
+  const withQuiet = systems.includes(OURS_QUIET);
+  const header = ['figure', ...systems, 'ours / best peer', ...(withQuiet ? ['notifications off / best peer'] : [])];
   const rows = FIGURES.map((figure) => {
     const values = systems.map((system) => best(system, figure));
-    const peers = systems.filter((system) => system !== OURS).map((system) => best(system, figure));
+    const peers = systems.filter((system) => PEERS.includes(system)).map((system) => best(system, figure));
     const bestPeer = figure.higherIsBetter ? Math.max(...peers) : Math.min(...peers);
-    const ours = best(OURS, figure);
-    const ratio = figure.higherIsBetter ? ours / bestPeer : bestPeer / ours;
-    return [figure.label, ...values.map(format), `${ratio.toFixed(2)}×${figure.higherIsBetter ? '' : ' (faster)'}`];
+    const ratio = (system: string) => {
+      const ours = best(system, figure);
+      const value = figure.higherIsBetter ? ours / bestPeer : bestPeer / ours;
+      return `${value.toFixed(2)}×${figure.higherIsBetter ? '' : ' (faster)'}`;
+    };
+    return [figure.label, ...values.map(format), ratio(OURS), ...(withQuiet ? [ratio(OURS_QUIET)] : [])];
   });
   const widths = header.map((_, i) => Math.max(header[i]!.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join(' | ')} |`;

@@ -3,6 +3,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runner } from 'node-pg-migrate';
+import pg from 'pg';
 
 // worker/db/ in a source checkout, dist/worker/db/ in the built image: the migrations folder is at the package root.
 export const MIGRATIONS_DIR = ['../../migrations', '../../../migrations']
@@ -18,8 +19,21 @@ export interface MigrateOptions {
 
 export async function migrate(databaseUrl: string, options: MigrateOptions = {}): Promise<string[]> {
   const direction = options.direction ?? 'up';
+  // Our own client, ended (and awaited) by us: the runner's own client may still be closing when it returns, and a
+  // server-side termination at that moment would surface as an unhandled error.
+  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'bulk-import-migrate' });
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    return await applyMigrations(client, direction, options);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function applyMigrations(client: pg.Client, direction: 'up' | 'down', options: MigrateOptions): Promise<string[]> {
   const applied = await runner({
-    databaseUrl,
+    dbClient: client,
     dir: MIGRATIONS_DIR,
     direction,
     count: options.count ?? (direction === 'up' ? Infinity : 1),

@@ -11,7 +11,7 @@ import { createRetention } from '../maintenance/retention.js';
 import type { PeriodicService } from '../maintenance/periodic-service.js';
 import { startOperations, type Operations } from '../ops/operations.js';
 import { createS3Client } from '../storage/s3-client.js';
-import { Worker } from './worker.js';
+import { stateNotificationOption, Worker } from './worker.js';
 
 export interface WorkerProcessOptions {
   config: Config;
@@ -39,7 +39,10 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
   const databaseUrl = requireDatabaseUrl(config);
   const concurrency = options.concurrency ?? config.worker.concurrency;
   // Handler work (item transactions, progress) plus claims, heartbeats and completions share the pool.
-  const pool = createPool(databaseUrl, { max: Math.max(config.databasePoolSize, Math.min(concurrency + 4, 50)) });
+  const pool = createPool(databaseUrl, {
+    max: Math.max(config.databasePoolSize, Math.min(concurrency + 4, 50)),
+    sessionOptions: stateNotificationOption(config.worker.stateNotifications),
+  });
   const s3 = config.s3Bucket
     ? createS3Client({ region: config.awsRegion, endpoint: config.s3Endpoint, forcePathStyle: config.s3ForcePathStyle })
     : undefined;

@@ -34,6 +34,7 @@ export type WorkerOptions = Pick<
   | 'backoffMaxMs'
   | 'prefetchWindowMs'
   | 'prefetchMax'
+  | 'stateNotifications'
 > & {
   /** Stop by itself once no job is due and none is running (CLI --exit-when-idle, tests, local runs). */
   exitWhenIdle?: boolean;
@@ -123,7 +124,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.claimPool = createPool(databaseUrl, {
         max: 1,
         applicationName: 'bulk-import-claim',
-        sessionOptions: '-c enable_bitmapscan=off -c enable_seqscan=off -c statement_timeout=30000',
+        sessionOptions: `-c enable_bitmapscan=off -c enable_seqscan=off -c statement_timeout=30000 ${stateNotificationOption(options.stateNotifications)}`,
       });
       this.listener = new WakeupListener(databaseUrl, log);
       this.listener.on('ready', (kind) => {
@@ -505,4 +506,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.active.clear();
     this.updateBusy();
   }
+}
+
+/** Session option that turns the state-notification trigger off for a worker's connections (empty when on). */
+export function stateNotificationOption(enabled: boolean): string {
+  return enabled ? '' : '-c bulk_import.state_notifications=off';
 }
