@@ -43,6 +43,9 @@ describe('bulk-import enqueue and worker', () => {
     const unknownWorkerKind = await runCli(env, ['worker', '--kinds', 'nope', '--exit-when-idle']);
     expect(unknownWorkerKind.code).not.toBe(0);
     expect(unknownWorkerKind.stderr).toMatch(/unknown job kind\(s\) nope/);
+    const typoCeiling = await runCli(env, ['worker', '--exit-when-idle'], { WORKER_KIND_CONCURRENCY: 'csv-validate=2' });
+    expect(typoCeiling.code).not.toBe(0);
+    expect(typoCeiling.stderr).toMatch(/WORKER_KIND_CONCURRENCY names unknown job kind\(s\) csv-validate; known: .*csv-import/);
     const badConfig = await runCli(env, ['worker', '--exit-when-idle'], { WORKER_CONCURRENCY: 'many' });
     expect(badConfig.code).toBe(78);
     expect(badConfig.stderr).toMatch(/WORKER_CONCURRENCY="many" is invalid: expected a whole number from 1 to 1000/);

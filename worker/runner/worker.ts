@@ -115,6 +115,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const known = registry.kinds();
     const unknown = options.kinds.filter((kind) => !known.includes(kind));
     if (unknown.length > 0) throw new Error(`unknown job kind(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
+    // A ceiling for a kind that does not exist (a typo) would silently limit nothing.
+    const unknownCeilings = Object.keys(options.kindConcurrency).filter((kind) => !known.includes(kind));
+    if (unknownCeilings.length > 0) {
+      throw new Error(
+        `WORKER_KIND_CONCURRENCY names unknown job kind(s) ${unknownCeilings.join(', ')}; known: ${known.join(', ')}`,
+      );
+    }
     this.kinds = options.kinds.length > 0 ? options.kinds : known;
     if (databaseUrl) {
       // The claim must always walk jobs_claim_order in order and stop after LIMIT rows. Right after a bulk enqueue
@@ -197,7 +204,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const unlimitedKinds = this.kinds.filter((kind) => this.options.kindConcurrency[kind] === undefined);
     const requests: Array<{ kinds: string[]; limit: number }> = [];
     let budget = free;
-    // Kinds with their own ceiling (e.g. csv-validate) claim separately so a burst of them cannot take every slot.
+    // Kinds with their own ceiling (e.g. csv-import) claim separately so a burst of them cannot take every slot.
     for (const [kind, ceiling] of limited) {
       const headroom = Math.min(budget, ceiling - (this.runningPerKind.get(kind) ?? 0));
       if (headroom > 0) requests.push({ kinds: [kind], limit: headroom });
