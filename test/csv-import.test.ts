@@ -264,6 +264,37 @@ describe('review', () => {
     await expect(rejectImport(env.pool, jobId)).rejects.toThrow(/canceled: cannot reject/);
   });
 
+  it('a rejected run, requeued, validates the file again (and can then be finalized)', async () => {
+    const rows = [HEADER, ...Array.from({ length: 30 }, (_, i) => rowFields(validRow(i + 1, 'RRQ')))];
+    await upload(env.s3, env.bucket, 'imports/acme/reject-requeue.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const jobId = await importObject('imports/acme/reject-requeue.csv');
+    expect((await settled(jobId)).state).toBe('review_ready');
+    await rejectImport(env.pool, jobId);
+    expect((await getCsvImportRun(env.pool, jobId))!.validatedAt).toBeNull();
+
+    await requeueJob(env.pool, jobId);
+    const again = await settled(jobId);
+    expect(again).toMatchObject({ state: 'review_ready', kind: 'csv-import', result: expect.objectContaining({ rows: 30, valid: 30 }) });
+    expect(await count('SELECT coalesce(sum(row_count), 0)::int AS n FROM csv_import_staged_batches WHERE job_id = $1', [jobId])).toBe(30);
+    await finalizeImport(env.pool, jobId);
+    expect((await settled(jobId)).state).toBe('succeeded');
+    expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'RRQ-%'")).toBe(30);
+  });
+
+  it('finalize over staging that is gone fails with CSV_STAGING_MISSING instead of succeeding with nothing written', async () => {
+    const rows = [HEADER, ...Array.from({ length: 20 }, (_, i) => rowFields(validRow(i + 1, 'GONE')))];
+    await upload(env.s3, env.bucket, 'imports/acme/gone.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const jobId = await importObject('imports/acme/gone.csv');
+    expect((await settled(jobId)).state).toBe('review_ready');
+    await env.pool.query('DELETE FROM csv_import_staged_batches WHERE job_id = $1', [jobId]);
+    await finalizeImport(env.pool, jobId);
+    const ended = await settled(jobId);
+    expect(ended.state).toBe('failed');
+    expect(ended.lastError).toMatchObject({ code: 'CSV_STAGING_MISSING', class: 'permanent' });
+    expect((await getCsvImportRun(env.pool, jobId))!).toMatchObject({ finalizedBatches: 0, finalizedAt: null });
+    expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'GONE-%'")).toBe(0);
+  });
+
   it('finalize refuses runs that are not CSV imports in review', async () => {
     const { job } = await submitJob(env.pool, { kind: 'noop', payload: {} });
     await expect(finalizeImport(env.pool, job.id)).rejects.toThrow(/noop run, not a CSV import/);

@@ -167,11 +167,20 @@ async function writeBatch(
         const written = rowByRow
           ? await writeRowByRow(client, deps, statement, run, layout, batchNumber)
           : outcomeOf(await runChunk(client, statement, deps.cache, run, batchNumber, null));
-        if (!(await advanceFinalizeCursor(client, run.jobId, batchNumber, written.counts))) {
+        const advance = await advanceFinalizeCursor(client, run.jobId, batchNumber, written.counts);
+        if (advance === 'cursor-moved') {
           throw new PermanentJobError(
             `finalize of job ${run.jobId}: batch ${batchNumber} is not the next one to write (the cursor moved); stopping`,
             'CSV_FINALIZE_CURSOR',
             { batch: batchNumber },
+          );
+        }
+        if (advance === 'staging-missing') {
+          throw new PermanentJobError(
+            `finalize of job ${run.jobId}: the staged rows of batch ${batchNumber} of ${run.batches} are missing (the ` +
+              'staging was discarded, e.g. by a reject); nothing was written for it. Import the file again',
+            'CSV_STAGING_MISSING',
+            { batch: batchNumber, batches: run.batches },
           );
         }
         return written;

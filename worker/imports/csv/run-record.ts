@@ -112,12 +112,18 @@ export interface ChunkCounts {
 }
 
 /**
- * Records that batch `batchNumber` is written: moves the cursor, adds the counts and deletes the staged batch, in the
- * caller's transaction (the one that wrote the rows). Returns false when the cursor was not at the batch before it,
- * i.e. the batch was already written: the caller must roll back.
+ * What advanceFinalizeCursor found: `advanced` (cursor moved, staged batch deleted), `cursor-moved` (the cursor was
+ * not at the batch before it: the batch was already written) or `staging-missing` (the cursor was right but the
+ * batch's staged rows were gone, so nothing was written for it).
  */
-export async function advanceFinalizeCursor(tx: Queryable, jobId: number, batchNumber: number, counts: ChunkCounts): Promise<boolean> {
-  const { rows } = await tx.query<{ advanced: number }>(
+export type CursorAdvance = 'advanced' | 'cursor-moved' | 'staging-missing';
+
+/**
+ * Records that batch `batchNumber` is written: moves the cursor, adds the counts and deletes the staged batch, in the
+ * caller's transaction (the one that wrote the rows). Anything but `advanced` means the caller must roll back.
+ */
+export async function advanceFinalizeCursor(tx: Queryable, jobId: number, batchNumber: number, counts: ChunkCounts): Promise<CursorAdvance> {
+  const { rows } = await tx.query<{ advanced: number; removed: number }>(
     `WITH advanced AS (
        UPDATE csv_import_runs SET
          finalized_batches = $2,
@@ -130,21 +136,29 @@ export async function advanceFinalizeCursor(tx: Queryable, jobId: number, batchN
        RETURNING job_id
      ), removed AS (
        DELETE FROM csv_import_staged_batches WHERE job_id = $1 AND batch_number = $2 AND EXISTS (SELECT 1 FROM advanced)
+       RETURNING batch_number
      )
-     SELECT count(*)::int AS advanced FROM advanced`,
+     SELECT (SELECT count(*) FROM advanced)::int AS advanced, (SELECT count(*) FROM removed)::int AS removed`,
     [jobId, batchNumber, counts.inserted, counts.updated, counts.unchanged, counts.failed, counts.referencesCreated],
   );
-  return rows[0]?.advanced === 1;
+  if (rows[0]?.advanced !== 1) return 'cursor-moved';
+  // Validation stages every batch 1…batches (a batch emptied by duplicates stays, with no rows): a missing one means
+  // its staging was discarded (a rejected run) and writing "it" would end the run as if its rows were imported.
+  return rows[0].removed === 1 ? 'advanced' : 'staging-missing';
 }
 
 export async function markFinalized(tx: Queryable, jobId: number): Promise<void> {
   await tx.query(`UPDATE csv_import_runs SET finalized_at = coalesce(finalized_at, now()) WHERE job_id = $1`, [jobId]);
 }
 
-/** Rejected at review: the staged rows go, the run record and the row errors stay (until retention). */
+/**
+ * Rejected at review: the staged rows go, the row errors stay (until retention), and the run record forgets that it
+ * was validated, so a requeued run validates the file again instead of resuming from a summary whose staging is gone.
+ */
 export async function discardStagedRows(tx: Queryable, jobId: number): Promise<number> {
   const { rows } = await tx.query<{ rows: number }>(
-    `WITH removed AS (DELETE FROM csv_import_staged_batches WHERE job_id = $1 RETURNING row_count)
+    `WITH removed AS (DELETE FROM csv_import_staged_batches WHERE job_id = $1 RETURNING row_count),
+          reset AS (UPDATE csv_import_runs SET validated_at = NULL WHERE job_id = $1)
      SELECT coalesce(sum(row_count), 0)::int AS rows FROM removed`,
     [jobId],
   );
