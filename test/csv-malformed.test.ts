@@ -111,6 +111,38 @@ describe('malformed CSV files', () => {
     expect(products).toEqual([{ name: 'Café' }]);
   });
 
+  it('a NUL byte is an error of the row that holds it (any column, or a malformed row); the rest of the file is read', async () => {
+    const header = [...HEADER, '_errors'];
+    const line = (i: number, change: Record<string, string> = {}, extra = '') =>
+      csvLine([...rowFields({ ...validRow(i, 'N'), description: `Item ${i}`, ...change }), extra]);
+    const body =
+      csvLine(header) +
+      [1, 2, 3, 4, 5].map((i) => line(i)).join('') +
+      line(6, { name: 'Bad\u0000name' }) + // line 7
+      line(7, {}, 'note\u0000') + // line 8: an ignored column, but staged as written
+      `N-q,"Broken\u0000 name,desc,1.00,1,,active,,,,\n` + // line 9: a stray quote, malformed
+      [8, 9, 10, 11, 12].map((i) => line(i)).join('');
+    const job = await importBody('nul-bytes.csv', body);
+    expect(job.state).toBe('review_ready');
+    expect(job.result).toMatchObject({ rows: 13, valid: 10, invalid: 3 });
+    const errors = await rowErrors(job.id);
+    expect(errors).toEqual([
+      { row: 7, rules: ['nul_byte'], messages: expect.stringContaining('name holds a NUL byte') },
+      { row: 8, rules: ['nul_byte'], messages: expect.stringContaining('column _errors holds a NUL byte') },
+      { row: 9, rules: ['malformed'], messages: expect.any(String) },
+    ]);
+    const { rows: stored } = await env.pool.query<{ row_number: number; fields: string[] | null }>(
+      'SELECT row_number, fields FROM csv_import_row_errors WHERE job_id = $1 ORDER BY row_number',
+      [job.id],
+    );
+    // The original values, each NUL shown as U+FFFD.
+    expect(stored[0]!.fields![1]).toBe('Bad\uFFFDname');
+    expect(stored[1]!.fields![10]).toBe('note\uFFFD');
+    expect(JSON.stringify(stored)).not.toContain('\\u0000');
+    expect(await env.pool.query('SELECT coalesce(sum(row_count), 0)::int AS n FROM csv_import_staged_batches WHERE job_id = $1', [job.id]))
+      .toMatchObject({ rows: [{ n: 10 }] });
+  });
+
   it('an empty file and a missing object fail at once with their reason', async () => {
     const empty = await importBody('empty.csv', '\n\n');
     expect(empty).toMatchObject({ state: 'failed', lastError: expect.objectContaining({ code: 'CSV_EMPTY' }) });

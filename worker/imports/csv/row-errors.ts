@@ -13,8 +13,21 @@ export interface RowError {
   issues: RowIssue[];
 }
 
+// Postgres text and jsonb cannot hold U+0000 (SQLSTATE 22P05); a row with one is still recorded, its NULs shown as
+// U+FFFD so the user sees where they were (row-validator.ts reports them as `nul_byte`).
+const storable = (text: string): string => (text.indexOf('\u0000') === -1 ? text : text.replaceAll('\u0000', '\uFFFD'));
+
+function storableError(error: RowError): RowError {
+  return {
+    row: error.row,
+    fields: error.fields === null ? null : error.fields.map(storable),
+    issues: error.issues.map((issue) => ({ ...issue, message: storable(issue.message) })),
+  };
+}
+
 export async function insertRowErrors(tx: Queryable, jobId: number, phase: 'validate' | 'finalize', errors: RowError[]): Promise<void> {
   if (errors.length === 0) return;
+  errors = errors.map(storableError);
   await tx.query(
     `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
      SELECT $1, (entry ->> 0)::int, $2,

@@ -7,7 +7,10 @@ import type { HeaderLayout } from './header.js';
 export interface RowIssue {
   /** The profile column, or null for a problem of the whole row (field count, malformed quotes …). */
   column: string | null;
-  /** required, type, scale, range, max_length, pattern, enum, encoding, field_count, malformed, duplicate, database. */
+  /**
+   * required, type, scale, range, max_length, pattern, enum, encoding, nul_byte, field_count, malformed, duplicate,
+   * database.
+   */
   rule: string;
   message: string;
 }
@@ -28,6 +31,16 @@ type Checker = (value: string) => string | Issue;
 
 const SHOWN_CHARS = 40;
 const REPLACEMENT_CHARACTER = '\uFFFD';
+// Postgres text and jsonb cannot hold U+0000 (SQLSTATE 22P05): a row with one is a row error, never staged.
+const NUL = '\u0000';
+
+function nulByteIssue(column: string | null, label: string): RowIssue {
+  return {
+    column,
+    rule: 'nul_byte',
+    message: `${label} holds a NUL byte (U+0000, shown as \uFFFD), which cannot be stored: remove it`,
+  };
+}
 
 export function show(value: string): string {
   return JSON.stringify(value.length > SHOWN_CHARS ? `${value.slice(0, SHOWN_CHARS)}…` : value);
@@ -40,6 +53,7 @@ export class RowValidator {
   private readonly fieldIndex: readonly number[];
   private readonly ignoredIndexes: number[];
   private readonly expectedFields: number;
+  private readonly header: readonly string[];
 
   constructor(layout: HeaderLayout) {
     this.checkers = layout.columns.map(compileChecker);
@@ -47,6 +61,7 @@ export class RowValidator {
     this.names = layout.columns.map((column) => column.name);
     this.fieldIndex = layout.fieldIndex;
     this.expectedFields = layout.header.length;
+    this.header = layout.header;
     const mapped = new Set(layout.fieldIndex);
     this.ignoredIndexes = layout.header.map((_, index) => index).filter((index) => !mapped.has(index));
   }
@@ -70,6 +85,10 @@ export class RowValidator {
     for (let index = 0; index < this.checkers.length; index++) {
       const field = fields[this.fieldIndex[index]!]!;
       const name = this.names[index]!;
+      if (field.indexOf(NUL) !== -1) {
+        (issues ??= []).push(nulByteIssue(name, name));
+        continue;
+      }
       if (field.indexOf(REPLACEMENT_CHARACTER) !== -1) {
         (issues ??= []).push({
           column: name,
@@ -92,6 +111,11 @@ export class RowValidator {
       }
       values[index] = result;
       if (result !== field) exact = false;
+    }
+    // Ignored columns (_row, _errors of an export) are not imported, but a row whose values differ from its fields
+    // stages its fields as written too, so a NUL there could not be staged either.
+    for (const index of this.ignoredIndexes) {
+      if (fields[index]!.indexOf(NUL) !== -1) (issues ??= []).push(nulByteIssue(null, `column ${this.header[index]}`));
     }
     if (issues) return { ok: false, issues };
     for (const index of this.ignoredIndexes) if (fields[index] !== '') exact = false;
