@@ -227,7 +227,7 @@ async function main(): Promise<void> {
     for (const count of [rows, ...smaller]) {
       const path = join(stateDir, `products-${count}.csv`);
       files[count] = await writeProductsCsv(path, count);
-      await uploadFile(s3, `products-${count}.csv`, path);
+      await uploadFile(s3, `imports/bench/products-${count}.csv`, path);
       await rm(path);
     }
     log(`uploaded products-${rows}.csv (${(files[rows]! / MiB).toFixed(0)} MiB), ${smaller.map((count) => `products-${count}.csv`).join(', ')}`);
@@ -235,17 +235,17 @@ async function main(): Promise<void> {
     const results: Array<{ copy: number; ours: ImportMeasure }> = [];
     for (let round = 1; round <= rounds; round++) {
       const url = await freshDatabase(environment, `bench_csv_${round}`);
-      const copy = await rawCopy(url, s3, `products-${rows}.csv`);
+      const copy = await rawCopy(url, s3, `imports/bench/products-${rows}.csv`);
       if (copy.copied !== rows) throw new Error(`COPY loaded ${copy.copied} rows`);
       log(`round ${round}: raw COPY ${copy.seconds.toFixed(2)} s`);
-      const ours = await measuredImport(entry, environment, url, `products-${rows}.csv`, rows);
+      const ours = await measuredImport(entry, environment, url, `imports/bench/products-${rows}.csv`, rows);
       log(`round ${round}: validate ${ours.validateSeconds.toFixed(2)} s, finalize ${ours.finalizeSeconds.toFixed(2)} s`);
       results.push({ copy: copy.seconds, ours });
     }
     const smallRuns: Array<{ count: number; measure: ImportMeasure }> = [];
     for (const count of smaller) {
       const url = await freshDatabase(environment, `bench_csv_${count}`);
-      smallRuns.push({ count, measure: await measuredImport(entry, environment, url, `products-${count}.csv`, count) });
+      smallRuns.push({ count, measure: await measuredImport(entry, environment, url, `imports/bench/products-${count}.csv`, count) });
     }
 
     const best = results.reduce((a, b) => (a.ours.validateSeconds + a.ours.finalizeSeconds <= b.ours.validateSeconds + b.ours.finalizeSeconds ? a : b));

@@ -42,8 +42,8 @@ async function reviewedImport(name: string): Promise<number> {
     if (i === 13) row.name = '';
     return csvLine(rowFields(row));
   });
-  await upload(env.s3, env.bucket, `cli/${name}.csv`, csvLine(HEADER) + lines.join(''));
-  const { job } = await submitJob(env.pool, { kind: 'csv-import', tenantId: 'cli', payload: { bucket: env.bucket, key: `cli/${name}.csv`, profile: 'products' } });
+  await upload(env.s3, env.bucket, `imports/cli/${name}.csv`, csvLine(HEADER) + lines.join(''));
+  const { job } = await submitJob(env.pool, { kind: 'csv-import', tenantId: 'cli', payload: { bucket: env.bucket, key: `imports/cli/${name}.csv`, profile: 'products' } });
   expect((await settled(job.id)).state).toBe('review_ready');
   return job.id;
 }

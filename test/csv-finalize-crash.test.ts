@@ -50,10 +50,10 @@ async function until(jobId: number, states: string[], timeoutMs = 60_000): Promi
 describe('csv finalize with real worker processes', () => {
   it('kill -9 during finalize: the rerun resumes after the last committed batch, no row missing or written twice', async () => {
     const rows = Array.from({ length: 40_000 }, (_, i) => validRow(i + 1, 'K'));
-    await upload(env.s3, env.bucket, 'crash/products.csv', fileOf(rows));
+    await upload(env.s3, env.bucket, 'imports/crash/products.csv', fileOf(rows));
     const doomed = worker({ WORKER_ID: 'doomed' });
     await doomed.waitForLog(started);
-    const jobId = await importObject('crash/products.csv', 'crash');
+    const jobId = await importObject('imports/crash/products.csv', 'crash');
     expect((await until(jobId, ['review_ready'])).result).toMatchObject({ valid: 40_000, batches: 800 });
 
     await finalizeImport(env.pool, jobId);
@@ -97,11 +97,11 @@ describe('csv finalize with real worker processes', () => {
       Array.from({ length: n }, (_, i) => ({ ...validRow(i + 1, prefix), category: `Shared ${Math.floor(i / 25)}`, supplier: `Vendor ${i % 40}` }));
     const a = make('A', 6_000);
     const b = make('B', 6_000).reverse();
-    await upload(env.s3, env.bucket, 'shared/a.csv', fileOf(a));
-    await upload(env.s3, env.bucket, 'shared/b.csv', fileOf(b));
+    await upload(env.s3, env.bucket, 'imports/shared/a.csv', fileOf(a));
+    await upload(env.s3, env.bucket, 'imports/shared/b.csv', fileOf(b));
     const workers = [worker({ WORKER_ID: 'w1', WORKER_CONCURRENCY: '2' }), worker({ WORKER_ID: 'w2', WORKER_CONCURRENCY: '2' })];
     await Promise.all(workers.map((process) => process.waitForLog(started)));
-    const jobs = [await importObject('shared/a.csv', 'shared'), await importObject('shared/b.csv', 'shared')];
+    const jobs = [await importObject('imports/shared/a.csv', 'shared'), await importObject('imports/shared/b.csv', 'shared')];
     for (const id of jobs) await until(id, ['review_ready']);
 
     await Promise.all(jobs.map((id) => finalizeImport(env.pool, id)));
@@ -134,15 +134,17 @@ describe('csv finalize with real worker processes', () => {
 
   it('validation and finalize have their own pools: a burst of validations does not hold back a finalize', async () => {
     const rows = Array.from({ length: 20_000 }, (_, i) => validRow(i + 1, 'P'));
-    await upload(env.s3, env.bucket, 'pools/big.csv', fileOf(rows));
-    await upload(env.s3, env.bucket, 'pools/small.csv', fileOf(rows.slice(0, 200).map((row) => ({ ...row, sku: `S${row.sku}` }))));
+    const big = fileOf(rows);
+    // Each tenant reads its own uploads only (imports/<tenant>/…).
+    for (let i = 0; i < 6; i++) await upload(env.s3, env.bucket, `imports/pools-${i}/big.csv`, big);
+    await upload(env.s3, env.bucket, 'imports/pools/small.csv', fileOf(rows.slice(0, 200).map((row) => ({ ...row, sku: `S${row.sku}` }))));
     const pooled = worker({ WORKER_ID: 'pooled', WORKER_CONCURRENCY: '2', WORKER_KIND_CONCURRENCY: 'csv-import=1,csv-finalize=1' });
     await pooled.waitForLog(started);
-    const reviewed = await importObject('pools/small.csv', 'pools');
+    const reviewed = await importObject('imports/pools/small.csv', 'pools');
     await until(reviewed, ['review_ready']);
     // Six validations queue up (different tenants: different runs); only one may run at a time.
     const burst: number[] = [];
-    for (let i = 0; i < 6; i++) burst.push(await importObject('pools/big.csv', `pools-${i}`));
+    for (let i = 0; i < 6; i++) burst.push(await importObject(`imports/pools-${i}/big.csv`, `pools-${i}`));
     await waitFor(async () => (await requireJob(env.pool, burst[0]!)).state === 'running', 10_000, 20);
     await finalizeImport(env.pool, reviewed);
     const finalized = await until(reviewed, ['succeeded', 'partial', 'failed']);

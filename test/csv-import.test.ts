@@ -52,8 +52,8 @@ describe('csv-import of 100,000 rows with 1% bad rows', () => {
 
   it('validates: the summary counts are right and every bad row is reported with its reasons', async () => {
     file = plantedFile(100_000, 100);
-    await upload(env.s3, env.bucket, 'uploads/products-100k.csv', file.body);
-    jobId = await importObject('uploads/products-100k.csv');
+    await upload(env.s3, env.bucket, 'imports/acme/products-100k.csv', file.body);
+    jobId = await importObject('imports/acme/products-100k.csv');
     const job = await settled(jobId);
     expect(job.state).toBe('review_ready');
     expect(job.kind).toBe('csv-import');
@@ -139,8 +139,8 @@ describe('csv-import of 100,000 rows with 1% bad rows', () => {
       const correct = rowFields(validRow(i, 'FIX'));
       return [String(row), '', ...correct];
     });
-    await upload(env.s3, env.bucket, 'uploads/fixed.csv', ['_row,_errors,' + HEADER.join(',') + '\n', ...fixed.map((fields) => csvLine(fields))].join(''));
-    const fixJob = await importObject('uploads/fixed.csv', { autoFinalize: true });
+    await upload(env.s3, env.bucket, 'imports/acme/fixed.csv', ['_row,_errors,' + HEADER.join(',') + '\n', ...fixed.map((fields) => csvLine(fields))].join(''));
+    const fixJob = await importObject('imports/acme/fixed.csv', { autoFinalize: true });
     const job = await settled(fixJob);
     expect(job.state).toBe('succeeded');
     expect(job.result).toMatchObject({ rows: file.bad.size, valid: file.bad.size, invalid: 0, inserted: file.bad.size });
@@ -149,7 +149,7 @@ describe('csv-import of 100,000 rows with 1% bad rows', () => {
 
   it('importing the same file again changes nothing (idempotent upsert on the natural key)', async () => {
     const before = await env.pool.query('SELECT max(updated_at) AS at, count(*)::int AS n FROM products');
-    const again = await importObject('uploads/products-100k.csv', { autoFinalize: true });
+    const again = await importObject('imports/acme/products-100k.csv', { autoFinalize: true });
     const job = await settled(again);
     expect(job.state).toBe('partial');
     expect(job.result).toMatchObject({ inserted: 0, updated: 0, unchanged: file.valid.length, referencesCreated: {} });
@@ -161,8 +161,8 @@ describe('csv-import of 100,000 rows with 1% bad rows', () => {
 describe('references', () => {
   it('a category another transaction is creating right now is waited for and used, not duplicated or left empty', async () => {
     const rows = [HEADER, ...Array.from({ length: 30 }, (_, i) => rowFields({ ...validRow(i + 1, 'RACE'), category: i % 2 ? 'Contested' : 'Calm' }))];
-    await upload(env.s3, env.bucket, 'uploads/race.csv', rows.map((fields) => csvLine(fields)).join(''));
-    const jobId = await importObject('uploads/race.csv');
+    await upload(env.s3, env.bucket, 'imports/acme/race.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const jobId = await importObject('imports/acme/race.csv');
     expect((await settled(jobId)).state).toBe('review_ready');
 
     // Another import (here: a plain transaction) inserts the same category and has not committed yet.
@@ -204,8 +204,8 @@ describe('finalize', () => {
     await env.pool.query("ALTER TABLE products ADD CONSTRAINT test_no_forbidden CHECK (name <> 'Forbidden')");
     try {
       const rows = [HEADER, ...Array.from({ length: 60 }, (_, i) => rowFields({ ...validRow(i + 1, 'DBR'), description: 'x', name: i % 20 === 5 ? 'Forbidden' : `Product ${i + 1}` }))];
-      await upload(env.s3, env.bucket, 'uploads/db-refused.csv', rows.map((fields) => csvLine(fields)).join(''));
-      const jobId = await importObject('uploads/db-refused.csv', { autoFinalize: true });
+      await upload(env.s3, env.bucket, 'imports/acme/db-refused.csv', rows.map((fields) => csvLine(fields)).join(''));
+      const jobId = await importObject('imports/acme/db-refused.csv', { autoFinalize: true });
       const job = await settled(jobId);
       expect(job.state).toBe('partial');
       expect(job.result).toMatchObject({ valid: 60, invalid: 0, inserted: 57, failedAtWrite: 3 });
@@ -228,8 +228,8 @@ describe('finalize', () => {
 
   it('cancel stops finalize at a chunk boundary, keeps what was written, and requeue writes the rest once', async () => {
     const rows = [HEADER, ...Array.from({ length: 40_000 }, (_, i) => rowFields({ ...validRow(i + 1, 'CAN'), description: 'x' }))];
-    await upload(env.s3, env.bucket, 'uploads/cancel.csv', rows.map((fields) => csvLine(fields)).join(''));
-    const jobId = await importObject('uploads/cancel.csv');
+    await upload(env.s3, env.bucket, 'imports/acme/cancel.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const jobId = await importObject('imports/acme/cancel.csv');
     expect((await settled(jobId)).state).toBe('review_ready');
     await finalizeImport(env.pool, jobId);
     await waitFor(async () => ((await getCsvImportRun(env.pool, jobId))?.finalizedBatches ?? 0) >= 5, 30_000, 5);
@@ -251,8 +251,8 @@ describe('finalize', () => {
 describe('review', () => {
   it('reject ends the run without writing and discards its staging; it cannot be finalized afterwards', async () => {
     const rows = [HEADER, ...Array.from({ length: 40 }, (_, i) => rowFields(validRow(i + 1, 'REJ')))];
-    await upload(env.s3, env.bucket, 'uploads/reject.csv', rows.map((fields) => csvLine(fields)).join(''));
-    const jobId = await importObject('uploads/reject.csv');
+    await upload(env.s3, env.bucket, 'imports/acme/reject.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const jobId = await importObject('imports/acme/reject.csv');
     expect((await settled(jobId)).state).toBe('review_ready');
     expect(await count('SELECT coalesce(sum(row_count), 0)::int AS n FROM csv_import_staged_batches WHERE job_id = $1', [jobId])).toBe(40);
 
@@ -295,6 +295,25 @@ describe('review', () => {
     expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'GONE-%'")).toBe(0);
   });
 
+  it('a run reads only the configured bucket, and only its own tenant\'s uploads (imports/<tenant>/…)', async () => {
+    const body = [HEADER, rowFields(validRow(1, 'FOREIGN'))].map((fields) => csvLine(fields)).join('');
+    await upload(env.s3, env.bucket, 'imports/globex/private.csv', body);
+    await upload(env.s3, env.bucket, 'imports/acme-other/private.csv', body);
+    await upload(env.s3, env.bucket, 'elsewhere/private.csv', body);
+
+    const otherBucket = await settled(await importObject('imports/acme/x.csv', { bucket: 'someone-elses-bucket' }));
+    expect(otherBucket).toMatchObject({ state: 'failed', attempts: 1, lastError: expect.objectContaining({ code: 'CSV_BUCKET_NOT_ALLOWED', class: 'permanent' }) });
+    expect(otherBucket.lastError!.message).toContain(`"${env.bucket}"`);
+    expect(otherBucket.lastError!.message).toContain('"someone-elses-bucket"');
+
+    for (const key of ['imports/globex/private.csv', 'imports/acme-other/private.csv', 'elsewhere/private.csv', 'imports/acme/../globex/private.csv', 'imports/acme/']) {
+      const refused = await settled(await importObject(key));
+      expect(refused, key).toMatchObject({ state: 'failed', attempts: 1, lastError: expect.objectContaining({ code: 'CSV_KEY_NOT_ALLOWED' }) });
+      expect(refused.lastError!.message).toContain('may read only objects under "imports/acme/"');
+    }
+    expect(await count("SELECT count(*)::int AS n FROM csv_import_runs r JOIN jobs j ON j.id = r.job_id WHERE r.object_key NOT LIKE 'imports/acme/%'")).toBe(0);
+  });
+
   it('finalize refuses runs that are not CSV imports in review', async () => {
     const { job } = await submitJob(env.pool, { kind: 'noop', payload: {} });
     await expect(finalizeImport(env.pool, job.id)).rejects.toThrow(/noop run, not a CSV import/);
@@ -303,10 +322,10 @@ describe('review', () => {
 
   it('while a run is active, importing the same object again returns it', async () => {
     const rows = [HEADER, rowFields(validRow(1, 'DUP'))];
-    await upload(env.s3, env.bucket, 'uploads/same.csv', rows.map((fields) => csvLine(fields)).join(''));
-    const first = await importObject('uploads/same.csv');
+    await upload(env.s3, env.bucket, 'imports/acme/same.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const first = await importObject('imports/acme/same.csv');
     expect((await settled(first)).state).toBe('review_ready');
-    const second = await submitJob(env.pool, { kind: 'csv-import', tenantId: TENANT, payload: { bucket: env.bucket, key: 'uploads/same.csv', profile: 'products' } });
+    const second = await submitJob(env.pool, { kind: 'csv-import', tenantId: TENANT, payload: { bucket: env.bucket, key: 'imports/acme/same.csv', profile: 'products' } });
     expect(second).toMatchObject({ reused: true, job: { id: first } });
   });
 });

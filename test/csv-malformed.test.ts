@@ -24,8 +24,8 @@ const rows = (from: number, count: number) =>
   Array.from({ length: count }, (_, i) => csvLine(rowFields({ ...validRow(from + i, 'M'), description: `Item ${from + i}, "quoted"` }))).join('');
 
 async function importBody(name: string, body: Buffer | string, extra: Record<string, unknown> = {}): Promise<JobRow> {
-  await upload(env.s3, env.bucket, `malformed/${name}`, body);
-  return importKey(`malformed/${name}`, extra);
+  await upload(env.s3, env.bucket, `imports/malformed/${name}`, body);
+  return importKey(`imports/malformed/${name}`, extra);
 }
 
 async function importKey(key: string, extra: Record<string, unknown> = {}): Promise<JobRow> {
@@ -146,9 +146,9 @@ describe('malformed CSV files', () => {
   it('an empty file and a missing object fail at once with their reason', async () => {
     const empty = await importBody('empty.csv', '\n\n');
     expect(empty).toMatchObject({ state: 'failed', lastError: expect.objectContaining({ code: 'CSV_EMPTY' }) });
-    const missing = await importKey('malformed/not-uploaded.csv');
+    const missing = await importKey('imports/malformed/not-uploaded.csv');
     expect(missing).toMatchObject({ state: 'failed', lastError: expect.objectContaining({ code: 'CSV_OBJECT_NOT_FOUND' }) });
-    expect(missing.lastError!.message).toContain('malformed/not-uploaded.csv does not exist');
+    expect(missing.lastError!.message).toContain('imports/malformed/not-uploaded.csv does not exist');
   });
 
   it('the worker kept running through all of them and still imports a good file', async () => {

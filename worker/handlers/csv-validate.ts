@@ -2,10 +2,17 @@
 // the import profile, stages the valid rows and records the invalid ones, then parks the run in `review_ready` with a
 // summary. `bulk-import finalize <id>` (or finalizeImport() in worker/api.ts) resumes the same run as `csv-finalize`;
 // with `autoFinalize: true` the run goes on to finalize at once.
-// Payload: { bucket, key, profile, tenant?, delimiter?, encoding?, autoFinalize? }.
+// Payload: { bucket, key, profile, tenant?, delimiter?, encoding?, autoFinalize? }; bucket must be S3_BUCKET and key
+// under `imports/<tenant>/` (payload.ts).
 import { finalizeStagedRows, requireValidatedRun } from '../imports/csv/finalize-import.js';
 import { finalizeOutcome } from '../imports/csv/finalize-outcome.js';
-import { csvImportDedupeKey, parseCsvImportPayload, resolveCsvTenant, type CsvImportPayload } from '../imports/csv/payload.js';
+import {
+  assertCsvObjectAllowed,
+  csvImportDedupeKey,
+  parseCsvImportPayload,
+  resolveCsvTenant,
+  type CsvImportPayload,
+} from '../imports/csv/payload.js';
 import { findProfile } from '../imports/csv/profiles/index.js';
 import { listRowErrors, writeRowErrorsCsv } from '../imports/csv/row-errors.js';
 import { getCsvImportRun } from '../imports/csv/run-record.js';
@@ -19,9 +26,10 @@ async function run(context: JobContext<CsvImportPayload>): Promise<JobOutcome> {
   const { job, payload, services, log } = context;
   const tenant = resolveCsvTenant(CSV_VALIDATE_KIND, payload, job.tenantId);
   const profile = findProfile(payload.profile)!;
-  if (!services.s3) {
+  if (!services.s3 || !services.bucket) {
     throw new PermanentJobError('csv-import needs S3: set S3_BUCKET (and S3_ENDPOINT for an S3-compatible server)', 'S3_NOT_CONFIGURED');
   }
+  assertCsvObjectAllowed(CSV_VALIDATE_KIND, payload, tenant, services.bucket);
   const earlier = await getCsvImportRun(services.pool, job.id);
   let summary: ValidationSummary;
   if (earlier?.validatedAt) {

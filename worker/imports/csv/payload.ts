@@ -2,7 +2,7 @@
 // run resumed after review). Payload: { bucket, key, profile, tenant?, delimiter?, encoding?, autoFinalize? }.
 import { PayloadReader } from '../../handlers/payload.js';
 import { PermanentJobError } from '../../queue/errors.js';
-import { isValidTenant } from '../object-key.js';
+import { isValidTenant, keyPrefixFor } from '../object-key.js';
 import { findProfile, profileNames } from './profiles/index.js';
 
 export const CSV_ENCODINGS = ['utf-8', 'utf-16le', 'latin1', 'windows-1252'] as const;
@@ -59,6 +59,43 @@ export function resolveCsvTenant(kind: string, payload: CsvImportPayload, jobTen
     );
   }
   return tenant;
+}
+
+/**
+ * Where a tenant's CSV uploads live: `imports/<tenant>/…` in the configured bucket (S3_BUCKET). `imports/` is what the
+ * task role may read (docs/DEPLOYMENT.md), and `<tenant>/` is the same per-tenant prefix mass imports write under
+ * (object-key.ts), so a tenant's import can only read that tenant's objects, never another tenant's upload.
+ */
+export const CSV_UPLOAD_PREFIX = 'imports';
+
+/** The key prefix a tenant's CSV uploads must start with (ends with `/`). */
+export function csvUploadPrefixFor(tenant: string): string {
+  return keyPrefixFor(CSV_UPLOAD_PREFIX, tenant);
+}
+
+/**
+ * Refuses an object the run may not read: a bucket other than the configured one, or a key outside the tenant's
+ * upload prefix (including `.`/`..`/empty segments, which some S3-compatible servers resolve).
+ */
+export function assertCsvObjectAllowed(kind: string, payload: CsvImportPayload, tenant: string, configuredBucket: string): void {
+  if (payload.bucket !== configuredBucket) {
+    throw new PermanentJobError(
+      `${kind} may read only the configured import bucket "${configuredBucket}" (S3_BUCKET), not "${payload.bucket}"`,
+      'CSV_BUCKET_NOT_ALLOWED',
+      { bucket: payload.bucket, configuredBucket, key: payload.key },
+    );
+  }
+  const prefix = csvUploadPrefixFor(tenant);
+  const rest = payload.key.startsWith(prefix) ? payload.key.slice(prefix.length) : undefined;
+  const segments = rest?.split('/') ?? [];
+  if (rest === undefined || segments.some((segment) => segment === '' || segment === '.' || segment === '..')) {
+    throw new PermanentJobError(
+      `${kind} of tenant "${tenant}" may read only objects under "${prefix}" (a file name after it, no empty, "." or ".." ` +
+        `segments), not "${payload.key}"`,
+      'CSV_KEY_NOT_ALLOWED',
+      { bucket: payload.bucket, key: payload.key, tenant, prefix },
+    );
+  }
 }
 
 /** Importing the same object with the same profile for the same tenant while a run of it is active reuses that run. */
