@@ -248,6 +248,54 @@ describe('finalize', () => {
   });
 });
 
+describe('failed-rows export and spreadsheet formulas', () => {
+  it('cells a spreadsheet would run are escaped with a leading quote, and the corrected export imports the values as written', async () => {
+    const names = ['=HYPERLINK("http://evil.example","click")', '+1+1', '-2', '@SUM(A1:A9)', "'=quoted already", "''+two quotes", 'plain'];
+    const rows = names.map((name, i) => rowFields({ ...validRow(i + 1, 'FORM'), name, description: '\t=cmd|/c calc', category: '=Category', price: 'bad' }));
+    await upload(env.s3, env.bucket, 'imports/acme/formulas.csv', [HEADER, ...rows].map((fields) => csvLine(fields)).join(''));
+    const jobId = await importObject('imports/acme/formulas.csv');
+    expect((await settled(jobId)).result).toMatchObject({ rows: names.length, invalid: names.length });
+
+    const chunks: Buffer[] = [];
+    const out = new (await import('node:stream')).PassThrough();
+    out.on('data', (chunk: Buffer) => chunks.push(chunk));
+    expect(await csvValidateHandler.exportErrorsCsv!(env.pool, jobId, out)).toBe(names.length);
+    out.end();
+    const records = parse(Buffer.concat(chunks)) as string[][];
+    const nameAt = HEADER.indexOf('name') + 2;
+    // No cell of the export starts with a character that makes a spreadsheet evaluate it.
+    for (const record of records) for (const cell of record) expect(cell).not.toMatch(/^[=+\-@\t\r]/);
+    expect(records.slice(1).map((record) => record[nameAt])).toEqual([
+      `'=HYPERLINK("http://evil.example","click")`, "'+1+1", "'-2", "'@SUM(A1:A9)", "''=quoted already", "'''+two quotes", 'plain',
+    ]);
+    expect(records[1]![HEADER.indexOf('description') + 2]).toBe("'\t=cmd|/c calc");
+
+    // Correct the price only and keep everything else as exported: the escaped cells and the _row/_errors columns.
+    const priceAt = HEADER.indexOf('price') + 2;
+    const skuAt = HEADER.indexOf('sku') + 2;
+    const corrected = records.map((record, index) =>
+      index === 0 ? record : record.map((cell, at) => (at === priceAt ? '1.00' : at === skuAt ? cell.replace('FORM', 'FORMFIX') : cell)),
+    );
+    await upload(env.s3, env.bucket, 'imports/acme/formulas-fixed.csv', corrected.map((fields) => csvLine(fields)).join(''));
+    const fixed = await settled(await importObject('imports/acme/formulas-fixed.csv', { autoFinalize: true }));
+    expect(fixed).toMatchObject({ state: 'succeeded', result: expect.objectContaining({ valid: names.length, inserted: names.length }) });
+    const { rows: products } = await env.pool.query<{ name: string; description: string; category: string }>(
+      `SELECT p.name, p.description, c.name AS category FROM products p JOIN categories c ON c.id = p.category_id
+       WHERE p.sku LIKE 'FORMFIX-%' ORDER BY p.sku`,
+    );
+    expect(products.map((product) => product.name)).toEqual(names);
+    expect(new Set(products.map((product) => `${product.description}|${product.category}`))).toEqual(new Set(['=cmd|/c calc|=Category']));
+  });
+
+  it('a file without the export columns is imported as written: a leading quote stays part of the value', async () => {
+    const rows = [HEADER, rowFields({ ...validRow(1, 'QUOTE'), name: "'=kept" })];
+    await upload(env.s3, env.bucket, 'imports/acme/own-quotes.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const job = await settled(await importObject('imports/acme/own-quotes.csv', { autoFinalize: true }));
+    expect(job.state).toBe('succeeded');
+    expect((await env.pool.query("SELECT name FROM products WHERE sku LIKE 'QUOTE-%'")).rows).toEqual([{ name: "'=kept" }]);
+  });
+});
+
 describe('review', () => {
   it('reject ends the run without writing and discards its staging; it cannot be finalized afterwards', async () => {
     const rows = [HEADER, ...Array.from({ length: 40 }, (_, i) => rowFields(validRow(i + 1, 'REJ')))];

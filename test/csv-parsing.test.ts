@@ -1,6 +1,7 @@
 // The pure parts of CSV imports, without servers: the record parser (whatever the piece boundaries of the stream), the
 // header check, the row validator with every column type and rule, and the profile definition check.
 import { describe, expect, it } from 'vitest';
+import { escapeFormula, unescapeFormula } from '../worker/imports/csv/formula-escape.js';
 import { readHeader } from '../worker/imports/csv/header.js';
 import { defineProfile, ProfileDefinitionError, type ImportProfile } from '../worker/imports/csv/profile.js';
 import { productsProfile } from '../worker/imports/csv/profiles/products.js';
@@ -204,5 +205,17 @@ describe('failed-rows export quoting', () => {
     ]);
     expect(csvFieldFor('\t')('a\tb')).toBe('"a\tb"');
     expect(csvFieldFor('|')('a|b')).toBe('"a|b"');
+  });
+});
+
+describe('formula escape of the failed-rows export', () => {
+  it('escapes what a spreadsheet would evaluate, and unescaping gives back every value exactly', () => {
+    const values = ['=1+1', '+1', '-1', '@x', '\tx', '\rx', "'=x", "''-x", "'x", "'", '', 'a=b', 'plain', ' =x', "'\t"];
+    for (const value of values) {
+      const escaped = escapeFormula(value);
+      expect(escaped, value).not.toMatch(/^[=+\-@\t\r]/);
+      expect(unescapeFormula(escaped), value).toBe(value);
+    }
+    expect(values.map(escapeFormula)).toEqual(["'=1+1", "'+1", "'-1", "'@x", "'\tx", "'\rx", "''=x", "'''-x", "'x", "'", '', 'a=b', 'plain', ' =x', "''\t"]);
   });
 });

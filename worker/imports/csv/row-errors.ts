@@ -3,6 +3,7 @@
 import { once } from 'node:events';
 import type { Queryable } from '../../db/pool.js';
 import type { RunErrors } from '../../handlers/types.js';
+import { escapeFormula } from './formula-escape.js';
 import { getCsvImportRun } from './run-record.js';
 import type { RowIssue } from './row-validator.js';
 
@@ -99,7 +100,8 @@ async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
 
 /**
  * Every failed row as CSV in the run's delimiter: `_row`, `_errors`, then the row's original fields under the file's
- * own header. Fix the values, keep or drop the two extra columns, and import the file again. A row that could not be
+ * own header; cells a spreadsheet would run as a formula get a leading `'` (formula-escape.ts). Fix the values, keep
+ * the two extra columns (they tell the importer to remove that `'` again), and import the file again. A row that could not be
  * split into fields (an unclosed quote, an over-long line) has only `_row` and `_errors`: fix that line in the
  * original file. Paged by row number, so memory stays flat however many rows failed. Returns the rows written.
  */
@@ -107,7 +109,8 @@ export async function writeRowErrorsCsv(db: Queryable, jobId: number, out: NodeJ
   const run = await getCsvImportRun(db, jobId);
   if (!run) return 0;
   const field = csvFieldFor(run.delimiter);
-  const line = (values: string[]) => `${values.map(field).join(run.delimiter)}\r\n`;
+  // Every cell goes through escapeFormula: the file's values are the uploader's, the export is opened in spreadsheets.
+  const line = (values: string[]) => `${values.map((value) => field(escapeFormula(value))).join(run.delimiter)}\r\n`;
   await write(out, line([...EXPORT_COLUMNS, ...run.header]));
   let written = 0;
   let afterRow = 0;

@@ -11,7 +11,8 @@ import { inTransaction } from './client-transaction.js';
 import { reportDuplicateKeys } from './duplicates.js';
 import { readHeader, type HeaderLayout } from './header.js';
 import type { CsvImportPayload } from './payload.js';
-import type { ImportProfile } from './profile.js';
+import { unescapeFormula } from './formula-escape.js';
+import { ANNOTATION_COLUMNS, type ImportProfile } from './profile.js';
 import { CsvRecordParser, type CsvRecord } from './record-parser.js';
 import { describeIssues, firstRowErrors, insertRowErrors, type RowError } from './row-errors.js';
 import { RowValidator } from './row-validator.js';
@@ -133,6 +134,8 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
     const parser = new CsvRecordParser({ delimiter: payload.delimiter, maxRecordChars: MAX_ROW_CHARS });
     const counts = { read: 0, valid: 0, invalid: 0 };
     let layout: HeaderLayout | undefined;
+    /** The file is a failed-rows export (it has `_row`/`_errors`): its cells carry the export's formula escape. */
+    let exported = false;
     let validator: RowValidator | undefined;
     let keyPositions: number[] = [];
     const seenKeys = new SeenKeys();
@@ -158,6 +161,7 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
         if (!layout) {
           layout = readHeader(profile, record, { bucket: payload.bucket, key: payload.key, encoding: payload.encoding });
           validator = new RowValidator(layout);
+          exported = layout.header.some((name) => (ANNOTATION_COLUMNS as readonly string[]).includes(name.toLowerCase()));
           const staged = layout.columns.map((column) => column.name);
           keyPositions = profile.target.naturalKey.map((key) => staged.indexOf(key));
           const header = layout.header;
@@ -172,6 +176,10 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
           continue;
         }
         counts.read += 1;
+        if (exported && record.fields) {
+          const fields = record.fields;
+          for (let index = 0; index < fields.length; index++) fields[index] = unescapeFormula(fields[index]!);
+        }
         let pending: Promise<void> | undefined;
         if (record.fields === null || record.problem !== undefined) {
           counts.invalid += 1;
