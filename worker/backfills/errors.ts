@@ -1,6 +1,7 @@
 // How a failed backfill statement reaches the operator: bad definitions and data are permanent errors that name the
 // backfill, the table and where the walk was; connection trouble stays transient (the attempt resumes from the
 // saved cursor).
+import { sqlState } from '../db/sql-state.js';
 import { classifyError, PermanentJobError } from '../queue/errors.js';
 import type { CompiledBackfill } from './compile.js';
 import { ComputeFailedError } from './statements.js';
@@ -10,11 +11,6 @@ const SCHEMA_MISSING = new Set(['42P01', '42703', '42883']);
 
 /** Lock waits that outlast the batch's lock_timeout, deadlocks, serialization failures: retry the same batch. */
 export const RETRYABLE_BATCH_SQLSTATES = new Set(['40001', '40P01', '55P03']);
-
-export function sqlState(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
-}
 
 export function describeBackfillError(error: unknown, backfill: CompiledBackfill, where: Record<string, unknown>): unknown {
   const name = backfill.definition.name;

@@ -6,11 +6,12 @@
 // committed key.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PoolClient } from '../db/pool.js';
+import { sqlState } from '../db/sql-state.js';
 import type { JobContext } from '../handlers/types.js';
 import { LeaseLostError, saveProgress } from '../queue/lease.js';
 import type { Lease } from '../queue/types.js';
 import type { CompiledBackfill } from './compile.js';
-import { describeBackfillError, RETRYABLE_BATCH_SQLSTATES, sqlState } from './errors.js';
+import { describeBackfillError, RETRYABLE_BATCH_SQLSTATES } from './errors.js';
 import {
   freshProgress,
   planPartitions,

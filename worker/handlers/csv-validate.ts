@@ -4,8 +4,7 @@
 // with `autoFinalize: true` the run goes on to finalize at once.
 // Payload: { bucket, key, profile, tenant?, delimiter?, encoding?, autoFinalize? }; bucket must be S3_BUCKET and key
 // under `imports/<tenant>/` (payload.ts).
-import { finalizeStagedRows, requireValidatedRun } from '../imports/csv/finalize-import.js';
-import { finalizeOutcome } from '../imports/csv/finalize-outcome.js';
+import { finalizeValidatedRun } from '../imports/csv/finalize-run.js';
 import {
   assertCsvObjectAllowed,
   csvImportDedupeKey,
@@ -60,20 +59,7 @@ async function run(context: JobContext<CsvImportPayload>): Promise<JobOutcome> {
       metrics,
     };
   }
-  const validated = await requireValidatedRun(services.pool, job.id, CSV_VALIDATE_KIND);
-  const totals = await finalizeStagedRows(
-    {
-      pool: services.pool,
-      jobId: job.id,
-      profile,
-      signal: context.signal,
-      progress: context.progress,
-      log,
-      assertLeaseHeld: context.assertLeaseHeld,
-    },
-    validated,
-  );
-  return finalizeOutcome((await getCsvImportRun(services.pool, job.id))!, totals);
+  return finalizeValidatedRun(context, CSV_VALIDATE_KIND);
 }
 
 export const csvValidateHandler: JobHandler<CsvImportPayload> = {

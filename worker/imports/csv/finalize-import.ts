@@ -5,6 +5,7 @@
 // A batch the database refuses as a whole (a constraint the validation does not know about) is written row by row
 // under savepoints: the refused rows become row errors of phase `finalize`, the others are written.
 import type { Pool, PoolClient, Queryable } from '../../db/pool.js';
+import { sqlState } from '../../db/sql-state.js';
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
 import { PermanentJobError, TransientJobError } from '../../queue/errors.js';
@@ -42,11 +43,6 @@ export interface FinalizeTotals {
 /** Retries of one batch when it raced another import (a reference committed after our snapshot) or deadlocked. */
 const BATCH_TRIES = 8;
 const RETRYABLE = new Set(['40001', '40P01']);
-
-function sqlState(error: unknown): string | undefined {
-  const code = (error as { code?: unknown }).code;
-  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
-}
 
 /** Data exceptions (22xxx) and integrity violations (23xxx): the rows, not the system, are at fault. */
 function isRowDataError(error: unknown): boolean {

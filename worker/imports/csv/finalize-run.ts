@@ -1,0 +1,38 @@
+// The finalize step of a CSV import run as a handler runs it, shared by `csv-finalize` (after review) and `csv-import`
+// with `autoFinalize` (right after validation): load the validated run, write its staged batches, and turn the run
+// record into the job's outcome.
+import type { JobContext, JobOutcome } from '../../handlers/types.js';
+import { PermanentJobError } from '../../queue/errors.js';
+import { finalizeStagedRows, requireValidatedRun } from './finalize-import.js';
+import { finalizeOutcome } from './finalize-outcome.js';
+import { findProfile } from './profiles/index.js';
+import { getCsvImportRun } from './run-record.js';
+
+export async function finalizeValidatedRun<P>(context: JobContext<P>, kind: string): Promise<JobOutcome> {
+  const { job, services, log } = context;
+  const validated = await requireValidatedRun(services.pool, job.id, kind);
+  if (validated.finalizedAt) {
+    log.info('finalize was completed by an earlier attempt');
+    return finalizeOutcome(validated, undefined);
+  }
+  // The profile the file was validated with (recorded in the run), not whatever the payload says now.
+  const profile = findProfile(validated.profile);
+  if (!profile) {
+    throw new PermanentJobError(`job ${job.id} was validated with profile "${validated.profile}", which this worker does not know`, 'CSV_UNKNOWN_PROFILE');
+  }
+  const totals = await finalizeStagedRows(
+    {
+      pool: services.pool,
+      jobId: job.id,
+      profile,
+      signal: context.signal,
+      progress: context.progress,
+      log,
+      assertLeaseHeld: context.assertLeaseHeld,
+    },
+    validated,
+  );
+  const outcome = finalizeOutcome((await getCsvImportRun(services.pool, job.id))!, totals);
+  log.info({ result: outcome.result }, 'csv import finalized');
+  return outcome;
+}
