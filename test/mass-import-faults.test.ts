@@ -1,12 +1,15 @@
 // Transient S3 errors, through a fault-injecting proxy in front of the real S3 server: 503 SlowDown, 500
 // InternalError, connection resets and stalled requests on a share of requests are retried per file (and SlowDown
-// lowers the parallelism) until the import completes; when S3 fails every file the run stops and resumes later.
+// lowers the parallelism) until the import completes; when S3 fails every file the run stops and resumes later; a
+// file that still fails after its retries sends the run back to the queue while it has attempts left, and only its
+// last attempt ends `partial`.
 import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { objectKeyFor } from '../worker/imports/object-key.js';
 import { requireJob } from '../worker/queue/operator.js';
+import { TERMINAL_STATES } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
 import { waitFor } from './support/in-process-worker.js';
 import { startFaultyS3Proxy, type Fault, type FaultyS3Proxy, type ProxiedRequest } from './support/faulty-s3-proxy.js';
@@ -140,5 +143,75 @@ describe('mass-import against a flaky S3', () => {
     expect(done.attempts).toBeGreaterThanOrEqual(2);
     expect(done.result).toMatchObject({ imported: files.length, failed: 0 });
     await expectAllImported('outage', job.id);
+  });
+
+  describe('a file that fails transiently after all its retries', () => {
+    const SOURCE = 'share/1';
+    const inSource = files.filter((file) => file.path.startsWith(`${SOURCE}/`));
+    const doomed = inSource[1]!;
+    /** Every write of the doomed file's object fails with 500 InternalError while `failing` is on. */
+    function failDoomed(prefix: string): { stop(): void } {
+      const doomedKey = objectKeyFor(prefix, TENANT, doomed.path);
+      let failing = true;
+      proxy.decide = (request) => {
+        const key = decodeURIComponent(new URL(request.url, 'http://proxy').pathname).split('/').slice(2).join('/');
+        return failing && request.method === 'PUT' && key === doomedKey ? 'internal' : 'pass';
+      };
+      return { stop: () => (failing = false) };
+    }
+    const doomedItem = async (jobId: number) => (await itemsOf(env, jobId)).find((item) => item.relative_path === doomed.path)!;
+
+    it('sends the run back to the queue while it has attempts left; the next attempt imports it', async () => {
+      const fault = failDoomed('retry');
+      const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix: 'retry', source: SOURCE }, maxAttempts: 5 });
+      const worker = startWorker();
+      const firstAttempt = await waitFor(async () => {
+        const current = await requireJob(env.pool, job.id);
+        return current.lastError || TERMINAL_STATES.includes(current.state) ? current : undefined;
+      }, 60_000, 50);
+      fault.stop();
+      expect(firstAttempt.state, 'the first attempt must not end the run').not.toBe('partial');
+      expect(firstAttempt.lastError).toMatchObject({
+        code: 'ITEMS_FAILED_TRANSIENTLY',
+        class: 'transient',
+        attempt: 1,
+        context: { failedTransient: 1, failedPermanent: 0 },
+      });
+
+      const done = await waitForTerminal(env, job.id, 60_000);
+      worker.kill('SIGTERM');
+      expect((await worker.exited).code).toBe(0);
+      expect(done.state, JSON.stringify(done.lastError)).toBe('succeeded');
+      expect(done.attempts).toBeGreaterThanOrEqual(2);
+      expect(done.result).toMatchObject({ files: inSource.length, imported: inSource.length, failed: 0, failedTransient: 0 });
+      // Five tries in the first attempt, then the one that worked.
+      expect(await doomedItem(job.id)).toMatchObject({ state: 'done', error_code: null });
+      expect((await doomedItem(job.id)).tries).toBeGreaterThan(5);
+      const rows = await documentsOf(env, `retry/${TENANT}/`);
+      expect(rows).toHaveLength(inSource.length);
+      expect(rows.find((row) => row.source_path === doomed.path)?.sha256).toBe(sha256(contentOf(doomed)));
+    });
+
+    it('ends the run partial on its last attempt, with the item failed as transient', async () => {
+      failDoomed('last-attempt');
+      const { job } = await submitJob(env.pool, {
+        kind: 'mass-import',
+        tenantId: TENANT,
+        payload: { prefix: 'last-attempt', source: SOURCE },
+        maxAttempts: 2,
+      });
+      const worker = startWorker();
+      const done = await waitForTerminal(env, job.id, 60_000);
+      worker.kill('SIGTERM');
+      proxy.decide = () => 'pass';
+      expect((await worker.exited).code).toBe(0);
+      expect(done.state, JSON.stringify(done.lastError)).toBe('partial');
+      expect(done.attempts).toBe(2);
+      expect(done.result).toMatchObject({ files: inSource.length, imported: inSource.length - 1, failed: 1, failedTransient: 1 });
+      const item = await doomedItem(job.id);
+      expect(item).toMatchObject({ state: 'failed', error_code: 'S3_InternalError' });
+      expect(item.tries).toBe(10); // five per attempt
+      expect(await documentsOf(env, `last-attempt/${TENANT}/`)).toHaveLength(inSource.length - 1);
+    });
   });
 });

@@ -5,8 +5,9 @@ import { loadConfig } from '../worker/config.js';
 import { massImportHandler } from '../worker/handlers/mass-import.js';
 import { AdaptiveConcurrency } from '../worker/imports/adaptive-concurrency.js';
 import { checkCeiling } from '../worker/imports/ceiling.js';
-import { encodeKeySegment, isValidPrefix, objectKeyFor } from '../worker/imports/object-key.js';
+import { encodeKeySegment, isValidPrefix, keyPrefixFor, objectKeyFor } from '../worker/imports/object-key.js';
 import { normaliseSource } from '../worker/imports/import-plan.js';
+import { resolveTenant } from '../worker/imports/tenant.js';
 import { partSizeFor } from '../worker/storage/s3-upload.js';
 
 describe('object keys', () => {
@@ -27,10 +28,47 @@ describe('object keys', () => {
     for (const [index, name] of names.entries()) expect(decodeURIComponent(encoded[index]!)).toBe(name);
   });
 
+  it('never give two different (prefix, tenant, path) the same key, though prefixes may have several segments', () => {
+    // The collision of the review: prefix imports/acme + tenant x + f against prefix imports + tenant acme + x/f.
+    expect(objectKeyFor('imports/acme', 'x', 'f')).not.toBe(objectKeyFor('imports', 'acme', 'x/f'));
+    // The default (one-segment) prefix keeps the keys the task role's `imports/` grant covers.
+    expect(objectKeyFor('imports', 'acme', 'x/f')).toBe('imports/acme/x/f');
+    expect(objectKeyFor('imports/2024-q4', 'acme', 'x/f')).toBe('imports/_2024-q4/acme/x/f');
+    expect(keyPrefixFor('imports/2024-q4', 'acme')).toBe('imports/_2024-q4/acme/');
+    // Every combination of segments that could imitate one another: all keys distinct, and no run's key prefix is
+    // a prefix of another (prefix, tenant)'s keys (what `audit --prefix` and the documents count rely on).
+    const words = ['imports', 'acme', 'x', '_x', 'x_', 'a.b'];
+    const prefixes = ['imports', 'imports/acme', 'imports/x', 'imports/acme/x', 'acme', 'x/imports', 'imports/_x'].filter(isValidPrefix);
+    expect(prefixes).toEqual(['imports', 'imports/acme', 'imports/x', 'imports/acme/x', 'acme', 'x/imports']);
+    const tenants = ['acme', 'x', 'imports', 'a.b'];
+    const paths = ['f', 'x/f', 'acme/x/f', '_x/f', 'x_/f', 'imports/acme/x/f', ...words.map((word) => `${word}/_acme/f`)];
+    const keys = new Map<string, string>();
+    for (const prefix of prefixes) {
+      for (const tenant of tenants) {
+        for (const path of paths) {
+          const key = objectKeyFor(prefix, tenant, path);
+          const owner = `${prefix} | ${tenant} | ${path}`;
+          expect(keys.get(key), `${owner} collides`).toBeUndefined();
+          keys.set(key, owner);
+        }
+      }
+    }
+    expect(keys.size).toBe(prefixes.length * tenants.length * paths.length);
+    for (const prefix of prefixes) {
+      for (const tenant of tenants) {
+        const own = keyPrefixFor(prefix, tenant);
+        const intruders = [...keys].filter(([key, owner]) => key.startsWith(own) && !owner.startsWith(`${prefix} | ${tenant} | `));
+        expect(intruders, `${prefix} | ${tenant}`).toEqual([]);
+      }
+    }
+  });
+
   it('accept only plain prefixes and sources below the root', () => {
     expect(isValidPrefix('imports/2024-q4')).toBe(true);
     expect(isValidPrefix('../x')).toBe(false);
     expect(isValidPrefix('a//b')).toBe(false);
+    expect(isValidPrefix('imports/_acme')).toBe(false); // would imitate the mark of a prefix's further segments
+    expect(isValidPrefix('imports/')).toBe(false);
     expect(normaliseSource('campaign/2024/')).toBe('campaign/2024');
     expect(normaliseSource('')).toBe('.');
     expect(normaliseSource('a/../b')).toBe('b');
@@ -92,6 +130,17 @@ describe('ceiling and payload', () => {
     expect(() => massImportHandler.parsePayload({ maxFiles: 0 })).toThrow(/"maxFiles" must be a whole number/);
     expect(() => massImportHandler.parsePayload({ sourse: 'x' })).toThrow(/unknown field\(s\) sourse/);
     expect(massImportHandler.parsePayload({ source: 'a/b/', dryRun: true })).toMatchObject({ source: 'a/b', prefix: 'imports', dryRun: true });
+  });
+
+  it('resolves the tenant from the payload or the job, refusing a mismatch or none', () => {
+    expect(resolveTenant('mass-import', undefined, 'acme')).toBe('acme');
+    expect(resolveTenant('mass-import', 'acme', null)).toBe('acme');
+    expect(resolveTenant('mass-import', 'acme', 'acme')).toBe('acme');
+    expect(() => resolveTenant('mass-import', 'acme', 'other')).toThrow(
+      'mass-import payload tenant "acme" differs from the job\'s tenant "other"; give one or make them equal',
+    );
+    expect(() => resolveTenant('csv-import', undefined, null)).toThrow(/^csv-import needs a tenant: set "tenant" in the payload or enqueue with --tenant/);
+    expect(() => resolveTenant('mass-import', undefined, 'not a tenant')).toThrow(/needs a tenant/);
   });
 
   it('sizes multipart parts within S3 limits', () => {

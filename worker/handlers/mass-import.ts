@@ -1,9 +1,11 @@
 // `mass-import`: a campaign import of a mounted share into the bucket and the documents table. Plan, then import:
 // the walk records every entry as an item (so progress has a total and the ceiling is checked before anything is
 // written), then pending items are imported several at once, each exactly once across crashes (see import-item.ts).
+// The run ends `succeeded`, or `partial` when items failed for good (permanent failures, or transient ones on its last
+// attempt); items that failed only transiently while attempts are left send the run back to the queue instead.
 // Payload: { source?, tenant?, prefix?, dryRun?, maxFiles?, maxTotalBytes?, maxFileBytes?, concurrency? }.
 import { withTransaction, type Queryable } from '../db/pool.js';
-import { PermanentJobError } from '../queue/errors.js';
+import { PermanentJobError, TransientJobError } from '../queue/errors.js';
 import { AdaptiveConcurrency } from '../imports/adaptive-concurrency.js';
 import { requireCampaignMount } from '../imports/campaign-mount.js';
 import { CeilingExceededError, checkCeiling, hardCapOf, LIMIT_NAMES, resolveLimits, type ImportLimits } from '../imports/ceiling.js';
@@ -14,7 +16,8 @@ import { runImportLoop } from '../imports/import-loop.js';
 import { ItemOutcomeBatcher } from '../imports/item-outcome-batcher.js';
 import { normaliseSource, planTree, resolveSourceDirectory } from '../imports/import-plan.js';
 import { ImportProgress } from '../imports/import-progress.js';
-import { isValidPrefix, isValidTenant, keyPrefixFor } from '../imports/object-key.js';
+import { isValidPrefix, keyPrefixFor } from '../imports/object-key.js';
+import { isValidTenant, resolveTenant, TENANT_RULE } from '../imports/tenant.js';
 import { PayloadReader } from './payload.js';
 import type { JobContext, JobHandler, JobOutcome } from './types.js';
 
@@ -23,7 +26,7 @@ export interface MassImportPayload {
   source: string;
   /** Tenant of the documents; defaults to the job's tenant. */
   tenant: string | undefined;
-  /** First segment(s) of every object key. */
+  /** First segment(s) of every object key; segments after the first are marked in keys (object-key.ts). */
   prefix: string;
   dryRun: boolean;
   /** Ceiling overrides (OQ-IMP-002); checked against the worker's hard caps when the run starts. */
@@ -38,6 +41,9 @@ const RETRY_BACKOFF = { baseMs: 250, maxMs: 10_000 };
 const THROTTLE_HOLD_MS = 10_000;
 const THROTTLE_GROW_STEP_MS = 2_000;
 const MAX_BYTES = Number.MAX_SAFE_INTEGER;
+// After a shutdown the files under way may finish within this share of WORKER_SHUTDOWN_GRACE_MS; then they are
+// aborted, so the run is given back (and multipart uploads are aborted on S3) before the runner's grace time ends.
+const SHUTDOWN_DRAIN_SHARE = 0.8;
 
 function parsePayload(raw: Record<string, unknown>): MassImportPayload {
   const read = new PayloadReader('mass-import', raw);
@@ -54,7 +60,7 @@ function parsePayload(raw: Record<string, unknown>): MassImportPayload {
   const tenant = read.optionalString('tenant');
   if (tenant !== undefined && !isValidTenant(tenant)) {
     throw new PermanentJobError(
-      `invalid mass-import payload: "tenant" must be 1-128 letters, digits, ".", "_" or "-", got ${JSON.stringify(tenant)}`,
+      `invalid mass-import payload: "tenant" must be ${TENANT_RULE}, got ${JSON.stringify(tenant)}`,
       'INVALID_PAYLOAD',
       { field: 'tenant' },
     );
@@ -62,7 +68,8 @@ function parsePayload(raw: Record<string, unknown>): MassImportPayload {
   const prefix = read.optionalString('prefix') ?? DEFAULT_PREFIX;
   if (!isValidPrefix(prefix)) {
     throw new PermanentJobError(
-      `invalid mass-import payload: "prefix" must be segments of letters, digits, ".", "_" or "-" joined by "/", got ${JSON.stringify(prefix)}`,
+      'invalid mass-import payload: "prefix" must be segments of letters, digits, ".", "_" or "-", each starting with a ' +
+        `letter or digit, joined by "/", got ${JSON.stringify(prefix)}`,
       'INVALID_PAYLOAD',
       { field: 'prefix' },
     );
@@ -73,23 +80,6 @@ function parsePayload(raw: Record<string, unknown>): MassImportPayload {
     if (value !== undefined) limits[name] = value;
   }
   return { source, tenant, prefix, dryRun: read.boolean('dryRun', false), limits, concurrency: read.optionalInteger('concurrency', 1, 256) };
-}
-
-function resolveTenant(payload: MassImportPayload, jobTenant: string | null): string {
-  if (payload.tenant !== undefined && jobTenant !== null && payload.tenant !== jobTenant) {
-    throw new PermanentJobError(
-      `mass-import payload tenant "${payload.tenant}" differs from the job's tenant "${jobTenant}"; give one or make them equal`,
-      'TENANT_MISMATCH',
-    );
-  }
-  const tenant = payload.tenant ?? jobTenant;
-  if (tenant === null || !isValidTenant(tenant)) {
-    throw new PermanentJobError(
-      'mass-import needs a tenant: set "tenant" in the payload or enqueue with --tenant (1-128 letters, digits, ".", "_" or "-")',
-      'TENANT_REQUIRED',
-    );
-  }
-  return tenant;
 }
 
 /** Payload limits may raise the defaults only up to the worker's hard caps (its configuration decides, not the caller). */
@@ -111,7 +101,7 @@ function checkHardCaps(context: JobContext<MassImportPayload>): ImportLimits {
 
 async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> {
   const { job, payload, services, progress, log, signal } = context;
-  const tenant = resolveTenant(payload, job.tenantId);
+  const tenant = resolveTenant('mass-import', payload.tenant, job.tenantId);
   const limits = checkHardCaps(context);
   if (!services.s3 || !services.bucket) {
     throw new PermanentJobError('mass-import needs S3: set S3_BUCKET (and S3_ENDPOINT for an S3-compatible server)', 'S3_NOT_CONFIGURED');
@@ -138,6 +128,7 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     const violations = checkCeiling(config.massImport, limits, plan.measure);
     const report = await inspectPlan(pool, plan, {
       bucket,
+      tenant,
       realRoot,
       signal,
       violations,
@@ -167,6 +158,8 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
   const outcomes = new ItemOutcomeBatcher({ pool, jobId: job.id, tenant, bucket, assertLeaseHeld: context.assertLeaseHeld });
   await runImportLoop({
     pool,
+    signal,
+    shutdownDrainMs: Math.floor(config.worker.shutdownGraceMs * SHUTDOWN_DRAIN_SHARE),
     limiter,
     progress: tracker,
     item: {
@@ -175,7 +168,6 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
       bucket,
       realRoot,
       s3,
-      signal,
       log,
       outcomes,
       limiter,
@@ -188,6 +180,19 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
 
   const totals = await itemTotals(pool, job.id);
   tracker.annotate({ concurrency: limiter.limit, throttleSignals: limiter.throttleSignals });
+  if (totals.failedTransient > 0 && job.attempt < job.maxAttempts) {
+    // Files that failed only because S3 (or the share) was unavailable after their retries are not `partial`
+    // material while the run has attempts left: the queue retries the run after a backoff, and the next attempt
+    // puts exactly those items back to pending (resetTransientFailures). Imported files stay imported.
+    progress.update(tracker.snapshot('importing'));
+    throw new TransientJobError(
+      `${totals.failedTransient} file(s) failed with transient errors after their retries (S3 or the share unavailable); ` +
+        `the run goes back to the queue and tries them again (attempt ${job.attempt} of ${job.maxAttempts}); ` +
+        `${totals.done + totals.skipped} file(s) already imported or skipped stay so`,
+      'ITEMS_FAILED_TRANSIENTLY',
+      { bucket, failedTransient: totals.failedTransient, failedPermanent: totals.failed - totals.failedTransient },
+    );
+  }
   const finalProgress = tracker.snapshot('finished');
   progress.update(finalProgress);
   const result = {
@@ -199,6 +204,8 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     imported: totals.done,
     skipped: totals.skipped,
     failed: totals.failed,
+    // Of `failed`: files that still failed transiently on the run's last attempt (a re-run tries them again).
+    failedTransient: totals.failedTransient,
     bytes: totals.bytes,
     bytesImported: totals.bytesDone,
     bytesSkipped: totals.bytesSkipped,

@@ -1,5 +1,6 @@
-// SQL on the backend's documents table, as the mass import uses it: find what is already imported, insert a new
-// document (idempotent on its object), count what an import left behind.
+// SQL on the backend's documents table, as the mass import uses it: find what is already imported (the tenant's own
+// documents apart from other tenants'), insert a new document (idempotent on its object), count what an import left
+// behind.
 import type { Queryable } from '../db/pool.js';
 
 export interface DocumentRow {
@@ -34,11 +35,28 @@ function toDocument(row: Record<string, unknown>): DocumentRow {
   };
 }
 
-/** The documents already stored at these keys of the bucket, by key. */
-export async function findDocumentsByKeys(db: Queryable, bucket: string, keys: string[]): Promise<Map<string, DocumentRow>> {
-  if (keys.length === 0) return new Map();
+/** The documents already stored at some keys of a bucket, split by whether they belong to the importing tenant. */
+export interface DocumentsAtKeys {
+  /** The tenant's own documents, by key: a re-run compares the file with them (same content → skipped). */
+  own: Map<string, DocumentRow>;
+  /**
+   * Documents of other tenants at these keys, by key. Keys are injective over (prefix, tenant, path), so only rows
+   * written some other way (by hand, by the backend, or under the key layout before it was made injective) land
+   * here. Such a key is never the run's to skip or to overwrite: the item fails as a conflict.
+   */
+  otherTenants: Map<string, DocumentRow>;
+}
+
+/** The documents already stored at these keys of the bucket, as seen by an import for `tenant`. */
+export async function findDocumentsByKeys(db: Queryable, bucket: string, tenant: string, keys: string[]): Promise<DocumentsAtKeys> {
+  const found: DocumentsAtKeys = { own: new Map(), otherTenants: new Map() };
+  if (keys.length === 0) return found;
   const { rows } = await db.query(`SELECT ${COLUMNS} FROM documents WHERE bucket = $1 AND object_key = ANY($2::text[])`, [bucket, keys]);
-  return new Map(rows.map((row) => [row.object_key as string, toDocument(row)]));
+  for (const row of rows) {
+    const document = toDocument(row);
+    (document.tenantId === tenant ? found.own : found.otherTenants).set(document.objectKey, document);
+  }
+  return found;
 }
 
 /**

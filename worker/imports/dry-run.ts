@@ -21,6 +21,8 @@ export interface DryRunReport {
   alreadyImported: { files: number; bytes: number };
   /** Already imported with different content: a real run fails these items (changed-content policy). */
   changed: { files: number; sample: Array<{ path: string; documentId: number }> };
+  /** Their key holds another tenant's document: a real run fails these items (KEY_OF_OTHER_TENANT). */
+  otherTenant: { files: number; sample: Array<{ path: string; documentId: number }> };
   /** Entries a real run records as failed items. */
   unsafe: { count: number; sample: Array<{ path: string; code: string; reason: string }> };
   ceiling: { ok: boolean; violations: Array<Pick<CeilingViolation, 'limit' | 'allowed' | 'measured' | 'message'>> };
@@ -31,7 +33,14 @@ export interface DryRunReport {
 export async function inspectPlan(
   db: Queryable,
   plan: TreePlan,
-  options: { bucket: string; realRoot: string; signal: AbortSignal; violations: CeilingViolation[]; onProgress?: (checked: number) => void },
+  options: {
+    bucket: string;
+    tenant: string;
+    realRoot: string;
+    signal: AbortSignal;
+    violations: CeilingViolation[];
+    onProgress?: (checked: number) => void;
+  },
 ): Promise<DryRunReport> {
   const report: DryRunReport = {
     dryRun: true,
@@ -40,6 +49,7 @@ export async function inspectPlan(
     toImport: { files: 0, bytes: 0 },
     alreadyImported: { files: 0, bytes: 0 },
     changed: { files: 0, sample: [] },
+    otherTenant: { files: 0, sample: [] },
     unsafe: { count: plan.unsafe, sample: [] },
     ceiling: { ok: options.violations.length === 0, violations: options.violations },
     truncated: plan.truncated,
@@ -53,9 +63,15 @@ export async function inspectPlan(
   for (let start = 0; start < files.length; start += LOOKUP_CHUNK) {
     if (options.signal.aborted) throw options.signal.reason;
     const chunk = files.slice(start, start + LOOKUP_CHUNK);
-    const existing = await findDocumentsByKeys(db, options.bucket, chunk.map((item) => item.objectKey!));
+    const existing = await findDocumentsByKeys(db, options.bucket, options.tenant, chunk.map((item) => item.objectKey!));
     for (const item of chunk) {
-      const document = existing.get(item.objectKey!);
+      const foreign = existing.otherTenants.get(item.objectKey!);
+      if (foreign) {
+        report.otherTenant.files += 1;
+        if (report.otherTenant.sample.length < SAMPLE) report.otherTenant.sample.push({ path: item.relativePath, documentId: foreign.id });
+        continue;
+      }
+      const document = existing.own.get(item.objectKey!);
       if (!document) {
         report.toImport.files += 1;
         report.toImport.bytes += item.size;

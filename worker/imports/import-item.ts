@@ -3,14 +3,15 @@
 //     marks the item done (item-outcome-batcher.ts; several files may share that transaction). A crash between the
 //     upload and the commit leaves only an object that the retry overwrites with the same bytes; a commit never
 //     happens without its object.
-//   - a document already at its key: hash the file locally (no upload) — same content: the item is skipped; changed
-//     content: the item fails with CONTENT_CHANGED and the stored object and row stay untouched.
+//   - a document of the tenant already at its key: hash the file locally (no upload) — same content: the item is
+//     skipped; changed content: the item fails with CONTENT_CHANGED and the stored object and row stay untouched.
+//   - another tenant's document at its key: the item fails with KEY_OF_OTHER_TENANT, nothing is read or uploaded.
 // S3 errors worth a retry are retried here with backoff; throttling lowers the run's parallelism.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../logger.js';
 import { backoffDelayMs, type BackoffPolicy } from '../queue/backoff.js';
-import { classifyError, PermanentJobError } from '../queue/errors.js';
+import { classifyError, PermanentJobError, TRANSIENT_NODE_CODES } from '../queue/errors.js';
 import { FileChangedDuringReadError, UploadTimeoutError, uploadFileWithSha256 } from '../storage/s3-upload.js';
 import type { AdaptiveConcurrency } from './adaptive-concurrency.js';
 import { contentTypeFor } from './content-type.js';
@@ -27,7 +28,13 @@ export interface ItemImportContext {
   bucket: string;
   realRoot: string;
   s3: S3Client;
+  /** Stops the item's work at once (cancel, lease lost, the run failing): uploads are aborted, also on S3. */
   signal: AbortSignal;
+  /**
+   * Fires on every stop, shutdown included: work under way goes on (see import-loop.ts), but once it fired an item
+   * starts no further try — it stays pending for the worker that resumes the run.
+   */
+  stopSignal: AbortSignal;
   log: Logger;
   /** Records outcomes in fenced, batched transactions. */
   outcomes: ItemOutcomeBatcher;
@@ -48,10 +55,6 @@ const THROTTLING_NAMES = new Set(['SlowDown', 'Throttling', 'ThrottlingException
 // The bytes S3 received did not match what was sent (signed SHA-256, Content-Length): a transfer fault, worth a retry.
 const CORRUPTED_IN_TRANSIT = new Set(['XAmzContentSHA256Mismatch', 'BadDigest', 'IncompleteBody']);
 const FS_TRANSIENT = new Set(['EIO', 'ESTALE', 'EAGAIN', 'EINTR']);
-const NETWORK_CODES = new Set([
-  'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH',
-  'ENETDOWN', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT',
-]);
 
 interface ErrorShape {
   name?: string;
@@ -87,7 +90,7 @@ function toItemFailure(error: unknown, item: PendingItem, context: ItemImportCon
     return new ItemFailure(`S3_${code}`, `S3 ${status ?? ''} ${e.name ?? ''}: ${e.message ?? String(error)}`.replace(/\s+/g, ' '), retryable ? 'transient' : 'permanent');
   }
   if (typeof e.syscall === 'string' && typeof e.code === 'string') {
-    if (NETWORK_CODES.has(e.code)) return new ItemFailure(`S3_${e.code}`, `S3 connection failed (${e.code})`, 'transient');
+    if (TRANSIENT_NODE_CODES.has(e.code)) return new ItemFailure(`S3_${e.code}`, `S3 connection failed (${e.code})`, 'transient');
     if (e.code === 'EACCES' || e.code === 'EPERM') return new ItemFailure('UNREADABLE', `${item.relativePath} cannot be read (${e.code})`);
     if (e.code === 'ENOENT') return new ItemFailure('FILE_VANISHED', `${item.relativePath} no longer exists`);
     return new ItemFailure('READ_FAILED', `${item.relativePath} could not be read (${e.code})`, FS_TRANSIENT.has(e.code) ? 'transient' : 'permanent');
@@ -99,8 +102,16 @@ function toItemFailure(error: unknown, item: PendingItem, context: ItemImportCon
   throw error;
 }
 
+/** What the documents table holds at an item's key when its page was looked up (documents.ts). */
+export interface ExistingAtKey {
+  own: DocumentRow | undefined;
+  otherTenant: DocumentRow | undefined;
+}
+
 /** Reads (and, for new files, uploads) the item; every error here is the item's, unless it concerns the run. */
-async function transfer(context: ItemImportContext, item: PendingItem, existing: DocumentRow | undefined, tries: number): Promise<TransferOutcome> {
+async function transfer(context: ItemImportContext, item: PendingItem, found: ExistingAtKey, tries: number): Promise<TransferOutcome> {
+  if (found.otherTenant) return { kind: 'other-tenant', item, tries, document: found.otherTenant };
+  const existing = found.own;
   const opened = await openImportFile(context.realRoot, item.relativePath);
   try {
     if (existing) {
@@ -132,22 +143,24 @@ async function transfer(context: ItemImportContext, item: PendingItem, existing:
  * Transfers one item — with retries — and says what became of it; the caller records that outcome (the upload slot
  * is free again before the commit, so S3 never waits for the database).
  */
-export async function transferItem(context: ItemImportContext, item: PendingItem, existing: DocumentRow | undefined): Promise<TransferOutcome> {
+export async function transferItem(context: ItemImportContext, item: PendingItem, found: ExistingAtKey): Promise<TransferOutcome> {
   let tries = item.tries;
   for (let attempt = 1; ; attempt += 1) {
     tries += 1;
     try {
-      return await transfer(context, item, existing, tries);
+      return await transfer(context, item, found, tries);
     } catch (error) {
       if (context.signal.aborted) throw context.signal.reason;
       const failure = toItemFailure(error, item, context);
       const throttling = isThrottling(error);
       if (failure.errorClass === 'transient' && attempt < context.triesPerAttempt) {
         if (throttling) context.limiter.throttled();
+        // Shutting down: no new try. The item stays pending (this try is not recorded) for the worker that resumes.
+        if (context.stopSignal.aborted) throw context.stopSignal.reason;
         const delay = backoffDelayMs(context.retryBackoff, attempt);
         context.log.debug({ file: item.relativePath, key: item.objectKey, code: failure.code, retry_in_ms: delay }, 'file upload failed; retrying');
-        await sleep(delay, undefined, { signal: context.signal }).catch(() => {
-          throw context.signal.reason;
+        await sleep(delay, undefined, { signal: context.stopSignal }).catch(() => {
+          throw context.signal.aborted ? context.signal.reason : context.stopSignal.reason;
         });
         continue;
       }

@@ -45,6 +45,8 @@ export interface ItemTotals {
   done: number;
   skipped: number;
   failed: number;
+  /** Failed items whose error is transient (S3 unavailable after the retries): a new attempt tries them again. */
+  failedTransient: number;
   bytesDone: number;
   bytesSkipped: number;
   bytesFailed: number;
@@ -149,6 +151,7 @@ export async function itemTotals(db: Queryable, jobId: number): Promise<ItemTota
        count(*) FILTER (WHERE state = 'done')::int AS done,
        count(*) FILTER (WHERE state = 'skipped')::int AS skipped,
        count(*) FILTER (WHERE state = 'failed')::int AS failed,
+       count(*) FILTER (WHERE state = 'failed' AND error_class = 'transient')::int AS failed_transient,
        coalesce(sum(size_bytes) FILTER (WHERE state = 'done'), 0)::bigint AS bytes_done,
        coalesce(sum(size_bytes) FILTER (WHERE state = 'skipped'), 0)::bigint AS bytes_skipped,
        coalesce(sum(size_bytes) FILTER (WHERE state = 'failed'), 0)::bigint AS bytes_failed
@@ -163,6 +166,7 @@ export async function itemTotals(db: Queryable, jobId: number): Promise<ItemTota
     done: row.done!,
     skipped: row.skipped!,
     failed: row.failed!,
+    failedTransient: row.failed_transient!,
     bytesDone: row.bytes_done!,
     bytesSkipped: row.bytes_skipped!,
     bytesFailed: row.bytes_failed!,

@@ -1,7 +1,18 @@
 // The import phase of a run: pending items in plan order, several at once under an adaptive limit, each recorded
-// as it finishes. Stops at item boundaries when the job's signal fires; trips a breaker when S3 fails every file.
+// as it finishes; trips a breaker when S3 fails every file.
+//
+// How it stops depends on why (the job signal's reason):
+//   - shutdown (ShutdownError): no new item starts; the files under way finish and are recorded — a multi-GB upload
+//     is not thrown away at 90 % — within `shutdownDrainMs`, after which they are aborted too, so the run is given
+//     back before the runner's grace time ends and releases the lease (late writes would be fenced out anyway).
+//   - cancel, lease lost: the files under way are aborted at once (multipart uploads aborted on S3 as well).
+//   - the loop itself fails (a database error reading the next page, the breaker, an outcome that cannot be
+//     recorded): the files under way are aborted too.
+// In every case the loop returns only once every file it started has settled: nothing of the run keeps uploading
+// after its outcome is recorded.
 import type { Pool } from '../db/pool.js';
 import { TransientJobError } from '../queue/errors.js';
+import { ShutdownError } from '../runner/stop-reasons.js';
 import type { AdaptiveConcurrency } from './adaptive-concurrency.js';
 import { findDocumentsByKeys } from './documents.js';
 import { transferItem, type ItemImportContext } from './import-item.js';
@@ -12,18 +23,77 @@ const PAGE_SIZE = 256;
 
 export interface ImportLoopOptions {
   pool: Pool;
-  item: ItemImportContext;
+  /** The job's signal. */
+  signal: AbortSignal;
+  /** After a shutdown, how long the files under way may still take before they are aborted. */
+  shutdownDrainMs: number;
+  item: Omit<ItemImportContext, 'signal' | 'stopSignal'>;
   limiter: AdaptiveConcurrency;
   progress: ImportProgress;
 }
 
-export async function runImportLoop({ pool, item: context, limiter, progress }: ImportLoopOptions): Promise<void> {
-  const { signal } = context;
+/**
+ * The two signals the items run under (plain controllers driven by listeners: Node 20 may garbage-collect the
+ * sources of an AbortSignal.any while a request waits on it, so it is not used for anything that must fire):
+ *   - `stopping` fires on every stop — shutdown, cancel, lease lost, the loop failing: an item starts no new try.
+ *   - `items` fires on a hard stop — cancel, lease lost, the loop failing, or the drain time after a shutdown
+ *     running out: the item's work is aborted where it is.
+ */
+class ItemStopper {
+  private readonly stoppingController = new AbortController();
+  private readonly itemsController = new AbortController();
+  private drainTimer: NodeJS.Timeout | undefined;
+  private readonly onJobAbort = () => {
+    const reason: unknown = this.jobSignal.reason;
+    this.stop(reason);
+    if (!(reason instanceof ShutdownError)) return this.abort(reason);
+    this.drainTimer = setTimeout(() => this.abort(reason), this.shutdownDrainMs);
+  };
+
+  constructor(
+    private readonly jobSignal: AbortSignal,
+    private readonly shutdownDrainMs: number,
+  ) {
+    if (jobSignal.aborted) this.onJobAbort();
+    else jobSignal.addEventListener('abort', this.onJobAbort, { once: true });
+  }
+
+  get stopping(): AbortSignal {
+    return this.stoppingController.signal;
+  }
+
+  get items(): AbortSignal {
+    return this.itemsController.signal;
+  }
+
+  private stop(reason: unknown): void {
+    if (!this.stoppingController.signal.aborted) this.stoppingController.abort(reason);
+  }
+
+  /** Aborts the items' work now (and stops them taking a new try). */
+  abort(reason: unknown): void {
+    this.stop(reason);
+    if (!this.itemsController.signal.aborted) this.itemsController.abort(reason);
+  }
+
+  dispose(): void {
+    clearTimeout(this.drainTimer);
+    this.jobSignal.removeEventListener('abort', this.onJobAbort);
+  }
+}
+
+export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limiter, progress }: ImportLoopOptions): Promise<void> {
+  const stopper = new ItemStopper(signal, shutdownDrainMs);
+  const context: ItemImportContext = { ...item, signal: stopper.items, stopSignal: stopper.stopping };
   // When this many files in a row end in a transient failure (S3 down, not one bad file), the attempt stops and the
   // queue retries the run later: the items wait, instead of every remaining file being marked failed.
   const breakerThreshold = Math.max(10, 2 * limiter.max);
   let transientStreak = 0;
   let fatal: unknown;
+  const fail = (error: unknown) => {
+    fatal ??= error;
+    stopper.abort(fatal);
+  };
   const inFlight = new Set<Promise<void>>();
   const publish = () => {
     progress.annotate({ concurrency: limiter.limit, throttleSignals: limiter.throttleSignals });
@@ -31,54 +101,65 @@ export async function runImportLoop({ pool, item: context, limiter, progress }: 
   };
   publish();
 
-  let cursor = -1;
-  pages: while (fatal === undefined && !signal.aborted) {
-    const page = await nextPendingItems(pool, context.jobId, cursor, PAGE_SIZE);
-    if (page.length === 0) break;
-    cursor = page[page.length - 1]!.itemNo;
-    const existing = await findDocumentsByKeys(pool, context.bucket, page.map((pending) => pending.objectKey));
-    for (const pending of page) {
-      await limiter.acquire();
-      if (fatal !== undefined || signal.aborted) {
-        limiter.release();
-        break pages;
+  try {
+    let cursor = -1;
+    pages: while (fatal === undefined && !signal.aborted) {
+      const page = await nextPendingItems(pool, context.jobId, cursor, PAGE_SIZE);
+      if (page.length === 0) break;
+      cursor = page[page.length - 1]!.itemNo;
+      const existing = await findDocumentsByKeys(pool, context.bucket, context.tenant, page.map((pending) => pending.objectKey));
+      for (const pending of page) {
+        await limiter.acquire();
+        if (fatal !== undefined || signal.aborted) {
+          limiter.release();
+          break pages;
+        }
+        // The upload slot is given back as soon as the transfer is over; the commit of its outcome goes on meanwhile.
+        let slotHeld = true;
+        const freeSlot = () => {
+          if (slotHeld) limiter.release();
+          slotHeld = false;
+        };
+        const found = { own: existing.own.get(pending.objectKey), otherTenant: existing.otherTenants.get(pending.objectKey) };
+        const task: Promise<void> = transferItem(context, pending, found)
+          .then((outcome) => {
+            freeSlot();
+            return context.outcomes.record(outcome);
+          })
+          .then((result) => {
+            progress.record(result.outcome, result.bytes, result.sizeDelta);
+            if (result.outcome === 'failed' && result.errorClass === 'transient') transientStreak += 1;
+            else if (result.outcome !== 'failed') transientStreak = 0;
+            if (transientStreak >= breakerThreshold && fatal === undefined) {
+              fail(
+                new TransientJobError(
+                  `S3 failed ${transientStreak} files in a row after retries (last: ${result.code}); the run stops and retries later, ` +
+                    'resuming with the files not yet imported',
+                  'S3_UNAVAILABLE',
+                  { bucket: context.bucket, lastCode: result.code },
+                ),
+              );
+            }
+            publish();
+          })
+          .catch((error: unknown) => {
+            // An item stopped by the job's signal (shutdown, cancel, lease lost) stays pending; that is no failure.
+            if (signal.aborted && error === signal.reason) return;
+            fail(error);
+          })
+          .finally(() => {
+            freeSlot();
+            inFlight.delete(task);
+          });
+        inFlight.add(task);
       }
-      // The upload slot is given back as soon as the transfer is over; the commit of its outcome goes on meanwhile.
-      let slotHeld = true;
-      const freeSlot = () => {
-        if (slotHeld) limiter.release();
-        slotHeld = false;
-      };
-      const task: Promise<void> = transferItem(context, pending, existing.get(pending.objectKey))
-        .then((outcome) => {
-          freeSlot();
-          return context.outcomes.record(outcome);
-        })
-        .then((result) => {
-          progress.record(result.outcome, result.bytes, result.sizeDelta);
-          if (result.outcome === 'failed' && result.errorClass === 'transient') transientStreak += 1;
-          else if (result.outcome !== 'failed') transientStreak = 0;
-          if (transientStreak >= breakerThreshold && fatal === undefined) {
-            fatal = new TransientJobError(
-              `S3 failed ${transientStreak} files in a row after retries (last: ${result.code}); the run stops and retries later, ` +
-                'resuming with the files not yet imported',
-              'S3_UNAVAILABLE',
-              { bucket: context.bucket, lastCode: result.code },
-            );
-          }
-          publish();
-        })
-        .catch((error: unknown) => {
-          fatal ??= error;
-        })
-        .finally(() => {
-          freeSlot();
-          inFlight.delete(task);
-        });
-      inFlight.add(task);
     }
+  } catch (error) {
+    fail(error);
+  } finally {
+    await Promise.allSettled(inFlight);
+    stopper.dispose();
   }
-  await Promise.all(inFlight);
   if (signal.aborted) throw signal.reason;
   if (fatal !== undefined) throw fatal;
 }

@@ -9,12 +9,15 @@ import { recordItemOutcomes, type ItemOutcomeRecord, type PendingItem } from './
 import type { ItemOutcome } from './import-progress.js';
 
 export const CHANGED_CONTENT_POLICY = 'docs/DEPLOYMENT.md §6.4 (changed content)';
+const KEY_CONFLICT_POLICY = 'docs/DEPLOYMENT.md §6.4 (keys of another tenant)';
 
 /** What a worker found out about one item, to be recorded. */
 export type TransferOutcome =
   | { kind: 'uploaded'; item: PendingItem; tries: number; sha256: string; size: number; contentType: string }
   | { kind: 'same'; item: PendingItem; tries: number; sha256: string; size: number; document: DocumentRow }
   | { kind: 'changed'; item: PendingItem; tries: number; sha256: string | undefined; size: number; document: DocumentRow }
+  /** The key holds another tenant's document: nothing was read or uploaded. */
+  | { kind: 'other-tenant'; item: PendingItem; tries: number; document: DocumentRow }
   | { kind: 'failed'; item: PendingItem; tries: number; code: string; message: string; errorClass: ErrorClass };
 
 export interface ItemResult {
@@ -50,6 +53,17 @@ function changedMessage(item: PendingItem, document: DocumentRow, sha256: string
   return (
     `content changed since it was imported: document ${document.id} (imported ${document.createdAt.toISOString()} by ${by}) ` +
     `holds ${was}; ${item.relativePath} now has ${now}. The stored object and row were left untouched (${CHANGED_CONTENT_POLICY}).`
+  );
+}
+
+function otherTenantMessage(item: PendingItem, document: DocumentRow, uploaded: boolean): string {
+  const by = document.importJobId === null ? 'not by an import run still on record' : `by job ${document.importJobId}`;
+  const what = uploaded
+    ? "this run's upload may have replaced its object: check this key with `bulk-import audit`"
+    : 'the file was not uploaded and that document and its object were left untouched';
+  return (
+    `the key ${item.objectKey} already belongs to document ${document.id} of another tenant (created ` +
+    `${document.createdAt.toISOString()} ${by}); a key is never shared between tenants, so ${what} (${KEY_CONFLICT_POLICY})`
   );
 }
 
@@ -105,7 +119,7 @@ export class ItemOutcomeBatcher {
       );
       // A key another run committed between our look-up and now (overlapping sources imported at the same time).
       const raced = uploads.filter((upload) => !inserted.has(upload.item.objectKey)).map((upload) => upload.item.objectKey);
-      const others = raced.length > 0 ? await findDocumentsByKeys(tx, bucket, raced) : new Map<string, DocumentRow>();
+      const others = raced.length > 0 ? await findDocumentsByKeys(tx, bucket, tenant, raced) : undefined;
       const records: ItemOutcomeRecord[] = [];
       const results = outcomes.map((outcome): ItemResult => {
         const { item, tries } = outcome;
@@ -114,6 +128,11 @@ export class ItemOutcomeBatcher {
           const error = { code: outcome.code, message: outcome.message, errorClass: outcome.errorClass };
           records.push({ ...base, state: 'failed', size: item.size, sha256: null, documentId: null, error });
           return { outcome: 'failed', bytes: item.size, sizeDelta: 0, errorClass: outcome.errorClass, code: outcome.code };
+        }
+        if (outcome.kind === 'other-tenant') {
+          const error = { code: 'KEY_OF_OTHER_TENANT', message: otherTenantMessage(item, outcome.document, false), errorClass: 'permanent' as const };
+          records.push({ ...base, state: 'failed', size: item.size, sha256: null, documentId: null, error });
+          return { outcome: 'failed', bytes: item.size, sizeDelta: 0, errorClass: 'permanent', code: 'KEY_OF_OTHER_TENANT' };
         }
         const sizeDelta = outcome.size - item.size;
         if (outcome.kind === 'changed') {
@@ -130,7 +149,14 @@ export class ItemOutcomeBatcher {
           records.push({ ...base, state: 'done', size: outcome.size, sha256: outcome.sha256, documentId, error: null });
           return { outcome: 'done', bytes: outcome.size, sizeDelta };
         }
-        const other = others.get(item.objectKey)!;
+        const otherTenant = others?.otherTenants.get(item.objectKey);
+        if (otherTenant) {
+          // Never a skip, even with the same bytes: the row is another tenant's document, not this run's.
+          const error = { code: 'KEY_OF_OTHER_TENANT', message: otherTenantMessage(item, otherTenant, true), errorClass: 'permanent' as const };
+          records.push({ ...base, state: 'failed', size: outcome.size, sha256: outcome.sha256, documentId: null, error });
+          return { outcome: 'failed', bytes: outcome.size, sizeDelta, errorClass: 'permanent', code: 'KEY_OF_OTHER_TENANT' };
+        }
+        const other = others!.own.get(item.objectKey)!;
         if (other.sha256 === outcome.sha256) {
           records.push({ ...base, state: 'skipped', size: outcome.size, sha256: outcome.sha256, documentId: other.id, error: null });
           return { outcome: 'skipped', bytes: outcome.size, sizeDelta };

@@ -32,7 +32,7 @@ export class TransientJobError extends JobError {
 // SQLSTATEs worth a retry: serialization failure, deadlock, connection exceptions (class 08), admin shutdown and
 // crash recovery (57P0x), too many connections, lock timeout, query canceled by statement timeout.
 const TRANSIENT_SQLSTATES = new Set(['40001', '40P01', '57P01', '57P02', '57P03', '53300', '55P03', '57014']);
-const TRANSIENT_NODE_CODES = new Set([
+export const TRANSIENT_NODE_CODES = new Set([
   'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH',
   'ENETUNREACH', 'ENETDOWN', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT',
 ]);

@@ -84,8 +84,24 @@ async function readWhole(file: FileHandle, size: number): Promise<Buffer> {
   return buffer.subarray(0, size);
 }
 
-function requestSignal(request: UploadRequest): AbortSignal {
-  return AbortSignal.any([request.signal, AbortSignal.timeout(request.timeoutMs)]);
+/**
+ * The signal of one S3 request: it fires when the job's signal does, or after the timeout. Built from a timer of our
+ * own, not AbortSignal.any([signal, AbortSignal.timeout()]): Node 20 holds the sources of such a signal weakly, so
+ * the timeout signal can be garbage-collected while the request waits — and a stalled request then never times out.
+ */
+function requestDeadline(request: UploadRequest): { signal: AbortSignal; clear(): void } {
+  const controller = new AbortController();
+  const onAbort = () => controller.abort(request.signal.reason);
+  const timer = setTimeout(() => controller.abort(new UploadTimeoutError(request.timeoutMs)), request.timeoutMs);
+  if (request.signal.aborted) onAbort();
+  else request.signal.addEventListener('abort', onAbort, { once: true });
+  return {
+    signal: controller.signal,
+    clear: () => {
+      clearTimeout(timer);
+      request.signal.removeEventListener('abort', onAbort);
+    },
+  };
 }
 
 /** Turns the SDK's abort into the job's reason or a timeout, so callers can tell them apart. */
@@ -98,7 +114,7 @@ function explainAbort(error: unknown, request: UploadRequest, signal: AbortSigna
 async function uploadBuffered(request: UploadRequest): Promise<UploadResult> {
   const body = await readWhole(request.file, request.size);
   const sha256 = createHash('sha256').update(body).digest('hex');
-  const signal = requestSignal(request);
+  const deadline = requestDeadline(request);
   const command = new PutObjectCommand({
     Bucket: request.bucket,
     Key: request.key,
@@ -120,10 +136,12 @@ async function uploadBuffered(request: UploadRequest): Promise<UploadResult> {
     { step: 'build', name: 'massImportPayloadSha256' },
   );
   try {
-    const output = await request.s3.send(command, { abortSignal: signal });
+    const output = await request.s3.send(command, { abortSignal: deadline.signal });
     return { sha256, size: body.length, method: 'put', etag: output.ETag, sdkAttempts: output.$metadata.attempts ?? 1 };
   } catch (error) {
-    throw explainAbort(error, request, signal);
+    throw explainAbort(error, request, deadline.signal);
+  } finally {
+    deadline.clear();
   }
 }
 
@@ -162,7 +180,7 @@ async function checkUnchanged(request: UploadRequest, hashing: HashingStream): P
 
 async function uploadStreamed(request: UploadRequest): Promise<UploadResult> {
   const hashing = hashingReader(request);
-  const signal = requestSignal(request);
+  const deadline = requestDeadline(request);
   try {
     const output = await request.s3.send(
       new PutObjectCommand({
@@ -172,13 +190,15 @@ async function uploadStreamed(request: UploadRequest): Promise<UploadResult> {
         ContentLength: request.size,
         ContentType: request.contentType,
       }),
-      { abortSignal: signal },
+      { abortSignal: deadline.signal },
     );
     await checkUnchanged(request, hashing);
     return { sha256: hashing.digest(), size: hashing.bytes, method: 'streamed-put', etag: output.ETag, sdkAttempts: 1 };
   } catch (error) {
     hashing.destroy();
-    throw explainAbort(error, request, signal);
+    throw explainAbort(error, request, deadline.signal);
+  } finally {
+    deadline.clear();
   }
 }
 

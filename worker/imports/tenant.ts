@@ -1,0 +1,33 @@
+// Tenant ids of import runs: their form, and which tenant a run imports for (its payload's `tenant` or the job's).
+// One home for every import kind, so they accept the same ids and explain a refusal in the same words.
+import { PermanentJobError } from '../queue/errors.js';
+
+/** A tenant id: 1-128 letters, digits, `.`, `_` or `-`, starting with a letter or digit (it is an object key segment). */
+export const TENANT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** What TENANT_PATTERN accepts, in words, for error messages. */
+export const TENANT_RULE = '1-128 letters, digits, ".", "_" or "-"';
+
+export function isValidTenant(tenant: string): boolean {
+  return TENANT_PATTERN.test(tenant);
+}
+
+/**
+ * The tenant a run of `kind` imports for: the payload's, or the job's when the payload names none. Both given must
+ * agree, and a run without any tenant is refused — documents always belong to a tenant.
+ */
+export function resolveTenant(kind: string, payloadTenant: string | undefined, jobTenant: string | null): string {
+  if (payloadTenant !== undefined && jobTenant !== null && payloadTenant !== jobTenant) {
+    throw new PermanentJobError(
+      `${kind} payload tenant "${payloadTenant}" differs from the job's tenant "${jobTenant}"; give one or make them equal`,
+      'TENANT_MISMATCH',
+    );
+  }
+  const tenant = payloadTenant ?? jobTenant;
+  if (tenant === null || !isValidTenant(tenant)) {
+    throw new PermanentJobError(
+      `${kind} needs a tenant: set "tenant" in the payload or enqueue with --tenant (${TENANT_RULE})`,
+      'TENANT_REQUIRED',
+    );
+  }
+  return tenant;
+}
