@@ -20,6 +20,8 @@ export class ThrottledProgressReporter implements ProgressReporter {
   ) {}
 
   update(progress: Record<string, unknown>): void {
+    // After the handler returned, progress travels with the outcome (snapshot); a late write would only be fenced.
+    if (this.closed) return;
     this.latest = progress;
     this.dirty = true;
     if (this.timer || this.writing) return;
