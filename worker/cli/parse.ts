@@ -9,6 +9,13 @@ export function parsePositiveInt(value: string): number {
   return parsed;
 }
 
+export function parseNonNegativeInt(value: string): number {
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new InvalidArgumentError(`expected a whole number of at least 0, got ${JSON.stringify(value)}`);
+  }
+  return Number(value);
+}
+
 export function parseInteger(value: string): number {
   const parsed = Number(value);
   if (!/^-?\d+$/.test(value) || !Number.isSafeInteger(parsed)) {

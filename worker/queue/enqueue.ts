@@ -1,7 +1,7 @@
 // Enqueue: insert a run, or return the active run with the same dedupe key (the idempotency key).
 import type { Queryable } from '../db/pool.js';
 import { JOBS_READY_CHANNEL } from './channels.js';
-import { JOB_COLUMNS, toJobRow, type JobRow } from './types.js';
+import { ACTIVE_STATES, JOB_COLUMNS, toJobRow, type JobRow } from './types.js';
 
 export interface EnqueueRequest {
   kind: string;
@@ -21,7 +21,8 @@ export interface EnqueueResult {
   reused: boolean;
 }
 
-const ACTIVE = `('queued', 'running', 'review_ready')`;
+// Must spell the predicate of the partial unique index jobs_active_dedupe_key, so ON CONFLICT can infer it.
+const ACTIVE = `(${ACTIVE_STATES.map((state) => `'${state}'`).join(', ')})`;
 
 // One statement: insert unless an active run holds the key, and wake idle workers when the new job is due. The
 // NOTIFY is delivered at commit, so a worker never wakes before it can see the row. (pg_notify sits in the select

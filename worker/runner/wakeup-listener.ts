@@ -25,10 +25,6 @@ export class WakeupListener extends EventEmitter<WakeupEvents> {
     super();
   }
 
-  get connected(): boolean {
-    return this.client !== undefined;
-  }
-
   async start(): Promise<void> {
     await this.connect();
   }

@@ -4,12 +4,11 @@
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import type { Command } from 'commander';
-import { InvalidArgumentError } from 'commander';
 import { defaultRegistry } from '../../handlers/registry.js';
 import { requireJob } from '../../queue/operator.js';
 import { withDatabase } from '../context.js';
 import { formatTable, printJson, printLine } from '../output.js';
-import { parseJobId, parsePositiveInt } from '../parse.js';
+import { parseJobId, parseNonNegativeInt, parsePositiveInt } from '../parse.js';
 
 interface ErrorsOptions {
   csv?: boolean;
@@ -19,11 +18,6 @@ interface ErrorsOptions {
   json?: boolean;
 }
 
-function parseOffset(value: string): number {
-  if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`expected a whole number of at least 0, got ${JSON.stringify(value)}`);
-  return Number(value);
-}
-
 export function registerErrorsCommand(program: Command): void {
   program
     .command('errors <id>')
@@ -31,7 +25,7 @@ export function registerErrorsCommand(program: Command): void {
     .option('--csv', 'write every failed row/item as CSV (original columns, row number, errors) to stdout or --output')
     .option('--output <file>', 'with --csv: write to this file instead of stdout')
     .option('--limit <n>', 'without --csv: at most this many', parsePositiveInt, 50)
-    .option('--offset <n>', 'without --csv: skip this many first (paging)', parseOffset, 0)
+    .option('--offset <n>', 'without --csv: skip this many first (paging)', parseNonNegativeInt, 0)
     .option('--json', 'print JSON only (with --csv: a JSON line saying how many rows went to --output)')
     .action(async (id: string, options: ErrorsOptions) => {
       const jobId = parseJobId(id);

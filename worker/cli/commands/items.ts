@@ -5,18 +5,13 @@ import { ITEM_STATES, listItems, type ItemState } from '../../imports/import-ite
 import { requireJob } from '../../queue/operator.js';
 import { withDatabase } from '../context.js';
 import { formatBytes, formatTable, printJson, printLine } from '../output.js';
-import { parseJobId, parseList, parsePositiveInt } from '../parse.js';
+import { parseJobId, parseList, parseNonNegativeInt, parsePositiveInt } from '../parse.js';
 
 function parseItemStates(value: string): ItemState[] {
   const states = parseList(value);
   const unknown = states.filter((state) => !(ITEM_STATES as readonly string[]).includes(state));
   if (unknown.length > 0) throw new InvalidArgumentError(`unknown item state(s) ${unknown.join(', ')}; states: ${ITEM_STATES.join(', ')}`);
   return states as ItemState[];
-}
-
-function parseOffset(value: string): number {
-  if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`expected a whole number of at least 0, got ${JSON.stringify(value)}`);
-  return Number(value);
 }
 
 interface ItemsOptions {
@@ -32,7 +27,7 @@ export function registerItemsCommand(program: Command): void {
     .description('the files of a mass-import run: path, state (pending, done, skipped, failed), size, error')
     .option('--state <list>', `only items in these state(s): ${ITEM_STATES.join(', ')}`, parseItemStates)
     .option('--limit <n>', 'at most this many items', parsePositiveInt, 100)
-    .option('--offset <n>', 'skip this many items first (paging)', parseOffset, 0)
+    .option('--offset <n>', 'skip this many items first (paging)', parseNonNegativeInt, 0)
     .option('--json', 'print JSON only')
     .action(async (id: string, options: ItemsOptions) => {
       const jobId = parseJobId(id);

@@ -1,7 +1,7 @@
 // SQL of csv_import_runs: one row per CSV import run, written by validation and advanced by finalize.
 import type { Queryable } from '../../db/pool.js';
 
-export interface CsvImportRun {
+export interface NewRun {
   jobId: number;
   profile: string;
   tenantId: string;
@@ -10,6 +10,10 @@ export interface CsvImportRun {
   delimiter: string;
   header: string[];
   columns: string[];
+}
+
+/** A run as stored: what validation started with, plus its counts and finalize cursor. */
+export interface CsvImportRun extends NewRun {
   rowsRead: number;
   rowsValid: number;
   rowsInvalid: number;
@@ -66,17 +70,6 @@ export async function discardValidation(tx: Queryable, jobId: number): Promise<v
      DELETE FROM csv_import_runs WHERE job_id = $1`,
     [jobId],
   );
-}
-
-export interface NewRun {
-  jobId: number;
-  profile: string;
-  tenantId: string;
-  bucket: string;
-  objectKey: string;
-  delimiter: string;
-  header: string[];
-  columns: string[];
 }
 
 export async function insertCsvImportRun(tx: Queryable, run: NewRun): Promise<void> {
