@@ -293,6 +293,33 @@ describe('rescue, retention, cancel and requeue', () => {
     expect(await releaseJobs(env.pool, 'w', [{ jobId: job.id, attempt: claimed!.attempt }])).toEqual([job.id]);
     expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'queued', attempts: 0, leaseOwner: null });
   });
+
+  it('releases a job whose handler stopped for the shutdown before the poll loop ended', async () => {
+    // The race a CI run caught: the handler returns at once on stop(), leaves the running set, and only then does
+    // the poll loop (here held in a claim by a table lock) end and stop() look at what to release.
+    const stopsAtOnce: JobHandler<unknown> = {
+      kind: 'stops-at-once',
+      description: 'returns as soon as it is asked to stop',
+      parsePayload: () => ({}),
+      run: ({ signal }) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))),
+    };
+    const worker = start(testWorker(env, [stopsAtOnce], { pollIntervalMs: 50 }));
+    const { job } = await enqueueJob(env.pool, { kind: 'stops-at-once' });
+    await waitFor(async () => (await getJob(env.pool, job.id))?.state === 'running');
+    const locker = await env.pool.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE');
+      await sleep(300); // the next poll is now waiting on the lock
+      const stopping = worker.stop();
+      await sleep(200); // the handler has returned while the claim still waits
+      await locker.query('ROLLBACK');
+      await stopping;
+    } finally {
+      locker.release();
+    }
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'queued', attempts: 0, leaseOwner: null });
+  });
 });
 
 describe('wake-ups', () => {

@@ -68,13 +68,16 @@ interface ActiveJob {
   startedAt: number;
   /** Handler done, outcome being stored: the lease is still ours but the slot is free. */
   finishing: boolean;
-  /** Stopped for shutdown: stop() gives the job back to the queue. */
-  releaseOnStop: boolean;
   done: Promise<void>;
 }
 
 export class Worker extends EventEmitter<WorkerEvents> {
   private readonly active = new Map<number, ActiveJob>();
+  /**
+   * Leases of jobs whose handler stopped for the shutdown. Kept apart from `active` because the entry leaves `active`
+   * as soon as its handler returns, which can be before stop() looks at what is running.
+   */
+  private readonly stoppedForShutdown: Lease[] = [];
   /** Claimed (leased) but not started yet; see prefetch.ts. */
   private readonly buffer: PrefetchBuffer;
   private running = 0;
@@ -253,7 +256,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
       controller: new AbortController(),
       startedAt: performance.now(),
       finishing: false,
-      releaseOnStop: false,
       done: Promise.resolve(),
     };
     this.active.set(job.id, entry);
@@ -334,7 +336,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     if (failure !== undefined && reason instanceof ShutdownError) {
       // Released in bulk by stop(): nothing to record here.
-      entry.releaseOnStop = true;
+      this.stoppedForShutdown.push(lease);
       log.info('job stopped for shutdown; it will be released to the queue');
       return finished('released');
     }
@@ -495,8 +497,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.batcher.drain();
     // Jobs whose handler stopped for the shutdown, and jobs whose handler is still running after the grace time
     // (their late writes are fenced out once the lease is released).
+    const stillRunning = draining.filter((entry) => this.active.get(entry.job.id) === entry).map((entry) => entry.lease);
     const toRelease = [
-      ...draining.filter((entry) => entry.releaseOnStop || this.active.get(entry.job.id) === entry).map((entry) => entry.lease),
+      ...new Map([...this.stoppedForShutdown, ...stillRunning].map((lease) => [lease.jobId, lease])).values(),
       ...this.buffer.drain().map((job) => ({ jobId: job.id, attempt: job.attempt })),
     ];
     if (toRelease.length > 0) {
