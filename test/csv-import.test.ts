@@ -116,7 +116,7 @@ describe('csv-import of 100,000 rows with 1% bad rows', () => {
     expect(await count('SELECT count(*)::int AS n FROM products WHERE category_id NOT IN (SELECT id FROM categories)')).toBe(0);
     expect(await count("SELECT count(*)::int AS n FROM categories WHERE name = 'Ghost category'")).toBe(0);
     // The staging is gone, the row errors stay for the export.
-    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_batches WHERE job_id = $1', [jobId])).toBe(0);
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(0);
     expect(await count('SELECT count(*)::int AS n FROM csv_import_row_errors WHERE job_id = $1', [jobId])).toBe(file.bad.size);
   });
 
@@ -296,17 +296,51 @@ describe('failed-rows export and spreadsheet formulas', () => {
   });
 });
 
+describe('staging', () => {
+  it('values with backslashes, tabs, line breaks and quotes survive staging and finalize byte for byte', async () => {
+    const awkward = ['C:\\path\\to\\file', 'tab\there', 'two\nlines\r\nand CR', 'say "hi" \\N', '\\', '{"a","b"}'];
+    const rows = awkward.map((description, i) => ({ ...validRow(i + 1, 'ESC'), description }));
+    // A row whose stored values differ from its fields (padded sku, spelled-out status): its original fields are
+    // staged too, and a duplicate of it shows them exactly in the row errors.
+    const padded = { ...validRow(1, 'ESC'), sku: `  ${validRow(1, 'ESC').sku}  `, name: 'dup \\ "of" \t one' };
+    const body = [HEADER, ...rows.map(rowFields), rowFields(padded)].map((fields) => csvLine(fields)).join('');
+    await upload(env.s3, env.bucket, 'imports/acme/escapes.csv', body);
+    const jobId = await importObject('imports/acme/escapes.csv');
+    expect(await settled(jobId)).toMatchObject({ state: 'review_ready', result: expect.objectContaining({ valid: awkward.length, duplicates: 1 }) });
+    const { rows: errors } = await env.pool.query('SELECT fields FROM csv_import_row_errors WHERE job_id = $1', [jobId]);
+    expect(errors).toEqual([{ fields: rowFields(padded) }]);
+
+    await finalizeImport(env.pool, jobId);
+    expect((await settled(jobId)).state).toBe('partial');
+    const { rows: written } = await env.pool.query("SELECT description FROM products WHERE sku LIKE 'ESC-%' ORDER BY sku");
+    expect(written.map((row) => row.description)).toEqual(awkward);
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(0);
+  });
+
+  it('staged rows go with their job (retention, purge), although staging has no foreign key', async () => {
+    const rows = [HEADER, ...Array.from({ length: 25 }, (_, i) => rowFields(validRow(i + 1, 'DEL')))];
+    await upload(env.s3, env.bucket, 'imports/acme/deleted.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const jobId = await importObject('imports/acme/deleted.csv');
+    expect((await settled(jobId)).state).toBe('review_ready');
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(25);
+    await env.pool.query("UPDATE jobs SET state = 'canceled', finished_at = now() WHERE id = $1", [jobId]);
+    await env.pool.query('DELETE FROM jobs WHERE id = $1', [jobId]);
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(0);
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_batches WHERE job_id = $1', [jobId])).toBe(0);
+  });
+});
+
 describe('review', () => {
   it('reject ends the run without writing and discards its staging; it cannot be finalized afterwards', async () => {
     const rows = [HEADER, ...Array.from({ length: 40 }, (_, i) => rowFields(validRow(i + 1, 'REJ')))];
     await upload(env.s3, env.bucket, 'imports/acme/reject.csv', rows.map((fields) => csvLine(fields)).join(''));
     const jobId = await importObject('imports/acme/reject.csv');
     expect((await settled(jobId)).state).toBe('review_ready');
-    expect(await count('SELECT coalesce(sum(row_count), 0)::int AS n FROM csv_import_staged_batches WHERE job_id = $1', [jobId])).toBe(40);
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(40);
 
     const rejected = await rejectImport(env.pool, jobId);
     expect(rejected).toMatchObject({ state: 'canceled', result: expect.objectContaining({ rejected: true, discardedRows: 40, valid: 40 }) });
-    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_batches WHERE job_id = $1', [jobId])).toBe(0);
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(0);
     expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'REJ-%'")).toBe(0);
     await expect(finalizeImport(env.pool, jobId)).rejects.toThrow(/canceled: cannot finalize/);
     await expect(rejectImport(env.pool, jobId)).rejects.toThrow(/canceled: cannot reject/);
@@ -323,7 +357,7 @@ describe('review', () => {
     await requeueJob(env.pool, jobId);
     const again = await settled(jobId);
     expect(again).toMatchObject({ state: 'review_ready', kind: 'csv-import', result: expect.objectContaining({ rows: 30, valid: 30 }) });
-    expect(await count('SELECT coalesce(sum(row_count), 0)::int AS n FROM csv_import_staged_batches WHERE job_id = $1', [jobId])).toBe(30);
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(30);
     await finalizeImport(env.pool, jobId);
     expect((await settled(jobId)).state).toBe('succeeded');
     expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'RRQ-%'")).toBe(30);
@@ -334,7 +368,7 @@ describe('review', () => {
     await upload(env.s3, env.bucket, 'imports/acme/gone.csv', rows.map((fields) => csvLine(fields)).join(''));
     const jobId = await importObject('imports/acme/gone.csv');
     expect((await settled(jobId)).state).toBe('review_ready');
-    await env.pool.query('DELETE FROM csv_import_staged_batches WHERE job_id = $1', [jobId]);
+    await env.pool.query('DELETE FROM csv_import_staged_rows WHERE job_id = $1', [jobId]);
     await finalizeImport(env.pool, jobId);
     const ended = await settled(jobId);
     expect(ended.state).toBe('failed');

@@ -139,7 +139,7 @@ describe('malformed CSV files', () => {
     expect(stored[0]!.fields![1]).toBe('Bad\uFFFDname');
     expect(stored[1]!.fields![10]).toBe('note\uFFFD');
     expect(JSON.stringify(stored)).not.toContain('\\u0000');
-    expect(await env.pool.query('SELECT coalesce(sum(row_count), 0)::int AS n FROM csv_import_staged_batches WHERE job_id = $1', [job.id]))
+    expect(await env.pool.query('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [job.id]))
       .toMatchObject({ rows: [{ n: 10 }] });
   });
 

@@ -8,7 +8,7 @@ import { productsProfile } from '../worker/imports/csv/profiles/products.js';
 import { CsvRecordParser, type CsvRecord } from '../worker/imports/csv/record-parser.js';
 import { csvFieldFor } from '../worker/imports/csv/row-errors.js';
 import { RowValidator } from '../worker/imports/csv/row-validator.js';
-import { buildChunkStatement } from '../worker/imports/csv/upsert-sql.js';
+import { buildChunkStatement, referenceColumns } from '../worker/imports/csv/upsert-sql.js';
 
 /** Parses `text` fed in pieces of every given size; all splits must give the same records. */
 function parseAll(text: string, options: { delimiter?: string; maxRecordChars?: number } = {}): CsvRecord[] {
@@ -193,7 +193,13 @@ describe('profiles', () => {
     const statement = buildChunkStatement(productsProfile, productsProfile.columns);
     expect(statement.text).toContain('ON CONFLICT (tenant_id, sku) DO UPDATE SET');
     expect(statement.text).toMatch(/WHERE \(t\.name, .*\) IS DISTINCT FROM \(excluded\.name, /);
-    expect(statement.referenceTables).toEqual(['categories', 'suppliers', 'locations']);
+    expect(referenceColumns(productsProfile.columns).map((reference) => reference.table)).toEqual(['categories', 'suppliers', 'locations']);
+    expect(statement.text).toContain('LEFT JOIN categories r8 ON r8.tenant_id = $3 AND r8.name = s.v8');
+  });
+
+  it('refuses a profile with more columns than staging holds', () => {
+    const columns = Array.from({ length: 41 }, (_, index) => ({ name: `c${index}`, type: 'text' as const }));
+    expect(() => defineProfile({ ...everyType, columns: [...everyType.columns, ...columns] })).toThrow(/staging holds at most 40/);
   });
 });
 

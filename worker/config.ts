@@ -84,6 +84,8 @@ export interface MassImportConfig {
 
 export interface CsvConfig {
   finalizeChunkSize: number;
+  /** Batches one finalize writes at the same time, each on its own database connection. */
+  finalizeConnections: number;
 }
 
 export interface HealthConfig {
@@ -152,6 +154,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     csv: {
       finalizeChunkSize: read.integer('CSV_FINALIZE_CHUNK_SIZE', 500, { min: 1, max: 100_000 }),
+      finalizeConnections: read.integer('CSV_FINALIZE_CONNECTIONS', 2, { min: 1, max: 32 }),
     },
     health: {
       heartbeatFile: read.absolutePath('HEALTH_HEARTBEAT_FILE', '/tmp/bulk-import-worker.heartbeat'),

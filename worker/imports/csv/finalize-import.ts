@@ -1,7 +1,8 @@
-// Finalize: writes the staged batches of a validated run into the profile's target, one batch per transaction. Each
-// transaction checks the lease, writes the batch with one statement (upsert-sql.ts), moves the run's cursor and
-// deletes the batch, then commits: a crash leaves every batch either written with the cursor past it, or still staged
-// with the cursor before it, so the rerun resumes after the last committed batch and writes each row once.
+// Finalize: writes the staged rows of a validated run into the profile's target. First, in one fenced transaction,
+// every reference name the run uses is created (upsert-sql.ts); then the batches are written by `connections`
+// lanes at once, each batch in its own transaction that checks the lease, writes the batch with one statement, marks
+// the batch written and deletes its staged rows, then commits. A crash leaves every batch either written and marked,
+// or still staged and unmarked, so the rerun writes exactly the unmarked batches and each row once.
 // A batch the database refuses as a whole (a constraint the validation does not know about) is written row by row
 // under savepoints: the refused rows become row errors of phase `finalize`, the others are written.
 import type { Pool, PoolClient, Queryable } from '../../db/pool.js';
@@ -10,18 +11,29 @@ import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
 import { PermanentJobError, TransientJobError } from '../../queue/errors.js';
 import { inTransaction } from './client-transaction.js';
+import type { HeaderLayout } from './header.js';
 import { layoutOfRun } from './layout.js';
 import type { ImportProfile } from './profile.js';
 import { insertRowErrors, type RowError } from './row-errors.js';
-import { advanceFinalizeCursor, getCsvImportRun, markFinalized, type ChunkCounts, type CsvImportRun } from './run-record.js';
-import { ReferenceCache } from './reference-cache.js';
-import { originalFieldsOf, readStagedRows } from './staged-batches.js';
-import { buildChunkStatement, toChunkResult, type ChunkResult, type ChunkStatement } from './upsert-sql.js';
+import {
+  addReferencesCreated,
+  getCsvImportRun,
+  markBatchFinalized,
+  markFinalized,
+  pendingBatches,
+  type ChunkCounts,
+  type CsvImportRun,
+  type PendingBatch,
+} from './run-record.js';
+import { deleteStagedBatch, originalFieldsOf, readStagedRows } from './staged-rows.js';
+import { buildChunkStatement, buildReferenceStatement, referenceColumns, toChunkResult, type ChunkStatement } from './upsert-sql.js';
 
 export interface FinalizeDeps {
   pool: Pool;
   jobId: number;
   profile: ImportProfile;
+  /** Batches written at the same time, each lane on its own connection. */
+  connections: number;
   signal: AbortSignal;
   progress: ProgressReporter;
   log: Logger;
@@ -40,7 +52,7 @@ export interface FinalizeTotals {
   seconds: number;
 }
 
-/** Retries of one batch when it raced another import (a reference committed after our snapshot) or deadlocked. */
+/** Retries of one batch when it deadlocked with another import, or a reference it names was deleted meanwhile. */
 const BATCH_TRIES = 8;
 const RETRYABLE = new Set(['40001', '40P01']);
 
@@ -50,17 +62,22 @@ function isRowDataError(error: unknown): boolean {
   return state !== undefined && (state.startsWith('22') || state.startsWith('23'));
 }
 
-class ReferenceRaceError extends Error {}
+class ReferenceMissingError extends Error {}
+
+interface FinalizeContext extends FinalizeDeps {
+  run: CsvImportRun;
+  layout: HeaderLayout;
+  statement: ChunkStatement;
+}
 
 export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun): Promise<FinalizeTotals> {
   const { pool, jobId, signal, progress, log } = deps;
   const layout = layoutOfRun(deps.profile, run);
-  const statement = buildChunkStatement(deps.profile, layout.columns);
+  const context: FinalizeContext = { ...deps, run, layout, statement: buildChunkStatement(deps.profile, layout.columns) };
   const started = Date.now();
-  let cursor = run.finalizedBatches;
   const totals = { inserted: run.rowsInserted, updated: run.rowsUpdated, unchanged: run.rowsUnchanged, failed: run.rowsFailed };
-  const created = { ...run.referencesCreated };
   let written = run.rowsInserted + run.rowsUpdated + run.rowsUnchanged + run.rowsFailed;
+  let batchesDone = run.finalizedBatches;
   let batchesThisAttempt = 0;
   let rowsThisAttempt = 0;
   const report = () => {
@@ -71,125 +88,142 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
       done: written,
       total: run.rowsValid,
       ...totals,
-      batchesDone: cursor,
+      batchesDone,
       batches: run.batches,
       rate: Math.round(rate),
       etaSeconds: rate > 0 ? Math.round((run.rowsValid - written) / rate) : null,
     });
   };
-  if (cursor > 0) log.info({ resume_after_batch: cursor, batches: run.batches }, 'finalize resumes after the last committed batch');
+  if (batchesDone > 0) log.info({ batches_done: batchesDone, batches: run.batches }, 'finalize resumes after the last committed batch');
   report();
 
-  const cache = new ReferenceCache();
-  const client = await pool.connect();
-  try {
-    // Batches are numbered 1…run.batches by validation and each is deleted by the transaction that writes it.
-    for (let batchNumber = cursor + 1; batchNumber <= run.batches; batchNumber++) {
+  const referencesCreated = await withClient(pool, (client) => createReferences(client, context));
+  const queue = await pendingBatches(pool, jobId);
+  const lanes = Math.max(1, Math.min(deps.connections, queue.length));
+  let failure: unknown;
+  const lane = async (client: PoolClient): Promise<void> => {
+    for (let batch = queue.shift(); batch && failure === undefined; batch = queue.shift()) {
       if (signal.aborted) throw signal.reason;
-      const counts = await writeBatch(client, { ...deps, cache }, statement, run, layout, batchNumber);
-      cursor = batchNumber;
+      const counts = await writeBatch(client, context, batch);
       totals.inserted += counts.inserted;
       totals.updated += counts.updated;
       totals.unchanged += counts.unchanged;
       totals.failed += counts.failed;
-      for (const [table, count] of Object.entries(counts.referencesCreated)) created[table] = (created[table] ?? 0) + count;
       const rows = counts.inserted + counts.updated + counts.unchanged + counts.failed;
       written += rows;
       rowsThisAttempt += rows;
       batchesThisAttempt += 1;
+      batchesDone += 1;
       report();
     }
-    await inTransaction(client, async () => {
+  };
+  // Every lane stops at its next batch boundary once one has failed; the first failure is the run's.
+  await Promise.all(
+    Array.from({ length: lanes }, () =>
+      withClient(pool, lane).catch((error: unknown) => {
+        failure ??= error;
+      }),
+    ),
+  );
+  if (failure !== undefined) throw failure;
+  await withClient(pool, (client) =>
+    inTransaction(client, async () => {
       await deps.assertLeaseHeld(client);
       await markFinalized(client, jobId);
-    });
-  } finally {
-    client.release();
-  }
+    }),
+  );
   report();
   await progress.flush();
   return {
     ...totals,
-    referencesCreated: created,
+    referencesCreated,
     batchesThisAttempt,
     rowsThisAttempt,
     seconds: (Date.now() - started) / 1000,
   };
 }
 
-async function runChunk(
-  client: PoolClient,
-  statement: ChunkStatement,
-  cache: ReferenceCache,
-  run: CsvImportRun,
-  batchNumber: number,
-  row: number | null,
-): Promise<ChunkResult> {
+async function withClient<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    return await work(client);
+  } finally {
+    client.release();
+  }
+}
+
+/** Creates every reference name of the run its tables lack, in one fenced transaction; returns the counts by table. */
+async function createReferences(client: PoolClient, context: FinalizeContext): Promise<Record<string, number>> {
+  const created: Record<string, number> = {};
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await inTransaction(client, async () => {
+        await context.assertLeaseHeld(client);
+        for (const { position, table } of referenceColumns(context.layout.columns)) {
+          const { rowCount } = await client.query(buildReferenceStatement(position, table), [context.jobId, context.run.tenantId]);
+          if (rowCount) created[table] = (created[table] ?? 0) + rowCount;
+        }
+        await addReferencesCreated(client, context.jobId, created);
+      });
+      return created;
+    } catch (error) {
+      for (const table of Object.keys(created)) delete created[table];
+      if (attempt < BATCH_TRIES && RETRYABLE.has(sqlState(error) ?? '')) continue;
+      throw error;
+    }
+  }
+}
+
+async function runChunk(client: PoolClient, context: FinalizeContext, batchNumber: number, row: number | null): Promise<ChunkCounts> {
   const { rows } = await client.query({
-    name: statement.name,
-    text: statement.text,
-    values: [run.jobId, batchNumber, run.tenantId, row, ...statement.referenceTables.map((table) => cache.parameterFor(table))],
+    name: context.statement.name,
+    text: context.statement.text,
+    values: [context.jobId, batchNumber, context.run.tenantId, row],
   });
-  const result = toChunkResult(statement, rows[0] as Record<string, unknown>);
-  if (result.unresolved > 0) throw new ReferenceRaceError();
-  return result;
+  const result = toChunkResult(rows[0] as Record<string, unknown>);
+  if (result.unresolved > 0) throw new ReferenceMissingError();
+  return { inserted: result.inserted, updated: result.updated, unchanged: result.rows - result.inserted - result.updated, failed: 0 };
 }
 
-interface BatchDeps extends FinalizeDeps {
-  cache: ReferenceCache;
-}
-
-type Learned = Record<string, Record<string, number>>;
-
-interface BatchOutcome {
-  counts: ChunkCounts;
-  /** Reference ids found or created by the batch: for the cache, once the batch has committed. */
-  learned: Learned;
-}
-
-async function writeBatch(
-  client: PoolClient,
-  deps: BatchDeps,
-  statement: ChunkStatement,
-  run: CsvImportRun,
-  layout: ReturnType<typeof layoutOfRun>,
-  batchNumber: number,
-): Promise<ChunkCounts> {
+async function writeBatch(client: PoolClient, context: FinalizeContext, batch: PendingBatch): Promise<ChunkCounts> {
+  const { run, jobId, log } = context;
+  const { batchNumber } = batch;
   let rowByRow = false;
   for (let attempt = 1; attempt <= BATCH_TRIES; attempt++) {
     try {
-      const outcome = await inTransaction(client, async (): Promise<BatchOutcome> => {
-        await deps.assertLeaseHeld(client);
-        const written = rowByRow
-          ? await writeRowByRow(client, deps, statement, run, layout, batchNumber)
-          : outcomeOf(await runChunk(client, statement, deps.cache, run, batchNumber, null));
-        const advance = await advanceFinalizeCursor(client, run.jobId, batchNumber, written.counts);
-        if (advance === 'cursor-moved') {
+      return await inTransaction(client, async (): Promise<ChunkCounts> => {
+        await context.assertLeaseHeld(client);
+        const counts = rowByRow ? await writeRowByRow(client, context, batchNumber) : await runChunk(client, context, batchNumber, null);
+        if (!(await markBatchFinalized(client, jobId, batchNumber, counts))) {
           throw new PermanentJobError(
-            `finalize of job ${run.jobId}: batch ${batchNumber} is not the next one to write (the cursor moved); stopping`,
+            `finalize of job ${jobId}: batch ${batchNumber} was already written by someone else; stopping`,
             'CSV_FINALIZE_CURSOR',
             { batch: batchNumber },
           );
         }
-        if (advance === 'staging-missing') {
+        const staged = await deleteStagedBatch(client, jobId, batchNumber);
+        if (staged !== batch.rowCount) {
           throw new PermanentJobError(
-            `finalize of job ${run.jobId}: the staged rows of batch ${batchNumber} of ${run.batches} are missing (the ` +
-              'staging was discarded, e.g. by a reject); nothing was written for it. Import the file again',
+            `finalize of job ${jobId}: batch ${batchNumber} of ${run.batches} should hold ${batch.rowCount} staged rows but ` +
+              `holds ${staged} (the staging was discarded, e.g. by a reject); nothing was written for it. Import the file again`,
             'CSV_STAGING_MISSING',
             { batch: batchNumber, batches: run.batches },
           );
         }
-        return written;
+        return counts;
       });
-      for (const [table, ids] of Object.entries(outcome.learned)) deps.cache.learn(table, ids);
-      return outcome.counts;
     } catch (error) {
-      if (error instanceof ReferenceRaceError || RETRYABLE.has(sqlState(error) ?? '')) {
-        deps.log.debug({ batch: batchNumber, attempt, code: sqlState(error) ?? 'REFERENCE_RACE' }, 'batch raced another import; retrying');
+      if (error instanceof ReferenceMissingError) {
+        log.warn({ batch: batchNumber, attempt }, 'a reference the batch names was deleted meanwhile; creating it again');
+        await createReferences(client, context);
+        continue;
+      }
+      if (RETRYABLE.has(sqlState(error) ?? '')) {
+        log.debug({ batch: batchNumber, attempt, code: sqlState(error) }, 'batch deadlocked with another import; retrying');
         continue;
       }
       if (!rowByRow && isRowDataError(error)) {
-        deps.log.warn({ batch: batchNumber, err: error }, 'the database refused the batch; writing it row by row');
+        log.warn({ batch: batchNumber, err: error }, 'the database refused the batch; writing it row by row');
         rowByRow = true;
         attempt -= 1;
         continue;
@@ -198,59 +232,32 @@ async function writeBatch(
     }
   }
   throw new TransientJobError(
-    `finalize of job ${run.jobId}: batch ${batchNumber} kept racing other imports ${BATCH_TRIES} times; will retry`,
+    `finalize of job ${jobId}: batch ${batchNumber} kept deadlocking with other imports ${BATCH_TRIES} times; will retry`,
     'CSV_FINALIZE_CONTENTION',
     { batch: batchNumber },
   );
 }
 
-function outcomeOf(result: ChunkResult): BatchOutcome {
-  return {
-    counts: {
-      inserted: result.inserted,
-      updated: result.updated,
-      unchanged: result.rows - result.inserted - result.updated,
-      failed: 0,
-      referencesCreated: result.created,
-    },
-    learned: result.learned,
-  };
-}
-
 /** Inside the batch's transaction: each row under a savepoint; refused rows are recorded, not written. */
-async function writeRowByRow(
-  client: PoolClient,
-  deps: BatchDeps,
-  statement: ChunkStatement,
-  run: CsvImportRun,
-  layout: ReturnType<typeof layoutOfRun>,
-  batchNumber: number,
-): Promise<BatchOutcome> {
-  const rows = await readStagedRows(client, run.jobId, batchNumber);
-  const counts: ChunkCounts = { inserted: 0, updated: 0, unchanged: 0, failed: 0, referencesCreated: {} };
-  const learned: Learned = {};
+async function writeRowByRow(client: PoolClient, context: FinalizeContext, batchNumber: number): Promise<ChunkCounts> {
+  const rows = await readStagedRows(client, context.jobId, batchNumber, context.layout.columns.length);
+  const counts: ChunkCounts = { inserted: 0, updated: 0, unchanged: 0, failed: 0 };
   const failures: RowError[] = [];
   for (const row of rows) {
-    const rowNumber = row[0];
     await client.query('SAVEPOINT csv_row');
     try {
-      const result = outcomeOf(await runChunk(client, statement, deps.cache, run, batchNumber, rowNumber));
+      const result = await runChunk(client, context, batchNumber, row.rowNumber);
       await client.query('RELEASE SAVEPOINT csv_row');
-      counts.inserted += result.counts.inserted;
-      counts.updated += result.counts.updated;
-      counts.unchanged += result.counts.unchanged;
-      for (const [table, count] of Object.entries(result.counts.referencesCreated)) {
-        counts.referencesCreated[table] = (counts.referencesCreated[table] ?? 0) + count;
-      }
-      // Only what a kept row learned: a rolled-back savepoint's inserted references are gone.
-      for (const [table, ids] of Object.entries(result.learned)) learned[table] = { ...learned[table], ...ids };
+      counts.inserted += result.inserted;
+      counts.updated += result.updated;
+      counts.unchanged += result.unchanged;
     } catch (error) {
       if (!isRowDataError(error)) throw error;
       await client.query('ROLLBACK TO SAVEPOINT csv_row');
       const { message, detail, constraint } = error as { message: string; detail?: string; constraint?: string };
       failures.push({
-        row: rowNumber,
-        fields: originalFieldsOf(row, layout),
+        row: row.rowNumber,
+        fields: originalFieldsOf(row, context.layout),
         issues: [
           {
             column: null,
@@ -262,9 +269,9 @@ async function writeRowByRow(
     }
   }
   counts.failed = failures.length;
-  await insertRowErrors(client, run.jobId, 'finalize', failures);
-  deps.log.warn({ batch: batchNumber, failed_rows: failures.map((failure) => failure.row) }, 'rows refused by the database');
-  return { counts, learned };
+  await insertRowErrors(client, context.jobId, 'finalize', failures);
+  context.log.warn({ batch: batchNumber, failed_rows: failures.map((failure) => failure.row) }, 'rows refused by the database');
+  return counts;
 }
 
 /** The run record of a validated import, or a clear error when there is none. */

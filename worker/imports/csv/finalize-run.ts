@@ -25,6 +25,7 @@ export async function finalizeValidatedRun<P>(context: JobContext<P>, kind: stri
       pool: services.pool,
       jobId: job.id,
       profile,
+      connections: services.config.csv.finalizeConnections,
       signal: context.signal,
       progress: context.progress,
       log,

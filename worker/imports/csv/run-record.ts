@@ -12,7 +12,7 @@ export interface NewRun {
   columns: string[];
 }
 
-/** A run as stored: what validation started with, plus its counts and finalize cursor. */
+/** A run as stored: what validation started with, its counts, and how far finalize got (summed over batches). */
 export interface CsvImportRun extends NewRun {
   rowsRead: number;
   rowsValid: number;
@@ -28,9 +28,16 @@ export interface CsvImportRun extends NewRun {
   finalizedAt: Date | null;
 }
 
-const RUN_COLUMNS = `job_id, profile, tenant_id, bucket, object_key, delimiter, header, columns, rows_read, rows_valid,
-  rows_invalid, batches, validated_at, finalized_batches, rows_inserted, rows_updated, rows_unchanged, rows_failed,
-  references_created, finalized_at`;
+// The finalize counts are summed over the run's batches (csv_import_batches), which several connections mark at once.
+const RUN_COLUMNS = `r.job_id, r.profile, r.tenant_id, r.bucket, r.object_key, r.delimiter, r.header, r.columns, r.rows_read,
+  r.rows_valid, r.rows_invalid, r.batches, r.validated_at, r.references_created, r.finalized_at,
+  coalesce(b.finalized_batches, 0)::int AS finalized_batches, coalesce(b.rows_inserted, 0)::int AS rows_inserted,
+  coalesce(b.rows_updated, 0)::int AS rows_updated, coalesce(b.rows_unchanged, 0)::int AS rows_unchanged,
+  coalesce(b.rows_failed, 0)::int AS rows_failed`;
+const BATCH_SUMS = `LEFT JOIN LATERAL (
+  SELECT count(*) FILTER (WHERE finalized_at IS NOT NULL) AS finalized_batches, sum(rows_inserted) AS rows_inserted,
+    sum(rows_updated) AS rows_updated, sum(rows_unchanged) AS rows_unchanged, sum(rows_failed) AS rows_failed
+  FROM csv_import_batches WHERE job_id = r.job_id) b ON true`;
 
 function toRun(row: Record<string, unknown>): CsvImportRun {
   return {
@@ -58,14 +65,15 @@ function toRun(row: Record<string, unknown>): CsvImportRun {
 }
 
 export async function getCsvImportRun(db: Queryable, jobId: number): Promise<CsvImportRun | null> {
-  const { rows } = await db.query(`SELECT ${RUN_COLUMNS} FROM csv_import_runs WHERE job_id = $1`, [jobId]);
+  const { rows } = await db.query(`SELECT ${RUN_COLUMNS} FROM csv_import_runs r ${BATCH_SUMS} WHERE r.job_id = $1`, [jobId]);
   return rows[0] ? toRun(rows[0]) : null;
 }
 
 /** Forgets what an earlier, unfinished validation attempt of the run wrote: validation always starts from the top. */
 export async function discardValidation(tx: Queryable, jobId: number): Promise<void> {
   await tx.query(
-    `WITH batches AS (DELETE FROM csv_import_staged_batches WHERE job_id = $1),
+    `WITH staged AS (DELETE FROM csv_import_staged_rows WHERE job_id = $1),
+          batches AS (DELETE FROM csv_import_batches WHERE job_id = $1),
           errors AS (DELETE FROM csv_import_row_errors WHERE job_id = $1)
      DELETE FROM csv_import_runs WHERE job_id = $1`,
     [jobId],
@@ -87,11 +95,17 @@ export interface ValidationCounts {
   batches: number;
 }
 
-export async function markValidated(tx: Queryable, jobId: number, counts: ValidationCounts): Promise<void> {
+/** Records the validation's counts and the row count of every staged batch (index i = batch i + 1). */
+export async function markValidated(tx: Queryable, jobId: number, counts: ValidationCounts, batchRowCounts: readonly number[]): Promise<void> {
   await tx.query(
     `UPDATE csv_import_runs SET rows_read = $2, rows_valid = $3, rows_invalid = $4, batches = $5, validated_at = now()
      WHERE job_id = $1`,
     [jobId, counts.rowsRead, counts.rowsValid, counts.rowsInvalid, counts.batches],
+  );
+  await tx.query(
+    `INSERT INTO csv_import_batches (job_id, batch_number, row_count)
+     SELECT $1, batch.number, batch.row_count FROM unnest($2::int[]) WITH ORDINALITY AS batch(row_count, number)`,
+    [jobId, batchRowCounts],
   );
 }
 
@@ -100,44 +114,45 @@ export interface ChunkCounts {
   updated: number;
   unchanged: number;
   failed: number;
-  /** Reference rows created, by table. */
-  referencesCreated: Record<string, number>;
+}
+
+export interface PendingBatch {
+  batchNumber: number;
+  rowCount: number;
+}
+
+/** The batches finalize has not written yet, in order. */
+export async function pendingBatches(db: Queryable, jobId: number): Promise<PendingBatch[]> {
+  const { rows } = await db.query<{ batch_number: number; row_count: number }>(
+    `SELECT batch_number, row_count FROM csv_import_batches WHERE job_id = $1 AND finalized_at IS NULL ORDER BY batch_number`,
+    [jobId],
+  );
+  return rows.map((row) => ({ batchNumber: row.batch_number, rowCount: row.row_count }));
 }
 
 /**
- * What advanceFinalizeCursor found: `advanced` (cursor moved, staged batch deleted), `cursor-moved` (the cursor was
- * not at the batch before it: the batch was already written) or `staging-missing` (the cursor was right but the
- * batch's staged rows were gone, so nothing was written for it).
+ * Marks a batch written with its counts, in the caller's transaction (the one that wrote its rows). False when it was
+ * marked already: the caller must roll back.
  */
-export type CursorAdvance = 'advanced' | 'cursor-moved' | 'staging-missing';
-
-/**
- * Records that batch `batchNumber` is written: moves the cursor, adds the counts and deletes the staged batch, in the
- * caller's transaction (the one that wrote the rows). Anything but `advanced` means the caller must roll back.
- */
-export async function advanceFinalizeCursor(tx: Queryable, jobId: number, batchNumber: number, counts: ChunkCounts): Promise<CursorAdvance> {
-  const { rows } = await tx.query<{ advanced: number; removed: number }>(
-    `WITH advanced AS (
-       UPDATE csv_import_runs SET
-         finalized_batches = $2,
-         rows_inserted = rows_inserted + $3, rows_updated = rows_updated + $4,
-         rows_unchanged = rows_unchanged + $5, rows_failed = rows_failed + $6,
-         references_created = references_created || coalesce(
-           (SELECT jsonb_object_agg(increment.key, coalesce((references_created ->> increment.key)::int, 0) + increment.value::int)
-            FROM jsonb_each_text($7::jsonb) AS increment), '{}'::jsonb)
-       WHERE job_id = $1 AND finalized_batches = $2 - 1
-       RETURNING job_id
-     ), removed AS (
-       DELETE FROM csv_import_staged_batches WHERE job_id = $1 AND batch_number = $2 AND EXISTS (SELECT 1 FROM advanced)
-       RETURNING batch_number
-     )
-     SELECT (SELECT count(*) FROM advanced)::int AS advanced, (SELECT count(*) FROM removed)::int AS removed`,
-    [jobId, batchNumber, counts.inserted, counts.updated, counts.unchanged, counts.failed, counts.referencesCreated],
+export async function markBatchFinalized(tx: Queryable, jobId: number, batchNumber: number, counts: ChunkCounts): Promise<boolean> {
+  const { rowCount } = await tx.query(
+    `UPDATE csv_import_batches SET finalized_at = now(), rows_inserted = $3, rows_updated = $4, rows_unchanged = $5, rows_failed = $6
+     WHERE job_id = $1 AND batch_number = $2 AND finalized_at IS NULL`,
+    [jobId, batchNumber, counts.inserted, counts.updated, counts.unchanged, counts.failed],
   );
-  if (rows[0]?.advanced !== 1) return 'cursor-moved';
-  // Validation stages every batch 1…batches (a batch emptied by duplicates stays, with no rows): a missing one means
-  // its staging was discarded (a rejected run) and writing "it" would end the run as if its rows were imported.
-  return rows[0].removed === 1 ? 'advanced' : 'staging-missing';
+  return rowCount === 1;
+}
+
+/** Adds reference rows created by a finalize attempt to the run's tally. */
+export async function addReferencesCreated(tx: Queryable, jobId: number, created: Record<string, number>): Promise<void> {
+  if (Object.keys(created).length === 0) return;
+  await tx.query(
+    `UPDATE csv_import_runs SET references_created = references_created || coalesce(
+       (SELECT jsonb_object_agg(increment.key, coalesce((references_created ->> increment.key)::int, 0) + increment.value::int)
+        FROM jsonb_each_text($2::jsonb) AS increment), '{}'::jsonb)
+     WHERE job_id = $1`,
+    [jobId, created],
+  );
 }
 
 export async function markFinalized(tx: Queryable, jobId: number): Promise<void> {
@@ -150,9 +165,10 @@ export async function markFinalized(tx: Queryable, jobId: number): Promise<void>
  */
 export async function discardStagedRows(tx: Queryable, jobId: number): Promise<number> {
   const { rows } = await tx.query<{ rows: number }>(
-    `WITH removed AS (DELETE FROM csv_import_staged_batches WHERE job_id = $1 RETURNING row_count),
+    `WITH removed AS (DELETE FROM csv_import_staged_rows WHERE job_id = $1 RETURNING 1),
+          batches AS (DELETE FROM csv_import_batches WHERE job_id = $1),
           reset AS (UPDATE csv_import_runs SET validated_at = NULL WHERE job_id = $1)
-     SELECT coalesce(sum(row_count), 0)::int AS rows FROM removed`,
+     SELECT count(*)::int AS rows FROM removed`,
     [jobId],
   );
   return rows[0]?.rows ?? 0;

@@ -1,8 +1,10 @@
 // Validation: stream the object from S3, decode it, split it into records, check every row against the profile, and
-// stage valid rows in batches / record invalid rows, each flush in its own fenced transaction. Memory stays flat in
-// the file's size: one piece of the stream, one batch being built and one being written at a time.
+// stage valid rows (COPY into csv_import_staged_rows) / record invalid rows, each window of rows in its own fenced
+// transaction. Memory stays flat in the file's size: one piece of the stream, one window being built and one being
+// written at a time.
 // Validation writes nothing but staging, so an interrupted attempt is simply started again from the top.
 import type { S3Client } from '@aws-sdk/client-s3';
+import { copyLinesFrom } from '../../db/copy-from.js';
 import type { Pool, PoolClient, Queryable } from '../../db/pool.js';
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
@@ -19,10 +21,12 @@ import { RowValidator } from './row-validator.js';
 import { discardValidation, insertCsvImportRun, markValidated, type CsvImportRun } from './run-record.js';
 import { openObject } from './s3-object.js';
 import { SeenKeys } from './seen-keys.js';
-import { insertStagedBatch } from './staged-batches.js';
+import { copyStagedRowsSql, stagedRowLine } from './staged-rows.js';
 
 /** A row longer than this (in characters) is reported as an error instead of being read. */
 export const MAX_ROW_CHARS = 1_048_576;
+/** Valid rows per staging transaction (one COPY): about 10 MB of COPY text for the products profile. */
+const COPY_WINDOW_ROWS = 50_000;
 /** Invalid rows are written at least this often, so a file of mostly bad rows stays flat in memory too. */
 const ERROR_FLUSH_ROWS = 1_000;
 const FIRST_ERRORS = 10;
@@ -59,24 +63,43 @@ export interface ValidationSummary {
   rowsPerSecond?: number;
 }
 
+/**
+ * Buffers valid rows as COPY lines and invalid rows as row errors, and writes them in windows: each window is one
+ * fenced transaction (lease check, COPY of its rows, insert of its errors) that runs while parsing goes on, with at
+ * most one window in flight. Batches (the unit finalize writes per transaction) are numbered here: every `batchSize`
+ * valid rows start the next batch.
+ */
 class StagingWriter {
   private inFlight: Promise<void> = Promise.resolve();
-  private batch: string[] = [];
-  private firstRow = 0;
-  private lastRow = 0;
+  private lines: string[] = [];
   private errors: RowError[] = [];
-  batches = 0;
+  private staged = 0;
+  private linePrefix = '';
+  private readonly copySql: string;
+  /** Rows per batch: index i is batch i + 1. */
+  readonly batchRowCounts: number[] = [];
 
   constructor(
     private readonly client: PoolClient,
     private readonly deps: ValidateDeps,
-  ) {}
+    columnCount: number,
+  ) {
+    this.copySql = copyStagedRowsSql(columnCount);
+  }
 
-  addValid(row: number, json: string): Promise<void> | undefined {
-    if (this.batch.length === 0) this.firstRow = row;
-    this.lastRow = row;
-    this.batch.push(json);
-    return this.batch.length >= this.deps.batchSize ? this.flush() : undefined;
+  get batches(): number {
+    return this.batchRowCounts.length;
+  }
+
+  addValid(row: number, values: ReadonlyArray<string | null>, fields: readonly string[] | null): Promise<void> | undefined {
+    if (this.staged % this.deps.batchSize === 0) {
+      this.batchRowCounts.push(0);
+      this.linePrefix = `${this.deps.jobId}\t${this.batchRowCounts.length}\t`;
+    }
+    this.staged += 1;
+    this.batchRowCounts[this.batchRowCounts.length - 1]! += 1;
+    this.lines.push(stagedRowLine(this.linePrefix, row, values, fields));
+    return this.lines.length >= COPY_WINDOW_ROWS ? this.flush() : undefined;
   }
 
   addInvalid(error: RowError): Promise<void> | undefined {
@@ -87,19 +110,15 @@ class StagingWriter {
   /** Starts writing what is buffered once the previous write is done; parsing goes on meanwhile. */
   async flush(): Promise<void> {
     await this.inFlight;
-    const rows = this.batch;
+    const lines = this.lines;
     const errors = this.errors;
-    if (rows.length === 0 && errors.length === 0) return;
-    this.batch = [];
+    if (lines.length === 0 && errors.length === 0) return;
+    this.lines = [];
     this.errors = [];
-    const batch =
-      rows.length > 0
-        ? { batchNumber: ++this.batches, firstRow: this.firstRow, lastRow: this.lastRow, rowCount: rows.length, rowsJson: `[${rows.join(',')}]` }
-        : undefined;
-    const { client, deps } = this;
+    const { client, deps, copySql } = this;
     this.inFlight = inTransaction(client, async () => {
       await deps.assertLeaseHeld(client);
-      if (batch) await insertStagedBatch(client, deps.jobId, batch);
+      if (lines.length > 0) await copyLinesFrom(client, copySql, lines);
       await insertRowErrors(client, deps.jobId, 'validate', errors);
     });
     // Surfaced by the next flush or by drain(); never an unhandled rejection in between.
@@ -115,13 +134,18 @@ class StagingWriter {
   async settle(): Promise<void> {
     await this.inFlight.catch(() => {});
   }
+
+  /** Duplicates removed from staging after the fact: their batches hold fewer rows. */
+  forget(batchNumbers: readonly number[]): void {
+    for (const batch of batchNumbers) this.batchRowCounts[batch - 1]! -= 1;
+  }
 }
 
 export async function validateImport(deps: ValidateDeps): Promise<ValidationSummary> {
   const { pool, s3, jobId, profile, payload, tenant, signal, progress, log } = deps;
   const started = Date.now();
   const client = await pool.connect();
-  const writer = new StagingWriter(client, deps);
+  let writer: StagingWriter | undefined;
   let object: Awaited<ReturnType<typeof openObject>> | undefined;
   try {
     await inTransaction(client, async () => {
@@ -161,6 +185,7 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
         if (!layout) {
           layout = readHeader(profile, record, { bucket: payload.bucket, key: payload.key, encoding: payload.encoding });
           validator = new RowValidator(layout);
+          writer = new StagingWriter(client, deps, layout.columns.length);
           exported = layout.header.some((name) => (ANNOTATION_COLUMNS as readonly string[]).includes(name.toLowerCase()));
           const staged = layout.columns.map((column) => column.name);
           keyPositions = profile.target.naturalKey.map((key) => staged.indexOf(key));
@@ -183,7 +208,7 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
         let pending: Promise<void> | undefined;
         if (record.fields === null || record.problem !== undefined) {
           counts.invalid += 1;
-          pending = writer.addInvalid({
+          pending = writer!.addInvalid({
             row: record.line,
             fields: record.fields,
             issues: [{ column: null, rule: 'malformed', message: record.problem ?? 'the row cannot be read' }],
@@ -193,13 +218,10 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
           if (check.ok) {
             counts.valid += 1;
             seenKeys.add(keyPositions.length === 1 ? check.values[keyPositions[0]!]! : keyPositions.map((p) => check.values[p]).join('\u0000'));
-            pending = writer.addValid(
-              record.line,
-              JSON.stringify(check.exact ? [record.line, ...check.values] : [record.line, ...check.values, record.fields]),
-            );
+            pending = writer!.addValid(record.line, check.values, check.exact ? null : record.fields);
           } else {
             counts.invalid += 1;
-            pending = writer.addInvalid({ row: record.line, fields: record.fields, issues: check.issues });
+            pending = writer!.addInvalid({ row: record.line, fields: record.fields, issues: check.issues });
           }
         }
         if (pending) await pending;
@@ -217,27 +239,29 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
     parser.push(decoder.decode(), records);
     parser.end(records);
     await handle();
-    if (!layout) {
+    if (!layout || !writer) {
       throw new PermanentJobError(`s3://${payload.bucket}/${payload.key} is empty: no header line`, 'CSV_EMPTY', {
         bucket: payload.bucket,
         key: payload.key,
       });
     }
-    await writer.drain();
+    const staging = writer;
+    await staging.drain();
     report();
 
     const finalLayout = layout;
     const duplicates = await inTransaction(client, async () => {
       await deps.assertLeaseHeld(client);
       // The exact search reads every staged row again: only when some key may repeat.
-      const found = seenKeys.maybeRepeated > 0 ? await reportDuplicateKeys(client, jobId, profile, finalLayout) : 0;
-      await markValidated(client, jobId, {
-        rowsRead: counts.read,
-        rowsValid: counts.valid - found,
-        rowsInvalid: counts.invalid + found,
-        batches: writer.batches,
-      });
-      return found;
+      const removed = seenKeys.maybeRepeated > 0 ? await reportDuplicateKeys(client, jobId, profile, finalLayout) : [];
+      staging.forget(removed);
+      await markValidated(
+        client,
+        jobId,
+        { rowsRead: counts.read, rowsValid: counts.valid - removed.length, rowsInvalid: counts.invalid + removed.length, batches: staging.batches },
+        staging.batchRowCounts,
+      );
+      return removed.length;
     });
     const seconds = (Date.now() - started) / 1000;
     const summary: ValidationSummary = {
@@ -249,7 +273,7 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
       valid: counts.valid - duplicates,
       invalid: counts.invalid + duplicates,
       duplicates,
-      batches: writer.batches,
+      batches: staging.batches,
       columns: finalLayout.columns.map((column) => column.name),
       firstErrors: await firstErrorsOf(client, jobId),
       bytes,
@@ -260,7 +284,7 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
     return summary;
   } finally {
     object?.body.destroy();
-    await writer.settle();
+    await writer?.settle();
     client.release();
   }
 }

@@ -1,0 +1,30 @@
+// `COPY … FROM STDIN` of text lines on a connection the caller holds (inside its transaction). Lines are sent in
+// pieces of about a megabyte with backpressure; a failure (a refused value, a lost connection) rejects and leaves the
+// transaction for the caller to roll back.
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { from as copyFrom } from 'pg-copy-streams';
+import type { PoolClient } from './pool.js';
+
+const PIECE_CHARS = 1 << 20;
+
+function* pieces(lines: readonly string[]): Generator<Buffer> {
+  let start = 0;
+  let chars = 0;
+  for (let index = 0; index < lines.length; index++) {
+    chars += lines[index]!.length;
+    if (chars >= PIECE_CHARS) {
+      yield Buffer.from(lines.slice(start, index + 1).join(''));
+      start = index + 1;
+      chars = 0;
+    }
+  }
+  if (start < lines.length) yield Buffer.from(lines.slice(start).join(''));
+}
+
+/** Streams `lines` (each ending in a newline, in COPY's format) into `copySql`; resolves with the rows copied. */
+export async function copyLinesFrom(client: PoolClient, copySql: string, lines: readonly string[]): Promise<number> {
+  const stream = client.query(copyFrom(copySql));
+  await pipeline(Readable.from(pieces(lines)), stream);
+  return stream.rowCount;
+}
