@@ -41,8 +41,11 @@ CREATE TABLE csv_import_batches (
   PRIMARY KEY (job_id, batch_number)
 );
 
--- The finalize counts now live per batch (summed when read).
+-- The finalize counts now live per batch (summed when read). reference_names: per reference column (its staged
+-- position), the distinct names of the valid rows as validation saw them, or null when there were too many to list;
+-- finalize creates the missing ones from it.
 ALTER TABLE csv_import_runs
+  ADD COLUMN reference_names jsonb NOT NULL DEFAULT '{}'::jsonb,
   DROP COLUMN finalized_batches,
   DROP COLUMN rows_inserted,
   DROP COLUMN rows_updated,
@@ -64,6 +67,7 @@ CREATE TRIGGER csv_import_staged_rows_follow_jobs AFTER DELETE ON jobs
 DROP TRIGGER csv_import_staged_rows_follow_jobs ON jobs;
 DROP FUNCTION csv_import_delete_staged_rows();
 ALTER TABLE csv_import_runs
+  DROP COLUMN reference_names,
   ADD COLUMN finalized_batches integer NOT NULL DEFAULT 0 CHECK (finalized_batches >= 0),
   ADD COLUMN rows_inserted integer NOT NULL DEFAULT 0,
   ADD COLUMN rows_updated integer NOT NULL DEFAULT 0,

@@ -22,7 +22,7 @@ function* pieces(lines: readonly string[]): Generator<Buffer> {
   if (start < lines.length) yield Buffer.from(lines.slice(start).join(''));
 }
 
-/** Streams `lines` (each ending in a newline, in COPY's format) into `copySql`; resolves with the rows copied. */
+/** Streams `lines` (COPY text: one or more lines each, every line ending in a newline) into `copySql`; resolves with the rows copied. */
 export async function copyLinesFrom(client: PoolClient, copySql: string, lines: readonly string[]): Promise<number> {
   const stream = client.query(copyFrom(copySql));
   await pipeline(Readable.from(pieces(lines)), stream);

@@ -26,7 +26,7 @@ import {
   type PendingBatch,
 } from './run-record.js';
 import { deleteStagedBatch, originalFieldsOf, readStagedRows } from './staged-rows.js';
-import { buildChunkStatement, buildReferenceStatement, referenceColumns, toChunkResult, type ChunkStatement } from './upsert-sql.js';
+import { buildChunkStatement, buildReferenceListStatement, buildReferenceStatement, referenceColumns, toChunkResult, type ChunkStatement } from './upsert-sql.js';
 
 export interface FinalizeDeps {
   pool: Pool;
@@ -160,7 +160,10 @@ async function createReferences(client: PoolClient, context: FinalizeContext): P
       await inTransaction(client, async () => {
         await context.assertLeaseHeld(client);
         for (const { position, table } of referenceColumns(context.layout.columns)) {
-          const { rowCount } = await client.query(buildReferenceStatement(position, table), [context.jobId, context.run.tenantId]);
+          const listed = context.run.referenceNames[String(position)];
+          const { rowCount } = listed
+            ? await client.query(buildReferenceListStatement(table), [context.run.tenantId, listed])
+            : await client.query(buildReferenceStatement(position, table), [context.jobId, context.run.tenantId]);
           if (rowCount) created[table] = (created[table] ?? 0) + rowCount;
         }
         await addReferencesCreated(client, context.jobId, created);

@@ -1,5 +1,6 @@
 // SQL of csv_import_runs: one row per CSV import run, written by validation and advanced by finalize.
 import type { Queryable } from '../../db/pool.js';
+import type { ReferenceNameLists } from './reference-names.js';
 
 export interface NewRun {
   jobId: number;
@@ -25,12 +26,14 @@ export interface CsvImportRun extends NewRun {
   rowsUnchanged: number;
   rowsFailed: number;
   referencesCreated: Record<string, number>;
+  /** Distinct names per reference column (staged position), from validation; null where there were too many. */
+  referenceNames: ReferenceNameLists;
   finalizedAt: Date | null;
 }
 
 // The finalize counts are summed over the run's batches (csv_import_batches), which several connections mark at once.
 const RUN_COLUMNS = `r.job_id, r.profile, r.tenant_id, r.bucket, r.object_key, r.delimiter, r.header, r.columns, r.rows_read,
-  r.rows_valid, r.rows_invalid, r.batches, r.validated_at, r.references_created, r.finalized_at,
+  r.rows_valid, r.rows_invalid, r.batches, r.validated_at, r.references_created, r.reference_names, r.finalized_at,
   coalesce(b.finalized_batches, 0)::int AS finalized_batches, coalesce(b.rows_inserted, 0)::int AS rows_inserted,
   coalesce(b.rows_updated, 0)::int AS rows_updated, coalesce(b.rows_unchanged, 0)::int AS rows_unchanged,
   coalesce(b.rows_failed, 0)::int AS rows_failed`;
@@ -60,6 +63,7 @@ function toRun(row: Record<string, unknown>): CsvImportRun {
     rowsUnchanged: row.rows_unchanged as number,
     rowsFailed: row.rows_failed as number,
     referencesCreated: row.references_created as Record<string, number>,
+    referenceNames: row.reference_names as ReferenceNameLists,
     finalizedAt: row.finalized_at as Date | null,
   };
 }
@@ -96,11 +100,18 @@ export interface ValidationCounts {
 }
 
 /** Records the validation's counts and the row count of every staged batch (index i = batch i + 1). */
-export async function markValidated(tx: Queryable, jobId: number, counts: ValidationCounts, batchRowCounts: readonly number[]): Promise<void> {
+export async function markValidated(
+  tx: Queryable,
+  jobId: number,
+  counts: ValidationCounts,
+  batchRowCounts: readonly number[],
+  referenceNames: ReferenceNameLists,
+): Promise<void> {
   await tx.query(
-    `UPDATE csv_import_runs SET rows_read = $2, rows_valid = $3, rows_invalid = $4, batches = $5, validated_at = now()
+    `UPDATE csv_import_runs SET rows_read = $2, rows_valid = $3, rows_invalid = $4, batches = $5, reference_names = $6,
+       validated_at = now()
      WHERE job_id = $1`,
-    [jobId, counts.rowsRead, counts.rowsValid, counts.rowsInvalid, counts.batches],
+    [jobId, counts.rowsRead, counts.rowsValid, counts.rowsInvalid, counts.batches, referenceNames],
   );
   await tx.query(
     `INSERT INTO csv_import_batches (job_id, batch_number, row_count)

@@ -32,8 +32,20 @@ export function referenceColumns(columns: readonly ColumnSpec[]): Array<{ positi
 }
 
 /**
- * Creates, for one reference column, every name of the run's staged rows that its table lacks. Parameters: $1 job
- * id, $2 tenant. Returns one row per name created.
+ * Creates, for one reference column, the names of a list (the one validation collected) that its table lacks.
+ * Parameters: $1 tenant, $2 names. Returns one row per name created.
+ */
+export function buildReferenceListStatement(table: string): string {
+  return `INSERT INTO ${table} AS r (tenant_id, name)
+SELECT $1::text, name FROM unnest($2::text[]) AS name
+ORDER BY name
+ON CONFLICT (tenant_id, name) DO NOTHING
+RETURNING r.id`;
+}
+
+/**
+ * Creates, for one reference column, every name of the run's staged rows that its table lacks (when validation had
+ * too many names to list). Parameters: $1 job id, $2 tenant. Returns one row per name created.
  */
 export function buildReferenceStatement(position: number, table: string): string {
   const value = valueColumn(position);

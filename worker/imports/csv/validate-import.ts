@@ -17,6 +17,7 @@ import { unescapeFormula } from './formula-escape.js';
 import { ANNOTATION_COLUMNS, type ImportProfile } from './profile.js';
 import { CsvRecordParser, type CsvRecord } from './record-parser.js';
 import { describeIssues, firstRowErrors, insertRowErrors, type RowError } from './row-errors.js';
+import { ReferenceNames } from './reference-names.js';
 import { RowValidator } from './row-validator.js';
 import { discardValidation, insertCsvImportRun, markValidated, type CsvImportRun } from './run-record.js';
 import { openObject } from './s3-object.js';
@@ -25,8 +26,10 @@ import { copyStagedRowsSql, stagedRowLine } from './staged-rows.js';
 
 /** A row longer than this (in characters) is reported as an error instead of being read. */
 export const MAX_ROW_CHARS = 1_048_576;
-/** Valid rows per staging transaction (one COPY): about 10 MB of COPY text for the products profile. */
-const COPY_WINDOW_ROWS = 50_000;
+/** Valid rows per staging transaction (one COPY): about 2 MB of COPY text for the products profile. */
+const COPY_WINDOW_ROWS = 10_000;
+/** Lines are joined into one flat string every so many rows (a line built with += is a rope of many small strings). */
+const JOIN_LINES = 500;
 /** Invalid rows are written at least this often, so a file of mostly bad rows stays flat in memory too. */
 const ERROR_FLUSH_ROWS = 1_000;
 const FIRST_ERRORS = 10;
@@ -72,6 +75,9 @@ export interface ValidationSummary {
 class StagingWriter {
   private inFlight: Promise<void> = Promise.resolve();
   private lines: string[] = [];
+  /** Joined lines of the window being built. */
+  private pieces: string[] = [];
+  private windowRows = 0;
   private errors: RowError[] = [];
   private staged = 0;
   private linePrefix = '';
@@ -99,7 +105,9 @@ class StagingWriter {
     this.staged += 1;
     this.batchRowCounts[this.batchRowCounts.length - 1]! += 1;
     this.lines.push(stagedRowLine(this.linePrefix, row, values, fields));
-    return this.lines.length >= COPY_WINDOW_ROWS ? this.flush() : undefined;
+    if (this.lines.length >= JOIN_LINES) this.joinLines();
+    this.windowRows += 1;
+    return this.windowRows >= COPY_WINDOW_ROWS ? this.flush() : undefined;
   }
 
   addInvalid(error: RowError): Promise<void> | undefined {
@@ -107,13 +115,20 @@ class StagingWriter {
     return this.errors.length >= ERROR_FLUSH_ROWS ? this.flush() : undefined;
   }
 
+  private joinLines(): void {
+    this.pieces.push(this.lines.join(''));
+    this.lines = [];
+  }
+
   /** Starts writing what is buffered once the previous write is done; parsing goes on meanwhile. */
   async flush(): Promise<void> {
     await this.inFlight;
-    const lines = this.lines;
+    if (this.lines.length > 0) this.joinLines();
+    const lines = this.pieces;
     const errors = this.errors;
     if (lines.length === 0 && errors.length === 0) return;
-    this.lines = [];
+    this.pieces = [];
+    this.windowRows = 0;
     this.errors = [];
     const { client, deps, copySql } = this;
     this.inFlight = inTransaction(client, async () => {
@@ -146,6 +161,7 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
   const started = Date.now();
   const client = await pool.connect();
   let writer: StagingWriter | undefined;
+  let referenceNames: ReferenceNames | undefined;
   let object: Awaited<ReturnType<typeof openObject>> | undefined;
   try {
     await inTransaction(client, async () => {
@@ -186,6 +202,7 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
           layout = readHeader(profile, record, { bucket: payload.bucket, key: payload.key, encoding: payload.encoding });
           validator = new RowValidator(layout);
           writer = new StagingWriter(client, deps, layout.columns.length);
+          referenceNames = new ReferenceNames(layout);
           exported = layout.header.some((name) => (ANNOTATION_COLUMNS as readonly string[]).includes(name.toLowerCase()));
           const staged = layout.columns.map((column) => column.name);
           keyPositions = profile.target.naturalKey.map((key) => staged.indexOf(key));
@@ -218,6 +235,7 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
           if (check.ok) {
             counts.valid += 1;
             seenKeys.add(keyPositions.length === 1 ? check.values[keyPositions[0]!]! : keyPositions.map((p) => check.values[p]).join('\u0000'));
+            referenceNames!.add(check.values);
             pending = writer!.addValid(record.line, check.values, check.exact ? null : record.fields);
           } else {
             counts.invalid += 1;
@@ -260,6 +278,8 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
         jobId,
         { rowsRead: counts.read, rowsValid: counts.valid - removed.length, rowsInvalid: counts.invalid + removed.length, batches: staging.batches },
         staging.batchRowCounts,
+        // A removed duplicate may have been the only row naming a reference: then finalize looks at what is staged.
+        referenceNames!.lists(removed.length === 0),
       );
       return removed.length;
     });
