@@ -26,7 +26,7 @@ import {
   type PendingBatch,
 } from './run-record.js';
 import { deleteStagedBatch, originalFieldsOf, readStagedRows } from './staged-rows.js';
-import { buildChunkStatement, buildReferenceListStatement, buildReferenceStatement, referenceColumns, toChunkResult, type ChunkStatement } from './upsert-sql.js';
+import { buildChunkStatement, buildReferenceListStatement, buildReferenceStatement, referenceColumns, toChunkResult, type ChunkResult, type ChunkStatement } from './upsert-sql.js';
 
 export interface FinalizeDeps {
   pool: Pool;
@@ -67,13 +67,22 @@ class ReferenceMissingError extends Error {}
 interface FinalizeContext extends FinalizeDeps {
   run: CsvImportRun;
   layout: HeaderLayout;
-  statement: ChunkStatement;
+  /** Writes, marks and unstages a whole batch. */
+  batchStatement: ChunkStatement;
+  /** Writes one row of a batch (the row-by-row path). */
+  rowStatement: ChunkStatement;
 }
 
 export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun): Promise<FinalizeTotals> {
   const { pool, jobId, signal, progress, log } = deps;
   const layout = layoutOfRun(deps.profile, run);
-  const context: FinalizeContext = { ...deps, run, layout, statement: buildChunkStatement(deps.profile, layout.columns) };
+  const context: FinalizeContext = {
+    ...deps,
+    run,
+    layout,
+    batchStatement: buildChunkStatement(deps.profile, layout.columns, true),
+    rowStatement: buildChunkStatement(deps.profile, layout.columns),
+  };
   const started = Date.now();
   const totals = { inserted: run.rowsInserted, updated: run.rowsUpdated, unchanged: run.rowsUnchanged, failed: run.rowsFailed };
   let written = run.rowsInserted + run.rowsUpdated + run.rowsUnchanged + run.rowsFailed;
@@ -177,14 +186,18 @@ async function createReferences(client: PoolClient, context: FinalizeContext): P
   }
 }
 
-async function runChunk(client: PoolClient, context: FinalizeContext, batchNumber: number, row: number | null): Promise<ChunkCounts> {
+async function runChunk(client: PoolClient, statement: ChunkStatement, context: FinalizeContext, batchNumber: number, row: number | null): Promise<ChunkResult> {
   const { rows } = await client.query({
-    name: context.statement.name,
-    text: context.statement.text,
+    name: statement.name,
+    text: statement.text,
     values: [context.jobId, batchNumber, context.run.tenantId, row],
   });
   const result = toChunkResult(rows[0] as Record<string, unknown>);
   if (result.unresolved > 0) throw new ReferenceMissingError();
+  return result;
+}
+
+function countsOf(result: ChunkResult): ChunkCounts {
   return { inserted: result.inserted, updated: result.updated, unchanged: result.rows - result.inserted - result.updated, failed: 0 };
 }
 
@@ -196,15 +209,26 @@ async function writeBatch(client: PoolClient, context: FinalizeContext, batch: P
     try {
       return await inTransaction(client, async (): Promise<ChunkCounts> => {
         await context.assertLeaseHeld(client);
-        const counts = rowByRow ? await writeRowByRow(client, context, batchNumber) : await runChunk(client, context, batchNumber, null);
-        if (!(await markBatchFinalized(client, jobId, batchNumber, counts))) {
+        let counts: ChunkCounts;
+        let marked: boolean;
+        let staged: number;
+        if (rowByRow) {
+          counts = await writeRowByRow(client, context, batchNumber);
+          marked = await markBatchFinalized(client, jobId, batchNumber, counts);
+          staged = await deleteStagedBatch(client, jobId, batchNumber);
+        } else {
+          const result = await runChunk(client, context.batchStatement, context, batchNumber, null);
+          counts = countsOf(result);
+          marked = result.markedRowCount !== null;
+          staged = result.removed;
+        }
+        if (!marked) {
           throw new PermanentJobError(
             `finalize of job ${jobId}: batch ${batchNumber} was already written by someone else; stopping`,
             'CSV_FINALIZE_CURSOR',
             { batch: batchNumber },
           );
         }
-        const staged = await deleteStagedBatch(client, jobId, batchNumber);
         if (staged !== batch.rowCount) {
           throw new PermanentJobError(
             `finalize of job ${jobId}: batch ${batchNumber} of ${run.batches} should hold ${batch.rowCount} staged rows but ` +
@@ -249,7 +273,7 @@ async function writeRowByRow(client: PoolClient, context: FinalizeContext, batch
   for (const row of rows) {
     await client.query('SAVEPOINT csv_row');
     try {
-      const result = await runChunk(client, context, batchNumber, row.rowNumber);
+      const result = countsOf(await runChunk(client, context.rowStatement, context, batchNumber, row.rowNumber));
       await client.query('RELEASE SAVEPOINT csv_row');
       counts.inserted += result.inserted;
       counts.updated += result.updated;

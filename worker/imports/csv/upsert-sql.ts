@@ -24,6 +24,10 @@ export interface ChunkResult {
   unresolved: number;
   inserted: number;
   updated: number;
+  /** Whole-batch statement only: the batch's recorded row count when this statement marked it, else null. */
+  markedRowCount: number | null;
+  /** Whole-batch statement only: staged rows deleted. */
+  removed: number;
 }
 
 /** Reference columns of a layout: the staged position (1-based) and the table it names rows of. */
@@ -60,9 +64,11 @@ RETURNING r.id`;
 
 /**
  * Parameters: $1 job id, $2 batch number, $3 tenant, $4 a single row number or null for the whole batch.
- * Result columns: rows, unresolved, inserted, updated.
+ * Result columns: rows, unresolved, inserted, updated, and with `marksBatch` (for the whole batch only, $4 null)
+ * marked_row_count and removed: the statement also marks the batch written with its counts and deletes its staged
+ * rows, so a batch costs one statement; the caller checks both and rolls back when either is off.
  */
-export function buildChunkStatement(profile: ImportProfile, columns: readonly ColumnSpec[]): ChunkStatement {
+export function buildChunkStatement(profile: ImportProfile, columns: readonly ColumnSpec[], marksBatch = false): ChunkStatement {
   const { target } = profile;
   const alias = (position: number) => `c${position}`;
   const staged = columns.map((_, index) => `s.${valueColumn(index + 1)} AS ${alias(index + 1)}`).join(', ');
@@ -121,11 +127,31 @@ export function buildChunkStatement(profile: ImportProfile, columns: readonly Co
       : `(SELECT count(*) FROM resolved WHERE ${references
           .map(({ position }) => `(${alias(position)} IS NOT NULL AND id_${position} IS NULL)`)
           .join(' OR ')})::int`;
+  if (marksBatch) {
+    // Every CTE sees the same snapshot: `resolved` still reads the rows `removed` deletes.
+    ctes.push(
+      `marked AS (
+  UPDATE csv_import_batches b SET finalized_at = now(),
+    rows_inserted = (SELECT count(*) FROM written WHERE inserted),
+    rows_updated = (SELECT count(*) FROM written WHERE NOT inserted),
+    rows_unchanged = (SELECT count(*) FROM resolved) - (SELECT count(*) FROM written)
+  WHERE b.job_id = $1 AND b.batch_number = $2 AND b.finalized_at IS NULL AND $4::int IS NULL
+  RETURNING b.row_count
+)`,
+      `removed AS (
+  DELETE FROM csv_import_staged_rows WHERE job_id = $1 AND batch_number = $2 AND $4::int IS NULL
+  RETURNING 1
+)`,
+    );
+  }
+  const batchColumns = marksBatch
+    ? `,\n  (SELECT row_count FROM marked) AS marked_row_count,\n  (SELECT count(*) FROM removed)::int AS removed`
+    : '';
   const text = `WITH ${ctes.join(',\n')}
 SELECT (SELECT count(*) FROM resolved)::int AS rows,
   ${unresolved} AS unresolved,
   (SELECT count(*) FROM written WHERE inserted)::int AS inserted,
-  (SELECT count(*) FROM written WHERE NOT inserted)::int AS updated`;
+  (SELECT count(*) FROM written WHERE NOT inserted)::int AS updated${batchColumns}`;
   return {
     name: `csv-chunk-${createHash('sha1').update(text).digest('hex').slice(0, 16)}`,
     text,
@@ -139,5 +165,13 @@ function castOf(column: ColumnSpec, value: string): string {
 
 export function toChunkResult(row: Record<string, unknown>): ChunkResult {
   const count = (name: string) => Number(row[name] ?? 0);
-  return { rows: count('rows'), unresolved: count('unresolved'), inserted: count('inserted'), updated: count('updated') };
+  const marked = row.marked_row_count;
+  return {
+    rows: count('rows'),
+    unresolved: count('unresolved'),
+    inserted: count('inserted'),
+    updated: count('updated'),
+    markedRowCount: marked === null || marked === undefined ? null : Number(marked),
+    removed: count('removed'),
+  };
 }
