@@ -88,6 +88,60 @@ describe('CsvRecordParser', () => {
     expect(fieldsOf(parseAll('a;b\n"1;2";3\n', { delimiter: ';' }))).toEqual([[1, ['a', 'b']], [2, ['1;2', '3']]]);
     expect(() => new CsvRecordParser({ maxRecordChars: 10, delimiter: '"' })).toThrow(/delimiter/);
   });
+
+  it('reads CR-only files, counting a CR inside quotes and every kind of line break as a line', () => {
+    expect(fieldsOf(parseAll('a,b\r1,"x\ry"\r2,3'))).toEqual([[1, ['a', 'b']], [2, ['1', 'x\ry']], [4, ['2', '3']]]);
+    expect(fieldsOf(parseAll('a\r\r\nb\r\n\r\nc'))).toEqual([[1, ['a']], [3, ['b']], [5, ['c']]]);
+  });
+
+  it('keeps a byte order mark in the first field (the header trims it)', () => {
+    expect(fieldsOf(parseAll('\uFEFFa,b\n1,2\n'))).toEqual([[1, ['\uFEFFa', 'b']], [2, ['1', '2']]]);
+  });
+
+  it('skips a line holding one empty or blank field, quoted or not, but not one with blank fields', () => {
+    expect(fieldsOf(parseAll('a,b\n""\n\t \u00a0\n , \n'))).toEqual([[1, ['a', 'b']], [4, [' ', ' ']]]);
+  });
+
+  it('keeps single-line rows with another number of fields (the validator reports them)', () => {
+    expect(fieldsOf(parseAll('a,b\n1\n1,2,3\n'))).toEqual([[1, ['a', 'b']], [2, ['1']], [3, ['1', '2', '3']]]);
+  });
+
+  it('reads a quoted field over lines that leaves another number of fields than the header as a stray quote', () => {
+    const records = parseAll('a,b\n"x\ny"\n1,2\n');
+    expect(records.map((record) => [record.line, record.fields, record.problem?.slice(0, 40)])).toEqual([
+      [1, ['a', 'b'], undefined],
+      [2, null, 'a quote on this line opens a field that '],
+      [3, ['y"'], undefined],
+      [4, ['1', '2'], undefined],
+    ]);
+  });
+
+  it('flags text after a closing quote, also after a field over lines (then read as a stray quote)', () => {
+    expect(parseAll('a,b\n"x"y\n"1\n2"z,3\n4,5').slice(1).map((record) => [record.line, record.fields, record.problem?.slice(0, 30)])).toEqual([
+      [2, ['xy'], 'unexpected text after the clos'],
+      [3, null, 'a quote on this line opens a f'],
+      [4, ['2"z', '3'], undefined],
+      [5, ['4', '5'], undefined],
+    ]);
+  });
+
+  it('empty fields around a quoted one, with another delimiter', () => {
+    expect(fieldsOf(parseAll('a\tb\t\n\t"x"\t\n', { delimiter: '\t' }))).toEqual([[1, ['a', 'b', '']], [2, ['', 'x', '']]]);
+  });
+
+  it('a lone quote at the end of the file is never closed', () => {
+    expect(parseAll('a\n"')[1]).toMatchObject({ line: 2, fields: null, problem: expect.stringContaining('never closed') });
+  });
+
+  it('reads a row of exactly the limit, and keeps line numbers after a too-long row whose quoted field held a line break', () => {
+    const text = `a\n${'x'.repeat(10)}\n${'y'.repeat(11)}\nz\n"${'q'.repeat(8)}"\nw`;
+    expect(parseAll(text, { maxRecordChars: 10 }).map((record) => [record.line, record.fields])).toEqual([
+      [1, ['a']], [2, ['x'.repeat(10)]], [3, null], [4, ['z']], [5, ['q'.repeat(8)]], [6, ['w']],
+    ]);
+    const records = parseAll(`a,b\n"x\ny",${'z'.repeat(150)}\n3,4\n`, { maxRecordChars: 100 });
+    expect(records.map((record) => [record.line, record.fields])).toEqual([[1, ['a', 'b']], [2, null], [4, ['3', '4']]]);
+    expect(records[1]!.problem).toContain('longer than 100 characters');
+  });
 });
 
 const object = { bucket: 'b', key: 'k.csv', encoding: 'utf-8' };

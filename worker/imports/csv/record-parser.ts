@@ -45,6 +45,7 @@ const TOO_LONG: Attempt = { kind: 'too-long', inQuote: false };
 
 export class CsvRecordParser {
   private readonly delimiter: number;
+  private readonly delimiterChar: string;
   private readonly maxChars: number;
   /** Text of the record being read, from its first character. */
   private pending = '';
@@ -61,6 +62,7 @@ export class CsvRecordParser {
       throw new Error(`CSV delimiter must be one character other than a quote or a line break, got ${JSON.stringify(delimiter)}`);
     }
     this.delimiter = delimiter.charCodeAt(0);
+    this.delimiterChar = delimiter;
     this.maxChars = options.maxRecordChars;
   }
 
@@ -78,7 +80,30 @@ export class CsvRecordParser {
   private drain(buf: string, final: boolean, out: CsvRecord[]): void {
     let pos = 0;
     const length = buf.length;
+    // The next LF, CR and quote at or after `pos` (`length` when there is none), searched again only once passed:
+    // each character is looked at by indexOf once, not once per record.
+    let lf = -1;
+    let cr = -1;
+    let quote = -1;
     while (pos < length) {
+      if (!this.skipping) {
+        if (lf < pos) lf = indexOrEnd(buf, '\n', pos);
+        if (cr < pos) cr = indexOrEnd(buf, '\r', pos);
+        if (quote < pos) quote = indexOrEnd(buf, '"', pos);
+        const lineEnd = lf < cr ? lf : cr;
+        // Fast path, the common line: no quote, within the limit, and its line break is in `buf` (a CR at its end
+        // could be the first half of a CRLF). Its fields are the text between delimiters, as parseRecord reads them.
+        if (quote > lineEnd && lineEnd - pos <= this.maxChars && (lineEnd + 1 < length || (final && lineEnd < length))) {
+          const fields = this.splitLine(buf, pos, lineEnd);
+          if (!(fields.length === 1 && fields[0]!.trim() === '')) {
+            out.push({ line: this.line, fields });
+            this.expectedFields ??= fields.length;
+          }
+          this.line += 1;
+          pos = lineEnd === cr && buf.charCodeAt(lineEnd + 1) === LF ? lineEnd + 2 : lineEnd + 1;
+          continue;
+        }
+      }
       if (this.skipping) {
         const lineEnd = findLineBreak(buf, pos);
         if (lineEnd === -1) {
@@ -160,6 +185,11 @@ export class CsvRecordParser {
     }
   }
 
+  /** The fields of buf[start, end), a line without quotes or line breaks. */
+  private splitLine(buf: string, start: number, end: number): string[] {
+    return buf.slice(start, end).split(this.delimiterChar);
+  }
+
   /** Reads one record starting at `start`, or says why it cannot yet (or ever). */
   private parseRecord(buf: string, start: number, final: boolean): Attempt {
     const length = buf.length;
@@ -228,6 +258,11 @@ export class CsvRecordParser {
       return { kind: 'record', end: buf.charCodeAt(i + 1) === LF ? i + 2 : i + 1, lines, fields, problem };
     }
   }
+}
+
+function indexOrEnd(buf: string, char: string, from: number): number {
+  const at = buf.indexOf(char, from);
+  return at === -1 ? buf.length : at;
 }
 
 function findLineBreak(buf: string, from: number): number {

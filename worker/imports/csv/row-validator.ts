@@ -46,20 +46,28 @@ export function show(value: string): string {
   return JSON.stringify(value.length > SHOWN_CHARS ? `${value.slice(0, SHOWN_CHARS)}…` : value);
 }
 
+/** One profile column present in the file, compiled. */
+interface Column {
+  name: string;
+  required: boolean;
+  /** The index of its field in a row. */
+  field: number;
+  check: Checker;
+}
+
 export class RowValidator {
-  private readonly checkers: Checker[];
-  private readonly required: boolean[];
-  private readonly names: string[];
-  private readonly fieldIndex: readonly number[];
+  private readonly columns: Column[];
   private readonly ignoredIndexes: number[];
   private readonly expectedFields: number;
   private readonly header: readonly string[];
 
   constructor(layout: HeaderLayout) {
-    this.checkers = layout.columns.map(compileChecker);
-    this.required = layout.columns.map((column) => column.required === true);
-    this.names = layout.columns.map((column) => column.name);
-    this.fieldIndex = layout.fieldIndex;
+    this.columns = layout.columns.map((column, index) => ({
+      name: column.name,
+      required: column.required === true,
+      field: layout.fieldIndex[index]!,
+      check: compileChecker(column),
+    }));
     this.expectedFields = layout.header.length;
     this.header = layout.header;
     const mapped = new Set(layout.fieldIndex);
@@ -79,12 +87,13 @@ export class RowValidator {
         ],
       };
     }
-    const values: Array<string | null> = new Array(this.checkers.length);
+    const columns = this.columns;
+    const values: Array<string | null> = new Array(columns.length);
     let issues: RowIssue[] | undefined;
     let exact = true;
-    for (let index = 0; index < this.checkers.length; index++) {
-      const field = fields[this.fieldIndex[index]!]!;
-      const name = this.names[index]!;
+    for (let index = 0; index < columns.length; index++) {
+      const { name, field: fieldAt, check } = columns[index]!;
+      const field = fields[fieldAt]!;
       if (field.indexOf(NUL) !== -1) {
         (issues ??= []).push(nulByteIssue(name, name));
         continue;
@@ -97,15 +106,15 @@ export class RowValidator {
         });
         continue;
       }
-      const trimmed = field.trim();
+      const trimmed = hasPrintableEdges(field) ? field : field.trim();
       if (trimmed === '') {
-        if (this.required[index]) (issues ??= []).push({ column: name, rule: 'required', message: `${name} is required` });
+        if (columns[index]!.required) (issues ??= []).push({ column: name, rule: 'required', message: `${name} is required` });
         values[index] = null;
         if (field !== '') exact = false;
         continue;
       }
-      const result = this.checkers[index]!(trimmed);
-      if (result instanceof Issue) {
+      const result = check(trimmed);
+      if (typeof result !== 'string') {
         (issues ??= []).push({ column: name, rule: result.rule, message: `${name} ${result.message}` });
         continue;
       }
@@ -121,6 +130,16 @@ export class RowValidator {
     for (const index of this.ignoredIndexes) if (fields[index] !== '') exact = false;
     return { ok: true, values, exact };
   }
+}
+
+/**
+ * Whether `value` starts and ends with printable ASCII, so trim() would return it as is: every character trim()
+ * removes (ASCII and Unicode white space, line terminators, U+FEFF) lies outside that range, but the space.
+ */
+function hasPrintableEdges(value: string): boolean {
+  const first = value.charCodeAt(0);
+  const last = value.charCodeAt(value.length - 1);
+  return first > 32 && first < 127 && last > 32 && last < 127;
 }
 
 function compileChecker(column: ColumnSpec): Checker {
@@ -172,6 +191,11 @@ const INTEGER = /^[+-]?\d+$/;
 
 function integerChecker(column: ColumnSpec): Checker {
   return (value) => {
+    // Fast path: up to 15 digits (a safe integer) without a sign or a leading zero are already the canonical text.
+    if (value.length <= 15 && (value.length === 1 || value.charCodeAt(0) !== ZERO)) {
+      const number = digitsValue(value, 0, value.length);
+      if (number !== -1) return rangeIssue(column, number, value) ?? value;
+    }
     if (!INTEGER.test(value)) return new Issue('type', `must be a whole number, got ${show(value)}`);
     const number = Number(value);
     if (!Number.isSafeInteger(number)) return new Issue('range', `is too large, got ${show(value)}`);
@@ -179,25 +203,55 @@ function integerChecker(column: ColumnSpec): Checker {
   };
 }
 
+const ZERO = 48;
+
+/** The number the ASCII digits of value[from, to) spell, or -1 if there is anything else; exact up to 15 digits. */
+function digitsValue(value: string, from: number, to: number): number {
+  let number = 0;
+  for (let i = from; i < to; i++) {
+    const digit = value.charCodeAt(i) - ZERO;
+    if (digit < 0 || digit > 9) return -1;
+    number = number * 10 + digit;
+  }
+  return number;
+}
+
 const DECIMAL = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$/;
 
 function decimalChecker(column: ColumnSpec): Checker {
   const { scale } = column;
   return (value) => {
+    const point = value.indexOf('.');
+    const decimals = point === -1 ? 0 : value.length - point - 1;
+    const digits = point === -1 ? value.length : value.length - 1;
+    // Fast path: 1 to 15 digits and a point, no sign. N / 10^decimals is rounded once, from exact operands, so it is
+    // the same double as Number(value): both are the nearest to the decimal.
+    if (digits >= 1 && digits <= 15) {
+      const integer = digitsValue(value, 0, point === -1 ? value.length : point);
+      const fraction = digitsValue(value, value.length - decimals, value.length);
+      if (integer !== -1 && fraction !== -1) {
+        if (scale !== undefined && decimals > scale) return scaleIssue(scale, value);
+        const number = (integer * POWERS_OF_TEN[decimals]! + fraction) / POWERS_OF_TEN[decimals]!;
+        return rangeIssue(column, number, value) ?? (point === value.length - 1 ? value.slice(0, -1) : value);
+      }
+    }
     if (!DECIMAL.test(value)) {
       const hint = /^[+-]?\d+,\d+$/.test(value) ? ' (use "." as the decimal point)' : '';
       return new Issue('type', `must be a number such as 12.50, got ${show(value)}${hint}`);
     }
-    const point = value.indexOf('.');
-    if (scale !== undefined && point !== -1 && value.length - point - 1 > scale) {
-      return new Issue('scale', `may have at most ${scale} digit(s) after the point, got ${show(value)}`);
-    }
+    if (scale !== undefined && point !== -1 && value.length - point - 1 > scale) return scaleIssue(scale, value);
     const issue = rangeIssue(column, Number(value), value);
     if (issue) return issue;
     let normalised = value.charCodeAt(0) === 43 /* + */ ? value.slice(1) : value;
     if (normalised.endsWith('.')) normalised = normalised.slice(0, -1);
     return normalised;
   };
+}
+
+const POWERS_OF_TEN = Array.from({ length: 16 }, (_, power) => 10 ** power);
+
+function scaleIssue(scale: number, value: string): Issue {
+  return new Issue('scale', `may have at most ${scale} digit(s) after the point, got ${show(value)}`);
 }
 
 const BOOLEANS = new Map<string, string>([
@@ -224,6 +278,9 @@ function dateChecker(value: string): string | Issue {
 function enumChecker(column: ColumnSpec): Checker {
   const allowed = column.values ?? [];
   const byLowerCase = new Map(allowed.map((value) => [value.toLowerCase(), value]));
+  // A value written exactly as it is stored maps to itself: found without lowercasing it.
+  const stored = new Set(byLowerCase.values());
   const listed = allowed.join(', ');
-  return (value) => byLowerCase.get(value.toLowerCase()) ?? new Issue('enum', `must be one of ${listed}, got ${show(value)}`);
+  return (value) =>
+    stored.has(value) ? value : (byLowerCase.get(value.toLowerCase()) ?? new Issue('enum', `must be one of ${listed}, got ${show(value)}`));
 }
