@@ -132,6 +132,29 @@ describe('csv finalize with real worker processes', () => {
     for (const row of rows) expect(`${row.category}|${row.supplier}`).toBe(expected.get(row.sku));
   });
 
+  it('two imports of the same new keys at the same time: each key inserted once, by one of them; the other upserts it', async () => {
+    // Both runs try the plain insert for new keys; whichever commits a key second meets it (present, or a unique
+    // violation when it committed after the statement's snapshot) and writes that batch with the upsert.
+    const rows = Array.from({ length: 8_000 }, (_, i) => validRow(i + 1, 'SAME'));
+    await upload(env.s3, env.bucket, 'imports/same/a.csv', fileOf(rows));
+    await upload(env.s3, env.bucket, 'imports/same/b.csv', fileOf(rows.map((row) => ({ ...row, quantity: String(Number(row.quantity) + 1) }))));
+    const workers = [worker({ WORKER_ID: 's1', WORKER_CONCURRENCY: '2' }), worker({ WORKER_ID: 's2', WORKER_CONCURRENCY: '2' })];
+    await Promise.all(workers.map((process) => process.waitForLog(started)));
+    const jobs = [await importObject('imports/same/a.csv', 'same'), await importObject('imports/same/b.csv', 'same')];
+    for (const id of jobs) await until(id, ['review_ready']);
+
+    await Promise.all(jobs.map((id) => finalizeImport(env.pool, id)));
+    const done = await Promise.all(jobs.map((id) => until(id, ['succeeded', 'partial', 'failed', 'dead'])));
+    expect(done.map((job) => job.state)).toEqual(['succeeded', 'succeeded']);
+    const results = done.map((job) => job.result as { inserted: number; updated: number; unchanged: number });
+    for (const result of results) expect(result.inserted + result.updated + result.unchanged).toBe(8_000);
+    expect(results[0]!.inserted + results[1]!.inserted).toBe(8_000);
+    const { rows: check } = await env.pool.query(
+      "SELECT count(*)::int AS n, count(DISTINCT sku)::int AS skus FROM products WHERE tenant_id = 'same'",
+    );
+    expect(check[0]).toEqual({ n: 8_000, skus: 8_000 });
+  });
+
   it('validation and finalize have their own pools: a burst of validations does not hold back a finalize', async () => {
     const rows = Array.from({ length: 20_000 }, (_, i) => validRow(i + 1, 'P'));
     const big = fileOf(rows);

@@ -55,6 +55,7 @@ export interface FinalizeTotals {
 /** Retries of one batch when it deadlocked with another import, or a reference it names was deleted meanwhile. */
 const BATCH_TRIES = 8;
 const RETRYABLE = new Set(['40001', '40P01']);
+const UNIQUE_VIOLATION = '23505';
 
 /** Data exceptions (22xxx) and integrity violations (23xxx): the rows, not the system, are at fault. */
 function isRowDataError(error: unknown): boolean {
@@ -67,6 +68,8 @@ class ReferenceMissingError extends Error {}
 interface FinalizeContext extends FinalizeDeps {
   run: CsvImportRun;
   layout: HeaderLayout;
+  /** Writes, marks and unstages a whole batch of new rows, or nothing when one of its keys exists. */
+  insertStatement: ChunkStatement;
   /** Writes, marks and unstages a whole batch. */
   batchStatement: ChunkStatement;
   /** Writes one row of a batch (the row-by-row path). */
@@ -80,7 +83,8 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
     ...deps,
     run,
     layout,
-    batchStatement: buildChunkStatement(deps.profile, layout.columns, true),
+    insertStatement: buildChunkStatement(deps.profile, layout.columns, { marksBatch: true, insertOnly: true }),
+    batchStatement: buildChunkStatement(deps.profile, layout.columns, { marksBatch: true }),
     rowStatement: buildChunkStatement(deps.profile, layout.columns),
   };
   const started = Date.now();
@@ -205,6 +209,8 @@ async function writeBatch(client: PoolClient, context: FinalizeContext, batch: P
   const { run, jobId, log } = context;
   const { batchNumber } = batch;
   let rowByRow = false;
+  // The plain insert first (new rows, the usual case of a big import); the upsert once a key is known to exist.
+  let upsert = false;
   for (let attempt = 1; attempt <= BATCH_TRIES; attempt++) {
     try {
       return await inTransaction(client, async (): Promise<ChunkCounts> => {
@@ -217,7 +223,8 @@ async function writeBatch(client: PoolClient, context: FinalizeContext, batch: P
           marked = await markBatchFinalized(client, jobId, batchNumber, counts);
           staged = await deleteStagedBatch(client, jobId, batchNumber);
         } else {
-          const result = await runChunk(client, context.batchStatement, context, batchNumber, null);
+          let result = upsert ? undefined : await runChunk(client, context.insertStatement, context, batchNumber, null);
+          if (!result || result.present) result = await runChunk(client, context.batchStatement, context, batchNumber, null);
           counts = countsOf(result);
           marked = result.markedRowCount !== null;
           staged = result.removed;
@@ -247,6 +254,13 @@ async function writeBatch(client: PoolClient, context: FinalizeContext, batch: P
       }
       if (RETRYABLE.has(sqlState(error) ?? '')) {
         log.debug({ batch: batchNumber, attempt, code: sqlState(error) }, 'batch deadlocked with another import; retrying');
+        continue;
+      }
+      if (!upsert && !rowByRow && sqlState(error) === UNIQUE_VIOLATION) {
+        // A key committed by another import after the insert-only statement's snapshot: upsert the batch instead.
+        log.debug({ batch: batchNumber }, 'a key of the batch was inserted by another import meanwhile; upserting the batch');
+        upsert = true;
+        attempt -= 1;
         continue;
       }
       if (!rowByRow && isRowDataError(error)) {
