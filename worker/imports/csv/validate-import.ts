@@ -4,6 +4,7 @@
 // written at a time.
 // Validation writes nothing but staging, so an interrupted attempt is simply started again from the top.
 import type { S3Client } from '@aws-sdk/client-s3';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { copyLinesFrom } from '../../db/copy-from.js';
 import type { Pool, PoolClient, Queryable } from '../../db/pool.js';
 import type { ProgressReporter } from '../../handlers/types.js';
@@ -253,6 +254,9 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
       parser.push(decoder.decode(chunk, { stream: true }), records);
       await handle();
       report();
+      // Buffered pieces of the S3 stream arrive as promise continuations, which never let the event loop reach the
+      // database socket: the staging write in flight would wait for the whole file. Yield once per piece.
+      await yieldToEventLoop();
     }
     parser.push(decoder.decode(), records);
     parser.end(records);
