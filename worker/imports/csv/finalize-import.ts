@@ -74,7 +74,15 @@ interface FinalizeContext extends FinalizeDeps {
   batchStatement: ChunkStatement;
   /** Writes one row of a batch (the row-by-row path). */
   rowStatement: ChunkStatement;
+  /**
+   * Per reference column, its names' ids as one JSON object (the parameters of mapped statements), or null: the
+   * statements join the reference tables instead (a column with too many names to list).
+   */
+  referenceMaps: string[] | null;
 }
+
+/** Past this size the ids travel with every batch statement for too little gain: the statements join instead. */
+const MAX_REFERENCE_MAP_CHARS = 64 * 1024;
 
 export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun): Promise<FinalizeTotals> {
   const { pool, jobId, signal, progress, log } = deps;
@@ -85,6 +93,7 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
     layout,
     insertStatement: buildChunkStatement(deps.profile, layout.columns, { marksBatch: true, insertOnly: true }),
     batchStatement: buildChunkStatement(deps.profile, layout.columns, { marksBatch: true }),
+    referenceMaps: null,
     rowStatement: buildChunkStatement(deps.profile, layout.columns),
   };
   const started = Date.now();
@@ -111,6 +120,7 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
   report();
 
   const referencesCreated = await withClient(pool, (client) => createReferences(client, context));
+  await withClient(pool, (client) => loadReferenceMaps(client, context));
   const queue = await pendingBatches(pool, jobId);
   const lanes = Math.max(1, Math.min(deps.connections, queue.length));
   let failure: unknown;
@@ -166,6 +176,29 @@ async function withClient<T>(pool: Pool, work: (client: PoolClient) => Promise<T
 }
 
 /** Creates every reference name of the run its tables lack, in one fenced transaction; returns the counts by table. */
+/**
+ * Looks up the ids of the names validation listed, for the mapped statements; leaves the joining statements in place
+ * when a column has no list or the ids would be too large to send with every batch.
+ */
+async function loadReferenceMaps(client: PoolClient, context: FinalizeContext): Promise<void> {
+  const references = referenceColumns(context.layout.columns);
+  if (references.length === 0) return;
+  const maps: string[] = [];
+  for (const { position, table } of references) {
+    const names = context.run.referenceNames[String(position)];
+    if (!names) return;
+    const { rows } = await client.query<{ ids: string }>(
+      `SELECT coalesce(jsonb_object_agg(name, id), '{}'::jsonb)::text AS ids FROM ${table} WHERE tenant_id = $1 AND name = ANY($2::text[])`,
+      [context.run.tenantId, names],
+    );
+    maps.push(rows[0]!.ids);
+  }
+  if (maps.reduce((chars, map) => chars + map.length, 0) > MAX_REFERENCE_MAP_CHARS) return;
+  context.referenceMaps = maps;
+  context.insertStatement = buildChunkStatement(context.profile, context.layout.columns, { marksBatch: true, insertOnly: true, mappedReferences: true });
+  context.batchStatement = buildChunkStatement(context.profile, context.layout.columns, { marksBatch: true, mappedReferences: true });
+}
+
 async function createReferences(client: PoolClient, context: FinalizeContext): Promise<Record<string, number>> {
   const created: Record<string, number> = {};
   for (let attempt = 1; ; attempt++) {
@@ -194,7 +227,7 @@ async function runChunk(client: PoolClient, statement: ChunkStatement, context: 
   const { rows } = await client.query({
     name: statement.name,
     text: statement.text,
-    values: [context.jobId, batchNumber, context.run.tenantId, row],
+    values: [context.jobId, batchNumber, context.run.tenantId, row, ...(statement.mappedReferences ? context.referenceMaps! : [])],
   });
   const result = toChunkResult(rows[0] as Record<string, unknown>);
   if (result.unresolved > 0) throw new ReferenceMissingError();
@@ -250,6 +283,7 @@ async function writeBatch(client: PoolClient, context: FinalizeContext, batch: P
       if (error instanceof ReferenceMissingError) {
         log.warn({ batch: batchNumber, attempt }, 'a reference the batch names was deleted meanwhile; creating it again');
         await createReferences(client, context);
+        await loadReferenceMaps(client, context);
         continue;
       }
       if (RETRYABLE.has(sqlState(error) ?? '')) {
