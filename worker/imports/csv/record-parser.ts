@@ -68,7 +68,14 @@ export class CsvRecordParser {
 
   /** Parses the next piece of text; completed records are appended to `out`. */
   push(text: string, out: CsvRecord[]): void {
-    this.drain(this.pending.length > 0 ? this.pending + text : text, false, out);
+    if (this.pending.length > 0) {
+      // Finish the record cut by the piece boundary on a short string of its own (up to the first LF of `text`), so
+      // that `text` is not copied into one string with it: the fields of the rows after it are slices of `text`.
+      const head = text.indexOf('\n') + 1;
+      if (head > 0) this.drain(this.pending + text.slice(0, head), false, out);
+      text = this.pending + text.slice(head); // still `text` from `head` on when the record ended there
+    }
+    this.drain(text, false, out);
   }
 
   /** End of input: the last record, and a report for a quote left open. */
@@ -80,27 +87,26 @@ export class CsvRecordParser {
   private drain(buf: string, final: boolean, out: CsvRecord[]): void {
     let pos = 0;
     const length = buf.length;
-    // The next LF, CR and quote at or after `pos` (`length` when there is none), searched again only once passed:
-    // each character is looked at by indexOf once, not once per record.
-    let lf = -1;
-    let cr = -1;
-    let quote = -1;
+    const lfs = new NextIndex(buf, '\n');
+    const crs = new NextIndex(buf, '\r');
+    const delimiters = new NextIndex(buf, this.delimiterChar);
     while (pos < length) {
       if (!this.skipping) {
-        if (lf < pos) lf = indexOrEnd(buf, '\n', pos);
-        if (cr < pos) cr = indexOrEnd(buf, '\r', pos);
-        if (quote < pos) quote = indexOrEnd(buf, '"', pos);
-        const lineEnd = lf < cr ? lf : cr;
-        // Fast path, the common line: no quote, within the limit, and its line break is in `buf` (a CR at its end
-        // could be the first half of a CRLF). Its fields are the text between delimiters, as parseRecord reads them.
-        if (quote > lineEnd && lineEnd - pos <= this.maxChars && (lineEnd + 1 < length || (final && lineEnd < length))) {
-          const fields = this.splitLine(buf, pos, lineEnd);
+        // Fast path, the common line: within the limit, its line break in `buf` (a CR at its end could be the first
+        // half of a CRLF), its quoted fields, if any, closed on it. Anything else is left to parseRecord.
+        const lf = lfs.from(pos);
+        const lineEnd = Math.min(lf, crs.from(pos));
+        const fields =
+          lineEnd - pos <= this.maxChars && (lineEnd + 1 < length || (final && lineEnd < length))
+            ? this.splitLine(buf, pos, lineEnd, delimiters)
+            : undefined;
+        if (fields) {
           if (!(fields.length === 1 && fields[0]!.trim() === '')) {
             out.push({ line: this.line, fields });
             this.expectedFields ??= fields.length;
           }
           this.line += 1;
-          pos = lineEnd === cr && buf.charCodeAt(lineEnd + 1) === LF ? lineEnd + 2 : lineEnd + 1;
+          pos = lineEnd !== lf && buf.charCodeAt(lineEnd + 1) === LF ? lineEnd + 2 : lineEnd + 1;
           continue;
         }
       }
@@ -185,9 +191,39 @@ export class CsvRecordParser {
     }
   }
 
-  /** The fields of buf[start, end), a line without quotes or line breaks. */
-  private splitLine(buf: string, start: number, end: number): string[] {
-    return buf.slice(start, end).split(this.delimiterChar);
+  /**
+   * The fields of the line buf[start, end), as parseRecord reads them, when it is a plain one: each quoted field
+   * closes on the line and is followed by a delimiter or the line's end. Otherwise undefined.
+   */
+  private splitLine(buf: string, start: number, end: number, delimiters: NextIndex): string[] | undefined {
+    // Sized for the header's field count: a piece's records are kept until they are staged, and an array grown by
+    // push() would reserve 17 slots.
+    const fields: string[] = new Array(this.expectedFields ?? 0);
+    let count = 0;
+    let from = start;
+    for (;;) {
+      let next: number;
+      if (buf.charCodeAt(from) === QUOTE) {
+        let close = buf.indexOf('"', from + 1);
+        let escaped = false;
+        while (close !== -1 && close < end && buf.charCodeAt(close + 1) === QUOTE) {
+          escaped = true;
+          close = buf.indexOf('"', close + 2);
+        }
+        if (close === -1 || close >= end) return undefined; // the field runs over the line
+        const value = buf.slice(from + 1, close);
+        fields[count++] = escaped ? value.replaceAll('""', '"') : value;
+        next = close + 1;
+        if (next < end && buf.charCodeAt(next) !== this.delimiter) return undefined; // text after the closing quote
+      } else {
+        next = Math.min(delimiters.from(from), end);
+        fields[count++] = buf.slice(from, next);
+      }
+      if (next === end) break;
+      from = next + 1;
+    }
+    fields.length = count;
+    return fields;
   }
 
   /** Reads one record starting at `start`, or says why it cannot yet (or ever). */
@@ -260,9 +296,22 @@ export class CsvRecordParser {
   }
 }
 
-function indexOrEnd(buf: string, char: string, from: number): number {
-  const at = buf.indexOf(char, from);
-  return at === -1 ? buf.length : at;
+/** Where `char` next occurs in `buf` at or after a position (`buf.length` if nowhere), remembered until passed. */
+class NextIndex {
+  private at = -1;
+
+  constructor(
+    private readonly buf: string,
+    private readonly char: string,
+  ) {}
+
+  from(position: number): number {
+    if (this.at < position) {
+      const at = this.buf.indexOf(this.char, position);
+      this.at = at === -1 ? this.buf.length : at;
+    }
+    return this.at;
+  }
 }
 
 function findLineBreak(buf: string, from: number): number {
