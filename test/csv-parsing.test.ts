@@ -228,6 +228,39 @@ describe('RowValidator', () => {
     });
   });
 
+  it.each([
+    [[' ABC\u00a0', '0', '100.00', 'TRUE', '', 'RED'], ['ABC', '0', '100.00', 'true', null, 'Red']],
+    [['\uFEFFA', '10', '-1.00', 'f', '', 'Green'], ['A', '10', '-1.00', 'false', null, 'Green']],
+    [['A', '-0', '1.', '', '', ''], ['A', '0', '1', null, null, null]],
+    [['A', '+3', '.5', '', '', ''], ['A', '3', '.5', null, null, null]],
+    [['A', '010', '+.50', '', '', ''], ['A', '10', '.50', null, null, null]],
+  ])('trims Unicode white space and normalises signs, zeros and points: %j', (fields, values) => {
+    expect(validator.check(fields)).toEqual({ ok: true, values, exact: false });
+  });
+
+  it('checks ranges, scale and size at the edges', () => {
+    const rules = (fields: string[]) => {
+      const result = validator.check(fields);
+      return result.ok ? [] : result.issues.map((issue) => [issue.column, issue.rule, issue.message]);
+    };
+    expect(rules(['A', '11', '100.01', '', '', ''])).toEqual([
+      ['count', 'range', 'count must be at most 10, got "11"'],
+      ['amount', 'range', 'amount must be at most 100, got "100.01"'],
+    ]);
+    expect(rules(['A', '-1', '-1.01', '', '', ''])).toEqual([
+      ['count', 'range', 'count must be at least 0, got "-1"'],
+      ['amount', 'range', 'amount must be at least -1, got "-1.01"'],
+    ]);
+    expect(rules(['A', '9007199254740993', '1.001', '', '', ''])).toEqual([
+      ['count', 'range', 'count is too large, got "9007199254740993"'],
+      ['amount', 'scale', 'amount may have at most 2 digit(s) after the point, got "1.001"'],
+    ]);
+    expect(rules(['A', '1 0', '.', '', '', ''])).toEqual([
+      ['count', 'type', 'count must be a whole number, got "1 0"'],
+      ['amount', 'type', 'amount must be a number such as 12.50, got "."'],
+    ]);
+  });
+
   it('suggests the decimal point when a comma was used', () => {
     const result = validator.check(['A', '1', '1,5', '', '', '']);
     expect(!result.ok && result.issues[0]!.message).toContain('use "." as the decimal point');

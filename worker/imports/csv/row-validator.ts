@@ -92,7 +92,7 @@ export class RowValidator {
     let issues: RowIssue[] | undefined;
     let exact = true;
     for (let index = 0; index < columns.length; index++) {
-      const { name, field: fieldAt, check } = columns[index]!;
+      const { name, required, field: fieldAt, check } = columns[index]!;
       const field = fields[fieldAt]!;
       if (field.indexOf(NUL) !== -1) {
         (issues ??= []).push(nulByteIssue(name, name));
@@ -108,7 +108,7 @@ export class RowValidator {
       }
       const trimmed = hasPrintableEdges(field) ? field : field.trim();
       if (trimmed === '') {
-        if (columns[index]!.required) (issues ??= []).push({ column: name, rule: 'required', message: `${name} is required` });
+        if (required) (issues ??= []).push({ column: name, rule: 'required', message: `${name} is required` });
         values[index] = null;
         if (field !== '') exact = false;
         continue;
@@ -205,7 +205,7 @@ function integerChecker(column: ColumnSpec): Checker {
 
 const ZERO = 48;
 
-/** The number the ASCII digits of value[from, to) spell, or -1 if there is anything else; exact up to 15 digits. */
+/** The number the ASCII digits of value[from, to) spell (exact up to 15 digits), or -1 if there is anything else. */
 function digitsValue(value: string, from: number, to: number): number {
   let number = 0;
   for (let i = from; i < to; i++) {
@@ -224,22 +224,22 @@ function decimalChecker(column: ColumnSpec): Checker {
     const point = value.indexOf('.');
     const decimals = point === -1 ? 0 : value.length - point - 1;
     const digits = point === -1 ? value.length : value.length - 1;
-    // Fast path: 1 to 15 digits and a point, no sign. N / 10^decimals is rounded once, from exact operands, so it is
-    // the same double as Number(value): both are the nearest to the decimal.
+    // Fast path: 1 to 15 digits around at most one point, no sign. N / 10^decimals is rounded once from exact
+    // operands, so it is the same double as Number(value) (both the nearest to the decimal).
     if (digits >= 1 && digits <= 15) {
       const integer = digitsValue(value, 0, point === -1 ? value.length : point);
       const fraction = digitsValue(value, value.length - decimals, value.length);
       if (integer !== -1 && fraction !== -1) {
         if (scale !== undefined && decimals > scale) return scaleIssue(scale, value);
         const number = (integer * POWERS_OF_TEN[decimals]! + fraction) / POWERS_OF_TEN[decimals]!;
-        return rangeIssue(column, number, value) ?? (point === value.length - 1 ? value.slice(0, -1) : value);
+        return rangeIssue(column, number, value) ?? (decimals === 0 && point !== -1 ? value.slice(0, -1) : value);
       }
     }
     if (!DECIMAL.test(value)) {
       const hint = /^[+-]?\d+,\d+$/.test(value) ? ' (use "." as the decimal point)' : '';
       return new Issue('type', `must be a number such as 12.50, got ${show(value)}${hint}`);
     }
-    if (scale !== undefined && point !== -1 && value.length - point - 1 > scale) return scaleIssue(scale, value);
+    if (scale !== undefined && decimals > scale) return scaleIssue(scale, value);
     const issue = rangeIssue(column, Number(value), value);
     if (issue) return issue;
     let normalised = value.charCodeAt(0) === 43 /* + */ ? value.slice(1) : value;
