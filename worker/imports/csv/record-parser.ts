@@ -222,7 +222,7 @@ export class CsvRecordParser {
       if (next === end) break;
       from = next + 1;
     }
-    fields.length = count;
+    if (count !== fields.length) fields.length = count; // a row with fewer fields than the header
     return fields;
   }
 
