@@ -10,6 +10,10 @@
 //   and the lines after it are read as rows of their own, instead of being swallowed into one broken record;
 // - a quote inside an unquoted field (`5" screen`) is kept as a character, as spreadsheet exports write it.
 // Empty and blank lines are skipped (they still count for line numbers).
+// A line that is a whole, well-formed record (the common case) is split on a fast path: indexOf finds its line break
+// and delimiters and its fields are slices of the piece of text. parseRecord, a character-by-character reader, reads
+// every other record (quoted fields over lines, malformed or over-long records, the unfinished one at a piece's end);
+// both read a line the same way.
 
 export interface CsvRecord {
   /** The line of the file on which the record starts (1-based). */
@@ -73,7 +77,8 @@ export class CsvRecordParser {
       // that `text` is not copied into one string with it: the fields of the rows after it are slices of `text`.
       const head = text.indexOf('\n') + 1;
       if (head > 0) this.drain(this.pending + text.slice(0, head), false, out);
-      text = this.pending + text.slice(head); // still `text` from `head` on when the record ended there
+      // The rest of `text`, a slice of it, unless the record did not end at that LF (then joined to what is left).
+      text = this.pending + text.slice(head);
     }
     this.drain(text, false, out);
   }
@@ -91,25 +96,6 @@ export class CsvRecordParser {
     const crs = new NextIndex(buf, '\r');
     const delimiters = new NextIndex(buf, this.delimiterChar);
     while (pos < length) {
-      if (!this.skipping) {
-        // Fast path, the common line: within the limit, its line break in `buf` (a CR at its end could be the first
-        // half of a CRLF), its quoted fields, if any, closed on it. Anything else is left to parseRecord.
-        const lf = lfs.from(pos);
-        const lineEnd = Math.min(lf, crs.from(pos));
-        const fields =
-          lineEnd - pos <= this.maxChars && (lineEnd + 1 < length || (final && lineEnd < length))
-            ? this.splitLine(buf, pos, lineEnd, delimiters)
-            : undefined;
-        if (fields) {
-          if (!(fields.length === 1 && fields[0]!.trim() === '')) {
-            out.push({ line: this.line, fields });
-            this.expectedFields ??= fields.length;
-          }
-          this.line += 1;
-          pos = lineEnd !== lf && buf.charCodeAt(lineEnd + 1) === LF ? lineEnd + 2 : lineEnd + 1;
-          continue;
-        }
-      }
       if (this.skipping) {
         const lineEnd = findLineBreak(buf, pos);
         if (lineEnd === -1) {
@@ -123,6 +109,23 @@ export class CsvRecordParser {
         this.finishSkipping(out);
         pos = afterLineBreak(buf, lineEnd);
         this.line += 1;
+        continue;
+      }
+      // Fast path, the common line: within the limit, its line break in `buf` (a CR at its end could be the first
+      // half of a CRLF), its quoted fields, if any, closed on it. Anything else is left to parseRecord.
+      const lf = lfs.from(pos);
+      const lineEnd = Math.min(lf, crs.from(pos));
+      const fields =
+        lineEnd - pos <= this.maxChars && (lineEnd + 1 < length || (final && lineEnd < length))
+          ? this.splitLine(buf, pos, lineEnd, delimiters)
+          : undefined;
+      if (fields) {
+        if (!(fields.length === 1 && fields[0]!.trim() === '')) {
+          out.push({ line: this.line, fields });
+          this.expectedFields ??= fields.length;
+        }
+        this.line += 1;
+        pos = lineEnd !== lf && buf.charCodeAt(lineEnd + 1) === LF ? lineEnd + 2 : lineEnd + 1;
         continue;
       }
       const attempt = this.parseRecord(buf, pos, final);
