@@ -199,6 +199,8 @@ async function measuredImport(
     await finalizeImport(pool, job.id);
     const done = await until(pool, job.id, ['succeeded', 'partial']);
     const finalizeSeconds = (performance.now() - finalizeStart) / 1000;
+    // Before the re-import: the memory of one import, comparable across file sizes.
+    const peak = await peakRss(worker.child.pid!);
     const { rows: counted } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM products WHERE tenant_id = 'bench'`);
     if (done.state !== 'succeeded' || counted[0]!.n !== expected) throw new Error(`finalize ended ${done.state} with ${counted[0]!.n} products`);
     let again: ImportMeasure['reimport'];
@@ -212,7 +214,7 @@ async function measuredImport(
       if ((secondDone.result as { unchanged: number }).unchanged !== expected) throw new Error(`re-import ended with ${JSON.stringify(secondDone.result)}`);
       again = { validateSeconds: (validated - started) / 1000, finalizeSeconds: (performance.now() - validated) / 1000 };
     }
-    return { validateSeconds, finalizeSeconds, reimport: again, peakRssAfterValidate, peakRss: await peakRss(worker.child.pid!), products: counted[0]!.n };
+    return { validateSeconds, finalizeSeconds, reimport: again, peakRssAfterValidate, peakRss: peak, products: counted[0]!.n };
   } finally {
     if (worker.child.exitCode === null && worker.child.signalCode === null) {
       const exited = new Promise((resolve) => worker.child.once('exit', resolve));

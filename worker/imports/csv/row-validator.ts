@@ -1,5 +1,6 @@
 // Validates the fields of one CSV row against a profile and normalises them to the text that is staged: trimmed,
-// empty → null, numbers without a sign or leading zeros, enums and booleans in their canonical spelling. Every
+// empty → null, integers without a `+` or leading zeros, decimals without a `+` or a trailing point (leading zeros
+// stay: the database reads the value as numeric either way), enums and booleans in their canonical spelling. Every
 // problem of the row is reported, not only the first. Each column's rules are compiled once into a checker.
 import type { ColumnSpec } from './profile.js';
 import type { HeaderLayout } from './header.js';
