@@ -41,6 +41,16 @@ CREATE TABLE csv_import_batches (
   PRIMARY KEY (job_id, batch_number)
 );
 
+-- Runs from before this migration: a finished or partly finished finalize keeps its counts as one written batch;
+-- a run validated but not finalized loses its staging with the old table, so it is marked not validated (finalize
+-- then refuses it with "its staging is gone", and a requeue validates the file again) instead of "finalizing"
+-- nothing.
+INSERT INTO csv_import_batches (job_id, batch_number, row_count, finalized_at, rows_inserted, rows_updated, rows_unchanged, rows_failed)
+SELECT job_id, 1, rows_inserted + rows_updated + rows_unchanged + rows_failed, coalesce(finalized_at, now()),
+       rows_inserted, rows_updated, rows_unchanged, rows_failed
+FROM csv_import_runs WHERE finalized_batches > 0 OR finalized_at IS NOT NULL;
+UPDATE csv_import_runs SET validated_at = NULL WHERE validated_at IS NOT NULL AND finalized_at IS NULL;
+
 -- The finalize counts now live per batch (summed when read). reference_names: per reference column (its staged
 -- position), the distinct names of the valid rows as validation saw them, or null when there were too many to list;
 -- finalize creates the missing ones from it.

@@ -377,6 +377,36 @@ describe('review', () => {
     expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'GONE-%'")).toBe(0);
   });
 
+  it('finalize refuses to start when the batch records do not add up to what validation staged', async () => {
+    const rows = [HEADER, ...Array.from({ length: 20 }, (_, i) => rowFields(validRow(i + 1, 'HALF')))];
+    await upload(env.s3, env.bucket, 'imports/acme/half.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const jobId = await importObject('imports/acme/half.csv');
+    expect((await settled(jobId)).state).toBe('review_ready');
+    await env.pool.query('DELETE FROM csv_import_batches WHERE job_id = $1', [jobId]);
+    await finalizeImport(env.pool, jobId);
+    const ended = await settled(jobId);
+    expect(ended).toMatchObject({ state: 'failed', lastError: expect.objectContaining({ code: 'CSV_STAGING_MISSING' }) });
+    expect((ended.lastError as { message: string }).message).toMatch(/validation staged 20 rows in 1 batches, but the batch records hold 0 rows in 0/);
+    expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'HALF-%'")).toBe(0);
+  });
+
+  it('a reference name its table refuses fails the run with the table named, before any product is written', async () => {
+    await env.pool.query('ALTER TABLE categories ADD CONSTRAINT test_short_names CHECK (length(name) < 20)');
+    try {
+      const rows = [HEADER, ...Array.from({ length: 10 }, (_, i) => rowFields({ ...validRow(i + 1, 'LONGREF'), category: 'A category name far too long' }))];
+      await upload(env.s3, env.bucket, 'imports/acme/long-ref.csv', rows.map((fields) => csvLine(fields)).join(''));
+      const jobId = await importObject('imports/acme/long-ref.csv');
+      expect((await settled(jobId)).state).toBe('review_ready');
+      await finalizeImport(env.pool, jobId);
+      const ended = await settled(jobId);
+      expect(ended).toMatchObject({ state: 'failed', lastError: expect.objectContaining({ code: 'CSV_REFERENCE_REFUSED', class: 'permanent' }) });
+      expect((ended.lastError as { message: string }).message).toMatch(/in table categories: .*test_short_names/);
+      expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'LONGREF-%'")).toBe(0);
+    } finally {
+      await env.pool.query('ALTER TABLE categories DROP CONSTRAINT test_short_names');
+    }
+  });
+
   it('a run reads only the configured bucket, and only its own tenant\'s uploads (imports/<tenant>/…)', async () => {
     const body = [HEADER, rowFields(validRow(1, 'FOREIGN'))].map((fields) => csvLine(fields)).join('');
     await upload(env.s3, env.bucket, 'imports/globex/private.csv', body);

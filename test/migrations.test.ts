@@ -24,6 +24,33 @@ describe('migrations', () => {
     expect(await tables()).toEqual(before);
   });
 
+  it('20261128000700 keeps the counts of finished runs and unmarks runs whose old staging it drops', async () => {
+    expect(await migrate(env.databaseUrl, { direction: 'down', count: 1 })).toEqual(['20261128000700_csv_staged_rows']);
+    const job = async (state: string) =>
+      (await env.pool.query<{ id: number }>(`INSERT INTO jobs (kind, state) VALUES ('csv-import', $1) RETURNING id`, [state])).rows[0]!.id;
+    const run = (id: number, extra: string) =>
+      env.pool.query(
+        `INSERT INTO csv_import_runs (job_id, profile, tenant_id, bucket, object_key, delimiter, header, columns, rows_valid, batches,
+           validated_at, finalized_batches, rows_inserted, rows_updated, rows_unchanged, rows_failed, finalized_at)
+         VALUES ($1, 'products', 't', 'b', 'k', ',', '{sku}', '{sku}', 10, 2, now(), ${extra})`,
+        [id],
+      );
+    const finished = await job('succeeded');
+    await run(finished, '2, 7, 2, 1, 0, now()');
+    const reviewing = await job('review_ready');
+    await run(reviewing, '0, 0, 0, 0, 0, NULL');
+    await env.pool.query(
+      `INSERT INTO csv_import_staged_batches (job_id, batch_number, first_row, last_row, row_count, rows) VALUES ($1, 1, 2, 11, 10, '[]')`,
+      [reviewing],
+    );
+
+    await migrate(env.databaseUrl);
+    const { getCsvImportRun } = await import('../worker/imports/csv/run-record.js');
+    expect(await getCsvImportRun(env.pool, finished)).toMatchObject({ rowsInserted: 7, rowsUpdated: 2, rowsUnchanged: 1, rowsFailed: 0 });
+    expect(await getCsvImportRun(env.pool, reviewing)).toMatchObject({ validatedAt: null, finalizedBatches: 0, rowsInserted: 0 });
+    await env.pool.query('DELETE FROM jobs WHERE id = ANY($1)', [[finished, reviewing]]);
+  });
+
   it('is a no-op when the database is up to date', async () => {
     expect(await migrate(env.databaseUrl)).toEqual([]);
   });

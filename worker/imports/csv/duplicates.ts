@@ -42,7 +42,7 @@ export async function reportDuplicateKeys(tx: PoolClient, jobId: number, profile
       const { rows } = await tx.query<Record<string, unknown>>(`FETCH ${PAGE} FROM csv_duplicates`);
       if (rows.length === 0) break;
       const errors: RowError[] = [];
-      const removed: number[] = [];
+      const removed: Array<{ batch: number; row: number }> = [];
       for (const found of rows) {
         const row: StagedRow = {
           rowNumber: found.row_number as number,
@@ -55,7 +55,7 @@ export async function reportDuplicateKeys(tx: PoolClient, jobId: number, profile
           fields: originalFieldsOf(row, layout),
           issues: [{ column: keyName, rule: 'duplicate', message: `${keyName} ${show(value)} is already on row ${found.first_row as number} of this file` }],
         });
-        removed.push(row.rowNumber);
+        removed.push({ batch: found.batch_number as number, row: row.rowNumber });
         removedBatches.push(found.batch_number as number);
       }
       await insertRowErrors(tx, jobId, 'validate', errors);

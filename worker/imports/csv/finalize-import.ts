@@ -57,10 +57,14 @@ const BATCH_TRIES = 8;
 const RETRYABLE = new Set(['40001', '40P01']);
 const UNIQUE_VIOLATION = '23505';
 
-/** Data exceptions (22xxx) and integrity violations (23xxx): the rows, not the system, are at fault. */
+/**
+ * Data exceptions (22xxx), integrity violations (23xxx) and a row that one upsert would change twice (21000: two rows
+ * of the batch with keys the database finds equal although they are written differently): the rows, not the
+ * system, are at fault.
+ */
 function isRowDataError(error: unknown): boolean {
   const state = sqlState(error);
-  return state !== undefined && (state.startsWith('22') || state.startsWith('23'));
+  return state !== undefined && (state.startsWith('22') || state.startsWith('23') || state === '21000');
 }
 
 class ReferenceMissingError extends Error {}
@@ -121,6 +125,7 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
 
   const referencesCreated = await withClient(pool, (client) => createReferences(client, context));
   await withClient(pool, (client) => loadReferenceMaps(client, context));
+  await assertStagingComplete(pool, run);
   const queue = await pendingBatches(pool, jobId);
   const lanes = Math.max(1, Math.min(deps.connections, queue.length));
   let failure: unknown;
@@ -140,12 +145,16 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
       report();
     }
   };
-  // Every lane stops at its next batch boundary once one has failed; the first failure is the run's.
+  // Every lane stops at its next batch boundary once one has failed; the first failure is the run's. Lanes after
+  // the first start only on a connection that is free right now: they must never hold back other jobs, or the
+  // heartbeats that share the pool.
   await Promise.all(
-    Array.from({ length: lanes }, () =>
-      withClient(pool, lane).catch((error: unknown) => {
-        failure ??= error;
-      }),
+    Array.from({ length: lanes }, (_, laneNumber) =>
+      laneNumber > 0 && !hasFreeConnection(pool)
+        ? Promise.resolve()
+        : withClient(pool, lane).catch((error: unknown) => {
+            failure ??= error;
+          }),
     ),
   );
   if (failure !== undefined) throw failure;
@@ -164,6 +173,30 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
     rowsThisAttempt,
     seconds: (Date.now() - started) / 1000,
   };
+}
+
+function hasFreeConnection(pool: Pool): boolean {
+  return pool.waitingCount === 0 && (pool.idleCount > 0 || pool.totalCount < (pool.options.max ?? 10));
+}
+
+/**
+ * Refuses to start when the batch records do not add up to what validation staged (a run validated before the
+ * staging changed form, or records deleted by hand): writing "the rest" would end the run as if every row were in.
+ */
+async function assertStagingComplete(db: Queryable, run: CsvImportRun): Promise<void> {
+  const { rows } = await db.query<{ batches: number; rows: number }>(
+    `SELECT count(*)::int AS batches, coalesce(sum(row_count), 0)::int AS rows FROM csv_import_batches WHERE job_id = $1`,
+    [run.jobId],
+  );
+  const found = rows[0]!;
+  if (found.batches !== run.batches || found.rows !== run.rowsValid) {
+    throw new PermanentJobError(
+      `finalize of job ${run.jobId}: validation staged ${run.rowsValid} rows in ${run.batches} batches, but the batch ` +
+        `records hold ${found.rows} rows in ${found.batches}; the staging is incomplete and nothing more is written. Import the file again`,
+      'CSV_STAGING_MISSING',
+      { batches: run.batches, recordedBatches: found.batches },
+    );
+  }
 }
 
 async function withClient<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
@@ -218,6 +251,16 @@ async function createReferences(client: PoolClient, context: FinalizeContext): P
     } catch (error) {
       for (const table of Object.keys(created)) delete created[table];
       if (attempt < BATCH_TRIES && RETRYABLE.has(sqlState(error) ?? '')) continue;
+      if (isRowDataError(error)) {
+        const { message, detail, table } = error as { message: string; detail?: string; table?: string };
+        throw new PermanentJobError(
+          `finalize of job ${context.jobId}: the database refused a reference name of this file` +
+            `${table ? ` in table ${table}` : ''}: ${message}${detail ? ` (${detail})` : ''}; nothing was written. ` +
+            'The profile allows names the reference table does not: fix the names (or the table) and import again',
+          'CSV_REFERENCE_REFUSED',
+          { table },
+        );
+      }
       throw error;
     }
   }
@@ -242,6 +285,7 @@ async function writeBatch(client: PoolClient, context: FinalizeContext, batch: P
   const { run, jobId, log } = context;
   const { batchNumber } = batch;
   let rowByRow = false;
+  const retries = { contention: 0, referenceMissing: 0 };
   // The plain insert first (new rows, the usual case of a big import); the upsert once a key is known to exist.
   let upsert = false;
   for (let attempt = 1; attempt <= BATCH_TRIES; attempt++) {
@@ -281,12 +325,14 @@ async function writeBatch(client: PoolClient, context: FinalizeContext, batch: P
       });
     } catch (error) {
       if (error instanceof ReferenceMissingError) {
+        retries.referenceMissing += 1;
         log.warn({ batch: batchNumber, attempt }, 'a reference the batch names was deleted meanwhile; creating it again');
         await createReferences(client, context);
         await loadReferenceMaps(client, context);
         continue;
       }
       if (RETRYABLE.has(sqlState(error) ?? '')) {
+        retries.contention += 1;
         log.debug({ batch: batchNumber, attempt, code: sqlState(error) }, 'batch deadlocked with another import; retrying');
         continue;
       }
@@ -306,11 +352,14 @@ async function writeBatch(client: PoolClient, context: FinalizeContext, batch: P
       throw error;
     }
   }
-  throw new TransientJobError(
-    `finalize of job ${jobId}: batch ${batchNumber} kept deadlocking with other imports ${BATCH_TRIES} times; will retry`,
-    'CSV_FINALIZE_CONTENTION',
-    { batch: batchNumber },
-  );
+  const cause =
+    retries.referenceMissing >= retries.contention
+      ? `a reference it names kept disappearing (deleted by someone else ${retries.referenceMissing} times)`
+      : `it kept deadlocking or conflicting with other transactions (${retries.contention} times)`;
+  throw new TransientJobError(`finalize of job ${jobId}: batch ${batchNumber} was not written: ${cause}; will retry`, 'CSV_FINALIZE_CONTENTION', {
+    batch: batchNumber,
+    ...retries,
+  });
 }
 
 /** Inside the batch's transaction: each row under a savepoint; refused rows are recorded, not written. */
@@ -344,8 +393,10 @@ async function writeRowByRow(client: PoolClient, context: FinalizeContext, batch
     }
   }
   counts.failed = failures.length;
-  await insertRowErrors(client, context.jobId, 'finalize', failures);
-  context.log.warn({ batch: batchNumber, failed_rows: failures.map((failure) => failure.row) }, 'rows refused by the database');
+  if (failures.length > 0) {
+    await insertRowErrors(client, context.jobId, 'finalize', failures);
+    context.log.warn({ batch: batchNumber, failed_rows: failures.map((failure) => failure.row) }, 'rows refused by the database');
+  }
   return counts;
 }
 

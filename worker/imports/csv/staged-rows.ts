@@ -80,10 +80,14 @@ export async function stagedRowsByNumber(db: Queryable, jobId: number, rowNumber
   return rows.map((row) => toStagedRow(row, columnCount));
 }
 
-/** Removes rows from staging (duplicates found after staging). */
-export async function removeStagedRows(tx: Queryable, jobId: number, rowNumbers: number[]): Promise<void> {
-  if (rowNumbers.length === 0) return;
-  await tx.query(`DELETE FROM csv_import_staged_rows WHERE job_id = $1 AND row_number = ANY($2::int[])`, [jobId, rowNumbers]);
+/** Removes rows from staging (duplicates found after staging), each found through its batch (the index). */
+export async function removeStagedRows(tx: Queryable, jobId: number, rows: ReadonlyArray<{ batch: number; row: number }>): Promise<void> {
+  if (rows.length === 0) return;
+  await tx.query(
+    `DELETE FROM csv_import_staged_rows s USING unnest($2::int[], $3::int[]) AS removed(batch_number, row_number)
+     WHERE s.job_id = $1 AND s.batch_number = removed.batch_number AND s.row_number = removed.row_number`,
+    [jobId, rows.map((entry) => entry.batch), rows.map((entry) => entry.row)],
+  );
 }
 
 /** Deletes a written batch from staging; returns how many rows it held. */
