@@ -127,7 +127,9 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
   await withClient(pool, (client) => loadReferenceMaps(client, context));
   await assertStagingComplete(pool, run);
   const queue = await pendingBatches(pool, jobId);
-  const lanes = Math.max(1, Math.min(deps.connections, queue.length));
+  // Lanes after the first only on connections that are free right now: they must never hold back other jobs, or
+  // the heartbeats that share the pool.
+  const lanes = Math.max(1, Math.min(deps.connections, queue.length, freeConnections(pool)));
   let failure: unknown;
   const lane = async (client: PoolClient): Promise<void> => {
     for (let batch = queue.shift(); batch && failure === undefined; batch = queue.shift()) {
@@ -145,16 +147,12 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
       report();
     }
   };
-  // Every lane stops at its next batch boundary once one has failed; the first failure is the run's. Lanes after
-  // the first start only on a connection that is free right now: they must never hold back other jobs, or the
-  // heartbeats that share the pool.
+  // Every lane stops at its next batch boundary once one has failed; the first failure is the run's.
   await Promise.all(
-    Array.from({ length: lanes }, (_, laneNumber) =>
-      laneNumber > 0 && !hasFreeConnection(pool)
-        ? Promise.resolve()
-        : withClient(pool, lane).catch((error: unknown) => {
-            failure ??= error;
-          }),
+    Array.from({ length: lanes }, () =>
+      withClient(pool, lane).catch((error: unknown) => {
+        failure ??= error;
+      }),
     ),
   );
   if (failure !== undefined) throw failure;
@@ -175,8 +173,9 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
   };
 }
 
-function hasFreeConnection(pool: Pool): boolean {
-  return pool.waitingCount === 0 && (pool.idleCount > 0 || pool.totalCount < (pool.options.max ?? 10));
+/** Connections the pool could hand out at once: idle ones plus those it may still open, less those awaited. */
+export function freeConnections(pool: Pool): number {
+  return pool.idleCount + Math.max(0, (pool.options.max ?? 10) - pool.totalCount) - pool.waitingCount;
 }
 
 /**
