@@ -123,9 +123,9 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
   if (batchesDone > 0) log.info({ batches_done: batchesDone, batches: run.batches }, 'finalize resumes after the last committed batch');
   report();
 
+  await assertStagingComplete(pool, run);
   const referencesCreated = await withClient(pool, (client) => createReferences(client, context));
   await withClient(pool, (client) => loadReferenceMaps(client, context));
-  await assertStagingComplete(pool, run);
   const queue = await pendingBatches(pool, jobId);
   // Lanes after the first only on connections that are free right now: they must never hold back other jobs, or
   // the heartbeats that share the pool.
