@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createPool } from '../worker/db/pool.js';
+import { inTransaction } from '../worker/imports/csv/client-transaction.js';
 import { freeConnections } from '../worker/imports/csv/finalize-import.js';
 import { useTestEnvironment } from './harness.js';
 
@@ -25,6 +26,25 @@ describe('finalize lanes', () => {
       expect(freeConnections(pool)).toBe(3);
     } finally {
       await pool.end();
+    }
+  });
+});
+
+describe('import transactions', () => {
+  it('commit without waiting for the disk only when asked, for that transaction alone', async () => {
+    const client = await env.pool.connect();
+    try {
+      const setting = async () => (await client.query<{ synchronous_commit: string }>('SHOW synchronous_commit')).rows[0]!.synchronous_commit;
+      // The test server runs with synchronous_commit off for speed; a production session has it on.
+      await client.query('SET synchronous_commit TO on');
+      expect(await inTransaction(client, setting, { synchronousCommit: false })).toBe('off');
+      expect(await setting()).toBe('on');
+      expect(await inTransaction(client, setting)).toBe('on');
+      await expect(inTransaction(client, async () => client.query('SELECT 1/0'), { synchronousCommit: false })).rejects.toThrow(/division by zero/);
+      expect(await setting()).toBe('on');
+    } finally {
+      await client.query('RESET synchronous_commit');
+      client.release();
     }
   });
 });

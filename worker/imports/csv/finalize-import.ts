@@ -321,7 +321,7 @@ async function writeBatch(client: PoolClient, context: FinalizeContext, batch: P
           );
         }
         return counts;
-      });
+      }, { synchronousCommit: false });
     } catch (error) {
       if (error instanceof ReferenceMissingError) {
         retries.referenceMissing += 1;

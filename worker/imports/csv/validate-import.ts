@@ -136,7 +136,7 @@ class StagingWriter {
       await deps.assertLeaseHeld(client);
       if (lines.length > 0) await copyLinesFrom(client, copySql, lines);
       await insertRowErrors(client, deps.jobId, 'validate', errors);
-    });
+    }, { synchronousCommit: false });
     // Surfaced by the next flush or by drain(); never an unhandled rejection in between.
     this.inFlight.catch(() => {});
   }
