@@ -12,6 +12,7 @@ import { findProfile } from '../worker/imports/csv/profiles/index.js';
 import { CsvRecordParser, type CsvRecord } from '../worker/imports/csv/record-parser.js';
 import { RowValidator } from '../worker/imports/csv/row-validator.js';
 import { stagedRowLine } from '../worker/imports/csv/staged-rows.js';
+import { PRODUCTS_CSV_HEADER, productsCsvLine } from './csv/products-file.js';
 
 const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, rounds: { type: 'string', default: '3' } } });
 const rows = Number(args.rows);
@@ -19,17 +20,8 @@ const rounds = Number(args.rounds);
 if (!Number.isSafeInteger(rows) || rows < 1 || !Number.isSafeInteger(rounds) || rounds < 1) throw new Error('usage: bench/csv-cpu.ts [--rows N] [--rounds N]');
 
 function productsFile(count: number): Buffer {
-  const statuses = ['active', 'inactive', 'discontinued'];
-  const lines = ['sku,name,description,price,quantity,barcode,status,category,supplier,location\n'];
-  for (let i = 1; i <= count; i++) {
-    const description = i % 7 === 0 ? `"Sturdy, ""classic"" item ${i}"` : `Item number ${i}`;
-    const barcode = i % 11 === 0 ? '' : String(4_000_000_000_000 + i);
-    const location = i % 5 === 0 ? '' : `Location ${i % 20}`;
-    lines.push(
-      `SKU-${String(i).padStart(8, '0')},Product ${i},${description},${Math.floor(i / 3) % 1000}.${String(i % 100).padStart(2, '0')},` +
-        `${i % 500},${barcode},${statuses[i % 3]},Category ${i % 50},Supplier ${i % 200},${location}\n`,
-    );
-  }
+  const lines = [PRODUCTS_CSV_HEADER];
+  for (let i = 1; i <= count; i++) lines.push(productsCsvLine(i));
   return Buffer.from(lines.join(''));
 }
 

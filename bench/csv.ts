@@ -21,13 +21,14 @@ import { Upload } from '@aws-sdk/lib-storage';
 import pg from 'pg';
 import { finalizeImport, submitJob } from '../worker/api.js';
 import { createPool, type Pool } from '../worker/db/pool.js';
+import { copyFromSource } from '../worker/db/copy-from.js';
 import { migrate } from '../worker/db/migrate.js';
 import { startLocalEnvironment, type LocalEnvironment } from '../worker/dev/local-environment.js';
 import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import { createS3Client } from '../worker/storage/s3-client.js';
-import { copyFromStdin } from './csv/copy-from-stdin.js';
 import { buildCompiledWorker } from './mass-import/compiled-worker.js';
+import { PRODUCTS_CSV_HEADER, productsCsvLine } from './csv/products-file.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const BUCKET = 'bench-csv';
@@ -50,20 +51,13 @@ if (!Number.isSafeInteger(rows) || rows < 10 || !Number.isSafeInteger(rounds) ||
 }
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
-/** The products file: 10 columns, ~110 bytes a row, quoted fields, empty optional values, 50 categories. */
+/** The products file (csv/products-file.ts) of `count` rows. */
 async function writeProductsCsv(path: string, count: number): Promise<number> {
   const out = createWriteStream(path);
-  out.write('sku,name,description,price,quantity,barcode,status,category,supplier,location\n');
-  const statuses = ['active', 'inactive', 'discontinued'];
+  out.write(PRODUCTS_CSV_HEADER);
   let lines: string[] = [];
   for (let i = 1; i <= count; i++) {
-    const description = i % 7 === 0 ? `"Sturdy, ""classic"" item ${i}"` : `Item number ${i}`;
-    const barcode = i % 11 === 0 ? '' : String(4_000_000_000_000 + i);
-    const location = i % 5 === 0 ? '' : `Location ${i % 20}`;
-    lines.push(
-      `SKU-${String(i).padStart(8, '0')},Product ${i},${description},${Math.floor(i / 3) % 1000}.${String(i % 100).padStart(2, '0')},` +
-        `${i % 500},${barcode},${statuses[i % 3]},Category ${i % 50},Supplier ${i % 200},${location}\n`,
-    );
+    lines.push(productsCsvLine(i));
     if (lines.length === 10_000) {
       if (!out.write(lines.join(''))) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
       lines = [];
@@ -107,7 +101,7 @@ async function rawCopy(url: string, s3: S3Client, key: string): Promise<{ second
     );
     const started = performance.now();
     const object = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
-    const copied = await copyFromStdin(
+    const copied = await copyFromSource(
       client,
       `COPY bench_copy_products (sku, name, description, price, quantity, barcode, status, category, supplier, location)
        FROM STDIN (FORMAT csv, HEADER true)`,

@@ -4,6 +4,7 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
+import type pg from 'pg';
 import type { PoolClient } from './pool.js';
 
 const PIECE_CHARS = 1 << 20;
@@ -22,9 +23,18 @@ function* pieces(lines: readonly string[]): Generator<Buffer> {
   if (start < lines.length) yield Buffer.from(lines.slice(start).join(''));
 }
 
-/** Streams `lines` (COPY text: one or more lines each, every line ending in a newline) into `copySql`; resolves with the rows copied. */
-export async function copyLinesFrom(client: PoolClient, copySql: string, lines: readonly string[]): Promise<number> {
+/** Streams `source` (COPY data in pieces) into `copySql`; resolves with the rows copied. */
+export async function copyFromSource(
+  client: pg.ClientBase,
+  copySql: string,
+  source: Iterable<Buffer> | AsyncIterable<Buffer>,
+): Promise<number> {
   const stream = client.query(copyFrom(copySql));
-  await pipeline(Readable.from(pieces(lines)), stream);
+  await pipeline(Readable.from(source), stream);
   return stream.rowCount;
+}
+
+/** Streams `lines` (COPY text: one or more lines each, every line ending in a newline) into `copySql`; resolves with the rows copied. */
+export function copyLinesFrom(client: PoolClient, copySql: string, lines: readonly string[]): Promise<number> {
+  return copyFromSource(client, copySql, pieces(lines));
 }

@@ -6,7 +6,7 @@ import type { HeaderLayout } from './header.js';
 import type { ImportProfile } from './profile.js';
 import { insertRowErrors, type RowError } from './row-errors.js';
 import { show } from './row-validator.js';
-import { originalFieldsOf, removeStagedRows, valueColumn, type StagedRow } from './staged-rows.js';
+import { originalFieldsOf, removeStagedRows, toStagedRow, valueColumn } from './staged-rows.js';
 
 const PAGE = 1_000;
 
@@ -44,11 +44,7 @@ export async function reportDuplicateKeys(tx: PoolClient, jobId: number, profile
       const errors: RowError[] = [];
       const removed: Array<{ batch: number; row: number }> = [];
       for (const found of rows) {
-        const row: StagedRow = {
-          rowNumber: found.row_number as number,
-          values: Array.from({ length: columnCount }, (_, index) => found[valueColumn(index + 1)] as string | null),
-          fields: found.fields as string[] | null,
-        };
+        const row = toStagedRow(found, columnCount);
         const value = positions.map((position) => row.values[position - 1]).join('+');
         errors.push({
           row: row.rowNumber,

@@ -95,8 +95,7 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
     ...deps,
     run,
     layout,
-    insertStatement: buildChunkStatement(deps.profile, layout.columns, { marksBatch: true, insertOnly: true }),
-    batchStatement: buildChunkStatement(deps.profile, layout.columns, { marksBatch: true }),
+    ...wholeBatchStatements(deps.profile, layout, false),
     referenceMaps: null,
     rowStatement: buildChunkStatement(deps.profile, layout.columns),
   };
@@ -208,6 +207,18 @@ async function withClient<T>(pool: Pool, work: (client: PoolClient) => Promise<T
 }
 
 /** Creates every reference name of the run its tables lack, in one fenced transaction; returns the counts by table. */
+/** The two statements that write a whole batch: insert-only (new keys) and upsert. */
+function wholeBatchStatements(
+  profile: ImportProfile,
+  layout: HeaderLayout,
+  mappedReferences: boolean,
+): Pick<FinalizeContext, 'insertStatement' | 'batchStatement'> {
+  return {
+    insertStatement: buildChunkStatement(profile, layout.columns, { marksBatch: true, insertOnly: true, mappedReferences }),
+    batchStatement: buildChunkStatement(profile, layout.columns, { marksBatch: true, mappedReferences }),
+  };
+}
+
 /**
  * Looks up the ids of the names validation listed, for the mapped statements; leaves the joining statements in place
  * when a column has no list or the ids would be too large to send with every batch.
@@ -227,8 +238,7 @@ async function loadReferenceMaps(client: PoolClient, context: FinalizeContext): 
   }
   if (maps.reduce((chars, map) => chars + map.length, 0) > MAX_REFERENCE_MAP_CHARS) return;
   context.referenceMaps = maps;
-  context.insertStatement = buildChunkStatement(context.profile, context.layout.columns, { marksBatch: true, insertOnly: true, mappedReferences: true });
-  context.batchStatement = buildChunkStatement(context.profile, context.layout.columns, { marksBatch: true, mappedReferences: true });
+  Object.assign(context, wholeBatchStatements(context.profile, context.layout, true));
 }
 
 async function createReferences(client: PoolClient, context: FinalizeContext): Promise<Record<string, number>> {

@@ -50,7 +50,8 @@ export function stagedRowLine(prefix: string, rowNumber: number, values: Readonl
   return `${line}\t${fields === null ? '\\N' : copyText(arrayLiteral(fields))}\n`;
 }
 
-function toStagedRow(row: Record<string, unknown>, columnCount: number): StagedRow {
+/** A staged row from a query result that selected row_number, v1…v<columnCount> and fields. */
+export function toStagedRow(row: Record<string, unknown>, columnCount: number): StagedRow {
   const values: Array<string | null> = [];
   for (let position = 1; position <= columnCount; position++) values.push(row[valueColumn(position)] as string | null);
   return { rowNumber: row.row_number as number, values, fields: row.fields as string[] | null };
@@ -70,16 +71,6 @@ export async function readStagedRows(db: Queryable, jobId: number, batchNumber: 
   return rows.map((row) => toStagedRow(row, columnCount));
 }
 
-/** Rows of a run found by row number (any batch). */
-export async function stagedRowsByNumber(db: Queryable, jobId: number, rowNumbers: number[], columnCount: number): Promise<StagedRow[]> {
-  const { rows } = await db.query(
-    `SELECT ${selectedColumns(columnCount)} FROM csv_import_staged_rows
-     WHERE job_id = $1 AND row_number = ANY($2::int[]) ORDER BY row_number`,
-    [jobId, rowNumbers],
-  );
-  return rows.map((row) => toStagedRow(row, columnCount));
-}
-
 /** Removes rows from staging (duplicates found after staging), each found through its batch (the index). */
 export async function removeStagedRows(tx: Queryable, jobId: number, rows: ReadonlyArray<{ batch: number; row: number }>): Promise<void> {
   if (rows.length === 0) return;
@@ -93,12 +84,6 @@ export async function removeStagedRows(tx: Queryable, jobId: number, rows: Reado
 /** Deletes a written batch from staging; returns how many rows it held. */
 export async function deleteStagedBatch(tx: Queryable, jobId: number, batchNumber: number): Promise<number> {
   const { rowCount } = await tx.query(`DELETE FROM csv_import_staged_rows WHERE job_id = $1 AND batch_number = $2`, [jobId, batchNumber]);
-  return rowCount ?? 0;
-}
-
-/** Deletes every staged row of a run; returns how many there were. */
-export async function deleteStagedRows(tx: Queryable, jobId: number): Promise<number> {
-  const { rowCount } = await tx.query(`DELETE FROM csv_import_staged_rows WHERE job_id = $1`, [jobId]);
   return rowCount ?? 0;
 }
 
