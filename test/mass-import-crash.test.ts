@@ -1,17 +1,16 @@
 // Exactly once across crashes: real worker processes killed with SIGKILL at several points of one mass import —
 // after uploads reached S3 but before the first commit, mid-way, and near the end — and a last worker finishes it.
 // In the end rows = objects = files, nothing duplicated, nothing lost, every object holding its file's bytes.
-import { rm } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { objectKeyFor } from '../worker/imports/object-key.js';
 import { useTestEnvironment } from './harness.js';
+import { useTreeBehindProxy } from './support/tree-behind-proxy.js';
 import { waitFor } from './support/in-process-worker.js';
-import { startFaultyS3Proxy, type FaultyS3Proxy } from './support/faulty-s3-proxy.js';
 import {
-  contentOf, documentsOf, itemsOf, listObjects, makeTree, objectBytes, sha256, waitForTerminal, type TreeFile,
+  contentOf, documentsOf, itemsOf, listObjects, objectBytes, sha256, waitForTerminal, type TreeFile,
 } from './support/mass-import-tree.js';
-import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+import { spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
 const env = useTestEnvironment();
 const MiB = 1024 * 1024;
@@ -22,24 +21,10 @@ const files: TreeFile[] = [
   { path: 'batch-3/zz multipart.tiff', size: 5 * MiB + 777 },
 ];
 
-let root: string;
-let proxy: FaultyS3Proxy;
-const spawned: WorkerProcess[] = [];
-beforeAll(async () => {
-  root = await makeTree(files);
-  proxy = await startFaultyS3Proxy(env.s3Endpoint);
-});
-afterAll(async () => {
-  await killAll(spawned);
-  await proxy?.close();
-  if (root) await rm(root, { recursive: true, force: true });
-});
+const tree = useTreeBehindProxy(env, files);
 
 const workerEnv = () => ({
-  IMPORT_ROOT: root,
-  IMPORT_ROOT_REQUIRE_MOUNT: 'false',
-  S3_ENDPOINT: proxy.endpoint,
-  MASS_IMPORT_MULTIPART_THRESHOLD_BYTES: String(5 * MiB),
+  ...tree.workerEnv(),
   MASS_IMPORT_CONCURRENCY: '4',
   WORKER_LEASE_MS: '2000',
   WORKER_HEARTBEAT_MS: '300',
@@ -50,7 +35,7 @@ const workerEnv = () => ({
 
 function start(args: string[] = []): WorkerProcess {
   const worker = spawnWorker(env, { args, env: workerEnv() });
-  spawned.push(worker);
+  tree.spawned.push(worker);
   return worker;
 }
 
@@ -74,23 +59,23 @@ describe('mass-import across kill -9', () => {
     const keyPrefix = `${PREFIX}/${TENANT}/`;
 
     // 1. Uploads reach S3 but their answers are held back: objects exist, no commit can have happened.
-    proxy.holdResponses = true;
+    tree.proxy.holdResponses = true;
     const first = start();
-    await killWhen(first, async () => proxy.stats.held >= 4);
-    proxy.dropHeld();
+    await killWhen(first, async () => tree.proxy.stats.held >= 4);
+    tree.proxy.dropHeld();
     expect((await counts(job.id)).done).toBe(0);
     expect(await documentsOf(env, keyPrefix)).toHaveLength(0);
     const orphans = await listObjects(env.s3, env.bucket, keyPrefix);
     expect(orphans.length).toBeGreaterThanOrEqual(1);
 
     // 2. Mid-way, and 3. near the end (slower S3 so the kill lands before the last file).
-    proxy.latencyMs = 30;
+    tree.proxy.latencyMs = 30;
     const second = start();
     await killWhen(second, async () => (await counts(job.id)).done >= 0.4 * files.length);
     const midway = await counts(job.id);
     expect(midway.done).toBeLessThan(midway.total);
 
-    proxy.latencyMs = 80;
+    tree.proxy.latencyMs = 80;
     const third = start();
     await killWhen(third, async () => (await counts(job.id)).done >= 0.9 * files.length);
     const nearEnd = await counts(job.id);
@@ -99,7 +84,7 @@ describe('mass-import across kill -9', () => {
 
     // 4. A last worker takes the run over once the dead one's lease expires, and finishes it. (Not --exit-when-idle:
     // until the rescue, the run is still `running` under the dead worker's lease and nothing is due.)
-    proxy.latencyMs = 0;
+    tree.proxy.latencyMs = 0;
     const last = start();
     const finished = await waitForTerminal(env, job.id, 60_000);
     last.kill('SIGTERM');
@@ -128,7 +113,7 @@ describe('mass-import across kill -9', () => {
 
   it('SIGTERM mid-import: the worker stops at an item boundary and gives the run back; another worker finishes it', async () => {
     const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix: 'drain-test' } });
-    proxy.latencyMs = 40;
+    tree.proxy.latencyMs = 40;
     const leaving = start();
     await waitFor(async () => ((await counts(job.id)).done >= 20 ? true : undefined), 60_000, 15);
     leaving.kill('SIGTERM');
@@ -138,7 +123,7 @@ describe('mass-import across kill -9', () => {
     const stopped = await counts(job.id);
     expect(stopped.done).toBeLessThan(stopped.total);
 
-    proxy.latencyMs = 0;
+    tree.proxy.latencyMs = 0;
     const staying = start(['--exit-when-idle']);
     const finished = await waitForTerminal(env, job.id, 60_000);
     await staying.exited;

@@ -4,17 +4,19 @@
 // file that still fails after its retries sends the run back to the queue while it has attempts left, and only its
 // last attempt ends `partial`.
 import { createHash } from 'node:crypto';
-import { rm } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { objectKeyFor } from '../worker/imports/object-key.js';
 import { requireJob } from '../worker/queue/operator.js';
 import { TERMINAL_STATES } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
+import { useTreeBehindProxy } from './support/tree-behind-proxy.js';
 import { waitFor } from './support/in-process-worker.js';
-import { startFaultyS3Proxy, type Fault, type FaultyS3Proxy, type ProxiedRequest } from './support/faulty-s3-proxy.js';
-import { contentOf, documentsOf, itemsOf, listObjects, makeTree, objectBytes, sha256, waitForTerminal, type TreeFile } from './support/mass-import-tree.js';
-import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+import type { Fault, ProxiedRequest } from './support/faulty-s3-proxy.js';
+import {
+  contentOf, documentsOf, itemsOf, listObjects, objectBytes, sha256, waitForTerminal, type TreeFile,
+} from './support/mass-import-tree.js';
+import { spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
 const env = useTestEnvironment();
 const MiB = 1024 * 1024;
@@ -24,27 +26,13 @@ const files: TreeFile[] = [
   { path: 'share/large scan.tiff', size: 5 * MiB + 4_321 },
 ];
 
-let root: string;
-let proxy: FaultyS3Proxy;
-const spawned: WorkerProcess[] = [];
-beforeAll(async () => {
-  root = await makeTree(files);
-  proxy = await startFaultyS3Proxy(env.s3Endpoint);
-});
-afterAll(async () => {
-  await killAll(spawned);
-  await proxy?.close();
-  if (root) await rm(root, { recursive: true, force: true });
-});
+const tree = useTreeBehindProxy(env, files);
 
 function startWorker(args: string[] = []): WorkerProcess {
   const worker = spawnWorker(env, {
     args,
     env: {
-      IMPORT_ROOT: root,
-      IMPORT_ROOT_REQUIRE_MOUNT: 'false',
-      S3_ENDPOINT: proxy.endpoint,
-      MASS_IMPORT_MULTIPART_THRESHOLD_BYTES: String(5 * MiB),
+      ...tree.workerEnv(),
       MASS_IMPORT_CONCURRENCY: '4',
       MASS_IMPORT_REQUEST_TIMEOUT_MS: '1500',
       RETRY_BACKOFF_BASE_MS: '200',
@@ -52,7 +40,7 @@ function startWorker(args: string[] = []): WorkerProcess {
       LOG_LEVEL: 'warn',
     },
   });
-  spawned.push(worker);
+  tree.spawned.push(worker);
   return worker;
 }
 
@@ -87,7 +75,7 @@ describe('mass-import against a flaky S3', () => {
     // than the SDK's own three attempts, so the import's retry and backoff must take over — a few stall.
     const kinds: Fault[] = ['internal', 'slowdown', 'reset'];
     const seen = new Map<string, number>();
-    proxy.decide = (request) => {
+    tree.proxy.decide = (request) => {
       if (request.method === 'GET' || request.method === 'HEAD') return 'pass';
       const target = targetOf(request);
       const before = seen.get(target) ?? 0;
@@ -98,20 +86,20 @@ describe('mass-import against a flaky S3', () => {
       if (p < 0.43) return before < 1 ? kinds[Math.floor(p * 1000) % 3]! : 'pass';
       return 'pass';
     };
-    proxy.resetStats();
+    tree.proxy.resetStats();
     const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix: 'flaky' } });
     const worker = startWorker(['--exit-when-idle']);
     expect((await worker.exited).code).toBe(0);
     const done = await waitForTerminal(env, job.id);
-    proxy.decide = () => 'pass';
+    tree.proxy.decide = () => 'pass';
 
     const failedItems = (await itemsOf(env, job.id)).filter((item) => item.state !== 'done');
     expect(done.state, JSON.stringify({ error: done.lastError, failedItems })).toBe('succeeded');
     expect(done.attempts).toBe(1);
-    expect(proxy.stats.faults.slowdown).toBeGreaterThan(8);
-    expect(proxy.stats.faults.internal).toBeGreaterThan(0);
-    expect(proxy.stats.faults.reset).toBeGreaterThan(0);
-    expect(proxy.stats.faults.stall).toBeGreaterThan(0);
+    expect(tree.proxy.stats.faults.slowdown).toBeGreaterThan(8);
+    expect(tree.proxy.stats.faults.internal).toBeGreaterThan(0);
+    expect(tree.proxy.stats.faults.reset).toBeGreaterThan(0);
+    expect(tree.proxy.stats.faults.stall).toBeGreaterThan(0);
     const result = done.result as { throttleSignals: number; concurrency: { max: number; lowest: number }; imported: number };
     expect(result.imported).toBe(files.length);
     expect(result.throttleSignals).toBeGreaterThan(0);
@@ -121,7 +109,7 @@ describe('mass-import against a flaky S3', () => {
   });
 
   it('when S3 fails every file, the run stops and goes back to the queue, then resumes and finishes once S3 is back', async () => {
-    proxy.decide = (request) => (request.method === 'PUT' || request.method === 'POST' ? 'internal' : 'pass');
+    tree.proxy.decide = (request) => (request.method === 'PUT' || request.method === 'POST' ? 'internal' : 'pass');
     const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix: 'outage' } });
     const worker = startWorker();
     const requeued = await waitFor(async () => {
@@ -136,7 +124,7 @@ describe('mass-import against a flaky S3', () => {
     expect(items.filter((item) => item.state === 'pending').length).toBeGreaterThan(files.length / 2);
     expect(await documentsOf(env, `outage/${TENANT}/`)).toEqual([]);
 
-    proxy.decide = () => 'pass';
+    tree.proxy.decide = () => 'pass';
     const done = await waitForTerminal(env, job.id, 60_000);
     worker.kill('SIGTERM');
     expect(done.state, JSON.stringify(done.lastError)).toBe('succeeded');
@@ -153,7 +141,7 @@ describe('mass-import against a flaky S3', () => {
     function failDoomed(prefix: string): { stop(): void } {
       const doomedKey = objectKeyFor(prefix, TENANT, doomed.path);
       let failing = true;
-      proxy.decide = (request) => {
+      tree.proxy.decide = (request) => {
         const key = decodeURIComponent(new URL(request.url, 'http://proxy').pathname).split('/').slice(2).join('/');
         return failing && request.method === 'PUT' && key === doomedKey ? 'internal' : 'pass';
       };
@@ -203,7 +191,7 @@ describe('mass-import against a flaky S3', () => {
       const worker = startWorker();
       const done = await waitForTerminal(env, job.id, 60_000);
       worker.kill('SIGTERM');
-      proxy.decide = () => 'pass';
+      tree.proxy.decide = () => 'pass';
       expect((await worker.exited).code).toBe(0);
       expect(done.state, JSON.stringify(done.lastError)).toBe('partial');
       expect(done.attempts).toBe(2);

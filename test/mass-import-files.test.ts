@@ -1,18 +1,18 @@
 // mass-import end to end with real worker processes and the real S3 server: every file becomes exactly one object
 // with identical bytes and one documents row with the right sha256; a re-run writes nothing; changed content is
 // reported, never overwritten; a dry run reports without writing.
-import { rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { massImportHandler } from '../worker/handlers/mass-import.js';
 import { objectKeyFor } from '../worker/imports/object-key.js';
 import { useTestEnvironment } from './harness.js';
-import { startFaultyS3Proxy, type FaultyS3Proxy } from './support/faulty-s3-proxy.js';
+import { useTreeBehindProxy } from './support/tree-behind-proxy.js';
 import {
-  contentOf, documentsOf, itemsOf, listObjects, makeTree, objectBytes, sha256, waitForTerminal, type TreeFile,
+  contentOf, documentsOf, itemsOf, listObjects, objectBytes, sha256, waitForTerminal, type TreeFile,
 } from './support/mass-import-tree.js';
-import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+import { spawnWorker } from './support/worker-processes.js';
 
 const env = useTestEnvironment();
 const MiB = 1024 * 1024;
@@ -34,19 +34,7 @@ const files: TreeFile[] = [
   ...Array.from({ length: 24 }, (_, i) => ({ path: `bulk/${i % 3}/doc-${i}.pdf`, size: 200 + i * 97 })),
 ];
 
-let root: string;
-let proxy: FaultyS3Proxy;
-const spawned: WorkerProcess[] = [];
-
-beforeAll(async () => {
-  root = await makeTree(files);
-  proxy = await startFaultyS3Proxy(env.s3Endpoint);
-});
-afterAll(async () => {
-  await killAll(spawned);
-  await proxy?.close();
-  if (root) await rm(root, { recursive: true, force: true });
-});
+const tree = useTreeBehindProxy(env, files);
 
 /** Enqueues a run and lets one real worker process run it to its end. */
 async function runImport(payload: Record<string, unknown> = {}) {
@@ -54,31 +42,28 @@ async function runImport(payload: Record<string, unknown> = {}) {
   const worker = spawnWorker(env, {
     args: ['--exit-when-idle'],
     env: {
-      IMPORT_ROOT: root,
-      IMPORT_ROOT_REQUIRE_MOUNT: 'false',
-      S3_ENDPOINT: proxy.endpoint,
-      MASS_IMPORT_MULTIPART_THRESHOLD_BYTES: String(5 * MiB),
+      ...tree.workerEnv(),
       MASS_IMPORT_CONCURRENCY: '4',
       LOG_LEVEL: 'warn',
     },
   });
-  spawned.push(worker);
+  tree.spawned.push(worker);
   const exit = await worker.exited;
   expect(exit.code, worker.stderr.join('\n')).toBe(0);
   return waitForTerminal(env, job.id);
 }
 
-const writes = () => (proxy.stats.byMethod.PUT ?? 0) + (proxy.stats.byMethod.POST ?? 0);
+const writes = () => (tree.proxy.stats.byMethod.PUT ?? 0) + (tree.proxy.stats.byMethod.POST ?? 0);
 
 describe('mass-import of a tree', () => {
   it('stores every file as exactly one object with identical bytes and one row with the right sha256', async () => {
     const requests: string[] = [];
-    proxy.decide = (request) => {
+    tree.proxy.decide = (request) => {
       requests.push(`${request.method} ${request.url}`);
       return 'pass';
     };
     const job = await runImport();
-    proxy.decide = () => 'pass';
+    tree.proxy.decide = () => 'pass';
     expect(job.state, JSON.stringify(job.lastError)).toBe('succeeded');
     expect(job.result).toMatchObject({ files: files.length, imported: files.length, skipped: 0, failed: 0 });
     expect(job.progress).toMatchObject({ done: files.length, total: files.length, bytesDone: job.result!.bytes, etaSeconds: 0 });
@@ -112,7 +97,7 @@ describe('mass-import of a tree', () => {
 
   it('a re-run of the finished import writes nothing new and says every file was already imported', async () => {
     const objectsBefore = await listObjects(env.s3, env.bucket, keyPrefix);
-    proxy.resetStats();
+    tree.proxy.resetStats();
     const job = await runImport();
     expect(job.state).toBe('succeeded');
     expect(job.result).toMatchObject({ files: files.length, imported: 0, skipped: files.length, failed: 0, bytesImported: 0 });
@@ -126,9 +111,9 @@ describe('mass-import of a tree', () => {
   it('a file whose content changed since its import fails with CONTENT_CHANGED and its object and row stay as they were', async () => {
     const sameSize = files.find((file) => file.path === 'a.txt')!;
     const otherSize = files.find((file) => file.path === '見積書/レポート.docx')!;
-    await writeFile(join(root, sameSize.path), Buffer.alloc(sameSize.size, 7));
-    await writeFile(join(root, otherSize.path), 'shorter now');
-    proxy.resetStats();
+    await writeFile(join(tree.root, sameSize.path), Buffer.alloc(sameSize.size, 7));
+    await writeFile(join(tree.root, otherSize.path), 'shorter now');
+    tree.proxy.resetStats();
     const job = await runImport();
     expect(job.state).toBe('partial');
     expect(job.result).toMatchObject({ imported: 0, skipped: files.length - 2, failed: 2 });
@@ -149,8 +134,8 @@ describe('mass-import of a tree', () => {
   });
 
   it('a dry run reports new, already imported, changed and unsafe entries and writes nothing', async () => {
-    await writeFile(join(root, 'new arrival.txt'), 'fresh');
-    proxy.resetStats();
+    await writeFile(join(tree.root, 'new arrival.txt'), 'fresh');
+    tree.proxy.resetStats();
     const job = await runImport({ dryRun: true, maxFiles: 10 });
     expect(job.state).toBe('succeeded');
     expect(job.result).toMatchObject({

@@ -5,13 +5,13 @@
 //   - a database error reading the next page of items aborts the uploads under way and waits for them before the
 //     failure is recorded: nothing of the run goes on uploading afterwards.
 //   - a stalled S3 request times out even when garbage collection runs while it waits.
-import { open, rm } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { objectKeyFor } from '../worker/imports/object-key.js';
 import { cancelJob, requireJob } from '../worker/queue/operator.js';
@@ -19,10 +19,13 @@ import { createS3Client } from '../worker/storage/s3-client.js';
 import { uploadFileWithSha256, UploadTimeoutError } from '../worker/storage/s3-upload.js';
 import type { JobRow } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
+import { useTreeBehindProxy } from './support/tree-behind-proxy.js';
 import { waitFor } from './support/in-process-worker.js';
-import { startFaultyS3Proxy, type FaultyS3Proxy, type ProxiedRequest } from './support/faulty-s3-proxy.js';
-import { contentOf, documentsOf, itemsOf, listObjects, makeTree, objectBytes, sha256, waitForTerminal, type TreeFile } from './support/mass-import-tree.js';
-import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+import type { ProxiedRequest } from './support/faulty-s3-proxy.js';
+import {
+  contentOf, documentsOf, itemsOf, listObjects, objectBytes, sha256, waitForTerminal, type TreeFile,
+} from './support/mass-import-tree.js';
+import { spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
 const env = useTestEnvironment();
 const MiB = 1024 * 1024;
@@ -32,27 +35,13 @@ const drainFiles: TreeFile[] = [big, ...Array.from({ length: 12 }, (_, i) => ({ 
 // More than one page of items (import-loop.ts reads 256 at a time).
 const pageFiles: TreeFile[] = Array.from({ length: 270 }, (_, i) => ({ path: `pages/p-${String(i).padStart(3, '0')}.txt`, size: 10 + (i % 7) }));
 
-let root: string;
-let proxy: FaultyS3Proxy;
-const spawned: WorkerProcess[] = [];
-beforeAll(async () => {
-  root = await makeTree([...drainFiles, ...pageFiles]);
-  proxy = await startFaultyS3Proxy(env.s3Endpoint);
-});
-afterAll(async () => {
-  await killAll(spawned);
-  await proxy?.close();
-  if (root) await rm(root, { recursive: true, force: true });
-});
+const tree = useTreeBehindProxy(env, [...drainFiles, ...pageFiles]);
 
 function startWorker(extraEnv: Record<string, string> = {}, args: string[] = []): WorkerProcess {
   const worker = spawnWorker(env, {
     args,
     env: {
-      IMPORT_ROOT: root,
-      IMPORT_ROOT_REQUIRE_MOUNT: 'false',
-      S3_ENDPOINT: proxy.endpoint,
-      MASS_IMPORT_MULTIPART_THRESHOLD_BYTES: String(5 * MiB),
+      ...tree.workerEnv(),
       MASS_IMPORT_CONCURRENCY: '2',
       MASS_IMPORT_REQUEST_TIMEOUT_MS: '5000',
       WORKER_SHUTDOWN_GRACE_MS: '20000',
@@ -62,7 +51,7 @@ function startWorker(extraEnv: Record<string, string> = {}, args: string[] = [])
       ...extraEnv,
     },
   });
-  spawned.push(worker);
+  tree.spawned.push(worker);
   return worker;
 }
 
@@ -129,7 +118,7 @@ function keyOf(request: ProxiedRequest): string {
 /** Resolves when the worker sends the first part of the big file's multipart upload. */
 function firstPartOf(key: string): Promise<void> {
   return new Promise((resolve) => {
-    proxy.decide = (request) => {
+    tree.proxy.decide = (request) => {
       if (request.method === 'PUT' && request.url.includes('partNumber=') && keyOf(request) === key) resolve();
       return 'pass';
     };
@@ -145,8 +134,8 @@ describe('mass-import stopping', () => {
     const prefix = 'drain';
     const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix, source: 'drain' } });
     const bigKey = objectKeyFor(prefix, TENANT, big.path);
-    proxy.resetStats();
-    proxy.latencyMs = 400; // each request waits: the big file's three parts and completion take a couple of seconds
+    tree.proxy.resetStats();
+    tree.proxy.latencyMs = 400; // each request waits: the big file's three parts and completion take a couple of seconds
     const partSent = firstPartOf(bigKey);
     const leaving = startWorker();
     try {
@@ -155,12 +144,12 @@ describe('mass-import stopping', () => {
       expect((await leaving.exited).code, leaving.stderr.join('\n')).toBe(0);
     } finally {
       leaving.kill('SIGKILL');
-      proxy.latencyMs = 0;
+      tree.proxy.latencyMs = 0;
     }
     const released = await requireJob(env.pool, job.id);
     expect({ state: released.state, attempts: released.attempts }).toEqual({ state: 'queued', attempts: 0 });
     // The upload that was under way completed on S3 (no AbortMultipartUpload) and was committed with its row.
-    expect(proxy.stats.byMethod.DELETE ?? 0).toBe(0);
+    expect(tree.proxy.stats.byMethod.DELETE ?? 0).toBe(0);
     expect(await itemState(job.id, big.path)).toBe('done');
     expect((await documentsOf(env, `${prefix}/${TENANT}/`)).find((row) => row.source_path === big.path)?.sha256).toBe(sha256(contentOf(big)));
     // No new file was started after the signal: most of the small ones are still waiting.
@@ -180,8 +169,8 @@ describe('mass-import stopping', () => {
     const prefix = 'cancel';
     const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix, source: 'drain' } });
     const bigKey = objectKeyFor(prefix, TENANT, big.path);
-    proxy.resetStats();
-    proxy.latencyMs = 400;
+    tree.proxy.resetStats();
+    tree.proxy.latencyMs = 400;
     const partSent = firstPartOf(bigKey);
     const worker = startWorker();
     let canceled: JobRow | undefined;
@@ -192,11 +181,11 @@ describe('mass-import stopping', () => {
     } finally {
       worker.kill('SIGTERM');
       await worker.exited;
-      proxy.latencyMs = 0;
+      tree.proxy.latencyMs = 0;
     }
     expect(canceled?.state).toBe('canceled');
     expect(await itemState(job.id, big.path)).toBe('pending');
-    expect(proxy.stats.byMethod.DELETE ?? 0).toBeGreaterThanOrEqual(1);
+    expect(tree.proxy.stats.byMethod.DELETE ?? 0).toBeGreaterThanOrEqual(1);
     expect(await listObjects(env.s3, env.bucket, bigKey)).toEqual([]);
     expect((await documentsOf(env, `${prefix}/${TENANT}/`)).find((row) => row.source_path === big.path)).toBeUndefined();
   });
@@ -266,9 +255,9 @@ describe('mass-import stopping', () => {
     // weakly, a collection dropped the timeout, and a stalled upload hung for ever.
     setFlagsFromString('--expose-gc');
     const collectGarbage = runInNewContext('gc') as () => void;
-    const s3 = createS3Client({ region: inject('s3Region'), endpoint: proxy.endpoint, credentials: inject('s3Credentials'), maxAttempts: 1 });
-    proxy.decide = (request) => (request.method === 'PUT' ? 'stall' : 'pass');
-    const file = await open(join(root, drainFiles[1]!.path), 'r');
+    const s3 = createS3Client({ region: inject('s3Region'), endpoint: tree.proxy.endpoint, credentials: inject('s3Credentials'), maxAttempts: 1 });
+    tree.proxy.decide = (request) => (request.method === 'PUT' ? 'stall' : 'pass');
+    const file = await open(join(tree.root, drainFiles[1]!.path), 'r');
     const collector = setInterval(collectGarbage, 20);
     try {
       const started = Date.now();
@@ -291,7 +280,7 @@ describe('mass-import stopping', () => {
       expect(Date.now() - started).toBeLessThan(5_000);
     } finally {
       clearInterval(collector);
-      proxy.decide = () => 'pass';
+      tree.proxy.decide = () => 'pass';
       await file.close();
       s3.destroy();
     }
