@@ -2,18 +2,12 @@
 // invalid or refused by the database (they are listed by `bulk-import errors <id>`).
 import type { JobOutcome } from '../../handlers/types.js';
 import type { FinalizeTotals } from './finalize-import.js';
-import type { CsvImportRun } from './run-record.js';
+import { runCounts, type CsvImportRun } from './run-record.js';
 
 export function finalizeOutcome(run: CsvImportRun, totals: FinalizeTotals | undefined): JobOutcome {
   const failed = run.rowsInvalid + run.rowsFailed;
   const result: Record<string, unknown> = {
-    profile: run.profile,
-    tenant: run.tenantId,
-    bucket: run.bucket,
-    key: run.objectKey,
-    rows: run.rowsRead,
-    valid: run.rowsValid,
-    invalid: run.rowsInvalid,
+    ...runCounts(run),
     inserted: run.rowsInserted,
     updated: run.rowsUpdated,
     unchanged: run.rowsUnchanged,

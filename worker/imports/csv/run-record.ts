@@ -68,6 +68,19 @@ function toRun(row: Record<string, unknown>): CsvImportRun {
   };
 }
 
+/** What a run imported and how validation counted it: the common head of its validation and final summaries. */
+export function runCounts(run: CsvImportRun) {
+  return {
+    profile: run.profile,
+    tenant: run.tenantId,
+    bucket: run.bucket,
+    key: run.objectKey,
+    rows: run.rowsRead,
+    valid: run.rowsValid,
+    invalid: run.rowsInvalid,
+  };
+}
+
 export async function getCsvImportRun(db: Queryable, jobId: number): Promise<CsvImportRun | null> {
   const { rows } = await db.query(`SELECT ${RUN_COLUMNS} FROM csv_import_runs r ${BATCH_SUMS} WHERE r.job_id = $1`, [jobId]);
   return rows[0] ? toRun(rows[0]) : null;

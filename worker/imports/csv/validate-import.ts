@@ -20,7 +20,7 @@ import { CsvRecordParser, type CsvRecord } from './record-parser.js';
 import { describeIssues, firstRowErrors, insertRowErrors, type RowError } from './row-errors.js';
 import { ReferenceNames } from './reference-names.js';
 import { RowValidator } from './row-validator.js';
-import { discardValidation, insertCsvImportRun, markValidated, type CsvImportRun } from './run-record.js';
+import { discardValidation, insertCsvImportRun, markValidated, runCounts, type CsvImportRun } from './run-record.js';
 import { openObject } from './s3-object.js';
 import { SeenKeys } from './seen-keys.js';
 import { copyStagedRowsSql, stagedRowLine } from './staged-rows.js';
@@ -320,13 +320,7 @@ async function firstErrorsOf(db: Queryable, jobId: number): Promise<ValidationSu
 /** The summary of a run validated by an earlier attempt (the worker died before it could record the outcome). */
 export async function summaryOfRun(db: Queryable, run: CsvImportRun): Promise<ValidationSummary> {
   return {
-    profile: run.profile,
-    tenant: run.tenantId,
-    bucket: run.bucket,
-    key: run.objectKey,
-    rows: run.rowsRead,
-    valid: run.rowsValid,
-    invalid: run.rowsInvalid,
+    ...runCounts(run),
     batches: run.batches,
     columns: run.columns,
     firstErrors: await firstErrorsOf(db, run.jobId),
