@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { createPool } from '../worker/db/pool.js';
+import { createPool, freeConnections } from '../worker/db/pool.js';
 import { inTransaction } from '../worker/imports/csv/client-transaction.js';
-import { freeConnections } from '../worker/imports/csv/finalize-import.js';
 import { useTestEnvironment } from './harness.js';
 
 const env = useTestEnvironment();

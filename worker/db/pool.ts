@@ -30,6 +30,11 @@ export function createPool(databaseUrl: string, options: PoolOptions = {}): pg.P
   return pool;
 }
 
+/** Connections the pool could hand out at once: idle ones plus those it may still open, less those awaited. */
+export function freeConnections(pool: pg.Pool): number {
+  return pool.idleCount + Math.max(0, (pool.options.max ?? 10) - pool.totalCount) - pool.waitingCount;
+}
+
 /** Runs `work` in a transaction on one pooled connection; rolls back on any error. */
 export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();

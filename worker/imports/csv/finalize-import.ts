@@ -5,7 +5,7 @@
 // or still staged and unmarked, so the rerun writes exactly the unmarked batches and each row once.
 // A batch the database refuses as a whole (a constraint the validation does not know about) is written row by row
 // under savepoints: the refused rows become row errors of phase `finalize`, the others are written.
-import type { Pool, PoolClient, Queryable } from '../../db/pool.js';
+import { freeConnections, type Pool, type PoolClient, type Queryable } from '../../db/pool.js';
 import { sqlState } from '../../db/sql-state.js';
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
@@ -170,11 +170,6 @@ export async function finalizeStagedRows(deps: FinalizeDeps, run: CsvImportRun):
     rowsThisAttempt,
     seconds: (Date.now() - started) / 1000,
   };
-}
-
-/** Connections the pool could hand out at once: idle ones plus those it may still open, less those awaited. */
-export function freeConnections(pool: Pool): number {
-  return pool.idleCount + Math.max(0, (pool.options.max ?? 10) - pool.totalCount) - pool.waitingCount;
 }
 
 /**
