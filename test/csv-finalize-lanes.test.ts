@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createPool, freeConnections } from '../worker/db/pool.js';
-import { inTransaction } from '../worker/imports/csv/client-transaction.js';
+import { createPool, freeConnections, inTransaction } from '../worker/db/pool.js';
 import { useTestEnvironment } from './harness.js';
 
 const env = useTestEnvironment();

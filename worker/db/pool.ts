@@ -35,17 +35,35 @@ export function freeConnections(pool: pg.Pool): number {
   return pool.idleCount + Math.max(0, (pool.options.max ?? 10) - pool.totalCount) - pool.waitingCount;
 }
 
-/** Runs `work` in a transaction on one pooled connection; rolls back on any error. */
-export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
+export interface TransactionOptions {
+  /**
+   * false: the commit does not wait for its WAL to reach disk (`synchronous_commit = off` for this transaction). For
+   * the many intermediate units of an import (CSV staging windows, finalize batches): a database crash can lose only
+   * the last such commits, each whole with its own record of being done, so the rerun simply does them again. The
+   * step that ends the phase commits synchronously, which also makes every earlier commit durable. Saves a disk flush
+   * per unit (about 2,000 per million rows at 500-row batches).
+   */
+  synchronousCommit?: boolean;
+}
+
+/** Runs `work` in a transaction on a connection the caller holds (for a whole phase); rolls back on any error. */
+export async function inTransaction<T>(client: pg.PoolClient, work: () => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+  await client.query(options.synchronousCommit === false ? 'BEGIN; SET LOCAL synchronous_commit TO off' : 'BEGIN');
   try {
-    await client.query('BEGIN');
-    const result = await work(client);
+    const result = await work();
     await client.query('COMMIT');
     return result;
   } catch (error) {
     await client.query('ROLLBACK').catch(() => {});
     throw error;
+  }
+}
+
+/** Runs `work` in a transaction on one pooled connection; rolls back on any error. */
+export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    return await inTransaction(client, () => work(client));
   } finally {
     client.release();
   }

@@ -5,12 +5,11 @@
 // or still staged and unmarked, so the rerun writes exactly the unmarked batches and each row once.
 // A batch the database refuses as a whole (a constraint the validation does not know about) is written row by row
 // under savepoints: the refused rows become row errors of phase `finalize`, the others are written.
-import { freeConnections, type Pool, type PoolClient, type Queryable } from '../../db/pool.js';
+import { freeConnections, inTransaction, type Pool, type PoolClient, type Queryable } from '../../db/pool.js';
 import { sqlState } from '../../db/sql-state.js';
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
 import { PermanentJobError, TransientJobError } from '../../queue/errors.js';
-import { inTransaction } from './client-transaction.js';
 import type { HeaderLayout } from './header.js';
 import { layoutOfRun } from './layout.js';
 import type { ImportProfile } from './profile.js';

@@ -6,11 +6,10 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { copyLinesFrom } from '../../db/copy-from.js';
-import type { Pool, PoolClient, Queryable } from '../../db/pool.js';
+import { inTransaction, type Pool, type PoolClient, type Queryable } from '../../db/pool.js';
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
 import { PermanentJobError } from '../../queue/errors.js';
-import { inTransaction } from './client-transaction.js';
 import { reportDuplicateKeys } from './duplicates.js';
 import { readHeader, type HeaderLayout } from './header.js';
 import type { CsvImportPayload } from './payload.js';
