@@ -1,6 +1,6 @@
 // npm run bench:csv-cpu — the worker's own CPU per stage of a CSV validation, without a database or S3: decode,
 // split into records (ours vs csv-parse 7.0.3, the library most Node importers use, on the same pieces), validate
-// against the products profile, and build the COPY lines of staging. Streaming like the worker (records are not
+// against the products profile, and build the COPY lines finalize sends into products. Streaming like the worker (records are not
 // kept), best of --rounds, N rows (default 1,000,000) of the bench:csv products file.
 //
 //   npm run bench:csv-cpu
@@ -11,7 +11,7 @@ import { readHeader } from '../worker/imports/csv/header.js';
 import { findProfile } from '../worker/imports/csv/profiles/index.js';
 import { CsvRecordParser, type CsvRecord } from '../worker/imports/csv/record-parser.js';
 import { RowValidator } from '../worker/imports/csv/row-validator.js';
-import { stagedRowLine } from '../worker/imports/csv/staged-rows.js';
+import { buildTargetStatements } from '../worker/imports/csv/target-sql.js';
 import { PRODUCTS_CSV_HEADER, productsCsvLine } from './csv/products-file.js';
 
 const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '1000000' }, rounds: { type: 'string', default: '3' } } });
@@ -29,6 +29,7 @@ const file = productsFile(rows);
 const pieces: Buffer[] = [];
 for (let offset = 0; offset < file.length; offset += 65_536) pieces.push(file.subarray(offset, offset + 65_536));
 const profile = findProfile('products')!;
+const { copyLine } = buildTargetStatements(profile, profile.columns, 'bench', 1);
 
 interface Timing {
   decode: number;
@@ -74,7 +75,7 @@ function oursMs(): Timing {
     for (let index = 0; index < records.length; index++) {
       const check = checks[index]!;
       if (!check.ok) throw new Error(`row ${records[index]!.line} is invalid`);
-      lines.push(stagedRowLine('1\t1\t', records[index]!.line, check.values, check.exact ? null : records[index]!.fields));
+      lines.push(copyLine(check.values));
       if (lines.length === 500) {
         staged += lines.join('').length;
         lines = [];
@@ -115,7 +116,7 @@ process.stdout.write(
     `  split into records — ours            ${fmt(best.parse)}`,
     `  split into records — csv-parse 7.0.3 ${fmt(best.csvParse)}   (ours ${(best.csvParse / best.parse).toFixed(1)}× faster)`,
     `  validate (products profile)          ${fmt(best.validate)}`,
-    `  build COPY lines (staging)           ${fmt(best.stage)}`,
+    `  build COPY lines (into products)     ${fmt(best.stage)}`,
     `  worker total (ours)                  ${fmt(best.decode + best.parse + best.validate + best.stage)}`,
     '',
   ].join('\n'),

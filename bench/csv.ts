@@ -119,7 +119,9 @@ interface WorkerHandle {
 }
 
 function startWorker(entry: string, env: NodeJS.ProcessEnv): WorkerHandle {
-  const child = spawn(process.execPath, [entry, 'worker'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // BENCH_WORKER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the worker.
+  const nodeArgs = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, entry, 'worker'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const started = new Promise<void>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
       if (line.includes('"worker started"')) resolve();
@@ -141,7 +143,8 @@ async function until(pool: Pool, jobId: number, states: string[]): Promise<JobRo
     const job = await requireJob(pool, jobId);
     if (states.includes(job.state)) return job;
     if (['failed', 'dead', 'canceled'].includes(job.state)) throw new Error(`job ${jobId} ended ${job.state}: ${job.lastError?.message}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    // Often enough to time seconds-long steps to 1%, seldom enough not to take CPU from the import it times.
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
 

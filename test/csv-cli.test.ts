@@ -110,7 +110,7 @@ describe('bulk-import errors / finalize / reject', () => {
   it('reject ends a reviewed run without writing; human output and refusal of a second reject', async () => {
     const rejectedId = await reviewedImport('second');
     const human = await runCli(env, ['reject', String(rejectedId)]);
-    expect(human).toMatchObject({ code: 0, stdout: `Job ${rejectedId} rejected: canceled, nothing written, 17 staged row(s) discarded.\n` });
+    expect(human).toMatchObject({ code: 0, stdout: `Job ${rejectedId} rejected: canceled, nothing written, 17 validated row(s) discarded.\n` });
     const again = await runCli(env, ['reject', String(rejectedId), '--json']);
     expect(again.code).toBe(1);
     expect(again.stderr).toContain('is canceled: cannot reject it');

@@ -1,5 +1,6 @@
 // CSV import end to end against the real Postgres and S3 server: validation of 100,000 rows with bad rows of many
 // kinds, review (finalize / reject), the failed-rows export imported again after fixing, and idempotent re-imports.
+import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finalizeImport, rejectImport, submitJob } from '../worker/api.js';
@@ -115,8 +116,8 @@ describe('csv-import of 100,000 rows with 1% bad rows', () => {
     });
     expect(await count('SELECT count(*)::int AS n FROM products WHERE category_id NOT IN (SELECT id FROM categories)')).toBe(0);
     expect(await count("SELECT count(*)::int AS n FROM categories WHERE name = 'Ghost category'")).toBe(0);
-    // The staging is gone, the row errors stay for the export.
-    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(0);
+    // Every batch of the ledger is written; the row errors stay for the export.
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_batches WHERE job_id = $1 AND finalized_at IS NULL', [jobId])).toBe(0);
     expect(await count('SELECT count(*)::int AS n FROM csv_import_row_errors WHERE job_id = $1', [jobId])).toBe(file.bad.size);
   });
 
@@ -296,12 +297,12 @@ describe('failed-rows export and spreadsheet formulas', () => {
   });
 });
 
-describe('staging', () => {
-  it('values with backslashes, tabs, line breaks and quotes survive staging and finalize byte for byte', async () => {
+describe('what validation keeps', () => {
+  it('values with backslashes, tabs, line breaks and quotes survive validation and finalize byte for byte', async () => {
     const awkward = ['C:\\path\\to\\file', 'tab\there', 'two\nlines\r\nand CR', 'say "hi" \\N', '\\', '{"a","b"}'];
     const rows = awkward.map((description, i) => ({ ...validRow(i + 1, 'ESC'), description }));
-    // A row whose stored values differ from its fields (padded sku, spelled-out status): its original fields are
-    // staged too, and a duplicate of it shows them exactly in the row errors.
+    // A row whose values differ from its fields (padded sku): a duplicate of it shows its fields exactly as written in
+    // the row errors.
     const padded = { ...validRow(1, 'ESC'), sku: `  ${validRow(1, 'ESC').sku}  `, name: 'dup \\ "of" \t one' };
     const body = [HEADER, ...rows.map(rowFields), rowFields(padded)].map((fields) => csvLine(fields)).join('');
     await upload(env.s3, env.bucket, 'imports/acme/escapes.csv', body);
@@ -314,33 +315,65 @@ describe('staging', () => {
     expect((await settled(jobId)).state).toBe('partial');
     const { rows: written } = await env.pool.query("SELECT description FROM products WHERE sku LIKE 'ESC-%' ORDER BY sku");
     expect(written.map((row) => row.description)).toEqual(awkward);
-    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(0);
   });
 
-  it('staged rows go with their job (retention, purge), although staging has no foreign key', async () => {
+  it('validation keeps the object\'s ETag and a ledger of line ranges, not the rows; both go with their job', async () => {
     const rows = [HEADER, ...Array.from({ length: 25 }, (_, i) => rowFields(validRow(i + 1, 'DEL')))];
+    rows.splice(10, 0, rowFields({ ...validRow(99, 'DEL'), price: 'free' }));
     await upload(env.s3, env.bucket, 'imports/acme/deleted.csv', rows.map((fields) => csvLine(fields)).join(''));
     const jobId = await importObject('imports/acme/deleted.csv');
     expect((await settled(jobId)).state).toBe('review_ready');
-    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(25);
+    const run = (await getCsvImportRun(env.pool, jobId))!;
+    expect(run.objectEtag).toMatch(/^"[0-9a-f]{32}"$/);
+    expect(run.objectSize).toBeGreaterThan(0);
+    // 25 valid rows on lines 2…28 (line 12 is invalid; the row of i = 3 takes two lines): one batch
+    // (CSV_FINALIZE_CHUNK_SIZE 500) over those lines.
+    const { rows: ledger } = await env.pool.query(
+      'SELECT first_row, last_row, row_count FROM csv_import_batches WHERE job_id = $1 ORDER BY batch_number',
+      [jobId],
+    );
+    expect(ledger).toEqual([{ first_row: 2, last_row: 28, row_count: 25 }]);
     await env.pool.query("UPDATE jobs SET state = 'canceled', finished_at = now() WHERE id = $1", [jobId]);
     await env.pool.query('DELETE FROM jobs WHERE id = $1', [jobId]);
-    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(0);
     expect(await count('SELECT count(*)::int AS n FROM csv_import_batches WHERE job_id = $1', [jobId])).toBe(0);
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_row_errors WHERE job_id = $1', [jobId])).toBe(0);
+  });
+
+  it('a file replaced or deleted after validation is not finalized: nothing of it is written', async () => {
+    const rows = (prefix: string) => [HEADER, ...Array.from({ length: 20 }, (_, i) => rowFields(validRow(i + 1, prefix)))];
+    await upload(env.s3, env.bucket, 'imports/acme/replaced.csv', rows('ORIG').map((fields) => csvLine(fields)).join(''));
+    const replaced = await importObject('imports/acme/replaced.csv');
+    expect((await settled(replaced)).state).toBe('review_ready');
+    await upload(env.s3, env.bucket, 'imports/acme/replaced.csv', rows('SWAP').map((fields) => csvLine(fields)).join(''));
+    await finalizeImport(env.pool, replaced);
+    const ended = await settled(replaced);
+    expect(ended).toMatchObject({ state: 'failed', lastError: expect.objectContaining({ code: 'CSV_OBJECT_CHANGED', class: 'permanent' }) });
+    expect((ended.lastError as { message: string }).message).toMatch(/changed after it was validated/);
+    expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'ORIG-%' OR sku LIKE 'SWAP-%'")).toBe(0);
+
+    await upload(env.s3, env.bucket, 'imports/acme/deleted-later.csv', rows('GONE').map((fields) => csvLine(fields)).join(''));
+    const deleted = await importObject('imports/acme/deleted-later.csv');
+    expect((await settled(deleted)).state).toBe('review_ready');
+    await env.s3.send(new DeleteObjectCommand({ Bucket: env.bucket, Key: 'imports/acme/deleted-later.csv' }));
+    await finalizeImport(env.pool, deleted);
+    const gone = await settled(deleted);
+    expect(gone).toMatchObject({ state: 'failed', lastError: expect.objectContaining({ code: 'CSV_OBJECT_NOT_FOUND' }) });
+    expect((gone.lastError as { message: string }).message).toMatch(/deleted after validation/);
+    expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'GONE-%'")).toBe(0);
   });
 });
 
 describe('review', () => {
-  it('reject ends the run without writing and discards its staging; it cannot be finalized afterwards', async () => {
+  it('reject ends the run without writing and discards its batch ledger; it cannot be finalized afterwards', async () => {
     const rows = [HEADER, ...Array.from({ length: 40 }, (_, i) => rowFields(validRow(i + 1, 'REJ')))];
     await upload(env.s3, env.bucket, 'imports/acme/reject.csv', rows.map((fields) => csvLine(fields)).join(''));
     const jobId = await importObject('imports/acme/reject.csv');
     expect((await settled(jobId)).state).toBe('review_ready');
-    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(40);
+    expect(await count('SELECT sum(row_count)::int AS n FROM csv_import_batches WHERE job_id = $1', [jobId])).toBe(40);
 
     const rejected = await rejectImport(env.pool, jobId);
     expect(rejected).toMatchObject({ state: 'canceled', result: expect.objectContaining({ rejected: true, discardedRows: 40, valid: 40 }) });
-    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(0);
+    expect(await count('SELECT count(*)::int AS n FROM csv_import_batches WHERE job_id = $1', [jobId])).toBe(0);
     expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'REJ-%'")).toBe(0);
     await expect(finalizeImport(env.pool, jobId)).rejects.toThrow(/canceled: cannot finalize/);
     await expect(rejectImport(env.pool, jobId)).rejects.toThrow(/canceled: cannot reject/);
@@ -357,27 +390,13 @@ describe('review', () => {
     await requeueJob(env.pool, jobId);
     const again = await settled(jobId);
     expect(again).toMatchObject({ state: 'review_ready', kind: 'csv-import', result: expect.objectContaining({ rows: 30, valid: 30 }) });
-    expect(await count('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [jobId])).toBe(30);
+    expect(await count('SELECT sum(row_count)::int AS n FROM csv_import_batches WHERE job_id = $1', [jobId])).toBe(30);
     await finalizeImport(env.pool, jobId);
     expect((await settled(jobId)).state).toBe('succeeded');
     expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'RRQ-%'")).toBe(30);
   });
 
-  it('finalize over staging that is gone fails with CSV_STAGING_MISSING instead of succeeding with nothing written', async () => {
-    const rows = [HEADER, ...Array.from({ length: 20 }, (_, i) => rowFields(validRow(i + 1, 'GONE')))];
-    await upload(env.s3, env.bucket, 'imports/acme/gone.csv', rows.map((fields) => csvLine(fields)).join(''));
-    const jobId = await importObject('imports/acme/gone.csv');
-    expect((await settled(jobId)).state).toBe('review_ready');
-    await env.pool.query('DELETE FROM csv_import_staged_rows WHERE job_id = $1', [jobId]);
-    await finalizeImport(env.pool, jobId);
-    const ended = await settled(jobId);
-    expect(ended.state).toBe('failed');
-    expect(ended.lastError).toMatchObject({ code: 'CSV_STAGING_MISSING', class: 'permanent' });
-    expect((await getCsvImportRun(env.pool, jobId))!).toMatchObject({ finalizedBatches: 0, finalizedAt: null });
-    expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'GONE-%'")).toBe(0);
-  });
-
-  it('finalize refuses to start when the batch records do not add up to what validation staged', async () => {
+  it('finalize refuses to start when the batch records do not add up to what validation counted', async () => {
     const rows = [HEADER, ...Array.from({ length: 20 }, (_, i) => rowFields(validRow(i + 1, 'HALF')))];
     await upload(env.s3, env.bucket, 'imports/acme/half.csv', rows.map((fields) => csvLine(fields)).join(''));
     const jobId = await importObject('imports/acme/half.csv');
@@ -386,22 +405,32 @@ describe('review', () => {
     await finalizeImport(env.pool, jobId);
     const ended = await settled(jobId);
     expect(ended).toMatchObject({ state: 'failed', lastError: expect.objectContaining({ code: 'CSV_STAGING_MISSING' }) });
-    expect((ended.lastError as { message: string }).message).toMatch(/validation staged 20 rows in 1 batches, but the batch records hold 0 rows in 0/);
+    expect((ended.lastError as { message: string }).message).toMatch(/validation counted 20 rows in 1 batches, but the batch records hold 0 rows in 0/);
     expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'HALF-%'")).toBe(0);
   });
 
-  it('a reference name its table refuses fails the run with the table named, before any product is written', async () => {
+  it('a reference name its table refuses costs only the rows that name it: they become row errors, the rest is written', async () => {
     await env.pool.query('ALTER TABLE categories ADD CONSTRAINT test_short_names CHECK (length(name) < 20)');
     try {
-      const rows = [HEADER, ...Array.from({ length: 10 }, (_, i) => rowFields({ ...validRow(i + 1, 'LONGREF'), category: 'A category name far too long' }))];
+      const rows = [
+        HEADER,
+        ...Array.from({ length: 10 }, (_, i) => rowFields({ ...validRow(i + 1, 'LONGREF'), ...(i % 3 === 0 ? { category: 'A category name far too long' } : {}) })),
+      ];
       await upload(env.s3, env.bucket, 'imports/acme/long-ref.csv', rows.map((fields) => csvLine(fields)).join(''));
       const jobId = await importObject('imports/acme/long-ref.csv');
       expect((await settled(jobId)).state).toBe('review_ready');
       await finalizeImport(env.pool, jobId);
       const ended = await settled(jobId);
-      expect(ended).toMatchObject({ state: 'failed', lastError: expect.objectContaining({ code: 'CSV_REFERENCE_REFUSED', class: 'permanent' }) });
-      expect((ended.lastError as { message: string }).message).toMatch(/in table categories: .*test_short_names/);
-      expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'LONGREF-%'")).toBe(0);
+      expect(ended).toMatchObject({ state: 'partial', result: expect.objectContaining({ valid: 10, inserted: 6, failedAtWrite: 4 }) });
+      const { rows: errors } = await env.pool.query(
+        "SELECT row_number, errors FROM csv_import_row_errors WHERE job_id = $1 AND phase = 'finalize' ORDER BY row_number",
+        [jobId],
+      );
+      // Lines 2, 6, 9, 12: the row of i = 3 holds a line break, so the lines after it shift by one.
+      expect(errors.map((error) => error.row_number)).toEqual([2, 6, 9, 12]);
+      expect(errors[0].errors[0]).toMatchObject({ column: 'category', rule: 'database' });
+      expect(errors[0].errors[0].message).toMatch(/refused category "A category name far too long" \(table categories\): .*test_short_names/);
+      expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'LONGREF-%'")).toBe(6);
     } finally {
       await env.pool.query('ALTER TABLE categories DROP CONSTRAINT test_short_names');
     }

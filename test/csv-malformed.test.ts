@@ -1,5 +1,5 @@
 // Malformed CSV files against one real worker process: each gets a clear outcome (the run fails at once with a
-// message that says why, or the bad rows are reported and the rest is staged), and the worker keeps running.
+// message that says why, or the bad rows are reported and the rest is ready for finalize), and the worker keeps running.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
@@ -119,7 +119,7 @@ describe('malformed CSV files', () => {
       csvLine(header) +
       [1, 2, 3, 4, 5].map((i) => line(i)).join('') +
       line(6, { name: 'Bad\u0000name' }) + // line 7
-      line(7, {}, 'note\u0000') + // line 8: an ignored column, but staged as written
+      line(7, {}, 'note\u0000') + // line 8: an ignored column, but kept as written in any row error
       `N-q,"Broken\u0000 name,desc,1.00,1,,active,,,,\n` + // line 9: a stray quote, malformed
       [8, 9, 10, 11, 12].map((i) => line(i)).join('');
     const job = await importBody('nul-bytes.csv', body);
@@ -139,7 +139,7 @@ describe('malformed CSV files', () => {
     expect(stored[0]!.fields![1]).toBe('Bad\uFFFDname');
     expect(stored[1]!.fields![10]).toBe('note\uFFFD');
     expect(JSON.stringify(stored)).not.toContain('\\u0000');
-    expect(await env.pool.query('SELECT count(*)::int AS n FROM csv_import_staged_rows WHERE job_id = $1', [job.id]))
+    expect(await env.pool.query('SELECT sum(row_count)::int AS n FROM csv_import_batches WHERE job_id = $1', [job.id]))
       .toMatchObject({ rows: [{ n: 10 }] });
   });
 

@@ -8,7 +8,7 @@ import { productsProfile } from '../worker/imports/csv/profiles/products.js';
 import { CsvRecordParser, type CsvRecord } from '../worker/imports/csv/record-parser.js';
 import { csvFieldFor } from '../worker/imports/csv/row-errors.js';
 import { RowValidator } from '../worker/imports/csv/row-validator.js';
-import { buildChunkStatement, referenceColumns } from '../worker/imports/csv/upsert-sql.js';
+import { buildTargetStatements, referenceColumns } from '../worker/imports/csv/target-sql.js';
 
 /** Parses `text` fed in pieces of every given size; all splits must give the same records. */
 function parseAll(text: string, options: { delimiter?: string; maxRecordChars?: number } = {}): CsvRecord[] {
@@ -276,18 +276,21 @@ describe('profiles', () => {
     expect(() => defineProfile({ ...base, columns: [...base.columns, { name: 'shade', type: 'enum' }] })).toThrow(/lists no values/);
   });
 
-  it('the chunk statement upserts on tenant + natural key and only updates rows whose values changed', () => {
-    const statement = buildChunkStatement(productsProfile, productsProfile.columns);
-    expect(statement.text).toContain('ON CONFLICT (tenant_id, sku) DO UPDATE SET');
-    expect(statement.text).toMatch(/WHERE \(t\.name, .*\) IS DISTINCT FROM \(excluded\.name, /);
+  it('the upsert statement works on tenant + natural key, in key order, and only updates rows whose values changed', () => {
+    const statements = buildTargetStatements(productsProfile, productsProfile.columns, 'acme', 7);
+    expect(statements.upsert.text).toContain('ON CONFLICT (tenant_id, sku) DO UPDATE SET');
+    expect(statements.upsert.text).toMatch(/WHERE \(t\.name, .*\) IS DISTINCT FROM \(excluded\.name, /);
+    expect(statements.upsert.text).toContain('ORDER BY u.c1');
+    expect(statements.upsert.text).toContain('u.c8::bigint');
     expect(referenceColumns(productsProfile.columns).map((reference) => reference.table)).toEqual(['categories', 'suppliers', 'locations']);
-    expect(statement.text).toContain('LEFT JOIN categories r8 ON r8.tenant_id = $3 AND r8.name = s.v8');
+    expect(statements.copySql).toMatch(/^COPY products \(tenant_id, sku, .*, location_id, last_import_job_id\) FROM STDIN$/);
   });
 
-  it('refuses a profile with more columns than staging holds', () => {
-    const columns = Array.from({ length: 41 }, (_, index) => ({ name: `c${index}`, type: 'text' as const }));
-    expect(() => defineProfile({ ...everyType, columns: [...everyType.columns, ...columns] })).toThrow(/staging holds at most 40/);
+  it('builds COPY lines with the tenant and job id, escaping what COPY text must escape', () => {
+    const { copyLine } = buildTargetStatements(productsProfile, productsProfile.columns, 'a\tb', 7);
+    expect(copyLine(['SKU-1', 'back\\slash\nline', null])).toBe('a\\tb\tSKU-1\tback\\\\slash\\nline\t\\N\t7\n');
   });
+
 });
 
 describe('failed-rows export quoting', () => {

@@ -25,7 +25,7 @@ describe('migrations', () => {
   });
 
   it('20261128000700 keeps the counts of finished runs and unmarks runs whose old staging it drops', async () => {
-    expect(await migrate(env.databaseUrl, { direction: 'down', count: 1 })).toEqual(['20261128000700_csv_staged_rows']);
+    expect(await migrate(env.databaseUrl, { direction: 'down', count: 2 })).toEqual(['20261129000100_csv_source_staging', '20261128000700_csv_staged_rows']);
     const job = async (state: string) =>
       (await env.pool.query<{ id: number }>(`INSERT INTO jobs (kind, state) VALUES ('csv-import', $1) RETURNING id`, [state])).rows[0]!.id;
     const run = (id: number, extra: string) =>
@@ -49,6 +49,43 @@ describe('migrations', () => {
     expect(await getCsvImportRun(env.pool, finished)).toMatchObject({ rowsInserted: 7, rowsUpdated: 2, rowsUnchanged: 1, rowsFailed: 0 });
     expect(await getCsvImportRun(env.pool, reviewing)).toMatchObject({ validatedAt: null, finalizedBatches: 0, rowsInserted: 0 });
     await env.pool.query('DELETE FROM jobs WHERE id = ANY($1)', [[finished, reviewing]]);
+  });
+
+  it('20261129000100 drops the staged rows, keeps finished runs and unmarks runs validated but not finalized', async () => {
+    expect(await migrate(env.databaseUrl, { direction: 'down', count: 1 })).toEqual(['20261129000100_csv_source_staging']);
+    const job = async (state: string) =>
+      (await env.pool.query<{ id: number }>(`INSERT INTO jobs (kind, state) VALUES ('csv-import', $1) RETURNING id`, [state])).rows[0]!.id;
+    const run = (id: number, finalized: boolean) =>
+      env.pool.query(
+        `INSERT INTO csv_import_runs (job_id, profile, tenant_id, bucket, object_key, delimiter, header, columns, rows_valid, batches,
+           validated_at, finalized_at)
+         VALUES ($1, 'products', 't', 'b', 'k', ',', '{sku}', '{sku}', 20, 2, now(), ${finalized ? 'now()' : 'NULL'})`,
+        [id],
+      );
+    const finished = await job('succeeded');
+    await run(finished, true);
+    await env.pool.query(
+      `INSERT INTO csv_import_batches (job_id, batch_number, row_count, finalized_at, rows_inserted) VALUES ($1, 1, 10, now(), 10), ($1, 2, 10, now(), 10)`,
+      [finished],
+    );
+    // A finalize that stopped halfway (its job back in the queue).
+    const halfway = await job('queued');
+    await run(halfway, false);
+    await env.pool.query(
+      `INSERT INTO csv_import_batches (job_id, batch_number, row_count, finalized_at, rows_inserted) VALUES ($1, 1, 10, now(), 10), ($1, 2, 10, NULL, 0)`,
+      [halfway],
+    );
+    await env.pool.query(`INSERT INTO csv_import_staged_rows (job_id, batch_number, row_number, v1) VALUES ($1, 2, 12, 'SKU-1')`, [halfway]);
+
+    await migrate(env.databaseUrl);
+    const { getCsvImportRun } = await import('../worker/imports/csv/run-record.js');
+    expect(await getCsvImportRun(env.pool, finished)).toMatchObject({ rowsInserted: 20, finalizedBatches: 2, encoding: 'utf-8', objectEtag: null });
+    // Its written batch keeps its counts; the unwritten one (staged rows gone) is dropped, and the run must be validated again.
+    expect(await getCsvImportRun(env.pool, halfway)).toMatchObject({ validatedAt: null, finalizedBatches: 1, rowsInserted: 10 });
+    const { rows } = await env.pool.query('SELECT count(*)::int AS n FROM csv_import_batches WHERE job_id = $1', [halfway]);
+    expect(rows[0].n).toBe(1);
+    expect(await tables()).not.toContain('csv_import_staged_rows');
+    await env.pool.query('DELETE FROM jobs WHERE id = ANY($1)', [[finished, halfway]]);
   });
 
   it('is a no-op when the database is up to date', async () => {

@@ -1,7 +1,7 @@
 // `csv-finalize`: the second phase of a CSV import run. Never enqueued on its own: finalizeImport() (`bulk-import
 // finalize <id>`) moves a reviewed `csv-import` run to this kind, so the run keeps its id from upload to end and
-// finalizes run in their own concurrency pool (WORKER_KIND_CONCURRENCY), apart from validations. Writes the staged
-// batches in chunked, fenced, resumable transactions and ends `succeeded`, or `partial` when rows were invalid or
+// finalizes run in their own concurrency pool (WORKER_KIND_CONCURRENCY), apart from validations. Reads the validated
+// file again and writes its valid rows in chunked, fenced, resumable transactions and ends `succeeded`, or `partial` when rows were invalid or
 // refused at write time.
 import { finalizeValidatedRun } from '../imports/csv/finalize-run.js';
 import { parseCsvImportPayload, type CsvImportPayload } from '../imports/csv/payload.js';
@@ -16,7 +16,7 @@ async function run(context: JobContext<CsvImportPayload>): Promise<JobOutcome> {
 
 export const csvFinalizeHandler: JobHandler<CsvImportPayload> = {
   kind: CSV_FINALIZE_KIND,
-  description: 'writes the staged rows of a reviewed csv-import run (started by `bulk-import finalize <id>`)',
+  description: 'writes the valid rows of a reviewed csv-import run (started by `bulk-import finalize <id>`)',
   parsePayload: (raw) => parseCsvImportPayload(CSV_FINALIZE_KIND, raw),
   run,
   listErrors: listRowErrors,

@@ -1,5 +1,5 @@
 // `csv-import`: the validation phase of a CSV import. Streams the uploaded object from S3, checks every row against
-// the import profile, stages the valid rows and records the invalid ones, then parks the run in `review_ready` with a
+// the import profile, records the invalid ones and the batches finalize will write, then parks the run in `review_ready` with a
 // summary. `bulk-import finalize <id>` (or finalizeImport() in worker/api.ts) resumes the same run as `csv-finalize`;
 // with `autoFinalize: true` the run goes on to finalize at once.
 // Payload: { bucket, key, profile, tenant?, delimiter?, encoding?, autoFinalize? }; bucket must be S3_BUCKET and key
@@ -64,7 +64,7 @@ async function run(context: JobContext<CsvImportPayload>): Promise<JobOutcome> {
 
 export const csvValidateHandler: JobHandler<CsvImportPayload> = {
   kind: CSV_VALIDATE_KIND,
-  description: 'validates a CSV upload against an import profile, stages valid rows, parks the run for review',
+  description: 'validates a CSV upload against an import profile, records its invalid rows, parks the run for review',
   parsePayload: (raw) => parseCsvImportPayload(CSV_VALIDATE_KIND, raw),
   run,
   defaultDedupeKey: csvImportDedupeKey,

@@ -39,6 +39,11 @@ export interface JobContext<P> {
    * LeaseLostError unless this worker still holds the lease, so work is never committed by a worker that lost it.
    */
   assertLeaseHeld(db: Queryable): Promise<void>;
+  /**
+   * The same check as an SQL boolean expression (values written in), for a statement that does more in the same
+   * round trip: true while this worker holds the lease, and then it locks the job row like assertLeaseHeld.
+   */
+  leaseHeldCondition: string;
 }
 
 export interface JobOutcome {

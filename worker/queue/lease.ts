@@ -1,4 +1,5 @@
 // Lease upkeep and fencing: heartbeats extend the leases a worker holds; every write about a job checks the lease.
+import { escapeLiteral } from 'pg';
 import type { Queryable } from '../db/pool.js';
 import type { Lease } from './types.js';
 
@@ -66,4 +67,14 @@ export async function saveProgress(db: Queryable, lease: Lease, progress: Record
     [lease.jobId, lease.owner, lease.attempt, progress],
   );
   return rowCount === 1;
+}
+
+/**
+ * The check of {@link assertLeaseHeld} as an SQL boolean expression with the lease's values written in, for handlers
+ * that send it together with other statements in one round trip: true while this worker holds the lease, and then it
+ * locks the job row the same way.
+ */
+export function leaseHeldCondition(lease: Lease): string {
+  return `EXISTS (SELECT 1 FROM jobs WHERE id = ${Number(lease.jobId)} AND lease_owner = ${escapeLiteral(lease.owner)}
+    AND attempts = ${Number(lease.attempt)} AND state = 'running' FOR KEY SHARE)`;
 }

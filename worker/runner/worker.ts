@@ -12,7 +12,7 @@ import { backoffDelayMs } from '../queue/backoff.js';
 import { claimJobs } from '../queue/claim.js';
 import { toErrorRecord } from '../queue/errors.js';
 import { failJob, releaseJobs, type CompletionState } from '../queue/finish.js';
-import { assertLeaseHeld, extendLeases, LeaseLostError } from '../queue/lease.js';
+import { assertLeaseHeld, extendLeases, leaseHeldCondition, LeaseLostError } from '../queue/lease.js';
 import type { ClaimedJob, JobState, Lease } from '../queue/types.js';
 import { CompletionBatcher } from './completion-batcher.js';
 import { PrefetchBuffer } from './prefetch.js';
@@ -298,6 +298,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         progress,
         services: this.services,
         assertLeaseHeld: (db) => assertLeaseHeld(db, lease),
+        leaseHeldCondition: leaseHeldCondition(lease),
       });
     } catch (error) {
       failure = error;

@@ -1,5 +1,5 @@
-// The review decision on a CSV import parked in review_ready: `finalize <id>` writes its staged rows (the run is
-// resumed as csv-finalize), `reject <id>` ends it without writing and discards its staging.
+// The review decision on a CSV import parked in review_ready: `finalize <id>` writes its valid rows (the run is
+// resumed as csv-finalize), `reject <id>` ends it without writing and discards what validation recorded for finalize.
 import type { Command } from 'commander';
 import { finalizeImport, rejectImport } from '../../imports/csv/review.js';
 import { withDatabase } from '../context.js';
@@ -14,17 +14,17 @@ export function registerCsvReviewCommands(program: Command): void {
     .action(async (id: string, options: { json?: boolean }) => {
       const job = await withDatabase((pool) => finalizeImport(pool, parseJobId(id)));
       if (options.json) return printJson({ id: job.id, kind: job.kind, state: job.state });
-      printLine(`Job ${job.id} is queued as ${job.kind}: a worker writes its staged rows. Follow it with: bulk-import watch ${job.id}`);
+      printLine(`Job ${job.id} is queued as ${job.kind}: a worker writes its valid rows. Follow it with: bulk-import watch ${job.id}`);
     });
 
   program
     .command('reject <id>')
-    .description('reject a reviewed CSV import: it ends canceled, nothing is written, its staged rows are discarded')
+    .description('reject a reviewed CSV import: it ends canceled, nothing is written, what validation recorded for finalize is discarded')
     .option('--json', 'print JSON only')
     .action(async (id: string, options: { json?: boolean }) => {
       const job = await withDatabase((pool) => rejectImport(pool, parseJobId(id)));
       const discarded = (job.result as { discardedRows?: number } | null)?.discardedRows ?? 0;
       if (options.json) return printJson({ id: job.id, kind: job.kind, state: job.state, discardedRows: discarded });
-      printLine(`Job ${job.id} rejected: ${job.state}, nothing written, ${discarded} staged row(s) discarded.`);
+      printLine(`Job ${job.id} rejected: ${job.state}, nothing written, ${discarded} validated row(s) discarded.`);
     });
 }

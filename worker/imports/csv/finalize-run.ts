@@ -1,9 +1,9 @@
 // The finalize step of a CSV import run as a handler runs it, shared by `csv-finalize` (after review) and `csv-import`
-// with `autoFinalize` (right after validation): load the validated run, write its staged batches, and turn the run
+// with `autoFinalize` (right after validation): load the validated run, write its valid rows batch by batch, and turn the run
 // record into the job's outcome.
 import type { JobContext, JobOutcome } from '../../handlers/types.js';
 import { PermanentJobError } from '../../queue/errors.js';
-import { finalizeStagedRows, requireValidatedRun } from './finalize-import.js';
+import { finalizeValidatedRows, requireValidatedRun } from './finalize-import.js';
 import { finalizeOutcome } from './finalize-outcome.js';
 import { findProfile } from './profiles/index.js';
 import { getCsvImportRun } from './run-record.js';
@@ -20,9 +20,13 @@ export async function finalizeValidatedRun<P>(context: JobContext<P>, kind: stri
   if (!profile) {
     throw new PermanentJobError(`job ${job.id} was validated with profile "${validated.profile}", which this worker does not know`, 'CSV_UNKNOWN_PROFILE');
   }
-  const totals = await finalizeStagedRows(
+  if (!services.s3) {
+    throw new PermanentJobError(`${kind} needs S3 to read the validated file again: set S3_BUCKET (and S3_ENDPOINT for an S3-compatible server)`, 'S3_NOT_CONFIGURED');
+  }
+  const totals = await finalizeValidatedRows(
     {
       pool: services.pool,
+      s3: services.s3,
       jobId: job.id,
       profile,
       connections: services.config.csv.finalizeConnections,
@@ -30,6 +34,7 @@ export async function finalizeValidatedRun<P>(context: JobContext<P>, kind: stri
       progress: context.progress,
       log,
       assertLeaseHeld: context.assertLeaseHeld,
+      leaseHeldCondition: context.leaseHeldCondition,
     },
     validated,
   );

@@ -8,7 +8,7 @@ import type { CsvRecord } from './record-parser.js';
 export interface HeaderLayout {
   /** The header's names as written (trimmed), in file order. */
   header: string[];
-  /** The profile columns present in the file, in profile order: the order values are staged in. */
+  /** The profile columns present in the file, in profile order: the order of a row's values. */
   columns: ColumnSpec[];
   /** For each of `columns`, the index of its field in a row. */
   fieldIndex: number[];

@@ -1,6 +1,6 @@
-// The header layout of a validated run, rebuilt from its stored header. Staged values are positional, so finalize must
-// read them with the very column order validation staged them in: if the profile changed in between (a deploy during
-// the review), the run stops with a clear message instead of writing values into the wrong columns.
+// The header layout of a validated run, rebuilt from its stored header. Finalize reads the file with the columns
+// validation found in it: if the profile changed in between (a deploy during the review) so that the same header maps
+// differently, the run stops with a clear message instead of writing values into the wrong columns.
 import { PermanentJobError } from '../../queue/errors.js';
 import { readHeader, type HeaderLayout } from './header.js';
 import type { ImportProfile } from './profile.js';

@@ -1,7 +1,6 @@
 // Import profiles: what a CSV file must look like and where its rows go. A profile is plain data in code (one module
 // per profile under profiles/); defineProfile() checks the definition itself once, at start-up, so a mistake in a
 // profile fails loudly instead of producing wrong SQL.
-import { STAGED_VALUE_COLUMNS } from './staged-rows.js';
 
 export const COLUMN_TYPES = ['text', 'integer', 'decimal', 'boolean', 'date', 'enum'] as const;
 export type ColumnType = (typeof COLUMN_TYPES)[number];
@@ -71,9 +70,6 @@ export function defineProfile(profile: ImportProfile): ImportProfile {
     if (identifier !== undefined && !IDENTIFIER.test(identifier)) fail(`"${identifier}" is not a plain SQL identifier`);
   }
   if (profile.columns.length === 0) fail('it has no columns');
-  if (profile.columns.length > STAGED_VALUE_COLUMNS) {
-    fail(`it has ${profile.columns.length} columns; staging holds at most ${STAGED_VALUE_COLUMNS} (csv_import_staged_rows v1…v${STAGED_VALUE_COLUMNS})`);
-  }
   const names = new Set<string>();
   const targets = new Set<string>();
   for (const column of profile.columns) {
@@ -113,7 +109,7 @@ export function targetColumnOf(column: ColumnSpec): string {
   return column.target ?? column.name;
 }
 
-/** The SQL type a staged text value is cast to when written. */
+/** The SQL type a validated text value is cast to when written. */
 export function sqlTypeOf(column: ColumnSpec): string {
   switch (column.type) {
     case 'integer':

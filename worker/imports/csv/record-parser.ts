@@ -199,7 +199,7 @@ export class CsvRecordParser {
    * closes on the line and is followed by a delimiter or the line's end. Otherwise undefined.
    */
   private splitLine(buf: string, start: number, end: number, delimiters: NextIndex): string[] | undefined {
-    // Sized for the header's field count: a piece's records are kept until they are staged, and an array grown by
+    // Sized for the header's field count: a piece's records are kept until they are handled, and an array grown by
     // push() would reserve 17 slots.
     const fields: string[] = new Array(this.expectedFields ?? 0);
     let count = 0;

@@ -1,10 +1,10 @@
 // The review decision on a validated CSV import, for the backend (re-exported by worker/api.ts) and the CLI:
-// finalize resumes the parked run as `csv-finalize` (same job id), reject ends it without writing and discards its
-// staged rows.
+// finalize resumes the parked run as `csv-finalize` (same job id), reject ends it without writing and discards what
+// validation recorded for finalize (the batch ledger; the row errors stay for `errors <id>`).
 import { withTransaction, type Pool } from '../../db/pool.js';
 import { endParkedJob, InvalidTransitionError, requireJob, resumeParkedJob } from '../../queue/operator.js';
 import type { JobRow } from '../../queue/types.js';
-import { discardStagedRows, getCsvImportRun } from './run-record.js';
+import { discardValidatedRows, getCsvImportRun } from './run-record.js';
 
 const VALIDATE_KIND = 'csv-import';
 const FINALIZE_KIND = 'csv-finalize';
@@ -18,13 +18,13 @@ async function requireReviewableImport(db: Pool, jobId: number, action: string):
     throw new InvalidTransitionError(jobId, job.state, action, 'a CSV import waiting in review_ready');
   }
   const run = await getCsvImportRun(db, jobId);
-  if (!run?.validatedAt) throw new Error(`job ${jobId} has no validated CSV import (its staging is gone)`);
+  if (!run?.validatedAt) throw new Error(`job ${jobId} has no validated CSV import (it was discarded)`);
   return job;
 }
 
 /**
  * Approves a reviewed import: the run goes back to the queue as `csv-finalize` and a worker with a free finalize slot
- * writes its staged rows. Throws when the job is not a CSV import waiting for review.
+ * writes its valid rows. Throws when the job is not a CSV import waiting for review.
  */
 export async function finalizeImport(db: Pool, jobId: number): Promise<JobRow> {
   await requireReviewableImport(db, jobId, 'finalize');
@@ -37,12 +37,12 @@ export async function finalizeImport(db: Pool, jobId: number): Promise<JobRow> {
   return resumed;
 }
 
-/** Rejects a reviewed import: the run ends `canceled` without writing anything, and its staged rows are deleted. */
+/** Rejects a reviewed import: the run ends `canceled` without writing anything, and its batch ledger is deleted. */
 export async function rejectImport(db: Pool, jobId: number): Promise<JobRow> {
   const job = await requireReviewableImport(db, jobId, 'reject');
   return withTransaction(db, async (tx) => {
-    // Both or neither: a run that could not be ended (decided by someone else meanwhile) keeps its staging.
-    const discardedRows = await discardStagedRows(tx, jobId);
+    // Both or neither: a run that could not be ended (decided by someone else meanwhile) keeps its batch ledger.
+    const discardedRows = await discardValidatedRows(tx, jobId);
     const result = { ...(job.result ?? {}), rejected: true, rejectedAt: new Date().toISOString(), discardedRows };
     const ended = await endParkedJob(tx, jobId, 'canceled', result);
     if (!ended) {

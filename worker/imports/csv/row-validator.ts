@@ -1,4 +1,4 @@
-// Validates the fields of one CSV row against a profile and normalises them to the text that is staged: trimmed,
+// Validates the fields of one CSV row against a profile and normalises them to the text that is written: trimmed,
 // empty → null, integers without a `+` or leading zeros, decimals without a `+` or a trailing point (leading zeros
 // stay: the database reads the value as numeric either way), enums and booleans in their canonical spelling. Every
 // problem of the row is reported, not only the first. Each column's rules are compiled once into a checker.
@@ -32,7 +32,7 @@ type Checker = (value: string) => string | Issue;
 
 const SHOWN_CHARS = 40;
 const REPLACEMENT_CHARACTER = '\uFFFD';
-// Postgres text and jsonb cannot hold U+0000 (SQLSTATE 22P05): a row with one is a row error, never staged.
+// Postgres text and jsonb cannot hold U+0000 (SQLSTATE 22P05): a row with one is a row error, never written.
 const NUL = '\u0000';
 
 function nulByteIssue(column: string | null, label: string): RowIssue {
@@ -122,8 +122,8 @@ export class RowValidator {
       values[index] = result;
       if (result !== field) exact = false;
     }
-    // Ignored columns (_row, _errors of an export) are not imported, but a row whose values differ from its fields
-    // stages its fields as written too, so a NUL there could not be staged either.
+    // Ignored columns (_row, _errors of an export) are not imported, but a row's fields are kept as written whenever
+    // the row ends up in the error list (a duplicate, a row refused at write time): one rule for the whole row.
     for (const index of this.ignoredIndexes) {
       if (fields[index]!.indexOf(NUL) !== -1) (issues ??= []).push(nulByteIssue(null, `column ${this.header[index]}`));
     }

@@ -1,6 +1,5 @@
 // SQL of csv_import_runs: one row per CSV import run, written by validation and advanced by finalize.
 import type { Queryable } from '../../db/pool.js';
-import type { ReferenceNameLists } from './reference-names.js';
 
 export interface NewRun {
   jobId: number;
@@ -9,8 +8,12 @@ export interface NewRun {
   bucket: string;
   objectKey: string;
   delimiter: string;
+  encoding: string;
   header: string[];
   columns: string[];
+  /** The object as validation read it: finalize reads these very bytes again (If-Match on the ETag). */
+  objectEtag: string | null;
+  objectSize: number | null;
 }
 
 /** A run as stored: what validation started with, its counts, and how far finalize got (summed over batches). */
@@ -26,14 +29,12 @@ export interface CsvImportRun extends NewRun {
   rowsUnchanged: number;
   rowsFailed: number;
   referencesCreated: Record<string, number>;
-  /** Distinct names per reference column (staged position), from validation; null where there were too many. */
-  referenceNames: ReferenceNameLists;
   finalizedAt: Date | null;
 }
 
 // The finalize counts are summed over the run's batches (csv_import_batches), which several connections mark at once.
-const RUN_COLUMNS = `r.job_id, r.profile, r.tenant_id, r.bucket, r.object_key, r.delimiter, r.header, r.columns, r.rows_read,
-  r.rows_valid, r.rows_invalid, r.batches, r.validated_at, r.references_created, r.reference_names, r.finalized_at,
+const RUN_COLUMNS = `r.job_id, r.profile, r.tenant_id, r.bucket, r.object_key, r.delimiter, r.encoding, r.header, r.columns, r.rows_read,
+  r.rows_valid, r.rows_invalid, r.batches, r.validated_at, r.references_created, r.object_etag, r.object_size, r.finalized_at,
   coalesce(b.finalized_batches, 0)::int AS finalized_batches, coalesce(b.rows_inserted, 0)::int AS rows_inserted,
   coalesce(b.rows_updated, 0)::int AS rows_updated, coalesce(b.rows_unchanged, 0)::int AS rows_unchanged,
   coalesce(b.rows_failed, 0)::int AS rows_failed`;
@@ -50,6 +51,7 @@ function toRun(row: Record<string, unknown>): CsvImportRun {
     bucket: row.bucket as string,
     objectKey: row.object_key as string,
     delimiter: row.delimiter as string,
+    encoding: row.encoding as string,
     header: row.header as string[],
     columns: row.columns as string[],
     rowsRead: row.rows_read as number,
@@ -63,7 +65,8 @@ function toRun(row: Record<string, unknown>): CsvImportRun {
     rowsUnchanged: row.rows_unchanged as number,
     rowsFailed: row.rows_failed as number,
     referencesCreated: row.references_created as Record<string, number>,
-    referenceNames: row.reference_names as ReferenceNameLists,
+    objectEtag: row.object_etag as string | null,
+    objectSize: row.object_size as number | null,
     finalizedAt: row.finalized_at as Date | null,
   };
 }
@@ -89,8 +92,7 @@ export async function getCsvImportRun(db: Queryable, jobId: number): Promise<Csv
 /** Forgets what an earlier, unfinished validation attempt of the run wrote: validation always starts from the top. */
 export async function discardValidation(tx: Queryable, jobId: number): Promise<void> {
   await tx.query(
-    `WITH staged AS (DELETE FROM csv_import_staged_rows WHERE job_id = $1),
-          batches AS (DELETE FROM csv_import_batches WHERE job_id = $1),
+    `WITH batches AS (DELETE FROM csv_import_batches WHERE job_id = $1),
           errors AS (DELETE FROM csv_import_row_errors WHERE job_id = $1)
      DELETE FROM csv_import_runs WHERE job_id = $1`,
     [jobId],
@@ -99,9 +101,9 @@ export async function discardValidation(tx: Queryable, jobId: number): Promise<v
 
 export async function insertCsvImportRun(tx: Queryable, run: NewRun): Promise<void> {
   await tx.query(
-    `INSERT INTO csv_import_runs (job_id, profile, tenant_id, bucket, object_key, delimiter, header, columns)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-    [run.jobId, run.profile, run.tenantId, run.bucket, run.objectKey, run.delimiter, run.header, run.columns],
+    `INSERT INTO csv_import_runs (job_id, profile, tenant_id, bucket, object_key, delimiter, encoding, header, columns, object_etag, object_size)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+    [run.jobId, run.profile, run.tenantId, run.bucket, run.objectKey, run.delimiter, run.encoding, run.header, run.columns, run.objectEtag, run.objectSize],
   );
 }
 
@@ -112,24 +114,25 @@ export interface ValidationCounts {
   batches: number;
 }
 
-/** Records the validation's counts and the row count of every staged batch (index i = batch i + 1). */
-export async function markValidated(
-  tx: Queryable,
-  jobId: number,
-  counts: ValidationCounts,
-  batchRowCounts: readonly number[],
-  referenceNames: ReferenceNameLists,
-): Promise<void> {
+/** A batch as validation laid it out: the valid rows of lines firstRow…lastRow, rowCount of them. */
+export interface BatchRange {
+  firstRow: number;
+  lastRow: number;
+  rowCount: number;
+}
+
+/** Records the validation's counts and the batch ledger (index i = batch i + 1). */
+export async function markValidated(tx: Queryable, jobId: number, counts: ValidationCounts, batches: readonly BatchRange[]): Promise<void> {
   await tx.query(
-    `UPDATE csv_import_runs SET rows_read = $2, rows_valid = $3, rows_invalid = $4, batches = $5, reference_names = $6,
-       validated_at = now()
+    `UPDATE csv_import_runs SET rows_read = $2, rows_valid = $3, rows_invalid = $4, batches = $5, validated_at = now()
      WHERE job_id = $1`,
-    [jobId, counts.rowsRead, counts.rowsValid, counts.rowsInvalid, counts.batches, referenceNames],
+    [jobId, counts.rowsRead, counts.rowsValid, counts.rowsInvalid, counts.batches],
   );
   await tx.query(
-    `INSERT INTO csv_import_batches (job_id, batch_number, row_count)
-     SELECT $1, batch.number, batch.row_count FROM unnest($2::int[]) WITH ORDINALITY AS batch(row_count, number)`,
-    [jobId, batchRowCounts],
+    `INSERT INTO csv_import_batches (job_id, batch_number, first_row, last_row, row_count)
+     SELECT $1, batch.number, batch.first_row, batch.last_row, batch.row_count
+     FROM unnest($2::int[], $3::int[], $4::int[]) WITH ORDINALITY AS batch(first_row, last_row, row_count, number)`,
+    [jobId, batches.map((batch) => batch.firstRow), batches.map((batch) => batch.lastRow), batches.map((batch) => batch.rowCount)],
   );
 }
 
@@ -140,31 +143,30 @@ export interface ChunkCounts {
   failed: number;
 }
 
-export interface PendingBatch {
+export interface PendingBatch extends BatchRange {
   batchNumber: number;
-  rowCount: number;
 }
 
 /** The batches finalize has not written yet, in order. */
 export async function pendingBatches(db: Queryable, jobId: number): Promise<PendingBatch[]> {
-  const { rows } = await db.query<{ batch_number: number; row_count: number }>(
-    `SELECT batch_number, row_count FROM csv_import_batches WHERE job_id = $1 AND finalized_at IS NULL ORDER BY batch_number`,
+  const { rows } = await db.query<{ batch_number: number; row_count: number; first_row: number | null; last_row: number | null }>(
+    `SELECT batch_number, row_count, first_row, last_row FROM csv_import_batches
+     WHERE job_id = $1 AND finalized_at IS NULL ORDER BY batch_number`,
     [jobId],
   );
-  return rows.map((row) => ({ batchNumber: row.batch_number, rowCount: row.row_count }));
+  return rows.map((row) => ({ batchNumber: row.batch_number, rowCount: row.row_count, firstRow: row.first_row ?? 0, lastRow: row.last_row ?? -1 }));
 }
 
 /**
- * Marks a batch written with its counts, in the caller's transaction (the one that wrote its rows). False when it was
- * marked already: the caller must roll back.
+ * The statement that marks a batch written with its counts, values written in (it travels with other statements in
+ * one round trip, see batch-writer.ts). `first`: only a batch not marked yet (a result of 0 rows means someone else
+ * wrote it: roll back); otherwise it corrects the counts of the mark made earlier in the same transaction.
  */
-export async function markBatchFinalized(tx: Queryable, jobId: number, batchNumber: number, counts: ChunkCounts): Promise<boolean> {
-  const { rowCount } = await tx.query(
-    `UPDATE csv_import_batches SET finalized_at = now(), rows_inserted = $3, rows_updated = $4, rows_unchanged = $5, rows_failed = $6
-     WHERE job_id = $1 AND batch_number = $2 AND finalized_at IS NULL`,
-    [jobId, batchNumber, counts.inserted, counts.updated, counts.unchanged, counts.failed],
-  );
-  return rowCount === 1;
+export function markBatchSql(jobId: number, batchNumber: number, counts: ChunkCounts, first: boolean): string {
+  const int = (value: number) => String(Math.trunc(Number(value)));
+  return `UPDATE csv_import_batches SET finalized_at = now(), rows_inserted = ${int(counts.inserted)}, rows_updated = ${int(counts.updated)},
+    rows_unchanged = ${int(counts.unchanged)}, rows_failed = ${int(counts.failed)}
+  WHERE job_id = ${int(jobId)} AND batch_number = ${int(batchNumber)}${first ? ' AND finalized_at IS NULL' : ''}`;
 }
 
 /** Adds reference rows created by a finalize attempt to the run's tally. */
@@ -184,15 +186,14 @@ export async function markFinalized(tx: Queryable, jobId: number): Promise<void>
 }
 
 /**
- * Rejected at review: the staged rows go, the row errors stay (until retention), and the run record forgets that it
- * was validated, so a requeued run validates the file again instead of resuming from a summary whose staging is gone.
+ * Rejected at review: the batch ledger goes, the row errors stay (until retention), and the run record forgets that
+ * it was validated, so a requeued run validates the file again. Returns how many valid rows will not be written.
  */
-export async function discardStagedRows(tx: Queryable, jobId: number): Promise<number> {
+export async function discardValidatedRows(tx: Queryable, jobId: number): Promise<number> {
   const { rows } = await tx.query<{ rows: number }>(
-    `WITH removed AS (DELETE FROM csv_import_staged_rows WHERE job_id = $1 RETURNING 1),
-          batches AS (DELETE FROM csv_import_batches WHERE job_id = $1),
+    `WITH removed AS (DELETE FROM csv_import_batches WHERE job_id = $1 RETURNING row_count, finalized_at),
           reset AS (UPDATE csv_import_runs SET validated_at = NULL WHERE job_id = $1)
-     SELECT count(*)::int AS rows FROM removed`,
+     SELECT coalesce(sum(row_count) FILTER (WHERE finalized_at IS NULL), 0)::int AS rows FROM removed`,
     [jobId],
   );
   return rows[0]?.rows ?? 0;

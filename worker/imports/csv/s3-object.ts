@@ -1,5 +1,7 @@
 // Opens the uploaded CSV object as a stream. Missing or forbidden objects fail the run at once with a message that
 // names the object; other S3 errors keep their classification (5xx, throttling and network errors are retried).
+// `ifMatch` pins the read to the ETag validation saw: a re-uploaded object is refused by S3 itself (412), so finalize
+// never writes rows nobody reviewed.
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
 import { PermanentJobError } from '../../queue/errors.js';
@@ -11,16 +13,30 @@ export interface OpenedObject {
   etag: string | undefined;
 }
 
-export async function openObject(s3: S3Client, bucket: string, key: string, signal: AbortSignal): Promise<OpenedObject> {
+export async function openObject(s3: S3Client, bucket: string, key: string, signal: AbortSignal, ifMatch?: string): Promise<OpenedObject> {
   try {
-    const response = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
+    const response = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key, IfMatch: ifMatch }), { abortSignal: signal });
     if (!response.Body) throw new PermanentJobError(`s3://${bucket}/${key} has no body`, 'CSV_OBJECT_EMPTY', { bucket, key });
+    // S3 refuses a changed object itself; some S3-compatible servers ignore If-Match, so look at what was sent too.
+    if (ifMatch !== undefined && response.ETag !== undefined && response.ETag !== ifMatch) {
+      (response.Body as Readable).destroy();
+      throw Object.assign(new Error('PreconditionFailed'), { name: 'PreconditionFailed' });
+    }
     return { body: response.Body as Readable, size: response.ContentLength, etag: response.ETag };
   } catch (error) {
     const name = (error as { name?: string }).name;
     const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    if (ifMatch !== undefined && (name === 'PreconditionFailed' || status === 412)) {
+      throw new PermanentJobError(
+        `s3://${bucket}/${key} changed after it was validated (its ETag is no longer ${ifMatch}): nothing more of it is ` +
+          'written; import the new file (rows already written are upserted, so they come out unchanged)',
+        'CSV_OBJECT_CHANGED',
+        { bucket, key, etag: ifMatch },
+      );
+    }
     if (name === 'NoSuchKey' || name === 'NotFound' || status === 404) {
-      throw new PermanentJobError(`s3://${bucket}/${key} does not exist (upload the file first, or check bucket and key)`, 'CSV_OBJECT_NOT_FOUND', {
+      const hint = ifMatch !== undefined ? 'it was deleted after validation; upload it again and import it again' : 'upload the file first, or check bucket and key';
+      throw new PermanentJobError(`s3://${bucket}/${key} does not exist (${hint})`, 'CSV_OBJECT_NOT_FOUND', {
         bucket,
         key,
       });

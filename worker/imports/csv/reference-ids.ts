@@ -1,0 +1,154 @@
+// Reference names (category, supplier …) to ids, for the rows finalize writes. Each reference column keeps a cache of
+// the ids it has seen; names a batch needs that are not cached are created when missing and looked up, each in its
+// own short statement committed at once (never inside a batch transaction, so two imports naming the same new
+// category wait on each other for one statement at most). A name the reference table refuses (a constraint the
+// profile does not know) costs only the rows that name it: they become row errors of phase 'finalize'.
+// The caches hold at most `maxCached` names per column and start over past that, so memory stays flat however many
+// distinct names a file has.
+import type { PoolClient } from '../../db/pool.js';
+import { sqlState } from '../../db/sql-state.js';
+import { PermanentJobError } from '../../queue/errors.js';
+import type { ColumnSpec } from './profile.js';
+import type { RowIssue } from './row-validator.js';
+import { show } from './row-validator.js';
+import { buildCreateReferencesStatement, buildLookupReferencesStatement, referenceColumns, type NamedStatement } from './target-sql.js';
+
+interface ReferenceColumn {
+  /** Position in layout order. */
+  position: number;
+  column: string;
+  table: string;
+  ids: Map<string, string>;
+  /** Names the table refused, with the database's reason. */
+  refused: Map<string, string>;
+  create: NamedStatement;
+  lookup: NamedStatement;
+}
+
+/** The rows of a batch with reference names replaced by ids, and the rows that could not be resolved. */
+export interface ResolvedRows {
+  /** In batch order; null for a row that names a refused reference. */
+  values: Array<Array<string | null> | null>;
+  /** By index in the batch: why the row cannot be written. */
+  refused: Map<number, RowIssue>;
+  /** Per reference column (in `tables` order): the distinct ids the rows use. */
+  usedIds: string[][];
+}
+
+const LOOKUP_TRIES = 3;
+
+export class ReferenceIds {
+  private readonly columns: ReferenceColumn[];
+  /** The reference tables, in the order of {@link ResolvedRows.usedIds}. */
+  readonly tables: string[];
+
+  constructor(
+    columns: readonly ColumnSpec[],
+    private readonly tenant: string,
+    private readonly jobId: number,
+    private readonly maxCached = 50_000,
+  ) {
+    this.columns = referenceColumns(columns).map(({ position, table }) => ({
+      position,
+      column: columns[position]!.name,
+      table,
+      ids: new Map(),
+      refused: new Map(),
+      create: buildCreateReferencesStatement(table),
+      lookup: buildLookupReferencesStatement(table),
+    }));
+    this.tables = this.columns.map((column) => column.table);
+  }
+
+  /** Resolves the references of `rows` (values in layout order), creating names their tables lack. */
+  async resolve(db: PoolClient, rows: ReadonlyArray<ReadonlyArray<string | null>>): Promise<ResolvedRows> {
+    for (const column of this.columns) {
+      const missing = new Set<string>();
+      for (const row of rows) {
+        const name = row[column.position];
+        if (name !== null && name !== undefined && !column.ids.has(name) && !column.refused.has(name)) missing.add(name);
+      }
+      if (missing.size > 0) await this.fetch(db, column, [...missing]);
+    }
+    const resolved: ResolvedRows = { values: [], refused: new Map(), usedIds: this.columns.map(() => []) };
+    const used = this.columns.map(() => new Set<string>());
+    rows.forEach((row, index) => {
+      if (this.columns.length === 0) {
+        resolved.values.push(row as Array<string | null>);
+        return;
+      }
+      const values = row.slice();
+      for (let c = 0; c < this.columns.length; c++) {
+        const column = this.columns[c]!;
+        const name = row[column.position];
+        if (name === null || name === undefined) continue;
+        const id = column.ids.get(name);
+        if (id === undefined) {
+          const reason = column.refused.get(name) ?? 'it could not be created';
+          resolved.refused.set(index, {
+            column: column.column,
+            rule: 'database',
+            message: `the database refused ${column.column} ${show(name)} (table ${column.table}): ${reason}`,
+          });
+          resolved.values.push(null);
+          return;
+        }
+        values[column.position] = id;
+        used[c]!.add(id);
+      }
+      resolved.values.push(values);
+    });
+    resolved.usedIds = used.map((ids) => [...ids]);
+    return resolved;
+  }
+
+  /** Forgets the cached ids of the given tables (an id was found deleted: look the names up again). */
+  forget(tables: readonly string[]): void {
+    for (const column of this.columns) if (tables.includes(column.table)) column.ids.clear();
+  }
+
+  private async fetch(db: PoolClient, column: ReferenceColumn, names: string[]): Promise<void> {
+    names.sort();
+    if (column.ids.size + names.length > this.maxCached) column.ids.clear();
+    for (let attempt = 1; attempt <= LOOKUP_TRIES; attempt++) {
+      await this.create(db, column, names);
+      const { rows } = await db.query<{ name: string; id: string }>({ name: column.lookup.name, text: column.lookup.text, values: [this.tenant, names] });
+      for (const row of rows) column.ids.set(row.name, row.id);
+      names = names.filter((name) => !column.ids.has(name) && !column.refused.has(name));
+      if (names.length === 0) return;
+      // Created (or found) and deleted again by someone else before the lookup: once more.
+    }
+    throw new PermanentJobError(
+      `finalize of job ${this.jobId}: ${column.table} ${names.slice(0, 3).map(show).join(', ')} kept disappearing right after being created; ` +
+        'something deletes reference rows while imports run',
+      'CSV_REFERENCE_VANISHED',
+      { table: column.table },
+    );
+  }
+
+  /** Creates the names; when the table refuses the set, each name alone, so only the refused names are lost. */
+  private async create(db: PoolClient, column: ReferenceColumn, names: string[]): Promise<void> {
+    try {
+      await db.query({ name: column.create.name, text: column.create.text, values: [this.tenant, names, this.jobId] });
+      return;
+    } catch (error) {
+      if (!isDataError(error) || names.length === 0) throw error;
+    }
+    for (const name of names) {
+      try {
+        await db.query({ name: column.create.name, text: column.create.text, values: [this.tenant, [name], this.jobId] });
+      } catch (error) {
+        if (!isDataError(error)) throw error;
+        const { message, detail } = error as { message: string; detail?: string };
+        if (column.refused.size >= this.maxCached) column.refused.clear();
+        column.refused.set(name, `${message}${detail ? ` (${detail})` : ''}`);
+      }
+    }
+  }
+}
+
+/** Data exceptions (22xxx) and integrity violations (23xxx): the value, not the system, is at fault. */
+export function isDataError(error: unknown): boolean {
+  const state = sqlState(error);
+  return state !== undefined && (state.startsWith('22') || state.startsWith('23'));
+}
