@@ -1,7 +1,8 @@
 // npm run bench:csv — a CSV import of N product rows (default 1,000,000) by a real worker process, validate + finalize,
 // against the physical limit: a raw `COPY … FROM STDIN` of the same object streamed from the same S3 server into a
-// table of the same shape (the CSV's columns with the products table's types, constraints and natural key), in the
-// same run on the same embedded Postgres (fsync off). Prints rows/s of each step, the end-to-end ratio, and the
+// table of the same shape as the import's target (products: its surrogate key, unique indexes, defaults and checks;
+// the reference columns as names), in the same run on the same embedded Postgres (fsync off). A COPY into a lighter
+// csv-shaped table (the file's columns only, keyed on tenant + sku) is shown too. Prints rows/s of each step, the end-to-end ratio, and the
 // worker's peak RSS for N, N/4 and N/10 rows (memory must be flat in file size: it may rise while V8 sizes its heap
 // for the throughput, then stays level however long the file).
 //
@@ -86,19 +87,37 @@ async function freshDatabase(environment: LocalEnvironment, name: string): Promi
   return url;
 }
 
-/** The baseline: the object streamed from S3 straight into COPY, into the CSV's columns typed like products. */
-async function rawCopy(url: string, s3: S3Client, key: string): Promise<{ seconds: number; copied: number }> {
+/**
+ * The two tables a raw COPY loads. `products-shaped` is the goal's baseline: the products table itself (LIKE products
+ * INCLUDING ALL: its identity key, both unique indexes, defaults and checks), except that category, supplier and
+ * location hold the names as the file has them (a raw COPY cannot turn names into ids) and the tenant has a default.
+ * `csv-shaped` is the lighter table this benchmark used before: only the file's columns with products' types and
+ * checks, keyed on (tenant, sku), no surrogate key: shown for comparison with earlier figures.
+ */
+const BASELINE_TABLES = {
+  'products-shaped': [
+    `CREATE TABLE bench_copy_products (LIKE products INCLUDING ALL)`,
+    `ALTER TABLE bench_copy_products ALTER COLUMN tenant_id SET DEFAULT 'bench',
+       DROP COLUMN category_id, DROP COLUMN supplier_id, DROP COLUMN location_id,
+       ADD COLUMN category text, ADD COLUMN supplier text, ADD COLUMN location text`,
+  ],
+  'csv-shaped': [
+    `CREATE TABLE bench_copy_products (
+       tenant_id text NOT NULL DEFAULT 'bench', sku text NOT NULL CHECK (sku <> ''), name text NOT NULL, description text,
+       price numeric(12,2) NOT NULL CHECK (price >= 0), quantity integer NOT NULL CHECK (quantity >= 0), barcode text,
+       status text NOT NULL CHECK (status IN ('active', 'inactive', 'discontinued')), category text, supplier text, location text,
+       PRIMARY KEY (tenant_id, sku))`,
+  ],
+} as const;
+type BaselineTable = keyof typeof BASELINE_TABLES;
+
+/** The baseline: the object streamed from S3 straight into COPY. */
+async function rawCopy(url: string, s3: S3Client, key: string, shape: BaselineTable): Promise<{ seconds: number; copied: number }> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
     await client.query(`DROP TABLE IF EXISTS bench_copy_products`);
-    await client.query(
-      `CREATE TABLE bench_copy_products (
-         tenant_id text NOT NULL DEFAULT 'bench', sku text NOT NULL CHECK (sku <> ''), name text NOT NULL, description text,
-         price numeric(12,2) NOT NULL CHECK (price >= 0), quantity integer NOT NULL CHECK (quantity >= 0), barcode text,
-         status text NOT NULL CHECK (status IN ('active', 'inactive', 'discontinued')), category text, supplier text, location text,
-         PRIMARY KEY (tenant_id, sku))`,
-    );
+    for (const statement of BASELINE_TABLES[shape]) await client.query(statement);
     const started = performance.now();
     const object = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
     const copied = await copyFromSource(
@@ -109,6 +128,7 @@ async function rawCopy(url: string, s3: S3Client, key: string): Promise<{ second
     );
     return { seconds: (performance.now() - started) / 1000, copied };
   } finally {
+    await client.query(`DROP TABLE IF EXISTS bench_copy_products`).catch(() => {});
     await client.end();
   }
 }
@@ -250,15 +270,16 @@ async function main(): Promise<void> {
     }
     log(`uploaded products-${rows}.csv (${(files[rows]! / MiB).toFixed(0)} MiB), ${smaller.map((count) => `products-${count}.csv`).join(', ')}`);
 
-    const results: Array<{ copy: number; ours: ImportMeasure }> = [];
+    const results: Array<{ copy: number; copyCsvShaped: number; ours: ImportMeasure }> = [];
     for (let round = 1; round <= rounds; round++) {
       const url = await freshDatabase(environment, `bench_csv_${round}`);
-      const copy = await rawCopy(url, s3, `imports/bench/products-${rows}.csv`);
-      if (copy.copied !== rows) throw new Error(`COPY loaded ${copy.copied} rows`);
-      log(`round ${round}: raw COPY ${copy.seconds.toFixed(2)} s`);
+      const copy = await rawCopy(url, s3, `imports/bench/products-${rows}.csv`, 'products-shaped');
+      const copyCsvShaped = await rawCopy(url, s3, `imports/bench/products-${rows}.csv`, 'csv-shaped');
+      if (copy.copied !== rows || copyCsvShaped.copied !== rows) throw new Error(`COPY loaded ${copy.copied} / ${copyCsvShaped.copied} rows`);
+      log(`round ${round}: raw COPY ${copy.seconds.toFixed(2)} s (products-shaped), ${copyCsvShaped.seconds.toFixed(2)} s (csv-shaped)`);
       const ours = await measuredImport(entry, environment, url, `imports/bench/products-${rows}.csv`, rows, true);
       log(`round ${round}: validate ${ours.validateSeconds.toFixed(2)} s, finalize ${ours.finalizeSeconds.toFixed(2)} s`);
-      results.push({ copy: copy.seconds, ours });
+      results.push({ copy: copy.seconds, copyCsvShaped: copyCsvShaped.seconds, ours });
     }
     const smallRuns: Array<{ count: number; measure: ImportMeasure }> = [];
     for (const count of smaller) {
@@ -268,6 +289,7 @@ async function main(): Promise<void> {
 
     const best = results.reduce((a, b) => (a.ours.validateSeconds + a.ours.finalizeSeconds <= b.ours.validateSeconds + b.ours.finalizeSeconds ? a : b));
     const copySeconds = Math.min(...results.map((result) => result.copy));
+    const csvShapedSeconds = Math.min(...results.map((result) => result.copyCsvShaped));
     const endToEnd = best.ours.validateSeconds + best.ours.finalizeSeconds;
     const ratio = copySeconds / endToEnd;
     const row = (name: string, seconds: number, vs: string) => [name, fmt(rows), seconds.toFixed(2), fmt(rows / seconds), vs];
@@ -276,10 +298,12 @@ async function main(): Promise<void> {
       table(
         ['step', 'rows', 'seconds', 'rows/s', 'vs raw COPY'],
         [
-          row('raw COPY (S3 object → COPY FROM STDIN)', copySeconds, '1.00×'),
+          row('raw COPY into a products-shaped table', copySeconds, '1.00×'),
+          row('raw COPY into a csv-shaped table', csvShapedSeconds, `(${(copySeconds / csvShapedSeconds).toFixed(2)}×)`),
           row('validate (csv-import → review_ready)', best.ours.validateSeconds, `${(copySeconds / best.ours.validateSeconds).toFixed(2)}×`),
           row('finalize (csv-finalize → succeeded)', best.ours.finalizeSeconds, `${(copySeconds / best.ours.finalizeSeconds).toFixed(2)}×`),
           row('validate + finalize (end to end)', endToEnd, `${ratio.toFixed(2)}× (goal ≥ ${GOAL_RATIO}×)`),
+          row('  the same vs the csv-shaped COPY', endToEnd, `${(csvShapedSeconds / endToEnd).toFixed(2)}×`),
           ...(best.ours.reimport
             ? [
                 row('re-import, validate', best.ours.reimport.validateSeconds, `${(copySeconds / best.ours.reimport.validateSeconds).toFixed(2)}×`),
@@ -306,7 +330,8 @@ async function main(): Promise<void> {
     // Flat: four times the rows may not cost more than a fifth more memory (a linear cost would be 4x).
     const flat = best.ours.peakRss <= quarter * 1.2;
     log(
-      `end to end ${ratio >= GOAL_RATIO ? 'meets' : 'misses'} the goal of ≥ ${GOAL_RATIO}× raw COPY (${ratio.toFixed(2)}×); ` +
+      `end to end ${ratio >= GOAL_RATIO ? 'meets' : 'misses'} the goal of ≥ ${GOAL_RATIO}× a raw COPY into a products-shaped table ` +
+        `(${ratio.toFixed(2)}×; ${(csvShapedSeconds / endToEnd).toFixed(2)}× the csv-shaped one); ` +
         `peak RSS ${rssOk ? 'under' : 'over'} 256 MiB and ${flat ? 'flat' : 'NOT flat'} in file size ` +
         `(${mib(best.ours.peakRss)} for ${fmt(rows)} rows, ${mib(quarter)} for ${fmt(smallRuns[0]!.count)}).`,
     );
