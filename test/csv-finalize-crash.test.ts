@@ -1,5 +1,6 @@
 // CSV finalize with real worker processes: killed with SIGKILL mid-finalize and resumed by another worker, two
-// imports creating the same references at the same time, and validation and finalize in separate pools.
+// imports creating the same references at the same time, and validation and finalize in separate pools. (A reference
+// deleted mid-finalize: csv-batch-writer.test.ts.)
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { finalizeImport, submitJob } from '../worker/api.js';
 import { getCsvImportRun } from '../worker/imports/csv/run-record.js';
@@ -153,38 +154,6 @@ describe('csv finalize with real worker processes', () => {
       "SELECT count(*)::int AS n, count(DISTINCT sku)::int AS skus FROM products WHERE tenant_id = 'same'",
     );
     expect(check[0]).toEqual({ n: 8_000, skus: 8_000 });
-  });
-
-  it('a reference deleted by someone else mid-finalize is created again; no product is written pointing at nothing', async () => {
-    // Stands in for a backend deleting a category while an import runs: after the first batch's insert (which names
-    // only "Safe"), "Doomed" is deleted while no product uses it yet. The next batch holds its id in the reference map.
-    await env.pool.query(`
-      CREATE FUNCTION test_delete_doomed() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN
-        DELETE FROM categories c WHERE c.tenant_id = 'doomed' AND c.name = 'Doomed'
-          AND NOT EXISTS (SELECT 1 FROM products p WHERE p.category_id = c.id);
-        RETURN NULL;
-      END $$;
-      CREATE TRIGGER test_delete_doomed AFTER INSERT ON products FOR EACH STATEMENT EXECUTE FUNCTION test_delete_doomed();`);
-    try {
-      const rows = Array.from({ length: 150 }, (_, i) => ({ ...validRow(i + 1, 'DOOM'), category: i < 50 ? 'Safe' : 'Doomed' }));
-      await upload(env.s3, env.bucket, 'imports/doomed/products.csv', fileOf(rows));
-      const one = worker({ WORKER_ID: 'lane', CSV_FINALIZE_CONNECTIONS: '1', LOG_LEVEL: 'debug' });
-      await one.waitForLog(started);
-      const jobId = await importObject('imports/doomed/products.csv', 'doomed');
-      await until(jobId, ['review_ready']);
-      await finalizeImport(env.pool, jobId);
-      const job = await until(jobId, ['succeeded', 'partial', 'failed', 'dead']);
-      expect(job).toMatchObject({ state: 'succeeded', result: expect.objectContaining({ inserted: 150 }) });
-      expect(one.logs.some((line) => line.msg === 'a reference the batch names was deleted meanwhile; creating it again')).toBe(true);
-      const { rows: check } = await env.pool.query(
-        `SELECT c.name, count(*)::int AS n FROM products p LEFT JOIN categories c ON c.id = p.category_id
-         WHERE p.tenant_id = 'doomed' GROUP BY c.name ORDER BY c.name`,
-      );
-      expect(check).toEqual([{ name: 'Doomed', n: 100 }, { name: 'Safe', n: 50 }]);
-    } finally {
-      await env.pool.query('DROP TRIGGER test_delete_doomed ON products; DROP FUNCTION test_delete_doomed()');
-    }
   });
 
   it('validation and finalize have their own pools: a burst of validations does not hold back a finalize', async () => {
