@@ -138,11 +138,29 @@ describe('a finalize batch', () => {
     await env.pool.query(`DELETE FROM products WHERE tenant_id = 'bw-doomed'`);
     await env.pool.query(`DELETE FROM categories WHERE tenant_id = 'bw-doomed' AND name = 'Doomed'`);
     await batches.write(client, batchOf(2, Array.from({ length: 5 }, (_, i) => ({ ...validRow(i + 10, 'DOOM'), category: 'Doomed' }))));
-    expect(logLines.some((line) => line.msg === 'a reference the batch names was deleted meanwhile; resolving it again')).toBe(true);
+    expect(logLines.some((line) => line.msg === 'a reference table the batch uses had rows deleted meanwhile; looking its names up again')).toBe(true);
     const written = await products('bw-doomed');
     expect(written.length).toBe(5);
     // Every product points at the category row that exists now.
     expect(written.every((row) => row.category === 'Doomed')).toBe(true);
+  });
+
+  it('every reference table of every profile counts its deletions (the trigger finalize relies on)', async () => {
+    const { profileNames } = await import('../worker/imports/csv/profiles/index.js');
+    const tables = [
+      ...new Set(profileNames().flatMap((name) => findProfile(name)!.columns.flatMap((column) => (column.reference ? [column.reference.table] : [])))),
+    ];
+    expect(tables.length).toBeGreaterThan(0);
+    const { rows } = await env.pool.query<{ table: string }>(
+      `SELECT c.relname AS table FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid
+       WHERE p.proname = 'count_reference_deletions' AND NOT t.tgisinternal`,
+    );
+    expect(rows.map((row) => row.table).sort()).toEqual(expect.arrayContaining(tables.sort()));
+    await env.pool.query(`INSERT INTO categories (tenant_id, name) VALUES ('bw-count', 'a'), ('bw-count', 'b')`);
+    const before = await env.pool.query(`SELECT coalesce((SELECT deletions FROM reference_deletions WHERE table_name = 'categories'), 0)::int AS n`);
+    await env.pool.query(`DELETE FROM categories WHERE tenant_id = 'bw-count'`);
+    const after = await env.pool.query(`SELECT deletions::int AS n FROM reference_deletions WHERE table_name = 'categories'`);
+    expect(after.rows[0].n).toBe(before.rows[0].n + 1);
   });
 });
 

@@ -134,7 +134,10 @@ export async function finalizeValidatedRows(deps: FinalizeDeps, run: CsvImportRu
       // Every batch in flight ends (commits or rolls back) before its connection goes back; the first failure is
       // the run's.
       await Promise.all(running);
-      for (const client of idle) client.release();
+      for (const client of idle) {
+        await writer.release(client);
+        client.release();
+      }
     }
     if (failure !== undefined) throw failure;
   }

@@ -3,6 +3,8 @@
 // own short statement committed at once (never inside a batch transaction, so two imports naming the same new
 // category wait on each other for one statement at most). A name the reference table refuses (a constraint the
 // profile does not know) costs only the rows that name it: they become row errors of phase 'finalize'.
+// A cache is valid while its table has seen no deletion (reference_deletions): each batch checks that count in its
+// transaction, and a changed count empties the cache (forget) so the names are looked up again.
 // The caches hold at most `maxCached` names per column and start over past that, so memory stays flat however many
 // distinct names a file has.
 import type { PoolClient } from '../../db/pool.js';
@@ -19,6 +21,8 @@ interface ReferenceColumn {
   column: string;
   table: string;
   ids: Map<string, string>;
+  /** The table's deletion count when the cached ids were looked up (null: nothing cached yet). */
+  deletions: string | null;
   /** Names the table refused, with the database's reason. */
   refused: Map<string, string>;
   create: NamedStatement;
@@ -31,16 +35,14 @@ export interface ResolvedRows {
   values: Array<Array<string | null> | null>;
   /** By index in the batch: why the row cannot be written. */
   refused: Map<number, RowIssue>;
-  /** Per reference column (in `tables` order): the distinct ids the rows use. */
-  usedIds: string[][];
+  /** The reference tables whose ids the rows use, with the deletion count their ids are valid for. */
+  used: Array<{ table: string; deletions: string }>;
 }
 
 const LOOKUP_TRIES = 3;
 
 export class ReferenceIds {
   private readonly columns: ReferenceColumn[];
-  /** The reference tables, in the order of {@link ResolvedRows.usedIds}. */
-  readonly tables: string[];
 
   constructor(
     columns: readonly ColumnSpec[],
@@ -53,11 +55,11 @@ export class ReferenceIds {
       column: columns[position]!.name,
       table,
       ids: new Map(),
+      deletions: null,
       refused: new Map(),
       create: buildCreateReferencesStatement(table),
       lookup: buildLookupReferencesStatement(table),
     }));
-    this.tables = this.columns.map((column) => column.table);
   }
 
   /** Resolves the references of `rows` (values in layout order), creating names their tables lack. */
@@ -70,8 +72,8 @@ export class ReferenceIds {
       }
       if (missing.size > 0) await this.fetch(db, column, [...missing]);
     }
-    const resolved: ResolvedRows = { values: [], refused: new Map(), usedIds: this.columns.map(() => []) };
-    const used = this.columns.map(() => new Set<string>());
+    const resolved: ResolvedRows = { values: [], refused: new Map(), used: [] };
+    const used = this.columns.map(() => false);
     rows.forEach((row, index) => {
       if (this.columns.length === 0) {
         resolved.values.push(row as Array<string | null>);
@@ -94,17 +96,28 @@ export class ReferenceIds {
           return;
         }
         values[column.position] = id;
-        used[c]!.add(id);
+        used[c] = true;
       }
       resolved.values.push(values);
     });
-    resolved.usedIds = used.map((ids) => [...ids]);
+    this.columns.forEach((column, c) => {
+      if (used[c]) resolved.used.push({ table: column.table, deletions: column.deletions! });
+    });
     return resolved;
   }
 
-  /** Forgets the cached ids of the given tables (an id was found deleted: look the names up again). */
+  /** The reference tables, in column order. */
+  tableNames(): string[] {
+    return this.columns.map((column) => column.table);
+  }
+
+  /** Forgets the cached ids of the given tables (rows were deleted from them: look the names up again). */
   forget(tables: readonly string[]): void {
-    for (const column of this.columns) if (tables.includes(column.table)) column.ids.clear();
+    for (const column of this.columns) {
+      if (!tables.includes(column.table)) continue;
+      column.ids.clear();
+      column.deletions = null;
+    }
   }
 
   private async fetch(db: PoolClient, column: ReferenceColumn, names: string[]): Promise<void> {
@@ -126,17 +139,28 @@ export class ReferenceIds {
     );
   }
 
-  /** Creates the names; when the table refuses the set, each name alone, so only the refused names are lost. */
+  /**
+   * Creates the names; when the table refuses the set, each name alone, so only the refused names are lost. Starts
+   * the cache over when the table has seen deletions since it was filled.
+   */
   private async create(db: PoolClient, column: ReferenceColumn, names: string[]): Promise<void> {
+    const createNames = async (list: string[]): Promise<void> => {
+      const { rows } = await db.query<{ deletions: string }>({ name: column.create.name, text: column.create.text, values: [this.tenant, list, this.jobId] });
+      const deletions = rows[0]!.deletions;
+      if (column.deletions !== deletions) {
+        column.ids.clear();
+        column.deletions = deletions;
+      }
+    };
     try {
-      await db.query({ name: column.create.name, text: column.create.text, values: [this.tenant, names, this.jobId] });
+      await createNames(names);
       return;
     } catch (error) {
       if (!isDataError(error) || names.length === 0) throw error;
     }
     for (const name of names) {
       try {
-        await db.query({ name: column.create.name, text: column.create.text, values: [this.tenant, [name], this.jobId] });
+        await createNames([name]);
       } catch (error) {
         if (!isDataError(error)) throw error;
         const { message, detail } = error as { message: string; detail?: string };

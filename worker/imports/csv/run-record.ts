@@ -158,6 +158,15 @@ export async function pendingBatches(db: Queryable, jobId: number): Promise<Pend
 }
 
 /**
+ * The statement that marks a batch of job `jobId` written, for a prepared statement: $1 batch number, $2…$5 rows
+ * inserted, updated, unchanged, failed. Only a batch not marked yet (0 rows: someone else wrote it, roll back).
+ */
+export function markBatchPreparedSql(jobId: number): string {
+  return `UPDATE csv_import_batches SET finalized_at = now(), rows_inserted = $2, rows_updated = $3, rows_unchanged = $4, rows_failed = $5
+  WHERE job_id = ${Math.trunc(Number(jobId))} AND batch_number = $1 AND finalized_at IS NULL`;
+}
+
+/**
  * The statement that marks a batch written with its counts, values written in (it travels with other statements in
  * one round trip, see batch-writer.ts). `first`: only a batch not marked yet (a result of 0 rows means someone else
  * wrote it: roll back); otherwise it corrects the counts of the mark made earlier in the same transaction.

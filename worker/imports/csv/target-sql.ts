@@ -105,9 +105,16 @@ RETURNING (t.xmax = 0) AS inserted`);
   };
 }
 
+/** How many rows have been deleted from a reference table so far (reference_deletions, see its migration). */
+function deletionsOf(table: string): string {
+  return `coalesce((SELECT deletions FROM reference_deletions WHERE table_name = '${table}'), 0)`;
+}
+
 /**
  * Creates the names a reference table lacks, in name order (two imports creating the same names lock them in the same
- * order: no deadlock), and adds how many it created to the run's tally. Parameters: $1 tenant, $2 names, $3 job id.
+ * order: no deadlock), adds how many it created to the run's tally, and says how many deletions the table has seen
+ * (read before the names are looked up: ids cached from then on are valid as long as that count stays).
+ * Parameters: $1 tenant, $2 names, $3 job id.
  */
 export function buildCreateReferencesStatement(table: string): NamedStatement {
   return named(`WITH created AS (
@@ -120,7 +127,7 @@ export function buildCreateReferencesStatement(table: string): NamedStatement {
   SET references_created = references_created || jsonb_build_object('${table}', coalesce((references_created ->> '${table}')::int, 0) + (SELECT count(*) FROM created))
   WHERE job_id = $3 AND EXISTS (SELECT 1 FROM created)
 )
-SELECT count(*)::int AS created FROM created`);
+SELECT (SELECT count(*) FROM created)::int AS created, ${deletionsOf(table)}::text AS deletions`);
 }
 
 /** The ids of names. Parameters: $1 tenant, $2 names. */
@@ -129,19 +136,20 @@ export function buildLookupReferencesStatement(table: string): NamedStatement {
 }
 
 /**
- * Checks that every given id still exists in its reference table (the worker's cache of ids may be older than a
- * deletion): one SQL select-list item per table with the ids written in, which fails the statement with the check
- * `reference:<table>` when an id is gone (bulk_import_check, see the migration 20261129000100). The ids are not locked:
- * locking them (FOR KEY SHARE, as a foreign key would) put a row lock on every category, supplier and location of
- * every batch, shared by the lanes, and cost a third of finalize (measured). As without the importer, a backend that
- * deletes a reference row must deal with the products that name it (docs/ARCHITECTURE.md "csv-import").
+ * The checks that open every batch transaction, as one prepared statement (PREPARE … AS, planned once per connection
+ * and run with EXECUTE inside the batch's script). Parameters: $1 batch number, $2…$5 the counts to mark it with
+ * (markBatchPreparedSql), then per reference table the deletion count its cached ids are valid for, or null when the
+ * batch uses none of its ids. Fails with bulk_import_check when the lease is lost, when a reference table has seen a
+ * deletion since its ids were cached (a cached id may be gone), or when the batch was marked already. Nothing else is
+ * locked: a reference deleted after the check, while the batch commits, is the deleting backend's to handle, as
+ * without the importer (docs/ARCHITECTURE.md "csv-import").
  */
-export function referencesExistChecks(tables: readonly string[], ids: ReadonlyArray<readonly string[]>): string[] {
-  return tables.flatMap((table, index) => {
-    const list = ids[index]!;
-    if (list.length === 0) return [];
-    for (const id of list) if (!/^\d{1,19}$/.test(id)) throw new Error(`not an id: ${JSON.stringify(id)}`);
-    const found = `(SELECT count(*) FROM ${table} WHERE id = ANY('{${list.join(',')}}'::bigint[]))`;
-    return [`bulk_import_check(${found} = ${list.length}, 'reference:${table}')`];
-  });
+export function buildOpenBatchStatement(name: string, leaseHeldCondition: string, markSql: string, referenceTables: readonly string[]): string {
+  const types = ['int', 'int', 'int', 'int', 'int', ...referenceTables.map(() => 'bigint')];
+  const references = referenceTables.map(
+    (table, index) => `bulk_import_check($${index + 6}::bigint IS NULL OR ${deletionsOf(table)} = $${index + 6}, 'reference:${table}')`,
+  );
+  return `PREPARE ${name}(${types.join(', ')}) AS
+WITH marked AS (${markSql} RETURNING 1)
+SELECT ${[`bulk_import_check(${leaseHeldCondition}, 'lease')`, ...references, `bulk_import_check((SELECT count(*) FROM marked) = 1, 'batch-unmarked')`].join(',\n  ')}`;
 }
