@@ -145,6 +145,18 @@ describe('a finalize batch', () => {
     expect(written.every((row) => row.category === 'Doomed')).toBe(true);
   });
 
+  it('a deletion from a reference table seen while a batch looks up new names: the names it had cached are looked up again too', async () => {
+    const batches = writer('bw-mixed');
+    await batches.write(client, batchOf(1, [{ ...validRow(1, 'MIX'), category: 'Kept' }, { ...validRow(2, 'MIX'), category: 'Unrelated' }]));
+    // Someone deletes an unrelated category (after reassigning its product): the table's deletion count moves on.
+    await env.pool.query(`UPDATE products SET category_id = NULL WHERE tenant_id = 'bw-mixed' AND sku = 'MIX-0000002'`);
+    await env.pool.query(`DELETE FROM categories WHERE tenant_id = 'bw-mixed' AND name = 'Unrelated'`);
+    // The next batch names a cached category and a new one: nothing refused, both resolved.
+    const counts = await batches.write(client, batchOf(2, [{ ...validRow(3, 'MIX'), category: 'Kept' }, { ...validRow(4, 'MIX'), category: 'New' }]));
+    expect(counts).toEqual({ inserted: 2, updated: 0, unchanged: 0, failed: 0 });
+    expect((await products('bw-mixed')).map((row) => row.category)).toEqual(['Kept', null, 'Kept', 'New']);
+  });
+
   it('every reference table of every profile counts its deletions (the trigger finalize relies on)', async () => {
     const { profileNames } = await import('../worker/imports/csv/profiles/index.js');
     const tables = [

@@ -323,6 +323,25 @@ describe('rescue, retention, cancel and requeue', () => {
 });
 
 describe('wake-ups', () => {
+  it('a wake-up that arrives while a claim is running is not lost when that claim finds nothing', async () => {
+    // The race a loaded CI run hit: the claim's snapshot predates a job; its NOTIFY arrives before the claim returns;
+    // the empty claim must not then mark the backlog empty and sleep through the poll interval.
+    const worker = testWorker(env, [noopHandler], { pollIntervalMs: 60_000 });
+    const claiming = worker as unknown as { claim(free: number, prefetch: number): Promise<number> };
+    const claim = claiming.claim.bind(worker);
+    let jobId: number | undefined;
+    claiming.claim = async (free, prefetch) => {
+      const claimed = await claim(free, prefetch);
+      if (jobId === undefined && claimed === 0) {
+        jobId = (await enqueueJob(env.pool, { kind: 'noop' })).job.id;
+        await sleep(300); // the job's NOTIFY reaches the worker before this claim returns
+      }
+      return claimed;
+    };
+    start(worker);
+    await waitFor(async () => jobId !== undefined && (await getJob(env.pool, jobId))?.state === 'succeeded', 5_000);
+  });
+
   it('still runs jobs after the LISTEN connection is killed, and the listener reconnects', async () => {
     const worker = start(testWorker(env, [noopHandler], { pollIntervalMs: 300 }));
     await waitFor(async () => {

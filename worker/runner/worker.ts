@@ -92,6 +92,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private loopDone: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private wakeRequested = false;
+  /** Wake-ups that said new work is due, counted: a claim that started before one must not conclude the backlog is empty. */
+  private newWorkSignals = 0;
   /** The last claim returned fewer jobs than asked: wait for a NOTIFY or the poll interval. */
   private backlogEmpty = false;
   private heartbeatTimer: NodeJS.Timeout | undefined;
@@ -182,9 +184,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const prefetch = this.buffer.wanted();
       if (free + prefetch > 0 && !this.backlogEmpty) {
         try {
+          const signalsBefore = this.newWorkSignals;
           const claimed = await this.claim(free, prefetch);
           claimFailures = 0;
-          if (claimed < free + prefetch) this.backlogEmpty = true;
+          // A wake-up for new work that arrived while the claim ran may be for a job its snapshot could not see.
+          if (claimed < free + prefetch && this.newWorkSignals === signalsBefore) this.backlogEmpty = true;
           if (claimed > 0) continue;
         } catch (error) {
           claimFailures += 1;
@@ -430,8 +434,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private requestWake(newWork: boolean): void {
-    if (newWork) this.backlogEmpty = false;
-    else if (this.backlogEmpty) return; // a slot freed, but we know nothing is waiting
+    if (newWork) {
+      this.backlogEmpty = false;
+      this.newWorkSignals += 1;
+    } else if (this.backlogEmpty) return; // a slot freed, but we know nothing is waiting
     this.wakeRequested = true;
     this.wake?.();
   }

@@ -65,12 +65,18 @@ export class ReferenceIds {
   /** Resolves the references of `rows` (values in layout order), creating names their tables lack. */
   async resolve(db: PoolClient, rows: ReadonlyArray<ReadonlyArray<string | null>>): Promise<ResolvedRows> {
     for (const column of this.columns) {
-      const missing = new Set<string>();
+      const names = new Set<string>();
       for (const row of rows) {
         const name = row[column.position];
-        if (name !== null && name !== undefined && !column.ids.has(name) && !column.refused.has(name)) missing.add(name);
+        if (name !== null && name !== undefined) names.add(name);
       }
-      if (missing.size > 0) await this.fetch(db, column, [...missing]);
+      // Start over before the batch rather than during it: every name of the batch must be in the cache at once.
+      if (column.ids.size + names.size > this.maxCached) column.ids.clear();
+      // A lookup that finds the table's deletion count changed empties the cache: a second pass then looks up the
+      // names of the batch that were cached before.
+      const missing = () => [...names].filter((name) => !column.ids.has(name) && !column.refused.has(name));
+      for (let pass = 1; pass <= LOOKUP_TRIES && missing().length > 0; pass++) await this.fetch(db, column, missing());
+      if (missing().length > 0) throw this.vanished(column, missing());
     }
     const resolved: ResolvedRows = { values: [], refused: new Map(), used: [] };
     const used = this.columns.map(() => false);
@@ -122,7 +128,6 @@ export class ReferenceIds {
 
   private async fetch(db: PoolClient, column: ReferenceColumn, names: string[]): Promise<void> {
     names.sort();
-    if (column.ids.size + names.length > this.maxCached) column.ids.clear();
     for (let attempt = 1; attempt <= LOOKUP_TRIES; attempt++) {
       await this.create(db, column, names);
       const { rows } = await db.query<{ name: string; id: string }>({ name: column.lookup.name, text: column.lookup.text, values: [this.tenant, names] });
@@ -131,7 +136,11 @@ export class ReferenceIds {
       if (names.length === 0) return;
       // Created (or found) and deleted again by someone else before the lookup: once more.
     }
-    throw new PermanentJobError(
+    throw this.vanished(column, names);
+  }
+
+  private vanished(column: ReferenceColumn, names: string[]): PermanentJobError {
+    return new PermanentJobError(
       `finalize of job ${this.jobId}: ${column.table} ${names.slice(0, 3).map(show).join(', ')} kept disappearing right after being created; ` +
         'something deletes reference rows while imports run',
       'CSV_REFERENCE_VANISHED',
