@@ -1,4 +1,4 @@
-// npm run bench:csv-cpu — the worker's own CPU per stage of a CSV validation, without a database or S3: decode,
+// npm run bench:csv-cpu — the worker's own CPU per step of a CSV import, without a database or S3: decode,
 // split into records (ours vs csv-parse 7.0.3, the library most Node importers use, on the same pieces), validate
 // against the products profile, and build the COPY lines finalize sends into products. Streaming like the worker (records are not
 // kept), best of --rounds, N rows (default 1,000,000) of the bench:csv products file.
@@ -35,7 +35,7 @@ interface Timing {
   decode: number;
   parse: number;
   validate: number;
-  stage: number;
+  copyLines: number;
   csvParse: number;
 }
 
@@ -55,12 +55,12 @@ async function csvParseMs(): Promise<number> {
 }
 
 function oursMs(): Timing {
-  const timing: Timing = { decode: 0, parse: 0, validate: 0, stage: 0, csvParse: 0 };
+  const timing: Timing = { decode: 0, parse: 0, validate: 0, copyLines: 0, csvParse: 0 };
   const decoder = new TextDecoder('utf-8');
   const parser = new CsvRecordParser({ maxRecordChars: 1 << 20 });
   let validator: RowValidator | undefined;
   let lines: string[] = [];
-  let staged = 0;
+  let built = 0;
   const records: CsvRecord[] = [];
   const checks: Array<ReturnType<RowValidator['check']>> = [];
   // Timed per piece, not per row: a timer call per row would weigh as much as the work.
@@ -77,11 +77,11 @@ function oursMs(): Timing {
       if (!check.ok) throw new Error(`row ${records[index]!.line} is invalid`);
       lines.push(copyLine(check.values));
       if (lines.length === 500) {
-        staged += lines.join('').length;
+        built += lines.join('').length;
         lines = [];
       }
     }
-    timing.stage += performance.now() - started;
+    timing.copyLines += performance.now() - started;
     records.length = 0;
     checks.length = 0;
   };
@@ -96,11 +96,11 @@ function oursMs(): Timing {
   }
   parser.end(records);
   handle();
-  if (staged === 0) throw new Error('nothing staged');
+  if (built === 0) throw new Error('no COPY lines built');
   return timing;
 }
 
-const best: Timing = { decode: Infinity, parse: Infinity, validate: Infinity, stage: Infinity, csvParse: Infinity };
+const best: Timing = { decode: Infinity, parse: Infinity, validate: Infinity, copyLines: Infinity, csvParse: Infinity };
 for (let round = 1; round <= rounds; round++) {
   const timing = oursMs();
   timing.csvParse = await csvParseMs();
@@ -111,13 +111,13 @@ const fmt = (ms: number) => `${ms.toFixed(0).padStart(6)} ms  ${Math.round(rows 
 process.stdout.write(
   [
     '',
-    `worker CPU per stage, ${rows.toLocaleString('en')} product rows (${(file.length / 1048576).toFixed(0)} MiB), best of ${rounds}:`,
+    `worker CPU per step, ${rows.toLocaleString('en')} product rows (${(file.length / 1048576).toFixed(0)} MiB), best of ${rounds}:`,
     `  decode (TextDecoder)                 ${fmt(best.decode)}`,
     `  split into records — ours            ${fmt(best.parse)}`,
     `  split into records — csv-parse 7.0.3 ${fmt(best.csvParse)}   (ours ${(best.csvParse / best.parse).toFixed(1)}× faster)`,
     `  validate (products profile)          ${fmt(best.validate)}`,
-    `  build COPY lines (into products)     ${fmt(best.stage)}`,
-    `  worker total (ours)                  ${fmt(best.decode + best.parse + best.validate + best.stage)}`,
+    `  build COPY lines (into products)     ${fmt(best.copyLines)}`,
+    `  worker total (ours)                  ${fmt(best.decode + best.parse + best.validate + best.copyLines)}`,
     '',
   ].join('\n'),
 );

@@ -19,7 +19,7 @@ export function layoutOfRun(profile: ImportProfile, run: CsvImportRun): HeaderLa
   const columns = layout.columns.map((column) => column.name);
   if (columns.join(',') !== run.columns.join(',')) {
     throw new PermanentJobError(
-      `the "${profile.name}" profile changed since job ${run.jobId} was validated (staged columns ${run.columns.join(', ')}, ` +
+      `the "${profile.name}" profile changed since job ${run.jobId} was validated (columns ${run.columns.join(', ')}, ` +
         `now ${columns.join(', ')}); import the file again`,
       'CSV_PROFILE_CHANGED',
     );
