@@ -37,4 +37,5 @@ COPY bin ./bin
 # The base image's non-root `node` user; the task definition runs as the same uid:gid.
 USER 1000:1000
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["node", "dist/scripts/healthcheck.js"]
-CMD ["node", "bin/bulk-import.js", "worker"]
+# The same command as the task definition (infra DEFAULTS.command, where the node flag is explained).
+CMD ["node", "--max-semi-space-size=32", "bin/bulk-import.js", "worker"]

@@ -28,7 +28,7 @@ import { startLocalEnvironment, type LocalEnvironment } from '../worker/dev/loca
 import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import { createS3Client } from '../worker/storage/s3-client.js';
-import { buildCompiledWorker } from './mass-import/compiled-worker.js';
+import { buildCompiledWorker, productionNodeFlags } from './mass-import/compiled-worker.js';
 import { PRODUCTS_CSV_HEADER, productsCsvLine } from './csv/products-file.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -139,8 +139,9 @@ interface WorkerHandle {
 }
 
 function startWorker(entry: string, env: NodeJS.ProcessEnv): WorkerHandle {
-  // BENCH_WORKER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the worker.
-  const nodeArgs = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  // As production runs it (the task definition's node flags); BENCH_WORKER_NODE_ARGS adds more, e.g.
+  // "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the worker.
+  const nodeArgs = [...productionNodeFlags(), ...(process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean)];
   const child = spawn(process.execPath, [...nodeArgs, entry, 'worker'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const started = new Promise<void>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {

@@ -43,7 +43,7 @@ describe('worker service and task definition', () => {
   it('runs the backend image with the worker command on Fargate, hardened', { timeout: SYNTH_TIMEOUT }, () => {
     const { template } = synthScenario('prodCampaign');
     const container = workerContainer(template);
-    expect(container.Command).toEqual(['node', 'bin/bulk-import.js', 'worker']);
+    expect(container.Command).toEqual(['node', '--max-semi-space-size=32', 'bin/bulk-import.js', 'worker']);
     // The image is the backend repository at the environment's moving tag (scripts/deploy.sh moves it).
     expect(JSON.stringify(container.Image)).toMatch(/\/backend:prod"/);
     expect(container.User).toBe('1000:1000');

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { DEFAULTS } from '../../infra/bulk-import-worker-props.js';
 
 const exec = promisify(execFile);
 
@@ -25,4 +26,10 @@ export async function buildCompiledWorker(root: string, outDir: string, log: (li
   const entry = join(outDir, 'worker/cli/main.js');
   if (!existsSync(entry)) throw new Error(`compiling the worker produced no ${entry}`);
   return entry;
+}
+
+/** The node flags the production worker runs with (the task definition's default command), for benchmarks to match. */
+export function productionNodeFlags(): string[] {
+  const [, ...args] = DEFAULTS.command;
+  return args.filter((arg) => arg.startsWith('--'));
 }
