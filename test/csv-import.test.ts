@@ -351,6 +351,18 @@ describe('what validation keeps', () => {
     expect((ended.lastError as { message: string }).message).toMatch(/changed after it was validated/);
     expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'ORIG-%' OR sku LIKE 'SWAP-%'")).toBe(0);
 
+    // Without an ETag (a server that gives none), the object's size still gives a replaced file away.
+    await upload(env.s3, env.bucket, 'imports/acme/resized.csv', rows('SIZE').map((fields) => csvLine(fields)).join(''));
+    const resized = await importObject('imports/acme/resized.csv');
+    expect((await settled(resized)).state).toBe('review_ready');
+    await env.pool.query('UPDATE csv_import_runs SET object_etag = NULL WHERE job_id = $1', [resized]);
+    await upload(env.s3, env.bucket, 'imports/acme/resized.csv', [...rows('SIZE'), rowFields(validRow(99, 'SIZE'))].map((fields) => csvLine(fields)).join(''));
+    await finalizeImport(env.pool, resized);
+    const sized = await settled(resized);
+    expect(sized).toMatchObject({ state: 'failed', lastError: expect.objectContaining({ code: 'CSV_OBJECT_CHANGED' }) });
+    expect((sized.lastError as { message: string }).message).toMatch(/holds \d+ bytes, validation read \d+/);
+    expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'SIZE-%'")).toBe(0);
+
     await upload(env.s3, env.bucket, 'imports/acme/deleted-later.csv', rows('GONE').map((fields) => csvLine(fields)).join(''));
     const deleted = await importObject('imports/acme/deleted-later.csv');
     expect((await settled(deleted)).state).toBe('review_ready');

@@ -179,6 +179,10 @@ async function readBatches(
       'CSV_OBJECT_CHANGED',
       { bucket: run.bucket, key: run.objectKey },
     );
+  if (run.objectSize !== null && object.size !== undefined && object.size !== run.objectSize) {
+    object.body.destroy();
+    throw changed(`it holds ${object.size} bytes, validation read ${run.objectSize}`);
+  }
   let next = 0;
   let gathering: Batch = { batchNumber: pending[0]!.batchNumber, rows: [], invalid: [] };
   const complete = async (): Promise<void> => {
