@@ -218,9 +218,12 @@ describe('mass-import stopping', () => {
     };
     const allStalledClosed = () => front.stalled.length > 0 && front.stalled.every((request) => request.closed);
     // A long request timeout: nothing but the run itself ends an upload under way.
-    const worker = startWorker({ S3_ENDPOINT: front.endpoint, MASS_IMPORT_CONCURRENCY: '4', MASS_IMPORT_REQUEST_TIMEOUT_MS: '60000' });
+    const worker = startWorker({ S3_ENDPOINT: front.endpoint, MASS_IMPORT_CONCURRENCY: '4', MASS_IMPORT_REQUEST_TIMEOUT_MS: '600000' });
     try {
-      await waitFor(async () => allStalledClosed() || (await failureWaiting()), 30_000, 20);
+      // Generous: the first page (256 files through the stalling front) takes seconds alone, far longer when the whole
+      // suite loads both cores (a full run once needed more than 30 s here); the request timeout above stays longer
+      // still, so only the run itself can end the stalled uploads.
+      await waitFor(async () => allStalledClosed() || (await failureWaiting()), 90_000, 20);
       await new Promise((resolve) => setTimeout(resolve, 200)); // let the connections' close events land
       expect(
         front.stalled.filter((request) => !request.closed).map((request) => request.key),
@@ -232,7 +235,7 @@ describe('mass-import stopping', () => {
       lock.release();
     }
     try {
-      const failed = await waitForTerminal(env, job.id, 30_000);
+      const failed = await waitForTerminal(env, job.id, 60_000);
       expect(failed.state).toBe('failed');
       expect(failed.lastError).toMatchObject({ code: '42703', class: 'permanent' });
       expect(front.stalled.length).toBeGreaterThanOrEqual(1);
@@ -248,7 +251,7 @@ describe('mass-import stopping', () => {
       [job.id],
     );
     expect(stalledItems.rows[0]!.n).toBe(4);
-  });
+  }, 240_000);
 
   it('a stalled S3 request times out even when garbage collection runs while it waits', async () => {
     // Formerly the request's signal was AbortSignal.any([job, AbortSignal.timeout()]): Node 20 holds its sources
