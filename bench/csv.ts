@@ -205,6 +205,7 @@ async function measuredImport(
     WORKER_POLL_INTERVAL_MS: '100',
     HEALTH_HEARTBEAT_FILE: join(tmpdir(), `bench-csv-${process.pid}.heartbeat`),
     ...(chunkSize ? { CSV_FINALIZE_CHUNK_SIZE: chunkSize } : {}),
+    ...(process.env.CSV_FINALIZE_CONNECTIONS ? { CSV_FINALIZE_CONNECTIONS: process.env.CSV_FINALIZE_CONNECTIONS } : {}),
   };
   const worker = startWorker(entry, env);
   const pool = createPool(url, { max: 2 });
