@@ -44,6 +44,9 @@ export async function extendLeases(
   };
 }
 
+/** The job row while the lease ($1 job id, $2 owner, $3 attempt) is held, locked for key share (see assertLeaseHeld). */
+const HELD_LEASE_ROW = `SELECT 1 FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running' FOR KEY SHARE`;
+
 /**
  * Inside a handler's own transaction: lock the job row and check the lease, so the transaction commits only while
  * this worker holds the job. FOR KEY SHARE conflicts with the FOR UPDATE that every change of ownership takes
@@ -52,10 +55,7 @@ export async function extendLeases(
  * heartbeat of the worker's other jobs. Throws LeaseLostError (the caller rolls back).
  */
 export async function assertLeaseHeld(db: Queryable, lease: Lease): Promise<void> {
-  const { rowCount } = await db.query(
-    `SELECT 1 FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running' FOR KEY SHARE`,
-    [lease.jobId, lease.owner, lease.attempt],
-  );
+  const { rowCount } = await db.query(HELD_LEASE_ROW, [lease.jobId, lease.owner, lease.attempt]);
   if (rowCount !== 1) throw new LeaseLostError(lease.jobId);
 }
 
@@ -75,6 +75,6 @@ export async function saveProgress(db: Queryable, lease: Lease, progress: Record
  * locks the job row the same way.
  */
 export function leaseHeldCondition(lease: Lease): string {
-  return `EXISTS (SELECT 1 FROM jobs WHERE id = ${Number(lease.jobId)} AND lease_owner = ${escapeLiteral(lease.owner)}
-    AND attempts = ${Number(lease.attempt)} AND state = 'running' FOR KEY SHARE)`;
+  const values: Record<string, string> = { $1: String(Number(lease.jobId)), $2: escapeLiteral(lease.owner), $3: String(Number(lease.attempt)) };
+  return `EXISTS (${HELD_LEASE_ROW.replace(/\$[123]\b/g, (parameter) => values[parameter]!)})`;
 }

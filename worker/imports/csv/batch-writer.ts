@@ -21,7 +21,7 @@ import { LeaseLostError } from '../../queue/lease.js';
 import type { HeaderLayout } from './header.js';
 import { isDataError, type ReferenceIds, type ResolvedRows } from './reference-ids.js';
 import { insertRowErrors, type RowError } from './row-errors.js';
-import { markBatchPreparedSql, markBatchSql, type ChunkCounts } from './run-record.js';
+import { correctBatchCountsSql, markBatchPreparedSql, type ChunkCounts } from './run-record.js';
 import { buildOpenBatchStatement, type TargetStatements } from './target-sql.js';
 
 /**
@@ -240,7 +240,7 @@ export class BatchWriter {
       await client.query(this.openingStatements(client, batchNumber, used, expected).join(';\n'));
       const counts = await write();
       const same = (Object.keys(expected) as Array<keyof ChunkCounts>).every((key) => counts[key] === expected[key]);
-      await client.query(same ? 'COMMIT' : `${markBatchSql(jobId, batchNumber, counts, false)}; COMMIT`);
+      await client.query(same ? 'COMMIT' : `${correctBatchCountsSql(jobId, batchNumber, counts)}; COMMIT`);
       return counts;
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {});

@@ -3,7 +3,7 @@
 // key may repeat; only then does this exact search run: it reads the file again, COPYs every valid row's key (and
 // the fields of the rows the filter flagged) into a temporary table and lets the database group them, so the
 // worker's memory does not grow with the file.
-import { copyLinesFrom, copyText, textArrayLiteral } from '../../db/copy-from.js';
+import { copyText, runScriptWithCopyData, textArrayLiteral } from '../../db/copy-from.js';
 import { inTransaction, type PoolClient, type Queryable } from '../../db/pool.js';
 import type { HeaderLayout } from './header.js';
 import type { ImportProfile } from './profile.js';
@@ -14,6 +14,7 @@ import { RowValidator, show } from './row-validator.js';
 import type { OpenedObject } from './s3-object.js';
 
 const COPY_WINDOW_ROWS = 10_000;
+const COPY_KEYS = 'COPY csv_import_keys (row_number, key, fields) FROM STDIN';
 const PAGE = 1_000;
 
 export interface DuplicateSearch {
@@ -58,11 +59,11 @@ export async function reportDuplicateKeys(search: DuplicateSearch): Promise<numb
           lines.push(`${record.line}\t${copyText(key)}\t${fields}\n`);
         }
         if (lines.length >= COPY_WINDOW_ROWS) {
-          await copyLinesFrom(client, 'COPY csv_import_keys (row_number, key, fields) FROM STDIN', lines);
+          await runScriptWithCopyData(client, COPY_KEYS, lines);
           lines = [];
         }
       }
-      await copyLinesFrom(client, 'COPY csv_import_keys (row_number, key, fields) FROM STDIN', lines);
+      await runScriptWithCopyData(client, COPY_KEYS, lines);
     } finally {
       object.body.destroy();
     }

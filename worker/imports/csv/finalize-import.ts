@@ -6,11 +6,12 @@
 // Batches are written by `connections` lanes at once, each batch in its own transaction (batch-writer.ts), while the
 // file is read on: at most one batch per lane in flight and one being gathered, so memory stays flat.
 import type { S3Client } from '@aws-sdk/client-s3';
-import { freeConnections, inTransaction, type Pool, type PoolClient, type Queryable } from '../../db/pool.js';
+import { freeConnections, withTransaction, type Pool, type PoolClient, type Queryable } from '../../db/pool.js';
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
 import { PermanentJobError } from '../../queue/errors.js';
 import { BatchWriter, type Batch } from './batch-writer.js';
+import type { HeaderLayout } from './header.js';
 import { layoutOfRun } from './layout.js';
 import type { ImportProfile } from './profile.js';
 import { csvRecords, isErrorExport, unescapeFields } from './record-stream.js';
@@ -97,12 +98,11 @@ export async function finalizeValidatedRows(deps: FinalizeDeps, run: CsvImportRu
     const dispatch = async (batch: Batch): Promise<void> => {
       while (idle.length === 0 && opened >= lanes && failure === undefined) await Promise.race(running);
       if (failure !== undefined) throw failure;
-      let client = idle.pop();
-      if (!client) {
-        client = await pool.connect();
+      let lane = idle.pop();
+      if (!lane) {
+        lane = await pool.connect();
         opened += 1;
       }
-      const lane = client;
       const task: Promise<void> = writer
         .write(lane, batch)
         .then((counts: ChunkCounts) => {
@@ -142,15 +142,10 @@ export async function finalizeValidatedRows(deps: FinalizeDeps, run: CsvImportRu
     if (failure !== undefined) throw failure;
   }
 
-  const client = await pool.connect();
-  try {
-    await inTransaction(client, async () => {
-      await deps.assertLeaseHeld(client);
-      await markFinalized(client, jobId);
-    });
-  } finally {
-    client.release();
-  }
+  await withTransaction(pool, async (tx) => {
+    await deps.assertLeaseHeld(tx);
+    await markFinalized(tx, jobId);
+  });
   report();
   await progress.flush();
   return { ...totals, batchesThisAttempt, rowsThisAttempt, seconds: (Date.now() - started) / 1000 };
@@ -163,7 +158,7 @@ export async function finalizeValidatedRows(deps: FinalizeDeps, run: CsvImportRu
 async function readBatches(
   deps: FinalizeDeps,
   run: CsvImportRun,
-  layout: ReturnType<typeof layoutOfRun>,
+  layout: HeaderLayout,
   pending: PendingBatch[],
   skipped: RowSet,
   dispatch: (batch: Batch) => Promise<void>,

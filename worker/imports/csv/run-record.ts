@@ -167,27 +167,14 @@ export function markBatchPreparedSql(jobId: number): string {
 }
 
 /**
- * The statement that marks a batch written with its counts, values written in (it travels with other statements in
- * one round trip, see batch-writer.ts). `first`: only a batch not marked yet (a result of 0 rows means someone else
- * wrote it: roll back); otherwise it corrects the counts of the mark made earlier in the same transaction.
+ * The statement that corrects the counts of a batch marked earlier in the same transaction (markBatchPreparedSql marks
+ * it with the counts expected before the write), values written in: it travels with the COMMIT in one round trip.
  */
-export function markBatchSql(jobId: number, batchNumber: number, counts: ChunkCounts, first: boolean): string {
+export function correctBatchCountsSql(jobId: number, batchNumber: number, counts: ChunkCounts): string {
   const int = (value: number) => String(Math.trunc(Number(value)));
-  return `UPDATE csv_import_batches SET finalized_at = now(), rows_inserted = ${int(counts.inserted)}, rows_updated = ${int(counts.updated)},
+  return `UPDATE csv_import_batches SET rows_inserted = ${int(counts.inserted)}, rows_updated = ${int(counts.updated)},
     rows_unchanged = ${int(counts.unchanged)}, rows_failed = ${int(counts.failed)}
-  WHERE job_id = ${int(jobId)} AND batch_number = ${int(batchNumber)}${first ? ' AND finalized_at IS NULL' : ''}`;
-}
-
-/** Adds reference rows created by a finalize attempt to the run's tally. */
-export async function addReferencesCreated(tx: Queryable, jobId: number, created: Record<string, number>): Promise<void> {
-  if (Object.keys(created).length === 0) return;
-  await tx.query(
-    `UPDATE csv_import_runs SET references_created = references_created || coalesce(
-       (SELECT jsonb_object_agg(increment.key, coalesce((references_created ->> increment.key)::int, 0) + increment.value::int)
-        FROM jsonb_each_text($2::jsonb) AS increment), '{}'::jsonb)
-     WHERE job_id = $1`,
-    [jobId, created],
-  );
+  WHERE job_id = ${int(jobId)} AND batch_number = ${int(batchNumber)}`;
 }
 
 export async function markFinalized(tx: Queryable, jobId: number): Promise<void> {

@@ -20,20 +20,14 @@ export async function openObject(s3: S3Client, bucket: string, key: string, sign
     // S3 refuses a changed object itself; some S3-compatible servers ignore If-Match, so look at what was sent too.
     if (ifMatch !== undefined && response.ETag !== undefined && response.ETag !== ifMatch) {
       (response.Body as Readable).destroy();
-      throw Object.assign(new Error('PreconditionFailed'), { name: 'PreconditionFailed' });
+      throw objectChanged(bucket, key, ifMatch);
     }
     return { body: response.Body as Readable, size: response.ContentLength, etag: response.ETag };
   } catch (error) {
+    if (error instanceof PermanentJobError) throw error;
     const name = (error as { name?: string }).name;
     const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-    if (ifMatch !== undefined && (name === 'PreconditionFailed' || status === 412)) {
-      throw new PermanentJobError(
-        `s3://${bucket}/${key} changed after it was validated (its ETag is no longer ${ifMatch}): nothing more of it is ` +
-          'written; import the new file (rows already written are upserted, so they come out unchanged)',
-        'CSV_OBJECT_CHANGED',
-        { bucket, key, etag: ifMatch },
-      );
-    }
+    if (ifMatch !== undefined && (name === 'PreconditionFailed' || status === 412)) throw objectChanged(bucket, key, ifMatch);
     if (name === 'NoSuchKey' || name === 'NotFound' || status === 404) {
       const hint = ifMatch !== undefined ? 'it was deleted after validation; upload it again and import it again' : 'upload the file first, or check bucket and key';
       throw new PermanentJobError(`s3://${bucket}/${key} does not exist (${hint})`, 'CSV_OBJECT_NOT_FOUND', {
@@ -49,4 +43,13 @@ export async function openObject(s3: S3Client, bucket: string, key: string, sign
     }
     throw error;
   }
+}
+
+function objectChanged(bucket: string, key: string, etag: string): PermanentJobError {
+  return new PermanentJobError(
+    `s3://${bucket}/${key} changed after it was validated (its ETag is no longer ${etag}): nothing more of it is ` +
+      'written; import the new file (rows already written are upserted, so they come out unchanged)',
+    'CSV_OBJECT_CHANGED',
+    { bucket, key, etag },
+  );
 }
