@@ -1,7 +1,9 @@
 // A small HTTP proxy in front of the real S3 server that injects faults: 503 SlowDown, 500 InternalError, connection
 // resets and stalls (no answer at all), chosen per request by the test; plus latency, and a "hold" mode that lets a
-// request reach S3 but keeps its answer back (the object is written, the client never hears so). Headers (Host
-// included, which SigV4 signs) are forwarded unchanged, so the S3 server still verifies every signature.
+// request reach S3 but keeps its answer back (the object is written, the client never hears so). `decide` may also
+// answer with a promise: the request waits, unread, until it settles (a test acts on the moment an upload begins —
+// rewrites the file, reads the progress — and then lets it go on). Headers (Host included, which SigV4 signs) are
+// forwarded unchanged, so the S3 server still verifies every signature.
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
@@ -19,8 +21,8 @@ export interface ProxiedRequest {
 
 export interface FaultyS3Proxy {
   endpoint: string;
-  /** Decides each request's fate; default: pass everything. */
-  decide: (request: ProxiedRequest) => Fault;
+  /** Decides each request's fate; default: pass everything. A promise holds the request until it settles. */
+  decide: (request: ProxiedRequest) => Fault | Promise<Fault>;
   latencyMs: number;
   /** While true, forwarded requests' answers are held back (see releaseHeld). */
   holdResponses: boolean;
@@ -96,7 +98,18 @@ export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy>
     tries.set(id, previousTries + 1);
     proxy.stats.requests += 1;
     proxy.stats.byMethod[method] = (proxy.stats.byMethod[method] ?? 0) + 1;
-    const fault = proxy.decide({ method, url: req.url ?? '/', previousTries, seq: seq++ });
+    const decided = proxy.decide({ method, url: req.url ?? '/', previousTries, seq: seq++ });
+    if (decided instanceof Promise) {
+      req.pause();
+      decided.then(
+        (fault) => handle(req, res, fault),
+        () => req.socket.destroy(),
+      );
+      return;
+    }
+    handle(req, res, decided);
+  });
+  const handle = (req: IncomingMessage, res: ServerResponse, fault: Fault) => {
     proxy.stats.faults[fault] += 1;
     const act = () => {
       if (fault === 'pass') return forward(req, res);
@@ -115,7 +128,7 @@ export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy>
     };
     if (proxy.latencyMs > 0) setTimeout(act, proxy.latencyMs);
     else act();
-  });
+  };
   server.on('connection', (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));

@@ -3,6 +3,7 @@
 import cliProgress from 'cli-progress';
 import type { JobRow } from '../queue/types.js';
 import { formatBytes, formatDuration } from './output.js';
+import { sensibleEta } from './progress-rate.js';
 
 export interface ImportFigures {
   phase: string;
@@ -29,7 +30,8 @@ export function importFigures(job: JobRow): ImportFigures {
     bytesDone: numberOr(progress.bytesDone, 0),
     bytesTotal: numberOr(progress.bytesTotal, 0),
     bytesPerSecond: typeof rate === 'number' ? rate : undefined,
-    etaSeconds: typeof eta === 'number' ? eta : undefined,
+    // null (no meaningful estimate yet) and absurd values show as "-".
+    etaSeconds: typeof eta === 'number' ? sensibleEta(eta) : undefined,
   };
 }
 
@@ -71,13 +73,15 @@ class BarView implements ImportProgressView {
     const text = figures.total === 0 ? `${figures.phase} …` :
       `${figures.done}/${figures.total} files  ${formatBytes(figures.bytesDone)}/${formatBytes(figures.bytesTotal)}  ` +
       `${formatMegabytesPerSecond(figures.bytesPerSecond)}  ETA ${figures.etaSeconds === undefined ? '-' : formatDuration(figures.etaSeconds * 1000)}  ${figures.phase}`;
+    // The bar follows bytes (a big file moves it while it uploads), the files when there are no bytes to count.
+    const [value, total] = figures.bytesTotal > 0 ? [figures.bytesDone, figures.bytesTotal] : [figures.done, figures.total];
     if (!this.started) {
-      this.bar.start(Math.max(figures.total, 1), figures.done, { text });
+      this.bar.start(Math.max(total, 1), value, { text });
       this.started = true;
       return;
     }
-    this.bar.setTotal(Math.max(figures.total, 1));
-    this.bar.update(figures.done, { text });
+    this.bar.setTotal(Math.max(total, 1));
+    this.bar.update(value, { text });
   }
 
   note(message: string): void {

@@ -2,7 +2,7 @@
 // pipes), or JSON lines with --json.
 import cliProgress from 'cli-progress';
 import type { JobRow } from '../queue/types.js';
-import { formatDuration } from './output.js';
+import { formatBytes, formatDuration } from './output.js';
 import { formatRate, type ProgressFigures } from './progress-rate.js';
 
 export interface WatchView {
@@ -18,7 +18,10 @@ export interface WatchView {
 function counter(figures: ProgressFigures): string {
   if (figures.done === undefined) return '';
   if (figures.total === undefined) return String(figures.done);
-  return `${figures.done}/${figures.total}${figures.percent === undefined ? '' : ` (${Math.floor(figures.percent)}%)`}`;
+  // Runs that report bytes (mass imports) show them too: a big file moves them while the file counter cannot.
+  const bytes =
+    figures.bytesTotal !== undefined && figures.bytesTotal > 0 ? ` ${formatBytes(figures.bytesDone ?? 0)}/${formatBytes(figures.bytesTotal)}` : '';
+  return `${figures.done}/${figures.total}${bytes}${figures.percent === undefined ? '' : ` (${Math.floor(figures.percent)}%)`}`;
 }
 
 function eta(figures: ProgressFigures): string {
@@ -121,8 +124,10 @@ export class BarView implements WatchView {
       eta: job.state === 'running' ? eta(figures) : '',
       phase: figures.phase ?? '',
     };
-    const total = figures.total ?? 0;
-    const value = figures.done ?? 0;
+    // The bar follows bytes when the run reports them, else its counter.
+    const inBytes = figures.bytesTotal !== undefined && figures.bytesTotal > 0;
+    const total = inBytes ? figures.bytesTotal! : (figures.total ?? 0);
+    const value = inBytes ? (figures.bytesDone ?? 0) : (figures.done ?? 0);
     const bar = this.bars.get(job.id);
     if (!bar) {
       this.bars.set(job.id, this.multibar.create(total, value, payload));

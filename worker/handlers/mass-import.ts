@@ -37,6 +37,8 @@ export interface MassImportPayload {
 
 export const DEFAULT_PREFIX = 'imports';
 const TRIES_PER_ATTEMPT = 5;
+// A file that changed while it was imported is read again, at most this many reads in all (FILE_CHANGED_DURING_IMPORT).
+const CHANGED_READS_PER_ITEM = 3;
 const RETRY_BACKOFF = { baseMs: 250, maxMs: 10_000 };
 const THROTTLE_HOLD_MS = 10_000;
 const THROTTLE_GROW_STEP_MS = 2_000;
@@ -163,6 +165,7 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     limiter,
     progress: tracker,
     item: {
+      pool,
       jobId: job.id,
       tenant,
       bucket,
@@ -174,6 +177,7 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
       multipartThresholdBytes: config.massImport.multipartThresholdBytes,
       requestTimeoutMs: config.massImport.requestTimeoutMs,
       triesPerAttempt: TRIES_PER_ATTEMPT,
+      changedReadsPerItem: CHANGED_READS_PER_ITEM,
       retryBackoff: RETRY_BACKOFF,
     },
   });

@@ -4,6 +4,7 @@
 import { constants } from 'node:fs';
 import { lstat, open, readlink, realpath, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { FileVersion } from '../storage/s3-upload.js';
 import { isInside } from './directory-walk.js';
 import { ItemFailure } from './item-failure.js';
 
@@ -11,6 +12,8 @@ export interface OpenedImportFile {
   handle: FileHandle;
   /** Size of the file when it was opened. */
   size: number;
+  /** Size, mtime and ctime (ns) when it was opened, before any byte was read: a later fstat tells a change. */
+  version: FileVersion;
 }
 
 function errnoCode(error: unknown): string {
@@ -58,9 +61,9 @@ export async function openImportFile(realRoot: string, relativePath: string): Pr
     if (!isInside(realRoot, real)) {
       throw new ItemFailure('SYMLINK_OUTSIDE_ROOT', `${relativePath} now leads to ${real}, outside the import root; not read`);
     }
-    const stats = await handle.stat();
+    const stats = await handle.stat({ bigint: true });
     if (!stats.isFile()) throw new ItemFailure('SPECIAL_FILE', `${relativePath} is not a regular file; only regular files are imported`);
-    return { handle, size: stats.size };
+    return { handle, size: Number(stats.size), version: { size: stats.size, mtimeNs: stats.mtimeNs, ctimeNs: stats.ctimeNs } };
   } catch (error) {
     await handle.close().catch(() => {});
     throw error;

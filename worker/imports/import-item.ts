@@ -7,15 +7,25 @@
 //     skipped; changed content: the item fails with CONTENT_CHANGED and the stored object and row stay untouched.
 //   - another tenant's document at its key: the item fails with KEY_OF_OTHER_TENANT, nothing is read or uploaded.
 // S3 errors worth a retry are retried here with backoff; throttling lowers the run's parallelism.
+// A file that changes while it is imported (fstat on the open descriptor before the first byte, after the last byte
+// read and again once the object is written: size, mtime, ctime in ns) is never committed: s3-upload.ts refuses to
+// finish an object from a torn read, and an object written from a read that was consistent but is no longer the
+// file's content (changed while its bytes were sent) is deleted before the file is read again. After
+// `changedReadsPerItem` such reads the item fails with FILE_CHANGED_DURING_IMPORT (permanent): no row, no object.
+// A crash anywhere in there leaves the item pending and at most an object without a row — never torn bytes (those
+// never become an object), never a row: the resumed run reads the file again and overwrites or deletes that object.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
+import type { Queryable } from '../db/pool.js';
 import type { Logger } from '../logger.js';
 import { backoffDelayMs, type BackoffPolicy } from '../queue/backoff.js';
 import { classifyError, PermanentJobError, TRANSIENT_NODE_CODES } from '../queue/errors.js';
-import { FileChangedDuringReadError, UploadTimeoutError, uploadFileWithSha256 } from '../storage/s3-upload.js';
+import {
+  assertUnchanged, deleteObject, fileVersionOf, FileChangedDuringReadError, sameVersion, UploadTimeoutError, uploadFileWithSha256,
+} from '../storage/s3-upload.js';
 import type { AdaptiveConcurrency } from './adaptive-concurrency.js';
 import { contentTypeFor } from './content-type.js';
-import type { DocumentRow } from './documents.js';
+import { findDocumentsByKeys, type DocumentRow } from './documents.js';
 import { sha256OfFile } from './file-sha256.js';
 import { openImportFile } from './import-file-access.js';
 import type { PendingItem } from './import-items.js';
@@ -23,6 +33,8 @@ import { ItemFailure } from './item-failure.js';
 import type { ItemOutcomeBatcher, TransferOutcome } from './item-outcome-batcher.js';
 
 export interface ItemImportContext {
+  /** Looks up the documents table before an object of the run is deleted. */
+  pool: Queryable;
   jobId: number;
   tenant: string;
   bucket: string;
@@ -43,7 +55,11 @@ export interface ItemImportContext {
   requestTimeoutMs: number;
   /** Upload tries of one item within one attempt of the run. */
   triesPerAttempt: number;
+  /** Reads of a file that keeps changing while it is imported, before it fails with FILE_CHANGED_DURING_IMPORT. */
+  changedReadsPerItem: number;
   retryBackoff: BackoffPolicy;
+  /** Bytes of the item's current try moved so far (0 when a try starts): progress while a big file uploads. */
+  onTransferProgress?: ((item: PendingItem, bytes: number) => void) | undefined;
 }
 
 // Errors about the bucket or the credentials concern every file alike: the run fails instead of failing each item.
@@ -73,7 +89,6 @@ export function isThrottling(error: unknown): boolean {
 /** Sorts an upload-stage error into an item failure; rethrows what concerns the whole run (or is a bug). */
 function toItemFailure(error: unknown, item: PendingItem, context: ItemImportContext): ItemFailure {
   if (error instanceof ItemFailure) return error;
-  if (error instanceof FileChangedDuringReadError) return new ItemFailure(error.code, `${item.relativePath}: ${error.message}`, 'transient');
   if (error instanceof UploadTimeoutError) return new ItemFailure(error.code, error.message, 'transient');
   const e = (error ?? {}) as ErrorShape;
   const status = e.$metadata?.httpStatusCode;
@@ -108,6 +123,22 @@ export interface ExistingAtKey {
   otherTenant: DocumentRow | undefined;
 }
 
+/**
+ * Deletes the object a try wrote from a file that changed while it was sent, unless a document points to the key by
+ * now (another run of the tenant committed it meanwhile: its row is not ours to orphan; CONCURRENT_CONFLICT applies).
+ * Best effort: left behind, the object is one without a row — overwritten by the next read, or reported by `audit`.
+ */
+async function discardObject(context: ItemImportContext, item: PendingItem): Promise<void> {
+  try {
+    const found = await findDocumentsByKeys(context.pool, context.bucket, context.tenant, [item.objectKey]);
+    if (found.own.size > 0 || found.otherTenants.size > 0) return;
+    await deleteObject(context.s3, context.bucket, item.objectKey, context.requestTimeoutMs);
+  } catch (error) {
+    if (context.signal.aborted) throw context.signal.reason;
+    context.log.warn({ file: item.relativePath, key: item.objectKey, err: error }, 'could not delete the object of a file that changed while it was sent');
+  }
+}
+
 /** Reads (and, for new files, uploads) the item; every error here is the item's, unless it concerns the run. */
 async function transfer(context: ItemImportContext, item: PendingItem, found: ExistingAtKey, tries: number): Promise<TransferOutcome> {
   if (found.otherTenant) return { kind: 'other-tenant', item, tries, document: found.otherTenant };
@@ -117,6 +148,8 @@ async function transfer(context: ItemImportContext, item: PendingItem, found: Ex
     if (existing) {
       if (opened.size !== existing.size) return { kind: 'changed', item, tries, sha256: undefined, size: opened.size, document: existing };
       const local = await sha256OfFile(opened.handle, context.signal);
+      // A hash of a torn read would call an unchanged file changed (or the reverse): read it again instead.
+      await assertUnchanged(opened.handle, opened.version, local.size);
       const kind = local.sha256 === existing.sha256 ? 'same' : 'changed';
       return { kind, item, tries, sha256: local.sha256, size: local.size, document: existing };
     }
@@ -128,15 +161,34 @@ async function transfer(context: ItemImportContext, item: PendingItem, found: Ex
       contentType,
       file: opened.handle,
       size: opened.size,
+      version: opened.version,
       multipartThresholdBytes: context.multipartThresholdBytes,
       timeoutMs: context.requestTimeoutMs,
       signal: context.signal,
+      onProgress: context.onTransferProgress && ((bytes) => context.onTransferProgress!(item, bytes)),
     });
+    // The object holds one consistent read (s3-upload.ts checked it). If the file changed since, while those bytes
+    // were being sent, the object is not the file's content any more: delete it and read the file again, rather than
+    // record a document of a version that is already gone. (A crash before the delete leaves an object without a row
+    // and the item pending: the next attempt reads the file again and overwrites it.)
+    const after = await fileVersionOf(opened.handle);
+    if (!sameVersion(opened.version, after)) {
+      await discardObject(context, item);
+      throw FileChangedDuringReadError.ofVersions(opened.version, after);
+    }
     if (upload.sdkAttempts > 1) context.limiter.throttled();
     return { kind: 'uploaded', item, tries, sha256: upload.sha256, size: upload.size, contentType };
   } finally {
     await opened.handle.close().catch(() => {});
   }
+}
+
+/** Waits before the next try of an item; shutting down, there is none (the item stays pending for the next worker). */
+async function beforeNextTry(context: ItemImportContext, delayMs: number): Promise<void> {
+  if (context.stopSignal.aborted) throw context.stopSignal.reason;
+  await sleep(delayMs, undefined, { signal: context.stopSignal }).catch(() => {
+    throw context.signal.aborted ? context.signal.reason : context.stopSignal.reason;
+  });
 }
 
 /**
@@ -145,23 +197,38 @@ async function transfer(context: ItemImportContext, item: PendingItem, found: Ex
  */
 export async function transferItem(context: ItemImportContext, item: PendingItem, found: ExistingAtKey): Promise<TransferOutcome> {
   let tries = item.tries;
-  for (let attempt = 1; ; attempt += 1) {
+  let transientFailures = 0;
+  let changedReads = 0;
+  for (;;) {
     tries += 1;
     try {
       return await transfer(context, item, found, tries);
     } catch (error) {
       if (context.signal.aborted) throw context.signal.reason;
+      if (error instanceof FileChangedDuringReadError) {
+        changedReads += 1;
+        if (changedReads < context.changedReadsPerItem) {
+          const delay = backoffDelayMs(context.retryBackoff, changedReads);
+          context.log.info({ file: item.relativePath, key: item.objectKey, change: error.detail, retry_in_ms: delay }, 'file changed while it was imported; reading it again');
+          await beforeNextTry(context, delay);
+          continue;
+        }
+        const message =
+          `${item.relativePath} changed while it was imported, on each of ${changedReads} reads (last: ${error.detail}); ` +
+          'it was not imported — no document, no object — since the bytes read were not one version of the file. ' +
+          'Import it again once it is no longer being written';
+        context.log.warn({ file: item.relativePath, key: item.objectKey, code: error.code, tries }, `file failed: ${message}`);
+        return { kind: 'failed', item, tries, code: error.code, message, errorClass: 'permanent' };
+      }
       const failure = toItemFailure(error, item, context);
       const throttling = isThrottling(error);
-      if (failure.errorClass === 'transient' && attempt < context.triesPerAttempt) {
+      transientFailures += failure.errorClass === 'transient' ? 1 : 0;
+      if (failure.errorClass === 'transient' && transientFailures < context.triesPerAttempt) {
         if (throttling) context.limiter.throttled();
-        // Shutting down: no new try. The item stays pending (this try is not recorded) for the worker that resumes.
-        if (context.stopSignal.aborted) throw context.stopSignal.reason;
-        const delay = backoffDelayMs(context.retryBackoff, attempt);
+        const delay = backoffDelayMs(context.retryBackoff, transientFailures);
         context.log.debug({ file: item.relativePath, key: item.objectKey, code: failure.code, retry_in_ms: delay }, 'file upload failed; retrying');
-        await sleep(delay, undefined, { signal: context.stopSignal }).catch(() => {
-          throw context.signal.aborted ? context.signal.reason : context.stopSignal.reason;
-        });
+        // Shutting down: no new try. The item stays pending (this try is not recorded) for the worker that resumes.
+        await beforeNextTry(context, delay);
         continue;
       }
       if (throttling) context.limiter.throttled();

@@ -27,7 +27,7 @@ export interface ImportLoopOptions {
   signal: AbortSignal;
   /** After a shutdown, how long the files under way may still take before they are aborted. */
   shutdownDrainMs: number;
-  item: Omit<ItemImportContext, 'signal' | 'stopSignal'>;
+  item: Omit<ItemImportContext, 'signal' | 'stopSignal' | 'onTransferProgress'>;
   limiter: AdaptiveConcurrency;
   progress: ImportProgress;
 }
@@ -84,7 +84,20 @@ class ItemStopper {
 
 export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limiter, progress }: ImportLoopOptions): Promise<void> {
   const stopper = new ItemStopper(signal, shutdownDrainMs);
-  const context: ItemImportContext = { ...item, signal: stopper.items, stopSignal: stopper.stopping };
+  const publish = () => {
+    progress.annotate({ concurrency: limiter.limit, throttleSignals: limiter.throttleSignals });
+    progress.publish('importing');
+  };
+  const context: ItemImportContext = {
+    ...item,
+    signal: stopper.items,
+    stopSignal: stopper.stopping,
+    // Bytes of the files under way count in the progress as they move (the reporter throttles the writes).
+    onTransferProgress: (pending, bytes) => {
+      progress.transferring(pending.itemNo, bytes);
+      publish();
+    },
+  };
   // When this many files in a row end in a transient failure (S3 down, not one bad file), the attempt stops and the
   // queue retries the run later: the items wait, instead of every remaining file being marked failed.
   const breakerThreshold = Math.max(10, 2 * limiter.max);
@@ -95,10 +108,6 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
     stopper.abort(fatal);
   };
   const inFlight = new Set<Promise<void>>();
-  const publish = () => {
-    progress.annotate({ concurrency: limiter.limit, throttleSignals: limiter.throttleSignals });
-    progress.publish('importing');
-  };
   publish();
 
   try {
@@ -127,7 +136,7 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
             return context.outcomes.record(outcome);
           })
           .then((result) => {
-            progress.record(result.outcome, result.bytes, result.sizeDelta);
+            progress.record(result.outcome, result.bytes, result.sizeDelta, pending.itemNo);
             if (result.outcome === 'failed' && result.errorClass === 'transient') transientStreak += 1;
             else if (result.outcome !== 'failed') transientStreak = 0;
             if (transientStreak >= breakerThreshold && fatal === undefined) {
@@ -149,6 +158,8 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
           })
           .finally(() => {
             freeSlot();
+            // An item stopped before its outcome was recorded no longer moves bytes (recorded ones are settled already).
+            progress.settle(pending.itemNo);
             inFlight.delete(task);
           });
         inFlight.add(task);

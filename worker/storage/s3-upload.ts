@@ -5,10 +5,16 @@
 //                                                       (@aws-sdk/lib-storage: parts of ≤ 8 MiB, two in flight)
 // The object is written in one piece or not at all (S3 PUT and CompleteMultipartUpload are atomic); an aborted
 // multipart upload is aborted on S3 too. The caller records the hash only after the upload succeeded.
+// A file rewritten while it is read (same size, `dd conv=notrunc`) would give an object of old and new bytes that
+// never existed on disk. So the file's version — size, mtime and ctime from fstat on the open descriptor, in
+// nanoseconds, as rsync and `aws s3 sync` judge a file — is taken before the first byte and again after the last one
+// was read, and the last bytes are held back until both agree: the PUT's body, or the multipart upload's last part
+// (hence its CompleteMultipartUpload), never leaves before the read is known to be a consistent copy. A change fails
+// the upload with FileChangedDuringReadError before any object exists (multipart uploads are aborted on S3).
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
-import { AbortMultipartUploadCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { AbortMultipartUploadCommand, DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 
 const MiB = 1024 * 1024;
@@ -34,6 +40,16 @@ export interface UploadRequest {
   signal: AbortSignal;
   /** Override of BUFFER_LIMIT_BYTES (tests). */
   bufferLimitBytes?: number;
+  /**
+   * The file's version when it was opened (before its first byte is read); the upload fails with
+   * FileChangedDuringReadError unless the file still has it after the last byte. Taken here when not given.
+   */
+  version?: FileVersion | undefined;
+  /**
+   * Bytes of this upload moved so far (multipart: parts S3 acknowledged; single PUT: bytes read for the request), for
+   * progress. Starts again from 0 on each call of uploadFileWithSha256.
+   */
+  onProgress?: ((bytes: number) => void) | undefined;
 }
 
 export interface UploadResult {
@@ -45,13 +61,60 @@ export interface UploadResult {
   sdkAttempts: number;
 }
 
-/** The file changed while it was read: the bytes sent are not a consistent copy. Worth another try. */
+/**
+ * What fstat says about whether a file's bytes changed: its size, and its mtime and ctime in nanoseconds (bigint
+ * stats: a Number of milliseconds would round two writes in the same millisecond together). A write through any
+ * descriptor, `dd conv=notrunc` included, moves mtime and ctime; setting mtime back (touch -d, rsync -t) still moves
+ * ctime, which no user can set.
+ */
+export interface FileVersion {
+  size: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
+export async function fileVersionOf(file: FileHandle): Promise<FileVersion> {
+  const stats = await file.stat({ bigint: true });
+  return { size: stats.size, mtimeNs: stats.mtimeNs, ctimeNs: stats.ctimeNs };
+}
+
+export function sameVersion(a: FileVersion, b: FileVersion): boolean {
+  return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+}
+
+function describeChange(before: FileVersion, after: FileVersion): string {
+  const changes: string[] = [];
+  if (before.size !== after.size) changes.push(`size ${before.size} → ${after.size} bytes`);
+  if (before.mtimeNs !== after.mtimeNs) changes.push('mtime moved');
+  if (before.ctimeNs !== after.ctimeNs) changes.push('ctime moved');
+  return changes.join(', ');
+}
+
+/**
+ * The file changed while it was read (or, see import-item.ts, while its bytes were being sent): the bytes are not a
+ * copy of one version of the file. Worth another read, a bounded number of times.
+ */
 export class FileChangedDuringReadError extends Error {
-  readonly code = 'FILE_CHANGED_DURING_READ';
-  constructor(expected: number, actual: number) {
-    super(`the file changed while it was read (expected ${expected} bytes, read ${actual})`);
+  readonly code = 'FILE_CHANGED_DURING_IMPORT';
+  constructor(readonly detail: string) {
+    super(`the file changed while it was read (${detail})`);
     this.name = 'FileChangedDuringReadError';
   }
+
+  static ofVersions(before: FileVersion, after: FileVersion): FileChangedDuringReadError {
+    return new FileChangedDuringReadError(describeChange(before, after));
+  }
+
+  static ofSize(expected: number, read: number): FileChangedDuringReadError {
+    return new FileChangedDuringReadError(`expected ${expected} bytes, read ${read}`);
+  }
+}
+
+/** Throws FileChangedDuringReadError unless the open file still has the version `before` and `bytesRead` bytes. */
+export async function assertUnchanged(file: FileHandle, before: FileVersion, bytesRead?: number): Promise<void> {
+  const after = await fileVersionOf(file);
+  if (!sameVersion(before, after)) throw FileChangedDuringReadError.ofVersions(before, after);
+  if (bytesRead !== undefined && BigInt(bytesRead) !== before.size) throw FileChangedDuringReadError.ofSize(Number(before.size), bytesRead);
 }
 
 /** An S3 request (or a multipart upload) made no progress within the timeout. */
@@ -63,24 +126,30 @@ export class UploadTimeoutError extends Error {
   }
 }
 
+type VersionedRequest = UploadRequest & { version: FileVersion };
+
 export async function uploadFileWithSha256(request: UploadRequest): Promise<UploadResult> {
+  const versioned: VersionedRequest = { ...request, version: request.version ?? (await fileVersionOf(request.file)) };
+  versioned.onProgress?.(0);
   const bufferLimit = request.bufferLimitBytes ?? BUFFER_LIMIT_BYTES;
-  if (request.size >= request.multipartThresholdBytes) return uploadMultipart(request);
-  if (request.size < bufferLimit) return uploadBuffered(request);
-  return uploadStreamed(request);
+  if (request.size >= request.multipartThresholdBytes) return uploadMultipart(versioned);
+  if (request.size < bufferLimit) return uploadBuffered(versioned);
+  return uploadStreamed(versioned);
 }
 
-/** Reads exactly `size` bytes and checks that the file ends there. */
-async function readWhole(file: FileHandle, size: number): Promise<Buffer> {
+/** Reads exactly `size` bytes, checks that the file ends there and did not change meanwhile. */
+async function readWhole(request: VersionedRequest): Promise<Buffer> {
+  const { file, size } = request;
   const buffer = Buffer.allocUnsafe(size + 1);
   let filled = 0;
   for (;;) {
     const { bytesRead } = await file.read(buffer, filled, buffer.length - filled, filled);
     if (bytesRead === 0) break;
     filled += bytesRead;
-    if (filled > size) throw new FileChangedDuringReadError(size, filled);
+    if (filled > size) throw FileChangedDuringReadError.ofSize(size, filled);
+    request.onProgress?.(filled);
   }
-  if (filled !== size) throw new FileChangedDuringReadError(size, filled);
+  await assertUnchanged(file, request.version, filled);
   return buffer.subarray(0, size);
 }
 
@@ -89,7 +158,7 @@ async function readWhole(file: FileHandle, size: number): Promise<Buffer> {
  * own, not AbortSignal.any([signal, AbortSignal.timeout()]): Node 20 holds the sources of such a signal weakly, so
  * the timeout signal can be garbage-collected while the request waits — and a stalled request then never times out.
  */
-function requestDeadline(request: UploadRequest): { signal: AbortSignal; clear(): void } {
+function requestDeadline(request: UploadRequest): { signal: AbortSignal; abort(reason: unknown): void; clear(): void } {
   const controller = new AbortController();
   const onAbort = () => controller.abort(request.signal.reason);
   const timer = setTimeout(() => controller.abort(new UploadTimeoutError(request.timeoutMs)), request.timeoutMs);
@@ -97,6 +166,7 @@ function requestDeadline(request: UploadRequest): { signal: AbortSignal; clear()
   else request.signal.addEventListener('abort', onAbort, { once: true });
   return {
     signal: controller.signal,
+    abort: (reason) => controller.abort(reason),
     clear: () => {
       clearTimeout(timer);
       request.signal.removeEventListener('abort', onAbort);
@@ -104,15 +174,17 @@ function requestDeadline(request: UploadRequest): { signal: AbortSignal; clear()
   };
 }
 
-/** Turns the SDK's abort into the job's reason or a timeout, so callers can tell them apart. */
+/** Turns the SDK's abort into the job's reason, a change of the file or a timeout, so callers can tell them apart. */
 function explainAbort(error: unknown, request: UploadRequest, signal: AbortSignal): unknown {
   if (request.signal.aborted) return request.signal.reason;
-  if (signal.aborted || (error as { name?: string }).name === 'AbortError') return new UploadTimeoutError(request.timeoutMs);
+  // The deadline's own reasons: its timeout, or the body failing (the file changed, or could not be read).
+  if (signal.aborted) return signal.reason instanceof Error ? signal.reason : new UploadTimeoutError(request.timeoutMs);
+  if ((error as { name?: string }).name === 'AbortError') return new UploadTimeoutError(request.timeoutMs);
   return error;
 }
 
-async function uploadBuffered(request: UploadRequest): Promise<UploadResult> {
-  const body = await readWhole(request.file, request.size);
+async function uploadBuffered(request: VersionedRequest): Promise<UploadResult> {
+  const body = await readWhole(request);
   const sha256 = createHash('sha256').update(body).digest('hex');
   const deadline = requestDeadline(request);
   const command = new PutObjectCommand({
@@ -145,17 +217,38 @@ async function uploadBuffered(request: UploadRequest): Promise<UploadResult> {
   }
 }
 
-/** Counts and hashes the bytes that flow through it; remembers when the last byte passed (stall detection). */
+/**
+ * Counts and hashes the bytes that flow through it; remembers when the last byte passed (stall detection). The
+ * latest chunk is held back until the next one arrives, and the last one until the file is known not to have changed
+ * since `version` (fstat after the last byte): a consumer never sees the end of a torn read, so neither a PUT's body
+ * nor a multipart upload's last part goes out, and the stream fails with FileChangedDuringReadError instead.
+ */
 class HashingStream extends Transform {
   private readonly hash = createHash('sha256');
+  private held: Buffer | undefined;
   bytes = 0;
   lastProgressAt = Date.now();
+
+  constructor(private readonly request: VersionedRequest) {
+    super({ highWaterMark: MiB });
+  }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.hash.update(chunk);
     this.bytes += chunk.length;
     this.lastProgressAt = Date.now();
-    callback(null, chunk);
+    // Bytes beyond the size the upload announced (Content-Length) would be cut off by S3: the file grew. Fail now.
+    if (this.bytes > this.request.size) return callback(FileChangedDuringReadError.ofSize(this.request.size, this.bytes));
+    const previous = this.held;
+    this.held = chunk;
+    callback(null, previous);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    assertUnchanged(this.request.file, this.request.version, this.bytes).then(
+      () => callback(null, this.held),
+      (error: unknown) => callback(error as Error),
+    );
   }
 
   digest(): string {
@@ -163,24 +256,21 @@ class HashingStream extends Transform {
   }
 }
 
-function hashingReader(request: UploadRequest): HashingStream {
-  const hashing = new HashingStream({ highWaterMark: MiB });
+function hashingReader(request: VersionedRequest): HashingStream {
+  const hashing = new HashingStream(request);
   const source = request.file.createReadStream({ start: 0, autoClose: false, highWaterMark: MiB });
   source.on('error', (error) => hashing.destroy(error));
   source.pipe(hashing);
   return hashing;
 }
 
-async function checkUnchanged(request: UploadRequest, hashing: HashingStream): Promise<void> {
-  const now = await request.file.stat();
-  if (hashing.bytes !== request.size || now.size !== request.size) {
-    throw new FileChangedDuringReadError(request.size, Math.max(hashing.bytes, now.size));
-  }
-}
-
-async function uploadStreamed(request: UploadRequest): Promise<UploadResult> {
+async function uploadStreamed(request: VersionedRequest): Promise<UploadResult> {
   const hashing = hashingReader(request);
   const deadline = requestDeadline(request);
+  // A body stream that fails does not end the HTTP request by itself (it would wait for the missing bytes): abort it,
+  // with the file's change as the reason. S3 stores nothing for a PUT whose body ended short of its Content-Length.
+  hashing.once('error', (error) => deadline.abort(error));
+  hashing.on('data', () => request.onProgress?.(hashing.bytes));
   try {
     const output = await request.s3.send(
       new PutObjectCommand({
@@ -192,7 +282,6 @@ async function uploadStreamed(request: UploadRequest): Promise<UploadResult> {
       }),
       { abortSignal: deadline.signal },
     );
-    await checkUnchanged(request, hashing);
     return { sha256: hashing.digest(), size: hashing.bytes, method: 'streamed-put', etag: output.ETag, sdkAttempts: 1 };
   } catch (error) {
     hashing.destroy();
@@ -220,7 +309,15 @@ export function partSizeFor(size: number, multipartThresholdBytes: number): numb
   return Math.max(MIN_PART_BYTES, Math.min(multipartThresholdBytes, DEFAULT_PART_BYTES), forPartLimit);
 }
 
-async function uploadMultipart(request: UploadRequest): Promise<UploadResult> {
+/**
+ * Deletes an object this run wrote but will not commit (the file changed while it was sent). A document may point to
+ * the key by now only if another run of the tenant committed it meanwhile; the caller checks that first.
+ */
+export async function deleteObject(s3: S3Client, bucket: string, key: string, timeoutMs: number): Promise<void> {
+  await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: AbortSignal.timeout(timeoutMs) });
+}
+
+async function uploadMultipart(request: VersionedRequest): Promise<UploadResult> {
   const hashing = hashingReader(request);
   const upload = new Upload({
     client: request.s3,
@@ -233,8 +330,9 @@ async function uploadMultipart(request: UploadRequest): Promise<UploadResult> {
   });
   let timedOut = false;
   // A finished part is progress too (the last parts and the completion move no new bytes through the hash).
-  upload.on('httpUploadProgress', () => {
+  upload.on('httpUploadProgress', (progress) => {
     hashing.lastProgressAt = Date.now();
+    if (progress.loaded !== undefined) request.onProgress?.(progress.loaded);
   });
   const onAbort = () => void upload.abort();
   request.signal.addEventListener('abort', onAbort, { once: true });
@@ -247,13 +345,13 @@ async function uploadMultipart(request: UploadRequest): Promise<UploadResult> {
   }, Math.max(50, Math.floor(request.timeoutMs / 4)));
   try {
     const output = await upload.done();
-    await checkUnchanged(request, hashing);
     return { sha256: hashing.digest(), size: hashing.bytes, method: 'multipart', etag: output.ETag, sdkAttempts: 1 };
   } catch (error) {
     hashing.destroy();
     await abortMultipartUpload(request, upload.uploadId);
     if (request.signal.aborted) throw request.signal.reason;
     if (timedOut) throw new UploadTimeoutError(request.timeoutMs);
+    // lib-storage reports the body's failure as is (a change of the file is one).
     throw error;
   } finally {
     clearInterval(watchdog);

@@ -1,0 +1,201 @@
+// Files rewritten in place (same size, like `dd conv=notrunc`) while they upload, with real worker processes behind
+// the fault-injecting S3 proxy. The proxy tells the test when the file's upload has begun (its PUT, or its
+// UploadParts), holds that request while the test rewrites the file, then lets it go on — no timing guesses.
+//   - changed once, then settled: the torn or stale try is neither committed nor kept (a torn multipart upload is
+//     aborted before it completes; a single PUT's object is deleted), the file is read again and imported with its
+//     final content: sha256 of the object = of the row = of the file on disk at the end.
+//   - changed on every read: after three reads the item fails with FILE_CHANGED_DURING_IMPORT (permanent), the run
+//     ends partial, and there is no object and no documents row for it.
+import { open, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { submitJob } from '../worker/api.js';
+import { objectKeyFor } from '../worker/imports/object-key.js';
+import { useTestEnvironment } from './harness.js';
+import type { ProxiedRequest } from './support/faulty-s3-proxy.js';
+import {
+  contentOf, documentsOf, itemsOf, listObjects, objectBytes, sha256, waitForTerminal, type TreeFile,
+} from './support/mass-import-tree.js';
+import { useTreeBehindProxy } from './support/tree-behind-proxy.js';
+import { spawnWorker } from './support/worker-processes.js';
+
+const env = useTestEnvironment();
+const MiB = 1024 * 1024;
+const TENANT = 'changing';
+
+// One folder per case: the file that changes, and a sibling that imports normally. The single-part file is below the
+// multipart threshold (5 MiB in these tests); the multipart one has five parts, of which at most two are in flight —
+// while they are held, the worker cannot have read more than about half of the file.
+const SHAPES = {
+  'single-part': 200 * 1024 + 17,
+  multipart: 24 * MiB + 123,
+} as const;
+type Shape = keyof typeof SHAPES;
+const CASES = ['settles', 'keeps-changing'] as const;
+type Case = (typeof CASES)[number];
+
+const changing = (shape: Shape, kind: Case): TreeFile => ({ path: `${shape}-${kind}/changing.bin`, size: SHAPES[shape] });
+const sibling = (shape: Shape, kind: Case): TreeFile => ({ path: `${shape}-${kind}/steady.txt`, size: 3_000 });
+const files: TreeFile[] = (Object.keys(SHAPES) as Shape[]).flatMap((shape) => CASES.flatMap((kind) => [changing(shape, kind), sibling(shape, kind)]));
+
+const tree = useTreeBehindProxy(env, files);
+
+function keyOf(request: ProxiedRequest): string {
+  return decodeURIComponent(new URL(request.url, 'http://proxy').pathname).split('/').slice(2).join('/');
+}
+
+function query(request: ProxiedRequest, name: string): string | null {
+  return new URL(request.url, 'http://proxy').searchParams.get(name);
+}
+
+/** A write that carries the file's bytes: a PUT of the object, or an UploadPart of it. */
+function carriesBytes(request: ProxiedRequest, key: string): boolean {
+  return request.method === 'PUT' && keyOf(request) === key;
+}
+
+/** Overwrites the file in place with new bytes of the same size (open r+, write at 0: `dd conv=notrunc`). */
+async function rewriteInPlace(path: string, bytes: Buffer): Promise<void> {
+  const handle = await open(path, 'r+');
+  try {
+    await handle.write(bytes, 0, bytes.length, 0);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function runImport(prefix: string, source: string) {
+  const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix, source } });
+  const worker = spawnWorker(env, {
+    args: ['--exit-when-idle'],
+    env: {
+      ...tree.workerEnv(),
+      MASS_IMPORT_CONCURRENCY: '2',
+      // Only the run ends an upload the proxy holds, never a timeout.
+      MASS_IMPORT_REQUEST_TIMEOUT_MS: '600000',
+      LOG_LEVEL: 'warn',
+    },
+  });
+  tree.spawned.push(worker);
+  const exited = await worker.exited;
+  expect(exited.code, worker.stderr.join('\n')).toBe(0);
+  return waitForTerminal(env, job.id);
+}
+
+interface Requests {
+  /** Completions of a multipart upload of the key (POST ?uploadId=…). */
+  completes: number;
+  /** Aborted multipart uploads of the key (DELETE ?uploadId=…). */
+  aborts: number;
+  /** Deleted objects at the key (DELETE without uploadId). */
+  deletes: number;
+}
+
+function countRequests(key: string): { requests: Requests; observe(request: ProxiedRequest): void } {
+  const requests: Requests = { completes: 0, aborts: 0, deletes: 0 };
+  return {
+    requests,
+    observe(request) {
+      if (keyOf(request) !== key) return;
+      const uploadId = query(request, 'uploadId');
+      if (request.method === 'POST' && uploadId) requests.completes += 1;
+      if (request.method === 'DELETE' && uploadId) requests.aborts += 1;
+      if (request.method === 'DELETE' && !uploadId) requests.deletes += 1;
+    },
+  };
+}
+
+describe('mass-import of files rewritten while they upload', () => {
+  for (const shape of Object.keys(SHAPES) as Shape[]) {
+    it(`${shape}: a file rewritten once while it uploads is read again and imported with its final content`, async () => {
+      const file = changing(shape, 'settles');
+      const prefix = `settles-${shape}`;
+      const key = objectKeyFor(prefix, TENANT, file.path);
+      const path = join(tree.root, file.path);
+      const counted = countRequests(key);
+      let rewrite: Promise<void> | undefined;
+      let heldWrites = 0;
+      tree.proxy.decide = (request) => {
+        counted.observe(request);
+        if (!carriesBytes(request, key)) return 'pass';
+        // The upload has begun: rewrite the file before any of its bytes reach S3 (every write of the first try
+        // waits for the rewrite, so the worker cannot read far ahead), then let them go on.
+        heldWrites += 1;
+        rewrite ??= rewriteInPlace(path, contentOf(file, 'rewritten'));
+        return rewrite.then(() => 'pass' as const);
+      };
+      let done;
+      try {
+        done = await runImport(prefix, `${shape}-settles`);
+      } finally {
+        tree.proxy.decide = () => 'pass';
+      }
+
+      expect(rewrite, 'the upload of the file never began').toBeDefined();
+      expect(heldWrites).toBeGreaterThan(0);
+      const onDisk = sha256(await readFile(path));
+      expect(onDisk).toBe(sha256(contentOf(file, 'rewritten')));
+      expect(done.state, JSON.stringify({ error: done.lastError, items: await itemsOf(env, done.id) })).toBe('succeeded');
+      expect(done.result).toMatchObject({ files: 2, imported: 2, failed: 0 });
+      const row = (await documentsOf(env, `${prefix}/${TENANT}/`)).find((document) => document.source_path === file.path);
+      expect(row?.sha256).toBe(onDisk);
+      expect(sha256(await objectBytes(env.s3, env.bucket, key))).toBe(onDisk);
+      const item = (await itemsOf(env, done.id)).find((candidate) => candidate.relative_path === file.path)!;
+      expect(item).toMatchObject({ state: 'done', error_code: null, tries: 2 });
+      if (shape === 'multipart') {
+        // The torn try never completed: its multipart upload was aborted, only the second read's was completed.
+        expect(counted.requests).toMatchObject({ completes: 1, aborts: 1 });
+      } else {
+        // The single PUT of the first read reached S3 before the worker saw the change: that object was deleted.
+        expect(counted.requests.deletes).toBe(1);
+      }
+      // A retried file is counted once in the final figures.
+      expect(done.progress).toMatchObject({ bytesDone: file.size + sibling(shape, 'settles').size, bytesTotal: file.size + sibling(shape, 'settles').size });
+    });
+
+    it(`${shape}: a file that changes on every read fails with FILE_CHANGED_DURING_IMPORT, leaving no object and no row`, async () => {
+      const file = changing(shape, 'keeps-changing');
+      const prefix = `flux-${shape}`;
+      const key = objectKeyFor(prefix, TENANT, file.path);
+      const path = join(tree.root, file.path);
+      const counted = countRequests(key);
+      // One rewrite per try of the upload: per multipart upload id, or per PUT.
+      const rewrites = new Map<string, Promise<void>>();
+      tree.proxy.decide = (request) => {
+        counted.observe(request);
+        if (!carriesBytes(request, key)) return 'pass';
+        const tryId = query(request, 'uploadId') ?? `put-${request.seq}`;
+        let rewrite = rewrites.get(tryId);
+        if (!rewrite) {
+          rewrite = rewriteInPlace(path, contentOf(file, `version-${rewrites.size + 1}`));
+          rewrites.set(tryId, rewrite);
+        }
+        return rewrite.then(() => 'pass' as const);
+      };
+      let done;
+      try {
+        done = await runImport(prefix, `${shape}-keeps-changing`);
+      } finally {
+        tree.proxy.decide = () => 'pass';
+      }
+
+      expect(rewrites.size).toBe(3);
+      expect(done.state, JSON.stringify(done.lastError)).toBe('partial');
+      expect(done.attempts).toBe(1);
+      expect(done.result).toMatchObject({ files: 2, imported: 1, failed: 1, failedTransient: 0 });
+      const { rows } = await env.pool.query(
+        'SELECT state, error_code, error_class, error_message, tries FROM import_items WHERE job_id = $1 AND relative_path = $2',
+        [done.id, file.path],
+      );
+      expect(rows[0]).toMatchObject({ state: 'failed', error_code: 'FILE_CHANGED_DURING_IMPORT', error_class: 'permanent', tries: 3 });
+      expect(rows[0].error_message).toContain('changed while it was imported');
+      const documents = await documentsOf(env, `${prefix}/${TENANT}/`);
+      expect(documents.map((document) => document.source_path)).toEqual([sibling(shape, 'keeps-changing').path]);
+      expect(await listObjects(env.s3, env.bucket, key)).toEqual([]);
+      if (shape === 'multipart') {
+        expect(counted.requests).toMatchObject({ completes: 0, aborts: 3 });
+      } else {
+        expect(counted.requests.deletes).toBe(3);
+      }
+    });
+  }
+});
