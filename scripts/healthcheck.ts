@@ -1,6 +1,13 @@
 // Container health check (ECS runs `node dist/scripts/healthcheck.js`; in a checkout `node --import tsx
 // scripts/healthcheck.ts`). Healthy while the worker's poll loop keeps touching HEALTH_HEARTBEAT_FILE: its age must
-// be below HEALTH_MAX_AGE_MS. With --check-database it also runs `SELECT 1` with a short timeout.
+// be below HEALTH_MAX_AGE_MS. With --check-database it also logs in and checks that the schema has every migration
+// of this build.
+//
+// During a database outage (restart, failover) the worker's loop keeps turning and the check stays healthy: the line
+// says the database is unavailable and since when. Replacing tasks would not bring the database back, and the jobs
+// resume by themselves when it returns. A database that refuses the worker's configuration (wrong password, no
+// schema, TLS refused) is different: waiting cannot fix it, so the check fails (exit 4) and ECS replaces the task or
+// rolls the deployment back.
 //
 // It runs every few seconds in every task, so it starts fast: it loads only the config module and node:fs, and pg
 // only when --check-database asks for it.
@@ -10,16 +17,21 @@
 //   1  heartbeat too old (the poll loop is stuck, the event loop blocked, or the process frozen)
 //   2  no heartbeat file (the worker has not started, has stopped, or writes elsewhere)
 //   3  database check failed (unreachable, refused, or slower than the timeout)
+//   4  the worker reports that the database refuses its configuration (authentication, missing schema, TLS)
 //   64 bad command-line arguments
 //   78 bad configuration (an environment variable has an invalid value)
-import { stat } from 'node:fs/promises';
-import { ConfigError, loadConfig } from '../worker/config.js';
+import { readFile, stat } from 'node:fs/promises';
+import { ConfigError, loadConfig, requireDatabase, type Config } from '../worker/config.js';
+import { connectionConfig, urlSecrets } from '../worker/db/connection.js';
+import { describeDatabaseError, scrubSecrets } from '../worker/db/database-errors.js';
+import { parseHeartbeatContent } from '../worker/ops/health-heartbeat.js';
 
-const EXIT = { healthy: 0, stale: 1, missing: 2, database: 3, usage: 64, config: 78 } as const;
+const EXIT = { healthy: 0, stale: 1, missing: 2, database: 3, misconfigured: 4, usage: 64, config: 78 } as const;
 
 const USAGE = `usage: healthcheck [--check-database] [--timeout-ms <n>]
   exits 0 while HEALTH_HEARTBEAT_FILE is younger than HEALTH_MAX_AGE_MS;
-  1 stale heartbeat, 2 no heartbeat, 3 database check failed, 64 bad arguments, 78 bad configuration`;
+  1 stale heartbeat, 2 no heartbeat, 3 database check failed, 4 the database refuses the worker's configuration,
+  64 bad arguments, 78 bad configuration`;
 
 interface Arguments {
   checkDatabase: boolean;
@@ -52,27 +64,34 @@ async function checkHeartbeat(file: string, maxAgeMs: number): Promise<{ code: n
   if (ageMs > maxAgeMs) {
     return { code: EXIT.stale, line: `unhealthy: heartbeat ${file} is ${ageMs} ms old (limit ${maxAgeMs} ms): the poll loop has stopped turning` };
   }
-  return { code: EXIT.healthy, line: `healthy: heartbeat ${ageMs} ms old (limit ${maxAgeMs} ms)` };
+  const content = parseHeartbeatContent(await readFile(file, 'utf8').catch(() => ''));
+  const database = content?.database;
+  if (database?.state === 'misconfigured') {
+    return { code: EXIT.misconfigured, line: `unhealthy: the database refuses this worker since ${database.since}: ${database.error}` };
+  }
+  const note = database?.state === 'unavailable' ? `; database unavailable since ${database.since} (${database.error}), jobs wait for it` : '';
+  return { code: EXIT.healthy, line: `healthy: heartbeat ${ageMs} ms old (limit ${maxAgeMs} ms)${note}` };
 }
 
-async function checkDatabase(databaseUrl: string | undefined, timeoutMs: number): Promise<string | undefined> {
-  if (!databaseUrl) return 'DATABASE_URL is not set';
-  const { default: pg } = await import('pg');
-  const client = new pg.Client({
-    connectionString: databaseUrl,
-    connectionTimeoutMillis: timeoutMs,
-    query_timeout: timeoutMs,
-    application_name: 'bulk-import-healthcheck',
-  });
+async function checkDatabase(config: Config, timeoutMs: number): Promise<string | undefined> {
+  if (!config.databaseUrl) return 'DATABASE_URL is not set';
+  const [{ default: pg }, { checkSchema }] = await Promise.all([import('pg'), import('../worker/db/readiness.js')]);
+  const client = new pg.Client(
+    connectionConfig(requireDatabase(config), {
+      connectionTimeoutMillis: timeoutMs,
+      query_timeout: timeoutMs,
+      application_name: 'bulk-import-healthcheck',
+    }),
+  );
   client.on('error', () => {});
   const deadline = new Promise<never>((_, reject) => {
     setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs).unref();
   });
   try {
-    await Promise.race([client.connect().then(() => client.query('SELECT 1')), deadline]);
+    await Promise.race([client.connect().then(() => checkSchema(client)), deadline]);
     return undefined;
   } catch (error) {
-    return (error as Error).message.split('\n')[0] || String(error);
+    return scrubSecrets(describeDatabaseError(error), urlSecrets(config.databaseUrl));
   } finally {
     void client.end().catch(() => {});
   }
@@ -97,7 +116,7 @@ async function main(argv: string[]): Promise<number> {
     return heartbeat.code;
   }
   if (args.checkDatabase) {
-    const failure = await checkDatabase(config.databaseUrl, args.timeoutMs);
+    const failure = await checkDatabase(config, args.timeoutMs);
     if (failure) {
       process.stdout.write(`unhealthy: database check failed: ${failure}\n`);
       return EXIT.database;

@@ -2,12 +2,17 @@
 // describe block gives it its own freshly migrated database (a clone of the template), its own bucket, a pool, an S3
 // client, and the environment variables to hand to a worker process it spawns.
 import { randomBytes } from 'node:crypto';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, inject } from 'vitest';
 import { createPool, type Pool } from '../worker/db/pool.js';
 import { createS3Client } from '../worker/storage/s3-client.js';
 import { ensureBucket } from '../worker/dev/local-s3.js';
+import { startEmbeddedPostgres, type EmbeddedPostgres, type EmbeddedPostgresOptions } from '../worker/dev/embedded-postgres.js';
+import { migrate } from '../worker/db/migrate.js';
 
 export interface TestEnvironment {
   databaseUrl: string;
@@ -17,18 +22,39 @@ export interface TestEnvironment {
   s3Endpoint: string;
   /** Environment for a child process (worker, CLI) that should use this test's database and bucket. */
   processEnv: Record<string, string>;
+  /** With `ownPostgres`: the file's own server, which its tests may restart, pause or stop. */
+  postgres?: EmbeddedPostgres;
 }
 
-export function useTestEnvironment(): TestEnvironment {
+export interface TestEnvironmentOptions {
+  /**
+   * A Postgres server of this file's own instead of the shared one: for tests that restart, pause or reconfigure the
+   * server (the other files' databases live on the shared server and must not see that).
+   */
+  ownPostgres?: Pick<EmbeddedPostgresOptions, 'settings' | 'hba'> | boolean;
+}
+
+export function useTestEnvironment(options: TestEnvironmentOptions = {}): TestEnvironment {
   const env = {} as TestEnvironment;
   let databaseName = '';
+  let ownDir: string | undefined;
   beforeAll(async () => {
     const suffix = randomBytes(5).toString('hex');
     databaseName = `test_${suffix}`;
-    const adminUrl = inject('adminDatabaseUrl');
-    await withAdmin(adminUrl, (admin) =>
-      admin.query(`CREATE DATABASE ${databaseName} TEMPLATE ${inject('templateDatabase')}`),
-    );
+    let adminUrl = inject('adminDatabaseUrl');
+    if (options.ownPostgres) {
+      ownDir = await mkdtemp(join(tmpdir(), 'bulk-import-own-pg-'));
+      await chmod(ownDir, 0o755);
+      const extra = typeof options.ownPostgres === 'object' ? options.ownPostgres : {};
+      env.postgres = await startEmbeddedPostgres({ baseDir: ownDir, persistent: false, fast: true, ...extra });
+      adminUrl = env.postgres.adminUrl;
+      await withAdmin(adminUrl, (admin) => admin.query(`CREATE DATABASE ${databaseName}`));
+      await migrate(env.postgres.databaseUrl(databaseName));
+    } else {
+      await withAdmin(adminUrl, (admin) =>
+        admin.query(`CREATE DATABASE ${databaseName} TEMPLATE ${inject('templateDatabase')}`),
+      );
+    }
     const url = new URL(adminUrl);
     url.pathname = `/${databaseName}`;
     env.databaseUrl = url.toString();
@@ -53,7 +79,11 @@ export function useTestEnvironment(): TestEnvironment {
   afterAll(async () => {
     env.s3?.destroy();
     await env.pool?.end();
-    if (databaseName) {
+    if (env.postgres) {
+      await env.postgres.resume().catch(() => {});
+      await env.postgres.stop().catch(() => {});
+      if (ownDir) await rm(ownDir, { recursive: true, force: true });
+    } else if (databaseName) {
       await withAdmin(inject('adminDatabaseUrl'), (admin) =>
         admin.query(`DROP DATABASE IF EXISTS ${databaseName} WITH (FORCE)`),
       );

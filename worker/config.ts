@@ -2,6 +2,8 @@
 // start-up with a message naming the variable and the expected form; nothing else in the code reads process.env.
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { isSslMode, SSL_MODES, type DatabaseConnection, type SslMode } from './db/connection.js';
+import { iamTokenSourceFor } from './db/iam-token.js';
 
 export class ConfigError extends Error {
   constructor(
@@ -24,6 +26,12 @@ export interface Config {
   /** Postgres connection string; required by every command that touches the database. */
   databaseUrl: string | undefined;
   databasePoolSize: number;
+  /** TLS and authentication of every database session; see worker/db/connection.ts. */
+  databaseSsl: { mode: SslMode; rootCert: string | undefined };
+  /** DATABASE_IAM_AUTH: passwords are IAM tokens made with the task role. */
+  databaseIamAuth: boolean;
+  /** How long a starting worker waits for an unreachable database before it exits. */
+  databaseStartupTimeoutMs: number;
   /** S3 endpoint override (a local S3-compatible server); undefined means AWS. */
   s3Endpoint: string | undefined;
   s3Bucket: string | undefined;
@@ -61,6 +69,13 @@ export interface WorkerConfig {
   backoffBaseMs: number;
   backoffMaxMs: number;
   defaultMaxAttempts: number;
+  /**
+   * How long a run waits out one outage of S3 or the database (requeued with a growing backoff, attempts not counted)
+   * before it ends `dead` with DEPENDENCY_OUTAGE; 0 treats outages as ordinary transient failures.
+   */
+  outageBudgetMs: number;
+  /** The longest wait between two tries of a run during an outage (the wait grows with the outage up to this). */
+  outageBackoffMaxMs: number;
   /** Adaptive prefetch: buffer at most this much expected work (per slot) of leased, not yet started jobs; 0 = off. */
   prefetchWindowMs: number;
   prefetchMax: number;
@@ -109,6 +124,9 @@ export function loadConfig(env: Env = process.env): Config {
   const config: Config = {
     databaseUrl: read.postgresUrl('DATABASE_URL'),
     databasePoolSize: read.integer('DATABASE_POOL_SIZE', 10, { min: 1, max: 200 }),
+    databaseSsl: read.databaseSsl(),
+    databaseIamAuth: read.boolean('DATABASE_IAM_AUTH', false),
+    databaseStartupTimeoutMs: read.integer('DATABASE_STARTUP_TIMEOUT_MS', 60_000, { min: 0, max: 600_000 }),
     s3Endpoint,
     s3Bucket: read.bucketName('S3_BUCKET'),
     s3ForcePathStyle: read.boolean('S3_FORCE_PATH_STYLE', s3Endpoint !== undefined),
@@ -134,6 +152,8 @@ export function loadConfig(env: Env = process.env): Config {
       backoffBaseMs: read.integer('RETRY_BACKOFF_BASE_MS', 1_000, { min: 1, max: 3_600_000 }),
       backoffMaxMs: read.integer('RETRY_BACKOFF_MAX_MS', 300_000, { min: 1, max: 86_400_000 }),
       defaultMaxAttempts: read.integer('JOB_MAX_ATTEMPTS', 5, { min: 1, max: 100 }),
+      outageBudgetMs: read.integer('DEPENDENCY_OUTAGE_BUDGET_MS', 3_600_000, { min: 0, max: 7 * 86_400_000 }),
+      outageBackoffMaxMs: read.integer('DEPENDENCY_OUTAGE_BACKOFF_MAX_MS', 120_000, { min: 1, max: 3_600_000 }),
       prefetchWindowMs: read.integer('WORKER_PREFETCH_WINDOW_MS', 1_000, { min: 0, max: 60_000 }),
       prefetchMax: read.integer('WORKER_PREFETCH_MAX', 1_000, { min: 0, max: 100_000 }),
       stateNotifications: read.boolean('JOB_STATE_NOTIFICATIONS', true),
@@ -175,6 +195,18 @@ export function loadConfig(env: Env = process.env): Config {
       `RETRY_BACKOFF_MAX_MS (${config.worker.backoffMaxMs}) must be at least RETRY_BACKOFF_BASE_MS (${config.worker.backoffBaseMs})`,
     );
   }
+  if (config.worker.outageBackoffMaxMs < config.worker.backoffBaseMs) {
+    throw new ConfigError(
+      'DEPENDENCY_OUTAGE_BACKOFF_MAX_MS',
+      `DEPENDENCY_OUTAGE_BACKOFF_MAX_MS (${config.worker.outageBackoffMaxMs}) must be at least RETRY_BACKOFF_BASE_MS (${config.worker.backoffBaseMs}), the first wait of an outage`,
+    );
+  }
+  if (config.databaseIamAuth && config.databaseSsl.mode === 'disable') {
+    throw new ConfigError(
+      'DATABASE_IAM_AUTH',
+      'DATABASE_IAM_AUTH=true needs TLS (RDS refuses IAM tokens without it): set DATABASE_SSL_MODE=verify-full',
+    );
+  }
   return config;
 }
 
@@ -188,6 +220,27 @@ export function requireDatabaseUrl(config: Config): string {
     );
   }
   return config.databaseUrl;
+}
+
+const connections = new WeakMap<Config, DatabaseConnection>();
+
+/**
+ * How to reach the database: URL, TLS and IAM authentication together. One per configuration, so the whole process
+ * shares one IAM token source.
+ */
+export function requireDatabase(config: Config): DatabaseConnection {
+  const url = requireDatabaseUrl(config);
+  let connection = connections.get(config);
+  if (!connection) {
+    connection = {
+      url,
+      sslMode: config.databaseSsl.mode,
+      sslRootCert: config.databaseSsl.rootCert,
+      iamToken: config.databaseIamAuth ? iamTokenSourceFor(url, config.awsRegion) : undefined,
+    };
+    connections.set(config, connection);
+  }
+  return connection;
 }
 
 export function requireBucket(config: Config): string {
@@ -260,14 +313,46 @@ class EnvReader {
   postgresUrl(name: string): string | undefined {
     const value = this.raw(name);
     if (value === undefined) return undefined;
-    const expected = 'a Postgres URL such as postgres://user:password@host:5432/dbname';
+    // The value is never repeated in the message: it may hold a password, and this message reaches the logs.
+    let url: URL;
     try {
-      const url = new URL(value);
-      if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') throw new Error('protocol');
+      url = new URL(value);
     } catch {
-      this.fail(name, value.replace(/:[^:@/]*@/, ':***@'), expected);
+      throw new ConfigError(
+        name,
+        `${name} is not a valid URL (its value is not shown: it may hold a password): expected ` +
+          'postgres://user:password@host:5432/dbname, with / @ : % # ? in the user or password percent-encoded ' +
+          '(/ as %2F, @ as %40, : as %3A, % as %25)',
+      );
+    }
+    if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+      throw new ConfigError(name, `${name} must be a Postgres URL (postgres:// or postgresql://), not ${url.protocol}//`);
+    }
+    try {
+      decodeURIComponent(url.password);
+      decodeURIComponent(url.username);
+    } catch {
+      throw new ConfigError(name, `${name} has a malformed percent-escape in its user or password (a literal % is written %25)`);
+    }
+    const mode = url.searchParams.get('sslmode');
+    if (mode !== null && !isSslMode(mode)) {
+      throw new ConfigError(name, `${name} has sslmode=${JSON.stringify(mode)}: expected one of ${SSL_MODES.join(', ')}`);
     }
     return value;
+  }
+
+  /** DATABASE_SSL_MODE / DATABASE_SSL_ROOT_CERT, else the URL's sslmode / sslrootcert, else no TLS. */
+  databaseSsl(): { mode: SslMode; rootCert: string | undefined } {
+    const url = this.postgresUrl('DATABASE_URL');
+    const params = url ? new URL(url).searchParams : undefined;
+    const mode = this.raw('DATABASE_SSL_MODE');
+    if (mode !== undefined && !isSslMode(mode)) this.fail('DATABASE_SSL_MODE', mode, `one of ${SSL_MODES.join(', ')}`);
+    const rootCert = this.raw('DATABASE_SSL_ROOT_CERT') ?? params?.get('sslrootcert') ?? undefined;
+    if (rootCert !== undefined && !rootCert.startsWith('/')) {
+      this.fail('DATABASE_SSL_ROOT_CERT', rootCert, 'an absolute path to a PEM file of CA certificates');
+    }
+    const urlMode = params?.get('sslmode');
+    return { mode: (mode as SslMode | undefined) ?? (urlMode && isSslMode(urlMode) ? urlMode : 'disable'), rootCert };
   }
 
   bucketName(name: string): string | undefined {

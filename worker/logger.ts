@@ -1,7 +1,8 @@
 // pino, writing JSON lines (what CloudWatch Logs ingests) unless LOG_FORMAT=pretty or, with the default `auto`,
 // stdout is a terminal and pino-pretty is installed (it is a devDependency, absent from the production image).
 import { createRequire } from 'node:module';
-import { pino, type DestinationStream, type Logger } from 'pino';
+import { pino, stdSerializers, type DestinationStream, type Logger } from 'pino';
+import { boundedError, boundValue } from './bounds.js';
 import type { LogFormat, LogLevel } from './config.js';
 
 export type { Logger } from 'pino';
@@ -14,8 +15,15 @@ export interface LoggerOptions {
   destination?: DestinationStream;
 }
 
+// Errors and their context are logged bounded (bounds.ts): an error message holding a whole CSV header or payload
+// field would otherwise make one log line of megabytes. The keys are the ones failures are logged under.
+function serializeError(value: unknown): unknown {
+  return value instanceof Error ? boundedError(stdSerializers.err(value) as unknown as Record<string, unknown>) : boundValue(value);
+}
+const SERIALIZERS = { err: serializeError, error: serializeError, cause: serializeError, context: (value: unknown) => boundValue(value) };
+
 export function createLogger(options: LoggerOptions): Logger {
-  const base = { level: options.level, name: options.name ?? 'bulk-import-worker' };
+  const base = { level: options.level, name: options.name ?? 'bulk-import-worker', serializers: SERIALIZERS };
   if (options.destination) return pino(base, options.destination);
   const pretty = wantsPretty(options.format) ? loadPretty() : undefined;
   return pretty ? pino(base, pretty) : pino(base);

@@ -32,7 +32,7 @@ export function testWorker(
       ...overrides,
     },
     silentLog,
-    env.databaseUrl,
+    { database: env.databaseUrl },
   );
 }
 

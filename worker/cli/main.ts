@@ -1,6 +1,9 @@
 // The `bulk-import` operator CLI. Each command lives in its own module under commands/ and registers itself here.
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { ConfigError } from '../config.js';
+import { ConfigError, loadConfig } from '../config.js';
+import { urlSecrets } from '../db/connection.js';
+import { describeDatabaseError, scrubSecrets } from '../db/database-errors.js';
+import { DatabaseUnavailableError, isConfigurationError } from '../db/database-status.js';
 import { registerMigrateCommand } from './commands/migrate.js';
 import { registerLocalCommand } from './commands/local.js';
 import { registerWorkerCommand } from './commands/worker.js';
@@ -47,13 +50,21 @@ export async function main(argv: string[]): Promise<number> {
     if (error instanceof InvalidArgumentError) process.stderr.write(`bulk-import: ${error.message}\n`);
     if (error instanceof CommanderError) return error.exitCode;
     process.stderr.write(`bulk-import: ${describeError(error)}\n`);
-    return error instanceof ConfigError ? 78 : 1;
+    // sysexits: 78 configuration (including a database that refuses it), 69 a service that stayed unavailable.
+    if (error instanceof ConfigError || isConfigurationError(error)) return 78;
+    return error instanceof DatabaseUnavailableError ? 69 : 1;
   }
 }
 
+/** One line, with the database URL's password (and the URL itself) scrubbed out of it. */
 function describeError(error: unknown): string {
-  if (error instanceof Error) return error.message.split('\n')[0] ?? error.name;
-  return String(error);
+  let secrets: string[] = [];
+  try {
+    secrets = urlSecrets(loadConfig().databaseUrl);
+  } catch {
+    // a configuration that does not load has already said why, without its secrets
+  }
+  return scrubSecrets(describeDatabaseError(error), secrets);
 }
 
 process.exitCode = await main(process.argv);

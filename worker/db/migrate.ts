@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runner } from 'node-pg-migrate';
 import pg from 'pg';
+import { connectionConfig, type DatabaseTarget } from './connection.js';
 
 // worker/db/ in a source checkout, dist/worker/db/ in the built image: the migrations folder is at the package root.
 export const MIGRATIONS_DIR = ['../../migrations', '../../../migrations']
@@ -17,11 +18,11 @@ export interface MigrateOptions {
   log?: (message: string) => void;
 }
 
-export async function migrate(databaseUrl: string, options: MigrateOptions = {}): Promise<string[]> {
+export async function migrate(database: DatabaseTarget, options: MigrateOptions = {}): Promise<string[]> {
   const direction = options.direction ?? 'up';
   // Our own client, ended (and awaited) by us: the runner's own client may still be closing when it returns, and a
   // server-side termination at that moment would surface as an unhandled error.
-  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'bulk-import-migrate' });
+  const client = new pg.Client(connectionConfig(database, { application_name: 'bulk-import-migrate' }));
   client.on('error', () => {});
   await client.connect();
   try {

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { connectionConfig, type DatabaseTarget } from './connection.js';
 
 // bigint (int8) columns such as jobs.id come back as strings by default; our ids and byte counts stay far below
 // 2^53, so parse them as numbers once, here.
@@ -12,21 +13,46 @@ export interface PoolOptions {
   applicationName?: string;
   /** Session settings sent at connect, e.g. `-c enable_seqscan=off`. */
   sessionOptions?: string;
+  /**
+   * Client-side bound on every statement (ms). The server's statement_timeout cannot end a statement when the server
+   * itself hangs (paused, or a network path that swallows packets): without this the caller would wait forever.
+   */
+  queryTimeoutMs?: number;
+  /** Told about connection failures and recoveries (the worker's DatabaseStatus). */
+  status?: DatabaseStatusSink;
+  /** Name of the pool in the status reports ("pool", "claim"). */
+  sessionName?: string;
 }
 
-export function createPool(databaseUrl: string, options: PoolOptions = {}): pg.Pool {
-  const pool = new pg.Pool({
-    connectionString: databaseUrl,
-    max: options.max ?? 10,
-    application_name: options.applicationName ?? 'bulk-import-worker',
-    // A worker that froze or lost the network inside a transaction must not keep its row locks (and with them a
-    // job the rescuer skips) for hours: the server ends such a session after two minutes.
-    options: ['-c idle_in_transaction_session_timeout=120000', options.sessionOptions ?? ''].join(' ').trim(),
-    keepAlive: true,
-    connectionTimeoutMillis: 15_000,
-    // A pool without an error listener crashes the process when an idle connection is terminated by the server.
+/** The part of DatabaseStatus a pool reports to. */
+export interface DatabaseStatusSink {
+  reportFailure(error: unknown, session: string): boolean;
+  reportSuccess(startedAt: number): void;
+}
+
+export function createPool(database: DatabaseTarget, options: PoolOptions = {}): pg.Pool {
+  const pool = new pg.Pool(
+    connectionConfig(database, {
+      max: options.max ?? 10,
+      application_name: options.applicationName ?? 'bulk-import-worker',
+      // A worker that froze or lost the network inside a transaction must not keep its row locks (and with them a
+      // job the rescuer skips) for hours: the server ends such a session after two minutes.
+      options: ['-c idle_in_transaction_session_timeout=120000', options.sessionOptions ?? ''].join(' ').trim(),
+      keepAlive: true,
+      connectionTimeoutMillis: 15_000,
+      ...(options.queryTimeoutMs ? { query_timeout: options.queryTimeoutMs } : {}),
+    } satisfies pg.PoolConfig),
+  );
+  const session = options.sessionName ?? options.applicationName ?? 'pool';
+  // pg-pool listens for errors only while a connection is idle; one that breaks while checked out (a restart or a
+  // failover while a handler holds it between statements) emits 'error' with no listener, and Node ends the process.
+  // Every connection gets a listener for its whole life. The holder sees the failure on its next statement and
+  // releases the connection with the error, which discards it.
+  pool.on('connect', (client) => {
+    client.on('error', (error) => options.status?.reportFailure(error, session));
   });
-  pool.on('error', () => {});
+  // Idle connections terminated by the server surface here (pg-pool discards them).
+  pool.on('error', (error) => options.status?.reportFailure(error, session));
   return pool;
 }
 

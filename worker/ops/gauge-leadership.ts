@@ -2,6 +2,7 @@
 // publishes; the others ask again every interval. When the leader dies its session ends, Postgres drops the lock,
 // and the next worker to ask becomes the leader.
 import pg from 'pg';
+import { connectionConfig, type DatabaseTarget } from '../db/connection.js';
 import type { Logger } from '../logger.js';
 import { releaseGaugeLeadership, tryAcquireGaugeLeadership } from '../queue/gauges.js';
 
@@ -10,7 +11,7 @@ export class GaugeLeadership {
   private leading = false;
 
   constructor(
-    private readonly databaseUrl: string,
+    private readonly database: DatabaseTarget,
     private readonly workerId: string,
     private readonly log: Logger,
   ) {}
@@ -39,15 +40,14 @@ export class GaugeLeadership {
 
   private async connect(): Promise<pg.Client> {
     if (this.session) return this.session;
-    const session = new pg.Client({
-      connectionString: this.databaseUrl,
+    const session = new pg.Client(connectionConfig(this.database, {
       application_name: 'bulk-import-gauges',
       // A leader cut off by the network must not keep the lock forever: keepalives end its dead session on the
       // server, and a timeout bounds every statement the publisher waits for.
       keepAlive: true,
       connectionTimeoutMillis: 10_000,
       query_timeout: 30_000,
-    });
+    }));
     session.on('error', (error) => void this.drop(error));
     await session.connect();
     this.session = session;

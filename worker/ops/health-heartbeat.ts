@@ -1,7 +1,13 @@
 // The liveness signal the container health check reads: the worker touches a file on every turn of its poll loop
 // (throttled), and scripts/healthcheck.ts fails once the file is older than HEALTH_MAX_AGE_MS. A hung loop, a
 // blocked event loop or a frozen process all stop the touches.
+//
+// The file's content says what the worker knows about its database (see HeartbeatContent): while the database is away
+// the loop keeps turning and the check stays healthy (replacing every task of the fleet during a failover would only
+// add churn: the new tasks would wait for the same database), but a database that refuses the worker's configuration
+// (authentication, a missing schema) makes the check fail, since only a fix or a rollback helps then.
 import { rm, utimes, writeFile } from 'node:fs/promises';
+import type { DatabaseHealth, DatabaseStatus } from '../db/database-status.js';
 import type { Logger } from '../logger.js';
 import type { Worker } from '../runner/worker.js';
 
@@ -11,7 +17,30 @@ export interface HealthHeartbeatOptions {
   maxAgeMs: number;
 }
 
+/** What the heartbeat file holds (one JSON line); scripts/healthcheck.ts reads it. */
+export interface HeartbeatContent {
+  pid: number;
+  database: DatabaseHealth;
+}
+
+/** Parses a heartbeat file's text; files of older workers (just a pid) read as a database that is ok. */
+export function parseHeartbeatContent(text: string): HeartbeatContent | undefined {
+  try {
+    const parsed = JSON.parse(text) as Partial<HeartbeatContent>;
+    if (typeof parsed.pid === 'number' && parsed.database && typeof parsed.database.state === 'string') {
+      return parsed as HeartbeatContent;
+    }
+  } catch {
+    // not JSON: an older format
+  }
+  return undefined;
+}
+
 export class HealthHeartbeat {
+  private content: HeartbeatContent = { pid: process.pid, database: { state: 'ok' } };
+  /** Bumped when the content changes; a touch writes the file (not only its times) until it has written this one. */
+  private version = 1;
+  private writtenVersion = 0;
   private readonly minIntervalMs: number;
   private lastTouch = 0;
   private touching: Promise<void> | undefined;
@@ -28,9 +57,19 @@ export class HealthHeartbeat {
   }
 
   /** Touches the file on the worker's loop turns until stop(). */
-  attach(worker: Worker): this {
+  attach(worker: Worker, databaseStatus?: DatabaseStatus): this {
     worker.on('loop', this.onLoop);
-    this.detach = () => worker.off('loop', this.onLoop);
+    const onDatabase = (health: DatabaseHealth) => {
+      this.content = { pid: process.pid, database: health };
+      this.version += 1;
+      this.lastTouch = 0;
+      this.beat();
+    };
+    databaseStatus?.on('change', onDatabase);
+    this.detach = () => {
+      worker.off('loop', this.onLoop);
+      databaseStatus?.off('change', onDatabase);
+    };
     return this;
   }
 
@@ -46,12 +85,20 @@ export class HealthHeartbeat {
 
   private async touch(at: Date): Promise<void> {
     try {
-      try {
+      let written = false;
+      if (this.writtenVersion === this.version) {
+        try {
+          await utimes(this.options.file, at, at);
+          written = true;
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+        }
+      }
+      if (!written) {
+        const version = this.version;
+        await writeFile(this.options.file, `${JSON.stringify(this.content)}\n`);
         await utimes(this.options.file, at, at);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-        await writeFile(this.options.file, `${process.pid}\n`);
-        await utimes(this.options.file, at, at);
+        this.writtenVersion = version;
       }
       if (this.failing) this.log.info({ file: this.options.file }, 'health heartbeat file writable again');
       this.failing = false;

@@ -2,6 +2,8 @@
 // health heartbeat (always), per-job metrics and queue gauges (when METRICS_NAMESPACE is set), task scale-in
 // protection (when ECS_AGENT_URI is set, i.e. inside an ECS task).
 import type { Config } from '../config.js';
+import type { DatabaseTarget } from '../db/connection.js';
+import type { DatabaseStatus } from '../db/database-status.js';
 import type { Logger } from '../logger.js';
 import type { Worker } from '../runner/worker.js';
 import { GaugeLeadership } from './gauge-leadership.js';
@@ -12,7 +14,9 @@ import { TaskProtection } from './task-protection.js';
 
 export interface OperationsOptions {
   config: Config;
-  databaseUrl: string;
+  database: DatabaseTarget;
+  /** Reported by the health heartbeat, so the health check can tell an outage from a configuration error. */
+  databaseStatus?: DatabaseStatus;
   worker: Worker;
   /** The kinds this build knows: the gauges publish them even when idle (zeros). */
   kinds: readonly string[];
@@ -31,7 +35,10 @@ export interface Operations {
 /** Attach before `worker.start()`, so the first loop turn already refreshes the heartbeat. */
 export function startOperations(options: OperationsOptions): Operations {
   const { config, log, worker } = options;
-  const heartbeat = new HealthHeartbeat({ file: config.health.heartbeatFile, maxAgeMs: config.health.maxAgeMs }, log).attach(worker);
+  const heartbeat = new HealthHeartbeat({ file: config.health.heartbeatFile, maxAgeMs: config.health.maxAgeMs }, log).attach(
+    worker,
+    options.databaseStatus,
+  );
 
   const cloudWatch = createCloudWatchClient(config.metrics, config.awsRegion);
   let metrics: MetricsPublisher | undefined;
@@ -41,7 +48,7 @@ export function startOperations(options: OperationsOptions): Operations {
     metrics = new MetricsPublisher(cloudWatch, config.metrics.namespace, log).start();
     detachJobMetrics = publishJobMetrics(worker, metrics);
     gauges = new QueueGaugePublisher({
-      leadership: new GaugeLeadership(options.databaseUrl, config.worker.workerId, log),
+      leadership: new GaugeLeadership(options.database, config.worker.workerId, log),
       publisher: metrics,
       knownKinds: options.kinds,
       intervalMs: config.metrics.gaugeIntervalMs,

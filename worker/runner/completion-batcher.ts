@@ -1,9 +1,20 @@
 // Buffers job completions and writes them in one statement per turn of the event loop: with many short jobs this
 // turns N round-trips into one, which is most of the queue's throughput.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Queryable } from '../db/pool.js';
+import { isConnectionError } from '../db/database-status.js';
+import type { DatabaseStatusSink, Queryable } from '../db/pool.js';
 import type { Logger } from '../logger.js';
 import { completeJobs, type Completion } from '../queue/finish.js';
+
+export interface CompletionBatcherOptions {
+  maxBatch?: number;
+  /**
+   * How long to keep trying while the database is away (a restart, a failover): the leases stay ours about this long
+   * (one lease length), so a completion stored within it still counts and the job does not run again.
+   */
+  retryForMs?: number;
+  status?: DatabaseStatusSink | undefined;
+}
 
 interface Pending {
   completion: Completion;
@@ -18,7 +29,7 @@ export class CompletionBatcher {
     private readonly db: Queryable,
     private readonly workerId: string,
     private readonly log: Logger,
-    private readonly maxBatch = 1000,
+    private readonly options: CompletionBatcherOptions = {},
   ) {}
 
   /** Resolves true once the completion is stored, false when the lease had been lost (or storing kept failing). */
@@ -42,7 +53,7 @@ export class CompletionBatcher {
     await new Promise((resolve) => setImmediate(resolve));
     try {
       while (this.pending.length > 0) {
-        const batch = this.pending.splice(0, this.maxBatch);
+        const batch = this.pending.splice(0, this.options.maxBatch ?? 1000);
         const applied = await this.store(batch.map((item) => item.completion));
         for (const item of batch) item.resolve(applied.has(item.completion.jobId));
       }
@@ -52,17 +63,23 @@ export class CompletionBatcher {
   }
 
   private async store(completions: Completion[]): Promise<Set<number>> {
+    const deadline = Date.now() + (this.options.retryForMs ?? 3_000);
     for (let attempt = 1; ; attempt += 1) {
+      const startedAt = Date.now();
       try {
-        return await completeJobs(this.db, this.workerId, completions);
+        const applied = await completeJobs(this.db, this.workerId, completions);
+        this.options.status?.reportSuccess(startedAt);
+        return applied;
       } catch (error) {
-        // The leases stay ours for a while: retry briefly; if the database stays away, the leases expire and the
-        // rescuer requeues the jobs (at-least-once).
-        if (attempt >= 5) {
+        // The write is fenced: retried late, it changes nothing if the leases were lost meanwhile. If the database
+        // stays away past the leases, the rescuer requeues the jobs (at-least-once).
+        const outage = isConnectionError(error);
+        if (outage) this.options.status?.reportFailure(error, 'completion');
+        if (Date.now() >= deadline || (!outage && attempt >= 5)) {
           this.log.error({ err: error, jobs: completions.map((c) => c.jobId) }, 'could not record job completions');
           return new Set();
         }
-        await sleep(100 * 2 ** attempt);
+        await sleep(Math.min(2_000, 100 * 2 ** attempt));
       }
     }
   }

@@ -2,6 +2,8 @@
 // if the connection drops, polling still delivers every job, and the listener reconnects with backoff.
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
+import { connectionConfig, type DatabaseTarget } from '../db/connection.js';
+import type { DatabaseStatus } from '../db/database-status.js';
 import type { Logger } from '../logger.js';
 import { JOB_CANCEL_CHANNEL, JOBS_READY_CHANNEL } from '../queue/channels.js';
 
@@ -19,8 +21,9 @@ export class WakeupListener extends EventEmitter<WakeupEvents> {
   private reconnectTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly databaseUrl: string,
+    private readonly database: DatabaseTarget,
     private readonly log: Logger,
+    private readonly status?: DatabaseStatus,
   ) {
     super();
   }
@@ -31,14 +34,19 @@ export class WakeupListener extends EventEmitter<WakeupEvents> {
 
   private async connect(): Promise<void> {
     if (this.stopped) return;
-    const client = new pg.Client({ connectionString: this.databaseUrl, application_name: 'bulk-import-listener' });
+    const startedAt = Date.now();
+    const client = new pg.Client(
+      connectionConfig(this.database, { application_name: 'bulk-import-listener', keepAlive: true, connectionTimeoutMillis: 15_000 }),
+    );
     const lost = (error?: Error) => {
       if (this.client !== client) return;
       this.client = undefined;
       client.removeAllListeners('notification');
       client.end().catch(() => {});
       if (!this.stopped) {
-        this.log.warn({ err: error?.message }, 'wake-up listener lost its connection; polling continues, reconnecting');
+        if (!error || !this.status?.reportFailure(error, 'listener')) {
+          this.log.warn({ err: error?.message }, 'wake-up listener lost its connection; polling continues, reconnecting');
+        }
         this.scheduleReconnect();
       }
     };
@@ -51,7 +59,9 @@ export class WakeupListener extends EventEmitter<WakeupEvents> {
       client.removeAllListeners('error');
       client.on('error', () => {});
       await client.end().catch(() => {});
-      this.log.warn({ err: (error as Error).message }, 'wake-up listener could not connect; polling continues');
+      if (!this.status?.reportFailure(error, 'listener')) {
+        this.log.warn({ err: (error as Error).message }, 'wake-up listener could not connect; polling continues');
+      }
       this.scheduleReconnect();
       return;
     }
@@ -61,12 +71,14 @@ export class WakeupListener extends EventEmitter<WakeupEvents> {
     });
     this.client = client;
     this.reconnectDelayMs = 250;
+    this.status?.reportSuccess(startedAt);
     this.emit('connected');
   }
 
   private scheduleReconnect(): void {
     if (this.stopped || this.reconnectTimer) return;
-    const delay = this.reconnectDelayMs;
+    // Jittered: after a failover the listeners of a whole fleet must not reconnect in the same instant.
+    const delay = this.reconnectDelayMs / 2 + Math.random() * (this.reconnectDelayMs / 2);
     this.reconnectDelayMs = Math.min(this.reconnectDelayMs * 2, 30_000);
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;

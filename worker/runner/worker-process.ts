@@ -1,8 +1,10 @@
 // Wires one worker process together from the configuration: pool, S3 client, handlers, runner, maintenance
 // services, signal handling. The `worker` CLI command and the local run both start workers through this.
 import type { Config } from '../config.js';
-import { requireDatabaseUrl } from '../config.js';
+import { requireDatabase } from '../config.js';
+import { DatabaseStatus } from '../db/database-status.js';
 import { createPool } from '../db/pool.js';
+import { waitForDatabase } from '../db/readiness.js';
 import { defaultRegistry, type HandlerRegistry } from '../handlers/registry.js';
 import type { HandlerServices } from '../handlers/types.js';
 import type { Logger } from '../logger.js';
@@ -28,6 +30,8 @@ export interface RunningWorker {
   maintenance: PeriodicService[];
   /** Health heartbeat, metrics, queue gauges, task scale-in protection (worker/ops/). */
   operations: Operations;
+  /** What the worker's sessions report about the database (ok, unavailable, misconfigured). */
+  databaseStatus: DatabaseStatus;
   /** Stops everything in order: runner (drain + release), maintenance, clients. */
   stop(): Promise<void>;
   /** Resolves once the worker has stopped and everything is closed. */
@@ -36,13 +40,25 @@ export interface RunningWorker {
 
 export async function startWorkerProcess(options: WorkerProcessOptions): Promise<RunningWorker> {
   const { config, log } = options;
-  const databaseUrl = requireDatabaseUrl(config);
+  const database = requireDatabase(config);
   const concurrency = options.concurrency ?? config.worker.concurrency;
+  const databaseStatus = new DatabaseStatus(log);
   // Handler work (item transactions, progress) plus claims, heartbeats and completions share the pool.
-  const pool = createPool(databaseUrl, {
+  const pool = createPool(database, {
     max: Math.max(config.databasePoolSize, Math.min(concurrency + 4, 50)),
     sessionOptions: stateNotificationOption(config.worker.stateNotifications),
+    status: databaseStatus,
+    sessionName: 'pool',
   });
+  try {
+    await waitForDatabase(pool, {
+      timeoutMs: config.databaseStartupTimeoutMs,
+      onWaiting: (reason) => log.warn({ err: reason }, 'database not reachable yet; waiting before the first claim'),
+    });
+  } catch (error) {
+    await pool.end().catch(() => {});
+    throw error;
+  }
   const s3 = config.s3Bucket
     ? createS3Client({ region: config.awsRegion, endpoint: config.s3Endpoint, forcePathStyle: config.s3ForcePathStyle })
     : undefined;
@@ -59,15 +75,16 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
       exitWhenIdle: options.exitWhenIdle ?? false,
     },
     log,
-    databaseUrl,
+    { database, status: databaseStatus },
   );
   const maintenance = [
-    createRescuer(pool, config.worker.rescueIntervalMs, log),
-    createRetention(pool, config.worker.retentionDays, config.worker.retentionIntervalMs, log),
+    createRescuer(pool, config.worker.rescueIntervalMs, log, databaseStatus),
+    createRetention(pool, config.worker.retentionDays, config.worker.retentionIntervalMs, log, { status: databaseStatus }),
   ];
   const operations = startOperations({
     config,
-    databaseUrl,
+    database,
+    databaseStatus,
     worker,
     kinds: registry.kinds(),
     log,
@@ -90,7 +107,7 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
       log.info('worker stopped');
     })());
   const closed = worker.finished().then(() => stop());
-  return { worker, services, maintenance, operations, stop, closed };
+  return { worker, services, maintenance, operations, databaseStatus, stop, closed };
 }
 
 /** SIGTERM (ECS stop) and SIGINT (Ctrl-C) start a graceful shutdown; a second signal exits at once. */

@@ -4,6 +4,8 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkerConfig } from '../config.js';
+import type { DatabaseTarget } from '../db/connection.js';
+import { isConnectionError, type DatabaseStatus } from '../db/database-status.js';
 import { createPool, type Pool, type Queryable } from '../db/pool.js';
 import type { HandlerRegistry } from '../handlers/registry.js';
 import type { HandlerServices, JobOutcome } from '../handlers/types.js';
@@ -11,8 +13,9 @@ import type { Logger } from '../logger.js';
 import { backoffDelayMs } from '../queue/backoff.js';
 import { claimJobs } from '../queue/claim.js';
 import { toErrorRecord } from '../queue/errors.js';
-import { failJob, releaseJobs, type CompletionState } from '../queue/finish.js';
+import { recordFailure, releaseJobs, type CompletionState } from '../queue/finish.js';
 import { assertLeaseHeld, extendLeases, leaseHeldCondition, LeaseLostError } from '../queue/lease.js';
+import { dependencyName, outageFailure } from '../queue/outage.js';
 import type { ClaimedJob, JobState, Lease } from '../queue/types.js';
 import { CompletionBatcher } from './completion-batcher.js';
 import { PrefetchBuffer } from './prefetch.js';
@@ -32,6 +35,8 @@ export type WorkerOptions = Pick<
   | 'shutdownGraceMs'
   | 'backoffBaseMs'
   | 'backoffMaxMs'
+  | 'outageBudgetMs'
+  | 'outageBackoffMaxMs'
   | 'prefetchWindowMs'
   | 'prefetchMax'
   | 'stateNotifications'
@@ -50,6 +55,12 @@ export interface JobFinishedEvent {
   result?: Record<string, unknown> | undefined;
   metrics?: Record<string, number> | undefined;
   error?: unknown;
+}
+
+/** The worker's own sessions (claim, LISTEN) and where they report the database's availability. */
+export interface WorkerSessions {
+  database: DatabaseTarget;
+  status?: DatabaseStatus | undefined;
 }
 
 export interface WorkerEvents {
@@ -101,6 +112,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Fires when stop() begins: interrupts the claim-failure backoff so shutdown never waits on it. */
   private readonly stopController = new AbortController();
   private wasBusy = false;
+  private readonly status: DatabaseStatus | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -108,10 +120,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     private readonly services: HandlerServices,
     private readonly options: WorkerOptions,
     private readonly log: Logger,
-    databaseUrl?: string,
+    sessions?: WorkerSessions,
   ) {
     super();
-    this.batcher = new CompletionBatcher(pool, options.workerId, log);
+    this.status = sessions?.status;
+    this.batcher = new CompletionBatcher(pool, options.workerId, log, { retryForMs: options.leaseMs, status: this.status });
     this.buffer = new PrefetchBuffer({
       concurrency: options.concurrency,
       windowMs: options.prefetchWindowMs,
@@ -128,7 +141,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       );
     }
     this.kinds = options.kinds.length > 0 ? options.kinds : known;
-    if (databaseUrl) {
+    if (sessions) {
+      const databaseUrl = sessions.database;
       // The claim must always walk jobs_claim_order in order and stop after LIMIT rows. Right after a bulk enqueue
       // the table statistics still say "empty", and the planner then picks a bitmap scan that sorts the whole
       // backlog on every claim (7 ms instead of 0.5 ms for 16 jobs out of 20,000). Turning bitmap and sequential
@@ -137,8 +151,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
         max: 1,
         applicationName: 'bulk-import-claim',
         sessionOptions: `-c enable_bitmapscan=off -c enable_seqscan=off -c statement_timeout=30000 ${stateNotificationOption(options.stateNotifications)}`,
+        // A claim that hangs (the server paused, packets dropped) must not stop the loop, whose turns are the
+        // health check's liveness signal. A claim slower than a lease is useless anyway (its leases would have
+        // expired), so the bound is the lease, within 5 to 35 s (a little above the server-side timeout).
+        queryTimeoutMs: Math.max(5_000, Math.min(35_000, options.leaseMs)),
+        status: this.status,
+        sessionName: 'claim',
       });
-      this.listener = new WakeupListener(databaseUrl, log);
+      this.listener = new WakeupListener(databaseUrl, log, this.status);
       this.listener.on('ready', (kind) => {
         if (this.kinds.includes(kind)) this.requestWake(true);
       });
@@ -185,15 +205,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (free + prefetch > 0 && !this.backlogEmpty) {
         try {
           const signalsBefore = this.newWorkSignals;
+          const claimStartedAt = Date.now();
           const claimed = await this.claim(free, prefetch);
           claimFailures = 0;
+          this.status?.reportSuccess(claimStartedAt);
           // A wake-up for new work that arrived while the claim ran may be for a job its snapshot could not see.
           if (claimed < free + prefetch && this.newWorkSignals === signalsBefore) this.backlogEmpty = true;
           if (claimed > 0) continue;
         } catch (error) {
           claimFailures += 1;
-          this.log.error({ err: error }, 'claim failed; retrying');
-          await sleep(Math.min(30_000, 250 * 2 ** claimFailures), undefined, { signal: this.stopController.signal }).catch(() => {});
+          // An outage is logged once by the status (and once when it ends); anything else on every failure.
+          if (!this.status?.reportFailure(error, 'claim')) this.log.error({ err: error }, 'claim failed; retrying');
+          // Backoff with jitter: after a failover every worker of the fleet must not reconnect in the same instant.
+          const delay = Math.min(15_000, 250 * 2 ** Math.min(claimFailures, 6));
+          await sleep(delay / 2 + Math.random() * (delay / 2), undefined, { signal: this.stopController.signal }).catch(() => {});
           continue;
         }
       }
@@ -359,11 +384,30 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     const error = toErrorRecord(failure, job.attempt, this.options.workerId);
     const delay = backoffDelayMs({ baseMs: this.options.backoffBaseMs, maxMs: this.options.backoffMaxMs }, job.attempt);
+    // S3 or the database unavailable: the run waits for it without spending the attempt (queue/outage.ts).
+    const outage = outageFailure(
+      failure,
+      { budgetMs: this.options.outageBudgetMs, baseMs: this.options.backoffBaseMs, maxMs: this.options.outageBackoffMaxMs },
+      performance.now() - entry.startedAt,
+    );
     try {
-      const state = await failJob(this.pool, { lease, error, retryDelayMs: delay, progress: snapshot });
-      if (state === null) {
+      const recorded = await this.retryWhileLeaseLasts(() => recordFailure(this.pool, { lease, error, retryDelayMs: delay, progress: snapshot, outage }));
+      if (recorded === null) {
         log.warn({ err: failure }, 'job failed after its lease was lost; failure discarded');
         return finished('lost', { error: failure });
+      }
+      const { state } = recorded;
+      if (outage && (recorded.waiting || recorded.outageOverBudget)) {
+        const since = recorded.outageStartedAt?.toISOString();
+        const name = dependencyName(outage.dependency);
+        log[recorded.waiting ? 'warn' : 'error'](
+          { err: failure, error_code: error.code, dependency: outage.dependency, outage_since: since, state,
+            retry_in_ms: recorded.retryInMs ?? undefined, attempt_counted: !recorded.waiting },
+          recorded.waiting
+            ? `waiting for ${name}: unavailable since ${since}; retry scheduled, attempt not counted`
+            : `${name} unavailable since ${since}, longer than the outage budget (DEPENDENCY_OUTAGE_BUDGET_MS); job ${state}`,
+        );
+        return finished(state, { error: failure });
       }
       const level = state === 'queued' ? 'warn' : 'error';
       log[level](
@@ -394,8 +438,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       ...[...this.active.values()].map((entry) => entry.lease),
       ...this.buffer.all().map((job) => ({ jobId: job.id, attempt: job.attempt })),
     ];
+    const startedAt = Date.now();
     try {
       const result = await extendLeases(this.pool, this.options.workerId, leases, this.options.leaseMs);
+      this.status?.reportSuccess(startedAt);
       for (const jobId of result.lost) {
         const buffered = this.buffer.remove(jobId);
         if (buffered) {
@@ -408,7 +454,26 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
       for (const jobId of result.cancelRequested) this.cancelJob(jobId);
     } catch (error) {
-      this.log.warn({ err: error }, 'heartbeat failed; leases will be extended on the next beat if the database returns');
+      if (!this.status?.reportFailure(error, 'heartbeat')) {
+        this.log.warn({ err: error }, 'heartbeat failed; leases will be extended on the next beat if the database returns');
+      }
+    }
+  }
+
+  /**
+   * Runs a fenced write again while the database is away, for as long as the lease could still be ours (a lease
+   * length from now): the write applies if the database returns in time, and changes nothing if the lease was lost.
+   */
+  private async retryWhileLeaseLasts<T>(write: () => Promise<T>): Promise<T> {
+    const deadline = performance.now() + this.options.leaseMs;
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await write();
+      } catch (error) {
+        this.status?.reportFailure(error, 'outcome');
+        if (!isConnectionError(error) || performance.now() > deadline) throw error;
+        await sleep(Math.min(5_000, 100 * 2 ** attempt));
+      }
     }
   }
 

@@ -1,0 +1,124 @@
+// The database going away under real worker processes: a restart (every session terminated, as in an RDS failover),
+// pg_terminate_backend() of each of the worker's sessions, and a server frozen with SIGSTOP. The worker process must
+// live through each, log the outage once and its end once, and every job must end as it would have without the fault.
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { submitJob } from '../worker/api.js';
+import { useTestEnvironment } from './harness.js';
+import { waitFor } from './support/in-process-worker.js';
+import { killAll, spawnWorker, type LogLine, type WorkerProcess } from './support/worker-processes.js';
+
+const env = useTestEnvironment({ ownPostgres: true });
+const spawned: WorkerProcess[] = [];
+afterEach(async () => {
+  await env.postgres?.resume();
+  await killAll(spawned.splice(0));
+  await waitFor(async () => (await env.pool.query('DELETE FROM jobs').then(() => true).catch(() => false)) || undefined, 60_000, 100);
+});
+afterAll(async () => killAll(spawned));
+
+const TIMINGS = {
+  WORKER_LEASE_MS: '4000',
+  WORKER_HEARTBEAT_MS: '500',
+  WORKER_RESCUE_INTERVAL_MS: '500',
+  WORKER_POLL_INTERVAL_MS: '200',
+  LOG_LEVEL: 'info',
+};
+
+function worker(extra: Record<string, string> = {}): WorkerProcess {
+  const process = spawnWorker(env, { env: { ...TIMINGS, ...extra } });
+  spawned.push(process);
+  return process;
+}
+
+const started = (line: LogLine) => line.msg === 'worker started';
+
+/** Job counts by state, read after the database is back (retried while it is not). */
+async function statesOf(ids: number[]): Promise<Record<string, number>> {
+  const { rows } = await env.pool.query<{ state: string; n: number }>(
+    'SELECT state, count(*)::int AS n FROM jobs WHERE id = ANY($1) GROUP BY state',
+    [ids],
+  );
+  return Object.fromEntries(rows.map((row) => [row.state, row.n]));
+}
+
+async function untilAllSucceeded(ids: number[], timeoutMs = 120_000): Promise<void> {
+  await waitFor(async () => {
+    const states = await statesOf(ids).catch(() => ({}) as Record<string, number>);
+    return states.succeeded === ids.length || undefined;
+  }, timeoutMs, 200);
+}
+
+async function submitNoops(count: number, sleepMs: number): Promise<number[]> {
+  const ids: number[] = [];
+  for (let i = 0; i < count; i += 1) {
+    const { job } = await submitJob(env.pool, { kind: 'noop', payload: { sleepMs, seq: i }, maxAttempts: 3 });
+    ids.push(job.id);
+  }
+  return ids;
+}
+
+async function succeededCount(ids: number[]): Promise<number> {
+  return (await statesOf(ids)).succeeded ?? 0;
+}
+
+function outageLines(process: WorkerProcess): { down: number; back: number } {
+  return {
+    down: process.logs.filter((line) => line.msg.startsWith('database unavailable')).length,
+    back: process.logs.filter((line) => line.msg === 'database is back').length,
+  };
+}
+
+describe('worker processes through database faults', () => {
+  it('a Postgres restart mid-run: the worker lives, logs the outage once, and every job succeeds once', async () => {
+    const process = worker({ WORKER_CONCURRENCY: '4' });
+    await process.waitForLog(started);
+    const ids = await submitNoops(120, 40);
+    await waitFor(async () => ((await succeededCount(ids)) >= 20 ? true : undefined), 60_000, 20);
+
+    await env.postgres!.restart({ downMs: 500 });
+
+    await untilAllSucceeded(ids);
+    expect(process.child.exitCode).toBeNull();
+    expect(process.stderr.join('\n')).not.toMatch(/Unhandled 'error' event|Connection terminated unexpectedly/);
+    const { rows } = await env.pool.query<{ attempts: number }>('SELECT attempts FROM jobs WHERE id = ANY($1)', [ids]);
+    // A run interrupted by the restart may have been retried, but never more than its attempts allow.
+    expect(rows.every((row) => row.attempts >= 1 && row.attempts <= 3)).toBe(true);
+    await process.waitForLog((line) => line.msg === 'database is back');
+    const lines = outageLines(process);
+    expect(lines.down).toBe(1);
+    expect(lines.back).toBe(1);
+  });
+
+  it('pg_terminate_backend of every one of the worker\'s sessions, one at a time: the worker lives and finishes', async () => {
+    const process = worker({ WORKER_CONCURRENCY: '4', METRICS_NAMESPACE: '' });
+    await process.waitForLog(started);
+    const ids = await submitNoops(60, 100);
+    await waitFor(async () => ((await succeededCount(ids)) >= 5 ? true : undefined), 60_000, 20);
+    const { rows: sessions } = await env.pool.query<{ pid: number; application_name: string }>(
+      `SELECT pid, application_name FROM pg_stat_activity
+       WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name LIKE 'bulk-import-%'
+         AND application_name <> 'bulk-import-test'`,
+    );
+    expect(new Set(sessions.map((session) => session.application_name))).toEqual(
+      new Set(['bulk-import-worker', 'bulk-import-claim', 'bulk-import-listener']),
+    );
+    for (const session of sessions) {
+      await env.pool.query('SELECT pg_terminate_backend($1)', [session.pid]);
+    }
+    await untilAllSucceeded(ids);
+    expect(process.child.exitCode).toBeNull();
+  });
+
+  it('a server frozen with SIGSTOP: statements hang, the worker stays up and resumes when it thaws', async () => {
+    const process = worker({ WORKER_CONCURRENCY: '2' });
+    await process.waitForLog(started);
+    const ids = await submitNoops(30, 50);
+    await waitFor(async () => ((await succeededCount(ids)) >= 3 ? true : undefined), 60_000, 20);
+    await env.postgres!.pause();
+    // Frozen until the worker's own sessions have noticed (a claim or heartbeat timing out is logged as an outage).
+    await process.waitForLog((line) => line.msg.startsWith('database unavailable'), 90_000);
+    await env.postgres!.resume();
+    await untilAllSucceeded(ids);
+    expect(process.child.exitCode).toBeNull();
+  });
+});

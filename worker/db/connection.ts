@@ -1,0 +1,137 @@
+// How this process connects to Postgres: the URL, TLS (sslmode and the CA bundle) and optional IAM authentication.
+// Every session the project opens (pool, claim, LISTEN, gauges, migrations, health check) gets its settings from
+// connectionConfig() here, so TLS and IAM apply to all of them or to none.
+import { readFileSync } from 'node:fs';
+import type pg from 'pg';
+import { DatabaseConfigurationError } from './database-status.js';
+import type { IamTokenSource } from './iam-token.js';
+
+/**
+ * libpq's names. `disable`: no TLS. `require`: TLS without checking the certificate (protects against eavesdropping
+ * only). `verify-ca`: the certificate must chain to the CA bundle. `verify-full`: and name the host connected to.
+ */
+export const SSL_MODES = ['disable', 'require', 'verify-ca', 'verify-full'] as const;
+export type SslMode = (typeof SSL_MODES)[number];
+
+export interface DatabaseConnection {
+  /** The Postgres URL as configured (it may hold the password: never log it). */
+  url: string;
+  sslMode: SslMode;
+  /** PEM file of the CA(s) that sign the server's certificate; unset means Node's bundled public CAs. */
+  sslRootCert?: string | undefined;
+  /** IAM database authentication: every new connection's password is a fresh token. */
+  iamToken?: IamTokenSource | undefined;
+}
+
+/** A URL alone (tests, local runs: TLS as its sslmode says, default off) or full settings. */
+export type DatabaseTarget = string | DatabaseConnection;
+
+export function toDatabaseConnection(target: DatabaseTarget): DatabaseConnection {
+  if (typeof target !== 'string') return target;
+  const url = parseDatabaseUrl(target);
+  const mode = url.searchParams.get('sslmode');
+  return {
+    url: target,
+    sslMode: mode && isSslMode(mode) ? mode : 'disable',
+    sslRootCert: url.searchParams.get('sslrootcert') ?? undefined,
+  };
+}
+
+export function isSslMode(value: string): value is SslMode {
+  return (SSL_MODES as readonly string[]).includes(value);
+}
+
+/** Parses a Postgres URL; the error never repeats the URL (it may hold a password). */
+export function parseDatabaseUrl(value: string): URL {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new DatabaseConfigurationError(
+      'DATABASE_URL is not a valid URL (its value is not shown: it may hold a password). Expected ' +
+        'postgres://user:password@host:5432/dbname; characters such as / @ : % # ? in the user or password must be ' +
+        'percent-encoded (/ as %2F, @ as %40, : as %3A, % as %25)',
+    );
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    throw new DatabaseConfigurationError(`DATABASE_URL must start with postgres:// or postgresql://, not ${url.protocol}//`);
+  }
+  return url;
+}
+
+const caCache = new Map<string, string>();
+
+function readCa(path: string): string {
+  let pem = caCache.get(path);
+  if (pem === undefined) {
+    try {
+      pem = readFileSync(path, 'utf8');
+    } catch (error) {
+      throw new DatabaseConfigurationError(
+        `DATABASE_SSL_ROOT_CERT=${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'}): expected a PEM file of CA certificates`,
+      );
+    }
+    if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
+      throw new DatabaseConfigurationError(`DATABASE_SSL_ROOT_CERT=${path} holds no PEM certificate`);
+    }
+    caCache.set(path, pem);
+  }
+  return pem;
+}
+
+/** The TLS options pg needs for a mode, or false for `disable`. */
+export function tlsOptions(connection: DatabaseConnection): pg.ClientConfig['ssl'] {
+  const ca = connection.sslRootCert ? readCa(connection.sslRootCert) : undefined;
+  switch (connection.sslMode) {
+    case 'disable':
+      return false;
+    case 'require':
+      return { rejectUnauthorized: false };
+    case 'verify-ca':
+      // Chain checked, host name not: for servers reached through an address their certificate does not name.
+      return { rejectUnauthorized: true, ca, checkServerIdentity: () => undefined };
+    case 'verify-full':
+      return { rejectUnauthorized: true, ca };
+  }
+}
+
+/**
+ * Options for a pg Client or Pool. The URL's own TLS parameters are taken out of the connection string (pg would
+ * read `sslmode=require` as verify-full and `sslrootcert` as a file to open on every connect) and applied here.
+ */
+export function connectionConfig<T extends pg.ClientConfig>(target: DatabaseTarget, extra: T = {} as T): T {
+  const connection = toDatabaseConnection(target);
+  const url = parseDatabaseUrl(connection.url);
+  for (const name of ['sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'uselibpqcompat']) url.searchParams.delete(name);
+  const config: T = { ...extra, connectionString: url.toString(), ssl: tlsOptions(connection) };
+  if (connection.iamToken) {
+    const tokens = connection.iamToken;
+    // pg calls this for every new connection: each gets a token that is valid when it logs in.
+    config.password = () => tokens.token();
+  }
+  return config;
+}
+
+/** The password of a URL (decoded), so messages can be scrubbed of it; undefined when there is none. */
+export function urlSecrets(target: DatabaseTarget | undefined): string[] {
+  if (!target) return [];
+  const raw = typeof target === 'string' ? target : target.url;
+  const secrets = new Set<string>();
+  try {
+    const url = new URL(raw);
+    if (url.password) {
+      secrets.add(url.password);
+      try {
+        secrets.add(decodeURIComponent(url.password));
+      } catch {
+        // a malformed escape: the raw form is enough
+      }
+    }
+  } catch {
+    // Unparseable: everything between the scheme and the last @ may be credentials.
+    const match = /^[a-z]+:\/\/(.*)@/i.exec(raw);
+    if (match?.[1]) secrets.add(match[1]);
+  }
+  secrets.add(raw);
+  return [...secrets].filter((secret) => secret.length >= 3);
+}

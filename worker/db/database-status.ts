@@ -1,0 +1,113 @@
+// What the worker knows about its database right now, from the outcome of the statements it runs: reachable, away
+// for a while (a restart, a failover, the network), or refusing it for a reason that waiting will not fix (a wrong
+// password, a missing table). Every session reports here, so an outage is logged once when it starts and once when it
+// ends instead of once per poll, and the health heartbeat can tell ECS which of the three it is.
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../logger.js';
+import { describeDatabaseError } from './database-errors.js';
+import { sqlState } from './sql-state.js';
+
+export type DatabaseHealth =
+  | { state: 'ok' }
+  /** Connections fail or break; retrying is right (restart, failover, network, too many connections). */
+  | { state: 'unavailable'; since: string; error: string }
+  /** The server answers but refuses us in a way only a change of configuration or a deploy fixes. */
+  | { state: 'misconfigured'; since: string; error: string };
+
+export interface DatabaseStatusEvents {
+  change: [health: DatabaseHealth];
+}
+
+/**
+ * SQLSTATEs that say "the server is there but will not work with this worker as configured": authentication and
+ * authorization failures, an unknown database, a relation or column that does not exist (migrations not applied).
+ */
+const CONFIGURATION_STATES = new Set(['28000', '28P01', '3D000', '42P01', '42703', '42883', '3F000', '42501']);
+
+/** SQLSTATE classes that mean the server is away or cannot take us now: connection exceptions, shutdown, resources. */
+const UNAVAILABLE_CLASSES = ['08', '57', '53'];
+
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE',
+]);
+
+/** Whether an error from pg means the database is unreachable or went away (as opposed to a bad statement). */
+export function isConnectionError(error: unknown): boolean {
+  const state = sqlState(error);
+  if (state) return UNAVAILABLE_CLASSES.some((prefix) => state.startsWith(prefix));
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && NETWORK_CODES.has(code)) return true;
+  const message = error instanceof Error ? error.message : '';
+  return /Connection terminated|connection timeout|timeout expired|Query read timeout|not queryable|Client was closed|Connection ended|the database system is (starting up|shutting down|in recovery)/i.test(
+    message,
+  );
+}
+
+/** Whether an error means the configuration (credentials, database name, schema, TLS setting) is wrong. */
+export function isConfigurationError(error: unknown): boolean {
+  const state = sqlState(error);
+  if (state && CONFIGURATION_STATES.has(state)) return true;
+  return error instanceof DatabaseConfigurationError;
+}
+
+/** Raised by checks of our own (schema version, TLS refused) that find a configuration problem. */
+export class DatabaseConfigurationError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DatabaseConfigurationError';
+  }
+}
+
+/** The database stayed unreachable for the whole start-up wait (DATABASE_STARTUP_TIMEOUT_MS). */
+export class DatabaseUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DatabaseUnavailableError';
+  }
+}
+
+export class DatabaseStatus extends EventEmitter<DatabaseStatusEvents> {
+  private current: DatabaseHealth = { state: 'ok' };
+  /** When the current outage began (ms): only a statement started after it proves the database is back. */
+  private downSinceMs = 0;
+
+  constructor(private readonly log: Logger) {
+    super();
+  }
+
+  get health(): DatabaseHealth {
+    return this.current;
+  }
+
+  /**
+   * A statement or connection succeeded. `startedAt` is when it began: one that began before the outage was noticed
+   * (a claim answered just before the server stopped) says nothing about now.
+   */
+  reportSuccess(startedAt: number): void {
+    if (this.current.state === 'ok' || startedAt < this.downSinceMs) return;
+    const was = this.current;
+    this.current = { state: 'ok' };
+    this.log.info({ down_since: was.since, was: was.state }, 'database is back');
+    this.emit('change', this.current);
+  }
+
+  /**
+   * A statement or connection failed. Errors that say nothing about the database (a constraint, a bad value) are
+   * ignored; returns whether the error was about the database's availability or our configuration.
+   */
+  reportFailure(error: unknown, session: string): boolean {
+    const state = isConfigurationError(error) ? 'misconfigured' : isConnectionError(error) ? 'unavailable' : undefined;
+    if (!state) return false;
+    if (this.current.state === state) return true;
+    const message = describeDatabaseError(error);
+    this.downSinceMs = Date.now();
+    this.current = { state, since: new Date(this.downSinceMs).toISOString(), error: message };
+    if (state === 'unavailable') {
+      this.log.warn({ session, err: message }, 'database unavailable; jobs wait and every session reconnects with backoff');
+    } else {
+      this.log.error({ session, err: message }, 'database refuses this worker: fix the configuration or the schema');
+    }
+    this.emit('change', this.current);
+    return true;
+  }
+}
