@@ -16,6 +16,27 @@ export function parseNonNegativeInt(value: string): number {
   return Number(value);
 }
 
+/**
+ * A parser of whole numbers from `min` to `max`: every numeric option has a range, checked here before any SQL (or
+ * timer) sees the value, so `--priority 99999999999` names the flag and the range instead of failing in Postgres.
+ */
+export function integerIn(min: number, max: number): (value: string) => number {
+  return (value) => {
+    const parsed = Number(value);
+    if (!/^[+-]?\d+$/.test(value.trim()) || !Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
+      throw new InvalidArgumentError(
+        `expected a whole number from ${min.toLocaleString('en-US')} to ${max.toLocaleString('en-US')}, got ${JSON.stringify(value.slice(0, 40))}`,
+      );
+    }
+    return parsed;
+  };
+}
+
+/** The most rows a listing (`jobs`, `dead list`, `items`, `errors`, `audit`, `show --errors`) prints at once. */
+export const MAX_LIST_LIMIT = 10_000;
+/** `--limit` of a listing: 1 to MAX_LIST_LIMIT (page on with `--offset` where the command has it). */
+export const parseLimit = integerIn(1, MAX_LIST_LIMIT);
+
 export function parseInteger(value: string): number {
   const parsed = Number(value);
   if (!/^-?\d+$/.test(value) || !Number.isSafeInteger(parsed)) {
@@ -52,11 +73,16 @@ export function parseList(value: string): string[] {
     .filter((item) => item !== '');
 }
 
-/** Durations such as 30s, 15m, 12h, 7d (a bare number is seconds). */
+/** The longest duration an option takes: 100 years (`--since`, `--older-than`, `--window`, `--min-age`). */
+export const MAX_DURATION_MS = 36_500 * 86_400_000;
+
+/** Durations such as 30s, 15m, 12h, 7d (a bare number is seconds), up to MAX_DURATION_MS. */
 export function parseDurationMs(value: string): number {
   const match = /^(\d+)\s*(ms|s|m|h|d)?$/.exec(value.trim());
-  if (!match) throw new InvalidArgumentError(`expected a duration such as 30s, 15m, 12h or 7d, got ${JSON.stringify(value)}`);
+  if (!match) throw new InvalidArgumentError(`expected a duration such as 30s, 15m, 12h or 7d, got ${JSON.stringify(value.slice(0, 40))}`);
   const unit = match[2] ?? 's';
   const factor = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[unit]!;
-  return Number(match[1]) * factor;
+  const ms = Number(match[1]) * factor;
+  if (!(ms <= MAX_DURATION_MS)) throw new InvalidArgumentError(`expected a duration of at most 36500d (100 years), got ${JSON.stringify(value.slice(0, 40))}`);
+  return ms;
 }

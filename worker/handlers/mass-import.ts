@@ -46,11 +46,15 @@ const MAX_BYTES = Number.MAX_SAFE_INTEGER;
 // After a shutdown the files under way may finish within this share of WORKER_SHUTDOWN_GRACE_MS; then they are
 // aborted, so the run is given back (and multipart uploads are aborted on S3) before the runner's grace time ends.
 const SHUTDOWN_DRAIN_SHARE = 0.8;
+// An object key is at most 1,024 bytes (S3), and holds the source's files' paths: a longer source could import
+// nothing. A prefix is a few short segments. Both end up in the default dedupe key (at most 2,048 bytes).
+const MAX_SOURCE_BYTES = 1_024;
+const MAX_PREFIX_BYTES = 256;
 
 function parsePayload(raw: Record<string, unknown>): MassImportPayload {
   const read = new PayloadReader('mass-import', raw);
   read.onlyKnown(['source', 'tenant', 'prefix', 'dryRun', 'concurrency', ...LIMIT_NAMES]);
-  const rawSource = read.optionalString('source') ?? '.';
+  const rawSource = read.optionalString('source', undefined, 'a string', MAX_SOURCE_BYTES) ?? '.';
   const source = normaliseSource(rawSource);
   if (source === undefined) {
     throw new PermanentJobError(
@@ -67,7 +71,7 @@ function parsePayload(raw: Record<string, unknown>): MassImportPayload {
       { field: 'tenant' },
     );
   }
-  const prefix = read.optionalString('prefix') ?? DEFAULT_PREFIX;
+  const prefix = read.optionalString('prefix', undefined, 'a string', MAX_PREFIX_BYTES) ?? DEFAULT_PREFIX;
   if (!isValidPrefix(prefix)) {
     throw new PermanentJobError(
       'invalid mass-import payload: "prefix" must be segments of letters, digits, ".", "_" or "-", each starting with a ' +

@@ -1,4 +1,5 @@
 // Small payload readers for handlers: each refusal is a PermanentJobError that names the field and the expected form.
+import { truncateText } from '../bounds.js';
 import { PermanentJobError } from '../queue/errors.js';
 
 export class PayloadReader {
@@ -9,7 +10,7 @@ export class PayloadReader {
 
   private fail(field: string, expected: string): never {
     throw new PermanentJobError(
-      `invalid ${this.kind} payload: "${field}" must be ${expected}, got ${JSON.stringify(this.raw[field])}`,
+      `invalid ${this.kind} payload: "${field}" must be ${expected}, got ${truncateText(JSON.stringify(this.raw[field]) ?? 'nothing', 200)}`,
       'INVALID_PAYLOAD',
       { field },
     );
@@ -20,22 +21,25 @@ export class PayloadReader {
     const unknown = Object.keys(this.raw).filter((key) => !fields.includes(key));
     if (unknown.length > 0) {
       throw new PermanentJobError(
-        `invalid ${this.kind} payload: unknown field(s) ${unknown.join(', ')}; known: ${fields.join(', ')}`,
+        `invalid ${this.kind} payload: unknown field(s) ${truncateText(unknown.join(', '), 500)}; known: ${fields.join(', ')}`,
         'INVALID_PAYLOAD',
         { fields: unknown },
       );
     }
   }
 
-  optionalString(field: string, pattern?: RegExp, expected = 'a string'): string | undefined {
+  optionalString(field: string, pattern?: RegExp, expected = 'a string', maxBytes?: number): string | undefined {
     const value = this.raw[field];
     if (value === undefined || value === null) return undefined;
     if (typeof value !== 'string' || (pattern && !pattern.test(value))) this.fail(field, expected);
+    if (maxBytes !== undefined && Buffer.byteLength(value, 'utf8') > maxBytes) {
+      this.fail(field, `${expected} of at most ${maxBytes} bytes (UTF-8), not ${Buffer.byteLength(value, 'utf8')}`);
+    }
     return value;
   }
 
-  string(field: string, pattern?: RegExp, expected = 'a non-empty string'): string {
-    const value = this.optionalString(field, pattern, expected);
+  string(field: string, pattern?: RegExp, expected = 'a non-empty string', maxBytes?: number): string {
+    const value = this.optionalString(field, pattern, expected, maxBytes);
     if (value === undefined || value === '') this.fail(field, expected);
     return value;
   }

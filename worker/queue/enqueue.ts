@@ -1,7 +1,90 @@
 // Enqueue: insert a run, or return the active run with the same dedupe key (the idempotency key).
 import type { Queryable } from '../db/pool.js';
 import { JOBS_READY_CHANNEL } from './channels.js';
+import { PermanentJobError } from './errors.js';
 import { ACTIVE_STATES, JOB_COLUMNS, toJobRow, type JobRow } from './types.js';
+
+/**
+ * Limits of an enqueue request, checked before any SQL (docs/RUNBOOK.md, "Limits"): a payload is a job's parameters,
+ * not its data — files and rows go through S3 — and each run's payload is read by every claim and listing.
+ */
+export const ENQUEUE_LIMITS = {
+  /** The payload serialized as JSON, in UTF-8 bytes. */
+  payloadBytes: 256 * 1024,
+  /** The dedupe key in UTF-8 bytes (it is a btree index entry, which Postgres caps at about 2.7 kB). */
+  dedupeKeyBytes: 2_048,
+  /** The tenant id in characters (the import kinds accept 1-128 letters, digits, ".", "_", "-"). */
+  tenantChars: 128,
+  /** `priority` is an integer column. */
+  priority: { min: -2_147_483_648, max: 2_147_483_647 },
+  /** The same range as JOB_MAX_ATTEMPTS. */
+  maxAttempts: { min: 1, max: 100 },
+} as const;
+
+const KIND = /^[a-z0-9][a-z0-9-]{0,63}$/;
+
+function refuse(message: string, code = 'INVALID_ENQUEUE', context: Record<string, unknown> = {}): never {
+  throw new PermanentJobError(`cannot enqueue: ${message}`, code, context);
+}
+
+function checkText(name: string, value: string | null | undefined, max: number, unit: 'bytes' | 'characters'): void {
+  if (value === null || value === undefined) return;
+  if (typeof value !== 'string') refuse(`${name} must be a string`);
+  const size = unit === 'bytes' ? Buffer.byteLength(value, 'utf8') : value.length;
+  if (size > max) refuse(`${name} is ${size} ${unit} long, at most ${max} allowed`, 'INVALID_ENQUEUE', { field: name, size, max });
+  // Postgres text cannot hold U+0000 (SQLSTATE 22P05).
+  if (value.includes('\u0000')) refuse(`${name} holds a NUL character (U+0000), which cannot be stored`);
+}
+
+function checkInteger(name: string, value: number | undefined, range: { min: number; max: number }): void {
+  if (value === undefined) return;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < range.min || value > range.max) {
+    refuse(`${name} must be a whole number from ${range.min} to ${range.max}, got ${String(value).slice(0, 40)}`, 'INVALID_ENQUEUE', {
+      field: name,
+    });
+  }
+}
+
+/** The payload as the JSON that would be stored, refused when it is not a JSON object or over the limit. */
+function checkPayload(payload: unknown): void {
+  if (payload === undefined) return;
+  if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) refuse('the payload must be a JSON object');
+  let json: string;
+  try {
+    json = JSON.stringify(payload);
+  } catch (error) {
+    refuse(`the payload cannot be serialized as JSON: ${(error as Error).message}`);
+  }
+  const bytes = Buffer.byteLength(json, 'utf8');
+  if (bytes > ENQUEUE_LIMITS.payloadBytes) {
+    refuse(
+      `the payload is ${bytes} bytes of JSON, at most ${ENQUEUE_LIMITS.payloadBytes} (256 KiB) allowed: a payload holds a ` +
+        `job's parameters; put data in S3 and name it in the payload`,
+      'PAYLOAD_TOO_LARGE',
+      { bytes, max: ENQUEUE_LIMITS.payloadBytes },
+    );
+  }
+  // jsonb cannot hold U+0000 either (SQLSTATE 22P05).
+  if (/(?:^|[^\\])(?:\\\\)*\\u0000/.test(json)) refuse('the payload holds a NUL character (U+0000), which cannot be stored');
+}
+
+/**
+ * Refuses a request the jobs table would refuse (or should never hold) with a PermanentJobError that names the field
+ * and the limit, before any SQL: kind, payload size, text lengths, integer ranges, run time.
+ */
+export function checkEnqueueRequest(request: EnqueueRequest): void {
+  if (typeof request.kind !== 'string' || !KIND.test(request.kind)) {
+    refuse(`kind must be 1-64 lowercase letters, digits and "-", got ${JSON.stringify(String(request.kind).slice(0, 80))}`);
+  }
+  checkPayload(request.payload);
+  checkText('tenant', request.tenantId, ENQUEUE_LIMITS.tenantChars, 'characters');
+  checkText('dedupe key', request.dedupeKey, ENQUEUE_LIMITS.dedupeKeyBytes, 'bytes');
+  checkInteger('priority', request.priority, ENQUEUE_LIMITS.priority);
+  checkInteger('max attempts', request.maxAttempts, ENQUEUE_LIMITS.maxAttempts);
+  if (request.runAt !== undefined && !(request.runAt instanceof Date && Number.isFinite(request.runAt.getTime()))) {
+    refuse('runAt must be a valid date');
+  }
+}
 
 export interface EnqueueRequest {
   kind: string;
@@ -42,6 +125,7 @@ FROM inserted`;
 const ACTIVE_BY_KEY = `SELECT ${JOB_COLUMNS}, true AS reused FROM jobs WHERE dedupe_key = $1 AND state IN ${ACTIVE}`;
 
 export async function enqueueJob(db: Queryable, request: EnqueueRequest, defaultMaxAttempts = 5): Promise<EnqueueResult> {
+  checkEnqueueRequest({ ...request, maxAttempts: request.maxAttempts ?? defaultMaxAttempts });
   const values = [
     request.kind,
     request.payload ?? {},
@@ -72,6 +156,7 @@ export async function enqueueJobs(
   options: { tenantId?: string | null; priority?: number; maxAttempts?: number } = {},
 ): Promise<number[]> {
   if (payloads.length === 0) return [];
+  for (const payload of payloads) checkEnqueueRequest({ kind, payload, tenantId: options.tenantId ?? null, ...options });
   const { rows } = await db.query<{ id: number }>(
     `WITH inserted AS (
        INSERT INTO jobs (kind, payload, tenant_id, priority, max_attempts)

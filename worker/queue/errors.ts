@@ -1,4 +1,5 @@
 // How a failure is classified (transient → retry with backoff; permanent → failed at once) and recorded.
+import { boundValue, MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_STACK_CHARS, truncateText } from '../bounds.js';
 import type { ErrorClass, JobErrorRecord } from './types.js';
 
 /** Base for errors a handler throws on purpose: carries a code and the context an operator needs. */
@@ -82,12 +83,15 @@ export function classifyError(error: unknown): Classification {
   return { errorClass: 'transient', code: typeof e.code === 'string' ? e.code : 'UNKNOWN' };
 }
 
-/** The structured last_error of a failed attempt. */
+/**
+ * The structured last_error of a failed attempt. Message, context and stack are cut to the bounds of bounds.ts, each
+ * cut marked with a note, so a failure caused by a huge input does not store (or print) that input.
+ */
 export function toErrorRecord(error: unknown, attempt: number, workerId?: string): JobErrorRecord {
   const { errorClass, code } = classifyError(error);
   const e = (error ?? {}) as ErrorLike;
   const record: JobErrorRecord = {
-    message: (typeof e.message === 'string' && e.message) || String(error),
+    message: truncateText((typeof e.message === 'string' && e.message) || String(error), MAX_ERROR_MESSAGE_CHARS),
     code,
     class: errorClass,
     attempt,
@@ -95,9 +99,9 @@ export function toErrorRecord(error: unknown, attempt: number, workerId?: string
   };
   if (workerId) record.worker = workerId;
   const context = error instanceof JobError ? error.context : undefined;
-  if (context && Object.keys(context).length > 0) record.context = context;
+  if (context && Object.keys(context).length > 0) record.context = boundValue(context) as Record<string, unknown>;
   if (typeof e.stack === 'string' && !(error instanceof JobError)) {
-    record.stack = e.stack.split('\n').slice(0, 8).join('\n');
+    record.stack = truncateText(e.stack.split('\n').slice(0, 8).join('\n'), MAX_ERROR_STACK_CHARS);
   }
   return record;
 }

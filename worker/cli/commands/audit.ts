@@ -7,7 +7,7 @@ import { listJobs } from '../../queue/operator.js';
 import { createS3Client } from '../../storage/s3-client.js';
 import { withDatabase } from '../context.js';
 import { formatBytes, formatDuration, formatTable, printJson, printLine } from '../output.js';
-import { parseDurationMs, parsePositiveInt } from '../parse.js';
+import { MAX_LIST_LIMIT, parseDurationMs, parseLimit } from '../parse.js';
 
 /** Exit code when the audit found something (0: bucket and table agree). */
 export const AUDIT_FINDINGS_EXIT_CODE = 2;
@@ -30,7 +30,7 @@ export function registerAuditCommand(program: Command): void {
     )
     .option('--bucket <name>', 'bucket to audit (default S3_BUCKET)')
     .option('--prefix <prefix>', 'only keys under this prefix, e.g. imports/ (required with --fix; default the whole bucket)')
-    .option('--limit <n>', 'list at most this many findings of each kind (all are counted)', parsePositiveInt, 50)
+    .option('--limit <n>', `list at most this many findings of each kind (up to ${MAX_LIST_LIMIT}; all are counted)`, parseLimit, 50)
     .option('--fix', 'delete orphan objects (no row) older than --min-age under --prefix; rows are never changed')
     .addOption(
       new Option('--min-age <duration>', 'with --fix: only objects last written longer ago than this')

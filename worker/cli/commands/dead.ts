@@ -5,7 +5,7 @@ import { replayDeadJobs } from '../../queue/operator.js';
 import type { JobRow } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
 import { formatDuration, formatTable, printJson, printLine } from '../output.js';
-import { parseDurationMs, parseJobId, parseList, parsePositiveInt } from '../parse.js';
+import { MAX_LIST_LIMIT, parseDurationMs, parseJobId, parseLimit, parseList } from '../parse.js';
 
 function deadJobJson(job: JobRow) {
   return {
@@ -26,7 +26,7 @@ export function registerDeadCommands(program: Command): void {
     .command('list')
     .description('dead runs, most recently dead first, with their last error')
     .option('--kind <list>', 'only these kinds', parseList)
-    .option('--limit <n>', 'at most this many rows', parsePositiveInt, 100)
+    .option('--limit <n>', `at most this many rows (up to ${MAX_LIST_LIMIT})`, parseLimit, 100)
     .option('--json', 'print JSON only')
     .action(async (options: { kind?: string[]; limit: number; json?: boolean }) => {
       const jobs = await withDatabase((pool) => listDeadJobs(pool, { kinds: options.kind, limit: options.limit }));

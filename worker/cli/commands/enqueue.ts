@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { submitJob } from '../../api.js';
 import { withDatabase } from '../context.js';
 import { printJson, printLine } from '../output.js';
-import { parseInteger, parseJsonObject, parsePositiveInt } from '../parse.js';
+import { ENQUEUE_LIMITS } from '../../queue/enqueue.js';
+import { integerIn, parseJsonObject } from '../parse.js';
 
 interface EnqueueOptions {
   payload: Record<string, unknown>;
@@ -22,8 +23,8 @@ export function registerEnqueueCommand(program: Command): void {
     .option('--tenant <id>', 'tenant the job belongs to')
     .option('--dedupe-key <key>', "idempotency key (default: the kind's own, e.g. tenant + source)")
     .option('--no-dedupe', 'never reuse an active run')
-    .option('--max-attempts <n>', 'attempts before the job goes dead', parsePositiveInt)
-    .option('--priority <n>', 'lower runs first (default 0)', parseInteger)
+    .option('--max-attempts <n>', `attempts before the job goes dead (${ENQUEUE_LIMITS.maxAttempts.min}-${ENQUEUE_LIMITS.maxAttempts.max})`, integerIn(ENQUEUE_LIMITS.maxAttempts.min, ENQUEUE_LIMITS.maxAttempts.max))
+    .option('--priority <n>', 'lower runs first (default 0; a 32-bit integer)', integerIn(ENQUEUE_LIMITS.priority.min, ENQUEUE_LIMITS.priority.max))
     .option('--json', 'print JSON only')
     .action(async (kind: string, options: EnqueueOptions) => {
       const { job, reused } = await withDatabase((pool, config) =>

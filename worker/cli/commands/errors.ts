@@ -8,7 +8,7 @@ import { defaultRegistry } from '../../handlers/registry.js';
 import { requireJob } from '../../queue/operator.js';
 import { withDatabase } from '../context.js';
 import { formatTable, printJson, printLine } from '../output.js';
-import { parseJobId, parseNonNegativeInt, parsePositiveInt } from '../parse.js';
+import { MAX_LIST_LIMIT, parseJobId, parseLimit, parseNonNegativeInt } from '../parse.js';
 
 interface ErrorsOptions {
   csv?: boolean;
@@ -24,7 +24,7 @@ export function registerErrorsCommand(program: Command): void {
     .description("a run's failed items or rows with their reasons; --csv writes them all as CSV to fix and import again")
     .option('--csv', 'write every failed row/item as CSV (original columns, row number, errors) to stdout or --output')
     .option('--output <file>', 'with --csv: write to this file instead of stdout')
-    .option('--limit <n>', 'without --csv: at most this many', parsePositiveInt, 50)
+    .option('--limit <n>', `without --csv: at most this many (up to ${MAX_LIST_LIMIT})`, parseLimit, 50)
     .option('--offset <n>', 'without --csv: skip this many first (paging)', parseNonNegativeInt, 0)
     .option('--json', 'print JSON only (with --csv: a JSON line saying how many rows went to --output)')
     .action(async (id: string, options: ErrorsOptions) => {

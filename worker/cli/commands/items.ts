@@ -5,7 +5,7 @@ import { ITEM_STATES, listItems, type ItemState } from '../../imports/import-ite
 import { requireJob } from '../../queue/operator.js';
 import { withDatabase } from '../context.js';
 import { formatBytes, formatTable, printJson, printLine } from '../output.js';
-import { parseJobId, parseList, parseNonNegativeInt, parsePositiveInt } from '../parse.js';
+import { MAX_LIST_LIMIT, parseJobId, parseLimit, parseList, parseNonNegativeInt } from '../parse.js';
 
 function parseItemStates(value: string): ItemState[] {
   const states = parseList(value);
@@ -26,7 +26,7 @@ export function registerItemsCommand(program: Command): void {
     .command('items <id>')
     .description('the files of a mass-import run: path, state (pending, done, skipped, failed), size, error')
     .option('--state <list>', `only items in these state(s): ${ITEM_STATES.join(', ')}`, parseItemStates)
-    .option('--limit <n>', 'at most this many items', parsePositiveInt, 100)
+    .option('--limit <n>', `at most this many items (up to ${MAX_LIST_LIMIT})`, parseLimit, 100)
     .option('--offset <n>', 'skip this many items first (paging)', parseNonNegativeInt, 0)
     .option('--json', 'print JSON only')
     .action(async (id: string, options: ItemsOptions) => {

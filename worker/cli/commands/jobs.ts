@@ -7,7 +7,7 @@ import { cancelJob, listJobs, requeueJob, requireJob } from '../../queue/operato
 import { JOB_STATES, type JobRow, type JobState } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
 import { formatDuration, formatTable, printJson, printLine } from '../output.js';
-import { parseDurationMs, parseJobId, parseList, parsePositiveInt } from '../parse.js';
+import { MAX_LIST_LIMIT, parseDurationMs, parseJobId, parseLimit, parseList } from '../parse.js';
 
 function parseStates(value: string): JobState[] {
   const states = parseList(value);
@@ -34,7 +34,7 @@ export function registerJobCommands(program: Command): void {
     .option('--kind <list>', 'filter by kind(s)', parseList)
     .option('--tenant <id>', 'filter by tenant')
     .option('--since <duration>', 'created within this long, e.g. 2h, 7d', parseDurationMs)
-    .option('--limit <n>', 'at most this many rows', parsePositiveInt, 50)
+    .option('--limit <n>', `at most this many rows (up to ${MAX_LIST_LIMIT})`, parseLimit, 50)
     .option('--json', 'print JSON only')
     .action(async (options: { state?: JobState[]; kind?: string[]; tenant?: string; since?: number; limit: number; json?: boolean }) => {
       const jobs = await withDatabase((pool) =>
@@ -62,7 +62,7 @@ export function registerJobCommands(program: Command): void {
   program
     .command('show <id>')
     .description('one run in full: state, attempts, lease, progress, result, last error, failed items/rows')
-    .option('--errors <n>', 'list at most this many failed items or rows (all are counted)', parsePositiveInt, 10)
+    .option('--errors <n>', `list at most this many failed items or rows (up to ${MAX_LIST_LIMIT}; all are counted)`, parseLimit, 10)
     .option('--json', 'print JSON only')
     .action(async (id: string, options: { errors: number; json?: boolean }) => {
       const { job, errors } = await withDatabase(async (pool) => {

@@ -22,7 +22,7 @@ import { createS3Client } from '../../storage/s3-client.js';
 import { createImportProgressView } from '../import-progress-view.js';
 import { formatLocalImportSummary, summarizeLocalImport } from '../local-import-summary.js';
 import { formatBytes, printJson, printLine } from '../output.js';
-import { parsePositiveInt } from '../parse.js';
+import { integerIn } from '../parse.js';
 
 export const LOCAL_BUCKET = 'bulk-import-local';
 export const LOCAL_DATABASE = 'postgres';
@@ -61,8 +61,8 @@ export function registerLocalCommand(program: Command): void {
     .option('--serve', 'only start the servers, print how to reach them, and wait for Ctrl-C')
     .option('--tenant <id>', 'tenant of the imported documents', parseTenant, 'local')
     .option('--prefix <prefix>', `first segment(s) of the object keys (default "${SAMPLE_PREFIX}" for the sample, "${DEFAULT_PREFIX}" for DIR)`, parsePrefix)
-    .option('--sample-files <n>', 'files in the generated sample tree', parsePositiveInt, 300)
-    .option('--concurrency <n>', 'files uploaded at once (default MASS_IMPORT_CONCURRENCY)', parsePositiveInt)
+    .option('--sample-files <n>', 'files in the generated sample tree (1-100000)', integerIn(1, 100_000), 300)
+    .option('--concurrency <n>', 'files uploaded at once, 1-256 (default MASS_IMPORT_CONCURRENCY)', integerIn(1, 256))
     .option('--verbose', "show the worker's log lines (on stderr)")
     .option('--json', 'print the summary as JSON only')
     .action(async (dir: string | undefined, options: LocalOptions) => {

@@ -6,7 +6,7 @@ import type { Pool } from '../../db/pool.js';
 import { getJob, listJobs, requireJob } from '../../queue/operator.js';
 import type { JobRow, JobState } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
-import { parseJobId, parseList, parsePositiveInt } from '../parse.js';
+import { integerIn, parseJobId, parseList } from '../parse.js';
 import { ProgressRate } from '../progress-rate.js';
 import { BarView, JsonLineView, LineView, type WatchView } from '../watch-views.js';
 
@@ -35,7 +35,7 @@ export function registerWatchCommand(program: Command): void {
       'follow running jobs live: progress, rate, ETA. With an id, exit when that job ends: 0 succeeded or ' +
         'review_ready, 3 partial, 4 failed, 5 dead, 6 canceled. Without, follow every running job until none is running or queued',
     )
-    .option('--interval <ms>', 'refresh period', parsePositiveInt, 1000)
+    .option('--interval <ms>', 'refresh period, 1-3600000', integerIn(1, 3_600_000), 1000)
     .option('--kind <list>', 'without an id: only these kinds', parseList)
     .option('--json', 'JSON lines: one per change of a job, and a final one when it ends')
     .action(async (id: string | undefined, options: WatchOptions) => {

@@ -2,13 +2,13 @@ import type { Command } from 'commander';
 import { loadConfig } from '../../config.js';
 import { createLogger } from '../../logger.js';
 import { startWorkerProcess, stopOnSignals } from '../../runner/worker-process.js';
-import { parseList, parsePositiveInt } from '../parse.js';
+import { integerIn, parseList } from '../parse.js';
 
 export function registerWorkerCommand(program: Command): void {
   program
     .command('worker')
     .description('run a worker: claim and run jobs until SIGTERM/SIGINT (the ECS service command)')
-    .option('--concurrency <n>', 'jobs run at once (default WORKER_CONCURRENCY)', parsePositiveInt)
+    .option('--concurrency <n>', 'jobs run at once, 1-1000 (default WORKER_CONCURRENCY)', integerIn(1, 1000))
     .option('--kinds <list>', 'only these job kinds, comma-separated (default WORKER_KINDS or all)', parseList)
     .option('--exit-when-idle', 'exit once no job is due and none is running')
     .action(async (options: { concurrency?: number; kinds?: string[]; exitWhenIdle?: boolean }) => {

@@ -25,6 +25,19 @@ export interface ObjectRef {
 const NOT_TEXT = /[\u0000-\u0008\u000e-\u001f\uFFFD]/;
 const UTF8_BOM_AS_SINGLE_BYTES = '\u00ef\u00bb\u00bf';
 
+// A header may hold any number of names of any length: the message names the first few, each cut short.
+const LISTED_NAMES = 20;
+const SHOWN_NAME_CHARS = 60;
+
+function listed(names: string[]): string {
+  const shown = names.slice(0, LISTED_NAMES).join(', ');
+  return names.length > LISTED_NAMES ? `${shown} … and ${names.length - LISTED_NAMES} more` : shown;
+}
+
+function shownName(name: string): string {
+  return JSON.stringify(name.length > SHOWN_NAME_CHARS ? `${name.slice(0, SHOWN_NAME_CHARS)}…` : name);
+}
+
 function normaliseName(name: string): string {
   return name.trim().toLowerCase();
 }
@@ -52,17 +65,17 @@ export function readHeader(profile: ImportProfile, record: CsvRecord, object: Ob
     const normalised = normaliseName(name);
     seen.set(normalised, [...(seen.get(normalised) ?? []), index + 1]);
     if (!known.has(normalised) && !(ANNOTATION_COLUMNS as readonly string[]).includes(normalised)) {
-      unknown.push(name === '' ? `(unnamed column ${index + 1})` : JSON.stringify(name));
+      unknown.push(name === '' ? `(unnamed column ${index + 1})` : shownName(name));
     }
   });
   const duplicates = [...seen.entries()]
     .filter(([, positions]) => positions.length > 1)
-    .map(([name, positions]) => `${JSON.stringify(name)} (columns ${positions.join(', ')})`);
+    .map(([name, positions]) => `${shownName(name)} (columns ${listed(positions.map(String))})`);
   const missing = profile.columns.filter((column) => column.required && !seen.has(column.name)).map((column) => column.name);
   const problems: string[] = [];
   if (missing.length > 0) problems.push(`missing required column(s): ${missing.join(', ')}`);
-  if (unknown.length > 0) problems.push(`unknown column(s): ${unknown.join(', ')}`);
-  if (duplicates.length > 0) problems.push(`duplicate column(s): ${duplicates.join(', ')}`);
+  if (unknown.length > 0) problems.push(`unknown column(s): ${listed(unknown)}`);
+  if (duplicates.length > 0) problems.push(`duplicate column(s): ${listed(duplicates)}`);
   if (problems.length > 0) {
     const hint = header[0]?.startsWith(UTF8_BOM_AS_SINGLE_BYTES)
       ? ' (the file starts with a UTF-8 byte order mark: import it with encoding utf-8)'
@@ -71,7 +84,14 @@ export function readHeader(profile: ImportProfile, record: CsvRecord, object: Ob
       `${where}: the header does not match the "${profile.name}" profile: ${problems.join('; ')}${hint}. ` +
         `Expected columns: ${profile.columns.map((column) => `${column.name}${column.required ? '' : ' (optional)'}`).join(', ')}`,
       'CSV_HEADER_INVALID',
-      { ...context, missing, unknown, duplicates },
+      {
+        ...context,
+        missing,
+        unknown: unknown.slice(0, LISTED_NAMES),
+        duplicates: duplicates.slice(0, LISTED_NAMES),
+        ...(unknown.length > LISTED_NAMES ? { unknownCount: unknown.length } : {}),
+        ...(duplicates.length > LISTED_NAMES ? { duplicateCount: duplicates.length } : {}),
+      },
     );
   }
   const columns = profile.columns.filter((column) => seen.has(column.name));

@@ -27,7 +27,7 @@ export function parseCsvImportPayload(kind: string, raw: Record<string, unknown>
   const read = new PayloadReader(kind, raw);
   read.onlyKnown(['bucket', 'key', 'profile', 'tenant', 'delimiter', 'encoding', 'autoFinalize']);
   const bucket = read.string('bucket', BUCKET, 'an S3 bucket name');
-  const key = read.string('key', /^.{1,1024}$/su, 'an S3 object key (1-1024 characters)');
+  const key = read.string('key', undefined, 'an S3 object key', 1024);
   const profile = read.string('profile', /^[a-z][a-z0-9-]*$/, `a profile name: ${profileNames().join(', ')}`);
   if (!findProfile(profile)) {
     throw new PermanentJobError(
