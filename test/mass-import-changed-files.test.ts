@@ -24,19 +24,25 @@ const MiB = 1024 * 1024;
 const TENANT = 'changing';
 
 // One folder per case: the file that changes, and a sibling that imports normally. The single-part file is below the
-// multipart threshold (5 MiB in these tests); the multipart one has five parts, of which at most two are in flight —
-// while they are held, the worker cannot have read more than about half of the file.
+// multipart threshold (5 MiB in these tests) and read whole before its PUT; the multipart one has five parts, of which
+// at most two are in flight — while they are held, the worker cannot have read more than about half of the file. The
+// streamed one goes up as one streamed PUT (above the 16 MiB read-whole limit, below a raised multipart threshold).
 const SHAPES = {
   'single-part': 200 * 1024 + 17,
   multipart: 24 * MiB + 123,
+  streamed: 20 * MiB + 5,
 } as const;
 type Shape = keyof typeof SHAPES;
 const CASES = ['settles', 'keeps-changing'] as const;
 type Case = (typeof CASES)[number];
+// s3rver writes a PUT's body straight into the object's file, so an aborted streamed PUT leaves bytes behind there,
+// which S3 never does: the "no object" case is not run for the streamed shape against it.
+const casesOf = (shape: Shape): readonly Case[] => (shape === 'streamed' ? ['settles'] : CASES);
+const envOf = (shape: Shape): Record<string, string> => (shape === 'streamed' ? { MASS_IMPORT_MULTIPART_THRESHOLD_BYTES: String(64 * MiB) } : {});
 
 const changing = (shape: Shape, kind: Case): TreeFile => ({ path: `${shape}-${kind}/changing.bin`, size: SHAPES[shape] });
 const sibling = (shape: Shape, kind: Case): TreeFile => ({ path: `${shape}-${kind}/steady.txt`, size: 3_000 });
-const files: TreeFile[] = (Object.keys(SHAPES) as Shape[]).flatMap((shape) => CASES.flatMap((kind) => [changing(shape, kind), sibling(shape, kind)]));
+const files: TreeFile[] = (Object.keys(SHAPES) as Shape[]).flatMap((shape) => casesOf(shape).flatMap((kind) => [changing(shape, kind), sibling(shape, kind)]));
 
 const tree = useTreeBehindProxy(env, files);
 
@@ -63,7 +69,7 @@ async function rewriteInPlace(path: string, bytes: Buffer): Promise<void> {
   }
 }
 
-async function runImport(prefix: string, source: string) {
+async function runImport(prefix: string, source: string, extraEnv: Record<string, string> = {}) {
   const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix, source } });
   const worker = spawnWorker(env, {
     args: ['--exit-when-idle'],
@@ -73,6 +79,7 @@ async function runImport(prefix: string, source: string) {
       // Only the run ends an upload the proxy holds, never a timeout.
       MASS_IMPORT_REQUEST_TIMEOUT_MS: '600000',
       LOG_LEVEL: 'warn',
+      ...extraEnv,
     },
   });
   tree.spawned.push(worker);
@@ -125,7 +132,7 @@ describe('mass-import of files rewritten while they upload', () => {
       };
       let done;
       try {
-        done = await runImport(prefix, `${shape}-settles`);
+        done = await runImport(prefix, `${shape}-settles`, envOf(shape));
       } finally {
         tree.proxy.decide = () => 'pass';
       }
@@ -144,7 +151,7 @@ describe('mass-import of files rewritten while they upload', () => {
       if (shape === 'multipart') {
         // The torn try never completed: its multipart upload was aborted, only the second read's was completed.
         expect(counted.requests).toMatchObject({ completes: 1, aborts: 1 });
-      } else {
+      } else if (shape === 'single-part') {
         // The single PUT of the first read reached S3 before the worker saw the change: that object was deleted.
         expect(counted.requests.deletes).toBe(1);
       }
@@ -152,6 +159,7 @@ describe('mass-import of files rewritten while they upload', () => {
       expect(done.progress).toMatchObject({ bytesDone: file.size + sibling(shape, 'settles').size, bytesTotal: file.size + sibling(shape, 'settles').size });
     });
 
+    if (!casesOf(shape).includes('keeps-changing')) continue;
     it(`${shape}: a file that changes on every read fails with FILE_CHANGED_DURING_IMPORT, leaving no object and no row`, async () => {
       const file = changing(shape, 'keeps-changing');
       const prefix = `flux-${shape}`;

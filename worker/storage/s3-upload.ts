@@ -229,7 +229,11 @@ class HashingStream extends Transform {
   bytes = 0;
   lastProgressAt = Date.now();
 
-  constructor(private readonly request: VersionedRequest) {
+  constructor(
+    private readonly request: VersionedRequest,
+    /** Report the bytes read as progress (a streamed PUT; a multipart upload reports acknowledged parts instead). */
+    private readonly reportsRead = false,
+  ) {
     super({ highWaterMark: MiB });
   }
 
@@ -239,6 +243,7 @@ class HashingStream extends Transform {
     this.lastProgressAt = Date.now();
     // Bytes beyond the size the upload announced (Content-Length) would be cut off by S3: the file grew. Fail now.
     if (this.bytes > this.request.size) return callback(FileChangedDuringReadError.ofSize(this.request.size, this.bytes));
+    if (this.reportsRead) this.request.onProgress?.(this.bytes);
     const previous = this.held;
     this.held = chunk;
     callback(null, previous);
@@ -256,8 +261,8 @@ class HashingStream extends Transform {
   }
 }
 
-function hashingReader(request: VersionedRequest): HashingStream {
-  const hashing = new HashingStream(request);
+function hashingReader(request: VersionedRequest, reportsRead = false): HashingStream {
+  const hashing = new HashingStream(request, reportsRead);
   const source = request.file.createReadStream({ start: 0, autoClose: false, highWaterMark: MiB });
   source.on('error', (error) => hashing.destroy(error));
   source.pipe(hashing);
@@ -265,12 +270,11 @@ function hashingReader(request: VersionedRequest): HashingStream {
 }
 
 async function uploadStreamed(request: VersionedRequest): Promise<UploadResult> {
-  const hashing = hashingReader(request);
+  const hashing = hashingReader(request, true);
   const deadline = requestDeadline(request);
   // A body stream that fails does not end the HTTP request by itself (it would wait for the missing bytes): abort it,
   // with the file's change as the reason. S3 stores nothing for a PUT whose body ended short of its Content-Length.
   hashing.once('error', (error) => deadline.abort(error));
-  hashing.on('data', () => request.onProgress?.(hashing.bytes));
   try {
     const output = await request.s3.send(
       new PutObjectCommand({
