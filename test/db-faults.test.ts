@@ -1,7 +1,12 @@
 // The database going away under real worker processes: a restart (every session terminated, as in an RDS failover),
 // pg_terminate_backend() of each of the worker's sessions, and a server frozen with SIGSTOP. The worker process must
 // live through each, log the outage once and its end once, and every job must end as it would have without the fault.
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { useTestEnvironment } from './harness.js';
 import { waitFor } from './support/in-process-worker.js';
@@ -14,7 +19,26 @@ afterEach(async () => {
   await killAll(spawned.splice(0));
   await waitFor(async () => (await env.pool.query('DELETE FROM jobs').then(() => true).catch(() => false)) || undefined, 60_000, 100);
 });
-afterAll(async () => killAll(spawned));
+let dir = '';
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'db-faults-'));
+});
+afterAll(async () => {
+  await killAll(spawned);
+  await rm(dir, { recursive: true, force: true });
+});
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+function healthcheck(extraEnv: Record<string, string>): Promise<{ code: number; stdout: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'scripts/healthcheck.ts'],
+      { cwd: ROOT, env: { PATH: process.env.PATH ?? '', ...env.processEnv, ...extraEnv }, timeout: 30_000 },
+      (error, stdout) => resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout }),
+    );
+  });
+}
 
 const TIMINGS = {
   WORKER_LEASE_MS: '4000',
@@ -119,6 +143,32 @@ describe('worker processes through database faults', () => {
     await process.waitForLog((line) => line.msg.startsWith('database unavailable'), 90_000);
     await env.postgres!.resume();
     await untilAllSucceeded(ids);
+    expect(process.child.exitCode).toBeNull();
+  });
+
+  it('during an outage the health check stays healthy and says so; the worker resumes when the server is back', async () => {
+    const file = join(dir, 'outage.heartbeat');
+    const health = { HEALTH_HEARTBEAT_FILE: file, HEALTH_MAX_AGE_MS: '10000' };
+    const process = worker({ ...health, WORKER_CONCURRENCY: '2' });
+    await process.waitForLog(started);
+    await waitFor(() => stat(file).then(() => true, () => false));
+    await env.postgres!.stopServer();
+    try {
+      await process.waitForLog((line) => line.msg.startsWith('database unavailable'));
+      // Replacing the task would not bring the database back: healthy, with the outage named.
+      const check = await waitFor(async () => {
+        const result = await healthcheck(health);
+        return result.stdout.includes('database unavailable since') ? result : undefined;
+      });
+      expect(check.code).toBe(0);
+      expect(check.stdout).toMatch(/^healthy: heartbeat \d+ ms old .*; database unavailable since \S+ \(.*\), jobs wait for it/);
+    } finally {
+      await env.postgres!.startServer();
+    }
+    const ids = await submitNoops(5, 0);
+    await untilAllSucceeded(ids);
+    await process.waitForLog((line) => line.msg === 'database is back');
+    await waitFor(async () => ((await healthcheck(health)).stdout.includes('database unavailable') ? undefined : true));
     expect(process.child.exitCode).toBeNull();
   });
 });
