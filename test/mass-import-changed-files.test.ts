@@ -17,7 +17,7 @@ import {
   contentOf, documentsOf, itemsOf, listObjects, objectBytes, sha256, waitForTerminal, type TreeFile,
 } from './support/mass-import-tree.js';
 import { useTreeBehindProxy } from './support/tree-behind-proxy.js';
-import { spawnWorker } from './support/worker-processes.js';
+import { spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
 const env = useTestEnvironment();
 const MiB = 1024 * 1024;
@@ -42,7 +42,12 @@ const envOf = (shape: Shape): Record<string, string> => (shape === 'streamed' ? 
 
 const changing = (shape: Shape, kind: Case): TreeFile => ({ path: `${shape}-${kind}/changing.bin`, size: SHAPES[shape] });
 const sibling = (shape: Shape, kind: Case): TreeFile => ({ path: `${shape}-${kind}/steady.txt`, size: 3_000 });
-const files: TreeFile[] = (Object.keys(SHAPES) as Shape[]).flatMap((shape) => casesOf(shape).flatMap((kind) => [changing(shape, kind), sibling(shape, kind)]));
+const crashing: TreeFile = { path: 'crash/changing.bin', size: 150 * 1024 + 3 };
+const files: TreeFile[] = [
+  ...(Object.keys(SHAPES) as Shape[]).flatMap((shape) => casesOf(shape).flatMap((kind) => [changing(shape, kind), sibling(shape, kind)])),
+  crashing,
+  { path: 'crash/steady.txt', size: 2_000 },
+];
 
 const tree = useTreeBehindProxy(env, files);
 
@@ -157,7 +162,7 @@ describe('mass-import of files rewritten while they upload', () => {
       }
       // A retried file is counted once in the final figures.
       expect(done.progress).toMatchObject({ bytesDone: file.size + sibling(shape, 'settles').size, bytesTotal: file.size + sibling(shape, 'settles').size });
-    });
+    }, 180_000);
 
     if (!casesOf(shape).includes('keeps-changing')) continue;
     it(`${shape}: a file that changes on every read fails with FILE_CHANGED_DURING_IMPORT, leaving no object and no row`, async () => {
@@ -204,6 +209,69 @@ describe('mass-import of files rewritten while they upload', () => {
       } else {
         expect(counted.requests.deletes).toBe(3);
       }
-    });
+    }, 180_000);
   }
+
+  it('a worker killed between writing the object of a changed file and deleting it: no row; the next worker imports the final content', async () => {
+    const prefix = 'crash';
+    const key = objectKeyFor(prefix, TENANT, crashing.path);
+    const path = join(tree.root, crashing.path);
+    const original = contentOf(crashing);
+    let rewrite: Promise<void> | undefined;
+    let deleteSeen!: () => void;
+    const deleting = new Promise<void>((resolve) => (deleteSeen = resolve));
+    tree.proxy.decide = (request) => {
+      if (carriesBytes(request, key)) {
+        rewrite ??= rewriteInPlace(path, contentOf(crashing, 'after-crash'));
+        return rewrite.then(() => 'pass' as const);
+      }
+      if (request.method === 'DELETE' && keyOf(request) === key && !query(request, 'uploadId')) {
+        // The worker saw the change and is about to delete the object: it dies right there.
+        deleteSeen();
+        return new Promise<never>(() => {});
+      }
+      return 'pass';
+    };
+    const workerEnv = {
+      ...tree.workerEnv(),
+      MASS_IMPORT_CONCURRENCY: '2',
+      WORKER_LEASE_MS: '2000',
+      WORKER_HEARTBEAT_MS: '300',
+      WORKER_RESCUE_INTERVAL_MS: '300',
+      WORKER_POLL_INTERVAL_MS: '200',
+      LOG_LEVEL: 'warn',
+    };
+    const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix, source: 'crash' }, maxAttempts: 5 });
+    const start = (): WorkerProcess => {
+      const worker = spawnWorker(env, { env: workerEnv });
+      tree.spawned.push(worker);
+      return worker;
+    };
+    const first = start();
+    try {
+      await deleting;
+      first.kill('SIGKILL');
+      expect((await first.exited).signal).toBe('SIGKILL');
+    } finally {
+      tree.proxy.decide = () => 'pass';
+    }
+    // What the crash left: the item pending, no row, and at most an object of the version read before the rewrite —
+    // a consistent copy of bytes that existed, never a torn one.
+    const item = (await itemsOf(env, job.id)).find((candidate) => candidate.relative_path === crashing.path)!;
+    expect(item.state).toBe('pending');
+    expect((await documentsOf(env, `${prefix}/${TENANT}/`)).find((row) => row.source_path === crashing.path)).toBeUndefined();
+    expect(sha256(await objectBytes(env.s3, env.bucket, key))).toBe(sha256(original));
+
+    const second = start();
+    const done = await waitForTerminal(env, job.id, 120_000);
+    second.kill('SIGTERM');
+    await second.exited;
+    expect(done.state, JSON.stringify(done.lastError)).toBe('succeeded');
+    expect(done.attempts).toBe(2);
+    const onDisk = sha256(await readFile(path));
+    expect(onDisk).toBe(sha256(contentOf(crashing, 'after-crash')));
+    const row = (await documentsOf(env, `${prefix}/${TENANT}/`)).find((document) => document.source_path === crashing.path);
+    expect(row?.sha256).toBe(onDisk);
+    expect(sha256(await objectBytes(env.s3, env.bucket, key))).toBe(onDisk);
+  }, 180_000);
 });
