@@ -2,7 +2,7 @@
 // with one message that lists them all (missing required columns, unknown columns, duplicates), so the user fixes
 // the header in one go.
 import { PermanentJobError } from '../../queue/errors.js';
-import { ANNOTATION_COLUMNS, type ColumnSpec, type ImportProfile } from './profile.js';
+import { isAnnotationColumn, type ColumnSpec, type ImportProfile } from './profile.js';
 import type { CsvRecord } from './record-parser.js';
 
 export interface HeaderLayout {
@@ -64,12 +64,14 @@ export function readHeader(profile: ImportProfile, record: CsvRecord, object: Ob
   header.forEach((name, index) => {
     const normalised = normaliseName(name);
     seen.set(normalised, [...(seen.get(normalised) ?? []), index + 1]);
-    if (!known.has(normalised) && !(ANNOTATION_COLUMNS as readonly string[]).includes(normalised)) {
+    if (!known.has(normalised) && !isAnnotationColumn(normalised)) {
       unknown.push(name === '' ? `(unnamed column ${index + 1})` : shownName(name));
     }
   });
+  // Repeated annotation columns are ignored like single ones: an export of an export written before its own `_row`
+  // and `_errors` replaced the earlier ones carries them twice.
   const duplicates = [...seen.entries()]
-    .filter(([, positions]) => positions.length > 1)
+    .filter(([name, positions]) => positions.length > 1 && !isAnnotationColumn(name))
     .map(([name, positions]) => `${shownName(name)} (columns ${listed(positions.map(String))})`);
   const missing = profile.columns.filter((column) => column.required && !seen.has(column.name)).map((column) => column.name);
   const problems: string[] = [];

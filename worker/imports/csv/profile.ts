@@ -59,6 +59,11 @@ const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
 /** Header names the error export adds (`bulk-import errors <id> --csv`): ignored on import, so a fixed export imports as is. */
 export const ANNOTATION_COLUMNS = ['_row', '_errors'] as const;
 
+/** Whether a header name is one of ANNOTATION_COLUMNS (case-insensitive, surrounding spaces ignored). */
+export function isAnnotationColumn(name: string): boolean {
+  return (ANNOTATION_COLUMNS as readonly string[]).includes(name.trim().toLowerCase());
+}
+
 /** Checks a profile definition: identifiers safe to put in SQL, a natural key made of required columns, sane rules. */
 export function defineProfile(profile: ImportProfile): ImportProfile {
   const fail = (problem: string): never => {

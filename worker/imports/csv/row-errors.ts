@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import type { Queryable } from '../../db/pool.js';
 import type { RunErrors } from '../../handlers/types.js';
 import { escapeFormula } from './formula-escape.js';
+import { isAnnotationColumn } from './profile.js';
 import { getCsvImportRun } from './run-record.js';
 import type { RowIssue } from './row-validator.js';
 
@@ -103,7 +104,9 @@ async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
  * own header; cells a spreadsheet would run as a formula get a leading `'` (formula-escape.ts). Fix the values, keep
  * the two extra columns (they tell the importer to remove that `'` again), and import the file again. A row that could not be
  * split into fields (an unclosed quote, an over-long line) has only `_row` and `_errors`: fix that line in the
- * original file. Paged by row number, so memory stays flat however many rows failed. Returns the rows written.
+ * original file. The export of a run that imported an export replaces that file's `_row` and `_errors` with its own
+ * (they described the earlier run), so the loop export → fix → import → export goes on for any number of rounds.
+ * Paged by row number, so memory stays flat however many rows failed. Returns the rows written.
  */
 export async function writeRowErrorsCsv(db: Queryable, jobId: number, out: NodeJS.WritableStream): Promise<number> {
   const run = await getCsvImportRun(db, jobId);
@@ -111,13 +114,18 @@ export async function writeRowErrorsCsv(db: Queryable, jobId: number, out: NodeJ
   const field = csvFieldFor(run.delimiter);
   // Every cell goes through escapeFormula: the file's values are the uploader's, the export is opened in spreadsheets.
   const line = (values: string[]) => `${values.map((value) => field(escapeFormula(value))).join(run.delimiter)}\r\n`;
-  await write(out, line([...EXPORT_COLUMNS, ...run.header]));
+  // The file's own columns, without the annotation columns of an earlier export.
+  const kept = run.header.flatMap((name, index) => (isAnnotationColumn(name) ? [] : [index]));
+  const own = kept.length === run.header.length ? (fields: string[]) => fields : (fields: string[]) => kept.map((index) => fields[index] ?? '');
+  await write(out, line([...EXPORT_COLUMNS, ...own(run.header)]));
   let written = 0;
   let afterRow = 0;
   for (;;) {
     const errors = await pageOfRowErrors(db, jobId, afterRow, PAGE);
     for (const error of errors) {
-      await write(out, line([String(error.row), describeIssues(error.issues), ...(error.fields ?? [])]));
+      // A row with the wrong number of fields keeps all of them: which were annotations cannot be told.
+      const fields = error.fields === null ? [] : error.fields.length === run.header.length ? own(error.fields) : error.fields;
+      await write(out, line([String(error.row), describeIssues(error.issues), ...fields]));
     }
     written += errors.length;
     if (errors.length < PAGE) return written;
