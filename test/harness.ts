@@ -13,6 +13,7 @@ import { createS3Client } from '../worker/storage/s3-client.js';
 import { ensureBucket } from '../worker/dev/local-s3.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres, type EmbeddedPostgresOptions } from '../worker/dev/embedded-postgres.js';
 import { migrate } from '../worker/db/migrate.js';
+import { connectionConfig } from '../worker/db/connection.js';
 
 export interface TestEnvironment {
   databaseUrl: string;
@@ -31,7 +32,12 @@ export interface TestEnvironmentOptions {
    * A Postgres server of this file's own instead of the shared one: for tests that restart, pause or reconfigure the
    * server (the other files' databases live on the shared server and must not see that).
    */
-  ownPostgres?: Pick<EmbeddedPostgresOptions, 'settings' | 'hba'> | boolean;
+  ownPostgres?: boolean | OwnPostgresOptions | (() => Promise<OwnPostgresOptions>);
+}
+
+export interface OwnPostgresOptions extends Pick<EmbeddedPostgresOptions, 'settings' | 'hba'> {
+  /** Query parameters for every URL the harness uses (e.g. `sslmode=require` for a server that requires TLS). */
+  urlParams?: string;
 }
 
 export function useTestEnvironment(options: TestEnvironmentOptions = {}): TestEnvironment {
@@ -45,11 +51,14 @@ export function useTestEnvironment(options: TestEnvironmentOptions = {}): TestEn
     if (options.ownPostgres) {
       ownDir = await mkdtemp(join(tmpdir(), 'bulk-import-own-pg-'));
       await chmod(ownDir, 0o755);
-      const extra = typeof options.ownPostgres === 'object' ? options.ownPostgres : {};
+      const own =
+        typeof options.ownPostgres === 'function' ? await options.ownPostgres() : typeof options.ownPostgres === 'object' ? options.ownPostgres : {};
+      const { urlParams, ...extra } = own;
       env.postgres = await startEmbeddedPostgres({ baseDir: ownDir, persistent: false, fast: true, ...extra });
-      adminUrl = env.postgres.adminUrl;
+      adminUrl = urlParams ? `${env.postgres.adminUrl}?${urlParams}` : env.postgres.adminUrl;
       await withAdmin(adminUrl, (admin) => admin.query(`CREATE DATABASE ${databaseName}`));
-      await migrate(env.postgres.databaseUrl(databaseName));
+      const databaseUrl = env.postgres.databaseUrl(databaseName);
+      await migrate(urlParams ? `${databaseUrl}?${urlParams}` : databaseUrl);
     } else {
       await withAdmin(adminUrl, (admin) =>
         admin.query(`CREATE DATABASE ${databaseName} TEMPLATE ${inject('templateDatabase')}`),
@@ -93,7 +102,7 @@ export function useTestEnvironment(options: TestEnvironmentOptions = {}): TestEn
 }
 
 async function withAdmin<T>(adminUrl: string, work: (admin: pg.Client) => Promise<T>): Promise<T> {
-  const admin = new pg.Client({ connectionString: adminUrl });
+  const admin = new pg.Client(connectionConfig(adminUrl));
   await admin.connect();
   try {
     return await work(admin);

@@ -47,8 +47,16 @@ export function isConnectionError(error: unknown): boolean {
 export function isConfigurationError(error: unknown): boolean {
   const state = sqlState(error);
   if (state && CONFIGURATION_STATES.has(state)) return true;
-  return error instanceof DatabaseConfigurationError;
+  if (error instanceof DatabaseConfigurationError) return true;
+  // TLS refused either way: a certificate our CA bundle does not trust or that names another host, or a server
+  // without TLS asked for it. Waiting fixes none of these.
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && TLS_CODES.test(code)) return true;
+  return error instanceof Error && /does not support SSL/i.test(error.message);
 }
+
+const TLS_CODES =
+  /^(ERR_TLS_CERT_ALTNAME_INVALID|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|CERT_SIGNATURE_FAILURE|CERT_UNTRUSTED|CERT_HAS_EXPIRED|CERT_NOT_YET_VALID)$/;
 
 /** Raised by checks of our own (schema version, TLS refused) that find a configuration problem. */
 export class DatabaseConfigurationError extends Error {
