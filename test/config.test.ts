@@ -19,6 +19,15 @@ describe('configuration', () => {
     expect(config.s3Endpoint).toBeUndefined();
     expect(config.s3ForcePathStyle).toBe(false);
     expect(config.worker.heartbeatMs).toBe(Math.floor(config.worker.leaseMs / 3));
+    // A run waits out an outage of S3 or the database for up to an hour, retrying at least every two minutes.
+    expect(config.worker.outageBudgetMs).toBe(3_600_000);
+    expect(config.worker.outageBackoffMaxMs).toBe(120_000);
+  });
+
+  it('reads the dependency outage settings; a budget of 0 turns the waiting off', () => {
+    const config = loadConfig({ DEPENDENCY_OUTAGE_BUDGET_MS: '0', DEPENDENCY_OUTAGE_BACKOFF_MAX_MS: '30000' });
+    expect(config.worker.outageBudgetMs).toBe(0);
+    expect(config.worker.outageBackoffMaxMs).toBe(30_000);
   });
 
   it('parses valid values', () => {
@@ -50,6 +59,8 @@ describe('configuration', () => {
     [{ S3_FORCE_PATH_STYLE: 'maybe' }, 'S3_FORCE_PATH_STYLE', 'true or false'],
     [{ WORKER_KIND_CONCURRENCY: 'csv-validate:2' }, 'WORKER_KIND_CONCURRENCY', 'kind=limit pairs'],
     [{ RETRY_BACKOFF_BASE_MS: '5000', RETRY_BACKOFF_MAX_MS: '100' }, 'RETRY_BACKOFF_MAX_MS', 'must be at least'],
+    [{ DEPENDENCY_OUTAGE_BUDGET_MS: '1h' }, 'DEPENDENCY_OUTAGE_BUDGET_MS', 'a whole number from 0 to 604800000'],
+    [{ DEPENDENCY_OUTAGE_BACKOFF_MAX_MS: '500' }, 'DEPENDENCY_OUTAGE_BACKOFF_MAX_MS', 'must be at least RETRY_BACKOFF_BASE_MS'],
   ])('refuses %j naming the variable and the expected form', (env, variable, expected) => {
     const error = refusal(env);
     expect(error.variable).toBe(variable);

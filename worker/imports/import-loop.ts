@@ -18,6 +18,8 @@ import { findDocumentsByKeys } from './documents.js';
 import { transferItem, type ItemImportContext } from './import-item.js';
 import { nextPendingItems } from './import-items.js';
 import type { ImportProgress } from './import-progress.js';
+import type { TransferOutcome } from './item-outcome-batcher.js';
+import { S3OutageWatch } from './s3-outage-watch.js';
 
 const PAGE_SIZE = 256;
 
@@ -108,6 +110,19 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
     stopper.abort(fatal);
   };
   const inFlight = new Set<Promise<void>>();
+  // S3 outage failures are held back, not recorded as failed items; a streak of them stops the attempt (s3-outage-watch.ts).
+  const outageWatch = new S3OutageWatch(breakerThreshold, context.bucket);
+  const recordReleased = (released: TransferOutcome) => {
+    const task: Promise<void> = context.outcomes
+      .record(released)
+      .then((result) => {
+        progress.record(result.outcome, result.bytes, result.sizeDelta, released.item.itemNo);
+        publish();
+      })
+      .catch(fail)
+      .finally(() => inFlight.delete(task));
+    inFlight.add(task);
+  };
   publish();
 
   try {
@@ -133,9 +148,16 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
         const task: Promise<void> = transferItem(context, pending, found)
           .then((outcome) => {
             freeSlot();
-            return context.outcomes.record(outcome);
+            const watched = outageWatch.observe(outcome);
+            watched.release.forEach(recordReleased);
+            if (!watched.hold) return context.outcomes.record(outcome);
+            if (outageWatch.tripped && fatal === undefined) {
+              fail(outageWatch.outage(`${outageWatch.holding} files in a row failed after their retries`));
+            }
+            return undefined;
           })
           .then((result) => {
+            if (result === undefined) return;
             progress.record(result.outcome, result.bytes, result.sizeDelta, pending.itemNo);
             if (result.outcome === 'failed' && result.errorClass === 'transient') transientStreak += 1;
             else if (result.outcome !== 'failed') transientStreak = 0;
@@ -168,7 +190,19 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
   } catch (error) {
     fail(error);
   } finally {
-    await Promise.allSettled(inFlight);
+    // Until nothing is in flight: a task may add the recording of released failures while others settle.
+    while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+    if (fatal === undefined && !signal.aborted && outageWatch.holding > 0) {
+      // Out of files with S3 failures still held: S3 itself says whether they are an outage or the files' own.
+      try {
+        const settled = await outageWatch.settle(context.s3, stopper.items);
+        if ('outage' in settled) fail(settled.outage);
+        else settled.release.forEach(recordReleased);
+        while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+      } catch (error) {
+        fail(error);
+      }
+    }
     stopper.dispose();
   }
   if (signal.aborted) throw signal.reason;

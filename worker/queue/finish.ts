@@ -1,6 +1,7 @@
 // Finish: record a run's outcome, fenced by its lease. A write whose lease no longer matches changes nothing.
 import type { Queryable } from '../db/pool.js';
 import { JOBS_READY_CHANNEL } from './channels.js';
+import { DEPENDENCY_OUTAGE_CODE, dependencyName, type OutageFailure } from './outage.js';
 import type { JobErrorRecord, JobState, Lease } from './types.js';
 
 /** Outcomes a worker records for a job it holds. `review_ready` parks the run until a person acts. */
@@ -25,7 +26,7 @@ export async function completeJobs(db: Queryable, workerId: string, completions:
        state = done.state,
        result = coalesce(done.result, jobs.result),
        progress = coalesce(done.progress, jobs.progress),
-       lease_owner = NULL, lease_expires_at = NULL,
+       lease_owner = NULL, lease_expires_at = NULL, outage_started_at = NULL, outage_dependency = NULL,
        finished_at = CASE WHEN done.state = 'review_ready' THEN NULL ELSE now() END,
        updated_at = now()
      FROM unnest($2::bigint[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[]) AS done(id, attempt, state, result, progress)
@@ -49,29 +50,97 @@ export interface FailureRequest {
   /** Delay before the retry, from the backoff policy; ignored for permanent errors and used-up attempts. */
   retryDelayMs: number;
   progress?: Record<string, unknown> | null;
+  /** The failure is an outage of S3 or the database (outage.ts outageFailure): the run waits, its attempt not counted. */
+  outage?: OutageFailure | undefined;
 }
+
+/** How a failure was recorded. */
+export interface RecordedFailure {
+  state: JobState;
+  /** The run waits out a dependency outage: requeued without counting the attempt. */
+  waiting: boolean;
+  /** The outage lasted longer than its budget: the run ended `dead` with DEPENDENCY_OUTAGE. */
+  outageOverBudget: boolean;
+  /** When the outage began (this failure's or an earlier one's), for outage failures. */
+  outageStartedAt: Date | null;
+  /** The delay before the retry, when the run went back to the queue. */
+  retryInMs: number | null;
+}
+
+// One statement, fenced by the lease:
+//   held    the job row while this worker holds the lease, locked;
+//   outage  when the outage began: this failure's start, or the start stored by an earlier outage failure of the same
+//           dependency when this attempt never saw the dependency work (it is the same outage going on);
+//   next    the new state: permanent → failed; an outage within its budget → queued, the attempt given back
+//           (attempts - 1, as releaseJobs does), after a wait that grows with the outage (as long as it has lasted,
+//           from the base up to the cap, equal jitter, never past the budget's end, so the last try comes when the
+//           budget runs out); an outage over its budget → dead with DEPENDENCY_OUTAGE naming it; otherwise
+//           attempts used up → dead, else queued after the backoff.
+const RECORD_FAILURE = `
+WITH held AS (
+  SELECT id, attempts, max_attempts, outage_started_at, outage_dependency FROM jobs
+  WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running'
+  FOR UPDATE
+), outage AS (
+  SELECT held.*,
+    CASE WHEN $8::text IS NULL OR $7 = 'permanent' THEN NULL::timestamptz
+         WHEN $9::boolean OR held.outage_started_at IS NULL OR held.outage_dependency IS DISTINCT FROM $8::text
+           THEN now() - $10::double precision * interval '1 millisecond'
+         ELSE held.outage_started_at END AS began
+  FROM held
+), judged AS (
+  SELECT outage.*,
+    extract(epoch FROM now() - outage.began) * 1000 AS elapsed_ms,
+    outage.began IS NOT NULL AND now() - outage.began > $11::double precision * interval '1 millisecond' AS over_budget
+  FROM outage
+), next AS (
+  SELECT judged.*,
+    judged.began IS NOT NULL AND NOT judged.over_budget AS waiting,
+    CASE WHEN $7 = 'permanent' THEN 'failed'
+         WHEN judged.over_budget THEN 'dead'
+         WHEN judged.began IS NOT NULL THEN 'queued'
+         WHEN judged.attempts >= judged.max_attempts THEN 'dead'
+         ELSE 'queued' END AS state,
+    CASE WHEN judged.began IS NULL THEN $5::double precision
+         ELSE greatest(0, least($11::double precision - judged.elapsed_ms,
+                                least($13::double precision, greatest($12::double precision, judged.elapsed_ms)) * $14::double precision))
+    END AS delay_ms,
+    to_char(judged.began AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS began_iso
+  FROM judged
+)
+UPDATE jobs SET
+  state = next.state,
+  attempts = CASE WHEN next.waiting THEN jobs.attempts - 1 ELSE jobs.attempts END,
+  run_at = CASE WHEN next.state = 'queued' THEN now() + next.delay_ms * interval '1 millisecond' ELSE jobs.run_at END,
+  finished_at = CASE WHEN next.state = 'queued' THEN NULL ELSE now() END,
+  last_error = CASE
+    WHEN next.over_budget THEN $4::jsonb || jsonb_build_object(
+      'code', '${DEPENDENCY_OUTAGE_CODE}',
+      'message', format('%s unavailable since %s (%s s), longer than the dependency outage budget of %s s (DEPENDENCY_OUTAGE_BUDGET_MS); last error: %s %s',
+                        $15::text, next.began_iso, round(next.elapsed_ms / 1000), round($11::numeric / 1000), $4::jsonb ->> 'code', $4::jsonb ->> 'message'),
+      'context', coalesce($4::jsonb -> 'context', '{}'::jsonb) || jsonb_build_object(
+        'dependency', $8::text, 'outageSince', next.began_iso, 'outageBudgetMs', $11::double precision, 'lastCode', $4::jsonb ->> 'code'))
+    WHEN next.waiting THEN $4::jsonb || jsonb_build_object(
+      'context', coalesce($4::jsonb -> 'context', '{}'::jsonb) || jsonb_build_object(
+        'dependency', $8::text, 'outageSince', next.began_iso, 'attemptCounted', false))
+    ELSE $4::jsonb END,
+  progress = coalesce($6, jobs.progress),
+  outage_started_at = CASE WHEN next.waiting THEN next.began END,
+  outage_dependency = CASE WHEN next.waiting THEN $8::text END,
+  lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+FROM next WHERE jobs.id = next.id
+RETURNING jobs.state, next.waiting, next.over_budget, next.began, CASE WHEN jobs.state = 'queued' THEN next.delay_ms END AS delay_ms`;
 
 /**
  * Records a failed attempt: a permanent error ends the run `failed`; a transient one requeues it after the backoff,
- * or ends it `dead` (the dead-letter state) when its attempts are used up. Returns the new state, or null when the
- * lease was lost.
+ * or ends it `dead` (the dead-letter state) when its attempts are used up; an outage of S3 or the database requeues
+ * it without counting the attempt until the outage outlasts its budget (then `dead`, DEPENDENCY_OUTAGE). Returns
+ * null when the lease was lost.
  */
-export async function failJob(db: Queryable, request: FailureRequest): Promise<JobState | null> {
-  const { rows } = await db.query<{ state: JobState }>(
-    `UPDATE jobs SET
-       state = next.state,
-       run_at = CASE WHEN next.state = 'queued' THEN now() + $5 * interval '1 millisecond' ELSE jobs.run_at END,
-       finished_at = CASE WHEN next.state = 'queued' THEN NULL ELSE now() END,
-       last_error = $4,
-       progress = coalesce($6, jobs.progress),
-       lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-     FROM (SELECT CASE
-             WHEN $7 = 'permanent' THEN 'failed'
-             WHEN attempts >= max_attempts THEN 'dead'
-             ELSE 'queued' END AS state
-           FROM jobs WHERE id = $1) AS next
-     WHERE jobs.id = $1 AND jobs.lease_owner = $2 AND jobs.attempts = $3 AND jobs.state = 'running'
-     RETURNING jobs.state`,
+export async function recordFailure(db: Queryable, request: FailureRequest): Promise<RecordedFailure | null> {
+  const outage = request.outage;
+  const { rows } = await db.query<{ state: JobState; waiting: boolean; over_budget: boolean; began: Date | null; delay_ms: number | null }>(
+    RECORD_FAILURE,
     [
       request.lease.jobId,
       request.lease.owner,
@@ -80,9 +149,34 @@ export async function failJob(db: Queryable, request: FailureRequest): Promise<J
       Math.max(0, Math.round(request.retryDelayMs)),
       request.progress ?? null,
       request.error.class,
+      outage?.dependency ?? null,
+      outage?.progressed ?? false,
+      outage?.sinceMsAgo ?? 0,
+      outage?.policy.budgetMs ?? 0,
+      outage?.policy.baseMs ?? 0,
+      outage?.policy.maxMs ?? 0,
+      outage?.jitter ?? 1,
+      capitalised(outage ? dependencyName(outage.dependency) : ''),
     ],
   );
-  return rows[0]?.state ?? null;
+  const row = rows[0];
+  if (!row) return null;
+  return {
+    state: row.state,
+    waiting: row.waiting,
+    outageOverBudget: row.over_budget,
+    outageStartedAt: row.began,
+    retryInMs: row.delay_ms === null ? null : Math.round(row.delay_ms),
+  };
+}
+
+/** {@link recordFailure}, returning only the new state (null when the lease was lost). */
+export async function failJob(db: Queryable, request: FailureRequest): Promise<JobState | null> {
+  return (await recordFailure(db, request))?.state ?? null;
+}
+
+function capitalised(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 /**

@@ -121,6 +121,7 @@ async function requeueWhere(
     const { rows } = await db.query(
       `WITH requeued AS (
          UPDATE jobs SET state = 'queued', run_at = now(), finished_at = NULL, cancel_requested_at = NULL,
+           outage_started_at = NULL, outage_dependency = NULL,
            attempts = CASE WHEN $${reset} THEN 0 ELSE attempts END,
            max_attempts = CASE WHEN $${reset} THEN max_attempts ELSE greatest(max_attempts, attempts + 1) END,
            updated_at = now()
@@ -151,7 +152,7 @@ export async function resumeParkedJob(
   const { rows } = await db.query(
     `WITH resumed AS (
        UPDATE jobs SET state = 'queued', kind = coalesce($2, kind), payload = coalesce($3, payload),
-         attempts = 0, run_at = now(), updated_at = now()
+         attempts = 0, run_at = now(), outage_started_at = NULL, outage_dependency = NULL, updated_at = now()
        WHERE id = $1 AND state = 'review_ready'
        RETURNING ${JOB_COLUMNS}
      )

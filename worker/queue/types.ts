@@ -44,6 +44,9 @@ export interface JobRow {
   progress: Record<string, unknown> | null;
   result: Record<string, unknown> | null;
   lastError: JobErrorRecord | null;
+  /** While the run waits out a dependency outage (queue/outage.ts): since when, and which dependency. */
+  outageStartedAt?: Date | null;
+  outageDependency?: 's3' | 'database' | null;
   createdAt: Date;
   startedAt: Date | null;
   finishedAt: Date | null;
@@ -73,8 +76,8 @@ export interface Lease {
 }
 
 export const JOB_COLUMNS = `id, kind, tenant_id, payload, dedupe_key, state, priority, run_at, attempts, max_attempts,
-  lease_owner, lease_expires_at, heartbeat_at, cancel_requested_at, progress, result, last_error, created_at,
-  started_at, finished_at, updated_at`;
+  lease_owner, lease_expires_at, heartbeat_at, cancel_requested_at, progress, result, last_error, outage_started_at,
+  outage_dependency, created_at, started_at, finished_at, updated_at`;
 
 export function toJobRow(row: Record<string, unknown>): JobRow {
   return {
@@ -95,6 +98,8 @@ export function toJobRow(row: Record<string, unknown>): JobRow {
     progress: row.progress as Record<string, unknown> | null,
     result: row.result as Record<string, unknown> | null,
     lastError: row.last_error as JobErrorRecord | null,
+    outageStartedAt: (row.outage_started_at as Date | null | undefined) ?? null,
+    outageDependency: (row.outage_dependency as 's3' | 'database' | null | undefined) ?? null,
     createdAt: row.created_at as Date,
     startedAt: row.started_at as Date | null,
     finishedAt: row.finished_at as Date | null,

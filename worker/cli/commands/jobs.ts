@@ -4,6 +4,7 @@ import { InvalidArgumentError } from 'commander';
 import { defaultRegistry } from '../../handlers/registry.js';
 import type { RunErrors } from '../../handlers/types.js';
 import { cancelJob, listJobs, requeueJob, requireJob } from '../../queue/operator.js';
+import { dependencyName } from '../../queue/outage.js';
 import { JOB_STATES, type JobRow, type JobState } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
 import { formatDuration, formatTable, printJson, printLine } from '../output.js';
@@ -52,7 +53,8 @@ export function registerJobCommands(program: Command): void {
         formatTable(
           ['id', 'kind', 'state', 'tenant', 'attempts', 'progress', 'created', 'age'],
           jobs.map((job) => [
-            job.id, job.kind, job.state, job.tenantId, `${job.attempts}/${job.maxAttempts}`,
+            job.id, job.kind, job.state + (job.outageDependency ? ` (waiting for ${dependencyName(job.outageDependency)})` : ''),
+            job.tenantId, `${job.attempts}/${job.maxAttempts}`,
             summarizeProgress(job.progress), job.createdAt, formatDuration(Date.now() - job.createdAt.getTime()),
           ]),
         ),
@@ -117,6 +119,7 @@ export function describeJob(job: JobRow): string {
     ['started', job.startedAt?.toISOString()],
     ['finished', job.finishedAt?.toISOString()],
     ['lease', job.leaseOwner ? `${job.leaseOwner} until ${job.leaseExpiresAt?.toISOString()}` : undefined],
+    ['outage', describeOutage(job)],
     ['progress', summarizeProgress(job.progress) || undefined],
   ];
   const out = lines.filter(([, value]) => value !== undefined && value !== null).map(([name, value]) => `${name.padEnd(11)} ${value}`);
@@ -129,6 +132,17 @@ export function describeJob(job: JobRow): string {
     if (e.context) out.push(`${'  context'.padEnd(11)} ${JSON.stringify(e.context)}`);
   }
   return out.join('\n');
+}
+
+/** The dependency outage a run waits out (queue/outage.ts), e.g. "waiting for S3 since … (4m 10s) …". */
+export function describeOutage(job: JobRow, now = Date.now()): string | undefined {
+  if (!job.outageDependency || !job.outageStartedAt) return undefined;
+  const lasted = formatDuration(now - job.outageStartedAt.getTime());
+  const next = job.state === 'queued' ? `; next try at ${job.runAt.toISOString()}` : '';
+  return (
+    `waiting for ${dependencyName(job.outageDependency)} since ${job.outageStartedAt.toISOString()} (${lasted})${next}; ` +
+    'attempts are not counted; ends dead (DEPENDENCY_OUTAGE) once the outage outlasts DEPENDENCY_OUTAGE_BUDGET_MS'
+  );
 }
 
 /** The failed items or rows of a run, as `show` lists them. */

@@ -2,9 +2,12 @@
 // names the object; other S3 errors keep their classification (5xx, throttling and network errors are retried).
 // `ifMatch` pins the read to the ETag validation saw: a re-uploaded object is refused by S3 itself (412), so finalize
 // never writes rows nobody reviewed.
+// S3 being unavailable (network errors, timeouts, 5xx — when the object is opened or while its body streams) is marked
+// as an outage of S3 (queue/outage.ts): the run waits for S3 without spending its attempts.
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
 import { PermanentJobError } from '../../queue/errors.js';
+import { isS3OutageError, markOutage } from '../../queue/outage.js';
 
 export interface OpenedObject {
   body: Readable;
@@ -22,9 +25,16 @@ export async function openObject(s3: S3Client, bucket: string, key: string, sign
       (response.Body as Readable).destroy();
       throw objectChanged(bucket, key, ifMatch);
     }
-    return { body: response.Body as Readable, size: response.ContentLength, etag: response.ETag };
+    const body = response.Body as Readable;
+    // The reader sees the same error object the stream emits (for await … of body): a reset while the bytes flow is
+    // S3's outage, after the object was read in part.
+    body.on('error', (error) => {
+      if (isS3OutageError(error)) markOutage(error, { dependency: 's3', progressed: true });
+    });
+    return { body, size: response.ContentLength, etag: response.ETag };
   } catch (error) {
     if (error instanceof PermanentJobError) throw error;
+    if (isS3OutageError(error)) throw markOutage(error, { dependency: 's3', progressed: false });
     const name = (error as { name?: string }).name;
     const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
     if (ifMatch !== undefined && (name === 'PreconditionFailed' || status === 412)) throw objectChanged(bucket, key, ifMatch);

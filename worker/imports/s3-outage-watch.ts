@@ -1,0 +1,92 @@
+// An S3 outage seen from inside a mass import: while S3 is down every file fails the same way (connection refused or
+// reset, timeouts, 5xx, SlowDown after the SDK's and the item's own retries). Such failures are held back instead of
+// recorded as failed items: if a streak of them reaches the breaker's threshold, or the attempt runs out of files
+// with some still held and S3 does not answer a probe, the attempt stops with a DependencyOutageError — the held
+// files stay `pending`, the queue lets the run wait for S3 without spending an attempt (queue/outage.ts), and the next
+// attempt imports them. A held failure followed by a file that goes through was that file's own problem: it is
+// recorded as a failed item (transient) after all, as before.
+import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DependencyOutageError, isS3OutageError } from '../queue/outage.js';
+import type { TransferOutcome } from './item-outcome-batcher.js';
+
+export type FailedTransfer = Extract<TransferOutcome, { kind: 'failed' }>;
+
+// Transient S3 item failures that are about the bytes sent or the clock, not about S3 being available.
+const NOT_OUTAGE_CODES = new Set(['S3_XAmzContentSHA256Mismatch', 'S3_BadDigest', 'S3_IncompleteBody', 'S3_RequestTimeTooSkewed']);
+
+/** Whether a file's failure (after its retries) looks like S3 being unavailable rather than something about the file. */
+export function isS3OutageFailure(outcome: TransferOutcome): boolean {
+  return outcome.kind === 'failed' && outcome.errorClass === 'transient' && outcome.code.startsWith('S3_') && !NOT_OUTAGE_CODES.has(outcome.code);
+}
+
+export class S3OutageWatch {
+  private held: FailedTransfer[] = [];
+  private since: Date | undefined;
+  /** A file went through in this attempt: S3 worked before this outage (a new one, not an earlier attempt's). */
+  private worked = false;
+
+  constructor(
+    /** Files failing in a row, with nothing going through in between, that make an outage. */
+    private readonly threshold: number,
+    private readonly bucket: string,
+  ) {}
+
+  /**
+   * Looks at a file's outcome before it is recorded. `hold`: an outage-like failure, not to be recorded now.
+   * `release`: failures held earlier that turned out to be their files' own (a later file went through): record them.
+   */
+  observe(outcome: TransferOutcome): { hold: boolean; release: FailedTransfer[] } {
+    if (isS3OutageFailure(outcome)) {
+      this.since ??= new Date();
+      this.held.push(outcome as FailedTransfer);
+      return { hold: true, release: [] };
+    }
+    // A permanent failure (a file's own) neither breaks nor extends the streak.
+    if (outcome.kind === 'failed') return { hold: false, release: [] };
+    this.worked = true;
+    this.since = undefined;
+    return { hold: false, release: this.held.splice(0) };
+  }
+
+  /** The streak is long enough to call it an outage. */
+  get tripped(): boolean {
+    return this.held.length >= this.threshold;
+  }
+
+  get holding(): number {
+    return this.held.length;
+  }
+
+  /** The error that stops the attempt; the held files stay pending. */
+  outage(reason: string): DependencyOutageError {
+    const last = this.held[this.held.length - 1];
+    return new DependencyOutageError(
+      `S3 unavailable: ${reason} (last: ${last?.code ?? '?'} ${last?.message ?? ''}); none of them was recorded as failed — ` +
+        'the run waits for S3 and resumes with the files not yet imported',
+      's3',
+      this.since ?? new Date(),
+      this.worked,
+      'S3_UNAVAILABLE',
+      { bucket: this.bucket, heldFiles: this.held.length, lastCode: last?.code },
+    );
+  }
+
+  /**
+   * The attempt has no file left to start and some failures are still held (fewer than the threshold): ask S3 itself.
+   * No answer (refused, reset, timeout, 5xx): an outage. Any answer (even 403/404): S3 is up, so the held failures are
+   * the files' own and are returned to be recorded.
+   */
+  async settle(s3: S3Client, signal: AbortSignal): Promise<{ outage: DependencyOutageError } | { release: FailedTransfer[] }> {
+    if (this.held.length === 0) return { release: [] };
+    try {
+      await s3.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal });
+    } catch (error) {
+      if (signal.aborted) throw signal.reason;
+      if (isS3OutageError(error)) {
+        const name = (error as { name?: string; code?: string }).code ?? (error as { name?: string }).name ?? 'error';
+        return { outage: this.outage(`the last ${this.held.length} file(s) failed after their retries and S3 does not answer (${name})`) };
+      }
+    }
+    return { release: this.held.splice(0) };
+  }
+}

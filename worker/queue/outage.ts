@@ -1,0 +1,175 @@
+// Dependency outages: S3 or the database unavailable. Such a failure is not the run's fault, so it does not spend an
+// attempt: the queue puts the run back with a backoff that grows with the outage (finish.ts recordFailure) until the
+// outage has lasted longer than DEPENDENCY_OUTAGE_BUDGET_MS, and only then ends it `dead` with DEPENDENCY_OUTAGE.
+//
+// Which failures are outages:
+//   - a DependencyOutageError, thrown by a handler that knows (the mass import's breaker, a CSV read of S3);
+//   - an error a handler marked with markOutage (e.g. a socket reset while an S3 object body streams);
+//   - an AWS SDK error (it carries $metadata) after the SDK's own retries: network errors, timeouts, 5xx, SlowDown;
+//   - a Postgres connection error: SQLSTATE class 08, 57P01-57P03 (shutdown, crash recovery, cannot connect now),
+//     53300 (too many connections), and pg's own connection failures (refused, terminated, connect timeout). The
+//     runner records these only once the database answers again (worker.ts retries the write).
+// Everything else keeps the ordinary rules (errors.ts): permanent → failed, transient → retry counting attempts.
+import { JobError, TransientJobError, TRANSIENT_NODE_CODES } from './errors.js';
+
+export type Dependency = 's3' | 'database';
+
+export const DEPENDENCIES: readonly Dependency[] = ['s3', 'database'];
+
+/** The code of the last_error of a run that waited longer than the outage budget. */
+export const DEPENDENCY_OUTAGE_CODE = 'DEPENDENCY_OUTAGE';
+
+/** How a dependency is named in messages and in `bulk-import show`. */
+export function dependencyName(dependency: Dependency): string {
+  return dependency === 's3' ? 'S3' : 'the database';
+}
+
+/** What is known about one outage failure. */
+export interface OutageReport {
+  dependency: Dependency;
+  /** When this attempt first saw the dependency fail; default: the moment the failure is recorded. */
+  since?: Date | undefined;
+  /**
+   * The dependency worked earlier in this attempt (files imported, bytes read): this is a new outage, not the one an
+   * earlier attempt waited out. Default: decided by the runner from how long the attempt ran.
+   */
+  progressed?: boolean | undefined;
+}
+
+/** Thrown by a handler that knows the run cannot go on because a dependency is unavailable. */
+export class DependencyOutageError extends TransientJobError {
+  constructor(
+    message: string,
+    readonly dependency: Dependency,
+    readonly since: Date,
+    readonly progressed: boolean,
+    code = dependency === 's3' ? 'S3_UNAVAILABLE' : 'DATABASE_UNAVAILABLE',
+    context: Record<string, unknown> = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, code, { dependency, ...context }, options);
+    this.name = 'DependencyOutageError';
+  }
+}
+
+const marked = new WeakMap<object, OutageReport>();
+
+/**
+ * Marks an error as an outage of `dependency` (for errors whose shape does not say where they came from, such as a
+ * socket reset while an S3 body streams). The same error object then classifies as that outage wherever it ends up.
+ */
+export function markOutage<E>(error: E, report: OutageReport): E {
+  if (typeof error === 'object' && error !== null && !marked.has(error)) marked.set(error, report);
+  return error;
+}
+
+interface ErrorShape {
+  name?: unknown;
+  code?: unknown;
+  message?: unknown;
+  $metadata?: { httpStatusCode?: number };
+  cause?: unknown;
+}
+
+// AWS error names that mean S3 itself is unavailable or overloaded (with HTTP 5xx they come after the SDK's retries).
+const S3_OUTAGE_NAMES = new Set([
+  'InternalError', 'ServiceUnavailable', 'SlowDown', 'RequestTimeout', 'TimeoutError', 'NetworkingError',
+  'RequestTimeoutException', 'Throttling', 'ThrottlingException',
+]);
+
+/**
+ * Whether an error from the S3 client (or from an S3 response body) says S3 is unavailable: a network error, a
+ * timeout, HTTP 5xx. Not 4xx (a missing object, a refused credential, a changed object): those are about the request.
+ */
+export function isS3OutageError(error: unknown): boolean {
+  const e = (error ?? {}) as ErrorShape;
+  const status = e.$metadata?.httpStatusCode;
+  if (typeof status === 'number') return status >= 500;
+  if (typeof e.name === 'string' && S3_OUTAGE_NAMES.has(e.name)) return true;
+  if (typeof e.code === 'string' && (TRANSIENT_NODE_CODES.has(e.code) || e.code === 'ERR_STREAM_PREMATURE_CLOSE')) return true;
+  return typeof e.message === 'string' && /^(aborted|socket hang up)$|premature close/i.test(e.message);
+}
+
+// SQLSTATEs of a database that is away or refuses new sessions for now.
+const DATABASE_OUTAGE_STATES = new Set(['57P01', '57P02', '57P03', '53300']);
+const DATABASE_OUTAGE_MESSAGES =
+  /Connection terminated|timeout exceeded when trying to connect|connection timeout|Query read timeout|not queryable|Client was closed|Connection ended|the database system is (starting up|shutting down|in recovery)/i;
+
+/** Whether an error from pg says the database is unreachable or went away (not a bad statement, not a bad password). */
+export function isDatabaseOutageError(error: unknown): boolean {
+  const e = (error ?? {}) as ErrorShape;
+  if (typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code) && !e.code.startsWith('E')) {
+    return e.code.startsWith('08') || DATABASE_OUTAGE_STATES.has(e.code);
+  }
+  // A network error without $metadata did not come through the AWS SDK: handlers' S3 calls all do (and S3 body
+  // streams are marked where they are read), so it is the database's.
+  if (e.$metadata === undefined && typeof e.code === 'string' && TRANSIENT_NODE_CODES.has(e.code)) return true;
+  return typeof e.message === 'string' && DATABASE_OUTAGE_MESSAGES.test(e.message);
+}
+
+/** The outage a failure reports, or undefined when it is not an outage of S3 or the database. */
+export function outageOf(error: unknown, depth = 0): OutageReport | undefined {
+  if (error instanceof DependencyOutageError) {
+    return { dependency: error.dependency, since: error.since, progressed: error.progressed };
+  }
+  if (typeof error === 'object' && error !== null) {
+    const report = marked.get(error);
+    if (report) return report;
+  }
+  // A handler's own classification stands (a TransientJobError about files, a PermanentJobError about the payload).
+  if (error instanceof JobError) return undefined;
+  const e = (error ?? {}) as ErrorShape;
+  if (e.$metadata !== undefined) return isS3OutageError(error) ? { dependency: 's3' } : undefined;
+  if (isDatabaseOutageError(error)) return { dependency: 'database' };
+  // AggregateError (every address of a host refused) and wrapped errors.
+  const inner = (error as { errors?: unknown }).errors;
+  if (depth < 3 && Array.isArray(inner) && inner.length > 0) return outageOf(inner[0], depth + 1);
+  if (depth < 3 && e.cause !== undefined && e.cause !== error) return outageOf(e.cause, depth + 1);
+  return undefined;
+}
+
+/** The outage settings of the runner (config.ts). */
+export interface OutagePolicy {
+  /** How long a run may wait for one outage before it ends `dead`; 0 = outages are ordinary transient failures. */
+  budgetMs: number;
+  /** The first wait; later waits grow with the outage (as long as it has lasted so far), up to maxMs. */
+  baseMs: number;
+  maxMs: number;
+}
+
+/** What recordFailure needs to know about an outage failure. */
+export interface OutageFailure {
+  dependency: Dependency;
+  /** How long ago this attempt first saw the dependency fail (the database's clock then dates the outage). */
+  sinceMsAgo: number;
+  /** This attempt saw the dependency work first: the outage starts now rather than continuing an earlier one. */
+  progressed: boolean;
+  policy: OutagePolicy;
+  /** Jitter factor in [0.5, 1] applied to the wait (equal jitter: never a retry storm of zero waits). */
+  jitter: number;
+}
+
+/**
+ * The outage part of a failure for recordFailure, or undefined when the failure is no outage (or outages are off).
+ * An attempt that ran longer than the longest outage wait before an unmarked outage error counts as having seen the
+ * dependency work: a run that imported for an hour and then met a failover starts a new outage, while a run that
+ * fails at once, attempt after attempt, keeps counting the same one.
+ */
+export function outageFailure(
+  failure: unknown,
+  policy: OutagePolicy,
+  attemptMs: number,
+  now = Date.now(),
+  random: () => number = Math.random,
+): OutageFailure | undefined {
+  if (policy.budgetMs <= 0) return undefined;
+  const report = outageOf(failure);
+  if (!report) return undefined;
+  return {
+    dependency: report.dependency,
+    sinceMsAgo: Math.max(0, report.since ? now - report.since.getTime() : 0),
+    progressed: report.progressed ?? attemptMs > policy.maxMs,
+    policy,
+    jitter: 0.5 + random() / 2,
+  };
+}
