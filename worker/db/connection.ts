@@ -106,6 +106,13 @@ export function connectionConfig<T extends pg.ClientConfig>(target: DatabaseTarg
   const config: T = { ...extra, connectionString: url.toString(), ssl: tlsOptions(connection) };
   if (connection.iamToken) {
     const tokens = connection.iamToken;
+    // pg lets every field parsed from a connection string override the same field given beside it, the password
+    // included (even when the URL has none), so the URL is given as fields here.
+    delete config.connectionString;
+    config.host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    config.port = url.port ? Number(url.port) : 5432;
+    config.user = decodeURIComponent(url.username);
+    config.database = decodeURIComponent(url.pathname.slice(1)) || config.user;
     // pg calls this for every new connection: each gets a token that is valid when it logs in.
     config.password = () => tokens.token();
   }
