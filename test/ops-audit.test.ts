@@ -1,6 +1,6 @@
 // The documents audit against the real S3-compatible server and database: finds a planted orphan object and a
 // planted row without an object; --fix deletes only old orphan objects under the prefix, never rows.
-import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { auditDocuments, type AuditReport } from '../worker/audit/documents-audit.js';
 import { useTestEnvironment } from './harness.js';
@@ -88,11 +88,15 @@ describe('audit', () => {
       [{ source: { bucket: env.bucket, key: 'imports/acme/upload.csv' }, profile: 'products' }],
     );
     const young = await runCliJson<AuditReport>(env, ['audit', '--prefix', 'imports/', '--fix', '--min-age', '1h'], 2);
-    expect(young.fix).toEqual({ minAgeMs: 3_600_000, deleted: 0, skippedTooYoung: 2, skippedNowReferenced: 0, skippedNamedByJob: 0, failed: [] });
+    expect(young.fix).toEqual({ minAgeMs: 3_600_000, deleted: 0, skippedTooYoung: 1, skippedNowReferenced: 0, skippedNamedByJob: 0, failed: [] });
+    expect(young.jobInputs).toMatchObject({ total: 1, listed: [expect.objectContaining({ key: 'imports/acme/upload.csv' })] });
     expect(await exists('imports/acme/orphan.pdf')).toBe(true);
 
     const fixed = await runCli(env, ['audit', '--prefix', 'imports/', '--fix', '--min-age', '0s']);
-    expect(fixed.stdout).toContain('Fix: deleted 1 orphan object(s) older than 0.0s; kept 0 younger one(s), 1 named by a job');
+    expect(fixed.stdout).toContain(
+      'Fix: deleted 1 orphan object(s) older than 0.0s; kept 0 younger one(s), 0 named by a job\'s payload meanwhile and 0 that ' +
+        'gained a row meanwhile; the 1 object(s) named by jobs are never deleted.',
+    );
     expect(fixed.code).toBe(2); // the row without an object is still there for a person
     expect(await exists('imports/acme/orphan.pdf')).toBe(false);
     expect(await exists('imports/acme/a.pdf')).toBe(true);
@@ -101,6 +105,41 @@ describe('audit', () => {
     const { rows } = await env.pool.query('SELECT object_key FROM documents ORDER BY object_key');
     expect(rows.map((row) => row.object_key)).toContain('imports/acme/missing.pdf');
     expect(rows).toHaveLength(4);
+  });
+
+  it('CSV uploads that a job names are listed apart, not as orphans, and are no finding', async () => {
+    // Bucket and table agree on the documents (an earlier test's upload, whose job is gone, would be an orphan)…
+    await env.s3.send(new DeleteObjectCommand({ Bucket: env.bucket, Key: 'imports/acme/upload.csv' }));
+    await env.pool.query(`DELETE FROM documents WHERE object_key = 'imports/acme/missing.pdf'`);
+    await insertDocument('imports/acme/orphan.pdf');
+    // …and three CSV uploads under the same prefix belong to runs (one finished, one in review, one queued).
+    const uploads = ['imports/acme/p1.csv', 'imports/acme/p2.csv', 'imports/beta/p3.csv'];
+    for (const [index, key] of uploads.entries()) {
+      await putObject(key);
+      await env.pool.query(`INSERT INTO jobs (kind, state, payload, finished_at) VALUES ('csv-import', $1, $2, $3)`, [
+        ['succeeded', 'review_ready', 'queued'][index],
+        { bucket: env.bucket, key, profile: 'products' },
+        index === 0 ? new Date() : null,
+      ]);
+    }
+    const json = await runCliJson<AuditReport>(env, ['audit', '--prefix', 'imports/']);
+    expect(json.orphanObjects).toEqual({ total: 0, listed: [] });
+    expect(json.jobInputs.total).toBe(3);
+    expect(json.jobInputs.listed.map((o) => o.key)).toEqual(uploads);
+
+    const human = await runCli(env, ['audit', '--prefix', 'imports/']);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(/^Objects without a documents row \(orphans\): 0\n\n/m);
+    expect(human.stdout).toMatch(
+      /^Objects a job's payload names \(CSV uploads; not orphans, kept by --fix\): 3 — listed apart, not counted as findings\nKEY\s+SIZE\s+LAST MODIFIED\s+AGE\nimports\/acme\/p1\.csv\s+/m,
+    );
+    expect(human.stdout).not.toContain('To delete orphan objects');
+
+    // An upload no job names any more (its run deleted by retention) is an orphan again.
+    await env.pool.query(`DELETE FROM jobs WHERE payload ->> 'key' = 'imports/beta/p3.csv'`);
+    const later = await runCliJson<AuditReport>(env, ['audit', '--prefix', 'imports/'], 2);
+    expect(later.orphanObjects.listed.map((o) => o.key)).toEqual(['imports/beta/p3.csv']);
+    expect(later.jobInputs.total).toBe(2);
   });
 
   it('--fix refuses without a prefix and while jobs are running', async () => {

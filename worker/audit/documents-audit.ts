@@ -8,6 +8,10 @@
 //   explicit key prefix (other objects in the bucket, such as CSV uploads, have no documents row by design), never
 //   an object whose key a job's payload names (a CSV upload waiting for review), a re-check of the rows right before
 //   each delete, and the command refuses to fix while any job is running.
+// - An object whose key a job's payload names (a CSV upload under `imports/<tenant>/`) is not an orphan: it belongs
+//   to that run and has no documents row by design. The report counts these apart (`jobInputs`), never among the
+//   orphans, and `--fix` never deletes them. Once retention has deleted the run, nothing names the object any more
+//   and it is an orphan like any other.
 // - A row without its object is a reference to lost data. Deleting the row would erase the last record of what
 //   should be there (tenant, source path, checksum, the run that imported it); the repair is to restore or
 //   re-import the file, which needs a person. The audit reports these rows and never changes them.
@@ -30,6 +34,7 @@ export interface AuditProgress {
   phase: 'listing' | 'comparing' | 'fixing';
   objectsListed: number;
   orphansFound: number;
+  jobInputsFound: number;
   deleted: number;
 }
 
@@ -55,7 +60,7 @@ export interface FixReport {
   skippedTooYoung: number;
   /** Orphans that had gained a row by the time of the re-check. */
   skippedNowReferenced: number;
-  /** Orphans whose key a job's payload names (e.g. a CSV upload): they belong to that run. */
+  /** Orphans that a job's payload had come to name by the time of the re-check (enqueued meanwhile). */
   skippedNamedByJob: number;
   failed: Array<{ key: string; error: string }>;
 }
@@ -66,7 +71,10 @@ export interface AuditReport {
   startedAt: Date;
   objectsListed: number;
   documentRows: number;
+  /** Objects without a documents row that no job's payload names. */
   orphanObjects: { total: number; listed: OrphanObject[] };
+  /** Objects without a documents row that a job's payload names (CSV uploads): not orphans, never deleted. */
+  jobInputs: { total: number; listed: OrphanObject[] };
   rowsWithoutObject: { total: number; listed: RowWithoutObject[] };
   fix?: FixReport;
 }
@@ -76,7 +84,7 @@ const PAGE = 1000;
 export async function auditDocuments(options: AuditOptions): Promise<AuditReport> {
   const { pool, s3, bucket, prefix, limit } = options;
   const startedAt = new Date();
-  const progress: AuditProgress = { phase: 'listing', objectsListed: 0, orphansFound: 0, deleted: 0 };
+  const progress: AuditProgress = { phase: 'listing', objectsListed: 0, orphansFound: 0, jobInputsFound: 0, deleted: 0 };
   // A session of its own for the temporary listing table; destroyed (not returned to the pool) afterwards.
   const session = await pool.connect();
   try {
@@ -90,19 +98,28 @@ export async function auditDocuments(options: AuditOptions): Promise<AuditReport
     options.onProgress?.({ ...progress });
 
     const orphans: OrphanObject[] = [];
+    const jobInputs: OrphanObject[] = [];
     const fix: FixReport | undefined = options.fix
       ? { minAgeMs: options.fix.minAgeMs, deleted: 0, skippedTooYoung: 0, skippedNowReferenced: 0, skippedNamedByJob: 0, failed: [] }
       : undefined;
     let total = 0;
+    let inputsTotal = 0;
     let after: string | null = null;
     for (;;) {
-      const page = await orphanObjectsPage(session, bucket, after, PAGE);
-      if (page.length === 0) break;
+      const unreferenced = await orphanObjectsPage(session, bucket, after, PAGE);
+      if (unreferenced.length === 0) break;
+      after = unreferenced[unreferenced.length - 1]!.key;
+      const named = await keysNamedByJobs(session, unreferenced.map((object) => object.key));
+      const page = unreferenced.filter((object) => !named.has(object.key));
       total += page.length;
-      for (const orphan of page) if (orphans.length < limit) orphans.push(orphan);
-      if (fix && options.fix) await deleteOrphans(options, startedAt, page, fix);
-      after = page[page.length - 1]!.key;
+      inputsTotal += unreferenced.length - page.length;
+      for (const object of unreferenced) {
+        const list = named.has(object.key) ? jobInputs : orphans;
+        if (list.length < limit) list.push(object);
+      }
+      if (fix && options.fix && page.length > 0) await deleteOrphans(options, startedAt, page, fix);
       progress.orphansFound = total;
+      progress.jobInputsFound = inputsTotal;
       progress.deleted = fix?.deleted ?? 0;
       options.onProgress?.({ ...progress });
     }
@@ -115,6 +132,7 @@ export async function auditDocuments(options: AuditOptions): Promise<AuditReport
       objectsListed: progress.objectsListed,
       documentRows: await countDocumentRows(session, bucket, prefix),
       orphanObjects: { total, listed: orphans },
+      jobInputs: { total: inputsTotal, listed: jobInputs },
       rowsWithoutObject: { total: missing.total, listed: missing.rows },
       ...(fix ? { fix } : {}),
     };

@@ -82,8 +82,22 @@ export function registerAuditCommand(program: Command): void {
 
 function showProgress(progress: AuditProgress): void {
   process.stderr.write(
-    `\r${progress.phase}: ${progress.objectsListed} objects listed, ${progress.orphansFound} orphans${progress.deleted ? `, ${progress.deleted} deleted` : ''}   `,
+    `\r${progress.phase}: ${progress.objectsListed} objects listed, ${progress.orphansFound} orphans, ${progress.jobInputsFound} job inputs` +
+      `${progress.deleted ? `, ${progress.deleted} deleted` : ''}   `,
   );
+}
+
+function objectTable(objects: AuditReport['orphanObjects']): void {
+  if (objects.listed.length === 0) return;
+  printLine(
+    formatTable(
+      ['key', 'size', 'last modified', 'age'],
+      objects.listed.map((o) => [
+        o.key, formatBytes(o.sizeBytes), o.lastModified, o.lastModified ? formatDuration(Date.now() - o.lastModified.getTime()) : undefined,
+      ]),
+    ),
+  );
+  if (objects.total > objects.listed.length) printLine(`… and ${objects.total - objects.listed.length} more`);
 }
 
 function printReport(report: AuditReport): void {
@@ -91,17 +105,13 @@ function printReport(report: AuditReport): void {
   printLine(`Audit of ${where}: ${report.objectsListed} objects, ${report.documentRows} documents rows.`);
   printLine('');
   printLine(`Objects without a documents row (orphans): ${report.orphanObjects.total}`);
-  if (report.orphanObjects.listed.length > 0) {
-    printLine(
-      formatTable(
-        ['key', 'size', 'last modified', 'age'],
-        report.orphanObjects.listed.map((o) => [
-          o.key, formatBytes(o.sizeBytes), o.lastModified, o.lastModified ? formatDuration(Date.now() - o.lastModified.getTime()) : undefined,
-        ]),
-      ),
-    );
-    if (report.orphanObjects.total > report.orphanObjects.listed.length) printLine(`… and ${report.orphanObjects.total - report.orphanObjects.listed.length} more`);
-  }
+  objectTable(report.orphanObjects);
+  printLine('');
+  printLine(
+    `Objects a job's payload names (CSV uploads; not orphans, kept by --fix): ${report.jobInputs.total}` +
+      (report.jobInputs.total > 0 ? ' — listed apart, not counted as findings' : ''),
+  );
+  objectTable(report.jobInputs);
   printLine('');
   printLine(`Documents rows whose object is missing: ${report.rowsWithoutObject.total}`);
   if (report.rowsWithoutObject.listed.length > 0) {
@@ -121,7 +131,8 @@ function printReport(report: AuditReport): void {
     printLine('');
     printLine(
       `Fix: deleted ${fix.deleted} orphan object(s) older than ${formatDuration(fix.minAgeMs)}; kept ${fix.skippedTooYoung} younger ` +
-        `one(s), ${fix.skippedNamedByJob} named by a job's payload and ${fix.skippedNowReferenced} that gained a row meanwhile.`,
+        `one(s), ${fix.skippedNamedByJob} named by a job's payload meanwhile and ${fix.skippedNowReferenced} that gained a row ` +
+        `meanwhile; the ${report.jobInputs.total} object(s) named by jobs are never deleted.`,
     );
     for (const failure of fix.failed) printLine(`  could not delete ${failure.key}: ${failure.error}`);
   } else if (report.orphanObjects.total > 0) {
