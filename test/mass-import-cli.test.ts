@@ -57,7 +57,9 @@ describe('bulk-import local', () => {
     expect(summary).toMatchObject({ state: 'succeeded', files: 40, imported: 0, skipped: 40, failed: 0, bytesImported: 0, documentRows: 40, bucketObjects: 40 });
     const human = await cli(['local', '--state-dir', stateDir, '--sample-files', '40']);
     expect(human.stdout).toContain('Nothing new to import: all 40 files were already imported with the same content');
-  });
+    // Three whole runs, each starting its own Postgres, S3 server and worker: a budget for a busy 2-core machine,
+    // not a guess at when something happens (each step above waits for its process to exit).
+  }, 300_000);
 });
 
 describe('items and show', () => {

@@ -5,7 +5,6 @@ import { enqueueJob } from '../worker/queue/enqueue.js';
 import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
-import { waitFor } from './support/in-process-worker.js';
 import { runCli, runCliJson, spawnCli } from './support/cli-runner.js';
 import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
@@ -175,16 +174,23 @@ describe('watch', () => {
   });
 
   it('without an id follows every running job until none is running or queued', async () => {
-    const worker = spawnWorker(env);
-    spawned.push(worker);
-    await worker.waitForLog((line) => line.msg === 'worker started');
-    const jobs = await Promise.all([3000, 3500].map(async (sleepMs) => (await enqueueJob(env.pool, { kind: 'noop', payload: { sleepMs } })).job));
-    await waitFor(async () => (await Promise.all(jobs.map((job) => requireJob(env.pool, job.id)))).every((job) => job.state === 'running'));
-    const result = await runCli(env, ['watch', '--interval', '200']);
+    // The runs end when the test says so, after watch has shown them running: on a busy machine the CLI may take
+    // seconds to start, and jobs that end by themselves could be over before its first frame.
+    const jobs = [await plantRunning('noop'), await plantRunning('noop')];
+    const watching = spawnCli(env, ['watch', '--interval', '200']);
+    for (const id of jobs) await watching.waitForOutput(new RegExp(`job ${id}  noop  running  rate -  eta -\n`));
+    for (const id of jobs) {
+      await env.pool.query(
+        `UPDATE jobs SET state = 'succeeded', lease_owner = NULL, lease_expires_at = NULL, finished_at = now() WHERE id = $1`,
+        [id],
+      );
+      await watching.waitForOutput(new RegExp(`job ${id} noop succeeded after`));
+    }
+    const result = await watching.done;
     expect(result.code).toBe(0);
-    for (const job of jobs) {
-      expect(result.stdout).toMatch(new RegExp(`job ${job.id}  noop  running  rate -  eta -\n`));
-      expect(result.stdout).toMatch(new RegExp(`job ${job.id} noop succeeded after`));
+    for (const id of jobs) {
+      expect(result.stdout).toMatch(new RegExp(`job ${id}  noop  running  rate -  eta -\n`));
+      expect(result.stdout).toMatch(new RegExp(`job ${id} noop succeeded after`));
     }
     expect(result.stdout.trim().split('\n').at(-1)).toMatch(/No job is running or queued\.$/);
   });

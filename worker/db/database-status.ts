@@ -24,23 +24,28 @@ export interface DatabaseStatusEvents {
  */
 const CONFIGURATION_STATES = new Set(['28000', '28P01', '3D000', '42P01', '42703', '42883', '3F000', '42501']);
 
-/** SQLSTATE classes that mean the server is away or cannot take us now: connection exceptions, shutdown, resources. */
-const UNAVAILABLE_CLASSES = ['08', '57', '53'];
+/**
+ * SQLSTATEs of a server that is away or takes no new sessions for now: class 08 (connection exceptions) and these —
+ * admin/crash shutdown, cannot connect now (starting up, recovery), too many connections. Not 57014 (a statement
+ * canceled by its own timeout), which is about the statement.
+ */
+const UNAVAILABLE_STATES = new Set(['57P01', '57P02', '57P03', '53300']);
 
 const NETWORK_CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE',
 ]);
 
-/** Whether an error from pg means the database is unreachable or went away (as opposed to a bad statement). */
+const UNAVAILABLE_MESSAGES =
+  /Connection terminated|timeout exceeded when trying to connect|connection timeout|timeout expired|Query read timeout|not queryable|Client was closed|Connection ended|the database system is (starting up|shutting down|in recovery)/i;
+
+/** Whether an error from pg means the database is unreachable or went away (not a bad statement, not a bad password). */
 export function isConnectionError(error: unknown): boolean {
   const state = sqlState(error);
-  if (state) return UNAVAILABLE_CLASSES.some((prefix) => state.startsWith(prefix));
+  if (state) return state.startsWith('08') || UNAVAILABLE_STATES.has(state);
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && NETWORK_CODES.has(code)) return true;
   const message = error instanceof Error ? error.message : '';
-  return /Connection terminated|connection timeout|timeout expired|Query read timeout|not queryable|Client was closed|Connection ended|the database system is (starting up|shutting down|in recovery)/i.test(
-    message,
-  );
+  return UNAVAILABLE_MESSAGES.test(message);
 }
 
 /** Whether an error means the configuration (credentials, database name, schema, TLS setting) is wrong. */

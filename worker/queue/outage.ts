@@ -11,6 +11,7 @@
 //     runner records these only once the database answers again (worker.ts retries the write).
 // Everything else keeps the ordinary rules (errors.ts): permanent → failed, transient → retry counting attempts.
 import { JobError, TransientJobError, TRANSIENT_NODE_CODES } from './errors.js';
+import { isConnectionError } from '../db/database-status.js';
 
 export type Dependency = 's3' | 'database';
 
@@ -90,21 +91,12 @@ export function isS3OutageError(error: unknown): boolean {
   return typeof e.message === 'string' && /^(aborted|socket hang up)$|premature close/i.test(e.message);
 }
 
-// SQLSTATEs of a database that is away or refuses new sessions for now.
-const DATABASE_OUTAGE_STATES = new Set(['57P01', '57P02', '57P03', '53300']);
-const DATABASE_OUTAGE_MESSAGES =
-  /Connection terminated|timeout exceeded when trying to connect|connection timeout|Query read timeout|not queryable|Client was closed|Connection ended|the database system is (starting up|shutting down|in recovery)/i;
-
 /** Whether an error from pg says the database is unreachable or went away (not a bad statement, not a bad password). */
 export function isDatabaseOutageError(error: unknown): boolean {
-  const e = (error ?? {}) as ErrorShape;
-  if (typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code) && !e.code.startsWith('E')) {
-    return e.code.startsWith('08') || DATABASE_OUTAGE_STATES.has(e.code);
-  }
-  // A network error without $metadata did not come through the AWS SDK: handlers' S3 calls all do (and S3 body
-  // streams are marked where they are read), so it is the database's.
-  if (e.$metadata === undefined && typeof e.code === 'string' && TRANSIENT_NODE_CODES.has(e.code)) return true;
-  return typeof e.message === 'string' && DATABASE_OUTAGE_MESSAGES.test(e.message);
+  // A network error that came through the AWS SDK (it carries $metadata) is S3's, not the database's: handlers' S3
+  // calls all go through the SDK, and S3 body streams are marked where they are read.
+  if ((error as ErrorShape | null)?.$metadata !== undefined) return false;
+  return isConnectionError(error);
 }
 
 /** The outage a failure reports, or undefined when it is not an outage of S3 or the database. */
