@@ -1,7 +1,9 @@
 // Validates the fields of one CSV row against a profile and normalises them to the text that is written: trimmed,
-// empty → null, integers without a `+` or leading zeros, decimals without a `+` or a trailing point (leading zeros
-// stay: the database reads the value as numeric either way), enums and booleans in their canonical spelling. Every
-// problem of the row is reported, not only the first. Each column's rules are compiled once into a checker.
+// empty → null, integers without a `+` or leading zeros, decimals without a `+`, a trailing point or the sign of a
+// zero (leading zeros stay: the database reads the value as numeric either way), enums and booleans in their
+// canonical spelling. Every problem of the row is reported, not only the first. Each column's rules are compiled once
+// into a checker. The number grammar (what is accepted, what is refused and why) is written down once, in
+// docs/RUNBOOK.md, "Numbers in CSV files"; test/csv-number-grammar.test.ts checks every line of it.
 import type { ColumnSpec } from './profile.js';
 import type { HeaderLayout } from './header.js';
 
@@ -197,7 +199,7 @@ function integerChecker(column: ColumnSpec): Checker {
       const number = digitsValue(value, 0, value.length);
       if (number !== -1) return rangeIssue(column, number, value) ?? value;
     }
-    if (!INTEGER.test(value)) return new Issue('type', `must be a whole number, got ${show(value)}`);
+    if (!INTEGER.test(value)) return new Issue('type', `must be a whole number, got ${show(value)}${numberHint(value)}`);
     const number = Number(value);
     if (!Number.isSafeInteger(number)) return new Issue('range', `is too large, got ${show(value)}`);
     return rangeIssue(column, number, value) ?? String(number);
@@ -236,20 +238,38 @@ function decimalChecker(column: ColumnSpec): Checker {
         return rangeIssue(column, number, value) ?? (decimals === 0 && point !== -1 ? value.slice(0, -1) : value);
       }
     }
-    if (!DECIMAL.test(value)) {
-      const hint = /^[+-]?\d+,\d+$/.test(value) ? ' (use "." as the decimal point)' : '';
-      return new Issue('type', `must be a number such as 12.50, got ${show(value)}${hint}`);
-    }
+    if (!DECIMAL.test(value)) return new Issue('type', `must be a number such as 12.50, got ${show(value)}${numberHint(value)}`);
     if (scale !== undefined && decimals > scale) return scaleIssue(scale, value);
-    const issue = rangeIssue(column, Number(value), value);
+    const number = Number(value);
+    const issue = rangeIssue(column, number, value);
     if (issue) return issue;
-    let normalised = value.charCodeAt(0) === 43 /* + */ ? value.slice(1) : value;
+    // No `+`, and no `-` on a zero: the text written is the value the database stores (numeric has no -0).
+    let normalised = value.charCodeAt(0) === 43 /* + */ || (number === 0 && value.charCodeAt(0) === 45) /* - */ ? value.slice(1) : value;
     if (normalised.endsWith('.')) normalised = normalised.slice(0, -1);
     return normalised;
   };
 }
 
 const POWERS_OF_TEN = Array.from({ length: 16 }, (_, power) => 10 ** power);
+
+// Why a value that is not a number in our grammar was refused, when a common form explains it (RUNBOOK, "Numbers in
+// CSV files"). Only for the message: what is accepted is decided by INTEGER and DECIMAL alone.
+const NON_ASCII_DIGIT = /[^\P{Nd}0-9]/u;
+const THOUSANDS = /^[+-]?\d{1,3}(?:[,'’_\s\u00a0\u202f]\d{3})+(?:\.\d*)?$/;
+const DECIMAL_COMMA = /^[+-]?\d*,\d+$/;
+const EXPONENT = /^[+-]?(?:\d+\.?\d*|\.\d+)[eE][+-]?\d+$/;
+const NOT_FINITE = /^[+-]?(?:nan|inf|infinity|∞)$/i;
+const OTHER_SIGN = /^[\u2212\u2012\u2013\u2014\ufe63\uff0d\uff0b]/;
+
+function numberHint(value: string): string {
+  if (NON_ASCII_DIGIT.test(value)) return ' (write the digits 0-9: digits of other scripts and full-width digits are not read)';
+  if (OTHER_SIGN.test(value)) return ' (write the sign as "-" or "+")';
+  if (DECIMAL_COMMA.test(value) && !THOUSANDS.test(value)) return ' (use "." as the decimal point)';
+  if (THOUSANDS.test(value)) return ' (no thousands separators; "." is the decimal point)';
+  if (EXPONENT.test(value)) return ' (write the number out: no exponent)';
+  if (NOT_FINITE.test(value)) return ' (only finite numbers)';
+  return '';
+}
 
 function scaleIssue(scale: number, value: string): Issue {
   return new Issue('scale', `may have at most ${scale} digit(s) after the point, got ${show(value)}`);
