@@ -164,6 +164,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
       });
       this.listener.on('connected', () => this.requestWake(true));
       this.listener.on('cancel', (jobId) => this.cancelJob(jobId));
+      // Back from an outage: renew the leases at once. Leases that ran out during the outage are still ours until a
+      // rescuer (of any worker) gets to them; renewing first keeps the runs going without a counted retry.
+      this.status?.on('change', (health) => {
+        if (health.state === 'ok') void this.heartbeat();
+      });
     }
   }
 
