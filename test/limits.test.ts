@@ -130,6 +130,8 @@ describe('enqueue refuses what it cannot or should not store, before any SQL', (
       [{ kind: 'noop', maxAttempts: 0 }, /max attempts must be a whole number from 1 to 100, got 0/],
       [{ kind: 'noop', maxAttempts: 101 }, /max attempts must be a whole number from 1 to 100/],
       [{ kind: 'noop', runAt: new Date(Number.NaN) }, /runAt must be a valid date/],
+      [{ kind: 'noop', runAt: new Date(-8.64e15) }, /runAt must be a valid date from 1970 to 9999/],
+      [{ kind: 'noop', runAt: new Date(8.64e15) }, /runAt must be a valid date from 1970 to 9999/],
       [{ kind: 'No Such Kind!' }, /kind must be 1-64 lowercase letters/],
     ];
     for (const [request, message] of cases) {

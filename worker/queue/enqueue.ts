@@ -22,6 +22,7 @@ export const ENQUEUE_LIMITS = {
 } as const;
 
 const KIND = /^[a-z0-9][a-z0-9-]{0,63}$/;
+const MAX_RUN_AT_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 
 function refuse(message: string, code = 'INVALID_ENQUEUE', context: Record<string, unknown> = {}): never {
   throw new PermanentJobError(`cannot enqueue: ${message}`, code, context);
@@ -81,8 +82,10 @@ export function checkEnqueueRequest(request: EnqueueRequest): void {
   checkText('dedupe key', request.dedupeKey, ENQUEUE_LIMITS.dedupeKeyBytes, 'bytes');
   checkInteger('priority', request.priority, ENQUEUE_LIMITS.priority);
   checkInteger('max attempts', request.maxAttempts, ENQUEUE_LIMITS.maxAttempts);
-  if (request.runAt !== undefined && !(request.runAt instanceof Date && Number.isFinite(request.runAt.getTime()))) {
-    refuse('runAt must be a valid date');
+  // A JS Date reaches 271,821 BC; timestamptz starts at 4713 BC. A run time is never before the epoch anyway.
+  const runAtMs = request.runAt instanceof Date ? request.runAt.getTime() : Number.NaN;
+  if (request.runAt !== undefined && !(runAtMs >= 0 && runAtMs <= MAX_RUN_AT_MS)) {
+    refuse('runAt must be a valid date from 1970 to 9999');
   }
 }
 
