@@ -165,3 +165,24 @@ describe('health while running', () => {
     expect(worker.child.exitCode).toBeNull();
   });
 });
+
+describe('log redaction', () => {
+  it('fields that can carry a credential are replaced before a line is written', async () => {
+    const { Writable } = await import('node:stream');
+    const { createLogger } = await import('../worker/logger.js');
+    const written: string[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        written.push(chunk.toString());
+        done();
+      },
+    });
+    const log = createLogger({ level: 'info', format: 'json', destination });
+    const url = urlWith({ user: NASTY_USER, password: NASTY_PASSWORD });
+    log.info({ databaseUrl: url, config: { databaseUrl: url }, env: { DATABASE_URL: url }, password: NASTY_PASSWORD }, 'settings');
+    log.info({ connection: { connectionString: url, password: NASTY_PASSWORD } }, 'connection');
+    const text = written.join('');
+    expect(text).toContain('[redacted]');
+    expectNoSecret(text);
+  });
+});

@@ -22,8 +22,25 @@ function serializeError(value: unknown): unknown {
 }
 const SERIALIZERS = { err: serializeError, error: serializeError, cause: serializeError, context: (value: unknown) => boundValue(value) };
 
+/**
+ * Fields that can carry a credential if some code path ever logs a configuration, a connection's settings or an
+ * environment: their values are replaced before the line is written. (Messages built by this project never include a
+ * secret; this is the net under that rule.)
+ */
+export const REDACTED_PATHS = [
+  'databaseUrl', '*.databaseUrl', 'connectionString', '*.connectionString', 'password', '*.password',
+  'DATABASE_URL', '*.DATABASE_URL', 'AWS_SECRET_ACCESS_KEY', '*.AWS_SECRET_ACCESS_KEY', 'secretAccessKey',
+  '*.secretAccessKey', 'sessionToken', '*.sessionToken', 'credentials', '*.credentials', 'env', '*.env',
+  'headers.authorization', '*.headers.authorization', 'token', '*.token',
+];
+
 export function createLogger(options: LoggerOptions): Logger {
-  const base = { level: options.level, name: options.name ?? 'bulk-import-worker', serializers: SERIALIZERS };
+  const base = {
+    level: options.level,
+    name: options.name ?? 'bulk-import-worker',
+    serializers: SERIALIZERS,
+    redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+  };
   if (options.destination) return pino(base, options.destination);
   const pretty = wantsPretty(options.format) ? loadPretty() : undefined;
   return pretty ? pino(base, pretty) : pino(base);
