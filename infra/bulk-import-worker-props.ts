@@ -25,6 +25,18 @@ export const HEARTBEAT_FILE = '/tmp/bulk-import-worker.heartbeat';
 export const LOG_STREAM_PREFIX = 'bulk-import-worker';
 /** The worker drains for the grace period, then needs this long to release leases and exit before SIGKILL. */
 export const RELEASE_MARGIN_SECONDS = 10;
+/**
+ * The Amazon RDS CA bundle in the image (RDS global bundle + RDS Proxy CAs; the Dockerfile builds it with
+ * scripts/rds-ca-bundle.ts and pins its checksum). DATABASE_SSL_ROOT_CERT names it when the mode verifies the server.
+ */
+export const RDS_CA_BUNDLE_PATH = '/app/certs/rds-ca-bundle.pem';
+/** DATABASE_SSL_MODE values the worker accepts (worker/db/connection.ts SSL_MODES; a test keeps the two equal). */
+export const DATABASE_SSL_MODES = ['disable', 'require', 'verify-ca', 'verify-full'] as const;
+export type DatabaseSslMode = (typeof DATABASE_SSL_MODES)[number];
+/** Resource id of an RDS DB instance (db-…), an Aurora cluster (cluster-…) or an RDS Proxy (prx-…): not its name. */
+export const DATABASE_RESOURCE_ID_PATTERN = /^(db-[A-Z0-9]{1,64}|cluster-[A-Z0-9]{1,64}|prx-[a-z0-9]{1,64})$/;
+/** A Postgres user name the IAM resource can name exactly: no wildcard, slash or quoting. */
+export const DATABASE_USER_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
 /** Defaults of the props below, in one place (the context reader leaves unset keys to these). */
 export const DEFAULTS = {
@@ -38,6 +50,8 @@ export const DEFAULTS = {
   cpu: 1024,
   memoryLimitMiB: 2048,
   databasePort: 5432,
+  /** TLS with the chain checked against RDS_CA_BUNDLE_PATH and the host name against the certificate. */
+  databaseSslMode: 'verify-full',
   bucketPrefix: 'imports/',
   logLevel: 'info',
   metricsNamespace: 'BulkImport',
@@ -59,6 +73,17 @@ export interface ImportFileSystem {
    * @default a new access point on `fileSystem` rooted at /import, POSIX user 1000:1000
    */
   readonly accessPoint?: efs.IAccessPoint;
+}
+
+/** IAM database authentication: the worker logs in as one database user with tokens made with its task role. */
+export interface DatabaseIamAuth {
+  /**
+   * Resource id (not the name) of the DB instance (`db-…`), Aurora cluster (`cluster-…`) or RDS Proxy (`prx-…`), as
+   * in `aws rds describe-db-instances --query 'DBInstances[].DbiResourceId'`.
+   */
+  readonly resourceId: string;
+  /** The database user the worker logs in as: the user in DATABASE_URL, granted `rds_iam` in the database. */
+  readonly user: string;
 }
 
 /** Queue-depth autoscaling, off unless given. */
@@ -143,6 +168,20 @@ export interface BulkImportWorkerProps {
    * @default 5432
    */
   readonly databasePort?: number;
+  /**
+   * TLS to the database (DATABASE_SSL_MODE; it wins over an sslmode in the URL). With `verify-ca` and `verify-full`
+   * the server's chain is checked against the image's Amazon RDS CA bundle (DATABASE_SSL_ROOT_CERT); `require`
+   * encrypts without checking the certificate; `disable` is plain TCP (not with `databaseIamAuth`).
+   * @default 'verify-full'
+   */
+  readonly databaseSslMode?: DatabaseSslMode;
+  /**
+   * IAM database authentication (DATABASE_IAM_AUTH=true): every new connection's password is a token made with the
+   * task role, which may `rds-db:connect` as exactly this user of exactly this database. DATABASE_URL then holds no
+   * password. Needs TLS and IAM DB authentication enabled on the database.
+   * @default off: the password comes from DATABASE_URL
+   */
+  readonly databaseIamAuth?: DatabaseIamAuth;
   /** Bucket that imported files go to (S3_BUCKET). */
   readonly bucket: s3.IBucket;
   /**
@@ -242,6 +281,10 @@ export interface ResolvedProps {
   cpu: number;
   memoryLimitMiB: number;
   databasePort: number;
+  databaseSslMode: DatabaseSslMode;
+  /** DATABASE_SSL_ROOT_CERT: the image's RDS bundle when the mode checks the chain, else unset. */
+  databaseSslRootCert: string | undefined;
+  databaseIamAuth: DatabaseIamAuth | undefined;
   bucketPrefix: string;
   logLevel: string;
   logRetention: logs.RetentionDays;
@@ -301,6 +344,25 @@ export function resolveProps(scope: Construct, props: BulkImportWorkerProps): Re
   if (!props.alarmTopic && !props.alarmEmail) {
     fail('alarmEmail is required when no alarmTopic is given: a created topic without a subscriber pages nobody');
   }
+  const databaseSslMode = props.databaseSslMode ?? DEFAULTS.databaseSslMode;
+  if (!(DATABASE_SSL_MODES as readonly string[]).includes(databaseSslMode)) {
+    fail(`databaseSslMode must be one of ${DATABASE_SSL_MODES.join(', ')}, got ${JSON.stringify(databaseSslMode)}`);
+  }
+  const iam = props.databaseIamAuth;
+  if (iam) {
+    if (!DATABASE_RESOURCE_ID_PATTERN.test(iam.resourceId)) {
+      fail(
+        `databaseIamAuth.resourceId must be the resource id of a DB instance (db-…), Aurora cluster (cluster-…) or ` +
+          `RDS Proxy (prx-…), not its name, got ${JSON.stringify(iam.resourceId)}`,
+      );
+    }
+    if (!DATABASE_USER_PATTERN.test(iam.user)) {
+      fail(`databaseIamAuth.user must be one database user name (letters, digits, _), got ${JSON.stringify(iam.user)}`);
+    }
+    if (databaseSslMode === 'disable') {
+      fail('databaseIamAuth needs TLS (RDS refuses IAM tokens over plain TCP): set databaseSslMode to verify-full');
+    }
+  }
   const bucketPrefix = resolvePrefix(props);
   if (!/^[^/].*\/$/.test(bucketPrefix)) fail(`bucketPrefix must not start with "/" and must end with "/", got ${bucketPrefix}`);
   let autoscaling: Required<WorkerAutoscaling> | undefined;
@@ -332,6 +394,9 @@ export function resolveProps(scope: Construct, props: BulkImportWorkerProps): Re
     cpu,
     memoryLimitMiB,
     databasePort: props.databasePort ?? DEFAULTS.databasePort,
+    databaseSslMode,
+    databaseSslRootCert: databaseSslMode === 'verify-ca' || databaseSslMode === 'verify-full' ? RDS_CA_BUNDLE_PATH : undefined,
+    databaseIamAuth: iam && { resourceId: iam.resourceId, user: iam.user },
     bucketPrefix,
     logLevel: props.logLevel ?? DEFAULTS.logLevel,
     logRetention: props.logRetention ?? (props.environmentName === 'prod' ? logs.RetentionDays.ONE_YEAR : logs.RetentionDays.ONE_MONTH),

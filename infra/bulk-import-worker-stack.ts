@@ -51,6 +51,8 @@ export class BulkImportWorkerStack extends Stack {
         ? ec2.SecurityGroup.fromSecurityGroupId(this, 'DatabaseSecurityGroup', settings.databaseSecurityGroupId)
         : undefined,
       databasePort: settings.databasePort,
+      databaseSslMode: settings.databaseSslMode,
+      databaseIamAuth: settings.databaseIamAuth,
       bucket: s3.Bucket.fromBucketName(this, 'ImportBucket', settings.bucketName),
       bucketPrefix: settings.bucketPrefix,
       bucketEncryptionKey: settings.bucketKmsKeyArn

@@ -21,6 +21,7 @@ import {
   HEARTBEAT_FILE,
   IMPORT_ROOT,
   LOG_STREAM_PREFIX,
+  type ResolvedProps,
   resolveProps,
   WORKER_GID,
   WORKER_UID,
@@ -137,6 +138,9 @@ export class BulkImportWorker extends Construct {
         WORKER_CONCURRENCY: `${resolved.workerConcurrency}`,
         WORKER_SHUTDOWN_GRACE_MS: `${resolved.shutdownGrace.toMilliseconds()}`,
         HEALTH_HEARTBEAT_FILE: HEARTBEAT_FILE,
+        DATABASE_SSL_MODE: resolved.databaseSslMode,
+        ...(resolved.databaseSslRootCert ? { DATABASE_SSL_ROOT_CERT: resolved.databaseSslRootCert } : {}),
+        ...(resolved.databaseIamAuth ? { DATABASE_IAM_AUTH: 'true' } : {}),
       },
       secrets: {
         DATABASE_URL: ecs.Secret.fromSecretsManager(props.databaseSecret, props.databaseSecretJsonField),
@@ -158,7 +162,7 @@ export class BulkImportWorker extends Construct {
       resource: 'task',
       resourceName: `${this.cluster.clusterName}/*`,
     });
-    this.grantTaskPermissions(props, resolved.bucketPrefix, bucketObjectsArn, taskProtectionArn);
+    this.grantTaskPermissions(props, resolved, bucketObjectsArn, taskProtectionArn);
 
     this.service = new ecs.FargateService(this, 'Service', {
       cluster: this.cluster,
@@ -333,12 +337,13 @@ export class BulkImportWorker extends Construct {
 
   private grantTaskPermissions(
     props: BulkImportWorkerProps,
-    bucketPrefix: string,
+    resolved: ResolvedProps,
     bucketObjectsArn: string,
     taskProtectionArn: string,
   ): void {
     const role = this.taskDefinition.taskRole;
     const stack = Stack.of(this);
+    const bucketPrefix = resolved.bucketPrefix;
     role.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'ImportObjects',
@@ -380,6 +385,24 @@ export class BulkImportWorker extends Construct {
         resources: [taskProtectionArn],
       }),
     );
+    if (resolved.databaseIamAuth) {
+      const { resourceId, user } = resolved.databaseIamAuth;
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'ConnectAsDatabaseUser',
+          // One user of one database: arn:<partition>:rds-db:<region>:<account>:dbuser:<resource id>/<user>.
+          actions: ['rds-db:connect'],
+          resources: [
+            stack.formatArn({
+              service: 'rds-db',
+              resource: 'dbuser',
+              resourceName: `${resourceId}/${user}`,
+              arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+            }),
+          ],
+        }),
+      );
+    }
     if (props.importCampaign) {
       role.addToPrincipalPolicy(
         new iam.PolicyStatement({
@@ -461,7 +484,8 @@ export class BulkImportWorker extends Construct {
       id: 'AwsSolutions-ECS2',
       reason:
         'The plain environment variables are non-secret settings (bucket name, region, log level, namespace, ' +
-        'concurrency, drain time, paths); the only credential, DATABASE_URL, comes from Secrets Manager.',
+        'concurrency, drain time, paths, the database TLS mode and CA bundle path, the IAM authentication switch); ' +
+        'the only credential, DATABASE_URL, comes from Secrets Manager.',
     });
     const taskPolicy = this.taskDefinition.taskRole.node.tryFindChild('DefaultPolicy');
     if (taskPolicy) {

@@ -4,7 +4,14 @@
 // key and the expected form. Semantic rules that concern the construct itself (cpu/memory pairs, drain vs.
 // stopTimeout, autoscaling bounds) are checked by the construct, so they also hold for callers that skip this file.
 // A key left unset stays undefined here and takes the construct's documented default (bulk-import-worker-props.ts).
-import { DEFAULTS } from './bulk-import-worker-props.js';
+import {
+  DATABASE_RESOURCE_ID_PATTERN,
+  DATABASE_SSL_MODES,
+  DATABASE_USER_PATTERN,
+  type DatabaseIamAuth,
+  type DatabaseSslMode,
+  DEFAULTS,
+} from './bulk-import-worker-props.js';
 
 /** Thrown for a context value that is missing or malformed; the message is meant for the operator. */
 export class SettingsError extends Error {
@@ -61,6 +68,9 @@ export interface WorkerStackSettings {
   databaseSecretJsonField: string | undefined;
   databaseSecurityGroupId: string | undefined;
   databasePort: number | undefined;
+  databaseSslMode: DatabaseSslMode | undefined;
+  /** IAM database authentication as one database user; undefined leaves it off. */
+  databaseIamAuth: DatabaseIamAuth | undefined;
   bucketName: string;
   bucketPrefix: string | undefined;
   bucketKmsKeyArn: string | undefined;
@@ -104,6 +114,8 @@ export const SETTINGS_KEYS = [
   'databaseSecretJsonField',
   'databaseSecurityGroupId',
   'databasePort',
+  'databaseSslMode',
+  'databaseIamAuth',
   'bucketName',
   'bucketPrefix',
   'bucketKmsKeyArn',
@@ -174,6 +186,8 @@ export function readWorkerSettings(getContext: ContextGetter): WorkerStackSettin
     databaseSecretJsonField: read.string('databaseSecretJsonField', /^[A-Za-z0-9_.-]{1,128}$/, 'a JSON key such as url'),
     databaseSecurityGroupId: read.string('databaseSecurityGroupId', /^sg-[0-9a-f]{8,17}$/, 'a security group id sg-…'),
     databasePort: read.integer('databasePort', { min: 1, max: 65_535 }),
+    databaseSslMode: read.oneOf('databaseSslMode', DATABASE_SSL_MODES),
+    databaseIamAuth: read.databaseIamAuth('databaseIamAuth'),
     bucketName: read.required(
       read.string('bucketName', /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name'),
       'bucketName',
@@ -206,6 +220,13 @@ export function readWorkerSettings(getContext: ContextGetter): WorkerStackSettin
     throw new SettingsError(
       'clusterName',
       'clusterName (an existing cluster) needs vpcId: the service runs in the VPC of that cluster, not in a new one',
+    );
+  }
+  if (settings.databaseIamAuth && settings.databaseSslMode === 'disable') {
+    throw new SettingsError(
+      'databaseSslMode',
+      'databaseSslMode=disable cannot be combined with databaseIamAuth: RDS refuses IAM tokens without TLS ' +
+        '(leave databaseSslMode at its default, verify-full)',
     );
   }
   if (!settings.alarmTopicArn && !settings.alarmEmail) {
@@ -393,6 +414,42 @@ class ContextReader {
       this.fail(key, value, 'a command such as ["node","bin/bulk-import.js","worker"] or "node bin/bulk-import.js worker"');
     }
     return items as string[];
+  }
+
+  /**
+   * IAM database authentication: `<resource id>/<user>` (`-c databaseIamAuth=db-ABC…/bulk_import`, the tail of the
+   * rds-db:connect ARN) or, in cdk.json, `{"resourceId": "db-ABC…", "user": "bulk_import"}`; `false` turns it off.
+   */
+  databaseIamAuth(key: SettingsKey): DatabaseIamAuth | undefined {
+    const value = this.raw(key);
+    // Off: unset, empty, or false (a `-c` value that turns off an environment block's setting).
+    if (value === undefined || value === false || (typeof value === 'string' && /^(false|0|no|off)$/i.test(value.trim()))) {
+      return undefined;
+    }
+    const expected =
+      '<resource id>/<database user> such as db-ABCDEFGHIJKLMNOPQRSTUVWXYZ/bulk_import (or {"resourceId": …, "user": …}), ' +
+      'where the resource id is that of the DB instance (db-…), Aurora cluster (cluster-…) or RDS Proxy (prx-…), not its name';
+    let parsed: unknown = value;
+    if (typeof value === 'string') {
+      const text = value.trim();
+      if (text.startsWith('{')) {
+        parsed = parseJson(key, text);
+      } else {
+        const [resourceId, user, ...rest] = text.split('/');
+        parsed = rest.length === 0 ? { resourceId, user } : undefined;
+      }
+    }
+    if (
+      !isRecord(parsed) ||
+      Object.keys(parsed).some((field) => field !== 'resourceId' && field !== 'user') ||
+      typeof parsed.resourceId !== 'string' ||
+      typeof parsed.user !== 'string' ||
+      !DATABASE_RESOURCE_ID_PATTERN.test(parsed.resourceId) ||
+      !DATABASE_USER_PATTERN.test(parsed.user)
+    ) {
+      return this.fail(key, value, expected);
+    }
+    return { resourceId: parsed.resourceId, user: parsed.user };
   }
 
   /** An S3 key prefix, normalised to no leading and exactly one trailing slash. */

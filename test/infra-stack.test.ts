@@ -3,6 +3,7 @@
 // Each scenario is synthesized once (1–3 s each) and shared by the tests that read it.
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { afterAll, describe, expect, it } from 'vitest';
+import { RDS_CA_BUNDLE_PATH } from '../infra/bulk-import-worker-props.js';
 import {
   actionsOf,
   cleanUp,
@@ -82,6 +83,8 @@ describe('worker service and task definition', () => {
       WORKER_CONCURRENCY: '8',
       WORKER_SHUTDOWN_GRACE_MS: '100000',
       HEALTH_HEARTBEAT_FILE: '/tmp/bulk-import-worker.heartbeat',
+      DATABASE_SSL_MODE: 'verify-full',
+      DATABASE_SSL_ROOT_CERT: '/app/certs/rds-ca-bundle.pem',
     });
     expect(workerContainer(template).Secrets).toEqual([
       { Name: 'DATABASE_URL', ValueFrom: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/backend/database-AbCdEf' },
@@ -162,6 +165,62 @@ describe('worker service and task definition', () => {
       expect.objectContaining({ CidrIp: { 'Fn::GetAtt': [expect.stringMatching(/^WorkerVpc/), 'CidrBlock'] }, FromPort: 5432, ToPort: 5432 }),
     ]);
     template.hasResourceProperties('AWS::EC2::SecurityGroupEgress', { FromPort: 2049, ToPort: 2049, IpProtocol: 'tcp' });
+  });
+});
+
+describe('TLS and IAM authentication to the database', () => {
+  it('by default: verify-full against the RDS CA bundle in the image, password from the secret', { timeout: SYNTH_TIMEOUT }, () => {
+    const { template } = synthScenario('prodCampaign');
+    const environment = environmentOf(template);
+    expect(environment.DATABASE_SSL_MODE).toBe('verify-full');
+    expect(environment.DATABASE_SSL_ROOT_CERT).toBe(RDS_CA_BUNDLE_PATH);
+    expect(RDS_CA_BUNDLE_PATH).toBe('/app/certs/rds-ca-bundle.pem');
+    expect(environment).not.toHaveProperty('DATABASE_IAM_AUTH');
+    expect(iamStatements(template).flatMap(actionsOf).filter((action) => action.startsWith('rds-db:'))).toEqual([]);
+  });
+
+  it('takes another mode from databaseSslMode (staging: verify-ca), still against the bundle', { timeout: SYNTH_TIMEOUT }, () => {
+    const { template } = synthScenario('stagingBaseline');
+    const environment = environmentOf(template);
+    expect(environment.DATABASE_SSL_MODE).toBe('verify-ca');
+    expect(environment.DATABASE_SSL_ROOT_CERT).toBe(RDS_CA_BUNDLE_PATH);
+    expect(environment).not.toHaveProperty('DATABASE_IAM_AUTH');
+  });
+
+  it('with databaseIamAuth: DATABASE_IAM_AUTH=true and rds-db:connect as exactly that user of that database', { timeout: SYNTH_TIMEOUT }, () => {
+    const { template } = synthScenario('prodExisting');
+    const environment = environmentOf(template);
+    expect(environment.DATABASE_IAM_AUTH).toBe('true');
+    expect(environment.DATABASE_SSL_MODE).toBe('verify-full');
+    expect(environment.DATABASE_SSL_ROOT_CERT).toBe(RDS_CA_BUNDLE_PATH);
+    const taskPolicy = logicalIdOf(template, 'AWS::IAM::Policy', /^WorkerTaskDefinitionTaskRoleDefaultPolicy/);
+    const rdsStatements = iamStatements(template).filter((statement) =>
+      actionsOf(statement).some((action) => action.toLowerCase().startsWith('rds')),
+    );
+    expect(rdsStatements).toEqual([
+      {
+        Sid: 'ConnectAsDatabaseUser',
+        Effect: 'Allow',
+        Action: 'rds-db:connect',
+        Resource: {
+          'Fn::Join': [
+            '',
+            [
+              'arn:',
+              { Ref: 'AWS::Partition' },
+              ':rds-db:',
+              { Ref: 'AWS::Region' },
+              ':',
+              { Ref: 'AWS::AccountId' },
+              `:dbuser:${EXISTING.databaseResourceId}/${EXISTING.databaseUser}`,
+            ],
+          ],
+        },
+        policy: taskPolicy,
+      },
+    ]);
+    // The database password is never a plain value; the secret stays the only source of DATABASE_URL.
+    expect(workerContainer(template).Secrets).toEqual([{ Name: 'DATABASE_URL', ValueFrom: expect.anything() }]);
   });
 });
 

@@ -59,6 +59,7 @@ describe('cdk synth (CLI, offline, no credentials)', () => {
       environment: 'prod',
       desiredCount: '2',
       importCampaign: 'true',
+      databaseIamAuth: 'db-ABCDEFGHIJKLMNOPQRSTUVWXY0/bulk_import',
     });
     expect(run.stderr).not.toMatch(/Validation failed|AwsSolutions-/);
     expect(run.code).toBe(0);
@@ -71,6 +72,21 @@ describe('cdk synth (CLI, offline, no credentials)', () => {
     expect(service!.Properties.DesiredCount).toBe(2);
     const [taskDefinition] = byType('AWS::ECS::TaskDefinition');
     expect(JSON.stringify(taskDefinition!.Properties.Volumes)).toContain('"Name":"import"');
+    const [container] = taskDefinition!.Properties.ContainerDefinitions as Array<{ Environment: Array<{ Name: string; Value: unknown }> }>;
+    expect(container!.Environment).toEqual(
+      expect.arrayContaining([
+        { Name: 'DATABASE_SSL_MODE', Value: 'verify-full' },
+        { Name: 'DATABASE_SSL_ROOT_CERT', Value: '/app/certs/rds-ca-bundle.pem' },
+        { Name: 'DATABASE_IAM_AUTH', Value: 'true' },
+      ]),
+    );
+    const statements = byType('AWS::IAM::Policy').flatMap(
+      (policy) => (policy.Properties.PolicyDocument as { Statement: Array<{ Action: unknown; Resource: unknown }> }).Statement,
+    );
+    const connect = statements.filter((statement) => JSON.stringify(statement.Action).includes('rds-db:'));
+    expect(connect.map((statement) => [statement.Action, JSON.stringify(statement.Resource)])).toEqual([
+      ['rds-db:connect', expect.stringMatching(/:dbuser:db-ABCDEFGHIJKLMNOPQRSTUVWXY0\/bulk_import"\]\]\}$/)],
+    ]);
     const alarms = byType('AWS::CloudWatch::Alarm').map((alarm) => alarm.Properties.MetricName);
     expect(alarms.sort()).toEqual(['DeadJobs', 'OldestQueuedAgeSeconds', 'RunningTaskCount']);
     expect(validationFindings(run.outdir)).toEqual([]);
