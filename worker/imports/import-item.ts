@@ -217,7 +217,7 @@ export async function transferItem(context: ItemImportContext, item: PendingItem
           `${item.relativePath} changed while it was imported, on each of ${changedReads} reads (last: ${error.detail}); ` +
           'it was not imported — no document, no object — since the bytes read were not one version of the file. ' +
           'Import it again once it is no longer being written';
-        context.log.warn({ file: item.relativePath, key: item.objectKey, code: error.code, tries }, `file failed: ${message}`);
+        // Logged where the failure is recorded (import-loop.ts): an S3 outage holds failures back instead.
         return { kind: 'failed', item, tries, code: error.code, message, errorClass: 'permanent' };
       }
       const failure = toItemFailure(error, item, context);
@@ -232,7 +232,6 @@ export async function transferItem(context: ItemImportContext, item: PendingItem
         continue;
       }
       if (throttling) context.limiter.throttled();
-      context.log.warn({ file: item.relativePath, key: item.objectKey, code: failure.code, tries }, `file failed: ${failure.message}`);
       return { kind: 'failed', item, tries, code: failure.code, message: failure.message, errorClass: failure.errorClass };
     }
   }

@@ -112,7 +112,16 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
   const inFlight = new Set<Promise<void>>();
   // S3 outage failures are held back, not recorded as failed items; a streak of them stops the attempt (s3-outage-watch.ts).
   const outageWatch = new S3OutageWatch(breakerThreshold, context.bucket);
+  /** A failure is logged when it is recorded as the item's: not while it is held back as a possible S3 outage. */
+  const logFailure = (outcome: TransferOutcome) => {
+    if (outcome.kind !== 'failed') return;
+    context.log.warn(
+      { file: outcome.item.relativePath, key: outcome.item.objectKey, code: outcome.code, tries: outcome.tries },
+      `file failed: ${outcome.message}`,
+    );
+  };
   const recordReleased = (released: TransferOutcome) => {
+    logFailure(released);
     const task: Promise<void> = context.outcomes
       .record(released)
       .then((result) => {
@@ -150,7 +159,16 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
             freeSlot();
             const watched = outageWatch.observe(outcome);
             watched.release.forEach(recordReleased);
-            if (!watched.hold) return context.outcomes.record(outcome);
+            if (!watched.hold) {
+              logFailure(outcome);
+              return context.outcomes.record(outcome);
+            }
+            if (outcome.kind === 'failed') {
+              context.log.info(
+                { file: outcome.item.relativePath, code: outcome.code, held: outageWatch.holding },
+                'file held back: S3 may be unavailable; it stays pending unless later files go through',
+              );
+            }
             if (outageWatch.tripped && fatal === undefined) {
               fail(outageWatch.outage(`${outageWatch.holding} files in a row failed after their retries`));
             }
