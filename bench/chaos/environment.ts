@@ -124,6 +124,9 @@ export async function prepareRound(env: ChaosEnvironment, name: string): Promise
   });
   await ensureBucket(env.s3, bucket);
   const databaseUrl = env.postgres.databaseUrl(database);
+  // Migrations added to the checkout since the template was made (a long run in a shared checkout) go in too: a
+  // worker refuses a schema behind its build.
+  await migrate(databaseUrl);
   // A client-side bound on every statement: while the server is frozen the harness's reads fail and are tried again.
   const pool = createPool(databaseUrl, { max: 6, applicationName: 'chaos-harness', queryTimeoutMs: 5_000 });
   return {

@@ -26,7 +26,7 @@ export interface RoundOptions {
   faultTypes?: readonly FaultType[];
   /** How many faults a round plans, [min, max] (default [2, 4], [1, 2] quick). */
   faultsPerRound?: readonly [number, number];
-  /** A round whose jobs have not all ended by then is a violation (default 300 s, 90 s quick). */
+  /** A round whose jobs have not all ended by then is a violation (default 180 s, 90 s quick; a round takes 10-65 s). */
   deadlineMs?: number;
   log?: (line: string) => void;
 }
@@ -82,7 +82,7 @@ export async function runRound(env: ChaosEnvironment, options: RoundOptions): Pr
   const name = `r${options.round}_${kind.replace(/-/g, '_')}`;
   const pauseMs = options.pauseMs ?? (quick ? 2_000 : 10_000);
   const [minFaults, maxFaults] = options.faultsPerRound ?? (quick ? [1, 2] : [2, 4]);
-  const deadlineMs = options.deadlineMs ?? (quick ? 90_000 : 300_000);
+  const deadlineMs = options.deadlineMs ?? (quick ? 90_000 : 180_000);
   const faults = emptyFaultCounts();
   const faultLog: string[] = [];
   const violations: string[] = [];

@@ -138,6 +138,8 @@ export class WorkerFleet {
     const deadline = Date.now() + timeoutMs;
     while (this.live.some((member) => !member.started)) {
       if (Date.now() > deadline) throw new Error(`workers did not start within ${timeoutMs} ms`);
+      const gone = this.members.find((member) => member.exit !== undefined && !member.started && !member.expectedExit);
+      if (gone) throw new Error(`worker ${gone.name} exited before it started: ${gone.recentStderr.slice(-2).join(' | ')}`);
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
