@@ -17,6 +17,8 @@ import { registerStatsCommand } from './commands/stats.js';
 import { registerErrorsCommand } from './commands/errors.js';
 import { registerCsvReviewCommands } from './commands/csv-review.js';
 import { registerItemsCommand } from './commands/items.js';
+import { registerServeCommand } from './commands/serve.js';
+import { registerApiKeyCommands } from './commands/api-keys.js';
 
 export function buildProgram(): Command {
   const program = new Command('bulk-import')
@@ -36,6 +38,8 @@ export function buildProgram(): Command {
   registerErrorsCommand(program);
   registerCsvReviewCommands(program);
   registerItemsCommand(program);
+  registerServeCommand(program);
+  registerApiKeyCommands(program);
   return program;
 }
 

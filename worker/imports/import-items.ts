@@ -181,6 +181,43 @@ export interface ItemQuery {
   order?: 'plan' | 'recent';
 }
 
+/**
+ * A page of items in plan order after `afterItemNo` (keyset, for the API: never OFFSET, so the last page of a
+ * million-item run costs what the first does).
+ */
+export async function listItemsAfter(
+  db: Queryable,
+  jobId: number,
+  query: { states?: ItemState[] | undefined; afterItemNo: number; limit: number },
+): Promise<ItemRow[]> {
+  const states = query.states && query.states.length > 0 ? query.states : null;
+  const { rows } = await db.query(
+    `SELECT item_no, relative_path, size_bytes, state, object_key, sha256, document_id, error_code, error_message,
+       error_class, tries, updated_at
+     FROM import_items WHERE job_id = $1 AND ($2::text[] IS NULL OR state = ANY($2)) AND item_no > $3
+     ORDER BY item_no LIMIT $4`,
+    [jobId, states, query.afterItemNo, query.limit],
+  );
+  return rows.map(toItemRow);
+}
+
+function toItemRow(row: Record<string, unknown>): ItemRow {
+  return {
+    itemNo: row.item_no as number,
+    relativePath: row.relative_path as string,
+    size: row.size_bytes as number,
+    state: row.state as ItemState,
+    objectKey: row.object_key as string | null,
+    sha256: row.sha256 as string | null,
+    documentId: row.document_id as number | null,
+    errorCode: row.error_code as string | null,
+    errorMessage: row.error_message as string | null,
+    errorClass: row.error_class as ErrorClass | null,
+    tries: row.tries as number,
+    updatedAt: row.updated_at as Date,
+  };
+}
+
 export async function listItems(db: Queryable, jobId: number, query: ItemQuery): Promise<{ total: number; items: ItemRow[] }> {
   const states = query.states && query.states.length > 0 ? query.states : null;
   const order = query.order === 'recent' ? 'updated_at DESC, item_no DESC' : 'item_no';

@@ -7,15 +7,18 @@ import { JOB_COLUMNS, toJobRow, type JobRow, type JobState } from './types.js';
 export interface DeadJobFilter {
   kinds?: string[] | undefined;
   limit?: number | undefined;
+  /** Keyset cursor (API): only runs after this one in the listing's order (finished_at to the millisecond, id). */
+  before?: { finishedAt: Date; id: number } | undefined;
 }
 
-/** Dead runs, most recently dead first. */
+/** Dead runs not resolved (bulk-import resolve), most recently dead first. */
 export async function listDeadJobs(db: Queryable, filter: DeadJobFilter = {}): Promise<JobRow[]> {
   const { rows } = await db.query(
     `SELECT ${JOB_COLUMNS} FROM jobs
-     WHERE state = 'dead' AND ($1::text[] IS NULL OR kind = ANY($1))
-     ORDER BY finished_at DESC NULLS LAST, id DESC LIMIT $2`,
-    [filter.kinds ?? null, filter.limit ?? 100],
+     WHERE state = 'dead' AND resolved_at IS NULL AND ($1::text[] IS NULL OR kind = ANY($1))
+       AND ($3::timestamptz IS NULL OR (date_trunc('milliseconds', finished_at), id) < ($3, $4::bigint))
+     ORDER BY date_trunc('milliseconds', finished_at) DESC NULLS LAST, id DESC LIMIT $2`,
+    [filter.kinds ?? null, filter.limit ?? 100, filter.before?.finishedAt ?? null, filter.before?.id ?? null],
   );
   return rows.map(toJobRow);
 }

@@ -9,7 +9,7 @@ export interface KindGauges {
   /** How long the oldest *due* queued run has waited since it became due (run_at); 0 when none is due. */
   oldestQueuedAgeSeconds: number;
   running: number;
-  /** Runs in the dead-letter state, until replayed or purged. */
+  /** Runs in the dead-letter state, until replayed, resolved or purged. */
   dead: number;
 }
 
@@ -21,7 +21,7 @@ SELECT kind,
   coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now())), 0)::float8
     AS oldest_queued_age_seconds,
   count(*) FILTER (WHERE state = 'running')::int AS running,
-  count(*) FILTER (WHERE state = 'dead')::int AS dead
+  count(*) FILTER (WHERE state = 'dead' AND resolved_at IS NULL)::int AS dead
 FROM jobs
 WHERE state IN ('queued', 'running', 'dead')
 GROUP BY kind

@@ -22,6 +22,14 @@ export class InvalidTransitionError extends Error {
   }
 }
 
+/** A requeue or replay refused because another run holds the same dedupe key while active. */
+export class DedupeConflictError extends Error {
+  constructor() {
+    super('cannot requeue: another run with the same dedupe key is active; cancel or finish it first');
+    this.name = 'DedupeConflictError';
+  }
+}
+
 export async function getJob(db: Queryable, id: number): Promise<JobRow | null> {
   const { rows } = await db.query(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = $1`, [id]);
   return rows[0] ? toJobRow(rows[0]) : null;
@@ -51,6 +59,38 @@ export async function listJobs(db: Queryable, filter: JobFilter = {}): Promise<J
        AND ($4::timestamptz IS NULL OR created_at >= $4)
      ORDER BY id DESC LIMIT $5`,
     [filter.states ?? null, filter.kinds ?? null, filter.tenantId ?? null, filter.since ?? null, filter.limit ?? 100],
+  );
+  return rows.map(toJobRow);
+}
+
+export interface JobPageFilter {
+  states?: JobState[] | undefined;
+  kinds?: string[] | undefined;
+  tenantId?: string | null | undefined;
+  /** Created at or after. */
+  since?: Date | undefined;
+  /** Created before. */
+  until?: Date | undefined;
+  /** Keyset cursor: only runs with a lower id (the last id of the previous page). */
+  beforeId?: number | undefined;
+  limit: number;
+}
+
+/** A page of runs, newest (highest id) first, keyset-paged by id: never OFFSET, so page 1,000 costs what page 1 does. */
+export async function listJobsPage(db: Queryable, filter: JobPageFilter): Promise<JobRow[]> {
+  const { rows } = await db.query(
+    `SELECT ${JOB_COLUMNS} FROM jobs
+     WHERE ($1::text[] IS NULL OR state = ANY($1))
+       AND ($2::text[] IS NULL OR kind = ANY($2))
+       AND ($3::text IS NULL OR tenant_id = $3)
+       AND ($4::timestamptz IS NULL OR created_at >= $4)
+       AND ($5::timestamptz IS NULL OR created_at < $5)
+       AND ($6::bigint IS NULL OR id < $6)
+     ORDER BY id DESC LIMIT $7`,
+    [
+      filter.states ?? null, filter.kinds ?? null, filter.tenantId ?? null, filter.since ?? null, filter.until ?? null,
+      filter.beforeId ?? null, filter.limit,
+    ],
   );
   return rows.map(toJobRow);
 }
@@ -106,7 +146,10 @@ export async function requeueJob(db: Queryable, id: number, options: RequeueOpti
 
 /** Requeues every dead run (optionally of some kinds): the dead-letter replay. */
 export async function replayDeadJobs(db: Queryable, options: RequeueOptions & { kinds?: string[] } = {}): Promise<JobRow[]> {
-  const { rows } = await requeueWhere(db, `state = 'dead' AND ($1::text[] IS NULL OR kind = ANY($1))`, [options.kinds ?? null], options);
+  // Resolved dead runs were handled on purpose: only an explicit replay by id starts them again.
+  const { rows } = await requeueWhere(
+    db, `state = 'dead' AND resolved_at IS NULL AND ($1::text[] IS NULL OR kind = ANY($1))`, [options.kinds ?? null], options,
+  );
   return rows;
 }
 
@@ -121,7 +164,7 @@ async function requeueWhere(
     const { rows } = await db.query(
       `WITH requeued AS (
          UPDATE jobs SET state = 'queued', run_at = now(), finished_at = NULL, cancel_requested_at = NULL,
-           outage_started_at = NULL, outage_dependency = NULL,
+           outage_started_at = NULL, outage_dependency = NULL, resolved_at = NULL, resolved_by = NULL, resolution_note = NULL,
            attempts = CASE WHEN $${reset} THEN 0 ELSE attempts END,
            max_attempts = CASE WHEN $${reset} THEN max_attempts ELSE greatest(max_attempts, attempts + 1) END,
            updated_at = now()
@@ -134,10 +177,29 @@ async function requeueWhere(
     return { rows: rows.map(toJobRow) };
   } catch (error) {
     if ((error as { code?: string }).code === '23505') {
-      throw new Error('cannot requeue: another run with the same dedupe key is active; cancel or finish it first');
+      throw new DedupeConflictError();
     }
     throw error;
   }
+}
+
+const RESOLVABLE: JobState[] = ['failed', 'dead', 'partial'];
+
+/**
+ * Marks a failed, dead or partial run as resolved (handled by a person, with a note saying why). It keeps its state,
+ * leaves the dead-jobs gauge and the dead list, and is purged and retained like any run; a requeue clears it.
+ */
+export async function resolveJob(db: Queryable, id: number, resolution: { by: string; note: string }): Promise<JobRow> {
+  const { rows } = await db.query(
+    `UPDATE jobs SET resolved_at = now(), resolved_by = $2, resolution_note = $3
+     WHERE id = $1 AND state IN ('failed', 'dead', 'partial') AND resolved_at IS NULL RETURNING ${JOB_COLUMNS}`,
+    [id, resolution.by, resolution.note],
+  );
+  if (rows[0]) return toJobRow(rows[0]);
+  const job = await requireJob(db, id);
+  const { rows: resolved } = await db.query<{ resolved: boolean }>('SELECT resolved_at IS NOT NULL AS resolved FROM jobs WHERE id = $1', [id]);
+  const allowed = `${RESOLVABLE.join(', ')} runs${resolved[0]?.resolved ? ' not resolved yet (this one is already resolved)' : ''}`;
+  throw new InvalidTransitionError(id, job.state, 'resolve', allowed);
 }
 
 /**

@@ -8,6 +8,11 @@ export interface S3ClientOptions {
   /** Explicit credentials (local servers); undefined uses the SDK's default chain (task role on ECS). */
   credentials?: { accessKeyId: string; secretAccessKey: string } | undefined;
   maxAttempts?: number;
+  /**
+   * Checksums only where the API requires them, also against AWS: for a client that presigns URLs (a presigned PUT
+   * carrying the SDK's default CRC32 parameters would demand a checksum header the uploader does not send).
+   */
+  checksumsWhenRequired?: boolean;
 }
 
 /** The one place an S3 client is built, for AWS and for local S3-compatible servers alike. */
@@ -25,6 +30,6 @@ export function createS3Client(options: S3ClientOptions): S3Client {
     // it. Against a custom endpoint we therefore send checksums only where the API requires them (e.g.
     // DeleteObjects); against AWS we keep the SDK's default end-to-end integrity checks. Our own SHA-256 of every
     // imported file covers integrity either way.
-    ...(custom ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {}),
+    ...(custom || options.checksumsWhenRequired ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {}),
   });
 }

@@ -1,7 +1,7 @@
 // The dead-letter state: list dead runs, replay them (chosen ids or all), purge old ones.
 import type { Command } from 'commander';
-import { listDeadJobs, purgeDeadJobs, replayDeadJobsById } from '../../queue/dead-letters.js';
-import { replayDeadJobs } from '../../queue/operator.js';
+import { cliActor, purgeDead, replayDead } from '../../actions/run-actions.js';
+import { listDeadJobs } from '../../queue/dead-letters.js';
 import type { JobRow } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
 import { formatDuration, formatTable, printJson, printLine } from '../output.js';
@@ -51,17 +51,16 @@ export function registerDeadCommands(program: Command): void {
     .option('--all', 'every dead run (optionally only --kind)')
     .option('--kind <list>', 'with --all: only these kinds', parseList)
     .option('--reset-attempts', 'count attempts from zero again (default: one more attempt each)')
+    .option('--note <text>', 'why (kept in each run history)')
     .option('--json', 'print JSON only')
-    .action(async (ids: string[], options: { all?: boolean; kind?: string[]; resetAttempts?: boolean; json?: boolean }) => {
+    .action(async (ids: string[], options: { all?: boolean; kind?: string[]; resetAttempts?: boolean; note?: string; json?: boolean }) => {
       if (options.all && ids.length > 0) throw new Error('dead replay: give job ids or --all, not both');
       if (!options.all && ids.length === 0) throw new Error('dead replay: give the ids of dead jobs to replay, or --all');
       if (options.kind && !options.all) throw new Error('dead replay: --kind only applies with --all');
       const jobIds = ids.map(parseJobId);
       const resetAttempts = options.resetAttempts ?? false;
       const replayed = await withDatabase((pool) =>
-        options.all
-          ? replayDeadJobs(pool, { resetAttempts, ...(options.kind ? { kinds: options.kind } : {}) })
-          : replayDeadJobsById(pool, jobIds, { resetAttempts }),
+        replayDead(pool, cliActor(), { ids: jobIds, all: options.all ?? false, kinds: options.kind, resetAttempts, note: options.note }),
       );
       if (options.json) {
         return printJson(replayed.map((job) => ({ id: job.id, kind: job.kind, state: job.state, attempts: job.attempts, maxAttempts: job.maxAttempts })));
@@ -77,10 +76,11 @@ export function registerDeadCommands(program: Command): void {
     .requiredOption('--older-than <duration>', 'dead for longer than this, e.g. 7d, 12h', parseDurationMs)
     .option('--kind <list>', 'only these kinds', parseList)
     .option('--dry-run', 'list what would be deleted; delete nothing')
+    .option('--note <text>', 'why (kept in the history of each purged run)')
     .option('--json', 'print JSON only')
-    .action(async (options: { olderThan: number; kind?: string[]; dryRun?: boolean; json?: boolean }) => {
+    .action(async (options: { olderThan: number; kind?: string[]; dryRun?: boolean; note?: string; json?: boolean }) => {
       const purged = await withDatabase((pool) =>
-        purgeDeadJobs(pool, { olderThanMs: options.olderThan, kinds: options.kind, dryRun: options.dryRun ?? false }),
+        purgeDead(pool, cliActor(), { olderThanMs: options.olderThan, kinds: options.kind, dryRun: options.dryRun ?? false, note: options.note ?? null }),
       );
       if (options.json) return printJson({ dryRun: options.dryRun ?? false, count: purged.length, jobs: purged });
       const verb = options.dryRun ? 'Would delete' : 'Deleted';

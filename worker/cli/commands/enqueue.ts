@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { submitJob } from '../../api.js';
+import { cliActor, submitRun } from '../../actions/run-actions.js';
 import { withDatabase } from '../context.js';
 import { printJson, printLine } from '../output.js';
 import { ENQUEUE_LIMITS } from '../../queue/enqueue.js';
@@ -28,8 +28,9 @@ export function registerEnqueueCommand(program: Command): void {
     .option('--json', 'print JSON only')
     .action(async (kind: string, options: EnqueueOptions) => {
       const { job, reused } = await withDatabase((pool, config) =>
-        submitJob(
+        submitRun(
           pool,
+          cliActor(),
           {
             kind,
             payload: options.payload,

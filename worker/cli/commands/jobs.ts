@@ -3,7 +3,9 @@ import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { defaultRegistry } from '../../handlers/registry.js';
 import type { RunErrors } from '../../handlers/types.js';
-import { cancelJob, listJobs, requeueJob, requireJob } from '../../queue/operator.js';
+import { cancelRun, cliActor, requeueRun, resolveRun } from '../../actions/run-actions.js';
+import { getRunRecord, type JobActionRecord, type Resolution } from '../../queue/job-actions.js';
+import { JobNotFoundError, listJobs } from '../../queue/operator.js';
 import { dependencyName } from '../../queue/outage.js';
 import { JOB_STATES, type JobRow, type JobState } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
@@ -67,24 +69,30 @@ export function registerJobCommands(program: Command): void {
     .option('--errors <n>', `list at most this many failed items or rows (up to ${MAX_LIST_LIMIT}; all are counted)`, parseLimit, 10)
     .option('--json', 'print JSON only')
     .action(async (id: string, options: { errors: number; json?: boolean }) => {
-      const { job, errors } = await withDatabase(async (pool) => {
-        const job = await requireJob(pool, parseJobId(id));
+      const { job, errors, record } = await withDatabase(async (pool) => {
+        const jobId = parseJobId(id);
+        const record = await getRunRecord(pool, jobId);
+        if (!record) throw new JobNotFoundError(jobId);
+        const job = record.job;
         // Per-item/row failures come from the kind's handler (the `listErrors` of the handler contract).
         const handler = defaultRegistry().get(job.kind);
         const errors = handler?.listErrors ? await handler.listErrors(pool, job.id, { limit: options.errors, offset: 0 }) : null;
-        return { job, errors };
+        return { job, errors, record };
       });
-      if (options.json) return printJson({ ...job, errors });
+      if (options.json) return printJson({ ...job, resolution: record.resolution, actions: record.actions, errors });
       printLine(describeJob(job));
+      const history = describeHistory(record.actions, record.resolution);
+      if (history) printLine(history);
       if (errors) printLine(describeRunErrors(errors));
     });
 
   program
     .command('cancel <id>')
     .description('cancel a queued, parked or running run (a running one stops at its next item boundary)')
+    .option('--note <text>', 'why (kept in the run history)')
     .option('--json', 'print JSON only')
-    .action(async (id: string, options: { json?: boolean }) => {
-      const { job, pending } = await withDatabase((pool) => cancelJob(pool, parseJobId(id)));
+    .action(async (id: string, options: { note?: string; json?: boolean }) => {
+      const { job, pending } = await withDatabase((pool) => cancelRun(pool, cliActor(), parseJobId(id), options.note));
       if (options.json) return printJson({ id: job.id, state: job.state, cancelPending: pending });
       printLine(
         pending
@@ -97,12 +105,43 @@ export function registerJobCommands(program: Command): void {
     .command('requeue <id>')
     .description('run a failed, dead or canceled run again (same run record)')
     .option('--reset-attempts', 'count attempts from zero again')
+    .option('--note <text>', 'why (kept in the run history)')
     .option('--json', 'print JSON only')
-    .action(async (id: string, options: { resetAttempts?: boolean; json?: boolean }) => {
-      const job = await withDatabase((pool) => requeueJob(pool, parseJobId(id), { resetAttempts: options.resetAttempts ?? false }));
+    .action(async (id: string, options: { resetAttempts?: boolean; note?: string; json?: boolean }) => {
+      const job = await withDatabase((pool) =>
+        requeueRun(pool, cliActor(), parseJobId(id), { resetAttempts: options.resetAttempts ?? false, note: options.note }),
+      );
       if (options.json) return printJson({ id: job.id, state: job.state, attempts: job.attempts, maxAttempts: job.maxAttempts });
       printLine(`Job ${job.id} requeued (attempts ${job.attempts}/${job.maxAttempts}).`);
     });
+
+  program
+    .command('resolve <id>')
+    .description('mark a failed, dead or partial run as handled: it leaves the dead list and gauge and stays in history')
+    .requiredOption('--note <text>', 'why the run needs nothing more (kept with who and when)')
+    .option('--json', 'print JSON only')
+    .action(async (id: string, options: { note: string; json?: boolean }) => {
+      const actor = cliActor();
+      const job = await withDatabase((pool) => resolveRun(pool, actor, parseJobId(id), options.note));
+      if (options.json) return printJson({ id: job.id, state: job.state, resolvedBy: actor.name, note: options.note });
+      printLine(`Job ${job.id} (${job.state}) resolved by ${actor.name}: ${options.note}`);
+    });
+}
+
+/** The resolution and the history of actions on a run, as `show` prints them (empty when there is none). */
+export function describeHistory(actions: JobActionRecord[], resolution: Resolution | null): string {
+  const out: string[] = [];
+  if (resolution) out.push(`${'resolved'.padEnd(11)} ${resolution.at.toISOString()} by ${resolution.by}: ${resolution.note}`);
+  if (actions.length > 0) {
+    out.push('history');
+    out.push(
+      formatTable(
+        ['at', 'action', 'actor', 'state after', 'note'],
+        actions.map((action) => [action.at, action.action, action.actor, action.stateAfter, action.note]),
+      ).replace(/^/gm, '  '),
+    );
+  }
+  return out.join('\n');
 }
 
 export function describeJob(job: JobRow): string {

@@ -49,7 +49,7 @@ export async function firstRowErrors(db: Queryable, jobId: number, limit: number
   return rows.map((row) => ({ row: row.row_number, errors: row.errors }));
 }
 
-async function pageOfRowErrors(db: Queryable, jobId: number, afterRow: number, limit: number, offset = 0): Promise<RowError[]> {
+export async function pageOfRowErrors(db: Queryable, jobId: number, afterRow: number, limit: number, offset = 0): Promise<RowError[]> {
   const { rows } = await db.query<{ row_number: number; fields: string[] | null; errors: RowIssue[] }>(
     `SELECT row_number, fields, errors FROM csv_import_row_errors
      WHERE job_id = $1 AND row_number > $2 ORDER BY row_number LIMIT $3 OFFSET $4`,

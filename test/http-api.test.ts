@@ -1,0 +1,209 @@
+// The HTTP API (`bulk-import serve`) over real HTTP against the test database: health and spec without a key, API keys
+// (made, listed and revoked by the real CLI), submit with the queue's dedupe rules, the run record, keyset-paged
+// listings with filters, tenant isolation, roles, and the one error shape.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useTestEnvironment } from './harness.js';
+import { call, makeKey, startTestApi, type TestApi } from './support/api-server.js';
+import { runCli, runCliJson } from './support/cli-runner.js';
+
+const env = useTestEnvironment();
+let api: TestApi;
+let operator: string;
+let tenantA: string;
+let tenantB: string;
+
+beforeAll(async () => {
+  api = await startTestApi(env);
+  operator = await makeKey(env, 'ops', 'operator');
+  tenantA = await makeKey(env, 'backend-a', 'tenant', 'ta');
+  tenantB = await makeKey(env, 'backend-b', 'tenant', 'tb');
+});
+afterAll(async () => api?.close());
+
+async function submitNoop(tenant: string, extra: Record<string, unknown> = {}) {
+  const response = await call(api, 'POST', '/v1/jobs', { key: operator, body: { kind: 'noop', tenant, payload: { sleepMs: 0 }, ...extra } });
+  expect(response.status).toBe(201);
+  return response.body.job as { id: number };
+}
+
+describe('health and spec', () => {
+  it('answers /healthz, /readyz and /openapi.json without a key', async () => {
+    expect(await call(api, 'GET', '/healthz')).toMatchObject({ status: 200, body: { status: 'ok' } });
+    expect(await call(api, 'GET', '/readyz')).toMatchObject({ status: 200, body: { status: 'ready' } });
+    const spec = await call(api, 'GET', '/openapi.json');
+    expect(spec.status).toBe(200);
+    expect(spec.body.openapi).toBe('3.0.3');
+  });
+
+  it('the spec holds every route, with the schemas the routes validate with', async () => {
+    const spec = (await call(api, 'GET', '/openapi.json')).body as { paths: Record<string, Record<string, unknown>>; components: { schemas: Record<string, unknown> } };
+    const routes = api.app.apiRoutes.filter((route) => !route.endsWith(' /openapi.json'));
+    expect(routes.length).toBeGreaterThanOrEqual(18);
+    for (const route of routes) {
+      const [method, url] = route.split(' ') as [string, string];
+      const path = url.replace(/:(\w+)/g, '{$1}');
+      expect(spec.paths[path]?.[method.toLowerCase()], `${route} in /openapi.json`).toBeDefined();
+    }
+    expect(Object.keys(spec.components.schemas)).toEqual(expect.arrayContaining(['Error', 'Job', 'JobSummary', 'JobAction', 'Progress']));
+    const submit = spec.paths['/v1/jobs']!.post as { requestBody: { content: { 'application/json': { schema: { required: string[] } } } } };
+    expect(submit.requestBody.content['application/json'].schema.required).toEqual(['kind']);
+  });
+});
+
+describe('authentication', () => {
+  it('refuses a request without a key, with a malformed key and with an unknown key: 401 in the one error shape', async () => {
+    for (const key of [undefined, 'nope', `bik_${'A'.repeat(43)}`]) {
+      const response = await call(api, 'GET', '/v1/jobs', key ? { key } : {});
+      expect(response.status).toBe(401);
+      expect(response.body).toEqual({ error: { code: 'UNAUTHENTICATED', message: expect.any(String) } });
+      expect(response.headers.get('www-authenticate')).toBe('Bearer');
+    }
+    expect((await call(api, 'GET', '/v1/no-such-route')).status).toBe(401);
+  });
+
+  it('api-keys create prints the key once, list never shows it, revoke makes the next request 401', async () => {
+    const created = await runCliJson<{ key: string; name: string; role: string; tenantId: string }>(env, ['api-keys', 'create', '--name', 'cli-made', '--role', 'tenant', '--tenant', 'ta']);
+    expect(created).toMatchObject({ name: 'cli-made', role: 'tenant', tenantId: 'ta' });
+    expect(created.key).toMatch(/^bik_[A-Za-z0-9_-]{43}$/);
+    const { rows } = await env.pool.query<{ key_hash: Buffer }>(`SELECT key_hash FROM api_keys WHERE name = 'cli-made'`);
+    expect(rows[0]!.key_hash.toString('hex')).not.toContain(Buffer.from(created.key).toString('hex'));
+    expect((await call(api, 'GET', '/v1/jobs', { key: created.key })).status).toBe(200);
+
+    const list = await runCli(env, ['api-keys', 'list']);
+    expect(list.stdout).toMatch(/cli-made\s+tenant\s+ta\s+bik_/);
+    expect(list.stdout).not.toContain(created.key);
+    const duplicate = await runCli(env, ['api-keys', 'create', '--name', 'cli-made', '--role', 'operator']);
+    expect(duplicate.code).toBe(1);
+    expect(duplicate.stderr).toContain('an active key named cli-made exists');
+    expect((await runCli(env, ['api-keys', 'create', '--name', 'x', '--role', 'tenant'])).stderr).toContain('a tenant key needs --tenant');
+
+    expect((await runCli(env, ['api-keys', 'revoke', 'cli-made'])).code).toBe(0);
+    const refused = await call(api, 'GET', '/v1/jobs', { key: created.key });
+    expect(refused.status).toBe(401);
+    expect(refused.body.error.message).toContain('unknown or revoked');
+  });
+});
+
+describe('submit and read runs', () => {
+  it('POST /v1/jobs: 201 for a new run, 200 with reused: true for an active run of the same dedupe key', async () => {
+    const body = { kind: 'noop', tenant: 'ta', payload: { sleepMs: 0 }, dedupeKey: 'same-one', runAt: '2999-01-01T00:00:00Z' };
+    const first = await call(api, 'POST', '/v1/jobs', { key: operator, body });
+    expect(first.status).toBe(201);
+    expect(first.body).toMatchObject({ reused: false, job: { kind: 'noop', tenant: 'ta', state: 'queued', startedBy: 'ops', dedupeKey: 'same-one' } });
+    expect(first.body.job.actions).toEqual([{ action: 'submitted', actor: 'ops', note: null, stateAfter: 'queued', at: expect.any(String) }]);
+    const again = await call(api, 'POST', '/v1/jobs', { key: operator, body });
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ reused: true, job: { id: first.body.job.id } });
+  });
+
+  it("refuses a payload the kind's reader refuses, and malformed requests, with 400 naming the field", async () => {
+    const cases: Array<[unknown, string, string]> = [
+      [{ kind: 'noop', payload: { sleepMs: -5 } }, 'INVALID_PAYLOAD', 'payload.sleepMs'],
+      [{ kind: 'noop', payload: { sleepMs: 'soon' } }, 'INVALID_PAYLOAD', 'payload.sleepMs'],
+      [{ kind: 'noop', priority: 'high' }, 'INVALID_REQUEST', 'priority'],
+      [{ kind: 'noop', maxAttempts: 0 }, 'INVALID_REQUEST', 'maxAttempts'],
+      [{ kind: 'noop', colour: 'red' }, 'INVALID_REQUEST', 'colour'],
+      [{ payload: {} }, 'INVALID_REQUEST', 'kind'],
+      [{ kind: 'Not A Kind' }, 'INVALID_REQUEST', 'kind'],
+      [{ kind: 'noop', runAt: 'tomorrow' }, 'INVALID_REQUEST', 'runAt'],
+    ];
+    const before = await env.pool.query('SELECT count(*)::int AS n FROM jobs');
+    for (const [body, code, field] of cases) {
+      const response = await call(api, 'POST', '/v1/jobs', { key: operator, body });
+      expect(response.status, JSON.stringify(body)).toBe(400);
+      expect(response.body.error, JSON.stringify(body)).toMatchObject({ code, field });
+    }
+    const unknownKind = await call(api, 'POST', '/v1/jobs', { key: operator, body: { kind: 'teleport' } });
+    expect(unknownKind.body.error).toMatchObject({ code: 'UNKNOWN_KIND' });
+    const notJson = await call(api, 'POST', '/v1/jobs', { key: operator, body: '{"kind": ' });
+    expect(notJson.status).toBe(400);
+    expect(notJson.body.error.code).toBe('INVALID_REQUEST');
+    expect((await env.pool.query('SELECT count(*)::int AS n FROM jobs')).rows[0]).toEqual(before.rows[0]);
+  });
+
+  it('GET /v1/jobs/{id}: the run record, and 404 JOB_NOT_FOUND for a run that does not exist', async () => {
+    const job = await submitNoop('ta');
+    const detail = await call(api, 'GET', `/v1/jobs/${job.id}`, { key: operator });
+    expect(detail.status).toBe(200);
+    expect(detail.body).toMatchObject({
+      id: job.id, kind: 'noop', tenant: 'ta', state: 'queued', attempts: 0, maxAttempts: expect.any(Number), payload: { sleepMs: 0 },
+      progress: null, result: null, lastError: null, startedBy: 'ops', resolution: null, cancelRequested: false,
+    });
+    const missing = await call(api, 'GET', '/v1/jobs/999999999', { key: operator });
+    expect(missing).toMatchObject({ status: 404, body: { error: { code: 'JOB_NOT_FOUND', message: 'job 999999999 does not exist' } } });
+    expect((await call(api, 'GET', '/v1/jobs/abc', { key: operator })).body.error).toMatchObject({ code: 'INVALID_REQUEST', field: 'id' });
+  });
+
+  it('GET /v1/jobs pages newest first with a next cursor, and filters by state, kind, tenant, since and until', async () => {
+    const ids: number[] = [];
+    for (let i = 0; i < 5; i += 1) ids.push((await submitNoop('paged')).id);
+    const seen: number[] = [];
+    let next: string | null = null;
+    do {
+      const query: string = `/v1/jobs?tenant=paged&limit=2${next ? `&cursor=${next}` : ''}`;
+      const page = await call(api, 'GET', query, { key: operator });
+      expect(page.status).toBe(200);
+      expect(page.body.jobs.length).toBeLessThanOrEqual(2);
+      seen.push(...page.body.jobs.map((job: { id: number }) => job.id));
+      next = page.body.next;
+    } while (next);
+    expect(seen).toEqual([...ids].reverse());
+
+    const time = (await call(api, 'GET', `/v1/jobs/${ids[2]}`, { key: operator })).body.createdAt as string;
+    const until = await call(api, 'GET', `/v1/jobs?tenant=paged&until=${encodeURIComponent(time)}`, { key: operator });
+    expect(until.body.jobs.map((job: { id: number }) => job.id)).toEqual([ids[1], ids[0]]);
+    const since = await call(api, 'GET', `/v1/jobs?tenant=paged&since=${encodeURIComponent(time)}`, { key: operator });
+    expect(since.body.jobs.map((job: { id: number }) => job.id)).toEqual([ids[4], ids[3], ids[2]]);
+    const byState = await call(api, 'GET', '/v1/jobs?tenant=paged&state=queued&state=running&kind=noop', { key: operator });
+    expect(byState.body.jobs).toHaveLength(5);
+    expect((await call(api, 'GET', '/v1/jobs?tenant=paged&state=dead', { key: operator })).body.jobs).toEqual([]);
+    expect((await call(api, 'GET', '/v1/jobs?state=sleeping', { key: operator })).body.error).toMatchObject({ code: 'INVALID_REQUEST', field: 'state[0]' });
+    expect((await call(api, 'GET', '/v1/jobs?cursor=garbage', { key: operator })).body.error).toMatchObject({ code: 'INVALID_CURSOR', field: 'cursor' });
+    expect((await call(api, 'GET', '/v1/jobs?limit=100000', { key: operator })).body.error).toMatchObject({ code: 'INVALID_REQUEST', field: 'limit' });
+  });
+});
+
+describe('tenants and roles', () => {
+  it("a tenant key sees its own tenant's runs only; another tenant's run is a 404 exactly like a missing one", async () => {
+    const own = await submitNoop('ta');
+    const other = await submitNoop('tb');
+    expect((await call(api, 'GET', `/v1/jobs/${own.id}`, { key: tenantA })).status).toBe(200);
+    const hidden = await call(api, 'GET', `/v1/jobs/${other.id}`, { key: tenantA });
+    const missing = await call(api, 'GET', '/v1/jobs/999999998', { key: tenantA });
+    expect(hidden.status).toBe(404);
+    expect(hidden.body).toEqual({ error: { code: 'JOB_NOT_FOUND', message: `job ${other.id} does not exist` } });
+    expect(missing.body.error.code).toBe(hidden.body.error.code);
+    const listed = await call(api, 'GET', '/v1/jobs?limit=500', { key: tenantA });
+    expect(listed.body.jobs.every((job: { tenant: string }) => job.tenant === 'ta')).toBe(true);
+    expect(listed.body.jobs.map((job: { id: number }) => job.id)).toContain(own.id);
+    expect((await call(api, 'GET', '/v1/jobs?tenant=tb', { key: tenantA })).body.jobs).toEqual([]);
+    expect((await call(api, 'GET', `/v1/jobs/${other.id}`, { key: tenantB })).status).toBe(200);
+  });
+
+  it('a tenant key submits CSV imports for its own tenant only, and no operator kinds', async () => {
+    const payload = { bucket: env.bucket, key: 'imports/ta/x.csv', profile: 'products' };
+    const created = await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'csv-import', payload, runAt: '2999-01-01T00:00:00Z' } });
+    expect(created.status).toBe(201);
+    expect(created.body.job).toMatchObject({ tenant: 'ta', startedBy: 'backend-a' });
+    const otherTenant = await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'csv-import', tenant: 'tb', payload } });
+    expect(otherTenant.body.error).toMatchObject({ code: 'TENANT_MISMATCH', field: 'tenant' });
+    const inPayload = await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'csv-import', payload: { ...payload, tenant: 'tb' } } });
+    expect(inPayload.body.error).toMatchObject({ code: 'TENANT_MISMATCH', field: 'payload.tenant' });
+    const operatorKind = await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'backfill', payload: { name: 'documents-file-extension' } } });
+    expect(operatorKind).toMatchObject({ status: 403, body: { error: { code: 'FORBIDDEN', field: 'kind' } } });
+  });
+
+  it('a tenant key on operator routes gets 403', async () => {
+    for (const [method, path, body] of [
+      ['GET', '/v1/stats', undefined],
+      ['GET', '/v1/dead', undefined],
+      ['POST', '/v1/dead/replay', { all: true }],
+      ['POST', '/v1/dead/purge', { olderThan: '0s' }],
+    ] as const) {
+      const response = await call(api, method, path, { key: tenantA, ...(body ? { body } : {}) });
+      expect(response.status, `${method} ${path}`).toBe(403);
+      expect(response.body.error.code).toBe('FORBIDDEN');
+    }
+    expect((await call(api, 'GET', '/v1/stats', { key: operator })).status).toBe(200);
+  });
+});

@@ -1,0 +1,174 @@
+// What a person (through the CLI) or a caller (through the HTTP API) does to runs, each recorded with its actor and
+// note in the run's history (job_actions). The queue statements stay in worker/queue/; this layer adds the actor's
+// scope (a tenant sees its own runs only: another tenant's run is "not found") and the record, in the same
+// transaction wherever the queue statement can run in one.
+import { userInfo } from 'node:os';
+import { submitJob, type SubmitOptions } from '../api.js';
+import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
+import { finalizeImport, rejectImport } from '../imports/csv/review.js';
+import { listDeadJobs, purgeDeadJobs, replayDeadJobsById, type PurgedJob, type PurgeRequest } from '../queue/dead-letters.js';
+import type { EnqueueRequest, EnqueueResult } from '../queue/enqueue.js';
+import { recordJobActions, type JobAction } from '../queue/job-actions.js';
+import {
+  cancelJob,
+  getJob,
+  JobNotFoundError,
+  replayDeadJobs,
+  requeueJob,
+  resolveJob,
+  type CancelResult,
+  type RequeueOptions,
+} from '../queue/operator.js';
+import type { JobRow } from '../queue/types.js';
+
+/** Who acts: an API key (its name, and its tenant for a tenant key) or the operator CLI (no tenant: every run). */
+export interface Actor {
+  name: string;
+  /** Only this tenant's runs exist for the actor; null = every run. */
+  tenantId: string | null;
+}
+
+/** The CLI's actor: `cli:<user>` of the operating-system account that ran the command. */
+export function cliActor(): Actor {
+  let user = 'unknown';
+  try {
+    user = userInfo().username;
+  } catch {
+    // no passwd entry for this uid (some containers)
+  }
+  return { name: `cli:${user}`, tenantId: null };
+}
+
+/** The longest note an action keeps (characters). */
+export const MAX_NOTE_CHARS = 2_000;
+
+export class ActionRefusedError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+    this.name = 'ActionRefusedError';
+  }
+}
+
+function checkNote(note: string | null | undefined): string | null {
+  if (note === undefined || note === null) return null;
+  if (note.length > MAX_NOTE_CHARS) throw new ActionRefusedError(`a note is at most ${MAX_NOTE_CHARS} characters`, 'INVALID_NOTE');
+  return note.replaceAll('\u0000', '\uFFFD');
+}
+
+/** The run as the actor may see it; JobNotFoundError when it does not exist or is another tenant's. */
+export async function requireVisibleJob(db: Queryable, actor: Actor, id: number): Promise<JobRow> {
+  const job = await getJob(db, id);
+  if (!job || (actor.tenantId !== null && job.tenantId !== actor.tenantId)) throw new JobNotFoundError(id);
+  return job;
+}
+
+function record(db: Queryable, actor: Actor, action: JobAction, jobs: Array<Pick<JobRow, 'id'> & { state: JobRow['state'] | null }>, note: string | null) {
+  return recordJobActions(
+    db,
+    jobs.map((job) => ({ jobId: job.id, action, actor: actor.name, note, stateAfter: job.state })),
+  );
+}
+
+/** Submits a run; a new run records `submitted` with the actor, a reused one (same dedupe key, still active) nothing. */
+export async function submitRun(pool: Pool, actor: Actor, request: EnqueueRequest, options: SubmitOptions = {}): Promise<EnqueueResult> {
+  return withTransaction(pool, async (tx) => {
+    const result = await submitJob(tx, request, options);
+    if (!result.reused) await record(tx, actor, 'submitted', [result.job], null);
+    return result;
+  });
+}
+
+export async function cancelRun(pool: Pool, actor: Actor, id: number, note?: string | null): Promise<CancelResult> {
+  const text = checkNote(note);
+  return withTransaction(pool, async (tx) => {
+    await requireVisibleJob(tx, actor, id);
+    const result = await cancelJob(tx, id);
+    await record(tx, actor, 'canceled', [result.job], text);
+    return result;
+  });
+}
+
+export async function requeueRun(pool: Pool, actor: Actor, id: number, options: RequeueOptions & { note?: string | null } = {}): Promise<JobRow> {
+  const text = checkNote(options.note);
+  return withTransaction(pool, async (tx) => {
+    await requireVisibleJob(tx, actor, id);
+    const job = await requeueJob(tx, id, options);
+    await record(tx, actor, 'requeued', [job], text);
+    return job;
+  });
+}
+
+export async function resolveRun(pool: Pool, actor: Actor, id: number, note: string): Promise<JobRow> {
+  const text = checkNote(note);
+  if (!text || text.trim() === '') throw new ActionRefusedError('resolve needs a note saying why the run needs nothing more', 'NOTE_REQUIRED');
+  return withTransaction(pool, async (tx) => {
+    await requireVisibleJob(tx, actor, id);
+    const job = await resolveJob(tx, id, { by: actor.name, note: text });
+    await record(tx, actor, 'resolved', [job], text);
+    return job;
+  });
+}
+
+const CSV_KINDS = new Set(['csv-import', 'csv-finalize']);
+
+async function requireCsvImport(pool: Pool, actor: Actor, id: number, action: string): Promise<void> {
+  const job = await requireVisibleJob(pool, actor, id);
+  if (!CSV_KINDS.has(job.kind)) throw new ActionRefusedError(`job ${id} is a ${job.kind} run, not a CSV import: nothing to ${action}`, 'NOT_A_CSV_IMPORT');
+}
+
+// finalizeImport and rejectImport run their own statements on the pool, so their record follows in a second
+// transaction: a process that dies between the two leaves the decision without its history entry.
+export async function finalizeRun(pool: Pool, actor: Actor, id: number, note?: string | null): Promise<JobRow> {
+  const text = checkNote(note);
+  await requireCsvImport(pool, actor, id, 'finalize');
+  const job = await finalizeImport(pool, id);
+  await record(pool, actor, 'finalized', [job], text);
+  return job;
+}
+
+export async function rejectRun(pool: Pool, actor: Actor, id: number, note?: string | null): Promise<JobRow> {
+  const text = checkNote(note);
+  await requireCsvImport(pool, actor, id, 'reject');
+  const job = await rejectImport(pool, id);
+  await record(pool, actor, 'rejected', [job], text);
+  return job;
+}
+
+export interface ReplayRequest extends RequeueOptions {
+  /** The dead runs to replay (all must be dead), or `all`. */
+  ids?: number[] | undefined;
+  all?: boolean | undefined;
+  kinds?: string[] | undefined;
+  note?: string | null | undefined;
+}
+
+/** Dead-letter replay (operators only: the caller checks the role). */
+export async function replayDead(pool: Pool, actor: Actor, request: ReplayRequest): Promise<JobRow[]> {
+  const text = checkNote(request.note);
+  const options = { resetAttempts: request.resetAttempts ?? false };
+  if (request.all) {
+    return withTransaction(pool, async (tx) => {
+      const replayed = await replayDeadJobs(tx, { ...options, ...(request.kinds ? { kinds: request.kinds } : {}) });
+      await record(tx, actor, 'replayed', replayed, text);
+      return replayed;
+    });
+  }
+  const replayed = await replayDeadJobsById(pool, request.ids ?? [], options);
+  await record(pool, actor, 'replayed', replayed, text);
+  return replayed;
+}
+
+/** Dead-letter purge (operators only); the history keeps a `purged` entry per deleted run. */
+export async function purgeDead(pool: Pool, actor: Actor, request: PurgeRequest & { note?: string | null }): Promise<PurgedJob[]> {
+  const text = checkNote(request.note);
+  return withTransaction(pool, async (tx) => {
+    const purged = await purgeDeadJobs(tx, request);
+    if (!request.dryRun) await record(tx, actor, 'purged', purged.map((job) => ({ id: job.id, state: null })), text);
+    return purged;
+  });
+}
+
+export { listDeadJobs };

@@ -1,0 +1,95 @@
+// `bulk-import serve`: the HTTP/JSON API (worker/http/), in the worker's image, with the worker's configuration
+// (DATABASE_*, S3_*, AWS_REGION, LOG_*). Waits for the database and a current schema like a worker, then listens until
+// SIGTERM/SIGINT, when it stops taking requests, lets the ones in flight finish and closes its sessions.
+import type { Command } from 'commander';
+import { loadConfig, requireDatabase } from '../../config.js';
+import { createPool } from '../../db/pool.js';
+import { waitForDatabase } from '../../db/readiness.js';
+import { JobEventHub } from '../../http/event-hub.js';
+import { buildApiServer, DEFAULT_LIMITS, type ApiLimits } from '../../http/server.js';
+import { createLogger } from '../../logger.js';
+import { createS3Client } from '../../storage/s3-client.js';
+import { integerIn } from '../parse.js';
+
+interface ServeOptions {
+  port: number;
+  host: string;
+  rateLimit: number;
+  bodyLimit: number;
+}
+
+/** Statements of one request are cut off after this long (the server's own timeout, set per session). */
+const STATEMENT_TIMEOUT_MS = 10_000;
+
+export function registerServeCommand(program: Command): void {
+  program
+    .command('serve')
+    .description('serve the HTTP/JSON API (docs/API.md) until SIGTERM/SIGINT')
+    .option('--port <n>', 'TCP port', integerIn(0, 65_535), 8080)
+    .option('--host <address>', 'address to listen on', '0.0.0.0')
+    .option('--rate-limit <n>', 'requests per minute per API key', integerIn(1, 1_000_000), DEFAULT_LIMITS.rateLimitPerMinute)
+    .option('--body-limit <bytes>', 'largest request body', integerIn(1_024, 16 * 1024 * 1024), DEFAULT_LIMITS.bodyLimitBytes)
+    .action(async (options: ServeOptions) => {
+      const running = await startApiServer(options);
+      if (process.stdout.isTTY) process.stdout.write(`bulk-import API listening on ${running.url}\n`);
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          running.log.info({ signal }, 'stopping the API');
+          void running.close().then(resolve);
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+    });
+}
+
+export interface RunningApi {
+  url: string;
+  log: ReturnType<typeof createLogger>;
+  close(): Promise<void>;
+}
+
+export async function startApiServer(options: Partial<ServeOptions> & { limits?: Partial<ApiLimits> } = {}): Promise<RunningApi> {
+  const config = loadConfig();
+  const log = createLogger({ level: config.logLevel, format: config.logFormat, name: 'bulk-import-api' });
+  const database = requireDatabase(config);
+  const pool = createPool(database, {
+    max: config.databasePoolSize,
+    applicationName: 'bulk-import-api',
+    sessionOptions: `-c statement_timeout=${STATEMENT_TIMEOUT_MS}`,
+    queryTimeoutMs: STATEMENT_TIMEOUT_MS + 5_000,
+  });
+  pool.on('error', (error) => log.warn({ err: error.message }, 'database connection lost'));
+  try {
+    await waitForDatabase(pool, {
+      timeoutMs: config.databaseStartupTimeoutMs,
+      onWaiting: (reason) => log.warn({ err: reason }, 'database not reachable yet; waiting'),
+    });
+  } catch (error) {
+    await pool.end().catch(() => {});
+    throw error;
+  }
+  const limits = {
+    ...options.limits,
+    ...(options.rateLimit !== undefined ? { rateLimitPerMinute: options.rateLimit } : {}),
+    ...(options.bodyLimit !== undefined ? { bodyLimitBytes: options.bodyLimit } : {}),
+  };
+  const s3 = config.s3Bucket
+    ? createS3Client({ region: config.awsRegion, endpoint: config.s3Endpoint, forcePathStyle: config.s3ForcePathStyle, checksumsWhenRequired: true })
+    : undefined;
+  const events = new JobEventHub({ database, pool, log, pollMs: limits.eventPollMs ?? DEFAULT_LIMITS.eventPollMs });
+  await events.start();
+  const app = await buildApiServer({ pool, config, log, s3, bucket: config.s3Bucket, events, limits });
+  const address = await app.listen({ port: options.port ?? 8080, host: options.host ?? '0.0.0.0' });
+  log.info({ address }, 'API listening');
+  return {
+    url: address,
+    log,
+    async close() {
+      await app.close();
+      await events.stop();
+      s3?.destroy();
+      await pool.end().catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,102 @@
+// The one error shape of the API, `{ error: { code, message, field? } }`, and how every failure maps onto it. Codes
+// are the queue's and the CLI's own (JOB_NOT_FOUND, INVALID_TRANSITION, INVALID_PAYLOAD, UNKNOWN_KIND …), plus the
+// HTTP ones (UNAUTHENTICATED, FORBIDDEN, INVALID_REQUEST, BODY_TOO_LARGE, RATE_LIMITED …).
+import type { FastifyError } from 'fastify';
+import { ActionRefusedError } from '../actions/run-actions.js';
+import { ApiKeyError } from '../auth/api-keys.js';
+import { isConnectionError } from '../db/database-status.js';
+import { NotDeadError } from '../queue/dead-letters.js';
+import { JobError } from '../queue/errors.js';
+import { DedupeConflictError, InvalidTransitionError, JobNotFoundError } from '../queue/operator.js';
+
+export class ApiError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly code: string,
+    message: string,
+    readonly field?: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export interface ErrorBody {
+  error: { code: string; message: string; field?: string };
+}
+
+export const notFound = (what = 'no such resource') => new ApiError(404, 'NOT_FOUND', what);
+export const jobNotFound = (id: number) => new ApiError(404, 'JOB_NOT_FOUND', `job ${id} does not exist`);
+
+/** The JSON-schema path of a validation failure as a field name: `payload.key`, `limit`, `ids[2]`. */
+function fieldOf(error: FastifyError): string | undefined {
+  const first = error.validation?.[0];
+  if (!first) return undefined;
+  const params = first.params as { missingProperty?: string; additionalProperty?: string };
+  const path = (first.instancePath ?? '')
+    .split('/')
+    .filter((part) => part !== '')
+    .map((part) => (/^\d+$/.test(part) ? `[${part}]` : `.${part}`))
+    .join('')
+    .replace(/^\./, '');
+  const leaf = params.missingProperty ?? params.additionalProperty;
+  if (leaf) return path ? `${path}.${leaf}` : leaf;
+  return path || undefined;
+}
+
+function validationMessage(error: FastifyError, field: string | undefined): string {
+  const first = error.validation?.[0];
+  const params = first?.params as { additionalProperty?: string } | undefined;
+  if (params?.additionalProperty) return `unknown field ${field}`;
+  return field ? `${field} ${first?.message ?? 'is invalid'}` : (first?.message ?? error.message);
+}
+
+/** Status, headers and body for any error a route or the framework throws. */
+export function describeError(error: unknown): { status: number; body: ErrorBody; headers: Record<string, string>; internal: boolean } {
+  const reply = (status: number, code: string, message: string, field?: string, headers: Record<string, string> = {}) => ({
+    status,
+    body: { error: { code, message, ...(field ? { field } : {}) } },
+    headers,
+    internal: status >= 500,
+  });
+  if (error instanceof ApiError) return reply(error.statusCode, error.code, error.message, error.field, error.headers);
+  if (error instanceof JobNotFoundError) return reply(404, 'JOB_NOT_FOUND', error.message);
+  if (error instanceof InvalidTransitionError) return reply(409, 'INVALID_TRANSITION', error.message);
+  if (error instanceof DedupeConflictError) return reply(409, 'DEDUPE_CONFLICT', error.message);
+  if (error instanceof NotDeadError) return reply(409, 'NOT_DEAD', error.message);
+  if (error instanceof ActionRefusedError) return reply(error.code === 'NOT_A_CSV_IMPORT' ? 409 : 400, error.code, error.message, error.code.includes('NOTE') ? 'note' : undefined);
+  if (error instanceof ApiKeyError) return reply(400, 'INVALID_API_KEY_REQUEST', error.message);
+  if (error instanceof JobError) {
+    // Refusals of a request (enqueue limits, payload readers, unknown kind) name their field in the context.
+    const context = error.context as { field?: unknown };
+    const field = typeof context.field === 'string' ? (error.code === 'INVALID_PAYLOAD' ? `payload.${context.field}` : context.field) : undefined;
+    return reply(error.code === 'PAYLOAD_TOO_LARGE' ? 413 : 400, error.code, error.message, field);
+  }
+  const fastifyError = error as FastifyError;
+  if (fastifyError.validation) {
+    const field = fieldOf(fastifyError);
+    return reply(400, 'INVALID_REQUEST', validationMessage(fastifyError, field), field);
+  }
+  if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply(413, 'BODY_TOO_LARGE', fastifyError.message);
+  if (fastifyError.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return reply(415, 'UNSUPPORTED_MEDIA_TYPE', 'send JSON (Content-Type: application/json)');
+  if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
+    return reply(fastifyError.statusCode, 'INVALID_REQUEST', fastifyError.message);
+  }
+  if (isConnectionError(error)) return reply(503, 'DATABASE_UNAVAILABLE', 'the database is not reachable; try again shortly', undefined, { 'retry-after': '5' });
+  if ((error as { code?: string }).code === '57014') return reply(503, 'TIMEOUT', 'the request took too long; try again, or narrow it', undefined, { 'retry-after': '5' });
+  return reply(500, 'INTERNAL', 'internal error (logged)');
+}
+
+export const ERROR_SCHEMA = {
+  $id: 'Error',
+  type: 'object',
+  required: ['error'],
+  properties: {
+    error: {
+      type: 'object',
+      required: ['code', 'message'],
+      properties: { code: { type: 'string' }, message: { type: 'string' }, field: { type: 'string' } },
+    },
+  },
+} as const;

@@ -1,0 +1,172 @@
+// GET /v1/jobs/{id}/errors: the failed rows of a CSV run or the failed files of a mass import, as JSON pages
+// (keyset: row number / item number) or, with ?format=csv, every one streamed as the CLI's `errors --csv` writes it
+// (same columns, same formula escaping: it is the same function). The export reads 1,000 rows at a time and waits for
+// the client to take them, so memory stays flat for a million errors and a slow client slows the reads, not the heap.
+// GET /v1/jobs/{id}/items: the files of a mass import, keyset-paged.
+import { EventEmitter } from 'node:events';
+import { PassThrough } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { requireVisibleJob } from '../../actions/run-actions.js';
+import { pageOfRowErrors } from '../../imports/csv/row-errors.js';
+import { getCsvImportRun } from '../../imports/csv/run-record.js';
+import { ITEM_STATES, listItemsAfter, type ItemRow, type ItemState } from '../../imports/import-items.js';
+import { decodeCursor, encodeCursor } from '../cursor.js';
+import { ApiError } from '../errors.js';
+import { CURSOR, ERROR_RESPONSES, JOB_ID_PARAMS, limitParam } from '../schemas.js';
+import { actorOf, type ApiDependencies } from '../server.js';
+
+const CSV_KINDS = new Set(['csv-import', 'csv-finalize']);
+const MASS_IMPORT = 'mass-import';
+
+class ClientGoneError extends Error {
+  constructor() {
+    super('the client closed the connection');
+    this.name = 'ClientGoneError';
+  }
+}
+
+/**
+ * The writable the exporter writes to: forwards to the response body, and once the client is gone makes the next
+ * write (or the wait for `drain`) fail, so an abandoned export stops instead of waiting forever.
+ */
+class ExportSink extends EventEmitter {
+  private gone = false;
+  constructor(private readonly body: PassThrough) {
+    super();
+    body.on('drain', () => this.emit('drain'));
+  }
+  write(chunk: string): boolean {
+    if (this.gone) throw new ClientGoneError();
+    return this.body.write(chunk);
+  }
+  clientGone(): void {
+    if (this.gone) return;
+    this.gone = true;
+    if (this.listenerCount('error') > 0) this.emit('error', new ClientGoneError());
+  }
+}
+
+function itemView(item: ItemRow) {
+  return {
+    itemNo: item.itemNo,
+    path: item.relativePath,
+    size: item.size,
+    state: item.state,
+    objectKey: item.objectKey,
+    sha256: item.sha256,
+    errorCode: item.errorCode,
+    errorMessage: item.errorMessage,
+    errorClass: item.errorClass,
+    tries: item.tries,
+    updatedAt: item.updatedAt.toISOString(),
+  };
+}
+
+const PAGE_RESPONSE = {
+  type: 'object',
+  properties: {
+    kind: { type: 'string' },
+    header: { type: 'array', items: { type: 'string' }, description: 'CSV runs: the file header the row fields follow' },
+    errors: { type: 'array', items: { type: 'object', additionalProperties: true } },
+    next: { anyOf: [{ type: 'string' }, { type: 'null' }] },
+  },
+} as const;
+
+export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies): void {
+  app.get<{ Params: { id: number }; Querystring: { format: 'json' | 'csv'; limit: number; cursor?: string } }>(
+    '/v1/jobs/:id/errors',
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'failed rows (CSV) or failed files (mass import): JSON pages, or ?format=csv for all of them streamed',
+        params: JOB_ID_PARAMS,
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { format: { type: 'string', enum: ['json', 'csv'], default: 'json' }, limit: limitParam(100, 1000), cursor: CURSOR },
+        },
+        response: { 200: PAGE_RESPONSE, ...ERROR_RESPONSES },
+      },
+    },
+    async (request, reply) => {
+      const job = await requireVisibleJob(deps.pool, actorOf(request), request.params.id);
+      const { format, limit, cursor } = request.query;
+      if (format === 'csv') {
+        const handler = deps.registry.get(job.kind);
+        if (!handler?.exportErrorsCsv) throw new ApiError(409, 'NO_ERROR_EXPORT', `job ${job.id} is a ${job.kind} run: that kind has no failed-row export`);
+        const body = new PassThrough({ highWaterMark: 64 * 1024 });
+        const sink = new ExportSink(body);
+        request.raw.once('close', () => sink.clientGone());
+        const export_ = handler.exportErrorsCsv(deps.pool, job.id, sink as unknown as NodeJS.WritableStream);
+        export_.then(
+          (rows) => {
+            request.log.info({ jobId: job.id, rows }, 'errors exported');
+            body.end();
+          },
+          (error: unknown) => {
+            if (!(error instanceof ClientGoneError)) request.log.error({ err: error, jobId: job.id }, 'error export failed');
+            body.destroy(error instanceof Error ? error : new Error(String(error)));
+          },
+        );
+        return reply
+          .type('text/csv; charset=utf-8')
+          .header('content-disposition', `attachment; filename="job-${job.id}-errors.csv"`)
+          .send(body);
+      }
+      if (CSV_KINDS.has(job.kind)) {
+        const after = cursor ? (decodeCursor(cursor, { row: 'integer' }).row as number) : 0;
+        const [run, rows] = await Promise.all([getCsvImportRun(deps.pool, job.id), pageOfRowErrors(deps.pool, job.id, after, limit)]);
+        const last = rows[rows.length - 1];
+        return {
+          kind: job.kind,
+          header: run?.header ?? [],
+          errors: rows.map((row) => ({ row: row.row, issues: row.issues, fields: row.fields })),
+          next: rows.length === limit && last ? encodeCursor({ row: last.row }) : null,
+        };
+      }
+      if (job.kind === MASS_IMPORT) {
+        const after = cursor ? (decodeCursor(cursor, { item: 'integer' }).item as number) : -1;
+        const items = await listItemsAfter(deps.pool, job.id, { states: ['failed'], afterItemNo: after, limit });
+        const last = items[items.length - 1];
+        return { kind: job.kind, errors: items.map(itemView), next: items.length === limit && last ? encodeCursor({ item: last.itemNo }) : null };
+      }
+      return { kind: job.kind, errors: [], next: null };
+    },
+  );
+
+  app.get<{ Params: { id: number }; Querystring: { state?: ItemState[]; limit: number; cursor?: string } }>(
+    '/v1/jobs/:id/items',
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'the files of a mass-import run in plan order, with state, size, object key and error',
+        params: JOB_ID_PARAMS,
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            state: { type: 'array', items: { type: 'string', enum: [...ITEM_STATES] }, maxItems: ITEM_STATES.length },
+            limit: limitParam(100, 1000),
+            cursor: CURSOR,
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: { items: { type: 'array', items: { type: 'object', additionalProperties: true } }, next: { anyOf: [{ type: 'string' }, { type: 'null' }] } },
+          },
+          ...ERROR_RESPONSES,
+        },
+      },
+    },
+    async (request) => {
+      const job = await requireVisibleJob(deps.pool, actorOf(request), request.params.id);
+      if (job.kind !== MASS_IMPORT) throw new ApiError(409, 'NO_ITEMS', `job ${job.id} is a ${job.kind} run: only mass-import runs have file items`);
+      const { state, limit, cursor } = request.query;
+      const after = cursor ? (decodeCursor(cursor, { item: 'integer' }).item as number) : -1;
+      const items = await listItemsAfter(deps.pool, job.id, { states: state, afterItemNo: after, limit });
+      const last = items[items.length - 1];
+      return { items: items.map(itemView), next: items.length === limit && last ? encodeCursor({ item: last.itemNo }) : null };
+    },
+  );
+}

@@ -1,0 +1,87 @@
+// GET /v1/jobs/{id}/events: server-sent events of a run's state and progress changes. The stream opens with a
+// `snapshot` (the run as it is) — or, when the client reconnects with Last-Event-ID and this process still holds what
+// came after it, with exactly the events it missed — then `state` and `progress` events as they happen, and a comment
+// line every eventKeepAliveMs so proxies keep it open. Event ids are `<process>.<sequence>`.
+import type { FastifyInstance } from 'fastify';
+import { requireVisibleJob } from '../../actions/run-actions.js';
+import type { JobRow } from '../../queue/types.js';
+import { ApiError } from '../errors.js';
+import type { JobEvent } from '../event-hub.js';
+import { ERROR_RESPONSES, JOB_ID_PARAMS } from '../schemas.js';
+import { actorOf, type ApiDependencies } from '../server.js';
+import { jobSummaryView } from '../views.js';
+
+const LAST_EVENT_ID = /^([0-9a-f]{8})\.(\d{1,15})$/;
+
+function frame(id: string, type: string, data: unknown): string {
+  return `id: ${id}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies): void {
+  app.get<{ Params: { id: number } }>(
+    '/v1/jobs/:id/events',
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'server-sent events (text/event-stream): snapshot, then state and progress changes; reconnect with Last-Event-ID',
+        params: JOB_ID_PARAMS,
+        headers: { type: 'object', properties: { 'last-event-id': { type: 'string', maxLength: 64 } } },
+        response: { 200: { description: 'text/event-stream', type: 'string' }, ...ERROR_RESPONSES },
+      },
+    },
+    async (request, reply) => {
+      const hub = deps.events;
+      if (!hub) throw new ApiError(503, 'EVENTS_UNAVAILABLE', 'event streams are off in this server');
+      const jobId = request.params.id;
+      await requireVisibleJob(deps.pool, actorOf(request), jobId);
+
+      // Follow first, then read: nothing can happen between the snapshot and the first live event unseen.
+      const pending: JobEvent[] = [];
+      let live = false;
+      let lastSent = 0;
+      const raw = reply.raw;
+      const send = (event: JobEvent) => {
+        if (event.seq <= lastSent) return;
+        lastSent = event.seq;
+        raw.write(frame(`${hub.bootId}.${event.seq}`, event.type, event.data));
+      };
+      const subscription = hub.subscribe(jobId, (event) => (live ? send(event) : pending.push(event)));
+      const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), deps.limits.eventKeepAliveMs);
+      request.raw.once('close', () => {
+        clearInterval(keepAlive);
+        subscription.unsubscribe();
+      });
+
+      let job: JobRow;
+      try {
+        job = await requireVisibleJob(deps.pool, actorOf(request), jobId);
+      } catch (error) {
+        clearInterval(keepAlive);
+        subscription.unsubscribe();
+        throw error;
+      }
+      reply.hijack();
+      raw.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache, no-transform',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      });
+      raw.write('retry: 2000\n\n');
+      const resume = LAST_EVENT_ID.exec(String(request.headers['last-event-id'] ?? ''));
+      const missed = resume ? hub.eventsAfter(jobId, resume[1]!, Number(resume[2])) : null;
+      if (missed) {
+        lastSent = Number(resume![2]);
+        for (const event of missed) send(event);
+      } else {
+        hub.noteSnapshot(jobId, job);
+        lastSent = subscription.sinceSeq;
+        raw.write(frame(`${hub.bootId}.${subscription.sinceSeq}`, 'snapshot', jobSummaryView(job)));
+      }
+      live = true;
+      for (const event of pending) send(event);
+      pending.length = 0;
+    },
+  );
+}
+

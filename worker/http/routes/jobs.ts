@@ -1,0 +1,165 @@
+// GET /v1/jobs (keyset-paged listing), GET /v1/jobs/{id} (the run record), POST /v1/jobs (submit any kind).
+import type { FastifyInstance } from 'fastify';
+import { submitRun } from '../../actions/run-actions.js';
+import { getRunRecord } from '../../queue/job-actions.js';
+import { listJobsPage } from '../../queue/operator.js';
+import { JOB_STATES, type JobState } from '../../queue/types.js';
+import { decodeCursor, encodeCursor } from '../cursor.js';
+import { ApiError, jobNotFound } from '../errors.js';
+import { CURSOR, ERROR_RESPONSES, JOB_ID_PARAMS, limitParam } from '../schemas.js';
+import { actorOf, keyOf, tenantScope, type ApiDependencies } from '../server.js';
+import { jobDetailView, jobSummaryView } from '../views.js';
+
+/** Kinds a tenant key may submit: a CSV import reads only its tenant's uploads. Mass imports read the shared campaign
+ * mount and backfills rewrite tables: operators start those. */
+export const TENANT_KINDS = ['csv-import'];
+
+const LIST_QUERY = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    state: { type: 'array', items: { type: 'string', enum: [...JOB_STATES] }, maxItems: JOB_STATES.length },
+    kind: { type: 'array', items: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,63}$' }, maxItems: 20 },
+    tenant: { type: 'string', minLength: 1, maxLength: 128 },
+    since: { type: 'string', format: 'date-time', description: 'created at or after' },
+    until: { type: 'string', format: 'date-time', description: 'created before' },
+    limit: limitParam(50, 500),
+    cursor: CURSOR,
+  },
+} as const;
+
+const SUBMIT_BODY = {
+  type: 'object',
+  required: ['kind'],
+  additionalProperties: false,
+  properties: {
+    kind: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,63}$' },
+    payload: { type: 'object', additionalProperties: true },
+    tenant: { type: 'string', minLength: 1, maxLength: 128, description: 'operator keys only; a tenant key submits for its own tenant' },
+    dedupeKey: { anyOf: [{ type: 'string', minLength: 1, maxLength: 2048 }, { type: 'null' }], description: "default: the kind's own; null: never reuse" },
+    priority: { type: 'integer', minimum: -2147483648, maximum: 2147483647 },
+    maxAttempts: { type: 'integer', minimum: 1, maximum: 100 },
+    runAt: { type: 'string', format: 'date-time' },
+  },
+} as const;
+
+interface ListQuery {
+  state?: JobState[];
+  kind?: string[];
+  tenant?: string;
+  since?: string;
+  until?: string;
+  limit: number;
+  cursor?: string;
+}
+
+interface SubmitBody {
+  kind: string;
+  payload?: Record<string, unknown>;
+  tenant?: string;
+  dedupeKey?: string | null;
+  priority?: number;
+  maxAttempts?: number;
+  runAt?: string;
+}
+
+export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): void {
+  app.get<{ Querystring: ListQuery }>(
+    '/v1/jobs',
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'runs, newest first; filters combine; `next` pages on',
+        querystring: LIST_QUERY,
+        response: {
+          200: { type: 'object', properties: { jobs: { type: 'array', items: { $ref: 'JobSummary#' } }, next: { anyOf: [{ type: 'string' }, { type: 'null' }] } } },
+          ...ERROR_RESPONSES,
+        },
+      },
+    },
+    async (request) => {
+      const query = request.query;
+      const scope = tenantScope(request);
+      // A tenant key asking for another tenant's runs sees none, as if that tenant had none.
+      if (scope !== null && query.tenant !== undefined && query.tenant !== scope) return { jobs: [], next: null };
+      const before = query.cursor ? (decodeCursor(query.cursor, { id: 'integer' }).id as number) : undefined;
+      const jobs = await listJobsPage(deps.pool, {
+        states: query.state,
+        kinds: query.kind,
+        tenantId: scope ?? query.tenant ?? null,
+        since: query.since ? new Date(query.since) : undefined,
+        until: query.until ? new Date(query.until) : undefined,
+        beforeId: before,
+        limit: query.limit,
+      });
+      const last = jobs[jobs.length - 1];
+      return { jobs: jobs.map(jobSummaryView), next: jobs.length === query.limit && last ? encodeCursor({ id: last.id }) : null };
+    },
+  );
+
+  app.get<{ Params: { id: number } }>(
+    '/v1/jobs/:id',
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: 'one run: state, attempts, progress with rate and ETA, result, last error, who started it, action history',
+        params: JOB_ID_PARAMS,
+        response: { 200: { $ref: 'Job#' }, ...ERROR_RESPONSES },
+      },
+    },
+    async (request) => {
+      const record = await getRunRecord(deps.pool, request.params.id, tenantScope(request));
+      if (!record) throw jobNotFound(request.params.id);
+      return jobDetailView(record.job, record);
+    },
+  );
+
+  app.post<{ Body: SubmitBody }>(
+    '/v1/jobs',
+    {
+      schema: {
+        tags: ['jobs'],
+        summary: "submit a run of any kind; the payload is checked by the kind's own reader; 200 with reused: true for an active run of the same dedupe key",
+        body: SUBMIT_BODY,
+        response: {
+          200: { type: 'object', properties: { reused: { type: 'boolean' }, job: { $ref: 'Job#' } } },
+          201: { type: 'object', properties: { reused: { type: 'boolean' }, job: { $ref: 'Job#' } } },
+          ...ERROR_RESPONSES,
+        },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body;
+      const key = keyOf(request);
+      const scope = tenantScope(request);
+      if (scope !== null) {
+        if (!TENANT_KINDS.includes(body.kind)) {
+          throw new ApiError(403, 'FORBIDDEN', `a tenant key may submit ${TENANT_KINDS.join(', ')} runs; ${body.kind} runs need an operator key`, 'kind');
+        }
+        if (body.tenant !== undefined && body.tenant !== scope) throw new ApiError(400, 'TENANT_MISMATCH', 'a tenant key submits for its own tenant only', 'tenant');
+        const payloadTenant = body.payload?.tenant;
+        if (payloadTenant !== undefined && payloadTenant !== scope) {
+          throw new ApiError(400, 'TENANT_MISMATCH', 'a tenant key submits for its own tenant only', 'payload.tenant');
+        }
+      }
+      const runAt = body.runAt ? new Date(body.runAt) : undefined;
+      const { job, reused } = await submitRun(
+        deps.pool,
+        actorOf(request),
+        {
+          kind: body.kind,
+          payload: body.payload ?? {},
+          tenantId: scope ?? body.tenant ?? null,
+          ...(body.dedupeKey !== undefined ? { dedupeKey: body.dedupeKey } : {}),
+          ...(body.priority !== undefined ? { priority: body.priority } : {}),
+          ...(body.maxAttempts !== undefined ? { maxAttempts: body.maxAttempts } : {}),
+          ...(runAt ? { runAt } : {}),
+        },
+        { registry: deps.registry, defaultMaxAttempts: deps.config.worker.defaultMaxAttempts },
+      );
+      request.log.info({ jobId: job.id, kind: job.kind, reused, actor: key.name }, 'run submitted');
+      const record = await getRunRecord(deps.pool, job.id);
+      return reply.code(reused ? 200 : 201).send({ reused, job: jobDetailView(job, record ?? {}) });
+    },
+  );
+}

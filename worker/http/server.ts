@@ -1,0 +1,185 @@
+// The HTTP/JSON API of `bulk-import serve`: Fastify 5, every request and response described by a JSON schema (the
+// same schemas validate, serialize and make /openapi.json), API keys with tenant and operator roles, one error shape,
+// per-key rate limits, a body limit and timeouts. All SQL stays in worker/queue/ and beside its tables; routes only
+// check access, call those functions and shape the answer.
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import type { S3Client } from '@aws-sdk/client-s3';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { findActiveApiKey, type ApiKey } from '../auth/api-keys.js';
+import type { Config } from '../config.js';
+import type { Pool } from '../db/pool.js';
+import { defaultRegistry, type HandlerRegistry } from '../handlers/registry.js';
+import type { Logger } from '../logger.js';
+import { ApiError, describeError } from './errors.js';
+import type { JobEventHub } from './event-hub.js';
+import { SHARED_SCHEMAS } from './schemas.js';
+import { registerActionRoutes } from './routes/actions.js';
+import { registerDeadRoutes } from './routes/dead.js';
+import { registerErrorRoutes } from './routes/errors.js';
+import { registerEventRoutes } from './routes/events.js';
+import { registerHealthRoutes } from './routes/health.js';
+import { registerJobRoutes } from './routes/jobs.js';
+import { registerUploadRoutes } from './routes/uploads.js';
+
+/** Who may call a route: anyone (health, spec), any valid key, or operator keys only. */
+export type Access = 'public' | 'key' | 'operator';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    access?: Access;
+  }
+  interface FastifyRequest {
+    apiKey: ApiKey | null;
+  }
+  interface FastifyInstance {
+    /** Every route of the API as `METHOD /path` (tests check each is in the spec). */
+    apiRoutes: string[];
+  }
+}
+
+export interface ApiLimits {
+  /** Largest request body, bytes (a job payload is at most 256 KiB of JSON). */
+  bodyLimitBytes: number;
+  /** Requests per key (or per address without a key) per minute. */
+  rateLimitPerMinute: number;
+  /** Time to receive a whole request (headers and body); slow clients are cut off. */
+  requestTimeoutMs: number;
+  /** Presigned upload URLs expire after this long. */
+  uploadExpirySeconds: number;
+  /** Largest CSV upload, bytes. */
+  uploadMaxBytes: number;
+  /** How often a followed running job's progress is read for its event stream. */
+  eventPollMs: number;
+  /** SSE comment line sent this often so proxies keep an idle stream open. */
+  eventKeepAliveMs: number;
+}
+
+export const DEFAULT_LIMITS: ApiLimits = {
+  bodyLimitBytes: 512 * 1024,
+  rateLimitPerMinute: 600,
+  requestTimeoutMs: 30_000,
+  uploadExpirySeconds: 300,
+  uploadMaxBytes: 1024 ** 3,
+  eventPollMs: 1_000,
+  eventKeepAliveMs: 15_000,
+};
+
+export interface ApiDependencies {
+  pool: Pool;
+  config: Config;
+  log: Logger;
+  registry: HandlerRegistry;
+  limits: ApiLimits;
+  /** Presigns uploads; undefined when S3 is not configured (POST /v1/uploads then answers 503). */
+  s3: S3Client | undefined;
+  bucket: string | undefined;
+  /** Feeds the event streams; undefined turns GET /v1/jobs/{id}/events off (503). */
+  events: JobEventHub | undefined;
+}
+
+export interface ApiServerOptions extends Omit<ApiDependencies, 'registry' | 'limits'> {
+  registry?: HandlerRegistry;
+  limits?: Partial<ApiLimits>;
+}
+
+/** The key of the request (set by the auth hook on every non-public route). */
+export function keyOf(request: FastifyRequest): ApiKey {
+  if (!request.apiKey) throw new ApiError(401, 'UNAUTHENTICATED', 'send an API key: Authorization: Bearer <key>');
+  return request.apiKey;
+}
+
+/** The tenant a key is limited to (null: an operator key sees every tenant). */
+export function tenantScope(request: FastifyRequest): string | null {
+  const key = keyOf(request);
+  return key.role === 'operator' ? null : key.tenantId;
+}
+
+/** For actions on one run: checked after the run was found visible, so another tenant's run stays a 404. */
+export function requireOperator(request: FastifyRequest, what: string): void {
+  if (keyOf(request).role !== 'operator') throw new ApiError(403, 'FORBIDDEN', `${what} needs an operator key`);
+}
+
+export const actorOf = (request: FastifyRequest) => {
+  const key = keyOf(request);
+  return { name: key.name, tenantId: key.role === 'operator' ? null : key.tenantId };
+};
+
+const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
+
+export async function buildApiServer(options: ApiServerOptions): Promise<FastifyInstance> {
+  const deps: ApiDependencies = {
+    ...options,
+    registry: options.registry ?? defaultRegistry(),
+    limits: { ...DEFAULT_LIMITS, ...options.limits },
+  };
+  const app = Fastify({
+    // pino's Logger is a FastifyBaseLogger; the cast keeps the instance's type the default one the routes take.
+    loggerInstance: options.log.child({ component: 'api' }) as FastifyBaseLogger,
+    bodyLimit: deps.limits.bodyLimitBytes,
+    requestTimeout: deps.limits.requestTimeoutMs,
+    connectionTimeout: deps.limits.requestTimeoutMs * 2,
+    return503OnClosing: true,
+    // Refuse unknown fields (naming them) instead of dropping them silently; query strings are coerced.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
+  });
+  app.decorateRequest('apiKey', null);
+  const routes: string[] = [];
+  app.decorate('apiRoutes', routes);
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) if (method !== 'HEAD') routes.push(`${method} ${route.url}`);
+  });
+  for (const schema of SHARED_SCHEMAS) app.addSchema(schema);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'bulk-import API', version: '1', description: 'Submit, follow and steer bulk-import runs. See docs/API.md.' },
+      components: { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'an API key made by `bulk-import api-keys create`' } } },
+      security: [{ apiKey: [] }],
+    },
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, index) => (typeof json.$id === 'string' ? json.$id : `def-${index}`) },
+  });
+
+  // Authentication first: nothing but health and the spec is reachable without a valid key.
+  app.addHook('onRequest', async (request) => {
+    const access = request.routeOptions.config?.access ?? 'key';
+    if (access === 'public') return;
+    const match = BEARER.exec(request.headers.authorization ?? '');
+    if (!match) throw new ApiError(401, 'UNAUTHENTICATED', 'send an API key: Authorization: Bearer <key>', undefined, { 'www-authenticate': 'Bearer' });
+    const key = await findActiveApiKey(deps.pool, match[1]!);
+    if (!key) throw new ApiError(401, 'UNAUTHENTICATED', 'the API key is unknown or revoked', undefined, { 'www-authenticate': 'Bearer' });
+    request.apiKey = key;
+    if (access === 'operator' && key.role !== 'operator') throw new ApiError(403, 'FORBIDDEN', 'this route needs an operator key');
+  });
+
+  await app.register(rateLimit, {
+    global: true,
+    max: deps.limits.rateLimitPerMinute,
+    timeWindow: 60_000,
+    // Per key once authenticated (route hooks run after the auth hook), per address otherwise.
+    keyGenerator: (request) => (request.apiKey ? `key:${request.apiKey.id}` : `ip:${request.ip}`),
+    errorResponseBuilder: (_request, context) =>
+      new ApiError(429, 'RATE_LIMITED', `rate limit of ${context.max} requests per minute exceeded; retry in ${context.after}`),
+  });
+
+  app.setErrorHandler((error, request, reply: FastifyReply) => {
+    const { status, body, headers, internal } = describeError(error);
+    if (internal) request.log.error({ err: error }, 'request failed');
+    else if (status !== 404) request.log.info({ code: body.error.code, status }, 'request refused');
+    void reply.code(status).headers(headers).type('application/json').send(body);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` } });
+  });
+
+  registerHealthRoutes(app, deps);
+  registerJobRoutes(app, deps);
+  registerActionRoutes(app, deps);
+  registerUploadRoutes(app, deps);
+  registerErrorRoutes(app, deps);
+  registerEventRoutes(app, deps);
+  registerDeadRoutes(app, deps);
+  await app.ready();
+  return app;
+}

@@ -1,0 +1,131 @@
+// The history of what operators and API callers did to runs (job_actions), and the run record as the API and
+// `bulk-import show` present it: the job row, its resolution, and that history, in one round trip.
+import type { Queryable } from '../db/pool.js';
+import { JOB_COLUMNS, toJobRow, type JobRow, type JobState } from './types.js';
+
+export const JOB_ACTIONS = ['submitted', 'finalized', 'rejected', 'canceled', 'requeued', 'replayed', 'resolved', 'purged'] as const;
+export type JobAction = (typeof JOB_ACTIONS)[number];
+
+/** The most history entries a run record carries (newest kept); a run acted on more often than this is unusual. */
+export const MAX_ACTIONS_SHOWN = 200;
+
+export interface JobActionEntry {
+  jobId: number;
+  action: JobAction;
+  /** An API key's name, or `cli:<user>` for the operator CLI. */
+  actor: string;
+  note: string | null;
+  stateAfter: JobState | null;
+}
+
+export interface JobActionRecord extends JobActionEntry {
+  id: number;
+  at: Date;
+}
+
+export interface Resolution {
+  at: Date;
+  by: string;
+  note: string;
+}
+
+export interface RunRecord {
+  job: JobRow;
+  resolution: Resolution | null;
+  /** Oldest first. */
+  actions: JobActionRecord[];
+}
+
+/** Records actions in the caller's transaction (so an action and its record commit together). */
+export async function recordJobActions(db: Queryable, entries: JobActionEntry[]): Promise<void> {
+  if (entries.length === 0) return;
+  await db.query(
+    `INSERT INTO job_actions (job_id, action, actor, note, state_after)
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])`,
+    [
+      entries.map((entry) => entry.jobId),
+      entries.map((entry) => entry.action),
+      entries.map((entry) => entry.actor),
+      entries.map((entry) => entry.note),
+      entries.map((entry) => entry.stateAfter),
+    ],
+  );
+}
+
+function toAction(row: Record<string, unknown>): JobActionRecord {
+  return {
+    id: Number(row.id),
+    jobId: Number(row.job_id),
+    action: row.action as JobAction,
+    actor: row.actor as string,
+    note: (row.note as string | null) ?? null,
+    stateAfter: (row.state_after as JobState | null) ?? null,
+    at: row.at instanceof Date ? row.at : new Date(row.at as string),
+  };
+}
+
+export async function listJobActions(db: Queryable, jobId: number): Promise<JobActionRecord[]> {
+  const { rows } = await db.query(
+    `SELECT * FROM (SELECT id, job_id, action, actor, note, state_after, at FROM job_actions WHERE job_id = $1
+     ORDER BY id DESC LIMIT ${MAX_ACTIONS_SHOWN}) newest ORDER BY id`,
+    [jobId],
+  );
+  return rows.map(toAction);
+}
+
+/**
+ * One run with its resolution and history, or null when it does not exist — or, with `tenantId`, belongs to another
+ * tenant: the two look the same to the caller.
+ */
+export async function getRunRecord(db: Queryable, id: number, tenantId: string | null = null): Promise<RunRecord | null> {
+  const { rows } = await db.query(
+    `SELECT ${JOB_COLUMNS}, resolved_at, resolved_by, resolution_note,
+       (SELECT coalesce(json_agg(a ORDER BY a.id), '[]') FROM (
+          SELECT id, job_id, action, actor, note, state_after, at FROM job_actions WHERE job_id = jobs.id
+          ORDER BY id DESC LIMIT ${MAX_ACTIONS_SHOWN}) a) AS actions
+     FROM jobs WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)`,
+    [id, tenantId],
+  );
+  const row = rows[0];
+  if (!row) return null;
+  return {
+    job: toJobRow(row),
+    resolution: row.resolved_at ? { at: row.resolved_at as Date, by: row.resolved_by as string, note: row.resolution_note as string } : null,
+    actions: (row.actions as Array<Record<string, unknown>>).map(toAction),
+  };
+}
+
+/** Who submitted each run (the actor of its `submitted` action), for listings. */
+export async function submittersOf(db: Queryable, jobIds: number[]): Promise<Map<number, string>> {
+  if (jobIds.length === 0) return new Map();
+  const { rows } = await db.query<{ job_id: number; actor: string }>(
+    `SELECT DISTINCT ON (job_id) job_id, actor FROM job_actions WHERE job_id = ANY($1::bigint[]) AND action = 'submitted'
+     ORDER BY job_id, id`,
+    [jobIds],
+  );
+  return new Map(rows.map((row) => [Number(row.job_id), row.actor]));
+}
+
+export interface JobStatusRow {
+  id: number;
+  state: JobState;
+  attempts: number;
+  progress: Record<string, unknown> | null;
+  updatedAt: Date;
+}
+
+/** State, attempt and progress of some runs (the API's event streams poll followed runs with this). */
+export async function readJobStatuses(db: Queryable, ids: number[]): Promise<JobStatusRow[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await db.query(
+    'SELECT id, state, attempts, progress, updated_at FROM jobs WHERE id = ANY($1::bigint[])',
+    [ids],
+  );
+  return rows.map((row) => ({
+    id: Number(row.id),
+    state: row.state as JobState,
+    attempts: row.attempts as number,
+    progress: (row.progress as Record<string, unknown> | null) ?? null,
+    updatedAt: row.updated_at as Date,
+  }));
+}
