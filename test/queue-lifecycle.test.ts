@@ -217,7 +217,22 @@ describe('rescue, retention, cancel and requeue', () => {
     await env.pool.query('INSERT INTO retention_business (job_id) SELECT $1 FROM generate_series(1, 7000)', [job.id]);
     await env.pool.query("UPDATE jobs SET state = 'succeeded', finished_at = now() - interval '40 days' WHERE id = $1", [job.id]);
     const statements: string[] = [];
-    const counting = { query: (text: string, values?: unknown[]) => (statements.push(text), env.pool.query(text, values)) };
+    // A pool whose connections record the statements they run (retention works in one transaction per batch).
+    const counting = {
+      connect: async () => {
+        const client = await env.pool.connect();
+        const query = client.query.bind(client) as (text: string, values?: unknown[]) => Promise<unknown>;
+        const release = client.release.bind(client);
+        Object.assign(client, {
+          query: (text: string, values?: unknown[]) => (statements.push(text), query(text, values)),
+          release: (error?: Error | boolean) => {
+            Object.assign(client, { query, release });
+            release(error);
+          },
+        });
+        return client;
+      },
+    } as unknown as typeof env.pool;
     expect(await deleteExpiredJobs(counting, 30, 10, 5_000)).toBe(1);
     // 12,000 items in chunks of 5,000 take 3 statements; 7,000 links take 2.
     expect(statements.filter((text) => text.startsWith('DELETE FROM retention_items')).length).toBe(3);
@@ -231,6 +246,63 @@ describe('rescue, retention, cancel and requeue', () => {
     );
     expect(left.rows[0]).toEqual({ items: 0, kept_items: 10, unlinked: 7000, jobs: 0 });
     await env.pool.query('DROP TABLE retention_items, retention_business');
+  });
+
+  it('a requeue racing retention never leaves a run without its child rows: it waits, then finds the run gone', async () => {
+    // Retention is held inside the deletion of a run's child rows (a trigger that waits on an advisory lock the test
+    // holds) while an operator requeues the run.
+    await env.pool.query(`
+      CREATE TABLE retention_race (job_id bigint NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, n int);
+      CREATE FUNCTION retention_race_gate() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN PERFORM pg_advisory_xact_lock(424242); RETURN OLD; END $$;
+      CREATE TRIGGER retention_race_gate BEFORE DELETE ON retention_race FOR EACH ROW EXECUTE FUNCTION retention_race_gate();`);
+    const { job } = await enqueueJob(env.pool, { kind: 'retained-race' });
+    await env.pool.query('INSERT INTO retention_race SELECT $1, n FROM generate_series(1, 3) AS n', [job.id]);
+    await env.pool.query("UPDATE jobs SET state = 'failed', finished_at = now() - interval '40 days' WHERE id = $1", [job.id]);
+    const gate = await env.pool.connect();
+    try {
+      await gate.query('BEGIN; SELECT pg_advisory_xact_lock(424242)');
+      const retention = deleteExpiredJobs(env.pool, 30, 10);
+      await waitFor(async () => {
+        const { rows } = await env.pool.query(
+          "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM retention_race%'",
+        );
+        return rows.length > 0 || undefined;
+      });
+      const requeue = requeueJob(env.pool, job.id).then(() => 'requeued', (error: Error) => error.message);
+      await waitFor(async () => {
+        const { rows } = await env.pool.query("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE jobs SET state = ''queued''%'");
+        return rows.length > 0 || undefined;
+      });
+      await gate.query('COMMIT');
+      expect(await retention).toBe(1);
+      expect(await requeue).toMatch(/does not exist/);
+      const { rows } = await env.pool.query(
+        'SELECT (SELECT count(*)::int FROM jobs WHERE id = $1) AS jobs, (SELECT count(*)::int FROM retention_race WHERE job_id = $1) AS children',
+        [job.id],
+      );
+      expect(rows[0]).toEqual({ jobs: 0, children: 0 });
+    } finally {
+      await gate.query('ROLLBACK').catch(() => {});
+      gate.release();
+      await env.pool.query('DROP TABLE retention_race; DROP FUNCTION retention_race_gate()');
+    }
+  });
+
+  it('retention skips a run an operator holds locked, and takes it on a later round', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'retained-held' });
+    await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now() - interval '40 days' WHERE id = $1", [job.id]);
+    const operator = await env.pool.connect();
+    try {
+      await operator.query('BEGIN');
+      await operator.query('SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE', [job.id]);
+      expect(await deleteExpiredJobs(env.pool, 30, 10)).toBe(0);
+      await operator.query('COMMIT');
+      expect(await deleteExpiredJobs(env.pool, 30, 10)).toBe(1);
+    } finally {
+      await operator.query('ROLLBACK').catch(() => {});
+      operator.release();
+    }
   });
 
   it('rescues a cancel-requested job whose worker died as canceled, not back to the queue', async () => {

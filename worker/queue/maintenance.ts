@@ -1,6 +1,7 @@
 // Maintenance statements: rescue of expired leases and retention of finished runs.
-import type { Queryable } from '../db/pool.js';
+import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
 import { JOBS_READY_CHANNEL } from './channels.js';
+import { TERMINAL_STATES } from './types.js';
 
 export interface RescueResult {
   requeued: number[];
@@ -75,33 +76,38 @@ async function childReferences(db: Queryable): Promise<ChildReference[]> {
  * were deleted.
  */
 export async function deleteExpiredJobs(
-  db: Queryable,
+  pool: Pool,
   retentionDays: number,
   batchSize = 100,
   childChunk = 5_000,
 ): Promise<number> {
-  const expired = (days: string) =>
-    `finished_at < now() - ${days} * interval '1 day' AND state IN ('succeeded', 'partial', 'failed', 'dead', 'canceled')`;
-  const { rows } = await db.query<{ id: number }>(
-    `SELECT id FROM jobs WHERE ${expired('$1')} ORDER BY finished_at LIMIT $2`,
-    [retentionDays, batchSize],
-  );
-  const ids = rows.map((row) => row.id);
-  if (ids.length === 0) return 0;
-  for (const child of await childReferences(db)) {
-    const change =
-      child.onDelete === 'cascade'
-        ? `DELETE FROM ${child.table}`
-        : `UPDATE ${child.table} SET ${child.column} = NULL`;
-    for (;;) {
-      const { rowCount } = await db.query(
-        `${change} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${child.table} WHERE ${child.column} = ANY($1) LIMIT $2))`,
-        [ids, childChunk],
-      );
-      if ((rowCount ?? 0) < childChunk) break;
+  // One transaction per batch, with the batch's job rows locked first: a run an operator requeues or replays while
+  // its child rows are being deleted would otherwise keep its row but lose its per-item records. The lock makes the
+  // requeue wait and then find the run gone (or retention skip a run an operator holds). SKIP LOCKED leaves rows
+  // someone else is changing for the next round.
+  return withTransaction(pool, async (client) => {
+    const { rows } = await client.query<{ id: number }>(
+      `SELECT id FROM jobs
+       WHERE finished_at < now() - $1 * interval '1 day' AND state = ANY($3::text[])
+       ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
+      [retentionDays, batchSize, [...TERMINAL_STATES]],
+    );
+    const ids = rows.map((row) => row.id);
+    if (ids.length === 0) return 0;
+    for (const child of await childReferences(client)) {
+      const change =
+        child.onDelete === 'cascade'
+          ? `DELETE FROM ${child.table}`
+          : `UPDATE ${child.table} SET ${child.column} = NULL`;
+      for (;;) {
+        const { rowCount } = await client.query(
+          `${change} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${child.table} WHERE ${child.column} = ANY($1) LIMIT $2))`,
+          [ids, childChunk],
+        );
+        if ((rowCount ?? 0) < childChunk) break;
+      }
     }
-  }
-  // Re-checked here: a run requeued in the meantime is not deleted.
-  const { rowCount } = await db.query(`DELETE FROM jobs WHERE id = ANY($1) AND ${expired('$2')}`, [ids, retentionDays]);
-  return rowCount ?? 0;
+    const { rowCount } = await client.query('DELETE FROM jobs WHERE id = ANY($1)', [ids]);
+    return rowCount ?? 0;
+  });
 }
