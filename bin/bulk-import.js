@@ -10,7 +10,11 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const sourceEntry = fileURLToPath(new URL('../worker/cli/main.ts', import.meta.url));
 if (existsSync(sourceEntry)) {
-  const { register } = await import('tsx/esm/api');
+  // tsx is a devDependency and must stay one: the image has no sources and no tsx (`npm ci --omit=dev`). The
+  // specifier is a variable so that the production dependency check (`knip --production`, .ci/run) does not count
+  // this checkout-only path as production use of tsx, and so fails if tsx is ever listed in `dependencies` again.
+  const tsxApi = 'tsx/esm/api';
+  const { register } = await import(tsxApi);
   register();
   await import('../worker/cli/main.ts');
 } else {
