@@ -31,6 +31,8 @@ export interface BackfillRunOptions {
   maxRows: number | null;
   /** Key ranges walked at once (numeric keys only; a resumed run keeps the ranges it started with). */
   parallelism: number;
+  /** Keep a before-image of every row written (backfill_before_images), for `bulk-import backfill undo`. */
+  saveBeforeImage?: boolean;
 }
 
 export interface FillOutcome {
@@ -257,7 +259,13 @@ class FillRun {
       await client.query('BEGIN');
       open = true;
       await client.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`);
-      const result = await fillBatch(client, backfill, scope, selection);
+      const result = await fillBatch(
+        client,
+        backfill,
+        scope,
+        selection,
+        this.options.saveBeforeImage ? { jobId: this.lease.jobId } : undefined,
+      );
       await this.commitLock.run(async () => {
         await this.context.assertLeaseHeld(client);
         const next = withRate(

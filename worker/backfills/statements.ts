@@ -16,6 +16,14 @@ export interface BackfillScope {
  */
 export type BatchSelection = { after: unknown; upTo?: unknown; limit: number } | { keys: unknown[] };
 
+/**
+ * Keep a before-image of every row the batch writes (migration 20261205000400): key, the target column's value
+ * before and after, the run. In the batch's own statement or transaction, so it commits with the rows.
+ */
+export interface BeforeImageOptions {
+  jobId: number;
+}
+
 export interface FillResult {
   /** Missing rows the batch read. */
   selected: number;
@@ -94,10 +102,25 @@ export function fillBatch(
   backfill: CompiledBackfill,
   scope: BackfillScope,
   selection: BatchSelection,
+  beforeImage?: BeforeImageOptions,
 ): Promise<FillResult> {
   return backfill.definition.compute.language === 'sql'
-    ? fillBatchInSql(db, backfill, scope, selection, backfill.definition.compute.expression)
-    : fillBatchInTypeScript(db, backfill, scope, selection, backfill.definition.compute);
+    ? fillBatchInSql(db, backfill, scope, selection, backfill.definition.compute.expression, beforeImage)
+    : fillBatchInTypeScript(db, backfill, scope, selection, backfill.definition.compute, beforeImage);
+}
+
+/** The INSERT of before-images from rows `(key, old_value jsonb, new_value jsonb, tenant)` given as SQL. */
+function insertBeforeImages(backfill: CompiledBackfill, rows: string, jobId: string, name: string): string {
+  const { definition } = backfill;
+  return `INSERT INTO backfill_before_images (backfill, row_key, table_name, column_name, tenant_id, old_value, new_value, job_id)
+       SELECT ${name}, r.key::text, ${quoteLiteral(definition.table)}, ${quoteLiteral(definition.targetColumn)}, r.tenant,
+              r.old_value, r.new_value, ${jobId}
+       FROM (${rows}) r
+       ON CONFLICT (backfill, row_key) DO NOTHING`;
+}
+
+function quoteLiteral(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
 }
 
 /**
@@ -112,22 +135,38 @@ async function fillBatchInSql(
   scope: BackfillScope,
   selection: BatchSelection,
   expression: (row: string) => string,
+  beforeImage?: BeforeImageOptions,
 ): Promise<FillResult> {
   const params = new Params();
   const where = selectRows(backfill, scope, selection, params);
   const sourcesRead = backfill.sources.map((column, index) => `b.${column} AS s${index}`).join(', ');
+  const tenant = backfill.tenant ? `b.${backfill.tenant}::text` : 'NULL::text';
+  // The old value is the one the batch read: the write requires the row to still lack the field and its sources to
+  // be unchanged, so with the default "missing" (IS NULL) it is exactly the value overwritten.
+  const saved = beforeImage
+    ? `, saved AS (
+       ${insertBeforeImages(
+         backfill,
+         `SELECT written.key, to_jsonb(batch.old_value) AS old_value, written.new_value, batch.tenant
+          FROM written JOIN batch ON batch.key = written.key`,
+         params.add(beforeImage.jobId),
+         params.add(backfill.definition.name),
+       )}
+     )`
+    : '';
   const sourcesUnchanged = backfill.sources
     .map((column, index) => `t.${column} IS NOT DISTINCT FROM batch.s${index}`)
     .join(' AND ');
   const { rows } = await db.query(
     `WITH batch AS (
-       SELECT b.${backfill.key} AS key, b.ctid AS row_id, ${sourcesRead} FROM ${backfill.table} b ${where}
+       SELECT b.${backfill.key} AS key, b.ctid AS row_id, ${sourcesRead}${beforeImage ? `, b.${backfill.target} AS old_value, ${tenant} AS tenant` : ''}
+       FROM ${backfill.table} b ${where}
      ), written AS (
        UPDATE ${backfill.table} t SET ${backfill.write(`(${expression('t')})`)}
        FROM batch
        WHERE t.ctid = batch.row_id AND t.${backfill.key} = batch.key AND (${backfill.missing('t')}) AND ${sourcesUnchanged}
-       RETURNING t.${backfill.key} AS key, (${backfill.missing('t')}) AS still_missing
-     )
+       RETURNING t.${backfill.key} AS key, (${backfill.missing('t')}) AS still_missing${beforeImage ? `, to_jsonb(t.${backfill.target}) AS new_value` : ''}
+     )${saved}
      SELECT (SELECT count(*) FROM batch)::int AS selected,
             (SELECT key FROM batch ORDER BY key DESC LIMIT 1) AS last_key,
             (SELECT count(*) FROM written)::int AS written,
@@ -197,10 +236,35 @@ async function fillBatchInTypeScript(
   scope: BackfillScope,
   selection: BatchSelection,
   compute: TypeScriptCompute,
+  beforeImage?: BeforeImageOptions,
 ): Promise<FillResult> {
-  const read = await readBatch(db, backfill, scope, selection);
+  const tenant = backfill.tenant ? `b.${backfill.tenant}::text` : 'NULL::text';
+  const read = await readBatch(
+    db,
+    backfill,
+    scope,
+    selection,
+    beforeImage ? `, to_jsonb(b.${backfill.target})::text AS __old_value, ${tenant} AS __tenant` : '',
+  );
   if (read.length === 0) return { selected: 0, lastKey: null, written: 0, unfillable: 0, conflictKeys: [] };
   const values = read.map((row) => computeRow(backfill, compute, row));
+  // The write requires the row version read (ctid, xmin): the old value read is exactly the value overwritten.
+  const saved = beforeImage
+    ? `, saved AS (
+       ${insertBeforeImages(
+         backfill,
+         `SELECT written.key, before.old_value::jsonb AS old_value, written.new_value, before.tenant
+          FROM written JOIN unnest($1::${backfill.keyType}[], $5::text[], $6::text[]) AS before(key, old_value, tenant)
+            ON before.key = written.key`,
+         '$7',
+         '$8',
+       )}
+     )`
+    : '';
+  const parameters: unknown[] = [read.map((row) => row.__key), read.map((row) => row.__row_id), read.map((row) => row.__row_xmin), values];
+  if (beforeImage) {
+    parameters.push(read.map((row) => row.__old_value), read.map((row) => row.__tenant), beforeImage.jobId, backfill.definition.name);
+  }
   const { rows } = await db.query(
     `WITH input AS (
        SELECT * FROM unnest($1::${backfill.keyType}[], $2::tid[], $3::xid[], $4::${compute.valueType}[])
@@ -210,13 +274,13 @@ async function fillBatchInTypeScript(
        FROM input
        WHERE t.ctid = input.row_id AND t.${backfill.key} = input.key AND t.xmin = input.row_xmin
          AND (${backfill.missing('t')})
-       RETURNING t.${backfill.key} AS key, (${backfill.missing('t')}) AS still_missing
-     )
+       RETURNING t.${backfill.key} AS key, (${backfill.missing('t')}) AS still_missing${beforeImage ? `, to_jsonb(t.${backfill.target}) AS new_value` : ''}
+     )${saved}
      SELECT (SELECT count(*) FROM written)::int AS written,
             (SELECT count(*) FROM written WHERE still_missing)::int AS unfillable,
             (SELECT array_agg(key ORDER BY key) FROM input
               WHERE NOT EXISTS (SELECT FROM written WHERE written.key = input.key)) AS conflict_keys`,
-    [read.map((row) => row.__key), read.map((row) => row.__row_id), read.map((row) => row.__row_xmin), values],
+    parameters,
   );
   const row = rows[0];
   return {

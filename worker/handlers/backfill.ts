@@ -1,5 +1,6 @@
 // `backfill`: fills a derived column over a large table in keyset-ordered, optimistic, resumable batches (see
-// worker/backfills/). Payload: { name, tenant?, batchSize?, parallelism?, dryRun?, maxRows?, sampleSize? }.
+// worker/backfills/). Payload: { name, tenant?, batchSize?, parallelism?, dryRun?, maxRows?, sampleSize?,
+// saveBeforeImage? }.
 import { BACKFILL_NAME, MAX_BATCH_SIZE, MAX_PARALLELISM } from '../backfills/compile.js';
 import { runDryRun } from '../backfills/dry-run.js';
 import { runFill } from '../backfills/fill-run.js';
@@ -22,9 +23,11 @@ export interface BackfillPayload {
   maxRows: number | null;
   /** Before/after pairs a dry run reports. */
   sampleSize: number;
+  /** Keep key + old value of every row written (backfill_before_images), restorable with `backfill undo`. */
+  saveBeforeImage: boolean;
 }
 
-const PAYLOAD_FIELDS = ['name', 'tenant', 'batchSize', 'parallelism', 'dryRun', 'maxRows', 'sampleSize'];
+const PAYLOAD_FIELDS = ['name', 'tenant', 'batchSize', 'parallelism', 'dryRun', 'maxRows', 'sampleSize', 'saveBeforeImage'];
 const MAX_SAMPLE = 100;
 const SAMPLE_KEYS_IN_RESULT = 20;
 
@@ -41,9 +44,19 @@ export function createBackfillHandler(backfills: BackfillRegistry = defaultBackf
       if (tenant !== null && !backfill.tenant) {
         throw new PermanentJobError(`invalid backfill payload: backfill ${name} has no tenant column, so "tenant" cannot be used`, 'INVALID_PAYLOAD', { field: 'tenant' });
       }
+      const saveBeforeImage = read.boolean('saveBeforeImage', false);
+      // A before-image holds the target column only: a definition whose write sets other columns too could not be undone.
+      if (saveBeforeImage && backfill.definition.write !== undefined) {
+        throw new PermanentJobError(
+          `invalid backfill payload: backfill ${name} writes more than its target column, so "saveBeforeImage" cannot be used (take a snapshot)`,
+          'INVALID_PAYLOAD',
+          { field: 'saveBeforeImage' },
+        );
+      }
       return {
         name,
         tenant,
+        saveBeforeImage,
         batchSize: read.optionalInteger('batchSize', 1, MAX_BATCH_SIZE),
         parallelism: read.optionalInteger('parallelism', 1, MAX_PARALLELISM),
         dryRun: read.boolean('dryRun', false),
@@ -73,6 +86,7 @@ export function createBackfillHandler(backfills: BackfillRegistry = defaultBackf
         batchSize: payload.batchSize ?? backfill.batchSize,
         maxRows: payload.maxRows,
         parallelism: payload.parallelism ?? backfill.parallelism,
+        saveBeforeImage: payload.saveBeforeImage,
       };
       const about = {
         backfill: backfill.definition.name,
@@ -104,6 +118,7 @@ export function createBackfillHandler(backfills: BackfillRegistry = defaultBackf
         result: {
           ...about,
           dryRun: false,
+          beforeImage: payload.saveBeforeImage,
           complete,
           remaining: outcome.remaining,
           rowsInScope: outcome.rowsInScope,

@@ -1,8 +1,10 @@
-// `bulk-import backfill list|status`: which backfills exist, and how many rows still lack the field (the pre-check
-// before a run and the proof of 100% after it). Runs are enqueued with `bulk-import enqueue backfill --payload …`.
+// `bulk-import backfill list|status|undo|discard`: which backfills exist, how many rows still lack the field (the
+// pre-check before a run and the proof of 100% after it), and the rollback of a run that saved before-images.
+// Runs are enqueued with `bulk-import enqueue backfill --payload …`.
 import type { Command } from 'commander';
 import { defaultBackfills } from '../../backfills/registry.js';
 import { countRows } from '../../backfills/statements.js';
+import { countBeforeImages, discardBeforeImages, undoBackfill, type BeforeImageScope } from '../../backfills/undo.js';
 import { listJobs } from '../../queue/operator.js';
 import type { JobRow } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
@@ -11,6 +13,23 @@ import { summarizeProgress } from './jobs.js';
 
 /** How far back `status` looks for the latest run of the backfill. */
 const RECENT_RUNS = 200;
+
+interface BeforeImageOptions {
+  tenant?: string;
+  job?: string;
+  batchSize?: string;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+function beforeImageScope(options: BeforeImageOptions): BeforeImageScope {
+  let jobId: number | null = null;
+  if (options.job !== undefined) {
+    if (!/^[1-9]\d{0,15}$/.test(options.job)) throw new Error(`--job must be a job id, not "${options.job}"`);
+    jobId = Number(options.job);
+  }
+  return { tenantId: options.tenant ?? null, jobId };
+}
 
 interface StatusOptions {
   tenant?: string;
@@ -94,6 +113,52 @@ export function registerBackfillCommands(program: Command): void {
       if (options.check && !status.complete) {
         throw new Error(`${counts.missing} row(s) of ${status.table} still lack ${status.column}`);
       }
+    });
+
+  backfill
+    .command('undo <name>')
+    .description(
+      'restore the values a run with "saveBeforeImage": true overwrote, on rows that still hold what it wrote (--dry-run: count only)',
+    )
+    .option('--tenant <id>', "only this tenant's rows")
+    .option('--job <id>', 'only the rows this run wrote')
+    .option('--batch-size <n>', 'rows per transaction', '5000')
+    .option('--dry-run', 'count what would be restored, change nothing')
+    .option('--json', 'print JSON only')
+    .action(async (name: string, options: BeforeImageOptions) => {
+      const compiled = defaultBackfills().require(name);
+      const scope = beforeImageScope(options);
+      const batchSize = Number(options.batchSize ?? '5000');
+      if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new Error('--batch-size must be 1-100000');
+      await withDatabase(async (pool) => {
+        if (options.dryRun) {
+          const counts = await countBeforeImages(pool, compiled, scope);
+          if (options.json) return printJson({ dryRun: true, ...counts });
+          printLine(`backfill     ${name} (${compiled.definition.table}.${compiled.definition.targetColumn})`);
+          printLine(`saved        ${counts.saved} before-image(s)`);
+          printLine(`would restore ${counts.restorable}; left alone: ${counts.changed} changed since, ${counts.deleted} deleted`);
+          return;
+        }
+        const outcome = await undoBackfill(pool, compiled, { ...scope, batchSize });
+        if (options.json) return printJson(outcome);
+        printLine(`restored ${outcome.restored} row(s) of ${outcome.table}.${outcome.column} to their values before backfill ${name}`);
+        if (outcome.skipped > 0) {
+          printLine(`left alone ${outcome.skipped} row(s) changed or deleted since the backfill wrote them (before-images kept): ${outcome.skippedKeys.join(', ')}`);
+        }
+      });
+    });
+
+  backfill
+    .command('discard <name>')
+    .description('delete the before-images of a backfill once its run is accepted (no undo after this)')
+    .option('--tenant <id>', "only this tenant's rows")
+    .option('--job <id>', 'only the rows this run wrote')
+    .option('--json', 'print JSON only')
+    .action(async (name: string, options: BeforeImageOptions) => {
+      const compiled = defaultBackfills().require(name);
+      const deleted = await withDatabase((pool) => discardBeforeImages(pool, compiled, beforeImageScope(options)));
+      if (options.json) printJson({ backfill: name, discarded: deleted });
+      else printLine(`discarded ${deleted} before-image(s) of backfill ${name}`);
     });
 }
 

@@ -1,0 +1,183 @@
+// The rollback of a backfill: a run with "saveBeforeImage": true keeps key + old value of every row it writes (in
+// the batch's transaction, so images = rows written even when the run stops early), and `bulk-import backfill undo`
+// writes the old values back — only to rows that still hold what the backfill wrote — and is refused while a run is
+// active; `backfill discard` drops the images. Real Postgres, real worker, the real CLI.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { submitJob } from '../worker/api.js';
+import { BackfillRegistry } from '../worker/backfills/registry.js';
+import type { BackfillDefinition } from '../worker/backfills/types.js';
+import { undoBackfill } from '../worker/backfills/undo.js';
+import { backfillHandler, createBackfillHandler } from '../worker/handlers/backfill.js';
+import { HandlerRegistry } from '../worker/handlers/registry.js';
+import type { AnyJobHandler } from '../worker/handlers/types.js';
+import { PermanentJobError } from '../worker/queue/errors.js';
+import { requireJob } from '../worker/queue/operator.js';
+import type { JobRow } from '../worker/queue/types.js';
+import type { Worker } from '../worker/runner/worker.js';
+import { useTestEnvironment } from './harness.js';
+import { runCli, runCliJson } from './support/cli-runner.js';
+import { testWorker, waitFor } from './support/in-process-worker.js';
+
+const env = useTestEnvironment();
+const workers: Worker[] = [];
+const HISTORICAL = 4_000;
+const ALREADY_FILLED = 200;
+const NAME = 'documents-file-extension';
+
+beforeEach(async () => {
+  await env.pool.query('ALTER TABLE documents DISABLE TRIGGER documents_file_extension_on_write');
+  await insertDocuments(1, HISTORICAL);
+  await env.pool.query('ALTER TABLE documents ENABLE TRIGGER documents_file_extension_on_write');
+  await insertDocuments(HISTORICAL + 1, HISTORICAL + ALREADY_FILLED);
+});
+afterEach(async () => {
+  await stopWorkers();
+  await env.pool.query('TRUNCATE documents RESTART IDENTITY; TRUNCATE backfill_before_images; DELETE FROM jobs');
+});
+
+async function stopWorkers(): Promise<void> {
+  await Promise.all(workers.splice(0).map((worker) => worker.stop()));
+}
+
+async function insertDocuments(from: number, to: number): Promise<void> {
+  await env.pool.query(
+    `INSERT INTO documents (tenant_id, source_path, sha256, size_bytes, content_type, bucket, object_key)
+     SELECT 'tenant-' || (g % 3), 'inbox/' || g || (ARRAY['.Pdf', '.png', '', '.tar.gz'])[1 + g % 4], repeat('a', 64), g,
+            'application/octet-stream', 'bucket', 'documents/' || g
+     FROM generate_series($1::int, $2::int) AS g`,
+    [from, to],
+  );
+}
+
+async function run(payload: Record<string, unknown>, handlers: AnyJobHandler[] = [backfillHandler]): Promise<JobRow> {
+  if (workers.length === 0) {
+    const worker = testWorker(env, handlers, { concurrency: 2 });
+    workers.push(worker);
+    void worker.start();
+  }
+  const { job } = await submitJob(env.pool, { kind: 'backfill', payload }, { registry: new HandlerRegistry(handlers) });
+  return waitFor(async () => {
+    const current = await requireJob(env.pool, job.id);
+    return ['succeeded', 'partial', 'failed', 'dead', 'canceled'].includes(current.state) ? current : undefined;
+  }, 60_000, 50);
+}
+
+async function extensions(): Promise<Map<number, string | null>> {
+  const { rows } = await env.pool.query<{ id: string; file_extension: string | null }>('SELECT id, file_extension FROM documents ORDER BY id');
+  return new Map(rows.map((row) => [Number(row.id), row.file_extension]));
+}
+
+async function imageCount(): Promise<number> {
+  return (await env.pool.query('SELECT count(*)::int AS n FROM backfill_before_images')).rows[0].n;
+}
+
+describe('backfill before-images and undo', () => {
+  it('saves a before-image per written row and undo restores exactly the rows still holding what the backfill wrote', async () => {
+    const before = await extensions();
+    const job = await run({ name: NAME, saveBeforeImage: true, batchSize: 700, parallelism: 2 });
+    expect(job.state).toBe('succeeded');
+    expect(job.result).toMatchObject({ beforeImage: true, complete: true, rowsWritten: HISTORICAL });
+
+    const images = await env.pool.query(
+      `SELECT count(*)::int AS n, count(*) FILTER (WHERE old_value IS NULL)::int AS old_null,
+              count(DISTINCT job_id)::int AS jobs, min(job_id) AS job_id, bool_and(table_name = 'documents' AND column_name = 'file_extension') AS target
+       FROM backfill_before_images WHERE backfill = $1`,
+      [NAME],
+    );
+    expect(images.rows[0]).toMatchObject({ n: HISTORICAL, old_null: HISTORICAL, jobs: 1, job_id: expect.anything(), target: true });
+    expect(Number(images.rows[0].job_id)).toBe(job.id);
+    const sample = await env.pool.query("SELECT new_value, tenant_id FROM backfill_before_images WHERE row_key = '1'");
+    expect(sample.rows[0]).toEqual({ new_value: 'png', tenant_id: 'tenant-1' });
+
+    // After the run, the application edits one filled row and deletes another: undo must leave both alone.
+    await env.pool.query("UPDATE documents SET file_extension = 'edited' WHERE id = 5");
+    await env.pool.query('DELETE FROM documents WHERE id = 7');
+
+    const dry = await runCliJson<Record<string, unknown>>(env, ['backfill', 'undo', NAME, '--dry-run']);
+    expect(dry).toEqual({ dryRun: true, backfill: NAME, saved: HISTORICAL, restorable: HISTORICAL - 2, changed: 1, deleted: 1 });
+    expect(await imageCount()).toBe(HISTORICAL);
+
+    const undo = await runCliJson<Record<string, unknown>>(env, ['backfill', 'undo', NAME, '--batch-size', '900']);
+    expect(undo).toMatchObject({ backfill: NAME, restored: HISTORICAL - 2, skipped: 2, skippedKeys: ['5', '7'] });
+
+    const after = await extensions();
+    for (const [id, value] of before) {
+      if (id === 7) expect(after.has(7)).toBe(false);
+      else if (id === 5) expect(after.get(5)).toBe('edited');
+      else expect(after.get(id), `row ${id}`).toBe(value);
+    }
+    // The skipped rows keep their before-images; an undo run again restores nothing more; discard drops them.
+    expect(await imageCount()).toBe(2);
+    const again = await runCliJson<Record<string, unknown>>(env, ['backfill', 'undo', NAME]);
+    expect(again).toMatchObject({ restored: 0, skipped: 2 });
+    const status = await runCliJson<{ missing: number }>(env, ['backfill', 'status', NAME]);
+    expect(status.missing).toBe(HISTORICAL - 2);
+    expect(await runCliJson(env, ['backfill', 'discard', NAME])).toEqual({ backfill: NAME, discarded: 2 });
+    expect(await imageCount()).toBe(0);
+  });
+
+  it('images equal rows written for a run stopped early, and undo can be limited to one tenant', async () => {
+    const job = await run({ name: NAME, saveBeforeImage: true, batchSize: 500, maxRows: 1_700 });
+    expect(job.result).toMatchObject({ rowsWritten: 1_700, stoppedBy: 'maxRows' });
+    expect(await imageCount()).toBe(1_700);
+    const perTenant = await env.pool.query<{ tenant_id: string; n: number }>(
+      'SELECT tenant_id, count(*)::int AS n FROM backfill_before_images GROUP BY 1 ORDER BY 1',
+    );
+    const tenant0 = perTenant.rows.find((row) => row.tenant_id === 'tenant-0')!.n;
+
+    const undo = await runCliJson<{ restored: number }>(env, ['backfill', 'undo', NAME, '--tenant', 'tenant-0', '--job', String(job.id)]);
+    expect(undo.restored).toBe(tenant0);
+    expect(await imageCount()).toBe(1_700 - tenant0);
+    const filledTenant0 = await env.pool.query(
+      "SELECT count(*)::int AS n FROM documents WHERE tenant_id = 'tenant-0' AND id <= $1 AND file_extension IS NOT NULL",
+      [HISTORICAL],
+    );
+    expect(filledTenant0.rows[0].n).toBe(0);
+  });
+
+  it('undo is refused while a run of the backfill is queued or running', async () => {
+    await run({ name: NAME, saveBeforeImage: true, maxRows: 100 });
+    await stopWorkers();
+    const { job } = await submitJob(env.pool, { kind: 'backfill', payload: { name: NAME } });
+    const refused = await runCli(env, ['backfill', 'undo', NAME]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`run ${job.id} of backfill ${NAME} is active`);
+    expect(await imageCount()).toBe(100);
+  });
+
+  it('restores non-NULL old values of a TypeScript compute, and refuses saveBeforeImage for a multi-column write', async () => {
+    // "missing" is a placeholder value here, so the before-image holds a real value, not NULL.
+    await env.pool.query("UPDATE documents SET file_extension = 'unknown' WHERE id <= 1000");
+    const placeholder: BackfillDefinition = {
+      name: 'extension-from-placeholder',
+      description: 'test: replaces the placeholder',
+      table: 'documents',
+      key: { column: 'id', type: 'bigint' },
+      tenantColumn: 'tenant_id',
+      targetColumn: 'file_extension',
+      sourceColumns: ['source_path'],
+      missing: (row) => `${row}.file_extension = 'unknown'`,
+      compute: { language: 'typescript', valueType: 'text', compute: (row) => String(row.source_path).split('.').at(-1)!.toLowerCase() },
+    };
+    const multiColumn: BackfillDefinition = {
+      ...placeholder,
+      name: 'writes-two-columns',
+      write: (value) => `file_extension = ${value}, content_type = 'x'`,
+    };
+    const registry = new BackfillRegistry([placeholder, multiColumn]);
+    const handler = createBackfillHandler(registry);
+    expect(() => handler.parsePayload({ name: 'writes-two-columns', saveBeforeImage: true })).toThrow(PermanentJobError);
+
+    const job = await run({ name: 'extension-from-placeholder', saveBeforeImage: true, batchSize: 300 }, [handler]);
+    expect(job.result).toMatchObject({ rowsWritten: 1_000, complete: true });
+    const images = await env.pool.query(
+      "SELECT count(*)::int AS n FROM backfill_before_images WHERE backfill = 'extension-from-placeholder' AND old_value = '\"unknown\"'::jsonb",
+    );
+    expect(images.rows[0].n).toBe(1_000);
+
+    const outcome = await undoBackfill(env.pool, registry.require('extension-from-placeholder'), { tenantId: null, jobId: null, batchSize: 256 });
+    expect(outcome).toMatchObject({ restored: 1_000, skipped: 0, batches: 4 });
+    const restored = await env.pool.query("SELECT count(*)::int AS n FROM documents WHERE id <= 1000 AND file_extension = 'unknown'");
+    expect(restored.rows[0].n).toBe(1_000);
+  });
+});

@@ -1,0 +1,181 @@
+// Undo of a backfill run with `"saveBeforeImage": true` (`bulk-import backfill undo <name>`): writes the saved old
+// values back, in keyset batches over the before-images (one short transaction each, so writers wait at most one
+// batch), but only to rows that still hold the value the backfill wrote — a row changed since (by the application, a
+// trigger, a later run) is left as it is and reported. Restored rows' before-images are deleted in the same
+// transaction, so an interrupted undo resumes by running it again. `discard` deletes before-images once a run is
+// accepted. The migration behind it: 20261205000400_backfill_before_images.sql.
+import type { Pool } from '../db/pool.js';
+import { withTransaction } from '../db/pool.js';
+import type { CompiledBackfill } from './compile.js';
+
+export interface BeforeImageScope {
+  /** Only before-images of this tenant's rows; null = all. */
+  tenantId: string | null;
+  /** Only before-images written by this run; null = every run of the backfill. */
+  jobId: number | null;
+}
+
+export interface UndoOptions extends BeforeImageScope {
+  batchSize: number;
+}
+
+export interface UndoOutcome {
+  backfill: string;
+  table: string;
+  column: string;
+  /** Rows whose old value was written back (their before-images are gone). */
+  restored: number;
+  /** Rows left alone: changed since the backfill wrote them, or deleted. Their before-images stay. */
+  skipped: number;
+  /** The first skipped keys. */
+  skippedKeys: string[];
+  batches: number;
+}
+
+export interface BeforeImageCounts {
+  backfill: string;
+  /** Before-images in scope. */
+  saved: number;
+  /** Of those, rows that still hold the value the backfill wrote: what an undo would restore now. */
+  restorable: number;
+  /** Rows changed since the backfill wrote them. */
+  changed: number;
+  /** Rows deleted since. */
+  deleted: number;
+}
+
+const SKIPPED_KEYS_SHOWN = 20;
+/** An undo batch never waits longer than this for a row a writer holds (the batch fails; run undo again). */
+const LOCK_TIMEOUT = '10s';
+
+class Params {
+  readonly values: unknown[] = [];
+  add(value: unknown): string {
+    this.values.push(value);
+    return `$${this.values.length}`;
+  }
+}
+
+function scopeConditions(backfill: CompiledBackfill, scope: BeforeImageScope, params: Params, alias: string): string[] {
+  const conditions = [`${alias}.backfill = ${params.add(backfill.definition.name)}`];
+  if (scope.tenantId !== null) conditions.push(`${alias}.tenant_id = ${params.add(scope.tenantId)}`);
+  if (scope.jobId !== null) conditions.push(`${alias}.job_id = ${params.add(scope.jobId)}`);
+  return conditions;
+}
+
+/** Refuses while a real (not dry) run of this backfill is queued or running: it would fill rows behind the undo. */
+async function assertNoActiveRun(pool: Pool, backfill: CompiledBackfill): Promise<void> {
+  const { rows } = await pool.query<{ id: string }>(
+    `SELECT id FROM jobs
+     WHERE kind = 'backfill' AND state IN ('queued', 'running') AND payload->>'name' = $1
+       AND coalesce(payload->>'dryRun', 'false') <> 'true'
+     ORDER BY id LIMIT 1`,
+    [backfill.definition.name],
+  );
+  if (rows[0]) {
+    throw new Error(
+      `run ${rows[0].id} of backfill ${backfill.definition.name} is active: cancel it (bulk-import cancel ${rows[0].id}) before an undo`,
+    );
+  }
+}
+
+/** What an undo would do now (the dry run of `backfill undo`), and the post-check of a run with before-images. */
+export async function countBeforeImages(pool: Pool, backfill: CompiledBackfill, scope: BeforeImageScope): Promise<BeforeImageCounts> {
+  const params = new Params();
+  const where = scopeConditions(backfill, scope, params, 'i').join(' AND ');
+  const { rows } = await pool.query<{ saved: number; restorable: number; deleted: number }>(
+    `SELECT count(*)::bigint AS saved,
+            count(*) FILTER (WHERE t.${backfill.key} IS NOT NULL AND to_jsonb(t.${backfill.target}) IS NOT DISTINCT FROM i.new_value)::bigint AS restorable,
+            count(*) FILTER (WHERE t.${backfill.key} IS NULL)::bigint AS deleted
+     FROM backfill_before_images i
+     LEFT JOIN ${backfill.table} t ON t.${backfill.key} = i.row_key::${backfill.keyType}
+     WHERE ${where}`,
+    params.values,
+  );
+  const row = rows[0]!;
+  const saved = Number(row.saved);
+  const restorable = Number(row.restorable);
+  const deleted = Number(row.deleted);
+  return { backfill: backfill.definition.name, saved, restorable, deleted, changed: saved - restorable - deleted };
+}
+
+export async function undoBackfill(pool: Pool, backfill: CompiledBackfill, options: UndoOptions): Promise<UndoOutcome> {
+  await assertNoActiveRun(pool, backfill);
+  const outcome: UndoOutcome = {
+    backfill: backfill.definition.name,
+    table: backfill.definition.table,
+    column: backfill.definition.targetColumn,
+    restored: 0,
+    skipped: 0,
+    skippedKeys: [],
+    batches: 0,
+  };
+  const column = backfill.definition.targetColumn.replace(/'/g, "''");
+  let cursor: string | null = null;
+  for (;;) {
+    const params = new Params();
+    const conditions = scopeConditions(backfill, options, params, 'i');
+    if (cursor !== null) conditions.push(`i.row_key > ${params.add(cursor)}`);
+    const limit = params.add(options.batchSize);
+    const batch = await withTransaction(pool, async (client) => {
+      await client.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`);
+      const { rows } = await client.query<{ selected: number; last_key: string | null; restored: number; skipped: string[] | null }>(
+        `WITH images AS (
+           SELECT i.backfill, i.row_key, i.old_value, i.new_value FROM backfill_before_images i
+           WHERE ${conditions.join(' AND ')}
+           ORDER BY i.row_key LIMIT ${limit}
+           FOR UPDATE
+         ), restored AS (
+           UPDATE ${backfill.table} t
+           SET ${backfill.target} = (jsonb_populate_record(NULL::${backfill.table}, jsonb_build_object('${column}', images.old_value))).${backfill.target}
+           FROM images
+           WHERE t.${backfill.key} = images.row_key::${backfill.keyType}
+             AND to_jsonb(t.${backfill.target}) IS NOT DISTINCT FROM images.new_value
+           RETURNING images.row_key
+         ), removed AS (
+           DELETE FROM backfill_before_images d USING restored, images
+           WHERE d.backfill = images.backfill AND d.row_key = restored.row_key AND images.row_key = restored.row_key
+         )
+         SELECT (SELECT count(*) FROM images)::int AS selected,
+                (SELECT row_key FROM images ORDER BY row_key DESC LIMIT 1) AS last_key,
+                (SELECT count(*) FROM restored)::int AS restored,
+                (SELECT array_agg(row_key ORDER BY row_key) FROM images
+                  WHERE NOT EXISTS (SELECT FROM restored WHERE restored.row_key = images.row_key)) AS skipped`,
+        params.values,
+      );
+      return rows[0]!;
+    });
+    if (batch.selected === 0) break;
+    outcome.batches += 1;
+    outcome.restored += batch.restored;
+    const skipped = batch.skipped ?? [];
+    outcome.skipped += skipped.length;
+    if (outcome.skippedKeys.length < SKIPPED_KEYS_SHOWN) {
+      outcome.skippedKeys.push(...skipped.slice(0, SKIPPED_KEYS_SHOWN - outcome.skippedKeys.length));
+    }
+    cursor = batch.last_key;
+    if (batch.selected < options.batchSize) break;
+  }
+  return outcome;
+}
+
+/** Deletes before-images in scope (the run is accepted), in batches; returns how many. */
+export async function discardBeforeImages(
+  pool: Pool,
+  backfill: CompiledBackfill,
+  scope: BeforeImageScope,
+  batchSize = 10_000,
+): Promise<number> {
+  let deleted = 0;
+  for (;;) {
+    const params = new Params();
+    const where = scopeConditions(backfill, scope, params, 'i').join(' AND ');
+    const { rowCount } = await pool.query(
+      `DELETE FROM backfill_before_images d
+       WHERE (d.backfill, d.row_key) IN (SELECT i.backfill, i.row_key FROM backfill_before_images i WHERE ${where} LIMIT ${params.add(batchSize)})`,
+      params.values,
+    );
+    deleted += rowCount ?? 0;
+    if ((rowCount ?? 0) < batchSize) return deleted;
+  }
+}
