@@ -36,6 +36,8 @@ export interface Config {
   s3Endpoint: string | undefined;
   s3Bucket: string | undefined;
   s3ForcePathStyle: boolean;
+  /** An S3 read (a CSV object) or probe with no progress for this long is aborted and treated as an S3 outage. */
+  s3StallTimeoutMs: number;
   awsRegion: string;
   importRoot: string;
   /** The import root must be a mount point of its own (the campaign mount); off for local runs and tests. */
@@ -130,6 +132,7 @@ export function loadConfig(env: Env = process.env): Config {
     s3Endpoint,
     s3Bucket: read.bucketName('S3_BUCKET'),
     s3ForcePathStyle: read.boolean('S3_FORCE_PATH_STYLE', s3Endpoint !== undefined),
+    s3StallTimeoutMs: read.integer('S3_STALL_TIMEOUT_MS', 120_000, { min: 100, max: 3_600_000 }),
     awsRegion: read.string('AWS_REGION', 'us-east-1', /^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region such as eu-west-1'),
     importRoot: read.absolutePath('IMPORT_ROOT', '/import'),
     importRootRequireMount: read.boolean('IMPORT_ROOT_REQUIRE_MOUNT', true),

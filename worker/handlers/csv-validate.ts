@@ -44,6 +44,7 @@ async function run(context: JobContext<CsvImportPayload>): Promise<JobOutcome> {
       payload,
       tenant,
       batchSize: services.config.csv.finalizeChunkSize,
+      stallTimeoutMs: services.config.s3StallTimeoutMs,
       signal: context.signal,
       progress: context.progress,
       log,

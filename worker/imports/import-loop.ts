@@ -213,7 +213,7 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
     if (fatal === undefined && !signal.aborted && outageWatch.holding > 0) {
       // Out of files with S3 failures still held: S3 itself says whether they are an outage or the files' own.
       try {
-        const settled = await outageWatch.settle(context.s3, stopper.items);
+        const settled = await outageWatch.settle(context.s3, stopper.items, context.requestTimeoutMs);
         if ('outage' in settled) fail(settled.outage);
         else settled.release.forEach(recordReleased);
         while (inFlight.size > 0) await Promise.allSettled([...inFlight]);

@@ -76,16 +76,28 @@ export class S3OutageWatch {
    * No answer (refused, reset, timeout, 5xx): an outage. Any answer (even 403/404): S3 is up, so the held failures are
    * the files' own and are returned to be recorded.
    */
-  async settle(s3: S3Client, signal: AbortSignal): Promise<{ outage: DependencyOutageError } | { release: FailedTransfer[] }> {
+  async settle(s3: S3Client, signal: AbortSignal, timeoutMs: number): Promise<{ outage: DependencyOutageError } | { release: FailedTransfer[] }> {
     if (this.held.length === 0) return { release: [] };
+    // The probe is bounded like any request: S3 that accepts the connection and never answers is an outage too.
+    const probe = new AbortController();
+    const onAbort = () => probe.abort(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(() => probe.abort(Object.assign(new Error(`HeadBucket gave no answer within ${timeoutMs} ms`), { name: 'TimeoutError' })), timeoutMs);
     try {
-      await s3.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal });
+      await s3.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: probe.signal });
     } catch (error) {
       if (signal.aborted) throw signal.reason;
+      if (probe.signal.aborted) {
+        return { outage: this.outage(`the last ${this.held.length} file(s) failed after their retries and S3 does not answer (timeout)`) };
+      }
       if (isS3OutageError(error)) {
         const name = (error as { name?: string; code?: string }).code ?? (error as { name?: string }).name ?? 'error';
         return { outage: this.outage(`the last ${this.held.length} file(s) failed after their retries and S3 does not answer (${name})`) };
       }
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
     }
     return { release: this.held.splice(0) };
   }

@@ -29,6 +29,8 @@ export interface FinalizeDeps {
   profile: ImportProfile;
   /** Batches written at the same time, each lane on its own connection. */
   connections: number;
+  /** S3_STALL_TIMEOUT_MS: a read of the object with no byte for this long is aborted as an S3 outage. */
+  stallTimeoutMs: number;
   signal: AbortSignal;
   progress: ProgressReporter;
   log: Logger;
@@ -164,7 +166,10 @@ async function readBatches(
   dispatch: (batch: Batch) => Promise<void>,
 ): Promise<void> {
   const { s3, signal } = deps;
-  const object = await openObject(s3, run.bucket, run.objectKey, signal, run.objectEtag ?? undefined);
+  const object = await openObject(s3, run.bucket, run.objectKey, signal, {
+    ifMatch: run.objectEtag ?? undefined,
+    stallTimeoutMs: deps.stallTimeoutMs,
+  });
   const validator = new RowValidator(layout);
   const exported = isErrorExport(run.header);
   const changed = (what: string) =>

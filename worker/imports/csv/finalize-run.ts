@@ -30,6 +30,7 @@ export async function finalizeValidatedRun<P>(context: JobContext<P>, kind: stri
       jobId: job.id,
       profile,
       connections: services.config.csv.finalizeConnections,
+      stallTimeoutMs: services.config.s3StallTimeoutMs,
       signal: context.signal,
       progress: context.progress,
       log,

@@ -5,7 +5,7 @@
 // S3 being unavailable (network errors, timeouts, 5xx — when the object is opened or while its body streams) is marked
 // as an outage of S3 (queue/outage.ts): the run waits for S3 without spending its attempts.
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { PermanentJobError } from '../../queue/errors.js';
 import { isS3OutageError, markOutage } from '../../queue/outage.js';
 
@@ -16,23 +16,88 @@ export interface OpenedObject {
   etag: string | undefined;
 }
 
-export async function openObject(s3: S3Client, bucket: string, key: string, signal: AbortSignal, ifMatch?: string): Promise<OpenedObject> {
+export interface OpenOptions {
+  /** Pin the read to this ETag (finalize). */
+  ifMatch?: string | undefined;
+  /**
+   * A read that receives no byte for this long — before the response or while its body streams — is aborted as an S3
+   * outage. Without it a stalled connection would hold the run `running` for ever, heartbeats and all.
+   */
+  stallTimeoutMs: number;
+}
+
+/** No byte of an S3 read for the stall timeout. */
+export class S3ReadStalledError extends Error {
+  readonly code = 'ETIMEDOUT';
+  constructor(bucket: string, key: string, timeoutMs: number) {
+    super(`no byte of s3://${bucket}/${key} arrived for ${timeoutMs} ms (S3_STALL_TIMEOUT_MS): the read was aborted`);
+    this.name = 'TimeoutError';
+  }
+}
+
+export async function openObject(s3: S3Client, bucket: string, key: string, signal: AbortSignal, options: OpenOptions): Promise<OpenedObject> {
+  const { ifMatch } = options;
+  // A timer of our own, re-armed by every chunk: Node 20 holds the sources of AbortSignal.any weakly (see
+  // storage/s3-upload.ts), and the SDK has no inactivity timeout for a body that stops flowing.
+  const stall = new AbortController();
+  const onAbort = () => stall.abort(signal.reason);
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  let stalled: S3ReadStalledError | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let body: Readable | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      stalled = new S3ReadStalledError(bucket, key, options.stallTimeoutMs);
+      markOutage(stalled, { dependency: 's3', progressed: body !== undefined });
+      stall.abort(stalled);
+      body?.destroy(stalled);
+    }, options.stallTimeoutMs);
+  };
+  const disarm = () => {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', onAbort);
+  };
+  arm();
   try {
-    const response = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key, IfMatch: ifMatch }), { abortSignal: signal });
+    const response = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key, IfMatch: ifMatch }), { abortSignal: stall.signal });
     if (!response.Body) throw new PermanentJobError(`s3://${bucket}/${key} has no body`, 'CSV_OBJECT_EMPTY', { bucket, key });
     // S3 refuses a changed object itself; some S3-compatible servers ignore If-Match, so look at what was sent too.
     if (ifMatch !== undefined && response.ETag !== undefined && response.ETag !== ifMatch) {
       (response.Body as Readable).destroy();
       throw objectChanged(bucket, key, ifMatch);
     }
-    const body = response.Body as Readable;
+    const source = response.Body as Readable;
+    body = source;
+    arm();
+    // Every chunk re-arms the stall timer on its way through; the reader reads the watched stream.
+    const watched = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        arm();
+        done(null, chunk);
+      },
+      flush(done) {
+        disarm();
+        done();
+      },
+    });
     // The reader sees the same error object the stream emits (for await … of body): a reset while the bytes flow is
     // S3's outage, after the object was read in part.
-    body.on('error', (error) => {
+    source.on('error', (error) => {
       if (isS3OutageError(error)) markOutage(error, { dependency: 's3', progressed: true });
+      disarm();
+      watched.destroy(error);
     });
-    return { body, size: response.ContentLength, etag: response.ETag };
+    watched.on('close', () => {
+      disarm();
+      if (!source.destroyed) source.destroy();
+    });
+    source.pipe(watched);
+    return { body: watched, size: response.ContentLength, etag: response.ETag };
   } catch (error) {
+    disarm();
+    if (stalled) throw stalled;
     if (error instanceof PermanentJobError) throw error;
     if (isS3OutageError(error)) throw markOutage(error, { dependency: 's3', progressed: false });
     const name = (error as { name?: string }).name;

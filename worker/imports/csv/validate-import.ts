@@ -34,6 +34,8 @@ export interface ValidateDeps {
   tenant: string;
   /** Valid rows per batch (= rows per finalize transaction). */
   batchSize: number;
+  /** S3_STALL_TIMEOUT_MS: a read of the object with no byte for this long is aborted as an S3 outage. */
+  stallTimeoutMs: number;
   signal: AbortSignal;
   progress: ProgressReporter;
   log: Logger;
@@ -146,7 +148,7 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
       await deps.assertLeaseHeld(client);
       await discardValidation(client, jobId);
     });
-    object = await openObject(s3, payload.bucket, payload.key, signal);
+    object = await openObject(s3, payload.bucket, payload.key, signal, { stallTimeoutMs: deps.stallTimeoutMs });
     const { size, etag } = object;
     const counts = { read: 0, valid: 0, invalid: 0 };
     const ledger = new BatchLedger(deps.batchSize);
@@ -238,7 +240,7 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
             layout,
             exported,
             flagged,
-            open: () => openObject(s3, payload.bucket, payload.key, signal, etag),
+            open: () => openObject(s3, payload.bucket, payload.key, signal, { ifMatch: etag, stallTimeoutMs: deps.stallTimeoutMs }),
             stream: { delimiter: payload.delimiter, encoding: payload.encoding, signal },
             assertLeaseHeld: deps.assertLeaseHeld,
           })
