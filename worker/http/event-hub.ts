@@ -94,9 +94,9 @@ export class JobEventHub {
   subscribe(jobId: number, listener: JobEventListener): { sinceSeq: number; unsubscribe: () => void } {
     let watch = this.watches.get(jobId);
     if (!watch) {
+      this.evictLingering();
       watch = { listeners: new Set(), sinceSeq: this.seq, trimmedThrough: this.seq, events: [], lastState: null, lastAttempts: 0, lastProgress: null, lingerUntil: 0 };
       this.watches.set(jobId, watch);
-      this.evictLingering();
     }
     watch.listeners.add(listener);
     const current = watch;

@@ -2,6 +2,7 @@
 // `snapshot` (the run as it is) — or, when the client reconnects with Last-Event-ID and this process still holds what
 // came after it, with exactly the events it missed — then `state` and `progress` events as they happen, and a comment
 // line every eventKeepAliveMs so proxies keep it open. Event ids are `<process>.<sequence>`.
+import type { ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { requireVisibleJob } from '../../actions/run-actions.js';
 import type { JobRow } from '../../queue/types.js';
@@ -18,6 +19,11 @@ function frame(id: string, type: string, data: unknown): string {
 }
 
 export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies): void {
+  // Streams never end by themselves: a closing server ends them (clients reconnect to another process).
+  const open = new Set<ServerResponse>();
+  app.addHook('preClose', async () => {
+    for (const raw of open) raw.end();
+  });
   app.get<{ Params: { id: number } }>(
     '/v1/jobs/:id/events',
     {
@@ -50,6 +56,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies)
       request.raw.once('close', () => {
         clearInterval(keepAlive);
         subscription.unsubscribe();
+        open.delete(raw);
       });
 
       let job: JobRow;
@@ -61,6 +68,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies)
         throw error;
       }
       reply.hijack();
+      open.add(raw);
       raw.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache, no-transform',

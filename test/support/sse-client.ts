@@ -1,0 +1,81 @@
+// A server-sent events client for tests: reads the stream of GET /v1/jobs/{id}/events as it arrives, parses each
+// event, and lets a test wait for the first event (past or future) that matches.
+import type { TestApi } from './api-server.js';
+
+export interface ServerSentEvent {
+  id: string | undefined;
+  event: string;
+  data: Record<string, unknown>;
+}
+
+export interface EventStream {
+  status: number;
+  events: ServerSentEvent[];
+  waitFor(match: (event: ServerSentEvent) => boolean, timeoutMs?: number): Promise<ServerSentEvent>;
+  close(): void;
+  closed: Promise<void>;
+}
+
+export async function openEvents(api: TestApi, jobId: number, key: string, lastEventId?: string): Promise<EventStream> {
+  const abort = new AbortController();
+  const headers: Record<string, string> = { authorization: `Bearer ${key}`, accept: 'text/event-stream' };
+  if (lastEventId) headers['last-event-id'] = lastEventId;
+  const response = await fetch(`${api.url}/v1/jobs/${jobId}/events`, { headers, signal: abort.signal });
+  const events: ServerSentEvent[] = [];
+  const waiters = new Set<() => void>();
+  let ended = false;
+  const closed = (async () => {
+    if (!response.body || response.status !== 200) return;
+    const decoder = new TextDecoder();
+    let buffer = '';
+    try {
+      for await (const chunk of response.body) {
+        buffer += decoder.decode(chunk as Uint8Array, { stream: true });
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) !== -1) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const fields = new Map<string, string>();
+          for (const line of block.split('\n')) {
+            if (line.startsWith(':') || line === '') continue;
+            const colon = line.indexOf(':');
+            fields.set(line.slice(0, colon), line.slice(colon + 1).trimStart());
+          }
+          if (!fields.has('data')) continue;
+          events.push({ id: fields.get('id'), event: fields.get('event') ?? 'message', data: JSON.parse(fields.get('data')!) as Record<string, unknown> });
+          for (const waiter of [...waiters]) waiter();
+        }
+      }
+    } catch {
+      // aborted by close()
+    } finally {
+      ended = true;
+      for (const waiter of [...waiters]) waiter();
+    }
+  })();
+  return {
+    status: response.status,
+    events,
+    closed,
+    close: () => abort.abort(),
+    waitFor(match, timeoutMs = 60_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const found = events.find(match);
+          if (found || ended) {
+            waiters.delete(check);
+            clearTimeout(timer);
+            if (found) resolve(found);
+            else reject(new Error(`stream ended without a matching event; got ${JSON.stringify(events.map((e) => [e.event, e.data.state]))}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`no matching event within ${timeoutMs} ms; got ${JSON.stringify(events.map((e) => [e.event, e.data.state]))}`));
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      });
+    },
+  };
+}
