@@ -5,7 +5,8 @@
 import { userInfo } from 'node:os';
 import { submitJob, type SubmitOptions } from '../api.js';
 import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
-import { finalizeImport, rejectImport } from '../imports/csv/review.js';
+import { finalizeImport, rejectImport, type FinalizeOptions } from '../imports/csv/review.js';
+import { InvalidRowRangesError, RowRanges } from '../imports/csv/row-ranges.js';
 import { listDeadJobs, purgeDeadJobs, replayDeadJobsById, type PurgedJob, type PurgeRequest } from '../queue/dead-letters.js';
 import type { EnqueueRequest, EnqueueResult } from '../queue/enqueue.js';
 import { recordJobActions, type JobAction } from '../queue/job-actions.js';
@@ -121,11 +122,29 @@ async function requireCsvImport(pool: Pool, actor: Actor, id: number, action: st
 
 // finalizeImport and rejectImport run their own statements on the pool, so their record follows in a second
 // transaction: a process that dies between the two leaves the decision without its history entry.
-export async function finalizeRun(pool: Pool, actor: Actor, id: number, note?: string | null): Promise<JobRow> {
+/** Longest list of excluded rows a history note repeats (the run's result keeps the whole list). */
+const EXCLUSION_IN_NOTE_CHARS = 500;
+
+export async function finalizeRun(pool: Pool, actor: Actor, id: number, note?: string | null, options: FinalizeOptions = {}): Promise<JobRow> {
   const text = checkNote(note);
+  let excluded: RowRanges | null;
+  try {
+    excluded = typeof options.excludeRows === 'string' ? RowRanges.parse(options.excludeRows) : (options.excludeRows ?? null);
+  } catch (error) {
+    if (error instanceof InvalidRowRangesError) throw new ActionRefusedError(`excludeRows: ${error.message}`, 'INVALID_ROWS');
+    throw error;
+  }
   await requireCsvImport(pool, actor, id, 'finalize');
-  const job = await finalizeImport(pool, id);
-  await record(pool, actor, 'finalized', [job], text);
+  const job = await finalizeImport(pool, id, { excludeRows: excluded });
+  // The selection goes into the history with the decision: "finalized, excluded rows 12,40-90".
+  let history = text;
+  if (excluded) {
+    const list = excluded.toString();
+    const shown = list.length <= EXCLUSION_IN_NOTE_CHARS ? list : `${list.slice(0, EXCLUSION_IN_NOTE_CHARS)}… (the run's result lists all)`;
+    const exclusion = `excluded rows ${shown} (${excluded.size()} line(s))`;
+    history = text ? `${text} — ${exclusion}` : exclusion;
+  }
+  await record(pool, actor, 'finalized', [job], history);
   return job;
 }
 

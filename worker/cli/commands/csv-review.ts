@@ -11,11 +11,17 @@ export function registerCsvReviewCommands(program: Command): void {
     .command('finalize <id>')
     .description('approve a reviewed CSV import: a worker writes its valid rows (bulk-import watch <id> to follow)')
     .option('--note <text>', 'why (kept in the run history)')
+    .option('--exclude-rows <lines>', 'do not write these rows (line numbers and ranges, e.g. 12,40-90); they are exported with the errors')
     .option('--json', 'print JSON only')
-    .action(async (id: string, options: { note?: string; json?: boolean }) => {
-      const job = await withDatabase((pool) => finalizeRun(pool, cliActor(), parseJobId(id), options.note));
-      if (options.json) return printJson({ id: job.id, kind: job.kind, state: job.state });
-      printLine(`Job ${job.id} is queued as ${job.kind}: a worker writes its valid rows. Follow it with: bulk-import watch ${job.id}`);
+    .action(async (id: string, options: { note?: string; excludeRows?: string; json?: boolean }) => {
+      const job = await withDatabase((pool) =>
+        finalizeRun(pool, cliActor(), parseJobId(id), options.note, { excludeRows: options.excludeRows }),
+      );
+      if (options.json) {
+        return printJson({ id: job.id, kind: job.kind, state: job.state, ...(options.excludeRows ? { excludeRows: options.excludeRows } : {}) });
+      }
+      const except = options.excludeRows ? ` except rows ${options.excludeRows} (bulk-import errors ${job.id} --csv lists them)` : '';
+      printLine(`Job ${job.id} is queued as ${job.kind}: a worker writes its valid rows${except}. Follow it with: bulk-import watch ${job.id}`);
     });
 
   program

@@ -9,7 +9,7 @@ import { ERROR_RESPONSES, JOB_ID_PARAMS, NOTE_BODY } from '../schemas.js';
 import { actorOf, requireOperator, type ApiDependencies } from '../server.js';
 import { jobDetailView } from '../views.js';
 
-type ActionBody = { note?: string; resetAttempts?: boolean };
+type ActionBody = { note?: string; resetAttempts?: boolean; excludeRows?: string };
 type ActionRequest = FastifyRequest<{ Params: { id: number }; Body: ActionBody | undefined }>;
 
 interface ActionRoute {
@@ -25,7 +25,20 @@ const ACTIONS: ActionRoute[] = [
     name: 'finalize',
     summary: 'approve a CSV import in review_ready: a worker writes its valid rows',
     operatorOnly: false,
-    run: (deps, request) => finalizeRun(deps.pool, actorOf(request), request.params.id, request.body?.note),
+    body: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        ...NOTE_BODY.properties,
+        excludeRows: {
+          type: 'string',
+          maxLength: 100_000,
+          description: 'rows not to write, by line number: "12,40-90" (exported with the failed rows)',
+        },
+      },
+    },
+    run: (deps, request) =>
+      finalizeRun(deps.pool, actorOf(request), request.params.id, request.body?.note, { excludeRows: request.body?.excludeRows }),
   },
   {
     name: 'reject',

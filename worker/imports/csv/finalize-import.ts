@@ -17,6 +17,7 @@ import type { ImportProfile } from './profile.js';
 import { csvRecords, isErrorExport, unescapeFields } from './record-stream.js';
 import { ReferenceIds } from './reference-ids.js';
 import { getCsvImportRun, markFinalized, pendingBatches, type ChunkCounts, type CsvImportRun, type PendingBatch } from './run-record.js';
+import { RowRanges } from './row-ranges.js';
 import { RowSet } from './row-set.js';
 import { RowValidator } from './row-validator.js';
 import { openObject } from './s3-object.js';
@@ -172,6 +173,7 @@ async function readBatches(
   });
   const validator = new RowValidator(layout);
   const exported = isErrorExport(run.header);
+  const excluded = RowRanges.fromStored(run.excludedRows);
   const changed = (what: string) =>
     new PermanentJobError(
       `s3://${run.bucket}/${run.objectKey} is not the file job ${run.jobId} validated: ${what}; nothing more of it is written. ` +
@@ -212,6 +214,11 @@ async function readBatches(
         const fields = record.fields;
         if (fields === null || record.problem !== undefined) throw changed(`line ${line} cannot be read now (${record.problem ?? 'malformed'})`);
         if (exported) unescapeFields(fields);
+        // Excluded at review: not written, recorded with the batch as a row error (exported like the failed rows).
+        if (excluded?.has(line)) {
+          gathering.invalid.push({ row: line, fields, issues: [EXCLUDED_ISSUE] });
+          continue;
+        }
         const check = validator.check(fields);
         if (check.ok) gathering.rows.push({ row: line, values: check.values, fields: check.exact ? null : fields });
         // The profile changed since validation (a deploy during review): the row is not written, and says why.
@@ -223,6 +230,9 @@ async function readBatches(
     object.body.destroy();
   }
 }
+
+/** The row error of a valid row the reviewer excluded (`finalize --exclude-rows`). */
+export const EXCLUDED_ISSUE = { column: null, rule: 'excluded', message: 'excluded at review: not written' } as const;
 
 /**
  * Refuses to start when the batch records do not add up to what validation counted (records deleted by hand, or a

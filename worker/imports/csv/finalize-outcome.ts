@@ -2,18 +2,25 @@
 // invalid or refused by the database (they are listed by `bulk-import errors <id>`).
 import type { JobOutcome } from '../../handlers/types.js';
 import type { FinalizeTotals } from './finalize-import.js';
+import { RowRanges } from './row-ranges.js';
 import { runCounts, type CsvImportRun } from './run-record.js';
 
-export function finalizeOutcome(run: CsvImportRun, totals: FinalizeTotals | undefined): JobOutcome {
+/** `excluded`: valid rows the reviewer excluded (counted by the batches as failed, reported apart). */
+export function finalizeOutcome(run: CsvImportRun, totals: FinalizeTotals | undefined, excluded = 0): JobOutcome {
   const failed = run.rowsInvalid + run.rowsFailed;
   const result: Record<string, unknown> = {
     ...runCounts(run),
     inserted: run.rowsInserted,
     updated: run.rowsUpdated,
     unchanged: run.rowsUnchanged,
-    failedAtWrite: run.rowsFailed,
+    failedAtWrite: run.rowsFailed - excluded,
     referencesCreated: run.referencesCreated,
   };
+  const ranges = RowRanges.fromStored(run.excludedRows);
+  if (ranges) {
+    result.excludedRows = ranges.toString();
+    result.excluded = excluded;
+  }
   if (totals) {
     result.seconds = Math.round(totals.seconds * 10) / 10;
     result.rowsPerSecond = Math.round(totals.rowsThisAttempt / Math.max(totals.seconds, 0.001));

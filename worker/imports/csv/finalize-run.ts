@@ -6,6 +6,7 @@ import { PermanentJobError } from '../../queue/errors.js';
 import { finalizeValidatedRows, requireValidatedRun } from './finalize-import.js';
 import { finalizeOutcome } from './finalize-outcome.js';
 import { findProfile } from './profiles/index.js';
+import { countExcludedRows } from './row-errors.js';
 import { getCsvImportRun } from './run-record.js';
 
 export async function finalizeValidatedRun<P>(context: JobContext<P>, kind: string): Promise<JobOutcome> {
@@ -13,7 +14,7 @@ export async function finalizeValidatedRun<P>(context: JobContext<P>, kind: stri
   const validated = await requireValidatedRun(services.pool, job.id, kind);
   if (validated.finalizedAt) {
     log.info('finalize was completed by an earlier attempt');
-    return finalizeOutcome(validated, undefined);
+    return finalizeOutcome(validated, undefined, await countExcludedRows(services.pool, job.id));
   }
   // The profile the file was validated with (recorded in the run), not whatever the payload says now.
   const profile = findProfile(validated.profile);
@@ -39,7 +40,7 @@ export async function finalizeValidatedRun<P>(context: JobContext<P>, kind: stri
     },
     validated,
   );
-  const outcome = finalizeOutcome((await getCsvImportRun(services.pool, job.id))!, totals);
+  const outcome = finalizeOutcome((await getCsvImportRun(services.pool, job.id))!, totals, await countExcludedRows(services.pool, job.id));
   log.info({ result: outcome.result }, 'csv import finalized');
   return outcome;
 }

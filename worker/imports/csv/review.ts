@@ -4,7 +4,8 @@
 import { withTransaction, type Pool } from '../../db/pool.js';
 import { endParkedJob, InvalidTransitionError, requireJob, resumeParkedJob } from '../../queue/operator.js';
 import type { JobRow } from '../../queue/types.js';
-import { discardValidatedRows, getCsvImportRun } from './run-record.js';
+import { RowRanges } from './row-ranges.js';
+import { discardValidatedRows, getCsvImportRun, setExcludedRows } from './run-record.js';
 
 const VALIDATE_KIND = 'csv-import';
 const FINALIZE_KIND = 'csv-finalize';
@@ -22,19 +23,33 @@ async function requireReviewableImport(db: Pool, jobId: number, action: string):
   return job;
 }
 
+export interface FinalizeOptions {
+  /**
+   * Rows not to write, by line number ("12,40-90", or parsed): approval per batch. Finalize records each excluded
+   * valid row as a row error (rule `excluded`), so `errors <id> --csv` exports them with the failed rows.
+   */
+  excludeRows?: RowRanges | string | null | undefined;
+}
+
 /**
  * Approves a reviewed import: the run goes back to the queue as `csv-finalize` and a worker with a free finalize slot
- * writes its valid rows. Throws when the job is not a CSV import waiting for review.
+ * writes its valid rows — all of them, or all but `excludeRows`. Throws when the job is not a CSV import waiting for
+ * review, or on an invalid row list (InvalidRowRangesError).
  */
-export async function finalizeImport(db: Pool, jobId: number): Promise<JobRow> {
+export async function finalizeImport(db: Pool, jobId: number, options: FinalizeOptions = {}): Promise<JobRow> {
+  const excluded = typeof options.excludeRows === 'string' ? RowRanges.parse(options.excludeRows) : (options.excludeRows ?? null);
   await requireReviewableImport(db, jobId, 'finalize');
-  const resumed = await resumeParkedJob(db, jobId, { kind: FINALIZE_KIND });
-  if (!resumed) {
-    // Someone else decided in between (another finalize or a reject/cancel).
-    const job = await requireJob(db, jobId);
-    throw new InvalidTransitionError(jobId, job.state, 'finalize', 'a CSV import waiting in review_ready');
-  }
-  return resumed;
+  return withTransaction(db, async (tx) => {
+    // The exclusion and the decision commit together: a finalize never runs with another reviewer's selection.
+    await setExcludedRows(tx, jobId, excluded?.toJSON() ?? null);
+    const resumed = await resumeParkedJob(tx, jobId, { kind: FINALIZE_KIND });
+    if (!resumed) {
+      // Someone else decided in between (another finalize or a reject/cancel).
+      const job = await requireJob(tx, jobId);
+      throw new InvalidTransitionError(jobId, job.state, 'finalize', 'a CSV import waiting in review_ready');
+    }
+    return resumed;
+  });
 }
 
 /** Rejects a reviewed import: the run ends `canceled` without writing anything, and its batch ledger is deleted. */

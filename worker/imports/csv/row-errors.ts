@@ -58,6 +58,15 @@ export async function pageOfRowErrors(db: Queryable, jobId: number, afterRow: nu
   return rows.map((row) => ({ row: row.row_number, fields: row.fields, issues: row.errors }));
 }
 
+/** Rows the reviewer excluded at finalize (row errors of rule `excluded`). */
+export async function countExcludedRows(db: Queryable, jobId: number): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM csv_import_row_errors WHERE job_id = $1 AND phase = 'finalize' AND errors @> '[{"rule": "excluded"}]'`,
+    [jobId],
+  );
+  return rows[0]?.n ?? 0;
+}
+
 export function describeIssues(issues: RowIssue[]): string {
   return issues.map((issue) => issue.message).join('; ');
 }

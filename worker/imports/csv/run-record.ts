@@ -30,11 +30,13 @@ export interface CsvImportRun extends NewRun {
   rowsFailed: number;
   referencesCreated: Record<string, number>;
   finalizedAt: Date | null;
+  /** Line ranges the reviewer excluded at finalize ([[from, to], …], inclusive); null: none. */
+  excludedRows: Array<[number, number]> | null;
 }
 
 // The finalize counts are summed over the run's batches (csv_import_batches), which several connections mark at once.
 const RUN_COLUMNS = `r.job_id, r.profile, r.tenant_id, r.bucket, r.object_key, r.delimiter, r.encoding, r.header, r.columns, r.rows_read,
-  r.rows_valid, r.rows_invalid, r.batches, r.validated_at, r.references_created, r.object_etag, r.object_size, r.finalized_at,
+  r.rows_valid, r.rows_invalid, r.batches, r.validated_at, r.references_created, r.object_etag, r.object_size, r.finalized_at, r.excluded_rows,
   coalesce(b.finalized_batches, 0)::int AS finalized_batches, coalesce(b.rows_inserted, 0)::int AS rows_inserted,
   coalesce(b.rows_updated, 0)::int AS rows_updated, coalesce(b.rows_unchanged, 0)::int AS rows_unchanged,
   coalesce(b.rows_failed, 0)::int AS rows_failed`;
@@ -68,6 +70,7 @@ function toRun(row: Record<string, unknown>): CsvImportRun {
     objectEtag: row.object_etag as string | null,
     objectSize: row.object_size as number | null,
     finalizedAt: row.finalized_at as Date | null,
+    excludedRows: (row.excluded_rows as Array<[number, number]> | null) ?? null,
   };
 }
 
@@ -175,6 +178,11 @@ export function correctBatchCountsSql(jobId: number, batchNumber: number, counts
   return `UPDATE csv_import_batches SET rows_inserted = ${int(counts.inserted)}, rows_updated = ${int(counts.updated)},
     rows_unchanged = ${int(counts.unchanged)}, rows_failed = ${int(counts.failed)}
   WHERE job_id = ${int(jobId)} AND batch_number = ${int(batchNumber)}`;
+}
+
+/** The reviewer's exclusion, set in the transaction that resumes the run for finalize (null: none). */
+export async function setExcludedRows(tx: Queryable, jobId: number, ranges: Array<[number, number]> | null): Promise<void> {
+  await tx.query(`UPDATE csv_import_runs SET excluded_rows = $2::jsonb WHERE job_id = $1`, [jobId, ranges === null ? null : JSON.stringify(ranges)]);
 }
 
 export async function markFinalized(tx: Queryable, jobId: number): Promise<void> {
