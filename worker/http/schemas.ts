@@ -4,7 +4,9 @@ import { JOB_ACTIONS } from '../queue/job-actions.js';
 import { JOB_STATES } from '../queue/types.js';
 import { ERROR_SCHEMA } from './errors.js';
 
-const nullable = (schema: Record<string, unknown>) => ({ anyOf: [schema, { type: 'null' }] });
+// `type: [t, 'null']` rather than anyOf: the serializer then writes the value without trying each branch with the
+// validator (anyOf cost a few milliseconds per listing of 50 runs), and the spec shows it as `nullable: true`.
+const nullable = <S extends { type: string }>(schema: S) => ({ ...schema, type: [schema.type, 'null'] });
 const dateTime = { type: 'string', format: 'date-time' } as const;
 const anyObject = { type: 'object', additionalProperties: true } as const;
 
@@ -18,9 +20,8 @@ export const JOB_ID_PARAMS = {
 export const CURSOR = { type: 'string', minLength: 1, maxLength: 200, description: '`next` of the previous page' } as const;
 export const limitParam = (fallback: number, max: number) => ({ type: 'integer', minimum: 1, maximum: max, default: fallback }) as const;
 
-export const PROGRESS_SCHEMA = {
-  $id: 'Progress',
-  type: 'object',
+const PROGRESS_PROPERTIES = {
+  description: 'done/total, percent, phase, rate and ETA (while running), and the handler\'s own figures in details',
   properties: {
     done: nullable({ type: 'number' }),
     total: nullable({ type: 'number' }),
@@ -32,6 +33,8 @@ export const PROGRESS_SCHEMA = {
   },
 } as const;
 
+export const PROGRESS_SCHEMA = { $id: 'Progress', type: 'object', ...PROGRESS_PROPERTIES } as const;
+
 const summaryProperties = {
   id: { type: 'integer' },
   kind: { type: 'string' },
@@ -39,7 +42,7 @@ const summaryProperties = {
   state: { type: 'string', enum: [...JOB_STATES] },
   attempts: { type: 'integer' },
   maxAttempts: { type: 'integer' },
-  progress: nullable({ $ref: 'Progress#' }),
+  progress: nullable({ ...PROGRESS_PROPERTIES, type: 'object' }),
   lastError: nullable({
     type: 'object',
     properties: {

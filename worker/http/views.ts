@@ -2,6 +2,7 @@
 // error, timestamps, who started it, the history of actions) and the listing's shorter form.
 import { progressCounts, sensibleEta } from '../cli/progress-rate.js';
 import type { JobActionRecord, Resolution } from '../queue/job-actions.js';
+import type { JobSummaryRow } from '../queue/operator.js';
 import type { JobRow } from '../queue/types.js';
 
 const iso = (date: Date | null | undefined): string | null => (date ? date.toISOString() : null);
@@ -22,7 +23,7 @@ export interface ProgressView {
   details: Record<string, unknown>;
 }
 
-export function progressView(job: JobRow, now = Date.now()): ProgressView | null {
+export function progressView(job: Pick<JobRow, 'progress' | 'startedAt' | 'state'>, now = Date.now()): ProgressView | null {
   const progress = job.progress;
   if (!progress) return null;
   const { done, total } = progressCounts(progress);
@@ -56,14 +57,14 @@ export function progressView(job: JobRow, now = Date.now()): ProgressView | null
   };
 }
 
-function lastErrorView(job: JobRow) {
+function lastErrorView(job: Pick<JobRow, 'lastError'>) {
   if (!job.lastError) return null;
   // The stack stays in the logs and `bulk-import show`: callers need the code, message and context.
   const { stack: _stack, ...error } = job.lastError;
   return error;
 }
 
-export function jobSummaryView(job: JobRow) {
+export function jobSummaryView(job: JobSummaryRow) {
   return {
     id: job.id,
     kind: job.kind,

@@ -76,10 +76,19 @@ export interface JobPageFilter {
   limit: number;
 }
 
+/** What a listing shows of a run: no payload or result (up to 256 KiB each, and read by nobody in a list). */
+export type JobSummaryRow = Pick<
+  JobRow,
+  'id' | 'kind' | 'tenantId' | 'state' | 'attempts' | 'maxAttempts' | 'progress' | 'lastError' | 'createdAt' | 'startedAt' | 'finishedAt' | 'updatedAt'
+>;
+
+const SUMMARY_COLUMNS = `id, kind, tenant_id, state, attempts, max_attempts, progress, last_error, created_at, started_at, finished_at,
+  updated_at`;
+
 /** A page of runs, newest (highest id) first, keyset-paged by id: never OFFSET, so page 1,000 costs what page 1 does. */
-export async function listJobsPage(db: Queryable, filter: JobPageFilter): Promise<JobRow[]> {
+export async function listJobsPage(db: Queryable, filter: JobPageFilter): Promise<JobSummaryRow[]> {
   const { rows } = await db.query(
-    `SELECT ${JOB_COLUMNS} FROM jobs
+    `SELECT ${SUMMARY_COLUMNS} FROM jobs
      WHERE ($1::text[] IS NULL OR state = ANY($1))
        AND ($2::text[] IS NULL OR kind = ANY($2))
        AND ($3::text IS NULL OR tenant_id = $3)
@@ -92,7 +101,20 @@ export async function listJobsPage(db: Queryable, filter: JobPageFilter): Promis
       filter.beforeId ?? null, filter.limit,
     ],
   );
-  return rows.map(toJobRow);
+  return rows.map((row) => ({
+    id: row.id as number,
+    kind: row.kind as string,
+    tenantId: row.tenant_id as string | null,
+    state: row.state as JobState,
+    attempts: row.attempts as number,
+    maxAttempts: row.max_attempts as number,
+    progress: row.progress as Record<string, unknown> | null,
+    lastError: row.last_error as JobRow['lastError'],
+    createdAt: row.created_at as Date,
+    startedAt: row.started_at as Date | null,
+    finishedAt: row.finished_at as Date | null,
+    updatedAt: row.updated_at as Date,
+  }));
 }
 
 export interface CancelResult {

@@ -1,12 +1,13 @@
 // `bulk-import local [DIR]` (`npm run local`): the whole flow on the embedded default. Starts the embedded Postgres
 // and S3 server (state under .local/, kept between runs), migrates, imports DIR — or a generated sample tree of a few
 // hundred files — with a worker running in this process, shows live progress, and prints a summary. A second run
-// imports nothing and says so. `--serve` only starts the servers and prints how to reach them.
+// imports nothing and says so. `--serve` only starts the servers and the HTTP API, and prints how to reach them.
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { submitJob } from '../../api.js';
+import { createApiKey, revokeApiKey } from '../../auth/api-keys.js';
 import { loadConfig } from '../../config.js';
 import { migrate } from '../../db/migrate.js';
 import { createPool } from '../../db/pool.js';
@@ -23,6 +24,7 @@ import { createImportProgressView } from '../import-progress-view.js';
 import { formatLocalImportSummary, summarizeLocalImport } from '../local-import-summary.js';
 import { formatBytes, printJson, printLine } from '../output.js';
 import { integerIn } from '../parse.js';
+import { startApiServer } from './serve.js';
 
 export const LOCAL_BUCKET = 'bulk-import-local';
 export const LOCAL_DATABASE = 'postgres';
@@ -58,7 +60,7 @@ export function registerLocalCommand(program: Command): void {
         'generated sample tree) with a worker in this process, show progress, print a summary',
     )
     .option('--state-dir <dir>', 'where the embedded servers keep their data between runs', '.local')
-    .option('--serve', 'only start the servers, print how to reach them, and wait for Ctrl-C')
+    .option('--serve', 'only start the servers and the HTTP API, print how to reach them and a local operator key, and wait for Ctrl-C')
     .option('--tenant <id>', 'tenant of the imported documents', parseTenant, 'local')
     .option('--prefix <prefix>', `first segment(s) of the object keys (default "${SAMPLE_PREFIX}" for the sample, "${DEFAULT_PREFIX}" for DIR)`, parsePrefix)
     .option('--sample-files <n>', 'files in the generated sample tree (1-100000)', integerIn(1, 100_000), 300)
@@ -204,7 +206,10 @@ async function followJob(
   }
 }
 
-/** The previous behaviour of `local`: start the servers and print how to reach them. */
+/**
+ * `local --serve`: start the servers and the HTTP API (docs/API.md) on them, print how to reach them and a fresh
+ * local operator key, and wait for Ctrl-C.
+ */
 async function serve(stateDir: string, json: boolean): Promise<void> {
   const environment = await startLocalEnvironment({ stateDir, persistent: true, buckets: [LOCAL_BUCKET] });
   const databaseUrl = environment.postgres.databaseUrl(LOCAL_DATABASE);
@@ -216,15 +221,38 @@ async function serve(stateDir: string, json: boolean): Promise<void> {
     AWS_ACCESS_KEY_ID: environment.credentials.accessKeyId,
     AWS_SECRET_ACCESS_KEY: environment.credentials.secretAccessKey,
   };
-  if (json) printJson(reach);
+  // The API reads the same configuration as every command: this process's environment, pointed at the servers.
+  Object.assign(process.env, reach, { AWS_REGION: environment.region, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' });
+  const api = await startApiServer({ port: LOCAL_API_PORT, host: '127.0.0.1' }).catch((error: unknown) =>
+    (error as { code?: string }).code === 'EADDRINUSE' ? startApiServer({ port: 0, host: '127.0.0.1' }) : Promise.reject(error),
+  );
+  const operatorKey = await localOperatorKey(databaseUrl);
+  if (json) printJson({ ...reach, API_URL: api.url, API_KEY: operatorKey });
   else {
     printLine('Embedded environment is up and migrated. In another shell:');
     for (const [name, value] of Object.entries(reach)) printLine(`  export ${name}=${value}`);
+    printLine(`HTTP API: ${api.url} (docs/API.md); local operator key (shown once):`);
+    printLine(`  export API_URL=${api.url} API_KEY=${operatorKey}`);
+    printLine('  curl -H "Authorization: Bearer $API_KEY" $API_URL/v1/jobs');
     printLine('Press Ctrl-C to stop.');
   }
   await new Promise<void>((resolveStop) => {
     process.once('SIGINT', resolveStop);
     process.once('SIGTERM', resolveStop);
   });
+  await api.close();
   await environment.stop();
+}
+
+const LOCAL_API_PORT = 8080;
+
+/** A new operator key named `local` (the previous one is revoked: keys are shown once, so each run makes its own). */
+async function localOperatorKey(databaseUrl: string): Promise<string> {
+  const pool = createPool(databaseUrl, { max: 1, applicationName: 'bulk-import-local' });
+  try {
+    await revokeApiKey(pool, 'local').catch(() => {});
+    return (await createApiKey(pool, { name: 'local', role: 'operator' })).key;
+  } finally {
+    await pool.end();
+  }
 }

@@ -80,7 +80,17 @@ export async function startApiServer(options: Partial<ServeOptions> & { limits?:
   const events = new JobEventHub({ database, pool, log, pollMs: limits.eventPollMs ?? DEFAULT_LIMITS.eventPollMs });
   await events.start();
   const app = await buildApiServer({ pool, config, log, s3, bucket: config.s3Bucket, events, limits });
-  const address = await app.listen({ port: options.port ?? 8080, host: options.host ?? '0.0.0.0' });
+  let address: string;
+  try {
+    address = await app.listen({ port: options.port ?? 8080, host: options.host ?? '0.0.0.0' });
+  } catch (error) {
+    // e.g. EADDRINUSE: leave nothing open behind the refusal.
+    await app.close();
+    await events.stop();
+    s3?.destroy();
+    await pool.end().catch(() => {});
+    throw error;
+  }
   log.info({ address }, 'API listening');
   return {
     url: address,

@@ -32,7 +32,7 @@ export function registerDeadRoutes(app: FastifyInstance, deps: ApiDependencies):
         summary: 'dead runs not resolved, most recently dead first (operator keys)',
         querystring: { type: 'object', additionalProperties: false, properties: { kind: KINDS, limit: limitParam(50, 500), cursor: CURSOR } },
         response: {
-          200: { type: 'object', properties: { jobs: { type: 'array', items: { $ref: 'JobSummary#' } }, next: { anyOf: [{ type: 'string' }, { type: 'null' }] } } },
+          200: { type: 'object', properties: { jobs: { type: 'array', items: { $ref: 'JobSummary#' } }, next: { type: ['string', 'null'] } } },
           ...ERROR_RESPONSES,
         },
       },
@@ -112,7 +112,7 @@ export function registerDeadRoutes(app: FastifyInstance, deps: ApiDependencies):
               count: { type: 'integer' },
               jobs: {
                 type: 'array',
-                items: { type: 'object', properties: { id: { type: 'integer' }, kind: { type: 'string' }, tenant: { anyOf: [{ type: 'string' }, { type: 'null' }] }, finishedAt: { type: 'string' } } },
+                items: { type: 'object', properties: { id: { type: 'integer' }, kind: { type: 'string' }, tenant: { type: ['string', 'null'] }, finishedAt: { type: 'string' } } },
               },
             },
           },

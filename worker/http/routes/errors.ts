@@ -26,18 +26,31 @@ class ClientGoneError extends Error {
 }
 
 /**
- * The writable the exporter writes to: forwards to the response body, and once the client is gone makes the next
+ * The writable the exporter writes to: gathers its many small writes (one per row) into chunks of 64 KiB for the
+ * response body — a write per row would cost a socket write per row —, and once the client is gone makes the next
  * write (or the wait for `drain`) fail, so an abandoned export stops instead of waiting forever.
  */
 class ExportSink extends EventEmitter {
   private gone = false;
+  private pending: string[] = [];
+  private pendingChars = 0;
   constructor(private readonly body: PassThrough) {
     super();
     body.on('drain', () => this.emit('drain'));
   }
   write(chunk: string): boolean {
     if (this.gone) throw new ClientGoneError();
-    return this.body.write(chunk);
+    this.pending.push(chunk);
+    this.pendingChars += chunk.length;
+    return this.pendingChars < EXPORT_CHUNK_CHARS || this.flush();
+  }
+  /** Hands what is gathered to the body; false when the body is full (the exporter then waits for `drain`). */
+  flush(): boolean {
+    if (this.pending.length === 0) return true;
+    const text = this.pending.join('');
+    this.pending = [];
+    this.pendingChars = 0;
+    return this.body.write(text);
   }
   clientGone(): void {
     if (this.gone) return;
@@ -45,6 +58,8 @@ class ExportSink extends EventEmitter {
     if (this.listenerCount('error') > 0) this.emit('error', new ClientGoneError());
   }
 }
+
+const EXPORT_CHUNK_CHARS = 64 * 1024;
 
 function itemView(item: ItemRow) {
   return {
@@ -68,7 +83,7 @@ const PAGE_RESPONSE = {
     kind: { type: 'string' },
     header: { type: 'array', items: { type: 'string' }, description: 'CSV runs: the file header the row fields follow' },
     errors: { type: 'array', items: { type: 'object', additionalProperties: true } },
-    next: { anyOf: [{ type: 'string' }, { type: 'null' }] },
+    next: { type: ['string', 'null'] },
   },
 } as const;
 
@@ -101,6 +116,7 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
         export_.then(
           (rows) => {
             request.log.info({ jobId: job.id, rows }, 'errors exported');
+            sink.flush();
             body.end();
           },
           (error: unknown) => {
@@ -153,7 +169,7 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
         response: {
           200: {
             type: 'object',
-            properties: { items: { type: 'array', items: { type: 'object', additionalProperties: true } }, next: { anyOf: [{ type: 'string' }, { type: 'null' }] } },
+            properties: { items: { type: 'array', items: { type: 'object', additionalProperties: true } }, next: { type: ['string', 'null'] } },
           },
           ...ERROR_RESPONSES,
         },

@@ -72,7 +72,7 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
         summary: 'runs, newest first; filters combine; `next` pages on',
         querystring: LIST_QUERY,
         response: {
-          200: { type: 'object', properties: { jobs: { type: 'array', items: { $ref: 'JobSummary#' } }, next: { anyOf: [{ type: 'string' }, { type: 'null' }] } } },
+          200: { type: 'object', properties: { jobs: { type: 'array', items: { $ref: 'JobSummary#' } }, next: { type: ['string', 'null'] } } },
           ...ERROR_RESPONSES,
         },
       },

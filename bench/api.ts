@@ -1,0 +1,279 @@
+// npm run bench:api — latency and throughput of the HTTP API (`bulk-import serve`, a real process) over a database
+// with a large history: N runs (default 1,000,000; kinds, states and 100 tenants mixed, 30 days of creation times)
+// and one CSV run with M row errors (default 1,000,000). A load generator in this process keeps C connections busy
+// (default 32) for each scenario:
+//   list   GET /v1/jobs?state=failed            (operator key: newest failed runs, first page of 50)
+//   tenant GET /v1/jobs?state=succeeded          (tenant key: its tenant's runs only)
+//   page   GET /v1/jobs?state=succeeded&cursor=… (operator, a page deep in the history)
+//   detail GET /v1/jobs/{random id}
+//   errors GET /v1/jobs/{csv}/errors?limit=100&cursor=… (a page of row errors at a random position)
+// and the CSV export of all M errors (GET …/errors?format=csv): MB/s, and the server's RSS before, at its peak and
+// after, sampled from /proc every 50 ms — the export must not grow with M.
+//
+//   npm run bench:api
+//   npm run bench:api -- --runs 200000 --errors 200000 --seconds 5 --connections 32 --export-connections 4
+import { spawn } from 'node:child_process';
+import { Agent, request } from 'node:http';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { createApiKey } from '../worker/auth/api-keys.js';
+import { migrate } from '../worker/db/migrate.js';
+import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '1000000' },
+    errors: { type: 'string', default: '1000000' },
+    seconds: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '32' },
+    'export-connections': { type: 'string', default: '1,32' },
+    /** Write a CPU profile of the server to .bench/api-profile/ (for looking into where the time goes). */
+    profile: { type: 'boolean', default: false },
+  },
+});
+const settings = {
+  runs: Number(args.runs),
+  errors: Number(args.errors),
+  seconds: Number(args.seconds),
+  connections: Number(args.connections),
+  exportConnections: args['export-connections'].split(',').map(Number),
+};
+
+interface Result {
+  scenario: string;
+  requests: number;
+  perSecond: number;
+  p50: number;
+  p99: number;
+  errors: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+async function seed(db: pg.Client): Promise<{ csvJob: number; maxId: number }> {
+  const started = performance.now();
+  await db.query(`SET bulk_import.state_notifications = off`);
+  await db.query(`SET synchronous_commit = off`);
+  // Terminal runs mostly, like a table the retention service keeps at 30 days; ids grow with creation time.
+  await db.query(
+    `INSERT INTO jobs (kind, tenant_id, payload, state, attempts, max_attempts, progress, result, last_error,
+       created_at, started_at, finished_at, updated_at, run_at)
+     SELECT kind, 't' || (g % 100), jsonb_build_object('seq', g), state, 1, 5,
+       jsonb_build_object('done', 100, 'total', 100, 'phase', 'done'),
+       jsonb_build_object('rows', 100),
+       CASE WHEN state IN ('failed', 'dead') THEN jsonb_build_object('code', 'X', 'message', 'failed', 'class', 'permanent', 'attempt', 1, 'at', now()::text) END,
+       created, created + interval '2 seconds', CASE WHEN state <> 'queued' THEN created + interval '5 seconds' END,
+       created + interval '5 seconds', created
+     FROM (
+       SELECT g, (ARRAY['noop', 'csv-import', 'mass-import', 'backfill'])[1 + g % 4] AS kind,
+         CASE WHEN g % 100 < 84 THEN 'succeeded' WHEN g % 100 < 89 THEN 'partial' WHEN g % 100 < 94 THEN 'failed'
+              WHEN g % 100 < 96 THEN 'dead' WHEN g % 100 < 99 THEN 'canceled' ELSE 'queued' END AS state,
+         now() - interval '30 days' + (g * interval '30 days' / $1) AS created
+       FROM generate_series(1, $1) g
+     ) s`,
+    [settings.runs],
+  );
+  const { rows } = await db.query<{ id: number }>(
+    `INSERT INTO jobs (kind, tenant_id, payload, state, finished_at) VALUES ('csv-import', 't1', '{}', 'review_ready', NULL) RETURNING id`,
+  );
+  const csvJob = Number(rows[0]!.id);
+  const header = ['sku', 'name', 'description', 'price', 'quantity', 'barcode', 'status', 'category', 'supplier', 'location'];
+  await db.query(
+    `INSERT INTO csv_import_runs (job_id, profile, tenant_id, bucket, object_key, delimiter, header, columns, rows_read, rows_invalid)
+     VALUES ($1, 'products', 't1', 'bench', 'imports/t1/bench.csv', ',', $2, $2, $3, $3)`,
+    [csvJob, header, settings.errors],
+  );
+  await db.query(
+    `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
+     SELECT $1, g + 1, 'validate',
+       ARRAY['SKU-' || lpad(g::text, 7, '0'), 'Product ' || g, CASE WHEN g % 50 = 0 THEN '=HYPERLINK("x")' ELSE 'Item, "quoted" ' || g END,
+             '-1.00', '7', '', 'active', 'Category ' || g % 37, 'Supplier ' || g % 101, 'Location ' || g % 13],
+       '[{"column": "price", "rule": "range", "message": "price must be at least 0, got \\"-1.00\\""}]'::jsonb
+     FROM generate_series(1, $2) g`,
+    [csvJob, settings.errors],
+  );
+  await db.query('VACUUM ANALYZE jobs');
+  await db.query('VACUUM ANALYZE csv_import_row_errors');
+  const max = await db.query<{ max: number }>('SELECT max(id)::bigint AS max FROM jobs');
+  console.log(`seeded ${settings.runs.toLocaleString('en-US')} runs and ${settings.errors.toLocaleString('en-US')} row errors in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  return { csvJob, maxId: Number(max.rows[0]!.max) };
+}
+
+async function startServe(databaseUrl: string): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
+  const profile = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, '.bench', 'api-profile')}`] : [];
+  const child = spawn(process.execPath, [...profile, 'bin/bulk-import.js', 'serve', '--port', '0', '--host', '127.0.0.1', '--rate-limit', '1000000'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: databaseUrl, DATABASE_POOL_SIZE: '16', LOG_LEVEL: 'warn', LOG_FORMAT: 'json', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // LOG_LEVEL=warn hides the "listening" line: find the port from /proc instead of the log.
+  createInterface({ input: child.stdout! }).on('line', (line) => process.stderr.write(`serve: ${line}\n`));
+  const url = await findListeningUrl(child.pid!);
+  return {
+    url,
+    pid: child.pid!,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** The loopback port a process listens on, once it listens (read from /proc/net/tcp and its socket inodes). */
+async function findListeningUrl(pid: number): Promise<string> {
+  const { readdir, readlink } = await import('node:fs/promises');
+  for (let tries = 0; tries < 600; tries += 1) {
+    const inodes = new Set<string>();
+    for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])) {
+      const link = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+      const match = /^socket:\[(\d+)\]$/.exec(link);
+      if (match) inodes.add(match[1]!);
+    }
+    const table = await readFile('/proc/net/tcp', 'utf8');
+    for (const line of table.split('\n').slice(1)) {
+      const parts = line.trim().split(/\s+/);
+      if (parts[3] === '0A' && inodes.has(parts[9]!) && parts[1]!.startsWith('0100007F:')) {
+        return `http://127.0.0.1:${parseInt(parts[1]!.split(':')[1]!, 16)}`;
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error('serve did not start listening');
+}
+
+// node:http with a keep-alive agent: a lighter client than fetch, so the load generator, which shares the machine
+// with the server and Postgres, takes less of the CPU being measured.
+const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+
+function get(base: string, path: string, key: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${base}${path}`, { agent, headers: { authorization: `Bearer ${key}` } }, (res) => {
+      res.on('data', () => {});
+      res.on('end', () => resolve(res.statusCode ?? 0));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function load(name: string, key: string, pathFor: () => string, base: string): Promise<Result> {
+  const latencies: number[] = [];
+  let failures = 0;
+  const deadline = performance.now() + settings.seconds * 1000;
+  // Warm-up: a few requests per connection, not counted.
+  await Promise.all(Array.from({ length: settings.connections }, () => get(base, pathFor(), key)));
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: settings.connections }, async () => {
+      while (performance.now() < deadline) {
+        const t0 = performance.now();
+        const status = await get(base, pathFor(), key);
+        latencies.push(performance.now() - t0);
+        if (status !== 200) failures += 1;
+      }
+    }),
+  );
+  const elapsed = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  return { scenario: name, requests: latencies.length, perSecond: latencies.length / elapsed, p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors: failures };
+}
+
+async function rssKb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
+}
+
+async function exportCsv(base: string, key: string, csvJob: number, pid: number, connections: number) {
+  const before = await rssKb(pid);
+  let peak = before;
+  const sampler = setInterval(() => void rssKb(pid).then((kb) => (peak = Math.max(peak, kb))), 50);
+  const started = performance.now();
+  const results = await Promise.all(
+    Array.from({ length: connections }, async () => {
+      const response = await fetch(`${base}/v1/jobs/${csvJob}/errors?format=csv`, { headers: { authorization: `Bearer ${key}` } });
+      let bytes = 0;
+      let lines = 0;
+      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+        bytes += chunk.byteLength;
+        for (let i = 0; i < chunk.length; i += 1) if (chunk[i] === 10) lines += 1;
+      }
+      return { bytes, lines, status: response.status };
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  clearInterval(sampler);
+  const after = await rssKb(pid);
+  const bytes = results.reduce((sum, r) => sum + r.bytes, 0);
+  return { connections, seconds, bytes, lines: results[0]!.lines, status: results.map((r) => r.status), mbPerSecond: bytes / 1e6 / seconds, before, peak, after };
+}
+
+async function main(): Promise<void> {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const stateDir = await mkdtemp(join(tmpdir(), 'bench-api-'));
+  await chmod(stateDir, 0o755);
+  const postgres = await startEmbeddedPostgres({ baseDir: join(stateDir, 'pg'), persistent: false, fast: true, sharedBuffers: '512MB' });
+  let serve: Awaited<ReturnType<typeof startServe>> | undefined;
+  try {
+    const admin = new pg.Client({ connectionString: postgres.adminUrl });
+    await admin.connect();
+    await admin.query('CREATE DATABASE bench_api');
+    await admin.end();
+    const url = postgres.databaseUrl('bench_api');
+    await migrate(url);
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    const { csvJob, maxId } = await seed(db);
+    const operator = (await createApiKey(db, { name: 'bench-ops', role: 'operator' })).key;
+    const tenant = (await createApiKey(db, { name: 'bench-t7', role: 'tenant', tenantId: 't7' })).key;
+    const deep = Buffer.from(JSON.stringify({ id: Math.floor(maxId / 3) })).toString('base64url');
+    await db.end();
+    serve = await startServe(url);
+    console.log(`Node ${process.version}; ${JSON.stringify(settings)}; serve pid ${serve.pid} at ${serve.url}`);
+    const base = serve.url;
+    const random = (n: number) => 1 + Math.floor(Math.random() * n);
+    const results: Result[] = [];
+    results.push(await load('GET /v1/jobs?state=failed (operator)', operator, () => '/v1/jobs?state=failed', base));
+    results.push(await load('GET /v1/jobs?state=succeeded (tenant key)', tenant, () => '/v1/jobs?state=succeeded', base));
+    results.push(await load('GET /v1/jobs?state=succeeded&cursor=<id/3>', operator, () => `/v1/jobs?state=succeeded&cursor=${deep}`, base));
+    results.push(await load('GET /v1/jobs/{id}', operator, () => `/v1/jobs/${random(maxId)}`, base));
+    results.push(
+      await load('GET /v1/jobs/{csv}/errors?limit=100&cursor=<random>', operator, () => {
+        const cursor = Buffer.from(JSON.stringify({ row: random(settings.errors) })).toString('base64url');
+        return `/v1/jobs/${csvJob}/errors?limit=100&cursor=${cursor}`;
+      }, base),
+    );
+    console.log(`\n${settings.connections} connections, ${settings.seconds} s per scenario`);
+    console.log('| request | requests | req/s | p50 ms | p99 ms | non-200 |');
+    console.log('|---|---|---|---|---|---|');
+    for (const r of results) {
+      console.log(`| \`${r.scenario}\` | ${r.requests} | ${r.perSecond.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors} |`);
+    }
+    console.log(`\nCSV export of ${settings.errors.toLocaleString('en-US')} row errors (GET /v1/jobs/{id}/errors?format=csv)`);
+    console.log('| connections | seconds | MB sent | MB/s (all) | lines per export | server RSS before / peak / after (MB) |');
+    console.log('|---|---|---|---|---|---|');
+    for (const connections of settings.exportConnections) {
+      const e = await exportCsv(base, operator, csvJob, serve.pid, connections);
+      if (e.status.some((s) => s !== 200)) throw new Error(`export answered ${e.status.join(',')}`);
+      console.log(
+        `| ${connections} | ${e.seconds.toFixed(1)} | ${(e.bytes / 1e6).toFixed(0)} | ${e.mbPerSecond.toFixed(1)} | ${e.lines.toLocaleString('en-US')} | ${(e.before / 1024).toFixed(0)} / ${(e.peak / 1024).toFixed(0)} / ${(e.after / 1024).toFixed(0)} |`,
+      );
+    }
+  } finally {
+    await serve?.stop();
+    await postgres.stop();
+    await rm(stateDir, { recursive: true, force: true });
+  }
+}
+
+await main();
