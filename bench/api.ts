@@ -36,6 +36,8 @@ const { values: args } = parseArgs({
     'export-connections': { type: 'string', default: '1,32' },
     /** Write a CPU profile of the server to .bench/api-profile/ (for looking into where the time goes). */
     profile: { type: 'boolean', default: false },
+    /** Print the plans (EXPLAIN ANALYZE) of the listing, detail and error-page statements, then stop. */
+    explain: { type: 'boolean', default: false },
   },
 });
 const settings = {
@@ -218,6 +220,23 @@ async function exportCsv(base: string, key: string, csvJob: number, pid: number,
   return { connections, seconds, bytes, lines: results[0]!.lines, status: results.map((r) => r.status), mbPerSecond: bytes / 1e6 / seconds, before, peak, after };
 }
 
+async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<void> {
+  const summary = 'id, kind, tenant_id, state, attempts, max_attempts, progress, last_error, created_at, started_at, finished_at, updated_at';
+  const statements: Array<[string, string, unknown[]]> = [
+    ['list failed', `SELECT ${summary} FROM jobs WHERE state = ANY($1) ORDER BY id DESC LIMIT 50`, [['failed']]],
+    ['list tenant', `SELECT ${summary} FROM jobs WHERE state = ANY($1) AND tenant_id = $2 ORDER BY id DESC LIMIT 50`, [['succeeded'], 't7']],
+    ['list deep', `SELECT ${summary} FROM jobs WHERE state = ANY($1) AND id < $2 ORDER BY id DESC LIMIT 50`, [['succeeded'], Math.floor(maxId / 3)]],
+    ['detail', `SELECT * FROM jobs WHERE id = $1`, [Math.floor(maxId / 2)]],
+    ['errors page', `SELECT row_number, fields, errors FROM csv_import_row_errors WHERE job_id = $1 AND row_number > $2 ORDER BY row_number LIMIT 100`, [csvJob, 500_000]],
+  ];
+  for (const [name, sql, values] of statements) {
+    const { rows } = await db.query(`EXPLAIN (ANALYZE, BUFFERS) ${sql}`, values);
+    console.log(`-- ${name}\n${rows.map((row) => row['QUERY PLAN']).join('\n')}`);
+  }
+  const size = await db.query(`SELECT pg_size_pretty(pg_total_relation_size('jobs')) AS jobs, pg_size_pretty(pg_total_relation_size('csv_import_row_errors')) AS errors`);
+  console.log(size.rows[0]);
+}
+
 async function main(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const stateDir = await mkdtemp(join(tmpdir(), 'bench-api-'));
@@ -237,6 +256,11 @@ async function main(): Promise<void> {
     const operator = (await createApiKey(db, { name: 'bench-ops', role: 'operator' })).key;
     const tenant = (await createApiKey(db, { name: 'bench-t7', role: 'tenant', tenantId: 't7' })).key;
     const deep = Buffer.from(JSON.stringify({ id: Math.floor(maxId / 3) })).toString('base64url');
+    if (args.explain) {
+      await explain(db, csvJob, maxId);
+      await db.end();
+      return;
+    }
     await db.end();
     serve = await startServe(url);
     console.log(`Node ${process.version}; ${JSON.stringify(settings)}; serve pid ${serve.pid} at ${serve.url}`);
