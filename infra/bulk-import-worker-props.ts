@@ -6,6 +6,7 @@ import type * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type * as ecr from 'aws-cdk-lib/aws-ecr';
 import type * as ecs from 'aws-cdk-lib/aws-ecs';
 import type * as efs from 'aws-cdk-lib/aws-efs';
+import * as events from 'aws-cdk-lib/aws-events';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
@@ -262,7 +263,23 @@ export interface BulkImportWorkerProps {
    * @default off
    */
   readonly autoscaling?: WorkerAutoscaling;
+  /**
+   * When the data-consistency audit runs (`audit` job kind): an EventBridge rule starts a task of the worker's task
+   * definition that enqueues an audit and works it off (`audit start`, then `worker --kinds audit --exit-when-idle`),
+   * so it runs even while the service is at 0 tasks. `null` turns it off.
+   * @default nightly at 02:30 UTC
+   */
+  readonly auditSchedule?: events.Schedule | null;
 }
+
+/** The nightly audit's default time. */
+export const DEFAULT_AUDIT_SCHEDULE = events.Schedule.cron({ minute: '30', hour: '2' });
+/** The scheduled audit task's command: enqueue the audit, then run a worker for the audit kind until it is done. */
+export const AUDIT_TASK_COMMAND = [
+  'sh',
+  '-c',
+  'node bin/bulk-import.js audit start && exec node --max-semi-space-size=32 bin/bulk-import.js worker --kinds audit --exit-when-idle',
+];
 
 /** Fargate's valid task cpu → memory (MiB) ranges and steps. */
 export const FARGATE_SIZES: Record<number, { min: number; max: number; step: number; extra?: number[] }> = {

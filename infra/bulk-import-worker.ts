@@ -2,13 +2,15 @@
 // image, its task and execution roles (least privilege), logs, the campaign-only read-only EFS mount at /import,
 // the alarms that page on-call, and optional queue-depth autoscaling. Every input is a typed prop with a stated
 // default; the stack (bulk-import-worker-stack.ts) only turns context into these props.
-import { ArnFormat, Duration, RemovalPolicy, Size, Stack, Validations } from 'aws-cdk-lib';
+import { ArnFormat, Aws, Duration, RemovalPolicy, Size, Stack, Validations } from 'aws-cdk-lib';
 import * as appscaling from 'aws-cdk-lib/aws-applicationautoscaling';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as efs from 'aws-cdk-lib/aws-efs';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as eventsTargets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -16,7 +18,9 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
 import {
+  AUDIT_TASK_COMMAND,
   type BulkImportWorkerProps,
+  DEFAULT_AUDIT_SCHEDULE,
   HEALTHCHECK_COMMAND,
   HEARTBEAT_FILE,
   IMPORT_ROOT,
@@ -42,11 +46,14 @@ export class BulkImportWorker extends Construct {
   readonly alarmTopic: sns.ITopic;
   readonly importFileSystem: efs.IFileSystem;
   readonly importAccessPoint: efs.IAccessPoint;
-  /** Alarms in creation order: no running tasks (prod with tasks only), dead jobs, oldest queued age. */
+  /** Alarms in creation order: no running tasks (prod with tasks only), dead jobs, oldest queued age, audit findings. */
   readonly alarms: cloudwatch.Alarm[] = [];
   readonly runningTasksAlarm: cloudwatch.Alarm | undefined;
   readonly deadJobsAlarm: cloudwatch.Alarm;
   readonly oldestQueuedAgeAlarm: cloudwatch.Alarm;
+  readonly auditFindingsAlarm: cloudwatch.Alarm;
+  /** The nightly data-consistency audit (undefined when `auditSchedule` is null). */
+  readonly auditRule: events.Rule | undefined;
   readonly scalableTarget: ecs.ScalableTaskCount | undefined;
   readonly metricsNamespace: string;
 
@@ -231,11 +238,64 @@ export class BulkImportWorker extends Construct {
       datapointsToAlarm: 3,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
-    for (const alarm of [this.runningTasksAlarm, this.deadJobsAlarm, this.oldestQueuedAgeAlarm]) {
+    // The audit publishes AuditFindings (dimension Kind = audit) once per run; between runs there is no datapoint and
+    // the alarm keeps its state, so it stays in ALARM until an audit finds nothing.
+    this.auditFindingsAlarm = new cloudwatch.Alarm(this, 'AuditFindingsAlarm', {
+      alarmName: `${baseName}-audit-findings`,
+      alarmDescription:
+        `The data-consistency audit found rows that imports wrote and that no longer hold (${env}): dangling reference ids, ` +
+        'CSV runs whose rows went missing, documents without objects. bulk-import audit runs; audit findings <id> --csv; ' +
+        'docs/RUNBOOK.md "Audit findings".',
+      metric: new cloudwatch.Metric({
+        namespace: this.metricsNamespace,
+        metricName: 'AuditFindings',
+        dimensionsMap: { Kind: 'audit' },
+        statistic: cloudwatch.Stats.MAXIMUM,
+        period: Duration.hours(1),
+      }),
+      threshold: 0,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: cloudwatch.TreatMissingData.IGNORE,
+    });
+    for (const alarm of [this.runningTasksAlarm, this.deadJobsAlarm, this.oldestQueuedAgeAlarm, this.auditFindingsAlarm]) {
       if (!alarm) continue;
       alarm.addAlarmAction(alarmAction);
       alarm.addOkAction(alarmAction);
       this.alarms.push(alarm);
+    }
+
+    const auditSchedule = props.auditSchedule === undefined ? DEFAULT_AUDIT_SCHEDULE : props.auditSchedule;
+    if (auditSchedule !== null) {
+      this.auditRule = new events.Rule(this, 'AuditSchedule', {
+        description: `Nightly data-consistency audit of what bulk imports wrote (${env}): bulk-import audit start, then a worker for it`,
+        schedule: auditSchedule,
+      });
+      const eventsRole = new iam.Role(this, 'AuditScheduleRole', {
+        assumedBy: new iam.ServicePrincipal('events.amazonaws.com'),
+        description: `Starts the nightly audit task of the bulk-import worker (${env})`,
+      });
+      this.auditRule.addTarget(
+        new eventsTargets.EcsTask({
+          role: eventsRole,
+          cluster: this.cluster,
+          taskDefinition: this.taskDefinition,
+          taskCount: 1,
+          subnetSelection: taskSubnets,
+          securityGroups: [this.securityGroup],
+          assignPublicIp: false,
+          containerOverrides: [{ containerName: 'worker', command: AUDIT_TASK_COMMAND }],
+        }),
+      );
+      const eventsPolicy = eventsRole.node.tryFindChild('DefaultPolicy');
+      if (eventsPolicy) {
+        acknowledgeWildcardResource(
+          eventsPolicy,
+          `arn:${Aws.PARTITION}:ecs:${Aws.REGION}:*:task/${this.cluster.clusterName}/*`,
+          'EventBridge tags the audit task it starts (ecs:TagResource, added by CDK); task ids exist only at run time, ' +
+            'and the grant is limited to tasks of this one cluster (task/<cluster>/*). RunTask is on this task definition only.',
+        );
+      }
     }
 
     if (resolved.autoscaling) this.scalableTarget = this.addAutoscaling(resolved.autoscaling);

@@ -88,7 +88,7 @@ describe('cdk synth (CLI, offline, no credentials)', () => {
       ['rds-db:connect', expect.stringMatching(/:dbuser:db-ABCDEFGHIJKLMNOPQRSTUVWXY0\/bulk_import"\]\]\}$/)],
     ]);
     const alarms = byType('AWS::CloudWatch::Alarm').map((alarm) => alarm.Properties.MetricName);
-    expect(alarms.sort()).toEqual(['DeadJobs', 'OldestQueuedAgeSeconds', 'RunningTaskCount']);
+    expect(alarms.sort()).toEqual(['AuditFindings', 'DeadJobs', 'OldestQueuedAgeSeconds', 'RunningTaskCount']);
     expect(validationFindings(run.outdir)).toEqual([]);
   });
 

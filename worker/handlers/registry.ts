@@ -1,5 +1,6 @@
 // Which handler runs which kind. Each kind lives in its own module and is listed here once.
 import { PermanentJobError } from '../queue/errors.js';
+import { auditHandler } from './audit.js';
 import { backfillHandler } from './backfill.js';
 import { csvFinalizeHandler } from './csv-finalize.js';
 import { csvValidateHandler } from './csv-validate.js';
@@ -39,5 +40,5 @@ export class HandlerRegistry {
 
 /** Every kind this build of the worker can run. */
 export function defaultRegistry(): HandlerRegistry {
-  return new HandlerRegistry([noopHandler, massImportHandler, backfillHandler, csvValidateHandler, csvFinalizeHandler]);
+  return new HandlerRegistry([noopHandler, massImportHandler, backfillHandler, csvValidateHandler, csvFinalizeHandler, auditHandler]);
 }

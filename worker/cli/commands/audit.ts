@@ -1,13 +1,20 @@
 // `audit`: objects in the bucket without a documents row, and documents rows without an object; `--fix` deletes
 // old orphan objects only (see worker/audit/documents-audit.ts for why that is the only safe direction).
+// `audit start|runs|findings|repair`: the data-consistency audit job kind (worker/audit/consistency-audit.ts) — enqueue
+// one, list runs with their finding counts, list or export one run's findings, and repair missing references.
 import { Option, type Command } from 'commander';
+import { cliActor, submitRun } from '../../actions/run-actions.js';
+import { AUDIT_CHECK_GROUPS } from '../../audit/consistency-audit.js';
+import { CHECKS, countFindings, pageOfFindings, type CheckName } from '../../audit/consistency-store.js';
+import { repairMissingReferences } from '../../audit/reference-repair.js';
+import { csvFieldFor } from '../../imports/csv/row-errors.js';
 import { auditDocuments, type AuditProgress, type AuditReport } from '../../audit/documents-audit.js';
 import { requireBucket } from '../../config.js';
 import { listJobs } from '../../queue/operator.js';
 import { createS3Client } from '../../storage/s3-client.js';
 import { withDatabase } from '../context.js';
 import { formatBytes, formatDuration, formatTable, printJson, printLine } from '../output.js';
-import { MAX_LIST_LIMIT, parseDurationMs, parseLimit } from '../parse.js';
+import { MAX_LIST_LIMIT, parseDurationMs, parseJobId, parseLimit } from '../parse.js';
 
 /** Exit code when the audit found something (0: bucket and table agree). */
 export const AUDIT_FINDINGS_EXIT_CODE = 2;
@@ -22,7 +29,7 @@ interface AuditCommandOptions {
 }
 
 export function registerAuditCommand(program: Command): void {
-  program
+  const audit = program
     .command('audit')
     .description(
       `compare the bucket with the documents table: objects without a row, rows without an object. Exit 0 when ` +
@@ -77,6 +84,142 @@ export function registerAuditCommand(program: Command): void {
       process.exitCode = remaining > 0 ? AUDIT_FINDINGS_EXIT_CODE : 0;
       if (options.json) return printJson(report);
       printReport(report);
+    });
+  registerConsistencyAuditCommands(audit);
+}
+
+interface JsonOption {
+  json?: boolean;
+}
+
+/** --json given to the subcommand or to `audit` itself (commander hands a shared option name to the parent). */
+function wantsJson(command: Command): boolean {
+  return (command.optsWithGlobals() as JsonOption).json === true;
+}
+
+function registerConsistencyAuditCommands(audit: Command): void {
+  audit
+    .command('start')
+    .description(`enqueue a data-consistency audit run (checks: ${AUDIT_CHECK_GROUPS.join(', ')}); the stack runs one nightly`)
+    .option('--tenant <id>', "only this tenant's rows and runs")
+    .option('--checks <list>', `comma-separated: ${AUDIT_CHECK_GROUPS.join(',')} (default all)`)
+    .option('--batch-size <n>', 'products per keyset batch (default 10000)')
+    .option('--json', 'print JSON only')
+    .action(async (options: { tenant?: string; checks?: string; batchSize?: string }, command: Command) => {
+      const payload: Record<string, unknown> = {};
+      if (options.batchSize !== undefined) payload.batchSize = Number(options.batchSize);
+      if (options.tenant) payload.tenant = options.tenant;
+      if (options.checks) payload.checks = options.checks.split(',').map((check) => check.trim());
+      const { job, reused } = await withDatabase((pool) => submitRun(pool, cliActor(), { kind: 'audit', payload }));
+      if (wantsJson(command)) return printJson({ id: job.id, state: job.state, reused });
+      printLine(`${reused ? 'An audit is already active' : 'Audit enqueued'}: job ${job.id}. Follow it with: bulk-import watch ${job.id}; then bulk-import audit findings ${job.id}`);
+    });
+
+  audit
+    .command('runs')
+    .description('the latest data-consistency audit runs with their findings per check')
+    .option('--limit <n>', 'how many runs', parseLimit, 20)
+    .option('--json', 'print JSON only')
+    .action(async (options: { limit: number }, command: Command) => {
+      const runs = await withDatabase(async (pool) => {
+        const jobs = await listJobs(pool, { kinds: ['audit'], limit: options.limit });
+        return Promise.all(
+          jobs.map(async (job) => {
+            const byCheck = await countFindings(pool, job.id);
+            return {
+              id: job.id,
+              state: job.state,
+              tenant: job.tenantId ?? ((job.payload.tenant as string | undefined) ?? null),
+              createdAt: job.createdAt,
+              finishedAt: job.finishedAt ?? null,
+              findings: Object.values(byCheck).reduce((sum, n) => sum + n, 0),
+              byCheck,
+            };
+          }),
+        );
+      });
+      if (wantsJson(command)) return printJson(runs);
+      if (runs.length === 0) return printLine('No audit runs yet: bulk-import audit start');
+      printLine(
+        formatTable(
+          ['id', 'state', 'tenant', 'findings', 'by check', 'created'],
+          runs.map((run) => [run.id, run.state, run.tenant ?? '*', run.findings, Object.entries(run.byCheck).map(([check, n]) => `${check} ${n}`).join(', '), run.createdAt]),
+        ),
+      );
+    });
+
+  audit
+    .command('findings <id>')
+    .description('the findings of one audit run (--csv: all of them as CSV, for a spreadsheet or a ticket)')
+    .option('--check <name>', `only one check: ${CHECKS.join(', ')}`)
+    .option('--limit <n>', 'list at most this many (not with --csv)', parseLimit, 100)
+    .option('--csv', 'every finding as CSV on stdout')
+    .option('--json', 'print JSON only')
+    .action(async (id: string, options: { check?: string; limit: number; csv?: boolean }, command: Command) => {
+      const jobId = parseJobId(id);
+      if (options.check !== undefined && !(CHECKS as readonly string[]).includes(options.check)) {
+        throw new Error(`--check must be one of ${CHECKS.join(', ')}`);
+      }
+      const check = (options.check ?? null) as CheckName | null;
+      await withDatabase(async (pool) => {
+        if (options.csv) {
+          const field = csvFieldFor(',');
+          const line = (values: unknown[]) => `${values.map((value) => field(value === null || value === undefined ? '' : String(value))).join(',')}\r\n`;
+          process.stdout.write(line(['id', 'check', 'tenant', 'subject', 'subject_id', 'details', 'repaired_at', 'repair']));
+          for (let after = 0; ; ) {
+            const page = await pageOfFindings(pool, jobId, after, 1_000, check);
+            for (const finding of page) {
+              const repairedAt = finding.repairedAt?.toISOString() ?? '';
+              const repair = finding.repair ? JSON.stringify(finding.repair) : '';
+              const values = [finding.id, finding.check, finding.tenantId, finding.subject, finding.subjectId, JSON.stringify(finding.details), repairedAt, repair];
+              if (!process.stdout.write(line(values))) await new Promise((resolve) => process.stdout.once('drain', resolve));
+            }
+            if (page.length < 1_000) break;
+            after = page[page.length - 1]!.id;
+          }
+          return;
+        }
+        const [byCheck, findings] = await Promise.all([countFindings(pool, jobId), pageOfFindings(pool, jobId, 0, options.limit, check)]);
+        const total = Object.values(byCheck).reduce((sum, n) => sum + n, 0);
+        if (wantsJson(command)) return printJson({ id: jobId, total, byCheck, findings });
+        printLine(`Audit ${jobId}: ${total} finding(s)${total ? ` (${Object.entries(byCheck).map(([name, n]) => `${name} ${n}`).join(', ')})` : ''}`);
+        if (findings.length > 0) {
+          printLine(formatTable(['id', 'check', 'tenant', 'subject', 'repaired'], findings.map((f) => [f.id, f.check, f.tenantId ?? '', f.subject, f.repairedAt ?? ''])));
+        }
+      });
+    });
+
+  audit
+    .command('repair <id>')
+    .description(
+      "recreate the missing references an audit run found, by name from the import's source rows (or report why not); " +
+        'prints what it would do unless --apply',
+    )
+    .option('--apply', 'make the changes (default: only show them)')
+    .option('--json', 'print JSON only')
+    .action(async (id: string, options: { apply?: boolean }, command: Command) => {
+      const entries = await withDatabase(async (pool, config) => {
+        const s3 = config.s3Bucket
+          ? createS3Client({ region: config.awsRegion, endpoint: config.s3Endpoint, forcePathStyle: config.s3ForcePathStyle })
+          : undefined;
+        try {
+          return await repairMissingReferences({
+            pool, s3, auditJobId: parseJobId(id), apply: options.apply === true, signal: new AbortController().signal,
+            stallTimeoutMs: config.s3StallTimeoutMs,
+          });
+        } finally {
+          s3?.destroy();
+        }
+      });
+      if (wantsJson(command)) return printJson({ applied: options.apply === true, entries });
+      if (entries.length === 0) return printLine('Nothing to repair: no open missing-reference findings in this audit run.');
+      printLine(
+        formatTable(
+          ['finding', 'product', 'column', 'missing id', 'action', 'name', 'new id', 'reason'],
+          entries.map((e) => [e.finding, e.product, e.column, e.missingId, e.action, e.name ?? '', e.newId ?? '', e.reason ?? '']),
+        ),
+      );
+      if (!options.apply) printLine('Nothing changed. Run again with --apply to recreate the references listed as would-recreate.');
     });
 }
 

@@ -1,0 +1,186 @@
+// The SQL of the consistency audit (`audit` job kind): keyset batches over products that find reference ids pointing
+// at no row of the product's tenant and count rows per importing run, the finished CSV runs, and the findings table
+// (migration 20261205000600). Every batch is one short read-only statement plus one insert of its findings: no long
+// transaction, no lock a writer would wait for, memory bounded by the batch.
+import type { Queryable } from '../db/pool.js';
+
+export const CHECKS = ['missing-reference', 'csv-run-count', 'document-without-object', 'object-without-document'] as const;
+export type CheckName = (typeof CHECKS)[number];
+
+/** The reference columns of products and the tables they name (the products profile's `reference` columns). */
+export const PRODUCT_REFERENCES = [
+  { column: 'category_id', table: 'categories', nameColumn: 'category' },
+  { column: 'supplier_id', table: 'suppliers', nameColumn: 'supplier' },
+  { column: 'location_id', table: 'locations', nameColumn: 'location' },
+] as const;
+
+export interface ReferenceBatch {
+  /** Products read (imported ones: last_import_job_id set). */
+  scanned: number;
+  /** Highest id read; null when the batch was empty. */
+  lastId: number | null;
+  /** Findings inserted for this batch. */
+  findings: number;
+  /** Products per importing run in this batch. */
+  rowsPerJob: Map<number, number>;
+}
+
+/**
+ * One keyset batch of imported products after `afterId`: inserts a `missing-reference` finding per (product, column)
+ * whose id names no row of the product's tenant, and counts the batch's rows per last_import_job_id.
+ */
+export async function auditProductBatch(
+  db: Queryable,
+  auditJobId: number,
+  afterId: number,
+  limit: number,
+  tenantId: string | null,
+): Promise<ReferenceBatch> {
+  const missing = PRODUCT_REFERENCES.map(
+    ({ column, table }) => `SELECT b.id, b.tenant_id, b.sku, b.last_import_job_id, '${column}' AS ref_column, '${table}' AS ref_table, b.${column} AS ref_id
+       FROM batch b
+       WHERE b.${column} IS NOT NULL AND NOT EXISTS (SELECT FROM ${table} r WHERE r.id = b.${column} AND r.tenant_id = b.tenant_id)`,
+  ).join('\n       UNION ALL\n       ');
+  const { rows } = await db.query<{ scanned: number; last_id: string | null; findings: number; per_job: Array<[string, number]> | null }>(
+    `WITH batch AS MATERIALIZED (
+       SELECT id, tenant_id, sku, category_id, supplier_id, location_id, last_import_job_id FROM products
+       WHERE id > $2 AND last_import_job_id IS NOT NULL ${tenantId === null ? '' : 'AND tenant_id = $4'}
+       ORDER BY id LIMIT $3
+     ), missing AS (
+       ${missing}
+     ), inserted AS (
+       INSERT INTO audit_findings (job_id, check_name, tenant_id, subject, subject_id, details)
+       SELECT $1, 'missing-reference', m.tenant_id, 'products ' || m.id || ' ' || m.ref_column || ' = ' || m.ref_id, m.id,
+              jsonb_build_object('table', 'products', 'sku', m.sku, 'column', m.ref_column, 'referencedTable', m.ref_table,
+                                 'referencedId', m.ref_id, 'importJobId', m.last_import_job_id)
+       FROM missing m
+       RETURNING 1
+     )
+     SELECT (SELECT count(*) FROM batch)::int AS scanned,
+            (SELECT max(id) FROM batch) AS last_id,
+            (SELECT count(*) FROM inserted)::int AS findings,
+            (SELECT json_agg(json_build_array(j.job, j.n)) FROM (
+               SELECT last_import_job_id::text AS job, count(*)::int AS n FROM batch GROUP BY 1) j) AS per_job`,
+    tenantId === null ? [auditJobId, afterId, limit] : [auditJobId, afterId, limit, tenantId],
+  );
+  const row = rows[0]!;
+  return {
+    scanned: row.scanned,
+    lastId: row.last_id === null ? null : Number(row.last_id),
+    findings: row.findings,
+    rowsPerJob: new Map((row.per_job ?? []).map(([job, n]) => [Number(job), n])),
+  };
+}
+
+export interface FinishedCsvRun {
+  jobId: number;
+  tenantId: string;
+  objectKey: string;
+  /** Rows it says it wrote with its job id: inserted + updated (unchanged rows keep the id of their last writer). */
+  written: number;
+  finalizedAt: Date;
+}
+
+/** Finished (finalized) CSV runs still on record, oldest first; runs deleted by retention are not audited. */
+export async function finishedCsvRuns(db: Queryable, tenantId: string | null): Promise<FinishedCsvRun[]> {
+  const { rows } = await db.query<{ job_id: string; tenant_id: string; object_key: string; written: number; finalized_at: Date }>(
+    `SELECT r.job_id, r.tenant_id, r.object_key, r.finalized_at,
+            coalesce((SELECT sum(b.rows_inserted + b.rows_updated) FROM csv_import_batches b WHERE b.job_id = r.job_id), 0)::int AS written
+     FROM csv_import_runs r
+     WHERE r.finalized_at IS NOT NULL ${tenantId === null ? '' : 'AND r.tenant_id = $1'}
+     ORDER BY r.job_id`,
+    tenantId === null ? [] : [tenantId],
+  );
+  return rows.map((row) => ({
+    jobId: Number(row.job_id),
+    tenantId: row.tenant_id,
+    objectKey: row.object_key,
+    written: row.written,
+    finalizedAt: row.finalized_at,
+  }));
+}
+
+/**
+ * Rows of the run's tenant that existed when the run finished and now carry a later run's id: an upper bound of the
+ * run's rows that later imports of the same keys took over (the file's keys themselves are not kept).
+ */
+export async function rowsTakenOverLater(db: Queryable, run: FinishedCsvRun): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM products
+     WHERE tenant_id = $1 AND last_import_job_id > $2 AND created_at <= $3`,
+    [run.tenantId, run.jobId, run.finalizedAt],
+  );
+  return rows[0]!.n;
+}
+
+export interface NewFinding {
+  check: CheckName;
+  tenantId: string | null;
+  subject: string;
+  subjectId: number | null;
+  details: Record<string, unknown>;
+}
+
+export async function insertFindings(db: Queryable, auditJobId: number, findings: NewFinding[]): Promise<void> {
+  if (findings.length === 0) return;
+  await db.query(
+    `INSERT INTO audit_findings (job_id, check_name, tenant_id, subject, subject_id, details)
+     SELECT $1, f.check_name, f.tenant_id, f.subject, f.subject_id, f.details
+     FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::jsonb[]) AS f(check_name, tenant_id, subject, subject_id, details)`,
+    [
+      auditJobId,
+      findings.map((finding) => finding.check),
+      findings.map((finding) => finding.tenantId),
+      findings.map((finding) => finding.subject),
+      findings.map((finding) => finding.subjectId),
+      findings.map((finding) => JSON.stringify(finding.details)),
+    ],
+  );
+}
+
+export interface Finding extends NewFinding {
+  id: number;
+  jobId: number;
+  repairedAt: Date | null;
+  repair: Record<string, unknown> | null;
+  createdAt: Date;
+}
+
+/** A page of an audit run's findings in id order (keyset: after `afterId`). */
+export async function pageOfFindings(
+  db: Queryable,
+  auditJobId: number,
+  afterId: number,
+  limit: number,
+  check: CheckName | null = null,
+): Promise<Finding[]> {
+  const { rows } = await db.query(
+    `SELECT id, job_id, check_name, tenant_id, subject, subject_id, details, repaired_at, repair, created_at FROM audit_findings
+     WHERE job_id = $1 AND id > $2 ${check === null ? '' : 'AND check_name = $4'} ORDER BY id LIMIT $3`,
+    check === null ? [auditJobId, afterId, limit] : [auditJobId, afterId, limit, check],
+  );
+  return rows.map((row) => ({
+    id: Number(row.id),
+    jobId: Number(row.job_id),
+    check: row.check_name as CheckName,
+    tenantId: row.tenant_id as string | null,
+    subject: row.subject as string,
+    subjectId: row.subject_id === null ? null : Number(row.subject_id),
+    details: row.details as Record<string, unknown>,
+    repairedAt: row.repaired_at as Date | null,
+    repair: row.repair as Record<string, unknown> | null,
+    createdAt: row.created_at as Date,
+  }));
+}
+
+export async function countFindings(db: Queryable, auditJobId: number): Promise<Record<string, number>> {
+  const { rows } = await db.query<{ check_name: string; n: number }>(
+    `SELECT check_name, count(*)::int AS n FROM audit_findings WHERE job_id = $1 GROUP BY 1 ORDER BY 1`,
+    [auditJobId],
+  );
+  return Object.fromEntries(rows.map((row) => [row.check_name, row.n]));
+}
+
+export async function markRepaired(db: Queryable, findingId: number, repair: Record<string, unknown>): Promise<void> {
+  await db.query(`UPDATE audit_findings SET repaired_at = now(), repair = $2::jsonb WHERE id = $1`, [findingId, JSON.stringify(repair)]);
+}

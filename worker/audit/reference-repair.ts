@@ -1,0 +1,138 @@
+// `bulk-import audit repair <audit id>`: the explicit repair of `missing-reference` findings, never run by the audit
+// itself. For each product whose category/supplier/location id names no row, the name is taken from the import's
+// source rows — the row with the product's sku in the CSV file of the run that last wrote it, read again from S3
+// pinned to the ETag that run validated — and the reference row is recreated by name (or found, when one with that
+// name exists again), then the product is pointed at it, only if it still holds the missing id. When the source is
+// gone (run deleted by retention, file replaced or deleted, no such row, no name in it) the finding is reported,
+// nothing changes. Without `apply` it only says what it would do.
+import type { S3Client } from '@aws-sdk/client-s3';
+import { withTransaction, type Pool } from '../db/pool.js';
+import { csvRecords, isErrorExport, unescapeFields } from '../imports/csv/record-stream.js';
+import { getCsvImportRun } from '../imports/csv/run-record.js';
+import { openObject } from '../imports/csv/s3-object.js';
+import { markRepaired, pageOfFindings, PRODUCT_REFERENCES, type Finding } from './consistency-store.js';
+
+export interface RepairOptions {
+  pool: Pool;
+  s3: S3Client | undefined;
+  auditJobId: number;
+  apply: boolean;
+  signal: AbortSignal;
+  stallTimeoutMs: number;
+}
+
+export interface RepairEntry {
+  finding: number;
+  product: number;
+  column: string;
+  missingId: number;
+  action: 'recreated' | 'would-recreate' | 'reported' | 'already-fixed';
+  name?: string;
+  newId?: number;
+  reason?: string;
+}
+
+const PAGE = 1_000;
+
+export async function repairMissingReferences(options: RepairOptions): Promise<RepairEntry[]> {
+  const entries: RepairEntry[] = [];
+  const open: Finding[] = [];
+  for (let after = 0; ; ) {
+    const page = await pageOfFindings(options.pool, options.auditJobId, after, PAGE, 'missing-reference');
+    open.push(...page.filter((finding) => finding.repairedAt === null));
+    if (page.length < PAGE) break;
+    after = page[page.length - 1]!.id;
+  }
+  // One read of each source file for all its findings.
+  const byRun = new Map<number | null, Finding[]>();
+  for (const finding of open) {
+    const run = (finding.details.importJobId as number | null) ?? null;
+    byRun.set(run, [...(byRun.get(run) ?? []), finding]);
+  }
+  for (const [runId, findings] of byRun) {
+    const names = runId === null ? { error: 'the product has no importing run' } : await namesFromSource(options, runId, findings);
+    for (const finding of findings) {
+      const column = finding.details.column as string;
+      const base = { finding: finding.id, product: finding.subjectId!, column, missingId: Number(finding.details.referencedId) };
+      const reference = PRODUCT_REFERENCES.find((candidate) => candidate.column === column)!;
+      const name = 'error' in names ? undefined : names.names.get(`${finding.details.sku as string}\u0000${reference.nameColumn}`);
+      if (name === undefined || name === '') {
+        const reason = 'error' in names ? names.error : `no ${reference.nameColumn} for sku ${finding.details.sku as string} in the source file`;
+        entries.push({ ...base, action: 'reported', reason });
+        if (options.apply) await markRepaired(options.pool, finding.id, { action: 'reported', reason });
+        continue;
+      }
+      if (!options.apply) {
+        entries.push({ ...base, action: 'would-recreate', name });
+        continue;
+      }
+      const entry = await withTransaction(options.pool, async (tx): Promise<RepairEntry> => {
+        const { rows: current } = await tx.query<{ id: string }>(
+          `SELECT id FROM products WHERE id = $1 AND ${column} = $2 FOR UPDATE`,
+          [base.product, base.missingId],
+        );
+        if (current.length === 0) return { ...base, action: 'already-fixed', reason: 'the product no longer holds the missing id' };
+        const { rows } = await tx.query<{ id: string }>(
+          `INSERT INTO ${reference.table} (tenant_id, name) VALUES ($1, $2)
+           ON CONFLICT (tenant_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id`,
+          [finding.tenantId, name],
+        );
+        const newId = Number(rows[0]!.id);
+        await tx.query(`UPDATE products SET ${column} = $2, updated_at = now() WHERE id = $1`, [base.product, newId]);
+        return { ...base, action: 'recreated', name, newId };
+      });
+      await markRepaired(options.pool, finding.id, { action: entry.action, name: entry.name, newId: entry.newId, reason: entry.reason });
+      entries.push(entry);
+    }
+  }
+  return entries;
+}
+
+/** sku + "\0" + column → the name in the run's file, for the skus of `findings`; or why the source cannot be read. */
+async function namesFromSource(
+  options: RepairOptions,
+  runId: number,
+  findings: Finding[],
+): Promise<{ names: Map<string, string> } | { error: string }> {
+  const run = await getCsvImportRun(options.pool, runId);
+  if (!run) return { error: `import run ${runId} is no longer on record (retention): recreate the reference by hand` };
+  if (!options.s3) return { error: 'S3 is not configured: the source file cannot be read' };
+  const wanted = new Set(findings.map((finding) => finding.details.sku as string));
+  const index = (name: string) => run.header.findIndex((column) => column.trim().toLowerCase() === name);
+  const skuAt = index('sku');
+  const columns = PRODUCT_REFERENCES.map((reference) => [reference.nameColumn, index(reference.nameColumn)] as const);
+  if (skuAt < 0) return { error: `the file of run ${runId} has no sku column` };
+  const names = new Map<string, string>();
+  let object;
+  try {
+    object = await openObject(options.s3, run.bucket, run.objectKey, options.signal, {
+      ifMatch: run.objectEtag ?? undefined,
+      stallTimeoutMs: options.stallTimeoutMs,
+    });
+  } catch (error) {
+    return { error: `s3://${run.bucket}/${run.objectKey} of run ${runId} cannot be read as validated: ${(error as Error).message}` };
+  }
+  const exported = isErrorExport(run.header);
+  try {
+    let header = true;
+    for await (const records of csvRecords(object.body as AsyncIterable<Buffer>, { delimiter: run.delimiter, encoding: run.encoding, signal: options.signal })) {
+      for (const record of records) {
+        if (header) {
+          header = false;
+          continue;
+        }
+        const fields = record.fields;
+        if (!fields) continue;
+        if (exported) unescapeFields(fields);
+        const sku = fields[skuAt]?.trim();
+        if (sku === undefined || !wanted.has(sku)) continue;
+        for (const [column, at] of columns) {
+          if (at >= 0) names.set(`${sku}\u0000${column}`, (fields[at] ?? '').trim());
+        }
+      }
+    }
+  } finally {
+    object.body.destroy();
+  }
+  return { names };
+}

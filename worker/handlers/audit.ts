@@ -1,0 +1,72 @@
+// `audit`: the data-consistency audit of what imports wrote (worker/audit/consistency-audit.ts): reference ids of
+// imported products, per-run row counts of finished CSV imports, documents rows against bucket objects. Findings are
+// stored with the run (audit_findings) and counted in the `AuditFindings` metric; nothing is repaired. Payload:
+// { checks?: ["references", "csv-runs", "documents"], tenant?, batchSize?, documentsPrefix?, listLimit? }.
+// The stack enqueues one every night (infra: the audit schedule); operators with `bulk-import audit start`.
+import { AUDIT_CHECK_GROUPS, runConsistencyAudit, type AuditCheckGroup } from '../audit/consistency-audit.js';
+import { PermanentJobError } from '../queue/errors.js';
+import { PayloadReader } from './payload.js';
+import type { JobHandler } from './types.js';
+
+export interface AuditPayload {
+  checks: AuditCheckGroup[];
+  tenant: string | null;
+  batchSize: number;
+  documentsPrefix: string;
+  listLimit: number;
+}
+
+const PAYLOAD_FIELDS = ['checks', 'tenant', 'batchSize', 'documentsPrefix', 'listLimit'];
+/** Products per keyset batch: one statement of a few hundred ms at most on a busy table. */
+export const DEFAULT_AUDIT_BATCH_SIZE = 10_000;
+
+export const auditHandler: JobHandler<AuditPayload> = {
+  kind: 'audit',
+  description: 'checks what imports wrote: reference ids of products, rows per CSV run, documents rows vs objects',
+  parsePayload(raw) {
+    const read = new PayloadReader('audit', raw);
+    read.onlyKnown(PAYLOAD_FIELDS);
+    const checks = raw.checks ?? [...AUDIT_CHECK_GROUPS];
+    if (!Array.isArray(checks) || checks.length === 0 || checks.some((check) => !(AUDIT_CHECK_GROUPS as readonly unknown[]).includes(check))) {
+      throw new PermanentJobError(
+        `invalid audit payload: "checks" must be a non-empty list of ${AUDIT_CHECK_GROUPS.join(', ')}`,
+        'INVALID_PAYLOAD',
+        { field: 'checks' },
+      );
+    }
+    return {
+      checks: [...new Set(checks as AuditCheckGroup[])],
+      tenant: read.optionalString('tenant', /^\S(.{0,198}\S)?$/s, 'a tenant id (1-200 characters)') ?? null,
+      batchSize: read.optionalInteger('batchSize', 100, 100_000) ?? DEFAULT_AUDIT_BATCH_SIZE,
+      documentsPrefix: read.optionalString('documentsPrefix', /^[^\s]{0,200}$/, 'an S3 key prefix') ?? 'imports/',
+      listLimit: read.optionalInteger('listLimit', 0, 100_000) ?? 10_000,
+    };
+  },
+  // One audit of the same scope at a time: the nightly schedule never stacks runs behind a slow one.
+  defaultDedupeKey(payload, tenantId) {
+    return `audit:${payload.tenant ?? tenantId ?? '*'}`;
+  },
+  async run(context) {
+    const { payload, job, services, log, signal } = context;
+    const tenantId = payload.tenant ?? job.tenantId;
+    const result = await runConsistencyAudit({
+      pool: services.pool,
+      auditJobId: job.id,
+      checks: payload.checks,
+      tenantId,
+      batchSize: payload.batchSize,
+      s3: services.s3,
+      bucket: services.bucket,
+      documentsPrefix: payload.documentsPrefix,
+      listLimit: payload.listLimit,
+      signal,
+      onProgress: (progress) => context.progress.update(progress),
+    });
+    const total = result.findings + result.findingsNotStored;
+    log.info({ findings: total, by_check: result.byCheck, products: result.productsScanned, duration_ms: result.durationMs }, 'audit done');
+    return {
+      result: { ...result },
+      metrics: { AuditFindings: total, AuditRowsScanned: result.productsScanned ?? 0 },
+    };
+  },
+};
