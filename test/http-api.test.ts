@@ -163,6 +163,24 @@ describe('submit and read runs', () => {
   });
 });
 
+describe('actions', () => {
+  it('take an optional body: cancel without one, requeue with a note; both in the history', async () => {
+    const job = (await call(api, 'POST', '/v1/jobs', { key: operator, body: { kind: 'noop', tenant: 'ta', runAt: '2999-01-01T00:00:00Z' } })).body.job;
+    const canceled = await call(api, 'POST', `/v1/jobs/${job.id}/cancel`, { key: operator });
+    expect(canceled.status).toBe(200);
+    expect(canceled.body).toMatchObject({ state: 'canceled' });
+    const requeued = await call(api, 'POST', `/v1/jobs/${job.id}/requeue`, { key: operator, body: { note: 'by mistake' } });
+    expect(requeued.body).toMatchObject({ state: 'queued' });
+    expect(requeued.body.actions.map((action: { action: string; note: string | null }) => [action.action, action.note])).toEqual([
+      ['submitted', null], ['canceled', null], ['requeued', 'by mistake'],
+    ]);
+    const again = await call(api, 'POST', `/v1/jobs/${job.id}/requeue`, { key: operator });
+    expect(again).toMatchObject({ status: 409, body: { error: { code: 'INVALID_TRANSITION' } } });
+    const finalizeNoop = await call(api, 'POST', `/v1/jobs/${job.id}/finalize`, { key: operator });
+    expect(finalizeNoop).toMatchObject({ status: 409, body: { error: { code: 'NOT_A_CSV_IMPORT' } } });
+  });
+});
+
 describe('tenants and roles', () => {
   it("a tenant key sees its own tenant's runs only; another tenant's run is a 404 exactly like a missing one", async () => {
     const own = await submitNoop('ta');

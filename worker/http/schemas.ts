@@ -107,8 +107,9 @@ export const ERROR_RESPONSES = {
   503: { $ref: 'Error#' },
 } as const;
 
+/** The body of an action: optional (no body, or `{}`, or `{"note": …}`). */
 export const NOTE_BODY = {
-  type: 'object',
+  type: ['object', 'null'],
   additionalProperties: false,
   properties: { note: { type: 'string', maxLength: 2000, description: 'why (kept in the run history)' } },
 } as const;

@@ -26,7 +26,7 @@ const ACTIONS: ActionRoute[] = [
     summary: 'approve a CSV import in review_ready: a worker writes its valid rows',
     operatorOnly: false,
     body: {
-      type: 'object',
+      type: ['object', 'null'],
       additionalProperties: false,
       properties: {
         ...NOTE_BODY.properties,
@@ -57,7 +57,7 @@ const ACTIONS: ActionRoute[] = [
     summary: 'run a failed, dead or canceled run again (same run record)',
     operatorOnly: true,
     body: {
-      type: 'object',
+      type: ['object', 'null'],
       additionalProperties: false,
       properties: { ...NOTE_BODY.properties, resetAttempts: { type: 'boolean', description: 'count attempts from zero again' } },
     },
@@ -68,7 +68,7 @@ const ACTIONS: ActionRoute[] = [
     name: 'resolve',
     summary: 'mark a failed, dead or partial run as handled, with a note: it leaves the dead list and gauge, and stays in history',
     operatorOnly: true,
-    body: { ...NOTE_BODY, required: ['note'], properties: { note: { type: 'string', minLength: 1, maxLength: 2000 } } },
+    body: { ...NOTE_BODY, type: 'object', required: ['note'], properties: { note: { type: 'string', minLength: 1, maxLength: 2000 } } },
     run: (deps, request) => resolveRun(deps.pool, actorOf(request), request.params.id, request.body!.note!),
   },
 ];
