@@ -2,7 +2,7 @@
 // image, its task and execution roles (least privilege), logs, the campaign-only read-only EFS mount at /import,
 // the alarms that page on-call, and optional queue-depth autoscaling. Every input is a typed prop with a stated
 // default; the stack (bulk-import-worker-stack.ts) only turns context into these props.
-import { ArnFormat, Aws, Duration, RemovalPolicy, Size, Stack, Validations } from 'aws-cdk-lib';
+import { ArnFormat, Duration, RemovalPolicy, Size, Stack, Validations } from 'aws-cdk-lib';
 import * as appscaling from 'aws-cdk-lib/aws-applicationautoscaling';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
@@ -291,7 +291,9 @@ export class BulkImportWorker extends Construct {
       if (eventsPolicy) {
         acknowledgeWildcardResource(
           eventsPolicy,
-          `arn:${Aws.PARTITION}:ecs:${Aws.REGION}:*:task/${this.cluster.clusterName}/*`,
+          // Spelled as CDK's EcsTask target spells it (the cluster's partition and region: literals when the stack's
+          // environment is known, tokens when not), so the acknowledgement matches in both cases.
+          `arn:${this.cluster.stack.partition}:ecs:${this.cluster.env.region}:*:task/${this.cluster.clusterName}/*`,
           'EventBridge tags the audit task it starts (ecs:TagResource, added by CDK); task ids exist only at run time, ' +
             'and the grant is limited to tasks of this one cluster (task/<cluster>/*). RunTask is on this task definition only.',
         );
