@@ -109,8 +109,9 @@ describe('worker processes through database faults', () => {
     expect(rows.every((row) => row.attempts >= 1 && row.attempts <= 3)).toBe(true);
     await process.waitForLog((line) => line.msg === 'database is back');
     const lines = outageLines(process);
-    expect(lines.down).toBe(1);
-    expect(lines.back).toBe(1);
+    const said = JSON.stringify(process.logs.filter((line) => /^database /.test(line.msg)));
+    expect(lines.down, said).toBe(1);
+    expect(lines.back, said).toBe(1);
   });
 
   it('pg_terminate_backend of every one of the worker\'s sessions, one at a time: the worker lives and finishes', async () => {

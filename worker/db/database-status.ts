@@ -83,6 +83,8 @@ export class DatabaseStatus extends EventEmitter<DatabaseStatusEvents> {
   private current: DatabaseHealth = { state: 'ok' };
   /** When the current outage began (ms): only a statement started after it proves the database is back. */
   private downSinceMs = 0;
+  /** When the database was last seen back (ms): only a statement started after it proves a new outage. */
+  private upSinceMs = 0;
 
   constructor(private readonly log: Logger) {
     super();
@@ -100,18 +102,23 @@ export class DatabaseStatus extends EventEmitter<DatabaseStatusEvents> {
     if (this.current.state === 'ok' || startedAt < this.downSinceMs) return;
     const was = this.current;
     this.current = { state: 'ok' };
+    this.upSinceMs = Date.now();
     this.log.info({ down_since: was.since, was: was.state }, 'database is back');
     this.emit('change', this.current);
   }
 
   /**
    * A statement or connection failed. Errors that say nothing about the database (a constraint, a bad value) are
-   * ignored; returns whether the error was about the database's availability or our configuration.
+   * ignored; returns whether the error was about the database's availability or our configuration. `startedAt` is
+   * when the statement or connection attempt began: one that began before the database was last seen back (a connect
+   * that got "the database system is starting up" just as another session got in) is about the outage that ended,
+   * not a new one. Connection breaks reported as they happen have no start.
    */
-  reportFailure(error: unknown, session: string): boolean {
+  reportFailure(error: unknown, session: string, startedAt?: number): boolean {
     const state = isConfigurationError(error) ? 'misconfigured' : isConnectionError(error) ? 'unavailable' : undefined;
     if (!state) return false;
     if (this.current.state === state) return true;
+    if (state === 'unavailable' && startedAt !== undefined && startedAt < this.upSinceMs) return true;
     const message = describeDatabaseError(error);
     this.downSinceMs = Date.now();
     this.current = { state, since: new Date(this.downSinceMs).toISOString(), error: message };

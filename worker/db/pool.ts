@@ -26,7 +26,7 @@ export interface PoolOptions {
 
 /** The part of DatabaseStatus a pool reports to. */
 export interface DatabaseStatusSink {
-  reportFailure(error: unknown, session: string): boolean;
+  reportFailure(error: unknown, session: string, startedAt?: number): boolean;
   reportSuccess(startedAt: number): void;
 }
 

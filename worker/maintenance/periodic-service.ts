@@ -29,7 +29,7 @@ export class PeriodicService {
     this.running = this.task()
       .then(() => this.status?.reportSuccess(startedAt))
       .catch((error: unknown) => {
-        if (!this.status?.reportFailure(error, this.name)) this.log.error({ err: error, service: this.name }, `${this.name} failed`);
+        if (!this.status?.reportFailure(error, this.name, startedAt)) this.log.error({ err: error, service: this.name }, `${this.name} failed`);
       })
       .finally(() => {
         this.running = undefined;

@@ -74,7 +74,7 @@ export class CompletionBatcher {
         // The write is fenced: retried late, it changes nothing if the leases were lost meanwhile. If the database
         // stays away past the leases, the rescuer requeues the jobs (at-least-once).
         const outage = isConnectionError(error);
-        if (outage) this.options.status?.reportFailure(error, 'completion');
+        if (outage) this.options.status?.reportFailure(error, 'completion', startedAt);
         if (Date.now() >= deadline || (!outage && attempt >= 5)) {
           this.log.error({ err: error, jobs: completions.map((c) => c.jobId) }, 'could not record job completions');
           return new Set();

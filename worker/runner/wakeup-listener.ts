@@ -59,7 +59,7 @@ export class WakeupListener extends EventEmitter<WakeupEvents> {
       client.removeAllListeners('error');
       client.on('error', () => {});
       await client.end().catch(() => {});
-      if (!this.status?.reportFailure(error, 'listener')) {
+      if (!this.status?.reportFailure(error, 'listener', startedAt)) {
         this.log.warn({ err: (error as Error).message }, 'wake-up listener could not connect; polling continues');
       }
       this.scheduleReconnect();

@@ -202,6 +202,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private async loop(): Promise<void> {
     let claimFailures = 0;
+    let claimStartedAt = 0;
     while (!this.stopping) {
       this.emit('loop');
       this.startFromBuffer();
@@ -210,7 +211,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (free + prefetch > 0 && !this.backlogEmpty) {
         try {
           const signalsBefore = this.newWorkSignals;
-          const claimStartedAt = Date.now();
+          claimStartedAt = Date.now();
           const claimed = await this.claim(free, prefetch);
           claimFailures = 0;
           this.status?.reportSuccess(claimStartedAt);
@@ -220,7 +221,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         } catch (error) {
           claimFailures += 1;
           // An outage is logged once by the status (and once when it ends); anything else on every failure.
-          if (!this.status?.reportFailure(error, 'claim')) this.log.error({ err: error }, 'claim failed; retrying');
+          if (!this.status?.reportFailure(error, 'claim', claimStartedAt)) this.log.error({ err: error }, 'claim failed; retrying');
           // Backoff with jitter: after a failover every worker of the fleet must not reconnect in the same instant.
           const delay = Math.min(15_000, 250 * 2 ** Math.min(claimFailures, 6));
           await sleep(delay / 2 + Math.random() * (delay / 2), undefined, { signal: this.stopController.signal }).catch(() => {});
@@ -459,7 +460,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
       for (const jobId of result.cancelRequested) this.cancelJob(jobId);
     } catch (error) {
-      if (!this.status?.reportFailure(error, 'heartbeat')) {
+      if (!this.status?.reportFailure(error, 'heartbeat', startedAt)) {
         this.log.warn({ err: error }, 'heartbeat failed; leases will be extended on the next beat if the database returns');
       }
     }
@@ -472,10 +473,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async retryWhileLeaseLasts<T>(write: () => Promise<T>): Promise<T> {
     const deadline = performance.now() + this.options.leaseMs;
     for (let attempt = 1; ; attempt += 1) {
+      const startedAt = Date.now();
       try {
         return await write();
       } catch (error) {
-        this.status?.reportFailure(error, 'outcome');
+        this.status?.reportFailure(error, 'outcome', startedAt);
         if (!isConnectionError(error) || performance.now() > deadline) throw error;
         await sleep(Math.min(5_000, 100 * 2 ** attempt));
       }
