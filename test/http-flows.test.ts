@@ -137,7 +137,9 @@ describe('a CSV import through the API', () => {
     const snapshot = await stream.waitFor((event) => event.event === 'snapshot');
     const finalized = await call(api, 'POST', `/v1/jobs/${jobId}/finalize`, { key: backend, body: { note: 'looks right' } });
     expect(finalized.status).toBe(200);
-    expect(finalized.body).toMatchObject({ kind: 'csv-finalize', state: 'queued' });
+    // The run is queued by the action; a worker may already have claimed it when the answer reads it back.
+    expect(finalized.body).toMatchObject({ kind: 'csv-finalize' });
+    expect(['queued', 'running']).toContain((finalized.body as { state: string }).state);
     const queued = await stream.waitFor(isState('queued'));
     stream.close();
     await stream.closed;
