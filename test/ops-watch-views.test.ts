@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ProgressRate } from '../worker/cli/progress-rate.js';
 import { BarView } from '../worker/cli/watch-views.js';
 import type { JobRow } from '../worker/queue/types.js';
+import { waitFor } from './support/in-process-worker.js';
 
 function job(overrides: Partial<JobRow>): JobRow {
   const now = new Date();
@@ -44,10 +45,13 @@ describe('bar view on a terminal', () => {
     stream.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
     const view = new BarView(stream);
     const rate = new ProgressRate();
-    view.update(job({ progress: { done: 20, total: 80 } }), rate.observe({ done: 20, total: 80 }, Date.now() - 2_000));
-    view.update(job({ progress: { done: 40, total: 80 } }), rate.observe({ done: 40, total: 80, phase: 'importing' }));
-    await new Promise((resolve) => setTimeout(resolve, 300)); // the bars redraw at 5 fps
-    expect(output).toMatch(/ {4}42 mass-import {4}running {2}█{15}░{15} 40\/80 \(50%\)\s+10\.0\/s {2}ETA 4\.0s\s+importing/);
+    // One clock for both observations: 20 items in exactly 2 s, however busy the machine is.
+    const now = Date.now();
+    view.update(job({ progress: { done: 20, total: 80 } }), rate.observe({ done: 20, total: 80 }, now - 2_000));
+    view.update(job({ progress: { done: 40, total: 80 } }), rate.observe({ done: 40, total: 80, phase: 'importing' }, now));
+    const bar = / {4}42 mass-import {4}running {2}█{15}░{15} 40\/80 \(50%\)\s+10\.0\/s {2}ETA 4\.0s\s+importing/;
+    await waitFor(async () => bar.test(output)); // the bars redraw at 5 fps
+    expect(output).toMatch(bar);
     view.finish(job({ state: 'succeeded', finishedAt: new Date(Date.now() + 5_000) }));
     view.close();
     expect(output).toContain('job 42 mass-import succeeded after 5.0s');
