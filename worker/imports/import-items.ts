@@ -192,14 +192,17 @@ export async function listItemsAfter(
 ): Promise<ItemRow[]> {
   const states = query.states && query.states.length > 0 ? query.states : null;
   const { rows } = await db.query(
-    `SELECT item_no, relative_path, size_bytes, state, object_key, sha256, document_id, error_code, error_message,
-       error_class, tries, updated_at
+    `SELECT ${ITEM_COLUMNS}
      FROM import_items WHERE job_id = $1 AND ($2::text[] IS NULL OR state = ANY($2)) AND item_no > $3
      ORDER BY item_no LIMIT $4`,
     [jobId, states, query.afterItemNo, query.limit],
   );
   return rows.map(toItemRow);
 }
+
+/** The columns toItemRow reads, selected by every listing of items. */
+const ITEM_COLUMNS =
+  'item_no, relative_path, size_bytes, state, object_key, sha256, document_id, error_code, error_message, error_class, tries, updated_at';
 
 function toItemRow(row: Record<string, unknown>): ItemRow {
   return {
@@ -227,8 +230,7 @@ export async function listItems(db: Queryable, jobId: number, query: ItemQuery):
       [jobId, states],
     ),
     db.query(
-      `SELECT item_no, relative_path, size_bytes, state, object_key, sha256, document_id, error_code, error_message,
-         error_class, tries, updated_at
+      `SELECT ${ITEM_COLUMNS}
        FROM import_items WHERE job_id = $1 AND ($2::text[] IS NULL OR state = ANY($2))
        ORDER BY ${order} LIMIT $3 OFFSET $4`,
       [jobId, states, query.limit, query.offset],
@@ -236,19 +238,6 @@ export async function listItems(db: Queryable, jobId: number, query: ItemQuery):
   ]);
   return {
     total: count.rows[0]!.n,
-    items: page.rows.map((row) => ({
-      itemNo: row.item_no as number,
-      relativePath: row.relative_path as string,
-      size: row.size_bytes as number,
-      state: row.state as ItemState,
-      objectKey: row.object_key as string | null,
-      sha256: row.sha256 as string | null,
-      documentId: row.document_id as number | null,
-      errorCode: row.error_code as string | null,
-      errorMessage: row.error_message as string | null,
-      errorClass: row.error_class as ErrorClass | null,
-      tries: row.tries as number,
-      updatedAt: row.updated_at as Date,
-    })),
+    items: page.rows.map(toItemRow),
   };
 }
