@@ -169,6 +169,8 @@ export function unitOf(metricName: string): StandardUnit {
 }
 
 const METRIC_NAME = /^[A-Za-z][A-Za-z0-9._-]{0,254}$/;
+/** One point per finished run, by Kind and Outcome (and by Outcome alone); the stack's failure alarms sum it. */
+export const JOBS_FINISHED_METRIC = 'JobsFinished';
 
 /**
  * The metrics of one finished run:
@@ -180,8 +182,8 @@ export function jobMetricPoints(event: JobFinishedEvent): MetricPoint[] {
   const kind = event.job.kind;
   const outcome = outcomeOf(event.state);
   const points: MetricPoint[] = [
-    { name: 'JobsFinished', value: 1, unit: 'Count', dimensions: { Kind: kind, Outcome: outcome } },
-    { name: 'JobsFinished', value: 1, unit: 'Count', dimensions: { Outcome: outcome } },
+    { name: JOBS_FINISHED_METRIC, value: 1, unit: 'Count', dimensions: { Kind: kind, Outcome: outcome } },
+    { name: JOBS_FINISHED_METRIC, value: 1, unit: 'Count', dimensions: { Outcome: outcome } },
   ];
   if (event.state !== 'released') {
     points.push({ name: 'JobDuration', value: event.durationMs, unit: 'Milliseconds', dimensions: { Kind: kind } });
