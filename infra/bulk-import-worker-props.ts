@@ -13,15 +13,13 @@ import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
+import type { LogLevel } from '../worker/config.js';
 
-/** Where a campaign mounts its share inside the container (IMPORT_ROOT). */
-export const IMPORT_ROOT = '/import';
 /** The uid:gid of the image's non-root `node` user (Dockerfile), also the EFS access point's POSIX identity. */
 export const WORKER_UID = 1000;
 export const WORKER_GID = 1000;
 /** Container health check: exits 0 while the worker's poll loop refreshes its heartbeat file. */
 export const HEALTHCHECK_COMMAND = ['node', 'dist/scripts/healthcheck.js'];
-export const HEARTBEAT_FILE = '/tmp/bulk-import-worker.heartbeat';
 /** Log stream prefix: streams are named bulk-import-worker/worker/<task id>. */
 export const LOG_STREAM_PREFIX = 'bulk-import-worker';
 /** The worker drains for the grace period, then needs this long to release leases and exit before SIGKILL. */
@@ -60,7 +58,7 @@ export const DEFAULTS = {
   stopTimeoutSeconds: 120,
   /** The grace period defaults to stopTimeout minus this, so lease release and exit keep a safe margin. */
   shutdownGraceMarginSeconds: 20,
-  oldestQueuedAgeSeconds: 1800,
+  oldestQueuedAgeAlarmSeconds: 1800,
   scaleOutQueuedJobs: 1,
   burstQueuedJobs: 100,
 } as const;
@@ -225,7 +223,7 @@ export interface BulkImportWorkerProps {
    * LOG_LEVEL of the worker.
    * @default 'info'
    */
-  readonly logLevel?: string;
+  readonly logLevel?: LogLevel;
   /**
    * Retention of the worker's log group.
    * @default one year in prod, one month elsewhere
@@ -254,10 +252,10 @@ export interface BulkImportWorkerProps {
    */
   readonly shutdownGrace?: Duration;
   /**
-   * The oldest-queued-job alarm fires when the oldest due job has waited longer than this.
-   * @default 30 minutes
+   * The oldest-queued-job alarm fires when the oldest due job has waited longer than this many seconds (60 or more).
+   * @default 1800 (30 minutes)
    */
-  readonly oldestQueuedAgeThreshold?: Duration;
+  readonly oldestQueuedAgeAlarmSeconds?: number;
   /**
    * Queue-depth autoscaling; ignored while `desiredCount` is 0.
    * @default off
@@ -303,13 +301,13 @@ export interface ResolvedProps {
   databaseSslRootCert: string | undefined;
   databaseIamAuth: DatabaseIamAuth | undefined;
   bucketPrefix: string;
-  logLevel: string;
+  logLevel: LogLevel;
   logRetention: logs.RetentionDays;
   metricsNamespace: string;
   workerConcurrency: number;
   stopTimeout: Duration;
   shutdownGrace: Duration;
-  oldestQueuedAgeThreshold: Duration;
+  oldestQueuedAgeAlarmSeconds: number;
   autoscaling: Required<WorkerAutoscaling> | undefined;
 }
 
@@ -380,6 +378,10 @@ export function resolveProps(scope: Construct, props: BulkImportWorkerProps): Re
       fail('databaseIamAuth needs TLS (RDS refuses IAM tokens over plain TCP): set databaseSslMode to verify-full');
     }
   }
+  const oldestQueuedAgeAlarmSeconds = props.oldestQueuedAgeAlarmSeconds ?? DEFAULTS.oldestQueuedAgeAlarmSeconds;
+  if (!Number.isInteger(oldestQueuedAgeAlarmSeconds) || oldestQueuedAgeAlarmSeconds < 60) {
+    fail(`oldestQueuedAgeAlarmSeconds must be a whole number of seconds ≥ 60 (the gauges come once a minute), got ${oldestQueuedAgeAlarmSeconds}`);
+  }
   const bucketPrefix = resolvePrefix(props);
   if (!/^[^/].*\/$/.test(bucketPrefix)) fail(`bucketPrefix must not start with "/" and must end with "/", got ${bucketPrefix}`);
   let autoscaling: Required<WorkerAutoscaling> | undefined;
@@ -421,7 +423,7 @@ export function resolveProps(scope: Construct, props: BulkImportWorkerProps): Re
     workerConcurrency: props.workerConcurrency ?? DEFAULTS.workerConcurrency,
     stopTimeout,
     shutdownGrace,
-    oldestQueuedAgeThreshold: props.oldestQueuedAgeThreshold ?? Duration.seconds(DEFAULTS.oldestQueuedAgeSeconds),
+    oldestQueuedAgeAlarmSeconds,
     autoscaling,
   };
 }

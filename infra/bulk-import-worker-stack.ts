@@ -69,7 +69,7 @@ export class BulkImportWorkerStack extends Stack {
       workerConcurrency: settings.workerConcurrency,
       stopTimeout: seconds(settings.stopTimeoutSeconds),
       shutdownGrace: seconds(settings.shutdownGraceSeconds),
-      oldestQueuedAgeThreshold: seconds(settings.oldestQueuedAgeAlarmSeconds),
+      oldestQueuedAgeAlarmSeconds: settings.oldestQueuedAgeAlarmSeconds,
       autoscaling: settings.autoscaling && {
         minTasks: settings.autoscaling.minTasks,
         maxTasks: settings.autoscaling.maxTasks,

@@ -1,29 +1,28 @@
 // The bulk-import worker as one construct: the Fargate service that runs `bulk-import worker` from the backend's
 // image, its task and execution roles (least privilege), logs, the campaign-only read-only EFS mount at /import,
-// the alarms that page on-call, and optional queue-depth autoscaling. Every input is a typed prop with a stated
-// default; the stack (bulk-import-worker-stack.ts) only turns context into these props.
+// the alarms that page on-call (infra/alarms.ts), the nightly audit task and optional queue-depth autoscaling.
+// Every input is a typed prop with a stated default; the stack (bulk-import-worker-stack.ts) only turns context into
+// these props.
 import { ArnFormat, Duration, RemovalPolicy, Size, Stack, Validations } from 'aws-cdk-lib';
 import * as appscaling from 'aws-cdk-lib/aws-applicationautoscaling';
-import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
-import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import type * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as efs from 'aws-cdk-lib/aws-efs';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as eventsTargets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
-import * as sns from 'aws-cdk-lib/aws-sns';
+import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
+import { DEFAULT_HEARTBEAT_FILE, DEFAULT_IMPORT_ROOT } from '../worker/config.js';
+import { createAlarms, createAlarmTopic, type QueueGauge, queueGaugeMetric } from './alarms.js';
 import {
   AUDIT_TASK_COMMAND,
   type BulkImportWorkerProps,
   DEFAULT_AUDIT_SCHEDULE,
   HEALTHCHECK_COMMAND,
-  HEARTBEAT_FILE,
-  IMPORT_ROOT,
   LOG_STREAM_PREFIX,
   type ResolvedProps,
   resolveProps,
@@ -47,7 +46,7 @@ export class BulkImportWorker extends Construct {
   readonly importFileSystem: efs.IFileSystem;
   readonly importAccessPoint: efs.IAccessPoint;
   /** Alarms in creation order: no running tasks (prod with tasks only), dead jobs, oldest queued age, audit findings. */
-  readonly alarms: cloudwatch.Alarm[] = [];
+  readonly alarms: cloudwatch.Alarm[];
   readonly runningTasksAlarm: cloudwatch.Alarm | undefined;
   readonly deadJobsAlarm: cloudwatch.Alarm;
   readonly oldestQueuedAgeAlarm: cloudwatch.Alarm;
@@ -56,44 +55,35 @@ export class BulkImportWorker extends Construct {
   readonly auditRule: events.Rule | undefined;
   readonly scalableTarget: ecs.ScalableTaskCount | undefined;
   readonly metricsNamespace: string;
+  private readonly baseName: string;
+  private readonly taskSubnets: ec2.SubnetSelection;
 
   constructor(scope: Construct, id: string, props: BulkImportWorkerProps) {
     super(scope, id);
     const resolved = resolveProps(this, props);
     const env = props.environmentName;
-    const baseName = `bulk-import-worker-${env}`;
+    this.baseName = `bulk-import-worker-${env}`;
     this.metricsNamespace = resolved.metricsNamespace;
 
     this.vpc = props.vpc ?? this.createVpc();
-    const taskSubnets = props.taskSubnets ?? { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS };
+    this.taskSubnets = props.taskSubnets ?? { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS };
     this.cluster =
       props.cluster ??
       new ecs.Cluster(this, 'Cluster', {
         vpc: this.vpc,
-        clusterName: baseName,
+        clusterName: this.baseName,
         // RunningTaskCount only exists with Container Insights.
         containerInsightsV2: ecs.ContainerInsights.ENABLED,
       });
-
-    this.securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
-      vpc: this.vpc,
-      description: `bulk-import worker tasks (${env}): no inbound; HTTPS to AWS APIs, Postgres, NFS when a campaign is on`,
-      allowAllOutbound: false,
-    });
-    this.securityGroup.addEgressRule(
-      ec2.Peer.anyIpv4(),
-      ec2.Port.tcp(443),
-      'HTTPS to S3, CloudWatch, Secrets Manager, ECR and ECS APIs',
-    );
-    this.allowDatabase(props, resolved.databasePort);
+    this.securityGroup = this.createSecurityGroup(props, resolved);
 
     const imported = props.importFileSystem;
-    this.importFileSystem = imported?.fileSystem ?? this.createImportFileSystem(taskSubnets);
+    this.importFileSystem = imported?.fileSystem ?? this.createImportFileSystem();
     this.importAccessPoint =
       imported?.accessPoint ??
       new efs.AccessPoint(this, 'ImportAccessPoint', {
         fileSystem: this.importFileSystem,
-        path: IMPORT_ROOT,
+        path: DEFAULT_IMPORT_ROOT,
         createAcl: { ownerUid: `${WORKER_UID}`, ownerGid: `${WORKER_GID}`, permissions: '0755' },
         posixUser: { uid: `${WORKER_UID}`, gid: `${WORKER_GID}` },
       });
@@ -103,9 +93,69 @@ export class BulkImportWorker extends Construct {
       // Logs of an import are its audit trail; keep them when the stack goes.
       removalPolicy: RemovalPolicy.RETAIN,
     });
+    this.taskDefinition = this.createTaskDefinition(props, resolved);
+    this.container = this.addWorkerContainer(props, resolved);
+    if (props.importCampaign) this.mountImportFileSystem();
+    const bucketObjectsArn = props.bucket.arnForObjects(`${resolved.bucketPrefix}*`);
+    const taskProtectionArn = Stack.of(this).formatArn({
+      service: 'ecs',
+      resource: 'task',
+      resourceName: `${this.cluster.clusterName}/*`,
+    });
+    this.grantTaskPermissions(props, resolved, bucketObjectsArn, taskProtectionArn);
+    this.service = this.createService(resolved);
 
-    this.taskDefinition = new ecs.FargateTaskDefinition(this, 'TaskDefinition', {
-      family: baseName,
+    this.alarmTopic = props.alarmTopic ?? createAlarmTopic(this, env);
+    if (props.alarmEmail) this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
+    const alarms = createAlarms(this, {
+      environmentName: env,
+      baseName: this.baseName,
+      metricsNamespace: this.metricsNamespace,
+      cluster: this.cluster,
+      service: this.service,
+      runningFloor: resolved.autoscaling ? resolved.autoscaling.minTasks : resolved.desiredCount,
+      oldestQueuedAgeAlarmSeconds: resolved.oldestQueuedAgeAlarmSeconds,
+      topic: this.alarmTopic,
+    });
+    this.runningTasksAlarm = alarms.runningTasks;
+    this.deadJobsAlarm = alarms.deadJobs;
+    this.oldestQueuedAgeAlarm = alarms.oldestQueuedAge;
+    this.auditFindingsAlarm = alarms.auditFindings;
+    this.alarms = alarms.all;
+
+    const auditSchedule = props.auditSchedule === undefined ? DEFAULT_AUDIT_SCHEDULE : props.auditSchedule;
+    if (auditSchedule !== null) this.auditRule = this.createAuditSchedule(auditSchedule, env);
+    if (resolved.autoscaling) this.scalableTarget = this.addAutoscaling(resolved.autoscaling);
+    this.acknowledgeNagFindings(bucketObjectsArn, taskProtectionArn);
+  }
+
+  /** A dimensionless queue total the worker publishes (`QueuedJobs`, `OldestQueuedAgeSeconds`, …). */
+  queueMetric(gauge: QueueGauge, period: Duration): cloudwatch.Metric {
+    return queueGaugeMetric(this.metricsNamespace, gauge, period);
+  }
+
+  /** No inbound; HTTPS out, Postgres to the database, NFS to the campaign file system while a campaign is on. */
+  private createSecurityGroup(props: BulkImportWorkerProps, resolved: ResolvedProps): ec2.SecurityGroup {
+    const securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
+      vpc: this.vpc,
+      description: `bulk-import worker tasks (${props.environmentName}): no inbound; HTTPS to AWS APIs, Postgres, NFS when a campaign is on`,
+      allowAllOutbound: false,
+    });
+    securityGroup.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), 'HTTPS to S3, CloudWatch, Secrets Manager, ECR and ECS APIs');
+    const description = 'Postgres (DATABASE_URL)';
+    const port = ec2.Port.tcp(resolved.databasePort);
+    if (props.databaseSecurityGroup) {
+      securityGroup.connections.allowTo(props.databaseSecurityGroup, port, description);
+    } else {
+      const cidr = tryVpcCidr(this.vpc);
+      securityGroup.addEgressRule(cidr ? ec2.Peer.ipv4(cidr) : ec2.Peer.anyIpv4(), port, description);
+    }
+    return securityGroup;
+  }
+
+  private createTaskDefinition(props: BulkImportWorkerProps, resolved: ResolvedProps): ecs.FargateTaskDefinition {
+    const taskDefinition = new ecs.FargateTaskDefinition(this, 'TaskDefinition', {
+      family: this.baseName,
       cpu: resolved.cpu,
       memoryLimitMiB: resolved.memoryLimitMiB,
       runtimePlatform: {
@@ -114,12 +164,14 @@ export class BulkImportWorker extends Construct {
       },
     });
     // The root file system is read-only; /tmp (heartbeat file, temp files) is a task volume on ephemeral storage.
-    this.taskDefinition.addVolume({ name: 'tmp' });
+    taskDefinition.addVolume({ name: 'tmp' });
+    return taskDefinition;
+  }
 
+  private addWorkerContainer(props: BulkImportWorkerProps, resolved: ResolvedProps): ecs.ContainerDefinition {
     const linuxParameters = new ecs.LinuxParameters(this, 'LinuxParameters', { initProcessEnabled: true });
     linuxParameters.dropCapabilities(ecs.Capability.ALL);
-
-    this.container = this.taskDefinition.addContainer('worker', {
+    const container = this.taskDefinition.addContainer('worker', {
       containerName: 'worker',
       image: ecs.ContainerImage.fromEcrRepository(props.repository, props.imageTag),
       command: resolved.command,
@@ -138,13 +190,13 @@ export class BulkImportWorker extends Construct {
       environment: {
         S3_BUCKET: props.bucket.bucketName,
         AWS_REGION: Stack.of(this).region,
-        IMPORT_ROOT,
+        IMPORT_ROOT: DEFAULT_IMPORT_ROOT,
         LOG_LEVEL: resolved.logLevel,
         LOG_FORMAT: 'json',
         METRICS_NAMESPACE: resolved.metricsNamespace,
         WORKER_CONCURRENCY: `${resolved.workerConcurrency}`,
         WORKER_SHUTDOWN_GRACE_MS: `${resolved.shutdownGrace.toMilliseconds()}`,
-        HEALTH_HEARTBEAT_FILE: HEARTBEAT_FILE,
+        HEALTH_HEARTBEAT_FILE: DEFAULT_HEARTBEAT_FILE,
         DATABASE_SSL_MODE: resolved.databaseSslMode,
         ...(resolved.databaseSslRootCert ? { DATABASE_SSL_ROOT_CERT: resolved.databaseSslRootCert } : {}),
         ...(resolved.databaseIamAuth ? { DATABASE_IAM_AUTH: 'true' } : {}),
@@ -160,23 +212,17 @@ export class BulkImportWorker extends Construct {
         maxBufferSize: Size.mebibytes(25),
       }),
     });
-    this.container.addMountPoints({ sourceVolume: 'tmp', containerPath: '/tmp', readOnly: false });
+    container.addMountPoints({ sourceVolume: 'tmp', containerPath: '/tmp', readOnly: false });
+    return container;
+  }
 
-    if (props.importCampaign) this.mountImportFileSystem();
-    const bucketObjectsArn = props.bucket.arnForObjects(`${resolved.bucketPrefix}*`);
-    const taskProtectionArn = Stack.of(this).formatArn({
-      service: 'ecs',
-      resource: 'task',
-      resourceName: `${this.cluster.clusterName}/*`,
-    });
-    this.grantTaskPermissions(props, resolved, bucketObjectsArn, taskProtectionArn);
-
-    this.service = new ecs.FargateService(this, 'Service', {
+  private createService(resolved: ResolvedProps): ecs.FargateService {
+    return new ecs.FargateService(this, 'Service', {
       cluster: this.cluster,
-      serviceName: baseName,
+      serviceName: this.baseName,
       taskDefinition: this.taskDefinition,
       desiredCount: resolved.desiredCount,
-      vpcSubnets: taskSubnets,
+      vpcSubnets: this.taskSubnets,
       assignPublicIp: false,
       securityGroups: [this.securityGroup],
       // A worker serves no traffic: start replacements first (no dip in capacity), let old tasks drain on SIGTERM,
@@ -188,130 +234,42 @@ export class BulkImportWorker extends Construct {
       propagateTags: ecs.PropagatedTagSource.SERVICE,
       enableECSManagedTags: true,
     });
-
-    this.alarmTopic = props.alarmTopic ?? this.createAlarmTopic(env);
-    if (props.alarmEmail) this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
-    const alarmAction = new cloudwatchActions.SnsAction(this.alarmTopic);
-
-    const runningFloor = resolved.autoscaling ? resolved.autoscaling.minTasks : resolved.desiredCount;
-    if (env === 'prod' && runningFloor > 0) {
-      this.runningTasksAlarm = new cloudwatch.Alarm(this, 'NoRunningTasksAlarm', {
-        alarmName: `${baseName}-no-running-tasks`,
-        alarmDescription:
-          `No bulk-import worker task has run for 5 minutes although ${runningFloor} should (${env}). ` +
-          'Missing data counts as breaching: with tasks expected, no datapoint means none reported. ' +
-          'See docs/DEPLOYMENT.md §5.',
-        metric: new cloudwatch.Metric({
-          namespace: 'ECS/ContainerInsights',
-          metricName: 'RunningTaskCount',
-          dimensionsMap: { ClusterName: this.cluster.clusterName, ServiceName: this.service.serviceName },
-          statistic: cloudwatch.Stats.MAXIMUM,
-          period: Duration.minutes(1),
-        }),
-        threshold: 1,
-        comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-        evaluationPeriods: 5,
-        datapointsToAlarm: 5,
-        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
-      });
-    }
-    this.deadJobsAlarm = new cloudwatch.Alarm(this, 'DeadJobsAlarm', {
-      alarmName: `${baseName}-dead-jobs`,
-      alarmDescription:
-        `Jobs reached the dead-letter state (${env}): they used up their attempts and need an operator ` +
-        '(bulk-import dead list / replay / purge). See docs/DEPLOYMENT.md §5.',
-      metric: this.queueMetric('DeadJobs', Duration.minutes(1)),
-      threshold: 0,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-      evaluationPeriods: 1,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
-    this.oldestQueuedAgeAlarm = new cloudwatch.Alarm(this, 'OldestQueuedAgeAlarm', {
-      alarmName: `${baseName}-oldest-queued-age`,
-      alarmDescription:
-        `The oldest due job has waited more than ${resolved.oldestQueuedAgeThreshold.toSeconds()} s (${env}): ` +
-        'workers are saturated, stuck or stopped. See docs/DEPLOYMENT.md §5.',
-      metric: this.queueMetric('OldestQueuedAgeSeconds', Duration.minutes(1)),
-      threshold: resolved.oldestQueuedAgeThreshold.toSeconds(),
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-      evaluationPeriods: 3,
-      datapointsToAlarm: 3,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
-    // The audit publishes AuditFindings (dimension Kind = audit) once per run; between runs there is no datapoint and
-    // the alarm keeps its state, so it stays in ALARM until an audit finds nothing.
-    this.auditFindingsAlarm = new cloudwatch.Alarm(this, 'AuditFindingsAlarm', {
-      alarmName: `${baseName}-audit-findings`,
-      alarmDescription:
-        `The data-consistency audit found rows that imports wrote and that no longer hold (${env}): dangling reference ids, ` +
-        'CSV runs whose rows went missing, documents without objects. bulk-import audit runs; audit findings <id> --csv; ' +
-        'docs/RUNBOOK.md "Audit findings".',
-      metric: new cloudwatch.Metric({
-        namespace: this.metricsNamespace,
-        metricName: 'AuditFindings',
-        dimensionsMap: { Kind: 'audit' },
-        statistic: cloudwatch.Stats.MAXIMUM,
-        period: Duration.hours(1),
-      }),
-      threshold: 0,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-      evaluationPeriods: 1,
-      treatMissingData: cloudwatch.TreatMissingData.IGNORE,
-    });
-    for (const alarm of [this.runningTasksAlarm, this.deadJobsAlarm, this.oldestQueuedAgeAlarm, this.auditFindingsAlarm]) {
-      if (!alarm) continue;
-      alarm.addAlarmAction(alarmAction);
-      alarm.addOkAction(alarmAction);
-      this.alarms.push(alarm);
-    }
-
-    const auditSchedule = props.auditSchedule === undefined ? DEFAULT_AUDIT_SCHEDULE : props.auditSchedule;
-    if (auditSchedule !== null) {
-      this.auditRule = new events.Rule(this, 'AuditSchedule', {
-        description: `Nightly data-consistency audit of what bulk imports wrote (${env}): bulk-import audit start, then a worker for it`,
-        schedule: auditSchedule,
-      });
-      const eventsRole = new iam.Role(this, 'AuditScheduleRole', {
-        assumedBy: new iam.ServicePrincipal('events.amazonaws.com'),
-        description: `Starts the nightly audit task of the bulk-import worker (${env})`,
-      });
-      this.auditRule.addTarget(
-        new eventsTargets.EcsTask({
-          role: eventsRole,
-          cluster: this.cluster,
-          taskDefinition: this.taskDefinition,
-          taskCount: 1,
-          subnetSelection: taskSubnets,
-          securityGroups: [this.securityGroup],
-          assignPublicIp: false,
-          containerOverrides: [{ containerName: 'worker', command: AUDIT_TASK_COMMAND }],
-        }),
-      );
-      const eventsPolicy = eventsRole.node.tryFindChild('DefaultPolicy');
-      if (eventsPolicy) {
-        acknowledgeWildcardResource(
-          eventsPolicy,
-          // Spelled as CDK's EcsTask target spells it (the cluster's partition and region: literals when the stack's
-          // environment is known, tokens when not), so the acknowledgement matches in both cases.
-          `arn:${this.cluster.stack.partition}:ecs:${this.cluster.env.region}:*:task/${this.cluster.clusterName}/*`,
-          'EventBridge tags the audit task it starts (ecs:TagResource, added by CDK); task ids exist only at run time, ' +
-            'and the grant is limited to tasks of this one cluster (task/<cluster>/*). RunTask is on this task definition only.',
-        );
-      }
-    }
-
-    if (resolved.autoscaling) this.scalableTarget = this.addAutoscaling(resolved.autoscaling);
-    this.acknowledgeNagFindings(bucketObjectsArn, taskProtectionArn);
   }
 
-  /** A dimensionless queue total the worker publishes (`QueuedJobs`, `OldestQueuedAgeSeconds`, …). */
-  queueMetric(metricName: string, period: Duration): cloudwatch.Metric {
-    return new cloudwatch.Metric({
-      namespace: this.metricsNamespace,
-      metricName,
-      statistic: cloudwatch.Stats.MAXIMUM,
-      period,
+  /** The nightly audit: an EventBridge rule that runs the worker's task definition with the audit command. */
+  private createAuditSchedule(schedule: events.Schedule, env: string): events.Rule {
+    const rule = new events.Rule(this, 'AuditSchedule', {
+      description: `Nightly data-consistency audit of what bulk imports wrote (${env}): bulk-import audit start, then a worker for it`,
+      schedule,
     });
+    const eventsRole = new iam.Role(this, 'AuditScheduleRole', {
+      assumedBy: new iam.ServicePrincipal('events.amazonaws.com'),
+      description: `Starts the nightly audit task of the bulk-import worker (${env})`,
+    });
+    rule.addTarget(
+      new eventsTargets.EcsTask({
+        role: eventsRole,
+        cluster: this.cluster,
+        taskDefinition: this.taskDefinition,
+        taskCount: 1,
+        subnetSelection: this.taskSubnets,
+        securityGroups: [this.securityGroup],
+        assignPublicIp: false,
+        containerOverrides: [{ containerName: 'worker', command: AUDIT_TASK_COMMAND }],
+      }),
+    );
+    const eventsPolicy = eventsRole.node.tryFindChild('DefaultPolicy');
+    if (eventsPolicy) {
+      acknowledgeWildcardResource(
+        eventsPolicy,
+        // Spelled as CDK's EcsTask target spells it (the cluster's partition and region: literals when the stack's
+        // environment is known, tokens when not), so the acknowledgement matches in both cases.
+        `arn:${this.cluster.stack.partition}:ecs:${this.cluster.env.region}:*:task/${this.cluster.clusterName}/*`,
+        'EventBridge tags the audit task it starts (ecs:TagResource, added by CDK); task ids exist only at run time, ' +
+          'and the grant is limited to tasks of this one cluster (task/<cluster>/*). RunTask is on this task definition only.',
+      );
+    }
+    return rule;
   }
 
   private createVpc(): ec2.Vpc {
@@ -338,7 +296,7 @@ export class BulkImportWorker extends Construct {
     return vpc;
   }
 
-  private createImportFileSystem(taskSubnets: ec2.SubnetSelection): efs.FileSystem {
+  private createImportFileSystem(): efs.FileSystem {
     const fileSystemSecurityGroup = new ec2.SecurityGroup(this, 'ImportFileSystemSecurityGroup', {
       vpc: this.vpc,
       description: 'bulk-import campaign file system: NFS from the worker only while a campaign is on',
@@ -346,7 +304,7 @@ export class BulkImportWorker extends Construct {
     });
     return new efs.FileSystem(this, 'ImportFileSystem', {
       vpc: this.vpc,
-      vpcSubnets: taskSubnets,
+      vpcSubnets: this.taskSubnets,
       securityGroup: fileSystemSecurityGroup,
       encrypted: true,
       performanceMode: efs.PerformanceMode.GENERAL_PURPOSE,
@@ -373,16 +331,6 @@ export class BulkImportWorker extends Construct {
     });
   }
 
-  private allowDatabase(props: BulkImportWorkerProps, port: number): void {
-    const description = 'Postgres (DATABASE_URL)';
-    if (props.databaseSecurityGroup) {
-      this.securityGroup.connections.allowTo(props.databaseSecurityGroup, ec2.Port.tcp(port), description);
-      return;
-    }
-    const cidr = tryVpcCidr(this.vpc);
-    this.securityGroup.addEgressRule(cidr ? ec2.Peer.ipv4(cidr) : ec2.Peer.anyIpv4(), ec2.Port.tcp(port), description);
-  }
-
   /** Campaign on: the EFS volume, mounted read-only at /import, over TLS, authorised by the task role. */
   private mountImportFileSystem(): void {
     this.taskDefinition.addVolume({
@@ -393,7 +341,7 @@ export class BulkImportWorker extends Construct {
         authorizationConfig: { accessPointId: this.importAccessPoint.accessPointId, iam: 'ENABLED' },
       },
     });
-    this.container.addMountPoints({ sourceVolume: 'import', containerPath: IMPORT_ROOT, readOnly: true });
+    this.container.addMountPoints({ sourceVolume: 'import', containerPath: DEFAULT_IMPORT_ROOT, readOnly: true });
     this.importFileSystem.connections.allowDefaultPortFrom(this.securityGroup, 'NFS from bulk-import workers (campaign)');
   }
 
@@ -481,42 +429,6 @@ export class BulkImportWorker extends Construct {
     }
   }
 
-  private createAlarmTopic(env: string): sns.Topic {
-    const key = new kms.Key(this, 'AlarmTopicKey', {
-      description: `Encrypts the bulk-import worker alarm topic (${env})`,
-      enableKeyRotation: true,
-    });
-    // CloudWatch encrypts the notifications it publishes to the topic with this key: without this statement every
-    // alarm action fails with a KMS AccessDenied and nobody is paged (AWS-managed SNS keys cannot be used at all).
-    key.addToResourcePolicy(
-      new iam.PolicyStatement({
-        sid: 'CloudWatchAlarmsUseKey',
-        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
-        actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
-        resources: ['*'],
-      }),
-    );
-    const topic = new sns.Topic(this, 'AlarmTopic', {
-      displayName: `bulk-import worker alarms (${env})`,
-      masterKey: key,
-      // A topic policy (the TLS deny) replaces SNS's default policy, so CloudWatch needs its own Allow below.
-      enforceSSL: true,
-    });
-    const stack = Stack.of(this);
-    topic.addToResourcePolicy(
-      new iam.PolicyStatement({
-        sid: 'CloudWatchAlarmsPublish',
-        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
-        actions: ['sns:Publish'],
-        resources: [topic.topicArn],
-        conditions: {
-          ArnLike: { 'aws:SourceArn': stack.formatArn({ service: 'cloudwatch', resource: 'alarm', resourceName: '*', arnFormat: ArnFormat.COLON_RESOURCE_NAME }) },
-          StringEquals: { 'aws:SourceAccount': stack.account },
-        },
-      }),
-    );
-    return topic;
-  }
 
   private addAutoscaling(autoscaling: Required<WorkerAutoscaling>): ecs.ScalableTaskCount {
     const scaling = this.service.autoScaleTaskCount({
@@ -526,7 +438,7 @@ export class BulkImportWorker extends Construct {
     // Scale-in only ever removes idle tasks: a task holding leases protects itself from scale-in (ECS task
     // protection), so "nothing queued" cannot interrupt a running campaign.
     scaling.scaleOnMetric('QueueDepthScaling', {
-      metric: this.queueMetric('QueuedJobs', Duration.minutes(1)),
+      metric: this.queueMetric('queued', Duration.minutes(1)),
       scalingSteps: [
         { upper: 0, change: -1 },
         { lower: autoscaling.scaleOutQueuedJobs, change: +1 },

@@ -12,6 +12,7 @@ import {
   type DatabaseSslMode,
   DEFAULTS,
 } from './bulk-import-worker-props.js';
+import { LOG_LEVELS, type LogLevel } from '../worker/config.js';
 
 /** Thrown for a context value that is missing or malformed; the message is meant for the operator. */
 export class SettingsError extends Error {
@@ -79,7 +80,7 @@ export interface WorkerStackSettings {
   cpu: number | undefined;
   memoryMiB: number | undefined;
   cpuArchitecture: 'X86_64' | 'ARM64' | undefined;
-  logLevel: string | undefined;
+  logLevel: LogLevel | undefined;
   logRetentionDays: number | undefined;
   metricsNamespace: string | undefined;
   workerConcurrency: number | undefined;
@@ -140,7 +141,6 @@ export const SETTINGS_KEYS = [
 
 export type SettingsKey = (typeof SETTINGS_KEYS)[number];
 
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 /** The retention periods CloudWatch Logs accepts. */
 export const LOG_RETENTION_DAYS = [
   1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,

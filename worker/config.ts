@@ -17,10 +17,14 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 export type LogFormat = (typeof LOG_FORMATS)[number];
+/** IMPORT_ROOT when unset: where a campaign's share is mounted (the stack mounts EFS here). */
+export const DEFAULT_IMPORT_ROOT = '/import';
+/** HEALTH_HEARTBEAT_FILE when unset: on /tmp, the one writable path of the task's read-only root file system. */
+export const DEFAULT_HEARTBEAT_FILE = '/tmp/bulk-import-worker.heartbeat';
 
 export interface Config {
   /** Postgres connection string; required by every command that touches the database. */
@@ -134,7 +138,7 @@ export function loadConfig(env: Env = process.env): Config {
     s3ForcePathStyle: read.boolean('S3_FORCE_PATH_STYLE', s3Endpoint !== undefined),
     s3StallTimeoutMs: read.integer('S3_STALL_TIMEOUT_MS', 120_000, { min: 100, max: 3_600_000 }),
     awsRegion: read.string('AWS_REGION', 'us-east-1', /^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region such as eu-west-1'),
-    importRoot: read.absolutePath('IMPORT_ROOT', '/import'),
+    importRoot: read.absolutePath('IMPORT_ROOT', DEFAULT_IMPORT_ROOT),
     importRootRequireMount: read.boolean('IMPORT_ROOT_REQUIRE_MOUNT', true),
     logLevel: read.oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
     logFormat: read.oneOf('LOG_FORMAT', LOG_FORMATS, 'auto'),
@@ -182,7 +186,7 @@ export function loadConfig(env: Env = process.env): Config {
       finalizeConnections: read.integer('CSV_FINALIZE_CONNECTIONS', 3, { min: 1, max: 32 }),
     },
     health: {
-      heartbeatFile: read.absolutePath('HEALTH_HEARTBEAT_FILE', '/tmp/bulk-import-worker.heartbeat'),
+      heartbeatFile: read.absolutePath('HEALTH_HEARTBEAT_FILE', DEFAULT_HEARTBEAT_FILE),
       maxAgeMs: read.integer('HEALTH_MAX_AGE_MS', 60_000, { min: 1_000, max: 3_600_000 }),
     },
     metrics: {

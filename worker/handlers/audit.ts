@@ -19,6 +19,8 @@ export interface AuditPayload {
 const PAYLOAD_FIELDS = ['checks', 'tenant', 'batchSize', 'documentsPrefix', 'listLimit'];
 /** Products per keyset batch: one statement of a few hundred ms at most on a busy table. */
 export const DEFAULT_AUDIT_BATCH_SIZE = 10_000;
+/** The metric (dimension Kind = audit) the on-call alarm reads: findings of one run. */
+export const AUDIT_FINDINGS_METRIC = 'AuditFindings';
 
 export const auditHandler: JobHandler<AuditPayload> = {
   kind: 'audit',
@@ -66,7 +68,7 @@ export const auditHandler: JobHandler<AuditPayload> = {
     log.info({ findings: total, by_check: result.byCheck, products: result.productsScanned, duration_ms: result.durationMs }, 'audit done');
     return {
       result: { ...result },
-      metrics: { AuditFindings: total, AuditRowsScanned: result.productsScanned ?? 0 },
+      metrics: { [AUDIT_FINDINGS_METRIC]: total, AuditRowsScanned: result.productsScanned ?? 0 },
     };
   },
 };
