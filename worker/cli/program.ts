@@ -16,6 +16,7 @@ import { registerCsvReviewCommands } from './commands/csv-review.js';
 import { registerItemsCommand } from './commands/items.js';
 import { registerServeCommand } from './commands/serve.js';
 import { registerApiKeyCommands } from './commands/api-keys.js';
+import { registerGaugesCommand } from './commands/gauges.js';
 
 
 export function buildProgram(): Command {
@@ -38,5 +39,6 @@ export function buildProgram(): Command {
   registerItemsCommand(program);
   registerServeCommand(program);
   registerApiKeyCommands(program);
+  registerGaugesCommand(program);
   return program;
 }

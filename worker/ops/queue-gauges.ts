@@ -1,7 +1,8 @@
 // Queue gauges to CloudWatch, published every METRICS_GAUGE_INTERVAL_MS by one elected worker (not by every task,
 // which would multiply the data points and the cost by desiredCount). Per kind with the dimension `Kind`, and as
 // dimensionless totals — the series the infrastructure's alarms and autoscaling read:
-//   QueuedJobs, OldestQueuedAgeSeconds, RunningJobs, DeadJobs.
+//   QueuedJobs, OldestQueuedAgeSeconds, RunningJobs, OldestRunningAgeSeconds, DeadJobs, MaxConsecutiveFailures.
+// `bulk-import gauges --once` publishes the same points from a scheduled task, so they exist while no worker runs.
 import type { Logger } from '../logger.js';
 import { PeriodicService } from '../maintenance/periodic-service.js';
 import { readQueueGauges, totalGauges, type KindGauges } from '../queue/gauges.js';
@@ -12,10 +13,12 @@ export const GAUGE_METRICS = {
   queued: { name: 'QueuedJobs', unit: 'Count' },
   oldestQueuedAgeSeconds: { name: 'OldestQueuedAgeSeconds', unit: 'Seconds' },
   running: { name: 'RunningJobs', unit: 'Count' },
+  oldestRunningAgeSeconds: { name: 'OldestRunningAgeSeconds', unit: 'Seconds' },
   dead: { name: 'DeadJobs', unit: 'Count' },
+  maxConsecutiveFailures: { name: 'MaxConsecutiveFailures', unit: 'Count' },
 } as const satisfies Record<keyof Omit<KindGauges, 'kind'>, { name: string; unit: MetricPoint['unit'] }>;
 
-/** The data points of one publication: four per kind, and the four totals without dimensions. */
+/** The data points of one publication: each gauge per kind, and each as a total without dimensions. */
 export function gaugePoints(perKind: readonly KindGauges[]): MetricPoint[] {
   const points: MetricPoint[] = [];
   const add = (gauges: Omit<KindGauges, 'kind'>, dimensions?: Record<string, string>) => {
@@ -74,5 +77,31 @@ export class QueueGaugePublisher {
   async stop(): Promise<void> {
     await this.service.stop();
     await this.options.leadership.close();
+  }
+}
+
+/** What one stand-alone round did: published, left to a worker that leads, or refused by CloudWatch. */
+export type GaugeRoundOutcome = 'published' | 'skipped' | 'failed';
+
+export interface GaugeRound {
+  outcome: GaugeRoundOutcome;
+  /** The gauges read (empty when skipped: a leading worker reads and publishes them). */
+  gauges: KindGauges[];
+}
+
+/**
+ * One publication without a worker (`bulk-import gauges --once`, from a scheduled task, so the gauges exist while
+ * the service runs 0 tasks). It takes the same leadership as the workers: while a worker leads, that worker
+ * publishes and this round is skipped, so the series never gets two points per interval.
+ */
+export async function publishGaugesOnce(options: Omit<QueueGaugePublisherOptions, 'intervalMs' | 'log'>): Promise<GaugeRound> {
+  try {
+    const session = await options.leadership.lead();
+    if (!session) return { outcome: 'skipped', gauges: [] };
+    const gauges = await readQueueGauges(session, options.knownKinds);
+    const published = await options.publisher.publish(gaugePoints(gauges));
+    return { outcome: published ? 'published' : 'failed', gauges };
+  } finally {
+    await options.leadership.close();
   }
 }

@@ -9,8 +9,19 @@ export interface KindGauges {
   /** How long the oldest *due* queued run has waited since it became due (run_at); 0 when none is due. */
   oldestQueuedAgeSeconds: number;
   running: number;
+  /**
+   * How long the oldest running run has been running, since it first started (started_at: every attempt counts, so
+   * a run that keeps getting retried grows older too); 0 when none runs.
+   */
+  oldestRunningAgeSeconds: number;
   /** Runs in the dead-letter state, until replayed, resolved or purged. */
   dead: number;
+  /**
+   * The most failed attempts in a row of any run still queued or running: a queued run with a last error has failed
+   * every attempt it counted (a success ends the run; releases and outage waits give their attempt back), a running
+   * one all but the attempt under way. An operator requeue with --reset-attempts starts the count again.
+   */
+  maxConsecutiveFailures: number;
 }
 
 // One scan over the active and dead rows; the retention service keeps the table small, and this runs once a
@@ -21,7 +32,11 @@ SELECT kind,
   coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now())), 0)::float8
     AS oldest_queued_age_seconds,
   count(*) FILTER (WHERE state = 'running')::int AS running,
-  count(*) FILTER (WHERE state = 'dead' AND resolved_at IS NULL)::int AS dead
+  coalesce(extract(epoch FROM now() - min(started_at) FILTER (WHERE state = 'running')), 0)::float8
+    AS oldest_running_age_seconds,
+  count(*) FILTER (WHERE state = 'dead' AND resolved_at IS NULL)::int AS dead,
+  coalesce(max(CASE WHEN state = 'running' THEN attempts - 1 ELSE attempts END)
+    FILTER (WHERE state IN ('queued', 'running') AND last_error IS NOT NULL), 0)::int AS max_consecutive_failures
 FROM jobs
 WHERE state IN ('queued', 'running', 'dead')
 GROUP BY kind
@@ -37,32 +52,47 @@ export async function readQueueGauges(db: Queryable, knownKinds: readonly string
     queued: number;
     oldest_queued_age_seconds: number;
     running: number;
+    oldest_running_age_seconds: number;
     dead: number;
+    max_consecutive_failures: number;
   }>(READ_GAUGES);
   const byKind = new Map<string, KindGauges>();
-  for (const kind of knownKinds) byKind.set(kind, { kind, queued: 0, oldestQueuedAgeSeconds: 0, running: 0, dead: 0 });
+  for (const kind of knownKinds) byKind.set(kind, { kind, ...NO_GAUGES });
   for (const row of rows) {
     byKind.set(row.kind, {
       kind: row.kind,
       queued: row.queued,
       oldestQueuedAgeSeconds: Math.max(0, Math.floor(row.oldest_queued_age_seconds)),
       running: row.running,
+      oldestRunningAgeSeconds: Math.max(0, Math.floor(row.oldest_running_age_seconds)),
       dead: row.dead,
+      maxConsecutiveFailures: Math.max(0, row.max_consecutive_failures),
     });
   }
   return [...byKind.values()].sort((a, b) => a.kind.localeCompare(b.kind));
 }
 
-/** The totals over every kind: sums, and the oldest age of any kind. */
+const NO_GAUGES: Omit<KindGauges, 'kind'> = {
+  queued: 0,
+  oldestQueuedAgeSeconds: 0,
+  running: 0,
+  oldestRunningAgeSeconds: 0,
+  dead: 0,
+  maxConsecutiveFailures: 0,
+};
+
+/** The totals over every kind: sums of the counts, the largest age and failure streak of any kind. */
 export function totalGauges(perKind: readonly KindGauges[]): Omit<KindGauges, 'kind'> {
   return perKind.reduce(
     (total, gauges) => ({
       queued: total.queued + gauges.queued,
       oldestQueuedAgeSeconds: Math.max(total.oldestQueuedAgeSeconds, gauges.oldestQueuedAgeSeconds),
       running: total.running + gauges.running,
+      oldestRunningAgeSeconds: Math.max(total.oldestRunningAgeSeconds, gauges.oldestRunningAgeSeconds),
       dead: total.dead + gauges.dead,
+      maxConsecutiveFailures: Math.max(total.maxConsecutiveFailures, gauges.maxConsecutiveFailures),
     }),
-    { queued: 0, oldestQueuedAgeSeconds: 0, running: 0, dead: 0 },
+    NO_GAUGES,
   );
 }
 
