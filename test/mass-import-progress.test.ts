@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { ProgressRate, sensibleEta, MAX_ETA_SECONDS } from '../worker/cli/progress-rate.js';
-import { ETA_MAX_SECONDS, ETA_MIN_ELAPSED_MS, ImportProgress, importEtaSeconds } from '../worker/imports/import-progress.js';
+import { ETA_MAX_SECONDS, ETA_MIN_ELAPSED_MS, ImportProgress, importEtaSeconds } from '../worker/imports/mass-import/import-progress.js';
 import { objectKeyFor } from '../worker/imports/object-key.js';
 import { requireJob } from '../worker/queue/operator.js';
 import { useTestEnvironment } from './harness.js';

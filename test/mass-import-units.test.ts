@@ -3,10 +3,10 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../worker/config.js';
 import { massImportHandler } from '../worker/handlers/mass-import.js';
-import { AdaptiveConcurrency } from '../worker/imports/adaptive-concurrency.js';
-import { checkCeiling } from '../worker/imports/ceiling.js';
+import { AdaptiveConcurrency } from '../worker/imports/mass-import/adaptive-concurrency.js';
+import { checkCeiling } from '../worker/imports/mass-import/ceiling.js';
 import { encodeKeySegment, isValidPrefix, keyPrefixFor, objectKeyFor } from '../worker/imports/object-key.js';
-import { normaliseSource } from '../worker/imports/import-plan.js';
+import { normaliseSource } from '../worker/imports/mass-import/import-plan.js';
 import { resolveTenant } from '../worker/imports/tenant.js';
 import { partSizeFor } from '../worker/storage/s3-upload.js';
 

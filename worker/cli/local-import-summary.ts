@@ -3,8 +3,8 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { listObjectPages } from '../audit/bucket-listing.js';
 import type { Queryable } from '../db/pool.js';
-import { countDocuments } from '../imports/documents.js';
-import { listItems } from '../imports/import-items.js';
+import { countDocuments } from '../imports/mass-import/documents.js';
+import { listItems } from '../imports/mass-import/items-table.js';
 import type { JobRow } from '../queue/types.js';
 import { formatMegabytesPerSecond } from './import-progress-view.js';
 import { formatBytes, formatDuration } from './output.js';

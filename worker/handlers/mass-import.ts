@@ -1,21 +1,21 @@
 // `mass-import`: a campaign import of a mounted share into the bucket and the documents table. Plan, then import:
 // the walk records every entry as an item (so progress has a total and the ceiling is checked before anything is
-// written), then pending items are imported several at once, each exactly once across crashes (see import-item.ts).
+// written), then pending items are imported several at once, each exactly once across crashes (see mass-import/file-transfer.ts).
 // The run ends `succeeded`, or `partial` when items failed for good (permanent failures, or transient ones on its last
 // attempt); items that failed only transiently while attempts are left send the run back to the queue instead.
 // Payload: { source?, tenant?, prefix?, dryRun?, maxFiles?, maxTotalBytes?, maxFileBytes?, concurrency? }.
 import { withTransaction, type Queryable } from '../db/pool.js';
 import { PermanentJobError, TransientJobError } from '../queue/errors.js';
-import { AdaptiveConcurrency } from '../imports/adaptive-concurrency.js';
-import { requireCampaignMount } from '../imports/campaign-mount.js';
-import { CeilingExceededError, checkCeiling, hardCapOf, LIMIT_NAMES, resolveLimits, type ImportLimits } from '../imports/ceiling.js';
-import { inspectPlan } from '../imports/dry-run.js';
-import { writeFailedItemsCsv } from '../imports/failed-items-csv.js';
-import { hasPlannedItems, insertPlannedItems, itemTotals, listItems, resetTransientFailures } from '../imports/import-items.js';
-import { runImportLoop } from '../imports/import-loop.js';
-import { ItemOutcomeBatcher } from '../imports/item-outcome-batcher.js';
-import { normaliseSource, planTree, resolveSourceDirectory } from '../imports/import-plan.js';
-import { ImportProgress } from '../imports/import-progress.js';
+import { AdaptiveConcurrency } from '../imports/mass-import/adaptive-concurrency.js';
+import { requireCampaignMount } from '../imports/mass-import/campaign-mount.js';
+import { CeilingExceededError, checkCeiling, hardCapOf, LIMIT_NAMES, resolveLimits, type ImportLimits } from '../imports/mass-import/ceiling.js';
+import { inspectPlan } from '../imports/mass-import/dry-run-report.js';
+import { writeFailedItemsCsv } from '../imports/mass-import/failed-items-export.js';
+import { hasPlannedItems, insertPlannedItems, itemTotals, listItems, resetTransientFailures } from '../imports/mass-import/items-table.js';
+import { runImportLoop } from '../imports/mass-import/import-loop.js';
+import { ItemOutcomeBatcher } from '../imports/mass-import/item-outcome-batcher.js';
+import { normaliseSource, planTree, resolveSourceDirectory } from '../imports/mass-import/import-plan.js';
+import { ImportProgress } from '../imports/mass-import/import-progress.js';
 import { isValidPrefix, keyPrefixFor } from '../imports/object-key.js';
 import { isValidTenant, resolveTenant, TENANT_RULE } from '../imports/tenant.js';
 import { PayloadReader } from './payload.js';

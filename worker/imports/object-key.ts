@@ -17,9 +17,6 @@
 // `imports`) gives the same keys as before: `imports/<tenant>/<path>`.
 import { isValidTenant } from './tenant.js';
 
-/** Kept for the importers that read it from here (worker/imports/csv/payload.ts); it lives in tenant.ts. */
-export { isValidTenant };
-
 /** S3's limit on a key, in UTF-8 bytes. */
 export const MAX_KEY_BYTES = 1024;
 

@@ -91,7 +91,7 @@ function describeChange(before: FileVersion, after: FileVersion): string {
 }
 
 /**
- * The file changed while it was read (or, see import-item.ts, while its bytes were being sent): the bytes are not a
+ * The file changed while it was read (or, see mass-import/file-transfer.ts, while its bytes were being sent): the bytes are not a
  * copy of one version of the file. Worth another read, a bounded number of times.
  */
 export class FileChangedDuringReadError extends Error {

@@ -1,7 +1,7 @@
 // `bulk-import items <id>`: the files of a mass-import run, one line each, with their state and error.
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import { ITEM_STATES, listItems, type ItemState } from '../../imports/import-items.js';
+import { ITEM_STATES, listItems, type ItemState } from '../../imports/mass-import/items-table.js';
 import { requireJob } from '../../queue/operator.js';
 import { withDatabase } from '../context.js';
 import { formatBytes, formatTable, printJson, printLine } from '../output.js';

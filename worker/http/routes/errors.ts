@@ -9,7 +9,7 @@ import type { FastifyInstance } from 'fastify';
 import { requireVisibleJob } from '../../actions/run-actions.js';
 import { pageOfRowErrors } from '../../imports/csv/row-errors.js';
 import { getCsvImportRun } from '../../imports/csv/run-record.js';
-import { ITEM_STATES, listItemsAfter, type ItemRow, type ItemState } from '../../imports/import-items.js';
+import { ITEM_STATES, listItemsAfter, type ItemRow, type ItemState } from '../../imports/mass-import/items-table.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { ApiError } from '../errors.js';
 import { CURSOR, ERROR_RESPONSES, JOB_ID_PARAMS, limitParam } from '../schemas.js';

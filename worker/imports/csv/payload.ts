@@ -2,7 +2,8 @@
 // run resumed after review). Payload: { bucket, key, profile, tenant?, delimiter?, encoding?, autoFinalize? }.
 import { PayloadReader } from '../../handlers/payload.js';
 import { PermanentJobError } from '../../queue/errors.js';
-import { isValidTenant, keyPrefixFor } from '../object-key.js';
+import { keyPrefixFor } from '../object-key.js';
+import { isValidTenant } from '../tenant.js';
 import { findProfile, profileNames } from './profiles/index.js';
 
 export const CSV_ENCODINGS = ['utf-8', 'utf-16le', 'latin1', 'windows-1252'] as const;

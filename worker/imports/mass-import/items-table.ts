@@ -1,7 +1,7 @@
 // Every SQL statement about the items of a mass-import run (import_items), one function per verb. Writes that
 // record work happen inside the caller's transaction, after context.assertLeaseHeld(tx).
-import type { Queryable } from '../db/pool.js';
-import type { ErrorClass } from '../queue/types.js';
+import type { Queryable } from '../../db/pool.js';
+import type { ErrorClass } from '../../queue/types.js';
 
 export const ITEM_STATES = ['pending', 'done', 'skipped', 'failed'] as const;
 export type ItemState = (typeof ITEM_STATES)[number];

@@ -1,8 +1,8 @@
 // OQ-IMP-002: the ceiling of one mass import. Defaults come from configuration; a payload may lower them, or raise
 // them up to the hard caps; raising past a hard cap needs a configuration change (an operator decision, reviewed
 // like any deploy). The plan measures the tree first and refuses it before anything is written.
-import type { MassImportConfig } from '../config.js';
-import { PermanentJobError } from '../queue/errors.js';
+import type { MassImportConfig } from '../../config.js';
+import { PermanentJobError } from '../../queue/errors.js';
 import { CAMPAIGN_RUNBOOK } from './campaign-mount.js';
 
 export interface ImportLimits {

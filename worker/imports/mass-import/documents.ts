@@ -1,7 +1,7 @@
 // SQL on the backend's documents table, as the mass import uses it: find what is already imported (the tenant's own
 // documents apart from other tenants'), insert a new document (idempotent on its object), count what an import left
 // behind.
-import type { Queryable } from '../db/pool.js';
+import type { Queryable } from '../../db/pool.js';
 
 export interface DocumentRow {
   id: number;

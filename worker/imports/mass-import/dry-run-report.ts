@@ -1,6 +1,6 @@
 // A dry run rehearses a campaign: it plans the tree and compares it with what is already imported, and reports what
 // a real run would do. It writes no object, no document and no item; its report is the run's result.
-import type { Queryable } from '../db/pool.js';
+import type { Queryable } from '../../db/pool.js';
 import type { CeilingViolation } from './ceiling.js';
 import { findDocumentsByKeys } from './documents.js';
 import { sha256OfFile } from './file-sha256.js';

@@ -1,6 +1,6 @@
 // A failure of one item (one file) of an import, as opposed to a failure of the whole run: the item is recorded as
 // failed with this code and message, and the run goes on (ending `partial`).
-import type { ErrorClass } from '../queue/types.js';
+import type { ErrorClass } from '../../queue/types.js';
 
 export class ItemFailure extends Error {
   constructor(

@@ -1,8 +1,8 @@
 // The failed items of a mass-import run as CSV (RFC 4180 quoting: paths may hold commas, quotes and newlines), for
 // `bulk-import errors <id> --csv`. Written page by page so a run with many failures never sits in memory.
 import { once } from 'node:events';
-import type { Queryable } from '../db/pool.js';
-import { listItems } from './import-items.js';
+import type { Queryable } from '../../db/pool.js';
+import { listItems } from './items-table.js';
 
 const PAGE = 1_000;
 const HEADER = ['item_no', 'relative_path', 'size_bytes', 'error_code', 'error_message', 'tries', 'sha256'];

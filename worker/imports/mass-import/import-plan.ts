@@ -2,11 +2,11 @@
 // run has a total and the ceiling is checked before anything is written. Unsafe entries become failed items.
 import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, posix } from 'node:path';
-import { PermanentJobError } from '../queue/errors.js';
+import { PermanentJobError } from '../../queue/errors.js';
 import type { TreeMeasure } from './ceiling.js';
 import { isInside, walkImportTree } from './directory-walk.js';
-import type { PlannedItem } from './import-items.js';
-import { keyByteLength, MAX_KEY_BYTES, objectKeyFor } from './object-key.js';
+import type { PlannedItem } from './items-table.js';
+import { keyByteLength, MAX_KEY_BYTES, objectKeyFor } from '../object-key.js';
 
 export interface TreePlan {
   /** Every entry in walk order, up to `keepAtMost` (further entries are only measured). */

@@ -1,11 +1,11 @@
 // Writes what became of each item — and, for an uploaded file, its documents row — in fenced transactions, several
 // items per transaction: while one transaction commits, the outcomes that arrive queue up and go in the next one.
 // Each file's row and its item's new state still commit together (all or nothing per transaction), so the crash
-// argument of import-item.ts holds; a busy run just makes one commit (one WAL flush) per batch instead of per file.
-import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
-import type { ErrorClass } from '../queue/types.js';
+// argument of file-transfer.ts holds; a busy run just makes one commit (one WAL flush) per batch instead of per file.
+import { withTransaction, type Pool, type Queryable } from '../../db/pool.js';
+import type { ErrorClass } from '../../queue/types.js';
 import { findDocumentsByKeys, insertDocuments, type DocumentRow } from './documents.js';
-import { recordItemOutcomes, type ItemOutcomeRecord, type PendingItem } from './import-items.js';
+import { recordItemOutcomes, type ItemOutcomeRecord, type PendingItem } from './items-table.js';
 import type { ItemOutcome } from './import-progress.js';
 
 export const CHANGED_CONTENT_POLICY = 'docs/DEPLOYMENT.md §6.4 (changed content)';

@@ -6,7 +6,7 @@
 // attempt imports them. A held failure followed by a file that goes through was that file's own problem: it is
 // recorded as a failed item (transient) after all, as before.
 import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
-import { DependencyOutageError, isS3OutageError } from '../queue/outage.js';
+import { DependencyOutageError, isS3OutageError } from '../../queue/outage.js';
 import type { TransferOutcome } from './item-outcome-batcher.js';
 
 export type FailedTransfer = Extract<TransferOutcome, { kind: 'failed' }>;

@@ -5,8 +5,8 @@
 // is tried again and are replaced by its size once its outcome is recorded, so nothing is counted twice.
 // The ETA is given only once it means something (importEtaSeconds): never before ETA_MIN_ELAPSED_MS of this attempt
 // and a minimum of bytes moved, never above ETA_MAX_SECONDS; else it is null and the views show "-".
-import type { ProgressReporter } from '../handlers/types.js';
-import type { ItemTotals } from './import-items.js';
+import type { ProgressReporter } from '../../handlers/types.js';
+import type { ItemTotals } from './items-table.js';
 
 export type ImportPhase = 'planning' | 'importing' | 'finished';
 export type ItemOutcome = 'done' | 'skipped' | 'failed';

@@ -10,13 +10,13 @@
 //     recorded): the files under way are aborted too.
 // In every case the loop returns only once every file it started has settled: nothing of the run keeps uploading
 // after its outcome is recorded.
-import type { Pool } from '../db/pool.js';
-import { TransientJobError } from '../queue/errors.js';
-import { ShutdownError } from '../runner/stop-reasons.js';
+import type { Pool } from '../../db/pool.js';
+import { TransientJobError } from '../../queue/errors.js';
+import { ShutdownError } from '../../runner/stop-reasons.js';
 import type { AdaptiveConcurrency } from './adaptive-concurrency.js';
 import { findDocumentsByKeys } from './documents.js';
-import { transferItem, type ItemImportContext } from './import-item.js';
-import { nextPendingItems } from './import-items.js';
+import { transferItem, type ItemImportContext } from './file-transfer.js';
+import { nextPendingItems } from './items-table.js';
 import type { ImportProgress } from './import-progress.js';
 import type { TransferOutcome } from './item-outcome-batcher.js';
 import { S3OutageWatch } from './s3-outage-watch.js';

@@ -4,7 +4,7 @@
 import { constants } from 'node:fs';
 import { access, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { PermanentJobError } from '../queue/errors.js';
+import { PermanentJobError } from '../../queue/errors.js';
 
 export const CAMPAIGN_RUNBOOK = 'docs/DEPLOYMENT.md §6.4 "Mass import operator policy"';
 

@@ -16,19 +16,19 @@
 // never become an object), never a row: the resumed run reads the file again and overwrites or deletes that object.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { Queryable } from '../db/pool.js';
-import type { Logger } from '../logger.js';
-import { backoffDelayMs, type BackoffPolicy } from '../queue/backoff.js';
-import { classifyError, PermanentJobError, TRANSIENT_NODE_CODES } from '../queue/errors.js';
+import type { Queryable } from '../../db/pool.js';
+import type { Logger } from '../../logger.js';
+import { backoffDelayMs, type BackoffPolicy } from '../../queue/backoff.js';
+import { classifyError, PermanentJobError, TRANSIENT_NODE_CODES } from '../../queue/errors.js';
 import {
   assertUnchanged, deleteObject, fileVersionOf, FileChangedDuringReadError, sameVersion, UploadTimeoutError, uploadFileWithSha256,
-} from '../storage/s3-upload.js';
+} from '../../storage/s3-upload.js';
 import type { AdaptiveConcurrency } from './adaptive-concurrency.js';
 import { contentTypeFor } from './content-type.js';
 import { findDocumentsByKeys, type DocumentRow } from './documents.js';
 import { sha256OfFile } from './file-sha256.js';
 import { openImportFile } from './import-file-access.js';
-import type { PendingItem } from './import-items.js';
+import type { PendingItem } from './items-table.js';
 import { ItemFailure } from './item-failure.js';
 import type { ItemOutcomeBatcher, TransferOutcome } from './item-outcome-batcher.js';
 

@@ -4,7 +4,7 @@
 import { constants } from 'node:fs';
 import { lstat, open, readlink, realpath, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { FileVersion } from '../storage/s3-upload.js';
+import type { FileVersion } from '../../storage/s3-upload.js';
 import { isInside } from './directory-walk.js';
 import { ItemFailure } from './item-failure.js';
 
