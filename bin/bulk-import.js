@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 // warning is noise in operators' logs. An explicit setting in the environment still wins.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
+// Tracing (worker/tracing/sdk.ts) starts before the rest of the code loads, so that the pg and AWS SDK packages are
+// instrumented when they are first imported; it stays off unless the standard OTEL_* variables ask for it.
 const sourceEntry = fileURLToPath(new URL('../worker/cli/main.ts', import.meta.url));
 if (existsSync(sourceEntry)) {
   // tsx is a devDependency and must stay one: the image has no sources and no tsx (`npm ci --omit=dev`). The
@@ -16,7 +18,9 @@ if (existsSync(sourceEntry)) {
   const tsxApi = 'tsx/esm/api';
   const { register } = await import(tsxApi);
   register();
+  await (await import('../worker/tracing/sdk.ts')).startTracing();
   await import('../worker/cli/main.ts');
 } else {
+  await (await import('../dist/worker/tracing/sdk.js')).startTracing();
   await import('../dist/worker/cli/main.js');
 }

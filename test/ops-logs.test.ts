@@ -41,9 +41,22 @@ describe('job log lines', () => {
       expect(line.attempt, line.msg).toEqual(expect.any(Number));
     }
     const messages = (id: number) => aboutJobs.filter((line) => line.job_id === id).map((line) => `${line.attempt} ${line.msg}`);
-    expect(messages(ok.id)).toEqual(['1 job started', '1 noop done', '1 job succeeded']);
-    expect(messages(transient.id)).toEqual(['1 job started', '1 job failed; retry scheduled', '2 job started', '2 job dead']);
+    expect(messages(ok.id)).toEqual(['1 job started', '1 noop done', '1 job succeeded', '1 job finished']);
+    expect(messages(transient.id)).toEqual([
+      '1 job started', '1 job failed; retry scheduled', '1 job finished', '2 job started', '2 job dead', '2 job finished',
+    ]);
     expect(messages(canceled.id)).toContain('1 job canceled');
+
+    // `job started` and `job finished` at info, every attempt: the outcome, the duration and the run's counts.
+    const lineOf = (id: number, msg: string, attempt = 1) =>
+      aboutJobs.find((line) => line.job_id === id && line.msg === msg && line.attempt === attempt) as LogLine;
+    expect(lineOf(ok.id, 'job started')).toMatchObject({ level: 30, tenant_id: 'acme', max_attempts: 5, resumed: false });
+    expect(lineOf(ok.id, 'job finished')).toMatchObject({ level: 30, outcome: 'succeeded', duration_ms: expect.any(Number), counts: {} });
+    expect(lineOf(transient.id, 'job finished', 1)).toMatchObject({ level: 30, outcome: 'queued' });
+    expect(lineOf(transient.id, 'job finished', 2)).toMatchObject({ level: 30, outcome: 'dead' });
+    expect(lineOf(canceled.id, 'job finished')).toMatchObject({ level: 30, outcome: 'canceled', tenant_id: 'beta' });
+    // Tracing is off in this process: no trace fields.
+    expect(aboutJobs.some((line) => 'trace_id' in line)).toBe(false);
 
     const failure = aboutJobs.find((line) => line.job_id === permanent.id && line.msg === 'job failed') as LogLine;
     expect(failure).toMatchObject({ error_code: 'NOOP_PERMANENT', error_class: 'permanent', state: 'failed', context: { sleepMs: 2 } });

@@ -1,6 +1,7 @@
 // pino, writing JSON lines (what CloudWatch Logs ingests) unless LOG_FORMAT=pretty or, with the default `auto`,
 // stdout is a terminal and pino-pretty is installed (it is a devDependency, absent from the production image).
 import { createRequire } from 'node:module';
+import { isSpanContextValid, trace } from '@opentelemetry/api';
 import { pino, stdSerializers, type DestinationStream, type Logger } from 'pino';
 import { boundedError, boundValue } from './bounds.js';
 import type { LogFormat, LogLevel } from './config.js';
@@ -34,10 +35,22 @@ export const REDACTED_PATHS = [
   'headers.authorization', '*.headers.authorization', 'token', '*.token',
 ];
 
+/**
+ * trace_id and span_id of the active span on every line written inside one (a run's attempt, an API request), so a
+ * line leads to its trace and back. Nothing when tracing is off: the API then has no active span.
+ */
+function traceFields(): Record<string, string> {
+  const span = trace.getActiveSpan();
+  if (!span) return {};
+  const { traceId, spanId, traceFlags } = span.spanContext();
+  return isSpanContextValid(span.spanContext()) ? { trace_id: traceId, span_id: spanId, trace_flags: `0${traceFlags.toString(16)}` } : {};
+}
+
 export function createLogger(options: LoggerOptions): Logger {
   const base = {
     level: options.level,
     name: options.name ?? 'bulk-import-worker',
+    mixin: traceFields,
     serializers: SERIALIZERS,
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
   };

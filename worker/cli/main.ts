@@ -4,6 +4,7 @@ import { ConfigError, loadConfig } from '../config.js';
 import { urlSecrets } from '../db/connection.js';
 import { describeDatabaseError, scrubSecrets } from '../db/database-errors.js';
 import { DatabaseUnavailableError, isConfigurationError } from '../db/database-status.js';
+import { stopTracing } from '../tracing/sdk.js';
 import { buildProgram } from './program.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -35,3 +36,5 @@ function describeError(error: unknown): string {
 }
 
 process.exitCode = await main(process.argv);
+// The spans still buffered are exported before the process ends (a no-op when tracing is off).
+await stopTracing();

@@ -11,6 +11,7 @@ import type { Config } from '../config.js';
 import type { Pool } from '../db/pool.js';
 import { defaultRegistry, type HandlerRegistry } from '../handlers/registry.js';
 import type { Logger } from '../logger.js';
+import { registerRequestSpans } from '../tracing/http-spans.js';
 import { ApiError, describeError } from './errors.js';
 import type { JobEventHub } from './event-hub.js';
 import { SHARED_SCHEMAS } from './schemas.js';
@@ -124,6 +125,8 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   });
   app.decorateRequest('apiKey', null);
+  // First of the hooks: a request refused by authentication still has its span (worker/tracing/).
+  registerRequestSpans(app);
   const routes: string[] = [];
   app.decorate('apiRoutes', routes);
   app.addHook('onRoute', (route) => {

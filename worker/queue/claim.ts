@@ -1,5 +1,6 @@
 // Claim: take up to `limit` due queued jobs in one statement and lease them to this worker.
 import type { Queryable } from '../db/pool.js';
+import { recordClaimSpan } from '../tracing/job-spans.js';
 import type { ClaimedJob } from './types.js';
 
 export interface ClaimRequest {
@@ -38,7 +39,8 @@ UPDATE jobs SET
   started_at = coalesce(jobs.started_at, now()),
   updated_at = now()
 FROM due WHERE jobs.id = due.id
-RETURNING jobs.id, jobs.kind, jobs.tenant_id, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.progress, jobs.created_at`;
+RETURNING jobs.id, jobs.kind, jobs.tenant_id, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.progress, jobs.created_at,
+  jobs.traceparent`;
 }
 
 const CLAIM_ANY_KIND = claimSql(false);
@@ -46,20 +48,26 @@ const CLAIM_KINDS = claimSql(true);
 
 export async function claimJobs(db: Queryable, request: ClaimRequest): Promise<ClaimedJob[]> {
   if (request.limit <= 0 || (request.kinds && request.kinds.length === 0)) return [];
+  const startedAt = Date.now();
   const values: unknown[] = [request.workerId, request.limit, request.leaseMs, request.excludeIds ?? []];
   if (request.kinds) values.push(request.kinds);
   const { rows } = await db.query(request.kinds ? CLAIM_KINDS : CLAIM_ANY_KIND, values);
   return rows
-    .map((row) => ({
-      id: row.id as number,
-      kind: row.kind as string,
-      tenantId: row.tenant_id as string | null,
-      payload: row.payload as Record<string, unknown>,
-      attempt: row.attempts as number,
-      maxAttempts: row.max_attempts as number,
-      progress: row.progress as Record<string, unknown> | null,
-      leaseOwner: request.workerId,
-      createdAt: row.created_at as Date,
-    }))
+    .map((row) => {
+      const job: ClaimedJob = {
+        id: row.id as number,
+        kind: row.kind as string,
+        tenantId: row.tenant_id as string | null,
+        payload: row.payload as Record<string, unknown>,
+        attempt: row.attempts as number,
+        maxAttempts: row.max_attempts as number,
+        progress: row.progress as Record<string, unknown> | null,
+        leaseOwner: request.workerId,
+        createdAt: row.created_at as Date,
+      };
+      // Each job's trace gets its claim span; the attempt's spans go beneath it.
+      job.traceparent = recordClaimSpan(job, row.traceparent as string | null, startedAt, request.workerId);
+      return job;
+    })
     .sort((a, b) => a.id - b.id);
 }

@@ -1,5 +1,6 @@
 // Enqueue: insert a run, or return the active run with the same dedupe key (the idempotency key).
 import type { Queryable } from '../db/pool.js';
+import { activeTraceparent, contextOfTraceparent, inSpan } from '../tracing/spans.js';
 import { JOBS_READY_CHANNEL } from './channels.js';
 import { PermanentJobError } from './errors.js';
 import { ACTIVE_STATES, JOB_COLUMNS, toJobRow, type JobRow } from './types.js';
@@ -80,6 +81,7 @@ export function checkEnqueueRequest(request: EnqueueRequest): void {
   checkPayload(request.payload);
   checkText('tenant', request.tenantId, ENQUEUE_LIMITS.tenantChars, 'characters');
   checkText('dedupe key', request.dedupeKey, ENQUEUE_LIMITS.dedupeKeyBytes, 'bytes');
+  checkText('traceparent', request.traceparent, 256, 'characters');
   checkInteger('priority', request.priority, ENQUEUE_LIMITS.priority);
   checkInteger('max attempts', request.maxAttempts, ENQUEUE_LIMITS.maxAttempts);
   // A JS Date reaches 271,821 BC; timestamptz starts at 4713 BC. A run time is never before the epoch anyway.
@@ -99,6 +101,11 @@ export interface EnqueueRequest {
   /** Not before this time; default now. */
   runAt?: Date;
   maxAttempts?: number;
+  /**
+   * The submitter's W3C trace context, for a caller whose trace is not the active OpenTelemetry context; by default
+   * the active one. The run's spans join that trace (null: a trace of its own).
+   */
+  traceparent?: string | null;
 }
 
 export interface EnqueueResult {
@@ -116,8 +123,8 @@ const ACTIVE = `(${ACTIVE_STATES.map((state) => `'${state}'`).join(', ')})`;
 // notifications of one transaction into one.)
 const INSERT_JOB = `
 WITH inserted AS (
-  INSERT INTO jobs (kind, payload, tenant_id, dedupe_key, priority, run_at, max_attempts)
-  VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7)
+  INSERT INTO jobs (kind, payload, tenant_id, dedupe_key, priority, run_at, max_attempts, traceparent)
+  VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
   ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND state IN ${ACTIVE} DO NOTHING
   RETURNING ${JOB_COLUMNS}
 )
@@ -129,6 +136,21 @@ const ACTIVE_BY_KEY = `SELECT ${JOB_COLUMNS}, true AS reused FROM jobs WHERE ded
 
 export async function enqueueJob(db: Queryable, request: EnqueueRequest, defaultMaxAttempts = 5): Promise<EnqueueResult> {
   checkEnqueueRequest({ ...request, maxAttempts: request.maxAttempts ?? defaultMaxAttempts });
+  // The `enqueue` span is the parent of every attempt's spans: its context is what the row keeps.
+  const parent = request.traceparent ? contextOfTraceparent(request.traceparent) : undefined;
+  return inSpan(
+    'enqueue',
+    { 'job.kind': request.kind, ...(request.tenantId ? { tenant: request.tenantId } : {}) },
+    async (span) => {
+      const result = await insertJob(db, request, defaultMaxAttempts, activeTraceparent());
+      span.setAttributes({ 'job.id': result.job.id, 'job.reused': result.reused });
+      return result;
+    },
+    parent ? { parent } : {},
+  );
+}
+
+async function insertJob(db: Queryable, request: EnqueueRequest, defaultMaxAttempts: number, traceparent: string | null): Promise<EnqueueResult> {
   const values = [
     request.kind,
     request.payload ?? {},
@@ -137,6 +159,7 @@ export async function enqueueJob(db: Queryable, request: EnqueueRequest, default
     request.priority ?? 0,
     request.runAt ?? null,
     request.maxAttempts ?? defaultMaxAttempts,
+    traceparent,
   ];
   // The conflicting run may finish between our insert attempt and the lookup; then the key is free again: retry.
   for (let round = 0; round < 10; round += 1) {
@@ -162,13 +185,13 @@ export async function enqueueJobs(
   for (const payload of payloads) checkEnqueueRequest({ kind, payload, tenantId: options.tenantId ?? null, ...options });
   const { rows } = await db.query<{ id: number }>(
     `WITH inserted AS (
-       INSERT INTO jobs (kind, payload, tenant_id, priority, max_attempts)
-       SELECT $1, payload, $3, $4, $5 FROM unnest($2::jsonb[]) WITH ORDINALITY AS input(payload, position)
+       INSERT INTO jobs (kind, payload, tenant_id, priority, max_attempts, traceparent)
+       SELECT $1, payload, $3, $4, $5, $6 FROM unnest($2::jsonb[]) WITH ORDINALITY AS input(payload, position)
        ORDER BY position
        RETURNING id
      )
      SELECT id, pg_notify('${JOBS_READY_CHANNEL}', $1) AS woke FROM inserted ORDER BY id`,
-    [kind, payloads, options.tenantId ?? null, options.priority ?? 0, options.maxAttempts ?? 5],
+    [kind, payloads, options.tenantId ?? null, options.priority ?? 0, options.maxAttempts ?? 5, activeTraceparent()],
   );
   return rows.map((row) => row.id);
 }

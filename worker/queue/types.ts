@@ -66,6 +66,8 @@ export interface ClaimedJob {
   progress: Record<string, unknown> | null;
   leaseOwner: string;
   createdAt: Date;
+  /** The W3C trace context the attempt's spans go under (its claim span), when tracing is on. */
+  traceparent?: string | null;
 }
 
 /** The lease that fences every write about a claimed job. */

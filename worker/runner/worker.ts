@@ -17,9 +17,11 @@ import { recordFailure, releaseJobs, type CompletionState } from '../queue/finis
 import { assertLeaseHeld, extendLeases, leaseHeldCondition, LeaseLostError } from '../queue/lease.js';
 import { dependencyName, outageFailure } from '../queue/outage.js';
 import type { ClaimedJob, JobState, Lease } from '../queue/types.js';
+import { recordAttemptOutcome, runInJobSpan } from '../tracing/job-spans.js';
 import { CompletionBatcher } from './completion-batcher.js';
 import { PrefetchBuffer } from './prefetch.js';
 import { ThrottledProgressReporter } from './progress-reporter.js';
+import { logJobFinished, logJobStarted } from './run-log.js';
 import { CancelRequestedError, ShutdownError } from './stop-reasons.js';
 import { WakeupListener } from './wakeup-listener.js';
 
@@ -298,7 +300,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.runningPerKind.set(job.kind, (this.runningPerKind.get(job.kind) ?? 0) + 1);
     this.updateBusy();
     this.emit('jobStarted', job);
-    entry.done = this.execute(entry).finally(() => {
+    entry.done = runInJobSpan(job, () => this.execute(entry)).finally(() => {
       // Only our own entry: never remove a newer attempt of the same job.
       if (this.active.get(job.id) === entry) this.active.delete(job.id);
       this.updateBusy();
@@ -324,7 +326,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     try {
       const handler = this.registry.require(job.kind);
       const payload = handler.parsePayload(job.payload);
-      log.debug('job started');
+      logJobStarted(log, job);
       outcome = await handler.run({
         job,
         payload,
@@ -361,10 +363,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
   ): Promise<void> {
     const { job, lease, controller } = entry;
     const reason: unknown = controller.signal.aborted ? controller.signal.reason : undefined;
-    const finished = (state: JobFinishedEvent['state'], extra: Partial<JobFinishedEvent> = {}): void => {
-      this.emit('jobFinished', { job, state, durationMs: performance.now() - entry.startedAt, ...extra });
-    };
     const snapshot = progress.snapshot ?? null;
+    const finished = (state: JobFinishedEvent['state'], extra: Partial<JobFinishedEvent> = {}): void => {
+      const event: JobFinishedEvent = { job, state, durationMs: performance.now() - entry.startedAt, ...extra };
+      logJobFinished(log, event, snapshot);
+      recordAttemptOutcome(event);
+      this.emit('jobFinished', event);
+    };
 
     if (failure !== undefined && reason instanceof LeaseLostError) {
       log.warn('lease lost; the job was stopped and its outcome discarded');
