@@ -5,20 +5,27 @@
 #   start  importCampaign=true,  desiredCount=N            (the share is mounted read-only at /import)
 #   stop   importCampaign=false, desiredCount=the baseline (environments.<env>.desiredCount in cdk.json, else 1),
 #          or --tasks N; `stop --tasks 0` is the rollback: no worker runs, queued jobs wait, nothing is lost.
-# After the deploy it waits until the worker service is stable and prints what runs. `--dry-run` prints the commands.
+# It refuses a work tree with changes (untracked files included), shows the `cdk diff` of the stack and deploys only
+# after a yes (asked on a terminal, or --yes). After the deploy it waits until the worker service is stable and prints
+# what runs. `stop --hard` first stops every running task (StopTask: SIGTERM, the worker drains, releases its leases
+# and its scale-in protection, exits) instead of waiting for busy tasks to go idle (docs/DEPLOYMENT.md §6.3).
+# `--dry-run` runs the diff and prints the other commands.
 set -Eeuo pipefail
 
 readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage() {
   cat <<'USAGE'
-usage: scripts/campaign.sh start --env NAME --tasks N [--dry-run] [-- CDK_ARGS…]
-       scripts/campaign.sh stop  --env NAME [--tasks N] [--dry-run] [-- CDK_ARGS…]
+usage: scripts/campaign.sh start --env NAME --tasks N [--yes] [--dry-run] [-- CDK_ARGS…]
+       scripts/campaign.sh stop  --env NAME [--tasks N] [--hard] [--yes] [--dry-run] [-- CDK_ARGS…]
 
   start            mount the campaign share read-only at /import and run N worker tasks (1-100)
   stop             remove the mount and go back to the baseline task count (or --tasks N, 0 stops the worker)
   --env NAME       environment (prod, staging, …): the stack BulkImportWorker-NAME
-  --dry-run        print every command instead of running it
+  --hard           stop: stop every running worker task now (each drains and exits within the stop timeout)
+                   instead of letting busy tasks finish what they hold first
+  --yes            deploy after showing the diff without asking (for a terminal-less run)
+  --dry-run        show the diff, print the other commands, change nothing
   -- CDK_ARGS…     passed to cdk deploy, e.g. -- -c alarmEmail=oncall@example.com
 
 environment:
@@ -42,6 +49,8 @@ case "$action" in
 esac
 
 dry_run=false
+assume_yes=false
+hard=false
 environment=""
 tasks=""
 cdk_args=()
@@ -52,6 +61,8 @@ while (($# > 0)); do
     --tasks) tasks="${2:-}"; shift 2 || fail "--tasks needs a number" ;;
     --tasks=*) tasks="${1#--tasks=}"; shift ;;
     --dry-run) dry_run=true; shift ;;
+    --yes) assume_yes=true; shift ;;
+    --hard) hard=true; shift ;;
     --) shift; cdk_args=("$@"); break ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; fail "unknown argument: $1" ;;
@@ -64,6 +75,14 @@ if [[ "$action" == start ]]; then
     fail "start needs --tasks N with N from 1 to 100 (a campaign without workers imports nothing)"
 elif [[ -n "$tasks" ]]; then
   [[ "$tasks" =~ ^[0-9]+$ ]] && ((10#$tasks <= 100)) || fail "--tasks must be a number from 0 to 100, got: $tasks"
+fi
+
+[[ "$hard" == false || "$action" == stop ]] || fail "--hard is for stop only"
+
+# What is deployed must be exactly a commit: cdk synthesizes the stack from this work tree.
+git -C "$ROOT" rev-parse --verify --quiet HEAD >/dev/null || fail "$ROOT is not a git checkout with a commit"
+if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=normal)" ]]; then
+  fail "the work tree has changes or untracked files: commit or remove them first ($(git -C "$ROOT" status --porcelain --untracked-files=normal | head -n 3 | tr '\n' ' '))"
 fi
 
 readonly stack="BulkImportWorker-$environment"
@@ -105,21 +124,62 @@ else
 fi
 # cdk.json (the app and its per-environment settings) is read from the repository root.
 cd "$ROOT"
-run "$cdk_bin" deploy "$stack" --require-approval never --no-notices "${context[@]}" ${cdk_args[@]+"${cdk_args[@]}"}
 
-announce "read the stack outputs"
-describe_stack=(aws cloudformation describe-stacks ${region_args[@]+"${region_args[@]}"} --stack-name "$stack"
-  --query "Stacks[0].Outputs[?OutputKey=='ClusterName'||OutputKey=='ServiceName'].[OutputKey,OutputValue]" --output text)
-trace "${describe_stack[@]}"
-if [[ "$dry_run" == true ]]; then
-  cluster='<ClusterName>'
-  service='<ServiceName>'
-else
+announce "what the deploy changes (cdk diff)"
+trace "$cdk_bin" diff "$stack" --no-notices "${context[@]}" ${cdk_args[@]+"${cdk_args[@]}"}
+"$cdk_bin" diff "$stack" --no-notices "${context[@]}" ${cdk_args[@]+"${cdk_args[@]}"}
+
+if [[ "$dry_run" == false && "$assume_yes" == false ]]; then
+  [[ -t 0 ]] || fail "no terminal to confirm the diff above: review it, then run again with --yes"
+  read -r -p "Deploy these changes to $stack? [y/N] " answer
+  [[ "$answer" =~ ^[Yy]([Ee][Ss])?$ ]] || fail "not deployed (answer: ${answer:-no})"
+fi
+
+# Reads the worker's cluster and service from the stack outputs into $cluster and $service.
+read_outputs() {
+  local describe_stack outputs
+  describe_stack=(aws cloudformation describe-stacks ${region_args[@]+"${region_args[@]}"} --stack-name "$stack"
+    --query "Stacks[0].Outputs[?OutputKey=='ClusterName'||OutputKey=='ServiceName'].[OutputKey,OutputValue]" --output text)
+  trace "${describe_stack[@]}"
+  if [[ "$dry_run" == true ]]; then
+    cluster='<ClusterName>'
+    service='<ServiceName>'
+    return 0
+  fi
   outputs="$("${describe_stack[@]}")"
   cluster="$(awk '$1 == "ClusterName" { print $2 }' <<<"$outputs" | tail -n 1)"
   service="$(awk '$1 == "ServiceName" { print $2 }' <<<"$outputs" | tail -n 1)"
   [[ -n "$cluster" && -n "$service" ]] || fail "stack $stack has no ClusterName/ServiceName outputs"
+}
+
+if [[ "$hard" == true ]]; then
+  # Scale-in protection keeps a busy task through a lower desiredCount and through deployments, but not through
+  # StopTask. Desired count 0 first, so ECS starts no replacement; the deploy below sets the count asked for.
+  announce "hard stop: stop every running worker task now"
+  read_outputs
+  run aws ecs update-service ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service "$service" \
+    --desired-count 0 --query 'service.desiredCount' --output text
+  list_tasks=(aws ecs list-tasks ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service-name "$service"
+    --desired-status RUNNING --query 'taskArns' --output text)
+  trace "${list_tasks[@]}"
+  tasks_running=()
+  if [[ "$dry_run" == false ]]; then
+    read -r -a tasks_running <<<"$("${list_tasks[@]}" | tr '\t' ' ' | sed 's/^None$//')"
+  fi
+  for task in ${tasks_running[@]+"${tasks_running[@]}"}; do
+    run aws ecs stop-task ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --task "$task" \
+      --reason "campaign.sh stop --hard" --query 'task.desiredStatus' --output text
+  done
+  if ((${#tasks_running[@]} > 0)); then
+    run aws ecs wait tasks-stopped ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --tasks "${tasks_running[@]}"
+  fi
 fi
+
+announce "deploy $stack"
+run "$cdk_bin" deploy "$stack" --require-approval never --no-notices "${context[@]}" ${cdk_args[@]+"${cdk_args[@]}"}
+
+announce "read the stack outputs"
+read_outputs
 
 announce "wait until $service is stable"
 run aws ecs wait services-stable ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --services "$service"

@@ -1,34 +1,46 @@
 #!/usr/bin/env bash
-# Deploys a new image of the backend and the bulk-import worker (they run the same image; docs/DEPLOYMENT.md §2):
-#   1. build the image from the Dockerfile and tag it with the git SHA,
-#   2. push it to the backend's ECR repository, and move the environment's deploy tag (the stack's imageTag) to it,
-#   3. force a new deployment of the backend service and of the worker service,
-#   4. wait until both services are stable.
-# Any failing step stops the script with a non-zero exit and names the step. `--dry-run` prints the commands only.
-# `--redeploy SHA` skips the build and moves the deploy tag back to an image pushed earlier (an image rollback).
+# Deploys one image, named by its immutable digest, to the bulk-import worker service and (with --backend) to the
+# backend service (docs/DEPLOYMENT.md §4.2):
+#   --image REPOSITORY@sha256:DIGEST   the image the backend's pipeline pushed (the "redeploy on image push" path), or
+#   --build                            build this repository's image (standalone setup, worker only) and push it under
+#                                      the full commit SHA, a tag that only this build creates (ECR tag immutability on).
+# For each service it registers a new task definition revision that differs from the running one only in the image
+# (repository@sha256:…), updates the service to it, and waits until THE DEPLOYMENT IT STARTED reaches
+# rolloutState=COMPLETED. A FAILED rollout, a circuit-breaker rollback, a deployment that disappears or a timeout
+# exits non-zero with the reason from the service events, after putting every service it touched back on the task
+# definition it ran before and deregistering the revisions it registered: nothing is left pointing at the bad image.
+# One deploy at a time: a lock on this machine, and a refusal while a service already has a deployment in progress.
+# A work tree with changes (untracked files included) is refused. `--dry-run` runs the read-only calls and prints the
+# others.
 set -Eeuo pipefail
 
 readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage() {
   cat <<'USAGE'
-usage: scripts/deploy.sh --env NAME [--dry-run] [--redeploy SHA] [--allow-dirty]
+usage: scripts/deploy.sh --env NAME --image REPOSITORY@sha256:DIGEST [--backend] [--dry-run]
+       scripts/deploy.sh --env NAME --build [--dry-run]
 
-  --env NAME       environment (prod, staging, …); the deploy tag defaults to it
-  --dry-run        print every command instead of running it
-  --redeploy SHA   no build: point the deploy tag at the image pushed for SHA and redeploy (rollback)
-  --allow-dirty    build although the work tree has uncommitted changes (the SHA tag would lie)
+  --env NAME        environment (prod, staging, …): names the lock and the log lines
+  --image REF       deploy this image, named by digest (e.g. <account>.dkr.ecr.<region>.amazonaws.com/backend@sha256:…)
+  --backend         also deploy REF to the backend service (BACKEND_SERVICE); both roll back together on a failure
+  --build           build this repository's Dockerfile, push it as ECR_REPOSITORY_URI:<full commit SHA>, deploy its
+                    digest to the worker service (standalone setup; the backend's image is built by the backend)
+  --dry-run         run the read-only AWS calls, print the others
 
 environment:
-  ECR_REPOSITORY_URI  the backend's repository, <account>.dkr.ecr.<region>.amazonaws.com/<name>   (required)
-  ECS_CLUSTER         cluster of the worker service (stack output ClusterName)                    (required)
-  WORKER_SERVICE      the worker service (stack output ServiceName)                               (required)
-  BACKEND_SERVICE     the backend service                                                         (required)
-  BACKEND_CLUSTER     cluster of the backend service                          (default: ECS_CLUSTER)
-  DEPLOY_TAG          tag both task definitions run (the stack's imageTag)    (default: --env NAME)
-  AWS_REGION          region of the repository and services                   (default: from ECR_REPOSITORY_URI)
-  DOCKER_PLATFORM     platform to build for; linux/arm64 with cpuArchitecture ARM64 (default: linux/amd64)
-  GIT_SHA             the commit to tag with                                  (default: git rev-parse HEAD)
+  ECS_CLUSTER             cluster of the worker service (stack output ClusterName)                    (required)
+  WORKER_SERVICE          the worker service (stack output ServiceName)                               (required)
+  WORKER_CONTAINER        the worker's container in its task definition                     (default: worker)
+  BACKEND_SERVICE         the backend service                                           (required with --backend)
+  BACKEND_CLUSTER         cluster of the backend service                                (default: ECS_CLUSTER)
+  BACKEND_CONTAINER       the backend's container      (default: the task definition's only container)
+  ECR_REPOSITORY_URI      <account>.dkr.ecr.<region>.amazonaws.com/<name>, the repository --build pushes to
+  AWS_REGION              region of the services          (default: from the image's ECR host name)
+  DOCKER_PLATFORM         platform --build builds for; linux/arm64 with cpuArchitecture ARM64 (default: linux/amd64)
+  DEPLOY_TIMEOUT_SECONDS  how long to wait for a rollout before rolling back                  (default: 1800)
+  DEPLOY_POLL_SECONDS     seconds between two looks at a rollout                               (default: 15)
+  DEPLOY_LOCK_DIR         where the lock file lives                                     (default: TMPDIR or /tmp)
 USAGE
 }
 
@@ -38,71 +50,105 @@ fail() {
 }
 
 dry_run=false
-allow_dirty=false
+build=false
+with_backend=false
 environment=""
-redeploy_sha=""
+image_ref=""
 while (($# > 0)); do
   case "$1" in
     --env) environment="${2:-}"; shift 2 || fail "--env needs a value" ;;
     --env=*) environment="${1#--env=}"; shift ;;
+    --image) image_ref="${2:-}"; shift 2 || fail "--image needs REPOSITORY@sha256:DIGEST" ;;
+    --image=*) image_ref="${1#--image=}"; shift ;;
+    --build) build=true; shift ;;
+    --backend) with_backend=true; shift ;;
     --dry-run) dry_run=true; shift ;;
-    --redeploy) redeploy_sha="${2:-}"; shift 2 || fail "--redeploy needs a SHA" ;;
-    --redeploy=*) redeploy_sha="${1#--redeploy=}"; shift ;;
-    --allow-dirty) allow_dirty=true; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; fail "unknown argument: $1" ;;
   esac
 done
 
 [[ "$environment" =~ ^[a-z][a-z0-9-]{0,19}$ ]] || { usage >&2; fail "--env NAME is required (lowercase, e.g. prod)"; }
-for variable in ECR_REPOSITORY_URI ECS_CLUSTER WORKER_SERVICE BACKEND_SERVICE; do
+if [[ "$build" == true && -n "$image_ref" ]]; then fail "--build and --image exclude each other"; fi
+if [[ "$build" == false && -z "$image_ref" ]]; then usage >&2; fail "--image REPOSITORY@sha256:DIGEST or --build is required"; fi
+if [[ "$build" == true && "$with_backend" == true ]]; then
+  fail "--build deploys the worker only: the backend's image is built and pushed by the backend's pipeline, which then calls deploy.sh --image <digest> --backend"
+fi
+required=(ECS_CLUSTER WORKER_SERVICE)
+[[ "$with_backend" == false ]] || required+=(BACKEND_SERVICE)
+[[ "$build" == false ]] || required+=(ECR_REPOSITORY_URI)
+for variable in "${required[@]}"; do
   [[ -n "${!variable:-}" ]] || fail "$variable is not set (see --help)"
 done
-[[ "$ECR_REPOSITORY_URI" =~ ^([0-9]{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?)/([a-z0-9._/-]+)$ ]] ||
-  fail "ECR_REPOSITORY_URI=$ECR_REPOSITORY_URI is not <account>.dkr.ecr.<region>.amazonaws.com/<repository>"
-readonly registry="${BASH_REMATCH[1]}"
-readonly repository_uri="$ECR_REPOSITORY_URI"
-readonly region="${AWS_REGION:-${BASH_REMATCH[2]}}"
+
+readonly ecr_pattern='^(([0-9]{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?)/([a-z0-9._/-]+)$'
+readonly timeout_seconds="${DEPLOY_TIMEOUT_SECONDS:-1800}"
+readonly poll_seconds="${DEPLOY_POLL_SECONDS:-15}"
+[[ "$timeout_seconds" =~ ^[0-9]+$ ]] || fail "DEPLOY_TIMEOUT_SECONDS=$timeout_seconds is not a number of seconds"
+[[ "$poll_seconds" =~ ^[0-9]+(\.[0-9]+)?$ ]] || fail "DEPLOY_POLL_SECONDS=$poll_seconds is not a number of seconds"
+
+if [[ "$build" == true ]]; then
+  [[ "$ECR_REPOSITORY_URI" =~ $ecr_pattern ]] ||
+    fail "ECR_REPOSITORY_URI=$ECR_REPOSITORY_URI is not <account>.dkr.ecr.<region>.amazonaws.com/<repository>"
+  repository="$ECR_REPOSITORY_URI"
+  digest=""
+else
+  [[ "$image_ref" =~ ^([a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+)@(sha256:[0-9a-f]{64})$ ]] ||
+    fail "--image needs REPOSITORY@sha256:<64 hex digits> (a tag is not immutable), got: $image_ref"
+  repository="${BASH_REMATCH[1]}"
+  digest="${BASH_REMATCH[3]}"
+fi
+registry="" registry_id="" repository_name="" region="${AWS_REGION:-}"
+if [[ "$repository" =~ $ecr_pattern ]]; then
+  registry="${BASH_REMATCH[1]}"
+  registry_id="${BASH_REMATCH[2]}"
+  repository_name="${BASH_REMATCH[5]}"
+  region="${region:-${BASH_REMATCH[3]}}"
+fi
+[[ -n "$region" ]] || fail "AWS_REGION is not set and $repository is not an ECR repository to read it from"
+readonly repository registry registry_id repository_name region
 readonly backend_cluster="${BACKEND_CLUSTER:-$ECS_CLUSTER}"
-readonly deploy_tag="${DEPLOY_TAG:-$environment}"
+readonly worker_container="${WORKER_CONTAINER:-worker}"
 readonly platform="${DOCKER_PLATFORM:-linux/amd64}"
-[[ "$deploy_tag" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || fail "DEPLOY_TAG=$deploy_tag is not a valid image tag"
 # The AWS CLI must not open a pager in the middle of a script.
 export AWS_PAGER=""
 
-if [[ -n "$redeploy_sha" ]]; then
-  [[ "$redeploy_sha" =~ ^[0-9a-f]{7,40}$ ]] || fail "--redeploy needs a git SHA, got: $redeploy_sha"
-  sha="$redeploy_sha"
-elif [[ -n "${GIT_SHA:-}" ]]; then
-  [[ "$GIT_SHA" =~ ^[0-9a-f]{7,40}$ ]] || fail "GIT_SHA=$GIT_SHA is not a git SHA"
-  sha="$GIT_SHA"
-else
-  sha="$(git -C "$ROOT" rev-parse --verify HEAD)" || fail "cannot read the git SHA of $ROOT"
-  if [[ "$allow_dirty" == false && -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]]; then
-    fail "the work tree has uncommitted changes: commit them, or pass --allow-dirty (the image would not match $sha)"
-  fi
+# The tree the script (and, with --build, the image) comes from must be exactly a commit.
+git -C "$ROOT" rev-parse --verify --quiet HEAD >/dev/null || fail "$ROOT is not a git checkout with a commit"
+if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=normal)" ]]; then
+  fail "the work tree has changes or untracked files: commit or remove them first ($(git -C "$ROOT" status --porcelain --untracked-files=normal | head -n 3 | tr '\n' ' '))"
 fi
-readonly sha
-readonly image="$repository_uri:$sha"
-readonly deploy_image="$repository_uri:$deploy_tag"
+readonly sha="$(git -C "$ROOT" rev-parse --verify HEAD)"
+
+# One deploy at a time on this machine (a second one fails at once instead of racing the first).
+command -v flock >/dev/null || fail "flock (util-linux) is needed for the deploy lock"
+readonly lock_file="${DEPLOY_LOCK_DIR:-${TMPDIR:-/tmp}}/bulk-import-deploy-$environment.lock"
+exec 9>>"$lock_file" || fail "cannot open the lock file $lock_file"
+flock --nonblock 9 || fail "another deploy to $environment is running (lock $lock_file is held); wait for it to finish"
+
+work_dir="$(mktemp -d "${TMPDIR:-/tmp}/bulk-import-deploy.XXXXXX")"
+trap 'rm -rf "$work_dir"' EXIT
 
 step="setup"
-trap 'status=$?; printf "deploy.sh: step \"%s\" failed (exit %s); nothing after it ran\n" "$step" "$status" >&2; exit "$status"' ERR
+trap 'status=$?; printf "deploy.sh: step \"%s\" failed (exit %s)\n" "$step" "$status" >&2; exit "$status"' ERR
 
-# Prints a command, then runs it (unless --dry-run).
-run() {
+trace() {
   printf '+'
   printf ' %q' "$@"
   printf '\n'
-  if [[ "$dry_run" == true ]]; then return 0; fi
+}
+
+# A call that changes nothing: it runs under --dry-run too.
+read_call() {
+  trace "$@" >&2
   "$@"
 }
 
-# The registry password goes from the AWS CLI to docker through a pipe, never through arguments or a file.
-login() {
-  printf '+ aws ecr get-login-password --region %q | docker login --username AWS --password-stdin %q\n' "$region" "$registry"
+# A call that changes something: printed, and run unless --dry-run.
+write_call() {
+  trace "$@" >&2
   if [[ "$dry_run" == true ]]; then return 0; fi
-  aws ecr get-login-password --region "$region" | docker login --username AWS --password-stdin "$registry"
+  "$@"
 }
 
 announce() {
@@ -110,37 +156,232 @@ announce() {
   printf '== %s\n' "$step"
 }
 
-announce "log in to $registry"
-login
+# --- the image --------------------------------------------------------------------------------------------------
 
-if [[ -z "$redeploy_sha" ]]; then
-  announce "build $image"
-  run docker build --platform "$platform" --pull --file "$ROOT/Dockerfile" --tag "$image" \
-    --label "org.opencontainers.image.revision=$sha" "$ROOT"
-  announce "push $image"
-  run docker push "$image"
-else
-  announce "fetch $image"
-  run docker pull --platform "$platform" "$image"
+if [[ "$build" == true ]]; then
+  readonly build_tag="$repository:$sha"
+  announce "look for an image already pushed as $build_tag"
+  # With tag immutability the SHA tag can only ever name this commit's build: reuse it rather than push again.
+  existing="$(read_call aws ecr describe-images --region "$region" --registry-id "$registry_id" --repository-name "$repository_name" \
+    --image-ids "imageTag=$sha" --query 'imageDetails[0].imageDigest' --output text 2>/dev/null)" || existing=""
+  if [[ "$existing" =~ ^sha256:[0-9a-f]{64}$ ]]; then
+    digest="$existing"
+    printf 'deploy.sh: %s is already pushed (%s); not building again\n' "$build_tag" "$digest"
+  else
+    announce "log in to $registry"
+    printf '+ aws ecr get-login-password --region %q | docker login --username AWS --password-stdin %q\n' "$region" "$registry" >&2
+    if [[ "$dry_run" == false ]]; then
+      # The registry password goes from the AWS CLI to docker through a pipe, never through arguments or a file.
+      aws ecr get-login-password --region "$region" | docker login --username AWS --password-stdin "$registry"
+    fi
+    announce "build $build_tag"
+    # No --pull: the base image is pinned by digest in the Dockerfile (BASE_IMAGE), so the build is reproducible.
+    write_call docker build --platform "$platform" --file "$ROOT/Dockerfile" --tag "$build_tag" \
+      --label "org.opencontainers.image.revision=$sha" "$ROOT"
+    announce "push $build_tag"
+    write_call docker push "$build_tag"
+    if [[ "$dry_run" == true ]]; then
+      digest="sha256:<digest of $sha>"
+    else
+      digest="$(read_call aws ecr describe-images --region "$region" --registry-id "$registry_id" \
+        --repository-name "$repository_name" --image-ids "imageTag=$sha" --query 'imageDetails[0].imageDigest' --output text)"
+      [[ "$digest" =~ ^sha256:[0-9a-f]{64}$ ]] || fail "ECR reports no digest for $build_tag (got: $digest)"
+    fi
+  fi
+elif [[ -n "$repository_name" ]]; then
+  announce "check that $repository@$digest exists"
+  found="$(read_call aws ecr describe-images --region "$region" --registry-id "$registry_id" --repository-name "$repository_name" \
+    --image-ids "imageDigest=$digest" --query 'imageDetails[0].imageDigest' --output text)" ||
+    fail "ECR has no image $repository@$digest"
+  [[ "$found" == "$digest" ]] || fail "ECR has no image $repository@$digest (got: $found)"
+fi
+readonly digest
+readonly image="$repository@$digest"
+
+# --- the services -----------------------------------------------------------------------------------------------
+# Parallel arrays, one entry per service deployed: worker first, then the backend.
+names=() clusters=() containers=() previous=() registered=() deployments=() outcomes=() reasons=()
+names+=("$WORKER_SERVICE"); clusters+=("$ECS_CLUSTER"); containers+=("$worker_container")
+if [[ "$with_backend" == true ]]; then
+  names+=("$BACKEND_SERVICE"); clusters+=("$backend_cluster"); containers+=("${BACKEND_CONTAINER:-}")
 fi
 
-announce "move $deploy_tag to $sha"
-run docker tag "$image" "$deploy_image"
-run docker push "$deploy_image"
+for i in "${!names[@]}"; do
+  announce "read what ${names[i]} runs"
+  state="$(read_call aws ecs describe-services --region "$region" --cluster "${clusters[i]}" --services "${names[i]}" \
+    --query "services[0].[status, taskDefinition, length(deployments[?rolloutState=='IN_PROGRESS'])]" --output text)"
+  read -r service_status task_definition in_progress <<<"$state"
+  [[ "$service_status" == ACTIVE ]] || fail "service ${names[i]} in cluster ${clusters[i]} is not active (got: $state)"
+  [[ "$in_progress" == 0 ]] ||
+    fail "${names[i]} already has a deployment in progress (another deploy, or a stack update): wait until it completes"
+  previous+=("$task_definition")
+done
 
-announce "deploy $BACKEND_SERVICE and $WORKER_SERVICE"
-run aws ecs update-service --region "$region" --cluster "$backend_cluster" --service "$BACKEND_SERVICE" \
-  --force-new-deployment --query 'service.deployments[0].id' --output text
-run aws ecs update-service --region "$region" --cluster "$ECS_CLUSTER" --service "$WORKER_SERVICE" \
-  --force-new-deployment --query 'service.deployments[0].id' --output text
+# The running revision with only the image changed, in the form RegisterTaskDefinition takes.
+new_revision_input() {
+  local container="$1"
+  node --input-type=module -e '
+    import { readFileSync } from "node:fs";
+    const [container, image] = process.argv.slice(1);
+    const { taskDefinition: old, tags } = JSON.parse(readFileSync(0, "utf8"));
+    const names = old.containerDefinitions.map((definition) => definition.name);
+    const name = container || (names.length === 1 ? names[0] : undefined);
+    if (!name) throw new Error(`the task definition has several containers (${names.join(", ")}): set BACKEND_CONTAINER`);
+    const target = old.containerDefinitions.find((definition) => definition.name === name);
+    if (!target) throw new Error(`the task definition has no container ${name} (it has ${names.join(", ")})`);
+    process.stderr.write(`deploy.sh: ${old.family} container ${name}: ${target.image} -> ${image}\n`);
+    target.image = image;
+    const accepted = ["family", "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions", "volumes",
+      "placementConstraints", "requiresCompatibilities", "cpu", "memory", "pidMode", "ipcMode", "proxyConfiguration",
+      "inferenceAccelerators", "ephemeralStorage", "runtimePlatform", "enableFaultInjection"];
+    const input = Object.fromEntries(accepted.filter((key) => old[key] !== undefined).map((key) => [key, old[key]]));
+    if (tags?.length) input.tags = tags;
+    process.stdout.write(JSON.stringify(input));
+  ' "$container" "$image"
+}
 
-announce "wait until $BACKEND_SERVICE and $WORKER_SERVICE are stable"
-run aws ecs wait services-stable --region "$region" --cluster "$backend_cluster" --services "$BACKEND_SERVICE"
-run aws ecs wait services-stable --region "$region" --cluster "$ECS_CLUSTER" --services "$WORKER_SERVICE"
+for i in "${!names[@]}"; do
+  announce "register a revision of ${names[i]}'s task definition that runs $image"
+  input_file="$work_dir/task-definition-$i.json"
+  read_call aws ecs describe-task-definition --region "$region" --task-definition "${previous[i]}" --include TAGS --output json |
+    new_revision_input "${containers[i]}" >"$input_file"
+  if [[ "$dry_run" == true ]]; then
+    trace aws ecs register-task-definition --region "$region" --cli-input-json "file://$input_file" >&2
+    registered+=("<new revision of ${previous[i]##*/}>")
+    continue
+  fi
+  arn="$(write_call aws ecs register-task-definition --region "$region" --cli-input-json "file://$input_file" \
+    --query taskDefinition.taskDefinitionArn --output text)"
+  [[ "$arn" == arn:*:task-definition/* ]] || fail "register-task-definition returned no ARN (got: $arn)"
+  registered+=("$arn")
+done
 
-step="done"
+# Starts a deployment of $2 on service index $1 and prints its id.
+start_deployment() {
+  local i="$1" task_definition="$2"
+  write_call aws ecs update-service --region "$region" --cluster "${clusters[i]}" --service "${names[i]}" \
+    --task-definition "$task_definition" \
+    --query "service.deployments[?taskDefinition=='$task_definition'] | [0].id" --output text
+}
+
+for i in "${!names[@]}"; do
+  announce "update ${names[i]} to ${registered[i]}"
+  id="$(start_deployment "$i" "${registered[i]}")"
+  if [[ "$dry_run" == false && ! "$id" =~ ^ecs-svc/ ]]; then
+    deployments+=("")
+    outcomes+=("FAILED")
+    reasons+=("update-service started no deployment of ${registered[i]} (got: $id)")
+    continue
+  fi
+  deployments+=("$id")
+  outcomes+=("")
+  reasons+=("")
+done
+
 if [[ "$dry_run" == true ]]; then
-  printf 'deploy.sh: dry run, nothing was changed\n'
-else
-  printf 'deploy.sh: %s and %s run %s (%s)\n' "$BACKEND_SERVICE" "$WORKER_SERVICE" "$sha" "$deploy_image"
+  for i in "${!names[@]}"; do
+    trace aws ecs describe-services --region "$region" --cluster "${clusters[i]}" --services "${names[i]}" \
+      --query "services[0].deployments[?id=='<deployment id>'] | [0].[rolloutState, rolloutStateReason]" --output text >&2
+  done
+  printf 'deploy.sh: dry run, nothing was changed (would deploy %s)\n' "$image"
+  exit 0
 fi
+
+# The last service events about deployment $2 of service index $1 (ECS names the deployment id in them).
+deployment_events() {
+  local i="$1" id="$2"
+  aws ecs describe-services --region "$region" --cluster "${clusters[i]}" --services "${names[i]}" \
+    --query "services[0].events[?contains(message, '$id')] | [:5].message" --output text 2>/dev/null | tr '\t' '\n' || true
+}
+
+# Waits until every deployment started is COMPLETED, or one fails. Sets outcomes[i] to COMPLETED, FAILED, GONE or
+# TIMEOUT and reasons[i] to ECS's words.
+wait_for_deployments() {
+  local deadline=$((SECONDS + timeout_seconds)) i state reason pending
+  while :; do
+    pending=0
+    for i in "${!names[@]}"; do
+      [[ -z "${outcomes[i]}" ]] || continue
+      state="$(aws ecs describe-services --region "$region" --cluster "${clusters[i]}" --services "${names[i]}" \
+        --query "services[0].deployments[?id=='${deployments[i]}'] | [0].[rolloutState, rolloutStateReason]" --output text)"
+      IFS=$'\t' read -r state reason <<<"$state"
+      case "$state" in
+        COMPLETED) outcomes[i]=COMPLETED; printf 'deploy.sh: %s: deployment %s completed\n' "${names[i]}" "${deployments[i]}" ;;
+        FAILED) outcomes[i]=FAILED; reasons[i]="${reason:-rollout failed}" ;;
+        None | '') outcomes[i]=GONE; reasons[i]="the deployment left the service before it completed (rolled back or replaced)" ;;
+        *) pending=$((pending + 1)) ;;
+      esac
+      if [[ "${outcomes[i]}" == FAILED || "${outcomes[i]}" == GONE ]]; then return 1; fi
+    done
+    ((pending > 0)) || return 0
+    if ((SECONDS >= deadline)); then
+      for i in "${!names[@]}"; do
+        if [[ -z "${outcomes[i]}" ]]; then outcomes[i]=TIMEOUT; reasons[i]="not completed after ${timeout_seconds}s"; fi
+      done
+      return 1
+    fi
+    sleep "$poll_seconds"
+  done
+}
+
+announce "wait for the deployments to reach rolloutState=COMPLETED"
+failed=false
+for i in "${!names[@]}"; do [[ "${outcomes[i]}" != FAILED ]] || failed=true; done
+if [[ "$failed" == false ]] && wait_for_deployments; then
+  step="done"
+  deployed="${names[0]}"
+  for name in "${names[@]:1}"; do deployed+=" and $name"; done
+  printf 'deploy.sh: %s run %s\n' "$deployed" "$image"
+  exit 0
+fi
+
+# --- a failure: report it, then put every service back ------------------------------------------------------------
+trap - ERR
+set +e
+for i in "${!names[@]}"; do
+  case "${outcomes[i]}" in
+    COMPLETED | '') continue ;;
+  esac
+  printf 'deploy.sh: %s: deployment %s %s: %s\n' "${names[i]}" "${deployments[i]:-(none)}" "${outcomes[i]}" "${reasons[i]}" >&2
+  if [[ -n "${deployments[i]}" ]]; then
+    events="$(deployment_events "$i" "${deployments[i]}")"
+    [[ -z "$events" ]] || printf '%s\n' "$events" | sed "s/^/deploy.sh: ${names[i]} event: /" >&2
+  fi
+done
+
+announce "roll back: every service back on the task definition it ran before"
+rollback_failed=false
+rolling_back=false
+for i in "${!names[@]}"; do
+  current="$(aws ecs describe-services --region "$region" --cluster "${clusters[i]}" --services "${names[i]}" \
+    --query 'services[0].taskDefinition' --output text)"
+  if [[ "$current" == "${previous[i]}" ]]; then
+    printf 'deploy.sh: %s is back on %s (ECS rolled it back, or it never moved)\n' "${names[i]}" "${previous[i]}" >&2
+    outcomes[i]=COMPLETED # nothing to wait for
+    continue
+  fi
+  printf 'deploy.sh: %s runs %s: putting it back on %s\n' "${names[i]}" "$current" "${previous[i]}" >&2
+  deployments[i]="$(start_deployment "$i" "${previous[i]}")"
+  outcomes[i]=""
+  rolling_back=true
+done
+if [[ "$rolling_back" == true ]] && ! wait_for_deployments; then
+  rollback_failed=true
+  for i in "${!names[@]}"; do
+    if [[ "${outcomes[i]}" != COMPLETED ]]; then
+      printf 'deploy.sh: ROLLBACK OF %s FAILED (%s): check it now (docs/DEPLOYMENT.md §4.3)\n' "${names[i]}" "${reasons[i]}" >&2
+    fi
+  done
+fi
+
+for i in "${!registered[@]}"; do
+  aws ecs deregister-task-definition --region "$region" --task-definition "${registered[i]}" \
+    --query taskDefinition.status --output text >/dev/null ||
+    printf 'deploy.sh: could not deregister %s: deregister it by hand\n' "${registered[i]}" >&2
+done
+if [[ "$rollback_failed" == true ]]; then
+  printf 'deploy.sh: %s was NOT deployed and the rollback did not complete\n' "$image" >&2
+  exit 3
+fi
+printf 'deploy.sh: %s was NOT deployed; every service runs the task definition it ran before, the new revisions are deregistered\n' "$image" >&2
+exit 2

@@ -1,0 +1,149 @@
+// scripts/campaign.sh against stand-in `cdk` and `aws` executables (test/support/cli-stand-ins.ts), run from a
+// throwaway git repository holding a committed copy of it. Covered: the diff before every deploy, the refusal of a
+// dirty tree and of an unconfirmed deploy without a terminal, start/stop with their context, the hard stop
+// (desired count 0, StopTask for each running task, wait, then the deploy), failures and argument checks.
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from './fixtures/infra/synth.js';
+import { newSandbox, removeSandboxes, runScript, scriptRepository, type Sandbox } from './support/cli-stand-ins.js';
+
+const ROOT = REPO_ROOT.replace(/\/$/, '');
+const TASK_DEFINITION = 'arn:aws:ecs:eu-west-1:123456789012:task-definition/bulk-import-worker-prod:3';
+
+let sandbox: Sandbox;
+let repo: ReturnType<typeof scriptRepository>;
+let cdk: string;
+beforeEach(() => {
+  sandbox = newSandbox({
+    stackOutputs: 'ClusterName\tbulk-import-prod\nServiceName\tbulk-import-worker-prod\n',
+    services: {
+      'bulk-import-prod/bulk-import-worker-prod': { status: 'ACTIVE', taskDefinition: TASK_DEFINITION, deployments: [], events: [], plans: [] },
+    },
+  });
+  repo = scriptRepository(sandbox, ROOT);
+  cdk = join(sandbox.bin, 'cdk');
+});
+afterAll(() => removeSandboxes());
+
+const diff = (...context: string[]) => ['cdk', 'diff', 'BulkImportWorker-prod', '--no-notices', '-c', 'environment=prod', ...context];
+const deploy = (...context: string[]) =>
+  ['cdk', 'deploy', 'BulkImportWorker-prod', '--require-approval', 'never', '--no-notices', '-c', 'environment=prod', ...context];
+const describeStacks = ['aws', 'cloudformation', 'describe-stacks', '--stack-name', 'BulkImportWorker-prod', '--query',
+  "Stacks[0].Outputs[?OutputKey=='ClusterName'||OutputKey=='ServiceName'].[OutputKey,OutputValue]", '--output', 'text'];
+const waitAndDescribe = [
+  ['aws', 'ecs', 'wait', 'services-stable', '--cluster', 'bulk-import-prod', '--services', 'bulk-import-worker-prod'],
+  ['aws', 'ecs', 'describe-services', '--cluster', 'bulk-import-prod', '--services', 'bulk-import-worker-prod', '--query',
+    'services[0].{desired:desiredCount,running:runningCount,taskDefinition:taskDefinition}', '--output', 'table'],
+];
+
+describe('scripts/campaign.sh', () => {
+  it('start: shows the diff, then deploys with the mount on and N tasks, then waits for the service the stack names', () => {
+    const run = runScript(sandbox, repo.campaign, ['start', '--env', 'prod', '--tasks', '4', '--yes'], { CDK_BIN: cdk });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const context = ['-c', 'importCampaign=true', '-c', 'desiredCount=4'];
+    expect(sandbox.calls()).toEqual([diff(...context), deploy(...context), describeStacks, ...waitAndDescribe]);
+    expect(run.stdout).toContain('[~] AWS::ECS::Service Service (stand-in diff)');
+    expect(run.stdout).toContain('campaign.sh: campaign started on BulkImportWorker-prod');
+  });
+
+  it('stop: deploys with the mount off and the baseline task count', () => {
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--yes'], { CDK_BIN: cdk });
+    expect(run.code).toBe(0);
+    expect(sandbox.calls()).toEqual([diff('-c', 'importCampaign=false'), deploy('-c', 'importCampaign=false'), describeStacks, ...waitAndDescribe]);
+  });
+
+  it('without a terminal and without --yes: shows the diff and deploys nothing', () => {
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod'], { CDK_BIN: cdk });
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain('no terminal to confirm the diff above: review it, then run again with --yes');
+    expect(sandbox.calls().map((call) => call.slice(0, 2).join(' '))).toEqual(['cdk diff']);
+  });
+
+  it('refuses a work tree with changes, untracked files included', () => {
+    writeFileSync(join(repo.root, 'scratch.json'), '{}\n');
+    const run = runScript(sandbox, repo.campaign, ['start', '--env', 'prod', '--tasks', '2', '--yes'], { CDK_BIN: cdk });
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain('the work tree has changes or untracked files');
+    expect(sandbox.calls()).toEqual([]);
+  });
+
+  it('stop --hard: desired count 0, StopTask for each running task, wait for them, then the deploy', () => {
+    sandbox.setState((state) => {
+      state.runningTasks['bulk-import-prod/bulk-import-worker-prod'] = ['arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/aaa', 'arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/bbb'];
+    });
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--tasks', '0', '--hard', '--yes'], { CDK_BIN: cdk, AWS_REGION: 'eu-west-1' });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const region = ['--region', 'eu-west-1'];
+    const tasks = ['arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/aaa', 'arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/bbb'];
+    const context = ['-c', 'importCampaign=false', '-c', 'desiredCount=0'];
+    expect(sandbox.calls().slice(0, 8)).toEqual([
+      diff(...context),
+      [...describeStacks.slice(0, 3), ...region, ...describeStacks.slice(3)],
+      ['aws', 'ecs', 'update-service', ...region, '--cluster', 'bulk-import-prod', '--service', 'bulk-import-worker-prod',
+        '--desired-count', '0', '--query', 'service.desiredCount', '--output', 'text'],
+      ['aws', 'ecs', 'list-tasks', ...region, '--cluster', 'bulk-import-prod', '--service-name', 'bulk-import-worker-prod',
+        '--desired-status', 'RUNNING', '--query', 'taskArns', '--output', 'text'],
+      ...tasks.map((task) => ['aws', 'ecs', 'stop-task', ...region, '--cluster', 'bulk-import-prod', '--task', task,
+        '--reason', 'campaign.sh stop --hard', '--query', 'task.desiredStatus', '--output', 'text']),
+      ['aws', 'ecs', 'wait', 'tasks-stopped', ...region, '--cluster', 'bulk-import-prod', '--tasks', ...tasks],
+      deploy(...context),
+    ]);
+  });
+
+  it('stop --hard with no task running goes straight to the deploy', () => {
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--hard', '--yes'], { CDK_BIN: cdk });
+    expect(run.code).toBe(0);
+    const names = sandbox.calls().map((call) => call.slice(0, 3).join(' '));
+    expect(names.slice(0, 5)).toEqual(['cdk diff BulkImportWorker-prod', 'aws cloudformation describe-stacks', 'aws ecs update-service', 'aws ecs list-tasks', 'cdk deploy BulkImportWorker-prod']);
+  });
+
+  it('stops with a non-zero exit when the deploy fails: no waiting on a service that did not change', () => {
+    const run = runScript(sandbox, repo.campaign, ['start', '--env', 'prod', '--tasks', '2', '--yes'], { CDK_BIN: cdk, STANDIN_FAIL: 'cdk deploy *' });
+    expect(run.code).toBe(17);
+    expect(run.stderr).toContain('campaign.sh: step "deploy BulkImportWorker-prod" failed (exit 17)');
+    expect(sandbox.calls().map(([name]) => name)).toEqual(['cdk', 'cdk']);
+  });
+
+  it('fails when the stack does not name its cluster and service', () => {
+    sandbox.setState((state) => (state.stackOutputs = ''));
+    const run = runScript(sandbox, repo.campaign, ['start', '--env', 'prod', '--tasks', '2', '--yes'], { CDK_BIN: cdk });
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain('has no ClusterName/ServiceName outputs');
+    expect(sandbox.calls().some((call) => call[2] === 'wait')).toBe(false);
+  });
+
+  it('--dry-run shows the diff and prints the deploy and the waits', () => {
+    const run = runScript(sandbox, repo.campaign, ['start', '--env', 'prod', '--tasks', '3', '--dry-run'], { CDK_BIN: cdk });
+    expect(run.code).toBe(0);
+    expect(sandbox.calls().map((call) => call.slice(0, 2).join(' '))).toEqual(['cdk diff']);
+    expect(run.stdout).toContain(`+ ${cdk} deploy BulkImportWorker-prod --require-approval never --no-notices -c environment=prod -c importCampaign=true -c desiredCount=3`);
+    expect(run.stdout).toMatch(/\+ aws ecs wait services-stable --cluster \\<ClusterName\\> --services \\<ServiceName\\>/);
+    expect(run.stdout).toContain('campaign.sh: dry run, nothing was changed');
+  });
+
+  it.each([
+    [['start', '--env', 'prod'], /start needs --tasks N/],
+    [['start', '--env', 'prod', '--tasks', '0'], /start needs --tasks N with N from 1 to 100/],
+    [['start', '--env', 'prod', '--tasks', '2', '--hard'], /--hard is for stop only/],
+    [['stop', '--env', 'prod', '--tasks', 'many'], /--tasks must be a number from 0 to 100/],
+    [['stop'], /--env NAME is required/],
+    [['pause', '--env', 'prod'], /unknown action: pause/],
+  ])('refuses %j before calling anything', (args, message) => {
+    const run = runScript(sandbox, repo.campaign, args, { CDK_BIN: cdk });
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toMatch(message);
+    expect(sandbox.calls()).toEqual([]);
+  });
+
+  it('uses the project CDK CLI by default', () => {
+    mkdirSync(join(repo.root, 'node_modules', '.bin'), { recursive: true });
+    copyFileSync(cdk, join(repo.root, 'node_modules', '.bin', 'cdk'));
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--dry-run']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain(`+ ${repo.root}/node_modules/.bin/cdk deploy BulkImportWorker-prod`);
+    expect(sandbox.calls()).toEqual([diff('-c', 'importCampaign=false')]);
+  });
+});

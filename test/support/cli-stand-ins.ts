@@ -1,0 +1,291 @@
+// Stand-ins for the `aws`, `docker` and `cdk` executables that scripts/deploy.sh and scripts/campaign.sh call, put
+// first on PATH in a sandbox. One Node script plays all three (by the name it is called under). It records every
+// call, and keeps a small ECS/ECR model in a JSON state file: services with their task definition, deployments and
+// events; task definition revisions; images by digest and tag. A deployment's fate is scripted per service (the
+// `plans`): it completes, fails, is rolled back by the circuit breaker, or stays in progress until the test releases
+// it. The model answers the exact `--query` expressions the scripts send and refuses any other, so a script that
+// asks something new fails here rather than being answered by accident.
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const SEPARATOR = '\u001f';
+
+/** What happens to the next deployment started on a service. */
+export type DeploymentPlan = 'complete' | 'fail' | 'rollback' | 'hold';
+
+export interface ServiceModel {
+  status: 'ACTIVE' | 'DRAINING' | 'INACTIVE';
+  taskDefinition: string;
+  deployments: Array<{ id: string; taskDefinition: string; rolloutState: string; rolloutStateReason: string; polls: number; plan: DeploymentPlan }>;
+  events: Array<{ message: string }>;
+  /** Outcomes of the next deployments, in order; `complete` when empty. */
+  plans: DeploymentPlan[];
+}
+
+export interface StandInState {
+  services: Record<string, ServiceModel>;
+  taskDefinitions: Record<string, { taskDefinition: Record<string, unknown> & { family: string; revision: number; status: string }; tags: unknown[] }>;
+  images: Record<string, Array<{ digest: string; tags: string[] }>>;
+  runningTasks: Record<string, string[]>;
+  stackOutputs: string;
+  nextDeployment: number;
+}
+
+const STAND_IN = String.raw`
+import { createHash } from 'node:crypto';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const name = process.argv[2];
+const args = process.argv.slice(3);
+const dir = process.env.STANDIN_DIR;
+const statePath = join(dir, 'state.json');
+const option = (flag) => { const at = args.indexOf(flag); return at >= 0 ? args[at + 1] : undefined; };
+let line = [name, ...args].join('\u001f');
+if (args.includes('--password-stdin')) line += '\u001f<stdin:' + readFileSync(0, 'utf8').trim() + '>';
+appendFileSync(join(dir, 'calls.log'), line + '\n');
+const glob = process.env.STANDIN_FAIL;
+if (glob) {
+  const pattern = new RegExp('^' + glob.split('*').map((part) => part.replace(/[.+?^$()|[\]{}\\]/g, '\\$&')).join('.*') + '$');
+  if (pattern.test([name, ...args].join(' '))) { process.stderr.write(name + ': stand-in failure\n'); process.exit(17); }
+}
+const state = JSON.parse(readFileSync(statePath, 'utf8'));
+const save = () => writeFileSync(statePath, JSON.stringify(state, null, 1));
+const out = (text) => process.stdout.write(text + '\n');
+const refuse = (message, code = 255) => { process.stderr.write(name + ' stand-in: ' + message + '\n'); process.exit(code); };
+const query = option('--query') ?? '';
+
+function service() {
+  const cluster = option('--cluster');
+  const key = cluster + '/' + (option('--services') ?? option('--service'));
+  const found = state.services[key];
+  if (!found) refuse('no service ' + key);
+  return [key, found];
+}
+
+/** One look at a deployment moves it on: the first look sees it in progress, the next its scripted outcome. */
+function advance(model, deployment) {
+  deployment.polls += 1;
+  if (deployment.rolloutState !== 'IN_PROGRESS' || deployment.polls < 2) return;
+  const serviceName = deployment.service;
+  if (deployment.plan === 'complete') {
+    deployment.rolloutState = 'COMPLETED';
+    model.taskDefinition = deployment.taskDefinition;
+    model.deployments = model.deployments.filter((other) => other === deployment);
+    model.events.unshift({ message: '(service ' + serviceName + ') has reached a steady state.' });
+  } else if (deployment.plan === 'fail') {
+    deployment.rolloutState = 'FAILED';
+    deployment.rolloutStateReason = 'ECS deployment circuit breaker: tasks failed to start.';
+    model.events.unshift({ message: '(service ' + serviceName + ') (deployment ' + deployment.id + ') deployment failed: tasks failed to start.' });
+    model.events.unshift({ message: '(service ' + serviceName + ') (task 1f2e) failed container health checks.' });
+  } else if (deployment.plan === 'rollback') {
+    deployment.rolloutState = 'FAILED';
+    deployment.rolloutStateReason = 'ECS deployment circuit breaker: rolling back to deployment ecs-svc/previous.';
+    const old = model.deployments.find((other) => other !== deployment);
+    model.taskDefinition = old ? old.taskDefinition : model.taskDefinition;
+    model.events.unshift({ message: '(service ' + serviceName + ') (deployment ' + deployment.id + ') deployment failed: tasks failed to start.' });
+    model.events.unshift({ message: '(service ' + serviceName + ') rolling back to deployment ecs-svc/previous.' });
+    deployment.removeAfter = deployment.polls + 1;
+  } else if (deployment.plan === 'hold') {
+    writeFileSync(join(dir, 'holding'), deployment.id);
+    if (existsSync(join(dir, 'release'))) deployment.plan = 'complete';
+  }
+}
+
+if (name === 'aws') {
+  const [group, command] = args;
+  if (group === 'ecr' && command === 'get-login-password') out(process.env.STANDIN_PASSWORD ?? 'stand-in-registry-password');
+  else if (group === 'ecr' && command === 'describe-images') {
+    if (query !== 'imageDetails[0].imageDigest') refuse('unknown query ' + query);
+    const [kind, value] = option('--image-ids').split('=');
+    const image = (state.images[option('--repository-name')] ?? []).find((candidate) =>
+      kind === 'imageDigest' ? candidate.digest === value : candidate.tags.includes(value));
+    if (!image) refuse('An error occurred (ImageNotFoundException): the image does not exist', 254);
+    out(image.digest);
+  } else if (group === 'ecs' && command === 'describe-services') {
+    const [, model] = service();
+    let match;
+    for (const deployment of model.deployments) {
+      if (deployment.removeAfter !== undefined && deployment.polls >= deployment.removeAfter) {
+        model.deployments = model.deployments.filter((other) => other !== deployment);
+      }
+    }
+    if (query === "services[0].[status, taskDefinition, length(deployments[?rolloutState=='IN_PROGRESS'])]") {
+      out([model.status, model.taskDefinition, model.deployments.filter((d) => d.rolloutState === 'IN_PROGRESS').length].join('\t'));
+    } else if ((match = /^services\[0\]\.deployments\[\?id=='([^']+)'\] \| \[0\]\.\[rolloutState, rolloutStateReason\]$/.exec(query))) {
+      const deployment = model.deployments.find((candidate) => candidate.id === match[1]);
+      if (!deployment) out('None');
+      else {
+        advance(model, deployment);
+        out(deployment.rolloutState + '\t' + (deployment.rolloutStateReason || 'None'));
+      }
+    } else if ((match = /^services\[0\]\.events\[\?contains\(message, '([^']+)'\)\] \| \[:5\]\.message$/.exec(query))) {
+      out(model.events.filter((event) => event.message.includes(match[1])).slice(0, 5).map((event) => event.message).join('\t'));
+    } else if (query === 'services[0].taskDefinition') {
+      out(model.taskDefinition);
+    } else if (query === 'services[0].{desired:desiredCount,running:runningCount,taskDefinition:taskDefinition}') {
+      out('desired 1 running 1 ' + model.taskDefinition);
+    } else refuse('unknown query ' + query);
+    save();
+  } else if (group === 'ecs' && command === 'describe-task-definition') {
+    const found = state.taskDefinitions[option('--task-definition')];
+    if (!found) refuse('no task definition ' + option('--task-definition'));
+    out(JSON.stringify(found));
+  } else if (group === 'ecs' && command === 'register-task-definition') {
+    const input = JSON.parse(readFileSync(option('--cli-input-json').replace(/^file:\/\//, ''), 'utf8'));
+    appendFileSync(join(dir, 'registered.log'), JSON.stringify(input) + '\n');
+    const revision = Object.values(state.taskDefinitions).filter((t) => t.taskDefinition.family === input.family).length + 1;
+    const arn = 'arn:aws:ecs:eu-west-1:123456789012:task-definition/' + input.family + ':' + revision;
+    const { tags, ...definition } = input;
+    state.taskDefinitions[arn] = { taskDefinition: { ...definition, taskDefinitionArn: arn, revision, status: 'ACTIVE' }, tags: tags ?? [] };
+    save();
+    out(arn);
+  } else if (group === 'ecs' && command === 'deregister-task-definition') {
+    const found = state.taskDefinitions[option('--task-definition')];
+    if (!found) refuse('no task definition ' + option('--task-definition'));
+    found.taskDefinition.status = 'INACTIVE';
+    save();
+    out('INACTIVE');
+  } else if (group === 'ecs' && command === 'update-service') {
+    const [key, model] = service();
+    const taskDefinition = option('--task-definition');
+    if (taskDefinition) {
+      if (!state.taskDefinitions[taskDefinition]) refuse('no task definition ' + taskDefinition);
+      const id = 'ecs-svc/' + String(state.nextDeployment++).padStart(19, '0');
+      for (const other of model.deployments) if (other.rolloutState === 'IN_PROGRESS') other.rolloutState = 'STOPPED';
+      model.taskDefinition = taskDefinition; // the PRIMARY deployment's, as ECS reports it
+      model.deployments.unshift({ id, service: key.split('/')[1], taskDefinition, rolloutState: 'IN_PROGRESS', rolloutStateReason: '', polls: 0, plan: model.plans.shift() ?? 'complete' });
+      if (query !== "service.deployments[?taskDefinition=='" + taskDefinition + "'] | [0].id") refuse('unknown query ' + query);
+      out(id);
+    }
+    save();
+  } else if (group === 'ecs' && command === 'list-tasks') {
+    out((state.runningTasks[option('--cluster') + '/' + option('--service-name')] ?? []).join('\t'));
+  } else if (group === 'cloudformation' && command === 'describe-stacks') {
+    out(state.stackOutputs);
+  }
+} else if (name === 'docker') {
+  if (args[0] === 'push') {
+    const [repository, tag] = args[1].split(/:(?=[^:/]+$)/);
+    const repositoryName = repository.replace(/^[^/]+\//, '');
+    const digest = 'sha256:' + createHash('sha256').update(args[1]).digest('hex');
+    (state.images[repositoryName] ??= []).push({ digest, tags: [tag] });
+    save();
+  }
+} else if (name === 'cdk') {
+  if (args[0] === 'diff') out('Stack ' + args[1] + '\n[~] AWS::ECS::Service Service (stand-in diff)');
+}
+`;
+
+export interface Sandbox {
+  dir: string;
+  bin: string;
+  /** Every call, as the argument lists. */
+  calls(): string[][];
+  state(): StandInState;
+  setState(update: (state: StandInState) => void): void;
+  /** The task definitions the scripts registered, as they sent them. */
+  registered(): Array<Record<string, unknown> & { containerDefinitions: Array<{ name: string; image: string }> }>;
+  env: Record<string, string>;
+}
+
+const sandboxes: string[] = [];
+
+export function removeSandboxes(): void {
+  for (const dir of sandboxes.splice(0)) rmSync(dir, { recursive: true, force: true });
+}
+
+export function newSandbox(initial: Partial<StandInState> = {}): Sandbox {
+  const dir = mkdtempSync(join(tmpdir(), 'bulk-import-scripts-'));
+  sandboxes.push(dir);
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  writeFileSync(join(dir, 'stand-in.mjs'), STAND_IN);
+  for (const name of ['docker', 'aws', 'cdk']) {
+    writeFileSync(join(bin, name), `#!/bin/sh\nexec '${process.execPath}' '${join(dir, 'stand-in.mjs')}' ${name} "$@"\n`);
+    chmodSync(join(bin, name), 0o755);
+  }
+  const state: StandInState = { services: {}, taskDefinitions: {}, images: {}, runningTasks: {}, stackOutputs: '', nextDeployment: 1, ...initial };
+  writeFileSync(join(dir, 'state.json'), JSON.stringify(state));
+  writeFileSync(join(dir, 'calls.log'), '');
+  const read = () => JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as StandInState;
+  return {
+    dir,
+    bin,
+    calls: () =>
+      readFileSync(join(dir, 'calls.log'), 'utf8')
+        .split('\n')
+        .filter((line) => line !== '')
+        .map((line) => line.split(SEPARATOR)),
+    state: read,
+    setState(update) {
+      const current = read();
+      update(current);
+      writeFileSync(join(dir, 'state.json'), JSON.stringify(current));
+    },
+    registered: () =>
+      existsSync(join(dir, 'registered.log'))
+        ? readFileSync(join(dir, 'registered.log'), 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line))
+        : [],
+    env: { STANDIN_DIR: dir, DEPLOY_LOCK_DIR: dir },
+  };
+}
+
+export interface ScriptRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The environment of the test process without anything the scripts read, plus the sandbox's stand-ins first on PATH. */
+function scriptEnv(sandbox: Sandbox, env: Record<string, string>): NodeJS.ProcessEnv {
+  const base: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (!/^(AWS_|CDK_|ECR_|ECS_|DEPLOY_|DOCKER_|BACKEND_|WORKER_SERVICE|WORKER_CONTAINER|STANDIN_)/.test(key)) base[key] = value;
+  }
+  return { ...base, PATH: `${sandbox.bin}:${process.env.PATH ?? ''}`, ...sandbox.env, ...env };
+}
+
+export function runScript(sandbox: Sandbox, script: string, args: string[], env: Record<string, string> = {}): ScriptRun {
+  const result = spawnSync(script, args, { env: scriptEnv(sandbox, env), encoding: 'utf8', timeout: 60_000 });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** Starts a script without waiting for it; `done` resolves when it exits. */
+export function startScript(sandbox: Sandbox, script: string, args: string[], env: Record<string, string> = {}): { done: Promise<ScriptRun> } {
+  const child = spawn(script, args, { env: scriptEnv(sandbox, env), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  return { done: new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr }))) };
+}
+
+/**
+ * A throwaway git repository holding a copy of the scripts and the Dockerfile, committed, so that a script's
+ * work-tree checks see a clean tree whatever state the real checkout is in. Returns the copy's script paths.
+ */
+export function scriptRepository(sandbox: Sandbox, sourceRoot: string): { root: string; deploy: string; campaign: string; git(...args: string[]): string } {
+  const root = join(sandbox.dir, 'repo');
+  mkdirSync(join(root, 'scripts'), { recursive: true });
+  for (const file of ['scripts/deploy.sh', 'scripts/campaign.sh', 'Dockerfile']) {
+    writeFileSync(join(root, file), readFileSync(join(sourceRoot, file)));
+  }
+  writeFileSync(join(root, '.gitignore'), 'node_modules/\n');
+  chmodSync(join(root, 'scripts', 'deploy.sh'), 0o755);
+  chmodSync(join(root, 'scripts', 'campaign.sh'), 0o755);
+  const git = (...args: string[]) => {
+    const result = spawnSync('git', ['-c', 'user.name=Test', '-c', 'user.email=test@example.com', '-c', 'commit.gpgsign=false', ...args], {
+      cwd: root,
+      encoding: 'utf8',
+    });
+    if (result.status !== 0) throw new Error(result.stderr);
+    return result.stdout.trim();
+  };
+  git('init', '-q');
+  git('add', '.');
+  git('commit', '-q', '-m', 'initial');
+  return { root, deploy: join(root, 'scripts', 'deploy.sh'), campaign: join(root, 'scripts', 'campaign.sh'), git };
+}
