@@ -96,14 +96,34 @@ export async function listApiKeys(db: Queryable, options: { includeRevoked?: boo
   return rows.map(toApiKey);
 }
 
-/** Revokes the active key of that name; its next request is refused. */
+/** Payload: the id of a revoked key. API servers drop it from their verified-key caches (verified-keys.ts). */
+export const API_KEY_REVOKED_CHANNEL = 'bulk_import_api_key_revoked';
+
+type RevocationHook = (keyId: number) => void;
+const revocationHooks = new Set<RevocationHook>();
+
+/** Calls `hook` with the id of every key this process revokes, once committed; returns the unsubscribe. */
+export function onLocalRevocation(hook: RevocationHook): () => void {
+  revocationHooks.add(hook);
+  return () => revocationHooks.delete(hook);
+}
+
+/**
+ * Revokes the active key of that name; its next request is refused. API servers learn it from the NOTIFY sent in the
+ * same statement (delivered at commit), and servers of this process at once.
+ */
 export async function revokeApiKey(db: Queryable, name: string): Promise<ApiKey> {
   const { rows } = await db.query(
-    `UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL RETURNING ${COLUMNS}`,
+    `WITH revoked AS (
+       UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL RETURNING ${COLUMNS}
+     )
+     SELECT revoked.*, pg_notify('${API_KEY_REVOKED_CHANNEL}', revoked.id::text) AS notified FROM revoked`,
     [name],
   );
   if (!rows[0]) throw new ApiKeyError(`no active key named ${name}`);
-  return toApiKey(rows[0]);
+  const revoked = toApiKey(rows[0]);
+  for (const hook of revocationHooks) hook(revoked.id);
+  return revoked;
 }
 
 /** The active key this text is, or null (unknown, malformed or revoked). */

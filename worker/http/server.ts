@@ -6,8 +6,9 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import type { S3Client } from '@aws-sdk/client-s3';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { findActiveApiKey, type ApiKey } from '../auth/api-keys.js';
-import type { Config } from '../config.js';
+import type { ApiKey } from '../auth/api-keys.js';
+import { VerifiedKeyCache } from '../auth/verified-keys.js';
+import { requireDatabase, type Config } from '../config.js';
 import type { Pool } from '../db/pool.js';
 import { defaultRegistry, type HandlerRegistry } from '../handlers/registry.js';
 import type { Logger } from '../logger.js';
@@ -150,13 +151,18 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     if (access === 'public') return;
     const match = BEARER.exec(request.headers.authorization ?? '');
     if (!match) throw new ApiError(401, 'UNAUTHENTICATED', 'send an API key: Authorization: Bearer <key>', undefined, { 'www-authenticate': 'Bearer' });
-    const key = await findActiveApiKey(deps.pool, match[1]!);
+    const key = await verifiedKeys.find(match[1]!);
     if (!key) throw new ApiError(401, 'UNAUTHENTICATED', 'the API key is unknown or revoked', undefined, { 'www-authenticate': 'Bearer' });
     request.apiKey = key;
     if (access === 'operator' && key.role !== 'operator') throw new ApiError(403, 'FORBIDDEN', 'this route needs an operator key');
   });
 
   await app.register(rateLimit, {
+  // Keys verified once are trusted for a few seconds while revocations can be heard (auth/verified-keys.ts).
+  const verifiedKeys = new VerifiedKeyCache(deps.pool, deps.config.databaseUrl ? requireDatabase(deps.config) : undefined, deps.log);
+  await verifiedKeys.start();
+  app.addHook('onClose', () => verifiedKeys.stop());
+
     global: true,
     max: deps.limits.rateLimitPerMinute,
     timeWindow: 60_000,

@@ -1,0 +1,145 @@
+// A small cache of verified API keys for `bulk-import serve`, so a request costs one statement (its work), not two
+// (the key lookup first). Keyed by the SHA-256 of the bearer token — the token itself is never kept — and bounded in
+// size and age. Revocation stays immediate: entries are served only while a LISTEN session on
+// bulk_import_api_key_revoked is connected (revokeApiKey notifies in the same statement, so every server hears of a
+// revocation at its commit); while that session is down every request is checked against the table, and on each
+// (re)connect the cache starts empty, since notifications sent meanwhile were missed. A revocation in this process
+// (admin pages, tests) is applied before revokeApiKey returns. Entries also expire after ttlMs, the bound on how
+// long a key could outlive a notification that never came.
+import pg from 'pg';
+import { connectionConfig, type DatabaseTarget } from '../db/connection.js';
+import type { Queryable } from '../db/pool.js';
+import type { Logger } from '../logger.js';
+import { API_KEY_REVOKED_CHANNEL, findActiveApiKey, hashApiKey, looksLikeApiKey, onLocalRevocation, type ApiKey } from './api-keys.js';
+
+export interface VerifiedKeyOptions {
+  /** How long a verified key is trusted without a new lookup. Default 10 s. */
+  ttlMs?: number;
+  /** Keys kept at most; the oldest entry goes first. Default 1,000. */
+  maxEntries?: number;
+}
+
+export class VerifiedKeyCache {
+  private readonly entries = new Map<string, { key: ApiKey; until: number }>();
+  /** Bumped by every revocation: a lookup that began before one does not fill the cache. */
+  private generation = 0;
+  private client: pg.Client | undefined;
+  private listening = false;
+  private stopped = false;
+  private reconnectDelayMs = 250;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private readonly unsubscribe: () => void;
+  private readonly ttlMs: number;
+  private readonly maxEntries: number;
+
+  constructor(
+    private readonly db: Queryable,
+    /** The database to LISTEN on; undefined keeps the cache off (every request looks its key up). */
+    private readonly database: DatabaseTarget | undefined,
+    private readonly log: Logger,
+    options: VerifiedKeyOptions = {},
+  ) {
+    this.ttlMs = options.ttlMs ?? 10_000;
+    this.maxEntries = options.maxEntries ?? 1_000;
+    this.unsubscribe = onLocalRevocation((keyId) => this.forget(keyId));
+  }
+
+  /** True while entries are served (the revocation listener is connected). */
+  get active(): boolean {
+    return this.listening;
+  }
+
+  async start(): Promise<void> {
+    await this.connect();
+  }
+
+  /** The active key this bearer token is, or null (unknown, malformed or revoked). */
+  async find(token: string): Promise<ApiKey | null> {
+    if (!looksLikeApiKey(token)) return null;
+    const id = hashApiKey(token).toString('base64');
+    const now = Date.now();
+    if (this.listening) {
+      const entry = this.entries.get(id);
+      if (entry && entry.until > now) return entry.key;
+      if (entry) this.entries.delete(id);
+    }
+    const generation = this.generation;
+    const key = await findActiveApiKey(this.db, token);
+    if (key && this.listening && generation === this.generation) {
+      this.entries.set(id, { key, until: now + this.ttlMs });
+      if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+    }
+    return key;
+  }
+
+  /** Drops a revoked key. */
+  forget(keyId: number): void {
+    this.generation += 1;
+    for (const [id, entry] of this.entries) if (entry.key.id === keyId) this.entries.delete(id);
+  }
+
+  private off(): void {
+    this.listening = false;
+    this.generation += 1;
+    this.entries.clear();
+  }
+
+  private async connect(): Promise<void> {
+    if (this.stopped || !this.database) return;
+    const client = new pg.Client(
+      connectionConfig(this.database, { application_name: 'bulk-import-api-keys', keepAlive: true, connectionTimeoutMillis: 15_000 }),
+    );
+    const lost = (error?: Error) => {
+      if (this.client !== client) return;
+      this.client = undefined;
+      this.off();
+      client.removeAllListeners('notification');
+      client.end().catch(() => {});
+      if (!this.stopped) {
+        this.log.warn({ err: error?.message }, 'API key revocation listener lost its connection; keys are looked up on every request');
+        this.scheduleReconnect();
+      }
+    };
+    client.on('error', lost);
+    client.on('end', () => lost());
+    try {
+      await client.connect();
+      client.on('notification', (message) => {
+        if (message.channel === API_KEY_REVOKED_CHANNEL) this.forget(Number(message.payload));
+      });
+      await client.query(`LISTEN ${API_KEY_REVOKED_CHANNEL}`);
+    } catch (error) {
+      client.removeAllListeners('error');
+      client.on('error', () => {});
+      await client.end().catch(() => {});
+      this.log.warn({ err: (error as Error).message }, 'API key revocation listener could not connect; keys are looked up on every request');
+      this.scheduleReconnect();
+      return;
+    }
+    this.client = client;
+    this.reconnectDelayMs = 250;
+    this.off();
+    this.listening = true;
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopped || this.reconnectTimer) return;
+    const delay = this.reconnectDelayMs / 2 + Math.random() * (this.reconnectDelayMs / 2);
+    this.reconnectDelayMs = Math.min(this.reconnectDelayMs * 2, 30_000);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      void this.connect();
+    }, delay);
+    this.reconnectTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.unsubscribe();
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    const client = this.client;
+    this.client = undefined;
+    this.off();
+    if (client) await client.end().catch(() => {});
+  }
+}
