@@ -145,6 +145,11 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, index) => (typeof json.$id === 'string' ? json.$id : `def-${index}`) },
   });
 
+  // Keys verified once are trusted for a few seconds while revocations can be heard (auth/verified-keys.ts).
+  const verifiedKeys = new VerifiedKeyCache(deps.pool, deps.config.databaseUrl ? requireDatabase(deps.config) : undefined, deps.log);
+  await verifiedKeys.start();
+  app.addHook('onClose', () => verifiedKeys.stop());
+
   // Authentication first: nothing but health and the spec is reachable without a valid key.
   app.addHook('onRequest', async (request) => {
     const access = request.routeOptions.config?.access ?? 'key';
@@ -158,11 +163,6 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
   });
 
   await app.register(rateLimit, {
-  // Keys verified once are trusted for a few seconds while revocations can be heard (auth/verified-keys.ts).
-  const verifiedKeys = new VerifiedKeyCache(deps.pool, deps.config.databaseUrl ? requireDatabase(deps.config) : undefined, deps.log);
-  await verifiedKeys.start();
-  app.addHook('onClose', () => verifiedKeys.stop());
-
     global: true,
     max: deps.limits.rateLimitPerMinute,
     timeWindow: 60_000,
