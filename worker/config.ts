@@ -4,6 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { isSslMode, SSL_MODES, type DatabaseConnection, type SslMode } from './db/connection.js';
 import { iamTokenSourceFor } from './db/iam-token.js';
+import type { AdmissionLimits } from './queue/admission.js';
+import { MAX_TENANT_WEIGHT, type FairSharePolicy } from './queue/fair-share.js';
 
 export class ConfigError extends Error {
   constructor(
@@ -49,6 +51,7 @@ export interface Config {
   logLevel: LogLevel;
   logFormat: LogFormat;
   worker: WorkerConfig;
+  queue: QueueConfig;
   massImport: MassImportConfig;
   csv: CsvConfig;
   health: HealthConfig;
@@ -87,6 +90,16 @@ export interface WorkerConfig {
   prefetchMax: number;
   /** Publish job state transitions on bulk_import_job_state from this worker's sessions (see ARCHITECTURE.md). */
   stateNotifications: boolean;
+}
+
+/** Fair share between tenants and admission control on submit (docs/ARCHITECTURE.md). */
+export interface QueueConfig {
+  /** FAIR_CLAIM and TENANT_WEIGHTS: where submitted runs go in the claim order. */
+  fairShare: FairSharePolicy;
+  /** TENANT_KIND_CONCURRENCY: a tenant's most running jobs of a kind across the fleet, e.g. `mass-import=2`. */
+  tenantKindConcurrency: Record<string, number>;
+  /** ADMISSION_*: the queue limits a submit must stay within. */
+  admission: AdmissionLimits;
 }
 
 export interface MassImportConfig {
@@ -164,6 +177,24 @@ export function loadConfig(env: Env = process.env): Config {
       prefetchWindowMs: read.integer('WORKER_PREFETCH_WINDOW_MS', 1_000, { min: 0, max: 60_000 }),
       prefetchMax: read.integer('WORKER_PREFETCH_MAX', 1_000, { min: 0, max: 100_000 }),
       stateNotifications: read.boolean('JOB_STATE_NOTIFICATIONS', true),
+    },
+    queue: {
+      fairShare: { enabled: read.boolean('FAIR_CLAIM', true), tenantWeights: read.tenantWeights('TENANT_WEIGHTS') },
+      tenantKindConcurrency: read.kindLimits('TENANT_KIND_CONCURRENCY'),
+      admission: {
+        tenant: {
+          runs: read.integer('ADMISSION_TENANT_QUEUED_RUNS', 10_000, { min: 0, max: 100_000_000 }),
+          bytes: read.integer('ADMISSION_TENANT_QUEUED_BYTES', 0, { min: 0, max: 1024 ** 5 }),
+          oldestQueuedMs: read.integer('ADMISSION_TENANT_OLDEST_QUEUED_MS', 0, { min: 0, max: 30 * 86_400_000 }),
+        },
+        total: {
+          runs: read.integer('ADMISSION_TOTAL_QUEUED_RUNS', 100_000, { min: 0, max: 100_000_000 }),
+          bytes: read.integer('ADMISSION_TOTAL_QUEUED_BYTES', 0, { min: 0, max: 1024 ** 5 }),
+          oldestQueuedMs: read.integer('ADMISSION_TOTAL_OLDEST_QUEUED_MS', 0, { min: 0, max: 30 * 86_400_000 }),
+        },
+        tenantRunsByKind: read.kindLimits('ADMISSION_KIND_TENANT_QUEUED_RUNS'),
+        totalRunsByKind: read.kindLimits('ADMISSION_KIND_TOTAL_QUEUED_RUNS'),
+      },
     },
     massImport: {
       maxFiles: read.integer('MASS_IMPORT_MAX_FILES', 50_000, { min: 1, max: 10_000_000 }),
@@ -385,6 +416,22 @@ class EnvReader {
       this.fail(name, value, 'a comma-separated list of job kinds such as mass-import,csv-import');
     }
     return items;
+  }
+
+  /** `tenant=weight` pairs, e.g. `acme=3,beta=2`: a tenant id as enqueue accepts it, a weight from 1 to 100. */
+  tenantWeights(name: string): Record<string, number> {
+    const value = this.raw(name);
+    if (value === undefined) return {};
+    const weights: Record<string, number> = {};
+    for (const entry of value.split(',')) {
+      const match = /^\s*([A-Za-z0-9._-]{1,128})\s*=\s*(\d+)\s*$/.exec(entry);
+      const weight = match ? Number(match[2]) : 0;
+      if (!match || weight < 1 || weight > MAX_TENANT_WEIGHT) {
+        this.fail(name, value, `tenant=weight pairs separated by commas, weights from 1 to ${MAX_TENANT_WEIGHT}, e.g. acme=3,beta=2`);
+      }
+      weights[match[1]!] = weight;
+    }
+    return weights;
   }
 
   kindLimits(name: string): Record<string, number> {

@@ -3,12 +3,12 @@
 // scope (a tenant sees its own runs only: another tenant's run is "not found") and the record, in the same
 // transaction wherever the queue statement can run in one.
 import { userInfo } from 'node:os';
-import { submitJob, type SubmitOptions } from '../api.js';
+import { submitJob, type SubmitOptions, type SubmitResult } from '../api.js';
 import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
 import { finalizeImport, rejectImport, type FinalizeOptions } from '../imports/csv/review.js';
 import { InvalidRowRangesError, RowRanges } from '../imports/csv/row-ranges.js';
 import { listDeadJobs, purgeDeadJobs, replayDeadJobsById, type PurgedJob, type PurgeRequest } from '../queue/dead-letters.js';
-import type { EnqueueRequest, EnqueueResult } from '../queue/enqueue.js';
+import type { EnqueueRequest } from '../queue/enqueue.js';
 import { recordJobActions, type JobAction } from '../queue/job-actions.js';
 import {
   cancelJob,
@@ -74,7 +74,7 @@ function record(db: Queryable, actor: Actor, action: JobAction, jobs: Array<Pick
 }
 
 /** Submits a run; a new run records `submitted` with the actor, a reused one (same dedupe key, still active) nothing. */
-export async function submitRun(pool: Pool, actor: Actor, request: EnqueueRequest, options: SubmitOptions = {}): Promise<EnqueueResult> {
+export async function submitRun(pool: Pool, actor: Actor, request: EnqueueRequest, options: SubmitOptions = {}): Promise<SubmitResult> {
   return withTransaction(pool, async (tx) => {
     const result = await submitJob(tx, request, options);
     if (!result.reused) await record(tx, actor, 'submitted', [result.job], null);

@@ -5,7 +5,11 @@ import { urlSecrets } from '../db/connection.js';
 import { describeDatabaseError, scrubSecrets } from '../db/database-errors.js';
 import { DatabaseUnavailableError, isConfigurationError } from '../db/database-status.js';
 import { stopTracing } from '../tracing/sdk.js';
+import { QueueLimitError } from '../queue/admission.js';
 import { buildProgram } from './program.js';
+
+/** A submit over a queue limit (sysexits EX_TEMPFAIL: try again later; the message says when). */
+export const EXIT_QUEUE_LIMIT = 75;
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
@@ -20,6 +24,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`bulk-import: ${describeError(error)}\n`);
     // sysexits: 78 configuration (including a database that refuses it), 69 a service that stayed unavailable.
     if (error instanceof ConfigError || isConfigurationError(error)) return 78;
+    if (error instanceof QueueLimitError) return EXIT_QUEUE_LIMIT;
     return error instanceof DatabaseUnavailableError ? 69 : 1;
   }
 }

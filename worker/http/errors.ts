@@ -5,6 +5,7 @@ import type { FastifyError } from 'fastify';
 import { ActionRefusedError } from '../actions/run-actions.js';
 import { ApiKeyError } from '../auth/api-keys.js';
 import { isConnectionError } from '../db/database-status.js';
+import { QueueLimitError } from '../queue/admission.js';
 import { NotDeadError } from '../queue/dead-letters.js';
 import { JobError } from '../queue/errors.js';
 import { DedupeConflictError, InvalidTransitionError, JobNotFoundError } from '../queue/operator.js';
@@ -67,6 +68,10 @@ export function describeError(error: unknown): { status: number; body: ErrorBody
   if (error instanceof NotDeadError) return reply(409, 'NOT_DEAD', error.message);
   if (error instanceof ActionRefusedError) return reply(error.code === 'NOT_A_CSV_IMPORT' ? 409 : 400, error.code, error.message, error.code.includes('NOTE') ? 'note' : undefined);
   if (error instanceof ApiKeyError) return reply(400, 'INVALID_API_KEY_REQUEST', error.message);
+  if (error instanceof QueueLimitError) {
+    // Over a queue limit (admission control): nothing was written; the caller may try again after Retry-After.
+    return reply(429, error.code, error.message, undefined, { 'retry-after': String(error.breach.retryAfterSeconds) });
+  }
   if (error instanceof JobError) {
     // Refusals of a request (enqueue limits, payload readers, unknown kind) name their field in the context.
     const context = error.context as { field?: unknown };

@@ -90,6 +90,20 @@ export const JOB_SCHEMA = {
     resolution: nullable({ type: 'object', properties: { by: { type: 'string' }, note: { type: 'string' }, at: dateTime } }),
     startedBy: nullable({ type: 'string', description: 'the actor (API key name or cli:<user>) that submitted the run' }),
     actions: { type: 'array', items: { $ref: 'JobAction#' } },
+    estimate: nullable({
+      type: 'object',
+      description: 'while queued or running: when the run should start and finish (runs ahead, measured rate, workers holding leases)',
+      properties: {
+        startAt: nullable(dateTime),
+        finishAt: nullable(dateTime),
+        ahead: { type: 'integer' },
+        runsPerSecond: nullable({ type: 'number' }),
+        meanRunMs: nullable({ type: 'number' }),
+        running: { type: 'integer' },
+        workers: { type: 'integer' },
+        basis: { type: 'string', enum: ['leases', 'history', 'none'] },
+      },
+    }),
   },
 } as const;
 

@@ -3,6 +3,7 @@ import type { Queryable } from '../db/pool.js';
 import { activeTraceparent, contextOfTraceparent, inSpan } from '../tracing/spans.js';
 import { JOBS_READY_CHANNEL } from './channels.js';
 import { PermanentJobError } from './errors.js';
+import { EQUAL_SHARES, fairTagStep, firstFairTagSql, type FairSharePolicy } from './fair-share.js';
 import { ACTIVE_STATES, JOB_COLUMNS, toJobRow, type JobRow } from './types.js';
 
 /**
@@ -84,6 +85,7 @@ export function checkEnqueueRequest(request: EnqueueRequest): void {
   checkText('traceparent', request.traceparent, 256, 'characters');
   checkInteger('priority', request.priority, ENQUEUE_LIMITS.priority);
   checkInteger('max attempts', request.maxAttempts, ENQUEUE_LIMITS.maxAttempts);
+  checkInteger('size bytes', request.sizeBytes ?? undefined, { min: 0, max: Number.MAX_SAFE_INTEGER });
   // A JS Date reaches 271,821 BC; timestamptz starts at 4713 BC. A run time is never before the epoch anyway.
   const runAtMs = request.runAt instanceof Date ? request.runAt.getTime() : Number.NaN;
   if (request.runAt !== undefined && !(runAtMs >= 0 && runAtMs <= MAX_RUN_AT_MS)) {
@@ -101,6 +103,8 @@ export interface EnqueueRequest {
   /** Not before this time; default now. */
   runAt?: Date;
   maxAttempts?: number;
+  /** The work's size as the submitter knows it (a CSV object's size, a mass import's planned bytes), in bytes. */
+  sizeBytes?: number | null;
   /**
    * The submitter's W3C trace context, for a caller whose trace is not the active OpenTelemetry context; by default
    * the active one. The run's spans join that trace (null: a trace of its own).
@@ -121,20 +125,35 @@ const ACTIVE = `(${ACTIVE_STATES.map((state) => `'${state}'`).join(', ')})`;
 // NOTIFY is delivered at commit, so a worker never wakes before it can see the row. (pg_notify sits in the select
 // list on purpose: a CTE joined only for its side effect can be optimised away; Postgres folds identical
 // notifications of one transaction into one.)
-const INSERT_JOB = `
+// $9 is the fair tag step of the tenant (fair-share.ts), $10 the size.
+const insertJobSql = (tenantIsNull: boolean) => `
 WITH inserted AS (
-  INSERT INTO jobs (kind, payload, tenant_id, dedupe_key, priority, run_at, max_attempts, traceparent)
-  VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
+  INSERT INTO jobs (kind, payload, tenant_id, dedupe_key, priority, run_at, max_attempts, traceparent, fair_tag, size_bytes)
+  VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8,
+    ${firstFairTagSql({ kind: '$1', tenant: '$3', priority: '$5', step: '$9::bigint' }, tenantIsNull)}, $10)
   ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND state IN ${ACTIVE} DO NOTHING
   RETURNING ${JOB_COLUMNS}
 )
 SELECT inserted.*, false AS reused,
   CASE WHEN inserted.run_at <= now() THEN pg_notify('${JOBS_READY_CHANNEL}', inserted.kind) END AS woke
 FROM inserted`;
+const INSERT_JOB = { forTenant: insertJobSql(false), withoutTenant: insertJobSql(true) };
 
 const ACTIVE_BY_KEY = `SELECT ${JOB_COLUMNS}, true AS reused FROM jobs WHERE dedupe_key = $1 AND state IN ${ACTIVE}`;
 
-export async function enqueueJob(db: Queryable, request: EnqueueRequest, defaultMaxAttempts = 5): Promise<EnqueueResult> {
+/** The active run (queued, running, in review) holding this dedupe key, if any. */
+export async function findActiveRun(db: Queryable, dedupeKey: string): Promise<JobRow | null> {
+  const { rows } = await db.query(ACTIVE_BY_KEY, [dedupeKey]);
+  return rows[0] ? toJobRow(rows[0]) : null;
+}
+
+/** Enqueues one run; `fairShare` places it in its tenant's turn (fair-share.ts). */
+export async function enqueueJob(
+  db: Queryable,
+  request: EnqueueRequest,
+  defaultMaxAttempts = 5,
+  fairShare: FairSharePolicy = EQUAL_SHARES,
+): Promise<EnqueueResult> {
   checkEnqueueRequest({ ...request, maxAttempts: request.maxAttempts ?? defaultMaxAttempts });
   // The `enqueue` span is the parent of every attempt's spans: its context is what the row keeps.
   const parent = request.traceparent ? contextOfTraceparent(request.traceparent) : undefined;
@@ -142,7 +161,7 @@ export async function enqueueJob(db: Queryable, request: EnqueueRequest, default
     'enqueue',
     { 'job.kind': request.kind, ...(request.tenantId ? { tenant: request.tenantId } : {}) },
     async (span) => {
-      const result = await insertJob(db, request, defaultMaxAttempts, activeTraceparent());
+      const result = await insertJob(db, request, defaultMaxAttempts, activeTraceparent(), fairShare);
       span.setAttributes({ 'job.id': result.job.id, 'job.reused': result.reused });
       return result;
     },
@@ -150,7 +169,13 @@ export async function enqueueJob(db: Queryable, request: EnqueueRequest, default
   );
 }
 
-async function insertJob(db: Queryable, request: EnqueueRequest, defaultMaxAttempts: number, traceparent: string | null): Promise<EnqueueResult> {
+async function insertJob(
+  db: Queryable,
+  request: EnqueueRequest,
+  defaultMaxAttempts: number,
+  traceparent: string | null,
+  fairShare: FairSharePolicy,
+): Promise<EnqueueResult> {
   const values = [
     request.kind,
     request.payload ?? {},
@@ -160,10 +185,13 @@ async function insertJob(db: Queryable, request: EnqueueRequest, defaultMaxAttem
     request.runAt ?? null,
     request.maxAttempts ?? defaultMaxAttempts,
     traceparent,
+    fairTagStep(fairShare, request.tenantId ?? null),
+    request.sizeBytes ?? null,
   ];
+  const insert = (request.tenantId ?? null) === null ? INSERT_JOB.withoutTenant : INSERT_JOB.forTenant;
   // The conflicting run may finish between our insert attempt and the lookup; then the key is free again: retry.
   for (let round = 0; round < 10; round += 1) {
-    const inserted = await db.query(INSERT_JOB, values);
+    const inserted = await db.query(insert, values);
     if (inserted.rows[0]) return { job: toJobRow(inserted.rows[0]), reused: false };
     const active = await db.query(ACTIVE_BY_KEY, [request.dedupeKey]);
     if (active.rows[0]) return { job: toJobRow(active.rows[0]), reused: true };
@@ -179,19 +207,24 @@ export async function enqueueJobs(
   db: Queryable,
   kind: string,
   payloads: Array<Record<string, unknown>>,
-  options: { tenantId?: string | null; priority?: number; maxAttempts?: number } = {},
+  options: { tenantId?: string | null; priority?: number; maxAttempts?: number; fairShare?: FairSharePolicy } = {},
 ): Promise<number[]> {
   if (payloads.length === 0) return [];
-  for (const payload of payloads) checkEnqueueRequest({ kind, payload, tenantId: options.tenantId ?? null, ...options });
+  const { fairShare = EQUAL_SHARES, ...limits } = options;
+  for (const payload of payloads) checkEnqueueRequest({ kind, payload, tenantId: options.tenantId ?? null, ...limits });
+  // The runs take consecutive turns of their tenant: first tag, first + step, … ($7 is the step).
+  const firstTag = firstFairTagSql({ kind: '$1', tenant: '$3', priority: '$4', step: '$7::bigint' }, (options.tenantId ?? null) === null);
   const { rows } = await db.query<{ id: number }>(
     `WITH inserted AS (
-       INSERT INTO jobs (kind, payload, tenant_id, priority, max_attempts, traceparent)
-       SELECT $1, payload, $3, $4, $5, $6 FROM unnest($2::jsonb[]) WITH ORDINALITY AS input(payload, position)
+       INSERT INTO jobs (kind, payload, tenant_id, priority, max_attempts, traceparent, fair_tag)
+       SELECT $1, payload, $3, $4, $5, $6, first.tag + $7::bigint * (position - 1)
+       FROM unnest($2::jsonb[]) WITH ORDINALITY AS input(payload, position), (SELECT ${firstTag} AS tag) first
        ORDER BY position
        RETURNING id
      )
      SELECT id, pg_notify('${JOBS_READY_CHANNEL}', $1) AS woke FROM inserted ORDER BY id`,
-    [kind, payloads, options.tenantId ?? null, options.priority ?? 0, options.maxAttempts ?? 5, activeTraceparent()],
+    [kind, payloads, options.tenantId ?? null, options.priority ?? 0, options.maxAttempts ?? 5, activeTraceparent(),
+      fairTagStep(fairShare, options.tenantId ?? null)],
   );
   return rows.map((row) => row.id);
 }

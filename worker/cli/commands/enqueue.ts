@@ -4,6 +4,8 @@ import { withDatabase } from '../context.js';
 import { printJson, printLine } from '../output.js';
 import { ENQUEUE_LIMITS } from '../../queue/enqueue.js';
 import { integerIn, parseJsonObject } from '../parse.js';
+import { describeEstimate } from '../estimate-view.js';
+import { estimateJson } from '../../queue/estimate.js';
 
 interface EnqueueOptions {
   payload: Record<string, unknown>;
@@ -12,6 +14,7 @@ interface EnqueueOptions {
   dedupe: boolean;
   maxAttempts?: number;
   priority?: number;
+  sizeBytes?: number;
   json?: boolean;
 }
 
@@ -25,9 +28,10 @@ export function registerEnqueueCommand(program: Command): void {
     .option('--no-dedupe', 'never reuse an active run')
     .option('--max-attempts <n>', `attempts before the job goes dead (${ENQUEUE_LIMITS.maxAttempts.min}-${ENQUEUE_LIMITS.maxAttempts.max})`, integerIn(ENQUEUE_LIMITS.maxAttempts.min, ENQUEUE_LIMITS.maxAttempts.max))
     .option('--priority <n>', 'lower runs first (default 0; a 32-bit integer)', integerIn(ENQUEUE_LIMITS.priority.min, ENQUEUE_LIMITS.priority.max))
+    .option('--size-bytes <n>', "the work's size in bytes (a CSV object's size, a mass import's planned bytes): counts toward ADMISSION_*_QUEUED_BYTES", integerIn(0, Number.MAX_SAFE_INTEGER))
     .option('--json', 'print JSON only')
     .action(async (kind: string, options: EnqueueOptions) => {
-      const { job, reused } = await withDatabase((pool, config) =>
+      const { job, reused, estimate } = await withDatabase((pool, config) =>
         submitRun(
           pool,
           cliActor(),
@@ -38,15 +42,18 @@ export function registerEnqueueCommand(program: Command): void {
             ...(options.dedupe ? (options.dedupeKey !== undefined ? { dedupeKey: options.dedupeKey } : {}) : { dedupeKey: null }),
             ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
             ...(options.priority !== undefined ? { priority: options.priority } : {}),
+            ...(options.sizeBytes !== undefined ? { sizeBytes: options.sizeBytes } : {}),
           },
-          { defaultMaxAttempts: config.worker.defaultMaxAttempts },
+          { defaultMaxAttempts: config.worker.defaultMaxAttempts, queue: config.queue },
         ),
       );
-      if (options.json) return printJson({ id: job.id, state: job.state, reused, kind: job.kind, dedupeKey: job.dedupeKey });
+      if (options.json) return printJson({ id: job.id, state: job.state, reused, kind: job.kind, dedupeKey: job.dedupeKey, estimate: estimateJson(estimate) });
       printLine(
         reused
           ? `Job ${job.id} (${job.kind}) is already ${job.state} with dedupe key ${job.dedupeKey}: reusing it, nothing new enqueued.`
           : `Enqueued job ${job.id} (${job.kind}), state ${job.state}.`,
       );
+      const expected = describeEstimate(estimate);
+      if (expected) printLine(`Estimate: ${expected}.`);
     });
 }

@@ -6,9 +6,11 @@ import type { RunErrors } from '../../handlers/types.js';
 import { cancelRun, cliActor, requeueRun, resolveRun } from '../../actions/run-actions.js';
 import { getRunRecord, type JobActionRecord, type Resolution } from '../../queue/job-actions.js';
 import { JobNotFoundError, listJobs } from '../../queue/operator.js';
+import { estimateJson, estimateRun } from '../../queue/estimate.js';
 import { dependencyName } from '../../queue/outage.js';
 import { JOB_STATES, type JobRow, type JobState } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
+import { describeEstimate } from '../estimate-view.js';
 import { formatDuration, formatTable, printJson, printLine } from '../output.js';
 import { MAX_LIST_LIMIT, parseDurationMs, parseJobId, parseLimit, parseList } from '../parse.js';
 
@@ -69,7 +71,7 @@ export function registerJobCommands(program: Command): void {
     .option('--errors <n>', `list at most this many failed items or rows (up to ${MAX_LIST_LIMIT}; all are counted)`, parseLimit, 10)
     .option('--json', 'print JSON only')
     .action(async (id: string, options: { errors: number; json?: boolean }) => {
-      const { job, errors, record } = await withDatabase(async (pool) => {
+      const { job, errors, record, estimate } = await withDatabase(async (pool) => {
         const jobId = parseJobId(id);
         const record = await getRunRecord(pool, jobId);
         if (!record) throw new JobNotFoundError(jobId);
@@ -77,10 +79,12 @@ export function registerJobCommands(program: Command): void {
         // Per-item/row failures come from the kind's handler (the `listErrors` of the handler contract).
         const handler = defaultRegistry().get(job.kind);
         const errors = handler?.listErrors ? await handler.listErrors(pool, job.id, { limit: options.errors, offset: 0 }) : null;
-        return { job, errors, record };
+        return { job, errors, record, estimate: await estimateRun(pool, job) };
       });
-      if (options.json) return printJson({ ...job, resolution: record.resolution, actions: record.actions, errors });
+      if (options.json) return printJson({ ...job, resolution: record.resolution, actions: record.actions, errors, estimate: estimateJson(estimate) });
       printLine(describeJob(job));
+      const expected = describeEstimate(estimate);
+      if (expected) printLine(`${'estimate'.padEnd(11)} ${expected}`);
       const history = describeHistory(record.actions, record.resolution);
       if (history) printLine(history);
       if (errors) printLine(describeRunErrors(errors));

@@ -3,9 +3,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import type { Pool } from '../../db/pool.js';
+import { estimateRun } from '../../queue/estimate.js';
 import { getJob, listJobs, requireJob } from '../../queue/operator.js';
 import type { JobRow, JobState } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
+import { describeEstimate } from '../estimate-view.js';
 import { integerIn, parseJobId, parseList } from '../parse.js';
 import { ProgressRate } from '../progress-rate.js';
 import { BarView, JsonLineView, LineView, type WatchView } from '../watch-views.js';
@@ -21,6 +23,7 @@ export const WATCH_EXIT_CODES: Partial<Record<JobState, number>> = {
 };
 
 const FOLLOWED: readonly JobState[] = ['queued', 'running'];
+const ESTIMATE_REFRESH_MS = 5_000;
 
 interface WatchOptions {
   interval: number;
@@ -60,8 +63,17 @@ export function registerWatchCommand(program: Command): void {
 
 async function watchOne(pool: Pool, id: number, view: WatchView, options: WatchOptions, interrupted: () => boolean): Promise<number> {
   const rate = new ProgressRate();
+  let estimateNote: string | undefined;
+  let estimatedAt = 0;
   for (;;) {
     const job = await requireJob(pool, id);
+    // While the run waits: when it should start, refreshed every 5 s.
+    if (job.state === 'queued' && Date.now() - estimatedAt >= ESTIMATE_REFRESH_MS) {
+      estimatedAt = Date.now();
+      const note = `job ${id} queued: ${describeEstimate(await estimateRun(pool, job)) ?? 'no estimate'}`;
+      if (note !== estimateNote) view.note(note);
+      estimateNote = note;
+    }
     const figures = rate.observe(job.progress);
     if (!FOLLOWED.includes(job.state)) {
       view.finish(job, figures);

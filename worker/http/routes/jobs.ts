@@ -1,6 +1,7 @@
 // GET /v1/jobs (keyset-paged listing), GET /v1/jobs/{id} (the run record), POST /v1/jobs (submit any kind).
 import type { FastifyInstance } from 'fastify';
 import { submitRun } from '../../actions/run-actions.js';
+import { estimateJson, estimateRun } from '../../queue/estimate.js';
 import { getRunRecord } from '../../queue/job-actions.js';
 import { listJobsPage } from '../../queue/operator.js';
 import { JOB_STATES, type JobState } from '../../queue/types.js';
@@ -40,6 +41,7 @@ const SUBMIT_BODY = {
     priority: { type: 'integer', minimum: -2147483648, maximum: 2147483647 },
     maxAttempts: { type: 'integer', minimum: 1, maximum: 100 },
     runAt: { type: 'string', format: 'date-time' },
+    sizeBytes: { type: 'integer', minimum: 0, description: "the work's size (a CSV object's size, a mass import's planned bytes): counts toward the queued-bytes limits" },
   },
 } as const;
 
@@ -61,6 +63,7 @@ interface SubmitBody {
   priority?: number;
   maxAttempts?: number;
   runAt?: string;
+  sizeBytes?: number;
 }
 
 export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): void {
@@ -110,7 +113,7 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
     async (request) => {
       const record = await getRunRecord(deps.pool, request.params.id, tenantScope(request));
       if (!record) throw jobNotFound(request.params.id);
-      return jobDetailView(record.job, record);
+      return { ...jobDetailView(record.job, record), estimate: estimateJson(await estimateRun(deps.pool, record.job)) };
     },
   );
 
@@ -143,7 +146,7 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
         }
       }
       const runAt = body.runAt ? new Date(body.runAt) : undefined;
-      const { job, reused } = await submitRun(
+      const { job, reused, estimate } = await submitRun(
         deps.pool,
         actorOf(request),
         {
@@ -154,12 +157,13 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
           ...(body.priority !== undefined ? { priority: body.priority } : {}),
           ...(body.maxAttempts !== undefined ? { maxAttempts: body.maxAttempts } : {}),
           ...(runAt ? { runAt } : {}),
+          ...(body.sizeBytes !== undefined ? { sizeBytes: body.sizeBytes } : {}),
         },
-        { registry: deps.registry, defaultMaxAttempts: deps.config.worker.defaultMaxAttempts },
+        { registry: deps.registry, defaultMaxAttempts: deps.config.worker.defaultMaxAttempts, queue: deps.config.queue },
       );
       request.log.info({ jobId: job.id, kind: job.kind, reused, actor: key.name }, 'run submitted');
       const record = await getRunRecord(deps.pool, job.id);
-      return reply.code(reused ? 200 : 201).send({ reused, job: jobDetailView(job, record ?? {}) });
+      return reply.code(reused ? 200 : 201).send({ reused, job: { ...jobDetailView(job, record ?? {}), estimate: estimateJson(estimate) } });
     },
   );
 }

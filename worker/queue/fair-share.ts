@@ -1,0 +1,48 @@
+// Fair share between tenants: where a new run goes in its priority's claim order (docs/ARCHITECTURE.md, "Fair share
+// between tenants").
+//
+// Start-time fair queuing, decided at enqueue so the claim stays one ordered range scan of jobs_claim_order
+// (priority, fair_tag, run_at, id) with SKIP LOCKED and batching. Each (tenant, kind) is a flow with its own timeline:
+// a new run's tag is one step after the tenant's last queued run of that kind, but never before the head of the queue
+// (the smallest queued tag of its priority). A tenant that floods 20,000 runs gets tags head, head + step, … head +
+// 20,000·step; a tenant that then submits one run gets the head's tag and is claimed next — after the runs workers
+// already hold, not after the backlog. A weight w makes the step 1000 / w, so a tenant of weight 2 gets two turns
+// for another's one.
+
+/** The step between two runs of one flow at weight 1; a weight divides it. */
+export const FAIR_TAG_STEP = 1000;
+/** TENANT_WEIGHTS accepts weights from 1 to this; a weight above the step would round to a step of 0. */
+export const MAX_TENANT_WEIGHT = 100;
+
+export interface FairSharePolicy {
+  /** Off: every run gets tag 0, and the claim order is the plain (priority, run_at, id). */
+  enabled: boolean;
+  /** A tenant's weight (default 1): its share of the turns while several tenants wait. */
+  tenantWeights: Readonly<Record<string, number>>;
+}
+
+export const PLAIN_ORDER: FairSharePolicy = { enabled: false, tenantWeights: {} };
+export const EQUAL_SHARES: FairSharePolicy = { enabled: true, tenantWeights: {} };
+
+/** The tag step of a tenant's runs: 0 when fair share is off (every run tag 0). */
+export function fairTagStep(policy: FairSharePolicy, tenantId: string | null): number {
+  if (!policy.enabled) return 0;
+  const weight = (tenantId !== null ? policy.tenantWeights[tenantId] : undefined) ?? 1;
+  return Math.max(1, Math.round(FAIR_TAG_STEP / weight));
+}
+
+/**
+ * SQL for the first tag of a run (or a bulk insert's first run) of one flow; the parameters are SQL expressions for
+ * kind, tenant, priority and step. Both lookups are one descent of a partial index: the tenant's tail in
+ * jobs_queued_by_kind_tenant, the head in jobs_claim_order. With step 0 (fair share off) the tag is 0.
+ */
+export function firstFairTagSql(p: { kind: string; tenant: string; priority: string; step: string }, tenantIsNull: boolean): string {
+  const tenantMatch = tenantIsNull ? 'tail.tenant_id IS NULL' : `tail.tenant_id = ${p.tenant}`;
+  return `CASE WHEN ${p.step} = 0 THEN 0::bigint ELSE greatest(
+    (SELECT tail.fair_tag + ${p.step} FROM jobs tail
+      WHERE tail.state = 'queued' AND tail.kind = ${p.kind} AND ${tenantMatch} AND tail.priority = ${p.priority}
+      ORDER BY tail.fair_tag DESC LIMIT 1),
+    (SELECT head.fair_tag FROM jobs head WHERE head.state = 'queued' AND head.priority = ${p.priority}
+      ORDER BY head.fair_tag, head.run_at, head.id LIMIT 1),
+    0) END`;
+}
