@@ -10,6 +10,7 @@ import { sqlState } from '../db/sql-state.js';
 import type { JobContext } from '../handlers/types.js';
 import { LeaseLostError, saveProgress } from '../queue/lease.js';
 import type { Lease } from '../queue/types.js';
+import { inSpan } from '../tracing/spans.js';
 import type { CompiledBackfill } from './compile.js';
 import { describeBackfillError, RETRYABLE_BATCH_SQLSTATES } from './errors.js';
 import {
@@ -233,9 +234,22 @@ class FillRun {
     return keys.length;
   }
 
-  /** One batch, tried again (same rows) after a deadlock, a serialization failure or a lock timeout. */
-  private async runBatch(selection: BatchSelection, phase: BackfillPhase, range: number | null): Promise<FillResult> {
+  /**
+   * One batch, tried again (same rows) after a deadlock, a serialization failure or a lock timeout: one
+   * `backfill batch` span (its statements beneath), with the rows it read and wrote and the tries it took.
+   */
+  private runBatch(selection: BatchSelection, phase: BackfillPhase, range: number | null): Promise<FillResult> {
+    const attributes = { 'backfill.name': this.options.backfill.definition.name, 'backfill.phase': phase, ...(range === null ? {} : { 'backfill.range': range }) };
+    return inSpan('backfill batch', attributes, async (span) => {
+      const result = await this.tryBatch(selection, phase, range, (tries) => span.setAttribute('tries', tries));
+      span.setAttributes({ rows: result.selected, 'rows.written': result.written });
+      return result;
+    });
+  }
+
+  private async tryBatch(selection: BatchSelection, phase: BackfillPhase, range: number | null, onTry: (tries: number) => void): Promise<FillResult> {
     for (let tryNumber = 1; ; tryNumber += 1) {
+      onTry(tryNumber);
       try {
         return await this.commitBatch(selection, phase, range);
       } catch (error) {

@@ -10,6 +10,7 @@ import { freeConnections, withTransaction, type Pool, type PoolClient, type Quer
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
 import { PermanentJobError } from '../../queue/errors.js';
+import { inSpan } from '../../tracing/spans.js';
 import { BatchWriter, type Batch } from './batch-writer.js';
 import type { HeaderLayout } from './header.js';
 import { layoutOfRun } from './layout.js';
@@ -51,7 +52,16 @@ export interface FinalizeTotals {
   seconds: number;
 }
 
+/** One `csv finalize` span, with a `csv finalize batch` span per batch written (one transaction each) beneath. */
 export async function finalizeValidatedRows(deps: FinalizeDeps, run: CsvImportRun): Promise<FinalizeTotals> {
+  return inSpan('csv finalize', { bucket: run.bucket, key: run.objectKey, batches: run.batches, rows: run.rowsValid }, async (span) => {
+    const totals = await finalizeRows(deps, run);
+    span.setAttributes({ 'rows.written': totals.rowsThisAttempt, 'batches.written': totals.batchesThisAttempt, 'rows.failed': totals.failed });
+    return totals;
+  });
+}
+
+async function finalizeRows(deps: FinalizeDeps, run: CsvImportRun): Promise<FinalizeTotals> {
   const { pool, jobId, progress, log } = deps;
   const layout = layoutOfRun(deps.profile, run);
   const started = Date.now();
@@ -106,8 +116,11 @@ export async function finalizeValidatedRows(deps: FinalizeDeps, run: CsvImportRu
         lane = await pool.connect();
         opened += 1;
       }
-      const task: Promise<void> = writer
-        .write(lane, batch)
+      const task: Promise<void> = inSpan('csv finalize batch', { 'batch.number': batch.batchNumber, rows: batch.rows.length }, async (span) => {
+        const counts = await writer.write(lane, batch);
+        span.setAttributes({ 'rows.inserted': counts.inserted, 'rows.updated': counts.updated, 'rows.failed': counts.failed });
+        return counts;
+      })
         .then((counts: ChunkCounts) => {
           totals.inserted += counts.inserted;
           totals.updated += counts.updated;

@@ -9,6 +9,7 @@ import { inTransaction, type Pool, type PoolClient, type Queryable } from '../..
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
 import { PermanentJobError } from '../../queue/errors.js';
+import { inSpan } from '../../tracing/spans.js';
 import { reportDuplicateKeys } from './duplicates.js';
 import { readHeader, type HeaderLayout } from './header.js';
 import type { CsvImportPayload } from './payload.js';
@@ -137,7 +138,20 @@ class BatchLedger {
   }
 }
 
+/**
+ * One `csv validate` span for the pass (its S3 read, `csv read`, and the duplicate search beneath), with the rows and
+ * bytes it saw; the pass itself reads and checks in one stream, so reading has no span of its own beyond the open.
+ */
 export async function validateImport(deps: ValidateDeps): Promise<ValidationSummary> {
+  const { bucket, key } = deps.payload;
+  return inSpan('csv validate', { bucket, key, 'csv.profile': deps.profile.name }, async (span) => {
+    const summary = await validateRows(deps);
+    span.setAttributes({ rows: summary.rows, 'rows.valid': summary.valid, 'rows.invalid': summary.invalid, bytes: summary.bytes ?? 0, batches: summary.batches });
+    return summary;
+  });
+}
+
+async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
   const { pool, s3, jobId, profile, payload, tenant, signal, progress, log } = deps;
   const started = Date.now();
   const client = await pool.connect();
@@ -148,7 +162,11 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
       await deps.assertLeaseHeld(client);
       await discardValidation(client, jobId);
     });
-    object = await openObject(s3, payload.bucket, payload.key, signal, { stallTimeoutMs: deps.stallTimeoutMs });
+    object = await inSpan('csv read', { bucket: payload.bucket, key: payload.key }, async (span) => {
+      const opened = await openObject(s3, payload.bucket, payload.key, signal, { stallTimeoutMs: deps.stallTimeoutMs });
+      if (opened.size !== undefined && opened.size !== null) span.setAttribute('bytes', opened.size);
+      return opened;
+    });
     const { size, etag } = object;
     const counts = { read: 0, valid: 0, invalid: 0 };
     const ledger = new BatchLedger(deps.batchSize);
@@ -233,7 +251,7 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
     // The exact search reads the file again: only when some key may repeat.
     const removed =
       seenKeys.maybeRepeated > 0
-        ? await reportDuplicateKeys({
+        ? await inSpan('csv duplicate search', { bucket: payload.bucket, key: payload.key, rows: seenKeys.maybeRepeated }, () => reportDuplicateKeys({
             client,
             jobId,
             profile,
@@ -243,7 +261,7 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
             open: () => openObject(s3, payload.bucket, payload.key, signal, { ifMatch: etag, stallTimeoutMs: deps.stallTimeoutMs }),
             stream: { delimiter: payload.delimiter, encoding: payload.encoding, signal },
             assertLeaseHeld: deps.assertLeaseHeld,
-          })
+          }))
         : [];
     for (const line of removed) ledger.forget(line);
     const duplicates = removed.length;
