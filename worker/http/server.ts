@@ -6,13 +6,13 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import type { S3Client } from '@aws-sdk/client-s3';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { ApiKey } from '../auth/api-keys.js';
-import { VerifiedKeyCache } from '../auth/verified-keys.js';
-import { requireDatabase, type Config } from '../config.js';
+import { findActiveApiKey, type ApiKey } from '../auth/api-keys.js';
+import type { Config } from '../config.js';
 import type { Pool } from '../db/pool.js';
 import { defaultRegistry, type HandlerRegistry } from '../handlers/registry.js';
 import type { Logger } from '../logger.js';
-import { registerRequestSpans } from '../tracing/http-spans.js';
+import { loadSession } from './admin/session.js';
+import { DEFAULT_ADMIN_OPTIONS, registerAdminPages, type AdminOptions } from './admin/plugin.js';
 import { ApiError, describeError } from './errors.js';
 import type { JobEventHub } from './event-hub.js';
 import { SHARED_SCHEMAS } from './schemas.js';
@@ -30,6 +30,8 @@ export type Access = 'public' | 'key' | 'operator';
 declare module 'fastify' {
   interface FastifyContextConfig {
     access?: Access;
+    /** A GET route the admin pages read with their session cookie when no key is sent (event stream, CSV export). */
+    sessionCookie?: boolean;
   }
   interface FastifyRequest {
     apiKey: ApiKey | null;
@@ -78,11 +80,14 @@ export interface ApiDependencies {
   bucket: string | undefined;
   /** Feeds the event streams; undefined turns GET /v1/jobs/{id}/events off (503). */
   events: JobEventHub | undefined;
+  /** The admin pages under /admin (worker/http/admin/). */
+  admin: AdminOptions;
 }
 
-export interface ApiServerOptions extends Omit<ApiDependencies, 'registry' | 'limits'> {
+export interface ApiServerOptions extends Omit<ApiDependencies, 'registry' | 'limits' | 'admin'> {
   registry?: HandlerRegistry;
   limits?: Partial<ApiLimits>;
+  admin?: Partial<AdminOptions>;
 }
 
 /** The key of the request (set by the auth hook on every non-public route). */
@@ -114,6 +119,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     ...options,
     registry: options.registry ?? defaultRegistry(),
     limits: { ...DEFAULT_LIMITS, ...options.limits },
+    admin: { ...DEFAULT_ADMIN_OPTIONS, ...options.admin },
   };
   const app = Fastify({
     // pino's Logger is a FastifyBaseLogger; the cast keeps the instance's type the default one the routes take.
@@ -126,11 +132,14 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   });
   app.decorateRequest('apiKey', null);
-  // First of the hooks: a request refused by authentication still has its span (worker/tracing/).
-  registerRequestSpans(app);
   const routes: string[] = [];
   app.decorate('apiRoutes', routes);
   app.addHook('onRoute', (route) => {
+    // The admin pages are HTML for browsers, not API routes: not in the spec (hidden) nor in this list.
+    if (route.url.startsWith('/admin')) {
+      route.schema = { ...route.schema, hide: true };
+      return;
+    }
     for (const method of [route.method].flat()) if (method !== 'HEAD') routes.push(`${method} ${route.url}`);
   });
   for (const schema of SHARED_SCHEMAS) app.addSchema(schema);
@@ -145,18 +154,18 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, index) => (typeof json.$id === 'string' ? json.$id : `def-${index}`) },
   });
 
-  // Keys verified once are trusted for a few seconds while revocations can be heard (auth/verified-keys.ts).
-  const verifiedKeys = new VerifiedKeyCache(deps.pool, deps.config.databaseUrl ? requireDatabase(deps.config) : undefined, deps.log);
-  await verifiedKeys.start();
-  app.addHook('onClose', () => verifiedKeys.stop());
-
   // Authentication first: nothing but health and the spec is reachable without a valid key.
   app.addHook('onRequest', async (request) => {
+    // The admin pages (and their 404s) check their own session (admin/plugin.ts).
+    if ((request.routeOptions.url ?? request.url).startsWith('/admin')) return;
     const access = request.routeOptions.config?.access ?? 'key';
     if (access === 'public') return;
     const match = BEARER.exec(request.headers.authorization ?? '');
+    // A signed-in admin page follows a run's events and downloads its failed rows with its session cookie: the
+    // session acts as its key. Only read-only GET routes that say so take a cookie (no cross-site writes).
+    if (!match && request.routeOptions.config?.sessionCookie && request.method === 'GET' && (await loadSession(deps.pool, request))) return;
     if (!match) throw new ApiError(401, 'UNAUTHENTICATED', 'send an API key: Authorization: Bearer <key>', undefined, { 'www-authenticate': 'Bearer' });
-    const key = await verifiedKeys.find(match[1]!);
+    const key = await findActiveApiKey(deps.pool, match[1]!);
     if (!key) throw new ApiError(401, 'UNAUTHENTICATED', 'the API key is unknown or revoked', undefined, { 'www-authenticate': 'Bearer' });
     request.apiKey = key;
     if (access === 'operator' && key.role !== 'operator') throw new ApiError(403, 'FORBIDDEN', 'this route needs an operator key');
@@ -189,6 +198,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
   registerErrorRoutes(app, deps);
   registerEventRoutes(app, deps);
   registerDeadRoutes(app, deps);
+  await registerAdminPages(app, deps, deps.admin);
   await app.ready();
   return app;
 }

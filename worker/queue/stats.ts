@@ -52,3 +52,12 @@ export async function readThroughput(db: Queryable, windowMs: number): Promise<K
   const minutes = windowMs / 60_000;
   return rows.map((row) => ({ ...row, perMinute: row.finished / minutes }));
 }
+
+/** Runs per state, of one tenant or (null) of all: the counts at the top of the admin runs page. */
+export async function countJobsByState(db: Queryable, tenantId: string | null): Promise<Map<JobState, number>> {
+  const { rows } = await db.query<{ state: JobState; count: number }>(
+    'SELECT state, count(*)::int AS count FROM jobs WHERE ($1::text IS NULL OR tenant_id = $1) GROUP BY state',
+    [tenantId],
+  );
+  return new Map(rows.map((row) => [row.state, row.count]));
+}

@@ -91,6 +91,7 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
   app.get<{ Params: { id: number }; Querystring: { format: 'json' | 'csv'; limit: number; cursor?: string } }>(
     '/v1/jobs/:id/errors',
     {
+      config: { sessionCookie: true },
       schema: {
         tags: ['jobs'],
         summary: 'failed rows (CSV) or failed files (mass import): JSON pages, or ?format=csv for all of them streamed',

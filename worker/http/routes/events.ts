@@ -27,6 +27,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies)
   app.get<{ Params: { id: number } }>(
     '/v1/jobs/:id/events',
     {
+      config: { sessionCookie: true },
       schema: {
         tags: ['jobs'],
         summary: 'server-sent events (text/event-stream): snapshot, then state and progress changes; reconnect with Last-Event-ID',

@@ -1,0 +1,52 @@
+// GET /admin/runs/{id}/{action}: the confirmation page of an action on a run — what it does, a note, the run's
+// state — with a form that POSTs it back with the session's CSRF token. Plain HTML: no dialog, no script needed.
+import type { ApiDependencies } from '../../server.js';
+import { html, type Html } from '../html.js';
+import { csrfField, errorBox, isOperator, page, type Viewer } from '../layout.js';
+import type { ActionForm, PageAction } from './run-actions.js';
+import { runHeading, visibleRunRecord } from './run-parts.js';
+
+export const EMPTY_FORM: ActionForm = { note: '', resetAttempts: false, excludeRows: '' };
+
+export async function confirmActionPage(
+  deps: ApiDependencies,
+  viewer: Viewer,
+  id: number,
+  action: PageAction,
+  options: { error?: string; form?: ActionForm } = {},
+): Promise<Html> {
+  const record = await visibleRunRecord(deps, viewer, id);
+  const { job } = record;
+  const form = options.form ?? EMPTY_FORM;
+  let refusal: string | null = null;
+  if (action.operatorOnly && !isOperator(viewer)) refusal = `${action.label} needs an operator key.`;
+  else if (!action.fits(job, record.resolution !== null)) refusal = `Run ${job.id} is ${job.state}${record.resolution ? ' and resolved' : ''}: it cannot be ${action.name === 'cancel' ? 'canceled' : `${action.name}d`} now.`;
+  const body = html`${runHeading(record, `${action.label}?`)}
+${errorBox(options.error)}
+<p>${action.effect}</p>
+${
+  refusal
+    ? html`<div class="error-box" role="alert">${refusal}</div><p><a href="/admin/runs/${job.id}">Back to run ${job.id}</a></p>`
+    : html`<form class="stack" method="post" action="/admin/runs/${job.id}/${action.name}">
+  ${csrfField(viewer)}
+  <label for="note">Note${action.noteRequired ? ' (required: why the run needs nothing more)' : ' (optional, kept in the history)'}</label>
+  <textarea id="note" name="note" maxlength="2000"${action.noteRequired ? html` required` : ''}>${form.note}</textarea>
+  ${
+    action.name === 'requeue' || action.name === 'replay'
+      ? html`<label><span><input type="checkbox" name="resetAttempts" value="true"${form.resetAttempts ? html` checked` : ''}> Count attempts from zero again</span></label>`
+      : ''
+  }
+  ${
+    action.name === 'finalize'
+      ? html`<label for="excludeRows">Rows not to write (optional, by line number, e.g. 12,40-90)</label>
+  <input id="excludeRows" name="excludeRows" value="${form.excludeRows}" maxlength="100000" autocomplete="off">`
+      : ''
+  }
+  <div class="actions">
+    <button type="submit" class="${action.danger ? 'danger' : ''}">Confirm: ${action.label.toLowerCase()} run ${job.id}</button>
+    <a class="button secondary" href="/admin/runs/${job.id}">Back</a>
+  </div>
+</form>`
+}`;
+  return page({ title: `${action.label} run ${job.id}`, viewer, body, section: 'runs' });
+}

@@ -1,0 +1,80 @@
+// GET /admin/runs/{id}/review: a CSV import's validation summary, its failed rows (row number, field, reason, the
+// original values) paged by row number, the download of the failed rows (the API's own ?format=csv export, so the
+// same bytes), and Finalize / Reject while it waits for review.
+import { pageOfRowErrors, type RowError } from '../../../imports/csv/row-errors.js';
+import { getCsvImportRun, type CsvImportRun } from '../../../imports/csv/run-record.js';
+import type { ApiDependencies } from '../../server.js';
+import { formatCount } from '../format.js';
+import { html, withQuery, type Html } from '../html.js';
+import { page, type Viewer } from '../layout.js';
+import { CSV_KINDS } from './run-actions.js';
+import { actionLinks, runHeading, visibleRunRecord } from './run-parts.js';
+
+export const ERROR_ROWS_PER_PAGE = 50;
+
+/** The rows a finished finalize wrote (inserted or updated; unchanged rows were already there). */
+export const rowsWritten = (run: CsvImportRun): number => run.rowsInserted + run.rowsUpdated;
+
+export function csvCounts(run: CsvImportRun, result: Record<string, unknown> | null): Html {
+  const duplicates = typeof result?.duplicates === 'number' ? result.duplicates : null;
+  const references = Object.entries(run.referencesCreated ?? {});
+  const excluded = run.excludedRows?.reduce((sum, [from, to]) => sum + to - from + 1, 0) ?? 0;
+  const cell = (label: string, value: unknown, name: string) =>
+    html`<tr><th scope="row">${label}</th><td class="num" data-csv-count="${name}">${formatCount(value)}</td></tr>`;
+  return html`<table class="summary" aria-label="Validation summary">
+  <tbody>
+    ${cell('Rows read', run.rowsRead, 'read')}
+    ${cell('Valid', run.rowsValid, 'valid')}
+    ${cell('Invalid', run.rowsInvalid, 'invalid')}
+    ${duplicates !== null ? cell('Of which duplicates', duplicates, 'duplicates') : ''}
+    ${run.excludedRows ? cell('Excluded by the reviewer', excluded, 'excluded') : ''}
+    ${
+      run.finalizedAt || run.finalizedBatches > 0
+        ? html`${cell('Written (inserted + updated)', rowsWritten(run), 'written')}${cell('Inserted', run.rowsInserted, 'inserted')}${cell('Updated', run.rowsUpdated, 'updated')}${cell('Unchanged', run.rowsUnchanged, 'unchanged')}${cell('Failed at finalize', run.rowsFailed, 'failed')}`
+        : ''
+    }
+    <tr><th scope="row">References created</th><td>${
+      references.length ? references.map(([table, count]) => html`${table}: ${formatCount(count)} `) : run.finalizedAt ? 'none' : 'known after finalize'
+    }</td></tr>
+  </tbody>
+</table>`;
+}
+
+function errorRow(error: RowError, header: string[]): Html {
+  const values = error.fields
+    ? html`<dl class="record">${error.fields.map((value, index) => html`<dt>${header[index] ?? `column ${index + 1}`}</dt><dd>${value}</dd>`)}</dl>`
+    : html`<span class="muted">the row could not be split into fields</span>`;
+  return html`<tr>
+    <td class="num">${error.row}</td>
+    <td>${error.issues.map((issue) => html`<div>${issue.column ?? '(whole row)'}</div>`)}</td>
+    <td>${error.issues.map((issue) => html`<div><code>${issue.rule}</code> ${issue.message}</div>`)}</td>
+    <td>${values}</td>
+  </tr>`;
+}
+
+export async function csvReviewPage(deps: ApiDependencies, viewer: Viewer, id: number, after: number): Promise<Html> {
+  const record = await visibleRunRecord(deps, viewer, id);
+  const { job } = record;
+  if (!CSV_KINDS.has(job.kind)) {
+    return page({ title: `Run ${id}`, viewer, section: 'runs', body: html`${runHeading(record, 'CSV review')}<p>This run is a ${job.kind} run, not a CSV import.</p>` });
+  }
+  const [run, errors] = await Promise.all([getCsvImportRun(deps.pool, id), pageOfRowErrors(deps.pool, id, after, ERROR_ROWS_PER_PAGE)]);
+  const last = errors[errors.length - 1];
+  const header = run?.header ?? [];
+  const body = html`${runHeading(record, 'CSV review')}
+${run ? html`<p>File <code>${run.objectKey}</code> in bucket <code>${run.bucket}</code>, profile ${run.profile}.</p>` : ''}
+${actionLinks(record, viewer)}
+<h2>Summary</h2>
+${run ? csvCounts(run, job.result) : html`<p class="muted">Not validated yet.</p>`}
+<h2 id="failed-rows">Failed rows</h2>
+<p><a class="button secondary" href="/v1/jobs/${job.id}/errors?format=csv" download="job-${job.id}-errors.csv">Download failed rows as CSV</a></p>
+<div class="table-wrap"><table aria-describedby="failed-rows">
+  <thead><tr><th scope="col" class="num">Row</th><th scope="col">Field</th><th scope="col">Reason</th><th scope="col">Original values</th></tr></thead>
+  <tbody>${errors.length ? errors.map((error) => errorRow(error, header)) : html`<tr><td colspan="4">No failed rows${after ? ' after this row' : ''}.</td></tr>`}</tbody>
+</table></div>
+<nav class="pager" aria-label="Pages of failed rows">
+  ${after > 0 ? html`<a href="/admin/runs/${job.id}/review#failed-rows">First page</a>` : ''}
+  ${errors.length === ERROR_ROWS_PER_PAGE && last ? html`<a rel="next" href="${withQuery(`/admin/runs/${job.id}/review`, { after: last.row })}#failed-rows">Next page</a>` : ''}
+</nav>`;
+  return page({ title: `CSV review of run ${id}`, viewer, body, section: 'runs' });
+}

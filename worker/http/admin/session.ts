@@ -1,0 +1,95 @@
+// The admin pages' session cookie and CSRF checks. The cookie holds the session token (HttpOnly: no script reads it;
+// SameSite=Strict: no other site's page sends it; Secure behind TLS; Max-Age = the session's life). Every POST of a
+// signed-in page carries the session's CSRF token (a synchronizer token derived from the session, checked in constant
+// time); the sign-in form, made before there is a session, carries a random token that must equal a short-lived
+// cookie of its own (double submit).
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { csrfTokenMatches, findAdminSession } from '../../auth/admin-sessions.js';
+import type { Queryable } from '../../db/pool.js';
+import { ApiError } from '../errors.js';
+
+export const SESSION_COOKIE = 'bi_admin_session';
+export const SIGN_IN_COOKIE = 'bi_admin_sign_in';
+/** The form field every POST carries its CSRF token in. */
+export const CSRF_FIELD = 'csrf';
+
+export interface AdminCookieOptions {
+  /** Always mark cookies Secure (the server is behind TLS that does not say so with X-Forwarded-Proto). */
+  secureCookies: boolean;
+}
+
+/** The request's cookies (a missing or malformed header is no cookies). */
+export function readCookies(request: FastifyRequest): Map<string, string> {
+  const cookies = new Map<string, string>();
+  for (const part of (request.headers.cookie ?? '').split(';')) {
+    const index = part.indexOf('=');
+    if (index <= 0) continue;
+    const name = part.slice(0, index).trim();
+    const value = part.slice(index + 1).trim();
+    try {
+      if (!cookies.has(name)) cookies.set(name, decodeURIComponent(value));
+    } catch {
+      // not percent-encoded properly: not one of ours
+    }
+  }
+  return cookies;
+}
+
+/** True when the browser reached us over TLS: directly, or through a proxy or load balancer that says so. */
+function overTls(request: FastifyRequest, options: AdminCookieOptions): boolean {
+  if (options.secureCookies || request.protocol === 'https') return true;
+  const forwarded = request.headers['x-forwarded-proto'];
+  const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim().toLowerCase();
+  return first === 'https';
+}
+
+export function cookieHeader(
+  request: FastifyRequest,
+  options: AdminCookieOptions,
+  name: string,
+  value: string,
+  maxAgeSeconds: number,
+  path = '/',
+): string {
+  const parts = [`${name}=${encodeURIComponent(value)}`, `Path=${path}`, `Max-Age=${Math.max(0, Math.floor(maxAgeSeconds))}`, 'HttpOnly', 'SameSite=Strict'];
+  if (overTls(request, options)) parts.push('Secure');
+  return parts.join('; ');
+}
+
+export function addCookie(reply: FastifyReply, cookie: string): void {
+  const existing = reply.getHeader('set-cookie');
+  const list = existing === undefined ? [] : Array.isArray(existing) ? existing.map(String) : [String(existing)];
+  void reply.header('set-cookie', [...list, cookie]);
+}
+
+/** The signed-in session of the request, or null: sets request.apiKey to the session's key. */
+export async function loadSession(db: Queryable, request: FastifyRequest): Promise<{ token: string } | null> {
+  const token = readCookies(request).get(SESSION_COOKIE);
+  if (!token) return null;
+  const session = await findAdminSession(db, token);
+  if (!session) return null;
+  request.apiKey = session.key;
+  return { token };
+}
+
+/** Refuses a POST whose CSRF token is not the session's (403, nothing done). */
+export function requireCsrf(sessionToken: string, body: unknown): void {
+  const submitted = (body as Record<string, unknown> | null | undefined)?.[CSRF_FIELD];
+  if (!csrfTokenMatches(sessionToken, submitted)) {
+    throw new ApiError(403, 'CSRF_REFUSED', 'the form was not sent by a page of this session (missing or wrong CSRF token): reload the page and try again');
+  }
+}
+
+/** A fresh token for the sign-in form (and its cookie). */
+export const newSignInToken = (): string => randomBytes(24).toString('base64url');
+
+export function requireSignInToken(request: FastifyRequest, body: unknown): void {
+  const cookie = readCookies(request).get(SIGN_IN_COOKIE) ?? '';
+  const submitted = (body as Record<string, unknown> | null | undefined)?.[CSRF_FIELD];
+  const a = Buffer.from(cookie);
+  const b = Buffer.from(typeof submitted === 'string' ? submitted : '');
+  if (a.length < 16 || a.length !== b.length || !timingSafeEqual(a, b)) {
+    throw new ApiError(403, 'CSRF_REFUSED', 'the sign-in form expired or was not sent by this site: open the sign-in page again');
+  }
+}
