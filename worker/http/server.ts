@@ -6,11 +6,13 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import type { S3Client } from '@aws-sdk/client-s3';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { findActiveApiKey, type ApiKey } from '../auth/api-keys.js';
-import type { Config } from '../config.js';
+import type { ApiKey } from '../auth/api-keys.js';
+import { VerifiedKeyCache } from '../auth/verified-keys.js';
+import { requireDatabase, type Config } from '../config.js';
 import type { Pool } from '../db/pool.js';
 import { defaultRegistry, type HandlerRegistry } from '../handlers/registry.js';
 import type { Logger } from '../logger.js';
+import { registerRequestSpans } from '../tracing/http-spans.js';
 import { loadSession } from './admin/session.js';
 import { DEFAULT_ADMIN_OPTIONS, registerAdminPages, type AdminOptions } from './admin/plugin.js';
 import { ApiError, describeError } from './errors.js';
@@ -132,6 +134,8 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   });
   app.decorateRequest('apiKey', null);
+  // First of the hooks: a request refused by authentication still has its span (worker/tracing/).
+  registerRequestSpans(app);
   const routes: string[] = [];
   app.decorate('apiRoutes', routes);
   app.addHook('onRoute', (route) => {
@@ -154,6 +158,11 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, index) => (typeof json.$id === 'string' ? json.$id : `def-${index}`) },
   });
 
+  // Keys verified once are trusted for a few seconds while revocations can be heard (auth/verified-keys.ts).
+  const verifiedKeys = new VerifiedKeyCache(deps.pool, deps.config.databaseUrl ? requireDatabase(deps.config) : undefined, deps.log);
+  await verifiedKeys.start();
+  app.addHook('onClose', () => verifiedKeys.stop());
+
   // Authentication first: nothing but health and the spec is reachable without a valid key.
   app.addHook('onRequest', async (request) => {
     // The admin pages (and their 404s) check their own session (admin/plugin.ts).
@@ -165,7 +174,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     // session acts as its key. Only read-only GET routes that say so take a cookie (no cross-site writes).
     if (!match && request.routeOptions.config?.sessionCookie && request.method === 'GET' && (await loadSession(deps.pool, request))) return;
     if (!match) throw new ApiError(401, 'UNAUTHENTICATED', 'send an API key: Authorization: Bearer <key>', undefined, { 'www-authenticate': 'Bearer' });
-    const key = await findActiveApiKey(deps.pool, match[1]!);
+    const key = await verifiedKeys.find(match[1]!);
     if (!key) throw new ApiError(401, 'UNAUTHENTICATED', 'the API key is unknown or revoked', undefined, { 'www-authenticate': 'Bearer' });
     request.apiKey = key;
     if (access === 'operator' && key.role !== 'operator') throw new ApiError(403, 'FORBIDDEN', 'this route needs an operator key');
