@@ -1,16 +1,20 @@
 # syntax=docker/dockerfile:1
-# The bulk-import image: one image per commit, pushed by scripts/deploy.sh to the backend's ECR repository. The worker
-# service runs it with `node bin/bulk-import.js worker` (also the default command here); the backend service runs
-# the same image at the same tag (docs/DEPLOYMENT.md §2). Layout, which the task definition relies on:
-#   /app/package.json, package-lock.json, node_modules (production only), dist/ (compiled worker/ and scripts/),
-#   migrations/ (SQL), bin/bulk-import.js, certs/rds-ca-bundle.pem (the Amazon RDS CA bundle the task definition
-#   names in DATABASE_SSL_ROOT_CERT). Runs as uid 1000 and works with a read-only root file system (only /tmp, a task
-#   volume, is written).
-# Pin the base image by digest for reproducible builds: --build-arg BASE_IMAGE=node:20.20.2-bookworm-slim@sha256:…
-ARG NODE_VERSION=20.20.2
-ARG BASE_IMAGE=node:${NODE_VERSION}-bookworm-slim
+# The bulk-import image for a standalone setup: `scripts/deploy.sh --build` builds it and pushes it under the full
+# commit SHA, then deploys it by digest (docs/DEPLOYMENT.md §2, §4.2). The worker service runs it with
+# `node bin/bulk-import.js worker` (also the default command here). Layout, which the task definition relies on:
+#   /app/package.json, package-lock.json, node_modules (production only), dist/ (compiled worker/ and scripts/,
+#   without the development code of worker/dev/), migrations/, bin/bulk-import.js, certs/rds-ca-bundle.pem (the
+#   Amazon RDS CA bundle the task definition names in DATABASE_SSL_ROOT_CERT). Runs as uid 1000 and works with a
+#   read-only root file system (only /tmp, a task volume, is written). test/runtime-image.test.ts builds this layout
+#   the way the stages below do and runs it.
+# The base image: Node.js 24 LTS on Debian bookworm (slim), pinned by the digest of its multi-platform index so a
+# build is reproducible and never pulls a moved tag. This line is the one place the base is named; to move to a
+# newer Node 24 release, read the new digest (`docker buildx imagetools inspect node:24-bookworm-slim`), review it,
+# and change it here. A build may pass another base with --build-arg BASE_IMAGE=….
+ARG BASE_IMAGE=node:24.18.1-bookworm-slim@sha256:235600a8101ab264e117b1768e925532262668dc9b581ef1dd7d96ced463b8e7
 
-# 1. build: every dependency exactly as locked, then compile worker/ and scripts/ into dist/.
+# 1. build: every dependency exactly as locked, then compile worker/ and scripts/ into dist/ (`npm run build` leaves
+#    worker/dev/, the embedded development servers, out).
 FROM ${BASE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
