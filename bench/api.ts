@@ -25,6 +25,10 @@ import pg from 'pg';
 import { createApiKey } from '../worker/auth/api-keys.js';
 import { migrate } from '../worker/db/migrate.js';
 import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
+import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
+import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
+import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
+import { NOOP_KIND } from '../worker/handlers/noop.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const { values: args } = parseArgs({
@@ -76,16 +80,17 @@ async function seed(db: pg.Client): Promise<{ csvJob: number; maxId: number }> {
        created, created + interval '2 seconds', CASE WHEN state <> 'queued' THEN created + interval '5 seconds' END,
        created + interval '5 seconds', created
      FROM (
-       SELECT g, (ARRAY['noop', 'csv-import', 'mass-import', 'backfill'])[1 + g % 4] AS kind,
+       SELECT g, ($2::text[])[1 + g % 4] AS kind,
          CASE WHEN g % 100 < 84 THEN 'succeeded' WHEN g % 100 < 89 THEN 'partial' WHEN g % 100 < 94 THEN 'failed'
               WHEN g % 100 < 96 THEN 'dead' WHEN g % 100 < 99 THEN 'canceled' ELSE 'queued' END AS state,
          now() - interval '30 days' + (g * interval '30 days' / $1) AS created
        FROM generate_series(1, $1) g
      ) s`,
-    [settings.runs],
+    [settings.runs, [NOOP_KIND, CSV_IMPORT_KIND, MASS_IMPORT_KIND, BACKFILL_KIND]],
   );
   const { rows } = await db.query<{ id: number }>(
-    `INSERT INTO jobs (kind, tenant_id, payload, state, finished_at) VALUES ('csv-import', 't1', '{}', 'review_ready', NULL) RETURNING id`,
+    `INSERT INTO jobs (kind, tenant_id, payload, state, finished_at) VALUES ($1, 't1', '{}', 'review_ready', NULL) RETURNING id`,
+    [CSV_IMPORT_KIND],
   );
   const csvJob = Number(rows[0]!.id);
   const header = ['sku', 'name', 'description', 'price', 'quantity', 'barcode', 'status', 'category', 'supplier', 'location'];

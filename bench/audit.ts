@@ -17,6 +17,8 @@ import pg from 'pg';
 import { submitJob } from '../worker/api.js';
 import { migrate } from '../worker/db/migrate.js';
 import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
+import { AUDIT_KIND } from '../worker/handlers/audit.js';
+import { CSV_FINALIZE_KIND } from '../worker/handlers/csv-finalize.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const TENANTS = 10;
@@ -52,7 +54,7 @@ async function load(url: string): Promise<void> {
       );
     }
     const { rows: runs } = await client.query<{ id: string }>(
-      `INSERT INTO jobs (kind, state, tenant_id, finished_at) SELECT 'csv-finalize', 'succeeded', 'tenant-' || (g % ${TENANTS}), now()
+      `INSERT INTO jobs (kind, state, tenant_id, finished_at) SELECT '${CSV_FINALIZE_KIND}', 'succeeded', 'tenant-' || (g % ${TENANTS}), now()
        FROM generate_series(0, ${RUNS - 1}) g RETURNING id`,
     );
     const firstRun = Number(runs[0]!.id);
@@ -71,7 +73,7 @@ async function load(url: string): Promise<void> {
     await client.query(
       `INSERT INTO csv_import_runs (job_id, profile, tenant_id, bucket, object_key, delimiter, header, columns, validated_at, finalized_at)
        SELECT j.id, 'products', j.tenant_id, 'bench', 'imports/' || j.tenant_id || '/run-' || j.id || '.csv', ',', '{sku}', '{sku}', now() - interval '1 day', now() - interval '1 day'
-       FROM jobs j WHERE j.kind = 'csv-finalize'`,
+       FROM jobs j WHERE j.kind = '${CSV_FINALIZE_KIND}'`,
     );
     await client.query(
       `INSERT INTO csv_import_batches (job_id, batch_number, first_row, last_row, row_count, rows_inserted, finalized_at)
@@ -136,10 +138,10 @@ async function main(): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 5_000));
     const before = await idle.stop();
 
-    const { job } = await withClient(url, (client) => submitJob(client, { kind: 'audit', payload: { checks: ['references', 'csv-runs'], batchSize } }));
+    const { job } = await withClient(url, (client) => submitJob(client, { kind: AUDIT_KIND, payload: { checks: ['references', 'csv-runs'], batchSize } }));
     const writer = startWriter(url);
     started = performance.now();
-    const worker = spawn(process.execPath, [join(ROOT, 'bin/bulk-import.js'), 'worker', '--exit-when-idle', '--kinds', 'audit'], {
+    const worker = spawn(process.execPath, [join(ROOT, 'bin/bulk-import.js'), 'worker', '--exit-when-idle', '--kinds', AUDIT_KIND], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: url, LOG_LEVEL: 'warn', LOG_FORMAT: 'json' },
       stdio: ['ignore', 'inherit', 'inherit'],

@@ -17,6 +17,7 @@ import { documentsFileExtension } from '../worker/backfills/documents-file-exten
 import { compileBackfill } from '../worker/backfills/compile.js';
 import { migrate } from '../worker/db/migrate.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
+import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const SOURCE_DB = 'bench_backfill_source';
@@ -110,12 +111,12 @@ async function plainUpdate(url: string): Promise<Measurement> {
 async function backfillJob(url: string, batchSize: number, parallelism: number): Promise<Measurement> {
   const job = await withClient(url, async (client) => {
     const { job: enqueued } = await submitJob(client, {
-      kind: 'backfill',
+      kind: BACKFILL_KIND,
       payload: { name: documentsFileExtension.name, batchSize, parallelism },
     });
     return enqueued;
   });
-  const worker = spawn(process.execPath, [join(ROOT, 'bin/bulk-import.js'), 'worker', '--exit-when-idle', '--kinds', 'backfill'], {
+  const worker = spawn(process.execPath, [join(ROOT, 'bin/bulk-import.js'), 'worker', '--exit-when-idle', '--kinds', BACKFILL_KIND], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: url, LOG_LEVEL: 'warn', LOG_FORMAT: 'json' },
     stdio: ['ignore', 'inherit', 'inherit'],

@@ -29,6 +29,7 @@ import { startLocalEnvironment, type LocalEnvironment } from '../worker/dev/loca
 import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import { createS3Client } from '../worker/storage/s3-client.js';
+import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
 import { buildCompiledWorker, productionNodeFlags } from './mass-import/compiled-worker.js';
 import { PRODUCTS_CSV_HEADER, productsCsvLine } from './csv/products-file.js';
 
@@ -213,7 +214,7 @@ async function measuredImport(
     await worker.started;
     await pool.query('CHECKPOINT');
     const validateStart = performance.now();
-    const { job } = await submitJob(pool, { kind: 'csv-import', tenantId: 'bench', payload: { bucket: BUCKET, key, profile: 'products' } });
+    const { job } = await submitJob(pool, { kind: CSV_IMPORT_KIND, tenantId: 'bench', payload: { bucket: BUCKET, key, profile: 'products' } });
     const reviewed = await until(pool, job.id, ['review_ready']);
     const validateSeconds = (performance.now() - validateStart) / 1000;
     if ((reviewed.result as { valid: number }).valid !== expected) throw new Error(`validation found ${JSON.stringify(reviewed.result)}`);
@@ -230,7 +231,7 @@ async function measuredImport(
     let again: ImportMeasure['reimport'];
     if (reimport) {
       const started = performance.now();
-      const { job: second } = await submitJob(pool, { kind: 'csv-import', tenantId: 'bench', payload: { bucket: BUCKET, key, profile: 'products' } });
+      const { job: second } = await submitJob(pool, { kind: CSV_IMPORT_KIND, tenantId: 'bench', payload: { bucket: BUCKET, key, profile: 'products' } });
       await until(pool, second.id, ['review_ready']);
       const validated = performance.now();
       await finalizeImport(pool, second.id);

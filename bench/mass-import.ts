@@ -19,6 +19,7 @@ import { ensureBucket, LOCAL_S3_CREDENTIALS, startLocalS3, type LocalS3 } from '
 import { ensureSampleTree, sampleTreeLayout } from '../worker/dev/sample-tree.js';
 import { listObjectPages } from '../worker/audit/bucket-listing.js';
 import { createS3Client } from '../worker/storage/s3-client.js';
+import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
 import { ensureAwsCli, type AwsCli } from './mass-import/aws-cli.js';
 import { runMeasured } from './mass-import/measured-process.js';
 import { printMassImportResults, type ToolResult } from './mass-import/report.js';
@@ -107,7 +108,7 @@ async function runOurs(servers: Servers, importRoot: string, round: number, labe
   await ensureBucket(servers.client, bucket);
   const pool = createPool(databaseUrl, { max: 2, applicationName: 'bench-mass-import' });
   try {
-    const { job } = await submitJob(pool, { kind: 'mass-import', tenantId: 'bench', payload: { prefix: 'bench' } });
+    const { job } = await submitJob(pool, { kind: MASS_IMPORT_KIND, tenantId: 'bench', payload: { prefix: 'bench' } });
     const run = await runMeasured(process.execPath, [servers.workerEntry, 'worker', '--exit-when-idle'], {
       PATH: process.env.PATH ?? '',
       HOME: servers.runDir,

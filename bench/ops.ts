@@ -24,6 +24,11 @@ import { createCloudWatchClient, jobMetricPoints, MetricsPublisher } from '../wo
 import { gaugePoints } from '../worker/ops/queue-gauges.js';
 import { readQueueGauges } from '../worker/queue/gauges.js';
 import type { JobFinishedEvent } from '../worker/runner/worker.js';
+import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
+import { CSV_FINALIZE_KIND } from '../worker/handlers/csv-finalize.js';
+import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
+import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
+import { NOOP_KIND } from '../worker/handlers/noop.js';
 import { cloudWatchSuccess, putMetricDataCalls, startRecordingEndpoint } from '../test/support/recording-endpoint.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -51,6 +56,9 @@ interface Row {
   figures: string;
 }
 const rows: Row[] = [];
+const ALL_KINDS = [MASS_IMPORT_KIND, CSV_IMPORT_KIND, CSV_FINALIZE_KIND, BACKFILL_KIND, NOOP_KIND];
+/** The kinds the gauge benchmark seeds rows of (one in four each). */
+const SEEDED_KINDS = [MASS_IMPORT_KIND, CSV_IMPORT_KIND, BACKFILL_KIND, NOOP_KIND];
 
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -91,7 +99,7 @@ async function benchHealthcheck(buildDir: string, databaseUrl: string): Promise<
 }
 
 function syntheticEvents(count: number): JobFinishedEvent[] {
-  const kinds = ['mass-import', 'csv-validate', 'csv-finalize', 'backfill', 'noop'];
+  const kinds = ALL_KINDS;
   const states: JobFinishedEvent['state'][] = ['succeeded', 'succeeded', 'succeeded', 'partial', 'queued', 'failed'];
   return Array.from({ length: count }, (_, index) => ({
     job: { id: index, kind: kinds[index % kinds.length]!, tenantId: 't', payload: {}, attempt: 1, maxAttempts: 5, progress: null, leaseOwner: 'w', createdAt: new Date() },
@@ -148,13 +156,13 @@ async function benchGauges(url: string): Promise<void> {
   try {
     await client.query(
       `INSERT INTO jobs (kind, state, attempts, started_at, finished_at)
-       SELECT (ARRAY['mass-import','csv-validate','backfill','noop'])[1 + g % 4], 'succeeded', 1, now() - interval '2 days', now() - interval '1 day'
+       SELECT ($2::text[])[1 + g % 4], 'succeeded', 1, now() - interval '2 days', now() - interval '1 day'
        FROM generate_series(1, $1::int) g`,
-      [settings.history],
+      [settings.history, SEEDED_KINDS],
     );
     await client.query(
       `INSERT INTO jobs (kind, state, run_at, attempts, lease_owner, lease_expires_at, finished_at)
-       SELECT (ARRAY['mass-import','csv-validate','backfill','noop'])[1 + g % 4],
+       SELECT ($1::text[])[1 + g % 4],
               (ARRAY['queued','running','dead'])[1 + g % 3],
               now() - (g % 600) * interval '1 second',
               CASE WHEN g % 3 = 0 THEN 0 ELSE 1 END,
@@ -162,13 +170,14 @@ async function benchGauges(url: string): Promise<void> {
               CASE WHEN g % 3 = 1 THEN now() + interval '1 hour' END,
               CASE WHEN g % 3 = 2 THEN now() END
        FROM generate_series(0, 9999) g`,
+      [SEEDED_KINDS],
     );
     await client.query('VACUUM ANALYZE jobs');
     const times: number[] = [];
     let points = 0;
     for (let run = 0; run < settings.runs; run += 1) {
       const started = performance.now();
-      const gauges = await readQueueGauges(client, ['mass-import', 'csv-validate', 'csv-finalize', 'backfill', 'noop']);
+      const gauges = await readQueueGauges(client, ALL_KINDS);
       times.push(performance.now() - started);
       points = gaugePoints(gauges).length;
     }

@@ -38,14 +38,14 @@ describe('configuration', () => {
       IMPORT_ROOT: '/mnt/import/',
       WORKER_CONCURRENCY: '4',
       WORKER_KINDS: 'mass-import, noop',
-      WORKER_KIND_CONCURRENCY: 'csv-validate=2,csv-finalize=1',
+      WORKER_KIND_CONCURRENCY: 'csv-import=2,csv-finalize=1',
       LOG_LEVEL: 'debug',
     });
     expect(config.s3ForcePathStyle).toBe(true);
     expect(config.importRoot).toBe('/mnt/import');
     expect(config.worker.concurrency).toBe(4);
     expect(config.worker.kinds).toEqual(['mass-import', 'noop']);
-    expect(config.worker.kindConcurrency).toEqual({ 'csv-validate': 2, 'csv-finalize': 1 });
+    expect(config.worker.kindConcurrency).toEqual({ 'csv-import': 2, 'csv-finalize': 1 });
   });
 
   it.each([
@@ -57,7 +57,7 @@ describe('configuration', () => {
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL', 'one of fatal, error, warn, info, debug, trace, silent'],
     [{ IMPORT_ROOT: 'import' }, 'IMPORT_ROOT', 'an absolute path'],
     [{ S3_FORCE_PATH_STYLE: 'maybe' }, 'S3_FORCE_PATH_STYLE', 'true or false'],
-    [{ WORKER_KIND_CONCURRENCY: 'csv-validate:2' }, 'WORKER_KIND_CONCURRENCY', 'kind=limit pairs'],
+    [{ WORKER_KIND_CONCURRENCY: 'csv-import:2' }, 'WORKER_KIND_CONCURRENCY', 'kind=limit pairs'],
     [{ RETRY_BACKOFF_BASE_MS: '5000', RETRY_BACKOFF_MAX_MS: '100' }, 'RETRY_BACKOFF_MAX_MS', 'must be at least'],
     [{ DEPENDENCY_OUTAGE_BUDGET_MS: '1h' }, 'DEPENDENCY_OUTAGE_BUDGET_MS', 'a whole number from 0 to 604800000'],
     [{ DEPENDENCY_OUTAGE_BACKOFF_MAX_MS: '500' }, 'DEPENDENCY_OUTAGE_BACKOFF_MAX_MS', 'must be at least RETRY_BACKOFF_BASE_MS'],

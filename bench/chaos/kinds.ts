@@ -4,6 +4,11 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { finalizeImport, submitJob } from '../../worker/api.js';
+import { BACKFILL_KIND } from '../../worker/handlers/backfill.js';
+import { CSV_FINALIZE_KIND } from '../../worker/handlers/csv-finalize.js';
+import { CSV_IMPORT_KIND } from '../../worker/handlers/csv-validate.js';
+import { MASS_IMPORT_KIND } from '../../worker/handlers/mass-import.js';
+import { NOOP_KIND } from '../../worker/handlers/noop.js';
 import { objectKeyFor } from '../../worker/imports/object-key.js';
 import { plantedFile, upload, type PlantedFile } from '../../test/fixtures/csv-products.js';
 import { contentOf, listObjects, makeTree, objectBytes, sha256, type TreeFile } from '../../test/support/mass-import-tree.js';
@@ -87,14 +92,14 @@ function noopScenario(quick: boolean): Scenario {
   const sleepMs = quick ? 80 : 120;
   return {
     faults: DB_FAULTS,
-    workerEnv: () => ({ WORKER_KINDS: 'noop' }),
+    workerEnv: () => ({ WORKER_KINDS: NOOP_KIND }),
     setup: async () => {},
     async submit({ round }) {
       const ids: number[] = [];
       for (let start = 0; start < count; start += 25) {
         const batch = Array.from({ length: Math.min(25, count - start) }, (_, i) => start + i);
         const jobs = await Promise.all(
-          batch.map((seq) => submitJob(round.pool, { kind: 'noop', payload: { sleepMs, seq }, maxAttempts: MAX_ATTEMPTS })),
+          batch.map((seq) => submitJob(round.pool, { kind: NOOP_KIND, payload: { sleepMs, seq }, maxAttempts: MAX_ATTEMPTS })),
         );
         ids.push(...jobs.map(({ job }) => job.id));
       }
@@ -132,7 +137,7 @@ function massImportScenario(quick: boolean): Scenario {
   let root = '';
   return {
     faults: ALL_FAULTS,
-    workerEnv: () => ({ WORKER_KINDS: 'mass-import', IMPORT_ROOT: root, IMPORT_ROOT_REQUIRE_MOUNT: 'false' }),
+    workerEnv: () => ({ WORKER_KINDS: MASS_IMPORT_KIND, IMPORT_ROOT: root, IMPORT_ROOT_REQUIRE_MOUNT: 'false' }),
     async setup() {
       root = await makeTree(files, 'chaos');
     },
@@ -140,7 +145,7 @@ function massImportScenario(quick: boolean): Scenario {
       const ids: number[] = [];
       for (const tenant of IMPORT_TENANTS) {
         const { job } = await submitJob(round.pool, {
-          kind: 'mass-import',
+          kind: MASS_IMPORT_KIND,
           tenantId: tenant,
           payload: { prefix: IMPORT_PREFIX },
           maxAttempts: MAX_ATTEMPTS,
@@ -242,7 +247,7 @@ function csvScenario(quick: boolean): Scenario {
       const ids: number[] = [];
       for (const tenant of CSV_TENANTS) {
         const { job } = await submitJob(round.pool, {
-          kind: 'csv-import',
+          kind: CSV_IMPORT_KIND,
           tenantId: tenant,
           payload: { bucket: round.bucket, key: `imports/${tenant}/products.csv`, profile: 'products' },
           maxAttempts: MAX_ATTEMPTS,
@@ -255,7 +260,7 @@ function csvScenario(quick: boolean): Scenario {
       jobs.reduce((sum, job) => {
         if (TERMINAL.has(job.state)) return sum + 1;
         if (job.state === 'review_ready') return sum + 0.5;
-        return sum + (job.kind === 'csv-finalize' ? 0.5 + fraction(job.progress) / 2 : fraction(job.progress) / 2);
+        return sum + (job.kind === CSV_FINALIZE_KIND ? 0.5 + fraction(job.progress) / 2 : fraction(job.progress) / 2);
       }, 0) / jobs.length,
     async advance({ round }, jobs) {
       for (const job of jobs) {
@@ -268,7 +273,7 @@ function csvScenario(quick: boolean): Scenario {
           // The database went away mid-call, or the call went through and its answer was lost: the next poll sees
           // the job still parked (try again) or finalizing.
           const { rows } = await round.pool.query<{ kind: string }>('SELECT kind FROM jobs WHERE id = $1', [job.id]).catch(() => ({ rows: [] }));
-          if (rows[0]?.kind === 'csv-finalize') finalized.add(job.id);
+          if (rows[0]?.kind === CSV_FINALIZE_KIND) finalized.add(job.id);
         }
       }
       // An import that ended before review (failed, dead) ends the round too: the check reports it.
@@ -285,9 +290,9 @@ function csvScenario(quick: boolean): Scenario {
         else if (review.valid !== valid || review.invalid !== planted.bad.size) {
           violations.push(`csv job ${job.id}: validation found ${review.valid} valid / ${review.invalid} invalid rows, expected ${valid} / ${planted.bad.size}`);
         }
-        if (job.kind !== 'csv-finalize') violations.push(`csv job ${job.id} ended as ${job.kind}, never finalized`);
+        if (job.kind !== CSV_FINALIZE_KIND) violations.push(`csv job ${job.id} ended as ${job.kind}, never finalized`);
         const result = job.result ?? {};
-        if (TERMINAL.has(job.state) && job.kind === 'csv-finalize' &&
+        if (TERMINAL.has(job.state) && job.kind === CSV_FINALIZE_KIND &&
           (result.inserted !== valid || result.updated !== 0 || result.unchanged !== 0 || result.failedAtWrite !== 0)) {
           violations.push(
             `csv job ${job.id}: finalize result ${JSON.stringify({ inserted: result.inserted, updated: result.updated, unchanged: result.unchanged, failedAtWrite: result.failedAtWrite })}, expected ${valid} inserted and nothing else (a batch written twice shows as unchanged)`,
@@ -328,7 +333,7 @@ function backfillScenario(quick: boolean): Scenario {
   const total = quick ? 30_000 : 100_000;
   return {
     faults: DB_FAULTS,
-    workerEnv: () => ({ WORKER_KINDS: 'backfill' }),
+    workerEnv: () => ({ WORKER_KINDS: BACKFILL_KIND }),
     async setup({ round }) {
       // Documents imported before file_extension existed (the insert trigger that fills it is off while they go in),
       // as test/backfill-resume.test.ts seeds them; and a trigger of the harness's that records every committed write
@@ -351,7 +356,7 @@ function backfillScenario(quick: boolean): Scenario {
     },
     async submit({ round }) {
       const { job } = await submitJob(round.pool, {
-        kind: 'backfill',
+        kind: BACKFILL_KIND,
         payload: { name: 'documents-file-extension', batchSize: 200, parallelism: 2 },
         maxAttempts: MAX_ATTEMPTS,
       });

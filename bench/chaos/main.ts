@@ -8,6 +8,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { CSV_FINALIZE_KIND } from '../../worker/handlers/csv-finalize.js';
+import { CSV_IMPORT_KIND } from '../../worker/handlers/csv-validate.js';
 import { randomSeed } from './rng.js';
 import {
   FAULT_TYPES, formatTable, KINDS, runRound, startChaosEnvironment, type KindName, type RoundResult,
@@ -51,7 +53,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const quick = values.quick ?? false;
-  const kinds = list(values.kinds, KINDS, 'kind', { 'csv-import': 'csv', 'csv-finalize': 'csv' }) ?? [...KINDS];
+  const kinds = list(values.kinds, KINDS, 'kind', { [CSV_IMPORT_KIND]: 'csv', [CSV_FINALIZE_KIND]: 'csv' }) ?? [...KINDS];
   const faultTypes = list(values.faults, FAULT_TYPES, 'fault');
   const rounds = integer(values.rounds, 'rounds', quick ? kinds.length : 8);
   const seed = integer(values.seed, 'seed', randomSeed());

@@ -5,6 +5,8 @@
 import { userInfo } from 'node:os';
 import { submitJob, type SubmitOptions, type SubmitResult } from '../api.js';
 import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
+import { CSV_FINALIZE_KIND } from '../handlers/csv-finalize.js';
+import { CSV_IMPORT_KIND } from '../handlers/csv-validate.js';
 import { finalizeImport, rejectImport, type FinalizeOptions } from '../imports/csv/review.js';
 import { InvalidRowRangesError, RowRanges } from '../imports/csv/row-ranges.js';
 import { listDeadJobs, purgeDeadJobs, replayDeadJobsById, type PurgedJob, type PurgeRequest } from '../queue/dead-letters.js';
@@ -113,7 +115,7 @@ export async function resolveRun(pool: Pool, actor: Actor, id: number, note: str
   });
 }
 
-const CSV_KINDS = new Set(['csv-import', 'csv-finalize']);
+const CSV_KINDS = new Set([CSV_IMPORT_KIND, CSV_FINALIZE_KIND]);
 
 async function requireCsvImport(pool: Pool, actor: Actor, id: number, action: string): Promise<void> {
   const job = await requireVisibleJob(pool, actor, id);

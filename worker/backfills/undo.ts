@@ -6,6 +6,8 @@
 // accepted. The migration behind it: 20261205000400_backfill_before_images.sql.
 import type { Pool } from '../db/pool.js';
 import { withTransaction } from '../db/pool.js';
+import { BACKFILL_KIND } from '../handlers/backfill.js';
+import { ACTIVE_STATES } from '../queue/types.js';
 import type { CompiledBackfill } from './compile.js';
 
 export interface BeforeImageScope {
@@ -67,10 +69,10 @@ function scopeConditions(backfill: CompiledBackfill, scope: BeforeImageScope, pa
 async function assertNoActiveRun(pool: Pool, backfill: CompiledBackfill): Promise<void> {
   const { rows } = await pool.query<{ id: string }>(
     `SELECT id FROM jobs
-     WHERE kind = 'backfill' AND state IN ('queued', 'running') AND payload->>'name' = $1
+     WHERE kind = $2 AND state = ANY($3) AND payload->>'name' = $1
        AND coalesce(payload->>'dryRun', 'false') <> 'true'
      ORDER BY id LIMIT 1`,
-    [backfill.definition.name],
+    [backfill.definition.name, BACKFILL_KIND, ACTIVE_STATES],
   );
   if (rows[0]) {
     throw new Error(

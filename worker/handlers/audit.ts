@@ -22,11 +22,14 @@ export const DEFAULT_AUDIT_BATCH_SIZE = 10_000;
 /** The metric (dimension Kind = audit) the on-call alarm reads: findings of one run. */
 export const AUDIT_FINDINGS_METRIC = 'AuditFindings';
 
+/** The kind `audit` runs as: the one place its name is written. */
+export const AUDIT_KIND = 'audit';
+
 export const auditHandler: JobHandler<AuditPayload> = {
-  kind: 'audit',
+  kind: AUDIT_KIND,
   description: 'checks what imports wrote: reference ids of products, rows per CSV run, documents rows vs objects',
   parsePayload(raw) {
-    const read = new PayloadReader('audit', raw);
+    const read = new PayloadReader(AUDIT_KIND, raw);
     read.onlyKnown(PAYLOAD_FIELDS);
     const checks = raw.checks ?? [...AUDIT_CHECK_GROUPS];
     if (!Array.isArray(checks) || checks.length === 0 || checks.some((check) => !(AUDIT_CHECK_GROUPS as readonly unknown[]).includes(check))) {

@@ -27,16 +27,19 @@ export interface BackfillPayload {
   saveBeforeImage: boolean;
 }
 
+/** The kind `backfill` runs as: the one place its name is written. */
+export const BACKFILL_KIND = 'backfill';
+
 const PAYLOAD_FIELDS = ['name', 'tenant', 'batchSize', 'parallelism', 'dryRun', 'maxRows', 'sampleSize', 'saveBeforeImage'];
 const MAX_SAMPLE = 100;
 const SAMPLE_KEYS_IN_RESULT = 20;
 
 export function createBackfillHandler(backfills: BackfillRegistry = defaultBackfills()): JobHandler<BackfillPayload> {
   return {
-    kind: 'backfill',
+    kind: BACKFILL_KIND,
     description: 'fills a missing column over a large table in resumable, optimistic batches (dryRun to rehearse)',
     parsePayload(raw) {
-      const read = new PayloadReader('backfill', raw);
+      const read = new PayloadReader(BACKFILL_KIND, raw);
       read.onlyKnown(PAYLOAD_FIELDS);
       const name = read.string('name', BACKFILL_NAME, `the name of a backfill: ${backfills.names().join(', ')}`);
       const backfill = backfills.require(name);

@@ -8,6 +8,7 @@ import { parseCsvImportPayload, type CsvImportPayload } from '../imports/csv/pay
 import { listRowErrors, writeRowErrorsCsv } from '../imports/csv/row-errors.js';
 import type { JobContext, JobHandler, JobOutcome } from './types.js';
 
+/** The kind of a CSV import's finalize phase (the same job, resumed): the one place its name is written. */
 export const CSV_FINALIZE_KIND = 'csv-finalize';
 
 async function run(context: JobContext<CsvImportPayload>): Promise<JobOutcome> {

@@ -7,7 +7,6 @@
 import { finalizeValidatedRun } from '../imports/csv/finalize-run.js';
 import {
   assertCsvObjectAllowed,
-  csvImportDedupeKey,
   parseCsvImportPayload,
   resolveCsvTenant,
   type CsvImportPayload,
@@ -19,16 +18,22 @@ import { summaryOfRun, validateImport, type ValidationSummary } from '../imports
 import { PermanentJobError } from '../queue/errors.js';
 import type { JobContext, JobHandler, JobOutcome } from './types.js';
 
-export const CSV_VALIDATE_KIND = 'csv-import';
+/** The kind of a CSV import's validation phase: the one place its name is written. */
+export const CSV_IMPORT_KIND = 'csv-import';
+
+/** Importing the same object with the same profile for the same tenant while a run of it is active reuses that run. */
+function csvImportDedupeKey(payload: CsvImportPayload, jobTenant: string | null): string {
+  return `${CSV_IMPORT_KIND}:${payload.tenant ?? jobTenant ?? '-'}:${payload.profile}:${payload.bucket}/${payload.key}`;
+}
 
 async function run(context: JobContext<CsvImportPayload>): Promise<JobOutcome> {
   const { job, payload, services, log } = context;
-  const tenant = resolveCsvTenant(CSV_VALIDATE_KIND, payload, job.tenantId);
+  const tenant = resolveCsvTenant(CSV_IMPORT_KIND, payload, job.tenantId);
   const profile = findProfile(payload.profile)!;
   if (!services.s3 || !services.bucket) {
     throw new PermanentJobError('csv-import needs S3: set S3_BUCKET (and S3_ENDPOINT for an S3-compatible server)', 'S3_NOT_CONFIGURED');
   }
-  assertCsvObjectAllowed(CSV_VALIDATE_KIND, payload, tenant, services.bucket);
+  assertCsvObjectAllowed(CSV_IMPORT_KIND, payload, tenant, services.bucket);
   const earlier = await getCsvImportRun(services.pool, job.id);
   let summary: ValidationSummary;
   if (earlier?.validatedAt) {
@@ -60,13 +65,13 @@ async function run(context: JobContext<CsvImportPayload>): Promise<JobOutcome> {
       metrics,
     };
   }
-  return finalizeValidatedRun(context, CSV_VALIDATE_KIND);
+  return finalizeValidatedRun(context, CSV_IMPORT_KIND);
 }
 
 export const csvValidateHandler: JobHandler<CsvImportPayload> = {
-  kind: CSV_VALIDATE_KIND,
+  kind: CSV_IMPORT_KIND,
   description: 'validates a CSV upload against an import profile, records its invalid rows, parks the run for review',
-  parsePayload: (raw) => parseCsvImportPayload(CSV_VALIDATE_KIND, raw),
+  parsePayload: (raw) => parseCsvImportPayload(CSV_IMPORT_KIND, raw),
   run,
   defaultDedupeKey: csvImportDedupeKey,
   listErrors: listRowErrors,

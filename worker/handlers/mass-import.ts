@@ -51,8 +51,11 @@ const SHUTDOWN_DRAIN_SHARE = 0.8;
 const MAX_SOURCE_BYTES = 1_024;
 const MAX_PREFIX_BYTES = 256;
 
+/** The kind `mass-import` runs as: the one place its name is written. */
+export const MASS_IMPORT_KIND = 'mass-import';
+
 function parsePayload(raw: Record<string, unknown>): MassImportPayload {
-  const read = new PayloadReader('mass-import', raw);
+  const read = new PayloadReader(MASS_IMPORT_KIND, raw);
   read.onlyKnown(['source', 'tenant', 'prefix', 'dryRun', 'concurrency', ...LIMIT_NAMES]);
   const rawSource = read.optionalString('source', undefined, 'a string', MAX_SOURCE_BYTES) ?? '.';
   const source = normaliseSource(rawSource);
@@ -107,7 +110,7 @@ function checkHardCaps(context: JobContext<MassImportPayload>): ImportLimits {
 
 async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> {
   const { job, payload, services, progress, log, signal } = context;
-  const tenant = resolveTenant('mass-import', payload.tenant, job.tenantId);
+  const tenant = resolveTenant(MASS_IMPORT_KIND, payload.tenant, job.tenantId);
   const limits = checkHardCaps(context);
   if (!services.s3 || !services.bucket) {
     throw new PermanentJobError('mass-import needs S3: set S3_BUCKET (and S3_ENDPOINT for an S3-compatible server)', 'S3_NOT_CONFIGURED');
@@ -235,13 +238,13 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
 }
 
 export const massImportHandler: JobHandler<MassImportPayload> = {
-  kind: 'mass-import',
+  kind: MASS_IMPORT_KIND,
   description: 'imports a directory of the campaign mount into S3 and the documents table, exactly once per file',
   parsePayload,
   run,
   defaultDedupeKey(payload, tenantId) {
     const tenant = payload.tenant ?? tenantId ?? '-';
-    return `mass-import:${tenant}:${payload.prefix}:${payload.source}${payload.dryRun ? ':dry-run' : ''}`;
+    return `${MASS_IMPORT_KIND}:${tenant}:${payload.prefix}:${payload.source}${payload.dryRun ? ':dry-run' : ''}`;
   },
   async listErrors(db, jobId, page) {
     const { total, items } = await listItems(db, jobId, { states: ['failed'], order: 'recent', ...page });

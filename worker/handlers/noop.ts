@@ -10,11 +10,14 @@ export interface NoopPayload {
   fail?: 'transient' | 'permanent' | undefined;
 }
 
+/** The kind `noop` runs as: the one place its name is written. */
+export const NOOP_KIND = 'noop';
+
 export const noopHandler: JobHandler<NoopPayload> = {
-  kind: 'noop',
+  kind: NOOP_KIND,
   description: 'does nothing for sleepMs milliseconds; a smoke test after a deploy',
   parsePayload(raw) {
-    const read = new PayloadReader('noop', raw);
+    const read = new PayloadReader(NOOP_KIND, raw);
     read.onlyKnown(['sleepMs', 'fail', 'seq']);
     const fail = read.optionalString('fail', /^(transient|permanent)$/, '"transient" or "permanent"');
     return { sleepMs: read.optionalInteger('sleepMs', 0, 3_600_000) ?? 0, fail: fail as NoopPayload['fail'] };

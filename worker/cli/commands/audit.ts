@@ -10,6 +10,7 @@ import { repairMissingReferences } from '../../audit/reference-repair.js';
 import { csvFieldFor } from '../../imports/csv/row-errors.js';
 import { auditDocuments, type AuditProgress, type AuditReport } from '../../audit/documents-audit.js';
 import { requireBucket } from '../../config.js';
+import { AUDIT_KIND } from '../../handlers/audit.js';
 import { listJobs } from '../../queue/operator.js';
 import { createS3Client } from '../../storage/s3-client.js';
 import { withDatabase } from '../context.js';
@@ -110,7 +111,7 @@ function registerConsistencyAuditCommands(audit: Command): void {
       if (options.batchSize !== undefined) payload.batchSize = Number(options.batchSize);
       if (options.tenant) payload.tenant = options.tenant;
       if (options.checks) payload.checks = options.checks.split(',').map((check) => check.trim());
-      const { job, reused } = await withDatabase((pool) => submitRun(pool, cliActor(), { kind: 'audit', payload }));
+      const { job, reused } = await withDatabase((pool) => submitRun(pool, cliActor(), { kind: AUDIT_KIND, payload }));
       if (wantsJson(command)) return printJson({ id: job.id, state: job.state, reused });
       printLine(`${reused ? 'An audit is already active' : 'Audit enqueued'}: job ${job.id}. Follow it with: bulk-import watch ${job.id}; then bulk-import audit findings ${job.id}`);
     });
@@ -122,7 +123,7 @@ function registerConsistencyAuditCommands(audit: Command): void {
     .option('--json', 'print JSON only')
     .action(async (options: { limit: number }, command: Command) => {
       const runs = await withDatabase(async (pool) => {
-        const jobs = await listJobs(pool, { kinds: ['audit'], limit: options.limit });
+        const jobs = await listJobs(pool, { kinds: [AUDIT_KIND], limit: options.limit });
         return Promise.all(
           jobs.map(async (job) => {
             const byCheck = await countFindings(pool, job.id);

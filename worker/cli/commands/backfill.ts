@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { defaultBackfills } from '../../backfills/registry.js';
 import { countRows } from '../../backfills/statements.js';
 import { countBeforeImages, discardBeforeImages, undoBackfill, type BeforeImageScope } from '../../backfills/undo.js';
+import { BACKFILL_KIND } from '../../handlers/backfill.js';
 import { listJobs } from '../../queue/operator.js';
 import type { JobRow } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
@@ -84,7 +85,7 @@ export function registerBackfillCommands(program: Command): void {
       const tenantId = options.tenant ?? null;
       const { counts, latest } = await withDatabase(async (pool) => ({
         counts: await countRows(pool, compiled, { tenantId }),
-        latest: latestRun(await listJobs(pool, { kinds: ['backfill'], limit: RECENT_RUNS }), name, tenantId),
+        latest: latestRun(await listJobs(pool, { kinds: [BACKFILL_KIND], limit: RECENT_RUNS }), name, tenantId),
       }));
       const filledPercent = counts.rows === 0 ? 100 : (100 * (counts.rows - counts.missing)) / counts.rows;
       const status = {

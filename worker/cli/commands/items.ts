@@ -1,6 +1,7 @@
 // `bulk-import items <id>`: the files of a mass-import run, one line each, with their state and error.
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
+import { MASS_IMPORT_KIND } from '../../handlers/mass-import.js';
 import { ITEM_STATES, listItems, type ItemState } from '../../imports/mass-import/items-table.js';
 import { requireJob } from '../../queue/operator.js';
 import { withDatabase } from '../context.js';
@@ -33,7 +34,7 @@ export function registerItemsCommand(program: Command): void {
       const jobId = parseJobId(id);
       const { job, page } = await withDatabase(async (pool) => {
         const job = await requireJob(pool, jobId);
-        if (job.kind !== 'mass-import') {
+        if (job.kind !== MASS_IMPORT_KIND) {
           throw new Error(`job ${jobId} is a ${job.kind} run: only mass-import runs have file items (see \`bulk-import show ${jobId}\`)`);
         }
         const page = await listItems(pool, jobId, { states: options.state, limit: options.limit, offset: options.offset });

@@ -98,8 +98,3 @@ export function assertCsvObjectAllowed(kind: string, payload: CsvImportPayload, 
     );
   }
 }
-
-/** Importing the same object with the same profile for the same tenant while a run of it is active reuses that run. */
-export function csvImportDedupeKey(payload: CsvImportPayload, jobTenant: string | null): string {
-  return `csv-import:${payload.tenant ?? jobTenant ?? '-'}:${payload.profile}:${payload.bucket}/${payload.key}`;
-}

@@ -2,17 +2,16 @@
 // finalize resumes the parked run as `csv-finalize` (same job id), reject ends it without writing and discards what
 // validation recorded for finalize (the batch ledger; the row errors stay for `errors <id>`).
 import { withTransaction, type Pool } from '../../db/pool.js';
+import { CSV_FINALIZE_KIND } from '../../handlers/csv-finalize.js';
+import { CSV_IMPORT_KIND } from '../../handlers/csv-validate.js';
 import { endParkedJob, InvalidTransitionError, requireJob, resumeParkedJob } from '../../queue/operator.js';
 import type { JobRow } from '../../queue/types.js';
 import { RowRanges } from './row-ranges.js';
 import { discardValidatedRows, getCsvImportRun, setExcludedRows } from './run-record.js';
 
-const VALIDATE_KIND = 'csv-import';
-const FINALIZE_KIND = 'csv-finalize';
-
 async function requireReviewableImport(db: Pool, jobId: number, action: string): Promise<JobRow> {
   const job = await requireJob(db, jobId);
-  if (job.kind !== VALIDATE_KIND && job.kind !== FINALIZE_KIND) {
+  if (job.kind !== CSV_IMPORT_KIND && job.kind !== CSV_FINALIZE_KIND) {
     throw new Error(`job ${jobId} is a ${job.kind} run, not a CSV import: nothing to ${action}`);
   }
   if (job.state !== 'review_ready') {
@@ -42,7 +41,7 @@ export async function finalizeImport(db: Pool, jobId: number, options: FinalizeO
   return withTransaction(db, async (tx) => {
     // The exclusion and the decision commit together: a finalize never runs with another reviewer's selection.
     await setExcludedRows(tx, jobId, excluded?.toJSON() ?? null);
-    const resumed = await resumeParkedJob(tx, jobId, { kind: FINALIZE_KIND });
+    const resumed = await resumeParkedJob(tx, jobId, { kind: CSV_FINALIZE_KIND });
     if (!resumed) {
       // Someone else decided in between (another finalize or a reject/cancel).
       const job = await requireJob(tx, jobId);
