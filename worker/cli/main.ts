@@ -6,10 +6,8 @@ import { describeDatabaseError, scrubSecrets } from '../db/database-errors.js';
 import { DatabaseUnavailableError, isConfigurationError } from '../db/database-status.js';
 import { stopTracing } from '../tracing/sdk.js';
 import { QueueLimitError } from '../queue/admission.js';
+import { EXIT_QUEUE_LIMIT } from './commands/enqueue.js';
 import { buildProgram } from './program.js';
-
-/** A submit over a queue limit (sysexits EX_TEMPFAIL: try again later; the message says when). */
-export const EXIT_QUEUE_LIMIT = 75;
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();

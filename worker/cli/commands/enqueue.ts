@@ -7,6 +7,9 @@ import { integerIn, parseJsonObject } from '../parse.js';
 import { describeEstimate } from '../estimate-view.js';
 import { estimateJson } from '../../queue/estimate.js';
 
+/** A submit refused by a queue limit (sysexits EX_TEMPFAIL: try again later; the message says when). */
+export const EXIT_QUEUE_LIMIT = 75;
+
 interface EnqueueOptions {
   payload: Record<string, unknown>;
   tenant?: string;

@@ -1,0 +1,129 @@
+// Admission control: a submit over a queue limit is refused before anything is written (typed error, CLI exit code,
+// HTTP 429 with Retry-After), dedupe still wins, and 50 processes submitting at once never overshoot a limit.
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { submitJob } from '../worker/api.js';
+import { loadConfig, type QueueConfig } from '../worker/config.js';
+import { EXIT_QUEUE_LIMIT } from '../worker/cli/commands/enqueue.js';
+import { describeError } from '../worker/http/errors.js';
+import { NO_ADMISSION_LIMITS, NO_LIMITS, QueueLimitError } from '../worker/queue/admission.js';
+import { enqueueJobs } from '../worker/queue/enqueue.js';
+import { useTestEnvironment } from './harness.js';
+import { runCli } from './support/cli-runner.js';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const SUBMITTER = `${ROOT}test/fixtures/submit-at-signal.ts`;
+
+const withLimits = (admission: Partial<QueueConfig['admission']>): QueueConfig => ({
+  ...loadConfig({}).queue,
+  admission: { ...NO_ADMISSION_LIMITS, ...admission },
+});
+
+describe('admission control on submit', () => {
+  const env = useTestEnvironment();
+  const queued = async (tenant: string) =>
+    (await env.pool.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND state = 'queued'`, [tenant])).rows[0].n as number;
+
+  it('refuses the run over a tenant limit with a typed error that names limit, value and retry; writes nothing', async () => {
+    const queue = withLimits({ tenant: { ...NO_LIMITS, runs: 3 } });
+    for (let i = 0; i < 3; i += 1) await submitJob(env.pool, { kind: 'noop', tenantId: 'lim', payload: { seq: i } }, { queue });
+    const refused = submitJob(env.pool, { kind: 'noop', tenantId: 'lim', payload: { seq: 9 } }, { queue });
+    await expect(refused).rejects.toBeInstanceOf(QueueLimitError);
+    const error = (await refused.catch((e: unknown) => e)) as QueueLimitError;
+    expect(error.code).toBe('QUEUE_LIMIT');
+    expect(error.breach).toMatchObject({ scope: 'tenant', measure: 'runs', kind: 'noop', tenantId: 'lim', max: 3, current: 3, setting: 'ADMISSION_TENANT_QUEUED_RUNS' });
+    expect(error.breach.retryAfterSeconds).toBeGreaterThanOrEqual(1);
+    expect(error.message).toMatch(/3 queued runs, limit 3 queued runs \(ADMISSION_TENANT_QUEUED_RUNS\); nothing was submitted; retry in \d+ s/);
+    expect(await queued('lim')).toBe(3);
+    // Another tenant is not held back by this one's limit.
+    await submitJob(env.pool, { kind: 'noop', tenantId: 'other', payload: {} }, { queue });
+  });
+
+  it('dedupe wins: a submit that reuses an active run is never refused', async () => {
+    const queue = withLimits({ tenant: { ...NO_LIMITS, runs: 1 } });
+    const first = await submitJob(env.pool, { kind: 'noop', tenantId: 'dd', payload: {}, dedupeKey: 'same' }, { queue });
+    const again = await submitJob(env.pool, { kind: 'noop', tenantId: 'dd', payload: {}, dedupeKey: 'same' }, { queue });
+    expect(again).toMatchObject({ reused: true, job: { id: first.job.id } });
+    await expect(submitJob(env.pool, { kind: 'noop', tenantId: 'dd', payload: {}, dedupeKey: 'other' }, { queue })).rejects.toBeInstanceOf(QueueLimitError);
+  });
+
+  it('total, per-kind, bytes and oldest-queued limits', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    const total = withLimits({ total: { ...NO_LIMITS, runs: 2 } });
+    await submitJob(env.pool, { kind: 'noop', tenantId: 't1', payload: {} }, { queue: total });
+    await submitJob(env.pool, { kind: 'noop', tenantId: 't2', payload: {} }, { queue: total });
+    await expect(submitJob(env.pool, { kind: 'noop', tenantId: 't3', payload: {} }, { queue: total })).rejects.toMatchObject({
+      breach: { scope: 'total', measure: 'runs', current: 2, max: 2 },
+    });
+    // A per-kind value replaces the general one for that kind only.
+    const perKind = withLimits({ total: { ...NO_LIMITS, runs: 2 }, totalRunsByKind: { noop: 5 } });
+    await submitJob(env.pool, { kind: 'noop', tenantId: 't3', payload: {} }, { queue: perKind });
+
+    const bytes = withLimits({ tenant: { ...NO_LIMITS, bytes: 1_000 } });
+    await submitJob(env.pool, { kind: 'noop', tenantId: 'b', payload: {}, sizeBytes: 600 }, { queue: bytes });
+    await expect(submitJob(env.pool, { kind: 'noop', tenantId: 'b', payload: {}, sizeBytes: 600 }, { queue: bytes })).rejects.toMatchObject({
+      breach: { measure: 'bytes', current: 600, max: 1_000, setting: 'ADMISSION_TENANT_QUEUED_BYTES' },
+    });
+    await submitJob(env.pool, { kind: 'noop', tenantId: 'b', payload: {}, sizeBytes: 400 }, { queue: bytes });
+
+    const age = withLimits({ tenant: { ...NO_LIMITS, oldestQueuedMs: 60_000 } });
+    await submitJob(env.pool, { kind: 'noop', tenantId: 'old', payload: {}, runAt: new Date(Date.now() - 120_000) }, { queue: age });
+    await expect(submitJob(env.pool, { kind: 'noop', tenantId: 'old', payload: {} }, { queue: age })).rejects.toMatchObject({
+      breach: { measure: 'oldestQueuedMs', max: 60_000 },
+    });
+  });
+
+  it('the API answers 429 with Retry-After; the CLI exits 75 naming the limit', async () => {
+    const error = new QueueLimitError({
+      scope: 'tenant', measure: 'runs', kind: 'noop', tenantId: 'x', max: 1, current: 1, setting: 'ADMISSION_TENANT_QUEUED_RUNS', retryAfterSeconds: 42,
+    });
+    const described = describeError(error);
+    expect(described.status).toBe(429);
+    expect(described.headers['retry-after']).toBe('42');
+    expect(described.body.error.code).toBe('QUEUE_LIMIT');
+
+    await env.pool.query('DELETE FROM jobs');
+    const limit = { ADMISSION_TENANT_QUEUED_RUNS: '1' };
+    expect((await runCli(env, ['enqueue', 'noop', '--tenant', 'cli', '--no-dedupe'], limit)).code).toBe(0);
+    const refused = await runCli(env, ['enqueue', 'noop', '--tenant', 'cli', '--no-dedupe'], limit);
+    expect(refused.code).toBe(EXIT_QUEUE_LIMIT);
+    expect(refused.stderr).toMatch(/queue limit reached for noop runs of tenant cli: 1 queued run, limit 1 queued run \(ADMISSION_TENANT_QUEUED_RUNS\).*retry in \d+ s/);
+    expect(await queued('cli')).toBe(1);
+  });
+
+  it('50 processes submitting at once never overshoot: tenant and total limits hold exactly', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    // Another tenant's backlog counts toward the total limit.
+    await enqueueJobs(env.pool, 'noop', Array.from({ length: 10 }, () => ({})), { tenantId: 'bystander' });
+    const channel = `admission_go_${Date.now()}`;
+    const limits = { ADMISSION_TENANT_QUEUED_RUNS: '25', ADMISSION_TOTAL_QUEUED_RUNS: '55' };
+    // 40 processes for tenant "race" (2 runs each: 80 asked, 25 fit) and 10 for 10 other tenants (3 each).
+    const specs = Array.from({ length: 50 }, (_, i) => (i < 40 ? { tenant: 'race', count: 2 } : { tenant: `solo${i}`, count: 3 }));
+    const processes = specs.map(({ tenant, count }) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', SUBMITTER, channel, tenant, String(count)], {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env.processEnv, ...limits },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const lines = createInterface({ input: child.stdout! });
+      const ready = new Promise<void>((resolve) => lines.on('line', (line) => line === 'ready' && resolve()));
+      const result = new Promise<{ admitted: number; refused: string[] }>((resolve, reject) => {
+        lines.on('line', (line) => line.startsWith('{') && resolve(JSON.parse(line)));
+        child.on('exit', (code) => code !== 0 && reject(new Error(`submitter exited ${code}`)));
+      });
+      return { ready, result };
+    });
+    await Promise.all(processes.map((p) => p.ready));
+    await env.pool.query(`NOTIFY ${channel}`);
+    const results = await Promise.all(processes.map((p) => p.result));
+    const admitted = results.reduce((sum, r) => sum + r.admitted, 0);
+    expect(new Set(results.flatMap((r) => r.refused))).toEqual(new Set(['QUEUE_LIMIT']));
+    expect(await queued('race')).toBe(results.slice(0, 40).reduce((sum, r) => sum + r.admitted, 0));
+    expect(await queued('race')).toBeLessThanOrEqual(25);
+    const { rows } = await env.pool.query(`SELECT count(*)::int AS n FROM jobs WHERE state = 'queued'`);
+    expect(rows[0].n).toBe(55);
+    expect(admitted).toBe(45);
+  }, 180_000);
+});

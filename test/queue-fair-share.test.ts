@@ -1,0 +1,104 @@
+// Fair share between tenants: the claim order interleaves tenants within a priority (weighted), tenant ceilings hold
+// across concurrent claimers, and a small tenant's runs start within a fixed bound under another tenant's flood.
+import { describe, expect, it } from 'vitest';
+import { submitJob } from '../worker/api.js';
+import { loadConfig } from '../worker/config.js';
+import { noopHandler } from '../worker/handlers/noop.js';
+import { claimJobs } from '../worker/queue/claim.js';
+import { enqueueJob, enqueueJobs } from '../worker/queue/enqueue.js';
+import { EQUAL_SHARES, PLAIN_ORDER } from '../worker/queue/fair-share.js';
+import { useTestEnvironment } from './harness.js';
+import { testWorker, waitFor } from './support/in-process-worker.js';
+
+const claim = (env: ReturnType<typeof useTestEnvironment>, limit: number, extra: Partial<Parameters<typeof claimJobs>[1]> = {}) =>
+  claimJobs(env.pool, { workerId: 'fair-test', limit, leaseMs: 60_000, kinds: ['noop'], ...extra });
+
+/** Tenants in claim order: claims one at a time, so the order is the statement's, not the batch's id sort. */
+async function claimOrder(env: ReturnType<typeof useTestEnvironment>, count: number): Promise<string[]> {
+  const order: string[] = [];
+  for (let i = 0; i < count; i += 1) order.push(...(await claim(env, 1)).map((job) => job.tenantId ?? '-'));
+  return order;
+}
+
+describe('fair share between tenants', () => {
+  const env = useTestEnvironment();
+
+  it('a tenant that submits after a flood is claimed in turns with it, not after it; plain order keeps submit order', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    await enqueueJobs(env.pool, 'noop', Array.from({ length: 50 }, () => ({})), { tenantId: 'flood' });
+    for (let i = 0; i < 3; i += 1) await enqueueJob(env.pool, { kind: 'noop', tenantId: 'small', payload: {} });
+    expect(await claimOrder(env, 7)).toEqual(['flood', 'small', 'flood', 'small', 'flood', 'small', 'flood']);
+
+    await env.pool.query('DELETE FROM jobs');
+    await enqueueJobs(env.pool, 'noop', Array.from({ length: 50 }, () => ({})), { tenantId: 'flood', fairShare: PLAIN_ORDER });
+    for (let i = 0; i < 3; i += 1) await enqueueJob(env.pool, { kind: 'noop', tenantId: 'small', payload: {} }, 5, PLAIN_ORDER);
+    expect(new Set(await claimOrder(env, 50))).toEqual(new Set(['flood']));
+  });
+
+  it('weights: a tenant of weight 3 gets three turns for one', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    const weighted = { enabled: true, tenantWeights: { heavy: 3 } };
+    await enqueueJobs(env.pool, 'noop', Array.from({ length: 20 }, () => ({})), { tenantId: 'light', fairShare: weighted });
+    await enqueueJobs(env.pool, 'noop', Array.from({ length: 20 }, () => ({})), { tenantId: 'heavy', fairShare: weighted });
+    const first = await claimOrder(env, 16);
+    expect(first.filter((tenant) => tenant === 'heavy')).toHaveLength(12);
+    expect(first.filter((tenant) => tenant === 'light')).toHaveLength(4);
+  });
+
+  it('priority still comes first, and a run not yet due is passed over', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    await enqueueJobs(env.pool, 'noop', Array.from({ length: 5 }, () => ({})), { tenantId: 'a', fairShare: EQUAL_SHARES });
+    await enqueueJob(env.pool, { kind: 'noop', tenantId: 'b', payload: {}, runAt: new Date(Date.now() + 3_600_000) });
+    await enqueueJob(env.pool, { kind: 'noop', tenantId: 'c', payload: {}, priority: -1 });
+    expect(await claimOrder(env, 7)).toEqual(['c', 'a', 'a', 'a', 'a', 'a']);
+  });
+
+  it('TENANT_KIND_CONCURRENCY: concurrent claimers never lease a tenant more than its ceiling', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    await enqueueJobs(env.pool, 'noop', Array.from({ length: 30 }, () => ({})), { tenantId: 'x' });
+    await enqueueJobs(env.pool, 'noop', Array.from({ length: 30 }, () => ({})), { tenantId: 'y' });
+    const ceiling = { tenantKindConcurrency: { noop: 3 } };
+    const batches = await Promise.all(Array.from({ length: 6 }, (_, i) => claim(env, 10, { ...ceiling, workerId: `w${i}` })));
+    const claimed = batches.flat();
+    expect(claimed.filter((job) => job.tenantId === 'x')).toHaveLength(3);
+    expect(claimed.filter((job) => job.tenantId === 'y')).toHaveLength(3);
+    const { rows } = await env.pool.query(`SELECT tenant_id, count(*)::int AS n FROM jobs WHERE state = 'running' GROUP BY tenant_id ORDER BY tenant_id`);
+    expect(rows).toEqual([{ tenant_id: 'x', n: 3 }, { tenant_id: 'y', n: 3 }]);
+    // A finished run frees a place for that tenant only.
+    await env.pool.query(`UPDATE jobs SET state = 'succeeded', lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
+                          WHERE id = (SELECT min(id) FROM jobs WHERE state = 'running' AND tenant_id = 'x')`);
+    expect((await claim(env, 10, ceiling)).map((job) => job.tenantId)).toEqual(['x']);
+  });
+
+  it('under a 20,000-run flood of tenant A, tenant B’s 10 runs start within 2·(concurrency + prefetch) + 10 starts of A', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    const concurrency = 8;
+    const prefetchMax = 100;
+    // Bulk insert, as a backend flooding the queue would: admission does not apply to enqueueJobs.
+    for (let i = 0; i < 4; i += 1) await enqueueJobs(env.pool, 'noop', Array.from({ length: 5_000 }, () => ({})), { tenantId: 'A' });
+    const starts: string[] = [];
+    const worker = testWorker(env, [noopHandler], { concurrency, prefetchMax, prefetchWindowMs: 1_000, kinds: ['noop'] });
+    worker.on('jobStarted', (job) => starts.push(job.tenantId ?? '-'));
+    await worker.start();
+    try {
+      await waitFor(async () => starts.length >= 500, 60_000, 10);
+      const firstSubmitAt = starts.length;
+      const queue = loadConfig({}).queue;
+      for (let i = 0; i < 10; i += 1) await submitJob(env.pool, { kind: 'noop', tenantId: 'B', payload: { seq: i } }, { queue });
+      const lastSubmitAt = starts.length;
+      await waitFor(async () => starts.filter((tenant) => tenant === 'B').length === 10, 60_000, 10);
+      const lastB = starts.lastIndexOf('B');
+      const aAfterSubmit = starts.slice(lastSubmitAt, lastB + 1).filter((tenant) => tenant === 'A').length;
+      // The bound: what the workers already hold (running + prefetched) when B submits, one claim in flight, and
+      // B's 10 turns interleaved with A's — not A's backlog (≈19,000 runs still queued).
+      expect(aAfterSubmit).toBeLessThanOrEqual(2 * (concurrency + prefetchMax) + 10);
+      const { rows } = await env.pool.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = 'A' AND state = 'queued'`);
+      expect(rows[0].n).toBeGreaterThan(15_000);
+      // A keeps at least its fair half of the starts while B has work (equal weights).
+      const window = starts.slice(firstSubmitAt, lastB + 1);
+      expect(window.filter((tenant) => tenant === 'A').length / window.length).toBeGreaterThanOrEqual(0.5);
+    } finally {
+      await worker.stop();
+    }
+  }, 120_000);
+});
