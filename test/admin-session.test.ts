@@ -1,0 +1,154 @@
+// The admin pages' sign-in, session and CSRF rules over plain HTTP (no browser): cookie flags, Secure behind TLS,
+// expiry, sign-out, a revoked key, the sign-in form's own token, the session cookie accepted only by the read-only
+// routes that say so, the pages kept out of the API spec, and the one escaping helper.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiKey, revokeApiKey } from '../worker/auth/api-keys.js';
+import { escapeHtml, html } from '../worker/http/admin/html.js';
+import { useTestEnvironment } from './harness.js';
+import { call, startTestApi, type TestApi } from './support/api-server.js';
+
+const env = useTestEnvironment();
+let api: TestApi;
+let jobId: number;
+
+beforeAll(async () => {
+  api = await startTestApi(env);
+  const { key } = await createApiKey(env.pool, { name: 'seeder', role: 'operator' });
+  const submitted = await call(api, 'POST', '/v1/jobs', { key, body: { kind: 'noop', tenant: 'acme', payload: {}, runAt: '2999-01-01T00:00:00Z' } });
+  jobId = submitted.body.job.id;
+});
+afterAll(async () => {
+  await api?.close();
+});
+
+const cookiesOf = (response: Response): string[] => response.headers.getSetCookie();
+const valueOf = (cookie: string): string => cookie.split(';')[0]!;
+
+async function get(path: string, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(`${api.url}${path}`, { headers, redirect: 'manual' });
+}
+
+async function post(path: string, form: Record<string, string>, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(`${api.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+    body: new URLSearchParams(form).toString(),
+    redirect: 'manual',
+  });
+}
+
+/** Signs in through the form; returns the session cookie and every Set-Cookie of the answer. */
+async function signIn(key: string, headers: Record<string, string> = {}): Promise<{ cookie: string; setCookies: string[]; response: Response }> {
+  const form = await get('/admin/sign-in', headers);
+  const formCookie = valueOf(cookiesOf(form)[0]!);
+  const token = /name="csrf" value="([^"]+)"/.exec(await form.text())![1]!;
+  const response = await post('/admin/sign-in', { csrf: token, key }, { cookie: formCookie, ...headers });
+  const setCookies = cookiesOf(response);
+  const session = setCookies.find((cookie) => cookie.startsWith('bi_admin_session='));
+  return { cookie: session ? valueOf(session) : '', setCookies, response };
+}
+
+const csrfOf = async (response: Response): Promise<string> => /name="csrf" value="([^"]+)"/.exec(await response.text())![1]!;
+
+describe('admin sign-in and sessions', () => {
+  it('sets an HttpOnly, SameSite=Strict, expiring session cookie (Secure behind TLS) and stores only its hash', async () => {
+    const { key } = await createApiKey(env.pool, { name: 'cookie-check', role: 'operator' });
+    const { response, setCookies, cookie } = await signIn(key);
+    expect(response.status).toBe(303);
+    expect(response.headers.get('location')).toBe('/admin/runs');
+    const session = setCookies.find((value) => value.startsWith('bi_admin_session='))!;
+    expect(session).toMatch(/; HttpOnly/);
+    expect(session).toMatch(/; SameSite=Strict/);
+    expect(session).toMatch(/; Max-Age=28800/);
+    expect(session).not.toMatch(/Secure/);
+    const token = decodeURIComponent(cookie.split('=')[1]!);
+    const { rows } = await env.pool.query(`SELECT encode(token_hash, 'hex') AS hash FROM admin_sessions`);
+    expect(rows.map((row) => row.hash).join()).not.toContain(Buffer.from(token).toString('hex'));
+    expect(JSON.stringify(rows)).not.toContain(token);
+    expect(api.logText()).not.toContain(token);
+    expect(api.logText()).not.toContain(key);
+
+    const behindTls = await signIn(key, { 'x-forwarded-proto': 'https' });
+    expect(behindTls.setCookies.find((value) => value.startsWith('bi_admin_session='))).toMatch(/; Secure/);
+  });
+
+  it('refuses an unknown key, and a sign-in form without its own token', async () => {
+    const refused = await signIn('bik_' + 'x'.repeat(43));
+    expect(refused.response.status).toBe(401);
+    expect(refused.cookie).toBe('');
+    const { key } = await createApiKey(env.pool, { name: 'forged', role: 'operator' });
+    const forged = await post('/admin/sign-in', { csrf: 'a'.repeat(32), key });
+    expect(forged.status).toBe(403);
+    expect(cookiesOf(forged).some((cookie) => cookie.startsWith('bi_admin_session='))).toBe(false);
+  });
+
+  it('ends on sign-out, at expiry, and when its key is revoked', async () => {
+    const { key } = await createApiKey(env.pool, { name: 'short-lived', role: 'operator' });
+    const first = await signIn(key);
+    const page = await get('/admin/runs', { cookie: first.cookie });
+    expect(page.status).toBe(200);
+    const out = await post('/admin/sign-out', { csrf: await csrfOf(page) }, { cookie: first.cookie });
+    expect(out.status).toBe(303);
+    expect((await get('/admin/runs', { cookie: first.cookie })).headers.get('location')).toBe('/admin/sign-in');
+
+    const second = await signIn(key);
+    await env.pool.query(`UPDATE admin_sessions SET expires_at = now() - interval '1 second'`);
+    expect((await get('/admin/runs', { cookie: second.cookie })).status).toBe(303);
+
+    const third = await signIn(key);
+    expect((await get('/admin/runs', { cookie: third.cookie })).status).toBe(200);
+    await revokeApiKey(env.pool, 'short-lived');
+    const afterRevoke = await get(`/admin/runs/${jobId}`, { cookie: third.cookie });
+    expect(afterRevoke.status).toBe(303);
+    expect((await get(`/v1/jobs/${jobId}/events`, { cookie: third.cookie })).status).toBe(401);
+  });
+
+  it('the session cookie reads the event stream and the failed-row export, and nothing else of /v1', async () => {
+    const { key } = await createApiKey(env.pool, { name: 'reader', role: 'operator' });
+    const { cookie } = await signIn(key);
+    const events = await fetch(`${api.url}/v1/jobs/${jobId}/events`, { headers: { cookie } });
+    expect(events.status).toBe(200);
+    expect(events.headers.get('content-type')).toContain('text/event-stream');
+    await events.body?.cancel();
+    expect((await fetch(`${api.url}/v1/jobs/${jobId}/errors`, { headers: { cookie } })).status).toBe(200);
+    expect((await fetch(`${api.url}/v1/jobs/${jobId}`, { headers: { cookie } })).status).toBe(401);
+    const cancel = await fetch(`${api.url}/v1/jobs/${jobId}/cancel`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{}' });
+    expect(cancel.status).toBe(401);
+  });
+
+  it('every POST needs the CSRF token of its own session', async () => {
+    const { key } = await createApiKey(env.pool, { name: 'csrf-a', role: 'operator' });
+    const { key: otherKey } = await createApiKey(env.pool, { name: 'csrf-b', role: 'operator' });
+    const a = await signIn(key);
+    const b = await signIn(otherKey);
+    const tokenOfB = await csrfOf(await get('/admin/runs', { cookie: b.cookie }));
+    for (const form of [{ note: 'x' }, { note: 'x', csrf: tokenOfB }, { note: 'x', csrf: '' }]) {
+      const response = await post(`/admin/runs/${jobId}/cancel`, form, { cookie: a.cookie });
+      expect(response.status).toBe(403);
+      expect(await response.text()).toContain('CSRF');
+    }
+    expect((await call(api, 'GET', `/v1/jobs/${jobId}`, { key })).body.state).toBe('queued');
+    const tokenOfA = await csrfOf(await get('/admin/runs', { cookie: a.cookie }));
+    const done = await post(`/admin/runs/${jobId}/cancel`, { note: 'not needed', csrf: tokenOfA }, { cookie: a.cookie });
+    expect(done.status).toBe(303);
+    expect((await call(api, 'GET', `/v1/jobs/${jobId}`, { key })).body).toMatchObject({ state: 'canceled', actions: [{ action: 'submitted' }, { action: 'canceled', actor: 'csrf-a', note: 'not needed' }] });
+  });
+
+  it('pages carry a strict Content-Security-Policy and stay out of the API spec', async () => {
+    const form = await get('/admin/sign-in');
+    expect(form.headers.get('content-security-policy')).toContain("script-src 'self'");
+    expect(form.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+    const spec = (await call(api, 'GET', '/openapi.json')).body as { paths: Record<string, unknown> };
+    expect(Object.keys(spec.paths).filter((path) => path.startsWith('/admin'))).toEqual([]);
+    expect(api.app.apiRoutes.filter((route) => route.includes('/admin'))).toEqual([]);
+  });
+});
+
+describe('the escaping helper', () => {
+  it('escapes every interpolated value, keeps Html as it is, and drops null, undefined and false', () => {
+    expect(escapeHtml(`<img src=x onerror="alert('1')">&\``)).toBe('&lt;img src=x onerror=&quot;alert(&#39;1&#39;)&quot;&gt;&amp;&#96;');
+    const name = '<script>alert(2)</script>';
+    expect(html`<td title="${name}">${name}</td>`.text).toBe('<td title="&lt;script&gt;alert(2)&lt;/script&gt;">&lt;script&gt;alert(2)&lt;/script&gt;</td>');
+    expect(html`<p>${html`<b>${'<i>'}</b>`}${[1, '<', null]}${undefined}${false}${0}</p>`.text).toBe('<p><b>&lt;i&gt;</b>1&lt;0</p>');
+  });
+});
