@@ -2,7 +2,7 @@
 // `bulk-import errors <id> --csv`. Written page by page so a run with many failures never sits in memory.
 import { once } from 'node:events';
 import type { Queryable } from '../../db/pool.js';
-import { listItems } from './items-table.js';
+import { listItemsAfter } from './items-table.js';
 
 const PAGE = 1_000;
 const HEADER = ['item_no', 'relative_path', 'size_bytes', 'error_code', 'error_message', 'tries', 'sha256'];
@@ -20,13 +20,16 @@ async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
 export async function writeFailedItemsCsv(db: Queryable, jobId: number, out: NodeJS.WritableStream): Promise<number> {
   await write(out, `${HEADER.join(',')}\r\n`);
   let written = 0;
-  for (let offset = 0; ; offset += PAGE) {
-    const { items } = await listItems(db, jobId, { states: ['failed'], order: 'plan', limit: PAGE, offset });
+  // Keyset pages in plan order (never OFFSET, which rereads every earlier row: the last page of a million failures
+  // would cost a million rows).
+  for (let afterItemNo = -1; ; ) {
+    const items = await listItemsAfter(db, jobId, { states: ['failed'], afterItemNo, limit: PAGE });
     for (const item of items) {
       const fields = [item.itemNo, item.relativePath, item.size, item.errorCode, item.errorMessage, item.tries, item.sha256];
       await write(out, `${fields.map(csvField).join(',')}\r\n`);
     }
     written += items.length;
     if (items.length < PAGE) return written;
+    afterItemNo = items.at(-1)!.itemNo;
   }
 }

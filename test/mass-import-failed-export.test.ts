@@ -1,0 +1,48 @@
+// The failed-items CSV of a mass import (`errors <id> --csv`, `?format=csv`) pages by item number (keyset), never
+// OFFSET: every failed item exactly once, in plan order, across page boundaries, item 0 included.
+import { Writable } from 'node:stream';
+import { parse } from 'csv-parse/sync';
+import { describe, expect, it } from 'vitest';
+import type { Queryable } from '../worker/db/pool.js';
+import { writeFailedItemsCsv } from '../worker/imports/mass-import/failed-items-export.js';
+import { useTestEnvironment } from './harness.js';
+
+const env = useTestEnvironment();
+
+describe('failed-items CSV export', () => {
+  it('writes every failed item once, in plan order, over keyset pages', async () => {
+    const { rows } = await env.pool.query<{ id: number }>(
+      "INSERT INTO jobs (kind, state, finished_at) VALUES ('mass-import', 'partial', now()) RETURNING id",
+    );
+    const jobId = rows[0]!.id;
+    // 2,600 items; every item whose number is a multiple of 2 or 7 failed (item 0 among them): 1,486 failures, more
+    // than one page of 1,000 and ending mid-page.
+    await env.pool.query(
+      `INSERT INTO import_items (job_id, item_no, relative_path, size_bytes, state, error_code, error_message, error_class, tries)
+       SELECT $1, n, format('dir/file-%s, "x".pdf', n), n, CASE WHEN n % 2 = 0 OR n % 7 = 0 THEN 'failed' ELSE 'done' END,
+              CASE WHEN n % 2 = 0 OR n % 7 = 0 THEN 'UNREADABLE' END, CASE WHEN n % 2 = 0 OR n % 7 = 0 THEN 'no' END,
+              CASE WHEN n % 2 = 0 OR n % 7 = 0 THEN 'permanent' END, 1
+       FROM generate_series(0, 2599) AS n`,
+      [jobId],
+    );
+    const statements: string[] = [];
+    const db = { query: (text: string, values?: unknown[]) => (statements.push(text), env.pool.query(text, values)) } as Queryable;
+    const chunks: string[] = [];
+    const out = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        chunks.push(chunk.toString('utf8'));
+        callback();
+      },
+    });
+    const written = await writeFailedItemsCsv(db, jobId, out);
+
+    const expected = Array.from({ length: 2600 }, (_, n) => n).filter((n) => n % 2 === 0 || n % 7 === 0);
+    expect(written).toBe(expected.length);
+    const records = parse(chunks.join('')) as string[][];
+    expect(records[0]).toEqual(['item_no', 'relative_path', 'size_bytes', 'error_code', 'error_message', 'tries', 'sha256']);
+    expect(records.slice(1).map((record) => Number(record[0]))).toEqual(expected);
+    expect(records[1]![1]).toBe('dir/file-0, "x".pdf');
+    expect(statements).toHaveLength(2);
+    for (const text of statements) expect(text).not.toMatch(/OFFSET/i);
+  });
+});
