@@ -13,6 +13,7 @@
 import type { Pool } from '../../db/pool.js';
 import { TransientJobError } from '../../queue/errors.js';
 import { ShutdownError } from '../../runner/stop-reasons.js';
+import { ItemBatchSpan } from '../../tracing/item-batch-span.js';
 import type { AdaptiveConcurrency } from './adaptive-concurrency.js';
 import { findDocumentsByKeys } from './documents.js';
 import { transferItem, type ItemImportContext } from './file-transfer.js';
@@ -141,68 +142,83 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
       if (page.length === 0) break;
       cursor = page[page.length - 1]!.itemNo;
       const existing = await findDocumentsByKeys(pool, context.bucket, context.tenant, page.map((pending) => pending.objectKey));
-      for (const pending of page) {
-        await limiter.acquire();
-        if (fatal !== undefined || signal.aborted) {
-          limiter.release();
-          break pages;
+      // Traces: a span per page, and one file of the page traced in full (worker/tracing/item-batch-span.ts).
+      const batchSpan = new ItemBatchSpan(
+        'mass-import batch',
+        { bucket: context.bucket, files: page.length, bytes: page.reduce((sum, pending) => sum + pending.size, 0), 'item.first': page[0]!.itemNo },
+        'mass-import file',
+      );
+      try {
+        for (const pending of page) {
+          await limiter.acquire();
+          if (fatal !== undefined || signal.aborted) {
+            limiter.release();
+            break pages;
+          }
+          // The upload slot is given back as soon as the transfer is over; the commit of its outcome goes on meanwhile.
+          let slotHeld = true;
+          const freeSlot = () => {
+            if (slotHeld) limiter.release();
+            slotHeld = false;
+          };
+          const found = { own: existing.own.get(pending.objectKey), otherTenant: existing.otherTenants.get(pending.objectKey) };
+          const fileAttributes = { bucket: context.bucket, key: pending.objectKey, bytes: pending.size, 'item.no': pending.itemNo };
+          const task: Promise<void> = batchSpan.runItem(fileAttributes, (fileSpan) =>
+            transferItem(context, pending, found)
+              .then((outcome) => {
+                fileSpan?.setAttribute('item.transfer', outcome.kind);
+                freeSlot();
+                const watched = outageWatch.observe(outcome);
+                watched.release.forEach(recordReleased);
+                if (!watched.hold) {
+                  logFailure(outcome);
+                  return context.outcomes.record(outcome);
+                }
+                if (outcome.kind === 'failed') {
+                  context.log.info(
+                    { file: outcome.item.relativePath, code: outcome.code, held: outageWatch.holding },
+                    'file held back: S3 may be unavailable; it stays pending unless later files go through',
+                  );
+                }
+                if (outageWatch.tripped && fatal === undefined) {
+                  fail(outageWatch.outage(`${outageWatch.holding} files in a row failed after their retries`));
+                }
+                return undefined;
+              })
+              .then((result) => {
+                if (result === undefined) return;
+                fileSpan?.setAttributes({ 'item.outcome': result.outcome, ...(result.code ? { 'error.type': result.code } : {}) });
+                progress.record(result.outcome, result.bytes, result.sizeDelta, pending.itemNo);
+                if (result.outcome === 'failed' && result.errorClass === 'transient') transientStreak += 1;
+                else if (result.outcome !== 'failed') transientStreak = 0;
+                if (transientStreak >= breakerThreshold && fatal === undefined) {
+                  fail(
+                    new TransientJobError(
+                      `S3 failed ${transientStreak} files in a row after retries (last: ${result.code}); the run stops and retries later, ` +
+                        'resuming with the files not yet imported',
+                      'S3_UNAVAILABLE',
+                      { bucket: context.bucket, lastCode: result.code },
+                    ),
+                  );
+                }
+                publish();
+              })
+              .catch((error: unknown) => {
+                // An item stopped by the job's signal (shutdown, cancel, lease lost) stays pending; that is no failure.
+                if (signal.aborted && error === signal.reason) return;
+                fail(error);
+              })
+              .finally(() => {
+                freeSlot();
+                // An item stopped before its outcome was recorded no longer moves bytes (recorded ones are settled already).
+                progress.settle(pending.itemNo);
+                inFlight.delete(task);
+              }),
+          );
+          inFlight.add(task);
         }
-        // The upload slot is given back as soon as the transfer is over; the commit of its outcome goes on meanwhile.
-        let slotHeld = true;
-        const freeSlot = () => {
-          if (slotHeld) limiter.release();
-          slotHeld = false;
-        };
-        const found = { own: existing.own.get(pending.objectKey), otherTenant: existing.otherTenants.get(pending.objectKey) };
-        const task: Promise<void> = transferItem(context, pending, found)
-          .then((outcome) => {
-            freeSlot();
-            const watched = outageWatch.observe(outcome);
-            watched.release.forEach(recordReleased);
-            if (!watched.hold) {
-              logFailure(outcome);
-              return context.outcomes.record(outcome);
-            }
-            if (outcome.kind === 'failed') {
-              context.log.info(
-                { file: outcome.item.relativePath, code: outcome.code, held: outageWatch.holding },
-                'file held back: S3 may be unavailable; it stays pending unless later files go through',
-              );
-            }
-            if (outageWatch.tripped && fatal === undefined) {
-              fail(outageWatch.outage(`${outageWatch.holding} files in a row failed after their retries`));
-            }
-            return undefined;
-          })
-          .then((result) => {
-            if (result === undefined) return;
-            progress.record(result.outcome, result.bytes, result.sizeDelta, pending.itemNo);
-            if (result.outcome === 'failed' && result.errorClass === 'transient') transientStreak += 1;
-            else if (result.outcome !== 'failed') transientStreak = 0;
-            if (transientStreak >= breakerThreshold && fatal === undefined) {
-              fail(
-                new TransientJobError(
-                  `S3 failed ${transientStreak} files in a row after retries (last: ${result.code}); the run stops and retries later, ` +
-                    'resuming with the files not yet imported',
-                  'S3_UNAVAILABLE',
-                  { bucket: context.bucket, lastCode: result.code },
-                ),
-              );
-            }
-            publish();
-          })
-          .catch((error: unknown) => {
-            // An item stopped by the job's signal (shutdown, cancel, lease lost) stays pending; that is no failure.
-            if (signal.aborted && error === signal.reason) return;
-            fail(error);
-          })
-          .finally(() => {
-            freeSlot();
-            // An item stopped before its outcome was recorded no longer moves bytes (recorded ones are settled already).
-            progress.settle(pending.itemNo);
-            inFlight.delete(task);
-          });
-        inFlight.add(task);
+      } finally {
+        batchSpan.seal();
       }
     }
   } catch (error) {

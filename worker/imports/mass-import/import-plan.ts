@@ -7,6 +7,7 @@ import type { TreeMeasure } from './ceiling.js';
 import { isInside, walkImportTree } from './directory-walk.js';
 import type { PlannedItem } from './items-table.js';
 import { keyByteLength, MAX_KEY_BYTES, objectKeyFor } from '../object-key.js';
+import { inSpan } from '../../tracing/spans.js';
 
 export interface TreePlan {
   /** Every entry in walk order, up to `keepAtMost` (further entries are only measured). */
@@ -62,7 +63,16 @@ export interface PlanOptions {
   onProgress?: (entriesSeen: number) => void;
 }
 
-export async function planTree(options: PlanOptions): Promise<TreePlan> {
+/** Walks the tree in a `mass-import plan` span, with the files, bytes and unsafe entries it found. */
+export function planTree(options: PlanOptions): Promise<TreePlan> {
+  return inSpan('mass-import plan', { tenant: options.tenant }, async (span) => {
+    const plan = await walkPlan(options);
+    span.setAttributes({ files: plan.measure.files, bytes: plan.measure.totalBytes, 'files.unsafe': plan.unsafe, truncated: plan.truncated });
+    return plan;
+  });
+}
+
+async function walkPlan(options: PlanOptions): Promise<TreePlan> {
   const items: PlannedItem[] = [];
   const measure: TreeMeasure = { files: 0, totalBytes: 0, largestFile: null };
   let unsafe = 0;
