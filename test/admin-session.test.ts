@@ -122,7 +122,7 @@ describe('admin sign-in and sessions', () => {
     const a = await signIn(key);
     const b = await signIn(otherKey);
     const tokenOfB = await csrfOf(await get('/admin/runs', { cookie: b.cookie }));
-    for (const form of [{ note: 'x' }, { note: 'x', csrf: tokenOfB }, { note: 'x', csrf: '' }]) {
+    for (const form of [{ note: 'x' }, { note: 'x', csrf: tokenOfB }, { note: 'x', csrf: '' }] as Array<Record<string, string>>) {
       const response = await post(`/admin/runs/${jobId}/cancel`, form, { cookie: a.cookie });
       expect(response.status).toBe(403);
       expect(await response.text()).toContain('CSRF');

@@ -6,6 +6,7 @@ import { loadConfig, requireDatabase } from '../../config.js';
 import { createPool } from '../../db/pool.js';
 import { waitForDatabase } from '../../db/readiness.js';
 import { JobEventHub } from '../../http/event-hub.js';
+import { DEFAULT_ADMIN_OPTIONS } from '../../http/admin/plugin.js';
 import { buildApiServer, DEFAULT_LIMITS, type ApiLimits } from '../../http/server.js';
 import { createLogger } from '../../logger.js';
 import { createS3Client } from '../../storage/s3-client.js';
@@ -16,6 +17,8 @@ interface ServeOptions {
   host: string;
   rateLimit: number;
   bodyLimit: number;
+  secureCookies?: boolean;
+  sessionHours?: number;
 }
 
 /** Statements of one request are cut off after this long (the server's own timeout, set per session). */
@@ -29,6 +32,8 @@ export function registerServeCommand(program: Command): void {
     .option('--host <address>', 'address to listen on', '0.0.0.0')
     .option('--rate-limit <n>', 'requests per minute per API key', integerIn(1, 1_000_000), DEFAULT_LIMITS.rateLimitPerMinute)
     .option('--body-limit <bytes>', 'largest request body', integerIn(1_024, 16 * 1024 * 1024), DEFAULT_LIMITS.bodyLimitBytes)
+    .option('--secure-cookies', 'admin pages: always mark cookies Secure (TLS ends before a proxy that sends no X-Forwarded-Proto)')
+    .option('--session-hours <n>', 'admin pages: how long a sign-in lasts', integerIn(1, 24 * 30), DEFAULT_ADMIN_OPTIONS.sessionTtlMs / 3_600_000)
     .action(async (options: ServeOptions) => {
       const running = await startApiServer(options);
       if (process.stdout.isTTY) process.stdout.write(`bulk-import API listening on ${running.url}\n`);
@@ -79,7 +84,11 @@ export async function startApiServer(options: Partial<ServeOptions> & { limits?:
     : undefined;
   const events = new JobEventHub({ database, pool, log, pollMs: limits.eventPollMs ?? DEFAULT_LIMITS.eventPollMs });
   await events.start();
-  const app = await buildApiServer({ pool, config, log, s3, bucket: config.s3Bucket, events, limits });
+  const admin = {
+    ...(options.secureCookies ? { secureCookies: true } : {}),
+    ...(options.sessionHours !== undefined ? { sessionTtlMs: options.sessionHours * 3_600_000 } : {}),
+  };
+  const app = await buildApiServer({ pool, config, log, s3, bucket: config.s3Bucket, events, limits, admin });
   let address: string;
   try {
     address = await app.listen({ port: options.port ?? 8080, host: options.host ?? '0.0.0.0' });
