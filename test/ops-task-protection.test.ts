@@ -115,4 +115,25 @@ describe('task scale-in protection', () => {
     expect((await worker.exited).code).toBe(0);
     expect(protectionRequests(agent.requests)).toEqual([true, false]);
   });
+
+  it('a stop request (SIGTERM) while busy: the worker drains, gives the job back, then releases its protection and exits', async () => {
+    // What a StopTask (campaign.sh stop --hard), a Spot interruption or a scale-in of an unprotected task sends.
+    const worker = spawnWorker(env, { env: { ECS_AGENT_URI: agent.url, WORKER_ID: 'stopping', WORKER_SHUTDOWN_GRACE_MS: '5000' } });
+    spawned.push(worker);
+    await worker.waitForLog((line) => line.msg === 'worker started');
+    const { job } = await enqueueJob(env.pool, { kind: 'noop', payload: { sleepMs: 600_000 } });
+    await worker.waitForLog((line) => line.msg === 'task scale-in protection on');
+    await waitFor(async () => (await requireJob(env.pool, job.id)).state === 'running');
+    worker.kill('SIGTERM');
+    expect((await worker.exited).code).toBe(0);
+    // Protection is held through the drain and released only after the job went back to the queue.
+    const order = worker.logs.map((line) => line.msg);
+    expect(order).toContain('released jobs back to the queue');
+    expect(order.indexOf('task scale-in protection off')).toBeGreaterThan(order.indexOf('released jobs back to the queue'));
+    expect(order.indexOf('worker stopped')).toBeGreaterThan(order.indexOf('task scale-in protection off'));
+    expect(protectionRequests(agent.requests)).toEqual([true, false]);
+    const after = await requireJob(env.pool, job.id);
+    expect(after.state).toBe('queued');
+    expect(after.leaseOwner).toBeNull();
+  });
 });
