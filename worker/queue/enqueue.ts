@@ -4,7 +4,7 @@ import { activeTraceparent, contextOfTraceparent, inSpan } from '../tracing/span
 import { JOBS_READY_CHANNEL } from './channels.js';
 import { PermanentJobError } from './errors.js';
 import { EQUAL_SHARES, fairTagStep, firstFairTagSql, type FairSharePolicy } from './fair-share.js';
-import { ACTIVE_STATES, JOB_COLUMNS, toJobRow, type JobRow } from './types.js';
+import { ACTIVE_STATES, JOB_COLUMNS, sqlStates, toJobRow, type JobRow } from './types.js';
 
 /**
  * Limits of an enqueue request, checked before any SQL (docs/RUNBOOK.md, "Limits"): a payload is a job's parameters,
@@ -119,7 +119,7 @@ export interface EnqueueResult {
 }
 
 // Must spell the predicate of the partial unique index jobs_active_dedupe_key, so ON CONFLICT can infer it.
-const ACTIVE = `(${ACTIVE_STATES.map((state) => `'${state}'`).join(', ')})`;
+const ACTIVE = sqlStates(ACTIVE_STATES);
 
 // One statement: insert unless an active run holds the key, and wake idle workers when the new job is due. The
 // NOTIFY is delivered at commit, so a worker never wakes before it can see the row. (pg_notify sits in the select

@@ -1,7 +1,7 @@
 // Operator statements: look at runs, cancel, requeue, and resume a run parked for review.
 import type { Queryable } from '../db/pool.js';
 import { JOB_CANCEL_CHANNEL, JOBS_READY_CHANNEL } from './channels.js';
-import { JOB_COLUMNS, toJobRow, type JobRow, type JobState } from './types.js';
+import { ACTIVE_STATES, JOB_COLUMNS, sqlStates, toJobRow, type JobRow, type JobState } from './types.js';
 
 export class JobNotFoundError extends Error {
   constructor(readonly jobId: number) {
@@ -136,7 +136,7 @@ export async function cancelJob(db: Queryable, id: number): Promise<CancelResult
          cancel_requested_at = coalesce(jobs.cancel_requested_at, now()),
          finished_at = CASE WHEN target.state = 'running' THEN NULL ELSE now() END,
          updated_at = now()
-       FROM target WHERE jobs.id = target.id AND target.state IN ('queued', 'review_ready', 'running')
+       FROM target WHERE jobs.id = target.id AND target.state IN ${sqlStates(ACTIVE_STATES)}
        RETURNING ${JOB_COLUMNS.split(',').map((column) => `jobs.${column.trim()}`).join(', ')}
      )
      SELECT updated.*, CASE WHEN updated.state = 'running' THEN pg_notify('${JOB_CANCEL_CHANNEL}', updated.id::text) END AS told
@@ -148,7 +148,7 @@ export async function cancelJob(db: Queryable, id: number): Promise<CancelResult
     return { job, pending: job.state === 'running' };
   }
   const job = await requireJob(db, id);
-  throw new InvalidTransitionError(id, job.state, 'cancel', 'queued, running or review_ready runs can be canceled');
+  throw new InvalidTransitionError(id, job.state, 'cancel', `${ACTIVE_STATES.join(', ')} runs can be canceled`);
 }
 
 export interface RequeueOptions {
@@ -190,7 +190,7 @@ async function requeueWhere(
            attempts = CASE WHEN $${reset} THEN 0 ELSE attempts END,
            max_attempts = CASE WHEN $${reset} THEN max_attempts ELSE greatest(max_attempts, attempts + 1) END,
            updated_at = now()
-         WHERE ${where} AND state IN ('failed', 'dead', 'canceled')
+         WHERE ${where} AND state IN ${sqlStates(REQUEUABLE)}
          RETURNING ${JOB_COLUMNS}
        )
        SELECT requeued.*, pg_notify('${JOBS_READY_CHANNEL}', requeued.kind) AS woke FROM requeued ORDER BY id`,
@@ -214,7 +214,7 @@ const RESOLVABLE: JobState[] = ['failed', 'dead', 'partial'];
 export async function resolveJob(db: Queryable, id: number, resolution: { by: string; note: string }): Promise<JobRow> {
   const { rows } = await db.query(
     `UPDATE jobs SET resolved_at = now(), resolved_by = $2, resolution_note = $3
-     WHERE id = $1 AND state IN ('failed', 'dead', 'partial') AND resolved_at IS NULL RETURNING ${JOB_COLUMNS}`,
+     WHERE id = $1 AND state IN ${sqlStates(RESOLVABLE)} AND resolved_at IS NULL RETURNING ${JOB_COLUMNS}`,
     [id, resolution.by, resolution.note],
   );
   if (rows[0]) return toJobRow(rows[0]);

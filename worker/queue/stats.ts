@@ -1,6 +1,6 @@
 // Statements behind `bulk-import stats`: how many runs per kind and state, and what finished in a recent window.
 import type { Queryable } from '../db/pool.js';
-import type { JobState } from './types.js';
+import { sqlStates, TERMINAL_STATES, type JobState, type TerminalState } from './types.js';
 
 export interface StateCount {
   kind: string;
@@ -15,15 +15,11 @@ export async function countJobsByKindAndState(db: Queryable): Promise<StateCount
   return rows;
 }
 
-export interface KindThroughput {
+/** Per kind: the runs that ended in the window, in all and in each terminal state. */
+export interface KindThroughput extends Record<TerminalState, number> {
   kind: string;
   /** Runs that ended (any terminal state) within the window. */
   finished: number;
-  succeeded: number;
-  partial: number;
-  failed: number;
-  dead: number;
-  canceled: number;
   /** Finished runs per minute over the window. */
   perMinute: number;
   /** Mean and 95th percentile of first start → finish, in seconds (retries and backoff included). */
@@ -36,16 +32,12 @@ export async function readThroughput(db: Queryable, windowMs: number): Promise<K
   const { rows } = await db.query<Omit<KindThroughput, 'perMinute'>>(
     `SELECT kind,
        count(*)::int AS finished,
-       count(*) FILTER (WHERE state = 'succeeded')::int AS succeeded,
-       count(*) FILTER (WHERE state = 'partial')::int AS partial,
-       count(*) FILTER (WHERE state = 'failed')::int AS failed,
-       count(*) FILTER (WHERE state = 'dead')::int AS dead,
-       count(*) FILTER (WHERE state = 'canceled')::int AS canceled,
+       ${TERMINAL_STATES.map((state) => `count(*) FILTER (WHERE state = '${state}')::int AS ${state},`).join('\n       ')}
        avg(extract(epoch FROM finished_at - started_at))::float8 AS "meanSeconds",
        percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at))::float8 AS "p95Seconds"
      FROM jobs
      WHERE finished_at >= now() - $1 * interval '1 millisecond'
-       AND state IN ('succeeded', 'partial', 'failed', 'dead', 'canceled')
+       AND state IN ${sqlStates(TERMINAL_STATES)}
      GROUP BY kind ORDER BY kind`,
     [windowMs],
   );

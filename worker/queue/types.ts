@@ -5,8 +5,19 @@ export type JobState = (typeof JOB_STATES)[number];
 
 /** States in which a run is still active: enqueuing the same dedupe key returns it. */
 export const ACTIVE_STATES: readonly JobState[] = ['queued', 'running', 'review_ready'];
+const TERMINAL = ['succeeded', 'partial', 'failed', 'dead', 'canceled'] as const satisfies readonly JobState[];
+/** A state a run never leaves by itself (requeue/replay start it again). */
+export type TerminalState = (typeof TERMINAL)[number];
 /** States a run never leaves by itself (requeue/replay start it again). */
-export const TERMINAL_STATES: readonly JobState[] = ['succeeded', 'partial', 'failed', 'dead', 'canceled'];
+export const TERMINAL_STATES: readonly JobState[] = TERMINAL;
+
+/**
+ * A state list as an SQL literal, `('queued', 'running')`, for `state IN …`. Written into the statement rather than
+ * bound, so the planner can match it against a partial index's predicate (and ON CONFLICT can infer one).
+ */
+export function sqlStates(states: readonly JobState[]): string {
+  return `(${states.map((state) => `'${state}'`).join(', ')})`;
+}
 
 export type ErrorClass = 'transient' | 'permanent';
 
