@@ -14,6 +14,7 @@ import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
 import type { LogLevel } from '../worker/config.js';
+import type { AdminApiOptions } from './admin-api.js';
 
 /** The uid:gid of the image's non-root `node` user (Dockerfile), also the EFS access point's POSIX identity. */
 export const WORKER_UID = 1000;
@@ -268,6 +269,12 @@ export interface BulkImportWorkerProps {
    * @default nightly at 02:30 UTC
    */
   readonly auditSchedule?: events.Schedule | null;
+  /**
+   * The admin API (`bulk-import serve`, docs/API.md) as a second small service behind an internal HTTPS load
+   * balancer that admits only the given security groups or CIDRs.
+   * @default off
+   */
+  readonly adminApi?: AdminApiOptions;
 }
 
 /** The nightly audit's default time. */

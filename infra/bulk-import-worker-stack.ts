@@ -76,6 +76,14 @@ export class BulkImportWorkerStack extends Stack {
         scaleOutQueuedJobs: settings.autoscaling.scaleOutQueuedJobs,
         burstQueuedJobs: settings.autoscaling.burstQueuedJobs,
       },
+      adminApi: settings.adminApi && {
+        certificateArn: settings.adminApi.certificateArn,
+        allowedSecurityGroups: settings.adminApi.allowedSecurityGroupIds.map((id) =>
+          ec2.SecurityGroup.fromSecurityGroupId(this, `AdminApiCaller-${id}`, id),
+        ),
+        allowedCidrs: settings.adminApi.allowedCidrs,
+        desiredCount: settings.adminApi.desiredCount,
+      },
     });
 
     const worker = this.worker;
@@ -87,6 +95,10 @@ export class BulkImportWorkerStack extends Stack {
     output(this, 'AlarmTopicArn', worker.alarmTopic.topicArn, 'SNS topic the alarms notify');
     output(this, 'ImportFileSystemId', worker.importFileSystem.fileSystemId, 'EFS file system of import campaigns');
     output(this, 'ImportAccessPointId', worker.importAccessPoint.accessPointId, 'EFS access point the worker mounts at /import');
+    if (worker.adminApi) {
+      output(this, 'AdminApiLoadBalancerDns', worker.adminApi.loadBalancer.loadBalancerDnsName, 'Internal DNS name of the admin API load balancer (point the certificate\'s name at it)');
+      output(this, 'AdminApiServiceName', worker.adminApi.service.serviceName, 'ECS service of the admin API (bulk-import serve)');
+    }
     output(this, 'ImportCampaign', settings.importCampaign ? 'on' : 'off', 'Whether /import is mounted in this deployment');
   }
 

@@ -3,7 +3,7 @@
 // the alarms that page on-call (infra/alarms.ts), the nightly audit task and optional queue-depth autoscaling.
 // Every input is a typed prop with a stated default; the stack (bulk-import-worker-stack.ts) only turns context into
 // these props.
-import { ArnFormat, Duration, RemovalPolicy, Size, Stack, Validations } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Size, Stack, Validations } from 'aws-cdk-lib';
 import * as appscaling from 'aws-cdk-lib/aws-applicationautoscaling';
 import type * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
@@ -17,6 +17,7 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
 import { DEFAULT_HEARTBEAT_FILE, DEFAULT_IMPORT_ROOT } from '../worker/config.js';
+import { AdminApi, databaseConnectArn } from './admin-api.js';
 import { createAlarms, createAlarmTopic, type QueueGauge, queueGaugeMetric } from './alarms.js';
 import {
   AUDIT_TASK_COMMAND,
@@ -29,8 +30,10 @@ import {
   WORKER_GID,
   WORKER_UID,
   type WorkerAutoscaling,
+  WorkerPropsError,
 } from './bulk-import-worker-props.js';
 import { acknowledgeWildcardResource } from './nag.js';
+import { allowPostgres } from './network.js';
 
 export * from './bulk-import-worker-props.js';
 
@@ -55,6 +58,8 @@ export class BulkImportWorker extends Construct {
   readonly auditRule: events.Rule | undefined;
   readonly scalableTarget: ecs.ScalableTaskCount | undefined;
   readonly metricsNamespace: string;
+  /** The admin API service and its load balancer (undefined unless `adminApi` is given). */
+  readonly adminApi: AdminApi | undefined;
   private readonly baseName: string;
   private readonly taskSubnets: ec2.SubnetSelection;
 
@@ -104,6 +109,7 @@ export class BulkImportWorker extends Construct {
     });
     this.grantTaskPermissions(props, resolved, bucketObjectsArn, taskProtectionArn);
     this.service = this.createService(resolved);
+    if (props.adminApi) this.adminApi = this.createAdminApi(props, resolved);
 
     this.alarmTopic = props.alarmTopic ?? createAlarmTopic(this, env);
     if (props.alarmEmail) this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
@@ -142,14 +148,11 @@ export class BulkImportWorker extends Construct {
       allowAllOutbound: false,
     });
     securityGroup.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), 'HTTPS to S3, CloudWatch, Secrets Manager, ECR and ECS APIs');
-    const description = 'Postgres (DATABASE_URL)';
-    const port = ec2.Port.tcp(resolved.databasePort);
-    if (props.databaseSecurityGroup) {
-      securityGroup.connections.allowTo(props.databaseSecurityGroup, port, description);
-    } else {
-      const cidr = tryVpcCidr(this.vpc);
-      securityGroup.addEgressRule(cidr ? ec2.Peer.ipv4(cidr) : ec2.Peer.anyIpv4(), port, description);
-    }
+    allowPostgres(securityGroup, this.vpc, {
+      securityGroup: props.databaseSecurityGroup,
+      cidr: undefined,
+      port: resolved.databasePort,
+    });
     return securityGroup;
   }
 
@@ -197,9 +200,7 @@ export class BulkImportWorker extends Construct {
         WORKER_CONCURRENCY: `${resolved.workerConcurrency}`,
         WORKER_SHUTDOWN_GRACE_MS: `${resolved.shutdownGrace.toMilliseconds()}`,
         HEALTH_HEARTBEAT_FILE: DEFAULT_HEARTBEAT_FILE,
-        DATABASE_SSL_MODE: resolved.databaseSslMode,
-        ...(resolved.databaseSslRootCert ? { DATABASE_SSL_ROOT_CERT: resolved.databaseSslRootCert } : {}),
-        ...(resolved.databaseIamAuth ? { DATABASE_IAM_AUTH: 'true' } : {}),
+        ...databaseEnvironment(resolved),
       },
       secrets: {
         DATABASE_URL: ecs.Secret.fromSecretsManager(props.databaseSecret, props.databaseSecretJsonField),
@@ -214,6 +215,35 @@ export class BulkImportWorker extends Construct {
     });
     container.addMountPoints({ sourceVolume: 'tmp', containerPath: '/tmp', readOnly: false });
     return container;
+  }
+
+  private createAdminApi(props: BulkImportWorkerProps, resolved: ResolvedProps): AdminApi {
+    const options = props.adminApi!;
+    const iamAuth = resolved.databaseIamAuth;
+    return new AdminApi(this, 'AdminApi', {
+      ...options,
+      environmentName: props.environmentName,
+      baseName: this.baseName,
+      vpc: this.vpc,
+      subnets: this.taskSubnets,
+      cluster: this.cluster,
+      repository: props.repository,
+      imageTag: props.imageTag,
+      cpuArchitecture: props.cpuArchitecture ?? ecs.CpuArchitecture.X86_64,
+      logGroup: this.logGroup,
+      logLevel: resolved.logLevel,
+      databaseSecret: props.databaseSecret,
+      databaseSecretJsonField: props.databaseSecretJsonField,
+      database: { securityGroup: props.databaseSecurityGroup, cidr: undefined, port: resolved.databasePort },
+      databaseEnvironment: databaseEnvironment(resolved),
+      databaseConnectArn: iamAuth && databaseConnectArn(this, iamAuth.resourceId, iamAuth.user),
+      bucket: props.bucket,
+      bucketEncryptionKey: props.bucketEncryptionKey,
+      user: `${WORKER_UID}:${WORKER_GID}`,
+      fail: (message) => {
+        throw new WorkerPropsError(`${this.node.path}: ${message}`);
+      },
+    });
   }
 
   private createService(resolved: ResolvedProps): ecs.FargateService {
@@ -402,14 +432,7 @@ export class BulkImportWorker extends Construct {
           sid: 'ConnectAsDatabaseUser',
           // One user of one database: arn:<partition>:rds-db:<region>:<account>:dbuser:<resource id>/<user>.
           actions: ['rds-db:connect'],
-          resources: [
-            stack.formatArn({
-              service: 'rds-db',
-              resource: 'dbuser',
-              resourceName: `${resourceId}/${user}`,
-              arnFormat: ArnFormat.COLON_RESOURCE_NAME,
-            }),
-          ],
+          resources: [databaseConnectArn(this, resourceId, user)],
         }),
       );
     }
@@ -494,12 +517,11 @@ export class BulkImportWorker extends Construct {
   }
 }
 
-/** The VPC's CIDR when it is known (created, looked up, or imported with vpcCidrBlock). */
-function tryVpcCidr(vpc: ec2.IVpc): string | undefined {
-  try {
-    return vpc.vpcCidrBlock;
-  } catch {
-    return undefined;
-  }
+/** The database variables the worker and the admin API both get: TLS mode, CA bundle, IAM authentication. */
+function databaseEnvironment(resolved: ResolvedProps): Record<string, string> {
+  return {
+    DATABASE_SSL_MODE: resolved.databaseSslMode,
+    ...(resolved.databaseSslRootCert ? { DATABASE_SSL_ROOT_CERT: resolved.databaseSslRootCert } : {}),
+    ...(resolved.databaseIamAuth ? { DATABASE_IAM_AUTH: 'true' } : {}),
+  };
 }
-

@@ -49,6 +49,14 @@ export interface AutoscalingSettings {
   burstQueuedJobs: number | undefined;
 }
 
+/** The admin API (`adminApi=true`): who may call it and the certificate of its HTTPS listener. */
+export interface AdminApiSettings {
+  certificateArn: string;
+  allowedSecurityGroupIds: string[];
+  allowedCidrs: string[];
+  desiredCount: number | undefined;
+}
+
 export interface WorkerStackSettings {
   environment: string;
   stackName: string;
@@ -88,6 +96,8 @@ export interface WorkerStackSettings {
   shutdownGraceSeconds: number | undefined;
   oldestQueuedAgeAlarmSeconds: number | undefined;
   autoscaling: AutoscalingSettings | undefined;
+  /** Undefined unless `adminApi` is on. */
+  adminApi: AdminApiSettings | undefined;
 }
 
 /** Reads one context value; `app.node.tryGetContext` fits. */
@@ -137,6 +147,11 @@ export const SETTINGS_KEYS = [
   'maxTasks',
   'scaleOutQueuedJobs',
   'burstQueuedJobs',
+  'adminApi',
+  'adminApiCertificateArn',
+  'adminApiAllowedSecurityGroupIds',
+  'adminApiAllowedCidrs',
+  'adminApiDesiredCount',
 ] as const;
 
 export type SettingsKey = (typeof SETTINGS_KEYS)[number];
@@ -208,6 +223,7 @@ export function readWorkerSettings(getContext: ContextGetter): WorkerStackSettin
     shutdownGraceSeconds: read.integer('shutdownGraceSeconds', { min: 0, max: 110 }),
     oldestQueuedAgeAlarmSeconds: read.integer('oldestQueuedAgeAlarmSeconds', { min: 60, max: 604_800 }),
     autoscaling: undefined,
+    adminApi: readAdminApi(read),
   };
   const autoscaling = {
     minTasks: read.integer('minTasks', { min: 0, max: 100 }) ?? Math.max(desiredCount, 1),
@@ -269,6 +285,36 @@ function readVpc(read: ContextReader): VpcSettings {
     );
   }
   return { kind: 'import', vpcId, privateSubnetIds, availabilityZones, vpcCidrBlock };
+}
+
+function readAdminApi(read: ContextReader): AdminApiSettings | undefined {
+  const on = read.boolean('adminApi') ?? false;
+  const certificateArn = read.string(
+    'adminApiCertificateArn',
+    /^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate\/[A-Za-z0-9-]+$/,
+    'an ACM certificate ARN',
+  );
+  const allowedSecurityGroupIds = read.list('adminApiAllowedSecurityGroupIds', /^sg-[0-9a-f]{8,17}$/, 'security group ids sg-…') ?? [];
+  const allowedCidrs = read.list('adminApiAllowedCidrs', /^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'IPv4 CIDR blocks such as 10.8.0.0/16') ?? [];
+  const desiredCount = read.integer('adminApiDesiredCount', { min: 0, max: 10 });
+  if (!on) return undefined;
+  if (!certificateArn) {
+    throw new SettingsError(
+      'adminApiCertificateArn',
+      'adminApiCertificateArn is required with adminApi=true: the ACM certificate of the API load balancer\'s HTTPS listener',
+    );
+  }
+  if (allowedSecurityGroupIds.length === 0 && allowedCidrs.length === 0) {
+    throw new SettingsError(
+      'adminApiAllowedSecurityGroupIds',
+      'adminApi=true needs adminApiAllowedSecurityGroupIds or adminApiAllowedCidrs: the load balancer admits only the callers named',
+    );
+  }
+  const open = allowedCidrs.find((cidr) => cidr.endsWith('/0'));
+  if (open) {
+    throw new SettingsError('adminApiAllowedCidrs', `adminApiAllowedCidrs must not admit everyone (${open}): name the callers' ranges`);
+  }
+  return { certificateArn, allowedSecurityGroupIds, allowedCidrs, desiredCount };
 }
 
 function readImportFileSystem(read: ContextReader): ImportFileSystemSettings {
