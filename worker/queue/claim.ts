@@ -97,18 +97,24 @@ async function claimWithTenantCeilings(db: Queryable, values: unknown[], ceiling
   }
 }
 
+/** The claim statement without tenant ceilings and its parameters (claimJobs; bench:fairness --explain shows its plan). */
+export function claimStatement(request: ClaimRequest): { text: string; values: unknown[] } {
+  const values: unknown[] = [request.workerId, request.limit, request.leaseMs, request.excludeIds ?? []];
+  if (request.kinds) values.push(request.kinds);
+  return { text: request.kinds ? CLAIM_KINDS : CLAIM_ANY_KIND, values };
+}
+
 export async function claimJobs(db: Queryable, request: ClaimRequest): Promise<ClaimedJob[]> {
   if (request.limit <= 0 || (request.kinds && request.kinds.length === 0)) return [];
   const startedAt = Date.now();
-  const values: unknown[] = [request.workerId, request.limit, request.leaseMs, request.excludeIds ?? []];
-  if (request.kinds) values.push(request.kinds);
+  const { text, values } = claimStatement(request);
   const ceilings = Object.entries(request.tenantKindConcurrency ?? {})
     .filter(([kind]) => request.kinds?.includes(kind) ?? true)
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const { rows } =
     ceilings.length > 0
       ? await claimWithTenantCeilings(db, request.kinds ? values : [...values, null], ceilings)
-      : await db.query(request.kinds ? CLAIM_KINDS : CLAIM_ANY_KIND, values);
+      : await db.query(text, values);
   return rows
     .map((row) => {
       const job: ClaimedJob = {

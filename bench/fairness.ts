@@ -1,0 +1,190 @@
+// npm run bench:fairness — fair share between tenants under a flood (run it under `flock /tmp/heavy.lock`).
+//
+// Tenant A bulk-enqueues BENCH_FLOOD no-op runs; a Worker (BENCH_CONCURRENCY slots, default prefetch) drains them
+// while tenant B enqueues one run every BENCH_SMALL_EVERY_MS. Per mode — fair claim (fair_tag, FAIR_CLAIM=true) and
+// plain priority order (every tag 0) — and per round (alternating the order), it prints B's pickup latency (enqueue
+// to handler start: p50, p99, max) and the throughput of all runs (first start to last finish), and at the end the
+// throughput cost of fairness. `--explain` instead fills a table with 1,000,000 queued runs of 1,000 tenants (and
+// 1,000,000 finished ones) and prints the plan of the claim statement with EXPLAIN (ANALYZE, BUFFERS).
+//
+//   BENCH_FLOOD=20000 BENCH_ROUNDS=3 flock /tmp/heavy.lock npm run bench:fairness
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { loadConfig } from '../worker/config.js';
+import { createPool, type Pool } from '../worker/db/pool.js';
+import { migrate } from '../worker/db/migrate.js';
+import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
+import { HandlerRegistry } from '../worker/handlers/registry.js';
+import type { JobHandler } from '../worker/handlers/types.js';
+import { createLogger } from '../worker/logger.js';
+import { claimStatement } from '../worker/queue/claim.js';
+import { enqueueJob, enqueueJobs } from '../worker/queue/enqueue.js';
+import { EQUAL_SHARES, PLAIN_ORDER, type FairSharePolicy } from '../worker/queue/fair-share.js';
+import { Worker } from '../worker/runner/worker.js';
+
+const settings = {
+  flood: Number(process.env.BENCH_FLOOD ?? 20_000),
+  concurrency: Number(process.env.BENCH_CONCURRENCY ?? 16),
+  smallEveryMs: Number(process.env.BENCH_SMALL_EVERY_MS ?? 20),
+  rounds: Number(process.env.BENCH_ROUNDS ?? 3),
+};
+
+interface RoundResult {
+  mode: 'fair' | 'plain';
+  throughput: number;
+  smallLatencies: number[];
+}
+
+const MODES: Array<{ mode: RoundResult['mode']; policy: FairSharePolicy }> = [
+  { mode: 'fair', policy: EQUAL_SHARES },
+  { mode: 'plain', policy: PLAIN_ORDER },
+];
+
+async function runRound(databaseUrl: string, pool: Pool, mode: RoundResult['mode'], policy: FairSharePolicy): Promise<RoundResult> {
+  await pool.query('TRUNCATE jobs CASCADE');
+  for (let done = 0; done < settings.flood; done += 5_000) {
+    const count = Math.min(5_000, settings.flood - done);
+    await enqueueJobs(pool, 'bench', Array.from({ length: count }, () => ({ tenant: 'A' })), { tenantId: 'A', fairShare: policy });
+  }
+  await pool.query('VACUUM ANALYZE jobs');
+  const enqueuedAt = new Map<number, number>();
+  const latencies: number[] = [];
+  let firstStart = 0;
+  let lastFinish = 0;
+  let finished = 0;
+  const handler: JobHandler<{ tenant: string; seq?: number }> = {
+    kind: 'bench',
+    description: 'no-op',
+    parsePayload: (raw) => raw as { tenant: string; seq?: number },
+    run: async ({ payload }) => {
+      const now = performance.now();
+      firstStart ||= now;
+      if (payload.tenant === 'B') latencies.push(now - enqueuedAt.get(payload.seq!)!);
+    },
+  };
+  const config = loadConfig({ DATABASE_URL: databaseUrl });
+  const worker = new Worker(
+    pool,
+    new HandlerRegistry([handler]),
+    { config, pool, s3: undefined, bucket: undefined },
+    { ...config.worker, concurrency: settings.concurrency, workerId: `bench-${mode}`, kinds: ['bench'] },
+    createLogger({ level: 'silent', format: 'json' }),
+    { database: databaseUrl },
+  );
+  worker.on('jobFinished', () => {
+    finished += 1;
+    lastFinish = performance.now();
+  });
+  await worker.start();
+  // B trickles in while A's backlog drains; its last run is enqueued once A is 90 % done.
+  let seq = 0;
+  const total = () => settings.flood + seq;
+  while (finished < settings.flood * 0.9) {
+    seq += 1;
+    enqueuedAt.set(seq, performance.now());
+    await enqueueJob(pool, { kind: 'bench', tenantId: 'B', payload: { tenant: 'B', seq } }, 5, policy);
+    await sleep(settings.smallEveryMs);
+  }
+  while (finished < total()) await sleep(5);
+  await worker.stop();
+  return { mode, throughput: (total() / (lastFinish - firstStart)) * 1000, smallLatencies: latencies };
+}
+
+const percentile = (values: number[], p: number) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+};
+const median = (values: number[]) => percentile(values, 50);
+
+function printTable(results: RoundResult[]): void {
+  const rows = MODES.map(({ mode }) => {
+    const mine = results.filter((r) => r.mode === mode);
+    const latencies = mine.flatMap((r) => r.smallLatencies);
+    return {
+      mode,
+      throughput: median(mine.map((r) => r.throughput)),
+      p50: percentile(latencies, 50),
+      p99: percentile(latencies, 99),
+      max: Math.max(...latencies),
+      samples: latencies.length,
+      perRound: mine.map((r) => Math.round(r.throughput)).join(' / '),
+    };
+  });
+  console.log('\n| claim order | throughput, all runs (median of rounds) | per round | small tenant pickup p50 | p99 | max | samples |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    console.log(
+      `| ${r.mode} | ${Math.round(r.throughput)} jobs/s | ${r.perRound} | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${r.max.toFixed(1)} ms | ${r.samples} |`,
+    );
+  }
+  const [fair, plain] = rows as [(typeof rows)[number], (typeof rows)[number]];
+  console.log(`\nthroughput cost of fairness: ${(((plain.throughput - fair.throughput) / plain.throughput) * 100).toFixed(1)} % (goal: under 10 %)`);
+}
+
+async function explain(pool: Pool): Promise<void> {
+  console.log('filling: 1,000,000 finished runs, then 1,000,000 queued runs of 1,000 tenants (fair tags) …');
+  await pool.query(`INSERT INTO jobs (kind, tenant_id, state, finished_at, started_at, attempts)
+                    SELECT 'bench', 't' || (i % 1000), 'succeeded', now() - interval '1 hour', now() - interval '1 hour', 1
+                    FROM generate_series(1, 1000000) i`);
+  for (let tenant = 0; tenant < 1000; tenant += 1) {
+    await enqueueJobs(pool, 'bench', Array.from({ length: 1_000 }, () => ({})), { tenantId: `t${tenant}`, fairShare: EQUAL_SHARES });
+  }
+  await pool.query('VACUUM ANALYZE jobs');
+  const client = await pool.connect();
+  try {
+    // As the worker's claim session runs it (worker.ts): bitmap and sequential scans off.
+    await client.query('SET enable_bitmapscan = off; SET enable_seqscan = off');
+    for (const limit of [16, 500]) {
+      const { text, values } = claimStatement({ workerId: 'explain', limit, leaseMs: 30_000, kinds: ['bench'], excludeIds: [] });
+      await client.query('BEGIN');
+      const { rows } = await client.query(`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ${text}`, values);
+      await client.query('ROLLBACK');
+      console.log(`\nclaim of ${limit}, 2,000,000 rows (1,000,000 queued):\n${rows.map((row) => row['QUERY PLAN']).join('\n')}`);
+    }
+  } finally {
+    client.release();
+  }
+}
+
+async function main(): Promise<void> {
+  const stateDir = await mkdtemp(join(tmpdir(), 'bench-fairness-'));
+  await chmod(stateDir, 0o755);
+  const postgres = await startEmbeddedPostgres({ baseDir: join(stateDir, 'pg'), persistent: false, fast: true });
+  try {
+    const admin = new pg.Client({ connectionString: postgres.adminUrl });
+    await admin.connect();
+    await admin.query('CREATE DATABASE bench_fairness');
+    await admin.end();
+    const databaseUrl = postgres.databaseUrl('bench_fairness');
+    await migrate(databaseUrl);
+    const pool = createPool(databaseUrl, { max: 20 });
+    try {
+      if (process.argv.includes('--explain')) return await explain(pool);
+      console.log(`Node ${process.version}; settings: ${JSON.stringify(settings)}`);
+      const results: RoundResult[] = [];
+      for (let round = 1; round <= settings.rounds; round += 1) {
+        const order = round % 2 === 1 ? MODES : [...MODES].reverse();
+        for (const { mode, policy } of order) {
+          const result = await runRound(databaseUrl, pool, mode, policy);
+          console.log(
+            `round ${round} ${mode.padEnd(5)} ${Math.round(result.throughput)} jobs/s, small tenant p50 ${median(result.smallLatencies).toFixed(1)} ms ` +
+              `(${result.smallLatencies.length} runs)`,
+          );
+          results.push(result);
+        }
+      }
+      printTable(results);
+    } finally {
+      await pool.end();
+    }
+  } finally {
+    await postgres.stop();
+    await rm(stateDir, { recursive: true, force: true });
+  }
+}
+
+await main();
