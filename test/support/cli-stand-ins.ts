@@ -10,12 +10,12 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export const SEPARATOR = '\u001f';
+const SEPARATOR = '\u001f';
 
 /** What happens to the next deployment started on a service. */
-export type DeploymentPlan = 'complete' | 'fail' | 'rollback' | 'hold';
+type DeploymentPlan = 'complete' | 'fail' | 'rollback' | 'hold';
 
-export interface ServiceModel {
+interface ServiceModel {
   status: 'ACTIVE' | 'DRAINING' | 'INACTIVE';
   taskDefinition: string;
   deployments: Array<{ id: string; taskDefinition: string; rolloutState: string; rolloutStateReason: string; polls: number; plan: DeploymentPlan }>;
