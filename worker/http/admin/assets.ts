@@ -49,6 +49,10 @@ pre { background: var(--panel); padding: .6rem; overflow-x: auto; white-space: p
 .live progress { width: 100%; height: 1.2rem; }
 .live .figures { display: flex; flex-wrap: wrap; gap: 1.2rem; margin-top: .4rem; }
 .muted { color: var(--muted); }
+table.summary { width: auto; min-width: 22rem; }
+dl.values { display: flex; flex-wrap: wrap; gap: .2rem .9rem; margin: 0; font-size: .85rem; }
+dl.values div { display: flex; gap: .3rem; } dl.values dt { color: var(--muted); } dl.values dt::after { content: ':'; } dl.values dd { margin: 0; overflow-wrap: anywhere; }
+dl.values .named { background: #fff4d6; outline: 1px solid var(--warn); padding: 0 .2rem; }
 .pager { display: flex; gap: 1rem; margin: .8rem 0; }
 .columns { display: grid; grid-template-columns: repeat(auto-fit, minmax(22rem, 1fr)); gap: 1rem 2rem; }
 `;

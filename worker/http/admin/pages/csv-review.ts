@@ -41,8 +41,13 @@ export function csvCounts(run: CsvImportRun, result: Record<string, unknown> | n
 }
 
 function errorRow(error: RowError, header: string[]): Html {
+  // The values of the fields an issue names are marked, so the eye finds them in a wide row.
+  const named = new Set(error.issues.map((issue) => issue.column));
   const values = error.fields
-    ? html`<dl class="record">${error.fields.map((value, index) => html`<dt>${header[index] ?? `column ${index + 1}`}</dt><dd>${value}</dd>`)}</dl>`
+    ? html`<dl class="values">${error.fields.map((value, index) => {
+        const column = header[index] ?? `column ${index + 1}`;
+        return html`<div${named.has(column) ? html` class="named"` : ''}><dt>${column}</dt><dd>${value === '' ? html`<span class="muted">(empty)</span>` : value}</dd></div>`;
+      })}</dl>`
     : html`<span class="muted">the row could not be split into fields</span>`;
   return html`<tr>
     <td class="num">${error.row}</td>

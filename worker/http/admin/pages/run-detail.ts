@@ -74,7 +74,7 @@ export async function runDetailPage(deps: ApiDependencies, viewer: Viewer, id: n
   const csvRun = CSV_KINDS.has(job.kind) ? await getCsvImportRun(deps.pool, job.id) : null;
   const notice = done !== undefined ? NOTICES[done] : undefined;
   const submitter = record.actions.find((action) => action.action === 'submitted')?.actor ?? null;
-  const body = html`${runHeading(record, 'Run')}
+  const body = html`${runHeading(record, '')}
 ${notice ? html`<div class="notice" role="status">${notice}</div>` : ''}
 ${actionLinks(record, viewer)}
 <ul class="actions" aria-label="Views of this run">

@@ -15,10 +15,11 @@ export async function visibleRunRecord(deps: ApiDependencies, viewer: Viewer, id
   return record;
 }
 
+/** The page's heading: `<title> — Run <id> (kind, tenant) <state>`; the run page itself passes no title. */
 export function runHeading(record: RunRecord, title: string): Html {
   const { job } = record;
   return html`<p class="muted"><a href="/admin/runs">Runs</a> › <a href="/admin/runs/${job.id}">Run ${job.id}</a></p>
-<h1>${title} — run ${job.id} <span class="muted">(${job.kind}${job.tenantId ? `, tenant ${job.tenantId}` : ''})</span> ${stateBadge(job.state, true)}</h1>`;
+<h1>${title ? `${title} — ` : ''}Run ${job.id} <span class="muted">(${job.kind}${job.tenantId ? `, tenant ${job.tenantId}` : ''})</span> ${stateBadge(job.state, true)}</h1>`;
 }
 
 export function actionLinks(record: RunRecord, viewer: Viewer): Html {
