@@ -9,7 +9,8 @@ export const CHROMIUM = '/usr/bin/chromium';
 export function ensureChromium(): void {
   if (existsSync(CHROMIUM)) return;
   // Several test files may ask at once: one install at a time (flock), the later ones find it there.
-  execFileSync('flock', ['/tmp/bulk-import-chromium.lock', 'sh', '-c', `test -x ${CHROMIUM} || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)`], {
+  const install = 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium';
+  execFileSync('sh', ['-c', `flock /tmp/bulk-import-chromium.lock sh -c 'test -x ${CHROMIUM} || (${install})'`], {
     stdio: 'inherit',
     timeout: 600_000,
   });
