@@ -27,6 +27,7 @@ import type { JobFinishedEvent } from '../worker/runner/worker.js';
 import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
 import { CSV_FINALIZE_KIND } from '../worker/handlers/csv-finalize.js';
 import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
+import { bytesMetric, countMetric } from '../worker/handlers/metrics.js';
 import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
 import { NOOP_KIND } from '../worker/handlers/noop.js';
 import { cloudWatchSuccess, putMetricDataCalls, startRecordingEndpoint } from '../test/support/recording-endpoint.js';
@@ -105,7 +106,7 @@ function syntheticEvents(count: number): JobFinishedEvent[] {
     job: { id: index, kind: kinds[index % kinds.length]!, tenantId: 't', payload: {}, attempt: 1, maxAttempts: 5, progress: null, leaseOwner: 'w', createdAt: new Date() },
     state: states[index % states.length]!,
     durationMs: 5 + (index % 997),
-    metrics: { Files: 1 + (index % 13), BytesImported: 1000 * (index % 101), FailedItems: index % 17 === 0 ? 1 : 0 },
+    metrics: { Files: countMetric(1 + (index % 13)), BytesImported: bytesMetric(1000 * (index % 101)), FailedItems: countMetric(index % 17 === 0 ? 1 : 0) },
   }));
 }
 

@@ -4,10 +4,11 @@
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { CloudWatchClient } from '@aws-sdk/client-cloudwatch';
 import { loadConfig } from '../worker/config.js';
+import { bytesMetric, countMetric } from '../worker/handlers/metrics.js';
 import type { JobHandler } from '../worker/handlers/types.js';
 import { enqueueJob } from '../worker/queue/enqueue.js';
 import { PermanentJobError } from '../worker/queue/errors.js';
-import { createCloudWatchClient, MetricsPublisher, publishJobMetrics } from '../worker/ops/metrics.js';
+import { createCloudWatchClient, jobMetricPoints, MetricsPublisher, publishJobMetrics } from '../worker/ops/metrics.js';
 import { useTestEnvironment } from './harness.js';
 import { silentLog, testWorker, waitFor } from './support/in-process-worker.js';
 import {
@@ -58,7 +59,7 @@ const importLike: JobHandler<{ files: number; fail: boolean }> = {
   parsePayload: (raw) => ({ files: Number(raw.files ?? 0), fail: raw.fail === true }),
   async run({ payload }) {
     if (payload.fail) throw new PermanentJobError('bad input', 'BAD_INPUT', { file: 'x.pdf' });
-    return { result: { files: payload.files }, metrics: { Files: payload.files, Bytes: payload.files * 1000 } };
+    return { result: { files: payload.files }, metrics: { Files: countMetric(payload.files), Bytes: bytesMetric(payload.files * 1000) } };
   },
 };
 
@@ -98,6 +99,18 @@ describe('per-job metrics', () => {
     expect(duration).toMatchObject({ Unit: 'Milliseconds', StatisticValues: { SampleCount: 3 } });
     expect(duration!.StatisticValues!.Maximum).toBeGreaterThanOrEqual(duration!.StatisticValues!.Minimum);
     expect(typeof duration!.Timestamp).toBe('number');
+  });
+
+  it('a lost lease and a failure that could not be stored are separate outcomes; a figure keeps its declared unit', () => {
+    const job = { id: 1, kind: 'import-like', tenantId: null, payload: {}, attempt: 1, maxAttempts: 3, progress: null, leaseOwner: 'w', createdAt: new Date() };
+    const outcomes = (['lost', 'unrecorded'] as const).map((state) => jobMetricPoints({ job, state, durationMs: 1 })[1]?.dimensions?.Outcome);
+    expect(outcomes).toEqual(['lease_lost', 'failure_unrecorded']);
+    // A name ending in Bytes no longer makes a count a size.
+    const points = jobMetricPoints({ job, state: 'succeeded', durationMs: 1, metrics: { ChunkBytes: countMetric(3), Payload: bytesMetric(9) } });
+    expect(points.filter((point) => point.name === 'ChunkBytes' || point.name === 'Payload').map((point) => [point.name, point.unit])).toEqual([
+      ['ChunkBytes', 'Count'],
+      ['Payload', 'Bytes'],
+    ]);
   });
 
   it('a failing CloudWatch loses the metrics, never the worker: calls fail, publish() resolves false', async () => {

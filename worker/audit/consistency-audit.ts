@@ -15,6 +15,7 @@
 // `bulk-import audit repair <id>` is the separate, explicit step.
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Pool } from '../db/pool.js';
+import { jobProgress, type JobProgress } from '../handlers/progress.js';
 import { auditDocuments } from './documents-audit.js';
 import {
   auditProductBatch,
@@ -42,7 +43,7 @@ export interface ConsistencyAuditOptions {
   /** How many document findings of each kind are stored (all are counted). */
   listLimit: number;
   signal: AbortSignal;
-  onProgress?: (progress: Record<string, unknown>) => void;
+  onProgress?: (progress: JobProgress) => void;
 }
 
 export interface ConsistencyAuditResult {
@@ -81,7 +82,7 @@ export async function runConsistencyAudit(options: ConsistencyAuditOptions): Pro
       batches += 1;
       scanned += batch.scanned;
       for (const [job, n] of batch.rowsPerJob) rowsPerJob.set(job, (rowsPerJob.get(job) ?? 0) + n);
-      options.onProgress?.({ phase: 'products', done: scanned, batches });
+      options.onProgress?.(jobProgress('products', scanned, null, { batches }));
       afterId = batch.lastId!;
       if (batch.scanned < options.batchSize) break;
     }
@@ -133,7 +134,7 @@ export async function runConsistencyAudit(options: ConsistencyAuditOptions): Pro
     if (!options.s3 || !options.bucket) {
       result.documents = { skipped: 'S3 is not configured (S3_BUCKET): the documents check needs the bucket listing' };
     } else {
-      options.onProgress?.({ phase: 'documents' });
+      options.onProgress?.(jobProgress('documents', result.productsScanned ?? 0, null));
       const prefix = tenantId === null ? options.documentsPrefix : `${options.documentsPrefix}${tenantId}/`;
       const report = await auditDocuments({ pool, s3: options.s3, bucket: options.bucket, prefix, limit: options.listLimit });
       await insertFindings(pool, auditJobId, [

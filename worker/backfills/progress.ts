@@ -15,7 +15,7 @@ export type PartitionProgress = {
   finished: boolean;
 };
 
-// A type alias, not an interface: it must be assignable to the Record<string, unknown> that progress writes take.
+// A type alias, not an interface: it must be assignable to the JobProgress (handlers/progress.ts) progress writes take.
 export type BackfillProgress = {
   mode: 'fill' | 'dry-run';
   /** The backfill's name: progress of another backfill is never resumed. */

@@ -5,6 +5,7 @@
 // The stack enqueues one every night (infra: the audit schedule); operators with `bulk-import audit start`.
 import { AUDIT_CHECK_GROUPS, runConsistencyAudit, type AuditCheckGroup } from '../audit/consistency-audit.js';
 import { PermanentJobError } from '../queue/errors.js';
+import { countMetric } from './metrics.js';
 import { PayloadReader } from './payload.js';
 import type { JobHandler } from './types.js';
 
@@ -71,7 +72,7 @@ export const auditHandler: JobHandler<AuditPayload> = {
     log.info({ findings: total, by_check: result.byCheck, products: result.productsScanned, duration_ms: result.durationMs }, 'audit done');
     return {
       result: { ...result },
-      metrics: { [AUDIT_FINDINGS_METRIC]: total, AuditRowsScanned: result.productsScanned ?? 0 },
+      metrics: { [AUDIT_FINDINGS_METRIC]: countMetric(total), AuditRowsScanned: countMetric(result.productsScanned ?? 0) },
     };
   },
 };

@@ -6,6 +6,7 @@ import { runDryRun } from '../backfills/dry-run.js';
 import { runFill } from '../backfills/fill-run.js';
 import { defaultBackfills, type BackfillRegistry } from '../backfills/registry.js';
 import { PermanentJobError } from '../queue/errors.js';
+import { countMetric } from './metrics.js';
 import { PayloadReader } from './payload.js';
 import type { JobHandler, JobOutcome } from './types.js';
 
@@ -103,7 +104,7 @@ export function createBackfillHandler(backfills: BackfillRegistry = defaultBackf
         log.info({ ...about, would_change: outcome.wouldChange, missing: outcome.missing }, 'backfill dry run done');
         return {
           result: { ...about, dryRun: true, ...outcome, remaining: outcome.missing },
-          metrics: { RowsProcessed: 0, RowsRemaining: outcome.missing, RowsWouldChange: outcome.wouldChange },
+          metrics: { RowsProcessed: countMetric(0), RowsRemaining: countMetric(outcome.missing), RowsWouldChange: countMetric(outcome.wouldChange) },
         };
       }
 
@@ -139,10 +140,10 @@ export function createBackfillHandler(backfills: BackfillRegistry = defaultBackf
           rowsPerSecond: Math.round(outcome.rowsWrittenThisAttempt / Math.max(outcome.durationMs / 1000, 0.001)),
         },
         metrics: {
-          RowsProcessed: progress.done,
-          RowsRemaining: outcome.remaining,
-          RowConflicts: progress.conflicts,
-          RowsUnfillable: progress.unfillable,
+          RowsProcessed: countMetric(progress.done),
+          RowsRemaining: countMetric(outcome.remaining),
+          RowConflicts: countMetric(progress.conflicts),
+          RowsUnfillable: countMetric(progress.unfillable),
         },
       };
     },

@@ -16,6 +16,8 @@ import { listRowErrors, writeRowErrorsCsv } from '../imports/csv/row-errors.js';
 import { getCsvImportRun } from '../imports/csv/run-record.js';
 import { summaryOfRun, validateImport, type ValidationSummary } from '../imports/csv/validate-import.js';
 import { PermanentJobError } from '../queue/errors.js';
+import { countMetric } from './metrics.js';
+import { jobProgress } from './progress.js';
 import type { JobContext, JobHandler, JobOutcome } from './types.js';
 
 /** The kind of a CSV import's validation phase: the one place its name is written. */
@@ -56,9 +58,9 @@ async function run(context: JobContext<CsvImportPayload>): Promise<JobOutcome> {
       assertLeaseHeld: context.assertLeaseHeld,
     });
   }
-  const metrics = { Rows: summary.rows, ValidRows: summary.valid, InvalidRows: summary.invalid };
+  const metrics = { Rows: countMetric(summary.rows), ValidRows: countMetric(summary.valid), InvalidRows: countMetric(summary.invalid) };
   if (!payload.autoFinalize) {
-    context.progress.update({ phase: 'review', done: summary.rows, total: summary.rows, valid: summary.valid, invalid: summary.invalid });
+    context.progress.update(jobProgress('review', summary.rows, summary.rows, { valid: summary.valid, invalid: summary.invalid }));
     return {
       state: 'review_ready',
       result: { ...summary, next: `bulk-import finalize ${job.id} | bulk-import reject ${job.id} | bulk-import errors ${job.id}` },

@@ -18,7 +18,9 @@ import { normaliseSource, planTree, resolveSourceDirectory } from '../imports/ma
 import { ImportProgress } from '../imports/mass-import/import-progress.js';
 import { isValidPrefix, keyPrefixFor } from '../imports/object-key.js';
 import { isValidTenant, resolveTenant, TENANT_RULE } from '../imports/tenant.js';
+import { bytesMetric, countMetric } from './metrics.js';
 import { PayloadReader } from './payload.js';
+import { jobProgress } from './progress.js';
 import type { JobContext, JobHandler, JobOutcome } from './types.js';
 
 export interface MassImportPayload {
@@ -128,11 +130,11 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     sourceDir,
     prefix: payload.prefix,
     tenant,
-    onProgress: (seen: number) => progress.update({ phase: 'planning', done: 0, total: 0, entriesSeen: seen }),
+    onProgress: (seen: number) => progress.update(jobProgress('planning', 0, 0, { entriesSeen: seen })),
   };
 
   if (payload.dryRun) {
-    progress.update({ phase: 'planning', done: 0, total: 0 });
+    progress.update(jobProgress('planning', 0, 0));
     const plan = await planTree({ ...planOptions, keepAtMost: config.massImport.hardCapFiles });
     const violations = checkCeiling(config.massImport, limits, plan.measure);
     const report = await inspectPlan(pool, plan, {
@@ -141,7 +143,7 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
       realRoot,
       signal,
       violations,
-      onProgress: (checked) => progress.update({ phase: 'checking', done: checked, total: plan.items.length }),
+      onProgress: (checked) => progress.update(jobProgress('checking', checked, plan.items.length)),
     });
     log.info({ report }, 'mass-import dry run finished');
     return { result: { ...report, tenant, source: payload.source, bucket, keyPrefix: keyPrefixFor(payload.prefix, tenant) } };
@@ -151,7 +153,7 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     const reset = await fenced((tx) => resetTransientFailures(tx, job.id));
     log.info({ retried_items: reset }, 'resuming mass import from its plan');
   } else {
-    progress.update({ phase: 'planning', done: 0, total: 0 });
+    progress.update(jobProgress('planning', 0, 0));
     const plan = await planTree({ ...planOptions, keepAtMost: limits.maxFiles });
     const violations = checkCeiling(config.massImport, limits, plan.measure);
     if (violations.length > 0) throw new CeilingExceededError(payload.source, violations);
@@ -228,11 +230,11 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     state: totals.failed > 0 ? 'partial' : 'succeeded',
     result,
     metrics: {
-      Files: totals.files,
-      FilesImported: totals.done,
-      FilesSkipped: totals.skipped,
-      FailedItems: totals.failed,
-      BytesImported: totals.bytesDone,
+      Files: countMetric(totals.files),
+      FilesImported: countMetric(totals.done),
+      FilesSkipped: countMetric(totals.skipped),
+      FailedItems: countMetric(totals.failed),
+      BytesImported: bytesMetric(totals.bytesDone),
     },
   };
 }

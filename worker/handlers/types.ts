@@ -5,6 +5,8 @@ import type { Pool, Queryable } from '../db/pool.js';
 import type { Logger } from '../logger.js';
 import type { CompletionState } from '../queue/finish.js';
 import type { ClaimedJob } from '../queue/types.js';
+import type { JobMetrics } from './metrics.js';
+import type { JobProgress } from './progress.js';
 
 /** Shared resources a handler may use; created once per worker process. */
 export interface HandlerServices {
@@ -18,9 +20,9 @@ export interface HandlerServices {
 export interface ProgressReporter {
   /**
    * Replaces the job's progress (shown by `bulk-import show`/`watch`, saved for resumption). Writes are throttled;
-   * a refused write (lease lost) aborts the job's signal.
+   * a refused write (lease lost) aborts the job's signal. Build it with jobProgress() (handlers/progress.ts).
    */
-  update(progress: Record<string, unknown>): void;
+  update(progress: JobProgress): void;
   /** Writes the latest progress now. */
   flush(): Promise<void>;
 }
@@ -50,8 +52,8 @@ export interface JobOutcome {
   /** `review_ready` parks the run until a person acts (see resumeParkedJob). Default `succeeded`. */
   state?: Exclude<CompletionState, 'canceled'>;
   result?: Record<string, unknown>;
-  /** Figures published as CloudWatch metrics for the run, e.g. { Files: 1607, Bytes: 2.6e9, FailedItems: 2 }. */
-  metrics?: Record<string, number>;
+  /** Figures published as CloudWatch metrics for the run, each with its unit: { Files: countMetric(n) … }. */
+  metrics?: JobMetrics;
 }
 
 /** Per-item (file) or per-row failures of one run, for `show`, `errors` and `errors --csv`. */

@@ -155,17 +155,11 @@ export function outcomeOf(state: JobFinishedEvent['state']): string {
       return 'retry';
     case 'lost':
       return 'lease_lost';
+    case 'unrecorded':
+      return 'failure_unrecorded';
     default:
       return state;
   }
-}
-
-/** A handler's own figure (Files, Bytes, Rows …): its unit follows from the name's ending. */
-export function unitOf(metricName: string): StandardUnit {
-  if (/Bytes$/.test(metricName)) return 'Bytes';
-  if (/(Ms|Milliseconds)$/.test(metricName)) return 'Milliseconds';
-  if (/Seconds$/.test(metricName)) return 'Seconds';
-  return 'Count';
 }
 
 const METRIC_NAME = /^[A-Za-z][A-Za-z0-9._-]{0,254}$/;
@@ -176,7 +170,7 @@ export const JOBS_FINISHED_METRIC = 'JobsFinished';
  * The metrics of one finished run:
  * - `JobsFinished` (Count) by Kind and Outcome, and by Outcome alone;
  * - `JobDuration` (Milliseconds) by Kind, for runs that ended or were retried (not for shutdown releases);
- * - each figure the handler returned in `metrics` (Files, Bytes, Rows, FailedItems …) by Kind.
+ * - each figure the handler returned in `metrics` (Files, Bytes, Rows, FailedItems …) by Kind, in its declared unit.
  */
 export function jobMetricPoints(event: JobFinishedEvent): MetricPoint[] {
   const kind = event.job.kind;
@@ -188,9 +182,9 @@ export function jobMetricPoints(event: JobFinishedEvent): MetricPoint[] {
   if (event.state !== 'released') {
     points.push({ name: 'JobDuration', value: event.durationMs, unit: 'Milliseconds', dimensions: { Kind: kind } });
   }
-  for (const [name, value] of Object.entries(event.metrics ?? {})) {
+  for (const [name, { value, unit }] of Object.entries(event.metrics ?? {})) {
     if (METRIC_NAME.test(name) && typeof value === 'number' && Number.isFinite(value)) {
-      points.push({ name, value, unit: unitOf(name), dimensions: { Kind: kind } });
+      points.push({ name, value, unit, dimensions: { Kind: kind } });
     }
   }
   return points;

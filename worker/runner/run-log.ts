@@ -2,7 +2,9 @@
 // plan's start and end lines). The run's logger already carries job_id, kind, attempt and tenant_id, and (with
 // tracing on) trace_id and span_id of the run span; these add the outcome, the duration and the run's counts.
 import type { Logger } from '../logger.js';
-import type { ClaimedJob, JobState } from '../queue/types.js';
+import { metricValues, type JobMetrics } from '../handlers/metrics.js';
+import type { ClaimedJob } from '../queue/types.js';
+import type { AttemptEnd } from './attempt-end.js';
 
 export function logJobStarted(log: Logger, job: ClaimedJob): void {
   log.info({ max_attempts: job.maxAttempts, resumed: job.progress !== null }, 'job started');
@@ -14,10 +16,10 @@ export function logJobStarted(log: Logger, job: ClaimedJob): void {
  */
 export function logJobFinished(
   log: Logger,
-  event: { state: JobState | 'lost' | 'released'; durationMs: number; metrics?: Record<string, number> | undefined },
+  event: { state: AttemptEnd; durationMs: number; metrics?: JobMetrics | undefined },
   progress: Record<string, unknown> | null,
 ): void {
-  const counts = event.metrics ?? numbersOf(progress);
+  const counts = event.metrics ? metricValues(event.metrics) : numbersOf(progress);
   log.info({ outcome: event.state, duration_ms: Math.round(event.durationMs), counts }, 'job finished');
 }
 

@@ -7,6 +7,7 @@ import type { WorkerConfig } from '../config.js';
 import type { DatabaseTarget } from '../db/connection.js';
 import { isConnectionError, type DatabaseStatus } from '../db/database-status.js';
 import { createPool, type Pool, type Queryable } from '../db/pool.js';
+import type { JobMetrics } from '../handlers/metrics.js';
 import type { HandlerRegistry } from '../handlers/registry.js';
 import type { HandlerServices, JobOutcome } from '../handlers/types.js';
 import type { Logger } from '../logger.js';
@@ -16,8 +17,9 @@ import { toErrorRecord } from '../queue/errors.js';
 import { recordFailure, releaseJobs, type CompletionState } from '../queue/finish.js';
 import { assertLeaseHeld, extendLeases, leaseHeldCondition, LeaseLostError } from '../queue/lease.js';
 import { dependencyName, outageFailure } from '../queue/outage.js';
-import type { ClaimedJob, JobState, Lease } from '../queue/types.js';
+import type { ClaimedJob, Lease } from '../queue/types.js';
 import { recordAttemptOutcome, runInJobSpan } from '../tracing/job-spans.js';
+import type { AttemptEnd } from './attempt-end.js';
 import { CompletionBatcher } from './completion-batcher.js';
 import { PrefetchBuffer } from './prefetch.js';
 import { ThrottledProgressReporter } from './progress-reporter.js';
@@ -51,11 +53,11 @@ export type WorkerOptions = Pick<
 
 export interface JobFinishedEvent {
   job: ClaimedJob;
-  /** The state the run is in now: a terminal state, `review_ready`, `queued` (retry) — or `lost` (lease gone). */
-  state: JobState | 'lost' | 'released';
+  /** How the attempt ended (attempt-end.ts): the state it left the run in, or lost, unrecorded or released. */
+  state: AttemptEnd;
   durationMs: number;
   result?: Record<string, unknown> | undefined;
-  metrics?: Record<string, number> | undefined;
+  metrics?: JobMetrics | undefined;
   error?: unknown;
 }
 
@@ -429,7 +431,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       finished(state, { error: failure });
     } catch (storeError) {
       log.error({ err: storeError, cause: failure }, 'could not record the failure; the lease will expire and the rescuer requeues the job');
-      finished('lost', { error: failure });
+      finished('unrecorded', { error: failure });
     }
   }
 

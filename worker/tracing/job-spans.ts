@@ -3,7 +3,9 @@
 // span for each attempt. The run span is the active context while the handler works and the outcome is stored: the
 // steps' spans, the pg and S3 spans and every log line of the attempt (trace_id, span_id) fall beneath it.
 import { context, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
-import type { ClaimedJob, JobState } from '../queue/types.js';
+import type { JobMetrics } from '../handlers/metrics.js';
+import type { ClaimedJob } from '../queue/types.js';
+import type { AttemptEnd } from '../runner/attempt-end.js';
 import { activeTraceparent, contextOfTraceparent, recordFailure, tracer } from './spans.js';
 
 /** The attributes every span of a run carries. */
@@ -45,14 +47,14 @@ export async function runInJobSpan(job: ClaimedJob, attempt: () => Promise<void>
  * it left the run in, the run's counts, and the error of a failed attempt.
  */
 export function recordAttemptOutcome(event: {
-  state: JobState | 'lost' | 'released';
+  state: AttemptEnd;
   error?: unknown;
-  metrics?: Record<string, number> | undefined;
+  metrics?: JobMetrics | undefined;
 }): void {
   const span: Span | undefined = trace.getActiveSpan();
   if (!span?.isRecording()) return;
   span.setAttribute('job.outcome', event.state);
-  for (const [name, value] of Object.entries(event.metrics ?? {})) span.setAttribute(`job.${name.toLowerCase()}`, value);
+  for (const [name, metric] of Object.entries(event.metrics ?? {})) span.setAttribute(`job.${name.toLowerCase()}`, metric.value);
   if (event.error !== undefined) recordFailure(span, event.error);
   else if (event.state !== 'lost') span.setStatus({ code: SpanStatusCode.OK });
 }

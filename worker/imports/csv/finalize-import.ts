@@ -7,6 +7,7 @@
 // file is read on: at most one batch per lane in flight and one being gathered, so memory stays flat.
 import type { S3Client } from '@aws-sdk/client-s3';
 import { freeConnections, withTransaction, type Pool, type PoolClient, type Queryable } from '../../db/pool.js';
+import { jobProgress } from '../../handlers/progress.js';
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
 import { PermanentJobError } from '../../queue/errors.js';
@@ -73,16 +74,13 @@ async function finalizeRows(deps: FinalizeDeps, run: CsvImportRun): Promise<Fina
   const report = () => {
     const seconds = (Date.now() - started) / 1000;
     const rate = seconds > 0 ? rowsThisAttempt / seconds : 0;
-    progress.update({
-      phase: 'finalize',
-      done: written,
-      total: run.rowsValid,
+    progress.update(jobProgress('finalize', written, run.rowsValid, {
       ...totals,
       batchesDone,
       batches: run.batches,
       rate: Math.round(rate),
       etaSeconds: rate > 0 ? Math.round((run.rowsValid - written) / rate) : null,
-    });
+    }));
   };
   if (batchesDone > 0) log.info({ batches_done: batchesDone, batches: run.batches }, 'finalize resumes after the last committed batch');
   report();

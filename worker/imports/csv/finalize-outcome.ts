@@ -1,5 +1,6 @@
 // How a finalized CSV import ends: `succeeded` when every row of the file was written, `partial` when some rows were
 // invalid or refused by the database (they are listed by `bulk-import errors <id>`).
+import { countMetric } from '../../handlers/metrics.js';
 import type { JobOutcome } from '../../handlers/types.js';
 import type { FinalizeTotals } from './finalize-import.js';
 import { RowRanges } from './row-ranges.js';
@@ -30,12 +31,12 @@ export function finalizeOutcome(run: CsvImportRun, totals: FinalizeTotals | unde
     state: failed > 0 ? 'partial' : 'succeeded',
     result,
     metrics: {
-      Rows: run.rowsRead,
-      ValidRows: run.rowsValid,
-      InvalidRows: run.rowsInvalid,
-      InsertedRows: run.rowsInserted,
-      UpdatedRows: run.rowsUpdated,
-      FailedRows: run.rowsFailed,
+      Rows: countMetric(run.rowsRead),
+      ValidRows: countMetric(run.rowsValid),
+      InvalidRows: countMetric(run.rowsInvalid),
+      InsertedRows: countMetric(run.rowsInserted),
+      UpdatedRows: countMetric(run.rowsUpdated),
+      FailedRows: countMetric(run.rowsFailed),
     },
   };
 }

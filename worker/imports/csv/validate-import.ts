@@ -6,6 +6,7 @@
 // Validation writes nothing but its own records, so an interrupted attempt is simply started again from the top.
 import type { S3Client } from '@aws-sdk/client-s3';
 import { inTransaction, type Pool, type PoolClient, type Queryable } from '../../db/pool.js';
+import { jobProgress } from '../../handlers/progress.js';
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
 import { PermanentJobError } from '../../queue/errors.js';
@@ -181,17 +182,14 @@ async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
     const report = () => {
       const seconds = (Date.now() - started) / 1000;
       const bytes = position.bytes;
-      progress.update({
-        phase: 'validate',
-        done: bytes,
-        total: size ?? bytes,
+      progress.update(jobProgress('validate', bytes, size ?? bytes, {
         unit: 'bytes',
         rows: counts.read,
         valid: counts.valid,
         invalid: counts.invalid,
         rate: seconds > 0 ? Math.round(counts.read / seconds) : 0,
         etaSeconds: size && bytes > 0 ? Math.round((seconds * (size - bytes)) / bytes) : null,
-      });
+      }));
     };
 
     for await (const records of csvRecords(object.body, { delimiter: payload.delimiter, encoding: payload.encoding, signal }, position)) {

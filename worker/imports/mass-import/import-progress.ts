@@ -5,6 +5,7 @@
 // is tried again and are replaced by its size once its outcome is recorded, so nothing is counted twice.
 // The ETA is given only once it means something (importEtaSeconds): never before ETA_MIN_ELAPSED_MS of this attempt
 // and a minimum of bytes moved, never above ETA_MAX_SECONDS; else it is null and the views show "-".
+import { jobProgress, type JobProgress } from '../../handlers/progress.js';
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { ItemTotals } from './items-table.js';
 
@@ -125,7 +126,7 @@ export class ImportProgress {
     };
   }
 
-  snapshot(phase: ImportPhase): Record<string, unknown> {
+  snapshot(phase: ImportPhase): JobProgress {
     const elapsedMs = this.elapsedMs;
     const seconds = Math.max(elapsedMs / 1000, 0.001);
     const done = this.imported + this.skipped + this.failed;
@@ -148,10 +149,7 @@ export class ImportProgress {
             filesMoved: this.filesThisAttempt,
             filesLeft,
           });
-    return {
-      phase,
-      done,
-      total: this.filesTotal,
+    return jobProgress(phase, done, this.filesTotal, {
       filesImported: this.imported,
       filesSkipped: this.skipped,
       filesFailed: this.failed,
@@ -161,7 +159,7 @@ export class ImportProgress {
       bytesPerSecond: Math.round(bytesPerSecond),
       etaSeconds,
       ...this.extra,
-    };
+    });
   }
 
   publish(phase: ImportPhase): void {
