@@ -1,6 +1,7 @@
 // The alarms that page on-call for the bulk-import worker, and the topic they notify when none is given. Metric
-// names come from the worker modules that publish them (queue gauges, the audit handler), so a rename there is a
-// compile error here instead of an alarm that silently reads nothing.
+// names, job kinds and outcomes come from the worker modules that publish them (queue gauges, per-run metrics, the
+// handler registry, the audit handler), so a rename there is a compile error here instead of an alarm that silently
+// reads nothing. Each alarm has a section in docs/RUNBOOK.md ("Alarm: …") that says what to do.
 import { ArnFormat, Duration, Stack } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
@@ -10,6 +11,12 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
 import { AUDIT_FINDINGS_METRIC, auditHandler } from '../worker/handlers/audit.js';
+import { backfillHandler } from '../worker/handlers/backfill.js';
+import { csvFinalizeHandler } from '../worker/handlers/csv-finalize.js';
+import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
+import { massImportHandler } from '../worker/handlers/mass-import.js';
+import { defaultRegistry } from '../worker/handlers/registry.js';
+import { JOBS_FINISHED_METRIC, outcomeOf } from '../worker/ops/metrics.js';
 import { GAUGE_METRICS } from '../worker/ops/queue-gauges.js';
 
 /** A queue total the worker publishes without dimensions (the series alarms and autoscaling read). */
@@ -25,6 +32,43 @@ export function queueGaugeMetric(metricsNamespace: string, gauge: QueueGauge, pe
   });
 }
 
+/** Threshold of the long-running alarm per kind, in minutes (setting `longRunningAlarmMinutes` overrides each). */
+export const DEFAULT_LONG_RUNNING_ALARM_MINUTES: Readonly<Record<string, number>> = {
+  // A campaign imports for hours; past half a day a run is hanging while its heartbeats go on.
+  [massImportHandler.kind]: 12 * 60,
+  // A CSV file validates and finalizes in minutes (bench:csv: a million rows finalize in about ten seconds).
+  [csvValidateHandler.kind]: 30,
+  [csvFinalizeHandler.kind]: 30,
+  // A backfill walks a large table in keyset batches.
+  [backfillHandler.kind]: 6 * 60,
+  // The audit walks every product (bench:audit: ten million in under a minute).
+  [auditHandler.kind]: 60,
+};
+/** The threshold of a kind without a default of its own, so a kind added later is watched at once. */
+export const FALLBACK_LONG_RUNNING_ALARM_MINUTES = 60;
+/** Defaults of the failure alarms: this many failures of a kind within the window; this many attempts in a row. */
+export const DEFAULT_REPEATED_FAILURES_ALARM_COUNT = 5;
+export const DEFAULT_REPEATED_FAILURES_WINDOW_MINUTES = 60;
+export const DEFAULT_CONSECUTIVE_FAILURES_ALARM_COUNT = 3;
+/** JobsFinished outcomes that mean "failed again": a retry, a run ended failed or dead, a lost lease. */
+export const FAILURE_OUTCOMES = [outcomeOf('queued'), outcomeOf('failed'), outcomeOf('dead'), outcomeOf('lost')] as const;
+
+/** Every kind this build of the worker runs (its handler registry): each gets a long-running and a failures alarm. */
+export function workerKinds(): string[] {
+  return defaultRegistry().kinds();
+}
+
+/** The long-running threshold of every kind the worker runs: the given ones over the defaults. */
+export function longRunningAlarmMinutes(overrides: Readonly<Record<string, number>> = {}): Record<string, number> {
+  return Object.fromEntries(
+    workerKinds().map((kind) => [kind, overrides[kind] ?? DEFAULT_LONG_RUNNING_ALARM_MINUTES[kind] ?? FALLBACK_LONG_RUNNING_ALARM_MINUTES]),
+  );
+}
+
+/** Where an alarm goes: `page` the on-call topic, or `notify` the notice topic (the on-call topic when none). */
+export type AlarmRouting = 'page' | 'notify';
+export const ALARM_ROUTINGS = ['page', 'notify'] as const satisfies readonly AlarmRouting[];
+
 export interface AlarmsProps {
   readonly environmentName: string;
   /** Prefix of the alarm names: bulk-import-worker-<environment>. */
@@ -32,50 +76,49 @@ export interface AlarmsProps {
   readonly metricsNamespace: string;
   readonly cluster: ecs.ICluster;
   readonly service: ecs.IBaseService;
-  /**
-   * Tasks that should always run (desiredCount, or the autoscaling minimum). The no-running-tasks alarm exists in
-   * prod when this is above 0.
-   */
-  readonly runningFloor: number;
   readonly oldestQueuedAgeAlarmSeconds: number;
+  /** Threshold of the long-running alarm of each kind, in minutes (see `resolveJobAlarmSettings`). */
+  readonly longRunningAlarmMinutes: Readonly<Record<string, number>>;
+  readonly repeatedFailuresAlarmCount: number;
+  readonly repeatedFailuresWindowMinutes: number;
+  readonly consecutiveFailuresAlarmCount: number;
+  /** Minutes between gauge publications while no worker runs (the scheduled task): the gauge alarms' period. */
+  readonly gaugesScheduleMinutes: number;
+  /** Whether the two "worker down" alarms page (`topic`) or notify (`noticeTopic`). */
+  readonly workerDownAlarms: AlarmRouting;
   /** Notified on ALARM and on OK. */
   readonly topic: sns.ITopic;
+  /**
+   * Where `notify` alarms go.
+   * @default `topic`
+   */
+  readonly noticeTopic?: sns.ITopic | undefined;
 }
 
 export interface WorkerAlarms {
-  readonly runningTasks: cloudwatch.Alarm | undefined;
+  /** Fewer tasks running than desired (live counts of Container Insights). */
+  readonly runningBelowDesired: cloudwatch.Alarm;
+  /** Jobs queued while the service runs no task. */
+  readonly workWaitsNoTask: cloudwatch.Alarm;
   readonly deadJobs: cloudwatch.Alarm;
   readonly oldestQueuedAge: cloudwatch.Alarm;
   readonly auditFindings: cloudwatch.Alarm;
-  /** The alarms that exist, in creation order: no running tasks, dead jobs, oldest queued age, audit findings. */
+  /** Per job kind. */
+  readonly longRunning: Readonly<Record<string, cloudwatch.Alarm>>;
+  readonly repeatedFailures: Readonly<Record<string, cloudwatch.Alarm>>;
+  readonly consecutiveFailures: cloudwatch.Alarm;
+  /**
+   * Every alarm, in creation order: running below desired, work waits with no task, dead jobs, oldest queued age,
+   * audit findings, consecutive failures, then long-running and repeated failures per kind.
+   */
   readonly all: cloudwatch.Alarm[];
 }
 
-/** Creates the worker's alarms in `scope`, each notifying `topic` on ALARM and OK. */
+/** Creates the worker's alarms in `scope`, each notifying its topic on ALARM and OK. */
 export function createAlarms(scope: Construct, props: AlarmsProps): WorkerAlarms {
   const { baseName, environmentName: env, metricsNamespace } = props;
-  let runningTasks: cloudwatch.Alarm | undefined;
-  if (env === 'prod' && props.runningFloor > 0) {
-    runningTasks = new cloudwatch.Alarm(scope, 'NoRunningTasksAlarm', {
-      alarmName: `${baseName}-no-running-tasks`,
-      alarmDescription:
-        `No bulk-import worker task has run for 5 minutes although ${props.runningFloor} should (${env}). ` +
-        'Missing data counts as breaching: with tasks expected, no datapoint means none reported. ' +
-        'See docs/DEPLOYMENT.md §5.',
-      metric: new cloudwatch.Metric({
-        namespace: 'ECS/ContainerInsights',
-        metricName: 'RunningTaskCount',
-        dimensionsMap: { ClusterName: props.cluster.clusterName, ServiceName: props.service.serviceName },
-        statistic: cloudwatch.Stats.MAXIMUM,
-        period: Duration.minutes(1),
-      }),
-      threshold: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-      evaluationPeriods: 5,
-      datapointsToAlarm: 5,
-      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
-    });
-  }
+  const runningBelowDesired = createRunningBelowDesiredAlarm(scope, props);
+  const workWaitsNoTask = createWorkWaitsNoTaskAlarm(scope, props);
   const deadJobs = new cloudwatch.Alarm(scope, 'DeadJobsAlarm', {
     alarmName: `${baseName}-dead-jobs`,
     alarmDescription:
@@ -119,15 +162,180 @@ export function createAlarms(scope: Construct, props: AlarmsProps): WorkerAlarms
     evaluationPeriods: 1,
     treatMissingData: cloudwatch.TreatMissingData.IGNORE,
   });
-  const action = new cloudwatchActions.SnsAction(props.topic);
-  const all: cloudwatch.Alarm[] = [];
-  for (const alarm of [runningTasks, deadJobs, oldestQueuedAge, auditFindings]) {
-    if (!alarm) continue;
+  const consecutiveFailures = new cloudwatch.Alarm(scope, 'ConsecutiveFailuresAlarm', {
+    alarmName: `${baseName}-consecutive-failures`,
+    alarmDescription:
+      `A run has failed ${props.consecutiveFailuresAlarmCount} attempts in a row (${env}): it keeps failing the same way ` +
+      'and will end dead. bulk-import jobs --state queued,running; bulk-import show <id>. ' +
+      'docs/RUNBOOK.md "Alarm: repeated failures".',
+    metric: queueGaugeMetric(metricsNamespace, 'maxConsecutiveFailures', Duration.minutes(props.gaugesScheduleMinutes)),
+    threshold: props.consecutiveFailuresAlarmCount,
+    comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+    evaluationPeriods: 1,
+    treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+  });
+  const kinds = Object.keys(props.longRunningAlarmMinutes).sort();
+  const longRunning = Object.fromEntries(kinds.map((kind) => [kind, createLongRunningAlarm(scope, props, kind)]));
+  const repeatedFailures = Object.fromEntries(kinds.map((kind) => [kind, createRepeatedFailuresAlarm(scope, props, kind)]));
+
+  const page = new cloudwatchActions.SnsAction(props.topic);
+  const workerDown = props.workerDownAlarms === 'page' ? page : new cloudwatchActions.SnsAction(props.noticeTopic ?? props.topic);
+  const routed: Array<[cloudwatch.Alarm, cloudwatchActions.SnsAction]> = [
+    [runningBelowDesired, workerDown],
+    [workWaitsNoTask, workerDown],
+    ...[deadJobs, oldestQueuedAge, auditFindings, consecutiveFailures, ...Object.values(longRunning), ...Object.values(repeatedFailures)].map(
+      (alarm): [cloudwatch.Alarm, cloudwatchActions.SnsAction] => [alarm, page],
+    ),
+  ];
+  for (const [alarm, action] of routed) {
     alarm.addAlarmAction(action);
     alarm.addOkAction(action);
-    all.push(alarm);
   }
-  return { runningTasks, deadJobs, oldestQueuedAge, auditFindings, all };
+  return {
+    runningBelowDesired,
+    workWaitsNoTask,
+    deadJobs,
+    oldestQueuedAge,
+    auditFindings,
+    longRunning,
+    repeatedFailures,
+    consecutiveFailures,
+    all: routed.map(([alarm]) => alarm),
+  };
+}
+
+/**
+ * Fewer tasks running than the service wants, for 5 minutes: desired minus running (Container Insights, per minute,
+ * a missing point as 0) ≥ 1. The desired count is the live one, so an operator scaling to 0 by hand lowers both and
+ * nothing fires, while a task that keeps dying at desired ≥ 1 does. With no point of either series (no Container
+ * Insights) the alarm stays OK; the work-waits alarm covers a worker that is gone while jobs wait.
+ */
+function createRunningBelowDesiredAlarm(scope: Construct, props: AlarmsProps): cloudwatch.Alarm {
+  const period = Duration.minutes(1);
+  return new cloudwatch.Alarm(scope, 'RunningBelowDesiredAlarm', {
+    alarmName: `${props.baseName}-running-below-desired`,
+    alarmDescription:
+      `Fewer bulk-import worker tasks have run than desired for 5 minutes (${props.environmentName}): tasks die or do ` +
+      'not start. Scaling to 0 on purpose does not trigger it. Missing data is not breaching. ' +
+      'docs/RUNBOOK.md "Alarm: fewer tasks running than desired".',
+    metric: new cloudwatch.MathExpression({
+      expression: 'FILL(desired,0) - FILL(running,0)',
+      usingMetrics: {
+        desired: serviceTaskCount(props, 'DesiredTaskCount', cloudwatch.Stats.MINIMUM, period),
+        running: serviceTaskCount(props, 'RunningTaskCount', cloudwatch.Stats.MAXIMUM, period),
+      },
+      label: 'tasks missing',
+      period,
+    }),
+    threshold: 1,
+    comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+    evaluationPeriods: 5,
+    datapointsToAlarm: 5,
+    treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+  });
+}
+
+/**
+ * Jobs wait but no task runs: QueuedJobs > 0 while the service ran no task in the period. The period is the
+ * scheduled gauges interval, so each period holds a gauge even at 0 tasks; two periods in a row. A period without any
+ * queue gauge (the scheduled task fails too) means nothing watches the queue: missing data is breaching.
+ */
+function createWorkWaitsNoTaskAlarm(scope: Construct, props: AlarmsProps): cloudwatch.Alarm {
+  const period = Duration.minutes(props.gaugesScheduleMinutes);
+  return new cloudwatch.Alarm(scope, 'WorkWaitsNoTaskAlarm', {
+    alarmName: `${props.baseName}-work-waits-no-task`,
+    alarmDescription:
+      `Jobs are queued but the bulk-import worker service runs no task (${props.environmentName}); nothing will run ` +
+      'them. Missing data (no queue gauge at all) is breaching. docs/RUNBOOK.md "Alarm: work waits but no task runs".',
+    metric: new cloudwatch.MathExpression({
+      // A service without tasks may have no Container Insights point: that is 0 running. The gauge is not filled.
+      expression: 'IF(queued > 0 AND FILL(running,0) == 0, 1, 0)',
+      usingMetrics: {
+        queued: queueGaugeMetric(props.metricsNamespace, 'queued', period),
+        running: serviceTaskCount(props, 'RunningTaskCount', cloudwatch.Stats.MAXIMUM, period),
+      },
+      label: 'work waits, no task',
+      period,
+    }),
+    threshold: 1,
+    comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+    evaluationPeriods: 2,
+    datapointsToAlarm: 2,
+    treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+  });
+}
+
+/** A run of `kind` has been running longer than its kind's threshold (OldestRunningAgeSeconds, dimension Kind). */
+function createLongRunningAlarm(scope: Construct, props: AlarmsProps, kind: string): cloudwatch.Alarm {
+  const minutes = props.longRunningAlarmMinutes[kind]!;
+  return new cloudwatch.Alarm(scope, `LongRunningAlarm-${kind}`, {
+    alarmName: `${props.baseName}-long-running-${kind}`,
+    alarmDescription:
+      `A run of kind ${kind} has been running for more than ${minutes} min (${props.environmentName}): it may hang while its ` +
+      'heartbeats go on. bulk-import jobs --state running --kind ' +
+      `${kind}; bulk-import watch <id>. docs/RUNBOOK.md "Alarm: long-running run".`,
+    metric: new cloudwatch.Metric({
+      namespace: props.metricsNamespace,
+      metricName: GAUGE_METRICS.oldestRunningAgeSeconds.name,
+      dimensionsMap: { Kind: kind },
+      statistic: cloudwatch.Stats.MAXIMUM,
+      period: Duration.minutes(props.gaugesScheduleMinutes),
+    }),
+    threshold: minutes * 60,
+    comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+    evaluationPeriods: 1,
+    treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+  });
+}
+
+/**
+ * Runs of `kind` failed again and again over the window: retries, runs ended failed or dead, and lost leases
+ * (JobsFinished by Kind and Outcome, summed; an outcome without a point counts 0).
+ */
+function createRepeatedFailuresAlarm(scope: Construct, props: AlarmsProps, kind: string): cloudwatch.Alarm {
+  const window = Duration.minutes(props.repeatedFailuresWindowMinutes);
+  const usingMetrics = Object.fromEntries(
+    FAILURE_OUTCOMES.map((outcome) => [
+      `m_${outcome}`,
+      new cloudwatch.Metric({
+        namespace: props.metricsNamespace,
+        metricName: JOBS_FINISHED_METRIC,
+        dimensionsMap: { Kind: kind, Outcome: outcome },
+        statistic: cloudwatch.Stats.SUM,
+        period: window,
+      }),
+    ]),
+  );
+  return new cloudwatch.Alarm(scope, `RepeatedFailuresAlarm-${kind}`, {
+    alarmName: `${props.baseName}-repeated-failures-${kind}`,
+    alarmDescription:
+      `${kind} runs failed ${props.repeatedFailuresAlarmCount} times or more within ${props.repeatedFailuresWindowMinutes} min ` +
+      `(${props.environmentName}): retries, failed or dead runs, lost leases. bulk-import stats; bulk-import jobs --kind ` +
+      `${kind} --since 2h. docs/RUNBOOK.md "Alarm: repeated failures".`,
+    metric: new cloudwatch.MathExpression({
+      expression: Object.keys(usingMetrics)
+        .map((id) => `FILL(${id},0)`)
+        .join('+'),
+      usingMetrics,
+      label: `${kind} failures`,
+      period: window,
+    }),
+    threshold: props.repeatedFailuresAlarmCount,
+    comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+    evaluationPeriods: 1,
+    treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+  });
+}
+
+/** A Container Insights task count of the worker service. */
+function serviceTaskCount(props: AlarmsProps, metricName: string, statistic: string, period: Duration): cloudwatch.Metric {
+  return new cloudwatch.Metric({
+    namespace: 'ECS/ContainerInsights',
+    metricName,
+    dimensionsMap: { ClusterName: props.cluster.clusterName, ServiceName: props.service.serviceName },
+    statistic,
+    period,
+  });
 }
 
 /** A KMS-encrypted on-call topic that denies publishing without TLS and lets CloudWatch alarms publish. */

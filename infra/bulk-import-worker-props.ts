@@ -14,7 +14,9 @@ import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
 import type { LogLevel } from '../worker/config.js';
+import { type ObservabilityProps, type ResolvedObservability, resolveObservability } from './observability-props.js';
 import type { AdminApiOptions } from './admin-api.js';
+import { type WorkerSettings, WorkerSettingsError, workerSettingsEnvironment } from './worker-environment.js';
 
 /** The uid:gid of the image's non-root `node` user (Dockerfile), also the EFS access point's POSIX identity. */
 export const WORKER_UID = 1000;
@@ -54,6 +56,7 @@ export const DEFAULTS = {
   databaseSslMode: 'verify-full',
   bucketPrefix: 'imports/',
   logLevel: 'info',
+  /** The default namespace is this, a slash and the environment name: BulkImport/prod, BulkImport/staging. */
   metricsNamespace: 'BulkImport',
   workerConcurrency: 8,
   stopTimeoutSeconds: 120,
@@ -86,6 +89,19 @@ export interface DatabaseIamAuth {
   readonly user: string;
 }
 
+export interface VpcEndpoints {
+  /** The region's S3 managed prefix list (pl-…, `aws ec2 describe-managed-prefix-lists`): HTTPS egress to S3. */
+  readonly s3PrefixListId: string;
+}
+
+export interface FargateSpot {
+  /**
+   * Tasks that always run on demand; the rest run on Spot.
+   * @default 1
+   */
+  readonly onDemandBaseTasks?: number;
+}
+
 /** Queue-depth autoscaling, off unless given. */
 export interface WorkerAutoscaling {
   /**
@@ -107,7 +123,7 @@ export interface WorkerAutoscaling {
   readonly burstQueuedJobs?: number;
 }
 
-export interface BulkImportWorkerProps {
+export interface BulkImportWorkerProps extends ObservabilityProps {
   /** Environment name (`prod`, `staging`, …): part of resource names; `prod` enables the RunningTaskCount alarm. */
   readonly environmentName: string;
   /**
@@ -168,6 +184,31 @@ export interface BulkImportWorkerProps {
    * @default 5432
    */
   readonly databasePort?: number;
+  /**
+   * CIDR block of the database, when no `databaseSecurityGroup` is given. In prod one of the two is required and
+   * 0.0.0.0/0 is refused.
+   * @default the VPC's CIDR when known (not in prod)
+   */
+  readonly databaseCidr?: string;
+  /**
+   * VPC endpoints: interface endpoints for ECR (api, dkr), CloudWatch Logs, Secrets Manager, CloudWatch, ECS, SNS and
+   * X-Ray, and a policy on the S3 gateway endpoint that limits it to the import bucket (and ECR's image layers). The
+   * tasks' HTTPS then goes only to those endpoints and to S3's prefix list. The VPC must not have these endpoints yet.
+   * @default off: HTTPS to anywhere through the NAT gateway
+   */
+  readonly vpcEndpoints?: VpcEndpoints;
+  /**
+   * Fargate Spot: tasks beyond `onDemandBaseTasks` run on Spot (a campaign's extra tasks). An interruption is a
+   * SIGTERM two minutes ahead: the worker drains and releases its leases like on any stop (docs/DEPLOYMENT.md).
+   * @default off: every task on demand
+   */
+  readonly fargateSpot?: FargateSpot;
+  /**
+   * Worker variables (WORKER_KIND_CONCURRENCY, JOB_MAX_ATTEMPTS, RETENTION_DAYS, the mass-import caps, …), checked
+   * by the worker's own configuration reader; those not given stay at the worker's defaults (worker-environment.ts).
+   * @default none
+   */
+  readonly workerSettings?: WorkerSettings;
   /**
    * TLS to the database (DATABASE_SSL_MODE; it wins over an sslmode in the URL). With `verify-ca` and `verify-full`
    * the server's chain is checked against the image's Amazon RDS CA bundle (DATABASE_SSL_ROOT_CERT); `require`
@@ -231,9 +272,9 @@ export interface BulkImportWorkerProps {
    */
   readonly logRetention?: logs.RetentionDays;
   /**
-   * CloudWatch namespace of the worker's metrics (METRICS_NAMESPACE). Environments that share an account and
-   * region need different namespaces, because the alarms read the dimensionless queue totals.
-   * @default 'BulkImport'
+   * CloudWatch namespace of the worker's metrics (METRICS_NAMESPACE) and of the alarms on them. One per environment,
+   * so that staging's points can never trip prod's alarms (they read dimensionless queue totals).
+   * @default 'BulkImport/<environmentName>'
    */
   readonly metricsNamespace?: string;
   /**
@@ -316,6 +357,10 @@ export interface ResolvedProps {
   shutdownGrace: Duration;
   oldestQueuedAgeAlarmSeconds: number;
   autoscaling: Required<WorkerAutoscaling> | undefined;
+  /** The container variables of `workerSettings`. */
+  workerEnvironment: Record<string, string>;
+  onDemandBaseTasks: number | undefined;
+  observability: ResolvedObservability;
 }
 
 /** Props that would deploy but not work; the message names the prop and the rule. */
@@ -389,6 +434,21 @@ export function resolveProps(scope: Construct, props: BulkImportWorkerProps): Re
   if (!Number.isInteger(oldestQueuedAgeAlarmSeconds) || oldestQueuedAgeAlarmSeconds < 60) {
     fail(`oldestQueuedAgeAlarmSeconds must be a whole number of seconds ≥ 60 (the gauges come once a minute), got ${oldestQueuedAgeAlarmSeconds}`);
   }
+  checkDatabaseReach(props, fail);
+  let workerEnvironment: Record<string, string> = {};
+  try {
+    workerEnvironment = workerSettingsEnvironment(props.workerSettings ?? {});
+  } catch (error) {
+    if (!(error instanceof WorkerSettingsError)) throw error;
+    fail(`workerSettings.${error.message}`);
+  }
+  const onDemandBaseTasks = props.fargateSpot ? (props.fargateSpot.onDemandBaseTasks ?? 1) : undefined;
+  if (onDemandBaseTasks !== undefined && (!Number.isInteger(onDemandBaseTasks) || onDemandBaseTasks < 0)) {
+    fail(`fargateSpot.onDemandBaseTasks must be a whole number ≥ 0, got ${onDemandBaseTasks}`);
+  }
+  if (props.vpcEndpoints && !/^pl-[0-9a-f]{8,17}$/.test(props.vpcEndpoints.s3PrefixListId)) {
+    fail(`vpcEndpoints.s3PrefixListId must be a managed prefix list id pl-…, got ${JSON.stringify(props.vpcEndpoints.s3PrefixListId)}`);
+  }
   const bucketPrefix = resolvePrefix(props);
   if (!/^[^/].*\/$/.test(bucketPrefix)) fail(`bucketPrefix must not start with "/" and must end with "/", got ${bucketPrefix}`);
   let autoscaling: Required<WorkerAutoscaling> | undefined;
@@ -426,13 +486,34 @@ export function resolveProps(scope: Construct, props: BulkImportWorkerProps): Re
     bucketPrefix,
     logLevel: props.logLevel ?? DEFAULTS.logLevel,
     logRetention: props.logRetention ?? (props.environmentName === 'prod' ? logs.RetentionDays.ONE_YEAR : logs.RetentionDays.ONE_MONTH),
-    metricsNamespace: props.metricsNamespace ?? DEFAULTS.metricsNamespace,
+    metricsNamespace: props.metricsNamespace ?? `${DEFAULTS.metricsNamespace}/${props.environmentName}`,
     workerConcurrency: props.workerConcurrency ?? DEFAULTS.workerConcurrency,
     stopTimeout,
     shutdownGrace,
     oldestQueuedAgeAlarmSeconds,
     autoscaling,
+    workerEnvironment,
+    onDemandBaseTasks,
+    observability: resolveObservability(props, fail),
   };
+}
+
+/** In prod the worker's Postgres egress names the database (its security group or CIDR), never the whole internet. */
+function checkDatabaseReach(props: BulkImportWorkerProps, fail: (message: string) => never): void {
+  const cidr = props.databaseCidr;
+  if (cidr !== undefined && !/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(cidr)) {
+    fail(`databaseCidr must be an IPv4 CIDR block such as 10.20.0.0/16, got ${JSON.stringify(cidr)}`);
+  }
+  if (props.environmentName !== 'prod') return;
+  if (cidr?.endsWith('/0')) {
+    fail(`databaseCidr ${cidr} would let the prod worker open Postgres connections to the whole internet: give the database's CIDR or databaseSecurityGroupId`);
+  }
+  if (!props.databaseSecurityGroup && cidr === undefined) {
+    fail(
+      'prod needs databaseSecurityGroupId (the database\'s security group gets an ingress rule from the worker) or ' +
+        'databaseCidr (the database\'s subnets): the worker\'s Postgres egress must name the database, not 0.0.0.0/0 or a whole VPC',
+    );
+  }
 }
 
 function resolvePrefix(props: BulkImportWorkerProps): string {

@@ -13,6 +13,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
 import { BulkImportWorker, type ImportFileSystem } from './bulk-import-worker.js';
+import type { ObservabilityProps } from './observability-props.js';
 import type { WorkerStackSettings } from './settings.js';
 
 export interface BulkImportWorkerStackProps extends StackProps {
@@ -51,6 +52,10 @@ export class BulkImportWorkerStack extends Stack {
         ? ec2.SecurityGroup.fromSecurityGroupId(this, 'DatabaseSecurityGroup', settings.databaseSecurityGroupId)
         : undefined,
       databasePort: settings.databasePort,
+      databaseCidr: settings.databaseCidr,
+      vpcEndpoints: settings.vpcEndpoints ? { s3PrefixListId: settings.s3PrefixListId! } : undefined,
+      fargateSpot: settings.fargateSpot ? { onDemandBaseTasks: settings.onDemandBaseTasks } : undefined,
+      workerSettings: settings.workerSettings,
       databaseSslMode: settings.databaseSslMode,
       databaseIamAuth: settings.databaseIamAuth,
       bucket: s3.Bucket.fromBucketName(this, 'ImportBucket', settings.bucketName),
@@ -70,6 +75,7 @@ export class BulkImportWorkerStack extends Stack {
       stopTimeout: seconds(settings.stopTimeoutSeconds),
       shutdownGrace: seconds(settings.shutdownGraceSeconds),
       oldestQueuedAgeAlarmSeconds: settings.oldestQueuedAgeAlarmSeconds,
+      ...observabilityProps(this, settings),
       autoscaling: settings.autoscaling && {
         minTasks: settings.autoscaling.minTasks,
         maxTasks: settings.autoscaling.maxTasks,
@@ -93,6 +99,9 @@ export class BulkImportWorkerStack extends Stack {
     output(this, 'LogGroupName', worker.logGroup.logGroupName, 'CloudWatch Logs group of the worker (aws logs tail …)');
     output(this, 'AlarmNames', worker.alarms.map((alarm) => alarm.alarmName).join(','), 'Alarms that page on-call, comma-separated');
     output(this, 'AlarmTopicArn', worker.alarmTopic.topicArn, 'SNS topic the alarms notify');
+    if (worker.notifications) {
+      output(this, 'NotificationsTopicArn', worker.notifications.topic.topicArn, 'SNS topic of run notifications (NOTIFICATIONS_TOPIC_ARN)');
+    }
     output(this, 'ImportFileSystemId', worker.importFileSystem.fileSystemId, 'EFS file system of import campaigns');
     output(this, 'ImportAccessPointId', worker.importAccessPoint.accessPointId, 'EFS access point the worker mounts at /import');
     if (worker.adminApi) {
@@ -141,6 +150,15 @@ export class BulkImportWorkerStack extends Stack {
         : undefined,
     };
   }
+}
+
+/** The observability settings as construct props: topics imported by ARN, the rest as they are. */
+function observabilityProps(scope: Construct, settings: WorkerStackSettings): ObservabilityProps {
+  const { noticeTopicArn, ...observability } = settings.observability;
+  return {
+    ...observability,
+    noticeTopic: noticeTopicArn ? sns.Topic.fromTopicArn(scope, 'NoticeTopic', noticeTopicArn) : undefined,
+  };
 }
 
 function seconds(value: number | undefined): Duration | undefined {

@@ -18,7 +18,7 @@ import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
 import { DEFAULT_HEARTBEAT_FILE, DEFAULT_IMPORT_ROOT } from '../worker/config.js';
 import { AdminApi, databaseConnectArn } from './admin-api.js';
-import { createAlarms, createAlarmTopic, type QueueGauge, queueGaugeMetric } from './alarms.js';
+import { createAlarms, createAlarmTopic, type QueueGauge, queueGaugeMetric, type WorkerAlarms } from './alarms.js';
 import {
   AUDIT_TASK_COMMAND,
   type BulkImportWorkerProps,
@@ -32,8 +32,11 @@ import {
   type WorkerAutoscaling,
   WorkerPropsError,
 } from './bulk-import-worker-props.js';
+import { createGaugesSchedule, type GaugesSchedule } from './gauges-schedule.js';
 import { acknowledgeWildcardResource } from './nag.js';
-import { allowPostgres } from './network.js';
+import { allowHttps, allowPostgres, createInterfaceEndpoints, type HttpsRoute, limitS3Endpoint } from './network.js';
+import { addNotifications, type Notifications } from './notifications.js';
+import { addTracingSidecar } from './tracing.js';
 
 export * from './bulk-import-worker-props.js';
 
@@ -48,9 +51,12 @@ export class BulkImportWorker extends Construct {
   readonly alarmTopic: sns.ITopic;
   readonly importFileSystem: efs.IFileSystem;
   readonly importAccessPoint: efs.IAccessPoint;
-  /** Alarms in creation order: no running tasks (prod with tasks only), dead jobs, oldest queued age, audit findings. */
+  /** Every alarm, in the order of WorkerAlarms.all (infra/alarms.ts). */
   readonly alarms: cloudwatch.Alarm[];
-  readonly runningTasksAlarm: cloudwatch.Alarm | undefined;
+  /** The alarms by name, including the per-kind ones. */
+  readonly workerAlarms: WorkerAlarms;
+  /** Fewer tasks running than desired (Container Insights' live counts). */
+  readonly runningTasksAlarm: cloudwatch.Alarm;
   readonly deadJobsAlarm: cloudwatch.Alarm;
   readonly oldestQueuedAgeAlarm: cloudwatch.Alarm;
   readonly auditFindingsAlarm: cloudwatch.Alarm;
@@ -58,10 +64,19 @@ export class BulkImportWorker extends Construct {
   readonly auditRule: events.Rule | undefined;
   readonly scalableTarget: ecs.ScalableTaskCount | undefined;
   readonly metricsNamespace: string;
+  /** The scheduled task that publishes the queue gauges while no worker may run. */
+  readonly gaugesSchedule: GaugesSchedule;
+  /** The ADOT collector sidecar (undefined unless `tracing`). */
+  readonly tracingCollector: ecs.ContainerDefinition | undefined;
+  /** The run-notifications topic (undefined unless `notificationsTopic` is given). */
+  readonly notifications: Notifications | undefined;
   /** The admin API service and its load balancer (undefined unless `adminApi` is given). */
   readonly adminApi: AdminApi | undefined;
   private readonly baseName: string;
   private readonly taskSubnets: ec2.SubnetSelection;
+  /** The S3 gateway endpoint of a VPC this construct created. */
+  private createdS3Endpoint: ec2.GatewayVpcEndpoint | undefined;
+  private readonly httpsRoute: HttpsRoute;
 
   constructor(scope: Construct, id: string, props: BulkImportWorkerProps) {
     super(scope, id);
@@ -79,7 +94,9 @@ export class BulkImportWorker extends Construct {
         clusterName: this.baseName,
         // RunningTaskCount only exists with Container Insights.
         containerInsightsV2: ecs.ContainerInsights.ENABLED,
+        ...(props.fargateSpot ? { enableFargateCapacityProviders: true } : {}),
       });
+    this.httpsRoute = this.createHttpsRoute(props);
     this.securityGroup = this.createSecurityGroup(props, resolved);
 
     const imported = props.importFileSystem;
@@ -100,6 +117,23 @@ export class BulkImportWorker extends Construct {
     });
     this.taskDefinition = this.createTaskDefinition(props, resolved);
     this.container = this.addWorkerContainer(props, resolved);
+    const { tracingCollectorImage, notifyStates } = resolved.observability;
+    if (tracingCollectorImage) {
+      this.tracingCollector = addTracingSidecar(this.taskDefinition, this.container, {
+        image: tracingCollectorImage,
+        environmentName: env,
+        logGroup: this.logGroup,
+        streamPrefix: LOG_STREAM_PREFIX,
+      });
+    }
+    if (props.notificationsTopic) {
+      this.notifications = addNotifications(this, this.container, this.taskDefinition.taskRole, {
+        environmentName: env,
+        topic: props.notificationsTopic,
+        notifyStates,
+        adminBaseUrl: props.adminBaseUrl,
+      });
+    }
     if (props.importCampaign) this.mountImportFileSystem();
     const bucketObjectsArn = props.bucket.arnForObjects(`${resolved.bucketPrefix}*`);
     const taskProtectionArn = Stack.of(this).formatArn({
@@ -119,11 +153,13 @@ export class BulkImportWorker extends Construct {
       metricsNamespace: this.metricsNamespace,
       cluster: this.cluster,
       service: this.service,
-      runningFloor: resolved.autoscaling ? resolved.autoscaling.minTasks : resolved.desiredCount,
       oldestQueuedAgeAlarmSeconds: resolved.oldestQueuedAgeAlarmSeconds,
+      ...resolved.observability,
       topic: this.alarmTopic,
+      noticeTopic: props.noticeTopic,
     });
-    this.runningTasksAlarm = alarms.runningTasks;
+    this.workerAlarms = alarms;
+    this.runningTasksAlarm = alarms.runningBelowDesired;
     this.deadJobsAlarm = alarms.deadJobs;
     this.oldestQueuedAgeAlarm = alarms.oldestQueuedAge;
     this.auditFindingsAlarm = alarms.auditFindings;
@@ -131,6 +167,15 @@ export class BulkImportWorker extends Construct {
 
     const auditSchedule = props.auditSchedule === undefined ? DEFAULT_AUDIT_SCHEDULE : props.auditSchedule;
     if (auditSchedule !== null) this.auditRule = this.createAuditSchedule(auditSchedule, env);
+    this.gaugesSchedule = createGaugesSchedule(this, {
+      environmentName: env,
+      cluster: this.cluster,
+      taskDefinition: this.taskDefinition,
+      containerName: this.container.containerName,
+      subnets: this.taskSubnets,
+      securityGroup: this.securityGroup,
+      intervalMinutes: resolved.observability.gaugesScheduleMinutes,
+    });
     if (resolved.autoscaling) this.scalableTarget = this.addAutoscaling(resolved.autoscaling);
     this.acknowledgeNagFindings(bucketObjectsArn, taskProtectionArn);
   }
@@ -147,13 +192,24 @@ export class BulkImportWorker extends Construct {
       description: `bulk-import worker tasks (${props.environmentName}): no inbound; HTTPS to AWS APIs, Postgres, NFS when a campaign is on`,
       allowAllOutbound: false,
     });
-    securityGroup.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), 'HTTPS to S3, CloudWatch, Secrets Manager, ECR and ECS APIs');
+    allowHttps(securityGroup, this.httpsRoute, 'HTTPS to S3, CloudWatch, Secrets Manager, ECR and ECS APIs');
     allowPostgres(securityGroup, this.vpc, {
       securityGroup: props.databaseSecurityGroup,
-      cidr: undefined,
+      cidr: props.databaseCidr,
       port: resolved.databasePort,
     });
     return securityGroup;
+  }
+
+  /** With `vpcEndpoints`: the interface endpoints, the S3 gateway endpoint limited to the bucket, HTTPS only to them. */
+  private createHttpsRoute(props: BulkImportWorkerProps): HttpsRoute {
+    if (!props.vpcEndpoints) return { kind: 'anywhere' };
+    const endpoints = createInterfaceEndpoints(this, this.vpc, this.taskSubnets);
+    const s3Endpoint =
+      this.createdS3Endpoint ??
+      new ec2.GatewayVpcEndpoint(this, 'S3Endpoint', { vpc: this.vpc, service: ec2.GatewayVpcEndpointAwsService.S3, subnets: [this.taskSubnets] });
+    limitS3Endpoint(s3Endpoint, props.bucket);
+    return { kind: 'endpoints', endpoints, s3PrefixListId: props.vpcEndpoints.s3PrefixListId };
   }
 
   private createTaskDefinition(props: BulkImportWorkerProps, resolved: ResolvedProps): ecs.FargateTaskDefinition {
@@ -201,6 +257,7 @@ export class BulkImportWorker extends Construct {
         WORKER_SHUTDOWN_GRACE_MS: `${resolved.shutdownGrace.toMilliseconds()}`,
         HEALTH_HEARTBEAT_FILE: DEFAULT_HEARTBEAT_FILE,
         ...databaseEnvironment(resolved),
+        ...resolved.workerEnvironment,
       },
       secrets: {
         DATABASE_URL: ecs.Secret.fromSecretsManager(props.databaseSecret, props.databaseSecretJsonField),
@@ -234,7 +291,8 @@ export class BulkImportWorker extends Construct {
       logLevel: resolved.logLevel,
       databaseSecret: props.databaseSecret,
       databaseSecretJsonField: props.databaseSecretJsonField,
-      database: { securityGroup: props.databaseSecurityGroup, cidr: undefined, port: resolved.databasePort },
+      database: { securityGroup: props.databaseSecurityGroup, cidr: props.databaseCidr, port: resolved.databasePort },
+      httpsRoute: this.httpsRoute,
       databaseEnvironment: databaseEnvironment(resolved),
       databaseConnectArn: iamAuth && databaseConnectArn(this, iamAuth.resourceId, iamAuth.user),
       bucket: props.bucket,
@@ -252,6 +310,15 @@ export class BulkImportWorker extends Construct {
       serviceName: this.baseName,
       taskDefinition: this.taskDefinition,
       desiredCount: resolved.desiredCount,
+      ...(resolved.onDemandBaseTasks !== undefined
+        ? {
+            // The first tasks on demand, every further one (a campaign's) on Spot; see docs/DEPLOYMENT.md.
+            capacityProviderStrategies: [
+              { capacityProvider: 'FARGATE', base: resolved.onDemandBaseTasks, weight: 0 },
+              { capacityProvider: 'FARGATE_SPOT', weight: 1 },
+            ],
+          }
+        : {}),
       vpcSubnets: this.taskSubnets,
       assignPublicIp: false,
       securityGroups: [this.securityGroup],
@@ -322,7 +389,7 @@ export class BulkImportWorker extends Construct {
       },
     });
     // Campaign bytes go to S3 through the gateway endpoint, not through (and billed by) the NAT gateway.
-    vpc.addGatewayEndpoint('S3Endpoint', { service: ec2.GatewayVpcEndpointAwsService.S3 });
+    this.createdS3Endpoint = vpc.addGatewayEndpoint('S3Endpoint', { service: ec2.GatewayVpcEndpointAwsService.S3 });
     return vpc;
   }
 
@@ -481,8 +548,9 @@ export class BulkImportWorker extends Construct {
       id: 'AwsSolutions-ECS2',
       reason:
         'The plain environment variables are non-secret settings (bucket name, region, log level, namespace, ' +
-        'concurrency, drain time, paths, the database TLS mode and CA bundle path, the IAM authentication switch); ' +
-        'the only credential, DATABASE_URL, comes from Secrets Manager.',
+        'concurrency, drain time, paths, the database TLS mode and CA bundle path, the IAM authentication switch; with ' +
+        'tracing the OTLP endpoint, service name and the collector configuration; with notifications the topic ARN, ' +
+        'states and admin URL); the only credential, DATABASE_URL, comes from Secrets Manager.',
     });
     const taskPolicy = this.taskDefinition.taskRole.node.tryFindChild('DefaultPolicy');
     if (taskPolicy) {
@@ -495,8 +563,8 @@ export class BulkImportWorker extends Construct {
       acknowledgeWildcardResource(
         taskPolicy,
         '*',
-        'cloudwatch:PutMetricData has no resource-level permissions; the statement is limited to the worker ' +
-          'namespace by the cloudwatch:namespace condition.',
+        'cloudwatch:PutMetricData and (with tracing) the X-Ray write and sampling actions have no resource-level ' +
+          'permissions; PutMetricData is limited to the worker namespace by the cloudwatch:namespace condition.',
       );
       acknowledgeWildcardResource(
         taskPolicy,

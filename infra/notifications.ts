@@ -53,7 +53,7 @@ export function addNotifications(
       new iam.PolicyStatement({
         sid: 'NotificationsTopicKey',
         // What SNS needs from a publisher of an encrypted topic, and only when SNS asks on its behalf.
-        actions: ['kms:GenerateDataKey*', 'kms:Decrypt'],
+        actions: ['kms:GenerateDataKey', 'kms:Decrypt'],
         resources: [key.keyArn],
         conditions: { StringEquals: { 'kms:ViaService': `sns.${stack.region}.${stack.urlSuffix}` } },
       }),

@@ -13,6 +13,7 @@ import {
   DEFAULTS,
 } from './bulk-import-worker-props.js';
 import { LOG_LEVELS, type LogLevel } from '../worker/config.js';
+import { OBSERVABILITY_SETTINGS_KEYS, type ObservabilitySettings, readObservabilitySettings } from './observability-settings.js';
 
 /** Thrown for a context value that is missing or malformed; the message is meant for the operator. */
 export class SettingsError extends Error {
@@ -96,6 +97,8 @@ export interface WorkerStackSettings {
   shutdownGraceSeconds: number | undefined;
   oldestQueuedAgeAlarmSeconds: number | undefined;
   autoscaling: AutoscalingSettings | undefined;
+  /** Job alarms, scheduled gauges, paging or notifying, tracing, run notifications (observability-settings.ts). */
+  observability: ObservabilitySettings;
   /** Undefined unless `adminApi` is on. */
   adminApi: AdminApiSettings | undefined;
 }
@@ -147,6 +150,7 @@ export const SETTINGS_KEYS = [
   'maxTasks',
   'scaleOutQueuedJobs',
   'burstQueuedJobs',
+  ...OBSERVABILITY_SETTINGS_KEYS,
   'adminApi',
   'adminApiCertificateArn',
   'adminApiAllowedSecurityGroupIds',
@@ -223,6 +227,7 @@ export function readWorkerSettings(getContext: ContextGetter): WorkerStackSettin
     shutdownGraceSeconds: read.integer('shutdownGraceSeconds', { min: 0, max: 110 }),
     oldestQueuedAgeAlarmSeconds: read.integer('oldestQueuedAgeAlarmSeconds', { min: 60, max: 604_800 }),
     autoscaling: undefined,
+    observability: readObservabilitySettings(read),
     adminApi: readAdminApi(read),
   };
   const autoscaling = {
@@ -340,7 +345,7 @@ function readImportFileSystem(read: ContextReader): ImportFileSystemSettings {
   return { kind: 'import', fileSystemId, accessPointId, securityGroupId };
 }
 
-class ContextReader {
+export class ContextReader {
   private environmentBlock: Record<string, unknown> = {};
 
   constructor(private readonly getContext: ContextGetter) {}
@@ -368,14 +373,14 @@ class ContextReader {
     this.environmentBlock = block;
   }
 
-  private raw(key: SettingsKey): unknown {
+  raw(key: SettingsKey): unknown {
     const value = this.getContext(key);
     const chosen = value === undefined || value === null ? this.environmentBlock[key] : value;
     if (typeof chosen === 'string' && chosen.trim() === '') return undefined;
     return chosen === null ? undefined : chosen;
   }
 
-  private fail(key: string, value: unknown, expected: string): never {
+  fail(key: string, value: unknown, expected: string): never {
     throw new SettingsError(key, `context ${key}=${JSON.stringify(value)} is invalid: expected ${expected}`);
   }
 

@@ -44,7 +44,7 @@ describe('audit in the stack', () => {
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
       MetricName: 'AuditFindings',
       Dimensions: [{ Name: 'Kind', Value: 'audit' }],
-      Namespace: 'BulkImport',
+      Namespace: 'BulkImport/staging',
       Statistic: 'Maximum',
       Period: 3600,
       Threshold: 0,
