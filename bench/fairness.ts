@@ -73,7 +73,7 @@ async function runRound(databaseUrl: string, pool: Pool, mode: RoundResult['mode
     { config, pool, s3: undefined, bucket: undefined },
     { ...config.worker, concurrency: settings.concurrency, workerId: `bench-${mode}`, kinds: ['bench'] },
     createLogger({ level: 'silent', format: 'json' }),
-    { database: databaseUrl },
+    { database: databaseUrl, claimSession: true, listen: true },
   );
   worker.on('jobFinished', () => {
     finished += 1;

@@ -40,7 +40,7 @@ export async function runBulkImportQueue(
     },
     startWorker: async (callback) => {
       onJob = callback;
-      worker = new Worker(pool, new HandlerRegistry([handler]), { config, pool, s3: undefined, bucket: undefined }, options, log, { database: databaseUrl });
+      worker = new Worker(pool, new HandlerRegistry([handler]), { config, pool, s3: undefined, bucket: undefined }, options, log, { database: databaseUrl, claimSession: true, listen: true });
       await worker.start();
     },
     stopWorker: async () => {

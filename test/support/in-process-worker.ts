@@ -32,7 +32,7 @@ export function testWorker(
       ...overrides,
     },
     silentLog,
-    { database: env.databaseUrl },
+    { database: env.databaseUrl, claimSession: true, listen: true },
   );
 }
 

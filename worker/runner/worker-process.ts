@@ -75,7 +75,7 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
       exitWhenIdle: options.exitWhenIdle ?? false,
     },
     log,
-    { database, status: databaseStatus },
+    { database, status: databaseStatus, claimSession: true, listen: true },
   );
   const maintenance = [
     createRescuer(pool, config.worker.rescueIntervalMs, log, databaseStatus),

@@ -22,6 +22,7 @@ import { recordAttemptOutcome, runInJobSpan } from '../tracing/job-spans.js';
 import type { AttemptEnd } from './attempt-end.js';
 import { CompletionBatcher } from './completion-batcher.js';
 import { PrefetchBuffer } from './prefetch.js';
+import { buildPools, headroom, reservedForCappedPools, type ClaimPool } from './pools.js';
 import { ThrottledProgressReporter } from './progress-reporter.js';
 import { logJobFinished, logJobStarted } from './run-log.js';
 import { CancelRequestedError, ShutdownError } from './stop-reasons.js';
@@ -61,11 +62,21 @@ export interface JobFinishedEvent {
   error?: unknown;
 }
 
-/** The worker's own sessions (claim, LISTEN) and where they report the database's availability. */
+/** The worker's own sessions, each asked for by name, and where they report the database's availability. */
 export interface WorkerSessions {
   database: DatabaseTarget;
   status?: DatabaseStatus | undefined;
+  /** Claim on a connection of its own (never queued behind handler work, with a pinned plan); else on the pool. */
+  claimSession: boolean;
+  /** LISTEN for new work and cancels; else the worker finds work by polling and cancels at its heartbeat. */
+  listen: boolean;
 }
+
+/**
+ * What the poll loop is doing: `starting` until the first turn, `claiming` (a claim in flight), `backing-off` (after
+ * a failed claim), `waiting` (for a wake-up or the poll interval), `stopping` once stop() began, then `stopped`.
+ */
+export type LoopMode = 'starting' | 'claiming' | 'backing-off' | 'waiting' | 'stopping' | 'stopped';
 
 export interface WorkerEvents {
   /** Every turn of the poll loop, busy or idle: the liveness signal the healthcheck reads. */
@@ -96,7 +107,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Claimed (leased) but not started yet; see prefetch.ts. */
   private readonly buffer: PrefetchBuffer;
   private running = 0;
-  private readonly runningPerKind = new Map<string, number>();
+  /** The slots divided by kind ceilings (pools.ts), in the order the claim walks them. */
+  private readonly pools: ClaimPool[];
+  private readonly poolOfKind = new Map<string, ClaimPool>();
+  private mode: LoopMode = 'starting';
   private readonly batcher: CompletionBatcher;
   private readonly listener: WakeupListener | undefined;
   /** A connection of its own for the claim: never queued behind handler work, and with a fixed plan (see below). */
@@ -145,13 +159,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
       );
     }
     this.kinds = options.kinds.length > 0 ? options.kinds : known;
-    if (sessions) {
-      const databaseUrl = sessions.database;
+    this.pools = buildPools(this.kinds, options.kindConcurrency, options.concurrency);
+    for (const pool of this.pools) for (const kind of pool.kinds) this.poolOfKind.set(kind, pool);
+    if (sessions?.claimSession) {
       // The claim must always walk jobs_claim_order in order and stop after LIMIT rows. Right after a bulk enqueue
       // the table statistics still say "empty", and the planner then picks a bitmap scan that sorts the whole
       // backlog on every claim (7 ms instead of 0.5 ms for 16 jobs out of 20,000). Turning bitmap and sequential
       // scans off for this one connection pins the plan without depending on when autovacuum last analyzed.
-      this.claimPool = createPool(databaseUrl, {
+      this.claimPool = createPool(sessions.database, {
         max: 1,
         applicationName: 'bulk-import-claim',
         sessionOptions: `-c enable_bitmapscan=off -c enable_seqscan=off -c statement_timeout=30000 ${stateNotificationOption(options.stateNotifications)}`,
@@ -162,7 +177,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
         status: this.status,
         sessionName: 'claim',
       });
-      this.listener = new WakeupListener(databaseUrl, log, this.status);
+    }
+    if (sessions?.listen) {
+      this.listener = new WakeupListener(sessions.database, log, this.status);
       this.listener.on('ready', (kind) => {
         if (this.kinds.includes(kind)) this.requestWake(true);
       });
@@ -174,6 +191,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (health.state === 'ok') void this.heartbeat();
       });
     }
+  }
+
+  private poolOf(kind: string): ClaimPool {
+    const pool = this.poolOfKind.get(kind);
+    if (!pool) throw new Error(`job kind ${kind} belongs to no claim pool of this worker`);
+    return pool;
   }
 
   private get claimDb(): Queryable {
@@ -188,6 +211,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Jobs leased but waiting in the prefetch buffer. */
   get bufferedCount(): number {
     return this.buffer.size;
+  }
+
+  /** What the poll loop is doing now. */
+  get loopMode(): LoopMode {
+    return this.mode;
   }
 
   /** Starts polling; resolves once the listener is up. `stop()` or `exitWhenIdle` ends it. */
@@ -216,6 +244,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         try {
           const signalsBefore = this.newWorkSignals;
           claimStartedAt = Date.now();
+          this.setMode('claiming');
           const claimed = await this.claim(free, prefetch);
           claimFailures = 0;
           this.status?.reportSuccess(claimStartedAt);
@@ -228,48 +257,53 @@ export class Worker extends EventEmitter<WorkerEvents> {
           if (!this.status?.reportFailure(error, 'claim', claimStartedAt)) this.log.error({ err: error }, 'claim failed; retrying');
           // Backoff with jitter: after a failover every worker of the fleet must not reconnect in the same instant.
           const delay = Math.min(15_000, 250 * 2 ** Math.min(claimFailures, 6));
+          this.setMode('backing-off');
           await sleep(delay / 2 + Math.random() * (delay / 2), undefined, { signal: this.stopController.signal }).catch(() => {});
           continue;
         }
       }
+      // A claim that came back short may have released the slots the buffer was keeping for a capped pool.
+      this.startFromBuffer();
       if (this.options.exitWhenIdle && this.backlogEmpty && this.active.size === 0 && this.buffer.size === 0) {
         void this.stop();
         break;
       }
+      this.setMode('waiting');
       await this.waitForWake();
     }
   }
 
-  /** Claims for the free slots (plus `prefetch` jobs to buffer); returns how many jobs were claimed. */
+  private setMode(mode: LoopMode): void {
+    // Once stop() began the loop only finishes its turn: the mode stays `stopping`.
+    if (!this.stopping) this.mode = mode;
+  }
+
+  /**
+   * Claims for the free slots, pool by pool (capped pools first, each within its own slots), plus `prefetch` jobs
+   * of the shared pool to buffer; returns how many jobs were claimed.
+   */
   private async claim(free: number, prefetch: number): Promise<number> {
-    const limited = Object.entries(this.options.kindConcurrency).filter(([kind]) => this.kinds.includes(kind));
-    const unlimitedKinds = this.kinds.filter((kind) => this.options.kindConcurrency[kind] === undefined);
-    const requests: Array<{ kinds: string[]; limit: number }> = [];
     let budget = free;
-    // Kinds with their own ceiling (e.g. csv-import) claim separately so a burst of them cannot take every slot.
-    for (const [kind, ceiling] of limited) {
-      const headroom = Math.min(budget, ceiling - (this.runningPerKind.get(kind) ?? 0));
-      if (headroom > 0) requests.push({ kinds: [kind], limit: headroom });
-    }
-    // Only kinds without a ceiling are prefetched: a buffered job of a ceilinged kind could not start anyway.
-    if (unlimitedKinds.length > 0) requests.unshift({ kinds: unlimitedKinds, limit: budget + prefetch });
     let total = 0;
-    for (const request of requests) {
-      const limit = Math.min(request.limit, budget + (request.kinds === unlimitedKinds ? prefetch : 0));
+    for (const pool of this.pools) {
+      const startable = Math.min(budget, headroom(pool));
+      const limit = startable + (pool.prefetch ? prefetch : 0);
       if (limit <= 0) continue;
+      const signalsBefore = this.newWorkSignals;
       const jobs = await claimJobs(this.claimDb, {
         workerId: this.options.workerId,
         limit,
         leaseMs: this.options.leaseMs,
-        kinds: request.kinds,
+        kinds: [...pool.kinds],
         excludeIds: [...this.active.keys()],
       });
+      if (jobs.length < limit && this.newWorkSignals === signalsBefore) pool.mayHaveWork = false;
       if (this.stopping) {
         // stop() began while the claim was in flight: hold these for the release instead of starting them.
         this.buffer.push(jobs);
         continue;
       }
-      const startNow = jobs.slice(0, Math.max(0, budget));
+      const startNow = jobs.slice(0, startable);
       for (const job of startNow) this.startJob(job);
       this.buffer.push(jobs.slice(startNow.length));
       total += jobs.length;
@@ -278,9 +312,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return total;
   }
 
-  /** Fills free slots from the prefetch buffer. */
+  /** Fills free slots from the prefetch buffer, leaving those a capped pool may need (pools.ts). */
   private startFromBuffer(): void {
-    while (!this.stopping && this.running < this.options.concurrency) {
+    while (!this.stopping && this.running < this.options.concurrency - reservedForCappedPools(this.pools)) {
       const job = this.buffer.shift();
       if (!job) break;
       this.startJob(job);
@@ -299,7 +333,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     };
     this.active.set(job.id, entry);
     this.running += 1;
-    this.runningPerKind.set(job.kind, (this.runningPerKind.get(job.kind) ?? 0) + 1);
+    this.poolOf(job.kind).running += 1;
     this.updateBusy();
     this.emit('jobStarted', job);
     entry.done = runInJobSpan(job, () => this.execute(entry)).finally(() => {
@@ -346,11 +380,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
       entry.finishing = true;
       this.running -= 1;
       this.buffer.observe(performance.now() - entry.startedAt);
-      this.runningPerKind.set(job.kind, (this.runningPerKind.get(job.kind) ?? 1) - 1);
+      const pool = this.poolOf(job.kind);
+      pool.running -= 1;
+      // A freed slot of a capped pool may let a waiting job of its kind run, even if the last claim came back short
+      // because of the ceiling: the buffer leaves it free until that pool has claimed again.
+      if (!pool.prefetch) pool.mayHaveWork = true;
       this.startFromBuffer();
-      // A freed slot of a kind with its own ceiling may let a waiting job of that kind run, even if the last claim
-      // came back short because of the ceiling.
-      this.requestWake(this.options.kindConcurrency[job.kind] !== undefined);
+      this.requestWake(!pool.prefetch);
     }
     await this.record(entry, log, progress, outcome, failure);
   }
@@ -516,6 +552,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (newWork) {
       this.backlogEmpty = false;
       this.newWorkSignals += 1;
+      for (const pool of this.pools) pool.mayHaveWork = true;
     } else if (this.backlogEmpty) return; // a slot freed, but we know nothing is waiting
     this.wakeRequested = true;
     this.wake?.();
@@ -529,6 +566,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.backlogEmpty = false;
+        for (const pool of this.pools) pool.mayHaveWork = true;
         resolve();
       }, this.options.pollIntervalMs);
       this.wake = () => {
@@ -559,6 +597,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async shutdown(): Promise<void> {
+    this.mode = 'stopping';
     this.stopping = true;
     this.stopController.abort();
     this.wake?.();
@@ -601,6 +640,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.claimPool?.end();
     this.active.clear();
     this.updateBusy();
+    this.mode = 'stopped';
   }
 }
 
