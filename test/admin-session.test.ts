@@ -144,6 +144,33 @@ describe('admin sign-in and sessions', () => {
   });
 });
 
+describe('admin page listings', () => {
+  it('page the runs table by keyset (50 a page) with the filters kept, and scope a tenant to its own runs', async () => {
+    const { key } = await createApiKey(env.pool, { name: 'pager', role: 'operator' });
+    const { key: tenantKey } = await createApiKey(env.pool, { name: 'pager-tenant', role: 'tenant', tenantId: 'paged' });
+    for (let i = 0; i < 53; i++) {
+      await call(api, 'POST', '/v1/jobs', { key, body: { kind: 'noop', tenant: 'paged', payload: {}, dedupeKey: null, runAt: '2999-01-01T00:00:00Z' } });
+    }
+    const { cookie } = await signIn(key);
+    const rowsOf = (text: string) => [...text.matchAll(/<td class="num"><a href="\/admin\/runs\/(\d+)">/g)].map((match) => Number(match[1]));
+    const first = await (await get('/admin/runs?tenant=paged&kind=noop', { cookie })).text();
+    expect(rowsOf(first)).toHaveLength(50);
+    const next = /href="([^"]+)" rel="next"/.exec(first)![1]!.replaceAll('&amp;', '&');
+    expect(next).toMatch(/tenant=paged/);
+    const second = await (await get(next, { cookie })).text();
+    expect(rowsOf(second)).toHaveLength(3);
+    expect(Math.max(...rowsOf(second))).toBeLessThan(Math.min(...rowsOf(first)));
+    expect(second).not.toContain('rel="next"');
+
+    const tenant = await signIn(tenantKey);
+    const own = await (await get('/admin/runs', { cookie: tenant.cookie })).text();
+    expect(rowsOf(own)).toHaveLength(50);
+    expect(rowsOf(own)).not.toContain(jobId);
+    expect(own).not.toContain('name="tenant"');
+    expect(rowsOf(await (await get('/admin/runs?tenant=acme', { cookie: tenant.cookie })).text())).toEqual([]);
+  });
+});
+
 describe('the escaping helper', () => {
   it('escapes every interpolated value, keeps Html as it is, and drops null, undefined and false', () => {
     expect(escapeHtml(`<img src=x onerror="alert('1')">&\``)).toBe('&lt;img src=x onerror=&quot;alert(&#39;1&#39;)&quot;&gt;&amp;&#96;');
