@@ -33,12 +33,15 @@ export function fairTagStep(policy: FairSharePolicy, tenantId: string | null): n
 
 /**
  * SQL for the first tag of a run (or a bulk insert's first run) of one flow; the parameters are SQL expressions for
- * kind, tenant, priority and step. Both lookups are one descent of a partial index: the tenant's tail in
- * jobs_queued_by_kind_tenant, the head in jobs_claim_order. With step 0 (fair share off) the tag is 0.
+ * kind, tenant, priority and step. Each lookup is one descent of a partial index: the tenant's tail in
+ * jobs_queued_by_kind_tenant, else the head in jobs_claim_order. A queued tail is never before the head (the head is
+ * the smallest queued tag), so the head is looked up only for a flow with nothing queued: coalesce evaluates its
+ * arguments lazily. (The head lookup walks the index entries of just-claimed runs until vacuum removes them; a
+ * flooding tenant's submits skip it.) With step 0 (fair share off) the tag is 0.
  */
 export function firstFairTagSql(p: { kind: string; tenant: string; priority: string; step: string }, tenantIsNull: boolean): string {
   const tenantMatch = tenantIsNull ? 'tail.tenant_id IS NULL' : `tail.tenant_id = ${p.tenant}`;
-  return `CASE WHEN ${p.step} = 0 THEN 0::bigint ELSE greatest(
+  return `CASE WHEN ${p.step} = 0 THEN 0::bigint ELSE coalesce(
     (SELECT tail.fair_tag + ${p.step} FROM jobs tail
       WHERE tail.state = 'queued' AND tail.kind = ${p.kind} AND ${tenantMatch} AND tail.priority = ${p.priority}
       ORDER BY tail.fair_tag DESC LIMIT 1),
