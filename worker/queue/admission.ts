@@ -34,11 +34,11 @@ export interface AdmissionLimits {
 export const NO_LIMITS: QueueLimits = { runs: 0, bytes: 0, oldestQueuedMs: 0 };
 export const NO_ADMISSION_LIMITS: AdmissionLimits = { tenant: NO_LIMITS, total: NO_LIMITS, tenantRunsByKind: {}, totalRunsByKind: {} };
 
-export type LimitScope = 'tenant' | 'total';
-export type LimitMeasure = keyof QueueLimits;
+type LimitScope = 'tenant' | 'total';
+type LimitMeasure = keyof QueueLimits;
 
 /** The setting behind each limit, named in the refusal so an operator knows what to change. */
-export const LIMIT_SETTINGS: Record<LimitScope, Record<LimitMeasure, string>> = {
+const LIMIT_SETTINGS: Record<LimitScope, Record<LimitMeasure, string>> = {
   tenant: { runs: 'ADMISSION_TENANT_QUEUED_RUNS', bytes: 'ADMISSION_TENANT_QUEUED_BYTES', oldestQueuedMs: 'ADMISSION_TENANT_OLDEST_QUEUED_MS' },
   total: { runs: 'ADMISSION_TOTAL_QUEUED_RUNS', bytes: 'ADMISSION_TOTAL_QUEUED_BYTES', oldestQueuedMs: 'ADMISSION_TOTAL_OLDEST_QUEUED_MS' },
 };
@@ -78,7 +78,7 @@ function describeBreach(b: LimitBreach): string {
   );
 }
 
-export function limitsFor(limits: AdmissionLimits, kind: string): Record<LimitScope, QueueLimits> {
+function limitsFor(limits: AdmissionLimits, kind: string): Record<LimitScope, QueueLimits> {
   return {
     tenant: { ...limits.tenant, runs: limits.tenantRunsByKind[kind] ?? limits.tenant.runs },
     total: { ...limits.total, runs: limits.totalRunsByKind[kind] ?? limits.total.runs },
@@ -100,7 +100,7 @@ export async function lockAdmission(tx: Queryable, kind: string, tenantId: strin
   await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [ADMISSION_LOCK_NAMESPACE, key]);
 }
 
-export interface QueueLoad {
+interface QueueLoad {
   runs: number;
   bytes: number;
   oldestQueuedMs: number;
@@ -121,7 +121,7 @@ SELECT count(*) ${tenantFilter} AS tenant_runs,
 FROM jobs WHERE state = 'queued' AND kind = $1 ${whole ? (tenantIsNull ? 'AND $2::text IS NULL' : 'AND $2::text IS NOT NULL') : `AND ${ofTenant}`}`;
 };
 
-export async function queueLoad(db: Queryable, kind: string, tenantId: string | null, whole: boolean): Promise<Record<LimitScope, QueueLoad>> {
+async function queueLoad(db: Queryable, kind: string, tenantId: string | null, whole: boolean): Promise<Record<LimitScope, QueueLoad>> {
   const { rows } = await db.query(loadSql(whole, tenantId === null), [kind, tenantId]);
   const row = rows[0] as Record<string, string | number>;
   const n = (name: string) => Number(row[name] ?? 0);

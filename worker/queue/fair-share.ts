@@ -10,7 +10,7 @@
 // for another's one.
 
 /** The step between two runs of one flow at weight 1; a weight divides it. */
-export const FAIR_TAG_STEP = 1000;
+const FAIR_TAG_STEP = 1000;
 /** TENANT_WEIGHTS accepts weights from 1 to this; a weight above the step would round to a step of 0. */
 export const MAX_TENANT_WEIGHT = 100;
 
