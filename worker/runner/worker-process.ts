@@ -11,6 +11,7 @@ import type { Logger } from '../logger.js';
 import { createRescuer } from '../maintenance/rescuer.js';
 import { createRetention } from '../maintenance/retention.js';
 import type { PeriodicService } from '../maintenance/periodic-service.js';
+import { startNotifications, type NotificationPublisher } from '../notifications/outbox-publisher.js';
 import { startOperations, type Operations } from '../ops/operations.js';
 import { createS3Client } from '../storage/s3-client.js';
 import { stateNotificationOption, Worker } from './worker.js';
@@ -30,6 +31,8 @@ export interface RunningWorker {
   maintenance: PeriodicService[];
   /** Health heartbeat, metrics, queue gauges, task scale-in protection (worker/ops/). */
   operations: Operations;
+  /** Publishes terminal-outcome notifications to SNS (NOTIFICATIONS_TOPIC_ARN); undefined when unset. */
+  notifications: NotificationPublisher | undefined;
   /** What the worker's sessions report about the database (ok, unavailable, misconfigured). */
   databaseStatus: DatabaseStatus;
   /** Stops everything in order: runner (drain + release), maintenance, clients. */
@@ -89,6 +92,14 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
     kinds: registry.kinds(),
     log,
   });
+  const notifications = await startNotifications({
+    pool,
+    config: config.notifications,
+    region: config.awsRegion,
+    retentionDays: config.worker.retentionDays,
+    log,
+    worker,
+  });
   await worker.start();
   for (const service of maintenance) service.start();
   log.info(
@@ -101,13 +112,14 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
     (stopping ??= (async () => {
       await worker.stop();
       await operations.stop();
+      await notifications?.stop();
       await Promise.all(maintenance.map((service) => service.stop()));
       s3?.destroy();
       await pool.end();
       log.info('worker stopped');
     })());
   const closed = worker.finished().then(() => stop());
-  return { worker, services, maintenance, operations, databaseStatus, stop, closed };
+  return { worker, services, maintenance, operations, notifications, databaseStatus, stop, closed };
 }
 
 /** SIGTERM (ECS stop) and SIGINT (Ctrl-C) start a graceful shutdown; a second signal exits at once. */

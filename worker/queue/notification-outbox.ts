@@ -1,0 +1,89 @@
+// The outbox of terminal-outcome notifications (migration 20261205103839): rows written by a trigger in the same
+// transaction as the state change, claimed and marked by the worker's publisher (worker/notifications/).
+import type { Queryable } from '../db/pool.js';
+import type { JobState } from './types.js';
+
+/** One transition waiting to be published. */
+export interface OutboxNotification {
+  id: number;
+  jobId: number;
+  kind: string;
+  tenantId: string | null;
+  fromState: JobState;
+  state: JobState;
+  attempt: number;
+  errorCode: string | null;
+  finishedAt: Date | null;
+  createdAt: Date;
+  /** Tries before this one. */
+  publishAttempts: number;
+}
+
+/** Sets which terminal states get an outbox row from now on (empty: none). Every worker does this at start-up. */
+export async function setNotifiedStates(db: Queryable, states: readonly JobState[]): Promise<void> {
+  await db.query(
+    `UPDATE job_notification_settings SET states = $1::text[], updated_at = now() WHERE states IS DISTINCT FROM $1::text[]`,
+    [states],
+  );
+}
+
+/**
+ * Locks up to `limit` due notifications for this transaction (`db` must be inside one), oldest first. Rows another
+ * publisher holds are skipped; its transaction ends — and frees them — when it commits or its session dies.
+ */
+export async function claimDueNotifications(db: Queryable, limit: number): Promise<OutboxNotification[]> {
+  const { rows } = await db.query(
+    `SELECT id, job_id, kind, tenant_id, from_state, state, attempt, error_code, finished_at, created_at, publish_attempts
+     FROM job_notifications WHERE sent_at IS NULL AND next_attempt_at <= now()
+     ORDER BY next_attempt_at, id LIMIT $1
+     FOR UPDATE SKIP LOCKED`,
+    [limit],
+  );
+  return rows.map((row) => ({
+    id: Number(row.id),
+    jobId: Number(row.job_id),
+    kind: row.kind as string,
+    tenantId: (row.tenant_id as string | null) ?? null,
+    fromState: row.from_state as JobState,
+    state: row.state as JobState,
+    attempt: row.attempt as number,
+    errorCode: (row.error_code as string | null) ?? null,
+    finishedAt: (row.finished_at as Date | null) ?? null,
+    createdAt: row.created_at as Date,
+    publishAttempts: row.publish_attempts as number,
+  }));
+}
+
+export async function markNotificationSent(db: Queryable, id: number, messageId: string | undefined): Promise<void> {
+  await db.query(
+    `UPDATE job_notifications SET sent_at = now(), message_id = $2, publish_attempts = publish_attempts + 1, last_error = NULL
+     WHERE id = $1`,
+    [id, messageId ?? null],
+  );
+}
+
+/** Records a failed try; the next one is due after `retryInMs`. */
+export async function markNotificationFailed(db: Queryable, id: number, error: string, retryInMs: number): Promise<void> {
+  await db.query(
+    `UPDATE job_notifications SET publish_attempts = publish_attempts + 1, last_error = left($2, 1000),
+       next_attempt_at = now() + $3 * interval '1 millisecond'
+     WHERE id = $1`,
+    [id, error, Math.max(0, Math.round(retryInMs))],
+  );
+}
+
+/** Deletes notifications sent more than `days` ago, at most `limit` per call; returns how many. */
+export async function deleteSentNotifications(db: Queryable, days: number, limit = 10_000): Promise<number> {
+  const { rowCount } = await db.query(
+    `DELETE FROM job_notifications WHERE id IN (
+       SELECT id FROM job_notifications WHERE sent_at IS NOT NULL AND sent_at < now() - $1 * interval '1 day' LIMIT $2)`,
+    [days, limit],
+  );
+  return rowCount ?? 0;
+}
+
+/** Notifications not sent yet (for tests and the CLI). */
+export async function countUnsentNotifications(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM job_notifications WHERE sent_at IS NULL');
+  return rows[0]!.n;
+}
