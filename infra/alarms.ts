@@ -10,11 +10,11 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
-import { AUDIT_FINDINGS_METRIC, auditHandler } from '../worker/handlers/audit.js';
-import { backfillHandler } from '../worker/handlers/backfill.js';
-import { csvFinalizeHandler } from '../worker/handlers/csv-finalize.js';
-import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
-import { massImportHandler } from '../worker/handlers/mass-import.js';
+import { AUDIT_FINDINGS_METRIC, AUDIT_KIND } from '../worker/handlers/audit.js';
+import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
+import { CSV_FINALIZE_KIND } from '../worker/handlers/csv-finalize.js';
+import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
+import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
 import { defaultRegistry } from '../worker/handlers/registry.js';
 import { JOBS_FINISHED_METRIC, outcomeOf } from '../worker/ops/metrics.js';
 import { GAUGE_METRICS } from '../worker/ops/queue-gauges.js';
@@ -35,14 +35,14 @@ export function queueGaugeMetric(metricsNamespace: string, gauge: QueueGauge, pe
 /** Threshold of the long-running alarm per kind, in minutes (setting `longRunningAlarmMinutes` overrides each). */
 export const DEFAULT_LONG_RUNNING_ALARM_MINUTES: Readonly<Record<string, number>> = {
   // A campaign imports for hours; past half a day a run is hanging while its heartbeats go on.
-  [massImportHandler.kind]: 12 * 60,
+  [MASS_IMPORT_KIND]: 12 * 60,
   // A CSV file validates and finalizes in minutes (bench:csv: a million rows finalize in about ten seconds).
-  [csvValidateHandler.kind]: 30,
-  [csvFinalizeHandler.kind]: 30,
+  [CSV_IMPORT_KIND]: 30,
+  [CSV_FINALIZE_KIND]: 30,
   // A backfill walks a large table in keyset batches.
-  [backfillHandler.kind]: 6 * 60,
+  [BACKFILL_KIND]: 6 * 60,
   // The audit walks every product (bench:audit: ten million in under a minute).
-  [auditHandler.kind]: 60,
+  [AUDIT_KIND]: 60,
 };
 /** The threshold of a kind without a default of its own, so a kind added later is watched at once. */
 export const FALLBACK_LONG_RUNNING_ALARM_MINUTES = 60;
@@ -50,8 +50,15 @@ export const FALLBACK_LONG_RUNNING_ALARM_MINUTES = 60;
 export const DEFAULT_REPEATED_FAILURES_ALARM_COUNT = 5;
 export const DEFAULT_REPEATED_FAILURES_WINDOW_MINUTES = 60;
 export const DEFAULT_CONSECUTIVE_FAILURES_ALARM_COUNT = 3;
-/** JobsFinished outcomes that mean "failed again": a retry, a run ended failed or dead, a lost lease. */
-export const FAILURE_OUTCOMES = [outcomeOf('queued'), outcomeOf('failed'), outcomeOf('dead'), outcomeOf('lost')] as const;
+/** JobsFinished outcomes that mean "failed again": a retry, a run ended failed or dead, a lost lease, a failure the
+ * database did not take (the rescuer requeues that run). */
+export const FAILURE_OUTCOMES = [
+  outcomeOf('queued'),
+  outcomeOf('failed'),
+  outcomeOf('dead'),
+  outcomeOf('lost'),
+  outcomeOf('unrecorded'),
+] as const;
 
 /** Every kind this build of the worker runs (its handler registry): each gets a long-running and a failures alarm. */
 export function workerKinds(): string[] {
@@ -153,7 +160,7 @@ export function createAlarms(scope: Construct, props: AlarmsProps): WorkerAlarms
     metric: new cloudwatch.Metric({
       namespace: metricsNamespace,
       metricName: AUDIT_FINDINGS_METRIC,
-      dimensionsMap: { Kind: auditHandler.kind },
+      dimensionsMap: { Kind: AUDIT_KIND },
       statistic: cloudwatch.Stats.MAXIMUM,
       period: Duration.hours(1),
     }),
@@ -167,7 +174,7 @@ export function createAlarms(scope: Construct, props: AlarmsProps): WorkerAlarms
     alarmDescription:
       `A run has failed ${props.consecutiveFailuresAlarmCount} attempts in a row (${env}): it keeps failing the same way ` +
       'and will end dead. bulk-import jobs --state queued,running; bulk-import show <id>. ' +
-      'docs/RUNBOOK.md "Alarm: repeated failures".',
+      'docs/RUNBOOK.md "Alarm: consecutive failures".',
     metric: queueGaugeMetric(metricsNamespace, 'maxConsecutiveFailures', Duration.minutes(props.gaugesScheduleMinutes)),
     threshold: props.consecutiveFailuresAlarmCount,
     comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -289,8 +296,8 @@ function createLongRunningAlarm(scope: Construct, props: AlarmsProps, kind: stri
 }
 
 /**
- * Runs of `kind` failed again and again over the window: retries, runs ended failed or dead, and lost leases
- * (JobsFinished by Kind and Outcome, summed; an outcome without a point counts 0).
+ * Runs of `kind` failed again and again over the window: retries, runs ended failed or dead, lost leases and
+ * unrecorded failures (JobsFinished by Kind and Outcome, summed; an outcome without a point counts 0).
  */
 function createRepeatedFailuresAlarm(scope: Construct, props: AlarmsProps, kind: string): cloudwatch.Alarm {
   const window = Duration.minutes(props.repeatedFailuresWindowMinutes);
@@ -310,7 +317,7 @@ function createRepeatedFailuresAlarm(scope: Construct, props: AlarmsProps, kind:
     alarmName: `${props.baseName}-repeated-failures-${kind}`,
     alarmDescription:
       `${kind} runs failed ${props.repeatedFailuresAlarmCount} times or more within ${props.repeatedFailuresWindowMinutes} min ` +
-      `(${props.environmentName}): retries, failed or dead runs, lost leases. bulk-import stats; bulk-import jobs --kind ` +
+      `(${props.environmentName}): retries, failed or dead runs, lost leases, unrecorded failures. bulk-import stats; bulk-import jobs --kind ` +
       `${kind} --since 2h. docs/RUNBOOK.md "Alarm: repeated failures".`,
     metric: new cloudwatch.MathExpression({
       expression: Object.keys(usingMetrics)

@@ -15,8 +15,8 @@ import { GAUGES_TASK_COMMAND } from '../infra/gauges-schedule.js';
 import { readWorkerSettings, SettingsError } from '../infra/settings.js';
 import { COLLECTOR_CONTAINER_NAME, DEFAULT_COLLECTOR_IMAGE, XRAY_WRITE_ACTIONS } from '../infra/tracing.js';
 import { addWorkerStack } from '../infra/worker-app.js';
-import { massImportHandler } from '../worker/handlers/mass-import.js';
-import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
+import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
+import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
 import { JOBS_FINISHED_METRIC, outcomeOf } from '../worker/ops/metrics.js';
 import { GAUGE_METRICS } from '../worker/ops/queue-gauges.js';
 import {
@@ -48,7 +48,7 @@ const CONFIGURATIONS = {
     notificationsTopic: 'create',
     notifyStates: 'dead,failed,partial,canceled',
     adminBaseUrl: 'https://admin.example.com/bulk-import',
-    longRunningAlarmMinutes: `${massImportHandler.kind}=480`,
+    longRunningAlarmMinutes: `${MASS_IMPORT_KIND}=480`,
     repeatedFailuresAlarmCount: '8',
     repeatedFailuresWindowMinutes: '30',
     consecutiveFailuresAlarmCount: '4',
@@ -169,12 +169,12 @@ describe('long-running runs', () => {
   it('one alarm per registered kind on OldestRunningAgeSeconds (Kind), each with its own threshold', { timeout: SYNTH_TIMEOUT }, () => {
     const template = synth('prodObserved');
     const kinds = workerKinds();
-    expect(kinds).toContain(massImportHandler.kind);
-    expect(kinds).toContain(csvValidateHandler.kind);
+    expect(kinds).toContain(MASS_IMPORT_KIND);
+    expect(kinds).toContain(CSV_IMPORT_KIND);
     for (const kind of kinds) {
       const alarm = alarmNamed(template, `long-running-${kind}`);
       const minutes =
-        kind === massImportHandler.kind ? 480 : (DEFAULT_LONG_RUNNING_ALARM_MINUTES[kind] ?? FALLBACK_LONG_RUNNING_ALARM_MINUTES);
+        kind === MASS_IMPORT_KIND ? 480 : (DEFAULT_LONG_RUNNING_ALARM_MINUTES[kind] ?? FALLBACK_LONG_RUNNING_ALARM_MINUTES);
       expect(alarm.Properties).toMatchObject({
         Namespace: 'BulkImport/prod',
         MetricName: GAUGE_METRICS.oldestRunningAgeSeconds.name,
@@ -189,19 +189,21 @@ describe('long-running runs', () => {
       });
     }
     // Mass imports run for hours, a CSV validation for minutes.
-    expect(DEFAULT_LONG_RUNNING_ALARM_MINUTES[massImportHandler.kind]).toBeGreaterThanOrEqual(4 * 60);
-    expect(DEFAULT_LONG_RUNNING_ALARM_MINUTES[csvValidateHandler.kind]).toBeLessThanOrEqual(60);
+    expect(DEFAULT_LONG_RUNNING_ALARM_MINUTES[MASS_IMPORT_KIND]).toBeGreaterThanOrEqual(4 * 60);
+    expect(DEFAULT_LONG_RUNNING_ALARM_MINUTES[CSV_IMPORT_KIND]).toBeLessThanOrEqual(60);
     // Without the setting each kind takes its default.
-    expect(alarmNamed(synth('prodDefaults'), `long-running-${massImportHandler.kind}`).Properties.Threshold).toBe(
-      DEFAULT_LONG_RUNNING_ALARM_MINUTES[massImportHandler.kind]! * 60,
+    expect(alarmNamed(synth('prodDefaults'), `long-running-${MASS_IMPORT_KIND}`).Properties.Threshold).toBe(
+      DEFAULT_LONG_RUNNING_ALARM_MINUTES[MASS_IMPORT_KIND]! * 60,
     );
   });
 });
 
 describe('repeated failures', () => {
-  it('per kind: retries, failed, dead and lost leases of JobsFinished summed over the window by metric math', { timeout: SYNTH_TIMEOUT }, () => {
+  it('per kind: retries, failed, dead, lost leases and unrecorded failures of JobsFinished summed over the window by metric math', { timeout: SYNTH_TIMEOUT }, () => {
     const template = synth('prodObserved');
-    expect([...FAILURE_OUTCOMES].sort()).toEqual([outcomeOf('dead'), outcomeOf('failed'), outcomeOf('lost'), outcomeOf('queued')].sort());
+    expect([...FAILURE_OUTCOMES].sort()).toEqual(
+      [outcomeOf('dead'), outcomeOf('failed'), outcomeOf('lost'), outcomeOf('queued'), outcomeOf('unrecorded')].sort(),
+    );
     for (const kind of workerKinds()) {
       const alarm = alarmNamed(template, `repeated-failures-${kind}`);
       expect(alarm.Properties).toMatchObject({
@@ -369,13 +371,13 @@ describe('settings of the job alarms', () => {
   const read = (context: Record<string, unknown>) => readWorkerSettings((key) => ({ ...REQUIRED_CONTEXT, ...context })[key]);
 
   it('longRunningAlarmMinutes: kind=minutes pairs or a JSON object, only kinds the worker runs', () => {
-    expect(read({ longRunningAlarmMinutes: `${massImportHandler.kind}=600,${csvValidateHandler.kind}=20` }).observability.longRunningAlarmMinutes).toEqual({
-      [massImportHandler.kind]: 600,
-      [csvValidateHandler.kind]: 20,
+    expect(read({ longRunningAlarmMinutes: `${MASS_IMPORT_KIND}=600,${CSV_IMPORT_KIND}=20` }).observability.longRunningAlarmMinutes).toEqual({
+      [MASS_IMPORT_KIND]: 600,
+      [CSV_IMPORT_KIND]: 20,
     });
-    expect(read({ longRunningAlarmMinutes: { [massImportHandler.kind]: 90 } }).observability.longRunningAlarmMinutes).toEqual({ [massImportHandler.kind]: 90 });
+    expect(read({ longRunningAlarmMinutes: { [MASS_IMPORT_KIND]: 90 } }).observability.longRunningAlarmMinutes).toEqual({ [MASS_IMPORT_KIND]: 90 });
     expect(() => read({ longRunningAlarmMinutes: 'mass-imports=600' })).toThrow(/longRunningAlarmMinutes.*known kinds/s);
-    expect(() => read({ longRunningAlarmMinutes: `${massImportHandler.kind}=0` })).toThrow(/longRunningAlarmMinutes/);
+    expect(() => read({ longRunningAlarmMinutes: `${MASS_IMPORT_KIND}=0` })).toThrow(/longRunningAlarmMinutes/);
   });
 
   it('notifyStates: terminal states only; adminBaseUrl: an https URL', () => {
