@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Deploys one image, named by its immutable digest, to the bulk-import worker service and (with --backend) to the
-# backend service (docs/DEPLOYMENT.md §4.2):
+# Deploys one image, named by its immutable digest, to the bulk-import worker service, the stack's admin API service
+# when ADMIN_API_SERVICE names it, and (with --backend) the backend service (docs/DEPLOYMENT.md §4.2):
 #   --image REPOSITORY@sha256:DIGEST   the image the backend's pipeline pushed (the "redeploy on image push" path), or
 #   --build                            build this repository's image (standalone setup, worker only) and push it under
 #                                      the full commit SHA, a tag that only this build creates (ECR tag immutability on).
@@ -32,13 +32,16 @@ environment:
   ECS_CLUSTER             cluster of the worker service (stack output ClusterName)                    (required)
   WORKER_SERVICE          the worker service (stack output ServiceName)                               (required)
   WORKER_CONTAINER        the worker's container in its task definition                     (default: worker)
+  ADMIN_API_SERVICE       the admin API service (stack output AdminApiServiceName), in ECS_CLUSTER   (optional)
+  ADMIN_API_CONTAINER     its container                                                        (default: api)
   BACKEND_SERVICE         the backend service                                           (required with --backend)
   BACKEND_CLUSTER         cluster of the backend service                                (default: ECS_CLUSTER)
   BACKEND_CONTAINER       the backend's container      (default: the task definition's only container)
   ECR_REPOSITORY_URI      <account>.dkr.ecr.<region>.amazonaws.com/<name>, the repository --build pushes to
   AWS_REGION              region of the services          (default: from the image's ECR host name)
   DOCKER_PLATFORM         platform --build builds for; linux/arm64 with cpuArchitecture ARM64 (default: linux/amd64)
-  DEPLOY_TIMEOUT_SECONDS  how long to wait for a rollout before rolling back                  (default: 1800)
+  DEPLOY_TIMEOUT_SECONDS  how long to wait for a rollout before rolling back (the rollback waits at least 600 s)
+                                                                                               (default: 1800)
   DEPLOY_POLL_SECONDS     seconds between two looks at a rollout                               (default: 15)
   DEPLOY_LOCK_DIR         where the lock file lives                                     (default: TMPDIR or /tmp)
 USAGE
@@ -85,6 +88,8 @@ readonly ecr_pattern='^(([0-9]{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn
 readonly timeout_seconds="${DEPLOY_TIMEOUT_SECONDS:-1800}"
 readonly poll_seconds="${DEPLOY_POLL_SECONDS:-15}"
 [[ "$timeout_seconds" =~ ^[0-9]+$ ]] || fail "DEPLOY_TIMEOUT_SECONDS=$timeout_seconds is not a number of seconds"
+# A rollback gets its own wait, never shorter than 10 minutes: giving up on it would leave a service half-way.
+readonly rollback_timeout_seconds=$((timeout_seconds > 600 ? timeout_seconds : 600))
 [[ "$poll_seconds" =~ ^[0-9]+(\.[0-9]+)?$ ]] || fail "DEPLOY_POLL_SECONDS=$poll_seconds is not a number of seconds"
 
 if [[ "$build" == true ]]; then
@@ -199,9 +204,12 @@ readonly digest
 readonly image="$repository@$digest"
 
 # --- the services -----------------------------------------------------------------------------------------------
-# Parallel arrays, one entry per service deployed: worker first, then the backend.
+# Parallel arrays, one entry per service deployed: worker first, then the admin API, then the backend.
 names=() clusters=() containers=() previous=() registered=() deployments=() outcomes=() reasons=()
 names+=("$WORKER_SERVICE"); clusters+=("$ECS_CLUSTER"); containers+=("$worker_container")
+if [[ -n "${ADMIN_API_SERVICE:-}" ]]; then
+  names+=("$ADMIN_API_SERVICE"); clusters+=("$ECS_CLUSTER"); containers+=("${ADMIN_API_CONTAINER:-api}")
+fi
 if [[ "$with_backend" == true ]]; then
   names+=("$BACKEND_SERVICE"); clusters+=("$backend_cluster"); containers+=("${BACKEND_CONTAINER:-}")
 fi
@@ -294,10 +302,10 @@ deployment_events() {
     --query "services[0].events[?contains(message, '$id')] | [:5].message" --output text 2>/dev/null | tr '\t' '\n' || true
 }
 
-# Waits until every deployment started is COMPLETED, or one fails. Sets outcomes[i] to COMPLETED, FAILED, GONE or
+# Waits (at most $1 seconds) until every deployment started is COMPLETED, or one fails. Sets outcomes[i] to COMPLETED, FAILED, GONE or
 # TIMEOUT and reasons[i] to ECS's words.
 wait_for_deployments() {
-  local deadline=$((SECONDS + timeout_seconds)) i state reason pending
+  local limit="$1" deadline=$((SECONDS + $1)) i state reason pending
   while :; do
     pending=0
     for i in "${!names[@]}"; do
@@ -316,7 +324,7 @@ wait_for_deployments() {
     ((pending > 0)) || return 0
     if ((SECONDS >= deadline)); then
       for i in "${!names[@]}"; do
-        if [[ -z "${outcomes[i]}" ]]; then outcomes[i]=TIMEOUT; reasons[i]="not completed after ${timeout_seconds}s"; fi
+        if [[ -z "${outcomes[i]}" ]]; then outcomes[i]=TIMEOUT; reasons[i]="not completed after ${limit}s"; fi
       done
       return 1
     fi
@@ -327,7 +335,7 @@ wait_for_deployments() {
 announce "wait for the deployments to reach rolloutState=COMPLETED"
 failed=false
 for i in "${!names[@]}"; do [[ "${outcomes[i]}" != FAILED ]] || failed=true; done
-if [[ "$failed" == false ]] && wait_for_deployments; then
+if [[ "$failed" == false ]] && wait_for_deployments "$timeout_seconds"; then
   step="done"
   deployed="${names[0]}"
   for name in "${names[@]:1}"; do deployed+=" and $name"; done
@@ -365,7 +373,7 @@ for i in "${!names[@]}"; do
   outcomes[i]=""
   rolling_back=true
 done
-if [[ "$rolling_back" == true ]] && ! wait_for_deployments; then
+if [[ "$rolling_back" == true ]] && ! wait_for_deployments "$rollback_timeout_seconds"; then
   rollback_failed=true
   for i in "${!names[@]}"; do
     if [[ "${outcomes[i]}" != COMPLETED ]]; then

@@ -50,6 +50,14 @@ if ! buildah inspect --type image "$base_image" >/dev/null 2>&1; then
   # The same user as the official node images: uid:gid 1000:1000, named node.
   chroot "$rootfs" groupadd --gid 1000 node
   chroot "$rootfs" useradd --uid 1000 --gid node --shell /bin/bash --create-home node
+  # Where this machine reaches the registry through a TLS-inspecting proxy, npm here trusts an extra CA (npm's cafile):
+  # the base carries it for the npm ci steps of the build, as a base image built inside such a network would.
+  cafile="$(npm config get cafile 2>/dev/null || true)"
+  if [[ -n "$cafile" && "$cafile" != null && -f "$cafile" ]]; then
+    install -D -m 0644 "$cafile" "$rootfs/usr/local/share/npm-registry-ca.pem"
+    mkdir -p "$rootfs/usr/local/etc"
+    printf 'cafile=/usr/local/share/npm-registry-ca.pem\n' >"$rootfs/usr/local/etc/npmrc"
+  fi
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   container="$(buildah from scratch)"
   cp -a "$rootfs/." "$(buildah mount "$container")/"

@@ -27,6 +27,7 @@ const IMAGE = `${REPOSITORY}@${DIGEST}`;
 const TD_ARN = 'arn:aws:ecs:eu-west-1:123456789012:task-definition';
 const WORKER_TD = `${TD_ARN}/bulk-import-worker-prod:1`;
 const BACKEND_TD = `${TD_ARN}/backend-api:1`;
+const ADMIN_TD = `${TD_ARN}/bulk-import-admin-api-prod:1`;
 const ENV = {
   ECS_CLUSTER: 'prod',
   WORKER_SERVICE: 'bulk-import-worker-prod',
@@ -59,8 +60,13 @@ function initialState(): Partial<StandInState> {
     plans: [],
   });
   return {
-    services: { 'prod/bulk-import-worker-prod': service(WORKER_TD), 'prod/backend-api': service(BACKEND_TD) },
+    services: {
+      'prod/bulk-import-worker-prod': service(WORKER_TD),
+      'prod/backend-api': service(BACKEND_TD),
+      'prod/bulk-import-admin-api-prod': service(ADMIN_TD),
+    },
     taskDefinitions: {
+      [ADMIN_TD]: definition('bulk-import-admin-api-prod', [{ name: 'api', image: `${REPOSITORY}:prod` }]),
       [WORKER_TD]: definition('bulk-import-worker-prod', [{ name: 'worker', image: `${REPOSITORY}:prod` }]),
       [BACKEND_TD]: definition('backend-api', [{ name: 'api', image: `${REPOSITORY}:prod` }]),
     },
@@ -84,7 +90,8 @@ const serviceTaskDefinitions = () => {
 const activeRevisions = () =>
   Object.values(sandbox.state().taskDefinitions)
     .filter((definition) => definition.taskDefinition.status === 'ACTIVE')
-    .map((definition) => definition.taskDefinition.taskDefinitionArn);
+    .map((definition) => definition.taskDefinition.taskDefinitionArn)
+    .filter((arn) => arn !== ADMIN_TD);
 
 describe('scripts/deploy.sh --image', () => {
   it('registers revisions naming the digest, updates worker and backend, and waits for the deployments it started', () => {
@@ -149,6 +156,21 @@ describe('scripts/deploy.sh --image', () => {
     expect(serviceTaskDefinitions()).toEqual({ worker: WORKER_TD, backend: BACKEND_TD });
     expect(activeRevisions()).toEqual([WORKER_TD, BACKEND_TD]);
     expect(run.stderr).toContain(`${IMAGE} was NOT deployed; every service runs the task definition it ran before`);
+  });
+
+  it('with ADMIN_API_SERVICE the admin API moves with the worker, and one failing puts the other back', () => {
+    const adminEnv = { ...ENV, ADMIN_API_SERVICE: 'bulk-import-admin-api-prod' };
+    sandbox.setState((state) => state.services['prod/bulk-import-admin-api-prod']!.plans.push('rollback'));
+    const failed = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE], adminEnv);
+    expect(failed.code).toBe(2);
+    expect(failed.stderr).toContain(`putting it back on ${WORKER_TD}`);
+    expect(sandbox.state().services['prod/bulk-import-admin-api-prod']!.taskDefinition).toBe(ADMIN_TD);
+    expect(serviceTaskDefinitions().worker).toBe(WORKER_TD);
+
+    const run = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE], adminEnv);
+    expect(run.code).toBe(0);
+    expect(sandbox.state().services['prod/bulk-import-admin-api-prod']!.taskDefinition).toBe(`${TD_ARN}/bulk-import-admin-api-prod:3`);
+    expect(sandbox.registered().at(-1)!.containerDefinitions[0]).toMatchObject({ name: 'api', image: IMAGE });
   });
 
   it('a second deploy while one runs is refused at once; the first one still completes', async () => {

@@ -11,8 +11,9 @@ import { createApiKey, revokeApiKey } from '../../auth/api-keys.js';
 import { loadConfig } from '../../config.js';
 import { migrate } from '../../db/migrate.js';
 import { createPool } from '../../db/pool.js';
-import { startLocalEnvironment, type LocalEnvironment } from '../../dev/local-environment.js';
-import { ensureSampleTree } from '../../dev/sample-tree.js';
+import type * as LocalEnvironmentModule from '../../dev/local-environment.js';
+import type { LocalEnvironment } from '../../dev/local-environment.js';
+import type * as SampleTreeModule from '../../dev/sample-tree.js';
 import { DEFAULT_PREFIX, MASS_IMPORT_KIND } from '../../handlers/mass-import.js';
 import { isValidPrefix, keyPrefixFor } from '../../imports/object-key.js';
 import { isValidTenant } from '../../imports/tenant.js';
@@ -41,6 +42,23 @@ interface LocalOptions {
   concurrency?: number;
   verbose?: boolean;
   json?: boolean;
+}
+
+/**
+ * worker/dev/ (embedded Postgres, S3 server, sample tree) is development code: `npm run build` leaves it out of dist/,
+ * so the image has none of it. It is loaded when `local` runs, through variable specifiers that the production
+ * dependency check does not follow; from an image the command says what it needs instead of failing on start-up.
+ */
+async function loadDevModule<T>(name: 'local-environment' | 'sample-tree'): Promise<T> {
+  const specifier = `../../dev/${name}.js`;
+  try {
+    return (await import(specifier)) as T;
+  } catch (error) {
+    if ((error as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw error;
+    throw new Error('`bulk-import local` needs a source checkout with its development dependencies (npm ci; npm run local)', {
+      cause: error,
+    });
+  }
 }
 
 function parseTenant(value: string): string {
@@ -74,6 +92,7 @@ export function registerLocalCommand(program: Command): void {
       const say = (line: string) => (options.json ? process.stderr.write(`${line}\n`) : printLine(line));
       const importRoot = dir === undefined ? undefined : await requireDirectory(dir);
       say(`Starting the embedded Postgres and S3 server (state in ${stateDir}) …`);
+      const { startLocalEnvironment } = await loadDevModule<typeof LocalEnvironmentModule>('local-environment');
       const environment = await startLocalEnvironment({ stateDir, persistent: true, buckets: [LOCAL_BUCKET] });
       try {
         await runLocalImport(environment, stateDir, importRoot, options, say);
@@ -103,6 +122,7 @@ async function runLocalImport(
 
   let importRoot = givenRoot;
   if (importRoot === undefined) {
+    const { ensureSampleTree } = await loadDevModule<typeof SampleTreeModule>('sample-tree');
     const tree = await ensureSampleTree(
       join(stateDir, 'sample-import'),
       { seed: SAMPLE_SEED, files: options.sampleFiles, profile: 'sample' },
@@ -212,6 +232,7 @@ async function followJob(
  * local operator key, and wait for Ctrl-C.
  */
 async function serve(stateDir: string, json: boolean): Promise<void> {
+  const { startLocalEnvironment } = await loadDevModule<typeof LocalEnvironmentModule>('local-environment');
   const environment = await startLocalEnvironment({ stateDir, persistent: true, buckets: [LOCAL_BUCKET] });
   const databaseUrl = environment.postgres.databaseUrl(LOCAL_DATABASE);
   await migrate(databaseUrl);
