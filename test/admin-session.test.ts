@@ -171,6 +171,43 @@ describe('admin page listings', () => {
   });
 });
 
+describe('dead letters from the pages', () => {
+  async function dead(kind: string, diedAgo: string): Promise<number> {
+    const { rows } = await env.pool.query<{ id: number }>(
+      `INSERT INTO jobs (kind, tenant_id, state, attempts, max_attempts, finished_at, last_error)
+       VALUES ($1, 'acme', 'dead', 1, 1, now() - $2::interval, '{"code": "LEASE_EXPIRED", "message": "gone", "class": "transient", "attempt": 1, "at": "x"}')
+       RETURNING id`,
+      [kind, diedAgo],
+    );
+    return rows[0]!.id;
+  }
+
+  it('replay all of a kind, and purge those dead longer than a time after a confirmation that lists them', async () => {
+    const { key } = await createApiKey(env.pool, { name: 'dead-ops', role: 'operator' });
+    const [noopA, noopB, other, old] = [await dead('noop', '1 minute'), await dead('noop', '1 minute'), await dead('backfill', '1 minute'), await dead('audit', '10 days')];
+    const { cookie } = await signIn(key);
+    const list = await (await get('/admin/dead', { cookie })).text();
+    for (const id of [noopA, noopB, other, old]) expect(list).toContain(`/admin/runs/${id}/replay`);
+    const confirm = await get('/admin/dead/replay?kind=noop', { cookie });
+    const replayed = await post('/admin/dead/replay', { csrf: await csrfOf(confirm), kind: 'noop', note: 'after the fix' }, { cookie });
+    expect(replayed.status).toBe(303);
+    const states = async () =>
+      Object.fromEntries((await env.pool.query('SELECT id, state FROM jobs WHERE id = ANY($1)', [[noopA, noopB, other, old]])).rows.map((row) => [row.id, row.state]));
+    expect(await states()).toEqual({ [noopA]: 'queued', [noopB]: 'queued', [other]: 'dead', [old]: 'dead' });
+    const { rows } = await env.pool.query(`SELECT job_id, actor, note FROM job_actions WHERE action = 'replayed' ORDER BY job_id`);
+    expect(rows).toEqual([noopA, noopB].map((id) => ({ job_id: id, actor: 'dead-ops', note: 'after the fix' })));
+
+    const preview = await get('/admin/dead/purge?olderThan=7d', { cookie });
+    const previewText = await preview.text();
+    expect(previewText).toContain(`run ${old} (audit`);
+    expect(previewText).not.toContain(`run ${other} (`);
+    expect((await get('/admin/dead/purge?olderThan=soon', { cookie })).status).toBe(400);
+    const purged = await post('/admin/dead/purge', { csrf: /name="csrf" value="([^"]+)"/.exec(previewText)![1]!, olderThan: '7d', kind: '' }, { cookie });
+    expect(purged.status).toBe(303);
+    expect(await states()).toEqual({ [noopA]: 'queued', [noopB]: 'queued', [other]: 'dead' });
+  });
+});
+
 describe('the escaping helper', () => {
   it('escapes every interpolated value, keeps Html as it is, and drops null, undefined and false', () => {
     expect(escapeHtml(`<img src=x onerror="alert('1')">&\``)).toBe('&lt;img src=x onerror=&quot;alert(&#39;1&#39;)&quot;&gt;&amp;&#96;');
