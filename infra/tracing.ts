@@ -11,9 +11,9 @@ import type * as logs from 'aws-cdk-lib/aws-logs';
 export const DEFAULT_COLLECTOR_IMAGE = 'public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0';
 export const COLLECTOR_CONTAINER_NAME = 'otel-collector';
 /** Where the worker's OTLP/HTTP exporter sends spans: the sidecar, in the same task network namespace. */
-export const OTLP_HTTP_ENDPOINT = 'http://localhost:4318';
+const OTLP_HTTP_ENDPOINT = 'http://localhost:4318';
 /** The service name spans carry (OTEL_SERVICE_NAME); the environment goes into OTEL_RESOURCE_ATTRIBUTES. */
-export const TRACING_SERVICE_NAME = 'bulk-import-worker';
+const TRACING_SERVICE_NAME = 'bulk-import-worker';
 /** The ADOT image's health probe; it asks the collector's health_check extension on localhost:13133. */
 const COLLECTOR_HEALTHCHECK = ['CMD', '/healthcheck'];
 
@@ -32,7 +32,7 @@ export const XRAY_WRITE_ACTIONS = [
  * container and 127.0.0.1 in the other; the task's security group admits no inbound traffic, so only the task's own
  * containers reach it.
  */
-export function collectorConfig(): string {
+function collectorConfig(): string {
   return [
     'extensions:',
     '  health_check:',
