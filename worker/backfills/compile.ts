@@ -30,7 +30,8 @@ export interface CompiledBackfill {
   parallelism: number;
 }
 
-// Measured with bench/backfill.ts on documents (2 cores, 2 streams): 5,000 beat 2,000, 10,000 and 25,000.
+// Rows per batch transaction by default: large enough to amortise the round trips, short enough that writers wait
+// little on the rows a batch locks (bench/backfill.ts compares sizes).
 export const DEFAULT_BATCH_SIZE = 5_000;
 export const MAX_BATCH_SIZE = 100_000;
 // Two streams use both cores of a small database server for a run that is mostly the database's work; operators

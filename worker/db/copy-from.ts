@@ -65,8 +65,8 @@ export interface ScriptResult {
  * query and all its COPY data go out in one socket write: the server reads the data when it reaches the COPY. When a
  * statement before the COPY fails, the server skips the rest of the text and drops the data (the protocol has it
  * ignore CopyData and CopyDone outside a COPY), so the data never lands anywhere else.
- * Why: a finalize batch as BEGIN, checks, COPY and COMMIT in separate round trips cost twice the COPY itself
- * (measured on 1M rows in batches of 500); here it is one round trip.
+ * Why: a finalize batch as BEGIN, checks, COPY and COMMIT in separate round trips spends more time waiting on the
+ * network than copying; here it is one round trip.
  */
 class ScriptWithCopyData {
   private error: Error | undefined;

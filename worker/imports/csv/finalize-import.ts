@@ -6,7 +6,7 @@
 // Batches are written by `connections` lanes at once, each batch in its own transaction (batch-writer.ts), while the
 // file is read on: at most one batch per lane in flight and one being gathered, so memory stays flat.
 import type { S3Client } from '@aws-sdk/client-s3';
-import { freeConnections, withTransaction, type Pool, type PoolClient, type Queryable } from '../../db/pool.js';
+import { freeConnections, withTransaction, type Pool, type Queryable } from '../../db/pool.js';
 import { jobProgress } from '../../handlers/progress.js';
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
@@ -24,6 +24,7 @@ import { RowSet } from './row-set.js';
 import { RowValidator } from './row-validator.js';
 import { openObject } from './s3-object.js';
 import { buildTargetStatements } from './target-sql.js';
+import { WriteLanes } from './write-lanes.js';
 
 export interface FinalizeDeps {
   pool: Pool;
@@ -101,59 +102,34 @@ async function finalizeRows(deps: FinalizeDeps, run: CsvImportRun): Promise<Fina
   if (pending.length > 0) {
     // Lanes after the first only on connections that are free right now: they must never hold back other jobs, or
     // the heartbeats that share the pool.
-    const lanes = Math.max(1, Math.min(deps.connections, pending.length, freeConnections(pool)));
-    const idle: PoolClient[] = [];
-    let opened = 0;
-    const running = new Set<Promise<void>>();
-    let failure: unknown;
-    const dispatch = async (batch: Batch): Promise<void> => {
-      while (idle.length === 0 && opened >= lanes && failure === undefined) await Promise.race(running);
-      if (failure !== undefined) throw failure;
-      let lane = idle.pop();
-      if (!lane) {
-        lane = await pool.connect();
-        opened += 1;
-      }
-      const task: Promise<void> = inSpan('csv finalize batch', { 'batch.number': batch.batchNumber, rows: batch.rows.length }, async (span) => {
-        const counts = await writer.write(lane, batch);
-        span.setAttributes({ 'rows.inserted': counts.inserted, 'rows.updated': counts.updated, 'rows.failed': counts.failed });
-        return counts;
-      })
-        .then((counts: ChunkCounts) => {
-          totals.inserted += counts.inserted;
-          totals.updated += counts.updated;
-          totals.unchanged += counts.unchanged;
-          totals.failed += counts.failed;
-          const rows = counts.inserted + counts.updated + counts.unchanged + counts.failed;
-          written += rows;
-          rowsThisAttempt += rows;
-          batchesThisAttempt += 1;
-          batchesDone += 1;
-          report();
-        })
-        .catch((error: unknown) => {
-          failure ??= error;
-        })
-        .finally(() => {
-          idle.push(lane);
-          running.delete(task);
-        });
-      running.add(task);
+    const lanes = new WriteLanes(pool, Math.max(1, Math.min(deps.connections, pending.length, freeConnections(pool))));
+    const count = (counts: ChunkCounts) => {
+      totals.inserted += counts.inserted;
+      totals.updated += counts.updated;
+      totals.unchanged += counts.unchanged;
+      totals.failed += counts.failed;
+      const rows = counts.inserted + counts.updated + counts.unchanged + counts.failed;
+      written += rows;
+      rowsThisAttempt += rows;
+      batchesThisAttempt += 1;
+      batchesDone += 1;
+      report();
     };
+    const dispatch = (batch: Batch) =>
+      lanes.start(async (client) => {
+        const counts = await inSpan('csv finalize batch', { 'batch.number': batch.batchNumber, rows: batch.rows.length }, async (span) => {
+          const result = await writer.write(client, batch);
+          span.setAttributes({ 'rows.inserted': result.inserted, 'rows.updated': result.updated, 'rows.failed': result.failed });
+          return result;
+        });
+        count(counts);
+      });
     try {
       await readBatches(deps, run, layout, pending, skipped, dispatch);
     } catch (error) {
-      failure ??= error;
-    } finally {
-      // Every batch in flight ends (commits or rolls back) before its connection goes back; the first failure is
-      // the run's.
-      await Promise.all(running);
-      for (const client of idle) {
-        await writer.release(client);
-        client.release();
-      }
+      lanes.fail(error);
     }
-    if (failure !== undefined) throw failure;
+    await lanes.close((client) => writer.release(client));
   }
 
   await withTransaction(pool, async (tx) => {

@@ -97,18 +97,12 @@ export class CsvRecordParser {
     const delimiters = new NextIndex(buf, this.delimiterChar);
     while (pos < length) {
       if (this.skipping) {
-        const lineEnd = findLineBreak(buf, pos);
-        if (lineEnd === -1) {
-          pos = length;
+        const next = this.skipLine(buf, pos, final, out);
+        if (next.wait) {
+          pos = next.pos;
           break;
         }
-        if (buf.charCodeAt(lineEnd) === CR && lineEnd + 1 === length && !final) {
-          pos = lineEnd; // a CRLF may be split across pieces: decide with the next one
-          break;
-        }
-        this.finishSkipping(out);
-        pos = afterLineBreak(buf, lineEnd);
-        this.line += 1;
+        pos = next.pos;
         continue;
       }
       // Fast path, the common line: within the limit, its line break in `buf` (a CR at its end could be the first
@@ -128,58 +122,82 @@ export class CsvRecordParser {
         pos = lineEnd !== lf && buf.charCodeAt(lineEnd + 1) === LF ? lineEnd + 2 : lineEnd + 1;
         continue;
       }
-      const attempt = this.parseRecord(buf, pos, final);
-      if (
-        attempt.kind === 'record' &&
-        attempt.lines > 1 &&
-        (attempt.problem !== undefined || (this.expectedFields !== undefined && attempt.fields.length !== this.expectedFields))
-      ) {
-        out.push({
-          line: this.line,
-          fields: null,
-          problem: `a quote on this line opens a field that runs over the next line(s) and leaves the row malformed (a stray quote?): ${excerptOf(buf, pos)}`,
-        });
-        pos = afterLineBreak(buf, findLineBreak(buf, pos));
-        this.line += 1;
-      } else if (attempt.kind === 'record') {
-        const { fields } = attempt;
-        if (!(fields.length === 1 && fields[0]!.trim() === '' && attempt.problem === undefined)) {
-          out.push(attempt.problem === undefined ? { line: this.line, fields } : { line: this.line, fields, problem: attempt.problem });
-          this.expectedFields ??= fields.length;
-        }
-        this.line += attempt.lines;
-        pos = attempt.end;
-      } else if (attempt.kind === 'incomplete') {
-        break;
-      } else if (attempt.kind === 'unclosed-quote' || attempt.inQuote) {
-        // Which quote opened the runaway field is unknown; the likeliest reading is a stray quote on the record's
-        // first line, so report that line and read the file again from the next one.
-        const excerpt = excerptOf(buf, pos);
-        out.push({
-          line: this.line,
-          fields: null,
-          problem:
-            attempt.kind === 'unclosed-quote'
-              ? `a quoted field on this line is never closed (the file ends inside it): ${excerpt}`
-              : `a quoted field on this line is not closed within ${this.maxChars.toLocaleString('en')} characters: ${excerpt}`,
-        });
-        const lineEnd = findLineBreak(buf, pos);
-        if (lineEnd === -1 || (buf.charCodeAt(lineEnd) === CR && lineEnd + 1 === length && !final)) {
-          this.skipping = { line: this.line, reported: true, excerpt };
-          pos = lineEnd === -1 ? length : lineEnd;
-          continue;
-        }
-        pos = afterLineBreak(buf, lineEnd);
-        this.line += 1;
-      } else {
-        // Too long outside quotes: the record ends at the next line break; count the lines its quoted fields held.
-        this.skipping = { line: this.line, reported: false, excerpt: excerptOf(buf, pos) };
-        this.line += countLineBreaks(buf, pos, pos + this.maxChars + 1);
-        pos += this.maxChars + 1;
-      }
+      const next = this.readRecord(buf, pos, final, out);
+      if (next === undefined) break;
+      pos = next;
     }
     if (final && this.skipping) this.finishSkipping(out);
     this.pending = pos < length ? buf.slice(pos) : '';
+  }
+
+  /**
+   * Reads the record at `pos` character by character (parseRecord) and appends it, or what makes it malformed, to
+   * `out`. Returns where reading goes on, or undefined when the record is not complete in `buf` (wait for more text).
+   */
+  private readRecord(buf: string, pos: number, final: boolean, out: CsvRecord[]): number | undefined {
+    const attempt = this.parseRecord(buf, pos, final);
+    if (
+      attempt.kind === 'record' &&
+      attempt.lines > 1 &&
+      (attempt.problem !== undefined || (this.expectedFields !== undefined && attempt.fields.length !== this.expectedFields))
+    ) {
+      out.push({
+        line: this.line,
+        fields: null,
+        problem: `a quote on this line opens a field that runs over the next line(s) and leaves the row malformed (a stray quote?): ${excerptOf(buf, pos)}`,
+      });
+      pos = afterLineBreak(buf, findLineBreak(buf, pos));
+      this.line += 1;
+    } else if (attempt.kind === 'record') {
+      const { fields } = attempt;
+      if (!(fields.length === 1 && fields[0]!.trim() === '' && attempt.problem === undefined)) {
+        out.push(attempt.problem === undefined ? { line: this.line, fields } : { line: this.line, fields, problem: attempt.problem });
+        this.expectedFields ??= fields.length;
+      }
+      this.line += attempt.lines;
+      pos = attempt.end;
+    } else if (attempt.kind === 'incomplete') {
+      return undefined;
+    } else if (attempt.kind === 'unclosed-quote' || attempt.inQuote) {
+      // Which quote opened the runaway field is unknown; the likeliest reading is a stray quote on the record's
+      // first line, so report that line and read the file again from the next one.
+      const excerpt = excerptOf(buf, pos);
+      out.push({
+        line: this.line,
+        fields: null,
+        problem:
+          attempt.kind === 'unclosed-quote'
+            ? `a quoted field on this line is never closed (the file ends inside it): ${excerpt}`
+            : `a quoted field on this line is not closed within ${this.maxChars.toLocaleString('en')} characters: ${excerpt}`,
+      });
+      const lineEnd = findLineBreak(buf, pos);
+      if (lineEnd === -1 || (buf.charCodeAt(lineEnd) === CR && lineEnd + 1 === buf.length && !final)) {
+        this.skipping = { line: this.line, reported: true, excerpt };
+        return lineEnd === -1 ? buf.length : lineEnd;
+      }
+      pos = afterLineBreak(buf, lineEnd);
+      this.line += 1;
+    } else {
+      // Too long outside quotes: the record ends at the next line break; count the lines its quoted fields held.
+      this.skipping = { line: this.line, reported: false, excerpt: excerptOf(buf, pos) };
+      this.line += countLineBreaks(buf, pos, pos + this.maxChars + 1);
+      pos += this.maxChars + 1;
+    }
+    return pos;
+  }
+
+  /**
+   * Discards the rest of an over-long (or runaway) line: returns the position after its line break, or, when the
+   * break is not in `buf` yet (`wait`), where to go on once the next piece arrives.
+   */
+  private skipLine(buf: string, pos: number, final: boolean, out: CsvRecord[]): { pos: number; wait: boolean } {
+    const lineEnd = findLineBreak(buf, pos);
+    if (lineEnd === -1) return { pos: buf.length, wait: true };
+    // A CRLF may be split across pieces: decide with the next one.
+    if (buf.charCodeAt(lineEnd) === CR && lineEnd + 1 === buf.length && !final) return { pos: lineEnd, wait: true };
+    this.finishSkipping(out);
+    this.line += 1;
+    return { pos: afterLineBreak(buf, lineEnd), wait: false };
   }
 
   private finishSkipping(out: CsvRecord[]): void {

@@ -1,5 +1,5 @@
 // The statements finalize writes a profile's target with, built once per run from the profile and the columns the
-// file has. A batch of new rows goes in with COPY (the cheapest way into Postgres: measured 1.6x faster than an
+// file has. A batch of new rows goes in with COPY (the cheapest way into Postgres, cheaper than an
 // INSERT … SELECT FROM unnest of the same rows); a batch in which some natural key exists already is upserted with one
 // INSERT … ON CONFLICT statement over arrays. Values are the validator's normalised text (reference columns: the id);
 // the database casts them.

@@ -15,6 +15,7 @@ import { reportDuplicateKeys } from './duplicates.js';
 import { readHeader, type HeaderLayout } from './header.js';
 import type { CsvImportPayload } from './payload.js';
 import type { ImportProfile } from './profile.js';
+import type { CsvRecord } from './record-parser.js';
 import { csvRecords, isErrorExport, unescapeFields, type RecordStreamPosition } from './record-stream.js';
 import { describeIssues, firstRowErrors, insertRowErrors, type RowError } from './row-errors.js';
 import { RowSet } from './row-set.js';
@@ -152,6 +153,88 @@ export async function validateImport(deps: ValidateDeps): Promise<ValidationSumm
   });
 }
 
+/** What the header line settles for the rows after it: where each column is, and how a row is checked. */
+interface RunLayout {
+  layout: HeaderLayout;
+  validator: RowValidator;
+  /** The file is an `errors --csv` export being imported again: its fields were escaped on the way out. */
+  exported: boolean;
+  /** Positions of the profile's natural key among the staged columns. */
+  keyPositions: number[];
+}
+
+/** Reads the header line and records the run (its header, columns and the object's version) in a fenced write. */
+async function startRun(
+  deps: ValidateDeps,
+  client: PoolClient,
+  headerRecord: CsvRecord,
+  object: { etag?: string | undefined; size?: number | null | undefined },
+): Promise<RunLayout> {
+  const { jobId, profile, payload, tenant } = deps;
+  const layout = readHeader(profile, headerRecord, { bucket: payload.bucket, key: payload.key, encoding: payload.encoding });
+  const columns = layout.columns.map((column) => column.name);
+  await inTransaction(client, async () => {
+    await deps.assertLeaseHeld(client);
+    await insertCsvImportRun(client, {
+      jobId, profile: profile.name, tenantId: tenant, bucket: payload.bucket, objectKey: payload.key,
+      delimiter: payload.delimiter, encoding: payload.encoding, header: layout.header, columns,
+      objectEtag: object.etag ?? null, objectSize: object.size ?? null,
+    });
+  });
+  return {
+    layout,
+    validator: new RowValidator(layout),
+    exported: isErrorExport(layout.header),
+    keyPositions: profile.target.naturalKey.map((key) => columns.indexOf(key)),
+  };
+}
+
+/** The checks of the data rows: counts, the batch ledger of valid rows, keys that may repeat, and the row errors. */
+class RowChecks {
+  readonly counts = { read: 0, valid: 0, invalid: 0 };
+  readonly ledger: BatchLedger;
+  readonly seenKeys = new SeenKeys();
+  /** Rows whose key may have been seen before: the exact search keeps their fields. */
+  readonly flagged = new RowSet();
+
+  constructor(
+    private readonly run: RunLayout,
+    private readonly errors: RowErrorWriter,
+    batchSize: number,
+  ) {
+    this.ledger = new BatchLedger(batchSize);
+  }
+
+  /**
+   * Checks one data row. Returns a promise only when the row's error filled the buffer and a write must be waited
+   * for: the hot path of a valid row stays synchronous.
+   */
+  check(record: CsvRecord): Promise<void> | undefined {
+    const { counts } = this;
+    counts.read += 1;
+    if (record.fields === null || record.problem !== undefined) {
+      counts.invalid += 1;
+      return this.errors.add({
+        row: record.line,
+        fields: record.fields,
+        issues: [{ column: null, rule: 'malformed', message: record.problem ?? 'the row cannot be read' }],
+      });
+    }
+    if (this.run.exported) unescapeFields(record.fields);
+    const check = this.run.validator.check(record.fields);
+    if (!check.ok) {
+      counts.invalid += 1;
+      return this.errors.add({ row: record.line, fields: record.fields, issues: check.issues });
+    }
+    counts.valid += 1;
+    const { keyPositions } = this.run;
+    const key = keyPositions.length === 1 ? check.values[keyPositions[0]!]! : keyPositions.map((p) => check.values[p]).join('\u0000');
+    if (this.seenKeys.add(key)) this.flagged.add(record.line);
+    this.ledger.add(record.line);
+    return undefined;
+  }
+}
+
 async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
   const { pool, s3, jobId, profile, payload, tenant, signal, progress, log } = deps;
   const started = Date.now();
@@ -169,19 +252,13 @@ async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
       return opened;
     });
     const { size, etag } = object;
-    const counts = { read: 0, valid: 0, invalid: 0 };
-    const ledger = new BatchLedger(deps.batchSize);
-    const seenKeys = new SeenKeys();
-    /** Rows whose key may have been seen before: the exact search keeps their fields. */
-    const flagged = new RowSet();
-    let layout: HeaderLayout | undefined;
-    let exported = false;
-    let validator: RowValidator | undefined;
-    let keyPositions: number[] = [];
+    let run: RunLayout | undefined;
+    let checks: RowChecks | undefined;
     const position: RecordStreamPosition = { bytes: 0 };
     const report = () => {
       const seconds = (Date.now() - started) / 1000;
       const bytes = position.bytes;
+      const counts = checks?.counts ?? { read: 0, valid: 0, invalid: 0 };
       progress.update(jobProgress('validate', bytes, size ?? bytes, {
         unit: 'bytes',
         rows: counts.read,
@@ -193,51 +270,20 @@ async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
     };
 
     for await (const records of csvRecords(object.body, { delimiter: payload.delimiter, encoding: payload.encoding, signal }, position)) {
-      for (const record of records) {
-        if (!layout) {
-          layout = readHeader(profile, record, { bucket: payload.bucket, key: payload.key, encoding: payload.encoding });
-          validator = new RowValidator(layout);
-          exported = isErrorExport(layout.header);
-          const columns = layout.columns.map((column) => column.name);
-          keyPositions = profile.target.naturalKey.map((key) => columns.indexOf(key));
-          const header = layout.header;
-          await inTransaction(client, async () => {
-            await deps.assertLeaseHeld(client);
-            await insertCsvImportRun(client, {
-              jobId, profile: profile.name, tenantId: tenant, bucket: payload.bucket, objectKey: payload.key,
-              delimiter: payload.delimiter, encoding: payload.encoding, header, columns,
-              objectEtag: etag ?? null, objectSize: size ?? null,
-            });
-          });
-          continue;
-        }
-        counts.read += 1;
-        let pending: Promise<void> | undefined;
-        if (record.fields === null || record.problem !== undefined) {
-          counts.invalid += 1;
-          pending = errors.add({
-            row: record.line,
-            fields: record.fields,
-            issues: [{ column: null, rule: 'malformed', message: record.problem ?? 'the row cannot be read' }],
-          });
-        } else {
-          if (exported) unescapeFields(record.fields);
-          const check = validator!.check(record.fields);
-          if (check.ok) {
-            counts.valid += 1;
-            const key = keyPositions.length === 1 ? check.values[keyPositions[0]!]! : keyPositions.map((p) => check.values[p]).join('\u0000');
-            if (seenKeys.add(key)) flagged.add(record.line);
-            ledger.add(record.line);
-          } else {
-            counts.invalid += 1;
-            pending = errors.add({ row: record.line, fields: record.fields, issues: check.issues });
-          }
-        }
+      let first = 0;
+      if (!checks) {
+        if (records.length === 0) continue;
+        run = await startRun(deps, client, records[0]!, object);
+        checks = new RowChecks(run, errors, deps.batchSize);
+        first = 1;
+      }
+      for (let index = first; index < records.length; index += 1) {
+        const pending = checks.check(records[index]!);
         if (pending) await pending;
       }
       report();
     }
-    if (!layout) {
+    if (!run || !checks) {
       throw new PermanentJobError(`s3://${payload.bucket}/${payload.key} is empty: no header line`, 'CSV_EMPTY', {
         bucket: payload.bucket,
         key: payload.key,
@@ -246,6 +292,8 @@ async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
     await errors.drain();
     report();
 
+    const { counts, ledger, seenKeys, flagged } = checks;
+    const { layout, exported } = run;
     // The exact search reads the file again: only when some key may repeat.
     const removed =
       seenKeys.maybeRepeated > 0
