@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { isSslMode, SSL_MODES, type DatabaseConnection, type SslMode } from './db/connection.js';
 import { iamTokenSourceFor } from './db/iam-token.js';
+import { TERMINAL_STATES, type JobState } from './queue/types.js';
 import type { AdmissionLimits } from './queue/admission.js';
 import { MAX_TENANT_WEIGHT, type FairSharePolicy } from './queue/fair-share.js';
 
@@ -56,6 +57,7 @@ export interface Config {
   csv: CsvConfig;
   health: HealthConfig;
   metrics: MetricsConfig;
+  notifications: NotificationsConfig;
   /** Set by the ECS agent inside a task; enables scale-in protection. */
   ecsAgentUri: string | undefined;
 }
@@ -134,7 +136,21 @@ export interface MetricsConfig {
   gaugeIntervalMs: number;
 }
 
+export interface NotificationsConfig {
+  /** SNS topic that receives one message per run ending in one of `states`; notifications are off when unset. */
+  topicArn: string | undefined;
+  /** SNS endpoint override (tests); undefined means AWS. */
+  snsEndpoint: string | undefined;
+  /** Terminal states notified (NOTIFY_STATES). */
+  states: JobState[];
+  /** Base URL of the admin pages; each message links to `<base>/admin/runs/<id>`. No link when unset. */
+  adminBaseUrl: string | undefined;
+  /** How often a worker looks for notifications to publish when nothing woke it. */
+  pollIntervalMs: number;
+}
+
 const GiB = 1024 ** 3;
+const SNS_TOPIC_ARN = /^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$/;
 
 export function loadConfig(env: Env = process.env): Config {
   const read = new EnvReader(env);
@@ -223,6 +239,13 @@ export function loadConfig(env: Env = process.env): Config {
       namespace: read.optionalString('METRICS_NAMESPACE', /^[A-Za-z0-9._/#:-]{1,255}$/, 'a CloudWatch namespace'),
       cloudWatchEndpoint: read.url('CLOUDWATCH_ENDPOINT'),
       gaugeIntervalMs: read.integer('METRICS_GAUGE_INTERVAL_MS', 60_000, { min: 1_000, max: 3_600_000 }),
+    },
+    notifications: {
+      topicArn: read.optionalString('NOTIFICATIONS_TOPIC_ARN', SNS_TOPIC_ARN, 'an SNS topic ARN such as arn:aws:sns:eu-west-1:123456789012:bulk-import-outcomes'),
+      snsEndpoint: read.url('SNS_ENDPOINT'),
+      states: read.terminalStates('NOTIFY_STATES', ['dead', 'failed', 'partial']),
+      adminBaseUrl: read.url('ADMIN_BASE_URL')?.replace(/\/+$/, ''),
+      pollIntervalMs: read.integer('NOTIFICATIONS_POLL_MS', 5_000, { min: 50, max: 600_000 }),
     },
     ecsAgentUri: read.url('ECS_AGENT_URI'),
   };
@@ -431,6 +454,18 @@ class EnvReader {
       weights[match[1]!] = weight;
     }
     return weights;
+  }
+
+  /** `all`, or terminal states separated by commas. */
+  terminalStates(name: string, fallback: JobState[]): JobState[] {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    if (value === 'all') return [...TERMINAL_STATES];
+    const states = value.split(',').map((state) => state.trim());
+    if (states.some((state) => !(TERMINAL_STATES as readonly string[]).includes(state))) {
+      this.fail(name, value, `all, or some of ${TERMINAL_STATES.join(',')} separated by commas`);
+    }
+    return [...new Set(states)] as JobState[];
   }
 
   kindLimits(name: string): Record<string, number> {
