@@ -3,14 +3,17 @@
 // in the submit request, every span chained up to it, with the pg and S3 spans beneath the steps; a retried run
 // enqueued by the CLI is one trace with a claim and a run span per attempt; the worker's log lines carry the ids.
 import { spawn } from 'node:child_process';
+import { rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { submitJob } from '../worker/api.js';
 import { requireJob } from '../worker/queue/operator.js';
 import { plantedFile, upload } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
 import { makeKey } from './support/api-server.js';
 import { runCli } from './support/cli-runner.js';
 import { waitFor } from './support/in-process-worker.js';
+import { makeTree } from './support/mass-import-tree.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './support/otlp-receiver.js';
 import { CLI_ENTRY, killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
@@ -18,8 +21,11 @@ const env = useTestEnvironment();
 let receiver: OtlpReceiver;
 let apiUrl: string;
 let tenantKey: string;
+let operatorKey: string;
 let worker: WorkerProcess;
 let stopApi: () => Promise<void>;
+let root: string;
+const FILES = 40;
 const workers: WorkerProcess[] = [];
 
 const SERVER = 2;
@@ -35,7 +41,9 @@ function tracingEnv(service: string): Record<string, string> {
 
 beforeAll(async () => {
   receiver = await startOtlpReceiver();
+  root = await makeTree(Array.from({ length: FILES }, (_, i) => ({ path: `docs/file-${i}.txt`, size: 500 + i })));
   tenantKey = await makeKey(env, 'backend', 'tenant', 'shop');
+  operatorKey = await makeKey(env, 'ops', 'operator');
   const child = spawn(process.execPath, [CLI_ENTRY, 'serve', '--port', '0', '--host', '127.0.0.1'], {
     env: {
       PATH: process.env.PATH ?? '',
@@ -66,6 +74,8 @@ beforeAll(async () => {
       RETRY_BACKOFF_BASE_MS: '10',
       RETRY_BACKOFF_MAX_MS: '20',
       WORKER_POLL_INTERVAL_MS: '100',
+      IMPORT_ROOT: root,
+      IMPORT_ROOT_REQUIRE_MOUNT: 'false',
     },
   });
   workers.push(worker);
@@ -75,12 +85,13 @@ afterAll(async () => {
   await killAll(workers);
   await stopApi?.();
   await receiver?.close();
+  if (root) await rm(root, { recursive: true, force: true });
 });
 
-async function post(path: string, body: unknown): Promise<{ status: number; body: { job?: { id: number }; state?: string } }> {
+async function post(path: string, body: unknown, key = tenantKey): Promise<{ status: number; body: { job?: { id: number }; state?: string } }> {
   const response = await fetch(`${apiUrl}${path}`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${tenantKey}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),
   });
   return { status: response.status, body: (await response.json()) as { job?: { id: number } } };
@@ -185,5 +196,38 @@ describe('traces', () => {
     expect(runs.map((run) => [run.attributes.attempt, run.attributes['job.outcome'], run.statusCode])).toEqual([[1, 'queued', 2], [2, 'dead', 2]]);
     for (const run of runs) expect(run.events).toContain('exception');
     expect(trace.filter((span) => span.name === 'run noop')).toHaveLength(2);
+  });
+
+  it('a mass import makes one span per batch of files and traces one file of the batch in full, not one per file', async () => {
+    const submitted = await post('/v1/jobs', { kind: 'mass-import', tenant: 'shop', payload: { source: 'docs' } }, operatorKey);
+    expect(submitted.status).toBe(201);
+    const jobId = submitted.body.job!.id;
+    await waitForState(jobId, ['succeeded']);
+    await waitFor(async () => spansOfJob(jobId, 'run mass-import').length === 1, 15_000);
+    const run = spansOfJob(jobId, 'run mass-import')[0]!;
+    const trace = receiver.spans().filter((span) => span.traceId === run.traceId);
+    expect(run.attributes).toMatchObject({ 'job.outcome': 'succeeded', 'job.files': FILES, 'job.filesimported': FILES });
+    expect(childOf(trace, run, 'mass-import plan').attributes).toMatchObject({ files: FILES });
+    // All 40 files fit one page: one batch span, one file traced with its upload beneath; 40 objects were uploaded.
+    const batch = childOf(trace, run, 'mass-import batch');
+    expect(batch.attributes).toMatchObject({ files: FILES, 'items.started': FILES });
+    const file = childOf(trace, batch, 'mass-import file');
+    expect(file.attributes).toMatchObject({ bucket: env.bucket, 'item.outcome': 'done', bytes: 500 });
+    expect(childOf(trace, file, /PutObject/).attributes).toMatchObject({ 'rpc.service': 'S3' });
+    expect(trace.filter((span) => /PutObject/.test(span.name))).toHaveLength(1);
+    expect(trace.filter((span) => span.name === 'mass-import file')).toHaveLength(1);
+  });
+
+  it("a backend's own traceparent passed to submitJob is kept, and the worker's spans join that trace", async () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const parentSpanId = '00f067aa0ba902b7';
+    // This (test) process runs no tracing SDK: the traceparent is stored as given.
+    const { job } = await submitJob(env.pool, { kind: 'noop', payload: {}, traceparent: `00-${traceId}-${parentSpanId}-01` });
+    expect((await env.pool.query('SELECT traceparent FROM jobs WHERE id = $1', [job.id])).rows[0].traceparent).toBe(`00-${traceId}-${parentSpanId}-01`);
+    await waitFor(async () => spansOfJob(job.id, 'run noop').length === 1, 15_000);
+    const claim = spansOfJob(job.id, 'claim')[0]!;
+    expect(claim).toMatchObject({ traceId, parentSpanId });
+    expect(spansOfJob(job.id, 'run noop')[0]).toMatchObject({ traceId, parentSpanId: claim.spanId });
+    await expect(submitJob(env.pool, { kind: 'noop', traceparent: 'not-a-trace' })).rejects.toThrow(/traceparent must be a W3C trace context/);
   });
 });

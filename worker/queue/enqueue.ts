@@ -24,6 +24,8 @@ export const ENQUEUE_LIMITS = {
 } as const;
 
 const KIND = /^[a-z0-9][a-z0-9-]{0,63}$/;
+/** W3C trace context, version 00 (later versions may append fields). */
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-[0-9a-f-]{1,190})?$/;
 const MAX_RUN_AT_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 
 function refuse(message: string, code = 'INVALID_ENQUEUE', context: Record<string, unknown> = {}): never {
@@ -82,7 +84,9 @@ export function checkEnqueueRequest(request: EnqueueRequest): void {
   checkPayload(request.payload);
   checkText('tenant', request.tenantId, ENQUEUE_LIMITS.tenantChars, 'characters');
   checkText('dedupe key', request.dedupeKey, ENQUEUE_LIMITS.dedupeKeyBytes, 'bytes');
-  checkText('traceparent', request.traceparent, 256, 'characters');
+  if (request.traceparent !== undefined && request.traceparent !== null && !TRACEPARENT.test(String(request.traceparent))) {
+    refuse('traceparent must be a W3C trace context: 00-<32 hex digits>-<16 hex digits>-<2 hex digits>');
+  }
   checkInteger('priority', request.priority, ENQUEUE_LIMITS.priority);
   checkInteger('max attempts', request.maxAttempts, ENQUEUE_LIMITS.maxAttempts);
   checkInteger('size bytes', request.sizeBytes ?? undefined, { min: 0, max: Number.MAX_SAFE_INTEGER });
@@ -155,13 +159,14 @@ export async function enqueueJob(
   fairShare: FairSharePolicy = EQUAL_SHARES,
 ): Promise<EnqueueResult> {
   checkEnqueueRequest({ ...request, maxAttempts: request.maxAttempts ?? defaultMaxAttempts });
-  // The `enqueue` span is the parent of every attempt's spans: its context is what the row keeps.
+  // The `enqueue` span is the parent of every attempt's spans: its context is what the row keeps; without a tracing
+  // SDK in this process (no span), the caller's own traceparent is kept as given.
   const parent = request.traceparent ? contextOfTraceparent(request.traceparent) : undefined;
   return inSpan(
     'enqueue',
     { 'job.kind': request.kind, ...(request.tenantId ? { tenant: request.tenantId } : {}) },
     async (span) => {
-      const result = await insertJob(db, request, defaultMaxAttempts, activeTraceparent(), fairShare);
+      const result = await insertJob(db, request, defaultMaxAttempts, activeTraceparent() ?? request.traceparent ?? null, fairShare);
       span.setAttributes({ 'job.id': result.job.id, 'job.reused': result.reused });
       return result;
     },
