@@ -122,6 +122,8 @@ async function runOurs(servers: Servers, importRoot: string, round: number, labe
       LOG_LEVEL: 'warn',
       LOG_FORMAT: 'json',
       ...(process.env.MASS_IMPORT_CONCURRENCY ? { MASS_IMPORT_CONCURRENCY: process.env.MASS_IMPORT_CONCURRENCY } : {}),
+      // Tracing on for the worker when the bench runs with the standard OTEL_* variables (bench/otlp-sink.ts).
+      ...Object.fromEntries(Object.entries(process.env).filter(([name]) => name.startsWith('OTEL_'))),
     });
     if (run.code !== 0) throw new Error(`the worker failed (${run.code}): ${run.stderr.slice(-2000)}`);
     const { rows } = await pool.query(
