@@ -11,6 +11,7 @@ import { describeError } from '../worker/http/errors.js';
 import { NO_ADMISSION_LIMITS, NO_LIMITS, QueueLimitError } from '../worker/queue/admission.js';
 import { enqueueJobs } from '../worker/queue/enqueue.js';
 import { useTestEnvironment } from './harness.js';
+import { call, makeKey, startTestApi } from './support/api-server.js';
 import { runCli } from './support/cli-runner.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -75,7 +76,7 @@ describe('admission control on submit', () => {
     });
   });
 
-  it('the API answers 429 with Retry-After; the CLI exits 75 naming the limit', async () => {
+  it('the API answers 429 with Retry-After and shows the estimate; the CLI exits 75 naming the limit', async () => {
     const error = new QueueLimitError({
       scope: 'tenant', measure: 'runs', kind: 'noop', tenantId: 'x', max: 1, current: 1, setting: 'ADMISSION_TENANT_QUEUED_RUNS', retryAfterSeconds: 42,
     });
@@ -83,6 +84,23 @@ describe('admission control on submit', () => {
     expect(described.status).toBe(429);
     expect(described.headers['retry-after']).toBe('42');
     expect(described.body.error.code).toBe('QUEUE_LIMIT');
+
+    const api = await startTestApi(env, {}, { ADMISSION_TENANT_QUEUED_RUNS: '1' });
+    try {
+      const key = await makeKey(env, 'admission-ops', 'operator');
+      const first = await call(api, 'POST', '/v1/jobs', { key, body: { kind: 'noop', tenant: 'http', dedupeKey: null, sizeBytes: 10 } });
+      expect(first.status).toBe(201);
+      expect(first.body.job.estimate).toMatchObject({ ahead: 0, basis: expect.any(String) });
+      const detail = await call(api, 'GET', `/v1/jobs/${first.body.job.id}`, { key });
+      expect(detail.body.estimate).toMatchObject({ ahead: 0 });
+      const refusedHttp = await call(api, 'POST', '/v1/jobs', { key, body: { kind: 'noop', tenant: 'http', dedupeKey: null } });
+      expect(refusedHttp.status).toBe(429);
+      expect(Number(refusedHttp.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(refusedHttp.body.error).toMatchObject({ code: 'QUEUE_LIMIT', message: expect.stringMatching(/limit 1 queued run/) });
+      expect(await queued('http')).toBe(1);
+    } finally {
+      await api.close();
+    }
 
     await env.pool.query('DELETE FROM jobs');
     const limit = { ADMISSION_TENANT_QUEUED_RUNS: '1' };

@@ -19,7 +19,8 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-export async function startTestApi(env: TestEnvironment, limits: Partial<ApiLimits> = {}): Promise<TestApi> {
+/** `settings`: more configuration variables for the server (e.g. ADMISSION_TENANT_QUEUED_RUNS). */
+export async function startTestApi(env: TestEnvironment, limits: Partial<ApiLimits> = {}, settings: Record<string, string> = {}): Promise<TestApi> {
   const lines: string[] = [];
   const destination = new Writable({
     write(chunk: Buffer, _encoding, callback) {
@@ -28,7 +29,7 @@ export async function startTestApi(env: TestEnvironment, limits: Partial<ApiLimi
     },
   });
   const log = createLogger({ level: 'debug', format: 'json', destination });
-  const config = loadConfig({ DATABASE_URL: env.databaseUrl, S3_BUCKET: env.bucket, S3_ENDPOINT: env.s3Endpoint });
+  const config = loadConfig({ DATABASE_URL: env.databaseUrl, S3_BUCKET: env.bucket, S3_ENDPOINT: env.s3Endpoint, ...settings });
   const s3 = createS3Client({ region: inject('s3Region'), endpoint: env.s3Endpoint, credentials: inject('s3Credentials'), checksumsWhenRequired: true });
   const events = new JobEventHub({ database: env.databaseUrl, pool: env.pool, log, pollMs: limits.eventPollMs ?? 200 });
   await events.start();
