@@ -13,12 +13,12 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import { submitJob } from '../worker/api.js';
 import { migrate } from '../worker/db/migrate.js';
 import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
 import { AUDIT_KIND } from '../worker/handlers/audit.js';
 import { CSV_FINALIZE_KIND } from '../worker/handlers/csv-finalize.js';
+import { withClient } from './support/pg-client.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const TENANTS = 10;
@@ -30,16 +30,6 @@ const DANGLING_EVERY = 100_000;
 const { values: args } = parseArgs({ options: { rows: { type: 'string', default: '10000000' }, 'batch-size': { type: 'string', default: '10000' } } });
 const rows = Number(args.rows);
 const batchSize = Number(args['batch-size']);
-
-async function withClient<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
-}
 
 /**
  * Reference rows (ids 1…500 in each table, 50 per tenant), 20 finished CSV runs (one of them claims 5 rows more than

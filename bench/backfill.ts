@@ -11,13 +11,13 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import { submitJob } from '../worker/api.js';
 import { documentsFileExtension } from '../worker/backfills/documents-file-extension.js';
 import { compileBackfill } from '../worker/backfills/compile.js';
 import { migrate } from '../worker/db/migrate.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
 import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
+import { withClient } from './support/pg-client.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const SOURCE_DB = 'bench_backfill_source';
@@ -45,16 +45,6 @@ interface Measurement {
   seconds: number;
   remaining: number;
   note: string;
-}
-
-async function withClient<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
 }
 
 /** Documents as the mass import writes them, imported before file_extension existed (the trigger is off). */

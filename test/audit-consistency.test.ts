@@ -10,13 +10,12 @@ import { submitJob } from '../worker/api.js';
 import { auditHandler } from '../worker/handlers/audit.js';
 import { csvFinalizeHandler } from '../worker/handlers/csv-finalize.js';
 import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
-import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
-import { testWorker, waitFor } from './support/in-process-worker.js';
+import { settledJob, testWorker } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
 let worker: Worker;
@@ -28,12 +27,7 @@ beforeAll(async () => {
 });
 afterAll(async () => worker?.stop());
 
-async function settled(jobId: number): Promise<JobRow> {
-  return waitFor(async () => {
-    const job = await requireJob(env.pool, jobId);
-    return ['queued', 'running'].includes(job.state) ? undefined : job;
-  }, 60_000);
-}
+const settled = (jobId: number): Promise<JobRow> => settledJob(env.pool, jobId, 60_000);
 
 async function importFile(tenant: string, name: string, rows: number, price = ''): Promise<number> {
   const key = `imports/${tenant}/${name}.csv`;

@@ -9,13 +9,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { csvFinalizeHandler } from '../worker/handlers/csv-finalize.js';
 import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
-import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
-import { testWorker, waitFor } from './support/in-process-worker.js';
+import { settledJob, testWorker } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
 let worker: Worker;
@@ -26,12 +25,7 @@ beforeAll(async () => {
 });
 afterAll(async () => worker?.stop());
 
-async function settled(jobId: number): Promise<JobRow> {
-  return waitFor(async () => {
-    const job = await requireJob(env.pool, jobId);
-    return job.state === 'queued' || job.state === 'running' ? undefined : job;
-  }, 30_000);
-}
+const settled = (jobId: number): Promise<JobRow> => settledJob(env.pool, jobId);
 
 /** 20 rows, three of them bad (lines 4, 9 and 15). */
 async function reviewedImport(name: string): Promise<number> {

@@ -12,7 +12,7 @@ import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { csvLine, HEADER, plantedFile, rowFields, upload, validRow, type PlantedFile } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
-import { testWorker, waitFor } from './support/in-process-worker.js';
+import { settledJob, testWorker, waitFor } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
 let worker: Worker;
@@ -35,12 +35,7 @@ async function importObject(key: string, extra: Record<string, unknown> = {}): P
   return job.id;
 }
 
-async function settled(jobId: number, timeoutMs = 60_000): Promise<JobRow> {
-  return waitFor(async () => {
-    const job = await requireJob(env.pool, jobId);
-    return job.state === 'queued' || job.state === 'running' ? undefined : job;
-  }, timeoutMs);
-}
+const settled = (jobId: number, timeoutMs = 60_000): Promise<JobRow> => settledJob(env.pool, jobId, timeoutMs);
 
 async function count(sql: string, values: unknown[] = []): Promise<number> {
   const { rows } = await env.pool.query<{ n: number }>(sql, values);

@@ -15,7 +15,7 @@ import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-pro
 import { useTestEnvironment } from './harness.js';
 import { call, makeKey, startTestApi, type TestApi } from './support/api-server.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
-import { testWorker, waitFor } from './support/in-process-worker.js';
+import { settledJob, testWorker } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
 let worker: Worker;
@@ -31,12 +31,7 @@ afterAll(async () => {
   await worker?.stop();
 });
 
-async function settled(jobId: number): Promise<JobRow> {
-  return waitFor(async () => {
-    const job = await requireJob(env.pool, jobId);
-    return job.state === 'queued' || job.state === 'running' ? undefined : job;
-  }, 30_000);
-}
+const settled = (jobId: number): Promise<JobRow> => settledJob(env.pool, jobId);
 
 /** 30 data rows on lines 2-31; the row on line 4 is invalid. Returns the run, parked in review_ready. */
 async function reviewedImport(name: string): Promise<number> {

@@ -4,7 +4,6 @@
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { createPool, type Pool } from '../../worker/db/pool.js';
 import { migrate } from '../../worker/db/migrate.js';
@@ -12,6 +11,7 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../worker/dev/e
 import { ensureBucket, LOCAL_S3_CREDENTIALS, startLocalS3, type LocalS3 } from '../../worker/dev/local-s3.js';
 import { createS3Client } from '../../worker/storage/s3-client.js';
 import { startFaultyS3Proxy, type FaultyS3Proxy } from '../../test/support/faulty-s3-proxy.js';
+import { withClient } from '../support/pg-client.js';
 
 const TEMPLATE = 'chaos_template';
 export const REGION = 'us-east-1';
@@ -58,7 +58,7 @@ export async function startChaosEnvironment(options: { dir?: string } = {}): Pro
       await postgres.resume().catch(() => {});
       await postgres.stop();
     });
-    await withAdmin(postgres.adminUrl, (admin) => admin.query(`CREATE DATABASE ${TEMPLATE}`));
+    await withClient(postgres.adminUrl, (admin) => admin.query(`CREATE DATABASE ${TEMPLATE}`));
     await migrate(postgres.databaseUrl(TEMPLATE));
 
     const s3Server = await startRestartableS3(join(dir, 's3'));
@@ -118,7 +118,7 @@ async function startRestartableS3(directory: string): Promise<RestartableS3> {
 export async function prepareRound(env: ChaosEnvironment, name: string): Promise<RoundResources> {
   const database = `chaos_${name.replace(/[^a-z0-9_]/g, '_')}`;
   const bucket = `chaos-${name.replace(/[^a-z0-9-]/g, '-')}`;
-  await withAdmin(env.postgres.adminUrl, async (admin) => {
+  await withClient(env.postgres.adminUrl, async (admin) => {
     await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
     await admin.query(`CREATE DATABASE ${database} TEMPLATE ${TEMPLATE}`);
   });
@@ -144,19 +144,10 @@ export async function prepareRound(env: ChaosEnvironment, name: string): Promise
     },
     dispose: async () => {
       await pool.end().catch(() => {});
-      await withAdmin(env.postgres.adminUrl, (admin) => admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)).catch(() => {});
+      await withClient(env.postgres.adminUrl, (admin) => admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)).catch(() => {});
       // s3rver keeps a bucket as a folder of its directory; nobody uses this one any more.
       await rm(join(env.dir, 's3', bucket), { recursive: true, force: true });
     },
   };
 }
 
-async function withAdmin<T>(adminUrl: string, work: (admin: pg.Client) => Promise<T>): Promise<T> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
-    return await work(admin);
-  } finally {
-    await admin.end();
-  }
-}

@@ -2,7 +2,10 @@
 import { loadConfig } from '../../worker/config.js';
 import { HandlerRegistry } from '../../worker/handlers/registry.js';
 import type { AnyJobHandler } from '../../worker/handlers/types.js';
+import type { Queryable } from '../../worker/db/pool.js';
 import { createLogger } from '../../worker/logger.js';
+import { requireJob } from '../../worker/queue/operator.js';
+import type { JobRow } from '../../worker/queue/types.js';
 import { Worker, type WorkerOptions } from '../../worker/runner/worker.js';
 import type { TestEnvironment } from '../harness.js';
 
@@ -44,4 +47,12 @@ export async function waitFor<T>(probe: () => Promise<T | undefined | null | fal
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, stepMs));
   }
+}
+
+/** Waits until a run has left `queued` and `running` (ended, or parked in review_ready) and returns it. */
+export async function settledJob(db: Queryable, jobId: number, timeoutMs = 30_000): Promise<JobRow> {
+  return waitFor(async () => {
+    const job = await requireJob(db, jobId);
+    return job.state === 'queued' || job.state === 'running' ? undefined : job;
+  }, timeoutMs);
 }

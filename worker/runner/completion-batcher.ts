@@ -1,10 +1,9 @@
 // Buffers job completions and writes them in one statement per turn of the event loop: with many short jobs this
 // turns N round-trips into one, which is most of the queue's throughput.
-import { setTimeout as sleep } from 'node:timers/promises';
-import { isConnectionError } from '../db/database-status.js';
 import type { DatabaseStatusSink, Queryable } from '../db/pool.js';
 import type { Logger } from '../logger.js';
 import { completeJobs, type Completion } from '../queue/finish.js';
+import { retryFencedWrite } from './fenced-retry.js';
 
 export interface CompletionBatcherOptions {
   maxBatch?: number;
@@ -63,24 +62,17 @@ export class CompletionBatcher {
   }
 
   private async store(completions: Completion[]): Promise<Set<number>> {
-    const deadline = Date.now() + (this.options.retryForMs ?? 3_000);
-    for (let attempt = 1; ; attempt += 1) {
-      const startedAt = Date.now();
-      try {
-        const applied = await completeJobs(this.db, this.workerId, completions);
-        this.options.status?.reportSuccess(startedAt);
-        return applied;
-      } catch (error) {
-        // The write is fenced: retried late, it changes nothing if the leases were lost meanwhile. If the database
-        // stays away past the leases, the rescuer requeues the jobs (at-least-once).
-        const outage = isConnectionError(error);
-        if (outage) this.options.status?.reportFailure(error, 'completion', startedAt);
-        if (Date.now() >= deadline || (!outage && attempt >= 5)) {
-          this.log.error({ err: error, jobs: completions.map((c) => c.jobId) }, 'could not record job completions');
-          return new Set();
-        }
-        await sleep(Math.min(2_000, 100 * 2 ** attempt));
-      }
+    try {
+      return await retryFencedWrite(() => completeJobs(this.db, this.workerId, completions), {
+        forMs: this.options.retryForMs ?? 3_000,
+        otherErrorTries: 5,
+        maxPauseMs: 2_000,
+        status: this.options.status,
+        session: 'completion',
+      });
+    } catch (error) {
+      this.log.error({ err: error, jobs: completions.map((c) => c.jobId) }, 'could not record job completions');
+      return new Set();
     }
   }
 }

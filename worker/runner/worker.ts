@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkerConfig } from '../config.js';
 import type { DatabaseTarget } from '../db/connection.js';
-import { isConnectionError, type DatabaseStatus } from '../db/database-status.js';
+import type { DatabaseStatus } from '../db/database-status.js';
 import { createPool, type Pool, type Queryable } from '../db/pool.js';
 import type { JobMetrics } from '../handlers/metrics.js';
 import type { HandlerRegistry } from '../handlers/registry.js';
@@ -21,6 +21,7 @@ import type { ClaimedJob, Lease } from '../queue/types.js';
 import { recordAttemptOutcome, runInJobSpan } from '../tracing/job-spans.js';
 import type { AttemptEnd } from './attempt-end.js';
 import { CompletionBatcher } from './completion-batcher.js';
+import { retryFencedWrite } from './fenced-retry.js';
 import { PrefetchBuffer } from './prefetch.js';
 import { buildPools, headroom, reservedForCappedPools, type ClaimPool } from './pools.js';
 import { ThrottledProgressReporter } from './progress-reporter.js';
@@ -513,18 +514,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * Runs a fenced write again while the database is away, for as long as the lease could still be ours (a lease
    * length from now): the write applies if the database returns in time, and changes nothing if the lease was lost.
    */
-  private async retryWhileLeaseLasts<T>(write: () => Promise<T>): Promise<T> {
-    const deadline = performance.now() + this.options.leaseMs;
-    for (let attempt = 1; ; attempt += 1) {
-      const startedAt = Date.now();
-      try {
-        return await write();
-      } catch (error) {
-        this.status?.reportFailure(error, 'outcome', startedAt);
-        if (!isConnectionError(error) || performance.now() > deadline) throw error;
-        await sleep(Math.min(5_000, 100 * 2 ** attempt));
-      }
-    }
+  private retryWhileLeaseLasts<T>(write: () => Promise<T>): Promise<T> {
+    return retryFencedWrite(write, { forMs: this.options.leaseMs, otherErrorTries: 1, maxPauseMs: 5_000, status: this.status, session: 'outcome' });
   }
 
   /** An operator canceled a job: abort its handler, or end it at once if it was still in the buffer. */
