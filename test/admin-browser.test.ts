@@ -143,7 +143,10 @@ describe('admin pages in a browser', () => {
     await page.evaluate('window.marker = 42');
     const bar = page.locator('[data-live-bar]');
     // The script sets the bar's value, which the value attribute reflects.
-    await page.waitForFunction("(() => { const value = Number(document.querySelector('[data-live-bar]')?.getAttribute('value')); return value > 0 && value < 100; })()");
+    // (Polled from here: a predicate evaluated in the page would need 'unsafe-eval', which the pages' CSP refuses.)
+    await expect
+      .poll(async () => Number(await bar.getAttribute('value')), { timeout: 30_000, interval: 50 })
+      .toSatisfy((value: number) => value > 0 && value < 100);
     const partWay = Number(await bar.getAttribute('value'));
     await expect(page.locator('[data-live-rate]').textContent()).resolves.toMatch(/\/s/);
     await screenshot(page, 'run-live');

@@ -1,5 +1,6 @@
 // GET /admin/runs/{id}: everything the run record holds (the API's GET /v1/jobs/{id}), the live progress bar, the
 // structured last error, the history of actions, and the actions that fit the run's state and the viewer's role.
+import { MASS_IMPORT_KIND } from '../../../handlers/mass-import.js';
 import { getCsvImportRun } from '../../../imports/csv/run-record.js';
 import type { RunRecord } from '../../../queue/job-actions.js';
 import type { ApiDependencies } from '../../server.js';
@@ -8,7 +9,7 @@ import { formatCount, formatDuration, runDuration, timeCell } from '../format.js
 import { html, type Html } from '../html.js';
 import { page, type Viewer } from '../layout.js';
 import { csvCounts } from './csv-review.js';
-import { CSV_KINDS, MASS_IMPORT_KIND } from './run-actions.js';
+import { CSV_KINDS } from './run-actions.js';
 import { actionLinks, json, runHeading, visibleRunRecord } from './run-parts.js';
 
 /** What a redirect after an action says (by name: the page never repeats text from the URL). */
