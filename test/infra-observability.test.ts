@@ -3,6 +3,7 @@
 // running than desired), paging or notifying per environment; the per-environment metric namespace; the optional
 // ADOT collector sidecar exporting to X-Ray; the optional run-notifications topic. Each configuration is synthesized
 // once (with cdk-nag: an unacknowledged finding fails the synth) and shared by the tests that read it.
+import { runInNewContext } from 'node:vm';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -130,6 +131,32 @@ function actionTopic(alarm: Alarm): unknown {
   const actions = alarm.Properties.AlarmActions as unknown[];
   expect(actions).toHaveLength(1);
   return actions[0];
+}
+
+/**
+ * One evaluation period of a metric-math alarm, the way CloudWatch treats it: an input used without FILL that has no
+ * point gives the expression no point, which the alarm's TreatMissingData then decides; FILL(x, v) gives v instead.
+ * `values` holds the input points of the period by query id (undefined: no point). Returns whether the period breaches.
+ */
+function periodBreaches(alarm: Alarm, values: Record<string, number | undefined>): boolean {
+  const queries = alarm.Properties.Metrics!;
+  const expression = queries.find((query) => query.Expression)!.Expression!;
+  const unfilled = expression.replace(/FILL\(\w+,\s*[\d.]+\)/g, '');
+  const missing = queries.some((query) => query.MetricStat && new RegExp(`\\b${query.Id}\\b`).test(unfilled) && values[query.Id] === undefined);
+  if (missing) return alarm.Properties.TreatMissingData === 'breaching';
+  const js = expression
+    .replace(/FILL\((\w+),\s*([\d.]+)\)/g, '(v.$1 ?? $2)')
+    .replace(/\bAND\b/g, '&&')
+    .replace(/\bIF\(/g, 'iff(')
+    .replace(/\b(?<![.])([a-z]\w*)\b(?!\s*\()/g, (id: string) => (queries.some((query) => query.Id === id) ? `v.${id}` : id));
+  const value = runInNewContext(js, { v: values, iff: (condition: unknown, yes: number, no: number) => (condition ? yes : no) }) as number;
+  expect(alarm.Properties.ComparisonOperator).toBe('GreaterThanOrEqualToThreshold');
+  return value >= (alarm.Properties.Threshold as number);
+}
+
+/** The query id of the input reading `metricName`. */
+function inputId(alarm: Alarm, metricName: string): string {
+  return alarm.Properties.Metrics!.find((query) => query.MetricStat?.Metric.MetricName === metricName)!.Id;
 }
 
 describe('synthesis', () => {
@@ -320,6 +347,31 @@ describe('stopped but needed', () => {
     const expression = queries.find((query) => query.Expression)!.Expression!;
     // No Container Insights point for a service without tasks means 0 running; the queue gauge is never filled.
     expect(expression).toBe(`IF(${queued.Id} > 0 AND FILL(${running.Id},0) == 0, 1, 0)`);
+  });
+
+  it('missing data, period by period: which combinations of points breach', { timeout: SYNTH_TIMEOUT }, () => {
+    const waits = alarmNamed(synth('stagingStopped'), 'work-waits-no-task');
+    const [queued, runningForWaits] = [inputId(waits, GAUGE_METRICS.queued.name), inputId(waits, 'RunningTaskCount')];
+    const at = (queuedJobs: number | undefined, running: number | undefined) =>
+      periodBreaches(waits, { [queued]: queuedJobs, [runningForWaits]: running });
+    expect(at(3, undefined)).toBe(true); // jobs wait, the stopped service has no Container Insights point
+    expect(at(3, 0)).toBe(true);
+    expect(at(3, 1)).toBe(false); // a task runs: it will claim them
+    expect(at(0, undefined)).toBe(false); // stopped, nothing waits: quiet
+    expect(at(undefined, undefined)).toBe(true); // no gauge at all: nothing watches the queue
+    expect(at(undefined, 2)).toBe(true); // tasks run but publish no gauge either
+
+    const below = alarmNamed(synth('prodDefaults'), 'running-below-desired');
+    const [desired, running] = [inputId(below, 'DesiredTaskCount'), inputId(below, 'RunningTaskCount')];
+    const tasks = (desiredCount: number | undefined, runningCount: number | undefined) =>
+      periodBreaches(below, { [desired]: desiredCount, [running]: runningCount });
+    expect(tasks(0, undefined)).toBe(false); // scaled to 0 by hand
+    expect(tasks(0, 0)).toBe(false);
+    expect(tasks(undefined, undefined)).toBe(false); // no Container Insights points at all
+    expect(tasks(1, undefined)).toBe(true); // the one task died
+    expect(tasks(2, 1)).toBe(true); // one of two keeps dying
+    expect(tasks(2, 2)).toBe(false);
+    expect(tasks(2, 3)).toBe(false); // a deployment starts new tasks before stopping old ones
   });
 
   it('running below desired compares the live counts, so scaling to 0 by hand does not page; missing data does not breach', { timeout: SYNTH_TIMEOUT }, () => {
