@@ -1,24 +1,19 @@
 // The operator's view of mass imports, through the real CLI: `bulk-import local` (the README's main command) imports
 // its sample tree and, run again, imports nothing and says so; `items` and `show` list a run's files and failures.
 import { execFile } from 'node:child_process';
-import { chmod, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { chmod, mkdtemp, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { useTestEnvironment } from './harness.js';
 import { makeTree, waitForTerminal } from './support/mass-import-tree.js';
-import { CLI_ENTRY, killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+import { CLI_ENTRY, spawnWorker, useSpawnedWorkers } from './support/worker-processes.js';
 
 const run = promisify(execFile);
 const env = useTestEnvironment();
-const spawned: WorkerProcess[] = [];
-const cleanup: string[] = [];
-afterAll(async () => {
-  await killAll(spawned);
-  for (const path of cleanup) await rm(path, { recursive: true, force: true });
-});
+const { spawned, cleanup } = useSpawnedWorkers();
 
 const baseEnv = () => ({ PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
 

@@ -2,22 +2,17 @@
 // is written, a missing campaign mount (OQ-IMP-001) fails the run at once, and a hostile tree's unsafe entries
 // become failed items while the rest is imported.
 import { execFileSync } from 'node:child_process';
-import { chmod, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { objectKeyFor } from '../worker/imports/object-key.js';
 import { useTestEnvironment } from './harness.js';
 import { contentOf, documentsOf, itemsOf, listObjects, makeTree, objectBytes, waitForTerminal } from './support/mass-import-tree.js';
-import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+import { spawnWorker, useSpawnedWorkers } from './support/worker-processes.js';
 
 const env = useTestEnvironment();
-const spawned: WorkerProcess[] = [];
-const cleanup: string[] = [];
-afterAll(async () => {
-  await killAll(spawned);
-  for (const path of cleanup) await rm(path, { recursive: true, force: true });
-});
+const { spawned, cleanup } = useSpawnedWorkers();
 
 async function runWorker(extraEnv: Record<string, string>, user?: { uid: number; gid: number }): Promise<void> {
   const worker = spawnWorker(env, {

@@ -1,8 +1,10 @@
 // Real worker processes for tests: spawn `bulk-import worker` (or a fixture entry point with test handlers) against
 // the test's database, read its JSON log lines, kill it with any signal.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { afterAll } from 'vitest';
 import type { TestEnvironment } from '../harness.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -115,4 +117,18 @@ export function spawnWorker(testEnv: TestEnvironment, options: SpawnOptions = {}
 export async function killAll(processes: WorkerProcess[]): Promise<void> {
   for (const worker of processes) worker.kill('SIGKILL');
   await Promise.all(processes.map((worker) => worker.exited));
+}
+
+/**
+ * The worker processes and scratch folders of a test file, killed and removed after its last test: push what a test
+ * spawns or creates onto `spawned` and `cleanup`.
+ */
+export function useSpawnedWorkers(): { spawned: WorkerProcess[]; cleanup: string[] } {
+  const spawned: WorkerProcess[] = [];
+  const cleanup: string[] = [];
+  afterAll(async () => {
+    await killAll(spawned);
+    for (const path of cleanup) await rm(path, { recursive: true, force: true });
+  });
+  return { spawned, cleanup };
 }
