@@ -16,7 +16,7 @@ import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
 import { CSV_UPLOAD_PREFIX } from '../worker/imports/csv/payload.js';
 import type { LogLevel } from '../worker/config.js';
-import { allowPostgres, type DatabaseReach } from './network.js';
+import { allowHttps, allowPostgres, type DatabaseReach, type HttpsRoute } from './network.js';
 import { acknowledgeWildcardResource } from './nag.js';
 
 /** The port `serve` listens on inside the task; the load balancer forwards 443 to it. */
@@ -61,6 +61,8 @@ export interface AdminApiProps extends AdminApiOptions {
   readonly databaseSecret: secretsmanager.ISecret;
   readonly databaseSecretJsonField: string | undefined;
   readonly database: DatabaseReach;
+  /** Where the tasks' HTTPS may go (image pull, secret, logs): anywhere, or only the VPC endpoints. */
+  readonly httpsRoute: HttpsRoute;
   /** DATABASE_SSL_MODE, DATABASE_SSL_ROOT_CERT, DATABASE_IAM_AUTH as the worker gets them. */
   readonly databaseEnvironment: Record<string, string>;
   /** rds-db:connect ARN of the one database user, when IAM database authentication is on. */
@@ -94,7 +96,7 @@ export class AdminApi extends Construct {
       description: `bulk-import admin API tasks (${env}): inbound from its load balancer only; HTTPS to AWS APIs, Postgres`,
       allowAllOutbound: false,
     });
-    this.securityGroup.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), 'HTTPS to ECR, Secrets Manager and CloudWatch Logs');
+    allowHttps(this.securityGroup, props.httpsRoute, 'HTTPS to ECR, Secrets Manager and CloudWatch Logs');
     allowPostgres(this.securityGroup, props.vpc, props.database);
 
     this.loadBalancerSecurityGroup = new ec2.SecurityGroup(this, 'LoadBalancerSecurityGroup', {

@@ -5,7 +5,9 @@ import { WorkerPropsError } from './bulk-import-worker-props.js';
 import { SettingsError } from './settings.js';
 import { addWorkerStack } from './worker-app.js';
 
-const app = new App();
+// autoSynth off: synthesized once, below, and never on exit after a refusal (a half-built stack would still be
+// written to cdk.out by the beforeExit hook the CLI otherwise gets).
+const app = new App({ autoSynth: false });
 try {
   addWorkerStack(app, { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION });
   app.synth();

@@ -13,6 +13,7 @@ import {
   DEFAULTS,
 } from './bulk-import-worker-props.js';
 import { LOG_LEVELS, type LogLevel } from '../worker/config.js';
+import { WORKER_SETTING_KEYS, WORKER_SETTINGS, type WorkerSettings } from './worker-environment.js';
 import { OBSERVABILITY_SETTINGS_KEYS, type ObservabilitySettings, readObservabilitySettings } from './observability-settings.js';
 
 /** Thrown for a context value that is missing or malformed; the message is meant for the operator. */
@@ -78,6 +79,17 @@ export interface WorkerStackSettings {
   databaseSecretJsonField: string | undefined;
   databaseSecurityGroupId: string | undefined;
   databasePort: number | undefined;
+  /** CIDR of the database when no security group is given (never 0.0.0.0/0 in prod). */
+  databaseCidr: string | undefined;
+  /** Interface endpoints for ECR, Logs, Secrets Manager, CloudWatch, ECS (and SNS, X-Ray); S3 endpoint limited to the bucket. */
+  vpcEndpoints: boolean;
+  /** The region's S3 managed prefix list (pl-…): with vpcEndpoints, HTTPS egress goes only to it and the endpoints. */
+  s3PrefixListId: string | undefined;
+  /** Campaign tasks beyond onDemandBaseTasks run on Fargate Spot. */
+  fargateSpot: boolean;
+  onDemandBaseTasks: number | undefined;
+  /** Worker variables (worker-environment.ts); only those given. */
+  workerSettings: WorkerSettings;
   databaseSslMode: DatabaseSslMode | undefined;
   /** IAM database authentication as one database user; undefined leaves it off. */
   databaseIamAuth: DatabaseIamAuth | undefined;
@@ -156,6 +168,12 @@ export const SETTINGS_KEYS = [
   'adminApiAllowedSecurityGroupIds',
   'adminApiAllowedCidrs',
   'adminApiDesiredCount',
+  'databaseCidr',
+  'vpcEndpoints',
+  's3PrefixListId',
+  'fargateSpot',
+  'onDemandBaseTasks',
+  ...WORKER_SETTING_KEYS,
 ] as const;
 
 export type SettingsKey = (typeof SETTINGS_KEYS)[number];
@@ -205,6 +223,12 @@ export function readWorkerSettings(getContext: ContextGetter): WorkerStackSettin
     databaseSecretJsonField: read.string('databaseSecretJsonField', /^[A-Za-z0-9_.-]{1,128}$/, 'a JSON key such as url'),
     databaseSecurityGroupId: read.string('databaseSecurityGroupId', /^sg-[0-9a-f]{8,17}$/, 'a security group id sg-…'),
     databasePort: read.integer('databasePort', { min: 1, max: 65_535 }),
+    databaseCidr: read.string('databaseCidr', CIDR_PATTERN, 'an IPv4 CIDR block such as 10.20.0.0/16'),
+    vpcEndpoints: read.boolean('vpcEndpoints') ?? false,
+    s3PrefixListId: read.string('s3PrefixListId', /^pl-[0-9a-f]{8,17}$/, 'a managed prefix list id pl-…'),
+    fargateSpot: read.boolean('fargateSpot') ?? false,
+    onDemandBaseTasks: read.integer('onDemandBaseTasks', { min: 0, max: 100 }),
+    workerSettings: readWorkerVariables(read),
     databaseSslMode: read.oneOf('databaseSslMode', DATABASE_SSL_MODES),
     databaseIamAuth: read.databaseIamAuth('databaseIamAuth'),
     bucketName: read.required(
@@ -241,6 +265,20 @@ export function readWorkerSettings(getContext: ContextGetter): WorkerStackSettin
     throw new SettingsError(
       'clusterName',
       'clusterName (an existing cluster) needs vpcId: the service runs in the VPC of that cluster, not in a new one',
+    );
+  }
+  if (settings.vpcEndpoints && !settings.s3PrefixListId) {
+    throw new SettingsError(
+      's3PrefixListId',
+      "vpcEndpoints=true needs s3PrefixListId, the region's S3 managed prefix list (aws ec2 describe-managed-prefix-lists " +
+        '--filters Name=prefix-list-name,Values=com.amazonaws.<region>.s3): HTTPS egress is narrowed to it and the endpoints',
+    );
+  }
+  if (settings.vpcEndpoints && settings.vpc.kind === 'import') {
+    throw new SettingsError(
+      'vpcEndpoints',
+      'vpcEndpoints=true cannot add the S3 gateway endpoint to an imported VPC (its route tables are not known here): ' +
+        'look the VPC up (vpcId alone) or create the endpoints with the VPC',
     );
   }
   if (settings.databaseIamAuth && settings.databaseSslMode === 'disable') {
@@ -290,6 +328,20 @@ function readVpc(read: ContextReader): VpcSettings {
     );
   }
   return { kind: 'import', vpcId, privateSubnetIds, availabilityZones, vpcCidrBlock };
+}
+
+const CIDR_PATTERN = /^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/;
+
+function readWorkerVariables(read: ContextReader): WorkerSettings {
+  const settings: Record<string, unknown> = {};
+  for (const key of WORKER_SETTING_KEYS) {
+    // Ranges are the worker's own (worker/config.ts), checked when the construct builds the container's variables.
+    const type = WORKER_SETTINGS[key].type;
+    const value =
+      type === 'integer' ? read.integer(key, { min: 0, max: Number.MAX_SAFE_INTEGER }) : type === 'boolean' ? read.boolean(key) : read.pairs(key);
+    if (value !== undefined) settings[key] = value;
+  }
+  return settings as WorkerSettings;
 }
 
 function readAdminApi(read: ContextReader): AdminApiSettings | undefined {
@@ -405,6 +457,31 @@ export class ContextReader {
     const parsed = typeof value === 'number' ? value : typeof value === 'string' && /^\s*-?\d+\s*$/.test(value) ? Number(value) : NaN;
     if (!Number.isSafeInteger(parsed) || parsed < range.min || parsed > range.max) this.fail(key, value, expected);
     return parsed;
+  }
+
+  /** Per-kind limits or per-tenant weights: `{"csv-import": 2}` (cdk.json) or `csv-import=2,csv-finalize=2` (-c). */
+  pairs(key: SettingsKey): Record<string, number> | undefined {
+    const value = this.raw(key);
+    if (value === undefined) return undefined;
+    const expected = 'name=number pairs such as csv-import=2,csv-finalize=2 (or {"csv-import": 2} in cdk.json)';
+    let entries: Array<[string, unknown]>;
+    if (typeof value === 'string') {
+      const text = value.trim();
+      entries = text.startsWith('{')
+        ? Object.entries(parseJson(key, text) as Record<string, unknown>)
+        : text.split(',').map((pair) => {
+            const [kind = '', limit = ''] = pair.split('=').map((part) => part.trim());
+            return [kind, /^\d+$/.test(limit) ? Number(limit) : limit];
+          });
+    } else if (isRecord(value)) {
+      entries = Object.entries(value);
+    } else {
+      return this.fail(key, value, expected);
+    }
+    if (entries.length === 0 || !entries.every(([kind, limit]) => /^[A-Za-z0-9._-]{1,128}$/.test(kind) && Number.isInteger(limit) && (limit as number) >= 1)) {
+      this.fail(key, value, expected);
+    }
+    return Object.fromEntries(entries) as Record<string, number>;
   }
 
   boolean(key: SettingsKey): boolean | undefined {

@@ -107,3 +107,13 @@ describe('cdk synth (CLI, offline, no credentials)', () => {
     expect(existsSync(join(run.outdir, 'BulkImportWorker-staging.template.json'))).toBe(false);
   });
 });
+
+describe('cdk synth refuses an open database egress in prod', () => {
+  it('names the missing database security group or CIDR in one line, and writes no template', { timeout: CLI_TIMEOUT }, async () => {
+    const { databaseCidr: _databaseCidr, ...withoutDatabase } = REQUIRED_CONTEXT;
+    const run = await cdkSynth({ ...withoutDatabase, environment: 'prod', databaseSecret: 'prod/backend/database' });
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toMatch(/bulk-import-worker infra: .*prod needs databaseSecurityGroupId .* or databaseCidr/);
+    expect(existsSync(join(run.outdir, 'BulkImportWorker-prod.template.json'))).toBe(false);
+  });
+});
