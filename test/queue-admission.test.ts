@@ -85,6 +85,7 @@ describe('admission control on submit', () => {
     expect(described.headers['retry-after']).toBe('42');
     expect(described.body.error.code).toBe('QUEUE_LIMIT');
 
+    await env.pool.query('DELETE FROM jobs');
     const api = await startTestApi(env, {}, { ADMISSION_TENANT_QUEUED_RUNS: '1' });
     try {
       const key = await makeKey(env, 'admission-ops', 'operator');
@@ -102,7 +103,6 @@ describe('admission control on submit', () => {
       await api.close();
     }
 
-    await env.pool.query('DELETE FROM jobs');
     const limit = { ADMISSION_TENANT_QUEUED_RUNS: '1' };
     expect((await runCli(env, ['enqueue', 'noop', '--tenant', 'cli', '--no-dedupe'], limit)).code).toBe(0);
     const refused = await runCli(env, ['enqueue', 'noop', '--tenant', 'cli', '--no-dedupe'], limit);
