@@ -7,6 +7,9 @@ import { EventEmitter } from 'node:events';
 import { PassThrough } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { requireVisibleJob } from '../../actions/run-actions.js';
+import { CSV_FINALIZE_KIND } from '../../handlers/csv-finalize.js';
+import { CSV_IMPORT_KIND } from '../../handlers/csv-validate.js';
+import { MASS_IMPORT_KIND } from '../../handlers/mass-import.js';
 import { pageOfRowErrors } from '../../imports/csv/row-errors.js';
 import { getCsvImportRun } from '../../imports/csv/run-record.js';
 import { ITEM_STATES, listItemsAfter, type ItemRow, type ItemState } from '../../imports/mass-import/items-table.js';
@@ -15,8 +18,7 @@ import { ApiError } from '../errors.js';
 import { CURSOR, ERROR_RESPONSES, JOB_ID_PARAMS, limitParam } from '../schemas.js';
 import { actorOf, type ApiDependencies } from '../server.js';
 
-const CSV_KINDS = new Set(['csv-import', 'csv-finalize']);
-const MASS_IMPORT = 'mass-import';
+const CSV_KINDS = new Set<string>([CSV_IMPORT_KIND, CSV_FINALIZE_KIND]);
 
 class ClientGoneError extends Error {
   constructor() {
@@ -141,7 +143,7 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
           next: rows.length === limit && last ? encodeCursor({ row: last.row }) : null,
         };
       }
-      if (job.kind === MASS_IMPORT) {
+      if (job.kind === MASS_IMPORT_KIND) {
         const after = cursor ? (decodeCursor(cursor, { item: 'integer' }).item as number) : -1;
         const items = await listItemsAfter(deps.pool, job.id, { states: ['failed'], afterItemNo: after, limit });
         const last = items[items.length - 1];
@@ -178,7 +180,7 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
     },
     async (request) => {
       const job = await requireVisibleJob(deps.pool, actorOf(request), request.params.id);
-      if (job.kind !== MASS_IMPORT) throw new ApiError(409, 'NO_ITEMS', `job ${job.id} is a ${job.kind} run: only mass-import runs have file items`);
+      if (job.kind !== MASS_IMPORT_KIND) throw new ApiError(409, 'NO_ITEMS', `job ${job.id} is a ${job.kind} run: only mass-import runs have file items`);
       const { state, limit, cursor } = request.query;
       const after = cursor ? (decodeCursor(cursor, { item: 'integer' }).item as number) : -1;
       const items = await listItemsAfter(deps.pool, job.id, { states: state, afterItemNo: after, limit });

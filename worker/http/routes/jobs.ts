@@ -1,6 +1,7 @@
 // GET /v1/jobs (keyset-paged listing), GET /v1/jobs/{id} (the run record), POST /v1/jobs (submit any kind).
 import type { FastifyInstance } from 'fastify';
 import { submitRun } from '../../actions/run-actions.js';
+import { CSV_IMPORT_KIND } from '../../handlers/csv-validate.js';
 import { estimateJson, estimateRun } from '../../queue/estimate.js';
 import { getRunRecord } from '../../queue/job-actions.js';
 import { listJobsPage } from '../../queue/operator.js';
@@ -13,7 +14,7 @@ import { jobDetailView, jobSummaryView } from '../views.js';
 
 /** Kinds a tenant key may submit: a CSV import reads only its tenant's uploads. Mass imports read the shared campaign
  * mount and backfills rewrite tables: operators start those. */
-export const TENANT_KINDS = ['csv-import'];
+export const TENANT_KINDS: readonly string[] = [CSV_IMPORT_KIND];
 
 const LIST_QUERY = {
   type: 'object',
