@@ -27,6 +27,15 @@ import { writeBigFileTree } from './mass-import/big-file.js';
 import { buildCompiledWorker } from './mass-import/compiled-worker.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
+
+/**
+ * With the standard OTEL_* variables set, the compiled worker (started without bin/bulk-import.js) gets the SDK
+ * through bench/tracing-preload.ts, as the CLI entry starts it in production: the tracing overhead run.
+ */
+function tracingPreload(): string[] {
+  const asked = Object.keys(process.env).some((name) => name.startsWith('OTEL_EXPORTER_OTLP_') || name === 'OTEL_TRACES_EXPORTER');
+  return asked ? ['--import', 'tsx', '--import', join(ROOT, 'bench/tracing-preload.ts')] : [];
+}
 const REGION = 'us-east-1';
 
 const settings = {
@@ -109,7 +118,7 @@ async function runOurs(servers: Servers, importRoot: string, round: number, labe
   const pool = createPool(databaseUrl, { max: 2, applicationName: 'bench-mass-import' });
   try {
     const { job } = await submitJob(pool, { kind: MASS_IMPORT_KIND, tenantId: 'bench', payload: { prefix: 'bench' } });
-    const run = await runMeasured(process.execPath, [servers.workerEntry, 'worker', '--exit-when-idle'], {
+    const run = await runMeasured(process.execPath, [...tracingPreload(), servers.workerEntry, 'worker', '--exit-when-idle'], {
       PATH: process.env.PATH ?? '',
       HOME: servers.runDir,
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
