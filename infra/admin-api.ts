@@ -55,6 +55,8 @@ export interface AdminApiProps extends AdminApiOptions {
   readonly cluster: ecs.ICluster;
   readonly repository: ecr.IRepository;
   readonly imageTag: string;
+  /** Wins over imageTag when set (sha256:…). */
+  readonly imageDigest: string | undefined;
   readonly cpuArchitecture: ecs.CpuArchitecture;
   readonly logGroup: logs.ILogGroup;
   readonly logLevel: LogLevel;
@@ -122,7 +124,7 @@ export class AdminApi extends Construct {
     linuxParameters.dropCapabilities(ecs.Capability.ALL);
     const container = this.taskDefinition.addContainer('api', {
       containerName: 'api',
-      image: ecs.ContainerImage.fromEcrRepository(props.repository, props.imageTag),
+      image: ecs.ContainerImage.fromEcrRepository(props.repository, props.imageDigest ?? props.imageTag),
       command: ADMIN_API_COMMAND,
       essential: true,
       user: props.user,

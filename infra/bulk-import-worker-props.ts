@@ -146,6 +146,12 @@ export interface BulkImportWorkerProps extends ObservabilityProps {
   /** Image tag the service runs; scripts/deploy.sh moves this tag and forces a new deployment. */
   readonly imageTag: string;
   /**
+   * The image by digest (`sha256:…`). When set, the task definitions name `repository@digest` and imageTag is unused:
+   * a later `cdk deploy` keeps the image `deploy.sh --image` deployed instead of going back to the mutable tag.
+   * @default the image imageTag names
+   */
+  readonly imageDigest?: string;
+  /**
    * Container command.
    * @default ['node', '--max-semi-space-size=32', 'bin/bulk-import.js', 'worker']
    */

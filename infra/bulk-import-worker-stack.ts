@@ -40,6 +40,7 @@ export class BulkImportWorkerStack extends Stack {
       cluster,
       repository: ecr.Repository.fromRepositoryName(this, 'Repository', settings.ecrRepositoryName),
       imageTag: settings.imageTag,
+      imageDigest: settings.imageDigest,
       command: settings.workerCommand,
       desiredCount: settings.desiredCount,
       importCampaign: settings.importCampaign,

@@ -232,7 +232,7 @@ export class BulkImportWorker extends Construct {
     linuxParameters.dropCapabilities(ecs.Capability.ALL);
     const container = this.taskDefinition.addContainer('worker', {
       containerName: 'worker',
-      image: ecs.ContainerImage.fromEcrRepository(props.repository, props.imageTag),
+      image: ecs.ContainerImage.fromEcrRepository(props.repository, props.imageDigest ?? props.imageTag),
       command: resolved.command,
       essential: true,
       user: `${WORKER_UID}:${WORKER_GID}`,
@@ -286,6 +286,7 @@ export class BulkImportWorker extends Construct {
       cluster: this.cluster,
       repository: props.repository,
       imageTag: props.imageTag,
+      imageDigest: props.imageDigest,
       cpuArchitecture: props.cpuArchitecture ?? ecs.CpuArchitecture.X86_64,
       logGroup: this.logGroup,
       logLevel: resolved.logLevel,

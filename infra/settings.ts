@@ -70,6 +70,8 @@ export interface WorkerStackSettings {
   clusterName: string | undefined;
   ecrRepositoryName: string;
   imageTag: string;
+  /** The image by digest (sha256:…); when set the task definitions name it instead of imageTag (campaign.sh pins it). */
+  imageDigest: string | undefined;
   workerCommand: string[] | undefined;
   desiredCount: number;
   importCampaign: boolean;
@@ -130,6 +132,7 @@ export const SETTINGS_KEYS = [
   'clusterName',
   'ecrRepositoryName',
   'imageTag',
+  'imageDigest',
   'workerCommand',
   'desiredCount',
   'importCampaign',
@@ -207,6 +210,7 @@ export function readWorkerSettings(getContext: ContextGetter): WorkerStackSettin
       'the name of the backend ECR repository the image is pushed to (scripts/deploy.sh)',
     ),
     imageTag: read.string('imageTag', /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, 'a Docker image tag') ?? environment,
+    imageDigest: read.string('imageDigest', /^sha256:[0-9a-f]{64}$/, 'an image digest sha256:<64 hex digits>'),
     workerCommand: read.command('workerCommand'),
     desiredCount,
     importCampaign: read.boolean('importCampaign') ?? false,

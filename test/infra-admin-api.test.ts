@@ -187,3 +187,25 @@ describe('admin API settings', () => {
     expect(settings.adminApi).toBeUndefined();
   });
 });
+
+describe('imageDigest', () => {
+  const DIGEST = `sha256:${'ab'.repeat(32)}`;
+
+  it('names the image by digest in the worker and the admin API task definitions, not by the mutable tag', { timeout: SYNTH_TIMEOUT }, () => {
+    const template = Template.fromStack(addWorkerStack(newApp({ ...ON, imageDigest: DIGEST })).stack);
+    const containers = resourcesOfType(template, 'AWS::ECS::TaskDefinition')
+      .flatMap(([, resource]) => resource.Properties.ContainerDefinitions as Array<{ Name: string; Image: unknown }>)
+      .filter((container) => container.Name === 'worker' || container.Name === 'api');
+    expect(containers.map((container) => container.Name).sort()).toEqual(['api', 'worker']);
+    for (const container of containers) {
+      expect(JSON.stringify(container.Image)).toContain(`/backend@${DIGEST}"`);
+      expect(JSON.stringify(container.Image)).not.toContain('backend:prod');
+    }
+  });
+
+  it('refuses a digest that is not sha256:<64 hex digits>', () => {
+    expect(() => readWorkerSettings((key) => ({ ...ON, imageDigest: 'sha256:abc' })[key as keyof typeof ON])).toThrow(
+      /imageDigest="sha256:abc" is invalid: expected an image digest sha256:<64 hex digits>/,
+    );
+  });
+});
