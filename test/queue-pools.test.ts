@@ -29,6 +29,64 @@ describe('claim pools', () => {
     expect(reservedForCappedPools(pools)).toBe(0);
   });
 
+  it('a kind with a tenant ceiling gets a pool of its own that never prefetches', () => {
+    const pools = buildPools(['noop', 'mass-import', 'csv-import'], { 'csv-import': 2 }, 8, { 'mass-import': 2, 'csv-import': 1 });
+    expect(pools.map(({ name, kinds, slots, prefetch }) => ({ name, kinds, slots, prefetch }))).toEqual([
+      { name: 'mass-import', kinds: ['mass-import'], slots: 8, prefetch: false },
+      { name: 'csv-import', kinds: ['csv-import'], slots: 2, prefetch: false },
+      { name: 'shared', kinds: ['noop'], slots: 8, prefetch: true },
+    ]);
+  });
+
+  it('TENANT_KIND_CONCURRENCY through the runner: tenant A never has more than its ceiling running, B runs beside it', async () => {
+    const handler: JobHandler<unknown> = {
+      kind: 'tenant-capped',
+      description: 'test: a short job',
+      parsePayload: (raw) => raw,
+      async run() {
+        await sleep(20);
+      },
+    };
+    await enqueueJobs(env.pool, 'tenant-capped', Array.from({ length: 30 }, () => ({})), { tenantId: 'A' });
+    await enqueueJobs(env.pool, 'tenant-capped', Array.from({ length: 6 }, () => ({})), { tenantId: 'B' });
+    const worker = testWorker(env, [handler], {
+      concurrency: 8,
+      kinds: ['tenant-capped'],
+      kindConcurrency: {},
+      tenantKindConcurrency: { 'tenant-capped': 2 },
+      pollIntervalMs: 50,
+      prefetchWindowMs: 1_000,
+      prefetchMax: 50,
+    });
+    workers.push(worker);
+    const samples: Array<{ A: number; B: number }> = [];
+    let buffered = 0;
+    // Sampled from the jobs table on every state change of a run (the worker's jobStarted/jobFinished) and on
+    // every poll of the wait, until all 36 runs are done.
+    const sample = async () => {
+      const { rows } = await env.pool.query<{ tenant_id: string; n: number }>(
+        `SELECT tenant_id, count(*)::int AS n FROM jobs WHERE state = 'running' GROUP BY tenant_id`,
+      );
+      const count = (tenant: string) => rows.find((row) => row.tenant_id === tenant)?.n ?? 0;
+      samples.push({ A: count('A'), B: count('B') });
+      buffered = Math.max(buffered, worker.bufferedCount);
+    };
+    worker.on('jobStarted', () => void sample());
+    worker.on('jobFinished', () => void sample());
+    await worker.start();
+    await waitFor(async () => {
+      await sample();
+      const { rows } = await env.pool.query(`SELECT count(*)::int AS n FROM jobs WHERE state = 'succeeded'`);
+      return rows[0].n === 36;
+    }, 30_000, 5);
+    expect(samples.length).toBeGreaterThan(20);
+    expect(Math.max(...samples.map((s) => s.A))).toBe(2);
+    expect(Math.max(...samples.map((s) => s.B))).toBeLessThanOrEqual(2);
+    // B's runs ran while A held its places: the ceiling is per tenant, not per kind.
+    expect(samples.some((s) => s.A > 0 && s.B > 0)).toBe(true);
+    expect(buffered).toBe(0);
+  });
+
   it('a worker runs a capped and an uncapped kind side by side: neither backlog starves the other', async () => {
     const finished: string[] = [];
     let cappedRunning = 0;

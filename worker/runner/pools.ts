@@ -6,6 +6,10 @@
 // on every turn and keeps its free slots from being filled out of the prefetch buffer while it may have work waiting,
 // so a backlog of uncapped jobs cannot starve it. The shared pool gets what the capped ones leave, so a burst of a
 // capped kind cannot take more than its ceiling.
+//
+// A kind with a tenant ceiling (TENANT_KIND_CONCURRENCY) also gets a pool of its own, never prefetched: a buffered
+// run would hold its tenant's place while it waits. Its slots are its WORKER_KIND_CONCURRENCY ceiling if it has one,
+// else every slot; the claim statement keeps each tenant within its ceiling (worker/queue/claim.ts).
 
 export interface ClaimPool {
   /** The capped kind's name, or `shared`: for logs and tests. */
@@ -24,11 +28,16 @@ export interface ClaimPool {
 export const SHARED_POOL = 'shared';
 
 /** The pools for `kinds`, capped ones first (the order the claim walks them in), then the shared one if any. */
-export function buildPools(kinds: readonly string[], kindConcurrency: Readonly<Record<string, number>>, concurrency: number): ClaimPool[] {
+export function buildPools(
+  kinds: readonly string[],
+  kindConcurrency: Readonly<Record<string, number>>,
+  concurrency: number,
+  tenantKindConcurrency: Readonly<Record<string, number>> = {},
+): ClaimPool[] {
   const pools: ClaimPool[] = [];
   const shared: string[] = [];
   for (const kind of kinds) {
-    const ceiling = kindConcurrency[kind];
+    const ceiling = kindConcurrency[kind] ?? (tenantKindConcurrency[kind] === undefined ? undefined : concurrency);
     if (ceiling === undefined) shared.push(kind);
     else pools.push({ name: kind, kinds: [kind], slots: Math.min(ceiling, concurrency), prefetch: false, running: 0, mayHaveWork: true });
   }

@@ -73,6 +73,7 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
     services,
     {
       ...config.worker,
+      tenantKindConcurrency: config.queue.tenantKindConcurrency,
       concurrency,
       kinds: options.kinds ?? config.worker.kinds,
       exitWhenIdle: options.exitWhenIdle ?? false,

@@ -51,6 +51,11 @@ export type WorkerOptions = Pick<
   exitWhenIdle?: boolean;
   /** Minimum time between two progress writes of one job. */
   progressIntervalMs?: number;
+  /**
+   * TENANT_KIND_CONCURRENCY (config.queue): a tenant's most running jobs of a kind across the fleet, enforced by the
+   * claim; such kinds get a claim pool of their own and are never prefetched (pools.ts).
+   */
+  tenantKindConcurrency?: Readonly<Record<string, number>>;
 };
 
 export interface JobFinishedEvent {
@@ -153,14 +158,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const unknown = options.kinds.filter((kind) => !known.includes(kind));
     if (unknown.length > 0) throw new Error(`unknown job kind(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
     // A ceiling for a kind that does not exist (a typo) would silently limit nothing.
-    const unknownCeilings = Object.keys(options.kindConcurrency).filter((kind) => !known.includes(kind));
-    if (unknownCeilings.length > 0) {
-      throw new Error(
-        `WORKER_KIND_CONCURRENCY names unknown job kind(s) ${unknownCeilings.join(', ')}; known: ${known.join(', ')}`,
-      );
+    for (const [setting, ceilings] of [
+      ['WORKER_KIND_CONCURRENCY', options.kindConcurrency],
+      ['TENANT_KIND_CONCURRENCY', options.tenantKindConcurrency ?? {}],
+    ] as const) {
+      const unknownCeilings = Object.keys(ceilings).filter((kind) => !known.includes(kind));
+      if (unknownCeilings.length > 0) {
+        throw new Error(`${setting} names unknown job kind(s) ${unknownCeilings.join(', ')}; known: ${known.join(', ')}`);
+      }
     }
     this.kinds = options.kinds.length > 0 ? options.kinds : known;
-    this.pools = buildPools(this.kinds, options.kindConcurrency, options.concurrency);
+    this.pools = buildPools(this.kinds, options.kindConcurrency, options.concurrency, options.tenantKindConcurrency);
     for (const pool of this.pools) for (const kind of pool.kinds) this.poolOfKind.set(kind, pool);
     if (sessions?.claimSession) {
       // The claim must always walk jobs_claim_order in order and stop after LIMIT rows. Right after a bulk enqueue
@@ -297,6 +305,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         leaseMs: this.options.leaseMs,
         kinds: [...pool.kinds],
         excludeIds: [...this.active.keys()],
+        tenantKindConcurrency: this.options.tenantKindConcurrency,
       });
       if (jobs.length < limit && this.newWorkSignals === signalsBefore) pool.mayHaveWork = false;
       if (this.stopping) {
