@@ -5,6 +5,8 @@
 #   start  importCampaign=true,  desiredCount=N            (the share is mounted read-only at /import)
 #   stop   importCampaign=false, desiredCount=the baseline (environments.<env>.desiredCount in cdk.json, else 1),
 #          or --tasks N; `stop --tasks 0` is the rollback: no worker runs, queued jobs wait, nothing is lost.
+# It keeps the image the worker service runs: the digest in the service's task definition goes to cdk as
+# `-c imageDigest=…` (unless given after --), so the deploy does not go back to the mutable imageTag.
 # It refuses a work tree with changes (untracked files included), shows the `cdk diff` of the stack and deploys only
 # after a yes (asked on a terminal, or --yes). After the deploy it waits until the worker service is stable and prints
 # what runs. `stop --hard` first stops every running task (StopTask: SIGTERM, the worker drains, releases its leases
@@ -125,6 +127,62 @@ fi
 # cdk.json (the app and its per-environment settings) is read from the repository root.
 cd "$ROOT"
 
+# Reads the worker's cluster and service from the stack outputs into $cluster and $service.
+read_outputs() {
+  if [[ "$dry_run" == true ]]; then
+    trace_outputs_call
+    cluster='<ClusterName>'
+    service='<ServiceName>'
+    return 0
+  fi
+  read_outputs_now
+}
+
+describe_stack=(aws cloudformation describe-stacks ${region_args[@]+"${region_args[@]}"} --stack-name "$stack"
+  --query "Stacks[0].Outputs[?OutputKey=='ClusterName'||OutputKey=='ServiceName'].[OutputKey,OutputValue]" --output text)
+trace_outputs_call() { trace "${describe_stack[@]}"; }
+
+read_outputs_now() {
+  local outputs
+  trace_outputs_call
+  outputs="$("${describe_stack[@]}")"
+  cluster="$(awk '$1 == "ClusterName" { print $2 }' <<<"$outputs" | tail -n 1)"
+  service="$(awk '$1 == "ServiceName" { print $2 }' <<<"$outputs" | tail -n 1)"
+  [[ -n "$cluster" && -n "$service" ]] || fail "stack $stack has no ClusterName/ServiceName outputs"
+}
+
+# The image the worker service runs now, by digest, so the deploy keeps it (docs/DEPLOYMENT.md §2): without
+# imageDigest the stack's task definition would name the mutable imageTag again. Read-only, so it runs under --dry-run.
+pin_running_image() {
+  local task_definition image describe_service describe_task_definition
+  read_outputs_now
+  describe_service=(aws ecs describe-services ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --services "$service"
+    --query 'services[0].taskDefinition' --output text)
+  trace "${describe_service[@]}"
+  task_definition="$("${describe_service[@]}")"
+  [[ "$task_definition" == arn:*:task-definition/* ]] || fail "service $service has no task definition (got: $task_definition)"
+  describe_task_definition=(aws ecs describe-task-definition ${region_args[@]+"${region_args[@]}"}
+    --task-definition "$task_definition" --output json)
+  trace "${describe_task_definition[@]}"
+  image="$("${describe_task_definition[@]}" | node -e '
+      const input = JSON.parse(require("node:fs").readFileSync(0, "utf8"));
+      const container = input.taskDefinition.containerDefinitions.find((c) => c.name === process.argv[1]);
+      process.stdout.write(container ? container.image : "");
+    ' "${WORKER_CONTAINER:-worker}")"
+  [[ -n "$image" ]] || fail "$task_definition has no ${WORKER_CONTAINER:-worker} container"
+  if [[ "$image" =~ @(sha256:[0-9a-f]{64})$ ]]; then
+    context+=(-c "imageDigest=${BASH_REMATCH[1]}")
+    printf 'campaign.sh: keeping the running image %s\n' "$image"
+  else
+    printf 'campaign.sh: the worker runs %s, named by tag, not digest: deploying imageTag\n' "$image" >&2
+  fi
+}
+
+if [[ " ${cdk_args[*]-} " != *" imageDigest="* ]]; then
+  announce "read the image the worker runs"
+  pin_running_image
+fi
+
 announce "what the deploy changes (cdk diff)"
 trace "$cdk_bin" diff "$stack" --no-notices "${context[@]}" ${cdk_args[@]+"${cdk_args[@]}"}
 "$cdk_bin" diff "$stack" --no-notices "${context[@]}" ${cdk_args[@]+"${cdk_args[@]}"}
@@ -134,23 +192,6 @@ if [[ "$dry_run" == false && "$assume_yes" == false ]]; then
   read -r -p "Deploy these changes to $stack? [y/N] " answer
   [[ "$answer" =~ ^[Yy]([Ee][Ss])?$ ]] || fail "not deployed (answer: ${answer:-no})"
 fi
-
-# Reads the worker's cluster and service from the stack outputs into $cluster and $service.
-read_outputs() {
-  local describe_stack outputs
-  describe_stack=(aws cloudformation describe-stacks ${region_args[@]+"${region_args[@]}"} --stack-name "$stack"
-    --query "Stacks[0].Outputs[?OutputKey=='ClusterName'||OutputKey=='ServiceName'].[OutputKey,OutputValue]" --output text)
-  trace "${describe_stack[@]}"
-  if [[ "$dry_run" == true ]]; then
-    cluster='<ClusterName>'
-    service='<ServiceName>'
-    return 0
-  fi
-  outputs="$("${describe_stack[@]}")"
-  cluster="$(awk '$1 == "ClusterName" { print $2 }' <<<"$outputs" | tail -n 1)"
-  service="$(awk '$1 == "ServiceName" { print $2 }' <<<"$outputs" | tail -n 1)"
-  [[ -n "$cluster" && -n "$service" ]] || fail "stack $stack has no ClusterName/ServiceName outputs"
-}
 
 if [[ "$hard" == true ]]; then
   # Scale-in protection keeps a busy task through a lower desiredCount and through deployments, but not through

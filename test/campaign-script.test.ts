@@ -10,6 +10,8 @@ import { newSandbox, removeSandboxes, runScript, scriptRepository, type Sandbox 
 
 const ROOT = REPO_ROOT.replace(/\/$/, '');
 const TASK_DEFINITION = 'arn:aws:ecs:eu-west-1:123456789012:task-definition/bulk-import-worker-prod:3';
+const DIGEST = `sha256:${'c4'.repeat(32)}`;
+const RUNNING_IMAGE = `123456789012.dkr.ecr.eu-west-1.amazonaws.com/backend@${DIGEST}`;
 
 let sandbox: Sandbox;
 let repo: ReturnType<typeof scriptRepository>;
@@ -19,6 +21,17 @@ beforeEach(() => {
     stackOutputs: 'ClusterName\tbulk-import-prod\nServiceName\tbulk-import-worker-prod\n',
     services: {
       'bulk-import-prod/bulk-import-worker-prod': { status: 'ACTIVE', taskDefinition: TASK_DEFINITION, deployments: [], events: [], plans: [] },
+    },
+    taskDefinitions: {
+      [TASK_DEFINITION]: {
+        taskDefinition: {
+          family: 'bulk-import-worker-prod',
+          revision: 3,
+          status: 'ACTIVE',
+          containerDefinitions: [{ name: 'otel-collector', image: 'public.ecr.aws/aws-observability/aws-otel-collector:v0.40.0' }, { name: 'worker', image: RUNNING_IMAGE }],
+        },
+        tags: [],
+      },
     },
   });
   repo = scriptRepository(sandbox, ROOT);
@@ -31,6 +44,13 @@ const deploy = (...context: string[]) =>
   ['cdk', 'deploy', 'BulkImportWorker-prod', '--require-approval', 'never', '--no-notices', '-c', 'environment=prod', ...context];
 const describeStacks = ['aws', 'cloudformation', 'describe-stacks', '--stack-name', 'BulkImportWorker-prod', '--query',
   "Stacks[0].Outputs[?OutputKey=='ClusterName'||OutputKey=='ServiceName'].[OutputKey,OutputValue]", '--output', 'text'];
+/** The reads that find the digest the worker runs (before the diff), with `region` after the command when given. */
+const pinCalls = (...region: string[]) => [
+  [...describeStacks.slice(0, 3), ...region, ...describeStacks.slice(3)],
+  ['aws', 'ecs', 'describe-services', ...region, '--cluster', 'bulk-import-prod', '--services', 'bulk-import-worker-prod', '--query', 'services[0].taskDefinition', '--output', 'text'],
+  ['aws', 'ecs', 'describe-task-definition', ...region, '--task-definition', TASK_DEFINITION, '--output', 'json'],
+];
+const PIN = ['-c', `imageDigest=${DIGEST}`];
 const waitAndDescribe = [
   ['aws', 'ecs', 'wait', 'services-stable', '--cluster', 'bulk-import-prod', '--services', 'bulk-import-worker-prod'],
   ['aws', 'ecs', 'describe-services', '--cluster', 'bulk-import-prod', '--services', 'bulk-import-worker-prod', '--query',
@@ -43,7 +63,8 @@ describe('scripts/campaign.sh', () => {
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     const context = ['-c', 'importCampaign=true', '-c', 'desiredCount=4'];
-    expect(sandbox.calls()).toEqual([diff(...context), deploy(...context), describeStacks, ...waitAndDescribe]);
+    expect(sandbox.calls()).toEqual([...pinCalls(), diff(...context, ...PIN), deploy(...context, ...PIN), describeStacks, ...waitAndDescribe]);
+    expect(run.stdout).toContain(`campaign.sh: keeping the running image ${RUNNING_IMAGE}`);
     expect(run.stdout).toContain('[~] AWS::ECS::Service Service (stand-in diff)');
     expect(run.stdout).toContain('campaign.sh: campaign started on BulkImportWorker-prod');
   });
@@ -51,14 +72,33 @@ describe('scripts/campaign.sh', () => {
   it('stop: deploys with the mount off and the baseline task count', () => {
     const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--yes'], { CDK_BIN: cdk });
     expect(run.code).toBe(0);
-    expect(sandbox.calls()).toEqual([diff('-c', 'importCampaign=false'), deploy('-c', 'importCampaign=false'), describeStacks, ...waitAndDescribe]);
+    expect(sandbox.calls()).toEqual([...pinCalls(), diff('-c', 'importCampaign=false', ...PIN), deploy('-c', 'importCampaign=false', ...PIN), describeStacks, ...waitAndDescribe]);
   });
 
   it('without a terminal and without --yes: shows the diff and deploys nothing', () => {
     const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod'], { CDK_BIN: cdk });
     expect(run.code).not.toBe(0);
     expect(run.stderr).toContain('no terminal to confirm the diff above: review it, then run again with --yes');
-    expect(sandbox.calls().map((call) => call.slice(0, 2).join(' '))).toEqual(['cdk diff']);
+    expect(sandbox.calls().map((call) => call.slice(0, 2).join(' '))).toEqual(['aws cloudformation', 'aws ecs', 'aws ecs', 'cdk diff']);
+  });
+
+  it('passes an imageDigest given after -- as it is, without reading the running one', () => {
+    const given = `sha256:${'0f'.repeat(32)}`;
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--yes', '--', '-c', `imageDigest=${given}`], { CDK_BIN: cdk });
+    expect(run.code).toBe(0);
+    const context = ['-c', 'importCampaign=false', '-c', `imageDigest=${given}`];
+    expect(sandbox.calls()).toEqual([diff(...context), deploy(...context), describeStacks, ...waitAndDescribe]);
+  });
+
+  it('deploys imageTag, and says so, when the worker runs an image named by tag', () => {
+    sandbox.setState((state) => {
+      const definition = state.taskDefinitions[TASK_DEFINITION]!.taskDefinition as unknown as { containerDefinitions: Array<{ name: string; image: string }> };
+      definition.containerDefinitions[1]!.image = '123456789012.dkr.ecr.eu-west-1.amazonaws.com/backend:prod';
+    });
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--yes'], { CDK_BIN: cdk });
+    expect(run.code).toBe(0);
+    expect(run.stderr).toContain('named by tag, not digest: deploying imageTag');
+    expect(sandbox.calls()).toEqual([...pinCalls(), diff('-c', 'importCampaign=false'), deploy('-c', 'importCampaign=false'), describeStacks, ...waitAndDescribe]);
   });
 
   it('refuses a work tree with changes, untracked files included', () => {
@@ -79,8 +119,9 @@ describe('scripts/campaign.sh', () => {
     const region = ['--region', 'eu-west-1'];
     const tasks = ['arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/aaa', 'arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/bbb'];
     const context = ['-c', 'importCampaign=false', '-c', 'desiredCount=0'];
-    expect(sandbox.calls().slice(0, 8)).toEqual([
-      diff(...context),
+    expect(sandbox.calls().slice(0, 11)).toEqual([
+      ...pinCalls(...region),
+      diff(...context, ...PIN),
       [...describeStacks.slice(0, 3), ...region, ...describeStacks.slice(3)],
       ['aws', 'ecs', 'update-service', ...region, '--cluster', 'bulk-import-prod', '--service', 'bulk-import-worker-prod',
         '--desired-count', '0', '--query', 'service.desiredCount', '--output', 'text'],
@@ -89,7 +130,7 @@ describe('scripts/campaign.sh', () => {
       ...tasks.map((task) => ['aws', 'ecs', 'stop-task', ...region, '--cluster', 'bulk-import-prod', '--task', task,
         '--reason', 'campaign.sh stop --hard', '--query', 'task.desiredStatus', '--output', 'text']),
       ['aws', 'ecs', 'wait', 'tasks-stopped', ...region, '--cluster', 'bulk-import-prod', '--tasks', ...tasks],
-      deploy(...context),
+      deploy(...context, ...PIN),
     ]);
   });
 
@@ -97,14 +138,14 @@ describe('scripts/campaign.sh', () => {
     const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--hard', '--yes'], { CDK_BIN: cdk });
     expect(run.code).toBe(0);
     const names = sandbox.calls().map((call) => call.slice(0, 3).join(' '));
-    expect(names.slice(0, 5)).toEqual(['cdk diff BulkImportWorker-prod', 'aws cloudformation describe-stacks', 'aws ecs update-service', 'aws ecs list-tasks', 'cdk deploy BulkImportWorker-prod']);
+    expect(names.slice(0, 8)).toEqual(['aws cloudformation describe-stacks', 'aws ecs describe-services', 'aws ecs describe-task-definition', 'cdk diff BulkImportWorker-prod', 'aws cloudformation describe-stacks', 'aws ecs update-service', 'aws ecs list-tasks', 'cdk deploy BulkImportWorker-prod']);
   });
 
   it('stops with a non-zero exit when the deploy fails: no waiting on a service that did not change', () => {
     const run = runScript(sandbox, repo.campaign, ['start', '--env', 'prod', '--tasks', '2', '--yes'], { CDK_BIN: cdk, STANDIN_FAIL: 'cdk deploy *' });
     expect(run.code).toBe(17);
     expect(run.stderr).toContain('campaign.sh: step "deploy BulkImportWorker-prod" failed (exit 17)');
-    expect(sandbox.calls().map(([name]) => name)).toEqual(['cdk', 'cdk']);
+    expect(sandbox.calls().map(([name]) => name)).toEqual(['aws', 'aws', 'aws', 'cdk', 'cdk']);
   });
 
   it('fails when the stack does not name its cluster and service', () => {
@@ -118,7 +159,7 @@ describe('scripts/campaign.sh', () => {
   it('--dry-run shows the diff and prints the deploy and the waits', () => {
     const run = runScript(sandbox, repo.campaign, ['start', '--env', 'prod', '--tasks', '3', '--dry-run'], { CDK_BIN: cdk });
     expect(run.code).toBe(0);
-    expect(sandbox.calls().map((call) => call.slice(0, 2).join(' '))).toEqual(['cdk diff']);
+    expect(sandbox.calls().map((call) => call.slice(0, 2).join(' '))).toEqual(['aws cloudformation', 'aws ecs', 'aws ecs', 'cdk diff']);
     expect(run.stdout).toContain(`+ ${cdk} deploy BulkImportWorker-prod --require-approval never --no-notices -c environment=prod -c importCampaign=true -c desiredCount=3`);
     expect(run.stdout).toMatch(/\+ aws ecs wait services-stable --cluster \\<ClusterName\\> --services \\<ServiceName\\>/);
     expect(run.stdout).toContain('campaign.sh: dry run, nothing was changed');
@@ -144,6 +185,6 @@ describe('scripts/campaign.sh', () => {
     const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--dry-run']);
     expect(run.code).toBe(0);
     expect(run.stdout).toContain(`+ ${repo.root}/node_modules/.bin/cdk deploy BulkImportWorker-prod`);
-    expect(sandbox.calls()).toEqual([diff('-c', 'importCampaign=false')]);
+    expect(sandbox.calls()).toEqual([...pinCalls(), diff('-c', 'importCampaign=false', ...PIN)]);
   });
 });
