@@ -2,14 +2,14 @@
 // sources through tsx (whose on-the-fly compilation at start-up is a development convenience). Built once per run.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { cp, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { DEFAULTS } from '../../infra/bulk-import-worker-props.js';
 
 const exec = promisify(execFile);
 
-/** Compiles worker/ into `outDir` and returns the CLI entry point (outDir/worker/cli/main.js). */
+/** Compiles worker/ into `outDir`, puts migrations/ beside it as the image does, and returns the CLI entry point (outDir/worker/cli/main.js). */
 export async function buildCompiledWorker(root: string, outDir: string, log: (line: string) => void): Promise<string> {
   await rm(outDir, { recursive: true, force: true });
   const tsc = join(root, 'node_modules/typescript/bin/tsc');
@@ -25,6 +25,8 @@ export async function buildCompiledWorker(root: string, outDir: string, log: (li
   }
   const entry = join(outDir, 'worker/cli/main.js');
   if (!existsSync(entry)) throw new Error(`compiling the worker produced no ${entry}`);
+  // The image keeps migrations/ beside dist/; the worker reads it at start to check the schema is up to date.
+  await cp(join(root, 'migrations'), join(dirname(outDir), 'migrations'), { recursive: true });
   return entry;
 }
 
