@@ -20,6 +20,7 @@ import { csvRecords, isErrorExport, unescapeFields, type RecordStreamPosition } 
 import { describeIssues, firstRowErrors, insertRowErrors, type RowError } from './row-errors.js';
 import { RowSet } from './row-set.js';
 import { RowValidator } from './row-validator.js';
+import { ReferencesToCreate } from './references-to-create.js';
 import { discardValidation, insertCsvImportRun, markValidated, runCounts, type BatchRange, type CsvImportRun } from './run-record.js';
 import { openObject } from './s3-object.js';
 import { SeenKeys } from './seen-keys.js';
@@ -54,6 +55,12 @@ export interface ValidationSummary {
   valid: number;
   invalid: number;
   duplicates?: number;
+  /**
+   * Per reference table (categories, suppliers …), the distinct names of valid rows it lacked at validation: what
+   * finalize will create (references-to-create.ts). Absent for a profile without references, or when an earlier
+   * attempt validated the run.
+   */
+  referencesToCreate?: Record<string, number>;
   batches: number;
   columns: string[];
   firstErrors: Array<{ row: number; errors: string }>;
@@ -197,12 +204,16 @@ class RowChecks {
   /** Rows whose key may have been seen before: the exact search keeps their fields. */
   readonly flagged = new RowSet();
 
+  readonly references: ReferencesToCreate;
+
   constructor(
     private readonly run: RunLayout,
     private readonly errors: RowErrorWriter,
     batchSize: number,
+    tenant: string,
   ) {
     this.ledger = new BatchLedger(batchSize);
+    this.references = new ReferencesToCreate(run.layout.columns, tenant);
   }
 
   /**
@@ -227,6 +238,7 @@ class RowChecks {
       return this.errors.add({ row: record.line, fields: record.fields, issues: check.issues });
     }
     counts.valid += 1;
+    this.references.add(check.values);
     const { keyPositions } = this.run;
     const key = keyPositions.length === 1 ? check.values[keyPositions[0]!]! : keyPositions.map((p) => check.values[p]).join('\u0000');
     if (this.seenKeys.add(key)) this.flagged.add(record.line);
@@ -274,13 +286,15 @@ async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
       if (!checks) {
         if (records.length === 0) continue;
         run = await startRun(deps, client, records[0]!, object);
-        checks = new RowChecks(run, errors, deps.batchSize);
+        checks = new RowChecks(run, errors, deps.batchSize, tenant);
         first = 1;
       }
       for (let index = first; index < records.length; index += 1) {
         const pending = checks.check(records[index]!);
         if (pending) await pending;
       }
+      // On the pool, not this client: its row-error write may be in flight.
+      await checks.references.flush(pool);
       report();
     }
     if (!run || !checks) {
@@ -321,6 +335,7 @@ async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
       );
     });
     const seconds = (Date.now() - started) / 1000;
+    const referencesToCreate = checks.references.counts();
     const summary: ValidationSummary = {
       profile: profile.name,
       tenant,
@@ -330,6 +345,7 @@ async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
       valid: counts.valid - duplicates,
       invalid: counts.invalid + duplicates,
       duplicates,
+      ...(referencesToCreate ? { referencesToCreate } : {}),
       batches: ledger.batches.length,
       columns: layout.columns.map((column) => column.name),
       firstErrors: await firstErrorsOf(client, jobId),

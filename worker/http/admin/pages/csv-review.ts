@@ -18,6 +18,8 @@ export const rowsWritten = (run: CsvImportRun): number => run.rowsInserted + run
 export function csvCounts(run: CsvImportRun, result: Record<string, unknown> | null): Html {
   const duplicates = typeof result?.duplicates === 'number' ? result.duplicates : null;
   const references = Object.entries(run.referencesCreated ?? {});
+  // Counted by validation (validate-import.ts): what finalize will create, per reference table.
+  const toCreate = result?.referencesToCreate && typeof result.referencesToCreate === 'object' ? Object.entries(result.referencesToCreate) : null;
   const excluded = run.excludedRows?.reduce((sum, [from, to]) => sum + to - from + 1, 0) ?? 0;
   const cell = (label: string, value: unknown, name: string) =>
     html`<tr><th scope="row">${label}</th><td class="num" data-csv-count="${name}">${formatCount(value)}</td></tr>`;
@@ -31,6 +33,13 @@ export function csvCounts(run: CsvImportRun, result: Record<string, unknown> | n
     ${
       run.finalizedAt || run.finalizedBatches > 0
         ? html`${cell('Written (inserted + updated)', rowsWritten(run), 'written')}${cell('Inserted', run.rowsInserted, 'inserted')}${cell('Updated', run.rowsUpdated, 'updated')}${cell('Unchanged', run.rowsUnchanged, 'unchanged')}${cell('Failed at finalize', run.rowsFailed, 'failed')}`
+        : ''
+    }
+    ${
+      toCreate && !run.finalizedAt
+        ? html`<tr><th scope="row">References to create</th><td data-csv-count="references-to-create">${
+            toCreate.length ? toCreate.map(([table, count]) => html`${table}: ${formatCount(count)} `) : 'none'
+          }</td></tr>`
         : ''
     }
     <tr><th scope="row">References created</th><td>${

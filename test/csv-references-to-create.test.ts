@@ -1,0 +1,53 @@
+// CSV review: validation counts the references finalize will create (distinct names of valid rows their tables lack),
+// and finalize then creates exactly those.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { finalizeImport, submitJob } from '../worker/api.js';
+import { csvFinalizeHandler } from '../worker/handlers/csv-finalize.js';
+import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
+import type { Worker } from '../worker/runner/worker.js';
+import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
+import { useTestEnvironment } from './harness.js';
+import { settledJob, testWorker } from './support/in-process-worker.js';
+
+const env = useTestEnvironment();
+const TENANT = 'refs-tenant';
+let worker: Worker;
+
+beforeAll(async () => {
+  worker = testWorker(env, [csvValidateHandler, csvFinalizeHandler], { leaseMs: 30_000, heartbeatMs: 1_000 });
+  await worker.start();
+});
+afterAll(async () => {
+  await worker?.stop();
+});
+
+it('validation counts 3 categories to create (2 exist, one new name on several rows); finalize creates those 3', async () => {
+  await env.pool.query(`INSERT INTO categories (tenant_id, name) VALUES ($1, 'Old A'), ($1, 'Old B'), ('another-tenant', 'New 1')`, [TENANT]);
+  await env.pool.query(`INSERT INTO suppliers (tenant_id, name) VALUES ($1, 'Known supplier')`, [TENANT]);
+  const categories = ['Old A', 'Old B', 'New 1', 'New 1', 'New 1', 'New 2', 'New 3', 'Old A'];
+  const rows = categories.map((category, i) => rowFields({ ...validRow(i + 1, 'REF'), category, supplier: 'Known supplier', location: '' }));
+  // An invalid row (no price) naming a category of its own: not counted, not created.
+  rows.push(rowFields({ ...validRow(99, 'REF'), price: '', category: 'Only on a bad row', supplier: 'Known supplier', location: '' }));
+  await upload(env.s3, env.bucket, 'imports/refs-tenant/products.csv', [HEADER, ...rows].map((fields) => csvLine(fields)).join(''));
+  const { job } = await submitJob(env.pool, {
+    kind: 'csv-import',
+    tenantId: TENANT,
+    payload: { bucket: env.bucket, key: 'imports/refs-tenant/products.csv', profile: 'products' },
+  });
+
+  const reviewed = await settledJob(env.pool, job.id, 60_000);
+  expect(reviewed.lastError?.message ?? reviewed.state).toBe('review_ready');
+  expect(reviewed.result).toMatchObject({ valid: 8, invalid: 1, referencesToCreate: { categories: 3, suppliers: 0, locations: 0 } });
+  const categoriesBefore = await env.pool.query(`SELECT count(*)::int AS n FROM categories WHERE tenant_id = $1`, [TENANT]);
+  expect(categoriesBefore.rows[0].n).toBe(2);
+
+  await finalizeImport(env.pool, job.id);
+  const finalized = await settledJob(env.pool, job.id, 60_000);
+  expect(finalized.state).toBe('partial'); // the invalid row is not written
+  expect(finalized.result).toMatchObject({ inserted: 8, referencesCreated: { categories: 3 } });
+  const { rows: created } = await env.pool.query<{ name: string }>(
+    `SELECT name FROM categories WHERE tenant_id = $1 AND name NOT IN ('Old A', 'Old B') ORDER BY name`,
+    [TENANT],
+  );
+  expect(created.map((row) => row.name)).toEqual(['New 1', 'New 2', 'New 3']);
+});
