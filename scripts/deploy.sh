@@ -165,6 +165,13 @@ announce() {
 
 if [[ "$build" == true ]]; then
   readonly build_tag="$repository:$sha"
+  announce "check that $repository_name has immutable tags"
+  # The commit SHA tag may only ever name this commit's build: a MUTABLE repository lets any later push move it.
+  mutability="$(read_call aws ecr describe-repositories --region "$region" --registry-id "$registry_id" \
+    --repository-names "$repository_name" --query 'repositories[0].imageTagMutability' --output text)" ||
+    fail "cannot read the tag mutability of $repository_name (does the repository exist?)"
+  [[ "$mutability" == IMMUTABLE ]] ||
+    fail "$repository_name has image tag mutability $mutability: --build pushes only to a repository with immutable tags (aws ecr put-image-tag-mutability --repository-name $repository_name --image-tag-mutability IMMUTABLE)"
   announce "look for an image already pushed as $build_tag"
   # With tag immutability the SHA tag can only ever name this commit's build: reuse it rather than push again.
   existing="$(read_call aws ecr describe-images --region "$region" --registry-id "$registry_id" --repository-name "$repository_name" \

@@ -242,6 +242,7 @@ describe('scripts/deploy.sh --image', () => {
 
 describe('scripts/deploy.sh --build', () => {
   const BUILD_ENV = { ...ENV, ECR_REPOSITORY_URI: `${REGISTRY}/bulk-import-worker`, DOCKER_PLATFORM: 'linux/arm64' };
+  beforeEach(() => sandbox.setState((state) => (state.repositories['bulk-import-worker'] = { imageTagMutability: 'IMMUTABLE' })));
 
   it('builds, pushes under the full commit SHA only, and deploys the pushed digest to the worker', () => {
     const sha = repo.git('rev-parse', 'HEAD');
@@ -270,6 +271,15 @@ describe('scripts/deploy.sh --build', () => {
     expect(run.code).toBe(0);
     expect(sandbox.calls().some(([name]) => name === 'docker')).toBe(false);
     expect(sandbox.registered()[0]!.containerDefinitions[0]!.image).toBe(`${REGISTRY}/bulk-import-worker@${digest}`);
+  });
+
+  it('refuses a repository with mutable tags before building or touching a service', () => {
+    sandbox.setState((state) => (state.repositories['bulk-import-worker'] = { imageTagMutability: 'MUTABLE' }));
+    const run = runScript(sandbox, repo.deploy, ['--env', 'prod', '--build'], BUILD_ENV);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain('bulk-import-worker has image tag mutability MUTABLE: --build pushes only to a repository with immutable tags');
+    expect(sandbox.calls().some(([name]) => name === 'docker')).toBe(false);
+    expect(commands().filter((command) => command.startsWith('aws ecs'))).toEqual([]);
   });
 
   it('a failing push stops before any service is touched', () => {

@@ -28,6 +28,8 @@ export interface StandInState {
   services: Record<string, ServiceModel>;
   taskDefinitions: Record<string, { taskDefinition: Record<string, unknown> & { family: string; revision: number; status: string }; tags: unknown[] }>;
   images: Record<string, Array<{ digest: string; tags: string[] }>>;
+  /** ECR repositories by name: their tag mutability (MUTABLE or IMMUTABLE). */
+  repositories: Record<string, { imageTagMutability: string }>;
   runningTasks: Record<string, string[]>;
   stackOutputs: string;
   nextDeployment: number;
@@ -97,7 +99,12 @@ function advance(model, deployment) {
 if (name === 'aws') {
   const [group, command] = args;
   if (group === 'ecr' && command === 'get-login-password') out(process.env.STANDIN_PASSWORD ?? 'stand-in-registry-password');
-  else if (group === 'ecr' && command === 'describe-images') {
+  else if (group === 'ecr' && command === 'describe-repositories') {
+    if (query !== 'repositories[0].imageTagMutability') refuse('unknown query ' + query);
+    const found = state.repositories[option('--repository-names')];
+    if (!found) refuse('An error occurred (RepositoryNotFoundException): the repository does not exist', 254);
+    out(found.imageTagMutability);
+  } else if (group === 'ecr' && command === 'describe-images') {
     if (query !== 'imageDetails[0].imageDigest') refuse('unknown query ' + query);
     const [kind, value] = option('--image-ids').split('=');
     const image = (state.images[option('--repository-name')] ?? []).find((candidate) =>
@@ -207,7 +214,7 @@ export function newSandbox(initial: Partial<StandInState> = {}): Sandbox {
     writeFileSync(join(bin, name), `#!/bin/sh\nexec '${process.execPath}' '${join(dir, 'stand-in.mjs')}' ${name} "$@"\n`);
     chmodSync(join(bin, name), 0o755);
   }
-  const state: StandInState = { services: {}, taskDefinitions: {}, images: {}, runningTasks: {}, stackOutputs: '', nextDeployment: 1, ...initial };
+  const state: StandInState = { services: {}, taskDefinitions: {}, images: {}, repositories: {}, runningTasks: {}, stackOutputs: '', nextDeployment: 1, ...initial };
   writeFileSync(join(dir, 'state.json'), JSON.stringify(state));
   writeFileSync(join(dir, 'calls.log'), '');
   const read = () => JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as StandInState;
