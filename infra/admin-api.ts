@@ -70,7 +70,7 @@ export interface AdminApiProps extends AdminApiOptions {
   /** rds-db:connect ARN of the one database user, when IAM database authentication is on. */
   readonly databaseConnectArn: string | undefined;
   readonly bucket: s3.IBucket;
-  readonly bucketEncryptionKey: kms.IKey | undefined;
+  readonly bucketKmsKey: kms.IKey | undefined;
   /** The image's non-root user, uid:gid. */
   readonly user: string;
   /** Thrown for options that would deploy but not work. */
@@ -204,13 +204,13 @@ export class AdminApi extends Construct {
     role.addToPrincipalPolicy(
       new iam.PolicyStatement({ sid: 'PresignUploads', actions: ['s3:PutObject'], resources: [uploadObjectsArn] }),
     );
-    if (props.bucketEncryptionKey) {
+    if (props.bucketKmsKey) {
       const stack = Stack.of(this);
       role.addToPrincipalPolicy(
         new iam.PolicyStatement({
           sid: 'UploadBucketKey',
           actions: ['kms:GenerateDataKey'],
-          resources: [props.bucketEncryptionKey.keyArn],
+          resources: [props.bucketKmsKey.keyArn],
           conditions: { StringEquals: { 'kms:ViaService': `s3.${stack.region}.${stack.urlSuffix}` } },
         }),
       );

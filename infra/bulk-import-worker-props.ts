@@ -47,10 +47,10 @@ export const DEFAULTS = {
   // rows still in flight got promoted and old-generation collections took up to a fifth of a CSV finalize, varying
   // from run to run (bench:csv, 1M rows: finalize 7.9–10.5 s with the default, 6.0–6.8 s with 32 MiB; peak RSS
   // 128 → 141 MiB). The benchmarks start their workers with the same flags.
-  command: ['node', '--max-semi-space-size=32', 'bin/bulk-import.js', 'worker'],
+  workerCommand: ['node', '--max-semi-space-size=32', 'bin/bulk-import.js', 'worker'],
   desiredCount: 1,
   cpu: 1024,
-  memoryLimitMiB: 2048,
+  memoryMiB: 2048,
   databasePort: 5432,
   /** TLS with the chain checked against RDS_CA_BUNDLE_PATH and the host name against the certificate. */
   databaseSslMode: 'verify-full',
@@ -155,7 +155,7 @@ export interface BulkImportWorkerProps extends ObservabilityProps {
    * Container command.
    * @default ['node', '--max-semi-space-size=32', 'bin/bulk-import.js', 'worker']
    */
-  readonly command?: string[];
+  readonly workerCommand?: string[];
   /**
    * Tasks to run. 0 stops the worker (queued jobs wait; nothing is lost) and removes autoscaling.
    * @default 1
@@ -241,7 +241,7 @@ export interface BulkImportWorkerProps extends ObservabilityProps {
    * KMS key of the bucket's default encryption, when it is SSE-KMS with a customer managed key.
    * @default none (SSE-S3)
    */
-  readonly bucketEncryptionKey?: kms.IKey;
+  readonly bucketKmsKey?: kms.IKey;
   /**
    * Existing on-call topic for the alarms. It must enforce TLS itself (an aws:SecureTransport deny).
    * @default a new KMS-encrypted topic that denies publishing without TLS
@@ -261,7 +261,7 @@ export interface BulkImportWorkerProps extends ObservabilityProps {
    * Task memory in MiB (a Fargate cpu/memory pair).
    * @default 2048
    */
-  readonly memoryLimitMiB?: number;
+  readonly memoryMiB?: number;
   /**
    * CPU architecture; must match the platform scripts/deploy.sh builds for.
    * @default X86_64
@@ -276,7 +276,7 @@ export interface BulkImportWorkerProps extends ObservabilityProps {
    * Retention of the worker's log group.
    * @default one year in prod, one month elsewhere
    */
-  readonly logRetention?: logs.RetentionDays;
+  readonly logRetentionDays?: logs.RetentionDays;
   /**
    * CloudWatch namespace of the worker's metrics (METRICS_NAMESPACE) and of the alarms on them. One per environment,
    * so that staging's points can never trip prod's alarms (they read dimensionless queue totals).
@@ -289,14 +289,14 @@ export interface BulkImportWorkerProps extends ObservabilityProps {
    */
   readonly workerConcurrency?: number;
   /**
-   * Time between SIGTERM and SIGKILL (Fargate allows at most 120 s).
-   * @default 120 seconds
+   * Seconds between SIGTERM and SIGKILL, the container's stopTimeout (Fargate allows 2–120).
+   * @default 120
    */
-  readonly stopTimeout?: Duration;
+  readonly stopTimeoutSeconds?: number;
   /**
    * How long the worker lets running jobs reach an item boundary after SIGTERM before it releases their leases
-   * (WORKER_SHUTDOWN_GRACE_MS). Must leave 10 s of `stopTimeout` for the release.
-   * @default `stopTimeout` minus 20 seconds (100 seconds with the default stopTimeout)
+   * (WORKER_SHUTDOWN_GRACE_MS). Must leave 10 s of `stopTimeoutSeconds` for the release.
+   * @default `stopTimeoutSeconds` minus 20 seconds (100 seconds with the default)
    */
   readonly shutdownGrace?: Duration;
   /**
@@ -346,9 +346,9 @@ export const FARGATE_SIZES: Record<number, { min: number; max: number; step: num
 
 export interface ResolvedProps {
   desiredCount: number;
-  command: string[];
+  workerCommand: string[];
   cpu: number;
-  memoryLimitMiB: number;
+  memoryMiB: number;
   databasePort: number;
   databaseSslMode: DatabaseSslMode;
   /** DATABASE_SSL_ROOT_CERT: the image's RDS bundle when the mode checks the chain, else unset. */
@@ -356,10 +356,10 @@ export interface ResolvedProps {
   databaseIamAuth: DatabaseIamAuth | undefined;
   bucketPrefix: string;
   logLevel: LogLevel;
-  logRetention: logs.RetentionDays;
+  logRetentionDays: logs.RetentionDays;
   metricsNamespace: string;
   workerConcurrency: number;
-  stopTimeout: Duration;
+  stopTimeoutSeconds: number;
   shutdownGrace: Duration;
   oldestQueuedAgeAlarmSeconds: number;
   autoscaling: Required<WorkerAutoscaling> | undefined;
@@ -388,32 +388,32 @@ export function resolveProps(scope: Construct, props: BulkImportWorkerProps): Re
   const desiredCount = props.desiredCount ?? DEFAULTS.desiredCount;
   if (!Number.isInteger(desiredCount) || desiredCount < 0) fail(`desiredCount must be a whole number ≥ 0, got ${desiredCount}`);
   const cpu = props.cpu ?? DEFAULTS.cpu;
-  const memoryLimitMiB = props.memoryLimitMiB ?? DEFAULTS.memoryLimitMiB;
+  const memoryMiB = props.memoryMiB ?? DEFAULTS.memoryMiB;
   const size = FARGATE_SIZES[cpu];
   const memoryFits =
     size !== undefined &&
-    (size.extra?.includes(memoryLimitMiB) ||
-      (memoryLimitMiB >= size.min && memoryLimitMiB <= size.max && (memoryLimitMiB - size.min) % size.step === 0));
+    (size.extra?.includes(memoryMiB) ||
+      (memoryMiB >= size.min && memoryMiB <= size.max && (memoryMiB - size.min) % size.step === 0));
   if (!memoryFits) {
     fail(
-      `cpu ${cpu} with memory ${memoryLimitMiB} MiB is not a Fargate size` +
+      `cpu ${cpu} with memory ${memoryMiB} MiB is not a Fargate size` +
         (size ? ` (cpu ${cpu} takes ${size.min}–${size.max} MiB in steps of ${size.step})` : ` (cpu: ${Object.keys(FARGATE_SIZES).join(', ')})`),
     );
   }
-  const stopTimeout = props.stopTimeout ?? Duration.seconds(DEFAULTS.stopTimeoutSeconds);
+  const stopTimeoutSeconds = props.stopTimeoutSeconds ?? DEFAULTS.stopTimeoutSeconds;
   const shutdownGrace =
-    props.shutdownGrace ?? Duration.seconds(Math.max(0, stopTimeout.toSeconds() - DEFAULTS.shutdownGraceMarginSeconds));
-  if (stopTimeout.toSeconds() < 2 || stopTimeout.toSeconds() > 120) {
-    fail(`stopTimeout must be 2–120 seconds (the Fargate limit), got ${stopTimeout.toSeconds()} s`);
+    props.shutdownGrace ?? Duration.seconds(Math.max(0, stopTimeoutSeconds - DEFAULTS.shutdownGraceMarginSeconds));
+  if (!Number.isInteger(stopTimeoutSeconds) || stopTimeoutSeconds < 2 || stopTimeoutSeconds > 120) {
+    fail(`stopTimeout must be 2–120 seconds (the Fargate limit), got ${stopTimeoutSeconds} s`);
   }
-  if (shutdownGrace.toSeconds() + RELEASE_MARGIN_SECONDS > stopTimeout.toSeconds()) {
+  if (shutdownGrace.toSeconds() + RELEASE_MARGIN_SECONDS > stopTimeoutSeconds) {
     fail(
       `shutdownGrace (${shutdownGrace.toSeconds()} s) must leave ${RELEASE_MARGIN_SECONDS} s of stopTimeout ` +
-        `(${stopTimeout.toSeconds()} s) to release leases before SIGKILL`,
+        `(${stopTimeoutSeconds} s) to release leases before SIGKILL`,
     );
   }
-  const command = props.command ?? [...DEFAULTS.command];
-  if (command.length === 0) fail('command must not be empty');
+  const workerCommand = props.workerCommand ?? [...DEFAULTS.workerCommand];
+  if (workerCommand.length === 0) fail('workerCommand must not be empty');
   if (!props.alarmTopic && !props.alarmEmail) {
     fail('alarmEmail is required when no alarmTopic is given: a created topic without a subscriber pages nobody');
   }
@@ -482,19 +482,19 @@ export function resolveProps(scope: Construct, props: BulkImportWorkerProps): Re
   }
   return {
     desiredCount,
-    command,
+    workerCommand,
     cpu,
-    memoryLimitMiB,
+    memoryMiB,
     databasePort: props.databasePort ?? DEFAULTS.databasePort,
     databaseSslMode,
     databaseSslRootCert: databaseSslMode === 'verify-ca' || databaseSslMode === 'verify-full' ? RDS_CA_BUNDLE_PATH : undefined,
     databaseIamAuth: iam && { resourceId: iam.resourceId, user: iam.user },
     bucketPrefix,
     logLevel: props.logLevel ?? DEFAULTS.logLevel,
-    logRetention: props.logRetention ?? (props.environmentName === 'prod' ? logs.RetentionDays.ONE_YEAR : logs.RetentionDays.ONE_MONTH),
+    logRetentionDays: props.logRetentionDays ?? (props.environmentName === 'prod' ? logs.RetentionDays.ONE_YEAR : logs.RetentionDays.ONE_MONTH),
     metricsNamespace: props.metricsNamespace ?? `${DEFAULTS.metricsNamespace}/${props.environmentName}`,
     workerConcurrency: props.workerConcurrency ?? DEFAULTS.workerConcurrency,
-    stopTimeout,
+    stopTimeoutSeconds,
     shutdownGrace,
     oldestQueuedAgeAlarmSeconds,
     autoscaling,

@@ -111,7 +111,7 @@ export class BulkImportWorker extends Construct {
       });
 
     this.logGroup = new logs.LogGroup(this, 'LogGroup', {
-      retention: resolved.logRetention,
+      retention: resolved.logRetentionDays,
       // Logs of an import are its audit trail; keep them when the stack goes.
       removalPolicy: RemovalPolicy.RETAIN,
     });
@@ -216,7 +216,7 @@ export class BulkImportWorker extends Construct {
     const taskDefinition = new ecs.FargateTaskDefinition(this, 'TaskDefinition', {
       family: this.baseName,
       cpu: resolved.cpu,
-      memoryLimitMiB: resolved.memoryLimitMiB,
+      memoryLimitMiB: resolved.memoryMiB,
       runtimePlatform: {
         cpuArchitecture: props.cpuArchitecture ?? ecs.CpuArchitecture.X86_64,
         operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
@@ -233,12 +233,12 @@ export class BulkImportWorker extends Construct {
     const container = this.taskDefinition.addContainer('worker', {
       containerName: 'worker',
       image: ecs.ContainerImage.fromEcrRepository(props.repository, props.imageDigest ?? props.imageTag),
-      command: resolved.command,
+      command: resolved.workerCommand,
       essential: true,
       user: `${WORKER_UID}:${WORKER_GID}`,
       readonlyRootFilesystem: true,
       linuxParameters,
-      stopTimeout: resolved.stopTimeout,
+      stopTimeout: Duration.seconds(resolved.stopTimeoutSeconds),
       healthCheck: {
         command: ['CMD', ...HEALTHCHECK_COMMAND],
         interval: Duration.seconds(30),
@@ -297,7 +297,7 @@ export class BulkImportWorker extends Construct {
       databaseEnvironment: databaseEnvironment(resolved),
       databaseConnectArn: iamAuth && databaseConnectArn(this, iamAuth.resourceId, iamAuth.user),
       bucket: props.bucket,
-      bucketEncryptionKey: props.bucketEncryptionKey,
+      bucketKmsKey: props.bucketKmsKey,
       user: `${WORKER_UID}:${WORKER_GID}`,
       fail: (message) => {
         throw new WorkerPropsError(`${this.node.path}: ${message}`);
@@ -467,12 +467,12 @@ export class BulkImportWorker extends Construct {
         conditions: { StringLike: { 's3:prefix': [`${bucketPrefix}*`] } },
       }),
     );
-    if (props.bucketEncryptionKey) {
+    if (props.bucketKmsKey) {
       role.addToPrincipalPolicy(
         new iam.PolicyStatement({
           sid: 'ImportBucketKey',
           actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
-          resources: [props.bucketEncryptionKey.keyArn],
+          resources: [props.bucketKmsKey.keyArn],
           conditions: { StringEquals: { 'kms:ViaService': `s3.${stack.region}.${stack.urlSuffix}` } },
         }),
       );

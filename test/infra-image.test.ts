@@ -107,7 +107,7 @@ describe('Dockerfile', () => {
     expect(user).toBe(`${WORKER_UID}:${WORKER_GID}`);
     expect(user).not.toMatch(/^(root|0)(:|$)/);
     const cmd = runtime.steps.filter((step) => step.keyword === 'CMD').at(-1)?.args;
-    expect(JSON.parse(cmd!)).toEqual(DEFAULTS.command);
+    expect(JSON.parse(cmd!)).toEqual(DEFAULTS.workerCommand);
     const healthcheck = runtime.steps.filter((step) => step.keyword === 'HEALTHCHECK').at(-1)?.args ?? '';
     expect(JSON.parse(healthcheck.replace(/^.*\bCMD\s+/, ''))).toEqual(HEALTHCHECK_COMMAND);
   });

@@ -352,11 +352,11 @@ describe('construct prop checks', () => {
   });
 
   it.each([
-    [{ cpu: 1024, memoryLimitMiB: 1000 }, /cpu 1024 with memory 1000 MiB is not a Fargate size \(cpu 1024 takes 2048–8192 MiB/],
+    [{ cpu: 1024, memoryMiB: 1000 }, /cpu 1024 with memory 1000 MiB is not a Fargate size \(cpu 1024 takes 2048–8192 MiB/],
     [{ cpu: 300 }, /cpu 300 with memory 2048 MiB is not a Fargate size/],
-    [{ stopTimeout: Duration.seconds(121) }, /stopTimeout must be 2–120 seconds/],
+    [{ stopTimeoutSeconds: 121 }, /stopTimeout must be 2–120 seconds/],
     [{ shutdownGrace: Duration.seconds(115) }, /shutdownGrace \(115 s\) must leave 10 s of stopTimeout \(120 s\)/],
-    [{ stopTimeout: Duration.seconds(30), shutdownGrace: Duration.seconds(25) }, /shutdownGrace \(25 s\)/],
+    [{ stopTimeoutSeconds: 30, shutdownGrace: Duration.seconds(25) }, /shutdownGrace \(25 s\)/],
     [{ alarmEmail: undefined }, /alarmEmail is required when no alarmTopic is given/],
     [{ desiredCount: 2, autoscaling: { minTasks: 0, maxTasks: 4 } }, /minTasks must be at least 1.*nothing would ever scale the service out/],
     [{ desiredCount: 5, autoscaling: { minTasks: 1, maxTasks: 4 } }, /desiredCount \(5\) must lie within autoscaling minTasks–maxTasks \(1–4\)/],
@@ -397,7 +397,7 @@ describe('construct prop checks', () => {
   });
 
   it('derives the drain from a shorter stopTimeout so it still fits', () => {
-    const worker = construct({ stopTimeout: Duration.seconds(60) })();
+    const worker = construct({ stopTimeoutSeconds: 60 })();
     const taskDefinition = worker.taskDefinition.node.defaultChild as { containerDefinitions?: unknown };
     const rendered = JSON.stringify(Stack.of(worker).resolve(taskDefinition.containerDefinitions));
     expect(rendered).toContain('"name":"WORKER_SHUTDOWN_GRACE_MS","value":"40000"');

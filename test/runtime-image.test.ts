@@ -226,7 +226,7 @@ describe('the runtime stage, built as the Dockerfile builds it', () => {
     }
     imagePool = createPool(imageDatabaseUrl, { max: 2, applicationName: 'runtime-image-test' });
     const { job } = await submitJob(imagePool, { kind: 'mass-import', tenantId: 'image', payload: {} });
-    const worker = startInImage(DEFAULTS.command, { IMPORT_ROOT: importRoot, IMPORT_ROOT_REQUIRE_MOUNT: 'false', LOG_LEVEL: 'info' });
+    const worker = startInImage(DEFAULTS.workerCommand, { IMPORT_ROOT: importRoot, IMPORT_ROOT_REQUIRE_MOUNT: 'false', LOG_LEVEL: 'info' });
     try {
       const finished = await waitFor(async () => {
         const row = await requireJob(imagePool, job.id);

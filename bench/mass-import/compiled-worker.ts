@@ -32,6 +32,6 @@ export async function buildCompiledWorker(root: string, outDir: string, log: (li
 
 /** The node flags the production worker runs with (the task definition's default command), for benchmarks to match. */
 export function productionNodeFlags(): string[] {
-  const [, ...args] = DEFAULTS.command;
+  const [, ...args] = DEFAULTS.workerCommand;
   return args.filter((arg) => arg.startsWith('--'));
 }
