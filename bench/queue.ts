@@ -66,9 +66,9 @@ async function main(): Promise<void> {
 async function serverVersion(url: string): Promise<string> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
-  const { rows } = await client.query<{ v: string }>('SHOW server_version');
+  const { rows } = await client.query<{ server_version: string }>('SHOW server_version');
   await client.end();
-  return rows[0]!.v;
+  return rows[0]!.server_version;
 }
 
 async function vacuum(adminUrl: string): Promise<void> {
@@ -84,3 +84,6 @@ async function vacuum(adminUrl: string): Promise<void> {
 
 export { performance };
 await main();
+// Every system has stopped and Postgres is down, yet four timers were seen still pending after the table printed
+// (not yet traced to one of the four systems); end the process once the table is out rather than hang.
+process.exit(0);
