@@ -1,7 +1,6 @@
 // Typed, documented props of the BulkImportWorker construct, their defaults, and the checks that reject
 // combinations which would deploy but not work (a cpu/memory pair Fargate refuses, a drain longer than stopTimeout,
 // autoscaling that could never scale out again).
-import { Duration } from 'aws-cdk-lib';
 import type * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type * as ecr from 'aws-cdk-lib/aws-ecr';
 import type * as ecs from 'aws-cdk-lib/aws-ecs';
@@ -294,11 +293,11 @@ export interface BulkImportWorkerProps extends ObservabilityProps {
    */
   readonly stopTimeoutSeconds?: number;
   /**
-   * How long the worker lets running jobs reach an item boundary after SIGTERM before it releases their leases
+   * Seconds the worker lets running jobs reach an item boundary after SIGTERM before it releases their leases
    * (WORKER_SHUTDOWN_GRACE_MS). Must leave 10 s of `stopTimeoutSeconds` for the release.
    * @default `stopTimeoutSeconds` minus 20 seconds (100 seconds with the default)
    */
-  readonly shutdownGrace?: Duration;
+  readonly shutdownGraceSeconds?: number;
   /**
    * The oldest-queued-job alarm fires when the oldest due job has waited longer than this many seconds (60 or more).
    * @default 1800 (30 minutes)
@@ -360,7 +359,7 @@ export interface ResolvedProps {
   metricsNamespace: string;
   workerConcurrency: number;
   stopTimeoutSeconds: number;
-  shutdownGrace: Duration;
+  shutdownGraceSeconds: number;
   oldestQueuedAgeAlarmSeconds: number;
   autoscaling: Required<WorkerAutoscaling> | undefined;
   /** The container variables of `workerSettings`. */
@@ -401,14 +400,13 @@ export function resolveProps(scope: Construct, props: BulkImportWorkerProps): Re
     );
   }
   const stopTimeoutSeconds = props.stopTimeoutSeconds ?? DEFAULTS.stopTimeoutSeconds;
-  const shutdownGrace =
-    props.shutdownGrace ?? Duration.seconds(Math.max(0, stopTimeoutSeconds - DEFAULTS.shutdownGraceMarginSeconds));
+  const shutdownGraceSeconds = props.shutdownGraceSeconds ?? Math.max(0, stopTimeoutSeconds - DEFAULTS.shutdownGraceMarginSeconds);
   if (!Number.isInteger(stopTimeoutSeconds) || stopTimeoutSeconds < 2 || stopTimeoutSeconds > 120) {
     fail(`stopTimeout must be 2–120 seconds (the Fargate limit), got ${stopTimeoutSeconds} s`);
   }
-  if (shutdownGrace.toSeconds() + RELEASE_MARGIN_SECONDS > stopTimeoutSeconds) {
+  if (!Number.isInteger(shutdownGraceSeconds) || shutdownGraceSeconds < 0 || shutdownGraceSeconds + RELEASE_MARGIN_SECONDS > stopTimeoutSeconds) {
     fail(
-      `shutdownGrace (${shutdownGrace.toSeconds()} s) must leave ${RELEASE_MARGIN_SECONDS} s of stopTimeout ` +
+      `shutdownGrace (${shutdownGraceSeconds} s) must leave ${RELEASE_MARGIN_SECONDS} s of stopTimeout ` +
         `(${stopTimeoutSeconds} s) to release leases before SIGKILL`,
     );
   }
@@ -495,7 +493,7 @@ export function resolveProps(scope: Construct, props: BulkImportWorkerProps): Re
     metricsNamespace: props.metricsNamespace ?? `${DEFAULTS.metricsNamespace}/${props.environmentName}`,
     workerConcurrency: props.workerConcurrency ?? DEFAULTS.workerConcurrency,
     stopTimeoutSeconds,
-    shutdownGrace,
+    shutdownGraceSeconds,
     oldestQueuedAgeAlarmSeconds,
     autoscaling,
     workerEnvironment,

@@ -1,7 +1,7 @@
 // The one stack: turns the normalised settings into references (existing resources imported by id, or left
 // undefined so the construct creates them), instantiates the BulkImportWorker construct, and publishes the outputs
 // operators and scripts use. No resource logic lives here.
-import { CfnOutput, Duration, Stack, type StackProps, Validations } from 'aws-cdk-lib';
+import { CfnOutput, Stack, type StackProps, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecr from 'aws-cdk-lib/aws-ecr';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
@@ -74,7 +74,7 @@ export class BulkImportWorkerStack extends Stack {
       metricsNamespace: settings.metricsNamespace,
       workerConcurrency: settings.workerConcurrency,
       stopTimeoutSeconds: settings.stopTimeoutSeconds,
-      shutdownGrace: seconds(settings.shutdownGraceSeconds),
+      shutdownGraceSeconds: settings.shutdownGraceSeconds,
       oldestQueuedAgeAlarmSeconds: settings.oldestQueuedAgeAlarmSeconds,
       ...observabilityProps(this, settings),
       autoscaling: settings.autoscaling && {
@@ -160,10 +160,6 @@ function observabilityProps(scope: Construct, settings: WorkerStackSettings): Ob
     ...observability,
     noticeTopic: noticeTopicArn ? sns.Topic.fromTopicArn(scope, 'NoticeTopic', noticeTopicArn) : undefined,
   };
-}
-
-function seconds(value: number | undefined): Duration | undefined {
-  return value === undefined ? undefined : Duration.seconds(value);
 }
 
 function output(scope: Construct, id: string, value: string, description: string): void {

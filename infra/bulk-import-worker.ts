@@ -254,7 +254,7 @@ export class BulkImportWorker extends Construct {
         LOG_FORMAT: 'json',
         METRICS_NAMESPACE: resolved.metricsNamespace,
         WORKER_CONCURRENCY: `${resolved.workerConcurrency}`,
-        WORKER_SHUTDOWN_GRACE_MS: `${resolved.shutdownGrace.toMilliseconds()}`,
+        WORKER_SHUTDOWN_GRACE_MS: `${resolved.shutdownGraceSeconds * 1000}`,
         HEALTH_HEARTBEAT_FILE: DEFAULT_HEARTBEAT_FILE,
         ...databaseEnvironment(resolved),
         ...resolved.workerEnvironment,

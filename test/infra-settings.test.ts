@@ -1,6 +1,6 @@
 // Inputs of the infrastructure: how the CDK context (`-c key=value` strings, cdk.json values, the per-environment
 // block) becomes typed settings, and which construct props are refused before anything is synthesized.
-import { Duration, Stack } from 'aws-cdk-lib';
+import { Stack } from 'aws-cdk-lib';
 import * as ecr from 'aws-cdk-lib/aws-ecr';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
@@ -355,8 +355,8 @@ describe('construct prop checks', () => {
     [{ cpu: 1024, memoryMiB: 1000 }, /cpu 1024 with memory 1000 MiB is not a Fargate size \(cpu 1024 takes 2048–8192 MiB/],
     [{ cpu: 300 }, /cpu 300 with memory 2048 MiB is not a Fargate size/],
     [{ stopTimeoutSeconds: 121 }, /stopTimeout must be 2–120 seconds/],
-    [{ shutdownGrace: Duration.seconds(115) }, /shutdownGrace \(115 s\) must leave 10 s of stopTimeout \(120 s\)/],
-    [{ stopTimeoutSeconds: 30, shutdownGrace: Duration.seconds(25) }, /shutdownGrace \(25 s\)/],
+    [{ shutdownGraceSeconds: 115 }, /shutdownGrace \(115 s\) must leave 10 s of stopTimeout \(120 s\)/],
+    [{ stopTimeoutSeconds: 30, shutdownGraceSeconds: 25 }, /shutdownGrace \(25 s\)/],
     [{ alarmEmail: undefined }, /alarmEmail is required when no alarmTopic is given/],
     [{ desiredCount: 2, autoscaling: { minTasks: 0, maxTasks: 4 } }, /minTasks must be at least 1.*nothing would ever scale the service out/],
     [{ desiredCount: 5, autoscaling: { minTasks: 1, maxTasks: 4 } }, /desiredCount \(5\) must lie within autoscaling minTasks–maxTasks \(1–4\)/],
