@@ -17,7 +17,7 @@ import { Construct } from 'constructs';
 import { CSV_UPLOAD_PREFIX } from '../worker/imports/csv/payload.js';
 import type { LogLevel } from '../worker/config.js';
 import { allowHttps, allowPostgres, type DatabaseReach, type HttpsRoute } from './network.js';
-import { acknowledgeWildcardResource } from './nag.js';
+import { acknowledgeImagePullAuthorization, acknowledgeWildcardResource } from './nag.js';
 
 /** The port `serve` listens on inside the task; the load balancer forwards 443 to it. */
 export const ADMIN_API_PORT = 8080;
@@ -245,15 +245,7 @@ export class AdminApi extends Construct {
           'prefix of the one import bucket, for s3:PutObject only (what a presigned upload URL needs).',
       );
     }
-    const executionPolicy = this.taskDefinition.executionRole?.node.tryFindChild('DefaultPolicy');
-    if (executionPolicy) {
-      acknowledgeWildcardResource(
-        executionPolicy,
-        '*',
-        'ecr:GetAuthorizationToken (added by CDK for the image pull) has no resource-level permissions; every ' +
-          'other execution-role action is on the one repository, log group and secret.',
-      );
-    }
+    acknowledgeImagePullAuthorization(this.taskDefinition);
   }
 }
 

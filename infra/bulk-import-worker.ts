@@ -33,7 +33,7 @@ import {
   WorkerPropsError,
 } from './bulk-import-worker-props.js';
 import { createGaugesSchedule, type GaugesSchedule } from './gauges-schedule.js';
-import { acknowledgeWildcardResource } from './nag.js';
+import { acknowledgeImagePullAuthorization, acknowledgeWildcardResource } from './nag.js';
 import { allowHttps, allowPostgres, createInterfaceEndpoints, type HttpsRoute, limitS3Endpoint } from './network.js';
 import { addNotifications, type Notifications } from './notifications.js';
 import { addTracingSidecar } from './tracing.js';
@@ -574,15 +574,7 @@ export class BulkImportWorker extends Construct {
           'the grant is limited to two actions on tasks of this one cluster (task/<cluster>/*).',
       );
     }
-    const executionPolicy = this.taskDefinition.executionRole?.node.tryFindChild('DefaultPolicy');
-    if (executionPolicy) {
-      acknowledgeWildcardResource(
-        executionPolicy,
-        '*',
-        'ecr:GetAuthorizationToken (added by CDK for the image pull) has no resource-level permissions; every ' +
-          'other execution-role action is on the one repository, log group and secret.',
-      );
-    }
+    acknowledgeImagePullAuthorization(this.taskDefinition);
   }
 }
 

@@ -2,6 +2,7 @@
 // resource, with intrinsics flattened (`{"Ref":"X"}` → `<X>`, `Fn::GetAtt` → `<X.Attr>`, `Fn::Join` joined), so an
 // acknowledgement must spell the resource the same way; a finding that does not match stays an error.
 import { Stack, Validations } from 'aws-cdk-lib';
+import type * as ecs from 'aws-cdk-lib/aws-ecs';
 import type { IConstruct } from 'constructs';
 
 /** The resource as cdk-nag spells it in `AwsSolutions-IAM5[Resource::…]`. */
@@ -12,6 +13,18 @@ export function nagResourceName(scope: IConstruct, resource: string): string {
 /** Acknowledges AwsSolutions-IAM5 for exactly this wildcard resource on `policy`, with the reason. */
 export function acknowledgeWildcardResource(policy: IConstruct, resource: string, reason: string): void {
   Validations.of(policy).acknowledge({ id: `AwsSolutions-IAM5[Resource::${nagResourceName(policy, resource)}]`, reason });
+}
+
+/** Acknowledges the execution role's `*` for ecr:GetAuthorizationToken, which CDK adds for every image pull. */
+export function acknowledgeImagePullAuthorization(taskDefinition: ecs.TaskDefinition): void {
+  const executionPolicy = taskDefinition.executionRole?.node.tryFindChild('DefaultPolicy');
+  if (!executionPolicy) return;
+  acknowledgeWildcardResource(
+    executionPolicy,
+    '*',
+    'ecr:GetAuthorizationToken (added by CDK for the image pull) has no resource-level permissions; every ' +
+      'other execution-role action is on the one repository, log group and secret.',
+  );
 }
 
 function flatten(node: unknown): string {

@@ -4,7 +4,7 @@
 // The CSRF token of a session is an HMAC of its token: bound to the session, never stored.
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Queryable } from '../db/pool.js';
-import type { ApiKey, ApiKeyRole } from './api-keys.js';
+import { toApiKey, type ApiKey } from './api-keys.js';
 
 /** 32 random bytes, base64url: 43 characters. */
 const TOKEN_FORM = /^[A-Za-z0-9_-]{43}$/;
@@ -57,15 +57,7 @@ export async function findAdminSession(db: Queryable, token: string): Promise<Ad
   const row = rows[0];
   if (!row) return null;
   return {
-    key: {
-      id: Number(row.id),
-      name: row.name as string,
-      role: row.role as ApiKeyRole,
-      tenantId: (row.tenant_id as string | null) ?? null,
-      prefix: row.key_prefix as string,
-      createdAt: row.created_at as Date,
-      revokedAt: null,
-    },
+    key: toApiKey(row),
     expiresAt: row.expires_at as Date,
   };
 }

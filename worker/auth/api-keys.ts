@@ -44,7 +44,8 @@ export function looksLikeApiKey(text: string): boolean {
   return KEY_FORM.test(text);
 }
 
-function toApiKey(row: Record<string, unknown>): ApiKey {
+/** An `api_keys` row (its id, name, role, tenant_id, key_prefix, created_at, revoked_at) as an ApiKey. */
+export function toApiKey(row: Record<string, unknown>): ApiKey {
   return {
     id: Number(row.id),
     name: row.name as string,
