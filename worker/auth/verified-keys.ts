@@ -6,8 +6,8 @@
 // (re)connect the cache starts empty, since notifications sent meanwhile were missed. A revocation in this process
 // (admin pages, tests) is applied before revokeApiKey returns. Entries also expire after ttlMs, the bound on how
 // long a key could outlive a notification that never came.
-import pg from 'pg';
-import { connectionConfig, type DatabaseTarget } from '../db/connection.js';
+import type { DatabaseTarget } from '../db/connection.js';
+import { ListenSession } from '../db/listen-session.js';
 import type { Queryable } from '../db/pool.js';
 import type { Logger } from '../logger.js';
 import { API_KEY_REVOKED_CHANNEL, findActiveApiKey, hashApiKey, looksLikeApiKey, onLocalRevocation, type ApiKey } from './api-keys.js';
@@ -23,11 +23,8 @@ export class VerifiedKeyCache {
   private readonly entries = new Map<string, { key: ApiKey; until: number }>();
   /** Bumped by every revocation: a lookup that began before one does not fill the cache. */
   private generation = 0;
-  private client: pg.Client | undefined;
+  private readonly session: ListenSession | undefined;
   private listening = false;
-  private stopped = false;
-  private reconnectDelayMs = 250;
-  private reconnectTimer: NodeJS.Timeout | undefined;
   private readonly unsubscribe: () => void;
   private readonly ttlMs: number;
   private readonly maxEntries: number;
@@ -35,13 +32,32 @@ export class VerifiedKeyCache {
   constructor(
     private readonly db: Queryable,
     /** The database to LISTEN on; undefined keeps the cache off (every request looks its key up). */
-    private readonly database: DatabaseTarget | undefined,
-    private readonly log: Logger,
+    database: DatabaseTarget | undefined,
+    log: Logger,
     options: VerifiedKeyOptions = {},
   ) {
     this.ttlMs = options.ttlMs ?? 10_000;
     this.maxEntries = options.maxEntries ?? 1_000;
     this.unsubscribe = onLocalRevocation((keyId) => this.forget(keyId));
+    if (!database) return;
+    this.session = new ListenSession({
+      database,
+      log,
+      channels: [API_KEY_REVOKED_CHANNEL],
+      applicationName: 'bulk-import-api-keys',
+      downMessage: 'API key revocation listener is not connected; keys are looked up on every request',
+      onNotification: (channel, payload) => {
+        if (channel === API_KEY_REVOKED_CHANNEL) this.forget(Number(payload));
+      },
+      // Revocations sent while the session was away were missed: start empty.
+      onConnected: () => {
+        this.off();
+        this.listening = true;
+      },
+      onDown: () => {
+        this.off();
+      },
+    });
   }
 
   /** True while entries are served (the revocation listener is connected). */
@@ -50,7 +66,7 @@ export class VerifiedKeyCache {
   }
 
   async start(): Promise<void> {
-    await this.connect();
+    await this.session?.start();
   }
 
   /** The active key this bearer token is, or null (unknown, malformed or revoked). */
@@ -84,62 +100,9 @@ export class VerifiedKeyCache {
     this.entries.clear();
   }
 
-  private async connect(): Promise<void> {
-    if (this.stopped || !this.database) return;
-    const client = new pg.Client(
-      connectionConfig(this.database, { application_name: 'bulk-import-api-keys', keepAlive: true, connectionTimeoutMillis: 15_000 }),
-    );
-    const lost = (error?: Error) => {
-      if (this.client !== client) return;
-      this.client = undefined;
-      this.off();
-      client.removeAllListeners('notification');
-      client.end().catch(() => {});
-      if (!this.stopped) {
-        this.log.warn({ err: error?.message }, 'API key revocation listener lost its connection; keys are looked up on every request');
-        this.scheduleReconnect();
-      }
-    };
-    client.on('error', lost);
-    client.on('end', () => lost());
-    try {
-      await client.connect();
-      client.on('notification', (message) => {
-        if (message.channel === API_KEY_REVOKED_CHANNEL) this.forget(Number(message.payload));
-      });
-      await client.query(`LISTEN ${API_KEY_REVOKED_CHANNEL}`);
-    } catch (error) {
-      client.removeAllListeners('error');
-      client.on('error', () => {});
-      await client.end().catch(() => {});
-      this.log.warn({ err: (error as Error).message }, 'API key revocation listener could not connect; keys are looked up on every request');
-      this.scheduleReconnect();
-      return;
-    }
-    this.client = client;
-    this.reconnectDelayMs = 250;
-    this.off();
-    this.listening = true;
-  }
-
-  private scheduleReconnect(): void {
-    if (this.stopped || this.reconnectTimer) return;
-    const delay = this.reconnectDelayMs / 2 + Math.random() * (this.reconnectDelayMs / 2);
-    this.reconnectDelayMs = Math.min(this.reconnectDelayMs * 2, 30_000);
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = undefined;
-      void this.connect();
-    }, delay);
-    this.reconnectTimer.unref();
-  }
-
   async stop(): Promise<void> {
-    this.stopped = true;
     this.unsubscribe();
-    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
-    const client = this.client;
-    this.client = undefined;
     this.off();
-    if (client) await client.end().catch(() => {});
+    await this.session?.stop();
   }
 }

@@ -6,8 +6,8 @@
 // gets exactly the events it missed. When they are gone (another server process, a restart, a long absence), the
 // stream starts again from a snapshot of the run: its current state is never lost, intermediate ones may be.
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
-import { connectionConfig, type DatabaseTarget } from '../db/connection.js';
+import type { DatabaseTarget } from '../db/connection.js';
+import { ListenSession } from '../db/listen-session.js';
 import type { Queryable } from '../db/pool.js';
 import type { Logger } from '../logger.js';
 import { JOB_STATE_CHANNEL } from '../queue/channels.js';
@@ -62,21 +62,33 @@ export class JobEventHub {
   readonly bootId = randomBytes(4).toString('hex');
   private seq = 0;
   private readonly watches = new Map<number, Watch>();
-  private client: pg.Client | undefined;
+  private readonly session: ListenSession;
   private stopped = false;
   private pollTimer: NodeJS.Timeout | undefined;
-  private reconnectTimer: NodeJS.Timeout | undefined;
-  private reconnectDelayMs = 250;
   private polling = false;
 
-  constructor(private readonly options: JobEventHubOptions) {}
+  constructor(private readonly options: JobEventHubOptions) {
+    this.session = new ListenSession({
+      database: options.database,
+      log: options.log,
+      channels: [JOB_STATE_CHANNEL],
+      applicationName: 'bulk-import-api-events',
+      downMessage: 'event streams have no LISTEN session; reconnecting',
+      maxReconnectDelayMs: 10_000,
+      onNotification: (channel, payload) => {
+        if (channel === JOB_STATE_CHANNEL && payload) this.onNotification(payload);
+      },
+      // Transitions while the session was away: the poll compares every followed run with what was last shown.
+      onConnected: () => void this.poll(),
+    });
+  }
 
   get currentSeq(): number {
     return this.seq;
   }
 
   async start(): Promise<void> {
-    await this.connect();
+    await this.session.start();
     this.pollTimer = setInterval(() => void this.poll(), this.options.pollMs);
     this.pollTimer.unref();
   }
@@ -84,10 +96,7 @@ export class JobEventHub {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.pollTimer);
-    clearTimeout(this.reconnectTimer);
-    const client = this.client;
-    this.client = undefined;
-    await client?.end().catch(() => {});
+    await this.session.stop();
   }
 
   /** Follows a run: `listener` gets its events from now on. Call `unsubscribe` when the client leaves. */
@@ -195,50 +204,5 @@ export class JobEventHub {
     } finally {
       this.polling = false;
     }
-  }
-
-  private async connect(): Promise<void> {
-    if (this.stopped) return;
-    const client = new pg.Client(
-      connectionConfig(this.options.database, { application_name: 'bulk-import-api-events', keepAlive: true, connectionTimeoutMillis: 15_000 }),
-    );
-    const lost = (error?: Error) => {
-      if (this.client !== client) return;
-      this.client = undefined;
-      client.removeAllListeners('notification');
-      client.end().catch(() => {});
-      if (this.stopped) return;
-      this.options.log.warn({ err: error?.message }, 'event streams lost their LISTEN session; reconnecting');
-      this.scheduleReconnect();
-    };
-    client.on('error', lost);
-    client.on('end', () => lost());
-    try {
-      await client.connect();
-      client.on('notification', (message) => {
-        if (message.channel === JOB_STATE_CHANNEL && message.payload) this.onNotification(message.payload);
-      });
-      await client.query(`LISTEN ${JOB_STATE_CHANNEL}`);
-      this.client = client;
-      this.reconnectDelayMs = 250;
-      // Transitions while the session was away: the poll compares every followed run with what was last shown.
-      void this.poll();
-    } catch (error) {
-      client.removeAllListeners('error');
-      client.on('error', () => {});
-      await client.end().catch(() => {});
-      if (this.client === undefined && !this.stopped) {
-        this.options.log.warn({ err: (error as Error).message }, 'event streams cannot LISTEN yet; retrying');
-        this.scheduleReconnect();
-      }
-    }
-  }
-
-  private scheduleReconnect(): void {
-    clearTimeout(this.reconnectTimer);
-    const delay = this.reconnectDelayMs * (0.5 + Math.random());
-    this.reconnectDelayMs = Math.min(this.reconnectDelayMs * 2, 10_000);
-    this.reconnectTimer = setTimeout(() => void this.connect(), delay);
-    this.reconnectTimer.unref();
   }
 }

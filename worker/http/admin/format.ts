@@ -1,4 +1,5 @@
 // How the admin pages write times, durations, sizes and counts (UTC throughout, as the logs and the CLI do).
+import { formatBytes as formatByteCount } from '../../cli/output.js';
 import { html, type Html } from './html.js';
 
 export function timeCell(date: Date | null | undefined): Html | string {
@@ -22,17 +23,10 @@ export function runDuration(startedAt: Date | null, finishedAt: Date | null, now
   return formatDuration(((finishedAt?.getTime() ?? now) - startedAt.getTime()) / 1000);
 }
 
+/** Bytes as the CLI shows them (1.5 MiB); a dash for a value that is not a number. */
 export function formatBytes(bytes: unknown): string {
   const value = typeof bytes === 'string' ? Number(bytes) : bytes;
-  if (typeof value !== 'number' || !Number.isFinite(value)) return '—';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let size = value;
-  let unit = 0;
-  while (size >= 1024 && unit < units.length - 1) {
-    size /= 1024;
-    unit += 1;
-  }
-  return unit === 0 ? `${value} B` : `${size.toFixed(1)} ${units[unit]}`;
+  return typeof value === 'number' && Number.isFinite(value) ? formatByteCount(value) : '—';
 }
 
 export function formatCount(value: unknown): string {
