@@ -7,8 +7,11 @@
 //   page   GET /v1/jobs?state=succeeded&cursor=… (operator, a page deep in the history)
 //   detail GET /v1/jobs/{random id}
 //   errors GET /v1/jobs/{csv}/errors?limit=100&cursor=… (a page of row errors at a random position)
-// and the CSV export of all M errors (GET …/errors?format=csv): MB/s, and the server's RSS before, at its peak and
-// after, sampled from /proc every 50 ms — the export must not grow with M.
+// For each it prints requests/s, p50/p99 latency and the server's CPU time per request (from /proc: the figure that
+// carries over to a machine where the server has a core of its own). Then a sweep of list and detail latency at 1 to
+// C connections (--sweep), since with closed-loop load latency at C connections is C / throughput. Last, the CSV
+// export of all M errors (GET …/errors?format=csv): MB/s, and the server's RSS before, at its peak and after,
+// sampled from /proc every 50 ms — the export must not grow with M.
 //
 //   npm run bench:api
 //   npm run bench:api -- --runs 200000 --errors 200000 --seconds 5 --connections 32 --export-connections 4
@@ -38,6 +41,10 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '10' },
     connections: { type: 'string', default: '32' },
     'export-connections': { type: 'string', default: '1,32' },
+    /** Connection counts of the latency sweep (list and detail at each); empty to skip it. */
+    sweep: { type: 'string', default: '1,4,8,16,32' },
+    /** DATABASE_POOL_SIZE of the server process. */
+    'pool-size': { type: 'string', default: '16' },
     /** Write a CPU profile of the server to .bench/api-profile/ (for looking into where the time goes). */
     profile: { type: 'boolean', default: false },
     /** Print the plans (EXPLAIN ANALYZE) of the listing, detail and error-page statements, then stop. */
@@ -49,12 +56,16 @@ const settings = {
   errors: Number(args.errors),
   seconds: Number(args.seconds),
   connections: Number(args.connections),
-  exportConnections: args['export-connections'].split(',').map(Number),
+  exportConnections: args['export-connections'].split(',').filter(Boolean).map(Number),
+  sweep: args.sweep.split(',').filter(Boolean).map(Number),
 };
 
 interface Result {
   scenario: string;
+  connections: number;
   requests: number;
+  /** Milliseconds of the server process's CPU (user + system) per request. */
+  serverCpuMs: number;
   perSecond: number;
   p50: number;
   p99: number;
@@ -119,7 +130,7 @@ async function startServe(databaseUrl: string): Promise<{ url: string; pid: numb
   const profile = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, '.bench', 'api-profile')}`] : [];
   const child = spawn(process.execPath, [...profile, 'bin/bulk-import.js', 'serve', '--port', '0', '--host', '127.0.0.1', '--rate-limit', '1000000'], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: databaseUrl, DATABASE_POOL_SIZE: '16', LOG_LEVEL: 'warn', LOG_FORMAT: 'json', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: databaseUrl, DATABASE_POOL_SIZE: args['pool-size'], LOG_LEVEL: 'warn', LOG_FORMAT: 'json', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -174,15 +185,24 @@ function get(base: string, path: string, key: string): Promise<number> {
   });
 }
 
-async function load(name: string, key: string, pathFor: () => string, base: string): Promise<Result> {
+/** CPU time (user + system) a process has used, in milliseconds. */
+async function cpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of stat(5), in clock ticks (100 per second on Linux).
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+}
+
+async function load(name: string, key: string, pathFor: () => string, base: string, serverPid: number, connections = settings.connections, seconds = settings.seconds): Promise<Result> {
   const latencies: number[] = [];
   let failures = 0;
-  const deadline = performance.now() + settings.seconds * 1000;
   // Warm-up: a few requests per connection, not counted.
-  await Promise.all(Array.from({ length: settings.connections }, () => get(base, pathFor(), key)));
+  await Promise.all(Array.from({ length: connections }, () => get(base, pathFor(), key)));
+  const cpuBefore = await cpuMs(serverPid);
   const started = performance.now();
+  const deadline = started + seconds * 1000;
   await Promise.all(
-    Array.from({ length: settings.connections }, async () => {
+    Array.from({ length: connections }, async () => {
       while (performance.now() < deadline) {
         const t0 = performance.now();
         const status = await get(base, pathFor(), key);
@@ -192,8 +212,9 @@ async function load(name: string, key: string, pathFor: () => string, base: stri
     }),
   );
   const elapsed = (performance.now() - started) / 1000;
+  const serverCpuMs = (await cpuMs(serverPid)) - cpuBefore;
   latencies.sort((a, b) => a - b);
-  return { scenario: name, requests: latencies.length, perSecond: latencies.length / elapsed, p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors: failures };
+  return { scenario: name, connections, requests: latencies.length, serverCpuMs: serverCpuMs / latencies.length, perSecond: latencies.length / elapsed, p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors: failures };
 }
 
 async function rssKb(pid: number): Promise<number> {
@@ -242,6 +263,16 @@ async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<vo
   console.log(size.rows[0]);
 }
 
+function printTable(results: Result[]): void {
+  console.log('| request | connections | requests | req/s | p50 ms | p99 ms | server CPU ms/request | non-200 |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const r of results) {
+    console.log(
+      `| \`${r.scenario}\` | ${r.connections} | ${r.requests} | ${r.perSecond.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.serverCpuMs.toFixed(2)} | ${r.errors} |`,
+    );
+  }
+}
+
 async function main(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const stateDir = await mkdtemp(join(tmpdir(), 'bench-api-'));
@@ -272,21 +303,28 @@ async function main(): Promise<void> {
     const base = serve.url;
     const random = (n: number) => 1 + Math.floor(Math.random() * n);
     const results: Result[] = [];
-    results.push(await load('GET /v1/jobs?state=failed (operator)', operator, () => '/v1/jobs?state=failed', base));
-    results.push(await load('GET /v1/jobs?state=succeeded (tenant key)', tenant, () => '/v1/jobs?state=succeeded', base));
-    results.push(await load('GET /v1/jobs?state=succeeded&cursor=<id/3>', operator, () => `/v1/jobs?state=succeeded&cursor=${deep}`, base));
-    results.push(await load('GET /v1/jobs/{id}', operator, () => `/v1/jobs/${random(maxId)}`, base));
+    results.push(await load('GET /v1/jobs?state=failed (operator)', operator, () => '/v1/jobs?state=failed', base, serve.pid));
+    results.push(await load('GET /v1/jobs?state=succeeded (tenant key)', tenant, () => '/v1/jobs?state=succeeded', base, serve.pid));
+    results.push(await load('GET /v1/jobs?state=succeeded&cursor=<id/3>', operator, () => `/v1/jobs?state=succeeded&cursor=${deep}`, base, serve.pid));
+    results.push(await load('GET /v1/jobs/{id}', operator, () => `/v1/jobs/${random(maxId)}`, base, serve.pid));
     results.push(
       await load('GET /v1/jobs/{csv}/errors?limit=100&cursor=<random>', operator, () => {
         const cursor = Buffer.from(JSON.stringify({ row: random(settings.errors) })).toString('base64url');
         return `/v1/jobs/${csvJob}/errors?limit=100&cursor=${cursor}`;
-      }, base),
+      }, base, serve.pid),
     );
     console.log(`\n${settings.connections} connections, ${settings.seconds} s per scenario`);
-    console.log('| request | requests | req/s | p50 ms | p99 ms | non-200 |');
-    console.log('|---|---|---|---|---|---|');
-    for (const r of results) {
-      console.log(`| \`${r.scenario}\` | ${r.requests} | ${r.perSecond.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors} |`);
+    printTable(results);
+    if (settings.sweep.length > 0) {
+      // Closed-loop load: each connection sends its next request when the last one answers, so at C connections the
+      // mean latency is C / throughput (Little's law). The sweep shows latency from one caller up to saturation.
+      const sweep: Result[] = [];
+      for (const connections of settings.sweep) {
+        sweep.push(await load('GET /v1/jobs?state=succeeded (tenant key)', tenant, () => '/v1/jobs?state=succeeded', base, serve.pid, connections, Math.min(settings.seconds, 5)));
+        sweep.push(await load('GET /v1/jobs/{id}', operator, () => `/v1/jobs/${random(maxId)}`, base, serve.pid, connections, Math.min(settings.seconds, 5)));
+      }
+      console.log(`\nlatency by connections (${Math.min(settings.seconds, 5)} s each)`);
+      printTable(sweep);
     }
     console.log(`\nCSV export of ${settings.errors.toLocaleString('en-US')} row errors (GET /v1/jobs/{id}/errors?format=csv)`);
     console.log('| connections | seconds | MB sent | MB/s (all) | lines per export | server RSS before / peak / after (MB) |');
