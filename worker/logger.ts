@@ -5,6 +5,7 @@ import { isSpanContextValid, trace } from '@opentelemetry/api';
 import { pino, stdSerializers, type DestinationStream, type Logger } from 'pino';
 import { boundedError, boundValue } from './bounds.js';
 import type { LogFormat, LogLevel } from './config.js';
+import { censorSecrets, censorSerialized } from './log-redaction.js';
 
 export type { Logger } from 'pino';
 
@@ -17,23 +18,12 @@ export interface LoggerOptions {
 }
 
 // Errors and their context are logged bounded (bounds.ts): an error message holding a whole CSV header or payload
-// field would otherwise make one log line of megabytes. The keys are the ones failures are logged under.
+// field would otherwise make one log line of megabytes. The keys are the ones failures are logged under. What they
+// return is censored like the line itself (log-redaction.ts): serializers run after the line's formatter.
 function serializeError(value: unknown): unknown {
-  return value instanceof Error ? boundedError(stdSerializers.err(value) as unknown as Record<string, unknown>) : boundValue(value);
+  return censorSerialized(value instanceof Error ? boundedError(stdSerializers.err(value) as unknown as Record<string, unknown>) : boundValue(value));
 }
-const SERIALIZERS = { err: serializeError, error: serializeError, cause: serializeError, context: (value: unknown) => boundValue(value) };
-
-/**
- * Fields that can carry a credential if some code path ever logs a configuration, a connection's settings or an
- * environment: their values are replaced before the line is written. (Messages built by this project never include a
- * secret; this is the net under that rule.)
- */
-export const REDACTED_PATHS = [
-  'databaseUrl', '*.databaseUrl', 'connectionString', '*.connectionString', 'password', '*.password',
-  'DATABASE_URL', '*.DATABASE_URL', 'AWS_SECRET_ACCESS_KEY', '*.AWS_SECRET_ACCESS_KEY', 'secretAccessKey',
-  '*.secretAccessKey', 'sessionToken', '*.sessionToken', 'credentials', '*.credentials', 'env', '*.env',
-  'headers.authorization', '*.headers.authorization', 'token', '*.token',
-];
+const SERIALIZERS = { err: serializeError, error: serializeError, cause: serializeError, context: (value: unknown) => censorSerialized(boundValue(value)) };
 
 /**
  * trace_id and span_id of the active span on every line written inside one (a run's attempt, an API request), so a
@@ -52,11 +42,23 @@ export function createLogger(options: LoggerOptions): Logger {
     name: options.name ?? 'bulk-import-worker',
     mixin: traceFields,
     serializers: SERIALIZERS,
-    redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+    formatters: { log: censorSecrets },
   };
-  if (options.destination) return pino(base, options.destination);
+  if (options.destination) return censoringChildBindings(pino(base, options.destination));
   const pretty = wantsPretty(options.format) ? loadPretty() : undefined;
-  return pretty ? pino(base, pretty) : pino(base);
+  return censoringChildBindings(pretty ? pino(base, pretty) : pino(base));
+}
+
+/**
+ * pino applies no formatter to a child's bindings, so they are censored on their way in. Children inherit from their
+ * parent, so the children of children (and Fastify's request loggers) go through this too.
+ */
+function censoringChildBindings(logger: Logger): Logger {
+  const pinoChild = logger.child;
+  logger.child = function child(this: Logger, bindings: Record<string, unknown>, childOptions?: object) {
+    return pinoChild.call(this, censorSecrets(bindings), childOptions);
+  } as Logger['child'];
+  return logger;
 }
 
 function wantsPretty(format: LogFormat): boolean {
