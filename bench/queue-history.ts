@@ -1,0 +1,510 @@
+// npm run bench:queue-history — does a large history of finished runs slow the queue, and does retention deleting it
+// stall the claim? On one embedded Postgres, with the in-process Worker configured as bench:queue runs it
+// (bench/queue/bulk-import-queue.ts: concurrency 16, claim session, LISTEN, state notifications on, silent logger):
+//   A. empty table: bulk-enqueue J no-op jobs, run them, --rounds times; jobs/s from first to last handler start
+//      (median of the rounds), and the claim statement's latency (p50/p99/max, pooled over the rounds).
+//   B. H finished runs inserted (default 10,000,000: succeeded/partial/failed/dead/canceled, 100 tenants, four kinds,
+//      created over 30 days ending a day ago), VACUUM ANALYZE; the same measurement, and its ratio to A.
+//   C. with the history present and the worker fed a steady stream of no-op jobs: a window without retention, a window
+//      of the shipped retention service (createRetention, batch 100), then the same service with --retention-batch
+//      until every history row is gone (RETENTION_DAYS=1: all history is older, the live runs are not), then a window
+//      after it. Per window: rows deleted and rows/s, jobs/s, claim p50/p99/max, seconds an autovacuum ran.
+//      The retention rounds run back to back (the service waits RETENTION_INTERVAL_MS, default 10 min, between them).
+//
+// Claim latency is the real claim statement as the worker issues it: pg.Client.prototype.query is wrapped and times,
+// client-side, each query whose text is the claim statement (claimStatement() of worker/queue/claim.ts); the
+// worker's claim session is a pool of one connection used for nothing else, so the time is the statement's round trip.
+// The worker claims for its free slots plus an adaptive prefetch (hundreds of rows per claim under a backlog), so a
+// run of J jobs holds few claims: the tables print how many.
+//
+//   npm run bench:queue-history
+//   npm run bench:queue-history -- --history 200000 --jobs 10000 --window 10 --rounds 3 --retention-batch 5000
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { loadConfig } from '../worker/config.js';
+import { createPool } from '../worker/db/pool.js';
+import { migrate } from '../worker/db/migrate.js';
+import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
+import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
+import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
+import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
+import { NOOP_KIND } from '../worker/handlers/noop.js';
+import { HandlerRegistry } from '../worker/handlers/registry.js';
+import type { JobHandler } from '../worker/handlers/types.js';
+import { createLogger } from '../worker/logger.js';
+import { createRetention } from '../worker/maintenance/retention.js';
+import { claimStatement } from '../worker/queue/claim.js';
+import { enqueueJobs } from '../worker/queue/enqueue.js';
+import { stateNotificationOption, Worker } from '../worker/runner/worker.js';
+
+const { values: args } = parseArgs({
+  options: {
+    history: { type: 'string', default: '10000000' },
+    jobs: { type: 'string', default: '50000' },
+    concurrency: { type: 'string', default: '16' },
+    /** Runs of J jobs per table state in phases A and B (jobs/s is their median, claim latency pooled over all). */
+    rounds: { type: 'string', default: '3' },
+    /** Seconds of the phase C windows without retention and of the shipped-batch retention window. */
+    window: { type: 'string', default: '20' },
+    /** Batch size of the retention that deletes the rest of the history (the service ships with 100). */
+    'retention-batch': { type: 'string', default: '5000' },
+  },
+});
+const settings = {
+  history: Number(args.history),
+  jobs: Number(args.jobs),
+  concurrency: Number(args.concurrency),
+  rounds: Number(args.rounds),
+  windowSeconds: Number(args.window),
+  retentionBatch: Number(args['retention-batch']),
+};
+const KIND = 'bench';
+const SHIPPED_RETENTION_BATCH = 100;
+/** Every history run finished more than this long ago; the live runs did not. */
+const RETENTION_DAYS = 1;
+const ENQUEUE_CHUNK = 5_000;
+
+// ---- claim timing -------------------------------------------------------------------------------------------------
+
+interface ClaimSample {
+  at: number;
+  ms: number;
+  rows: number;
+}
+const claims: ClaimSample[] = [];
+const CLAIM_TEXT = claimStatement({ workerId: '', limit: 1, leaseMs: 1, kinds: [KIND] }).text;
+
+function timeClaims(): void {
+  type Query = (...queryArgs: unknown[]) => unknown;
+  const prototype = pg.Client.prototype as unknown as { query: Query };
+  const query = prototype.query;
+  prototype.query = function (this: pg.Client, ...queryArgs: unknown[]): unknown {
+    const first = queryArgs[0];
+    const text = typeof first === 'string' ? first : (first as { text?: unknown } | null)?.text;
+    if (text !== CLAIM_TEXT) return query.apply(this, queryArgs);
+    const started = performance.now();
+    const record = (result: unknown) => {
+      const now = performance.now();
+      claims.push({ at: now, ms: now - started, rows: (result as { rowCount?: number } | undefined)?.rowCount ?? 0 });
+    };
+    const callback = queryArgs[queryArgs.length - 1];
+    if (typeof callback === 'function') {
+      // pg.Pool passes a callback.
+      queryArgs[queryArgs.length - 1] = (error: unknown, result: unknown) => {
+        if (!error) record(result);
+        (callback as (error: unknown, result: unknown) => void)(error, result);
+      };
+      return query.apply(this, queryArgs);
+    }
+    return (query.apply(this, queryArgs) as Promise<unknown>).then((result) => {
+      record(result);
+      return result;
+    });
+  };
+}
+
+// ---- the worker, as bench/queue/bulk-import-queue.ts configures it ------------------------------------------------
+
+interface Handled {
+  count: number;
+  first: number;
+  last: number;
+  /** Handler start times (performance.now()), for jobs/s within a window. */
+  starts: number[];
+}
+
+async function startWorker(databaseUrl: string, pool: pg.Pool, handled: Handled): Promise<Worker> {
+  const config = loadConfig({ DATABASE_URL: databaseUrl, JOB_STATE_NOTIFICATIONS: 'true' });
+  const handler: JobHandler<Record<string, never>> = {
+    kind: KIND,
+    description: 'no-op',
+    parsePayload: () => ({}),
+    run: async () => {
+      const now = performance.now();
+      if (handled.count === 0) handled.first = now;
+      handled.last = now;
+      handled.count += 1;
+      handled.starts.push(now);
+    },
+  };
+  const options = { ...config.worker, concurrency: settings.concurrency, workerId: 'bench', pollIntervalMs: 1_000 };
+  const log = createLogger({ level: 'silent', format: 'json' });
+  const worker = new Worker(pool, new HandlerRegistry([handler]), { config, pool, s3: undefined, bucket: undefined }, options, log, {
+    database: databaseUrl,
+    claimSession: true,
+    listen: true,
+  });
+  await worker.start();
+  return worker;
+}
+
+function createWorkerPool(databaseUrl: string): pg.Pool {
+  return createPool(databaseUrl, { max: 20, sessionOptions: stateNotificationOption(true) });
+}
+
+async function enqueue(pool: pg.Pool, count: number): Promise<void> {
+  for (let offset = 0; offset < count; offset += ENQUEUE_CHUNK) {
+    await enqueueJobs(pool, KIND, Array.from({ length: Math.min(ENQUEUE_CHUNK, count - offset) }, () => ({})));
+  }
+}
+
+// ---- figures ------------------------------------------------------------------------------------------------------
+
+interface ClaimFigures {
+  claims: number;
+  rowsPerClaim: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+function claimFigures(windows: Array<{ from: number; to: number }>): ClaimFigures {
+  const window = claims.filter((claim) => windows.some(({ from, to }) => claim.at >= from && claim.at <= to));
+  const sorted = window.map((claim) => claim.ms).sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
+  return {
+    claims: window.length,
+    rowsPerClaim: window.reduce((sum, claim) => sum + claim.rows, 0) / Math.max(1, window.length),
+    p50: at(0.5),
+    p99: at(0.99),
+    max: sorted[sorted.length - 1] ?? Number.NaN,
+  };
+}
+
+/** Samples every second whether an (auto)vacuum is running on jobs; counts the seconds it was. */
+class VacuumWatch {
+  private readonly seen: number[] = [];
+  private stopped = false;
+  private readonly loop: Promise<void>;
+
+  constructor(private readonly db: pg.Client) {
+    this.loop = this.run();
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      const { rows } = await this.db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_progress_vacuum WHERE relid = 'jobs'::regclass",
+      );
+      if (rows[0]!.n > 0) this.seen.push(performance.now());
+      await sleep(1_000);
+    }
+  }
+
+  secondsBetween(from: number, to: number): number {
+    return this.seen.filter((at) => at >= from && at <= to).length;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.loop;
+  }
+}
+
+const fmt = (value: number, digits = 2) => (Number.isFinite(value) ? value.toFixed(digits) : '–');
+const int = (value: number) => Math.round(value).toLocaleString('en-US');
+
+// ---- phases -------------------------------------------------------------------------------------------------------
+
+interface DrainResult {
+  label: string;
+  rows: number;
+  enqueueRate: number;
+  jobsPerSecond: number;
+  claim: ClaimFigures;
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+/**
+ * Phases A and B: `rounds` times, enqueue J jobs and run them all. The finished jobs of a round stay in the table
+ * in both phases alike.
+ */
+async function measurePhase(label: string, databaseUrl: string, db: pg.Client, historyRows: number): Promise<DrainResult> {
+  const rounds: Array<{ result: DrainResult; from: number; to: number }> = [];
+  for (let round = 1; round <= settings.rounds; round += 1) rounds.push(await drain(`${label} ${round}`, databaseUrl, db, historyRows));
+  const windows = rounds.map(({ from, to }) => ({ from, to }));
+  return {
+    label,
+    rows: historyRows + settings.jobs,
+    enqueueRate: median(rounds.map(({ result }) => result.enqueueRate)),
+    jobsPerSecond: median(rounds.map(({ result }) => result.jobsPerSecond)),
+    claim: claimFigures(windows),
+  };
+}
+
+/** One round: enqueue J jobs, run them all, stop. */
+async function drain(
+  label: string,
+  databaseUrl: string,
+  db: pg.Client,
+  historyRows: number,
+): Promise<{ result: DrainResult; from: number; to: number }> {
+  const pool = createWorkerPool(databaseUrl);
+  try {
+    let started = performance.now();
+    await enqueue(pool, settings.jobs);
+    const enqueueRate = settings.jobs / ((performance.now() - started) / 1000);
+    const handled: Handled = { count: 0, first: 0, last: 0, starts: [] };
+    started = performance.now();
+    const worker = await startWorker(databaseUrl, pool, handled);
+    while (handled.count < settings.jobs) {
+      if (performance.now() - started > 600_000) throw new Error(`${label}: ${handled.count} of ${settings.jobs} jobs ran in 10 minutes`);
+      await sleep(20);
+    }
+    await worker.stop();
+    const { rows } = await db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM jobs WHERE kind = $1 AND state IN ('queued', 'running')",
+      [KIND],
+    );
+    if (rows[0]!.n !== 0) throw new Error(`${label}: ${rows[0]!.n} jobs left unfinished`);
+    if (handled.count !== settings.jobs) throw new Error(`${label}: ${handled.count} handler calls for ${settings.jobs} jobs`);
+    const result: DrainResult = {
+      label,
+      rows: historyRows + settings.jobs,
+      enqueueRate,
+      jobsPerSecond: settings.jobs / ((handled.last - handled.first) / 1000),
+      claim: claimFigures([{ from: started, to: handled.last }]),
+    };
+    console.log(
+      `  ${label}: ${int(result.jobsPerSecond)} jobs/s, ${result.claim.claims} claims, p50 ${fmt(result.claim.p50)} ms, p99 ${fmt(result.claim.p99)} ms`,
+    );
+    return { result, from: started, to: handled.last };
+  } finally {
+    await pool.end();
+  }
+}
+
+async function seedHistory(db: pg.Client): Promise<void> {
+  const started = performance.now();
+  await db.query('SET bulk_import.state_notifications = off');
+  await db.query('SET synchronous_commit = off');
+  // Finished runs like those a 30-day retention keeps: ids grow with creation time, the newest finished a day ago.
+  // In statements of a million rows, so progress shows.
+  const chunk = 1_000_000;
+  for (let from = 1; from <= settings.history; from += chunk) {
+    const to = Math.min(settings.history, from + chunk - 1);
+    await db.query(
+      `INSERT INTO jobs (kind, tenant_id, payload, state, attempts, max_attempts, progress, result, last_error,
+         created_at, started_at, finished_at, updated_at, run_at)
+       SELECT kind, 't' || (g % 100), jsonb_build_object('seq', g), state, 1, 5,
+         jsonb_build_object('done', 100, 'total', 100, 'phase', 'done'),
+         jsonb_build_object('rows', 100),
+         CASE WHEN state IN ('failed', 'dead') THEN jsonb_build_object('code', 'X', 'message', 'failed', 'class', 'permanent', 'attempt', 1, 'at', now()::text) END,
+         created, created + interval '2 seconds', created + interval '5 seconds', created + interval '5 seconds', created
+       FROM (
+         SELECT g, ($4::text[])[1 + g % 4] AS kind,
+           CASE WHEN g % 100 < 85 THEN 'succeeded' WHEN g % 100 < 90 THEN 'partial' WHEN g % 100 < 95 THEN 'failed'
+                WHEN g % 100 < 97 THEN 'dead' ELSE 'canceled' END AS state,
+           now() - interval '31 days' + (g * interval '30 days' / $3) - interval '1 minute' AS created
+         FROM generate_series($1::bigint, $2::bigint) g
+       ) s`,
+      [from, to, settings.history, [NOOP_KIND, CSV_IMPORT_KIND, MASS_IMPORT_KIND, BACKFILL_KIND]],
+    );
+    console.log(`  ${int(to)} rows, ${fmt((performance.now() - started) / 1000, 0)} s`);
+  }
+  const inserted = (performance.now() - started) / 1000;
+  await db.query('VACUUM ANALYZE jobs');
+  const { rows } = await db.query<{ size: string }>("SELECT pg_size_pretty(pg_total_relation_size('jobs')) AS size");
+  console.log(
+    `seeded ${int(settings.history)} finished runs in ${fmt(inserted, 1)} s (+ VACUUM ANALYZE ${fmt((performance.now() - started) / 1000 - inserted, 1)} s); ` +
+      `pg_total_relation_size('jobs') ${rows[0]!.size}`,
+  );
+}
+
+interface Window {
+  label: string;
+  seconds: number;
+  deleted: number;
+  jobsPerSecond: number;
+  claim: ClaimFigures;
+  vacuumSeconds: number;
+  /** At the window's end: dead tuples in jobs, and the size of the claim's index. */
+  deadTuples: number;
+  claimIndex: string;
+}
+
+/** Phase C: a steady stream of no-op jobs, windows without and with retention. */
+async function retentionPhase(databaseUrl: string, db: pg.Client, watch: VacuumWatch): Promise<Window[]> {
+  const pool = createWorkerPool(databaseUrl);
+  const handled: Handled = { count: 0, first: 0, last: 0, starts: [] };
+  // The feeder keeps 2-3 chunks queued ahead of the worker, so it never runs dry.
+  let enqueued = 0;
+  let feeding = true;
+  const feeder = (async () => {
+    while (feeding) {
+      if (enqueued - handled.count < 2 * ENQUEUE_CHUNK) {
+        await enqueue(pool, ENQUEUE_CHUNK);
+        enqueued += ENQUEUE_CHUNK;
+      } else {
+        await sleep(10);
+      }
+    }
+  })();
+  const worker = await startWorker(databaseUrl, pool, handled);
+  const historyLeft = async () => {
+    const { rows } = await db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM jobs WHERE finished_at < now() - $1 * interval '1 day'`,
+      [RETENTION_DAYS],
+    );
+    return rows[0]!.n;
+  };
+  const windows: Window[] = [];
+  const record = async (label: string, from: number, to: number, deleted: number) => {
+    const { rows } = await db.query<{ dead: number; index: string }>(
+      `SELECT n_dead_tup::bigint::float8 AS dead, pg_size_pretty(pg_relation_size('jobs_claim_order')) AS index
+       FROM pg_stat_user_tables WHERE relname = 'jobs'`,
+    );
+    const window: Window = {
+      deadTuples: rows[0]!.dead,
+      claimIndex: rows[0]!.index,
+      label,
+      seconds: (to - from) / 1000,
+      deleted,
+      jobsPerSecond: handled.starts.filter((at) => at >= from && at <= to).length / ((to - from) / 1000),
+      claim: claimFigures([{ from, to }]),
+      vacuumSeconds: watch.secondsBetween(from, to),
+    };
+    windows.push(window);
+    console.log(
+      `  ${label}: ${fmt(window.seconds, 1)} s, ${int(deleted)} deleted, ${int(window.jobsPerSecond)} jobs/s, ` +
+        `${window.claim.claims} claims, p50 ${fmt(window.claim.p50)} p99 ${fmt(window.claim.p99)} max ${fmt(window.claim.max)} ms; ` +
+        `${int(window.deadTuples)} dead tuples in jobs, jobs_claim_order ${window.claimIndex}`,
+    );
+  };
+  const log = createLogger({ level: 'error', format: 'json' });
+  try {
+    await sleep(3_000); // warm-up: the worker's first claims, the feeder's first chunks
+    let from = performance.now();
+    await sleep(settings.windowSeconds * 1000);
+    await record('no retention', from, performance.now(), 0);
+
+    // The retention service as shipped (createRetention's default batch), then with a larger batch to the end.
+    for (const [label, batchSize, untilDone] of [
+      [`retention, batch ${SHIPPED_RETENTION_BATCH} (shipped)`, SHIPPED_RETENTION_BATCH, false],
+      [`retention, batch ${settings.retentionBatch}`, settings.retentionBatch, true],
+    ] as const) {
+      const before = await historyLeft();
+      const retention = createRetention(pool, RETENTION_DAYS, 600_000, log, { batchSize });
+      from = performance.now();
+      for (;;) {
+        await retention.runOnce();
+        if (!untilDone && performance.now() - from >= settings.windowSeconds * 1000) break;
+        // Cheap check (jobs_finished_at); the exact count is taken outside the window.
+        const { rows } = await db.query<{ more: boolean }>(
+          `SELECT EXISTS (SELECT 1 FROM jobs WHERE finished_at < now() - $1 * interval '1 day') AS more`,
+          [RETENTION_DAYS],
+        );
+        if (!rows[0]!.more) break;
+      }
+      const to = performance.now();
+      await record(label, from, to, before - (await historyLeft()));
+    }
+
+    from = performance.now();
+    await sleep(settings.windowSeconds * 1000);
+    await record('after retention', from, performance.now(), 0);
+  } finally {
+    feeding = false;
+    await feeder;
+    await worker.stop();
+    await pool.end();
+  }
+  return windows;
+}
+
+// ---- main ---------------------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  timeClaims();
+  const stateDir = await mkdtemp(join(tmpdir(), 'bench-queue-history-'));
+  await chmod(stateDir, 0o755);
+  const postgres = await startEmbeddedPostgres({ baseDir: join(stateDir, 'pg'), persistent: false, fast: true, sharedBuffers: '1GB' });
+  try {
+    const admin = new pg.Client({ connectionString: postgres.adminUrl });
+    await admin.connect();
+    await admin.query('CREATE DATABASE bench_history');
+    await admin.end();
+    const url = postgres.databaseUrl('bench_history');
+    await migrate(url);
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    const watchDb = new pg.Client({ connectionString: url });
+    await watchDb.connect();
+    const watch = new VacuumWatch(watchDb);
+    const { rows } = await db.query<{ server_version: string; autovacuum: string; naptime: string; options: string[] | null }>(
+      `SELECT current_setting('server_version') AS server_version, current_setting('autovacuum') AS autovacuum,
+         current_setting('autovacuum_naptime') AS naptime, (SELECT reloptions FROM pg_class WHERE oid = 'jobs'::regclass) AS options`,
+    );
+    const server = rows[0]!;
+    console.log(
+      `Postgres ${server.server_version} (embedded, fsync off, shared_buffers 1GB; autovacuum ${server.autovacuum}, naptime ${server.naptime}, ` +
+        `jobs ${(server.options ?? []).join(' ')}), Node ${process.version}`,
+    );
+    console.log(`settings: ${JSON.stringify(settings)}; Worker as bench:queue runs it (poll 1000 ms + LISTEN, claim session, state notifications on)\n`);
+
+    console.log('A. empty table');
+    const empty = await measurePhase('empty', url, db, 0);
+    await db.query('TRUNCATE jobs CASCADE');
+    console.log(`B. ${int(settings.history)} finished runs`);
+    await seedHistory(db);
+    const withHistory = await measurePhase('history', url, db, settings.history);
+    await db.query('VACUUM ANALYZE jobs');
+    console.log('C. retention under a steady stream of no-op jobs');
+    const windows = await retentionPhase(url, db, watch);
+    await watch.stop();
+    await watchDb.end();
+    const { rows: vacuums } = await db.query<{ autovacuum_count: number; autoanalyze_count: number }>(
+      "SELECT autovacuum_count::int, autoanalyze_count::int FROM pg_stat_user_tables WHERE relname = 'jobs'",
+    );
+    await db.end();
+
+    console.log(`\nNode ${process.version}; ${JSON.stringify(settings)}`);
+    console.log('\n| table | rows in jobs | enqueue jobs/s | jobs/s | claims | rows/claim | claim p50 ms | claim p99 ms | claim max ms |');
+    console.log('|---|---|---|---|---|---|---|---|---|');
+    for (const r of [empty, withHistory]) {
+      console.log(
+        `| ${r.label} | ${int(r.rows)} | ${int(r.enqueueRate)} | ${int(r.jobsPerSecond)} | ${r.claim.claims} | ${fmt(r.claim.rowsPerClaim, 1)} | ` +
+          `${fmt(r.claim.p50)} | ${fmt(r.claim.p99)} | ${fmt(r.claim.max)} |`,
+      );
+    }
+    console.log(
+      `\nhistory / empty: jobs/s ${fmt(withHistory.jobsPerSecond / empty.jobsPerSecond)}×, claim p50 ${fmt(withHistory.claim.p50 / empty.claim.p50)}×, ` +
+        `claim p99 ${fmt(withHistory.claim.p99 / empty.claim.p99)}× (goal: within 10%)`,
+    );
+    console.log(
+      '\n| phase C window | seconds | history rows deleted | rows/s | jobs/s | claims | rows/claim | claim p50 ms | claim p99 ms | claim max ms | s with a vacuum on jobs | dead tuples after | jobs_claim_order after |',
+    );
+    console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+    for (const w of windows) {
+      console.log(
+        `| ${w.label} | ${fmt(w.seconds, 1)} | ${int(w.deleted)} | ${w.deleted > 0 ? int(w.deleted / w.seconds) : '–'} | ${int(w.jobsPerSecond)} | ${w.claim.claims} | ` +
+          `${fmt(w.claim.rowsPerClaim, 1)} | ${fmt(w.claim.p50)} | ${fmt(w.claim.p99)} | ${fmt(w.claim.max)} | ${w.vacuumSeconds} | ${int(w.deadTuples)} | ${w.claimIndex} |`,
+      );
+    }
+    // The stream's own churn (dead index entries until autovacuum gets to them) drifts the figures over the phase, so
+    // each retention window is compared with the windows without retention before and after it.
+    const before = windows[0]!;
+    const after = windows[windows.length - 1]!;
+    for (const w of windows.slice(1, -1)) {
+      console.log(
+        `${w.label} / no retention before, after: jobs/s ${fmt(w.jobsPerSecond / before.jobsPerSecond)}×, ${fmt(w.jobsPerSecond / after.jobsPerSecond)}×; ` +
+          `claim p99 ${fmt(w.claim.p99 / before.claim.p99)}×, ${fmt(w.claim.p99 / after.claim.p99)}×; ` +
+          `max ${fmt(w.claim.max / before.claim.max)}×, ${fmt(w.claim.max / after.claim.max)}×`,
+      );
+    }
+    console.log(`jobs: ${vacuums[0]?.autovacuum_count ?? 0} autovacuums, ${vacuums[0]?.autoanalyze_count ?? 0} autoanalyzes over the run`);
+  } finally {
+    await postgres.stop();
+    await rm(stateDir, { recursive: true, force: true });
+  }
+}
+
+await main();
+// Timers of the stopped workers' pools may linger; the tables are out and Postgres is down.
+process.exit(0);
