@@ -1,8 +1,12 @@
 // npm run bench:queue — this queue vs pg-boss and graphile-worker, side by side in one run on one Postgres server.
 // Measures (1) enqueue rate, single and bulk, (2) throughput of no-op jobs at equal total concurrency, (3) pickup
 // latency from enqueue to handler start on an idle worker (p50/p99). Prints the settings and a comparison table.
+// Then the black box (bench/queue/black-box.ts): the built `bulk-import worker` process against graphile-worker in its
+// own process, paired rounds, and the scale-out of 1, 2 and 4 worker processes.
 //
 //   BENCH_JOBS=50000 BENCH_LATENCY_SAMPLES=300 BENCH_CONCURRENCY=16 npm run bench:queue
+//   BENCH_IN_PROCESS=0 BENCH_BLACK_BOX_ROUNDS=3 BENCH_SCALE_OUT=1,2,4 npm run bench:queue   (the black box only)
+//   BENCH_BLACK_BOX=0 npm run bench:queue                                                    (in-process only)
 import { mkdtemp, rm, chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
 import { migrate } from '../worker/db/migrate.js';
+import { runBlackBox } from './queue/black-box.js';
 import { runBulkImportQueue } from './queue/bulk-import-queue.js';
 import { runGraphileWorker } from './queue/graphile-worker.js';
 import { runPgBoss } from './queue/pg-boss.js';
@@ -22,6 +27,14 @@ const settings: BenchSettings = {
   latencySamples: Number(process.env.BENCH_LATENCY_SAMPLES ?? 300),
   concurrency: Number(process.env.BENCH_CONCURRENCY ?? 16),
   rounds: Number(process.env.BENCH_ROUNDS ?? 2),
+};
+const inProcess = process.env.BENCH_IN_PROCESS !== '0';
+const blackBox = process.env.BENCH_BLACK_BOX !== '0';
+const blackBoxSettings = {
+  jobs: settings.jobs,
+  concurrency: settings.concurrency,
+  rounds: Number(process.env.BENCH_BLACK_BOX_ROUNDS ?? 3),
+  scaleOut: (process.env.BENCH_SCALE_OUT ?? '1,2,4').split(',').filter(Boolean).map(Number),
 };
 
 async function main(): Promise<void> {
@@ -38,7 +51,7 @@ async function main(): Promise<void> {
     console.log(`settings: ${JSON.stringify(settings)}\n`);
 
     const results: QueueBenchResult[] = [];
-    for (let round = 1; round <= settings.rounds; round += 1) {
+    for (let round = 1; inProcess && round <= settings.rounds; round += 1) {
       console.log(`round ${round}/${settings.rounds}`);
       // Alternate the order so no system always runs on a warmer (or more bloated) server.
       const runners = [
@@ -56,7 +69,8 @@ async function main(): Promise<void> {
         await sleep(500);
       }
     }
-    printResults(results, settings);
+    if (inProcess) printResults(results, settings);
+    if (blackBox) await runBlackBox({ ours: postgres.databaseUrl('bench_ours'), graphile: postgres.databaseUrl('bench_graphile') }, blackBoxSettings);
   } finally {
     await postgres.stop();
     await rm(stateDir, { recursive: true, force: true });

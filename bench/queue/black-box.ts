@@ -1,0 +1,256 @@
+// The queue measured from outside, as deployed: `bulk-import worker` from the compiled build (`npm run build`, the
+// image's dist/, no TypeScript loader), default settings but WORKER_CONCURRENCY, logs at info appended to a file,
+// against graphile-worker 0.18 batched in its own process (bench/queue/graphile-process.ts) on the same Postgres.
+// Each round pre-inserts N no-op jobs, starts the process(es), and times from the first spawn until the table holds
+// no unfinished job (both read the same way: a count every POLL_MS). Postgres's CPU time over the run (summed from
+// /proc over its processes) divided by N is the database's cost per job, the figure that sizes a database for a
+// given job rate. Rounds are paired and alternate which system goes first.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, cpSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { makeWorkerUtils } from 'graphile-worker';
+import pg from 'pg';
+import { createPool } from '../../worker/db/pool.js';
+import { NOOP_KIND } from '../../worker/handlers/noop.js';
+import { enqueueJobs } from '../../worker/queue/enqueue.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const POLL_MS = 50;
+/** BENCH_WORKER_PROFILE=<dir>: our worker processes write V8 CPU profiles there (to look into where the time goes). */
+const profileFlags = process.env.BENCH_WORKER_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_WORKER_PROFILE}`] : [];
+const CHUNK = 5_000;
+
+export interface BlackBoxSettings {
+  jobs: number;
+  concurrency: number;
+  rounds: number;
+  /** Numbers of our worker processes for the scale-out table. */
+  scaleOut: number[];
+}
+
+interface Run {
+  system: string;
+  processes: number;
+  seconds: number;
+  jobsPerSecond: number;
+  /** Milliseconds of Postgres CPU per job. */
+  dbCpuMsPerJob: number;
+  /** Milliseconds of the worker processes' CPU per job. */
+  workerCpuMsPerJob: number;
+  logLines: number;
+}
+
+/** The image's layout in a temporary directory: dist/ from `tsc -p tsconfig.build.json`, bin/, migrations/, node_modules. */
+function buildImageLayout(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-black-box-'));
+  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', join(dir, 'dist')], {
+    cwd: ROOT,
+    stdio: 'inherit',
+  });
+  if (tsc.status !== 0) throw new Error('the build failed');
+  rmSync(join(dir, 'dist/worker/dev'), { recursive: true, force: true });
+  cpSync(join(ROOT, 'bin'), join(dir, 'bin'), { recursive: true });
+  cpSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
+  symlinkSync(join(ROOT, 'migrations'), join(dir, 'migrations'));
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  return dir;
+}
+
+/** CPU time (user + system, ms) of the processes whose command line contains `match`. */
+function cpuOf(match: (cmdline: string, pid: number) => boolean): number {
+  let ticks = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (!match(cmdline, Number(entry))) continue;
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // The process ended between the listing and the read.
+    }
+  }
+  return ticks * 10; // 100 clock ticks per second on Linux
+}
+
+const isPostgres = (cmdline: string) => cmdline.startsWith('postgres:') || cmdline.includes('/bin/postgres');
+
+async function unfinished(db: pg.Client, sql: string): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(sql);
+  return rows[0]!.n;
+}
+
+async function timeRun(
+  db: pg.Client,
+  system: string,
+  unfinishedSql: string,
+  jobs: number,
+  start: () => ChildProcess[],
+  logFiles: string[],
+): Promise<Run> {
+  const pgCpuBefore = cpuOf(isPostgres);
+  const started = performance.now();
+  const children = start();
+  const pids = new Set(children.map((child) => child.pid!));
+  let workerCpu = 0;
+  const sampleWorkers = () => {
+    const now = cpuOf((_cmdline, pid) => pids.has(pid));
+    if (now > 0) workerCpu = now;
+  };
+  while ((await unfinished(db, unfinishedSql)) > 0) {
+    sampleWorkers();
+    await sleep(POLL_MS);
+    if (performance.now() - started > 600_000) throw new Error(`${system}: not done after 10 minutes`);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  sampleWorkers();
+  const pgCpu = cpuOf(isPostgres) - pgCpuBefore;
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          child.once('exit', () => resolve());
+          child.kill('SIGTERM');
+        }),
+    ),
+  );
+  const logLines = logFiles.reduce((sum, file) => sum + readFileSync(file, 'utf8').split('\n').filter(Boolean).length, 0);
+  return { system, processes: children.length, seconds, jobsPerSecond: jobs / seconds, dbCpuMsPerJob: pgCpu / jobs, workerCpuMsPerJob: workerCpu / jobs, logLines };
+}
+
+function spawnLogged(command: string[], env: Record<string, string>, logFile: string, cwd: string): ChildProcess {
+  const out = openSync(logFile, 'a');
+  const child = spawn(command[0]!, command.slice(1), {
+    cwd,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    stdio: ['ignore', out, 'inherit'],
+  });
+  closeSync(out);
+  return child;
+}
+
+async function runOurs(layout: string, databaseUrl: string, settings: BlackBoxSettings, processes: number, round: string): Promise<Run> {
+  const pool = createPool(databaseUrl, { max: 4 });
+  await pool.query('TRUNCATE jobs CASCADE');
+  for (let offset = 0; offset < settings.jobs; offset += CHUNK) {
+    const count = Math.min(CHUNK, settings.jobs - offset);
+    await enqueueJobs(pool, NOOP_KIND, Array.from({ length: count }, (_, i) => ({ seq: offset + i })));
+  }
+  await pool.query('VACUUM ANALYZE jobs');
+  await pool.end();
+  const db = new pg.Client({ connectionString: databaseUrl });
+  await db.connect();
+  const logFiles = Array.from({ length: processes }, (_, i) => join(layout, `ours-${round}-${processes}-${i}.log`));
+  const env = {
+    DATABASE_URL: databaseUrl,
+    WORKER_CONCURRENCY: String(settings.concurrency),
+    LOG_LEVEL: 'info',
+    LOG_FORMAT: 'json',
+    // The campaign mount does not exist here; only no-op jobs run.
+    IMPORT_ROOT: layout,
+    IMPORT_ROOT_REQUIRE_MOUNT: 'false',
+  };
+  try {
+    const run = await timeRun(
+      db,
+      'bulk-import worker',
+      `SELECT count(*)::int AS n FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'dead', 'canceled', 'partial')`,
+      settings.jobs,
+      () => logFiles.map((file) => spawnLogged([process.execPath, ...profileFlags, 'bin/bulk-import.js', 'worker'], env, file, layout)),
+      logFiles,
+    );
+    const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM jobs WHERE state = 'succeeded'`);
+    if (rows[0]!.n !== settings.jobs) throw new Error(`ours: ${rows[0]!.n} of ${settings.jobs} jobs succeeded`);
+    return run;
+  } finally {
+    await db.end();
+  }
+}
+
+async function runGraphile(layout: string, databaseUrl: string, settings: BlackBoxSettings, round: string): Promise<Run> {
+  const utils = await makeWorkerUtils({ connectionString: databaseUrl });
+  await utils.migrate();
+  const db = new pg.Client({ connectionString: databaseUrl });
+  await db.connect();
+  try {
+    await db.query('DELETE FROM graphile_worker._private_jobs');
+    for (let offset = 0; offset < settings.jobs; offset += CHUNK) {
+      const count = Math.min(CHUNK, settings.jobs - offset);
+      await utils.addJobs(Array.from({ length: count }, (_, i) => ({ identifier: 'noop', payload: { seq: offset + i } })));
+    }
+    await db.query('VACUUM ANALYZE graphile_worker._private_jobs');
+    const logFile = join(layout, `graphile-${round}.log`);
+    return await timeRun(
+      db,
+      'graphile-worker',
+      'SELECT count(*)::int AS n FROM graphile_worker._private_jobs',
+      settings.jobs,
+      () => [
+        spawnLogged(
+          [process.execPath, join(ROOT, 'bench/queue/graphile-process.ts')],
+          { DATABASE_URL: databaseUrl, CONCURRENCY: String(settings.concurrency), LOG_FILE: logFile },
+          '/dev/null',
+          ROOT,
+        ),
+      ],
+      [logFile],
+    );
+  } finally {
+    await db.end();
+    await utils.release();
+  }
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+
+/** The paired rounds and the scale-out table; `urls` are two migrated, empty databases on one server. */
+export async function runBlackBox(urls: { ours: string; graphile: string }, settings: BlackBoxSettings): Promise<void> {
+  const layout = buildImageLayout();
+  try {
+    console.log(`\nblack box: the built \`bulk-import worker\` process vs graphile-worker batched in its own process`);
+    console.log(`${settings.jobs} pre-inserted no-op jobs per round, concurrency ${settings.concurrency}, logs at info to a file, ${settings.rounds} paired rounds\n`);
+    const pairs: Array<{ ours: Run; graphile: Run }> = [];
+    for (let round = 1; round <= settings.rounds; round += 1) {
+      const order = round % 2 === 1 ? (['ours', 'graphile'] as const) : (['graphile', 'ours'] as const);
+      const pair: Partial<{ ours: Run; graphile: Run }> = {};
+      for (const system of order) {
+        pair[system] = system === 'ours' ? await runOurs(layout, urls.ours, settings, 1, String(round)) : await runGraphile(layout, urls.graphile, settings, String(round));
+        await sleep(500);
+      }
+      pairs.push(pair as { ours: Run; graphile: Run });
+      console.log(`  round ${round}: ours ${pair.ours!.jobsPerSecond.toFixed(0)} jobs/s, graphile-worker ${pair.graphile!.jobsPerSecond.toFixed(0)} jobs/s`);
+    }
+    console.log('\n| round | ours jobs/s | graphile-worker jobs/s | ratio | ours DB CPU ms/job | graphile DB CPU ms/job | ours worker CPU ms/job | graphile worker CPU ms/job | ours log lines |');
+    console.log('|---|---|---|---|---|---|---|---|---|');
+    pairs.forEach(({ ours, graphile }, index) => {
+      console.log(
+        `| ${index + 1} | ${ours.jobsPerSecond.toFixed(0)} | ${graphile.jobsPerSecond.toFixed(0)} | ${(ours.jobsPerSecond / graphile.jobsPerSecond).toFixed(2)}× | ${ours.dbCpuMsPerJob.toFixed(3)} | ${graphile.dbCpuMsPerJob.toFixed(3)} | ${ours.workerCpuMsPerJob.toFixed(3)} | ${graphile.workerCpuMsPerJob.toFixed(3)} | ${ours.logLines} |`,
+      );
+    });
+    const ratios = pairs.map(({ ours, graphile }) => ours.jobsPerSecond / graphile.jobsPerSecond);
+    console.log(`\nmedian ratio of the paired rounds: ${median(ratios).toFixed(2)}× (goal ≥ 1.3×)`);
+
+    if (settings.scaleOut.length > 0) {
+      console.log('\nscale-out: our worker processes on one Postgres (each at the concurrency above)');
+      console.log('| processes | jobs/s | Postgres CPU ms/job | worker CPU ms/job |');
+      console.log('|---|---|---|---|');
+      for (const processes of settings.scaleOut) {
+        const run = await runOurs(layout, urls.ours, settings, processes, `scale-${processes}`);
+        console.log(`| ${processes} | ${run.jobsPerSecond.toFixed(0)} | ${run.dbCpuMsPerJob.toFixed(3)} | ${run.workerCpuMsPerJob.toFixed(3)} |`);
+        await sleep(500);
+      }
+    }
+  } finally {
+    if (process.env.BENCH_KEEP_LAYOUT) console.log(`layout kept: ${layout}`);
+    else rmSync(layout, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,28 @@
+// graphile-worker 0.18 as its own process for the black-box queue bench (bench/queue/black-box.ts): the runner with
+// its batching on (local queue, batched completion), a no-op task, its log lines at info appended to a file. Run with
+// Node's own type stripping (`node bench/queue/graphile-process.ts`), so no TypeScript loader costs it anything.
+//
+//   DATABASE_URL=… CONCURRENCY=16 LOG_FILE=… node bench/queue/graphile-process.ts
+import { createWriteStream } from 'node:fs';
+import { Logger, run } from 'graphile-worker';
+
+const log = createWriteStream(process.env.LOG_FILE ?? '/dev/null', { flags: 'a' });
+// Like our worker at info: one line per event graphile logs at info or above, as JSON.
+const logger = new Logger(() => (level, message, meta) => {
+  if (level === 'debug') return;
+  log.write(`${JSON.stringify({ level, time: Date.now(), msg: message, ...meta })}\n`);
+});
+
+const runner = await run({
+  connectionString: process.env.DATABASE_URL!,
+  concurrency: Number(process.env.CONCURRENCY ?? 16),
+  pollInterval: 1_000,
+  noHandleSignals: true,
+  logger,
+  preset: { worker: { localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
+  taskList: { noop: async () => {} },
+});
+
+process.once('SIGTERM', () => {
+  void runner.stop().then(() => log.end(() => process.exit(0)));
+});
