@@ -8,14 +8,16 @@
 //   C. with the history present and the worker fed a steady stream of no-op jobs: a window without retention, a window
 //      of the shipped retention service (createRetention, batch 100), then the same service with --retention-batch
 //      until every history row is gone (RETENTION_DAYS=1: all history is older, the live runs are not), then a window
-//      after it. Per window: rows deleted and rows/s, jobs/s, claim p50/p99/max, seconds an autovacuum ran.
+//      after it, and one more after a plain VACUUM jobs. Per window: rows deleted and rows/s, jobs/s, claim
+//      p50/p99/max, seconds a vacuum ran on jobs, and at its end the dead tuples in jobs and the claim index's size.
 //      The retention rounds run back to back (the service waits RETENTION_INTERVAL_MS, default 10 min, between them).
 //
 // Claim latency is the real claim statement as the worker issues it: pg.Client.prototype.query is wrapped and times,
 // client-side, each query whose text is the claim statement (claimStatement() of worker/queue/claim.ts); the
 // worker's claim session is a pool of one connection used for nothing else, so the time is the statement's round trip.
 // The worker claims for its free slots plus an adaptive prefetch (hundreds of rows per claim under a backlog), so a
-// run of J jobs holds few claims: the tables print how many.
+// run of J jobs holds few claims: the tables print how many. Phases A and B also print how many heap pages the J new
+// jobs landed on (the free space map spreads new rows over the history's pages) and the three slowest claims.
 //
 //   npm run bench:queue-history
 //   npm run bench:queue-history -- --history 200000 --jobs 10000 --window 10 --rounds 3 --retention-batch 5000
@@ -147,10 +149,12 @@ function createWorkerPool(databaseUrl: string): pg.Pool {
   return createPool(databaseUrl, { max: 20, sessionOptions: stateNotificationOption(true) });
 }
 
-async function enqueue(pool: pg.Pool, count: number): Promise<void> {
+async function enqueue(pool: pg.Pool, count: number): Promise<number[]> {
+  const ids: number[] = [];
   for (let offset = 0; offset < count; offset += ENQUEUE_CHUNK) {
-    await enqueueJobs(pool, KIND, Array.from({ length: Math.min(ENQUEUE_CHUNK, count - offset) }, () => ({})));
+    ids.push(...(await enqueueJobs(pool, KIND, Array.from({ length: Math.min(ENQUEUE_CHUNK, count - offset) }, () => ({})))));
   }
+  return ids;
 }
 
 // ---- figures ------------------------------------------------------------------------------------------------------
@@ -217,6 +221,9 @@ interface DrainResult {
   enqueueRate: number;
   jobsPerSecond: number;
   claim: ClaimFigures;
+  /** Heap pages the round's jobs were inserted into: new rows go where the free space map points. */
+  heapPages: number;
+  vacuumSeconds: number;
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
@@ -225,9 +232,15 @@ const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floo
  * Phases A and B: `rounds` times, enqueue J jobs and run them all. The finished jobs of a round stay in the table
  * in both phases alike.
  */
-async function measurePhase(label: string, databaseUrl: string, db: pg.Client, historyRows: number): Promise<DrainResult> {
+async function measurePhase(
+  label: string,
+  databaseUrl: string,
+  db: pg.Client,
+  historyRows: number,
+  watch: VacuumWatch,
+): Promise<DrainResult> {
   const rounds: Array<{ result: DrainResult; from: number; to: number }> = [];
-  for (let round = 1; round <= settings.rounds; round += 1) rounds.push(await drain(`${label} ${round}`, databaseUrl, db, historyRows));
+  for (let round = 1; round <= settings.rounds; round += 1) rounds.push(await drain(`${label} ${round}`, databaseUrl, db, historyRows, watch));
   const windows = rounds.map(({ from, to }) => ({ from, to }));
   return {
     label,
@@ -235,6 +248,8 @@ async function measurePhase(label: string, databaseUrl: string, db: pg.Client, h
     enqueueRate: median(rounds.map(({ result }) => result.enqueueRate)),
     jobsPerSecond: median(rounds.map(({ result }) => result.jobsPerSecond)),
     claim: claimFigures(windows),
+    heapPages: median(rounds.map(({ result }) => result.heapPages)),
+    vacuumSeconds: rounds.reduce((sum, { result }) => sum + result.vacuumSeconds, 0),
   };
 }
 
@@ -244,12 +259,17 @@ async function drain(
   databaseUrl: string,
   db: pg.Client,
   historyRows: number,
+  watch: VacuumWatch,
 ): Promise<{ result: DrainResult; from: number; to: number }> {
   const pool = createWorkerPool(databaseUrl);
   try {
     let started = performance.now();
-    await enqueue(pool, settings.jobs);
+    const ids = await enqueue(pool, settings.jobs);
     const enqueueRate = settings.jobs / ((performance.now() - started) / 1000);
+    const { rows: pages } = await db.query<{ n: number }>(
+      'SELECT count(DISTINCT (ctid::text::point)[0])::int AS n FROM jobs WHERE id = ANY($1::bigint[])',
+      [ids],
+    );
     const handled: Handled = { count: 0, first: 0, last: 0, starts: [] };
     started = performance.now();
     const worker = await startWorker(databaseUrl, pool, handled);
@@ -270,9 +290,17 @@ async function drain(
       enqueueRate,
       jobsPerSecond: settings.jobs / ((handled.last - handled.first) / 1000),
       claim: claimFigures([{ from: started, to: handled.last }]),
+      heapPages: pages[0]!.n,
+      vacuumSeconds: watch.secondsBetween(started, handled.last),
     };
+    const slowest = claims
+      .filter((claim) => claim.at >= started && claim.at <= handled.last)
+      .sort((a, b) => b.ms - a.ms)
+      .slice(0, 3)
+      .map((claim) => `${fmt(claim.ms, 0)} ms at ${fmt((claim.at - started) / 1000, 1)} s`);
     console.log(
-      `  ${label}: ${int(result.jobsPerSecond)} jobs/s, ${result.claim.claims} claims, p50 ${fmt(result.claim.p50)} ms, p99 ${fmt(result.claim.p99)} ms`,
+      `  ${label}: ${int(result.jobsPerSecond)} jobs/s, ${result.claim.claims} claims, p50 ${fmt(result.claim.p50)} ms, p99 ${fmt(result.claim.p99)} ms ` +
+        `(slowest ${slowest.join(', ')}); jobs on ${int(result.heapPages)} heap pages; ${result.vacuumSeconds} s with a vacuum on jobs`,
     );
     return { result, from: started, to: handled.last };
   } finally {
@@ -409,6 +437,14 @@ async function retentionPhase(databaseUrl: string, db: pg.Client, watch: VacuumW
     from = performance.now();
     await sleep(settings.windowSeconds * 1000);
     await record('after retention', from, performance.now(), 0);
+
+    // What a plain VACUUM (no FULL, the stream still running) gives back.
+    const vacuumStarted = performance.now();
+    await db.query('VACUUM jobs');
+    console.log(`  VACUUM jobs: ${fmt((performance.now() - vacuumStarted) / 1000, 1)} s`);
+    from = performance.now();
+    await sleep(settings.windowSeconds * 1000);
+    await record('after retention and a VACUUM', from, performance.now(), 0);
   } finally {
     feeding = false;
     await feeder;
@@ -449,11 +485,11 @@ async function main(): Promise<void> {
     console.log(`settings: ${JSON.stringify(settings)}; Worker as bench:queue runs it (poll 1000 ms + LISTEN, claim session, state notifications on)\n`);
 
     console.log('A. empty table');
-    const empty = await measurePhase('empty', url, db, 0);
+    const empty = await measurePhase('empty', url, db, 0, watch);
     await db.query('TRUNCATE jobs CASCADE');
     console.log(`B. ${int(settings.history)} finished runs`);
     await seedHistory(db);
-    const withHistory = await measurePhase('history', url, db, settings.history);
+    const withHistory = await measurePhase('history', url, db, settings.history, watch);
     await db.query('VACUUM ANALYZE jobs');
     console.log('C. retention under a steady stream of no-op jobs');
     const windows = await retentionPhase(url, db, watch);
@@ -465,12 +501,12 @@ async function main(): Promise<void> {
     await db.end();
 
     console.log(`\nNode ${process.version}; ${JSON.stringify(settings)}`);
-    console.log('\n| table | rows in jobs | enqueue jobs/s | jobs/s | claims | rows/claim | claim p50 ms | claim p99 ms | claim max ms |');
-    console.log('|---|---|---|---|---|---|---|---|---|');
+    console.log('\n| table | rows in jobs | enqueue jobs/s | jobs/s | claims | rows/claim | claim p50 ms | claim p99 ms | claim max ms | heap pages of the J jobs | s with a vacuum on jobs |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|---|');
     for (const r of [empty, withHistory]) {
       console.log(
         `| ${r.label} | ${int(r.rows)} | ${int(r.enqueueRate)} | ${int(r.jobsPerSecond)} | ${r.claim.claims} | ${fmt(r.claim.rowsPerClaim, 1)} | ` +
-          `${fmt(r.claim.p50)} | ${fmt(r.claim.p99)} | ${fmt(r.claim.max)} |`,
+          `${fmt(r.claim.p50)} | ${fmt(r.claim.p99)} | ${fmt(r.claim.max)} | ${int(r.heapPages)} | ${r.vacuumSeconds} |`,
       );
     }
     console.log(
@@ -490,8 +526,8 @@ async function main(): Promise<void> {
     // The stream's own churn (dead index entries until autovacuum gets to them) drifts the figures over the phase, so
     // each retention window is compared with the windows without retention before and after it.
     const before = windows[0]!;
-    const after = windows[windows.length - 1]!;
-    for (const w of windows.slice(1, -1)) {
+    const after = windows.find((w) => w.label === 'after retention')!;
+    for (const w of windows.filter((w) => w.label.startsWith('retention'))) {
       console.log(
         `${w.label} / no retention before, after: jobs/s ${fmt(w.jobsPerSecond / before.jobsPerSecond)}×, ${fmt(w.jobsPerSecond / after.jobsPerSecond)}×; ` +
           `claim p99 ${fmt(w.claim.p99 / before.claim.p99)}×, ${fmt(w.claim.p99 / after.claim.p99)}×; ` +
