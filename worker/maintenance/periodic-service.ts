@@ -1,35 +1,48 @@
 // A named task that runs every `intervalMs` (first run after a random fraction of the interval, so a fleet of
-// workers started together does not run it in lockstep). stop() waits for a run in progress.
+// workers started together does not run it in lockstep). A round that reports work left (`true`) is followed by the
+// next one after CATCH_UP_DELAY_MS instead of a whole interval: a bounded round must not make a backlog wait.
+// stop() waits for a run in progress.
 import type { DatabaseStatusSink } from '../db/pool.js';
 import type { Logger } from '../logger.js';
 
+/** The pause between rounds while a task reports work left. */
+export const CATCH_UP_DELAY_MS = 1_000;
+
+/** `true`: the round stopped at its bound with work left; run again soon. */
+export type RoundOutcome = boolean | void;
+
 export class PeriodicService {
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private running: Promise<boolean> | undefined;
   private stopped = false;
 
   constructor(
     readonly name: string,
     private readonly intervalMs: number,
-    private readonly task: () => Promise<void>,
+    private readonly task: () => Promise<RoundOutcome>,
     private readonly log: Logger,
     /** Where a failure that is a database outage goes instead of an error line per run. */
     private readonly status?: DatabaseStatusSink,
   ) {}
 
-  start(): void {
+  /** Starts the rounds; the first after `firstDelayMs` (default: a random fraction of the interval). */
+  start(firstDelayMs = Math.floor(Math.random() * this.intervalMs)): void {
     this.stopped = false;
-    this.schedule(Math.floor(Math.random() * this.intervalMs));
+    this.schedule(firstDelayMs);
   }
 
-  /** Runs the task now (also used by tests and by the CLI). */
-  async runOnce(): Promise<void> {
+  /** Runs one round now (also used by tests and by the CLI); true when it left work for another round. */
+  async runOnce(): Promise<boolean> {
     if (this.running) return this.running;
     const startedAt = Date.now();
     this.running = this.task()
-      .then(() => this.status?.reportSuccess(startedAt))
+      .then((outcome) => {
+        this.status?.reportSuccess(startedAt);
+        return outcome === true;
+      })
       .catch((error: unknown) => {
         if (!this.status?.reportFailure(error, this.name, startedAt)) this.log.error({ err: error, service: this.name }, `${this.name} failed`);
+        return false;
       })
       .finally(() => {
         this.running = undefined;
@@ -40,7 +53,7 @@ export class PeriodicService {
   private schedule(delayMs: number): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
-      void this.runOnce().then(() => this.schedule(this.intervalMs));
+      void this.runOnce().then((more) => this.schedule(more ? Math.min(CATCH_UP_DELAY_MS, this.intervalMs) : this.intervalMs));
     }, delayMs);
     this.timer.unref();
   }

@@ -11,22 +11,28 @@ export function createRetention(
   retentionDays: number,
   intervalMs: number,
   log: Logger,
-  options: { batchSize?: number; status?: DatabaseStatusSink } = {},
+  options: { batchSize?: number; batchesPerRound?: number; status?: DatabaseStatusSink } = {},
 ): PeriodicService {
   const batchSize = options.batchSize ?? 100;
+  const batchesPerRound = options.batchesPerRound ?? 200;
   return new PeriodicService(
     'retention',
     intervalMs,
     async () => {
       let total = 0;
-      // Bounded per round; a pause between batches leaves room for the claim.
-      for (let batch = 0; batch < 200; batch += 1) {
+      let more = false;
+      // Bounded per round; a pause between batches leaves room for the claim. A round that ends at its bound says
+      // so, and the next round follows in a second rather than a whole interval: a backlog (a first deployment of
+      // retention, a fleet finishing runs faster than one round per interval deletes) drains instead of growing.
+      for (let batch = 0; batch < batchesPerRound; batch += 1) {
         const deleted = await deleteExpiredJobs(pool, retentionDays, batchSize);
         total += deleted;
         if (deleted < batchSize) break;
-        await sleep(20);
+        more = batch === batchesPerRound - 1;
+        if (!more) await sleep(20);
       }
-      if (total > 0) log.info({ deleted: total, retention_days: retentionDays }, 'deleted finished jobs past retention');
+      if (total > 0) log.info({ deleted: total, retention_days: retentionDays, more }, 'deleted finished jobs past retention');
+      return more;
     },
     log,
     options.status,
