@@ -79,6 +79,14 @@ export class DatabaseUnavailableError extends Error {
   }
 }
 
+/**
+ * How long after an outage was noticed a statement must have begun to prove the database back. When a server stops,
+ * its backends are terminated one by one: for a moment a statement on a connection not yet reached still succeeds,
+ * and taking that for recovery logs "back" and then a second outage for one restart. Successes keep coming while the
+ * worker runs (every claim is one), so recovery is still reported at most about this much later.
+ */
+export const BACK_PROOF_DELAY_MS = 1_000;
+
 export class DatabaseStatus extends EventEmitter<DatabaseStatusEvents> {
   private current: DatabaseHealth = { state: 'ok' };
   /** When the current outage began (ms): only a statement started after it proves the database is back. */
@@ -96,10 +104,10 @@ export class DatabaseStatus extends EventEmitter<DatabaseStatusEvents> {
 
   /**
    * A statement or connection succeeded. `startedAt` is when it began: one that began before the outage was noticed
-   * (a claim answered just before the server stopped) says nothing about now.
+   * (a claim answered just before the server stopped), or within BACK_PROOF_DELAY_MS of it, says nothing about now.
    */
   reportSuccess(startedAt: number): void {
-    if (this.current.state === 'ok' || startedAt < this.downSinceMs) return;
+    if (this.current.state === 'ok' || startedAt < this.downSinceMs + BACK_PROOF_DELAY_MS) return;
     const was = this.current;
     this.current = { state: 'ok' };
     this.upSinceMs = Date.now();
