@@ -17,17 +17,15 @@
 //   npm run bench:api -- --runs 200000 --errors 200000 --seconds 5 --connections 32 --export-connections 4
 import { spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
-import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { startBenchDatabase } from './support/bench-database.js';
 import { createApiKey } from '../worker/auth/api-keys.js';
-import { migrate } from '../worker/db/migrate.js';
-import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
 import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
 import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
 import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
@@ -275,17 +273,10 @@ function printTable(results: Result[]): void {
 
 async function main(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const stateDir = await mkdtemp(join(tmpdir(), 'bench-api-'));
-  await chmod(stateDir, 0o755);
-  const postgres = await startEmbeddedPostgres({ baseDir: join(stateDir, 'pg'), persistent: false, fast: true, sharedBuffers: '512MB' });
+  const database = await startBenchDatabase('bench_api', { sharedBuffers: '512MB' });
+  const url = database.url;
   let serve: Awaited<ReturnType<typeof startServe>> | undefined;
   try {
-    const admin = new pg.Client({ connectionString: postgres.adminUrl });
-    await admin.connect();
-    await admin.query('CREATE DATABASE bench_api');
-    await admin.end();
-    const url = postgres.databaseUrl('bench_api');
-    await migrate(url);
     const db = new pg.Client({ connectionString: url });
     await db.connect();
     const { csvJob, maxId } = await seed(db);
@@ -338,8 +329,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await serve?.stop();
-    await postgres.stop();
-    await rm(stateDir, { recursive: true, force: true });
+    await database.stop();
   }
 }
 

@@ -8,16 +8,11 @@
 // 1,000,000 finished ones) and prints the plan of the claim statement with EXPLAIN (ANALYZE, BUFFERS).
 //
 //   BENCH_FLOOD=20000 BENCH_ROUNDS=3 flock /tmp/heavy.lock npm run bench:fairness
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import pg from 'pg';
+import { startBenchDatabase } from './support/bench-database.js';
 import { loadConfig } from '../worker/config.js';
 import { createPool, type Pool } from '../worker/db/pool.js';
-import { migrate } from '../worker/db/migrate.js';
-import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
 import { HandlerRegistry } from '../worker/handlers/registry.js';
 import type { JobHandler } from '../worker/handlers/types.js';
 import { createLogger } from '../worker/logger.js';
@@ -151,16 +146,9 @@ async function explain(pool: Pool): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const stateDir = await mkdtemp(join(tmpdir(), 'bench-fairness-'));
-  await chmod(stateDir, 0o755);
-  const postgres = await startEmbeddedPostgres({ baseDir: join(stateDir, 'pg'), persistent: false, fast: true });
+  const database = await startBenchDatabase('bench_fairness');
+  const databaseUrl = database.url;
   try {
-    const admin = new pg.Client({ connectionString: postgres.adminUrl });
-    await admin.connect();
-    await admin.query('CREATE DATABASE bench_fairness');
-    await admin.end();
-    const databaseUrl = postgres.databaseUrl('bench_fairness');
-    await migrate(databaseUrl);
     const pool = createPool(databaseUrl, { max: 20 });
     try {
       if (process.argv.includes('--explain')) return await explain(pool);
@@ -182,8 +170,7 @@ async function main(): Promise<void> {
       await pool.end();
     }
   } finally {
-    await postgres.stop();
-    await rm(stateDir, { recursive: true, force: true });
+    await database.stop();
   }
 }
 

@@ -21,17 +21,13 @@
 //
 //   npm run bench:queue-history
 //   npm run bench:queue-history -- --history 200000 --jobs 10000 --window 10 --rounds 3 --retention-batch 5000
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { startBenchDatabase } from './support/bench-database.js';
 import { loadConfig } from '../worker/config.js';
 import { createPool } from '../worker/db/pool.js';
-import { migrate } from '../worker/db/migrate.js';
-import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
 import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
 import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
 import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
@@ -458,16 +454,9 @@ async function retentionPhase(databaseUrl: string, db: pg.Client, watch: VacuumW
 
 async function main(): Promise<void> {
   timeClaims();
-  const stateDir = await mkdtemp(join(tmpdir(), 'bench-queue-history-'));
-  await chmod(stateDir, 0o755);
-  const postgres = await startEmbeddedPostgres({ baseDir: join(stateDir, 'pg'), persistent: false, fast: true, sharedBuffers: '1GB' });
+  const database = await startBenchDatabase('bench_history', { sharedBuffers: '1GB' });
+  const url = database.url;
   try {
-    const admin = new pg.Client({ connectionString: postgres.adminUrl });
-    await admin.connect();
-    await admin.query('CREATE DATABASE bench_history');
-    await admin.end();
-    const url = postgres.databaseUrl('bench_history');
-    await migrate(url);
     const db = new pg.Client({ connectionString: url });
     await db.connect();
     const watchDb = new pg.Client({ connectionString: url });
@@ -536,8 +525,7 @@ async function main(): Promise<void> {
     }
     console.log(`jobs: ${vacuums[0]?.autovacuum_count ?? 0} autovacuums, ${vacuums[0]?.autoanalyze_count ?? 0} autoanalyzes over the run`);
   } finally {
-    await postgres.stop();
-    await rm(stateDir, { recursive: true, force: true });
+    await database.stop();
   }
 }
 

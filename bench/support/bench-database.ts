@@ -1,0 +1,34 @@
+// The embedded Postgres of a benchmark: a throw-away cluster in a temporary folder with one migrated database.
+// stop() ends the server and removes the folder.
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { migrate } from '../../worker/db/migrate.js';
+import { startEmbeddedPostgres } from '../../worker/dev/embedded-postgres.js';
+import { withClient } from './pg-client.js';
+
+export interface BenchDatabase {
+  /** The migrated database's URL. */
+  url: string;
+  stop(): Promise<void>;
+}
+
+export async function startBenchDatabase(name: string, options: { sharedBuffers?: string } = {}): Promise<BenchDatabase> {
+  const stateDir = await mkdtemp(join(tmpdir(), `${name.replace(/_/g, '-')}-`));
+  // Traversable by the embedded server's own user.
+  await chmod(stateDir, 0o755);
+  const postgres = await startEmbeddedPostgres({ baseDir: join(stateDir, 'pg'), persistent: false, fast: true, ...options });
+  const stop = async () => {
+    await postgres.stop();
+    await rm(stateDir, { recursive: true, force: true });
+  };
+  try {
+    await withClient(postgres.adminUrl, (admin) => admin.query(`CREATE DATABASE ${name}`));
+    const url = postgres.databaseUrl(name);
+    await migrate(url);
+    return { url, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
