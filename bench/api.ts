@@ -25,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startBenchDatabase } from './support/bench-database.js';
+import { processCpuMs } from './support/process-cpu.js';
 import { createApiKey } from '../worker/auth/api-keys.js';
 import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
 import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
@@ -183,20 +184,12 @@ function get(base: string, path: string, key: string): Promise<number> {
   });
 }
 
-/** CPU time (user + system) a process has used, in milliseconds. */
-async function cpuMs(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // utime and stime are fields 14 and 15 of stat(5), in clock ticks (100 per second on Linux).
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
-}
-
 async function load(name: string, key: string, pathFor: () => string, base: string, serverPid: number, connections = settings.connections, seconds = settings.seconds): Promise<Result> {
   const latencies: number[] = [];
   let failures = 0;
   // Warm-up: a few requests per connection, not counted.
   await Promise.all(Array.from({ length: connections }, () => get(base, pathFor(), key)));
-  const cpuBefore = await cpuMs(serverPid);
+  const cpuBefore = processCpuMs(serverPid);
   const started = performance.now();
   const deadline = started + seconds * 1000;
   await Promise.all(
@@ -210,7 +203,7 @@ async function load(name: string, key: string, pathFor: () => string, base: stri
     }),
   );
   const elapsed = (performance.now() - started) / 1000;
-  const serverCpuMs = (await cpuMs(serverPid)) - cpuBefore;
+  const serverCpuMs = processCpuMs(serverPid) - cpuBefore;
   latencies.sort((a, b) => a - b);
   return { scenario: name, connections, requests: latencies.length, serverCpuMs: serverCpuMs / latencies.length, perSecond: latencies.length / elapsed, p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors: failures };
 }

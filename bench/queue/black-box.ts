@@ -6,7 +6,7 @@
 // /proc over its processes) divided by N is the database's cost per job, the figure that sizes a database for a
 // given job rate. Rounds are paired and alternate which system goes first.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, cpSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -17,6 +17,7 @@ import pg from 'pg';
 import { createPool } from '../../worker/db/pool.js';
 import { NOOP_KIND } from '../../worker/handlers/noop.js';
 import { enqueueJobs } from '../../worker/queue/enqueue.js';
+import { matchingProcessesCpuMs } from '../support/process-cpu.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const POLL_MS = 50;
@@ -60,24 +61,6 @@ function buildImageLayout(): string {
   return dir;
 }
 
-/** CPU time (user + system, ms) of the processes whose command line contains `match`. */
-function cpuOf(match: (cmdline: string, pid: number) => boolean): number {
-  let ticks = 0;
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (!match(cmdline, Number(entry))) continue;
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]);
-    } catch {
-      // The process ended between the listing and the read.
-    }
-  }
-  return ticks * 10; // 100 clock ticks per second on Linux
-}
-
 const isPostgres = (cmdline: string) => cmdline.startsWith('postgres:') || cmdline.includes('/bin/postgres');
 
 async function unfinished(db: pg.Client, sql: string): Promise<number> {
@@ -93,13 +76,13 @@ async function timeRun(
   start: () => ChildProcess[],
   logFiles: string[],
 ): Promise<Run> {
-  const pgCpuBefore = cpuOf(isPostgres);
+  const pgCpuBefore = matchingProcessesCpuMs(isPostgres);
   const started = performance.now();
   const children = start();
   const pids = new Set(children.map((child) => child.pid!));
   let workerCpu = 0;
   const sampleWorkers = () => {
-    const now = cpuOf((_cmdline, pid) => pids.has(pid));
+    const now = matchingProcessesCpuMs((_cmdline, pid) => pids.has(pid));
     if (now > 0) workerCpu = now;
   };
   while ((await unfinished(db, unfinishedSql)) > 0) {
@@ -109,7 +92,7 @@ async function timeRun(
   }
   const seconds = (performance.now() - started) / 1000;
   sampleWorkers();
-  const pgCpu = cpuOf(isPostgres) - pgCpuBefore;
+  const pgCpu = matchingProcessesCpuMs(isPostgres) - pgCpuBefore;
   await Promise.all(
     children.map(
       (child) =>
