@@ -40,7 +40,14 @@ const blackBoxSettings = {
 async function main(): Promise<void> {
   const stateDir = await mkdtemp(join(tmpdir(), 'bench-queue-'));
   await chmod(stateDir, 0o755);
-  const postgres = await startEmbeddedPostgres({ baseDir: join(stateDir, 'pg'), persistent: false, fast: true });
+  // BENCH_STATEMENTS=1: the black box prints our worker's statements by database time (pg_stat_statements).
+  const statements = process.env.BENCH_STATEMENTS === '1';
+  const postgres = await startEmbeddedPostgres({
+    baseDir: join(stateDir, 'pg'),
+    persistent: false,
+    fast: true,
+    ...(statements ? { settings: { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track': 'all' } } : {}),
+  });
   try {
     const admin = new pg.Client({ connectionString: postgres.adminUrl });
     await admin.connect();

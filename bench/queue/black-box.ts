@@ -2,7 +2,8 @@
 // image's dist/, no TypeScript loader), default settings but WORKER_CONCURRENCY, logs at info appended to a file,
 // against graphile-worker 0.18 batched in its own process (bench/queue/graphile-process.ts) on the same Postgres.
 // Each round pre-inserts N no-op jobs, starts the process(es), and times from the first spawn until the table holds
-// no unfinished job (both read the same way: a count every POLL_MS). Postgres's CPU time over the run (summed from
+// no unfinished job (both read the same way: an EXISTS probe every POLL_MS; a count(*) over our table of 50,000 runs
+// cost a quarter of the run's database time and was charged to us). Postgres's CPU time over the run (summed from
 // /proc over its processes) divided by N is the database's cost per job, the figure that sizes a database for a
 // given job rate. Rounds are paired and alternate which system goes first.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -80,12 +81,16 @@ async function timeRun(
   const started = performance.now();
   const children = start();
   const pids = new Set(children.map((child) => child.pid!));
+  // A process that exits before the table is drained (a start-up error) ends the run at once, not after 10 minutes.
+  let exited: string | undefined;
+  for (const child of children) child.once('exit', (code, signal) => (exited ??= `${system}: a process exited early (${signal ?? `code ${code}`})`));
   let workerCpu = 0;
   const sampleWorkers = () => {
     const now = matchingProcessesCpuMs((_cmdline, pid) => pids.has(pid));
     if (now > 0) workerCpu = now;
   };
   while ((await unfinished(db, unfinishedSql)) > 0) {
+    if (exited) throw new Error(exited);
     sampleWorkers();
     await sleep(POLL_MS);
     if (performance.now() - started > 600_000) throw new Error(`${system}: not done after 10 minutes`);
@@ -97,6 +102,7 @@ async function timeRun(
     children.map(
       (child) =>
         new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
           child.once('exit', () => resolve());
           child.kill('SIGTERM');
         }),
@@ -128,6 +134,7 @@ async function runOurs(layout: string, databaseUrl: string, settings: BlackBoxSe
   await pool.end();
   const db = new pg.Client({ connectionString: databaseUrl });
   await db.connect();
+  const statements = await resetStatements(db);
   const logFiles = Array.from({ length: processes }, (_, i) => join(layout, `ours-${round}-${processes}-${i}.log`));
   const env = {
     DATABASE_URL: databaseUrl,
@@ -142,17 +149,37 @@ async function runOurs(layout: string, databaseUrl: string, settings: BlackBoxSe
     const run = await timeRun(
       db,
       'bulk-import worker',
-      `SELECT count(*)::int AS n FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'dead', 'canceled', 'partial')`,
+      `SELECT (EXISTS (SELECT 1 FROM jobs WHERE state = 'queued') OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running'))::int AS n`,
       settings.jobs,
       () => logFiles.map((file) => spawnLogged([process.execPath, ...profileFlags, 'bin/bulk-import.js', 'worker'], env, file, layout)),
       logFiles,
     );
     const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM jobs WHERE state = 'succeeded'`);
     if (rows[0]!.n !== settings.jobs) throw new Error(`ours: ${rows[0]!.n} of ${settings.jobs} jobs succeeded`);
+    if (statements) await printStatements(db, settings.jobs);
     return run;
   } finally {
     await db.end();
   }
+}
+
+/** With pg_stat_statements loaded (BENCH_STATEMENTS=1): clears its counters and returns true. */
+async function resetStatements(db: pg.Client): Promise<boolean> {
+  const { rows } = await db.query<{ loaded: boolean }>(`SELECT current_setting('shared_preload_libraries') LIKE '%pg_stat_statements%' AS loaded`);
+  if (!rows[0]!.loaded) return false;
+  await db.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+  await db.query('SELECT pg_stat_statements_reset()');
+  return true;
+}
+
+/** The statements of the run by database time: where a job's database cost goes. */
+async function printStatements(db: pg.Client, jobs: number): Promise<void> {
+  const { rows } = await db.query<{ calls: number; total_ms: number; rows: number; query: string }>(
+    `SELECT calls::int, total_exec_time AS total_ms, rows::int, regexp_replace(left(query, 110), '\\s+', ' ', 'g') AS query
+     FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_exec_time DESC LIMIT 14`,
+  );
+  console.log('\n  | statement | calls | rows | total ms | µs per job |\n  |---|---|---|---|---|');
+  for (const row of rows) console.log(`  | ${row.query} | ${row.calls} | ${row.rows} | ${row.total_ms.toFixed(0)} | ${((row.total_ms * 1000) / jobs).toFixed(1)} |`);
 }
 
 async function runGraphile(layout: string, databaseUrl: string, settings: BlackBoxSettings, round: string): Promise<Run> {
@@ -171,7 +198,7 @@ async function runGraphile(layout: string, databaseUrl: string, settings: BlackB
     return await timeRun(
       db,
       'graphile-worker',
-      'SELECT count(*)::int AS n FROM graphile_worker._private_jobs',
+      'SELECT (EXISTS (SELECT 1 FROM graphile_worker._private_jobs))::int AS n',
       settings.jobs,
       () => [
         spawnLogged(
@@ -197,6 +224,8 @@ const median = (values: number[]) => {
 
 /** The paired rounds and the scale-out table; `urls` are two migrated, empty databases on one server. */
 export async function runBlackBox(urls: { ours: string; graphile: string }, settings: BlackBoxSettings): Promise<void> {
+  // graphile-process.ts runs without a loader, on Node's own type stripping (Node 24, as in .ci/run and the image).
+  if (!(process.features as { typescript?: unknown }).typescript) throw new Error(`the black box needs Node.js 24 (this is ${process.version})`);
   const layout = buildImageLayout();
   try {
     console.log(`\nblack box: the built \`bulk-import worker\` process vs graphile-worker batched in its own process`);
