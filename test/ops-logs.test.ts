@@ -3,6 +3,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { enqueueJob } from '../worker/queue/enqueue.js';
 import { cancelJob, requireJob } from '../worker/queue/operator.js';
+import { STARTED_LINE_AFTER_MS } from '../worker/runner/run-log.js';
 import { useTestEnvironment } from './harness.js';
 import { waitFor } from './support/in-process-worker.js';
 import { killAll, spawnWorker, type LogLine, type WorkerProcess } from './support/worker-processes.js';
@@ -47,10 +48,12 @@ describe('job log lines', () => {
     ]);
     expect(messages(canceled.id)).toContain('1 job canceled');
 
-    // `job started` and `job finished` at info, every attempt: the outcome, the duration and the run's counts.
+    // `job finished` at info, every attempt: the outcome, the duration and the run's counts. At debug every attempt
+    // writes `job started` at once, and the outcome line (`job succeeded` …) repeats `job finished` at debug.
     const lineOf = (id: number, msg: string, attempt = 1) =>
       aboutJobs.find((line) => line.job_id === id && line.msg === msg && line.attempt === attempt) as LogLine;
-    expect(lineOf(ok.id, 'job started')).toMatchObject({ level: 30, tenant_id: 'acme', max_attempts: 5, resumed: false });
+    expect(lineOf(ok.id, 'job started')).toMatchObject({ level: 20, tenant_id: 'acme', max_attempts: 5, resumed: false });
+    expect(lineOf(ok.id, 'job succeeded')).toMatchObject({ level: 20 });
     expect(lineOf(ok.id, 'job finished')).toMatchObject({ level: 30, outcome: 'succeeded', duration_ms: expect.any(Number), counts: {} });
     expect(lineOf(transient.id, 'job finished', 1)).toMatchObject({ level: 30, outcome: 'queued' });
     expect(lineOf(transient.id, 'job finished', 2)).toMatchObject({ level: 30, outcome: 'dead' });
@@ -64,5 +67,27 @@ describe('job log lines', () => {
     const retry = aboutJobs.find((line) => line.job_id === transient.id && line.msg === 'job failed; retry scheduled') as LogLine;
     expect(retry).toMatchObject({ error_code: 'NOOP_TRANSIENT', error_class: 'transient', state: 'queued', context: { sleepMs: 3 } });
     expect(retry.retry_in_ms).toEqual(expect.any(Number));
+  });
+
+  it('at info: one line per short job, and `job started` too for a run still going after a second', async () => {
+    const worker = spawnWorker(env, { env: { LOG_LEVEL: 'info', WORKER_POLL_INTERVAL_MS: '100' } });
+    spawned.push(worker);
+    await worker.waitForLog((line) => line.msg === 'worker started');
+    const short = (await enqueueJob(env.pool, { kind: 'noop', tenantId: 'acme', payload: {} })).job;
+    const long = (await enqueueJob(env.pool, { kind: 'noop', tenantId: 'acme', payload: { sleepMs: 60_000 } })).job;
+    // Written by the running attempt once it has run STARTED_LINE_AFTER_MS: the log shows a long run while it runs.
+    const started = await worker.waitForLog((line) => line.job_id === long.id && line.msg === 'job started');
+    expect(started).toMatchObject({ level: 30, kind: 'noop', attempt: 1, max_attempts: 5, resumed: false });
+    expect((started.time as number) - Date.parse(started.started_at as string)).toBeGreaterThanOrEqual(STARTED_LINE_AFTER_MS);
+    await cancelJob(env.pool, long.id);
+    await worker.waitForLog((line) => line.job_id === long.id && line.msg === 'job finished');
+    await waitFor(async () => (await requireJob(env.pool, short.id)).state === 'succeeded');
+    worker.kill('SIGTERM');
+    await worker.exited;
+
+    const messages = (id: number) => worker.logs.filter((line) => line.job_id === id).map((line) => line.msg);
+    expect(messages(short.id)).toEqual(['job finished']);
+    // (`stopping job`: the cancel reached the attempt.)
+    expect(messages(long.id)).toEqual(['job started', 'stopping job', 'job finished']);
   });
 });

@@ -168,9 +168,9 @@ describe('traces', () => {
     for (const batch of batches) expect(trace.some((span) => span.parentSpanId === batch.spanId && isPg(span)), `pg under batch`).toBe(true);
 
     // The worker's log lines of each attempt carry the trace and the run span.
-    const started = (kind: string) => worker.logs.find((line) => line.job_id === jobId && line.kind === kind && line.msg === 'job started');
-    expect(started('csv-import')).toMatchObject({ trace_id: root.traceId, span_id: validateRun.spanId });
-    expect(started('csv-finalize')).toMatchObject({ trace_id: root.traceId, span_id: finalizeRun.spanId });
+    const finished = (kind: string) => worker.logs.find((line) => line.job_id === jobId && line.kind === kind && line.msg === 'job finished');
+    expect(finished('csv-import')).toMatchObject({ trace_id: root.traceId, span_id: validateRun.spanId });
+    expect(finished('csv-finalize')).toMatchObject({ trace_id: root.traceId, span_id: finalizeRun.spanId });
     expect(worker.logs.find((line) => line.job_id === jobId && line.msg === 'csv validated')).toMatchObject({ trace_id: root.traceId });
   });
 

@@ -369,10 +369,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     );
     let outcome: JobOutcome | void = undefined;
     let failure: unknown;
+    let endStartedLine: (() => void) | undefined;
     try {
       const handler = this.registry.require(job.kind);
       const payload = handler.parsePayload(job.payload);
-      logJobStarted(log, job);
+      endStartedLine = logJobStarted(log, job);
       outcome = await handler.run({
         job,
         payload,
@@ -386,6 +387,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     } catch (error) {
       failure = error;
     } finally {
+      endStartedLine?.();
       progress.close();
       entry.finishing = true;
       this.running -= 1;
@@ -438,7 +440,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
         log.warn({ state }, 'lease lost before the outcome was stored; outcome discarded');
         return finished('lost');
       }
-      log.info({ state, duration_ms: performance.now() - entry.startedAt }, `job ${state}`);
+      // At debug only: `job finished` below says the same at info.
+      log.debug({ state, duration_ms: performance.now() - entry.startedAt }, `job ${state}`);
       return finished(state, { result, metrics: failure === undefined ? outcome?.metrics : undefined });
     }
     const error = toErrorRecord(failure, job.attempt, this.options.workerId);
