@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startBenchDatabase } from './support/bench-database.js';
-import { processCpuMs } from './support/process-cpu.js';
+import { postgresCpuMs, processCpuMs } from './support/process-cpu.js';
 import { createApiKey } from '../worker/auth/api-keys.js';
 import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
 import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
@@ -65,6 +65,10 @@ interface Result {
   requests: number;
   /** Milliseconds of the server process's CPU (user + system) per request. */
   serverCpuMs: number;
+  /** Milliseconds of Postgres's CPU per request. */
+  postgresCpuMs: number;
+  /** Milliseconds of this process's CPU (the load generator) per request. */
+  loadCpuMs: number;
   perSecond: number;
   p50: number;
   p99: number;
@@ -190,6 +194,8 @@ async function load(name: string, key: string, pathFor: () => string, base: stri
   // Warm-up: a few requests per connection, not counted.
   await Promise.all(Array.from({ length: connections }, () => get(base, pathFor(), key)));
   const cpuBefore = processCpuMs(serverPid);
+  const postgresBefore = postgresCpuMs();
+  const loadBefore = process.cpuUsage();
   const started = performance.now();
   const deadline = started + seconds * 1000;
   await Promise.all(
@@ -204,8 +210,22 @@ async function load(name: string, key: string, pathFor: () => string, base: stri
   );
   const elapsed = (performance.now() - started) / 1000;
   const serverCpuMs = processCpuMs(serverPid) - cpuBefore;
+  const postgresMs = postgresCpuMs() - postgresBefore;
+  const load = process.cpuUsage(loadBefore);
   latencies.sort((a, b) => a - b);
-  return { scenario: name, connections, requests: latencies.length, serverCpuMs: serverCpuMs / latencies.length, perSecond: latencies.length / elapsed, p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors: failures };
+  const n = latencies.length;
+  return {
+    scenario: name,
+    connections,
+    requests: n,
+    serverCpuMs: serverCpuMs / n,
+    postgresCpuMs: postgresMs / n,
+    loadCpuMs: (load.user + load.system) / 1000 / n,
+    perSecond: n / elapsed,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    errors: failures,
+  };
 }
 
 async function rssKb(pid: number): Promise<number> {
@@ -255,11 +275,14 @@ async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<vo
 }
 
 function printTable(results: Result[]): void {
-  console.log('| request | connections | requests | req/s | p50 ms | p99 ms | server CPU ms/request | non-200 |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  // CPU ms per request of the server, Postgres and the load generator: their sum over the machine's cores bounds the
+  // requests/s, and at C connections latency is C / requests/s.
+  console.log('| request | connections | requests | req/s | p50 ms | p99 ms | server CPU ms/request | Postgres CPU ms/request | load generator CPU ms/request | non-200 |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of results) {
     console.log(
-      `| \`${r.scenario}\` | ${r.connections} | ${r.requests} | ${r.perSecond.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.serverCpuMs.toFixed(2)} | ${r.errors} |`,
+      `| \`${r.scenario}\` | ${r.connections} | ${r.requests} | ${r.perSecond.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ` +
+        `${r.serverCpuMs.toFixed(2)} | ${r.postgresCpuMs.toFixed(2)} | ${r.loadCpuMs.toFixed(2)} | ${r.errors} |`,
     );
   }
 }

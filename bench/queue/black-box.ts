@@ -21,7 +21,7 @@ import pg from 'pg';
 import { createPool } from '../../worker/db/pool.js';
 import { NOOP_KIND } from '../../worker/handlers/noop.js';
 import { enqueueJobs } from '../../worker/queue/enqueue.js';
-import { matchingProcessesCpuMs } from '../support/process-cpu.js';
+import { matchingProcessesCpuMs, postgresCpuMs } from '../support/process-cpu.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const POLL_MS = 50;
@@ -69,8 +69,6 @@ function buildImageLayout(): string {
   return dir;
 }
 
-const isPostgres = (cmdline: string) => cmdline.startsWith('postgres:') || cmdline.includes('/bin/postgres');
-
 async function unfinished(db: pg.Client, sql: string): Promise<number> {
   const { rows } = await db.query<{ n: number }>(sql);
   return rows[0]!.n;
@@ -85,7 +83,7 @@ async function timeRun(
   logFiles: string[],
   readWindow: () => Promise<{ firstStart: number; lastFinish: number }>,
 ): Promise<Run> {
-  const pgCpuBefore = matchingProcessesCpuMs(isPostgres);
+  const pgCpuBefore = postgresCpuMs();
   const started = performance.now();
   const children = start();
   const pids = new Set(children.map((child) => child.pid!));
@@ -105,7 +103,7 @@ async function timeRun(
   }
   const seconds = (performance.now() - started) / 1000;
   sampleWorkers();
-  const pgCpu = matchingProcessesCpuMs(isPostgres) - pgCpuBefore;
+  const pgCpu = postgresCpuMs() - pgCpuBefore;
   await Promise.all(
     children.map(
       (child) =>

@@ -22,3 +22,10 @@ export function matchingProcessesCpuMs(match: (cmdline: string, pid: number) => 
   }
   return total;
 }
+
+const isPostgres = (cmdline: string) => cmdline.startsWith('postgres:') || cmdline.includes('/bin/postgres');
+
+/** CPU time (ms) of every Postgres process on the machine: the server and its backends (benches run alone). */
+export function postgresCpuMs(): number {
+  return matchingProcessesCpuMs(isPostgres);
+}
