@@ -99,4 +99,7 @@ export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolCl
 export interface Queryable {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   query<R extends pg.QueryResultRow = any>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>>;
+  /** With `name`: a prepared statement, parsed and planned once per connection (hot, simple statements only). */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  query<R extends pg.QueryResultRow = any>(config: pg.QueryConfig): Promise<pg.QueryResult<R>>;
 }

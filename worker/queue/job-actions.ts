@@ -78,14 +78,17 @@ export async function listJobActions(db: Queryable, jobId: number): Promise<JobA
  * tenant: the two look the same to the caller.
  */
 export async function getRunRecord(db: Queryable, id: number, tenantId: string | null = null): Promise<RunRecord | null> {
-  const { rows } = await db.query(
-    `SELECT ${JOB_COLUMNS}, resolved_at, resolved_by, resolution_note,
+  const { rows } = await db.query({
+    // The API's most frequent statement: prepared, it is planned once per connection instead of on every request
+    // (parse and plan were about three quarters of its database time). A primary-key lookup: the generic plan is right.
+    name: 'bulk-import-run-record',
+    text: `SELECT ${JOB_COLUMNS}, resolved_at, resolved_by, resolution_note,
        (SELECT coalesce(json_agg(a ORDER BY a.id), '[]') FROM (
           SELECT id, job_id, action, actor, note, state_after, at FROM job_actions WHERE job_id = jobs.id
           ORDER BY id DESC LIMIT ${MAX_ACTIONS_SHOWN}) a) AS actions
      FROM jobs WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)`,
-    [id, tenantId],
-  );
+    values: [id, tenantId],
+  });
   const row = rows[0];
   if (!row) return null;
   return {
