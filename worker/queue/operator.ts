@@ -31,7 +31,8 @@ export class DedupeConflictError extends Error {
 }
 
 export async function getJob(db: Queryable, id: number): Promise<JobRow | null> {
-  const { rows } = await db.query(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = $1`, [id]);
+  // Prepared (planned once per connection): every API request about a run starts with it.
+  const { rows } = await db.query({ name: 'bulk-import-job', text: `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = $1`, values: [id] });
   return rows[0] ? toJobRow(rows[0]) : null;
 }
 

@@ -50,11 +50,13 @@ export async function firstRowErrors(db: Queryable, jobId: number, limit: number
 }
 
 export async function pageOfRowErrors(db: Queryable, jobId: number, afterRow: number, limit: number, offset = 0): Promise<RowError[]> {
-  const { rows } = await db.query<{ row_number: number; fields: string[] | null; errors: RowIssue[] }>(
-    `SELECT row_number, fields, errors FROM csv_import_row_errors
+  // Prepared: the API's error pages ask for it on every request.
+  const { rows } = await db.query<{ row_number: number; fields: string[] | null; errors: RowIssue[] }>({
+    name: 'bulk-import-row-errors-page',
+    text: `SELECT row_number, fields, errors FROM csv_import_row_errors
      WHERE job_id = $1 AND row_number > $2 ORDER BY row_number LIMIT $3 OFFSET $4`,
-    [jobId, afterRow, limit, offset],
-  );
+    values: [jobId, afterRow, limit, offset],
+  });
   return rows.map((row) => ({ row: row.row_number, fields: row.fields, issues: row.errors }));
 }
 
