@@ -1,9 +1,12 @@
 import pg from 'pg';
 import { connectionConfig, type DatabaseTarget } from './connection.js';
+import { parseTimestamptz } from './timestamptz.js';
 
 // bigint (int8) columns such as jobs.id come back as strings by default; our ids and byte counts stay far below
 // 2^53, so parse them as numbers once, here.
 pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
+// timestamptz read by position: the same Dates as pg's parser, at a fraction of its cost (timestamptz.ts).
+pg.types.setTypeParser(pg.types.builtins.TIMESTAMPTZ, parseTimestamptz);
 
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
