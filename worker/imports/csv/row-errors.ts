@@ -53,7 +53,8 @@ export async function pageOfRowErrors(db: Queryable, jobId: number, afterRow: nu
   // Prepared: the API's error pages ask for it on every request.
   const { rows } = await db.query<{ row_number: number; fields: string[] | null; errors: RowIssue[] }>({
     name: 'bulk-import-row-errors-page',
-    text: `SELECT row_number, fields, errors FROM csv_import_row_errors
+    // fields as JSON: JSON.parse reads a row's ten cells several times faster than pg's text[] parser does.
+    text: `SELECT row_number, array_to_json(fields) AS fields, errors FROM csv_import_row_errors
      WHERE job_id = $1 AND row_number > $2 ORDER BY row_number LIMIT $3 OFFSET $4`,
     values: [jobId, afterRow, limit, offset],
   });
