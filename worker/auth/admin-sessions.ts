@@ -2,14 +2,14 @@
 // The table (admin_sessions) holds only the token's SHA-256; a session acts as its key (same role, tenant and name),
 // and ends when it expires, when the person signs out, or when the key is revoked (the lookup joins active keys).
 // The CSRF token of a session is an HMAC of its token: bound to the session, never stored.
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Queryable } from '../db/pool.js';
 import { toApiKey, type ApiKey } from './api-keys.js';
 
 /** 32 random bytes, base64url: 43 characters. */
 const TOKEN_FORM = /^[A-Za-z0-9_-]{43}$/;
 
-export const hashSessionToken = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest();
+export const hashSessionToken = (token: string): Buffer => hash('sha256', token, 'buffer');
 
 /** True when the text has the form of a session token (junk never reaches the database). */
 export const looksLikeSessionToken = (text: string): boolean => TOKEN_FORM.test(text);

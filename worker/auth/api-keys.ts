@@ -1,7 +1,7 @@
 // API keys of `bulk-import serve`: made, listed and revoked by `bulk-import api-keys`, checked on every request. A key
 // is shown once, when it is made; the table holds only its SHA-256 (a key is 32 random bytes, so a slow password
 // hash would add nothing but latency) and its public first characters.
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import type { Queryable } from '../db/pool.js';
 import { TENANT_PATTERN, TENANT_RULE } from '../imports/tenant.js';
 
@@ -36,7 +36,8 @@ export interface ApiKey {
 }
 
 export function hashApiKey(key: string): Buffer {
-  return createHash('sha256').update(key, 'utf8').digest();
+  // One-shot: about a tenth of a createHash().update().digest() chain, and every API request hashes its key.
+  return hash('sha256', key, 'buffer');
 }
 
 /** True when the text has the form of a key (checked before any lookup, so junk never reaches the database). */
