@@ -21,7 +21,7 @@ import pg from 'pg';
 import { createPool } from '../../worker/db/pool.js';
 import { NOOP_KIND } from '../../worker/handlers/noop.js';
 import { enqueueJobs } from '../../worker/queue/enqueue.js';
-import { matchingProcessesCpuMs, postgresCpuMs } from '../support/process-cpu.js';
+import { matchingProcessesCpuMs, postgresCpuMeter } from '../support/process-cpu.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const POLL_MS = 50;
@@ -83,7 +83,7 @@ async function timeRun(
   logFiles: string[],
   readWindow: () => Promise<{ firstStart: number; lastFinish: number }>,
 ): Promise<Run> {
-  const pgCpuBefore = postgresCpuMs();
+  const postgres = postgresCpuMeter();
   const started = performance.now();
   const children = start();
   const pids = new Set(children.map((child) => child.pid!));
@@ -98,12 +98,13 @@ async function timeRun(
   while ((await unfinished(db, unfinishedSql)) > 0) {
     if (exited) throw new Error(exited);
     sampleWorkers();
+    postgres.sample();
     await sleep(POLL_MS);
     if (performance.now() - started > 600_000) throw new Error(`${system}: not done after 10 minutes`);
   }
   const seconds = (performance.now() - started) / 1000;
   sampleWorkers();
-  const pgCpu = postgresCpuMs() - pgCpuBefore;
+  const pgCpu = postgres.elapsedMs();
   await Promise.all(
     children.map(
       (child) =>
