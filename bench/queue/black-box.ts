@@ -21,7 +21,7 @@ import pg from 'pg';
 import { createPool } from '../../worker/db/pool.js';
 import { NOOP_KIND } from '../../worker/handlers/noop.js';
 import { enqueueJobs } from '../../worker/queue/enqueue.js';
-import { matchingProcessesCpuMs, postgresCpuMeter } from '../support/process-cpu.js';
+import { CpuMeter, postgresCpuMeter } from '../support/process-cpu.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const POLL_MS = 50;
@@ -84,26 +84,24 @@ async function timeRun(
   readWindow: () => Promise<{ firstStart: number; lastFinish: number }>,
 ): Promise<Run> {
   const postgres = postgresCpuMeter();
+  // Made before the spawn, when none of its processes exists: each counts all its CPU, start-up included.
+  const pids = new Set<number>();
+  const workers = new CpuMeter((_cmdline, pid) => pids.has(pid));
   const started = performance.now();
   const children = start();
-  const pids = new Set(children.map((child) => child.pid!));
+  for (const child of children) pids.add(child.pid!);
   // A process that exits before the table is drained (a start-up error) ends the run at once, not after 10 minutes.
   let exited: string | undefined;
   for (const child of children) child.once('exit', (code, signal) => (exited ??= `${system}: a process exited early (${signal ?? `code ${code}`})`));
-  let workerCpu = 0;
-  const sampleWorkers = () => {
-    const now = matchingProcessesCpuMs((_cmdline, pid) => pids.has(pid));
-    if (now > 0) workerCpu = now;
-  };
   while ((await unfinished(db, unfinishedSql)) > 0) {
     if (exited) throw new Error(exited);
-    sampleWorkers();
+    workers.sample();
     postgres.sample();
     await sleep(POLL_MS);
     if (performance.now() - started > 600_000) throw new Error(`${system}: not done after 10 minutes`);
   }
   const seconds = (performance.now() - started) / 1000;
-  sampleWorkers();
+  const workerCpu = workers.elapsedMs();
   const pgCpu = postgres.elapsedMs();
   await Promise.all(
     children.map(

@@ -10,7 +10,7 @@ export function processCpuMs(pid: number): number {
 }
 
 /** CPU time (user + system, ms) of every process whose command line and pid `match` accepts, by pid. */
-export function matchingProcessesCpu(match: (cmdline: string, pid: number) => boolean): Map<number, number> {
+function matchingProcessesCpu(match: (cmdline: string, pid: number) => boolean): Map<number, number> {
   const cpu = new Map<number, number>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -21,13 +21,6 @@ export function matchingProcessesCpu(match: (cmdline: string, pid: number) => bo
     }
   }
   return cpu;
-}
-
-/** The sum of matchingProcessesCpu. */
-export function matchingProcessesCpuMs(match: (cmdline: string, pid: number) => boolean): number {
-  let total = 0;
-  for (const ms of matchingProcessesCpu(match).values()) total += ms;
-  return total;
 }
 
 /**
