@@ -14,6 +14,8 @@ const SPACE = 32;
 const COLON = 58;
 const DOT = 46;
 const PLUS = 43;
+/** Seconds in the offset's hours, minutes and seconds. */
+const OFFSET_UNITS = [3600, 60, 1] as const;
 
 /** The number written by `count` digits at `start`, or -1 when one of them is not a digit. */
 function digits(text: string, start: number, count: number): number {
@@ -27,8 +29,7 @@ function digits(text: string, start: number, count: number): number {
 }
 
 export function parseTimestamptz(text: string): Date | number | null {
-  const fast = parsePlain(text);
-  return fast ?? pgParser(text);
+  return parsePlain(text) ?? pgParser(text);
 }
 
 /** The plain form only; undefined for anything else (exported for its test). */
@@ -62,13 +63,12 @@ export function parsePlain(text: string): Date | undefined {
   const sign = text.charCodeAt(at);
   if (sign !== PLUS && sign !== DASH) return undefined;
   let offsetSeconds = 0;
-  const parts = [3600, 60, 1];
-  for (let part = 0; part < parts.length && at < length; part += 1) {
+  for (let part = 0; part < OFFSET_UNITS.length && at < length; part += 1) {
     // ±HH, then :MM and :SS.
     if (part > 0 && text.charCodeAt(at) !== COLON) return undefined;
     const value = digits(text, at + 1, 2);
     if (value < 0) return undefined;
-    offsetSeconds += value * parts[part]!;
+    offsetSeconds += value * OFFSET_UNITS[part]!;
     at += 3;
   }
   if (at !== length) return undefined;

@@ -89,7 +89,11 @@ export function runCounts(run: CsvImportRun) {
 
 export async function getCsvImportRun(db: Queryable, jobId: number): Promise<CsvImportRun | null> {
   // Prepared: the API's error pages read the header from it on every request.
-  const { rows } = await db.query({ name: 'bulk-import-csv-run', text: `SELECT ${RUN_COLUMNS} FROM csv_import_runs r ${BATCH_SUMS} WHERE r.job_id = $1`, values: [jobId] });
+  const { rows } = await db.query({
+    name: 'bulk-import-csv-run',
+    text: `SELECT ${RUN_COLUMNS} FROM csv_import_runs r ${BATCH_SUMS} WHERE r.job_id = $1`,
+    values: [jobId],
+  });
   return rows[0] ? toRun(rows[0]) : null;
 }
 
