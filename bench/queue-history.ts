@@ -26,6 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startBenchDatabase } from './support/bench-database.js';
+import { median } from './support/median.js';
 import { loadConfig } from '../worker/config.js';
 import { createPool } from '../worker/db/pool.js';
 import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
@@ -221,8 +222,6 @@ interface DrainResult {
   heapPages: number;
   vacuumSeconds: number;
 }
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 /**
  * Phases A and B: `rounds` times, enqueue J jobs and run them all. The finished jobs of a round stay in the table

@@ -21,6 +21,8 @@ import pg from 'pg';
 import { createPool } from '../../worker/db/pool.js';
 import { NOOP_KIND } from '../../worker/handlers/noop.js';
 import { enqueueJobs } from '../../worker/queue/enqueue.js';
+import { median } from '../support/median.js';
+import { withClient } from '../support/pg-client.js';
 import { CpuMeter, postgresCpuMeter } from '../support/process-cpu.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -247,25 +249,9 @@ async function runGraphile(layout: string, databaseUrl: string, settings: BlackB
  * Without it one round in three ran at half speed with twice the database CPU.
  */
 async function settle(urls: { ours: string; graphile: string }): Promise<void> {
-  for (const url of [urls.ours, urls.graphile]) {
-    const db = new pg.Client({ connectionString: url });
-    await db.connect();
-    try {
-      await db.query('VACUUM ANALYZE');
-    } finally {
-      await db.end();
-    }
-  }
-  const db = new pg.Client({ connectionString: urls.ours });
-  await db.connect();
-  await db.query('CHECKPOINT').finally(() => db.end());
+  for (const url of [urls.ours, urls.graphile]) await withClient(url, (db) => db.query('VACUUM ANALYZE'));
+  await withClient(urls.ours, (db) => db.query('CHECKPOINT'));
 }
-
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-};
 
 /** The paired rounds and the scale-out table; `urls` are two migrated, empty databases on one server. */
 export async function runBlackBox(urls: { ours: string; graphile: string }, settings: BlackBoxSettings): Promise<void> {
