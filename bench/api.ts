@@ -1,14 +1,15 @@
 // npm run bench:api — latency and throughput of the HTTP API (`bulk-import serve`, a real process) over a database
 // with a large history: N runs (default 1,000,000; kinds, states and 100 tenants mixed, 30 days of creation times)
-// and one CSV run with M row errors (default 1,000,000). A load generator in this process keeps C connections busy
-// (default 32) for each scenario:
+// and one CSV run with M row errors (default 1,000,000). A load generator keeps C connections busy (default 32) for
+// each scenario; it is wrk (--generator wrk, the default: a C program, light on a machine the server and Postgres
+// share) or node:http in this process (--generator node):
 //   list   GET /v1/jobs?state=failed            (operator key: newest failed runs, first page of 50)
 //   tenant GET /v1/jobs?state=succeeded          (tenant key: its tenant's runs only)
 //   page   GET /v1/jobs?state=succeeded&cursor=… (operator, a page deep in the history)
 //   detail GET /v1/jobs/{random id}
 //   errors GET /v1/jobs/{csv}/errors?limit=100&cursor=… (a page of row errors at a random position)
-// For each it prints requests/s, p50/p99 latency and the server's CPU time per request (from /proc: the figure that
-// carries over to a machine where the server has a core of its own). Then a sweep of list and detail latency at 1 to
+// For each it prints requests/s, p50/p99 latency and the CPU time per request of the server, Postgres and the load
+// generator (from /proc: the server's is the figure that carries over to a machine where it has cores of its own). Then a sweep of list and detail latency at 1 to
 // C connections (--sweep), since with closed-loop load latency at C connections is C / throughput. Last, the CSV
 // export of all M errors (GET …/errors?format=csv): MB/s, and the server's RSS before, at its peak and after,
 // sampled from /proc every 50 ms — the export must not grow with M.
@@ -26,7 +27,9 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startBenchDatabase } from './support/bench-database.js';
 import { postgresCpuMeter, processCpuMs } from './support/process-cpu.js';
+import { ensureWrk, runWrk } from './support/wrk.js';
 import { createApiKey } from '../worker/auth/api-keys.js';
+import { AHEAD_STATEMENT, THROUGHPUT_STATEMENT } from '../worker/queue/estimate.js';
 import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
 import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
 import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
@@ -42,12 +45,20 @@ const { values: args } = parseArgs({
     'export-connections': { type: 'string', default: '1,32' },
     /** Connection counts of the latency sweep (list and detail at each); empty to skip it. */
     sweep: { type: 'string', default: '1,4,8,16,32' },
-    /** DATABASE_POOL_SIZE of the server process. */
-    'pool-size': { type: 'string', default: '16' },
+    /**
+     * DATABASE_POOL_SIZE of the server process. Postgres shares this machine's two cores with the server and the load
+     * generator: a pool of 16 kept up to 16 backends runnable at once, and the server's one thread got a seventeenth
+     * of the CPU until they were done (200,000 runs: detail p99 61–72 ms at 16, 24 ms at 4, ~4,700 req/s both).
+     */
+    'pool-size': { type: 'string', default: '4' },
     /** Write a CPU profile of the server to .bench/api-profile/ (for looking into where the time goes). */
     profile: { type: 'boolean', default: false },
     /** Print the plans (EXPLAIN ANALYZE) of the listing, detail and error-page statements, then stop. */
     explain: { type: 'boolean', default: false },
+    /** The load generator: wrk (a C program, installed with apt-get when missing) or node (node:http in this process). */
+    generator: { type: 'string', default: 'wrk' },
+    /** Only these scenarios (list, tenant, page, detail, errors; comma-separated); all when empty. */
+    only: { type: 'string', default: '' },
   },
 });
 const settings = {
@@ -57,7 +68,9 @@ const settings = {
   connections: Number(args.connections),
   exportConnections: args['export-connections'].split(',').filter(Boolean).map(Number),
   sweep: args.sweep.split(',').filter(Boolean).map(Number),
+  only: args.only.split(',').filter(Boolean),
 };
+let generator = args.generator;
 
 interface Result {
   scenario: string;
@@ -67,7 +80,7 @@ interface Result {
   serverCpuMs: number;
   /** Milliseconds of Postgres's CPU per request. */
   postgresCpuMs: number;
-  /** Milliseconds of this process's CPU (the load generator) per request. */
+  /** Milliseconds of the load generator's CPU per request. */
   loadCpuMs: number;
   perSecond: number;
   p50: number;
@@ -188,14 +201,21 @@ function get(base: string, path: string, key: string): Promise<number> {
   });
 }
 
-async function load(name: string, key: string, pathFor: () => string, base: string, serverPid: number, connections = settings.connections, seconds = settings.seconds): Promise<Result> {
+/** What a load generator reports of one scenario. */
+interface Drive {
+  requests: number;
+  seconds: number;
+  p50: number;
+  p99: number;
+  failures: number;
+  /** The generator's own CPU, ms. */
+  cpuMs: number;
+}
+
+/** The Node generator: node:http in this process, latencies kept and sorted here. */
+async function driveWithNode(base: string, key: string, pathFor: () => string, connections: number, seconds: number): Promise<Drive> {
   const latencies: number[] = [];
   let failures = 0;
-  // Warm-up: a few requests per connection, not counted.
-  await Promise.all(Array.from({ length: connections }, () => get(base, pathFor(), key)));
-  const cpuBefore = processCpuMs(serverPid);
-  const postgres = postgresCpuMeter();
-  const sampler = setInterval(() => postgres.sample(), 250);
   const loadBefore = process.cpuUsage();
   const started = performance.now();
   const deadline = started + seconds * 1000;
@@ -210,23 +230,40 @@ async function load(name: string, key: string, pathFor: () => string, base: stri
     }),
   );
   const elapsed = (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(loadBefore);
+  latencies.sort((a, b) => a - b);
+  return { requests: latencies.length, seconds: elapsed, p50: percentile(latencies, 50), p99: percentile(latencies, 99), failures, cpuMs: (cpu.user + cpu.system) / 1000 };
+}
+
+async function driveWithWrk(base: string, key: string, pathFor: () => string, connections: number, seconds: number): Promise<Drive> {
+  // Random ids and cursors are drawn here, ahead of the run; wrk walks round the list.
+  const paths = Array.from({ length: 20_000 }, pathFor);
+  const r = await runWrk({ base, key, paths, connections, seconds });
+  return { requests: r.requests, seconds: r.seconds, p50: r.p50Ms, p99: r.p99Ms, failures: r.failures, cpuMs: r.cpuMs };
+}
+
+async function load(name: string, key: string, pathFor: () => string, base: string, serverPid: number, connections = settings.connections, seconds = settings.seconds): Promise<Result> {
+  // Warm-up: a few requests per connection, not counted.
+  await Promise.all(Array.from({ length: connections }, () => get(base, pathFor(), key)));
+  const cpuBefore = processCpuMs(serverPid);
+  const postgres = postgresCpuMeter();
+  const sampler = setInterval(() => postgres.sample(), 250);
+  const drive = await (generator === 'wrk' ? driveWithWrk : driveWithNode)(base, key, pathFor, connections, seconds);
   const serverCpuMs = processCpuMs(serverPid) - cpuBefore;
   clearInterval(sampler);
   const postgresMs = postgres.elapsedMs();
-  const load = process.cpuUsage(loadBefore);
-  latencies.sort((a, b) => a - b);
-  const n = latencies.length;
+  const n = drive.requests;
   return {
     scenario: name,
     connections,
     requests: n,
     serverCpuMs: serverCpuMs / n,
     postgresCpuMs: postgresMs / n,
-    loadCpuMs: (load.user + load.system) / 1000 / n,
-    perSecond: n / elapsed,
-    p50: percentile(latencies, 50),
-    p99: percentile(latencies, 99),
-    errors: failures,
+    loadCpuMs: drive.cpuMs / n,
+    perSecond: n / drive.seconds,
+    p50: drive.p50,
+    p99: drive.p99,
+    errors: drive.failures,
   };
 }
 
@@ -260,12 +297,18 @@ async function exportCsv(base: string, key: string, csvJob: number, pid: number,
 }
 
 async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<void> {
+  // The newest queued run: the most runs ahead of it.
+  const queued = await db.query<{ id: number; kind: string }>(`SELECT id, kind FROM jobs WHERE state = 'queued' ORDER BY id DESC LIMIT 1`);
+  const { id: queuedId, kind: queuedKind } = queued.rows[0]!;
   const summary = 'id, kind, tenant_id, state, attempts, max_attempts, progress, last_error, created_at, started_at, finished_at, updated_at';
   const statements: Array<[string, string, unknown[]]> = [
     ['list failed', `SELECT ${summary} FROM jobs WHERE state = ANY($1) ORDER BY id DESC LIMIT 50`, [['failed']]],
     ['list tenant', `SELECT ${summary} FROM jobs WHERE state = ANY($1) AND tenant_id = $2 ORDER BY id DESC LIMIT 50`, [['succeeded'], 't7']],
     ['list deep', `SELECT ${summary} FROM jobs WHERE state = ANY($1) AND id < $2 ORDER BY id DESC LIMIT 50`, [['succeeded'], Math.floor(maxId / 3)]],
     ['detail', `SELECT * FROM jobs WHERE id = $1`, [Math.floor(maxId / 2)]],
+    // A queued run's detail also estimates its start: the kind's throughput and the runs ahead of it.
+    ['detail: throughput', THROUGHPUT_STATEMENT, [NOOP_KIND]],
+    ['detail: runs ahead', AHEAD_STATEMENT, [queuedKind, queuedId]],
     ['errors page', `SELECT row_number, fields, errors FROM csv_import_row_errors WHERE job_id = $1 AND row_number > $2 ORDER BY row_number LIMIT 100`, [csvJob, 500_000]],
   ];
   for (const [name, sql, values] of statements) {
@@ -291,7 +334,9 @@ function printTable(results: Result[]): void {
 
 async function main(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const database = await startBenchDatabase('bench_api', { sharedBuffers: '512MB' });
+  // Room for the 1M runs (375 MB) and 1M row errors (354 MB) with their indexes, as a production database's buffer
+  // cache holds its working set: at 512 MB a detail lookup went outside the buffers often enough to double its cost.
+  const database = await startBenchDatabase('bench_api', { sharedBuffers: '1GB' });
   const url = database.url;
   let serve: Awaited<ReturnType<typeof startServe>> | undefined;
   try {
@@ -307,21 +352,28 @@ async function main(): Promise<void> {
       return;
     }
     await db.end();
+    if (generator !== 'wrk' && generator !== 'node') throw new Error(`--generator is wrk or node, not ${generator}`);
+    if (generator === 'wrk' && !(await ensureWrk((line) => console.log(line)))) generator = 'node';
     serve = await startServe(url);
-    console.log(`Node ${process.version}; ${JSON.stringify(settings)}; serve pid ${serve.pid} at ${serve.url}`);
+    console.log(`Node ${process.version}; load generator ${generator}; ${JSON.stringify(settings)}; serve pid ${serve.pid} at ${serve.url}`);
     const base = serve.url;
     const random = (n: number) => 1 + Math.floor(Math.random() * n);
+    const scenarios: Array<[string, string, string, () => string]> = [
+      ['list', 'GET /v1/jobs?state=failed (operator)', operator, () => '/v1/jobs?state=failed'],
+      ['tenant', 'GET /v1/jobs?state=succeeded (tenant key)', tenant, () => '/v1/jobs?state=succeeded'],
+      ['page', 'GET /v1/jobs?state=succeeded&cursor=<id/3>', operator, () => `/v1/jobs?state=succeeded&cursor=${deep}`],
+      ['detail', 'GET /v1/jobs/{id}', operator, () => `/v1/jobs/${random(maxId)}`],
+      [
+        'errors',
+        'GET /v1/jobs/{csv}/errors?limit=100&cursor=<random>',
+        operator,
+        () => `/v1/jobs/${csvJob}/errors?limit=100&cursor=${Buffer.from(JSON.stringify({ row: random(settings.errors) })).toString('base64url')}`,
+      ],
+    ];
     const results: Result[] = [];
-    results.push(await load('GET /v1/jobs?state=failed (operator)', operator, () => '/v1/jobs?state=failed', base, serve.pid));
-    results.push(await load('GET /v1/jobs?state=succeeded (tenant key)', tenant, () => '/v1/jobs?state=succeeded', base, serve.pid));
-    results.push(await load('GET /v1/jobs?state=succeeded&cursor=<id/3>', operator, () => `/v1/jobs?state=succeeded&cursor=${deep}`, base, serve.pid));
-    results.push(await load('GET /v1/jobs/{id}', operator, () => `/v1/jobs/${random(maxId)}`, base, serve.pid));
-    results.push(
-      await load('GET /v1/jobs/{csv}/errors?limit=100&cursor=<random>', operator, () => {
-        const cursor = Buffer.from(JSON.stringify({ row: random(settings.errors) })).toString('base64url');
-        return `/v1/jobs/${csvJob}/errors?limit=100&cursor=${cursor}`;
-      }, base, serve.pid),
-    );
+    for (const [short, name, key, pathFor] of scenarios) {
+      if (settings.only.length === 0 || settings.only.includes(short)) results.push(await load(name, key, pathFor, base, serve.pid));
+    }
     console.log(`\n${settings.connections} connections, ${settings.seconds} s per scenario`);
     printTable(results);
     if (settings.sweep.length > 0) {
