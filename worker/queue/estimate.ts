@@ -32,7 +32,7 @@ export interface RunEstimate extends KindThroughput {
 // Little's law: with the fleet busy, throughput = runs in the system / time each spends there. Counted over the live
 // leases (the fleet's slots and buffers now) and the recent runs' claim-to-finish time. Without live leases of the
 // kind, the rate of the last finished runs of the kind (their count over the time they spread across) stands in.
-const THROUGHPUT = `
+export const THROUGHPUT_STATEMENT = `
 WITH recent AS (
   SELECT started_at, finished_at FROM (
     SELECT kind, started_at, finished_at FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ${FINISHED_SAMPLE}
@@ -49,7 +49,7 @@ SELECT leased.running, leased.workers,
 FROM leased`;
 
 export async function measureThroughput(db: Queryable, kind: string): Promise<KindThroughput> {
-  const { rows } = await db.query(THROUGHPUT, [kind]);
+  const { rows } = await db.query(THROUGHPUT_STATEMENT, [kind]);
   const row = rows[0] as { running: number; workers: number; finished: number; mean_run_ms: number | null; span_seconds: number | null };
   const meanRunMs = row.finished > 0 && row.mean_run_ms !== null ? Math.max(1, row.mean_run_ms) : null;
   const base = { meanRunMs, running: row.running, workers: row.workers };
@@ -61,7 +61,7 @@ export async function measureThroughput(db: Queryable, kind: string): Promise<Ki
 }
 
 // The claim order of jobs_claim_order; only runs due now count (a later run_at waits anyway).
-const AHEAD = `
+export const AHEAD_STATEMENT = `
 SELECT count(*)::int AS ahead FROM (
   SELECT 1 FROM jobs
   WHERE state = 'queued' AND run_at <= now() AND kind = $1
@@ -78,7 +78,7 @@ export async function estimateRun(db: Queryable, job: JobRow, now = new Date()):
     const finishAt = throughput.meanRunMs !== null ? new Date(Math.max(now.getTime(), startAt.getTime() + throughput.meanRunMs)) : null;
     return { ...throughput, ahead: 0, startAt, finishAt };
   }
-  const { rows } = await db.query<{ ahead: number }>(AHEAD, [job.kind, job.id]);
+  const { rows } = await db.query<{ ahead: number }>(AHEAD_STATEMENT, [job.kind, job.id]);
   const ahead = rows[0]?.ahead ?? 0;
   const notBefore = Math.max(now.getTime(), job.runAt.getTime());
   let startAt: Date | null = null;
