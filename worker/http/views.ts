@@ -4,8 +4,9 @@ import { progressCounts, sensibleEta } from '../cli/progress-rate.js';
 import type { JobActionRecord, Resolution } from '../queue/job-actions.js';
 import type { JobSummaryRow } from '../queue/operator.js';
 import type { JobRow } from '../queue/types.js';
+import { isoTime } from './iso-time.js';
 
-const iso = (date: Date | null | undefined): string | null => (date ? date.toISOString() : null);
+const iso = (date: Date | null | undefined): string | null => (date ? isoTime(date) : null);
 
 function finite(value: unknown): number | undefined {
   return typeof value === 'number' && Number.isFinite(value) ? value : undefined;
