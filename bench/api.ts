@@ -9,7 +9,8 @@
 //   detail GET /v1/jobs/{random id}
 //   errors GET /v1/jobs/{csv}/errors?limit=100&cursor=… (a page of row errors at a random position)
 // For each it prints requests/s, p50/p99 latency and the CPU time per request of the server, Postgres and the load
-// generator (from /proc: the server's is the figure that carries over to a machine where it has cores of its own). Then a sweep of list and detail latency at 1 to
+// generator (from /proc: the server's is the figure that carries over to a machine where it has cores of its own):
+// the median of --rounds rounds (default 3, the scenarios in turn), since one run's figures moved by 20 % here. Then a sweep of list and detail latency at 1 to
 // C connections (--sweep), since with closed-loop load latency at C connections is C / throughput. Last, the CSV
 // export of all M errors (GET …/errors?format=csv): MB/s, and the server's RSS before, at its peak and after,
 // sampled from /proc every 50 ms — the export must not grow with M.
@@ -26,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startBenchDatabase } from './support/bench-database.js';
+import { median } from './support/median.js';
 import { postgresCpuMeter, processCpuMs } from './support/process-cpu.js';
 import { ensureWrk, runWrk } from './support/wrk.js';
 import { createApiKey } from '../worker/auth/api-keys.js';
@@ -59,6 +61,8 @@ const { values: args } = parseArgs({
     generator: { type: 'string', default: 'wrk' },
     /** Only these scenarios (list, tenant, page, detail, errors; comma-separated); all when empty. */
     only: { type: 'string', default: '' },
+    /** Rounds of the scenarios (each scenario once per round, in turn); the table shows each one's median round. */
+    rounds: { type: 'string', default: '3' },
   },
 });
 const settings = {
@@ -69,6 +73,7 @@ const settings = {
   exportConnections: args['export-connections'].split(',').filter(Boolean).map(Number),
   sweep: args.sweep.split(',').filter(Boolean).map(Number),
   only: args.only.split(',').filter(Boolean),
+  rounds: Number(args.rounds),
 };
 let generator = args.generator;
 
@@ -85,6 +90,8 @@ interface Result {
   perSecond: number;
   p50: number;
   p99: number;
+  /** Lowest and highest p99 over the rounds, when there were several. */
+  p99Range?: [number, number] | undefined;
   errors: number;
 }
 
@@ -319,14 +326,33 @@ async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<vo
   console.log(size.rows[0]);
 }
 
+/** Each figure's median over the rounds (requests summed), with the range of the p99s. */
+function medianRound(results: Result[]): Result {
+  const of = (pick: (r: Result) => number) => median(results.map(pick));
+  const p99s = results.map((r) => r.p99);
+  return {
+    ...results[0]!,
+    requests: results.reduce((sum, r) => sum + r.requests, 0),
+    serverCpuMs: of((r) => r.serverCpuMs),
+    postgresCpuMs: of((r) => r.postgresCpuMs),
+    loadCpuMs: of((r) => r.loadCpuMs),
+    perSecond: of((r) => r.perSecond),
+    p50: of((r) => r.p50),
+    p99: of((r) => r.p99),
+    p99Range: results.length > 1 ? [Math.min(...p99s), Math.max(...p99s)] : undefined,
+    errors: results.reduce((sum, r) => sum + r.errors, 0),
+  };
+}
+
 function printTable(results: Result[]): void {
   // CPU ms per request of the server, Postgres and the load generator: their sum over the machine's cores bounds the
   // requests/s, and at C connections latency is C / requests/s.
-  console.log('| request | connections | requests | req/s | p50 ms | p99 ms | server CPU ms/request | Postgres CPU ms/request | load generator CPU ms/request | non-200 |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  console.log('| request | connections | requests | req/s | p50 ms | p99 ms | p99 over the rounds | server CPU ms/request | Postgres CPU ms/request | load generator CPU ms/request | non-200 |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of results) {
+    const range = r.p99Range ? `${r.p99Range[0].toFixed(1)}–${r.p99Range[1].toFixed(1)}` : '—';
     console.log(
-      `| \`${r.scenario}\` | ${r.connections} | ${r.requests} | ${r.perSecond.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ` +
+      `| \`${r.scenario}\` | ${r.connections} | ${r.requests} | ${r.perSecond.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${range} | ` +
         `${r.serverCpuMs.toFixed(2)} | ${r.postgresCpuMs.toFixed(2)} | ${r.loadCpuMs.toFixed(2)} | ${r.errors} |`,
     );
   }
@@ -370,12 +396,22 @@ async function main(): Promise<void> {
         () => `/v1/jobs/${csvJob}/errors?limit=100&cursor=${Buffer.from(JSON.stringify({ row: random(settings.errors) })).toString('base64url')}`,
       ],
     ];
-    const results: Result[] = [];
-    for (const [short, name, key, pathFor] of scenarios) {
-      if (settings.only.length === 0 || settings.only.includes(short)) results.push(await load(name, key, pathFor, base, serve.pid));
+    // Rounds go through every scenario in turn, so that a slow spell of the machine falls on all of them; the table
+    // gives each scenario's median round (by requests/s) and the range of its p99 over the rounds.
+    const chosen = scenarios.filter(([short]) => settings.only.length === 0 || settings.only.includes(short));
+    const rounds = new Map<string, Result[]>(chosen.map(([, name]) => [name, []]));
+    for (let round = 1; round <= settings.rounds; round += 1) {
+      for (const [, name, key, pathFor] of chosen) rounds.get(name)!.push(await load(name, key, pathFor, base, serve.pid));
+      if (settings.rounds > 1) {
+        const line = chosen.map(([short, name]) => {
+          const r = rounds.get(name)!.at(-1)!;
+          return `${short} ${r.perSecond.toFixed(0)}/s p99 ${r.p99.toFixed(1)} server ${r.serverCpuMs.toFixed(2)}`;
+        });
+        console.log(`round ${round} of ${settings.rounds}: ${line.join('; ')}`);
+      }
     }
-    console.log(`\n${settings.connections} connections, ${settings.seconds} s per scenario`);
-    printTable(results);
+    console.log(`\n${settings.connections} connections, ${settings.seconds} s per scenario, median of ${settings.rounds} round(s)`);
+    printTable([...rounds.values()].map(medianRound));
     if (settings.sweep.length > 0) {
       // Closed-loop load: each connection sends its next request when the last one answers, so at C connections the
       // mean latency is C / throughput (Little's law). The sweep shows latency from one caller up to saturation.
