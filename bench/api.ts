@@ -17,7 +17,7 @@
 //
 //   npm run bench:api
 //   npm run bench:api -- --runs 200000 --errors 200000 --seconds 5 --connections 32 --export-connections 4
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -63,6 +63,8 @@ const { values: args } = parseArgs({
     only: { type: 'string', default: '' },
     /** Rounds of the scenarios (each scenario once per round, in turn); the table shows each one's median round. */
     rounds: { type: 'string', default: '3' },
+    /** Seconds of unmeasured load per scenario before the first round. */
+    warmup: { type: 'string', default: '5' },
   },
 });
 const settings = {
@@ -74,6 +76,7 @@ const settings = {
   sweep: args.sweep.split(',').filter(Boolean).map(Number),
   only: args.only.split(',').filter(Boolean),
   rounds: Number(args.rounds),
+  warmup: Number(args.warmup),
 };
 let generator = args.generator;
 
@@ -144,6 +147,12 @@ async function seed(db: pg.Client): Promise<{ csvJob: number; maxId: number }> {
   );
   // The whole database, so that no autovacuum of what the seed wrote runs during a scenario.
   await db.query('VACUUM ANALYZE');
+  // And written out, to the disk too (fsync is off: the checkpoint leaves its pages in the page cache), so that
+  // neither the checkpointer nor the kernel's writeback works while a scenario is measured.
+  await db.query('CHECKPOINT');
+  const syncStarted = performance.now();
+  execFileSync('sync');
+  console.log(`checkpoint written and synced in ${((performance.now() - syncStarted) / 1000).toFixed(1)} s`);
   const max = await db.query<{ max: number }>('SELECT max(id)::bigint AS max FROM jobs');
   console.log(`seeded ${settings.runs.toLocaleString('en-US')} runs and ${settings.errors.toLocaleString('en-US')} row errors in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   return { csvJob, maxId: Number(max.rows[0]!.max) };
@@ -400,6 +409,12 @@ async function main(): Promise<void> {
     // gives each scenario's median round (by requests/s) and the range of its p99 over the rounds.
     const chosen = scenarios.filter(([short]) => settings.only.length === 0 || settings.only.includes(short));
     const rounds = new Map<string, Result[]>(chosen.map(([, name]) => [name, []]));
+    // The server's first seconds under load cost it up to twice the CPU per request of the later rounds (its heap
+    // grows to its working size, the JIT settles): a server in production runs for days, so every scenario first runs
+    // --warmup seconds unmeasured.
+    if (settings.warmup > 0) {
+      for (const [, name, key, pathFor] of chosen) await load(name, key, pathFor, base, serve.pid, settings.connections, settings.warmup);
+    }
     for (let round = 1; round <= settings.rounds; round += 1) {
       for (const [, name, key, pathFor] of chosen) rounds.get(name)!.push(await load(name, key, pathFor, base, serve.pid));
       if (settings.rounds > 1) {
