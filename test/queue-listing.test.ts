@@ -36,15 +36,56 @@ describe('run listing', () => {
     // The plan a named statement settles on after its first executions: generic, for any values.
     const client = await env.pool.connect();
     try {
+      await client.query('SET plan_cache_mode = force_generic_plan');
       for (const state of ['failed', 'dead', 'partial'] as JobState[]) {
         const query = jobsPageQuery({ states: [state], limit: 50 });
         await client.query(`PREPARE listing AS ${query.text}`);
-        await client.query('SET plan_cache_mode = force_generic_plan');
-        const plan = (await client.query('EXPLAIN EXECUTE listing(50)')).rows.map((row) => row['QUERY PLAN']).join('\n');
-        await client.query('DEALLOCATE listing');
-        await client.query('RESET plan_cache_mode');
-        expect(plan, state).toContain('Index Scan Backward using jobs_needing_attention');
+        try {
+          const plan = (await client.query('EXPLAIN EXECUTE listing(50)')).rows.map((row) => row['QUERY PLAN']).join('\n');
+          expect(plan, state).toContain('Index Scan Backward using jobs_needing_attention');
+        } finally {
+          await client.query('DEALLOCATE listing');
+        }
       }
+    } finally {
+      await client.query('RESET plan_cache_mode');
+      client.release();
+    }
+
+    // No state at all lists nothing (the statement says `false`, not `state IN ()`); repeated states count once.
+    expect(await listJobsPage(env.pool, { states: [], limit: 10 })).toEqual([]);
+    const twice = await listJobsPage(env.pool, { states: ['dead', 'dead'], limit: 10 });
+    expect(twice.map((job) => job.id)).toEqual((await listJobsPage(env.pool, { states: ['dead'], limit: 10 })).map((job) => job.id));
+  });
+
+  it('names every statement apart within the 63 bytes by which Postgres tells prepared statements apart', async () => {
+    const filters = ['kinds', 'tenantId', 'since', 'until', 'beforeId'] as const;
+    const names = new Map<string, string>();
+    for (let stateMask = -1; stateMask < 1 << JOB_STATES.length; stateMask += 1) {
+      const states = stateMask < 0 ? undefined : JOB_STATES.filter((_, i) => stateMask & (1 << i));
+      for (let filterMask = 0; filterMask < 1 << filters.length; filterMask += 1) {
+        const has = (name: (typeof filters)[number]) => (filterMask & (1 << filters.indexOf(name))) !== 0;
+        const query = jobsPageQuery({
+          states,
+          kinds: has('kinds') ? ['noop'] : undefined,
+          tenantId: has('tenantId') ? 't1' : undefined,
+          since: has('since') ? new Date(0) : undefined,
+          until: has('until') ? new Date() : undefined,
+          beforeId: has('beforeId') ? 100 : undefined,
+          limit: 50,
+        });
+        const key = Buffer.from(query.name).subarray(0, 63).toString();
+        expect(Buffer.byteLength(query.name)).toBeLessThanOrEqual(63);
+        expect(names.get(key), `${query.name} and another statement share a name`).toBeUndefined();
+        names.set(key, query.text);
+      }
+    }
+    expect(names.size).toBe((1 + (1 << JOB_STATES.length)) * (1 << filters.length));
+    // The longest name, prepared on one connection after its first page: a second statement of the same name would fail.
+    const client = await env.pool.connect();
+    try {
+      await listJobsPage(client, { states: [...JOB_STATES], kinds: ['noop'], tenantId: 't1', since: new Date(0), until: new Date(), limit: 5 });
+      await listJobsPage(client, { states: [...JOB_STATES], kinds: ['noop'], tenantId: 't1', since: new Date(0), until: new Date(), beforeId: 10, limit: 5 });
     } finally {
       client.release();
     }
