@@ -10,10 +10,11 @@
 //   errors GET /v1/jobs/{csv}/errors?limit=100&cursor=… (a page of row errors at a random position)
 // For each it prints requests/s, p50/p99 latency and the CPU time per request of the server, Postgres and the load
 // generator (from /proc: the server's is the figure that carries over to a machine where it has cores of its own):
-// the median of --rounds rounds (default 3, the scenarios in turn), since one run's figures moved by 20 % here. Then a sweep of list and detail latency at 1 to
-// C connections (--sweep), since with closed-loop load latency at C connections is C / throughput. Last, the CSV
-// export of all M errors (GET …/errors?format=csv): MB/s, and the server's RSS before, at its peak and after,
-// sampled from /proc every 50 ms — the export must not grow with M.
+// each figure's median over --rounds rounds (default 3, the scenarios in turn, after --warmup seconds of each), since
+// one run's figures moved by 20 % here. Then a sweep of list and detail latency at 1 to C connections (--sweep), since
+// with closed-loop load latency at C connections is C / throughput. Last, the CSV export of all M errors
+// (GET …/errors?format=csv): MB/s, and the server's RSS before, at its peak and after, sampled from /proc every 50 ms
+// — the export must not grow with M. --explain prints the statements' plans instead.
 //
 //   npm run bench:api
 //   npm run bench:api -- --runs 200000 --errors 200000 --seconds 5 --connections 32 --export-connections 4
@@ -32,6 +33,7 @@ import { postgresCpuMeter, processCpuMs } from './support/process-cpu.js';
 import { ensureWrk, runWrk } from './support/wrk.js';
 import { createApiKey } from '../worker/auth/api-keys.js';
 import { AHEAD_STATEMENT, THROUGHPUT_STATEMENT } from '../worker/queue/estimate.js';
+import { jobsPageQuery, type JobPageFilter } from '../worker/queue/operator.js';
 import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
 import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
 import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
@@ -61,7 +63,7 @@ const { values: args } = parseArgs({
     generator: { type: 'string', default: 'wrk' },
     /** Only these scenarios (list, tenant, page, detail, errors; comma-separated); all when empty. */
     only: { type: 'string', default: '' },
-    /** Rounds of the scenarios (each scenario once per round, in turn); the table shows each one's median round. */
+    /** Rounds of the scenarios (each scenario once per round, in turn); the table shows each figure's median. */
     rounds: { type: 'string', default: '3' },
     /** Seconds of unmeasured load per scenario before the first round. */
     warmup: { type: 'string', default: '5' },
@@ -252,8 +254,9 @@ async function driveWithNode(base: string, key: string, pathFor: () => string, c
 }
 
 async function driveWithWrk(base: string, key: string, pathFor: () => string, connections: number, seconds: number): Promise<Drive> {
-  // Random ids and cursors are drawn here, ahead of the run; wrk walks round the list.
-  const paths = Array.from({ length: 20_000 }, pathFor);
+  // Random ids and cursors are drawn here, ahead of the run; wrk walks round the list. Enough that a run of about
+  // 6,000 requests a second repeats none (repeats would find the buffers warmer than random reads do).
+  const paths = Array.from({ length: Math.max(20_000, seconds * 6_000) }, pathFor);
   const r = await runWrk({ base, key, paths, connections, seconds });
   return { requests: r.requests, seconds: r.seconds, p50: r.p50Ms, p99: r.p99Ms, failures: r.failures, cpuMs: r.cpuMs };
 }
@@ -316,11 +319,24 @@ async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<vo
   // The newest queued run: the most runs ahead of it.
   const queued = await db.query<{ id: number; kind: string }>(`SELECT id, kind FROM jobs WHERE state = 'queued' ORDER BY id DESC LIMIT 1`);
   const { id: queuedId, kind: queuedKind } = queued.rows[0]!;
-  const summary = 'id, kind, tenant_id, state, attempts, max_attempts, progress, last_error, created_at, started_at, finished_at, updated_at';
+  // The listings as the server sends them (jobsPageQuery's text), with the generic plan their named statements
+  // settle on after a few executions; the other statements are unnamed, planned for their values each time.
+  const listings: Array<[string, JobPageFilter]> = [
+    ['list failed', { states: ['failed'], limit: 50 }],
+    ['list tenant', { states: ['succeeded'], tenantId: 't7', limit: 50 }],
+    ['list deep', { states: ['succeeded'], beforeId: Math.floor(maxId / 3), limit: 50 }],
+  ];
+  await db.query('SET plan_cache_mode = force_generic_plan');
+  for (const [name, filter] of listings) {
+    const query = jobsPageQuery(filter);
+    await db.query(`PREPARE listing AS ${query.text}`);
+    const values = query.values.map((value) => (typeof value === 'string' ? `'${value}'` : String(value)));
+    const { rows } = await db.query(`EXPLAIN (ANALYZE, BUFFERS) EXECUTE listing(${values.join(', ')})`);
+    await db.query('DEALLOCATE listing');
+    console.log(`-- ${name} (generic plan)\n${rows.map((row) => row['QUERY PLAN']).join('\n')}`);
+  }
+  await db.query('RESET plan_cache_mode');
   const statements: Array<[string, string, unknown[]]> = [
-    ['list failed', `SELECT ${summary} FROM jobs WHERE state = ANY($1) ORDER BY id DESC LIMIT 50`, [['failed']]],
-    ['list tenant', `SELECT ${summary} FROM jobs WHERE state = ANY($1) AND tenant_id = $2 ORDER BY id DESC LIMIT 50`, [['succeeded'], 't7']],
-    ['list deep', `SELECT ${summary} FROM jobs WHERE state = ANY($1) AND id < $2 ORDER BY id DESC LIMIT 50`, [['succeeded'], Math.floor(maxId / 3)]],
     ['detail', `SELECT * FROM jobs WHERE id = $1`, [Math.floor(maxId / 2)]],
     // A queued run's detail also estimates its start: the kind's throughput and the runs ahead of it.
     ['detail: throughput', THROUGHPUT_STATEMENT, [NOOP_KIND]],
@@ -388,6 +404,7 @@ async function main(): Promise<void> {
     }
     await db.end();
     if (generator !== 'wrk' && generator !== 'node') throw new Error(`--generator is wrk or node, not ${generator}`);
+    if (!(Number.isInteger(settings.rounds) && settings.rounds >= 1)) throw new Error(`--rounds is a whole number from 1, not ${args.rounds}`);
     if (generator === 'wrk' && !(await ensureWrk((line) => console.log(line)))) generator = 'node';
     serve = await startServe(url);
     console.log(`Node ${process.version}; load generator ${generator}; ${JSON.stringify(settings)}; serve pid ${serve.pid} at ${serve.url}`);
@@ -406,7 +423,8 @@ async function main(): Promise<void> {
       ],
     ];
     // Rounds go through every scenario in turn, so that a slow spell of the machine falls on all of them; the table
-    // gives each scenario's median round (by requests/s) and the range of its p99 over the rounds.
+    // gives each figure's median over the rounds (each on its own: p99 and req/s may come from different rounds) and
+    // the range of the p99s.
     const chosen = scenarios.filter(([short]) => settings.only.length === 0 || settings.only.includes(short));
     const rounds = new Map<string, Result[]>(chosen.map(([, name]) => [name, []]));
     // The server's first seconds under load cost it up to twice the CPU per request of the later rounds (its heap

@@ -1,5 +1,5 @@
 // The API's fast ISO formatter (worker/http/iso-time.ts) must write what Date.prototype.toISOString writes, for every
-// Date: random instants from year -300,000 to +300,000 (outside 0000–9999 it hands over to toISOString), every
+// Date: random instants from year -270,000 to +270,000 (outside 0000–9999 it hands over to toISOString), every
 // millisecond edge of a day, leap days of the Gregorian rules (1900 is not a leap year, 2000 is), the ends of its
 // fast range, and consecutive calls on different days (its one-entry day cache must not carry a date over).
 import { describe, expect, it } from 'vitest';

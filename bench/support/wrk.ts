@@ -1,6 +1,6 @@
 // wrk (the Debian package) as a load generator: closed-loop HTTP load from a C program on one thread, so that on a
 // small machine the generator takes little of the CPU the server and the database share (the Node generator of
-// bench:api spent 0.09–0.24 ms of CPU per request; wrk spends a tenth of that). The paths to request are given as a
+// bench:api spent 0.07–0.34 ms of CPU per request, wrk 0.03–0.06). The paths to request are given as a
 // list (random ids, cursors) that the script walks round; latency percentiles, counts and wrk's own CPU time come
 // back from its `done` hook as one JSON line.
 import { execFile } from 'node:child_process';
