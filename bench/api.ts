@@ -30,7 +30,7 @@ import pg from 'pg';
 import { startBenchDatabase } from './support/bench-database.js';
 import { median } from './support/median.js';
 import { postgresCpuMeter, processCpuMs } from './support/process-cpu.js';
-import { ensureWrk, runWrk } from './support/wrk.js';
+import { ensureWrk, runWrk, type WrkResult } from './support/wrk.js';
 import { createApiKey } from '../worker/auth/api-keys.js';
 import { AHEAD_STATEMENT, THROUGHPUT_STATEMENT } from '../worker/queue/estimate.js';
 import { jobsPageQuery, type JobPageFilter } from '../worker/queue/operator.js';
@@ -81,6 +81,9 @@ const settings = {
   warmup: Number(args.warmup),
 };
 let generator = args.generator;
+// Checked before the seed, which takes half a minute.
+if (generator !== 'wrk' && generator !== 'node') throw new Error(`--generator is wrk or node, not ${generator}`);
+if (!(Number.isInteger(settings.rounds) && settings.rounds >= 1)) throw new Error(`--rounds is a whole number from 1, not ${args.rounds}`);
 
 interface Result {
   scenario: string;
@@ -228,16 +231,8 @@ function get(base: string, path: string, key: string): Promise<number> {
   });
 }
 
-/** What a load generator reports of one scenario. */
-interface Drive {
-  requests: number;
-  seconds: number;
-  p50: number;
-  p99: number;
-  failures: number;
-  /** The generator's own CPU, ms. */
-  cpuMs: number;
-}
+/** What a load generator reports of one scenario (wrk's own report, or the same from the Node generator). */
+type Drive = WrkResult;
 
 /** The Node generator: node:http in this process, latencies kept and sorted here. */
 async function driveWithNode(base: string, key: string, pathFor: () => string, connections: number, seconds: number): Promise<Drive> {
@@ -266,8 +261,7 @@ async function driveWithWrk(base: string, key: string, pathFor: () => string, co
   // Random ids and cursors are drawn here, ahead of the run; wrk walks round the list. Enough that a run of about
   // 6,000 requests a second repeats none (repeats would find the buffers warmer than random reads do).
   const paths = Array.from({ length: Math.max(20_000, seconds * 6_000) }, pathFor);
-  const r = await runWrk({ base, key, paths, connections, seconds });
-  return { requests: r.requests, seconds: r.seconds, p50: r.p50Ms, p99: r.p99Ms, failures: r.failures, cpuMs: r.cpuMs };
+  return runWrk({ base, key, paths, connections, seconds });
 }
 
 async function load(name: string, key: string, pathFor: () => string, base: string, serverPid: number, connections = settings.connections, seconds = settings.seconds): Promise<Result> {
@@ -412,8 +406,6 @@ async function main(): Promise<void> {
       return;
     }
     await db.end();
-    if (generator !== 'wrk' && generator !== 'node') throw new Error(`--generator is wrk or node, not ${generator}`);
-    if (!(Number.isInteger(settings.rounds) && settings.rounds >= 1)) throw new Error(`--rounds is a whole number from 1, not ${args.rounds}`);
     if (generator === 'wrk' && !(await ensureWrk((line) => console.log(line)))) generator = 'node';
     serve = await startServe(url);
     console.log(`Node ${process.version}; load generator ${generator}; ${JSON.stringify(settings)}; serve pid ${serve.pid} at ${serve.url}`);
@@ -436,9 +428,8 @@ async function main(): Promise<void> {
     // the range of the p99s.
     const chosen = scenarios.filter(([short]) => settings.only.length === 0 || settings.only.includes(short));
     const rounds = new Map<string, Result[]>(chosen.map(([, name]) => [name, []]));
-    // The server's first seconds under load cost it up to twice the CPU per request of the later rounds (its heap
-    // grows to its working size, the JIT settles): a server in production runs for days, so every scenario first runs
-    // --warmup seconds unmeasured.
+    // A fresh server's first seconds under load cost it more CPU per request than later ones, and a server in
+    // production runs for days: every scenario first runs --warmup seconds unmeasured.
     if (settings.warmup > 0) {
       for (const [, name, key, pathFor] of chosen) await load(name, key, pathFor, base, serve.pid, settings.connections, settings.warmup);
     }
@@ -458,9 +449,9 @@ async function main(): Promise<void> {
       // Closed-loop load: each connection sends its next request when the last one answers, so at C connections the
       // mean latency is C / throughput (Little's law). The sweep shows latency from one caller up to saturation.
       const sweep: Result[] = [];
+      const swept = scenarios.filter(([short]) => short === 'tenant' || short === 'detail');
       for (const connections of settings.sweep) {
-        sweep.push(await load('GET /v1/jobs?state=succeeded (tenant key)', tenant, () => '/v1/jobs?state=succeeded', base, serve.pid, connections, Math.min(settings.seconds, 5)));
-        sweep.push(await load('GET /v1/jobs/{id}', operator, () => `/v1/jobs/${random(maxId)}`, base, serve.pid, connections, Math.min(settings.seconds, 5)));
+        for (const [, name, key, pathFor] of swept) sweep.push(await load(name, key, pathFor, base, serve.pid, connections, Math.min(settings.seconds, 5)));
       }
       console.log(`\nlatency by connections (${Math.min(settings.seconds, 5)} s each)`);
       printTable(sweep);

@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { ensureDebianPackage } from './debian-package.js';
 
 const exec = promisify(execFile);
-export const WRK = '/usr/bin/wrk';
+const WRK = '/usr/bin/wrk';
 
 // args: the file of paths, then the bearer key (so that the key is not in the process list as a -H option).
 const SCRIPT = `
@@ -33,14 +33,15 @@ done = function(summary, latency, requests)
 end
 `;
 
+/** What a run of wrk measured; latencies and CPU in milliseconds. */
 export interface WrkResult {
   requests: number;
   seconds: number;
-  p50Ms: number;
-  p99Ms: number;
+  p50: number;
+  p99: number;
   /** Answers other than 2xx/3xx, plus connect, read, write errors and timeouts. */
   failures: number;
-  /** wrk's own CPU time (all its threads), ms. */
+  /** wrk's own CPU time (all its threads). */
   cpuMs: number;
 }
 
@@ -62,7 +63,7 @@ export async function runWrk(options: { base: string; key: string; paths: string
     const line = stdout.split('\n').find((l) => l.startsWith('WRK_RESULT '));
     if (!line) throw new Error(`wrk printed no result:\n${stdout}`);
     const r = JSON.parse(line.slice('WRK_RESULT '.length)) as { requests: number; durationUs: number; p50Us: number; p99Us: number; non2xx: number; socketErrors: number; cpuSeconds: number };
-    return { requests: r.requests, seconds: r.durationUs / 1e6, p50Ms: r.p50Us / 1000, p99Ms: r.p99Us / 1000, failures: r.non2xx + r.socketErrors, cpuMs: r.cpuSeconds * 1000 };
+    return { requests: r.requests, seconds: r.durationUs / 1e6, p50: r.p50Us / 1000, p99: r.p99Us / 1000, failures: r.non2xx + r.socketErrors, cpuMs: r.cpuSeconds * 1000 };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
