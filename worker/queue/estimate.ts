@@ -60,7 +60,8 @@ export async function measureThroughput(db: Queryable, kind: string): Promise<Ki
   return { ...base, runsPerSecond: null, basis: 'none' };
 }
 
-// The claim order of jobs_claim_order; only runs due now count (a later run_at waits anyway).
+// The claim order of jobs_claim_order, within the run's kind: one index-only range of jobs_queued_ahead, which has that
+// order. Only runs due now count (a later run_at waits anyway).
 export const AHEAD_STATEMENT = `
 SELECT count(*)::int AS ahead FROM (
   SELECT 1 FROM jobs
