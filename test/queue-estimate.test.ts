@@ -81,24 +81,18 @@ describe('estimates', () => {
     // rows). A backlog this small sits on a few pages, where a bitmap scan of them is as cheap, so bitmap scans are
     // off for this plan.
     const client = await env.pool.connect();
-    let rows: Array<Record<string, unknown>>;
+    let plan: string;
     try {
       await client.query('BEGIN');
       await client.query('SET LOCAL enable_bitmapscan = off');
-      ({ rows } = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${AHEAD_STATEMENT}`, ['noop', target]));
+      const { rows } = await client.query(`EXPLAIN (ANALYZE) ${AHEAD_STATEMENT}`, ['noop', target]);
+      plan = rows.map((row) => row['QUERY PLAN']).join('\n');
       await client.query('ROLLBACK');
     } finally {
       client.release();
     }
-    const nodes: Array<Record<string, unknown>> = [];
-    const walk = (node: Record<string, unknown>) => {
-      nodes.push(node);
-      for (const child of (node.Plans as Array<Record<string, unknown>> | undefined) ?? []) walk(child);
-    };
-    walk((rows[0]!['QUERY PLAN'] as Array<{ Plan: Record<string, unknown> }>)[0]!.Plan);
-    const scan = nodes.find((node) => node['Relation Name'] === 'jobs' && node['Index Name'] !== 'jobs_pkey');
     // (Heap fetches of an index-only scan still read rows on pages the visibility map has not marked all-visible.)
-    expect(scan).toMatchObject({ 'Node Type': 'Index Only Scan', 'Index Name': 'jobs_queued_ahead' });
-    expect(String(scan!['Index Cond'])).toContain('ROW(priority, fair_tag, run_at, id) <');
+    expect(plan).toContain('Index Only Scan using jobs_queued_ahead on jobs');
+    expect(plan).toMatch(/Index Cond: .*ROW\(priority, fair_tag, run_at, id\) </);
   });
 });
