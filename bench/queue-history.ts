@@ -1,10 +1,15 @@
 // npm run bench:queue-history — does a large history of finished runs slow the queue, and does retention deleting it
-// stall the claim? On one embedded Postgres, with the in-process Worker configured as bench:queue runs it
-// (bench/queue/bulk-import-queue.ts: concurrency 16, claim session, LISTEN, state notifications on, silent logger):
-//   A. empty table: bulk-enqueue J no-op jobs, run them, --rounds times; jobs/s from first to last handler start
-//      (median of the rounds), and the claim statement's latency (p50/p99/max, pooled over the rounds).
-//   B. H finished runs inserted (default 10,000,000: succeeded/partial/failed/dead/canceled, 100 tenants, four kinds,
-//      created over 30 days ending a day ago), VACUUM ANALYZE; the same measurement, and its ratio to A.
+// stall the claim? On one embedded Postgres holding two databases, with the in-process Worker configured as
+// bench:queue runs it (bench/queue/bulk-import-queue.ts: concurrency 16, claim session, LISTEN, state notifications
+// on, silent logger):
+//   Seed. H finished runs into the second database (default 10,000,000: succeeded/partial/failed/dead/canceled, 100
+//      tenants, four kinds, created over 30 days ending a day ago), then VACUUM ANALYZE. --seed lifecycle (the
+//      default) writes each run as the queue does, inserted queued, then claimed, then finished, vacuuming as it goes;
+//      --seed direct inserts each in its final form, which leaves room for a new row on every page of the history
+//      (the free space map then spreads new runs over all of it): a worst case.
+//   A and B. In the empty database (A) and the history's (B) in turn, alternating which goes first: VACUUM jobs,
+//      bulk-enqueue J no-op jobs, run them; --rounds times each. jobs/s from first to last handler start (median of
+//      the rounds), the claim statement's latency (p50/p99/max, pooled over the rounds), and B's ratios to A.
 //   C. with the history present and the worker fed a steady stream of no-op jobs: a window without retention, a window
 //      of the shipped retention service (createRetention, batch 100), then the same service with --retention-batch
 //      until every history row is gone (RETENTION_DAYS=1: all history is older, the live runs are not), then a window
@@ -21,6 +26,7 @@
 //
 //   npm run bench:queue-history
 //   npm run bench:queue-history -- --history 200000 --jobs 10000 --window 10 --rounds 3 --retention-batch 5000
+//   npm run bench:queue-history -- --seed direct --skip-retention   (phases A and B only)
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -52,6 +58,13 @@ const { values: args } = parseArgs({
     window: { type: 'string', default: '20' },
     /** Batch size of the retention that deletes the rest of the history (the service ships with 100). */
     'retention-batch': { type: 'string', default: '5000' },
+    /**
+     * How the history is written: `lifecycle` (default) as the queue writes runs, inserted queued, claimed and
+     * finished; `direct`, each run inserted once in its final form (a worst case: room for a new row on every page).
+     */
+    seed: { type: 'string', default: 'lifecycle' },
+    /** Phases A and B only. */
+    'skip-retention': { type: 'boolean', default: false },
   },
 });
 const settings = {
@@ -61,7 +74,9 @@ const settings = {
   rounds: Number(args.rounds),
   windowSeconds: Number(args.window),
   retentionBatch: Number(args['retention-batch']),
+  seed: args.seed,
 };
+if (settings.seed !== 'lifecycle' && settings.seed !== 'direct') throw new Error(`--seed is lifecycle or direct, not ${settings.seed}`);
 const KIND = 'bench';
 const SHIPPED_RETENTION_BATCH = 100;
 /** Every history run finished more than this long ago; the live runs did not. */
@@ -190,7 +205,7 @@ class VacuumWatch {
   private async run(): Promise<void> {
     while (!this.stopped) {
       const { rows } = await this.db.query<{ n: number }>(
-        "SELECT count(*)::int AS n FROM pg_stat_progress_vacuum WHERE relid = 'jobs'::regclass",
+        "SELECT count(*)::int AS n FROM pg_stat_progress_vacuum WHERE datname = current_database() AND relid = 'jobs'::regclass",
       );
       if (rows[0]!.n > 0) this.seen.push(performance.now());
       await sleep(1_000);
@@ -223,29 +238,39 @@ interface DrainResult {
   vacuumSeconds: number;
 }
 
+/** A database of phases A and B, and what its rounds measured. */
+interface PhaseTarget {
+  label: string;
+  url: string;
+  db: pg.Client;
+  historyRows: number;
+  watch: VacuumWatch;
+}
+
 /**
- * Phases A and B: `rounds` times, enqueue J jobs and run them all. The finished jobs of a round stay in the table
- * in both phases alike.
+ * Phases A and B: `rounds` times, enqueue J jobs and run them all, in the empty database and in the one holding the
+ * history, round by round in alternating order, so that both meet the machine in the same moods (its speed moves
+ * by a third over minutes here). The finished jobs of a round stay in the table in both alike.
  */
-async function measurePhase(
-  label: string,
-  databaseUrl: string,
-  db: pg.Client,
-  historyRows: number,
-  watch: VacuumWatch,
-): Promise<DrainResult> {
-  const rounds: Array<{ result: DrainResult; from: number; to: number }> = [];
-  for (let round = 1; round <= settings.rounds; round += 1) rounds.push(await drain(`${label} ${round}`, databaseUrl, db, historyRows, watch));
-  const windows = rounds.map(({ from, to }) => ({ from, to }));
-  return {
-    label,
-    rows: historyRows + settings.jobs,
-    enqueueRate: median(rounds.map(({ result }) => result.enqueueRate)),
-    jobsPerSecond: median(rounds.map(({ result }) => result.jobsPerSecond)),
-    claim: claimFigures(windows),
-    heapPages: median(rounds.map(({ result }) => result.heapPages)),
-    vacuumSeconds: rounds.reduce((sum, { result }) => sum + result.vacuumSeconds, 0),
-  };
+async function measurePhases(targets: PhaseTarget[]): Promise<DrainResult[]> {
+  const rounds = new Map<string, Array<{ result: DrainResult; from: number; to: number }>>(targets.map((t) => [t.label, []]));
+  for (let round = 1; round <= settings.rounds; round += 1) {
+    for (const t of round % 2 === 1 ? targets : [...targets].reverse()) {
+      rounds.get(t.label)!.push(await drain(`${t.label} ${round}`, t.url, t.db, t.historyRows, t.watch));
+    }
+  }
+  return targets.map(({ label, historyRows }) => {
+    const done = rounds.get(label)!;
+    return {
+      label,
+      rows: historyRows + settings.jobs,
+      enqueueRate: median(done.map(({ result }) => result.enqueueRate)),
+      jobsPerSecond: median(done.map(({ result }) => result.jobsPerSecond)),
+      claim: claimFigures(done.map(({ from, to }) => ({ from, to }))),
+      heapPages: median(done.map(({ result }) => result.heapPages)),
+      vacuumSeconds: done.reduce((sum, { result }) => sum + result.vacuumSeconds, 0),
+    };
+  });
 }
 
 /** One round: enqueue J jobs, run them all, stop. */
@@ -258,6 +283,10 @@ async function drain(
 ): Promise<{ result: DrainResult; from: number; to: number }> {
   const pool = createWorkerPool(databaseUrl);
   try {
+    // The previous round's runs left dead row versions; after a burst of this size autovacuum would have run, on a
+    // table of any size, before the next. Vacuuming here starts every round of both phases alike (the history's seed
+    // ends with one too), and the new runs go where the free space map then points.
+    await db.query('VACUUM jobs');
     let started = performance.now();
     const ids = await enqueue(pool, settings.jobs);
     const enqueueRate = settings.jobs / ((performance.now() - started) / 1000);
@@ -303,33 +332,95 @@ async function drain(
   }
 }
 
+/** The history's columns by row number g: kind, state and times as the seeds below write them. */
+const HISTORY_ROW = `SELECT g, ($4::text[])[1 + g % 4] AS kind, 't' || (g % 100) AS tenant_id,
+    CASE WHEN g % 100 < 85 THEN 'succeeded' WHEN g % 100 < 90 THEN 'partial' WHEN g % 100 < 95 THEN 'failed'
+         WHEN g % 100 < 97 THEN 'dead' ELSE 'canceled' END AS state,
+    now() - interval '31 days' + (g * interval '30 days' / $3) - interval '1 minute' AS created
+  FROM generate_series($1::bigint, $2::bigint) g`;
+const HISTORY_PROGRESS = "jsonb_build_object('done', 100, 'total', 100, 'phase', 'done')";
+const HISTORY_RESULT = "jsonb_build_object('rows', 100)";
+const HISTORY_ERROR =
+  "CASE WHEN state IN ('failed', 'dead') THEN jsonb_build_object('code', 'X', 'message', 'failed', 'class', 'permanent', 'attempt', 1, 'at', now()::text) END";
+
 async function seedHistory(db: pg.Client): Promise<void> {
   const started = performance.now();
   await db.query('SET bulk_import.state_notifications = off');
   await db.query('SET synchronous_commit = off');
-  // Finished runs like those a 30-day retention keeps: ids grow with creation time, the newest finished a day ago.
-  // In statements of a million rows, so progress shows.
-  const chunk = 1_000_000;
-  for (let from = 1; from <= settings.history; from += chunk) {
-    const to = Math.min(settings.history, from + chunk - 1);
-    await db.query(
-      `INSERT INTO jobs (kind, tenant_id, payload, state, attempts, max_attempts, progress, result, last_error,
-         created_at, started_at, finished_at, updated_at, run_at)
-       SELECT kind, 't' || (g % 100), jsonb_build_object('seq', g), state, 1, 5,
-         jsonb_build_object('done', 100, 'total', 100, 'phase', 'done'),
-         jsonb_build_object('rows', 100),
-         CASE WHEN state IN ('failed', 'dead') THEN jsonb_build_object('code', 'X', 'message', 'failed', 'class', 'permanent', 'attempt', 1, 'at', now()::text) END,
-         created, created + interval '2 seconds', created + interval '5 seconds', created + interval '5 seconds', created
-       FROM (
-         SELECT g, ($4::text[])[1 + g % 4] AS kind,
-           CASE WHEN g % 100 < 85 THEN 'succeeded' WHEN g % 100 < 90 THEN 'partial' WHEN g % 100 < 95 THEN 'failed'
-                WHEN g % 100 < 97 THEN 'dead' ELSE 'canceled' END AS state,
-           now() - interval '31 days' + (g * interval '30 days' / $3) - interval '1 minute' AS created
-         FROM generate_series($1::bigint, $2::bigint) g
-       ) s`,
-      [from, to, settings.history, [NOOP_KIND, CSV_IMPORT_KIND, MASS_IMPORT_KIND, BACKFILL_KIND]],
+  const kinds = [NOOP_KIND, CSV_IMPORT_KIND, MASS_IMPORT_KIND, BACKFILL_KIND];
+  if (settings.seed === 'direct') {
+    // Finished runs like those a 30-day retention keeps: ids grow with creation time, the newest finished a day ago.
+    // Each row is written once, in its final form, in statements of a million rows (so progress shows). Every page
+    // keeps its fillfactor reserve plus the gap a finished row leaves: room a small new row fits into, on every page.
+    const chunk = 1_000_000;
+    for (let from = 1; from <= settings.history; from += chunk) {
+      const to = Math.min(settings.history, from + chunk - 1);
+      await db.query(
+        `INSERT INTO jobs (kind, tenant_id, payload, state, attempts, max_attempts, progress, result, last_error,
+           created_at, started_at, finished_at, updated_at, run_at)
+         SELECT kind, tenant_id, jsonb_build_object('seq', g), state, 1, 5, ${HISTORY_PROGRESS}, ${HISTORY_RESULT}, ${HISTORY_ERROR},
+           created, created + interval '2 seconds', created + interval '5 seconds', created + interval '5 seconds', created
+         FROM (${HISTORY_ROW}) s`,
+        [from, to, settings.history, kinds],
+      );
+      console.log(`  ${int(to)} rows, ${fmt((performance.now() - started) / 1000, 0)} s`);
+    }
+  } else {
+    // The same runs written the way the queue writes them: inserted queued, claimed (running, leased), then finished,
+    // a chunk at a time. Each row version is placed as the queue's would be: updates take the page's reserve, and
+    // pruning and vacuum leave the holes the free space map later offers to inserts. The seed writes a month of runs
+    // in minutes, faster than autovacuum would follow (it starts at most once a naptime), so it vacuums itself about as
+    // often as autovacuum would a table written at a production rate: jobs is vacuumed once dead versions pass 2 % of
+    // its rows (its autovacuum_vacuum_scale_factor), and a run leaves two, so after 1 % of the table in new runs; here
+    // after 2 % (at least 100,000), which halves the seed's vacuums and leaves holes over twice as many pages.
+    const chunk = 20_000;
+    let reported = 0;
+    let vacuumed = 0;
+    for (let from = 1; from <= settings.history; from += chunk) {
+      const to = Math.min(settings.history, from + chunk - 1);
+      const { rows } = await db.query<{ first: string; last: string }>(
+        `WITH inserted AS (
+           INSERT INTO jobs (kind, tenant_id, payload, max_attempts, created_at, updated_at, run_at)
+           SELECT kind, tenant_id, jsonb_build_object('seq', g), 5, created, created, created FROM (${HISTORY_ROW}) s ORDER BY g
+           RETURNING id)
+         SELECT min(id) AS first, max(id) AS last FROM inserted`,
+        [from, to, settings.history, kinds],
+      );
+      const range = [rows[0]!.first, rows[0]!.last];
+      await db.query(
+        `UPDATE jobs SET state = 'running', attempts = 1, lease_owner = 'seed', lease_expires_at = created_at + interval '32 seconds',
+           heartbeat_at = created_at + interval '2 seconds', started_at = created_at + interval '2 seconds',
+           updated_at = created_at + interval '2 seconds'
+         WHERE id BETWEEN $1 AND $2`,
+        range,
+      );
+      await db.query(
+        `UPDATE jobs SET state = s.state, lease_owner = NULL, lease_expires_at = NULL, progress = ${HISTORY_PROGRESS},
+           result = ${HISTORY_RESULT}, last_error = ${HISTORY_ERROR.replaceAll('state IN', 's.state IN')},
+           finished_at = created_at + interval '5 seconds', updated_at = created_at + interval '5 seconds'
+         FROM (${HISTORY_ROW}) s
+         WHERE jobs.id = $5::bigint + s.g - $1::bigint`,
+        [from, to, settings.history, kinds, range[0]],
+      );
+      if (to - vacuumed >= Math.max(100_000, vacuumed / 50)) {
+        vacuumed = to;
+        await db.query('VACUUM jobs');
+      }
+      if (to - reported >= 1_000_000 || to === settings.history) {
+        reported = to;
+        console.log(`  ${int(to)} rows, ${fmt((performance.now() - started) / 1000, 0)} s`);
+      }
+    }
+    // The finishing update finds each run by its id's offset in its chunk: check that every run got its own end.
+    const { rows } = await db.query<{ unfinished: number; mismatched: number }>(
+      `SELECT count(*) FILTER (WHERE state IN ('queued', 'running'))::int AS unfinished,
+         count(*) FILTER (WHERE state <> CASE WHEN seq % 100 < 85 THEN 'succeeded' WHEN seq % 100 < 90 THEN 'partial'
+           WHEN seq % 100 < 95 THEN 'failed' WHEN seq % 100 < 97 THEN 'dead' ELSE 'canceled' END)::int AS mismatched
+       FROM (SELECT state, (payload ->> 'seq')::bigint AS seq FROM jobs) j`,
     );
-    console.log(`  ${int(to)} rows, ${fmt((performance.now() - started) / 1000, 0)} s`);
+    if (rows[0]!.unfinished !== 0 || rows[0]!.mismatched !== 0) {
+      throw new Error(`lifecycle seed: ${rows[0]!.unfinished} runs left unfinished, ${rows[0]!.mismatched} in another run's state`);
+    }
   }
   const inserted = (performance.now() - started) / 1000;
   await db.query('VACUUM ANALYZE jobs');
@@ -456,11 +547,17 @@ async function main(): Promise<void> {
   const database = await startBenchDatabase('bench_history', { sharedBuffers: '1GB' });
   const url = database.url;
   try {
+    const emptyUrl = await database.addDatabase('bench_empty');
     const db = new pg.Client({ connectionString: url });
     await db.connect();
+    const emptyDb = new pg.Client({ connectionString: emptyUrl });
+    await emptyDb.connect();
     const watchDb = new pg.Client({ connectionString: url });
     await watchDb.connect();
     const watch = new VacuumWatch(watchDb);
+    const emptyWatchDb = new pg.Client({ connectionString: emptyUrl });
+    await emptyWatchDb.connect();
+    const emptyWatch = new VacuumWatch(emptyWatchDb);
     const { rows } = await db.query<{ server_version: string; autovacuum: string; naptime: string; options: string[] | null }>(
       `SELECT current_setting('server_version') AS server_version, current_setting('autovacuum') AS autovacuum,
          current_setting('autovacuum_naptime') AS naptime, (SELECT reloptions FROM pg_class WHERE oid = 'jobs'::regclass) AS options`,
@@ -472,15 +569,19 @@ async function main(): Promise<void> {
     );
     console.log(`settings: ${JSON.stringify(settings)}; Worker as bench:queue runs it (poll 1000 ms + LISTEN, claim session, state notifications on)\n`);
 
-    console.log('A. empty table');
-    const empty = await measurePhase('empty', url, db, 0, watch);
-    await db.query('TRUNCATE jobs CASCADE');
-    console.log(`B. ${int(settings.history)} finished runs`);
+    console.log(`Seeding ${int(settings.history)} finished runs (--seed ${settings.seed}) into the second database`);
     await seedHistory(db);
-    const withHistory = await measurePhase('history', url, db, settings.history, watch);
+    console.log('A and B. the empty table and the history, round by round');
+    const [empty, withHistory] = (await measurePhases([
+      { label: 'empty', url: emptyUrl, db: emptyDb, historyRows: 0, watch: emptyWatch },
+      { label: 'history', url, db, historyRows: settings.history, watch },
+    ])) as [DrainResult, DrainResult];
+    await emptyWatch.stop();
+    await emptyWatchDb.end();
+    await emptyDb.end();
     await db.query('VACUUM ANALYZE jobs');
-    console.log('C. retention under a steady stream of no-op jobs');
-    const windows = await retentionPhase(url, db, watch);
+    if (!args['skip-retention']) console.log('C. retention under a steady stream of no-op jobs');
+    const windows = args['skip-retention'] ? [] : await retentionPhase(url, db, watch);
     await watch.stop();
     await watchDb.end();
     const { rows: vacuums } = await db.query<{ autovacuum_count: number; autoanalyze_count: number }>(
@@ -501,26 +602,28 @@ async function main(): Promise<void> {
       `\nhistory / empty: jobs/s ${fmt(withHistory.jobsPerSecond / empty.jobsPerSecond)}×, claim p50 ${fmt(withHistory.claim.p50 / empty.claim.p50)}×, ` +
         `claim p99 ${fmt(withHistory.claim.p99 / empty.claim.p99)}× (goal: within 10%)`,
     );
-    console.log(
-      '\n| phase C window | seconds | history rows deleted | rows/s | jobs/s | claims | rows/claim | claim p50 ms | claim p99 ms | claim max ms | s with a vacuum on jobs | dead tuples after | jobs_claim_order after |',
-    );
-    console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
-    for (const w of windows) {
+    if (windows.length > 0) {
       console.log(
-        `| ${w.label} | ${fmt(w.seconds, 1)} | ${int(w.deleted)} | ${w.deleted > 0 ? int(w.deleted / w.seconds) : '–'} | ${int(w.jobsPerSecond)} | ${w.claim.claims} | ` +
-          `${fmt(w.claim.rowsPerClaim, 1)} | ${fmt(w.claim.p50)} | ${fmt(w.claim.p99)} | ${fmt(w.claim.max)} | ${w.vacuumSeconds} | ${int(w.deadTuples)} | ${w.claimIndex} |`,
+        '\n| phase C window | seconds | history rows deleted | rows/s | jobs/s | claims | rows/claim | claim p50 ms | claim p99 ms | claim max ms | s with a vacuum on jobs | dead tuples after | jobs_claim_order after |',
       );
-    }
-    // The stream's own churn (dead index entries until autovacuum gets to them) drifts the figures over the phase, so
-    // each retention window is compared with the windows without retention before and after it.
-    const before = windows[0]!;
-    const after = windows.find((w) => w.label === 'after retention')!;
-    for (const w of windows.filter((w) => w.label.startsWith('retention'))) {
-      console.log(
-        `${w.label} / no retention before, after: jobs/s ${fmt(w.jobsPerSecond / before.jobsPerSecond)}×, ${fmt(w.jobsPerSecond / after.jobsPerSecond)}×; ` +
-          `claim p99 ${fmt(w.claim.p99 / before.claim.p99)}×, ${fmt(w.claim.p99 / after.claim.p99)}×; ` +
-          `max ${fmt(w.claim.max / before.claim.max)}×, ${fmt(w.claim.max / after.claim.max)}×`,
-      );
+      console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+      for (const w of windows) {
+        console.log(
+          `| ${w.label} | ${fmt(w.seconds, 1)} | ${int(w.deleted)} | ${w.deleted > 0 ? int(w.deleted / w.seconds) : '–'} | ${int(w.jobsPerSecond)} | ${w.claim.claims} | ` +
+            `${fmt(w.claim.rowsPerClaim, 1)} | ${fmt(w.claim.p50)} | ${fmt(w.claim.p99)} | ${fmt(w.claim.max)} | ${w.vacuumSeconds} | ${int(w.deadTuples)} | ${w.claimIndex} |`,
+        );
+      }
+      // The stream's own churn (dead index entries until autovacuum gets to them) drifts the figures over the phase, so
+      // each retention window is compared with the windows without retention before and after it.
+      const before = windows[0]!;
+      const after = windows.find((w) => w.label === 'after retention')!;
+      for (const w of windows.filter((w) => w.label.startsWith('retention'))) {
+        console.log(
+          `${w.label} / no retention before, after: jobs/s ${fmt(w.jobsPerSecond / before.jobsPerSecond)}×, ${fmt(w.jobsPerSecond / after.jobsPerSecond)}×; ` +
+            `claim p99 ${fmt(w.claim.p99 / before.claim.p99)}×, ${fmt(w.claim.p99 / after.claim.p99)}×; ` +
+            `max ${fmt(w.claim.max / before.claim.max)}×, ${fmt(w.claim.max / after.claim.max)}×`,
+        );
+      }
     }
     console.log(`jobs: ${vacuums[0]?.autovacuum_count ?? 0} autovacuums, ${vacuums[0]?.autoanalyze_count ?? 0} autoanalyzes over the run`);
   } finally {

@@ -10,6 +10,8 @@ import { withClient } from './pg-client.js';
 export interface BenchDatabase {
   /** The migrated database's URL. */
   url: string;
+  /** Another migrated database on the same server; its URL. */
+  addDatabase(name: string): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -22,11 +24,14 @@ export async function startBenchDatabase(name: string, options: { sharedBuffers?
     await postgres.stop();
     await rm(stateDir, { recursive: true, force: true });
   };
-  try {
-    await withClient(postgres.adminUrl, (admin) => admin.query(`CREATE DATABASE ${name}`));
-    const url = postgres.databaseUrl(name);
+  const addDatabase = async (database: string) => {
+    await withClient(postgres.adminUrl, (admin) => admin.query(`CREATE DATABASE ${database}`));
+    const url = postgres.databaseUrl(database);
     await migrate(url);
-    return { url, stop };
+    return url;
+  };
+  try {
+    return { url: await addDatabase(name), addDatabase, stop };
   } catch (error) {
     await stop();
     throw error;
