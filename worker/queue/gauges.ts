@@ -24,9 +24,11 @@ export interface KindGauges {
   maxConsecutiveFailures: number;
 }
 
-// One scan over the active and dead rows; the retention service keeps the table small, and this runs once a
-// minute on one worker only.
-const READ_GAUGES = `
+// One statement over the queued, running and unresolved dead runs. Each part of the WHERE is the predicate of a
+// partial index (jobs_claim_order, jobs_lease_expiry, jobs_dead_unresolved), written as an OR so that the planner can
+// combine the three; as `state IN (…)`, or counting resolved dead runs, it read the whole table, finished history and
+// all, once a minute.
+export const QUEUE_GAUGES_STATEMENT = `
 SELECT kind,
   count(*) FILTER (WHERE state = 'queued')::int AS queued,
   coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now())), 0)::float8
@@ -38,7 +40,7 @@ SELECT kind,
   coalesce(max(CASE WHEN state = 'running' THEN attempts - 1 ELSE attempts END)
     FILTER (WHERE state IN ('queued', 'running') AND last_error IS NOT NULL), 0)::int AS max_consecutive_failures
 FROM jobs
-WHERE state IN ('queued', 'running', 'dead')
+WHERE state = 'queued' OR state = 'running' OR (state = 'dead' AND resolved_at IS NULL)
 GROUP BY kind
 ORDER BY kind`;
 
@@ -55,7 +57,7 @@ export async function readQueueGauges(db: Queryable, knownKinds: readonly string
     oldest_running_age_seconds: number;
     dead: number;
     max_consecutive_failures: number;
-  }>(READ_GAUGES);
+  }>(QUEUE_GAUGES_STATEMENT);
   const byKind = new Map<string, KindGauges>();
   for (const kind of knownKinds) byKind.set(kind, { kind, ...NO_GAUGES });
   for (const row of rows) {

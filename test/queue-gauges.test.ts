@@ -1,0 +1,58 @@
+// The queue gauges (worker/queue/gauges.ts) against counts made from the rows, and their plan: the statement reads
+// the partial indexes of the queued, running and unresolved dead runs, never the finished history (it runs once a
+// minute however large that history is).
+import { describe, expect, it } from 'vitest';
+import { QUEUE_GAUGES_STATEMENT, readQueueGauges } from '../worker/queue/gauges.js';
+import { useTestEnvironment } from './harness.js';
+
+const env = useTestEnvironment();
+
+describe('queue gauges', () => {
+  it('count queued, running and unresolved dead runs per kind from their partial indexes', async () => {
+    // 30,000 runs of two kinds, mostly finished; 1 in 100 queued, 1 in 500 running, 1 in 50 dead of which a third
+    // are resolved; the queued ones have failed attempts behind them in a fixed rotation.
+    await env.pool.query(
+      `INSERT INTO jobs (kind, tenant_id, state, attempts, last_error, lease_owner, lease_expires_at, started_at,
+         finished_at, resolved_at, run_at)
+       SELECT CASE WHEN g % 3 = 0 THEN 'csv-import' ELSE 'noop' END, 't' || (g % 7), s.state,
+         CASE WHEN s.state = 'queued' THEN g % 4 ELSE 1 END,
+         CASE WHEN s.state = 'queued' AND g % 4 > 0 THEN '{"code": "X"}'::jsonb END,
+         CASE WHEN s.state = 'running' THEN 'w' END, CASE WHEN s.state = 'running' THEN now() + interval '1 minute' END,
+         CASE WHEN s.state <> 'queued' THEN now() - interval '1 hour' END,
+         CASE WHEN s.state NOT IN ('queued', 'running') THEN now() END,
+         CASE WHEN s.state = 'dead' AND g % 3 = 1 THEN now() END,
+         now() - interval '10 minutes'
+       FROM generate_series(1, 30000) g,
+         LATERAL (SELECT CASE WHEN g % 100 = 0 THEN 'queued' WHEN g % 500 = 1 THEN 'running' WHEN g % 50 = 2 THEN 'dead'
+           WHEN g % 20 = 3 THEN 'failed' ELSE 'succeeded' END AS state) s`,
+    );
+    await env.pool.query('VACUUM ANALYZE jobs');
+
+    const { rows } = await env.pool.query<{ kind: string; state: string; attempts: number; resolved: boolean; failed: boolean }>(
+      'SELECT kind, state, attempts, resolved_at IS NOT NULL AS resolved, last_error IS NOT NULL AS failed FROM jobs',
+    );
+    const gauges = await readQueueGauges(env.pool, ['backfill']);
+    expect(gauges.map((gauge) => gauge.kind)).toEqual(['backfill', 'csv-import', 'noop']);
+    for (const gauge of gauges) {
+      const of = rows.filter((row) => row.kind === gauge.kind);
+      expect(gauge.queued, gauge.kind).toBe(of.filter((row) => row.state === 'queued').length);
+      expect(gauge.running, gauge.kind).toBe(of.filter((row) => row.state === 'running').length);
+      expect(gauge.dead, gauge.kind).toBe(of.filter((row) => row.state === 'dead' && !row.resolved).length);
+      expect(gauge.maxConsecutiveFailures, gauge.kind).toBe(
+        Math.max(0, ...of.filter((row) => row.state === 'queued' && row.failed).map((row) => row.attempts)),
+      );
+      if (gauge.kind !== 'backfill') {
+        expect(gauge.queued).toBeGreaterThan(0);
+        expect(gauge.dead).toBeGreaterThan(0);
+        expect(gauge.oldestQueuedAgeSeconds).toBeGreaterThanOrEqual(600);
+        expect(gauge.oldestRunningAgeSeconds).toBeGreaterThanOrEqual(3600);
+      }
+    }
+    // Resolved dead runs are not counted, and there are some to leave out.
+    expect(rows.some((row) => row.state === 'dead' && row.resolved)).toBe(true);
+
+    const plan = (await env.pool.query(`EXPLAIN ${QUEUE_GAUGES_STATEMENT}`)).rows.map((row) => row['QUERY PLAN']).join('\n');
+    expect(plan).not.toContain('Seq Scan');
+    for (const index of ['jobs_claim_order', 'jobs_lease_expiry', 'jobs_dead_unresolved']) expect(plan).toContain(index);
+  });
+});
