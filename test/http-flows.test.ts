@@ -226,14 +226,14 @@ describe('dead runs: replay, resolve, purge', () => {
     expect((await call(api, 'POST', '/v1/dead/replay', { key: operator, body: { ids: [jobId, 999_999_997] } })).body.error.code).toBe('JOB_NOT_FOUND');
 
     expect((await call(api, 'POST', `/v1/jobs/${jobId}/resolve`, { key: operator, body: {} })).body.error).toMatchObject({ code: 'INVALID_REQUEST', field: 'note' });
-    const deadBefore = (await readQueueGauges(env.pool)).find((gauge) => gauge.kind === 'noop')!.dead;
+    const deadBefore = (await readQueueGauges(env.pool, ['noop'])).find((gauge) => gauge.kind === 'noop')!.dead;
     const resolved = await call(api, 'POST', `/v1/jobs/${jobId}/resolve`, { key: operator, body: { note: 'upstream bug, data re-sent by hand' } });
     expect(resolved.status).toBe(200);
     expect(resolved.body).toMatchObject({ state: 'dead', resolution: { by: 'ops', note: 'upstream bug, data re-sent by hand' } });
     expect(resolved.body.actions.map((action: { action: string; actor: string }) => `${action.action}:${action.actor}`)).toEqual([
       'submitted:ops', 'replayed:ops', 'resolved:ops',
     ]);
-    expect((await readQueueGauges(env.pool)).find((gauge) => gauge.kind === 'noop')!.dead).toBe(deadBefore - 1);
+    expect((await readQueueGauges(env.pool, ['noop'])).find((gauge) => gauge.kind === 'noop')!.dead).toBe(deadBefore - 1);
     expect((await call(api, 'GET', '/v1/dead', { key: operator })).body.jobs.map((job: { id: number }) => job.id)).not.toContain(jobId);
     expect((await call(api, 'POST', `/v1/jobs/${jobId}/resolve`, { key: operator, body: { note: 'again' } })).body.error.code).toBe('INVALID_TRANSITION');
     // Still in the listings, with its state: history stays true.
