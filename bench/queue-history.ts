@@ -2,7 +2,7 @@
 // stall the claim? On one embedded Postgres holding two databases, with the in-process Worker configured as
 // bench:queue runs it (bench/queue/bulk-import-queue.ts: concurrency 16, claim session, LISTEN, state notifications
 // on, silent logger):
-//   Seed. H finished runs into the second database (default 10,000,000: succeeded/partial/failed/dead/canceled, 100
+//   Seed. H finished runs into their own database (default 10,000,000: succeeded/partial/failed/dead/canceled, 100
 //      tenants, four kinds, created over 30 days ending a day ago), then VACUUM ANALYZE. --seed lifecycle (the
 //      default) writes each run as the queue does, inserted queued, then claimed, then finished, vacuuming as it goes;
 //      --seed direct inserts each in its final form, which leaves room for a new row on every page of the history
@@ -283,9 +283,11 @@ async function drain(
 ): Promise<{ result: DrainResult; from: number; to: number }> {
   const pool = createWorkerPool(databaseUrl);
   try {
-    // The previous round's runs left dead row versions; after a burst of this size autovacuum would have run, on a
-    // table of any size, before the next. Vacuuming here starts every round of both phases alike (the history's seed
-    // ends with one too), and the new runs go where the free space map then points.
+    // The previous round's runs left dead row versions (two per run). On the empty table autovacuum would have run
+    // before the next burst; on the history's not yet (2 % of 10,000,000 rows is 200,000 dead versions, two rounds).
+    // Vacuuming both before every round keeps their rounds alike (the history's first follows the seed's vacuum in
+    // any case): each round's new runs go to the holes the free space map then records, in the history's case mostly
+    // those of its previous round.
     await db.query('VACUUM jobs');
     let started = performance.now();
     const ids = await enqueue(pool, settings.jobs);
@@ -569,7 +571,7 @@ async function main(): Promise<void> {
     );
     console.log(`settings: ${JSON.stringify(settings)}; Worker as bench:queue runs it (poll 1000 ms + LISTEN, claim session, state notifications on)\n`);
 
-    console.log(`Seeding ${int(settings.history)} finished runs (--seed ${settings.seed}) into the second database`);
+    console.log(`Seeding ${int(settings.history)} finished runs (--seed ${settings.seed}) into their own database`);
     await seedHistory(db);
     console.log('A and B. the empty table and the history, round by round');
     const [empty, withHistory] = (await measurePhases([
