@@ -342,8 +342,9 @@ const HISTORY_ROW = `SELECT g, ($4::text[])[1 + g % 4] AS kind, 't' || (g % 100)
   FROM generate_series($1::bigint, $2::bigint) g`;
 const HISTORY_PROGRESS = "jsonb_build_object('done', 100, 'total', 100, 'phase', 'done')";
 const HISTORY_RESULT = "jsonb_build_object('rows', 100)";
-const HISTORY_ERROR =
-  "CASE WHEN state IN ('failed', 'dead') THEN jsonb_build_object('code', 'X', 'message', 'failed', 'class', 'permanent', 'attempt', 1, 'at', now()::text) END";
+/** A history run's last_error, from its state column (`state`, or `s.state` where jobs.state is in scope too). */
+const historyError = (state: string) =>
+  `CASE WHEN ${state} IN ('failed', 'dead') THEN jsonb_build_object('code', 'X', 'message', 'failed', 'class', 'permanent', 'attempt', 1, 'at', now()::text) END`;
 
 async function seedHistory(db: pg.Client): Promise<void> {
   const started = performance.now();
@@ -360,7 +361,7 @@ async function seedHistory(db: pg.Client): Promise<void> {
       await db.query(
         `INSERT INTO jobs (kind, tenant_id, payload, state, attempts, max_attempts, progress, result, last_error,
            created_at, started_at, finished_at, updated_at, run_at)
-         SELECT kind, tenant_id, jsonb_build_object('seq', g), state, 1, 5, ${HISTORY_PROGRESS}, ${HISTORY_RESULT}, ${HISTORY_ERROR},
+         SELECT kind, tenant_id, jsonb_build_object('seq', g), state, 1, 5, ${HISTORY_PROGRESS}, ${HISTORY_RESULT}, ${historyError('state')},
            created, created + interval '2 seconds', created + interval '5 seconds', created + interval '5 seconds', created
          FROM (${HISTORY_ROW}) s`,
         [from, to, settings.history, kinds],
@@ -398,7 +399,7 @@ async function seedHistory(db: pg.Client): Promise<void> {
       );
       await db.query(
         `UPDATE jobs SET state = s.state, lease_owner = NULL, lease_expires_at = NULL, progress = ${HISTORY_PROGRESS},
-           result = ${HISTORY_RESULT}, last_error = ${HISTORY_ERROR.replaceAll('state IN', 's.state IN')},
+           result = ${HISTORY_RESULT}, last_error = ${historyError('s.state')},
            finished_at = created_at + interval '5 seconds', updated_at = created_at + interval '5 seconds'
          FROM (${HISTORY_ROW}) s
          WHERE jobs.id = $5::bigint + s.g - $1::bigint`,
@@ -582,8 +583,11 @@ async function main(): Promise<void> {
     await emptyWatchDb.end();
     await emptyDb.end();
     await db.query('VACUUM ANALYZE jobs');
-    if (!args['skip-retention']) console.log('C. retention under a steady stream of no-op jobs');
-    const windows = args['skip-retention'] ? [] : await retentionPhase(url, db, watch);
+    let windows: Awaited<ReturnType<typeof retentionPhase>> = [];
+    if (!args['skip-retention']) {
+      console.log('C. retention under a steady stream of no-op jobs');
+      windows = await retentionPhase(url, db, watch);
+    }
     await watch.stop();
     await watchDb.end();
     const { rows: vacuums } = await db.query<{ autovacuum_count: number; autoanalyze_count: number }>(
