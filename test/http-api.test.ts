@@ -211,6 +211,27 @@ describe('tenants and roles', () => {
     expect(operatorKind).toMatchObject({ status: 403, body: { error: { code: 'FORBIDDEN', field: 'kind' } } });
   });
 
+  it("a dedupe key is the tenant's own: another tenant's key never returns, nor blocks, a run of the first", async () => {
+    const payload = { bucket: env.bucket, key: 'imports/ta/dedupe.csv', profile: 'products' };
+    const runAt = '2999-01-01T00:00:00Z';
+    const ownRun = await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'csv-import', payload, runAt } });
+    expect(ownRun.status).toBe(201);
+    const theirKey = ownRun.body.job.dedupeKey as string;
+    expect(theirKey).toContain('ta');
+    // Tenant B names A's key, as it is easy to guess: B gets a run of its own, not A's run, payload and all.
+    const guessed = await call(api, 'POST', '/v1/jobs', {
+      key: tenantB,
+      body: { kind: 'csv-import', payload: { ...payload, key: 'imports/tb/dedupe.csv' }, dedupeKey: theirKey, runAt },
+    });
+    expect(guessed.status).toBe(201);
+    expect(guessed.body).toMatchObject({ reused: false, job: { tenant: 'tb', dedupeKey: theirKey } });
+    expect(guessed.body.job.id).not.toBe(ownRun.body.job.id);
+    // Each tenant's next submit of the key finds its own active run.
+    expect((await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'csv-import', payload, runAt } })).body).toMatchObject({ reused: true, job: { id: ownRun.body.job.id } });
+    const againB = await call(api, 'POST', '/v1/jobs', { key: tenantB, body: { kind: 'csv-import', payload: { ...payload, key: 'imports/tb/dedupe.csv' }, dedupeKey: theirKey, runAt } });
+    expect(againB.body).toMatchObject({ reused: true, job: { id: guessed.body.job.id, tenant: 'tb' } });
+  });
+
   it('a tenant key on operator routes gets 403', async () => {
     for (const [method, path, body] of [
       ['GET', '/v1/stats', undefined],

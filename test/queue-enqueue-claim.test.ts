@@ -39,6 +39,25 @@ describe('enqueue with an idempotency key', () => {
     expect(rows[0].n).toBe(1);
   });
 
+  it("scopes a key to its tenant: each tenant, and runs without one, hold the same key apart, even racing", async () => {
+    const submit = (tenantId: string | null, n: number) => enqueueJob(env.pool, { kind: 'noop', tenantId, dedupeKey: 'shared-key', payload: { n } });
+    const results = await Promise.all([
+      ...Array.from({ length: 10 }, (_, n) => submit('tenant-a', n)),
+      ...Array.from({ length: 10 }, (_, n) => submit('tenant-b', n)),
+      ...Array.from({ length: 10 }, (_, n) => submit(null, n)),
+    ]);
+    const byTenant = new Map<string | null, Set<number>>();
+    for (const { job } of results) byTenant.set(job.tenantId, (byTenant.get(job.tenantId) ?? new Set()).add(job.id));
+    expect([...byTenant.keys()].sort()).toEqual(['tenant-a', 'tenant-b', null].sort());
+    for (const ids of byTenant.values()) expect(ids.size).toBe(1);
+    expect(results.filter((result) => !result.reused)).toHaveLength(3);
+    // submitJob (the admission path) looks the key up in the submitter's tenant too.
+    const viaSubmit = await submitJob(env.pool, { kind: 'noop', tenantId: 'tenant-c', dedupeKey: 'shared-key' });
+    expect(viaSubmit).toMatchObject({ reused: false, job: { tenantId: 'tenant-c' } });
+    const reusedViaSubmit = await submitJob(env.pool, { kind: 'noop', tenantId: 'tenant-b', dedupeKey: 'shared-key' });
+    expect(reusedViaSubmit).toMatchObject({ reused: true, job: { id: [...byTenant.get('tenant-b')!][0] } });
+  });
+
   it('validates the payload with the handler before writing anything', async () => {
     const before = await env.pool.query('SELECT count(*)::int AS n FROM jobs');
     await expect(submitJob(env.pool, { kind: 'noop', payload: { sleepMs: -5 } })).rejects.toThrow(

@@ -53,7 +53,7 @@ export async function submitJob(db: Queryable, request: EnqueueRequest, options:
   const admit = async (tx: Queryable): Promise<EnqueueResult> => {
     // Lock first: a submit that waited for the lock sees the run its predecessor admitted, by dedupe key and in the count.
     await lockAdmission(tx, request.kind, tenantId, queue.admission);
-    const active = dedupeKey !== null ? await findActiveRun(tx, dedupeKey) : null;
+    const active = dedupeKey !== null ? await findActiveRun(tx, dedupeKey, tenantId) : null;
     if (active) return { job: active, reused: true };
     const sizeBytes = request.sizeBytes ?? 0;
     const breach = await findBreach(tx, { kind: request.kind, tenantId, sizeBytes }, queue.admission, () => measureThroughput(tx, request.kind));

@@ -122,8 +122,15 @@ export interface EnqueueResult {
   reused: boolean;
 }
 
-// Must spell the predicate of the partial unique index jobs_active_dedupe_key, so ON CONFLICT can infer it.
+// A dedupe key is unique among a tenant's active runs (runs without a tenant are a scope of their own): each variant
+// spells the predicate of its partial unique index, jobs_active_dedupe_key_tenant or …_no_tenant, so that ON CONFLICT
+// can infer it.
 const ACTIVE = sqlStates(ACTIVE_STATES);
+const DEDUPE_SCOPE = {
+  forTenant: { conflict: `(dedupe_key, tenant_id) WHERE dedupe_key IS NOT NULL AND tenant_id IS NOT NULL AND state IN ${ACTIVE}`, tenant: 'tenant_id = $2' },
+  withoutTenant: { conflict: `(dedupe_key) WHERE dedupe_key IS NOT NULL AND tenant_id IS NULL AND state IN ${ACTIVE}`, tenant: 'tenant_id IS NULL' },
+};
+const dedupeScope = (tenantIsNull: boolean) => (tenantIsNull ? DEDUPE_SCOPE.withoutTenant : DEDUPE_SCOPE.forTenant);
 
 // One statement: insert unless an active run holds the key, and wake idle workers when the new job is due. The
 // NOTIFY is delivered at commit, so a worker never wakes before it can see the row. (pg_notify sits in the select
@@ -135,7 +142,7 @@ WITH inserted AS (
   INSERT INTO jobs (kind, payload, tenant_id, dedupe_key, priority, run_at, max_attempts, traceparent, fair_tag, size_bytes)
   VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8,
     ${firstFairTagSql({ kind: '$1', tenant: '$3', priority: '$5', step: '$9::bigint' }, tenantIsNull)}, $10)
-  ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND state IN ${ACTIVE} DO NOTHING
+  ON CONFLICT ${dedupeScope(tenantIsNull).conflict} DO NOTHING
   RETURNING ${JOB_COLUMNS}
 )
 SELECT inserted.*, false AS reused,
@@ -143,11 +150,13 @@ SELECT inserted.*, false AS reused,
 FROM inserted`;
 const INSERT_JOB = { forTenant: insertJobSql(false), withoutTenant: insertJobSql(true) };
 
-const ACTIVE_BY_KEY = `SELECT ${JOB_COLUMNS}, true AS reused FROM jobs WHERE dedupe_key = $1 AND state IN ${ACTIVE}`;
+const activeByKeySql = (tenantIsNull: boolean) =>
+  `SELECT ${JOB_COLUMNS}, true AS reused FROM jobs WHERE dedupe_key = $1 AND ${dedupeScope(tenantIsNull).tenant} AND state IN ${ACTIVE}`;
+const ACTIVE_BY_KEY = { forTenant: activeByKeySql(false), withoutTenant: activeByKeySql(true) };
 
-/** The active run (queued, running, in review) holding this dedupe key, if any. */
-export async function findActiveRun(db: Queryable, dedupeKey: string): Promise<JobRow | null> {
-  const { rows } = await db.query(ACTIVE_BY_KEY, [dedupeKey]);
+/** The tenant's active run (queued, running, in review) holding this dedupe key, if any; null tenant: runs without one. */
+export async function findActiveRun(db: Queryable, dedupeKey: string, tenantId: string | null): Promise<JobRow | null> {
+  const { rows } = await db.query(tenantId === null ? ACTIVE_BY_KEY.withoutTenant : ACTIVE_BY_KEY.forTenant, tenantId === null ? [dedupeKey] : [dedupeKey, tenantId]);
   return rows[0] ? toJobRow(rows[0]) : null;
 }
 
@@ -198,8 +207,8 @@ async function insertJob(
   for (let round = 0; round < 10; round += 1) {
     const inserted = await db.query(insert, values);
     if (inserted.rows[0]) return { job: toJobRow(inserted.rows[0]), reused: false };
-    const active = await db.query(ACTIVE_BY_KEY, [request.dedupeKey]);
-    if (active.rows[0]) return { job: toJobRow(active.rows[0]), reused: true };
+    const active = await findActiveRun(db, request.dedupeKey!, request.tenantId ?? null);
+    if (active) return { job: active, reused: true };
   }
   throw new Error(`could not enqueue ${request.kind}: dedupe key ${request.dedupeKey} kept changing state`);
 }
