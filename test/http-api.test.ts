@@ -207,6 +207,10 @@ describe('tenants and roles', () => {
     expect(otherTenant.body.error).toMatchObject({ code: 'TENANT_MISMATCH', field: 'tenant' });
     const inPayload = await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'csv-import', payload: { ...payload, tenant: 'tb' } } });
     expect(inPayload.body.error).toMatchObject({ code: 'TENANT_MISMATCH', field: 'payload.tenant' });
+    const jumpTheQueue = await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'csv-import', payload, priority: -2147483648 } });
+    expect(jumpTheQueue).toMatchObject({ status: 403, body: { error: { code: 'FORBIDDEN', field: 'priority' } } });
+    const defaultPriority = await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'csv-import', payload, priority: 0, runAt: '2999-01-01T00:00:00Z' } });
+    expect(defaultPriority.body).toMatchObject({ reused: true, job: { id: created.body.job.id, priority: 0 } });
     const operatorKind = await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'backfill', payload: { name: 'documents-file-extension' } } });
     expect(operatorKind).toMatchObject({ status: 403, body: { error: { code: 'FORBIDDEN', field: 'kind' } } });
   });

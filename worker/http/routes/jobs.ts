@@ -141,6 +141,11 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
           throw new ApiError(403, 'FORBIDDEN', `a tenant key may submit ${TENANT_KINDS.join(', ')} runs; ${body.kind} runs need an operator key`, 'kind');
         }
         if (body.tenant !== undefined && body.tenant !== scope) throw new ApiError(400, 'TENANT_MISMATCH', 'a tenant key submits for its own tenant only', 'tenant');
+        // Fair share interleaves tenants within a priority only: a tenant choosing its own would jump every other
+        // tenant's queued runs.
+        if (body.priority !== undefined && body.priority !== 0) {
+          throw new ApiError(403, 'FORBIDDEN', 'a tenant key submits at the default priority (0); other priorities need an operator key', 'priority');
+        }
         const payloadTenant = body.payload?.tenant;
         if (payloadTenant !== undefined && payloadTenant !== scope) {
           throw new ApiError(400, 'TENANT_MISMATCH', 'a tenant key submits for its own tenant only', 'payload.tenant');
