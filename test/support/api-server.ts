@@ -14,6 +14,8 @@ import type { TestEnvironment } from '../harness.js';
 export interface TestApi {
   url: string;
   app: FastifyInstance;
+  /** The server's event hub (what its event streams follow). */
+  events: JobEventHub;
   /** Every log line the server wrote, as text. */
   logText(): string;
   close(): Promise<void>;
@@ -38,6 +40,7 @@ export async function startTestApi(env: TestEnvironment, limits: Partial<ApiLimi
   return {
     url,
     app,
+    events,
     logText: () => lines.join(''),
     async close() {
       await app.close();

@@ -118,6 +118,11 @@ export class JobEventHub {
     };
   }
 
+  /** How many streams follow the run now. */
+  followers(jobId: number): number {
+    return this.watches.get(jobId)?.listeners.size ?? 0;
+  }
+
   /** The run's events after `afterSeq` of this process, or null when they are not all known (then send a snapshot). */
   eventsAfter(jobId: number, bootId: string, afterSeq: number): JobEvent[] | null {
     const watch = this.watches.get(jobId);

@@ -14,6 +14,7 @@ import { pageOfRowErrors } from '../../imports/csv/row-errors.js';
 import { getCsvImportRun } from '../../imports/csv/run-record.js';
 import { ITEM_STATES, listItemsAfter, type ItemRow, type ItemState } from '../../imports/mass-import/items-table.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
+import { CLIENT_CLOSED_REQUEST, whenClientGone } from '../client-gone.js';
 import { ApiError } from '../errors.js';
 import { CURSOR, ERROR_RESPONSES, JOB_ID_PARAMS, limitParam } from '../schemas.js';
 import { actorOf, type ApiDependencies } from '../server.js';
@@ -114,7 +115,10 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
         if (!handler?.exportErrorsCsv) throw new ApiError(409, 'NO_ERROR_EXPORT', `job ${job.id} is a ${job.kind} run: that kind has no failed-row export`);
         const body = new PassThrough({ highWaterMark: 64 * 1024 });
         const sink = new ExportSink(body);
-        request.raw.once('close', () => sink.clientGone());
+        if (!whenClientGone(request, reply, () => sink.clientGone())) {
+          request.log.debug({ jobId: job.id }, 'errors export not started: the client left');
+          return reply.code(CLIENT_CLOSED_REQUEST).send();
+        }
         const export_ = handler.exportErrorsCsv(deps.pool, job.id, sink as unknown as NodeJS.WritableStream);
         export_.then(
           (rows) => {

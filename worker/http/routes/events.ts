@@ -6,6 +6,7 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { requireVisibleJob } from '../../actions/run-actions.js';
 import type { JobRow } from '../../queue/types.js';
+import { CLIENT_CLOSED_REQUEST, whenClientGone } from '../client-gone.js';
 import { ApiError } from '../errors.js';
 import type { JobEvent } from '../event-hub.js';
 import { ERROR_RESPONSES, JOB_ID_PARAMS } from '../schemas.js';
@@ -54,20 +55,26 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies)
       };
       const subscription = hub.subscribe(jobId, (event) => (live ? send(event) : pending.push(event)));
       const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), deps.limits.eventKeepAliveMs);
-      request.raw.once('close', () => {
+      const stop = () => {
         clearInterval(keepAlive);
         subscription.unsubscribe();
         open.delete(raw);
-      });
+      };
+      if (!whenClientGone(request, reply, stop)) {
+        stop();
+        request.log.debug({ jobId }, 'event stream not opened: the client left');
+        return reply.code(CLIENT_CLOSED_REQUEST).send();
+      }
 
       let job: JobRow;
       try {
         job = await requireVisibleJob(deps.pool, actorOf(request), jobId);
       } catch (error) {
-        clearInterval(keepAlive);
-        subscription.unsubscribe();
+        stop();
         throw error;
       }
+      // Left during that read: `stop` has run already.
+      if (raw.destroyed) return reply.code(CLIENT_CLOSED_REQUEST).send();
       reply.hijack();
       open.add(raw);
       raw.writeHead(200, {
