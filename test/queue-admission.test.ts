@@ -10,6 +10,7 @@ import { EXIT_QUEUE_LIMIT } from '../worker/cli/commands/enqueue.js';
 import { describeError } from '../worker/http/errors.js';
 import { NO_ADMISSION_LIMITS, NO_LIMITS, QueueLimitError } from '../worker/queue/admission.js';
 import { enqueueJobs } from '../worker/queue/enqueue.js';
+import { PermanentJobError } from '../worker/queue/errors.js';
 import { useTestEnvironment } from './harness.js';
 import { call, makeKey, startTestApi } from './support/api-server.js';
 import { runCli } from './support/cli-runner.js';
@@ -68,6 +69,15 @@ describe('admission control on submit', () => {
       breach: { measure: 'bytes', current: 600, max: 1_000, setting: 'ADMISSION_TENANT_QUEUED_BYTES' },
     });
     await submitJob(env.pool, { kind: 'noop', tenantId: 'b', payload: {}, sizeBytes: 400 }, { queue: bytes });
+    // A run over the limit on its own could never be admitted, however empty the queue: a permanent refusal, no retry.
+    const before = await queued('huge');
+    for (const queue of [bytes, withLimits({ total: { ...NO_LIMITS, bytes: 1_000 } })]) {
+      const oversized = submitJob(env.pool, { kind: 'noop', tenantId: 'huge', payload: {}, sizeBytes: 1_001 }, { queue });
+      await expect(oversized).rejects.toBeInstanceOf(PermanentJobError);
+      await expect(oversized).rejects.toMatchObject({ code: 'RUN_TOO_LARGE', context: { field: 'sizeBytes', max: 1_000, sizeBytes: 1_001 } });
+    }
+    expect(await queued('huge')).toBe(before);
+    expect(describeError(new PermanentJobError('x', 'RUN_TOO_LARGE', { field: 'sizeBytes' }))).toMatchObject({ status: 413, body: { error: { code: 'RUN_TOO_LARGE', field: 'sizeBytes' } } });
 
     const age = withLimits({ tenant: { ...NO_LIMITS, oldestQueuedMs: 60_000 } });
     await submitJob(env.pool, { kind: 'noop', tenantId: 'old', payload: {}, runAt: new Date(Date.now() - 120_000) }, { queue: age });

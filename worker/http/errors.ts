@@ -76,7 +76,7 @@ export function describeError(error: unknown): { status: number; body: ErrorBody
     // Refusals of a request (enqueue limits, payload readers, unknown kind) name their field in the context.
     const context = error.context as { field?: unknown };
     const field = typeof context.field === 'string' ? (error.code === 'INVALID_PAYLOAD' ? `payload.${context.field}` : context.field) : undefined;
-    return reply(error.code === 'PAYLOAD_TOO_LARGE' ? 413 : 400, error.code, error.message, field);
+    return reply(error.code === 'PAYLOAD_TOO_LARGE' || error.code === 'RUN_TOO_LARGE' ? 413 : 400, error.code, error.message, field);
   }
   const fastifyError = error as FastifyError;
   if (fastifyError.validation) {

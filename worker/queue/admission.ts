@@ -8,7 +8,7 @@
 // holds every earlier admitted run: no limit is ever overshot by concurrent submits (the documented bound is 0).
 // Other enqueue paths (enqueueJobs in bulk, requeue, dead replay, rescue) are not admission-checked.
 import type { Queryable } from '../db/pool.js';
-import { TransientJobError } from './errors.js';
+import { PermanentJobError, TransientJobError } from './errors.js';
 import type { KindThroughput } from './estimate.js';
 
 /** One scope's limits; 0 = no limit. */
@@ -137,6 +137,25 @@ function retryAfter(excessRuns: number, throughput: KindThroughput | null): numb
 }
 
 /**
+ * A run bigger than a queued-bytes limit on its own would be refused whatever the queue held: waiting cannot help, so
+ * it is a permanent refusal (RUN_TOO_LARGE, naming the field), not a QueueLimitError with a time to retry.
+ */
+function refuseOversized(request: { kind: string; sizeBytes: number }, scoped: Record<LimitScope, QueueLimits>): void {
+  for (const scope of ['tenant', 'total'] as const) {
+    const max = scoped[scope].bytes;
+    if (max > 0 && request.sizeBytes > max) {
+      const setting = LIMIT_SETTINGS[scope].bytes;
+      throw new PermanentJobError(
+        `a ${request.kind} run of ${request.sizeBytes} bytes is over the ${scope === 'tenant' ? "tenant's" : 'total'} queued-bytes limit of ` +
+          `${max} bytes (${setting}) on its own, so it can never be admitted: split the work into smaller runs, or raise the limit`,
+        'RUN_TOO_LARGE',
+        { field: 'sizeBytes', scope, sizeBytes: request.sizeBytes, max, setting },
+      );
+    }
+  }
+}
+
+/**
  * The first limit a new run of `sizeBytes` would exceed, or null. `measure` is called only on a breach (for the retry
  * time), so an admitted submit costs one aggregate query.
  */
@@ -148,6 +167,7 @@ export async function findBreach(
 ): Promise<LimitBreach | null> {
   const scoped = limitsFor(limits, request.kind);
   if (!anyLimit(scoped.tenant) && !anyLimit(scoped.total)) return null;
+  refuseOversized(request, scoped);
   const load = await queueLoad(db, request.kind, request.tenantId, anyLimit(scoped.total));
   for (const scope of ['tenant', 'total'] as const) {
     const max = scoped[scope];
