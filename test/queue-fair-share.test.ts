@@ -35,6 +35,19 @@ describe('fair share between tenants', () => {
     expect(new Set(await claimOrder(env, 50))).toEqual(new Set(['flood']));
   });
 
+  it('a flow that joins while an old turn waits (a run scheduled for later) joins where the claims are, not before', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    // An old run of tenant c, scheduled for later (as a run waiting out a retry backoff): the smallest queued tag.
+    await enqueueJob(env.pool, { kind: 'noop', tenantId: 'c', payload: {}, runAt: new Date(Date.now() + 3_600_000) });
+    await enqueueJobs(env.pool, 'noop', Array.from({ length: 100 }, () => ({})), { tenantId: 'a' });
+    await claim(env, 50);
+    // b floods while workers hold 50 of a's runs: b's runs alternate with a's remaining 50, not all ahead of them.
+    await enqueueJobs(env.pool, 'noop', Array.from({ length: 100 }, () => ({})), { tenantId: 'b' });
+    const next = await claimOrder(env, 20);
+    expect(next.filter((tenant) => tenant === 'a').length).toBeGreaterThanOrEqual(9);
+    expect(next.join('')).not.toMatch(/bbb/);
+  });
+
   it('weights: a tenant of weight 3 gets three turns for one', async () => {
     await env.pool.query('DELETE FROM jobs');
     const weighted = { enabled: true, tenantWeights: { heavy: 3 } };

@@ -33,11 +33,16 @@ export function fairTagStep(policy: FairSharePolicy, tenantId: string | null): n
 
 /**
  * SQL for the first tag of a run (or a bulk insert's first run) of one flow; the parameters are SQL expressions for
- * kind, tenant, priority and step. Each lookup is one descent of a partial index: the tenant's tail in
- * jobs_queued_by_kind_tenant, else the head in jobs_claim_order. A queued tail is never before the head (the head is
- * the smallest queued tag), so the head is looked up only for a flow with nothing queued: coalesce evaluates its
- * arguments lazily. (The head lookup walks the index entries of just-claimed runs until vacuum removes them; a
- * flooding tenant's submits skip it.) With step 0 (fair share off) the tag is 0.
+ * kind, tenant, priority and step. A flow with queued runs continues its own timeline: its tail in
+ * jobs_queued_by_kind_tenant, plus one step (one index descent). A flow with nothing queued joins at the claim
+ * frontier of its priority: the later of the head (the smallest queued tag, one descent of jobs_claim_order) and the
+ * largest tag of the runs being worked on (running runs were claimed in tag order, so their largest tag is where the
+ * claims are). The head alone can lag far behind: a run scheduled for later or waiting out a retry backoff keeps its
+ * old turn, and so does a tenant held at its TENANT_KIND_CONCURRENCY ceiling; a flow joining at such a stale tag was
+ * claimed before every other flow's remaining backlog, as many turns in a row as it had runs. coalesce evaluates
+ * its arguments lazily, so floods (which have a tail) never pay for the frontier. (The head lookup walks the index
+ * entries of just-claimed runs until vacuum removes them; the running runs are few, read through jobs_lease_expiry.)
+ * With step 0 (fair share off) the tag is 0.
  */
 export function firstFairTagSql(p: { kind: string; tenant: string; priority: string; step: string }, tenantIsNull: boolean): string {
   const tenantMatch = tenantIsNull ? 'tail.tenant_id IS NULL' : `tail.tenant_id = ${p.tenant}`;
@@ -45,7 +50,9 @@ export function firstFairTagSql(p: { kind: string; tenant: string; priority: str
     (SELECT tail.fair_tag + ${p.step} FROM jobs tail
       WHERE tail.state = 'queued' AND tail.kind = ${p.kind} AND ${tenantMatch} AND tail.priority = ${p.priority}
       ORDER BY tail.fair_tag DESC LIMIT 1),
-    (SELECT head.fair_tag FROM jobs head WHERE head.state = 'queued' AND head.priority = ${p.priority}
-      ORDER BY head.fair_tag, head.run_at, head.id LIMIT 1),
+    greatest(
+      (SELECT head.fair_tag FROM jobs head WHERE head.state = 'queued' AND head.priority = ${p.priority}
+        ORDER BY head.fair_tag, head.run_at, head.id LIMIT 1),
+      (SELECT max(worked.fair_tag) FROM jobs worked WHERE worked.state = 'running' AND worked.priority = ${p.priority})),
     0) END`;
 }
