@@ -2,6 +2,7 @@
 // (made, listed and revoked by the real CLI), submit with the queue's dedupe rules, the run record, keyset-paged
 // listings with filters, tenant isolation, roles, and the one error shape.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describeError } from '../worker/http/errors.js';
 import { useTestEnvironment } from './harness.js';
 import { call, makeKey, startTestApi, type TestApi } from './support/api-server.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
@@ -106,6 +107,10 @@ describe('submit and read runs', () => {
       [{ payload: {} }, 'INVALID_REQUEST', 'kind'],
       [{ kind: 'Not A Kind' }, 'INVALID_REQUEST', 'kind'],
       [{ kind: 'noop', runAt: 'tomorrow' }, 'INVALID_REQUEST', 'runAt'],
+      // What the schema's formats let through but a Date or the database cannot hold: a leap second, half a character.
+      [{ kind: 'noop', runAt: '2030-06-30T23:59:60Z' }, 'INVALID_ENQUEUE', 'runAt'],
+      [{ kind: 'noop', payload: { sleepMs: 0, colour: 'red' } }, 'INVALID_PAYLOAD', 'payload.colour'],
+      [{ kind: 'noop', payload: { sleepMs: 0 }, tenant: 'half-\ud800' }, 'INVALID_ENQUEUE', 'tenant'],
     ];
     const before = await env.pool.query('SELECT count(*)::int AS n FROM jobs');
     for (const [body, code, field] of cases) {
@@ -113,12 +118,40 @@ describe('submit and read runs', () => {
       expect(response.status, JSON.stringify(body)).toBe(400);
       expect(response.body.error, JSON.stringify(body)).toMatchObject({ code, field });
     }
+    const loneSurrogate = await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'csv-import', payload: { bucket: env.bucket, key: 'imports/ta/\ud800.csv', profile: 'products' } } });
+    expect(loneSurrogate.status).toBe(400);
+    expect(loneSurrogate.body.error.message).toContain('lone UTF-16 surrogate');
     const unknownKind = await call(api, 'POST', '/v1/jobs', { key: operator, body: { kind: 'teleport' } });
     expect(unknownKind.body.error).toMatchObject({ code: 'UNKNOWN_KIND' });
     const notJson = await call(api, 'POST', '/v1/jobs', { key: operator, body: '{"kind": ' });
     expect(notJson.status).toBe(400);
     expect(notJson.body.error.code).toBe('INVALID_REQUEST');
     expect((await env.pool.query('SELECT count(*)::int AS n FROM jobs')).rows[0]).toEqual(before.rows[0]);
+  });
+
+  it('query values and cursors out of what the columns hold are a 400 naming them, never a 500', async () => {
+    const { rows } = await env.pool.query<{ kind: string; id: number }>(
+      "INSERT INTO jobs (kind, state, finished_at) VALUES ('csv-import', 'partial', now()), ('mass-import', 'partial', now()) RETURNING kind, id",
+    );
+    const idOf = (kind: string) => rows.find((row) => row.kind === kind)!.id;
+    const cursor = (position: unknown) => Buffer.from(JSON.stringify(position)).toString('base64url');
+    const cases: Array<[string, string, string]> = [
+      ['/v1/jobs?since=2016-12-31T23:59:60Z', 'INVALID_REQUEST', 'since'],
+      ['/v1/jobs?until=2016-12-31T23:59:60Z', 'INVALID_REQUEST', 'until'],
+      [`/v1/jobs/${idOf('csv-import')}/errors?cursor=${cursor({ row: 3_000_000_000 })}`, 'INVALID_CURSOR', 'cursor'],
+      [`/v1/jobs/${idOf('mass-import')}/errors?cursor=${cursor({ item: 3_000_000_000 })}`, 'INVALID_CURSOR', 'cursor'],
+      [`/v1/jobs/${idOf('mass-import')}/items?cursor=${cursor({ item: 3_000_000_000 })}`, 'INVALID_CURSOR', 'cursor'],
+      [`/v1/dead?cursor=${cursor({ at: '-271821-04-20T00:00:00Z', id: 1 })}`, 'INVALID_CURSOR', 'cursor'],
+    ];
+    for (const [path, code, field] of cases) {
+      const response = await call(api, 'GET', path, { key: operator });
+      expect(response.status, path).toBe(400);
+      expect(response.body.error, path).toMatchObject({ code, field });
+    }
+    // The backstop for what no check of ours catches: the database's refusal of a value is the request's fault.
+    const refused = Object.assign(new Error('value "3000000000" is out of range for type integer'), { code: '22003' });
+    expect(describeError(refused)).toMatchObject({ status: 400, uncaught: true, body: { error: { code: 'INVALID_REQUEST' } } });
+    expect(describeError(Object.assign(new Error('boom'), { code: 'XX000' })).status).toBe(500);
   });
 
   it('GET /v1/jobs/{id}: the run record, and 404 JOB_NOT_FOUND for a run that does not exist', async () => {

@@ -23,7 +23,7 @@ export class PayloadReader {
       throw new PermanentJobError(
         `invalid ${this.kind} payload: unknown field(s) ${truncateText(unknown.join(', '), 500)}; known: ${fields.join(', ')}`,
         'INVALID_PAYLOAD',
-        { fields: unknown },
+        { fields: unknown, field: truncateText(unknown[0]!, 100) },
       );
     }
   }

@@ -54,7 +54,15 @@ function validationMessage(error: FastifyError, field: string | undefined): stri
 }
 
 /** Status, headers and body for any error a route or the framework throws. */
-export function describeError(error: unknown): { status: number; body: ErrorBody; headers: Record<string, string>; internal: boolean } {
+export function describeError(error: unknown): {
+  status: number;
+  body: ErrorBody;
+  headers: Record<string, string>;
+  /** A fault of the server: logged as an error. */
+  internal: boolean;
+  /** A refusal no check of ours made (the database's): logged as a warning, with the error. */
+  uncaught?: boolean;
+} {
   const reply = (status: number, code: string, message: string, field?: string, headers: Record<string, string> = {}) => ({
     status,
     body: { error: { code, message, ...(field ? { field } : {}) } },
@@ -87,6 +95,12 @@ export function describeError(error: unknown): { status: number; body: ErrorBody
   if (fastifyError.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return reply(415, 'UNSUPPORTED_MEDIA_TYPE', 'send JSON (Content-Type: application/json)');
   if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
     return reply(fastifyError.statusCode, 'INVALID_REQUEST', fastifyError.message);
+  }
+  // Backstop: a value the routes' own checks let through and the database refused as data (SQLSTATE class 22: out of
+  // range, not a valid date, not valid text) is the request's fault, not the server's. Logged, since a check missed it.
+  const sqlState = (error as { code?: unknown }).code;
+  if (typeof sqlState === 'string' && /^22[0-9A-Z]{3}$/.test(sqlState) && error instanceof Error) {
+    return { ...reply(400, 'INVALID_REQUEST', `the database refused a value of this request: ${error.message}`), uncaught: true };
   }
   if (isConnectionError(error)) return reply(503, 'DATABASE_UNAVAILABLE', 'the database is not reachable; try again shortly', undefined, { 'retry-after': '5' });
   if ((error as { code?: string }).code === '57014') return reply(503, 'TIMEOUT', 'the request took too long; try again, or narrow it', undefined, { 'retry-after': '5' });

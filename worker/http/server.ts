@@ -191,8 +191,9 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
   });
 
   app.setErrorHandler((error, request, reply: FastifyReply) => {
-    const { status, body, headers, internal } = describeError(error);
+    const { status, body, headers, internal, uncaught } = describeError(error);
     if (internal) request.log.error({ err: error }, 'request failed');
+    else if (uncaught) request.log.warn({ err: error, code: body.error.code, status }, 'request refused by the database');
     else if (status !== 404) request.log.info({ code: body.error.code, status }, 'request refused');
     void reply.code(status).headers(headers).type('application/json').send(body);
   });

@@ -32,13 +32,19 @@ function refuse(message: string, code = 'INVALID_ENQUEUE', context: Record<strin
   throw new PermanentJobError(`cannot enqueue: ${message}`, code, context);
 }
 
-function checkText(name: string, value: string | null | undefined, max: number, unit: 'bytes' | 'characters'): void {
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+function checkText(name: string, field: string, value: string | null | undefined, max: number, unit: 'bytes' | 'characters'): void {
   if (value === null || value === undefined) return;
-  if (typeof value !== 'string') refuse(`${name} must be a string`);
+  if (typeof value !== 'string') refuse(`${name} must be a string`, 'INVALID_ENQUEUE', { field });
   const size = unit === 'bytes' ? Buffer.byteLength(value, 'utf8') : value.length;
-  if (size > max) refuse(`${name} is ${size} ${unit} long, at most ${max} allowed`, 'INVALID_ENQUEUE', { field: name, size, max });
+  if (size > max) refuse(`${name} is ${size} ${unit} long, at most ${max} allowed`, 'INVALID_ENQUEUE', { field, size, max });
   // Postgres text cannot hold U+0000 (SQLSTATE 22P05).
-  if (value.includes('\u0000')) refuse(`${name} holds a NUL character (U+0000), which cannot be stored`);
+  if (value.includes('\u0000')) refuse(`${name} holds a NUL character (U+0000), which cannot be stored`, 'INVALID_ENQUEUE', { field });
+  // A lone surrogate would reach the database as U+FFFD: refuse rather than store another text than was sent.
+  if (LONE_SURROGATE.test(value)) {
+    refuse(`${name} holds a lone UTF-16 surrogate (half of a character), which is not valid Unicode text`, 'INVALID_ENQUEUE', { field });
+  }
 }
 
 function checkInteger(name: string, value: number | undefined, range: { min: number; max: number }): void {
@@ -71,6 +77,10 @@ function checkPayload(payload: unknown): void {
   }
   // jsonb cannot hold U+0000 either (SQLSTATE 22P05).
   if (/(?:^|[^\\])(?:\\\\)*\\u0000/.test(json)) refuse('the payload holds a NUL character (U+0000), which cannot be stored');
+  // Nor half of a UTF-16 surrogate pair: JSON.stringify writes a lone one as an escape, which jsonb refuses (22P05).
+  if (/(?:^|[^\\])(?:\\\\)*\\u[dD][89a-fA-F][0-9a-fA-F]{2}/.test(json)) {
+    refuse('the payload holds a lone UTF-16 surrogate (half of a character), which is not valid Unicode text');
+  }
 }
 
 /**
@@ -82,8 +92,8 @@ export function checkEnqueueRequest(request: EnqueueRequest): void {
     refuse(`kind must be 1-64 lowercase letters, digits and "-", got ${JSON.stringify(String(request.kind).slice(0, 80))}`);
   }
   checkPayload(request.payload);
-  checkText('tenant', request.tenantId, ENQUEUE_LIMITS.tenantChars, 'characters');
-  checkText('dedupe key', request.dedupeKey, ENQUEUE_LIMITS.dedupeKeyBytes, 'bytes');
+  checkText('tenant', 'tenant', request.tenantId, ENQUEUE_LIMITS.tenantChars, 'characters');
+  checkText('dedupe key', 'dedupeKey', request.dedupeKey, ENQUEUE_LIMITS.dedupeKeyBytes, 'bytes');
   if (request.traceparent !== undefined && request.traceparent !== null && !TRACEPARENT.test(String(request.traceparent))) {
     refuse('traceparent must be a W3C trace context: 00-<32 hex digits>-<16 hex digits>-<2 hex digits>');
   }
@@ -93,7 +103,7 @@ export function checkEnqueueRequest(request: EnqueueRequest): void {
   // A JS Date reaches 271,821 BC; timestamptz starts at 4713 BC. A run time is never before the epoch anyway.
   const runAtMs = request.runAt instanceof Date ? request.runAt.getTime() : Number.NaN;
   if (request.runAt !== undefined && !(runAtMs >= 0 && runAtMs <= MAX_RUN_AT_MS)) {
-    refuse('runAt must be a valid date from 1970 to 9999');
+    refuse('runAt must be a valid date from 1970 to 9999', 'INVALID_ENQUEUE', { field: 'runAt' });
   }
 }
 

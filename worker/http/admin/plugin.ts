@@ -81,8 +81,10 @@ function actionForm(form: Form | undefined): ActionForm {
 }
 
 /** Numbers from the query string: a keyset position; anything else is the first page. */
+// A row or item number (a Postgres integer): anything else starts at the first page.
 function position(value: unknown, first: number): number {
-  return typeof value === 'string' && /^\d{1,15}$/.test(value) ? Number(value) : first;
+  const number = typeof value === 'string' && /^\d{1,10}$/.test(value) ? Number(value) : Number.NaN;
+  return number <= 2_147_483_647 ? number : first;
 }
 
 export async function registerAdminPages(app: FastifyInstance, deps: ApiDependencies, options: AdminOptions): Promise<void> {

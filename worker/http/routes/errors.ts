@@ -137,7 +137,7 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
           .send(body);
       }
       if (CSV_KINDS.has(job.kind)) {
-        const after = cursor ? (decodeCursor(cursor, { row: 'integer' }).row as number) : 0;
+        const after = cursor ? (decodeCursor(cursor, { row: 'int32' }).row as number) : 0;
         const [run, rows] = await Promise.all([getCsvImportRun(deps.pool, job.id), pageOfRowErrors(deps.pool, job.id, after, limit)]);
         const last = rows[rows.length - 1];
         return {
@@ -148,7 +148,7 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
         };
       }
       if (job.kind === MASS_IMPORT_KIND) {
-        const after = cursor ? (decodeCursor(cursor, { item: 'integer' }).item as number) : -1;
+        const after = cursor ? (decodeCursor(cursor, { item: 'int32' }).item as number) : -1;
         const items = await listItemsAfter(deps.pool, job.id, { states: ['failed'], afterItemNo: after, limit });
         const last = items[items.length - 1];
         return { kind: job.kind, errors: items.map(itemView), next: items.length === limit && last ? encodeCursor({ item: last.itemNo }) : null };
@@ -186,7 +186,7 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
       const job = await requireVisibleJob(deps.pool, actorOf(request), request.params.id);
       if (job.kind !== MASS_IMPORT_KIND) throw new ApiError(409, 'NO_ITEMS', `job ${job.id} is a ${job.kind} run: only mass-import runs have file items`);
       const { state, limit, cursor } = request.query;
-      const after = cursor ? (decodeCursor(cursor, { item: 'integer' }).item as number) : -1;
+      const after = cursor ? (decodeCursor(cursor, { item: 'int32' }).item as number) : -1;
       const items = await listItemsAfter(deps.pool, job.id, { states: state, afterItemNo: after, limit });
       const last = items[items.length - 1];
       return { items: items.map(itemView), next: items.length === limit && last ? encodeCursor({ item: last.itemNo }) : null };

@@ -46,6 +46,17 @@ const SUBMIT_BODY = {
   },
 } as const;
 
+/** A date-time query value as a Date: the schema's format lets through what a Date cannot hold (a leap second, :60). */
+function queryTime(value: string | undefined, field: string): Date | undefined {
+  if (value === undefined) return undefined;
+  const date = new Date(value);
+  const year = date.getUTCFullYear();
+  if (Number.isNaN(date.getTime()) || year < 1 || year > 9999) {
+    throw new ApiError(400, 'INVALID_REQUEST', `${field} must be a date-time from year 1 to 9999, as 2026-12-05T10:00:00Z (not a leap second)`, field);
+  }
+  return date;
+}
+
 interface ListQuery {
   state?: JobState[];
   kind?: string[];
@@ -91,8 +102,8 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
         states: query.state,
         kinds: query.kind,
         tenantId: scope ?? query.tenant ?? null,
-        since: query.since ? new Date(query.since) : undefined,
-        until: query.until ? new Date(query.until) : undefined,
+        since: queryTime(query.since, 'since'),
+        until: queryTime(query.until, 'until'),
         beforeId: before,
         limit: query.limit,
       });
