@@ -12,7 +12,8 @@ describe('bulk-import enqueue and worker', () => {
       'enqueue', 'noop', '--payload', '{"sleepMs": 5}', '--dedupe-key', 'smoke-1', '--tenant', 'acme', '--max-attempts', '2',
     ]);
     expect(first).toMatchObject({ state: 'queued', reused: false });
-    const again = await runCli(env, ['enqueue', 'noop', '--payload', '{"sleepMs": 5}', '--dedupe-key', 'smoke-1']);
+    // The key is the tenant's: the same tenant reuses the run (without --tenant it is another scope, a new run).
+    const again = await runCli(env, ['enqueue', 'noop', '--payload', '{"sleepMs": 5}', '--dedupe-key', 'smoke-1', '--tenant', 'acme']);
     expect(again.code).toBe(0);
     expect(again.stdout).toMatch(new RegExp(`^Job ${first.id} \\(noop\\) is already queued with dedupe key smoke-1: reusing it`));
 
@@ -21,7 +22,7 @@ describe('bulk-import enqueue and worker', () => {
     const job = await requireJob(env.pool, first.id);
     expect(job).toMatchObject({ state: 'succeeded', tenantId: 'acme', maxAttempts: 2, result: { sleptMs: 5 } });
 
-    const after = await runCliJson<{ id: number; reused: boolean }>(env, ['enqueue', 'noop', '--dedupe-key', 'smoke-1']);
+    const after = await runCliJson<{ id: number; reused: boolean }>(env, ['enqueue', 'noop', '--dedupe-key', 'smoke-1', '--tenant', 'acme']);
     expect(after.reused).toBe(false);
     expect(after.id).not.toBe(first.id);
   });
