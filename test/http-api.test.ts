@@ -6,6 +6,7 @@ import { describeError } from '../worker/http/errors.js';
 import { useTestEnvironment } from './harness.js';
 import { call, makeKey, startTestApi, type TestApi } from './support/api-server.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
+import { openEvents } from './support/sse-client.js';
 
 const env = useTestEnvironment();
 let api: TestApi;
@@ -82,6 +83,32 @@ describe('authentication', () => {
     const refused = await call(api, 'GET', '/v1/jobs', { key: created.key });
     expect(refused.status).toBe(401);
     expect(refused.body.error.message).toContain('unknown or revoked');
+  });
+});
+
+describe('revocation', () => {
+  it("revoking a key ends its open event streams, and their reconnect is a 401; other keys' streams go on", async () => {
+    const doomed = await makeKey(env, 'doomed', 'tenant', 'ta');
+    const job = await submitNoop('ta', { runAt: '2999-01-01T00:00:00Z' });
+    const revokedStream = await openEvents(api, job.id, doomed);
+    const keptStream = await openEvents(api, job.id, tenantA);
+    try {
+      await revokedStream.waitFor((event) => event.event === 'snapshot');
+      await keptStream.waitFor((event) => event.event === 'snapshot');
+      // Revoked by another process, as an operator would: this server hears it through NOTIFY.
+      expect((await runCli(env, ['api-keys', 'revoke', 'doomed'])).code).toBe(0);
+      await Promise.race([
+        revokedStream.closed,
+        new Promise((_, reject) => setTimeout(() => reject(new Error('the revoked key’s stream is still open after 20 s')), 20_000).unref()),
+      ]);
+      expect((await openEvents(api, job.id, doomed)).status).toBe(401);
+      // The other key's stream is still open: it gets the run's next change.
+      expect((await call(api, 'POST', `/v1/jobs/${job.id}/cancel`, { key: operator })).status).toBe(200);
+      await keptStream.waitFor((event) => event.event === 'state' && event.data.state === 'canceled');
+    } finally {
+      revokedStream.close();
+      keptStream.close();
+    }
   });
 });
 

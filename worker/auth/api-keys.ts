@@ -110,6 +110,12 @@ export function onLocalRevocation(hook: RevocationHook): () => void {
   return () => revocationHooks.delete(hook);
 }
 
+/** Of these key ids, the ones still active (not revoked). */
+export async function activeApiKeyIds(db: Queryable, ids: number[]): Promise<Set<number>> {
+  const { rows } = await db.query<{ id: number }>('SELECT id FROM api_keys WHERE id = ANY($1::bigint[]) AND revoked_at IS NULL', [ids]);
+  return new Set(rows.map((row) => Number(row.id)));
+}
+
 /**
  * Revokes the active key of that name; its next request is refused. API servers learn it from the NOTIFY sent in the
  * same statement (delivered at commit), and servers of this process at once.

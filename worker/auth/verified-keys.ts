@@ -26,6 +26,7 @@ export class VerifiedKeyCache {
   private readonly session: ListenSession | undefined;
   private listening = false;
   private readonly unsubscribe: () => void;
+  private readonly revocationListeners = new Set<(keyId: number | null) => void>();
   private readonly ttlMs: number;
   private readonly maxEntries: number;
 
@@ -53,6 +54,7 @@ export class VerifiedKeyCache {
       onConnected: () => {
         this.off();
         this.listening = true;
+        this.tell(null);
       },
       onDown: () => {
         this.off();
@@ -92,6 +94,20 @@ export class VerifiedKeyCache {
   forget(keyId: number): void {
     this.generation += 1;
     for (const [id, entry] of this.entries) if (entry.key.id === keyId) this.entries.delete(id);
+    this.tell(keyId);
+  }
+
+  /**
+   * For what outlives a request (an event stream): `listener` hears each revoked key's id as this process learns of
+   * it, and null when revocations may have been missed (the listener (re)connected): check the keys you hold again.
+   */
+  onRevocation(listener: (keyId: number | null) => void): () => void {
+    this.revocationListeners.add(listener);
+    return () => this.revocationListeners.delete(listener);
+  }
+
+  private tell(keyId: number | null): void {
+    for (const listener of this.revocationListeners) listener(keyId);
   }
 
   private off(): void {

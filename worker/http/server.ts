@@ -206,7 +206,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
   registerActionRoutes(app, deps);
   registerUploadRoutes(app, deps);
   registerErrorRoutes(app, deps);
-  registerEventRoutes(app, deps);
+  registerEventRoutes(app, deps, verifiedKeys);
   registerDeadRoutes(app, deps);
   await registerAdminPages(app, deps, deps.admin);
   await app.ready();

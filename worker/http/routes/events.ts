@@ -5,12 +5,13 @@
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { requireVisibleJob } from '../../actions/run-actions.js';
+import { activeApiKeyIds } from '../../auth/api-keys.js';
 import type { JobRow } from '../../queue/types.js';
 import { CLIENT_CLOSED_REQUEST, whenClientGone } from '../client-gone.js';
 import { ApiError } from '../errors.js';
 import type { JobEvent } from '../event-hub.js';
 import { ERROR_RESPONSES, JOB_ID_PARAMS } from '../schemas.js';
-import { actorOf, type ApiDependencies } from '../server.js';
+import { actorOf, keyOf, type ApiDependencies } from '../server.js';
 import { jobSummaryView } from '../views.js';
 
 const LAST_EVENT_ID = /^([0-9a-f]{8})\.(\d{1,15})$/;
@@ -19,12 +20,35 @@ function frame(id: string, type: string, data: unknown): string {
   return `id: ${id}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`;
 }
 
-export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies): void {
+/** Where a server hears of revoked keys (auth/verified-keys.ts). */
+export interface RevocationSource {
+  onRevocation(listener: (keyId: number | null) => void): () => void;
+}
+
+export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies, revocations: RevocationSource): void {
   // Streams never end by themselves: a closing server ends them (clients reconnect to another process).
   const open = new Set<ServerResponse>();
   app.addHook('preClose', async () => {
     for (const raw of open) raw.end();
   });
+  // A stream outlives the check of its key: when the key is revoked, its streams end, and the client's reconnect is
+  // refused like any request of a revoked key. When revocations may have been missed (the revocation listener
+  // reconnected), the keys of the open streams are checked again.
+  const byKey = new Map<number, Set<ServerResponse>>();
+  const endStreamsOf = (keyId: number) => {
+    for (const raw of byKey.get(keyId) ?? []) raw.end();
+  };
+  const recheck = async () => {
+    const keyIds = [...byKey.keys()];
+    if (keyIds.length === 0) return;
+    const active = await activeApiKeyIds(deps.pool, keyIds);
+    for (const keyId of keyIds) if (!active.has(keyId)) endStreamsOf(keyId);
+  };
+  const stopHearing = revocations.onRevocation((keyId) => {
+    if (keyId !== null) endStreamsOf(keyId);
+    else recheck().catch((error: unknown) => deps.log.warn({ err: error }, 'event streams: could not check their keys again'));
+  });
+  app.addHook('onClose', async () => stopHearing());
   app.get<{ Params: { id: number } }>(
     '/v1/jobs/:id/events',
     {
@@ -55,10 +79,14 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies)
       };
       const subscription = hub.subscribe(jobId, (event) => (live ? send(event) : pending.push(event)));
       const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), deps.limits.eventKeepAliveMs);
+      const keyId = keyOf(request).id;
       const stop = () => {
         clearInterval(keepAlive);
         subscription.unsubscribe();
         open.delete(raw);
+        const streams = byKey.get(keyId);
+        streams?.delete(raw);
+        if (streams?.size === 0) byKey.delete(keyId);
       };
       if (!whenClientGone(request, reply, stop)) {
         stop();
@@ -77,6 +105,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies)
       if (raw.destroyed) return reply.code(CLIENT_CLOSED_REQUEST).send();
       reply.hijack();
       open.add(raw);
+      byKey.set(keyId, (byKey.get(keyId) ?? new Set()).add(raw));
       raw.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache, no-transform',
