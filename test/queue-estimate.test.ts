@@ -4,7 +4,9 @@ import { describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { noopHandler } from '../worker/handlers/noop.js';
 import { enqueueJobs } from '../worker/queue/enqueue.js';
-import { AHEAD_STATEMENT, estimateRun } from '../worker/queue/estimate.js';
+import { claimJobs } from '../worker/queue/claim.js';
+import { AHEAD_STATEMENT, estimateRun, measureThroughput } from '../worker/queue/estimate.js';
+import { completeJobs, releaseJobs } from '../worker/queue/finish.js';
 import { getJob } from '../worker/queue/operator.js';
 import { useTestEnvironment } from './harness.js';
 import { testWorker, waitFor } from './support/in-process-worker.js';
@@ -49,6 +51,27 @@ describe('estimates', () => {
       await worker.stop();
     }
   }, 120_000);
+
+  it("measures a run's time from its last attempt's claim, not its first (retry waits and reviews do not count)", async () => {
+    const kind = 'est-attempts';
+    const ids = await enqueueJobs(env.pool, kind, Array.from({ length: 3 }, () => ({})));
+    const claimAll = () => claimJobs(env.pool, { workerId: 'est', limit: 3, leaseMs: 60_000, kinds: [kind] });
+    const first = await claimAll();
+    expect(first).toHaveLength(3);
+    // As if the first attempts were an hour ago (a retry backoff, an outage wait, a CSV review since).
+    await env.pool.query("UPDATE jobs SET started_at = started_at - interval '1 hour', claimed_at = claimed_at - interval '1 hour' WHERE id = ANY($1)", [ids]);
+    expect(await releaseJobs(env.pool, 'est', first.map((job) => ({ jobId: job.id, attempt: job.attempt })))).toHaveLength(3);
+    const second = await claimAll();
+    const running = (await getJob(env.pool, ids[0]!))!;
+    expect(running.claimedAt!.getTime()).toBeGreaterThan(running.startedAt!.getTime() + 3_000_000);
+    // A running run's finish is estimated from its attempt's claim.
+    const whileRunning = await estimateRun(env.pool, running);
+    expect(Math.abs(whileRunning!.startAt!.getTime() - running.claimedAt!.getTime())).toBeLessThan(1_000);
+    await completeJobs(env.pool, 'est', second.map((job) => ({ jobId: job.id, attempt: job.attempt, state: 'succeeded' as const })));
+    const throughput = await measureThroughput(env.pool, kind);
+    expect(throughput.meanRunMs).not.toBeNull();
+    expect(throughput.meanRunMs!).toBeLessThan(60_000);
+  });
 
   it('counts the runs ahead in claim order from the index alone', async () => {
     // Three tenants' backlogs interleave by fair_tag; two priorities; two kinds (only the run's own kind counts, and

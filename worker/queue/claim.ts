@@ -67,6 +67,7 @@ UPDATE jobs SET
   heartbeat_at = now(),
   attempts = jobs.attempts + 1,
   started_at = coalesce(jobs.started_at, now()),
+  claimed_at = now(),
   updated_at = now()
 FROM ${tenantCeilings ? 'allowed' : 'due'} due WHERE jobs.id = due.id
 RETURNING jobs.id, jobs.kind, jobs.tenant_id, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.progress, jobs.created_at,

@@ -30,21 +30,24 @@ export interface RunEstimate extends KindThroughput {
 }
 
 // Little's law: with the fleet busy, throughput = runs in the system / time each spends there. Counted over the live
-// leases (the fleet's slots and buffers now) and the recent runs' claim-to-finish time. Without live leases of the
+// leases (the fleet's slots and buffers now) and the recent runs' claim-to-finish time: of their last attempt
+// (claimed_at), since the time from the first claim (started_at) holds retry backoffs, outage waits and a CSV
+// import's review; runs finished before claimed_at existed fall back to started_at. Without live leases of the
 // kind, the rate of the last finished runs of the kind (their count over the time they spread across) stands in.
 export const THROUGHPUT_STATEMENT = `
 WITH recent AS (
-  SELECT started_at, finished_at FROM (
-    SELECT kind, started_at, finished_at FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ${FINISHED_SAMPLE}
+  SELECT claimed_at, finished_at FROM (
+    SELECT kind, coalesce(claimed_at, started_at) AS claimed_at, finished_at FROM jobs
+    WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ${FINISHED_SAMPLE}
   ) newest
-  WHERE kind = $1 AND started_at IS NOT NULL
+  WHERE kind = $1 AND claimed_at IS NOT NULL
 ),
 leased AS (
   SELECT count(*) FILTER (WHERE kind = $1)::int AS running, count(DISTINCT lease_owner)::int AS workers FROM jobs WHERE state = 'running'
 )
 SELECT leased.running, leased.workers,
   (SELECT count(*)::int FROM recent) AS finished,
-  (SELECT avg(extract(epoch FROM finished_at - started_at)) * 1000 FROM recent)::float8 AS mean_run_ms,
+  (SELECT avg(extract(epoch FROM finished_at - claimed_at)) * 1000 FROM recent)::float8 AS mean_run_ms,
   (SELECT extract(epoch FROM max(finished_at) - min(finished_at)) FROM recent)::float8 AS span_seconds
 FROM leased`;
 
@@ -75,7 +78,7 @@ export async function estimateRun(db: Queryable, job: JobRow, now = new Date()):
   if (job.state !== 'queued' && job.state !== 'running') return null;
   const throughput = await measureThroughput(db, job.kind);
   if (job.state === 'running') {
-    const startAt = job.startedAt ?? now;
+    const startAt = job.claimedAt ?? job.startedAt ?? now;
     const finishAt = throughput.meanRunMs !== null ? new Date(Math.max(now.getTime(), startAt.getTime() + throughput.meanRunMs)) : null;
     return { ...throughput, ahead: 0, startAt, finishAt };
   }

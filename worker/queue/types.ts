@@ -59,7 +59,10 @@ export interface JobRow {
   outageStartedAt?: Date | null;
   outageDependency?: 's3' | 'database' | null;
   createdAt: Date;
+  /** First claimed (stays across retries). */
   startedAt: Date | null;
+  /** The current (or last) attempt's claim; null for runs finished before it was recorded. */
+  claimedAt?: Date | null;
   finishedAt: Date | null;
   updatedAt: Date;
 }
@@ -90,7 +93,7 @@ export interface Lease {
 
 export const JOB_COLUMNS = `id, kind, tenant_id, payload, dedupe_key, state, priority, run_at, attempts, max_attempts,
   lease_owner, lease_expires_at, heartbeat_at, cancel_requested_at, progress, result, last_error, outage_started_at,
-  outage_dependency, created_at, started_at, finished_at, updated_at`;
+  outage_dependency, created_at, started_at, claimed_at, finished_at, updated_at`;
 
 export function toJobRow(row: Record<string, unknown>): JobRow {
   return {
@@ -115,6 +118,7 @@ export function toJobRow(row: Record<string, unknown>): JobRow {
     outageDependency: (row.outage_dependency as 's3' | 'database' | null | undefined) ?? null,
     createdAt: row.created_at as Date,
     startedAt: row.started_at as Date | null,
+    claimedAt: (row.claimed_at as Date | null | undefined) ?? null,
     finishedAt: row.finished_at as Date | null,
     updatedAt: row.updated_at as Date,
   };
