@@ -27,6 +27,13 @@
 //   npm run bench:queue-history
 //   npm run bench:queue-history -- --history 200000 --jobs 10000 --window 10 --rounds 3 --retention-batch 5000
 //   npm run bench:queue-history -- --seed direct --skip-retention   (phases A and B only)
+//   npm run bench:queue-history -- --layout partitioned --skip-retention
+//
+// --layout partitioned measures a prototype, not the shipped schema (bench/support/partitioned-jobs.sql): jobs
+// partitioned by state, active runs apart from the history; both databases get it, and a third database with the
+// shipped (flat) table runs in the same rounds, so the table also shows what moving a finished run between partitions
+// costs against the flat table.
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -65,6 +72,8 @@ const { values: args } = parseArgs({
     seed: { type: 'string', default: 'lifecycle' },
     /** Phases A and B only. */
     'skip-retention': { type: 'boolean', default: false },
+    /** `flat` (the shipped jobs table) or `partitioned` (a prototype: bench/support/partitioned-jobs.sql). */
+    layout: { type: 'string', default: 'flat' },
   },
 });
 const settings = {
@@ -75,8 +84,12 @@ const settings = {
   windowSeconds: Number(args.window),
   retentionBatch: Number(args['retention-batch']),
   seed: args.seed,
+  layout: args.layout,
 };
 if (settings.seed !== 'lifecycle' && settings.seed !== 'direct') throw new Error(`--seed is lifecycle or direct, not ${settings.seed}`);
+if (settings.layout !== 'flat' && settings.layout !== 'partitioned') throw new Error(`--layout is flat or partitioned, not ${settings.layout}`);
+// jobs and, when it is partitioned, its partitions (where vacuum runs and the pages are).
+const JOBS_RELATIONS = "SELECT 'jobs'::regclass UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent = 'jobs'::regclass";
 const KIND = 'bench';
 const SHIPPED_RETENTION_BATCH = 100;
 /** Every history run finished more than this long ago; the live runs did not. */
@@ -205,7 +218,7 @@ class VacuumWatch {
   private async run(): Promise<void> {
     while (!this.stopped) {
       const { rows } = await this.db.query<{ n: number }>(
-        "SELECT count(*)::int AS n FROM pg_stat_progress_vacuum WHERE datname = current_database() AND relid = 'jobs'::regclass",
+        `SELECT count(*)::int AS n FROM pg_stat_progress_vacuum WHERE datname = current_database() AND relid IN (${JOBS_RELATIONS})`,
       );
       if (rows[0]!.n > 0) this.seen.push(performance.now());
       await sleep(1_000);
@@ -427,10 +440,10 @@ async function seedHistory(db: pg.Client): Promise<void> {
   }
   const inserted = (performance.now() - started) / 1000;
   await db.query('VACUUM ANALYZE jobs');
-  const { rows } = await db.query<{ size: string }>("SELECT pg_size_pretty(pg_total_relation_size('jobs')) AS size");
+  const { rows } = await db.query<{ size: string }>(`SELECT pg_size_pretty(sum(pg_total_relation_size(oid))) AS size FROM (${JOBS_RELATIONS}) AS r(oid)`);
   console.log(
     `seeded ${int(settings.history)} finished runs in ${fmt(inserted, 1)} s (+ VACUUM ANALYZE ${fmt((performance.now() - started) / 1000 - inserted, 1)} s); ` +
-      `pg_total_relation_size('jobs') ${rows[0]!.size}`,
+      `jobs with its indexes ${rows[0]!.size}`,
   );
 }
 
@@ -571,14 +584,36 @@ async function main(): Promise<void> {
         `jobs ${(server.options ?? []).join(' ')}), Node ${process.version}`,
     );
     console.log(`settings: ${JSON.stringify(settings)}; Worker as bench:queue runs it (poll 1000 ms + LISTEN, claim session, state notifications on)\n`);
+    // --layout partitioned: both databases get the prototype layout, and a third keeps the shipped table.
+    let flat: PhaseTarget | undefined;
+    let flatWatchDb: pg.Client | undefined;
+    if (settings.layout === 'partitioned') {
+      const layout = readFileSync(new URL('./support/partitioned-jobs.sql', import.meta.url), 'utf8');
+      await db.query(layout);
+      await emptyDb.query(layout);
+      const flatUrl = await database.addDatabase('bench_flat');
+      const flatDb = new pg.Client({ connectionString: flatUrl });
+      await flatDb.connect();
+      flatWatchDb = new pg.Client({ connectionString: flatUrl });
+      await flatWatchDb.connect();
+      flat = { label: 'flat', url: flatUrl, db: flatDb, historyRows: 0, watch: new VacuumWatch(flatWatchDb) };
+      console.log('layout: jobs partitioned by state in both databases (bench/support/partitioned-jobs.sql); "flat" is the shipped table, empty\n');
+    }
 
     console.log(`Seeding ${int(settings.history)} finished runs (--seed ${settings.seed}) into their own database`);
     await seedHistory(db);
     console.log('A and B. the empty table and the history, round by round');
-    const [empty, withHistory] = (await measurePhases([
+    const measured = await measurePhases([
+      ...(flat ? [flat] : []),
       { label: 'empty', url: emptyUrl, db: emptyDb, historyRows: 0, watch: emptyWatch },
       { label: 'history', url, db, historyRows: settings.history, watch },
-    ])) as [DrainResult, DrainResult];
+    ]);
+    const [flatResult, empty, withHistory] = (flat ? measured : [undefined, ...measured]) as [DrainResult | undefined, DrainResult, DrainResult];
+    if (flat) {
+      await flat.watch.stop();
+      await flatWatchDb!.end();
+      await flat.db.end();
+    }
     await emptyWatch.stop();
     await emptyWatchDb.end();
     await emptyDb.end();
@@ -598,7 +633,7 @@ async function main(): Promise<void> {
     console.log(`\nNode ${process.version}; ${JSON.stringify(settings)}`);
     console.log('\n| table | rows in jobs | enqueue jobs/s | jobs/s | claims | rows/claim | claim p50 ms | claim p99 ms | claim max ms | heap pages of the J jobs | s with a vacuum on jobs |');
     console.log('|---|---|---|---|---|---|---|---|---|---|---|');
-    for (const r of [empty, withHistory]) {
+    for (const r of [...(flatResult ? [flatResult] : []), empty, withHistory]) {
       console.log(
         `| ${r.label} | ${int(r.rows)} | ${int(r.enqueueRate)} | ${int(r.jobsPerSecond)} | ${r.claim.claims} | ${fmt(r.claim.rowsPerClaim, 1)} | ` +
           `${fmt(r.claim.p50)} | ${fmt(r.claim.p99)} | ${fmt(r.claim.max)} | ${int(r.heapPages)} | ${r.vacuumSeconds} |`,
@@ -608,6 +643,13 @@ async function main(): Promise<void> {
       `\nhistory / empty: jobs/s ${fmt(withHistory.jobsPerSecond / empty.jobsPerSecond)}×, claim p50 ${fmt(withHistory.claim.p50 / empty.claim.p50)}×, ` +
         `claim p99 ${fmt(withHistory.claim.p99 / empty.claim.p99)}× (goal: within 10%)`,
     );
+    if (flatResult) {
+      console.log(
+        `partitioned empty / flat empty (the cost of moving a finished run to jobs_done): jobs/s ${fmt(empty.jobsPerSecond / flatResult.jobsPerSecond)}×, ` +
+          `claim p50 ${fmt(empty.claim.p50 / flatResult.claim.p50)}×, claim p99 ${fmt(empty.claim.p99 / flatResult.claim.p99)}×; ` +
+          `history / flat empty: jobs/s ${fmt(withHistory.jobsPerSecond / flatResult.jobsPerSecond)}×`,
+      );
+    }
     if (windows.length > 0) {
       console.log(
         '\n| phase C window | seconds | history rows deleted | rows/s | jobs/s | claims | rows/claim | claim p50 ms | claim p99 ms | claim max ms | s with a vacuum on jobs | dead tuples after | jobs_claim_order after |',
