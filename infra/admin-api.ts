@@ -22,7 +22,12 @@ import { acknowledgeImagePullAuthorization, acknowledgeWildcardResource } from '
 /** The port `serve` listens on inside the task; the load balancer forwards 443 to it. */
 export const ADMIN_API_PORT = 8080;
 /** The container command: the API on all interfaces of the task (the security group admits only the load balancer). */
-export const ADMIN_API_COMMAND = ['node', 'bin/bulk-import.js', 'serve', '--port', `${ADMIN_API_PORT}`, '--host', '0.0.0.0'];
+/**
+ * `serve` behind the internal load balancer: X-Forwarded-For is believed from the VPC's range, where the balancer's
+ * nodes are (the task's security group admits the balancer only), so rate limits and logs see each client's address.
+ */
+export const adminApiCommand = (vpcCidr: string) =>
+  ['node', 'bin/bulk-import.js', 'serve', '--port', `${ADMIN_API_PORT}`, '--host', '0.0.0.0', '--trust-proxy', vpcCidr];
 /** Target health: the database answers and has this build's schema (worker/http/routes/health.ts). */
 export const ADMIN_API_HEALTH_PATH = '/readyz';
 /** Log streams of the API: bulk-import-api/api/<task id>, in the worker's log group. */
@@ -125,7 +130,7 @@ export class AdminApi extends Construct {
     const container = this.taskDefinition.addContainer('api', {
       containerName: 'api',
       image: ecs.ContainerImage.fromEcrRepository(props.repository, props.imageDigest ?? props.imageTag),
-      command: ADMIN_API_COMMAND,
+      command: adminApiCommand(props.vpc.vpcCidrBlock),
       essential: true,
       user: props.user,
       readonlyRootFilesystem: true,

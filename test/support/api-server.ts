@@ -6,7 +6,7 @@ import { inject } from 'vitest';
 import { createApiKey, type ApiKeyRole } from '../../worker/auth/api-keys.js';
 import { loadConfig } from '../../worker/config.js';
 import { JobEventHub } from '../../worker/http/event-hub.js';
-import { buildApiServer, type ApiLimits } from '../../worker/http/server.js';
+import { buildApiServer, type ApiLimits, type ApiServerOptions } from '../../worker/http/server.js';
 import { createLogger } from '../../worker/logger.js';
 import { createS3Client } from '../../worker/storage/s3-client.js';
 import type { TestEnvironment } from '../harness.js';
@@ -22,7 +22,12 @@ export interface TestApi {
 }
 
 /** `settings`: more configuration variables for the server (e.g. ADMISSION_TENANT_QUEUED_RUNS). */
-export async function startTestApi(env: TestEnvironment, limits: Partial<ApiLimits> = {}, settings: Record<string, string> = {}): Promise<TestApi> {
+export async function startTestApi(
+  env: TestEnvironment,
+  limits: Partial<ApiLimits> = {},
+  settings: Record<string, string> = {},
+  server: Pick<ApiServerOptions, 'trustProxy'> = {},
+): Promise<TestApi> {
   const lines: string[] = [];
   const destination = new Writable({
     write(chunk: Buffer, _encoding, callback) {
@@ -35,7 +40,7 @@ export async function startTestApi(env: TestEnvironment, limits: Partial<ApiLimi
   const s3 = createS3Client({ region: inject('s3Region'), endpoint: env.s3Endpoint, credentials: inject('s3Credentials'), checksumsWhenRequired: true });
   const events = new JobEventHub({ database: env.databaseUrl, pool: env.pool, log, pollMs: limits.eventPollMs ?? 200 });
   await events.start();
-  const app = await buildApiServer({ pool: env.pool, config, log, s3, bucket: env.bucket, events, limits: { eventPollMs: 200, ...limits } });
+  const app = await buildApiServer({ pool: env.pool, config, log, s3, bucket: env.bucket, events, limits: { eventPollMs: 200, ...limits }, ...server });
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
   return {
     url,

@@ -90,6 +90,13 @@ export interface ApiServerOptions extends Omit<ApiDependencies, 'registry' | 'li
   registry?: HandlerRegistry;
   limits?: Partial<ApiLimits>;
   admin?: Partial<AdminOptions>;
+  /**
+   * Addresses or CIDR ranges of the proxies (a load balancer) whose X-Forwarded-For is believed: the client's address
+   * then keys the rate limit of requests without a key (sign-in, health) and shows in the logs. Without it, behind a
+   * load balancer every client has the balancer's address and shares one bucket: one client could lock everyone out
+   * of signing in. Never a range clients can send from directly: they could then claim any address.
+   */
+  trustProxy?: readonly string[];
 }
 
 /** The key of the request (set by the auth hook on every non-public route). */
@@ -130,6 +137,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     requestTimeout: deps.limits.requestTimeoutMs,
     connectionTimeout: deps.limits.requestTimeoutMs * 2,
     return503OnClosing: true,
+    trustProxy: options.trustProxy && options.trustProxy.length > 0 ? options.trustProxy.join(',') : false,
     // Refuse unknown fields (naming them) instead of dropping them silently; query strings are coerced.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   });

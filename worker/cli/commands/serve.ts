@@ -1,7 +1,7 @@
 // `bulk-import serve`: the HTTP/JSON API (worker/http/), in the worker's image, with the worker's configuration
 // (DATABASE_*, S3_*, AWS_REGION, LOG_*). Waits for the database and a current schema like a worker, then listens until
 // SIGTERM/SIGINT, when it stops taking requests, lets the ones in flight finish and closes its sessions.
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { loadConfig, requireDatabase } from '../../config.js';
 import { createPool } from '../../db/pool.js';
 import { waitForDatabase } from '../../db/readiness.js';
@@ -19,6 +19,20 @@ interface ServeOptions {
   bodyLimit: number;
   secureCookies?: boolean;
   sessionHours?: number;
+  trustProxy?: string[];
+}
+
+// An IPv4 or IPv6 address, optionally with a prefix length (10.0.0.0/16, fd00::/8).
+const ADDRESS_OR_RANGE = /^[0-9A-Fa-f:.]+(?:\/\d{1,3})?$/;
+
+/** --trust-proxy: comma-separated addresses or CIDR ranges. */
+function addressList(value: string): string[] {
+  const list = value.split(',').map((part) => part.trim()).filter((part) => part !== '');
+  const bad = list.find((part) => !ADDRESS_OR_RANGE.test(part));
+  if (list.length === 0 || bad !== undefined) {
+    throw new InvalidArgumentError(`expected addresses or CIDR ranges separated by commas (10.0.0.0/16,10.1.0.0/16)${bad ? `, not ${bad}` : ''}`);
+  }
+  return list;
 }
 
 /** Statements of one request are cut off after this long (the server's own timeout, set per session). */
@@ -33,6 +47,7 @@ export function registerServeCommand(program: Command): void {
     .option('--rate-limit <n>', 'requests per minute per API key', integerIn(1, 1_000_000), DEFAULT_LIMITS.rateLimitPerMinute)
     .option('--body-limit <bytes>', 'largest request body', integerIn(1_024, 16 * 1024 * 1024), DEFAULT_LIMITS.bodyLimitBytes)
     .option('--secure-cookies', 'admin pages: always mark cookies Secure (TLS ends before a proxy that sends no X-Forwarded-Proto)')
+    .option('--trust-proxy <addresses>', "believe X-Forwarded-For from these addresses or CIDR ranges (the load balancer's): rate limits and logs then see the client's address", addressList)
     .option('--session-hours <n>', 'admin pages: how long a sign-in lasts', integerIn(1, 24 * 30), DEFAULT_ADMIN_OPTIONS.sessionTtlMs / 3_600_000)
     .action(async (options: ServeOptions) => {
       const running = await startApiServer(options);
@@ -88,7 +103,7 @@ export async function startApiServer(options: Partial<ServeOptions> & { limits?:
     ...(options.secureCookies ? { secureCookies: true } : {}),
     ...(options.sessionHours !== undefined ? { sessionTtlMs: options.sessionHours * 3_600_000 } : {}),
   };
-  const app = await buildApiServer({ pool, config, log, s3, bucket: config.s3Bucket, events, limits, admin });
+  const app = await buildApiServer({ pool, config, log, s3, bucket: config.s3Bucket, events, limits, admin, ...(options.trustProxy ? { trustProxy: options.trustProxy } : {}) });
   let address: string;
   try {
     address = await app.listen({ port: options.port ?? 8080, host: options.host ?? '0.0.0.0' });
