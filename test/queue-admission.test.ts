@@ -86,6 +86,26 @@ describe('admission control on submit', () => {
     });
   });
 
+  it("an oldest-queued breach says to retry when every run over the age has started, at the measured rate", async () => {
+    await env.pool.query('DELETE FROM jobs');
+    // The kind's rate, from its history: 11 runs finished a second apart, 1 run/s.
+    await env.pool.query(
+      `INSERT INTO jobs (kind, state, attempts, started_at, claimed_at, finished_at)
+       SELECT 'noop', 'succeeded', 1, t - interval '100 milliseconds', t - interval '100 milliseconds', t
+       FROM (SELECT now() - interval '30 seconds' + n * interval '1 second' AS t FROM generate_series(0, 10) AS n) AS finished`,
+    );
+    // 30 due runs of the tenant queued for two minutes, over a one-minute limit.
+    await env.pool.query("INSERT INTO jobs (kind, tenant_id, run_at) SELECT 'noop', 'aged', now() - interval '2 minutes' FROM generate_series(1, 30)");
+    const age = withLimits({ tenant: { ...NO_LIMITS, oldestQueuedMs: 60_000 } });
+    const refused = submitJob(env.pool, { kind: 'noop', tenantId: 'aged', payload: {} }, { queue: age });
+    await expect(refused).rejects.toBeInstanceOf(QueueLimitError);
+    const { breach } = (await refused.catch((error: unknown) => error)) as QueueLimitError;
+    expect(breach).toMatchObject({ measure: 'oldestQueuedMs', max: 60_000 });
+    // 30 runs at 1 run/s; counting only the oldest said 1 s.
+    expect(breach.retryAfterSeconds).toBeGreaterThanOrEqual(29);
+    expect(breach.retryAfterSeconds).toBeLessThanOrEqual(31);
+  });
+
   it('the API answers 429 with Retry-After and shows the estimate; the CLI exits 75 naming the limit', async () => {
     const error = new QueueLimitError({
       scope: 'tenant', measure: 'runs', kind: 'noop', tenantId: 'x', max: 1, current: 1, setting: 'ADMISSION_TENANT_QUEUED_RUNS', retryAfterSeconds: 42,

@@ -104,6 +104,8 @@ interface QueueLoad {
   runs: number;
   bytes: number;
   oldestQueuedMs: number;
+  /** Due runs queued longer than the scope's oldest-queued limit: all of them must start before it holds again. */
+  overAge: number;
 }
 
 // One pass over the kind's queued runs in jobs_queued_by_kind_tenant (kind, tenant_id, …) INCLUDE (run_at, size_bytes):
@@ -112,21 +114,28 @@ const loadSql = (whole: boolean, tenantIsNull: boolean) => {
   const ofTenant = tenantIsNull ? 'tenant_id IS NULL' : 'tenant_id = $2';
   const tenantFilter = whole ? `FILTER (WHERE ${ofTenant})` : '';
   const dueFilter = (extra: string) => `FILTER (WHERE run_at <= now()${extra})`;
+  // $3 and $4: the tenant's and the total oldest-queued limits in ms (0: off, and the count is not used).
+  const overAge = (limit: string) => `run_at <= now() - ${limit}::float8 * interval '1 millisecond'`;
   return `
 SELECT count(*) ${tenantFilter} AS tenant_runs,
   coalesce(sum(size_bytes) ${tenantFilter}, 0)::float8 AS tenant_bytes,
   coalesce(extract(epoch FROM now() - min(run_at) ${dueFilter(whole ? ` AND ${ofTenant}` : '')}) * 1000, 0)::float8 AS tenant_oldest_ms,
+  count(*) FILTER (WHERE ${overAge('$3')}${whole ? ` AND ${ofTenant}` : ''}) AS tenant_over_age,
   count(*) AS total_runs, coalesce(sum(size_bytes), 0)::float8 AS total_bytes,
-  coalesce(extract(epoch FROM now() - min(run_at) ${dueFilter('')}) * 1000, 0)::float8 AS total_oldest_ms
+  coalesce(extract(epoch FROM now() - min(run_at) ${dueFilter('')}) * 1000, 0)::float8 AS total_oldest_ms,
+  count(*) FILTER (WHERE ${overAge('$4')}) AS total_over_age
 FROM jobs WHERE state = 'queued' AND kind = $1 ${whole ? (tenantIsNull ? 'AND $2::text IS NULL' : 'AND $2::text IS NOT NULL') : `AND ${ofTenant}`}`;
 };
 
-async function queueLoad(db: Queryable, kind: string, tenantId: string | null, whole: boolean): Promise<Record<LimitScope, QueueLoad>> {
-  const { rows } = await db.query(loadSql(whole, tenantId === null), [kind, tenantId]);
+async function queueLoad(db: Queryable, kind: string, tenantId: string | null, scoped: Record<LimitScope, QueueLimits>, whole: boolean): Promise<Record<LimitScope, QueueLoad>> {
+  const { rows } = await db.query(loadSql(whole, tenantId === null), [kind, tenantId, scoped.tenant.oldestQueuedMs, scoped.total.oldestQueuedMs]);
   const row = rows[0] as Record<string, string | number>;
   const n = (name: string) => Number(row[name] ?? 0);
-  const tenant = { runs: n('tenant_runs'), bytes: n('tenant_bytes'), oldestQueuedMs: n('tenant_oldest_ms') };
-  return { tenant, total: whole ? { runs: n('total_runs'), bytes: n('total_bytes'), oldestQueuedMs: n('total_oldest_ms') } : tenant };
+  const tenant = { runs: n('tenant_runs'), bytes: n('tenant_bytes'), oldestQueuedMs: n('tenant_oldest_ms'), overAge: n('tenant_over_age') };
+  return {
+    tenant,
+    total: whole ? { runs: n('total_runs'), bytes: n('total_bytes'), oldestQueuedMs: n('total_oldest_ms'), overAge: n('total_over_age') } : tenant,
+  };
 }
 
 /** Seconds until `excess` more runs have started at the measured rate; 60 s when the rate is unknown. */
@@ -168,7 +177,7 @@ export async function findBreach(
   const scoped = limitsFor(limits, request.kind);
   if (!anyLimit(scoped.tenant) && !anyLimit(scoped.total)) return null;
   refuseOversized(request, scoped);
-  const load = await queueLoad(db, request.kind, request.tenantId, anyLimit(scoped.total));
+  const load = await queueLoad(db, request.kind, request.tenantId, scoped, anyLimit(scoped.total));
   for (const scope of ['tenant', 'total'] as const) {
     const max = scoped[scope];
     const now = load[scope];
@@ -183,7 +192,10 @@ export async function findBreach(
     else if (max.bytes > 0 && now.bytes + request.sizeBytes > max.bytes) {
       const perRun = now.runs > 0 ? now.bytes / now.runs : request.sizeBytes;
       found = breach('bytes', now.bytes, perRun > 0 ? Math.ceil((now.bytes + request.sizeBytes - max.bytes) / perRun) : 1);
-    } else if (max.oldestQueuedMs > 0 && now.oldestQueuedMs > max.oldestQueuedMs) found = breach('oldestQueuedMs', Math.round(now.oldestQueuedMs), 1);
+    } else if (max.oldestQueuedMs > 0 && now.oldestQueuedMs > max.oldestQueuedMs) {
+      // It holds again once every due run older than the limit has started, not just the oldest one.
+      found = breach('oldestQueuedMs', Math.round(now.oldestQueuedMs), Math.max(1, now.overAge));
+    }
     if (found) {
       const { excessRuns, ...rest } = found;
       return { ...rest, retryAfterSeconds: retryAfter(excessRuns, await measure()) };
