@@ -69,6 +69,12 @@ describe('admission control on submit', () => {
       breach: { measure: 'bytes', current: 600, max: 1_000, setting: 'ADMISSION_TENANT_QUEUED_BYTES' },
     });
     await submitJob(env.pool, { kind: 'noop', tenantId: 'b', payload: {}, sizeBytes: 400 }, { queue: bytes });
+    // A run without a tenant under tenant-only limits is counted in the no-tenant scope (the statement of that case
+    // once left its tenant parameter unused, which Postgres refuses).
+    await submitJob(env.pool, { kind: 'noop', payload: {}, sizeBytes: 900 }, { queue: bytes });
+    await expect(submitJob(env.pool, { kind: 'noop', payload: {}, sizeBytes: 200 }, { queue: bytes })).rejects.toMatchObject({
+      breach: { measure: 'bytes', current: 900, tenantId: null },
+    });
     // A run over the limit on its own could never be admitted, however empty the queue: a permanent refusal, no retry.
     const before = await queued('huge');
     for (const queue of [bytes, withLimits({ total: { ...NO_LIMITS, bytes: 1_000 } })]) {

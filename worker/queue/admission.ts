@@ -124,7 +124,7 @@ SELECT count(*) ${tenantFilter} AS tenant_runs,
   count(*) AS total_runs, coalesce(sum(size_bytes), 0)::float8 AS total_bytes,
   coalesce(extract(epoch FROM now() - min(run_at) ${dueFilter('')}) * 1000, 0)::float8 AS total_oldest_ms,
   count(*) FILTER (WHERE ${overAge('$4')}) AS total_over_age
-FROM jobs WHERE state = 'queued' AND kind = $1 ${whole ? (tenantIsNull ? 'AND $2::text IS NULL' : 'AND $2::text IS NOT NULL') : `AND ${ofTenant}`}`;
+FROM jobs WHERE state = 'queued' AND kind = $1 ${whole ? (tenantIsNull ? 'AND $2::text IS NULL' : 'AND $2::text IS NOT NULL') : `AND ${ofTenant}${tenantIsNull ? ' AND $2::text IS NULL' : ''}`}`;
 };
 
 async function queueLoad(db: Queryable, kind: string, tenantId: string | null, scoped: Record<LimitScope, QueueLimits>, whole: boolean): Promise<Record<LimitScope, QueueLoad>> {
