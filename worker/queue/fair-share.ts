@@ -3,10 +3,10 @@
 //
 // Start-time fair queuing, decided at enqueue so the claim stays one ordered range scan of jobs_claim_order
 // (priority, fair_tag, run_at, id) with SKIP LOCKED and batching. Each (tenant, kind) is a flow with its own timeline:
-// a new run's tag is one step after the tenant's last queued run of that kind, but never before the head of the queue
-// (the smallest queued tag of its priority). A tenant that floods 20,000 runs gets tags head, head + step, … head +
-// 20,000·step; a tenant that then submits one run gets the head's tag and is claimed next — after the runs workers
-// already hold, not after the backlog. A weight w makes the step 1000 / w, so a tenant of weight 2 gets two turns
+// a new run's tag is one step after the tenant's last queued run of that kind; a flow with nothing queued joins at the
+// claim frontier (firstFairTagSql). A tenant that floods 20,000 runs gets tags f, f + step, … f + 20,000·step; a tenant
+// that then submits one run gets the frontier's tag and is claimed next — after the runs workers already hold, not
+// after the backlog. A weight w makes the step 1000 / w, so a tenant of weight 2 gets two turns
 // for another's one.
 
 /** The step between two runs of one flow at weight 1; a weight divides it. */
@@ -36,8 +36,8 @@ export function fairTagStep(policy: FairSharePolicy, tenantId: string | null): n
  * kind, tenant, priority and step. A flow with queued runs continues its own timeline: its tail in
  * jobs_queued_by_kind_tenant, plus one step (one index descent). A flow with nothing queued joins at the claim
  * frontier of its priority: the later of the head (the smallest queued tag, one descent of jobs_claim_order) and the
- * largest tag of the runs being worked on (running runs were claimed in tag order, so their largest tag is where the
- * claims are). The head alone can lag far behind: a run scheduled for later or waiting out a retry backoff keeps its
+ * largest tag of the flow's kind's runs being worked on (running runs were claimed in tag order, so their largest tag is
+ * where the claims of that kind are; a kind with tenant ceilings is claimed in a pool of its own, at its own pace). The head alone can lag far behind: a run scheduled for later or waiting out a retry backoff keeps its
  * old turn, and so does a tenant held at its TENANT_KIND_CONCURRENCY ceiling; a flow joining at such a stale tag was
  * claimed before every other flow's remaining backlog, as many turns in a row as it had runs. coalesce evaluates
  * its arguments lazily, so floods (which have a tail) never pay for the frontier. (The head lookup walks the index
@@ -53,6 +53,6 @@ export function firstFairTagSql(p: { kind: string; tenant: string; priority: str
     greatest(
       (SELECT head.fair_tag FROM jobs head WHERE head.state = 'queued' AND head.priority = ${p.priority}
         ORDER BY head.fair_tag, head.run_at, head.id LIMIT 1),
-      (SELECT max(worked.fair_tag) FROM jobs worked WHERE worked.state = 'running' AND worked.priority = ${p.priority})),
+      (SELECT max(worked.fair_tag) FROM jobs worked WHERE worked.state = 'running' AND worked.priority = ${p.priority} AND worked.kind = ${p.kind})),
     0) END`;
 }
