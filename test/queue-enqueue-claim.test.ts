@@ -58,6 +58,17 @@ describe('enqueue with an idempotency key', () => {
     expect(reusedViaSubmit).toMatchObject({ reused: true, job: { id: [...byTenant.get('tenant-b')!][0] } });
   });
 
+  it("takes a run's tenant from its payload when the request names none, so both ways of naming it share one scope", async () => {
+    const payload = { bucket: 'import-bucket', key: 'imports/acme/same.csv', profile: 'products' };
+    const viaRequest = await submitJob(env.pool, { kind: 'csv-import', tenantId: 'acme', payload, runAt: new Date(Date.now() + 3_600_000) });
+    const viaPayload = await submitJob(env.pool, { kind: 'csv-import', payload: { ...payload, tenant: 'acme' }, runAt: new Date(Date.now() + 3_600_000) });
+    expect(viaPayload).toMatchObject({ reused: true, job: { id: viaRequest.job.id, tenantId: 'acme' } });
+    await expect(submitJob(env.pool, { kind: 'csv-import', tenantId: 'other', payload: { ...payload, tenant: 'acme' } })).rejects.toMatchObject({
+      code: 'TENANT_MISMATCH',
+      context: { field: 'payload.tenant' },
+    });
+  });
+
   it('validates the payload with the handler before writing anything', async () => {
     const before = await env.pool.query('SELECT count(*)::int AS n FROM jobs');
     await expect(submitJob(env.pool, { kind: 'noop', payload: { sleepMs: -5 } })).rejects.toThrow(

@@ -5,6 +5,7 @@ import { loadConfig, type QueueConfig } from './config.js';
 import { withTransaction, type Pool, type Queryable } from './db/pool.js';
 import { defaultRegistry, type HandlerRegistry } from './handlers/registry.js';
 import { findBreach, lockAdmission, QueueLimitError } from './queue/admission.js';
+import { PermanentJobError } from './queue/errors.js';
 import { checkEnqueueRequest, enqueueJob, findActiveRun, type EnqueueRequest, type EnqueueResult } from './queue/enqueue.js';
 import { estimateRun, measureThroughput, type RunEstimate } from './queue/estimate.js';
 export { ENQUEUE_LIMITS } from './queue/enqueue.js';
@@ -47,7 +48,14 @@ export async function submitJob(db: Queryable, request: EnqueueRequest, options:
   const registry = options.registry ?? defaultRegistry();
   const handler = registry.require(request.kind);
   const payload = handler.parsePayload(request.payload ?? {});
-  const tenantId = request.tenantId ?? null;
+  // A run's tenant is the request's, or else its payload's (the import kinds read `tenant` from either): the dedupe
+  // scope, the admission limits, fair share and the API's visibility all go by it, so the two must not disagree.
+  const payloadTenant = (payload as { tenant?: unknown }).tenant;
+  const fromPayload = typeof payloadTenant === 'string' ? payloadTenant : null;
+  if (fromPayload !== null && request.tenantId != null && fromPayload !== request.tenantId) {
+    throw new PermanentJobError(`the payload's tenant (${fromPayload}) is not the run's (${request.tenantId}): give one tenant`, 'TENANT_MISMATCH', { field: 'payload.tenant' });
+  }
+  const tenantId = request.tenantId ?? fromPayload;
   const dedupeKey = (request.dedupeKey === undefined ? handler.defaultDedupeKey?.(payload, tenantId) : request.dedupeKey) ?? null;
   const queue = options.queue ?? defaultQueueConfig();
   const admit = async (tx: Queryable): Promise<EnqueueResult> => {
@@ -60,7 +68,7 @@ export async function submitJob(db: Queryable, request: EnqueueRequest, options:
     if (breach) throw new QueueLimitError(breach);
     return enqueueJob(
       tx,
-      { ...request, dedupeKey, maxAttempts: request.maxAttempts ?? handler.maxAttempts },
+      { ...request, tenantId, dedupeKey, maxAttempts: request.maxAttempts ?? handler.maxAttempts },
       options.defaultMaxAttempts,
       queue.fairShare,
     );
