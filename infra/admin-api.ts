@@ -23,11 +23,12 @@ import { acknowledgeImagePullAuthorization, acknowledgeWildcardResource } from '
 export const ADMIN_API_PORT = 8080;
 /** The container command: the API on all interfaces of the task (the security group admits only the load balancer). */
 /**
- * `serve` behind the internal load balancer: X-Forwarded-For is believed from the VPC's range, where the balancer's
- * nodes are (the task's security group admits the balancer only), so rate limits and logs see each client's address.
+ * `serve` behind the internal load balancer (the task's security group admits the balancer only): X-Forwarded-For is
+ * believed for one hop, the address the balancer saw and appended, so rate limits and logs see each client's address.
+ * Not the VPC's range: the allowed callers are in the VPC too, and an address a caller wrote before its own would then
+ * be believed.
  */
-export const adminApiCommand = (vpcCidr: string) =>
-  ['node', 'bin/bulk-import.js', 'serve', '--port', `${ADMIN_API_PORT}`, '--host', '0.0.0.0', '--trust-proxy', vpcCidr];
+export const ADMIN_API_COMMAND = ['node', 'bin/bulk-import.js', 'serve', '--port', `${ADMIN_API_PORT}`, '--host', '0.0.0.0', '--trust-proxy', '1'];
 /** Target health: the database answers and has this build's schema (worker/http/routes/health.ts). */
 export const ADMIN_API_HEALTH_PATH = '/readyz';
 /** Log streams of the API: bulk-import-api/api/<task id>, in the worker's log group. */
@@ -130,7 +131,7 @@ export class AdminApi extends Construct {
     const container = this.taskDefinition.addContainer('api', {
       containerName: 'api',
       image: ecs.ContainerImage.fromEcrRepository(props.repository, props.imageDigest ?? props.imageTag),
-      command: adminApiCommand(props.vpc.vpcCidrBlock),
+      command: ADMIN_API_COMMAND,
       essential: true,
       user: props.user,
       readonlyRootFilesystem: true,

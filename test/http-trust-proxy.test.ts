@@ -12,7 +12,7 @@ let trusting: TestApi;
 let plain: TestApi;
 
 beforeAll(async () => {
-  trusting = await startTestApi(env, { rateLimitPerMinute: 2 }, {}, { trustProxy: ['127.0.0.1/32'] });
+  trusting = await startTestApi(env, { rateLimitPerMinute: 2 }, {}, { trustProxy: 1 });
   plain = await startTestApi(env, { rateLimitPerMinute: 2 });
 });
 afterAll(async () => {
@@ -32,10 +32,13 @@ describe('--trust-proxy', () => {
     // Another client behind the same proxy: its own bucket when the proxy is trusted, the exhausted one otherwise.
     expect((await signIn(trusting, '203.0.113.2')).status).toBe(200);
     expect((await signIn(plain, '203.0.113.2')).status).toBe(429);
+    // One hop: what a client wrote before the address the proxy appended is not believed.
+    expect((await signIn(trusting, '198.51.100.9, 203.0.113.1')).status).toBe(429);
   });
 
   it('serve refuses a --trust-proxy that is not addresses or ranges, naming it', async () => {
     const refused = await runCli(env, ['serve', '--port', '0', '--trust-proxy', '10.0.0.0/16,everyone']);
+    // (A number is a count of proxies; addresses and ranges are the other form.)
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain('not everyone');
   });

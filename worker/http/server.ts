@@ -91,12 +91,13 @@ export interface ApiServerOptions extends Omit<ApiDependencies, 'registry' | 'li
   limits?: Partial<ApiLimits>;
   admin?: Partial<AdminOptions>;
   /**
-   * Addresses or CIDR ranges of the proxies (a load balancer) whose X-Forwarded-For is believed: the client's address
-   * then keys the rate limit of requests without a key (sign-in, health) and shows in the logs. Without it, behind a
-   * load balancer every client has the balancer's address and shares one bucket: one client could lock everyone out
-   * of signing in. Never a range clients can send from directly: they could then claim any address.
+   * The proxies whose X-Forwarded-For is believed: a number of hops (1: the address a load balancer saw and appended,
+   * whatever the client wrote before it), or their addresses or CIDR ranges. The client's address then keys the rate
+   * limit of requests without a key (the admin sign-in) and shows in the logs. Without it, behind a load balancer every
+   * client has the balancer's address and shares one bucket: one client could lock everyone out of signing in. Never a
+   * range clients can send from directly: they could then claim any address.
    */
-  trustProxy?: readonly string[];
+  trustProxy?: readonly string[] | number;
 }
 
 /** The key of the request (set by the auth hook on every non-public route). */
@@ -123,6 +124,15 @@ export const actorOf = (request: FastifyRequest) => {
 
 const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
 
+/**
+ * Fastify's trustProxy: the trusted addresses and ranges as one list, or for a hop count the function proxy-addr makes
+ * of one (hop 0 is the socket's peer, the nearest proxy); off when none is given.
+ */
+function trustProxySetting(trust: ApiServerOptions['trustProxy']): string | boolean | ((address: string, hop: number) => boolean) {
+  if (typeof trust === 'number') return (_address, hop) => hop < trust;
+  return trust && trust.length > 0 ? trust.join(',') : false;
+}
+
 export async function buildApiServer(options: ApiServerOptions): Promise<FastifyInstance> {
   const deps: ApiDependencies = {
     ...options,
@@ -137,7 +147,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     requestTimeout: deps.limits.requestTimeoutMs,
     connectionTimeout: deps.limits.requestTimeoutMs * 2,
     return503OnClosing: true,
-    trustProxy: options.trustProxy && options.trustProxy.length > 0 ? options.trustProxy.join(',') : false,
+    trustProxy: trustProxySetting(options.trustProxy),
     // Refuse unknown fields (naming them) instead of dropping them silently; query strings are coerced.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   });
