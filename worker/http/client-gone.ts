@@ -4,7 +4,10 @@
 // reads waiting for the socket to drain) watch for the client through here, which also answers "gone already".
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
-/** What the request log shows for a request whose client left before its answer (nginx's code; nobody receives it). */
+/**
+ * The status logged for a request whose client left before its answer (nginx's code). The routes log it themselves:
+ * the reply they still send goes to a closed socket, never finishes, and so never reaches Fastify's request log.
+ */
 export const CLIENT_CLOSED_REQUEST = 499;
 
 /**

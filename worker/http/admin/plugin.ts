@@ -114,8 +114,9 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
         if (request.method === 'POST' && !request.routeOptions.config?.adminPublic) requireCsrf(request.adminSessionToken ?? '', request.body);
       });
       admin.setErrorHandler((error, request, reply) => {
-        const { status, body, headers, internal } = describeError(error);
+        const { status, body, headers, internal, uncaught } = describeError(error);
         if (internal) request.log.error({ err: error }, 'admin page failed');
+        else if (uncaught) request.log.warn({ err: error, code: body.error.code, status }, 'admin request refused by the database');
         else if (status !== 404) request.log.info({ code: body.error.code, status }, 'admin request refused');
         const viewer = request.adminSessionToken && request.apiKey ? viewerOf(request) : null;
         const title = status === 404 ? 'Not found' : status === 403 ? 'Not allowed' : status === 401 ? 'Sign in' : status >= 500 ? 'Something went wrong' : 'Refused';
@@ -193,8 +194,9 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
           try {
             await action.run(deps.pool, actor, id, form);
           } catch (error) {
-            const { status, body } = describeError(error);
+            const { status, body, uncaught } = describeError(error);
             if (status >= 500 || status === 404) throw error;
+            if (uncaught) request.log.warn({ err: error, jobId: id, action: action.name }, 'admin action refused by the database');
             return sendPage(reply, await confirmActionPage(deps, viewerOf(request), id, action, { error: body.error.message, form }), status);
           }
           request.log.info({ jobId: id, action: action.name, actor: actor.name }, 'run action (admin page)');

@@ -116,7 +116,7 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
         const body = new PassThrough({ highWaterMark: 64 * 1024 });
         const sink = new ExportSink(body);
         if (!whenClientGone(request, reply, () => sink.clientGone())) {
-          request.log.debug({ jobId: job.id }, 'errors export not started: the client left');
+          request.log.info({ jobId: job.id, statusCode: CLIENT_CLOSED_REQUEST }, 'errors export not started: the client left');
           return reply.code(CLIENT_CLOSED_REQUEST).send();
         }
         const export_ = handler.exportErrorsCsv(deps.pool, job.id, sink as unknown as NodeJS.WritableStream);

@@ -90,7 +90,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       };
       if (!whenClientGone(request, reply, stop)) {
         stop();
-        request.log.debug({ jobId }, 'event stream not opened: the client left');
+        request.log.info({ jobId, statusCode: CLIENT_CLOSED_REQUEST }, 'event stream not opened: the client left');
         return reply.code(CLIENT_CLOSED_REQUEST).send();
       }
 
