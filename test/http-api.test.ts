@@ -1,11 +1,14 @@
 // The HTTP API (`bulk-import serve`) over real HTTP against the test database: health and spec without a key, API keys
 // (made, listed and revoked by the real CLI), submit with the queue's dedupe rules, the run record, keyset-paged
 // listings with filters, tenant isolation, roles, and the one error shape.
+import pg, { type PoolClient } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { revokeApiKey } from '../worker/auth/api-keys.js';
 import { describeError } from '../worker/http/errors.js';
 import { useTestEnvironment } from './harness.js';
 import { call, makeKey, startTestApi, type TestApi } from './support/api-server.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
+import { waitFor } from './support/in-process-worker.js';
 import { openEvents } from './support/sse-client.js';
 
 const env = useTestEnvironment();
@@ -108,6 +111,41 @@ describe('revocation', () => {
     } finally {
       revokedStream.close();
       keptStream.close();
+    }
+  });
+});
+
+describe('revocation while a stream opens', () => {
+  it('a key revoked while its stream waits to open ends that stream once it opens', async () => {
+    const late = await makeKey(env, 'late', 'tenant', 'ta');
+    const job = await submitNoop('ta', { runAt: '2999-01-01T00:00:00Z' });
+    // The key is verified (and cached) first; then every pooled connection is held, so the stream waits in its route.
+    expect((await call(api, 'GET', '/v1/jobs?limit=1', { key: late })).status).toBe(200);
+    const held: PoolClient[] = [];
+    for (let i = 0; i < env.pool.options.max; i += 1) held.push(await env.pool.connect());
+    let opening: ReturnType<typeof openEvents>;
+    try {
+      opening = openEvents(api, job.id, late);
+      await waitFor(async () => env.pool.waitingCount > 0);
+      // Revoked meanwhile, on a connection of its own: this server hears it before the stream is registered.
+      const admin = new pg.Client({ connectionString: env.databaseUrl });
+      await admin.connect();
+      try {
+        await revokeApiKey(admin, 'late');
+      } finally {
+        await admin.end();
+      }
+    } finally {
+      for (const client of held) client.release();
+    }
+    const stream = await opening;
+    try {
+      await Promise.race([
+        stream.closed,
+        new Promise((_, reject) => setTimeout(() => reject(new Error('the stream of a key revoked while it opened is still open after 20 s')), 20_000).unref()),
+      ]);
+    } finally {
+      stream.close();
     }
   });
 });

@@ -106,6 +106,13 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       reply.hijack();
       open.add(raw);
       byKey.set(keyId, (byKey.get(keyId) ?? new Set()).add(raw));
+      // A revocation heard after the key was checked and before this stream was registered found nothing to end: check
+      // the key once more now that the stream is registered (later revocations find it). One query per stream opened.
+      activeApiKeyIds(deps.pool, [keyId])
+        .then((active) => {
+          if (!active.has(keyId)) endStreamsOf(keyId);
+        })
+        .catch((error: unknown) => request.log.warn({ err: error }, 'event stream: could not check its key again'));
       raw.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache, no-transform',
