@@ -11,7 +11,8 @@ export function encodeCursor(position: Record<string, string | number>): string 
  */
 export type CursorField = 'integer' | 'int32' | 'timestamp';
 
-const INT32_MAX = 2_147_483_647;
+/** The largest Postgres integer (row and item numbers). */
+export const INT32_MAX = 2_147_483_647;
 // What a cursor's timestamp can be: a run's time. (JavaScript dates reach 271,821 BC; timestamptz starts at 4713 BC.)
 const YEARS = { min: 1970, max: 9999 };
 

@@ -103,7 +103,7 @@ export function describeError(error: unknown): {
     return { ...reply(400, 'INVALID_REQUEST', `the database refused a value of this request: ${error.message}`), uncaught: true };
   }
   if (isConnectionError(error)) return reply(503, 'DATABASE_UNAVAILABLE', 'the database is not reachable; try again shortly', undefined, { 'retry-after': '5' });
-  if ((error as { code?: string }).code === '57014') return reply(503, 'TIMEOUT', 'the request took too long; try again, or narrow it', undefined, { 'retry-after': '5' });
+  if (sqlState === '57014') return reply(503, 'TIMEOUT', 'the request took too long; try again, or narrow it', undefined, { 'retry-after': '5' });
   return reply(500, 'INTERNAL', 'internal error (logged)');
 }
 

@@ -166,7 +166,9 @@ const ACTIVE_BY_KEY = { forTenant: activeByKeySql(false), withoutTenant: activeB
 
 /** The tenant's active run (queued, running, in review) holding this dedupe key, if any; null tenant: runs without one. */
 export async function findActiveRun(db: Queryable, dedupeKey: string, tenantId: string | null): Promise<JobRow | null> {
-  const { rows } = await db.query(tenantId === null ? ACTIVE_BY_KEY.withoutTenant : ACTIVE_BY_KEY.forTenant, tenantId === null ? [dedupeKey] : [dedupeKey, tenantId]);
+  const { rows } = tenantId === null
+    ? await db.query(ACTIVE_BY_KEY.withoutTenant, [dedupeKey])
+    : await db.query(ACTIVE_BY_KEY.forTenant, [dedupeKey, tenantId]);
   return rows[0] ? toJobRow(rows[0]) : null;
 }
 

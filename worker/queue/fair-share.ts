@@ -36,10 +36,11 @@ export function fairTagStep(policy: FairSharePolicy, tenantId: string | null): n
  * kind, tenant, priority and step. A flow with queued runs continues its own timeline: its tail in
  * jobs_queued_by_kind_tenant, plus one step (one index descent). A flow with nothing queued joins at the claim
  * frontier of its priority: the later of the head (the smallest queued tag, one descent of jobs_claim_order) and the
- * largest tag of the flow's kind's runs being worked on (running runs were claimed in tag order, so their largest tag is
- * where the claims of that kind are; a kind with tenant ceilings is claimed in a pool of its own, at its own pace). The head alone can lag far behind: a run scheduled for later or waiting out a retry backoff keeps its
- * old turn, and so does a tenant held at its TENANT_KIND_CONCURRENCY ceiling; a flow joining at such a stale tag was
- * claimed before every other flow's remaining backlog, as many turns in a row as it had runs. coalesce evaluates
+ * largest tag of the flow's kind's runs being worked on (running runs were claimed in tag order, so their largest tag
+ * is where the claims of that kind are; a kind with tenant ceilings is claimed in a pool of its own, at its own pace).
+ * The head alone can lag far behind: a run scheduled for later or waiting out a retry backoff keeps its old turn, and
+ * so does a tenant held at its TENANT_KIND_CONCURRENCY ceiling; a flow joining at such a stale tag was claimed before
+ * every other flow's remaining backlog, as many turns in a row as it had runs. coalesce evaluates
  * its arguments lazily, so floods (which have a tail) never pay for the frontier. (The head lookup walks the index
  * entries of just-claimed runs until vacuum removes them; the running runs are few, read through jobs_lease_expiry.)
  * With step 0 (fair share off) the tag is 0.

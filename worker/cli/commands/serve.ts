@@ -26,7 +26,7 @@ interface ServeOptions {
 const ADDRESS_OR_RANGE = /^[0-9A-Fa-f:.]+(?:\/\d{1,3})?$/;
 
 /** --trust-proxy: a number of proxy hops (1: the address the nearest proxy saw), or addresses and CIDR ranges. */
-function addressList(value: string): string[] | number {
+function trustedProxies(value: string): string[] | number {
   if (/^\d{1,2}$/.test(value.trim()) && Number(value) >= 1) return Number(value);
   const list = value.split(',').map((part) => part.trim()).filter((part) => part !== '');
   const bad = list.find((part) => !ADDRESS_OR_RANGE.test(part));
@@ -48,7 +48,7 @@ export function registerServeCommand(program: Command): void {
     .option('--rate-limit <n>', 'requests per minute per API key', integerIn(1, 1_000_000), DEFAULT_LIMITS.rateLimitPerMinute)
     .option('--body-limit <bytes>', 'largest request body', integerIn(1_024, 16 * 1024 * 1024), DEFAULT_LIMITS.bodyLimitBytes)
     .option('--secure-cookies', 'admin pages: always mark cookies Secure (TLS ends before a proxy that sends no X-Forwarded-Proto)')
-    .option('--trust-proxy <hops|addresses>', "believe X-Forwarded-For for this many proxies in front (1: a load balancer), or from these addresses or CIDR ranges: rate limits and logs then see the client's address", addressList)
+    .option('--trust-proxy <hops|addresses>', "believe X-Forwarded-For for this many proxies in front (1: a load balancer), or from these addresses or CIDR ranges: rate limits and logs then see the client's address", trustedProxies)
     .option('--session-hours <n>', 'admin pages: how long a sign-in lasts', integerIn(1, 24 * 30), DEFAULT_ADMIN_OPTIONS.sessionTtlMs / 3_600_000)
     .action(async (options: ServeOptions) => {
       const running = await startApiServer(options);

@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { listDeadJobs, purgeDead, replayDead, requireVisibleJob } from '../../actions/run-actions.js';
 import { createAdminSession, csrfTokenFor, endAdminSession } from '../../auth/admin-sessions.js';
 import { findActiveApiKey } from '../../auth/api-keys.js';
+import { INT32_MAX } from '../cursor.js';
 import { ApiError, describeError, notFound } from '../errors.js';
 import { actorOf, keyOf, requireOperator, type ApiDependencies } from '../server.js';
 import { ADMIN_SCRIPT, ADMIN_STYLE } from './assets.js';
@@ -80,11 +81,10 @@ function actionForm(form: Form | undefined): ActionForm {
   return { note: field(form, 'note'), resetAttempts: field(form, 'resetAttempts') === 'true', excludeRows: field(form, 'excludeRows') };
 }
 
-/** Numbers from the query string: a keyset position; anything else is the first page. */
-// A row or item number (a Postgres integer): anything else starts at the first page.
+/** A keyset position from the query string: a row or item number (a Postgres integer); anything else is the first page. */
 function position(value: unknown, first: number): number {
   const number = typeof value === 'string' && /^\d{1,10}$/.test(value) ? Number(value) : Number.NaN;
-  return number <= 2_147_483_647 ? number : first;
+  return number <= INT32_MAX ? number : first;
 }
 
 export async function registerAdminPages(app: FastifyInstance, deps: ApiDependencies, options: AdminOptions): Promise<void> {

@@ -3,7 +3,7 @@
 // came after it, with exactly the events it missed — then `state` and `progress` events as they happen, and a comment
 // line every eventKeepAliveMs so proxies keep it open. Event ids are `<process>.<sequence>`.
 import type { ServerResponse } from 'node:http';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { requireVisibleJob } from '../../actions/run-actions.js';
 import { activeApiKeyIds } from '../../auth/api-keys.js';
 import type { JobRow } from '../../queue/types.js';
@@ -38,15 +38,18 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
   const endStreamsOf = (keyId: number) => {
     for (const raw of byKey.get(keyId) ?? []) raw.end();
   };
-  const recheck = async () => {
-    const keyIds = [...byKey.keys()];
+  /** Checks these keys in the table and ends the streams of those revoked. */
+  const endRevoked = (keyIds: number[], log: FastifyBaseLogger) => {
     if (keyIds.length === 0) return;
-    const active = await activeApiKeyIds(deps.pool, keyIds);
-    for (const keyId of keyIds) if (!active.has(keyId)) endStreamsOf(keyId);
+    activeApiKeyIds(deps.pool, keyIds)
+      .then((active) => {
+        for (const keyId of keyIds) if (!active.has(keyId)) endStreamsOf(keyId);
+      })
+      .catch((error: unknown) => log.warn({ err: error }, 'event streams: could not check their keys again'));
   };
   const stopHearing = revocations.onRevocation((keyId) => {
     if (keyId !== null) endStreamsOf(keyId);
-    else recheck().catch((error: unknown) => deps.log.warn({ err: error }, 'event streams: could not check their keys again'));
+    else endRevoked([...byKey.keys()], deps.log);
   });
   app.addHook('onClose', async () => stopHearing());
   app.get<{ Params: { id: number } }>(
@@ -108,11 +111,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       byKey.set(keyId, (byKey.get(keyId) ?? new Set()).add(raw));
       // A revocation heard after the key was checked and before this stream was registered found nothing to end: check
       // the key once more now that the stream is registered (later revocations find it). One query per stream opened.
-      activeApiKeyIds(deps.pool, [keyId])
-        .then((active) => {
-          if (!active.has(keyId)) endStreamsOf(keyId);
-        })
-        .catch((error: unknown) => request.log.warn({ err: error }, 'event stream: could not check its key again'));
+      endRevoked([keyId], request.log);
       raw.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache, no-transform',
