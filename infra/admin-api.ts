@@ -1,7 +1,7 @@
 // The optional admin API (`adminApi`): a second, small Fargate service from the worker's image running
 // `bulk-import serve` (docs/API.md), behind an internal Application Load Balancer that speaks HTTPS only and admits
-// only the given security groups or CIDRs. Its task role may presign uploads under the CSV upload prefix and nothing
-// else in S3; everything else it serves comes from the database, which needs no IAM (DATABASE_URL, or an IAM token for
+// only the given security groups or CIDRs. Its task role may presign uploads under the CSV upload prefix, and read
+// their sizes, and nothing else in S3; everything else it serves comes from the database, which needs no IAM (DATABASE_URL, or an IAM token for
 // one user when databaseIamAuth is on).
 import { ArnFormat, Duration, Stack, Token, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
@@ -210,6 +210,11 @@ export class AdminApi extends Construct {
     role.addToPrincipalPolicy(
       new iam.PolicyStatement({ sid: 'PresignUploads', actions: ['s3:PutObject'], resources: [uploadObjectsArn] }),
     );
+    // A CSV import's submit reads its upload's size with a HEAD (worker/http/csv-upload.ts), which S3 authorizes as
+    // s3:GetObject. Without s3:ListBucket a missing key answers 403, not 404: the API takes both as "not uploaded".
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({ sid: 'MeasureUploads', actions: ['s3:GetObject'], resources: [uploadObjectsArn] }),
+    );
     if (props.bucketKmsKey) {
       const stack = Stack.of(this);
       role.addToPrincipalPolicy(
@@ -248,7 +253,8 @@ export class AdminApi extends Construct {
         taskPolicy,
         uploadObjectsArn,
         'Upload keys are generated per request (imports/<tenant>/<uuid>.csv), so the grant covers the CSV upload ' +
-          'prefix of the one import bucket, for s3:PutObject only (what a presigned upload URL needs).',
+          'prefix of the one import bucket, for s3:PutObject (what a presigned upload URL needs) and s3:GetObject (the ' +
+          "HEAD that reads an upload's size when its import is submitted).",
       );
     }
     acknowledgeImagePullAuthorization(this.taskDefinition);

@@ -1,6 +1,7 @@
 // The HTTP API (`bulk-import serve`) over real HTTP against the test database: health and spec without a key, API keys
 // (made, listed and revoked by the real CLI), submit with the queue's dedupe rules, the run record, keyset-paged
 // listings with filters, tenant isolation, roles, and the one error shape.
+import { PutObjectCommand } from '@aws-sdk/client-s3';
 import pg, { type PoolClient } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { revokeApiKey } from '../worker/auth/api-keys.js';
@@ -24,6 +25,11 @@ beforeAll(async () => {
   tenantB = await makeKey(env, 'backend-b', 'tenant', 'tb');
 });
 afterAll(async () => api?.close());
+
+/** A CSV upload in the test's bucket, as a PUT to a presigned URL leaves it. */
+async function upload(key: string, bytes = 64): Promise<void> {
+  await env.s3.send(new PutObjectCommand({ Bucket: env.bucket, Key: key, Body: Buffer.alloc(bytes, 'a') }));
+}
 
 async function submitNoop(tenant: string, extra: Record<string, unknown> = {}) {
   const response = await call(api, 'POST', '/v1/jobs', { key: operator, body: { kind: 'noop', tenant, payload: { sleepMs: 0 }, ...extra } });
@@ -298,6 +304,7 @@ describe('tenants and roles', () => {
 
   it('a tenant key submits CSV imports for its own tenant only, and no operator kinds', async () => {
     const payload = { bucket: env.bucket, key: 'imports/ta/x.csv', profile: 'products' };
+    await upload(payload.key);
     const created = await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'csv-import', payload, runAt: '2999-01-01T00:00:00Z' } });
     expect(created.status).toBe(201);
     expect(created.body.job).toMatchObject({ tenant: 'ta', startedBy: 'backend-a' });
@@ -313,9 +320,60 @@ describe('tenants and roles', () => {
     expect(operatorKind).toMatchObject({ status: 403, body: { error: { code: 'FORBIDDEN', field: 'kind' } } });
   });
 
+  it("a CSV import's size is its upload's, read from S3: a declared size is checked, a missing upload or another tenant's key refused", async () => {
+    const runAt = '2999-01-01T00:00:00Z';
+    const submit = (key: string, payload: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+      call(api, 'POST', '/v1/jobs', { key, body: { kind: 'csv-import', payload: { bucket: env.bucket, profile: 'products', ...payload }, runAt, ...extra } });
+    await upload('imports/ta/sized.csv', 1234);
+    await upload('imports/tb/secret.csv', 10);
+    const before = await env.pool.query('SELECT count(*)::int AS n FROM jobs');
+    // Declared 0 to slip under a queued-bytes limit: refused, naming the field.
+    const understated = await submit(tenantA, { key: 'imports/ta/sized.csv' }, { sizeBytes: 0 });
+    expect(understated).toMatchObject({ status: 400, body: { error: { code: 'SIZE_MISMATCH', field: 'sizeBytes' } } });
+    expect(understated.body.error.message).toContain('1234 bytes');
+    const missing = await submit(tenantA, { key: 'imports/ta/never-uploaded.csv' });
+    expect(missing).toMatchObject({ status: 400, body: { error: { code: 'UPLOAD_NOT_FOUND', field: 'payload.key' } } });
+    // Another tenant's key is refused before any HEAD: the answer is the same whether that upload exists or not.
+    const theirs = await submit(tenantA, { key: 'imports/tb/secret.csv' });
+    const theirsMissing = await submit(tenantA, { key: 'imports/tb/absent.csv' });
+    expect(theirs).toMatchObject({ status: 400, body: { error: { code: 'CSV_KEY_NOT_ALLOWED', field: 'payload.key' } } });
+    expect(theirsMissing.body.error.code).toBe(theirs.body.error.code);
+    const otherBucket = await submit(tenantA, { key: 'imports/ta/sized.csv', bucket: 'someone-elses-bucket' });
+    expect(otherBucket).toMatchObject({ status: 400, body: { error: { code: 'CSV_BUCKET_NOT_ALLOWED', field: 'payload.bucket' } } });
+    const noTenant = await submit(operator, { key: 'imports/ta/sized.csv' });
+    expect(noTenant).toMatchObject({ status: 400, body: { error: { code: 'TENANT_REQUIRED', field: 'tenant' } } });
+    expect((await env.pool.query('SELECT count(*)::int AS n FROM jobs')).rows[0]).toEqual(before.rows[0]);
+
+    const measured = await submit(tenantA, { key: 'imports/ta/sized.csv' });
+    expect(measured.status).toBe(201);
+    const exact = await submit(operator, { key: 'imports/ta/sized.csv', tenant: 'ta' }, { sizeBytes: 1234, dedupeKey: null });
+    expect(exact.status).toBe(201);
+    const { rows } = await env.pool.query<{ size_bytes: number }>('SELECT size_bytes FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id', [[measured.body.job.id, exact.body.job.id]]);
+    expect(rows.map((row) => Number(row.size_bytes))).toEqual([1234, 1234]);
+  });
+
+  it('the queued-bytes limit counts what was uploaded, not what the caller declares', async () => {
+    const limited = await startTestApi(env, {}, { ADMISSION_TENANT_QUEUED_BYTES: '3000' });
+    try {
+      const tenant = await makeKey(env, 'backend-bytes', 'tenant', 'tbytes');
+      for (const name of ['one', 'two', 'three']) await upload(`imports/tbytes/${name}.csv`, 1400);
+      const submit = (name: string) =>
+        call(limited, 'POST', '/v1/jobs', { key: tenant, body: { kind: 'csv-import', payload: { bucket: env.bucket, key: `imports/tbytes/${name}.csv`, profile: 'products' }, runAt: '2999-01-01T00:00:00Z' } });
+      expect((await submit('one')).status).toBe(201);
+      expect((await submit('two')).status).toBe(201);
+      const third = await submit('three');
+      expect(third).toMatchObject({ status: 429, body: { error: { code: 'QUEUE_LIMIT' } } });
+      expect(third.body.error.message).toContain('2800');
+    } finally {
+      await limited.close();
+    }
+  });
+
   it("a dedupe key is the tenant's own: another tenant's key never returns, nor blocks, a run of the first", async () => {
     const payload = { bucket: env.bucket, key: 'imports/ta/dedupe.csv', profile: 'products' };
     const runAt = '2999-01-01T00:00:00Z';
+    await upload(payload.key);
+    await upload('imports/tb/dedupe.csv');
     const ownRun = await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'csv-import', payload, runAt } });
     expect(ownRun.status).toBe(201);
     const theirKey = ownRun.body.job.dedupeKey as string;

@@ -108,17 +108,16 @@ describe('admin API on', () => {
     expect(resourcesOfType(on.template, 'AWS::ECS::Service')).toHaveLength(2);
   });
 
-  it("limits the API task role to presigning uploads under imports/ of the bucket", () => {
+  it("limits the API task role to presigning uploads under imports/ of the bucket and reading their sizes", () => {
     const taskRole = logicalId(on.template, 'AWS::IAM::Role', /AdminApiTaskDefinitionTaskRole/);
     const policies = resourcesOfType(on.template, 'AWS::IAM::Policy').filter(([, policy]) =>
       JSON.stringify(policy.Properties.Roles).includes(`"${taskRole}"`),
     );
     expect(policies).toHaveLength(1);
     const statements = iamStatements(on.template).filter((statement) => statement.policy === policies[0]![0]);
-    expect(statements.flatMap(actionsOf)).toEqual(['s3:PutObject']);
-    expect(statements.map((statement) => statement.Resource)).toEqual([
-      { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':s3:::backend-documents/imports/*']] },
-    ]);
+    expect(statements.flatMap(actionsOf)).toEqual(['s3:PutObject', 's3:GetObject']);
+    const uploads = { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':s3:::backend-documents/imports/*']] };
+    expect(statements.map((statement) => statement.Resource)).toEqual([uploads, uploads]);
   });
 
   it('passes cdk-nag with no unacknowledged finding, each acknowledgement with its reason', () => {

@@ -2,10 +2,13 @@
 import type { FastifyInstance } from 'fastify';
 import { submitRun } from '../../actions/run-actions.js';
 import { CSV_IMPORT_KIND } from '../../handlers/csv-validate.js';
+import { parseCsvImportPayload } from '../../imports/csv/payload.js';
 import { estimateJson, estimateRun } from '../../queue/estimate.js';
+import { checkEnqueueRequest, type EnqueueRequest } from '../../queue/enqueue.js';
 import { getRunRecord } from '../../queue/job-actions.js';
 import { listJobsPage } from '../../queue/operator.js';
 import { JOB_STATES, type JobState } from '../../queue/types.js';
+import { measureCsvUpload } from '../csv-upload.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { ApiError, jobNotFound } from '../errors.js';
 import { CURSOR, ERROR_RESPONSES, JOB_ID_PARAMS, limitParam } from '../schemas.js';
@@ -42,7 +45,7 @@ const SUBMIT_BODY = {
     priority: { type: 'integer', minimum: -2147483648, maximum: 2147483647 },
     maxAttempts: { type: 'integer', minimum: 1, maximum: 100 },
     runAt: { type: 'string', format: 'date-time' },
-    sizeBytes: { type: 'integer', minimum: 0, description: "the work's size (a CSV object's size, a mass import's planned bytes): counts toward the queued-bytes limits" },
+    sizeBytes: { type: 'integer', minimum: 0, description: "the work's size, counted toward the queued-bytes limits: a mass import's planned bytes; for a CSV import the API reads the upload's size from S3 (a different value here is refused)" },
   },
 } as const;
 
@@ -76,6 +79,17 @@ interface SubmitBody {
   maxAttempts?: number;
   runAt?: string;
   sizeBytes?: number;
+}
+
+/** A CSV import's size is its upload's, measured (csv-upload.ts): the queued-bytes limits must not take the caller's word. */
+async function csvUploadSize(deps: ApiDependencies, body: SubmitBody, scope: string | null): Promise<number> {
+  const payload = parseCsvImportPayload(body.kind, body.payload ?? {});
+  const tenant = scope ?? body.tenant ?? payload.tenant;
+  if (tenant === undefined) throw new ApiError(400, 'TENANT_REQUIRED', 'a CSV import needs a tenant: give tenant (operator keys) or payload.tenant', 'tenant');
+  if (payload.tenant !== undefined && payload.tenant !== tenant) {
+    throw new ApiError(400, 'TENANT_MISMATCH', `the payload's tenant (${payload.tenant}) is not the run's (${tenant}): give one tenant`, 'payload.tenant');
+  }
+  return measureCsvUpload(deps, body.kind, payload, tenant, body.sizeBytes);
 }
 
 export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): void {
@@ -163,21 +177,26 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
         }
       }
       const runAt = body.runAt ? new Date(body.runAt) : undefined;
-      const { job, reused, estimate } = await submitRun(
-        deps.pool,
-        actorOf(request),
-        {
-          kind: body.kind,
-          payload: body.payload ?? {},
-          tenantId: scope ?? body.tenant ?? null,
-          ...(body.dedupeKey !== undefined ? { dedupeKey: body.dedupeKey } : {}),
-          ...(body.priority !== undefined ? { priority: body.priority } : {}),
-          ...(body.maxAttempts !== undefined ? { maxAttempts: body.maxAttempts } : {}),
-          ...(runAt ? { runAt } : {}),
-          ...(body.sizeBytes !== undefined ? { sizeBytes: body.sizeBytes } : {}),
-        },
-        { registry: deps.registry, defaultMaxAttempts: deps.config.worker.defaultMaxAttempts, queue: deps.config.queue },
-      );
+      const submit: EnqueueRequest = {
+        kind: body.kind,
+        payload: body.payload ?? {},
+        tenantId: scope ?? body.tenant ?? null,
+        ...(body.dedupeKey !== undefined ? { dedupeKey: body.dedupeKey } : {}),
+        ...(body.priority !== undefined ? { priority: body.priority } : {}),
+        ...(body.maxAttempts !== undefined ? { maxAttempts: body.maxAttempts } : {}),
+        ...(runAt ? { runAt } : {}),
+        ...(body.sizeBytes !== undefined ? { sizeBytes: body.sizeBytes } : {}),
+      };
+      if (body.kind === CSV_IMPORT_KIND) {
+        // The request's own checks first (submit repeats them): a malformed request is refused without a call to S3.
+        checkEnqueueRequest(submit);
+        submit.sizeBytes = await csvUploadSize(deps, body, scope);
+      }
+      const { job, reused, estimate } = await submitRun(deps.pool, actorOf(request), submit, {
+        registry: deps.registry,
+        defaultMaxAttempts: deps.config.worker.defaultMaxAttempts,
+        queue: deps.config.queue,
+      });
       request.log.info({ jobId: job.id, kind: job.kind, reused, actor: key.name }, 'run submitted');
       const record = await getRunRecord(deps.pool, job.id);
       return reply.code(reused ? 200 : 201).send({ reused, job: { ...jobDetailView(job, record ?? {}), estimate: estimateJson(estimate) } });

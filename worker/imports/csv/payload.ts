@@ -83,7 +83,7 @@ export function assertCsvObjectAllowed(kind: string, payload: CsvImportPayload, 
     throw new PermanentJobError(
       `${kind} may read only the configured import bucket "${configuredBucket}" (S3_BUCKET), not "${payload.bucket}"`,
       'CSV_BUCKET_NOT_ALLOWED',
-      { bucket: payload.bucket, configuredBucket, key: payload.key },
+      { field: 'payload.bucket', bucket: payload.bucket, configuredBucket, key: payload.key },
     );
   }
   const prefix = csvUploadPrefixFor(tenant);
@@ -94,7 +94,7 @@ export function assertCsvObjectAllowed(kind: string, payload: CsvImportPayload, 
       `${kind} of tenant "${tenant}" may read only objects under "${prefix}" (a file name after it, no empty, "." or ".." ` +
         `segments), not "${payload.key}"`,
       'CSV_KEY_NOT_ALLOWED',
-      { bucket: payload.bucket, key: payload.key, tenant, prefix },
+      { field: 'payload.key', bucket: payload.bucket, key: payload.key, tenant, prefix },
     );
   }
 }
