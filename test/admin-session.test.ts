@@ -103,6 +103,49 @@ describe('admin sign-in and sessions', () => {
     expect((await get(`/v1/jobs/${jobId}/events`, { cookie: third.cookie })).status).toBe(401);
   });
 
+  it("a session's open event streams end when it signs out or expires; another session's stream goes on", async () => {
+    const { key } = await createApiKey(env.pool, { name: 'watcher', role: 'operator' });
+    const submitted = await call(api, 'POST', '/v1/jobs', { key, body: { kind: 'noop', tenant: 'acme', payload: {}, runAt: '2999-01-01T00:00:00Z' } });
+    const watched = submitted.body.job.id as number;
+    /** The stream of `watched` read with a session cookie: its text so far, and a promise of its end. */
+    const follow = async (cookie: string) => {
+      const response = await fetch(`${api.url}/v1/jobs/${watched}/events`, { headers: { cookie } });
+      expect(response.status).toBe(200);
+      const stream = { text: '', ended: Promise.resolve(), changed: () => {} };
+      stream.ended = (async () => {
+        for await (const chunk of response.body!) {
+          stream.text += Buffer.from(chunk as Uint8Array).toString();
+          stream.changed();
+        }
+      })();
+      return stream;
+    };
+    const leaving = await signIn(key);
+    const staying = await signIn(key);
+    const leavingStream = await follow(leaving.cookie);
+    const stayingStream = await follow(staying.cookie);
+    const page = await get('/admin/runs', { cookie: leaving.cookie });
+    expect((await post('/admin/sign-out', { csrf: await csrfOf(page) }, { cookie: leaving.cookie })).status).toBe(303);
+    await leavingStream.ended;
+    expect((await get(`/v1/jobs/${watched}/events`, { cookie: leaving.cookie })).status).toBe(401);
+    // The other session of the same key still hears the run: its cancel arrives as a state event.
+    const heard = new Promise<void>((resolve) => {
+      stayingStream.changed = () => stayingStream.text.includes('"state":"canceled"') && resolve();
+    });
+    expect((await call(api, 'POST', `/v1/jobs/${watched}/cancel`, { key, body: {} })).status).toBe(200);
+    await heard;
+
+    // A session about to expire: its stream ends at the expiry, as its next page would be refused.
+    const expiring = await signIn(key);
+    await env.pool.query(`UPDATE admin_sessions SET expires_at = now() + interval '1 second' WHERE token_hash = sha256(convert_to($1, 'UTF8'))`, [
+      decodeURIComponent(expiring.cookie.split('=')[1]!),
+    ]);
+    const expiringStream = await follow(expiring.cookie);
+    await expiringStream.ended;
+    expect((await get(`/v1/jobs/${watched}/events`, { cookie: expiring.cookie })).status).toBe(401);
+    expect(stayingStream.text).toContain('event: snapshot');
+  });
+
   it('the session cookie reads the event stream and the failed-row export, and nothing else of /v1', async () => {
     const { key } = await createApiKey(env.pool, { name: 'reader', role: 'operator' });
     const { cookie } = await signIn(key);

@@ -62,8 +62,31 @@ export async function findAdminSession(db: Queryable, token: string): Promise<Ad
   };
 }
 
-/** Signs out: the token signs nobody in any more. */
+/** A session's id outside the browser: the hex of its token's hash (what the table holds; it signs nobody in). */
+export const sessionIdOf = (token: string): string => hashSessionToken(token).toString('hex');
+
+/** Payload: the id of a session signed out. API servers end the event streams it opened (verified-keys.ts). */
+export const ADMIN_SESSION_ENDED_CHANNEL = 'bulk_import_admin_session_ended';
+
+/**
+ * Signs out: the token signs nobody in any more, and the streams the session opened end (the NOTIFY in the same
+ * statement reaches every API server at commit).
+ */
 export async function endAdminSession(db: Queryable, token: string): Promise<void> {
   if (!looksLikeSessionToken(token)) return;
-  await db.query('DELETE FROM admin_sessions WHERE token_hash = $1', [hashSessionToken(token)]);
+  await db.query(
+    `WITH ended AS (DELETE FROM admin_sessions WHERE token_hash = $1 RETURNING token_hash)
+     SELECT pg_notify('${ADMIN_SESSION_ENDED_CHANNEL}', encode(token_hash, 'hex')) FROM ended`,
+    [hashSessionToken(token)],
+  );
+}
+
+/** Of these session ids, the ones still live (not signed out, not expired, their key not revoked). */
+export async function liveAdminSessionIds(db: Queryable, ids: string[]): Promise<Set<string>> {
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT encode(s.token_hash, 'hex') AS id FROM admin_sessions s JOIN api_keys k ON k.id = s.api_key_id
+     WHERE s.token_hash = ANY($1::bytea[]) AND s.expires_at > now() AND k.revoked_at IS NULL`,
+    [ids.map((id) => Buffer.from(id, 'hex'))],
+  );
+  return new Set(rows.map((row) => row.id));
 }

@@ -5,12 +5,20 @@
 // revocation at its commit); while that session is down every request is checked against the table, and on each
 // (re)connect the cache starts empty, since notifications sent meanwhile were missed. A revocation in this process
 // (admin pages, tests) is applied before revokeApiKey returns. Entries also expire after ttlMs, the bound on how
-// long a key could outlive a notification that never came.
+// long a key could outlive a notification that never came. The same session hears sign-outs of admin sessions
+// (bulk_import_admin_session_ended) and passes them on, with revocations, to what outlives a request (onRevocation).
 import type { DatabaseTarget } from '../db/connection.js';
 import { ListenSession } from '../db/listen-session.js';
 import type { Queryable } from '../db/pool.js';
 import type { Logger } from '../logger.js';
+import { ADMIN_SESSION_ENDED_CHANNEL } from './admin-sessions.js';
 import { API_KEY_REVOKED_CHANNEL, findActiveApiKey, hashApiKey, looksLikeApiKey, onLocalRevocation, type ApiKey } from './api-keys.js';
+
+/**
+ * What a request that outlives its authentication (an event stream) must stop for: a revoked key, a signed-out admin
+ * session, or null when some may have been missed (the listener reconnected): check the ones you hold again.
+ */
+export type AccessEnded = { keyId: number } | { sessionId: string } | null;
 
 export interface VerifiedKeyOptions {
   /** How long a verified key is trusted without a new lookup. Default 10 s. */
@@ -26,7 +34,7 @@ export class VerifiedKeyCache {
   private readonly session: ListenSession | undefined;
   private listening = false;
   private readonly unsubscribe: () => void;
-  private readonly revocationListeners = new Set<(keyId: number | null) => void>();
+  private readonly revocationListeners = new Set<(ended: AccessEnded) => void>();
   private readonly ttlMs: number;
   private readonly maxEntries: number;
 
@@ -44,11 +52,12 @@ export class VerifiedKeyCache {
     this.session = new ListenSession({
       database,
       log,
-      channels: [API_KEY_REVOKED_CHANNEL],
+      channels: [API_KEY_REVOKED_CHANNEL, ADMIN_SESSION_ENDED_CHANNEL],
       applicationName: 'bulk-import-api-keys',
       downMessage: 'API key revocation listener is not connected; keys are looked up on every request',
       onNotification: (channel, payload) => {
         if (channel === API_KEY_REVOKED_CHANNEL) this.forget(Number(payload));
+        else if (channel === ADMIN_SESSION_ENDED_CHANNEL) this.tell({ sessionId: payload });
       },
       // Revocations sent while the session was away were missed: start empty.
       onConnected: () => {
@@ -94,20 +103,20 @@ export class VerifiedKeyCache {
   forget(keyId: number): void {
     this.generation += 1;
     for (const [id, entry] of this.entries) if (entry.key.id === keyId) this.entries.delete(id);
-    this.tell(keyId);
+    this.tell({ keyId });
   }
 
   /**
-   * For what outlives a request (an event stream): `listener` hears each revoked key's id as this process learns of
-   * it, and null when revocations may have been missed (the listener (re)connected): check the keys you hold again.
+   * For what outlives a request (an event stream): `listener` hears each revoked key and each signed-out session as
+   * this process learns of it, and null when some may have been missed (the listener (re)connected).
    */
-  onRevocation(listener: (keyId: number | null) => void): () => void {
+  onRevocation(listener: (ended: AccessEnded) => void): () => void {
     this.revocationListeners.add(listener);
     return () => this.revocationListeners.delete(listener);
   }
 
-  private tell(keyId: number | null): void {
-    for (const listener of this.revocationListeners) listener(keyId);
+  private tell(ended: AccessEnded): void {
+    for (const listener of this.revocationListeners) listener(ended);
   }
 
   private off(): void {

@@ -13,7 +13,7 @@ import type { Pool } from '../db/pool.js';
 import { defaultRegistry, type HandlerRegistry } from '../handlers/registry.js';
 import type { Logger } from '../logger.js';
 import { registerRequestSpans } from '../tracing/http-spans.js';
-import { loadSession } from './admin/session.js';
+import { loadSession, type LoadedSession } from './admin/session.js';
 import { DEFAULT_ADMIN_OPTIONS, registerAdminPages, type AdminOptions } from './admin/plugin.js';
 import { ApiError, describeError } from './errors.js';
 import type { JobEventHub } from './event-hub.js';
@@ -37,6 +37,8 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     apiKey: ApiKey | null;
+    /** The admin session whose cookie authenticated this request (routes with `sessionCookie`), else null. */
+    cookieSession: LoadedSession | null;
   }
   interface FastifyInstance {
     /** Every route of the API as `METHOD /path` (tests check each is in the spec). */
@@ -152,6 +154,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   });
   app.decorateRequest('apiKey', null);
+  app.decorateRequest('cookieSession', null);
   // First of the hooks: a request refused by authentication still has its span (worker/tracing/).
   registerRequestSpans(app);
   const routes: string[] = [];
@@ -190,7 +193,10 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     const match = BEARER.exec(request.headers.authorization ?? '');
     // A signed-in admin page follows a run's events and downloads its failed rows with its session cookie: the
     // session acts as its key. Only read-only GET routes that say so take a cookie (no cross-site writes).
-    if (!match && request.routeOptions.config?.sessionCookie && request.method === 'GET' && (await loadSession(deps.pool, request))) return;
+    if (!match && request.routeOptions.config?.sessionCookie && request.method === 'GET') {
+      request.cookieSession = await loadSession(deps.pool, request);
+      if (request.cookieSession) return;
+    }
     if (!match) throw new ApiError(401, 'UNAUTHENTICATED', 'send an API key: Authorization: Bearer <key>', undefined, { 'www-authenticate': 'Bearer' });
     const key = await verifiedKeys.find(match[1]!);
     if (!key) throw new ApiError(401, 'UNAUTHENTICATED', 'the API key is unknown or revoked', undefined, { 'www-authenticate': 'Bearer' });

@@ -5,7 +5,7 @@
 // cookie of its own (double submit).
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { csrfTokenMatches, findAdminSession } from '../../auth/admin-sessions.js';
+import { csrfTokenMatches, findAdminSession, sessionIdOf } from '../../auth/admin-sessions.js';
 import type { Queryable } from '../../db/pool.js';
 import { ApiError } from '../errors.js';
 
@@ -63,14 +63,21 @@ export function addCookie(reply: FastifyReply, cookie: string): void {
   void reply.header('set-cookie', [...list, cookie]);
 }
 
+/** The signed-in session of a request: its token, its id (sessionIdOf) and when it expires. */
+export interface LoadedSession {
+  token: string;
+  id: string;
+  expiresAt: Date;
+}
+
 /** The signed-in session of the request, or null: sets request.apiKey to the session's key. */
-export async function loadSession(db: Queryable, request: FastifyRequest): Promise<{ token: string } | null> {
+export async function loadSession(db: Queryable, request: FastifyRequest): Promise<LoadedSession | null> {
   const token = readCookies(request).get(SESSION_COOKIE);
   if (!token) return null;
   const session = await findAdminSession(db, token);
   if (!session) return null;
   request.apiKey = session.key;
-  return { token };
+  return { token, id: sessionIdOf(token), expiresAt: session.expiresAt };
 }
 
 /** Refuses a POST whose CSRF token is not the session's (403, nothing done). */

@@ -1,11 +1,14 @@
 // GET /v1/jobs/{id}/events: server-sent events of a run's state and progress changes. The stream opens with a
 // `snapshot` (the run as it is) — or, when the client reconnects with Last-Event-ID and this process still holds what
 // came after it, with exactly the events it missed — then `state` and `progress` events as they happen, and a comment
-// line every eventKeepAliveMs so proxies keep it open. Event ids are `<process>.<sequence>`.
+// line every eventKeepAliveMs so proxies keep it open. Event ids are `<process>.<sequence>`. A stream ends when the key
+// or admin session that opened it no longer would: the key revoked, the session signed out or expired.
 import type { ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { requireVisibleJob } from '../../actions/run-actions.js';
+import { liveAdminSessionIds } from '../../auth/admin-sessions.js';
 import { activeApiKeyIds } from '../../auth/api-keys.js';
+import type { AccessEnded } from '../../auth/verified-keys.js';
 import type { JobRow } from '../../queue/types.js';
 import { CLIENT_CLOSED_REQUEST, whenClientGone } from '../client-gone.js';
 import { ApiError } from '../errors.js';
@@ -20,9 +23,28 @@ function frame(id: string, type: string, data: unknown): string {
   return `id: ${id}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`;
 }
 
-/** Where a server hears of revoked keys (auth/verified-keys.ts). */
+/** Where a server hears of revoked keys and signed-out sessions (auth/verified-keys.ts). */
 export interface RevocationSource {
-  onRevocation(listener: (keyId: number | null) => void): () => void;
+  onRevocation(listener: (ended: AccessEnded) => void): () => void;
+}
+
+/** Open streams grouped by what opened them (a key id, a session id), to end them together. */
+class StreamGroups<K> {
+  private readonly groups = new Map<K, Set<ServerResponse>>();
+  add(id: K, raw: ServerResponse): void {
+    this.groups.set(id, (this.groups.get(id) ?? new Set()).add(raw));
+  }
+  delete(id: K, raw: ServerResponse): void {
+    const streams = this.groups.get(id);
+    streams?.delete(raw);
+    if (streams?.size === 0) this.groups.delete(id);
+  }
+  end(id: K): void {
+    for (const raw of this.groups.get(id) ?? []) raw.end();
+  }
+  ids(): K[] {
+    return [...this.groups.keys()];
+  }
 }
 
 export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies, revocations: RevocationSource): void {
@@ -31,25 +53,29 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
   app.addHook('preClose', async () => {
     for (const raw of open) raw.end();
   });
-  // A stream outlives the check of its key: when the key is revoked, its streams end, and the client's reconnect is
-  // refused like any request of a revoked key. When revocations may have been missed (the revocation listener
-  // reconnected), the keys of the open streams are checked again.
-  const byKey = new Map<number, Set<ServerResponse>>();
-  const endStreamsOf = (keyId: number) => {
-    for (const raw of byKey.get(keyId) ?? []) raw.end();
+  // A stream outlives the check of its key or session: when the key is revoked or the admin session that opened it
+  // signs out, its streams end, and the client's reconnect is refused like any request of theirs. When some may have
+  // been missed (the listener reconnected), the keys and sessions of the open streams are checked again.
+  const byKey = new StreamGroups<number>();
+  const bySession = new StreamGroups<string>();
+  /** Checks these keys and sessions in the tables and ends the streams of those no longer valid. */
+  const endRevoked = (keyIds: number[], sessionIds: string[], log: FastifyBaseLogger) => {
+    const check = async () => {
+      if (keyIds.length > 0) {
+        const active = await activeApiKeyIds(deps.pool, keyIds);
+        for (const keyId of keyIds) if (!active.has(keyId)) byKey.end(keyId);
+      }
+      if (sessionIds.length > 0) {
+        const live = await liveAdminSessionIds(deps.pool, sessionIds);
+        for (const sessionId of sessionIds) if (!live.has(sessionId)) bySession.end(sessionId);
+      }
+    };
+    check().catch((error: unknown) => log.warn({ err: error }, 'event streams: could not check their keys and sessions again'));
   };
-  /** Checks these keys in the table and ends the streams of those revoked. */
-  const endRevoked = (keyIds: number[], log: FastifyBaseLogger) => {
-    if (keyIds.length === 0) return;
-    activeApiKeyIds(deps.pool, keyIds)
-      .then((active) => {
-        for (const keyId of keyIds) if (!active.has(keyId)) endStreamsOf(keyId);
-      })
-      .catch((error: unknown) => log.warn({ err: error }, 'event streams: could not check their keys again'));
-  };
-  const stopHearing = revocations.onRevocation((keyId) => {
-    if (keyId !== null) endStreamsOf(keyId);
-    else endRevoked([...byKey.keys()], deps.log);
+  const stopHearing = revocations.onRevocation((ended) => {
+    if (ended === null) endRevoked(byKey.ids(), bySession.ids(), deps.log);
+    else if ('keyId' in ended) byKey.end(ended.keyId);
+    else bySession.end(ended.sessionId);
   });
   app.addHook('onClose', async () => stopHearing());
   app.get<{ Params: { id: number } }>(
@@ -83,13 +109,17 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       const subscription = hub.subscribe(jobId, (event) => (live ? send(event) : pending.push(event)));
       const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), deps.limits.eventKeepAliveMs);
       const keyId = keyOf(request).id;
+      const session = request.cookieSession;
+      // A session's stream ends when the session expires, as its next page would be refused (a timer's delay is at
+      // most about 24.8 days; a session lives hours).
+      const expiry = session ? setTimeout(() => raw.end(), Math.max(0, session.expiresAt.getTime() - Date.now())) : undefined;
       const stop = () => {
         clearInterval(keepAlive);
+        clearTimeout(expiry);
         subscription.unsubscribe();
         open.delete(raw);
-        const streams = byKey.get(keyId);
-        streams?.delete(raw);
-        if (streams?.size === 0) byKey.delete(keyId);
+        byKey.delete(keyId, raw);
+        if (session) bySession.delete(session.id, raw);
       };
       if (!whenClientGone(request, reply, stop)) {
         stop();
@@ -108,10 +138,11 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       if (raw.destroyed) return reply.code(CLIENT_CLOSED_REQUEST).send();
       reply.hijack();
       open.add(raw);
-      byKey.set(keyId, (byKey.get(keyId) ?? new Set()).add(raw));
-      // A revocation heard after the key was checked and before this stream was registered found nothing to end: check
-      // the key once more now that the stream is registered (later revocations find it). One query per stream opened.
-      endRevoked([keyId], request.log);
+      byKey.add(keyId, raw);
+      if (session) bySession.add(session.id, raw);
+      // A revocation or sign-out heard after the check and before this stream was registered found nothing to end:
+      // check once more now that the stream is registered (later ones find it). One or two queries per stream opened.
+      endRevoked([keyId], session ? [session.id] : [], request.log);
       raw.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache, no-transform',
