@@ -156,6 +156,32 @@ describe('revocation while a stream opens', () => {
   });
 });
 
+describe('event ids', () => {
+  it("number a run's own events: a follower learns nothing of other runs' events from them", async () => {
+    const mine = await submitNoop('ta', { runAt: '2999-01-01T00:00:00Z' });
+    const others = [await submitNoop('tb', { runAt: '2999-01-01T00:00:00Z' }), await submitNoop('tb', { runAt: '2999-01-01T00:00:00Z' })];
+    const theirStreams = await Promise.all(others.map((job) => openEvents(api, job.id, tenantB)));
+    const myStream = await openEvents(api, mine.id, tenantA);
+    try {
+      const snapshot = await myStream.waitFor((event) => event.event === 'snapshot');
+      // Other tenants' runs change meanwhile, and their followers get events.
+      for (const [index, job] of others.entries()) {
+        expect((await call(api, 'POST', `/v1/jobs/${job.id}/cancel`, { key: operator })).status).toBe(200);
+        await theirStreams[index]!.waitFor((event) => event.event === 'state' && event.data.state === 'canceled');
+      }
+      expect((await call(api, 'POST', `/v1/jobs/${mine.id}/cancel`, { key: operator })).status).toBe(200);
+      const canceled = await myStream.waitFor((event) => event.event === 'state' && event.data.state === 'canceled');
+      const [token, number] = snapshot.id!.split('.');
+      expect(canceled.id).toBe(`${token}.${Number(number) + 1}`);
+      // Each run's sequence has a token of its own.
+      const theirs = await theirStreams[0]!.waitFor((event) => event.event === 'snapshot');
+      expect(theirs.id!.split('.')[0]).not.toBe(token);
+    } finally {
+      for (const stream of [myStream, ...theirStreams]) stream.close();
+    }
+  });
+});
+
 describe('submit and read runs', () => {
   it('POST /v1/jobs: 201 for a new run, 200 with reused: true for an active run of the same dedupe key', async () => {
     const body = { kind: 'noop', tenant: 'ta', payload: { sleepMs: 0 }, dedupeKey: 'same-one', runAt: '2999-01-01T00:00:00Z' };

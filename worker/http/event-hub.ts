@@ -1,9 +1,10 @@
 // Feeds the event streams of GET /v1/jobs/{id}/events. One LISTEN session on bulk_import_job_state for the whole
 // process (not one per client); transitions of followed runs become `state` events at once, and a poll of the
 // followed running runs (one statement for all of them, every eventPollMs) adds `progress` events — progress writes
-// are not transitions, so the channel does not carry them. Every event gets a sequence number of this process; a
-// run's events are kept for a while after its last follower left, so a client that reconnects with Last-Event-ID
-// gets exactly the events it missed. When they are gone (another server process, a restart, a long absence), the
+// are not transitions, so the channel does not carry them. Every event gets the next number of its run's own sequence
+// here, under a random token of that sequence (an id shows nothing of other runs' events: a process-wide counter would
+// tell a follower how busy everyone else is); a run's events are kept for a while after its last follower left, so a
+// client that reconnects with Last-Event-ID gets exactly the events it missed. When they are gone (another server process, a restart, a long absence), the
 // stream starts again from a snapshot of the run: its current state is never lost, intermediate ones may be.
 import { randomBytes } from 'node:crypto';
 import type { DatabaseTarget } from '../db/connection.js';
@@ -38,8 +39,10 @@ export interface JobEventHubOptions {
 
 interface Watch {
   listeners: Set<JobEventListener>;
-  /** Events of this run with seq > sinceSeq are all in `events` (unless trimmed, see trimmedThrough). */
-  sinceSeq: number;
+  /** Names this run's sequence in this process: random, new when a watch of the run is made again. */
+  token: string;
+  /** The last number given to an event of this run; its events after trimmedThrough are all in `events`. */
+  seq: number;
   trimmedThrough: number;
   events: JobEvent[];
   lastState: JobState | null;
@@ -58,9 +61,6 @@ interface TransitionGroup {
 }
 
 export class JobEventHub {
-  /** Distinguishes this process's sequence numbers from another's (or an earlier run's). */
-  readonly bootId = randomBytes(4).toString('hex');
-  private seq = 0;
   private readonly watches = new Map<number, Watch>();
   private readonly session: ListenSession;
   private stopped = false;
@@ -83,10 +83,6 @@ export class JobEventHub {
     });
   }
 
-  get currentSeq(): number {
-    return this.seq;
-  }
-
   async start(): Promise<void> {
     await this.session.start();
     this.pollTimer = setInterval(() => void this.poll(), this.options.pollMs);
@@ -99,18 +95,23 @@ export class JobEventHub {
     await this.session.stop();
   }
 
-  /** Follows a run: `listener` gets its events from now on. Call `unsubscribe` when the client leaves. */
-  subscribe(jobId: number, listener: JobEventListener): { sinceSeq: number; unsubscribe: () => void } {
+  /**
+   * Follows a run: `listener` gets its events from now on. `token` and `sinceSeq` name the point it follows from (the
+   * id of a snapshot sent now). Call `unsubscribe` when the client leaves.
+   */
+  subscribe(jobId: number, listener: JobEventListener): { token: string; sinceSeq: number; unsubscribe: () => void } {
     let watch = this.watches.get(jobId);
     if (!watch) {
       this.evictLingering();
-      watch = { listeners: new Set(), sinceSeq: this.seq, trimmedThrough: this.seq, events: [], lastState: null, lastAttempts: 0, lastProgress: null, lingerUntil: 0 };
+      const token = randomBytes(4).toString('hex');
+      watch = { listeners: new Set(), token, seq: 0, trimmedThrough: 0, events: [], lastState: null, lastAttempts: 0, lastProgress: null, lingerUntil: 0 };
       this.watches.set(jobId, watch);
     }
     watch.listeners.add(listener);
     const current = watch;
     return {
-      sinceSeq: this.seq,
+      token: watch.token,
+      sinceSeq: watch.seq,
       unsubscribe: () => {
         current.listeners.delete(listener);
         if (current.listeners.size === 0) current.lingerUntil = Date.now() + (this.options.lingerMs ?? 300_000);
@@ -123,16 +124,19 @@ export class JobEventHub {
     return this.watches.get(jobId)?.listeners.size ?? 0;
   }
 
-  /** The run's events after `afterSeq` of this process, or null when they are not all known (then send a snapshot). */
-  eventsAfter(jobId: number, bootId: string, afterSeq: number): JobEvent[] | null {
+  /**
+   * The run's events after `afterSeq` of the sequence `token` names, or null when they are not all known here (another
+   * process's, an earlier watch's, trimmed): then send a snapshot.
+   */
+  eventsAfter(jobId: number, token: string, afterSeq: number): JobEvent[] | null {
     const watch = this.watches.get(jobId);
-    if (bootId !== this.bootId || !watch || afterSeq < watch.sinceSeq || afterSeq < watch.trimmedThrough || afterSeq > this.seq) return null;
+    if (!watch || token !== watch.token || afterSeq < watch.trimmedThrough || afterSeq > watch.seq) return null;
     return watch.events.filter((event) => event.seq > afterSeq);
   }
 
   private emit(jobId: number, watch: Watch, type: JobEvent['type'], data: Record<string, unknown>): void {
-    this.seq += 1;
-    const event: JobEvent = { seq: this.seq, type, jobId, data };
+    watch.seq += 1;
+    const event: JobEvent = { seq: watch.seq, type, jobId, data };
     watch.events.push(event);
     const max = this.options.eventsPerJob ?? 500;
     if (watch.events.length > max) watch.trimmedThrough = watch.events.splice(0, watch.events.length - max).at(-1)!.seq;

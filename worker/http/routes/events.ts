@@ -1,7 +1,7 @@
 // GET /v1/jobs/{id}/events: server-sent events of a run's state and progress changes. The stream opens with a
 // `snapshot` (the run as it is) — or, when the client reconnects with Last-Event-ID and this process still holds what
 // came after it, with exactly the events it missed — then `state` and `progress` events as they happen, and a comment
-// line every eventKeepAliveMs so proxies keep it open. Event ids are `<process>.<sequence>`. A stream ends when the key
+// line every eventKeepAliveMs so proxies keep it open. Event ids are `<token>.<number>`: the run's own sequence here. A stream ends when the key
 // or admin session that opened it no longer would: the key revoked, the session signed out or expired.
 import type { ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
@@ -104,7 +104,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       const send = (event: JobEvent) => {
         if (event.seq <= lastSent) return;
         lastSent = event.seq;
-        raw.write(frame(`${hub.bootId}.${event.seq}`, event.type, event.data));
+        raw.write(frame(`${subscription.token}.${event.seq}`, event.type, event.data));
       };
       const subscription = hub.subscribe(jobId, (event) => (live ? send(event) : pending.push(event)));
       const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), deps.limits.eventKeepAliveMs);
@@ -158,7 +158,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       } else {
         hub.noteSnapshot(jobId, job);
         lastSent = subscription.sinceSeq;
-        raw.write(frame(`${hub.bootId}.${subscription.sinceSeq}`, 'snapshot', jobSummaryView(job)));
+        raw.write(frame(`${subscription.token}.${subscription.sinceSeq}`, 'snapshot', jobSummaryView(job)));
       }
       live = true;
       for (const event of pending) send(event);
