@@ -112,6 +112,32 @@ describe('admission control on submit', () => {
     expect(breach.retryAfterSeconds).toBeLessThanOrEqual(31);
   });
 
+  it("a tenant's breach says to retry at the tenant's share of the kind's rate, not the whole rate", async () => {
+    await env.pool.query('DELETE FROM jobs');
+    // The kind's rate, from its history: 1 run/s.
+    await env.pool.query(
+      `INSERT INTO jobs (kind, state, attempts, started_at, claimed_at, finished_at)
+       SELECT 'noop', 'succeeded', 1, t - interval '100 milliseconds', t - interval '100 milliseconds', t
+       FROM (SELECT now() - interval '30 seconds' + n * interval '1 second' AS t FROM generate_series(0, 10) AS n) AS finished`,
+    );
+    // The tenant holds 20 queued runs against a limit of 10: 11 must start before its next submit fits. Two other
+    // tenants wait too, and fair share gives each tenant with queued runs its turn.
+    await env.pool.query("INSERT INTO jobs (kind, tenant_id) SELECT 'noop', 'busy' FROM generate_series(1, 20)");
+    await env.pool.query("INSERT INTO jobs (kind, tenant_id) SELECT 'noop', t FROM unnest(ARRAY['calm', 'quiet']) AS t, generate_series(1, 5)");
+    const retryAfter = async (queue: QueueConfig) => {
+      const refused = await submitJob(env.pool, { kind: 'noop', tenantId: 'busy', payload: {} }, { queue }).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(QueueLimitError);
+      return (refused as QueueLimitError).breach.retryAfterSeconds;
+    };
+    const limits = withLimits({ tenant: { ...NO_LIMITS, runs: 10 } });
+    // 11 runs at a third of 1 run/s; the whole rate said 11 s.
+    expect(await retryAfter(limits)).toBe(33);
+    // Weight 2 against 1 and 1: half the turns.
+    expect(await retryAfter({ ...limits, fairShare: { enabled: true, tenantWeights: { busy: 2 } } })).toBe(22);
+    // Without fair share runs start in submit order: its share is its part of the queue, 20 of 30.
+    expect(await retryAfter({ ...limits, fairShare: { enabled: false, tenantWeights: {} } })).toBe(17);
+  });
+
   it('the API answers 429 with Retry-After and shows the estimate; the CLI exits 75 naming the limit', async () => {
     const error = new QueueLimitError({
       scope: 'tenant', measure: 'runs', kind: 'noop', tenantId: 'x', max: 1, current: 1, setting: 'ADMISSION_TENANT_QUEUED_RUNS', retryAfterSeconds: 42,

@@ -10,6 +10,7 @@
 import type { Queryable } from '../db/pool.js';
 import { PermanentJobError, TransientJobError } from './errors.js';
 import type { KindThroughput } from './estimate.js';
+import type { FairSharePolicy } from './fair-share.js';
 
 /** One scope's limits; 0 = no limit. */
 export interface QueueLimits {
@@ -52,7 +53,10 @@ export interface LimitBreach {
   max: number;
   current: number;
   setting: string;
-  /** When a retry may pass: the time the fleet needs to start the excess at its measured rate (1 s to 1 h). */
+  /**
+   * When a retry may pass: the time the fleet needs to start the excess at its measured rate (1 s to 1 h) — for a
+   * tenant's limit, at the tenant's share of that rate (tenantShare).
+   */
   retryAfterSeconds: number;
 }
 
@@ -138,11 +142,44 @@ async function queueLoad(db: Queryable, kind: string, tenantId: string | null, s
   };
 }
 
-/** Seconds until `excess` more runs have started at the measured rate; 60 s when the rate is unknown. */
-function retryAfter(excessRuns: number, throughput: KindThroughput | null): number {
+/** Seconds until `excess` more runs have started at `share` of the measured rate; 60 s when the rate is unknown. */
+function retryAfter(excessRuns: number, throughput: KindThroughput | null, share: number): number {
   const rate = throughput?.runsPerSecond ?? null;
-  const seconds = rate !== null && rate > 0 ? excessRuns / rate : 60;
+  const seconds = rate !== null && rate > 0 && share > 0 ? excessRuns / (rate * share) : 60;
   return Math.min(3600, Math.max(1, Math.ceil(seconds)));
+}
+
+// The flows with queued runs of the kind, by a loose index scan of jobs_queued_by_kind_tenant (one probe per tenant,
+// not a read of every queued run: this runs under the admission lock), plus whether runs without a tenant wait.
+const FLOWS_SQL = `
+WITH RECURSIVE tenants AS (
+  (SELECT tenant_id FROM jobs WHERE state = 'queued' AND kind = $1 AND tenant_id IS NOT NULL ORDER BY tenant_id LIMIT 1)
+  UNION ALL
+  SELECT (SELECT j.tenant_id FROM jobs j WHERE j.state = 'queued' AND j.kind = $1 AND j.tenant_id > tenants.tenant_id ORDER BY j.tenant_id LIMIT 1)
+  FROM tenants WHERE tenants.tenant_id IS NOT NULL
+)
+SELECT coalesce(array_agg(tenant_id) FILTER (WHERE tenant_id IS NOT NULL), '{}') AS tenants,
+  EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND kind = $1 AND tenant_id IS NULL) AS untenanted
+FROM tenants`;
+
+/**
+ * The tenant's share of the kind's claims while its runs wait. With fair share, tenants with queued runs take turns
+ * by weight (fair-share.ts): its weight over theirs (its own runs count among them). Without it, the claim order is
+ * the submit order: its share of the queued runs.
+ */
+async function tenantShare(db: Queryable, kind: string, tenantId: string | null, tenantRuns: number, policy: FairSharePolicy): Promise<number> {
+  if (!policy.enabled) {
+    const { rows } = await db.query<{ n: string }>(`SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND kind = $1`, [kind]);
+    return Math.min(1, Math.max(1, tenantRuns) / Math.max(1, Number(rows[0]!.n)));
+  }
+  const weight = (tenant: string | null) => (tenant !== null ? policy.tenantWeights[tenant] : undefined) ?? 1;
+  const { rows } = await db.query<{ tenants: string[]; untenanted: boolean }>(FLOWS_SQL, [kind]);
+  const flows = new Set<string | null>(rows[0]!.tenants);
+  if (rows[0]!.untenanted) flows.add(null);
+  flows.add(tenantId);
+  let total = 0;
+  for (const flow of flows) total += weight(flow);
+  return weight(tenantId) / total;
 }
 
 /**
@@ -173,6 +210,7 @@ export async function findBreach(
   request: { kind: string; tenantId: string | null; sizeBytes: number },
   limits: AdmissionLimits,
   measure: () => Promise<KindThroughput | null>,
+  fairShare: FairSharePolicy,
 ): Promise<LimitBreach | null> {
   const scoped = limitsFor(limits, request.kind);
   if (!anyLimit(scoped.tenant) && !anyLimit(scoped.total)) return null;
@@ -198,7 +236,8 @@ export async function findBreach(
     }
     if (found) {
       const { excessRuns, ...rest } = found;
-      return { ...rest, retryAfterSeconds: retryAfter(excessRuns, await measure()) };
+      const share = scope === 'tenant' ? await tenantShare(db, request.kind, request.tenantId, now.runs, fairShare) : 1;
+      return { ...rest, retryAfterSeconds: retryAfter(excessRuns, await measure(), share) };
     }
   }
   return null;
