@@ -35,6 +35,19 @@ describe('fair share between tenants', () => {
     expect(new Set(await claimOrder(env, 50))).toEqual(new Set(['flood']));
   });
 
+  it("a flow whose own last queued run is an old turn (scheduled for later) continues where the claims are, not before", async () => {
+    await env.pool.query('DELETE FROM jobs');
+    // c's only queued run is old and scheduled for later: c's tail has the smallest tag.
+    await enqueueJob(env.pool, { kind: 'noop', tenantId: 'c', payload: {}, runAt: new Date(Date.now() + 3_600_000) });
+    await enqueueJobs(env.pool, 'noop', Array.from({ length: 100 }, () => ({})), { tenantId: 'a' });
+    await claim(env, 50);
+    // c submits 20 runs one by one while workers hold 50 of a's: they alternate with a's remaining 50.
+    for (let i = 0; i < 20; i += 1) await enqueueJob(env.pool, { kind: 'noop', tenantId: 'c', payload: {} });
+    const next = await claimOrder(env, 20);
+    expect(next.filter((tenant) => tenant === 'c').length).toBeLessThanOrEqual(11);
+    expect(next.join('')).not.toMatch(/ccc/);
+  });
+
   it('a flow that joins while an old turn waits (a run scheduled for later) joins where the claims are, not before', async () => {
     await env.pool.query('DELETE FROM jobs');
     // An old run of tenant c, scheduled for later (as a run waiting out a retry backoff): the smallest queued tag.
