@@ -7,7 +7,7 @@ import { enqueueJobs } from '../worker/queue/enqueue.js';
 import { claimJobs } from '../worker/queue/claim.js';
 import { AHEAD_STATEMENT, estimateRun, measureThroughput } from '../worker/queue/estimate.js';
 import { completeJobs, releaseJobs } from '../worker/queue/finish.js';
-import { getJob } from '../worker/queue/operator.js';
+import { cancelJob, getJob } from '../worker/queue/operator.js';
 import { useTestEnvironment } from './harness.js';
 import { testWorker, waitFor } from './support/in-process-worker.js';
 
@@ -68,6 +68,22 @@ describe('estimates', () => {
     const whileRunning = await estimateRun(env.pool, running);
     expect(Math.abs(whileRunning!.startAt!.getTime() - running.claimedAt!.getTime())).toBeLessThan(1_000);
     await completeJobs(env.pool, 'est', second.map((job) => ({ jobId: job.id, attempt: job.attempt, state: 'succeeded' as const })));
+    const throughput = await measureThroughput(env.pool, kind);
+    expect(throughput.meanRunMs).not.toBeNull();
+    expect(throughput.meanRunMs!).toBeLessThan(60_000);
+  });
+
+  it('leaves out runs a person ended: a CSV import rejected after an hour in review is not an hour of work', async () => {
+    const kind = 'est-ended';
+    const ids = await enqueueJobs(env.pool, kind, Array.from({ length: 4 }, () => ({})));
+    const claimed = await claimJobs(env.pool, { workerId: 'est', limit: 4, leaseMs: 60_000, kinds: [kind] });
+    expect(claimed).toHaveLength(4);
+    const [parked, ...worked] = claimed;
+    await completeJobs(env.pool, 'est', worked.map((job) => ({ jobId: job.id, attempt: job.attempt, state: 'succeeded' as const })));
+    // The fourth waits in review for an hour, then is rejected (it ends canceled).
+    await completeJobs(env.pool, 'est', [{ jobId: parked!.id, attempt: parked!.attempt, state: 'review_ready' as const }]);
+    await env.pool.query("UPDATE jobs SET started_at = started_at - interval '1 hour', claimed_at = claimed_at - interval '1 hour' WHERE id = $1", [parked!.id]);
+    expect((await cancelJob(env.pool, parked!.id)).job).toMatchObject({ id: ids[0], state: 'canceled' });
     const throughput = await measureThroughput(env.pool, kind);
     expect(throughput.meanRunMs).not.toBeNull();
     expect(throughput.meanRunMs!).toBeLessThan(60_000);

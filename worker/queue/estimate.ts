@@ -32,13 +32,15 @@ export interface RunEstimate extends KindThroughput {
 // Little's law: with the fleet busy, throughput = runs in the system / time each spends there. Counted over the live
 // leases (the fleet's slots and buffers now) and the recent runs' claim-to-finish time: of their last attempt
 // (claimed_at), since the time from the first claim (started_at) holds retry backoffs, outage waits and a CSV
-// import's review; runs finished before claimed_at existed fall back to started_at. Without live leases of the
+// import's review; runs finished before claimed_at existed fall back to started_at. Canceled runs are left out: a
+// person ended them (a review rejected, a queued run or one waiting out a retry canceled), so claim to finish is
+// not work. Without live leases of the
 // kind, the rate of the last finished runs of the kind (their count over the time they spread across) stands in.
 export const THROUGHPUT_STATEMENT = `
 WITH recent AS (
   SELECT claimed_at, finished_at FROM (
     SELECT kind, coalesce(claimed_at, started_at) AS claimed_at, finished_at FROM jobs
-    WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ${FINISHED_SAMPLE}
+    WHERE finished_at IS NOT NULL AND state <> 'canceled' ORDER BY finished_at DESC LIMIT ${FINISHED_SAMPLE}
   ) newest
   WHERE kind = $1 AND claimed_at IS NOT NULL
 ),
