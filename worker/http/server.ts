@@ -124,6 +124,8 @@ export const actorOf = (request: FastifyRequest) => {
   return { name: key.name, tenantId: key.role === 'operator' ? null : key.tenantId };
 };
 
+const SHUTTING_DOWN = 'SHUTTING_DOWN';
+
 const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
 
 /**
@@ -148,7 +150,9 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     bodyLimit: deps.limits.bodyLimitBytes,
     requestTimeout: deps.limits.requestTimeoutMs,
     connectionTimeout: deps.limits.requestTimeoutMs * 2,
-    return503OnClosing: true,
+    // Requests that still arrive while the server closes (on a busy keep-alive connection) are refused by the hook
+    // below, in the API's error shape; Fastify's own 503 has another.
+    return503OnClosing: false,
     trustProxy: trustProxySetting(options.trustProxy),
     // Refuse unknown fields (naming them) instead of dropping them silently; query strings are coerced.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
@@ -157,6 +161,13 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
   app.decorateRequest('cookieSession', null);
   // First of the hooks: a request refused by authentication still has its span (worker/tracing/).
   registerRequestSpans(app);
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async () => {
+    if (closing) throw new ApiError(503, SHUTTING_DOWN, 'this server is shutting down; retry, and another will answer', undefined, { 'retry-after': '1' });
+  });
   const routes: string[] = [];
   app.decorate('apiRoutes', routes);
   app.addHook('onRoute', (route) => {
@@ -216,7 +227,8 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
 
   app.setErrorHandler((error, request, reply: FastifyReply) => {
     const { status, body, headers, internal, uncaught } = describeError(error);
-    if (internal) request.log.error({ err: error }, 'request failed');
+    if (body.error.code === SHUTTING_DOWN) request.log.info({ code: body.error.code, status }, 'request refused: shutting down');
+    else if (internal) request.log.error({ err: error }, 'request failed');
     else if (uncaught) request.log.warn({ err: error, code: body.error.code, status }, 'request refused by the database');
     else if (status !== 404) request.log.info({ code: body.error.code, status }, 'request refused');
     void reply.code(status).headers(headers).type('application/json').send(body);

@@ -1,0 +1,66 @@
+// A request that reaches a closing server (on a keep-alive connection still busy with an earlier request, as a load
+// balancer's can be) is refused in the API's one error shape, with Retry-After, and the earlier request still gets its
+// answer. Fastify's own 503 while closing had a shape of its own.
+import net from 'node:net';
+import type { PoolClient } from 'pg';
+import { describe, expect, it } from 'vitest';
+import { useTestEnvironment } from './harness.js';
+import { makeKey, startTestApi } from './support/api-server.js';
+import { waitFor } from './support/in-process-worker.js';
+
+const env = useTestEnvironment();
+
+/** True once the address refuses new connections (the server stopped listening). */
+async function refusesConnections(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(true));
+  });
+}
+
+describe('a server that is shutting down', () => {
+  it('answers a request that still arrives with 503 SHUTTING_DOWN in the one error shape, after the earlier answer', async () => {
+    const api = await startTestApi(env);
+    let closing: Promise<void> | undefined;
+    const held: PoolClient[] = [];
+    try {
+      const operator = await makeKey(env, 'ops', 'operator');
+      // The key is verified once here, so the first request below waits in its route, for a pooled connection.
+      expect((await fetch(`${api.url}/v1/jobs?limit=1`, { headers: { authorization: `Bearer ${operator}` } })).status).toBe(200);
+      const port = Number(new URL(api.url).port);
+      for (let i = 0; i < env.pool.options.max; i += 1) held.push(await env.pool.connect());
+
+      const socket = net.connect(port, '127.0.0.1');
+      let received = '';
+      socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+      const ended = new Promise((resolve) => socket.once('close', resolve));
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.write(`GET /v1/jobs?limit=1 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer ${operator}\r\n\r\n`);
+      await waitFor(async () => env.pool.waitingCount > 0);
+
+      closing = api.close();
+      await waitFor(() => refusesConnections(port));
+      // The connection is busy, so it was not closed as idle: a second request on it reaches the closing server.
+      socket.write('GET /healthz HTTP/1.1\r\nHost: api\r\n\r\n');
+      await waitFor(async () => api.logText().includes('request refused: shutting down'));
+      for (const client of held.splice(0)) client.release();
+      await ended;
+
+      const answers = received.split(/(?=HTTP\/1\.1 )/);
+      expect(answers).toHaveLength(2);
+      expect(answers[0]).toMatch(/^HTTP\/1\.1 200 /);
+      expect(answers[1]).toMatch(/^HTTP\/1\.1 503 /);
+      expect(answers[1]).toMatch(/\r\nretry-after: 1\r\n/i);
+      const body = JSON.parse(answers[1]!.slice(answers[1]!.indexOf('\r\n\r\n') + 4)) as unknown;
+      expect(body).toEqual({ error: { code: 'SHUTTING_DOWN', message: expect.stringContaining('shutting down') } });
+      expect(api.logText()).not.toContain('"level":50');
+    } finally {
+      for (const client of held) client.release();
+      await (closing ?? api.close());
+    }
+  });
+});
