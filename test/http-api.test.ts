@@ -249,6 +249,11 @@ describe('submit and read runs', () => {
     const refused = Object.assign(new Error('value "3000000000" is out of range for type integer'), { code: '22003' });
     expect(describeError(refused)).toMatchObject({ status: 400, uncaught: true, body: { error: { code: 'INVALID_REQUEST' } } });
     expect(describeError(Object.assign(new Error('boom'), { code: 'XX000' })).status).toBe(500);
+    // Class 22 that only a statement of ours can cause stays a server fault, not hidden as the request's.
+    for (const code of ['22012', '22004', '2202E', '22023']) {
+      expect(describeError(Object.assign(new Error('a fault of ours'), { code })), code).toMatchObject({ status: 500, internal: true, body: { error: { code: 'INTERNAL' } } });
+    }
+    for (const code of ['22007', '22008', '22P02', '22021']) expect(describeError(Object.assign(new Error('bad value'), { code })).status, code).toBe(400);
   });
 
   it('GET /v1/jobs/{id}: the run record, and 404 JOB_NOT_FOUND for a run that does not exist', async () => {

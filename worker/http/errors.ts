@@ -54,6 +54,23 @@ function validationMessage(error: FastifyError, field: string | undefined): stri
 }
 
 /** Status, headers and body for any error a route or the framework throws. */
+/**
+ * The SQLSTATEs (class 22) of a value the database could not take as given: what a request's value can cause. The rest
+ * of class 22 (division by zero, a null where none may be, an array subscript, an invalid parameter …) comes from our
+ * own statements, so it stays a server fault (500, logged as an error), not a 400 that would hide it.
+ */
+const VALUE_REFUSALS = new Set([
+  '22001', // string_data_right_truncation
+  '22003', // numeric_value_out_of_range
+  '22007', // invalid_datetime_format
+  '22008', // datetime_field_overflow
+  '22009', // invalid_time_zone_displacement_value
+  '22021', // character_not_in_repertoire
+  '22P02', // invalid_text_representation
+  '22P05', // untranslatable_character
+  '22032', // invalid_json_text
+]);
+
 export function describeError(error: unknown): {
   status: number;
   body: ErrorBody;
@@ -96,10 +113,10 @@ export function describeError(error: unknown): {
   if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
     return reply(fastifyError.statusCode, 'INVALID_REQUEST', fastifyError.message);
   }
-  // Backstop: a value the routes' own checks let through and the database refused as data (SQLSTATE class 22: out of
+  // Backstop: a value the routes' own checks let through and the database refused as data (VALUE_REFUSALS: out of
   // range, not a valid date, not valid text) is the request's fault, not the server's. Logged, since a check missed it.
   const sqlState = (error as { code?: unknown }).code;
-  if (typeof sqlState === 'string' && /^22[0-9A-Z]{3}$/.test(sqlState) && error instanceof Error) {
+  if (typeof sqlState === 'string' && VALUE_REFUSALS.has(sqlState) && error instanceof Error) {
     return { ...reply(400, 'INVALID_REQUEST', `the database refused a value of this request: ${error.message}`), uncaught: true };
   }
   if (isConnectionError(error)) return reply(503, 'DATABASE_UNAVAILABLE', 'the database is not reachable; try again shortly', undefined, { 'retry-after': '5' });
