@@ -41,14 +41,25 @@ describe('a server that is shutting down', () => {
       await new Promise((resolve) => socket.once('connect', resolve));
       socket.write(`GET /v1/jobs?limit=1 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer ${operator}\r\n\r\n`);
       await waitFor(async () => env.pool.waitingCount > 0);
+      const adminSocket = net.connect(port, '127.0.0.1');
+      let adminReceived = '';
+      adminSocket.setEncoding('utf8').on('data', (chunk: string) => (adminReceived += chunk));
+      const adminEnded = new Promise((resolve) => adminSocket.once('close', resolve));
+      await new Promise((resolve) => adminSocket.once('connect', resolve));
+      adminSocket.write(`GET /v1/jobs?limit=2 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer ${operator}\r\n\r\n`);
+      await waitFor(async () => env.pool.waitingCount > 1);
 
       closing = api.close();
       await waitFor(() => refusesConnections(port));
       // The connection is busy, so it was not closed as idle: a second request on it reaches the closing server.
       socket.write('GET /healthz HTTP/1.1\r\nHost: api\r\n\r\n');
-      await waitFor(async () => api.logText().includes('request refused: shutting down'));
+      // And one to an admin page, on a connection of the same kind: a page of its own, not an error in the log.
+      adminSocket.write('GET /admin/sign-in HTTP/1.1\r\nHost: api\r\n\r\n');
+      await waitFor(async () => (api.logText().match(/"code":"SHUTTING_DOWN"/g) ?? []).length === 2);
       for (const client of held.splice(0)) client.release();
       await ended;
+      await adminEnded;
+      expect(adminReceived).toMatch(/HTTP\/1\.1 503 [^]*<title>[^<]*Restarting/);
 
       const answers = received.split(/(?=HTTP\/1\.1 )/);
       expect(answers).toHaveLength(2);

@@ -23,6 +23,10 @@ export class ApiError extends Error {
   }
 }
 
+/** A request that reached a server while it closes: not a fault, so not logged as one (API and admin pages alike). */
+export const shuttingDown = () =>
+  new ApiError(503, 'SHUTTING_DOWN', 'this server is shutting down; retry, and another will answer', undefined, { 'retry-after': '1' });
+
 export interface ErrorBody {
   error: { code: string; message: string; field?: string };
 }
@@ -86,7 +90,10 @@ export function describeError(error: unknown): {
     headers,
     internal: status >= 500,
   });
-  if (error instanceof ApiError) return reply(error.statusCode, error.code, error.message, error.field, error.headers);
+  if (error instanceof ApiError) {
+    const described = reply(error.statusCode, error.code, error.message, error.field, error.headers);
+    return error.code === 'SHUTTING_DOWN' ? { ...described, internal: false } : described;
+  }
   if (error instanceof JobNotFoundError) return reply(404, 'JOB_NOT_FOUND', error.message);
   if (error instanceof InvalidTransitionError) return reply(409, 'INVALID_TRANSITION', error.message);
   if (error instanceof DedupeConflictError) return reply(409, 'DEDUPE_CONFLICT', error.message);

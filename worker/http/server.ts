@@ -15,7 +15,7 @@ import type { Logger } from '../logger.js';
 import { registerRequestSpans } from '../tracing/http-spans.js';
 import { loadSession, type LoadedSession } from './admin/session.js';
 import { DEFAULT_ADMIN_OPTIONS, registerAdminPages, type AdminOptions } from './admin/plugin.js';
-import { ApiError, describeError } from './errors.js';
+import { ApiError, describeError, shuttingDown } from './errors.js';
 import type { JobEventHub } from './event-hub.js';
 import { SHARED_SCHEMAS } from './schemas.js';
 import { registerActionRoutes } from './routes/actions.js';
@@ -124,8 +124,6 @@ export const actorOf = (request: FastifyRequest) => {
   return { name: key.name, tenantId: key.role === 'operator' ? null : key.tenantId };
 };
 
-const SHUTTING_DOWN = 'SHUTTING_DOWN';
-
 const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
 
 /**
@@ -166,7 +164,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     closing = true;
   });
   app.addHook('onRequest', async () => {
-    if (closing) throw new ApiError(503, SHUTTING_DOWN, 'this server is shutting down; retry, and another will answer', undefined, { 'retry-after': '1' });
+    if (closing) throw shuttingDown();
   });
   const routes: string[] = [];
   app.decorate('apiRoutes', routes);
@@ -227,8 +225,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
 
   app.setErrorHandler((error, request, reply: FastifyReply) => {
     const { status, body, headers, internal, uncaught } = describeError(error);
-    if (body.error.code === SHUTTING_DOWN) request.log.info({ code: body.error.code, status }, 'request refused: shutting down');
-    else if (internal) request.log.error({ err: error }, 'request failed');
+    if (internal) request.log.error({ err: error }, 'request failed');
     else if (uncaught) request.log.warn({ err: error, code: body.error.code, status }, 'request refused by the database');
     else if (status !== 404) request.log.info({ code: body.error.code, status }, 'request refused');
     void reply.code(status).headers(headers).type('application/json').send(body);

@@ -119,7 +119,8 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
         else if (uncaught) request.log.warn({ err: error, code: body.error.code, status }, 'admin request refused by the database');
         else if (status !== 404) request.log.info({ code: body.error.code, status }, 'admin request refused');
         const viewer = request.adminSessionToken && request.apiKey ? viewerOf(request) : null;
-        const title = status === 404 ? 'Not found' : status === 403 ? 'Not allowed' : status === 401 ? 'Sign in' : status >= 500 ? 'Something went wrong' : 'Refused';
+        const title =
+          status === 404 ? 'Not found' : status === 403 ? 'Not allowed' : status === 401 ? 'Sign in' : body.error.code === 'SHUTTING_DOWN' ? 'Restarting' : status >= 500 ? 'Something went wrong' : 'Refused';
         void reply.headers(headers);
         return sendPage(reply, messagePage(title, body.error.message, viewer), status);
       });
