@@ -122,18 +122,27 @@ describe('admin sign-in and sessions', () => {
     };
     const leaving = await signIn(key);
     const staying = await signIn(key);
+    // A session of 30 days (serve --session-hours 720): longer than a timer can wait.
+    const monthLong = await signIn(key);
+    await env.pool.query(`UPDATE admin_sessions SET expires_at = now() + interval '30 days' WHERE token_hash = sha256(convert_to($1, 'UTF8'))`, [
+      decodeURIComponent(monthLong.cookie.split('=')[1]!),
+    ]);
     const leavingStream = await follow(leaving.cookie);
     const stayingStream = await follow(staying.cookie);
+    const monthLongStream = await follow(monthLong.cookie);
     const page = await get('/admin/runs', { cookie: leaving.cookie });
     expect((await post('/admin/sign-out', { csrf: await csrfOf(page) }, { cookie: leaving.cookie })).status).toBe(303);
     await leavingStream.ended;
     expect((await get(`/v1/jobs/${watched}/events`, { cookie: leaving.cookie })).status).toBe(401);
     // The other session of the same key still hears the run: its cancel arrives as a state event.
-    const heard = new Promise<void>((resolve) => {
-      stayingStream.changed = () => stayingStream.text.includes('"state":"canceled"') && resolve();
-    });
+    const hears = (stream: typeof stayingStream) =>
+      new Promise<void>((resolve, reject) => {
+        stream.changed = () => stream.text.includes('"state":"canceled"') && resolve();
+        void stream.ended.then(() => reject(new Error('the stream ended before the cancel')));
+      });
+    const heard = [hears(stayingStream), hears(monthLongStream)];
     expect((await call(api, 'POST', `/v1/jobs/${watched}/cancel`, { key, body: {} })).status).toBe(200);
-    await heard;
+    await Promise.all(heard);
 
     // A session about to expire: its stream ends at the expiry, as its next page would be refused.
     const expiring = await signIn(key);

@@ -17,6 +17,9 @@ import { ERROR_RESPONSES, JOB_ID_PARAMS } from '../schemas.js';
 import { actorOf, keyOf, type ApiDependencies } from '../server.js';
 import { jobSummaryView } from '../views.js';
 
+/** The longest delay setTimeout keeps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 const LAST_EVENT_ID = /^([0-9a-f]{8})\.(\d{1,15})$/;
 
 function frame(id: string, type: string, data: unknown): string {
@@ -107,15 +110,13 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
         raw.write(frame(`${subscription.token}.${event.seq}`, event.type, event.data));
       };
       const subscription = hub.subscribe(jobId, (event) => (live ? send(event) : pending.push(event)));
-      const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), deps.limits.eventKeepAliveMs);
+      // Both started once the stream's headers are out (a write before them would send headers of its own).
+      const timers: { keepAlive?: NodeJS.Timeout; expiry?: NodeJS.Timeout } = {};
       const keyId = keyOf(request).id;
       const session = request.cookieSession;
-      // A session's stream ends when the session expires, as its next page would be refused (a timer's delay is at
-      // most about 24.8 days; a session lives hours).
-      const expiry = session ? setTimeout(() => raw.end(), Math.max(0, session.expiresAt.getTime() - Date.now())) : undefined;
       const stop = () => {
-        clearInterval(keepAlive);
-        clearTimeout(expiry);
+        clearInterval(timers.keepAlive);
+        clearTimeout(timers.expiry);
         subscription.unsubscribe();
         open.delete(raw);
         byKey.delete(keyId, raw);
@@ -150,6 +151,15 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
         'x-accel-buffering': 'no',
       });
       raw.write('retry: 2000\n\n');
+      timers.keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), deps.limits.eventKeepAliveMs);
+      // A session's stream ends when the session expires, as its next page would be refused. A timer waits at most
+      // 2^31 - 1 ms (about 24.8 days; a longer delay fires at once), and `serve --session-hours` allows 30 days.
+      const endAtExpiry = (expiresAt: number) => {
+        const left = expiresAt - Date.now();
+        if (left <= 0) raw.end();
+        else timers.expiry = setTimeout(() => endAtExpiry(expiresAt), Math.min(left, MAX_TIMER_MS));
+      };
+      if (session) endAtExpiry(session.expiresAt.getTime());
       const resume = LAST_EVENT_ID.exec(String(request.headers['last-event-id'] ?? ''));
       const missed = resume ? hub.eventsAfter(jobId, resume[1]!, Number(resume[2])) : null;
       if (missed) {
