@@ -8,6 +8,7 @@ import { revokeApiKey } from '../worker/auth/api-keys.js';
 import { describeError } from '../worker/http/errors.js';
 import { useTestEnvironment } from './harness.js';
 import { call, makeKey, startTestApi, type TestApi } from './support/api-server.js';
+import { startFaultyS3Proxy } from './support/faulty-s3-proxy.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
 import { waitFor } from './support/in-process-worker.js';
 import { openEvents } from './support/sse-client.js';
@@ -381,6 +382,29 @@ describe('tenants and roles', () => {
     expect(exact.status).toBe(201);
     const { rows } = await env.pool.query<{ size_bytes: number }>('SELECT size_bytes FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id', [[measured.body.job.id, exact.body.job.id]]);
     expect(rows.map((row) => Number(row.size_bytes))).toEqual([1234, 1234]);
+  });
+
+  it('a HEAD that S3 never answers is a 503 S3_UNAVAILABLE after s3HeadTimeoutMs, and nothing is submitted', async () => {
+    const proxy = await startFaultyS3Proxy(env.s3Endpoint);
+    const stalled = await startTestApi(env, { s3HeadTimeoutMs: 300 }, { S3_ENDPOINT: proxy.endpoint });
+    try {
+      await upload('imports/ta/stalled.csv');
+      proxy.decide = (request) => (request.method === 'HEAD' ? 'stall' : 'pass');
+      const before = await env.pool.query('SELECT count(*)::int AS n FROM jobs');
+      const answer = await call(stalled, 'POST', '/v1/jobs', {
+        key: tenantA,
+        body: { kind: 'csv-import', payload: { bucket: env.bucket, key: 'imports/ta/stalled.csv', profile: 'products' }, runAt: '2999-01-01T00:00:00Z' },
+      });
+      expect(answer).toMatchObject({ status: 503, body: { error: { code: 'S3_UNAVAILABLE' } } });
+      expect(answer.headers.get('retry-after')).toBe('5');
+      expect(proxy.stats.faults.stall).toBeGreaterThanOrEqual(1);
+      expect((await env.pool.query('SELECT count(*)::int AS n FROM jobs')).rows[0]).toEqual(before.rows[0]);
+      expect(stalled.logText()).toContain('could not be read from S3');
+    } finally {
+      proxy.dropHeld();
+      await stalled.close();
+      await proxy.close();
+    }
   });
 
   it('the queued-bytes limit counts what was uploaded, not what the caller declares', async () => {

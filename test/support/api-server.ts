@@ -37,7 +37,7 @@ export async function startTestApi(
   });
   const log = createLogger({ level: 'debug', format: 'json', destination });
   const config = loadConfig({ DATABASE_URL: env.databaseUrl, S3_BUCKET: env.bucket, S3_ENDPOINT: env.s3Endpoint, ...settings });
-  const s3 = createS3Client({ region: inject('s3Region'), endpoint: env.s3Endpoint, credentials: inject('s3Credentials'), checksumsWhenRequired: true });
+  const s3 = createS3Client({ region: inject('s3Region'), endpoint: settings.S3_ENDPOINT ?? env.s3Endpoint, credentials: inject('s3Credentials'), checksumsWhenRequired: true });
   const events = new JobEventHub({ database: env.databaseUrl, pool: env.pool, log, pollMs: limits.eventPollMs ?? 200 });
   await events.start();
   const app = await buildApiServer({ pool: env.pool, config, log, s3, bucket: env.bucket, events, limits: { eventPollMs: 200, ...limits }, ...server });

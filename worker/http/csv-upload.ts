@@ -3,6 +3,7 @@
 // object itself: a HEAD, after the key is checked to be the tenant's (a HEAD of another tenant's key would tell
 // whether that upload exists).
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import type { FastifyBaseLogger } from 'fastify';
 import { assertCsvObjectAllowed, type CsvImportPayload } from '../imports/csv/payload.js';
 import { PermanentJobError } from '../queue/errors.js';
 import { ApiError } from './errors.js';
@@ -13,7 +14,8 @@ import type { ApiDependencies } from './server.js';
  * is not there, and a declared `sizeBytes` that is not the object's size; a failing S3 is a 503 to retry.
  */
 export async function measureCsvUpload(
-  deps: Pick<ApiDependencies, 's3' | 'bucket'>,
+  deps: Pick<ApiDependencies, 's3' | 'bucket' | 'limits'>,
+  log: FastifyBaseLogger,
   kind: string,
   payload: CsvImportPayload,
   tenant: string,
@@ -23,15 +25,21 @@ export async function measureCsvUpload(
   assertCsvObjectAllowed(kind, payload, tenant, deps.bucket);
   let size: number | undefined;
   try {
-    size = (await deps.s3.send(new HeadObjectCommand({ Bucket: payload.bucket, Key: payload.key }))).ContentLength;
+    // Bounded: a HEAD that never answers would otherwise hold the request until the client gave up, and the run
+    // could still be submitted after the client saw a failure.
+    const head = new HeadObjectCommand({ Bucket: payload.bucket, Key: payload.key });
+    size = (await deps.s3.send(head, { abortSignal: AbortSignal.timeout(deps.limits.s3HeadTimeoutMs) })).ContentLength;
   } catch (error) {
     // S3 answers a HEAD of a missing key with 403 to a role that may not list the bucket (the stack's, on purpose).
     const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    // A 403 is also what a role without s3:GetObject gets: said at warn, so a broken grant shows in the logs.
+    if (status === 403) log.warn({ key: payload.key }, "S3 refused the HEAD of a CSV upload (403): a missing upload, or the API's role may not read it");
     if (status === 404 || status === 403) {
       throw new PermanentJobError(`no upload at ${payload.key}: PUT the file to the URL POST /v1/uploads gave, then submit`, 'UPLOAD_NOT_FOUND', {
         field: 'payload.key',
       });
     }
+    log.warn({ err: error, key: payload.key }, 'the size of a CSV upload could not be read from S3');
     throw new ApiError(503, 'S3_UNAVAILABLE', "the upload's size could not be read from S3; try again shortly", undefined, { 'retry-after': '5' });
   }
   if (size === undefined) throw new ApiError(503, 'S3_UNAVAILABLE', 'S3 did not give the size of the upload; try again shortly', undefined, { 'retry-after': '5' });

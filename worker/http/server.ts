@@ -61,6 +61,8 @@ export interface ApiLimits {
   eventPollMs: number;
   /** SSE comment line sent this often so proxies keep an idle stream open. */
   eventKeepAliveMs: number;
+  /** Longest wait for S3 to tell a CSV upload's size at submit; then 503 S3_UNAVAILABLE. */
+  s3HeadTimeoutMs: number;
 }
 
 export const DEFAULT_LIMITS: ApiLimits = {
@@ -71,6 +73,7 @@ export const DEFAULT_LIMITS: ApiLimits = {
   uploadMaxBytes: 1024 ** 3,
   eventPollMs: 1_000,
   eventKeepAliveMs: 15_000,
+  s3HeadTimeoutMs: 10_000,
 };
 
 export interface ApiDependencies {

@@ -1,5 +1,5 @@
 // GET /v1/jobs (keyset-paged listing), GET /v1/jobs/{id} (the run record), POST /v1/jobs (submit any kind).
-import type { FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { submitRun } from '../../actions/run-actions.js';
 import { CSV_IMPORT_KIND } from '../../handlers/csv-validate.js';
 import { parseCsvImportPayload } from '../../imports/csv/payload.js';
@@ -82,14 +82,14 @@ interface SubmitBody {
 }
 
 /** A CSV import's size is its upload's, measured (csv-upload.ts): the queued-bytes limits must not take the caller's word. */
-async function csvUploadSize(deps: ApiDependencies, body: SubmitBody, scope: string | null): Promise<number> {
+async function csvUploadSize(deps: ApiDependencies, log: FastifyBaseLogger, body: SubmitBody, scope: string | null): Promise<number> {
   const payload = parseCsvImportPayload(body.kind, body.payload ?? {});
   const tenant = scope ?? body.tenant ?? payload.tenant;
   if (tenant === undefined) throw new ApiError(400, 'TENANT_REQUIRED', 'a CSV import needs a tenant: give tenant (operator keys) or payload.tenant', 'tenant');
   if (payload.tenant !== undefined && payload.tenant !== tenant) {
     throw new ApiError(400, 'TENANT_MISMATCH', `the payload's tenant (${payload.tenant}) is not the run's (${tenant}): give one tenant`, 'payload.tenant');
   }
-  return measureCsvUpload(deps, body.kind, payload, tenant, body.sizeBytes);
+  return measureCsvUpload(deps, log, body.kind, payload, tenant, body.sizeBytes);
 }
 
 export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): void {
@@ -190,7 +190,7 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
       if (body.kind === CSV_IMPORT_KIND) {
         // The request's own checks first (submit repeats them): a malformed request is refused without a call to S3.
         checkEnqueueRequest(submit);
-        submit.sizeBytes = await csvUploadSize(deps, body, scope);
+        submit.sizeBytes = await csvUploadSize(deps, request.log, body, scope);
       }
       const { job, reused, estimate } = await submitRun(deps.pool, actorOf(request), submit, {
         registry: deps.registry,
