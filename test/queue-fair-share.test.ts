@@ -35,6 +35,16 @@ describe('fair share between tenants', () => {
     expect(new Set(await claimOrder(env, 50))).toEqual(new Set(['flood']));
   });
 
+  it('a tenant named like an Object.prototype member (constructor, toString) enqueues with its weight of 1', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    for (const tenantId of ['constructor', 'toString', 'hasOwnProperty', 'valueOf']) {
+      const { job } = await enqueueJob(env.pool, { kind: 'noop', tenantId, payload: {} }, undefined, EQUAL_SHARES);
+      expect(job.tenantId).toBe(tenantId);
+    }
+    const { rows } = await env.pool.query<{ tenant_id: string; fair_tag: string }>('SELECT tenant_id, fair_tag FROM jobs ORDER BY id');
+    expect(rows.every((row) => Number.isFinite(Number(row.fair_tag)))).toBe(true);
+  });
+
   it("a flow whose own last queued run is an old turn (scheduled for later) continues where the claims are, not before", async () => {
     await env.pool.query('DELETE FROM jobs');
     // c's only queued run is old and scheduled for later: c's tail has the smallest tag.

@@ -10,7 +10,7 @@
 import type { Queryable } from '../db/pool.js';
 import { PermanentJobError, TransientJobError } from './errors.js';
 import type { KindThroughput } from './estimate.js';
-import type { FairSharePolicy } from './fair-share.js';
+import { tenantWeight, type FairSharePolicy } from './fair-share.js';
 
 /** One scope's limits; 0 = no limit. */
 export interface QueueLimits {
@@ -172,7 +172,7 @@ async function tenantShare(db: Queryable, kind: string, tenantId: string | null,
     const { rows } = await db.query<{ n: string }>(`SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND kind = $1`, [kind]);
     return Math.min(1, Math.max(1, tenantRuns) / Math.max(1, Number(rows[0]!.n)));
   }
-  const weight = (tenant: string | null) => (tenant !== null ? policy.tenantWeights[tenant] : undefined) ?? 1;
+  const weight = (tenant: string | null) => tenantWeight(policy, tenant);
   const { rows } = await db.query<{ tenants: string[]; untenanted: boolean }>(FLOWS_SQL, [kind]);
   const flows = new Set<string | null>(rows[0]!.tenants);
   if (rows[0]!.untenanted) flows.add(null);

@@ -24,11 +24,18 @@ export interface FairSharePolicy {
 export const PLAIN_ORDER: FairSharePolicy = { enabled: false, tenantWeights: {} };
 export const EQUAL_SHARES: FairSharePolicy = { enabled: true, tenantWeights: {} };
 
+/**
+ * A tenant's weight (1 unless TENANT_WEIGHTS names it). Own keys only: a tenant named `constructor` or `toString`
+ * must not get an Object.prototype function as its weight (its tag would be NaN and its every submit refused).
+ */
+export function tenantWeight(policy: FairSharePolicy, tenantId: string | null): number {
+  return tenantId !== null && Object.hasOwn(policy.tenantWeights, tenantId) ? policy.tenantWeights[tenantId]! : 1;
+}
+
 /** The tag step of a tenant's runs: 0 when fair share is off (every run tag 0). */
 export function fairTagStep(policy: FairSharePolicy, tenantId: string | null): number {
   if (!policy.enabled) return 0;
-  const weight = (tenantId !== null ? policy.tenantWeights[tenantId] : undefined) ?? 1;
-  return Math.max(1, Math.round(FAIR_TAG_STEP / weight));
+  return Math.max(1, Math.round(FAIR_TAG_STEP / tenantWeight(policy, tenantId)));
 }
 
 /**
