@@ -45,12 +45,17 @@ describe('fair share between tenants', () => {
     expect(rows.every((row) => Number.isFinite(Number(row.fair_tag)))).toBe(true);
   });
 
-  it("a flow whose own last queued run is an old turn (scheduled for later) continues where the claims are, not before", async () => {
+  it.each([
+    ['scheduled for later', false],
+    ['due by now, not yet claimed', true],
+  ])("a flow whose own last queued run is an old turn (%s) continues where the claims are, not before", async (_case, due) => {
     await env.pool.query('DELETE FROM jobs');
     // c's only queued run is old and scheduled for later: c's tail has the smallest tag.
     await enqueueJob(env.pool, { kind: 'noop', tenantId: 'c', payload: {}, runAt: new Date(Date.now() + 3_600_000) });
     await enqueueJobs(env.pool, 'noop', Array.from({ length: 100 }, () => ({})), { tenantId: 'a' });
     await claim(env, 50);
+    // Its time came while every slot was busy: due, and still the smallest queued tag.
+    if (due) await env.pool.query("UPDATE jobs SET run_at = now() - interval '1 second' WHERE tenant_id = 'c'");
     // c submits 20 runs one by one while workers hold 50 of a's: they alternate with a's remaining 50.
     for (let i = 0; i < 20; i += 1) await enqueueJob(env.pool, { kind: 'noop', tenantId: 'c', payload: {} });
     const next = await claimOrder(env, 20);
