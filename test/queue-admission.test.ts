@@ -9,7 +9,9 @@ import { loadConfig, type QueueConfig } from '../worker/config.js';
 import { EXIT_QUEUE_LIMIT } from '../worker/cli/commands/enqueue.js';
 import { describeError } from '../worker/http/errors.js';
 import { NO_ADMISSION_LIMITS, NO_LIMITS, QueueLimitError } from '../worker/queue/admission.js';
+import { claimJobs } from '../worker/queue/claim.js';
 import { enqueueJobs } from '../worker/queue/enqueue.js';
+import { EQUAL_SHARES, PLAIN_ORDER, type FairSharePolicy } from '../worker/queue/fair-share.js';
 import { PermanentJobError } from '../worker/queue/errors.js';
 import { useTestEnvironment } from './harness.js';
 import { call, makeKey, startTestApi } from './support/api-server.js';
@@ -112,30 +114,42 @@ describe('admission control on submit', () => {
     expect(breach.retryAfterSeconds).toBeLessThanOrEqual(31);
   });
 
-  it("a tenant's breach says to retry at the tenant's share of the kind's rate, not the whole rate", async () => {
-    await env.pool.query('DELETE FROM jobs');
-    // The kind's rate, from its history: 1 run/s.
-    await env.pool.query(
-      `INSERT INTO jobs (kind, state, attempts, started_at, claimed_at, finished_at)
-       SELECT 'noop', 'succeeded', 1, t - interval '100 milliseconds', t - interval '100 milliseconds', t
-       FROM (SELECT now() - interval '30 seconds' + n * interval '1 second' AS t FROM generate_series(0, 10) AS n) AS finished`,
-    );
-    // The tenant holds 20 queued runs against a limit of 10: 11 must start before its next submit fits. Two other
-    // tenants wait too, and fair share gives each tenant with queued runs its turn.
-    await env.pool.query("INSERT INTO jobs (kind, tenant_id) SELECT 'noop', 'busy' FROM generate_series(1, 20)");
-    await env.pool.query("INSERT INTO jobs (kind, tenant_id) SELECT 'noop', t FROM unnest(ARRAY['calm', 'quiet']) AS t, generate_series(1, 5)");
-    const retryAfter = async (queue: QueueConfig) => {
-      const refused = await submitJob(env.pool, { kind: 'noop', tenantId: 'busy', payload: {} }, { queue }).catch((error: unknown) => error);
-      expect(refused).toBeInstanceOf(QueueLimitError);
-      return (refused as QueueLimitError).breach.retryAfterSeconds;
+  it("a tenant's breach says to retry when its excess will have started, counting the other tenants' turns", async () => {
+    const tenantsRuns = async (policy: FairSharePolicy) => {
+      await env.pool.query('DELETE FROM jobs');
+      // The kind's rate, from its history: 1 run/s.
+      await env.pool.query(
+        `INSERT INTO jobs (kind, state, attempts, started_at, claimed_at, finished_at)
+         SELECT 'noop', 'succeeded', 1, t - interval '100 milliseconds', t - interval '100 milliseconds', t
+         FROM (SELECT now() - interval '30 seconds' + n * interval '1 second' AS t FROM generate_series(0, 10) AS n) AS finished`,
+      );
+      // The tenant holds 20 queued runs against a limit of 10: 11 must start before its next submit fits. Two other
+      // tenants wait with 20 runs each.
+      for (const tenantId of ['busy', 'calm', 'quiet']) {
+        await enqueueJobs(env.pool, 'noop', Array.from({ length: 20 }, () => ({})), { tenantId, fairShare: policy });
+      }
     };
     const limits = withLimits({ tenant: { ...NO_LIMITS, runs: 10 } });
-    // 11 runs at a third of 1 run/s; the whole rate said 11 s.
-    expect(await retryAfter(limits)).toBe(33);
-    // Weight 2 against 1 and 1: half the turns.
-    expect(await retryAfter({ ...limits, fairShare: { enabled: true, tenantWeights: { busy: 2 } } })).toBe(22);
-    // Without fair share runs start in submit order: its share is its part of the queue, 20 of 30.
-    expect(await retryAfter({ ...limits, fairShare: { enabled: false, tenantWeights: {} } })).toBe(17);
+    /** Retry-After of busy's next submit, and the claims it really takes until 11 of busy's runs have started. */
+    const check = async (policy: FairSharePolicy) => {
+      await tenantsRuns(policy);
+      const refused = await submitJob(env.pool, { kind: 'noop', tenantId: 'busy', payload: {} }, { queue: { ...limits, fairShare: policy } }).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(QueueLimitError);
+      let claims = 0;
+      for (let started = 0; started < 11; claims += 1) {
+        const [job] = await claimJobs(env.pool, { workerId: 'counter', limit: 1, leaseMs: 60_000, kinds: ['noop'] });
+        if (job!.tenantId === 'busy') started += 1;
+      }
+      return { retryAfter: (refused as QueueLimitError).breach.retryAfterSeconds, claims };
+    };
+    // At 1 run/s, Retry-After is the claims until then. Fair share: the others take their turns meanwhile (the whole
+    // rate said 11 s); weight 2: busy gets two turns for their one; plain order: busy submitted first.
+    for (const policy of [EQUAL_SHARES, { enabled: true, tenantWeights: { busy: 2 } }, PLAIN_ORDER]) {
+      const { retryAfter, claims } = await check(policy);
+      expect(retryAfter, JSON.stringify(policy)).toBe(claims);
+    }
+    expect((await check(EQUAL_SHARES)).claims).toBeGreaterThan(30);
+    expect((await check(PLAIN_ORDER)).claims).toBe(11);
   });
 
   it('the API answers 429 with Retry-After and shows the estimate; the CLI exits 75 naming the limit', async () => {

@@ -64,7 +64,7 @@ export async function submitJob(db: Queryable, request: EnqueueRequest, options:
     const active = dedupeKey !== null ? await findActiveRun(tx, dedupeKey, tenantId) : null;
     if (active) return { job: active, reused: true };
     const sizeBytes = request.sizeBytes ?? 0;
-    const breach = await findBreach(tx, { kind: request.kind, tenantId, sizeBytes }, queue.admission, () => measureThroughput(tx, request.kind), queue.fairShare);
+    const breach = await findBreach(tx, { kind: request.kind, tenantId, sizeBytes }, queue.admission, () => measureThroughput(tx, request.kind));
     if (breach) throw new QueueLimitError(breach);
     return enqueueJob(
       tx,

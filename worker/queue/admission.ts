@@ -10,7 +10,6 @@
 import type { Queryable } from '../db/pool.js';
 import { PermanentJobError, TransientJobError } from './errors.js';
 import type { KindThroughput } from './estimate.js';
-import { tenantWeight, type FairSharePolicy } from './fair-share.js';
 
 /** One scope's limits; 0 = no limit. */
 export interface QueueLimits {
@@ -55,7 +54,7 @@ export interface LimitBreach {
   setting: string;
   /**
    * When a retry may pass: the time the fleet needs to start the excess at its measured rate (1 s to 1 h) — for a
-   * tenant's limit, at the tenant's share of that rate (tenantShare).
+   * tenant's limit, with the other tenants' runs that start meanwhile (tenantWaitClaims).
    */
   retryAfterSeconds: number;
 }
@@ -142,44 +141,39 @@ async function queueLoad(db: Queryable, kind: string, tenantId: string | null, s
   };
 }
 
-/** Seconds until `excess` more runs have started at `share` of the measured rate; 60 s when the rate is unknown. */
-function retryAfter(excessRuns: number, throughput: KindThroughput | null, share: number): number {
+/** Seconds until `claims` more runs of the kind have started at the measured rate; 60 s when the rate is unknown. */
+function retryAfter(claims: number, throughput: KindThroughput | null): number {
   const rate = throughput?.runsPerSecond ?? null;
-  const seconds = rate !== null && rate > 0 && share > 0 ? excessRuns / (rate * share) : 60;
+  const seconds = rate !== null && rate > 0 ? claims / rate : 60;
   return Math.min(3600, Math.max(1, Math.ceil(seconds)));
 }
 
-// The flows with queued runs of the kind, by a loose index scan of jobs_queued_by_kind_tenant (one probe per tenant,
-// not a read of every queued run: this runs under the admission lock), plus whether runs without a tenant wait.
-const FLOWS_SQL = `
-WITH RECURSIVE tenants AS (
-  (SELECT tenant_id FROM jobs WHERE state = 'queued' AND kind = $1 AND tenant_id IS NOT NULL ORDER BY tenant_id LIMIT 1)
-  UNION ALL
-  SELECT (SELECT j.tenant_id FROM jobs j WHERE j.state = 'queued' AND j.kind = $1 AND j.tenant_id > tenants.tenant_id ORDER BY j.tenant_id LIMIT 1)
-  FROM tenants WHERE tenants.tenant_id IS NOT NULL
+/** Claims counted ahead of a tenant's runs at most (the wait is capped at an hour anyway). */
+const MAX_AHEAD = 100_000;
+
+// The claims before the tenant's `$3`-th due run (in claim order) starts: the due runs of the kind up to it in the
+// claim order (priority, fair_tag, run_at, id), one bounded range of jobs_queued_ahead. Fair share's turns and weights
+// are in the tags already (fair-share.ts), so this counts other tenants' runs only as far as they come first.
+const claimsUntilSql = (tenantIsNull: boolean) => `
+WITH target AS (
+  SELECT priority, fair_tag, run_at, id FROM jobs
+  WHERE state = 'queued' AND kind = $1 AND ${tenantIsNull ? 'tenant_id IS NULL AND $2::text IS NULL' : 'tenant_id = $2'} AND run_at <= now()
+  ORDER BY priority, fair_tag, run_at, id OFFSET $3 - 1 LIMIT 1
 )
-SELECT coalesce(array_agg(tenant_id) FILTER (WHERE tenant_id IS NOT NULL), '{}') AS tenants,
-  EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND kind = $1 AND tenant_id IS NULL) AS untenanted
-FROM tenants`;
+SELECT count(*) AS claims FROM (
+  SELECT 1 FROM jobs, target WHERE jobs.state = 'queued' AND jobs.kind = $1 AND jobs.run_at <= now()
+    AND (jobs.priority, jobs.fair_tag, jobs.run_at, jobs.id) <= (target.priority, target.fair_tag, target.run_at, target.id)
+  LIMIT ${MAX_AHEAD}
+) ahead`;
 
 /**
- * The tenant's share of the kind's claims while its runs wait. With fair share, tenants with queued runs take turns
- * by weight (fair-share.ts): its weight over theirs (its own runs count among them). Without it, the claim order is
- * the submit order: its share of the queued runs.
+ * How many runs of the kind start before `excess` more of the tenant's have, as the queue stands: with fair share the
+ * other tenants' runs that take their turns meanwhile, without it those submitted earlier. At least `excess` (also
+ * when fewer of the tenant's runs are due: the rest wait for their time anyway).
  */
-async function tenantShare(db: Queryable, kind: string, tenantId: string | null, tenantRuns: number, policy: FairSharePolicy): Promise<number> {
-  if (!policy.enabled) {
-    const { rows } = await db.query<{ n: string }>(`SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND kind = $1`, [kind]);
-    return Math.min(1, Math.max(1, tenantRuns) / Math.max(1, Number(rows[0]!.n)));
-  }
-  const weight = (tenant: string | null) => tenantWeight(policy, tenant);
-  const { rows } = await db.query<{ tenants: string[]; untenanted: boolean }>(FLOWS_SQL, [kind]);
-  const flows = new Set<string | null>(rows[0]!.tenants);
-  if (rows[0]!.untenanted) flows.add(null);
-  flows.add(tenantId);
-  let total = 0;
-  for (const flow of flows) total += weight(flow);
-  return weight(tenantId) / total;
+async function tenantWaitClaims(db: Queryable, kind: string, tenantId: string | null, excess: number): Promise<number> {
+  const { rows } = await db.query<{ claims: string }>(claimsUntilSql(tenantId === null), [kind, tenantId, excess]);
+  return Math.max(excess, Number(rows[0]!.claims));
 }
 
 /**
@@ -210,7 +204,6 @@ export async function findBreach(
   request: { kind: string; tenantId: string | null; sizeBytes: number },
   limits: AdmissionLimits,
   measure: () => Promise<KindThroughput | null>,
-  fairShare: FairSharePolicy,
 ): Promise<LimitBreach | null> {
   const scoped = limitsFor(limits, request.kind);
   if (!anyLimit(scoped.tenant) && !anyLimit(scoped.total)) return null;
@@ -236,8 +229,8 @@ export async function findBreach(
     }
     if (found) {
       const { excessRuns, ...rest } = found;
-      const share = scope === 'tenant' ? await tenantShare(db, request.kind, request.tenantId, now.runs, fairShare) : 1;
-      return { ...rest, retryAfterSeconds: retryAfter(excessRuns, await measure(), share) };
+      const claims = scope === 'tenant' ? await tenantWaitClaims(db, request.kind, request.tenantId, excessRuns) : excessRuns;
+      return { ...rest, retryAfterSeconds: retryAfter(claims, await measure()) };
     }
   }
   return null;
