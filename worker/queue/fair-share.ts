@@ -4,10 +4,10 @@
 // Start-time fair queuing, decided at enqueue so the claim stays one ordered range scan of jobs_claim_order
 // (priority, fair_tag, run_at, id) with SKIP LOCKED and batching. Each (tenant, kind) is a flow with its own timeline:
 // a new run's tag is one step after the tenant's last queued run of that kind, or the claim frontier if that is
-// later; a flow with nothing queued joins at the claim frontier (firstFairTagSql). A tenant that floods 20,000 runs gets tags f, f + step, … f + 20,000·step; a tenant
-// that then submits one run gets the frontier's tag and is claimed next — after the runs workers already hold, not
-// after the backlog. A weight w makes the step 1000 / w, so a tenant of weight 2 gets two turns
-// for another's one.
+// later; a flow with nothing queued joins at the claim frontier (firstFairTagSql). A tenant that floods 20,000 runs
+// gets tags f, f + step, … f + 20,000·step; a tenant that then submits one run gets the frontier's tag and is claimed
+// next — after the runs workers already hold, not after the backlog. A weight w makes the step 1000 / w, so a tenant
+// of weight 2 gets two turns for another's one.
 
 /** The step between two runs of one flow at weight 1; a weight divides it. */
 const FAIR_TAG_STEP = 1000;
@@ -41,33 +41,29 @@ export function fairTagStep(policy: FairSharePolicy, tenantId: string | null): n
 /**
  * SQL for the first tag of a run (or a bulk insert's first run) of one flow; the parameters are SQL expressions for
  * kind, tenant, priority and step. A flow with queued runs continues its own timeline: its tail in
- * jobs_queued_by_kind_tenant, plus one step (one index descent) — but not behind the largest tag being worked on (see
- * below): a tail can be as stale as a head (the flow's only queued run scheduled for later, or due but not yet
- * claimed while every slot is busy), and a flow continuing from it had every run it submitted claimed before every
- * other flow's backlog. A flood's tail is ahead of the claims, so the raise changes nothing for it; it costs a read of
- * the kind's running runs (jobs_lease_expiry), which a named prepared insert makes too small to measure here (rounds of
- * 2,000 single enqueues with 64 runs running: 387–536 µs with it, 354–716 µs without). A flow with nothing queued joins at the claim
- * frontier of its priority: the later of the head (the smallest queued tag, one descent of jobs_claim_order) and the
- * largest tag of the flow's kind's runs being worked on (running runs were claimed in tag order, so their largest tag
- * is where the claims of that kind are; a kind with tenant ceilings is claimed in a pool of its own, at its own pace).
- * The head alone can lag far behind: a run scheduled for later or waiting out a retry backoff keeps its old turn, and
- * so does a tenant held at its TENANT_KIND_CONCURRENCY ceiling; a flow joining at such a stale tag was claimed before
- * every other flow's remaining backlog, as many turns in a row as it had runs. coalesce evaluates
- * its arguments lazily, so floods (which have a tail) never pay for the head lookup. (The head lookup walks the index
- * entries of just-claimed runs until vacuum removes them; the running runs are few, read through jobs_lease_expiry.)
- * With step 0 (fair share off) the tag is 0.
+ * jobs_queued_by_kind_tenant plus one step (one index descent). A flow with nothing queued starts at the head of its
+ * priority (the smallest queued tag, one descent of jobs_claim_order); coalesce evaluates lazily, so floods (which have
+ * a tail) never pay for that lookup, which walks the index entries of just-claimed runs until vacuum removes them.
+ *
+ * Either is then raised to the claim frontier: the largest tag of the kind's running runs (claimed in tag order, so
+ * that is where the claims of the kind are; a kind with tenant ceilings is claimed in a pool of its own, at its own
+ * pace; read through jobs_lease_expiry). A tail or a head can be an old turn — a run scheduled for later, waiting out a
+ * retry backoff, due but not yet claimed while every slot is busy, or held at its tenant's TENANT_KIND_CONCURRENCY
+ * ceiling — and a flow continuing or starting from it had all its runs claimed before every other flow's backlog. A
+ * flood's tail is ahead of the frontier, so the raise changes nothing for it; with the named prepared insert its cost
+ * was not measurable (rounds of 2,000 single enqueues with 64 runs running: 387–536 µs with it, 354–716 µs without).
+ * While nothing runs, the tail or head alone decides. With step 0 (fair share off) the tag is 0.
  */
 export function firstFairTagSql(p: { kind: string; tenant: string; priority: string; step: string }, tenantIsNull: boolean): string {
   const tenantMatch = tenantIsNull ? 'tail.tenant_id IS NULL' : `tail.tenant_id = ${p.tenant}`;
-  const worked = `(SELECT max(worked.fair_tag) FROM jobs worked WHERE worked.state = 'running' AND worked.priority = ${p.priority} AND worked.kind = ${p.kind})`;
-  // greatest() skips NULLs: inside the tail's subquery it never turns "no tail" into a tag.
-  return `CASE WHEN ${p.step} = 0 THEN 0::bigint ELSE coalesce(
-    (SELECT greatest(tail.fair_tag + ${p.step}, ${worked}) FROM jobs tail
-      WHERE tail.state = 'queued' AND tail.kind = ${p.kind} AND ${tenantMatch} AND tail.priority = ${p.priority}
-      ORDER BY tail.fair_tag DESC LIMIT 1),
-    greatest(
+  // greatest() skips NULLs: nothing running leaves the tail or head as it is, and an empty queue gives the frontier.
+  return `CASE WHEN ${p.step} = 0 THEN 0::bigint ELSE coalesce(greatest(
+    coalesce(
+      (SELECT tail.fair_tag + ${p.step} FROM jobs tail
+        WHERE tail.state = 'queued' AND tail.kind = ${p.kind} AND ${tenantMatch} AND tail.priority = ${p.priority}
+        ORDER BY tail.fair_tag DESC LIMIT 1),
       (SELECT head.fair_tag FROM jobs head WHERE head.state = 'queued' AND head.priority = ${p.priority}
-        ORDER BY head.fair_tag, head.run_at, head.id LIMIT 1),
-      ${worked}),
+        ORDER BY head.fair_tag, head.run_at, head.id LIMIT 1)),
+    (SELECT max(worked.fair_tag) FROM jobs worked WHERE worked.state = 'running' AND worked.priority = ${p.priority} AND worked.kind = ${p.kind})),
     0) END`;
 }
