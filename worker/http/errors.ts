@@ -23,9 +23,10 @@ export class ApiError extends Error {
   }
 }
 
-/** A request that reached a server while it closes: not a fault, so not logged as one (API and admin pages alike). */
+/** A request that reached a server while it closes: not a fault, so logged as none (API and admin pages alike). */
+export const SHUTTING_DOWN = 'SHUTTING_DOWN';
 export const shuttingDown = () =>
-  new ApiError(503, 'SHUTTING_DOWN', 'this server is shutting down; retry, and another will answer', undefined, { 'retry-after': '1' });
+  new ApiError(503, SHUTTING_DOWN, 'this server is shutting down; retry, and another will answer', undefined, { 'retry-after': '1' });
 
 export interface ErrorBody {
   error: { code: string; message: string; field?: string };
@@ -57,7 +58,6 @@ function validationMessage(error: FastifyError, field: string | undefined): stri
   return field ? `${field} ${first?.message ?? 'is invalid'}` : (first?.message ?? error.message);
 }
 
-/** Status, headers and body for any error a route or the framework throws. */
 /**
  * The SQLSTATEs (class 22) of a value the database could not take as given: what a request's value can cause. The rest
  * of class 22 (division by zero, a null where none may be, an array subscript, an invalid parameter …) comes from our
@@ -75,6 +75,7 @@ const VALUE_REFUSALS = new Set([
   '22032', // invalid_json_text
 ]);
 
+/** Status, headers and body for any error a route or the framework throws. */
 export function describeError(error: unknown): {
   status: number;
   body: ErrorBody;
@@ -92,7 +93,7 @@ export function describeError(error: unknown): {
   });
   if (error instanceof ApiError) {
     const described = reply(error.statusCode, error.code, error.message, error.field, error.headers);
-    return error.code === 'SHUTTING_DOWN' ? { ...described, internal: false } : described;
+    return error.code === SHUTTING_DOWN ? { ...described, internal: false } : described;
   }
   if (error instanceof JobNotFoundError) return reply(404, 'JOB_NOT_FOUND', error.message);
   if (error instanceof InvalidTransitionError) return reply(409, 'INVALID_TRANSITION', error.message);

@@ -4,8 +4,9 @@
 // are not transitions, so the channel does not carry them. Every event gets the next number of its run's own sequence
 // here, under a random token of that sequence (an id shows nothing of other runs' events: a process-wide counter would
 // tell a follower how busy everyone else is); a run's events are kept for a while after its last follower left, so a
-// client that reconnects with Last-Event-ID gets exactly the events it missed. When they are gone (another server process, a restart, a long absence), the
-// stream starts again from a snapshot of the run: its current state is never lost, intermediate ones may be.
+// client that reconnects with Last-Event-ID gets exactly the events it missed. When they are gone (another server
+// process, a restart, a long absence), the stream starts again from a snapshot of the run: its current state is never
+// lost, intermediate ones may be.
 import { randomBytes } from 'node:crypto';
 import type { DatabaseTarget } from '../db/connection.js';
 import { ListenSession } from '../db/listen-session.js';

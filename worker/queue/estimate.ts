@@ -34,8 +34,8 @@ export interface RunEstimate extends KindThroughput {
 // (claimed_at), since the time from the first claim (started_at) holds retry backoffs, outage waits and a CSV
 // import's review; runs finished before claimed_at existed fall back to started_at. Canceled runs are left out: a
 // person ended them (a review rejected, a queued run or one waiting out a retry canceled), so claim to finish is
-// not work. Without live leases of the
-// kind, the rate of the last finished runs of the kind (their count over the time they spread across) stands in.
+// not work. Without live leases of the kind, the rate of the last finished runs of the kind (their count over the
+// time they spread across) stands in.
 export const THROUGHPUT_STATEMENT = `
 WITH recent AS (
   SELECT claimed_at, finished_at FROM (

@@ -8,7 +8,7 @@ import { listDeadJobs, purgeDead, replayDead, requireVisibleJob } from '../../ac
 import { createAdminSession, csrfTokenFor, endAdminSession } from '../../auth/admin-sessions.js';
 import { findActiveApiKey } from '../../auth/api-keys.js';
 import { INT32_MAX } from '../cursor.js';
-import { ApiError, describeError, notFound } from '../errors.js';
+import { ApiError, describeError, notFound, SHUTTING_DOWN } from '../errors.js';
 import { actorOf, keyOf, requireOperator, type ApiDependencies } from '../server.js';
 import { ADMIN_SCRIPT, ADMIN_STYLE } from './assets.js';
 import type { Html } from './html.js';
@@ -120,7 +120,7 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
         else if (status !== 404) request.log.info({ code: body.error.code, status }, 'admin request refused');
         const viewer = request.adminSessionToken && request.apiKey ? viewerOf(request) : null;
         const title =
-          status === 404 ? 'Not found' : status === 403 ? 'Not allowed' : status === 401 ? 'Sign in' : body.error.code === 'SHUTTING_DOWN' ? 'Restarting' : status >= 500 ? 'Something went wrong' : 'Refused';
+          status === 404 ? 'Not found' : status === 403 ? 'Not allowed' : status === 401 ? 'Sign in' : body.error.code === SHUTTING_DOWN ? 'Restarting' : status >= 500 ? 'Something went wrong' : 'Refused';
         void reply.headers(headers);
         return sendPage(reply, messagePage(title, body.error.message, viewer), status);
       });

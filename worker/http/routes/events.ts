@@ -1,8 +1,9 @@
 // GET /v1/jobs/{id}/events: server-sent events of a run's state and progress changes. The stream opens with a
 // `snapshot` (the run as it is) — or, when the client reconnects with Last-Event-ID and this process still holds what
 // came after it, with exactly the events it missed — then `state` and `progress` events as they happen, and a comment
-// line every eventKeepAliveMs so proxies keep it open. Event ids are `<token>.<number>`: the run's own sequence here. A stream ends when the key
-// or admin session that opened it no longer would: the key revoked, the session signed out or expired.
+// line every eventKeepAliveMs so proxies keep it open. Event ids are `<token>.<number>`: the run's own sequence here.
+// A stream ends when the key or admin session that opened it no longer would: the key revoked, the session signed out
+// or expired.
 import type { ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { requireVisibleJob } from '../../actions/run-actions.js';
