@@ -32,6 +32,20 @@ function defaultQueueConfig(): QueueConfig {
   return processQueueConfig;
 }
 
+/**
+ * A run's tenant: the request's, or else its payload's (the import kinds read `tenant` from either). The dedupe scope,
+ * the admission limits, fair share and the API's visibility all go by it, so the two must not disagree
+ * (TENANT_MISMATCH, field payload.tenant).
+ */
+export function runTenant(requestTenant: string | null, payload: unknown): string | null {
+  const payloadTenant = (payload as { tenant?: unknown }).tenant;
+  const fromPayload = typeof payloadTenant === 'string' ? payloadTenant : null;
+  if (fromPayload !== null && requestTenant !== null && fromPayload !== requestTenant) {
+    throw new PermanentJobError(`the payload's tenant (${fromPayload}) is not the run's (${requestTenant}): give one tenant`, 'TENANT_MISMATCH', { field: 'payload.tenant' });
+  }
+  return requestTenant ?? fromPayload;
+}
+
 const isPool = (db: Queryable): db is Pool => 'connect' in db && 'totalCount' in db;
 
 /**
@@ -48,14 +62,7 @@ export async function submitJob(db: Queryable, request: EnqueueRequest, options:
   const registry = options.registry ?? defaultRegistry();
   const handler = registry.require(request.kind);
   const payload = handler.parsePayload(request.payload ?? {});
-  // A run's tenant is the request's, or else its payload's (the import kinds read `tenant` from either): the dedupe
-  // scope, the admission limits, fair share and the API's visibility all go by it, so the two must not disagree.
-  const payloadTenant = (payload as { tenant?: unknown }).tenant;
-  const fromPayload = typeof payloadTenant === 'string' ? payloadTenant : null;
-  if (fromPayload !== null && request.tenantId != null && fromPayload !== request.tenantId) {
-    throw new PermanentJobError(`the payload's tenant (${fromPayload}) is not the run's (${request.tenantId}): give one tenant`, 'TENANT_MISMATCH', { field: 'payload.tenant' });
-  }
-  const tenantId = request.tenantId ?? fromPayload;
+  const tenantId = runTenant(request.tenantId ?? null, payload);
   const dedupeKey = (request.dedupeKey === undefined ? handler.defaultDedupeKey?.(payload, tenantId) : request.dedupeKey) ?? null;
   const queue = options.queue ?? defaultQueueConfig();
   const admit = async (tx: Queryable): Promise<EnqueueResult> => {

@@ -1,6 +1,7 @@
 // GET /v1/jobs (keyset-paged listing), GET /v1/jobs/{id} (the run record), POST /v1/jobs (submit any kind).
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { submitRun } from '../../actions/run-actions.js';
+import { runTenant } from '../../api.js';
 import { CSV_IMPORT_KIND } from '../../handlers/csv-validate.js';
 import { parseCsvImportPayload } from '../../imports/csv/payload.js';
 import { estimateJson, estimateRun } from '../../queue/estimate.js';
@@ -84,11 +85,8 @@ interface SubmitBody {
 /** A CSV import's size is its upload's, measured (csv-upload.ts): the queued-bytes limits must not take the caller's word. */
 async function csvUploadSize(deps: ApiDependencies, log: FastifyBaseLogger, body: SubmitBody, scope: string | null): Promise<number> {
   const payload = parseCsvImportPayload(body.kind, body.payload ?? {});
-  const tenant = scope ?? body.tenant ?? payload.tenant;
-  if (tenant === undefined) throw new ApiError(400, 'TENANT_REQUIRED', 'a CSV import needs a tenant: give tenant (operator keys) or payload.tenant', 'tenant');
-  if (payload.tenant !== undefined && payload.tenant !== tenant) {
-    throw new ApiError(400, 'TENANT_MISMATCH', `the payload's tenant (${payload.tenant}) is not the run's (${tenant}): give one tenant`, 'payload.tenant');
-  }
+  const tenant = runTenant(scope ?? body.tenant ?? null, payload);
+  if (tenant === null) throw new ApiError(400, 'TENANT_REQUIRED', 'a CSV import needs a tenant: give tenant (operator keys) or payload.tenant', 'tenant');
   return measureCsvUpload(deps, log, body.kind, payload, tenant, body.sizeBytes);
 }
 
