@@ -22,6 +22,16 @@ async function refusesConnections(port: number): Promise<boolean> {
   });
 }
 
+/** A raw keep-alive connection: what it has received so far, and a promise of its close. */
+async function connection(port: number): Promise<{ socket: net.Socket; received: () => string; closed: Promise<unknown> }> {
+  const socket = net.connect(port, '127.0.0.1');
+  let received = '';
+  socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+  const closed = new Promise((resolve) => socket.once('close', resolve));
+  await new Promise((resolve) => socket.once('connect', resolve));
+  return { socket, received: () => received, closed };
+}
+
 describe('a server that is shutting down', () => {
   it('answers a request that still arrives with 503 SHUTTING_DOWN in the one error shape, after the earlier answer', async () => {
     const api = await startTestApi(env);
@@ -34,34 +44,26 @@ describe('a server that is shutting down', () => {
       const port = Number(new URL(api.url).port);
       for (let i = 0; i < env.pool.options.max; i += 1) held.push(await env.pool.connect());
 
-      const socket = net.connect(port, '127.0.0.1');
-      let received = '';
-      socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
-      const ended = new Promise((resolve) => socket.once('close', resolve));
-      await new Promise((resolve) => socket.once('connect', resolve));
-      socket.write(`GET /v1/jobs?limit=1 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer ${operator}\r\n\r\n`);
+      const api1 = await connection(port);
+      api1.socket.write(`GET /v1/jobs?limit=1 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer ${operator}\r\n\r\n`);
       await waitFor(async () => env.pool.waitingCount > 0);
-      const adminSocket = net.connect(port, '127.0.0.1');
-      let adminReceived = '';
-      adminSocket.setEncoding('utf8').on('data', (chunk: string) => (adminReceived += chunk));
-      const adminEnded = new Promise((resolve) => adminSocket.once('close', resolve));
-      await new Promise((resolve) => adminSocket.once('connect', resolve));
-      adminSocket.write(`GET /v1/jobs?limit=2 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer ${operator}\r\n\r\n`);
+      const admin = await connection(port);
+      admin.socket.write(`GET /v1/jobs?limit=2 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer ${operator}\r\n\r\n`);
       await waitFor(async () => env.pool.waitingCount > 1);
 
       closing = api.close();
       await waitFor(() => refusesConnections(port));
       // The connection is busy, so it was not closed as idle: a second request on it reaches the closing server.
-      socket.write('GET /healthz HTTP/1.1\r\nHost: api\r\n\r\n');
+      api1.socket.write('GET /healthz HTTP/1.1\r\nHost: api\r\n\r\n');
       // And one to an admin page, on a connection of the same kind: a page of its own, not an error in the log.
-      adminSocket.write('GET /admin/sign-in HTTP/1.1\r\nHost: api\r\n\r\n');
+      admin.socket.write('GET /admin/sign-in HTTP/1.1\r\nHost: api\r\n\r\n');
       await waitFor(async () => (api.logText().match(/"code":"SHUTTING_DOWN"/g) ?? []).length === 2);
       for (const client of held.splice(0)) client.release();
-      await ended;
-      await adminEnded;
-      expect(adminReceived).toMatch(/HTTP\/1\.1 503 [^]*<title>[^<]*Restarting/);
+      await api1.closed;
+      await admin.closed;
+      expect(admin.received()).toMatch(/HTTP\/1\.1 503 [^]*<title>[^<]*Restarting/);
 
-      const answers = received.split(/(?=HTTP\/1\.1 )/);
+      const answers = api1.received().split(/(?=HTTP\/1\.1 )/);
       expect(answers).toHaveLength(2);
       expect(answers[0]).toMatch(/^HTTP\/1\.1 200 /);
       expect(answers[1]).toMatch(/^HTTP\/1\.1 503 /);
