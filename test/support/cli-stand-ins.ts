@@ -6,7 +6,7 @@
 // it. The model answers the exact `--query` expressions the scripts send and refuses any other, so a script that
 // asks something new fails here rather than being answered by accident.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -35,10 +35,42 @@ export interface StandInState {
   nextDeployment: number;
 }
 
+/**
+ * Stand-in code: takes `state.lock` in the sandbox (O_EXCL create, holding this process's pid) and frees it when the
+ * process exits. A lock left by a process that is gone (killed by a timeout) is taken over.
+ */
+const HOLD_STATE_LOCK = String.raw`
+import { openSync, closeSync, writeSync, unlinkSync } from 'node:fs';
+function holdStateLock(dir) {
+  const lockPath = join(dir, 'state.lock');
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      const fd = openSync(lockPath, 'wx');
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      process.on('exit', () => unlinkSync(lockPath));
+      return;
+    } catch (error) {
+      if (error.code !== 'EEXIST') throw error;
+    }
+    let holder = 0;
+    try { holder = Number(readFileSync(lockPath, 'utf8')); } catch {}
+    if (holder > 0 && !alive(holder)) { try { unlinkSync(lockPath); } catch {} continue; }
+    Atomics.wait(pause, 0, 0, 5);
+  }
+}
+function alive(pid) {
+  try { process.kill(pid, 0); return true; } catch (error) { return error.code === 'EPERM'; }
+}
+`;
+
 const STAND_IN = String.raw`
 import { createHash } from 'node:crypto';
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+
+${HOLD_STATE_LOCK}
 
 const name = process.argv[2];
 const args = process.argv.slice(3);
@@ -53,8 +85,11 @@ if (glob) {
   const pattern = new RegExp('^' + glob.split('*').map((part) => part.replace(/[.+?^$()|[\]{}\\]/g, '\\$&')).join('.*') + '$');
   if (pattern.test([name, ...args].join(' '))) { process.stderr.write(name + ': stand-in failure\n'); process.exit(17); }
 }
+// Scripts run concurrently (a deploy polling while a second one starts): each call holds the state's lock from its
+// read to its exit, so no call reads a half-written file or loses another's update.
+holdStateLock(dir);
 const state = JSON.parse(readFileSync(statePath, 'utf8'));
-const save = () => writeFileSync(statePath, JSON.stringify(state, null, 1));
+const save = () => { writeFileSync(statePath + '.next', JSON.stringify(state, null, 1)); renameSync(statePath + '.next', statePath); };
 const out = (text) => process.stdout.write(text + '\n');
 const refuse = (message, code = 255) => { process.stderr.write(name + ' stand-in: ' + message + '\n'); process.exit(code); };
 const query = option('--query') ?? '';
@@ -230,7 +265,9 @@ export function newSandbox(initial: Partial<StandInState> = {}): Sandbox {
     setState(update) {
       const current = read();
       update(current);
-      writeFileSync(join(dir, 'state.json'), JSON.stringify(current));
+      // Renamed into place, so a stand-in running meanwhile never reads a half-written file.
+      writeFileSync(join(dir, 'state.json.next'), JSON.stringify(current));
+      renameSync(join(dir, 'state.json.next'), join(dir, 'state.json'));
     },
     registered: () =>
       existsSync(join(dir, 'registered.log'))
