@@ -76,6 +76,29 @@ describe('limits', () => {
     for (let i = 0; i < 7; i += 1) expect((await call(limited, 'GET', '/readyz')).status).toBe(200);
   });
 
+  it('counts refused requests: operator routes with a tenant key and unknown keys reach 429, then no key is looked up', async () => {
+    // 403s count against the key (its first request was a 200, so the fifth refusal is its sixth request).
+    const known = await makeKey(env, 'known-backend', 'tenant', 'shop');
+    expect((await call(limited, 'GET', '/v1/jobs', { key: known })).status).toBe(200);
+    const forbidden: number[] = [];
+    for (let i = 0; i < 6; i += 1) forbidden.push((await call(limited, 'GET', '/v1/stats', { key: known })).status);
+    expect(forbidden).toEqual([403, 403, 403, 403, 429, 429]);
+
+    const unknown = `bik_${'A'.repeat(43)}`;
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i += 1) statuses.push((await call(limited, 'GET', '/v1/jobs', { key: unknown })).status);
+    expect(statuses).toEqual([401, 401, 401, 401, 401, 429]);
+    // The address's bucket: no key at all and a session cookie nobody has are refused before any lookup.
+    const noKey = await call(limited, 'GET', '/v1/jobs/1/events', { headers: { cookie: `bi_admin_session=${'B'.repeat(43)}` } });
+    expect(noKey.status).toBe(429);
+    expect(noKey.body.error.code).toBe('RATE_LIMITED');
+    expect(Number(noKey.headers.get('retry-after'))).toBeGreaterThan(0);
+    // A key not yet verified is not looked up from that address now; one verified before is served from the cache.
+    const another = await makeKey(env, 'another-backend', 'tenant', 'shop');
+    expect((await call(limited, 'GET', '/v1/jobs', { key: another })).status).toBe(429);
+    expect((await call(limited, 'GET', '/v1/jobs', { key: operator })).status).toBe(200);
+  });
+
   it('cuts off a client that does not finish sending its request', async () => {
     const { port } = new URL(api.url);
     const socket = connect(Number(port), '127.0.0.1');

@@ -129,6 +129,14 @@ export const actorOf = (request: FastifyRequest) => {
 
 const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
 
+const unauthenticated = (message: string): ApiError => new ApiError(401, 'UNAUTHENTICATED', message, undefined, { 'www-authenticate': 'Bearer' });
+
+/** 429 in the API's error shape; the limiter sets Retry-After itself, a refusal counted by hand passes it. */
+function rateLimited(max: number, after: string, retryAfterSeconds?: number): ApiError {
+  const headers: Record<string, string> = retryAfterSeconds === undefined ? {} : { 'retry-after': String(retryAfterSeconds) };
+  return new ApiError(429, 'RATE_LIMITED', `rate limit of ${max} requests per minute exceeded; retry in ${after}`, undefined, headers);
+}
+
 /**
  * Fastify's trustProxy: the trusted addresses and ranges as one list, or for a hop count the function proxy-addr makes
  * of one (hop 0 is the socket's peer, the nearest proxy); off when none is given.
@@ -196,6 +204,29 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
   await verifiedKeys.start();
   app.addHook('onClose', () => verifiedKeys.stop());
 
+  await app.register(rateLimit, {
+    global: true,
+    max: deps.limits.rateLimitPerMinute,
+    timeWindow: 60_000,
+    // Per key once authenticated (route hooks run after the auth hook), per address otherwise.
+    keyGenerator: (request) => (request.apiKey ? `key:${request.apiKey.id}` : `ip:${request.ip}`),
+    errorResponseBuilder: (_request, context) => rateLimited(context.max, context.after),
+  });
+  // The limiter's own check is a route hook, so it runs after the authentication hook below: a request that hook
+  // refuses (401, 403) is counted here instead, in the same buckets (the address's when no key was valid). Without it
+  // unauthenticated requests were never limited, and each unknown key or session cost a database lookup.
+  const limiter = app.createRateLimit();
+  const countRefusal = async (request: FastifyRequest, refusal: ApiError): Promise<never> => {
+    const counted = await limiter(request);
+    if (!counted.isAllowed && counted.isExceeded) throw rateLimited(counted.max, `${counted.ttlInSeconds} s`, counted.ttlInSeconds);
+    throw refusal;
+  };
+  // An address (or key) at its limit gets 429 before its next key or session is looked up.
+  const refuseLookupsWhileLimited = async (request: FastifyRequest): Promise<void> => {
+    const seen = await limiter(request, { increment: false });
+    if (!seen.isAllowed && seen.remaining === 0) throw rateLimited(seen.max, `${seen.ttlInSeconds} s`, seen.ttlInSeconds);
+  };
+
   // Authentication first: nothing but health and the spec is reachable without a valid key.
   app.addHook('onRequest', async (request) => {
     // The admin pages (and their 404s) check their own session (admin/plugin.ts).
@@ -206,24 +237,19 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     // A signed-in admin page follows a run's events and downloads its failed rows with its session cookie: the
     // session acts as its key. Only read-only GET routes that say so take a cookie (no cross-site writes).
     if (!match && request.routeOptions.config?.sessionCookie && request.method === 'GET') {
+      await refuseLookupsWhileLimited(request);
       request.cookieSession = await loadSession(deps.pool, request);
       if (request.cookieSession) return;
     }
-    if (!match) throw new ApiError(401, 'UNAUTHENTICATED', 'send an API key: Authorization: Bearer <key>', undefined, { 'www-authenticate': 'Bearer' });
-    const key = await verifiedKeys.find(match[1]!);
-    if (!key) throw new ApiError(401, 'UNAUTHENTICATED', 'the API key is unknown or revoked', undefined, { 'www-authenticate': 'Bearer' });
+    if (!match) return countRefusal(request, unauthenticated('send an API key: Authorization: Bearer <key>'));
+    let key = verifiedKeys.cached(match[1]!);
+    if (!key) {
+      await refuseLookupsWhileLimited(request);
+      key = await verifiedKeys.find(match[1]!);
+    }
+    if (!key) return countRefusal(request, unauthenticated('the API key is unknown or revoked'));
     request.apiKey = key;
-    if (access === 'operator' && key.role !== 'operator') throw new ApiError(403, 'FORBIDDEN', 'this route needs an operator key');
-  });
-
-  await app.register(rateLimit, {
-    global: true,
-    max: deps.limits.rateLimitPerMinute,
-    timeWindow: 60_000,
-    // Per key once authenticated (route hooks run after the auth hook), per address otherwise.
-    keyGenerator: (request) => (request.apiKey ? `key:${request.apiKey.id}` : `ip:${request.ip}`),
-    errorResponseBuilder: (_request, context) =>
-      new ApiError(429, 'RATE_LIMITED', `rate limit of ${context.max} requests per minute exceeded; retry in ${context.after}`),
+    if (access === 'operator' && key.role !== 'operator') return countRefusal(request, new ApiError(403, 'FORBIDDEN', 'this route needs an operator key'));
   });
 
   app.setErrorHandler((error, request, reply: FastifyReply) => {
