@@ -7,9 +7,11 @@ import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
+import { AUDIT_CHECK_GROUPS, runConsistencyAudit } from '../worker/audit/consistency-audit.js';
 import { auditHandler } from '../worker/handlers/audit.js';
 import { csvFinalizeHandler } from '../worker/handlers/csv-finalize.js';
 import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
+import { assertLeaseHeld, LeaseLostError } from '../worker/queue/lease.js';
 import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
@@ -133,6 +135,27 @@ describe('audit job kind', () => {
 
     const auditRuns = await runCliJson<Array<{ id: number; findings: number }>>(env, ['audit', 'runs']);
     expect(auditRuns[0]).toMatchObject({ id: auditId, findings: listed.total });
+  });
+
+  it('an attempt that lost its lease neither deletes nor adds findings of the run', async () => {
+    const before = (await env.pool.query(`SELECT id FROM audit_findings WHERE job_id = $1 ORDER BY id`, [auditId])).rows;
+    expect(before.length).toBeGreaterThan(0);
+    // A worker that froze past its lease resumes the walk of a run that another attempt (here: the finished one) owns.
+    const stale = runConsistencyAudit({
+      pool: env.pool,
+      auditJobId: auditId,
+      assertLeaseHeld: (db) => assertLeaseHeld(db, { jobId: auditId, owner: 'frozen-worker', attempt: 1 }),
+      checks: [...AUDIT_CHECK_GROUPS],
+      tenantId: null,
+      batchSize: 100,
+      s3: env.s3,
+      bucket: env.bucket,
+      documentsPrefix: 'imports/',
+      listLimit: 100,
+      signal: new AbortController().signal,
+    });
+    await expect(stale).rejects.toBeInstanceOf(LeaseLostError);
+    expect((await env.pool.query(`SELECT id FROM audit_findings WHERE job_id = $1 ORDER BY id`, [auditId])).rows).toEqual(before);
   });
 
   it('repair changes nothing without --apply, then recreates the references by name from the source rows', async () => {

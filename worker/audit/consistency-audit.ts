@@ -11,10 +11,12 @@
 //   orphan object (up to `listLimit` of each stored; the totals are in the result).
 //
 // The products walk is keyset-ordered (id > cursor, one short statement per batch), so an audit of 10M rows holds
-// memory flat and never blocks writers; findings are inserted by the batch's own statement. Nothing is repaired here:
-// `bulk-import audit repair <id>` is the separate, explicit step.
+// memory flat and never blocks writers; findings are inserted by the batch's own statement. Every write of findings
+// commits only while the run's lease holds (`assertLeaseHeld` first in its transaction): a worker that froze past its
+// lease cannot add its findings to, or delete them from, the attempt that took the run over. Nothing is repaired
+// here: `bulk-import audit repair <id>` is the separate, explicit step.
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { Pool } from '../db/pool.js';
+import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
 import { jobProgress, type JobProgress } from '../handlers/progress.js';
 import { auditDocuments } from './documents-audit.js';
 import {
@@ -32,6 +34,8 @@ export type AuditCheckGroup = (typeof AUDIT_CHECK_GROUPS)[number];
 export interface ConsistencyAuditOptions {
   pool: Pool;
   auditJobId: number;
+  /** The run's lease check (JobContext.assertLeaseHeld): throws LeaseLostError unless this attempt holds the run. */
+  assertLeaseHeld: (db: Queryable) => Promise<void>;
   checks: AuditCheckGroup[];
   /** Only this tenant's rows and runs (the documents check then looks under imports/<tenant>/ only). */
   tenantId: string | null;
@@ -66,8 +70,13 @@ export async function runConsistencyAudit(options: ConsistencyAuditOptions): Pro
   const started = Date.now();
   const { pool, auditJobId, tenantId } = options;
   const result: ConsistencyAuditResult = { checks: options.checks, tenant: tenantId, findings: 0, findingsNotStored: 0, byCheck: {}, durationMs: 0 };
+  const fenced = <T>(write: (db: Queryable) => Promise<T>): Promise<T> =>
+    withTransaction(pool, async (tx) => {
+      await options.assertLeaseHeld(tx);
+      return write(tx);
+    });
   // A retried attempt starts over: what an earlier attempt stored goes first.
-  await pool.query(`DELETE FROM audit_findings WHERE job_id = $1`, [auditJobId]);
+  await fenced((db) => db.query(`DELETE FROM audit_findings WHERE job_id = $1`, [auditJobId]));
   const rowsPerJob = new Map<number, number>();
   const wantRuns = options.checks.includes('csv-runs');
 
@@ -77,7 +86,7 @@ export async function runConsistencyAudit(options: ConsistencyAuditOptions): Pro
     let batches = 0;
     for (;;) {
       options.signal.throwIfAborted();
-      const batch = await auditProductBatch(pool, auditJobId, afterId, options.batchSize, tenantId);
+      const batch = await fenced((db) => auditProductBatch(db, auditJobId, afterId, options.batchSize, tenantId));
       if (batch.scanned === 0) break;
       batches += 1;
       scanned += batch.scanned;
@@ -90,7 +99,7 @@ export async function runConsistencyAudit(options: ConsistencyAuditOptions): Pro
     result.batches = batches;
     // The reference findings were inserted by the walk itself; a run that only asked for csv-runs drops them.
     if (!options.checks.includes('references')) {
-      await pool.query(`DELETE FROM audit_findings WHERE job_id = $1 AND check_name = 'missing-reference'`, [auditJobId]);
+      await fenced((db) => db.query(`DELETE FROM audit_findings WHERE job_id = $1 AND check_name = 'missing-reference'`, [auditJobId]));
     }
   }
 
@@ -125,7 +134,7 @@ export async function runConsistencyAudit(options: ConsistencyAuditOptions): Pro
         },
       });
     }
-    await insertFindings(pool, auditJobId, findings);
+    await fenced((db) => insertFindings(db, auditJobId, findings));
     result.csvRunsChecked = runs.length;
     result.csvRunsExplained = explained;
   }
@@ -137,7 +146,7 @@ export async function runConsistencyAudit(options: ConsistencyAuditOptions): Pro
       options.onProgress?.(jobProgress('documents', result.productsScanned ?? 0, null));
       const prefix = tenantId === null ? options.documentsPrefix : `${options.documentsPrefix}${tenantId}/`;
       const report = await auditDocuments({ pool, s3: options.s3, bucket: options.bucket, prefix, limit: options.listLimit });
-      await insertFindings(pool, auditJobId, [
+      await fenced((db) => insertFindings(db, auditJobId, [
         ...report.rowsWithoutObject.listed.map((row): NewFinding => ({
           check: 'document-without-object', tenantId: row.tenantId, subject: `documents ${row.documentId} ${row.key}`, subjectId: row.documentId,
           details: { bucket: report.bucket, key: row.key, importJobId: row.importJobId, createdAt: row.createdAt },
@@ -146,7 +155,7 @@ export async function runConsistencyAudit(options: ConsistencyAuditOptions): Pro
           check: 'object-without-document', tenantId: null, subject: `s3://${report.bucket}/${object.key}`, subjectId: null,
           details: { bucket: report.bucket, key: object.key, sizeBytes: object.sizeBytes, lastModified: object.lastModified },
         })),
-      ]);
+      ]));
       result.findingsNotStored =
         report.rowsWithoutObject.total - report.rowsWithoutObject.listed.length + report.orphanObjects.total - report.orphanObjects.listed.length;
       result.documents = {

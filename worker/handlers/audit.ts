@@ -58,6 +58,7 @@ export const auditHandler: JobHandler<AuditPayload> = {
     const result = await runConsistencyAudit({
       pool: services.pool,
       auditJobId: job.id,
+      assertLeaseHeld: context.assertLeaseHeld,
       checks: payload.checks,
       tenantId,
       batchSize: payload.batchSize,
