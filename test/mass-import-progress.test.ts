@@ -120,7 +120,7 @@ describe('the ETA rule', () => {
     let now = 0;
     const totals = { files: 2, bytes: 100 * MiB, pending: 2, done: 0, skipped: 0, failed: 0, failedTransient: 0, bytesDone: 0, bytesSkipped: 0, bytesFailed: 0 };
     const reports: Array<Record<string, unknown>> = [];
-    const progress = new ImportProgress(totals, { update: (value) => void reports.push(value), flush: async () => {} }, () => now);
+    const progress = new ImportProgress(totals, { update: (value) => void reports.push(value), flush: async () => {}, forget: () => {} }, () => now);
     now = 5_000;
     progress.transferring(1, 40 * MiB);
     expect(progress.snapshot('importing')).toMatchObject({ bytesDone: 40 * MiB, done: 0, etaSeconds: null });

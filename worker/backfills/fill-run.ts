@@ -100,6 +100,12 @@ class FillRun {
   private readonly commitLock = new SerialLock();
   /** The first error of any stream: the others stop at their next batch boundary. */
   private failure: { error: unknown } | undefined;
+  /**
+   * Set when a batch's COMMIT failed without an answer (the connection dropped): it may have committed, with its
+   * progress, so `this.progress` may be behind the database's. No stream commits after it, and the attempt stores
+   * no progress of its own (the next one resumes from the database's).
+   */
+  private commitUnknown: { error: unknown } | undefined;
   private retrying = false;
 
   constructor(
@@ -281,6 +287,7 @@ class FillRun {
         this.options.saveBeforeImage ? { jobId: this.lease.jobId } : undefined,
       );
       await this.commitLock.run(async () => {
+        if (this.commitUnknown) throw this.commitUnknown.error;
         await this.context.assertLeaseHeld(client);
         const next = withRate(
           advance(this.progress, selection, result, phase, range),
@@ -288,7 +295,16 @@ class FillRun {
           this.startedAt,
         );
         if (!(await saveProgress(client, this.lease, next))) throw new LeaseLostError(this.lease.jobId);
-        await client.query('COMMIT');
+        try {
+          await client.query('COMMIT');
+        } catch (error) {
+          // A refusal (a SQLSTATE) rolled back; without one the outcome is unknown.
+          if (sqlState(error) === undefined) {
+            this.commitUnknown = { error };
+            this.context.progress.forget();
+          }
+          throw error;
+        }
         open = false;
         this.writtenThisAttempt += result.written;
         this.progress = next;

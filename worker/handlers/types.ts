@@ -25,6 +25,12 @@ export interface ProgressReporter {
   update(progress: JobProgress): void;
   /** Writes the latest progress now. */
   flush(): Promise<void>;
+  /**
+   * Drops the progress not yet written and stores none with the attempt's outcome: for a handler that no longer
+   * knows which of its progress the database holds (a COMMIT that carried progress lost its reply), so that an
+   * older copy never replaces what was committed. The database's progress stays.
+   */
+  forget(): void;
 }
 
 export interface JobContext<P> {

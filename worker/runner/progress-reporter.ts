@@ -56,6 +56,13 @@ export class ThrottledProgressReporter implements ProgressReporter {
     await this.writing;
   }
 
+  forget(): void {
+    this.latest = undefined;
+    this.dirty = false;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
   close(): void {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
