@@ -5,7 +5,10 @@
 // plain priority order (every tag 0) — and per round (alternating the order), it prints B's pickup latency (enqueue
 // to handler start: p50, p99, max) and the throughput of all runs (first start to last finish), and at the end the
 // throughput cost of fairness. `--explain` instead fills a table with 1,000,000 queued runs of 1,000 tenants (and
-// 1,000,000 finished ones) and prints the plan of the claim statement with EXPLAIN (ANALYZE, BUFFERS).
+// 1,000,000 finished ones) and prints the plan of the claim statement with EXPLAIN (ANALYZE, BUFFERS). `--ceilings`
+// times the claim of a kind with a tenant ceiling (TENANT_KIND_CONCURRENCY 3, claims of 16, over 1,000,000 finished
+// runs): with one tenant at its ceiling in front of backlogs of 10,000 to 200,000 runs and nothing else to take, and
+// with 1,000 and 10,000 tenants of 5 queued runs each.
 //
 //   BENCH_FLOOD=20000 BENCH_ROUNDS=3 flock /tmp/heavy.lock npm run bench:fairness
 import { performance } from 'node:perf_hooks';
@@ -16,7 +19,7 @@ import { createPool, type Pool } from '../worker/db/pool.js';
 import { HandlerRegistry } from '../worker/handlers/registry.js';
 import type { JobHandler } from '../worker/handlers/types.js';
 import { createLogger } from '../worker/logger.js';
-import { claimStatement } from '../worker/queue/claim.js';
+import { claimJobs, claimStatement } from '../worker/queue/claim.js';
 import { enqueueJob, enqueueJobs } from '../worker/queue/enqueue.js';
 import { EQUAL_SHARES, PLAIN_ORDER, type FairSharePolicy } from '../worker/queue/fair-share.js';
 import { Worker } from '../worker/runner/worker.js';
@@ -145,6 +148,48 @@ async function explain(pool: Pool): Promise<void> {
   }
 }
 
+const CEILING_REQUEST = { workerId: 'ceilings', leaseMs: 3_600_000, kinds: ['bench'], tenantKindConcurrency: { bench: 3 } };
+
+/** p50 / p99 / max of `claims` claims of 16 (ms), as the worker sends them (transaction, advisory lock, statement). */
+async function timeClaims(pool: Pool, claims: number): Promise<{ p50: number; p99: number; max: number; claimed: number }> {
+  const times: number[] = [];
+  let claimed = 0;
+  for (let i = 0; i < claims; i += 1) {
+    const started = performance.now();
+    claimed += (await claimJobs(pool, { ...CEILING_REQUEST, limit: 16 })).length;
+    times.push(performance.now() - started);
+  }
+  times.sort((a, b) => a - b);
+  const at = (q: number) => times[Math.min(times.length - 1, Math.floor(q * times.length))]!;
+  return { p50: at(0.5), p99: at(0.99), max: times.at(-1)!, claimed };
+}
+
+async function ceilings(pool: Pool): Promise<void> {
+  console.log('filling: 1,000,000 finished runs …');
+  await pool.query(`INSERT INTO jobs (kind, tenant_id, state, finished_at, started_at, attempts)
+                    SELECT 'bench', 't' || (i % 1000), 'succeeded', now() - interval '1 hour', now() - interval '1 hour', 1
+                    FROM generate_series(1, 1000000) i`);
+  console.log('\n| queue of kind `bench` (ceiling 3 per tenant) | claims | claimed | p50 ms | p99 ms | max ms |');
+  console.log('|---|---|---|---|---|---|');
+  const print = (label: string, result: Awaited<ReturnType<typeof timeClaims>>, claims: number) =>
+    console.log(`| ${label} | ${claims} | ${result.claimed} | ${result.p50.toFixed(2)} | ${result.p99.toFixed(2)} | ${result.max.toFixed(2)} |`);
+  let backlog = 0;
+  for (const size of [10_000, 50_000, 200_000]) {
+    for (; backlog < size; backlog += 5_000) await enqueueJobs(pool, 'bench', Array.from({ length: 5_000 }, () => ({})), { tenantId: 'flood' });
+    await pool.query('VACUUM ANALYZE jobs');
+    if (size === 10_000) await claimJobs(pool, { ...CEILING_REQUEST, limit: 16 }); // flood takes its 3 places
+    print(`one tenant at its ceiling, ${size.toLocaleString('en-US')} queued behind it, nothing else`, await timeClaims(pool, 200), 200);
+  }
+  await pool.query(`DELETE FROM jobs WHERE state <> 'succeeded'`);
+  let tenants = 0;
+  for (const count of [1_000, 10_000]) {
+    for (; tenants < count; tenants += 1) await enqueueJobs(pool, 'bench', Array.from({ length: 5 }, () => ({})), { tenantId: `q${tenants}` });
+    await pool.query(`UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL WHERE state = 'running'`);
+    await pool.query('VACUUM ANALYZE jobs');
+    print(`${count.toLocaleString('en-US')} tenants with 5 queued runs each`, await timeClaims(pool, 60), 60);
+  }
+}
+
 async function main(): Promise<void> {
   const database = await startBenchDatabase('bench_fairness');
   const databaseUrl = database.url;
@@ -152,6 +197,7 @@ async function main(): Promise<void> {
     const pool = createPool(databaseUrl, { max: 20 });
     try {
       if (process.argv.includes('--explain')) return await explain(pool);
+      if (process.argv.includes('--ceilings')) return await ceilings(pool);
       console.log(`Node ${process.version}; settings: ${JSON.stringify(settings)}`);
       const results: RoundResult[] = [];
       for (let round = 1; round <= settings.rounds; round += 1) {

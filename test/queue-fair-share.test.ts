@@ -111,6 +111,27 @@ describe('fair share between tenants', () => {
     expect((await claim(env, 10, ceiling)).map((job) => job.tenantId)).toEqual(['x']);
   });
 
+  it('TENANT_KIND_CONCURRENCY: a tenant at its ceiling with a long backlog does not hide the runs behind it', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    const ceiling = { tenantKindConcurrency: { noop: 2 } };
+    // 300 runs of `flood`, then one of `late` and one without a tenant: in claim order both come after flood's
+    // whole backlog (plain order), further than the claim's first read in claim order goes (100 runs for limit 1).
+    await enqueueJobs(env.pool, 'noop', Array.from({ length: 300 }, () => ({})), { tenantId: 'flood', fairShare: PLAIN_ORDER });
+    await enqueueJob(env.pool, { kind: 'noop', tenantId: 'late', payload: {} }, 5, PLAIN_ORDER);
+    await enqueueJob(env.pool, { kind: 'noop', tenantId: null, payload: {} }, 5, PLAIN_ORDER);
+    expect((await claim(env, 2, ceiling)).map((job) => job.tenantId)).toEqual(['flood', 'flood']);
+    // flood is at its ceiling: one claim at a time, the read tenant by tenant finds the other two, in claim order.
+    expect((await claim(env, 1, ceiling)).map((job) => job.tenantId)).toEqual(['late']);
+    expect((await claim(env, 1, ceiling)).map((job) => job.tenantId)).toEqual([null]);
+    expect(await claim(env, 5, ceiling)).toEqual([]);
+    // A run of flood ends: its place goes to flood's next run, and flood stays at two.
+    await env.pool.query(`UPDATE jobs SET state = 'succeeded', lease_owner = NULL, lease_expires_at = NULL, finished_at = now()
+                          WHERE id = (SELECT min(id) FROM jobs WHERE state = 'running' AND tenant_id = 'flood')`);
+    expect((await claim(env, 5, ceiling)).map((job) => job.tenantId)).toEqual(['flood']);
+    const { rows } = await env.pool.query(`SELECT count(*)::int AS n FROM jobs WHERE state = 'running' AND tenant_id = 'flood'`);
+    expect(rows[0].n).toBe(2);
+  });
+
   it('under a 20,000-run flood of tenant A, tenant B’s 10 runs start within 2·(concurrency + prefetch) + 10 starts of A', async () => {
     await env.pool.query('DELETE FROM jobs');
     const concurrency = 8;

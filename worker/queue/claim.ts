@@ -21,46 +21,8 @@ export interface ClaimRequest {
   tenantKindConcurrency?: Readonly<Record<string, number>>;
 }
 
-// Tenant ceilings ($6 kinds, $7 their ceilings): `held` counts each tenant's leased jobs of those kinds; the scan
-// passes over tenants already at their ceiling (on the row, before locking it), and `allowed` keeps of the locked rows
-// only as many per tenant as its ceiling leaves room for (the others are unlocked at commit, still queued).
-const TENANT_CEILING_CTES = `
-ceiling AS (SELECT * FROM unnest($6::text[], $7::int[]) AS c(kind, max_running)),
-held AS (
-  SELECT running.kind, running.tenant_id, count(*)::int AS running FROM jobs running JOIN ceiling USING (kind)
-  WHERE running.state = 'running' GROUP BY running.kind, running.tenant_id
-),`;
-const TENANT_NOT_AT_CEILING = `AND NOT EXISTS (
-      SELECT 1 FROM held JOIN ceiling USING (kind)
-      WHERE held.kind = jobs.kind AND held.tenant_id IS NOT DISTINCT FROM jobs.tenant_id AND held.running >= ceiling.max_running)`;
-const TENANT_WITHIN_CEILING = `,
-allowed AS (
-  SELECT ranked.id FROM (
-    SELECT due.*, row_number() OVER (PARTITION BY due.kind, due.tenant_id ORDER BY due.priority, due.fair_tag, due.run_at, due.id) AS rank
-    FROM due
-  ) ranked
-  LEFT JOIN ceiling ON ceiling.kind = ranked.kind
-  LEFT JOIN held ON held.kind = ranked.kind AND held.tenant_id IS NOT DISTINCT FROM ranked.tenant_id
-  WHERE ceiling.max_running IS NULL OR ranked.rank <= ceiling.max_running - coalesce(held.running, 0)
-)`;
-
-// Why this is safe with many workers: the inner SELECT locks the rows it returns and SKIP LOCKED passes over rows
-// another claimer holds, so two workers never take the same row, and neither waits on the other. The outer UPDATE
-// runs in the same statement, so a row is never locked without being leased. `attempts + 1` makes every claim a new
-// fencing token. Ordered by the partial index jobs_claim_order (priority, fair_tag, run_at, id) WHERE state =
-// 'queued': fair_tag interleaves tenants within a priority (fair-share.ts); run_at is checked on the index entry.
-function claimSql(filterKinds: boolean, tenantCeilings = false): string {
-  return `
-WITH ${tenantCeilings ? TENANT_CEILING_CTES : ''} due AS (
-  SELECT id${tenantCeilings ? ', kind, tenant_id, priority, fair_tag, run_at' : ''} FROM jobs
-  WHERE state = 'queued' AND run_at <= now() AND NOT (id = ANY($4::bigint[]))
-    ${filterKinds ? (tenantCeilings ? 'AND ($5::text[] IS NULL OR kind = ANY($5::text[]))' : 'AND kind = ANY($5::text[])') : ''}
-    ${tenantCeilings ? TENANT_NOT_AT_CEILING : ''}
-  ORDER BY priority, fair_tag, run_at, id
-  LIMIT $2
-  FOR UPDATE SKIP LOCKED
-)${tenantCeilings ? TENANT_WITHIN_CEILING : ''}
-UPDATE jobs SET
+/** The lease of the runs `due` locked ($1 worker id, $3 lease length in ms): what every claim statement ends with. */
+const LEASE_DUE_RUNS = `UPDATE jobs SET
   state = 'running',
   lease_owner = $1,
   lease_expires_at = now() + $3 * interval '1 millisecond',
@@ -69,29 +31,140 @@ UPDATE jobs SET
   started_at = coalesce(jobs.started_at, now()),
   claimed_at = now(),
   updated_at = now()
-FROM ${tenantCeilings ? 'allowed' : 'due'} due WHERE jobs.id = due.id
+FROM due WHERE jobs.id = due.id
 RETURNING jobs.id, jobs.kind, jobs.tenant_id, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.progress, jobs.created_at,
   jobs.traceparent`;
+
+/** How many runs in claim order ($7) a claim of `limit` runs with tenant ceilings reads before it looks tenant by tenant. */
+const ceilingWalkRows = (limit: number): number => Math.max(100, 8 * limit);
+
+// Tenant ceilings ($5 the kinds, all with a ceiling; $6 their ceilings in the same order). `held` counts each tenant's
+// leased runs of those kinds, and a tenant's `room` is what its ceiling leaves. Candidates come from one of two reads:
+// - `walked`: the first ceilingWalkRows(limit) due runs in claim order (jobs_queued_ahead), keeping per tenant as many as
+//   its room. Fair tags interleave tenants, so this finds `limit` runs at once whenever that many can start.
+// - `per_tenant`, only when the walk was cut short without finding `limit`: the runs ahead are then mostly those of
+//   tenants at their ceiling (one tenant's 100,000 queued imports), and walking on would read all of them on every
+//   claim. Instead every tenant with queued runs of the kind is found by one descent of jobs_queued_by_kind_tenant (a
+//   loose index scan: the next tenant after the last) and its first `room` due runs read by another; the runs without
+//   a tenant are one more group. This costs a few descents per tenant with queued runs, so it is not the first read.
+// Whichever is read, the best `limit` candidates in claim order are locked (SKIP LOCKED) and leased, as in the plain
+// claim. Claimers of these kinds take turns (claimWithTenantCeilings), so `held` is exact.
+const CLAIM_WITH_TENANT_CEILINGS = `
+WITH RECURSIVE ceiling AS (SELECT * FROM unnest($5::text[], $6::int[]) AS c(kind, max_running)),
+held AS (
+  SELECT running.kind, running.tenant_id, running.tenant_id IS NULL AS no_tenant, coalesce(running.tenant_id, '') AS tenant_key,
+    count(*)::int AS running
+  FROM jobs running JOIN ceiling USING (kind)
+  WHERE running.state = 'running' GROUP BY running.kind, running.tenant_id
+),
+walk AS (
+  SELECT id, kind, tenant_id, priority, fair_tag, run_at FROM jobs
+  WHERE state = 'queued' AND kind = ANY($5::text[]) AND run_at <= now() AND NOT (id = ANY($4::bigint[]))
+  ORDER BY priority, fair_tag, run_at, id
+  LIMIT $7
+),
+walked AS (
+  SELECT ranked.id, ranked.priority, ranked.fair_tag, ranked.run_at FROM (
+    SELECT walk.*, row_number() OVER (PARTITION BY walk.kind, walk.tenant_id ORDER BY walk.priority, walk.fair_tag, walk.run_at, walk.id) AS rank
+    FROM walk
+  ) ranked
+  JOIN ceiling c ON c.kind = ranked.kind
+  -- (Equalities a hash join can use: IS NOT DISTINCT FROM would compare every walked run with every held group.)
+  LEFT JOIN held h ON h.kind = ranked.kind AND h.no_tenant = (ranked.tenant_id IS NULL) AND h.tenant_key = coalesce(ranked.tenant_id, '')
+  WHERE ranked.rank <= c.max_running - coalesce(h.running, 0)
+),
+walk_enough AS (
+  SELECT (SELECT count(*) FROM walked) >= $2 OR (SELECT count(*) FROM walk) < $7 AS yes
+),
+tenants(kind, tenant_id) AS (
+  SELECT c.kind, first.tenant_id FROM ceiling c
+  CROSS JOIN LATERAL (
+    SELECT q.tenant_id FROM jobs q WHERE q.state = 'queued' AND q.kind = c.kind AND q.tenant_id IS NOT NULL
+    ORDER BY q.tenant_id LIMIT 1
+  ) first
+  UNION ALL
+  SELECT t.kind, later.tenant_id FROM tenants t
+  CROSS JOIN LATERAL (
+    SELECT q.tenant_id FROM jobs q WHERE q.state = 'queued' AND q.kind = t.kind AND q.tenant_id > t.tenant_id
+    ORDER BY q.tenant_id LIMIT 1
+  ) later
+),
+flows AS (
+  SELECT kind, tenant_id FROM tenants
+  UNION ALL
+  SELECT c.kind, NULL FROM ceiling c
+  WHERE EXISTS (SELECT 1 FROM jobs q WHERE q.state = 'queued' AND q.kind = c.kind AND q.tenant_id IS NULL)
+),
+per_tenant AS (
+  SELECT pick.* FROM flows f
+  JOIN ceiling c ON c.kind = f.kind
+  LEFT JOIN held h ON h.kind = f.kind AND h.tenant_id IS NOT DISTINCT FROM f.tenant_id
+  CROSS JOIN LATERAL (
+    (SELECT q.id, q.priority, q.fair_tag, q.run_at FROM jobs q
+     WHERE q.state = 'queued' AND q.kind = f.kind AND q.tenant_id = f.tenant_id AND q.run_at <= now() AND NOT (q.id = ANY($4::bigint[]))
+     ORDER BY q.priority, q.fair_tag, q.run_at, q.id LIMIT greatest(c.max_running - coalesce(h.running, 0), 0))
+    UNION ALL
+    (SELECT q.id, q.priority, q.fair_tag, q.run_at FROM jobs q
+     WHERE f.tenant_id IS NULL AND q.state = 'queued' AND q.kind = f.kind AND q.tenant_id IS NULL AND q.run_at <= now() AND NOT (q.id = ANY($4::bigint[]))
+     ORDER BY q.priority, q.fair_tag, q.run_at, q.id LIMIT greatest(c.max_running - coalesce(h.running, 0), 0))
+  ) pick
+),
+candidates AS (
+  SELECT * FROM walked WHERE (SELECT yes FROM walk_enough)
+  UNION ALL
+  SELECT * FROM per_tenant WHERE NOT (SELECT yes FROM walk_enough)
+),
+due AS (
+  SELECT jobs.id FROM jobs
+  WHERE jobs.id IN (SELECT id FROM candidates ORDER BY priority, fair_tag, run_at, id LIMIT $2) AND jobs.state = 'queued'
+  FOR UPDATE SKIP LOCKED
+)
+${LEASE_DUE_RUNS}`;
+
+// Why this is safe with many workers: the inner SELECT locks the rows it returns and SKIP LOCKED passes over rows
+// another claimer holds, so two workers never take the same row, and neither waits on the other. The outer UPDATE
+// runs in the same statement, so a row is never locked without being leased. `attempts + 1` makes every claim a new
+// fencing token. Ordered by the partial index jobs_claim_order (priority, fair_tag, run_at, id) WHERE state =
+// 'queued': fair_tag interleaves tenants within a priority (fair-share.ts); run_at is checked on the index entry.
+function claimSql(filterKinds: boolean): string {
+  return `
+WITH due AS (
+  SELECT id FROM jobs
+  WHERE state = 'queued' AND run_at <= now() AND NOT (id = ANY($4::bigint[]))
+    ${filterKinds ? 'AND kind = ANY($5::text[])' : ''}
+  ORDER BY priority, fair_tag, run_at, id
+  LIMIT $2
+  FOR UPDATE SKIP LOCKED
+)
+${LEASE_DUE_RUNS}`;
 }
 
 const CLAIM_ANY_KIND = claimSql(false);
 const CLAIM_KINDS = claimSql(true);
-const CLAIM_KINDS_WITH_TENANT_CEILINGS = claimSql(true, true);
 /** pg_advisory_xact_lock(namespace, kind) of the claims of a kind with a tenant ceiling. */
 const TENANT_CEILING_LOCK_NAMESPACE = 0x62_69_77_63; // 'biwc'
 
 /**
  * A claim of kinds with a tenant ceiling, in a transaction that first takes an advisory lock per such kind (in kind
  * order): claimers of those kinds take turns, and each counts `held` in a snapshot taken after the previous one
- * committed, so the ceiling is exact across the fleet. The claim statement itself is unchanged otherwise. Needs a
- * pool (or a client the caller holds outside a transaction).
+ * committed, so the ceiling is exact across the fleet. Needs a pool (or a client the caller holds outside a
+ * transaction).
  */
-async function claimWithTenantCeilings(db: Queryable, values: unknown[], ceilings: Array<[string, number]>): Promise<{ rows: Record<string, unknown>[] }> {
+async function claimWithTenantCeilings(db: Queryable, request: ClaimRequest, ceilings: Array<[string, number]>): Promise<{ rows: Record<string, unknown>[] }> {
   const client = 'connect' in db && typeof db.connect === 'function' ? await (db as Pool).connect() : (db as PoolClient);
+  const values = [
+    request.workerId,
+    request.limit,
+    request.leaseMs,
+    request.excludeIds ?? [],
+    ceilings.map(([kind]) => kind),
+    ceilings.map(([, max]) => max),
+    ceilingWalkRows(request.limit),
+  ];
   try {
     return await inTransaction(client, async () => {
       for (const [kind] of ceilings) await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [TENANT_CEILING_LOCK_NAMESPACE, kind]);
-      return client.query(CLAIM_KINDS_WITH_TENANT_CEILINGS, [...values, ceilings.map(([kind]) => kind), ceilings.map(([, max]) => max)]);
+      return client.query(CLAIM_WITH_TENANT_CEILINGS, values);
     });
   } finally {
     if (client !== db) client.release();
@@ -112,10 +185,11 @@ export async function claimJobs(db: Queryable, request: ClaimRequest): Promise<C
   const ceilings = Object.entries(request.tenantKindConcurrency ?? {})
     .filter(([kind]) => request.kinds?.includes(kind) ?? true)
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  const { rows } =
-    ceilings.length > 0
-      ? await claimWithTenantCeilings(db, request.kinds ? values : [...values, null], ceilings)
-      : await db.query(text, values);
+  // The runner claims each kind with a tenant ceiling in a pool of its own (runner/pools.ts), never mixed.
+  if (ceilings.length > 0 && (!request.kinds || ceilings.length !== new Set(request.kinds).size)) {
+    throw new Error('a claim of kinds with tenant ceilings must name those kinds only (each is claimed in its own pool)');
+  }
+  const { rows } = ceilings.length > 0 ? await claimWithTenantCeilings(db, request, ceilings) : await db.query(text, values);
   return rows
     .map((row) => {
       const job: ClaimedJob = {
