@@ -43,10 +43,12 @@ const envOf = (shape: Shape): Record<string, string> => (shape === 'streamed' ? 
 const changing = (shape: Shape, kind: Case): TreeFile => ({ path: `${shape}-${kind}/changing.bin`, size: SHAPES[shape] });
 const sibling = (shape: Shape, kind: Case): TreeFile => ({ path: `${shape}-${kind}/steady.txt`, size: 3_000 });
 const crashing: TreeFile = { path: 'crash/changing.bin', size: 150 * 1024 + 3 };
+const frozen: TreeFile = { path: 'frozen/changing.bin', size: 120 * 1024 + 9 };
 const files: TreeFile[] = [
   ...(Object.keys(SHAPES) as Shape[]).flatMap((shape) => casesOf(shape).flatMap((kind) => [changing(shape, kind), sibling(shape, kind)])),
   crashing,
   { path: 'crash/steady.txt', size: 2_000 },
+  frozen,
 ];
 
 const tree = useTreeBehindProxy(env, files);
@@ -273,5 +275,51 @@ describe('mass-import of files rewritten while they upload', () => {
     const row = (await documentsOf(env, `${prefix}/${TENANT}/`)).find((document) => document.source_path === crashing.path);
     expect(row?.sha256).toBe(onDisk);
     expect(sha256(await objectBytes(env.s3, env.bucket, key))).toBe(onDisk);
+  }, 180_000);
+
+  it('a worker frozen past its lease while its PUT was in flight does not delete the object at the key when it wakes', async () => {
+    const prefix = 'frozen';
+    const key = objectKeyFor(prefix, TENANT, frozen.path);
+    const path = join(tree.root, frozen.path);
+    let putSeen!: () => void;
+    const putHeld = new Promise<void>((resolve) => (putSeen = resolve));
+    let releasePut!: () => void;
+    const putReleased = new Promise<void>((resolve) => (releasePut = resolve));
+    const counted = countRequests(key);
+    tree.proxy.decide = (request) => {
+      counted.observe(request);
+      if (!carriesBytes(request, key)) return 'pass';
+      putSeen();
+      return putReleased.then(() => 'pass' as const);
+    };
+    const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix, source: 'frozen' } });
+    const worker = spawnWorker(env, { env: { ...tree.workerEnv(), WORKER_HEARTBEAT_MS: '300', LOG_LEVEL: 'info' } });
+    tree.spawned.push(worker);
+    try {
+      await putHeld;
+      // The process stops (a long GC pause, a frozen VM) with its PUT in flight. Meanwhile its lease is gone: another
+      // attempt owns the run (as a rescue and a claim by another worker would leave it), and the file is rewritten.
+      worker.kill('SIGSTOP');
+      await env.pool.query(
+        `UPDATE jobs SET lease_owner = 'successor', attempts = attempts + 1, lease_expires_at = now() + interval '1 hour' WHERE id = $1`,
+        [job.id],
+      );
+      await rewriteInPlace(path, contentOf(frozen, 'rewritten'));
+      releasePut();
+      worker.kill('SIGCONT');
+      // It wakes: its PUT completes, it sees the file changed, and finds it no longer holds the run.
+      await worker.waitForLog((line) => line.job_id === job.id && line.msg === 'job finished');
+    } finally {
+      releasePut();
+      tree.proxy.decide = () => 'pass';
+      worker.kill('SIGKILL');
+      await worker.exited;
+    }
+    const finished = worker.logs.find((line) => line.job_id === job.id && line.msg === 'job finished');
+    expect(finished?.outcome).toBe('lost');
+    // The object at the key is not this worker's to delete any more: the successor may have written it since.
+    expect(counted.requests.deletes).toBe(0);
+    expect(await listObjects(env.s3, env.bucket, key)).toHaveLength(1);
+    await env.pool.query(`UPDATE jobs SET state = 'canceled', lease_owner = NULL, lease_expires_at = NULL, finished_at = now() WHERE id = $1`, [job.id]);
   }, 180_000);
 });

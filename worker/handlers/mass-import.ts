@@ -175,6 +175,7 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     progress: tracker,
     item: {
       pool,
+      assertLeaseHeld: context.assertLeaseHeld,
       jobId: job.id,
       tenant,
       bucket,

@@ -16,7 +16,8 @@ export interface ClaimRequest {
   excludeIds?: number[];
   /**
    * TENANT_KIND_CONCURRENCY: a tenant holds at most this many running (leased) jobs of the kind across the fleet.
-   * Enforced in the claim statement, with the claims of those kinds serialized (see claimWithTenantCeilings).
+   * Enforced in the claim statement, with the claims of those kinds serialized (see claimWithTenantCeilings). A claim
+   * of a kind listed here names only kinds listed here (claimJobs refuses a mix; the runner claims each apart).
    */
   tenantKindConcurrency?: Readonly<Record<string, number>>;
 }

@@ -20,6 +20,7 @@ import type { Queryable } from '../../db/pool.js';
 import type { Logger } from '../../logger.js';
 import { backoffDelayMs, type BackoffPolicy } from '../../queue/backoff.js';
 import { classifyError, PermanentJobError, TRANSIENT_NODE_CODES } from '../../queue/errors.js';
+import { LeaseLostError } from '../../queue/lease.js';
 import {
   assertUnchanged, deleteObject, fileVersionOf, FileChangedDuringReadError, sameVersion, UploadTimeoutError, uploadFileWithSha256,
 } from '../../storage/s3-upload.js';
@@ -35,6 +36,8 @@ import type { ItemOutcomeBatcher, TransferOutcome } from './item-outcome-batcher
 export interface ItemImportContext {
   /** Looks up the documents table before an object of the run is deleted. */
   pool: Queryable;
+  /** The run's lease check (JobContext.assertLeaseHeld): throws LeaseLostError once another attempt owns the run. */
+  assertLeaseHeld: (db: Queryable) => Promise<void>;
   jobId: number;
   tenant: string;
   bucket: string;
@@ -125,16 +128,20 @@ export interface ExistingAtKey {
 
 /**
  * Deletes the object a try wrote from a file that changed while it was sent, unless a document points to the key by
- * now (another run of the tenant committed it meanwhile: its row is not ours to orphan; CONCURRENT_CONFLICT applies).
+ * now (another run of the tenant committed it meanwhile: its row is not ours to orphan; CONCURRENT_CONFLICT applies),
+ * or this worker lost the run: a worker that froze past its lease must not delete what the attempt that took the run
+ * over may have written at the key since (its row not yet committed).
  * Best effort: left behind, the object is one without a row — overwritten by the next read, or reported by `audit`.
  */
 async function discardObject(context: ItemImportContext, item: PendingItem): Promise<void> {
   try {
+    await context.assertLeaseHeld(context.pool);
     const found = await findDocumentsByKeys(context.pool, context.bucket, context.tenant, [item.objectKey]);
     if (found.own.size > 0 || found.otherTenants.size > 0) return;
     await deleteObject(context.s3, context.bucket, item.objectKey, context.requestTimeoutMs);
   } catch (error) {
     if (context.signal.aborted) throw context.signal.reason;
+    if (error instanceof LeaseLostError) throw error;
     context.log.warn({ file: item.relativePath, key: item.objectKey, err: error }, 'could not delete the object of a file that changed while it was sent');
   }
 }
@@ -205,6 +212,7 @@ export async function transferItem(context: ItemImportContext, item: PendingItem
       return await transfer(context, item, found, tries);
     } catch (error) {
       if (context.signal.aborted) throw context.signal.reason;
+      if (error instanceof LeaseLostError) throw error;
       if (error instanceof FileChangedDuringReadError) {
         changedReads += 1;
         if (changedReads < context.changedReadsPerItem) {
