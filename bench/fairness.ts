@@ -7,7 +7,7 @@
 // throughput cost of fairness. `--explain` instead fills a table with 1,000,000 queued runs of 1,000 tenants (and
 // 1,000,000 finished ones) and prints the plan of the claim statement with EXPLAIN (ANALYZE, BUFFERS). `--ceilings`
 // times the claim of a kind with a tenant ceiling (TENANT_KIND_CONCURRENCY 3, claims of 16, over 1,000,000 finished
-// runs): with one tenant at its ceiling in front of backlogs of 10,000 to 200,000 runs and nothing else to take, and
+// runs and 100,000 queued runs of another kind): with one tenant at its ceiling in front of backlogs of 10,000 to 200,000 runs and nothing else to take, and
 // with 1,000 and 10,000 tenants of 5 queued runs each.
 //
 //   BENCH_FLOOD=20000 BENCH_ROUNDS=3 flock /tmp/heavy.lock npm run bench:fairness
@@ -165,10 +165,11 @@ async function timeClaims(pool: Pool, claims: number): Promise<{ p50: number; p9
 }
 
 async function ceilings(pool: Pool): Promise<void> {
-  console.log('filling: 1,000,000 finished runs …');
+  console.log('filling: 1,000,000 finished runs, and 100,000 queued runs of another kind …');
   await pool.query(`INSERT INTO jobs (kind, tenant_id, state, finished_at, started_at, attempts)
                     SELECT 'bench', 't' || (i % 1000), 'succeeded', now() - interval '1 hour', now() - interval '1 hour', 1
                     FROM generate_series(1, 1000000) i`);
+  for (let i = 0; i < 20; i += 1) await enqueueJobs(pool, 'other', Array.from({ length: 5_000 }, () => ({})), { tenantId: `o${i}` });
   console.log('\n| queue of kind `bench` (ceiling 3 per tenant) | claims | claimed | p50 ms | p99 ms | max ms |');
   console.log('|---|---|---|---|---|---|');
   const print = (label: string, result: Awaited<ReturnType<typeof timeClaims>>, claims: number) =>
@@ -180,11 +181,11 @@ async function ceilings(pool: Pool): Promise<void> {
     if (size === 10_000) await claimJobs(pool, { ...CEILING_REQUEST, limit: 16 }); // flood takes its 3 places
     print(`one tenant at its ceiling, ${size.toLocaleString('en-US')} queued behind it, nothing else`, await timeClaims(pool, 200), 200);
   }
-  await pool.query(`DELETE FROM jobs WHERE state <> 'succeeded'`);
+  await pool.query(`DELETE FROM jobs WHERE state <> 'succeeded' AND kind = 'bench'`);
   let tenants = 0;
   for (const count of [1_000, 10_000]) {
     for (; tenants < count; tenants += 1) await enqueueJobs(pool, 'bench', Array.from({ length: 5 }, () => ({})), { tenantId: `q${tenants}` });
-    await pool.query(`UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL WHERE state = 'running'`);
+    await pool.query(`UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL WHERE state = 'running' AND kind = 'bench'`);
     await pool.query('VACUUM ANALYZE jobs');
     print(`${count.toLocaleString('en-US')} tenants with 5 queued runs each`, await timeClaims(pool, 60), 60);
   }

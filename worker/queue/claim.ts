@@ -22,16 +22,20 @@ export interface ClaimRequest {
   tenantKindConcurrency?: Readonly<Record<string, number>>;
 }
 
-/** The lease of the runs `due` locked ($1 worker id, $3 lease length in ms): what every claim statement ends with. */
+/**
+ * The lease of the runs `due` locked ($1 worker id, $3 lease length in ms): what every claim statement ends with.
+ * Its times are the statement's, not the transaction's: a claim of a kind with tenant ceilings first waits for its
+ * turn (an advisory lock), and a lease dated from before that wait would be shorter than asked.
+ */
 const LEASE_DUE_RUNS = `UPDATE jobs SET
   state = 'running',
   lease_owner = $1,
-  lease_expires_at = now() + $3 * interval '1 millisecond',
-  heartbeat_at = now(),
+  lease_expires_at = statement_timestamp() + $3 * interval '1 millisecond',
+  heartbeat_at = statement_timestamp(),
   attempts = jobs.attempts + 1,
-  started_at = coalesce(jobs.started_at, now()),
-  claimed_at = now(),
-  updated_at = now()
+  started_at = coalesce(jobs.started_at, statement_timestamp()),
+  claimed_at = statement_timestamp(),
+  updated_at = statement_timestamp()
 FROM due WHERE jobs.id = due.id
 RETURNING jobs.id, jobs.kind, jobs.tenant_id, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.progress, jobs.created_at,
   jobs.traceparent`;
@@ -39,75 +43,66 @@ RETURNING jobs.id, jobs.kind, jobs.tenant_id, jobs.payload, jobs.attempts, jobs.
 /** How many runs in claim order ($7) a claim of `limit` runs with tenant ceilings reads before it looks tenant by tenant. */
 const ceilingWalkRows = (limit: number): number => Math.max(100, 8 * limit);
 
-// Tenant ceilings ($5 the kinds, all with a ceiling; $6 their ceilings in the same order). `held` counts each tenant's
-// leased runs of those kinds, and a tenant's `room` is what its ceiling leaves. Candidates come from one of two reads:
-// - `walked`: the first ceilingWalkRows(limit) due runs in claim order (jobs_queued_ahead), keeping per tenant as many as
-//   its room. Fair tags interleave tenants, so this finds `limit` runs at once whenever that many can start.
+// One kind with tenant ceilings ($5 the kind, $6 its ceiling). `held` counts each tenant's leased runs of the kind, and
+// a tenant's room is what its ceiling leaves. Candidates come from one of two reads:
+// - `walked`: the first ceilingWalkRows(limit) due runs of the kind in claim order (jobs_queued_ahead, whose order
+//   the kind's equality makes the claim order), keeping per tenant as many as its room. Fair tags interleave tenants,
+//   so this finds `limit` runs at once whenever that many can start.
 // - `per_tenant`, only when the walk was cut short without finding `limit`: the runs ahead are then mostly those of
 //   tenants at their ceiling (one tenant's 100,000 queued imports), and walking on would read all of them on every
 //   claim. Instead every tenant with queued runs of the kind is found by one descent of jobs_queued_by_kind_tenant (a
 //   loose index scan: the next tenant after the last) and its first `room` due runs read by another; the runs without
 //   a tenant are one more group. This costs a few descents per tenant with queued runs, so it is not the first read.
 // Whichever is read, the best `limit` candidates in claim order are locked (SKIP LOCKED) and leased, as in the plain
-// claim. Claimers of these kinds take turns (claimWithTenantCeilings), so `held` is exact.
-const CLAIM_WITH_TENANT_CEILINGS = `
-WITH RECURSIVE ceiling AS (SELECT * FROM unnest($5::text[], $6::int[]) AS c(kind, max_running)),
-held AS (
-  SELECT running.kind, running.tenant_id, running.tenant_id IS NULL AS no_tenant, coalesce(running.tenant_id, '') AS tenant_key,
-    count(*)::int AS running
-  FROM jobs running JOIN ceiling USING (kind)
-  WHERE running.state = 'running' GROUP BY running.kind, running.tenant_id
+// claim. Claimers of the kind take turns (claimWithTenantCeilings), so `held` is exact.
+const CLAIM_WITH_TENANT_CEILING = `
+WITH RECURSIVE held AS (
+  SELECT tenant_id, tenant_id IS NULL AS no_tenant, coalesce(tenant_id, '') AS tenant_key, count(*)::int AS running
+  FROM jobs WHERE state = 'running' AND kind = $5 GROUP BY tenant_id
 ),
 walk AS (
-  SELECT id, kind, tenant_id, priority, fair_tag, run_at FROM jobs
-  WHERE state = 'queued' AND kind = ANY($5::text[]) AND run_at <= now() AND NOT (id = ANY($4::bigint[]))
+  SELECT id, tenant_id, priority, fair_tag, run_at FROM jobs
+  WHERE state = 'queued' AND kind = $5 AND run_at <= now() AND NOT (id = ANY($4::bigint[]))
   ORDER BY priority, fair_tag, run_at, id
   LIMIT $7
 ),
 walked AS (
   SELECT ranked.id, ranked.priority, ranked.fair_tag, ranked.run_at FROM (
-    SELECT walk.*, row_number() OVER (PARTITION BY walk.kind, walk.tenant_id ORDER BY walk.priority, walk.fair_tag, walk.run_at, walk.id) AS rank
+    SELECT walk.*, row_number() OVER (PARTITION BY walk.tenant_id ORDER BY walk.priority, walk.fair_tag, walk.run_at, walk.id) AS rank
     FROM walk
   ) ranked
-  JOIN ceiling c ON c.kind = ranked.kind
   -- (Equalities a hash join can use: IS NOT DISTINCT FROM would compare every walked run with every held group.)
-  LEFT JOIN held h ON h.kind = ranked.kind AND h.no_tenant = (ranked.tenant_id IS NULL) AND h.tenant_key = coalesce(ranked.tenant_id, '')
-  WHERE ranked.rank <= c.max_running - coalesce(h.running, 0)
+  LEFT JOIN held h ON h.no_tenant = (ranked.tenant_id IS NULL) AND h.tenant_key = coalesce(ranked.tenant_id, '')
+  WHERE ranked.rank <= $6 - coalesce(h.running, 0)
 ),
 walk_enough AS (
   SELECT (SELECT count(*) FROM walked) >= $2 OR (SELECT count(*) FROM walk) < $7 AS yes
 ),
-tenants(kind, tenant_id) AS (
-  SELECT c.kind, first.tenant_id FROM ceiling c
-  CROSS JOIN LATERAL (
-    SELECT q.tenant_id FROM jobs q WHERE q.state = 'queued' AND q.kind = c.kind AND q.tenant_id IS NOT NULL
-    ORDER BY q.tenant_id LIMIT 1
-  ) first
+tenants(tenant_id) AS (
+  (SELECT tenant_id FROM jobs WHERE state = 'queued' AND kind = $5 AND tenant_id IS NOT NULL ORDER BY tenant_id LIMIT 1)
   UNION ALL
-  SELECT t.kind, later.tenant_id FROM tenants t
+  SELECT later.tenant_id FROM tenants t
   CROSS JOIN LATERAL (
-    SELECT q.tenant_id FROM jobs q WHERE q.state = 'queued' AND q.kind = t.kind AND q.tenant_id > t.tenant_id
+    SELECT q.tenant_id FROM jobs q WHERE q.state = 'queued' AND q.kind = $5 AND q.tenant_id > t.tenant_id
     ORDER BY q.tenant_id LIMIT 1
   ) later
 ),
 flows AS (
-  SELECT kind, tenant_id FROM tenants
+  SELECT tenant_id FROM tenants
   UNION ALL
-  SELECT c.kind, NULL FROM ceiling c
-  WHERE EXISTS (SELECT 1 FROM jobs q WHERE q.state = 'queued' AND q.kind = c.kind AND q.tenant_id IS NULL)
+  SELECT NULL WHERE EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND kind = $5 AND tenant_id IS NULL)
 ),
 per_tenant AS (
   SELECT pick.* FROM flows f
-  JOIN ceiling c ON c.kind = f.kind
-  LEFT JOIN held h ON h.kind = f.kind AND h.tenant_id IS NOT DISTINCT FROM f.tenant_id
+  LEFT JOIN held h ON h.tenant_id IS NOT DISTINCT FROM f.tenant_id
   CROSS JOIN LATERAL (
     (SELECT q.id, q.priority, q.fair_tag, q.run_at FROM jobs q
-     WHERE q.state = 'queued' AND q.kind = f.kind AND q.tenant_id = f.tenant_id AND q.run_at <= now() AND NOT (q.id = ANY($4::bigint[]))
-     ORDER BY q.priority, q.fair_tag, q.run_at, q.id LIMIT greatest(c.max_running - coalesce(h.running, 0), 0))
+     WHERE q.state = 'queued' AND q.kind = $5 AND q.tenant_id = f.tenant_id AND q.run_at <= now() AND NOT (q.id = ANY($4::bigint[]))
+     ORDER BY q.priority, q.fair_tag, q.run_at, q.id LIMIT greatest($6 - coalesce(h.running, 0), 0))
     UNION ALL
     (SELECT q.id, q.priority, q.fair_tag, q.run_at FROM jobs q
-     WHERE f.tenant_id IS NULL AND q.state = 'queued' AND q.kind = f.kind AND q.tenant_id IS NULL AND q.run_at <= now() AND NOT (q.id = ANY($4::bigint[]))
-     ORDER BY q.priority, q.fair_tag, q.run_at, q.id LIMIT greatest(c.max_running - coalesce(h.running, 0), 0))
+     WHERE f.tenant_id IS NULL AND q.state = 'queued' AND q.kind = $5 AND q.tenant_id IS NULL AND q.run_at <= now() AND NOT (q.id = ANY($4::bigint[]))
+     ORDER BY q.priority, q.fair_tag, q.run_at, q.id LIMIT greatest($6 - coalesce(h.running, 0), 0))
   ) pick
 ),
 candidates AS (
@@ -146,29 +141,28 @@ const CLAIM_KINDS = claimSql(true);
 const TENANT_CEILING_LOCK_NAMESPACE = 0x62_69_77_63; // 'biwc'
 
 /**
- * A claim of kinds with a tenant ceiling, in a transaction that first takes an advisory lock per such kind (in kind
- * order): claimers of those kinds take turns, and each counts `held` in a snapshot taken after the previous one
- * committed, so the ceiling is exact across the fleet. Needs a pool (or a client the caller holds outside a
- * transaction).
+ * A claim of kinds with a tenant ceiling, in one transaction: per kind (in kind order) an advisory lock, then the
+ * claim of that kind with what the limit has left. Claimers of a kind take turns, and each counts `held` in a
+ * snapshot taken after the previous one committed, so the ceiling is exact across the fleet. Needs a pool (or a
+ * client the caller holds outside a transaction).
  */
 async function claimWithTenantCeilings(db: Queryable, request: ClaimRequest, ceilings: Array<[string, number]>): Promise<{ rows: Record<string, unknown>[] }> {
-  const client = 'connect' in db && typeof db.connect === 'function' ? await (db as Pool).connect() : (db as PoolClient);
-  const values = [
-    request.workerId,
-    request.limit,
-    request.leaseMs,
-    request.excludeIds ?? [],
-    ceilings.map(([kind]) => kind),
-    ceilings.map(([, max]) => max),
-    ceilingWalkRows(request.limit),
-  ];
+  const isPool = 'connect' in db && 'totalCount' in db;
+  const client = isPool ? await (db as Pool).connect() : (db as PoolClient);
   try {
     return await inTransaction(client, async () => {
-      for (const [kind] of ceilings) await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [TENANT_CEILING_LOCK_NAMESPACE, kind]);
-      return client.query(CLAIM_WITH_TENANT_CEILINGS, values);
+      const rows: Record<string, unknown>[] = [];
+      for (const [kind, ceiling] of ceilings) {
+        const limit = request.limit - rows.length;
+        if (limit <= 0) break;
+        await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [TENANT_CEILING_LOCK_NAMESPACE, kind]);
+        const values = [request.workerId, limit, request.leaseMs, request.excludeIds ?? [], kind, ceiling, ceilingWalkRows(limit)];
+        rows.push(...(await client.query(CLAIM_WITH_TENANT_CEILING, values)).rows);
+      }
+      return { rows };
     });
   } finally {
-    if (client !== db) client.release();
+    if (isPool) client.release();
   }
 }
 
