@@ -223,10 +223,17 @@ describe('dead letters', () => {
     expect(await requireJob(env.pool, first)).toMatchObject({ state: 'succeeded', attempts: 4 });
     expect((await requireJob(env.pool, second)).state).toBe('dead');
 
+    // A dead run whose dedupe key an active run holds (the client submitted again) stays dead, said on stderr.
+    const held = await plantDead('noop', 1, 'acme');
+    await env.pool.query(`UPDATE jobs SET dedupe_key = 'nightly-sync' WHERE id = $1`, [held]);
+    const holder = (await enqueueJob(env.pool, { kind: 'noop', tenantId: 'acme', dedupeKey: 'nightly-sync' })).job;
     const all = await runCli(env, ['dead', 'replay', '--all', '--reset-attempts']);
     expect(all.code).toBe(0);
     expect(all.stdout).toContain('Replayed 1 dead job(s)');
     expect(tableRow(all.stdout, second)).toEqual([String(second), 'noop', 'queued', '0/3']);
+    expect(all.stderr).toContain(`left dead: job ${held} (noop): its dedupe key "nightly-sync" is in use by job ${holder.id}`);
+    expect((await requireJob(env.pool, held)).state).toBe('dead');
+    await env.pool.query('DELETE FROM jobs WHERE id = ANY($1::bigint[])', [[held, holder.id]]);
     expect((await runCli(env, ['dead', 'replay'])).stderr).toContain('give the ids of dead jobs to replay, or --all');
   });
 

@@ -355,8 +355,33 @@ describe('rescue, retention, cancel and requeue', () => {
     expect(again).toMatchObject({ state: 'queued', attempts: 1, maxAttempts: 2, finishedAt: null });
     await expect(requeueJob(env.pool, job.id)).rejects.toThrow(/is queued: cannot requeue it/);
     await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now() WHERE id = $1", [job.id]);
-    const replayed = await replayDeadJobs(env.pool, { kinds: ['requeue-me'], resetAttempts: true });
+    const { replayed } = await replayDeadJobs(env.pool, { kinds: ['requeue-me'], resetAttempts: true });
     expect(replayed.map((row) => [row.id, row.state, row.attempts])).toEqual([[job.id, 'queued', 0]]);
+  });
+
+  it('a replay of all leaves dead the runs whose dedupe key is in use, and replays the others', async () => {
+    const dead = async (tenantId: string, dedupeKey: string | null): Promise<number> => {
+      const { job } = await enqueueJob(env.pool, { kind: 'replay-keys', tenantId, dedupeKey });
+      await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now(), attempts = 5 WHERE id = $1", [job.id]);
+      return job.id;
+    };
+    // The key K died, the client submitted K again and that died too; key L died and its resubmit is queued.
+    const olderK = await dead('shop', 'K');
+    const newerK = await dead('shop', 'K');
+    const deadL = await dead('shop', 'L');
+    const { job: activeL } = await enqueueJob(env.pool, { kind: 'replay-keys', tenantId: 'shop', dedupeKey: 'L' });
+    const sameKeyOtherTenant = await dead('other', 'K');
+    const plain = await dead('shop', null);
+
+    const { replayed, skipped } = await replayDeadJobs(env.pool, { kinds: ['replay-keys'] });
+    expect(replayed.map((row) => row.id)).toEqual([newerK, sameKeyOtherTenant, plain]);
+    expect(replayed.every((row) => row.state === 'queued')).toBe(true);
+    expect(skipped).toEqual([
+      { id: olderK, kind: 'replay-keys', tenantId: 'shop', dedupeKey: 'K', heldBy: newerK },
+      { id: deadL, kind: 'replay-keys', tenantId: 'shop', dedupeKey: 'L', heldBy: activeL.id },
+    ]);
+    expect((await requireJob(env.pool, olderK)).state).toBe('dead');
+    expect((await requireJob(env.pool, deadL)).state).toBe('dead');
   });
 
   it('releases leases without counting the attempt', async () => {

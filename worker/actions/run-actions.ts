@@ -21,6 +21,7 @@ import {
   resolveJob,
   type CancelResult,
   type RequeueOptions,
+  type SkippedReplay,
 } from '../queue/operator.js';
 import type { JobRow } from '../queue/types.js';
 
@@ -166,20 +167,26 @@ export interface ReplayRequest extends RequeueOptions {
   note?: string | null | undefined;
 }
 
+export interface ReplayResult {
+  replayed: JobRow[];
+  /** With `all`: dead runs left dead because their dedupe key is in use (by an active run, or one replayed instead). */
+  skipped: SkippedReplay[];
+}
+
 /** Dead-letter replay (operators only: the caller checks the role). */
-export async function replayDead(pool: Pool, actor: Actor, request: ReplayRequest): Promise<JobRow[]> {
+export async function replayDead(pool: Pool, actor: Actor, request: ReplayRequest): Promise<ReplayResult> {
   const text = checkNote(request.note);
   const options = { resetAttempts: request.resetAttempts ?? false };
   if (request.all) {
     return withTransaction(pool, async (tx) => {
-      const replayed = await replayDeadJobs(tx, { ...options, ...(request.kinds ? { kinds: request.kinds } : {}) });
-      await record(tx, actor, 'replayed', replayed, text);
-      return replayed;
+      const result = await replayDeadJobs(tx, { ...options, ...(request.kinds ? { kinds: request.kinds } : {}) });
+      await record(tx, actor, 'replayed', result.replayed, text);
+      return result;
     });
   }
   const replayed = await replayDeadJobsById(pool, request.ids ?? [], options);
   await record(pool, actor, 'replayed', replayed, text);
-  return replayed;
+  return { replayed, skipped: [] };
 }
 
 /** Dead-letter purge (operators only); the history keeps a `purged` entry per deleted run. */

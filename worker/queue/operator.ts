@@ -194,13 +194,55 @@ export async function requeueJob(db: Queryable, id: number, options: RequeueOpti
   throw new InvalidTransitionError(id, job.state, 'requeue', `${REQUEUABLE.join(', ')} runs can be requeued`);
 }
 
-/** Requeues every dead run (optionally of some kinds): the dead-letter replay. */
-export async function replayDeadJobs(db: Queryable, options: RequeueOptions & { kinds?: string[] } = {}): Promise<JobRow[]> {
-  // Resolved dead runs were handled on purpose: only an explicit replay by id starts them again.
-  const { rows } = await requeueWhere(
-    db, `state = 'dead' AND resolved_at IS NULL AND ($1::text[] IS NULL OR kind = ANY($1))`, [options.kinds ?? null], options,
+/** A dead run a replay of all left dead: its dedupe key is taken by `heldBy` (active, or replayed in its place). */
+export interface SkippedReplay {
+  id: number;
+  kind: string;
+  tenantId: string | null;
+  dedupeKey: string;
+  heldBy: number;
+}
+
+// The dead runs a replay of all takes (unresolved: resolved ones were handled on purpose, only a replay by id starts
+// them again), locked, and of those the ones that cannot be queued again without a second active run of their dedupe
+// key: another run of the key is active (the client submitted again), or the same replay queues a newer dead run of
+// the key. Left dead, they are listed with the run that holds their key, instead of the whole replay failing.
+const REPLAY_CANDIDATES = `
+  WITH dead AS (
+    SELECT id, kind, tenant_id, dedupe_key FROM jobs
+    WHERE state = 'dead' AND resolved_at IS NULL AND ($1::text[] IS NULL OR kind = ANY($1))
+    ORDER BY id FOR UPDATE
+  )
+  SELECT dead.id, dead.kind, dead.tenant_id, dead.dedupe_key,
+    coalesce(
+      (SELECT active.id FROM jobs active
+       WHERE active.dedupe_key = dead.dedupe_key AND active.tenant_id IS NOT DISTINCT FROM dead.tenant_id
+         AND active.state IN ('queued', 'running', 'review_ready')
+       LIMIT 1),
+      (SELECT max(newer.id) FROM dead newer
+       WHERE newer.dedupe_key = dead.dedupe_key AND newer.tenant_id IS NOT DISTINCT FROM dead.tenant_id AND newer.id > dead.id)
+    ) AS held_by
+  FROM dead ORDER BY dead.id`;
+
+/**
+ * Requeues every unresolved dead run (optionally of some kinds): the dead-letter replay. Runs whose dedupe key is in
+ * use stay dead and come back in `skipped` (a newer dead run of the same key is replayed in their place).
+ */
+export async function replayDeadJobs(
+  db: Queryable,
+  options: RequeueOptions & { kinds?: string[] } = {},
+): Promise<{ replayed: JobRow[]; skipped: SkippedReplay[] }> {
+  const { rows } = await db.query<{ id: number; kind: string; tenant_id: string | null; dedupe_key: string | null; held_by: number | null }>(
+    REPLAY_CANDIDATES,
+    [options.kinds ?? null],
   );
-  return rows;
+  const skipped = rows
+    .filter((row) => row.held_by !== null)
+    .map((row) => ({ id: row.id, kind: row.kind, tenantId: row.tenant_id, dedupeKey: row.dedupe_key!, heldBy: Number(row.held_by) }));
+  const ids = rows.filter((row) => row.held_by === null).map((row) => row.id);
+  if (ids.length === 0) return { replayed: [], skipped };
+  const { rows: replayed } = await requeueWhere(db, `id = ANY($1::bigint[]) AND state = 'dead'`, [ids], options);
+  return { replayed, skipped };
 }
 
 async function requeueWhere(

@@ -59,13 +59,17 @@ export function registerDeadCommands(program: Command): void {
       if (options.kind && !options.all) throw new Error('dead replay: --kind only applies with --all');
       const jobIds = ids.map(parseJobId);
       const resetAttempts = options.resetAttempts ?? false;
-      const replayed = await withDatabase((pool) =>
+      const { replayed, skipped } = await withDatabase((pool) =>
         replayDead(pool, cliActor(), { ids: jobIds, all: options.all ?? false, kinds: options.kind, resetAttempts, note: options.note }),
       );
+      // Runs left dead are said on stderr in both modes (stdout's JSON stays the list of replayed runs).
+      for (const run of skipped) {
+        process.stderr.write(`left dead: job ${run.id} (${run.kind}): its dedupe key ${JSON.stringify(run.dedupeKey)} is in use by job ${run.heldBy}\n`);
+      }
       if (options.json) {
         return printJson(replayed.map((job) => ({ id: job.id, kind: job.kind, state: job.state, attempts: job.attempts, maxAttempts: job.maxAttempts })));
       }
-      if (replayed.length === 0) return printLine('No dead jobs to replay.');
+      if (replayed.length === 0) return printLine(skipped.length > 0 ? 'No dead job could be replayed.' : 'No dead jobs to replay.');
       printLine(`Replayed ${replayed.length} dead job(s); they are queued again:`);
       printLine(formatTable(['id', 'kind', 'state', 'attempts'], replayed.map((job) => [job.id, job.kind, job.state, `${job.attempts}/${job.maxAttempts}`])));
     });

@@ -206,7 +206,7 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
       );
 
       const operatorOnly = (request: FastifyRequest) => requireOperator(request, 'the dead-letter pages');
-      admin.get<{ Querystring: { kind?: string; cursor?: string; done?: string } }>('/dead', async (request, reply) => {
+      admin.get<{ Querystring: { kind?: string; cursor?: string; done?: string; skipped?: string } }>('/dead', async (request, reply) => {
         operatorOnly(request);
         return sendPage(reply, await deadLettersPage(deps, viewerOf(request), request.query));
       });
@@ -222,14 +222,15 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
         if ((await listDeadJobs(deps.pool, { kinds: kind ? [kind] : undefined, limit: 1 })).length === 0) {
           return sendPage(reply, confirmReplayAllPage(viewerOf(request), kind, 'There are no dead runs to replay.'), 409);
         }
-        const replayed = await replayDead(deps.pool, actorOf(request), {
+        const { replayed, skipped } = await replayDead(deps.pool, actorOf(request), {
           all: true,
           kinds: kind ? [kind] : undefined,
           resetAttempts: form.resetAttempts,
           note: form.note.trim() || null,
         });
-        request.log.info({ count: replayed.length, kind: kind || null, actor: request.apiKey?.name }, 'dead runs replayed (admin page)');
-        return reply.redirect(`/admin/dead?done=replay${kind ? `&kind=${encodeURIComponent(kind)}` : ''}`, 303);
+        request.log.info({ count: replayed.length, skipped: skipped.length, kind: kind || null, actor: request.apiKey?.name }, 'dead runs replayed (admin page)');
+        const left = skipped.length > 0 ? `&skipped=${skipped.length}` : '';
+        return reply.redirect(`/admin/dead?done=replay${left}${kind ? `&kind=${encodeURIComponent(kind)}` : ''}`, 303);
       });
       admin.get<{ Querystring: { kind?: string; olderThan?: string } }>('/dead/purge', async (request, reply) => {
         operatorOnly(request);

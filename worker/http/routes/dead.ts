@@ -71,7 +71,23 @@ export function registerDeadRoutes(app: FastifyInstance, deps: ApiDependencies):
             note: { type: 'string', maxLength: 2000 },
           },
         },
-        response: { 200: { type: 'object', properties: { replayed: { type: 'array', items: { $ref: 'JobSummary#' } } } }, ...ERROR_RESPONSES },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              replayed: { type: 'array', items: { $ref: 'JobSummary#' } },
+              skipped: {
+                type: 'array',
+                description: 'with all: dead runs left dead, their dedupe key in use by `heldBy` (an active run, or one replayed instead)',
+                items: {
+                  type: 'object',
+                  properties: { id: { type: 'integer' }, kind: { type: 'string' }, tenant: { type: ['string', 'null'] }, dedupeKey: { type: 'string' }, heldBy: { type: 'integer' } },
+                },
+              },
+            },
+          },
+          ...ERROR_RESPONSES,
+        },
       },
     },
     async (request) => {
@@ -79,15 +95,18 @@ export function registerDeadRoutes(app: FastifyInstance, deps: ApiDependencies):
       if (body.all && body.ids) throw new ApiError(400, 'INVALID_REQUEST', 'give ids or all: true, not both', 'ids');
       if (!body.all && !body.ids) throw new ApiError(400, 'INVALID_REQUEST', 'give the ids of dead runs to replay, or all: true', 'ids');
       if (body.kind && !body.all) throw new ApiError(400, 'INVALID_REQUEST', 'kind only applies with all: true', 'kind');
-      const replayed = await replayDead(deps.pool, actorOf(request), {
+      const { replayed, skipped } = await replayDead(deps.pool, actorOf(request), {
         ids: body.ids,
         all: body.all,
         kinds: body.kind,
         resetAttempts: body.resetAttempts ?? false,
         note: body.note,
       });
-      request.log.info({ count: replayed.length, actor: request.apiKey?.name }, 'dead runs replayed');
-      return { replayed: replayed.map(jobSummaryView) };
+      request.log.info({ count: replayed.length, skipped: skipped.length, actor: request.apiKey?.name }, 'dead runs replayed');
+      return {
+        replayed: replayed.map(jobSummaryView),
+        skipped: skipped.map((run) => ({ id: run.id, kind: run.kind, tenant: run.tenantId, dedupeKey: run.dedupeKey, heldBy: run.heldBy })),
+      };
     },
   );
 

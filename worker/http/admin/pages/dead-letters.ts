@@ -51,7 +51,11 @@ function deadRow(job: JobRow): Html {
   </tr>`;
 }
 
-export async function deadLettersPage(deps: ApiDependencies, viewer: Viewer, query: { kind?: string; cursor?: string; done?: string }): Promise<Html> {
+export async function deadLettersPage(
+  deps: ApiDependencies,
+  viewer: Viewer,
+  query: { kind?: string; cursor?: string; done?: string; skipped?: string },
+): Promise<Html> {
   let problem: string | null = null;
   let kind = '';
   try {
@@ -66,8 +70,15 @@ export async function deadLettersPage(deps: ApiDependencies, viewer: Viewer, que
   }
   const jobs = await listDeadJobs(deps.pool, { kinds: kind ? [kind] : undefined, limit: DEAD_PER_PAGE, before });
   const last = jobs[jobs.length - 1];
+  // (A count from the redirect after a replay; only digits are shown.)
+  const skipped = /^[1-9]\d{0,6}$/.test(query.skipped ?? '') ? Number(query.skipped) : 0;
+  const leftDead = skipped > 0 ? ` ${skipped} stayed dead: another run of the same dedupe key is active or was replayed instead (they are listed below).` : '';
   const notice =
-    query.done === 'replay' ? 'Replayed: the runs are queued again.' : query.done === 'purge' ? 'Purged: the history of each run keeps a purged entry.' : null;
+    query.done === 'replay'
+      ? `Replayed: the runs are queued again.${leftDead}`
+      : query.done === 'purge'
+        ? 'Purged: the history of each run keeps a purged entry.'
+        : null;
   const body = html`<h1>Dead letters</h1>
 ${notice ? html`<div class="notice" role="status">${notice}</div>` : ''}
 ${errorBox(problem)}
