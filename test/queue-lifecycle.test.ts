@@ -384,6 +384,23 @@ describe('rescue, retention, cancel and requeue', () => {
     expect((await requireJob(env.pool, deadL)).state).toBe('dead');
   });
 
+  it('a cancel asked for while the attempt fails or is released at shutdown ends the run canceled, not retried', async () => {
+    const error = { message: 'boom', code: 'X', class: 'transient' as const, attempt: 1, at: new Date().toISOString() };
+    const { job: failing } = await enqueueJob(env.pool, { kind: 'cancel-race', maxAttempts: 5 });
+    const [claimed] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['cancel-race'] });
+    // The operator's cancel commits after the handler threw and before its failure is recorded.
+    expect((await cancelJob(env.pool, failing.id)).pending).toBe(true);
+    expect(await failJob(env.pool, { lease: { jobId: failing.id, owner: 'w', attempt: claimed!.attempt }, error, retryDelayMs: 0 })).toBe('canceled');
+    expect(await requireJob(env.pool, failing.id)).toMatchObject({ state: 'canceled', leaseOwner: null, finishedAt: expect.any(Date) });
+
+    const { job: released } = await enqueueJob(env.pool, { kind: 'cancel-race' });
+    const [held] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['cancel-race'] });
+    expect((await cancelJob(env.pool, released.id)).pending).toBe(true);
+    expect(await releaseJobs(env.pool, 'w', [{ jobId: released.id, attempt: held!.attempt }])).toEqual([released.id]);
+    expect(await requireJob(env.pool, released.id)).toMatchObject({ state: 'canceled', finishedAt: expect.any(Date) });
+    expect(await claimJobs(env.pool, { workerId: 'w2', limit: 5, leaseMs: 10_000, kinds: ['cancel-race'] })).toEqual([]);
+  });
+
   it('releases leases without counting the attempt', async () => {
     const { job } = await enqueueJob(env.pool, { kind: 'release-me' });
     const [claimed] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['release-me'] });

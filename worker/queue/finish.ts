@@ -75,10 +75,11 @@ export interface RecordedFailure {
 //           (attempts - 1, as releaseJobs does), after a wait that grows with the outage (as long as it has lasted,
 //           from the base up to the cap, equal jitter, never past the budget's end, so the last try comes when the
 //           budget runs out); an outage over its budget → dead with DEPENDENCY_OUTAGE naming it; otherwise
-//           attempts used up → dead, else queued after the backoff.
+//           attempts used up → dead, else queued after the backoff. A cancel an operator asked for while the
+//           attempt was failing wins over any retry or dead end (as in the rescue): the run ends canceled.
 const RECORD_FAILURE = `
 WITH held AS (
-  SELECT id, attempts, max_attempts, outage_started_at, outage_dependency FROM jobs
+  SELECT id, attempts, max_attempts, outage_started_at, outage_dependency, cancel_requested_at FROM jobs
   WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running'
   FOR UPDATE
 ), outage AS (
@@ -95,8 +96,9 @@ WITH held AS (
   FROM outage
 ), next AS (
   SELECT judged.*,
-    judged.began IS NOT NULL AND NOT judged.over_budget AS waiting,
+    judged.began IS NOT NULL AND NOT judged.over_budget AND judged.cancel_requested_at IS NULL AS waiting,
     CASE WHEN $7 = 'permanent' THEN 'failed'
+         WHEN judged.cancel_requested_at IS NOT NULL THEN 'canceled'
          WHEN judged.over_budget THEN 'dead'
          WHEN judged.began IS NOT NULL THEN 'queued'
          WHEN judged.attempts >= judged.max_attempts THEN 'dead'
@@ -190,14 +192,18 @@ export async function releaseJobs(
 ): Promise<number[]> {
   if (leases.length === 0) return [];
   const { rows } = await db.query<{ id: number }>(
+    // A run an operator asked to cancel during the shutdown ends canceled instead (its handler was already stopping,
+    // so the cancel never reached it).
     `WITH released AS (
-       UPDATE jobs SET state = 'queued', attempts = jobs.attempts - 1, run_at = now(),
+       UPDATE jobs SET state = CASE WHEN jobs.cancel_requested_at IS NULL THEN 'queued' ELSE 'canceled' END,
+         finished_at = CASE WHEN jobs.cancel_requested_at IS NULL THEN NULL ELSE now() END,
+         attempts = jobs.attempts - 1, run_at = now(),
          lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
        FROM unnest($2::bigint[], $3::int[]) AS held(id, attempt)
        WHERE jobs.id = held.id AND jobs.attempts = held.attempt AND jobs.lease_owner = $1 AND jobs.state = 'running'
-       RETURNING jobs.id, jobs.kind
+       RETURNING jobs.id, jobs.kind, jobs.state
      )
-     SELECT id, pg_notify('${JOBS_READY_CHANNEL}', kind) AS woke FROM released`,
+     SELECT id, CASE WHEN state = 'queued' THEN pg_notify('${JOBS_READY_CHANNEL}', kind) END AS woke FROM released`,
     [workerId, leases.map((lease) => lease.jobId), leases.map((lease) => lease.attempt)],
   );
   return rows.map((row) => row.id);
