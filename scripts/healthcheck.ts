@@ -1,7 +1,8 @@
 // Container health check (ECS runs `node dist/scripts/healthcheck.js`; in a checkout `node --import tsx
 // scripts/healthcheck.ts`). Healthy while the worker's poll loop keeps touching HEALTH_HEARTBEAT_FILE: its age must
 // be below HEALTH_MAX_AGE_MS. With --check-database it also logs in and checks that the schema has every migration
-// of this build.
+// of this build. --database-only does that check alone, without a worker: the operator's check by hand from a one-off
+// task or an admin host during a database incident.
 //
 // During a database outage (restart, failover) the worker's loop keeps turning and the check stays healthy: the line
 // says the database is unavailable and since when. Replacing tasks would not bring the database back, and the jobs
@@ -28,21 +29,25 @@ import { parseHeartbeatContent } from '../worker/ops/health-heartbeat.js';
 
 const EXIT = { healthy: 0, stale: 1, missing: 2, database: 3, misconfigured: 4, usage: 64, config: 78 } as const;
 
-const USAGE = `usage: healthcheck [--check-database] [--timeout-ms <n>]
-  exits 0 while HEALTH_HEARTBEAT_FILE is younger than HEALTH_MAX_AGE_MS;
+const USAGE = `usage: healthcheck [--check-database | --database-only] [--timeout-ms <n>]
+  exits 0 while HEALTH_HEARTBEAT_FILE is younger than HEALTH_MAX_AGE_MS (--database-only: while the database answers
+  and has this build's schema, with no worker needed);
   1 stale heartbeat, 2 no heartbeat, 3 database check failed, 4 the database refuses the worker's configuration,
   64 bad arguments, 78 bad configuration`;
 
 interface Arguments {
   checkDatabase: boolean;
+  /** Only the database check: no heartbeat is looked at. */
+  databaseOnly: boolean;
   timeoutMs: number;
 }
 
 function parseArguments(argv: string[]): Arguments | string {
-  const parsed: Arguments = { checkDatabase: false, timeoutMs: 3_000 };
+  const parsed: Arguments = { checkDatabase: false, databaseOnly: false, timeoutMs: 3_000 };
   for (let index = 0; index < argv.length; index += 1) {
     const argument = argv[index];
     if (argument === '--check-database') parsed.checkDatabase = true;
+    else if (argument === '--database-only') parsed.databaseOnly = true;
     else if (argument === '--timeout-ms') {
       const value = argv[++index] ?? '';
       if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 60_000) return `--timeout-ms expects 1 to 60000, got ${JSON.stringify(value)}`;
@@ -109,6 +114,11 @@ async function main(argv: string[]): Promise<number> {
   } catch (error) {
     process.stdout.write(`unhealthy: ${(error as Error).message}\n`);
     return error instanceof ConfigError ? EXIT.config : EXIT.usage;
+  }
+  if (args.databaseOnly) {
+    const failure = await checkDatabase(config, args.timeoutMs);
+    process.stdout.write(failure ? `unhealthy: database check failed: ${failure}\n` : 'healthy: the database answered and has this build\'s schema\n');
+    return failure ? EXIT.database : EXIT.healthy;
   }
   const heartbeat = await checkHeartbeat(config.health.heartbeatFile, config.health.maxAgeMs);
   if (heartbeat.code !== EXIT.healthy) {

@@ -52,14 +52,18 @@ describe('jobs, show, cancel, requeue', () => {
     const dead = await plantDead('mass-import', 1, 'acme');
 
     // Read-only commands: run them side by side.
-    const [acme, recent, deadOnes, table, bad] = await Promise.all([
+    const [acme, recent, deadOnes, table, bad, newest, longestWaiting] = await Promise.all([
       runCliJson<JobRow[]>(env, ['jobs', '--tenant', 'acme']),
       runCliJson<JobRow[]>(env, ['jobs', '--tenant', 'acme', '--since', '1h', '--kind', 'noop']),
       runCliJson<JobRow[]>(env, ['jobs', '--state', 'dead,failed']),
       runCli(env, ['jobs', '--kind', 'noop']),
       runCli(env, ['jobs', '--state', 'sleeping']),
+      runCliJson<JobRow[]>(env, ['jobs', '--state', 'queued', '--limit', '2']),
+      runCliJson<JobRow[]>(env, ['jobs', '--state', 'queued', '--limit', '2', '--oldest-first']),
     ]);
     expect(acme.map((job) => job.id).sort()).toEqual([a.id, old.id, dead].sort());
+    expect(newest.map((job) => job.id)).toEqual([old.id, b.id]);
+    expect(longestWaiting.map((job) => job.id)).toEqual([a.id, b.id]);
     expect(recent.map((job) => job.id)).toEqual([a.id]);
     expect(deadOnes.map((job) => job.id)).toEqual([dead]);
 

@@ -1,5 +1,6 @@
 // The container health check against a real worker process: healthy while its poll loop turns, unhealthy once the
-// process is frozen (SIGSTOP) past the threshold, unhealthy without a heartbeat file; --check-database.
+// process is frozen (SIGSTOP) past the threshold, unhealthy without a heartbeat file; --check-database and
+// --database-only (the check by hand, without a worker).
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -95,6 +96,20 @@ describe('healthcheck script', () => {
     );
     expect(unreachable.code).toBe(3);
     expect(unreachable.stdout).toMatch(/^unhealthy: database check failed: .*ECONNREFUSED/);
+  });
+
+  it('--database-only: checks the database without a worker (no heartbeat file), 0 or 3', async () => {
+    const none = join(dir, 'no-worker.heartbeat');
+    expect((await healthcheck({ HEALTH_HEARTBEAT_FILE: none }, ['--check-database'])).code).toBe(2);
+    const ok = await healthcheck({ HEALTH_HEARTBEAT_FILE: none }, ['--database-only']);
+    expect(ok).toMatchObject({ code: 0, stdout: "healthy: the database answered and has this build's schema\n" });
+    const unreachable = await healthcheck(
+      { HEALTH_HEARTBEAT_FILE: none, DATABASE_URL: 'postgres://nobody:secret@127.0.0.1:1/nothing' },
+      ['--database-only', '--timeout-ms', '2000'],
+    );
+    expect(unreachable.code).toBe(3);
+    expect(unreachable.stdout).toMatch(/^unhealthy: database check failed: .*ECONNREFUSED/);
+    expect(unreachable.stdout).not.toContain('secret');
   });
 
   it('exits 78 on a bad configuration value and 64 on an unknown argument', async () => {

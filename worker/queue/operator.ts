@@ -49,6 +49,8 @@ export interface JobFilter {
   /** Created at or after. */
   since?: Date;
   limit?: number;
+  /** Oldest (lowest id) first, e.g. the runs that have waited longest; newest first otherwise. */
+  oldestFirst?: boolean;
 }
 
 export async function listJobs(db: Queryable, filter: JobFilter = {}): Promise<JobRow[]> {
@@ -58,7 +60,7 @@ export async function listJobs(db: Queryable, filter: JobFilter = {}): Promise<J
        AND ($2::text[] IS NULL OR kind = ANY($2))
        AND ($3::text IS NULL OR tenant_id = $3)
        AND ($4::timestamptz IS NULL OR created_at >= $4)
-     ORDER BY id DESC LIMIT $5`,
+     ORDER BY id ${filter.oldestFirst ? 'ASC' : 'DESC'} LIMIT $5`,
     [filter.states ?? null, filter.kinds ?? null, filter.tenantId ?? null, filter.since ?? null, filter.limit ?? 100],
   );
   return rows.map(toJobRow);

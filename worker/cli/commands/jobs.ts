@@ -34,14 +34,15 @@ export function summarizeProgress(progress: Record<string, unknown> | null): str
 export function registerJobCommands(program: Command): void {
   program
     .command('jobs')
-    .description('list runs, newest first')
+    .description('list runs, newest first (--oldest-first: the longest waiting first)')
     .option('--state <list>', `filter by state(s): ${JOB_STATES.join(', ')}`, parseStates)
     .option('--kind <list>', 'filter by kind(s)', parseList)
     .option('--tenant <id>', 'filter by tenant')
     .option('--since <duration>', 'created within this long, e.g. 2h, 7d', parseDurationMs)
     .option('--limit <n>', `at most this many rows (up to ${MAX_LIST_LIMIT})`, parseLimit, 50)
+    .option('--oldest-first', 'the oldest runs first (with --state queued: the ones that have waited longest)')
     .option('--json', 'print JSON only')
-    .action(async (options: { state?: JobState[]; kind?: string[]; tenant?: string; since?: number; limit: number; json?: boolean }) => {
+    .action(async (options: { state?: JobState[]; kind?: string[]; tenant?: string; since?: number; limit: number; oldestFirst?: boolean; json?: boolean }) => {
       const jobs = await withDatabase((pool) =>
         listJobs(pool, {
           ...(options.state ? { states: options.state } : {}),
@@ -49,6 +50,7 @@ export function registerJobCommands(program: Command): void {
           ...(options.tenant ? { tenantId: options.tenant } : {}),
           ...(options.since !== undefined ? { since: new Date(Date.now() - options.since) } : {}),
           limit: options.limit,
+          oldestFirst: options.oldestFirst ?? false,
         }),
       );
       if (options.json) return printJson(jobs);
