@@ -16,7 +16,7 @@ export interface EventStream {
   closed: Promise<void>;
 }
 
-export async function openEvents(api: TestApi, jobId: number, key: string, lastEventId?: string): Promise<EventStream> {
+export async function openEvents(api: Pick<TestApi, 'url'>, jobId: number, key: string, lastEventId?: string): Promise<EventStream> {
   const abort = new AbortController();
   const headers: Record<string, string> = { authorization: `Bearer ${key}`, accept: 'text/event-stream' };
   if (lastEventId) headers['last-event-id'] = lastEventId;
