@@ -157,6 +157,30 @@ describe('revocation while a stream opens', () => {
   });
 });
 
+describe('event streams whose key cannot be checked again', () => {
+  it('end when the check after registering fails (the key table unreadable), rather than stay open unchecked', async () => {
+    const key = await makeKey(env, 'unchecked', 'tenant', 'ta');
+    const job = await submitNoop('ta', { runAt: '2999-01-01T00:00:00Z' });
+    // Verified and cached first, so the request itself passes without reading api_keys; then the table goes away
+    // (as a lookup fails while the database is away) and the check made once the stream is registered fails.
+    expect((await call(api, 'GET', '/v1/jobs?limit=1', { key })).status).toBe(200);
+    await env.pool.query('ALTER TABLE api_keys RENAME TO api_keys_away');
+    let stream: Awaited<ReturnType<typeof openEvents>> | undefined;
+    try {
+      stream = await openEvents(api, job.id, key);
+      expect(stream.status).toBe(200);
+      await Promise.race([
+        stream.closed,
+        new Promise((_, reject) => setTimeout(() => reject(new Error('the unchecked stream is still open after 20 s')), 20_000).unref()),
+      ]);
+    } finally {
+      stream?.close();
+      await env.pool.query('ALTER TABLE api_keys_away RENAME TO api_keys');
+    }
+    expect(api.logText()).toContain('could not check their keys and sessions again; ended them');
+  });
+});
+
 describe('event ids', () => {
   it("number a run's own events: a follower learns nothing of other runs' events from them", async () => {
     const mine = await submitNoop('ta', { runAt: '2999-01-01T00:00:00Z' });

@@ -62,7 +62,11 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
   // been missed (the listener reconnected), the keys and sessions of the open streams are checked again.
   const byKey = new StreamGroups<number>();
   const bySession = new StreamGroups<string>();
-  /** Checks these keys and sessions in the tables and ends the streams of those no longer valid. */
+  /**
+   * Checks these keys and sessions in the tables and ends the streams of those no longer valid. When the check
+   * cannot be made (the database is away), it ends their streams too: a stream is not kept on a key nobody could
+   * confirm, and the client's reconnect (with Last-Event-ID, so nothing is lost) is checked like any request.
+   */
   const endRevoked = (keyIds: number[], sessionIds: string[], log: FastifyBaseLogger) => {
     const check = async () => {
       if (keyIds.length > 0) {
@@ -74,7 +78,11 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
         for (const sessionId of sessionIds) if (!live.has(sessionId)) bySession.end(sessionId);
       }
     };
-    check().catch((error: unknown) => log.warn({ err: error }, 'event streams: could not check their keys and sessions again'));
+    check().catch((error: unknown) => {
+      log.warn({ err: error, streams_ended: keyIds.length + sessionIds.length }, 'event streams: could not check their keys and sessions again; ended them');
+      for (const keyId of keyIds) byKey.end(keyId);
+      for (const sessionId of sessionIds) bySession.end(sessionId);
+    });
   };
   const stopHearing = revocations.onRevocation((ended) => {
     if (ended === null) endRevoked(byKey.ids(), bySession.ids(), deps.log);
