@@ -131,7 +131,10 @@ export function createAlarms(scope: Construct, props: AlarmsProps): WorkerAlarms
     alarmDescription:
       `Jobs reached the dead-letter state (${env}): they used up their attempts and need an operator ` +
       '(bulk-import dead list / replay / purge). See docs/DEPLOYMENT.md §5.',
-    metric: queueGaugeMetric(metricsNamespace, 'dead', Duration.minutes(1)),
+    // Over the gauges' schedule period, as the alarms below: while the service runs no task the gauges come from the
+    // scheduled task only, once a period, and a one-minute period would see the minutes between as not breaching
+    // (an alarm flipping to OK and back at every point).
+    metric: queueGaugeMetric(metricsNamespace, 'dead', Duration.minutes(props.gaugesScheduleMinutes)),
     threshold: 0,
     comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
     evaluationPeriods: 1,
@@ -142,11 +145,14 @@ export function createAlarms(scope: Construct, props: AlarmsProps): WorkerAlarms
     alarmDescription:
       `The oldest due job has waited more than ${props.oldestQueuedAgeAlarmSeconds} s (${env}): ` +
       'workers are saturated, stuck or stopped. See docs/DEPLOYMENT.md §5.',
-    metric: queueGaugeMetric(metricsNamespace, 'oldestQueuedAgeSeconds', Duration.minutes(1)),
+    // The lowest point of a schedule period over the threshold: the age stayed over it the whole period (every minute
+    // while tasks run), and it still fires on the one point a period the scheduled task publishes at 0 tasks.
+    metric: queueGaugeMetric(metricsNamespace, 'oldestQueuedAgeSeconds', Duration.minutes(props.gaugesScheduleMinutes)).with({
+      statistic: cloudwatch.Stats.MINIMUM,
+    }),
     threshold: props.oldestQueuedAgeAlarmSeconds,
     comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-    evaluationPeriods: 3,
-    datapointsToAlarm: 3,
+    evaluationPeriods: 1,
     treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
   });
   // The audit publishes its findings (dimension Kind = audit) once per run; between runs there is no datapoint and

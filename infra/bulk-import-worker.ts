@@ -17,6 +17,7 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
 import { DEFAULT_HEARTBEAT_FILE, DEFAULT_IMPORT_ROOT } from '../worker/config.js';
+import { CSV_UPLOAD_PREFIX } from '../worker/imports/csv/payload.js';
 import { AdminApi, databaseConnectArn } from './admin-api.js';
 import { createAlarms, createAlarmTopic, type QueueGauge, queueGaugeMetric, type WorkerAlarms } from './alarms.js';
 import {
@@ -402,7 +403,8 @@ export class BulkImportWorker extends Construct {
     });
     return new efs.FileSystem(this, 'ImportFileSystem', {
       vpc: this.vpc,
-      vpcSubnets: this.taskSubnets,
+      // EFS takes one mount target per availability zone: a VPC with several private subnets in a zone would fail.
+      vpcSubnets: { ...this.taskSubnets, onePerAz: true },
       securityGroup: fileSystemSecurityGroup,
       encrypted: true,
       performanceMode: efs.PerformanceMode.GENERAL_PURPOSE,
@@ -459,6 +461,17 @@ export class BulkImportWorker extends Construct {
         resources: [bucketObjectsArn],
       }),
     );
+    // CSV uploads are always imports/<tenant>/… (the API presigns them there): a worker whose prefix is elsewhere
+    // still reads them, or every CSV import would fail with AccessDenied.
+    if (!`${CSV_UPLOAD_PREFIX}/`.startsWith(bucketPrefix)) {
+      const uploads = props.bucket.arnForObjects(`${CSV_UPLOAD_PREFIX}/*`);
+      role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ReadCsvUploads', actions: ['s3:GetObject'], resources: [uploads] }));
+      acknowledgeWildcardResource(
+        role.node.findChild('DefaultPolicy'),
+        uploads,
+        'CSV upload keys are generated per upload (imports/<tenant>/<uuid>.csv); the grant reads objects under imports/ only.',
+      );
+    }
     role.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'ListImportPrefix',

@@ -278,11 +278,20 @@ export function readWorkerSettings(getContext: ContextGetter): WorkerStackSettin
         '--filters Name=prefix-list-name,Values=com.amazonaws.<region>.s3): HTTPS egress is narrowed to it and the endpoints',
     );
   }
-  if (settings.vpcEndpoints && settings.vpc.kind === 'import') {
+  if (settings.vpcEndpoints && settings.vpc.kind !== 'create') {
     throw new SettingsError(
       'vpcEndpoints',
-      'vpcEndpoints=true cannot add the S3 gateway endpoint to an imported VPC (its route tables are not known here): ' +
-        'look the VPC up (vpcId alone) or create the endpoints with the VPC',
+      'vpcEndpoints=true needs the VPC this stack creates: in an existing VPC (vpcId) the endpoints\' private DNS names ' +
+        "and the S3 gateway endpoint's policy (the import bucket only) would apply to every workload in it, cutting the " +
+        "others off from those AWS APIs and from S3; create the endpoints with the VPC's owner instead",
+    );
+  }
+  if (settings.vpcEndpoints && settings.observability.tracing) {
+    throw new SettingsError(
+      'tracing',
+      'tracing=true cannot be combined with vpcEndpoints=true: the collector sidecar\'s image comes from a public ' +
+        'registry, which the tasks cannot reach when their HTTPS egress goes only to the endpoints and S3, and a task ' +
+        'whose collector cannot start does not start',
     );
   }
   if (settings.databaseIamAuth && settings.databaseSslMode === 'disable') {

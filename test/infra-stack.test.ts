@@ -376,6 +376,8 @@ describe('alarms', () => {
         MetricName: 'DeadJobs',
         Dimensions: Match.absent(),
         Statistic: 'Maximum',
+        // The gauges' schedule period: at 0 tasks only the scheduled task publishes, once a period.
+        Period: 300,
         ComparisonOperator: 'GreaterThanThreshold',
         Threshold: 0,
         TreatMissingData: 'notBreaching',
@@ -386,9 +388,11 @@ describe('alarms', () => {
         Namespace: `BulkImport/${settings.environment}`,
         MetricName: 'OldestQueuedAgeSeconds',
         Dimensions: Match.absent(),
+        Statistic: 'Minimum',
+        Period: 300,
         ComparisonOperator: 'GreaterThanThreshold',
         Threshold: 1800,
-        EvaluationPeriods: 3,
+        EvaluationPeriods: 1,
         AlarmActions: [{ Ref: topic }],
       });
     }
@@ -502,6 +506,9 @@ describe('existing VPC, cluster, file system, topic, database group and bucket k
     const bySid = (sid: string) => statements.find((statement) => statement.Sid === sid);
     expect(JSON.stringify(bySid('ImportObjects')?.Resource)).toContain(':s3:::backend-documents/documents/bulk/*');
     expect(bySid('ListImportPrefix')?.Condition).toEqual({ StringLike: { 's3:prefix': ['documents/bulk/*'] } });
+    // CSV uploads are under imports/ whatever the prefix: the worker reads them there (and nothing else of it).
+    expect(bySid('ReadCsvUploads')).toMatchObject({ Action: 's3:GetObject' });
+    expect(JSON.stringify(bySid('ReadCsvUploads')?.Resource)).toContain(':s3:::backend-documents/imports/*');
     expect(bySid('ImportBucketKey')).toMatchObject({
       Action: ['kms:Decrypt', 'kms:GenerateDataKey'],
       Resource: EXISTING.kmsKeyArn,

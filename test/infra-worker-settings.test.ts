@@ -298,6 +298,13 @@ describe('VPC endpoints and Fargate Spot', () => {
         privateSubnetIds: 'subnet-0aaaaaaaaaaaaaaa1',
         availabilityZones: 'eu-west-1a',
       }).message,
-    ).toMatch(/cannot add the S3 gateway endpoint to an imported VPC/);
+    ).toMatch(/vpcEndpoints=true needs the VPC this stack creates/);
+    // A looked-up (shared) VPC: the endpoints' private DNS and the gateway's policy would apply to its other workloads.
+    expect(settingsError({ ...REQUIRED_CONTEXT, vpcEndpoints: 'true', s3PrefixListId: PREFIX_LIST, vpcId: 'vpc-0a1b2c3d4e5f60718' })).toMatchObject({
+      key: 'vpcEndpoints',
+      message: expect.stringMatching(/every workload in it/),
+    });
+    // The collector's public image cannot be pulled through the endpoints.
+    expect(settingsError({ ...REQUIRED_CONTEXT, vpcEndpoints: 'true', s3PrefixListId: PREFIX_LIST, tracing: 'true' }).key).toBe('tracing');
   });
 });
