@@ -281,7 +281,14 @@ start_deployment() {
 
 for i in "${!names[@]}"; do
   announce "update ${names[i]} to ${registered[i]}"
-  id="$(start_deployment "$i" "${registered[i]}")"
+  # A call that fails (throttled, denied, the network) must not end the script here: the services already moving
+  # would stay on the new image. It counts as this service's failure, and the rollback below puts the others back.
+  if ! id="$(start_deployment "$i" "${registered[i]}")"; then
+    deployments+=("")
+    outcomes+=("FAILED")
+    reasons+=("update-service failed (its error is above)")
+    continue
+  fi
   if [[ "$dry_run" == false && ! "$id" =~ ^ecs-svc/ ]]; then
     deployments+=("")
     outcomes+=("FAILED")

@@ -158,6 +158,19 @@ describe('scripts/deploy.sh --image', () => {
     expect(run.stderr).toContain(`${IMAGE} was NOT deployed; every service runs the task definition it ran before`);
   });
 
+  it('an update-service call that fails (throttled, denied) puts the service already moving back', () => {
+    const run = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE, '--backend'], {
+      ...ENV,
+      STANDIN_FAIL: 'aws ecs update-service * --service backend-api *',
+    });
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('backend-api: deployment (none) FAILED: update-service failed');
+    expect(run.stderr).toContain(`putting it back on ${WORKER_TD}`);
+    expect(serviceTaskDefinitions()).toEqual({ worker: WORKER_TD, backend: BACKEND_TD });
+    expect(activeRevisions()).toEqual([WORKER_TD, BACKEND_TD]);
+    expect(run.stderr).toContain(`${IMAGE} was NOT deployed; every service runs the task definition it ran before`);
+  });
+
   it('with ADMIN_API_SERVICE the admin API moves with the worker, and one failing puts the other back', () => {
     const adminEnv = { ...ENV, ADMIN_API_SERVICE: 'bulk-import-admin-api-prod' };
     sandbox.setState((state) => state.services['prod/bulk-import-admin-api-prod']!.plans.push('rollback'));
