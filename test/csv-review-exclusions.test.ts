@@ -6,7 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finalizeImport, submitJob } from '../worker/api.js';
 import { csvFinalizeHandler } from '../worker/handlers/csv-finalize.js';
 import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
+import { csvCounts } from '../worker/http/admin/pages/csv-review.js';
 import { InvalidRowRangesError, RowRanges } from '../worker/imports/csv/row-ranges.js';
+import { getCsvImportRun } from '../worker/imports/csv/run-record.js';
 import { getRunRecord } from '../worker/queue/job-actions.js';
 import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
@@ -75,6 +77,10 @@ describe('finalize with excluded rows', () => {
 
     expect(job.state).toBe('partial');
     expect(job.result).toMatchObject({ valid: 29, invalid: 1, inserted: 25, excluded: 4, excludedRows: '4,6,10-12', failedAtWrite: 0 });
+    // The review page says the same: 4 valid rows excluded (the ranges hold 5 lines, one of them invalid), none refused.
+    const summary = csvCounts((await getCsvImportRun(env.pool, jobId))!, job.result).toString();
+    expect(summary).toContain('data-csv-count="excluded">4<');
+    expect(summary).toContain('data-csv-count="failed">0<');
     const excludedOrInvalid = new Set([4, 6, 10, 11, 12]);
     expect(await writtenLines('cli')).toEqual(lines(2, 31).filter((line) => !excludedOrInvalid.has(line)));
 

@@ -27,6 +27,12 @@ import { SeenKeys } from './seen-keys.js';
 
 /** Invalid rows are written at least this often, so a file of mostly bad rows stays flat in memory too. */
 const ERROR_FLUSH_ROWS = 1_000;
+/**
+ * …and once their fields hold this many characters: a row may be up to a million characters, and a thousand such
+ * rows would be a gigabyte held at once and more than the longest string V8 builds (the write sends them as one
+ * JSON text). Rows beyond MAX_RECORD_CHARS are stored without their fields.
+ */
+const ERROR_FLUSH_CHARS = 8 * 1024 * 1024;
 const FIRST_ERRORS = 10;
 
 export interface ValidateDeps {
@@ -73,6 +79,7 @@ export interface ValidationSummary {
 export class RowErrorWriter {
   private inFlight: Promise<void> = Promise.resolve();
   private errors: RowError[] = [];
+  private chars = 0;
 
   constructor(
     private readonly client: PoolClient,
@@ -82,7 +89,8 @@ export class RowErrorWriter {
 
   add(error: RowError): Promise<void> | undefined {
     this.errors.push(error);
-    return this.errors.length >= ERROR_FLUSH_ROWS ? this.flush() : undefined;
+    for (const field of error.fields ?? []) this.chars += field.length;
+    return this.errors.length >= ERROR_FLUSH_ROWS || this.chars >= ERROR_FLUSH_CHARS ? this.flush() : undefined;
   }
 
   /** Starts writing what is buffered once the previous write is done. */
@@ -91,6 +99,7 @@ export class RowErrorWriter {
     const errors = this.errors;
     if (errors.length === 0) return;
     this.errors = [];
+    this.chars = 0;
     const { client, jobId } = this;
     this.inFlight = inTransaction(
       client,

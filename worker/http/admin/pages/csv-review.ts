@@ -2,6 +2,7 @@
 // original values) paged by row number, the download of the failed rows (the API's own ?format=csv export, so the
 // same bytes), and Finalize / Reject while it waits for review.
 import { pageOfRowErrors, type RowError } from '../../../imports/csv/row-errors.js';
+import { RowRanges } from '../../../imports/csv/row-ranges.js';
 import { getCsvImportRun, type CsvImportRun } from '../../../imports/csv/run-record.js';
 import type { ApiDependencies } from '../../server.js';
 import { formatCount } from '../format.js';
@@ -20,7 +21,11 @@ export function csvCounts(run: CsvImportRun, result: Record<string, unknown> | n
   const references = Object.entries(run.referencesCreated ?? {});
   // Counted by validation (validate-import.ts): what finalize will create, per reference table.
   const toCreate = result?.referencesToCreate && typeof result.referencesToCreate === 'object' ? Object.entries(result.referencesToCreate) : null;
-  const excluded = run.excludedRows?.reduce((sum, [from, to]) => sum + to - from + 1, 0) ?? 0;
+  // The valid rows the reviewer excluded, counted by finalize (a range's size would count invalid rows, blank lines and
+  // lines past the end of the file too); while finalize runs, the lines asked for.
+  const excluded = typeof result?.excluded === 'number' ? result.excluded : (RowRanges.fromStored(run.excludedRows)?.toString() ?? null);
+  // Rows the database refused; the batches count excluded rows as failed, finalize's result takes them out.
+  const failedAtWrite = typeof result?.failedAtWrite === 'number' ? result.failedAtWrite : run.excludedRows ? null : run.rowsFailed;
   const cell = (label: string, value: unknown, name: string) =>
     html`<tr><th scope="row">${label}</th><td class="num" data-csv-count="${name}">${formatCount(value)}</td></tr>`;
   return html`<table class="summary" aria-label="Validation summary">
@@ -29,10 +34,10 @@ export function csvCounts(run: CsvImportRun, result: Record<string, unknown> | n
     ${cell('Valid', run.rowsValid, 'valid')}
     ${cell('Invalid', run.rowsInvalid, 'invalid')}
     ${duplicates !== null ? cell('Of which duplicates', duplicates, 'duplicates') : ''}
-    ${run.excludedRows ? cell('Excluded by the reviewer', excluded, 'excluded') : ''}
+    ${excluded === null ? '' : typeof excluded === 'number' ? cell('Excluded by the reviewer', excluded, 'excluded') : html`<tr><th scope="row">Excluded by the reviewer</th><td data-csv-count="excluded">lines ${excluded}</td></tr>`}
     ${
       run.finalizedAt || run.finalizedBatches > 0
-        ? html`${cell('Written (inserted + updated)', rowsWritten(run), 'written')}${cell('Inserted', run.rowsInserted, 'inserted')}${cell('Updated', run.rowsUpdated, 'updated')}${cell('Unchanged', run.rowsUnchanged, 'unchanged')}${cell('Failed at finalize', run.rowsFailed, 'failed')}`
+        ? html`${cell('Written (inserted + updated)', rowsWritten(run), 'written')}${cell('Inserted', run.rowsInserted, 'inserted')}${cell('Updated', run.rowsUpdated, 'updated')}${cell('Unchanged', run.rowsUnchanged, 'unchanged')}${failedAtWrite === null ? '' : cell('Failed at finalize', failedAtWrite, 'failed')}`
         : ''
     }
     ${
