@@ -231,8 +231,8 @@ export interface BulkImportWorkerProps extends ObservabilityProps {
   /** Bucket that imported files go to (S3_BUCKET). */
   readonly bucket: s3.IBucket;
   /**
-   * Key prefix the worker may read and write under, ending in "/"; mass-import payload prefixes and CSV uploads
-   * must live below it.
+   * Key prefix the worker may read and write under, ending in "/"; mass-import payload prefixes must live below it.
+   * CSV uploads are always under imports/ (the worker also reads there when this prefix is elsewhere).
    * @default 'imports/'
    */
   readonly bucketPrefix?: string;
