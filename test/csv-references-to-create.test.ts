@@ -1,5 +1,5 @@
-// CSV review: validation counts the references finalize will create (distinct names of valid rows their tables lack),
-// and finalize then creates exactly those.
+// CSV review: validation counts the references finalize will create (distinct names of valid rows their tables lack,
+// less the names only duplicate rows carry), and finalize then creates exactly those.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { finalizeImport, submitJob } from '../worker/api.js';
 import { csvFinalizeHandler } from '../worker/handlers/csv-finalize.js';
@@ -50,4 +50,31 @@ it('validation counts 3 categories to create (2 exist, one new name on several r
     [TENANT],
   );
   expect(created.map((row) => row.name)).toEqual(['New 1', 'New 2', 'New 3']);
+});
+
+it('a duplicate row takes back the names only it named: they are not counted, and finalize does not create them', async () => {
+  const tenant = 'refs-duplicates';
+  // Row 2 names the new category "Tools"; row 3 repeats its SKU with "Garden" (a duplicate: not written); row 4,
+  // another SKU, names "Tools" too. A duplicate of row 4 that also names "Tools" leaves "Tools" counted once.
+  const rows = [
+    rowFields({ ...validRow(1, 'DUP'), category: 'Tools', supplier: '', location: '' }),
+    rowFields({ ...validRow(1, 'DUP'), category: 'Garden', supplier: '', location: '' }),
+    rowFields({ ...validRow(2, 'DUP'), category: 'Tools', supplier: '', location: '' }),
+    rowFields({ ...validRow(2, 'DUP'), category: 'Tools', supplier: '', location: '' }),
+  ];
+  await upload(env.s3, env.bucket, `imports/${tenant}/products.csv`, [HEADER, ...rows].map((fields) => csvLine(fields)).join(''));
+  const { job } = await submitJob(env.pool, {
+    kind: 'csv-import',
+    tenantId: tenant,
+    payload: { bucket: env.bucket, key: `imports/${tenant}/products.csv`, profile: 'products' },
+  });
+  const reviewed = await settledJob(env.pool, job.id, 60_000);
+  expect(reviewed.lastError?.message ?? reviewed.state).toBe('review_ready');
+  expect(reviewed.result).toMatchObject({ valid: 2, invalid: 2, duplicates: 2, referencesToCreate: { categories: 1 } });
+
+  await finalizeImport(env.pool, job.id);
+  const finalized = await settledJob(env.pool, job.id, 60_000);
+  expect(finalized.result).toMatchObject({ inserted: 2, referencesCreated: { categories: 1 } });
+  const { rows: created } = await env.pool.query<{ name: string }>(`SELECT name FROM categories WHERE tenant_id = $1`, [tenant]);
+  expect(created.map((row) => row.name)).toEqual(['Tools']);
 });

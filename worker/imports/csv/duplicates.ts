@@ -28,6 +28,8 @@ export interface DuplicateSearch {
   open(): Promise<OpenedObject>;
   stream: RecordStreamOptions;
   assertLeaseHeld(db: Queryable): Promise<void>;
+  /** Hears the fields of each duplicate as it is recorded (validation takes back the names it counted for it). */
+  onDuplicate?: (fields: string[]) => void;
 }
 
 /** Records every duplicate as a row error; returns their line numbers. */
@@ -69,7 +71,7 @@ export async function reportDuplicateKeys(search: DuplicateSearch): Promise<numb
     }
     return await inTransaction(client, async () => {
       await search.assertLeaseHeld(client);
-      return recordDuplicates(client, jobId, positions.length, profile.target.naturalKey.join('+'));
+      return recordDuplicates(client, jobId, positions.length, profile.target.naturalKey.join('+'), search.onDuplicate);
     });
   } finally {
     await client.query('DROP TABLE IF EXISTS csv_import_keys').catch(() => {});
@@ -77,7 +79,13 @@ export async function reportDuplicateKeys(search: DuplicateSearch): Promise<numb
 }
 
 /** Inside the caller's transaction: reads the duplicates through a cursor (flat memory) and records them. */
-async function recordDuplicates(tx: PoolClient, jobId: number, keyColumns: number, keyName: string): Promise<number[]> {
+async function recordDuplicates(
+  tx: PoolClient,
+  jobId: number,
+  keyColumns: number,
+  keyName: string,
+  onDuplicate?: (fields: string[]) => void,
+): Promise<number[]> {
   await tx.query(
     `DECLARE csv_duplicates NO SCROLL CURSOR FOR
      WITH repeated AS (
@@ -94,6 +102,7 @@ async function recordDuplicates(tx: PoolClient, jobId: number, keyColumns: numbe
     const errors: RowError[] = rows.map((found) => {
       const value = keyColumns === 1 ? found.key : (JSON.parse(found.key) as string[]).join('+');
       removed.push(found.row_number);
+      if (found.fields) onDuplicate?.(found.fields);
       return {
         row: found.row_number,
         fields: found.fields,

@@ -1,8 +1,10 @@
 // References to create: the distinct reference names (category, supplier …) of the valid rows that their tables lack
 // yet, counted while validation reads the file so the review shows them before finalize creates them (reference-ids.ts).
 // Per chunk of records, one set-based query per reference column looks up the chunk's names not known to be new;
-// only the new names are kept, so memory grows with the names to create, not with the file. The count is as of
-// validation: a name another import or a backend creates in between is found at finalize and not created again.
+// only the new names are kept (each with the number of valid rows naming it), so memory grows with the names to
+// create, not with the file. A row found to be a duplicate after the read (duplicates.ts) takes its names back: a name
+// only duplicates named is not created. The count is as of validation: a name another import or a backend creates in
+// between is found at finalize and not created again.
 import type { Queryable } from '../../db/pool.js';
 import type { ColumnSpec } from './profile.js';
 import { referenceColumns } from './target-sql.js';
@@ -10,10 +12,10 @@ import { referenceColumns } from './target-sql.js';
 interface Column {
   position: number;
   table: string;
-  /** Names of this chunk's valid rows, not yet looked up. */
-  chunk: Set<string>;
-  /** Names the table lacked when looked up. */
-  missing: Set<string>;
+  /** Names of this chunk's valid rows, not yet looked up, with how many rows name each. */
+  chunk: Map<string, number>;
+  /** Names the table lacked when looked up, with how many valid rows name each. */
+  missing: Map<string, number>;
   lookup: string;
 }
 
@@ -27,8 +29,8 @@ export class ReferencesToCreate {
     this.columns = referenceColumns(columns).map(({ position, table }) => ({
       position,
       table,
-      chunk: new Set(),
-      missing: new Set(),
+      chunk: new Map(),
+      missing: new Map(),
       lookup: `SELECT u.name FROM unnest($2::text[]) AS u(name)
 WHERE NOT EXISTS (SELECT 1 FROM ${table} r WHERE r.tenant_id = $1 AND r.name = u.name)`,
     }));
@@ -38,7 +40,22 @@ WHERE NOT EXISTS (SELECT 1 FROM ${table} r WHERE r.tenant_id = $1 AND r.name = u
   add(values: ReadonlyArray<string | null>): void {
     for (const column of this.columns) {
       const name = values[column.position];
-      if (name !== null && name !== undefined && !column.missing.has(name)) column.chunk.add(name);
+      if (name === null || name === undefined) continue;
+      const known = column.missing.get(name);
+      if (known !== undefined) column.missing.set(name, known + 1);
+      else column.chunk.set(name, (column.chunk.get(name) ?? 0) + 1);
+    }
+  }
+
+  /** A row added before that turned out not to be written (a duplicate): its names count one row fewer. */
+  remove(values: ReadonlyArray<string | null>): void {
+    for (const column of this.columns) {
+      const name = values[column.position];
+      if (name === null || name === undefined) continue;
+      const rows = column.missing.get(name);
+      if (rows === undefined) continue;
+      if (rows <= 1) column.missing.delete(name);
+      else column.missing.set(name, rows - 1);
     }
   }
 
@@ -46,10 +63,10 @@ WHERE NOT EXISTS (SELECT 1 FROM ${table} r WHERE r.tenant_id = $1 AND r.name = u
   async flush(db: Queryable): Promise<void> {
     for (const column of this.columns) {
       if (column.chunk.size === 0) continue;
-      const names = [...column.chunk];
-      column.chunk.clear();
-      const { rows } = await db.query<{ name: string }>(column.lookup, [this.tenant, names]);
-      for (const row of rows) column.missing.add(row.name);
+      const chunk = column.chunk;
+      column.chunk = new Map();
+      const { rows } = await db.query<{ name: string }>(column.lookup, [this.tenant, [...chunk.keys()]]);
+      for (const row of rows) column.missing.set(row.name, (column.missing.get(row.name) ?? 0) + chunk.get(row.name)!);
     }
   }
 

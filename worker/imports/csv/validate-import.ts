@@ -330,6 +330,11 @@ async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
             open: () => openObject(s3, payload.bucket, payload.key, signal, { ifMatch: etag, stallTimeoutMs: deps.stallTimeoutMs }),
             stream: { delimiter: payload.delimiter, encoding: payload.encoding, signal },
             assertLeaseHeld: deps.assertLeaseHeld,
+            // A duplicate is not written: the reference names counted for it when it read as valid go back.
+            onDuplicate: (fields) => {
+              const check = run.validator.check(fields);
+              if (check.ok) checks.references.remove(check.values);
+            },
           }))
         : [];
     for (const line of removed) ledger.forget(line);
