@@ -178,7 +178,9 @@ describe('admin pages in a browser', () => {
     // Line numbers of the bad rows: the header is line 1, and a description may span two lines.
     const badLines = [...bad].map((index) => 2 + lines.slice(0, index).join('').split('\n').length - 1);
     const key = `imports/shop/${XSS_NAME}.csv`;
-    await env.s3.send(new PutObjectCommand({ Bucket: env.bucket, Key: key, Body: Buffer.from(csvLine(HEADER, '\r\n') + lines.join('')) }));
+    // The header as a spreadsheet may write it (upper case): read the same, and the failing field still marked.
+    const header = HEADER.map((name) => name.toUpperCase());
+    await env.s3.send(new PutObjectCommand({ Bucket: env.bucket, Key: key, Body: Buffer.from(csvLine(header, '\r\n') + lines.join('')) }));
     const id = await submit(shopKey, { kind: 'csv-import', payload: { bucket: env.bucket, key, profile: 'products' } });
 
     const page = await open(shop, `/admin/runs/${id}`);
@@ -193,6 +195,7 @@ describe('admin pages in a browser', () => {
     const errorRows = page.locator('table[aria-describedby="failed-rows"] tbody tr');
     expect(await errorRows.locator('td:first-child').allTextContents()).toEqual(badLines.map(String));
     expect(await errorRows.nth(0).textContent()).toMatch(/price[\s\S]*range/);
+    expect(await errorRows.nth(0).locator('.named dt').allTextContents()).toEqual(['PRICE']);
     // 6: the file name and the cell are text, not markup.
     expect(await page.locator('main').textContent()).toContain(`${XSS_NAME}.csv`);
     expect(await errorRows.nth(1).textContent()).toContain(XSS_CELL);

@@ -38,7 +38,8 @@ function shownName(name: string): string {
   return JSON.stringify(name.length > SHOWN_NAME_CHARS ? `${name.slice(0, SHOWN_NAME_CHARS)}…` : name);
 }
 
-function normaliseName(name: string): string {
+/** A header name as the profile's column names are written: trimmed, lower case. */
+export function normaliseName(name: string): string {
   return name.trim().toLowerCase();
 }
 

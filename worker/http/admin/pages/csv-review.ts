@@ -2,6 +2,7 @@
 // original values) paged by row number, the download of the failed rows (the API's own ?format=csv export, so the
 // same bytes), and Finalize / Reject while it waits for review.
 import { pageOfRowErrors, type RowError } from '../../../imports/csv/row-errors.js';
+import { normaliseName } from '../../../imports/csv/header.js';
 import { RowRanges } from '../../../imports/csv/row-ranges.js';
 import { getCsvImportRun, type CsvImportRun } from '../../../imports/csv/run-record.js';
 import type { ApiDependencies } from '../../server.js';
@@ -60,7 +61,7 @@ function errorRow(error: RowError, header: string[]): Html {
   const values = error.fields
     ? html`<dl class="values">${error.fields.map((value, index) => {
         const column = header[index] ?? `column ${index + 1}`;
-        return html`<div${named.has(column) ? html` class="named"` : ''}><dt>${column}</dt><dd>${value === '' ? html`<span class="muted">(empty)</span>` : value}</dd></div>`;
+        return html`<div${named.has(normaliseName(column)) ? html` class="named"` : ''}><dt>${column}</dt><dd>${value === '' ? html`<span class="muted">(empty)</span>` : value}</dd></div>`;
       })}</dl>`
     : html`<span class="muted">the row could not be split into fields</span>`;
   return html`<tr>
