@@ -382,6 +382,9 @@ describe('rescue, retention, cancel and requeue', () => {
     ]);
     expect((await requireJob(env.pool, olderK)).state).toBe('dead');
     expect((await requireJob(env.pool, deadL)).state).toBe('dead');
+    // Asked for by id, the refusal names the run that holds the key.
+    await expect(requeueJob(env.pool, olderK)).rejects.toThrow(`job ${newerK} (queued) is active with the same dedupe key "K"`);
+    await expect(requeueJob(env.pool, deadL)).rejects.toThrow(`job ${activeL.id} (queued) is active with the same dedupe key "L"`);
   });
 
   it('a cancel asked for while the attempt fails or is released at shutdown ends the run canceled, not retried', async () => {

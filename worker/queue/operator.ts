@@ -24,8 +24,14 @@ export class InvalidTransitionError extends Error {
 
 /** A requeue or replay refused because another run holds the same dedupe key while active. */
 export class DedupeConflictError extends Error {
-  constructor() {
-    super('cannot requeue: another run with the same dedupe key is active; cancel or finish it first');
+  /** `holder`: the active run that has the key, when known. */
+  constructor(readonly holder?: { id: number; state: string; dedupeKey: string }) {
+    super(
+      holder
+        ? `cannot requeue: job ${holder.id} (${holder.state}) is active with the same dedupe key ${JSON.stringify(holder.dedupeKey)}; ` +
+            'cancel or finish it first, or resolve this run'
+        : 'cannot requeue: another run with the same dedupe key is active; cancel or finish it first',
+    );
     this.name = 'DedupeConflictError';
   }
 }
@@ -190,6 +196,17 @@ const REQUEUABLE: JobState[] = ['failed', 'dead', 'canceled'];
 
 /** Starts a failed, dead or canceled run again as the same run record. */
 export async function requeueJob(db: Queryable, id: number, options: RequeueOptions = {}): Promise<JobRow> {
+  // Named in the refusal: the active run that holds this run's dedupe key (a resubmission), if one does.
+  const { rows: holders } = await db.query<{ id: number; state: string; dedupe_key: string }>(
+    `SELECT active.id, active.state, active.dedupe_key FROM jobs this JOIN jobs active
+       ON active.dedupe_key = this.dedupe_key AND active.tenant_id IS NOT DISTINCT FROM this.tenant_id
+     WHERE this.id = $1 AND this.state IN ${sqlStates(REQUEUABLE)} AND active.id <> this.id
+       AND active.state IN ${sqlStates(ACTIVE_STATES)}
+     LIMIT 1`,
+    [id],
+  );
+  const holder = holders[0];
+  if (holder) throw new DedupeConflictError({ id: Number(holder.id), state: holder.state, dedupeKey: holder.dedupe_key });
   const { rows } = await requeueWhere(db, 'id = $1', [id], options);
   if (rows[0]) return rows[0];
   const job = await requireJob(db, id);
@@ -219,7 +236,7 @@ const REPLAY_CANDIDATES = `
     coalesce(
       (SELECT active.id FROM jobs active
        WHERE active.dedupe_key = dead.dedupe_key AND active.tenant_id IS NOT DISTINCT FROM dead.tenant_id
-         AND active.state IN ('queued', 'running', 'review_ready')
+         AND active.state IN ${sqlStates(ACTIVE_STATES)}
        LIMIT 1),
       (SELECT max(newer.id) FROM dead newer
        WHERE newer.dedupe_key = dead.dedupe_key AND newer.tenant_id IS NOT DISTINCT FROM dead.tenant_id AND newer.id > dead.id)
