@@ -2,8 +2,7 @@
 // failover): the process lives, /readyz says 503 while the database is away and 200 once it is back, and the API
 // answers again with the same key — its pool, its key cache's LISTEN session and its event hub all reconnect by
 // themselves. A run's event stream opened before the restart hears the run's change made after it.
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { cancelJob } from '../worker/queue/operator.js';
@@ -11,10 +10,10 @@ import { useTestEnvironment } from './harness.js';
 import { runCliJson } from './support/cli-runner.js';
 import { waitFor } from './support/in-process-worker.js';
 import { openEvents } from './support/sse-client.js';
-import { CLI_ENTRY } from './support/worker-processes.js';
+import { startServeProcess } from './support/serve-process.js';
 
 const env = useTestEnvironment({ ownPostgres: true });
-const children: Array<ReturnType<typeof spawn>> = [];
+const children: ChildProcess[] = [];
 afterAll(() => {
   for (const child of children) child.kill('SIGKILL');
 });
@@ -22,24 +21,10 @@ afterAll(() => {
 describe('bulk-import serve through a database restart', () => {
   it('lives, answers 503 on /readyz while the database is away, and serves the same key once it is back', async () => {
     const { key } = await runCliJson<{ key: string }>(env, ['api-keys', 'create', '--name', 'ops', '--role', 'operator']);
-    const child = spawn(process.execPath, [CLI_ENTRY, 'serve', '--port', '0', '--host', '127.0.0.1'], {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env.processEnv, LOG_LEVEL: 'info' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const { child, address, stderr } = await startServeProcess(env);
     children.push(child);
     let exitCode: number | null | undefined;
     child.once('exit', (code) => (exitCode = code));
-    const stderr: string[] = [];
-    child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
-    const lines: string[] = [];
-    const address = await new Promise<string>((resolve, reject) => {
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        lines.push(line);
-        const parsed = JSON.parse(line) as { msg: string; address?: string };
-        if (parsed.msg === 'API listening') resolve(parsed.address!);
-      });
-      child.once('exit', (code) => reject(new Error(`serve exited ${code}: ${lines.join('\n')}`)));
-    });
     const get = (path: string) => fetch(`${address}${path}`, { headers: { authorization: `Bearer ${key}` } });
     expect((await get('/v1/jobs')).status).toBe(200);
 

@@ -2,7 +2,7 @@
 // before anything is written, applies the kind's default idempotency key, refuses a submit over a queue limit, and
 // says when the run should start and finish.
 import { loadConfig, type QueueConfig } from './config.js';
-import { withTransaction, type Pool, type Queryable } from './db/pool.js';
+import { isPool, withTransaction, type Queryable } from './db/pool.js';
 import { defaultRegistry, type HandlerRegistry } from './handlers/registry.js';
 import { findBreach, lockAdmission, QueueLimitError } from './queue/admission.js';
 import { PermanentJobError } from './queue/errors.js';
@@ -45,8 +45,6 @@ export function runTenant(requestTenant: string | null, payload: unknown): strin
   }
   return requestTenant ?? fromPayload;
 }
-
-const isPool = (db: Queryable): db is Pool => 'connect' in db && 'totalCount' in db;
 
 /**
  * Enqueues a run of `kind`. Refuses an unknown kind, an invalid payload, or a request over ENQUEUE_LIMITS (a payload

@@ -80,23 +80,20 @@ export class VerifiedKeyCache {
     await this.session?.start();
   }
 
-  /** The key this bearer token is if it was verified recently and is still trusted, without a lookup; else null. */
-  cached(token: string): ApiKey | null {
-    if (!this.listening || !looksLikeApiKey(token)) return null;
-    const id = hashApiKey(token).toString('base64');
-    const entry = this.entries.get(id);
-    if (entry && entry.until > Date.now()) return entry.key;
-    if (entry) this.entries.delete(id);
-    return null;
-  }
-
-  /** The active key this bearer token is, or null (unknown, malformed or revoked). */
-  async find(token: string): Promise<ApiKey | null> {
+  /**
+   * The active key this bearer token is, or null (unknown, malformed or revoked). `beforeLookup` runs only when the
+   * key must be looked up in the table (not cached): the caller's chance to refuse first (the API's rate limit).
+   */
+  async find(token: string, beforeLookup?: () => Promise<void>): Promise<ApiKey | null> {
     if (!looksLikeApiKey(token)) return null;
-    const known = this.cached(token);
-    if (known) return known;
     const id = hashApiKey(token).toString('base64');
     const now = Date.now();
+    if (this.listening) {
+      const entry = this.entries.get(id);
+      if (entry && entry.until > now) return entry.key;
+      if (entry) this.entries.delete(id);
+    }
+    await beforeLookup?.();
     const generation = this.generation;
     const key = await findActiveApiKey(this.db, token);
     if (key && this.listening && generation === this.generation) {

@@ -106,3 +106,6 @@ export interface Queryable {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   query<R extends pg.QueryResultRow = any>(config: pg.QueryConfig): Promise<pg.QueryResult<R>>;
 }
+
+/** True for a pool (which hands out connections), false for a client: both have `connect`, only a pool counts them. */
+export const isPool = (db: Queryable): db is pg.Pool => 'connect' in db && 'totalCount' in db;

@@ -242,11 +242,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
       if (request.cookieSession) return;
     }
     if (!match) return countRefusal(request, unauthenticated('send an API key: Authorization: Bearer <key>'));
-    let key = verifiedKeys.cached(match[1]!);
-    if (!key) {
-      await refuseLookupsWhileLimited(request);
-      key = await verifiedKeys.find(match[1]!);
-    }
+    const key = await verifiedKeys.find(match[1]!, () => refuseLookupsWhileLimited(request));
     if (!key) return countRefusal(request, unauthenticated('the API key is unknown or revoked'));
     request.apiKey = key;
     if (access === 'operator' && key.role !== 'operator') return countRefusal(request, new ApiError(403, 'FORBIDDEN', 'this route needs an operator key'));

@@ -1,5 +1,5 @@
 // Claim: take up to `limit` due queued jobs in one statement and lease them to this worker.
-import { inTransaction, type Pool, type PoolClient, type Queryable } from '../db/pool.js';
+import { inTransaction, isPool, type PoolClient, type Queryable } from '../db/pool.js';
 import { recordClaimSpan } from '../tracing/job-spans.js';
 import type { ClaimedJob } from './types.js';
 
@@ -147,8 +147,8 @@ const TENANT_CEILING_LOCK_NAMESPACE = 0x62_69_77_63; // 'biwc'
  * client the caller holds outside a transaction).
  */
 async function claimWithTenantCeilings(db: Queryable, request: ClaimRequest, ceilings: Array<[string, number]>): Promise<{ rows: Record<string, unknown>[] }> {
-  const isPool = 'connect' in db && 'totalCount' in db;
-  const client = isPool ? await (db as Pool).connect() : (db as PoolClient);
+  const pool = isPool(db) ? db : undefined;
+  const client = pool ? await pool.connect() : (db as PoolClient);
   try {
     return await inTransaction(client, async () => {
       const rows: Record<string, unknown>[] = [];
@@ -162,7 +162,7 @@ async function claimWithTenantCeilings(db: Queryable, request: ClaimRequest, cei
       return { rows };
     });
   } finally {
-    if (isPool) client.release();
+    if (pool) client.release();
   }
 }
 

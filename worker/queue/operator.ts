@@ -194,15 +194,21 @@ export interface RequeueOptions {
 
 const REQUEUABLE: JobState[] = ['failed', 'dead', 'canceled'];
 
+/**
+ * The active run (queued, running, review_ready) that holds the dedupe key of the run aliased `run` in the
+ * surrounding statement, other than it: what a requeue of that run would collide with.
+ */
+const activeHolderOf = (run: string) => `SELECT active.id, active.state FROM jobs active
+  WHERE active.dedupe_key = ${run}.dedupe_key AND active.tenant_id IS NOT DISTINCT FROM ${run}.tenant_id
+    AND active.state IN ${sqlStates(ACTIVE_STATES)} AND active.id <> ${run}.id
+  LIMIT 1`;
+
 /** Starts a failed, dead or canceled run again as the same run record. */
 export async function requeueJob(db: Queryable, id: number, options: RequeueOptions = {}): Promise<JobRow> {
   // Named in the refusal: the active run that holds this run's dedupe key (a resubmission), if one does.
   const { rows: holders } = await db.query<{ id: number; state: string; dedupe_key: string }>(
-    `SELECT active.id, active.state, active.dedupe_key FROM jobs this JOIN jobs active
-       ON active.dedupe_key = this.dedupe_key AND active.tenant_id IS NOT DISTINCT FROM this.tenant_id
-     WHERE this.id = $1 AND this.state IN ${sqlStates(REQUEUABLE)} AND active.id <> this.id
-       AND active.state IN ${sqlStates(ACTIVE_STATES)}
-     LIMIT 1`,
+    `SELECT holder.id, holder.state, this.dedupe_key FROM jobs this CROSS JOIN LATERAL (${activeHolderOf('this')}) holder
+     WHERE this.id = $1 AND this.state IN ${sqlStates(REQUEUABLE)}`,
     [id],
   );
   const holder = holders[0];
@@ -234,10 +240,7 @@ const REPLAY_CANDIDATES = `
   )
   SELECT dead.id, dead.kind, dead.tenant_id, dead.dedupe_key,
     coalesce(
-      (SELECT active.id FROM jobs active
-       WHERE active.dedupe_key = dead.dedupe_key AND active.tenant_id IS NOT DISTINCT FROM dead.tenant_id
-         AND active.state IN ${sqlStates(ACTIVE_STATES)}
-       LIMIT 1),
+      (SELECT holder.id FROM (${activeHolderOf('dead')}) holder),
       (SELECT max(newer.id) FROM dead newer
        WHERE newer.dedupe_key = dead.dedupe_key AND newer.tenant_id IS NOT DISTINCT FROM dead.tenant_id AND newer.id > dead.id)
     ) AS held_by
