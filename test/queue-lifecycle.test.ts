@@ -207,9 +207,10 @@ describe('rescue, retention, cancel and requeue', () => {
 
   it('deletes a run with many child rows in chunks: per-item rows go, business rows only lose the link', async () => {
     await env.pool.query(`
-      CREATE TABLE retention_items (job_id bigint NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, n int);
+      CREATE TABLE retention_items (job_id bigint NOT NULL, n int);
       CREATE INDEX ON retention_items (job_id);
-      CREATE TABLE retention_business (id serial, job_id bigint REFERENCES jobs (id) ON DELETE SET NULL);`);
+      CREATE TABLE retention_business (id serial, job_id bigint);
+      INSERT INTO job_child_tables VALUES ('retention_items', 'job_id', 'cascade'), ('retention_business', 'job_id', 'set-null');`);
     const { job } = await enqueueJob(env.pool, { kind: 'retained-big' });
     const { job: keep } = await enqueueJob(env.pool, { kind: 'retained-big' });
     await env.pool.query('INSERT INTO retention_items SELECT $1, n FROM generate_series(1, 12000) AS n', [job.id]);
@@ -245,14 +246,15 @@ describe('rescue, retention, cancel and requeue', () => {
       [job.id, keep.id],
     );
     expect(left.rows[0]).toEqual({ items: 0, kept_items: 10, unlinked: 7000, jobs: 0 });
-    await env.pool.query('DROP TABLE retention_items, retention_business');
+    await env.pool.query("DROP TABLE retention_items, retention_business; DELETE FROM job_child_tables WHERE table_name LIKE 'retention\\_%'");
   });
 
   it('a requeue racing retention never leaves a run without its child rows: it waits, then finds the run gone', async () => {
     // Retention is held inside the deletion of a run's child rows (a trigger that waits on an advisory lock the test
     // holds) while an operator requeues the run.
     await env.pool.query(`
-      CREATE TABLE retention_race (job_id bigint NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, n int);
+      CREATE TABLE retention_race (job_id bigint NOT NULL, n int);
+      INSERT INTO job_child_tables VALUES ('retention_race', 'job_id', 'cascade');
       CREATE FUNCTION retention_race_gate() RETURNS trigger LANGUAGE plpgsql AS
         $$ BEGIN PERFORM pg_advisory_xact_lock(424242); RETURN OLD; END $$;
       CREATE TRIGGER retention_race_gate BEFORE DELETE ON retention_race FOR EACH ROW EXECUTE FUNCTION retention_race_gate();`);
@@ -285,7 +287,7 @@ describe('rescue, retention, cancel and requeue', () => {
     } finally {
       await gate.query('ROLLBACK').catch(() => {});
       gate.release();
-      await env.pool.query('DROP TABLE retention_race; DROP FUNCTION retention_race_gate()');
+      await env.pool.query("DROP TABLE retention_race; DROP FUNCTION retention_race_gate(); DELETE FROM job_child_tables WHERE table_name = 'retention_race'");
     }
   });
 

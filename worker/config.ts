@@ -76,6 +76,9 @@ export interface WorkerConfig {
   rescueIntervalMs: number;
   retentionIntervalMs: number;
   retentionDays: number;
+  /** Finished runs move from jobs_live to jobs_archive this long after they end (maintenance/archiver.ts). */
+  archiveAfterSeconds: number;
+  archiveIntervalMs: number;
   shutdownGraceMs: number;
   backoffBaseMs: number;
   backoffMaxMs: number;
@@ -184,6 +187,8 @@ export function loadConfig(env: Env = process.env): Config {
       rescueIntervalMs: read.integer('WORKER_RESCUE_INTERVAL_MS', 15_000, { min: 100, max: 3_600_000 }),
       retentionIntervalMs: read.integer('RETENTION_INTERVAL_MS', 600_000, { min: 1_000, max: 86_400_000 }),
       retentionDays: read.integer('RETENTION_DAYS', 30, { min: 1, max: 3650 }),
+      archiveAfterSeconds: read.integer('ARCHIVE_AFTER_SECONDS', 60, { min: 0, max: 86_400 }),
+      archiveIntervalMs: read.integer('ARCHIVE_INTERVAL_MS', 10_000, { min: 100, max: 3_600_000 }),
       shutdownGraceMs: read.integer('WORKER_SHUTDOWN_GRACE_MS', 20_000, { min: 0, max: 110_000 }),
       backoffBaseMs: read.integer('RETRY_BACKOFF_BASE_MS', 1_000, { min: 1, max: 3_600_000 }),
       backoffMaxMs: read.integer('RETRY_BACKOFF_MAX_MS', 300_000, { min: 1, max: 86_400_000 }),

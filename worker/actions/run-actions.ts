@@ -4,7 +4,8 @@
 // transaction wherever the queue statement can run in one.
 import { userInfo } from 'node:os';
 import { submitJob, type SubmitOptions, type SubmitResult } from '../api.js';
-import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
+import { withTransaction as withDatabaseTransaction, type Pool, type PoolClient, type Queryable } from '../db/pool.js';
+import { retryWhenRowMoved } from '../db/row-moved.js';
 import { CSV_FINALIZE_KIND } from '../handlers/csv-finalize.js';
 import { CSV_IMPORT_KIND } from '../handlers/csv-validate.js';
 import { finalizeImport, rejectImport, type FinalizeOptions } from '../imports/csv/review.js';
@@ -24,6 +25,10 @@ import {
   type SkippedReplay,
 } from '../queue/operator.js';
 import type { JobRow } from '../queue/types.js';
+
+/** An action's transaction: tried again when the run moved between the live and archive partitions under it. */
+const withTransaction = <T>(pool: Pool, work: (tx: PoolClient) => Promise<T>): Promise<T> =>
+  retryWhenRowMoved(() => withDatabaseTransaction(pool, work));
 
 /** Who acts: an API key (its name, and its tenant for a tenant key) or the operator CLI (no tenant: every run). */
 export interface Actor {
@@ -184,7 +189,7 @@ export async function replayDead(pool: Pool, actor: Actor, request: ReplayReques
       return result;
     });
   }
-  const replayed = await replayDeadJobsById(pool, request.ids ?? [], options);
+  const replayed = await retryWhenRowMoved(() => replayDeadJobsById(pool, request.ids ?? [], options));
   await record(pool, actor, 'replayed', replayed, text);
   return { replayed, skipped: [] };
 }

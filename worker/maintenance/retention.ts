@@ -3,6 +3,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabaseStatusSink, Pool } from '../db/pool.js';
 import type { Logger } from '../logger.js';
+import { retryWhenRowMoved } from '../db/row-moved.js';
 import { deleteExpiredJobs } from '../queue/maintenance.js';
 import { PeriodicService } from './periodic-service.js';
 
@@ -25,7 +26,7 @@ export function createRetention(
       // so, and the next round follows in a second rather than a whole interval: a backlog (a first deployment of
       // retention, a fleet finishing runs faster than one round per interval deletes) drains instead of growing.
       for (let batch = 0; batch < batchesPerRound; batch += 1) {
-        const deleted = await deleteExpiredJobs(pool, retentionDays, batchSize);
+        const deleted = await retryWhenRowMoved(() => deleteExpiredJobs(pool, retentionDays, batchSize));
         total += deleted;
         if (deleted < batchSize) break;
         more = batch === batchesPerRound - 1;

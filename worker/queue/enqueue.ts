@@ -133,8 +133,9 @@ export interface EnqueueResult {
 }
 
 // A dedupe key is unique among a tenant's active runs (runs without a tenant are a scope of their own): each variant
-// spells the predicate of its partial unique index, jobs_active_dedupe_key_tenant or …_no_tenant, so that ON CONFLICT
-// can infer it.
+// spells the predicate of its partial unique index, jobs_live_active_dedupe_key_tenant or …_no_tenant, so that ON
+// CONFLICT can infer it. Those indexes are the live partition's (every active run is there; a partitioned table's
+// unique indexes would have to include its partition key), so new runs are inserted into jobs_live itself.
 const ACTIVE = sqlStates(ACTIVE_STATES);
 const DEDUPE_SCOPE = {
   forTenant: { conflict: `(dedupe_key, tenant_id) WHERE dedupe_key IS NOT NULL AND tenant_id IS NOT NULL AND state IN ${ACTIVE}`, tenant: 'tenant_id = $2' },
@@ -149,7 +150,7 @@ const dedupeScope = (tenantIsNull: boolean) => (tenantIsNull ? DEDUPE_SCOPE.with
 // $9 is the fair tag step of the tenant (fair-share.ts), $10 the size.
 const insertJobSql = (tenantIsNull: boolean) => `
 WITH inserted AS (
-  INSERT INTO jobs (kind, payload, tenant_id, dedupe_key, priority, run_at, max_attempts, traceparent, fair_tag, size_bytes)
+  INSERT INTO jobs_live (kind, payload, tenant_id, dedupe_key, priority, run_at, max_attempts, traceparent, fair_tag, size_bytes)
   VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8,
     ${firstFairTagSql({ kind: '$1', tenant: '$3', priority: '$5', step: '$9::bigint' }, tenantIsNull)}, $10)
   ON CONFLICT ${dedupeScope(tenantIsNull).conflict} DO NOTHING
@@ -247,7 +248,7 @@ export async function enqueueJobs(
   const firstTag = firstFairTagSql({ kind: '$1', tenant: '$3', priority: '$4', step: '$7::bigint' }, (options.tenantId ?? null) === null);
   const { rows } = await db.query<{ id: number }>(
     `WITH inserted AS (
-       INSERT INTO jobs (kind, payload, tenant_id, priority, max_attempts, traceparent, fair_tag)
+       INSERT INTO jobs_live (kind, payload, tenant_id, priority, max_attempts, traceparent, fair_tag)
        SELECT $1, payload, $3, $4, $5, $6, first.tag + $7::bigint * (position - 1)
        FROM unnest($2::jsonb[]) WITH ORDINALITY AS input(payload, position), (SELECT ${firstTag} AS tag) first
        ORDER BY position

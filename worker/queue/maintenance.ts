@@ -49,23 +49,23 @@ export async function rescueExpiredLeases(db: Queryable, batchSize = 1000): Prom
 interface ChildReference {
   table: string;
   column: string;
-  /** What the foreign key does when a job is deleted. */
+  /** What happens to the row when its run is deleted. */
   onDelete: 'cascade' | 'set-null';
 }
 
-/** Tables whose rows point at jobs (per-item records cascade; business rows such as documents only lose the link). */
+/**
+ * Tables whose rows point at runs, from the registry job_child_tables (migration 20261206063000: a partitioned jobs
+ * cannot be the target of foreign keys). Per-item records are deleted with their run; business rows such as
+ * documents only lose the link.
+ */
 async function childReferences(db: Queryable): Promise<ChildReference[]> {
   const { rows } = await db.query<{ child: string; column: string; action: string }>(
-    `SELECT c.conrelid::regclass::text AS child, a.attname AS column, c.confdeltype AS action
-     FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
-     WHERE c.contype = 'f' AND c.confrelid = 'jobs'::regclass AND cardinality(c.conkey) = 1
-       AND c.confdeltype IN ('c', 'n')
-     ORDER BY 1`,
+    'SELECT table_name AS child, column_name AS column, on_delete AS action FROM job_child_tables ORDER BY 1, 2',
   );
   return rows.map((row) => ({
     table: row.child,
     column: `"${row.column.replace(/"/g, '""')}"`,
-    onDelete: row.action === 'c' ? 'cascade' : 'set-null',
+    onDelete: row.action === 'cascade' ? 'cascade' : 'set-null',
   }));
 }
 
@@ -110,4 +110,23 @@ export async function deleteExpiredJobs(
     const { rowCount } = await client.query('DELETE FROM jobs WHERE id = ANY($1)', [ids]);
     return rowCount ?? 0;
   });
+}
+
+/**
+ * Moves finished runs that ended more than `afterSeconds` ago from jobs_live to jobs_archive (at most `batchSize`
+ * per call; returns how many), so the live partition holds the queue and its recent past only. The delay keeps the
+ * move away from the statements that still touch a run just after it ends (its worker's last writes, an operator's
+ * first look): a statement that waits on a row while it moves fails with 40001. SKIP LOCKED leaves runs someone
+ * holds for the next round. The row keeps its id, and its child rows stay: the move is an UPDATE, not a delete.
+ */
+export async function archiveFinishedRuns(db: Queryable, afterSeconds: number, batchSize = 5_000): Promise<number> {
+  const { rowCount } = await db.query(
+    `UPDATE jobs SET archived = true
+     WHERE archived = false AND id = ANY(ARRAY(
+       SELECT id FROM jobs_live
+       WHERE finished_at < now() - $1 * interval '1 second' AND state = ANY($3::text[])
+       ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED))`,
+    [afterSeconds, batchSize, [...TERMINAL_STATES]],
+  );
+  return rowCount ?? 0;
 }

@@ -9,6 +9,7 @@ import { defaultRegistry, type HandlerRegistry } from '../handlers/registry.js';
 import type { HandlerServices } from '../handlers/types.js';
 import type { Logger } from '../logger.js';
 import { createRescuer } from '../maintenance/rescuer.js';
+import { createArchiver } from '../maintenance/archiver.js';
 import { createRetention } from '../maintenance/retention.js';
 import type { PeriodicService } from '../maintenance/periodic-service.js';
 import { startNotifications, type NotificationPublisher } from '../notifications/outbox-publisher.js';
@@ -84,6 +85,7 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
   const maintenance = [
     createRescuer(pool, config.worker.rescueIntervalMs, log, databaseStatus),
     createRetention(pool, config.worker.retentionDays, config.worker.retentionIntervalMs, log, { status: databaseStatus }),
+    createArchiver(pool, config.worker.archiveAfterSeconds, config.worker.archiveIntervalMs, log, { status: databaseStatus }),
   ];
   const operations = startOperations({
     config,

@@ -1,0 +1,43 @@
+// The archiver: moves finished runs from the live partition of jobs to the archive (queue/maintenance.ts,
+// archiveFinishedRuns), so the queue's own pages stay few and hot however long the history grows. Every worker runs
+// it; SKIP LOCKED lets rounds of several workers overlap without waiting on each other.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { DatabaseStatusSink, Pool } from '../db/pool.js';
+import type { Logger } from '../logger.js';
+import { retryWhenRowMoved } from '../db/row-moved.js';
+import { archiveFinishedRuns } from '../queue/maintenance.js';
+import { PeriodicService } from './periodic-service.js';
+
+export function createArchiver(
+  pool: Pool,
+  afterSeconds: number,
+  intervalMs: number,
+  log: Logger,
+  options: { batchSize?: number; batchesPerRound?: number; status?: DatabaseStatusSink } = {},
+): PeriodicService {
+  const batchSize = options.batchSize ?? 5_000;
+  const batchesPerRound = options.batchesPerRound ?? 40;
+  return new PeriodicService(
+    'archiver',
+    intervalMs,
+    async () => {
+      let total = 0;
+      let more = false;
+      // Bounded like retention's rounds, with a pause between batches for the claim; a round that ends at its bound
+      // is followed by the next in a second (a fleet finishing faster than one round moves, or the history a
+      // database had before the live/archive split).
+      for (let batch = 0; batch < batchesPerRound; batch += 1) {
+        // Another worker's archiver may move a run this one is about to lock.
+        const moved = await retryWhenRowMoved(() => archiveFinishedRuns(pool, afterSeconds, batchSize));
+        total += moved;
+        if (moved < batchSize) break;
+        more = batch === batchesPerRound - 1;
+        if (!more) await sleep(20);
+      }
+      if (total > 0) log.debug({ archived: total, more }, 'archived finished runs');
+      return more;
+    },
+    log,
+    options.status,
+  );
+}
