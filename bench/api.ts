@@ -111,16 +111,17 @@ async function seed(db: pg.Client): Promise<{ csvJob: number; maxId: number }> {
   const started = performance.now();
   await db.query(`SET bulk_import.state_notifications = off`);
   await db.query(`SET synchronous_commit = off`);
-  // Terminal runs mostly, like a table the retention service keeps at 30 days; ids grow with creation time.
+  // Terminal runs mostly, like a table the retention service keeps at 30 days; ids grow with creation time. The
+  // finished ones are where the archiver would have put them (jobs_archive), the queued ones in jobs_live.
   await db.query(
     `INSERT INTO jobs (kind, tenant_id, payload, state, attempts, max_attempts, progress, result, last_error,
-       created_at, started_at, finished_at, updated_at, run_at)
+       created_at, started_at, finished_at, updated_at, run_at, archived)
      SELECT kind, 't' || (g % 100), jsonb_build_object('seq', g), state, 1, 5,
        jsonb_build_object('done', 100, 'total', 100, 'phase', 'done'),
        jsonb_build_object('rows', 100),
        CASE WHEN state IN ('failed', 'dead') THEN jsonb_build_object('code', 'X', 'message', 'failed', 'class', 'permanent', 'attempt', 1, 'at', now()::text) END,
        created, created + interval '2 seconds', CASE WHEN state <> 'queued' THEN created + interval '5 seconds' END,
-       created + interval '5 seconds', created
+       created + interval '5 seconds', created, state <> 'queued'
      FROM (
        SELECT g, ($2::text[])[1 + g % 4] AS kind,
          CASE WHEN g % 100 < 84 THEN 'succeeded' WHEN g % 100 < 89 THEN 'partial' WHEN g % 100 < 94 THEN 'failed'

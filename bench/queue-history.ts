@@ -14,8 +14,9 @@
 //      of the shipped retention service (createRetention, batch 100), then the same service with --retention-batch
 //      until every history row is gone (RETENTION_DAYS=1: all history is older, the live runs are not), then a window
 //      after it, and one more after a plain VACUUM jobs. Per window: rows deleted and rows/s, jobs/s, claim
-//      p50/p99/max, seconds a vacuum ran on jobs, and at its end the dead tuples in jobs and the claim index's size.
+//      p50/p99/max, seconds a vacuum ran on jobs, and at its end the dead tuples in jobs_live and its claim index's size.
 //      The retention rounds run back to back (the service waits RETENTION_INTERVAL_MS, default 10 min, between them).
+//      The archiver runs throughout, as in a worker process (ARCHIVE_AFTER_SECONDS, ARCHIVE_INTERVAL_MS defaults).
 //
 // Claim latency is the real claim statement as the worker issues it: pg.Client.prototype.query is wrapped and times,
 // client-side, each query whose text is the claim statement (claimStatement() of worker/queue/claim.ts); the
@@ -27,13 +28,11 @@
 //   npm run bench:queue-history
 //   npm run bench:queue-history -- --history 200000 --jobs 10000 --window 10 --rounds 3 --retention-batch 5000
 //   npm run bench:queue-history -- --seed direct --skip-retention   (phases A and B only)
-//   npm run bench:queue-history -- --layout partitioned --skip-retention
 //
-// --layout partitioned measures a prototype, not the shipped schema (bench/support/partitioned-jobs.sql): jobs
-// partitioned by state, active runs apart from the history; both databases get it, and a third database with the
-// shipped (flat) table runs in the same rounds, so the table also shows what moving a finished run between partitions
-// costs against the flat table.
-import { readFileSync } from 'node:fs';
+// The history is where the queue keeps it: the lifecycle seed archives each chunk once it is finished, as the
+// archiver does a minute after a run ends (maintenance/archiver.ts), so it sits in jobs_archive and the queue in
+// jobs_live. Before each round the previous rounds' runs are archived the same way, timed: the table's "archive"
+// column is the cost the archiver adds per run, paid a minute later, outside the round.
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -49,9 +48,11 @@ import { NOOP_KIND } from '../worker/handlers/noop.js';
 import { HandlerRegistry } from '../worker/handlers/registry.js';
 import type { JobHandler } from '../worker/handlers/types.js';
 import { createLogger } from '../worker/logger.js';
+import { createArchiver } from '../worker/maintenance/archiver.js';
 import { createRetention } from '../worker/maintenance/retention.js';
 import { claimStatement } from '../worker/queue/claim.js';
 import { enqueueJobs } from '../worker/queue/enqueue.js';
+import { archiveFinishedRuns } from '../worker/queue/maintenance.js';
 import { stateNotificationOption, Worker } from '../worker/runner/worker.js';
 
 const { values: args } = parseArgs({
@@ -72,8 +73,6 @@ const { values: args } = parseArgs({
     seed: { type: 'string', default: 'lifecycle' },
     /** Phases A and B only. */
     'skip-retention': { type: 'boolean', default: false },
-    /** `flat` (the shipped jobs table) or `partitioned` (a prototype: bench/support/partitioned-jobs.sql). */
-    layout: { type: 'string', default: 'flat' },
   },
 });
 const settings = {
@@ -84,11 +83,9 @@ const settings = {
   windowSeconds: Number(args.window),
   retentionBatch: Number(args['retention-batch']),
   seed: args.seed,
-  layout: args.layout,
 };
 if (settings.seed !== 'lifecycle' && settings.seed !== 'direct') throw new Error(`--seed is lifecycle or direct, not ${settings.seed}`);
-if (settings.layout !== 'flat' && settings.layout !== 'partitioned') throw new Error(`--layout is flat or partitioned, not ${settings.layout}`);
-// jobs and, when it is partitioned, its partitions (where vacuum runs and the pages are).
+// jobs and its partitions (where vacuum runs and the pages are).
 const JOBS_RELATIONS = "SELECT 'jobs'::regclass UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent = 'jobs'::regclass";
 const KIND = 'bench';
 const SHIPPED_RETENTION_BATCH = 100;
@@ -249,6 +246,8 @@ interface DrainResult {
   /** Heap pages the round's jobs were inserted into: new rows go where the free space map points. */
   heapPages: number;
   vacuumSeconds: number;
+  /** Milliseconds the archiver took per 1,000 of the previous rounds' runs (before the round; NaN in the first). */
+  archiveMsPer1000: number;
 }
 
 /** A database of phases A and B, and what its rounds measured. */
@@ -282,6 +281,7 @@ async function measurePhases(targets: PhaseTarget[]): Promise<DrainResult[]> {
       claim: claimFigures(done.map(({ from, to }) => ({ from, to }))),
       heapPages: median(done.map(({ result }) => result.heapPages)),
       vacuumSeconds: done.reduce((sum, { result }) => sum + result.vacuumSeconds, 0),
+      archiveMsPer1000: median(done.map(({ result }) => result.archiveMsPer1000).filter(Number.isFinite)),
     };
   });
 }
@@ -300,7 +300,12 @@ async function drain(
     // before the next burst; on the history's not yet (2 % of 10,000,000 rows is 200,000 dead versions, two rounds).
     // Vacuuming both before every round keeps their rounds alike (the history's first follows the seed's vacuum in
     // any case): each round's new runs go to the holes the free space map then records, in the history's case mostly
-    // those of its previous round.
+    // those of its previous round. First the previous rounds' runs go to the archive, as the archiver would have
+    // moved them a minute after they finished.
+    const archiveStarted = performance.now();
+    let archived = 0;
+    for (let moved = -1; moved !== 0; archived += moved) moved = Math.max(0, await archiveFinishedRuns(db, 0, 5_000));
+    const archiveMsPer1000 = archived > 0 ? (performance.now() - archiveStarted) / (archived / 1000) : Number.NaN;
     await db.query('VACUUM jobs');
     let started = performance.now();
     const ids = await enqueue(pool, settings.jobs);
@@ -331,6 +336,7 @@ async function drain(
       claim: claimFigures([{ from: started, to: handled.last }]),
       heapPages: pages[0]!.n,
       vacuumSeconds: watch.secondsBetween(started, handled.last),
+      archiveMsPer1000,
     };
     const slowest = claims
       .filter((claim) => claim.at >= started && claim.at <= handled.last)
@@ -339,7 +345,8 @@ async function drain(
       .map((claim) => `${fmt(claim.ms, 0)} ms at ${fmt((claim.at - started) / 1000, 1)} s`);
     console.log(
       `  ${label}: ${int(result.jobsPerSecond)} jobs/s, ${result.claim.claims} claims, p50 ${fmt(result.claim.p50)} ms, p99 ${fmt(result.claim.p99)} ms ` +
-        `(slowest ${slowest.join(', ')}); jobs on ${int(result.heapPages)} heap pages; ${result.vacuumSeconds} s with a vacuum on jobs`,
+        `(slowest ${slowest.join(', ')}); jobs on ${int(result.heapPages)} heap pages; ${result.vacuumSeconds} s with a vacuum on jobs; ` +
+        `archived ${int(archived)} earlier runs first (${fmt(archiveMsPer1000)} ms per 1,000)`,
     );
     return { result, from: started, to: handled.last };
   } finally {
@@ -373,9 +380,9 @@ async function seedHistory(db: pg.Client): Promise<void> {
       const to = Math.min(settings.history, from + chunk - 1);
       await db.query(
         `INSERT INTO jobs (kind, tenant_id, payload, state, attempts, max_attempts, progress, result, last_error,
-           created_at, started_at, finished_at, updated_at, run_at)
+           created_at, started_at, finished_at, updated_at, run_at, archived)
          SELECT kind, tenant_id, jsonb_build_object('seq', g), state, 1, 5, ${HISTORY_PROGRESS}, ${HISTORY_RESULT}, ${historyError('state')},
-           created, created + interval '2 seconds', created + interval '5 seconds', created + interval '5 seconds', created
+           created, created + interval '2 seconds', created + interval '5 seconds', created + interval '5 seconds', created, true
          FROM (${HISTORY_ROW}) s`,
         [from, to, settings.history, kinds],
       );
@@ -418,6 +425,8 @@ async function seedHistory(db: pg.Client): Promise<void> {
          WHERE jobs.id = $5::bigint + s.g - $1::bigint`,
         [from, to, settings.history, kinds, range[0]],
       );
+      // Into the archive, as the archiver files runs a minute after they end.
+      await archiveFinishedRuns(db, 0, chunk);
       if (to - vacuumed >= Math.max(100_000, vacuumed / 50)) {
         vacuumed = to;
         await db.query('VACUUM jobs');
@@ -487,8 +496,8 @@ async function retentionPhase(databaseUrl: string, db: pg.Client, watch: VacuumW
   const windows: Window[] = [];
   const record = async (label: string, from: number, to: number, deleted: number) => {
     const { rows } = await db.query<{ dead: number; index: string }>(
-      `SELECT n_dead_tup::bigint::float8 AS dead, pg_size_pretty(pg_relation_size('jobs_claim_order')) AS index
-       FROM pg_stat_user_tables WHERE relname = 'jobs'`,
+      `SELECT n_dead_tup::bigint::float8 AS dead, pg_size_pretty(pg_relation_size('jobs_live_claim_order')) AS index
+       FROM pg_stat_user_tables WHERE relname = 'jobs_live'`,
     );
     const window: Window = {
       deadTuples: rows[0]!.dead,
@@ -504,10 +513,14 @@ async function retentionPhase(databaseUrl: string, db: pg.Client, watch: VacuumW
     console.log(
       `  ${label}: ${fmt(window.seconds, 1)} s, ${int(deleted)} deleted, ${int(window.jobsPerSecond)} jobs/s, ` +
         `${window.claim.claims} claims, p50 ${fmt(window.claim.p50)} p99 ${fmt(window.claim.p99)} max ${fmt(window.claim.max)} ms; ` +
-        `${int(window.deadTuples)} dead tuples in jobs, jobs_claim_order ${window.claimIndex}`,
+        `${int(window.deadTuples)} dead tuples in jobs_live, jobs_live_claim_order ${window.claimIndex}`,
     );
   };
   const log = createLogger({ level: 'error', format: 'json' });
+  // The archiver as a worker process runs it (its defaults): the stream's runs leave jobs_live a minute after they end.
+  const config = loadConfig({ DATABASE_URL: databaseUrl });
+  const archiver = createArchiver(pool, config.worker.archiveAfterSeconds, config.worker.archiveIntervalMs, log);
+  archiver.start();
   try {
     await sleep(3_000); // warm-up: the worker's first claims, the feeder's first chunks
     let from = performance.now();
@@ -548,6 +561,7 @@ async function retentionPhase(databaseUrl: string, db: pg.Client, watch: VacuumW
     await sleep(settings.windowSeconds * 1000);
     await record('after retention and a VACUUM', from, performance.now(), 0);
   } finally {
+    await archiver.stop();
     feeding = false;
     await feeder;
     await worker.stop();
@@ -584,36 +598,13 @@ async function main(): Promise<void> {
         `jobs ${(server.options ?? []).join(' ')}), Node ${process.version}`,
     );
     console.log(`settings: ${JSON.stringify(settings)}; Worker as bench:queue runs it (poll 1000 ms + LISTEN, claim session, state notifications on)\n`);
-    // --layout partitioned: both databases get the prototype layout, and a third keeps the shipped table.
-    let flat: PhaseTarget | undefined;
-    let flatWatchDb: pg.Client | undefined;
-    if (settings.layout === 'partitioned') {
-      const layout = readFileSync(new URL('./support/partitioned-jobs.sql', import.meta.url), 'utf8');
-      await db.query(layout);
-      await emptyDb.query(layout);
-      const flatUrl = await database.addDatabase('bench_flat');
-      const flatDb = new pg.Client({ connectionString: flatUrl });
-      await flatDb.connect();
-      flatWatchDb = new pg.Client({ connectionString: flatUrl });
-      await flatWatchDb.connect();
-      flat = { label: 'flat', url: flatUrl, db: flatDb, historyRows: 0, watch: new VacuumWatch(flatWatchDb) };
-      console.log('layout: jobs partitioned by state in both databases (bench/support/partitioned-jobs.sql); "flat" is the shipped table, empty\n');
-    }
-
     console.log(`Seeding ${int(settings.history)} finished runs (--seed ${settings.seed}) into their own database`);
     await seedHistory(db);
     console.log('A and B. the empty table and the history, round by round');
-    const measured = await measurePhases([
-      ...(flat ? [flat] : []),
+    const [empty, withHistory] = (await measurePhases([
       { label: 'empty', url: emptyUrl, db: emptyDb, historyRows: 0, watch: emptyWatch },
       { label: 'history', url, db, historyRows: settings.history, watch },
-    ]);
-    const [flatResult, empty, withHistory] = (flat ? measured : [undefined, ...measured]) as [DrainResult | undefined, DrainResult, DrainResult];
-    if (flat) {
-      await flat.watch.stop();
-      await flatWatchDb!.end();
-      await flat.db.end();
-    }
+    ])) as [DrainResult, DrainResult];
     await emptyWatch.stop();
     await emptyWatchDb.end();
     await emptyDb.end();
@@ -626,33 +617,26 @@ async function main(): Promise<void> {
     await watch.stop();
     await watchDb.end();
     const { rows: vacuums } = await db.query<{ autovacuum_count: number; autoanalyze_count: number }>(
-      "SELECT autovacuum_count::int, autoanalyze_count::int FROM pg_stat_user_tables WHERE relname = 'jobs'",
+      "SELECT sum(autovacuum_count)::int AS autovacuum_count, sum(autoanalyze_count)::int AS autoanalyze_count FROM pg_stat_user_tables WHERE relname IN ('jobs_live', 'jobs_archive')",
     );
     await db.end();
 
     console.log(`\nNode ${process.version}; ${JSON.stringify(settings)}`);
-    console.log('\n| table | rows in jobs | enqueue jobs/s | jobs/s | claims | rows/claim | claim p50 ms | claim p99 ms | claim max ms | heap pages of the J jobs | s with a vacuum on jobs |');
-    console.log('|---|---|---|---|---|---|---|---|---|---|---|');
-    for (const r of [...(flatResult ? [flatResult] : []), empty, withHistory]) {
+    console.log('\n| table | rows in jobs | enqueue jobs/s | jobs/s | claims | rows/claim | claim p50 ms | claim p99 ms | claim max ms | heap pages of the J jobs | s with a vacuum on jobs | archive ms per 1,000 runs |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+    for (const r of [empty, withHistory]) {
       console.log(
         `| ${r.label} | ${int(r.rows)} | ${int(r.enqueueRate)} | ${int(r.jobsPerSecond)} | ${r.claim.claims} | ${fmt(r.claim.rowsPerClaim, 1)} | ` +
-          `${fmt(r.claim.p50)} | ${fmt(r.claim.p99)} | ${fmt(r.claim.max)} | ${int(r.heapPages)} | ${r.vacuumSeconds} |`,
+          `${fmt(r.claim.p50)} | ${fmt(r.claim.p99)} | ${fmt(r.claim.max)} | ${int(r.heapPages)} | ${r.vacuumSeconds} | ${fmt(r.archiveMsPer1000)} |`,
       );
     }
     console.log(
       `\nhistory / empty: jobs/s ${fmt(withHistory.jobsPerSecond / empty.jobsPerSecond)}×, claim p50 ${fmt(withHistory.claim.p50 / empty.claim.p50)}×, ` +
         `claim p99 ${fmt(withHistory.claim.p99 / empty.claim.p99)}× (goal: within 10%)`,
     );
-    if (flatResult) {
-      console.log(
-        `partitioned empty / flat empty (the cost of moving a finished run to jobs_done): jobs/s ${fmt(empty.jobsPerSecond / flatResult.jobsPerSecond)}×, ` +
-          `claim p50 ${fmt(empty.claim.p50 / flatResult.claim.p50)}×, claim p99 ${fmt(empty.claim.p99 / flatResult.claim.p99)}×; ` +
-          `history / flat empty: jobs/s ${fmt(withHistory.jobsPerSecond / flatResult.jobsPerSecond)}×`,
-      );
-    }
     if (windows.length > 0) {
       console.log(
-        '\n| phase C window | seconds | history rows deleted | rows/s | jobs/s | claims | rows/claim | claim p50 ms | claim p99 ms | claim max ms | s with a vacuum on jobs | dead tuples after | jobs_claim_order after |',
+        '\n| phase C window | seconds | history rows deleted | rows/s | jobs/s | claims | rows/claim | claim p50 ms | claim p99 ms | claim max ms | s with a vacuum on jobs | dead tuples in jobs_live after | jobs_live_claim_order after |',
       );
       console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
       for (const w of windows) {

@@ -78,6 +78,8 @@ export const VARIABLES_LEFT_AT_DEFAULT: Readonly<Record<string, string>> = {
   WORKER_HEARTBEAT_MS: 'follows workerLeaseMs (a third of the lease), which is the setting to change',
   WORKER_RESCUE_INTERVAL_MS: 'how often expired leases are looked for; the lease length (workerLeaseMs) bounds the wait',
   RETENTION_INTERVAL_MS: 'how often retention runs; what it keeps is retentionDays',
+  ARCHIVE_AFTER_SECONDS: 'a minute keeps the move away from what still touches a run just after it ends; the live partition stays small at any value',
+  ARCHIVE_INTERVAL_MS: 'how often finished runs are filed into the archive; a round that ends at its bound is followed in a second',
   JOB_STATE_NOTIFICATIONS: 'the API\'s event streams and run notifications depend on them; not an operator switch',
   HEALTH_MAX_AGE_MS: 'the container health check and the heartbeat cadence are set together in the image and task definition',
   METRICS_GAUGE_INTERVAL_MS: 'the alarms and autoscaling evaluate the gauges per minute; the default (60 s) matches them',

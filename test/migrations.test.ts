@@ -97,6 +97,42 @@ describe('migrations', () => {
     await env.pool.query('DELETE FROM jobs WHERE id = ANY($1)', [[finished, halfway]]);
   });
 
+  it('20261206063000 keeps every run, its id and its records both ways; the way back restores the foreign keys', async () => {
+    const { enqueueJob } = await import('../worker/queue/enqueue.js');
+    const { archiveFinishedRuns } = await import('../worker/queue/maintenance.js');
+    const { job: finished } = await enqueueJob(env.pool, { kind: 'noop' });
+    const { job: queued } = await enqueueJob(env.pool, { kind: 'noop', dedupeKey: 'converted' });
+    await env.pool.query("UPDATE jobs SET state = 'succeeded', attempts = 1, finished_at = now() - interval '1 hour' WHERE id = $1", [finished.id]);
+    await env.pool.query(`INSERT INTO import_items (job_id, item_no, relative_path, size_bytes) VALUES ($1, 1, 'a.pdf', 10)`, [finished.id]);
+    expect(await archiveFinishedRuns(env.pool, 60)).toBe(1);
+    const runs = async () =>
+      (await env.pool.query('SELECT id, state, kind, dedupe_key FROM jobs WHERE id = ANY($1) ORDER BY id', [[finished.id, queued.id]])).rows;
+    const before = await runs();
+    const foreignKeys = async () =>
+      Number((await env.pool.query("SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f' AND confrelid = 'jobs'::regclass")).rows[0].n);
+
+    expect(await revertThrough('20261206063000_jobs_live_and_archive')).toEqual(['20261206063000_jobs_live_and_archive']);
+    expect((await env.pool.query("SELECT relkind FROM pg_class WHERE relname = 'jobs'")).rows[0].relkind).toBe('r');
+    expect(await runs()).toEqual(before);
+    expect(await foreignKeys()).toBe(6);
+    const { rows: between } = await env.pool.query<{ id: number }>("INSERT INTO jobs (kind) VALUES ('noop') RETURNING id");
+    expect(Number(between[0]!.id)).toBeGreaterThan(queued.id);
+
+    await migrate(env.databaseUrl);
+    expect((await env.pool.query("SELECT relkind FROM pg_class WHERE relname = 'jobs'")).rows[0].relkind).toBe('p');
+    expect(await runs()).toEqual(before);
+    expect(await foreignKeys()).toBe(0);
+    const { rows: items } = await env.pool.query('SELECT count(*)::int AS n FROM import_items WHERE job_id = $1', [finished.id]);
+    expect(items[0].n).toBe(1);
+    // The numbering goes on from the runs made in between, and the dedupe key still holds.
+    const { job: after, reused } = await enqueueJob(env.pool, { kind: 'noop', dedupeKey: 'converted' });
+    expect({ id: after.id, reused }).toEqual({ id: queued.id, reused: true });
+    const { job: fresh } = await enqueueJob(env.pool, { kind: 'noop' });
+    expect(fresh.id).toBeGreaterThan(Number(between[0]!.id));
+    await env.pool.query('DELETE FROM jobs');
+    expect((await env.pool.query('SELECT count(*)::int AS n FROM import_items')).rows[0].n).toBe(0);
+  });
+
   it('is a no-op when the database is up to date', async () => {
     expect(await migrate(env.databaseUrl)).toEqual([]);
   });

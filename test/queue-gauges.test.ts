@@ -14,7 +14,7 @@ describe('queue gauges', () => {
     // attempts before the one under way, which must not count (the highest figure comes from them).
     await env.pool.query(
       `INSERT INTO jobs (kind, tenant_id, state, attempts, last_error, lease_owner, lease_expires_at, started_at,
-         finished_at, resolved_at, run_at)
+         finished_at, resolved_at, run_at, archived)
        SELECT CASE WHEN g % 3 = 0 THEN 'csv-import' ELSE 'noop' END, 't' || (g % 7), s.state,
          CASE WHEN s.state = 'queued' THEN (g / 100) % 3 WHEN s.state = 'running' THEN 3 + (g / 500) % 2 ELSE 1 END,
          CASE WHEN (s.state = 'queued' AND (g / 100) % 3 > 0) OR (s.state = 'running' AND (g / 1000) % 2 = 0)
@@ -23,7 +23,9 @@ describe('queue gauges', () => {
          CASE WHEN s.state <> 'queued' THEN now() - interval '1 hour' END,
          CASE WHEN s.state NOT IN ('queued', 'running') THEN now() END,
          CASE WHEN s.state = 'dead' AND g % 3 = 1 THEN now() END,
-         now() - interval '10 minutes'
+         now() - interval '10 minutes',
+         -- Most finished runs archived, as a minute after they end.
+         s.state NOT IN ('queued', 'running') AND g % 10 <> 7
        FROM generate_series(1, 30000) g,
          LATERAL (SELECT CASE WHEN g % 100 = 0 THEN 'queued' WHEN g % 500 = 1 THEN 'running' WHEN g % 50 = 2 THEN 'dead'
            WHEN g % 20 = 3 THEN 'failed' ELSE 'succeeded' END AS state) s`,
@@ -62,6 +64,6 @@ describe('queue gauges', () => {
     const plan = (await env.pool.query(`EXPLAIN ${QUEUE_GAUGES_STATEMENT}`)).rows.map((row) => row['QUERY PLAN']).join('\n');
     // The queued runs may come from any of the indexes of the backlog (jobs_claim_order and two more): not named.
     expect(plan).not.toContain('Seq Scan');
-    for (const index of ['jobs_lease_expiry', 'jobs_dead_unresolved']) expect(plan).toContain(index);
+    for (const index of ['jobs_live_lease_expiry', 'jobs_live_dead_unresolved', 'jobs_archive_dead_unresolved']) expect(plan).toContain(index);
   });
 });
