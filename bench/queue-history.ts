@@ -519,7 +519,7 @@ async function retentionPhase(databaseUrl: string, db: pg.Client, watch: VacuumW
   const log = createLogger({ level: 'error', format: 'json' });
   // The archiver as a worker process runs it (its defaults): the stream's runs leave jobs_live a minute after they end.
   const config = loadConfig({ DATABASE_URL: databaseUrl });
-  const archiver = createArchiver(pool, config.worker.archiveAfterSeconds, config.worker.archiveIntervalMs, log);
+  const archiver = createArchiver(pool, config.worker.archiveAfterSeconds, config.worker.archiveIntervalMs, config.worker.retentionDays, log);
   archiver.start();
   try {
     await sleep(3_000); // warm-up: the worker's first claims, the feeder's first chunks
@@ -590,12 +590,12 @@ async function main(): Promise<void> {
     const emptyWatch = new VacuumWatch(emptyWatchDb);
     const { rows } = await db.query<{ server_version: string; autovacuum: string; naptime: string; options: string[] | null }>(
       `SELECT current_setting('server_version') AS server_version, current_setting('autovacuum') AS autovacuum,
-         current_setting('autovacuum_naptime') AS naptime, (SELECT reloptions FROM pg_class WHERE oid = 'jobs'::regclass) AS options`,
+         current_setting('autovacuum_naptime') AS naptime, (SELECT reloptions FROM pg_class WHERE oid = 'jobs_live'::regclass) AS options`,
     );
     const server = rows[0]!;
     console.log(
       `Postgres ${server.server_version} (embedded, fsync off, shared_buffers 1GB; autovacuum ${server.autovacuum}, naptime ${server.naptime}, ` +
-        `jobs ${(server.options ?? []).join(' ')}), Node ${process.version}`,
+        `jobs_live ${(server.options ?? []).join(' ')}), Node ${process.version}`,
     );
     console.log(`settings: ${JSON.stringify(settings)}; Worker as bench:queue runs it (poll 1000 ms + LISTEN, claim session, state notifications on)\n`);
     console.log(`Seeding ${int(settings.history)} finished runs (--seed ${settings.seed}) into their own database`);

@@ -8,16 +8,18 @@
 -- space spread over the history's pages (cold, out of the buffer cache), so claims read them from disk
 -- (bench:queue-history measured 0.56x throughput and 5.6x claim p99 at 10,000,000 finished runs). In its own small
 -- partition the live queue reuses its own hot pages. Every statement still reads and writes `jobs`; only the archiver
--- moves rows, so no hot-path statement ever meets a row moving between partitions (that makes Postgres raise 40001
--- to a statement waiting on the row; operator actions retry on it, worker/actions/run-actions.ts).
+-- and a requeue of an archived run move rows, and neither touches a run a worker holds, so no hot-path statement ever
+-- meets a row moving between partitions (that makes Postgres raise 40001 to a statement waiting on the row; operator
+-- actions, retention and the archiver retry on it, worker/db/row-moved.ts).
 --
 -- What the layout changes:
 --  * Unique indexes of a partitioned table must include its partition key, so the dedupe-key indexes stay on
 --    jobs_live (where every active run is) and enqueue inserts into jobs_live. The ids stay unique: one identity.
 --  * Foreign keys cannot reference a partitioned table's id. The six that referenced jobs(id) are replaced by the
---    registry job_child_tables and one statement trigger on jobs that deletes (or unlinks) a deleted run's child
---    rows; retention reads the same registry to delete them in chunks first. A table that points at runs must be
---    registered there (docs/ARCHITECTURE.md).
+--    registry job_child_tables and statement triggers that delete (or unlink) the child rows of deleted or truncated
+--    runs; retention reads the same registry to delete them in chunks first. A table that points at runs must be
+--    registered there (docs/ARCHITECTURE.md; test/migrations.test.ts checks every job_id column). What the keys also
+--    did and nothing does now: refuse a child row for a run that does not exist.
 --  * The conversion renames the table and attaches it as jobs_live: no copy, but the attach reads the whole table
 --    once while this migration holds its lock (0.6 s per million runs here, warm cache). docs/DEPLOYMENT.md §4.1.
 
@@ -95,17 +97,21 @@ CREATE TRIGGER jobs_notification_outbox AFTER UPDATE ON jobs
   REFERENCING OLD TABLE AS previous_jobs NEW TABLE AS updated_jobs
   FOR EACH STATEMENT EXECUTE FUNCTION bulk_import_jobs_outbox();
 
--- What the foreign keys did on a run's delete, for every delete statement on jobs (purge, retention's last step).
--- The archiver's move between partitions is an UPDATE: it fires no delete trigger, and the child rows stay.
+-- What the foreign keys did on a run's delete, for every delete statement on jobs or on either partition (purge,
+-- retention's last step). The archiver's move between partitions is an UPDATE: it fires no delete trigger, and the
+-- child rows stay. A TRUNCATE of jobs (tests and benches reset with it) takes every run's rows with it.
 CREATE FUNCTION bulk_import_jobs_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   child record;
+  condition text;
 BEGIN
   FOR child IN SELECT table_name, column_name, on_delete FROM job_child_tables ORDER BY table_name, column_name LOOP
+    condition := CASE WHEN TG_OP = 'TRUNCATE' THEN format('%I IS NOT NULL', child.column_name)
+                      ELSE format('%I IN (SELECT id FROM deleted_jobs)', child.column_name) END;
     IF child.on_delete = 'cascade' THEN
-      EXECUTE format('DELETE FROM %s WHERE %I IN (SELECT id FROM deleted_jobs)', child.table_name, child.column_name);
+      EXECUTE format('DELETE FROM %s WHERE %s', child.table_name, condition);
     ELSE
-      EXECUTE format('UPDATE %s SET %2$I = NULL WHERE %2$I IN (SELECT id FROM deleted_jobs)', child.table_name, child.column_name);
+      EXECUTE format('UPDATE %s SET %I = NULL WHERE %s', child.table_name, child.column_name, condition);
     END IF;
   END LOOP;
   RETURN NULL;
@@ -113,11 +119,24 @@ END;
 $$;
 CREATE TRIGGER jobs_delete_children AFTER DELETE ON jobs
   REFERENCING OLD TABLE AS deleted_jobs FOR EACH STATEMENT EXECUTE FUNCTION bulk_import_jobs_deleted();
+CREATE TRIGGER jobs_delete_children AFTER DELETE ON jobs_live
+  REFERENCING OLD TABLE AS deleted_jobs FOR EACH STATEMENT EXECUTE FUNCTION bulk_import_jobs_deleted();
+CREATE TRIGGER jobs_delete_children AFTER DELETE ON jobs_archive
+  REFERENCING OLD TABLE AS deleted_jobs FOR EACH STATEMENT EXECUTE FUNCTION bulk_import_jobs_deleted();
+CREATE TRIGGER jobs_truncate_children AFTER TRUNCATE ON jobs FOR EACH STATEMENT EXECUTE FUNCTION bulk_import_jobs_deleted();
+
+-- Autovacuum analyzes the partitions, never a partitioned table: statistics for plans that join on jobs as a whole.
+ANALYZE jobs;
 
 -- Down Migration
 
--- The history goes back into the one table (a copy: slow for a large history), and the foreign keys come back.
+-- The history goes back into the one table (a copy: slow for a large history), and the foreign keys come back. The
+-- copy is no news: no state notification for it (jobs_live's insert trigger would announce every run as new).
+SELECT set_config('bulk_import.state_notifications', 'off', true);
+DROP TRIGGER jobs_truncate_children ON jobs;
 DROP TRIGGER jobs_delete_children ON jobs;
+DROP TRIGGER jobs_delete_children ON jobs_live;
+DROP TRIGGER jobs_delete_children ON jobs_archive;
 DROP FUNCTION bulk_import_jobs_deleted();
 CREATE TEMP TABLE jobs_next_id AS SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END AS next_id FROM jobs_id_seq;
 ALTER TABLE jobs DETACH PARTITION jobs_live;
@@ -133,6 +152,13 @@ DO $$ DECLARE r record; next_id bigint; BEGIN
   SELECT jobs_next_id.next_id INTO next_id FROM jobs_next_id;
   EXECUTE format('ALTER TABLE jobs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (START WITH %s)', next_id);
   FOR r IN SELECT table_name, column_name, on_delete FROM job_child_tables LOOP
+    -- Rows of runs that are gone (nothing refused them while there was no key) would fail the key's check.
+    IF r.on_delete = 'cascade' THEN
+      EXECUTE format('DELETE FROM %s c WHERE NOT EXISTS (SELECT FROM jobs WHERE jobs.id = c.%I)', r.table_name, r.column_name);
+    ELSE
+      EXECUTE format('UPDATE %s c SET %2$I = NULL WHERE %2$I IS NOT NULL AND NOT EXISTS (SELECT FROM jobs WHERE jobs.id = c.%2$I)',
+                     r.table_name, r.column_name);
+    END IF;
     EXECUTE format('ALTER TABLE %s ADD FOREIGN KEY (%I) REFERENCES jobs (id) ON DELETE %s', r.table_name, r.column_name,
                    CASE r.on_delete WHEN 'cascade' THEN 'CASCADE' ELSE 'SET NULL' END);
   END LOOP;

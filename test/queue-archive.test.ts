@@ -65,7 +65,7 @@ describe('live and archive partitions', () => {
     void worker.start();
     const { job } = await enqueueJob(env.pool, { kind: 'noop' });
     await settledJob(env.pool, job.id);
-    const archiver = createArchiver(env.pool, 0, 60_000, silentLog);
+    const archiver = createArchiver(env.pool, 0, 60_000, 30, silentLog);
     await waitFor(async () => (await archiver.runOnce(), (await partitionOf(job.id)) === 'jobs_archive'));
     const { job: next } = await enqueueJob(env.pool, { kind: 'noop' });
     expect(next.id).toBeGreaterThan(job.id);
@@ -126,6 +126,28 @@ describe('live and archive partitions', () => {
       [[archived, live], other.id],
     );
     expect(rows[0]).toEqual({ items: 0, other_items: 1, unlinked: 2, documents: 2 });
+    await env.pool.query('DELETE FROM documents');
+  });
+
+  it('a delete from a partition itself, and a TRUNCATE of jobs, take the runs\' records too', async () => {
+    const archived = await finishedRun('dead', '2 hours');
+    await archiveFinishedRuns(env.pool, 60);
+    const live = await finishedRun('dead', '2 hours');
+    for (const id of [archived, live]) {
+      await env.pool.query(`INSERT INTO import_items (job_id, item_no, relative_path, size_bytes) VALUES ($1, 1, 'a.pdf', 10)`, [id]);
+    }
+    await env.pool.query(
+      `INSERT INTO documents (tenant_id, source_path, sha256, size_bytes, content_type, bucket, object_key, import_job_id)
+       VALUES ('t', 'a.pdf', repeat('a', 64), 10, 'application/pdf', 'b', 'k', $1::bigint)`,
+      [live],
+    );
+    const items = async () => (await env.pool.query<{ job_id: string }>('SELECT job_id FROM import_items ORDER BY job_id')).rows.map((row) => Number(row.job_id));
+    await env.pool.query('DELETE FROM jobs_archive WHERE id = $1', [archived]);
+    expect(await items()).toEqual([live]);
+    await env.pool.query('TRUNCATE jobs');
+    expect(await items()).toEqual([]);
+    const { rows } = await env.pool.query('SELECT import_job_id FROM documents');
+    expect(rows).toEqual([{ import_job_id: null }]);
     await env.pool.query('DELETE FROM documents');
   });
 

@@ -4,7 +4,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabaseStatusSink, Pool } from '../db/pool.js';
 import type { Logger } from '../logger.js';
-import { retryWhenRowMoved } from '../db/row-moved.js';
+import { isRowMoved, retryWhenRowMoved } from '../db/row-moved.js';
 import { archiveFinishedRuns } from '../queue/maintenance.js';
 import { PeriodicService } from './periodic-service.js';
 
@@ -12,6 +12,8 @@ export function createArchiver(
   pool: Pool,
   afterSeconds: number,
   intervalMs: number,
+  /** RETENTION_DAYS: runs retention is about to delete are not worth moving (the history of a converted database). */
+  retentionDays: number,
   log: Logger,
   options: { batchSize?: number; batchesPerRound?: number; status?: DatabaseStatusSink } = {},
 ): PeriodicService {
@@ -27,8 +29,16 @@ export function createArchiver(
       // is followed by the next in a second (a fleet finishing faster than one round moves, or the history a
       // database had before the live/archive split).
       for (let batch = 0; batch < batchesPerRound; batch += 1) {
-        // Another worker's archiver may move a run this one is about to lock.
-        const moved = await retryWhenRowMoved(() => archiveFinishedRuns(pool, afterSeconds, batchSize));
+        let moved: number;
+        try {
+          // Another worker's archiver may have moved a run this one is about to lock.
+          moved = await retryWhenRowMoved(() => archiveFinishedRuns(pool, afterSeconds, batchSize, retentionDays));
+        } catch (error) {
+          if (!isRowMoved(error)) throw error;
+          // Still meeting other archivers' moves: nothing is wrong, the next round follows in a second.
+          more = true;
+          break;
+        }
         total += moved;
         if (moved < batchSize) break;
         more = batch === batchesPerRound - 1;

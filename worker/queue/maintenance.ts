@@ -119,14 +119,21 @@ export async function deleteExpiredJobs(
  * first look): a statement that waits on a row while it moves fails with 40001. SKIP LOCKED leaves runs someone
  * holds for the next round. The row keeps its id, and its child rows stay: the move is an UPDATE, not a delete.
  */
-export async function archiveFinishedRuns(db: Queryable, afterSeconds: number, batchSize = 5_000): Promise<number> {
+export async function archiveFinishedRuns(
+  db: Queryable,
+  afterSeconds: number,
+  batchSize = 5_000,
+  /** Leave runs retention deletes anyway (older than this many days) where they are; null: move them too. */
+  retentionDays: number | null = null,
+): Promise<number> {
   const { rowCount } = await db.query(
     `UPDATE jobs SET archived = true
      WHERE archived = false AND id = ANY(ARRAY(
        SELECT id FROM jobs_live
        WHERE finished_at < now() - $1 * interval '1 second' AND state = ANY($3::text[])
+         AND ($4::int IS NULL OR finished_at >= now() - $4::int * interval '1 day')
        ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED))`,
-    [afterSeconds, batchSize, [...TERMINAL_STATES]],
+    [afterSeconds, batchSize, [...TERMINAL_STATES], retentionDays],
   );
   return rowCount ?? 0;
 }

@@ -85,7 +85,9 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
   const maintenance = [
     createRescuer(pool, config.worker.rescueIntervalMs, log, databaseStatus),
     createRetention(pool, config.worker.retentionDays, config.worker.retentionIntervalMs, log, { status: databaseStatus }),
-    createArchiver(pool, config.worker.archiveAfterSeconds, config.worker.archiveIntervalMs, log, { status: databaseStatus }),
+    createArchiver(pool, config.worker.archiveAfterSeconds, config.worker.archiveIntervalMs, config.worker.retentionDays, log, {
+      status: databaseStatus,
+    }),
   ];
   const operations = startOperations({
     config,
