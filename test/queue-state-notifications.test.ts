@@ -153,6 +153,35 @@ describe('state notifications', () => {
     ]);
   });
 
+  it('joins old and new rows by hash in every session, even after a one-row update planned the join', async () => {
+    // PL/pgSQL plans the triggers' join of the transition tables once per session, for the row counts of the first
+    // statement: after a one-row update it joined a later statement's rows by a nested loop, quadratic in their number.
+    // auto_explain shows the plans of the triggers' own statements to this session (LOG as a notice).
+    const ids = await Promise.all(Array.from({ length: 300 }, () => enqueueJob(env.pool, { kind: 'hashed' }).then(({ job }) => job.id)));
+    const client = await env.pool.connect();
+    const plans: string[] = [];
+    const onNotice = (notice: { message?: string }) => plans.push(notice.message ?? '');
+    try {
+      client.on('notice', onNotice);
+      await client.query("LOAD 'auto_explain'");
+      await client.query('SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; SET client_min_messages = log');
+      await client.query("SELECT set_config('bulk_import.state_notifications', 'on', false)");
+      await client.query("UPDATE jobs SET state = 'canceled', finished_at = now() WHERE id = $1", [ids[0]]);
+      plans.length = 0;
+      await client.query("UPDATE jobs SET state = 'canceled', finished_at = now() WHERE id = ANY($1)", [ids.slice(1)]);
+      const join = plans.filter((plan) => plan.includes('updated_jobs') && plan.includes('previous_jobs'));
+      expect(join.length).toBeGreaterThan(0);
+      for (const plan of join) {
+        expect(plan).toContain('Hash Join');
+        expect(plan).not.toContain('Nested Loop');
+      }
+    } finally {
+      client.off('notice', onNotice);
+      await client.query('RESET client_min_messages; RESET auto_explain.log_min_duration').catch(() => {});
+      client.release(true);
+    }
+  });
+
   it('summarizes progress inline in the trigger query, not through a SQL-function call per transition', async () => {
     // An IMMUTABLE SQL function around the STABLE jsonb_build_object is never inlined: the trigger then paid a
     // function call per row, a quarter of a no-op job's database time. Inlined, the plan shows the body, not the call.
