@@ -111,7 +111,7 @@ describe('migrations', () => {
     const foreignKeys = async () =>
       Number((await env.pool.query("SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f' AND confrelid = 'jobs'::regclass")).rows[0].n);
 
-    expect(await revertThrough('20261206063000_jobs_live_and_archive')).toEqual(['20261206063000_jobs_live_and_archive']);
+    expect((await revertThrough('20261206063000_jobs_live_and_archive')).slice(-1)).toEqual(['20261206063000_jobs_live_and_archive']);
     expect((await env.pool.query("SELECT relkind FROM pg_class WHERE relname = 'jobs'")).rows[0].relkind).toBe('r');
     expect(await runs()).toEqual(before);
     expect(await foreignKeys()).toBe(6);
