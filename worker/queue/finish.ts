@@ -4,6 +4,8 @@ import { JOBS_READY_CHANNEL } from './channels.js';
 import { DEPENDENCY_OUTAGE_CODE, dependencyName, type OutageFailure } from './outage.js';
 import type { JobErrorRecord, JobState, Lease } from './types.js';
 
+// `archived = false`: a held run is in jobs_live; said so, the plan leaves the archive out (see claim.ts).
+
 /** Outcomes a worker records for a job it holds. `review_ready` parks the run until a person acts. */
 export type CompletionState = 'succeeded' | 'partial' | 'review_ready' | 'canceled';
 
@@ -30,7 +32,7 @@ export async function completeJobs(db: Queryable, workerId: string, completions:
        finished_at = CASE WHEN done.state = 'review_ready' THEN NULL ELSE now() END,
        updated_at = now()
      FROM unnest($2::bigint[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[]) AS done(id, attempt, state, result, progress)
-     WHERE jobs.id = done.id AND jobs.attempts = done.attempt AND jobs.lease_owner = $1 AND jobs.state = 'running'
+     WHERE jobs.id = done.id AND jobs.attempts = done.attempt AND jobs.lease_owner = $1 AND jobs.state = 'running' AND jobs.archived = false
      RETURNING jobs.id`,
     [
       workerId,
@@ -80,7 +82,7 @@ export interface RecordedFailure {
 const RECORD_FAILURE = `
 WITH held AS (
   SELECT id, attempts, max_attempts, outage_started_at, outage_dependency, cancel_requested_at FROM jobs
-  WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running'
+  WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running' AND archived = false
   FOR UPDATE
 ), outage AS (
   SELECT held.*,
@@ -130,7 +132,7 @@ UPDATE jobs SET
   outage_started_at = CASE WHEN next.waiting THEN next.began END,
   outage_dependency = CASE WHEN next.waiting THEN $8::text END,
   lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-FROM next WHERE jobs.id = next.id
+FROM next WHERE jobs.id = next.id AND jobs.archived = false
 RETURNING jobs.state, next.waiting, next.over_budget, next.began, CASE WHEN jobs.state = 'queued' THEN next.delay_ms END AS delay_ms`;
 
 /**
@@ -200,7 +202,7 @@ export async function releaseJobs(
          attempts = jobs.attempts - 1, run_at = now(),
          lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
        FROM unnest($2::bigint[], $3::int[]) AS held(id, attempt)
-       WHERE jobs.id = held.id AND jobs.attempts = held.attempt AND jobs.lease_owner = $1 AND jobs.state = 'running'
+       WHERE jobs.id = held.id AND jobs.attempts = held.attempt AND jobs.lease_owner = $1 AND jobs.state = 'running' AND jobs.archived = false
        RETURNING jobs.id, jobs.kind, jobs.state
      )
      SELECT id, CASE WHEN state = 'queued' THEN pg_notify('${JOBS_READY_CHANNEL}', kind) END AS woke FROM released`,

@@ -20,6 +20,8 @@ export interface HeartbeatResult {
   cancelRequested: number[];
 }
 
+// `archived = false`: a held run is in jobs_live; said so, the plan leaves the archive out (see claim.ts).
+
 /** Extends every given lease in one statement; reports the ones lost and the ones asked to cancel. */
 export async function extendLeases(
   db: Queryable,
@@ -31,7 +33,7 @@ export async function extendLeases(
   const { rows } = await db.query<{ id: number; cancel_requested: boolean }>(
     `UPDATE jobs SET lease_expires_at = now() + $4 * interval '1 millisecond', heartbeat_at = now()
      FROM unnest($2::bigint[], $3::int[]) AS held(id, attempt)
-     WHERE jobs.id = held.id AND jobs.attempts = held.attempt AND jobs.lease_owner = $1 AND jobs.state = 'running'
+     WHERE jobs.id = held.id AND jobs.attempts = held.attempt AND jobs.lease_owner = $1 AND jobs.state = 'running' AND jobs.archived = false
      RETURNING jobs.id, jobs.cancel_requested_at IS NOT NULL AS cancel_requested`,
     [workerId, leases.map((lease) => lease.jobId), leases.map((lease) => lease.attempt), leaseMs],
   );
@@ -45,7 +47,7 @@ export async function extendLeases(
 }
 
 /** The job row while the lease ($1 job id, $2 owner, $3 attempt) is held, locked for key share (see assertLeaseHeld). */
-const HELD_LEASE_ROW = `SELECT 1 FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running' FOR KEY SHARE`;
+const HELD_LEASE_ROW = `SELECT 1 FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running' AND archived = false FOR KEY SHARE`;
 
 /**
  * Inside a handler's own transaction: lock the job row and check the lease, so the transaction commits only while
@@ -63,7 +65,7 @@ export async function assertLeaseHeld(db: Queryable, lease: Lease): Promise<void
 export async function saveProgress(db: Queryable, lease: Lease, progress: Record<string, unknown>): Promise<boolean> {
   const { rowCount } = await db.query(
     `UPDATE jobs SET progress = $4, updated_at = now()
-     WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running'`,
+     WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running' AND archived = false`,
     [lease.jobId, lease.owner, lease.attempt, progress],
   );
   return rowCount === 1;
