@@ -32,6 +32,24 @@ async function finishedRun(state: string, ago: string, options: { kind?: string;
   return job.id;
 }
 
+/** An import item of the run, and with `document` a document it produced (linked by import_job_id). */
+async function addRecords(id: number, document = false): Promise<void> {
+  await env.pool.query(`INSERT INTO import_items (job_id, item_no, relative_path, size_bytes) VALUES ($1, 1, 'a.pdf', 10)`, [id]);
+  if (!document) return;
+  await env.pool.query(
+    `INSERT INTO documents (tenant_id, source_path, sha256, size_bytes, content_type, bucket, object_key, import_job_id)
+     VALUES ('t', 'a.pdf', repeat('a', 64), 10, 'application/pdf', 'b', 'k-' || $1::text, $1::bigint)`,
+    [id],
+  );
+}
+
+/** A dead run finished two hours ago in the archive, and one in the live partition. */
+async function deadRunsInBothPartitions(): Promise<{ archived: number; live: number }> {
+  const archived = await finishedRun('dead', '2 hours');
+  await archiveFinishedRuns(env.pool, 60);
+  return { archived, live: await finishedRun('dead', '2 hours') };
+}
+
 describe('live and archive partitions', () => {
   it('archives finished runs after the delay only; reads, listings and child rows do not change', async () => {
     const old = await finishedRun('succeeded', '2 minutes');
@@ -102,19 +120,10 @@ describe('live and archive partitions', () => {
   });
 
   it('deleting runs deletes their records and unlinks their documents, in either partition', async () => {
-    const archived = await finishedRun('dead', '2 hours');
-    await archiveFinishedRuns(env.pool, 60);
-    const live = await finishedRun('dead', '2 hours');
-    for (const id of [archived, live]) {
-      await env.pool.query(`INSERT INTO import_items (job_id, item_no, relative_path, size_bytes) VALUES ($1, 1, 'a.pdf', 10)`, [id]);
-      await env.pool.query(
-        `INSERT INTO documents (tenant_id, source_path, sha256, size_bytes, content_type, bucket, object_key, import_job_id)
-         VALUES ('t', 'a.pdf', repeat('a', 64), 10, 'application/pdf', 'b', 'k-' || $1::text, $1::bigint)`,
-        [id],
-      );
-    }
+    const { archived, live } = await deadRunsInBothPartitions();
+    for (const id of [archived, live]) await addRecords(id, true);
     const { job: other } = await enqueueJob(env.pool, { kind: 'archived' });
-    await env.pool.query(`INSERT INTO import_items (job_id, item_no, relative_path, size_bytes) VALUES ($1, 1, 'a.pdf', 10)`, [other.id]);
+    await addRecords(other.id);
 
     const purged = await purgeDead(env.pool, operator, { olderThanMs: 60_000 });
     expect(purged.map((run) => run.id).sort()).toEqual([archived, live].sort());
@@ -130,17 +139,9 @@ describe('live and archive partitions', () => {
   });
 
   it('a delete from a partition itself, and a TRUNCATE of jobs, take the runs\' records too', async () => {
-    const archived = await finishedRun('dead', '2 hours');
-    await archiveFinishedRuns(env.pool, 60);
-    const live = await finishedRun('dead', '2 hours');
-    for (const id of [archived, live]) {
-      await env.pool.query(`INSERT INTO import_items (job_id, item_no, relative_path, size_bytes) VALUES ($1, 1, 'a.pdf', 10)`, [id]);
-    }
-    await env.pool.query(
-      `INSERT INTO documents (tenant_id, source_path, sha256, size_bytes, content_type, bucket, object_key, import_job_id)
-       VALUES ('t', 'a.pdf', repeat('a', 64), 10, 'application/pdf', 'b', 'k', $1::bigint)`,
-      [live],
-    );
+    const { archived, live } = await deadRunsInBothPartitions();
+    await addRecords(archived);
+    await addRecords(live, true);
     const items = async () => (await env.pool.query<{ job_id: string }>('SELECT job_id FROM import_items ORDER BY job_id')).rows.map((row) => Number(row.job_id));
     await env.pool.query('DELETE FROM jobs_archive WHERE id = $1', [archived]);
     expect(await items()).toEqual([live]);

@@ -1,12 +1,11 @@
 // The archiver: moves finished runs from the live partition of jobs to the archive (queue/maintenance.ts,
 // archiveFinishedRuns), so the queue's own pages stay few and hot however long the history grows. Every worker runs
 // it; SKIP LOCKED lets rounds of several workers overlap without waiting on each other.
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabaseStatusSink, Pool } from '../db/pool.js';
 import type { Logger } from '../logger.js';
 import { isRowMoved, retryWhenRowMoved } from '../db/row-moved.js';
 import { archiveFinishedRuns } from '../queue/maintenance.js';
-import { PeriodicService } from './periodic-service.js';
+import { PeriodicService, runBatches } from './periodic-service.js';
 
 export function createArchiver(
   pool: Pool,
@@ -23,27 +22,17 @@ export function createArchiver(
     'archiver',
     intervalMs,
     async () => {
-      let total = 0;
-      let more = false;
-      // Bounded like retention's rounds, with a pause between batches for the claim; a round that ends at its bound
-      // is followed by the next in a second (a fleet finishing faster than one round moves, or the history a
-      // database had before the live/archive split).
-      for (let batch = 0; batch < batchesPerRound; batch += 1) {
-        let moved: number;
+      // Bounded like retention's rounds; a round that ends at its bound is followed by the next in a second (a fleet
+      // finishing faster than one round moves, or the history a database had before the live/archive split).
+      const { total, more } = await runBatches(batchSize, batchesPerRound, async () => {
         try {
           // Another worker's archiver may have moved a run this one is about to lock.
-          moved = await retryWhenRowMoved(() => archiveFinishedRuns(pool, afterSeconds, batchSize, retentionDays));
+          return await retryWhenRowMoved(() => archiveFinishedRuns(pool, afterSeconds, batchSize, retentionDays));
         } catch (error) {
           if (!isRowMoved(error)) throw error;
-          // Still meeting other archivers' moves: nothing is wrong, the next round follows in a second.
-          more = true;
-          break;
+          return null; // still meeting other archivers' moves: nothing is wrong, the next round follows in a second
         }
-        total += moved;
-        if (moved < batchSize) break;
-        more = batch === batchesPerRound - 1;
-        if (!more) await sleep(20);
-      }
+      });
       if (total > 0) log.debug({ archived: total, more }, 'archived finished runs');
       return more;
     },

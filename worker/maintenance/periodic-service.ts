@@ -2,6 +2,7 @@
 // workers started together does not run it in lockstep). A round that reports work left (`true`) is followed by the
 // next one after CATCH_UP_DELAY_MS instead of a whole interval: a bounded round must not make a backlog wait.
 // stop() waits for a run in progress.
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabaseStatusSink } from '../db/pool.js';
 import type { Logger } from '../logger.js';
 
@@ -63,4 +64,28 @@ export class PeriodicService {
     if (this.timer) clearTimeout(this.timer);
     await this.running;
   }
+}
+
+/** The pause between two batches of one round, leaving room for the claim. */
+const BATCH_PAUSE_MS = 20;
+
+/**
+ * A round of a batched task (retention, the archiver): `batch` until one does less than `batchSize` (nothing left) or
+ * `batchesPerRound` have run, with a short pause between them. `batch` returns how many rows it did, or null to end
+ * the round early with work left. `more` (the round's outcome) says whether the next round should follow soon.
+ */
+export async function runBatches(
+  batchSize: number,
+  batchesPerRound: number,
+  batch: () => Promise<number | null>,
+): Promise<{ total: number; more: boolean }> {
+  let total = 0;
+  for (let done = 0; done < batchesPerRound; done += 1) {
+    const rows = await batch();
+    if (rows === null) return { total, more: true };
+    total += rows;
+    if (rows < batchSize) return { total, more: false };
+    if (done < batchesPerRound - 1) await sleep(BATCH_PAUSE_MS);
+  }
+  return { total, more: true };
 }
