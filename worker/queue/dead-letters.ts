@@ -72,7 +72,8 @@ export interface PurgedJob {
 
 /**
  * Deletes dead runs that died more than `olderThanMs` ago (their per-item rows go with them, through the delete
- * trigger over job_child_tables; business rows such as documents stay, unlinked). Returns the runs deleted, or with dryRun the runs it would delete.
+ * trigger over job_child_tables; business rows such as documents stay, unlinked). Returns the runs deleted, or with
+ * dryRun the runs it would delete.
  */
 export async function purgeDeadJobs(db: Queryable, request: PurgeRequest): Promise<PurgedJob[]> {
   const where = `state = 'dead' AND finished_at < now() - $1 * interval '1 millisecond'
