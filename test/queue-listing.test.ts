@@ -1,6 +1,7 @@
 // The run listing (worker/queue/operator.ts, listJobsPage): pages newest first by keyset, for any set of states, and
 // a listing of one state that needs an operator (failed, dead, partial) reads the partial index of those runs with its
-// prepared (generic) plan, not the whole table backwards.
+// prepared (generic) plan, not the whole table backwards; and a listing of any state but queued does not walk the live
+// queue's backlog of queued runs (jobs_live_not_waiting).
 import { describe, expect, it } from 'vitest';
 import { jobsPageQuery, listJobsPage } from '../worker/queue/operator.js';
 import { JOB_STATES, type JobState } from '../worker/queue/types.js';
@@ -59,6 +60,76 @@ describe('run listing', () => {
     expect(await listJobsPage(env.pool, { states: [], limit: 10 })).toEqual([]);
     const twice = await listJobsPage(env.pool, { states: ['dead', 'dead'], limit: 10 });
     expect(twice.map((job) => job.id)).toEqual((await listJobsPage(env.pool, { states: ['dead'], limit: 10 })).map((job) => job.id));
+  });
+
+  it('reads no run of the live queue backlog for a listing of any state but queued', async () => {
+    // A campaign's backlog: 20,000 queued runs of one tenant, the newest of all, in jobs_live. Around them, runs
+    // parked for review, running and finished in the last minute (jobs_live), and an archived history.
+    const backlog = 20_000;
+    await env.pool.query('TRUNCATE jobs');
+    await env.pool.query(
+      `INSERT INTO jobs (kind, tenant_id, payload, state, finished_at, archived)
+       SELECT 'noop', 't' || (g % 5), '{}', CASE WHEN g % 10 = 0 THEN 'failed' WHEN g % 10 = 1 THEN 'canceled' ELSE 'succeeded' END,
+         now() - interval '1 day', true
+       FROM generate_series(1, 3000) g`,
+    );
+    await env.pool.query(
+      `INSERT INTO jobs (kind, tenant_id, payload, state, finished_at, lease_owner, lease_expires_at)
+       SELECT 'noop', 't' || (g % 5), '{}', state, CASE WHEN state IN ('succeeded', 'failed') THEN now() END,
+         CASE WHEN state = 'running' THEN 'w1' END, CASE WHEN state = 'running' THEN now() + interval '1 hour' END
+       FROM generate_series(1, 60) g, LATERAL (SELECT (ARRAY['review_ready', 'running', 'succeeded', 'failed'])[1 + g % 4] AS state) s`,
+    );
+    await env.pool.query(`INSERT INTO jobs (kind, tenant_id, payload) SELECT 'noop', 'flood', '{}' FROM generate_series(1, ${backlog})`);
+    await env.pool.query('VACUUM ANALYZE jobs_live, jobs_archive');
+    const { rows: all } = await env.pool.query<{ id: string; state: JobState; tenant_id: string }>('SELECT id, state, tenant_id FROM jobs');
+    const { rows: [live] } = await env.pool.query<{ other: string }>(`SELECT count(*) FILTER (WHERE state <> 'queued') AS other FROM jobs_live`);
+    // A listing may read every run of jobs_live that is not queued (60 here), never the backlog.
+    const notQueued = Number(live!.other);
+    expect(notQueued).toBe(60);
+
+    const client = await env.pool.connect();
+    try {
+      await client.query('SET plan_cache_mode = force_generic_plan');
+      const cases: { states: JobState[]; tenantId?: string; cursor?: boolean }[] = [
+        { states: ['succeeded'] },
+        { states: ['succeeded'], tenantId: 'flood' },
+        { states: ['succeeded'], tenantId: 't1', cursor: true },
+        { states: ['review_ready'] },
+        { states: ['review_ready'], tenantId: 't2' },
+        { states: ['succeeded', 'canceled'] },
+        { states: ['failed'], cursor: true },
+        { states: ['running'] },
+      ];
+      for (const { states, tenantId, cursor } of cases) {
+        const label = `${states.join(',')} ${tenantId ?? ''} ${cursor ? 'cursor' : ''}`;
+        const matching = all
+          .filter((row) => states.includes(row.state) && (tenantId === undefined || row.tenant_id === tenantId))
+          .map((row) => Number(row.id))
+          .sort((a, b) => b - a);
+        const beforeId = cursor ? matching[9] : undefined;
+        const query = jobsPageQuery({ states, tenantId, beforeId, limit: 20 });
+        const page = await listJobsPage(client, { states, tenantId, beforeId, limit: 20 });
+        expect(page.map((job) => job.id), label).toEqual(matching.filter((id) => beforeId === undefined || id < beforeId).slice(0, 20));
+        await client.query(`PREPARE listing AS ${query.text}`);
+        try {
+          const values = query.values.map((value) => client.escapeLiteral(String(value)));
+          const explained = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE listing(${values.join(', ')})`);
+          // Every row a node of jobs_live read: those it returned and those its filter threw away.
+          let liveRowsRead = 0;
+          const walk = (node: Record<string, unknown>) => {
+            if (node['Relation Name'] === 'jobs_live') liveRowsRead += Number(node['Actual Rows'] ?? 0) + Number(node['Rows Removed by Filter'] ?? 0);
+            for (const child of (node['Plans'] as Record<string, unknown>[] | undefined) ?? []) walk(child);
+          };
+          walk((explained.rows[0]['QUERY PLAN'] as { Plan: Record<string, unknown> }[])[0]!.Plan);
+          expect(liveRowsRead, label).toBeLessThanOrEqual(notQueued);
+        } finally {
+          await client.query('DEALLOCATE listing');
+        }
+      }
+    } finally {
+      await client.query('RESET plan_cache_mode');
+      client.release();
+    }
   });
 
   it('names every statement apart within the 63 bytes by which Postgres tells prepared statements apart', async () => {
