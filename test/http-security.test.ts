@@ -1,11 +1,12 @@
 // Limits and refusals of the API: body size (413), JSON-schema refusals naming the field (400), per-key rate limits
-// (429 with Retry-After), a client too slow to send its request (408), revoked keys, and that no key ever reaches
-// the logs.
+// (429 with Retry-After), event streams per key (429), a client too slow to send its request (408), revoked keys, and
+// that no key ever reaches the logs.
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { revokeApiKey } from '../worker/auth/api-keys.js';
 import { useTestEnvironment } from './harness.js';
 import { call, makeKey, startTestApi, type TestApi } from './support/api-server.js';
+import { openEvents, type EventStream } from './support/sse-client.js';
 
 const env = useTestEnvironment();
 let api: TestApi;
@@ -97,6 +98,48 @@ describe('limits', () => {
     const another = await makeKey(env, 'another-backend', 'tenant', 'shop');
     expect((await call(limited, 'GET', '/v1/jobs', { key: another })).status).toBe(429);
     expect((await call(limited, 'GET', '/v1/jobs', { key: operator })).status).toBe(200);
+  });
+
+  it('limits the event streams a key holds open: 429 TOO_MANY_STREAMS past it, until one of them closes', async () => {
+    const few = await startTestApi(env, { eventStreamsPerKey: 2 });
+    const streams: EventStream[] = [];
+    try {
+      const submitted = await call(few, 'POST', '/v1/jobs', { key: operator, body: { kind: 'noop', tenant: 'shop', runAt: '2999-01-01T00:00:00Z' } });
+      expect(submitted.status, submitted.text).toBe(201);
+      const jobId = submitted.body.job.id as number;
+      for (let i = 0; i < 2; i += 1) {
+        streams.push(await openEvents(few, jobId, tenant));
+        await streams.at(-1)!.waitFor((event) => event.event === 'snapshot');
+      }
+      const refused = await call(few, 'GET', `/v1/jobs/${jobId}/events`, { key: tenant });
+      expect(refused.status).toBe(429);
+      expect(refused.body.error).toEqual({ code: 'TOO_MANY_STREAMS', message: expect.stringContaining('2 event streams open') });
+      expect(refused.headers.get('retry-after')).toBe('30');
+
+      // Another key is counted apart.
+      streams.push(await openEvents(few, jobId, operator));
+      expect(streams.at(-1)!.status).toBe(200);
+
+      // Six opens at once for a key with none open: two are let in.
+      const racer = await makeKey(env, 'racing-backend', 'tenant', 'shop');
+      const raced = await Promise.all(Array.from({ length: 6 }, () => openEvents(few, jobId, racer)));
+      streams.push(...raced);
+      expect(raced.map((stream) => stream.status).sort()).toEqual([200, 200, 429, 429, 429, 429]);
+
+      // A stream its client closed frees its place once the server has seen it go.
+      streams[0]!.close();
+      for (;;) {
+        const next = await openEvents(few, jobId, tenant);
+        streams.push(next);
+        if (next.status === 200) break;
+        expect(next.status).toBe(429);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      expect(few.logText()).toContain('TOO_MANY_STREAMS');
+    } finally {
+      for (const stream of streams) stream.close();
+      await few.close();
+    }
   });
 
   it('cuts off a client that does not finish sending its request', async () => {

@@ -25,7 +25,8 @@ export async function openEvents(api: Pick<TestApi, 'url'>, jobId: number, key: 
   const waiters = new Set<() => void>();
   let ended = false;
   const closed = (async () => {
-    if (!response.body || response.status !== 200) return;
+    // A refusal's body is read to its end, so that its connection goes back to the pool, not left half-read.
+    if (!response.body || response.status !== 200) return void (await response.text().catch(() => ''));
     const decoder = new TextDecoder();
     let buffer = '';
     try {

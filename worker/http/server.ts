@@ -61,6 +61,12 @@ export interface ApiLimits {
   eventPollMs: number;
   /** SSE comment line sent this often so proxies keep an idle stream open. */
   eventKeepAliveMs: number;
+  /**
+   * Event streams one key (or one admin session's key) may hold open on this server process at once; the next is
+   * `429 TOO_MANY_STREAMS`. A client that leaks streams (an EventSource per render, never closed) would otherwise
+   * hold sockets and followed runs without end.
+   */
+  eventStreamsPerKey: number;
   /** Longest wait for S3 to tell a CSV upload's size at submit; then 503 S3_UNAVAILABLE. */
   s3HeadTimeoutMs: number;
 }
@@ -73,6 +79,7 @@ export const DEFAULT_LIMITS: ApiLimits = {
   uploadMaxBytes: 1024 ** 3,
   eventPollMs: 1_000,
   eventKeepAliveMs: 15_000,
+  eventStreamsPerKey: 100,
   s3HeadTimeoutMs: 10_000,
 };
 

@@ -17,6 +17,7 @@ interface ServeOptions {
   host: string;
   rateLimit: number;
   bodyLimit: number;
+  streamsPerKey?: number;
   secureCookies?: boolean;
   sessionHours?: number;
   trustProxy?: string[] | number;
@@ -47,6 +48,7 @@ export function registerServeCommand(program: Command): void {
     .option('--host <address>', 'address to listen on', '0.0.0.0')
     .option('--rate-limit <n>', 'requests per minute per API key', integerIn(1, 1_000_000), DEFAULT_LIMITS.rateLimitPerMinute)
     .option('--body-limit <bytes>', 'largest request body', integerIn(1_024, 16 * 1024 * 1024), DEFAULT_LIMITS.bodyLimitBytes)
+    .option('--streams-per-key <n>', 'event streams one API key may hold open on this process', integerIn(1, 100_000), DEFAULT_LIMITS.eventStreamsPerKey)
     .option('--secure-cookies', 'admin pages: always mark cookies Secure (TLS ends before a proxy that sends no X-Forwarded-Proto)')
     .option('--trust-proxy <hops|addresses>', "believe X-Forwarded-For for this many proxies in front (1: a load balancer), or from these addresses or CIDR ranges: rate limits and logs then see the client's address", trustedProxies)
     .option('--session-hours <n>', 'admin pages: how long a sign-in lasts', integerIn(1, 24 * 30), DEFAULT_ADMIN_OPTIONS.sessionTtlMs / 3_600_000)
@@ -94,6 +96,7 @@ export async function startApiServer(options: Partial<ServeOptions> & { limits?:
     ...options.limits,
     ...(options.rateLimit !== undefined ? { rateLimitPerMinute: options.rateLimit } : {}),
     ...(options.bodyLimit !== undefined ? { bodyLimitBytes: options.bodyLimit } : {}),
+    ...(options.streamsPerKey !== undefined ? { eventStreamsPerKey: options.streamsPerKey } : {}),
   };
   const s3 = config.s3Bucket
     ? createS3Client({ region: config.awsRegion, endpoint: config.s3Endpoint, forcePathStyle: config.s3ForcePathStyle, checksumsWhenRequired: true })

@@ -49,7 +49,13 @@ class StreamGroups<K> {
   ids(): K[] {
     return [...this.groups.keys()];
   }
+  count(id: K): number {
+    return this.groups.get(id)?.size ?? 0;
+  }
 }
+
+/** How long a client refused for too many open streams is told to wait: streams free up as their clients leave. */
+const STREAMS_RETRY_AFTER_SECONDS = 30;
 
 export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies, revocations: RevocationSource): void {
   // Streams never end by themselves: a closing server ends them (clients reconnect to another process).
@@ -62,6 +68,9 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
   // been missed (the listener reconnected), the keys and sessions of the open streams are checked again.
   const byKey = new StreamGroups<number>();
   const bySession = new StreamGroups<string>();
+  // Streams per key counted from the moment one is let in, before its reads, so that opens racing each other cannot
+  // pass the limit together (byKey holds only streams already answering, the ones a revocation ends).
+  const admitted = new StreamGroups<number>();
   /**
    * Checks these keys and sessions in the tables and ends the streams of those no longer valid. When the check
    * cannot be made (the database is away), it ends their streams too: a stream is not kept on a key nobody could
@@ -107,12 +116,24 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       if (!hub) throw new ApiError(503, 'EVENTS_UNAVAILABLE', 'event streams are off in this server');
       const jobId = request.params.id;
       await requireVisibleJob(deps.pool, actorOf(request), jobId);
+      const keyId = keyOf(request).id;
+      const most = deps.limits.eventStreamsPerKey;
+      if (admitted.count(keyId) >= most) {
+        throw new ApiError(
+          429,
+          'TOO_MANY_STREAMS',
+          `this key has ${most} event streams open on this server, the most one key may; close one, then retry`,
+          undefined,
+          { 'retry-after': String(STREAMS_RETRY_AFTER_SECONDS) },
+        );
+      }
+      const raw = reply.raw;
+      admitted.add(keyId, raw);
 
       // Follow first, then read: nothing can happen between the snapshot and the first live event unseen.
       const pending: JobEvent[] = [];
       let live = false;
       let lastSent = 0;
-      const raw = reply.raw;
       const send = (event: JobEvent) => {
         if (event.seq <= lastSent) return;
         lastSent = event.seq;
@@ -121,13 +142,13 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       const subscription = hub.subscribe(jobId, (event) => (live ? send(event) : pending.push(event)));
       // Both started once the stream's headers are out (a write before them would send headers of its own).
       const timers: { keepAlive?: NodeJS.Timeout; expiry?: NodeJS.Timeout } = {};
-      const keyId = keyOf(request).id;
       const session = request.cookieSession;
       const stop = () => {
         clearInterval(timers.keepAlive);
         clearTimeout(timers.expiry);
         subscription.unsubscribe();
         open.delete(raw);
+        admitted.delete(keyId, raw);
         byKey.delete(keyId, raw);
         if (session) bySession.delete(session.id, raw);
       };
