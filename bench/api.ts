@@ -159,6 +159,9 @@ async function seed(db: pg.Client): Promise<{ csvJob: number; maxId: number }> {
      FROM generate_series(1, $2) g`,
     [csvJob, settings.errors],
   );
+  // The scenarios' ids (the detail's random run, the deep page's cursor) are drawn from the runs seeded above, so that
+  // a backlog changes only what the listings must skip.
+  const seededMax = Number((await db.query<{ max: number }>('SELECT max(id)::bigint AS max FROM jobs')).rows[0]!.max);
   if (settings.backlog > 0) {
     await db.query(
       `INSERT INTO jobs_live (kind, tenant_id, payload, state, created_at, run_at)
@@ -183,9 +186,8 @@ async function seed(db: pg.Client): Promise<{ csvJob: number; maxId: number }> {
   const syncStarted = performance.now();
   execFileSync('sync');
   console.log(`checkpoint written and synced in ${((performance.now() - syncStarted) / 1000).toFixed(1)} s`);
-  const max = await db.query<{ max: number }>('SELECT max(id)::bigint AS max FROM jobs');
   console.log(`seeded ${settings.runs.toLocaleString('en-US')} runs${settings.backlog > 0 ? ` and a backlog of ${settings.backlog.toLocaleString('en-US')} queued` : ''} and ${settings.errors.toLocaleString('en-US')} row errors in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-  return { csvJob, maxId: Number(max.rows[0]!.max) };
+  return { csvJob, maxId: seededMax };
 }
 
 async function startServe(databaseUrl: string): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {

@@ -115,6 +115,9 @@ describe('limits', () => {
       expect(refused.status).toBe(429);
       expect(refused.body.error).toEqual({ code: 'TOO_MANY_STREAMS', message: expect.stringContaining('2 event streams open') });
       expect(refused.headers.get('retry-after')).toBe('30');
+      // At its limit, the key still gets 404 for a run of another tenant, as for a run that does not exist.
+      const theirs = await call(few, 'POST', '/v1/jobs', { key: operator, body: { kind: 'noop', tenant: 'elsewhere', runAt: '2999-01-01T00:00:00Z' } });
+      expect((await call(few, 'GET', `/v1/jobs/${theirs.body.job.id as number}/events`, { key: tenant })).status).toBe(404);
 
       // Another key is counted apart.
       streams.push(await openEvents(few, jobId, operator));
@@ -126,14 +129,17 @@ describe('limits', () => {
       streams.push(...raced);
       expect(raced.map((stream) => stream.status).sort()).toEqual([200, 200, 429, 429, 429, 429]);
 
-      // A stream its client closed frees its place once the server has seen it go.
+      // A stream its client closed frees its place once the server has seen it go (its socket's close).
       streams[0]!.close();
-      for (;;) {
+      await streams[0]!.closed;
+      for (let attempt = 1; ; attempt += 1) {
         const next = await openEvents(few, jobId, tenant);
         streams.push(next);
         if (next.status === 200) break;
-        expect(next.status).toBe(429);
-        await new Promise((resolve) => setImmediate(resolve));
+        expect(next.refusal?.error.code).toBe('TOO_MANY_STREAMS');
+        // A bound so that a slot never released fails here instead of hanging (about 30 s of attempts).
+        expect(attempt, 'the closed stream was never released').toBeLessThan(3_000);
+        await new Promise((resolve) => setTimeout(resolve, 10));
       }
       expect(few.logText()).toContain('TOO_MANY_STREAMS');
     } finally {

@@ -1,7 +1,7 @@
 // The run listing (worker/queue/operator.ts, listJobsPage): pages newest first by keyset, for any set of states, and
 // a listing of one state that needs an operator (failed, dead, partial) reads the partial index of those runs with its
-// prepared (generic) plan, not the whole table backwards; and a listing of any state but queued does not walk the live
-// queue's backlog of queued runs (jobs_live_not_waiting).
+// prepared (generic) plan, not the whole table backwards; and a listing whose states include neither queued nor running
+// does not walk the live queue's backlog of queued runs (jobs_live_not_waiting), nor does one of running runs alone.
 import { describe, expect, it } from 'vitest';
 import { jobsPageQuery, listJobsPage } from '../worker/queue/operator.js';
 import { JOB_STATES, type JobState } from '../worker/queue/types.js';
@@ -62,7 +62,7 @@ describe('run listing', () => {
     expect(twice.map((job) => job.id)).toEqual((await listJobsPage(env.pool, { states: ['dead'], limit: 10 })).map((job) => job.id));
   });
 
-  it('reads no run of the live queue backlog for a listing of any state but queued', async () => {
+  it('reads no run of the live queue backlog for a listing of states other than queued', async () => {
     // A campaign's backlog: 20,000 queued runs of one tenant, the newest of all, in jobs_live. Around them, runs
     // parked for review, running and finished in the last minute (jobs_live), and an archived history.
     const backlog = 20_000;

@@ -10,10 +10,20 @@ export interface ServerSentEvent {
 
 export interface EventStream {
   status: number;
+  /** A refused stream's answer (`{error: {code, message}}`), read to its end; undefined for a stream. */
+  refusal: { error: { code: string; message: string } } | undefined;
   events: ServerSentEvent[];
   waitFor(match: (event: ServerSentEvent) => boolean, timeoutMs?: number): Promise<ServerSentEvent>;
   close(): void;
   closed: Promise<void>;
+}
+
+function parseRefusal(text: string): EventStream['refusal'] {
+  try {
+    return JSON.parse(text) as EventStream['refusal'];
+  } catch {
+    return { error: { code: '(not JSON)', message: text } };
+  }
 }
 
 export async function openEvents(api: Pick<TestApi, 'url'>, jobId: number, key: string, lastEventId?: string): Promise<EventStream> {
@@ -21,12 +31,13 @@ export async function openEvents(api: Pick<TestApi, 'url'>, jobId: number, key: 
   const headers: Record<string, string> = { authorization: `Bearer ${key}`, accept: 'text/event-stream' };
   if (lastEventId) headers['last-event-id'] = lastEventId;
   const response = await fetch(`${api.url}/v1/jobs/${jobId}/events`, { headers, signal: abort.signal });
+  // A refusal's body is read to its end, so that its connection goes back to the pool, not left half-read.
+  const refusal = response.status === 200 ? undefined : parseRefusal(await response.text());
   const events: ServerSentEvent[] = [];
   const waiters = new Set<() => void>();
   let ended = false;
   const closed = (async () => {
-    // A refusal's body is read to its end, so that its connection goes back to the pool, not left half-read.
-    if (!response.body || response.status !== 200) return void (await response.text().catch(() => ''));
+    if (!response.body || refusal !== undefined) return;
     const decoder = new TextDecoder();
     let buffer = '';
     try {
@@ -56,6 +67,7 @@ export async function openEvents(api: Pick<TestApi, 'url'>, jobId: number, key: 
   })();
   return {
     status: response.status,
+    refusal,
     events,
     closed,
     close: () => abort.abort(),
