@@ -9,6 +9,7 @@ import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { requireVisibleJob } from '../../actions/run-actions.js';
 import { liveAdminSessionIds } from '../../auth/admin-sessions.js';
 import { activeApiKeyIds } from '../../auth/api-keys.js';
+import { isConnectionError } from '../../db/database-status.js';
 import type { AccessEnded } from '../../auth/verified-keys.js';
 import type { JobRow } from '../../queue/types.js';
 import { CLIENT_CLOSED_REQUEST, whenClientGone } from '../client-gone.js';
@@ -54,6 +55,9 @@ class StreamGroups<K> {
   }
 }
 
+/** The longest wait between checks of open streams' keys while the database is away. */
+const RECHECK_MS = 5_000;
+
 /** How long a client refused for too many open streams is told to wait: streams free up as their clients leave. */
 const STREAMS_RETRY_AFTER_SECONDS = 30;
 
@@ -72,11 +76,15 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
   // pass the limit together (byKey holds only streams already answering, the ones a revocation ends).
   const admitted = new StreamGroups<number>();
   /**
-   * Checks these keys and sessions in the tables and ends the streams of those no longer valid. When the check
-   * cannot be made (the database is away), it ends their streams too: a stream is not kept on a key nobody could
-   * confirm, and the client's reconnect (with Last-Event-ID, so nothing is lost) is checked like any request.
+   * Checks these keys and sessions in the tables and ends the streams of those no longer valid. When the database is
+   * away the check is made again once it answers (every RECHECK_MS at most), and the streams stay open meanwhile:
+   * revoking a key or signing out writes to that database, so nothing can have been revoked while it is away, and a
+   * restart or failover does not end every stream at once. Any other failure (the tables unreadable) ends their
+   * streams: a stream is not kept on a key nobody could confirm, and the client's reconnect (with Last-Event-ID, so
+   * nothing is lost) is checked like any request.
    */
-  const endRevoked = (keyIds: number[], sessionIds: string[], log: FastifyBaseLogger) => {
+  const rechecks = new Set<NodeJS.Timeout>();
+  const endRevoked = (keyIds: number[], sessionIds: string[], log: FastifyBaseLogger, attempt = 0) => {
     const check = async () => {
       if (keyIds.length > 0) {
         const active = await activeApiKeyIds(deps.pool, keyIds);
@@ -88,11 +96,32 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       }
     };
     check().catch((error: unknown) => {
+      if (isConnectionError(error) && !closing) {
+        log.info({ err: error, attempt: attempt + 1 }, 'event streams: the database is away; their keys and sessions are checked again once it answers');
+        const timer = setTimeout(
+          () => {
+            rechecks.delete(timer);
+            // Only those still streaming: the others' streams ended meanwhile.
+            const keys = keyIds.filter((keyId) => byKey.count(keyId) > 0);
+            const sessions = sessionIds.filter((sessionId) => bySession.count(sessionId) > 0);
+            if (keys.length + sessions.length > 0) endRevoked(keys, sessions, log, attempt + 1);
+          },
+          Math.min(RECHECK_MS, 250 * 2 ** attempt),
+        );
+        rechecks.add(timer);
+        return;
+      }
       log.warn({ err: error, streams_ended: keyIds.length + sessionIds.length }, 'event streams: could not check their keys and sessions again; ended them');
       for (const keyId of keyIds) byKey.end(keyId);
       for (const sessionId of sessionIds) bySession.end(sessionId);
     });
   };
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+    for (const timer of rechecks) clearTimeout(timer);
+    rechecks.clear();
+  });
   const stopHearing = revocations.onRevocation((ended) => {
     if (ended === null) endRevoked(byKey.ids(), bySession.ids(), deps.log);
     else if ('keyId' in ended) byKey.end(ended.keyId);
