@@ -10,6 +10,7 @@ import { requireVisibleJob } from '../../actions/run-actions.js';
 import { liveAdminSessionIds } from '../../auth/admin-sessions.js';
 import { activeApiKeyIds } from '../../auth/api-keys.js';
 import { isConnectionError } from '../../db/database-status.js';
+import { sqlState } from '../../db/sql-state.js';
 import type { AccessEnded } from '../../auth/verified-keys.js';
 import type { JobRow } from '../../queue/types.js';
 import { CLIENT_CLOSED_REQUEST, whenClientGone } from '../client-gone.js';
@@ -57,6 +58,19 @@ class StreamGroups<K> {
 
 /** The longest wait between checks of open streams' keys while the database is away. */
 const RECHECK_MS = 5_000;
+/** How long open streams wait, after the listener reconnected, for a check of their keys the database cannot make. */
+const RECHECK_DEADLINE_MS = 60_000;
+/** Too many connections: the server is up (a revocation can commit), only this process cannot get a session. */
+const TOO_MANY_CONNECTIONS = '53300';
+
+/**
+ * The database itself is away (restart, failover, network): revoking a key writes to it, so nothing can be revoked
+ * meanwhile. Not a full pool of this process nor a server refusing more sessions, where it is up for everyone else.
+ */
+function databaseAway(error: unknown): boolean {
+  if (!isConnectionError(error) || sqlState(error) === TOO_MANY_CONNECTIONS) return false;
+  return !/timeout exceeded when trying to connect/i.test(error instanceof Error ? error.message : '');
+}
 
 /** How long a client refused for too many open streams is told to wait: streams free up as their clients leave. */
 const STREAMS_RETRY_AFTER_SECONDS = 30;
@@ -64,7 +78,10 @@ const STREAMS_RETRY_AFTER_SECONDS = 30;
 export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies, revocations: RevocationSource): void {
   // Streams never end by themselves: a closing server ends them (clients reconnect to another process).
   const open = new Set<ServerResponse>();
+  let closing = false;
   app.addHook('preClose', async () => {
+    closing = true;
+    clearTimeout(recheck.timer);
     for (const raw of open) raw.end();
   });
   // A stream outlives the check of its key or session: when the key is revoked or the admin session that opened it
@@ -75,16 +92,19 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
   // Streams per key counted from the moment one is let in, before its reads, so that opens racing each other cannot
   // pass the limit together (byKey holds only streams already answering, the ones a revocation ends).
   const admitted = new StreamGroups<number>();
+  const endStreams = (keyIds: Iterable<number>, sessionIds: Iterable<string>) => {
+    for (const keyId of keyIds) byKey.end(keyId);
+    for (const sessionId of sessionIds) bySession.end(sessionId);
+  };
   /**
-   * Checks these keys and sessions in the tables and ends the streams of those no longer valid. When the database is
-   * away the check is made again once it answers (every RECHECK_MS at most), and the streams stay open meanwhile:
-   * revoking a key or signing out writes to that database, so nothing can have been revoked while it is away, and a
-   * restart or failover does not end every stream at once. Any other failure (the tables unreadable) ends their
-   * streams: a stream is not kept on a key nobody could confirm, and the client's reconnect (with Last-Event-ID, so
-   * nothing is lost) is checked like any request.
+   * Checks these keys and sessions in the tables and ends the streams of those no longer valid. A check that cannot
+   * be made ends their streams: a stream is not kept on a key nobody could confirm, and the client's reconnect (with
+   * Last-Event-ID, so nothing is lost) is checked like any request. With `retryWhileAway` (the checks after the
+   * listener reconnected and right after a stream opened), a check that fails because the database is away is made
+   * again instead, the streams open meanwhile, for up to RECHECK_DEADLINE_MS (retryLater): a restart or failover then
+   * does not end every stream of the process at once.
    */
-  const rechecks = new Set<NodeJS.Timeout>();
-  const endRevoked = (keyIds: number[], sessionIds: string[], log: FastifyBaseLogger, attempt = 0) => {
+  const endRevoked = (keyIds: number[], sessionIds: string[], log: FastifyBaseLogger, retryWhileAway = false) => {
     const check = async () => {
       if (keyIds.length > 0) {
         const active = await activeApiKeyIds(deps.pool, keyIds);
@@ -95,35 +115,59 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
         for (const sessionId of sessionIds) if (!live.has(sessionId)) bySession.end(sessionId);
       }
     };
-    check().catch((error: unknown) => {
-      if (isConnectionError(error) && !closing) {
-        log.info({ err: error, attempt: attempt + 1 }, 'event streams: the database is away; their keys and sessions are checked again once it answers');
-        const timer = setTimeout(
-          () => {
-            rechecks.delete(timer);
-            // Only those still streaming: the others' streams ended meanwhile.
-            const keys = keyIds.filter((keyId) => byKey.count(keyId) > 0);
-            const sessions = sessionIds.filter((sessionId) => bySession.count(sessionId) > 0);
-            if (keys.length + sessions.length > 0) endRevoked(keys, sessions, log, attempt + 1);
-          },
-          Math.min(RECHECK_MS, 250 * 2 ** attempt),
-        );
-        rechecks.add(timer);
-        return;
-      }
-      log.warn({ err: error, streams_ended: keyIds.length + sessionIds.length }, 'event streams: could not check their keys and sessions again; ended them');
-      for (const keyId of keyIds) byKey.end(keyId);
-      for (const sessionId of sessionIds) bySession.end(sessionId);
-    });
+    check().then(
+      () => {
+        if (retryWhileAway && recheck.keys.size + recheck.sessions.size === 0 && recheck.timer === undefined) recheck.since = 0;
+      },
+      (error: unknown) => {
+        if (closing) return;
+        if (retryWhileAway && databaseAway(error)) return retryLater(keyIds, sessionIds, log, error);
+        log.warn({ err: error, streams_ended: keyIds.length + sessionIds.length }, 'event streams: could not check their keys and sessions again; ended them');
+        endStreams(keyIds, sessionIds);
+      },
+    );
   };
-  let closing = false;
-  app.addHook('preClose', async () => {
-    closing = true;
-    for (const timer of rechecks) clearTimeout(timer);
-    rechecks.clear();
-  });
+  /**
+   * The re-checks waiting for the database, merged: one timer, whatever the number of reconnects and streams. Until
+   * RECHECK_DEADLINE_MS after the first failure the streams stay open (a revocation made while the listener was down
+   * may be among them, so not longer); then they end as any unconfirmed stream does.
+   */
+  const recheck = { keys: new Set<number>(), sessions: new Set<string>(), since: 0, attempt: 0, timer: undefined as NodeJS.Timeout | undefined };
+  const retryLater = (keyIds: number[], sessionIds: string[], log: FastifyBaseLogger, error: unknown) => {
+    for (const keyId of keyIds) recheck.keys.add(keyId);
+    for (const sessionId of sessionIds) recheck.sessions.add(sessionId);
+    const now = Date.now();
+    if (recheck.since === 0) {
+      recheck.since = now;
+      recheck.attempt = 0;
+      log.info({ err: error }, 'event streams: the database is away; their keys and sessions are checked again once it answers');
+    }
+    if (now - recheck.since >= RECHECK_DEADLINE_MS) {
+      log.warn({ err: error, streams_ended: recheck.keys.size + recheck.sessions.size }, 'event streams: could not check their keys and sessions again; ended them');
+      endStreams(recheck.keys, recheck.sessions);
+      recheck.keys.clear();
+      recheck.sessions.clear();
+      recheck.since = 0;
+      return;
+    }
+    if (recheck.timer !== undefined) return;
+    recheck.timer = setTimeout(
+      () => {
+        recheck.timer = undefined;
+        // Only those still streaming: the others' streams ended meanwhile.
+        const keys = [...recheck.keys].filter((keyId) => byKey.count(keyId) > 0);
+        const sessions = [...recheck.sessions].filter((sessionId) => bySession.count(sessionId) > 0);
+        recheck.keys.clear();
+        recheck.sessions.clear();
+        recheck.attempt += 1;
+        if (keys.length + sessions.length > 0) endRevoked(keys, sessions, log, true);
+        else recheck.since = 0;
+      },
+      Math.min(RECHECK_MS, 250 * 2 ** recheck.attempt),
+    );
+  };
   const stopHearing = revocations.onRevocation((ended) => {
-    if (ended === null) endRevoked(byKey.ids(), bySession.ids(), deps.log);
+    if (ended === null) endRevoked(byKey.ids(), bySession.ids(), deps.log, true);
     else if ('keyId' in ended) byKey.end(ended.keyId);
     else bySession.end(ended.sessionId);
   });
@@ -202,7 +246,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       if (session) bySession.add(session.id, raw);
       // A revocation or sign-out heard after the check and before this stream was registered found nothing to end:
       // check once more now that the stream is registered (later ones find it). One or two queries per stream opened.
-      endRevoked([keyId], session ? [session.id] : [], request.log);
+      endRevoked([keyId], session ? [session.id] : [], request.log, true);
       raw.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache, no-transform',
