@@ -65,9 +65,9 @@ const { values: args } = parseArgs({
     /** Runs of J jobs per table state in phases A and B (jobs/s is their median, claim latency pooled over all). */
     rounds: { type: 'string', default: '3' },
     /**
-     * Unmeasured rounds per table state before those (printed, not counted). The first round after the seed was the
-     * slowest of either table in every run (10,000,000 runs: 15,456 and 10,498 jobs/s against 25,000-29,000 in the
-     * others; p99 94 and 111 ms against 29-38), and pooled over 5 rounds its claims alone set the p99.
+     * Unmeasured rounds per table state before those (printed, not counted). In a 10,000,000-run run, each table's
+     * first round was its slowest (15,456 and 10,498 jobs/s against 24,500-29,100 in the others; p99 94 and 111 ms
+     * against 29-38), and pooled over 5 rounds the history's first round alone set its p99.
      */
     'warmup-rounds': { type: 'string', default: '1' },
     /** Seconds of the phase C windows without retention and of the shipped-batch retention window. */
