@@ -58,7 +58,7 @@ class StreamGroups<K> {
 
 /** The longest wait between checks of open streams' keys while the database is away. */
 const RECHECK_MS = 5_000;
-/** How long open streams wait, after the listener reconnected, for a check of their keys the database cannot make. */
+/** How long open streams wait for a check of their keys the database cannot make (retryLater), from its first failure. */
 const RECHECK_DEADLINE_MS = 60_000;
 /** Too many connections: the server is up (a revocation can commit), only this process cannot get a session. */
 const TOO_MANY_CONNECTIONS = '53300';
