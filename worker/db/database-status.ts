@@ -24,12 +24,16 @@ export interface DatabaseStatusEvents {
  */
 const CONFIGURATION_STATES = new Set(['28000', '28P01', '3D000', '42P01', '42703', '42883', '3F000', '42501']);
 
+/** Too many connections: the server is up for others, only this client gets no session. */
+const TOO_MANY_CONNECTIONS = '53300';
 /**
  * SQLSTATEs of a server that is away or takes no new sessions for now: class 08 (connection exceptions) and these —
  * admin/crash shutdown, cannot connect now (starting up, recovery), too many connections. Not 57014 (a statement
  * canceled by its own timeout), which is about the statement.
  */
-const UNAVAILABLE_STATES = new Set(['57P01', '57P02', '57P03', '53300']);
+const UNAVAILABLE_STATES = new Set(['57P01', '57P02', '57P03', TOO_MANY_CONNECTIONS]);
+/** pg-pool's own wait for a client: this process's pool may simply be full. */
+const POOL_WAIT_TIMEOUT = /timeout exceeded when trying to connect/i;
 
 const NETWORK_CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE',
@@ -46,6 +50,16 @@ export function isConnectionError(error: unknown): boolean {
   if (typeof code === 'string' && NETWORK_CODES.has(code)) return true;
   const message = error instanceof Error ? error.message : '';
   return UNAVAILABLE_MESSAGES.test(message);
+}
+
+/**
+ * Whether a connection error means the database itself is away (a restart, a failover, the network), so that nobody
+ * can write to it meanwhile; not when the server is up for others and only this process gets no session (too many
+ * connections, its own pool full).
+ */
+export function isDatabaseAway(error: unknown): boolean {
+  if (!isConnectionError(error) || sqlState(error) === TOO_MANY_CONNECTIONS) return false;
+  return !POOL_WAIT_TIMEOUT.test(error instanceof Error ? error.message : '');
 }
 
 /** Whether an error means the configuration (credentials, database name, schema, TLS setting) is wrong. */

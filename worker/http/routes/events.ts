@@ -9,8 +9,7 @@ import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { requireVisibleJob } from '../../actions/run-actions.js';
 import { liveAdminSessionIds } from '../../auth/admin-sessions.js';
 import { activeApiKeyIds } from '../../auth/api-keys.js';
-import { isConnectionError } from '../../db/database-status.js';
-import { sqlState } from '../../db/sql-state.js';
+import { isDatabaseAway } from '../../db/database-status.js';
 import type { AccessEnded } from '../../auth/verified-keys.js';
 import type { JobRow } from '../../queue/types.js';
 import { CLIENT_CLOSED_REQUEST, whenClientGone } from '../client-gone.js';
@@ -60,18 +59,6 @@ class StreamGroups<K> {
 const RECHECK_MS = 5_000;
 /** How long open streams wait for a check of their keys the database cannot make (retryLater), from its first failure. */
 const RECHECK_DEADLINE_MS = 60_000;
-/** Too many connections: the server is up (a revocation can commit), only this process cannot get a session. */
-const TOO_MANY_CONNECTIONS = '53300';
-
-/**
- * The database itself is away (restart, failover, network): revoking a key writes to it, so nothing can be revoked
- * meanwhile. Not a full pool of this process nor a server refusing more sessions, where it is up for everyone else.
- */
-function databaseAway(error: unknown): boolean {
-  if (!isConnectionError(error) || sqlState(error) === TOO_MANY_CONNECTIONS) return false;
-  return !/timeout exceeded when trying to connect/i.test(error instanceof Error ? error.message : '');
-}
-
 /** How long a client refused for too many open streams is told to wait: streams free up as their clients leave. */
 const STREAMS_RETRY_AFTER_SECONDS = 30;
 
@@ -97,14 +84,14 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
     for (const sessionId of sessionIds) bySession.end(sessionId);
   };
   /**
-   * Checks these keys and sessions in the tables and ends the streams of those no longer valid. A check that cannot
-   * be made ends their streams: a stream is not kept on a key nobody could confirm, and the client's reconnect (with
-   * Last-Event-ID, so nothing is lost) is checked like any request. With `retryWhileAway` (the checks after the
-   * listener reconnected and right after a stream opened), a check that fails because the database is away is made
-   * again instead, the streams open meanwhile, for up to RECHECK_DEADLINE_MS (retryLater): a restart or failover then
-   * does not end every stream of the process at once.
+   * Checks these keys and sessions in the tables and ends the streams of those no longer valid (after the listener
+   * reconnected, and right after a stream opened). A check that fails because the database is away (isDatabaseAway:
+   * revoking a key writes to it, so nothing can be revoked meanwhile) is made again, the streams open meanwhile, for up
+   * to RECHECK_DEADLINE_MS (retryLater): a restart or failover then does not end every stream of the process at once.
+   * Any other failure ends their streams: a stream is not kept on a key nobody could confirm, and the client's
+   * reconnect (with Last-Event-ID, so nothing is lost) is checked like any request.
    */
-  const endRevoked = (keyIds: number[], sessionIds: string[], log: FastifyBaseLogger, retryWhileAway = false) => {
+  const endRevoked = (keyIds: number[], sessionIds: string[], log: FastifyBaseLogger) => {
     const check = async () => {
       if (keyIds.length > 0) {
         const active = await activeApiKeyIds(deps.pool, keyIds);
@@ -117,11 +104,11 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
     };
     check().then(
       () => {
-        if (retryWhileAway && recheck.keys.size + recheck.sessions.size === 0 && recheck.timer === undefined) recheck.since = 0;
+        if (recheck.keys.size + recheck.sessions.size === 0 && recheck.timer === undefined) recheck.since = 0;
       },
       (error: unknown) => {
         if (closing) return;
-        if (retryWhileAway && databaseAway(error)) return retryLater(keyIds, sessionIds, log, error);
+        if (isDatabaseAway(error)) return retryLater(keyIds, sessionIds, log, error);
         log.warn({ err: error, streams_ended: keyIds.length + sessionIds.length }, 'event streams: could not check their keys and sessions again; ended them');
         endStreams(keyIds, sessionIds);
       },
@@ -160,14 +147,14 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
         recheck.keys.clear();
         recheck.sessions.clear();
         recheck.attempt += 1;
-        if (keys.length + sessions.length > 0) endRevoked(keys, sessions, log, true);
+        if (keys.length + sessions.length > 0) endRevoked(keys, sessions, log);
         else recheck.since = 0;
       },
       Math.min(RECHECK_MS, 250 * 2 ** recheck.attempt),
     );
   };
   const stopHearing = revocations.onRevocation((ended) => {
-    if (ended === null) endRevoked(byKey.ids(), bySession.ids(), deps.log, true);
+    if (ended === null) endRevoked(byKey.ids(), bySession.ids(), deps.log);
     else if ('keyId' in ended) byKey.end(ended.keyId);
     else bySession.end(ended.sessionId);
   });
@@ -246,7 +233,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       if (session) bySession.add(session.id, raw);
       // A revocation or sign-out heard after the check and before this stream was registered found nothing to end:
       // check once more now that the stream is registered (later ones find it). One or two queries per stream opened.
-      endRevoked([keyId], session ? [session.id] : [], request.log, true);
+      endRevoked([keyId], session ? [session.id] : [], request.log);
       raw.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache, no-transform',
