@@ -2,12 +2,28 @@
 // a listing of one state that needs an operator (failed, dead, partial) reads the partial index of those runs with its
 // prepared (generic) plan, not the whole table backwards; and a listing whose states include neither queued nor running
 // does not walk the live queue's backlog of queued runs (jobs_live_not_waiting), nor does one of running runs alone.
+import type { PoolClient } from 'pg';
 import { describe, expect, it } from 'vitest';
 import { jobsPageQuery, listJobsPage } from '../worker/queue/operator.js';
 import { JOB_STATES, type JobState } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
 
 const env = useTestEnvironment();
+
+/**
+ * The plan a named statement settles on after its first executions (generic, for any values), explained with
+ * `options` for the query's values: the rows of `EXPLAIN <options> EXECUTE`. Needs a session with plan_cache_mode =
+ * force_generic_plan.
+ */
+async function explainGeneric(client: PoolClient, query: { text: string; values: unknown[] }, options = ''): Promise<Record<string, unknown>[]> {
+  await client.query(`PREPARE listing AS ${query.text}`);
+  try {
+    const values = query.values.map((value) => client.escapeLiteral(String(value)));
+    return (await client.query(`EXPLAIN ${options} EXECUTE listing(${values.join(', ')})`)).rows;
+  } finally {
+    await client.query('DEALLOCATE listing');
+  }
+}
 
 describe('run listing', () => {
   it('pages every set of states newest first, and plans one failing state on its partial index', async () => {
@@ -35,21 +51,14 @@ describe('run listing', () => {
       expect(seen, states.join(',')).toEqual(expected);
     }
 
-    // The plan a named statement settles on after its first executions: generic, for any values.
     const client = await env.pool.connect();
     try {
       await client.query('SET plan_cache_mode = force_generic_plan');
       for (const state of ['failed', 'dead', 'partial'] as JobState[]) {
-        const query = jobsPageQuery({ states: [state], limit: 50 });
-        await client.query(`PREPARE listing AS ${query.text}`);
-        try {
-          const plan = (await client.query('EXPLAIN EXECUTE listing(50)')).rows.map((row) => row['QUERY PLAN']).join('\n');
-          // In each partition: the live queue's recent finished runs and the archive.
-          expect(plan, state).toContain('Index Scan Backward using jobs_live_needing_attention on jobs_live');
-          expect(plan, state).toContain('Index Scan Backward using jobs_archive_needing_attention on jobs_archive');
-        } finally {
-          await client.query('DEALLOCATE listing');
-        }
+        const plan = (await explainGeneric(client, jobsPageQuery({ states: [state], limit: 50 }))).map((row) => row['QUERY PLAN']).join('\n');
+        // In each partition: the live queue's recent finished runs and the archive.
+        expect(plan, state).toContain('Index Scan Backward using jobs_live_needing_attention on jobs_live');
+        expect(plan, state).toContain('Index Scan Backward using jobs_archive_needing_attention on jobs_archive');
       }
     } finally {
       await client.query('RESET plan_cache_mode');
@@ -110,21 +119,15 @@ describe('run listing', () => {
         const query = jobsPageQuery({ states, tenantId, beforeId, limit: 20 });
         const page = await listJobsPage(client, { states, tenantId, beforeId, limit: 20 });
         expect(page.map((job) => job.id), label).toEqual(matching.filter((id) => beforeId === undefined || id < beforeId).slice(0, 20));
-        await client.query(`PREPARE listing AS ${query.text}`);
-        try {
-          const values = query.values.map((value) => client.escapeLiteral(String(value)));
-          const explained = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE listing(${values.join(', ')})`);
-          // Every row a node of jobs_live read: those it returned and those its filter threw away.
-          let liveRowsRead = 0;
-          const walk = (node: Record<string, unknown>) => {
-            if (node['Relation Name'] === 'jobs_live') liveRowsRead += Number(node['Actual Rows'] ?? 0) + Number(node['Rows Removed by Filter'] ?? 0);
-            for (const child of (node['Plans'] as Record<string, unknown>[] | undefined) ?? []) walk(child);
-          };
-          walk((explained.rows[0]['QUERY PLAN'] as { Plan: Record<string, unknown> }[])[0]!.Plan);
-          expect(liveRowsRead, label).toBeLessThanOrEqual(notQueued);
-        } finally {
-          await client.query('DEALLOCATE listing');
-        }
+        const explained = await explainGeneric(client, query, '(ANALYZE, FORMAT JSON)');
+        // Every row a node of jobs_live read: those it returned and those its filter threw away.
+        let liveRowsRead = 0;
+        const walk = (node: Record<string, unknown>) => {
+          if (node['Relation Name'] === 'jobs_live') liveRowsRead += Number(node['Actual Rows'] ?? 0) + Number(node['Rows Removed by Filter'] ?? 0);
+          for (const child of (node['Plans'] as Record<string, unknown>[] | undefined) ?? []) walk(child);
+        };
+        walk((explained[0]!['QUERY PLAN'] as { Plan: Record<string, unknown> }[])[0]!.Plan);
+        expect(liveRowsRead, label).toBeLessThanOrEqual(notQueued);
       }
     } finally {
       await client.query('RESET plan_cache_mode');
