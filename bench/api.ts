@@ -341,7 +341,8 @@ async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<vo
   const queued = await db.query<{ id: number; kind: string }>(`SELECT id, kind FROM jobs WHERE state = 'queued' ORDER BY id DESC LIMIT 1`);
   const { id: queuedId, kind: queuedKind } = queued.rows[0]!;
   // The listings as the server sends them (jobsPageQuery's text), with the generic plan their named statements
-  // settle on after a few executions; the other statements are unnamed, planned for their values each time.
+  // settle on after five executions (test/queue-listing.test.ts checks they do); the other statements are unnamed,
+  // planned for their values each time.
   const listings: Array<[string, JobPageFilter]> = [
     ['list failed', { states: ['failed'], limit: 50 }],
     ['list tenant', { states: ['succeeded'], tenantId: 't7', limit: 50 }],
@@ -352,7 +353,7 @@ async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<vo
     const query = jobsPageQuery(filter);
     await db.query(`PREPARE listing AS ${query.text}`);
     const values = query.values.map((value) => (typeof value === 'string' ? `'${value}'` : String(value)));
-    const { rows } = await db.query(`EXPLAIN (ANALYZE, BUFFERS) EXECUTE listing(${values.join(', ')})`);
+    const { rows } = await db.query(`EXPLAIN (ANALYZE, BUFFERS) EXECUTE listing${values.length > 0 ? `(${values.join(', ')})` : ''}`);
     await db.query('DEALLOCATE listing');
     console.log(`-- ${name} (generic plan)\n${rows.map((row) => row['QUERY PLAN']).join('\n')}`);
   }
