@@ -1,0 +1,47 @@
+// Pages of a CSV run's row errors (worker/imports/csv/row-errors.ts, pageOfRowErrors): the API's error pages and the
+// review page read them by keyset on every request, so their statement is prepared and must run on its generic plan.
+import { expect, it } from 'vitest';
+import { pageOfRowErrors } from '../worker/imports/csv/row-errors.js';
+import { enqueueJob } from '../worker/queue/enqueue.js';
+import { useTestEnvironment } from './harness.js';
+
+const env = useTestEnvironment();
+
+it('pages row errors in row order, and plans a page once per connection', async () => {
+  // A big import's 20,000 failed rows (every other row of its file) beside a small one's 50: most of the table is one
+  // job's, as with the million-error import of bench:api.
+  const { job } = await enqueueJob(env.pool, { kind: 'csv-error-pages', payload: {} });
+  const { job: small } = await enqueueJob(env.pool, { kind: 'csv-error-pages', payload: { small: true } });
+  for (const [id, count] of [[job.id, 20_000], [small.id, 50]]) {
+    await env.pool.query(
+      `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
+       SELECT $1, 2 * g, 'validate', ARRAY['SKU-' || g, 'x'], '[{"column": "price", "rule": "number", "message": "price is not a number"}]'
+       FROM generate_series(1, $2::int) g`,
+      [id, count],
+    );
+  }
+  await env.pool.query('VACUUM ANALYZE csv_import_row_errors');
+  const client = await env.pool.connect();
+  try {
+    let after = 0;
+    for (let page = 0; page < 8; page += 1) {
+      const rows = await pageOfRowErrors(client, job.id, after, 100);
+      expect(rows.map((row) => row.row)).toEqual(Array.from({ length: 100 }, (_, i) => after + 2 * (i + 1)));
+      expect(rows[0]!.fields).toEqual([`SKU-${after / 2 + 1}`, 'x']);
+      after = rows[rows.length - 1]!.row;
+    }
+    // Postgres plans a prepared statement's first five executions for their values, then keeps the generic plan
+    // only when it costs no more. Given the values, a page of the big job always cost less: every page was planned
+    // again.
+    const { rows: plans } = await client.query<{ generic_plans: string; custom_plans: string }>(
+      `SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'bulk-import-row-errors-page'`,
+    );
+    expect(plans.map((row) => [Number(row.generic_plans), Number(row.custom_plans)])).toEqual([[3, 5]]);
+
+    // The generic plan reads any job's page and any offset (the CLI's pages) right.
+    expect((await pageOfRowErrors(client, small.id, 90, 100)).map((row) => row.row)).toEqual([92, 94, 96, 98, 100]);
+    expect((await pageOfRowErrors(client, job.id, 0, 3, 400)).map((row) => row.row)).toEqual([802, 804, 806]);
+  } finally {
+    client.release();
+  }
+});
