@@ -32,6 +32,7 @@ import { startBenchDatabase } from './support/bench-database.js';
 import { median } from './support/median.js';
 import { postgresCpuMeter, processCpuMs } from './support/process-cpu.js';
 import { ensureWrk, runWrk, type WrkResult } from './support/wrk.js';
+import { ADMIN_API_NODE_FLAGS } from '../infra/admin-api.js';
 import { createApiKey } from '../worker/auth/api-keys.js';
 import { AHEAD_STATEMENT, THROUGHPUT_STATEMENT } from '../worker/queue/estimate.js';
 import { jobsPageQuery, type JobPageFilter } from '../worker/queue/operator.js';
@@ -192,7 +193,7 @@ async function seed(db: pg.Client): Promise<{ csvJob: number; maxId: number }> {
 
 async function startServe(databaseUrl: string): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
   const profile = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, '.bench', 'api-profile')}`] : [];
-  const child = spawn(process.execPath, [...profile, 'bin/bulk-import.js', 'serve', '--port', '0', '--host', '127.0.0.1', '--rate-limit', '1000000'], {
+  const child = spawn(process.execPath, [...profile, ...ADMIN_API_NODE_FLAGS, 'bin/bulk-import.js', 'serve', '--port', '0', '--host', '127.0.0.1', '--rate-limit', '1000000'], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: databaseUrl, DATABASE_POOL_SIZE: args['pool-size'], LOG_LEVEL: 'warn', LOG_FORMAT: 'json', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
     stdio: ['ignore', 'pipe', 'inherit'],
