@@ -35,7 +35,8 @@ import { ensureWrk, runWrk, type WrkResult } from './support/wrk.js';
 import { ADMIN_API_NODE_FLAGS } from '../infra/admin-api.js';
 import { createApiKey } from '../worker/auth/api-keys.js';
 import { AHEAD_STATEMENT, THROUGHPUT_STATEMENT } from '../worker/queue/estimate.js';
-import { jobsPageQuery, type JobPageFilter } from '../worker/queue/operator.js';
+import { jobsPageQuery } from '../worker/queue/operator.js';
+import { ROW_ERRORS_PAGE_STATEMENT } from '../worker/imports/csv/row-errors.js';
 import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
 import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
 import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
@@ -341,21 +342,21 @@ async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<vo
   // The newest queued run: the most runs ahead of it.
   const queued = await db.query<{ id: number; kind: string }>(`SELECT id, kind FROM jobs WHERE state = 'queued' ORDER BY id DESC LIMIT 1`);
   const { id: queuedId, kind: queuedKind } = queued.rows[0]!;
-  // The listings as the server sends them (jobsPageQuery's text), with the generic plan their named statements
-  // settle on after five executions (test/queue-listing.test.ts checks they do); the other statements are unnamed,
-  // planned for their values each time.
-  const listings: Array<[string, JobPageFilter]> = [
-    ['list failed', { states: ['failed'], limit: 50 }],
-    ['list tenant', { states: ['succeeded'], tenantId: 't7', limit: 50 }],
-    ['list deep', { states: ['succeeded'], beforeId: Math.floor(maxId / 3), limit: 50 }],
+  // The listings and the errors page as the server sends them, with the generic plan their named statements settle on
+  // after five executions (test/queue-listing.test.ts and test/csv-row-error-pages.test.ts check they do); the other
+  // statements are unnamed, planned for their values each time.
+  const prepared: Array<[string, { text: string; values: unknown[] }]> = [
+    ['list failed', jobsPageQuery({ states: ['failed'], limit: 50 })],
+    ['list tenant', jobsPageQuery({ states: ['succeeded'], tenantId: 't7', limit: 50 })],
+    ['list deep', jobsPageQuery({ states: ['succeeded'], beforeId: Math.floor(maxId / 3), limit: 50 })],
+    ['errors page', { text: ROW_ERRORS_PAGE_STATEMENT, values: [csvJob, 500_000, 100, 0] }],
   ];
   await db.query('SET plan_cache_mode = force_generic_plan');
-  for (const [name, filter] of listings) {
-    const query = jobsPageQuery(filter);
-    await db.query(`PREPARE listing AS ${query.text}`);
+  for (const [name, query] of prepared) {
+    await db.query(`PREPARE page AS ${query.text}`);
     const values = query.values.map((value) => (typeof value === 'string' ? `'${value}'` : String(value)));
-    const { rows } = await db.query(`EXPLAIN (ANALYZE, BUFFERS) EXECUTE listing${values.length > 0 ? `(${values.join(', ')})` : ''}`);
-    await db.query('DEALLOCATE listing');
+    const { rows } = await db.query(`EXPLAIN (ANALYZE, BUFFERS) EXECUTE page${values.length > 0 ? `(${values.join(', ')})` : ''}`);
+    await db.query('DEALLOCATE page');
     console.log(`-- ${name} (generic plan)\n${rows.map((row) => row['QUERY PLAN']).join('\n')}`);
   }
   await db.query('RESET plan_cache_mode');
@@ -364,7 +365,6 @@ async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<vo
     // A queued run's detail also estimates its start: the kind's throughput and the runs ahead of it.
     ['detail: throughput', THROUGHPUT_STATEMENT, [NOOP_KIND]],
     ['detail: runs ahead', AHEAD_STATEMENT, [queuedKind, queuedId]],
-    ['errors page', `SELECT row_number, fields, errors FROM csv_import_row_errors WHERE job_id = $1 AND row_number > $2 ORDER BY row_number LIMIT 100`, [csvJob, 500_000]],
   ];
   for (const [name, sql, values] of statements) {
     const { rows } = await db.query(`EXPLAIN (ANALYZE, BUFFERS) ${sql}`, values);
