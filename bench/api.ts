@@ -32,7 +32,7 @@ import { startBenchDatabase } from './support/bench-database.js';
 import { median } from './support/median.js';
 import { postgresCpuMeter, processCpuMs } from './support/process-cpu.js';
 import { ensureWrk, runWrk, type WrkResult } from './support/wrk.js';
-import { ADMIN_API_NODE_FLAGS } from '../infra/admin-api.js';
+import { ADMIN_API_NODE_FLAGS } from '../infra/node-flags.js';
 import { createApiKey } from '../worker/auth/api-keys.js';
 import { AHEAD_STATEMENT, THROUGHPUT_STATEMENT } from '../worker/queue/estimate.js';
 import { jobsPageQuery } from '../worker/queue/operator.js';

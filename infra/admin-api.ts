@@ -18,24 +18,16 @@ import { CSV_UPLOAD_PREFIX } from '../worker/imports/csv/payload.js';
 import type { LogLevel } from '../worker/config.js';
 import { allowHttps, allowPostgres, type DatabaseReach, type HttpsRoute } from './network.js';
 import { acknowledgeImagePullAuthorization, acknowledgeWildcardResource } from './nag.js';
+import { ADMIN_API_NODE_FLAGS } from './node-flags.js';
 
 /** The port `serve` listens on inside the task; the load balancer forwards 443 to it. */
 export const ADMIN_API_PORT = 8080;
-/** The container command: the API on all interfaces of the task (the security group admits only the load balancer). */
 /**
- * `serve` behind the internal load balancer (the task's security group admits the balancer only): X-Forwarded-For is
- * believed for one hop, the address the balancer saw and appended, so rate limits and logs see each client's address.
- * Not the VPC's range: the allowed callers are in the VPC too, and an address a caller wrote before its own would then
- * be believed.
+ * The container command: the API on all interfaces of the task (the security group admits only the load balancer),
+ * with Node's flags for it (node-flags.ts). Behind the internal load balancer, X-Forwarded-For is believed for one hop,
+ * the address the balancer saw and appended, so rate limits and logs see each client's address. Not the VPC's range:
+ * the allowed callers are in the VPC too, and an address a caller wrote before its own would then be believed.
  */
-/**
- * Node's flags for `serve` (bench:api starts its server with them too). --max-semi-space-size=16: a young generation
- * of 16 MiB semi-spaces, not left to V8, which sized it by the machine's memory (64 MiB on the 24 GB development
- * machine). There, at one connection, each scavenge during a run of listings promoted 4.9 MB and paused 4–6 ms (a
- * listing's p99 7.3 ms); with 16 MiB each promoted under 1 kB and paused 0.6 ms (p99 4.5 ms). At 32 connections the
- * listing's p90 was lower in 6 of 6 paired runs, its p99 in 4 of 6, its throughput the same.
- */
-export const ADMIN_API_NODE_FLAGS = ['--max-semi-space-size=16'];
 export const ADMIN_API_COMMAND = ['node', ...ADMIN_API_NODE_FLAGS, 'bin/bulk-import.js', 'serve', '--port', `${ADMIN_API_PORT}`, '--host', '0.0.0.0', '--trust-proxy', '1'];
 /** Target health: the database answers and has this build's schema (worker/http/routes/health.ts). */
 export const ADMIN_API_HEALTH_PATH = '/readyz';

@@ -41,7 +41,8 @@ export const DATABASE_USER_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
 /** Defaults of the props below, in one place (the context reader leaves unset keys to these). */
 export const DEFAULTS = {
-  // --max-semi-space-size=32: a young generation of 32 MiB per semi-space instead of V8's default 16. The worker turns
+  // --max-semi-space-size=32: a young generation of 32 MiB per semi-space, not left to V8 (which sizes it by the
+  // machine's memory; 16 MiB where this was measured, 64 MiB on a later 24 GB machine). The worker turns
   // millions of short-lived strings over (CSV fields, COPY lines); with the default, scavenges ran so often that
   // rows still in flight got promoted and old-generation collections took up to a fifth of a CSV finalize, varying
   // from run to run (bench:csv, 1M rows: finalize 7.9–10.5 s with the default, 6.0–6.8 s with 32 MiB; peak RSS

@@ -2,7 +2,7 @@
 // a listing of one state that needs an operator (failed, dead, partial) reads the partial index of those runs with its
 // prepared (generic) plan, not the whole table backwards; and a listing whose states include neither queued nor running
 // does not walk the live queue's backlog of queued runs (jobs_live_not_waiting), nor does one of running runs alone.
-import type { PoolClient } from 'pg';
+import pg, { type PoolClient } from 'pg';
 import { describe, expect, it } from 'vitest';
 import { jobsPageQuery, listJobsPage } from '../worker/queue/operator.js';
 import { JOB_STATES, type JobState } from '../worker/queue/types.js';
@@ -158,17 +158,17 @@ describe('run listing', () => {
       }
     }
     expect(names.size).toBe((1 + (1 << JOB_STATES.length)) * (1 << filters.length));
-    // The longest name, prepared on one connection after its first page: a second statement of the same name would fail.
+    // The longest names, prepared on one connection after its first page: a second statement of the same name would fail.
     const client = await env.pool.connect();
     try {
-      await listJobsPage(client, { states: [...JOB_STATES], kinds: ['noop'], tenantId: 't1', since: new Date(0), until: new Date(), limit: 5 });
-      await listJobsPage(client, { states: [...JOB_STATES], kinds: ['noop'], tenantId: 't1', since: new Date(0), until: new Date(), beforeId: 10, limit: 5 });
+      await listJobsPage(client, { states: [...JOB_STATES], kinds: ['noop'], tenantId: 't1', since: new Date(0), until: new Date(), limit: 500 });
+      await listJobsPage(client, { states: [...JOB_STATES], kinds: ['noop'], tenantId: 't1', since: new Date(0), until: new Date(), beforeId: 10, limit: 500 });
     } finally {
       client.release();
     }
   });
 
-  it('plans a listing once per connection: its named statement runs on the generic plan', async () => {
+  it('runs a listing on its generic plan after the first five pages of a connection', async () => {
     // Postgres plans a prepared statement's first five executions for their values, then keeps the generic plan
     // only when it costs no more. With the limit as a parameter it never did on a history of this size: costed at a
     // tenth of the matching rows (300 here), the generic plan lost to every custom plan for 50, and each execution
@@ -180,7 +180,9 @@ describe('run listing', () => {
        FROM generate_series(1, 60000) g`,
     );
     await env.pool.query('VACUUM ANALYZE jobs, jobs_archive');
-    const client = await env.pool.connect();
+    // A connection of its own: the pool's have prepared listings in the tests above.
+    const client = new pg.Client({ connectionString: env.databaseUrl });
+    await client.connect();
     try {
       for (const filter of [{ states: ['failed'] as JobState[], limit: 50 }, { tenantId: 't1', beforeId: 50_000, limit: 20 }]) {
         for (let i = 0; i < 8; i += 1) await listJobsPage(client, filter);
@@ -193,7 +195,17 @@ describe('run listing', () => {
         expect({ generic, custom }, JSON.stringify(filter)).toEqual(jobsPageQuery(filter).values.length === 0 ? { generic: 8, custom: 0 } : { generic: 3, custom: 5 });
       }
     } finally {
-      client.release();
+      await client.end();
+    }
+  });
+
+  it('reads a page of any size with the next prepared limit up, and returns its own size', async () => {
+    // The history of the test above: 60,000 archived runs, newest first.
+    const newest = (await env.pool.query<{ id: string }>('SELECT id FROM jobs ORDER BY id DESC LIMIT 60')).rows.map((row) => Number(row.id));
+    for (const [limit, prepared] of [[1, 10], [7, 10], [10, 10], [11, 20], [51, 100], [500, 500], [501, 501]] as const) {
+      expect(jobsPageQuery({ limit }).name, `limit ${limit}`).toContain(`n=${prepared}`);
+      expect(jobsPageQuery({ limit }).text, `limit ${limit}`).toMatch(new RegExp(`LIMIT ${prepared}$`));
+      if (limit <= 60) expect((await listJobsPage(env.pool, { limit })).map((job) => job.id), `limit ${limit}`).toEqual(newest.slice(0, limit));
     }
   });
 

@@ -59,7 +59,7 @@ export async function firstRowErrors(db: Queryable, jobId: number, limit: number
  */
 export const ROW_ERRORS_PAGE_STATEMENT = `SELECT row_number, array_to_json(fields) AS fields, errors FROM csv_import_row_errors
   WHERE job_id = (SELECT $1::bigint) AND row_number > (SELECT $2::int) ORDER BY row_number
-  LIMIT (SELECT $3::int) OFFSET (SELECT $4::int)`;
+  LIMIT (SELECT $3::bigint) OFFSET (SELECT $4::bigint)`;
 
 export async function pageOfRowErrors(db: Queryable, jobId: number, afterRow: number, limit: number, offset = 0): Promise<RowError[]> {
   // fields as JSON: JSON.parse reads a row's ten cells several times faster than pg's text[] parser does.
