@@ -96,12 +96,15 @@ const SUMMARY_COLUMNS = `id, kind, tenant_id, state, attempts, max_attempts, pro
 
 /**
  * A page of runs, newest (highest id) first, keyset-paged by id: never OFFSET, so page 1,000 costs what page 1 does.
- * The statement holds only the filters given, and is prepared under a name for its set of filters and its limit:
- * planned once per connection (planning the partitioned query again was 60 % of a listing's database time), and each
- * set gets the plan its filters allow (with `$n IS NULL OR …` in one statement for all, a prepared plan could not use
- * the tenant index).
+ * The statement holds only the filters given, so each set gets the plan its filters allow (with `$n IS NULL OR …` in
+ * one statement for all, a prepared plan could not use the tenant index). The frequent listings (at most one state, by
+ * tenant or not, paged or not) are prepared under a name for their filters and limit: planned once per connection
+ * (planning the partitioned query again was 60 % of a listing's database time). The others (several states, a kind, a
+ * time range) are planned for their values on each request: prepared too, every set of states, kinds and times a
+ * caller tried would stay in each connection (58 kB a statement; up to 49,000 of them), so the named ones are bounded
+ * to 10 × 4 × 6 = 240 (no state filter, the empty set or one state; by tenant or not; paged or not; six limits).
  */
-export function jobsPageQuery(filter: JobPageFilter): { name: string; text: string; values: unknown[] } {
+export function jobsPageQuery(filter: JobPageFilter): { name: string | undefined; text: string; values: unknown[] } {
   const conditions: string[] = [];
   const names: string[] = [];
   const values: unknown[] = [];
@@ -110,6 +113,7 @@ export function jobsPageQuery(filter: JobPageFilter): { name: string; text: stri
     conditions.push(condition(`$${values.length}`));
     names.push(name);
   };
+  let distinctStates = 0;
   if (filter.states !== undefined) {
     // The states are part of the statement, not a parameter, so that its prepared plan can use a partial index for
     // them (jobs_needing_attention): a plan for any `$1` could not. Only the known state names get here. The name
@@ -118,6 +122,7 @@ export function jobsPageQuery(filter: JobPageFilter): { name: string; text: stri
     const states = JOB_STATES.filter((state) => filter.states!.includes(state));
     const unknown = filter.states.find((state) => !JOB_STATES.includes(state));
     if (unknown !== undefined) throw new Error(`unknown run state ${JSON.stringify(unknown)}`);
+    distinctStates = states.length;
     conditions.push(states.length > 0 ? `state IN ${sqlStates(states)}` : 'false');
     names.push(`s=${states.reduce((mask, state) => mask | (1 << JOB_STATES.indexOf(state)), 0).toString(16)}`);
   }
@@ -132,8 +137,9 @@ export function jobsPageQuery(filter: JobPageFilter): { name: string; text: stri
   if (!Number.isSafeInteger(filter.limit) || filter.limit < 1) throw new Error(`a page's limit must be a positive integer, not ${filter.limit}`);
   const limit = preparedPageLimit(filter.limit);
   names.push(`n=${limit}`);
+  const frequent = distinctStates <= 1 && filter.kinds === undefined && filter.since === undefined && filter.until === undefined;
   return {
-    name: `bulk-import-jobs-page(${names.join(',')})`,
+    name: frequent ? `bulk-import-jobs-page(${names.join(',')})` : undefined,
     text: `SELECT ${SUMMARY_COLUMNS} FROM jobs ${conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : ''}
      ORDER BY id DESC LIMIT ${limit}`,
     values,
