@@ -1,5 +1,5 @@
-// Node's flags for the containers' processes, apart from the stack's modules so that the benchmarks can start their
-// processes the same way without loading the CDK.
+// Node's flags for the admin API's process, apart from the stack's modules so that bench:api can start its server the
+// same way without loading the CDK. (The worker's are in its default command, DEFAULTS.workerCommand.)
 
 /**
  * `serve` (the admin API's command; bench:api starts its server with them too). --max-semi-space-size=16 pins the

@@ -106,40 +106,43 @@ const SUMMARY_COLUMNS = `id, kind, tenant_id, state, attempts, max_attempts, pro
  */
 export function jobsPageQuery(filter: JobPageFilter): { name: string | undefined; text: string; values: unknown[] } {
   const conditions: string[] = [];
-  const names: string[] = [];
   const values: unknown[] = [];
-  const where = (name: string, condition: (param: string) => string, value: unknown) => {
+  const where = (condition: (param: string) => string, value: unknown) => {
     values.push(value);
     conditions.push(condition(`$${values.length}`));
-    names.push(name);
   };
-  let distinctStates = 0;
+  let states: JobState[] | undefined;
   if (filter.states !== undefined) {
     // The states are part of the statement, not a parameter, so that its prepared plan can use a partial index for
-    // them (jobs_needing_attention): a plan for any `$1` could not. Only the known state names get here. The name
-    // gives the set as a bit mask over JOB_STATES: Postgres tells prepared statements apart by the first 63 bytes of
-    // their names, and spelled out, two sets with different filters could share those.
-    const states = JOB_STATES.filter((state) => filter.states!.includes(state));
+    // them (jobs_needing_attention): a plan for any `$1` could not. Only the known state names get here.
+    states = JOB_STATES.filter((state) => filter.states!.includes(state));
     const unknown = filter.states.find((state) => !JOB_STATES.includes(state));
     if (unknown !== undefined) throw new Error(`unknown run state ${JSON.stringify(unknown)}`);
-    distinctStates = states.length;
     conditions.push(states.length > 0 ? `state IN ${sqlStates(states)}` : 'false');
-    names.push(`s=${states.reduce((mask, state) => mask | (1 << JOB_STATES.indexOf(state)), 0).toString(16)}`);
   }
-  if (filter.kinds !== undefined) where('k', (p) => `kind = ANY(${p}::text[])`, filter.kinds);
-  if (filter.tenantId !== undefined && filter.tenantId !== null) where('t', (p) => `tenant_id = ${p}`, filter.tenantId);
-  if (filter.since !== undefined) where('from', (p) => `created_at >= ${p}`, filter.since);
-  if (filter.until !== undefined) where('to', (p) => `created_at < ${p}`, filter.until);
-  if (filter.beforeId !== undefined) where('b', (p) => `id < ${p}::bigint`, filter.beforeId);
+  const tenantId = filter.tenantId ?? undefined;
+  if (filter.kinds !== undefined) where((p) => `kind = ANY(${p}::text[])`, filter.kinds);
+  if (tenantId !== undefined) where((p) => `tenant_id = ${p}`, tenantId);
+  if (filter.since !== undefined) where((p) => `created_at >= ${p}`, filter.since);
+  if (filter.until !== undefined) where((p) => `created_at < ${p}`, filter.until);
+  if (filter.beforeId !== undefined) where((p) => `id < ${p}::bigint`, filter.beforeId);
   // The limit is part of the statement too. With `LIMIT $n` Postgres never used the statement's generic plan: it
   // costs a parameter's limit at a tenth of the rows, so every custom plan (for 50 rows) looked cheaper, and each
   // execution planned the partitioned query again (0.3 ms of its 0.5 ms).
   if (!Number.isSafeInteger(filter.limit) || filter.limit < 1) throw new Error(`a page's limit must be a positive integer, not ${filter.limit}`);
-  const limit = preparedPageLimit(filter.limit);
-  names.push(`n=${limit}`);
-  const frequent = distinctStates <= 1 && filter.kinds === undefined && filter.since === undefined && filter.until === undefined;
+  const frequent = (states === undefined || states.length <= 1) && filter.kinds === undefined && filter.since === undefined && filter.until === undefined;
+  // A statement planned on each request reads exactly its page; a prepared one, the next prepared limit up.
+  const limit = frequent ? preparedPageLimit(filter.limit) : filter.limit;
+  // The name: the states as a bit mask over JOB_STATES, then the filters present, then the limit (within the 63 bytes
+  // by which Postgres tells prepared statements apart).
+  const name = [
+    ...(states === undefined ? [] : [`s=${states.reduce((mask, state) => mask | (1 << JOB_STATES.indexOf(state)), 0).toString(16)}`]),
+    ...(tenantId === undefined ? [] : ['t']),
+    ...(filter.beforeId === undefined ? [] : ['b']),
+    `n=${limit}`,
+  ];
   return {
-    name: frequent ? `bulk-import-jobs-page(${names.join(',')})` : undefined,
+    name: frequent ? `bulk-import-jobs-page(${name.join(',')})` : undefined,
     text: `SELECT ${SUMMARY_COLUMNS} FROM jobs ${conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : ''}
      ORDER BY id DESC LIMIT ${limit}`,
     values,
