@@ -102,4 +102,33 @@ describe('worker processes', () => {
     expect(resumed.map((row) => row.attempt)).toEqual([1, 1]);
     expect(Math.max(...resumed.map((row) => (row.at as Date).getTime())) - exitedAt).toBeLessThan(3_000);
   });
+
+  it('SIGTERM ends the process after the grace even while a handler deaf to it holds a connection and a timer', async () => {
+    const stuck = worker({ WORKER_ID: 'stuck', WORKER_SHUTDOWN_GRACE_MS: '300' });
+    await stuck.waitForLog(started);
+    const { job: { id } } = await enqueueJob(env.pool, { kind: 'hold-connection', payload: {} });
+    // The handler's session writes its own backend pid.
+    const backend = await waitFor(async () => {
+      const { rows } = await env.pool.query('SELECT worker FROM test_runs WHERE job_id = $1', [id]);
+      return rows[0] ? Number(String(rows[0].worker).split(':')[1]) : undefined;
+    });
+
+    stuck.kill('SIGTERM');
+    // Without a bounded close the pool waits for the handler's connection forever, and without an exit its timer
+    // keeps the process alive: this wait would be the test's timeout.
+    const exit = await stuck.exited;
+    expect(exit).toEqual({ code: 0, signal: null });
+    const messages = stuck.logs.map((line) => line.msg);
+    expect(messages).toContain('released jobs back to the queue');
+    const inUse = stuck.logs.find((line) => line.msg === 'database connections still in use after the drain; closing them with the process');
+    expect(inUse).toMatchObject({ in_use: 1 });
+    expect(messages.indexOf('worker stopped')).toBeGreaterThan(messages.indexOf(inUse!.msg));
+    // The lease went back without counting the attempt; its connection closed with the process.
+    const job = await requireJob(env.pool, id);
+    expect({ state: job.state, attempts: job.attempts, leaseOwner: job.leaseOwner }).toEqual({ state: 'queued', attempts: 0, leaseOwner: null });
+    await waitFor(async () => {
+      const { rows } = await env.pool.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1', [backend]);
+      return rows[0].n === 0;
+    });
+  });
 });

@@ -41,3 +41,7 @@ function describeError(error: unknown): string {
 process.exitCode = await main(process.argv);
 // The spans still buffered are exported before the process ends (a no-op when tracing is off).
 await stopTracing();
+// A command is done when its action returns, and the process ends then, not when nothing is left on the event loop:
+// a worker's handler still running after the shutdown grace (its lease released, its writes fenced), an S3 retry's
+// timer or a keep-alive socket would otherwise keep a stopped worker alive until ECS kills it.
+process.exit();

@@ -1,5 +1,6 @@
 // Wires one worker process together from the configuration: pool, S3 client, handlers, runner, maintenance
 // services, signal handling. The `worker` CLI command and the local run both start workers through this.
+import type pg from 'pg';
 import type { Config } from '../config.js';
 import { requireDatabase } from '../config.js';
 import { DatabaseStatus } from '../db/database-status.js';
@@ -120,11 +121,33 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
       await notifications?.stop();
       await Promise.all(maintenance.map((service) => service.stop()));
       s3?.destroy();
-      await pool.end();
+      await endPool(pool, log);
       log.info('worker stopped');
     })());
   const closed = worker.finished().then(() => stop());
   return { worker, services, maintenance, operations, notifications, databaseStatus, stop, closed };
+}
+
+/** How long closing the pool waits for connections still checked out once everything else has stopped. */
+export const POOL_CLOSE_TIMEOUT_MS = 2_000;
+
+/**
+ * Closes the pool, waiting at most POOL_CLOSE_TIMEOUT_MS for connections still checked out. `pool.end()` resolves only
+ * once every client is back, and a handler still running after the grace time (the drain does not wait for it: its
+ * lease is released and its late writes fenced) may hold one for as long as it runs — an S3 call retrying through an
+ * outage, a stuck statement. Its connection is closed with the process (Postgres rolls its transaction back).
+ */
+async function endPool(pool: pg.Pool, log: Logger): Promise<void> {
+  const ended = pool.end().then(() => true);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), POOL_CLOSE_TIMEOUT_MS);
+  });
+  const closed = await Promise.race([ended, late]);
+  clearTimeout(timer);
+  if (!closed) {
+    log.warn({ in_use: pool.totalCount - pool.idleCount, waited_ms: POOL_CLOSE_TIMEOUT_MS }, 'database connections still in use after the drain; closing them with the process');
+  }
 }
 
 /** SIGTERM (ECS stop) and SIGINT (Ctrl-C) start a graceful shutdown; a second signal exits at once. */
