@@ -37,10 +37,7 @@ import { createApiKey } from '../worker/auth/api-keys.js';
 import { AHEAD_STATEMENT, THROUGHPUT_STATEMENT } from '../worker/queue/estimate.js';
 import { jobsPageQuery } from '../worker/queue/operator.js';
 import { ROW_ERRORS_PAGE_STATEMENT } from '../worker/imports/csv/row-errors.js';
-import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
-import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
-import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
-import { NOOP_KIND } from '../worker/handlers/noop.js';
+import { BACKFILL_KIND, CSV_IMPORT_KIND, MASS_IMPORT_KIND, NOOP_KIND } from '../worker/handlers/kinds.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const { values: args } = parseArgs({

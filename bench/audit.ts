@@ -16,8 +16,7 @@ import { parseArgs } from 'node:util';
 import { submitJob } from '../worker/api.js';
 import { migrate } from '../worker/db/migrate.js';
 import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
-import { AUDIT_KIND } from '../worker/handlers/audit.js';
-import { CSV_FINALIZE_KIND } from '../worker/handlers/csv-finalize.js';
+import { AUDIT_KIND, CSV_FINALIZE_KIND } from '../worker/handlers/kinds.js';
 import { withClient } from './support/pg-client.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));

@@ -16,7 +16,7 @@ import { documentsFileExtension } from '../worker/backfills/documents-file-exten
 import { compileBackfill } from '../worker/backfills/compile.js';
 import { migrate } from '../worker/db/migrate.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
-import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
+import { BACKFILL_KIND } from '../worker/handlers/kinds.js';
 import { withClient } from './support/pg-client.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));

@@ -29,7 +29,7 @@ import { startLocalEnvironment, type LocalEnvironment } from '../worker/dev/loca
 import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import { createS3Client } from '../worker/storage/s3-client.js';
-import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
+import { CSV_IMPORT_KIND } from '../worker/handlers/kinds.js';
 import { buildCompiledWorker, productionNodeFlags } from './mass-import/compiled-worker.js';
 import { PRODUCTS_CSV_HEADER, productsCsvLine } from './csv/products-file.js';
 

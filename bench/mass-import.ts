@@ -19,7 +19,7 @@ import { ensureBucket, LOCAL_S3_CREDENTIALS, startLocalS3, type LocalS3 } from '
 import { ensureSampleTree, sampleTreeLayout } from '../worker/dev/sample-tree.js';
 import { listObjectPages } from '../worker/audit/bucket-listing.js';
 import { createS3Client } from '../worker/storage/s3-client.js';
-import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
+import { MASS_IMPORT_KIND } from '../worker/handlers/kinds.js';
 import { ensureAwsCli, type AwsCli } from './mass-import/aws-cli.js';
 import { runMeasured } from './mass-import/measured-process.js';
 import { printMassImportResults, type ToolResult } from './mass-import/report.js';

@@ -24,12 +24,8 @@ import { createCloudWatchClient, jobMetricPoints, MetricsPublisher } from '../wo
 import { gaugePoints } from '../worker/ops/queue-gauges.js';
 import { readQueueGauges } from '../worker/queue/gauges.js';
 import type { JobFinishedEvent } from '../worker/runner/worker.js';
-import { BACKFILL_KIND } from '../worker/handlers/backfill.js';
-import { CSV_FINALIZE_KIND } from '../worker/handlers/csv-finalize.js';
-import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
+import { BACKFILL_KIND, CSV_FINALIZE_KIND, CSV_IMPORT_KIND, MASS_IMPORT_KIND, NOOP_KIND } from '../worker/handlers/kinds.js';
 import { bytesMetric, countMetric } from '../worker/handlers/metrics.js';
-import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
-import { NOOP_KIND } from '../worker/handlers/noop.js';
 import { cloudWatchSuccess, putMetricDataCalls, startRecordingEndpoint } from '../test/support/recording-endpoint.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));

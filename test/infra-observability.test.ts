@@ -16,8 +16,7 @@ import { GAUGES_TASK_COMMAND } from '../infra/gauges-schedule.js';
 import { readWorkerSettings, SettingsError } from '../infra/settings.js';
 import { COLLECTOR_CONTAINER_NAME, DEFAULT_COLLECTOR_IMAGE, XRAY_WRITE_ACTIONS } from '../infra/tracing.js';
 import { addWorkerStack } from '../infra/worker-app.js';
-import { CSV_IMPORT_KIND } from '../worker/handlers/csv-validate.js';
-import { MASS_IMPORT_KIND } from '../worker/handlers/mass-import.js';
+import { CSV_IMPORT_KIND, MASS_IMPORT_KIND } from '../worker/handlers/kinds.js';
 import { JOBS_FINISHED_METRIC, outcomeOf } from '../worker/ops/metrics.js';
 import { GAUGE_METRICS } from '../worker/ops/queue-gauges.js';
 import {

@@ -3,7 +3,7 @@
 // says when the run should start and finish.
 import { loadConfig, type QueueConfig } from './config.js';
 import { isPool, withTransaction, type Queryable } from './db/pool.js';
-import { defaultRegistry, type HandlerRegistry } from './handlers/registry.js';
+import type { HandlerRegistry } from './handlers/handler-registry.js';
 import { findBreach, lockAdmission, QueueLimitError } from './queue/admission.js';
 import { PermanentJobError } from './queue/errors.js';
 import { checkEnqueueRequest, enqueueJob, findActiveRun, type EnqueueRequest, type EnqueueResult } from './queue/enqueue.js';
@@ -57,7 +57,8 @@ export function runTenant(requestTenant: string | null, payload: unknown): strin
  */
 export async function submitJob(db: Queryable, request: EnqueueRequest, options: SubmitOptions = {}): Promise<SubmitResult> {
   checkEnqueueRequest(request);
-  const registry = options.registry ?? defaultRegistry();
+  // Loaded on first use: a caller that passes its own handlers does not load every kind's (handlers/registry.ts).
+  const registry = options.registry ?? (await import('./handlers/registry.js')).defaultRegistry();
   const handler = registry.require(request.kind);
   const payload = handler.parsePayload(request.payload ?? {});
   const tenantId = runTenant(request.tenantId ?? null, payload);

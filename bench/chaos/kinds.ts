@@ -4,11 +4,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { finalizeImport, submitJob } from '../../worker/api.js';
-import { BACKFILL_KIND } from '../../worker/handlers/backfill.js';
-import { CSV_FINALIZE_KIND } from '../../worker/handlers/csv-finalize.js';
-import { CSV_IMPORT_KIND } from '../../worker/handlers/csv-validate.js';
-import { MASS_IMPORT_KIND } from '../../worker/handlers/mass-import.js';
-import { NOOP_KIND } from '../../worker/handlers/noop.js';
+import { BACKFILL_KIND, CSV_FINALIZE_KIND, CSV_IMPORT_KIND, MASS_IMPORT_KIND, NOOP_KIND } from '../../worker/handlers/kinds.js';
 import { objectKeyFor } from '../../worker/imports/object-key.js';
 import { plantedFile, upload, type PlantedFile } from '../../test/fixtures/csv-products.js';
 import { contentOf, listObjects, makeTree, objectBytes, sha256, type TreeFile } from '../../test/support/mass-import-tree.js';

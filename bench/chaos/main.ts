@@ -8,8 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CSV_FINALIZE_KIND } from '../../worker/handlers/csv-finalize.js';
-import { CSV_IMPORT_KIND } from '../../worker/handlers/csv-validate.js';
+import { CSV_FINALIZE_KIND, CSV_IMPORT_KIND } from '../../worker/handlers/kinds.js';
 import { randomSeed } from './rng.js';
 import {
   FAULT_TYPES, formatTable, KINDS, runRound, startChaosEnvironment, type KindName, type RoundResult,

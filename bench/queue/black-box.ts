@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { makeWorkerUtils } from 'graphile-worker';
 import pg from 'pg';
 import { createPool } from '../../worker/db/pool.js';
-import { NOOP_KIND } from '../../worker/handlers/noop.js';
+import { NOOP_KIND } from '../../worker/handlers/kinds.js';
 import { enqueueJobs } from '../../worker/queue/enqueue.js';
 import { median } from '../support/median.js';
 import { withClient } from '../support/pg-client.js';

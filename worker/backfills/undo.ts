@@ -6,7 +6,7 @@
 // accepted. The migration behind it: 20261205000400_backfill_before_images.sql.
 import type { Pool } from '../db/pool.js';
 import { withTransaction } from '../db/pool.js';
-import { BACKFILL_KIND } from '../handlers/backfill.js';
+import { BACKFILL_KIND } from '../handlers/kinds.js';
 import { ACTIVE_STATES } from '../queue/types.js';
 import type { CompiledBackfill } from './compile.js';
 

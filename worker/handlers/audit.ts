@@ -5,6 +5,7 @@
 // The stack enqueues one every night (infra: the audit schedule); operators with `bulk-import audit start`.
 import { AUDIT_CHECK_GROUPS, runConsistencyAudit, type AuditCheckGroup } from '../audit/consistency-audit.js';
 import { PermanentJobError } from '../queue/errors.js';
+import { AUDIT_KIND } from './kinds.js';
 import { countMetric } from './metrics.js';
 import { PayloadReader } from './payload.js';
 import type { JobHandler } from './types.js';
@@ -22,9 +23,6 @@ const PAYLOAD_FIELDS = ['checks', 'tenant', 'batchSize', 'documentsPrefix', 'lis
 export const DEFAULT_AUDIT_BATCH_SIZE = 10_000;
 /** The metric (dimension Kind = audit) the on-call alarm reads: findings of one run. */
 export const AUDIT_FINDINGS_METRIC = 'AuditFindings';
-
-/** The kind `audit` runs as: the one place its name is written. */
-export const AUDIT_KIND = 'audit';
 
 export const auditHandler: JobHandler<AuditPayload> = {
   kind: AUDIT_KIND,

@@ -6,6 +6,7 @@ import { runDryRun } from '../backfills/dry-run.js';
 import { runFill } from '../backfills/fill-run.js';
 import { defaultBackfills, type BackfillRegistry } from '../backfills/registry.js';
 import { PermanentJobError } from '../queue/errors.js';
+import { BACKFILL_KIND } from './kinds.js';
 import { countMetric } from './metrics.js';
 import { PayloadReader } from './payload.js';
 import type { JobHandler, JobOutcome } from './types.js';
@@ -27,9 +28,6 @@ export interface BackfillPayload {
   /** Keep key + old value of every row written (backfill_before_images), restorable with `backfill undo`. */
   saveBeforeImage: boolean;
 }
-
-/** The kind `backfill` runs as: the one place its name is written. */
-export const BACKFILL_KIND = 'backfill';
 
 const PAYLOAD_FIELDS = ['name', 'tenant', 'batchSize', 'parallelism', 'dryRun', 'maxRows', 'sampleSize', 'saveBeforeImage'];
 const MAX_SAMPLE = 100;

@@ -6,10 +6,8 @@
 import { finalizeValidatedRun } from '../imports/csv/finalize-run.js';
 import { parseCsvImportPayload, type CsvImportPayload } from '../imports/csv/payload.js';
 import { listRowErrors, writeRowErrorsCsv } from '../imports/csv/row-errors.js';
+import { CSV_FINALIZE_KIND } from './kinds.js';
 import type { JobContext, JobHandler, JobOutcome } from './types.js';
-
-/** The kind of a CSV import's finalize phase (the same job, resumed): the one place its name is written. */
-export const CSV_FINALIZE_KIND = 'csv-finalize';
 
 async function run(context: JobContext<CsvImportPayload>): Promise<JobOutcome> {
   return finalizeValidatedRun(context, CSV_FINALIZE_KIND);

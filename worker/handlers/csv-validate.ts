@@ -16,12 +16,10 @@ import { listRowErrors, writeRowErrorsCsv } from '../imports/csv/row-errors.js';
 import { getCsvImportRun } from '../imports/csv/run-record.js';
 import { summaryOfRun, validateImport, type ValidationSummary } from '../imports/csv/validate-import.js';
 import { PermanentJobError } from '../queue/errors.js';
+import { CSV_IMPORT_KIND } from './kinds.js';
 import { countMetric } from './metrics.js';
 import { jobProgress } from './progress.js';
 import type { JobContext, JobHandler, JobOutcome } from './types.js';
-
-/** The kind of a CSV import's validation phase: the one place its name is written. */
-export const CSV_IMPORT_KIND = 'csv-import';
 
 /** Importing the same object with the same profile for the same tenant while a run of it is active reuses that run. */
 function csvImportDedupeKey(payload: CsvImportPayload, jobTenant: string | null): string {

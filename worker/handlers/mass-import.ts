@@ -18,6 +18,7 @@ import { normaliseSource, planTree, resolveSourceDirectory } from '../imports/ma
 import { ImportProgress } from '../imports/mass-import/import-progress.js';
 import { isValidPrefix, keyPrefixFor } from '../imports/object-key.js';
 import { isValidTenant, resolveTenant, TENANT_RULE } from '../imports/tenant.js';
+import { MASS_IMPORT_KIND } from './kinds.js';
 import { bytesMetric, countMetric } from './metrics.js';
 import { PayloadReader } from './payload.js';
 import { jobProgress } from './progress.js';
@@ -52,9 +53,6 @@ const SHUTDOWN_DRAIN_SHARE = 0.8;
 // nothing. A prefix is a few short segments. Both end up in the default dedupe key (at most 2,048 bytes).
 const MAX_SOURCE_BYTES = 1_024;
 const MAX_PREFIX_BYTES = 256;
-
-/** The kind `mass-import` runs as: the one place its name is written. */
-export const MASS_IMPORT_KIND = 'mass-import';
 
 function parsePayload(raw: Record<string, unknown>): MassImportPayload {
   const read = new PayloadReader(MASS_IMPORT_KIND, raw);

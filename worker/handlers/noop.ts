@@ -1,6 +1,7 @@
 // `noop`: sleeps and succeeds. Operators enqueue it as a smoke test after a deploy; benchmarks use it too.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PermanentJobError, TransientJobError } from '../queue/errors.js';
+import { NOOP_KIND } from './kinds.js';
 import { PayloadReader } from './payload.js';
 import type { JobHandler } from './types.js';
 
@@ -9,9 +10,6 @@ export interface NoopPayload {
   /** For tests of the failure paths: fail with this class of error instead of succeeding. */
   fail?: 'transient' | 'permanent' | undefined;
 }
-
-/** The kind `noop` runs as: the one place its name is written. */
-export const NOOP_KIND = 'noop';
 
 export const noopHandler: JobHandler<NoopPayload> = {
   kind: NOOP_KIND,

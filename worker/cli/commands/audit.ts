@@ -10,7 +10,7 @@ import { repairMissingReferences } from '../../audit/reference-repair.js';
 import { csvFieldFor } from '../../imports/csv/row-errors.js';
 import { auditDocuments, type AuditProgress, type AuditReport } from '../../audit/documents-audit.js';
 import { requireBucket } from '../../config.js';
-import { AUDIT_KIND } from '../../handlers/audit.js';
+import { AUDIT_KIND } from '../../handlers/kinds.js';
 import { listJobs } from '../../queue/operator.js';
 import { createS3Client } from '../../storage/s3-client.js';
 import { withDatabase } from '../context.js';

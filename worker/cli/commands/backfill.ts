@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { defaultBackfills } from '../../backfills/registry.js';
 import { countRows } from '../../backfills/statements.js';
 import { countBeforeImages, discardBeforeImages, undoBackfill, type BeforeImageScope } from '../../backfills/undo.js';
-import { BACKFILL_KIND } from '../../handlers/backfill.js';
+import { BACKFILL_KIND } from '../../handlers/kinds.js';
 import { listJobs } from '../../queue/operator.js';
 import type { JobRow } from '../../queue/types.js';
 import { withDatabase } from '../context.js';

@@ -1,7 +1,7 @@
 // `bulk-import items <id>`: the files of a mass-import run, one line each, with their state and error.
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import { MASS_IMPORT_KIND } from '../../handlers/mass-import.js';
+import { MASS_IMPORT_KIND } from '../../handlers/kinds.js';
 import { ITEM_STATES, listItems, type ItemState } from '../../imports/mass-import/items-table.js';
 import { requireJob } from '../../queue/operator.js';
 import { withDatabase } from '../context.js';

@@ -2,7 +2,7 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { submitRun } from '../../actions/run-actions.js';
 import { runTenant } from '../../api.js';
-import { CSV_IMPORT_KIND } from '../../handlers/csv-validate.js';
+import { CSV_IMPORT_KIND } from '../../handlers/kinds.js';
 import { parseCsvImportPayload } from '../../imports/csv/payload.js';
 import { estimateJson, estimateRun } from '../../queue/estimate.js';
 import { checkEnqueueRequest, type EnqueueRequest } from '../../queue/enqueue.js';

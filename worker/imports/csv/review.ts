@@ -2,8 +2,7 @@
 // finalize resumes the parked run as `csv-finalize` (same job id), reject ends it without writing and discards what
 // validation recorded for finalize (the batch ledger; the row errors stay for `errors <id>`).
 import { withTransaction, type Pool } from '../../db/pool.js';
-import { CSV_FINALIZE_KIND } from '../../handlers/csv-finalize.js';
-import { CSV_IMPORT_KIND } from '../../handlers/csv-validate.js';
+import { CSV_FINALIZE_KIND, CSV_IMPORT_KIND } from '../../handlers/kinds.js';
 import { endParkedJob, InvalidTransitionError, requireJob, resumeParkedJob } from '../../queue/operator.js';
 import type { JobRow } from '../../queue/types.js';
 import { RowRanges } from './row-ranges.js';

@@ -1,6 +1,6 @@
 // GET /admin/runs/{id}/files: a mass import's files — found, imported, skipped, failed, pending, with their bytes — and
 // the failed files with their reasons, paged by item number (keyset, like GET /v1/jobs/{id}/items).
-import { MASS_IMPORT_KIND } from '../../../handlers/mass-import.js';
+import { MASS_IMPORT_KIND } from '../../../handlers/kinds.js';
 import { itemTotals, listItemsAfter, type ItemRow } from '../../../imports/mass-import/items-table.js';
 import type { ApiDependencies } from '../../server.js';
 import { formatBytes, formatCount, timeCell } from '../format.js';

@@ -4,8 +4,7 @@
 // worker/actions/run-actions.ts, so it is recorded in the run's history with the key's name.
 import { cancelRun, finalizeRun, rejectRun, replayDead, requeueRun, resolveRun, type Actor } from '../../../actions/run-actions.js';
 import type { Pool } from '../../../db/pool.js';
-import { CSV_FINALIZE_KIND } from '../../../handlers/csv-finalize.js';
-import { CSV_IMPORT_KIND } from '../../../handlers/csv-validate.js';
+import { CSV_FINALIZE_KIND, CSV_IMPORT_KIND } from '../../../handlers/kinds.js';
 import type { JobRow } from '../../../queue/types.js';
 
 /** The kinds of a CSV import run: validation (then review) and finalize, under one job id. */

@@ -1,6 +1,6 @@
 // GET /admin/runs/{id}: everything the run record holds (the API's GET /v1/jobs/{id}), the live progress bar, the
 // structured last error, the history of actions, and the actions that fit the run's state and the viewer's role.
-import { MASS_IMPORT_KIND } from '../../../handlers/mass-import.js';
+import { MASS_IMPORT_KIND } from '../../../handlers/kinds.js';
 import { getCsvImportRun } from '../../../imports/csv/run-record.js';
 import type { RunRecord } from '../../../queue/job-actions.js';
 import type { ApiDependencies } from '../../server.js';
