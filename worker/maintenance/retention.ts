@@ -1,9 +1,10 @@
 // Retention: deletes finished runs older than RETENTION_DAYS in small batches, so the jobs table and its indexes
-// stay small and the claim stays fast (a bloated queue table is a known way peer queues slow down).
+// stay small and the claim stays fast (a bloated queue table is a known way peer queues slow down). Each round ends
+// by refreshing the statistics of `jobs` as a whole when they are stale: autovacuum never analyzes a partitioned table.
 import type { DatabaseStatusSink, Pool } from '../db/pool.js';
 import type { Logger } from '../logger.js';
 import { retryWhenRowMoved } from '../db/row-moved.js';
-import { deleteExpiredJobs } from '../queue/maintenance.js';
+import { analyzeJobsIfStale, deleteExpiredJobs } from '../queue/maintenance.js';
 import { PeriodicService, runBatches } from './periodic-service.js';
 
 export function createRetention(
@@ -26,6 +27,15 @@ export function createRetention(
         retryWhenRowMoved(() => deleteExpiredJobs(pool, retentionDays, batchSize)),
       );
       if (total > 0) log.info({ deleted: total, retention_days: retentionDays, more }, 'deleted finished jobs past retention');
+      if (!more) {
+        const statistics = await analyzeJobsIfStale(pool);
+        if (statistics.analyzed) {
+          log.info(
+            { reason: statistics.analyzed, partition_rows: statistics.partitionRows, rows_at_last_analyze: statistics.parentRows },
+            'analyzed the jobs table as a whole',
+          );
+        }
+      }
       return more;
     },
     log,

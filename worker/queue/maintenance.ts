@@ -1,4 +1,4 @@
-// Maintenance statements: rescue of expired leases and retention of finished runs.
+// Maintenance statements: rescue of expired leases, retention and archiving of finished runs, statistics of `jobs`.
 import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
 import { JOBS_READY_CHANNEL } from './channels.js';
 import { TERMINAL_STATES } from './types.js';
@@ -136,4 +136,53 @@ export async function archiveFinishedRuns(
     [afterSeconds, batchSize, [...TERMINAL_STATES], retentionDays],
   );
   return rowCount ?? 0;
+}
+
+/** Statistics of `jobs` as a whole older than this are refreshed even when its size barely changed. */
+export const JOBS_STATISTICS_MAX_AGE_HOURS = 24;
+/** pg_try_advisory_xact_lock key: one worker of the fleet analyzes at a time, the others skip. */
+const ANALYZE_LOCK = `hashtextextended('bulk-import-worker/analyze-jobs', 0)`;
+
+export interface JobsStatistics {
+  /** Why `jobs` was analyzed, or null when its statistics were fresh or another worker held the lock. */
+  analyzed: 'never' | 'rows' | 'age' | null;
+  /** Rows the partitions hold (their own estimates) and rows `jobs` had when it was last analyzed. */
+  partitionRows: number;
+  parentRows: number;
+}
+
+/** Why the statistics of `jobs` need refreshing (see analyzeJobsIfStale), or null when they are fresh. */
+export function jobsStatisticsStaleness(state: { partitionRows: number; parentRows: number; hoursSinceAnalyze: number | null }): JobsStatistics['analyzed'] {
+  if (state.hoursSinceAnalyze === null) return 'never';
+  if (Math.abs(state.partitionRows - state.parentRows) > 50 + 0.1 * state.parentRows) return 'rows';
+  return state.hoursSinceAnalyze >= JOBS_STATISTICS_MAX_AGE_HOURS ? 'age' : null;
+}
+
+/**
+ * Analyzes the partitioned `jobs` table itself when its statistics are stale. Autovacuum analyzes the partitions
+ * (jobs_live, jobs_archive) but never a partitioned table, and the planner uses the parent's own statistics for the
+ * estimates above the partitions' scans (a join or aggregate over runs of both partitions); the migration that split
+ * the table analyzed it once. Stale means never analyzed (or the statistics were lost with a failover), a row count
+ * that moved by more than autovacuum's default for a table (50 rows + 10 %) since, or older than
+ * JOBS_STATISTICS_MAX_AGE_HOURS: retention deleting what arrives keeps the count flat while the timestamps move on.
+ * `ANALYZE ONLY` (Postgres 18) leaves the partitions to autovacuum; before 18 the partitions are sampled again too.
+ */
+export async function analyzeJobsIfStale(pool: Pool): Promise<JobsStatistics> {
+  return withTransaction(pool, async (client) => {
+    const { rows } = await client.query<{ locked: boolean; partition_rows: number; parent_rows: number; hours: number | null; only: boolean }>(
+      `SELECT pg_try_advisory_xact_lock(${ANALYZE_LOCK}) AS locked,
+         (SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = 'jobs'::regclass) AS partition_rows,
+         greatest(p.reltuples, 0)::float8 AS parent_rows,
+         extract(epoch FROM now() - s.last_analyze)::float8 / 3600 AS hours,
+         current_setting('server_version_num')::int >= 180000 AS only
+       FROM pg_class p LEFT JOIN pg_stat_all_tables s ON s.relid = p.oid WHERE p.oid = 'jobs'::regclass`,
+    );
+    const row = rows[0]!;
+    const counts = { partitionRows: row.partition_rows, parentRows: row.parent_rows };
+    const analyzed = jobsStatisticsStaleness({ ...counts, hoursSinceAnalyze: row.hours });
+    if (!row.locked || analyzed === null) return { analyzed: null, ...counts };
+    await client.query(`ANALYZE ${row.only ? 'ONLY ' : ''}jobs`);
+    return { analyzed, ...counts };
+  });
 }

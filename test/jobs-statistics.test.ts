@@ -1,0 +1,86 @@
+// Statistics of the partitioned `jobs` table (queue/maintenance.ts, analyzeJobsIfStale): autovacuum analyzes its
+// partitions but never the table itself, so retention's rounds refresh them when stale; one worker of a fleet at a time.
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { createRetention } from '../worker/maintenance/retention.js';
+import { analyzeJobsIfStale, JOBS_STATISTICS_MAX_AGE_HOURS, jobsStatisticsStaleness } from '../worker/queue/maintenance.js';
+import { useTestEnvironment } from './harness.js';
+import { silentLog } from './support/in-process-worker.js';
+
+const env = useTestEnvironment();
+
+/** `jobs`' own row estimate and whether Postgres holds statistics of its columns. */
+async function parentStatistics(): Promise<{ rows: number; columns: number }> {
+  const { rows } = await env.pool.query<{ rows: number; columns: number }>(
+    `SELECT reltuples::float8 AS rows, (SELECT count(*)::int FROM pg_statistic WHERE starelid = 'jobs'::regclass) AS columns
+     FROM pg_class WHERE oid = 'jobs'::regclass`,
+  );
+  return rows[0]!;
+}
+
+/** `count` runs that finished `daysAgo` days ago; the partitions are analyzed as autovacuum would. */
+async function seedFinished(count: number, daysAgo: number): Promise<void> {
+  await env.pool.query(
+    `INSERT INTO jobs (kind, payload, state, attempts, finished_at, created_at)
+     SELECT 'noop', '{}', 'succeeded', 1, now() - $2 * interval '1 day', now() - $2 * interval '1 day' FROM generate_series(1, $1)`,
+    [count, daysAgo],
+  );
+  await env.pool.query('ANALYZE jobs_live, jobs_archive');
+}
+
+describe('statistics of the jobs table as a whole', () => {
+  it('analyzes jobs once its row count moved past 50 + 10 %, then leaves fresh statistics alone', async () => {
+    await env.pool.query('ANALYZE jobs');
+    expect(await analyzeJobsIfStale(env.pool)).toEqual({ analyzed: null, partitionRows: 0, parentRows: 0 });
+    await seedFinished(40, 1);
+    // 40 rows more than at the last analyze: under the threshold.
+    expect((await analyzeJobsIfStale(env.pool)).analyzed).toBeNull();
+    expect((await parentStatistics()).rows).toBe(0);
+
+    await seedFinished(1_960, 1);
+    expect(await analyzeJobsIfStale(env.pool)).toEqual({ analyzed: 'rows', partitionRows: 2_000, parentRows: 0 });
+    const after = await parentStatistics();
+    expect(after.rows).toBe(2_000);
+    expect(after.columns).toBeGreaterThan(10);
+    expect((await analyzeJobsIfStale(env.pool)).analyzed).toBeNull();
+  });
+
+  it('a retention round that deletes most of the table refreshes them', async () => {
+    await env.pool.query('TRUNCATE jobs CASCADE');
+    await seedFinished(1_000, 40);
+    await seedFinished(100, 1);
+    await env.pool.query('ANALYZE jobs');
+    expect((await parentStatistics()).rows).toBe(1_100);
+    const retention = createRetention(env.pool, 30, 3_600_000, silentLog, { batchSize: 500, batchesPerRound: 10 });
+    expect(await retention.runOnce()).toBe(false);
+    // Autovacuum would have analyzed the partition after such a delete; the round that follows analyzes the parent.
+    await env.pool.query('ANALYZE jobs_live, jobs_archive');
+    expect(await retention.runOnce()).toBe(false);
+    expect((await parentStatistics()).rows).toBe(100);
+  });
+
+  it('statistics never taken (or lost with a failover) are taken; a worker skips while another one analyzes', async () => {
+    await env.pool.query(`SELECT pg_stat_reset_single_table_counters('jobs'::regclass)`);
+    const other = new pg.Client({ connectionString: env.databaseUrl });
+    await other.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query(`SELECT pg_advisory_xact_lock(hashtextextended('bulk-import-worker/analyze-jobs', 0))`);
+      expect((await analyzeJobsIfStale(env.pool)).analyzed).toBeNull();
+      await other.query('COMMIT');
+    } finally {
+      await other.end();
+    }
+    expect((await analyzeJobsIfStale(env.pool)).analyzed).toBe('never');
+    expect((await analyzeJobsIfStale(env.pool)).analyzed).toBeNull();
+  });
+
+  it('statistics a day old are refreshed even when the row count held still', () => {
+    const counts = { partitionRows: 100_000, parentRows: 100_000 };
+    expect(jobsStatisticsStaleness({ ...counts, hoursSinceAnalyze: JOBS_STATISTICS_MAX_AGE_HOURS - 0.1 })).toBeNull();
+    expect(jobsStatisticsStaleness({ ...counts, hoursSinceAnalyze: JOBS_STATISTICS_MAX_AGE_HOURS })).toBe('age');
+    expect(jobsStatisticsStaleness({ partitionRows: 110_051, parentRows: 100_000, hoursSinceAnalyze: 1 })).toBe('rows');
+    expect(jobsStatisticsStaleness({ partitionRows: 89_949, parentRows: 100_000, hoursSinceAnalyze: 1 })).toBe('rows');
+    expect(jobsStatisticsStaleness({ partitionRows: 110_050, parentRows: 100_000, hoursSinceAnalyze: 1 })).toBeNull();
+  });
+});
