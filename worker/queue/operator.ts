@@ -105,6 +105,16 @@ const SUMMARY_COLUMNS = `id, kind, tenant_id, state, attempts, max_attempts, pro
  * to 10 × 4 × 6 = 240 (no state filter, the empty set or one state; by tenant or not; paged or not; six limits).
  */
 export function jobsPageQuery(filter: JobPageFilter): { name: string | undefined; text: string; values: unknown[] } {
+  const page = pageStatement(filter);
+  return {
+    name: page.name === undefined ? undefined : `bulk-import-jobs-page(${page.name})`,
+    text: `SELECT ${SUMMARY_COLUMNS} FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}`,
+    values: page.values,
+  };
+}
+
+/** The parts of a page's statement: the filters as a WHERE clause and its values, the limit, the name's filters. */
+function pageStatement(filter: JobPageFilter): { name: string | undefined; where: string; values: unknown[]; limit: number } {
   const conditions: string[] = [];
   const values: unknown[] = [];
   const where = (condition: (param: string) => string, value: unknown) => {
@@ -141,12 +151,7 @@ export function jobsPageQuery(filter: JobPageFilter): { name: string | undefined
     ...(filter.beforeId === undefined ? [] : ['b']),
     `n=${limit}`,
   ];
-  return {
-    name: frequent ? `bulk-import-jobs-page(${name.join(',')})` : undefined,
-    text: `SELECT ${SUMMARY_COLUMNS} FROM jobs ${conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : ''}
-     ORDER BY id DESC LIMIT ${limit}`,
-    values,
-  };
+  return { name: frequent ? name.join(',') : undefined, where: conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '', values, limit };
 }
 
 /**
@@ -164,7 +169,11 @@ function preparedPageLimit(limit: number): number {
 /** The page jobsPageQuery describes, read. */
 export async function listJobsPage(db: Queryable, filter: JobPageFilter): Promise<JobSummaryRow[]> {
   const { rows } = await db.query(jobsPageQuery(filter));
-  return rows.slice(0, filter.limit).map((row) => ({
+  return rows.slice(0, filter.limit).map(toSummaryRow);
+}
+
+function toSummaryRow(row: Record<string, unknown>): JobSummaryRow {
+  return {
     id: row.id as number,
     kind: row.kind as string,
     tenantId: row.tenant_id as string | null,
@@ -177,7 +186,47 @@ export async function listJobsPage(db: Queryable, filter: JobPageFilter): Promis
     startedAt: row.started_at as Date | null,
     finishedAt: row.finished_at as Date | null,
     updatedAt: row.updated_at as Date,
-  }));
+  };
+}
+
+/** A run of a versioned page: `id:xmin` of its row, and its columns unless the caller said it knew that version. */
+export interface VersionedSummary {
+  id: number;
+  version: string;
+  row: JobSummaryRow | null;
+}
+
+const SUMMARY_REST = SUMMARY_COLUMNS.split(',').map((column) => column.trim()).filter((column) => column !== 'id');
+
+/**
+ * The page of jobsPageQuery with each run's row version, and the rest of its columns only for runs whose version is
+ * not among `known` (`id:xmin` strings). `xmin` is the transaction that wrote the row's current version: every update
+ * of a run writes a new one, and so does the archiver's move to the other partition, so a run whose version a caller
+ * holds is unchanged since. The page is chosen and ordered exactly as jobsPageQuery's; the known versions only spare
+ * sending (and parsing) columns the caller already has. One statement: a page of runs nobody holds costs one trip.
+ */
+export function versionedJobsPageQuery(filter: JobPageFilter, known: readonly string[]): { name: string | undefined; text: string; values: unknown[] } {
+  const page = pageStatement(filter);
+  return {
+    name: page.name === undefined ? undefined : `bulk-import-jobs-pagev(${page.name})`,
+    text: `SELECT page.id, page.xmin::text AS version, fresh.* FROM (
+       SELECT xmin, ${SUMMARY_COLUMNS} FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}) page
+     LEFT JOIN LATERAL (SELECT ${SUMMARY_REST.map((column) => `page.${column}`).join(', ')}
+       WHERE NOT (page.id || ':' || page.xmin) = ANY($${page.values.length + 1}::text[])) fresh ON true
+     ORDER BY page.id DESC`,
+    values: [...page.values, known],
+  };
+}
+
+/** The page versionedJobsPageQuery describes, read: `row` is null for the runs whose version was known. */
+export async function listVersionedJobsPage(db: Queryable, filter: JobPageFilter, known: readonly string[]): Promise<VersionedSummary[]> {
+  const { rows } = await db.query(versionedJobsPageQuery(filter, known));
+  return rows.slice(0, filter.limit).map((row) => {
+    const id = row.id as number;
+    const version = `${id}:${row.version as string}`;
+    // `kind` is never null in a row that was sent: a null one is a row whose version the caller knows.
+    return { id, version, row: row.kind === null ? null : toSummaryRow(row) };
+  });
 }
 
 export interface CancelResult {

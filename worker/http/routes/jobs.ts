@@ -7,13 +7,13 @@ import { parseCsvImportPayload } from '../../imports/csv/payload.js';
 import { estimateJson, estimateRun } from '../../queue/estimate.js';
 import { checkEnqueueRequest, type EnqueueRequest } from '../../queue/enqueue.js';
 import { getRunRecord } from '../../queue/job-actions.js';
-import { listJobsPage } from '../../queue/operator.js';
 import { JOB_STATES, type JobState } from '../../queue/types.js';
 import { measureCsvUpload } from '../csv-upload.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { ApiError, jobNotFound } from '../errors.js';
-import { CURSOR, ERROR_RESPONSES, JOB_ID_PARAMS, limitParam } from '../schemas.js';
+import { CURSOR, ERROR_RESPONSES, JOB_ID_PARAMS, JOB_SUMMARY_SCHEMA, limitParam } from '../schemas.js';
 import { actorOf, keyOf, tenantScope, type ApiDependencies } from '../server.js';
+import { SummaryRenderings } from '../summary-renderings.js';
 import { jobDetailView, jobSummaryView } from '../views.js';
 
 /** Kinds a tenant key may submit: a CSV import reads only its tenant's uploads. Mass imports read the shared campaign
@@ -91,6 +91,8 @@ async function csvUploadSize(deps: ApiDependencies, log: FastifyBaseLogger, body
 }
 
 export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): void {
+  // Each run's summary is rendered once per version of its row (summary-renderings.ts).
+  const summaries = new SummaryRenderings();
   app.get<{ Querystring: ListQuery }>(
     '/v1/jobs',
     {
@@ -104,23 +106,29 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
         },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const query = request.query;
       const scope = tenantScope(request);
       // A tenant key asking for another tenant's runs sees none, as if that tenant had none.
       if (scope !== null && query.tenant !== undefined && query.tenant !== scope) return { jobs: [], next: null };
       const before = query.cursor ? (decodeCursor(query.cursor, { id: 'integer' }).id as number) : undefined;
-      const jobs = await listJobsPage(deps.pool, {
-        states: query.state,
-        kinds: query.kind,
-        tenantId: scope ?? query.tenant ?? null,
-        since: queryTime(query.since, 'since'),
-        until: queryTime(query.until, 'until'),
-        beforeId: before,
-        limit: query.limit,
-      });
-      const last = jobs[jobs.length - 1];
-      return { jobs: jobs.map(jobSummaryView), next: jobs.length === query.limit && last ? encodeCursor({ id: last.id }) : null };
+      // The summaries are JSON already, written with the schema the page's own serializer uses for them.
+      const summaryJson = reply.compileSerializationSchema(JOB_SUMMARY_SCHEMA);
+      const page = await summaries.page(
+        deps.pool,
+        {
+          states: query.state,
+          kinds: query.kind,
+          tenantId: scope ?? query.tenant ?? null,
+          since: queryTime(query.since, 'since'),
+          until: queryTime(query.until, 'until'),
+          beforeId: before,
+          limit: query.limit,
+        },
+        (run) => summaryJson(jobSummaryView(run)),
+      );
+      const next = page.runs.length === query.limit && page.lastId !== undefined ? JSON.stringify(encodeCursor({ id: page.lastId })) : 'null';
+      return reply.type('application/json; charset=utf-8').send(`{"jobs":[${page.runs.join(',')}],"next":${next}}`);
     },
   );
 

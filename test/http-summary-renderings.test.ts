@@ -1,0 +1,120 @@
+// Listings rendered once per version of each run (worker/http/summary-renderings.ts, versionedJobsPageQuery): a page
+// built from kept renderings is the page rendered afresh; a run changed in any way (state, progress, the archiver's
+// move) is rendered again; running runs never come from the keep; the keep is bounded; over HTTP a polled listing
+// answers the same bytes as the first time.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { SummaryRenderings } from '../worker/http/summary-renderings.js';
+import { jobSummaryView } from '../worker/http/views.js';
+import { listJobsPage, listVersionedJobsPage, type JobPageFilter, type JobSummaryRow } from '../worker/queue/operator.js';
+import { useTestEnvironment } from './harness.js';
+import { makeKey, startTestApi } from './support/api-server.js';
+
+const env = useTestEnvironment();
+const render = (run: JobSummaryRow) => JSON.stringify(jobSummaryView(run));
+/** The page as it is without any kept rendering. */
+const fresh = async (filter: JobPageFilter) => (await listJobsPage(env.pool, filter)).map(render);
+
+beforeAll(async () => {
+  // 30 runs of two tenants: finished, failed with an error, queued, and running ones whose rate and ETA the handler
+  // gives (so their rendering does not depend on the time it is made, and pages can be compared).
+  await env.pool.query(
+    `INSERT INTO jobs (kind, tenant_id, payload, state, attempts, progress, last_error, started_at, finished_at, lease_owner, lease_expires_at)
+     SELECT 'noop', CASE WHEN g % 2 = 0 THEN 't1' ELSE 't2' END, '{}', s.state, 1,
+       jsonb_build_object('done', g, 'total', 100, 'rate', 2.5, 'etaSeconds', 40),
+       CASE WHEN s.state = 'failed' THEN jsonb_build_object('code', 'X', 'message', 'failed <b>' || g, 'class', 'permanent') END,
+       now() - interval '1 minute', CASE WHEN s.state IN ('succeeded', 'failed') THEN now() END,
+       CASE WHEN s.state = 'running' THEN 'w1' END, CASE WHEN s.state = 'running' THEN now() + interval '1 hour' END
+     FROM generate_series(1, 30) g, LATERAL (SELECT (ARRAY['succeeded', 'failed', 'queued', 'running'])[1 + g % 4] AS state) s`,
+  );
+});
+
+describe('summary renderings', () => {
+  it('a page of kept renderings is the page rendered afresh, for every kind of listing', async () => {
+    const { rows } = await env.pool.query<{ id: number }>(`SELECT id FROM jobs ORDER BY id LIMIT 1 OFFSET 20`);
+    const filters: JobPageFilter[] = [
+      { limit: 50 },
+      { states: ['failed'], limit: 20 },
+      { tenantId: 't1', limit: 10 },
+      { states: ['succeeded', 'queued'], kinds: ['noop'], limit: 7 },
+      { beforeId: Number(rows[0]!.id), limit: 10 },
+    ];
+    const renderings = new SummaryRenderings();
+    for (const filter of filters) {
+      const expected = await fresh(filter);
+      const first = await renderings.page(env.pool, filter, render);
+      expect(first.runs).toEqual(expected);
+      expect(first).toMatchObject({ rendered: expected.length, reused: 0 });
+      const second = await renderings.page(env.pool, filter, render);
+      expect(second.runs).toEqual(expected);
+      const running = expected.filter((json) => JSON.parse(json).state === 'running').length;
+      expect(second).toMatchObject({ rendered: running, reused: expected.length - running });
+      expect(second.lastId).toBe(JSON.parse(expected.at(-1)!).id);
+    }
+  });
+
+  it('the database leaves out the columns of the versions a page holds, and only those', async () => {
+    const filter: JobPageFilter = { states: ['succeeded'], limit: 5 };
+    const full = await listVersionedJobsPage(env.pool, filter, []);
+    expect(full.every((run) => run.row !== null)).toBe(true);
+    const known = [full[1]!.version, full[3]!.version, '999999:1'];
+    const partial = await listVersionedJobsPage(env.pool, filter, known);
+    expect(partial.map((run) => run.version)).toEqual(full.map((run) => run.version));
+    expect(partial.map((run) => run.row === null)).toEqual([false, true, false, true, false]);
+  });
+
+  it('a run changed in any way since it was kept is rendered again', async () => {
+    const filter: JobPageFilter = { tenantId: 't2', limit: 50 };
+    const renderings = new SummaryRenderings();
+    await renderings.page(env.pool, filter, render);
+    const { rows } = await env.pool.query<{ id: number }>(`SELECT id FROM jobs WHERE tenant_id = 't2' AND state = 'failed' ORDER BY id LIMIT 3`);
+    const [failed, progressed, archived] = rows.map((row) => Number(row.id)) as [number, number, number];
+    await env.pool.query(`UPDATE jobs SET state = 'queued', finished_at = NULL, last_error = NULL WHERE id = $1`, [failed]);
+    await env.pool.query(`UPDATE jobs SET progress = progress || '{"phase": "retried"}' WHERE id = $1`, [progressed]);
+    // The archiver's move: the same values in the other partition, a new row version.
+    await env.pool.query(`UPDATE jobs SET archived = true WHERE id = $1`, [archived]);
+    const expected = await fresh(filter);
+    const after = await renderings.page(env.pool, filter, render);
+    expect(after.runs).toEqual(expected);
+    const running = expected.filter((json) => JSON.parse(json).state === 'running').length;
+    expect(after.rendered).toBe(running + 3);
+    const byId = new Map(after.runs.map((json) => [JSON.parse(json).id as number, JSON.parse(json)]));
+    expect(byId.get(failed)).toMatchObject({ state: 'queued', lastError: null });
+    expect(byId.get(progressed).progress.phase).toBe('retried');
+  });
+
+  it('keeps at most its bound, least recently used dropped first; pages stay whole', async () => {
+    const filter: JobPageFilter = { states: ['succeeded', 'failed'], limit: 12 };
+    const renderings = new SummaryRenderings({ maxRenderings: 5 });
+    const expected = await fresh(filter);
+    expect(expected).toHaveLength(12);
+    await renderings.page(env.pool, filter, render);
+    expect(renderings.size).toBe(5);
+    const second = await renderings.page(env.pool, filter, render);
+    expect(second.runs).toEqual(expected);
+    expect(second).toMatchObject({ reused: 5, rendered: 7 });
+    expect(renderings.size).toBe(5);
+  });
+
+  it('over HTTP a polled listing answers the bytes of the first answer, as the route rendered them before', async () => {
+    const api = await startTestApi(env);
+    try {
+      const key = await makeKey(env, 'renderings-ops', 'operator');
+      const tenant = await makeKey(env, 'renderings-t1', 'tenant', 't1');
+      for (const [path, caller, filter] of [
+        ['/v1/jobs?state=failed&state=succeeded&limit=10', key, { states: ['failed', 'succeeded'], limit: 10 }],
+        ['/v1/jobs?limit=4', tenant, { tenantId: 't1', limit: 4 }],
+      ] as const) {
+        const first = await fetch(`${api.url}${path}`, { headers: { authorization: `Bearer ${caller}` } });
+        expect(first.headers.get('content-type')).toBe('application/json; charset=utf-8');
+        const body = await first.text();
+        const second = await (await fetch(`${api.url}${path}`, { headers: { authorization: `Bearer ${caller}` } })).text();
+        expect(second).toBe(body);
+        const page = JSON.parse(body) as { jobs: unknown[]; next: string | null };
+        expect(page.jobs).toEqual((await fresh(filter as JobPageFilter)).map((json) => JSON.parse(json)));
+        expect(page.next).toEqual(expect.any(String));
+      }
+    } finally {
+      await api.close();
+    }
+  });
+});
