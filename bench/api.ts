@@ -6,6 +6,8 @@
 //   list   GET /v1/jobs?state=failed            (operator key: newest failed runs, first page of 50)
 //   tenant GET /v1/jobs?state=succeeded          (tenant key: its tenant's runs only)
 //   page   GET /v1/jobs?state=succeeded&cursor=… (operator, a page deep in the history)
+//   cold   GET /v1/jobs?state=succeeded&cursor=<random> (operator, a page nobody asked for before: list, tenant and
+//          page are polled listings, whose unchanged runs the server has rendered already; see summary-renderings.ts)
 //   detail GET /v1/jobs/{random id}
 //   errors GET /v1/jobs/{csv}/errors?limit=100&cursor=… (a page of row errors at a random position)
 // For each it prints requests/s, p50/p99 latency and the CPU time per request of the server, Postgres and the load
@@ -416,7 +418,8 @@ async function main(): Promise<void> {
     const { csvJob, maxId } = await seed(db);
     const operator = (await createApiKey(db, { name: 'bench-ops', role: 'operator' })).key;
     const tenant = (await createApiKey(db, { name: 'bench-t7', role: 'tenant', tenantId: 't7' })).key;
-    const deep = Buffer.from(JSON.stringify({ id: Math.floor(maxId / 3) })).toString('base64url');
+    const idCursor = (id: number) => Buffer.from(JSON.stringify({ id })).toString('base64url');
+    const deep = idCursor(Math.floor(maxId / 3));
     if (args.explain) {
       await explain(db, csvJob, maxId);
       await db.end();
@@ -432,6 +435,7 @@ async function main(): Promise<void> {
       ['list', 'GET /v1/jobs?state=failed (operator)', operator, () => '/v1/jobs?state=failed'],
       ['tenant', 'GET /v1/jobs?state=succeeded (tenant key)', tenant, () => '/v1/jobs?state=succeeded'],
       ['page', 'GET /v1/jobs?state=succeeded&cursor=<id/3>', operator, () => `/v1/jobs?state=succeeded&cursor=${deep}`],
+      ['cold', 'GET /v1/jobs?state=succeeded&cursor=<random>', operator, () => `/v1/jobs?state=succeeded&cursor=${idCursor(random(maxId))}`],
       ['detail', 'GET /v1/jobs/{id}', operator, () => `/v1/jobs/${random(maxId)}`],
       [
         'errors',
