@@ -43,5 +43,8 @@ process.exitCode = await main(process.argv);
 await stopTracing();
 // A command is done when its action returns, and the process ends then, not when nothing is left on the event loop:
 // a worker's handler still running after the shutdown grace (its lease released, its writes fenced), an S3 retry's
-// timer or a keep-alive socket would otherwise keep a stopped worker alive until ECS kills it.
+// timer or a keep-alive socket would otherwise keep a stopped worker alive until ECS kills it. What the command wrote
+// to stdout and stderr goes out first: into a pipe (`errors --csv | gzip`) those writes are asynchronous, and an exit
+// would drop what the pipe had not taken yet.
+await Promise.all([process.stdout, process.stderr].map((stream) => new Promise<void>((resolve) => stream.write('', () => resolve()))));
 process.exit();
