@@ -46,7 +46,7 @@ describe('summary renderings', () => {
       const first = await renderings.page(env.pool, filter, render);
       expect(first.runs).toEqual(expected);
       expect(first).toMatchObject({ rendered: expected.length, reused: 0 });
-      expect(renderings.size).toBe(before);
+      expect(renderings.size).toEqual(before);
       const second = await renderings.page(env.pool, filter, render);
       expect(second.runs).toEqual(expected);
       const running = expected.filter((json) => JSON.parse(json).state === 'running').length;
@@ -59,12 +59,24 @@ describe('summary renderings', () => {
 
   it('the database leaves out the columns of the versions a page holds, and only those', async () => {
     const filter: JobPageFilter = { states: ['succeeded'], limit: 5 };
-    const full = await listVersionedJobsPage(env.pool, filter, []);
+    const full = await listVersionedJobsPage(env.pool, filter, new Map());
     expect(full.every((run) => run.row !== null)).toBe(true);
-    const known = [full[1]!.version, full[3]!.version, '999999:1'];
+    // Two versions held, one stale version of a run on the page, one run not on it.
+    const known = new Map([
+      [full[1]!.id, full[1]!.version],
+      [full[3]!.id, full[3]!.version],
+      [full[4]!.id, `${full[4]!.version.split(':')[0]}:1`],
+      [999_999, '1:1'],
+    ]);
     const partial = await listVersionedJobsPage(env.pool, filter, known);
     expect(partial.map((run) => run.version)).toEqual(full.map((run) => run.version));
     expect(partial.map((run) => run.row === null)).toEqual([false, true, false, true, false]);
+    // A version is the row's transaction id and its updated_at: an update, even one that writes the same values,
+    // makes a new one.
+    await env.pool.query('UPDATE jobs SET attempts = attempts WHERE id = $1', [full[1]!.id]);
+    const after = await listVersionedJobsPage(env.pool, filter, known);
+    expect(after.map((run) => run.row === null)).toEqual([false, false, false, true, false]);
+    expect(after[1]!.version).not.toBe(full[1]!.version);
   });
 
   it('a run changed in any way since it was kept is rendered again', async () => {
@@ -96,13 +108,26 @@ describe('summary renderings', () => {
     await renderings.page(env.pool, filter, render);
     await renderings.page(env.pool, filter, render);
     // Past the bound the oldest tenth (here at least one) goes at once.
-    const kept = renderings.size;
+    const kept = renderings.size.renderings;
     expect(kept).toBeGreaterThanOrEqual(4);
     expect(kept).toBeLessThanOrEqual(5);
     const third = await renderings.page(env.pool, filter, render);
     expect(third.runs).toEqual(expected);
     expect(third).toMatchObject({ reused: kept, rendered: 12 - kept });
-    expect(renderings.size).toBeLessThanOrEqual(5);
+    expect(renderings.size.renderings).toBeLessThanOrEqual(5);
+
+    // The characters are bounded too, and a summary over 4 kB is never kept.
+    const byCharacters = new SummaryRenderings({ maxCharacters: 3 * expected[0]!.length });
+    for (let i = 0; i < 3; i += 1) expect((await byCharacters.page(env.pool, filter, render)).runs).toEqual(expected);
+    expect(byCharacters.size.characters).toBeLessThanOrEqual(3 * expected[0]!.length);
+    expect(byCharacters.size.renderings).toBeGreaterThan(0);
+    const { rows } = await env.pool.query<{ id: number }>(
+      `UPDATE jobs SET last_error = last_error || jsonb_build_object('message', repeat('x', 5000)) WHERE state = 'failed' RETURNING id`,
+    );
+    const failed: JobPageFilter = { states: ['failed'], limit: 50 };
+    const long = new SummaryRenderings();
+    for (let i = 0; i < 3; i += 1) expect((await long.page(env.pool, failed, render)).rendered).toBe(rows.length);
+    expect(long.size).toEqual({ renderings: 0, characters: 0 });
   });
 
   it('over HTTP a polled listing answers the bytes of the first answer, as the route rendered them before', async () => {
@@ -123,6 +148,14 @@ describe('summary renderings', () => {
         const page = JSON.parse(body) as { jobs: unknown[]; next: string | null };
         expect(page.jobs).toEqual((await fresh(filter as JobPageFilter)).map((json) => JSON.parse(json)));
         expect(page.next).toEqual(expect.any(String));
+      }
+      // An empty page, and a tenant key asking for another tenant's runs: the same shape.
+      for (const [path, caller] of [['/v1/jobs?tenant=nobody', key], ['/v1/jobs?tenant=t2', tenant]] as const) {
+        for (let again = 0; again < 3; again += 1) {
+          const response = await fetch(`${api.url}${path}`, { headers: { authorization: `Bearer ${caller}` } });
+          expect(response.headers.get('content-type')).toBe('application/json; charset=utf-8');
+          expect(await response.text()).toBe('{"jobs":[],"next":null}');
+        }
       }
     } finally {
       await api.close();

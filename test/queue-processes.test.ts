@@ -110,7 +110,7 @@ describe('worker processes', () => {
     // The handler's session writes its own backend pid.
     const backend = await waitFor(async () => {
       const { rows } = await env.pool.query('SELECT worker FROM test_runs WHERE job_id = $1', [id]);
-      return rows[0] ? Number(String(rows[0].worker).split(':')[1]) : undefined;
+      return rows[0] ? Number(String(rows[0].worker).split(':').at(-1)) : undefined;
     });
 
     stuck.kill('SIGTERM');

@@ -102,7 +102,8 @@ const SUMMARY_COLUMNS = `id, kind, tenant_id, state, attempts, max_attempts, pro
  * (planning the partitioned query again was 60 % of a listing's database time). The others (several states, a kind, a
  * time range) are planned for their values on each request: prepared too, every set of states, kinds and times a
  * caller tried would stay in each connection (58 kB a statement; up to 49,000 of them), so the named ones are bounded
- * to 10 × 4 × 6 = 240 (no state filter, the empty set or one state; by tenant or not; paged or not; six limits).
+ * to 10 × 4 × 6 = 240 (no state filter, the empty set or one state; by tenant or not; paged or not; six limits), and
+ * as many of versionedJobsPageQuery (the API's listings; this form serves the admin pages and the CLI): 480 in all.
  */
 export function jobsPageQuery(filter: JobPageFilter): { name: string | undefined; text: string; values: unknown[] } {
   const page = pageStatement(filter);
@@ -189,7 +190,7 @@ function toSummaryRow(row: Record<string, unknown>): JobSummaryRow {
   };
 }
 
-/** A run of a versioned page: `id:xmin` of its row, and its columns unless the caller said it knew that version. */
+/** A run of a versioned page: its row version, and its columns unless the caller said it held that version. */
 export interface VersionedSummary {
   id: number;
   version: string;
@@ -199,34 +200,34 @@ export interface VersionedSummary {
 const SUMMARY_REST = SUMMARY_COLUMNS.split(',').map((column) => column.trim()).filter((column) => column !== 'id');
 
 /**
- * The page of jobsPageQuery with each run's row version, and the rest of its columns only for runs whose version is
- * not among `known` (`id:xmin` strings). `xmin` is the transaction that wrote the row's current version: every update
- * of a run writes a new one, and so does the archiver's move to the other partition, so a run whose version a caller
- * holds is unchanged since. The page is chosen and ordered exactly as jobsPageQuery's; the known versions only spare
- * sending (and parsing) columns the caller already has. One statement: a page of runs nobody holds costs one trip.
+ * The page of jobsPageQuery with each run's row version, and the rest of its columns only for runs whose version the
+ * caller does not hold (`known`: run id → version, sent as one JSON object, looked up per row in log time). The
+ * version is `xmin:updated_at`: xmin is the transaction that wrote the row's current version, so every update of a
+ * run — the archiver's move to the other partition included — gives it a new one, and updated_at keeps a version
+ * apart from one written at the same transaction id on another timeline (a database restored to a point in time
+ * while the API ran on; transaction ids then come round again). The page is chosen and ordered exactly as
+ * jobsPageQuery's; the known versions only spare sending (and parsing) columns the caller already has. One statement:
+ * a page of runs nobody holds costs one trip, as before.
  */
-export function versionedJobsPageQuery(filter: JobPageFilter, known: readonly string[]): { name: string | undefined; text: string; values: unknown[] } {
+export function versionedJobsPageQuery(filter: JobPageFilter, known: ReadonlyMap<number, string>): { name: string | undefined; text: string; values: unknown[] } {
   const page = pageStatement(filter);
   return {
     name: page.name === undefined ? undefined : `bulk-import-jobs-pagev(${page.name})`,
-    text: `SELECT page.id, page.xmin::text AS version, fresh.* FROM (
-       SELECT xmin, ${SUMMARY_COLUMNS} FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}) page
+    text: `SELECT page.id, page.version, fresh.* FROM (
+       SELECT xmin::text || ':' || date_part('epoch', updated_at)::text AS version, ${SUMMARY_COLUMNS}
+       FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}) page
      LEFT JOIN LATERAL (SELECT ${SUMMARY_REST.map((column) => `page.${column}`).join(', ')}
-       WHERE NOT (page.id || ':' || page.xmin) = ANY($${page.values.length + 1}::text[])) fresh ON true
+       WHERE ($${page.values.length + 1}::jsonb ->> page.id::text) IS DISTINCT FROM page.version) fresh ON true
      ORDER BY page.id DESC`,
-    values: [...page.values, known],
+    values: [...page.values, JSON.stringify(Object.fromEntries(known))],
   };
 }
 
 /** The page versionedJobsPageQuery describes, read: `row` is null for the runs whose version was known. */
-export async function listVersionedJobsPage(db: Queryable, filter: JobPageFilter, known: readonly string[]): Promise<VersionedSummary[]> {
+export async function listVersionedJobsPage(db: Queryable, filter: JobPageFilter, known: ReadonlyMap<number, string>): Promise<VersionedSummary[]> {
   const { rows } = await db.query(versionedJobsPageQuery(filter, known));
-  return rows.slice(0, filter.limit).map((row) => {
-    const id = row.id as number;
-    const version = `${id}:${row.version as string}`;
-    // `kind` is never null in a row that was sent: a null one is a row whose version the caller knows.
-    return { id, version, row: row.kind === null ? null : toSummaryRow(row) };
-  });
+  // `kind` is never null in a row that was sent: a null one is a run whose version the caller holds.
+  return rows.slice(0, filter.limit).map((row) => ({ id: row.id as number, version: row.version as string, row: row.kind === null ? null : toSummaryRow(row) }));
 }
 
 export interface CancelResult {

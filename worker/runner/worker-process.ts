@@ -129,7 +129,7 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
 }
 
 /** How long closing the pool waits for connections still checked out once everything else has stopped. */
-export const POOL_CLOSE_TIMEOUT_MS = 2_000;
+const POOL_CLOSE_TIMEOUT_MS = 2_000;
 
 /**
  * Closes the pool, waiting at most POOL_CLOSE_TIMEOUT_MS for connections still checked out. `pool.end()` resolves only
