@@ -75,12 +75,25 @@ describe('statistics of the jobs table as a whole', () => {
     expect((await analyzeJobsIfStale(env.pool)).analyzed).toBeNull();
   });
 
+  it('a parent counted after its partitions is not analyzed again for their older estimates', async () => {
+    await env.pool.query('TRUNCATE jobs CASCADE');
+    await seedFinished(1_000, 1);
+    // 1,000 more rows the partitions' estimates have not seen yet, then the parent analyzed: it counts 2,000.
+    await env.pool.query(
+      `INSERT INTO jobs (kind, payload, state, attempts, finished_at) SELECT 'noop', '{}', 'succeeded', 1, now() FROM generate_series(1, 1000)`,
+    );
+    await env.pool.query('ANALYZE jobs');
+    expect((await analyzeJobsIfStale(env.pool)).analyzed).toBeNull();
+    expect((await parentStatistics()).rows).toBe(2_000);
+  });
+
   it('statistics a day old are refreshed even when the row count held still', () => {
-    const counts = { partitionRows: 100_000, parentRows: 100_000 };
+    const counts = { partitionRows: 100_000, parentRows: 100_000, partitionsCountedSince: true };
     expect(jobsStatisticsStaleness({ ...counts, hoursSinceAnalyze: JOBS_STATISTICS_MAX_AGE_HOURS - 0.1 })).toBeNull();
     expect(jobsStatisticsStaleness({ ...counts, hoursSinceAnalyze: JOBS_STATISTICS_MAX_AGE_HOURS })).toBe('age');
-    expect(jobsStatisticsStaleness({ partitionRows: 110_051, parentRows: 100_000, hoursSinceAnalyze: 1 })).toBe('rows');
-    expect(jobsStatisticsStaleness({ partitionRows: 89_949, parentRows: 100_000, hoursSinceAnalyze: 1 })).toBe('rows');
-    expect(jobsStatisticsStaleness({ partitionRows: 110_050, parentRows: 100_000, hoursSinceAnalyze: 1 })).toBeNull();
+    expect(jobsStatisticsStaleness({ ...counts, partitionRows: 110_051, hoursSinceAnalyze: 1 })).toBe('rows');
+    expect(jobsStatisticsStaleness({ ...counts, partitionRows: 89_949, hoursSinceAnalyze: 1 })).toBe('rows');
+    expect(jobsStatisticsStaleness({ ...counts, partitionRows: 110_050, hoursSinceAnalyze: 1 })).toBeNull();
+    expect(jobsStatisticsStaleness({ ...counts, partitionRows: 200_000, hoursSinceAnalyze: 1, partitionsCountedSince: false })).toBeNull();
   });
 });

@@ -152,9 +152,17 @@ export interface JobsStatistics {
 }
 
 /** Why the statistics of `jobs` need refreshing (see analyzeJobsIfStale), or null when they are fresh. */
-export function jobsStatisticsStaleness(state: { partitionRows: number; parentRows: number; hoursSinceAnalyze: number | null }): JobsStatistics['analyzed'] {
+export function jobsStatisticsStaleness(state: {
+  partitionRows: number;
+  parentRows: number;
+  hoursSinceAnalyze: number | null;
+  /** Whether autovacuum (or anyone) vacuumed or analyzed a partition since `jobs` was analyzed. */
+  partitionsCountedSince: boolean;
+}): JobsStatistics['analyzed'] {
   if (state.hoursSinceAnalyze === null) return 'never';
-  if (Math.abs(state.partitionRows - state.parentRows) > 50 + 0.1 * state.parentRows) return 'rows';
+  // The partitions' row estimates move only when they are vacuumed or analyzed; until then a difference from the
+  // parent's own count (a fresher sample) is theirs to catch up, not a change since.
+  if (state.partitionsCountedSince && Math.abs(state.partitionRows - state.parentRows) > 50 + 0.1 * state.parentRows) return 'rows';
   return state.hoursSinceAnalyze >= JOBS_STATISTICS_MAX_AGE_HOURS ? 'age' : null;
 }
 
@@ -165,24 +173,29 @@ export function jobsStatisticsStaleness(state: { partitionRows: number; parentRo
  * the table analyzed it once. Stale means never analyzed (or the statistics were lost with a failover), a row count
  * that moved by more than autovacuum's default for a table (50 rows + 10 %) since, or older than
  * JOBS_STATISTICS_MAX_AGE_HOURS: retention deleting what arrives keeps the count flat while the timestamps move on.
- * `ANALYZE ONLY` (Postgres 18) leaves the partitions to autovacuum; before 18 the partitions are sampled again too.
+ * `ANALYZE ONLY` (Postgres 18) leaves the partitions to autovacuum; before 18 the partitions are sampled again too, in
+ * this one transaction. A database user that does not own `jobs` gets a warning from Postgres and no statistics.
  */
 export async function analyzeJobsIfStale(pool: Pool): Promise<JobsStatistics> {
   return withTransaction(pool, async (client) => {
-    const { rows } = await client.query<{ locked: boolean; partition_rows: number; parent_rows: number; hours: number | null; only: boolean }>(
+    const { rows } = await client.query<{ locked: boolean; partition_rows: number; parent_rows: number; hours: number | null; counted: boolean | null; only: boolean }>(
       `SELECT pg_try_advisory_xact_lock(${ANALYZE_LOCK}) AS locked,
          (SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
           WHERE i.inhparent = 'jobs'::regclass) AS partition_rows,
          greatest(p.reltuples, 0)::float8 AS parent_rows,
          extract(epoch FROM now() - s.last_analyze)::float8 / 3600 AS hours,
+         (SELECT max(greatest(t.last_analyze, t.last_autoanalyze, t.last_vacuum, t.last_autovacuum))
+          FROM pg_inherits i JOIN pg_stat_all_tables t ON t.relid = i.inhrelid WHERE i.inhparent = 'jobs'::regclass) > s.last_analyze AS counted,
          current_setting('server_version_num')::int >= 180000 AS only
        FROM pg_class p LEFT JOIN pg_stat_all_tables s ON s.relid = p.oid WHERE p.oid = 'jobs'::regclass`,
     );
     const row = rows[0]!;
     const counts = { partitionRows: row.partition_rows, parentRows: row.parent_rows };
-    const analyzed = jobsStatisticsStaleness({ ...counts, hoursSinceAnalyze: row.hours });
+    const analyzed = jobsStatisticsStaleness({ ...counts, hoursSinceAnalyze: row.hours, partitionsCountedSince: row.counted === true });
     if (!row.locked || analyzed === null) return { analyzed: null, ...counts };
-    await client.query(`ANALYZE ${row.only ? 'ONLY ' : ''}jobs`);
+    // SKIP_LOCKED: behind a vacuum of the table (or a migration's lock) it skips rather than waits, and with it the
+    // queue's statements that would queue behind a waiting ANALYZE; the next round tries again.
+    await client.query(`ANALYZE (SKIP_LOCKED) ${row.only ? 'ONLY ' : ''}jobs`);
     return { analyzed, ...counts };
   });
 }
