@@ -82,9 +82,13 @@ describe('statistics of the jobs table as a whole', () => {
     await env.pool.query(
       `INSERT INTO jobs (kind, payload, state, attempts, finished_at) SELECT 'noop', '{}', 'succeeded', 1, now() FROM generate_series(1, 1000)`,
     );
-    await env.pool.query('ANALYZE jobs');
-    expect((await analyzeJobsIfStale(env.pool)).analyzed).toBeNull();
-    expect((await parentStatistics()).rows).toBe(2_000);
+    // ONLY (Postgres 18, as the tests run): the partitions keep their estimates of 1,000.
+    await env.pool.query('ANALYZE ONLY jobs');
+    expect(await analyzeJobsIfStale(env.pool)).toEqual({ analyzed: null, partitionRows: 1_000, parentRows: 2_000 });
+    // Once autovacuum counts a partition again, the difference is a change since.
+    await env.pool.query(`INSERT INTO jobs (kind, payload, state) SELECT 'noop', '{}', 'queued' FROM generate_series(1, 1000)`);
+    await env.pool.query('ANALYZE jobs_live, jobs_archive');
+    expect(await analyzeJobsIfStale(env.pool)).toEqual({ analyzed: 'rows', partitionRows: 3_000, parentRows: 2_000 });
   });
 
   it('statistics a day old are refreshed even when the row count held still', () => {
