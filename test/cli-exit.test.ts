@@ -1,5 +1,6 @@
-// The CLI exits once its command returns (worker/cli/main.ts), and what the command printed goes out first: into a
-// pipe the writes are asynchronous, so an exit right after a large print used to cut the output short.
+// Output through a pipe arrives whole: into a pipe stdout's writes are asynchronous, and an exit right after a large
+// print cut it short (the CLI once exited after every command; now only the worker asks to, worker/cli/process-exit.ts,
+// and its exit waits for stdout and stderr too).
 import { describe, expect, it } from 'vitest';
 import { useTestEnvironment } from './harness.js';
 import { runCli } from './support/cli-runner.js';

@@ -50,6 +50,27 @@ export function createLogger(options: LoggerOptions): Logger {
 }
 
 /**
+ * Resolves once the lines the logger wrote are out of the process (or after `timeoutMs`). pino writes to stdout
+ * asynchronously, one write in flight at a time, and at exit writes the rest synchronously: a process that exits
+ * while a write is in flight has its last lines reordered (seen: "worker stopped" before the line logged just before
+ * it) or lost. pino's own flush() returns without waiting for the write in flight.
+ */
+export function logsWritten(log: Logger, timeoutMs = 2_000): Promise<void> {
+  const stream = (log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as
+    | { _writing?: boolean; once(event: 'drain', listener: () => void): unknown }
+    | undefined;
+  // `_writing` is SonicBoom's (pino's destination) own flag; a destination without it is written synchronously.
+  if (stream?._writing !== true) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    stream.once('drain', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/**
  * pino applies no formatter to a child's bindings, so they are censored on their way in. Children inherit from their
  * parent, so the children of children (and Fastify's request loggers) go through this too.
  */

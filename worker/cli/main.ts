@@ -5,6 +5,7 @@ import { urlSecrets } from '../db/connection.js';
 import { describeDatabaseError, scrubSecrets } from '../db/database-errors.js';
 import { DatabaseUnavailableError, isConfigurationError } from '../db/database-status.js';
 import { stopTracing } from '../tracing/sdk.js';
+import { exitIfAsked } from './process-exit.js';
 import { QueueLimitError } from '../queue/admission.js';
 import { EXIT_QUEUE_LIMIT } from './commands/enqueue.js';
 import { buildProgram } from './program.js';
@@ -41,10 +42,5 @@ function describeError(error: unknown): string {
 process.exitCode = await main(process.argv);
 // The spans still buffered are exported before the process ends (a no-op when tracing is off).
 await stopTracing();
-// A command is done when its action returns, and the process ends then, not when nothing is left on the event loop:
-// a worker's handler still running after the shutdown grace (its lease released, its writes fenced), an S3 retry's
-// timer or a keep-alive socket would otherwise keep a stopped worker alive until ECS kills it. What the command wrote
-// to stdout and stderr goes out first: into a pipe (`errors --csv | gzip`) those writes are asynchronous, and an exit
-// would drop what the pipe had not taken yet.
-await Promise.all([process.stdout, process.stderr].map((stream) => new Promise<void>((resolve) => stream.write('', () => resolve()))));
-process.exit();
+// The worker asks to end the process here, whatever a stuck handler left running (process-exit.ts).
+await exitIfAsked();

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config.js';
-import { createLogger } from '../../logger.js';
+import { createLogger, logsWritten } from '../../logger.js';
 import { startWorkerProcess, stopOnSignals } from '../../runner/worker-process.js';
 import { integerIn, parseList } from '../parse.js';
+import { exitWhenDone } from '../process-exit.js';
 
 export function registerWorkerCommand(program: Command): void {
   program
@@ -22,6 +23,7 @@ export function registerWorkerCommand(program: Command): void {
         exitWhenIdle: options.exitWhenIdle ?? false,
       });
       stopOnSignals(running, log);
+      exitWhenDone(() => logsWritten(log));
       await running.closed;
     });
 }
