@@ -1,5 +1,6 @@
 // pino, writing JSON lines (what CloudWatch Logs ingests) unless LOG_FORMAT=pretty or, with the default `auto`,
 // stdout is a terminal and pino-pretty is installed (it is a devDependency, absent from the production image).
+import { once, type EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import { isSpanContextValid, trace } from '@opentelemetry/api';
 import { pino, stdSerializers, type DestinationStream, type Logger } from 'pino';
@@ -55,19 +56,11 @@ export function createLogger(options: LoggerOptions): Logger {
  * while a write is in flight has its last lines reordered (seen: "worker stopped" before the line logged just before
  * it) or lost. pino's own flush() returns without waiting for the write in flight.
  */
-export function logsWritten(log: Logger, timeoutMs = 2_000): Promise<void> {
-  const stream = (log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as
-    | { _writing?: boolean; once(event: 'drain', listener: () => void): unknown }
-    | undefined;
+export async function logsWritten(log: Logger, timeoutMs = 2_000): Promise<void> {
+  const stream = (log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as (EventEmitter & { _writing?: boolean }) | undefined;
   // `_writing` is SonicBoom's (pino's destination) own flag; a destination without it is written synchronously.
-  if (stream?._writing !== true) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, timeoutMs);
-    stream.once('drain', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
+  if (stream?._writing !== true) return;
+  await once(stream, 'drain', { signal: AbortSignal.timeout(timeoutMs) }).catch(() => {});
 }
 
 /**

@@ -1,5 +1,6 @@
 // Wires one worker process together from the configuration: pool, S3 client, handlers, runner, maintenance
 // services, signal handling. The `worker` CLI command and the local run both start workers through this.
+import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { requireDatabase } from '../config.js';
@@ -138,13 +139,8 @@ const POOL_CLOSE_TIMEOUT_MS = 2_000;
  * outage, a stuck statement. Its connection is closed with the process (Postgres rolls its transaction back).
  */
 async function endPool(pool: pg.Pool, log: Logger): Promise<void> {
-  const ended = pool.end().then(() => true);
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), POOL_CLOSE_TIMEOUT_MS);
-  });
-  const closed = await Promise.race([ended, late]);
-  clearTimeout(timer);
+  // An unref'd timer: it does not hold a process whose pool did close in time.
+  const closed = await Promise.race([pool.end().then(() => true), sleep(POOL_CLOSE_TIMEOUT_MS, false, { ref: false })]);
   if (!closed) {
     log.warn({ in_use: pool.totalCount - pool.idleCount, waited_ms: POOL_CLOSE_TIMEOUT_MS }, 'database connections still in use after the drain; closing them with the process');
   }
