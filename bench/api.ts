@@ -37,7 +37,7 @@ import { ensureWrk, runWrk, type WrkResult } from './support/wrk.js';
 import { ADMIN_API_NODE_FLAGS } from '../infra/node-flags.js';
 import { createApiKey } from '../worker/auth/api-keys.js';
 import { AHEAD_STATEMENT, THROUGHPUT_STATEMENT } from '../worker/queue/estimate.js';
-import { versionedJobsPageQuery } from '../worker/queue/operator.js';
+import { KnownVersions, versionedJobsPageQuery } from '../worker/queue/operator.js';
 import { ROW_ERRORS_PAGE_STATEMENT } from '../worker/imports/csv/row-errors.js';
 import { BACKFILL_KIND, CSV_IMPORT_KIND, MASS_IMPORT_KIND, NOOP_KIND } from '../worker/handlers/kinds.js';
 
@@ -346,9 +346,9 @@ async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<vo
   // after five executions (test/queue-listing.test.ts and test/csv-row-error-pages.test.ts check they do); the other
   // statements are unnamed, planned for their values each time.
   const prepared: Array<[string, { text: string; values: unknown[] }]> = [
-    ['list failed', versionedJobsPageQuery({ states: ['failed'], limit: 50 }, new Map())],
-    ['list tenant', versionedJobsPageQuery({ states: ['succeeded'], tenantId: 't7', limit: 50 }, new Map())],
-    ['list deep', versionedJobsPageQuery({ states: ['succeeded'], beforeId: Math.floor(maxId / 3), limit: 50 }, new Map())],
+    ['list failed', versionedJobsPageQuery({ states: ['failed'], limit: 50 }, KnownVersions.NONE)],
+    ['list tenant', versionedJobsPageQuery({ states: ['succeeded'], tenantId: 't7', limit: 50 }, KnownVersions.NONE)],
+    ['list deep', versionedJobsPageQuery({ states: ['succeeded'], beforeId: Math.floor(maxId / 3), limit: 50 }, KnownVersions.NONE)],
     ['errors page', { text: ROW_ERRORS_PAGE_STATEMENT, values: [csvJob, 500_000, 100, 0] }],
   ];
   await db.query('SET plan_cache_mode = force_generic_plan');

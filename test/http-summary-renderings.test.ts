@@ -5,12 +5,13 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { SummaryRenderings } from '../worker/http/summary-renderings.js';
 import { jobSummaryView } from '../worker/http/views.js';
-import { listJobsPage, listVersionedJobsPage, type JobPageFilter, type JobSummaryRow } from '../worker/queue/operator.js';
+import { KnownVersions, listJobsPage, listVersionedJobsPage, type JobPageFilter, type JobSummaryRow } from '../worker/queue/operator.js';
 import { useTestEnvironment } from './harness.js';
 import { makeKey, startTestApi } from './support/api-server.js';
 
 const env = useTestEnvironment();
 const render = (run: JobSummaryRow) => JSON.stringify(jobSummaryView(run));
+const compose = (runs: readonly string[], lastId: number | undefined) => `{"runs":[${runs.join(',')}],"last":${lastId ?? null}}`;
 /** The page as it is without any kept rendering. */
 const fresh = async (filter: JobPageFilter) => (await listJobsPage(env.pool, filter)).map(render);
 
@@ -43,14 +44,14 @@ describe('summary renderings', () => {
       const expected = await fresh(filter);
       // Asked for once, a listing keeps nothing; asked again, it keeps what it renders; from then on it reuses.
       const before = renderings.size;
-      const first = await renderings.page(env.pool, filter, render);
+      const first = await renderings.page(env.pool, filter, render, compose);
       expect(first.runs).toEqual(expected);
       expect(first).toMatchObject({ rendered: expected.length, reused: 0 });
       expect(renderings.size).toEqual(before);
-      const second = await renderings.page(env.pool, filter, render);
+      const second = await renderings.page(env.pool, filter, render, compose);
       expect(second.runs).toEqual(expected);
       const running = expected.filter((json) => JSON.parse(json).state === 'running').length;
-      const third = await renderings.page(env.pool, filter, render);
+      const third = await renderings.page(env.pool, filter, render, compose);
       expect(third.runs).toEqual(expected);
       expect(third).toMatchObject({ rendered: running, reused: expected.length - running });
       expect(third.lastId).toBe(JSON.parse(expected.at(-1)!).id);
@@ -59,7 +60,7 @@ describe('summary renderings', () => {
 
   it('the database leaves out the columns of the versions a page holds, and only those', async () => {
     const filter: JobPageFilter = { states: ['succeeded'], limit: 5 };
-    const full = await listVersionedJobsPage(env.pool, filter, new Map());
+    const full = await listVersionedJobsPage(env.pool, filter, KnownVersions.NONE);
     expect(full.every((run) => run.row !== null)).toBe(true);
     // Two versions held, one stale version of a run on the page, one run not on it.
     const known = new Map([
@@ -68,13 +69,13 @@ describe('summary renderings', () => {
       [full[4]!.id, `${full[4]!.version.split(':')[0]}:1`],
       [999_999, '1:1'],
     ]);
-    const partial = await listVersionedJobsPage(env.pool, filter, known);
+    const partial = await listVersionedJobsPage(env.pool, filter, new KnownVersions(known));
     expect(partial.map((run) => run.version)).toEqual(full.map((run) => run.version));
     expect(partial.map((run) => run.row === null)).toEqual([false, true, false, true, false]);
     // A version is the row's transaction id and its updated_at: an update, even one that writes the same values,
     // makes a new one.
     await env.pool.query('UPDATE jobs SET attempts = attempts WHERE id = $1', [full[1]!.id]);
-    const after = await listVersionedJobsPage(env.pool, filter, known);
+    const after = await listVersionedJobsPage(env.pool, filter, new KnownVersions(known));
     expect(after.map((run) => run.row === null)).toEqual([false, false, false, true, false]);
     expect(after[1]!.version).not.toBe(full[1]!.version);
   });
@@ -82,8 +83,8 @@ describe('summary renderings', () => {
   it('a run changed in any way since it was kept is rendered again', async () => {
     const filter: JobPageFilter = { tenantId: 't2', limit: 50 };
     const renderings = new SummaryRenderings();
-    await renderings.page(env.pool, filter, render);
-    await renderings.page(env.pool, filter, render);
+    await renderings.page(env.pool, filter, render, compose);
+    await renderings.page(env.pool, filter, render, compose);
     const { rows } = await env.pool.query<{ id: number }>(`SELECT id FROM jobs WHERE tenant_id = 't2' AND state = 'failed' ORDER BY id LIMIT 3`);
     const [failed, progressed, archived] = rows.map((row) => Number(row.id)) as [number, number, number];
     await env.pool.query(`UPDATE jobs SET state = 'queued', finished_at = NULL, last_error = NULL WHERE id = $1`, [failed]);
@@ -91,7 +92,7 @@ describe('summary renderings', () => {
     // The archiver's move: the same values in the other partition, a new row version.
     await env.pool.query(`UPDATE jobs SET archived = true WHERE id = $1`, [archived]);
     const expected = await fresh(filter);
-    const after = await renderings.page(env.pool, filter, render);
+    const after = await renderings.page(env.pool, filter, render, compose);
     expect(after.runs).toEqual(expected);
     const running = expected.filter((json) => JSON.parse(json).state === 'running').length;
     expect(after.rendered).toBe(running + 3);
@@ -105,20 +106,20 @@ describe('summary renderings', () => {
     const renderings = new SummaryRenderings({ maxRenderings: 5 });
     const expected = await fresh(filter);
     expect(expected).toHaveLength(12);
-    await renderings.page(env.pool, filter, render);
-    await renderings.page(env.pool, filter, render);
+    await renderings.page(env.pool, filter, render, compose);
+    await renderings.page(env.pool, filter, render, compose);
     // Past the bound the oldest tenth (here at least one) goes at once.
     const kept = renderings.size.renderings;
     expect(kept).toBeGreaterThanOrEqual(4);
     expect(kept).toBeLessThanOrEqual(5);
-    const third = await renderings.page(env.pool, filter, render);
+    const third = await renderings.page(env.pool, filter, render, compose);
     expect(third.runs).toEqual(expected);
     expect(third).toMatchObject({ reused: kept, rendered: 12 - kept });
     expect(renderings.size.renderings).toBeLessThanOrEqual(5);
 
     // The characters are bounded too, and a summary over 4 kB is never kept.
     const byCharacters = new SummaryRenderings({ maxCharacters: 3 * expected[0]!.length });
-    for (let i = 0; i < 3; i += 1) expect((await byCharacters.page(env.pool, filter, render)).runs).toEqual(expected);
+    for (let i = 0; i < 3; i += 1) expect((await byCharacters.page(env.pool, filter, render, compose)).runs).toEqual(expected);
     expect(byCharacters.size.characters).toBeLessThanOrEqual(3 * expected[0]!.length);
     expect(byCharacters.size.renderings).toBeGreaterThan(0);
     const { rows } = await env.pool.query<{ id: number }>(
@@ -126,8 +127,63 @@ describe('summary renderings', () => {
     );
     const failed: JobPageFilter = { states: ['failed'], limit: 50 };
     const long = new SummaryRenderings();
-    for (let i = 0; i < 3; i += 1) expect((await long.page(env.pool, failed, render)).rendered).toBe(rows.length);
-    expect(long.size).toEqual({ renderings: 0, characters: 0 });
+    for (let i = 0; i < 3; i += 1) expect((await long.page(env.pool, failed, render, compose)).rendered).toBe(rows.length);
+    expect(long.size).toEqual({ renderings: 0, characters: 0, answers: 0, answerBytes: 0 });
+  });
+
+  it('a page whose runs are all unchanged is answered with the bytes kept for it, composed again once one changes', async () => {
+    const filter: JobPageFilter = { states: ['succeeded'], limit: 50 };
+    const expectedBody = async () => {
+      const runs = await fresh(filter);
+      return compose(runs, runs.length > 0 ? (JSON.parse(runs.at(-1)!).id as number) : undefined);
+    };
+    const renderings = new SummaryRenderings();
+    const text = (body: string | Buffer) => (typeof body === 'string' ? body : body.toString('utf8'));
+    const first = await renderings.page(env.pool, filter, render, compose);
+    const second = await renderings.page(env.pool, filter, render, compose);
+    expect([typeof first.body, typeof second.body]).toEqual(['string', 'string']);
+    expect(text(second.body)).toBe(await expectedBody());
+    expect(renderings.size).toMatchObject({ answers: 1, answerBytes: Buffer.byteLength(text(second.body)) });
+    // From the third request on, the same page is the same bytes, not composed again.
+    const third = await renderings.page(env.pool, filter, render, compose);
+    const fourth = await renderings.page(env.pool, filter, render, compose);
+    expect(third.body).toBeInstanceOf(Buffer);
+    expect(fourth.body).toBe(third.body);
+    expect(text(third.body)).toBe(await expectedBody());
+    expect(fourth.runs).toEqual(await fresh(filter));
+
+    // A run of the page changes: that page is composed again, with the change, then kept again.
+    const ids = (await fresh(filter)).map((json) => JSON.parse(json).id as number);
+    await env.pool.query(`UPDATE jobs SET progress = '{"phase": "recounted"}' WHERE id = $1`, [ids[2]]);
+    const changed = await renderings.page(env.pool, filter, render, compose);
+    expect(typeof changed.body).toBe('string');
+    expect(changed.body).toBe(await expectedBody());
+    expect(changed.body).toContain('recounted');
+    expect(changed).toMatchObject({ rendered: 1, reused: ids.length - 1 });
+    expect(text((await renderings.page(env.pool, filter, render, compose)).body)).toBe(await expectedBody());
+
+    // A run leaves the page and nothing else changes (every run left is one held): fewer runs, composed again.
+    await env.pool.query(`UPDATE jobs SET state = 'canceled' WHERE id = $1`, [ids[0]]);
+    const fewer = await renderings.page(env.pool, filter, render, compose);
+    expect(fewer).toMatchObject({ rendered: 0, reused: ids.length - 1 });
+    expect(fewer.body).toBe(await expectedBody());
+    expect(renderings.size.answers).toBe(1);
+
+    // A page with a running run keeps no answer (its rate and ETA are rendered each time).
+    const withRunning: JobPageFilter = { states: ['running'], limit: 50 };
+    for (let i = 0; i < 3; i += 1) expect(typeof (await renderings.page(env.pool, withRunning, render, compose)).body).toBe('string');
+    expect(renderings.size.answers).toBe(1);
+
+    // The answers' bytes are bounded: the least recently asked for listing goes first.
+    const bytes = renderings.size.answerBytes;
+    const small = new SummaryRenderings({ maxAnswerBytes: Math.floor(bytes * 1.5) });
+    const other: JobPageFilter = { states: ['succeeded'], limit: 49 };
+    for (let i = 0; i < 2; i += 1) await small.page(env.pool, filter, render, compose);
+    expect(small.size.answers).toBe(1);
+    for (let i = 0; i < 2; i += 1) await small.page(env.pool, other, render, compose);
+    expect(small.size.answers).toBe(1);
+    expect(small.size.answerBytes).toBeLessThanOrEqual(bytes * 1.5);
+    expect(text((await small.page(env.pool, other, render, compose)).body)).toBe(text((await small.page(env.pool, other, render, compose)).body));
   });
 
   it('over HTTP a polled listing answers the bytes of the first answer, as the route rendered them before', async () => {

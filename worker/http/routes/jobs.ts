@@ -126,9 +126,12 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
           limit: query.limit,
         },
         (run) => summaryJson(jobSummaryView(run)),
+        (runs, lastId) => {
+          const next = runs.length === query.limit && lastId !== undefined ? JSON.stringify(encodeCursor({ id: lastId })) : 'null';
+          return `{"jobs":[${runs.join(',')}],"next":${next}}`;
+        },
       );
-      const next = page.runs.length === query.limit && page.lastId !== undefined ? JSON.stringify(encodeCursor({ id: page.lastId })) : 'null';
-      return reply.type('application/json; charset=utf-8').send(`{"jobs":[${page.runs.join(',')}],"next":${next}}`);
+      return reply.type('application/json; charset=utf-8').send(page.body);
     },
   );
 
