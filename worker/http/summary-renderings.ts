@@ -50,7 +50,10 @@ interface Kept {
 /** What a listing remembers of its last page. */
 interface LastPage {
   /** Each run's id and the version this server rendered for it, in page order. */
-  runs: ReadonlyArray<readonly [id: number, version: string]>;
+  ids: readonly number[];
+  versions: readonly string[];
+  /** Run id → its place on the page. */
+  places: ReadonlyMap<number, number>;
   /** The same versions as the statement takes them, built once per page rather than per request. */
   known: KnownVersions;
   /** The whole answer, when every run of the page was kept: sent again while the database returns the same page. */
@@ -58,7 +61,7 @@ interface LastPage {
 }
 
 /** What a listing seen once remembers: that it was seen. It kept nothing, so it has no versions to offer yet. */
-const FIRST_SIGHTING: LastPage = Object.freeze({ runs: [], known: KnownVersions.NONE, answer: undefined });
+const FIRST_SIGHTING: LastPage = Object.freeze({ ids: [], versions: [], places: new Map(), known: KnownVersions.NONE, answer: undefined });
 
 export class SummaryRenderings {
   /** Run id → its JSON at the version last rendered, least recently used first (a Map iterates in insertion order). */
@@ -102,14 +105,19 @@ export class SummaryRenderings {
     // would only push out the renderings of the polled ones, and every string kept outlives the young generation, so
     // keeping the runs of pages nobody asks for twice cost more garbage collection than their rendering.
     const previous = this.lastPages.get(listing);
-    // The renderings this page may reuse are taken now: another request may drop them while this one waits.
-    const held = new Map<number, Kept>();
-    for (const [id, version] of previous?.runs ?? []) {
-      const kept = this.renderings.get(id);
-      if (kept?.version === version) held.set(id, kept);
+    // The renderings this page may reuse are taken now: another request may drop them while this one waits. (Loops
+    // by index over arrays: this runs for every run of every polled page, and allocates nothing but `held`.)
+    const count = previous?.ids.length ?? 0;
+    const held = new Array<Kept | undefined>(count);
+    let heldCount = 0;
+    for (let place = 0; place < count; place += 1) {
+      const kept = this.renderings.get(previous!.ids[place]!);
+      if (kept === undefined || kept.version !== previous!.versions[place]) continue;
+      held[place] = kept;
+      heldCount += 1;
     }
-    const allHeld = previous !== undefined && held.size === previous.runs.length;
-    const known = allHeld ? previous.known : new KnownVersions([...held].map(([id, kept]) => [id, kept.version] as const));
+    const allHeld = previous !== undefined && heldCount === count;
+    const known = allHeld ? previous.known : new KnownVersions(heldVersions(previous, held));
     const page = await listVersionedJobsPage(db, filter, known);
     const runs: string[] = [];
     let rendered = 0;
@@ -117,7 +125,8 @@ export class SummaryRenderings {
     for (const run of page) {
       if (run.row === null) {
         // Left out: the database found the version this page holds.
-        const kept = held.get(run.id);
+        const place = previous?.places.get(run.id);
+        const kept = place === undefined ? undefined : held[place];
         if (kept === undefined || kept.version !== run.version) throw new Error(`run ${run.id}: the database left out a version this page did not hold`);
         this.touch(run.id, kept);
         runs.push(kept.json);
@@ -134,7 +143,7 @@ export class SummaryRenderings {
     }
     const lastId = page[page.length - 1]?.id;
     // The same runs at the same versions as the answer kept (every run left out, as many as then): the same answer.
-    const same = rendered === 0 && allHeld && page.length === previous.runs.length && previous.answer !== undefined;
+    const same = rendered === 0 && allHeld && page.length === count && previous.answer !== undefined;
     const body = same ? previous.answer! : compose(runs, lastId);
     this.remember(listing, previous, page, same, keptAll ? body : undefined);
     return { runs, lastId, body, rendered, reused: page.length - rendered };
@@ -149,9 +158,10 @@ export class SummaryRenderings {
     // A first sighting kept nothing, so there are no versions worth remembering yet.
     else if (previous === undefined) last = FIRST_SIGHTING;
     else {
-      const runs = page.map((run) => [run.id, run.version] as const);
+      const ids = page.map((run) => run.id);
+      const versions = page.map((run) => run.version);
       const answer = body === undefined ? undefined : typeof body === 'string' ? Buffer.from(body) : body;
-      last = { runs, known: new KnownVersions(runs), answer };
+      last = { ids, versions, places: new Map(ids.map((id, place) => [id, place])), known: new KnownVersions(page.map((run) => [run.id, run.version] as const)), answer };
       this.answerBytes += answer?.length ?? 0;
     }
     this.lastPages.set(listing, last);
@@ -181,6 +191,13 @@ export class SummaryRenderings {
       const over = () => this.renderings.size > Math.ceil(this.maxRenderings * 0.9) || this.characters > this.maxCharacters * 0.9;
       dropOldest(this.renderings, over, (dropped) => (this.characters -= dropped.json.length));
     }
+  }
+}
+
+/** The versions of a page's runs whose renderings are held. */
+function* heldVersions(previous: LastPage | undefined, held: ReadonlyArray<Kept | undefined>): Generator<readonly [number, string]> {
+  for (let place = 0; place < held.length; place += 1) {
+    if (held[place] !== undefined) yield [previous!.ids[place]!, held[place]!.version];
   }
 }
 
