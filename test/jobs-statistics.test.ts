@@ -1,7 +1,11 @@
 // Statistics of the partitioned `jobs` table (queue/maintenance.ts, analyzeJobsIfStale): autovacuum analyzes its
 // partitions but never the table itself, so retention's rounds refresh them when stale; one worker of a fleet at a time.
+import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { createPool } from '../worker/db/pool.js';
+import { createLogger } from '../worker/logger.js';
 import { createRetention } from '../worker/maintenance/retention.js';
 import { analyzeJobsIfStale, JOBS_STATISTICS_MAX_AGE_HOURS, jobsStatisticsStaleness } from '../worker/queue/maintenance.js';
 import { useTestEnvironment } from './harness.js';
@@ -89,6 +93,63 @@ describe('statistics of the jobs table as a whole', () => {
     await env.pool.query(`INSERT INTO jobs (kind, payload, state) SELECT 'noop', '{}', 'queued' FROM generate_series(1, 1000)`);
     await env.pool.query('ANALYZE jobs_live, jobs_archive');
     expect(await analyzeJobsIfStale(env.pool)).toEqual({ analyzed: 'rows', partitionRows: 3_000, parentRows: 2_000 });
+  });
+
+  it('a user that may not analyze jobs, or a table Postgres skips, is reported as skipped, never as analyzed', async () => {
+    await env.pool.query(`SELECT pg_stat_reset_single_table_counters('jobs'::regclass)`);
+    // A worker connecting as a role that does not own jobs (and has no MAINTAIN on it).
+    const role = `bi_stats_${randomBytes(4).toString('hex')}`;
+    await env.pool.query(`CREATE ROLE ${role} LOGIN PASSWORD 'stats'`);
+    // What a least-privilege worker role has: it reads and writes every table (retention deletes), owns none.
+    await env.pool.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`);
+    const url = new URL(env.databaseUrl);
+    url.username = role;
+    url.password = 'stats';
+    const limited = createPool(url.toString(), { max: 1 });
+    const lines: Array<Record<string, unknown>> = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+        done();
+      },
+    });
+    try {
+      expect(await analyzeJobsIfStale(limited)).toMatchObject({
+        analyzed: null,
+        skipped: { reason: 'never', because: expect.stringContaining('may not analyze jobs') },
+      });
+      // Its retention round says so once as a warning, then at debug; it never says it analyzed.
+      const retention = createRetention(limited, 30, 3_600_000, createLogger({ level: 'debug', format: 'json', destination }));
+      await retention.runOnce();
+      await retention.runOnce();
+      const said = lines.filter((line) => String(line.msg).includes('jobs table as a whole'));
+      expect(said.map((line) => [line.level, line.msg])).toEqual([
+        [40, 'the jobs table as a whole needs analyzing and was not analyzed'],
+        [20, 'the jobs table as a whole needs analyzing and was not analyzed'],
+      ]);
+    } finally {
+      await limited.end();
+      await env.pool.query(`DROP OWNED BY ${role}`);
+      await env.pool.query(`DROP ROLE ${role}`);
+    }
+
+    // A table held by another session (a long vacuum, a migration): SKIP_LOCKED skips it, and Postgres's warning says why.
+    const other = new pg.Client({ connectionString: env.databaseUrl });
+    await other.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query('LOCK TABLE jobs IN SHARE UPDATE EXCLUSIVE MODE');
+      expect(await analyzeJobsIfStale(env.pool)).toMatchObject({
+        analyzed: null,
+        skipped: { reason: 'never', because: expect.stringContaining('lock not available') },
+      });
+      await other.query('COMMIT');
+    } finally {
+      await other.end();
+    }
+    // Still stale, so the owner's next round analyzes.
+    expect(await analyzeJobsIfStale(env.pool)).toMatchObject({ analyzed: 'never' });
+    expect((await analyzeJobsIfStale(env.pool)).skipped).toBeUndefined();
   });
 
   it('statistics a day old are refreshed even when the row count held still', () => {

@@ -16,6 +16,7 @@ export function createRetention(
 ): PeriodicService {
   const batchSize = options.batchSize ?? 100;
   const batchesPerRound = options.batchesPerRound ?? 200;
+  let warnedSkip = false;
   return new PeriodicService(
     'retention',
     intervalMs,
@@ -29,11 +30,13 @@ export function createRetention(
       if (total > 0) log.info({ deleted: total, retention_days: retentionDays, more }, 'deleted finished jobs past retention');
       if (!more) {
         const statistics = await analyzeJobsIfStale(pool);
-        if (statistics.analyzed) {
-          log.info(
-            { reason: statistics.analyzed, partition_rows: statistics.partitionRows, rows_at_last_analyze: statistics.parentRows },
-            'analyzed the jobs table as a whole',
-          );
+        const counts = { partition_rows: statistics.partitionRows, rows_at_last_analyze: statistics.parentRows };
+        if (statistics.analyzed) log.info({ reason: statistics.analyzed, ...counts }, 'analyzed the jobs table as a whole');
+        if (statistics.skipped) {
+          // A warning the first time (a grant to fix, or a table held by a long vacuum); then each round at debug.
+          const level = warnedSkip ? 'debug' : 'warn';
+          warnedSkip = true;
+          log[level]({ reason: statistics.skipped.reason, because: statistics.skipped.because, ...counts }, 'the jobs table as a whole needs analyzing and was not analyzed');
         }
       }
       return more;

@@ -144,8 +144,10 @@ export const JOBS_STATISTICS_MAX_AGE_HOURS = 24;
 const ANALYZE_LOCK = `hashtextextended('bulk-import-worker/analyze-jobs', 0)`;
 
 export interface JobsStatistics {
-  /** Why `jobs` was analyzed, or null when its statistics were fresh or another worker held the lock. */
+  /** Why `jobs` was analyzed, or null when its statistics were fresh, another worker held the lock, or it was skipped. */
   analyzed: 'never' | 'rows' | 'age' | null;
+  /** Stale statistics not refreshed, and why: the database user may not analyze `jobs`, or Postgres skipped it. */
+  skipped?: { reason: 'never' | 'rows' | 'age'; because: string };
   /** Rows the partitions hold (their own estimates) and rows `jobs` had when it was last analyzed. */
   partitionRows: number;
   parentRows: number;
@@ -174,11 +176,21 @@ export function jobsStatisticsStaleness(state: {
  * that moved by more than autovacuum's default for a table (50 rows + 10 %) since, or older than
  * JOBS_STATISTICS_MAX_AGE_HOURS: retention deleting what arrives keeps the count flat while the timestamps move on.
  * `ANALYZE ONLY` (Postgres 18) leaves the partitions to autovacuum; before 18 the partitions are sampled again too, in
- * this one transaction. A database user that does not own `jobs` gets a warning from Postgres and no statistics.
+ * this one transaction. A database user that may not analyze `jobs` (not its owner; on Postgres 17 and later, without
+ * the MAINTAIN privilege) does not try, and one that Postgres skips (SKIP_LOCKED, a warning) is told so: both are
+ * returned as `skipped`, not as analyzed.
  */
 export async function analyzeJobsIfStale(pool: Pool): Promise<JobsStatistics> {
   return withTransaction(pool, async (client) => {
-    const { rows } = await client.query<{ locked: boolean; partition_rows: number; parent_rows: number; hours: number | null; counted: boolean | null; only: boolean }>(
+    const { rows } = await client.query<{
+      locked: boolean;
+      partition_rows: number;
+      parent_rows: number;
+      hours: number | null;
+      counted: boolean | null;
+      only: boolean;
+      allowed: boolean;
+    }>(
       `SELECT pg_try_advisory_xact_lock(${ANALYZE_LOCK}) AS locked,
          (SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
           WHERE i.inhparent = 'jobs'::regclass) AS partition_rows,
@@ -186,16 +198,36 @@ export async function analyzeJobsIfStale(pool: Pool): Promise<JobsStatistics> {
          extract(epoch FROM now() - s.last_analyze)::float8 / 3600 AS hours,
          (SELECT max(greatest(t.last_analyze, t.last_autoanalyze, t.last_vacuum, t.last_autovacuum))
           FROM pg_inherits i JOIN pg_stat_all_tables t ON t.relid = i.inhrelid WHERE i.inhparent = 'jobs'::regclass) > s.last_analyze AS counted,
-         current_setting('server_version_num')::int >= 180000 AS only
+         current_setting('server_version_num')::int >= 180000 AS only,
+         -- Who may analyze a table: from Postgres 17 whoever has MAINTAIN on it (its owner, pg_maintain, a grant);
+         -- before, its owner, the database's owner or a superuser.
+         CASE WHEN current_setting('server_version_num')::int >= 170000 THEN has_table_privilege(p.oid, 'MAINTAIN')
+              ELSE pg_has_role(p.relowner, 'USAGE')
+                OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE')
+                OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) END AS allowed
        FROM pg_class p LEFT JOIN pg_stat_all_tables s ON s.relid = p.oid WHERE p.oid = 'jobs'::regclass`,
     );
     const row = rows[0]!;
     const counts = { partitionRows: row.partition_rows, parentRows: row.parent_rows };
     const analyzed = jobsStatisticsStaleness({ ...counts, hoursSinceAnalyze: row.hours, partitionsCountedSince: row.counted === true });
     if (!row.locked || analyzed === null) return { analyzed: null, ...counts };
+    if (!row.allowed) {
+      return { analyzed: null, skipped: { reason: analyzed, because: 'the database user may not analyze jobs (it must own it, or have MAINTAIN on it from Postgres 17)' }, ...counts };
+    }
     // SKIP_LOCKED: behind a vacuum of the table (or a migration's lock) it skips rather than waits, and with it the
-    // queue's statements that would queue behind a waiting ANALYZE; the next round tries again.
-    await client.query(`ANALYZE (SKIP_LOCKED) ${row.only ? 'ONLY ' : ''}jobs`);
+    // queue's statements that would queue behind a waiting ANALYZE; the next round tries again. Postgres says it
+    // skipped with a warning (and nothing else): what it says is the reason.
+    const warnings: string[] = [];
+    const onNotice = (notice: { severity?: string; message?: string }) => {
+      if (notice.severity === 'WARNING') warnings.push(notice.message ?? 'a warning');
+    };
+    client.on('notice', onNotice);
+    try {
+      await client.query(`ANALYZE (SKIP_LOCKED) ${row.only ? 'ONLY ' : ''}jobs`);
+    } finally {
+      client.off('notice', onNotice);
+    }
+    if (warnings.length > 0) return { analyzed: null, skipped: { reason: analyzed, because: warnings.join('; ') }, ...counts };
     return { analyzed, ...counts };
   });
 }
