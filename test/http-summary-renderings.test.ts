@@ -3,9 +3,10 @@
 // move) is rendered again; running runs never come from the keep; a listing asked for once keeps nothing; the keep is
 // bounded; over HTTP a polled listing answers the same bytes as the first time.
 import { beforeAll, describe, expect, it } from 'vitest';
+import type { Queryable } from '../worker/db/pool.js';
 import { SummaryRenderings } from '../worker/http/summary-renderings.js';
 import { jobSummaryView } from '../worker/http/views.js';
-import { KnownVersions, listJobsPage, listVersionedJobsPage, type JobPageFilter, type JobSummaryRow } from '../worker/queue/operator.js';
+import { KnownVersions, listJobsPage, listVersionedJobsPage, pageSignature, readJobsPageSignature, type JobPageFilter, type JobSummaryRow } from '../worker/queue/operator.js';
 import { useTestEnvironment } from './harness.js';
 import { makeKey, startTestApi } from './support/api-server.js';
 
@@ -184,6 +185,69 @@ describe('summary renderings', () => {
     expect(small.size.answers).toBe(1);
     expect(small.size.answerBytes).toBeLessThanOrEqual(bytes * 1.5);
     expect(text((await small.page(env.pool, other, render, compose)).body)).toBe(text((await small.page(env.pool, other, render, compose)).body));
+  });
+
+  it("an unchanged page is recognized by its signature, without reading its rows; a changing one is not probed", async () => {
+    // The signature the database computes is the one the server computes from a page it read, for every shape of
+    // listing, a prepared limit larger than the page (12 read as 20) and an empty page included.
+    const { rows } = await env.pool.query<{ id: number }>(`SELECT id FROM jobs ORDER BY id LIMIT 1 OFFSET 20`);
+    for (const filter of [
+      { states: ['succeeded'], limit: 50 },
+      { states: ['failed'], limit: 12 },
+      { tenantId: 't1', limit: 3 },
+      { beforeId: Number(rows[0]!.id), limit: 7 },
+      { states: ['succeeded', 'failed'], kinds: ['noop'], limit: 5 },
+      { tenantId: 'nobody', limit: 10 },
+    ] as JobPageFilter[]) {
+      const page = await listVersionedJobsPage(env.pool, filter, KnownVersions.NONE);
+      expect(await readJobsPageSignature(env.pool, filter)).toBe(pageSignature(page.map((run) => run.id), page.map((run) => run.version)));
+    }
+
+    let statements = 0;
+    const counted: Queryable = { query: (...args: Parameters<Queryable['query']>) => ((statements += 1), env.pool.query(...args)) } as Queryable;
+    const ask = async (filter: JobPageFilter) => {
+      const before = statements;
+      const page = await renderings.page(counted, filter, render, compose);
+      return { ...page, statements: statements - before };
+    };
+    const renderings = new SummaryRenderings();
+    const filter: JobPageFilter = { states: ['succeeded'], limit: 50 };
+    await ask(filter);
+    const second = await ask(filter);
+    const third = await ask(filter);
+    expect([second.signed, third.signed]).toEqual([false, true]);
+    expect(third).toMatchObject({ statements: 1, rendered: 0 });
+    expect(third.body).toBe((await ask(filter)).body);
+    expect(third.runs).toEqual(await fresh(filter));
+
+    // A run changes: the signature differs, the page is read (two statements), and its answer is composed again.
+    const ids = (await fresh(filter)).map((json) => JSON.parse(json).id as number);
+    await env.pool.query(`UPDATE jobs SET attempts = attempts + 1 WHERE id = $1`, [ids[1]]);
+    const changed = await ask(filter);
+    expect(changed).toMatchObject({ signed: false, statements: 2, rendered: 1 });
+    expect(changed.runs).toEqual(await fresh(filter));
+    // The next request reads the page at once (a changed listing is not probed); found unchanged, it probes again.
+    expect(await ask(filter)).toMatchObject({ signed: false, statements: 1, rendered: 0 });
+    expect(await ask(filter)).toMatchObject({ signed: true, statements: 1 });
+
+    // A listing that changes on every request costs one statement each, never a signature.
+    for (let i = 0; i < 4; i += 1) {
+      await env.pool.query(`UPDATE jobs SET attempts = attempts + 1 WHERE id = $1`, [ids[3]]);
+      const page = await ask(filter);
+      expect(page.runs).toEqual(await fresh(filter));
+      if (i > 0) expect(page).toMatchObject({ signed: false, statements: 1, rendered: 1 });
+    }
+
+    // Requests racing on one listing (one of them after a change) leave the answers' bytes equal to what is held.
+    await ask(filter);
+    // (The change makes the answer longer, so that an answer counted twice or dropped twice shows in the bytes.)
+    await Promise.all([
+      ask(filter),
+      ask(filter),
+      env.pool.query(`UPDATE jobs SET progress = progress || '{"note": "longer"}' WHERE id = $1`, [ids[4]]).then(() => Promise.all([ask(filter), ask(filter)])),
+    ]);
+    const answer = (await ask(filter)).body;
+    expect(renderings.size).toMatchObject({ answers: 1, answerBytes: Buffer.byteLength(answer) });
   });
 
   it('over HTTP a polled listing answers the bytes of the first answer, as the route rendered them before', async () => {

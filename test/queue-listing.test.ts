@@ -4,7 +4,7 @@
 // does not walk the live queue's backlog of queued runs (jobs_live_not_waiting), nor does one of running runs alone.
 import pg, { type PoolClient } from 'pg';
 import { describe, expect, it } from 'vitest';
-import { jobsPageQuery, listJobsPage } from '../worker/queue/operator.js';
+import { jobsPageQuery, jobsPageSignatureQuery, listJobsPage, readJobsPageSignature } from '../worker/queue/operator.js';
 import { JOB_STATES, type JobState } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
 
@@ -209,6 +209,13 @@ describe('run listing', () => {
         // Without values there is only the generic plan; with them, the five custom plans and then the generic one.
         const [generic, custom] = [Number(rows[0]?.generic_plans), Number(rows[0]?.custom_plans)];
         expect({ generic, custom }, JSON.stringify(filter)).toEqual(jobsPageQuery(filter).values.length === 0 ? { generic: 8, custom: 0 } : { generic: 3, custom: 5 });
+        // The API's signature of the same page (its caller's limit is a parameter, used only to cut the result) too.
+        for (let i = 0; i < 8; i += 1) await readJobsPageSignature(client, filter);
+        const signature = await client.query<{ generic_plans: string; custom_plans: string }>(
+          'SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = $1',
+          [jobsPageSignatureQuery(filter).name],
+        );
+        expect({ generic: Number(signature.rows[0]?.generic_plans), custom: Number(signature.rows[0]?.custom_plans) }, JSON.stringify(filter)).toEqual({ generic: 3, custom: 5 });
       }
     } finally {
       await client.end();

@@ -103,7 +103,8 @@ const SUMMARY_COLUMNS = `id, kind, tenant_id, state, attempts, max_attempts, pro
  * time range) are planned for their values on each request: prepared too, every set of states, kinds and times a
  * caller tried would stay in each connection (58 kB a statement; up to 49,000 of them), so the named ones are bounded
  * to 10 × 4 × 6 = 240 (no state filter, the empty set or one state; by tenant or not; paged or not; six limits), and
- * as many of versionedJobsPageQuery (the API's listings; this form serves the admin pages and the CLI): 480 in all.
+ * as many of versionedJobsPageQuery and of jobsPageSignatureQuery (the API's listings; this form serves the admin pages
+ * and the CLI): 720 in all.
  */
 export function jobsPageQuery(filter: JobPageFilter): { name: string | undefined; text: string; values: unknown[] } {
   const page = pageStatement(filter);
@@ -114,7 +115,7 @@ export function jobsPageQuery(filter: JobPageFilter): { name: string | undefined
 /**
  * The texts of the named listing statements, built once: a name stands for its text (the states, whether a tenant and
  * a cursor are given, the limit), and building a page's text again on every request was a tenth of a polled listing's
- * CPU in the API server. Bounded by the number of names (at most 480).
+ * CPU in the API server. Bounded by the number of names (at most 720).
  */
 const statementTexts = new Map<string, string>();
 
@@ -208,6 +209,9 @@ export interface VersionedSummary {
   row: JobSummaryRow | null;
 }
 
+/** A run's row version (versionedJobsPageQuery says why these two parts). */
+const ROW_VERSION = `xmin::text || ':' || date_part('epoch', updated_at)::text`;
+
 const SUMMARY_REST = SUMMARY_COLUMNS.split(',').map((column) => column.trim()).filter((column) => column !== 'id');
 
 /**
@@ -226,13 +230,43 @@ export function versionedJobsPageQuery(filter: JobPageFilter, known: KnownVersio
   const text = statementText(
     name,
     () => `SELECT page.id, page.version, fresh.* FROM (
-       SELECT xmin::text || ':' || date_part('epoch', updated_at)::text AS version, ${SUMMARY_COLUMNS}
+       SELECT ${ROW_VERSION} AS version, ${SUMMARY_COLUMNS}
        FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}) page
      LEFT JOIN LATERAL (SELECT ${SUMMARY_REST.map((column) => `page.${column}`).join(', ')}
        WHERE ($${page.values.length + 1}::jsonb ->> page.id::text) IS DISTINCT FROM page.version) fresh ON true
      ORDER BY page.id DESC`,
   );
   return { name, text, values: [...page.values, known.json] };
+}
+
+/**
+ * The runs and row versions of the page versionedJobsPageQuery would return, as one string (`id@version,…`, the
+ * page's order; pageSignature builds the same string from a page read before). A caller holding the whole answer to a
+ * page asks this first: while the signature is the same, so is the page, and the database returns one short row
+ * instead of the page's 50, which the caller would only have checked and dropped. The page is chosen exactly as
+ * versionedJobsPageQuery chooses it (the same filters, order and prepared limit; the runs past the caller's own limit
+ * are cut here, by `$n`).
+ */
+export function jobsPageSignatureQuery(filter: JobPageFilter): { name: string | undefined; text: string; values: unknown[] } {
+  const page = pageStatement(filter);
+  const name = page.name === undefined ? undefined : `bulk-import-jobs-psig(${page.name})`;
+  const text = statementText(
+    name,
+    () => `SELECT coalesce(array_to_string((array_agg(page.id::text || '@' || page.version ORDER BY page.id DESC))[1:$${page.values.length + 1}], ','), '') AS signature
+     FROM (SELECT id, ${ROW_VERSION} AS version FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}) page`,
+  );
+  return { name, text, values: [...page.values, filter.limit] };
+}
+
+/** The signature jobsPageSignatureQuery returns for a page of these runs at these versions (in page order). */
+export function pageSignature(ids: readonly number[], versions: readonly string[]): string {
+  return ids.map((id, place) => `${id}@${versions[place]}`).join(',');
+}
+
+/** The page's signature, read (see jobsPageSignatureQuery). */
+export async function readJobsPageSignature(db: Queryable, filter: JobPageFilter): Promise<string> {
+  const { rows } = await db.query(jobsPageSignatureQuery(filter));
+  return rows[0].signature as string;
 }
 
 /** Row versions a caller holds (run id → version), as the JSON object versionedJobsPageQuery sends. */
