@@ -133,6 +133,24 @@ describe('statistics of the jobs table as a whole', () => {
       await env.pool.query(`DROP ROLE ${role}`);
     }
 
+    // The database's owner may analyze every table in it, owner of jobs or not.
+    const dbOwner = `bi_dbowner_${randomBytes(4).toString('hex')}`;
+    const { rows: here } = await env.pool.query<{ database: string; superuser: string }>(`SELECT current_database() AS database, current_user AS superuser`);
+    await env.pool.query(`CREATE ROLE ${dbOwner} LOGIN PASSWORD 'stats'`);
+    await env.pool.query(`ALTER DATABASE "${here[0]!.database}" OWNER TO ${dbOwner}`);
+    url.username = dbOwner;
+    const owning = createPool(url.toString(), { max: 1 });
+    try {
+      const statistics = await analyzeJobsIfStale(owning);
+      expect(statistics).toMatchObject({ analyzed: 'never' });
+      expect(statistics.skipped).toBeUndefined();
+      await env.pool.query(`SELECT pg_stat_reset_single_table_counters('jobs'::regclass)`);
+    } finally {
+      await owning.end();
+      await env.pool.query(`ALTER DATABASE "${here[0]!.database}" OWNER TO "${here[0]!.superuser}"`);
+      await env.pool.query(`DROP ROLE ${dbOwner}`);
+    }
+
     // A table held by another session (a long vacuum, a migration): SKIP_LOCKED skips it, and Postgres's warning says why.
     const other = new pg.Client({ connectionString: env.databaseUrl });
     await other.connect();

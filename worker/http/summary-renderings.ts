@@ -37,8 +37,11 @@ export interface SummaryRenderingsOptions {
   maxCharacters?: number;
   /** Listings (filter sets) whose last page is remembered. */
   maxListings?: number;
-  /** Bytes of whole answers kept at most, all listings together (a page of 50 runs is about 26 kB). */
-  maxAnswerBytes?: number;
+  /**
+   * Bytes kept for listings at most, all together: their whole answers (a page of 50 runs is about 26 kB) and their
+   * pages' versions (held three times over: as the statement's JSON, the signature, the ids and versions).
+   */
+  maxListingBytes?: number;
 }
 
 /** A summary longer than this (a long error context, a handler's large progress object) is rendered every time. */
@@ -80,24 +83,31 @@ export class SummaryRenderings {
   private characters = 0;
   /** Per listing (its filters), its last page, least recently asked for first. */
   private readonly lastPages = new Map<string, LastPage>();
-  private answerBytes = 0;
+  private listingBytes = 0;
   private readonly maxRenderings: number;
   private readonly maxCharacters: number;
   private readonly maxListings: number;
-  private readonly maxAnswerBytes: number;
+  private readonly maxListingBytes: number;
 
   constructor(options: SummaryRenderingsOptions = {}) {
     this.maxRenderings = options.maxRenderings ?? 20_000;
     this.maxCharacters = options.maxCharacters ?? 16_000_000;
     this.maxListings = options.maxListings ?? 1_000;
-    this.maxAnswerBytes = options.maxAnswerBytes ?? 16_000_000;
+    this.maxListingBytes = options.maxListingBytes ?? 16_000_000;
   }
 
   /** Renderings kept and their characters; whole answers kept and their bytes. */
-  get size(): { renderings: number; characters: number; answers: number; answerBytes: number } {
+  get size(): { renderings: number; characters: number; answers: number; answerBytes: number; listingBytes: number; listingBytesCounted: number } {
     let answers = 0;
-    for (const last of this.lastPages.values()) if (last.answer !== undefined) answers += 1;
-    return { renderings: this.renderings.size, characters: this.characters, answers, answerBytes: this.answerBytes };
+    let answerBytes = 0;
+    let listingBytes = 0;
+    for (const last of this.lastPages.values()) {
+      if (last.answer !== undefined) answers += 1;
+      answerBytes += last.answer?.length ?? 0;
+      listingBytes += weight(last);
+    }
+    // listingBytesCounted is the running count the bound is checked against; it must equal the sum.
+    return { renderings: this.renderings.size, characters: this.characters, answers, answerBytes, listingBytes, listingBytesCounted: this.listingBytes };
   }
 
   /**
@@ -174,7 +184,7 @@ export class SummaryRenderings {
     if (previous === undefined) return FIRST_SIGHTING;
     const ids = page.map((run) => run.id);
     const versions = page.map((run) => run.version);
-    const answer = body === undefined ? undefined : typeof body === 'string' ? Buffer.from(body) : body;
+    const answer = body === undefined ? undefined : typeof body === 'string' ? ownBytes(body) : body;
     return {
       ids,
       versions,
@@ -195,11 +205,11 @@ export class SummaryRenderings {
     if (last === previous && last !== FIRST_SIGHTING) last.probe = true;
     const replaced = this.lastPages.get(listing);
     this.lastPages.delete(listing);
-    if (replaced !== last) this.answerBytes += (last.answer?.length ?? 0) - (replaced?.answer?.length ?? 0);
+    if (replaced !== last) this.listingBytes += weight(last) - (replaced === undefined ? 0 : weight(replaced));
     this.lastPages.set(listing, last);
-    if (this.lastPages.size > this.maxListings || this.answerBytes > this.maxAnswerBytes) {
-      const over = () => this.lastPages.size > Math.ceil(this.maxListings * 0.9) || this.answerBytes > this.maxAnswerBytes * 0.9;
-      dropOldest(this.lastPages, over, (dropped) => (this.answerBytes -= dropped.answer?.length ?? 0));
+    if (this.lastPages.size > this.maxListings || this.listingBytes > this.maxListingBytes) {
+      const over = () => this.lastPages.size > Math.ceil(this.maxListings * 0.9) || this.listingBytes > this.maxListingBytes * 0.9;
+      dropOldest(this.lastPages, over, (dropped) => (this.listingBytes -= weight(dropped)));
     }
   }
 
@@ -224,6 +234,21 @@ export class SummaryRenderings {
       dropOldest(this.renderings, over, (dropped) => (this.characters -= dropped.json.length));
     }
   }
+}
+
+/** What a listing's last page holds, in bytes (see SummaryRenderingsOptions.maxListingBytes). */
+function weight(last: LastPage): number {
+  return (last.answer?.length ?? 0) + 3 * last.known.json.length;
+}
+
+/**
+ * The string's bytes in a buffer of their own. Buffer.from takes a small string's bytes from a shared 8 kB slab,
+ * which a kept answer would then hold whole.
+ */
+function ownBytes(text: string): Buffer {
+  const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
+  bytes.write(text);
+  return bytes;
 }
 
 /** The versions of a page's runs whose renderings are held. */

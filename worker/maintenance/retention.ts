@@ -16,7 +16,8 @@ export function createRetention(
 ): PeriodicService {
   const batchSize = options.batchSize ?? 100;
   const batchesPerRound = options.batchesPerRound ?? 200;
-  let warnedSkip = false;
+  /** The reasons a skipped statistics refresh was already warned about in this process. */
+  const warnedSkips = new Set<string>();
   return new PeriodicService(
     'retention',
     intervalMs,
@@ -33,9 +34,9 @@ export function createRetention(
         const counts = { partition_rows: statistics.partitionRows, rows_at_last_analyze: statistics.parentRows };
         if (statistics.analyzed) log.info({ reason: statistics.analyzed, ...counts }, 'analyzed the jobs table as a whole');
         if (statistics.skipped) {
-          // A warning the first time (a grant to fix, or a table held by a long vacuum); then each round at debug.
-          const level = warnedSkip ? 'debug' : 'warn';
-          warnedSkip = true;
+          // A warning the first time for each reason (a grant to fix, a table held by a long vacuum); then at debug.
+          const level = warnedSkips.has(statistics.skipped.because) ? 'debug' : 'warn';
+          warnedSkips.add(statistics.skipped.because);
           log[level]({ reason: statistics.skipped.reason, because: statistics.skipped.because, ...counts }, 'the jobs table as a whole needs analyzing and was not analyzed');
         }
       }
