@@ -36,6 +36,7 @@ export const WORKER_SETTINGS = {
   massImportHardCapFileBytes: { variable: 'MASS_IMPORT_HARD_CAP_FILE_BYTES', type: 'integer' },
   massImportConcurrency: { variable: 'MASS_IMPORT_CONCURRENCY', type: 'integer' },
   massImportMultipartThresholdBytes: { variable: 'MASS_IMPORT_MULTIPART_THRESHOLD_BYTES', type: 'integer' },
+  massImportBufferLimitBytes: { variable: 'MASS_IMPORT_BUFFER_LIMIT_BYTES', type: 'integer' },
   massImportRequestTimeoutMs: { variable: 'MASS_IMPORT_REQUEST_TIMEOUT_MS', type: 'integer' },
   csvFinalizeChunkSize: { variable: 'CSV_FINALIZE_CHUNK_SIZE', type: 'integer' },
   csvFinalizeConnections: { variable: 'CSV_FINALIZE_CONNECTIONS', type: 'integer' },

@@ -60,6 +60,7 @@ describe('configuration', () => {
     [{ WORKER_KIND_CONCURRENCY: 'csv-import:2' }, 'WORKER_KIND_CONCURRENCY', 'kind=limit pairs'],
     [{ RETRY_BACKOFF_BASE_MS: '5000', RETRY_BACKOFF_MAX_MS: '100' }, 'RETRY_BACKOFF_MAX_MS', 'must be at least'],
     [{ DEPENDENCY_OUTAGE_BUDGET_MS: '1h' }, 'DEPENDENCY_OUTAGE_BUDGET_MS', 'a whole number from 0 to 604800000'],
+    [{ MASS_IMPORT_BUFFER_LIMIT_BYTES: '1024' }, 'MASS_IMPORT_BUFFER_LIMIT_BYTES', 'a whole number from 65536 to 1073741824'],
     [{ DEPENDENCY_OUTAGE_BACKOFF_MAX_MS: '500' }, 'DEPENDENCY_OUTAGE_BACKOFF_MAX_MS', 'must be at least RETRY_BACKOFF_BASE_MS'],
   ])('refuses %j naming the variable and the expected form', (env, variable, expected) => {
     const error = refusal(env);

@@ -44,6 +44,7 @@ const EVERY_WORKER_SETTING: Required<WorkerSettings> = {
   massImportHardCapFileBytes: 20 * 1024 ** 3,
   massImportConcurrency: 16,
   massImportMultipartThresholdBytes: 16 * 1024 ** 2,
+  massImportBufferLimitBytes: 4 * 1024 ** 2,
   massImportRequestTimeoutMs: 60_000,
   csvFinalizeChunkSize: 1_000,
   csvFinalizeConnections: 4,

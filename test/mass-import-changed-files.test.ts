@@ -26,11 +26,11 @@ const TENANT = 'changing';
 // One folder per case: the file that changes, and a sibling that imports normally. The single-part file is below the
 // multipart threshold (5 MiB in these tests) and read whole before its PUT; the multipart one has five parts, of which
 // at most two are in flight — while they are held, the worker cannot have read more than about half of the file. The
-// streamed one goes up as one streamed PUT (above the 16 MiB read-whole limit, below a raised multipart threshold).
+// streamed one goes up as one streamed PUT (above a lowered read-whole limit, below a raised multipart threshold).
 const SHAPES = {
   'single-part': 200 * 1024 + 17,
   multipart: 24 * MiB + 123,
-  streamed: 20 * MiB + 5,
+  streamed: 3 * MiB + 5,
 } as const;
 type Shape = keyof typeof SHAPES;
 const CASES = ['settles', 'keeps-changing'] as const;
@@ -38,7 +38,8 @@ type Case = (typeof CASES)[number];
 // s3rver writes a PUT's body straight into the object's file, so an aborted streamed PUT leaves bytes behind there,
 // which S3 never does: the "no object" case is not run for the streamed shape against it.
 const casesOf = (shape: Shape): readonly Case[] => (shape === 'streamed' ? ['settles'] : CASES);
-const envOf = (shape: Shape): Record<string, string> => (shape === 'streamed' ? { MASS_IMPORT_MULTIPART_THRESHOLD_BYTES: String(64 * MiB) } : {});
+const envOf = (shape: Shape): Record<string, string> =>
+  shape === 'streamed' ? { MASS_IMPORT_MULTIPART_THRESHOLD_BYTES: String(64 * MiB), MASS_IMPORT_BUFFER_LIMIT_BYTES: String(2 * MiB) } : {};
 
 const changing = (shape: Shape, kind: Case): TreeFile => ({ path: `${shape}-${kind}/changing.bin`, size: SHAPES[shape] });
 const sibling = (shape: Shape, kind: Case): TreeFile => ({ path: `${shape}-${kind}/steady.txt`, size: 3_000 });

@@ -276,6 +276,7 @@ describe('mass-import stopping', () => {
         file,
         size: drainFiles[1]!.size,
         multipartThresholdBytes: 5 * MiB,
+        bufferLimitBytes: 16 * MiB,
         timeoutMs: 300,
         signal: new AbortController().signal,
       });

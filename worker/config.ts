@@ -117,6 +117,8 @@ export interface MassImportConfig {
   hardCapFileBytes: number;
   concurrency: number;
   multipartThresholdBytes: number;
+  /** Files below this size (and below the multipart threshold) are read into memory whole before their PUT. */
+  bufferLimitBytes: number;
   /** One S3 request (or, for multipart uploads, one stall without progress) longer than this is retried. */
   requestTimeoutMs: number;
 }
@@ -229,6 +231,9 @@ export function loadConfig(env: Env = process.env): Config {
         min: 5 * 1024 ** 2,
         max: 5 * GiB,
       }),
+      // At most this much memory per file in flight (MASS_IMPORT_CONCURRENCY of them); larger files below the
+      // multipart threshold are streamed.
+      bufferLimitBytes: read.integer('MASS_IMPORT_BUFFER_LIMIT_BYTES', 16 * 1024 ** 2, { min: 64 * 1024, max: 1024 ** 3 }),
       requestTimeoutMs: read.integer('MASS_IMPORT_REQUEST_TIMEOUT_MS', 120_000, { min: 100, max: 3_600_000 }),
     },
     csv: {

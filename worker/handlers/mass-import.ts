@@ -183,6 +183,7 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
       outcomes,
       limiter,
       multipartThresholdBytes: config.massImport.multipartThresholdBytes,
+      bufferLimitBytes: config.massImport.bufferLimitBytes,
       requestTimeoutMs: config.massImport.requestTimeoutMs,
       triesPerAttempt: TRIES_PER_ATTEMPT,
       changedReadsPerItem: CHANGED_READS_PER_ITEM,

@@ -18,8 +18,6 @@ import { AbortMultipartUploadCommand, DeleteObjectCommand, PutObjectCommand, typ
 import { Upload } from '@aws-sdk/lib-storage';
 
 const MiB = 1024 * 1024;
-/** Files below this size (and below the multipart threshold) are read into memory: the SDK can then retry them. */
-export const BUFFER_LIMIT_BYTES = 16 * MiB;
 const MIN_PART_BYTES = 5 * MiB;
 const DEFAULT_PART_BYTES = 8 * MiB;
 const MAX_PARTS = 10_000;
@@ -38,8 +36,11 @@ export interface UploadRequest {
   timeoutMs: number;
   /** The job's signal: aborting it aborts the upload. */
   signal: AbortSignal;
-  /** Override of BUFFER_LIMIT_BYTES (tests). */
-  bufferLimitBytes?: number;
+  /**
+   * Files below this size (and below the multipart threshold) are read into memory whole: the SDK can then retry
+   * them. Larger ones are streamed (MASS_IMPORT_BUFFER_LIMIT_BYTES).
+   */
+  bufferLimitBytes: number;
   /**
    * The file's version when it was opened (before its first byte is read); the upload fails with
    * FileChangedDuringReadError unless the file still has it after the last byte. Taken here when not given.
@@ -131,9 +132,8 @@ type VersionedRequest = UploadRequest & { version: FileVersion };
 export async function uploadFileWithSha256(request: UploadRequest): Promise<UploadResult> {
   const versioned: VersionedRequest = { ...request, version: request.version ?? (await fileVersionOf(request.file)) };
   versioned.onProgress?.(0);
-  const bufferLimit = request.bufferLimitBytes ?? BUFFER_LIMIT_BYTES;
   if (request.size >= request.multipartThresholdBytes) return uploadMultipart(versioned);
-  if (request.size < bufferLimit) return uploadBuffered(versioned);
+  if (request.size < request.bufferLimitBytes) return uploadBuffered(versioned);
   return uploadStreamed(versioned);
 }
 

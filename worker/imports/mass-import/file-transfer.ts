@@ -55,6 +55,7 @@ export interface ItemImportContext {
   outcomes: ItemOutcomeBatcher;
   limiter: AdaptiveConcurrency;
   multipartThresholdBytes: number;
+  bufferLimitBytes: number;
   requestTimeoutMs: number;
   /** Upload tries of one item within one attempt of the run. */
   triesPerAttempt: number;
@@ -170,6 +171,7 @@ async function transfer(context: ItemImportContext, item: PendingItem, found: Ex
       size: opened.size,
       version: opened.version,
       multipartThresholdBytes: context.multipartThresholdBytes,
+      bufferLimitBytes: context.bufferLimitBytes,
       timeoutMs: context.requestTimeoutMs,
       signal: context.signal,
       onProgress: context.onTransferProgress && ((bytes) => context.onTransferProgress!(item, bytes)),
