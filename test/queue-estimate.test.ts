@@ -115,6 +115,16 @@ describe('estimates', () => {
     expect(expected).toBeGreaterThan(300);
     const estimate = await estimateRun(env.pool, (await getJob(env.pool, target!))!);
     expect(estimate!.ahead).toBe(expected);
+    // From one client (its reads one after the other), the same estimate; both reads are prepared statements, planned
+    // once per connection (planning each was more than running it).
+    const own = await env.pool.connect();
+    try {
+      expect(await estimateRun(own, (await getJob(env.pool, target!))!)).toMatchObject({ ahead: expected });
+      const { rows: prepared } = await own.query<{ name: string }>('SELECT name FROM pg_prepared_statements');
+      expect(prepared.map((row) => row.name)).toEqual(expect.arrayContaining(['bulk-import-kind-throughput', 'bulk-import-runs-ahead']));
+    } finally {
+      own.release();
+    }
     // The count is one range of jobs_queued_ahead, whose order is the claim order within a kind, read from the index
     // alone (on the tenant-keyed index it read every queued run of the kind, often through a bitmap scan of their
     // rows). A backlog this small sits on a few pages, where a bitmap scan of them is as cheap, so bitmap scans are
