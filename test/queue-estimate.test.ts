@@ -5,7 +5,8 @@ import { submitJob } from '../worker/api.js';
 import { noopHandler } from '../worker/handlers/noop.js';
 import { enqueueJobs } from '../worker/queue/enqueue.js';
 import { claimJobs } from '../worker/queue/claim.js';
-import { AHEAD_STATEMENT, estimateRun, measureThroughput } from '../worker/queue/estimate.js';
+import type { Queryable } from '../worker/db/pool.js';
+import { AHEAD_STATEMENT, estimateRun, measureThroughput, ThroughputCache } from '../worker/queue/estimate.js';
 import { completeJobs, releaseJobs } from '../worker/queue/finish.js';
 import { cancelJob, getJob } from '../worker/queue/operator.js';
 import { useTestEnvironment } from './harness.js';
@@ -144,5 +145,36 @@ describe('estimates', () => {
     // Queued runs are in the live partition (the archive's copy of the index is empty).
     expect(plan).toContain('Index Only Scan using jobs_live_queued_ahead on jobs_live');
     expect(plan).toMatch(/Index Cond: .*ROW\(priority, fair_tag, run_at, id\) </);
+  });
+  it("a server reads a kind's throughput at most once per interval, shares a read in flight, and keeps no failure", async () => {
+    let reads = 0;
+    let failing = false;
+    const db = {
+      query: (...args: Parameters<Queryable['query']>) => {
+        reads += 1;
+        return failing ? Promise.reject(new Error('database away')) : env.pool.query(...args);
+      },
+    } as Queryable;
+    const cache = new ThroughputCache(db, 60_000);
+    const [first, second] = await Promise.all([cache.read('noop'), cache.read('noop')]);
+    expect(second).toEqual(first);
+    expect(first).toEqual(await measureThroughput(env.pool, 'noop'));
+    expect(reads).toBe(1);
+    await cache.read('noop');
+    expect(reads).toBe(1);
+    await cache.read('csv-import');
+    expect(reads).toBe(2);
+    // An interval of 0: every read goes to the database.
+    const uncached = new ThroughputCache(db, 0);
+    await uncached.read('noop');
+    await uncached.read('noop');
+    expect(reads).toBe(4);
+    // A failed read is not kept: the next one tries again.
+    failing = true;
+    const flaky = new ThroughputCache(db, 60_000);
+    await expect(flaky.read('noop')).rejects.toThrow('database away');
+    failing = false;
+    await expect(flaky.read('noop')).resolves.toEqual(first);
+    expect(reads).toBe(6);
   });
 });

@@ -77,11 +77,45 @@ SELECT count(*)::int AS ahead FROM (
   LIMIT ${MAX_COUNTED_AHEAD}
 ) ahead`;
 
-/** The estimate of a run: queued (start and finish), running (finish), finished or parked (null). */
-export async function estimateRun(db: Queryable, job: JobRow, now = new Date()): Promise<RunEstimate | null> {
+/**
+ * A kind's throughput read at most once per `maxAgeMs`, for a server answering many run records: every detail of a
+ * queued or running run asks for it, and each read goes through the kind's last finished runs. An estimate a second
+ * old is as good; requests that ask at once share one read; a failed read is not kept.
+ */
+export class ThroughputCache {
+  private readonly kinds = new Map<string, { at: number; value: Promise<KindThroughput> }>();
+
+  constructor(
+    private readonly db: Queryable,
+    private readonly maxAgeMs = 1_000,
+  ) {}
+
+  read(kind: string): Promise<KindThroughput> {
+    const now = performance.now();
+    const kept = this.kinds.get(kind);
+    if (kept !== undefined && now - kept.at < this.maxAgeMs) return kept.value;
+    const entry = { at: now, value: measureThroughput(this.db, kind) };
+    this.kinds.set(kind, entry);
+    entry.value.catch(() => {
+      if (this.kinds.get(kind) === entry) this.kinds.delete(kind);
+    });
+    return entry.value;
+  }
+}
+
+/**
+ * The estimate of a run: queued (start and finish), running (finish), finished or parked (null). `throughput` reads a
+ * kind's throughput (a ThroughputCache's, in a server); by default it is measured afresh.
+ */
+export async function estimateRun(
+  db: Queryable,
+  job: JobRow,
+  now = new Date(),
+  throughputOf: (kind: string) => Promise<KindThroughput> = (kind) => measureThroughput(db, kind),
+): Promise<RunEstimate | null> {
   if (job.state !== 'queued' && job.state !== 'running') return null;
   if (job.state === 'running') {
-    const throughput = await measureThroughput(db, job.kind);
+    const throughput = await throughputOf(job.kind);
     const startAt = job.claimedAt ?? job.startedAt ?? now;
     const finishAt = throughput.meanRunMs !== null ? new Date(Math.max(now.getTime(), startAt.getTime() + throughput.meanRunMs)) : null;
     return { ...throughput, ahead: 0, startAt, finishAt };
@@ -89,9 +123,7 @@ export async function estimateRun(db: Queryable, job: JobRow, now = new Date()):
   // From a pool, the two reads at once on two connections: a queued run's detail waits for one round trip, not two.
   // (A client runs one statement at a time.)
   const countAhead = () => db.query<{ ahead: number }>({ name: 'bulk-import-runs-ahead', text: AHEAD_STATEMENT, values: [job.kind, job.id] });
-  const [throughput, { rows }] = isPool(db)
-    ? await Promise.all([measureThroughput(db, job.kind), countAhead()])
-    : [await measureThroughput(db, job.kind), await countAhead()];
+  const [throughput, { rows }] = isPool(db) ? await Promise.all([throughputOf(job.kind), countAhead()]) : [await throughputOf(job.kind), await countAhead()];
   const ahead = rows[0]?.ahead ?? 0;
   const notBefore = Math.max(now.getTime(), job.runAt.getTime());
   let startAt: Date | null = null;

@@ -4,7 +4,7 @@ import { submitRun } from '../../actions/run-actions.js';
 import { runTenant } from '../../api.js';
 import { CSV_IMPORT_KIND } from '../../handlers/kinds.js';
 import { parseCsvImportPayload } from '../../imports/csv/payload.js';
-import { estimateJson, estimateRun } from '../../queue/estimate.js';
+import { estimateJson, estimateRun, ThroughputCache } from '../../queue/estimate.js';
 import { checkEnqueueRequest, type EnqueueRequest } from '../../queue/enqueue.js';
 import { getRunRecord } from '../../queue/job-actions.js';
 import { JOB_STATES, type JobState } from '../../queue/types.js';
@@ -93,6 +93,8 @@ async function csvUploadSize(deps: ApiDependencies, log: FastifyBaseLogger, body
 export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): void {
   // Each run's summary is rendered once per version of its row (summary-renderings.ts).
   const summaries = new SummaryRenderings();
+  // The kinds' throughput behind queued and running runs' estimates, read at most once a second.
+  const throughput = new ThroughputCache(deps.pool);
   app.get<{ Querystring: ListQuery }>(
     '/v1/jobs',
     {
@@ -148,7 +150,7 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
     async (request) => {
       const record = await getRunRecord(deps.pool, request.params.id, tenantScope(request));
       if (!record) throw jobNotFound(request.params.id);
-      return { ...jobDetailView(record.job, record), estimate: estimateJson(await estimateRun(deps.pool, record.job)) };
+      return { ...jobDetailView(record.job, record), estimate: estimateJson(await estimateRun(deps.pool, record.job, new Date(), (kind) => throughput.read(kind))) };
     },
   );
 
