@@ -104,16 +104,17 @@ export class ThroughputCache {
 }
 
 /**
- * The estimate of a run: queued (start and finish), running (finish), finished or parked (null). `throughput` reads a
- * kind's throughput (a ThroughputCache's, in a server); by default it is measured afresh.
+ * The estimate of a run: queued (start and finish), running (finish), finished or parked (null). `throughputOf` reads
+ * a kind's throughput (a ThroughputCache's, in a server); by default it is measured afresh.
  */
 export async function estimateRun(
   db: Queryable,
   job: JobRow,
-  now = new Date(),
-  throughputOf: (kind: string) => Promise<KindThroughput> = (kind) => measureThroughput(db, kind),
+  options: { now?: Date; throughputOf?: (kind: string) => Promise<KindThroughput> } = {},
 ): Promise<RunEstimate | null> {
   if (job.state !== 'queued' && job.state !== 'running') return null;
+  const now = options.now ?? new Date();
+  const throughputOf = options.throughputOf ?? ((kind: string) => measureThroughput(db, kind));
   if (job.state === 'running') {
     const throughput = await throughputOf(job.kind);
     const startAt = job.claimedAt ?? job.startedAt ?? now;

@@ -107,23 +107,34 @@ const SUMMARY_COLUMNS = `id, kind, tenant_id, state, attempts, max_attempts, pro
  * and the CLI): 720 in all.
  */
 export function jobsPageQuery(filter: JobPageFilter): { name: string | undefined; text: string; values: unknown[] } {
-  const page = pageStatement(filter);
-  const name = page.name === undefined ? undefined : `bulk-import-jobs-page(${page.name})`;
-  return { name, text: statementText(name, () => `SELECT ${SUMMARY_COLUMNS} FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}`), values: page.values };
+  return listingStatement(filter, 'page', (page) => `SELECT ${SUMMARY_COLUMNS} FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}`);
 }
 
 /**
- * The texts of the named listing statements, built once: a name stands for its text (the states, whether a tenant and
- * a cursor are given, the limit), and building a page's text again on every request was a tenth of a polled listing's
- * CPU in the API server. Bounded by the number of names (at most 720).
+ * The texts of the named listing statements, built once: a name stands for its text (the form, the states, whether a
+ * tenant and a cursor are given, the limit), and building a page's text again on every request was a tenth of a
+ * polled listing's CPU in the API server. Bounded by the number of names (at most 720).
  */
 const statementTexts = new Map<string, string>();
 
-function statementText(name: string | undefined, build: () => string): string {
-  if (name === undefined) return build();
+/**
+ * A listing statement in one of its forms (`page`, the API's versioned `pagev`, its signature `psig`): the filters'
+ * statement parts, named after the form when frequent, its text built once per name, `extra` values after the
+ * filters' (`$n` in the text is the first of them).
+ */
+function listingStatement(
+  filter: JobPageFilter,
+  form: 'page' | 'pagev' | 'psig',
+  build: (page: ReturnType<typeof pageStatement>, n: number) => string,
+  extra: unknown[] = [],
+): { name: string | undefined; text: string; values: unknown[] } {
+  const page = pageStatement(filter);
+  const values = [...page.values, ...extra];
+  if (page.name === undefined) return { name: undefined, text: build(page, page.values.length + 1), values };
+  const name = `bulk-import-jobs-${form}(${page.name})`;
   let text = statementTexts.get(name);
-  if (text === undefined) statementTexts.set(name, (text = build()));
-  return text;
+  if (text === undefined) statementTexts.set(name, (text = build(page, page.values.length + 1)));
+  return { name, text, values };
 }
 
 /** The parts of a page's statement: the filters as a WHERE clause and its values, the limit, the name's filters. */
@@ -225,18 +236,17 @@ const SUMMARY_REST = SUMMARY_COLUMNS.split(',').map((column) => column.trim()).f
  * a page of runs nobody holds costs one trip, as before.
  */
 export function versionedJobsPageQuery(filter: JobPageFilter, known: KnownVersions): { name: string | undefined; text: string; values: unknown[] } {
-  const page = pageStatement(filter);
-  const name = page.name === undefined ? undefined : `bulk-import-jobs-pagev(${page.name})`;
-  const text = statementText(
-    name,
-    () => `SELECT page.id, page.version, fresh.* FROM (
+  return listingStatement(
+    filter,
+    'pagev',
+    (page, n) => `SELECT page.id, page.version, fresh.* FROM (
        SELECT ${ROW_VERSION} AS version, ${SUMMARY_COLUMNS}
        FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}) page
      LEFT JOIN LATERAL (SELECT ${SUMMARY_REST.map((column) => `page.${column}`).join(', ')}
-       WHERE ($${page.values.length + 1}::jsonb ->> page.id::text) IS DISTINCT FROM page.version) fresh ON true
+       WHERE ($${n}::jsonb ->> page.id::text) IS DISTINCT FROM page.version) fresh ON true
      ORDER BY page.id DESC`,
+    [known.json],
   );
-  return { name, text, values: [...page.values, known.json] };
 }
 
 /**
@@ -248,14 +258,13 @@ export function versionedJobsPageQuery(filter: JobPageFilter, known: KnownVersio
  * are cut here, by `$n`).
  */
 export function jobsPageSignatureQuery(filter: JobPageFilter): { name: string | undefined; text: string; values: unknown[] } {
-  const page = pageStatement(filter);
-  const name = page.name === undefined ? undefined : `bulk-import-jobs-psig(${page.name})`;
-  const text = statementText(
-    name,
-    () => `SELECT coalesce(array_to_string((array_agg(page.id::text || '@' || page.version ORDER BY page.id DESC))[1:$${page.values.length + 1}], ','), '') AS signature
+  return listingStatement(
+    filter,
+    'psig',
+    (page, n) => `SELECT coalesce(array_to_string((array_agg(page.id::text || '@' || page.version ORDER BY page.id DESC))[1:$${n}], ','), '') AS signature
      FROM (SELECT id, ${ROW_VERSION} AS version FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}) page`,
+    [filter.limit],
   );
-  return { name, text, values: [...page.values, filter.limit] };
 }
 
 /** The signature jobsPageSignatureQuery returns for a page of these runs at these versions (in page order). */

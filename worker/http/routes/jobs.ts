@@ -150,7 +150,7 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
     async (request) => {
       const record = await getRunRecord(deps.pool, request.params.id, tenantScope(request));
       if (!record) throw jobNotFound(request.params.id);
-      return { ...jobDetailView(record.job, record), estimate: estimateJson(await estimateRun(deps.pool, record.job, new Date(), (kind) => throughput.read(kind))) };
+      return { ...jobDetailView(record.job, record), estimate: estimateJson(await estimateRun(deps.pool, record.job, { throughputOf: (kind) => throughput.read(kind) })) };
     },
   );
 
