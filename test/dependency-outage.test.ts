@@ -87,6 +87,16 @@ describe('S3 stopped in the middle of a run', () => {
     expect(waiting.lastError).toMatchObject({ code: 'S3_UNAVAILABLE', class: 'transient', context: { dependency: 's3', attemptCounted: false } });
     expect(waitingLines(worker)[0]).toMatchObject({ dependency: 's3', attempt_counted: false, error_code: 'S3_UNAVAILABLE' });
     // Files that failed because S3 was away are not failed items: they wait, pending.
+    // Every retry after the first asks S3 once (HeadBucket) before trying a file: it finds S3 still away without a
+    // streak of files (at least 10 files, each a refused connection or more) behind it.
+    expect(waitingLines(worker)[0]?.err).toMatchObject({ message: expect.stringMatching(/files in a row failed after their retries/) });
+    expect(waitingLines(worker)[1]?.err).toMatchObject({ message: expect.stringMatching(/still does not answer .* no file was tried/) });
+    const refusedBefore = s3.refused;
+    const seen = waitingLines(worker).length;
+    await waitFor(async () => waitingLines(worker).length > seen, 90_000, 50);
+    // One whole retry between the two readings, and at most the start of the next: a probe is at most 3 connections
+    // (the SDK's tries); a retry that tried files again would have made 10 or more.
+    expect(s3.refused - refusedBefore).toBeLessThan(10);
     const during = await itemsOf(env, job.id);
     expect(during.filter((item) => item.state === 'failed')).toEqual([]);
     expect(during.filter((item) => item.state === 'pending').length).toBeGreaterThan(0);

@@ -4,8 +4,10 @@
 // The run ends `succeeded`, or `partial` when items failed for good (permanent failures, or transient ones on its last
 // attempt); items that failed only transiently while attempts are left send the run back to the queue instead.
 // Payload: { source?, tenant?, prefix?, dryRun?, maxFiles?, maxTotalBytes?, maxFileBytes?, concurrency? }.
+import type { S3Client } from '@aws-sdk/client-s3';
 import { withTransaction, type Queryable } from '../db/pool.js';
 import { PermanentJobError, TransientJobError } from '../queue/errors.js';
+import { DependencyOutageError } from '../queue/outage.js';
 import { AdaptiveConcurrency } from '../imports/mass-import/adaptive-concurrency.js';
 import { requireCampaignMount } from '../imports/mass-import/campaign-mount.js';
 import { CeilingExceededError, checkCeiling, hardCapOf, LIMIT_NAMES, resolveLimits, type ImportLimits } from '../imports/mass-import/ceiling.js';
@@ -16,6 +18,7 @@ import { runImportLoop } from '../imports/mass-import/import-loop.js';
 import { ItemOutcomeBatcher } from '../imports/mass-import/item-outcome-batcher.js';
 import { normaliseSource, planTree, resolveSourceDirectory } from '../imports/mass-import/import-plan.js';
 import { ImportProgress } from '../imports/mass-import/import-progress.js';
+import { s3Silence } from '../imports/mass-import/s3-outage-watch.js';
 import { isValidPrefix, keyPrefixFor } from '../imports/object-key.js';
 import { isValidTenant, resolveTenant, TENANT_RULE } from '../imports/tenant.js';
 import { MASS_IMPORT_KIND } from './kinds.js';
@@ -108,6 +111,26 @@ function checkHardCaps(context: JobContext<MassImportPayload>): ImportLimits {
   return resolveLimits(config, context.payload.limits);
 }
 
+/**
+ * A run that waits out an S3 outage asks S3 once before trying any file. Without this, each retry found S3 still away
+ * the long way: a streak of files, each after its own and the SDK's retries (about a hundred requests and seconds of
+ * backoff per attempt here, from every waiting run of the fleet at once while S3 comes back).
+ */
+async function checkS3IsBack(context: JobContext<MassImportPayload>, s3: S3Client, bucket: string, timeoutMs: number): Promise<void> {
+  if (context.job.outageDependency !== 's3') return;
+  const silence = await s3Silence(s3, bucket, context.signal, timeoutMs);
+  if (silence === undefined) return;
+  throw new DependencyOutageError(
+    `S3 unavailable: it still does not answer (${silence}) at the start of attempt ${context.job.attempt}; no file was tried — ` +
+      'the run waits for S3 and resumes with the files not yet imported',
+    's3',
+    new Date(),
+    false,
+    'S3_UNAVAILABLE',
+    { bucket, probe: 'HeadBucket', lastCode: silence },
+  );
+}
+
 async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> {
   const { job, payload, services, progress, log, signal } = context;
   const tenant = resolveTenant(MASS_IMPORT_KIND, payload.tenant, job.tenantId);
@@ -116,6 +139,7 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     throw new PermanentJobError('mass-import needs S3: set S3_BUCKET (and S3_ENDPOINT for an S3-compatible server)', 'S3_NOT_CONFIGURED');
   }
   const { s3, bucket, pool, config } = services;
+  await checkS3IsBack(context, s3, bucket, config.massImport.requestTimeoutMs);
   const realRoot = await requireCampaignMount(config.importRoot, config.importRootRequireMount);
   const sourceDir = await resolveSourceDirectory(realRoot, payload.source);
   const fenced = <T>(work: (tx: Queryable) => Promise<T>) =>

@@ -42,7 +42,7 @@ const LEASE_DUE_RUNS = `UPDATE jobs SET
   updated_at = statement_timestamp()
 FROM due WHERE jobs.id = due.id AND jobs.archived = false
 RETURNING jobs.id, jobs.kind, jobs.tenant_id, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.progress, jobs.created_at,
-  jobs.traceparent`;
+  jobs.traceparent, jobs.outage_dependency`;
 
 /** How many runs in claim order ($7) a claim of `limit` runs with tenant ceilings reads before it looks tenant by tenant. */
 const ceilingWalkRows = (limit: number): number => Math.max(100, 8 * limit);
@@ -201,6 +201,7 @@ export async function claimJobs(db: Queryable, request: ClaimRequest): Promise<C
         progress: row.progress as Record<string, unknown> | null,
         leaseOwner: request.workerId,
         createdAt: row.created_at as Date,
+        outageDependency: row.outage_dependency as ClaimedJob['outageDependency'],
       };
       // Each job's trace gets its claim span; the attempt's spans go beneath it.
       job.traceparent = recordClaimSpan(job, row.traceparent as string | null, startedAt, request.workerId);

@@ -82,6 +82,8 @@ export interface ClaimedJob {
   createdAt: Date;
   /** The W3C trace context the attempt's spans go under (its claim span), when tracing is on. */
   traceparent?: string | null;
+  /** The dependency whose outage the run was waiting out when claimed (an earlier attempt stopped for it), if any. */
+  outageDependency?: 's3' | 'database' | null;
 }
 
 /** The lease that fences every write about a claimed job. */

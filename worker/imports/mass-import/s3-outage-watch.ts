@@ -78,27 +78,34 @@ export class S3OutageWatch {
    */
   async settle(s3: S3Client, signal: AbortSignal, timeoutMs: number): Promise<{ outage: DependencyOutageError } | { release: FailedTransfer[] }> {
     if (this.held.length === 0) return { release: [] };
-    // The probe is bounded like any request: S3 that accepts the connection and never answers is an outage too.
-    const probe = new AbortController();
-    const onAbort = () => probe.abort(signal.reason);
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-    const timer = setTimeout(() => probe.abort(Object.assign(new Error(`HeadBucket gave no answer within ${timeoutMs} ms`), { name: 'TimeoutError' })), timeoutMs);
-    try {
-      await s3.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: probe.signal });
-    } catch (error) {
-      if (signal.aborted) throw signal.reason;
-      if (probe.signal.aborted) {
-        return { outage: this.outage(`the last ${this.held.length} file(s) failed after their retries and S3 does not answer (timeout)`) };
-      }
-      if (isS3OutageError(error)) {
-        const name = (error as { name?: string; code?: string }).code ?? (error as { name?: string }).name ?? 'error';
-        return { outage: this.outage(`the last ${this.held.length} file(s) failed after their retries and S3 does not answer (${name})`) };
-      }
-    } finally {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
-    }
+    const silence = await s3Silence(s3, this.bucket, signal, timeoutMs);
+    if (silence !== undefined) return { outage: this.outage(`the last ${this.held.length} file(s) failed after their retries and S3 does not answer (${silence})`) };
     return { release: this.held.splice(0) };
   }
 }
+
+/**
+ * Asks S3 whether it answers (HeadBucket, bounded like any request). Returns undefined when it answers, even with 403
+ * or 404, and otherwise what it did instead (`timeout`, the error's code or name) when that looks like S3 being
+ * unavailable (refused, reset, timeout, 5xx). Any other error is thrown, as is the job's signal's reason.
+ */
+export async function s3Silence(s3: S3Client, bucket: string, signal: AbortSignal, timeoutMs: number): Promise<string | undefined> {
+  // S3 that accepts the connection and never answers is an outage too.
+  const probe = new AbortController();
+  const onAbort = () => probe.abort(signal.reason);
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  const timer = setTimeout(() => probe.abort(Object.assign(new Error(`HeadBucket gave no answer within ${timeoutMs} ms`), { name: 'TimeoutError' })), timeoutMs);
+  try {
+    await s3.send(new HeadBucketCommand({ Bucket: bucket }), { abortSignal: probe.signal });
+  } catch (error) {
+    if (signal.aborted) throw signal.reason;
+    if (probe.signal.aborted) return 'timeout';
+    if (isS3OutageError(error)) return (error as { code?: string }).code ?? (error as { name?: string }).name ?? 'error';
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', onAbort);
+  }
+  return undefined;
+}
+
