@@ -7,6 +7,7 @@ import { pino, stdSerializers, type DestinationStream, type Logger } from 'pino'
 import { boundedError, boundValue } from './bounds.js';
 import type { LogFormat, LogLevel } from './config.js';
 import { censorSecrets, censorSerialized } from './log-redaction.js';
+import { countChunkBytes } from './log-stream.js';
 
 export type { Logger } from 'pino';
 
@@ -47,7 +48,15 @@ export function createLogger(options: LoggerOptions): Logger {
   };
   if (options.destination) return censoringChildBindings(pino(base, options.destination));
   const pretty = wantsPretty(options.format) ? loadPretty() : undefined;
-  return censoringChildBindings(pretty ? pino(base, pretty) : pino(base));
+  const logger = pretty ? pino(base, pretty) : pino(base);
+  // stdout through pino's own sonic-boom, made to count its pending bytes (log-stream.ts).
+  if (!pretty) countChunkBytes(streamOf(logger));
+  return censoringChildBindings(logger);
+}
+
+/** The stream a pino logger writes to. */
+export function streamOf(log: Logger): unknown {
+  return (log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
 }
 
 /**
@@ -57,7 +66,7 @@ export function createLogger(options: LoggerOptions): Logger {
  * it) or lost. pino's own flush() returns without waiting for the write in flight.
  */
 export async function logsWritten(log: Logger, timeoutMs = 2_000): Promise<void> {
-  const stream = (log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as (EventEmitter & { _writing?: boolean }) | undefined;
+  const stream = streamOf(log) as (EventEmitter & { _writing?: boolean }) | undefined;
   // `_writing` is SonicBoom's (pino's destination) own flag; a destination without it is written synchronously.
   if (stream?._writing !== true) return;
   await once(stream, 'drain', { signal: AbortSignal.timeout(timeoutMs) }).catch(() => {});

@@ -382,7 +382,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
         progress,
         services: this.services,
         assertLeaseHeld: (db) => assertLeaseHeld(db, lease),
-        leaseHeldCondition: leaseHeldCondition(lease),
+        // Built when a handler asks for it (the CSV import's batches): most attempts never do.
+        get leaseHeldCondition() {
+          return leaseHeldCondition(lease);
+        },
       });
     } catch (error) {
       failure = error;
