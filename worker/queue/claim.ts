@@ -1,4 +1,5 @@
 // Claim: take up to `limit` due queued jobs in one statement and lease them to this worker.
+import { integerArrayLiteral } from '../db/array-literal.js';
 import { inTransaction, isPool, type PoolClient, type Queryable } from '../db/pool.js';
 import { recordClaimSpan } from '../tracing/job-spans.js';
 import type { ClaimedJob } from './types.js';
@@ -160,7 +161,7 @@ async function claimWithTenantCeilings(db: Queryable, request: ClaimRequest, cei
         const limit = request.limit - rows.length;
         if (limit <= 0) break;
         await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [TENANT_CEILING_LOCK_NAMESPACE, kind]);
-        const values = [request.workerId, limit, request.leaseMs, request.excludeIds ?? [], kind, ceiling, ceilingWalkRows(limit)];
+        const values = [request.workerId, limit, request.leaseMs, integerArrayLiteral(request.excludeIds ?? []), kind, ceiling, ceilingWalkRows(limit)];
         rows.push(...(await client.query(CLAIM_WITH_TENANT_CEILING, values)).rows);
       }
       return { rows };
@@ -172,7 +173,7 @@ async function claimWithTenantCeilings(db: Queryable, request: ClaimRequest, cei
 
 /** The claim statement without tenant ceilings and its parameters (claimJobs; bench:fairness --explain shows its plan). */
 export function claimStatement(request: ClaimRequest): { text: string; values: unknown[] } {
-  const values: unknown[] = [request.workerId, request.limit, request.leaseMs, request.excludeIds ?? []];
+  const values: unknown[] = [request.workerId, request.limit, request.leaseMs, integerArrayLiteral(request.excludeIds ?? [])];
   if (request.kinds) values.push(request.kinds);
   return { text: request.kinds ? CLAIM_KINDS : CLAIM_ANY_KIND, values };
 }

@@ -1,4 +1,5 @@
 // Finish: record a run's outcome, fenced by its lease. A write whose lease no longer matches changes nothing.
+import { integerArrayLiteral, wordArrayLiteral } from '../db/array-literal.js';
 import type { Queryable } from '../db/pool.js';
 import { JOBS_READY_CHANNEL } from './channels.js';
 import { DEPENDENCY_OUTAGE_CODE, dependencyName, type OutageFailure } from './outage.js';
@@ -36,9 +37,9 @@ export async function completeJobs(db: Queryable, workerId: string, completions:
      RETURNING jobs.id`,
     [
       workerId,
-      completions.map((c) => c.jobId),
-      completions.map((c) => c.attempt),
-      completions.map((c) => c.state),
+      integerArrayLiteral(completions.map((c) => c.jobId)),
+      integerArrayLiteral(completions.map((c) => c.attempt)),
+      wordArrayLiteral(completions.map((c) => c.state)),
       completions.map((c) => c.result ?? null),
       completions.map((c) => c.progress ?? null),
     ],
@@ -206,7 +207,7 @@ export async function releaseJobs(
        RETURNING jobs.id, jobs.kind, jobs.state
      )
      SELECT id, CASE WHEN state = 'queued' THEN pg_notify('${JOBS_READY_CHANNEL}', kind) END AS woke FROM released`,
-    [workerId, leases.map((lease) => lease.jobId), leases.map((lease) => lease.attempt)],
+    [workerId, integerArrayLiteral(leases.map((lease) => lease.jobId)), integerArrayLiteral(leases.map((lease) => lease.attempt))],
   );
   return rows.map((row) => row.id);
 }

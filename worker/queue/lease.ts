@@ -1,5 +1,6 @@
 // Lease upkeep and fencing: heartbeats extend the leases a worker holds; every write about a job checks the lease.
 import { escapeLiteral } from 'pg';
+import { integerArrayLiteral } from '../db/array-literal.js';
 import type { Queryable } from '../db/pool.js';
 import type { Lease } from './types.js';
 
@@ -35,7 +36,7 @@ export async function extendLeases(
      FROM unnest($2::bigint[], $3::int[]) AS held(id, attempt)
      WHERE jobs.id = held.id AND jobs.attempts = held.attempt AND jobs.lease_owner = $1 AND jobs.state = 'running' AND jobs.archived = false
      RETURNING jobs.id, jobs.cancel_requested_at IS NOT NULL AS cancel_requested`,
-    [workerId, leases.map((lease) => lease.jobId), leases.map((lease) => lease.attempt), leaseMs],
+    [workerId, integerArrayLiteral(leases.map((lease) => lease.jobId)), integerArrayLiteral(leases.map((lease) => lease.attempt)), leaseMs],
   );
   const extended = rows.map((row) => row.id);
   const kept = new Set(extended);

@@ -6,6 +6,7 @@ import { context, SpanKind, SpanStatusCode, trace, type Span } from '@openteleme
 import type { JobMetrics } from '../handlers/metrics.js';
 import type { ClaimedJob } from '../queue/types.js';
 import type { AttemptEnd } from '../runner/attempt-end.js';
+import { tracingStarted } from './sdk.js';
 import { activeTraceparent, contextOfTraceparent, recordFailure, tracer } from './spans.js';
 
 /** The attributes every span of a run carries. */
@@ -19,6 +20,8 @@ export function jobAttributes(job: Pick<ClaimedJob, 'id' | 'kind' | 'attempt' | 
  * The claim statement is one for many jobs; each job's trace gets its own span of it.
  */
 export function recordClaimSpan(job: ClaimedJob, enqueuedBy: string | null, startTimeMs: number, workerId: string): string | null {
+  // Without the SDK the no-op span carries no traceparent on (no propagator is registered): null either way.
+  if (!tracingStarted()) return null;
   const span = tracer.startSpan(
     'claim',
     {
@@ -34,6 +37,7 @@ export function recordClaimSpan(job: ClaimedJob, enqueuedBy: string | null, star
 
 /** Runs one attempt (handler and outcome) with its `run <kind>` span active; the span ends when it settles. */
 export async function runInJobSpan(job: ClaimedJob, attempt: () => Promise<void>): Promise<void> {
+  if (!tracingStarted()) return attempt();
   const span = tracer.startSpan(`run ${job.kind}`, { kind: SpanKind.CONSUMER, attributes: jobAttributes(job) }, contextOfTraceparent(job.traceparent));
   try {
     await context.with(trace.setSpan(context.active(), span), attempt);
