@@ -1,5 +1,6 @@
 // The queue commands of the `bulk-import` CLI, run as real processes: enqueue (with reuse), worker, and their errors.
 import { describe, expect, it } from 'vitest';
+import { freePort } from '../worker/dev/free-port.js';
 import { requireJob } from '../worker/queue/operator.js';
 import { useTestEnvironment } from './harness.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
@@ -44,6 +45,14 @@ describe('bulk-import enqueue and worker', () => {
     const unknownWorkerKind = await runCli(env, ['worker', '--kinds', 'nope', '--exit-when-idle']);
     expect(unknownWorkerKind.code).not.toBe(0);
     expect(unknownWorkerKind.stderr).toMatch(/unknown job kind\(s\) nope/);
+    // Said before the worker waits for its database: with none listening and a long startup wait, it still fails at
+    // once (a wait would outlast the runner's 60 s timeout and end without this line).
+    const noDatabase = await runCli(env, ['worker', '--kinds', 'nope', '--exit-when-idle'], {
+      DATABASE_URL: `postgres://nobody:secret@127.0.0.1:${await freePort()}/none`,
+      DATABASE_STARTUP_TIMEOUT_MS: '300000',
+    });
+    expect(noDatabase.code).toBe(1);
+    expect(noDatabase.stderr.trim()).toMatch(/^bulk-import: unknown job kind\(s\) nope; known: /);
     const typoCeiling = await runCli(env, ['worker', '--exit-when-idle'], { WORKER_KIND_CONCURRENCY: 'csv-validate=2' });
     expect(typoCeiling.code).not.toBe(0);
     expect(typoCeiling.stderr).toMatch(/WORKER_KIND_CONCURRENCY names unknown job kind\(s\) csv-validate; known: .*csv-import/);

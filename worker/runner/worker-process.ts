@@ -56,34 +56,43 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
     status: databaseStatus,
     sessionName: 'pool',
   });
-  try {
-    await waitForDatabase(pool, {
-      timeoutMs: config.databaseStartupTimeoutMs,
-      onWaiting: (reason) => log.warn({ err: reason }, 'database not reachable yet; waiting before the first claim'),
-    });
-  } catch (error) {
-    await pool.end().catch(() => {});
-    throw error;
-  }
   const s3 = config.s3Bucket
     ? createS3Client({ region: config.awsRegion, endpoint: config.s3Endpoint, forcePathStyle: config.s3ForcePathStyle })
     : undefined;
   const services: HandlerServices = { config, pool, s3, bucket: config.s3Bucket };
   const registry = options.registry ?? defaultRegistry();
-  const worker = new Worker(
-    pool,
-    registry,
-    services,
-    {
-      ...config.worker,
-      tenantKindConcurrency: config.queue.tenantKindConcurrency,
-      concurrency,
-      kinds: options.kinds ?? config.worker.kinds,
-      exitWhenIdle: options.exitWhenIdle ?? false,
-    },
-    log,
-    { database, status: databaseStatus, claimSession: true, listen: true },
-  );
+  // What failed to start is closed before the error goes up: an open pool would keep the process alive until its idle
+  // connections time out (10 s) after the one-line error.
+  const abandon = async (error: unknown): Promise<never> => {
+    s3?.destroy();
+    await endPool(pool, log);
+    throw error;
+  };
+  let worker: Worker;
+  try {
+    // The worker checks its kinds and ceilings first: a misconfigured worker fails at once, not after the database
+    // wait (DATABASE_STARTUP_TIMEOUT_MS) and not after it connected.
+    worker = new Worker(
+      pool,
+      registry,
+      services,
+      {
+        ...config.worker,
+        tenantKindConcurrency: config.queue.tenantKindConcurrency,
+        concurrency,
+        kinds: options.kinds ?? config.worker.kinds,
+        exitWhenIdle: options.exitWhenIdle ?? false,
+      },
+      log,
+      { database, status: databaseStatus, claimSession: true, listen: true },
+    );
+    await waitForDatabase(pool, {
+      timeoutMs: config.databaseStartupTimeoutMs,
+      onWaiting: (reason) => log.warn({ err: reason }, 'database not reachable yet; waiting before the first claim'),
+    });
+  } catch (error) {
+    return abandon(error);
+  }
   const maintenance = [
     createRescuer(pool, config.worker.rescueIntervalMs, log, databaseStatus),
     createRetention(pool, config.worker.retentionDays, config.worker.retentionIntervalMs, log, { status: databaseStatus }),
@@ -99,15 +108,22 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
     kinds: registry.kinds(),
     log,
   });
-  const notifications = await startNotifications({
-    pool,
-    config: config.notifications,
-    region: config.awsRegion,
-    retentionDays: config.worker.retentionDays,
-    log,
-    worker,
-  });
-  await worker.start();
+  let notifications: NotificationPublisher | undefined;
+  try {
+    notifications = await startNotifications({
+      pool,
+      config: config.notifications,
+      region: config.awsRegion,
+      retentionDays: config.worker.retentionDays,
+      log,
+      worker,
+    });
+    await worker.start();
+  } catch (error) {
+    await worker.stop().catch(() => {});
+    await operations.stop().catch(() => {});
+    return abandon(error);
+  }
   for (const service of maintenance) service.start();
   log.info(
     { worker_id: config.worker.workerId, concurrency, kinds: options.kinds?.length ? options.kinds : registry.kinds() },
