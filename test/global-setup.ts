@@ -1,15 +1,19 @@
 // Starts the real servers the tests talk to, once per run: an embedded Postgres (unless DATABASE_URL is set) and the
-// local S3 server (unless S3_ENDPOINT is set). Migrates a template database that every test file clones.
+// local S3 server (unless S3_ENDPOINT is set). Migrates a template database that every test file clones. Builds the
+// compiled CLI the tests spawn (worker/dev/compiled-layout.ts) meanwhile, and again before a rerun in watch mode.
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
+import { buildCompiledLayout } from '../worker/dev/compiled-layout.js';
 import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
 import { LOCAL_S3_CREDENTIALS, startLocalS3 } from '../worker/dev/local-s3.js';
 import { migrate } from '../worker/db/migrate.js';
 
 export const TEMPLATE_DATABASE = 'bulk_import_test_template';
+const COMPILED_CLI_DIR = fileURLToPath(new URL('../node_modules/.cache/bulk-import-test-cli/', import.meta.url));
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -18,6 +22,8 @@ declare module 'vitest' {
     s3Endpoint: string;
     s3Region: string;
     s3Credentials: { accessKeyId: string; secretAccessKey: string };
+    /** bin/bulk-import.js of the compiled layout: the CLI the tests spawn. */
+    cliEntry: string;
   }
 }
 
@@ -30,6 +36,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
     for (const stop of stops.reverse()) await stop().catch(() => {});
     await rm(stateDir, { recursive: true, force: true });
   };
+  // Incremental, in a directory that outlives the run: a run after a small change compiles only that change.
+  const buildCli = () => buildCompiledLayout({ dir: COMPILED_CLI_DIR, incremental: true });
+  const cliBuilt = buildCli();
+  cliBuilt.catch(() => {}); // awaited below; a failure is reported there, after the servers are stopped
   try {
     let adminUrl = process.env.DATABASE_URL;
     if (!adminUrl) {
@@ -54,6 +64,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
       secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? LOCAL_S3_CREDENTIALS.secretAccessKey,
     });
     stops.push(() => dropTemplateDatabase(adminUrl));
+    project.provide('cliEntry', await cliBuilt);
+    project.onTestsRerun(async () => {
+      project.provide('cliEntry', await buildCli());
+    });
   } catch (error) {
     await teardown();
     throw error;

@@ -9,8 +9,8 @@
 // window (first job taken to last outcome stored: our jobs table's started_at/finished_at, graphile-worker's job:start
 // and job:complete events), the issue's "first start to last finish", and from the spawn (start-up included: about
 // 0.5 s for our CLI's modules against 0.2 s for graphile-worker's, a sixth of a 50,000-job round).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { makeWorkerUtils } from 'graphile-worker';
 import pg from 'pg';
 import { createPool } from '../../worker/db/pool.js';
+import { buildCompiledLayout } from '../../worker/dev/compiled-layout.js';
 import { NOOP_KIND } from '../../worker/handlers/kinds.js';
 import { enqueueJobs } from '../../worker/queue/enqueue.js';
 import { median } from '../support/median.js';
@@ -53,22 +54,6 @@ interface Run {
   /** Milliseconds of the worker processes' CPU per job. */
   workerCpuMsPerJob: number;
   logLines: number;
-}
-
-/** The image's layout in a temporary directory: dist/ from `tsc -p tsconfig.build.json`, bin/, migrations/, node_modules. */
-function buildImageLayout(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'bench-black-box-'));
-  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', join(dir, 'dist')], {
-    cwd: ROOT,
-    stdio: 'inherit',
-  });
-  if (tsc.status !== 0) throw new Error('the build failed');
-  rmSync(join(dir, 'dist/worker/dev'), { recursive: true, force: true });
-  cpSync(join(ROOT, 'bin'), join(dir, 'bin'), { recursive: true });
-  cpSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
-  symlinkSync(join(ROOT, 'migrations'), join(dir, 'migrations'));
-  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-  return dir;
 }
 
 async function unfinished(db: pg.Client, sql: string): Promise<number> {
@@ -257,7 +242,9 @@ async function settle(urls: { ours: string; graphile: string }): Promise<void> {
 export async function runBlackBox(urls: { ours: string; graphile: string }, settings: BlackBoxSettings): Promise<void> {
   // graphile-process.ts runs without a loader, on Node's own type stripping (Node 24, as in .ci/run and the image).
   if (!(process.features as { typescript?: unknown }).typescript) throw new Error(`the black box needs Node.js 24 (this is ${process.version})`);
-  const layout = buildImageLayout();
+  // The image's layout in a temporary directory (worker/dev/compiled-layout.ts), without the dev tooling as in the image.
+  const layout = mkdtempSync(join(tmpdir(), 'bench-black-box-'));
+  await buildCompiledLayout({ dir: layout, withoutDev: true });
   try {
     console.log(`\nblack box: the built \`bulk-import worker\` process vs graphile-worker batched in its own process`);
     console.log(`${settings.jobs} pre-inserted no-op jobs per round, concurrency ${settings.concurrency}, logs at info to a file, ${settings.rounds} paired rounds\n`);

@@ -4,11 +4,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { afterAll } from 'vitest';
+import { afterAll, inject } from 'vitest';
 import type { TestEnvironment } from '../harness.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-export const CLI_ENTRY = `${ROOT}bin/bulk-import.js`;
+/** bin/bulk-import.js of the compiled layout global-setup.ts built from this checkout: what the image runs. */
+export const CLI_ENTRY = inject('cliEntry');
 export const TEST_WORKER_ENTRY = `${ROOT}test/fixtures/test-worker.ts`;
 
 export interface LogLine {
