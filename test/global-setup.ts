@@ -14,6 +14,8 @@ import { migrate } from '../worker/db/migrate.js';
 
 export const TEMPLATE_DATABASE = 'bulk_import_test_template';
 const COMPILED_CLI_DIR = fileURLToPath(new URL('../node_modules/.cache/bulk-import-test-cli/', import.meta.url));
+/** The fixtures the tests start as processes of their own, compiled with the CLI (test/support/worker-processes.ts). */
+const COMPILED_FIXTURES = ['test/fixtures/test-worker.ts', 'test/fixtures/submit-at-signal.ts'];
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -37,7 +39,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     await rm(stateDir, { recursive: true, force: true });
   };
   // Incremental, in a directory that outlives the run: a run after a small change compiles only that change.
-  const buildCli = () => buildCompiledLayout({ dir: COMPILED_CLI_DIR, incremental: true });
+  const buildCli = () => buildCompiledLayout({ dir: COMPILED_CLI_DIR, incremental: true, alsoCompile: COMPILED_FIXTURES });
   const cliBuilt = buildCli();
   cliBuilt.catch(() => {}); // awaited below; a failure is reported there, after the servers are stopped
   try {

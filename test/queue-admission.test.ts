@@ -16,9 +16,10 @@ import { PermanentJobError } from '../worker/queue/errors.js';
 import { useTestEnvironment } from './harness.js';
 import { call, makeKey, startTestApi } from './support/api-server.js';
 import { runCli } from './support/cli-runner.js';
+import { compiledFixture } from './support/worker-processes.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const SUBMITTER = `${ROOT}test/fixtures/submit-at-signal.ts`;
+const SUBMITTER = compiledFixture('submit-at-signal');
 
 const withLimits = (admission: Partial<QueueConfig['admission']>): QueueConfig => ({
   ...loadConfig({}).queue,
@@ -196,7 +197,7 @@ describe('admission control on submit', () => {
     // 40 processes for tenant "race" (2 runs each: 80 asked, 25 fit) and 10 for 10 other tenants (3 each).
     const specs = Array.from({ length: 50 }, (_, i) => (i < 40 ? { tenant: 'race', count: 2 } : { tenant: `solo${i}`, count: 3 }));
     const processes = specs.map(({ tenant, count }) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', SUBMITTER, channel, tenant, String(count)], {
+      const child = spawn(process.execPath, [SUBMITTER, channel, tenant, String(count)], {
         cwd: ROOT,
         env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env.processEnv, ...limits },
         stdio: ['ignore', 'pipe', 'pipe'],

@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, inject } from 'vitest';
 import type { TestEnvironment } from '../harness.js';
@@ -10,7 +11,11 @@ import type { TestEnvironment } from '../harness.js';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** bin/bulk-import.js of the compiled layout global-setup.ts built from this checkout: what the image runs. */
 export const CLI_ENTRY = inject('cliEntry');
-export const TEST_WORKER_ENTRY = `${ROOT}test/fixtures/test-worker.ts`;
+/** A fixture of test/fixtures/ as compiled into that layout (global-setup.ts lists which). */
+export function compiledFixture(name: string): string {
+  return join(dirname(CLI_ENTRY), '..', 'dist', 'test', 'fixtures', `${name}.js`);
+}
+export const TEST_WORKER_ENTRY = compiledFixture('test-worker');
 
 export interface LogLine {
   level: number;
@@ -30,7 +35,7 @@ export interface WorkerProcess {
 }
 
 export interface SpawnOptions {
-  /** `cli` runs `bin/bulk-import.js worker`; `test` runs test/fixtures/test-worker.ts (default + test handlers). */
+  /** `cli` runs `bin/bulk-import.js worker`; `test` runs test/fixtures/test-worker.ts, compiled (default + test handlers). */
   entry?: 'cli' | 'test';
   args?: string[];
   env?: Record<string, string>;
@@ -44,7 +49,7 @@ export function spawnWorker(testEnv: TestEnvironment, options: SpawnOptions = {}
   const args =
     entry === 'cli'
       ? [CLI_ENTRY, 'worker', ...(options.args ?? [])]
-      : ['--import', 'tsx', TEST_WORKER_ENTRY, ...(options.args ?? [])];
+      : [TEST_WORKER_ENTRY, ...(options.args ?? [])];
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
     env: {

@@ -4,7 +4,7 @@
 // loader at every start cost a third of a second of CPU per process, hundreds of processes per run); the black-box
 // bench measures the worker from one.
 import { spawn } from 'node:child_process';
-import { cp, mkdir, rm, symlink } from 'node:fs/promises';
+import { cp, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -20,13 +20,26 @@ export interface CompiledLayoutOptions {
    * (the tests' layout under node_modules/.cache). Files of deleted sources stay in dist/; nothing imports them.
    */
   incremental?: boolean;
+  /**
+   * More entry points to compile beside worker/ and scripts/ (paths from the checkout's root), for processes the tests
+   * start from fixtures of their own; they land under dist/ at the same path (`test/fixtures/x.ts` → dist/test/fixtures/x.js).
+   */
+  alsoCompile?: readonly string[];
 }
 
 /** Builds (or brings up to date) the compiled layout in `dir`; resolves with the path of its bin/bulk-import.js. */
 export async function buildCompiledLayout(options: CompiledLayoutOptions): Promise<string> {
   const { dir } = options;
   await mkdir(dir, { recursive: true });
-  const args = [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', join(dir, 'dist')];
+  let project = join(ROOT, 'tsconfig.build.json');
+  if (options.alsoCompile?.length) {
+    // tsc takes no files beside a project: a project of the layout's own, the build's plus these.
+    project = join(dir, 'tsconfig.layout.json');
+    const build = JSON.parse(await readFile(join(ROOT, 'tsconfig.build.json'), 'utf8')) as { include: string[] };
+    const include = [...build.include, ...options.alsoCompile].map((path) => join(ROOT, path));
+    await writeFile(project, `${JSON.stringify({ extends: join(ROOT, 'tsconfig.build.json'), compilerOptions: { rootDir: ROOT }, include }, null, 2)}\n`);
+  }
+  const args = [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', project, '--outDir', join(dir, 'dist')];
   if (options.incremental) args.push('--incremental', '--tsBuildInfoFile', join(dir, 'tsconfig.build.tsbuildinfo'));
   const output = await run(process.execPath, args);
   if (output.code !== 0) throw new Error(`the build of the compiled layout failed (tsc exit ${output.code}):\n${output.text}`);
