@@ -39,7 +39,12 @@ export default async function setup(project: TestProject): Promise<() => Promise
     await rm(stateDir, { recursive: true, force: true });
   };
   // Incremental, in a directory that outlives the run: a run after a small change compiles only that change.
-  const buildCli = () => buildCompiledLayout({ dir: COMPILED_CLI_DIR, incremental: true, alsoCompile: COMPILED_FIXTURES });
+  const buildCli = async (): Promise<string> => {
+    const layout = await buildCompiledLayout({ dir: COMPILED_CLI_DIR, incremental: true, alsoCompile: COMPILED_FIXTURES });
+    // Type errors do not stop the tests (`npm run typecheck` is the check); the JavaScript was emitted all the same.
+    if (layout.diagnostics) console.warn(`type errors in the compiled CLI the tests spawn:\n${layout.diagnostics}`);
+    return layout.cliEntry;
+  };
   const cliBuilt = buildCli();
   cliBuilt.catch(() => {}); // awaited below; a failure is reported there, after the servers are stopped
   try {
@@ -67,8 +72,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
     });
     stops.push(() => dropTemplateDatabase(adminUrl));
     project.provide('cliEntry', await cliBuilt);
+    // A rerun after an edit spawns the edited code. A build that fails keeps the last one (and says why): a throw here
+    // would end watch mode without stopping the servers.
     project.onTestsRerun(async () => {
-      project.provide('cliEntry', await buildCli());
+      await buildCli().then(
+        (cliEntry) => project.provide('cliEntry', cliEntry),
+        (error: unknown) => console.error(`the compiled CLI was not rebuilt; the tests spawn the last build: ${String(error)}`),
+      );
     });
   } catch (error) {
     await teardown();

@@ -21,8 +21,8 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function openBoom(name: string, counted: boolean): Promise<Boom> {
-  const stream = pino.destination({ dest: join(dir, name), sync: false, maxWrite: 200 }) as Boom;
+async function openBoom(name: string, counted: boolean, options: { sync?: boolean; minLength?: number; maxLength?: number } = {}): Promise<Boom> {
+  const stream = pino.destination({ dest: join(dir, name), sync: false, maxWrite: 200, ...options }) as Boom;
   await once(stream, 'ready');
   if (counted) {
     expect(countChunkBytes(stream)).toBe(true);
@@ -84,13 +84,42 @@ describe('countChunkBytes', () => {
     expect(await readFile(join(dir, 'plain.log'), 'utf8')).toBe(expected);
   });
 
-  it('leaves other streams alone; the logger on stdout counts', () => {
+  // Written in one go, then ended: what each setting does to the pending chunks, drops and return values.
+  for (const [name, options] of [
+    ['minLength', { minLength: 150 }],
+    ['maxLength (lines dropped past it)', { maxLength: 2_000 }],
+    ['sync', { sync: true }],
+  ] as const) {
+    it(`writes what sonic-boom writes with ${name}`, async () => {
+      const file = name.split(' ')[0]!;
+      const plain = await openBoom(`plain-${file}.log`, false, options);
+      const counted = await openBoom(`counted-${file}.log`, true, options);
+      const drops = { plain: [] as string[], counted: [] as string[] };
+      plain.on('drop', (line: string) => drops.plain.push(line));
+      counted.on('drop', (line: string) => drops.counted.push(line));
+      // A short line first: under minLength it waits for more instead of being written at once.
+      for (const line of ['{"n":-1}\n', ...lines(400, 13)]) {
+        expect(counted.write(line)).toBe(plain.write(line));
+        expect(counted._bufs).toEqual(plain._bufs);
+        expect(counted._len).toBe(plain._len);
+      }
+      expect(drops.counted).toEqual(drops.plain);
+      if (name.startsWith('maxLength')) expect(drops.counted.length).toBeGreaterThan(0);
+      await Promise.all([ended(plain), ended(counted)]);
+      const written = await readFile(join(dir, `plain-${file}.log`), 'utf8');
+      expect(await readFile(join(dir, `counted-${file}.log`), 'utf8')).toBe(written);
+      expect(written.length).toBeGreaterThan(0);
+    });
+  }
+
+  it('leaves other streams alone; the logger on stdout counts', async () => {
     const other = { write: () => true };
     expect(countChunkBytes(other)).toBe(false);
     expect(countChunkBytes(null)).toBe(false);
     const log = createLogger({ level: 'info', format: 'json' });
     const stdout = streamOf(log) as Boom;
-    expect(stdout.write).not.toBe(pino.destination({ dest: 1, sync: false }).write);
-    expect(countChunkBytes(stdout)).toBe(true);
+    const reference = await openBoom('reference.log', false);
+    expect(stdout.write).not.toBe(reference.write);
+    await ended(reference);
   });
 });

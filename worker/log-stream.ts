@@ -1,7 +1,7 @@
 // pino's destination (sonic-boom, in its default utf8 mode) keeps the lines not yet written in chunks of at most
 // `maxWrite` bytes (16 kB) and, to know whether the next line still fits, measures the UTF-8 length of the last
 // chunk again on every line. Each line then costs a pass over (and, the chunk being a concatenated string, a flattened
-// copy of) up to 16 kB: in a busy worker about 3 µs and 8 kB of garbage per line, more than building the line.
+// copy of) up to 16 kB: in a busy worker 3–5 µs and kilobytes of garbage per line, more than building the line.
 // countChunkBytes gives such a stream a `write` that keeps the last chunk's length as lines are added instead; what
 // it writes, in what order and in what chunks, is the same (test/log-stream.test.ts checks it against sonic-boom's own).
 

@@ -244,7 +244,8 @@ export async function runBlackBox(urls: { ours: string; graphile: string }, sett
   if (!(process.features as { typescript?: unknown }).typescript) throw new Error(`the black box needs Node.js 24 (this is ${process.version})`);
   // The image's layout in a temporary directory (worker/dev/compiled-layout.ts), without the dev tooling as in the image.
   const layout = mkdtempSync(join(tmpdir(), 'bench-black-box-'));
-  await buildCompiledLayout({ dir: layout, withoutDev: true });
+  const { diagnostics } = await buildCompiledLayout({ dir: layout, withoutDev: true });
+  if (diagnostics) console.warn(`type errors in the build (its JavaScript runs all the same):\n${diagnostics}`);
   try {
     console.log(`\nblack box: the built \`bulk-import worker\` process vs graphile-worker batched in its own process`);
     console.log(`${settings.jobs} pre-inserted no-op jobs per round, concurrency ${settings.concurrency}, logs at info to a file, ${settings.rounds} paired rounds\n`);

@@ -4,7 +4,8 @@
 // loader at every start cost a third of a second of CPU per process, hundreds of processes per run); the black-box
 // bench measures the worker from one.
 import { spawn } from 'node:child_process';
-import { cp, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -27,10 +28,25 @@ export interface CompiledLayoutOptions {
   alsoCompile?: readonly string[];
 }
 
-/** Builds (or brings up to date) the compiled layout in `dir`; resolves with the path of its bin/bulk-import.js. */
-export async function buildCompiledLayout(options: CompiledLayoutOptions): Promise<string> {
+export interface CompiledLayout {
+  /** bin/bulk-import.js of the layout. */
+  cliEntry: string;
+  /** tsc's type errors when it emitted the JavaScript all the same (tsc exit 2): worth a warning, not a failure. */
+  diagnostics: string | undefined;
+}
+
+/**
+ * Builds (or brings up to date) the compiled layout in `dir`. One build of a directory at a time, across processes
+ * (two test runs at once share the tests' layout): a lock file beside it, taken over from a process that died.
+ */
+export async function buildCompiledLayout(options: CompiledLayoutOptions): Promise<CompiledLayout> {
   const { dir } = options;
   await mkdir(dir, { recursive: true });
+  return withLock(`${dir.replace(/\/+$/, '')}.lock`, () => build(options));
+}
+
+async function build(options: CompiledLayoutOptions): Promise<CompiledLayout> {
+  const { dir } = options;
   let project = join(ROOT, 'tsconfig.build.json');
   if (options.alsoCompile?.length) {
     // tsc takes no files beside a project: a project of the layout's own, the build's plus these.
@@ -42,16 +58,53 @@ export async function buildCompiledLayout(options: CompiledLayoutOptions): Promi
   const args = [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', project, '--outDir', join(dir, 'dist')];
   if (options.incremental) args.push('--incremental', '--tsBuildInfoFile', join(dir, 'tsconfig.build.tsbuildinfo'));
   const output = await run(process.execPath, args);
-  if (output.code !== 0) throw new Error(`the build of the compiled layout failed (tsc exit ${output.code}):\n${output.text}`);
+  // 2: type errors, the JavaScript emitted anyway (what tsx would run too); 1: nothing emitted.
+  if (output.code !== 0 && output.code !== 2) throw new Error(`the build of the compiled layout failed (tsc exit ${output.code}):\n${output.text}`);
   if (options.withoutDev) await rm(join(dir, 'dist/worker/dev'), { recursive: true, force: true });
-  await rm(join(dir, 'bin'), { recursive: true, force: true });
-  await cp(join(ROOT, 'bin'), join(dir, 'bin'), { recursive: true });
+  // Copied over, and linked once: a layout in use by another run's processes never loses its bin/ or its links.
+  await cp(join(ROOT, 'bin'), join(dir, 'bin'), { recursive: true, force: true });
   await cp(join(ROOT, 'package.json'), join(dir, 'package.json'));
   for (const name of ['migrations', 'node_modules']) {
-    await rm(join(dir, name), { recursive: true, force: true });
-    await symlink(join(ROOT, name), join(dir, name));
+    const link = join(dir, name);
+    const target = join(ROOT, name);
+    if ((await readlink(link).catch(() => undefined)) === target) continue;
+    await rm(link, { recursive: true, force: true });
+    await symlink(target, link);
   }
-  return join(dir, 'bin/bulk-import.js');
+  return { cliEntry: join(dir, 'bin/bulk-import.js'), diagnostics: output.code === 2 ? output.text : undefined };
+}
+
+async function withLock<T>(lockFile: string, work: () => Promise<T>): Promise<T> {
+  for (const startedAt = Date.now(); ; ) {
+    try {
+      await writeFile(lockFile, String(process.pid), { flag: 'wx' });
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const holder = Number(await readFile(lockFile, 'utf8').catch(() => ''));
+      if (!isAlive(holder)) {
+        await rm(lockFile, { force: true });
+        continue;
+      }
+      if (Date.now() - startedAt > 10 * 60_000) throw new Error(`${lockFile} is held by process ${holder} for over 10 minutes`);
+      await sleep(200);
+    }
+  }
+  try {
+    return await work();
+  } finally {
+    await rm(lockFile, { force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function run(command: string, args: string[]): Promise<{ code: number | null; text: string }> {

@@ -100,16 +100,17 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
       status: databaseStatus,
     }),
   ];
-  const operations = startOperations({
-    config,
-    database,
-    databaseStatus,
-    worker,
-    kinds: registry.kinds(),
-    log,
-  });
+  let operations: Operations | undefined;
   let notifications: NotificationPublisher | undefined;
   try {
+    operations = startOperations({
+      config,
+      database,
+      databaseStatus,
+      worker,
+      kinds: registry.kinds(),
+      log,
+    });
     notifications = await startNotifications({
       pool,
       config: config.notifications,
@@ -121,7 +122,8 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
     await worker.start();
   } catch (error) {
     await worker.stop().catch(() => {});
-    await operations.stop().catch(() => {});
+    await notifications?.stop().catch(() => {});
+    await operations?.stop().catch(() => {});
     return abandon(error);
   }
   for (const service of maintenance) service.start();

@@ -85,9 +85,9 @@ export class S3OutageWatch {
 }
 
 /**
- * Asks S3 whether it answers (HeadBucket, bounded like any request). Returns undefined when it answers, even with 403
- * or 404, and otherwise what it did instead (`timeout`, the error's code or name) when that looks like S3 being
- * unavailable (refused, reset, timeout, 5xx). Any other error is thrown, as is the job's signal's reason.
+ * Asks S3 whether it answers (HeadBucket, bounded like any request). Returns what it did instead (`timeout`, the
+ * error's code or name) when that looks like S3 being unavailable (refused, reset, timeout, 5xx), and undefined
+ * otherwise: any other answer, even an error such as 403 or 404, is S3 answering. The job's signal's reason is thrown.
  */
 export async function s3Silence(s3: S3Client, bucket: string, signal: AbortSignal, timeoutMs: number): Promise<string | undefined> {
   // S3 that accepts the connection and never answers is an outage too.
