@@ -133,6 +133,9 @@ describe('a CSV import through the API', () => {
   });
 
   it('finalizes; a client that drops and reconnects with Last-Event-ID gets every event it missed, then partial', async () => {
+    // A witness stays connected throughout: what the dropped client missed is what the witness saw after its last event.
+    const witness = await openEvents(api, jobId, operator);
+    await witness.waitFor((event) => event.event === 'snapshot');
     const stream = await openEvents(api, jobId, backend);
     const snapshot = await stream.waitFor((event) => event.event === 'snapshot');
     const finalized = await call(api, 'POST', `/v1/jobs/${jobId}/finalize`, { key: backend, body: { note: 'looks right' } });
@@ -152,9 +155,18 @@ describe('a CSV import through the API', () => {
     const resumed = await openEvents(api, jobId, backend, queued.id);
     await resumed.waitFor(isState('partial'));
     resumed.close();
+    await witness.waitFor(isState('partial'));
+    witness.close();
     expect(resumed.events[0]!.event).not.toBe('snapshot');
+    // Exactly the witness's events after the one the client had last (ids, types, data), up to the end.
+    const seen = witness.events.slice(witness.events.findIndex((event) => event.id === queued.id) + 1);
+    expect(seen.length).toBeGreaterThan(0);
+    expect(resumed.events.slice(0, seen.length)).toEqual(seen);
     const states = resumed.events.filter((event) => event.event === 'state').map((event) => event.data.state);
-    expect(states).toEqual(['running', 'partial']);
+    expect(states[0]).toBe('running');
+    expect(states.at(-1)).toBe('partial');
+    // A retried attempt (running, queued, running) is allowed but said, with the worker's warnings: CI met one once.
+    if (states.length !== 2) console.warn('finalize was retried:', states, workers.flatMap((worker) => worker.logs.filter((line) => line.level >= 40)));
     const ids = resumed.events.map((event) => Number(event.id!.split('.')[1]));
     expect(ids[0]).toBeGreaterThan(Number(queued.id!.split('.')[1]));
     expect(Number(queued.id!.split('.')[1])).toBeGreaterThan(Number(snapshot.id!.split('.')[1]));
