@@ -16,7 +16,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { finished } from 'node:stream/promises';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
@@ -30,10 +29,9 @@ import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import { createS3Client } from '../worker/storage/s3-client.js';
 import { CSV_IMPORT_KIND } from '../worker/handlers/kinds.js';
-import { buildCompiledWorker, productionNodeFlags } from './mass-import/compiled-worker.js';
+import { buildCompiledWorker, productionNodeFlags } from './support/compiled-worker.js';
 import { PRODUCTS_CSV_HEADER, productsCsvLine } from './csv/products-file.js';
 
-const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const BUCKET = 'bench-csv';
 const GOAL_RATIO = 0.5;
 const GOAL_RSS_BYTES = 256 * 1024 * 1024;
@@ -266,8 +264,7 @@ async function main(): Promise<void> {
   const s3 = createS3Client({ region: environment.region, endpoint: environment.s3.endpoint, credentials: environment.credentials });
   try {
     log('building the compiled worker (as the production image runs it) …');
-    // Inside the checkout (.bench/ is ignored by git), so the compiled worker finds node_modules.
-    const entry = await buildCompiledWorker(ROOT, join(ROOT, '.bench', 'csv-worker'), log);
+    const entry = await buildCompiledWorker(join(stateDir, 'layout'), log);
     const smaller = [Math.max(10, Math.round(rows / 4)), Math.max(10, Math.round(rows / 10))];
     const files: Record<string, number> = {};
     for (const count of [rows, ...smaller]) {

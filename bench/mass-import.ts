@@ -24,18 +24,10 @@ import { ensureAwsCli, type AwsCli } from './mass-import/aws-cli.js';
 import { runMeasured } from './mass-import/measured-process.js';
 import { printMassImportResults, type ToolResult } from './mass-import/report.js';
 import { writeBigFileTree } from './mass-import/big-file.js';
-import { buildCompiledWorker } from './mass-import/compiled-worker.js';
+import { buildCompiledWorker } from './support/compiled-worker.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
-/**
- * With the standard OTEL_* variables set, the compiled worker (started without bin/bulk-import.js) gets the SDK
- * through bench/tracing-preload.ts, as the CLI entry starts it in production: the tracing overhead run.
- */
-function tracingPreload(): string[] {
-  const asked = Object.keys(process.env).some((name) => name.startsWith('OTEL_EXPORTER_OTLP_') || name === 'OTEL_TRACES_EXPORTER');
-  return asked ? ['--import', 'tsx', '--import', join(ROOT, 'bench/tracing-preload.ts')] : [];
-}
 const REGION = 'us-east-1';
 
 const settings = {
@@ -118,7 +110,7 @@ async function runOurs(servers: Servers, importRoot: string, round: number, labe
   const pool = createPool(databaseUrl, { max: 2, applicationName: 'bench-mass-import' });
   try {
     const { job } = await submitJob(pool, { kind: MASS_IMPORT_KIND, tenantId: 'bench', payload: { prefix: 'bench' } });
-    const run = await runMeasured(process.execPath, [...tracingPreload(), servers.workerEntry, 'worker', '--exit-when-idle'], {
+    const run = await runMeasured(process.execPath, [servers.workerEntry, 'worker', '--exit-when-idle'], {
       PATH: process.env.PATH ?? '',
       HOME: servers.runDir,
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
@@ -176,7 +168,8 @@ async function main(): Promise<void> {
   });
   const aws = await ensureAwsCli(log);
   log('Compiling the worker (as the production image runs it) …');
-  const workerEntry = await buildCompiledWorker(ROOT, join(work, 'dist'), log);
+  // With the standard OTEL_* variables set, its bin/ starts the trace SDK as in production: the tracing overhead run.
+  const workerEntry = await buildCompiledWorker(join(work, 'layout'), log);
 
   const runDir = await mkdtemp(join(work, 'run-'));
   await chmod(runDir, 0o755);

@@ -19,10 +19,10 @@ import { fileURLToPath } from 'node:url';
 import { makeWorkerUtils } from 'graphile-worker';
 import pg from 'pg';
 import { createPool } from '../../worker/db/pool.js';
-import { buildCompiledLayout } from '../../worker/dev/compiled-layout.js';
 import { NOOP_KIND } from '../../worker/handlers/kinds.js';
 import { enqueueJobs } from '../../worker/queue/enqueue.js';
 import { median } from '../support/median.js';
+import { buildCompiledWorker } from '../support/compiled-worker.js';
 import { withClient } from '../support/pg-client.js';
 import { CpuMeter, postgresCpuMeter } from '../support/process-cpu.js';
 
@@ -244,8 +244,7 @@ export async function runBlackBox(urls: { ours: string; graphile: string }, sett
   if (!(process.features as { typescript?: unknown }).typescript) throw new Error(`the black box needs Node.js 24 (this is ${process.version})`);
   // The image's layout in a temporary directory (worker/dev/compiled-layout.ts), without the dev tooling as in the image.
   const layout = mkdtempSync(join(tmpdir(), 'bench-black-box-'));
-  const { diagnostics } = await buildCompiledLayout({ dir: layout, withoutDev: true });
-  if (diagnostics) console.warn(`type errors in the build (its JavaScript runs all the same):\n${diagnostics}`);
+  await buildCompiledWorker(layout, (line) => console.warn(line));
   try {
     console.log(`\nblack box: the built \`bulk-import worker\` process vs graphile-worker batched in its own process`);
     console.log(`${settings.jobs} pre-inserted no-op jobs per round, concurrency ${settings.concurrency}, logs at info to a file, ${settings.rounds} paired rounds\n`);
