@@ -46,11 +46,10 @@ export function createLogger(options: LoggerOptions): Logger {
     serializers: SERIALIZERS,
     formatters: { log: censorSecrets },
   };
-  if (options.destination) return censoringChildBindings(pino(base, options.destination));
-  const pretty = wantsPretty(options.format) ? loadPretty() : undefined;
-  const logger = pretty ? pino(base, pretty) : pino(base);
-  // stdout through pino's own sonic-boom, made to count its pending bytes (log-stream.ts).
-  if (!pretty) countChunkBytes(streamOf(logger));
+  const destination = options.destination ?? (wantsPretty(options.format) ? loadPretty() : undefined);
+  const logger = destination ? pino(base, destination) : pino(base);
+  // A sonic-boom destination (pino's own on stdout) counts its pending bytes (log-stream.ts); other streams stay as they are.
+  countChunkBytes(streamOf(logger));
   return censoringChildBindings(logger);
 }
 
