@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { migrate } from '../worker/db/migrate.js';
+import { JOB_KIND_PATTERN } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
 
 const env = useTestEnvironment();
@@ -154,6 +155,23 @@ describe('migrations', () => {
       'audit_findings.job_id', 'csv_import_batches.job_id', 'csv_import_row_errors.job_id', 'csv_import_runs.job_id',
       'documents.import_job_id', 'import_items.job_id',
     ]);
+  });
+
+  it('jobs_kind_check (20261206213000) refuses exactly the kinds JOB_KIND_PATTERN refuses', async () => {
+    const kinds = ['noop', 'csv-import', '0', 'a-', 'a--b', 'x'.repeat(64), 'x'.repeat(65), '', '-a', 'A', 'a_b', 'a b', 'a.b', 'é', 'aé', 'a\n', ' a', 'a-Z'];
+    const accepted: string[] = [];
+    for (const kind of kinds) {
+      const outcome = await env.pool.query("INSERT INTO jobs (kind) VALUES ($1)", [kind]).then(
+        () => 'accepted',
+        (error: { constraint?: string }) => error.constraint,
+      );
+      if (outcome === 'accepted') accepted.push(kind);
+      else expect(outcome, kind).toBe('jobs_kind_check');
+    }
+    expect(accepted).toEqual(kinds.filter((kind) => JOB_KIND_PATTERN.test(kind)));
+    expect(accepted).toHaveLength(6);
+    // A run's other updates (a claim, a completion) still pass the rule the constraint now holds.
+    await expect(env.pool.query("UPDATE jobs SET kind = 'Bad' WHERE kind = 'noop'")).rejects.toMatchObject({ constraint: 'jobs_kind_check' });
   });
 
   it('is a no-op when the database is up to date', async () => {

@@ -4,7 +4,7 @@ import { activeTraceparent, contextOfTraceparent, inSpan } from '../tracing/span
 import { JOBS_READY_CHANNEL } from './channels.js';
 import { PermanentJobError } from './errors.js';
 import { EQUAL_SHARES, fairTagStep, firstFairTagSql, type FairSharePolicy } from './fair-share.js';
-import { ACTIVE_STATES, JOB_COLUMNS, sqlStates, toJobRow, type JobRow } from './types.js';
+import { ACTIVE_STATES, JOB_COLUMNS, JOB_KIND_PATTERN, sqlStates, toJobRow, type JobRow } from './types.js';
 
 /**
  * Limits of an enqueue request, checked before any SQL (docs/RUNBOOK.md, "Limits"): a payload is a job's parameters,
@@ -23,7 +23,6 @@ export const ENQUEUE_LIMITS = {
   maxAttempts: { min: 1, max: 100 },
 } as const;
 
-const KIND = /^[a-z0-9][a-z0-9-]{0,63}$/;
 /** W3C trace context, version 00 (later versions may append fields). */
 const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-[0-9a-f-]{1,190})?$/;
 const MAX_RUN_AT_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
@@ -88,7 +87,7 @@ function checkPayload(payload: unknown): void {
  * and the limit, before any SQL: kind, payload size, text lengths, integer ranges, run time.
  */
 export function checkEnqueueRequest(request: EnqueueRequest): void {
-  if (typeof request.kind !== 'string' || !KIND.test(request.kind)) {
+  if (typeof request.kind !== 'string' || !JOB_KIND_PATTERN.test(request.kind)) {
     refuse(`kind must be 1-64 lowercase letters, digits and "-", got ${JSON.stringify(String(request.kind).slice(0, 80))}`);
   }
   checkPayload(request.payload);

@@ -3,6 +3,13 @@
 export const JOB_STATES = ['queued', 'running', 'review_ready', 'succeeded', 'partial', 'failed', 'dead', 'canceled'] as const;
 export type JobState = (typeof JOB_STATES)[number];
 
+/**
+ * What a kind may be called: 1 to 64 of [a-z0-9-], not starting with a hyphen. The jobs table's jobs_kind_check holds
+ * the same rule, written without a regular expression (migration 20261206213000).
+ */
+export const JOB_KIND_PATTERN_SOURCE = '^[a-z0-9][a-z0-9-]{0,63}$';
+export const JOB_KIND_PATTERN = new RegExp(JOB_KIND_PATTERN_SOURCE);
+
 /** States in which a run is still active: enqueuing the same dedupe key returns it. */
 export const ACTIVE_STATES: readonly JobState[] = ['queued', 'running', 'review_ready'];
 const TERMINAL = ['succeeded', 'partial', 'failed', 'dead', 'canceled'] as const satisfies readonly JobState[];

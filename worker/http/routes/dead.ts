@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { listDeadJobs, purgeDead, replayDead } from '../../actions/run-actions.js';
 import { parseDurationMs } from '../../cli/parse.js';
 import { countJobsByKindAndState, readThroughput } from '../../queue/stats.js';
+import { JOB_KIND_PATTERN_SOURCE } from '../../queue/types.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { ApiError } from '../errors.js';
 import { CURSOR, ERROR_RESPONSES, limitParam } from '../schemas.js';
@@ -11,7 +12,7 @@ import { actorOf, type ApiDependencies } from '../server.js';
 import { jobSummaryView } from '../views.js';
 
 const OPERATOR = { access: 'operator' } as const;
-const KINDS = { type: 'array', items: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,63}$' }, maxItems: 20 } as const;
+const KINDS = { type: 'array', items: { type: 'string', pattern: JOB_KIND_PATTERN_SOURCE }, maxItems: 20 } as const;
 const DURATION = { type: 'string', pattern: '^\\s*\\d+\\s*(ms|s|m|h|d)?\\s*$', description: 'e.g. 30s, 15m, 12h, 7d' } as const;
 
 function durationMs(value: string, field: string): number {

@@ -7,7 +7,7 @@ import { parseCsvImportPayload } from '../../imports/csv/payload.js';
 import { estimateJson, estimateRun, ThroughputCache } from '../../queue/estimate.js';
 import { checkEnqueueRequest, type EnqueueRequest } from '../../queue/enqueue.js';
 import { getRunRecord } from '../../queue/job-actions.js';
-import { JOB_STATES, type JobState } from '../../queue/types.js';
+import { JOB_KIND_PATTERN_SOURCE, JOB_STATES, type JobState } from '../../queue/types.js';
 import { measureCsvUpload } from '../csv-upload.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { ApiError, jobNotFound } from '../errors.js';
@@ -25,7 +25,7 @@ const LIST_QUERY = {
   additionalProperties: false,
   properties: {
     state: { type: 'array', items: { type: 'string', enum: [...JOB_STATES] }, maxItems: JOB_STATES.length },
-    kind: { type: 'array', items: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,63}$' }, maxItems: 20 },
+    kind: { type: 'array', items: { type: 'string', pattern: JOB_KIND_PATTERN_SOURCE }, maxItems: 20 },
     tenant: { type: 'string', minLength: 1, maxLength: 128 },
     since: { type: 'string', format: 'date-time', description: 'created at or after' },
     until: { type: 'string', format: 'date-time', description: 'created before' },
@@ -39,7 +39,7 @@ const SUBMIT_BODY = {
   required: ['kind'],
   additionalProperties: false,
   properties: {
-    kind: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,63}$' },
+    kind: { type: 'string', pattern: JOB_KIND_PATTERN_SOURCE },
     payload: { type: 'object', additionalProperties: true },
     tenant: { type: 'string', minLength: 1, maxLength: 128, description: 'operator keys only; a tenant key submits for its own tenant' },
     dedupeKey: { anyOf: [{ type: 'string', minLength: 1, maxLength: 2048 }, { type: 'null' }], description: "default: the kind's own; null: never reuse" },

@@ -2,7 +2,7 @@
 // resolve one, replay all (of a kind), purge those dead longer than a given time. Operators only, as in the API.
 import { listDeadJobs, purgeDead } from '../../../actions/run-actions.js';
 import { parseDurationMs } from '../../../cli/parse.js';
-import type { JobRow } from '../../../queue/types.js';
+import { JOB_KIND_PATTERN, type JobRow } from '../../../queue/types.js';
 import { decodeCursor, encodeCursor } from '../../cursor.js';
 import { ApiError } from '../../errors.js';
 import type { ApiDependencies } from '../../server.js';
@@ -13,13 +13,12 @@ import { csrfField, errorBox, page, type Viewer } from '../layout.js';
 export const DEAD_PER_PAGE = 50;
 /** How many of the runs a purge would delete its confirmation page lists. */
 const PURGE_PREVIEW = 50;
-const KIND_FORM = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
 
 /** The kind filter of the dead-letter forms ('' = every kind). */
 export function readKind(value: unknown): string {
   const kind = typeof value === 'string' ? value.trim() : '';
-  if (kind && !KIND_FORM.test(kind)) throw new ApiError(400, 'INVALID_REQUEST', 'a kind is lower-case letters, digits and "-"', 'kind');
+  if (kind && !JOB_KIND_PATTERN.test(kind)) throw new ApiError(400, 'INVALID_REQUEST', 'a kind is lower-case letters, digits and "-"', 'kind');
   return kind;
 }
 

@@ -2,7 +2,7 @@
 // per state at the top. A tenant's session sees its own tenant only, exactly as its key does in the API.
 import { listJobsPage, type JobSummaryRow } from '../../../queue/operator.js';
 import { countJobsByState } from '../../../queue/stats.js';
-import { JOB_STATES, type JobState } from '../../../queue/types.js';
+import { JOB_KIND_PATTERN, JOB_STATES, type JobState } from '../../../queue/types.js';
 import type { ApiDependencies } from '../../server.js';
 import { progressView } from '../../views.js';
 import { formatCount, runDuration, timeCell } from '../format.js';
@@ -12,7 +12,6 @@ import { errorBox, isOperator, page, stateBadge, type Viewer } from '../layout.j
 export const PAGE_SIZE = 50;
 /** The states whose counts head the page: what needs attention or is under way. */
 const COUNTED_STATES: JobState[] = ['queued', 'running', 'review_ready', 'dead', 'partial'];
-const KIND_FORM = /^[a-z0-9][a-z0-9-]{0,63}$/;
 /** `<input type="datetime-local">` sends minutes (seconds when given); read as UTC. */
 const LOCAL_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$/;
 
@@ -40,7 +39,7 @@ function readFilters(query: RunsQuery): { filters: Filters; problems: string[] }
   const known = states.filter((state): state is JobState => (JOB_STATES as readonly string[]).includes(state));
   if (known.length !== states.length) problems.push(`unknown state: ${states.filter((state) => !known.includes(state as JobState)).join(', ')}`);
   let kind = (query.kind ?? '').trim();
-  if (kind && !KIND_FORM.test(kind)) {
+  if (kind && !JOB_KIND_PATTERN.test(kind)) {
     problems.push('a kind is lower-case letters, digits and "-"');
     kind = '';
   }
