@@ -142,6 +142,13 @@ const DEDUPE_SCOPE = {
 };
 const dedupeScope = (tenantIsNull: boolean) => (tenantIsNull ? DEDUPE_SCOPE.withoutTenant : DEDUPE_SCOPE.forTenant);
 
+// A run's id, for an insert into jobs_live. Runs are numbered by the identity of `jobs` (migration 20261206063000).
+// From Postgres 17 a partition shares its parent's identity, so an insert into jobs_live numbers itself; before 17 the
+// partition's id has no default and such an insert failed on NOT NULL. Enqueue inserts into the partition (where the
+// dedupe keys' unique indexes are, for ON CONFLICT), so it takes the number from the identity's sequence itself, which
+// OVERRIDING SYSTEM VALUE lets through on 17 and later and changes nothing before.
+const NEXT_JOB_ID = "nextval('jobs_id_seq')";
+
 // One statement: insert unless an active run holds the key, and wake idle workers when the new job is due. The
 // NOTIFY is delivered at commit, so a worker never wakes before it can see the row. (pg_notify sits in the select
 // list on purpose: a CTE joined only for its side effect can be optimised away; Postgres folds identical
@@ -149,8 +156,9 @@ const dedupeScope = (tenantIsNull: boolean) => (tenantIsNull ? DEDUPE_SCOPE.with
 // $9 is the fair tag step of the tenant (fair-share.ts), $10 the size.
 const insertJobSql = (tenantIsNull: boolean) => `
 WITH inserted AS (
-  INSERT INTO jobs_live (kind, payload, tenant_id, dedupe_key, priority, run_at, max_attempts, traceparent, fair_tag, size_bytes)
-  VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8,
+  INSERT INTO jobs_live (id, kind, payload, tenant_id, dedupe_key, priority, run_at, max_attempts, traceparent, fair_tag, size_bytes)
+  OVERRIDING SYSTEM VALUE
+  VALUES (${NEXT_JOB_ID}, $1, $2, $3, $4, $5, coalesce($6, now()), $7, $8,
     ${firstFairTagSql({ kind: '$1', tenant: '$3', priority: '$5', step: '$9::bigint' }, tenantIsNull)}, $10)
   ON CONFLICT ${dedupeScope(tenantIsNull).conflict} DO NOTHING
   RETURNING ${JOB_COLUMNS}
@@ -247,8 +255,9 @@ export async function enqueueJobs(
   const firstTag = firstFairTagSql({ kind: '$1', tenant: '$3', priority: '$4', step: '$7::bigint' }, (options.tenantId ?? null) === null);
   const { rows } = await db.query<{ id: number }>(
     `WITH inserted AS (
-       INSERT INTO jobs_live (kind, payload, tenant_id, priority, max_attempts, traceparent, fair_tag)
-       SELECT $1, payload, $3, $4, $5, $6, first.tag + $7::bigint * (position - 1)
+       INSERT INTO jobs_live (id, kind, payload, tenant_id, priority, max_attempts, traceparent, fair_tag)
+       OVERRIDING SYSTEM VALUE
+       SELECT ${NEXT_JOB_ID}, $1, payload, $3, $4, $5, $6, first.tag + $7::bigint * (position - 1)
        FROM unnest($2::jsonb[]) WITH ORDINALITY AS input(payload, position), (SELECT ${firstTag} AS tag) first
        ORDER BY position
        RETURNING id
