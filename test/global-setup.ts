@@ -1,6 +1,7 @@
-// Starts the real servers the tests talk to, once per run: an embedded Postgres (unless DATABASE_URL is set) and the
-// local S3 server (unless S3_ENDPOINT is set). Migrates a template database that every test file clones. Builds the
-// compiled CLI the tests spawn (worker/dev/compiled-layout.ts) meanwhile, and again before a rerun in watch mode.
+// Starts the real servers the tests talk to, once per run and project (test/projects.ts): an embedded Postgres
+// (unless DATABASE_URL is set), or Debian's for the project that runs on it, and the local S3 server (unless
+// S3_ENDPOINT is set). Migrates a template database that every test file clones. Builds the compiled CLI the tests
+// spawn (worker/dev/compiled-layout.ts) meanwhile, and again before a rerun in watch mode.
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +12,8 @@ import { buildCompiledLayout } from '../worker/dev/compiled-layout.js';
 import { startEmbeddedPostgres } from '../worker/dev/embedded-postgres.js';
 import { LOCAL_S3_CREDENTIALS, startLocalS3 } from '../worker/dev/local-s3.js';
 import { migrate } from '../worker/db/migrate.js';
+import { DEBIAN_POSTGRES_PROJECT } from './projects.js';
+import { startDebianPostgres } from './support/debian-postgres.js';
 
 export const TEMPLATE_DATABASE = 'bulk_import_test_template';
 const COMPILED_CLI_DIR = fileURLToPath(new URL('../node_modules/.cache/bulk-import-test-cli/', import.meta.url));
@@ -33,6 +36,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const stateDir = await mkdtemp(join(tmpdir(), 'bulk-import-test-'));
   // mkdtemp makes a 0700 folder; as root, Postgres runs as another user who must traverse it.
   await chmod(stateDir, 0o755);
+  // The project that runs the queue's tests again on Debian's (older) PostgreSQL (vitest.config.ts).
+  const debianProject = project.name === DEBIAN_POSTGRES_PROJECT;
   const stops: Array<() => Promise<void>> = [];
   const teardown = async () => {
     for (const stop of stops.reverse()) await stop().catch(() => {});
@@ -48,8 +53,12 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const cliBuilt = buildCli();
   cliBuilt.catch(() => {}); // awaited below; a failure is reported there, after the servers are stopped
   try {
-    let adminUrl = process.env.DATABASE_URL;
-    if (!adminUrl) {
+    let adminUrl = debianProject ? undefined : process.env.DATABASE_URL;
+    if (debianProject) {
+      const postgres = await startDebianPostgres(join(stateDir, 'debian-postgres'));
+      stops.push(() => postgres.stop());
+      adminUrl = postgres.adminUrl;
+    } else if (!adminUrl) {
       const postgres = await startEmbeddedPostgres({ baseDir: join(stateDir, 'postgres'), persistent: false, fast: true });
       stops.push(() => postgres.stop());
       adminUrl = postgres.adminUrl;

@@ -79,14 +79,18 @@ describe('statistics of the jobs table as a whole', () => {
     expect((await analyzeJobsIfStale(env.pool)).analyzed).toBeNull();
   });
 
-  it('a parent counted after its partitions is not analyzed again for their older estimates', async () => {
+  it('a parent counted after its partitions is not analyzed again for their older estimates', async (context) => {
+    // Only Postgres 18 analyzes a partitioned table without its partitions (ANALYZE ONLY); before, the partitions are
+    // counted with it, and the parent is never ahead of them.
+    const { rows } = await env.pool.query<{ version: number }>(`SELECT current_setting('server_version_num')::int AS version`);
+    if (rows[0]!.version < 180000) context.skip('ANALYZE ONLY needs Postgres 18');
     await env.pool.query('TRUNCATE jobs CASCADE');
     await seedFinished(1_000, 1);
     // 1,000 more rows the partitions' estimates have not seen yet, then the parent analyzed: it counts 2,000.
     await env.pool.query(
       `INSERT INTO jobs (kind, payload, state, attempts, finished_at) SELECT 'noop', '{}', 'succeeded', 1, now() FROM generate_series(1, 1000)`,
     );
-    // ONLY (Postgres 18, as the tests run): the partitions keep their estimates of 1,000.
+    // ONLY: the partitions keep their estimates of 1,000.
     await env.pool.query('ANALYZE ONLY jobs');
     expect(await analyzeJobsIfStale(env.pool)).toEqual({ analyzed: null, partitionRows: 1_000, parentRows: 2_000 });
     // Once autovacuum counts a partition again, the difference is a change since.

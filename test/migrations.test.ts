@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { migrate } from '../worker/db/migrate.js';
+import { enqueueJobs } from '../worker/queue/enqueue.js';
 import { JOB_KIND_PATTERN } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
 
@@ -172,6 +173,15 @@ describe('migrations', () => {
     expect(accepted).toHaveLength(6);
     // A run's other updates (a claim, a completion) still pass the rule the constraint now holds.
     await expect(env.pool.query("UPDATE jobs SET kind = 'Bad' WHERE kind = 'noop'")).rejects.toMatchObject({ constraint: 'jobs_kind_check' });
+  });
+
+  it("enqueue's run numbers come from the identity of jobs, on every version", async () => {
+    // enqueue.ts names the sequence (before Postgres 17 an insert into jobs_live gets no id of its own).
+    const { rows } = await env.pool.query<{ sequence: string }>(`SELECT pg_get_serial_sequence('jobs', 'id') AS sequence`);
+    expect(rows[0]!.sequence).toBe('public.jobs_id_seq');
+    const direct = await env.pool.query<{ id: number }>(`INSERT INTO jobs (kind) VALUES ('noop') RETURNING id`);
+    const enqueued = await enqueueJobs(env.pool, 'noop', [{}, {}]);
+    expect(enqueued).toEqual([direct.rows[0]!.id + 1, direct.rows[0]!.id + 2]);
   });
 
   it('is a no-op when the database is up to date', async () => {
