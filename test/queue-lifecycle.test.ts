@@ -444,6 +444,19 @@ describe('rescue, retention, cancel and requeue', () => {
   });
 });
 
+describe('start and stop', () => {
+  it('a worker stopped while it starts does not start its heartbeat afterwards', async () => {
+    const worker = testWorker(env, [noopHandler]);
+    const starting = worker.start(); // connects its listener first
+    await worker.stop();
+    await starting;
+    expect(worker.loopMode).toBe('stopped');
+    // The timer start() sets once its listener is up: the shutdown, already over, would never clear it (white box:
+    // with no jobs its beats write nothing).
+    expect((worker as unknown as { heartbeatTimer?: NodeJS.Timeout }).heartbeatTimer).toBeUndefined();
+  });
+});
+
 describe('wake-ups', () => {
   it('a wake-up that arrives while a claim is running is not lost when that claim finds nothing', async () => {
     // The race a loaded CI run hit: the claim's snapshot predates a job; its NOTIFY arrives before the claim returns;

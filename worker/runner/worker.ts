@@ -230,6 +230,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Starts polling; resolves once the listener is up. `stop()` or `exitWhenIdle` ends it. */
   async start(): Promise<void> {
     await this.listener?.start();
+    // stop() may have run while the listener connected: it found nothing to stop, and nothing would clear the timer.
+    if (this.stopping) return;
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.options.heartbeatMs);
     this.heartbeatTimer.unref();
     this.loopDone = this.loop();
