@@ -1,10 +1,12 @@
 import { defineConfig } from 'vitest/config';
-import { DEBIAN_POSTGRES_FILES, DEBIAN_POSTGRES_PROJECT, EMBEDDED_POSTGRES_PROJECT } from './test/projects.js';
+import { DEBIAN_POSTGRES_ENABLED, DEBIAN_POSTGRES_FILES, DEBIAN_POSTGRES_PROJECT, EMBEDDED_POSTGRES_PROJECT } from './test/projects.js';
+
+// Each project starts its own servers and migrates its own template (test/global-setup.ts). The setup is named in the
+// projects, not here: vitest runs the root's global setup as well, which would start a third set of servers.
+const globalSetup = ['test/global-setup.ts'];
 
 export default defineConfig({
   test: {
-    // Per project: each starts its own servers (test/global-setup.ts) and migrates its own template.
-    globalSetup: ['test/global-setup.ts'],
     pool: 'forks',
     testTimeout: 60_000,
     hookTimeout: 120_000,
@@ -13,8 +15,10 @@ export default defineConfig({
     reporters: ['default'],
     env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
     projects: [
-      { extends: true, test: { name: EMBEDDED_POSTGRES_PROJECT, include: ['test/**/*.test.ts'] } },
-      { extends: true, test: { name: DEBIAN_POSTGRES_PROJECT, include: DEBIAN_POSTGRES_FILES } },
+      { extends: true as const, test: { name: EMBEDDED_POSTGRES_PROJECT, include: ['test/**/*.test.ts'], globalSetup } },
+      ...(DEBIAN_POSTGRES_ENABLED
+        ? [{ extends: true as const, test: { name: DEBIAN_POSTGRES_PROJECT, include: DEBIAN_POSTGRES_FILES, globalSetup } }]
+        : []),
     ],
   },
 });

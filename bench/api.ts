@@ -165,7 +165,7 @@ async function seed(db: pg.Client): Promise<{ csvJob: number; maxId: number }> {
   const seededMax = Number((await db.query<{ max: number }>('SELECT max(id)::bigint AS max FROM jobs')).rows[0]!.max);
   if (settings.backlog > 0) {
     await db.query(
-      `INSERT INTO jobs_live (kind, tenant_id, payload, state, created_at, run_at)
+      `INSERT INTO jobs (kind, tenant_id, payload, state, created_at, run_at)
        SELECT $2::text, 't' || (g % 100), jsonb_build_object('seq', g), 'queued', now(), now() FROM generate_series(1, $1) g`,
       [settings.backlog, MASS_IMPORT_KIND],
     );

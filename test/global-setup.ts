@@ -58,6 +58,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
       const postgres = await startDebianPostgres(join(stateDir, 'debian-postgres'));
       stops.push(() => postgres.stop());
       adminUrl = postgres.adminUrl;
+      console.log(`${DEBIAN_POSTGRES_PROJECT}: PostgreSQL ${postgres.major} from Debian's packages`);
     } else if (!adminUrl) {
       const postgres = await startEmbeddedPostgres({ baseDir: join(stateDir, 'postgres'), persistent: false, fast: true });
       stops.push(() => postgres.stop());

@@ -1,6 +1,8 @@
+import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { migrate } from '../worker/db/migrate.js';
-import { enqueueJobs } from '../worker/queue/enqueue.js';
+import { createPool } from '../worker/db/pool.js';
+import { enqueueJob, enqueueJobs } from '../worker/queue/enqueue.js';
 import { JOB_KIND_PATTERN } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
 
@@ -175,13 +177,25 @@ describe('migrations', () => {
     await expect(env.pool.query("UPDATE jobs SET kind = 'Bad' WHERE kind = 'noop'")).rejects.toMatchObject({ constraint: 'jobs_kind_check' });
   });
 
-  it("enqueue's run numbers come from the identity of jobs, on every version", async () => {
-    // enqueue.ts names the sequence (before Postgres 17 an insert into jobs_live gets no id of its own).
-    const { rows } = await env.pool.query<{ sequence: string }>(`SELECT pg_get_serial_sequence('jobs', 'id') AS sequence`);
-    expect(rows[0]!.sequence).toBe('public.jobs_id_seq');
+  it("enqueue numbers runs from the identity of jobs, on every version, for a role granted only its tables", async () => {
+    // Before Postgres 17 an insert into jobs_live gets no id of its own: enqueue names it (bulk_import_next_job_id).
     const direct = await env.pool.query<{ id: number }>(`INSERT INTO jobs (kind) VALUES ('noop') RETURNING id`);
-    const enqueued = await enqueueJobs(env.pool, 'noop', [{}, {}]);
-    expect(enqueued).toEqual([direct.rows[0]!.id + 1, direct.rows[0]!.id + 2]);
+    const role = `bi_enqueue_${randomBytes(4).toString('hex')}`;
+    await env.pool.query(`CREATE ROLE ${role} LOGIN PASSWORD 'enqueue'`);
+    await env.pool.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`);
+    const url = new URL(env.databaseUrl);
+    url.username = role;
+    url.password = 'enqueue';
+    const limited = createPool(url.toString(), { max: 1 });
+    try {
+      expect(await enqueueJobs(limited, 'noop', [{}, {}])).toEqual([direct.rows[0]!.id + 1, direct.rows[0]!.id + 2]);
+      const { job } = await enqueueJob(limited, { kind: 'noop', dedupeKey: 'numbered' });
+      expect(job.id).toBe(direct.rows[0]!.id + 3);
+      // The role has no right on the sequence itself: an identity needs none, and neither does enqueue.
+      await expect(limited.query(`SELECT nextval(pg_get_serial_sequence('jobs', 'id'))`)).rejects.toMatchObject({ code: '42501' });
+    } finally {
+      await limited.end();
+    }
   });
 
   it('is a no-op when the database is up to date', async () => {

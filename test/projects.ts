@@ -3,6 +3,8 @@
 // where Postgres 17 and 18 features are missing (a partition's share of its parent's identity, ANALYZE ONLY, MAINTAIN).
 export const EMBEDDED_POSTGRES_PROJECT = 'postgres-18';
 export const DEBIAN_POSTGRES_PROJECT = 'debian-postgres';
+/** TEST_DEBIAN_POSTGRES=off leaves the second project out (a machine without Debian's packages and not root). */
+export const DEBIAN_POSTGRES_ENABLED = process.env.TEST_DEBIAN_POSTGRES !== 'off';
 
 /**
  * What runs on both: every migration up and down, and the queue's statements (enqueue, claim, completion, failure and

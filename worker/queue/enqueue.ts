@@ -145,9 +145,10 @@ const dedupeScope = (tenantIsNull: boolean) => (tenantIsNull ? DEDUPE_SCOPE.with
 // A run's id, for an insert into jobs_live. Runs are numbered by the identity of `jobs` (migration 20261206063000).
 // From Postgres 17 a partition shares its parent's identity, so an insert into jobs_live numbers itself; before 17 the
 // partition's id has no default and such an insert failed on NOT NULL. Enqueue inserts into the partition (where the
-// dedupe keys' unique indexes are, for ON CONFLICT), so it takes the number from the identity's sequence itself, which
-// OVERRIDING SYSTEM VALUE lets through on 17 and later and changes nothing before.
-const NEXT_JOB_ID = "nextval('jobs_id_seq')";
+// dedupe keys' unique indexes are, for ON CONFLICT), so it names the id: bulk_import_next_job_id() takes it from the
+// identity's sequence as the tables' owner (migration 20261206223000: the worker's role needs no right on the
+// sequence, as with the identity), and OVERRIDING SYSTEM VALUE lets it through on 17 and later.
+const NEXT_JOB_ID = 'bulk_import_next_job_id()';
 
 // One statement: insert unless an active run holds the key, and wake idle workers when the new job is due. The
 // NOTIFY is delivered at commit, so a worker never wakes before it can see the row. (pg_notify sits in the select
