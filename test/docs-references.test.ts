@@ -86,6 +86,10 @@ describe('docs name only what exists', () => {
     for (const script of readdirSync(join(ROOT, 'scripts')).filter((file) => file.endsWith('.sh'))) {
       for (const match of read(`scripts/${script}`).matchAll(/\$\{?([A-Z][A-Z0-9_]+)/g)) variables.add(match[1]!);
     }
+    // What the test harness reads (the README says how to run the tests).
+    for (const file of ['test/projects.ts', 'test/global-setup.ts', 'test/harness.ts']) {
+      for (const match of read(file).matchAll(/process\.env\.([A-Z][A-Z0-9_]+)/g)) variables.add(match[1]!);
+    }
     const unknown: string[] = [];
     for (const doc of DOCS) {
       for (const span of spans(read(doc))) {

@@ -14,6 +14,7 @@ export const DEBIAN_POSTGRES_ENABLED = process.env.TEST_DEBIAN_POSTGRES !== 'off
 export const DEBIAN_POSTGRES_FILES = [
   'test/migrations.test.ts',
   'test/queue-enqueue-claim.test.ts',
+  'test/queue-completion-plan.test.ts',
   'test/queue-lifecycle.test.ts',
   'test/queue-dependency-outage.test.ts',
   'test/queue-state-notifications.test.ts',

@@ -73,11 +73,14 @@ export interface TransactionOptions {
    * per unit (about 2,000 per million rows at 500-row batches).
    */
   synchronousCommit?: boolean;
+  /** Planner settings for this transaction only, sent with its BEGIN (e.g. 'enable_nestloop = off'). */
+  setLocal?: readonly string[];
 }
 
 /** Runs `work` in a transaction on a connection the caller holds (for a whole phase); rolls back on any error. */
 export async function inTransaction<T>(client: pg.PoolClient, work: () => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-  await client.query(options.synchronousCommit === false ? 'BEGIN; SET LOCAL synchronous_commit TO off' : 'BEGIN');
+  const settings = [...(options.synchronousCommit === false ? ['synchronous_commit TO off'] : []), ...(options.setLocal ?? [])];
+  await client.query(['BEGIN', ...settings.map((setting) => `SET LOCAL ${setting}`)].join('; '));
   try {
     const result = await work();
     await client.query('COMMIT');
@@ -89,10 +92,10 @@ export async function inTransaction<T>(client: pg.PoolClient, work: () => Promis
 }
 
 /** Runs `work` in a transaction on one pooled connection; rolls back on any error. */
-export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
   const client = await pool.connect();
   try {
-    return await inTransaction(client, () => work(client));
+    return await inTransaction(client, () => work(client), options);
   } finally {
     client.release();
   }
