@@ -5,7 +5,6 @@
 //   2. a completion batch among runs held by other workers: wall time per job of the shipped completion (completeJobs:
 //      id = ANY, nested loops off) against the statement before it, with 0 and 20,000 runs running elsewhere.
 //   npm run bench:queue-statements [-- --jobs 50000 --batch 500 --rounds 3 --others 20000]
-import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { integerArrayLiteral, wordArrayLiteral } from '../worker/db/array-literal.js';
@@ -13,6 +12,7 @@ import { createPool } from '../worker/db/pool.js';
 import { claimJobs } from '../worker/queue/claim.js';
 import { completeJobs, type Completion } from '../worker/queue/finish.js';
 import { startBenchDatabase } from './support/bench-database.js';
+import { processCpuMs } from './support/process-cpu.js';
 
 const option = (name: string, fallback: number): number => {
   const index = process.argv.indexOf(`--${name}`);
@@ -37,13 +37,10 @@ function completionBefore(workerId: string, completions: Completion[]): { text: 
   };
 }
 
+/** CPU time (ms) of the backend serving `client`, as a function to call before and after. */
 async function backendCpuMs(client: pg.Client): Promise<() => number> {
   const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-  const ticksPerMs = 0.1; // USER_HZ 100
-  return () => {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / ticksPerMs;
-  };
+  return () => processCpuMs(pid);
 }
 
 async function seedQueued(client: pg.Client, count: number): Promise<void> {

@@ -9,6 +9,7 @@ import { createLogger } from '../worker/logger.js';
 import { createRetention } from '../worker/maintenance/retention.js';
 import { analyzeJobsIfStale, JOBS_STATISTICS_MAX_AGE_HOURS, jobsStatisticsStaleness } from '../worker/queue/maintenance.js';
 import { useTestEnvironment } from './harness.js';
+import { createTablesOnlyRole } from './support/tables-only-role.js';
 import { silentLog } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
@@ -101,15 +102,10 @@ describe('statistics of the jobs table as a whole', () => {
 
   it('a user that may not analyze jobs, or a table Postgres skips, is reported as skipped, never as analyzed', async () => {
     await env.pool.query(`SELECT pg_stat_reset_single_table_counters('jobs'::regclass)`);
-    // A worker connecting as a role that does not own jobs (and has no MAINTAIN on it).
-    const role = `bi_stats_${randomBytes(4).toString('hex')}`;
-    await env.pool.query(`CREATE ROLE ${role} LOGIN PASSWORD 'stats'`);
-    // What a least-privilege worker role has: it reads and writes every table (retention deletes), owns none.
-    await env.pool.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`);
-    const url = new URL(env.databaseUrl);
-    url.username = role;
-    url.password = 'stats';
-    const limited = createPool(url.toString(), { max: 1 });
+    // A worker connecting as a role that does not own jobs (and has no MAINTAIN on it): it reads and writes every
+    // table (retention deletes), owns none.
+    const role = await createTablesOnlyRole(env, 'bi_stats');
+    const limited = role.pool;
     const lines: Array<Record<string, unknown>> = [];
     const destination = new Writable({
       write(chunk: Buffer, _encoding, done) {
@@ -132,9 +128,7 @@ describe('statistics of the jobs table as a whole', () => {
         [20, 'the jobs table as a whole needs analyzing and was not analyzed'],
       ]);
     } finally {
-      await limited.end();
-      await env.pool.query(`DROP OWNED BY ${role}`);
-      await env.pool.query(`DROP ROLE ${role}`);
+      await role.drop();
     }
 
     // The database's owner may analyze every table in it, owner of jobs or not.
@@ -142,7 +136,9 @@ describe('statistics of the jobs table as a whole', () => {
     const { rows: here } = await env.pool.query<{ database: string; superuser: string }>(`SELECT current_database() AS database, current_user AS superuser`);
     await env.pool.query(`CREATE ROLE ${dbOwner} LOGIN PASSWORD 'stats'`);
     await env.pool.query(`ALTER DATABASE "${here[0]!.database}" OWNER TO ${dbOwner}`);
+    const url = new URL(env.databaseUrl);
     url.username = dbOwner;
+    url.password = 'stats';
     const owning = createPool(url.toString(), { max: 1 });
     try {
       const statistics = await analyzeJobsIfStale(owning);

@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { migrate } from '../worker/db/migrate.js';
-import { createPool } from '../worker/db/pool.js';
 import { enqueueJob, enqueueJobs } from '../worker/queue/enqueue.js';
 import { JOB_KIND_PATTERN } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
+import { createTablesOnlyRole } from './support/tables-only-role.js';
 
 const env = useTestEnvironment();
 
@@ -180,13 +179,8 @@ describe('migrations', () => {
   it("enqueue numbers runs from the identity of jobs, on every version, for a role granted only its tables", async () => {
     // Before Postgres 17 an insert into jobs_live gets no id of its own: enqueue names it (bulk_import_next_job_id).
     const direct = await env.pool.query<{ id: number }>(`INSERT INTO jobs (kind) VALUES ('noop') RETURNING id`);
-    const role = `bi_enqueue_${randomBytes(4).toString('hex')}`;
-    await env.pool.query(`CREATE ROLE ${role} LOGIN PASSWORD 'enqueue'`);
-    await env.pool.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`);
-    const url = new URL(env.databaseUrl);
-    url.username = role;
-    url.password = 'enqueue';
-    const limited = createPool(url.toString(), { max: 1 });
+    const role = await createTablesOnlyRole(env, 'bi_enqueue');
+    const limited = role.pool;
     try {
       expect(await enqueueJobs(limited, 'noop', [{}, {}])).toEqual([direct.rows[0]!.id + 1, direct.rows[0]!.id + 2]);
       const { job } = await enqueueJob(limited, { kind: 'noop', dedupeKey: 'numbered' });
@@ -194,7 +188,7 @@ describe('migrations', () => {
       // The role has no right on the sequence itself: an identity needs none, and neither does enqueue.
       await expect(limited.query(`SELECT nextval(pg_get_serial_sequence('jobs', 'id'))`)).rejects.toMatchObject({ code: '42501' });
     } finally {
-      await limited.end();
+      await role.drop();
     }
   });
 

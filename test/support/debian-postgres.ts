@@ -34,7 +34,7 @@ function installedMajors(): number[] {
 }
 
 /** The bin directory of the oldest supported PostgreSQL Debian has installed, installing one when none is. */
-export function debianPostgresBinaries(): { binDir: string; major: number } {
+function debianPostgresBinaries(): { binDir: string; major: number } {
   if (installedMajors().length === 0) {
     if (process.getuid?.() !== 0) {
       throw new Error(`no PostgreSQL ${OLDEST_SUPPORTED} or later under ${PACKAGES}, and apt-get needs root: install Debian's ` +
