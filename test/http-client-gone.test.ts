@@ -31,8 +31,9 @@ async function leaveWhileWaiting(path: string): Promise<void> {
     const request = http.get(`${api.url}${path}`, { agent: false, headers: { authorization: `Bearer ${operator}` } });
     request.on('error', () => {});
     const socket = await accepted;
-    // The request is in: the server waits for a connection of the pool.
-    await waitFor(async () => env.pool.waitingCount > 0);
+    // The request is in (the server logged it: an accepted connection alone may not have been read yet, and another
+    // task of the server may be the pool's waiter), and the server waits for a connection of the pool.
+    await waitFor(async () => api.logText().includes(`"url":"${path}"`) && env.pool.waitingCount > 0);
     request.destroy();
     if (!socket.destroyed) await new Promise((resolve) => socket.once('close', resolve));
   } finally {
