@@ -418,7 +418,7 @@ describe('rescue, retention, cancel and requeue', () => {
 
   it('releases a job whose handler stopped for the shutdown before the poll loop ended', async () => {
     // The race a CI run caught: the handler returns at once on stop(), leaves the running set, and only then does
-    // the poll loop (here held in a claim by a table lock) end and stop() look at what to release.
+    // the poll loop (here in a claim held by a table lock) end and stop() look at what to release.
     const stopsAtOnce: JobHandler<unknown> = {
       kind: 'stops-at-once',
       description: 'returns as soon as it is asked to stop',
@@ -432,9 +432,10 @@ describe('rescue, retention, cancel and requeue', () => {
     try {
       await locker.query('BEGIN');
       await locker.query('LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE');
-      await sleep(300); // the next poll is now waiting on the lock
+      await waitFor(claimWaitingOnLock);
+      const released = new Promise<void>((resolve) => worker.on('jobFinished', (event) => event.state === 'released' && resolve()));
       const stopping = worker.stop();
-      await sleep(200); // the handler has returned while the claim still waits
+      await released; // the handler has returned while the claim may still wait
       await locker.query('ROLLBACK');
       await stopping;
     } finally {
@@ -442,7 +443,66 @@ describe('rescue, retention, cancel and requeue', () => {
     }
     expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'queued', attempts: 0, leaseOwner: null });
   });
+
+  // The bound: a claim that was not canceled would hold the stop for its own timeouts (30 s with this lease).
+  it('cancels a claim waiting behind a lock when it stops: the stop does not wait for it, and it leases nothing', { timeout: 15_000 }, async () => {
+    // A deploy's migration holding a lock on jobs, say: the claim would wait up to its timeout and then lease runs
+    // that the stopping worker could only release again (or, once it has exited, leave to their leases' expiry).
+    const worker = start(testWorker(env, [noopHandler], { pollIntervalMs: 50, leaseMs: 60_000, shutdownGraceMs: 120_000 }));
+    const locker = await env.pool.connect();
+    let jobId: number;
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE');
+      // Committed with the lock's release: the claim waiting now would see it and take it.
+      jobId = (await enqueueJob(locker, { kind: 'noop' })).job.id;
+      await waitFor(claimWaitingOnLock);
+      // With two minutes of grace, the stop ends while the lock is held only because the claim was canceled.
+      await worker.stop();
+      expect(worker.loopMode).toBe('stopped');
+    } finally {
+      await locker.query('COMMIT');
+      locker.release();
+    }
+    expect(await requireJob(env.pool, jobId)).toMatchObject({ state: 'queued', attempts: 0, leaseOwner: null });
+    await env.pool.query('DELETE FROM jobs WHERE id = $1', [jobId]); // the wake-up tests below start from an empty queue
+  });
+
+  it('releases what a claim it could not cancel took after the grace, before the stop returns', async () => {
+    // The cancel is best effort (a proxy may drop it, the server may be slow to act on it): white box, the worker
+    // here does not know its claim's connection, so it sends none, and the claim outlives the grace.
+    const worker = start(testWorker(env, [noopHandler], { pollIntervalMs: 50, leaseMs: 60_000, shutdownGraceMs: 0 }));
+    const inside = worker as unknown as { claimClient: unknown; claimPool: { ending: boolean } };
+    const locker = await env.pool.connect();
+    let jobId: number;
+    let stopping: Promise<void>;
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE');
+      jobId = (await enqueueJob(locker, { kind: 'noop' })).job.id;
+      await waitFor(claimWaitingOnLock);
+      inside.claimClient = undefined;
+      stopping = worker.stop();
+      // The first release is over (nothing was buffered yet): the stop now waits for the claim's connection.
+      await waitFor(async () => inside.claimPool.ending);
+    } finally {
+      await locker.query('COMMIT');
+      locker.release();
+    }
+    await stopping;
+    expect(await requireJob(env.pool, jobId)).toMatchObject({ state: 'queued', attempts: 0, leaseOwner: null });
+    await env.pool.query('DELETE FROM jobs WHERE id = $1', [jobId]);
+  });
 });
+
+/** The test worker's claim session is waiting for a lock (testWorker claims on a connection of its own). */
+async function claimWaitingOnLock(): Promise<boolean> {
+  const { rows } = await env.pool.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_stat_activity
+     WHERE datname = current_database() AND application_name = 'bulk-import-claim' AND wait_event_type = 'Lock'`,
+  );
+  return rows[0]!.n > 0;
+}
 
 describe('start and stop', () => {
   it('a worker stopped while it starts does not start its heartbeat afterwards', async () => {

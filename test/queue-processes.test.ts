@@ -75,6 +75,41 @@ describe('worker processes', () => {
     expect(runs.rows).toEqual([{ worker: 'doomed', attempt: 1 }, { worker: 'survivor', attempt: 2 }]);
   });
 
+  it('kill -9 while its claim waits behind a lock: the server ends that claim, and no run is leased to the dead worker', async () => {
+    // A deploy's migration holds a lock on jobs; the old task's claim waits behind it; ECS kills the task. Without
+    // the sessions' client_connection_check_interval the server would run that claim once the lock is granted and
+    // lease the runs to a process that no longer exists: they would wait for their leases to expire.
+    const doomed = worker({ WORKER_ID: 'doomed', WORKER_POLL_INTERVAL_MS: '100' });
+    await doomed.waitForLog(started);
+    const locker = await env.pool.connect();
+    let ids: number[];
+    let claimPid: number;
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE');
+      ids = await enqueueJobs(locker, 'record-run', [{}, {}]);
+      claimPid = await waitFor(async () => {
+        const { rows } = await env.pool.query<{ pid: number }>(
+          `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'bulk-import-claim'
+             AND wait_event_type = 'Lock'`,
+        );
+        return rows[0]?.pid;
+      });
+      doomed.kill('SIGKILL');
+      await doomed.exited;
+      // The server looks at a running statement's client once a second (the setting): wait on its clock until it has
+      // looked at least once since the process died, then let the claim have its lock.
+      const { rows } = await env.pool.query<{ at: Date }>('SELECT clock_timestamp() AS at');
+      await waitFor(async () => (await env.pool.query("SELECT clock_timestamp() > $1::timestamptz + interval '2 seconds' AS past", [rows[0]!.at])).rows[0].past);
+    } finally {
+      await locker.query('COMMIT');
+      locker.release();
+    }
+    await waitFor(async () => (await env.pool.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1', [claimPid])).rows[0].n === 0);
+    const { rows } = await env.pool.query('SELECT id, state, attempts, lease_owner FROM jobs WHERE id = ANY($1) ORDER BY id', [ids]);
+    expect(rows).toEqual(ids.map((id) => ({ id, state: 'queued', attempts: 0, lease_owner: null })));
+  });
+
   it('SIGTERM drains: leases go back to the queue without an attempt and another worker resumes them at once', async () => {
     // Slow polling on the second worker: it can only be as quick as this through the release's NOTIFY.
     const leaving = worker({ WORKER_ID: 'leaving', WORKER_SHUTDOWN_GRACE_MS: '5000' });

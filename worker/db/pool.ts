@@ -33,14 +33,21 @@ export interface DatabaseStatusSink {
   reportSuccess(startedAt: number): void;
 }
 
+/** What every pooled session of this project sets at connect (see createPool). */
+export const POSTGRES_SESSION_SETTINGS = '-c idle_in_transaction_session_timeout=120000 -c client_connection_check_interval=1000';
+
 export function createPool(database: DatabaseTarget, options: PoolOptions = {}): pg.Pool {
   const pool = new pg.Pool(
     connectionConfig(database, {
       max: options.max ?? 10,
       application_name: options.applicationName ?? 'bulk-import-worker',
       // A worker that froze or lost the network inside a transaction must not keep its row locks (and with them a
-      // job the rescuer skips) for hours: the server ends such a session after two minutes.
-      options: ['-c idle_in_transaction_session_timeout=120000', options.sessionOptions ?? ''].join(' ').trim(),
+      // job the rescuer skips) for hours: the server ends such a session after two minutes. And a statement whose
+      // process is gone (killed, or exited past its grace) must not go on: a claim waiting behind a lock (a
+      // migration's) would otherwise lease runs to a dead worker once the lock is granted, and they would wait for
+      // their leases to expire. With the check the server notices the closed connection at its next second and
+      // ends the statement (POSTGRES_SESSION_SETTINGS).
+      options: [POSTGRES_SESSION_SETTINGS, options.sessionOptions ?? ''].join(' ').trim(),
       keepAlive: true,
       connectionTimeoutMillis: 15_000,
       ...(options.queryTimeoutMs ? { query_timeout: options.queryTimeoutMs } : {}),

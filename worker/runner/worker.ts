@@ -6,7 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkerConfig } from '../config.js';
 import type { DatabaseTarget } from '../db/connection.js';
 import type { DatabaseStatus } from '../db/database-status.js';
-import { createPool, type Pool, type Queryable } from '../db/pool.js';
+import { sendCancelRequest } from '../db/cancel-request.js';
+import { createPool, type Pool, type PoolClient, type Queryable } from '../db/pool.js';
 import type { JobMetrics } from '../handlers/metrics.js';
 import type { HandlerRegistry } from '../handlers/registry.js';
 import type { HandlerServices, JobOutcome } from '../handlers/types.js';
@@ -121,6 +122,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly listener: WakeupListener | undefined;
   /** A connection of its own for the claim: never queued behind handler work, and with a fixed plan (see below). */
   private readonly claimPool: Pool | undefined;
+  /** The claim pool's connection while a claim runs on it (to cancel that claim when stop() begins). */
+  private claimClient: PoolClient | undefined;
   private readonly kinds: string[];
   private stopping = false;
   private stopped: Promise<void> | undefined;
@@ -185,6 +188,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
         queryTimeoutMs: Math.max(5_000, Math.min(35_000, options.leaseMs)),
         status: this.status,
         sessionName: 'claim',
+      });
+      this.claimPool.on('acquire', (client) => (this.claimClient = client));
+      this.claimPool.on('release', (_error, client) => {
+        if (this.claimClient === client) this.claimClient = undefined;
       });
     }
     if (sessions?.listen) {
@@ -263,6 +270,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
           if (claimed < free + prefetch && this.newWorkSignals === signalsBefore) this.backlogEmpty = true;
           if (claimed > 0) continue;
         } catch (error) {
+          // stop() canceled the claim in flight: nothing to report or retry.
+          if (this.stopping) break;
           claimFailures += 1;
           // An outage is logged once by the status (and once when it ends); anything else on every failure.
           if (!this.status?.reportFailure(error, 'claim', claimStartedAt)) this.log.error({ err: error }, 'claim failed; retrying');
@@ -273,6 +282,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           continue;
         }
       }
+      if (this.stopping) break;
       // A claim that came back short may have released the slots the buffer was keeping for a capped pool.
       this.startFromBuffer();
       if (this.options.exitWhenIdle && this.backlogEmpty && this.active.size === 0 && this.buffer.size === 0) {
@@ -311,9 +321,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       });
       if (jobs.length < limit && this.newWorkSignals === signalsBefore) pool.mayHaveWork = false;
       if (this.stopping) {
-        // stop() began while the claim was in flight: hold these for the release instead of starting them.
+        // stop() began while the claim was in flight: hold these for the release instead of starting them, and claim
+        // nothing more.
         this.buffer.push(jobs);
-        continue;
+        break;
       }
       const startNow = jobs.slice(0, startable);
       for (const job of startNow) this.startJob(job);
@@ -604,11 +615,26 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.stopped;
   }
 
+  /** Gives leases back to the queue without counting the attempt (shutdown). */
+  private async releaseLeases(leases: Array<Pick<Lease, 'jobId' | 'attempt'>>, timedOut: boolean): Promise<void> {
+    if (leases.length === 0) return;
+    try {
+      const ids = await releaseJobs(this.pool, this.options.workerId, leases);
+      this.log.info({ jobs: ids, timed_out: timedOut }, 'released jobs back to the queue');
+    } catch (error) {
+      this.log.error({ err: error }, 'could not release jobs; their leases expire and the rescuer requeues them');
+    }
+  }
+
   private async shutdown(): Promise<void> {
     this.mode = 'stopping';
     this.stopping = true;
     this.stopController.abort();
     this.wake?.();
+    // A claim in flight now can only take runs that the shutdown would release again, and it may be waiting behind a
+    // lock (a migration's) for as long as its timeout: cancel it. One that commits first still returns its runs.
+    const claimClient = this.claimClient;
+    if (claimClient) void sendCancelRequest(claimClient);
     // Handlers hear about the shutdown first and the grace time starts now, whatever the poll loop is doing.
     const abortRunning = () => {
       for (const entry of this.active.values()) {
@@ -635,17 +661,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
       ...new Map([...this.stoppedForShutdown, ...stillRunning].map((lease) => [lease.jobId, lease])).values(),
       ...this.buffer.drain().map((job) => ({ jobId: job.id, attempt: job.attempt })),
     ];
-    if (toRelease.length > 0) {
-      try {
-        const ids = await releaseJobs(this.pool, this.options.workerId, toRelease);
-        this.log.info({ jobs: ids, timed_out: timedOut }, 'released jobs back to the queue');
-      } catch (error) {
-        this.log.error({ err: error }, 'could not release jobs; their leases expire and the rescuer requeues them');
-      }
-    }
+    await this.releaseLeases(toRelease, timedOut);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     await this.listener?.stop();
-    await this.claimPool?.end();
+    if (this.claimPool) {
+      // Waits for a claim still in flight (its cancel did not reach the server, or the grace ended first): the runs it
+      // took are buffered once the loop has ended, and released here rather than left to their leases' expiry.
+      await this.claimPool.end();
+      await this.loopDone;
+      await this.releaseLeases(this.buffer.drain().map((job) => ({ jobId: job.id, attempt: job.attempt })), timedOut);
+    }
     this.active.clear();
     this.updateBusy();
     this.mode = 'stopped';
