@@ -1,8 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { migrate } from '../worker/db/migrate.js';
+import { migrate, type LockRetry } from '../worker/db/migrate.js';
+import { claimJobs } from '../worker/queue/claim.js';
 import { enqueueJob, enqueueJobs } from '../worker/queue/enqueue.js';
 import { JOB_KIND_PATTERN } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
+import { runCli } from './support/cli-runner.js';
+import { waitFor } from './support/in-process-worker.js';
 import { createTablesOnlyRole } from './support/tables-only-role.js';
 
 const env = useTestEnvironment();
@@ -190,6 +193,64 @@ describe('migrations', () => {
     } finally {
       await role.drop();
     }
+  });
+
+  it('never holds the queue behind a migration waiting for a lock: it gives up the wait, lets claims pass, tries again', async () => {
+    // 20261206213000 changes a constraint of jobs (ACCESS EXCLUSIVE). A transaction that wrote to jobs and is still
+    // open (ROW EXCLUSIVE) makes it wait; a claim that comes after queues behind the migration's request, not the
+    // transaction's, which it would not conflict with.
+    const reverted = await revertThrough('20261206213000_kind_check_without_regex');
+    const writer = await env.pool.connect();
+    const retries: LockRetry[] = [];
+    let migrating: Promise<string[]> | undefined;
+    try {
+      await writer.query('BEGIN');
+      await writer.query('LOCK TABLE jobs IN ROW EXCLUSIVE MODE');
+      migrating = migrate(env.databaseUrl, {
+        lockTimeoutMs: 300,
+        lockAttempts: 1_000,
+        retryDelayMs: () => 0,
+        onLockRetry: (retry) => retries.push(retry),
+      });
+      await waitFor(async () => {
+        const { rows } = await env.pool.query(
+          "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'bulk-import-migrate' AND wait_event_type = 'Lock'",
+        );
+        return rows.length > 0;
+      });
+      // Without the lock timeout this claim would wait as long as the writer's transaction stays open.
+      expect(await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['none-queued'] })).toEqual([]);
+      await waitFor(async () => retries.length > 0);
+    } finally {
+      await writer.query('COMMIT');
+      writer.release();
+    }
+    expect(await migrating).toEqual([...reverted].reverse());
+    expect(retries[0]).toMatchObject({ attempt: 1, attempts: 1_000, lockTimeoutMs: 300 });
+  });
+
+  it('fails with a clear error, and changes nothing, when every attempt waited for a lock in vain', async () => {
+    const reverted = await revertThrough('20261206213000_kind_check_without_regex');
+    const writer = await env.pool.connect();
+    try {
+      await writer.query('BEGIN');
+      await writer.query('LOCK TABLE jobs IN ROW EXCLUSIVE MODE');
+      await expect(migrate(env.databaseUrl, { lockTimeoutMs: 100, lockAttempts: 2, retryDelayMs: () => 0 })).rejects.toThrow(
+        /migrations not applied: 2 attempts each waited 100 ms for a lock and gave up.*Nothing was changed/,
+      );
+      // The CLI says each retry on stderr, then why it gave up.
+      const cli = await runCli(env, ['migrate', '--lock-timeout-ms', '100', '--lock-attempts', '2']);
+      expect(cli.code).toBe(1);
+      expect(cli.stderr).toMatch(/a migration waited 100 ms for a lock and was rolled back \(attempt 1 of 2\); trying again in \d+\.\d s\n/);
+      expect(cli.stderr).toMatch(/bulk-import: migrations not applied: 2 attempts/);
+      expect(cli.stdout).toBe('');
+    } finally {
+      await writer.query('COMMIT');
+      writer.release();
+    }
+    const { rows } = await env.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM pgmigrations WHERE name = ANY($1)', [reverted]);
+    expect(rows[0]!.n).toBe(0);
+    expect(await migrate(env.databaseUrl)).toEqual([...reverted].reverse());
   });
 
   it('is a no-op when the database is up to date', async () => {

@@ -1,10 +1,12 @@
 // Applies the SQL migrations in migrations/ with node-pg-migrate. Each file holds an `-- Up Migration` and a
 // `-- Down Migration` section, so the same files work from the sources and from the built image.
 import { existsSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { runner } from 'node-pg-migrate';
 import pg from 'pg';
 import { connectionConfig, type DatabaseTarget } from './connection.js';
+import { sqlState } from './sql-state.js';
 
 // worker/db/ in a source checkout, dist/worker/db/ in the built image: the migrations folder is at the package root.
 export const MIGRATIONS_DIR = ['../../migrations', '../../../migrations']
@@ -16,6 +18,40 @@ export interface MigrateOptions {
   /** How many migrations to apply or revert; default all for up, 1 for down. */
   count?: number;
   log?: (message: string) => void;
+  /**
+   * How long one statement of a migration waits for a lock (lock_timeout) before the attempt is rolled back and tried
+   * again later; default MIGRATION_LOCK_TIMEOUT_MS.
+   */
+  lockTimeoutMs?: number;
+  /** Attempts in all before the migration fails for want of a lock; default MIGRATION_LOCK_ATTEMPTS. */
+  lockAttempts?: number;
+  /** Pause before the next attempt, from the attempt just failed (1, 2, …); default migrationRetryDelayMs. */
+  retryDelayMs?: (attempt: number) => number;
+  /** Told of each attempt given up for a lock, before the pause. */
+  onLockRetry?: (retry: LockRetry) => void;
+}
+
+export interface LockRetry {
+  /** The attempt that gave up (1, 2, …) and how many there may be. */
+  attempt: number;
+  attempts: number;
+  lockTimeoutMs: number;
+  delayMs: number;
+}
+
+// Why migrations give up waiting for a lock: a statement that waits for a lock on jobs (an ALTER TABLE waiting for a
+// long transaction to end) is queued ahead of every later request for that table, so every claim, heartbeat and
+// completion of the fleet would wait behind it, for as long as the transaction it waits for lasts, and leases would
+// run out. With a lock timeout the queue waits at most that long per attempt; the attempt's transaction is rolled
+// back whole (the migrations run in one), and the next attempt starts from the same schema.
+export const MIGRATION_LOCK_TIMEOUT_MS = 5_000;
+export const MIGRATION_LOCK_ATTEMPTS = 20;
+const LOCK_NOT_AVAILABLE = '55P03';
+
+/** 1, 2, 4 … up to 15 s, with jitter: the transaction in the way gets time to end, and the queue time to catch up. */
+export function migrationRetryDelayMs(attempt: number): number {
+  const ceiling = Math.min(15_000, 1_000 * 2 ** (attempt - 1));
+  return ceiling / 2 + Math.random() * (ceiling / 2);
 }
 
 export async function migrate(database: DatabaseTarget, options: MigrateOptions = {}): Promise<string[]> {
@@ -25,8 +61,28 @@ export async function migrate(database: DatabaseTarget, options: MigrateOptions 
   const client = new pg.Client(connectionConfig(database, { application_name: 'bulk-import-migrate' }));
   client.on('error', () => {});
   await client.connect();
+  const lockTimeoutMs = options.lockTimeoutMs ?? MIGRATION_LOCK_TIMEOUT_MS;
+  const attempts = options.lockAttempts ?? MIGRATION_LOCK_ATTEMPTS;
   try {
-    return await applyMigrations(client, direction, options);
+    await client.query(`SET lock_timeout = ${Math.trunc(lockTimeoutMs)}`);
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await applyMigrations(client, direction, options);
+      } catch (error) {
+        if (sqlState(error) !== LOCK_NOT_AVAILABLE) throw error;
+        if (attempt >= attempts) {
+          throw new Error(
+            `migrations not applied: ${attempts} attempts each waited ${lockTimeoutMs} ms for a lock and gave up, so as not to ` +
+              'hold the queue behind them. A session keeps a lock on a table they change (a long transaction? see ' +
+              'pg_stat_activity); end it, or try again when the queue is quieter. Nothing was changed.',
+            { cause: error },
+          );
+        }
+        const delay = (options.retryDelayMs ?? migrationRetryDelayMs)(attempt);
+        options.onLockRetry?.({ attempt, attempts, lockTimeoutMs, delayMs: delay });
+        await sleep(delay);
+      }
+    }
   } finally {
     await client.end().catch(() => {});
   }
