@@ -10,7 +10,10 @@
 # It refuses a work tree with changes (untracked files included), shows the `cdk diff` of the stack and deploys only
 # after a yes (asked on a terminal, or --yes). After the deploy it waits until the worker service is stable and prints
 # what runs. `stop --hard` first stops every running task (StopTask: SIGTERM, the worker drains, releases its leases
-# and its scale-in protection, exits) instead of waiting for busy tasks to go idle (docs/DEPLOYMENT.md §6.3).
+# and its scale-in protection, exits) instead of waiting for busy tasks to go idle (docs/DEPLOYMENT.md §6.3); the
+# service's autoscaling, when the stack has it, is suspended meanwhile (it would start tasks again as they stop) and
+# resumed after the deploy if the stack still has it. One campaign.sh or deploy.sh per environment at a time on this
+# machine: both take the same lock.
 # `--dry-run` runs the diff and prints the other commands.
 set -Eeuo pipefail
 
@@ -33,6 +36,7 @@ usage: scripts/campaign.sh start --env NAME --tasks N [--yes] [--dry-run] [-- CD
 environment:
   CDK_BIN          the CDK CLI (default: the project's node_modules/.bin/cdk)
   AWS_REGION       region of the stack (default: the AWS CLI's)
+  DEPLOY_LOCK_DIR  where the lock shared with scripts/deploy.sh lives (default: TMPDIR or /tmp)
 USAGE
 }
 
@@ -87,6 +91,13 @@ if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=normal)" ]]; the
   fail "the work tree has changes or untracked files: commit or remove them first ($(git -C "$ROOT" status --porcelain --untracked-files=normal | head -n 3 | tr '\n' ' '))"
 fi
 
+# One campaign.sh or deploy.sh to this environment at a time on this machine: the same lock as deploy.sh's, so a
+# deploy cannot roll out an image while a campaign changes the task count (or the other way round).
+command -v flock >/dev/null || fail "flock (util-linux) is needed for the deploy lock"
+readonly lock_file="${DEPLOY_LOCK_DIR:-${TMPDIR:-/tmp}}/bulk-import-deploy-$environment.lock"
+exec 9>>"$lock_file" || fail "cannot open the lock file $lock_file"
+flock --nonblock 9 || fail "a deploy or campaign change to $environment is running (lock $lock_file is held); wait for it to finish"
+
 readonly stack="BulkImportWorker-$environment"
 cdk_bin="${CDK_BIN:-$ROOT/node_modules/.bin/cdk}"
 region_args=()
@@ -94,7 +105,19 @@ region_args=()
 export AWS_PAGER=""
 
 step="setup"
-trap 'status=$?; printf "campaign.sh: step \"%s\" failed (exit %s)\n" "$step" "$status" >&2; exit "$status"' ERR
+# Set while the hard stop holds the service's autoscaling suspended: a failure must say how to resume it.
+autoscaling_suspended=false
+on_error() {
+  local status=$?
+  printf 'campaign.sh: step "%s" failed (exit %s)\n' "$step" "$status" >&2
+  if [[ "$autoscaling_suspended" == true ]]; then
+    scaling_command_for false
+    printf 'campaign.sh: the autoscaling of %s is still suspended (no scaling out or in). Resume it once the service is as you want it:\n %s\n' \
+      "$service" "$(trace "${scaling_command[@]}" | sed 's/^+//')" >&2
+  fi
+  exit "$status"
+}
+trap on_error ERR
 
 # Prints a command the way it runs.
 trace() {
@@ -193,11 +216,44 @@ if [[ "$dry_run" == false && "$assume_yes" == false ]]; then
   [[ "$answer" =~ ^[Yy]([Ee][Ss])?$ ]] || fail "not deployed (answer: ${answer:-no})"
 fi
 
+# The service's scalable target (autoscaling=true in the stack), into $scaling_state: whether its scaling out is
+# suspended (True or False), or None when the service has no autoscaling. Read-only.
+read_autoscaling_state() {
+  local describe=(aws application-autoscaling describe-scalable-targets ${region_args[@]+"${region_args[@]}"}
+    --service-namespace ecs --resource-ids "service/$cluster/$service"
+    --query 'ScalableTargets[0].SuspendedState.DynamicScalingOutSuspended' --output text)
+  trace "${describe[@]}"
+  scaling_state=None
+  if [[ "$dry_run" == true ]]; then return 0; fi
+  scaling_state="$("${describe[@]}")"
+}
+
+# The command that suspends (true) or resumes (false) every kind of scaling of the service, into $scaling_command.
+scaling_command_for() {
+  scaling_command=(aws application-autoscaling register-scalable-target ${region_args[@]+"${region_args[@]}"} --service-namespace ecs
+    --resource-id "service/$cluster/$service" --scalable-dimension ecs:service:DesiredCount
+    --suspended-state "DynamicScalingInSuspended=$1,DynamicScalingOutSuspended=$1,ScheduledScalingSuspended=$1")
+}
+set_autoscaling_suspended() {
+  scaling_command_for "$1"
+  run "${scaling_command[@]}"
+}
+
 if [[ "$hard" == true ]]; then
   # Scale-in protection keeps a busy task through a lower desiredCount and through deployments, but not through
   # StopTask. Desired count 0 first, so ECS starts no replacement; the deploy below sets the count asked for.
   announce "hard stop: stop every running worker task now"
   read_outputs
+  # Autoscaling would start tasks again while they are stopped (the queue is not empty): suspended first.
+  read_autoscaling_state
+  if [[ "$dry_run" == true ]]; then
+    printf 'campaign.sh: if the service has autoscaling, it is suspended here and resumed after the deploy\n'
+  elif [[ "$scaling_state" != None ]]; then
+    announce "suspend the autoscaling of $service while its tasks stop"
+    set_autoscaling_suspended true
+    autoscaling_suspended=true
+  fi
+  announce "stop every running worker task"
   run aws ecs update-service ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service "$service" \
     --desired-count 0 --query 'service.desiredCount' --output text
   list_tasks=(aws ecs list-tasks ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service-name "$service"
@@ -221,6 +277,18 @@ run "$cdk_bin" deploy "$stack" --require-approval never --no-notices "${context[
 
 announce "read the stack outputs"
 read_outputs
+
+if [[ "$autoscaling_suspended" == true ]]; then
+  # The deploy removes the autoscaling with desiredCount 0; otherwise it is the stack's again, and resumed.
+  read_autoscaling_state
+  if [[ "$scaling_state" != None ]]; then
+    announce "resume the autoscaling of $service"
+    set_autoscaling_suspended false
+  else
+    printf 'campaign.sh: the deploy removed the autoscaling of %s (desiredCount 0): nothing to resume\n' "$service"
+  fi
+  autoscaling_suspended=false
+fi
 
 announce "wait until $service is stable"
 run aws ecs wait services-stable ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --services "$service"

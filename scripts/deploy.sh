@@ -125,11 +125,12 @@ if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=normal)" ]]; the
 fi
 readonly sha="$(git -C "$ROOT" rev-parse --verify HEAD)"
 
-# One deploy at a time on this machine (a second one fails at once instead of racing the first).
+# One deploy at a time on this machine (a second one fails at once instead of racing the first); scripts/campaign.sh
+# takes the same lock.
 command -v flock >/dev/null || fail "flock (util-linux) is needed for the deploy lock"
 readonly lock_file="${DEPLOY_LOCK_DIR:-${TMPDIR:-/tmp}}/bulk-import-deploy-$environment.lock"
 exec 9>>"$lock_file" || fail "cannot open the lock file $lock_file"
-flock --nonblock 9 || fail "another deploy to $environment is running (lock $lock_file is held); wait for it to finish"
+flock --nonblock 9 || fail "another deploy or campaign change to $environment is running (lock $lock_file is held); wait for it to finish"
 
 work_dir="$(mktemp -d "${TMPDIR:-/tmp}/bulk-import-deploy.XXXXXX")"
 trap 'rm -rf "$work_dir"' EXIT

@@ -2,6 +2,7 @@
 // throwaway git repository holding a committed copy of it. Covered: the diff before every deploy, the refusal of a
 // dirty tree and of an unconfirmed deploy without a terminal, start/stop with their context, the hard stop
 // (desired count 0, StopTask for each running task, wait, then the deploy), failures and argument checks.
+import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
@@ -51,6 +52,12 @@ const pinCalls = (...region: string[]) => [
   ['aws', 'ecs', 'describe-task-definition', ...region, '--task-definition', TASK_DEFINITION, '--output', 'json'],
 ];
 const PIN = ['-c', `imageDigest=${DIGEST}`];
+const SCALABLE_TARGET = 'service/bulk-import-prod/bulk-import-worker-prod';
+const describeScalableTarget = (...region: string[]) => ['aws', 'application-autoscaling', 'describe-scalable-targets', ...region,
+  '--service-namespace', 'ecs', '--resource-ids', SCALABLE_TARGET, '--query', 'ScalableTargets[0].SuspendedState.DynamicScalingOutSuspended', '--output', 'text'];
+const registerScalableTarget = (suspended: boolean) => ['aws', 'application-autoscaling', 'register-scalable-target', '--service-namespace', 'ecs',
+  '--resource-id', SCALABLE_TARGET, '--scalable-dimension', 'ecs:service:DesiredCount',
+  '--suspended-state', `DynamicScalingInSuspended=${suspended},DynamicScalingOutSuspended=${suspended},ScheduledScalingSuspended=${suspended}`];
 const waitAndDescribe = [
   ['aws', 'ecs', 'wait', 'services-stable', '--cluster', 'bulk-import-prod', '--services', 'bulk-import-worker-prod'],
   ['aws', 'ecs', 'describe-services', '--cluster', 'bulk-import-prod', '--services', 'bulk-import-worker-prod', '--query',
@@ -119,10 +126,11 @@ describe('scripts/campaign.sh', () => {
     const region = ['--region', 'eu-west-1'];
     const tasks = ['arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/aaa', 'arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/bbb'];
     const context = ['-c', 'importCampaign=false', '-c', 'desiredCount=0'];
-    expect(sandbox.calls().slice(0, 11)).toEqual([
+    expect(sandbox.calls().slice(0, 12)).toEqual([
       ...pinCalls(...region),
       diff(...context, ...PIN),
       [...describeStacks.slice(0, 3), ...region, ...describeStacks.slice(3)],
+      describeScalableTarget(...region),
       ['aws', 'ecs', 'update-service', ...region, '--cluster', 'bulk-import-prod', '--service', 'bulk-import-worker-prod',
         '--desired-count', '0', '--query', 'service.desiredCount', '--output', 'text'],
       ['aws', 'ecs', 'list-tasks', ...region, '--cluster', 'bulk-import-prod', '--service-name', 'bulk-import-worker-prod',
@@ -138,7 +146,69 @@ describe('scripts/campaign.sh', () => {
     const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--hard', '--yes'], { CDK_BIN: cdk });
     expect(run.code).toBe(0);
     const names = sandbox.calls().map((call) => call.slice(0, 3).join(' '));
-    expect(names.slice(0, 8)).toEqual(['aws cloudformation describe-stacks', 'aws ecs describe-services', 'aws ecs describe-task-definition', 'cdk diff BulkImportWorker-prod', 'aws cloudformation describe-stacks', 'aws ecs update-service', 'aws ecs list-tasks', 'cdk deploy BulkImportWorker-prod']);
+    expect(names.slice(0, 9)).toEqual(['aws cloudformation describe-stacks', 'aws ecs describe-services', 'aws ecs describe-task-definition', 'cdk diff BulkImportWorker-prod', 'aws cloudformation describe-stacks', 'aws application-autoscaling describe-scalable-targets', 'aws ecs update-service', 'aws ecs list-tasks', 'cdk deploy BulkImportWorker-prod']);
+    // No autoscaling: nothing suspended, nothing to resume.
+    expect(sandbox.calls().filter((call) => call[2] === 'register-scalable-target')).toEqual([]);
+  });
+
+  it('stop --hard with autoscaling: suspended before the tasks stop, resumed after the deploy that keeps it', () => {
+    sandbox.setState((state) => {
+      state.scalableTargets[SCALABLE_TARGET] = { scalingIn: false, scalingOut: false, scheduled: false };
+      state.runningTasks['bulk-import-prod/bulk-import-worker-prod'] = ['arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/aaa'];
+    });
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--tasks', '2', '--hard', '--yes'], { CDK_BIN: cdk });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const names = sandbox.calls().map((call) => [call[1], call[2]].join(' '));
+    const at = (name: string, from = 0) => names.indexOf(name, from);
+    const suspend = at('application-autoscaling register-scalable-target');
+    expect(suspend).toBeGreaterThan(at('application-autoscaling describe-scalable-targets'));
+    expect(suspend).toBeLessThan(at('ecs update-service'));
+    expect(at('ecs update-service')).toBeLessThan(at('ecs stop-task'));
+    const deployAt = names.findIndex((name) => name.startsWith('deploy '));
+    const resume = at('application-autoscaling register-scalable-target', suspend + 1);
+    expect(resume).toBeGreaterThan(deployAt);
+    expect(sandbox.calls()[suspend]).toEqual(registerScalableTarget(true));
+    expect(sandbox.calls()[resume]).toEqual(registerScalableTarget(false));
+    expect(sandbox.state().scalableTargets[SCALABLE_TARGET]).toEqual({ scalingIn: false, scalingOut: false, scheduled: false });
+    expect(run.stdout).toContain('== resume the autoscaling of bulk-import-worker-prod');
+  });
+
+  it('stop --hard --tasks 0 with autoscaling: the deploy removes it, so nothing is resumed', () => {
+    sandbox.setState((state) => (state.scalableTargets[SCALABLE_TARGET] = { scalingIn: false, scalingOut: false, scheduled: false }));
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--tasks', '0', '--hard', '--yes'], { CDK_BIN: cdk });
+    expect(run.code).toBe(0);
+    expect(sandbox.calls().filter((call) => call[2] === 'register-scalable-target')).toEqual([registerScalableTarget(true)]);
+    expect(run.stdout).toContain('the deploy removed the autoscaling of bulk-import-worker-prod (desiredCount 0): nothing to resume');
+  });
+
+  it('a hard stop that fails with the autoscaling suspended says so, and how to resume it', () => {
+    sandbox.setState((state) => {
+      state.scalableTargets[SCALABLE_TARGET] = { scalingIn: false, scalingOut: false, scheduled: false };
+      state.runningTasks['bulk-import-prod/bulk-import-worker-prod'] = ['arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/aaa'];
+    });
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--tasks', '2', '--hard', '--yes'], { CDK_BIN: cdk, STANDIN_FAIL: 'aws ecs stop-task *' });
+    expect(run.code).toBe(17);
+    expect(run.stderr).toContain('campaign.sh: step "stop every running worker task" failed (exit 17)');
+    expect(run.stderr).toContain('campaign.sh: the autoscaling of bulk-import-worker-prod is still suspended');
+    // As the shell takes it (%q escapes the commas).
+    expect(run.stderr).toContain(`  ${registerScalableTarget(false).join(' ').replaceAll(',', '\\,')}\n`);
+    // Left suspended: the operator decides when the service may scale again.
+    expect(sandbox.state().scalableTargets[SCALABLE_TARGET]).toEqual({ scalingIn: true, scalingOut: true, scheduled: true });
+  });
+
+  it('waits for no one: a deploy or another campaign change to the same environment holding the lock refuses it', async () => {
+    const lock = join(sandbox.dir, 'bulk-import-deploy-prod.lock');
+    const holder = spawn('flock', [lock, '-c', 'echo held; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
+      const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--yes'], { CDK_BIN: cdk });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/a deploy or campaign change to prod is running \(lock .*bulk-import-deploy-prod\.lock is held\)/);
+      expect(sandbox.calls()).toEqual([]);
+    } finally {
+      holder.kill();
+    }
   });
 
   it('stops with a non-zero exit when the deploy fails: no waiting on a service that did not change', () => {

@@ -192,7 +192,7 @@ describe('scripts/deploy.sh --image', () => {
     await waitFor(async () => sandbox.calls().some((call) => call.some((arg) => arg.includes("deployments[?id=='ecs-svc/"))), 20_000);
     const second = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE, '--backend'], ENV);
     expect(second.code).not.toBe(0);
-    expect(second.stderr).toMatch(/another deploy to prod is running \(lock .* is held\)/);
+    expect(second.stderr).toMatch(/another deploy or campaign change to prod is running \(lock .* is held\)/);
     // From another machine (another lock directory) the deployment in progress refuses it.
     const elsewhere = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE], { ...ENV, DEPLOY_LOCK_DIR: repo.root });
     expect(elsewhere.code).not.toBe(0);

@@ -31,6 +31,8 @@ export interface StandInState {
   /** ECR repositories by name: their tag mutability (MUTABLE or IMMUTABLE). */
   repositories: Record<string, { imageTagMutability: string }>;
   runningTasks: Record<string, string[]>;
+  /** Application Auto Scaling targets by resource id (`service/<cluster>/<service>`): what is suspended. */
+  scalableTargets: Record<string, { scalingIn: boolean; scalingOut: boolean; scheduled: boolean }>;
   stackOutputs: string;
   nextDeployment: number;
 }
@@ -207,6 +209,20 @@ if (name === 'aws') {
     out((state.runningTasks[option('--cluster') + '/' + option('--service-name')] ?? []).join('\t'));
   } else if (group === 'cloudformation' && command === 'describe-stacks') {
     out(state.stackOutputs);
+  } else if (group === 'application-autoscaling' && command === 'describe-scalable-targets') {
+    if (option('--service-namespace') !== 'ecs') refuse('unknown namespace ' + option('--service-namespace'));
+    if (query !== 'ScalableTargets[0].SuspendedState.DynamicScalingOutSuspended') refuse('unknown query ' + query);
+    const target = (state.scalableTargets ?? {})[option('--resource-ids')];
+    out(target ? (target.scalingOut ? 'True' : 'False') : 'None');
+  } else if (group === 'application-autoscaling' && command === 'register-scalable-target') {
+    const id = option('--resource-id');
+    const target = (state.scalableTargets ?? {})[id];
+    if (!target) refuse('An error occurred (ValidationException): MinCapacity and MaxCapacity are required to register ' + id, 254);
+    if (option('--service-namespace') !== 'ecs' || option('--scalable-dimension') !== 'ecs:service:DesiredCount') refuse('unknown target');
+    const match = /^DynamicScalingInSuspended=(true|false),DynamicScalingOutSuspended=(true|false),ScheduledScalingSuspended=(true|false)$/.exec(option('--suspended-state') ?? '');
+    if (!match) refuse('unknown --suspended-state ' + option('--suspended-state'));
+    Object.assign(target, { scalingIn: match[1] === 'true', scalingOut: match[2] === 'true', scheduled: match[3] === 'true' });
+    save();
   }
 } else if (name === 'docker') {
   if (args[0] === 'push') {
@@ -218,6 +234,11 @@ if (name === 'aws') {
   }
 } else if (name === 'cdk') {
   if (args[0] === 'diff') out('Stack ' + args[1] + '\n[~] AWS::ECS::Service Service (stand-in diff)');
+  // The stack has no autoscaling with desiredCount 0 (infra/bulk-import-worker-props.ts): the deploy removes it.
+  if (args[0] === 'deploy' && args.includes('desiredCount=0')) {
+    state.scalableTargets = {};
+    save();
+  }
 }
 `;
 
@@ -249,7 +270,7 @@ export function newSandbox(initial: Partial<StandInState> = {}): Sandbox {
     writeFileSync(join(bin, name), `#!/bin/sh\nexec '${process.execPath}' '${join(dir, 'stand-in.mjs')}' ${name} "$@"\n`);
     chmodSync(join(bin, name), 0o755);
   }
-  const state: StandInState = { services: {}, taskDefinitions: {}, images: {}, repositories: {}, runningTasks: {}, stackOutputs: '', nextDeployment: 1, ...initial };
+  const state: StandInState = { services: {}, taskDefinitions: {}, images: {}, repositories: {}, runningTasks: {}, scalableTargets: {}, stackOutputs: '', nextDeployment: 1, ...initial };
   writeFileSync(join(dir, 'state.json'), JSON.stringify(state));
   writeFileSync(join(dir, 'calls.log'), '');
   const read = () => JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as StandInState;
