@@ -49,7 +49,7 @@ export const MIGRATION_LOCK_ATTEMPTS = 20;
 const LOCK_NOT_AVAILABLE = '55P03';
 
 /** 1, 2, 4 … up to 15 s, with jitter: the transaction in the way gets time to end, and the queue time to catch up. */
-export function migrationRetryDelayMs(attempt: number): number {
+function migrationRetryDelayMs(attempt: number): number {
   const ceiling = Math.min(15_000, 1_000 * 2 ** (attempt - 1));
   return ceiling / 2 + Math.random() * (ceiling / 2);
 }

@@ -34,7 +34,7 @@ export interface DatabaseStatusSink {
 }
 
 /** What every pooled session of this project sets at connect (see createPool). */
-export const POSTGRES_SESSION_SETTINGS = '-c idle_in_transaction_session_timeout=120000 -c client_connection_check_interval=1000';
+const POSTGRES_SESSION_SETTINGS = '-c idle_in_transaction_session_timeout=120000 -c client_connection_check_interval=1000';
 
 export function createPool(database: DatabaseTarget, options: PoolOptions = {}): pg.Pool {
   const pool = new pg.Pool(
