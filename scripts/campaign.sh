@@ -93,10 +93,13 @@ fi
 
 # One campaign.sh or deploy.sh to this environment at a time on this machine: the same lock as deploy.sh's, so a
 # deploy cannot roll out an image while a campaign changes the task count (or the other way round).
-command -v flock >/dev/null || fail "flock (util-linux) is needed for the deploy lock"
-readonly lock_file="${DEPLOY_LOCK_DIR:-${TMPDIR:-/tmp}}/bulk-import-deploy-$environment.lock"
-exec 9>>"$lock_file" || fail "cannot open the lock file $lock_file"
-flock --nonblock 9 || fail "a deploy or campaign change to $environment is running (lock $lock_file is held); wait for it to finish"
+# A dry run changes nothing and takes no lock.
+if [[ "$dry_run" == false ]]; then
+  command -v flock >/dev/null || fail "flock (util-linux) is needed for the deploy lock"
+  readonly lock_file="${DEPLOY_LOCK_DIR:-${TMPDIR:-/tmp}}/bulk-import-deploy-$environment.lock"
+  exec 9>>"$lock_file" || fail "cannot open the lock file $lock_file"
+  flock --nonblock 9 || fail "a deploy or campaign change to $environment is running (lock $lock_file is held); wait for it to finish"
+fi
 
 readonly stack="BulkImportWorker-$environment"
 cdk_bin="${CDK_BIN:-$ROOT/node_modules/.bin/cdk}"
@@ -105,19 +108,21 @@ region_args=()
 export AWS_PAGER=""
 
 step="setup"
-# Set while the hard stop holds the service's autoscaling suspended: a failure must say how to resume it.
+trap 'status=$?; [[ $BASHPID == "$$" ]] || exit "$status"; printf "campaign.sh: step \"%s\" failed (exit %s)\n" "$step" "$status" >&2; exit "$status"' ERR
+# Set while the hard stop holds the service's autoscaling suspended: any exit before it is resumed (a failed step,
+# `fail`, Ctrl-C, a TERM) says so and how to resume it.
 autoscaling_suspended=false
-on_error() {
+on_exit() {
   local status=$?
-  printf 'campaign.sh: step "%s" failed (exit %s)\n' "$step" "$status" >&2
-  if [[ "$autoscaling_suspended" == true ]]; then
-    scaling_command_for false
-    printf 'campaign.sh: the autoscaling of %s is still suspended (no scaling out or in). Resume it once the service is as you want it:\n %s\n' \
-      "$service" "$(trace "${scaling_command[@]}" | sed 's/^+//')" >&2
+  if [[ "$autoscaling_suspended" == true && $BASHPID == "$$" ]]; then
+    printf 'campaign.sh: the autoscaling of %s is still suspended (no scaling out or in). Resume it once the service is as you want it:\n  %s\n' \
+      "$service" "$(resume_command_text)" >&2
   fi
   exit "$status"
 }
-trap on_error ERR
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Prints a command the way it runs.
 trace() {
@@ -216,16 +221,19 @@ if [[ "$dry_run" == false && "$assume_yes" == false ]]; then
   [[ "$answer" =~ ^[Yy]([Ee][Ss])?$ ]] || fail "not deployed (answer: ${answer:-no})"
 fi
 
-# The service's scalable target (autoscaling=true in the stack), into $scaling_state: whether its scaling out is
-# suspended (True or False), or None when the service has no autoscaling. Read-only.
+# The service's scalable target (autoscaling=true in the stack), into $scaling_state: what is suspended now, as
+# "<scaling in> <scaling out> <scheduled scaling>" (True or False each), or None when the service has no autoscaling.
+# Read-only.
 read_autoscaling_state() {
   local describe=(aws application-autoscaling describe-scalable-targets ${region_args[@]+"${region_args[@]}"}
     --service-namespace ecs --resource-ids "service/$cluster/$service"
-    --query 'ScalableTargets[0].SuspendedState.DynamicScalingOutSuspended' --output text)
+    --query 'ScalableTargets[0].SuspendedState.[DynamicScalingInSuspended,DynamicScalingOutSuspended,ScheduledScalingSuspended]'
+    --output text)
   trace "${describe[@]}"
   scaling_state=None
   if [[ "$dry_run" == true ]]; then return 0; fi
   scaling_state="$("${describe[@]}")"
+  scaling_state="$(tr -s '\t ' '  ' <<<"$scaling_state")"
 }
 
 # The command that suspends (true) or resumes (false) every kind of scaling of the service, into $scaling_command.
@@ -238,6 +246,12 @@ set_autoscaling_suspended() {
   scaling_command_for "$1"
   run "${scaling_command[@]}"
 }
+# The resume command as an operator pastes it.
+resume_command_text() {
+  scaling_command_for false
+  local last=$((${#scaling_command[@]} - 1))
+  printf "%s '%s'" "${scaling_command[*]:0:last}" "${scaling_command[last]}"
+}
 
 if [[ "$hard" == true ]]; then
   # Scale-in protection keeps a busy task through a lower desiredCount and through deployments, but not through
@@ -248,10 +262,13 @@ if [[ "$hard" == true ]]; then
   read_autoscaling_state
   if [[ "$dry_run" == true ]]; then
     printf 'campaign.sh: if the service has autoscaling, it is suspended here and resumed after the deploy\n'
-  elif [[ "$scaling_state" != None ]]; then
+  elif [[ "$scaling_state" == "False False False" ]]; then
     announce "suspend the autoscaling of $service while its tasks stop"
     set_autoscaling_suspended true
     autoscaling_suspended=true
+  elif [[ "$scaling_state" != None ]]; then
+    # Someone suspended some of it already: theirs to resume, left as it is (and not resumed after the deploy).
+    printf 'campaign.sh: the autoscaling of %s is already suspended in part (in, out, scheduled: %s): left as it is\n' "$service" "$scaling_state"
   fi
   announce "stop every running worker task"
   run aws ecs update-service ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service "$service" \
@@ -261,7 +278,9 @@ if [[ "$hard" == true ]]; then
   trace "${list_tasks[@]}"
   tasks_running=()
   if [[ "$dry_run" == false ]]; then
-    read -r -a tasks_running <<<"$("${list_tasks[@]}" | tr '\t' ' ' | sed 's/^None$//')"
+    # Read first, then split: a failed list-tasks must stop the script, not look like "no task running".
+    task_list="$("${list_tasks[@]}")"
+    read -r -a tasks_running <<<"$(tr '\t' ' ' <<<"$task_list" | sed 's/^None$//')"
   fi
   for task in ${tasks_running[@]+"${tasks_running[@]}"}; do
     run aws ecs stop-task ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --task "$task" \

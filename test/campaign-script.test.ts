@@ -54,7 +54,8 @@ const pinCalls = (...region: string[]) => [
 const PIN = ['-c', `imageDigest=${DIGEST}`];
 const SCALABLE_TARGET = 'service/bulk-import-prod/bulk-import-worker-prod';
 const describeScalableTarget = (...region: string[]) => ['aws', 'application-autoscaling', 'describe-scalable-targets', ...region,
-  '--service-namespace', 'ecs', '--resource-ids', SCALABLE_TARGET, '--query', 'ScalableTargets[0].SuspendedState.DynamicScalingOutSuspended', '--output', 'text'];
+  '--service-namespace', 'ecs', '--resource-ids', SCALABLE_TARGET, '--query',
+  'ScalableTargets[0].SuspendedState.[DynamicScalingInSuspended,DynamicScalingOutSuspended,ScheduledScalingSuspended]', '--output', 'text'];
 const registerScalableTarget = (suspended: boolean) => ['aws', 'application-autoscaling', 'register-scalable-target', '--service-namespace', 'ecs',
   '--resource-id', SCALABLE_TARGET, '--scalable-dimension', 'ecs:service:DesiredCount',
   '--suspended-state', `DynamicScalingInSuspended=${suspended},DynamicScalingOutSuspended=${suspended},ScheduledScalingSuspended=${suspended}`];
@@ -191,17 +192,39 @@ describe('scripts/campaign.sh', () => {
     expect(run.code).toBe(17);
     expect(run.stderr).toContain('campaign.sh: step "stop every running worker task" failed (exit 17)');
     expect(run.stderr).toContain('campaign.sh: the autoscaling of bulk-import-worker-prod is still suspended');
-    // As the shell takes it (%q escapes the commas).
-    expect(run.stderr).toContain(`  ${registerScalableTarget(false).join(' ').replaceAll(',', '\\,')}\n`);
+    const resume = registerScalableTarget(false);
+    expect(run.stderr).toContain(`\n  ${resume.slice(0, -1).join(' ')} '${resume.at(-1)}'\n`);
     // Left suspended: the operator decides when the service may scale again.
     expect(sandbox.state().scalableTargets[SCALABLE_TARGET]).toEqual({ scalingIn: true, scalingOut: true, scheduled: true });
   });
 
+  it('a list of tasks that cannot be read stops the hard stop (it is not "no task running"), and says so once', () => {
+    sandbox.setState((state) => (state.scalableTargets[SCALABLE_TARGET] = { scalingIn: false, scalingOut: false, scheduled: false }));
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--tasks', '2', '--hard', '--yes'], { CDK_BIN: cdk, STANDIN_FAIL: 'aws ecs list-tasks *' });
+    expect(run.code).toBe(17);
+    expect(run.stderr.match(/step "stop every running worker task" failed/g)).toHaveLength(1);
+    expect(run.stderr.match(/is still suspended/g)).toHaveLength(1);
+    expect(sandbox.calls().some((call) => call[0] === 'cdk' && call[1] === 'deploy')).toBe(false);
+  });
+
+  it('autoscaling already suspended in part by someone: the hard stop leaves it exactly as it was', () => {
+    sandbox.setState((state) => (state.scalableTargets[SCALABLE_TARGET] = { scalingIn: false, scalingOut: false, scheduled: true }));
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--tasks', '2', '--hard', '--yes'], { CDK_BIN: cdk });
+    expect(run.code).toBe(0);
+    expect(sandbox.calls().filter((call) => call[2] === 'register-scalable-target')).toEqual([]);
+    expect(run.stdout).toContain('the autoscaling of bulk-import-worker-prod is already suspended in part (in, out, scheduled: False False True): left as it is');
+    expect(sandbox.state().scalableTargets[SCALABLE_TARGET]).toEqual({ scalingIn: false, scalingOut: false, scheduled: true });
+  });
+
   it('waits for no one: a deploy or another campaign change to the same environment holding the lock refuses it', async () => {
     const lock = join(sandbox.dir, 'bulk-import-deploy-prod.lock');
-    const holder = spawn('flock', [lock, '-c', 'echo held; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // One process holds it (the sleep inherits the locked descriptor), so killing it frees the lock.
+    const holder = spawn('bash', ['-c', 'exec 9>>"$1"; flock 9; echo held; exec sleep 60', 'hold', lock], { stdio: ['ignore', 'pipe', 'ignore'] });
     try {
-      await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
+      await new Promise<void>((resolve, reject) => {
+        holder.once('error', reject);
+        holder.stdout.once('data', () => resolve());
+      });
       const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--yes'], { CDK_BIN: cdk });
       expect(run.code).toBe(1);
       expect(run.stderr).toMatch(/a deploy or campaign change to prod is running \(lock .*bulk-import-deploy-prod\.lock is held\)/);

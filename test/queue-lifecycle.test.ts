@@ -433,6 +433,8 @@ describe('rescue, retention, cancel and requeue', () => {
       await locker.query('BEGIN');
       await locker.query('LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE');
       await waitFor(claimWaitingOnLock);
+      // White box: no cancel for this claim (the next test covers it), so it is still waiting when the handler returns.
+      (worker as unknown as { claimClient: unknown }).claimClient = undefined;
       const released = new Promise<void>((resolve) => worker.on('jobFinished', (event) => event.state === 'released' && resolve()));
       const stopping = worker.stop();
       await released; // the handler has returned while the claim may still wait

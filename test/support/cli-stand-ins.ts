@@ -211,9 +211,10 @@ if (name === 'aws') {
     out(state.stackOutputs);
   } else if (group === 'application-autoscaling' && command === 'describe-scalable-targets') {
     if (option('--service-namespace') !== 'ecs') refuse('unknown namespace ' + option('--service-namespace'));
-    if (query !== 'ScalableTargets[0].SuspendedState.DynamicScalingOutSuspended') refuse('unknown query ' + query);
+    if (query !== 'ScalableTargets[0].SuspendedState.[DynamicScalingInSuspended,DynamicScalingOutSuspended,ScheduledScalingSuspended]') refuse('unknown query ' + query);
     const target = (state.scalableTargets ?? {})[option('--resource-ids')];
-    out(target ? (target.scalingOut ? 'True' : 'False') : 'None');
+    const text = (flag) => (flag ? 'True' : 'False');
+    out(target ? [text(target.scalingIn), text(target.scalingOut), text(target.scheduled)].join('\t') : 'None');
   } else if (group === 'application-autoscaling' && command === 'register-scalable-target') {
     const id = option('--resource-id');
     const target = (state.scalableTargets ?? {})[id];

@@ -1,9 +1,11 @@
 // Cancels the statement a connection is running, the way psql's Ctrl-C does: a CancelRequest (the backend's process id
-// and secret key, given at connect) on a new connection to the same server. Postgres reads it before any TLS or
-// authentication, so it needs no credentials, and a proxy that keeps its own backend ids (RDS Proxy) gets the ids
-// it gave out. Not `pg_cancel_backend(pid)`: behind a proxy that pid could be another session's backend.
-// A backend with no statement running ignores the request; the server never answers one either way.
-import { connect } from 'node:net';
+// and secret key, given at connect) on a new connection to the same host. Postgres reads it before any TLS or
+// authentication, so it needs no credentials. Not `pg_cancel_backend(pid)`: behind a proxy the pid the client was
+// given is the proxy's, and could name another session's backend. Best effort: a direct connection to Postgres
+// honours it; a proxy (RDS Proxy, PgBouncer) may not pass it on, or the host name may lead to another proxy node, and
+// then the statement runs on to its own timeouts. A backend with no statement running ignores the request; the server
+// never answers one either way.
+import { connect, type Socket } from 'node:net';
 
 /** Protocol 3.0's CancelRequest code: 1234 in the high 16 bits, 5678 in the low. */
 const CANCEL_REQUEST_CODE = 80_877_102;
@@ -31,9 +33,13 @@ export function sendCancelRequest(client: CancelTarget, timeoutMs = 5_000): Prom
   packet.writeInt32BE(processID, 8);
   packet.writeInt32BE(secretKey, 12);
   return new Promise((resolve) => {
-    const socket = client.host.startsWith('/')
-      ? connect(`${client.host}/.s.PGSQL.${client.port}`)
-      : connect(client.port, client.host);
+    let socket: Socket;
+    try {
+      socket = client.host.startsWith('/') ? connect(`${client.host}/.s.PGSQL.${client.port}`) : connect(client.port, client.host);
+    } catch {
+      resolve(false); // no address to reach (pg always sets one)
+      return;
+    }
     let sent = false;
     const finish = () => {
       clearTimeout(timer);
@@ -42,7 +48,7 @@ export function sendCancelRequest(client: CancelTarget, timeoutMs = 5_000): Prom
     };
     const timer = setTimeout(finish, timeoutMs);
     timer.unref();
-    socket.once('connect', () => socket.write(packet, () => (sent = true)));
+    socket.once('connect', () => socket.write(packet, (error) => (sent = !error)));
     socket.once('close', finish);
     socket.once('error', finish);
     socket.resume();

@@ -56,15 +56,18 @@ function migrationRetryDelayMs(attempt: number): number {
 
 export async function migrate(database: DatabaseTarget, options: MigrateOptions = {}): Promise<string[]> {
   const direction = options.direction ?? 'up';
+  const lockTimeoutMs = options.lockTimeoutMs ?? MIGRATION_LOCK_TIMEOUT_MS;
+  const attempts = options.lockAttempts ?? MIGRATION_LOCK_ATTEMPTS;
+  for (const [name, value] of [['lockTimeoutMs', lockTimeoutMs], ['lockAttempts', attempts]] as const) {
+    if (!Number.isSafeInteger(value) || value < 1) throw new Error(`migrate: ${name} must be a whole number from 1, not ${value}`);
+  }
   // Our own client, ended (and awaited) by us: the runner's own client may still be closing when it returns, and a
   // server-side termination at that moment would surface as an unhandled error.
   const client = new pg.Client(connectionConfig(database, { application_name: 'bulk-import-migrate' }));
   client.on('error', () => {});
   await client.connect();
-  const lockTimeoutMs = options.lockTimeoutMs ?? MIGRATION_LOCK_TIMEOUT_MS;
-  const attempts = options.lockAttempts ?? MIGRATION_LOCK_ATTEMPTS;
   try {
-    await client.query(`SET lock_timeout = ${Math.trunc(lockTimeoutMs)}`);
+    await client.query(`SET lock_timeout = ${lockTimeoutMs}`);
     for (let attempt = 1; ; attempt += 1) {
       try {
         return await applyMigrations(client, direction, options);

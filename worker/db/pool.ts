@@ -46,7 +46,8 @@ export function createPool(database: DatabaseTarget, options: PoolOptions = {}):
       // process is gone (killed, or exited past its grace) must not go on: a claim waiting behind a lock (a
       // migration's) would otherwise lease runs to a dead worker once the lock is granted, and they would wait for
       // their leases to expire. With the check the server notices the closed connection at its next second and
-      // ends the statement (POSTGRES_SESSION_SETTINGS).
+      // ends the statement (POSTGRES_SESSION_SETTINGS). Behind a proxy the server's client is the proxy: a dead
+      // worker is noticed only if the proxy then closes its connection to the server.
       options: [POSTGRES_SESSION_SETTINGS, options.sessionOptions ?? ''].join(' ').trim(),
       keepAlive: true,
       connectionTimeoutMillis: 15_000,
