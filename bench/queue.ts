@@ -7,6 +7,7 @@
 //   BENCH_JOBS=50000 BENCH_LATENCY_SAMPLES=300 BENCH_CONCURRENCY=16 npm run bench:queue
 //   BENCH_IN_PROCESS=0 BENCH_BLACK_BOX_ROUNDS=3 BENCH_SCALE_OUT=1,2,4 npm run bench:queue   (the black box only)
 //   BENCH_BLACK_BOX=0 npm run bench:queue                                                    (in-process only)
+//   BENCH_WORKER_SETTINGS='JOB_STATE_NOTIFICATIONS=false' …   (the black box with a setting changed: what it costs)
 import { mkdtemp, rm, chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -31,6 +31,21 @@ const POLL_MS = 50;
 /** BENCH_WORKER_PROFILE=<dir>: our worker processes write V8 CPU profiles there (to look into where the time goes). */
 const profileFlags = process.env.BENCH_WORKER_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_WORKER_PROFILE}`] : [];
 const CHUNK = 5_000;
+/**
+ * BENCH_WORKER_SETTINGS="NAME=value …": settings of our worker processes beyond the defaults, to see what a feature
+ * costs (e.g. JOB_STATE_NOTIFICATIONS=false); printed above the results. The issue's goal is with the defaults.
+ */
+const workerSettings = parseWorkerSettings(process.env.BENCH_WORKER_SETTINGS ?? '');
+
+function parseWorkerSettings(text: string): Record<string, string> {
+  const settings: Record<string, string> = {};
+  for (const pair of text.split(/\s+/).filter(Boolean)) {
+    const match = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(pair);
+    if (!match) throw new Error(`BENCH_WORKER_SETTINGS: expected NAME=value pairs separated by spaces, got ${JSON.stringify(pair)}`);
+    settings[match[1]!] = match[2]!;
+  }
+  return settings;
+}
 
 export interface BlackBoxSettings {
   jobs: number;
@@ -148,6 +163,7 @@ async function runOurs(layout: string, databaseUrl: string, settings: BlackBoxSe
     // The campaign mount does not exist here; only no-op jobs run.
     IMPORT_ROOT: layout,
     IMPORT_ROOT_REQUIRE_MOUNT: 'false',
+    ...workerSettings,
   };
   try {
     const run = await timeRun(
@@ -247,7 +263,9 @@ export async function runBlackBox(urls: { ours: string; graphile: string }, sett
   await buildCompiledWorker(layout, (line) => console.warn(line));
   try {
     console.log(`\nblack box: the built \`bulk-import worker\` process vs graphile-worker batched in its own process`);
-    console.log(`${settings.jobs} pre-inserted no-op jobs per round, concurrency ${settings.concurrency}, logs at info to a file, ${settings.rounds} paired rounds\n`);
+    console.log(`${settings.jobs} pre-inserted no-op jobs per round, concurrency ${settings.concurrency}, logs at info to a file, ${settings.rounds} paired rounds`);
+    const changed = Object.entries(workerSettings).map(([name, value]) => `${name}=${value}`);
+    console.log(changed.length > 0 ? `our worker NOT at its defaults: ${changed.join(' ')} (BENCH_WORKER_SETTINGS)\n` : 'our worker at its defaults\n');
     const pairs: Array<{ ours: Run; graphile: Run }> = [];
     for (let round = 1; round <= settings.rounds; round += 1) {
       const order = round % 2 === 1 ? (['ours', 'graphile'] as const) : (['graphile', 'ours'] as const);
