@@ -3,7 +3,6 @@
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { runner } from 'node-pg-migrate';
 import pg from 'pg';
 import { connectionConfig, type DatabaseTarget } from './connection.js';
 import { sqlState } from './sql-state.js';
@@ -92,6 +91,9 @@ export async function migrate(database: DatabaseTarget, options: MigrateOptions 
 }
 
 async function applyMigrations(client: pg.Client, direction: 'up' | 'down', options: MigrateOptions): Promise<string[]> {
+  // Loaded when migrations run: MIGRATIONS_DIR above is read at every worker's start (db/readiness.ts), the runner
+  // (and the loaders it brings) is not needed there.
+  const { runner } = await import('node-pg-migrate');
   const applied = await runner({
     dbClient: client,
     dir: MIGRATIONS_DIR,

@@ -5,9 +5,9 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { loadConfig, requireDatabase } from '../../config.js';
 import { createPool } from '../../db/pool.js';
 import { waitForDatabase } from '../../db/readiness.js';
+import { DEFAULT_ADMIN_OPTIONS } from '../../http/admin/options.js';
 import { JobEventHub } from '../../http/event-hub.js';
-import { DEFAULT_ADMIN_OPTIONS } from '../../http/admin/plugin.js';
-import { buildApiServer, DEFAULT_LIMITS, type ApiLimits } from '../../http/server.js';
+import { DEFAULT_LIMITS, type ApiLimits } from '../../http/limits.js';
 import { createLogger } from '../../logger.js';
 import { createS3Client } from '../../storage/s3-client.js';
 import { integerIn } from '../parse.js';
@@ -107,6 +107,9 @@ export async function startApiServer(options: Partial<ServeOptions> & { limits?:
     ...(options.secureCookies ? { secureCookies: true } : {}),
     ...(options.sessionHours !== undefined ? { sessionTtlMs: options.sessionHours * 3_600_000 } : {}),
   };
+  // Loaded here, not with the command tree: every command (a worker's start, `bulk-import show`) registers them all,
+  // and Fastify with its plugins is a fifth of the CLI's start-up.
+  const { buildApiServer } = await import('../../http/server.js');
   const app = await buildApiServer({ pool, config, log, s3, bucket: config.s3Bucket, events, limits, admin, ...(options.trustProxy ? { trustProxy: options.trustProxy } : {}) });
   let address: string;
   try {

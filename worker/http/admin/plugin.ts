@@ -17,20 +17,12 @@ import { confirmActionPage } from './pages/confirm.js';
 import { csvReviewPage } from './pages/csv-review.js';
 import { confirmPurgePage, confirmReplayAllPage, deadLettersPage, readKind, readOlderThan } from './pages/dead-letters.js';
 import { massImportPage } from './pages/mass-import.js';
+import type { AdminOptions } from './options.js';
 import { pageAction, type ActionForm } from './pages/run-actions.js';
 import { runDetailPage } from './pages/run-detail.js';
 import { runsPage, type RunsQuery } from './pages/runs.js';
 import { messagePage, signInPage } from './pages/sign-in.js';
 import { addCookie, cookieHeader, loadSession, newSignInToken, requireCsrf, requireSignInToken, SESSION_COOKIE, SIGN_IN_COOKIE } from './session.js';
-
-export interface AdminOptions {
-  /** How long a sign-in lasts. */
-  sessionTtlMs: number;
-  /** Mark cookies Secure even when the request does not say it came over TLS (no X-Forwarded-Proto: https). */
-  secureCookies: boolean;
-}
-
-export const DEFAULT_ADMIN_OPTIONS: AdminOptions = { sessionTtlMs: 8 * 60 * 60 * 1000, secureCookies: false };
 
 /** The sign-in form's token lives this long. */
 const SIGN_IN_TTL_SECONDS = 15 * 60;
