@@ -12,7 +12,7 @@
 # what runs. `stop --hard` first stops every running task (StopTask: SIGTERM, the worker drains, releases its leases
 # and its scale-in protection, exits) instead of waiting for busy tasks to go idle (docs/DEPLOYMENT.md §6.3); the
 # service's autoscaling, when the stack has it, is suspended meanwhile (it would start tasks again as they stop) and
-# resumed after the deploy if the stack still has it. One campaign.sh or deploy.sh per environment at a time on this
+# restored as it was after the deploy if the stack still has it. One campaign.sh or deploy.sh per environment at a time on this
 # machine: both take the same lock.
 # `--dry-run` runs the diff and prints the other commands.
 set -Eeuo pipefail
@@ -109,20 +109,20 @@ export AWS_PAGER=""
 
 step="setup"
 trap 'status=$?; [[ $BASHPID == "$$" ]] || exit "$status"; printf "campaign.sh: step \"%s\" failed (exit %s)\n" "$step" "$status" >&2; exit "$status"' ERR
-# Set while the hard stop holds the service's autoscaling suspended: any exit before it is resumed (a failed step,
-# `fail`, Ctrl-C, a TERM) says so and how to resume it.
+# Set from just before the hard stop suspends the service's autoscaling until it is restored: any exit in between (a
+# failed step, `fail`, Ctrl-C, a TERM) says so and how to restore it. $scaling_before: the flags it found.
 autoscaling_suspended=false
+scaling_before=""
 on_exit() {
   local status=$?
   if [[ "$autoscaling_suspended" == true && $BASHPID == "$$" ]]; then
-    printf 'campaign.sh: the autoscaling of %s is still suspended (no scaling out or in). Resume it once the service is as you want it:\n  %s\n' \
-      "$service" "$(resume_command_text)" >&2
+    printf 'campaign.sh: the autoscaling of %s may still be suspended (no scaling out or in). Restore it once the service is as you want it:\n  %s\n' \
+      "$service" "$(restore_command_text)" >&2
   fi
   exit "$status"
 }
 trap on_exit EXIT
 trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # Prints a command the way it runs.
 trace() {
@@ -234,21 +234,30 @@ read_autoscaling_state() {
   if [[ "$dry_run" == true ]]; then return 0; fi
   scaling_state="$("${describe[@]}")"
   scaling_state="$(tr -s '\t ' '  ' <<<"$scaling_state")"
+  # A flag the API leaves out is not suspended.
+  [[ "$scaling_state" == None ]] || scaling_state="$(sed -E 's/(^| )None( |$)/\1False\2/g; s/(^| )None( |$)/\1False\2/g' <<<"$scaling_state")"
+  [[ "$scaling_state" =~ ^(None|(True|False) (True|False) (True|False))$ ]] || fail "unexpected autoscaling state of $service: $scaling_state"
 }
 
-# The command that suspends (true) or resumes (false) every kind of scaling of the service, into $scaling_command.
+# The command that sets the service's suspended flags (scaling in, scaling out, scheduled: true or false each), into
+# $scaling_command.
 scaling_command_for() {
   scaling_command=(aws application-autoscaling register-scalable-target ${region_args[@]+"${region_args[@]}"} --service-namespace ecs
     --resource-id "service/$cluster/$service" --scalable-dimension ecs:service:DesiredCount
-    --suspended-state "DynamicScalingInSuspended=$1,DynamicScalingOutSuspended=$1,ScheduledScalingSuspended=$1")
+    --suspended-state "DynamicScalingInSuspended=$1,DynamicScalingOutSuspended=$2,ScheduledScalingSuspended=$3")
 }
-set_autoscaling_suspended() {
-  scaling_command_for "$1"
+set_scaling_flags() {
+  scaling_command_for "$@"
   run "${scaling_command[@]}"
 }
-# The resume command as an operator pastes it.
-resume_command_text() {
-  scaling_command_for false
+# The flags as they were before the hard stop ($scaling_before, "True False False"), lowercase, as three words.
+flags_before() {
+  tr '[:upper:]' '[:lower:]' <<<"$scaling_before"
+}
+# The restore command as an operator pastes it.
+restore_command_text() {
+  # shellcheck disable=SC2046 # three words on purpose
+  scaling_command_for $(flags_before)
   local last=$((${#scaling_command[@]} - 1))
   printf "%s '%s'" "${scaling_command[*]:0:last}" "${scaling_command[last]}"
 }
@@ -262,13 +271,14 @@ if [[ "$hard" == true ]]; then
   read_autoscaling_state
   if [[ "$dry_run" == true ]]; then
     printf 'campaign.sh: if the service has autoscaling, it is suspended here and resumed after the deploy\n'
-  elif [[ "$scaling_state" == "False False False" ]]; then
-    announce "suspend the autoscaling of $service while its tasks stop"
-    set_autoscaling_suspended true
-    autoscaling_suspended=true
+  elif [[ "$scaling_state" == "True True True" ]]; then
+    printf 'campaign.sh: the autoscaling of %s is already suspended (in, out, scheduled): left as it is\n' "$service"
   elif [[ "$scaling_state" != None ]]; then
-    # Someone suspended some of it already: theirs to resume, left as it is (and not resumed after the deploy).
-    printf 'campaign.sh: the autoscaling of %s is already suspended in part (in, out, scheduled: %s): left as it is\n' "$service" "$scaling_state"
+    # Whatever someone suspended already is restored as it was after the deploy; all of it is suspended meanwhile.
+    announce "suspend the autoscaling of $service while its tasks stop (found in, out, scheduled: $scaling_state)"
+    scaling_before="$scaling_state"
+    autoscaling_suspended=true
+    set_scaling_flags true true true
   fi
   announce "stop every running worker task"
   run aws ecs update-service ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service "$service" \
@@ -301,8 +311,9 @@ if [[ "$autoscaling_suspended" == true ]]; then
   # The deploy removes the autoscaling with desiredCount 0; otherwise it is the stack's again, and resumed.
   read_autoscaling_state
   if [[ "$scaling_state" != None ]]; then
-    announce "resume the autoscaling of $service"
-    set_autoscaling_suspended false
+    announce "restore the autoscaling of $service (in, out, scheduled: $scaling_before)"
+    # shellcheck disable=SC2046 # three words on purpose
+    set_scaling_flags $(flags_before)
   else
     printf 'campaign.sh: the deploy removed the autoscaling of %s (desiredCount 0): nothing to resume\n' "$service"
   fi

@@ -10,15 +10,18 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
-// A module resolution hook that appends every package the process imports (bare specifiers only) to the file named
-// by IMPORTS_FILE. Written synchronously: the hooks run on a thread of their own, whose stderr a process that exits at
-// once (commander's --help) can leave unwritten.
-const HOOKS = `import { appendFileSync } from 'node:fs';
-export async function resolve(specifier, context, next) {
-  if (/^(@[^/.][^/]*\\/)?[^./][^/]*/.test(specifier) && !specifier.startsWith('node:')) appendFileSync(process.env.IMPORTS_FILE, specifier + '\\n');
-  return next(specifier, context);
-}`;
-const REGISTER = `import { register } from 'node:module'; register('data:text/javascript,' + encodeURIComponent(${JSON.stringify(HOOKS)}));`;
+// A module resolution hook (in the process's own thread, synchronous) that appends every package the process imports
+// to the file named by IMPORTS_FILE: bare specifiers, or a path into node_modules.
+const REGISTER = `import { appendFileSync } from 'node:fs';
+import { registerHooks } from 'node:module';
+registerHooks({
+  resolve(specifier, context, nextResolve) {
+    const resolved = nextResolve(specifier, context);
+    const name = /\\/node_modules\\/((?:@[^/]+\\/)?[^/]+)\\//.exec(resolved.url)?.[1];
+    if (name && process.env.IMPORTS_FILE) appendFileSync(process.env.IMPORTS_FILE, name + '\\n');
+    return resolved;
+  },
+});`;
 
 const dir = mkdtempSync(join(tmpdir(), 'cli-startup-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -58,7 +58,10 @@ export async function migrate(database: DatabaseTarget, options: MigrateOptions 
   const lockTimeoutMs = options.lockTimeoutMs ?? MIGRATION_LOCK_TIMEOUT_MS;
   const attempts = options.lockAttempts ?? MIGRATION_LOCK_ATTEMPTS;
   for (const [name, value] of [['lockTimeoutMs', lockTimeoutMs], ['lockAttempts', attempts]] as const) {
-    if (!Number.isSafeInteger(value) || value < 1) throw new Error(`migrate: ${name} must be a whole number from 1, not ${value}`);
+    // lock_timeout is an int of milliseconds in Postgres.
+    if (!Number.isSafeInteger(value) || value < 1 || value > 2_147_483_647) {
+      throw new Error(`migrate: ${name} must be a whole number from 1 to 2147483647, not ${value}`);
+    }
   }
   // Our own client, ended (and awaited) by us: the runner's own client may still be closing when it returns, and a
   // server-side termination at that moment would surface as an unhandled error.

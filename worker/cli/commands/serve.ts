@@ -73,6 +73,10 @@ export interface RunningApi {
 }
 
 export async function startApiServer(options: Partial<ServeOptions> & { limits?: Partial<ApiLimits> } = {}): Promise<RunningApi> {
+  // Loaded here, not with the command tree: every command (a worker's start, `bulk-import show`) registers them all,
+  // and Fastify with its plugins is a fifth of the CLI's start-up. Started now, it loads while the database is awaited.
+  const serverModule = import('../../http/server.js');
+  serverModule.catch(() => {}); // awaited below, where a failure to load is thrown
   const config = loadConfig();
   const log = createLogger({ level: config.logLevel, format: config.logFormat, name: 'bulk-import-api' });
   const database = requireDatabase(config);
@@ -107,27 +111,27 @@ export async function startApiServer(options: Partial<ServeOptions> & { limits?:
     ...(options.secureCookies ? { secureCookies: true } : {}),
     ...(options.sessionHours !== undefined ? { sessionTtlMs: options.sessionHours * 3_600_000 } : {}),
   };
-  // Loaded here, not with the command tree: every command (a worker's start, `bulk-import show`) registers them all,
-  // and Fastify with its plugins is a fifth of the CLI's start-up.
-  const { buildApiServer } = await import('../../http/server.js');
-  const app = await buildApiServer({ pool, config, log, s3, bucket: config.s3Bucket, events, limits, admin, ...(options.trustProxy ? { trustProxy: options.trustProxy } : {}) });
+  let app: Awaited<ReturnType<Awaited<typeof serverModule>['buildApiServer']>> | undefined;
   let address: string;
   try {
+    const { buildApiServer } = await serverModule;
+    app = await buildApiServer({ pool, config, log, s3, bucket: config.s3Bucket, events, limits, admin, ...(options.trustProxy ? { trustProxy: options.trustProxy } : {}) });
     address = await app.listen({ port: options.port ?? 8080, host: options.host ?? '0.0.0.0' });
   } catch (error) {
-    // e.g. EADDRINUSE: leave nothing open behind the refusal.
-    await app.close();
+    // e.g. EADDRINUSE, or the server that did not load: leave nothing open behind the refusal.
+    await app?.close();
     await events.stop();
     s3?.destroy();
     await pool.end().catch(() => {});
     throw error;
   }
+  const server = app;
   log.info({ address }, 'API listening');
   return {
     url: address,
     log,
     async close() {
-      await app.close();
+      await server.close();
       await events.stop();
       s3?.destroy();
       await pool.end().catch(() => {});
