@@ -108,14 +108,14 @@ region_args=()
 export AWS_PAGER=""
 
 step="setup"
-trap 'status=$?; [[ $BASHPID == "$$" ]] || exit "$status"; printf "campaign.sh: step \"%s\" failed (exit %s)\n" "$step" "$status" >&2; exit "$status"' ERR
+trap 'status=$?; ((BASH_SUBSHELL == 0)) || exit "$status"; printf "campaign.sh: step \"%s\" failed (exit %s)\n" "$step" "$status" >&2; exit "$status"' ERR
 # Set from just before the hard stop suspends the service's autoscaling until it is restored: any exit in between (a
 # failed step, `fail`, Ctrl-C, a TERM) says so and how to restore it. $scaling_before: the flags it found.
 autoscaling_suspended=false
 scaling_before=""
 on_exit() {
   local status=$?
-  if [[ "$autoscaling_suspended" == true && $BASHPID == "$$" ]]; then
+  if [[ "$autoscaling_suspended" == true && $BASH_SUBSHELL == 0 ]]; then
     printf 'campaign.sh: the autoscaling of %s may still be suspended (no scaling out or in). Restore it once the service is as you want it:\n  %s\n' \
       "$service" "$(restore_command_text)" >&2
   fi
