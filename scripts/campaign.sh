@@ -235,7 +235,7 @@ read_autoscaling_state() {
   scaling_state="$("${describe[@]}")"
   scaling_state="$(tr -s '\t ' '  ' <<<"$scaling_state")"
   # A flag the API leaves out is not suspended.
-  [[ "$scaling_state" == None ]] || scaling_state="$(sed -E 's/(^| )None( |$)/\1False\2/g; s/(^| )None( |$)/\1False\2/g' <<<"$scaling_state")"
+  [[ "$scaling_state" == None ]] || scaling_state="${scaling_state//None/False}"
   [[ "$scaling_state" =~ ^(None|(True|False) (True|False) (True|False))$ ]] || fail "unexpected autoscaling state of $service: $scaling_state"
 }
 

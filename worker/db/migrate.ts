@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { backoffCeilingMs } from '../queue/backoff.js';
 import { connectionConfig, type DatabaseTarget } from './connection.js';
 import { sqlState } from './sql-state.js';
 
@@ -49,7 +50,7 @@ const LOCK_NOT_AVAILABLE = '55P03';
 
 /** 1, 2, 4 … up to 15 s, with jitter: the transaction in the way gets time to end, and the queue time to catch up. */
 function migrationRetryDelayMs(attempt: number): number {
-  const ceiling = Math.min(15_000, 1_000 * 2 ** (attempt - 1));
+  const ceiling = backoffCeilingMs({ baseMs: 1_000, maxMs: 15_000 }, attempt);
   return ceiling / 2 + Math.random() * (ceiling / 2);
 }
 

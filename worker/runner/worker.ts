@@ -615,6 +615,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.stopped;
   }
 
+  /** Empties the prefetch buffer, returning the leases of its jobs (to release them). */
+  private drainBufferedLeases(): Array<Pick<Lease, 'jobId' | 'attempt'>> {
+    return this.buffer.drain().map((job) => ({ jobId: job.id, attempt: job.attempt }));
+  }
+
   /** Gives leases back to the queue without counting the attempt (shutdown). */
   private async releaseLeases(leases: Array<Pick<Lease, 'jobId' | 'attempt'>>, timedOut: boolean): Promise<void> {
     if (leases.length === 0) return;
@@ -659,7 +664,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const stillRunning = draining.filter((entry) => this.active.get(entry.job.id) === entry).map((entry) => entry.lease);
     const toRelease = [
       ...new Map([...this.stoppedForShutdown, ...stillRunning].map((lease) => [lease.jobId, lease])).values(),
-      ...this.buffer.drain().map((job) => ({ jobId: job.id, attempt: job.attempt })),
+      ...this.drainBufferedLeases(),
     ];
     await this.releaseLeases(toRelease, timedOut);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
@@ -669,7 +674,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // took are buffered once the loop has ended, and released here rather than left to their leases' expiry.
       await this.claimPool.end();
       await this.loopDone;
-      await this.releaseLeases(this.buffer.drain().map((job) => ({ jobId: job.id, attempt: job.attempt })), timedOut);
+      await this.releaseLeases(this.drainBufferedLeases(), timedOut);
     }
     this.active.clear();
     this.updateBusy();

@@ -2,6 +2,8 @@
 // (DATABASE_*, S3_*, AWS_REGION, LOG_*). Waits for the database and a current schema like a worker, then listens until
 // SIGTERM/SIGINT, when it stops taking requests, lets the ones in flight finish and closes its sessions.
 import { InvalidArgumentError, type Command } from 'commander';
+// A type only (erased): Fastify itself loads with the server, below.
+import type { FastifyInstance } from 'fastify';
 import { loadConfig, requireDatabase } from '../../config.js';
 import { createPool } from '../../db/pool.js';
 import { waitForDatabase } from '../../db/readiness.js';
@@ -111,7 +113,7 @@ export async function startApiServer(options: Partial<ServeOptions> & { limits?:
     ...(options.secureCookies ? { secureCookies: true } : {}),
     ...(options.sessionHours !== undefined ? { sessionTtlMs: options.sessionHours * 3_600_000 } : {}),
   };
-  let app: Awaited<ReturnType<Awaited<typeof serverModule>['buildApiServer']>> | undefined;
+  let app: FastifyInstance | undefined;
   let address: string;
   try {
     const { buildApiServer } = await serverModule;
