@@ -221,6 +221,33 @@ describe('admin page listings', () => {
     expect(own).not.toContain('name="tenant"');
     expect(rowsOf(await (await get('/admin/runs?tenant=acme', { cookie: tenant.cookie })).text())).toEqual([]);
   });
+
+  it('reads the first of a repeated query name, and names no notice it does not know', async () => {
+    const { key } = await createApiKey(env.pool, { name: 'repeater', role: 'operator' });
+    const submitted = await call(api, 'POST', '/v1/jobs', { key, body: { kind: 'noop', tenant: 'repeat', payload: {}, runAt: '2999-01-01T00:00:00Z' } });
+    const runId = submitted.body.job.id as number;
+    const { cookie } = await signIn(key);
+    const rowsOf = (text: string) => [...text.matchAll(/<td class="num"><a href="\/admin\/runs\/(\d+)">/g)].map((match) => Number(match[1]));
+    const repeated = [
+      'tenant=repeat&kind=noop&kind=backfill',
+      'tenant=repeat&tenant=paged',
+      'tenant=repeat&since=2000-01-01T00:00&since=x&until=2999-01-01T00:00&until=y',
+      'tenant=repeat&before=99999999&before=1',
+    ];
+    for (const query of repeated) {
+      const response = await get(`/admin/runs?${query}`, { cookie });
+      expect(response.status, query).toBe(200);
+      expect(rowsOf(await response.text()), query).toEqual([runId]);
+    }
+    // `state` stays a set: either state matches.
+    expect(rowsOf(await (await get('/admin/runs?tenant=repeat&state=dead&state=queued', { cookie })).text())).toEqual([runId]);
+    for (const done of ['constructor', 'toString', '__proto__']) {
+      const detail = await get(`/admin/runs/${runId}?done=${done}`, { cookie });
+      expect(detail.status).toBe(200);
+      expect(await detail.text()).not.toContain('class="notice"');
+    }
+    expect(await (await get(`/admin/runs/${runId}?done=cancel&done=x`, { cookie })).text()).toContain('Cancel requested.');
+  });
 });
 
 describe('dead letters from the pages', () => {

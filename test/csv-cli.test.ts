@@ -134,4 +134,34 @@ describe('bulk-import errors / finalize / reject', () => {
     const notCsv = await runCli(env, ['finalize', String(job.id)]);
     expect(notCsv).toMatchObject({ code: 1, stderr: expect.stringContaining('noop run, not a CSV import') });
   });
+
+  it("prints others' control characters as text for people, and as they are in --json and --csv", async () => {
+    // A file name and an error message that would clear the operator's screen, set the clipboard and hide a word.
+    const path = 'a/\u001b[2J\u001b]52;c;cHduZWQ=\u0007evil\u202e.pdf';
+    const message = 'denied\r\u009b31mhidden';
+    const { rows } = await env.pool.query<{ id: number }>(
+      `INSERT INTO jobs (kind, state, finished_at, last_error)
+       VALUES ('mass-import', 'partial', now(), jsonb_build_object('code', 'X', 'message', $1::text, 'class', 'permanent', 'attempt', 1, 'at', 'x'))
+       RETURNING id`,
+      [message],
+    );
+    const id = rows[0]!.id;
+    await env.pool.query(
+      `INSERT INTO import_items (job_id, item_no, relative_path, size_bytes, state, error_code, error_message, error_class, tries)
+       VALUES ($1, 0, $2, 20, 'failed', 'UNREADABLE', $3, 'permanent', 1)`,
+      [id, path, message],
+    );
+    // eslint-disable-next-line no-control-regex
+    const unprintable = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e]/;
+    for (const args of [['errors', String(id)], ['show', String(id)]]) {
+      const shown = await runCli(env, args);
+      expect(shown.code, args.join(' ')).toBe(0);
+      expect(shown.stdout, args.join(' ')).not.toMatch(unprintable);
+      expect(shown.stdout, args.join(' ')).toContain('\\x9b31mhidden');
+    }
+    expect((await runCli(env, ['errors', String(id)])).stdout).toContain('a/\\x1b[2J\\x1b]52;c;cHduZWQ=\\x07evil\\u202E.pdf');
+    // Machine output keeps the values exactly.
+    expect(await runCliJson(env, ['errors', String(id)])).toMatchObject({ rows: [{ path }] });
+    expect((parse((await runCli(env, ['errors', String(id), '--csv'])).stdout) as string[][])[1]).toContain(path);
+  });
 });

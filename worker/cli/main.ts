@@ -8,6 +8,7 @@ import { stopTracing } from '../tracing/sdk.js';
 import { exitIfAsked } from './process-exit.js';
 import { QueueLimitError } from '../queue/admission.js';
 import { EXIT_QUEUE_LIMIT } from './commands/enqueue.js';
+import { terminalSafe } from './output.js';
 import { buildProgram } from './program.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -18,9 +19,9 @@ export async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (error) {
     // An argument parser called inside an action (e.g. parseJobId) throws before commander could print it.
-    if (error instanceof InvalidArgumentError) process.stderr.write(`bulk-import: ${error.message}\n`);
+    if (error instanceof InvalidArgumentError) process.stderr.write(`bulk-import: ${terminalSafe(error.message)}\n`);
     if (error instanceof CommanderError) return error.exitCode;
-    process.stderr.write(`bulk-import: ${describeError(error)}\n`);
+    process.stderr.write(`bulk-import: ${terminalSafe(describeError(error))}\n`);
     // sysexits: 78 configuration (including a database that refuses it), 69 a service that stayed unavailable.
     if (error instanceof ConfigError || isConfigurationError(error)) return 78;
     if (error instanceof QueueLimitError) return EXIT_QUEUE_LIMIT;

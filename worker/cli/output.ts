@@ -9,7 +9,24 @@ export function printJson(value: unknown): void {
 }
 
 export function printLine(line = ''): void {
-  process.stdout.write(`${line}\n`);
+  process.stdout.write(`${terminalSafe(line)}\n`);
+}
+
+// Control characters but tab and newline (C0, DEL, C1), and the bidirectional overrides and isolates.
+// eslint-disable-next-line no-control-regex
+const UNPRINTABLE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * `text` with every control character but tab and newline shown as `\xHH` (`\u202E` for a bidirectional override).
+ * What the CLI prints for people comes in part from rows, file names and error messages that others wrote: an ESC
+ * in a CSV field would otherwise drive the operator's terminal (clear the screen, retitle it, write the clipboard),
+ * a carriage return or an override would hide or reorder what is shown.
+ */
+export function terminalSafe(text: string): string {
+  return text.replace(UNPRINTABLE, (char) => {
+    const code = char.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).toUpperCase()}`;
+  });
 }
 
 /** Renders rows as an aligned table with a header; cells are stringified, missing ones print as `-`. */
@@ -28,7 +45,7 @@ function formatCell(value: unknown): string {
   if (value === null || value === undefined || value === '') return '-';
   if (value instanceof Date) return value.toISOString().replace(/\.\d{3}Z$/, 'Z');
   if (typeof value === 'object') return JSON.stringify(value);
-  return String(value).replace(/\s+/g, ' ');
+  return terminalSafe(String(value).replace(/\s+/g, ' '));
 }
 
 /** Bytes as a short human figure: 1.5 MiB. */

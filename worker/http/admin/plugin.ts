@@ -79,6 +79,9 @@ function position(value: unknown, first: number): number {
   return number <= INT32_MAX ? number : first;
 }
 
+/** The query names a page reads as a list. */
+const MULTI_VALUED_QUERY = new Set(['state']);
+
 export async function registerAdminPages(app: FastifyInstance, deps: ApiDependencies, options: AdminOptions): Promise<void> {
   await app.register(
     async (admin) => {
@@ -87,6 +90,12 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
         const form: Form = {};
         for (const [name, value] of new URLSearchParams(body as string)) if (!(name in form)) form[name] = value;
         done(null, form);
+      });
+      // A name repeated in the query string (`?kind=a&kind=b`) reads as an array; every page reads one value of each
+      // name but `state` (a set of states), so the first value counts, as for a form's fields.
+      admin.addHook('preValidation', async (request) => {
+        const query = request.query as Record<string, unknown>;
+        for (const [name, value] of Object.entries(query)) if (Array.isArray(value) && !MULTI_VALUED_QUERY.has(name)) query[name] = value[0];
       });
       admin.addHook('onSend', async (_request, reply) => {
         void reply.headers(SECURITY_HEADERS);

@@ -73,7 +73,7 @@ export async function runDetailPage(deps: ApiDependencies, viewer: Viewer, id: n
   const record = await visibleRunRecord(deps, viewer, id);
   const { job } = record;
   const csvRun = CSV_KINDS.has(job.kind) ? await getCsvImportRun(deps.pool, job.id) : null;
-  const notice = done !== undefined ? NOTICES[done] : undefined;
+  const notice = done !== undefined && Object.hasOwn(NOTICES, done) ? NOTICES[done] : undefined;
   const submitter = record.actions.find((action) => action.action === 'submitted')?.actor ?? null;
   const body = html`${runHeading(record, '')}
 ${notice ? html`<div class="notice" role="status">${notice}</div>` : ''}
