@@ -8,8 +8,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
+import { rescueExpiredLeases } from '../worker/queue/maintenance.js';
+import { cancelJob } from '../worker/queue/operator.js';
 import { useTestEnvironment } from './harness.js';
 import { waitFor } from './support/in-process-worker.js';
+import { startSilencingProxy } from './support/silencing-proxy.js';
 import { killAll, spawnWorker, type LogLine, type WorkerProcess } from './support/worker-processes.js';
 
 const env = useTestEnvironment({ ownPostgres: true });
@@ -125,7 +128,7 @@ describe('worker processes through database faults', () => {
          AND application_name <> 'bulk-import-test'`,
     );
     expect(new Set(sessions.map((session) => session.application_name))).toEqual(
-      new Set(['bulk-import-worker', 'bulk-import-claim', 'bulk-import-listener']),
+      new Set(['bulk-import-worker', 'bulk-import-claim', 'bulk-import-lease', 'bulk-import-listener']),
     );
     for (const session of sessions) {
       await env.pool.query('SELECT pg_terminate_backend($1)', [session.pid]);
@@ -145,6 +148,55 @@ describe('worker processes through database faults', () => {
     await env.postgres!.resume();
     await untilAllSucceeded(ids);
     expect(process.child.exitCode).toBeNull();
+  });
+
+  it('connections that go silent (a failover that drops packets): leases are kept on new connections, outcomes stored', async () => {
+    const proxy = await startSilencingProxy(env.databaseUrl);
+    try {
+      // Lease 9 s, heartbeat 3 s: a beat lost to a silent connection times out after 3 s, the next goes on a new one.
+      // Its own maintenance stays out of the way (the test's rescuer plays another worker's): a rescuer or an archiver
+      // that took a silent connection first would leave none to a heartbeat on the shared pool.
+      const process = worker({
+        DATABASE_URL: proxy.url, WORKER_LEASE_MS: '9000', WORKER_HEARTBEAT_MS: '3000', WORKER_CONCURRENCY: '2',
+        WORKER_RESCUE_INTERVAL_MS: '3600000', ARCHIVE_INTERVAL_MS: '3600000', RETENTION_INTERVAL_MS: '86400000',
+      });
+      await process.waitForLog(started);
+      const ids = await submitNoops(2, 3_600_000);
+      const running = async () =>
+        (await env.pool.query<{ n: number; beat: Date | null }>(
+          "SELECT count(*)::int AS n, min(heartbeat_at) AS beat FROM jobs WHERE id = ANY($1) AND state = 'running' AND attempts = 1",
+          [ids],
+        )).rows[0]!;
+      // Both running, and heartbeated once since their claim: every session the worker uses for them is open.
+      await waitFor(async () => {
+        const { rows } = await env.pool.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM jobs WHERE id = ANY($1) AND state = 'running' AND heartbeat_at > claimed_at",
+          [ids],
+        );
+        return rows[0]!.n === 2 || undefined;
+      }, 60_000, 50);
+      expect(proxy.silenceExisting()).toBeGreaterThanOrEqual(3);
+      const silencedAt = (await env.pool.query<{ now: Date }>('SELECT now()')).rows[0]!.now;
+      // Two beats of both runs after the silence, so on connections opened after it. Meanwhile another worker's
+      // rescuer (here the test's) finds no lease run out.
+      const beatAfter = (since: Date) =>
+        waitFor(async () => {
+          const rescued = await rescueExpiredLeases(env.pool);
+          expect([...rescued.requeued, ...rescued.dead, ...rescued.canceled].filter((id) => ids.includes(id))).toEqual([]);
+          const { n, beat } = await running();
+          expect(n).toBe(2);
+          return beat !== null && beat > since ? beat : undefined;
+        }, 60_000, 100);
+      await beatAfter(await beatAfter(silencedAt));
+      // An operator cancels (the LISTEN session is silent too: the heartbeat reports it); the outcome is stored.
+      for (const id of ids) await cancelJob(env.pool, id);
+      await waitFor(async () => ((await statesOf(ids)).canceled === 2 ? true : undefined), 60_000, 50);
+      const { rows } = await env.pool.query<{ attempts: number; last_error: unknown }>('SELECT attempts, last_error FROM jobs WHERE id = ANY($1)', [ids]);
+      expect(rows).toEqual([{ attempts: 1, last_error: null }, { attempts: 1, last_error: null }]);
+      expect(process.child.exitCode).toBeNull();
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('during an outage the health check stays healthy and says so; the worker resumes when the server is back', async () => {
@@ -173,3 +225,4 @@ describe('worker processes through database faults', () => {
     expect(process.child.exitCode).toBeNull();
   });
 });
+

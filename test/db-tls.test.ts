@@ -56,7 +56,8 @@ function tls(mode: string, ca?: string): Record<string, string> {
 describe('TLS to Postgres', () => {
   it('verify-full with the right CA: a worker process runs a job, and every one of its sessions is encrypted', async () => {
     const worker = spawnWorker(env, {
-      env: { DATABASE_URL: urlFor('localhost'), ...tls('verify-full', certificates!.caCert), WORKER_POLL_INTERVAL_MS: '200' },
+      // The rescuer's rounds keep a pool connection open (outcomes go through the lease session).
+      env: { DATABASE_URL: urlFor('localhost'), ...tls('verify-full', certificates!.caCert), WORKER_POLL_INTERVAL_MS: '200', WORKER_RESCUE_INTERVAL_MS: '200' },
     });
     spawned.push(worker);
     await worker.waitForLog((line) => line.msg === 'worker started');
@@ -67,9 +68,11 @@ describe('TLS to Postgres', () => {
     });
     const { rows } = await env.pool.query<{ application_name: string; ssl: boolean }>(
       `SELECT a.application_name, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
-       WHERE a.datname = current_database() AND a.application_name IN ('bulk-import-worker', 'bulk-import-claim', 'bulk-import-listener')`,
+       WHERE a.datname = current_database() AND a.application_name IN ('bulk-import-worker', 'bulk-import-claim', 'bulk-import-lease', 'bulk-import-listener')`,
     );
-    expect(new Set(rows.map((row) => row.application_name))).toEqual(new Set(['bulk-import-worker', 'bulk-import-claim', 'bulk-import-listener']));
+    expect(new Set(rows.map((row) => row.application_name))).toEqual(
+      new Set(['bulk-import-worker', 'bulk-import-claim', 'bulk-import-lease', 'bulk-import-listener']),
+    );
     expect(rows.every((row) => row.ssl)).toBe(true);
     // The CLI, the migrations and the health check's database check use the same settings.
     const cli = await runCli(env, ['migrate', '--json'], { DATABASE_URL: urlFor('localhost'), ...tls('verify-full', certificates!.caCert) });

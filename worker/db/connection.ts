@@ -96,6 +96,17 @@ export function tlsOptions(connection: DatabaseConnection): pg.ClientConfig['ssl
 }
 
 /**
+ * TCP keepalive of every session: probes after this long without traffic, then (Node sets these) every second, ten
+ * times. A connection whose server vanished without a word (a failover that takes the old primary's address away, a
+ * network path that drops packets) is then closed by the kernel within about 20 s, whether it sits idle in a pool or
+ * waits for a statement's answer, instead of after the system default of two hours; a server that is only slow
+ * answers the probes. A statement sent into such a connection is retransmitted for up to about 15 minutes instead
+ * (keepalive waits while data is unacknowledged): what must not wait that long has a client-side timeout of its own
+ * (the claim and lease sessions, runner/worker.ts).
+ */
+export const TCP_KEEPALIVE_IDLE_MS = 10_000;
+
+/**
  * Options for a pg Client or Pool. The URL's own TLS parameters are taken out of the connection string (pg would
  * read `sslmode=require` as verify-full and `sslrootcert` as a file to open on every connect) and applied here.
  */
@@ -103,7 +114,7 @@ export function connectionConfig<T extends pg.ClientConfig>(target: DatabaseTarg
   const connection = toDatabaseConnection(target);
   const url = parseDatabaseUrl(connection.url);
   for (const name of ['sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'uselibpqcompat']) url.searchParams.delete(name);
-  const config: T = { ...extra, connectionString: url.toString(), ssl: tlsOptions(connection) };
+  const config: T = { keepAlive: true, keepAliveInitialDelayMillis: TCP_KEEPALIVE_IDLE_MS, ...extra, connectionString: url.toString(), ssl: tlsOptions(connection) };
   if (connection.iamToken) {
     const tokens = connection.iamToken;
     // pg lets every field parsed from a connection string override the same field given beside it, the password

@@ -60,7 +60,7 @@ export class ListenSession {
     if (this.stopped) return;
     const { database, channels, applicationName } = this.options;
     const startedAt = Date.now();
-    const client = new pg.Client(connectionConfig(database, { application_name: applicationName, keepAlive: true, connectionTimeoutMillis: 15_000 }));
+    const client = new pg.Client(connectionConfig(database, { application_name: applicationName, connectionTimeoutMillis: 15_000 }));
     const lost = (error?: Error) => {
       if (this.client !== client) return;
       this.client = undefined;

@@ -49,7 +49,6 @@ export function createPool(database: DatabaseTarget, options: PoolOptions = {}):
       // ends the statement (POSTGRES_SESSION_SETTINGS). Behind a proxy the server's client is the proxy: a dead
       // worker is noticed only if the proxy then closes its connection to the server.
       options: [POSTGRES_SESSION_SETTINGS, options.sessionOptions ?? ''].join(' ').trim(),
-      keepAlive: true,
       connectionTimeoutMillis: 15_000,
       ...(options.queryTimeoutMs ? { query_timeout: options.queryTimeoutMs } : {}),
     } satisfies pg.PoolConfig),

@@ -42,9 +42,8 @@ export class GaugeLeadership {
     if (this.session) return this.session;
     const session = new pg.Client(connectionConfig(this.database, {
       application_name: 'bulk-import-gauges',
-      // A leader cut off by the network must not keep the lock forever: keepalives end its dead session on the
-      // server, and a timeout bounds every statement the publisher waits for.
-      keepAlive: true,
+      // A leader cut off by the network must not keep the lock forever: keepalives (connectionConfig) end its dead
+      // session on the server, and a timeout bounds every statement the publisher waits for.
       connectionTimeoutMillis: 10_000,
       query_timeout: 30_000,
     }));

@@ -122,6 +122,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly listener: WakeupListener | undefined;
   /** A connection of its own for the claim: never queued behind handler work, and with a fixed plan (see below). */
   private readonly claimPool: Pool | undefined;
+  /**
+   * Connections of their own (with a client-side timeout, leaseStatementTimeoutMs) for the statements that keep and end
+   * this worker's leases: heartbeats, outcomes, failures, releases. Never queued behind handler work, and never stuck
+   * on a connection whose packets vanish (a failover that takes the old primary's address away): the timed-out
+   * connection is discarded and the next try opens a new one, well within a lease.
+   */
+  private readonly leasePool: Pool | undefined;
   /** The claim pool's connection while a claim runs on it (to cancel that claim when stop() begins). */
   private claimClient: PoolClient | undefined;
   private readonly kinds: string[];
@@ -151,7 +158,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
   ) {
     super();
     this.status = sessions?.status;
-    this.batcher = new CompletionBatcher(pool, options.workerId, log, { retryForMs: options.leaseMs, status: this.status });
+    if (sessions?.claimSession) {
+      this.leasePool = createPool(sessions.database, {
+        // One for the heartbeat, one for outcomes: neither waits for the other.
+        max: 2,
+        applicationName: 'bulk-import-lease',
+        sessionOptions: stateNotificationOption(options.stateNotifications),
+        queryTimeoutMs: leaseStatementTimeoutMs(options.heartbeatMs),
+        status: this.status,
+        sessionName: 'lease',
+      });
+    }
+    this.batcher = new CompletionBatcher(this.leaseDb, options.workerId, log, { retryForMs: options.leaseMs, status: this.status });
     this.buffer = new PrefetchBuffer({
       concurrency: options.concurrency,
       windowMs: options.prefetchWindowMs,
@@ -217,6 +235,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private get claimDb(): Queryable {
     return this.claimPool ?? this.pool;
+  }
+
+  private get leaseDb(): Pool {
+    return this.leasePool ?? this.pool;
   }
 
   /** Handlers running now. */
@@ -469,7 +491,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       performance.now() - entry.startedAt,
     );
     try {
-      const recorded = await this.retryWhileLeaseLasts(() => recordFailure(this.pool, { lease, error, retryDelayMs: delay, progress: snapshot, outage }));
+      const recorded = await this.retryWhileLeaseLasts(() => recordFailure(this.leaseDb, { lease, error, retryDelayMs: delay, progress: snapshot, outage }));
       if (recorded === null) {
         log.warn({ err: failure }, 'job failed after its lease was lost; failure discarded');
         return finished('lost', { error: failure });
@@ -518,7 +540,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     ];
     const startedAt = Date.now();
     try {
-      const result = await extendLeases(this.pool, this.options.workerId, leases, this.options.leaseMs);
+      const result = await extendLeases(this.leaseDb, this.options.workerId, leases, this.options.leaseMs);
       this.status?.reportSuccess(startedAt);
       for (const jobId of result.lost) {
         const buffered = this.buffer.remove(jobId);
@@ -624,7 +646,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async releaseLeases(leases: Array<Pick<Lease, 'jobId' | 'attempt'>>, timedOut: boolean): Promise<void> {
     if (leases.length === 0) return;
     try {
-      const ids = await releaseJobs(this.pool, this.options.workerId, leases);
+      const ids = await releaseJobs(this.leaseDb, this.options.workerId, leases);
       this.log.info({ jobs: ids, timed_out: timedOut }, 'released jobs back to the queue');
     } catch (error) {
       this.log.error({ err: error }, 'could not release jobs; their leases expire and the rescuer requeues them');
@@ -676,10 +698,21 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await this.loopDone;
       await this.releaseLeases(this.drainBufferedLeases(), timedOut);
     }
+    await this.leasePool?.end();
     this.active.clear();
     this.updateBusy();
     this.mode = 'stopped';
   }
+}
+
+/**
+ * The client-side bound on a statement of the lease session: the heartbeat interval (at least 2 s). A beat still
+ * waiting after that long is overtaken by the next one anyway, so giving up on it costs nothing; and with heartbeats
+ * a third of the lease (the default), a beat lost to a dead connection and the one after it on a new connection both
+ * fit in one lease, so the leases survive the connection.
+ */
+export function leaseStatementTimeoutMs(heartbeatMs: number): number {
+  return Math.max(2_000, heartbeatMs);
 }
 
 /** Session option that turns the state-notification trigger off for a worker's connections (empty when on). */
