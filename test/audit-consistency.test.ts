@@ -110,6 +110,9 @@ describe('audit job kind', () => {
       'object-without-document': 1,
     });
     expect(result.findings).toBe(listed.total);
+    // The subcommand's own --limit (`audit` has one of its own too).
+    const two = await runCliJson<Findings>(env, ['audit', 'findings', String(auditId), '--limit', '2']);
+    expect([two.findings.length, two.total]).toEqual([2, listed.total]);
     const references = listed.findings.filter((finding) => finding.check === 'missing-reference');
     expect(references.filter((finding) => finding.details.column === 'category_id').every((finding) => finding.details.referencedId === deleted)).toBe(true);
     expect(references.find((finding) => finding.details.column === 'supplier_id')).toMatchObject({

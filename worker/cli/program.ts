@@ -23,7 +23,10 @@ export function buildProgram(): Command {
   const program = new Command('bulk-import')
     .description('Leased, retried, resumable bulk imports into PostgreSQL and S3')
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    // Lets a command group keep options of its own that a subcommand also has (audit --limit, audit findings --limit):
+    // the group's go before the subcommand's name. Commander needs it here too, not only on the group.
+    .enablePositionalOptions();
   registerMigrateCommand(program);
   registerLocalCommand(program);
   registerWorkerCommand(program);

@@ -46,6 +46,9 @@ export function registerAuditCommand(program: Command): void {
         .default(86_400_000, '24h'),
     )
     .option('--json', 'print JSON only')
+    // `audit`'s own options go before a subcommand's name, so `audit findings <id> --limit 500` is the subcommand's
+    // --limit: commander otherwise hands an option the parent also knows to the parent, wherever it stands.
+    .enablePositionalOptions()
     .action(async (options: AuditCommandOptions) => {
       const prefix = options.prefix ?? '';
       if (options.fix && prefix === '') {
