@@ -1,7 +1,9 @@
+import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { JobHandler } from '../worker/handlers/types.js';
 import { noopHandler } from '../worker/handlers/noop.js';
+import { createLogger } from '../worker/logger.js';
 import { backoffCeilingMs, backoffDelayMs } from '../worker/queue/backoff.js';
 import { claimJobs } from '../worker/queue/claim.js';
 import { enqueueJob } from '../worker/queue/enqueue.js';
@@ -468,6 +470,31 @@ describe('rescue, retention, cancel and requeue', () => {
     }
     expect(await requireJob(env.pool, jobId)).toMatchObject({ state: 'queued', attempts: 0, leaseOwner: null });
     await env.pool.query('DELETE FROM jobs WHERE id = $1', [jobId]); // the wake-up tests below start from an empty queue
+  });
+
+  it('a claim slower than its bound is ended by the server, not dropped by the client', async () => {
+    // Client bound = the lease (5 s here), the server's 2 s shorter: the server cancels the claim and rolls it back.
+    // A client that gave up first would leave a claim that might still commit, leasing runs to nobody.
+    const lines: Array<{ msg: string; err?: { code?: string; message?: string } }> = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as (typeof lines)[number]);
+        done();
+      },
+    });
+    const log = createLogger({ level: 'error', format: 'json', destination });
+    const worker = start(testWorker(env, [noopHandler], { pollIntervalMs: 50, leaseMs: 5_000 }, log));
+    const locker = await env.pool.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE');
+      const failed = await waitFor(async () => lines.find((line) => line.msg === 'claim failed; retrying'));
+      expect(failed.err).toMatchObject({ code: '57014', message: 'canceling statement due to statement timeout' });
+    } finally {
+      await locker.query('ROLLBACK');
+      locker.release();
+    }
+    await worker.stop();
   });
 
   it('releases what a claim it could not cancel took after the grace, before the stop returns', async () => {

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { JobHandler } from '../worker/handlers/types.js';
 import { enqueueJobs } from '../worker/queue/enqueue.js';
+import { rescueExpiredLeases } from '../worker/queue/maintenance.js';
 import { cancelJob } from '../worker/queue/operator.js';
 import { PrefetchBuffer } from '../worker/runner/prefetch.js';
 import type { Worker } from '../worker/runner/worker.js';
@@ -100,5 +101,44 @@ describe('a worker with buffered jobs', () => {
     ]);
     release();
     gate = new Promise<void>((resolve) => (release = resolve));
+  });
+
+  it('a buffered job whose lease ran out and that is claimed again runs once, as the new attempt', async () => {
+    let open: () => void = () => {};
+    const opened = new Promise<void>((resolve) => (open = resolve));
+    const runs: Array<[number, number]> = [];
+    const held: JobHandler<unknown> = {
+      kind: 'held',
+      description: 'the first run is instant, the rest wait for the test',
+      parsePayload: () => ({}),
+      run: async ({ job }) => {
+        runs.push([job.id, job.attempt]);
+        if (runs.length > 1) await opened;
+      },
+    };
+    // No heartbeat within the test: a lease runs out only when the test says so.
+    const worker = testWorker(env, [held], { concurrency: 1, prefetchWindowMs: 60_000, prefetchMax: 50, pollIntervalMs: 50, leaseMs: 120_000, heartbeatMs: 60_000 });
+    workers.push(worker);
+    const [first] = await enqueueJobs(env.pool, 'held', [{}]);
+    void worker.start();
+    await waitFor(async () => runs.some(([id]) => id === first));
+    const [running, kept, rescued] = await enqueueJobs(env.pool, 'held', [{}, {}, {}]);
+    await waitFor(async () => worker.bufferedCount === 2 && runs.some(([id]) => id === running));
+    // The lease of a buffered job runs out and another worker's rescuer requeues it; this worker's next prefetch
+    // claims it again.
+    await env.pool.query("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", [rescued]);
+    expect((await rescueExpiredLeases(env.pool)).requeued).toEqual([rescued]);
+    await waitFor(async () => {
+      const { rows } = await env.pool.query<{ attempts: number; state: string }>('SELECT attempts, state FROM jobs WHERE id = $1', [rescued]);
+      return rows[0]!.state === 'running' && rows[0]!.attempts === 2;
+    });
+    expect(worker.bufferedCount).toBe(2);
+    open();
+    await waitFor(async () => {
+      const { rows } = await env.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM jobs WHERE id = ANY($1) AND state = 'succeeded'", [[running, kept, rescued]]);
+      return rows[0]!.n === 3;
+    });
+    expect(runs.filter(([id]) => id === rescued)).toEqual([[rescued, 2]]);
+    expect(runs.filter(([id]) => id === kept)).toEqual([[kept, 1]]);
   });
 });

@@ -3,7 +3,7 @@ import { loadConfig } from '../../worker/config.js';
 import { HandlerRegistry } from '../../worker/handlers/registry.js';
 import type { AnyJobHandler } from '../../worker/handlers/types.js';
 import type { Queryable } from '../../worker/db/pool.js';
-import { createLogger } from '../../worker/logger.js';
+import { createLogger, type Logger } from '../../worker/logger.js';
 import { requireJob } from '../../worker/queue/operator.js';
 import type { JobRow } from '../../worker/queue/types.js';
 import { Worker, type WorkerOptions } from '../../worker/runner/worker.js';
@@ -15,6 +15,7 @@ export function testWorker(
   env: TestEnvironment,
   handlers: AnyJobHandler[],
   overrides: Partial<WorkerOptions> = {},
+  log: Logger = silentLog,
 ): Worker {
   const config = loadConfig({ DATABASE_URL: env.databaseUrl });
   return new Worker(
@@ -34,7 +35,7 @@ export function testWorker(
       progressIntervalMs: 50,
       ...overrides,
     },
-    silentLog,
+    log,
     { database: env.databaseUrl, claimSession: true, listen: true },
   );
 }

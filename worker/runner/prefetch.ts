@@ -47,6 +47,20 @@ export class PrefetchBuffer {
     this.jobs.push(...jobs);
   }
 
+  /**
+   * Takes out the buffered jobs that a new claim returned again, and returns them: their lease ran out while they
+   * waited here (a heartbeat that could not reach the database for a lease length) and a rescuer requeued them, so the
+   * claim's attempt is the one that holds the run now. Left in, the stale attempt would start as well: two handlers of
+   * one run in one process, the older one's lease lost.
+   */
+  dropClaimedAgain(claimed: readonly ClaimedJob[]): ClaimedJob[] {
+    if (this.jobs.length === 0 || claimed.length === 0) return [];
+    const ids = new Set(claimed.map((job) => job.id));
+    const stale = this.jobs.filter((job) => ids.has(job.id));
+    if (stale.length > 0) this.jobs.splice(0, this.jobs.length, ...this.jobs.filter((job) => !ids.has(job.id)));
+    return stale;
+  }
+
   shift(): ClaimedJob | undefined {
     return this.jobs.shift();
   }

@@ -196,14 +196,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // the table statistics still say "empty", and the planner then picks a bitmap scan that sorts the whole
       // backlog on every claim instead of reading the first LIMIT entries. Turning bitmap and sequential
       // scans off for this one connection pins the plan without depending on when autovacuum last analyzed.
+      // A claim that hangs (the server paused, packets dropped) must not stop the loop, whose turns are the health
+      // check's liveness signal. A claim slower than a lease is useless anyway (its leases would have expired), so the
+      // client's bound is the lease, within 5 to 35 s. The server's own timeout is 2 s shorter: a slow claim is ended
+      // (and rolled back, leasing nothing) by the server first. Were the client first, a claim that committed just as
+      // it gave up would lease runs this worker never hears of, and each would spend an attempt on its lease's expiry.
+      const claimTimeoutMs = Math.max(5_000, Math.min(35_000, options.leaseMs));
       this.claimPool = createPool(sessions.database, {
         max: 1,
         applicationName: 'bulk-import-claim',
-        sessionOptions: `-c enable_bitmapscan=off -c enable_seqscan=off -c statement_timeout=30000 ${stateNotificationOption(options.stateNotifications)}`,
-        // A claim that hangs (the server paused, packets dropped) must not stop the loop, whose turns are the
-        // health check's liveness signal. A claim slower than a lease is useless anyway (its leases would have
-        // expired), so the bound is the lease, within 5 to 35 s (a little above the server-side timeout).
-        queryTimeoutMs: Math.max(5_000, Math.min(35_000, options.leaseMs)),
+        sessionOptions: `-c enable_bitmapscan=off -c enable_seqscan=off -c statement_timeout=${claimTimeoutMs - 2_000} ${stateNotificationOption(options.stateNotifications)}`,
+        queryTimeoutMs: claimTimeoutMs,
         status: this.status,
         sessionName: 'claim',
       });
@@ -342,6 +345,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         tenantKindConcurrency: this.options.tenantKindConcurrency,
       });
       if (jobs.length < limit && this.newWorkSignals === signalsBefore) pool.mayHaveWork = false;
+      for (const stale of this.buffer.dropClaimedAgain(jobs)) {
+        this.log.warn(
+          { job_id: stale.id, kind: stale.kind, attempt: stale.attempt, tenant_id: stale.tenantId },
+          'buffered job lost its lease and was claimed again; the older attempt dropped',
+        );
+      }
       if (this.stopping) {
         // stop() began while the claim was in flight: hold these for the release instead of starting them, and claim
         // nothing more.
