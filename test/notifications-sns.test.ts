@@ -3,7 +3,8 @@
 // terminal state with NOTIFY_STATES=all), with its attributes and the admin link; an outbox row written in the same
 // transaction as the transition, whatever session made it; and exactly one message when the worker that should
 // publish it is killed with SIGKILL after the state committed and before SNS took the message.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { EventEmitter } from 'node:events';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../worker/config.js';
 import { startNotifications } from '../worker/notifications/outbox-publisher.js';
 import { enqueueJob } from '../worker/queue/enqueue.js';
@@ -23,6 +24,7 @@ beforeAll(async () => {
   endpoint = await startRecordingEndpoint(snsSuccess);
 });
 afterEach(async () => {
+  vi.unstubAllEnvs();
   await killAll(spawned.splice(0));
   endpoint.requests.length = 0;
   endpoint.respondWith(snsSuccess);
@@ -163,6 +165,41 @@ describe('outcome notifications', () => {
     expect(rows[0]!.publish_attempts).toBeGreaterThanOrEqual(1);
     expect(rows[0]!.last_error).toBeNull();
     expect(rows[0]!.message_id).toBe(sent[0]!.acceptedAs);
+  });
+
+  it('a Publish that does not answer is abandoned after its timeout and sent again; a stop does not wait for one', async () => {
+    const config = loadConfig({ NOTIFICATIONS_TOPIC_ARN: TOPIC, SNS_ENDPOINT: endpoint.url, NOTIFICATIONS_POLL_MS: '100' });
+    // The SDK's credentials, as a worker process has them.
+    vi.stubEnv('AWS_ACCESS_KEY_ID', env.processEnv.AWS_ACCESS_KEY_ID!);
+    vi.stubEnv('AWS_SECRET_ACCESS_KEY', env.processEnv.AWS_SECRET_ACCESS_KEY!);
+    const publisher = (timeoutMs: number) =>
+      startNotifications({
+        pool: env.pool, config: config.notifications, region: 'us-east-1', retentionDays: 30, log: silentLog,
+        worker: new EventEmitter() as never, publishTimeoutMs: timeoutMs,
+      });
+    const dies = async () => {
+      const id = await plantRunning('acme');
+      await env.pool.query(`UPDATE jobs SET state = 'dead', lease_owner = NULL, lease_expires_at = NULL, finished_at = now() WHERE id = $1`, [id]);
+    };
+    let calls = 0;
+    endpoint.respondWith((request) => (calls++ === 0 ? 'no-answer' : snsSuccess(request)));
+    const patient = (await publisher(500))!;
+    try {
+      await dies();
+      await waitFor(async () => ((await unsent()) === 0 ? true : undefined), 30_000);
+    } finally {
+      await patient.stop();
+    }
+    expect(publishCalls(endpoint.requests).length).toBeGreaterThanOrEqual(2);
+    expect(accepted()).toHaveLength(1);
+
+    endpoint.respondWith(() => 'no-answer');
+    const waiting = (await publisher(3_600_000))!;
+    const before = publishCalls(endpoint.requests).length;
+    await dies();
+    await waitFor(async () => publishCalls(endpoint.requests).length > before || undefined);
+    await waiting.stop();
+    expect(await unsent()).toBe(1);
   });
 
   it('without a topic no outbox row is written; NOTIFY_STATES is checked', async () => {

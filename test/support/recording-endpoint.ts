@@ -19,7 +19,8 @@ export interface Reply {
   body?: string;
 }
 
-export type Responder = (request: RecordedRequest) => Reply;
+/** How to answer a request; `'no-answer'` leaves it open (a service that hangs) until the endpoint closes. */
+export type Responder = (request: RecordedRequest) => Reply | 'no-answer';
 
 export interface RecordingEndpoint {
   url: string;
@@ -47,6 +48,7 @@ export async function startRecordingEndpoint(responder: Responder): Promise<Reco
       };
       requests.push(request);
       const reply = respond(request);
+      if (reply === 'no-answer') return;
       res.writeHead(reply.status, reply.headers ?? {});
       res.end(reply.body ?? '');
     });

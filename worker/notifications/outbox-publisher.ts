@@ -40,7 +40,17 @@ export interface NotificationPublisherOptions {
   /** Sent notifications are deleted after this many days (RETENTION_DAYS). */
   retentionDays: number;
   log: Logger;
+  /** How long one Publish (with the SDK's retries) may take; default PUBLISH_TIMEOUT_MS. */
+  publishTimeoutMs?: number;
 }
+
+/**
+ * A Publish that has not answered in this long is abandoned and the notification tried again later. The batch's
+ * rows stay locked in a transaction meanwhile: without a bound, one call that hangs (the SDK's own socket timeout is
+ * minutes) outlived the session's idle_in_transaction_session_timeout (2 min), the server rolled back the marks of the
+ * messages already sent in the batch, and every later round sent them again.
+ */
+export const PUBLISH_TIMEOUT_MS = 10_000;
 
 export class NotificationPublisher {
   private readonly client: SNSClient;
@@ -50,6 +60,8 @@ export class NotificationPublisher {
   private stopped = true;
   private failing = false;
   private lastCleanup = 0;
+  /** Aborted by stop(): a call in flight is abandoned (its notification stays due) instead of holding the shutdown. */
+  private readonly stopping = new AbortController();
 
   constructor(private readonly options: NotificationPublisherOptions) {
     this.client = new SNSClient({ region: options.region, endpoint: options.config.snsEndpoint, maxAttempts: 3 });
@@ -127,7 +139,8 @@ export class NotificationPublisher {
       for (const notification of due) {
         if (failed > 0) break;
         try {
-          const answer = await this.client.send(new PublishCommand(publishRequest(config.topicArn, notification, config.adminBaseUrl)));
+          const abortSignal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.options.publishTimeoutMs ?? PUBLISH_TIMEOUT_MS)]);
+          const answer = await this.client.send(new PublishCommand(publishRequest(config.topicArn, notification, config.adminBaseUrl)), { abortSignal });
           await markNotificationSent(session, notification.id, answer.MessageId);
           sent += 1;
           log.debug({ job_id: notification.jobId, state: notification.state, notification_id: notification.id }, 'outcome notification published');
@@ -163,6 +176,7 @@ export class NotificationPublisher {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    this.stopping.abort();
     await this.running;
     this.client.destroy();
   }
