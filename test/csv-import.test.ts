@@ -244,6 +244,46 @@ describe('finalize', () => {
   });
 });
 
+describe('a batch commit lost after the worker saw it succeed', () => {
+  it('does not end the run succeeded: the next attempt writes the batch again, once', async () => {
+    const rows = [HEADER, ...Array.from({ length: 1_500 }, (_, i) => rowFields({ ...validRow(i + 1, 'LOST'), description: 'x' }))];
+    await upload(env.s3, env.bucket, 'imports/acme/lost-commit.csv', rows.map((fields) => csvLine(fields)).join(''));
+    const jobId = await importObject('imports/acme/lost-commit.csv');
+    expect((await settled(jobId)).state).toBe('review_ready');
+    // The run row held (KEY SHARE: the finalize may still update it), so the attempt stops right before it marks the
+    // run finalized, where it locks the row FOR UPDATE.
+    const holder = await env.pool.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM csv_import_runs WHERE job_id = $1 FOR KEY SHARE', [jobId]);
+      await finalizeImport(env.pool, jobId);
+      await waitFor(async () => {
+        const { rows: waiting } = await env.pool.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+           WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FROM csv_import_runs WHERE job_id = $1 FOR UPDATE'`,
+        );
+        return waiting[0]!.n === 1 || undefined;
+      }, 60_000);
+      expect(await count('SELECT count(*)::int AS n FROM csv_import_batches WHERE job_id = $1 AND finalized_at IS NULL', [jobId])).toBe(0);
+      // What a failover does to the last commits made without waiting for the disk: the second batch is gone.
+      await env.pool.query(
+        `UPDATE csv_import_batches SET finalized_at = NULL, rows_inserted = 0, rows_updated = 0, rows_unchanged = 0, rows_failed = 0
+         WHERE job_id = $1 AND batch_number = 2`,
+        [jobId],
+      );
+      await env.pool.query("DELETE FROM products WHERE sku BETWEEN 'LOST-0000501' AND 'LOST-0001000'");
+    } finally {
+      await holder.query('COMMIT');
+      holder.release();
+    }
+    const done = await settled(jobId);
+    expect(done.state).toBe('succeeded');
+    expect(done.attempts).toBe(2);
+    expect(done.result).toMatchObject({ inserted: 1_500, updated: 0, unchanged: 0 });
+    expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'LOST-%'")).toBe(1_500);
+  });
+});
+
 describe('failed-rows export and spreadsheet formulas', () => {
   it('cells a spreadsheet would run are escaped with a leading quote, and the corrected export imports the values as written', async () => {
     const names = ['=HYPERLINK("http://evil.example","click")', '+1+1', '-2', '@SUM(A1:A9)', "'=quoted already", "''+two quotes", 'plain'];

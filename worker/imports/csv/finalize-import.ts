@@ -10,7 +10,7 @@ import { freeConnections, withTransaction, type Pool, type Queryable } from '../
 import { jobProgress } from '../../handlers/progress.js';
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
-import { PermanentJobError } from '../../queue/errors.js';
+import { PermanentJobError, TransientJobError } from '../../queue/errors.js';
 import { inSpan } from '../../tracing/spans.js';
 import { BatchWriter, type Batch } from './batch-writer.js';
 import type { HeaderLayout } from './header.js';
@@ -134,7 +134,15 @@ async function finalizeRows(deps: FinalizeDeps, run: CsvImportRun): Promise<Fina
 
   await withTransaction(pool, async (tx) => {
     await deps.assertLeaseHeld(tx);
-    await markFinalized(tx, jobId);
+    const unwritten = await markFinalized(tx, jobId);
+    if (unwritten > 0) {
+      throw new TransientJobError(
+        `${unwritten} batch(es) this attempt wrote are not recorded as written (a commit lost with the database, a failover?); ` +
+          'the next attempt writes them again',
+        'CSV_BATCHES_UNWRITTEN',
+        { unwritten },
+      );
+    }
   });
   report();
   await progress.flush();

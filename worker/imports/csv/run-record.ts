@@ -190,8 +190,18 @@ export async function setExcludedRows(tx: Queryable, jobId: number, ranges: Arra
   await tx.query(`UPDATE csv_import_runs SET excluded_rows = $2::jsonb WHERE job_id = $1`, [jobId, ranges === null ? null : JSON.stringify(ranges)]);
 }
 
-export async function markFinalized(tx: Queryable, jobId: number): Promise<void> {
-  await tx.query(`UPDATE csv_import_runs SET finalized_at = coalesce(finalized_at, now()) WHERE job_id = $1`, [jobId]);
+/**
+ * Marks the run finalized once every batch of its ledger is marked written; returns how many are not (then nothing is
+ * marked). Batches commit without waiting for the disk (finalize-import.ts): a failover can lose the last of those
+ * commits after the worker saw them succeed, and the run must not be called finalized with their rows missing.
+ */
+export async function markFinalized(tx: Queryable, jobId: number): Promise<number> {
+  // The run row first, then the ledger in a statement of its own: what it reads is current once the row is ours.
+  await tx.query('SELECT 1 FROM csv_import_runs WHERE job_id = $1 FOR UPDATE', [jobId]);
+  const { rows } = await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM csv_import_batches WHERE job_id = $1 AND finalized_at IS NULL', [jobId]);
+  const unwritten = rows[0]!.n;
+  if (unwritten === 0) await tx.query('UPDATE csv_import_runs SET finalized_at = coalesce(finalized_at, now()) WHERE job_id = $1', [jobId]);
+  return unwritten;
 }
 
 /**
