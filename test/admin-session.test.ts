@@ -186,6 +186,28 @@ describe('admin sign-in and sessions', () => {
     expect((await call(api, 'GET', `/v1/jobs/${jobId}`, { key })).body).toMatchObject({ state: 'canceled', actions: [{ action: 'submitted' }, { action: 'canceled', actor: 'csrf-a', note: 'not needed' }] });
   });
 
+  it('a cookie name sent twice (one planted by a sibling subdomain) signs nobody in and passes no sign-in check', async () => {
+    const { key: victimKey } = await createApiKey(env.pool, { name: 'tossed-victim', role: 'operator' });
+    const { key: attackerKey } = await createApiKey(env.pool, { name: 'tossed-attacker', role: 'tenant', tenantId: 'evil' });
+    const victim = await signIn(victimKey);
+    const attacker = await signIn(attackerKey);
+    // The browser sends both, the longer path first; either order is refused.
+    for (const cookie of [`${attacker.cookie}; ${victim.cookie}`, `${victim.cookie}; ${attacker.cookie}`]) {
+      const runs = await get('/admin/runs', { cookie });
+      expect(runs.status).toBe(303);
+      expect(runs.headers.get('location')).toBe('/admin/sign-in');
+      expect((await fetch(`${api.url}/v1/jobs/${jobId}/events`, { headers: { cookie } })).status).toBe(401);
+    }
+    expect((await get('/admin/runs', { cookie: victim.cookie })).status).toBe(200);
+    const form = await get('/admin/sign-in', { cookie: `${attacker.cookie}; ${victim.cookie}` });
+    expect(await form.text()).toContain('two admin cookies of one name');
+    // A sign-in token the attacker knows, planted beside the form's own: refused even though it matches.
+    const planted = 'p'.repeat(32);
+    const tossed = await post('/admin/sign-in', { csrf: planted, key: victimKey }, { cookie: `bi_admin_sign_in=${planted}; ${valueOf(cookiesOf(form)[0]!)}` });
+    expect(tossed.status).toBe(403);
+    expect(cookiesOf(tossed).some((cookie) => cookie.startsWith('bi_admin_session='))).toBe(false);
+  });
+
   it('pages carry a strict Content-Security-Policy and stay out of the API spec', async () => {
     const form = await get('/admin/sign-in');
     expect(form.headers.get('content-security-policy')).toContain("script-src 'self'");

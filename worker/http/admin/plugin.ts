@@ -22,7 +22,18 @@ import { pageAction, type ActionForm } from './pages/run-actions.js';
 import { runDetailPage } from './pages/run-detail.js';
 import { runsPage, type RunsQuery } from './pages/runs.js';
 import { messagePage, signInPage } from './pages/sign-in.js';
-import { addCookie, cookieHeader, loadSession, newSignInToken, requireCsrf, requireSignInToken, SESSION_COOKIE, SIGN_IN_COOKIE } from './session.js';
+import {
+  addCookie,
+  cookieHeader,
+  DUPLICATED_COOKIES_MESSAGE,
+  duplicatedCookies,
+  loadSession,
+  newSignInToken,
+  requireCsrf,
+  requireSignInToken,
+  SESSION_COOKIE,
+  SIGN_IN_COOKIE,
+} from './session.js';
 
 /** The sign-in form's token lives this long. */
 const SIGN_IN_TTL_SECONDS = 15 * 60;
@@ -140,7 +151,7 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
       admin.get('/sign-in', { config: { adminPublic: true } }, async (request, reply) => {
         const token = newSignInToken();
         addCookie(reply, cookieHeader(request, options, SIGN_IN_COOKIE, token, SIGN_IN_TTL_SECONDS, '/admin/sign-in'));
-        return sendPage(reply, signInPage(token));
+        return sendPage(reply, signInPage(token, duplicatedCookies(request).length > 0 ? DUPLICATED_COOKIES_MESSAGE : undefined));
       });
       admin.post<{ Body: Form | undefined }>('/sign-in', { config: { adminPublic: true } }, async (request, reply) => {
         requireSignInToken(request, request.body);

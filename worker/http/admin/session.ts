@@ -19,21 +19,43 @@ export interface AdminCookieOptions {
   secureCookies: boolean;
 }
 
-/** The request's cookies (a missing or malformed header is no cookies). */
+/**
+ * The request's cookies (a missing or malformed header is no cookies). A name the request carries more than once is
+ * left out: two cookies of one name mean that another site of the same parent domain set one of its own beside ours
+ * (a sibling subdomain may set `Domain=.example.com` cookies, and SameSite does not stop it). Reading the first would
+ * let it choose: sign the victim into the attacker's session, or pass the sign-in check with a token it knows. Without
+ * its cookie the request is simply not signed in; the sign-in page says why (duplicatedCookies).
+ */
 export function readCookies(request: FastifyRequest): Map<string, string> {
   const cookies = new Map<string, string>();
+  const seen = new Set<string>();
   for (const part of (request.headers.cookie ?? '').split(';')) {
     const index = part.indexOf('=');
     if (index <= 0) continue;
     const name = part.slice(0, index).trim();
     const value = part.slice(index + 1).trim();
+    if (seen.has(name)) {
+      cookies.delete(name);
+      continue;
+    }
+    seen.add(name);
     try {
-      if (!cookies.has(name)) cookies.set(name, decodeURIComponent(value));
+      cookies.set(name, decodeURIComponent(value));
     } catch {
       // not percent-encoded properly: not one of ours
     }
   }
   return cookies;
+}
+
+/** Which of the admin cookies the request carries more than once (readCookies ignores those). */
+export function duplicatedCookies(request: FastifyRequest): string[] {
+  const counts = new Map<string, number>();
+  for (const part of (request.headers.cookie ?? '').split(';')) {
+    const name = part.slice(0, Math.max(0, part.indexOf('='))).trim();
+    if (name === SESSION_COOKIE || name === SIGN_IN_COOKIE) counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  return [...counts].filter(([, count]) => count > 1).map(([name]) => name);
 }
 
 /** True when the browser reached us over TLS: directly, or through a proxy or load balancer that says so. */
@@ -88,6 +110,9 @@ export function requireCsrf(sessionToken: string, body: unknown): void {
   }
 }
 
+export const DUPLICATED_COOKIES_MESSAGE =
+  'your browser sends two admin cookies of one name: another site under the same domain set one. Clear the cookies of this site and sign in again';
+
 /** A fresh token for the sign-in form (and its cookie). */
 export const newSignInToken = (): string => randomBytes(24).toString('base64url');
 
@@ -96,6 +121,9 @@ export function requireSignInToken(request: FastifyRequest, body: unknown): void
   const submitted = (body as Record<string, unknown> | null | undefined)?.[CSRF_FIELD];
   const a = Buffer.from(cookie);
   const b = Buffer.from(typeof submitted === 'string' ? submitted : '');
+  if (duplicatedCookies(request).length > 0) {
+    throw new ApiError(403, 'CSRF_REFUSED', DUPLICATED_COOKIES_MESSAGE);
+  }
   if (a.length < 16 || a.length !== b.length || !timingSafeEqual(a, b)) {
     throw new ApiError(403, 'CSRF_REFUSED', 'the sign-in form expired or was not sent by this site: open the sign-in page again');
   }
