@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { SlowFirstSequencer } from './test/slow-first-sequencer.js';
 import { DEBIAN_POSTGRES_ENABLED, DEBIAN_POSTGRES_FILES, DEBIAN_POSTGRES_PROJECT, EMBEDDED_POSTGRES_PROJECT } from './test/projects.js';
 
 // Each project starts its own servers and migrates its own template (test/global-setup.ts). The setup is named in the
@@ -12,6 +13,7 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Two cores: two test files at a time (across projects); each has its own database and bucket.
     maxWorkers: 2,
+    sequence: { sequencer: SlowFirstSequencer },
     reporters: ['default'],
     env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
     projects: [

@@ -77,6 +77,8 @@ describe('a worker with buffered jobs', () => {
     await waitFor(async () => started.includes(first!));
     const ids = await enqueueJobs(env.pool, 'gated', Array.from({ length: 10 }, () => ({})));
     await waitFor(async () => worker.bufferedCount === 9 && worker.runningCount === 1);
+    // The first job's outcome stored (the batcher may still be writing it).
+    await waitFor(async () => (await env.pool.query('SELECT state FROM jobs WHERE id = $1', [first])).rows[0].state === 'succeeded');
     const { rows } = await env.pool.query("SELECT count(*)::int AS n FROM jobs WHERE state = 'running' AND lease_owner IS NOT NULL");
     expect(rows[0].n).toBe(10);
 

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { connectionConfig, type DatabaseTarget } from './connection.js';
+import { isConnectionError } from './database-status.js';
 import { parseTimestamptz } from './timestamptz.js';
 
 // bigint (int8) columns such as jobs.id come back as strings by default; our ids and byte counts stay far below
@@ -84,18 +85,33 @@ export interface TransactionOptions {
   setLocal?: readonly string[];
 }
 
+/**
+ * Connections a transaction left unusable: a statement on it got no answer (a client-side timeout) or the connection
+ * broke, so the ROLLBACK could not be sent or answered. pg keeps a timed-out statement as the connection's active one
+ * and queues every later statement behind it: returned to its pool as it is, the connection would take each next
+ * holder's statements into the same silence. releaseClient discards these.
+ */
+const unusable = new WeakSet<pg.PoolClient>();
+
 /** Runs `work` in a transaction on a connection the caller holds (for a whole phase); rolls back on any error. */
 export async function inTransaction<T>(client: pg.PoolClient, work: () => Promise<T>, options: TransactionOptions = {}): Promise<T> {
   const settings = [...(options.synchronousCommit === false ? ['synchronous_commit TO off'] : []), ...(options.setLocal ?? [])];
-  await client.query(['BEGIN', ...settings.map((setting) => `SET LOCAL ${setting}`)].join('; '));
   try {
+    await client.query(['BEGIN', ...settings.map((setting) => `SET LOCAL ${setting}`)].join('; '));
     const result = await work();
     await client.query('COMMIT');
     return result;
   } catch (error) {
-    await client.query('ROLLBACK').catch(() => {});
+    // After a connection error no ROLLBACK gets an answer; the server rolls back when the session ends.
+    if (isConnectionError(error)) unusable.add(client);
+    else await client.query('ROLLBACK').catch(() => unusable.add(client));
     throw error;
   }
+}
+
+/** Gives a pooled connection back, or discards it when a transaction on it left it unusable (see `unusable`). */
+export function releaseClient(client: pg.PoolClient): void {
+  client.release(unusable.has(client) ? new Error('discarded: a statement on this connection got no answer') : undefined);
 }
 
 /** Runs `work` in a transaction on one pooled connection; rolls back on any error. */
@@ -104,7 +120,7 @@ export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolCl
   try {
     return await inTransaction(client, () => work(client), options);
   } finally {
-    client.release();
+    releaseClient(client);
   }
 }
 

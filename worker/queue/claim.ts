@@ -1,6 +1,6 @@
 // Claim: take up to `limit` due queued jobs in one statement and lease them to this worker.
 import { integerArrayLiteral } from '../db/array-literal.js';
-import { inTransaction, isPool, type PoolClient, type Queryable } from '../db/pool.js';
+import { inTransaction, isPool, releaseClient, type PoolClient, type Queryable } from '../db/pool.js';
 import { recordClaimSpan } from '../tracing/job-spans.js';
 import type { ClaimedJob } from './types.js';
 
@@ -167,7 +167,7 @@ async function claimWithTenantCeilings(db: Queryable, request: ClaimRequest, cei
       return { rows };
     });
   } finally {
-    if (pool) client.release();
+    if (pool) releaseClient(client);
   }
 }
 

@@ -715,13 +715,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
 }
 
 /**
- * The client-side bound on a statement of the lease session: the heartbeat interval (at least 2 s). A beat still
- * waiting after that long is overtaken by the next one anyway, so giving up on it costs nothing; and with heartbeats
- * a third of the lease (the default), a beat lost to a dead connection and the one after it on a new connection both
- * fit in one lease, so the leases survive the connection.
+ * The client-side bound on a statement of the lease session: half the heartbeat interval, at least 2 s. A beat lost to
+ * a dead connection is given up before the next beat is due, so that one goes out on time, on a new connection: with
+ * heartbeats a third of the lease (the default) the leases are renewed two intervals after the last renewal, a third
+ * of a lease before they would run out. (Given up only at the next tick, the beat after it would wait for the tick
+ * after that: three intervals, the whole lease.)
  */
 export function leaseStatementTimeoutMs(heartbeatMs: number): number {
-  return Math.max(2_000, heartbeatMs);
+  return Math.max(2_000, Math.floor(heartbeatMs / 2));
 }
 
 /** Session option that turns the state-notification trigger off for a worker's connections (empty when on). */
