@@ -153,10 +153,11 @@ describe('worker processes through database faults', () => {
   it('connections that go silent (a failover that drops packets): leases are kept on new connections, outcomes stored', async () => {
     const proxy = await startSilencingProxy(env.databaseUrl);
     try {
-      // Lease 12 s, heartbeat 4 s: a beat lost to a silent connection times out after 2 s, the next goes out on time on
-      // a new connection, 4 s before the leases would run out.
-      // Its own maintenance stays out of the way (the test's rescuer plays another worker's): a rescuer or an archiver
-      // that took a silent connection first would leave none to a heartbeat on the shared pool.
+      // Lease 12 s, heartbeat 4 s: a beat lost to a silent connection times out after 4 s, and the tick it overtook
+      // goes out at once on a new connection, about 4 s before the leases would run out.
+      // Its own maintenance stays out of the way (the test's rescuer plays another worker's): were the heartbeat on the
+      // shared pool (as before the lease session), a rescuer or an archiver that took its silent connection first
+      // would let it pass by luck.
       const process = worker({
         DATABASE_URL: proxy.url, WORKER_LEASE_MS: '12000', WORKER_HEARTBEAT_MS: '4000', WORKER_CONCURRENCY: '2',
         WORKER_RESCUE_INTERVAL_MS: '3600000', ARCHIVE_INTERVAL_MS: '3600000', RETENTION_INTERVAL_MS: '86400000',

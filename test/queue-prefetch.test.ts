@@ -44,6 +44,10 @@ describe('prefetch buffer sizing', () => {
     expect(buffer.wanted()).toBe(5);
     expect(buffer.remove(3)?.id).toBe(3);
     expect(buffer.remove(3)).toBeUndefined();
+    // Of one attempt only: a lease lost by attempt 1 says nothing of attempt 2, claimed since.
+    buffer.push([{ ...job, id: 9, attempt: 2 }]);
+    expect(buffer.remove(9, 1)).toBeUndefined();
+    expect(buffer.remove(9, 2)?.attempt).toBe(2);
   });
 
   it('is off with a zero window', () => {

@@ -2,7 +2,7 @@
 // pipes), or JSON lines with --json.
 import cliProgress from 'cli-progress';
 import type { JobRow } from '../queue/types.js';
-import { formatBytes, formatDuration } from './output.js';
+import { formatBytes, formatDuration, terminalSafe } from './output.js';
 import { formatRate, type ProgressFigures } from './progress-rate.js';
 
 export interface WatchView {
@@ -30,7 +30,8 @@ function eta(figures: ProgressFigures): string {
 
 function outcomeLine(job: JobRow): string {
   const took = job.startedAt && job.finishedAt ? ` after ${formatDuration(job.finishedAt.getTime() - job.startedAt.getTime())}` : '';
-  const error = job.lastError && job.state !== 'succeeded' ? ` — ${job.lastError.code}: ${job.lastError.message}` : '';
+  // The message may hold what others wrote (a file name, a row): shown, not obeyed, by the terminal.
+  const error = job.lastError && job.state !== 'succeeded' ? ` — ${terminalSafe(`${job.lastError.code}: ${job.lastError.message}`)}` : '';
   return `job ${job.id} ${job.kind} ${job.state}${took}${error}`;
 }
 
@@ -41,10 +42,11 @@ export class LineView implements WatchView {
   constructor(private readonly out: NodeJS.WritableStream = process.stdout) {}
 
   update(job: JobRow, figures: ProgressFigures): void {
-    const state = `${job.state} ${counter(figures)} ${figures.phase ?? ''}`;
+    const phase = terminalSafe(figures.phase ?? '');
+    const state = `${job.state} ${counter(figures)} ${phase}`;
     if (this.last.get(job.id) === state) return;
     this.last.set(job.id, state);
-    const parts = [`job ${job.id}`, job.kind, job.state, counter(figures), figures.phase ?? ''];
+    const parts = [`job ${job.id}`, job.kind, job.state, counter(figures), phase];
     if (job.state === 'running') parts.push(`rate ${formatRate(figures.ratePerSecond)}`, `eta ${eta(figures)}`);
     this.out.write(`${new Date().toISOString()} ${parts.filter(Boolean).join('  ')}\n`);
   }
@@ -122,7 +124,7 @@ export class BarView implements WatchView {
       counter: counter(figures),
       rate: job.state === 'running' ? formatRate(figures.ratePerSecond) : '',
       eta: job.state === 'running' ? eta(figures) : '',
-      phase: figures.phase ?? '',
+      phase: terminalSafe(figures.phase ?? ''),
     };
     // The bar follows bytes when the run reports them, else its counter.
     const inBytes = figures.bytesTotal !== undefined && figures.bytesTotal > 0;

@@ -65,9 +65,9 @@ export class PrefetchBuffer {
     return this.jobs.shift();
   }
 
-  /** Takes a job out (cancel, lost lease); returns it when it was buffered. */
-  remove(jobId: number): ClaimedJob | undefined {
-    const index = this.jobs.findIndex((job) => job.id === jobId);
+  /** Takes a job out (cancel, lost lease; of that attempt only, when given); returns it when it was buffered. */
+  remove(jobId: number, attempt?: number): ClaimedJob | undefined {
+    const index = this.jobs.findIndex((job) => job.id === jobId && (attempt === undefined || job.attempt === attempt));
     return index === -1 ? undefined : this.jobs.splice(index, 1)[0];
   }
 

@@ -123,12 +123,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** A connection of its own for the claim: never queued behind handler work, and with a fixed plan (see below). */
   private readonly claimPool: Pool | undefined;
   /**
-   * Connections of their own (with a client-side timeout, leaseStatementTimeoutMs) for the statements that keep and end
-   * this worker's leases: heartbeats, outcomes, failures, releases. Never queued behind handler work, and never stuck
-   * on a connection whose packets vanish (a failover that takes the old primary's address away): the timed-out
-   * connection is discarded and the next try opens a new one, well within a lease.
+   * The lease session: a connection of its own for the heartbeat and one for outcomes (completions, failures,
+   * releases), each with a client-side timeout (leaseStatementTimeoutMs) and a server-side one a second shorter. Never
+   * queued behind handler work, and never stuck on a connection whose packets vanish (a failover that takes the old
+   * primary's address away): the timed-out connection is discarded and the next try opens a new one. One connection
+   * each, so that the next try cannot take another connection that went silent at the same moment.
    */
-  private readonly leasePool: Pool | undefined;
+  private readonly heartbeatPool: Pool | undefined;
+  private readonly outcomePool: Pool | undefined;
   /** The claim pool's connection while a claim runs on it (to cancel that claim when stop() begins). */
   private claimClient: PoolClient | undefined;
   private readonly kinds: string[];
@@ -143,6 +145,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private backlogEmpty = false;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeatInFlight = false;
+  /** A tick came while a beat was in flight: beat again once it ends. */
+  private heartbeatMissed = false;
   /** Fires when stop() begins: interrupts the claim-failure backoff so shutdown never waits on it. */
   private readonly stopController = new AbortController();
   private wasBusy = false;
@@ -159,17 +163,22 @@ export class Worker extends EventEmitter<WorkerEvents> {
     super();
     this.status = sessions?.status;
     if (sessions?.claimSession) {
-      this.leasePool = createPool(sessions.database, {
-        // One for the heartbeat, one for outcomes: neither waits for the other.
-        max: 2,
-        applicationName: 'bulk-import-lease',
-        sessionOptions: stateNotificationOption(options.stateNotifications),
-        queryTimeoutMs: leaseStatementTimeoutMs(options.heartbeatMs),
-        status: this.status,
-        sessionName: 'lease',
-      });
+      const timeoutMs = leaseStatementTimeoutMs(options.heartbeatMs);
+      const leaseSession = () =>
+        createPool(sessions.database, {
+          max: 1,
+          applicationName: 'bulk-import-lease',
+          // The server ends a statement that is only slow (a busy database) before the client gives up on it: the
+          // connection stays, and only a silent one is discarded.
+          sessionOptions: `-c statement_timeout=${timeoutMs - 1_000} ${stateNotificationOption(options.stateNotifications)}`,
+          queryTimeoutMs: timeoutMs,
+          status: this.status,
+          sessionName: 'lease',
+        });
+      this.heartbeatPool = leaseSession();
+      this.outcomePool = leaseSession();
     }
-    this.batcher = new CompletionBatcher(this.leaseDb, options.workerId, log, { retryForMs: options.leaseMs, status: this.status });
+    this.batcher = new CompletionBatcher(this.outcomeDb, options.workerId, log, { retryForMs: options.leaseMs, status: this.status });
     this.buffer = new PrefetchBuffer({
       concurrency: options.concurrency,
       windowMs: options.prefetchWindowMs,
@@ -240,8 +249,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.claimPool ?? this.pool;
   }
 
-  private get leaseDb(): Pool {
-    return this.leasePool ?? this.pool;
+  private get outcomeDb(): Pool {
+    return this.outcomePool ?? this.pool;
   }
 
   /** Handlers running now. */
@@ -350,6 +359,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
           { job_id: stale.id, kind: stale.kind, attempt: stale.attempt, tenant_id: stale.tenantId },
           'buffered job lost its lease and was claimed again; the older attempt dropped',
         );
+      }
+      // Likewise an older attempt started from the buffer while this claim ran (it was not in excludeIds then).
+      for (const job of jobs) {
+        const older = this.active.get(job.id);
+        if (older && older.lease.attempt < job.attempt) this.abortJob(job.id, new LeaseLostError(job.id), older.lease.attempt);
       }
       if (this.stopping) {
         // stop() began while the claim was in flight: hold these for the release instead of starting them, and claim
@@ -500,7 +514,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       performance.now() - entry.startedAt,
     );
     try {
-      const recorded = await this.retryWhileLeaseLasts(() => recordFailure(this.leaseDb, { lease, error, retryDelayMs: delay, progress: snapshot, outage }));
+      const recorded = await this.retryWhileLeaseLasts(() => recordFailure(this.outcomeDb, { lease, error, retryDelayMs: delay, progress: snapshot, outage }));
       if (recorded === null) {
         log.warn({ err: failure }, 'job failed after its lease was lost; failure discarded');
         return finished('lost', { error: failure });
@@ -532,13 +546,22 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async heartbeat(): Promise<void> {
-    // A beat still waiting on the database must not be joined by another that queues up behind it.
-    if (this.heartbeatInFlight || (this.active.size === 0 && this.buffer.size === 0)) return;
+    // A beat still waiting on the database must not be joined by another that queues up behind it; the tick it
+    // skipped is made up as soon as it ends (at once on a new connection, when it ended by its timeout).
+    if (this.heartbeatInFlight) {
+      this.heartbeatMissed = true;
+      return;
+    }
+    if (this.active.size === 0 && this.buffer.size === 0) return;
     this.heartbeatInFlight = true;
     try {
       await this.beat();
     } finally {
       this.heartbeatInFlight = false;
+    }
+    if (this.heartbeatMissed && !this.stopping) {
+      this.heartbeatMissed = false;
+      await this.heartbeat();
     }
   }
 
@@ -549,17 +572,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
     ];
     const startedAt = Date.now();
     try {
-      const result = await extendLeases(this.leaseDb, this.options.workerId, leases, this.options.leaseMs);
+      const result = await extendLeases(this.heartbeatPool ?? this.pool, this.options.workerId, leases, this.options.leaseMs);
       this.status?.reportSuccess(startedAt);
+      // The attempt this beat sent for each run: a claim may have taken a newer attempt of it meanwhile, whose lease holds.
+      const sent = new Map(leases.map((lease) => [lease.jobId, lease.attempt]));
       for (const jobId of result.lost) {
-        const buffered = this.buffer.remove(jobId);
+        const attempt = sent.get(jobId)!;
+        const buffered = this.buffer.remove(jobId, attempt);
         if (buffered) {
           this.log.warn(
             { job_id: jobId, kind: buffered.kind, attempt: buffered.attempt, tenant_id: buffered.tenantId },
             'buffered job lost its lease; dropped',
           );
         }
-        this.abortJob(jobId, new LeaseLostError(jobId));
+        this.abortJob(jobId, new LeaseLostError(jobId), attempt);
       }
       for (const jobId of result.cancelRequested) this.cancelJob(jobId);
     } catch (error) {
@@ -589,9 +615,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.abortJob(jobId, new CancelRequestedError(jobId));
   }
 
-  private abortJob(jobId: number, reason: Error): void {
+  /** Stops the running handler of the job (of that attempt only, when given). */
+  private abortJob(jobId: number, reason: Error, attempt?: number): void {
     const entry = this.active.get(jobId);
-    if (entry && !entry.controller.signal.aborted) {
+    if (entry && (attempt === undefined || entry.lease.attempt === attempt) && !entry.controller.signal.aborted) {
       const { job } = entry;
       this.log.info({ job_id: jobId, kind: job.kind, attempt: job.attempt, tenant_id: job.tenantId, reason: reason.name }, 'stopping job');
       entry.controller.abort(reason);
@@ -655,7 +682,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async releaseLeases(leases: Array<Pick<Lease, 'jobId' | 'attempt'>>, timedOut: boolean): Promise<void> {
     if (leases.length === 0) return;
     try {
-      const ids = await releaseJobs(this.leaseDb, this.options.workerId, leases);
+      const ids = await releaseJobs(this.outcomeDb, this.options.workerId, leases);
       this.log.info({ jobs: ids, timed_out: timedOut }, 'released jobs back to the queue');
     } catch (error) {
       this.log.error({ err: error }, 'could not release jobs; their leases expire and the rescuer requeues them');
@@ -707,7 +734,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await this.loopDone;
       await this.releaseLeases(this.drainBufferedLeases(), timedOut);
     }
-    await this.leasePool?.end();
+    await Promise.all([this.heartbeatPool?.end(), this.outcomePool?.end()]);
     this.active.clear();
     this.updateBusy();
     this.mode = 'stopped';
@@ -715,14 +742,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
 }
 
 /**
- * The client-side bound on a statement of the lease session: half the heartbeat interval, at least 2 s. A beat lost to
- * a dead connection is given up before the next beat is due, so that one goes out on time, on a new connection: with
- * heartbeats a third of the lease (the default) the leases are renewed two intervals after the last renewal, a third
- * of a lease before they would run out. (Given up only at the next tick, the beat after it would wait for the tick
- * after that: three intervals, the whole lease.)
+ * The client-side bound on a statement of the lease session: the heartbeat interval, at least 2 s. A beat still
+ * waiting then is overtaken by the next tick, which heartbeat() makes up as soon as the beat gives up: with heartbeats
+ * a third of the lease (the default), a beat lost to a dead connection and the one after it, on a new connection, end
+ * about two intervals after the last renewal, a third of a lease before the leases would run out. The server's own
+ * timeout (a second shorter) ends a statement that is only slow, so a busy database costs a beat, not the connection.
  */
 export function leaseStatementTimeoutMs(heartbeatMs: number): number {
-  return Math.max(2_000, Math.floor(heartbeatMs / 2));
+  return Math.max(2_000, heartbeatMs);
 }
 
 /** Session option that turns the state-notification trigger off for a worker's connections (empty when on). */

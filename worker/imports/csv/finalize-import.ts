@@ -100,8 +100,8 @@ async function finalizeRows(deps: FinalizeDeps, run: CsvImportRun): Promise<Fina
   });
 
   if (pending.length > 0) {
-    // Lanes after the first only on connections that are free right now: they must never hold back other jobs, or
-    // the heartbeats that share the pool.
+    // Lanes after the first only on connections that are free right now: they must never hold back other jobs' work
+    // on the pool.
     const lanes = new WriteLanes(pool, Math.max(1, Math.min(deps.connections, pending.length, freeConnections(pool))));
     const count = (counts: ChunkCounts) => {
       totals.inserted += counts.inserted;
@@ -137,7 +137,7 @@ async function finalizeRows(deps: FinalizeDeps, run: CsvImportRun): Promise<Fina
     const unwritten = await markFinalized(tx, jobId);
     if (unwritten > 0) {
       throw new TransientJobError(
-        `${unwritten} batch(es) this attempt wrote are not recorded as written (a commit lost with the database, a failover?); ` +
+        `${unwritten} batch(es) are not recorded as written although finalize wrote them (commits lost with the database, a failover?); ` +
           'the next attempt writes them again',
         'CSV_BATCHES_UNWRITTEN',
         { unwritten },
