@@ -244,6 +244,22 @@ describe('admin page listings', () => {
     expect(rowsOf(await (await get('/admin/runs?tenant=acme', { cookie: tenant.cookie })).text())).toEqual([]);
   });
 
+  it("a run's last error names the worker it came from to operators only", async () => {
+    const { rows } = await env.pool.query<{ id: number }>(
+      `INSERT INTO jobs (kind, tenant_id, state, attempts, finished_at, last_error)
+       VALUES ('noop', 'workerless', 'failed', 1, now(), jsonb_build_object('code', 'X', 'message', 'broke', 'class', 'permanent',
+         'attempt', 1, 'at', 'x', 'worker', 'ip-10-0-1-23.ec2.internal:1:abc123'))
+       RETURNING id`,
+    );
+    const { key: operatorKey } = await createApiKey(env.pool, { name: 'sees-workers', role: 'operator' });
+    const { key: tenantKey } = await createApiKey(env.pool, { name: 'sees-no-workers', role: 'tenant', tenantId: 'workerless' });
+    const asOperator = await (await get(`/admin/runs/${rows[0]!.id}`, { cookie: (await signIn(operatorKey)).cookie })).text();
+    const asTenant = await (await get(`/admin/runs/${rows[0]!.id}`, { cookie: (await signIn(tenantKey)).cookie })).text();
+    expect(asOperator).toContain('ip-10-0-1-23.ec2.internal:1:abc123');
+    expect(asTenant).toContain('broke');
+    expect(asTenant).not.toContain('ip-10-0-1-23');
+  });
+
   it('reads the first of a repeated query name, and names no notice it does not know', async () => {
     const { key } = await createApiKey(env.pool, { name: 'repeater', role: 'operator' });
     const submitted = await call(api, 'POST', '/v1/jobs', { key, body: { kind: 'noop', tenant: 'repeat', payload: {}, runAt: '2999-01-01T00:00:00Z' } });

@@ -358,6 +358,24 @@ describe('tenants and roles', () => {
     expect((await call(api, 'GET', `/v1/jobs/${other.id}`, { key: tenantB })).status).toBe(200);
   });
 
+  it("a tenant sees its run's last error without the worker it came from (an internal host); an operator sees it", async () => {
+    const { rows } = await env.pool.query<{ id: number }>(
+      `INSERT INTO jobs (kind, tenant_id, state, attempts, finished_at, last_error)
+       VALUES ('noop', 'ta', 'failed', 1, now(), jsonb_build_object('code', 'X', 'message', 'broke', 'class', 'permanent',
+         'attempt', 1, 'at', 'x', 'worker', 'ip-10-0-1-23.ec2.internal:1:abc123', 'stack', 'Error: broke
+    at secret.ts:1'))
+       RETURNING id`,
+    );
+    const id = rows[0]!.id;
+    const expected = { code: 'X', message: 'broke', class: 'permanent', attempt: 1, at: 'x' };
+    expect((await call(api, 'GET', `/v1/jobs/${id}`, { key: tenantA })).body.lastError).toEqual(expected);
+    expect((await call(api, 'GET', `/v1/jobs/${id}`, { key: operator })).body.lastError).toEqual({ ...expected, worker: 'ip-10-0-1-23.ec2.internal:1:abc123' });
+    for (const key of [tenantA, operator]) {
+      const listed = (await call(api, 'GET', '/v1/jobs?tenant=ta&state=failed', { key })).body.jobs as Array<{ id: number; lastError: unknown }>;
+      expect(listed.find((job) => job.id === id)?.lastError).toEqual(expected);
+    }
+  });
+
   it('a tenant key submits CSV imports for its own tenant only, and no operator kinds', async () => {
     const payload = { bucket: env.bucket, key: 'imports/ta/x.csv', profile: 'products' };
     await upload(payload.key);

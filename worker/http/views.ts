@@ -58,11 +58,15 @@ export function progressView(job: Pick<JobRow, 'progress' | 'startedAt' | 'state
   };
 }
 
-function lastErrorView(job: Pick<JobRow, 'lastError'>) {
+/**
+ * The last error as callers see it: code, message, class, attempt, time and context. The stack stays in the logs and
+ * `bulk-import show`; the worker that failed (host:pid, an internal address on Fargate) only for operators, in a
+ * run's own record (listings and event streams are the same for every caller).
+ */
+function lastErrorView(job: Pick<JobRow, 'lastError'>, withWorker = false) {
   if (!job.lastError) return null;
-  // The stack stays in the logs and `bulk-import show`: callers need the code, message and context.
-  const { stack: _stack, ...error } = job.lastError;
-  return error;
+  const { stack: _stack, worker, ...error } = job.lastError;
+  return withWorker && worker !== undefined ? { ...error, worker } : error;
 }
 
 export function jobSummaryView(job: JobSummaryRow) {
@@ -86,10 +90,12 @@ export function actionView(action: JobActionRecord) {
   return { action: action.action, actor: action.actor, note: action.note, stateAfter: action.stateAfter, at: iso(action.at)! };
 }
 
-export function jobDetailView(job: JobRow, extra: { resolution?: Resolution | null; actions?: JobActionRecord[] } = {}) {
+/** `operator`: the caller sees every tenant (an operator key), so it also sees which worker the last error came from. */
+export function jobDetailView(job: JobRow, extra: { resolution?: Resolution | null; actions?: JobActionRecord[] } = {}, operator = false) {
   const actions = extra.actions ?? [];
   return {
     ...jobSummaryView(job),
+    lastError: lastErrorView(job, operator),
     priority: job.priority,
     dedupeKey: job.dedupeKey,
     payload: job.payload,

@@ -150,7 +150,7 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
     async (request) => {
       const record = await getRunRecord(deps.pool, request.params.id, tenantScope(request));
       if (!record) throw jobNotFound(request.params.id);
-      return { ...jobDetailView(record.job, record), estimate: estimateJson(await estimateRun(deps.pool, record.job, { throughputOf: (kind) => throughput.read(kind) })) };
+      return { ...jobDetailView(record.job, record, tenantScope(request) === null), estimate: estimateJson(await estimateRun(deps.pool, record.job, { throughputOf: (kind) => throughput.read(kind) })) };
     },
   );
 
@@ -210,7 +210,7 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
       });
       request.log.info({ jobId: job.id, kind: job.kind, reused, actor: key.name }, 'run submitted');
       const record = await getRunRecord(deps.pool, job.id);
-      return reply.code(reused ? 200 : 201).send({ reused, job: { ...jobDetailView(job, record ?? {}), estimate: estimateJson(estimate) } });
+      return reply.code(reused ? 200 : 201).send({ reused, job: { ...jobDetailView(job, record ?? {}, tenantScope(request) === null), estimate: estimateJson(estimate) } });
     },
   );
 }

@@ -7,7 +7,7 @@ import type { ApiDependencies } from '../../server.js';
 import { progressView } from '../../views.js';
 import { formatCount, formatDuration, runDuration, timeCell } from '../format.js';
 import { html, type Html } from '../html.js';
-import { page, type Viewer } from '../layout.js';
+import { isOperator, page, type Viewer } from '../layout.js';
 import { csvCounts } from './csv-review.js';
 import { CSV_KINDS } from './run-actions.js';
 import { actionLinks, json, runHeading, visibleRunRecord } from './run-parts.js';
@@ -40,7 +40,7 @@ export function liveProgress(record: RunRecord): Html {
 </section>`;
 }
 
-function lastError(record: RunRecord): Html | string {
+function lastError(record: RunRecord, viewer: Viewer): Html | string {
   const error = record.job.lastError;
   if (!error) return '';
   // The stack stays in the logs and `bulk-import show`, as in the API.
@@ -51,7 +51,7 @@ function lastError(record: RunRecord): Html | string {
   <dt>Message</dt><dd>${error.message}</dd>
   <dt>Attempt</dt><dd>${error.attempt}</dd>
   <dt>At</dt><dd>${error.at}</dd>
-  ${error.worker ? html`<dt>Worker</dt><dd>${error.worker}</dd>` : ''}
+  ${error.worker && isOperator(viewer) ? html`<dt>Worker</dt><dd>${error.worker}</dd>` : ''}
   ${error.context ? html`<dt>Context</dt><dd><pre>${json(error.context)}</pre></dd>` : ''}
 </dl></section>`;
 }
@@ -84,7 +84,7 @@ ${actionLinks(record, viewer)}
 </ul>
 ${liveProgress(record)}
 ${csvRun ? html`<section aria-labelledby="csv-heading"><h2 id="csv-heading">CSV import</h2>${csvCounts(csvRun, job.result)}</section>` : ''}
-${lastError(record)}
+${lastError(record, viewer)}
 <div class="columns">
 <section aria-labelledby="record-heading"><h2 id="record-heading">Record</h2>
 <dl class="record">
