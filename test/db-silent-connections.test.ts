@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createPool, withTransaction, type Pool } from '../worker/db/pool.js';
 import { claimJobs } from '../worker/queue/claim.js';
 import { enqueueJob } from '../worker/queue/enqueue.js';
+import { rescueExpiredLeases } from '../worker/queue/maintenance.js';
 import { useTestEnvironment } from './harness.js';
 import { startSilencingProxy, type SilencingProxy } from './support/silencing-proxy.js';
 
@@ -19,10 +20,10 @@ afterEach(async () => {
   await env.pool.query('DELETE FROM jobs');
 });
 
-/** A one-connection pool through a silencing proxy, its connection open and then silenced. */
-async function silencedPool(): Promise<Pool> {
+/** A one-connection pool through a silencing proxy, its connection open and then silenced; `null`: no pool timeout. */
+async function silencedPool(queryTimeoutMs: number | null = 500): Promise<Pool> {
   const proxy = await startSilencingProxy(env.databaseUrl);
-  const pool = createPool(proxy.url, { max: 1, queryTimeoutMs: 500 });
+  const pool = createPool(proxy.url, { max: 1, ...(queryTimeoutMs === null ? {} : { queryTimeoutMs }) });
   pool.on('error', () => {});
   open.push({ pool, proxy });
   await pool.query('SELECT 1');
@@ -36,6 +37,16 @@ describe('a pooled connection that goes silent', () => {
     await expect(withTransaction(pool, (client) => client.query('SELECT 2'))).rejects.toThrow(/Query read timeout/);
     const { rows } = await withTransaction(pool, (client) => client.query<{ n: number }>('SELECT 3 AS n'));
     expect(rows).toEqual([{ n: 3 }]);
+  });
+
+  it('a rescue gives up at its own timeout (the main pool has none), and the next one rescues on a new connection', async () => {
+    const pool = await silencedPool(null);
+    const { rows } = await env.pool.query<{ id: number }>(
+      `INSERT INTO jobs (kind, state, attempts, lease_owner, lease_expires_at, started_at)
+       VALUES ('noop', 'running', 1, 'gone', now() - interval '1 minute', now()) RETURNING id`,
+    );
+    await expect(rescueExpiredLeases(pool, 1000, 500)).rejects.toThrow(/Query read timeout/);
+    expect((await rescueExpiredLeases(pool, 1000, 500)).requeued).toEqual([rows[0]!.id]);
   });
 
   it('a claim with tenant ceilings (a transaction of its own) likewise', async () => {

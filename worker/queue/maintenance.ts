@@ -1,4 +1,5 @@
 // Maintenance statements: rescue of expired leases, retention and archiving of finished runs, statistics of `jobs`.
+import type { QueryConfig } from 'pg';
 import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
 import { JOBS_READY_CHANNEL } from './channels.js';
 import { TERMINAL_STATES } from './types.js';
@@ -10,13 +11,23 @@ export interface RescueResult {
 }
 
 /**
+ * How long a rescue statement may go unanswered. Given a pool, a rescue sent into a connection gone silent (a failover
+ * that takes the old primary's address away) would wait until TCP gives up, about 15 minutes, and no run of a worker
+ * that died meanwhile would be rescued by this worker; given up, its connection is discarded and the next round uses
+ * a new one. A rescue of a batch takes milliseconds.
+ */
+export const RESCUE_STATEMENT_TIMEOUT_MS = 60_000;
+
+/**
  * Returns running jobs whose lease expired (their worker crashed, froze or lost the database) to `queued`, or to
  * `dead` when no attempts remain, recording why in last_error. Locks with SKIP LOCKED, so several workers may run
  * the rescue at once, and a job whose owner is committing right now is left for the next round.
  */
-export async function rescueExpiredLeases(db: Queryable, batchSize = 1000): Promise<RescueResult> {
-  const { rows } = await db.query<{ id: number; state: string }>(
-    `WITH expired AS (
+export async function rescueExpiredLeases(db: Queryable, batchSize = 1000, timeoutMs = RESCUE_STATEMENT_TIMEOUT_MS): Promise<RescueResult> {
+  const { rows } = await db.query<{ id: number; state: string }>({
+    // A pool discards a connection whose statement timed out (pool.query releases it with the error).
+    query_timeout: timeoutMs,
+    text: `WITH expired AS (
        SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
        ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
      ), rescued AS (
@@ -37,8 +48,8 @@ export async function rescueExpiredLeases(db: Queryable, batchSize = 1000): Prom
        RETURNING jobs.id, jobs.state, jobs.kind
      )
      SELECT id, state, CASE WHEN state = 'queued' THEN pg_notify('${JOBS_READY_CHANNEL}', kind) END AS woke FROM rescued`,
-    [batchSize],
-  );
+    values: [batchSize],
+  } as QueryConfig);
   return {
     requeued: rows.filter((row) => row.state === 'queued').map((row) => row.id),
     dead: rows.filter((row) => row.state === 'dead').map((row) => row.id),
