@@ -37,6 +37,14 @@ async function importObject(key: string, extra: Record<string, unknown> = {}): P
 
 const settled = (jobId: number, timeoutMs = 60_000): Promise<JobRow> => settledJob(env.pool, jobId, timeoutMs);
 
+/** Uploads the rows (header first) as `key`, imports them and waits for the review; returns the run's id. */
+async function reviewedImport(key: string, rows: string[][]): Promise<number> {
+  await upload(env.s3, env.bucket, key, rows.map((fields) => csvLine(fields)).join(''));
+  const jobId = await importObject(key);
+  expect((await settled(jobId)).state).toBe('review_ready');
+  return jobId;
+}
+
 async function count(sql: string, values: unknown[] = []): Promise<number> {
   const { rows } = await env.pool.query<{ n: number }>(sql, values);
   return rows[0]!.n;
@@ -157,9 +165,7 @@ describe('csv-import of 100,000 rows with 1% bad rows', () => {
 describe('references', () => {
   it('a category another transaction is creating right now is waited for and used, not duplicated or left empty', async () => {
     const rows = [HEADER, ...Array.from({ length: 30 }, (_, i) => rowFields({ ...validRow(i + 1, 'RACE'), category: i % 2 ? 'Contested' : 'Calm' }))];
-    await upload(env.s3, env.bucket, 'imports/acme/race.csv', rows.map((fields) => csvLine(fields)).join(''));
-    const jobId = await importObject('imports/acme/race.csv');
-    expect((await settled(jobId)).state).toBe('review_ready');
+    const jobId = await reviewedImport('imports/acme/race.csv', rows);
 
     // Another import (here: a plain transaction) inserts the same category and has not committed yet.
     const other = await env.pool.connect();
@@ -224,9 +230,7 @@ describe('finalize', () => {
 
   it('cancel stops finalize at a chunk boundary, keeps what was written, and requeue writes the rest once', async () => {
     const rows = [HEADER, ...Array.from({ length: 40_000 }, (_, i) => rowFields({ ...validRow(i + 1, 'CAN'), description: 'x' }))];
-    await upload(env.s3, env.bucket, 'imports/acme/cancel.csv', rows.map((fields) => csvLine(fields)).join(''));
-    const jobId = await importObject('imports/acme/cancel.csv');
-    expect((await settled(jobId)).state).toBe('review_ready');
+    const jobId = await reviewedImport('imports/acme/cancel.csv', rows);
     await finalizeImport(env.pool, jobId);
     await waitFor(async () => ((await getCsvImportRun(env.pool, jobId))?.finalizedBatches ?? 0) >= 5, 30_000, 5);
     await cancelJob(env.pool, jobId);
@@ -247,9 +251,7 @@ describe('finalize', () => {
 describe('a batch commit lost after the worker saw it succeed', () => {
   it('does not end the run succeeded: the next attempt writes the batch again, once', async () => {
     const rows = [HEADER, ...Array.from({ length: 1_500 }, (_, i) => rowFields({ ...validRow(i + 1, 'LOST'), description: 'x' }))];
-    await upload(env.s3, env.bucket, 'imports/acme/lost-commit.csv', rows.map((fields) => csvLine(fields)).join(''));
-    const jobId = await importObject('imports/acme/lost-commit.csv');
-    expect((await settled(jobId)).state).toBe('review_ready');
+    const jobId = await reviewedImport('imports/acme/lost-commit.csv', rows);
     // The run row held (KEY SHARE: the finalize may still update it), so the attempt stops right before it marks the
     // run finalized, where it locks the row FOR UPDATE.
     const holder = await env.pool.connect();
@@ -355,9 +357,7 @@ describe('what validation keeps', () => {
   it('validation keeps the object\'s ETag and a ledger of line ranges, not the rows; both go with their job', async () => {
     const rows = [HEADER, ...Array.from({ length: 25 }, (_, i) => rowFields(validRow(i + 1, 'DEL')))];
     rows.splice(10, 0, rowFields({ ...validRow(99, 'DEL'), price: 'free' }));
-    await upload(env.s3, env.bucket, 'imports/acme/deleted.csv', rows.map((fields) => csvLine(fields)).join(''));
-    const jobId = await importObject('imports/acme/deleted.csv');
-    expect((await settled(jobId)).state).toBe('review_ready');
+    const jobId = await reviewedImport('imports/acme/deleted.csv', rows);
     const run = (await getCsvImportRun(env.pool, jobId))!;
     expect(run.objectEtag).toMatch(/^"[0-9a-f]{32}"$/);
     expect(run.objectSize).toBeGreaterThan(0);
@@ -413,9 +413,7 @@ describe('what validation keeps', () => {
 describe('review', () => {
   it('reject ends the run without writing and discards its batch ledger; it cannot be finalized afterwards', async () => {
     const rows = [HEADER, ...Array.from({ length: 40 }, (_, i) => rowFields(validRow(i + 1, 'REJ')))];
-    await upload(env.s3, env.bucket, 'imports/acme/reject.csv', rows.map((fields) => csvLine(fields)).join(''));
-    const jobId = await importObject('imports/acme/reject.csv');
-    expect((await settled(jobId)).state).toBe('review_ready');
+    const jobId = await reviewedImport('imports/acme/reject.csv', rows);
     expect(await count('SELECT sum(row_count)::int AS n FROM csv_import_batches WHERE job_id = $1', [jobId])).toBe(40);
 
     const rejected = await rejectImport(env.pool, jobId);
@@ -428,9 +426,7 @@ describe('review', () => {
 
   it('a rejected run, requeued, validates the file again (and can then be finalized)', async () => {
     const rows = [HEADER, ...Array.from({ length: 30 }, (_, i) => rowFields(validRow(i + 1, 'RRQ')))];
-    await upload(env.s3, env.bucket, 'imports/acme/reject-requeue.csv', rows.map((fields) => csvLine(fields)).join(''));
-    const jobId = await importObject('imports/acme/reject-requeue.csv');
-    expect((await settled(jobId)).state).toBe('review_ready');
+    const jobId = await reviewedImport('imports/acme/reject-requeue.csv', rows);
     await rejectImport(env.pool, jobId);
     expect((await getCsvImportRun(env.pool, jobId))!.validatedAt).toBeNull();
 
@@ -445,9 +441,7 @@ describe('review', () => {
 
   it('finalize refuses to start when the batch records do not add up to what validation counted', async () => {
     const rows = [HEADER, ...Array.from({ length: 20 }, (_, i) => rowFields(validRow(i + 1, 'HALF')))];
-    await upload(env.s3, env.bucket, 'imports/acme/half.csv', rows.map((fields) => csvLine(fields)).join(''));
-    const jobId = await importObject('imports/acme/half.csv');
-    expect((await settled(jobId)).state).toBe('review_ready');
+    const jobId = await reviewedImport('imports/acme/half.csv', rows);
     await env.pool.query('DELETE FROM csv_import_batches WHERE job_id = $1', [jobId]);
     await finalizeImport(env.pool, jobId);
     const ended = await settled(jobId);
@@ -463,9 +457,7 @@ describe('review', () => {
         HEADER,
         ...Array.from({ length: 10 }, (_, i) => rowFields({ ...validRow(i + 1, 'LONGREF'), ...(i % 3 === 0 ? { category: 'A category name far too long' } : {}) })),
       ];
-      await upload(env.s3, env.bucket, 'imports/acme/long-ref.csv', rows.map((fields) => csvLine(fields)).join(''));
-      const jobId = await importObject('imports/acme/long-ref.csv');
-      expect((await settled(jobId)).state).toBe('review_ready');
+      const jobId = await reviewedImport('imports/acme/long-ref.csv', rows);
       await finalizeImport(env.pool, jobId);
       const ended = await settled(jobId);
       expect(ended).toMatchObject({ state: 'partial', result: expect.objectContaining({ valid: 10, inserted: 6, failedAtWrite: 4 }) });

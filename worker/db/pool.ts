@@ -22,6 +22,12 @@ export interface PoolOptions {
    * itself hangs (paused, or a network path that swallows packets): without this the caller would wait forever.
    */
   queryTimeoutMs?: number;
+  /**
+   * The server's bound on every statement (statement_timeout, ms). Set below queryTimeoutMs, the server ends a
+   * statement that is only slow (and the connection stays); the client's bound then catches only a server that does
+   * not answer at all.
+   */
+  statementTimeoutMs?: number;
   /** Told about connection failures and recoveries (the worker's DatabaseStatus). */
   status?: DatabaseStatusSink;
   /** Name of the pool in the status reports ("pool", "claim"). */
@@ -49,7 +55,11 @@ export function createPool(database: DatabaseTarget, options: PoolOptions = {}):
       // their leases to expire. With the check the server notices the closed connection at its next second and
       // ends the statement (POSTGRES_SESSION_SETTINGS). Behind a proxy the server's client is the proxy: a dead
       // worker is noticed only if the proxy then closes its connection to the server.
-      options: [POSTGRES_SESSION_SETTINGS, options.sessionOptions ?? ''].join(' ').trim(),
+      options: [
+        POSTGRES_SESSION_SETTINGS,
+        options.statementTimeoutMs === undefined ? '' : `-c statement_timeout=${options.statementTimeoutMs}`,
+        options.sessionOptions ?? '',
+      ].join(' ').trim(),
       connectionTimeoutMillis: 15_000,
       ...(options.queryTimeoutMs ? { query_timeout: options.queryTimeoutMs } : {}),
     } satisfies pg.PoolConfig),

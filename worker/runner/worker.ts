@@ -168,9 +168,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
         createPool(sessions.database, {
           max: 1,
           applicationName: 'bulk-import-lease',
-          // The server ends a statement that is only slow (a busy database) before the client gives up on it: the
-          // connection stays, and only a silent one is discarded.
-          sessionOptions: `-c statement_timeout=${timeoutMs - 1_000} ${stateNotificationOption(options.stateNotifications)}`,
+          sessionOptions: stateNotificationOption(options.stateNotifications),
+          // A busy database ends a slow statement itself and the connection stays; only a silent one is discarded.
+          statementTimeoutMs: timeoutMs - 1_000,
           queryTimeoutMs: timeoutMs,
           status: this.status,
           sessionName: 'lease',
@@ -214,7 +214,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.claimPool = createPool(sessions.database, {
         max: 1,
         applicationName: 'bulk-import-claim',
-        sessionOptions: `-c enable_bitmapscan=off -c enable_seqscan=off -c statement_timeout=${claimTimeoutMs - 2_000} ${stateNotificationOption(options.stateNotifications)}`,
+        sessionOptions: `-c enable_bitmapscan=off -c enable_seqscan=off ${stateNotificationOption(options.stateNotifications)}`,
+        statementTimeoutMs: claimTimeoutMs - 2_000,
         queryTimeoutMs: claimTimeoutMs,
         status: this.status,
         sessionName: 'claim',
@@ -247,6 +248,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private get claimDb(): Queryable {
     return this.claimPool ?? this.pool;
+  }
+
+  private get heartbeatDb(): Pool {
+    return this.heartbeatPool ?? this.pool;
   }
 
   private get outcomeDb(): Pool {
@@ -572,7 +577,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     ];
     const startedAt = Date.now();
     try {
-      const result = await extendLeases(this.heartbeatPool ?? this.pool, this.options.workerId, leases, this.options.leaseMs);
+      const result = await extendLeases(this.heartbeatDb, this.options.workerId, leases, this.options.leaseMs);
       this.status?.reportSuccess(startedAt);
       // The attempt this beat sent for each run: a claim may have taken a newer attempt of it meanwhile, whose lease holds.
       const sent = new Map(leases.map((lease) => [lease.jobId, lease.attempt]));

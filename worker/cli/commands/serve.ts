@@ -85,7 +85,7 @@ export async function startApiServer(options: Partial<ServeOptions> & { limits?:
   const pool = createPool(database, {
     max: config.databasePoolSize,
     applicationName: 'bulk-import-api',
-    sessionOptions: `-c statement_timeout=${STATEMENT_TIMEOUT_MS}`,
+    statementTimeoutMs: STATEMENT_TIMEOUT_MS,
     queryTimeoutMs: STATEMENT_TIMEOUT_MS + 5_000,
   });
   pool.on('error', (error) => log.warn({ err: error.message }, 'database connection lost'));

@@ -27,35 +27,37 @@ export interface AdminCookieOptions {
  * its cookie the request is simply not signed in; the sign-in page says why (duplicatedCookies).
  */
 export function readCookies(request: FastifyRequest): Map<string, string> {
-  const cookies = new Map<string, string>();
-  const seen = new Set<string>();
-  for (const part of (request.headers.cookie ?? '').split(';')) {
-    const index = part.indexOf('=');
-    if (index <= 0) continue;
-    const name = part.slice(0, index).trim();
-    const value = part.slice(index + 1).trim();
-    if (seen.has(name)) {
-      cookies.delete(name);
-      continue;
-    }
-    seen.add(name);
-    try {
-      cookies.set(name, decodeURIComponent(value));
-    } catch {
-      // not percent-encoded properly: not one of ours
-    }
-  }
+  const { cookies, duplicated } = parseCookies(request);
+  for (const name of duplicated) cookies.delete(name);
   return cookies;
 }
 
 /** Which of the admin cookies the request carries more than once (readCookies ignores those). */
 export function duplicatedCookies(request: FastifyRequest): string[] {
-  const counts = new Map<string, number>();
+  return [...parseCookies(request).duplicated].filter((name) => name === SESSION_COOKIE || name === SIGN_IN_COOKIE);
+}
+
+/** The Cookie header: the first value of each name (decoded), and the names it carries more than once. */
+function parseCookies(request: FastifyRequest): { cookies: Map<string, string>; duplicated: Set<string> } {
+  const cookies = new Map<string, string>();
+  const seen = new Set<string>();
+  const duplicated = new Set<string>();
   for (const part of (request.headers.cookie ?? '').split(';')) {
-    const name = part.slice(0, Math.max(0, part.indexOf('='))).trim();
-    if (name === SESSION_COOKIE || name === SIGN_IN_COOKIE) counts.set(name, (counts.get(name) ?? 0) + 1);
+    const index = part.indexOf('=');
+    if (index <= 0) continue;
+    const name = part.slice(0, index).trim();
+    if (seen.has(name)) {
+      duplicated.add(name);
+      continue;
+    }
+    seen.add(name);
+    try {
+      cookies.set(name, decodeURIComponent(part.slice(index + 1).trim()));
+    } catch {
+      // not percent-encoded properly: not one of ours
+    }
   }
-  return [...counts].filter(([, count]) => count > 1).map(([name]) => name);
+  return { cookies, duplicated };
 }
 
 /** True when the browser reached us over TLS: directly, or through a proxy or load balancer that says so. */
