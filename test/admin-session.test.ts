@@ -260,6 +260,38 @@ describe('admin page listings', () => {
     expect(asTenant).not.toContain('ip-10-0-1-23');
   });
 
+  it("shows a tenant no internal failure's message and no operator's name; an operator sees both", async () => {
+    const { rows } = await env.pool.query<{ id: number }>(
+      `INSERT INTO jobs (kind, tenant_id, state, attempts, finished_at, last_error)
+       VALUES ('noop', 'inside', 'failed', 1, now(), jsonb_build_object('code', 'ECONNREFUSED', 'message', 'connect ECONNREFUSED 10.0.3.17:5432',
+         'class', 'transient', 'attempt', 1, 'at', 'x', 'internal', true))
+       RETURNING id`,
+    );
+    const id = rows[0]!.id;
+    await env.pool.query(
+      `INSERT INTO job_actions (job_id, action, actor, by_operator, note, state_after) VALUES ($1, 'submitted', 'cli:alice', true, NULL, 'queued'),
+         ($1, 'resolved', 'ops-bob', true, 'seen', 'failed')`,
+      [id],
+    );
+    await env.pool.query(`UPDATE jobs SET resolved_at = now(), resolved_by = 'ops-bob', resolution_note = 'seen' WHERE id = $1`, [id]);
+    const { key: operatorKey } = await createApiKey(env.pool, { name: 'sees-inside', role: 'operator' });
+    const { key: tenantKey } = await createApiKey(env.pool, { name: 'sees-outside', role: 'tenant', tenantId: 'inside' });
+    const operatorCookie = (await signIn(operatorKey)).cookie;
+    const tenantCookie = (await signIn(tenantKey)).cookie;
+    const asOperator = await (await get(`/admin/runs/${id}`, { cookie: operatorCookie })).text();
+    const asTenant = await (await get(`/admin/runs/${id}`, { cookie: tenantCookie })).text();
+    expect(asOperator).toContain('10.0.3.17');
+    expect(asOperator).toContain('cli:alice');
+    expect(asOperator).toContain('ops-bob');
+    expect(asTenant).toContain('an internal error ended this attempt (ECONNREFUSED); the operators have its details');
+    for (const secret of ['10.0.3.17', 'cli:alice', 'ops-bob']) expect(asTenant).not.toContain(secret);
+    // The listing's last-error cell (its title) too.
+    const listedAsTenant = await (await get('/admin/runs?tenant=inside', { cookie: tenantCookie })).text();
+    expect(listedAsTenant).toContain(`/admin/runs/${id}`);
+    expect(listedAsTenant).not.toContain('10.0.3.17');
+    expect(await (await get('/admin/runs?tenant=inside', { cookie: operatorCookie })).text()).toContain('10.0.3.17');
+  });
+
   it('reads the first of a repeated query name, and names no notice it does not know', async () => {
     const { key } = await createApiKey(env.pool, { name: 'repeater', role: 'operator' });
     const submitted = await call(api, 'POST', '/v1/jobs', { key, body: { kind: 'noop', tenant: 'repeat', payload: {}, runAt: '2999-01-01T00:00:00Z' } });

@@ -358,22 +358,89 @@ describe('tenants and roles', () => {
     expect((await call(api, 'GET', `/v1/jobs/${other.id}`, { key: tenantB })).status).toBe(200);
   });
 
-  it("a tenant sees its run's last error without the worker it came from (an internal host); an operator sees it", async () => {
+  it("a tenant sees the error we wrote for its run, without the worker it came from (an internal host); an operator sees it", async () => {
     const { rows } = await env.pool.query<{ id: number }>(
       `INSERT INTO jobs (kind, tenant_id, state, attempts, finished_at, last_error)
        VALUES ('noop', 'ta', 'failed', 1, now(), jsonb_build_object('code', 'X', 'message', 'broke', 'class', 'permanent',
-         'attempt', 1, 'at', 'x', 'worker', 'ip-10-0-1-23.ec2.internal:1:abc123', 'stack', 'Error: broke
-    at secret.ts:1'))
+         'attempt', 1, 'at', 'x', 'worker', 'ip-10-0-1-23.ec2.internal:1:abc123'))
        RETURNING id`,
     );
     const id = rows[0]!.id;
     const expected = { code: 'X', message: 'broke', class: 'permanent', attempt: 1, at: 'x' };
+    const withWorker = { ...expected, worker: 'ip-10-0-1-23.ec2.internal:1:abc123' };
     expect((await call(api, 'GET', `/v1/jobs/${id}`, { key: tenantA })).body.lastError).toEqual(expected);
-    expect((await call(api, 'GET', `/v1/jobs/${id}`, { key: operator })).body.lastError).toEqual({ ...expected, worker: 'ip-10-0-1-23.ec2.internal:1:abc123' });
-    for (const key of [tenantA, operator]) {
-      const listed = (await call(api, 'GET', '/v1/jobs?tenant=ta&state=failed', { key })).body.jobs as Array<{ id: number; lastError: unknown }>;
-      expect(listed.find((job) => job.id === id)?.lastError).toEqual(expected);
+    expect((await call(api, 'GET', `/v1/jobs/${id}`, { key: operator })).body.lastError).toEqual(withWorker);
+    // Each listing asked for twice: the second answer comes from the renderings kept for that audience.
+    for (const [key, seen] of [[tenantA, expected], [operator, withWorker], [tenantA, expected]] as const) {
+      for (let time = 0; time < 2; time += 1) {
+        const listed = (await call(api, 'GET', '/v1/jobs?tenant=ta&state=failed', { key })).body.jobs as Array<{ id: number; lastError: unknown }>;
+        expect(listed.find((job) => job.id === id)?.lastError).toEqual(seen);
+      }
     }
+  });
+
+  it("an internal failure's message (a driver's, a bug's, the rescuer's) reaches operators only; a tenant reads a plain sentence", async () => {
+    // Made by toErrorRecord (internal), and two stored before it was: one with a stack, one by the rescuer.
+    const records = [
+      { code: 'ECONNREFUSED', message: 'connect ECONNREFUSED 10.0.3.17:5432', internal: true, stack: 'Error: connect\n    at x.ts:1' },
+      { code: '42P01', message: 'relation "billing_secrets" does not exist', stack: 'error: relation\n    at y.ts:1' },
+      { code: 'LEASE_EXPIRED', message: 'lease of worker ip-10-0-1-23.ec2.internal:1:abc expired at 2026-12-07 without a heartbeat' },
+    ];
+    const ids: number[] = [];
+    for (const record of records) {
+      const { rows } = await env.pool.query<{ id: number }>(
+        `INSERT INTO jobs (kind, tenant_id, state, attempts, finished_at, last_error)
+         VALUES ('noop', 'ta', 'dead', 1, now(), $1::jsonb || jsonb_build_object('class', 'transient', 'attempt', 1, 'at', 'x'))
+         RETURNING id`,
+        [record],
+      );
+      ids.push(rows[0]!.id);
+    }
+    const listed = (await call(api, 'GET', '/v1/jobs?tenant=ta&state=dead&limit=500', { key: tenantA })).body.jobs as Array<{ id: number; lastError: unknown }>;
+    for (const [i, record] of records.entries()) {
+      const plain = {
+        code: record.code, class: 'transient', attempt: 1, at: 'x', internal: true,
+        message: `an internal error ended this attempt (${record.code}); the operators have its details`,
+      };
+      expect((await call(api, 'GET', `/v1/jobs/${ids[i]}`, { key: tenantA })).body.lastError).toEqual(plain);
+      expect(listed.find((job) => job.id === ids[i])?.lastError).toEqual(plain);
+      expect((await call(api, 'GET', `/v1/jobs/${ids[i]}`, { key: operator })).body.lastError).toMatchObject({ code: record.code, message: record.message });
+    }
+    const stream = await openEvents(api, ids[0]!, tenantA);
+    try {
+      const snapshot = await stream.waitFor((event) => event.event === 'snapshot');
+      expect(JSON.stringify(snapshot.data)).not.toContain('10.0.3.17');
+      expect(snapshot.data.lastError).toMatchObject({ code: 'ECONNREFUSED', internal: true });
+    } finally {
+      stream.close();
+    }
+  });
+
+  it("a tenant sees its own key's actions by name and an operator's as \"operator\"; an operator sees every name", async () => {
+    const payload = { bucket: env.bucket, key: 'imports/ta/actors.csv', profile: 'products' };
+    await upload(payload.key);
+    const own = (await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'csv-import', payload, runAt: '2999-01-01T00:00:00Z' } })).body.job as { id: number };
+    expect((await call(api, 'POST', `/v1/jobs/${own.id}/cancel`, { key: operator, body: { note: 'stopped by ops' } })).status).toBe(200);
+    const asTenant = (await call(api, 'GET', `/v1/jobs/${own.id}`, { key: tenantA })).body;
+    expect(asTenant.startedBy).toBe('backend-a');
+    expect(asTenant.actions.map((action: { actor: string; note: string | null }) => [action.actor, action.note])).toEqual([
+      ['backend-a', null],
+      ['operator', 'stopped by ops'],
+    ]);
+    const asOperator = (await call(api, 'GET', `/v1/jobs/${own.id}`, { key: operator })).body;
+    expect(asOperator.actions.map((action: { actor: string }) => action.actor)).toEqual(['backend-a', 'ops']);
+
+    // Submitted from the operator CLI (cli:<user>), failed, resolved by an operator key.
+    const { id } = await runCliJson<{ id: number }>(env, ['enqueue', 'noop', '--tenant', 'ta', '--no-dedupe', '--json']);
+    await env.pool.query(`UPDATE jobs SET state = 'failed', finished_at = now() WHERE id = $1`, [id]);
+    expect((await call(api, 'POST', `/v1/jobs/${id}/resolve`, { key: operator, body: { note: 'known bad input' } })).status).toBe(200);
+    const resolvedAsTenant = (await call(api, 'GET', `/v1/jobs/${id}`, { key: tenantA })).body;
+    expect([resolvedAsTenant.startedBy, resolvedAsTenant.resolution.by]).toEqual(['operator', 'operator']);
+    expect(resolvedAsTenant.actions.map((action: { actor: string }) => action.actor)).toEqual(['operator', 'operator']);
+    expect(JSON.stringify(resolvedAsTenant)).not.toContain('cli:');
+    const resolvedAsOperator = (await call(api, 'GET', `/v1/jobs/${id}`, { key: operator })).body;
+    expect(resolvedAsOperator.startedBy).toMatch(/^cli:/);
+    expect(resolvedAsOperator.resolution.by).toBe('ops');
   });
 
   it('a tenant key submits CSV imports for its own tenant only, and no operator kinds', async () => {

@@ -11,7 +11,7 @@ import { useTestEnvironment } from './harness.js';
 import { makeKey, startTestApi } from './support/api-server.js';
 
 const env = useTestEnvironment();
-const render = (run: JobSummaryRow) => JSON.stringify(jobSummaryView(run));
+const render = (run: JobSummaryRow) => JSON.stringify(jobSummaryView(run, true));
 const text = (body: string | Buffer) => (typeof body === 'string' ? body : body.toString('utf8'));
 const compose = (runs: readonly string[], lastId: number | undefined) => `{"runs":[${runs.join(',')}],"last":${lastId ?? null}}`;
 /** The page as it is without any kept rendering. */

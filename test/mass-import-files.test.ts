@@ -37,7 +37,7 @@ const files: TreeFile[] = [
 const tree = useTreeBehindProxy(env, files);
 
 /** Enqueues a run and lets one real worker process run it to its end. */
-async function runImport(payload: Record<string, unknown> = {}) {
+async function runImport(payload: Record<string, unknown> = {}, workerEnv: Record<string, string> = {}) {
   const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix: PREFIX, ...payload } });
   const worker = spawnWorker(env, {
     args: ['--exit-when-idle'],
@@ -45,6 +45,7 @@ async function runImport(payload: Record<string, unknown> = {}) {
       ...tree.workerEnv(),
       MASS_IMPORT_CONCURRENCY: '4',
       LOG_LEVEL: 'warn',
+      ...workerEnv,
     },
   });
   tree.spawned.push(worker);
@@ -151,5 +152,13 @@ describe('mass-import of a tree', () => {
     expect(await itemsOf(env, job.id)).toEqual([]);
     expect(await documentsOf(env, keyPrefix)).toHaveLength(files.length);
     expect(await listObjects(env.s3, env.bucket, keyPrefix)).toHaveLength(files.length);
+  });
+
+  it("S3 refusing the whole run (no such bucket) fails it at once, its SDK message kept for operators only (internal)", async () => {
+    const job = await runImport({ prefix: 'refused-run' }, { S3_BUCKET: 'bucket-that-does-not-exist' });
+    expect(job.state, JSON.stringify(job.lastError)).toBe('failed');
+    expect(job.attempts).toBe(1);
+    expect(job.lastError).toMatchObject({ code: 'S3_NoSuchBucket', class: 'permanent', internal: true });
+    expect(job.lastError!.message).toContain('bucket-that-does-not-exist');
   });
 });

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { createApiKey } from '../worker/auth/api-keys.js';
 import { migrate, type LockRetry } from '../worker/db/migrate.js';
 import { claimJobs } from '../worker/queue/claim.js';
 import { enqueueJob, enqueueJobs } from '../worker/queue/enqueue.js';
+import { listJobActions } from '../worker/queue/job-actions.js';
 import { JOB_KIND_PATTERN } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
 import { runCli } from './support/cli-runner.js';
@@ -193,6 +195,29 @@ describe('migrations', () => {
     } finally {
       await role.drop();
     }
+  });
+
+  it("20261207060000 marks earlier actions of tenant keys as the tenant's and every other as an operator's", async () => {
+    expect(await revertThrough('20261207060000_job_actions_by_operator')).toEqual(['20261207060000_job_actions_by_operator']);
+    const { apiKey } = await createApiKey(env.pool, { name: 'migrated-tenant-key', role: 'tenant', tenantId: 'migrated' });
+    await createApiKey(env.pool, { name: 'migrated-operator-key', role: 'operator' });
+    const { rows } = await env.pool.query<{ id: number }>(`INSERT INTO jobs (kind, tenant_id) VALUES ('noop', 'migrated') RETURNING id`);
+    const jobId = rows[0]!.id;
+    await env.pool.query(
+      `INSERT INTO job_actions (job_id, action, actor) VALUES ($1, 'submitted', $2), ($1, 'canceled', 'migrated-operator-key'),
+         ($1, 'requeued', 'cli:alice')`,
+      [jobId, apiKey.name],
+    );
+    await migrate(env.databaseUrl);
+    expect((await listJobActions(env.pool, jobId)).map((action) => [action.actor, action.byOperator])).toEqual([
+      ['migrated-tenant-key', false],
+      ['migrated-operator-key', true],
+      ['cli:alice', true],
+    ]);
+    // An action recorded without it (by the previous release, during a deploy) reads as an operator's.
+    await env.pool.query(`INSERT INTO job_actions (job_id, action, actor) VALUES ($1, 'finalized', 'migrated-tenant-key')`, [jobId]);
+    expect((await listJobActions(env.pool, jobId)).at(-1)).toMatchObject({ action: 'finalized', byOperator: true });
+    await env.pool.query('DELETE FROM jobs WHERE id = $1', [jobId]);
   });
 
   it('never holds the queue behind a migration waiting for a lock: it gives up the wait, lets claims pass, tries again', async () => {

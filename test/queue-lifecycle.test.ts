@@ -122,6 +122,25 @@ describe('failures, backoff and the dead-letter state', () => {
     });
     expect(typeof dead.lastError!.worker).toBe('string');
     expect(new Date(dead.lastError!.at).getTime()).toBeGreaterThan(Date.now() - 60_000);
+    // Our own message, written for the run's owner: not marked internal (a tenant reads it as it is).
+    expect(dead.lastError).not.toHaveProperty('internal');
+  });
+
+  it("marks an error that is not a JobError (a driver's, a bug's) internal, with its stack", async () => {
+    const refused: JobHandler<unknown> = {
+      kind: 'raw-failure',
+      description: 'fails as a driver does',
+      parsePayload: () => ({}),
+      run: () => Promise.reject(Object.assign(new Error('relation "billing_secrets" does not exist'), { code: '42P01' })),
+    };
+    start(testWorker(env, [refused]));
+    const { job } = await enqueueJob(env.pool, { kind: 'raw-failure', maxAttempts: 1 });
+    const failed = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.state === 'failed' ? current : undefined;
+    });
+    expect(failed.lastError).toMatchObject({ code: '42P01', message: 'relation "billing_secrets" does not exist', internal: true });
+    expect(failed.lastError!.stack).toContain('Error: relation "billing_secrets"');
   });
 
   it('fails a permanent error at once, without a retry', async () => {
@@ -189,7 +208,7 @@ describe('rescue, retention, cancel and requeue', () => {
     expect(await requireJob(env.pool, retry.id)).toMatchObject({ state: 'queued', leaseOwner: null, attempts: 1 });
     const dead = await requireJob(env.pool, last.id);
     expect(dead.state).toBe('dead');
-    expect(dead.lastError).toMatchObject({ code: 'LEASE_EXPIRED', class: 'transient', attempt: 1, worker: 'crashed' });
+    expect(dead.lastError).toMatchObject({ code: 'LEASE_EXPIRED', class: 'transient', attempt: 1, worker: 'crashed', internal: true });
   });
 
   it('deletes only finished runs older than the retention, in batches', async () => {

@@ -76,7 +76,7 @@ export async function requireVisibleJob(db: Queryable, actor: Actor, id: number)
 function record(db: Queryable, actor: Actor, action: JobAction, jobs: Array<Pick<JobRow, 'id'> & { state: JobRow['state'] | null }>, note: string | null) {
   return recordJobActions(
     db,
-    jobs.map((job) => ({ jobId: job.id, action, actor: actor.name, note, stateAfter: job.state })),
+    jobs.map((job) => ({ jobId: job.id, action, actor: actor.name, byOperator: actor.tenantId === null, note, stateAfter: job.state })),
   );
 }
 

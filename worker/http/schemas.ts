@@ -52,6 +52,7 @@ const summaryProperties = {
       attempt: { type: 'integer' },
       at: { type: 'string' },
       worker: { type: 'string' },
+      internal: { type: 'boolean', description: "an internal failure's message: shown to operator keys only, tenant keys get a plain sentence" },
       context: anyObject,
     },
   }),
@@ -68,7 +69,7 @@ export const ACTION_SCHEMA = {
   type: 'object',
   properties: {
     action: { type: 'string', enum: [...JOB_ACTIONS] },
-    actor: { type: 'string' },
+    actor: { type: 'string', description: 'an API key name or cli:<user>; to a tenant key, "operator" for an operator\'s action' },
     note: nullable({ type: 'string' }),
     stateAfter: nullable({ type: 'string' }),
     at: dateTime,
@@ -88,7 +89,7 @@ export const JOB_SCHEMA = {
     cancelRequested: { type: 'boolean' },
     outage: nullable({ type: 'object', properties: { dependency: { type: 'string' }, since: dateTime } }),
     resolution: nullable({ type: 'object', properties: { by: { type: 'string' }, note: { type: 'string' }, at: dateTime } }),
-    startedBy: nullable({ type: 'string', description: 'the actor (API key name or cli:<user>) that submitted the run' }),
+    startedBy: nullable({ type: 'string', description: 'the actor (API key name or cli:<user>) that submitted the run; to a tenant key, "operator" for an operator' }),
     actions: { type: 'array', items: { $ref: 'JobAction#' } },
     estimate: nullable({
       type: 'object',

@@ -3,7 +3,8 @@
 import { progressCounts, sensibleEta } from '../cli/progress-rate.js';
 import type { JobActionRecord, Resolution } from '../queue/job-actions.js';
 import type { JobSummaryRow } from '../queue/operator.js';
-import type { JobRow } from '../queue/types.js';
+import type { JobErrorRecord, JobRow } from '../queue/types.js';
+import { LEASE_EXPIRED_CODE } from '../queue/errors.js';
 import { isoTime } from './iso-time.js';
 
 const iso = (date: Date | null | undefined): string | null => (date ? isoTime(date) : null);
@@ -58,18 +59,45 @@ export function progressView(job: Pick<JobRow, 'progress' | 'startedAt' | 'state
   };
 }
 
-/**
- * The last error as callers see it: code, message, class, attempt, time and context. The stack stays in the logs and
- * `bulk-import show`; the worker that failed (host:pid, an internal address on Fargate) only for operators, in a
- * run's own record (listings and event streams are the same for every caller).
- */
-function lastErrorView(job: Pick<JobRow, 'lastError'>, withWorker = false) {
-  if (!job.lastError) return null;
-  const { stack: _stack, worker, ...error } = job.lastError;
-  return withWorker && worker !== undefined ? { ...error, worker } : error;
+/** What a tenant sees in place of an operator's name (an API key's, a `cli:<user>` account's). */
+export const OPERATOR_ACTOR = 'operator';
+
+/** Whether a recorded error's message is an internal failure's (JobErrorRecord.internal), records from before it included. */
+export function isInternalError(error: JobErrorRecord): boolean {
+  return error.internal === true || error.stack !== undefined || error.code === LEASE_EXPIRED_CODE;
 }
 
-export function jobSummaryView(job: JobSummaryRow) {
+/** What a tenant reads in place of an internal failure's message. */
+export function internalErrorMessage(code: string): string {
+  return `an internal error ended this attempt (${code}); the operators have its details`;
+}
+
+/**
+ * The last error as a caller sees it: code, message, class, attempt, time and context; the stack stays in the logs and
+ * `bulk-import show`. An operator (a key or session that sees every tenant) sees it whole and which worker failed
+ * (host:pid, an internal address on Fargate). A tenant sees neither, and for an internal failure (a driver's or the
+ * SDK's message may name hosts, addresses, tables) a plain sentence with its code in place of the message.
+ */
+export function lastErrorView(error: JobErrorRecord | null, operator: boolean) {
+  if (!error) return null;
+  const { stack: _stack, worker, ...shown } = error;
+  if (operator) return worker !== undefined ? { ...shown, worker } : shown;
+  return isInternalError(error) ? { ...shown, internal: true, message: internalErrorMessage(error.code) } : shown;
+}
+
+/** Who submitted the run (its `submitted` action's actor) as the caller may see it; null when no action says. */
+export function submitterView(actions: JobActionRecord[], operator: boolean): string | null {
+  const submitted = actions.find((action) => action.action === 'submitted');
+  return submitted ? actorView(submitted, operator) : null;
+}
+
+/** An actor's name as the caller may see it: a tenant sees an operator's action as {@link OPERATOR_ACTOR}. */
+export function actorView(action: Pick<JobActionRecord, 'actor' | 'byOperator'>, operator: boolean): string {
+  return operator || !action.byOperator ? action.actor : OPERATOR_ACTOR;
+}
+
+/** `operator`: the caller sees every tenant (an operator key or session); a tenant's view leaves out what is internal. */
+export function jobSummaryView(job: JobSummaryRow, operator: boolean) {
   return {
     id: job.id,
     kind: job.kind,
@@ -78,7 +106,7 @@ export function jobSummaryView(job: JobSummaryRow) {
     attempts: job.attempts,
     maxAttempts: job.maxAttempts,
     progress: progressView(job),
-    lastError: lastErrorView(job),
+    lastError: lastErrorView(job.lastError, operator),
     createdAt: iso(job.createdAt)!,
     startedAt: iso(job.startedAt),
     finishedAt: iso(job.finishedAt),
@@ -86,16 +114,15 @@ export function jobSummaryView(job: JobSummaryRow) {
   };
 }
 
-export function actionView(action: JobActionRecord) {
-  return { action: action.action, actor: action.actor, note: action.note, stateAfter: action.stateAfter, at: iso(action.at)! };
+export function actionView(action: JobActionRecord, operator: boolean) {
+  return { action: action.action, actor: actorView(action, operator), note: action.note, stateAfter: action.stateAfter, at: iso(action.at)! };
 }
 
-/** `operator`: the caller sees every tenant (an operator key), so it also sees which worker the last error came from. */
-export function jobDetailView(job: JobRow, extra: { resolution?: Resolution | null; actions?: JobActionRecord[] } = {}, operator = false) {
+/** A run's own record; `operator` as for {@link jobSummaryView} (a tenant sees no operator's name either). */
+export function jobDetailView(job: JobRow, extra: { resolution?: Resolution | null; actions?: JobActionRecord[] }, operator: boolean) {
   const actions = extra.actions ?? [];
   return {
-    ...jobSummaryView(job),
-    lastError: lastErrorView(job, operator),
+    ...jobSummaryView(job, operator),
     priority: job.priority,
     dedupeKey: job.dedupeKey,
     payload: job.payload,
@@ -103,8 +130,9 @@ export function jobDetailView(job: JobRow, extra: { resolution?: Resolution | nu
     runAt: iso(job.runAt)!,
     cancelRequested: job.cancelRequestedAt !== null,
     outage: job.outageDependency && job.outageStartedAt ? { dependency: job.outageDependency, since: iso(job.outageStartedAt)! } : null,
-    resolution: extra.resolution ? { by: extra.resolution.by, note: extra.resolution.note, at: iso(extra.resolution.at)! } : null,
-    startedBy: actions.find((action) => action.action === 'submitted')?.actor ?? null,
-    actions: actions.map(actionView),
+    // Only operators resolve runs (routes/actions.ts, the admin page, the CLI).
+    resolution: extra.resolution ? { by: operator ? extra.resolution.by : OPERATOR_ACTOR, note: extra.resolution.note, at: iso(extra.resolution.at)! } : null,
+    startedBy: submitterView(actions, operator),
+    actions: actions.map((action) => actionView(action, operator)),
   };
 }

@@ -4,31 +4,44 @@ import type { ErrorClass, JobErrorRecord } from './types.js';
 
 /** Base for errors a handler throws on purpose: carries a code and the context an operator needs. */
 export class JobError extends Error {
+  /** The message quotes a dependency's own (an SDK's, naming an account or a role): recorded as internal (views.ts). */
+  readonly internal: boolean;
+
   constructor(
     message: string,
     readonly errorClass: ErrorClass,
     readonly code: string,
     readonly context: Record<string, unknown> = {},
-    options?: { cause?: unknown },
+    options?: JobErrorOptions,
   ) {
     super(message, options);
     this.name = errorClass === 'permanent' ? 'PermanentJobError' : 'TransientJobError';
+    this.internal = options?.internal ?? false;
   }
+}
+
+export interface JobErrorOptions {
+  cause?: unknown;
+  /** See JobError.internal. */
+  internal?: boolean;
 }
 
 /** Retrying cannot help: bad payload, missing mount, over a ceiling. The run ends `failed` at once. */
 export class PermanentJobError extends JobError {
-  constructor(message: string, code = 'PERMANENT', context: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+  constructor(message: string, code = 'PERMANENT', context: Record<string, unknown> = {}, options?: JobErrorOptions) {
     super(message, 'permanent', code, context, options);
   }
 }
 
 /** Retrying later may help. The run goes back to `queued` after a backoff, or `dead` when attempts are used up. */
 export class TransientJobError extends JobError {
-  constructor(message: string, code = 'TRANSIENT', context: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+  constructor(message: string, code = 'TRANSIENT', context: Record<string, unknown> = {}, options?: JobErrorOptions) {
     super(message, 'transient', code, context, options);
   }
 }
+
+/** The code of the error the rescuer records for a run whose worker stopped heartbeating (maintenance.ts). */
+export const LEASE_EXPIRED_CODE = 'LEASE_EXPIRED';
 
 // SQLSTATEs worth a retry: serialization failure, deadlock, connection exceptions (class 08), admin shutdown and
 // crash recovery (57P0x), too many connections, lock timeout, query canceled by statement timeout.
@@ -98,6 +111,7 @@ export function toErrorRecord(error: unknown, attempt: number, workerId?: string
     at: new Date().toISOString(),
   };
   if (workerId) record.worker = workerId;
+  if (!(error instanceof JobError) || error.internal) record.internal = true;
   const context = error instanceof JobError ? error.context : undefined;
   if (context && Object.keys(context).length > 0) record.context = boundValue(context) as Record<string, unknown>;
   if (typeof e.stack === 'string' && !(error instanceof JobError)) {

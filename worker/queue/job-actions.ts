@@ -14,6 +14,8 @@ export interface JobActionEntry {
   action: JobAction;
   /** An API key's name, or `cli:<user>` for the operator CLI. */
   actor: string;
+  /** Taken by an operator (the CLI, an operator key or session), not by the run's tenant: a tenant sees "operator". */
+  byOperator: boolean;
   note: string | null;
   stateAfter: JobState | null;
 }
@@ -40,14 +42,15 @@ export interface RunRecord {
 export async function recordJobActions(db: Queryable, entries: JobActionEntry[]): Promise<void> {
   if (entries.length === 0) return;
   await db.query(
-    `INSERT INTO job_actions (job_id, action, actor, note, state_after)
-     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])`,
+    `INSERT INTO job_actions (job_id, action, actor, note, state_after, by_operator)
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[])`,
     [
       entries.map((entry) => entry.jobId),
       entries.map((entry) => entry.action),
       entries.map((entry) => entry.actor),
       entries.map((entry) => entry.note),
       entries.map((entry) => entry.stateAfter),
+      entries.map((entry) => entry.byOperator),
     ],
   );
 }
@@ -58,6 +61,8 @@ function toAction(row: Record<string, unknown>): JobActionRecord {
     jobId: Number(row.job_id),
     action: row.action as JobAction,
     actor: row.actor as string,
+    // Null: recorded by the previous release during a deploy (migration 20261207060000); read as an operator's.
+    byOperator: row.by_operator !== false,
     note: (row.note as string | null) ?? null,
     stateAfter: (row.state_after as JobState | null) ?? null,
     at: row.at instanceof Date ? row.at : new Date(row.at as string),
@@ -66,7 +71,7 @@ function toAction(row: Record<string, unknown>): JobActionRecord {
 
 export async function listJobActions(db: Queryable, jobId: number): Promise<JobActionRecord[]> {
   const { rows } = await db.query(
-    `SELECT * FROM (SELECT id, job_id, action, actor, note, state_after, at FROM job_actions WHERE job_id = $1
+    `SELECT * FROM (SELECT id, job_id, action, actor, by_operator, note, state_after, at FROM job_actions WHERE job_id = $1
      ORDER BY id DESC LIMIT ${MAX_ACTIONS_SHOWN}) newest ORDER BY id`,
     [jobId],
   );
@@ -84,7 +89,7 @@ export async function getRunRecord(db: Queryable, id: number, tenantId: string |
     name: 'bulk-import-run-record',
     text: `SELECT ${JOB_COLUMNS}, resolved_at, resolved_by, resolution_note,
        (SELECT coalesce(json_agg(a ORDER BY a.id), '[]') FROM (
-          SELECT id, job_id, action, actor, note, state_after, at FROM job_actions WHERE job_id = jobs.id
+          SELECT id, job_id, action, actor, by_operator, note, state_after, at FROM job_actions WHERE job_id = jobs.id
           ORDER BY id DESC LIMIT ${MAX_ACTIONS_SHOWN}) a) AS actions
      FROM jobs WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)`,
     values: [id, tenantId],
@@ -96,17 +101,6 @@ export async function getRunRecord(db: Queryable, id: number, tenantId: string |
     resolution: row.resolved_at ? { at: row.resolved_at as Date, by: row.resolved_by as string, note: row.resolution_note as string } : null,
     actions: (row.actions as Array<Record<string, unknown>>).map(toAction),
   };
-}
-
-/** Who submitted each run (the actor of its `submitted` action), for listings. */
-export async function submittersOf(db: Queryable, jobIds: number[]): Promise<Map<number, string>> {
-  if (jobIds.length === 0) return new Map();
-  const { rows } = await db.query<{ job_id: number; actor: string }>(
-    `SELECT DISTINCT ON (job_id) job_id, actor FROM job_actions WHERE job_id = ANY($1::bigint[]) AND action = 'submitted'
-     ORDER BY job_id, id`,
-    [jobIds],
-  );
-  return new Map(rows.map((row) => [Number(row.job_id), row.actor]));
 }
 
 export interface JobStatusRow {

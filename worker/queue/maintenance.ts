@@ -2,6 +2,7 @@
 import type { QueryConfig } from 'pg';
 import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
 import { JOBS_READY_CHANNEL } from './channels.js';
+import { LEASE_EXPIRED_CODE } from './errors.js';
 import { TERMINAL_STATES } from './types.js';
 
 export interface RescueResult {
@@ -40,9 +41,9 @@ export async function rescueExpiredLeases(db: Queryable, batchSize = 1000, timeo
          last_error = jsonb_build_object(
            'message', format('lease of worker %s expired at %s without a heartbeat (worker crashed, froze or lost the database)',
                              jobs.lease_owner, jobs.lease_expires_at),
-           'code', 'LEASE_EXPIRED', 'class', 'transient', 'attempt', jobs.attempts,
+           'code', '${LEASE_EXPIRED_CODE}', 'class', 'transient', 'attempt', jobs.attempts,
            'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-           'worker', jobs.lease_owner, 'context', jobs.last_error -> 'context'),
+           'worker', jobs.lease_owner, 'internal', true, 'context', jobs.last_error -> 'context'),
          lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
        FROM expired WHERE jobs.id = expired.id
        RETURNING jobs.id, jobs.state, jobs.kind

@@ -42,6 +42,12 @@ export interface JobErrorRecord {
   context?: Record<string, unknown>;
   /** First lines of the stack, for bugs. */
   stack?: string;
+  /**
+   * The message is not one of ours written for the run's owner (a JobError's) but an internal failure's: the driver's,
+   * the SDK's, a bug's, the rescuer's naming a worker. It may name hosts, addresses or tables, so a tenant sees a plain
+   * sentence in its place (http/views.ts). Records stored before this field: those with a stack, and LEASE_EXPIRED.
+   */
+  internal?: boolean;
 }
 
 export interface JobRow {

@@ -48,7 +48,7 @@ export function registerDeadRoutes(app: FastifyInstance, deps: ApiDependencies):
       });
       const last = jobs[jobs.length - 1];
       return {
-        jobs: jobs.map(jobSummaryView),
+        jobs: jobs.map((job) => jobSummaryView(job, true)),
         next: jobs.length === limit && last?.finishedAt ? encodeCursor({ at: last.finishedAt.toISOString(), id: last.id }) : null,
       };
     },
@@ -105,7 +105,7 @@ export function registerDeadRoutes(app: FastifyInstance, deps: ApiDependencies):
       });
       request.log.info({ count: replayed.length, skipped: skipped.length, actor: request.apiKey?.name }, 'dead runs replayed');
       return {
-        replayed: replayed.map(jobSummaryView),
+        replayed: replayed.map((job) => jobSummaryView(job, true)),
         skipped: skipped.map((run) => ({ id: run.id, kind: run.kind, tenant: run.tenantId, dedupeKey: run.dedupeKey, heldBy: run.heldBy })),
       };
     },

@@ -258,7 +258,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       } else {
         hub.noteSnapshot(jobId, job);
         lastSent = subscription.sinceSeq;
-        raw.write(frame(`${subscription.token}.${subscription.sinceSeq}`, 'snapshot', jobSummaryView(job)));
+        raw.write(frame(`${subscription.token}.${subscription.sinceSeq}`, 'snapshot', jobSummaryView(job, actorOf(request).tenantId === null)));
       }
       live = true;
       for (const event of pending) send(event);

@@ -92,7 +92,8 @@ async function csvUploadSize(deps: ApiDependencies, log: FastifyBaseLogger, body
 
 export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): void {
   // Each run's summary is rendered once per version of its row (summary-renderings.ts).
-  const summaries = new SummaryRenderings();
+  // A tenant's rendering of a run leaves out what an operator's shows (views.ts): each audience keeps its own.
+  const summaries = { operator: new SummaryRenderings(), tenant: new SummaryRenderings() };
   // The kinds' throughput behind queued and running runs' estimates, read at most once a second.
   const throughput = new ThroughputCache(deps.pool);
   app.get<{ Querystring: ListQuery }>(
@@ -116,7 +117,8 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
       const before = query.cursor ? (decodeCursor(query.cursor, { id: 'integer' }).id as number) : undefined;
       // The summaries are JSON already, written with the schema the page's own serializer uses for them.
       const summaryJson = reply.compileSerializationSchema(JOB_SUMMARY_SCHEMA);
-      const page = await summaries.page(
+      const operator = scope === null;
+      const page = await summaries[operator ? 'operator' : 'tenant'].page(
         deps.pool,
         {
           states: query.state,
@@ -127,7 +129,7 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
           beforeId: before,
           limit: query.limit,
         },
-        (run) => summaryJson(jobSummaryView(run)),
+        (run) => summaryJson(jobSummaryView(run, operator)),
         (runs, lastId) => {
           const next = runs.length === query.limit && lastId !== undefined ? JSON.stringify(encodeCursor({ id: lastId })) : 'null';
           return `{"jobs":[${runs.join(',')}],"next":${next}}`;

@@ -102,7 +102,7 @@ function toItemFailure(error: unknown, item: PendingItem, context: ItemImportCon
         bucket: context.bucket,
         key: item.objectKey,
         file: item.relativePath,
-      });
+      }, { internal: true });
     }
     const { errorClass, code } = classifyError(error);
     const retryable = errorClass === 'transient' || (e.name !== undefined && CORRUPTED_IN_TRANSIT.has(e.name));

@@ -4,7 +4,7 @@ import { MASS_IMPORT_KIND } from '../../../handlers/kinds.js';
 import { getCsvImportRun } from '../../../imports/csv/run-record.js';
 import type { RunRecord } from '../../../queue/job-actions.js';
 import type { ApiDependencies } from '../../server.js';
-import { progressView } from '../../views.js';
+import { actorView, lastErrorView, OPERATOR_ACTOR, progressView, submitterView } from '../../views.js';
 import { formatCount, formatDuration, runDuration, timeCell } from '../format.js';
 import { html, type Html } from '../html.js';
 import { isOperator, page, type Viewer } from '../layout.js';
@@ -41,9 +41,10 @@ export function liveProgress(record: RunRecord): Html {
 }
 
 function lastError(record: RunRecord, viewer: Viewer): Html | string {
-  const error = record.job.lastError;
+  // As the API shows it (views.ts): whole to an operator, less its stack; to a tenant without the worker and, for an
+  // internal failure, a plain sentence in place of the message.
+  const error = lastErrorView(record.job.lastError, isOperator(viewer));
   if (!error) return '';
-  // The stack stays in the logs and `bulk-import show`, as in the API.
   return html`<section aria-labelledby="error-heading"><h2 id="error-heading">Last error</h2>
 <dl class="record">
   <dt>Code</dt><dd><code>${error.code}</code></dd>
@@ -51,12 +52,12 @@ function lastError(record: RunRecord, viewer: Viewer): Html | string {
   <dt>Message</dt><dd>${error.message}</dd>
   <dt>Attempt</dt><dd>${error.attempt}</dd>
   <dt>At</dt><dd>${error.at}</dd>
-  ${error.worker && isOperator(viewer) ? html`<dt>Worker</dt><dd>${error.worker}</dd>` : ''}
+  ${'worker' in error && error.worker !== undefined ? html`<dt>Worker</dt><dd>${error.worker}</dd>` : ''}
   ${error.context ? html`<dt>Context</dt><dd><pre>${json(error.context)}</pre></dd>` : ''}
 </dl></section>`;
 }
 
-function history(record: RunRecord): Html {
+function history(record: RunRecord, viewer: Viewer): Html {
   return html`<section aria-labelledby="history-heading"><h2 id="history-heading">History of actions</h2>
 ${
   record.actions.length === 0
@@ -64,7 +65,7 @@ ${
     : html`<div class="table-wrap"><table>
   <thead><tr><th scope="col">At</th><th scope="col">Action</th><th scope="col">By</th><th scope="col">State after</th><th scope="col">Note</th></tr></thead>
   <tbody>${record.actions.map(
-    (action) => html`<tr><td>${timeCell(action.at)}</td><td>${action.action}</td><td>${action.actor}</td><td>${action.stateAfter ?? '—'}</td><td>${action.note ?? ''}</td></tr>`,
+    (action) => html`<tr><td>${timeCell(action.at)}</td><td>${action.action}</td><td>${actorView(action, isOperator(viewer))}</td><td>${action.stateAfter ?? '—'}</td><td>${action.note ?? ''}</td></tr>`,
   )}</tbody></table></div>`
 }</section>`;
 }
@@ -74,7 +75,7 @@ export async function runDetailPage(deps: ApiDependencies, viewer: Viewer, id: n
   const { job } = record;
   const csvRun = CSV_KINDS.has(job.kind) ? await getCsvImportRun(deps.pool, job.id) : null;
   const notice = done !== undefined && Object.hasOwn(NOTICES, done) ? NOTICES[done] : undefined;
-  const submitter = record.actions.find((action) => action.action === 'submitted')?.actor ?? null;
+  const submitter = submitterView(record.actions, isOperator(viewer));
   const body = html`${runHeading(record, '')}
 ${notice ? html`<div class="notice" role="status">${notice}</div>` : ''}
 ${actionLinks(record, viewer)}
@@ -103,7 +104,7 @@ ${lastError(record, viewer)}
   <dt>Duration</dt><dd>${runDuration(job.startedAt, job.finishedAt)}</dd>
   <dt>Updated</dt><dd>${timeCell(job.updatedAt)}</dd>
   ${job.outageDependency && job.outageStartedAt ? html`<dt>Waiting out</dt><dd>${job.outageDependency} outage since ${timeCell(job.outageStartedAt)}</dd>` : ''}
-  ${record.resolution ? html`<dt>Resolved</dt><dd>${timeCell(record.resolution.at)} by ${record.resolution.by}: ${record.resolution.note}</dd>` : ''}
+  ${record.resolution ? html`<dt>Resolved</dt><dd>${timeCell(record.resolution.at)} by ${isOperator(viewer) ? record.resolution.by : OPERATOR_ACTOR}: ${record.resolution.note}</dd>` : ''}
 </dl></section>
 <section aria-labelledby="result-heading"><h2 id="result-heading">Result</h2>
 ${job.result ? html`<pre data-result>${json(job.result)}</pre>` : html`<p class="muted">No result yet.</p>`}
@@ -111,6 +112,6 @@ ${job.result ? html`<pre data-result>${json(job.result)}</pre>` : html`<p class=
 ${job.progress ? html`<h2>Progress as reported</h2><pre>${json(job.progress)}</pre>` : ''}
 </section>
 </div>
-${history(record)}`;
+${history(record, viewer)}`;
   return page({ title: `Run ${job.id}`, viewer, body, section: 'runs' });
 }

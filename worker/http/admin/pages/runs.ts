@@ -4,7 +4,7 @@ import { listJobsPage, type JobSummaryRow } from '../../../queue/operator.js';
 import { countJobsByState } from '../../../queue/stats.js';
 import { JOB_KIND_PATTERN, JOB_STATES, type JobState } from '../../../queue/types.js';
 import type { ApiDependencies } from '../../server.js';
-import { progressView } from '../../views.js';
+import { lastErrorView, progressView } from '../../views.js';
 import { formatCount, runDuration, timeCell } from '../format.js';
 import { html, withQuery, type Html } from '../html.js';
 import { errorBox, isOperator, page, stateBadge, type Viewer } from '../layout.js';
@@ -84,7 +84,8 @@ function progressCell(job: JobSummaryRow): Html | string {
   return html`<progress max="100" value="${view.percent}" aria-label="run ${job.id} progress">${view.percent} %</progress> ${view.percent} %<br><span class="muted">${counts}</span>`;
 }
 
-function runRow(job: JobSummaryRow): Html {
+function runRow(job: JobSummaryRow, operator: boolean): Html {
+  const error = lastErrorView(job.lastError, operator);
   return html`<tr>
     <td class="num"><a href="/admin/runs/${job.id}">${job.id}</a></td>
     <td>${stateBadge(job.state)}</td>
@@ -95,7 +96,7 @@ function runRow(job: JobSummaryRow): Html {
     <td class="num">${runDuration(job.startedAt, job.finishedAt)}</td>
     <td>${progressCell(job)}</td>
     <td class="num">${job.attempts} / ${job.maxAttempts}</td>
-    <td>${job.lastError ? html`<span title="${job.lastError.message}">${job.lastError.code}</span>` : ''}</td>
+    <td>${error ? html`<span title="${error.message}">${error.code}</span>` : ''}</td>
   </tr>`;
 }
 
@@ -152,7 +153,7 @@ ${errorBox(problems.join('; '))}
     <th scope="col">Started</th><th scope="col">Finished</th><th scope="col" class="num">Duration</th><th scope="col">Progress</th>
     <th scope="col" class="num">Attempts</th><th scope="col">Last error</th>
   </tr></thead>
-  <tbody>${jobs.map(runRow)}</tbody>
+  <tbody>${jobs.map((job) => runRow(job, scope === null))}</tbody>
 </table>
 </div>
 <nav class="pager" aria-label="Pages">
