@@ -290,6 +290,20 @@ describe('admin page listings', () => {
     expect(listedAsTenant).toContain(`/admin/runs/${id}`);
     expect(listedAsTenant).not.toContain('10.0.3.17');
     expect(await (await get('/admin/runs?tenant=inside', { cookie: operatorCookie })).text()).toContain('10.0.3.17');
+    // A mass import's failed file: S3's own text on its files page.
+    const massImport = await env.pool.query<{ id: number }>(
+      "INSERT INTO jobs (kind, tenant_id, state, finished_at) VALUES ('mass-import', 'inside', 'partial', now()) RETURNING id",
+    );
+    await env.pool.query(
+      `INSERT INTO import_items (job_id, item_no, relative_path, size_bytes, state, error_code, error_message, error_class, tries)
+       VALUES ($1, 0, 'a.pdf', 1, 'failed', 'S3_KMS.DisabledException', 'KMS key arn:aws:kms:eu-west-1:123456789012:key/abcd is disabled', 'permanent', 3)`,
+      [massImport.rows[0]!.id],
+    );
+    const files = (cookie: string) => get(`/admin/runs/${massImport.rows[0]!.id}/files`, { cookie }).then((response) => response.text());
+    expect(await files(operatorCookie)).toContain('123456789012');
+    const filesAsTenant = await files(tenantCookie);
+    expect(filesAsTenant).toContain('S3 did not store this file (S3_KMS.DisabledException)');
+    expect(filesAsTenant).not.toContain('123456789012');
   });
 
   it('reads the first of a repeated query name, and names no notice it does not know', async () => {

@@ -239,7 +239,7 @@ describe('backfill with concurrent writers', () => {
     const job = await runToEnd({ name: 'items-failing', batchSize: 1_000, parallelism: 1 });
 
     expect(job.state).toBe('failed');
-    expect(job.lastError).toMatchObject({ code: 'BACKFILL_COMPUTE_FAILED', context: { backfill: 'items-failing', key: 2500 } });
+    expect(job.lastError).toMatchObject({ code: 'BACKFILL_COMPUTE_FAILED', internal: true, context: { backfill: 'items-failing', key: 2500 } });
     expect(job.lastError?.message).toContain('poisoned name');
     const { rows } = await env.pool.query(
       'SELECT count(*) FILTER (WHERE name_key IS NOT NULL)::int AS filled, min(id) FILTER (WHERE name_key IS NULL)::int AS first_missing FROM backfill_items',

@@ -366,7 +366,7 @@ describe('tenants and roles', () => {
        RETURNING id`,
     );
     const id = rows[0]!.id;
-    const expected = { code: 'X', message: 'broke', class: 'permanent', attempt: 1, at: 'x' };
+    const expected = { code: 'X', message: 'broke', class: 'permanent', attempt: 1, at: 'x', internal: false };
     const withWorker = { ...expected, worker: 'ip-10-0-1-23.ec2.internal:1:abc123' };
     expect((await call(api, 'GET', `/v1/jobs/${id}`, { key: tenantA })).body.lastError).toEqual(expected);
     expect((await call(api, 'GET', `/v1/jobs/${id}`, { key: operator })).body.lastError).toEqual(withWorker);
@@ -414,6 +414,35 @@ describe('tenants and roles', () => {
     } finally {
       stream.close();
     }
+  });
+
+  it("a mass import's failed files: S3's own text and another tenant's document reach operators only", async () => {
+    const { rows } = await env.pool.query<{ id: number }>(
+      "INSERT INTO jobs (kind, tenant_id, state, finished_at) VALUES ('mass-import', 'ta', 'partial', now()) RETURNING id",
+    );
+    const id = rows[0]!.id;
+    const sdkText = 'S3 400 KMS.DisabledException: arn:aws:kms:eu-west-1:123456789012:key/abcd is disabled.';
+    const otherText = 'the key k already belongs to document 77 of another tenant (created 2026-01-01 by job 12); …';
+    await env.pool.query(
+      `INSERT INTO import_items (job_id, item_no, relative_path, size_bytes, state, error_code, error_message, error_class, tries)
+       VALUES ($1, 0, 'a.pdf', 1, 'failed', 'S3_KMS.DisabledException', $2, 'permanent', 3),
+              ($1, 1, 'b.pdf', 1, 'failed', 'KEY_OF_OTHER_TENANT', $3, 'permanent', 1),
+              ($1, 2, 'c.pdf', 1, 'failed', 'UNREADABLE', 'c.pdf cannot be read (EACCES)', 'permanent', 1)`,
+      [id, sdkText, otherText],
+    );
+    const messages = async (key: string, route: string) =>
+      ((await call(api, 'GET', `/v1/jobs/${id}/${route}`, { key })).body[route] as Array<{ errorMessage: string }>).map((item) => item.errorMessage);
+    for (const route of ['items', 'errors']) {
+      expect(await messages(operator, route)).toEqual([sdkText, otherText, 'c.pdf cannot be read (EACCES)']);
+      expect(await messages(tenantA, route)).toEqual([
+        'S3 did not store this file (S3_KMS.DisabledException); the operators have the details',
+        "this file's key is taken by another tenant's document: the file was not imported; the operators have the details",
+        'c.pdf cannot be read (EACCES)',
+      ]);
+    }
+    const csv = await (await fetch(`${api.url}/v1/jobs/${id}/errors?format=csv`, { headers: { authorization: `Bearer ${tenantA}` } })).text();
+    expect(csv).toContain('S3_KMS.DisabledException');
+    for (const secret of ['123456789012', 'document 77']) expect(csv).not.toContain(secret);
   });
 
   it("a tenant sees its own key's actions by name and an operator's as \"operator\"; an operator sees every name", async () => {

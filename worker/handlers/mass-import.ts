@@ -287,5 +287,5 @@ export const massImportHandler: JobHandler<MassImportPayload> = {
       })),
     };
   },
-  exportErrorsCsv: (db, jobId, out) => writeFailedItemsCsv(db, jobId, out),
+  exportErrorsCsv: (db, jobId, out, reader) => writeFailedItemsCsv(db, jobId, out, reader),
 };

@@ -85,8 +85,16 @@ export interface JobHandler<P = unknown> {
   maxAttempts?: number;
   /** Lists the run's failed items or rows (for kinds that have them), newest first, paged. */
   listErrors?(db: Queryable, jobId: number, page: { limit: number; offset: number }): Promise<RunErrors>;
-  /** Writes every failed row or item as CSV (original columns + row number + errors); returns how many rows. */
-  exportErrorsCsv?(db: Queryable, jobId: number, out: NodeJS.WritableStream): Promise<number>;
+  /**
+   * Writes every failed row or item as CSV (original columns + row number + errors); returns how many rows. `reader`:
+   * an operator (the CLI, an operator key) or the run's tenant, who reads no dependency's own text (visible-errors.ts).
+   */
+  exportErrorsCsv?(db: Queryable, jobId: number, out: NodeJS.WritableStream, reader: ErrorsReader): Promise<number>;
+}
+
+/** Who reads an export of a run's errors. */
+export interface ErrorsReader {
+  operator: boolean;
 }
 
 /** A handler of any payload type, for lists of handlers. */

@@ -4,7 +4,7 @@ import { progressCounts, sensibleEta } from '../cli/progress-rate.js';
 import type { JobActionRecord, Resolution } from '../queue/job-actions.js';
 import type { JobSummaryRow } from '../queue/operator.js';
 import type { JobErrorRecord, JobRow } from '../queue/types.js';
-import { LEASE_EXPIRED_CODE } from '../queue/errors.js';
+import { internalErrorMessage, isInternalError } from '../queue/visible-errors.js';
 import { isoTime } from './iso-time.js';
 
 const iso = (date: Date | null | undefined): string | null => (date ? isoTime(date) : null);
@@ -62,16 +62,6 @@ export function progressView(job: Pick<JobRow, 'progress' | 'startedAt' | 'state
 /** What a tenant sees in place of an operator's name (an API key's, a `cli:<user>` account's). */
 export const OPERATOR_ACTOR = 'operator';
 
-/** Whether a recorded error's message is an internal failure's (JobErrorRecord.internal), records from before it included. */
-export function isInternalError(error: JobErrorRecord): boolean {
-  return error.internal === true || error.stack !== undefined || error.code === LEASE_EXPIRED_CODE;
-}
-
-/** What a tenant reads in place of an internal failure's message. */
-export function internalErrorMessage(code: string): string {
-  return `an internal error ended this attempt (${code}); the operators have its details`;
-}
-
 /**
  * The last error as a caller sees it: code, message, class, attempt, time and context; the stack stays in the logs and
  * `bulk-import show`. An operator (a key or session that sees every tenant) sees it whole and which worker failed
@@ -81,8 +71,9 @@ export function internalErrorMessage(code: string): string {
 export function lastErrorView(error: JobErrorRecord | null, operator: boolean) {
   if (!error) return null;
   const { stack: _stack, worker, ...shown } = error;
-  if (operator) return worker !== undefined ? { ...shown, worker } : shown;
-  return isInternalError(error) ? { ...shown, internal: true, message: internalErrorMessage(error.code) } : shown;
+  const internal = isInternalError(error);
+  if (operator) return worker !== undefined ? { ...shown, internal, worker } : { ...shown, internal };
+  return internal ? { ...shown, internal, message: internalErrorMessage(error.code) } : { ...shown, internal };
 }
 
 /** Who submitted the run (its `submitted` action's actor) as the caller may see it; null when no action says. */

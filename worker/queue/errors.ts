@@ -4,7 +4,7 @@ import type { ErrorClass, JobErrorRecord } from './types.js';
 
 /** Base for errors a handler throws on purpose: carries a code and the context an operator needs. */
 export class JobError extends Error {
-  /** The message quotes a dependency's own (an SDK's, naming an account or a role): recorded as internal (views.ts). */
+  /** The message quotes a dependency's own (an SDK's, naming an account or a role): recorded as internal (visible-errors.ts). */
   readonly internal: boolean;
 
   constructor(
@@ -42,6 +42,9 @@ export class TransientJobError extends JobError {
 
 /** The code of the error the rescuer records for a run whose worker stopped heartbeating (maintenance.ts). */
 export const LEASE_EXPIRED_CODE = 'LEASE_EXPIRED';
+
+/** The code of a mass import's file whose key holds another tenant's document (item-outcome-batcher.ts). */
+export const KEY_OF_OTHER_TENANT_CODE = 'KEY_OF_OTHER_TENANT';
 
 // SQLSTATEs worth a retry: serialization failure, deadlock, connection exceptions (class 08), admin shutdown and
 // crash recovery (57P0x), too many connections, lock timeout, query canceled by statement timeout.
@@ -111,7 +114,7 @@ export function toErrorRecord(error: unknown, attempt: number, workerId?: string
     at: new Date().toISOString(),
   };
   if (workerId) record.worker = workerId;
-  if (!(error instanceof JobError) || error.internal) record.internal = true;
+  record.internal = !(error instanceof JobError) || error.internal;
   const context = error instanceof JobError ? error.context : undefined;
   if (context && Object.keys(context).length > 0) record.context = boundValue(context) as Record<string, unknown>;
   if (typeof e.stack === 'string' && !(error instanceof JobError)) {

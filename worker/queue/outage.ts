@@ -10,7 +10,7 @@
 //     53300 (too many connections), and pg's own connection failures (refused, terminated, connect timeout). The
 //     runner records these only once the database answers again (worker.ts retries the write).
 // Everything else keeps the ordinary rules (errors.ts): permanent → failed, transient → retry counting attempts.
-import { JobError, TransientJobError, TRANSIENT_NODE_CODES } from './errors.js';
+import { JobError, TransientJobError, TRANSIENT_NODE_CODES, type JobErrorOptions } from './errors.js';
 import { isConnectionError } from '../db/database-status.js';
 
 export type Dependency = 's3' | 'database';
@@ -46,7 +46,7 @@ export class DependencyOutageError extends TransientJobError {
     readonly progressed: boolean,
     code = dependency === 's3' ? 'S3_UNAVAILABLE' : 'DATABASE_UNAVAILABLE',
     context: Record<string, unknown> = {},
-    options?: { cause?: unknown },
+    options?: JobErrorOptions,
   ) {
     super(message, code, { dependency, ...context }, options);
     this.name = 'DependencyOutageError';

@@ -45,7 +45,7 @@ export interface JobErrorRecord {
   /**
    * The message is not one of ours written for the run's owner (a JobError's) but an internal failure's: the driver's,
    * the SDK's, a bug's, the rescuer's naming a worker. It may name hosts, addresses or tables, so a tenant sees a plain
-   * sentence in its place (http/views.ts). Records stored before this field: those with a stack, and LEASE_EXPIRED.
+   * sentence in its place (queue/visible-errors.ts). Absent from records stored before it (judged there by their shape).
    */
   internal?: boolean;
 }

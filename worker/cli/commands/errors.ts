@@ -39,7 +39,8 @@ export function registerErrorsCommand(program: Command): void {
         if (options.csv) {
           if (!handler?.exportErrorsCsv) throw new Error(`job ${jobId} is a ${job.kind} run: that kind has no failed-row export`);
           const out = options.output ? createWriteStream(options.output) : process.stdout;
-          const rows = await handler.exportErrorsCsv(pool, jobId, out);
+          // The CLI is the operators' tool: S3's own text included.
+          const rows = await handler.exportErrorsCsv(pool, jobId, out, { operator: true });
           if (options.output) {
             out.end();
             await finished(out);

@@ -11,6 +11,7 @@ import { CSV_FINALIZE_KIND, CSV_IMPORT_KIND, MASS_IMPORT_KIND } from '../../hand
 import { pageOfRowErrors } from '../../imports/csv/row-errors.js';
 import { getCsvImportRun } from '../../imports/csv/run-record.js';
 import { ITEM_STATES, listItemsAfter, type ItemRow, type ItemState } from '../../imports/mass-import/items-table.js';
+import { itemErrorMessage } from '../../queue/visible-errors.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { CLIENT_CLOSED_REQUEST, whenClientGone } from '../client-gone.js';
 import { ApiError } from '../errors.js';
@@ -62,7 +63,8 @@ class ExportSink extends EventEmitter {
 
 const EXPORT_CHUNK_CHARS = 64 * 1024;
 
-function itemView(item: ItemRow) {
+/** `operator`: the caller sees every tenant; a tenant reads S3's own text as a plain sentence (visible-errors.ts). */
+function itemView(item: ItemRow, operator: boolean) {
   return {
     itemNo: item.itemNo,
     path: item.relativePath,
@@ -71,7 +73,7 @@ function itemView(item: ItemRow) {
     objectKey: item.objectKey,
     sha256: item.sha256,
     errorCode: item.errorCode,
-    errorMessage: item.errorMessage,
+    errorMessage: itemErrorMessage(item.errorCode, item.errorMessage, operator),
     errorClass: item.errorClass,
     tries: item.tries,
     updatedAt: item.updatedAt.toISOString(),
@@ -117,7 +119,7 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
           request.log.info({ jobId: job.id, statusCode: CLIENT_CLOSED_REQUEST }, 'errors export not started: the client left');
           return reply.code(CLIENT_CLOSED_REQUEST).send();
         }
-        const export_ = handler.exportErrorsCsv(deps.pool, job.id, sink as unknown as NodeJS.WritableStream);
+        const export_ = handler.exportErrorsCsv(deps.pool, job.id, sink as unknown as NodeJS.WritableStream, { operator: actorOf(request).tenantId === null });
         export_.then(
           (rows) => {
             request.log.info({ jobId: job.id, rows }, 'errors exported');
@@ -149,7 +151,7 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
         const after = cursor ? (decodeCursor(cursor, { item: 'int32' }).item as number) : -1;
         const items = await listItemsAfter(deps.pool, job.id, { states: ['failed'], afterItemNo: after, limit });
         const last = items[items.length - 1];
-        return { kind: job.kind, errors: items.map(itemView), next: items.length === limit && last ? encodeCursor({ item: last.itemNo }) : null };
+        return { kind: job.kind, errors: items.map((item) => itemView(item, actorOf(request).tenantId === null)), next: items.length === limit && last ? encodeCursor({ item: last.itemNo }) : null };
       }
       return { kind: job.kind, errors: [], next: null };
     },
@@ -187,7 +189,7 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
       const after = cursor ? (decodeCursor(cursor, { item: 'int32' }).item as number) : -1;
       const items = await listItemsAfter(deps.pool, job.id, { states: state, afterItemNo: after, limit });
       const last = items[items.length - 1];
-      return { items: items.map(itemView), next: items.length === limit && last ? encodeCursor({ item: last.itemNo }) : null };
+      return { items: items.map((item) => itemView(item, actorOf(request).tenantId === null)), next: items.length === limit && last ? encodeCursor({ item: last.itemNo }) : null };
     },
   );
 }

@@ -22,7 +22,8 @@ export interface DryRunReport {
   /** Already imported with different content: a real run fails these items (changed-content policy). */
   changed: { files: number; sample: Array<{ path: string; documentId: number }> };
   /** Their key holds another tenant's document: a real run fails these items (KEY_OF_OTHER_TENANT). */
-  otherTenant: { files: number; sample: Array<{ path: string; documentId: number }> };
+  /** A tenant reads its run's result: the sample names this run's keys, never the other tenant's document. */
+  otherTenant: { files: number; sample: Array<{ path: string; key: string }> };
   /** Entries a real run records as failed items. */
   unsafe: { count: number; sample: Array<{ path: string; code: string; reason: string }> };
   ceiling: { ok: boolean; violations: Array<Pick<CeilingViolation, 'limit' | 'allowed' | 'measured' | 'message'>> };
@@ -68,7 +69,7 @@ export async function inspectPlan(
       const foreign = existing.otherTenants.get(item.objectKey!);
       if (foreign) {
         report.otherTenant.files += 1;
-        if (report.otherTenant.sample.length < SAMPLE) report.otherTenant.sample.push({ path: item.relativePath, documentId: foreign.id });
+        if (report.otherTenant.sample.length < SAMPLE) report.otherTenant.sample.push({ path: item.relativePath, key: item.objectKey! });
         continue;
       }
       const document = existing.own.get(item.objectKey!);

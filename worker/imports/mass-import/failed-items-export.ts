@@ -5,6 +5,8 @@
 import { once } from 'node:events';
 import type { Queryable } from '../../db/pool.js';
 import { escapeFormula } from '../csv/formula-escape.js';
+import type { ErrorsReader } from '../../handlers/types.js';
+import { itemErrorMessage } from '../../queue/visible-errors.js';
 import { listItemsAfter } from './items-table.js';
 
 const PAGE = 1_000;
@@ -20,7 +22,7 @@ async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
   if (!out.write(text)) await once(out as NodeJS.EventEmitter, 'drain');
 }
 
-export async function writeFailedItemsCsv(db: Queryable, jobId: number, out: NodeJS.WritableStream): Promise<number> {
+export async function writeFailedItemsCsv(db: Queryable, jobId: number, out: NodeJS.WritableStream, reader: ErrorsReader): Promise<number> {
   await write(out, `${HEADER.join(',')}\r\n`);
   let written = 0;
   // Keyset pages in plan order (never OFFSET, which rereads every earlier row: the last page of a million failures
@@ -28,7 +30,8 @@ export async function writeFailedItemsCsv(db: Queryable, jobId: number, out: Nod
   for (let afterItemNo = -1; ; ) {
     const items = await listItemsAfter(db, jobId, { states: ['failed'], afterItemNo, limit: PAGE });
     for (const item of items) {
-      const fields = [item.itemNo, item.relativePath, item.size, item.errorCode, item.errorMessage, item.tries, item.sha256];
+      const message = itemErrorMessage(item.errorCode, item.errorMessage, reader.operator);
+      const fields = [item.itemNo, item.relativePath, item.size, item.errorCode, message, item.tries, item.sha256];
       await write(out, `${fields.map(csvField).join(',')}\r\n`);
     }
     written += items.length;

@@ -4,6 +4,7 @@
 // argument of file-transfer.ts holds; a busy run just makes one commit (one WAL flush) per batch instead of per file.
 import { withTransaction, type Pool, type Queryable } from '../../db/pool.js';
 import type { ErrorClass } from '../../queue/types.js';
+import { KEY_OF_OTHER_TENANT_CODE } from '../../queue/errors.js';
 import { findDocumentsByKeys, insertDocuments, type DocumentRow } from './documents.js';
 import { recordItemOutcomes, type ItemOutcomeRecord, type PendingItem } from './items-table.js';
 import type { ItemOutcome } from './import-progress.js';
@@ -130,9 +131,9 @@ export class ItemOutcomeBatcher {
           return { outcome: 'failed', bytes: item.size, sizeDelta: 0, errorClass: outcome.errorClass, code: outcome.code };
         }
         if (outcome.kind === 'other-tenant') {
-          const error = { code: 'KEY_OF_OTHER_TENANT', message: otherTenantMessage(item, outcome.document, false), errorClass: 'permanent' as const };
+          const error = { code: KEY_OF_OTHER_TENANT_CODE, message: otherTenantMessage(item, outcome.document, false), errorClass: 'permanent' as const };
           records.push({ ...base, state: 'failed', size: item.size, sha256: null, documentId: null, error });
-          return { outcome: 'failed', bytes: item.size, sizeDelta: 0, errorClass: 'permanent', code: 'KEY_OF_OTHER_TENANT' };
+          return { outcome: 'failed', bytes: item.size, sizeDelta: 0, errorClass: 'permanent', code: KEY_OF_OTHER_TENANT_CODE };
         }
         const sizeDelta = outcome.size - item.size;
         if (outcome.kind === 'changed') {
@@ -152,9 +153,9 @@ export class ItemOutcomeBatcher {
         const otherTenant = others?.otherTenants.get(item.objectKey);
         if (otherTenant) {
           // Never a skip, even with the same bytes: the row is another tenant's document, not this run's.
-          const error = { code: 'KEY_OF_OTHER_TENANT', message: otherTenantMessage(item, otherTenant, true), errorClass: 'permanent' as const };
+          const error = { code: KEY_OF_OTHER_TENANT_CODE, message: otherTenantMessage(item, otherTenant, true), errorClass: 'permanent' as const };
           records.push({ ...base, state: 'failed', size: outcome.size, sha256: outcome.sha256, documentId: null, error });
-          return { outcome: 'failed', bytes: outcome.size, sizeDelta, errorClass: 'permanent', code: 'KEY_OF_OTHER_TENANT' };
+          return { outcome: 'failed', bytes: outcome.size, sizeDelta, errorClass: 'permanent', code: KEY_OF_OTHER_TENANT_CODE };
         }
         const other = others!.own.get(item.objectKey)!;
         if (other.sha256 === outcome.sha256) {

@@ -68,6 +68,8 @@ export class S3OutageWatch {
       this.worked,
       'S3_UNAVAILABLE',
       { bucket: this.bucket, heldFiles: this.held.length, lastCode: last?.code },
+      // It quotes S3's own message of the last file held.
+      { internal: true },
     );
   }
 

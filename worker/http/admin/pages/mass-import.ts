@@ -2,21 +2,22 @@
 // the failed files with their reasons, paged by item number (keyset, like GET /v1/jobs/{id}/items).
 import { MASS_IMPORT_KIND } from '../../../handlers/kinds.js';
 import { itemTotals, listItemsAfter, type ItemRow } from '../../../imports/mass-import/items-table.js';
+import { itemErrorMessage } from '../../../queue/visible-errors.js';
 import type { ApiDependencies } from '../../server.js';
 import { formatBytes, formatCount, timeCell } from '../format.js';
 import { html, withQuery, type Html } from '../html.js';
-import { page, type Viewer } from '../layout.js';
+import { isOperator, page, type Viewer } from '../layout.js';
 import { actionLinks, runHeading, visibleRunRecord } from './run-parts.js';
 
 export const FAILED_FILES_PER_PAGE = 50;
 
-function failedRow(item: ItemRow): Html {
+function failedRow(item: ItemRow, operator: boolean): Html {
   return html`<tr>
     <td class="num">${item.itemNo}</td>
     <td><code>${item.relativePath}</code></td>
     <td class="num">${formatBytes(item.size)}</td>
     <td><code>${item.errorCode ?? '—'}</code></td>
-    <td>${item.errorMessage ?? ''}</td>
+    <td>${itemErrorMessage(item.errorCode, item.errorMessage, operator) ?? ''}</td>
     <td>${item.errorClass ?? '—'}</td>
     <td class="num">${item.tries}</td>
     <td>${timeCell(item.updatedAt)}</td>
@@ -54,7 +55,7 @@ ${actionLinks(record, viewer)}
 ${totals.failed ? html`<p><a class="button secondary" href="/v1/jobs/${job.id}/errors?format=csv" download="job-${job.id}-errors.csv">Download failed files as CSV</a></p>` : ''}
 <div class="table-wrap"><table aria-describedby="failed-files">
   <thead><tr><th scope="col" class="num">Item</th><th scope="col">Path</th><th scope="col" class="num">Size</th><th scope="col">Code</th><th scope="col">Reason</th><th scope="col">Class</th><th scope="col" class="num">Tries</th><th scope="col">At</th></tr></thead>
-  <tbody>${failed.length ? failed.map(failedRow) : html`<tr><td colspan="8">No failed files${after >= 0 ? ' after this one' : ''}.</td></tr>`}</tbody>
+  <tbody>${failed.length ? failed.map((item) => failedRow(item, isOperator(viewer))) : html`<tr><td colspan="8">No failed files${after >= 0 ? ' after this one' : ''}.</td></tr>`}</tbody>
 </table></div>
 <nav class="pager" aria-label="Pages of failed files">
   ${after >= 0 ? html`<a href="/admin/runs/${job.id}/files#failed-files">First page</a>` : ''}

@@ -1,0 +1,33 @@
+// What a tenant may read of a failure. A message we wrote for the run's owner (a JobError's) is shown as it is; one
+// that quotes a dependency — the driver's, the AWS SDK's, a bug's, the rescuer's naming a worker — may name hosts,
+// addresses, tables, accounts or roles, so a tenant reads a plain sentence with its code in its place. Operators read
+// everything. Used by the API's views, the admin pages and the failed-files export.
+import { KEY_OF_OTHER_TENANT_CODE, LEASE_EXPIRED_CODE } from './errors.js';
+import type { JobErrorRecord } from './types.js';
+
+/**
+ * Whether a run's recorded error is an internal failure's. Records since JobErrorRecord.internal carry the answer;
+ * older ones are judged by what only internal failures have: a stack (errors that are not JobErrors), the rescuer's
+ * LEASE_EXPIRED, and the S3 codes (a run-level refusal or an outage, whose messages quote the SDK).
+ */
+export function isInternalError(error: Pick<JobErrorRecord, 'internal' | 'stack' | 'code'>): boolean {
+  if (error.internal !== undefined) return error.internal === true;
+  return error.stack !== undefined || error.code === LEASE_EXPIRED_CODE || error.code.startsWith('S3_') || error.code === 'DEPENDENCY_OUTAGE';
+}
+
+/** What a tenant reads in place of an internal failure's message. */
+export function internalErrorMessage(code: string): string {
+  return `an internal error ended this attempt (${code}); the operators have its details`;
+}
+
+/**
+ * A failed file's message (mass import) as the caller may read it. Operators read it whole. The S3 codes (`S3_<name>`)
+ * carry S3's own text, which may name a KMS key, a role or an endpoint, and KEY_OF_OTHER_TENANT names the other
+ * tenant's document, its run and when it was made: a tenant reads a plain sentence for those. Every other item code is
+ * ours (CONTENT_CHANGED, UNREADABLE, KEY_TOO_LONG …) and says what happened to the tenant's own file.
+ */
+export function itemErrorMessage(code: string | null, message: string | null, operator: boolean): string | null {
+  if (operator || code === null) return message;
+  if (code === KEY_OF_OTHER_TENANT_CODE) return "this file's key is taken by another tenant's document: the file was not imported; the operators have the details";
+  return code.startsWith('S3_') ? `S3 did not store this file (${code}); the operators have the details` : message;
+}
