@@ -175,9 +175,11 @@ describe('references', () => {
         "INSERT INTO categories (tenant_id, name) VALUES ($1, 'Contested') RETURNING id",
         [TENANT],
       );
+      const otherPid = (await other.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
       await finalizeImport(env.pool, jobId);
-      // Finalize waits on the uncommitted row (the unique index), it neither fails nor inserts a second one.
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      // Finalize waits on the uncommitted row (the unique index), it neither fails nor inserts a second one: once a
+      // session of the worker is seen blocked by this transaction, nothing of the batch may be written.
+      await waitFor(async () => (await count('SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [otherPid])) > 0, 60_000);
       expect((await requireJob(env.pool, jobId)).state).toBe('running');
       expect(await count("SELECT count(*)::int AS n FROM products WHERE sku LIKE 'RACE-%'")).toBe(0);
       await other.query('COMMIT');

@@ -20,8 +20,11 @@ afterEach(async () => {
   await env.pool.query('DELETE FROM jobs');
 });
 
-/** A one-connection pool through a silencing proxy, its connection open and then silenced; `null`: no pool timeout. */
-async function silencedPool(queryTimeoutMs: number | null = 500): Promise<Pool> {
+/**
+ * A one-connection pool through a silencing proxy, its connection open and then silenced; `null`: no pool timeout.
+ * The timeout also bounds the statements on the new connection after it: long enough for a busy machine.
+ */
+async function silencedPool(queryTimeoutMs: number | null = 1_500): Promise<Pool> {
   const proxy = await startSilencingProxy(env.databaseUrl);
   const pool = createPool(proxy.url, { max: 1, ...(queryTimeoutMs === null ? {} : { queryTimeoutMs }) });
   pool.on('error', () => {});
@@ -46,7 +49,7 @@ describe('a pooled connection that goes silent', () => {
        VALUES ('noop', 'running', 1, 'gone', now() - interval '1 minute', now()) RETURNING id`,
     );
     await expect(rescueExpiredLeases(pool, 1000, 500)).rejects.toThrow(/Query read timeout/);
-    expect((await rescueExpiredLeases(pool, 1000, 500)).requeued).toEqual([rows[0]!.id]);
+    expect((await rescueExpiredLeases(pool, 1000, 10_000)).requeued).toEqual([rows[0]!.id]);
   });
 
   it('a claim with tenant ceilings (a transaction of its own) likewise', async () => {

@@ -228,7 +228,10 @@ describe('mass-import stopping', () => {
       // suite loads both cores (a full run once needed more than 30 s here); the request timeout above stays longer
       // still, so only the run itself can end the stalled uploads.
       await waitFor(async () => allStalledClosed() || (await failureWaiting()), 90_000, 20);
-      await new Promise((resolve) => setTimeout(resolve, 200)); // let the connections' close events land
+      // The runner ended the uploads before it went to record the failure; their close events may still be on their
+      // way through the front. A run that left an upload open would hold it for the 600 s request timeout: waited for
+      // while the failure's write is still held, up to 10 s, then the open ones are named.
+      await waitFor(async () => allStalledClosed(), 10_000, 20).catch(() => undefined);
       expect(
         front.stalled.filter((request) => !request.closed).map((request) => request.key),
         'uploads were still under way when the runner went to record the failure',

@@ -134,11 +134,12 @@ describe('watch', () => {
     const id = await plantRunning('mass-import', { done: 10, total: 100, phase: 'importing' });
     const watching = spawnCli(env, ['watch', String(id), '--interval', '200']);
     await watching.waitForOutput(/10\/100/);
+    // Each value once the watcher has shown the one before, however slow the machine: it sees every value.
     for (const done of [30, 50, 70]) {
-      await new Promise((resolve) => setTimeout(resolve, 450));
+      await new Promise((resolve) => setTimeout(resolve, 300));
       await env.pool.query(`UPDATE jobs SET progress = jsonb_build_object('done', $2::int, 'total', 100, 'phase', 'importing') WHERE id = $1`, [id, done]);
+      await watching.waitForOutput(new RegExp(`${done}/100`));
     }
-    await new Promise((resolve) => setTimeout(resolve, 450));
     await env.pool.query(
       `UPDATE jobs SET state = 'succeeded', lease_owner = NULL, lease_expires_at = NULL, finished_at = now(),
          progress = '{"done": 100, "total": 100}' WHERE id = $1`,
@@ -148,12 +149,12 @@ describe('watch', () => {
     expect(result.code).toBe(0);
     const lines = result.stdout.trim().split('\n');
     expect(lines[0]).toMatch(new RegExp(`job ${id}  mass-import  running  10/100 \\(10%\\)  importing  rate -  eta -$`));
-    // Later lines carry a measured rate (about 20 items per 450 ms) and an ETA.
+    // Later lines carry a measured rate (20 items in at least 300 ms: at most about 67/s) and an ETA.
     const withRate = lines.filter((line) => /rate \d+(\.\d)?\/s {2}eta \S+$/.test(line));
     expect(withRate.length).toBeGreaterThanOrEqual(2);
     const rate = Number(/rate (\d+(?:\.\d)?)\/s/.exec(withRate.at(-1)!)![1]);
-    expect(rate).toBeGreaterThan(10);
-    expect(rate).toBeLessThan(200);
+    expect(rate).toBeGreaterThan(0);
+    expect(rate).toBeLessThan(100);
     expect(lines.at(-1)).toMatch(new RegExp(`job ${id} mass-import succeeded after`));
   });
 

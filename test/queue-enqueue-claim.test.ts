@@ -5,6 +5,7 @@ import { enqueueJob, enqueueJobs } from '../worker/queue/enqueue.js';
 import { completeJobs } from '../worker/queue/finish.js';
 import { PermanentJobError } from '../worker/queue/errors.js';
 import { useTestEnvironment } from './harness.js';
+import { waitFor } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
 
@@ -87,8 +88,12 @@ describe('enqueue with an idempotency key', () => {
       await listener.query('LISTEN bulk_import_jobs_ready');
       await enqueueJob(env.pool, { kind: 'noop' });
       await enqueueJob(env.pool, { kind: 'noop', runAt: new Date(Date.now() + 3_600_000) });
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      expect(received).toEqual(['bulk_import_jobs_ready:noop']);
+      // A due job of another kind last: notifications arrive in commit order, so once its own has come, the job for
+      // later would have been heard before it, had it sent one.
+      await enqueueJob(env.pool, { kind: 'noop-marker' });
+      await waitFor(async () => received.includes('bulk_import_jobs_ready:noop-marker'));
+      expect(received).toEqual(['bulk_import_jobs_ready:noop', 'bulk_import_jobs_ready:noop-marker']);
+      await env.pool.query("DELETE FROM jobs WHERE kind = 'noop-marker'");
       await listener.query('UNLISTEN *');
     } finally {
       listener.release();
