@@ -477,6 +477,27 @@ describe('review', () => {
     }
   });
 
+  it("a row the products table refuses is a row error naming the constraint, without Postgres's copy of the stored row", async () => {
+    await env.pool.query('ALTER TABLE products ADD CONSTRAINT test_short_product_names CHECK (length(name) < 30)');
+    try {
+      const rows = [HEADER, ...Array.from({ length: 6 }, (_, i) => rowFields({ ...validRow(i + 1, 'LONGNAME'), ...(i === 2 ? { name: 'A product name far too long for the table' } : {}) }))];
+      const jobId = await reviewedImport('imports/acme/long-name.csv', rows);
+      await finalizeImport(env.pool, jobId);
+      const ended = await settled(jobId);
+      expect(ended).toMatchObject({ state: 'partial', result: expect.objectContaining({ inserted: 5, failedAtWrite: 1 }) });
+      const { rows: errors } = await env.pool.query<{ errors: Array<{ rule: string; message: string }> }>(
+        "SELECT errors FROM csv_import_row_errors WHERE job_id = $1 AND phase = 'finalize'",
+        [jobId],
+      );
+      expect(errors).toHaveLength(1);
+      expect(errors[0]!.errors[0]).toMatchObject({ rule: 'database' });
+      expect(errors[0]!.errors[0]!.message).toMatch(/the database refused the row: .*test_short_product_names/);
+      expect(errors[0]!.errors[0]!.message).not.toContain('Failing row contains');
+    } finally {
+      await env.pool.query('ALTER TABLE products DROP CONSTRAINT test_short_product_names');
+    }
+  });
+
   it('a run reads only the configured bucket, and only its own tenant\'s uploads (imports/<tenant>/…)', async () => {
     const body = [HEADER, rowFields(validRow(1, 'FOREIGN'))].map((fields) => csvLine(fields)).join('');
     await upload(env.s3, env.bucket, 'imports/globex/private.csv', body);

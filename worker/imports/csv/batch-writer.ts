@@ -316,7 +316,10 @@ export class BatchWriter {
       } catch (error) {
         if (!isRowDataError(error)) throw error;
         await client.query('ROLLBACK TO SAVEPOINT csv_row');
-        const { message, detail, constraint } = error as { message: string; detail?: string; constraint?: string };
+        const { message, detail: told, constraint } = error as { message: string; detail?: string; constraint?: string };
+        // "Failing row contains (…)" restates the row as stored: the reviewer's own fields (already beside the error)
+        // and what they never sent — the row's id in a table every tenant writes, the tenant, timestamps.
+        const detail = told?.startsWith('Failing row contains') ? undefined : told;
         failures.push({
           row: entry.row.row,
           fields: fieldsOf(entry.row, this.deps.layout),
