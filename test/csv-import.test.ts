@@ -478,7 +478,8 @@ describe('review', () => {
   });
 
   it("a row the products table refuses is a row error naming the constraint, without Postgres's copy of the stored row", async () => {
-    await env.pool.query('ALTER TABLE products ADD CONSTRAINT test_short_product_names CHECK (length(name) < 30)');
+    // Scoped to this test's rows: others in the table (a formula-like name of an earlier test) are longer.
+    await env.pool.query("ALTER TABLE products ADD CONSTRAINT test_short_product_names CHECK (sku NOT LIKE 'LONGNAME-%' OR length(name) < 30)");
     try {
       const rows = [HEADER, ...Array.from({ length: 6 }, (_, i) => rowFields({ ...validRow(i + 1, 'LONGNAME'), ...(i === 2 ? { name: 'A product name far too long for the table' } : {}) }))];
       const jobId = await reviewedImport('imports/acme/long-name.csv', rows);

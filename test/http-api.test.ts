@@ -380,11 +380,14 @@ describe('tenants and roles', () => {
   });
 
   it("an internal failure's message (a driver's, a bug's, the rescuer's) reaches operators only; a tenant reads a plain sentence", async () => {
-    // Made by toErrorRecord (internal), and two stored before it was: one with a stack, one by the rescuer.
+    // Made by toErrorRecord (internal), and stored before it was: with a stack, by the rescuer, by a backfill.
     const records = [
       { code: 'ECONNREFUSED', message: 'connect ECONNREFUSED 10.0.3.17:5432', internal: true, stack: 'Error: connect\n    at x.ts:1' },
       { code: '42P01', message: 'relation "billing_secrets" does not exist', stack: 'error: relation\n    at y.ts:1' },
       { code: 'LEASE_EXPIRED', message: 'lease of worker ip-10-0-1-23.ec2.internal:1:abc expired at 2026-12-07 without a heartbeat' },
+      { code: 'BACKFILL_STATEMENT_FAILED', message: 'backfill x on documents failed: value too long for type character varying(10)' },
+      // Marked (by the code of this release): its code alone would not say so.
+      { code: 'X_OURS_QUOTING', message: 'quotes connect ECONNREFUSED 10.0.3.17:5432', internal: true },
     ];
     const ids: number[] = [];
     for (const record of records) {

@@ -3,7 +3,7 @@ import { createApiKey } from '../worker/auth/api-keys.js';
 import { migrate, type LockRetry } from '../worker/db/migrate.js';
 import { claimJobs } from '../worker/queue/claim.js';
 import { enqueueJob, enqueueJobs } from '../worker/queue/enqueue.js';
-import { listJobActions } from '../worker/queue/job-actions.js';
+import { getRunRecord, listJobActions } from '../worker/queue/job-actions.js';
 import { JOB_KIND_PATTERN } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
 import { runCli } from './support/cli-runner.js';
@@ -197,7 +197,7 @@ describe('migrations', () => {
     }
   });
 
-  it("20261207060000 marks earlier actions of tenant keys as the tenant's and every other as an operator's", async () => {
+  it("20261207060000: earlier actions of the run's own tenant's keys read as the tenant's, every other as an operator's", async () => {
     expect(await revertThrough('20261207060000_job_actions_by_operator')).toEqual(['20261207060000_job_actions_by_operator']);
     const { apiKey } = await createApiKey(env.pool, { name: 'migrated-tenant-key', role: 'tenant', tenantId: 'migrated' });
     await createApiKey(env.pool, { name: 'migrated-operator-key', role: 'operator' });
@@ -217,9 +217,17 @@ describe('migrations', () => {
       // Another tenant's key cannot have acted on this run: read as an operator's.
       ['migrated-elsewhere-key', true],
     ]);
-    // An action recorded without it (by the previous release, during a deploy) reads as an operator's.
-    await env.pool.query(`INSERT INTO job_actions (job_id, action, actor) VALUES ($1, 'finalized', 'migrated-tenant-key')`, [jobId]);
-    expect((await listJobActions(env.pool, jobId)).at(-1)).toMatchObject({ action: 'finalized', byOperator: true });
+    // Judged when read, not rewritten: the column stays empty for them (the migration holds no lock for a rewrite).
+    expect((await env.pool.query('SELECT count(*)::int AS n FROM job_actions WHERE by_operator IS NOT NULL')).rows[0].n).toBe(0);
+    // An action recorded without it (by the previous release, during a deploy) is judged the same way; one recorded
+    // with it is read as recorded.
+    await env.pool.query(
+      `INSERT INTO job_actions (job_id, action, actor, by_operator) VALUES ($1, 'finalized', 'migrated-tenant-key', NULL),
+         ($1, 'rejected', 'migrated-tenant-key', true)`,
+      [jobId],
+    );
+    expect((await listJobActions(env.pool, jobId)).slice(-2).map((action) => action.byOperator)).toEqual([false, true]);
+    expect((await getRunRecord(env.pool, jobId))!.actions.map((action) => action.byOperator)).toEqual([false, true, true, true, false, true]);
     await env.pool.query('DELETE FROM jobs WHERE id = $1', [jobId]);
   });
 

@@ -575,9 +575,10 @@ describe('wake-ups', () => {
     claiming.claim = async (free, prefetch) => {
       const claimed = await claim(free, prefetch);
       if (jobId === undefined && claimed === 0) {
-        jobId = (await enqueueJob(env.pool, { kind: 'noop' })).job.id;
-        // The job's NOTIFY reaches the worker before this claim returns (white box: the signal it counts).
+        // The job's NOTIFY reaches the worker before this claim returns (white box: the signal it counts, read before
+        // the insert, whose NOTIFY may be handled before the insert's own answer).
         const signals = (worker as unknown as { newWorkSignals: number }).newWorkSignals;
+        jobId = (await enqueueJob(env.pool, { kind: 'noop' })).job.id;
         await waitFor(async () => (worker as unknown as { newWorkSignals: number }).newWorkSignals > signals, 30_000, 5);
       }
       return claimed;

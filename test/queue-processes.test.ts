@@ -65,7 +65,7 @@ describe('worker processes', () => {
       (
         await env.pool.query<{ at: Date | null }>(
           `SELECT max(query_start) AS at FROM pg_stat_activity
-           WHERE application_name = 'bulk-import-claim' AND backend_start > $1 AND state = 'idle'`,
+           WHERE datname = current_database() AND application_name = 'bulk-import-claim' AND backend_start > $1 AND state = 'idle'`,
           [spawned!.at],
         )
       ).rows[0]!.at;

@@ -10,9 +10,9 @@
 // And before reading such a page, the server asks for its signature (the runs' ids and versions as one string): when
 // it matches, the rows are not read at all. On 200,000 runs at 32 connections a polled listing's server CPU went from
 // 0.30–0.44 ms to 0.22–0.34 with the kept answer, then to 0.16–0.18 with the signature (Postgres 0.15–0.19 → 0.12).
-// A running run's summary is never kept: its rate and ETA depend on the time it is read. Renderings do not depend on
-// who reads them (a summary shows the same to every key allowed to see the run), and a page only ever holds the runs
-// the database returned for the caller's filters.
+// A running run's summary is never kept: its rate and ETA depend on the time it is read. A rendering depends on who
+// reads it only through the audience (an operator's shows more than a tenant's: views.ts), so the API keeps one set
+// per audience; and a page only ever holds the runs the database returned for the caller's filters.
 import type { Queryable } from '../db/pool.js';
 import { KnownVersions, listVersionedJobsPage, pageSignature, readJobsPageSignature, type JobPageFilter, type JobSummaryRow } from '../queue/operator.js';
 

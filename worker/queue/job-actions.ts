@@ -61,7 +61,6 @@ function toAction(row: Record<string, unknown>): JobActionRecord {
     jobId: Number(row.job_id),
     action: row.action as JobAction,
     actor: row.actor as string,
-    // Null: recorded by the previous release during a deploy (migration 20261207060000); read as an operator's.
     byOperator: row.by_operator !== false,
     note: (row.note as string | null) ?? null,
     stateAfter: (row.state_after as JobState | null) ?? null,
@@ -69,10 +68,21 @@ function toAction(row: Record<string, unknown>): JobActionRecord {
   };
 }
 
+/**
+ * An action's `by_operator` as read: as recorded, or for actions recorded without it (before migration 20261207060000,
+ * or by the previous release during a deploy) whether its actor is the name of a key of the run's own tenant. `a` is
+ * the action, `tenant` the run's tenant (null for a run purged since: then an operator's, the safe side).
+ */
+const byOperator = (tenant: string) =>
+  `coalesce(a.by_operator, NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.name = a.actor AND k.tenant_id = ${tenant})) AS by_operator`;
+
 export async function listJobActions(db: Queryable, jobId: number): Promise<JobActionRecord[]> {
   const { rows } = await db.query(
-    `SELECT * FROM (SELECT id, job_id, action, actor, by_operator, note, state_after, at FROM job_actions WHERE job_id = $1
-     ORDER BY id DESC LIMIT ${MAX_ACTIONS_SHOWN}) newest ORDER BY id`,
+    `SELECT * FROM (
+       SELECT a.id, a.job_id, a.action, a.actor, ${byOperator('(SELECT tenant_id FROM jobs WHERE id = a.job_id)')},
+         a.note, a.state_after, a.at
+       FROM job_actions a WHERE a.job_id = $1 ORDER BY a.id DESC LIMIT ${MAX_ACTIONS_SHOWN}
+     ) newest ORDER BY id`,
     [jobId],
   );
   return rows.map(toAction);
@@ -89,8 +99,8 @@ export async function getRunRecord(db: Queryable, id: number, tenantId: string |
     name: 'bulk-import-run-record',
     text: `SELECT ${JOB_COLUMNS}, resolved_at, resolved_by, resolution_note,
        (SELECT coalesce(json_agg(a ORDER BY a.id), '[]') FROM (
-          SELECT id, job_id, action, actor, by_operator, note, state_after, at FROM job_actions WHERE job_id = jobs.id
-          ORDER BY id DESC LIMIT ${MAX_ACTIONS_SHOWN}) a) AS actions
+          SELECT a.id, a.job_id, a.action, a.actor, ${byOperator('jobs.tenant_id')}, a.note, a.state_after, a.at
+          FROM job_actions a WHERE a.job_id = jobs.id ORDER BY a.id DESC LIMIT ${MAX_ACTIONS_SHOWN}) a) AS actions
      FROM jobs WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)`,
     values: [id, tenantId],
   });

@@ -8,11 +8,18 @@ import type { JobErrorRecord } from './types.js';
 /**
  * Whether a run's recorded error is an internal failure's. Records since JobErrorRecord.internal carry the answer;
  * older ones are judged by what only internal failures have: a stack (errors that are not JobErrors), the rescuer's
- * LEASE_EXPIRED, and the S3 codes (a run-level refusal or an outage, whose messages quote the SDK).
+ * LEASE_EXPIRED, the outage's DEPENDENCY_OUTAGE, the S3 codes (a run-level refusal or an outage, whose messages quote
+ * the SDK) and the backfill's (they quote Postgres or the compute).
  */
 export function isInternalError(error: Pick<JobErrorRecord, 'internal' | 'stack' | 'code'>): boolean {
   if (error.internal !== undefined) return error.internal === true;
-  return error.stack !== undefined || error.code === LEASE_EXPIRED_CODE || error.code.startsWith('S3_') || error.code === 'DEPENDENCY_OUTAGE';
+  return (
+    error.stack !== undefined ||
+    error.code === LEASE_EXPIRED_CODE ||
+    error.code === 'DEPENDENCY_OUTAGE' ||
+    error.code.startsWith('S3_') ||
+    error.code.startsWith('BACKFILL_')
+  );
 }
 
 /** What a tenant reads in place of an internal failure's message. */

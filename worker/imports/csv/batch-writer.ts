@@ -70,6 +70,9 @@ const UNIQUE_VIOLATION = '23505';
 const NEW_KEY_STREAK = 4;
 
 /** The rows, not the system, are at fault: data exceptions, integrity violations, a key twice in one upsert (21000). */
+/** not_null_violation and check_violation: their detail is the refused row as it would have been stored. */
+const ROW_RESTATING_STATES = new Set(['23502', '23514']);
+
 function isRowDataError(error: unknown): boolean {
   return isDataError(error) || sqlState(error) === '21000';
 }
@@ -317,9 +320,10 @@ export class BatchWriter {
         if (!isRowDataError(error)) throw error;
         await client.query('ROLLBACK TO SAVEPOINT csv_row');
         const { message, detail: told, constraint } = error as { message: string; detail?: string; constraint?: string };
-        // "Failing row contains (…)" restates the row as stored: the reviewer's own fields (already beside the error)
-        // and what they never sent — the row's id in a table every tenant writes, the tenant, timestamps.
-        const detail = told?.startsWith('Failing row contains') ? undefined : told;
+        // A NOT NULL or CHECK violation's detail restates the row as stored ("Failing row contains (…)"): the reviewer's
+        // own fields (already beside the error) and what they never sent — the row's id in a table every tenant
+        // writes, the tenant, timestamps. Decided by the SQLSTATE, whatever language the server writes in.
+        const detail = ROW_RESTATING_STATES.has(sqlState(error) ?? '') ? undefined : told;
         failures.push({
           row: entry.row.row,
           fields: fieldsOf(entry.row, this.deps.layout),
