@@ -548,6 +548,39 @@ describe('tenants and roles', () => {
     }
   });
 
+  it("a tenant over a limit of all tenants reads the limit and when to retry, not the other tenants' figures", async () => {
+    // Room for two more csv-import runs of all tenants, beside those earlier tests left queued.
+    const { rows } = await env.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM jobs WHERE kind = 'csv-import' AND state = 'queued'");
+    const limit = rows[0]!.n + 2;
+    const limited = await startTestApi(env, {}, { ADMISSION_TOTAL_QUEUED_RUNS: String(limit) });
+    try {
+      const tenant = await makeKey(env, 'backend-total', 'tenant', 'ttotal');
+      for (const name of ['one', 'two']) await upload(`imports/ttotal/${name}.csv`, 100);
+      for (const name of ['other', 'other-again']) await upload(`imports/tother/${name}.csv`, 100);
+      const payload = (tenantPrefix: string, name: string) => ({ bucket: env.bucket, key: `imports/${tenantPrefix}/${name}.csv`, profile: 'products' });
+      const asOperator = (name: string) =>
+        call(limited, 'POST', '/v1/jobs', { key: operator, body: { kind: 'csv-import', tenant: 'tother', payload: payload('tother', name), dedupeKey: null, runAt: '2999-01-01T00:00:00Z' } });
+      const asTenant = (name: string) =>
+        call(limited, 'POST', '/v1/jobs', { key: tenant, body: { kind: 'csv-import', payload: payload('ttotal', name), runAt: '2999-01-01T00:00:00Z' } });
+      expect((await asOperator('other')).status).toBe(201);
+      expect((await asTenant('one')).status).toBe(201);
+      const refused = await asTenant('two');
+      expect(refused.status).toBe(429);
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(refused.body.error).toEqual({
+        code: 'QUEUE_LIMIT',
+        message: expect.stringMatching(/^the queue of csv-import runs of all tenants is at its limit \(ADMISSION_TOTAL_QUEUED_RUNS\); nothing was submitted; retry in \d+ s$/),
+      });
+      // An operator is told the figures.
+      const toOperator = await asOperator('other-again');
+      expect(toOperator.status).toBe(429);
+      expect(toOperator.body.error.message).toContain(`all tenants: ${limit} queued runs, limit ${limit} queued runs`);
+    } finally {
+      await env.pool.query("DELETE FROM jobs WHERE kind = 'csv-import' AND tenant_id IN ('ttotal', 'tother')");
+      await limited.close();
+    }
+  });
+
   it('the queued-bytes limit counts what was uploaded, not what the caller declares', async () => {
     const limited = await startTestApi(env, {}, { ADMISSION_TENANT_QUEUED_BYTES: '3000' });
     try {

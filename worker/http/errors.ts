@@ -23,6 +23,23 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * A submit refused by a queue limit, as a tenant key reads it: a limit of all tenants is named with its setting and
+ * when to retry, without the figures (how many runs or bytes every tenant has queued, how long the oldest has waited),
+ * which are the other tenants' business. A tenant's own limit is told whole; so is everything to an operator.
+ */
+export function queueLimitForTenant(error: QueueLimitError): Error {
+  const breach = error.breach;
+  if (breach.scope !== 'total') return error;
+  return new ApiError(
+    429,
+    error.code,
+    `the queue of ${breach.kind} runs of all tenants is at its limit (${breach.setting}); nothing was submitted; retry in ${breach.retryAfterSeconds} s`,
+    undefined,
+    { 'retry-after': String(breach.retryAfterSeconds) },
+  );
+}
+
 /** A request that reached a server while it closes: not a fault, so logged as none (API and admin pages alike). */
 export const SHUTTING_DOWN = 'SHUTTING_DOWN';
 export const shuttingDown = () =>

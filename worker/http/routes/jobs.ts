@@ -4,13 +4,14 @@ import { submitRun } from '../../actions/run-actions.js';
 import { runTenant } from '../../api.js';
 import { CSV_IMPORT_KIND } from '../../handlers/kinds.js';
 import { parseCsvImportPayload } from '../../imports/csv/payload.js';
+import { QueueLimitError } from '../../queue/admission.js';
 import { estimateJson, estimateRun, ThroughputCache } from '../../queue/estimate.js';
 import { checkEnqueueRequest, type EnqueueRequest } from '../../queue/enqueue.js';
 import { getRunRecord } from '../../queue/job-actions.js';
 import { JOB_KIND_PATTERN_SOURCE, JOB_STATES, type JobState } from '../../queue/types.js';
 import { measureCsvUpload } from '../csv-upload.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
-import { ApiError, jobNotFound } from '../errors.js';
+import { ApiError, jobNotFound, queueLimitForTenant } from '../errors.js';
 import { CURSOR, ERROR_RESPONSES, JOB_ID_PARAMS, JOB_SUMMARY_SCHEMA, limitParam } from '../schemas.js';
 import { actorOf, keyOf, tenantScope, type ApiDependencies } from '../server.js';
 import { SummaryRenderings } from '../summary-renderings.js';
@@ -209,6 +210,8 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
         registry: deps.registry,
         defaultMaxAttempts: deps.config.worker.defaultMaxAttempts,
         queue: deps.config.queue,
+      }).catch((error: unknown) => {
+        throw scope !== null && error instanceof QueueLimitError ? queueLimitForTenant(error) : error;
       });
       request.log.info({ jobId: job.id, kind: job.kind, reused, actor: key.name }, 'run submitted');
       const record = await getRunRecord(deps.pool, job.id);
