@@ -26,7 +26,9 @@ export function testWorker(
       ...config.worker,
       workerId: `test-${Math.random().toString(36).slice(2, 8)}`,
       concurrency: 4,
-      leaseMs: 2_000,
+      // Fifty beats to a lease: a loaded machine that stalls this process for a second or two loses no lease (and adds
+      // no attempt to tests that count them). Tests about lost leases expire them themselves or set their own.
+      leaseMs: 10_000,
       heartbeatMs: 200,
       pollIntervalMs: 200,
       shutdownGraceMs: 2_000,
