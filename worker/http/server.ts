@@ -89,9 +89,14 @@ export function tenantScope(request: FastifyRequest): string | null {
   return key.role === 'operator' ? null : key.tenantId;
 }
 
+/** Whether the request's key is an operator's (sees every tenant, and what views.ts shows operators only). */
+export function isOperatorKey(request: FastifyRequest): boolean {
+  return keyOf(request).role === 'operator';
+}
+
 /** For actions on one run: checked after the run was found visible, so another tenant's run stays a 404. */
 export function requireOperator(request: FastifyRequest, what: string): void {
-  if (keyOf(request).role !== 'operator') throw new ApiError(403, 'FORBIDDEN', `${what} needs an operator key`);
+  if (!isOperatorKey(request)) throw new ApiError(403, 'FORBIDDEN', `${what} needs an operator key`);
 }
 
 export const actorOf = (request: FastifyRequest) => {

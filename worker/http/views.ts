@@ -68,12 +68,19 @@ export const OPERATOR_ACTOR = 'operator';
  * (host:pid, an internal address on Fargate). A tenant sees neither, and for an internal failure (a driver's or the
  * SDK's message may name hosts, addresses, tables) a plain sentence with its code in place of the message.
  */
-export function lastErrorView(error: JobErrorRecord | null, operator: boolean) {
+export function lastErrorView(error: JobErrorRecord | null, operator: boolean): LastErrorView | null {
   if (!error) return null;
-  const { stack: _stack, worker, ...shown } = error;
-  const internal = isInternalError(error);
-  if (operator) return worker !== undefined ? { ...shown, internal, worker } : { ...shown, internal };
-  return internal ? { ...shown, internal, message: internalErrorMessage(error.code) } : { ...shown, internal };
+  const { stack: _stack, worker, ...rest } = error;
+  const shown = { ...rest, internal: isInternalError(error) };
+  if (operator) return worker === undefined ? shown : { ...shown, worker };
+  return shown.internal ? { ...shown, message: internalErrorMessage(error.code) } : shown;
+}
+
+export type LastErrorView = Omit<JobErrorRecord, 'stack' | 'internal'> & { internal: boolean };
+
+/** Who resolved a run as the caller may see it: only operators resolve (the API, the admin page, the CLI). */
+export function resolvedByView(resolution: Pick<Resolution, 'by'>, operator: boolean): string {
+  return operator ? resolution.by : OPERATOR_ACTOR;
 }
 
 /** Who submitted the run (its `submitted` action's actor) as the caller may see it; null when no action says. */
@@ -121,8 +128,7 @@ export function jobDetailView(job: JobRow, extra: { resolution?: Resolution | nu
     runAt: iso(job.runAt)!,
     cancelRequested: job.cancelRequestedAt !== null,
     outage: job.outageDependency && job.outageStartedAt ? { dependency: job.outageDependency, since: iso(job.outageStartedAt)! } : null,
-    // Only operators resolve runs (routes/actions.ts, the admin page, the CLI).
-    resolution: extra.resolution ? { by: operator ? extra.resolution.by : OPERATOR_ACTOR, note: extra.resolution.note, at: iso(extra.resolution.at)! } : null,
+    resolution: extra.resolution ? { by: resolvedByView(extra.resolution, operator), note: extra.resolution.note, at: iso(extra.resolution.at)! } : null,
     startedBy: submitterView(actions, operator),
     actions: actions.map((action) => actionView(action, operator)),
   };

@@ -3,6 +3,7 @@
 // addresses, tables, accounts or roles, so a tenant reads a plain sentence with its code in its place. Operators read
 // everything. Used by the API's views, the admin pages and the failed-files export.
 import { KEY_OF_OTHER_TENANT_CODE, LEASE_EXPIRED_CODE } from './errors.js';
+import { DEPENDENCY_OUTAGE_CODE } from './outage.js';
 import type { JobErrorRecord } from './types.js';
 
 /**
@@ -16,7 +17,7 @@ export function isInternalError(error: Pick<JobErrorRecord, 'internal' | 'stack'
   return (
     error.stack !== undefined ||
     error.code === LEASE_EXPIRED_CODE ||
-    error.code === 'DEPENDENCY_OUTAGE' ||
+    error.code === DEPENDENCY_OUTAGE_CODE ||
     error.code.startsWith('S3_') ||
     error.code.startsWith('BACKFILL_')
   );

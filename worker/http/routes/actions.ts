@@ -6,7 +6,7 @@ import { cancelRun, finalizeRun, rejectRun, requeueRun, requireVisibleJob, resol
 import { getRunRecord } from '../../queue/job-actions.js';
 import type { JobRow } from '../../queue/types.js';
 import { ERROR_RESPONSES, JOB_ID_PARAMS, NOTE_BODY } from '../schemas.js';
-import { actorOf, requireOperator, tenantScope, type ApiDependencies } from '../server.js';
+import { actorOf, isOperatorKey, requireOperator, type ApiDependencies } from '../server.js';
 import { jobDetailView } from '../views.js';
 
 type ActionBody = { note?: string; resetAttempts?: boolean; excludeRows?: string };
@@ -93,7 +93,7 @@ export function registerActionRoutes(app: FastifyInstance, deps: ApiDependencies
         const job = await action.run(deps, request);
         request.log.info({ jobId: job.id, action: action.name, actor: actor.name, state: job.state }, 'run action');
         const record = await getRunRecord(deps.pool, job.id);
-        return jobDetailView(record?.job ?? job, record ?? {}, tenantScope(request) === null);
+        return jobDetailView(record?.job ?? job, record ?? {}, isOperatorKey(request));
       },
     );
   }

@@ -16,7 +16,7 @@ import { decodeCursor, encodeCursor } from '../cursor.js';
 import { CLIENT_CLOSED_REQUEST, whenClientGone } from '../client-gone.js';
 import { ApiError } from '../errors.js';
 import { CURSOR, ERROR_RESPONSES, JOB_ID_PARAMS, limitParam } from '../schemas.js';
-import { actorOf, type ApiDependencies } from '../server.js';
+import { actorOf, isOperatorKey, type ApiDependencies } from '../server.js';
 
 const CSV_KINDS = new Set<string>([CSV_IMPORT_KIND, CSV_FINALIZE_KIND]);
 
@@ -119,7 +119,7 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
           request.log.info({ jobId: job.id, statusCode: CLIENT_CLOSED_REQUEST }, 'errors export not started: the client left');
           return reply.code(CLIENT_CLOSED_REQUEST).send();
         }
-        const export_ = handler.exportErrorsCsv(deps.pool, job.id, sink as unknown as NodeJS.WritableStream, { operator: actorOf(request).tenantId === null });
+        const export_ = handler.exportErrorsCsv(deps.pool, job.id, sink as unknown as NodeJS.WritableStream, { operator: isOperatorKey(request) });
         export_.then(
           (rows) => {
             request.log.info({ jobId: job.id, rows }, 'errors exported');
@@ -151,7 +151,8 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
         const after = cursor ? (decodeCursor(cursor, { item: 'int32' }).item as number) : -1;
         const items = await listItemsAfter(deps.pool, job.id, { states: ['failed'], afterItemNo: after, limit });
         const last = items[items.length - 1];
-        return { kind: job.kind, errors: items.map((item) => itemView(item, actorOf(request).tenantId === null)), next: items.length === limit && last ? encodeCursor({ item: last.itemNo }) : null };
+        const operator = isOperatorKey(request);
+        return { kind: job.kind, errors: items.map((item) => itemView(item, operator)), next: items.length === limit && last ? encodeCursor({ item: last.itemNo }) : null };
       }
       return { kind: job.kind, errors: [], next: null };
     },
@@ -189,7 +190,8 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
       const after = cursor ? (decodeCursor(cursor, { item: 'int32' }).item as number) : -1;
       const items = await listItemsAfter(deps.pool, job.id, { states: state, afterItemNo: after, limit });
       const last = items[items.length - 1];
-      return { items: items.map((item) => itemView(item, actorOf(request).tenantId === null)), next: items.length === limit && last ? encodeCursor({ item: last.itemNo }) : null };
+      const operator = isOperatorKey(request);
+      return { items: items.map((item) => itemView(item, operator)), next: items.length === limit && last ? encodeCursor({ item: last.itemNo }) : null };
     },
   );
 }

@@ -16,7 +16,7 @@ import { CLIENT_CLOSED_REQUEST, whenClientGone } from '../client-gone.js';
 import { ApiError } from '../errors.js';
 import type { JobEvent } from '../event-hub.js';
 import { ERROR_RESPONSES, JOB_ID_PARAMS } from '../schemas.js';
-import { actorOf, keyOf, type ApiDependencies } from '../server.js';
+import { actorOf, isOperatorKey, keyOf, type ApiDependencies } from '../server.js';
 import { jobSummaryView } from '../views.js';
 
 /** The longest delay setTimeout keeps. */
@@ -258,7 +258,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       } else {
         hub.noteSnapshot(jobId, job);
         lastSent = subscription.sinceSeq;
-        raw.write(frame(`${subscription.token}.${subscription.sinceSeq}`, 'snapshot', jobSummaryView(job, actorOf(request).tenantId === null)));
+        raw.write(frame(`${subscription.token}.${subscription.sinceSeq}`, 'snapshot', jobSummaryView(job, isOperatorKey(request))));
       }
       live = true;
       for (const event of pending) send(event);

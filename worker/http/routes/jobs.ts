@@ -13,7 +13,7 @@ import { measureCsvUpload } from '../csv-upload.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { ApiError, jobNotFound, queueLimitForTenant } from '../errors.js';
 import { CURSOR, ERROR_RESPONSES, JOB_ID_PARAMS, JOB_SUMMARY_SCHEMA, limitParam } from '../schemas.js';
-import { actorOf, keyOf, tenantScope, type ApiDependencies } from '../server.js';
+import { actorOf, isOperatorKey, keyOf, tenantScope, type ApiDependencies } from '../server.js';
 import { SummaryRenderings } from '../summary-renderings.js';
 import { jobDetailView, jobSummaryView } from '../views.js';
 
@@ -153,7 +153,7 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
     async (request) => {
       const record = await getRunRecord(deps.pool, request.params.id, tenantScope(request));
       if (!record) throw jobNotFound(request.params.id);
-      return { ...jobDetailView(record.job, record, tenantScope(request) === null), estimate: estimateJson(await estimateRun(deps.pool, record.job, { throughputOf: (kind) => throughput.read(kind) })) };
+      return { ...jobDetailView(record.job, record, isOperatorKey(request)), estimate: estimateJson(await estimateRun(deps.pool, record.job, { throughputOf: (kind) => throughput.read(kind) })) };
     },
   );
 
@@ -215,7 +215,7 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
       });
       request.log.info({ jobId: job.id, kind: job.kind, reused, actor: key.name }, 'run submitted');
       const record = await getRunRecord(deps.pool, job.id);
-      return reply.code(reused ? 200 : 201).send({ reused, job: { ...jobDetailView(job, record ?? {}, tenantScope(request) === null), estimate: estimateJson(estimate) } });
+      return reply.code(reused ? 200 : 201).send({ reused, job: { ...jobDetailView(job, record ?? {}, isOperatorKey(request)), estimate: estimateJson(estimate) } });
     },
   );
 }

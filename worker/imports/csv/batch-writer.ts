@@ -69,10 +69,10 @@ const UNIQUE_VIOLATION = '23505';
 /** Batches in a row that found none of their keys before the check is skipped (COPY straight away). */
 const NEW_KEY_STREAK = 4;
 
-/** The rows, not the system, are at fault: data exceptions, integrity violations, a key twice in one upsert (21000). */
 /** not_null_violation and check_violation: their detail is the refused row as it would have been stored. */
 const ROW_RESTATING_STATES = new Set(['23502', '23514']);
 
+/** The rows, not the system, are at fault: data exceptions, integrity violations, a key twice in one upsert (21000). */
 function isRowDataError(error: unknown): boolean {
   return isDataError(error) || sqlState(error) === '21000';
 }

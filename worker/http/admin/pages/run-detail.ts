@@ -4,7 +4,7 @@ import { MASS_IMPORT_KIND } from '../../../handlers/kinds.js';
 import { getCsvImportRun } from '../../../imports/csv/run-record.js';
 import type { RunRecord } from '../../../queue/job-actions.js';
 import type { ApiDependencies } from '../../server.js';
-import { actorView, lastErrorView, OPERATOR_ACTOR, progressView, submitterView } from '../../views.js';
+import { actorView, lastErrorView, progressView, resolvedByView, submitterView } from '../../views.js';
 import { formatCount, formatDuration, runDuration, timeCell } from '../format.js';
 import { html, type Html } from '../html.js';
 import { isOperator, page, type Viewer } from '../layout.js';
@@ -52,7 +52,7 @@ function lastError(record: RunRecord, viewer: Viewer): Html | string {
   <dt>Message</dt><dd>${error.message}</dd>
   <dt>Attempt</dt><dd>${error.attempt}</dd>
   <dt>At</dt><dd>${error.at}</dd>
-  ${'worker' in error && error.worker !== undefined ? html`<dt>Worker</dt><dd>${error.worker}</dd>` : ''}
+  ${error.worker !== undefined ? html`<dt>Worker</dt><dd>${error.worker}</dd>` : ''}
   ${error.context ? html`<dt>Context</dt><dd><pre>${json(error.context)}</pre></dd>` : ''}
 </dl></section>`;
 }
@@ -104,7 +104,7 @@ ${lastError(record, viewer)}
   <dt>Duration</dt><dd>${runDuration(job.startedAt, job.finishedAt)}</dd>
   <dt>Updated</dt><dd>${timeCell(job.updatedAt)}</dd>
   ${job.outageDependency && job.outageStartedAt ? html`<dt>Waiting out</dt><dd>${job.outageDependency} outage since ${timeCell(job.outageStartedAt)}</dd>` : ''}
-  ${record.resolution ? html`<dt>Resolved</dt><dd>${timeCell(record.resolution.at)} by ${isOperator(viewer) ? record.resolution.by : OPERATOR_ACTOR}: ${record.resolution.note}</dd>` : ''}
+  ${record.resolution ? html`<dt>Resolved</dt><dd>${timeCell(record.resolution.at)} by ${resolvedByView(record.resolution, isOperator(viewer))}: ${record.resolution.note}</dd>` : ''}
 </dl></section>
 <section aria-labelledby="result-heading"><h2 id="result-heading">Result</h2>
 ${job.result ? html`<pre data-result>${json(job.result)}</pre>` : html`<p class="muted">No result yet.</p>`}
