@@ -6,6 +6,7 @@ import { createApiKey, revokeApiKey } from '../worker/auth/api-keys.js';
 import { escapeHtml, html } from '../worker/http/admin/html.js';
 import { useTestEnvironment } from './harness.js';
 import { call, startTestApi, type TestApi } from './support/api-server.js';
+import { plantEndedRun } from './support/ended-runs.js';
 
 const env = useTestEnvironment();
 let api: TestApi;
@@ -245,29 +246,20 @@ describe('admin page listings', () => {
   });
 
   it("a run's last error names the worker it came from to operators only", async () => {
-    const { rows } = await env.pool.query<{ id: number }>(
-      `INSERT INTO jobs (kind, tenant_id, state, attempts, finished_at, last_error)
-       VALUES ('noop', 'workerless', 'failed', 1, now(), jsonb_build_object('code', 'X', 'message', 'broke', 'class', 'permanent',
-         'attempt', 1, 'at', 'x', 'worker', 'ip-10-0-1-23.ec2.internal:1:abc123'))
-       RETURNING id`,
-    );
+    const id = await plantEndedRun(env.pool, 'workerless', { code: 'X', message: 'broke', class: 'permanent', attempt: 1, at: 'x', worker: 'ip-10-0-1-23.ec2.internal:1:abc123' });
     const { key: operatorKey } = await createApiKey(env.pool, { name: 'sees-workers', role: 'operator' });
     const { key: tenantKey } = await createApiKey(env.pool, { name: 'sees-no-workers', role: 'tenant', tenantId: 'workerless' });
-    const asOperator = await (await get(`/admin/runs/${rows[0]!.id}`, { cookie: (await signIn(operatorKey)).cookie })).text();
-    const asTenant = await (await get(`/admin/runs/${rows[0]!.id}`, { cookie: (await signIn(tenantKey)).cookie })).text();
+    const asOperator = await (await get(`/admin/runs/${id}`, { cookie: (await signIn(operatorKey)).cookie })).text();
+    const asTenant = await (await get(`/admin/runs/${id}`, { cookie: (await signIn(tenantKey)).cookie })).text();
     expect(asOperator).toContain('ip-10-0-1-23.ec2.internal:1:abc123');
     expect(asTenant).toContain('broke');
     expect(asTenant).not.toContain('ip-10-0-1-23');
   });
 
   it("shows a tenant no internal failure's message and no operator's name; an operator sees both", async () => {
-    const { rows } = await env.pool.query<{ id: number }>(
-      `INSERT INTO jobs (kind, tenant_id, state, attempts, finished_at, last_error)
-       VALUES ('noop', 'inside', 'failed', 1, now(), jsonb_build_object('code', 'ECONNREFUSED', 'message', 'connect ECONNREFUSED 10.0.3.17:5432',
-         'class', 'transient', 'attempt', 1, 'at', 'x', 'internal', true))
-       RETURNING id`,
-    );
-    const id = rows[0]!.id;
+    const id = await plantEndedRun(env.pool, 'inside', {
+      code: 'ECONNREFUSED', message: 'connect ECONNREFUSED 10.0.3.17:5432', class: 'transient', attempt: 1, at: 'x', internal: true,
+    });
     await env.pool.query(
       `INSERT INTO job_actions (job_id, action, actor, by_operator, note, state_after) VALUES ($1, 'submitted', 'cli:alice', true, NULL, 'queued'),
          ($1, 'resolved', 'ops-bob', true, 'seen', 'failed')`,

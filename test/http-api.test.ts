@@ -10,6 +10,7 @@ import { useTestEnvironment } from './harness.js';
 import { call, makeKey, startTestApi, type TestApi } from './support/api-server.js';
 import { startFaultyS3Proxy } from './support/faulty-s3-proxy.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
+import { plantEndedRun } from './support/ended-runs.js';
 import { waitFor } from './support/in-process-worker.js';
 import { openEvents } from './support/sse-client.js';
 
@@ -359,13 +360,7 @@ describe('tenants and roles', () => {
   });
 
   it("a tenant sees the error we wrote for its run, without the worker it came from (an internal host); an operator sees it", async () => {
-    const { rows } = await env.pool.query<{ id: number }>(
-      `INSERT INTO jobs (kind, tenant_id, state, attempts, finished_at, last_error)
-       VALUES ('noop', 'ta', 'failed', 1, now(), jsonb_build_object('code', 'X', 'message', 'broke', 'class', 'permanent',
-         'attempt', 1, 'at', 'x', 'worker', 'ip-10-0-1-23.ec2.internal:1:abc123'))
-       RETURNING id`,
-    );
-    const id = rows[0]!.id;
+    const id = await plantEndedRun(env.pool, 'ta', { code: 'X', message: 'broke', class: 'permanent', attempt: 1, at: 'x', worker: 'ip-10-0-1-23.ec2.internal:1:abc123' });
     const expected = { code: 'X', message: 'broke', class: 'permanent', attempt: 1, at: 'x', internal: false };
     const withWorker = { ...expected, worker: 'ip-10-0-1-23.ec2.internal:1:abc123' };
     expect((await call(api, 'GET', `/v1/jobs/${id}`, { key: tenantA })).body.lastError).toEqual(expected);
@@ -390,15 +385,7 @@ describe('tenants and roles', () => {
       { code: 'X_OURS_QUOTING', message: 'quotes connect ECONNREFUSED 10.0.3.17:5432', internal: true },
     ];
     const ids: number[] = [];
-    for (const record of records) {
-      const { rows } = await env.pool.query<{ id: number }>(
-        `INSERT INTO jobs (kind, tenant_id, state, attempts, finished_at, last_error)
-         VALUES ('noop', 'ta', 'dead', 1, now(), $1::jsonb || jsonb_build_object('class', 'transient', 'attempt', 1, 'at', 'x'))
-         RETURNING id`,
-        [record],
-      );
-      ids.push(rows[0]!.id);
-    }
+    for (const record of records) ids.push(await plantEndedRun(env.pool, 'ta', { ...record, class: 'transient', attempt: 1, at: 'x' }, 'dead'));
     const listed = (await call(api, 'GET', '/v1/jobs?tenant=ta&state=dead&limit=500', { key: tenantA })).body.jobs as Array<{ id: number; lastError: unknown }>;
     for (const [i, record] of records.entries()) {
       const plain = {
