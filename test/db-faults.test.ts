@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
+import { enqueueJob } from '../worker/queue/enqueue.js';
 import { rescueExpiredLeases } from '../worker/queue/maintenance.js';
 import { cancelJob } from '../worker/queue/operator.js';
 import { useTestEnvironment } from './harness.js';
@@ -195,6 +196,49 @@ describe('worker processes through database faults', () => {
       expect(rows).toEqual([{ attempts: 1, last_error: null }, { attempts: 1, last_error: null }]);
       expect(process.child.exitCode).toBeNull();
     } finally {
+      await proxy.close();
+    }
+  });
+
+  it('a handler statement whose answer is lost in a silent connection fails and is retried, not left to TCP', async () => {
+    await env.pool.query(
+      'CREATE TABLE IF NOT EXISTS test_runs (job_id bigint NOT NULL, attempt int NOT NULL, worker text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())',
+    );
+    const proxy = await startSilencingProxy(env.databaseUrl);
+    // The test's own session (not through the proxy) holds the lock the handler's statement waits for.
+    const holder = await env.pool.connect();
+    try {
+      await holder.query('SELECT pg_advisory_lock(4242)');
+      const process = spawnWorker(env, {
+        entry: 'test',
+        env: {
+          ...TIMINGS, DATABASE_URL: proxy.url, WORKER_LEASE_MS: '12000', WORKER_HEARTBEAT_MS: '4000', WORKER_CONCURRENCY: '1',
+          WORKER_RESCUE_INTERVAL_MS: '3600000', ARCHIVE_INTERVAL_MS: '3600000', RETENTION_INTERVAL_MS: '86400000',
+          TEST_SILENT_CONNECTION_MS: '500,200',
+        },
+      });
+      spawned.push(process);
+      await process.waitForLog(started);
+      const { job } = await enqueueJob(env.pool, { kind: 'await-lock', payload: { key: 4242 }, maxAttempts: 3 });
+      // The handler's statement is on the server, waiting for the lock.
+      await waitFor(async () => {
+        const { rows } = await env.pool.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%'",
+        );
+        return rows[0]!.n === 1 || undefined;
+      }, 60_000, 50);
+      // Silence, then let the statement finish: the server answers into the silence and its session goes idle. Without
+      // the watch the handler would wait for TCP to give up (about 15 minutes; this proxy never closes).
+      expect(proxy.silenceExisting()).toBeGreaterThanOrEqual(2);
+      await holder.query('SELECT pg_advisory_unlock(4242)');
+      await process.waitForLog((line) => line.msg === 'a database connection went silent with a statement waiting; closing it', 60_000);
+      await waitFor(async () => ((await statesOf([job.id])).succeeded === 1 ? true : undefined), 60_000, 100);
+      const { rows } = await env.pool.query<{ attempt: number }>('SELECT attempt FROM test_runs WHERE job_id = $1 ORDER BY at', [job.id]);
+      expect(rows.length).toBe(2); // the run whose answer was lost, and the one that then succeeded
+      expect(process.child.exitCode).toBeNull();
+    } finally {
+      await holder.query('SELECT pg_advisory_unlock_all()').catch(() => {});
+      holder.release();
       await proxy.close();
     }
   });

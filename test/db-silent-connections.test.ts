@@ -7,12 +7,18 @@ import { createPool, withTransaction, type Pool } from '../worker/db/pool.js';
 import { claimJobs } from '../worker/queue/claim.js';
 import { enqueueJob } from '../worker/queue/enqueue.js';
 import { rescueExpiredLeases } from '../worker/queue/maintenance.js';
+import { isConnectionError } from '../worker/db/database-status.js';
+import { SilentConnectionError, SilentConnectionWatch } from '../worker/db/silent-connections.js';
+import { createLogger } from '../worker/logger.js';
+import { Writable } from 'node:stream';
 import { useTestEnvironment } from './harness.js';
 import { startSilencingProxy, type SilencingProxy } from './support/silencing-proxy.js';
 
 const env = useTestEnvironment();
 const open: Array<{ pool: Pool; proxy: SilencingProxy }> = [];
+const watches: SilentConnectionWatch[] = [];
 afterEach(async () => {
+  for (const watch of watches.splice(0)) await watch.stop();
   for (const { pool, proxy } of open.splice(0)) {
     await proxy.close();
     await pool.end().catch(() => {});
@@ -58,5 +64,96 @@ describe('a pooled connection that goes silent', () => {
     const request = { workerId: 'w', limit: 5, leaseMs: 60_000, kinds: ['noop'], tenantKindConcurrency: { noop: 1 } };
     await expect(claimJobs(pool, request)).rejects.toThrow(/Query read timeout/);
     expect((await claimJobs(pool, request)).map((claimed) => claimed.id)).toEqual([job.id]);
+  });
+});
+
+/** A logger whose lines the test reads. */
+function recordingLogger(): { log: ReturnType<typeof createLogger>; lines: () => Array<Record<string, unknown>> } {
+  const written: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      written.push(chunk.toString());
+      done();
+    },
+  });
+  const log = createLogger({ level: 'debug', format: 'json', destination });
+  return { log, lines: () => written.join('').split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>) };
+}
+
+/**
+ * The main pool (no client-side timeout: handler statements may rightly run for minutes) through a silencing proxy,
+ * watched with short periods so the test runs in moments; the watch's lookups go through the proxy too, on
+ * connections of their own (which pass, as a new primary's would).
+ */
+async function watchedPool(): Promise<{ pool: Pool; proxy: SilencingProxy; watch: SilentConnectionWatch; lines: () => Array<Record<string, unknown>> }> {
+  const proxy = await startSilencingProxy(env.databaseUrl);
+  const { log, lines } = recordingLogger();
+  const watch = new SilentConnectionWatch(proxy.url, log, { suspectAfterMs: 200, checkEveryMs: 100, strikes: 2 });
+  watches.push(watch);
+  const pool = createPool(proxy.url, { max: 1, onConnect: watch.onConnect });
+  pool.on('error', () => {});
+  open.push({ pool, proxy });
+  watch.start();
+  await pool.query('SELECT 1');
+  expect(watch.size).toBe(1);
+  return { pool, proxy, watch, lines };
+}
+
+describe('the main pool watched for silent connections', () => {
+  it('a statement sent into a silent connection fails as a connection error, and the next runs on a new connection', async () => {
+    const { pool, proxy, lines } = await watchedPool();
+    const { rows: before } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    expect(proxy.silenceExisting()).toBe(1);
+    const error = await pool.query('SELECT 2').then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    expect(error).toBeInstanceOf(SilentConnectionError);
+    expect(isConnectionError(error)).toBe(true);
+    const { rows: after } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    expect(after[0]!.pid).not.toBe(before[0]!.pid);
+    const closed = lines().filter((line) => line.msg === 'a database connection went silent with a statement waiting; closing it');
+    expect(closed).toEqual([expect.objectContaining({ pid: before[0]!.pid, level: 40 })]);
+  });
+
+  it('a transaction whose connection goes silent between statements fails, and its connection is not reused', async () => {
+    const { pool, proxy } = await watchedPool();
+    await expect(
+      withTransaction(pool, async (client) => {
+        await client.query('SELECT 1');
+        proxy.silenceExisting();
+        await client.query('SELECT 2');
+      }),
+    ).rejects.toBeInstanceOf(SilentConnectionError);
+    const { rows } = await withTransaction(pool, (client) => client.query<{ n: number }>('SELECT 3 AS n'));
+    expect(rows).toEqual([{ n: 3 }]);
+  });
+
+  it('a statement the server is still running is left alone however long it takes', async () => {
+    const { pool, watch, lines } = await watchedPool();
+    // Several checks see it waiting past suspectAfterMs; the server says it is active each time.
+    const slow = pool.query<{ done: boolean }>('SELECT pg_sleep(1.5) IS NOT NULL AS done');
+    const { rows } = await slow;
+    expect(rows).toEqual([{ done: true }]);
+    expect(watch.size).toBe(1);
+    expect(lines().filter((line) => line.level === 40)).toEqual([]);
+  });
+
+  it('a connection whose client was told another pid than its backend\'s (a connection proxy) is not watched', async () => {
+    const { log, lines } = recordingLogger();
+    const watch = new SilentConnectionWatch(env.databaseUrl, log);
+    watches.push(watch);
+    // What a proxy does: the key data the client gets names the proxy's own connection, not a backend.
+    const pool = createPool(env.databaseUrl, {
+      max: 1,
+      onConnect: async (client) => {
+        (client as unknown as { processID: number }).processID += 1_000_000;
+        await watch.onConnect(client);
+      },
+    });
+    open.push({ pool, proxy: await startSilencingProxy(env.databaseUrl) });
+    await pool.query('SELECT 1');
+    expect(watch.size).toBe(0);
+    expect(lines().map((line) => line.msg)).toContain('a connection proxy is in the way: silent connections are not looked for');
   });
 });

@@ -102,7 +102,7 @@ export function tlsOptions(connection: DatabaseConnection): pg.ClientConfig['ssl
  * waits for a statement's answer, instead of after the system default of two hours; a server that is only slow
  * answers the probes. A statement sent into such a connection is retransmitted for up to about 15 minutes instead
  * (keepalive waits while data is unacknowledged): what must not wait that long has a client-side timeout of its own
- * (the claim and lease sessions, runner/worker.ts).
+ * (the claim and lease sessions, runner/worker.ts), and the main pool's statements are watched (silent-connections.ts).
  */
 export const TCP_KEEPALIVE_IDLE_MS = 10_000;
 

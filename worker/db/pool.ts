@@ -32,6 +32,8 @@ export interface PoolOptions {
   status?: DatabaseStatusSink;
   /** Name of the pool in the status reports ("pool", "claim"). */
   sessionName?: string;
+  /** Runs on each new connection before it is handed out (SilentConnectionWatch.onConnect). */
+  onConnect?: (client: pg.ClientBase) => Promise<void>;
 }
 
 /** The part of DatabaseStatus a pool reports to. */
@@ -62,6 +64,7 @@ export function createPool(database: DatabaseTarget, options: PoolOptions = {}):
       ].join(' ').trim(),
       connectionTimeoutMillis: 15_000,
       ...(options.queryTimeoutMs ? { query_timeout: options.queryTimeoutMs } : {}),
+      ...(options.onConnect ? { onConnect: options.onConnect } : {}),
     } satisfies pg.PoolConfig),
   );
   const session = options.sessionName ?? options.applicationName ?? 'pool';

@@ -6,6 +6,7 @@ import type { Config } from '../config.js';
 import { requireDatabase } from '../config.js';
 import { DatabaseStatus } from '../db/database-status.js';
 import { createPool } from '../db/pool.js';
+import { SilentConnectionWatch, type SilentConnectionWatchOptions } from '../db/silent-connections.js';
 import { waitForDatabase } from '../db/readiness.js';
 import { defaultRegistry, type HandlerRegistry } from '../handlers/registry.js';
 import type { HandlerServices } from '../handlers/types.js';
@@ -26,6 +27,8 @@ export interface WorkerProcessOptions {
   kinds?: string[];
   exitWhenIdle?: boolean;
   registry?: HandlerRegistry;
+  /** How the main pool's connections are checked for silence (tests shorten it); default SILENT_CONNECTION_DEFAULTS. */
+  silentConnections?: SilentConnectionWatchOptions;
 }
 
 export interface RunningWorker {
@@ -49,12 +52,16 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
   const database = requireDatabase(config);
   const concurrency = options.concurrency ?? config.worker.concurrency;
   const databaseStatus = new DatabaseStatus(log);
-  // Handler work (item transactions, progress) plus claims, heartbeats and completions share the pool.
+  // Handler statements have no client-side bound (they may rightly run for minutes): a connection that goes silent
+  // under one is found by asking the server instead (silent-connections.ts).
+  const silence = new SilentConnectionWatch(database, log, options.silentConnections);
+  // Handler work (item transactions, progress) and maintenance; claims, heartbeats and outcomes have sessions of their own.
   const pool = createPool(database, {
     max: Math.max(config.databasePoolSize, Math.min(concurrency + 4, 50)),
     sessionOptions: stateNotificationOption(config.worker.stateNotifications),
     status: databaseStatus,
     sessionName: 'pool',
+    onConnect: silence.onConnect,
   });
   const s3 = config.s3Bucket
     ? createS3Client({ region: config.awsRegion, endpoint: config.s3Endpoint, forcePathStyle: config.s3ForcePathStyle })
@@ -65,6 +72,7 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
   // connections time out (10 s) after the one-line error.
   const abandon = async (error: unknown): Promise<never> => {
     s3?.destroy();
+    await silence.stop();
     await endPool(pool, log);
     throw error;
   };
@@ -127,6 +135,7 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
     return abandon(error);
   }
   for (const service of maintenance) service.start();
+  silence.start();
   log.info(
     { worker_id: config.worker.workerId, concurrency, kinds: options.kinds?.length ? options.kinds : registry.kinds() },
     'worker started',
@@ -140,6 +149,7 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
       await notifications?.stop();
       await Promise.all(maintenance.map((service) => service.stop()));
       s3?.destroy();
+      await silence.stop();
       await endPool(pool, log);
       log.info('worker stopped');
     })());
