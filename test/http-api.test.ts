@@ -377,7 +377,7 @@ describe('tenants and roles', () => {
   it("an internal failure's message (a driver's, a bug's, the rescuer's) reaches operators only; a tenant reads a plain sentence", async () => {
     // Made by toErrorRecord (internal), and stored before it was: with a stack, by the rescuer, by a backfill.
     const records = [
-      { code: 'ECONNREFUSED', message: 'connect ECONNREFUSED 10.0.3.17:5432', internal: true, stack: 'Error: connect\n    at x.ts:1' },
+      { code: 'ECONNREFUSED', message: 'connect ECONNREFUSED 10.0.3.17:5432', internal: true, stack: 'Error: connect\n    at x.ts:1', context: { host: '10.0.3.17' } },
       { code: '42P01', message: 'relation "billing_secrets" does not exist', stack: 'error: relation\n    at y.ts:1' },
       { code: 'LEASE_EXPIRED', message: 'lease of worker ip-10-0-1-23.ec2.internal:1:abc expired at 2026-12-07 without a heartbeat' },
       { code: 'BACKFILL_STATEMENT_FAILED', message: 'backfill x on documents failed: value too long for type character varying(10)' },
@@ -406,33 +406,36 @@ describe('tenants and roles', () => {
     }
   });
 
-  it("a mass import's failed files: S3's own text and another tenant's document reach operators only", async () => {
+  it("a mass import's failed files: S3's own text, another tenant's document and a link's target reach operators only", async () => {
     const { rows } = await env.pool.query<{ id: number }>(
       "INSERT INTO jobs (kind, tenant_id, state, finished_at) VALUES ('mass-import', 'ta', 'partial', now()) RETURNING id",
     );
     const id = rows[0]!.id;
     const sdkText = 'S3 400 KMS.DisabledException: arn:aws:kms:eu-west-1:123456789012:key/abcd is disabled.';
     const otherText = 'the key k already belongs to document 77 of another tenant (created 2026-01-01 by job 12); …';
+    const linkText = 'symbolic link to /srv/secrets/payroll.xlsx, outside the import root; not followed';
     await env.pool.query(
       `INSERT INTO import_items (job_id, item_no, relative_path, size_bytes, state, error_code, error_message, error_class, tries)
        VALUES ($1, 0, 'a.pdf', 1, 'failed', 'S3_KMS.DisabledException', $2, 'permanent', 3),
               ($1, 1, 'b.pdf', 1, 'failed', 'KEY_OF_OTHER_TENANT', $3, 'permanent', 1),
-              ($1, 2, 'c.pdf', 1, 'failed', 'UNREADABLE', 'c.pdf cannot be read (EACCES)', 'permanent', 1)`,
-      [id, sdkText, otherText],
+              ($1, 2, 'c.pdf', 1, 'failed', 'UNREADABLE', 'c.pdf cannot be read (EACCES)', 'permanent', 1),
+              ($1, 3, 'escape', 0, 'failed', 'SYMLINK_OUTSIDE_ROOT', $4, 'permanent', 1)`,
+      [id, sdkText, otherText, linkText],
     );
     const messages = async (key: string, route: string) =>
       ((await call(api, 'GET', `/v1/jobs/${id}/${route}`, { key })).body[route] as Array<{ errorMessage: string }>).map((item) => item.errorMessage);
     for (const route of ['items', 'errors']) {
-      expect(await messages(operator, route)).toEqual([sdkText, otherText, 'c.pdf cannot be read (EACCES)']);
+      expect(await messages(operator, route)).toEqual([sdkText, otherText, 'c.pdf cannot be read (EACCES)', linkText]);
       expect(await messages(tenantA, route)).toEqual([
         'S3 did not store this file (S3_KMS.DisabledException); the operators have the details',
         "this file's key is taken by another tenant's document: the file was not imported; the operators have the details",
         'c.pdf cannot be read (EACCES)',
+        'a symbolic link to a file outside the import root: not followed; the operators have the details',
       ]);
     }
     const csv = await (await fetch(`${api.url}/v1/jobs/${id}/errors?format=csv`, { headers: { authorization: `Bearer ${tenantA}` } })).text();
     expect(csv).toContain('S3_KMS.DisabledException');
-    for (const secret of ['123456789012', 'document 77']) expect(csv).not.toContain(secret);
+    for (const secret of ['123456789012', 'document 77', '/srv/secrets']) expect(csv).not.toContain(secret);
   });
 
   it("a tenant sees its own key's actions by name and an operator's as \"operator\"; an operator sees every name", async () => {

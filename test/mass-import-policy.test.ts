@@ -6,6 +6,7 @@ import { chmod, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
+import { lastErrorView } from '../worker/http/views.js';
 import { objectKeyFor } from '../worker/imports/object-key.js';
 import { useTestEnvironment } from './harness.js';
 import { contentOf, documentsOf, itemsOf, listObjects, makeTree, objectBytes, waitForTerminal } from './support/mass-import-tree.js';
@@ -70,6 +71,9 @@ describe('campaign-only mount (OQ-IMP-001)', () => {
     expect(job.lastError).toMatchObject({ code: 'CAMPAIGN_MOUNT_MISSING', class: 'permanent' });
     expect(job.lastError!.message).toMatch(/^no campaign mount is present at \/nonexistent-campaign-\d+ \(IMPORT_ROOT\): the directory does not exist/);
     expect(job.lastError!.message).toContain('docs/DEPLOYMENT.md §6.4');
+    // The worker's file system is the operators' business: the run's tenant reads the code, not the path.
+    expect(lastErrorView(job.lastError, false)).toMatchObject({ code: 'CAMPAIGN_MOUNT_MISSING', internal: true });
+    expect(JSON.stringify(lastErrorView(job.lastError, false))).not.toContain('nonexistent-campaign');
 
     const plain = await makeTree([{ path: 'a.txt', size: 10 }]);
     cleanup.push(plain);
@@ -141,5 +145,29 @@ describe('hostile trees', () => {
     for (const object of objects) expect((await objectBytes(env.s3, env.bucket, object.key)).equals(secret)).toBe(false);
     const linked = await objectBytes(env.s3, env.bucket, objectKeyFor('hostile', 'policy', 'inside-link.pdf'));
     expect(linked.equals(contentOf(good[0]!))).toBe(true);
+  });
+});
+
+describe('the source directory', () => {
+  it('missing, leading outside the root, or not a directory: the run fails naming the source, never a path of the worker', async () => {
+    const root = await makeTree([{ path: 'in/a.txt', size: 10 }, { path: 'plain.txt', size: 10 }]);
+    const outside = await makeTree([{ path: 'secret.txt', size: 10 }]);
+    cleanup.push(root, outside);
+    await symlink(outside, join(root, 'out'));
+    const runs = {
+      SOURCE_NOT_FOUND: await enqueue({ prefix: 'src-missing', source: 'missing' }),
+      SOURCE_OUTSIDE_ROOT: await enqueue({ prefix: 'src-out', source: 'out' }),
+      SOURCE_NOT_DIRECTORY: await enqueue({ prefix: 'src-file', source: 'plain.txt' }),
+    };
+    await runWorker({ IMPORT_ROOT: root });
+    for (const [code, run] of Object.entries(runs)) {
+      const job = await waitForTerminal(env, run.id);
+      expect(job.state).toBe('failed');
+      expect(job.lastError).toMatchObject({ code, class: 'permanent' });
+      const shown = JSON.stringify(lastErrorView(job.lastError, false));
+      expect(shown).toContain(`source \\"${(run.payload as { source: string }).source}\\"`);
+      for (const path of [root, outside]) expect(shown).not.toContain(path);
+    }
+    expect(await listObjects(env.s3, env.bucket, 'src-')).toEqual([]);
   });
 });

@@ -66,14 +66,18 @@ export const OPERATOR_ACTOR = 'operator';
  * The last error as a caller sees it: code, message, class, attempt, time and context; the stack stays in the logs and
  * `bulk-import show`. An operator (a key or session that sees every tenant) sees it whole and which worker failed
  * (host:pid, an internal address on Fargate). A tenant sees neither, and for an internal failure (a driver's or the
- * SDK's message may name hosts, addresses, tables) a plain sentence with its code in place of the message.
+ * SDK's message may name hosts, addresses, tables) a plain sentence with its code in place of the message, and no
+ * context.
  */
 export function lastErrorView(error: JobErrorRecord | null, operator: boolean): LastErrorView | null {
   if (!error) return null;
   const { stack: _stack, worker, ...rest } = error;
   const shown = { ...rest, internal: isInternalError(error) };
   if (operator) return worker === undefined ? shown : { ...shown, worker };
-  return shown.internal ? { ...shown, message: internalErrorMessage(error.code) } : shown;
+  if (!shown.internal) return shown;
+  // Its context is the internal failure's too (a bucket, a probe, the mount's path): the code and the sentence only.
+  const { context: _context, ...plain } = shown;
+  return { ...plain, message: internalErrorMessage(error.code) };
 }
 
 export type LastErrorView = Omit<JobErrorRecord, 'stack' | 'internal'> & { internal: boolean };

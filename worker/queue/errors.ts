@@ -46,6 +46,9 @@ export const LEASE_EXPIRED_CODE = 'LEASE_EXPIRED';
 /** The code of a mass import's file whose key holds another tenant's document (item-outcome-batcher.ts). */
 export const KEY_OF_OTHER_TENANT_CODE = 'KEY_OF_OTHER_TENANT';
 
+/** The code of a mass import's file that is a symbolic link leading outside the import root (directory-walk.ts). */
+export const SYMLINK_OUTSIDE_ROOT_CODE = 'SYMLINK_OUTSIDE_ROOT';
+
 // SQLSTATEs worth a retry: serialization failure, deadlock, connection exceptions (class 08), admin shutdown and
 // crash recovery (57P0x), too many connections, lock timeout, query canceled by statement timeout.
 const TRANSIENT_SQLSTATES = new Set(['40001', '40P01', '57P01', '57P02', '57P03', '53300', '55P03', '57014']);

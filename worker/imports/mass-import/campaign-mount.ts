@@ -16,6 +16,9 @@ export class CampaignMountMissingError extends PermanentJobError {
         `the campaign (mount on), then enqueue the import again; the runbook is ${CAMPAIGN_RUNBOOK}.`,
       'CAMPAIGN_MOUNT_MISSING',
       { importRoot, reason },
+      // The worker's own file system and how operators run campaigns: a tenant reads the code and that the operators
+      // have the details (visible-errors.ts).
+      { internal: true },
     );
     this.name = 'CampaignMountMissingError';
   }

@@ -4,13 +4,14 @@
 import { constants, type Dirent, type Stats } from 'node:fs';
 import { access, lstat, readdir, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { SYMLINK_OUTSIDE_ROOT_CODE } from '../../queue/errors.js';
 
 export type WalkEntry =
   | { kind: 'file'; relativePath: string; size: number }
   | { kind: 'unsafe'; relativePath: string; size: number; code: UnsafeCode; reason: string };
 
 export type UnsafeCode =
-  | 'SYMLINK_OUTSIDE_ROOT'
+  | typeof SYMLINK_OUTSIDE_ROOT_CODE
   | 'SYMLINK_DANGLING'
   | 'SYMLINK_TO_DIRECTORY'
   | 'SPECIAL_FILE'
@@ -112,7 +113,7 @@ async function symlinkEntry(realRoot: string, absolutePath: string, relativePath
     return unsafe(relativePath, 'SYMLINK_DANGLING', `symbolic link that cannot be resolved (${code})`);
   }
   if (!isInside(realRoot, target)) {
-    return unsafe(relativePath, 'SYMLINK_OUTSIDE_ROOT', `symbolic link to ${target}, outside the import root; not followed`);
+    return unsafe(relativePath, SYMLINK_OUTSIDE_ROOT_CODE, `symbolic link to ${target}, outside the import root; not followed`);
   }
   let stats: Stats;
   try {

@@ -5,6 +5,7 @@ import { constants } from 'node:fs';
 import { lstat, open, readlink, realpath, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FileVersion } from '../../storage/s3-upload.js';
+import { SYMLINK_OUTSIDE_ROOT_CODE } from '../../queue/errors.js';
 import { isInside } from './directory-walk.js';
 import { ItemFailure } from './item-failure.js';
 
@@ -59,7 +60,7 @@ export async function openImportFile(realRoot: string, relativePath: string): Pr
   try {
     const real = await descriptorPath(handle, absolutePath);
     if (!isInside(realRoot, real)) {
-      throw new ItemFailure('SYMLINK_OUTSIDE_ROOT', `${relativePath} now leads to ${real}, outside the import root; not read`);
+      throw new ItemFailure(SYMLINK_OUTSIDE_ROOT_CODE, `${relativePath} now leads to ${real}, outside the import root; not read`);
     }
     const stats = await handle.stat({ bigint: true });
     if (!stats.isFile()) throw new ItemFailure('SPECIAL_FILE', `${relativePath} is not a regular file; only regular files are imported`);

@@ -27,27 +27,25 @@ export function normaliseSource(source: string): string | undefined {
   return normalised;
 }
 
-/** The real path of the source directory; refuses a source that is missing or leaves the root through a link. */
+/**
+ * The real path of the source directory; refuses a source that is missing or leaves the root through a link. The
+ * messages name the source as the submitter gave it, never a path of the worker's file system (the mount's own path,
+ * or where a link leads outside it): they are the run's error, which its tenant reads.
+ */
 export async function resolveSourceDirectory(realRoot: string, source: string): Promise<string> {
   const requested = source === '.' ? realRoot : join(realRoot, source);
   let real: string;
   try {
     real = await realpath(requested);
   } catch (error) {
-    throw new PermanentJobError(
-      `source "${source}" does not exist under the import root ${realRoot} (${(error as NodeJS.ErrnoException).code})`,
-      'SOURCE_NOT_FOUND',
-      { source, importRoot: realRoot },
-    );
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new PermanentJobError(`source "${source}" does not exist under the import root (${code})`, 'SOURCE_NOT_FOUND', { source, errno: code });
   }
   if (!isInside(realRoot, real)) {
-    throw new PermanentJobError(`source "${source}" leads outside the import root (to ${real}); refused`, 'SOURCE_OUTSIDE_ROOT', {
-      source,
-      importRoot: realRoot,
-    });
+    throw new PermanentJobError(`source "${source}" leads outside the import root through a symbolic link; refused`, 'SOURCE_OUTSIDE_ROOT', { source });
   }
   if (!(await stat(real)).isDirectory()) {
-    throw new PermanentJobError(`source "${source}" is not a directory`, 'SOURCE_NOT_DIRECTORY', { source, importRoot: realRoot });
+    throw new PermanentJobError(`source "${source}" is not a directory`, 'SOURCE_NOT_DIRECTORY', { source });
   }
   return real;
 }
