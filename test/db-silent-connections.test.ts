@@ -12,13 +12,16 @@ import { SilentConnectionError, SilentConnectionWatch } from '../worker/db/silen
 import { createLogger } from '../worker/logger.js';
 import { Writable } from 'node:stream';
 import { useTestEnvironment } from './harness.js';
+import { waitFor } from './support/in-process-worker.js';
 import { startSilencingProxy, type SilencingProxy } from './support/silencing-proxy.js';
 
 const env = useTestEnvironment();
 const open: Array<{ pool: Pool; proxy: SilencingProxy }> = [];
 const watches: SilentConnectionWatch[] = [];
+const pools: Pool[] = [];
 afterEach(async () => {
   for (const watch of watches.splice(0)) await watch.stop();
+  for (const pool of pools.splice(0)) await pool.end().catch(() => {});
   for (const { pool, proxy } of open.splice(0)) {
     await proxy.close();
     await pool.end().catch(() => {});
@@ -85,12 +88,14 @@ function recordingLogger(): { log: ReturnType<typeof createLogger>; lines: () =>
  * watched with short periods so the test runs in moments; the watch's lookups go through the proxy too, on
  * connections of their own (which pass, as a new primary's would).
  */
-async function watchedPool(): Promise<{ pool: Pool; proxy: SilencingProxy; watch: SilentConnectionWatch; lines: () => Array<Record<string, unknown>> }> {
+async function watchedPool(
+  sessionOptions?: string,
+): Promise<{ pool: Pool; proxy: SilencingProxy; watch: SilentConnectionWatch; lines: () => Array<Record<string, unknown>> }> {
   const proxy = await startSilencingProxy(env.databaseUrl);
   const { log, lines } = recordingLogger();
-  const watch = new SilentConnectionWatch(proxy.url, log, { suspectAfterMs: 200, checkEveryMs: 100, strikes: 2 });
+  const watch = new SilentConnectionWatch(proxy.url, log, { suspectAfterMs: 200, checkEveryMs: 100, strikes: 2, connectCheckTimeoutMs: 500 });
   watches.push(watch);
-  const pool = createPool(proxy.url, { max: 1, onConnect: watch.onConnect });
+  const pool = createPool(proxy.url, { max: 1, onConnect: watch.onConnect, ...(sessionOptions ? { sessionOptions } : {}) });
   pool.on('error', () => {});
   open.push({ pool, proxy });
   watch.start();
@@ -151,9 +156,50 @@ describe('the main pool watched for silent connections', () => {
         await watch.onConnect(client);
       },
     });
-    open.push({ pool, proxy: await startSilencingProxy(env.databaseUrl) });
+    pool.on('error', () => {});
+    pools.push(pool);
     await pool.query('SELECT 1');
     expect(watch.size).toBe(0);
     expect(lines().map((line) => line.msg)).toContain('a connection proxy is in the way: silent connections are not looked for');
+  });
+
+  it('a statement written as the answer before it arrives (the pool handing the connection over) is watched too', async () => {
+    const { pool, proxy } = await watchedPool();
+    // Two statements for one connection: the second is written the moment the first's answer is handled.
+    const first = pool.query<{ n: number }>('SELECT 1 AS n FROM pg_sleep(0.3)');
+    const second = pool.query('SELECT 2').then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    await waitFor(async () => {
+      const { rows } = await env.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%FROM pg_sleep(0.3)' AND state = 'active'");
+      return rows[0]!.n === 1 || undefined;
+    }, 30_000, 10);
+    // The path to the server fails: the first's answer still comes back, the second never reaches the server.
+    expect(proxy.silenceExisting('to-server')).toBe(1);
+    expect((await first).rows).toEqual([{ n: 1 }]);
+    expect(await second).toBeInstanceOf(SilentConnectionError);
+  });
+
+  it('a new connection whose first statement gets no answer fails to connect, instead of holding its caller', async () => {
+    const proxy = await startSilencingProxy(env.databaseUrl);
+    const watch = new SilentConnectionWatch(proxy.url, recordingLogger().log, { connectCheckTimeoutMs: 300 });
+    watches.push(watch);
+    const pool = createPool(proxy.url, { max: 1, onConnect: watch.onConnect });
+    pool.on('error', () => {});
+    open.push({ pool, proxy });
+    proxy.silenceNewAtFirstStatement(true);
+    await expect(pool.connect()).rejects.toBeInstanceOf(SilentConnectionError);
+    expect(pool.totalCount).toBe(0);
+    proxy.silenceNewAtFirstStatement(false);
+    expect((await pool.query<{ n: number }>('SELECT 3 AS n')).rows).toEqual([{ n: 3 }]);
+    expect(watch.size).toBe(1);
+  });
+
+  it('a backend whose activity is not tracked (track_activities off) is never taken for silent', async () => {
+    const { pool, lines } = await watchedPool('-c track_activities=off');
+    const { rows } = await pool.query<{ done: boolean }>('SELECT pg_sleep(1) IS NOT NULL AS done');
+    expect(rows).toEqual([{ done: true }]);
+    expect(lines().filter((line) => line.level === 40)).toEqual([]);
   });
 });

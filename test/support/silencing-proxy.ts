@@ -7,8 +7,13 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 export interface SilencingProxy {
   /** A DATABASE_URL that goes through the proxy. */
   url: string;
-  /** Silences every connection open now; returns how many. */
-  silenceExisting(): number;
+  /**
+   * Silences every connection open now; returns how many. 'to-server': only what the client sends is dropped (the
+   * server's answers still arrive), as when the path fails just as a statement goes out.
+   */
+  silenceExisting(direction?: 'both' | 'to-server'): number;
+  /** From now on, each new connection goes silent (both ways) at its first statement, after the handshake. */
+  silenceNewAtFirstStatement(on: boolean): void;
   /** Closes the silenced connections (both sides). */
   cutSilenced(): void;
   close(): Promise<void>;
@@ -17,15 +22,24 @@ export interface SilencingProxy {
 interface Pair {
   client: Socket;
   upstream: Socket;
+  /** What the client sends is dropped. */
   silent: boolean;
+  /** What the server sends is dropped. */
+  deaf: boolean;
+  /** Goes silent both ways at its first statement. */
+  atFirstStatement: boolean;
 }
+
+/** The frontend messages that start a statement: Query, Parse. (Startup and password messages come before.) */
+const STATEMENT_MESSAGES = new Set(['Q'.charCodeAt(0), 'P'.charCodeAt(0)]);
 
 export async function startSilencingProxy(databaseUrl: string): Promise<SilencingProxy> {
   const target = new URL(databaseUrl);
   const pairs = new Set<Pair>();
+  let silenceAtFirstStatement = false;
   const server: Server = createServer((client) => {
     const upstream = connect(Number(target.port || 5432), target.hostname);
-    const pair: Pair = { client, upstream, silent: false };
+    const pair: Pair = { client, upstream, silent: false, deaf: false, atFirstStatement: silenceAtFirstStatement };
     pairs.add(pair);
     const end = () => {
       client.destroy();
@@ -36,10 +50,11 @@ export async function startSilencingProxy(databaseUrl: string): Promise<Silencin
     upstream.on('error', end).on('close', end);
     // Forwarded only while the pair is not silent; read and dropped after, so no side sees back-pressure either.
     client.on('data', (chunk: Buffer) => {
+      if (pair.atFirstStatement && STATEMENT_MESSAGES.has(chunk[0]!)) pair.silent = pair.deaf = true;
       if (!pair.silent) upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
-      if (!pair.silent) client.write(chunk);
+      if (!pair.deaf) client.write(chunk);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -50,17 +65,21 @@ export async function startSilencingProxy(databaseUrl: string): Promise<Silencin
   url.port = String(address.port);
   return {
     url: url.toString(),
-    silenceExisting() {
+    silenceExisting(direction = 'both') {
       let count = 0;
       for (const pair of pairs) {
         if (!pair.silent) count += 1;
         pair.silent = true;
+        if (direction === 'both') pair.deaf = true;
       }
       return count;
     },
+    silenceNewAtFirstStatement(on) {
+      silenceAtFirstStatement = on;
+    },
     cutSilenced() {
       for (const pair of [...pairs]) {
-        if (!pair.silent) continue;
+        if (!pair.silent && !pair.deaf) continue;
         pair.client.destroy();
         pair.upstream.destroy();
         pairs.delete(pair);

@@ -9,16 +9,20 @@
 // its lease.
 //
 // Instead, the server is asked. A connection that has sent something and heard nothing back for `suspectAfterMs` is
-// looked up in pg_stat_activity by its backend's pid, from a session of its own: a statement the server is still
-// running shows its session `active`, and the connection is left alone however long it takes. A session that is not
-// there (the new primary never had it) or is not running anything (the statement never arrived, or its answer was
-// lost) on `strikes` lookups in a row means no answer is coming: the connection is destroyed, the statement fails
-// with a connection error (an outage for the run: retried without spending an attempt, queue/outage.ts), and the
-// pool opens a new connection for the next one.
+// looked up in pg_stat_activity by its backend (pid and start time), from a session of its own: a statement the
+// server is still running shows its session `active`, and the connection is left alone however long it takes. A
+// session that is not there (the new primary never had it) or is not running anything (the statement never arrived,
+// or its answer was lost) on `strikes` lookups in a row, each at least `checkEveryMs` after the last, means no answer
+// is coming: the connection is destroyed, the statement fails with a connection error (an outage for the run: retried
+// without spending an attempt, queue/outage.ts), and the pool opens a new connection for the next one. A lookup that
+// cannot tell (it failed; `track_activities` is off) counts for nothing.
 //
 // Behind a connection proxy (RDS Proxy, PgBouncer) the pid the client was told is not its backend's, and a lookup
-// would find nothing and wrongly condemn a slow statement: each connection's backend pid is checked once when it
-// opens, and a connection whose pid does not match is not watched.
+// would find nothing and wrongly condemn a slow statement: each connection's backend is read once when it opens, and
+// a connection whose pid does not match is not watched.
+//
+// Not caught: an answer too large for the server's send buffer, lost while the server still writes it (its session
+// stays `active`, waiting on ClientWrite, until the server's own TCP gives up).
 import type pg from 'pg';
 import type { Logger } from '../logger.js';
 import { createPool } from './pool.js';
@@ -31,30 +35,39 @@ export interface SilentConnectionWatchOptions {
   checkEveryMs?: number;
   /** Lookups in a row that must find the statement not running before the connection is closed. */
   strikes?: number;
+  /** How long a new connection's first statement (reading its backend) may take before it is taken for silent. */
+  connectCheckTimeoutMs?: number;
 }
 
-export const SILENT_CONNECTION_DEFAULTS = { suspectAfterMs: 15_000, checkEveryMs: 5_000, strikes: 2 } as const;
+export const SILENT_CONNECTION_DEFAULTS = { suspectAfterMs: 15_000, checkEveryMs: 5_000, strikes: 2, connectCheckTimeoutMs: 5_000 } as const;
 
 /** Backend states in which the server is working on a statement the client sent. */
 const RUNNING_STATES = new Set(['active', 'fastpath function call']);
+/** States that say nothing: statistics off (`track_activities`), or hidden from this role. */
+const UNKNOWN_STATES = new Set(['disabled', null]);
 
 /** What is known of one pooled connection's traffic. */
 interface Watched {
   socket: SocketLike;
   /** The backend's pid, confirmed when the connection opened. */
   pid: number;
+  /** When the backend started (pg_stat_activity.backend_start, as text): a new primary may reuse the pid. */
+  backendStart: string;
   /** bytesWritten when the last answer arrived: more written since means a request is outstanding. */
   writtenAtLastAnswer: number;
   /** When this check first saw a request outstanding with no answer since (ms); undefined while answered. */
   waitingSince: number | undefined;
   /** Lookups in a row that found the statement not running. */
   strikes: number;
+  /** When the last of them ended (ms): the next counts only checkEveryMs later. */
+  struckAt: number;
 }
 
 /** The part of a net.Socket the watch reads and closes. */
 interface SocketLike {
   readonly bytesWritten: number;
-  on(event: 'data' | 'close', listener: () => void): unknown;
+  on(event: 'close', listener: () => void): unknown;
+  prependListener(event: 'data', listener: () => void): unknown;
   destroy(error?: Error): void;
 }
 
@@ -75,6 +88,7 @@ export class SilentConnectionWatch {
   private readonly probe: pg.Pool;
   private timer: NodeJS.Timeout | undefined;
   private checking: Promise<void> | undefined;
+  private stopped = false;
 
   constructor(
     database: DatabaseTarget,
@@ -96,24 +110,25 @@ export class SilentConnectionWatch {
 
   /**
    * The watched pool's onConnect (createPool): runs on each new connection before it is handed out, and watches it
-   * once its backend pid is confirmed. Never fails the connection: one that cannot be checked is just not watched.
+   * once its backend pid is confirmed. One whose backend cannot be read is just not watched, unless the read got no
+   * answer in time: that connection is already silent, and the connect fails (readBackend).
    */
   readonly onConnect = async (client: pg.ClientBase): Promise<void> => {
     const socket = (client as unknown as { connection?: { stream?: SocketLike } }).connection?.stream;
     if (!socket) return;
-    let pid: number | undefined;
-    try {
-      pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
-    } catch {
-      return; // the holder's first statement meets whatever broke it
-    }
+    const backend = await readBackend(client, socket, this.options.connectCheckTimeoutMs);
+    if (backend === undefined) return; // the holder's first statement meets whatever broke it
     const told = (client as unknown as { processID?: number | null }).processID;
-    if (pid === undefined || pid !== told) {
-      this.log.debug({ told, backend: pid }, 'a connection proxy is in the way: silent connections are not looked for');
+    if (backend.pid !== told) {
+      this.log.debug({ told, backend: backend.pid }, 'a connection proxy is in the way: silent connections are not looked for');
       return;
     }
-    const entry: Watched = { socket, pid, writtenAtLastAnswer: socket.bytesWritten, waitingSince: undefined, strikes: 0 };
-    socket.on('data', () => {
+    const entry: Watched = {
+      socket, pid: backend.pid, backendStart: backend.start, writtenAtLastAnswer: socket.bytesWritten, waitingSince: undefined, strikes: 0, struckAt: 0,
+    };
+    // Before pg's own listener: handling an answer, pg may at once write the next statement (a queued one, or the
+    // next holder's when the pool hands the connection over), which must count as unanswered.
+    socket.prependListener('data', () => {
       entry.writtenAtLastAnswer = socket.bytesWritten;
       entry.waitingSince = undefined;
       entry.strikes = 0;
@@ -127,14 +142,16 @@ export class SilentConnectionWatch {
     this.timer.unref();
   }
 
-  async stop(): Promise<void> {
+  /** Stops the checks. A lookup in flight is not waited for (it may be one into the outage); it closes nothing now. */
+  stop(): Promise<void> {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    await this.checking;
-    await this.probe.end().catch(() => {});
+    void this.probe.end().catch(() => {});
+    return Promise.resolve();
   }
 
-  /** Connections under watch (open, their backend pid confirmed). */
+  /** Connections under watch (open, their backend confirmed). */
   get size(): number {
     return this.watched.size;
   }
@@ -159,32 +176,67 @@ export class SilentConnectionWatch {
       if (now - entry.waitingSince >= this.options.suspectAfterMs) suspects.push(entry);
     }
     if (suspects.length === 0) return;
-    let running: Set<number>;
+    let seen: Map<number, { start: string; state: string | null }>;
     try {
-      const { rows } = await this.probe.query<{ pid: number; state: string | null }>(
-        'SELECT pid, state FROM pg_stat_activity WHERE pid = ANY($1::int[])',
+      const { rows } = await this.probe.query<{ pid: number; start: string; state: string | null }>(
+        'SELECT pid, backend_start::text AS start, state FROM pg_stat_activity WHERE pid = ANY($1::int[])',
         [suspects.map((entry) => entry.pid)],
       );
-      running = new Set(rows.filter((row) => row.state !== null && RUNNING_STATES.has(row.state)).map((row) => row.pid));
+      seen = new Map(rows.map((row) => [row.pid, row]));
     } catch (error) {
       // The database does not answer this session either: an outage everyone sees, which is not this check's to
       // judge. Nothing is closed on a lookup that failed.
       this.log.debug({ err: error instanceof Error ? error.message : String(error) }, 'silent-connection lookup failed');
       return;
     }
+    const lookedAt = Date.now();
     for (const entry of suspects) {
-      // Answered while the lookup ran: nothing to judge.
-      if (entry.waitingSince === undefined) continue;
-      if (running.has(entry.pid)) {
+      // Answered while the lookup ran, or stopped meanwhile: nothing to judge.
+      if (entry.waitingSince === undefined || this.stopped) continue;
+      const session = seen.get(entry.pid);
+      const same = session !== undefined && session.start === entry.backendStart;
+      if (same && UNKNOWN_STATES.has(session.state)) continue;
+      if (same && RUNNING_STATES.has(session.state!)) {
         entry.strikes = 0;
         continue;
       }
+      // Two lookups that ended close together (one waited out a slow server) are one look, not two.
+      if (entry.strikes > 0 && lookedAt - entry.struckAt < this.options.checkEveryMs) continue;
       entry.strikes += 1;
+      entry.struckAt = lookedAt;
       if (entry.strikes < this.options.strikes) continue;
-      const waitedMs = Date.now() - entry.waitingSince;
+      const waitedMs = lookedAt - entry.waitingSince;
       this.log.warn({ pid: entry.pid, waited_ms: waitedMs }, 'a database connection went silent with a statement waiting; closing it');
       this.watched.delete(entry);
       entry.socket.destroy(new SilentConnectionError(waitedMs));
     }
   }
+}
+
+/**
+ * The new connection's backend: pid and start time, or undefined when the statement failed. Bounded: a connection
+ * that goes silent this early would otherwise hold its caller in pool.connect() for as long as TCP retransmits. One
+ * that does not answer in time is destroyed (and closed, before pg-pool is told) and the connect fails as a
+ * connection error.
+ */
+async function readBackend(client: pg.ClientBase, socket: SocketLike, timeoutMs: number): Promise<{ pid: number; start: string } | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  const read = client
+    .query<{ pid: number; start: string }>('SELECT pid, backend_start::text AS start FROM pg_stat_activity WHERE pid = pg_backend_pid()')
+    .then(({ rows }) => rows[0])
+    .catch(() => undefined);
+  const outcome = await Promise.race([read, timedOut]);
+  clearTimeout(timer);
+  if (outcome !== 'timeout') return outcome;
+  const error = new SilentConnectionError(timeoutMs);
+  // pg-pool ends a connection whose hook failed and waits for its 'end': it must have come first.
+  await new Promise<void>((resolve) => {
+    client.once('end', () => resolve());
+    socket.destroy(error);
+  });
+  await read;
+  throw error;
 }
