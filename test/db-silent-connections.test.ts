@@ -93,7 +93,7 @@ async function watchedPool(
 ): Promise<{ pool: Pool; proxy: SilencingProxy; watch: SilentConnectionWatch; lines: () => Array<Record<string, unknown>> }> {
   const proxy = await startSilencingProxy(env.databaseUrl);
   const { log, lines } = recordingLogger();
-  const watch = new SilentConnectionWatch(proxy.url, log, { suspectAfterMs: 200, checkEveryMs: 100, strikes: 2, connectCheckTimeoutMs: 500 });
+  const watch = new SilentConnectionWatch(proxy.url, log, { suspectAfterMs: 200, checkEveryMs: 100, strikes: 2, connectCheckTimeoutMs: 5_000 });
   watches.push(watch);
   const pool = createPool(proxy.url, { max: 1, onConnect: watch.onConnect, ...(sessionOptions ? { sessionOptions } : {}) });
   pool.on('error', () => {});
@@ -165,25 +165,37 @@ describe('the main pool watched for silent connections', () => {
 
   it('a statement written as the answer before it arrives (the pool handing the connection over) is watched too', async () => {
     const { pool, proxy } = await watchedPool();
-    // Two statements for one connection: the second is written the moment the first's answer is handled.
-    const first = pool.query<{ n: number }>('SELECT 1 AS n FROM pg_sleep(0.3)');
-    const second = pool.query('SELECT 2').then(
-      () => undefined,
-      (caught: unknown) => caught,
-    );
-    await waitFor(async () => {
-      const { rows } = await env.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%FROM pg_sleep(0.3)' AND state = 'active'");
-      return rows[0]!.n === 1 || undefined;
-    }, 30_000, 10);
-    // The path to the server fails: the first's answer still comes back, the second never reaches the server.
-    expect(proxy.silenceExisting('to-server')).toBe(1);
-    expect((await first).rows).toEqual([{ n: 1 }]);
-    expect(await second).toBeInstanceOf(SilentConnectionError);
+    // The test's own session holds the lock the first statement waits for.
+    const holder = await env.pool.connect();
+    try {
+      await holder.query('SELECT pg_advisory_lock(7701)');
+      // Two statements for one connection: the second is written the moment the first's answer is handled.
+      const first = pool.query<{ n: number }>('SELECT 1 AS n FROM pg_advisory_xact_lock(7701)');
+      const second = pool.query('SELECT 2').then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
+      await waitFor(async () => {
+        const { rows } = await env.pool.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock(7701)'",
+        );
+        return rows[0]!.n === 1 || undefined;
+      }, 30_000, 20);
+      // The path to the server fails: the first's answer still comes back, the second never reaches the server.
+      expect(proxy.silenceExisting('to-server')).toBe(1);
+      await holder.query('SELECT pg_advisory_unlock(7701)');
+      expect((await first).rows).toEqual([{ n: 1 }]);
+      expect(await second).toBeInstanceOf(SilentConnectionError);
+    } finally {
+      await holder.query('SELECT pg_advisory_unlock_all()');
+      holder.release();
+    }
   });
 
   it('a new connection whose first statement gets no answer fails to connect, instead of holding its caller', async () => {
     const proxy = await startSilencingProxy(env.databaseUrl);
-    const watch = new SilentConnectionWatch(proxy.url, recordingLogger().log, { connectCheckTimeoutMs: 300 });
+    // Long enough for a healthy connect on a busy machine (the second connect below); the silenced one waits it out.
+    const watch = new SilentConnectionWatch(proxy.url, recordingLogger().log, { connectCheckTimeoutMs: 2_000 });
     watches.push(watch);
     const pool = createPool(proxy.url, { max: 1, onConnect: watch.onConnect });
     pool.on('error', () => {});
