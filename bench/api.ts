@@ -38,7 +38,7 @@ import { ADMIN_API_NODE_FLAGS } from '../infra/node-flags.js';
 import { createApiKey } from '../worker/auth/api-keys.js';
 import { AHEAD_STATEMENT, THROUGHPUT_STATEMENT } from '../worker/queue/estimate.js';
 import { jobsPageSignatureQuery, KnownVersions, versionedJobsPageQuery } from '../worker/queue/operator.js';
-import { ROW_ERRORS_PAGE_STATEMENT } from '../worker/imports/csv/row-errors.js';
+import { ROW_ERRORS_PAGE_BYTES, ROW_ERRORS_PAGE_STATEMENT } from '../worker/imports/csv/row-errors.js';
 import { BACKFILL_KIND, CSV_IMPORT_KIND, MASS_IMPORT_KIND, NOOP_KIND } from '../worker/handlers/kinds.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -351,7 +351,7 @@ async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<vo
     ['list deep', versionedJobsPageQuery({ states: ['succeeded'], beforeId: Math.floor(maxId / 3), limit: 50 }, KnownVersions.NONE)],
     // What a polled listing asks first (the server holds its answer): the page's signature.
     ['list failed, signature', jobsPageSignatureQuery({ states: ['failed'], limit: 50 })],
-    ['errors page', { text: ROW_ERRORS_PAGE_STATEMENT, values: [csvJob, 500_000, 100, 0] }],
+    ['errors page', { text: ROW_ERRORS_PAGE_STATEMENT, values: [csvJob, 500_000, 100, 0, ROW_ERRORS_PAGE_BYTES] }],
   ];
   await db.query('SET plan_cache_mode = force_generic_plan');
   for (const [name, query] of prepared) {

@@ -104,6 +104,27 @@ describe('admin sign-in and sessions', () => {
     expect((await get(`/v1/jobs/${jobId}/events`, { cookie: third.cookie })).status).toBe(401);
   });
 
+  it('the review page shows the start of a very long value and counts the rest; its rows stay within a page budget', async () => {
+    const { key } = await createApiKey(env.pool, { name: 'long-rows', role: 'tenant', tenantId: 'acme' });
+    const { rows } = await env.pool.query<{ id: number }>("INSERT INTO jobs (kind, tenant_id, state) VALUES ('csv-import', 'acme', 'review_ready') RETURNING id");
+    const id = rows[0]!.id;
+    await env.pool.query(
+      `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
+       SELECT $1, g, 'validate', ARRAY['SKU-' || g, repeat('d', 1000000)], '[{"column": "description", "rule": "max_length", "message": "too long"}]'
+       FROM generate_series(1, 12) g`,
+      [id],
+    );
+    const { cookie } = await signIn(key);
+    const review = await get(`/admin/runs/${id}/review`, { cookie });
+    expect(review.status).toBe(200);
+    const text = await review.text();
+    expect(text).toContain(`${'d'.repeat(500)}<span class="muted"> … (999,500 more characters: the CSV download has them)</span>`);
+    expect(text).not.toContain('d'.repeat(501));
+    // Five rows fill the page's 4 MiB; the next page starts after the fifth.
+    expect(text.match(/<td class="num">\d+<\/td>/g)).toEqual([1, 2, 3, 4, 5].map((row) => `<td class="num">${row}</td>`));
+    expect(text).toContain(`href="/admin/runs/${id}/review?after=5#failed-rows"`);
+  });
+
   it("a session's open event streams end when it signs out or expires; another session's stream goes on", async () => {
     const { key } = await createApiKey(env.pool, { name: 'watcher', role: 'operator' });
     const submitted = await call(api, 'POST', '/v1/jobs', { key, body: { kind: 'noop', tenant: 'acme', payload: {}, runAt: '2999-01-01T00:00:00Z' } });

@@ -1,7 +1,8 @@
 // Pages of a CSV run's row errors (worker/imports/csv/row-errors.ts, pageOfRowErrors): the API's error pages and the
 // review page read them by keyset on every request, so their statement is prepared and must run on its generic plan.
 import { expect, it } from 'vitest';
-import { pageOfRowErrors } from '../worker/imports/csv/row-errors.js';
+import { PassThrough } from 'node:stream';
+import { pageOfRowErrors, ROW_ERRORS_PAGE_BYTES, writeRowErrorsCsv } from '../worker/imports/csv/row-errors.js';
 import { enqueueJob } from '../worker/queue/enqueue.js';
 import { useTestEnvironment } from './harness.js';
 
@@ -25,7 +26,8 @@ it('pages row errors in row order, on the generic plan after the first five page
   try {
     let after = 0;
     for (let page = 0; page < 8; page += 1) {
-      const rows = await pageOfRowErrors(client, job.id, after, 100);
+      const { errors: rows, more } = await pageOfRowErrors(client, job.id, after, 100);
+      expect(more).toBe(true);
       expect(rows.map((row) => row.row)).toEqual(Array.from({ length: 100 }, (_, i) => after + 2 * (i + 1)));
       expect(rows[0]!.fields).toEqual([`SKU-${after / 2 + 1}`, 'x']);
       after = rows[rows.length - 1]!.row;
@@ -38,15 +40,47 @@ it('pages row errors in row order, on the generic plan after the first five page
     );
     expect(plans.map((row) => [Number(row.generic_plans), Number(row.custom_plans)])).toEqual([[3, 5]]);
     // The generic plan reads the page's range of the primary key in row order: no sort, no scan of the job's errors.
-    const { rows: explained } = await client.query(`EXPLAIN EXECUTE "bulk-import-row-errors-page"(${job.id}, 10000, 100, 0)`);
+    const { rows: explained } = await client.query(`EXPLAIN EXECUTE "bulk-import-row-errors-page"(${job.id}, 10000, 100, 0, ${ROW_ERRORS_PAGE_BYTES})`);
     const plan = explained.map((row) => row['QUERY PLAN'] as string).join('\n');
     expect(plan).toMatch(/Index Scan using csv_import_row_errors_pkey/);
     expect(plan).not.toMatch(/Sort|Seq Scan|Bitmap/);
 
     // The generic plan reads any job's page and any offset (the CLI's pages) right.
-    expect((await pageOfRowErrors(client, small.id, 90, 100)).map((row) => row.row)).toEqual([92, 94, 96, 98, 100]);
-    expect((await pageOfRowErrors(client, job.id, 0, 3, 400)).map((row) => row.row)).toEqual([802, 804, 806]);
+    expect(await pageOfRowErrors(client, small.id, 90, 100)).toMatchObject({ errors: [92, 94, 96, 98, 100].map((row) => ({ row })), more: false });
+    expect((await pageOfRowErrors(client, job.id, 0, 3, 400)).errors.map((row) => row.row)).toEqual([802, 804, 806]);
   } finally {
     client.release();
   }
+});
+
+it('a page holds at most its byte budget of long rows (at least one), says more follow, and the export still writes every row', async () => {
+  // Twelve failed rows of a million characters each (a row may be that long, and a failed one is kept whole).
+  const { job } = await enqueueJob(env.pool, { kind: 'csv-error-pages', payload: { long: true } });
+  await env.pool.query(
+    `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
+     SELECT $1, g, 'validate', ARRAY['SKU-' || g, repeat('d', 1000000)], '[{"column": "description", "rule": "max_length", "message": "too long"}]'
+     FROM generate_series(1, 12) g`,
+    [job.id],
+  );
+  const pages: number[][] = [];
+  let after = 0;
+  for (;;) {
+    const { errors, more } = await pageOfRowErrors(env.pool, job.id, after, 1000);
+    pages.push(errors.map((error) => error.row));
+    const bytes = errors.reduce((sum, error) => sum + error.fields!.join('').length, 0);
+    // Under the budget but for the last row, which began under it.
+    expect(bytes - 1_000_006).toBeLessThan(ROW_ERRORS_PAGE_BYTES);
+    if (!more) break;
+    after = errors.at(-1)!.row;
+  }
+  expect(pages).toEqual([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11, 12]]);
+  // One row longer than the budget is a page of its own.
+  expect((await pageOfRowErrors(env.pool, job.id, 0, 1000, 0, 10)).errors.map((error) => error.row)).toEqual([1]);
+
+  await env.pool.query(`INSERT INTO csv_import_runs (job_id, tenant_id, bucket, object_key, profile, header, columns, delimiter) VALUES ($1, 't', 'b', 'k.csv', 'products', ARRAY['sku', 'description'], ARRAY['sku', 'description'], ',')`, [job.id]);
+  const out = new PassThrough();
+  let lines = 0;
+  out.on('data', (chunk: Buffer) => (lines += chunk.toString().split('\r\n').length - 1));
+  expect(await writeRowErrorsCsv(env.pool, job.id, out)).toBe(12);
+  expect(lines).toBe(13);
 });

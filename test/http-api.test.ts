@@ -406,6 +406,29 @@ describe('tenants and roles', () => {
     }
   });
 
+  it('failed rows of a million characters: each JSON page stays within its byte budget, and the cursor reaches every row', async () => {
+    const { rows } = await env.pool.query<{ id: number }>("INSERT INTO jobs (kind, tenant_id, state) VALUES ('csv-import', 'ta', 'review_ready') RETURNING id");
+    const id = rows[0]!.id;
+    await env.pool.query(
+      `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
+       SELECT $1, g, 'validate', ARRAY['SKU-' || g, repeat('d', 1000000)], '[{"column": "description", "rule": "max_length", "message": "too long"}]'
+       FROM generate_series(1, 12) g`,
+      [id],
+    );
+    const pages: number[][] = [];
+    let next: string | null = null;
+    do {
+      const page: { status: number; body: { errors: Array<{ row: number }>; next: string | null } } = await call(
+        api, 'GET', `/v1/jobs/${id}/errors?limit=1000${next ? `&cursor=${next}` : ''}`, { key: tenantA },
+      );
+      expect(page.status).toBe(200);
+      pages.push(page.body.errors.map((error) => error.row));
+      next = page.body.next;
+    } while (next);
+    // 4 MiB a page (ROW_ERRORS_PAGE_BYTES): five of these rows, the fifth begun under the budget.
+    expect(pages).toEqual([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11, 12]]);
+  });
+
   it("a mass import's failed files: S3's own text, another tenant's document and a link's target reach operators only", async () => {
     const { rows } = await env.pool.query<{ id: number }>(
       "INSERT INTO jobs (kind, tenant_id, state, finished_at) VALUES ('mass-import', 'ta', 'partial', now()) RETURNING id",

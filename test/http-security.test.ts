@@ -100,6 +100,23 @@ describe('limits', () => {
     expect((await call(limited, 'GET', '/v1/jobs', { key: operator })).status).toBe(200);
   });
 
+  it('counts admin requests with a session nobody has against the address: 429 past the limit, before any lookup', async () => {
+    const own = await startTestApi(env, { rateLimitPerMinute: 3 });
+    try {
+      const bogus = { cookie: `bi_admin_session=${'C'.repeat(43)}` };
+      const statuses: number[] = [];
+      for (let i = 0; i < 3; i += 1) statuses.push((await fetch(`${own.url}/admin/runs`, { headers: bogus, redirect: 'manual' })).status);
+      const signOut = await fetch(`${own.url}/admin/sign-out`, {
+        method: 'POST', headers: { ...bogus, 'content-type': 'application/x-www-form-urlencoded' }, body: 'csrf=x', redirect: 'manual',
+      });
+      const after = await fetch(`${own.url}/admin/runs`, { headers: bogus, redirect: 'manual' });
+      expect([...statuses, signOut.status, after.status]).toEqual([303, 303, 303, 429, 429]);
+      expect(Number(after.headers.get('retry-after'))).toBeGreaterThan(0);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('limits the event streams a key holds open: 429 TOO_MANY_STREAMS past it, until one of them closes', async () => {
     const few = await startTestApi(env, { eventStreamsPerKey: 2 });
     const streams: EventStream[] = [];

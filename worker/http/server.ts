@@ -193,9 +193,12 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
   // refuses (401, 403) is counted here instead, in the same buckets (the address's when no key was valid). Without it
   // unauthenticated requests were never limited, and each unknown key or session cost a database lookup.
   const limiter = app.createRateLimit();
-  const countRefusal = async (request: FastifyRequest, refusal: ApiError): Promise<never> => {
+  const countRefused = async (request: FastifyRequest): Promise<void> => {
     const counted = await limiter(request);
     if (!counted.isAllowed && counted.isExceeded) throw rateLimited(counted.max, `${counted.ttlInSeconds} s`, counted.ttlInSeconds);
+  };
+  const countRefusal = async (request: FastifyRequest, refusal: ApiError): Promise<never> => {
+    await countRefused(request);
     throw refusal;
   };
   // An address (or key) at its limit gets 429 before its next key or session is looked up.
@@ -243,7 +246,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
   registerErrorRoutes(app, deps);
   registerEventRoutes(app, deps, verifiedKeys);
   registerDeadRoutes(app, deps);
-  await registerAdminPages(app, deps, deps.admin);
+  await registerAdminPages(app, deps, deps.admin, { refuseWhileLimited: refuseLookupsWhileLimited, countRefused });
   await app.ready();
   return app;
 }

@@ -93,7 +93,18 @@ function position(value: unknown, first: number): number {
 /** The query names a page reads as a list. */
 const MULTI_VALUED_QUERY = new Set(['state']);
 
-export async function registerAdminPages(app: FastifyInstance, deps: ApiDependencies, options: AdminOptions): Promise<void> {
+/**
+ * The API's rate limiter for requests its route hook never sees (server.ts): a page whose session cookie is unknown
+ * is refused by this plugin's own hook, which runs first.
+ */
+export interface RefusalLimits {
+  /** 429 when the address is at its limit already (before its session is looked up). */
+  refuseWhileLimited(request: FastifyRequest): Promise<void>;
+  /** Counts a refused request in the address's bucket; 429 once that bucket is over. */
+  countRefused(request: FastifyRequest): Promise<void>;
+}
+
+export async function registerAdminPages(app: FastifyInstance, deps: ApiDependencies, options: AdminOptions, limits: RefusalLimits): Promise<void> {
   await app.register(
     async (admin) => {
       admin.decorateRequest('adminSessionToken', null);
@@ -112,10 +123,13 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
         void reply.headers(SECURITY_HEADERS);
       });
       // Every page but the sign-in form and the assets needs a session; a GET without one goes to the sign-in form.
+      // An unknown session costs a database lookup: refused ones count against the address, as the API's unknown keys do.
       admin.addHook('onRequest', async (request, reply) => {
         if (request.routeOptions.config?.adminPublic) return;
+        await limits.refuseWhileLimited(request);
         const session = await loadSession(deps.pool, request);
         if (!session) {
+          await limits.countRefused(request);
           if (request.method === 'GET' || request.method === 'HEAD') return reply.redirect('/admin/sign-in', 303);
           throw new ApiError(401, 'UNAUTHENTICATED', 'your session ended: sign in again');
         }

@@ -138,13 +138,14 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
       }
       if (CSV_KINDS.has(job.kind)) {
         const after = cursor ? (decodeCursor(cursor, { row: 'int32' }).row as number) : 0;
-        const [run, rows] = await Promise.all([getCsvImportRun(deps.pool, job.id), pageOfRowErrors(deps.pool, job.id, after, limit)]);
-        const last = rows[rows.length - 1];
+        const [run, page] = await Promise.all([getCsvImportRun(deps.pool, job.id), pageOfRowErrors(deps.pool, job.id, after, limit)]);
+        const last = page.errors[page.errors.length - 1];
         return {
           kind: job.kind,
           header: run?.header ?? [],
-          errors: rows.map((row) => ({ row: row.row, issues: row.issues, fields: row.fields })),
-          next: rows.length === limit && last ? encodeCursor({ row: last.row }) : null,
+          errors: page.errors.map((row) => ({ row: row.row, issues: row.issues, fields: row.fields })),
+          // A page may hold fewer than `limit` rows and still have a next one: long rows fill its byte budget.
+          next: page.more && last ? encodeCursor({ row: last.row }) : null,
         };
       }
       if (job.kind === MASS_IMPORT_KIND) {

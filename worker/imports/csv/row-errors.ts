@@ -50,25 +50,58 @@ export async function firstRowErrors(db: Queryable, jobId: number, limit: number
 }
 
 /**
- * A page of a run's row errors ($1 job, $2 the row before the page, $3 limit, $4 offset), prepared: the API's error
- * pages ask for it on every request. Its values are behind sub-selects, which the planner costs without looking into:
- * a plan for the values then costs what the generic plan does, and after the first five executions Postgres keeps the
- * generic plan (the same index range, the values as run-time keys). Given the values, it costed a page of a job
- * holding most of the table's errors (the million-error import) below the generic plan's guess, and planned every
- * request again: 0.27 ms, a third of the page's database time.
+ * What one page of row errors may hold, in bytes of the rows' fields and issues (at least one row whatever its size).
+ * A row may be up to a million characters (record-stream.ts) and a failed one is kept whole, so a page bounded by rows
+ * alone could make the API server hold a thousand of them — hundreds of MB — for one request.
  */
-export const ROW_ERRORS_PAGE_STATEMENT = `SELECT row_number, array_to_json(fields) AS fields, errors FROM csv_import_row_errors
-  WHERE job_id = (SELECT $1::bigint) AND row_number > (SELECT $2::int) ORDER BY row_number
-  LIMIT (SELECT $3::bigint) OFFSET (SELECT $4::bigint)`;
+export const ROW_ERRORS_PAGE_BYTES = 4 * 1024 * 1024;
 
-export async function pageOfRowErrors(db: Queryable, jobId: number, afterRow: number, limit: number, offset = 0): Promise<RowError[]> {
+/**
+ * A page of a run's row errors ($1 job, $2 the row before the page, $3 limit, $4 offset, $5 the page's byte budget),
+ * prepared: the API's error pages ask for it on every request. Its values are behind sub-selects, which the planner
+ * costs without looking into: a plan for the values then costs what the generic plan does, and after the first five
+ * executions Postgres keeps the generic plan (the same index range, the values as run-time keys). Given the values,
+ * it costed a page of a job holding most of the table's errors (the million-error import) below the generic plan's
+ * guess, and planned every request again: 0.27 ms, a third of the page's database time.
+ * The rows are sized before any is turned into JSON: rows past the budget are cut (they stay TOAST pointers, never
+ * read), and `in_page` says how many the limit took, so the caller knows the page was cut.
+ */
+export const ROW_ERRORS_PAGE_STATEMENT = `WITH page AS (
+  SELECT row_number, fields, errors, coalesce(octet_length(array_to_string(fields, '')), 0) + octet_length(errors::text) AS size
+  FROM csv_import_row_errors
+  WHERE job_id = (SELECT $1::bigint) AND row_number > (SELECT $2::int) ORDER BY row_number
+  LIMIT (SELECT $3::bigint) OFFSET (SELECT $4::bigint)
+), sized AS (
+  SELECT row_number, fields, errors, sum(size) OVER (ORDER BY row_number ROWS UNBOUNDED PRECEDING) - size AS before, count(*) OVER () AS in_page
+  FROM page
+)
+SELECT row_number, array_to_json(fields) AS fields, errors, in_page FROM sized WHERE before < (SELECT $5::bigint) ORDER BY row_number`;
+
+export interface RowErrorPage {
+  errors: RowError[];
+  /** More rows may follow the page: it holds `limit` rows, or the byte budget cut it short. */
+  more: boolean;
+}
+
+export async function pageOfRowErrors(
+  db: Queryable,
+  jobId: number,
+  afterRow: number,
+  limit: number,
+  offset = 0,
+  budgetBytes = ROW_ERRORS_PAGE_BYTES,
+): Promise<RowErrorPage> {
   // fields as JSON: JSON.parse reads a row's ten cells several times faster than pg's text[] parser does.
-  const { rows } = await db.query<{ row_number: number; fields: string[] | null; errors: RowIssue[] }>({
+  const { rows } = await db.query<{ row_number: number; fields: string[] | null; errors: RowIssue[]; in_page: number }>({
     name: 'bulk-import-row-errors-page',
     text: ROW_ERRORS_PAGE_STATEMENT,
-    values: [jobId, afterRow, limit, offset],
+    values: [jobId, afterRow, limit, offset, budgetBytes],
   });
-  return rows.map((row) => ({ row: row.row_number, fields: row.fields, issues: row.errors }));
+  const inPage = rows[0]?.in_page ?? 0;
+  return {
+    errors: rows.map((row) => ({ row: row.row_number, fields: row.fields, issues: row.errors })),
+    more: rows.length < inPage || inPage === limit,
+  };
 }
 
 /** Rows the reviewer excluded at finalize (row errors of rule `excluded`). */
@@ -94,7 +127,7 @@ export async function listRowErrors(db: Queryable, jobId: number, page: { limit:
     db.query<{ total: number }>(`SELECT count(*)::int AS total FROM csv_import_row_errors WHERE job_id = $1`, [jobId]),
   ]);
   const header = run?.header ?? [];
-  const errors = await pageOfRowErrors(db, jobId, 0, page.limit, page.offset);
+  const { errors } = await pageOfRowErrors(db, jobId, 0, page.limit, page.offset);
   return {
     total: count.rows[0]?.total ?? 0,
     columns: ['row', 'errors', 'values'],
@@ -128,7 +161,8 @@ async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
  * split into fields (an unclosed quote, an over-long line) has only `_row` and `_errors`: fix that line in the
  * original file. The export of a run that imported an export replaces that file's `_row` and `_errors` with its own
  * (they described the earlier run), so the loop export → fix → import → export goes on for any number of rounds.
- * Paged by row number, so memory stays flat however many rows failed. Returns the rows written.
+ * Paged by row number and bytes, so memory stays flat however many rows failed and however long. Returns the rows
+ * written.
  */
 export async function writeRowErrorsCsv(db: Queryable, jobId: number, out: NodeJS.WritableStream): Promise<number> {
   const run = await getCsvImportRun(db, jobId);
@@ -143,14 +177,14 @@ export async function writeRowErrorsCsv(db: Queryable, jobId: number, out: NodeJ
   let written = 0;
   let afterRow = 0;
   for (;;) {
-    const errors = await pageOfRowErrors(db, jobId, afterRow, PAGE);
+    const { errors, more } = await pageOfRowErrors(db, jobId, afterRow, PAGE);
     for (const error of errors) {
       // A row with the wrong number of fields keeps all of them: which were annotations cannot be told.
       const fields = error.fields === null ? [] : error.fields.length === run.header.length ? own(error.fields) : error.fields;
       await write(out, line([String(error.row), describeIssues(error.issues), ...fields]));
     }
     written += errors.length;
-    if (errors.length < PAGE) return written;
+    if (!more || errors.length === 0) return written;
     afterRow = errors[errors.length - 1]!.row;
   }
 }

@@ -13,6 +13,17 @@ import { CSV_KINDS } from './run-actions.js';
 import { actionLinks, runHeading, visibleRunRecord } from './run-parts.js';
 
 export const ERROR_ROWS_PER_PAGE = 50;
+/** Characters of a value the page shows; the rest is counted (the CSV download has every value whole). */
+export const SHOWN_VALUE_CHARS = 500;
+
+function shownValue(value: string): Html | string {
+  if (value === '') return html`<span class="muted">(empty)</span>`;
+  if (value.length <= SHOWN_VALUE_CHARS) return value;
+  // Not between the two halves of a surrogate pair.
+  const cut = /[\uD800-\uDBFF]/.test(value[SHOWN_VALUE_CHARS - 1]!) ? SHOWN_VALUE_CHARS - 1 : SHOWN_VALUE_CHARS;
+  const rest = value.length - cut;
+  return html`${value.slice(0, cut)}<span class="muted"> … (${formatCount(rest)} more characters: the CSV download has them)</span>`;
+}
 
 /** The rows a finished finalize wrote (inserted or updated; unchanged rows were already there). */
 export const rowsWritten = (run: CsvImportRun): number => run.rowsInserted + run.rowsUpdated;
@@ -61,7 +72,7 @@ function errorRow(error: RowError, header: string[]): Html {
   const values = error.fields
     ? html`<dl class="values">${error.fields.map((value, index) => {
         const column = header[index] ?? `column ${index + 1}`;
-        return html`<div${named.has(normaliseName(column)) ? html` class="named"` : ''}><dt>${column}</dt><dd>${value === '' ? html`<span class="muted">(empty)</span>` : value}</dd></div>`;
+        return html`<div${named.has(normaliseName(column)) ? html` class="named"` : ''}><dt>${column}</dt><dd>${shownValue(value)}</dd></div>`;
       })}</dl>`
     : html`<span class="muted">the row could not be split into fields</span>`;
   return html`<tr>
@@ -78,7 +89,7 @@ export async function csvReviewPage(deps: ApiDependencies, viewer: Viewer, id: n
   if (!CSV_KINDS.has(job.kind)) {
     return page({ title: `Run ${id}`, viewer, section: 'runs', body: html`${runHeading(record, 'CSV review')}<p>This run is a ${job.kind} run, not a CSV import.</p>` });
   }
-  const [run, errors] = await Promise.all([getCsvImportRun(deps.pool, id), pageOfRowErrors(deps.pool, id, after, ERROR_ROWS_PER_PAGE)]);
+  const [run, { errors, more }] = await Promise.all([getCsvImportRun(deps.pool, id), pageOfRowErrors(deps.pool, id, after, ERROR_ROWS_PER_PAGE)]);
   const last = errors[errors.length - 1];
   const header = run?.header ?? [];
   const body = html`${runHeading(record, 'CSV review')}
@@ -94,7 +105,7 @@ ${run ? csvCounts(run, job.result) : html`<p class="muted">Not validated yet.</p
 </table></div>
 <nav class="pager" aria-label="Pages of failed rows">
   ${after > 0 ? html`<a href="/admin/runs/${job.id}/review#failed-rows">First page</a>` : ''}
-  ${errors.length === ERROR_ROWS_PER_PAGE && last ? html`<a rel="next" href="${withQuery(`/admin/runs/${job.id}/review`, { after: last.row })}#failed-rows">Next page</a>` : ''}
+  ${more && last ? html`<a rel="next" href="${withQuery(`/admin/runs/${job.id}/review`, { after: last.row })}#failed-rows">Next page</a>` : ''}
 </nav>`;
   return page({ title: `CSV review of run ${id}`, viewer, body, section: 'runs' });
 }
