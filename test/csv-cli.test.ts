@@ -13,7 +13,7 @@ import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
-import { runCli, runCliJson } from './support/cli-runner.js';
+import { runCli, runCliJson, runCliOnTerminal } from './support/cli-runner.js';
 import { settledJob, testWorker } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
@@ -163,5 +163,10 @@ describe('bulk-import errors / finalize / reject', () => {
     // Machine output keeps the values exactly.
     expect(await runCliJson(env, ['errors', String(id)])).toMatchObject({ rows: [{ path }] });
     expect((parse((await runCli(env, ['errors', String(id), '--csv'])).stdout) as string[][])[1]).toContain(path);
+    // The same CSV printed on a terminal shows them as text.
+    const onTerminal = await runCliOnTerminal(env, ['errors', String(id), '--csv']);
+    expect(onTerminal.code, onTerminal.stderr).toBe(0);
+    expect(onTerminal.stdout).toContain('a/\\x1b[2J\\x1b]52;c;cHduZWQ=\\x07evil\\u202E.pdf');
+    expect(onTerminal.stdout.replace(/\r*\n/g, '')).not.toMatch(unprintable);
   });
 });

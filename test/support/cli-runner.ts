@@ -101,3 +101,17 @@ export function spawnCli(testEnv: TestEnvironment, args: string[], extraEnv: Rec
     },
   };
 }
+
+/**
+ * Runs the CLI with its output on a terminal (a pseudo-terminal made by util-linux `script`), as an operator sees it.
+ * The terminal turns each \n into \r\n.
+ */
+export function runCliOnTerminal(testEnv: TestEnvironment, args: string[]): Promise<CliResult> {
+  const command = [process.execPath, CLI_ENTRY, ...args].map((word) => `'${word.replace(/'/g, `'\\''`)}'`).join(' ');
+  return new Promise((resolve) => {
+    execFile('script', ['-qec', command, '/dev/null'], { cwd: ROOT, env: cliEnv(testEnv, {}), timeout: 60_000 }, (error, stdout, stderr) => {
+      const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}

@@ -1,3 +1,5 @@
+import { Transform } from 'node:stream';
+
 // How every command prints: `--json` gives machine-readable JSON only; humans get aligned tables and short lines.
 
 export interface OutputOptions {
@@ -70,4 +72,19 @@ export function formatDuration(ms: number): string {
   const s = seconds % 60;
   if (h > 0) return `${h}h${String(m).padStart(2, '0')}m`;
   return `${m}m${String(s).padStart(2, '0')}s`;
+}
+
+/**
+ * What `--csv` writes to a terminal: each line (one write) with its control characters shown as text (terminalSafe)
+ * and its line end kept. A CSV of others' values is meant for a file or a pipe, which get it byte for byte; printed to
+ * a terminal, an ESC in a field would drive it like any other output of the CLI.
+ */
+export function terminalSafeLines(): Transform {
+  return new Transform({
+    transform(chunk: Buffer | string, _encoding, done) {
+      const text = chunk.toString();
+      const end = /\r?\n$/.exec(text)?.[0] ?? '';
+      done(null, terminalSafe(text.slice(0, text.length - end.length)) + end);
+    },
+  });
 }

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { defaultRegistry } from '../../handlers/registry.js';
 import { requireJob } from '../../queue/operator.js';
 import { withDatabase } from '../context.js';
-import { formatTable, printJson, printLine } from '../output.js';
+import { formatTable, printJson, printLine, terminalSafeLines } from '../output.js';
 import { MAX_LIST_LIMIT, parseJobId, parseLimit, parseNonNegativeInt } from '../parse.js';
 
 interface ErrorsOptions {
@@ -38,10 +38,12 @@ export function registerErrorsCommand(program: Command): void {
         const handler = defaultRegistry().get(job.kind);
         if (options.csv) {
           if (!handler?.exportErrorsCsv) throw new Error(`job ${jobId} is a ${job.kind} run: that kind has no failed-row export`);
-          const out = options.output ? createWriteStream(options.output) : process.stdout;
+          const toTerminal = !options.output && process.stdout.isTTY === true;
+          const out = options.output ? createWriteStream(options.output) : toTerminal ? terminalSafeLines() : process.stdout;
+          if (toTerminal) out.pipe(process.stdout, { end: false });
           // The CLI is the operators' tool: S3's own text included.
           const rows = await handler.exportErrorsCsv(pool, jobId, out, { operator: true });
-          if (options.output) {
+          if (out !== process.stdout) {
             out.end();
             await finished(out);
           }
