@@ -92,6 +92,39 @@ describe('csv finalize with real worker processes', () => {
     expect(survivor.logs.some((line) => line.msg === 'finalize resumes after the last committed batch')).toBe(true);
   });
 
+  it('SIGTERM during finalize (a deploy, a scale-in): the run stops at a batch boundary, goes back without spending an attempt, and another worker finishes it', async () => {
+    const rows = Array.from({ length: 40_000 }, (_, i) => validRow(i + 1, 'T'));
+    await upload(env.s3, env.bucket, 'imports/drain/products.csv', fileOf(rows));
+    const stopping = worker({ WORKER_ID: 'stopping' });
+    await stopping.waitForLog(started);
+    const jobId = await importObject('imports/drain/products.csv', 'drain');
+    expect((await until(jobId, ['review_ready'])).result).toMatchObject({ valid: 40_000, batches: 800 });
+
+    await finalizeImport(env.pool, jobId);
+    await waitFor(async () => {
+      const run = await getCsvImportRun(env.pool, jobId);
+      return run && run.finalizedBatches >= 20 ? run : undefined;
+    }, 30_000, 10);
+    stopping.kill('SIGTERM');
+    expect(await stopping.exited).toMatchObject({ code: 0 });
+
+    // Released, not failed: back in the queue with its attempt given back and no error; exactly the committed batches written.
+    const released = await requireJob(env.pool, jobId);
+    expect(released).toMatchObject({ state: 'queued', kind: 'csv-finalize', attempts: 0, lastError: null, leaseOwner: null });
+    const atStop = (await getCsvImportRun(env.pool, jobId))!;
+    // The stop came early (800 batches to write; it stops within one of the signal): far from the end on any machine.
+    expect(atStop.finalizedBatches).toBeLessThan(800);
+    const { rows: written } = await env.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM products WHERE tenant_id = 'drain'");
+    expect(written[0]!.n).toBe(atStop.finalizedBatches * 50);
+
+    worker({ WORKER_ID: 'next' });
+    const job = await until(jobId, ['succeeded', 'partial', 'failed', 'dead'], 60_000);
+    expect(job).toMatchObject({ state: 'succeeded', kind: 'csv-finalize', attempts: 1, lastError: null });
+    expect(job.result).toMatchObject({ valid: 40_000, inserted: 40_000, unchanged: 0, batchesWrittenByEarlierAttempts: atStop.finalizedBatches });
+    const { rows: check } = await env.pool.query("SELECT count(*)::int AS n, count(DISTINCT sku)::int AS skus FROM products WHERE tenant_id = 'drain'");
+    expect(check[0]).toEqual({ n: 40_000, skus: 40_000 });
+  });
+
   it('two imports that create the same categories and suppliers at the same time both succeed, without duplicates', async () => {
     // Both files name the same new references throughout (a new category every 25 rows), in opposite orders.
     const make = (prefix: string, n: number) =>
