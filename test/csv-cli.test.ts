@@ -64,7 +64,8 @@ describe('bulk-import errors / finalize / reject', () => {
       [15, ['name/required']],
     ]);
     const page = await runCliJson<{ total: number; rows: Array<{ row: number }> }>(env, ['errors', String(jobId), '--limit', '1', '--offset', '1']);
-    expect(page).toMatchObject({ total: 3, rows: [{ row: 9 }] });
+    expect(page).toMatchObject({ total: 3, rows: [{ row: 9 }], nextOffset: 2 });
+    expect(await runCliJson(env, ['errors', String(jobId), '--offset', '2'])).toMatchObject({ rows: [{ row: 15 }], nextOffset: null });
   });
 
   it('errors --csv writes the original columns plus the row number and the errors, to stdout or a file', async () => {

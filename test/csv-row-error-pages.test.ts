@@ -2,7 +2,8 @@
 // review page read them by keyset on every request, so their statement is prepared and must run on its generic plan.
 import { expect, it } from 'vitest';
 import { PassThrough } from 'node:stream';
-import { pageOfRowErrors, ROW_ERRORS_PAGE_BYTES, writeRowErrorsCsv } from '../worker/imports/csv/row-errors.js';
+import { insertRowErrors, listRowErrors, pageOfRowErrors, ROW_ERRORS_PAGE_BYTES, writeRowErrorsCsv } from '../worker/imports/csv/row-errors.js';
+import type { RowIssue } from '../worker/imports/csv/row-validator.js';
 import { enqueueJob } from '../worker/queue/enqueue.js';
 import { useTestEnvironment } from './harness.js';
 
@@ -54,14 +55,18 @@ it('pages row errors in row order, on the generic plan after the first five page
 });
 
 it('a page holds at most its byte budget of long rows (at least one), says more follow, and the export still writes every row', async () => {
-  // Twelve failed rows of a million characters each (a row may be that long, and a failed one is kept whole).
+  // Twelve failed rows of a million characters each (a row may be that long, and a failed one is kept whole), stored
+  // as the worker stores them: with their weight.
   const { job } = await enqueueJob(env.pool, { kind: 'csv-error-pages', payload: { long: true } });
-  await env.pool.query(
-    `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
-     SELECT $1, g, 'validate', ARRAY['SKU-' || g, repeat('d', 1000000)], '[{"column": "description", "rule": "max_length", "message": "too long"}]'
-     FROM generate_series(1, 12) g`,
-    [job.id],
+  const issues = [{ column: 'description', rule: 'max_length', message: 'too long' }] as RowIssue[];
+  await insertRowErrors(
+    env.pool,
+    job.id,
+    'validate',
+    Array.from({ length: 12 }, (_, i) => ({ row: i + 1, fields: [`SKU-${i + 1}`, 'd'.repeat(1_000_000)], issues })),
   );
+  const { rows: weights } = await env.pool.query<{ size_bytes: number }>('SELECT DISTINCT size_bytes FROM csv_import_row_errors WHERE job_id = $1 AND row_number < 10', [job.id]);
+  expect(weights).toEqual([{ size_bytes: 1_000_005 + Buffer.byteLength(JSON.stringify(issues)) }]);
   const pages: number[][] = [];
   let after = 0;
   for (;;) {
@@ -74,6 +79,8 @@ it('a page holds at most its byte budget of long rows (at least one), says more 
     after = errors.at(-1)!.row;
   }
   expect(pages).toEqual([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11, 12]]);
+  // The CLI's pages (offset paging) are cut the same way; it prints where the next one starts.
+  expect((await listRowErrors(env.pool, job.id, { limit: 50, offset: 0 })).rows.map((row) => row.row)).toEqual([1, 2, 3, 4, 5]);
   // One row longer than the budget is a page of its own.
   expect((await pageOfRowErrors(env.pool, job.id, 0, 1000, 0, 10)).errors.map((error) => error.row)).toEqual([1]);
 

@@ -383,6 +383,9 @@ describe('tenants and roles', () => {
       { code: 'BACKFILL_STATEMENT_FAILED', message: 'backfill x on documents failed: value too long for type character varying(10)' },
       // Marked (by the code of this release): its code alone would not say so.
       { code: 'X_OURS_QUOTING', message: 'quotes connect ECONNREFUSED 10.0.3.17:5432', internal: true },
+      // A mass import's, recorded as not internal while they named the campaign mount's path.
+      { code: 'CAMPAIGN_MOUNT_MISSING', message: 'no campaign mount is present at /mnt/campaign-7 (IMPORT_ROOT): …', internal: false, context: { importRoot: '/mnt/campaign-7' } },
+      { code: 'SOURCE_NOT_FOUND', message: 'source "x" does not exist under the import root /mnt/campaign-7 (ENOENT)', internal: false, context: { source: 'x', importRoot: '/mnt/campaign-7' } },
     ];
     const ids: number[] = [];
     for (const record of records) ids.push(await plantEndedRun(env.pool, 'ta', { ...record, class: 'transient', attempt: 1, at: 'x' }, 'dead'));

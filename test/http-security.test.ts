@@ -117,6 +117,33 @@ describe('limits', () => {
     }
   });
 
+  it('an operator signed in from an address that bad cookies put over its limit is still served', async () => {
+    const own = await startTestApi(env, { rateLimitPerMinute: 5 });
+    try {
+      // Signing in: the form and its post count against the address (2 of 5).
+      const form = await fetch(`${own.url}/admin/sign-in`);
+      const formCookie = form.headers.getSetCookie()[0]!.split(';')[0]!;
+      const token = /name="csrf" value="([^"]+)"/.exec(await form.text())![1]!;
+      const signedIn = await fetch(`${own.url}/admin/sign-in`, {
+        method: 'POST', redirect: 'manual',
+        headers: { cookie: formCookie, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ csrf: token, key: operator }).toString(),
+      });
+      const session = { cookie: signedIn.headers.getSetCookie().find((cookie) => cookie.startsWith('bi_admin_session='))!.split(';')[0]! };
+      expect((await fetch(`${own.url}/admin/runs`, { headers: session, redirect: 'manual' })).status).toBe(200);
+      // Another client at the same address sends cookies nobody has until the address is at its limit.
+      const bogus = { cookie: `bi_admin_session=${'D'.repeat(43)}` };
+      const statuses: number[] = [];
+      for (let i = 0; i < 4; i += 1) statuses.push((await fetch(`${own.url}/admin/runs`, { headers: bogus, redirect: 'manual' })).status);
+      expect(statuses).toEqual([303, 303, 303, 429]);
+      // The operator's session, seen valid a moment ago, is still served (and still looked up: sign out ends it).
+      const page = await fetch(`${own.url}/admin/runs`, { headers: session, redirect: 'manual' });
+      expect(page.status).toBe(200);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('limits the event streams a key holds open: 429 TOO_MANY_STREAMS past it, until one of them closes', async () => {
     const few = await startTestApi(env, { eventStreamsPerKey: 2 });
     const streams: EventStream[] = [];

@@ -154,6 +154,8 @@ describe('the source directory', () => {
     const outside = await makeTree([{ path: 'secret.txt', size: 10 }]);
     cleanup.push(root, outside);
     await symlink(outside, join(root, 'out'));
+    await symlink(join(outside, 'secret.txt'), join(root, 'in', 'escape.txt'));
+    const rehearsal = await enqueue({ prefix: 'src-dry', source: 'in', dryRun: true });
     const runs = {
       SOURCE_NOT_FOUND: await enqueue({ prefix: 'src-missing', source: 'missing' }),
       SOURCE_OUTSIDE_ROOT: await enqueue({ prefix: 'src-out', source: 'out' }),
@@ -169,5 +171,9 @@ describe('the source directory', () => {
       for (const path of [root, outside]) expect(shown).not.toContain(path);
     }
     expect(await listObjects(env.s3, env.bucket, 'src-')).toEqual([]);
+    // A dry run's report is its result, which the tenant reads: the escaping link is reported without its target.
+    const rehearsed = await waitForTerminal(env, rehearsal.id);
+    expect(rehearsed.result).toMatchObject({ unsafe: { count: 1, sample: [{ path: 'in/escape.txt', code: 'SYMLINK_OUTSIDE_ROOT', reason: 'a symbolic link to a file outside the import root: not followed; the operators have the details' }] } });
+    expect(JSON.stringify(rehearsed.result)).not.toContain(outside);
   });
 });

@@ -59,7 +59,7 @@ interface Watched {
   waitingSince: number | undefined;
   /** Lookups in a row that found the statement not running. */
   strikes: number;
-  /** When the last of them ended (ms): the next counts only checkEveryMs later. */
+  /** When the check that made the last of them began (ms): the next counts only from a later check. */
   struckAt: number;
 }
 
@@ -200,10 +200,12 @@ export class SilentConnectionWatch {
         entry.strikes = 0;
         continue;
       }
-      // Two lookups that ended close together (one waited out a slow server) are one look, not two.
-      if (entry.strikes > 0 && lookedAt - entry.struckAt < this.options.checkEveryMs) continue;
+      // Strikes come from checks begun at different ticks (begun at least half an interval apart: ticks are never
+      // exactly checkEveryMs apart), so two lookups that ended close together (one waited out a slow server) are
+      // still two looks taken apart.
+      if (entry.strikes > 0 && now - entry.struckAt < this.options.checkEveryMs / 2) continue;
       entry.strikes += 1;
-      entry.struckAt = lookedAt;
+      entry.struckAt = now;
       if (entry.strikes < this.options.strikes) continue;
       const waitedMs = lookedAt - entry.waitingSince;
       this.log.warn({ pid: entry.pid, waited_ms: waitedMs }, 'a database connection went silent with a statement waiting; closing it');

@@ -46,6 +46,9 @@ export const LEASE_EXPIRED_CODE = 'LEASE_EXPIRED';
 /** The code of a mass import's file whose key holds another tenant's document (item-outcome-batcher.ts). */
 export const KEY_OF_OTHER_TENANT_CODE = 'KEY_OF_OTHER_TENANT';
 
+/** The code of a mass import that finds no campaign mount at IMPORT_ROOT (campaign-mount.ts). */
+export const CAMPAIGN_MOUNT_MISSING_CODE = 'CAMPAIGN_MOUNT_MISSING';
+
 /** The code of a mass import's file that is a symbolic link leading outside the import root (directory-walk.ts). */
 export const SYMLINK_OUTSIDE_ROOT_CODE = 'SYMLINK_OUTSIDE_ROOT';
 

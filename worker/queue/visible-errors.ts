@@ -2,7 +2,7 @@
 // that quotes a dependency — the driver's, the AWS SDK's, a bug's, the rescuer's naming a worker — may name hosts,
 // addresses, tables, accounts or roles, so a tenant reads a plain sentence with its code in its place. Operators read
 // everything. Used by the API's views, the admin pages and the failed-files export.
-import { KEY_OF_OTHER_TENANT_CODE, LEASE_EXPIRED_CODE, SYMLINK_OUTSIDE_ROOT_CODE } from './errors.js';
+import { CAMPAIGN_MOUNT_MISSING_CODE, KEY_OF_OTHER_TENANT_CODE, LEASE_EXPIRED_CODE, SYMLINK_OUTSIDE_ROOT_CODE } from './errors.js';
 import { DEPENDENCY_OUTAGE_CODE } from './outage.js';
 import type { JobErrorRecord } from './types.js';
 
@@ -10,9 +10,12 @@ import type { JobErrorRecord } from './types.js';
  * Whether a run's recorded error is an internal failure's. Records since JobErrorRecord.internal carry the answer;
  * older ones are judged by what only internal failures have: a stack (errors that are not JobErrors), the rescuer's
  * LEASE_EXPIRED, the outage's DEPENDENCY_OUTAGE, the S3 codes (a run-level refusal or an outage, whose messages quote
- * the SDK) and the backfill's (they quote Postgres or the compute).
+ * the SDK) and the backfill's (they quote Postgres or the compute). A mass import's errors that named the campaign
+ * mount's path were recorded as not internal until they were changed, so they are judged by what they carry: the
+ * missing mount by its code, a source error by the mount's path in its context.
  */
-export function isInternalError(error: Pick<JobErrorRecord, 'internal' | 'stack' | 'code'>): boolean {
+export function isInternalError(error: Pick<JobErrorRecord, 'internal' | 'stack' | 'code' | 'context'>): boolean {
+  if (error.code === CAMPAIGN_MOUNT_MISSING_CODE || error.context?.importRoot !== undefined) return true;
   if (error.internal !== undefined) return error.internal === true;
   return (
     error.stack !== undefined ||

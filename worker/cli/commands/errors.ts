@@ -53,13 +53,16 @@ export function registerErrorsCommand(program: Command): void {
         }
         if (!handler?.listErrors) throw new Error(`job ${jobId} is a ${job.kind} run: that kind records no per-item errors`);
         const errors = await handler.listErrors(pool, jobId, { limit: options.limit, offset: options.offset });
-        if (options.json) return printJson({ id: jobId, kind: job.kind, state: job.state, offset: options.offset, ...errors });
+        // A page may hold fewer rows than --limit and still have more after it (long rows fill its byte budget):
+        // the next page starts at nextOffset, not at offset + limit.
+        const shownUpTo = options.offset + errors.rows.length;
+        const nextOffset = errors.rows.length > 0 && shownUpTo < errors.total ? shownUpTo : null;
+        if (options.json) return printJson({ id: jobId, kind: job.kind, state: job.state, offset: options.offset, nextOffset, ...errors });
         if (errors.total === 0) return printLine(`Job ${jobId} (${job.kind}, ${job.state}) has no failed items or rows.`);
         printLine(`Job ${jobId} (${job.kind}, ${job.state}): ${errors.total} failed item(s)/row(s)`);
         printLine(formatTable(errors.columns, errors.rows.map((row) => errors.columns.map((column) => row[column]))));
-        const shown = errors.rows.length;
-        if (options.offset + shown < errors.total) {
-          printLine(`(${shown} of ${errors.total} from offset ${options.offset}; next page: --offset ${options.offset + shown}; all as CSV: --csv)`);
+        if (nextOffset !== null) {
+          printLine(`(${errors.rows.length} of ${errors.total} from offset ${options.offset}; next page: --offset ${nextOffset}; all as CSV: --csv)`);
         }
       });
     });

@@ -27,16 +27,23 @@ function storableError(error: RowError): RowError {
   };
 }
 
+/** What a row error weighs in a page (ROW_ERRORS_PAGE_BYTES): the UTF-8 bytes of its fields and of its issues' JSON. */
+export function rowErrorBytes(error: RowError): number {
+  let bytes = Buffer.byteLength(JSON.stringify(error.issues));
+  for (const field of error.fields ?? []) bytes += Buffer.byteLength(field);
+  return bytes;
+}
+
 export async function insertRowErrors(tx: Queryable, jobId: number, phase: 'validate' | 'finalize', errors: RowError[]): Promise<void> {
   if (errors.length === 0) return;
   errors = errors.map(storableError);
   await tx.query(
-    `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
+    `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors, size_bytes)
      SELECT $1, (entry ->> 0)::int, $2,
             CASE WHEN jsonb_typeof(entry -> 1) = 'array' THEN ARRAY(SELECT jsonb_array_elements_text(entry -> 1)) END,
-            entry -> 2
+            entry -> 2, (entry ->> 3)::int
      FROM jsonb_array_elements($3::jsonb) AS entry`,
-    [jobId, phase, JSON.stringify(errors.map((error) => [error.row, error.fields, error.issues]))],
+    [jobId, phase, JSON.stringify(errors.map((error) => [error.row, error.fields, error.issues, rowErrorBytes(error)]))],
   );
 }
 
@@ -52,7 +59,8 @@ export async function firstRowErrors(db: Queryable, jobId: number, limit: number
 /**
  * What one page of row errors may hold, in bytes of the rows' fields and issues (at least one row whatever its size).
  * A row may be up to a million characters (record-stream.ts) and a failed one is kept whole, so a page bounded by rows
- * alone could make the API server hold a thousand of them — hundreds of MB — for one request.
+ * alone could make the API server hold a thousand of them — hundreds of MB — for one request. A row's weight is
+ * stored with it (size_bytes, rowErrorBytes); rows stored before that column are weighed from their fields.
  */
 export const ROW_ERRORS_PAGE_BYTES = 4 * 1024 * 1024;
 
@@ -63,11 +71,13 @@ export const ROW_ERRORS_PAGE_BYTES = 4 * 1024 * 1024;
  * executions Postgres keeps the generic plan (the same index range, the values as run-time keys). Given the values,
  * it costed a page of a job holding most of the table's errors (the million-error import) below the generic plan's
  * guess, and planned every request again: 0.27 ms, a third of the page's database time.
- * The rows are sized before any is turned into JSON: rows past the budget are cut (they stay TOAST pointers, never
- * read), and `in_page` says how many the limit took, so the caller knows the page was cut.
+ * The rows are weighed by their stored size before any is turned into JSON: rows past the budget are cut (their
+ * fields, TOAST pointers, are never read), and `in_page` says how many the limit took, so the caller knows the page
+ * was cut.
  */
 export const ROW_ERRORS_PAGE_STATEMENT = `WITH page AS (
-  SELECT row_number, fields, errors, coalesce(octet_length(array_to_string(fields, '')), 0) + octet_length(errors::text) AS size
+  SELECT row_number, fields, errors,
+    coalesce(size_bytes, coalesce(octet_length(array_to_string(fields, '')), 0) + octet_length(errors::text)) AS size
   FROM csv_import_row_errors
   WHERE job_id = (SELECT $1::bigint) AND row_number > (SELECT $2::int) ORDER BY row_number
   LIMIT (SELECT $3::bigint) OFFSET (SELECT $4::bigint)
@@ -176,8 +186,11 @@ export async function writeRowErrorsCsv(db: Queryable, jobId: number, out: NodeJ
   await write(out, line([...EXPORT_COLUMNS, ...own(run.header)]));
   let written = 0;
   let afterRow = 0;
+  let limit = PAGE;
   for (;;) {
-    const { errors, more } = await pageOfRowErrors(db, jobId, afterRow, PAGE);
+    const { errors, more } = await pageOfRowErrors(db, jobId, afterRow, limit);
+    // Long rows fill a page's byte budget with a few of them: ask for about as many next time, not a thousand.
+    limit = Math.min(PAGE, Math.max(16, errors.length * 2));
     for (const error of errors) {
       // A row with the wrong number of fields keeps all of them: which were annotations cannot be told.
       const fields = error.fields === null ? [] : error.fields.length === run.header.length ? own(error.fields) : error.fields;

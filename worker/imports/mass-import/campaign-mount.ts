@@ -4,7 +4,7 @@
 import { constants } from 'node:fs';
 import { access, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { PermanentJobError } from '../../queue/errors.js';
+import { CAMPAIGN_MOUNT_MISSING_CODE, PermanentJobError } from '../../queue/errors.js';
 
 export const CAMPAIGN_RUNBOOK = 'docs/DEPLOYMENT.md §6.4 "Mass import operator policy"';
 
@@ -14,7 +14,7 @@ export class CampaignMountMissingError extends PermanentJobError {
       `no campaign mount is present at ${importRoot} (IMPORT_ROOT): ${reason}. Mass imports read only from the ` +
         'campaign mount, which is attached to the worker for the length of a campaign and removed after it. Start ' +
         `the campaign (mount on), then enqueue the import again; the runbook is ${CAMPAIGN_RUNBOOK}.`,
-      'CAMPAIGN_MOUNT_MISSING',
+      CAMPAIGN_MOUNT_MISSING_CODE,
       { importRoot, reason },
       // The worker's own file system and how operators run campaigns: a tenant reads the code and that the operators
       // have the details (visible-errors.ts).
