@@ -114,6 +114,10 @@ class RecentSessions {
     return at !== undefined && Date.now() - at < 60_000;
   }
 
+  delete(id: string): void {
+    this.seen.delete(id);
+  }
+
   add(id: string): void {
     this.seen.delete(id);
     this.seen.set(id, Date.now());
@@ -151,6 +155,7 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
         if (!(token && recentSessions.has(sessionIdOf(token)))) await limits.refuseWhileLimited(request);
         const session = await loadSession(deps.pool, request);
         if (session) recentSessions.add(session.id);
+        else if (token) recentSessions.delete(sessionIdOf(token)); // ended or revoked since: limited again at once
         if (!session) {
           await limits.countRefused(request);
           if (request.method === 'GET' || request.method === 'HEAD') return reply.redirect('/admin/sign-in', 303);
