@@ -462,6 +462,11 @@ describe('tenants and roles', () => {
     const csv = await (await fetch(`${api.url}/v1/jobs/${id}/errors?format=csv`, { headers: { authorization: `Bearer ${tenantA}` } })).text();
     expect(csv).toContain('S3_KMS.DisabledException');
     for (const secret of ['123456789012', 'document 77', '/srv/secrets']) expect(csv).not.toContain(secret);
+    // A dry run's report (its result), stored as the walk wrote it: the link's target reaches operators only.
+    await env.pool.query(`UPDATE jobs SET result = $2 WHERE id = $1`, [id, { dryRun: true, unsafe: { count: 1, sample: [{ path: 'escape', code: 'SYMLINK_OUTSIDE_ROOT', reason: linkText }] } }]);
+    expect((await call(api, 'GET', `/v1/jobs/${id}`, { key: operator })).body.result.unsafe.sample[0].reason).toBe(linkText);
+    const seen = (await call(api, 'GET', `/v1/jobs/${id}`, { key: tenantA })).body.result;
+    expect(seen.unsafe.sample).toEqual([{ path: 'escape', code: 'SYMLINK_OUTSIDE_ROOT', reason: 'a symbolic link to a file outside the import root: not followed; the operators have the details' }]);
   });
 
   it("a tenant sees its own key's actions by name and an operator's as \"operator\"; an operator sees every name", async () => {

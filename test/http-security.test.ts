@@ -136,9 +136,14 @@ describe('limits', () => {
       const statuses: number[] = [];
       for (let i = 0; i < 4; i += 1) statuses.push((await fetch(`${own.url}/admin/runs`, { headers: bogus, redirect: 'manual' })).status);
       expect(statuses).toEqual([303, 303, 303, 429]);
-      // The operator's session, seen valid a moment ago, is still served (and still looked up: sign out ends it).
+      // The operator's session, seen valid a moment ago, is still served (and still looked up: sign out ends it), and
+      // so are the two API routes a signed-in page reads with its cookie.
       const page = await fetch(`${own.url}/admin/runs`, { headers: session, redirect: 'manual' });
       expect(page.status).toBe(200);
+      const { rows } = await env.pool.query<{ id: number }>("INSERT INTO jobs (kind, tenant_id, run_at) VALUES ('noop', 'shop', '2999-01-01') RETURNING id");
+      const download = await fetch(`${own.url}/v1/jobs/${rows[0]!.id}/errors?format=csv`, { headers: session });
+      expect(download.status).toBe(409); // a noop run has no failed-row export: past authentication, not 429
+      await download.arrayBuffer();
     } finally {
       await own.close();
     }

@@ -13,7 +13,7 @@ import type { Pool } from '../db/pool.js';
 import { defaultRegistry, type HandlerRegistry } from '../handlers/registry.js';
 import type { Logger } from '../logger.js';
 import { registerRequestSpans } from '../tracing/http-spans.js';
-import { loadSession, type LoadedSession } from './admin/session.js';
+import { loadSessionWithinLimit, RecentSessions, type LoadedSession, type SessionLimit } from './admin/session.js';
 import { DEFAULT_ADMIN_OPTIONS, type AdminOptions } from './admin/options.js';
 import { registerAdminPages } from './admin/plugin.js';
 import { DEFAULT_LIMITS, type ApiLimits } from './limits.js';
@@ -207,6 +207,9 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     if (!seen.isAllowed && seen.remaining === 0) throw rateLimited(seen.max, `${seen.ttlInSeconds} s`, seen.ttlInSeconds);
   };
 
+  // The admin pages and the two GET routes that take a session cookie look sessions up behind the same limit.
+  const sessionLimit: SessionLimit = { refuseWhileLimited: refuseLookupsWhileLimited, recentSessions: new RecentSessions() };
+
   // Authentication first: nothing but health and the spec is reachable without a valid key.
   app.addHook('onRequest', async (request) => {
     // The admin pages (and their 404s) check their own session (admin/plugin.ts).
@@ -217,8 +220,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     // A signed-in admin page follows a run's events and downloads its failed rows with its session cookie: the
     // session acts as its key. Only read-only GET routes that say so take a cookie (no cross-site writes).
     if (!match && request.routeOptions.config?.sessionCookie && request.method === 'GET') {
-      await refuseLookupsWhileLimited(request);
-      request.cookieSession = await loadSession(deps.pool, request);
+      request.cookieSession = await loadSessionWithinLimit(deps.pool, request, sessionLimit);
       if (request.cookieSession) return;
     }
     if (!match) return countRefusal(request, unauthenticated('send an API key: Authorization: Bearer <key>'));
@@ -246,7 +248,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
   registerErrorRoutes(app, deps);
   registerEventRoutes(app, deps, verifiedKeys);
   registerDeadRoutes(app, deps);
-  await registerAdminPages(app, deps, deps.admin, { refuseWhileLimited: refuseLookupsWhileLimited, countRefused });
+  await registerAdminPages(app, deps, deps.admin, { ...sessionLimit, countRefused });
   await app.ready();
   return app;
 }

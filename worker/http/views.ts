@@ -4,7 +4,8 @@ import { progressCounts, sensibleEta } from '../cli/progress-rate.js';
 import type { JobActionRecord, Resolution } from '../queue/job-actions.js';
 import type { JobSummaryRow } from '../queue/operator.js';
 import type { JobErrorRecord, JobRow } from '../queue/types.js';
-import { internalErrorMessage, isInternalError } from '../queue/visible-errors.js';
+import { internalErrorMessage, isInternalError, itemErrorMessage } from '../queue/visible-errors.js';
+import { MASS_IMPORT_KIND } from '../handlers/kinds.js';
 import { isoTime } from './iso-time.js';
 
 const iso = (date: Date | null | undefined): string | null => (date ? isoTime(date) : null);
@@ -120,6 +121,21 @@ export function actionView(action: JobActionRecord, operator: boolean) {
   return { action: action.action, actor: actorView(action, operator), note: action.note, stateAfter: action.stateAfter, at: iso(action.at)! };
 }
 
+/**
+ * A run's result as the caller may read it. A mass import's `unsafe` sample (its dry-run report) quotes each file's
+ * failure as the walk wrote it — a link's target on the worker's file system included: a tenant reads each reason as
+ * it reads a failed file's message (itemErrorMessage). Read-time, so reports stored before this rule are covered too.
+ */
+export function resultView(job: Pick<JobRow, 'kind' | 'result'>, operator: boolean): Record<string, unknown> | null {
+  const result = job.result;
+  const unsafe = result?.unsafe as { sample?: unknown } | undefined;
+  if (operator || job.kind !== MASS_IMPORT_KIND || !result || !unsafe || !Array.isArray(unsafe.sample)) return result;
+  const sample = (unsafe.sample as Array<Record<string, unknown>>).map((entry) =>
+    typeof entry.code === 'string' && typeof entry.reason === 'string' ? { ...entry, reason: itemErrorMessage(entry.code, entry.reason, false) } : entry,
+  );
+  return { ...result, unsafe: { ...unsafe, sample } };
+}
+
 /** A run's own record; `operator` as for {@link jobSummaryView} (a tenant sees no operator's name either). */
 export function jobDetailView(job: JobRow, extra: { resolution?: Resolution | null; actions?: JobActionRecord[] }, operator: boolean) {
   const actions = extra.actions ?? [];
@@ -128,7 +144,7 @@ export function jobDetailView(job: JobRow, extra: { resolution?: Resolution | nu
     priority: job.priority,
     dedupeKey: job.dedupeKey,
     payload: job.payload,
-    result: job.result,
+    result: resultView(job, operator),
     runAt: iso(job.runAt)!,
     cancelRequested: job.cancelRequestedAt !== null,
     outage: job.outageDependency && job.outageStartedAt ? { dependency: job.outageDependency, since: iso(job.outageStartedAt)! } : null,

@@ -12,10 +12,10 @@ import type { JobErrorRecord } from './types.js';
  * LEASE_EXPIRED, the outage's DEPENDENCY_OUTAGE, the S3 codes (a run-level refusal or an outage, whose messages quote
  * the SDK) and the backfill's (they quote Postgres or the compute). A mass import's errors that named the campaign
  * mount's path were recorded as not internal until they were changed, so they are judged by what they carry: the
- * missing mount by its code, a source error by the mount's path in its context.
+ * missing mount by its code, a source error (SOURCE_*) by the mount's path in its context.
  */
 export function isInternalError(error: Pick<JobErrorRecord, 'internal' | 'stack' | 'code' | 'context'>): boolean {
-  if (error.code === CAMPAIGN_MOUNT_MISSING_CODE || error.context?.importRoot !== undefined) return true;
+  if (error.code === CAMPAIGN_MOUNT_MISSING_CODE || (error.code.startsWith('SOURCE_') && error.context?.importRoot !== undefined)) return true;
   if (error.internal !== undefined) return error.internal === true;
   return (
     error.stack !== undefined ||

@@ -5,7 +5,7 @@
 // with a Content-Security-Policy that allows only this server's own style sheet and script.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { listDeadJobs, purgeDead, replayDead, requireVisibleJob } from '../../actions/run-actions.js';
-import { createAdminSession, csrfTokenFor, endAdminSession, sessionIdOf } from '../../auth/admin-sessions.js';
+import { createAdminSession, csrfTokenFor, endAdminSession } from '../../auth/admin-sessions.js';
 import { findActiveApiKey } from '../../auth/api-keys.js';
 import { INT32_MAX } from '../cursor.js';
 import { ApiError, describeError, notFound, SHUTTING_DOWN } from '../errors.js';
@@ -27,13 +27,13 @@ import {
   cookieHeader,
   DUPLICATED_COOKIES_MESSAGE,
   duplicatedCookies,
-  loadSession,
+  loadSessionWithinLimit,
   newSignInToken,
-  readCookies,
   requireCsrf,
   requireSignInToken,
   SESSION_COOKIE,
   SIGN_IN_COOKIE,
+  type SessionLimit,
 } from './session.js';
 
 /** The sign-in form's token lives this long. */
@@ -98,35 +98,12 @@ const MULTI_VALUED_QUERY = new Set(['state']);
  * The API's rate limiter for requests its route hook never sees (server.ts): a page whose session cookie is unknown
  * is refused by this plugin's own hook, which runs first.
  */
-export interface RefusalLimits {
-  /** 429 when the address is at its limit already (before its session is looked up). */
-  refuseWhileLimited(request: FastifyRequest): Promise<void>;
+export interface RefusalLimits extends SessionLimit {
   /** Counts a refused request in the address's bucket; 429 once that bucket is over. */
   countRefused(request: FastifyRequest): Promise<void>;
 }
 
-/** Session ids seen valid in the last minute (at most 10,000, the oldest forgotten first). */
-class RecentSessions {
-  private readonly seen = new Map<string, number>();
-
-  has(id: string): boolean {
-    const at = this.seen.get(id);
-    return at !== undefined && Date.now() - at < 60_000;
-  }
-
-  delete(id: string): void {
-    this.seen.delete(id);
-  }
-
-  add(id: string): void {
-    this.seen.delete(id);
-    this.seen.set(id, Date.now());
-    if (this.seen.size > 10_000) this.seen.delete(this.seen.keys().next().value!);
-  }
-}
-
 export async function registerAdminPages(app: FastifyInstance, deps: ApiDependencies, options: AdminOptions, limits: RefusalLimits): Promise<void> {
-  const recentSessions = new RecentSessions();
   await app.register(
     async (admin) => {
       admin.decorateRequest('adminSessionToken', null);
@@ -146,16 +123,11 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
       });
       // Every page but the sign-in form and the assets needs a session; a GET without one goes to the sign-in form.
       // An unknown session costs a database lookup: refused ones count against the address, as the API's unknown keys
-      // do, and an address at its limit is refused before the lookup — but not a session seen valid lately (as the
-      // API serves a key it verified lately from its cache), so one client sending bad cookies from behind a shared
-      // NAT does not lock out the operators signed in from the same address. The session is still looked up.
+      // do (and an address at its limit is refused before the lookup, unless the session was seen valid lately:
+      // loadSessionWithinLimit).
       admin.addHook('onRequest', async (request, reply) => {
         if (request.routeOptions.config?.adminPublic) return;
-        const token = readCookies(request).get(SESSION_COOKIE);
-        if (!(token && recentSessions.has(sessionIdOf(token)))) await limits.refuseWhileLimited(request);
-        const session = await loadSession(deps.pool, request);
-        if (session) recentSessions.add(session.id);
-        else if (token) recentSessions.delete(sessionIdOf(token)); // ended or revoked since: limited again at once
+        const session = await loadSessionWithinLimit(deps.pool, request, limits);
         if (!session) {
           await limits.countRefused(request);
           if (request.method === 'GET' || request.method === 'HEAD') return reply.redirect('/admin/sign-in', 303);

@@ -104,6 +104,51 @@ export async function loadSession(db: Queryable, request: FastifyRequest): Promi
   return { token, id: sessionIdOf(token), expiresAt: session.expiresAt };
 }
 
+/** Session ids seen valid in the last minute (at most 10,000, the oldest forgotten first). */
+export class RecentSessions {
+  private readonly seen = new Map<string, number>();
+
+  has(id: string): boolean {
+    const at = this.seen.get(id);
+    return at !== undefined && Date.now() - at < 60_000;
+  }
+
+  add(id: string): void {
+    this.seen.delete(id);
+    this.seen.set(id, Date.now());
+    if (this.seen.size > 10_000) this.seen.delete(this.seen.keys().next().value!);
+  }
+
+  delete(id: string): void {
+    this.seen.delete(id);
+  }
+}
+
+/** The rate limit a session lookup is held to (server.ts): an address at its limit is refused before the lookup. */
+export interface SessionLimit {
+  /** 429 when the address is at its limit already. */
+  refuseWhileLimited(request: FastifyRequest): Promise<void>;
+  /** Sessions seen valid lately: not held back by their address's limit. */
+  recentSessions: RecentSessions;
+}
+
+/**
+ * loadSession behind the address's limit, as the API looks up a key: an address at its limit is refused (429) before
+ * the lookup, so bad cookies cost no database work once over — but not a session seen valid in the last minute (as
+ * the API serves a key it verified lately from its cache), so one client sending bad cookies from behind a shared NAT
+ * does not lock out the operators signed in from the same address. The session is still looked up every time, so
+ * sign-out and revocation hold; one whose lookup fails is forgotten at once.
+ */
+export async function loadSessionWithinLimit(db: Queryable, request: FastifyRequest, limit: SessionLimit): Promise<LoadedSession | null> {
+  const token = readCookies(request).get(SESSION_COOKIE);
+  const id = token ? sessionIdOf(token) : undefined;
+  if (!(id && limit.recentSessions.has(id))) await limit.refuseWhileLimited(request);
+  const session = await loadSession(db, request);
+  if (session) limit.recentSessions.add(session.id);
+  else if (id) limit.recentSessions.delete(id);
+  return session;
+}
+
 /** Refuses a POST whose CSRF token is not the session's (403, nothing done). */
 export function requireCsrf(sessionToken: string, body: unknown): void {
   const submitted = (body as Record<string, unknown> | null | undefined)?.[CSRF_FIELD];

@@ -7,7 +7,6 @@ import { sha256OfFile } from './file-sha256.js';
 import { openImportFile } from './import-file-access.js';
 import type { TreePlan } from './import-plan.js';
 import { ItemFailure } from './item-failure.js';
-import { itemErrorMessage } from '../../queue/visible-errors.js';
 
 const SAMPLE = 20;
 const LOOKUP_CHUNK = 1_000;
@@ -56,11 +55,12 @@ export async function inspectPlan(
     ceiling: { ok: options.violations.length === 0, violations: options.violations },
     truncated: plan.truncated,
   };
-  // The report is the run's result, which its tenant reads: each reason as a tenant may read it (a link's target on
-  // the worker's file system is left out; the operators see it on the mount).
-  const unsafe = (path: string, code: string, message: string) => ({ path, code, reason: itemErrorMessage(code, message, false) ?? message });
+  // Each reason as the walk wrote it (a link's target included, for operators): a tenant reads it through
+  // resultView (http/views.ts), which gives the tenant's sentence.
   for (const item of plan.items) {
-    if (item.failure && report.unsafe.sample.length < SAMPLE) report.unsafe.sample.push(unsafe(item.relativePath, item.failure.code, item.failure.message));
+    if (item.failure && report.unsafe.sample.length < SAMPLE) {
+      report.unsafe.sample.push({ path: item.relativePath, code: item.failure.code, reason: item.failure.message });
+    }
   }
   const files = plan.items.filter((item) => !item.failure && item.objectKey !== null);
   for (let start = 0; start < files.length; start += LOOKUP_CHUNK) {
@@ -93,7 +93,7 @@ export async function inspectPlan(
           if (options.signal.aborted) throw options.signal.reason;
           if (!(error instanceof ItemFailure)) throw error;
           report.unsafe.count += 1;
-          if (report.unsafe.sample.length < SAMPLE) report.unsafe.sample.push(unsafe(item.relativePath, error.code, error.message));
+          if (report.unsafe.sample.length < SAMPLE) report.unsafe.sample.push({ path: item.relativePath, code: error.code, reason: error.message });
           continue;
         }
       }

@@ -4,7 +4,7 @@ import { MASS_IMPORT_KIND } from '../../../handlers/kinds.js';
 import { getCsvImportRun } from '../../../imports/csv/run-record.js';
 import type { RunRecord } from '../../../queue/job-actions.js';
 import type { ApiDependencies } from '../../server.js';
-import { actorView, lastErrorView, progressView, resolvedByView, submitterView } from '../../views.js';
+import { actorView, lastErrorView, progressView, resolvedByView, resultView, submitterView } from '../../views.js';
 import { formatCount, formatDuration, runDuration, timeCell } from '../format.js';
 import { html, type Html } from '../html.js';
 import { isOperator, page, type Viewer } from '../layout.js';
@@ -107,7 +107,7 @@ ${lastError(record, viewer)}
   ${record.resolution ? html`<dt>Resolved</dt><dd>${timeCell(record.resolution.at)} by ${resolvedByView(record.resolution, isOperator(viewer))}: ${record.resolution.note}</dd>` : ''}
 </dl></section>
 <section aria-labelledby="result-heading"><h2 id="result-heading">Result</h2>
-${job.result ? html`<pre data-result>${json(job.result)}</pre>` : html`<p class="muted">No result yet.</p>`}
+${job.result ? html`<pre data-result>${json(resultView(job, isOperator(viewer)))}</pre>` : html`<p class="muted">No result yet.</p>`}
 <h2>Payload</h2><pre>${json(job.payload)}</pre>
 ${job.progress ? html`<h2>Progress as reported</h2><pre>${json(job.progress)}</pre>` : ''}
 </section>
