@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { JobHandler } from '../worker/handlers/types.js';
 import { enqueueJobs } from '../worker/queue/enqueue.js';
@@ -138,6 +139,9 @@ describe('a worker with buffered jobs', () => {
       const { rows } = await env.pool.query<{ attempts: number; state: string }>('SELECT attempts, state FROM jobs WHERE id = $1', [rescued]);
       return rows[0]!.state === 'running' && rows[0]!.attempts === 2;
     });
+    // Committed is not yet received: the worker's next turn of its loop comes after it took in the claim's answer
+    // (claims run only inside the loop). Opened before that, the first handler's end would race the answer.
+    await once(worker, 'loop');
     expect(worker.bufferedCount).toBe(2);
     open();
     await waitFor(async () => {
