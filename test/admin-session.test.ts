@@ -7,6 +7,7 @@ import { escapeHtml, html } from '../worker/http/admin/html.js';
 import { useTestEnvironment } from './harness.js';
 import { call, startTestApi, type TestApi } from './support/api-server.js';
 import { plantEndedRun } from './support/ended-runs.js';
+import { plantLongFailedRows } from './support/long-failed-rows.js';
 
 const env = useTestEnvironment();
 let api: TestApi;
@@ -106,14 +107,7 @@ describe('admin sign-in and sessions', () => {
 
   it('the review page shows the start of a very long value and counts the rest; its rows stay within a page budget', async () => {
     const { key } = await createApiKey(env.pool, { name: 'long-rows', role: 'tenant', tenantId: 'acme' });
-    const { rows } = await env.pool.query<{ id: number }>("INSERT INTO jobs (kind, tenant_id, state) VALUES ('csv-import', 'acme', 'review_ready') RETURNING id");
-    const id = rows[0]!.id;
-    await env.pool.query(
-      `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
-       SELECT $1, g, 'validate', ARRAY['SKU-' || g, repeat('d', 1000000)], '[{"column": "description", "rule": "max_length", "message": "too long"}]'
-       FROM generate_series(1, 12) g`,
-      [id],
-    );
+    const id = await plantLongFailedRows(env.pool, 'acme');
     const { cookie } = await signIn(key);
     const review = await get(`/admin/runs/${id}/review`, { cookie });
     expect(review.status).toBe(200);

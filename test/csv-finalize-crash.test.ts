@@ -48,20 +48,29 @@ async function until(jobId: number, states: string[], timeoutMs = 60_000): Promi
   }, timeoutMs, 20);
 }
 
+/**
+ * A 40,000-row file (800 batches of 50) of `tenant` validated and approved by a worker of its own, its finalize under
+ * way: at least `batches` batches committed.
+ */
+async function finalizeUnderWay(tenant: string, skuPrefix: string, workerId: string, batches: number) {
+  const rows = Array.from({ length: 40_000 }, (_, i) => validRow(i + 1, skuPrefix));
+  const key = `imports/${tenant}/products.csv`;
+  await upload(env.s3, env.bucket, key, fileOf(rows));
+  const process = worker({ WORKER_ID: workerId });
+  await process.waitForLog(started);
+  const jobId = await importObject(key, tenant);
+  expect((await until(jobId, ['review_ready'])).result).toMatchObject({ valid: 40_000, batches: 800 });
+  await finalizeImport(env.pool, jobId);
+  const run = await waitFor(async () => {
+    const current = await getCsvImportRun(env.pool, jobId);
+    return current && current.finalizedBatches >= batches ? current : undefined;
+  }, 30_000, 10);
+  return { rows, jobId, process, run };
+}
+
 describe('csv finalize with real worker processes', () => {
   it('kill -9 during finalize: the rerun resumes after the last committed batch, no row missing or written twice', async () => {
-    const rows = Array.from({ length: 40_000 }, (_, i) => validRow(i + 1, 'K'));
-    await upload(env.s3, env.bucket, 'imports/crash/products.csv', fileOf(rows));
-    const doomed = worker({ WORKER_ID: 'doomed' });
-    await doomed.waitForLog(started);
-    const jobId = await importObject('imports/crash/products.csv', 'crash');
-    expect((await until(jobId, ['review_ready'])).result).toMatchObject({ valid: 40_000, batches: 800 });
-
-    await finalizeImport(env.pool, jobId);
-    const before = await waitFor(async () => {
-      const run = await getCsvImportRun(env.pool, jobId);
-      return run && run.finalizedBatches >= 100 ? run : undefined;
-    }, 30_000, 10);
+    const { rows, jobId, process: doomed, run: before } = await finalizeUnderWay('crash', 'K', 'doomed', 100);
     doomed.kill('SIGKILL');
     expect((await doomed.exited).signal).toBe('SIGKILL');
 
@@ -93,18 +102,7 @@ describe('csv finalize with real worker processes', () => {
   });
 
   it('SIGTERM during finalize (a deploy, a scale-in): the run stops at a batch boundary, goes back without spending an attempt, and another worker finishes it', async () => {
-    const rows = Array.from({ length: 40_000 }, (_, i) => validRow(i + 1, 'T'));
-    await upload(env.s3, env.bucket, 'imports/drain/products.csv', fileOf(rows));
-    const stopping = worker({ WORKER_ID: 'stopping' });
-    await stopping.waitForLog(started);
-    const jobId = await importObject('imports/drain/products.csv', 'drain');
-    expect((await until(jobId, ['review_ready'])).result).toMatchObject({ valid: 40_000, batches: 800 });
-
-    await finalizeImport(env.pool, jobId);
-    await waitFor(async () => {
-      const run = await getCsvImportRun(env.pool, jobId);
-      return run && run.finalizedBatches >= 20 ? run : undefined;
-    }, 30_000, 10);
+    const { jobId, process: stopping } = await finalizeUnderWay('drain', 'T', 'stopping', 20);
     stopping.kill('SIGTERM');
     expect(await stopping.exited).toMatchObject({ code: 0 });
 

@@ -9,10 +9,9 @@ import { enqueueJob } from '../worker/queue/enqueue.js';
 import { rescueExpiredLeases } from '../worker/queue/maintenance.js';
 import { isConnectionError } from '../worker/db/database-status.js';
 import { SilentConnectionError, SilentConnectionWatch } from '../worker/db/silent-connections.js';
-import { createLogger } from '../worker/logger.js';
-import { Writable } from 'node:stream';
 import { useTestEnvironment } from './harness.js';
 import { waitFor } from './support/in-process-worker.js';
+import { recordingLogger } from './support/recording-logger.js';
 import { startSilencingProxy, type SilencingProxy } from './support/silencing-proxy.js';
 
 const env = useTestEnvironment();
@@ -69,19 +68,6 @@ describe('a pooled connection that goes silent', () => {
     expect((await claimJobs(pool, request)).map((claimed) => claimed.id)).toEqual([job.id]);
   });
 });
-
-/** A logger whose lines the test reads. */
-function recordingLogger(): { log: ReturnType<typeof createLogger>; lines: () => Array<Record<string, unknown>> } {
-  const written: string[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      written.push(chunk.toString());
-      done();
-    },
-  });
-  const log = createLogger({ level: 'debug', format: 'json', destination });
-  return { log, lines: () => written.join('').split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>) };
-}
 
 /**
  * The main pool (no client-side timeout: handler statements may rightly run for minutes) through a silencing proxy,

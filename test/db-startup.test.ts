@@ -11,6 +11,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { useTestEnvironment } from './harness.js';
 import { runCli } from './support/cli-runner.js';
+import { recordingLogger } from './support/recording-logger.js';
 import { waitFor } from './support/in-process-worker.js';
 import { freePort } from '../worker/dev/free-port.js';
 import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
@@ -168,20 +169,11 @@ describe('health while running', () => {
 
 describe('log redaction', () => {
   it('fields that can carry a credential are replaced before a line is written', async () => {
-    const { Writable } = await import('node:stream');
-    const { createLogger } = await import('../worker/logger.js');
-    const written: string[] = [];
-    const destination = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        written.push(chunk.toString());
-        done();
-      },
-    });
-    const log = createLogger({ level: 'info', format: 'json', destination });
+    const { log, text: written } = recordingLogger('info');
     const url = urlWith({ user: NASTY_USER, password: NASTY_PASSWORD });
     log.info({ databaseUrl: url, config: { databaseUrl: url }, env: { DATABASE_URL: url }, password: NASTY_PASSWORD }, 'settings');
     log.info({ connection: { connectionString: url, password: NASTY_PASSWORD } }, 'connection');
-    const text = written.join('');
+    const text = written();
     expect(text).toContain('[redacted]');
     expectNoSecret(text);
   });

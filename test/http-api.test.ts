@@ -11,6 +11,7 @@ import { call, makeKey, startTestApi, type TestApi } from './support/api-server.
 import { startFaultyS3Proxy } from './support/faulty-s3-proxy.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
 import { plantEndedRun } from './support/ended-runs.js';
+import { plantLongFailedRows } from './support/long-failed-rows.js';
 import { waitFor } from './support/in-process-worker.js';
 import { openEvents } from './support/sse-client.js';
 
@@ -410,14 +411,7 @@ describe('tenants and roles', () => {
   });
 
   it('failed rows of a million characters: each JSON page stays within its byte budget, and the cursor reaches every row', async () => {
-    const { rows } = await env.pool.query<{ id: number }>("INSERT INTO jobs (kind, tenant_id, state) VALUES ('csv-import', 'ta', 'review_ready') RETURNING id");
-    const id = rows[0]!.id;
-    await env.pool.query(
-      `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
-       SELECT $1, g, 'validate', ARRAY['SKU-' || g, repeat('d', 1000000)], '[{"column": "description", "rule": "max_length", "message": "too long"}]'
-       FROM generate_series(1, 12) g`,
-      [id],
-    );
+    const id = await plantLongFailedRows(env.pool, 'ta');
     const pages: number[][] = [];
     let next: string | null = null;
     do {

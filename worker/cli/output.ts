@@ -1,6 +1,5 @@
-import { Transform } from 'node:stream';
-
 // How every command prints: `--json` gives machine-readable JSON only; humans get aligned tables and short lines.
+import { Transform } from 'node:stream';
 
 export interface OutputOptions {
   json?: boolean;

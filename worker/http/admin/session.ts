@@ -94,16 +94,6 @@ export interface LoadedSession {
   expiresAt: Date;
 }
 
-/** The signed-in session of the request, or null: sets request.apiKey to the session's key. */
-export async function loadSession(db: Queryable, request: FastifyRequest): Promise<LoadedSession | null> {
-  const token = readCookies(request).get(SESSION_COOKIE);
-  if (!token) return null;
-  const session = await findAdminSession(db, token);
-  if (!session) return null;
-  request.apiKey = session.key;
-  return { token, id: sessionIdOf(token), expiresAt: session.expiresAt };
-}
-
 /** Session ids seen valid in the last minute (at most 10,000, the oldest forgotten first). */
 export class RecentSessions {
   private readonly seen = new Map<string, number>();
@@ -133,7 +123,8 @@ export interface SessionLimit {
 }
 
 /**
- * loadSession behind the address's limit, as the API looks up a key: an address at its limit is refused (429) before
+ * The signed-in session of the request, or null (sets request.apiKey to the session's key), looked up behind the
+ * address's limit, as the API looks up a key: an address at its limit is refused (429) before
  * the lookup, so bad cookies cost no database work once over — but not a session seen valid in the last minute (as
  * the API serves a key it verified lately from its cache), so one client sending bad cookies from behind a shared NAT
  * does not lock out the operators signed in from the same address. The session is still looked up every time, so
@@ -141,12 +132,20 @@ export interface SessionLimit {
  */
 export async function loadSessionWithinLimit(db: Queryable, request: FastifyRequest, limit: SessionLimit): Promise<LoadedSession | null> {
   const token = readCookies(request).get(SESSION_COOKIE);
-  const id = token ? sessionIdOf(token) : undefined;
-  if (!(id && limit.recentSessions.has(id))) await limit.refuseWhileLimited(request);
-  const session = await loadSession(db, request);
-  if (session) limit.recentSessions.add(session.id);
-  else if (id) limit.recentSessions.delete(id);
-  return session;
+  if (!token) {
+    await limit.refuseWhileLimited(request);
+    return null;
+  }
+  const id = sessionIdOf(token);
+  if (!limit.recentSessions.has(id)) await limit.refuseWhileLimited(request);
+  const session = await findAdminSession(db, token);
+  if (!session) {
+    limit.recentSessions.delete(id);
+    return null;
+  }
+  limit.recentSessions.add(id);
+  request.apiKey = session.key;
+  return { token, id, expiresAt: session.expiresAt };
 }
 
 /** Refuses a POST whose CSRF token is not the session's (403, nothing done). */

@@ -28,7 +28,7 @@ function storableError(error: RowError): RowError {
 }
 
 /** What a row error weighs in a page (ROW_ERRORS_PAGE_BYTES): the UTF-8 bytes of its fields and of its issues' JSON. */
-export function rowErrorBytes(error: RowError): number {
+function rowErrorBytes(error: RowError): number {
   let bytes = Buffer.byteLength(JSON.stringify(error.issues));
   for (const field of error.fields ?? []) bytes += Buffer.byteLength(field);
   return bytes;

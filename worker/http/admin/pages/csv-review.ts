@@ -14,7 +14,7 @@ import { actionLinks, runHeading, visibleRunRecord } from './run-parts.js';
 
 export const ERROR_ROWS_PER_PAGE = 50;
 /** Characters of a value the page shows; the rest is counted (the CSV download has every value whole). */
-export const SHOWN_VALUE_CHARS = 500;
+const SHOWN_VALUE_CHARS = 500;
 
 function shownValue(value: string): Html | string {
   if (value === '') return html`<span class="muted">(empty)</span>`;
