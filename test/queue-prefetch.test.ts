@@ -4,10 +4,12 @@ import type { JobHandler } from '../worker/handlers/types.js';
 import { enqueueJobs } from '../worker/queue/enqueue.js';
 import { rescueExpiredLeases } from '../worker/queue/maintenance.js';
 import { cancelJob } from '../worker/queue/operator.js';
+import { withTransaction } from '../worker/db/pool.js';
 import { PrefetchBuffer } from '../worker/runner/prefetch.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
 import { testWorker, waitFor } from './support/in-process-worker.js';
+import { recordingLogger } from './support/recording-logger.js';
 
 const env = useTestEnvironment();
 const workers: Worker[] = [];
@@ -39,16 +41,34 @@ describe('prefetch buffer sizing', () => {
     buffer.observe(10);
     expect(buffer.wanted()).toBe(10);
     const job = { id: 1, kind: 'k', tenantId: null, payload: {}, attempt: 1, maxAttempts: 5, progress: null, leaseOwner: 'w', createdAt: new Date() };
-    buffer.push(Array.from({ length: 6 }, (_, i) => ({ ...job, id: i + 1 })));
+    buffer.push(Array.from({ length: 6 }, (_, i) => ({ ...job, id: i + 1 })), 1_000);
     expect(buffer.wanted()).toBe(0);
-    buffer.shift();
+    buffer.shift(0);
     expect(buffer.wanted()).toBe(5);
     expect(buffer.remove(3)?.id).toBe(3);
     expect(buffer.remove(3)).toBeUndefined();
     // Of one attempt only: a lease lost by attempt 1 says nothing of attempt 2, claimed since.
-    buffer.push([{ ...job, id: 9, attempt: 2 }]);
+    buffer.push([{ ...job, id: 9, attempt: 2 }], 1_000);
     expect(buffer.remove(9, 1)).toBeUndefined();
     expect(buffer.remove(9, 2)?.attempt).toBe(2);
+  });
+
+  it('starts a buffered job only while its lease is known to hold; a heartbeat renews it', () => {
+    const buffer = new PrefetchBuffer({ concurrency: 1, windowMs: 100, max: 10 });
+    const job = { id: 1, kind: 'k', tenantId: null, payload: {}, attempt: 1, maxAttempts: 5, progress: null, leaseOwner: 'w', createdAt: new Date() };
+    buffer.push([job, { ...job, id: 2 }], 1_000);
+    buffer.push([{ ...job, id: 3 }], 2_000);
+    expect(buffer.awaitingRenewal(999)).toBe(false);
+    // At 1,000 the first claim's leases may have run out: the later claim's job starts, the others wait.
+    expect(buffer.awaitingRenewal(1_000)).toBe(true);
+    expect(buffer.shift(1_000)?.id).toBe(3);
+    expect(buffer.shift(1_000)).toBeUndefined();
+    expect(buffer.size).toBe(2);
+    // A beat extended job 1's lease, and an attempt of job 2 other than the buffered one.
+    buffer.renew([{ jobId: 1, attempt: 1 }, { jobId: 2, attempt: 2 }], 5_000);
+    expect(buffer.shift(1_000)?.id).toBe(1);
+    expect(buffer.shift(1_000)).toBeUndefined();
+    expect(buffer.awaitingRenewal(1_000)).toBe(true);
   });
 
   it('is off with a zero window', () => {
@@ -57,6 +77,34 @@ describe('prefetch buffer sizing', () => {
     expect(buffer.target()).toBe(0);
   });
 });
+
+/** A handler whose first run is instant (it times the jobs: the buffer fills) and whose later runs wait for `open`. */
+function heldHandler(): { held: JobHandler<unknown>; runs: Array<[number, number]>; open: () => void } {
+  let open: () => void = () => {};
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  const runs: Array<[number, number]> = [];
+  const held: JobHandler<unknown> = {
+    kind: 'held',
+    description: 'the first run is instant, the rest wait for the test',
+    parsePayload: () => ({}),
+    run: async ({ job }) => {
+      runs.push([job.id, job.attempt]);
+      if (runs.length > 1) await opened;
+    },
+  };
+  return { held, runs, open: () => open() };
+}
+
+/** Starts the worker on one instant job, then enqueues three: the first runs (and waits), two wait in the buffer. */
+async function oneRunningTwoBuffered(worker: Worker, runs: Array<[number, number]>): Promise<number[]> {
+  workers.push(worker);
+  const [first] = await enqueueJobs(env.pool, 'held', [{}]);
+  void worker.start();
+  await waitFor(async () => runs.some(([id]) => id === first));
+  const ids = await enqueueJobs(env.pool, 'held', [{}, {}, {}]);
+  await waitFor(async () => worker.bufferedCount === 2 && runs.some(([id]) => id === ids[0]));
+  return ids;
+}
 
 describe('a worker with buffered jobs', () => {
   // One slot; jobs wait until released, so the rest of the claim stays in the buffer.
@@ -111,26 +159,10 @@ describe('a worker with buffered jobs', () => {
   });
 
   it('a buffered job whose lease ran out and that is claimed again runs once, as the new attempt', async () => {
-    let open: () => void = () => {};
-    const opened = new Promise<void>((resolve) => (open = resolve));
-    const runs: Array<[number, number]> = [];
-    const held: JobHandler<unknown> = {
-      kind: 'held',
-      description: 'the first run is instant, the rest wait for the test',
-      parsePayload: () => ({}),
-      run: async ({ job }) => {
-        runs.push([job.id, job.attempt]);
-        if (runs.length > 1) await opened;
-      },
-    };
+    const { held, runs, open } = heldHandler();
     // No heartbeat within the test: a lease runs out only when the test says so.
     const worker = testWorker(env, [held], { concurrency: 1, prefetchWindowMs: 60_000, prefetchMax: 50, pollIntervalMs: 50, leaseMs: 120_000, heartbeatMs: 60_000 });
-    workers.push(worker);
-    const [first] = await enqueueJobs(env.pool, 'held', [{}]);
-    void worker.start();
-    await waitFor(async () => runs.some(([id]) => id === first));
-    const [running, kept, rescued] = await enqueueJobs(env.pool, 'held', [{}, {}, {}]);
-    await waitFor(async () => worker.bufferedCount === 2 && runs.some(([id]) => id === running));
+    const [running, kept, rescued] = await oneRunningTwoBuffered(worker, runs);
     // The lease of a buffered job runs out and another worker's rescuer requeues it; this worker's next prefetch
     // claims it again.
     await env.pool.query("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", [rescued]);
@@ -150,5 +182,43 @@ describe('a worker with buffered jobs', () => {
     });
     expect(runs.filter(([id]) => id === rescued)).toEqual([[rescued, 2]]);
     expect(runs.filter(([id]) => id === kept)).toEqual([[kept, 1]]);
+  });
+  it('a buffered job held past its lease waits for a heartbeat: dropped if the run was rescued, else started', async () => {
+    const { held, runs, open } = heldHandler();
+    const recorded = recordingLogger('info');
+    // Short leases and no heartbeat of its own within the test: the leases run out while the database is reachable, as
+    // they would with every beat failing (an outage) — which this worker's beats would otherwise prevent.
+    const worker = testWorker(
+      env,
+      [held],
+      { concurrency: 1, prefetchWindowMs: 60_000, prefetchMax: 50, pollIntervalMs: 50, leaseMs: 1_500, heartbeatMs: 600_000 },
+      recorded.log,
+    );
+    const [running, kept, rescued] = await oneRunningTwoBuffered(worker, runs);
+    // The database's expiry is no earlier than the one the worker keeps (it dates the lease from before its claim).
+    await waitFor(async () => {
+      const { rows } = await env.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM jobs WHERE id = ANY($1) AND lease_expires_at < now()', [[kept, rescued]]);
+      return rows[0]!.n === 2;
+    }, 30_000);
+    // Another worker's rescuer requeues one of them (kept out of this worker's claims: it is due in an hour); the
+    // other's lease ran out unnoticed and is still this worker's. The running job's lease is left alone.
+    await withTransaction(env.pool, async (client) => {
+      await client.query("UPDATE jobs SET lease_expires_at = now() + interval '1 hour' WHERE id = ANY($1)", [[running, kept]]);
+      expect((await rescueExpiredLeases(client)).requeued).toEqual([rescued]);
+      await client.query("UPDATE jobs SET run_at = now() + interval '1 hour' WHERE id = $1", [rescued]);
+    });
+    // The slot frees: neither buffered job starts on what the worker knew; the beat that asks drops one, starts the other.
+    open();
+    await waitFor(async () => {
+      const { rows } = await env.pool.query<{ state: string }>('SELECT state FROM jobs WHERE id = $1', [kept]);
+      return rows[0]!.state === 'succeeded';
+    });
+    expect(runs.filter(([id]) => id === rescued)).toEqual([]);
+    expect(runs.filter(([id]) => id === kept)).toEqual([[kept, 1]]);
+    expect(recorded.lines().filter((line) => line.job_id === rescued).map((line) => line.msg)).toEqual([
+      'buffered job lost its lease; dropped',
+    ]);
+    const { rows } = await env.pool.query<{ state: string; attempts: number }>('SELECT state, attempts FROM jobs WHERE id = $1', [rescued]);
+    expect(rows[0]).toEqual({ state: 'queued', attempts: 1 });
   });
 });

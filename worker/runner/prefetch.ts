@@ -4,7 +4,19 @@
 // a local buffer of leased jobs removes that cap (graphile-worker's localQueue does this with a fixed size), but a
 // fixed buffer of long jobs would hide work from idle workers for minutes. So the buffer is sized to the work the
 // slots can drain within a short window: hundreds of millisecond-jobs, none for imports that run for minutes.
-import type { ClaimedJob } from '../queue/types.js';
+//
+// A buffered job starts only while its lease is known to hold: each carries the local time (performance.now()) by
+// which its lease ends at the latest — a lease length after the claim or the heartbeat that set it was sent, which is
+// no later than the expiry the database stored. Past that time the run may have been rescued and claimed by another
+// worker (heartbeats failing for a whole lease), so starting it would run a second attempt beside the one that holds
+// the run now. Such a job waits for the next heartbeat: extended, it starts; lost, it is dropped.
+import type { ClaimedJob, Lease } from '../queue/types.js';
+
+interface Held {
+  job: ClaimedJob;
+  /** performance.now() by which the lease ends at the latest. */
+  leaseUntil: number;
+}
 
 export interface PrefetchOptions {
   concurrency: number;
@@ -15,7 +27,7 @@ export interface PrefetchOptions {
 }
 
 export class PrefetchBuffer {
-  private readonly jobs: ClaimedJob[] = [];
+  private readonly jobs: Held[] = [];
   private averageDurationMs: number | undefined;
 
   constructor(private readonly options: PrefetchOptions) {}
@@ -43,8 +55,17 @@ export class PrefetchBuffer {
     return this.jobs.length * 2 > target ? 0 : target - this.jobs.length;
   }
 
-  push(jobs: ClaimedJob[]): void {
-    this.jobs.push(...jobs);
+  /** Buffers claimed jobs whose leases last until `leaseUntil` at the latest (performance.now()). */
+  push(jobs: ClaimedJob[], leaseUntil: number): void {
+    for (const job of jobs) this.jobs.push({ job, leaseUntil });
+  }
+
+  /** A heartbeat extended these leases: they hold until `leaseUntil` at the latest. Other attempts are left as they are. */
+  renew(leases: ReadonlyArray<Pick<Lease, 'jobId' | 'attempt'>>, leaseUntil: number): void {
+    const renewed = new Set(leases.map((lease) => `${lease.jobId}:${lease.attempt}`));
+    for (const held of this.jobs) {
+      if (renewed.has(`${held.job.id}:${held.job.attempt}`)) held.leaseUntil = Math.max(held.leaseUntil, leaseUntil);
+    }
   }
 
   /**
@@ -56,26 +77,33 @@ export class PrefetchBuffer {
   dropClaimedAgain(claimed: readonly ClaimedJob[]): ClaimedJob[] {
     if (this.jobs.length === 0 || claimed.length === 0) return [];
     const ids = new Set(claimed.map((job) => job.id));
-    const stale = this.jobs.filter((job) => ids.has(job.id));
-    if (stale.length > 0) this.jobs.splice(0, this.jobs.length, ...this.jobs.filter((job) => !ids.has(job.id)));
-    return stale;
+    const stale = this.jobs.filter((held) => ids.has(held.job.id));
+    if (stale.length > 0) this.jobs.splice(0, this.jobs.length, ...this.jobs.filter((held) => !ids.has(held.job.id)));
+    return stale.map((held) => held.job);
   }
 
-  shift(): ClaimedJob | undefined {
-    return this.jobs.shift();
+  /** Takes out the first job whose lease still holds at `now`; jobs past their lease stay for the next heartbeat. */
+  shift(now: number): ClaimedJob | undefined {
+    const index = this.jobs.findIndex((held) => held.leaseUntil > now);
+    return index === -1 ? undefined : this.jobs.splice(index, 1)[0]!.job;
+  }
+
+  /** Whether a job waits past the time its lease was known to hold: only a heartbeat can say if it is still ours. */
+  awaitingRenewal(now: number): boolean {
+    return this.jobs.some((held) => held.leaseUntil <= now);
   }
 
   /** Takes a job out (cancel, lost lease; of that attempt only, when given); returns it when it was buffered. */
   remove(jobId: number, attempt?: number): ClaimedJob | undefined {
-    const index = this.jobs.findIndex((job) => job.id === jobId && (attempt === undefined || job.attempt === attempt));
-    return index === -1 ? undefined : this.jobs.splice(index, 1)[0];
+    const index = this.jobs.findIndex((held) => held.job.id === jobId && (attempt === undefined || held.job.attempt === attempt));
+    return index === -1 ? undefined : this.jobs.splice(index, 1)[0]!.job;
   }
 
   drain(): ClaimedJob[] {
-    return this.jobs.splice(0);
+    return this.jobs.splice(0).map((held) => held.job);
   }
 
-  all(): readonly ClaimedJob[] {
-    return this.jobs;
+  all(): ClaimedJob[] {
+    return this.jobs.map((held) => held.job);
   }
 }

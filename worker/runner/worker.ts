@@ -350,6 +350,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const limit = startable + (pool.prefetch ? prefetch : 0);
       if (limit <= 0) continue;
       const signalsBefore = this.newWorkSignals;
+      // Sent before the statement that dates the leases: their end as this process can know it (prefetch.ts).
+      const leaseUntil = performance.now() + this.options.leaseMs;
       const jobs = await claimJobs(this.claimDb, {
         workerId: this.options.workerId,
         limit,
@@ -373,23 +375,29 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (this.stopping) {
         // stop() began while the claim was in flight: hold these for the release instead of starting them, and claim
         // nothing more.
-        this.buffer.push(jobs);
+        this.buffer.push(jobs, leaseUntil);
         break;
       }
       const startNow = jobs.slice(0, startable);
       for (const job of startNow) this.startJob(job);
-      this.buffer.push(jobs.slice(startNow.length));
+      this.buffer.push(jobs.slice(startNow.length), leaseUntil);
       total += jobs.length;
       budget -= startNow.length;
     }
     return total;
   }
 
-  /** Fills free slots from the prefetch buffer, leaving those a capped pool may need (pools.ts). */
+  /**
+   * Fills free slots from the prefetch buffer, leaving those a capped pool may need (pools.ts). A slot left free
+   * while a buffered job's lease is no longer known to hold asks for a heartbeat now: it starts the job, or drops it.
+   */
   private startFromBuffer(): void {
     while (!this.stopping && this.running < this.options.concurrency - reservedForCappedPools(this.pools)) {
-      const job = this.buffer.shift();
-      if (!job) break;
+      const job = this.buffer.shift(performance.now());
+      if (!job) {
+        if (this.buffer.awaitingRenewal(performance.now())) void this.heartbeat();
+        break;
+      }
       this.startJob(job);
     }
   }
@@ -576,9 +584,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
       ...this.buffer.all().map((job) => ({ jobId: job.id, attempt: job.attempt })),
     ];
     const startedAt = Date.now();
+    const leaseUntil = performance.now() + this.options.leaseMs;
     try {
       const result = await extendLeases(this.heartbeatDb, this.options.workerId, leases, this.options.leaseMs);
       this.status?.reportSuccess(startedAt);
+      const extended = new Set(result.extended);
+      this.buffer.renew(leases.filter((lease) => extended.has(lease.jobId)), leaseUntil);
       // The attempt this beat sent for each run: a claim may have taken a newer attempt of it meanwhile, whose lease holds.
       const sent = new Map(leases.map((lease) => [lease.jobId, lease.attempt]));
       for (const jobId of result.lost) {
@@ -593,6 +604,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.abortJob(jobId, new LeaseLostError(jobId), attempt);
       }
       for (const jobId of result.cancelRequested) this.cancelJob(jobId);
+      // Buffered jobs that waited for this beat to confirm their leases.
+      this.startFromBuffer();
     } catch (error) {
       if (!this.status?.reportFailure(error, 'heartbeat', startedAt)) {
         this.log.warn({ err: error }, 'heartbeat failed; leases will be extended on the next beat if the database returns');
