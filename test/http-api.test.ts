@@ -49,6 +49,34 @@ describe('health and spec', () => {
     expect(spec.body.openapi).toBe('3.0.3');
   });
 
+  it('/readyz asks the database once for requests that arrive together, and answers each', async () => {
+    const fresh = await startTestApi(env);
+    // Connections of their own: with a check per request, the pool the API shares with the test would run dry.
+    const holder = new pg.Client({ connectionString: env.databaseUrl });
+    const observer = new pg.Client({ connectionString: env.databaseUrl });
+    await Promise.all([holder.connect(), observer.connect()]);
+    const waitingReads = async () =>
+      (
+        await observer.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'SELECT name FROM pgmigrations%' AND wait_event_type = 'Lock'",
+        )
+      ).rows[0]!.n;
+    try {
+      // The schema read waits behind this lock, so every request below arrives while one check is under way.
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE pgmigrations IN ACCESS EXCLUSIVE MODE');
+      const answers = Array.from({ length: 30 }, () => call(fresh, 'GET', '/readyz'));
+      await waitFor(async () => fresh.app.readiness.asked === 30 && (await waitingReads()) > 0);
+      expect(await waitingReads()).toBe(1);
+      expect(fresh.app.readiness.checksRun).toBe(1);
+      await holder.query('COMMIT');
+      expect((await Promise.all(answers)).map((answer) => answer.status)).toEqual(Array(30).fill(200));
+    } finally {
+      await Promise.all([holder.end(), observer.end()]);
+      await fresh.close();
+    }
+  });
+
   it('the spec holds every route, with the schemas the routes validate with', async () => {
     const spec = (await call(api, 'GET', '/openapi.json')).body as { paths: Record<string, Record<string, unknown>>; components: { schemas: Record<string, unknown> } };
     const routes = api.app.apiRoutes.filter((route) => !route.endsWith(' /openapi.json'));

@@ -24,6 +24,7 @@ import { registerActionRoutes } from './routes/actions.js';
 import { registerDeadRoutes } from './routes/dead.js';
 import { registerErrorRoutes } from './routes/errors.js';
 import { registerEventRoutes } from './routes/events.js';
+import type { ReadinessProbe } from './readiness-probe.js';
 import { registerHealthRoutes } from './routes/health.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerUploadRoutes } from './routes/uploads.js';
@@ -45,6 +46,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Every route of the API as `METHOD /path` (tests check each is in the spec). */
     apiRoutes: string[];
+    /** What GET /readyz asks (routes/health.ts). */
+    readiness: ReadinessProbe;
   }
 }
 
