@@ -10,7 +10,7 @@ export function registerCsvReviewCommands(program: Command): void {
   program
     .command('finalize <id>')
     .description('approve a reviewed CSV import: a worker writes its valid rows (bulk-import watch <id> to follow)')
-    .option('--note <text>', 'why (kept in the run history)')
+    .option('--note <text>', 'why (kept in the run history; the run\'s tenant reads it too)')
     .option('--exclude-rows <lines>', 'do not write these rows (line numbers and ranges, e.g. 12,40-90); they are exported with the errors')
     .option('--json', 'print JSON only')
     .action(async (id: string, options: { note?: string; excludeRows?: string; json?: boolean }) => {
@@ -27,7 +27,7 @@ export function registerCsvReviewCommands(program: Command): void {
   program
     .command('reject <id>')
     .description('reject a reviewed CSV import: it ends canceled, nothing is written, what validation recorded for finalize is discarded')
-    .option('--note <text>', 'why (kept in the run history)')
+    .option('--note <text>', 'why (kept in the run history; the run\'s tenant reads it too)')
     .option('--json', 'print JSON only')
     .action(async (id: string, options: { note?: string; json?: boolean }) => {
       const job = await withDatabase((pool) => rejectRun(pool, cliActor(), parseJobId(id), options.note));

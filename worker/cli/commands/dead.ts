@@ -51,7 +51,7 @@ export function registerDeadCommands(program: Command): void {
     .option('--all', 'every dead run (optionally only --kind)')
     .option('--kind <list>', 'with --all: only these kinds', parseList)
     .option('--reset-attempts', 'count attempts from zero again (default: one more attempt each)')
-    .option('--note <text>', 'why (kept in each run history)')
+    .option('--note <text>', 'why (kept in each run history; the runs\' tenants read it too)')
     .option('--json', 'print JSON only')
     .action(async (ids: string[], options: { all?: boolean; kind?: string[]; resetAttempts?: boolean; note?: string; json?: boolean }) => {
       if (options.all && ids.length > 0) throw new Error('dead replay: give job ids or --all, not both');

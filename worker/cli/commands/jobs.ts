@@ -95,7 +95,7 @@ export function registerJobCommands(program: Command): void {
   program
     .command('cancel <id>')
     .description('cancel a queued, parked or running run (a running one stops at its next item boundary)')
-    .option('--note <text>', 'why (kept in the run history)')
+    .option('--note <text>', 'why (kept in the run history; the run\'s tenant reads it too)')
     .option('--json', 'print JSON only')
     .action(async (id: string, options: { note?: string; json?: boolean }) => {
       const { job, pending } = await withDatabase((pool) => cancelRun(pool, cliActor(), parseJobId(id), options.note));
@@ -111,7 +111,7 @@ export function registerJobCommands(program: Command): void {
     .command('requeue <id>')
     .description('run a failed, dead or canceled run again (same run record)')
     .option('--reset-attempts', 'count attempts from zero again')
-    .option('--note <text>', 'why (kept in the run history)')
+    .option('--note <text>', 'why (kept in the run history; the run\'s tenant reads it too)')
     .option('--json', 'print JSON only')
     .action(async (id: string, options: { resetAttempts?: boolean; note?: string; json?: boolean }) => {
       const job = await withDatabase((pool) =>
@@ -124,7 +124,7 @@ export function registerJobCommands(program: Command): void {
   program
     .command('resolve <id>')
     .description('mark a failed, dead or partial run as handled: it leaves the dead list and gauge and stays in history')
-    .requiredOption('--note <text>', 'why the run needs nothing more (kept with who and when)')
+    .requiredOption('--note <text>', 'why the run needs nothing more (kept with who and when; the run\'s tenant reads it too)')
     .option('--json', 'print JSON only')
     .action(async (id: string, options: { note: string; json?: boolean }) => {
       const actor = cliActor();

@@ -29,7 +29,7 @@ ${
     ? html`<div class="error-box" role="alert">${refusal}</div><p><a href="/admin/runs/${job.id}">Back to run ${job.id}</a></p>`
     : html`<form class="stack" method="post" action="/admin/runs/${job.id}/${action.name}">
   ${csrfField(viewer)}
-  <label for="note">Note${action.noteRequired ? ' (required: why the run needs nothing more)' : ' (optional, kept in the history)'}</label>
+  <label for="note">Note${action.noteRequired ? ' (required: why the run needs nothing more; the run\'s tenant reads it too)' : ' (optional, kept in the history; the run\'s tenant reads it too)'}</label>
   <textarea id="note" name="note" maxlength="2000"${action.noteRequired ? html` required` : ''}>${form.note}</textarea>
   ${
     action.name === 'requeue' || action.name === 'replay'

@@ -118,7 +118,7 @@ ${errorBox(error)}
 <form class="stack" method="post" action="/admin/dead/replay">
   ${csrfField(viewer)}
   <input type="hidden" name="kind" value="${kind}">
-  <label for="note">Note (optional, kept in each run's history)</label>
+  <label for="note">Note (optional, kept in each run's history; the runs' tenants read it too)</label>
   <textarea id="note" name="note" maxlength="2000"></textarea>
   <label><span><input type="checkbox" name="resetAttempts" value="true"> Count attempts from zero again</span></label>
   <div class="actions"><button type="submit">Confirm: replay all${kind ? ` ${kind}` : ''} dead runs</button><a class="button secondary" href="${withQuery('/admin/dead', { kind })}">Back</a></div>
