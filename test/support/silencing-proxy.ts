@@ -1,7 +1,8 @@
 // A TCP proxy in front of the test Postgres whose established connections can be made to go silent: from then on
 // what either side sends is dropped and nothing is closed, as when a failover takes the old primary's address away
 // and its packets vanish. Connections opened afterwards pass as usual (they reach "the new primary"). `cutSilenced()`
-// closes the silent ones at last, as TCP does once its retransmissions time out.
+// closes the silent ones at last, as TCP does once its retransmissions time out. `holdReplies()` delays instead of
+// dropping: what the server sends on the connections open now waits in the proxy until `releaseReplies()`.
 import { connect, createServer, type Server, type Socket } from 'node:net';
 
 export interface SilencingProxy {
@@ -16,6 +17,10 @@ export interface SilencingProxy {
   silenceNewAtFirstStatement(on: boolean): void;
   /** Closes the silenced connections (both sides). */
   cutSilenced(): void;
+  /** Holds what the server sends on every connection open now (in order) until releaseReplies(); returns how many. */
+  holdReplies(): number;
+  /** Delivers what was held, and lets the server's data through again. */
+  releaseReplies(): void;
   close(): Promise<void>;
 }
 
@@ -28,6 +33,8 @@ interface Pair {
   deaf: boolean;
   /** Goes silent both ways at its first statement. */
   atFirstStatement: boolean;
+  /** What the server sent while its replies are held; null when they pass. */
+  held: Buffer[] | null;
 }
 
 /** The frontend messages that start a statement: Query, Parse. (Startup and password messages come before.) */
@@ -39,7 +46,7 @@ export async function startSilencingProxy(databaseUrl: string): Promise<Silencin
   let silenceAtFirstStatement = false;
   const server: Server = createServer((client) => {
     const upstream = connect(Number(target.port || 5432), target.hostname);
-    const pair: Pair = { client, upstream, silent: false, deaf: false, atFirstStatement: silenceAtFirstStatement };
+    const pair: Pair = { client, upstream, silent: false, deaf: false, atFirstStatement: silenceAtFirstStatement, held: null };
     pairs.add(pair);
     const end = () => {
       client.destroy();
@@ -54,7 +61,9 @@ export async function startSilencingProxy(databaseUrl: string): Promise<Silencin
       if (!pair.silent) upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
-      if (!pair.deaf) client.write(chunk);
+      if (pair.deaf) return;
+      if (pair.held) pair.held.push(chunk);
+      else client.write(chunk);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -76,6 +85,17 @@ export async function startSilencingProxy(databaseUrl: string): Promise<Silencin
     },
     silenceNewAtFirstStatement(on) {
       silenceAtFirstStatement = on;
+    },
+    holdReplies() {
+      for (const pair of pairs) pair.held ??= [];
+      return pairs.size;
+    },
+    releaseReplies() {
+      for (const pair of pairs) {
+        const held = pair.held ?? [];
+        pair.held = null;
+        for (const chunk of held) pair.client.write(chunk);
+      }
     },
     cutSilenced() {
       for (const pair of [...pairs]) {

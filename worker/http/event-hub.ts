@@ -7,10 +7,17 @@
 // client that reconnects with Last-Event-ID gets exactly the events it missed. When they are gone (another server
 // process, a restart, a long absence), the stream starts again from a snapshot of the run: its current state is never
 // lost, intermediate ones may be.
+//
+// The two sources cross: a poll that read the runs just before a transition committed can come back after that
+// transition's notification, and a poll that read them after two transitions can come back before their
+// notifications. Either, taken as news, would move the run's state back. So each notification names its transaction
+// and each poll reads its snapshot (db/snapshot.ts): a poll that did not see the transition behind the state shown
+// leaves the run alone, and a notification of a transition the last poll already saw is not news.
 import { randomBytes } from 'node:crypto';
 import type { DatabaseTarget } from '../db/connection.js';
 import { ListenSession } from '../db/listen-session.js';
 import type { Queryable } from '../db/pool.js';
+import { parseSnapshot, sawTransaction, type Snapshot } from '../db/snapshot.js';
 import type { Logger } from '../logger.js';
 import { JOB_STATE_CHANNEL } from '../queue/channels.js';
 import { readJobStatuses, type JobStatusRow } from '../queue/job-actions.js';
@@ -49,6 +56,10 @@ interface Watch {
   lastState: JobState | null;
   lastAttempts: number;
   lastProgress: string | null;
+  /** The transaction of the notification that set lastState, while no later poll has seen it. */
+  stateXid: string | null;
+  /** The snapshot of the poll that set (or confirmed) lastState, until a notification it did not see moves it on. */
+  stateSeenIn: Snapshot | null;
   lingerUntil: number;
 }
 
@@ -59,6 +70,8 @@ interface TransitionGroup {
   progress: Record<string, unknown> | null;
   ids: number[];
   attempts: number[];
+  /** The transaction of these transitions (migration 20261207121000); absent from payloads of older triggers. */
+  xid?: string;
 }
 
 export class JobEventHub {
@@ -105,7 +118,7 @@ export class JobEventHub {
     if (!watch) {
       this.evictLingering();
       const token = randomBytes(4).toString('hex');
-      watch = { listeners: new Set(), token, seq: 0, trimmedThrough: 0, events: [], lastState: null, lastAttempts: 0, lastProgress: null, lingerUntil: 0 };
+      watch = { listeners: new Set(), token, seq: 0, trimmedThrough: 0, events: [], lastState: null, lastAttempts: 0, lastProgress: null, stateXid: null, stateSeenIn: null, lingerUntil: 0 };
       this.watches.set(jobId, watch);
     }
     watch.listeners.add(listener);
@@ -119,6 +132,9 @@ export class JobEventHub {
       },
     };
   }
+
+  /** State notifications read so far (all runs'): a test knows from it that what the channel carried was handled. */
+  notificationsRead = 0;
 
   /** How many streams follow the run now. */
   followers(jobId: number): number {
@@ -162,6 +178,7 @@ export class JobEventHub {
   }
 
   private onNotification(payload: string): void {
+    this.notificationsRead += 1;
     let groups: TransitionGroup[];
     try {
       groups = JSON.parse(payload) as TransitionGroup[];
@@ -173,6 +190,10 @@ export class JobEventHub {
         const watch = this.watches.get(id);
         if (!watch) return;
         const attempt = group.attempts[index] ?? 0;
+        // The last poll read the run after this transition: what it showed is this state or a later one.
+        if (watch.stateSeenIn !== null && group.xid !== undefined && sawTransaction(watch.stateSeenIn, group.xid)) return;
+        watch.stateXid = group.xid ?? null;
+        watch.stateSeenIn = null;
         // The poll may have shown this state already.
         if (watch.lastState === group.to && watch.lastAttempts === attempt) return;
         watch.lastState = group.to;
@@ -190,9 +211,15 @@ export class JobEventHub {
     if (ids.length === 0) return;
     this.polling = true;
     try {
-      for (const row of await readJobStatuses(this.options.pool, ids)) {
+      const read = await readJobStatuses(this.options.pool, ids);
+      const snapshot = read.snapshot === null ? null : parseSnapshot(read.snapshot);
+      for (const row of read.rows) {
         const watch = this.watches.get(row.id);
         if (!watch) continue;
+        // Read before the transition behind the state shown: older news on every count; the next poll reads again.
+        if (snapshot !== null && watch.stateXid !== null && !sawTransaction(snapshot, watch.stateXid)) continue;
+        watch.stateXid = null;
+        watch.stateSeenIn = snapshot;
         if (watch.lastState !== null && (row.state !== watch.lastState || row.attempts !== watch.lastAttempts)) {
           const from = watch.lastState;
           watch.lastState = row.state;
