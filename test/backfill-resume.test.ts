@@ -9,7 +9,7 @@ import type { PartitionProgress } from '../worker/backfills/progress.js';
 import { useTestEnvironment } from './harness.js';
 import { runCli } from './support/cli-runner.js';
 import { waitFor } from './support/in-process-worker.js';
-import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+import { killAll, killedSessionsEnded, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
 const env = useTestEnvironment();
 const spawned: WorkerProcess[] = [];
@@ -70,6 +70,7 @@ describe('backfill crash and resume (real worker processes)', () => {
     }, 60_000, 20);
     doomed.kill('SIGKILL');
     expect((await doomed.exited).signal).toBe('SIGKILL');
+    await killedSessionsEnded(env);
 
     // What the killed attempt committed: the progress and exactly the rows it counts, nothing else.
     const killed = await requireJob(env.pool, job.id);

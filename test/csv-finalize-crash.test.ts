@@ -9,7 +9,7 @@ import type { JobRow } from '../worker/queue/types.js';
 import { csvLine, HEADER, rowFields, upload, validRow, type ProductRow } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
 import { waitFor } from './support/in-process-worker.js';
-import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
+import { killAll, killedSessionsEnded, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
 const env = useTestEnvironment();
 const spawned: WorkerProcess[] = [];
@@ -73,6 +73,7 @@ describe('csv finalize with real worker processes', () => {
     const { rows, jobId, process: doomed, run: before } = await finalizeUnderWay('crash', 'K', 'doomed', 100);
     doomed.kill('SIGKILL');
     expect((await doomed.exited).signal).toBe('SIGKILL');
+    await killedSessionsEnded(env);
 
     // What the dead worker left: exactly the committed batches, nothing of the one it was writing.
     const atKill = (await getCsvImportRun(env.pool, jobId))!;

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, inject } from 'vitest';
 import type { TestEnvironment } from '../harness.js';
+import { waitFor } from './in-process-worker.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** bin/bulk-import.js of the compiled layout global-setup.ts built from this checkout: what the image runs. */
@@ -123,6 +124,21 @@ export function spawnWorker(testEnv: TestEnvironment, options: SpawnOptions = {}
 export async function killAll(processes: WorkerProcess[]): Promise<void> {
   for (const worker of processes) worker.kill('SIGKILL');
   await Promise.all(processes.map((worker) => worker.exited));
+}
+
+/**
+ * Resolves once no session but the test's own pool is left in the test's database: after a kill -9, the killed
+ * worker's backends are gone. One that had received a COMMIT just before the kill still commits it, so two reads
+ * taken before it ends (a run's ledger, then the rows it counts) could each see a different side of that commit.
+ */
+export async function killedSessionsEnded(testEnv: TestEnvironment): Promise<void> {
+  await waitFor(async () => {
+    const { rows } = await testEnv.pool.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity
+       WHERE datname = current_database() AND backend_type = 'client backend' AND application_name <> 'bulk-import-test'`,
+    );
+    return rows[0]!.n === 0;
+  }, 30_000);
 }
 
 /**
