@@ -2,7 +2,9 @@
 // deletes a category, points a product at another tenant's supplier, deletes a product, loses an object and leaves an
 // orphan; the audit — enqueued with the CLI, run by a worker in keyset batches — stores exactly those findings, lists
 // them (--json, --csv), explains row-count differences caused by later imports, and `audit repair` recreates the
-// missing references by name from the import's source rows only when asked (--apply).
+// missing references by name from the import's source rows only when asked (--apply). Then the edges: the name comes
+// from the row the run wrote, an unreadable S3 leaves findings open, a run finishing during the walk is not counted,
+// a payload naming another tenant is refused, and document findings beyond listLimit are counted everywhere.
 import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,9 +16,10 @@ import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
 import { assertLeaseHeld, LeaseLostError } from '../worker/queue/lease.js';
 import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
-import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
+import { csvLine, HEADER, rowFields, upload, validRow, type ProductRow } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
+import { startFaultyS3Proxy } from './support/faulty-s3-proxy.js';
 import { settledJob, testWorker } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
@@ -31,14 +34,18 @@ afterAll(async () => worker?.stop());
 
 const settled = (jobId: number): Promise<JobRow> => settledJob(env.pool, jobId, 60_000);
 
-async function importFile(tenant: string, name: string, rows: number, price = ''): Promise<number> {
+/** Imports these rows (line 2 on) as tenant's `name`.csv, finalized at once; returns the run's job id. */
+async function importRows(tenant: string, name: string, rows: ProductRow[], state: 'succeeded' | 'partial' = 'succeeded'): Promise<number> {
   const key = `imports/${tenant}/${name}.csv`;
-  const lines = Array.from({ length: rows }, (_, i) => csvLine(rowFields({ ...validRow(i + 1), ...(price ? { price } : {}) })));
-  await upload(env.s3, env.bucket, key, csvLine(HEADER) + lines.join(''));
+  await upload(env.s3, env.bucket, key, csvLine(HEADER) + rows.map((row) => csvLine(rowFields(row))).join(''));
   const { job } = await submitJob(env.pool, { kind: 'csv-import', tenantId: tenant, payload: { bucket: env.bucket, key, profile: 'products', autoFinalize: true } });
   const done = await settled(job.id);
-  expect(done.state, JSON.stringify(done.lastError)).toBe('succeeded');
+  expect(done.state, JSON.stringify(done.lastError)).toBe(state);
   return job.id;
+}
+
+async function importFile(tenant: string, name: string, rows: number, price = ''): Promise<number> {
+  return importRows(tenant, name, Array.from({ length: rows }, (_, i) => ({ ...validRow(i + 1), ...(price ? { price } : {}) })));
 }
 
 async function id(sql: string, params: unknown[]): Promise<number> {
@@ -47,6 +54,7 @@ async function id(sql: string, params: unknown[]): Promise<number> {
 
 interface Findings {
   total: number;
+  notStored: number;
   byCheck: Record<string, number>;
   findings: Array<{
     id: number;
@@ -203,5 +211,123 @@ describe('audit job kind', () => {
     const still = await env.pool.query(`SELECT count(*)::int AS n FROM products WHERE tenant_id = 'globex' AND category_id = $1`, [deleted]);
     expect(still.rows[0].n).toBe(affected);
     expect((await env.pool.query(`SELECT count(*)::int AS n FROM categories WHERE tenant_id = 'globex' AND name = $1`, [validRow(2).category])).rows[0].n).toBe(0);
+  });
+});
+
+interface Repair {
+  applied: boolean;
+  entries: Array<{ finding: number; action: string; name?: string; reason?: string }>;
+}
+
+/** Deletes the tenant's category `name` (products keep its id) and audits the tenant's references: one run's id. */
+async function auditAfterDeleting(tenant: string, category: string, findings: number): Promise<number> {
+  await env.pool.query(`DELETE FROM categories WHERE tenant_id = $1 AND name = $2`, [tenant, category]);
+  const audit = await runCliJson<{ id: number }>(env, ['audit', 'start', '--tenant', tenant, '--checks', 'references']);
+  expect((await settled(audit.id)).result).toMatchObject({ findings });
+  return audit.id;
+}
+
+describe('audit edges', () => {
+  it('repair names the reference from the row the run wrote, not from a later duplicate or invalid row of the sku', async () => {
+    await importRows('umbrella', 'first-wins', [
+      { ...validRow(1, 'DUP'), category: 'Tools' }, // line 2: written
+      { ...validRow(2, 'BAD'), category: 'Tools' }, // line 3: written
+      { ...validRow(2, 'BAD'), category: 'Shed', price: '-1.00' }, // line 4: invalid, not written
+      { ...validRow(1, 'DUP'), category: 'Garden' }, // line 5: a duplicate of line 2, not written
+      { ...validRow(3, 'PRE'), category: 'Shed', quantity: 'many' }, // line 6: invalid, not written
+      { ...validRow(3, 'PRE'), category: 'Tools' }, // line 7: written (the first valid row of its sku)
+    ], 'partial');
+    const auditId = await auditAfterDeleting('umbrella', 'Tools', 3);
+
+    const dry = await runCliJson<Repair>(env, ['audit', 'repair', String(auditId)]);
+    expect(dry.entries.map((entry) => [entry.action, entry.name])).toEqual(Array(3).fill(['would-recreate', 'Tools']));
+    await runCliJson<Repair>(env, ['audit', 'repair', String(auditId), '--apply']);
+    const { rows } = await env.pool.query(
+      `SELECT p.sku, c.name FROM products p JOIN categories c ON c.id = p.category_id WHERE p.tenant_id = 'umbrella' ORDER BY p.sku`,
+    );
+    expect(rows).toEqual(['BAD-0000002', 'DUP-0000001', 'PRE-0000003'].map((sku) => ({ sku, name: 'Tools' })));
+  });
+
+  it('repair leaves the findings open, and exits 69, while S3 cannot read the source file; a later repair does it', async () => {
+    await importRows('wayne', 'outage', [{ ...validRow(1, 'OUT'), category: 'Lamps' }]);
+    const auditId = await auditAfterDeleting('wayne', 'Lamps', 1);
+    const open = async () => (await env.pool.query(`SELECT repaired_at FROM audit_findings WHERE job_id = $1`, [auditId])).rows;
+
+    const proxy = await startFaultyS3Proxy(env.s3Endpoint);
+    try {
+      proxy.decide = ({ method }) => (method === 'GET' ? 'slowdown' : 'pass');
+      const down = await runCli(env, ['audit', 'repair', String(auditId), '--apply', '--json'], { S3_ENDPOINT: proxy.endpoint });
+      expect(down.code, down.stderr).toBe(69);
+      expect(proxy.stats.faults.slowdown).toBeGreaterThan(0);
+      expect((JSON.parse(down.stdout) as Repair).entries).toEqual([
+        expect.objectContaining({ action: 'left-open', reason: expect.stringContaining('the finding stays open: run the repair again') }),
+      ]);
+    } finally {
+      await proxy.close();
+    }
+    expect(await open()).toEqual([{ repaired_at: null }]);
+
+    const up = await runCliJson<Repair>(env, ['audit', 'repair', String(auditId), '--apply']);
+    expect(up.entries).toEqual([expect.objectContaining({ action: 'recreated', name: 'Lamps' })]);
+    expect((await open())[0].repaired_at).not.toBeNull();
+  });
+
+  it('compares the products walk only with the CSV runs finalized before it started', async () => {
+    const first = await importFile('initech', 'walked', 300);
+    // The run's record only (run_at far ahead: the worker leaves it); the audit runs here, where the test can step in.
+    const { job: audit } = await submitJob(env.pool, {
+      kind: 'audit', tenantId: 'initech', payload: {}, dedupeKey: null, runAt: new Date(Date.now() + 86_400_000),
+    });
+    let batches = 0;
+    let during: number | undefined;
+    const result = await runConsistencyAudit({
+      pool: env.pool,
+      auditJobId: audit.id,
+      // The lease check opens each write's transaction: after the first batch, a re-import of every key runs to its end
+      // before the walk goes on. The first batch counted its rows as the first run's.
+      assertLeaseHeld: async () => {
+        if (batches === 1 && during === undefined) during = await importFile('initech', 'during-walk', 300, '2.00');
+      },
+      checks: ['csv-runs'],
+      tenantId: 'initech',
+      batchSize: 100,
+      documentsPrefix: 'imports/',
+      listLimit: 100,
+      signal: new AbortController().signal,
+      onProgress: () => (batches += 1),
+    });
+    expect(during).toBeGreaterThan(first);
+    // The run that finished during the walk carries 200 of its 300 rows in the walk's counts: no finding, not checked.
+    expect(result).toMatchObject({ productsScanned: 300, csvRunsChecked: 1, csvRunsExplained: 1, findings: 0 });
+  });
+
+  it("refuses a run whose payload names another tenant than the job's, and audits nothing", async () => {
+    // Enqueue refuses this pair (api.ts runTenant); a run inserted another way (by hand, an older build) reaches the handler.
+    const { rows } = await env.pool.query<{ id: string }>(
+      `INSERT INTO jobs (kind, tenant_id, payload) VALUES ('audit', 'acme', '{"tenant": "globex", "checks": ["references"]}') RETURNING id`,
+    );
+    const run = await settled(Number(rows[0]!.id));
+    expect(run.state).toBe('failed');
+    expect(run.lastError).toMatchObject({ code: 'TENANT_MISMATCH', message: expect.stringContaining('payload tenant "globex" differs') });
+    expect(run.result).toBeNull();
+    expect((await env.pool.query(`SELECT count(*)::int AS n FROM audit_findings WHERE job_id = $1`, [run.id])).rows[0].n).toBe(0);
+  });
+
+  it('audit runs and findings count the document findings beyond listLimit, as the AuditFindings metric does', async () => {
+    await env.pool.query(
+      `INSERT INTO documents (tenant_id, source_path, sha256, size_bytes, content_type, bucket, object_key)
+       VALUES ('hooli', 'scans/gone.pdf', repeat('a', 64), 3, 'application/pdf', $1, 'imports/hooli/documents/gone.pdf')`,
+      [env.bucket],
+    );
+    await env.s3.send(new PutObjectCommand({ Bucket: env.bucket, Key: 'imports/hooli/documents/stray.pdf', Body: 'pdf' }));
+    const { job } = await submitJob(env.pool, { kind: 'audit', tenantId: 'hooli', payload: { checks: ['documents'], listLimit: 0 } });
+    expect((await settled(job.id)).result).toMatchObject({ findings: 0, findingsNotStored: 2 });
+
+    const runs = await runCliJson<Array<{ id: number; findings: number; notStored: number }>>(env, ['audit', 'runs']);
+    expect(runs.find((run) => run.id === job.id)).toMatchObject({ findings: 2, notStored: 2 });
+    const listed = await runCliJson<Findings>(env, ['audit', 'findings', String(job.id)]);
+    expect(listed).toMatchObject({ total: 0, notStored: 2, findings: [] });
+    const human = await runCli(env, ['audit', 'findings', String(job.id)]);
+    expect(human.stdout).toContain(`Audit ${job.id}: 0 finding(s), and 2 document finding(s) counted beyond the run's listLimit, not stored`);
   });
 });

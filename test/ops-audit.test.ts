@@ -1,10 +1,12 @@
 // The documents audit against the real S3-compatible server and database: finds a planted orphan object and a
 // planted row without an object; --fix deletes only old orphan objects under the prefix, never rows.
 import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, inject, it, vi } from 'vitest';
 import { auditDocuments, type AuditReport } from '../worker/audit/documents-audit.js';
+import { createS3Client } from '../worker/storage/s3-client.js';
 import { useTestEnvironment } from './harness.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
+import { startFaultyS3Proxy } from './support/faulty-s3-proxy.js';
 
 const env = useTestEnvironment();
 const SHA = 'a'.repeat(64);
@@ -59,6 +61,26 @@ describe('audit', () => {
     // The whole bucket: the CSV upload shows as an object without a row too.
     const whole = await auditDocuments({ pool: env.pool, s3: env.s3, bucket: env.bucket, prefix: '', limit: 10 });
     expect(whole.orphanObjects.listed.map((o) => o.key)).toEqual(['imports/acme/orphan.pdf', 'uploads/acme/prices.csv']);
+  });
+
+  it("leaves out rows committed during the listing by the database's clock, whatever the local clock says", async () => {
+    const proxy = await startFaultyS3Proxy(env.s3Endpoint);
+    const s3 = createS3Client({ region: inject('s3Region'), endpoint: proxy.endpoint, credentials: inject('s3Credentials') });
+    // A mass import commits a row while the listing is under way (its object comes after the listing passed its key):
+    // the listing's request waits until the row is in.
+    let inFlight: Promise<number> | undefined;
+    proxy.decide = () => (inFlight ??= insertDocument('imports/acme/in-flight.pdf')).then(() => 'pass' as const);
+    // The CLI on a laptop whose clock is 10 minutes ahead of the database's (S3 accepts a request dated 15 minutes off).
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + 600_000, shouldAdvanceTime: true });
+    try {
+      const report = await auditDocuments({ pool: env.pool, s3, bucket: env.bucket, prefix: 'imports/', limit: 10 });
+      expect(inFlight).toBeDefined();
+      expect(report.rowsWithoutObject.listed.map((row) => row.key)).toEqual(['imports/acme/missing.pdf']);
+    } finally {
+      vi.useRealTimers();
+      s3.destroy();
+      await proxy.close();
+    }
   });
 
   it('bulk-import audit reports in both modes and exits 2 when something is found', async () => {

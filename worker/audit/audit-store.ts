@@ -4,6 +4,15 @@
 import type { Queryable } from '../db/pool.js';
 import type { ListedObject } from './bucket-listing.js';
 
+/**
+ * The database's clock now: what the audits compare the database's own timestamps with (created_at, finalized_at).
+ * Never the local clock — the CLI may run on a laptop whose clock is off by minutes.
+ */
+export async function databaseNow(db: Queryable): Promise<Date> {
+  const { rows } = await db.query<{ now: Date }>('SELECT now()');
+  return rows[0]!.now;
+}
+
 /** Creates the session's listing table. The session must be a dedicated connection, closed after the audit. */
 export async function createListingTable(session: Queryable): Promise<void> {
   await session.query(
@@ -51,8 +60,9 @@ export interface RowWithoutObject {
 }
 
 /**
- * Documents rows under the prefix whose object the listing did not contain. Rows created after `listedSince` are
- * left out: their object may have been uploaded after the listing passed its key (an import running meanwhile).
+ * Documents rows under the prefix whose object the listing did not contain: all counted, `limit` of them listed. Rows
+ * created after `listedSince` are left out: their object may have been uploaded after the listing passed its key (an
+ * import running meanwhile).
  */
 export async function rowsWithoutObject(
   session: Queryable,
@@ -73,12 +83,13 @@ export async function rowsWithoutObject(
      FROM documents d
      WHERE d.bucket = $1 AND starts_with(d.object_key, $2) AND d.created_at < $3
        AND NOT EXISTS (SELECT 1 FROM audit_listed_objects l WHERE l.key = d.object_key)
-     ORDER BY d.object_key LIMIT $4`,
+     ORDER BY d.object_key LIMIT greatest($4, 1)`,
+    // At least one row, which carries the count: with `limit` 0 there would be none to carry it.
     [bucket, prefix, listedSince, limit],
   );
   return {
     total: rows[0]?.total ?? 0,
-    rows: rows.map((row) => ({
+    rows: rows.slice(0, limit).map((row) => ({
       documentId: row.id,
       tenantId: row.tenant_id,
       key: row.object_key,

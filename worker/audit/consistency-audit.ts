@@ -11,13 +11,16 @@
 //   orphan object (up to `listLimit` of each stored; the totals are in the result).
 //
 // The products walk is keyset-ordered (id > cursor, one short statement per batch), so an audit of 10M rows holds
-// memory flat and never blocks writers; findings are inserted by the batch's own statement. Every write of findings
-// commits only while the run's lease holds (`assertLeaseHeld` first in its transaction): a worker that froze past its
-// lease cannot add its findings to, or delete them from, the attempt that took the run over. Nothing is repaired
-// here: `bulk-import audit repair <id>` is the separate, explicit step.
+// memory flat and never blocks writers; findings are inserted by the batch's own statement. The walk is no snapshot,
+// so only runs finalized before it started (the database's clock) are compared with its counts: a run finishing
+// during the walk has part of its rows counted as they were before it wrote them. Every write of findings commits
+// only while the run's lease holds (`assertLeaseHeld` first in its transaction): a worker that froze past its lease
+// cannot add its findings to, or delete them from, the attempt that took the run over. Nothing is repaired here:
+// `bulk-import audit repair <id>` is the separate, explicit step.
 import type { S3Client } from '@aws-sdk/client-s3';
 import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
 import { jobProgress, type JobProgress } from '../handlers/progress.js';
+import { databaseNow } from './audit-store.js';
 import { auditDocuments } from './documents-audit.js';
 import {
   auditProductBatch,
@@ -79,6 +82,8 @@ export async function runConsistencyAudit(options: ConsistencyAuditOptions): Pro
   await fenced((db) => db.query(`DELETE FROM audit_findings WHERE job_id = $1`, [auditJobId]));
   const rowsPerJob = new Map<number, number>();
   const wantRuns = options.checks.includes('csv-runs');
+  // Every run finalized before this wrote all its rows before it: the walk, starting after, sees them all.
+  const walkStartedAt = await databaseNow(pool);
 
   if (options.checks.includes('references') || wantRuns) {
     let afterId = 0;
@@ -104,7 +109,7 @@ export async function runConsistencyAudit(options: ConsistencyAuditOptions): Pro
   }
 
   if (wantRuns) {
-    const runs = await finishedCsvRuns(pool, tenantId);
+    const runs = await finishedCsvRuns(pool, tenantId, walkStartedAt);
     const findings: NewFinding[] = [];
     let explained = 0;
     for (const run of runs) {

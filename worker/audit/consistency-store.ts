@@ -81,15 +81,18 @@ export interface FinishedCsvRun {
   finalizedAt: Date;
 }
 
-/** Finished (finalized) CSV runs still on record, oldest first; runs deleted by retention are not audited. */
-export async function finishedCsvRuns(db: Queryable, tenantId: string | null): Promise<FinishedCsvRun[]> {
+/**
+ * CSV runs finalized before `before` (the database's clock) and still on record, oldest first; runs deleted by
+ * retention are not audited.
+ */
+export async function finishedCsvRuns(db: Queryable, tenantId: string | null, before: Date): Promise<FinishedCsvRun[]> {
   const { rows } = await db.query<{ job_id: string; tenant_id: string; object_key: string; written: number; finalized_at: Date }>(
     `SELECT r.job_id, r.tenant_id, r.object_key, r.finalized_at,
             coalesce((SELECT sum(b.rows_inserted + b.rows_updated) FROM csv_import_batches b WHERE b.job_id = r.job_id), 0)::int AS written
      FROM csv_import_runs r
-     WHERE r.finalized_at IS NOT NULL ${tenantId === null ? '' : 'AND r.tenant_id = $1'}
+     WHERE r.finalized_at < $1 ${tenantId === null ? '' : 'AND r.tenant_id = $2'}
      ORDER BY r.job_id`,
-    tenantId === null ? [] : [tenantId],
+    tenantId === null ? [before] : [before, tenantId],
   );
   return rows.map((row) => ({
     jobId: Number(row.job_id),

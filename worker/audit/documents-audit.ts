@@ -21,6 +21,7 @@ import {
   addListedObjects,
   countDocumentRows,
   createListingTable,
+  databaseNow,
   keysNamedByJobs,
   keysWithDocumentRow,
   orphanObjectsPage,
@@ -83,11 +84,12 @@ const PAGE = 1000;
 
 export async function auditDocuments(options: AuditOptions): Promise<AuditReport> {
   const { pool, s3, bucket, prefix, limit } = options;
-  const startedAt = new Date();
   const progress: AuditProgress = { phase: 'listing', objectsListed: 0, orphansFound: 0, jobInputsFound: 0, deleted: 0 };
   // A session of its own for the temporary listing table; destroyed (not returned to the pool) afterwards.
   const session = await pool.connect();
   try {
+    // The database's clock: rows' created_at is compared with it (and S3's LastModified, on servers kept in time).
+    const startedAt = await databaseNow(session);
     await createListingTable(session);
     for await (const page of listObjectPages(s3, bucket, prefix, options.listPageSize)) {
       await addListedObjects(session, page);

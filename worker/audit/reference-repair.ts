@@ -1,15 +1,21 @@
 // `bulk-import audit repair <audit id>`: the explicit repair of `missing-reference` findings, never run by the audit
 // itself. For each product whose category/supplier/location id names no row, the name is taken from the import's
-// source rows — the row with the product's sku in the CSV file of the run that last wrote it, read again from S3
-// pinned to the ETag that run validated — and the reference row is recreated by name (or found, when one with that
-// name exists again), then the product is pointed at it, only if it still holds the missing id. When the source is
-// gone (run deleted by retention, file replaced or deleted, no such row, no name in it) the finding is reported,
-// nothing changes. Without `apply` it only says what it would do.
+// source rows — the row with the product's sku that the run which last wrote it wrote: read again from S3 pinned to the
+// ETag that run validated, skipping the lines it did not write (its row errors: invalid and duplicate rows, excluded
+// rows), as validation keeps the first valid row of a sku — and the reference row is recreated by name (or found,
+// when one with that name exists again), then the product is pointed at it, only if it still holds the missing id.
+// When the source is gone for good (run deleted by retention, file replaced or deleted, no such row, no name in it)
+// the finding is reported and closed, nothing changes. When it cannot be read now (S3 unavailable or throttled, not
+// configured, access refused) the finding stays open for a later repair: closing it would lose it for good. Without
+// `apply` it only says what it would do.
 import type { S3Client } from '@aws-sdk/client-s3';
 import { withTransaction, type Pool } from '../db/pool.js';
 import { csvRecords, isErrorExport, unescapeFields } from '../imports/csv/record-stream.js';
+import { rowErrorLines } from '../imports/csv/row-errors.js';
+import { RowRanges } from '../imports/csv/row-ranges.js';
 import { getCsvImportRun } from '../imports/csv/run-record.js';
 import { openObject } from '../imports/csv/s3-object.js';
+import { PermanentJobError } from '../queue/errors.js';
 import { markRepaired, pageOfFindings, PRODUCT_REFERENCES, type Finding } from './consistency-store.js';
 
 export interface RepairOptions {
@@ -26,13 +32,23 @@ export interface RepairEntry {
   product: number;
   column: string;
   missingId: number;
-  action: 'recreated' | 'would-recreate' | 'reported' | 'already-fixed';
+  /** `left-open`: the source could not be read now (see the reason); the finding stays open for a later repair. */
+  action: 'recreated' | 'would-recreate' | 'reported' | 'already-fixed' | 'left-open';
   name?: string;
   newId?: number;
   reason?: string;
 }
 
 const PAGE = 1_000;
+
+/** Why the source cannot be read; `permanent` when it never will be (then the finding is closed as reported). */
+interface SourceError {
+  error: string;
+  permanent: boolean;
+}
+
+/** S3 errors that say the validated file is gone for good: deleted, or replaced by another (its ETag changed). */
+const GONE_CODES = new Set(['CSV_OBJECT_NOT_FOUND', 'CSV_OBJECT_CHANGED']);
 
 export async function repairMissingReferences(options: RepairOptions): Promise<RepairEntry[]> {
   const entries: RepairEntry[] = [];
@@ -50,7 +66,7 @@ export async function repairMissingReferences(options: RepairOptions): Promise<R
     byRun.set(run, [...(byRun.get(run) ?? []), finding]);
   }
   for (const [runId, findings] of byRun) {
-    const names = runId === null ? { error: 'the product has no importing run' } : await namesFromSource(options, runId, findings);
+    const names = runId === null ? { error: 'the product has no importing run', permanent: true } : await namesFromSource(options, runId, findings);
     for (const finding of findings) {
       const column = finding.details.column as string;
       const base = { finding: finding.id, product: finding.subjectId!, column, missingId: Number(finding.details.referencedId) };
@@ -58,6 +74,10 @@ export async function repairMissingReferences(options: RepairOptions): Promise<R
       const name = 'error' in names ? undefined : names.names.get(`${finding.details.sku as string}\u0000${reference.nameColumn}`);
       if (name === undefined || name === '') {
         const reason = 'error' in names ? names.error : `no ${reference.nameColumn} for sku ${finding.details.sku as string} in the source file`;
+        if ('error' in names && !names.permanent) {
+          entries.push({ ...base, action: 'left-open', reason });
+          continue;
+        }
         entries.push({ ...base, action: 'reported', reason });
         if (options.apply) await markRepaired(options.pool, finding.id, { action: 'reported', reason });
         continue;
@@ -88,21 +108,33 @@ export async function repairMissingReferences(options: RepairOptions): Promise<R
   return entries;
 }
 
-/** sku + "\0" + column → the name in the run's file, for the skus of `findings`; or why the source cannot be read. */
+/**
+ * sku + "\0" + column → the name in the row of the run's file that the run wrote, for the skus of `findings`; or why
+ * the source cannot be read.
+ */
 async function namesFromSource(
   options: RepairOptions,
   runId: number,
   findings: Finding[],
-): Promise<{ names: Map<string, string> } | { error: string }> {
+): Promise<{ names: Map<string, string> } | SourceError> {
   const run = await getCsvImportRun(options.pool, runId);
-  if (!run) return { error: `import run ${runId} is no longer on record (retention): recreate the reference by hand` };
-  if (!options.s3) return { error: 'S3 is not configured: the source file cannot be read' };
+  if (!run) return { error: `import run ${runId} is no longer on record (retention): recreate the reference by hand`, permanent: true };
+  if (!options.s3) return { error: 'S3 is not configured (S3_BUCKET): the source file cannot be read; the finding stays open', permanent: false };
   const wanted = new Set(findings.map((finding) => finding.details.sku as string));
   const index = (name: string) => run.header.findIndex((column) => column.trim().toLowerCase() === name);
   const skuAt = index('sku');
   const columns = PRODUCT_REFERENCES.map((reference) => [reference.nameColumn, index(reference.nameColumn)] as const);
-  if (skuAt < 0) return { error: `the file of run ${runId} has no sku column` };
+  if (skuAt < 0) return { error: `the file of run ${runId} has no sku column`, permanent: true };
+  // Lines the run did not write: a later row of the same sku (a duplicate, an invalid row) must not name the reference.
+  const unwritten = await rowErrorLines(options.pool, runId);
+  const excluded = RowRanges.fromStored(run.excludedRows);
   const names = new Map<string, string>();
+  const found = new Set<string>();
+  const unreadable = (error: unknown): SourceError => {
+    const permanent = error instanceof PermanentJobError && GONE_CODES.has(error.code);
+    const reason = `s3://${run.bucket}/${run.objectKey} of run ${runId} cannot be read as validated: ${(error as Error).message}`;
+    return permanent ? { error: reason, permanent } : { error: `${reason}; the finding stays open: run the repair again`, permanent };
+  };
   let object;
   try {
     object = await openObject(options.s3, run.bucket, run.objectKey, options.signal, {
@@ -110,27 +142,32 @@ async function namesFromSource(
       stallTimeoutMs: options.stallTimeoutMs,
     });
   } catch (error) {
-    return { error: `s3://${run.bucket}/${run.objectKey} of run ${runId} cannot be read as validated: ${(error as Error).message}` };
+    return unreadable(error);
   }
   const exported = isErrorExport(run.header);
   try {
     let header = true;
-    for await (const records of csvRecords(object.body as AsyncIterable<Buffer>, { delimiter: run.delimiter, encoding: run.encoding, signal: options.signal })) {
+    reading: for await (const records of csvRecords(object.body as AsyncIterable<Buffer>, { delimiter: run.delimiter, encoding: run.encoding, signal: options.signal })) {
       for (const record of records) {
         if (header) {
           header = false;
           continue;
         }
         const fields = record.fields;
-        if (!fields) continue;
+        if (!fields || unwritten.has(record.line) || excluded?.has(record.line)) continue;
         if (exported) unescapeFields(fields);
         const sku = fields[skuAt]?.trim();
-        if (sku === undefined || !wanted.has(sku)) continue;
+        if (sku === undefined || !wanted.has(sku) || found.has(sku)) continue;
+        found.add(sku);
         for (const [column, at] of columns) {
           if (at >= 0) names.set(`${sku}\u0000${column}`, (fields[at] ?? '').trim());
         }
+        if (found.size === wanted.size) break reading;
       }
     }
+  } catch (error) {
+    // S3 failing while the body streams (a reset, a stall) is no answer about the file either.
+    return unreadable(error);
   } finally {
     object.body.destroy();
   }

@@ -4,6 +4,7 @@
 // { checks?: ["references", "csv-runs", "documents"], tenant?, batchSize?, documentsPrefix?, listLimit? }.
 // The stack enqueues one every night (infra: the audit schedule); operators with `bulk-import audit start`.
 import { AUDIT_CHECK_GROUPS, runConsistencyAudit, type AuditCheckGroup } from '../audit/consistency-audit.js';
+import { assertSameTenant } from '../imports/tenant.js';
 import { PermanentJobError } from '../queue/errors.js';
 import { AUDIT_KIND } from './kinds.js';
 import { countMetric } from './metrics.js';
@@ -52,6 +53,9 @@ export const auditHandler: JobHandler<AuditPayload> = {
   },
   async run(context) {
     const { payload, job, services, log, signal } = context;
+    // Enqueue refuses the mismatch already (api.ts runTenant); a run that got in another way must not audit another
+    // tenant's rows under this tenant's name, where its key reads the result.
+    assertSameTenant(AUDIT_KIND, payload.tenant, job.tenantId);
     const tenantId = payload.tenant ?? job.tenantId;
     const result = await runConsistencyAudit({
       pool: services.pool,

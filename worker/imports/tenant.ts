@@ -1,5 +1,6 @@
 // Tenant ids of import runs: their form, and which tenant a run imports for (its payload's `tenant` or the job's).
-// One home for every import kind, so they accept the same ids and explain a refusal in the same words.
+// One home for every import kind, so they accept the same ids and explain a refusal in the same words; the kinds that
+// work on what imports wrote (audit) refuse a payload tenant that is not the job's with the same check.
 import { PermanentJobError } from '../queue/errors.js';
 
 /** A tenant id: 1-128 letters, digits, `.`, `_` or `-`, starting with a letter or digit (it is an object key segment). */
@@ -12,16 +13,24 @@ export function isValidTenant(tenant: string): boolean {
 }
 
 /**
- * The tenant a run of `kind` imports for: the payload's, or the job's when the payload names none. Both given must
- * agree, and a run without any tenant is refused — documents always belong to a tenant.
+ * Refuses a payload tenant other than the job's: the run would act on another tenant's rows while it is visible to
+ * (and its result readable by) the job's tenant. Either alone, or neither, is fine.
  */
-export function resolveTenant(kind: string, payloadTenant: string | undefined, jobTenant: string | null): string {
-  if (payloadTenant !== undefined && jobTenant !== null && payloadTenant !== jobTenant) {
+export function assertSameTenant(kind: string, payloadTenant: string | null | undefined, jobTenant: string | null): void {
+  if (payloadTenant !== undefined && payloadTenant !== null && jobTenant !== null && payloadTenant !== jobTenant) {
     throw new PermanentJobError(
       `${kind} payload tenant "${payloadTenant}" differs from the job's tenant "${jobTenant}"; give one or make them equal`,
       'TENANT_MISMATCH',
     );
   }
+}
+
+/**
+ * The tenant a run of `kind` imports for: the payload's, or the job's when the payload names none. Both given must
+ * agree, and a run without any tenant is refused — documents always belong to a tenant.
+ */
+export function resolveTenant(kind: string, payloadTenant: string | undefined, jobTenant: string | null): string {
+  assertSameTenant(kind, payloadTenant, jobTenant);
   const tenant = payloadTenant ?? jobTenant;
   if (tenant === null || !isValidTenant(tenant)) {
     throw new PermanentJobError(

@@ -10,8 +10,9 @@ import { repairMissingReferences } from '../../audit/reference-repair.js';
 import { csvFieldFor } from '../../imports/csv/row-errors.js';
 import { auditDocuments, type AuditProgress, type AuditReport } from '../../audit/documents-audit.js';
 import { requireBucket } from '../../config.js';
+import type { Pool } from '../../db/pool.js';
 import { AUDIT_KIND } from '../../handlers/kinds.js';
-import { listJobs } from '../../queue/operator.js';
+import { getJob, listJobs } from '../../queue/operator.js';
 import { createS3Client } from '../../storage/s3-client.js';
 import { withDatabase } from '../context.js';
 import { formatBytes, formatDuration, formatTable, printJson, printLine } from '../output.js';
@@ -19,6 +20,11 @@ import { MAX_LIST_LIMIT, parseDurationMs, parseJobId, parseLimit } from '../pars
 
 /** Exit code when the audit found something (0: bucket and table agree). */
 export const AUDIT_FINDINGS_EXIT_CODE = 2;
+/**
+ * Exit code of `audit repair` when some source files could not be read now (S3 unavailable, throttled, not configured,
+ * access refused): their findings stay open. sysexits' EX_UNAVAILABLE, as for a database that does not answer.
+ */
+const REPAIR_UNAVAILABLE_EXIT_CODE = 69;
 
 interface AuditCommandOptions {
   bucket?: string;
@@ -129,15 +135,17 @@ function registerConsistencyAuditCommands(audit: Command): void {
         const jobs = await listJobs(pool, { kinds: [AUDIT_KIND], limit: options.limit });
         return Promise.all(
           jobs.map(async (job) => {
-            const byCheck = await countFindings(pool, job.id);
+            const { byCheck, stored, notStored } = await findingCounts(pool, job.id, job.result);
             return {
               id: job.id,
               state: job.state,
               tenant: job.tenantId ?? ((job.payload.tenant as string | undefined) ?? null),
               createdAt: job.createdAt,
               finishedAt: job.finishedAt ?? null,
-              findings: Object.values(byCheck).reduce((sum, n) => sum + n, 0),
+              // What the AuditFindings metric (and its alarm) counted: the stored findings and those beyond listLimit.
+              findings: stored + notStored,
               byCheck,
+              notStored,
             };
           }),
         );
@@ -147,7 +155,10 @@ function registerConsistencyAuditCommands(audit: Command): void {
       printLine(
         formatTable(
           ['id', 'state', 'tenant', 'findings', 'by check', 'created'],
-          runs.map((run) => [run.id, run.state, run.tenant ?? '*', run.findings, Object.entries(run.byCheck).map(([check, n]) => `${check} ${n}`).join(', '), run.createdAt]),
+          runs.map((run) => [
+            run.id, run.state, run.tenant ?? '*', run.findings,
+            [listCounts(run.byCheck), run.notStored > 0 ? `not stored ${run.notStored}` : ''].filter(Boolean).join(', '), run.createdAt,
+          ]),
         ),
       );
     });
@@ -183,10 +194,14 @@ function registerConsistencyAuditCommands(audit: Command): void {
           }
           return;
         }
-        const [byCheck, findings] = await Promise.all([countFindings(pool, jobId), pageOfFindings(pool, jobId, 0, options.limit, check)]);
-        const total = Object.values(byCheck).reduce((sum, n) => sum + n, 0);
-        if (wantsJson(command)) return printJson({ id: jobId, total, byCheck, findings });
-        printLine(`Audit ${jobId}: ${total} finding(s)${total ? ` (${Object.entries(byCheck).map(([name, n]) => `${name} ${n}`).join(', ')})` : ''}`);
+        const [job, findings] = await Promise.all([getJob(pool, jobId), pageOfFindings(pool, jobId, 0, options.limit, check)]);
+        const { byCheck, stored: total, notStored } = await findingCounts(pool, jobId, job?.result ?? null);
+        // `total` counts what can be listed; `notStored` the document findings the run counted beyond its listLimit.
+        if (wantsJson(command)) return printJson({ id: jobId, total, byCheck, notStored, findings });
+        printLine(
+          `Audit ${jobId}: ${total} finding(s)${total ? ` (${listCounts(byCheck)})` : ''}` +
+            (notStored > 0 ? `, and ${notStored} document finding(s) counted beyond the run's listLimit, not stored` : ''),
+        );
         if (findings.length > 0) {
           printLine(formatTable(['id', 'check', 'tenant', 'subject', 'repaired'], findings.map((f) => [f.id, f.check, f.tenantId ?? '', f.subject, f.repairedAt ?? ''])));
         }
@@ -197,7 +212,8 @@ function registerConsistencyAuditCommands(audit: Command): void {
     .command('repair <id>')
     .description(
       "recreate the missing references an audit run found, by name from the import's source rows (or report why not); " +
-        'prints what it would do unless --apply',
+        `prints what it would do unless --apply. Exit ${REPAIR_UNAVAILABLE_EXIT_CODE} when a source file could not be read now ` +
+        '(S3 unavailable): those findings stay open',
     )
     .option('--apply', 'make the changes (default: only show them)')
     .option('--json', 'print JSON only')
@@ -215,6 +231,8 @@ function registerConsistencyAuditCommands(audit: Command): void {
           s3?.destroy();
         }
       });
+      const leftOpen = entries.filter((entry) => entry.action === 'left-open').length;
+      if (leftOpen > 0) process.exitCode = REPAIR_UNAVAILABLE_EXIT_CODE;
       if (wantsJson(command)) return printJson({ applied: options.apply === true, entries });
       if (entries.length === 0) return printLine('Nothing to repair: no open missing-reference findings in this audit run.');
       printLine(
@@ -223,8 +241,27 @@ function registerConsistencyAuditCommands(audit: Command): void {
           entries.map((e) => [e.finding, e.product, e.column, e.missingId, e.action, e.name ?? '', e.newId ?? '', e.reason ?? '']),
         ),
       );
+      if (leftOpen > 0) printLine(`${leftOpen} finding(s) left open: their source file could not be read now (see the reason). Run the repair again.`);
       if (!options.apply) printLine('Nothing changed. Run again with --apply to recreate the references listed as would-recreate.');
     });
+}
+
+/**
+ * An audit run's findings: those stored, per check, and the document findings it counted beyond its listLimit (in
+ * the run's result, once it ended; the AuditFindings metric counts them too).
+ */
+async function findingCounts(
+  pool: Pool,
+  jobId: number,
+  result: Record<string, unknown> | null,
+): Promise<{ byCheck: Record<string, number>; stored: number; notStored: number }> {
+  const byCheck = await countFindings(pool, jobId);
+  return { byCheck, stored: Object.values(byCheck).reduce((sum, n) => sum + n, 0), notStored: Number(result?.findingsNotStored ?? 0) };
+}
+
+/** "missing-reference 3, object-without-document 100" */
+function listCounts(byCheck: Record<string, number>): string {
+  return Object.entries(byCheck).map(([check, n]) => `${check} ${n}`).join(', ');
 }
 
 function showProgress(progress: AuditProgress): void {

@@ -19,8 +19,9 @@ import type { ImportProfile } from './profile.js';
 import { csvRecords, isErrorExport, unescapeFields } from './record-stream.js';
 import { ReferenceIds } from './reference-ids.js';
 import { getCsvImportRun, markFinalized, pendingBatches, type ChunkCounts, type CsvImportRun, type PendingBatch } from './run-record.js';
+import { rowErrorLines } from './row-errors.js';
 import { RowRanges } from './row-ranges.js';
-import { RowSet } from './row-set.js';
+import type { RowSet } from './row-set.js';
 import { RowValidator } from './row-validator.js';
 import { openObject } from './s3-object.js';
 import { buildTargetStatements } from './target-sql.js';
@@ -88,7 +89,8 @@ async function finalizeRows(deps: FinalizeDeps, run: CsvImportRun): Promise<Fina
 
   await assertLedgerComplete(pool, run);
   const pending = await pendingBatches(pool, jobId);
-  const skipped = await skippedRows(pool, jobId);
+  // The rows validation set aside (invalid or duplicate): finalize does not write them.
+  const skipped = await rowErrorLines(pool, jobId, 'validate');
   const writer = new BatchWriter({
     jobId,
     tenant: run.tenantId,
@@ -249,21 +251,6 @@ async function assertLedgerComplete(db: Queryable, run: CsvImportRun): Promise<v
       'CSV_STAGING_MISSING',
       { batches: run.batches, recordedBatches: found.batches },
     );
-  }
-}
-
-/** The rows validation set aside (invalid or duplicate): finalize does not write them. */
-async function skippedRows(db: Queryable, jobId: number): Promise<RowSet> {
-  const set = new RowSet();
-  let after = 0;
-  for (;;) {
-    const { rows } = await db.query<{ row_number: number }>(
-      `SELECT row_number FROM csv_import_row_errors WHERE job_id = $1 AND phase = 'validate' AND row_number > $2 ORDER BY row_number LIMIT 50000`,
-      [jobId, after],
-    );
-    for (const row of rows) set.add(row.row_number);
-    if (rows.length < 50_000) return set;
-    after = rows[rows.length - 1]!.row_number;
   }
 }
 

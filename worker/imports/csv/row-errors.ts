@@ -6,6 +6,7 @@ import type { RunErrors } from '../../handlers/types.js';
 import { escapeFormula } from './formula-escape.js';
 import { isAnnotationColumn } from './profile.js';
 import { getCsvImportRun } from './run-record.js';
+import { RowSet } from './row-set.js';
 import type { RowIssue } from './row-validator.js';
 
 export interface RowError {
@@ -112,6 +113,25 @@ export async function pageOfRowErrors(
     errors: rows.map((row) => ({ row: row.row_number, fields: row.fields, issues: row.errors })),
     more: rows.length < inPage || inPage === limit,
   };
+}
+
+/**
+ * The lines of a run that hold a row error — of `phase`, or of either — as a set: rows the import did not write
+ * (invalid and duplicate rows at validation; excluded rows and rows the profile refused at finalize).
+ */
+export async function rowErrorLines(db: Queryable, jobId: number, phase: 'validate' | null = null): Promise<RowSet> {
+  const set = new RowSet();
+  let after = 0;
+  for (;;) {
+    const { rows } = await db.query<{ row_number: number }>(
+      `SELECT row_number FROM csv_import_row_errors WHERE job_id = $1 ${phase === null ? '' : 'AND phase = $3'} AND row_number > $2
+       ORDER BY row_number LIMIT 50000`,
+      phase === null ? [jobId, after] : [jobId, after, phase],
+    );
+    for (const row of rows) set.add(row.row_number);
+    if (rows.length < 50_000) return set;
+    after = rows[rows.length - 1]!.row_number;
+  }
 }
 
 /** Rows the reviewer excluded at finalize (row errors of rule `excluded`). */
