@@ -157,7 +157,9 @@ export interface BulkImportWorkerProps extends ObservabilityProps {
    */
   readonly workerCommand?: string[];
   /**
-   * Tasks to run. 0 stops the worker (queued jobs wait; nothing is lost) and removes autoscaling.
+   * Tasks to run. 0 stops the worker (queued jobs wait; nothing is lost) and removes autoscaling. With autoscaling
+   * the service's template has no count (the scalable target's minCapacity seeds it, and a deploy never resets an
+   * autoscaled fleet); scripts/campaign.sh sets the service to this number after its deploy.
    * @default 1
    */
   readonly desiredCount?: number;

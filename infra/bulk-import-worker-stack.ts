@@ -110,6 +110,9 @@ export class BulkImportWorkerStack extends Stack {
       output(this, 'AdminApiServiceName', worker.adminApi.service.serviceName, 'ECS service of the admin API (bulk-import serve)');
     }
     output(this, 'ImportCampaign', settings.importCampaign ? 'on' : 'off', 'Whether /import is mounted in this deployment');
+    // A deploy that changes nothing leaves the count as it is, and with autoscaling the service has none in the
+    // template at all: scripts/campaign.sh reads this after its deploy and sets the service to it when they differ.
+    output(this, 'DesiredCount', `${settings.desiredCount}`, 'Worker tasks this deployment asks for (scripts/campaign.sh sets the service to it)');
   }
 
   private resolveVpc(settings: WorkerStackSettings): ec2.IVpc | undefined {

@@ -37,6 +37,7 @@ import { createGaugesSchedule, type GaugesSchedule } from './gauges-schedule.js'
 import { acknowledgeImagePullAuthorization, acknowledgeWildcardResource } from './nag.js';
 import { allowHttps, allowPostgres, createInterfaceEndpoints, type HttpsRoute, limitS3Endpoint } from './network.js';
 import { addNotifications, type Notifications } from './notifications.js';
+import { scheduledTaskRole, taskFamilyArn } from './scheduled-task.js';
 import { addTracingSidecar } from './tracing.js';
 
 export * from './bulk-import-worker-props.js';
@@ -311,7 +312,9 @@ export class BulkImportWorker extends Construct {
       cluster: this.cluster,
       serviceName: this.baseName,
       taskDefinition: this.taskDefinition,
-      desiredCount: resolved.desiredCount,
+      // With autoscaling the count is the scalable target's (seeded by minCapacity) and scripts/campaign.sh's: a
+      // DesiredCount in the template would put an autoscaled fleet back to it on every deploy that updates the service.
+      desiredCount: resolved.autoscaling ? undefined : resolved.desiredCount,
       ...(resolved.onDemandBaseTasks !== undefined
         ? {
             // The first tasks on demand, every further one (a campaign's) on Spot; see docs/DEPLOYMENT.md.
@@ -335,7 +338,10 @@ export class BulkImportWorker extends Construct {
     });
   }
 
-  /** The nightly audit: an EventBridge rule that runs the worker's task definition with the audit command. */
+  /**
+   * The nightly audit: an EventBridge rule that runs the worker's task definition family (its latest ACTIVE revision,
+   * the image scripts/deploy.sh deployed: infra/scheduled-task.ts) with the audit command.
+   */
   private createAuditSchedule(schedule: events.Schedule, env: string): events.Rule {
     const rule = new events.Rule(this, 'AuditSchedule', {
       description: `Nightly data-consistency audit of what bulk imports wrote (${env}): bulk-import audit start, then a worker for it`,
@@ -345,9 +351,12 @@ export class BulkImportWorker extends Construct {
       assumedBy: new iam.ServicePrincipal('events.amazonaws.com'),
       description: `Starts the nightly audit task of the bulk-import worker (${env})`,
     });
+    // EventBridge tags the task it starts (CDK's EcsTask grants this; with the role handed over below it grants nothing).
+    const clusterTasks = `arn:${this.cluster.stack.partition}:ecs:${this.cluster.env.region}:*:task/${this.cluster.clusterName}/*`;
+    eventsRole.addToPrincipalPolicy(new iam.PolicyStatement({ actions: ['ecs:TagResource'], resources: [clusterTasks] }));
     rule.addTarget(
       new eventsTargets.EcsTask({
-        role: eventsRole,
+        role: scheduledTaskRole(eventsRole, this.taskDefinition, this.cluster),
         cluster: this.cluster,
         taskDefinition: this.taskDefinition,
         taskCount: 1,
@@ -357,17 +366,13 @@ export class BulkImportWorker extends Construct {
         containerOverrides: [{ containerName: 'worker', command: AUDIT_TASK_COMMAND }],
       }),
     );
-    const eventsPolicy = eventsRole.node.tryFindChild('DefaultPolicy');
-    if (eventsPolicy) {
-      acknowledgeWildcardResource(
-        eventsPolicy,
-        // Spelled as CDK's EcsTask target spells it (the cluster's partition and region: literals when the stack's
-        // environment is known, tokens when not), so the acknowledgement matches in both cases.
-        `arn:${this.cluster.stack.partition}:ecs:${this.cluster.env.region}:*:task/${this.cluster.clusterName}/*`,
-        'EventBridge tags the audit task it starts (ecs:TagResource, added by CDK); task ids exist only at run time, ' +
-          'and the grant is limited to tasks of this one cluster (task/<cluster>/*). RunTask is on this task definition only.',
-      );
-    }
+    (rule.node.defaultChild as events.CfnRule).addPropertyOverride('Targets.0.EcsParameters.TaskDefinitionArn', taskFamilyArn(this.taskDefinition));
+    acknowledgeWildcardResource(
+      eventsRole.node.findChild('DefaultPolicy'),
+      clusterTasks,
+      'EventBridge tags the audit task it starts (ecs:TagResource); task ids exist only at run time, and the grant is ' +
+        'limited to tasks of this one cluster (task/<cluster>/*). RunTask is on the worker family only.',
+    );
     return rule;
   }
 
@@ -502,7 +507,9 @@ export class BulkImportWorker extends Construct {
       new iam.PolicyStatement({
         sid: 'OwnTaskScaleInProtection',
         actions: ['ecs:UpdateTaskProtection', 'ecs:GetTaskProtection'],
-        // The task ARN (task/<cluster>/<id>) already limits this to tasks of the worker's cluster.
+        // Every task of the worker's cluster (task/<cluster>/*), not only the worker's own: the task role's credentials
+        // reach the public ECS API as well as the agent's endpoint, and no condition key documented for these actions
+        // names a service (docs/DEPLOYMENT.md §1, the residual risk).
         resources: [taskProtectionArn],
       }),
     );
@@ -583,8 +590,9 @@ export class BulkImportWorker extends Construct {
       acknowledgeWildcardResource(
         taskPolicy,
         taskProtectionArn,
-        'Task ids exist only at run time; a task reaches the protection API only through its own ECS agent, and ' +
-          'the grant is limited to two actions on tasks of this one cluster (task/<cluster>/*).',
+        'Task ids exist only at run time, so the grant is two actions on the tasks of this one cluster ' +
+          '(task/<cluster>/*). The credentials can call them on any task there, not only through the own agent: a ' +
+          'worker could protect or unprotect another service task of a shared cluster (docs/DEPLOYMENT.md §1).',
       );
     }
     acknowledgeImagePullAuthorization(this.taskDefinition);

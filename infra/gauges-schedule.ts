@@ -1,7 +1,9 @@
 // The queue gauges without a running worker: an EventBridge Scheduler schedule starts a task of the worker's task
 // definition every few minutes that publishes the gauges once (`bulk-import gauges --once`) and exits. With the
 // service at 0 tasks nothing else publishes them, and the alarm "work waits but no task runs" (infra/alarms.ts) reads
-// exactly these points. The scheduler's role may start this one task definition and pass its two roles, nothing more.
+// exactly these points. The schedule names the task definition family, so each run takes its latest ACTIVE revision,
+// the image scripts/deploy.sh deployed (infra/scheduled-task.ts); the scheduler's role may start revisions of that one
+// family in the worker's cluster and pass the task's two roles, nothing more.
 import { Duration, Stack } from 'aws-cdk-lib';
 import type * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type * as ecs from 'aws-cdk-lib/aws-ecs';
@@ -9,6 +11,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import * as schedulerTargets from 'aws-cdk-lib/aws-scheduler-targets';
 import type { Construct } from 'constructs';
+import { scheduledTaskRole, taskFamilyArn } from './scheduled-task.js';
 
 /** The scheduled task's command: publish the queue gauges once and exit. */
 export const GAUGES_TASK_COMMAND = ['node', 'bin/bulk-import.js', 'gauges', '--once'];
@@ -43,8 +46,8 @@ export function createGaugesSchedule(scope: Construct, props: GaugesScheduleProp
     description: `Starts the bulk-import worker's queue-gauges task every ${props.intervalMinutes} min (${props.environmentName})`,
   });
   const target = new schedulerTargets.EcsRunFargateTask(props.cluster, {
-    // ecs:RunTask on this task definition, iam:PassRole on its task and execution roles to ECS tasks only (grantRun).
-    role,
+    // ecs:RunTask on the family's revisions in this cluster, iam:PassRole on the task and execution roles to ECS tasks.
+    role: scheduledTaskRole(role, props.taskDefinition, props.cluster),
     taskDefinition: props.taskDefinition,
     taskCount: 1,
     vpcSubnets: props.subnets,
@@ -63,5 +66,9 @@ export function createGaugesSchedule(scope: Construct, props: GaugesScheduleProp
     target,
     timeWindow: scheduler.TimeWindow.off(),
   });
+  (schedule.node.defaultChild as scheduler.CfnSchedule).addPropertyOverride(
+    'Target.EcsParameters.TaskDefinitionArn',
+    taskFamilyArn(props.taskDefinition),
+  );
   return { schedule, role };
 }

@@ -8,12 +8,14 @@
 # It keeps the image the worker service runs: the digest in the service's task definition goes to cdk as
 # `-c imageDigest=…` (unless given after --), so the deploy does not go back to the mutable imageTag.
 # It refuses a work tree with changes (untracked files included), shows the `cdk diff` of the stack and deploys only
-# after a yes (asked on a terminal, or --yes). After the deploy it waits until the worker service is stable and prints
-# what runs. `stop --hard` first stops every running task (StopTask: SIGTERM, the worker drains, releases its leases
-# and its scale-in protection, exits) instead of waiting for busy tasks to go idle (docs/DEPLOYMENT.md §6.3); the
-# service's autoscaling, when the stack has it, is suspended meanwhile (it would start tasks again as they stop) and
-# restored as it was after the deploy if the stack still has it. One campaign.sh or deploy.sh per environment at a time on this
-# machine: both take the same lock.
+# after a yes (asked on a terminal, or --yes). After the deploy it sets the service to the count the stack asks for
+# (stack output DesiredCount) when the service's count differs: a deploy that changes nothing leaves the count where it
+# was (0 after a hard stop), and with autoscaling the stack does not set it at all. Then it waits until the worker
+# service is stable and prints what runs. `stop --hard` first stops every running task (StopTask: SIGTERM, the worker
+# drains, releases its leases and its scale-in protection, exits) instead of waiting for busy tasks to go idle
+# (docs/DEPLOYMENT.md §6.3); the service's autoscaling, when the stack has it, is suspended meanwhile (it would start
+# tasks again as they stop) and restored as it was after the deploy if the stack still has it. One campaign.sh or
+# deploy.sh per environment at a time on this machine: both take the same lock.
 # `--dry-run` runs the diff and prints the other commands.
 set -Eeuo pipefail
 
@@ -155,19 +157,22 @@ fi
 # cdk.json (the app and its per-environment settings) is read from the repository root.
 cd "$ROOT"
 
-# Reads the worker's cluster and service from the stack outputs into $cluster and $service.
+# Reads the worker's cluster and service from the stack outputs into $cluster and $service, and the count the deployed
+# stack asks for into $stack_count (empty for a stack deployed before it had that output).
 read_outputs() {
   if [[ "$dry_run" == true ]]; then
     trace_outputs_call
     cluster='<ClusterName>'
     service='<ServiceName>'
+    stack_count='<DesiredCount>'
     return 0
   fi
   read_outputs_now
 }
 
 describe_stack=(aws cloudformation describe-stacks ${region_args[@]+"${region_args[@]}"} --stack-name "$stack"
-  --query "Stacks[0].Outputs[?OutputKey=='ClusterName'||OutputKey=='ServiceName'].[OutputKey,OutputValue]" --output text)
+  --query "Stacks[0].Outputs[?OutputKey=='ClusterName'||OutputKey=='ServiceName'||OutputKey=='DesiredCount'].[OutputKey,OutputValue]"
+  --output text)
 trace_outputs_call() { trace "${describe_stack[@]}"; }
 
 read_outputs_now() {
@@ -176,6 +181,7 @@ read_outputs_now() {
   outputs="$("${describe_stack[@]}")"
   cluster="$(awk '$1 == "ClusterName" { print $2 }' <<<"$outputs" | tail -n 1)"
   service="$(awk '$1 == "ServiceName" { print $2 }' <<<"$outputs" | tail -n 1)"
+  stack_count="$(awk '$1 == "DesiredCount" { print $2 }' <<<"$outputs" | tail -n 1)"
   [[ -n "$cluster" && -n "$service" ]] || fail "stack $stack has no ClusterName/ServiceName outputs"
 }
 
@@ -264,7 +270,8 @@ restore_command_text() {
 
 if [[ "$hard" == true ]]; then
   # Scale-in protection keeps a busy task through a lower desiredCount and through deployments, but not through
-  # StopTask. Desired count 0 first, so ECS starts no replacement; the deploy below sets the count asked for.
+  # StopTask. Desired count 0 first, so ECS starts no replacement; after the deploy the count asked for is set again
+  # (set_stack_count: a deploy that changes nothing would leave the service at 0).
   announce "hard stop: stop every running worker task now"
   read_outputs
   # Autoscaling would start tasks again while they are stopped (the queue is not empty): suspended first.
@@ -306,6 +313,28 @@ run "$cdk_bin" deploy "$stack" --require-approval never --no-notices "${context[
 
 announce "read the stack outputs"
 read_outputs
+
+# The service's count is the stack's only when this deploy changed it: CloudFormation leaves a service it has nothing to
+# update alone, and with autoscaling the template names no count. So the count is compared and set here.
+set_stack_count() {
+  local describe_count=(aws ecs describe-services ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --services "$service"
+    --query 'services[0].desiredCount' --output text)
+  local set_count=(aws ecs update-service ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service "$service"
+    --desired-count "$stack_count" --query 'service.desiredCount' --output text)
+  trace "${describe_count[@]}"
+  if [[ "$dry_run" == true ]]; then
+    printf 'campaign.sh: if the count of the service differs from the stack output DesiredCount:\n'
+    trace "${set_count[@]}"
+    return 0
+  fi
+  [[ "$stack_count" =~ ^[0-9]+$ ]] || fail "stack $stack has no DesiredCount output (got: ${stack_count:-none}): the service's count cannot be checked"
+  local current
+  current="$("${describe_count[@]}")"
+  [[ "$current" != "$stack_count" ]] || return 0
+  announce "set $service to the stack's $stack_count task(s) (the deploy left it at $current)"
+  run "${set_count[@]}"
+}
+set_stack_count
 
 if [[ "$autoscaling_suspended" == true ]]; then
   # The deploy removes the autoscaling with desiredCount 0; otherwise it is the stack's again, and resumed.

@@ -5,10 +5,14 @@
 #   --build                            build this repository's image (standalone setup, worker only) and push it under
 #                                      the full commit SHA, a tag that only this build creates (ECR tag immutability on).
 # For each service it registers a new task definition revision that differs from the running one only in the image
-# (repository@sha256:…), updates the service to it, and waits until THE DEPLOYMENT IT STARTED reaches
+# (repository@sha256:…). With --migrate it then runs `bulk-import migrate` as a one-off task of the worker's NEW
+# revision, so the new image applies the schema it needs, and waits for it: a failed migration stops the deploy before
+# any service moved. It updates each service to its new revision and waits until THE DEPLOYMENT IT STARTED reaches
 # rolloutState=COMPLETED. A FAILED rollout, a circuit-breaker rollback, a deployment that disappears or a timeout
 # exits non-zero with the reason from the service events, after putting every service it touched back on the task
 # definition it ran before and deregistering the revisions it registered: nothing is left pointing at the bad image.
+# Revisions it registered are deregistered whenever it stops before updating a service, too: the scheduled tasks run
+# the family's latest ACTIVE revision (infra/scheduled-task.ts), which must stay the one the worker service runs.
 # One deploy at a time: a lock on this machine, and a refusal while a service already has a deployment in progress.
 # A work tree with changes (untracked files included) is refused. `--dry-run` runs the read-only calls and prints the
 # others.
@@ -18,14 +22,16 @@ readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage() {
   cat <<'USAGE'
-usage: scripts/deploy.sh --env NAME --image REPOSITORY@sha256:DIGEST [--backend] [--dry-run]
-       scripts/deploy.sh --env NAME --build [--dry-run]
+usage: scripts/deploy.sh --env NAME --image REPOSITORY@sha256:DIGEST [--backend] [--migrate] [--dry-run]
+       scripts/deploy.sh --env NAME --build [--migrate] [--dry-run]
 
   --env NAME        environment (prod, staging, …): names the lock and the log lines
   --image REF       deploy this image, named by digest (e.g. <account>.dkr.ecr.<region>.amazonaws.com/backend@sha256:…)
   --backend         also deploy REF to the backend service (BACKEND_SERVICE); both roll back together on a failure
   --build           build this repository's Dockerfile, push it as ECR_REPOSITORY_URI:<full commit SHA>, deploy its
                     digest to the worker service (standalone setup; the backend's image is built by the backend)
+  --migrate         before any service moves: run `bulk-import migrate` as a task of the worker's new revision (the
+                    new image, the service's network) and wait for it; deploy nothing if it fails
   --dry-run         run the read-only AWS calls, print the others
 
 environment:
@@ -40,8 +46,8 @@ environment:
   ECR_REPOSITORY_URI      <account>.dkr.ecr.<region>.amazonaws.com/<name>, the repository --build pushes to
   AWS_REGION              region of the services          (default: from the image's ECR host name)
   DOCKER_PLATFORM         platform --build builds for; linux/arm64 with cpuArchitecture ARM64 (default: linux/amd64)
-  DEPLOY_TIMEOUT_SECONDS  how long to wait for a rollout before rolling back (the rollback waits at least 600 s)
-                                                                                               (default: 1800)
+  DEPLOY_TIMEOUT_SECONDS  how long to wait for a rollout before rolling back (the rollback waits at least 600 s),
+                          and for the --migrate task                                           (default: 1800)
   DEPLOY_POLL_SECONDS     seconds between two looks at a rollout                               (default: 15)
   DEPLOY_LOCK_DIR         where the lock file lives                                     (default: TMPDIR or /tmp)
 USAGE
@@ -55,6 +61,7 @@ fail() {
 dry_run=false
 build=false
 with_backend=false
+migrate=false
 environment=""
 image_ref=""
 while (($# > 0)); do
@@ -65,6 +72,7 @@ while (($# > 0)); do
     --image=*) image_ref="${1#--image=}"; shift ;;
     --build) build=true; shift ;;
     --backend) with_backend=true; shift ;;
+    --migrate) migrate=true; shift ;;
     --dry-run) dry_run=true; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; fail "unknown argument: $1" ;;
@@ -133,7 +141,25 @@ exec 9>>"$lock_file" || fail "cannot open the lock file $lock_file"
 flock --nonblock 9 || fail "another deploy or campaign change to $environment is running (lock $lock_file is held); wait for it to finish"
 
 work_dir="$(mktemp -d "${TMPDIR:-/tmp}/bulk-import-deploy.XXXXXX")"
-trap 'rm -rf "$work_dir"' EXIT
+# Revisions registered but not (yet) given to any service: deregistered on any exit before the first update-service.
+unused_revisions=()
+deregister_revisions() {
+  local arn
+  for arn in "$@"; do
+    aws ecs deregister-task-definition --region "$region" --task-definition "$arn" --query taskDefinition.status --output text >/dev/null ||
+      printf 'deploy.sh: could not deregister %s: deregister it by hand (the scheduled tasks run the latest revision)\n' "$arn" >&2
+  done
+}
+on_exit() {
+  local status=$?
+  if ((${#unused_revisions[@]} > 0)); then
+    printf 'deploy.sh: no service was updated; deregistering the revisions registered: %s\n' "${unused_revisions[*]}" >&2
+    deregister_revisions "${unused_revisions[@]}"
+  fi
+  rm -rf "$work_dir"
+  exit "$status"
+}
+trap on_exit EXIT
 
 step="setup"
 trap 'status=$?; printf "deploy.sh: step \"%s\" failed (exit %s)\n" "$step" "$status" >&2; exit "$status"' ERR
@@ -270,7 +296,60 @@ for i in "${!names[@]}"; do
     --query taskDefinition.taskDefinitionArn --output text)"
   [[ "$arn" == arn:*:task-definition/* ]] || fail "register-task-definition returned no ARN (got: $arn)"
   registered+=("$arn")
+  unused_revisions+=("$arn")
 done
+
+# --- the migrations (--migrate) -----------------------------------------------------------------------------------
+# `bulk-import migrate` of the NEW image, before any service runs it: a one-off task of the worker's new revision (it
+# has the database secret) in the worker service's subnets and security group. The old image's migrate (a run-task of
+# the family, before the revision exists) would not know the new migrations.
+
+readonly migrate_overrides="{\"containerOverrides\":[{\"name\":\"$worker_container\",\"command\":[\"node\",\"bin/bulk-import.js\",\"migrate\"]}]}"
+
+# Waits (at most DEPLOY_TIMEOUT_SECONDS) for one-off task $1 to stop; sets $migration_result to "exit 0" or what failed.
+wait_for_task() {
+  local task="$1" deadline=$((SECONDS + timeout_seconds)) state status exit_code reason
+  while :; do
+    state="$(aws ecs describe-tasks --region "$region" --cluster "$ECS_CLUSTER" --tasks "$task" \
+      --query "tasks[0].[lastStatus, containers[?name=='$worker_container'] | [0].exitCode, stoppedReason]" --output text)"
+    IFS=$'\t' read -r status exit_code reason <<<"$state"
+    if [[ "$status" == STOPPED ]]; then
+      migration_result="exit ${exit_code:-None}"
+      [[ "$exit_code" == 0 ]] || migration_result+=" (${reason:-no reason given})"
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      migration_result="still $status after ${timeout_seconds}s; it may finish on its own"
+      return 0
+    fi
+    sleep "$poll_seconds"
+  done
+}
+
+if [[ "$migrate" == true ]]; then
+  announce "run the migrations as a task of ${registered[0]}"
+  network="$(read_call aws ecs describe-services --region "$region" --cluster "$ECS_CLUSTER" --services "$WORKER_SERVICE" \
+    --query 'services[0].networkConfiguration' --output json)"
+  run_task=(aws ecs run-task --region "$region" --cluster "$ECS_CLUSTER" --task-definition "${registered[0]}" --launch-type FARGATE
+    --network-configuration "$network" --overrides "$migrate_overrides" --started-by bulk-import-deploy-migrate
+    --query 'tasks[0].taskArn' --output text)
+  if [[ "$dry_run" == true ]]; then
+    trace "${run_task[@]}" >&2
+    trace aws ecs describe-tasks --region "$region" --cluster "$ECS_CLUSTER" --tasks '<migration task>' >&2
+  else
+    migration_task="$(write_call "${run_task[@]}")"
+    [[ "$migration_task" == arn:*:task/* ]] || fail "run-task started no migration task (got: $migration_task): nothing was deployed"
+    announce "wait for the migrations ($migration_task)"
+    wait_for_task "$migration_task"
+    if [[ "$migration_result" != "exit 0" ]]; then
+      printf 'deploy.sh: the migrations of %s failed: %s\n' "$image" "$migration_result" >&2
+      printf 'deploy.sh: their output is in the worker log group, stream bulk-import-worker/%s/%s\n' "$worker_container" "${migration_task##*/}" >&2
+      printf 'deploy.sh: %s was NOT deployed\n' "$image" >&2
+      exit 4
+    fi
+    printf 'deploy.sh: the migrations ran (%s)\n' "$migration_task"
+  fi
+fi
 
 # Starts a deployment of $2 on service index $1 and prints its id.
 start_deployment() {
@@ -280,6 +359,8 @@ start_deployment() {
     --query "service.deployments[?taskDefinition=='$task_definition'] | [0].id" --output text
 }
 
+# From here on the script accounts for every revision itself (the rollback below deregisters them).
+unused_revisions=()
 for i in "${!names[@]}"; do
   announce "update ${names[i]} to ${registered[i]}"
   # A call that fails (throttled, denied, the network) must not end the script here: the services already moving
@@ -397,11 +478,7 @@ if [[ "$rolling_back" == true ]] && ! wait_for_deployments "$rollback_timeout_se
   done
 fi
 
-for i in "${!registered[@]}"; do
-  aws ecs deregister-task-definition --region "$region" --task-definition "${registered[i]}" \
-    --query taskDefinition.status --output text >/dev/null ||
-    printf 'deploy.sh: could not deregister %s: deregister it by hand\n' "${registered[i]}" >&2
-done
+deregister_revisions "${registered[@]}"
 if [[ "$rollback_failed" == true ]]; then
   printf 'deploy.sh: %s was NOT deployed and the rollback did not complete\n' "$image" >&2
   exit 3

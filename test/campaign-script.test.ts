@@ -1,7 +1,8 @@
 // scripts/campaign.sh against stand-in `cdk` and `aws` executables (test/support/cli-stand-ins.ts), run from a
 // throwaway git repository holding a committed copy of it. Covered: the diff before every deploy, the refusal of a
 // dirty tree and of an unconfirmed deploy without a terminal, start/stop with their context, the hard stop
-// (desired count 0, StopTask for each running task, wait, then the deploy), failures and argument checks.
+// (desired count 0, StopTask for each running task, wait, then the deploy), the count the stack asks for set after a
+// deploy that did not set it (nothing changed, or autoscaling), failures and argument checks.
 import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -44,7 +45,7 @@ const diff = (...context: string[]) => ['cdk', 'diff', 'BulkImportWorker-prod', 
 const deploy = (...context: string[]) =>
   ['cdk', 'deploy', 'BulkImportWorker-prod', '--require-approval', 'never', '--no-notices', '-c', 'environment=prod', ...context];
 const describeStacks = ['aws', 'cloudformation', 'describe-stacks', '--stack-name', 'BulkImportWorker-prod', '--query',
-  "Stacks[0].Outputs[?OutputKey=='ClusterName'||OutputKey=='ServiceName'].[OutputKey,OutputValue]", '--output', 'text'];
+  "Stacks[0].Outputs[?OutputKey=='ClusterName'||OutputKey=='ServiceName'||OutputKey=='DesiredCount'].[OutputKey,OutputValue]", '--output', 'text'];
 /** The reads that find the digest the worker runs (before the diff), with `region` after the command when given. */
 const pinCalls = (...region: string[]) => [
   [...describeStacks.slice(0, 3), ...region, ...describeStacks.slice(3)],
@@ -64,6 +65,14 @@ const waitAndDescribe = [
   ['aws', 'ecs', 'describe-services', '--cluster', 'bulk-import-prod', '--services', 'bulk-import-worker-prod', '--query',
     'services[0].{desired:desiredCount,running:runningCount,taskDefinition:taskDefinition}', '--output', 'table'],
 ];
+/** After the deploy: the service's count against the stack's DesiredCount output. */
+const countCheck = ['aws', 'ecs', 'describe-services', '--cluster', 'bulk-import-prod', '--services', 'bulk-import-worker-prod',
+  '--query', 'services[0].desiredCount', '--output', 'text'];
+const setCount = (count: number) => ['aws', 'ecs', 'update-service', '--cluster', 'bulk-import-prod', '--service', 'bulk-import-worker-prod',
+  '--desired-count', `${count}`, '--query', 'service.desiredCount', '--output', 'text'];
+/** What follows a deploy that set the count itself: the outputs, the count checked, the wait. */
+const afterDeploy = [describeStacks, countCheck, ...waitAndDescribe];
+const WORKER_SERVICE = 'bulk-import-prod/bulk-import-worker-prod';
 
 describe('scripts/campaign.sh', () => {
   it('start: shows the diff, then deploys with the mount on and N tasks, then waits for the service the stack names', () => {
@@ -71,7 +80,7 @@ describe('scripts/campaign.sh', () => {
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     const context = ['-c', 'importCampaign=true', '-c', 'desiredCount=4'];
-    expect(sandbox.calls()).toEqual([...pinCalls(), diff(...context, ...PIN), deploy(...context, ...PIN), describeStacks, ...waitAndDescribe]);
+    expect(sandbox.calls()).toEqual([...pinCalls(), diff(...context, ...PIN), deploy(...context, ...PIN), ...afterDeploy]);
     expect(run.stdout).toContain(`campaign.sh: keeping the running image ${RUNNING_IMAGE}`);
     expect(run.stdout).toContain('[~] AWS::ECS::Service Service (stand-in diff)');
     expect(run.stdout).toContain('campaign.sh: campaign started on BulkImportWorker-prod');
@@ -80,7 +89,7 @@ describe('scripts/campaign.sh', () => {
   it('stop: deploys with the mount off and the baseline task count', () => {
     const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--yes'], { CDK_BIN: cdk });
     expect(run.code).toBe(0);
-    expect(sandbox.calls()).toEqual([...pinCalls(), diff('-c', 'importCampaign=false', ...PIN), deploy('-c', 'importCampaign=false', ...PIN), describeStacks, ...waitAndDescribe]);
+    expect(sandbox.calls()).toEqual([...pinCalls(), diff('-c', 'importCampaign=false', ...PIN), deploy('-c', 'importCampaign=false', ...PIN), ...afterDeploy]);
   });
 
   it('without a terminal and without --yes: shows the diff and deploys nothing', () => {
@@ -95,7 +104,7 @@ describe('scripts/campaign.sh', () => {
     const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--yes', '--', '-c', `imageDigest=${given}`], { CDK_BIN: cdk });
     expect(run.code).toBe(0);
     const context = ['-c', 'importCampaign=false', '-c', `imageDigest=${given}`];
-    expect(sandbox.calls()).toEqual([diff(...context), deploy(...context), describeStacks, ...waitAndDescribe]);
+    expect(sandbox.calls()).toEqual([diff(...context), deploy(...context), ...afterDeploy]);
   });
 
   it('deploys imageTag, and says so, when the worker runs an image named by tag', () => {
@@ -106,7 +115,7 @@ describe('scripts/campaign.sh', () => {
     const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--yes'], { CDK_BIN: cdk });
     expect(run.code).toBe(0);
     expect(run.stderr).toContain('named by tag, not digest: deploying imageTag');
-    expect(sandbox.calls()).toEqual([...pinCalls(), diff('-c', 'importCampaign=false'), deploy('-c', 'importCampaign=false'), describeStacks, ...waitAndDescribe]);
+    expect(sandbox.calls()).toEqual([...pinCalls(), diff('-c', 'importCampaign=false'), deploy('-c', 'importCampaign=false'), ...afterDeploy]);
   });
 
   it('refuses a work tree with changes, untracked files included', () => {
@@ -150,6 +159,43 @@ describe('scripts/campaign.sh', () => {
     expect(names.slice(0, 9)).toEqual(['aws cloudformation describe-stacks', 'aws ecs describe-services', 'aws ecs describe-task-definition', 'cdk diff BulkImportWorker-prod', 'aws cloudformation describe-stacks', 'aws application-autoscaling describe-scalable-targets', 'aws ecs update-service', 'aws ecs list-tasks', 'cdk deploy BulkImportWorker-prod']);
     // No autoscaling: nothing suspended, nothing to resume.
     expect(sandbox.calls().filter((call) => call[2] === 'register-scalable-target')).toEqual([]);
+  });
+
+  it('stop --hard when the deploy changes nothing: the service goes back to the count the stack asks for, not left at 0', () => {
+    const tasks = ['arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/aaa', 'arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/bbb'];
+    sandbox.setState((state) => {
+      // No campaign runs and the stack is deployed at its baseline of 2: the stop's deploy has nothing to update.
+      state.baselineDesiredCount = 2;
+      state.deployedDesiredCount = 2;
+      state.stackOutputs += 'DesiredCount\t2\n';
+      state.services[WORKER_SERVICE]!.desiredCount = 2;
+      state.runningTasks[WORKER_SERVICE] = tasks;
+    });
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--hard', '--yes'], { CDK_BIN: cdk });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    // The hard stop set 0, the deploy changed nothing: left at that, the fleet would stay down (services-stable
+    // passes with 0 of 0).
+    expect(sandbox.state().services[WORKER_SERVICE]!.desiredCount).toBe(2);
+    const calls = sandbox.calls();
+    const deployAt = calls.findIndex(([name, command]) => name === 'cdk' && command === 'deploy');
+    expect(calls.slice(deployAt + 1)).toEqual([describeStacks, countCheck, setCount(2), ...waitAndDescribe]);
+    expect(run.stdout).toContain("== set bulk-import-worker-prod to the stack's 2 task(s) (the deploy left it at 0)");
+    expect(run.stdout).toContain('campaign.sh: campaign stopped on BulkImportWorker-prod');
+  });
+
+  it('start with autoscaling: the service names no count in the stack, so the N tasks are set after the deploy', () => {
+    sandbox.setState((state) => {
+      state.stackAutoscaling = true;
+      state.scalableTargets[SCALABLE_TARGET] = { scalingIn: false, scalingOut: false, scheduled: false };
+      state.services[WORKER_SERVICE]!.desiredCount = 2;
+    });
+    const run = runScript(sandbox, repo.campaign, ['start', '--env', 'prod', '--tasks', '4', '--yes'], { CDK_BIN: cdk });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(sandbox.state().services[WORKER_SERVICE]!.desiredCount).toBe(4);
+    const context = ['-c', 'importCampaign=true', '-c', 'desiredCount=4'];
+    expect(sandbox.calls()).toEqual([...pinCalls(), diff(...context, ...PIN), deploy(...context, ...PIN), describeStacks, countCheck, setCount(4), ...waitAndDescribe]);
   });
 
   it('stop --hard with autoscaling: suspended before the tasks stop, restored after the deploy that keeps it', () => {
@@ -262,6 +308,7 @@ describe('scripts/campaign.sh', () => {
     expect(sandbox.calls().map((call) => call.slice(0, 2).join(' '))).toEqual(['aws cloudformation', 'aws ecs', 'aws ecs', 'cdk diff']);
     expect(run.stdout).toContain(`+ ${cdk} deploy BulkImportWorker-prod --require-approval never --no-notices -c environment=prod -c importCampaign=true -c desiredCount=3`);
     expect(run.stdout).toMatch(/\+ aws ecs wait services-stable --cluster \\<ClusterName\\> --services \\<ServiceName\\>/);
+    expect(run.stdout).toMatch(/\+ aws ecs update-service --cluster \\<ClusterName\\> --service \\<ServiceName\\> --desired-count \\<DesiredCount\\>/);
     expect(run.stdout).toContain('campaign.sh: dry run, nothing was changed');
   });
 

@@ -3,7 +3,8 @@
 // a committed copy of it, so the real work tree's state does not matter. Covered: a deploy by digest of worker and
 // backend that waits for the deployments it started; --build pushing only under the commit SHA; a circuit-breaker
 // rollback, a failed rollout and a backend that fails while the worker succeeds, each ending non-zero with ECS's
-// reason and every service back on its previous task definition; a second deploy while one runs; a dirty tree.
+// reason and every service back on its previous task definition; a second deploy while one runs; a dirty tree;
+// --migrate running `bulk-import migrate` on the new revision before any service moves.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
@@ -250,6 +251,60 @@ describe('scripts/deploy.sh --image', () => {
     expect(run.stderr).toContain('+ aws ecs update-service');
     expect(serviceTaskDefinitions()).toEqual({ worker: WORKER_TD, backend: BACKEND_TD });
     expect(run.stdout).toContain('dry run, nothing was changed');
+  });
+});
+
+describe('scripts/deploy.sh --migrate', () => {
+  const NETWORK = { awsvpcConfiguration: { subnets: ['subnet-0aaaaaaaaaaaaaaa1'], securityGroups: ['sg-0123456789abcdef0'], assignPublicIp: 'DISABLED' } };
+  const NEW_WORKER_TD = `${TD_ARN}/bulk-import-worker-prod:2`;
+  const runTask = ['aws', 'ecs', 'run-task', '--region', 'eu-west-1', '--cluster', 'prod', '--task-definition', NEW_WORKER_TD,
+    '--launch-type', 'FARGATE', '--network-configuration', JSON.stringify(NETWORK),
+    '--overrides', JSON.stringify({ containerOverrides: [{ name: 'worker', command: ['node', 'bin/bulk-import.js', 'migrate'] }] }),
+    '--started-by', 'bulk-import-deploy-migrate', '--query', 'tasks[0].taskArn', '--output', 'text'];
+  beforeEach(() => sandbox.setState((state) => (state.services['prod/bulk-import-worker-prod']!.networkConfiguration = NETWORK)));
+
+  it('runs bulk-import migrate as a task of the new worker revision, waits until it stopped, then updates the services', () => {
+    const run = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE, '--backend', '--migrate'], ENV);
+    expect(run.stderr).not.toMatch(/failed|NOT deployed/);
+    expect(run.code).toBe(0);
+    const names = commands();
+    const runAt = names.indexOf('aws ecs run-task');
+    expect(runAt).toBeGreaterThan(names.lastIndexOf('aws ecs register-task-definition'));
+    // The new revision (the new image), not the family: its latest ACTIVE revision would be the old image until then.
+    expect(sandbox.calls()[runAt]).toEqual(runTask);
+    expect(sandbox.registered()[0]).toMatchObject({ family: 'bulk-import-worker-prod', containerDefinitions: [{ image: IMAGE }] });
+    expect(names.lastIndexOf('aws ecs describe-tasks')).toBeLessThan(names.indexOf('aws ecs update-service'));
+    expect(Object.values(sandbox.state().tasks).map((task) => task.polls)).toEqual([2]);
+    expect(serviceTaskDefinitions()).toEqual({ worker: NEW_WORKER_TD, backend: `${TD_ARN}/backend-api:2` });
+    expect(run.stdout).toContain('deploy.sh: the migrations ran (arn:aws:ecs:eu-west-1:123456789012:task/prod/');
+  });
+
+  it('a migration that fails: no service is updated, the new revisions are deregistered, exit 4', () => {
+    sandbox.setState((state) => state.taskExitCodes.push(1));
+    const run = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE, '--backend', '--migrate'], ENV);
+    expect(run.code).toBe(4);
+    expect(run.stderr).toContain(`deploy.sh: the migrations of ${IMAGE} failed: exit 1 (Essential container in task exited)`);
+    expect(run.stderr).toMatch(/worker log group, stream bulk-import-worker\/worker\/0{31}1\n/);
+    expect(run.stderr).toContain(`deploy.sh: ${IMAGE} was NOT deployed`);
+    expect(commands()).not.toContain('aws ecs update-service');
+    expect(serviceTaskDefinitions()).toEqual({ worker: WORKER_TD, backend: BACKEND_TD });
+    expect(activeRevisions()).toEqual([WORKER_TD, BACKEND_TD]);
+  });
+
+  it('a migration task that cannot be started stops the deploy the same way', () => {
+    const run = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE, '--migrate'], { ...ENV, STANDIN_FAIL: 'aws ecs run-task *' });
+    expect(run.code).toBe(17);
+    expect(run.stderr).toContain(`step "run the migrations as a task of ${NEW_WORKER_TD}" failed (exit 17)`);
+    expect(commands()).not.toContain('aws ecs update-service');
+    expect(activeRevisions()).toEqual([WORKER_TD, BACKEND_TD]);
+  });
+
+  it('--dry-run prints the migration task and starts nothing', () => {
+    const run = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE, '--migrate', '--dry-run'], ENV);
+    expect(run.code).toBe(0);
+    expect(commands().every((command) => /^aws (ecr describe-images|ecs describe-)/.test(command))).toBe(true);
+    expect(run.stderr).toContain('+ aws ecs run-task --region eu-west-1 --cluster prod --task-definition \\<new\\ revision\\ of\\ bulk-import-worker-prod:1\\>');
+    expect(sandbox.state().tasks).toEqual({});
   });
 });
 

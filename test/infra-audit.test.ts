@@ -1,16 +1,17 @@
 // The stack's part of the data-consistency audit: a nightly EventBridge rule that starts a task of the worker's task
-// definition (enqueue the audit, then work it off, so it runs with the service at 0 tasks), and an alarm on the
-// AuditFindings metric the audit publishes. cdk-nag passes with them (test/infra-nag.test.ts).
+// definition family, its latest ACTIVE revision (enqueue the audit, then work it off, so it runs with the service at 0
+// tasks), and an alarm on the AuditFindings metric the audit publishes. cdk-nag passes with them (test/infra-nag.test.ts).
 import { Match } from 'aws-cdk-lib/assertions';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AUDIT_TASK_COMMAND } from '../infra/bulk-import-worker-props.js';
 import { actionsOf, cleanUp, iamStatements, resourcesOfType, synthScenario } from './fixtures/infra/synth.js';
+import { taskDefinitionNamed } from './support/scheduled-task-arn.js';
 
 const SYNTH_TIMEOUT = 60_000;
 afterAll(cleanUp);
 
 describe('audit in the stack', () => {
-  it('runs the audit nightly as a task of the worker task definition, in the private subnets, with the audit command', { timeout: SYNTH_TIMEOUT }, () => {
+  it('runs the audit nightly as a task of the latest revision of the worker family, in the private subnets, with the audit command', { timeout: SYNTH_TIMEOUT }, () => {
     const { template } = synthScenario('prodStopped');
     const rules = resourcesOfType(template, 'AWS::Events::Rule');
     expect(rules).toHaveLength(1);
@@ -23,20 +24,26 @@ describe('audit in the stack', () => {
       EcsParameters: {
         LaunchType: 'FARGATE',
         TaskCount: 1,
-        TaskDefinitionArn: { Ref: taskDefinitionId },
         NetworkConfiguration: { AwsVpcConfiguration: { AssignPublicIp: 'DISABLED' } },
       },
     });
+    // The family, not this stack's revision: each night runs the latest ACTIVE revision, the image scripts/deploy.sh
+    // deployed since the last cdk deploy.
+    expect(taskDefinitionNamed((targets[0]!.EcsParameters as Record<string, unknown>).TaskDefinitionArn)).toBe('bulk-import-worker-prod');
     expect(JSON.parse(targets[0]!.Input as string)).toEqual({ containerOverrides: [{ name: 'worker', command: AUDIT_TASK_COMMAND }] });
     expect(AUDIT_TASK_COMMAND.join(' ')).toMatch(/bulk-import\.js audit start && exec .*bulk-import\.js worker --kinds audit --exit-when-idle$/);
 
-    // The rule's role may start only this task definition and pass only the task's own roles.
+    // The rule's role may start only revisions of the worker family, in the worker cluster, and pass only the task's
+    // own roles to ECS tasks.
     const statements = iamStatements(template).filter((statement) => statement.policy.includes('AuditScheduleRole'));
     expect(statements.flatMap(actionsOf).sort()).toEqual(['ecs:RunTask', 'ecs:TagResource', 'iam:PassRole']);
     const passRole = statements.find((statement) => actionsOf(statement).includes('iam:PassRole'))!;
     expect(JSON.stringify(passRole.Resource)).not.toContain('"*"');
+    expect(passRole.Condition).toEqual({ StringLike: { 'iam:PassedToService': 'ecs-tasks.amazonaws.com' } });
     const runTask = statements.find((statement) => actionsOf(statement).includes('ecs:RunTask'))!;
-    expect(runTask.Resource).toEqual({ Ref: taskDefinitionId });
+    expect(taskDefinitionNamed(runTask.Resource)).toBe('bulk-import-worker-prod:*');
+    expect(JSON.stringify(runTask.Resource)).not.toContain(taskDefinitionId);
+    expect(runTask.Condition).toEqual({ ArnEquals: { 'ecs:cluster': { 'Fn::GetAtt': [expect.stringMatching(/^WorkerCluster/), 'Arn'] } } });
   });
 
   it('alarms when an audit reports findings, and keeps that state until an audit finds none', { timeout: SYNTH_TIMEOUT }, () => {

@@ -78,7 +78,8 @@ describe('cdk-nag AwsSolutionsChecks', () => {
       'AwsSolutions-IAM5[Resource::…]',
     ]);
     // The wildcard-resource acknowledgements name their resources: the import prefix, `*` (no resource-level
-    // permissions) and this cluster's tasks; never a whole bucket or service.
+    // permissions), this cluster's tasks and the revisions of the worker family (the scheduled tasks run its latest);
+    // never a whole bucket or service.
     const resources = [...ids].filter((id) => id.startsWith('AwsSolutions-IAM5')).sort();
     expect(resources).toEqual(
       expect.arrayContaining([
@@ -87,7 +88,9 @@ describe('cdk-nag AwsSolutionsChecks', () => {
         'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::backend-documents/documents/bulk/*]',
       ]),
     );
-    for (const id of resources) expect(id).toMatch(/Resource::(\*|.*\/imports\/\*|.*\/documents\/bulk\/\*|.*:task\/.+\/\*)\]$/);
+    for (const id of resources) {
+      expect(id).toMatch(/Resource::(\*|.*\/imports\/\*|.*\/documents\/bulk\/\*|.*:task\/.+\/\*|.*:task-definition\/bulk-import-worker-[a-z0-9-]+:\*)\]$/);
+    }
   });
 
   it('catches a violation when one is present (the checks are live)', { timeout: SYNTH_TIMEOUT }, () => {

@@ -31,6 +31,7 @@ import {
   resourcesOfType,
   validationFindings,
 } from './fixtures/infra/synth.js';
+import { taskDefinitionNamed } from './support/scheduled-task-arn.js';
 
 const SYNTH_TIMEOUT = 60_000;
 afterAll(cleanUp);
@@ -274,10 +275,10 @@ describe('repeated failures', () => {
 });
 
 describe('stopped but needed', () => {
-  it('a scheduled Fargate task of the worker task definition publishes the gauges every N minutes', { timeout: SYNTH_TIMEOUT }, () => {
-    for (const [name, minutes] of [
-      ['prodObserved', 10],
-      ['stagingStopped', 5],
+  it('a scheduled Fargate task of the latest revision of the worker family publishes the gauges every N minutes', { timeout: SYNTH_TIMEOUT }, () => {
+    for (const [name, minutes, family] of [
+      ['prodObserved', 10, 'bulk-import-worker-prod'],
+      ['stagingStopped', 5, 'bulk-import-worker-staging'],
     ] as const) {
       const template = synth(name);
       const schedules = resourcesOfType(template, 'AWS::Scheduler::Schedule');
@@ -285,10 +286,10 @@ describe('stopped but needed', () => {
       const schedule = schedules[0]![1].Properties;
       expect(schedule.ScheduleExpression).toBe(`rate(${minutes} minutes)`);
       expect(schedule.State).toBe('ENABLED');
-      const taskDefinition = logicalIdOf(template, 'AWS::ECS::TaskDefinition');
       const target = schedule.Target as Record<string, unknown> & { EcsParameters: Record<string, unknown>; Input: string };
+      // The family: each run takes its latest ACTIVE revision, the image scripts/deploy.sh deployed.
+      expect(taskDefinitionNamed(target.EcsParameters.TaskDefinitionArn)).toBe(family);
       expect(target.EcsParameters).toMatchObject({
-        TaskDefinitionArn: { Ref: taskDefinition },
         TaskCount: 1,
         LaunchType: 'FARGATE',
         NetworkConfiguration: { AwsvpcConfiguration: { AssignPublicIp: 'DISABLED', SecurityGroups: [{ 'Fn::GetAtt': [expect.stringMatching(/^WorkerSecurityGroup/), 'GroupId'] }] } },
@@ -299,7 +300,7 @@ describe('stopped but needed', () => {
     }
   });
 
-  it('the scheduler role may only run that task definition and pass its two roles to ECS tasks', { timeout: SYNTH_TIMEOUT }, () => {
+  it('the scheduler role may only run revisions of that family in the worker cluster and pass its two roles to ECS tasks', { timeout: SYNTH_TIMEOUT }, () => {
     const template = synth('prodObserved');
     const roleId = logicalIdOf(template, 'AWS::IAM::Role', /^WorkerGaugesScheduleRole/);
     const role = template.toJSON().Resources[roleId] as CfnResource;
@@ -315,8 +316,9 @@ describe('stopped but needed', () => {
     });
     const statements = iamStatements(template).filter((statement) => statement.policy.startsWith('WorkerGaugesScheduleRole'));
     expect(statements.flatMap(actionsOf).sort()).toEqual(['ecs:RunTask', 'iam:PassRole']);
-    const taskDefinition = logicalIdOf(template, 'AWS::ECS::TaskDefinition');
-    expect(statements.find((statement) => actionsOf(statement).includes('ecs:RunTask'))!.Resource).toEqual({ Ref: taskDefinition });
+    const runTask = statements.find((statement) => actionsOf(statement).includes('ecs:RunTask'))!;
+    expect(taskDefinitionNamed(runTask.Resource)).toBe('bulk-import-worker-prod:*');
+    expect(runTask.Condition).toEqual({ ArnEquals: { 'ecs:cluster': { 'Fn::GetAtt': [expect.stringMatching(/^WorkerCluster/), 'Arn'] } } });
     const passRole = statements.find((statement) => actionsOf(statement).includes('iam:PassRole'))!;
     const passed = (passRole.Resource as Array<{ 'Fn::GetAtt': [string, string] }>).map((resource) => resource['Fn::GetAtt']);
     expect(passed.map(([id]) => id.replace(/[0-9A-F]{8}$/, '')).sort()).toEqual(['WorkerTaskDefinitionExecutionRole', 'WorkerTaskDefinitionTaskRole']);

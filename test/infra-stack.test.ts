@@ -557,6 +557,20 @@ describe('queue-depth autoscaling', () => {
   it('is not created while desiredCount is 0 (the stop switch wins)', { timeout: SYNTH_TIMEOUT }, () => {
     synthScenario('prodStopped').template.resourceCountIs('AWS::ApplicationAutoScaling::ScalableTarget', 0);
   });
+
+  it('leaves the count out of the service, so no deploy resets an autoscaled fleet; without autoscaling it is there', { timeout: SYNTH_TIMEOUT }, () => {
+    // A service update that names DesiredCount sets it: every deploy that changes the service (an image, the campaign
+    // mount) would put the fleet back to the template's count. minCapacity seeds it instead; campaign.sh sets it.
+    const autoscaled = singleResource(synthScenario('prodAutoscaling').template, 'AWS::ECS::Service');
+    expect(autoscaled.Properties).not.toHaveProperty('DesiredCount');
+    expect(singleResource(synthScenario('prodCampaign').template, 'AWS::ECS::Service').Properties.DesiredCount).toBe(2);
+    expect(singleResource(synthScenario('prodStopped').template, 'AWS::ECS::Service').Properties.DesiredCount).toBe(0);
+    // What campaign.sh sets the service to after its deploy: the count asked for, with or without autoscaling.
+    const outputs = (name: ScenarioName) => synthScenario(name).template.toJSON().Outputs as Record<string, { Value: unknown }>;
+    expect(outputs('prodAutoscaling').DesiredCount!.Value).toBe('2');
+    expect(outputs('prodCampaign').DesiredCount!.Value).toBe('2');
+    expect(outputs('prodStopped').DesiredCount!.Value).toBe('0');
+  });
 });
 
 describe('outputs', () => {

@@ -3,8 +3,10 @@
 // call, and keeps a small ECS/ECR model in a JSON state file: services with their task definition, deployments and
 // events; task definition revisions; images by digest and tag. A deployment's fate is scripted per service (the
 // `plans`): it completes, fails, is rolled back by the circuit breaker, or stays in progress until the test releases
-// it. The model answers the exact `--query` expressions the scripts send and refuses any other, so a script that
-// asks something new fails here rather than being answered by accident.
+// it. A `cdk deploy` applies the stack's desired count only when the template's count changes (CloudFormation leaves
+// an unchanged service alone), and publishes it as the DesiredCount output. One-off tasks (`run-task`) stop with a
+// scripted exit code. The model answers the exact `--query` expressions the scripts send and refuses any other, so a
+// script that asks something new fails here rather than being answered by accident.
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +24,10 @@ interface ServiceModel {
   events: Array<{ message: string }>;
   /** Outcomes of the next deployments, in order; `complete` when empty. */
   plans: DeploymentPlan[];
+  /** The service's desired count (1 when not given). */
+  desiredCount?: number;
+  /** `networkConfiguration` as describe-services reports it (run-task takes the same shape). */
+  networkConfiguration?: unknown;
 }
 
 export interface StandInState {
@@ -35,6 +41,16 @@ export interface StandInState {
   scalableTargets: Record<string, { scalingIn: boolean; scalingOut: boolean; scheduled: boolean }>;
   stackOutputs: string;
   nextDeployment: number;
+  /** The desired count of the template last deployed (undefined: unknown, the next deploy applies its own). */
+  deployedDesiredCount?: number;
+  /** The count a deploy without `-c desiredCount=` asks for (cdk.json's baseline; 1 when not given). */
+  baselineDesiredCount?: number;
+  /** The stack has autoscaling (`autoscaling=true` in cdk.json): its service names no count unless it is 0. */
+  stackAutoscaling?: boolean;
+  /** One-off tasks `run-task` started, by ARN. */
+  tasks: Record<string, { taskDefinition: string; overrides: unknown; networkConfiguration: unknown; exitCode: number; polls: number }>;
+  /** Exit codes of the next one-off tasks, in order; 0 when empty. */
+  taskExitCodes: number[];
 }
 
 /**
@@ -169,8 +185,12 @@ if (name === 'aws') {
       out(model.events.filter((event) => event.message.includes(match[1])).slice(0, 5).map((event) => event.message).join('\t'));
     } else if (query === 'services[0].taskDefinition') {
       out(model.taskDefinition);
+    } else if (query === 'services[0].desiredCount') {
+      out(String(model.desiredCount ?? 1));
+    } else if (query === 'services[0].networkConfiguration' && option('--output') === 'json') {
+      out(JSON.stringify(model.networkConfiguration ?? null));
     } else if (query === 'services[0].{desired:desiredCount,running:runningCount,taskDefinition:taskDefinition}') {
-      out('desired 1 running 1 ' + model.taskDefinition);
+      out('desired ' + (model.desiredCount ?? 1) + ' running ' + (model.desiredCount ?? 1) + ' ' + model.taskDefinition);
     } else refuse('unknown query ' + query);
     save();
   } else if (group === 'ecs' && command === 'describe-task-definition') {
@@ -204,7 +224,35 @@ if (name === 'aws') {
       if (query !== "service.deployments[?taskDefinition=='" + taskDefinition + "'] | [0].id") refuse('unknown query ' + query);
       out(id);
     }
+    const desired = option('--desired-count');
+    if (desired !== undefined) {
+      model.desiredCount = Number(desired);
+      if (query === 'service.desiredCount') out(desired);
+    }
     save();
+  } else if (group === 'ecs' && command === 'run-task') {
+    const taskDefinition = option('--task-definition');
+    if (!state.taskDefinitions[taskDefinition] || state.taskDefinitions[taskDefinition].taskDefinition.status !== 'ACTIVE') refuse('no active task definition ' + taskDefinition);
+    if (query !== 'tasks[0].taskArn') refuse('unknown query ' + query);
+    const arn = 'arn:aws:ecs:eu-west-1:123456789012:task/' + option('--cluster') + '/' + String(Object.keys(state.tasks ?? {}).length + 1).padStart(32, '0');
+    state.tasks = state.tasks ?? {};
+    state.tasks[arn] = {
+      taskDefinition,
+      overrides: JSON.parse(option('--overrides')),
+      networkConfiguration: JSON.parse(option('--network-configuration')),
+      exitCode: (state.taskExitCodes ?? []).shift() ?? 0,
+      polls: 0,
+    };
+    save();
+    out(arn);
+  } else if (group === 'ecs' && command === 'describe-tasks') {
+    // The first look sees the task running, the next one stopped with its scripted exit code.
+    const task = (state.tasks ?? {})[option('--tasks')];
+    if (!task) refuse('no task ' + option('--tasks'));
+    if (query !== "tasks[0].[lastStatus, containers[?name=='worker'] | [0].exitCode, stoppedReason]") refuse('unknown query ' + query);
+    task.polls += 1;
+    save();
+    out(task.polls < 2 ? 'RUNNING\tNone\tNone' : 'STOPPED\t' + task.exitCode + '\tEssential container in task exited');
   } else if (group === 'ecs' && command === 'list-tasks') {
     out((state.runningTasks[option('--cluster') + '/' + option('--service-name')] ?? []).join('\t'));
   } else if (group === 'cloudformation' && command === 'describe-stacks') {
@@ -240,6 +288,20 @@ if (name === 'aws') {
     state.scalableTargets = {};
     save();
   }
+  if (args[0] === 'deploy') {
+    // CloudFormation updates the service's count only when the template's count changed; the output always says it.
+    const asked = args.find((arg) => arg.startsWith('desiredCount='));
+    const count = asked ? Number(asked.slice('desiredCount='.length)) : (state.baselineDesiredCount ?? 1);
+    const outputs = Object.fromEntries(state.stackOutputs.split('\n').filter(Boolean).map((line) => line.split('\t')));
+    if (count !== state.deployedDesiredCount) {
+      state.deployedDesiredCount = count;
+      const service = state.services[outputs.ClusterName + '/' + outputs.ServiceName];
+      if (service && (count === 0 || !state.stackAutoscaling)) service.desiredCount = count;
+    }
+    outputs.DesiredCount = String(count);
+    state.stackOutputs = Object.entries(outputs).map(([key, value]) => key + '\t' + value + '\n').join('');
+    save();
+  }
 }
 `;
 
@@ -271,7 +333,19 @@ export function newSandbox(initial: Partial<StandInState> = {}): Sandbox {
     writeFileSync(join(bin, name), `#!/bin/sh\nexec '${process.execPath}' '${join(dir, 'stand-in.mjs')}' ${name} "$@"\n`);
     chmodSync(join(bin, name), 0o755);
   }
-  const state: StandInState = { services: {}, taskDefinitions: {}, images: {}, repositories: {}, runningTasks: {}, scalableTargets: {}, stackOutputs: '', nextDeployment: 1, ...initial };
+  const state: StandInState = {
+    services: {},
+    taskDefinitions: {},
+    images: {},
+    repositories: {},
+    runningTasks: {},
+    scalableTargets: {},
+    stackOutputs: '',
+    nextDeployment: 1,
+    tasks: {},
+    taskExitCodes: [],
+    ...initial,
+  };
   writeFileSync(join(dir, 'state.json'), JSON.stringify(state));
   writeFileSync(join(dir, 'calls.log'), '');
   const read = () => JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as StandInState;
