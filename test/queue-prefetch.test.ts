@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { JobHandler } from '../worker/handlers/types.js';
 import { enqueueJobs } from '../worker/queue/enqueue.js';
@@ -10,6 +11,7 @@ import type { Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
 import { testWorker, waitFor } from './support/in-process-worker.js';
 import { recordingLogger } from './support/recording-logger.js';
+import { startSilencingProxy } from './support/silencing-proxy.js';
 
 const env = useTestEnvironment();
 const workers: Worker[] = [];
@@ -220,5 +222,83 @@ describe('a worker with buffered jobs', () => {
     ]);
     const { rows } = await env.pool.query<{ state: string; attempts: number }>('SELECT state, attempts FROM jobs WHERE id = $1', [rescued]);
     expect(rows[0]).toEqual({ state: 'queued', attempts: 1 });
+  });
+  it('a beat that starts a buffered job while a claim is out: the claim starts only what still fits', async () => {
+    const started: number[] = [];
+    const gates = new Map<number, () => void>();
+    const release = (id: number) => gates.get(id)!();
+    const gated: JobHandler<unknown> = {
+      kind: 'held',
+      description: 'the first run is instant, the rest wait for the test',
+      parsePayload: () => ({}),
+      run: async ({ job }) => {
+        started.push(job.id);
+        if (started.length > 1) await new Promise<void>((resolve) => gates.set(job.id, resolve));
+      },
+    };
+    // The worker's own sessions (claim, leases, wake-ups) go through a proxy that can hold their answers.
+    const proxy = await startSilencingProxy(env.databaseUrl);
+    const holder = new pg.Client({ connectionString: env.databaseUrl });
+    await holder.connect();
+    const worker = testWorker({ ...env, databaseUrl: proxy.url }, [gated], {
+      concurrency: 1,
+      prefetchWindowMs: 60_000,
+      prefetchMax: 1,
+      pollIntervalMs: 60_000,
+      leaseMs: 1_500,
+      heartbeatMs: 600_000,
+    });
+    workers.push(worker);
+    try {
+      const [first] = await enqueueJobs(env.pool, 'held', [{}]);
+      void worker.start();
+      await waitFor(async () => started.includes(first!));
+      const [running, kept] = await enqueueJobs(env.pool, 'held', [{}, {}]);
+      await waitFor(async () => worker.bufferedCount === 1 && started.includes(running!));
+      await waitFor(async () => {
+        const { rows } = await env.pool.query('SELECT 1 FROM jobs WHERE id = $1 AND lease_expires_at < now()', [kept]);
+        return rows.length === 1;
+      }, 30_000);
+
+      // The beat the freed slot asks for waits on the buffered run's row, and the claim that follows it (a slot is
+      // free, the next run is due) waits in the proxy for its answer. No claim comes between: the buffer is full
+      // (prefetchMax 1) and the one slot taken. The hold comes before the freed slot is handled (same tick), and the
+      // lease session connects only for that beat, after the hold: its answers pass.
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE', [kept]);
+      const [next] = await enqueueJobs(env.pool, 'held', [{}]);
+      const heldFrom = (await env.pool.query<{ now: Date }>('SELECT clock_timestamp() AS now')).rows[0]!.now;
+      release(running!);
+      proxy.holdReplies();
+      await waitFor(async () => {
+        const { rows } = await env.pool.query<{ claimed: number; beating: number }>(
+          `SELECT count(*) FILTER (WHERE application_name = 'bulk-import-claim' AND state = 'idle' AND query_start > $1)::int AS claimed,
+                  count(*) FILTER (WHERE application_name = 'bulk-import-lease' AND wait_event_type = 'Lock')::int AS beating
+           FROM pg_stat_activity WHERE datname = current_database()`,
+          [heldFrom],
+        );
+        return rows[0]!.claimed === 1 && rows[0]!.beating === 1;
+      });
+      // The beat renews the lease and starts the buffered job in the slot the claim counted free when it was sent.
+      await holder.query('COMMIT');
+      await waitFor(async () => started.includes(kept!));
+      const answered = once(worker, 'loop');
+      proxy.releaseReplies();
+      await answered;
+      expect(started).not.toContain(next);
+      expect(worker.runningCount).toBe(1);
+
+      release(kept!);
+      await waitFor(async () => started.includes(next!));
+      release(next!);
+      await waitFor(async () => {
+        const { rows } = await env.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM jobs WHERE id = ANY($1) AND state = 'succeeded'", [[kept, next]]);
+        return rows[0]!.n === 2;
+      });
+    } finally {
+      await holder.end();
+      await worker.stop();
+      await proxy.close();
+    }
   });
 });

@@ -147,6 +147,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private heartbeatInFlight = false;
   /** A tick came while a beat was in flight: beat again once it ends. */
   private heartbeatMissed = false;
+  /** performance.now() when the last heartbeat was sent. */
+  private lastBeatAt = -Infinity;
   /** Fires when stop() begins: interrupts the claim-failure backoff so shutdown never waits on it. */
   private readonly stopController = new AbortController();
   private wasBusy = false;
@@ -378,7 +380,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.buffer.push(jobs, leaseUntil);
         break;
       }
-      const startNow = jobs.slice(0, startable);
+      // A heartbeat that answered while the claim ran may have started buffered jobs into the slots counted free
+      // before it (startFromBuffer after a renewal): start only what fits now, and buffer the rest.
+      const startNow = jobs.slice(0, Math.min(startable, headroom(pool), this.options.concurrency - this.running));
       for (const job of startNow) this.startJob(job);
       this.buffer.push(jobs.slice(startNow.length), leaseUntil);
       total += jobs.length;
@@ -395,7 +399,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     while (!this.stopping && this.running < this.options.concurrency - reservedForCappedPools(this.pools)) {
       const job = this.buffer.shift(performance.now());
       if (!job) {
-        if (this.buffer.awaitingRenewal(performance.now())) void this.heartbeat();
+        if (this.buffer.awaitingRenewal(performance.now()) && this.mayAskForBeat()) void this.heartbeat();
         break;
       }
       this.startJob(job);
@@ -578,7 +582,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
+  /**
+   * Whether a free slot may ask for a heartbeat to renew the buffered leases: none is under way, and none began within
+   * a second (a beat that takes longer than a lease leaves them unconfirmed: beats must not follow each other at once).
+   */
+  private mayAskForBeat(): boolean {
+    return !this.heartbeatInFlight && performance.now() - this.lastBeatAt >= Math.min(1_000, this.options.heartbeatMs);
+  }
+
   private async beat(): Promise<void> {
+    this.lastBeatAt = performance.now();
     const leases = [
       ...[...this.active.values()].map((entry) => entry.lease),
       ...this.buffer.all().map((job) => ({ jobId: job.id, attempt: job.attempt })),
