@@ -144,6 +144,28 @@ describe('enqueue refuses what it cannot or should not store, before any SQL', (
     expect(edge.job).toMatchObject({ priority: -2_147_483_648, maxAttempts: 100 });
   });
 
+  it("a tenant id with a control character or a noncharacter, which the run's outcome notification could never carry", async () => {
+    const before = await jobCount();
+    // SNS refuses such characters in a message attribute (the tenant is one) on every try of the message.
+    for (const tenantId of ['bad\u0001tenant', 'tab\tbed', 'two\nlines', 'del\u007f', 'c1\u0085', 'nonchar\uffff']) {
+      await expect(submitJob(env.pool, { kind: 'noop', tenantId }), JSON.stringify(tenantId)).rejects.toMatchObject({
+        code: 'INVALID_ENQUEUE',
+        message: expect.stringMatching(/^cannot enqueue: tenant holds U\+[0-9A-F]{4}, a control character or a noncharacter/),
+        context: { field: 'tenant' },
+      });
+    }
+    await expect(enqueueJobs(env.pool, 'noop', [{}], { tenantId: 'esc\u001b[31m' })).rejects.toMatchObject({
+      code: 'INVALID_ENQUEUE',
+      message: expect.stringContaining('tenant holds U+001B'),
+    });
+    const cli = await runCli(env, ['enqueue', 'noop', '--tenant', 'bad\u0001tenant']);
+    expect({ code: cli.code, stderr: cli.stderr }).toMatchObject({ code: 1, stderr: expect.stringMatching(/cannot enqueue: tenant holds U\+0001/) });
+    expect(await jobCount()).toBe(before);
+    // Letters of any script, spaces and symbols are fine.
+    const { job } = await enqueueJob(env.pool, { kind: 'noop', tenantId: 'Zürich 東京 ✓' });
+    expect(job.tenantId).toBe('Zürich 東京 ✓');
+  });
+
   it('the CLI checks every numeric option, text length and duration before SQL sees it', async () => {
     const before = await jobCount();
     const refused: Array<[string[], RegExp]> = [

@@ -11,6 +11,7 @@ import { PermanentJobError } from '../worker/queue/errors.js';
 import { createCloudWatchClient, jobMetricPoints, MetricsPublisher, publishJobMetrics } from '../worker/ops/metrics.js';
 import { useTestEnvironment } from './harness.js';
 import { silentLog, testWorker, waitFor } from './support/in-process-worker.js';
+import { recordingLogger } from './support/recording-logger.js';
 import {
   cloudWatchFailure,
   cloudWatchSuccess,
@@ -123,6 +124,25 @@ describe('per-job metrics', () => {
     client.destroy();
     // The SDK retried each call (500 is retryable) before giving up.
     expect(endpoint.requests.length).toBeGreaterThanOrEqual(4);
+  });
+
+  it('a PutMetricData that does not answer is abandoned after its timeout; stop() waits a bounded time for calls in flight', async () => {
+    endpoint.respondWith(() => 'no-answer');
+    const client = cloudWatchClient();
+    const recorded = recordingLogger();
+    const publisher = new MetricsPublisher(client, NAMESPACE, recorded.log, { callTimeoutMs: 300 });
+    await expect(publisher.publish([{ name: 'QueuedJobs', unit: 'Count', value: 1 }])).resolves.toBe(false);
+    expect(recorded.lines()).toContainEqual(expect.objectContaining({ msg: 'could not publish metrics; dropping them' }));
+    // A worker that stops with a call in flight (a gauge) and points pending: it gives them its stop time, not the
+    // shutdown's whole grace, however long the call's own timeout.
+    const stopping = new MetricsPublisher(client, NAMESPACE, silentLog, { callTimeoutMs: 3_600_000, stopTimeoutMs: 300 });
+    const seen = putMetricDataCalls(endpoint.requests).length;
+    const gauge = stopping.publish([{ name: 'QueuedJobs', unit: 'Count', value: 2 }]);
+    await waitFor(async () => putMetricDataCalls(endpoint.requests).length > seen);
+    stopping.record({ name: 'JobsFinished', unit: 'Count', value: 1 });
+    await stopping.stop();
+    await expect(gauge).resolves.toBe(false);
+    client.destroy();
   });
 });
 

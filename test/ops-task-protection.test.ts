@@ -1,6 +1,9 @@
 // ECS task scale-in protection against a local HTTP stand-in for the ECS agent: on while the worker holds leases,
 // renewed before it expires, off once idle; an agent that fails never stops the worker.
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { context, ROOT_CONTEXT, trace, type Context, type ContextManager } from '@opentelemetry/api';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { JobHandler } from '../worker/handlers/types.js';
 import { enqueueJob } from '../worker/queue/enqueue.js';
@@ -8,6 +11,7 @@ import { requireJob } from '../worker/queue/operator.js';
 import { TaskProtection } from '../worker/ops/task-protection.js';
 import { useTestEnvironment } from './harness.js';
 import { silentLog, testWorker, waitFor } from './support/in-process-worker.js';
+import { recordingLogger } from './support/recording-logger.js';
 import {
   ecsAgentFailure,
   ecsAgentSuccess,
@@ -29,6 +33,29 @@ const sleeper: JobHandler<{ sleepMs: number }> = {
     await sleep(payload.sleepMs, undefined, { signal });
   },
 };
+
+/** Contexts that follow async work, as the tracing SDK's (AsyncLocalStorage): without one the API has only the root. */
+class AsyncContextManager implements ContextManager {
+  private readonly storage = new AsyncLocalStorage<Context>();
+  active(): Context {
+    return this.storage.getStore() ?? ROOT_CONTEXT;
+  }
+  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(active: Context, fn: F, thisArg?: ThisParameterType<F>, ...args: A): ReturnType<F> {
+    return this.storage.run(active, () => fn.apply(thisArg, args));
+  }
+  bind<T>(active: Context, target: T): T {
+    if (typeof target !== 'function') return target;
+    const fn = target as (...args: unknown[]) => unknown;
+    return ((...args: unknown[]) => this.with(active, () => fn(...args))) as T;
+  }
+  enable(): this {
+    return this;
+  }
+  disable(): this {
+    this.storage.disable();
+    return this;
+  }
+}
 
 beforeAll(async () => {
   agent = await startRecordingEndpoint(ecsAgentSuccess);
@@ -104,6 +131,28 @@ describe('task scale-in protection', () => {
     expect(Date.now() - started).toBeLessThan(3_000);
     expect(protection.protected).toBeUndefined();
     agent = await startRecordingEndpoint(ecsAgentSuccess);
+  });
+
+  it("a worker that says it is busy from a run's trace context does not carry that trace into the protection's retries", async () => {
+    context.setGlobalContextManager(new AsyncContextManager());
+    try {
+      agent.respondWith(ecsAgentFailure);
+      const recorded = recordingLogger();
+      const worker = new EventEmitter();
+      const protection = new TaskProtection({ agentUri: agent.url, retryDelayMs: 50 }, recorded.log).attach(worker as never);
+      const runTrace = trace.setSpan(ROOT_CONTEXT, trace.wrapSpanContext({ traceId: '5a1e0f3b7c2d4e6f8091a2b3c4d5e6f7', spanId: '1f2e3d4c5b6a7980', traceFlags: 1 }));
+      context.with(runTrace, () => worker.emit('busy', true));
+      await waitFor(async () => protectionRequests(agent.requests).length >= 3);
+      agent.respondWith(ecsAgentSuccess);
+      await waitFor(async () => recorded.lines().some((line) => line.msg === 'task scale-in protection on'));
+      await protection.stop();
+      expect(recorded.lines().filter((line) => line.trace_id !== undefined)).toEqual([]);
+      // A line written inside that context does name the trace: the check above could fail.
+      context.with(runTrace, () => recorded.log.info('inside the run'));
+      expect(recorded.lines().at(-1)).toMatchObject({ msg: 'inside the run', trace_id: '5a1e0f3b7c2d4e6f8091a2b3c4d5e6f7' });
+    } finally {
+      context.disable();
+    }
   });
 
   it('a worker process with ECS_AGENT_URI protects its task while it runs a job and releases it when it stops', async () => {

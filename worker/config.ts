@@ -146,7 +146,7 @@ export interface NotificationsConfig {
   topicArn: string | undefined;
   /** SNS endpoint override (tests); undefined means AWS. */
   snsEndpoint: string | undefined;
-  /** Terminal states notified (NOTIFY_STATES). */
+  /** Terminal states notified (NOTIFY_STATES); empty (`none`) turns notifications off for the database. */
   states: JobState[];
   /** Base URL of the admin pages; each message links to `<base>/admin/runs/<id>`. No link when unset. */
   adminBaseUrl: string | undefined;
@@ -471,9 +471,10 @@ class EnvReader {
     const value = this.raw(name);
     if (value === undefined) return fallback;
     if (value === 'all') return [...TERMINAL_STATES];
+    if (value === 'none') return [];
     const states = value.split(',').map((state) => state.trim());
     if (states.some((state) => !(TERMINAL_STATES as readonly string[]).includes(state))) {
-      this.fail(name, value, `all, or some of ${TERMINAL_STATES.join(',')} separated by commas`);
+      this.fail(name, value, `all, none, or some of ${TERMINAL_STATES.join(',')} separated by commas`);
     }
     return [...new Set(states)] as JobState[];
   }

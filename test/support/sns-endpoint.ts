@@ -32,14 +32,22 @@ export const snsSuccess: Responder = (request): Reply => {
   };
 };
 
+/** An SNS error answer of the Query protocol. */
+function snsError(status: number, type: 'Sender' | 'Receiver', code: string, message: string): Responder {
+  return (): Reply => ({
+    status,
+    headers: { 'content-type': 'text/xml' },
+    body:
+      `<ErrorResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><Error><Type>${type}</Type>` +
+      `<Code>${code}</Code><Message>${message}</Message></Error><RequestId>test</RequestId></ErrorResponse>`,
+  });
+}
+
 /** Answers like SNS having an internal error (HTTP 500, retryable). */
-export const snsFailure: Responder = (): Reply => ({
-  status: 500,
-  headers: { 'content-type': 'text/xml' },
-  body:
-    '<ErrorResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><Error><Type>Receiver</Type>' +
-    '<Code>InternalError</Code><Message>test outage</Message></Error><RequestId>test</RequestId></ErrorResponse>',
-});
+export const snsFailure = snsError(500, 'Receiver', 'InternalError', 'test outage');
+
+/** Refuses a Publish like SNS refuses a message it cannot take, whatever it holds (HTTP 400, InvalidParameter). */
+export const snsInvalidParameter = snsError(400, 'Sender', 'InvalidParameter', 'Invalid parameter: MessageAttributes');
 
 /** The Publish calls among the recorded requests, parsed (each retry of the SDK is a call of its own). */
 export function publishCalls(requests: RecordedRequest[]): PublishSeen[] {

@@ -43,7 +43,24 @@ interface Aggregate {
 export interface MetricsPublisherOptions {
   /** How often aggregated job metrics are sent. */
   flushIntervalMs?: number;
+  /** How long one PutMetricData (with the SDK's retries) may take; default PUT_METRIC_DATA_TIMEOUT_MS. */
+  callTimeoutMs?: number;
+  /** How long stop() waits for the last calls; default STOP_TIMEOUT_MS. */
+  stopTimeoutMs?: number;
 }
+
+/**
+ * A PutMetricData that has not answered in this long is abandoned and its points dropped. The SDK's own socket timeout
+ * is minutes: a call that hung held the queue gauges' round, and stop() with it.
+ */
+export const PUT_METRIC_DATA_TIMEOUT_MS = 5_000;
+
+/**
+ * stop() abandons what is still in flight after this long. It runs in the shutdown's last 20 s (after the drain, with
+ * the notification publisher, the maintenance services and the pool still to close before ECS's SIGKILL), so the
+ * last metrics get a few seconds, not the rest of that time.
+ */
+export const STOP_TIMEOUT_MS = 5_000;
 
 /**
  * Sends metric points to one namespace. `record` aggregates points per name, unit and dimensions into statistic
@@ -55,6 +72,8 @@ export class MetricsPublisher {
   private timer: NodeJS.Timeout | undefined;
   private readonly inFlight = new Set<Promise<void>>();
   private failing = false;
+  /** Aborted by stop() once its time is up: calls still in flight are abandoned. */
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly client: CloudWatchClient,
@@ -117,8 +136,9 @@ export class MetricsPublisher {
   private async send(data: MetricDatum[]): Promise<boolean> {
     let ok = true;
     for (let start = 0; start < data.length; start += MAX_POINTS_PER_CALL) {
+      const abortSignal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.options.callTimeoutMs ?? PUT_METRIC_DATA_TIMEOUT_MS)]);
       const call = this.client
-        .send(new PutMetricDataCommand({ Namespace: this.namespace, MetricData: data.slice(start, start + MAX_POINTS_PER_CALL) }))
+        .send(new PutMetricDataCommand({ Namespace: this.namespace, MetricData: data.slice(start, start + MAX_POINTS_PER_CALL) }), { abortSignal })
         .then(() => {
           if (this.failing) this.log.info({ namespace: this.namespace }, 'publishing metrics works again');
           this.failing = false;
@@ -135,11 +155,17 @@ export class MetricsPublisher {
     return ok;
   }
 
-  /** Sends what is pending and waits for calls in flight. */
+  /** Sends what is pending and waits for calls in flight, for at most stopTimeoutMs: then they are abandoned. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    await this.flush();
-    await Promise.all([...this.inFlight]);
+    const timeUp = setTimeout(() => this.stopping.abort(new Error('metrics publisher stopped')), this.options.stopTimeoutMs ?? STOP_TIMEOUT_MS);
+    try {
+      await this.flush();
+      // Calls started before stop() (a gauge, a flush of the interval): each ends by its timeout or by the abort.
+      await Promise.all([...this.inFlight]);
+    } finally {
+      clearTimeout(timeUp);
+    }
   }
 }
 

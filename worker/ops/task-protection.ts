@@ -3,6 +3,7 @@
 // idle for a moment. Lowering desiredCount at the end of a campaign then stops idle tasks only. Protection expires
 // by itself, so it is renewed while the worker stays busy, and a crashed worker cannot pin its task for long.
 // Nothing here may stop the worker: failures are logged and retried.
+import { context, ROOT_CONTEXT } from '@opentelemetry/api';
 import type { Logger } from '../logger.js';
 import type { Worker } from '../runner/worker.js';
 
@@ -64,7 +65,9 @@ export class TaskProtection {
   }
 
   attach(worker: Worker): this {
-    const onBusy = (busy: boolean) => this.setBusy(busy);
+    // In no trace: the worker may say it is idle from a continuation of a run's span, which the retries (each timer set
+    // from the last) would otherwise carry on, their log lines naming that run's trace.
+    const onBusy = (busy: boolean) => context.with(ROOT_CONTEXT, () => this.setBusy(busy));
     worker.on('busy', onBusy);
     this.detach = () => worker.off('busy', onBusy);
     return this;

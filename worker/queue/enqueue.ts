@@ -31,6 +31,13 @@ function refuse(message: string, code = 'INVALID_ENQUEUE', context: Record<strin
   throw new PermanentJobError(`cannot enqueue: ${message}`, code, context);
 }
 
+/**
+ * What a tenant id may not hold besides: control characters (U+0000-U+001F, U+007F-U+009F) and U+FFFE, U+FFFF. The id
+ * is an attribute of the run's outcome notification, and SNS refuses such characters in attribute values (the same
+ * characters as in a message body: those of XML 1.0, less the control ones) — every try of that message, for ever.
+ */
+const TENANT_REFUSED_CHARACTER = /[\p{Cc}\uFFFE\uFFFF]/u;
+
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 function checkText(name: string, field: string, value: string | null | undefined, max: number, unit: 'bytes' | 'characters'): void {
@@ -92,6 +99,15 @@ export function checkEnqueueRequest(request: EnqueueRequest): void {
   }
   checkPayload(request.payload);
   checkText('tenant', 'tenant', request.tenantId, ENQUEUE_LIMITS.tenantChars, 'characters');
+  const refused = typeof request.tenantId === 'string' ? TENANT_REFUSED_CHARACTER.exec(request.tenantId)?.[0] : undefined;
+  if (refused !== undefined) {
+    const code = `U+${refused.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+    refuse(
+      `tenant holds ${code}, a control character or a noncharacter, which an SNS message attribute cannot carry (the run's outcome notification could never be sent)`,
+      'INVALID_ENQUEUE',
+      { field: 'tenant', character: code },
+    );
+  }
   checkText('dedupe key', 'dedupeKey', request.dedupeKey, ENQUEUE_LIMITS.dedupeKeyBytes, 'bytes');
   if (request.traceparent !== undefined && request.traceparent !== null && !TRACEPARENT.test(String(request.traceparent))) {
     refuse('traceparent must be a W3C trace context: 00-<32 hex digits>-<16 hex digits>-<2 hex digits>');

@@ -19,12 +19,21 @@ export interface OutboxNotification {
   publishAttempts: number;
 }
 
-/** Sets which terminal states get an outbox row from now on (empty: none). Every worker does this at start-up. */
+/**
+ * Sets which terminal states get an outbox row from now on (empty: none). Workers with a topic do this at start-up, and
+ * so does one started with NOTIFY_STATES=none (outbox-publisher.ts, startNotifications).
+ */
 export async function setNotifiedStates(db: Queryable, states: readonly JobState[]): Promise<void> {
   await db.query(
     `UPDATE job_notification_settings SET states = $1::text[], updated_at = now() WHERE states IS DISTINCT FROM $1::text[]`,
     [states],
   );
+}
+
+/** The terminal states that get an outbox row now, as the settings row says. */
+export async function readNotifiedStates(db: Queryable): Promise<JobState[]> {
+  const { rows } = await db.query<{ states: JobState[] }>('SELECT states FROM job_notification_settings');
+  return rows[0]?.states ?? [];
 }
 
 /**
@@ -56,7 +65,8 @@ export async function claimDueNotifications(db: Queryable, limit: number): Promi
 
 export async function markNotificationSent(db: Queryable, id: number, messageId: string | undefined): Promise<void> {
   await db.query(
-    `UPDATE job_notifications SET sent_at = now(), message_id = $2, publish_attempts = publish_attempts + 1, last_error = NULL
+    `UPDATE job_notifications SET sent_at = now(), message_id = $2, publish_attempts = publish_attempts + 1, last_error = NULL,
+       parked_at = NULL
      WHERE id = $1`,
     [id, messageId ?? null],
   );
@@ -72,14 +82,50 @@ export async function markNotificationFailed(db: Queryable, id: number, error: s
   );
 }
 
-/** Deletes notifications sent more than `days` ago, at most `limit` per call; returns how many. */
-export async function deleteSentNotifications(db: Queryable, days: number, limit = 10_000): Promise<number> {
-  const { rowCount } = await db.query(
-    `DELETE FROM job_notifications WHERE id IN (
-       SELECT id FROM job_notifications WHERE sent_at IS NOT NULL AND sent_at < now() - $1 * interval '1 day' LIMIT $2)`,
-    [days, limit],
+/**
+ * Records a failed try and sets the notification aside for good (migration 20261207130000): `parked_at` says when, and
+ * a due time of 'infinity' keeps it out of every claim. An operator sends it again (docs/RUNBOOK.md) or drops it.
+ */
+export async function markNotificationParked(db: Queryable, id: number, error: string): Promise<void> {
+  await db.query(
+    `UPDATE job_notifications SET publish_attempts = publish_attempts + 1, last_error = left($2, 1000),
+       parked_at = now(), next_attempt_at = 'infinity'
+     WHERE id = $1`,
+    [id, error],
   );
-  return rowCount ?? 0;
+}
+
+/** How deleteSentNotifications works through a backlog. */
+export interface SentNotificationsCleanup {
+  /** Rows per DELETE statement (each commits on its own, so locks and WAL stay small). */
+  chunk?: number;
+  /** No new statement starts after this long: one call ends, and the caller goes on later. */
+  budgetMs?: number;
+}
+
+/**
+ * Deletes notifications sent more than `days` ago, a chunk per statement, until a statement finds fewer than a chunk
+ * (done) or the time budget is spent (not done: the caller calls again). Rows another session is deleting are
+ * skipped, so publishers that clean at the same time share the work instead of waiting on each other.
+ */
+export async function deleteSentNotifications(
+  db: Queryable,
+  days: number,
+  { chunk = 5_000, budgetMs = 5_000 }: SentNotificationsCleanup = {},
+): Promise<{ deleted: number; done: boolean }> {
+  const started = performance.now();
+  let deleted = 0;
+  for (;;) {
+    const { rowCount } = await db.query(
+      `DELETE FROM job_notifications WHERE id IN (
+         SELECT id FROM job_notifications WHERE sent_at IS NOT NULL AND sent_at < now() - $1 * interval '1 day'
+         LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+      [days, chunk],
+    );
+    deleted += rowCount ?? 0;
+    if ((rowCount ?? 0) < chunk) return { deleted, done: true };
+    if (performance.now() - started >= budgetMs) return { deleted, done: false };
+  }
 }
 
 /** Notifications not sent yet (for tests and the CLI). */
