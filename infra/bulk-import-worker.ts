@@ -135,6 +135,10 @@ export class BulkImportWorker extends Construct {
         notifyStates,
         adminBaseUrl: props.adminBaseUrl,
       });
+    } else {
+      // Nothing publishes: the workers turn the outbox off for the database (a worker without a topic would otherwise
+      // leave the settings as they were, and a stack that dropped its topic would keep writing rows nobody sends).
+      this.container.addEnvironment('NOTIFY_STATES', 'none');
     }
     if (props.importCampaign) this.mountImportFileSystem();
     const bucketObjectsArn = props.bucket.arnForObjects(`${resolved.bucketPrefix}*`);

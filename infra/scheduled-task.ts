@@ -19,8 +19,8 @@ export function taskFamilyArn(taskDefinition: ecs.TaskDefinition): string {
 /**
  * The role a scheduled task starts with, handed to the CDK target (which then adds nothing), after the grants to
  * start the family's latest revision in `cluster` and pass the task's two roles to ECS tasks. ECS authorizes a RunTask
- * of a family against the ARN of the revision it resolves to (since March 2024), hence `<family>:*`, limited to this
- * cluster by `ecs:cluster`.
+ * of a family against the ARN of the revision it resolves to (enforced since October 2024), hence `<family>:*`,
+ * limited to this cluster by `ecs:cluster`.
  */
 export function scheduledTaskRole(role: iam.Role, taskDefinition: ecs.TaskDefinition, cluster: ecs.ICluster): iam.IRole {
   const revisions = `${taskFamilyArn(taskDefinition)}:*`;

@@ -4,8 +4,11 @@
 -- text (pg_current_xact_id()). Notifications are delivered in commit order, but a reader that also polls the runs
 -- (the API's event streams, worker/http/event-hub.ts) cannot otherwise tell whether a poll's rows are older or newer
 -- than a notification that crossed it: with the id, a poll that read pg_current_snapshot() knows which transitions it
--- saw (worker/db/snapshot.ts), and neither source can take a run's state backwards. One id per group: ~30 bytes, and
--- the packing's margin under NOTIFY's 8000 bytes holds (a group stays under 4.8 kB, a payload under 7.96 kB).
+-- saw (worker/db/snapshot.ts), and neither source can take a run's state backwards. One id per group: ~30 bytes. The
+-- packing's margin under NOTIFY's 8000 bytes holds: a payload is at most one group plus 3.2 kB of smaller ones, and
+-- the widest group measured (test/queue-state-notifications.test.ts: 150 16-digit ids — the largest a JavaScript
+-- number, as the driver reads ids, holds exactly — 10-digit attempts, a 64-character kind, a tenant and a phase of
+-- control characters that JSON writes as 6 bytes each) is 4.6 kB.
 CREATE OR REPLACE FUNCTION bulk_import_publish_transitions(
   ids bigint[], kinds text[], tenants text[], old_states text[], new_states text[], attempts integer[], progress jsonb[]
 ) RETURNS void LANGUAGE plpgsql AS $$

@@ -478,9 +478,17 @@ if [[ "$rolling_back" == true ]] && ! wait_for_deployments "$rollback_timeout_se
   done
 fi
 
-deregister_revisions "${registered[@]}"
+# Only the revisions of services seen back on their previous one: a service whose rollback did not complete (or was
+# not waited for once another's failed) may still run its new one, and the scheduled tasks run the latest ACTIVE
+# revision of the family, which must stay the one the service runs.
+rolled_back=() still_running=()
+for i in "${!names[@]}"; do
+  if [[ "${outcomes[i]}" == COMPLETED ]]; then rolled_back+=("${registered[i]}"); else still_running+=("${registered[i]}"); fi
+done
+deregister_revisions ${rolled_back[@]+"${rolled_back[@]}"}
 if [[ "$rollback_failed" == true ]]; then
-  printf 'deploy.sh: %s was NOT deployed and the rollback did not complete\n' "$image" >&2
+  printf 'deploy.sh: %s was NOT deployed and the rollback did not complete; kept registered (a service may run them): %s\n' \
+    "$image" "${still_running[*]}" >&2
   exit 3
 fi
 printf 'deploy.sh: %s was NOT deployed; every service runs the task definition it ran before, the new revisions are deregistered\n' "$image" >&2

@@ -159,6 +159,18 @@ describe('scripts/deploy.sh --image', () => {
     expect(run.stderr).toContain(`${IMAGE} was NOT deployed; every service runs the task definition it ran before`);
   });
 
+  it('a rollback that fails: exit 3, and the new revisions of services not seen back stay registered', () => {
+    // The worker's rollout fails, and so does the deployment that puts it back; the backend's is not waited for after.
+    sandbox.setState((state) => state.services['prod/bulk-import-worker-prod']!.plans.push('fail', 'fail'));
+    const run = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE, '--backend'], ENV);
+    expect(run.code).toBe(3);
+    expect(run.stderr).toContain('ROLLBACK OF bulk-import-worker-prod FAILED');
+    // The scheduled tasks run the latest ACTIVE revision of the worker family: the one the worker may still run.
+    const kept = [`${TD_ARN}/bulk-import-worker-prod:2`, `${TD_ARN}/backend-api:2`];
+    expect(activeRevisions()).toEqual([WORKER_TD, BACKEND_TD, ...kept]);
+    expect(run.stderr).toContain(`kept registered (a service may run them): ${kept.join(' ')}`);
+  });
+
   it('an update-service call that fails (throttled, denied) puts the service already moving back', () => {
     const run = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE, '--backend'], {
       ...ENV,

@@ -511,10 +511,11 @@ describe('run notifications', () => {
     expect(bySid.NotificationsTopicKey!.Resource).toBe(EXISTING.kmsKeyArn);
   });
 
-  it('off by default: no variables, no permission', { timeout: SYNTH_TIMEOUT }, () => {
+  it('off by default: the outbox turned off (NOTIFY_STATES=none), no topic, no permission', { timeout: SYNTH_TIMEOUT }, () => {
     const template = synth('prodDefaults');
     const environment = environmentOf(worker(template));
-    for (const name of ['NOTIFICATIONS_TOPIC_ARN', 'NOTIFY_STATES', 'ADMIN_BASE_URL']) expect(environment[name]).toBeUndefined();
+    for (const name of ['NOTIFICATIONS_TOPIC_ARN', 'ADMIN_BASE_URL']) expect(environment[name]).toBeUndefined();
+    expect(environment.NOTIFY_STATES).toBe('none');
     expect(taskPolicyStatements(template).flatMap(actionsOf).filter((action) => action.startsWith('sns:'))).toEqual([]);
   });
 });

@@ -85,6 +85,8 @@ describe('worker service and task definition', () => {
       HEALTH_HEARTBEAT_FILE: '/tmp/bulk-import-worker.heartbeat',
       DATABASE_SSL_MODE: 'verify-full',
       DATABASE_SSL_ROOT_CERT: '/app/certs/rds-ca-bundle.pem',
+      // No notifications topic in this scenario: the outbox is off.
+      NOTIFY_STATES: 'none',
     });
     expect(workerContainer(template).Secrets).toEqual([
       { Name: 'DATABASE_URL', ValueFrom: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/backend/database-AbCdEf' },

@@ -130,6 +130,26 @@ describe('state notifications', () => {
     expect(running.find((t) => t.id % 2 === 0)!.progress).toMatchObject({ total: 7, phase: 'p'.repeat(40) });
   });
 
+  it('keeps the largest possible group under the limit too: 16-digit ids, 10-digit attempts, escaped tenant and phase', async () => {
+    // Everything at its widest: ids near the largest a JavaScript number holds exactly (what the driver reads ids as), attempts near the integer maximum, a 64-character kind,
+    // and a tenant and a phase of control characters, which JSON writes as six bytes each; a full group (one progress
+    // summary for 150 runs) followed by groups of one run each (a summary apiece) packed behind it.
+    const kind = `w${'x'.repeat(63)}`;
+    await env.pool.query('ALTER TABLE jobs ALTER COLUMN id RESTART WITH 9007199254000000');
+    const ids = await insertRows(kind, 400, '\u0001'.repeat(300));
+    await env.pool.query(
+      `UPDATE jobs SET attempts = 2147483000, max_attempts = 2147483647,
+         progress = jsonb_build_object('done', CASE WHEN id < $2 THEN 123456789012345 ELSE id END, 'total', 123456789012345,
+                                       'phase', repeat(chr(1), 100))
+       WHERE id = ANY($1)`,
+      [ids, ids[150]],
+    );
+    await claimJobs(env.pool, { workerId: 'w', limit: 400, leaseMs: 10_000, kinds: [kind] });
+    await waitFor(async () => transitions().filter((t) => t.kind === kind && t.to === 'running').length === 400);
+    for (const payload of payloads) expect(Buffer.byteLength(payload)).toBeLessThan(JOB_STATE_PAYLOAD_LIMIT);
+    expect(transitions().find((t) => t.kind === kind)!.tenant).toBe('\u0001'.repeat(200));
+  });
+
   it('publishes nothing from a session that turned notifications off (JOB_STATE_NOTIFICATIONS=off)', async () => {
     const quiet = createPool(env.databaseUrl, { max: 1, sessionOptions: stateNotificationOption(false) });
     try {

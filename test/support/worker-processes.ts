@@ -127,15 +127,17 @@ export async function killAll(processes: WorkerProcess[]): Promise<void> {
 }
 
 /**
- * Resolves once no session but the test's own pool is left in the test's database: after a kill -9, the killed
- * worker's backends are gone. One that had received a COMMIT just before the kill still commits it, so two reads
- * taken before it ends (a run's ledger, then the rows it counts) could each see a different side of that commit.
+ * Resolves once no worker session is left in the test's database (sessions named `bulk-import-…`, the test's own pool
+ * aside): after a kill -9 of the only worker running, its backends are gone. One that had received a COMMIT just
+ * before the kill still commits it, so two reads taken before it ends (a run's ledger, then the rows it counts) could
+ * each see a different side of that commit. Another worker still running would keep it waiting: call it with none.
  */
 export async function killedSessionsEnded(testEnv: TestEnvironment): Promise<void> {
   await waitFor(async () => {
     const { rows } = await testEnv.pool.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM pg_stat_activity
-       WHERE datname = current_database() AND backend_type = 'client backend' AND application_name <> 'bulk-import-test'`,
+       WHERE datname = current_database() AND backend_type = 'client backend'
+         AND application_name LIKE 'bulk-import-%' AND application_name <> 'bulk-import-test'`,
     );
     return rows[0]!.n === 0;
   }, 30_000);
