@@ -2,7 +2,7 @@
 // child rows do not notice, a requeue brings a run back, deletes still take the run's records with it, and an
 // operator action that meets a run moving between partitions is tried again.
 import { afterEach, describe, expect, it } from 'vitest';
-import { purgeDead, requeueRun, type Actor } from '../worker/actions/run-actions.js';
+import { purgeDead, replayDead, requeueRun, type Actor } from '../worker/actions/run-actions.js';
 import { noopHandler } from '../worker/handlers/noop.js';
 import { createArchiver } from '../worker/maintenance/archiver.js';
 import { enqueueJob } from '../worker/queue/enqueue.js';
@@ -108,6 +108,29 @@ describe('live and archive partitions', () => {
     workers.push(worker);
     void worker.start();
     expect((await settledJob(env.pool, id)).state).toBe('succeeded');
+  });
+
+  it('a replay of chosen dead runs commits with its history or not at all, in either partition', async () => {
+    const { archived, live } = await deadRunsInBothPartitions();
+    // The history cannot be written (a trigger refuses it): the replay must not commit without it.
+    await env.pool.query(`CREATE FUNCTION refuse_actions() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'job_actions refused by the test'; END $$`);
+    await env.pool.query('CREATE TRIGGER refuse_actions BEFORE INSERT ON job_actions FOR EACH ROW EXECUTE FUNCTION refuse_actions()');
+    try {
+      await expect(replayDead(env.pool, operator, { ids: [archived, live], note: 'retry after the fix' })).rejects.toThrow('job_actions refused');
+      expect([(await getJob(env.pool, archived))?.state, (await getJob(env.pool, live))?.state]).toEqual(['dead', 'dead']);
+    } finally {
+      await env.pool.query('DROP TRIGGER refuse_actions ON job_actions; DROP FUNCTION refuse_actions()');
+    }
+    const { replayed } = await replayDead(env.pool, operator, { ids: [archived, live], note: 'retry after the fix' });
+    expect(replayed.map((job) => [job.id, job.state])).toEqual([
+      [archived, 'queued'],
+      [live, 'queued'],
+    ]);
+    const { rows } = await env.pool.query<{ job_id: number }>(
+      "SELECT job_id::int FROM job_actions WHERE action = 'replayed' AND note = 'retry after the fix' ORDER BY job_id",
+    );
+    expect(rows.map((row) => row.job_id)).toEqual([archived, live]);
   });
 
   it('an archived run cannot become active where it is: the archive holds finished runs only', async () => {

@@ -10,7 +10,7 @@ import { classifyError, PermanentJobError, TransientJobError } from '../worker/q
 import { completeJobs, failJob, releaseJobs } from '../worker/queue/finish.js';
 import { assertLeaseHeld, extendLeases, LeaseLostError, saveProgress } from '../worker/queue/lease.js';
 import { deleteExpiredJobs, rescueExpiredLeases } from '../worker/queue/maintenance.js';
-import { cancelJob, getJob, replayDeadJobs, requeueJob, requireJob } from '../worker/queue/operator.js';
+import { cancelJob, getJob, replayDeadJobs, requeueJob, requireJob, resumeParkedJob } from '../worker/queue/operator.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
 import { testWorker, waitFor } from './support/in-process-worker.js';
@@ -427,6 +427,26 @@ describe('rescue, retention, cancel and requeue', () => {
     expect(await releaseJobs(env.pool, 'w', [{ jobId: released.id, attempt: held!.attempt }])).toEqual([released.id]);
     expect(await requireJob(env.pool, released.id)).toMatchObject({ state: 'canceled', finishedAt: expect.any(Date) });
     expect(await claimJobs(env.pool, { workerId: 'w2', limit: 5, leaseMs: 10_000, kinds: ['cancel-race'] })).toEqual([]);
+  });
+
+  it('a cancel asked for while an attempt ends in review_ready ends the run canceled, not parked for a later approval', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'cancel-review' });
+    const [claimed] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['cancel-review'] });
+    // The operator's cancel commits after the validation ended and before its outcome is recorded.
+    expect((await cancelJob(env.pool, job.id)).pending).toBe(true);
+    expect(await completeJobs(env.pool, 'w', [{ jobId: job.id, attempt: claimed!.attempt, state: 'review_ready', result: { valid: 3 } }])).toEqual(
+      new Set([job.id]),
+    );
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'canceled', finishedAt: expect.any(Date), result: { valid: 3 } });
+
+    // A run parked with the request before this rule: resuming it (an approval) clears it, and no heartbeat cancels it.
+    const { job: parked } = await enqueueJob(env.pool, { kind: 'cancel-review' });
+    const [held] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['cancel-review'] });
+    await completeJobs(env.pool, 'w', [{ jobId: parked.id, attempt: held!.attempt, state: 'review_ready' }]);
+    await env.pool.query('UPDATE jobs SET cancel_requested_at = now() WHERE id = $1', [parked.id]);
+    expect(await resumeParkedJob(env.pool, parked.id)).toMatchObject({ state: 'queued', cancelRequestedAt: null });
+    const [again] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['cancel-review'] });
+    expect((await extendLeases(env.pool, 'w', [{ jobId: parked.id, attempt: again!.attempt }], 10_000)).cancelRequested).toEqual([]);
   });
 
   it('releases leases without counting the attempt', async () => {

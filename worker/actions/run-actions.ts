@@ -188,8 +188,12 @@ export async function replayDead(pool: Pool, actor: Actor, request: ReplayReques
       return result;
     });
   }
-  const replayed = await retryWhenRowMoved(() => replayDeadJobsById(pool, request.ids ?? [], options));
-  await record(pool, actor, 'replayed', replayed, text);
+  // The history in the replay's own transaction: a replay never commits without its entries.
+  const replayed = await withTransaction(pool, async (tx) => {
+    const rows = await replayDeadJobsById(tx, request.ids ?? [], options);
+    await record(tx, actor, 'replayed', rows, text);
+    return rows;
+  });
   return { replayed, skipped: [] };
 }
 

@@ -1,6 +1,5 @@
 // Dead-letter statements for operators: list dead runs, replay chosen ones, purge old ones.
-import type { Pool } from '../db/pool.js';
-import { withTransaction, type Queryable } from '../db/pool.js';
+import type { Queryable } from '../db/pool.js';
 import { JobNotFoundError, requeueJob, type RequeueOptions } from './operator.js';
 import { JOB_COLUMNS, toJobRow, type JobRow, type JobState } from './types.js';
 
@@ -34,25 +33,24 @@ export class NotDeadError extends Error {
 }
 
 /**
- * Replays the given dead runs, all or none: in one transaction the rows are locked, every one must exist and be
- * dead, then each is requeued (wake-ups are delivered at commit). A wrong id changes nothing.
+ * Replays the given dead runs, all or none, inside the caller's transaction (`tx`, where the history of the replay is
+ * written too): the rows are locked, every one must exist and be dead, then each is requeued (wake-ups are delivered at
+ * commit). A wrong id throws, and the caller's rollback changes nothing.
  */
-export async function replayDeadJobsById(pool: Pool, ids: number[], options: RequeueOptions = {}): Promise<JobRow[]> {
+export async function replayDeadJobsById(tx: Queryable, ids: number[], options: RequeueOptions = {}): Promise<JobRow[]> {
   const unique = [...new Set(ids)].sort((a, b) => a - b);
-  return withTransaction(pool, async (tx) => {
-    const { rows } = await tx.query<{ id: number; state: JobState }>(
-      'SELECT id, state FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE',
-      [unique],
-    );
-    const found = new Set(rows.map((row) => row.id));
-    const missing = unique.find((id) => !found.has(id));
-    if (missing !== undefined) throw new JobNotFoundError(missing);
-    const notDead = rows.filter((row) => row.state !== 'dead');
-    if (notDead.length > 0) throw new NotDeadError(notDead);
-    const replayed: JobRow[] = [];
-    for (const id of unique) replayed.push(await requeueJob(tx, id, options));
-    return replayed;
-  });
+  const { rows } = await tx.query<{ id: number; state: JobState }>(
+    'SELECT id, state FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE',
+    [unique],
+  );
+  const found = new Set(rows.map((row) => row.id));
+  const missing = unique.find((id) => !found.has(id));
+  if (missing !== undefined) throw new JobNotFoundError(missing);
+  const notDead = rows.filter((row) => row.state !== 'dead');
+  if (notDead.length > 0) throw new NotDeadError(notDead);
+  const replayed: JobRow[] = [];
+  for (const id of unique) replayed.push(await requeueJob(tx, id, options));
+  return replayed;
 }
 
 export interface PurgeRequest {

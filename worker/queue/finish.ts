@@ -19,7 +19,9 @@ export interface Completion {
 }
 
 /**
- * The completion statement and its parameters. The batch reaches its runs through the pkey (`id = ANY`), with nested
+ * The completion statement and its parameters. A run asked to cancel while its attempt was ending in `review_ready`
+ * ends `canceled` (nothing was written yet: that waits for the review): parked with the request, a later approval
+ * would have started a finalize that its first heartbeat then canceled. A finished outcome stands: the work is done. The batch reaches its runs through the pkey (`id = ANY`), with nested
  * loops turned off (COMPLETION_PLAN_SETTINGS): the planner's guess at this worker's running runs (`lease_owner = $1`;
  * a worker id is never in the statistics) is a row or two, so with many runs running in the fleet it planned a nested
  * loop over every running run with the batch rescanned for each — 174–258 µs a job against 25–53 µs, batches of 500
@@ -30,11 +32,11 @@ export function completeStatement(workerId: string, completions: Completion[]): 
   const ids = integerArrayLiteral(completions.map((c) => c.jobId));
   return {
     text: `UPDATE jobs SET
-       state = done.state,
+       state = CASE WHEN done.state = 'review_ready' AND jobs.cancel_requested_at IS NOT NULL THEN 'canceled' ELSE done.state END,
        result = coalesce(done.result, jobs.result),
        progress = coalesce(done.progress, jobs.progress),
        lease_owner = NULL, lease_expires_at = NULL, outage_started_at = NULL, outage_dependency = NULL,
-       finished_at = CASE WHEN done.state = 'review_ready' THEN NULL ELSE now() END,
+       finished_at = CASE WHEN done.state = 'review_ready' AND jobs.cancel_requested_at IS NULL THEN NULL ELSE now() END,
        updated_at = now()
      FROM unnest($2::bigint[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[]) AS done(id, attempt, state, result, progress)
      WHERE jobs.id = done.id AND jobs.id = ANY($2::bigint[]) AND jobs.attempts = done.attempt AND jobs.lease_owner = $1

@@ -460,7 +460,8 @@ export async function resolveJob(db: Queryable, id: number, resolution: { by: st
 
 /**
  * Moves a run parked in `review_ready` back to `queued` (optionally as another kind, e.g. from validation to
- * finalize), so a worker picks it up. Returns null when the run is not parked.
+ * finalize), so a worker picks it up. Returns null when the run is not parked. A cancel request left on the row (runs
+ * parked before completions honoured it) is cleared: the approval is the newer word.
  */
 export async function resumeParkedJob(
   db: Queryable,
@@ -470,7 +471,8 @@ export async function resumeParkedJob(
   const { rows } = await db.query(
     `WITH resumed AS (
        UPDATE jobs SET state = 'queued', kind = coalesce($2, kind), payload = coalesce($3, payload),
-         attempts = 0, run_at = now(), outage_started_at = NULL, outage_dependency = NULL, updated_at = now()
+         attempts = 0, run_at = now(), outage_started_at = NULL, outage_dependency = NULL, cancel_requested_at = NULL,
+         updated_at = now()
        WHERE id = $1 AND state = 'review_ready'
        RETURNING ${JOB_COLUMNS}
      )
