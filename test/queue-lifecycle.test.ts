@@ -1,5 +1,6 @@
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
+import { replayDead } from '../worker/actions/run-actions.js';
 import type { JobHandler } from '../worker/handlers/types.js';
 import { noopHandler } from '../worker/handlers/noop.js';
 import { createLogger } from '../worker/logger.js';
@@ -272,7 +273,7 @@ describe('rescue, retention, cancel and requeue', () => {
     await env.pool.query("DROP TABLE retention_items, retention_business; DELETE FROM job_child_tables WHERE table_name LIKE 'retention\\_%'");
   });
 
-  it('a requeue racing retention never leaves a run without its child rows: it waits, then finds the run gone', async () => {
+  it('a requeue while retention deletes a run is refused at once: no run without its child rows, no long transaction', async () => {
     // Retention is held inside the deletion of a run's child rows (a trigger that waits on an advisory lock the test
     // holds) while an operator requeues the run.
     await env.pool.query(`
@@ -294,14 +295,11 @@ describe('rescue, retention, cancel and requeue', () => {
         );
         return rows.length > 0 || undefined;
       });
-      const requeue = requeueJob(env.pool, job.id).then(() => 'requeued', (error: Error) => error.message);
-      await waitFor(async () => {
-        const { rows } = await env.pool.query("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE jobs SET state = ''queued''%'");
-        return rows.length > 0 || undefined;
-      });
+      // The mark is committed (the requeue sees it) while the child rows are still being deleted.
+      await expect(requeueJob(env.pool, job.id)).rejects.toThrow(/being deleted/);
+      await expect(replayDead(env.pool, { name: 'ops', tenantId: null }, { ids: [job.id] })).rejects.toThrow();
       await gate.query('COMMIT');
       expect(await retention).toBe(1);
-      expect(await requeue).toMatch(/does not exist/);
       const { rows } = await env.pool.query(
         'SELECT (SELECT count(*)::int FROM jobs WHERE id = $1) AS jobs, (SELECT count(*)::int FROM retention_race WHERE job_id = $1) AS children',
         [job.id],
@@ -312,6 +310,18 @@ describe('rescue, retention, cancel and requeue', () => {
       gate.release();
       await env.pool.query("DROP TABLE retention_race; DROP FUNCTION retention_race_gate(); DELETE FROM job_child_tables WHERE table_name = 'retention_race'");
     }
+  });
+
+  it('a run a retention round left marked (the process died) is taken again an hour on, not by a round in progress', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'retained-left' });
+    await env.pool.query(
+      "UPDATE jobs SET state = 'dead', finished_at = now() - interval '40 days', retention_started_at = now() - interval '5 minutes' WHERE id = $1",
+      [job.id],
+    );
+    expect(await deleteExpiredJobs(env.pool, 30, 10)).toBe(0);
+    await expect(requeueJob(env.pool, job.id)).rejects.toThrow(/being deleted/);
+    await env.pool.query("UPDATE jobs SET retention_started_at = now() - interval '61 minutes' WHERE id = $1", [job.id]);
+    expect(await deleteExpiredJobs(env.pool, 30, 10)).toBe(1);
   });
 
   it('retention skips a run an operator holds locked, and takes it on a later round', async () => {

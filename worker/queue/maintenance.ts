@@ -1,6 +1,6 @@
 // Maintenance statements: rescue of expired leases, retention and archiving of finished runs, statistics of `jobs`.
 import type { QueryConfig } from 'pg';
-import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
+import { releaseClient, withTransaction, type Pool, type Queryable } from '../db/pool.js';
 import { JOBS_READY_CHANNEL } from './channels.js';
 import { LEASE_EXPIRED_CODE } from './errors.js';
 import { TERMINAL_STATES } from './types.js';
@@ -86,6 +86,13 @@ async function childReferences(db: Queryable): Promise<ChildReference[]> {
  * campaign has a million import_items) go first, `childChunk` rows per statement, so no single statement holds
  * millions of row locks or runs for minutes next to the live workload; the job rows go last. Returns how many runs
  * were deleted.
+ *
+ * Every statement is a transaction of its own (a batch in one transaction lasted minutes for a campaign: it pinned
+ * vacuum's horizon under the live queue and held the documents it unlinked). What keeps an operator from requeueing a
+ * run whose rows are half gone is the mark the first statement sets, retention_started_at (migration
+ * 20261207140000): requeueWhere refuses a marked run. The mark takes the batch's rows with SKIP LOCKED, so a run an
+ * operator is changing is left for a later round; a run a round left marked (the process died) is taken again an hour
+ * on, and a round in progress is not joined by another worker's.
  */
 export async function deleteExpiredJobs(
   pool: Pool,
@@ -93,15 +100,16 @@ export async function deleteExpiredJobs(
   batchSize = 100,
   childChunk = 5_000,
 ): Promise<number> {
-  // One transaction per batch, with the batch's job rows locked first: a run an operator requeues or replays while
-  // its child rows are being deleted would otherwise keep its row but lose its per-item records. The lock makes the
-  // requeue wait and then find the run gone (or retention skip a run an operator holds). SKIP LOCKED leaves rows
-  // someone else is changing for the next round.
-  return withTransaction(pool, async (client) => {
+  const client = await pool.connect();
+  try {
     const { rows } = await client.query<{ id: number }>(
-      `SELECT id FROM jobs
-       WHERE finished_at < now() - $1 * interval '1 day' AND state = ANY($3::text[])
-       ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
+      `WITH batch AS (
+         SELECT id FROM jobs
+         WHERE finished_at < now() - $1 * interval '1 day' AND state = ANY($3::text[])
+           AND (retention_started_at IS NULL OR retention_started_at < now() - interval '1 hour')
+         ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED
+       )
+       UPDATE jobs SET retention_started_at = now() FROM batch WHERE jobs.id = batch.id RETURNING jobs.id`,
       [retentionDays, batchSize, [...TERMINAL_STATES]],
     );
     const ids = rows.map((row) => row.id);
@@ -119,9 +127,11 @@ export async function deleteExpiredJobs(
         if ((rowCount ?? 0) < childChunk) break;
       }
     }
-    const { rowCount } = await client.query('DELETE FROM jobs WHERE id = ANY($1)', [ids]);
+    const { rowCount } = await client.query('DELETE FROM jobs WHERE id = ANY($1) AND retention_started_at IS NOT NULL', [ids]);
     return rowCount ?? 0;
-  });
+  } finally {
+    releaseClient(client);
+  }
 }
 
 /**

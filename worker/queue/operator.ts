@@ -357,6 +357,10 @@ export async function requeueJob(db: Queryable, id: number, options: RequeueOpti
   const { rows } = await requeueWhere(db, 'id = $1', [id], options);
   if (rows[0]) return rows[0];
   const job = await requireJob(db, id);
+  const { rows: retained } = await db.query('SELECT 1 FROM jobs WHERE id = $1 AND retention_started_at IS NOT NULL', [id]);
+  if (retained.length > 0) {
+    throw new InvalidTransitionError(id, job.state, 'requeue', `runs retention is not deleting: this one is past RETENTION_DAYS and being deleted`);
+  }
   throw new InvalidTransitionError(id, job.state, 'requeue', `${REQUEUABLE.join(', ')} runs can be requeued`);
 }
 
@@ -376,7 +380,7 @@ export interface SkippedReplay {
 const REPLAY_CANDIDATES = `
   WITH dead AS (
     SELECT id, kind, tenant_id, dedupe_key FROM jobs
-    WHERE state = 'dead' AND resolved_at IS NULL AND ($1::text[] IS NULL OR kind = ANY($1))
+    WHERE state = 'dead' AND resolved_at IS NULL AND retention_started_at IS NULL AND ($1::text[] IS NULL OR kind = ANY($1))
     ORDER BY id FOR UPDATE
   )
   SELECT dead.id, dead.kind, dead.tenant_id, dead.dedupe_key,
@@ -424,7 +428,8 @@ async function requeueWhere(
            attempts = CASE WHEN $${reset} THEN 0 ELSE attempts END,
            max_attempts = CASE WHEN $${reset} THEN max_attempts ELSE greatest(max_attempts, attempts + 1) END,
            updated_at = now()
-         WHERE ${where} AND state IN ${sqlStates(REQUEUABLE)}
+         -- Not a run retention is deleting (its child rows may be half gone: maintenance.ts, deleteExpiredJobs).
+         WHERE ${where} AND state IN ${sqlStates(REQUEUABLE)} AND retention_started_at IS NULL
          RETURNING ${JOB_COLUMNS}
        )
        SELECT requeued.*, pg_notify('${JOBS_READY_CHANNEL}', requeued.kind) AS woke FROM requeued ORDER BY id`,
