@@ -63,12 +63,12 @@ describe('prefetch buffer sizing', () => {
     expect(buffer.awaitingRenewal(999)).toBe(false);
     // At 1,000 the first claim's leases may have run out: the later claim's job starts, the others wait.
     expect(buffer.awaitingRenewal(1_000)).toBe(true);
-    expect(buffer.shift(1_000)?.id).toBe(3);
+    expect(buffer.shift(1_000)?.job.id).toBe(3);
     expect(buffer.shift(1_000)).toBeUndefined();
     expect(buffer.size).toBe(2);
     // A beat extended job 1's lease, and an attempt of job 2 other than the buffered one.
     buffer.renew([{ jobId: 1, attempt: 1 }, { jobId: 2, attempt: 2 }], 5_000);
-    expect(buffer.shift(1_000)?.id).toBe(1);
+    expect(buffer.shift(1_000)?.job.id).toBe(1);
     expect(buffer.shift(1_000)).toBeUndefined();
     expect(buffer.awaitingRenewal(1_000)).toBe(true);
   });

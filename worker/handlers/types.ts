@@ -52,6 +52,14 @@ export interface JobContext<P> {
    * round trip: true while this worker holds the lease, and then it locks the job row like assertLeaseHeld.
    */
   leaseHeldCondition: string;
+  /**
+   * Resolves once this attempt's lease is known to hold for a while yet (a third of a lease) — at once while
+   * heartbeats renew it; after they failed, only when one gets through. Rejects with LeaseLostError once the lease is
+   * lost (or with the signal's reason). Await it before a side effect the database cannot fence, such as the write
+   * that makes an S3 object: a worker cut off from the database past its lease may have been replaced by another
+   * attempt that writes the same object.
+   */
+  leaseConfirmed(): Promise<void>;
 }
 
 export interface JobOutcome {

@@ -12,7 +12,7 @@
 // the run now. Such a job waits for the next heartbeat: extended, it starts; lost, it is dropped.
 import type { ClaimedJob, Lease } from '../queue/types.js';
 
-interface Held {
+export interface Held {
   job: ClaimedJob;
   /** performance.now() by which the lease ends at the latest. */
   leaseUntil: number;
@@ -82,10 +82,13 @@ export class PrefetchBuffer {
     return stale.map((held) => held.job);
   }
 
-  /** Takes out the first job whose lease still holds at `now`; jobs past their lease stay for the next heartbeat. */
-  shift(now: number): ClaimedJob | undefined {
+  /**
+   * Takes out the first job whose lease still holds at `now`, with when it ends; jobs past their lease stay for the
+   * next heartbeat.
+   */
+  shift(now: number): Held | undefined {
     const index = this.jobs.findIndex((held) => held.leaseUntil > now);
-    return index === -1 ? undefined : this.jobs.splice(index, 1)[0]!.job;
+    return index === -1 ? undefined : this.jobs.splice(index, 1)[0];
   }
 
   /** Whether a job waits past the time its lease was known to hold: only a heartbeat can say if it is still ours. */

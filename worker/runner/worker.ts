@@ -102,6 +102,10 @@ interface ActiveJob {
   /** Handler done, outcome being stored: the lease is still ours but the slot is free. */
   finishing: boolean;
   done: Promise<void>;
+  /** performance.now() by which the lease ends at the latest: a lease length from before the claim or last renewal. */
+  leaseUntil: number;
+  /** The shutdown gave the lease back while the handler still ran (after the grace time). */
+  released?: boolean;
 }
 
 export class Worker extends EventEmitter<WorkerEvents> {
@@ -149,6 +153,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private heartbeatMissed = false;
   /** performance.now() when the last heartbeat was sent. */
   private lastBeatAt = -Infinity;
+  /** The heartbeat being sent, for those who wait for its answer (confirmLease). */
+  private beatUnderWay: Promise<void> | undefined;
   /** Fires when stop() begins: interrupts the claim-failure backoff so shutdown never waits on it. */
   private readonly stopController = new AbortController();
   private wasBusy = false;
@@ -383,7 +389,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // A heartbeat that answered while the claim ran may have started buffered jobs into the slots counted free
       // before it (startFromBuffer after a renewal): start only what fits now, and buffer the rest.
       const startNow = jobs.slice(0, Math.min(startable, headroom(pool), this.options.concurrency - this.running));
-      for (const job of startNow) this.startJob(job);
+      for (const job of startNow) this.startJob(job, leaseUntil);
       this.buffer.push(jobs.slice(startNow.length), leaseUntil);
       total += jobs.length;
       budget -= startNow.length;
@@ -397,16 +403,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
    */
   private startFromBuffer(): void {
     while (!this.stopping && this.running < this.options.concurrency - reservedForCappedPools(this.pools)) {
-      const job = this.buffer.shift(performance.now());
-      if (!job) {
+      const held = this.buffer.shift(performance.now());
+      if (!held) {
         if (this.buffer.awaitingRenewal(performance.now()) && this.mayAskForBeat()) void this.heartbeat();
         break;
       }
-      this.startJob(job);
+      this.startJob(held.job, held.leaseUntil);
     }
   }
 
-  private startJob(job: ClaimedJob): void {
+  private startJob(job: ClaimedJob, leaseUntil: number): void {
     const lease: Lease = { jobId: job.id, owner: this.options.workerId, attempt: job.attempt };
     const entry: ActiveJob = {
       job,
@@ -415,6 +421,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       startedAt: performance.now(),
       finishing: false,
       done: Promise.resolve(),
+      leaseUntil,
     };
     this.active.set(job.id, entry);
     this.running += 1;
@@ -457,6 +464,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         progress,
         services: this.services,
         assertLeaseHeld: (db) => assertLeaseHeld(db, lease),
+        leaseConfirmed: () => this.confirmLease(entry),
         // Built when a handler asks for it (the CSV import's batches): most attempts never do.
         get leaseHeldCondition() {
           return leaseHeldCondition(lease);
@@ -572,13 +580,39 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (this.active.size === 0 && this.buffer.size === 0) return;
     this.heartbeatInFlight = true;
     try {
-      await this.beat();
+      this.beatUnderWay = this.beat();
+      await this.beatUnderWay;
     } finally {
       this.heartbeatInFlight = false;
+      this.beatUnderWay = undefined;
     }
     if (this.heartbeatMissed && !this.stopping) {
       this.heartbeatMissed = false;
       await this.heartbeat();
+    }
+  }
+
+  /**
+   * JobContext.leaseConfirmed: resolves while the attempt's lease is known to hold for a third of a lease more; else
+   * waits for a heartbeat (asking for one) until one renews it — or finds it lost, which aborts the attempt's signal.
+   * While the database is away the beats fail, and this waits: a side effect held here cannot land after another
+   * attempt took the run over.
+   */
+  private async confirmLease(entry: ActiveJob): Promise<void> {
+    const { signal } = entry.controller;
+    // Only a lost lease ends the wait: a shutdown aborts the signal too, and lets work under way finish (its lease is
+    // held until the release), so what it finishes is confirmed like any other.
+    const lost = () => signal.aborted && signal.reason instanceof LeaseLostError;
+    const marginMs = this.options.leaseMs / 3;
+    for (;;) {
+      if (entry.released) throw new LeaseLostError(entry.job.id);
+      if (lost()) throw signal.reason;
+      if (entry.leaseUntil - performance.now() > marginMs) return;
+      await (this.beatUnderWay ?? this.heartbeat());
+      if (lost()) throw signal.reason;
+      if (entry.leaseUntil - performance.now() > marginMs) return;
+      // The beat did not get through (the database away, or another beat's turn): ask again shortly.
+      await sleep(Math.min(1_000, this.options.heartbeatMs));
     }
   }
 
@@ -602,7 +636,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const result = await extendLeases(this.heartbeatDb, this.options.workerId, leases, this.options.leaseMs);
       this.status?.reportSuccess(startedAt);
       const extended = new Set(result.extended);
-      this.buffer.renew(leases.filter((lease) => extended.has(lease.jobId)), leaseUntil);
+      const renewed = leases.filter((lease) => extended.has(lease.jobId));
+      this.buffer.renew(renewed, leaseUntil);
+      for (const lease of renewed) {
+        const entry = this.active.get(lease.jobId);
+        if (entry?.lease.attempt === lease.attempt) entry.leaseUntil = Math.max(entry.leaseUntil, leaseUntil);
+      }
       // The attempt this beat sent for each run: a claim may have taken a newer attempt of it meanwhile, whose lease holds.
       const sent = new Map(leases.map((lease) => [lease.jobId, lease.attempt]));
       for (const jobId of result.lost) {
@@ -750,7 +789,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.batcher.drain();
     // Jobs whose handler stopped for the shutdown, and jobs whose handler is still running after the grace time
     // (their late writes are fenced out once the lease is released).
-    const stillRunning = draining.filter((entry) => this.active.get(entry.job.id) === entry).map((entry) => entry.lease);
+    const stillRunningEntries = draining.filter((entry) => this.active.get(entry.job.id) === entry);
+    // What they still do is not this worker's to finish: no lease confirmed from now on (confirmLease).
+    for (const entry of stillRunningEntries) entry.released = true;
+    const stillRunning = stillRunningEntries.map((entry) => entry.lease);
     const toRelease = [
       ...new Map([...this.stoppedForShutdown, ...stillRunning].map((lease) => [lease.jobId, lease])).values(),
       ...this.drainBufferedLeases(),

@@ -10,7 +10,8 @@
 // nanoseconds, as rsync and `aws s3 sync` judge a file — is taken before the first byte and again after the last one
 // was read, and the last bytes are held back until both agree: the PUT's body, or the multipart upload's last part
 // (hence its CompleteMultipartUpload), never leaves before the read is known to be a consistent copy. A change fails
-// the upload with FileChangedDuringReadError before any object exists (multipart uploads are aborted on S3).
+// the upload with FileChangedDuringReadError before any object exists (multipart uploads are aborted on S3). The same
+// hold lets the caller check, last, that it may still write the object (beforeObject: the run's lease).
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
@@ -41,6 +42,12 @@ export interface UploadRequest {
    * them. Larger ones are streamed (MASS_IMPORT_BUFFER_LIMIT_BYTES).
    */
   bufferLimitBytes: number;
+  /**
+   * Awaited just before the upload can make the object (before the PUT of a buffered file; before the last bytes of a
+   * streamed PUT or of a multipart upload's last part leave): a rejection stops the upload before any object exists.
+   * The mass import confirms there that the run's lease still holds (JobContext.leaseConfirmed).
+   */
+  beforeObject?: (() => Promise<void>) | undefined;
   /**
    * The file's version when it was opened (before its first byte is read); the upload fails with
    * FileChangedDuringReadError unless the file still has it after the last byte. Taken here when not given.
@@ -186,6 +193,7 @@ function explainAbort(error: unknown, request: UploadRequest, signal: AbortSigna
 async function uploadBuffered(request: VersionedRequest): Promise<UploadResult> {
   const body = await readWhole(request);
   const sha256 = createHash('sha256').update(body).digest('hex');
+  await request.beforeObject?.();
   const deadline = requestDeadline(request);
   const command = new PutObjectCommand({
     Bucket: request.bucket,
@@ -250,10 +258,12 @@ class HashingStream extends Transform {
   }
 
   override _flush(callback: TransformCallback): void {
-    assertUnchanged(this.request.file, this.request.version, this.bytes).then(
-      () => callback(null, this.held),
-      (error: unknown) => callback(error as Error),
-    );
+    assertUnchanged(this.request.file, this.request.version, this.bytes)
+      .then(() => this.request.beforeObject?.())
+      .then(
+        () => callback(null, this.held),
+        (error: unknown) => callback(error as Error),
+      );
   }
 
   digest(): string {

@@ -38,6 +38,12 @@ export interface ItemImportContext {
   pool: Queryable;
   /** The run's lease check (JobContext.assertLeaseHeld): throws LeaseLostError once another attempt owns the run. */
   assertLeaseHeld: (db: Queryable) => Promise<void>;
+  /**
+   * Resolves while the run's lease is known to hold (JobContext.leaseConfirmed), awaited before an upload makes its
+   * object: an attempt cut off from the database past its lease must not write over what the attempt that took the run
+   * over wrote at the key (S3 writes are not fenced by the database).
+   */
+  leaseConfirmed: () => Promise<void>;
   jobId: number;
   tenant: string;
   bucket: string;
@@ -174,6 +180,7 @@ async function transfer(context: ItemImportContext, item: PendingItem, found: Ex
       bufferLimitBytes: context.bufferLimitBytes,
       timeoutMs: context.requestTimeoutMs,
       signal: context.signal,
+      beforeObject: context.leaseConfirmed,
       onProgress: context.onTransferProgress && ((bytes) => context.onTransferProgress!(item, bytes)),
     });
     // The object holds one consistent read (s3-upload.ts checked it). If the file changed since, while those bytes
@@ -225,7 +232,7 @@ export async function transferItem(context: ItemImportContext, item: PendingItem
         }
         const message =
           `${item.relativePath} changed while it was imported, on each of ${changedReads} reads (last: ${error.detail}); ` +
-          'it was not imported — no document, no object — since the bytes read were not one version of the file. ' +
+          'it was not imported — no document (an object of an earlier read may stay, reported by audit) — since the bytes read were not one version of the file. ' +
           'Import it again once it is no longer being written';
         // Logged where the failure is recorded (import-loop.ts): an S3 outage holds failures back instead.
         return { kind: 'failed', item, tries, code: error.code, message, errorClass: 'permanent' };
