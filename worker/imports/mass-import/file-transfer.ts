@@ -16,7 +16,7 @@
 // never become an object), never a row: the resumed run reads the file again and overwrites or deletes that object.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { Queryable } from '../../db/pool.js';
+import { withTransaction, type Pool, type Queryable } from '../../db/pool.js';
 import type { Logger } from '../../logger.js';
 import { backoffDelayMs, type BackoffPolicy } from '../../queue/backoff.js';
 import { classifyError, PermanentJobError, TRANSIENT_NODE_CODES } from '../../queue/errors.js';
@@ -35,7 +35,7 @@ import type { ItemOutcomeBatcher, TransferOutcome } from './item-outcome-batcher
 
 export interface ItemImportContext {
   /** Looks up the documents table before an object of the run is deleted. */
-  pool: Queryable;
+  pool: Pool;
   /** The run's lease check (JobContext.assertLeaseHeld): throws LeaseLostError once another attempt owns the run. */
   assertLeaseHeld: (db: Queryable) => Promise<void>;
   /**
@@ -142,10 +142,14 @@ export interface ExistingAtKey {
  */
 async function discardObject(context: ItemImportContext, item: PendingItem): Promise<void> {
   try {
-    await context.assertLeaseHeld(context.pool);
-    const found = await findDocumentsByKeys(context.pool, context.bucket, context.tenant, [item.objectKey]);
-    if (found.own.size > 0 || found.otherTenants.size > 0) return;
-    await deleteObject(context.s3, context.bucket, item.objectKey, context.requestTimeoutMs);
+    // In one transaction that holds the lease check's lock (FOR KEY SHARE on the job row) until the delete is done: a
+    // claim of the run takes FOR UPDATE, so no other attempt can take it over, and commit at the key, in between.
+    await withTransaction(context.pool, async (tx) => {
+      await context.assertLeaseHeld(tx);
+      const found = await findDocumentsByKeys(tx, context.bucket, context.tenant, [item.objectKey]);
+      if (found.own.size > 0 || found.otherTenants.size > 0) return;
+      await deleteObject(context.s3, context.bucket, item.objectKey, context.requestTimeoutMs);
+    });
   } catch (error) {
     if (context.signal.aborted) throw context.signal.reason;
     if (error instanceof LeaseLostError) throw error;
