@@ -255,7 +255,14 @@ describe('outcome notifications', () => {
     await env.pool.query(`UPDATE job_notifications SET next_attempt_at = now() WHERE job_id <> $1 AND sent_at IS NULL`, [parked]);
     await publisher.publishDue();
     expect(triesOfParked()).toBe(tried);
-    // An operator sends it again (docs/RUNBOOK.md): one more try, here taken.
+    // An operator sends it again (docs/RUNBOOK.md). A try that fails otherwise (SNS away) leaves it an ordinary
+    // failure again, retried later — no longer marked parked.
+    endpoint.respondWith(snsFailure);
+    await env.pool.query('UPDATE job_notifications SET next_attempt_at = now() WHERE job_id = $1', [parked]);
+    await publisher.publishDue();
+    expect(await outboxRow(parked!)).toMatchObject({ sent_at: null, parked_at: null, last_error: expect.stringMatching(/InternalError/) });
+    expect((await outboxRow(parked!)).next_attempt_at).not.toBe(Infinity);
+    // Another try, here taken.
     endpoint.respondWith(snsSuccess);
     await env.pool.query('UPDATE job_notifications SET next_attempt_at = now() WHERE job_id = $1', [parked]);
     await publisher.publishDue();

@@ -3,6 +3,7 @@
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { JobHandler } from '../worker/handlers/types.js';
+import { JOB_CANCEL_CHANNEL } from '../worker/queue/channels.js';
 import { enqueueJobs } from '../worker/queue/enqueue.js';
 import { LeaseLostError } from '../worker/queue/lease.js';
 import { rescueExpiredLeases } from '../worker/queue/maintenance.js';
@@ -67,13 +68,20 @@ async function handlerWaitingOnBeat(holder: pg.Client): Promise<{ id: number; ou
   await holder.query('BEGIN');
   await holder.query('SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE', [id]);
   open();
-  await waitFor(async () => {
-    const { rows } = await env.pool.query(
-      "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'bulk-import-lease' AND wait_event_type = 'Lock'",
-    );
-    return rows.length === 1;
-  });
+  await waitFor(beatWaiting);
   return { id, outcomes };
+}
+
+/**
+ * Whether the worker's heartbeat waits on a lock (the run's row the test holds). Its lease sessions are two, both
+ * named bulk-import-lease: the heartbeat's and the outcomes' (an outcome of the run would wait on the row too).
+ */
+async function beatWaiting(): Promise<boolean> {
+  const { rows } = await env.pool.query(
+    `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'bulk-import-lease'
+       AND wait_event_type = 'Lock' AND query LIKE 'UPDATE jobs SET lease_expires_at%'`,
+  );
+  return rows.length === 1;
 }
 
 /** A connection of its own for the test's transaction, ended after `work`. */
@@ -109,6 +117,18 @@ describe('leaseConfirmed', () => {
       await waitFor(async () => outcomes.length === 2);
       expect(outcomes).toEqual(['fresh', 'confirmed']);
       await waitFor(async () => (await env.pool.query("SELECT 1 FROM jobs WHERE id = $1 AND state = 'succeeded'", [id])).rows.length === 1);
+    });
+  });
+
+  it('a cancel while it waits for the beat ends the wait at once, with the cancel, though the beat is still held', async () => {
+    await withHolder(async (holder) => {
+      const { id, outcomes } = await handlerWaitingOnBeat(holder);
+      // The operator's cancel, as the worker hears it (the run's row is held, so it comes as the notification alone).
+      await env.pool.query('SELECT pg_notify($1, $2)', [JOB_CANCEL_CHANNEL, String(id)]);
+      await waitFor(async () => outcomes.length === 2);
+      expect(outcomes[1]).toMatch(/cancel/i);
+      expect(await beatWaiting()).toBe(true);
+      await holder.query('ROLLBACK');
     });
   });
 });

@@ -43,7 +43,7 @@ describe('fencing', () => {
 
     const leaseA = { jobId: job.id, owner: 'worker-a', attempt: a!.attempt };
     expect(await saveProgress(env.pool, leaseA, { done: 99 })).toBe(false);
-    expect(await completeJobs(env.pool, 'worker-a', [{ jobId: job.id, attempt: 1, state: 'succeeded' }])).toEqual(new Set());
+    expect(await completeJobs(env.pool, 'worker-a', [{ jobId: job.id, attempt: 1, state: 'succeeded' }])).toEqual(new Map());
     const error = { message: 'x', code: 'X', class: 'permanent' as const, attempt: 1, at: new Date().toISOString() };
     expect(await failJob(env.pool, { lease: leaseA, error, retryDelayMs: 0 })).toBeNull();
     expect((await extendLeases(env.pool, 'worker-a', [{ jobId: job.id, attempt: 1 }], 60_000)).lost).toEqual([job.id]);
@@ -55,7 +55,7 @@ describe('fencing', () => {
     expect(current).toMatchObject({ state: 'running', leaseOwner: 'worker-b', attempts: 2, progress: null });
     const leaseB = { jobId: job.id, owner: 'worker-b', attempt: 2 };
     expect(await saveProgress(env.pool, leaseB, { done: 1 })).toBe(true);
-    expect(await completeJobs(env.pool, 'worker-b', [{ jobId: job.id, attempt: 2, state: 'succeeded' }])).toEqual(new Set([job.id]));
+    expect(await completeJobs(env.pool, 'worker-b', [{ jobId: job.id, attempt: 2, state: 'succeeded' }])).toEqual(new Map([[job.id, 'succeeded']]));
   });
 
   it('aborts the handler of a worker that lost its lease and discards its outcome', async () => {
@@ -284,7 +284,8 @@ describe('rescue, retention, cancel and requeue', () => {
       CREATE TRIGGER retention_race_gate BEFORE DELETE ON retention_race FOR EACH ROW EXECUTE FUNCTION retention_race_gate();`);
     const { job } = await enqueueJob(env.pool, { kind: 'retained-race' });
     await env.pool.query('INSERT INTO retention_race SELECT $1, n FROM generate_series(1, 3) AS n', [job.id]);
-    await env.pool.query("UPDATE jobs SET state = 'failed', finished_at = now() - interval '40 days' WHERE id = $1", [job.id]);
+    // Dead: both a requeue and a replay would take it back.
+    await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now() - interval '40 days' WHERE id = $1", [job.id]);
     const gate = await env.pool.connect();
     try {
       await gate.query('BEGIN; SELECT pg_advisory_xact_lock(424242)');
@@ -297,7 +298,8 @@ describe('rescue, retention, cancel and requeue', () => {
       });
       // The mark is committed (the requeue sees it) while the child rows are still being deleted.
       await expect(requeueJob(env.pool, job.id)).rejects.toThrow(/being deleted/);
-      await expect(replayDead(env.pool, { name: 'ops', tenantId: null }, { ids: [job.id] })).rejects.toThrow();
+      await expect(replayDead(env.pool, { name: 'ops', tenantId: null }, { ids: [job.id] })).rejects.toThrow(/being deleted/);
+      expect((await replayDead(env.pool, { name: 'ops', tenantId: null }, { all: true, kinds: ['retained-race'] })).replayed).toEqual([]);
       await gate.query('COMMIT');
       expect(await retention).toBe(1);
       const { rows } = await env.pool.query(
@@ -444,8 +446,9 @@ describe('rescue, retention, cancel and requeue', () => {
     const [claimed] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['cancel-review'] });
     // The operator's cancel commits after the validation ended and before its outcome is recorded.
     expect((await cancelJob(env.pool, job.id)).pending).toBe(true);
+    // The state stored is what the worker reports (its log, metrics and jobFinished), not the one the handler asked for.
     expect(await completeJobs(env.pool, 'w', [{ jobId: job.id, attempt: claimed!.attempt, state: 'review_ready', result: { valid: 3 } }])).toEqual(
-      new Set([job.id]),
+      new Map([[job.id, 'canceled']]),
     );
     expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'canceled', finishedAt: expect.any(Date), result: { valid: 3 } });
 

@@ -41,7 +41,7 @@ export function completeStatement(workerId: string, completions: Completion[]): 
      FROM unnest($2::bigint[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[]) AS done(id, attempt, state, result, progress)
      WHERE jobs.id = done.id AND jobs.id = ANY($2::bigint[]) AND jobs.attempts = done.attempt AND jobs.lease_owner = $1
        AND jobs.state = 'running' AND jobs.archived = false
-     RETURNING jobs.id`,
+     RETURNING jobs.id, jobs.state`,
     values: [
       workerId,
       ids,
@@ -57,17 +57,19 @@ export function completeStatement(workerId: string, completions: Completion[]): 
 export const COMPLETION_PLAN_SETTINGS: readonly string[] = ['enable_nestloop = off'];
 
 /**
- * Records many completions in one statement (the runner batches them). Returns the ids that applied; the others
- * had lost their lease and their outcome is discarded. Given a client rather than a pool, the statement runs as it is,
- * in whatever transaction and with whatever settings the caller has.
+ * Records many completions in one statement (the runner batches them). Returns the state each applied one was stored
+ * in, by id (a review_ready outcome of a run asked to cancel is stored `canceled`); the others had lost their lease and
+ * their outcome is discarded. Given a client rather than a pool, the statement runs as it is, in whatever transaction
+ * and with whatever settings the caller has.
  */
-export async function completeJobs(db: Queryable, workerId: string, completions: Completion[]): Promise<Set<number>> {
-  if (completions.length === 0) return new Set();
+export async function completeJobs(db: Queryable, workerId: string, completions: Completion[]): Promise<Map<number, CompletionState>> {
+  if (completions.length === 0) return new Map();
   const statement = completeStatement(workerId, completions);
+  type Stored = { id: number; state: CompletionState };
   const { rows } = isPool(db)
-    ? await withTransaction(db, (client) => client.query<{ id: number }>(statement), { setLocal: COMPLETION_PLAN_SETTINGS })
-    : await db.query<{ id: number }>(statement);
-  return new Set(rows.map((row) => row.id));
+    ? await withTransaction(db, (client) => client.query<Stored>(statement), { setLocal: COMPLETION_PLAN_SETTINGS })
+    : await db.query<Stored>(statement);
+  return new Map(rows.map((row) => [Number(row.id), row.state]));
 }
 
 export interface FailureRequest {

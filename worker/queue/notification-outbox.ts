@@ -72,11 +72,14 @@ export async function markNotificationSent(db: Queryable, id: number, messageId:
   );
 }
 
-/** Records a failed try; the next one is due after `retryInMs`. */
+/**
+ * Records a failed try; the next one is due after `retryInMs`. A row parked before and sent again by an operator is an
+ * ordinary failure again (not parked) until it is parked anew.
+ */
 export async function markNotificationFailed(db: Queryable, id: number, error: string, retryInMs: number): Promise<void> {
   await db.query(
     `UPDATE job_notifications SET publish_attempts = publish_attempts + 1, last_error = left($2, 1000),
-       next_attempt_at = now() + $3 * interval '1 millisecond'
+       next_attempt_at = now() + $3 * interval '1 millisecond', parked_at = NULL
      WHERE id = $1`,
     [id, error, Math.max(0, Math.round(retryInMs))],
   );

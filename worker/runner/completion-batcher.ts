@@ -2,7 +2,7 @@
 // turns N round-trips into one, which is most of the queue's throughput.
 import type { DatabaseStatusSink, Queryable } from '../db/pool.js';
 import type { Logger } from '../logger.js';
-import { completeJobs, type Completion } from '../queue/finish.js';
+import { completeJobs, type Completion, type CompletionState } from '../queue/finish.js';
 import { retryFencedWrite } from './fenced-retry.js';
 
 export interface CompletionBatcherOptions {
@@ -17,7 +17,7 @@ export interface CompletionBatcherOptions {
 
 interface Pending {
   completion: Completion;
-  resolve(applied: boolean): void;
+  resolve(stored: CompletionState | null): void;
 }
 
 export class CompletionBatcher {
@@ -31,8 +31,11 @@ export class CompletionBatcher {
     private readonly options: CompletionBatcherOptions = {},
   ) {}
 
-  /** Resolves true once the completion is stored, false when the lease had been lost (or storing kept failing). */
-  add(completion: Completion): Promise<boolean> {
+  /**
+   * Resolves with the state stored once the completion is (the one asked for, or `canceled` for a review_ready outcome
+   * of a run asked to cancel), null when the lease had been lost (or storing kept failing).
+   */
+  add(completion: Completion): Promise<CompletionState | null> {
     return new Promise((resolve) => {
       this.pending.push({ completion, resolve });
       if (!this.flushing) this.flushing = this.flushSoon();
@@ -53,15 +56,15 @@ export class CompletionBatcher {
     try {
       while (this.pending.length > 0) {
         const batch = this.pending.splice(0, this.options.maxBatch ?? 1000);
-        const applied = await this.store(batch.map((item) => item.completion));
-        for (const item of batch) item.resolve(applied.has(item.completion.jobId));
+        const stored = await this.store(batch.map((item) => item.completion));
+        for (const item of batch) item.resolve(stored.get(item.completion.jobId) ?? null);
       }
     } finally {
       this.flushing = undefined;
     }
   }
 
-  private async store(completions: Completion[]): Promise<Set<number>> {
+  private async store(completions: Completion[]): Promise<Map<number, CompletionState>> {
     try {
       return await retryFencedWrite(() => completeJobs(this.db, this.workerId, completions), {
         forMs: this.options.retryForMs ?? 3_000,
@@ -72,7 +75,7 @@ export class CompletionBatcher {
       });
     } catch (error) {
       this.log.error({ err: error, jobs: completions.map((c) => c.jobId) }, 'could not record job completions');
-      return new Set();
+      return new Map();
     }
   }
 }

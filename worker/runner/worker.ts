@@ -104,8 +104,11 @@ interface ActiveJob {
   done: Promise<void>;
   /** performance.now() by which the lease ends at the latest: a lease length from before the claim or last renewal. */
   leaseUntil: number;
-  /** The shutdown gave the lease back while the handler still ran (after the grace time). */
-  released?: boolean;
+  /**
+   * The lease is not this attempt's any more: a heartbeat found it lost (whatever else aborted the attempt first), or
+   * the shutdown gave it back while the handler still ran (after the grace time). No lease is confirmed from then on.
+   */
+  leaseGone?: boolean;
 }
 
 export class Worker extends EventEmitter<WorkerEvents> {
@@ -521,14 +524,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const state: CompletionState =
         failure === undefined ? (outcome?.state ?? 'succeeded') : 'canceled';
       const result = failure === undefined ? outcome?.result : { canceledAt: new Date().toISOString() };
-      const applied = await this.batcher.add({ jobId: job.id, attempt: job.attempt, state, result, progress: snapshot });
-      if (!applied) {
+      const stored = await this.batcher.add({ jobId: job.id, attempt: job.attempt, state, result, progress: snapshot });
+      if (stored === null) {
         log.warn({ state }, 'lease lost before the outcome was stored; outcome discarded');
         return finished('lost');
       }
+      // What the run became, not what the handler asked for: a review of a run asked to cancel ends it canceled.
       // At debug only: `job finished` below says the same at info.
-      log.debug({ state, duration_ms: performance.now() - entry.startedAt }, `job ${state}`);
-      return finished(state, { result, metrics: failure === undefined ? outcome?.metrics : undefined });
+      log.debug({ state: stored, duration_ms: performance.now() - entry.startedAt }, `job ${stored}`);
+      return finished(stored, { result, metrics: failure === undefined ? outcome?.metrics : undefined });
     }
     const error = toErrorRecord(failure, job.attempt, this.options.workerId);
     const delay = backoffDelayMs({ baseMs: this.options.backoffBaseMs, maxMs: this.options.backoffMaxMs }, job.attempt);
@@ -600,19 +604,35 @@ export class Worker extends EventEmitter<WorkerEvents> {
    */
   private async confirmLease(entry: ActiveJob): Promise<void> {
     const { signal } = entry.controller;
-    // Only a lost lease ends the wait: a shutdown aborts the signal too, and lets work under way finish (its lease is
-    // held until the release), so what it finishes is confirmed like any other.
-    const lost = () => signal.aborted && signal.reason instanceof LeaseLostError;
+    // A lost lease ends the wait, and so does a stop other than the shutdown (a cancel: the attempt ends anyway). The
+    // shutdown lets work under way finish (its lease is held until the release): that is confirmed like any other.
+    const ended = () => {
+      if (entry.leaseGone) throw new LeaseLostError(entry.job.id);
+      if (signal.aborted && !(signal.reason instanceof ShutdownError)) throw signal.reason;
+    };
     const marginMs = this.options.leaseMs / 3;
-    for (;;) {
-      if (entry.released) throw new LeaseLostError(entry.job.id);
-      if (lost()) throw signal.reason;
-      if (entry.leaseUntil - performance.now() > marginMs) return;
-      await (this.beatUnderWay ?? this.heartbeat());
-      if (lost()) throw signal.reason;
-      if (entry.leaseUntil - performance.now() > marginMs) return;
-      // The beat did not get through (the database away, or another beat's turn): ask again shortly.
-      await sleep(Math.min(1_000, this.options.heartbeatMs));
+    ended();
+    if (entry.leaseUntil - performance.now() > marginMs) return;
+    // A stop does not wait for a beat still held up (a cancel heard while the lease session hangs). Only set up when
+    // a beat must be waited for: a handler may confirm once per file, and a listener each would pile up on the signal.
+    let onAbort: () => void = () => {};
+    const stopped = new Promise<void>((resolve) => {
+      onAbort = resolve;
+      if (signal.aborted) resolve();
+      else signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      for (;;) {
+        await Promise.race([this.beatUnderWay ?? this.heartbeat(), stopped]);
+        ended();
+        if (entry.leaseUntil - performance.now() > marginMs) return;
+        // The beat did not get through (the database away, or another beat's turn): ask again shortly.
+        await sleep(Math.min(1_000, this.options.heartbeatMs));
+        ended();
+        if (entry.leaseUntil - performance.now() > marginMs) return;
+      }
+    } finally {
+      signal.removeEventListener('abort', onAbort);
     }
   }
 
@@ -688,6 +708,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Stops the running handler of the job (of that attempt only, when given). */
   private abortJob(jobId: number, reason: Error, attempt?: number): void {
     const entry = this.active.get(jobId);
+    // Known even when the attempt was stopped before (a cancel, the shutdown): a lease confirmation waiting must end.
+    if (entry && (attempt === undefined || entry.lease.attempt === attempt) && reason instanceof LeaseLostError) entry.leaseGone = true;
     if (entry && (attempt === undefined || entry.lease.attempt === attempt) && !entry.controller.signal.aborted) {
       const { job } = entry;
       this.log.info({ job_id: jobId, kind: job.kind, attempt: job.attempt, tenant_id: job.tenantId, reason: reason.name }, 'stopping job');
@@ -791,7 +813,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // (their late writes are fenced out once the lease is released).
     const stillRunningEntries = draining.filter((entry) => this.active.get(entry.job.id) === entry);
     // What they still do is not this worker's to finish: no lease confirmed from now on (confirmLease).
-    for (const entry of stillRunningEntries) entry.released = true;
+    for (const entry of stillRunningEntries) entry.leaseGone = true;
     const stillRunning = stillRunningEntries.map((entry) => entry.lease);
     const toRelease = [
       ...new Map([...this.stoppedForShutdown, ...stillRunning].map((lease) => [lease.jobId, lease])).values(),

@@ -140,6 +140,9 @@ export interface ExistingAtKey {
  * over may have written at the key since (its row not yet committed).
  * Best effort: left behind, the object is one without a row — overwritten by the next read, or reported by `audit`.
  */
+/** The longest a discard's DeleteObject may take, inside its transaction. */
+const DISCARD_TIMEOUT_MS = 15_000;
+
 async function discardObject(context: ItemImportContext, item: PendingItem): Promise<void> {
   try {
     // In one transaction that holds the lease check's lock (FOR KEY SHARE on the job row) until the delete is done: a
@@ -148,7 +151,8 @@ async function discardObject(context: ItemImportContext, item: PendingItem): Pro
       await context.assertLeaseHeld(tx);
       const found = await findDocumentsByKeys(tx, context.bucket, context.tenant, [item.objectKey]);
       if (found.own.size > 0 || found.otherTenants.size > 0) return;
-      await deleteObject(context.s3, context.bucket, item.objectKey, context.requestTimeoutMs);
+      // Bounded well under the session's idle-in-transaction timeout (2 min): the lock also holds up a cancel.
+      await deleteObject(context.s3, context.bucket, item.objectKey, Math.min(context.requestTimeoutMs, DISCARD_TIMEOUT_MS));
     });
   } catch (error) {
     if (context.signal.aborted) throw context.signal.reason;
