@@ -168,6 +168,8 @@ describe('mass-import against a flaky S3', () => {
         attempt: 1,
         context: { failedTransient: 1, failedPermanent: 0 },
       });
+      // The file the next attempt tries again is not counted done (nor failed) meanwhile: the figures never drop.
+      expect(firstAttempt.progress).toMatchObject({ done: inSource.length - 1, total: inSource.length, filesFailed: 0 });
 
       const done = await waitForTerminal(env, job.id, 60_000);
       worker.kill('SIGTERM');

@@ -118,7 +118,7 @@ describe('the ETA rule', () => {
 
   it('the snapshot adds in-flight bytes to bytesDone, and a retried file starts again from 0 without counting twice', () => {
     let now = 0;
-    const totals = { files: 2, bytes: 100 * MiB, pending: 2, done: 0, skipped: 0, failed: 0, failedTransient: 0, bytesDone: 0, bytesSkipped: 0, bytesFailed: 0 };
+    const totals = { files: 2, bytes: 100 * MiB, pending: 2, done: 0, skipped: 0, failed: 0, failedTransient: 0, bytesDone: 0, bytesSkipped: 0, bytesFailed: 0, bytesFailedTransient: 0 };
     const reports: Array<Record<string, unknown>> = [];
     const progress = new ImportProgress(totals, { update: (value) => void reports.push(value), flush: async () => {}, forget: () => {} }, () => now);
     now = 5_000;

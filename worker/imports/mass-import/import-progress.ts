@@ -105,6 +105,15 @@ export class ImportProgress {
     if (outcome === 'done') this.bytesImportedThisAttempt += bytes;
   }
 
+  /**
+   * Failed items that the next attempt tries again (transient failures while attempts are left): not done after all.
+   * Left counted, `done`, `filesFailed` and `bytesDone` would drop when that attempt puts them back to pending.
+   */
+  retryLater(files: number, bytes: number): void {
+    this.failed -= files;
+    this.bytesDone -= bytes;
+  }
+
   /** Other figures to show with the progress (concurrency, throttling). */
   annotate(extra: Record<string, unknown>): void {
     this.extra = { ...this.extra, ...extra };
