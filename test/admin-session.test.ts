@@ -372,9 +372,16 @@ describe('dead letters from the pages', () => {
     expect(previewText).toContain(`run ${old} (audit`);
     expect(previewText).not.toContain(`run ${other} (`);
     expect((await get('/admin/dead/purge?olderThan=soon', { cookie })).status).toBe(400);
-    const purged = await post('/admin/dead/purge', { csrf: /name="csrf" value="([^"]+)"/.exec(previewText)![1]!, olderThan: '7d', kind: '' }, { cookie });
+    // A run that crosses the age limit after the page was shown (here: one that died 9 days ago, after the ones it
+    // listed) is not purged with them: the confirmation carries the latest death it listed.
+    const crossed = await dead('audit', '9 days');
+    const until = /name="diedNoLaterThan" value="([^"]+)"/.exec(previewText)![1]!;
+    const purged = await post('/admin/dead/purge', { csrf: /name="csrf" value="([^"]+)"/.exec(previewText)![1]!, olderThan: '7d', kind: '', diedNoLaterThan: until }, { cookie });
     expect(purged.status).toBe(303);
     expect(await states()).toEqual({ [noopA]: 'queued', [noopB]: 'queued', [other]: 'dead' });
+    expect((await env.pool.query('SELECT state FROM jobs WHERE id = $1', [crossed])).rows).toEqual([{ state: 'dead' }]);
+    const bad = await post('/admin/dead/purge', { csrf: /name="csrf" value="([^"]+)"/.exec(previewText)![1]!, olderThan: '7d', kind: '', diedNoLaterThan: 'yesterday' }, { cookie });
+    expect(bad.status).toBe(400);
   });
 });
 

@@ -59,6 +59,12 @@ export interface PurgeRequest {
   kinds?: string[] | undefined;
   /** Report what would be deleted; delete nothing. */
   dryRun?: boolean | undefined;
+  /**
+   * Only runs dead no later than this: a confirmation page passes the latest death it listed, so runs that crossed
+   * the age limit since it was shown are not deleted with the ones the operator saw. A JavaScript time has
+   * milliseconds, Postgres microseconds: the whole millisecond counts.
+   */
+  diedNoLaterThan?: Date | undefined;
 }
 
 export interface PurgedJob {
@@ -75,8 +81,8 @@ export interface PurgedJob {
  */
 export async function purgeDeadJobs(db: Queryable, request: PurgeRequest): Promise<PurgedJob[]> {
   const where = `state = 'dead' AND finished_at < now() - $1 * interval '1 millisecond'
-    AND ($2::text[] IS NULL OR kind = ANY($2))`;
-  const values = [request.olderThanMs, request.kinds ?? null];
+    AND ($2::text[] IS NULL OR kind = ANY($2)) AND ($3::timestamptz IS NULL OR finished_at < $3::timestamptz + interval '1 millisecond')`;
+  const values = [request.olderThanMs, request.kinds ?? null, request.diedNoLaterThan ?? null];
   const { rows } = await db.query<{ id: number; kind: string; tenant_id: string | null; finished_at: Date }>(
     request.dryRun
       ? `SELECT id, kind, tenant_id, finished_at FROM jobs WHERE ${where} ORDER BY id`

@@ -15,7 +15,7 @@ import type { Html } from './html.js';
 import type { Viewer } from './layout.js';
 import { confirmActionPage } from './pages/confirm.js';
 import { csvReviewPage } from './pages/csv-review.js';
-import { confirmPurgePage, confirmReplayAllPage, deadLettersPage, readKind, readOlderThan } from './pages/dead-letters.js';
+import { confirmPurgePage, confirmReplayAllPage, deadLettersPage, readDiedNoLaterThan, readKind, readOlderThan } from './pages/dead-letters.js';
 import { massImportPage } from './pages/mass-import.js';
 import type { AdminOptions } from './options.js';
 import { pageAction, type ActionForm } from './pages/run-actions.js';
@@ -269,6 +269,7 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
         const purged = await purgeDead(deps.pool, actorOf(request), {
           olderThanMs: olderThan.ms,
           kinds: kind ? [kind] : undefined,
+          diedNoLaterThan: readDiedNoLaterThan(field(request.body, 'diedNoLaterThan')),
           note: field(request.body, 'note').trim() || null,
         });
         request.log.info({ count: purged.length, kind: kind || null, actor: request.apiKey?.name }, 'dead runs purged (admin page)');

@@ -32,6 +32,15 @@ export function readOlderThan(value: unknown): { text: string; ms: number } {
   }
 }
 
+/** The purge confirmation's bound (an ISO time the page wrote), or undefined when the form has none. */
+export function readDiedNoLaterThan(value: unknown): Date | undefined {
+  const text = typeof value === 'string' ? value.trim() : '';
+  if (text === '') return undefined;
+  const at = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$/.test(text) ? new Date(text) : new Date(NaN);
+  if (Number.isNaN(at.getTime())) throw new ApiError(400, 'INVALID_REQUEST', 'diedNoLaterThan: not an ISO time', 'diedNoLaterThan');
+  return at;
+}
+
 const kindSelect = (deps: ApiDependencies, selected: string, id: string) =>
   html`<select id="${id}" name="kind"><option value="">every kind</option>${deps.registry
     .kinds()
@@ -126,6 +135,11 @@ ${errorBox(error)}
   return page({ title: 'Replay dead runs', viewer, body, section: 'dead' });
 }
 
+/** The latest death among the runs a purge page lists: the confirmation purges those, not runs that died since. */
+function latestDeath(runs: ReadonlyArray<{ finishedAt: Date }>): Date {
+  return new Date(Math.max(...runs.map((run) => run.finishedAt.getTime())));
+}
+
 export async function confirmPurgePage(deps: ApiDependencies, viewer: Viewer, kind: string, olderThan: { text: string; ms: number }): Promise<Html> {
   const preview = await purgeDead(deps.pool, { name: viewer.key.name, tenantId: null }, { olderThanMs: olderThan.ms, kinds: kind ? [kind] : undefined, dryRun: true });
   const body = html`<h1>Purge dead runs?</h1>
@@ -135,6 +149,7 @@ ${preview.length ? html`<ul>${preview.slice(0, PURGE_PREVIEW).map((job) => html`
   ${csrfField(viewer)}
   <input type="hidden" name="kind" value="${kind}">
   <input type="hidden" name="olderThan" value="${olderThan.text}">
+  ${preview.length ? html`<input type="hidden" name="diedNoLaterThan" value="${latestDeath(preview).toISOString()}">` : ''}
   <label for="note">Note (optional, kept in each run's history)</label>
   <textarea id="note" name="note" maxlength="2000"></textarea>
   <div class="actions"><button type="submit" class="danger"${preview.length ? '' : html` disabled`}>Confirm: purge</button><a class="button secondary" href="${withQuery('/admin/dead', { kind })}">Back</a></div>
