@@ -382,6 +382,9 @@ describe('dead letters from the pages', () => {
     expect((await env.pool.query('SELECT state FROM jobs WHERE id = $1', [crossed])).rows).toEqual([{ state: 'dead' }]);
     const bad = await post('/admin/dead/purge', { csrf: /name="csrf" value="([^"]+)"/.exec(previewText)![1]!, olderThan: '7d', kind: '', diedNoLaterThan: 'yesterday' }, { cookie });
     expect(bad.status).toBe(400);
+    const unbounded = await post('/admin/dead/purge', { csrf: /name="csrf" value="([^"]+)"/.exec(previewText)![1]!, olderThan: '7d', kind: '' }, { cookie });
+    expect(unbounded.status).toBe(400);
+    expect((await env.pool.query('SELECT state FROM jobs WHERE id = $1', [crossed])).rows).toEqual([{ state: 'dead' }]);
   });
 });
 

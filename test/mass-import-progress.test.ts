@@ -116,9 +116,23 @@ describe('the ETA rule', () => {
     expect(importEtaSeconds({ ...smallRun, elapsedMs: 20_000, bytesMoved: 500, bytesLeft: 99_500 })).toBeNull();
   });
 
+  it('a file failed transiently while the run has attempts left is not counted done: the next attempt tries it', () => {
+    const totals = { files: 3, bytes: 30, pending: 3, done: 0, skipped: 0, failed: 0, failedTransient: 0, bytesDone: 0, bytesSkipped: 0, bytesFailed: 0 };
+    const reporter = { update: () => {}, flush: async () => {}, forget: () => {} };
+    const retried = new ImportProgress(totals, reporter, () => 0, true);
+    retried.record('done', 10, 0, 1);
+    retried.record('failed', 10, 0, 2, 'transient');
+    retried.record('failed', 10, 0, 3, 'permanent');
+    expect(retried.snapshot('importing')).toMatchObject({ done: 2, filesImported: 1, filesFailed: 1, bytesDone: 20 });
+    // On the last attempt it is the run's failure, counted as such.
+    const last = new ImportProgress(totals, reporter, () => 0, false);
+    last.record('failed', 10, 0, 2, 'transient');
+    expect(last.snapshot('importing')).toMatchObject({ done: 1, filesFailed: 1, bytesDone: 10 });
+  });
+
   it('the snapshot adds in-flight bytes to bytesDone, and a retried file starts again from 0 without counting twice', () => {
     let now = 0;
-    const totals = { files: 2, bytes: 100 * MiB, pending: 2, done: 0, skipped: 0, failed: 0, failedTransient: 0, bytesDone: 0, bytesSkipped: 0, bytesFailed: 0, bytesFailedTransient: 0 };
+    const totals = { files: 2, bytes: 100 * MiB, pending: 2, done: 0, skipped: 0, failed: 0, failedTransient: 0, bytesDone: 0, bytesSkipped: 0, bytesFailed: 0 };
     const reports: Array<Record<string, unknown>> = [];
     const progress = new ImportProgress(totals, { update: (value) => void reports.push(value), flush: async () => {}, forget: () => {} }, () => now);
     now = 5_000;

@@ -183,7 +183,7 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     log.info({ files: plan.measure.files, bytes: plan.measure.totalBytes, unsafe: plan.unsafe }, 'mass import planned');
   }
 
-  const tracker = new ImportProgress(await itemTotals(pool, job.id), progress);
+  const tracker = new ImportProgress(await itemTotals(pool, job.id), progress, Date.now, job.attempt < job.maxAttempts);
   const limiter = new AdaptiveConcurrency(Math.min(payload.concurrency ?? config.massImport.concurrency, config.massImport.concurrency), {
     holdMs: THROTTLE_HOLD_MS,
     growStepMs: THROTTLE_GROW_STEP_MS,
@@ -222,7 +222,6 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     // Files that failed only because S3 (or the share) was unavailable after their retries are not `partial`
     // material while the run has attempts left: the queue retries the run after a backoff, and the next attempt
     // puts exactly those items back to pending (resetTransientFailures). Imported files stay imported.
-    tracker.retryLater(totals.failedTransient, Number(totals.bytesFailedTransient));
     progress.update(tracker.snapshot('importing'));
     throw new TransientJobError(
       `${totals.failedTransient} file(s) failed with transient errors after their retries (S3 or the share unavailable); ` +

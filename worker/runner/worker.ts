@@ -449,7 +449,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const progress = new ThrottledProgressReporter(
       this.pool,
       lease,
-      () => controller.abort(new LeaseLostError(job.id)),
+      // Through abortJob: the lost lease is recorded (leaseGone) even when the shutdown stopped the attempt first.
+      () => this.abortJob(job.id, new LeaseLostError(job.id), lease.attempt),
       this.options.progressIntervalMs,
     );
     let outcome: JobOutcome | void = undefined;

@@ -133,6 +133,9 @@ export interface ExistingAtKey {
   otherTenant: DocumentRow | undefined;
 }
 
+/** The longest a discard's DeleteObject may take, inside its transaction. */
+const DISCARD_TIMEOUT_MS = 15_000;
+
 /**
  * Deletes the object a try wrote from a file that changed while it was sent, unless a document points to the key by
  * now (another run of the tenant committed it meanwhile: its row is not ours to orphan; CONCURRENT_CONFLICT applies),
@@ -140,9 +143,6 @@ export interface ExistingAtKey {
  * over may have written at the key since (its row not yet committed).
  * Best effort: left behind, the object is one without a row — overwritten by the next read, or reported by `audit`.
  */
-/** The longest a discard's DeleteObject may take, inside its transaction. */
-const DISCARD_TIMEOUT_MS = 15_000;
-
 async function discardObject(context: ItemImportContext, item: PendingItem): Promise<void> {
   try {
     // In one transaction that holds the lease check's lock (FOR KEY SHARE on the job row) until the delete is done: a

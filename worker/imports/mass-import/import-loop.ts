@@ -126,7 +126,7 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
     const task: Promise<void> = context.outcomes
       .record(released)
       .then((result) => {
-        progress.record(result.outcome, result.bytes, result.sizeDelta, released.item.itemNo);
+        progress.record(result.outcome, result.bytes, result.sizeDelta, released.item.itemNo, result.errorClass);
         publish();
       })
       .catch(fail)
@@ -188,7 +188,7 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
               .then((result) => {
                 if (result === undefined) return;
                 fileSpan?.setAttributes({ 'item.outcome': result.outcome, ...(result.code ? { 'error.type': result.code } : {}) });
-                progress.record(result.outcome, result.bytes, result.sizeDelta, pending.itemNo);
+                progress.record(result.outcome, result.bytes, result.sizeDelta, pending.itemNo, result.errorClass);
                 if (result.outcome === 'failed' && result.errorClass === 'transient') transientStreak += 1;
                 else if (result.outcome !== 'failed') transientStreak = 0;
                 if (transientStreak >= breakerThreshold && fatal === undefined) {

@@ -8,6 +8,7 @@
 import { jobProgress, type JobProgress } from '../../handlers/progress.js';
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { ItemTotals } from './items-table.js';
+import type { ErrorClass } from '../../queue/types.js';
 
 export type ImportPhase = 'planning' | 'importing' | 'finished';
 export type ItemOutcome = 'done' | 'skipped' | 'failed';
@@ -69,6 +70,12 @@ export class ImportProgress {
     totals: ItemTotals,
     private readonly reporter: ProgressReporter,
     private readonly now: () => number = Date.now,
+    /**
+     * The run has attempts left: a file that fails transiently (S3 or the share away after its retries) will be tried
+     * again by the next attempt, which puts it back to pending. It is not counted done (nor failed) meanwhile, so the
+     * figures never drop between attempts.
+     */
+    private readonly transientFailuresRetried = false,
   ) {
     this.filesTotal = totals.files;
     this.bytesTotal = totals.bytes;
@@ -93,8 +100,12 @@ export class ImportProgress {
    * One item finished. `sizeDelta` corrects the total when the file's size changed since the plan; its in-flight
    * bytes are replaced by `bytes`.
    */
-  record(outcome: ItemOutcome, bytes: number, sizeDelta = 0, itemNo?: number): void {
+  record(outcome: ItemOutcome, bytes: number, sizeDelta = 0, itemNo?: number, errorClass?: ErrorClass): void {
     if (itemNo !== undefined) this.settle(itemNo);
+    if (outcome === 'failed' && errorClass === 'transient' && this.transientFailuresRetried) {
+      this.bytesTotal += sizeDelta;
+      return;
+    }
     if (outcome === 'done') this.imported += 1;
     else if (outcome === 'skipped') this.skipped += 1;
     else this.failed += 1;
@@ -103,15 +114,6 @@ export class ImportProgress {
     this.filesThisAttempt += 1;
     this.bytesThisAttempt += bytes;
     if (outcome === 'done') this.bytesImportedThisAttempt += bytes;
-  }
-
-  /**
-   * Failed items that the next attempt tries again (transient failures while attempts are left): not done after all.
-   * Left counted, `done`, `filesFailed` and `bytesDone` would drop when that attempt puts them back to pending.
-   */
-  retryLater(files: number, bytes: number): void {
-    this.failed -= files;
-    this.bytesDone -= bytes;
   }
 
   /** Other figures to show with the progress (concurrency, throttling). */

@@ -50,8 +50,6 @@ export interface ItemTotals {
   bytesDone: number;
   bytesSkipped: number;
   bytesFailed: number;
-  /** Bytes of the failedTransient items. */
-  bytesFailedTransient: number;
 }
 
 const INSERT_CHUNK = 5_000;
@@ -156,8 +154,7 @@ export async function itemTotals(db: Queryable, jobId: number): Promise<ItemTota
        count(*) FILTER (WHERE state = 'failed' AND error_class = 'transient')::int AS failed_transient,
        coalesce(sum(size_bytes) FILTER (WHERE state = 'done'), 0)::bigint AS bytes_done,
        coalesce(sum(size_bytes) FILTER (WHERE state = 'skipped'), 0)::bigint AS bytes_skipped,
-       coalesce(sum(size_bytes) FILTER (WHERE state = 'failed'), 0)::bigint AS bytes_failed,
-       coalesce(sum(size_bytes) FILTER (WHERE state = 'failed' AND error_class = 'transient'), 0)::bigint AS bytes_failed_transient
+       coalesce(sum(size_bytes) FILTER (WHERE state = 'failed'), 0)::bigint AS bytes_failed
      FROM import_items WHERE job_id = $1`,
     [jobId],
   );
@@ -173,7 +170,6 @@ export async function itemTotals(db: Queryable, jobId: number): Promise<ItemTota
     bytesDone: row.bytes_done!,
     bytesSkipped: row.bytes_skipped!,
     bytesFailed: row.bytes_failed!,
-    bytesFailedTransient: row.bytes_failed_transient!,
   };
 }
 

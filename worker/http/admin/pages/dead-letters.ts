@@ -32,10 +32,9 @@ export function readOlderThan(value: unknown): { text: string; ms: number } {
   }
 }
 
-/** The purge confirmation's bound (an ISO time the page wrote), or undefined when the form has none. */
-export function readDiedNoLaterThan(value: unknown): Date | undefined {
+/** The purge confirmation's bound (an ISO time the page wrote): required, so a purge goes by what a page listed. */
+export function readDiedNoLaterThan(value: unknown): Date {
   const text = typeof value === 'string' ? value.trim() : '';
-  if (text === '') return undefined;
   const at = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$/.test(text) ? new Date(text) : new Date(NaN);
   if (Number.isNaN(at.getTime())) throw new ApiError(400, 'INVALID_REQUEST', 'diedNoLaterThan: not an ISO time', 'diedNoLaterThan');
   return at;
@@ -137,7 +136,10 @@ ${errorBox(error)}
 
 /** The latest death among the runs a purge page lists: the confirmation purges those, not runs that died since. */
 function latestDeath(runs: ReadonlyArray<{ finishedAt: Date }>): Date {
-  return new Date(Math.max(...runs.map((run) => run.finishedAt.getTime())));
+  // A loop, not Math.max(...spread): a purge may list hundreds of thousands of runs (too many arguments for a call).
+  let latest = 0;
+  for (const run of runs) latest = Math.max(latest, run.finishedAt.getTime());
+  return new Date(latest);
 }
 
 export async function confirmPurgePage(deps: ApiDependencies, viewer: Viewer, kind: string, olderThan: { text: string; ms: number }): Promise<Html> {
