@@ -198,7 +198,7 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     item: {
       pool,
       assertLeaseHeld: context.assertLeaseHeld,
-      leaseConfirmed: () => context.leaseConfirmed(),
+      leaseConfirmed: context.leaseConfirmed,
       jobId: job.id,
       tenant,
       bucket,

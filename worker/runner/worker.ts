@@ -607,13 +607,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const { signal } = entry.controller;
     // A lost lease ends the wait, and so does a stop other than the shutdown (a cancel: the attempt ends anyway). The
     // shutdown lets work under way finish (its lease is held until the release): that is confirmed like any other.
-    const ended = () => {
+    const marginMs = this.options.leaseMs / 3;
+    const confirmed = (): boolean => {
       if (entry.leaseGone) throw new LeaseLostError(entry.job.id);
       if (signal.aborted && !(signal.reason instanceof ShutdownError)) throw signal.reason;
+      return entry.leaseUntil - performance.now() > marginMs;
     };
-    const marginMs = this.options.leaseMs / 3;
-    ended();
-    if (entry.leaseUntil - performance.now() > marginMs) return;
+    if (confirmed()) return;
     // A stop does not wait for a beat still held up (a cancel heard while the lease session hangs). Only set up when
     // a beat must be waited for: a handler may confirm once per file, and a listener each would pile up on the signal.
     let onAbort: () => void = () => {};
@@ -625,12 +625,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     try {
       for (;;) {
         await Promise.race([this.beatUnderWay ?? this.heartbeat(), stopped]);
-        ended();
-        if (entry.leaseUntil - performance.now() > marginMs) return;
+        if (confirmed()) return;
         // The beat did not get through (the database away, or another beat's turn): ask again shortly.
         await sleep(Math.min(1_000, this.options.heartbeatMs));
-        ended();
-        if (entry.leaseUntil - performance.now() > marginMs) return;
+        if (confirmed()) return;
       }
     } finally {
       signal.removeEventListener('abort', onAbort);
@@ -709,9 +707,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Stops the running handler of the job (of that attempt only, when given). */
   private abortJob(jobId: number, reason: Error, attempt?: number): void {
     const entry = this.active.get(jobId);
+    if (!entry || (attempt !== undefined && entry.lease.attempt !== attempt)) return;
     // Known even when the attempt was stopped before (a cancel, the shutdown): a lease confirmation waiting must end.
-    if (entry && (attempt === undefined || entry.lease.attempt === attempt) && reason instanceof LeaseLostError) entry.leaseGone = true;
-    if (entry && (attempt === undefined || entry.lease.attempt === attempt) && !entry.controller.signal.aborted) {
+    if (reason instanceof LeaseLostError) entry.leaseGone = true;
+    if (!entry.controller.signal.aborted) {
       const { job } = entry;
       this.log.info({ job_id: jobId, kind: job.kind, attempt: job.attempt, tenant_id: job.tenantId, reason: reason.name }, 'stopping job');
       entry.controller.abort(reason);
