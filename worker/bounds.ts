@@ -12,15 +12,19 @@ export const MAX_ERROR_CONTEXT_CHARS = 8_192;
 /** Per value of a context: characters of a string, items of an array, keys of an object, levels of nesting. */
 const VALUE_BOUNDS = { stringChars: 1_024, arrayItems: 20, objectKeys: 50, depth: 6 };
 
+/** Where to cut `text` (longer than `max`) to keep at most `max` characters without splitting a surrogate pair. */
+export function safeCutIndex(text: string, max: number): number {
+  const last = text.charCodeAt(max - 1);
+  return last >= 0xd800 && last <= 0xdbff ? max - 1 : max;
+}
+
 /**
  * `text` if it has at most `max` characters; else its first `max` characters and a note saying how many were cut.
  * Never splits a surrogate pair.
  */
 export function truncateText(text: string, max: number): string {
   if (text.length <= max) return text;
-  let end = max;
-  const last = text.charCodeAt(end - 1);
-  if (last >= 0xd800 && last <= 0xdbff) end -= 1;
+  const end = safeCutIndex(text, max);
   return `${text.slice(0, end)}… [truncated: ${text.length - end} of ${text.length} characters cut]`;
 }
 

@@ -181,20 +181,14 @@ export interface ReplayResult {
 export async function replayDead(pool: Pool, actor: Actor, request: ReplayRequest): Promise<ReplayResult> {
   const text = checkNote(request.note);
   const options = { resetAttempts: request.resetAttempts ?? false };
-  if (request.all) {
-    return withTransaction(pool, async (tx) => {
-      const result = await replayDeadJobs(tx, { ...options, ...(request.kinds ? { kinds: request.kinds } : {}) });
-      await record(tx, actor, 'replayed', result.replayed, text);
-      return result;
-    });
-  }
   // The history in the replay's own transaction: a replay never commits without its entries.
-  const replayed = await withTransaction(pool, async (tx) => {
-    const rows = await replayDeadJobsById(tx, request.ids ?? [], options);
-    await record(tx, actor, 'replayed', rows, text);
-    return rows;
+  return withTransaction(pool, async (tx) => {
+    const result = request.all
+      ? await replayDeadJobs(tx, { ...options, ...(request.kinds ? { kinds: request.kinds } : {}) })
+      : { replayed: await replayDeadJobsById(tx, request.ids ?? [], options), skipped: [] };
+    await record(tx, actor, 'replayed', result.replayed, text);
+    return result;
   });
-  return { replayed, skipped: [] };
 }
 
 /** Dead-letter purge (operators only); the history keeps a `purged` entry per deleted run. */

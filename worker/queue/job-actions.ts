@@ -124,25 +124,23 @@ export interface JobStatusRow {
 /**
  * State, attempt and progress of some runs (the API's event streams poll followed runs with this), and the snapshot
  * they were read in (`pg_current_snapshot()`, the statement's own: db/snapshot.ts), so a reader can tell which state
- * notifications the rows already reflect. `snapshot` is null when no run was asked for.
+ * notifications the rows already reflect. `snapshot` is null when no run was found.
  */
 export async function readJobStatuses(db: Queryable, ids: number[]): Promise<{ rows: JobStatusRow[]; snapshot: string | null }> {
   if (ids.length === 0) return { rows: [], snapshot: null };
   const { rows } = await db.query(
-    `SELECT s.snapshot, j.id, j.state, j.attempts, j.progress, j.updated_at
-     FROM (SELECT pg_current_snapshot()::text AS snapshot) s LEFT JOIN jobs j ON j.id = ANY($1::bigint[])`,
+    'SELECT pg_current_snapshot()::text AS snapshot, id, state, attempts, progress, updated_at FROM jobs WHERE id = ANY($1::bigint[])',
     [ids],
   );
   return {
+    // Only read with the rows: none found, none needed.
     snapshot: (rows[0]?.snapshot as string | undefined) ?? null,
-    rows: rows
-      .filter((row) => row.id !== null)
-      .map((row) => ({
-        id: Number(row.id),
-        state: row.state as JobState,
-        attempts: row.attempts as number,
-        progress: (row.progress as Record<string, unknown> | null) ?? null,
-        updatedAt: row.updated_at as Date,
-      })),
+    rows: rows.map((row) => ({
+      id: Number(row.id),
+      state: row.state as JobState,
+      attempts: row.attempts as number,
+      progress: (row.progress as Record<string, unknown> | null) ?? null,
+      updatedAt: row.updated_at as Date,
+    })),
   };
 }

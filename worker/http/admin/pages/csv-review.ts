@@ -1,6 +1,7 @@
 // GET /admin/runs/{id}/review: a CSV import's validation summary, its failed rows (row number, field, reason, the
 // original values) paged by row number, the download of the failed rows (the API's own ?format=csv export, so the
 // same bytes), and Finalize / Reject while it waits for review.
+import { safeCutIndex } from '../../../bounds.js';
 import { pageOfRowErrors, type RowError } from '../../../imports/csv/row-errors.js';
 import { normaliseName } from '../../../imports/csv/header.js';
 import { RowRanges } from '../../../imports/csv/row-ranges.js';
@@ -19,8 +20,7 @@ const SHOWN_VALUE_CHARS = 500;
 function shownValue(value: string): Html | string {
   if (value === '') return html`<span class="muted">(empty)</span>`;
   if (value.length <= SHOWN_VALUE_CHARS) return value;
-  // Not between the two halves of a surrogate pair.
-  const cut = /[\uD800-\uDBFF]/.test(value[SHOWN_VALUE_CHARS - 1]!) ? SHOWN_VALUE_CHARS - 1 : SHOWN_VALUE_CHARS;
+  const cut = safeCutIndex(value, SHOWN_VALUE_CHARS);
   const rest = value.length - cut;
   return html`${value.slice(0, cut)}<span class="muted"> … (${formatCount(rest)} more characters: the CSV download has them)</span>`;
 }
