@@ -12,6 +12,7 @@ import { completeJobs, failJob, releaseJobs } from '../worker/queue/finish.js';
 import { assertLeaseHeld, extendLeases, LeaseLostError, saveProgress } from '../worker/queue/lease.js';
 import { deleteExpiredJobs, rescueExpiredLeases } from '../worker/queue/maintenance.js';
 import { cancelJob, getJob, replayDeadJobs, requeueJob, requireJob, resumeParkedJob } from '../worker/queue/operator.js';
+import { CompletionBatcher } from '../worker/runner/completion-batcher.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
 import { testWorker, waitFor } from './support/in-process-worker.js';
@@ -56,6 +57,23 @@ describe('fencing', () => {
     const leaseB = { jobId: job.id, owner: 'worker-b', attempt: 2 };
     expect(await saveProgress(env.pool, leaseB, { done: 1 })).toBe(true);
     expect(await completeJobs(env.pool, 'worker-b', [{ jobId: job.id, attempt: 2, state: 'succeeded' }])).toEqual(new Map([[job.id, 'succeeded']]));
+  });
+
+  it('reports only the current attempt stored when two attempts of one run end in the same completion batch', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'fence-batch', maxAttempts: 5 });
+    const [older] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 60_000, kinds: ['fence-batch'] });
+    await expireLease(job.id);
+    expect((await rescueExpiredLeases(env.pool)).requeued).toEqual([job.id]);
+    // The same process claims the run again while its older attempt is still unwinding.
+    const [newer] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 60_000, kinds: ['fence-batch'] });
+    expect([older!.attempt, newer!.attempt]).toEqual([1, 2]);
+    const batcher = new CompletionBatcher(env.pool, 'w', createLogger({ level: 'silent', format: 'json' }));
+    const outcomes = await Promise.all([
+      batcher.add({ jobId: job.id, attempt: older!.attempt, state: 'succeeded' }),
+      batcher.add({ jobId: job.id, attempt: newer!.attempt, state: 'succeeded' }),
+    ]);
+    expect(outcomes).toEqual([null, 'succeeded']);
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'succeeded', attempts: 2 });
   });
 
   it('aborts the handler of a worker that lost its lease and discards its outcome', async () => {

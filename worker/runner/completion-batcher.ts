@@ -57,7 +57,13 @@ export class CompletionBatcher {
       while (this.pending.length > 0) {
         const batch = this.pending.splice(0, this.options.maxBatch ?? 1000);
         const stored = await this.store(batch.map((item) => item.completion));
-        for (const item of batch) item.resolve(stored.get(item.completion.jobId) ?? null);
+        const newest = newestAttempts(batch);
+        // The fence stores at most one attempt of a run: the run's current one. An older attempt of the same run in the
+        // batch (aborted as this process claimed the run again) was not stored, whatever the answer says for the id.
+        for (const item of batch) {
+          const { jobId, attempt } = item.completion;
+          item.resolve(attempt === newest.get(jobId) ? (stored.get(jobId) ?? null) : null);
+        }
       }
     } finally {
       this.flushing = undefined;
@@ -78,4 +84,11 @@ export class CompletionBatcher {
       return new Map();
     }
   }
+}
+
+/** The newest attempt of each run in a batch. */
+function newestAttempts(batch: Pending[]): Map<number, number> {
+  const newest = new Map<number, number>();
+  for (const { completion } of batch) newest.set(completion.jobId, Math.max(completion.attempt, newest.get(completion.jobId) ?? 0));
+  return newest;
 }
