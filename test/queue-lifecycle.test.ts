@@ -442,6 +442,40 @@ describe('rescue, retention, cancel and requeue', () => {
     await expect(requeueJob(env.pool, deadL)).rejects.toThrow(`job ${activeL.id} (queued) is active with the same dedupe key "L"`);
   });
 
+  it('a dead run whose key a client submits while the replay runs is skipped, the others replayed', async () => {
+    const dead = async (key: string | null): Promise<number> => {
+      const { job } = await enqueueJob(env.pool, { kind: 'replay-race', tenantId: 'racing-shop', dedupeKey: key });
+      await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now(), attempts = 5 WHERE id = $1", [job.id]);
+      return job.id;
+    };
+    const raced = await dead('K');
+    const other = await dead('M');
+    // The client's submit of K is under way, not committed: the replay's candidates cannot see it.
+    const client = await env.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const submitted = await client.query<{ id: number }>(
+        "INSERT INTO jobs (kind, tenant_id, dedupe_key, payload) VALUES ('replay-race', 'racing-shop', 'K', '{}') RETURNING id",
+      );
+      const submitter = await backendPid(client);
+      const replay = replayDeadJobs(env.pool, { kinds: ['replay-race'] });
+      // The requeue waits on the submit's key; the submit then commits.
+      await waitFor(
+        async () =>
+          (await env.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [submitter])).rows[0]!.n > 0,
+      );
+      await client.query('COMMIT');
+      const { replayed, skipped } = await replay;
+      expect(replayed.map((row) => row.id)).toEqual([other]);
+      expect(skipped).toEqual([{ id: raced, kind: 'replay-race', tenantId: 'racing-shop', dedupeKey: 'K', heldBy: Number(submitted.rows[0]!.id) }]);
+      expect((await requireJob(env.pool, raced)).state).toBe('dead');
+      expect((await requireJob(env.pool, other)).state).toBe('queued');
+    } finally {
+      await client.query('ROLLBACK').catch(() => {});
+      client.release();
+    }
+  });
+
   it('a cancel asked for while the attempt fails or is released at shutdown ends the run canceled, not retried', async () => {
     const error = { message: 'boom', code: 'X', class: 'transient' as const, attempt: 1, at: new Date().toISOString() };
     const { job: failing } = await enqueueJob(env.pool, { kind: 'cancel-race', maxAttempts: 5 });
@@ -668,3 +702,7 @@ describe('wake-ups', () => {
     expect(Date.now() - enqueuedAt).toBeLessThan(30_000);
   });
 });
+
+async function backendPid(client: { query: (text: string) => Promise<{ rows: Array<{ pid: number }> }> }): Promise<number> {
+  return (await client.query('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+}

@@ -1,5 +1,5 @@
 // Operator statements: look at runs, cancel, requeue, and resume a run parked for review.
-import type { Queryable } from '../db/pool.js';
+import { isPool, withTransaction, type Queryable } from '../db/pool.js';
 import { JOB_CANCEL_CHANNEL, JOBS_READY_CHANNEL } from './channels.js';
 import { ACTIVE_STATES, JOB_COLUMNS, JOB_STATES, sqlStates, toJobRow, type JobRow, type JobState } from './types.js';
 
@@ -391,25 +391,45 @@ const REPLAY_CANDIDATES = `
     ) AS held_by
   FROM dead ORDER BY dead.id`;
 
+/** How many times a dead-letter replay looks again after a client took a replayed run's dedupe key meanwhile. */
+const REPLAY_ROUNDS = 5;
+
 /**
  * Requeues every unresolved dead run (optionally of some kinds): the dead-letter replay. Runs whose dedupe key is in
- * use stay dead and come back in `skipped` (a newer dead run of the same key is replayed in their place).
+ * use stay dead and come back in `skipped` (a newer dead run of the same key is replayed in their place). Given a
+ * pool it runs in a transaction of its own; given a client, in the caller's transaction.
  */
 export async function replayDeadJobs(
   db: Queryable,
   options: RequeueOptions & { kinds?: string[] } = {},
 ): Promise<{ replayed: JobRow[]; skipped: SkippedReplay[] }> {
-  const { rows } = await db.query<{ id: number; kind: string; tenant_id: string | null; dedupe_key: string | null; held_by: number | null }>(
-    REPLAY_CANDIDATES,
-    [options.kinds ?? null],
-  );
-  const skipped = rows
-    .filter((row) => row.held_by !== null)
-    .map((row) => ({ id: row.id, kind: row.kind, tenantId: row.tenant_id, dedupeKey: row.dedupe_key!, heldBy: Number(row.held_by) }));
-  const ids = rows.filter((row) => row.held_by === null).map((row) => row.id);
-  if (ids.length === 0) return { replayed: [], skipped };
-  const { rows: replayed } = await requeueWhere(db, `id = ANY($1::bigint[]) AND state = 'dead'`, [ids], options);
-  return { replayed, skipped };
+  return isPool(db) ? withTransaction(db, (tx) => replayDeadIn(tx, options)) : replayDeadIn(db, options);
+}
+
+async function replayDeadIn(tx: Queryable, options: RequeueOptions & { kinds?: string[] }): Promise<{ replayed: JobRow[]; skipped: SkippedReplay[] }> {
+  for (let round = 1; ; round += 1) {
+    const { rows } = await tx.query<{ id: number; kind: string; tenant_id: string | null; dedupe_key: string | null; held_by: number | null }>(
+      REPLAY_CANDIDATES,
+      [options.kinds ?? null],
+    );
+    const skipped = rows
+      .filter((row) => row.held_by !== null)
+      .map((row) => ({ id: row.id, kind: row.kind, tenantId: row.tenant_id, dedupeKey: row.dedupe_key!, heldBy: Number(row.held_by) }));
+    const ids = rows.filter((row) => row.held_by === null).map((row) => row.id);
+    if (ids.length === 0) return { replayed: [], skipped };
+    // A client may submit a dead run's key after the candidates were read (its run was not visible to them): the
+    // requeue then breaks the key's uniqueness and fails whole. Taken back to here, the candidates are read again,
+    // and that run's key now counts as held (skipped, as any other).
+    await tx.query('SAVEPOINT replay_dead');
+    try {
+      const { rows: replayed } = await requeueWhere(tx, `id = ANY($1::bigint[]) AND state = 'dead'`, [ids], options);
+      await tx.query('RELEASE SAVEPOINT replay_dead');
+      return { replayed, skipped };
+    } catch (error) {
+      if (!(error instanceof DedupeConflictError) || round >= REPLAY_ROUNDS) throw error;
+      await tx.query('ROLLBACK TO SAVEPOINT replay_dead');
+    }
+  }
 }
 
 async function requeueWhere(
