@@ -243,6 +243,34 @@ describe('worker processes through database faults', () => {
     }
   });
 
+  it('an outage longer than a lease: an outcome that waited for the database is stored, not rescued as expired', async () => {
+    // A Multi-AZ failover takes a minute or two, several leases: here the lease is 2 s and the database is away 3.
+    const leaseMs = 2_000;
+    const process = worker({ WORKER_CONCURRENCY: '2', WORKER_LEASE_MS: String(leaseMs), WORKER_HEARTBEAT_MS: '500', LOG_LEVEL: 'debug' });
+    await process.waitForLog(started);
+    const { job } = await submitJob(env.pool, { kind: 'noop', payload: { sleepMs: 300 }, maxAttempts: 1 });
+    await waitFor(async () => ((await statesOf([job.id])).running === 1 ? true : undefined), 60_000, 20);
+    await env.postgres!.stopServer();
+    try {
+      // The handler is done while the database is away; its outcome waits for it.
+      await process.waitForLog((line) => line.msg === 'noop done' && line.job_id === job.id);
+      await process.waitForLog((line) => line.msg.startsWith('database unavailable'));
+      // The length of the outage is the scenario: past the lease, and past the time the outcome used to be retried.
+      await new Promise((resolve) => setTimeout(resolve, 1.5 * leaseMs));
+    } finally {
+      await env.postgres!.startServer();
+    }
+    // Back: the outcome lands, and the worker's own rescuer (every 500 ms) holds off while the owners renew.
+    const finished = await process.waitForLog((line) => line.msg === 'job finished' && line.job_id === job.id, 60_000);
+    expect(finished.outcome).toBe('succeeded');
+    expect(await env.pool.query('SELECT state, attempts, last_error FROM jobs WHERE id = $1', [job.id]).then((r) => r.rows[0])).toEqual({
+      state: 'succeeded',
+      attempts: 1,
+      last_error: null,
+    });
+    expect(process.logs.some((line) => /rescued jobs|expired leases had no attempts left/.test(line.msg))).toBe(false);
+  });
+
   it('during an outage the health check stays healthy and says so; the worker resumes when the server is back', async () => {
     const file = join(dir, 'outage.heartbeat');
     const health = { HEALTH_HEARTBEAT_FILE: file, HEALTH_MAX_AGE_MS: '10000' };

@@ -12,6 +12,8 @@ import { completeJobs, failJob, releaseJobs } from '../worker/queue/finish.js';
 import { assertLeaseHeld, extendLeases, LeaseLostError, saveProgress } from '../worker/queue/lease.js';
 import { deleteExpiredJobs, rescueExpiredLeases } from '../worker/queue/maintenance.js';
 import { cancelJob, getJob, replayDeadJobs, requeueJob, requireJob, resumeParkedJob } from '../worker/queue/operator.js';
+import { BACK_PROOF_DELAY_MS, DatabaseStatus } from '../worker/db/database-status.js';
+import { createRescuer } from '../worker/maintenance/rescuer.js';
 import { CompletionBatcher } from '../worker/runner/completion-batcher.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
@@ -74,6 +76,30 @@ describe('fencing', () => {
     ]);
     expect(outcomes).toEqual([null, 'succeeded']);
     expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'succeeded', attempts: 2 });
+  });
+
+  it('the rescuer holds off for a lease length after the database came back, then rescues', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'rescue-hold', maxAttempts: 5 });
+    await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 60_000, kinds: ['rescue-hold'] });
+    const log = createLogger({ level: 'silent', format: 'json' });
+    const status = new DatabaseStatus(log);
+    const longHold = createRescuer(env.pool, 60_000, log, { status, holdAfterOutageMs: 60_000 });
+    const shortHold = createRescuer(env.pool, 60_000, log, { status, holdAfterOutageMs: 300 });
+    // An outage this worker saw begin and end, during which the run's lease ran out.
+    status.reportFailure(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'claim');
+    await expireLease(job.id);
+    const backAt = Date.now();
+    status.reportSuccess(Date.now() + BACK_PROOF_DELAY_MS);
+    expect(status.health.state).toBe('ok');
+    // Held: an owner still alive renews its lease first.
+    await longHold.runOnce();
+    expect((await requireJob(env.pool, job.id)).state).toBe('running');
+    // Once the hold is over, the rescue goes on as always.
+    await waitFor(async () => {
+      await shortHold.runOnce();
+      return (await requireJob(env.pool, job.id)).state === 'queued' || undefined;
+    });
+    expect(Date.now() - backAt).toBeGreaterThanOrEqual(300);
   });
 
   it('aborts the handler of a worker that lost its lease and discards its outcome', async () => {

@@ -8,10 +8,12 @@ import { retryFencedWrite } from './fenced-retry.js';
 export interface CompletionBatcherOptions {
   maxBatch?: number;
   /**
-   * How long to keep trying while the database is away (a restart, a failover): the leases stay ours about this long
-   * (one lease length), so a completion stored within it still counts and the job does not run again.
+   * How long to keep trying while the database is away (a restart, a failover). Without it, and without `giveUp`, 3 s.
+   * The write is fenced: a completion stored late still counts unless another attempt took the run over.
    */
   retryForMs?: number;
+  /** Keep trying until this aborts (the worker: until its shutdown can wait no longer). */
+  giveUp?: AbortSignal;
   status?: DatabaseStatusSink | undefined;
 }
 
@@ -73,7 +75,8 @@ export class CompletionBatcher {
   private async store(completions: Completion[]): Promise<Map<number, CompletionState>> {
     try {
       return await retryFencedWrite(() => completeJobs(this.db, this.workerId, completions), {
-        forMs: this.options.retryForMs ?? 3_000,
+        forMs: this.options.retryForMs ?? (this.options.giveUp ? undefined : 3_000),
+        giveUp: this.options.giveUp,
         otherErrorTries: 5,
         maxPauseMs: 2_000,
         status: this.options.status,

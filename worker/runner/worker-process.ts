@@ -102,7 +102,7 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
     return abandon(error);
   }
   const maintenance = [
-    createRescuer(pool, config.worker.rescueIntervalMs, log, databaseStatus),
+    createRescuer(pool, config.worker.rescueIntervalMs, log, { status: databaseStatus, holdAfterOutageMs: config.worker.leaseMs }),
     createRetention(pool, config.worker.retentionDays, config.worker.retentionIntervalMs, log, { status: databaseStatus }),
     createArchiver(pool, config.worker.archiveAfterSeconds, config.worker.archiveIntervalMs, config.worker.retentionDays, log, {
       status: databaseStatus,

@@ -158,6 +158,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private lastBeatAt = -Infinity;
   /** The heartbeat being sent, for those who wait for its answer (confirmLease). */
   private beatUnderWay: Promise<void> | undefined;
+  /** Fires when the shutdown's grace time is over: outcomes still waiting for the database are given up. */
+  private readonly outcomeWritesGiveUp = new AbortController();
   /** Fires when stop() begins: interrupts the claim-failure backoff so shutdown never waits on it. */
   private readonly stopController = new AbortController();
   private wasBusy = false;
@@ -189,7 +191,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.heartbeatPool = leaseSession();
       this.outcomePool = leaseSession();
     }
-    this.batcher = new CompletionBatcher(this.outcomeDb, options.workerId, log, { retryForMs: options.leaseMs, status: this.status });
+    this.batcher = new CompletionBatcher(this.outcomeDb, options.workerId, log, { giveUp: this.outcomeWritesGiveUp.signal, status: this.status });
     this.buffer = new PrefetchBuffer({
       concurrency: options.concurrency,
       windowMs: options.prefetchWindowMs,
@@ -544,7 +546,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       performance.now() - entry.startedAt,
     );
     try {
-      const recorded = await this.retryWhileLeaseLasts(() => recordFailure(this.outcomeDb, { lease, error, retryDelayMs: delay, progress: snapshot, outage }));
+      const recorded = await this.retryUntilStored(() => recordFailure(this.outcomeDb, { lease, error, retryDelayMs: delay, progress: snapshot, outage }));
       if (recorded === null) {
         log.warn({ err: failure }, 'job failed after its lease was lost; failure discarded');
         return finished('lost', { error: failure });
@@ -685,11 +687,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /**
-   * Runs a fenced write again while the database is away, for as long as the lease could still be ours (a lease
-   * length from now): the write applies if the database returns in time, and changes nothing if the lease was lost.
+   * Runs a fenced write again while the database is away, until it answers (a Multi-AZ failover takes a minute or two,
+   * longer than a lease) or the shutdown can wait no longer: the write applies unless another attempt took the run
+   * over meanwhile, and the heartbeat that follows the database's return renews the lease of a run still waiting here.
    */
-  private retryWhileLeaseLasts<T>(write: () => Promise<T>): Promise<T> {
-    return retryFencedWrite(write, { forMs: this.options.leaseMs, otherErrorTries: 1, maxPauseMs: 5_000, status: this.status, session: 'outcome' });
+  private retryUntilStored<T>(write: () => Promise<T>): Promise<T> {
+    return retryFencedWrite(write, { giveUp: this.outcomeWritesGiveUp.signal, otherErrorTries: 1, maxPauseMs: 5_000, status: this.status, session: 'outcome' });
   }
 
   /** An operator canceled a job: abort its handler, or end it at once if it was still in the buffer. */
@@ -785,6 +788,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.mode = 'stopping';
     this.stopping = true;
     this.stopController.abort();
+    // Outcomes still waiting for the database are given up when the grace time is over (their runs are rescued).
+    const giveUpTimer = setTimeout(() => this.outcomeWritesGiveUp.abort(), this.options.shutdownGraceMs);
+    giveUpTimer.unref();
     this.wake?.();
     // A claim in flight now can only take runs that the shutdown would release again, and it may be waiting behind a
     // lock (a migration's) for as long as its timeout: cancel it. One that commits first still returns its runs.
@@ -830,6 +836,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await this.releaseLeases(this.drainBufferedLeases(), timedOut);
     }
     await Promise.all([this.heartbeatPool?.end(), this.outcomePool?.end()]);
+    clearTimeout(giveUpTimer);
     this.active.clear();
     this.updateBusy();
     this.mode = 'stopped';
