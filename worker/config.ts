@@ -2,7 +2,7 @@
 // start-up with a message naming the variable and the expected form; nothing else in the code reads process.env.
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { isSslMode, SSL_MODES, type DatabaseConnection, type SslMode } from './db/connection.js';
+import { databaseUrlProblem, isSslMode, SSL_MODES, type DatabaseConnection, type SslMode } from './db/connection.js';
 import { iamTokenSourceFor } from './db/iam-token.js';
 import { TERMINAL_STATES, type JobState } from './queue/types.js';
 import type { AdmissionLimits } from './queue/admission.js';
@@ -404,6 +404,10 @@ class EnvReader {
     } catch {
       throw new ConfigError(name, `${name} has a malformed percent-escape in its user or password (a literal % is written %25)`);
     }
+    // Only the parameters connectionConfig reads (sslmode, sslrootcert, a socket directory as host): any other would
+    // be ignored, or, handed to pg, override TLS and the session settings (worker/db/connection.ts).
+    const problem = databaseUrlProblem(url);
+    if (problem) throw new ConfigError(name, `${name} ${problem}`);
     const mode = url.searchParams.get('sslmode');
     if (mode !== null && !isSslMode(mode)) {
       throw new ConfigError(name, `${name} has sslmode=${JSON.stringify(mode)}: expected one of ${SSL_MODES.join(', ')}`);
@@ -411,7 +415,10 @@ class EnvReader {
     return value;
   }
 
-  /** DATABASE_SSL_MODE / DATABASE_SSL_ROOT_CERT, else the URL's sslmode / sslrootcert, else no TLS. */
+  /**
+   * DATABASE_SSL_MODE / DATABASE_SSL_ROOT_CERT, else the URL's sslmode / sslrootcert, else no TLS. `require` with a
+   * root certificate (from either) is `verify-ca`, as in libpq: the chain is checked against it (tlsOptions).
+   */
   databaseSsl(): { mode: SslMode; rootCert: string | undefined } {
     const url = this.postgresUrl('DATABASE_URL');
     const params = url ? new URL(url).searchParams : undefined;

@@ -8,7 +8,8 @@ import type { IamTokenSource } from './iam-token.js';
 
 /**
  * libpq's names. `disable`: no TLS. `require`: TLS without checking the certificate (protects against eavesdropping
- * only). `verify-ca`: the certificate must chain to the CA bundle. `verify-full`: and name the host connected to.
+ * only), except with a CA file (sslrootcert / DATABASE_SSL_ROOT_CERT), where it works as `verify-ca`, as in libpq.
+ * `verify-ca`: the certificate must chain to the CA bundle. `verify-full`: and name the host connected to.
  */
 export const SSL_MODES = ['disable', 'require', 'verify-ca', 'verify-full'] as const;
 export type SslMode = (typeof SSL_MODES)[number];
@@ -30,9 +31,12 @@ export function toDatabaseConnection(target: DatabaseTarget): DatabaseConnection
   if (typeof target !== 'string') return target;
   const url = parseDatabaseUrl(target);
   const mode = url.searchParams.get('sslmode');
+  if (mode !== null && !isSslMode(mode)) {
+    throw new DatabaseConfigurationError(`DATABASE_URL has sslmode=${JSON.stringify(mode)}: expected one of ${SSL_MODES.join(', ')}`);
+  }
   return {
     url: target,
-    sslMode: mode && isSslMode(mode) ? mode : 'disable',
+    sslMode: mode ?? 'disable',
     sslRootCert: url.searchParams.get('sslrootcert') ?? undefined,
   };
 }
@@ -56,7 +60,51 @@ export function parseDatabaseUrl(value: string): URL {
   if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
     throw new DatabaseConfigurationError(`DATABASE_URL must start with postgres:// or postgresql://, not ${url.protocol}//`);
   }
+  const problem = databaseUrlProblem(url);
+  if (problem) throw new DatabaseConfigurationError(`DATABASE_URL ${problem}`);
   return url;
+}
+
+/**
+ * The query parameters a DATABASE_URL may carry. Everything else is refused: pg would let any parameter of the URL
+ * override the setting given beside it (`ssl=0` turns TLS off under DATABASE_SSL_MODE=verify-full, `options` or
+ * `application_name` replace the session settings and names every session sets at connect), so the URL is never
+ * handed to pg as a connection string, and a parameter this code does not read is an error rather than ignored.
+ * `host`: a Unix-socket directory (an absolute path), as in libpq.
+ */
+export const DATABASE_URL_PARAMETERS = ['sslmode', 'sslrootcert', 'host'] as const;
+
+/**
+ * What is wrong with a Postgres URL's parts (its query parameters, a percent-escape), as the end of a sentence that
+ * starts with the variable's name; undefined when nothing is. Never repeats the URL or a value from it: a parameter
+ * is named only when its name looks like a keyword (a mistyped URL can put part of the password there).
+ */
+export function databaseUrlProblem(url: URL): string | undefined {
+  for (const part of [url.username, url.password, url.hostname, url.pathname]) {
+    try {
+      decodeURIComponent(part);
+    } catch {
+      return 'has a malformed percent-escape (a literal % is written %25; its value is not shown: it may hold a password)';
+    }
+  }
+  const allowed = DATABASE_URL_PARAMETERS as readonly string[];
+  const seen = new Set<string>();
+  for (const [name, value] of url.searchParams) {
+    const shown = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(name) ? `the query parameter ${JSON.stringify(name)}` : 'a query parameter that is not a keyword (not shown: it may hold part of a password)';
+    if (!allowed.includes(name)) {
+      return (
+        `has ${shown}, which is not accepted: a URL may carry only ${allowed.join(', ')}. TLS is set with ` +
+        'DATABASE_SSL_MODE and DATABASE_SSL_ROOT_CERT (or sslmode / sslrootcert in the URL); the session settings and ' +
+        'names are the worker\'s own (the URL is not shown: it may hold a password)'
+      );
+    }
+    if (seen.has(name)) return `has ${shown} more than once (the URL is not shown: it may hold a password)`;
+    seen.add(name);
+    if (name === 'host' && !value.startsWith('/')) {
+      return 'has a host parameter that is not an absolute path: it may only name a Unix-socket directory; give a network host in the URL\'s host part';
+    }
+  }
+  return undefined;
 }
 
 const caCache = new Map<string, string>();
@@ -86,7 +134,8 @@ export function tlsOptions(connection: DatabaseConnection): pg.ClientConfig['ssl
     case 'disable':
       return false;
     case 'require':
-      return { rejectUnauthorized: false };
+      // With a CA file, libpq's `require` is `verify-ca`: that CA is not ignored.
+      return ca ? { rejectUnauthorized: true, ca, checkServerIdentity: () => undefined } : { rejectUnauthorized: false };
     case 'verify-ca':
       // Chain checked, host name not: for servers reached through an address their certificate does not name.
       return { rejectUnauthorized: true, ca, checkServerIdentity: () => undefined };
@@ -107,23 +156,29 @@ export function tlsOptions(connection: DatabaseConnection): pg.ClientConfig['ssl
 export const TCP_KEEPALIVE_IDLE_MS = 10_000;
 
 /**
- * Options for a pg Client or Pool. The URL's own TLS parameters are taken out of the connection string (pg would
- * read `sslmode=require` as verify-full and `sslrootcert` as a file to open on every connect) and applied here.
+ * Options for a pg Client or Pool. The URL is given to pg as separate fields, never as a connection string: pg lets
+ * every parameter of a connection string override the same setting given beside it (`ssl`, `options`,
+ * `application_name`, the password...), so the URL's parameters are checked against DATABASE_URL_PARAMETERS instead,
+ * and its TLS parameters applied here (pg would read `sslmode=require` as verify-full and open `sslrootcert` on every
+ * connect).
  */
 export function connectionConfig<T extends pg.ClientConfig>(target: DatabaseTarget, extra: T = {} as T): T {
   const connection = toDatabaseConnection(target);
   const url = parseDatabaseUrl(connection.url);
-  for (const name of ['sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'uselibpqcompat']) url.searchParams.delete(name);
-  const config: T = { keepAlive: true, keepAliveInitialDelayMillis: TCP_KEEPALIVE_IDLE_MS, ...extra, connectionString: url.toString(), ssl: tlsOptions(connection) };
+  const config: T = { keepAlive: true, keepAliveInitialDelayMillis: TCP_KEEPALIVE_IDLE_MS, ...extra, ssl: tlsOptions(connection) };
+  delete config.connectionString;
+  // Parts left out are left to pg's defaults, as before: localhost, 5432, the user as database.
+  const host = url.searchParams.get('host') ?? decodeURIComponent(url.hostname.replace(/^\[(.*)\]$/, '$1'));
+  if (host) config.host = host;
+  if (url.port) config.port = Number(url.port);
+  if (url.username) config.user = decodeURIComponent(url.username);
+  if (url.password) config.password = decodeURIComponent(url.password);
+  const database = decodeURIComponent(url.pathname.slice(1));
+  if (database) config.database = database;
   if (connection.iamToken) {
     const tokens = connection.iamToken;
-    // pg lets every field parsed from a connection string override the same field given beside it, the password
-    // included (even when the URL has none), so the URL is given as fields here.
-    delete config.connectionString;
-    config.host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-    config.port = url.port ? Number(url.port) : 5432;
-    config.user = decodeURIComponent(url.username);
-    config.database = decodeURIComponent(url.pathname.slice(1)) || config.user;
+    config.port ??= 5432;
+    config.database ??= config.user;
     // pg calls this for every new connection: each gets a token that is valid when it logs in.
     config.password = () => tokens.token();
   }
