@@ -23,7 +23,18 @@ export interface DatabaseStatusEvents {
  * authorization failures, an unknown database, a relation or column that does not exist (migrations not applied).
  */
 const CONFIGURATION_STATES = new Set(['28000', '28P01', '3D000', '42P01', '42703', '42883', '3F000', '42501']);
+/**
+ * The refusals of a login: authentication (a password rotated under a running worker), an unknown database. Sessions
+ * already open go on working, so only a new login proves such a refusal is over.
+ */
+const LOGIN_STATES = new Set(['28000', '28P01', '3D000']);
 
+/**
+ * A write refused as read-only: after a switchover (Aurora, a Multi-AZ DB cluster, blue/green) a session opened before
+ * it may be on the demoted instance, now a reader. It is an outage of this session: discarded (pool.ts), the next one
+ * resolves the endpoint again and finds the writer; a run that met it waits, its attempt not counted (outage.ts).
+ */
+const READ_ONLY_TRANSACTION = '25006';
 /** Too many connections: the server is up for others, only this client gets no session. */
 const TOO_MANY_CONNECTIONS = '53300';
 /**
@@ -31,7 +42,7 @@ const TOO_MANY_CONNECTIONS = '53300';
  * admin/crash shutdown, cannot connect now (starting up, recovery), too many connections. Not 57014 (a statement
  * canceled by its own timeout), which is about the statement.
  */
-const UNAVAILABLE_STATES = new Set(['57P01', '57P02', '57P03', TOO_MANY_CONNECTIONS]);
+const UNAVAILABLE_STATES = new Set(['57P01', '57P02', '57P03', TOO_MANY_CONNECTIONS, READ_ONLY_TRANSACTION]);
 /** pg-pool's own wait for a client: this process's pool may simply be full. */
 const POOL_WAIT_TIMEOUT = /timeout exceeded when trying to connect/i;
 
@@ -63,6 +74,12 @@ export function isDatabaseAway(error: unknown): boolean {
 }
 
 /** Whether an error means the configuration (credentials, database name, schema, TLS setting) is wrong. */
+/** Whether the server refused a login (a wrong password or user, an unknown database). */
+export function isLoginRefusal(error: unknown): boolean {
+  const state = sqlState(error);
+  return state !== undefined && LOGIN_STATES.has(state);
+}
+
 export function isConfigurationError(error: unknown): boolean {
   const state = sqlState(error);
   if (state && CONFIGURATION_STATES.has(state)) return true;
@@ -107,6 +124,8 @@ export class DatabaseStatus extends EventEmitter<DatabaseStatusEvents> {
   private downSinceMs = 0;
   /** When the database was last seen back (ms): only a statement started after it proves a new outage. */
   private upSinceMs = 0;
+  /** The refusal is of a login: only a new session's login ends it (reportLogin), not a statement on an old one. */
+  private loginRefused = false;
 
   constructor(private readonly log: Logger) {
     super();
@@ -121,7 +140,19 @@ export class DatabaseStatus extends EventEmitter<DatabaseStatusEvents> {
    * (a claim answered just before the server stopped), or within BACK_PROOF_DELAY_MS of it, says nothing about now.
    */
   reportSuccess(startedAt: number): void {
+    // A statement on a session opened before a login refusal says nothing about logging in now.
+    if (this.loginRefused) return;
+    this.back(startedAt);
+  }
+
+  /** A new session logged in (pool.ts): also ends a login refusal. */
+  reportLogin(startedAt: number): void {
+    this.back(startedAt);
+  }
+
+  private back(startedAt: number): void {
     if (this.current.state === 'ok' || startedAt < this.downSinceMs + BACK_PROOF_DELAY_MS) return;
+    this.loginRefused = false;
     const was = this.current;
     this.current = { state: 'ok' };
     this.upSinceMs = Date.now();
@@ -139,9 +170,13 @@ export class DatabaseStatus extends EventEmitter<DatabaseStatusEvents> {
   reportFailure(error: unknown, session: string, startedAt?: number): boolean {
     const state = isConfigurationError(error) ? 'misconfigured' : isConnectionError(error) ? 'unavailable' : undefined;
     if (!state) return false;
-    if (this.current.state === state) return true;
+    if (this.current.state === state) {
+      this.loginRefused ||= isLoginRefusal(error);
+      return true;
+    }
     if (state === 'unavailable' && startedAt !== undefined && startedAt < this.upSinceMs) return true;
     const message = describeDatabaseError(error);
+    this.loginRefused = isLoginRefusal(error);
     this.downSinceMs = Date.now();
     this.current = { state, since: new Date(this.downSinceMs).toISOString(), error: message };
     if (state === 'unavailable') {

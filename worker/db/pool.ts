@@ -40,7 +40,12 @@ export interface PoolOptions {
 export interface DatabaseStatusSink {
   reportFailure(error: unknown, session: string, startedAt?: number): boolean;
   reportSuccess(startedAt: number): void;
+  /** A new session logged in; only this ends a refused login (database-status.ts). */
+  reportLogin?(startedAt: number): void;
 }
+
+/** How long a pooled session lives at most (closed when idle past it). */
+export const POOLED_SESSION_LIFETIME_S = 300;
 
 /** What every pooled session of this project sets at connect (see createPool). */
 const POSTGRES_SESSION_SETTINGS = '-c idle_in_transaction_session_timeout=120000 -c client_connection_check_interval=1000';
@@ -63,6 +68,10 @@ export function createPool(database: DatabaseTarget, options: PoolOptions = {}):
         options.sessionOptions ?? '',
       ].join(' ').trim(),
       connectionTimeoutMillis: 15_000,
+      // An idle connection older than this is closed and the next one resolves the endpoint again: after a switchover
+      // that moved the writer's address (Aurora, a Multi-AZ DB cluster, blue/green), sessions still on the demoted
+      // instance are not kept for the life of the process (a refused write also discards its session: 25006).
+      maxLifetimeSeconds: POOLED_SESSION_LIFETIME_S,
       ...(options.queryTimeoutMs ? { query_timeout: options.queryTimeoutMs } : {}),
       ...(options.onConnect ? { onConnect: options.onConnect } : {}),
     } satisfies pg.PoolConfig),
@@ -74,6 +83,7 @@ export function createPool(database: DatabaseTarget, options: PoolOptions = {}):
   // releases the connection with the error, which discards it.
   pool.on('connect', (client) => {
     client.on('error', (error) => options.status?.reportFailure(error, session));
+    options.status?.reportLogin?.(Date.now());
   });
   // Idle connections terminated by the server surface here (pg-pool discards them).
   pool.on('error', (error) => options.status?.reportFailure(error, session));

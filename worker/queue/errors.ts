@@ -53,8 +53,9 @@ export const CAMPAIGN_MOUNT_MISSING_CODE = 'CAMPAIGN_MOUNT_MISSING';
 export const SYMLINK_OUTSIDE_ROOT_CODE = 'SYMLINK_OUTSIDE_ROOT';
 
 // SQLSTATEs worth a retry: serialization failure, deadlock, connection exceptions (class 08), admin shutdown and
-// crash recovery (57P0x), too many connections, lock timeout, query canceled by statement timeout.
-const TRANSIENT_SQLSTATES = new Set(['40001', '40P01', '57P01', '57P02', '57P03', '53300', '55P03', '57014']);
+// crash recovery (57P0x), too many connections, lock timeout, query canceled by statement timeout, a write refused as
+// read-only (a session left on a demoted instance after a switchover: database-status.ts).
+const TRANSIENT_SQLSTATES = new Set(['40001', '40P01', '57P01', '57P02', '57P03', '53300', '55P03', '57014', '25006']);
 export const TRANSIENT_NODE_CODES = new Set([
   'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH',
   'ENETUNREACH', 'ENETDOWN', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT',

@@ -11,7 +11,7 @@
 //     runner records these only once the database answers again (worker.ts retries the write).
 // Everything else keeps the ordinary rules (errors.ts): permanent → failed, transient → retry counting attempts.
 import { JobError, TransientJobError, TRANSIENT_NODE_CODES, type JobErrorOptions } from './errors.js';
-import { isConnectionError } from '../db/database-status.js';
+import { isConnectionError, isLoginRefusal } from '../db/database-status.js';
 
 export type Dependency = 's3' | 'database';
 
@@ -91,12 +91,16 @@ export function isS3OutageError(error: unknown): boolean {
   return typeof e.message === 'string' && /^(aborted|socket hang up)$|premature close/i.test(e.message);
 }
 
-/** Whether an error from pg says the database is unreachable or went away (not a bad statement, not a bad password). */
+/**
+ * Whether an error from pg says the database is unreachable or went away (not a bad statement), or refused a new
+ * session's login: a password rotated under a running worker is fixed by a new task or a rollback, not by the run, which
+ * waits for it (within the outage budget) instead of failing for good.
+ */
 export function isDatabaseOutageError(error: unknown): boolean {
   // A network error that came through the AWS SDK (it carries $metadata) is S3's, not the database's: handlers' S3
   // calls all go through the SDK, and S3 body streams are marked where they are read.
   if ((error as ErrorShape | null)?.$metadata !== undefined) return false;
-  return isConnectionError(error);
+  return isConnectionError(error) || isLoginRefusal(error);
 }
 
 /** The outage a failure reports, or undefined when it is not an outage of S3 or the database. */
