@@ -46,7 +46,7 @@ async function signIn(key: string, headers: Record<string, string> = {}): Promis
   const token = /name="csrf" value="([^"]+)"/.exec(await form.text())![1]!;
   const response = await post('/admin/sign-in', { csrf: token, key }, { cookie: formCookie, ...headers });
   const setCookies = cookiesOf(response);
-  const session = setCookies.find((cookie) => cookie.startsWith('bi_admin_session='));
+  const session = setCookies.find((cookie) => /^(__Host-)?bi_admin_session=/.test(cookie));
   return { cookie: session ? valueOf(session) : '', setCookies, response };
 }
 
@@ -70,8 +70,10 @@ describe('admin sign-in and sessions', () => {
     expect(api.logText()).not.toContain(token);
     expect(api.logText()).not.toContain(key);
 
+    // Behind TLS: Secure, and named __Host- (Path=/, no Domain), which no other host can set.
     const behindTls = await signIn(key, { 'x-forwarded-proto': 'https' });
-    expect(behindTls.setCookies.find((value) => value.startsWith('bi_admin_session='))).toMatch(/; Secure/);
+    expect(behindTls.setCookies.find((value) => value.startsWith('__Host-bi_admin_session='))).toMatch(/; Path=\/;.*; Secure$/);
+    expect(behindTls.setCookies.some((value) => value.startsWith('bi_admin_session='))).toBe(false);
   });
 
   it('refuses an unknown key, and a sign-in form without its own token', async () => {
@@ -222,6 +224,75 @@ describe('admin sign-in and sessions', () => {
     const tossed = await post('/admin/sign-in', { csrf: planted, key: victimKey }, { cookie: `bi_admin_sign_in=${planted}; ${valueOf(cookiesOf(form)[0]!)}` });
     expect(tossed.status).toBe(403);
     expect(cookiesOf(tossed).some((cookie) => cookie.startsWith('bi_admin_session='))).toBe(false);
+  });
+
+  it('refuses a POST a browser says came from another origin (a sibling subdomain included), sign-in and forms alike', async () => {
+    const { key: attackerKey } = await createApiKey(env.pool, { name: 'cross-origin-attacker', role: 'tenant', tenantId: 'evil' });
+    const own = new URL(api.url).origin;
+    // A sibling subdomain planted the sign-in cookie (Domain=the parent) and posts the attacker's key with its token:
+    // the double submit matches, only where the form came from tells.
+    const planted = 'q'.repeat(32);
+    const plantedSignIn = (headers: Record<string, string>) =>
+      post('/admin/sign-in', { csrf: planted, key: attackerKey }, { cookie: `bi_admin_sign_in=${planted}`, ...headers });
+    const refusedHeaders: Array<Record<string, string>> = [
+      { origin: 'https://evil.example' },
+      { origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' },
+      { 'sec-fetch-site': 'same-site' },
+      { origin: 'null' },
+      { origin: own, 'sec-fetch-site': 'same-site' },
+      { origin: own.replace('127.0.0.1', 'localhost') },
+    ];
+    for (const headers of refusedHeaders) {
+      const refused = await plantedSignIn(headers);
+      expect(refused.status, JSON.stringify(headers)).toBe(403);
+      expect(await refused.text()).toContain('another site');
+      expect(cookiesOf(refused).some((cookie) => cookie.includes('bi_admin_session='))).toBe(false);
+    }
+    // From the server's own origin (and with neither header: no browser) the same post signs in.
+    const acceptedHeaders: Array<Record<string, string>> = [{ origin: own, 'sec-fetch-site': 'same-origin' }, { origin: own }, { 'sec-fetch-site': 'same-origin' }, {}];
+    for (const headers of acceptedHeaders) {
+      const accepted = await plantedSignIn(headers);
+      expect(accepted.status, JSON.stringify(headers)).toBe(303);
+      expect(cookiesOf(accepted).some((cookie) => cookie.startsWith('bi_admin_session='))).toBe(true);
+    }
+    // Behind TLS (X-Forwarded-Proto: https) the own origin is https: an http page of the same host is another origin.
+    const host = new URL(api.url).host;
+    const overTls = (origin: string) =>
+      post('/admin/sign-in', { csrf: planted, key: attackerKey }, { cookie: `__Host-bi_admin_sign_in=${planted}`, 'x-forwarded-proto': 'https', origin });
+    expect((await overTls(`http://${host}`)).status).toBe(403);
+    expect((await overTls(`https://${host}`)).status).toBe(303);
+
+    // Every other admin POST too, even with its session's CSRF token.
+    const { key } = await createApiKey(env.pool, { name: 'cross-origin-victim', role: 'operator' });
+    const victim = await signIn(key);
+    const csrf = await csrfOf(await get('/admin/runs', { cookie: victim.cookie }));
+    const signOut = (headers: Record<string, string>) => post('/admin/sign-out', { csrf }, { cookie: victim.cookie, ...headers });
+    expect((await signOut({ origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' })).status).toBe(403);
+    expect((await signOut({ 'sec-fetch-site': 'same-site' })).status).toBe(403);
+    expect((await get('/admin/runs', { cookie: victim.cookie })).status).toBe(200);
+    expect((await signOut({ origin: own, 'sec-fetch-site': 'same-origin' })).status).toBe(303);
+    expect((await get('/admin/runs', { cookie: victim.cookie })).status).toBe(303);
+  });
+
+  it('behind TLS reads only the __Host- cookies: a plain-named one planted by a sibling subdomain signs nobody in', async () => {
+    const { key: attackerKey } = await createApiKey(env.pool, { name: 'planted-attacker', role: 'tenant', tenantId: 'evil' });
+    const tls = { 'x-forwarded-proto': 'https' };
+    const attacker = await signIn(attackerKey);
+    expect(attacker.cookie).toMatch(/^bi_admin_session=/);
+    // The attacker's own session, planted under the plain name (a sibling may set it with Domain=the parent).
+    expect((await get('/admin/runs', { cookie: attacker.cookie })).status).toBe(200);
+    const planted = await get('/admin/runs', { cookie: attacker.cookie, ...tls });
+    expect(planted.status).toBe(303);
+    expect(planted.headers.get('location')).toBe('/admin/sign-in');
+    expect((await fetch(`${api.url}/v1/jobs/${jobId}/events`, { headers: { cookie: attacker.cookie, ...tls } })).status).toBe(401);
+    // A sign-in token it knows, under the plain name: no sign-in check passes with it.
+    const token = 'r'.repeat(32);
+    const tossed = await post('/admin/sign-in', { csrf: token, key: attackerKey }, { cookie: `bi_admin_sign_in=${token}`, ...tls });
+    expect(tossed.status).toBe(403);
+    expect(cookiesOf(tossed).some((cookie) => cookie.includes('bi_admin_session='))).toBe(false);
+    // The form's own cookie behind TLS is __Host- with Path=/ (a __Host- cookie may have no other path).
+    const form = await get('/admin/sign-in', tls);
+    expect(cookiesOf(form)[0]).toMatch(/^__Host-bi_admin_sign_in=[^;]+; Path=\/;.*; Secure$/);
   });
 
   it('pages carry a strict Content-Security-Policy and stay out of the API spec', async () => {

@@ -1,12 +1,19 @@
 // A request that reaches a closing server (on a keep-alive connection still busy with an earlier request, as a load
 // balancer's can be) is refused in the API's one error shape, with Retry-After, and the earlier request still gets its
-// answer. Fastify's own 503 while closing had a shape of its own.
+// answer. Fastify's own 503 while closing had a shape of its own. An event stream whose reads were still answering
+// when the close began is refused too, and does not keep the server open.
 import net from 'node:net';
 import type { PoolClient } from 'pg';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../worker/config.js';
+import { createPool } from '../worker/db/pool.js';
+import { JobEventHub } from '../worker/http/event-hub.js';
+import { buildApiServer } from '../worker/http/server.js';
+import { enqueueJob } from '../worker/queue/enqueue.js';
 import { useTestEnvironment } from './harness.js';
 import { makeKey, startTestApi } from './support/api-server.js';
-import { waitFor } from './support/in-process-worker.js';
+import { silentLog, waitFor } from './support/in-process-worker.js';
+import { startSilencingProxy } from './support/silencing-proxy.js';
 
 const env = useTestEnvironment();
 
@@ -74,6 +81,60 @@ describe('a server that is shutting down', () => {
     } finally {
       for (const client of held) client.release();
       await (closing ?? api.close());
+    }
+  });
+
+  it('refuses an event stream whose visibility read was answering when the close began, and closes while its client stays', async () => {
+    // The server's pool goes through a proxy that can hold the database's replies; its key checks (LISTEN) and event
+    // hub use the database directly.
+    const proxy = await startSilencingProxy(env.databaseUrl);
+    const pool = createPool(proxy.url, { max: 1, applicationName: 'api-behind-proxy' });
+    const events = new JobEventHub({ database: env.databaseUrl, pool: env.pool, log: silentLog, pollMs: 200 });
+    await events.start();
+    // The stream subscribes between its two reads of the run: the second one's answer is held from then on.
+    let subscribed = false;
+    const subscribe = events.subscribe.bind(events);
+    events.subscribe = (...args: Parameters<JobEventHub['subscribe']>) => {
+      subscribed = true;
+      proxy.holdReplies();
+      return subscribe(...args);
+    };
+    const app = await buildApiServer({ pool, config: loadConfig({ DATABASE_URL: env.databaseUrl }), log: silentLog, s3: undefined, bucket: undefined, events });
+    const port = Number(new URL(await app.listen({ port: 0, host: '127.0.0.1' })).port);
+    let closing: Promise<void> | undefined;
+    let stream: Awaited<ReturnType<typeof connection>> | undefined;
+    try {
+      const key = await makeKey(env, 'streams', 'operator');
+      const { job } = await enqueueJob(env.pool, { kind: 'followed' });
+      stream = await connection(port);
+      // A client that never leaves by itself, as EventSource.
+      stream.socket.write(`GET /v1/jobs/${job.id}/events HTTP/1.1\r\nHost: api\r\nAccept: text/event-stream\r\nAuthorization: Bearer ${key}\r\n\r\n`);
+      await waitFor(async () => subscribed);
+
+      closing = app.close();
+      // Listening stops after the preClose hooks, which end the streams open then: this one is not open yet.
+      await waitFor(() => refusesConnections(port));
+      proxy.releaseReplies();
+      const { received } = stream;
+      await waitFor(async () => received().includes('\r\n\r\n'));
+      expect(received()).toMatch(/^HTTP\/1\.1 503 /);
+      expect(received()).toMatch(/\r\nretry-after: 1\r\n/i);
+      // Closed after the answer: kept alive, it would hold the server's close until its client left.
+      expect(received()).toMatch(/\r\nconnection: close\r\n/i);
+      await waitFor(async () => /\r\n\r\n\{.*\}$/s.test(received()));
+      expect(JSON.parse(received().slice(received().indexOf('\r\n\r\n') + 4))).toEqual({
+        error: { code: 'SHUTTING_DOWN', message: expect.stringContaining('shutting down') },
+      });
+      // The client stays; the server closes the connection and its close completes.
+      await closing;
+      await stream.closed;
+    } finally {
+      stream?.socket.destroy();
+      proxy.releaseReplies();
+      await (closing ?? app.close());
+      await events.stop();
+      await pool.end();
+      await proxy.close();
     }
   });
 });

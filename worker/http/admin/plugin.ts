@@ -1,8 +1,9 @@
 // The admin pages of `bulk-import serve`, under /admin: server-rendered HTML on the API's own modules (the same
 // queries, the same actions, the same authorization). A person signs in with an API key and acts as that key: a
 // tenant key sees its tenant only (another tenant's run is "not found") and no operator action. Sessions live in
-// admin_sessions (worker/auth/admin-sessions.ts); every POST carries the session's CSRF token; every page is sent
-// with a Content-Security-Policy that allows only this server's own style sheet and script.
+// admin_sessions (worker/auth/admin-sessions.ts); a POST a browser says came from another origin is refused, and
+// every POST carries the session's CSRF token; every page is sent with a Content-Security-Policy that allows only this
+// server's own style sheet and script.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { listDeadJobs, purgeDead, replayDead, requireVisibleJob } from '../../actions/run-actions.js';
 import { createAdminSession, csrfTokenFor, endAdminSession } from '../../auth/admin-sessions.js';
@@ -30,6 +31,7 @@ import {
   loadSessionWithinLimit,
   newSignInToken,
   requireCsrf,
+  requireSameOrigin,
   requireSignInToken,
   SESSION_COOKIE,
   SIGN_IN_COOKIE,
@@ -126,6 +128,9 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
       // do (and an address at its limit is refused before the lookup, unless the session was seen valid lately:
       // loadSessionWithinLimit).
       admin.addHook('onRequest', async (request, reply) => {
+        // First of all, the sign-in included: a POST a browser sent from a page of another origin (a sibling
+        // subdomain is same-site: SameSite cookies and the sign-in form's double submit do not stop it) does nothing.
+        if (request.method !== 'GET' && request.method !== 'HEAD') requireSameOrigin(request);
         if (request.routeOptions.config?.adminPublic) return;
         const session = await loadSessionWithinLimit(deps.pool, request, limits);
         if (!session) {

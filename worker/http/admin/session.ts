@@ -1,16 +1,19 @@
 // The admin pages' session cookie and CSRF checks. The cookie holds the session token (HttpOnly: no script reads it;
-// SameSite=Strict: no other site's page sends it; Secure behind TLS; Max-Age = the session's life). Every POST of a
-// signed-in page carries the session's CSRF token (a synchronizer token derived from the session, checked in constant
-// time); the sign-in form, made before there is a session, carries a random token that must equal a short-lived
-// cookie of its own (double submit).
+// SameSite=Strict: no other site's page sends it; Secure behind TLS, and then named `__Host-…`; Max-Age = the session's
+// life). Every POST is refused when the browser says it came from another origin (requireSameOrigin); every POST of a
+// signed-in page also carries the session's CSRF token (a synchronizer token derived from the session, checked in
+// constant time); the sign-in form, made before there is a session, carries a random token that must equal a
+// short-lived cookie of its own (double submit).
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { csrfTokenMatches, findAdminSession, sessionIdOf } from '../../auth/admin-sessions.js';
 import type { Queryable } from '../../db/pool.js';
 import { ApiError } from '../errors.js';
 
+/** The cookies' names over plain HTTP; over TLS each is `__Host-` and the name (cookieName). */
 export const SESSION_COOKIE = 'bi_admin_session';
 export const SIGN_IN_COOKIE = 'bi_admin_sign_in';
+type AdminCookie = typeof SESSION_COOKIE | typeof SIGN_IN_COOKIE;
 /** The form field every POST carries its CSRF token in. */
 export const CSRF_FIELD = 'csrf';
 
@@ -34,7 +37,13 @@ export function readCookies(request: FastifyRequest): Map<string, string> {
 
 /** Which of the admin cookies the request carries more than once (readCookies ignores those). */
 export function duplicatedCookies(request: FastifyRequest): string[] {
-  return [...parseCookies(request).duplicated].filter((name) => name === SESSION_COOKIE || name === SIGN_IN_COOKIE);
+  const ours = [cookieName(request, SESSION_COOKIE), cookieName(request, SIGN_IN_COOKIE)];
+  return [...parseCookies(request).duplicated].filter((name) => ours.includes(name));
+}
+
+/** The value of one of the admin cookies, under the name this request's cookies have (cookieName). */
+export function readAdminCookie(request: FastifyRequest, cookie: AdminCookie): string | undefined {
+  return readCookies(request).get(cookieName(request, cookie));
 }
 
 /** The Cookie header: the first value of each name (decoded), and the names it carries more than once. */
@@ -60,25 +69,104 @@ function parseCookies(request: FastifyRequest): { cookies: Map<string, string>; 
   return { cookies, duplicated };
 }
 
-/** True when the browser reached us over TLS: directly, or through a proxy or load balancer that says so. */
-function overTls(request: FastifyRequest, options: AdminCookieOptions): boolean {
-  if (options.secureCookies || request.protocol === 'https') return true;
+/**
+ * True when the request says the browser reached us over TLS: directly, or through a proxy or load balancer that says
+ * so (X-Forwarded-Proto; a browser cannot set it, so a page elsewhere cannot change what its victim's request says).
+ */
+function requestSaysTls(request: FastifyRequest): boolean {
+  if (request.protocol === 'https') return true;
   const forwarded = request.headers['x-forwarded-proto'];
   const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim().toLowerCase();
   return first === 'https';
 }
 
+/** True when the browser reached us over TLS as far as we know: the request says so, or `--secure-cookies`. */
+function overTls(request: FastifyRequest, options: AdminCookieOptions): boolean {
+  return options.secureCookies || requestSaysTls(request);
+}
+
+/**
+ * An admin cookie's name for this request: `__Host-` and the name when the request says it came over TLS. A browser
+ * keeps such a cookie only when it is Secure, has Path=/ and no Domain, so no other host — a sibling subdomain that may
+ * set `Domain=example.com` cookies — can plant one (a session of its own, a sign-in token it knows); cookies of the
+ * plain names are then not read at all. Decided by the request alone, as the routes that read the session cookie
+ * without the admin options do (server.ts): behind TLS that does not say so (`--secure-cookies` only) the plain names
+ * stay, Secure.
+ */
+export function cookieName(request: FastifyRequest, cookie: AdminCookie): string {
+  return requestSaysTls(request) ? `__Host-${cookie}` : cookie;
+}
+
+/**
+ * Set-Cookie for one of the admin cookies (its name by cookieName). `path` applies to the plain names only: a
+ * `__Host-` cookie must have Path=/.
+ */
 export function cookieHeader(
   request: FastifyRequest,
   options: AdminCookieOptions,
-  name: string,
+  cookie: AdminCookie,
   value: string,
   maxAgeSeconds: number,
   path = '/',
 ): string {
-  const parts = [`${name}=${encodeURIComponent(value)}`, `Path=${path}`, `Max-Age=${Math.max(0, Math.floor(maxAgeSeconds))}`, 'HttpOnly', 'SameSite=Strict'];
+  const name = cookieName(request, cookie);
+  const parts = [
+    `${name}=${encodeURIComponent(value)}`,
+    `Path=${name === cookie ? path : '/'}`,
+    `Max-Age=${Math.max(0, Math.floor(maxAgeSeconds))}`,
+    'HttpOnly',
+    'SameSite=Strict',
+  ];
   if (overTls(request, options)) parts.push('Secure');
   return parts.join('; ');
+}
+
+/** An Origin header's `scheme://host[:port]` (http or https) as a URL, or null when it is none (`null`, garbage). */
+function originOf(text: string): URL | null {
+  try {
+    const url = new URL(text);
+    return (url.protocol === 'https:' || url.protocol === 'http:') && url.origin === text.toLowerCase() ? url : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A Host header's `host[:port]` as a URL of this scheme would have it (no default port), or null when it is none. */
+function hostOf(protocol: string, host: string): string | null {
+  try {
+    const url = new URL(`${protocol}//${host}`);
+    return url.pathname === '/' && !url.search && !url.hash && !url.username && !url.password ? url.host : null;
+  } catch {
+    return null;
+  }
+}
+
+const header = (request: FastifyRequest, name: string): string | undefined => {
+  const value = request.headers[name];
+  return Array.isArray(value) ? value.join(',') : value;
+};
+
+/**
+ * Refuses (403 CSRF_REFUSED, as a bad CSRF token) a POST that a browser says came from a page of another origin: a
+ * `Sec-Fetch-Site` other than `same-origin` (or `none`: typed or reloaded by the user, which no page can cause), or an
+ * `Origin` that is not this server's own. A sibling subdomain is same-site, so SameSite cookies and the double-submit
+ * sign-in token (whose cookie such a site can plant) do not stop it; this does. This server's own origin is the host
+ * the request was sent to (Host, or X-Forwarded-Host with --trust-proxy) with https when the request says it came over
+ * TLS; when it does not (plain HTTP, or TLS that does not say so: `--secure-cookies`) an https or http Origin of that
+ * host is taken. Browsers send both headers with every POST; a request with neither (curl, a script) is no browser's
+ * and passes on to the CSRF token checks, which it must pass as before.
+ */
+export function requireSameOrigin(request: FastifyRequest): void {
+  const refused = () =>
+    new ApiError(403, 'CSRF_REFUSED', "the form was sent from a page of another site: open this site's own page and try again");
+  const site = header(request, 'sec-fetch-site');
+  if (site !== undefined && site !== 'same-origin' && site !== 'none') throw refused();
+  const origin = header(request, 'origin');
+  if (origin === undefined) return;
+  const from = originOf(origin);
+  const tls = requestSaysTls(request);
+  const own = from && (!tls || from.protocol === 'https:') ? hostOf(from.protocol, request.host) : null;
+  if (!from || own === null || own !== from.host) throw refused();
 }
 
 export function addCookie(reply: FastifyReply, cookie: string): void {
@@ -131,7 +219,7 @@ export interface SessionLimit {
  * sign-out and revocation hold; one whose lookup fails is forgotten at once.
  */
 export async function loadSessionWithinLimit(db: Queryable, request: FastifyRequest, limit: SessionLimit): Promise<LoadedSession | null> {
-  const token = readCookies(request).get(SESSION_COOKIE);
+  const token = readAdminCookie(request, SESSION_COOKIE);
   if (!token) {
     await limit.refuseWhileLimited(request);
     return null;
@@ -163,7 +251,7 @@ export const DUPLICATED_COOKIES_MESSAGE =
 export const newSignInToken = (): string => randomBytes(24).toString('base64url');
 
 export function requireSignInToken(request: FastifyRequest, body: unknown): void {
-  const cookie = readCookies(request).get(SIGN_IN_COOKIE) ?? '';
+  const cookie = readAdminCookie(request, SIGN_IN_COOKIE) ?? '';
   const submitted = (body as Record<string, unknown> | null | undefined)?.[CSRF_FIELD];
   const a = Buffer.from(cookie);
   const b = Buffer.from(typeof submitted === 'string' ? submitted : '');

@@ -13,7 +13,7 @@ import { isDatabaseAway } from '../../db/database-status.js';
 import type { AccessEnded } from '../../auth/verified-keys.js';
 import type { JobRow } from '../../queue/types.js';
 import { CLIENT_CLOSED_REQUEST, whenClientGone } from '../client-gone.js';
-import { ApiError } from '../errors.js';
+import { ApiError, shuttingDown } from '../errors.js';
 import type { JobEvent } from '../event-hub.js';
 import { ERROR_RESPONSES, JOB_ID_PARAMS } from '../schemas.js';
 import { actorOf, isOperatorKey, keyOf, type ApiDependencies } from '../server.js';
@@ -61,6 +61,16 @@ const RECHECK_MS = 5_000;
 const RECHECK_DEADLINE_MS = 60_000;
 /** How long a client refused for too many open streams is told to wait: streams free up as their clients leave. */
 const STREAMS_RETRY_AFTER_SECONDS = 30;
+
+/**
+ * 503 SHUTTING_DOWN for a stream request that reached a closing server, its connection closed after the answer:
+ * Fastify says `Connection: close` only to requests routed once the close began, and server.close() would otherwise
+ * wait for this kept-alive connection until its client leaves or it times out.
+ */
+function refusedWhileClosing(): ApiError {
+  const refusal = shuttingDown();
+  return new ApiError(refusal.statusCode, refusal.code, refusal.message, undefined, { ...refusal.headers, connection: 'close' });
+}
 
 export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies, revocations: RevocationSource): void {
   // Streams never end by themselves: a closing server ends them (clients reconnect to another process).
@@ -176,6 +186,10 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       if (!hub) throw new ApiError(503, 'EVENTS_UNAVAILABLE', 'event streams are off in this server');
       const jobId = request.params.id;
       await requireVisibleJob(deps.pool, actorOf(request), jobId);
+      // The server began to close during that read (the request had passed the onRequest check): preClose has ended
+      // the streams open then and would not see this one, whose client (EventSource never leaves) would keep the
+      // server from closing. Refused like any request that reaches a closing server; the client retries elsewhere.
+      if (closing) throw refusedWhileClosing();
       const keyId = keyOf(request).id;
       const most = deps.limits.eventStreamsPerKey;
       if (admitted.count(keyId) >= most) {
@@ -227,6 +241,12 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       }
       // Left during that read: `stop` has run already.
       if (raw.destroyed) return reply.code(CLIENT_CLOSED_REQUEST).send();
+      // Closing since (as after the first read): refused before it is a stream. Nothing awaits from here on until the
+      // stream is in `open`, so a later preClose ends it.
+      if (closing) {
+        stop();
+        throw refusedWhileClosing();
+      }
       reply.hijack();
       open.add(raw);
       byKey.add(keyId, raw);
