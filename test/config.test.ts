@@ -62,6 +62,9 @@ describe('configuration', () => {
     [{ DEPENDENCY_OUTAGE_BUDGET_MS: '1h' }, 'DEPENDENCY_OUTAGE_BUDGET_MS', 'a whole number from 0 to 604800000'],
     [{ MASS_IMPORT_BUFFER_LIMIT_BYTES: '1024' }, 'MASS_IMPORT_BUFFER_LIMIT_BYTES', 'a whole number from 65536 to 1073741824'],
     [{ DEPENDENCY_OUTAGE_BACKOFF_MAX_MS: '500' }, 'DEPENDENCY_OUTAGE_BACKOFF_MAX_MS', 'must be at least RETRY_BACKOFF_BASE_MS'],
+    // An idle worker touches the health heartbeat once a poll: a healthy idle task would be replaced.
+    [{ WORKER_POLL_INTERVAL_MS: '20000' }, 'WORKER_POLL_INTERVAL_MS', 'at most a quarter of HEALTH_MAX_AGE_MS (60000)'],
+    [{ WORKER_POLL_INTERVAL_MS: '3000', HEALTH_MAX_AGE_MS: '10000' }, 'WORKER_POLL_INTERVAL_MS', 'at most a quarter of HEALTH_MAX_AGE_MS'],
   ])('refuses %j naming the variable and the expected form', (env, variable, expected) => {
     const error = refusal(env);
     expect(error.variable).toBe(variable);

@@ -133,7 +133,7 @@ describe('worker processes', () => {
       const { rows } = await env.pool.query("SELECT count(*)::int AS n FROM test_runs WHERE worker = 'leaving'");
       return rows[0].n === 2;
     });
-    const staying = worker({ WORKER_ID: 'staying', WORKER_POLL_INTERVAL_MS: '60000' });
+    const staying = worker({ WORKER_ID: 'staying', WORKER_POLL_INTERVAL_MS: '60000', HEALTH_MAX_AGE_MS: '240000' });
     await staying.waitForLog(started);
 
     leaving.kill('SIGTERM');

@@ -271,6 +271,15 @@ export function loadConfig(env: Env = process.env): Config {
       `DEPENDENCY_OUTAGE_BACKOFF_MAX_MS (${config.worker.outageBackoffMaxMs}) must be at least RETRY_BACKOFF_BASE_MS (${config.worker.backoffBaseMs}), the first wait of an outage`,
     );
   }
+  // An idle worker's loop turns once a poll interval, and each turn touches the health heartbeat: a longer wait than a
+  // quarter of the check's limit would let the file of a healthy idle worker go stale, and ECS replace it for nothing.
+  if (config.worker.pollIntervalMs * 4 > config.health.maxAgeMs) {
+    throw new ConfigError(
+      'WORKER_POLL_INTERVAL_MS',
+      `WORKER_POLL_INTERVAL_MS (${config.worker.pollIntervalMs}) must be at most a quarter of HEALTH_MAX_AGE_MS (${config.health.maxAgeMs}): ` +
+        'each turn of an idle worker\'s loop touches the health heartbeat',
+    );
+  }
   if (config.databaseIamAuth && config.databaseSsl.mode === 'disable') {
     throw new ConfigError(
       'DATABASE_IAM_AUTH',
