@@ -9,7 +9,7 @@ import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
 import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
-import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
+import { csvField, csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
 import { runCli } from './support/cli-runner.js';
 import { testWorker, waitFor } from './support/in-process-worker.js';
@@ -112,5 +112,32 @@ describe('export of an export imports, round after round', () => {
     const run = await importFile('twice.csv', body);
     expect(run).toMatchObject({ state: 'succeeded', result: expect.objectContaining({ inserted: 1 }) });
     expect(await product(row.sku)).toMatchObject({ name: row.name });
+  });
+
+  it('a row the user broke while fixing an export keeps its values as written through the next export', async () => {
+    // Round 1: a bad price, and a description a spreadsheet would run as a formula (escaped on export).
+    const rows = [validRow(1, 'BROKE'), { ...validRow(2, 'BROKE'), price: '-1', description: '-Sale' }];
+    const first = await importFile('broke-1.csv', csvLine(HEADER) + rows.map((row) => csvLine(rowFields(row))).join(''));
+    expect(first).toMatchObject({ state: 'partial', result: expect.objectContaining({ inserted: 1, invalid: 1 }) });
+    const export1 = await exportErrors(first.id);
+    const column = (name: string) => export1.header.indexOf(name);
+    expect(export1.records[0]![column('description')]).toBe("'-Sale");
+
+    // Round 2: the price fixed in a text editor, and a stray quote typed into the name: the row is malformed but
+    // still has its fields.
+    const record = export1.records[0]!.map((value, index) => (index === column('price') ? '1.00' : value));
+    const line = record.map((value, index) => (index === column('name') ? '"Widget" large' : csvField(value))).join(',');
+    const second = await importFile('broke-2.csv', csvLine(export1.header, '\r\n') + `${line}\r\n`);
+    expect(second).toMatchObject({ result: expect.objectContaining({ inserted: 0, invalid: 1 }) });
+    const export2 = await exportErrors(second.id);
+    expect(export2.records.map((fields) => fields.slice(0, 2))).toEqual([['2', 'unexpected text after the closing quote of field 4']]);
+    // Escaped once, as in the file imported: not `''-Sale`.
+    expect(export2.records[0]![column('description')]).toBe("'-Sale");
+    expect(export2.records[0]![column('name')]).toBe('Widget large');
+
+    // Round 3: the name fixed; the description comes back as the uploader wrote it.
+    const third = await importFile('broke-3.csv', fixed(export2, { 'BROKE-0000002': { name: 'Widget' } }));
+    expect(third).toMatchObject({ state: 'succeeded', result: expect.objectContaining({ inserted: 1, invalid: 0 }) });
+    expect(await product('BROKE-0000002')).toMatchObject({ name: 'Widget', price: '1.00', description: '-Sale' });
   });
 });

@@ -1,8 +1,9 @@
 // The pure parts of CSV imports, without servers: the record parser (whatever the piece boundaries of the stream), the
 // header check, the row validator with every column type and rule, and the profile definition check.
 import { describe, expect, it } from 'vitest';
+import { PermanentJobError } from '../worker/queue/errors.js';
 import { escapeFormula, unescapeFormula } from '../worker/imports/csv/formula-escape.js';
-import { readHeader } from '../worker/imports/csv/header.js';
+import { HEADER_EXTRA_FIELDS, readHeader } from '../worker/imports/csv/header.js';
 import { defineProfile, ProfileDefinitionError, type ImportProfile } from '../worker/imports/csv/profile.js';
 import { productsProfile } from '../worker/imports/csv/profiles/products.js';
 import { CsvRecordParser, type CsvRecord } from '../worker/imports/csv/record-parser.js';
@@ -142,6 +143,47 @@ describe('CsvRecordParser', () => {
     expect(records.map((record) => [record.line, record.fields])).toEqual([[1, ['a', 'b']], [2, null], [4, ['3', '4']]]);
     expect(records[1]!.problem).toContain('longer than 100 characters');
   });
+
+  it('one limit for quoted and unquoted fields: a row of the limit is read, one character more is not, however the text is split', () => {
+    const max = 64;
+    const parse = (pieces: string[]): CsvRecord[] => {
+      const parser = new CsvRecordParser({ maxRecordChars: max });
+      const out: CsvRecord[] = [];
+      for (const piece of pieces) parser.push(piece, out);
+      parser.end(out);
+      return out;
+    };
+    // Rows of `chars` characters (line break excluded) ending in a field of each shape: unquoted, quoted, quoted over
+    // two lines (its closing quote the row's last character), quoted with an escaped quote at its end.
+    const shapes: Array<[string, (chars: number) => string]> = [
+      ['unquoted', (chars) => `A1,${'x'.repeat(chars - 3)}`],
+      ['quoted', (chars) => `A1,"${'x'.repeat(chars - 5)}"`],
+      ['quoted over two lines', (chars) => `A1,"${'x'.repeat(chars - 13)}\nB2,tail"`],
+      ['quoted with an escaped quote', (chars) => `A1,"${'x'.repeat(chars - 7)}"""`],
+    ];
+    for (const [shape, row] of shapes) {
+      for (const chars of [max - 1, max, max + 1, max + 2]) {
+        const what = `${shape}, ${chars} characters`;
+        expect(row(chars), what).toHaveLength(chars);
+        const text = `sku,name\n${row(chars)}\nC3,ok\n`;
+        const whole = parse([text]);
+        const second = whole.find((record) => record.line === 2)!;
+        if (chars <= max) expect(second, what).toMatchObject({ fields: [expect.any(String), expect.any(String)] });
+        else expect(second, what).toMatchObject({ fields: null, problem: expect.stringMatching(/longer than 64 characters|not closed within 64 characters/) });
+        expect(whole.at(-1), what).toEqual({ line: shape === 'quoted over two lines' ? 4 : 3, fields: ['C3', 'ok'] });
+        for (let cut = 1; cut < text.length; cut++) {
+          expect(parse([text.slice(0, cut), text.slice(cut)]), `${what}, cut at ${cut}`).toEqual(whole);
+        }
+        expect(parseAll(text, { maxRecordChars: max }), what).toEqual(whole);
+      }
+    }
+    // A quoted field that opens past the limit, over two lines: it costs its first line only, also when a piece ends
+    // right before its opening quote.
+    const late = `sku,name\nA1${'x'.repeat(max - 2)},"y\nz,w"\nC3,ok\n`;
+    const whole = parse([late]);
+    expect(whole.map((record) => [record.line, record.fields])).toEqual([[1, ['sku', 'name']], [2, null], [3, ['z', 'w"']], [4, ['C3', 'ok']]]);
+    for (let cut = 1; cut < late.length; cut++) expect(parse([late.slice(0, cut), late.slice(cut)]), `cut at ${cut}`).toEqual(whole);
+  });
 });
 
 const object = { bucket: 'b', key: 'k.csv', encoding: 'utf-8' };
@@ -164,6 +206,39 @@ describe('readHeader', () => {
     expect(() => readHeader(productsProfile, header('\u00ef\u00bb\u00bfsku', 'name'), { ...object, encoding: 'latin1' })).toThrow(
       /import it with encoding utf-8/,
     );
+  });
+
+  it('refuses a header far wider than the profile can use before analysing its names (a line may hold a million)', () => {
+    const refusal = (fields: string[]): PermanentJobError => {
+      try {
+        readHeader(productsProfile, { line: 1, fields }, object);
+      } catch (error) {
+        if (error instanceof PermanentJobError) return error;
+        throw error;
+      }
+      throw new Error('the header was accepted');
+    };
+    const widest = productsProfile.columns.length + HEADER_EXTRA_FIELDS;
+    // 200,000 times the same name: refused for its width, no list of 200,000 positions built or reported.
+    const repeated = refusal(new Array<string>(200_000).fill('sku'));
+    expect(repeated.code).toBe('CSV_HEADER_INVALID');
+    expect(repeated.message).toContain(`200,000 columns, more than it can use (at most ${widest}`);
+    expect(repeated.message).toContain('missing required column(s): name, price, quantity, status');
+    expect(repeated.message).not.toContain('duplicate column(s)');
+    expect(repeated.context).toMatchObject({ columns: 200_000, maxColumns: widest, duplicates: [], unknown: [] });
+    expect(repeated.message.length + JSON.stringify(repeated.context).length).toBeLessThan(2_000);
+    // Unknown names are still counted, the first few named.
+    const unknown = refusal([...productsProfile.columns.map((column) => column.name), ...Array.from({ length: 200_000 }, (_, index) => `c${index}`)]);
+    expect(unknown.message).toContain('200,010 columns, more than it can use');
+    expect(unknown.message).toContain('unknown column(s): "c0", "c1", "c2"');
+    expect(unknown.message).toContain('… and 199980 more');
+    expect(unknown.context).toMatchObject({ unknownCount: 200_000, missing: [] });
+    expect(unknown.context.unknown).toHaveLength(20);
+    // As wide as allowed: analysed, its duplicates reported with the first positions of each.
+    const atLimit = refusal(new Array<string>(widest).fill('sku'));
+    expect(atLimit.message).not.toContain('more than it can use');
+    expect(atLimit.message).toContain(`duplicate column(s): "sku" (columns 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20 … and ${widest - 20} more)`);
+    expect(atLimit.context).toMatchObject({ duplicates: [expect.stringContaining('"sku" (columns 1, 2, 3')] });
   });
 });
 

@@ -28,10 +28,18 @@ const UTF8_BOM_AS_SINGLE_BYTES = '\u00ef\u00bb\u00bf';
 // A header may hold any number of names of any length: the message names the first few, each cut short.
 const LISTED_NAMES = 20;
 const SHOWN_NAME_CHARS = 60;
+/**
+ * A header may have at most this many fields more than its profile has columns. Every field beyond the profile's
+ * columns is an unknown or repeated name (refused anyway) or an annotation column (`_row`, `_errors`, twice at most),
+ * so a wider header is refused without being analysed: a line of a million characters holds up to a million names.
+ * Only its unknown names are counted (the first few named), in one pass that keeps nothing else.
+ */
+export const HEADER_EXTRA_FIELDS = 64;
 
-function listed(names: string[]): string {
+/** The first LISTED_NAMES of `names`, and how many more there are of `total`. */
+function listed(names: string[], total = names.length): string {
   const shown = names.slice(0, LISTED_NAMES).join(', ');
-  return names.length > LISTED_NAMES ? `${shown} … and ${names.length - LISTED_NAMES} more` : shown;
+  return total > LISTED_NAMES ? `${shown} … and ${total - LISTED_NAMES} more` : shown;
 }
 
 function shownName(name: string): string {
@@ -60,14 +68,53 @@ export function readHeader(profile: ImportProfile, record: CsvRecord, object: Ob
     );
   }
   const known = new Map(profile.columns.map((column) => [column.name, column]));
+  const unnamedOrShown = (name: string, index: number) => (name === '' ? `(unnamed column ${index + 1})` : shownName(name));
+  const mismatch = (problems: string[], details: Record<string, unknown>): PermanentJobError => {
+    const hint = header[0]?.startsWith(UTF8_BOM_AS_SINGLE_BYTES)
+      ? ' (the file starts with a UTF-8 byte order mark: import it with encoding utf-8)'
+      : '';
+    return new PermanentJobError(
+      `${where}: the header does not match the "${profile.name}" profile: ${problems.join('; ')}${hint}. ` +
+        `Expected columns: ${profile.columns.map((column) => `${column.name}${column.required ? '' : ' (optional)'}`).join(', ')}`,
+      'CSV_HEADER_INVALID',
+      { ...context, ...details },
+    );
+  };
+
+  const maxFields = profile.columns.length + HEADER_EXTRA_FIELDS;
+  if (header.length > maxFields) {
+    const present = new Set<string>();
+    const unknown: string[] = [];
+    let unknownCount = 0;
+    header.forEach((name, index) => {
+      const normalised = normaliseName(name);
+      if (known.has(normalised)) present.add(normalised);
+      else if (!isAnnotationColumn(normalised) && (unknownCount += 1) <= LISTED_NAMES) unknown.push(unnamedOrShown(name, index));
+    });
+    const missing = profile.columns.filter((column) => column.required && !present.has(column.name)).map((column) => column.name);
+    const problems = [
+      `${header.length.toLocaleString('en')} columns, more than it can use (at most ${maxFields}: is the delimiter right, and is the first line the header?)`,
+    ];
+    if (missing.length > 0) problems.push(`missing required column(s): ${missing.join(', ')}`);
+    if (unknownCount > 0) problems.push(`unknown column(s): ${listed(unknown, unknownCount)}`);
+    throw mismatch(problems, {
+      columns: header.length,
+      maxColumns: maxFields,
+      missing,
+      unknown,
+      duplicates: [],
+      ...(unknownCount > LISTED_NAMES ? { unknownCount } : {}),
+    });
+  }
+
   const seen = new Map<string, number[]>();
   const unknown: string[] = [];
   header.forEach((name, index) => {
     const normalised = normaliseName(name);
-    seen.set(normalised, [...(seen.get(normalised) ?? []), index + 1]);
-    if (!known.has(normalised) && !isAnnotationColumn(normalised)) {
-      unknown.push(name === '' ? `(unnamed column ${index + 1})` : shownName(name));
-    }
+    const positions = seen.get(normalised);
+    if (positions) positions.push(index + 1);
+    else seen.set(normalised, [index + 1]);
+    if (!known.has(normalised) && !isAnnotationColumn(normalised)) unknown.push(unnamedOrShown(name, index));
   });
   // Repeated annotation columns are ignored like single ones: an export of an export written before its own `_row`
   // and `_errors` replaced the earlier ones carries them twice.
@@ -80,22 +127,13 @@ export function readHeader(profile: ImportProfile, record: CsvRecord, object: Ob
   if (unknown.length > 0) problems.push(`unknown column(s): ${listed(unknown)}`);
   if (duplicates.length > 0) problems.push(`duplicate column(s): ${listed(duplicates)}`);
   if (problems.length > 0) {
-    const hint = header[0]?.startsWith(UTF8_BOM_AS_SINGLE_BYTES)
-      ? ' (the file starts with a UTF-8 byte order mark: import it with encoding utf-8)'
-      : '';
-    throw new PermanentJobError(
-      `${where}: the header does not match the "${profile.name}" profile: ${problems.join('; ')}${hint}. ` +
-        `Expected columns: ${profile.columns.map((column) => `${column.name}${column.required ? '' : ' (optional)'}`).join(', ')}`,
-      'CSV_HEADER_INVALID',
-      {
-        ...context,
-        missing,
-        unknown: unknown.slice(0, LISTED_NAMES),
-        duplicates: duplicates.slice(0, LISTED_NAMES),
-        ...(unknown.length > LISTED_NAMES ? { unknownCount: unknown.length } : {}),
-        ...(duplicates.length > LISTED_NAMES ? { duplicateCount: duplicates.length } : {}),
-      },
-    );
+    throw mismatch(problems, {
+      missing,
+      unknown: unknown.slice(0, LISTED_NAMES),
+      duplicates: duplicates.slice(0, LISTED_NAMES),
+      ...(unknown.length > LISTED_NAMES ? { unknownCount: unknown.length } : {}),
+      ...(duplicates.length > LISTED_NAMES ? { duplicateCount: duplicates.length } : {}),
+    });
   }
   const columns = profile.columns.filter((column) => seen.has(column.name));
   return { header, columns, fieldIndex: columns.map((column) => seen.get(column.name)![0]! - 1) };

@@ -263,11 +263,13 @@ export class CsvRecordParser {
         let from = segment;
         for (;;) {
           const quote = buf.indexOf('"', from);
-          if (quote === -1 || quote > limit) {
-            if (quote > limit || length > limit) return TOO_LONG_IN_QUOTE;
+          // The record's characters run up to and with the closing quote: one at `limit` or later makes it longer
+          // than maxChars, the rule of an unquoted field (`k > limit`) and of the fast path.
+          if (quote === -1 || quote >= limit) {
+            if (quote >= limit || length >= limit) return TOO_LONG_IN_QUOTE;
             return final ? UNCLOSED : INCOMPLETE;
           }
-          if (quote + 1 === length && !final) return length > limit ? TOO_LONG_IN_QUOTE : INCOMPLETE;
+          if (quote + 1 === length && !final) return INCOMPLETE; // is a second quote (an escaped one) next?
           if (buf.charCodeAt(quote + 1) === QUOTE) {
             value += buf.slice(segment, quote + 1);
             from = quote + 2;
@@ -293,6 +295,9 @@ export class CsvRecordParser {
         }
         fields.push(value);
       } else {
+        // A field that starts at the end of the text so far: whether it is quoted (which decides how an over-long
+        // record is skipped) is told by the next piece.
+        if (i === length && !final) return INCOMPLETE;
         let k = i;
         while (k < length) {
           const code = buf.charCodeAt(k);

@@ -7,6 +7,10 @@
 // transaction, and a changed count empties the cache (forget) so the names are looked up again.
 // The caches hold at most `maxCached` names per column and start over past that, so memory stays flat however many
 // distinct names a file has.
+// Finalize's lanes share one ReferenceIds, and a resolve awaits the database column after column: meanwhile another
+// lane may start a cache over (past maxCached, a changed deletion count, forget). So a resolve copies the ids of its
+// names into a map of its own as it gets them (from the cache or the database), with the deletion count they are
+// valid for, and answers from that map; the shared cache is only ever replaced, never emptied in place.
 import type { PoolClient } from '../../db/pool.js';
 import { sqlState } from '../../db/sql-state.js';
 import { PermanentJobError } from '../../queue/errors.js';
@@ -27,6 +31,15 @@ interface ReferenceColumn {
   refused: Map<string, string>;
   create: NamedStatement;
   lookup: NamedStatement;
+}
+
+/** The ids of one column's names for one resolve: its own, whatever other lanes do to the cache meanwhile. */
+interface ColumnIds {
+  ids: Map<string, string>;
+  /** The deletion count `ids` are valid for (null: none yet). */
+  deletions: string | null;
+  /** Names of the batch the table refused, with the reason. */
+  refused: Map<string, string>;
 }
 
 /** The rows of a batch with reference names replaced by ids, and the rows that could not be resolved. */
@@ -64,19 +77,14 @@ export class ReferenceIds {
 
   /** Resolves the references of `rows` (values in layout order), creating names their tables lack. */
   async resolve(db: PoolClient, rows: ReadonlyArray<ReadonlyArray<string | null>>): Promise<ResolvedRows> {
+    const resolvedColumns: ColumnIds[] = [];
     for (const column of this.columns) {
       const names = new Set<string>();
       for (const row of rows) {
         const name = row[column.position];
         if (name !== null && name !== undefined) names.add(name);
       }
-      // Start over before the batch rather than during it: every name of the batch must be in the cache at once.
-      if (column.ids.size + names.size > this.maxCached) column.ids.clear();
-      // A lookup that finds the table's deletion count changed empties the cache: a second pass then looks up the
-      // names of the batch that were cached before.
-      const missing = () => [...names].filter((name) => !column.ids.has(name) && !column.refused.has(name));
-      for (let pass = 1; pass <= LOOKUP_TRIES && missing().length > 0; pass++) await this.fetch(db, column, missing());
-      if (missing().length > 0) throw this.vanished(column, missing());
+      resolvedColumns.push(await this.resolveColumn(db, column, names));
     }
     const resolved: ResolvedRows = { values: [], refused: new Map(), used: [] };
     const used = this.columns.map(() => false);
@@ -90,9 +98,9 @@ export class ReferenceIds {
         const column = this.columns[c]!;
         const name = row[column.position];
         if (name === null || name === undefined) continue;
-        const id = column.ids.get(name);
+        const id = resolvedColumns[c]!.ids.get(name);
         if (id === undefined) {
-          const reason = column.refused.get(name) ?? 'it could not be created';
+          const reason = resolvedColumns[c]!.refused.get(name) ?? 'it could not be created';
           resolved.refused.set(index, {
             column: column.column,
             rule: 'database',
@@ -107,9 +115,34 @@ export class ReferenceIds {
       resolved.values.push(values);
     });
     this.columns.forEach((column, c) => {
-      if (used[c]) resolved.used.push({ table: column.table, deletions: column.deletions! });
+      if (used[c]) resolved.used.push({ table: column.table, deletions: resolvedColumns[c]!.deletions! });
     });
     return resolved;
+  }
+
+  /** The ids of `names` in one column: those cached, and the others created when missing and looked up. */
+  private async resolveColumn(db: PoolClient, column: ReferenceColumn, names: Set<string>): Promise<ColumnIds> {
+    const own: ColumnIds = { ids: new Map(), deletions: null, refused: new Map() };
+    // Start over before the batch rather than during it: the cache keeps its names for the batches after this one.
+    if (column.ids.size + names.size > this.maxCached) column.ids = new Map();
+    // The cache as it is now (synchronously): its ids are valid for its deletion count.
+    if (column.deletions !== null) {
+      own.deletions = column.deletions;
+      for (const name of names) {
+        const id = column.ids.get(name);
+        if (id !== undefined) own.ids.set(name, id);
+      }
+    }
+    for (const name of names) {
+      const reason = column.refused.get(name);
+      if (reason !== undefined && !own.ids.has(name)) own.refused.set(name, reason);
+    }
+    // A create that finds the table's deletion count changed drops the ids taken before: a second pass then looks up
+    // the names of the batch that were cached.
+    const missing = () => [...names].filter((name) => !own.ids.has(name) && !own.refused.has(name));
+    for (let pass = 1; pass <= LOOKUP_TRIES && missing().length > 0; pass++) await this.fetch(db, column, own, missing());
+    if (missing().length > 0) throw this.vanished(column, missing());
+    return own;
   }
 
   /** The reference tables, in column order. */
@@ -121,18 +154,24 @@ export class ReferenceIds {
   forget(tables: readonly string[]): void {
     for (const column of this.columns) {
       if (!tables.includes(column.table)) continue;
-      column.ids.clear();
+      // Replaced, not cleared: a resolve under way keeps the ids it took (with the count they are valid for).
+      column.ids = new Map();
       column.deletions = null;
     }
   }
 
-  private async fetch(db: PoolClient, column: ReferenceColumn, names: string[]): Promise<void> {
+  private async fetch(db: PoolClient, column: ReferenceColumn, own: ColumnIds, names: string[]): Promise<void> {
     names.sort();
     for (let attempt = 1; attempt <= LOOKUP_TRIES; attempt++) {
-      await this.create(db, column, names);
+      await this.create(db, column, own, names);
       const { rows } = await db.query<{ name: string; id: string }>({ name: column.lookup.name, text: column.lookup.text, values: [this.tenant, names] });
-      for (const row of rows) column.ids.set(row.name, row.id);
-      names = names.filter((name) => !column.ids.has(name) && !column.refused.has(name));
+      for (const row of rows) own.ids.set(row.name, row.id);
+      // Into the cache too, unless another lane started it over for another deletion count meanwhile.
+      if (column.deletions === own.deletions) {
+        if (column.ids.size + rows.length > this.maxCached) column.ids = new Map();
+        for (const row of rows) column.ids.set(row.name, row.id);
+      }
+      names = names.filter((name) => !own.ids.has(name) && !own.refused.has(name));
       if (names.length === 0) return;
       // Created (or found) and deleted again by someone else before the lookup: once more.
     }
@@ -152,12 +191,16 @@ export class ReferenceIds {
    * Creates the names; when the table refuses the set, each name alone, so only the refused names are lost. Starts
    * the cache over when the table has seen deletions since it was filled.
    */
-  private async create(db: PoolClient, column: ReferenceColumn, names: string[]): Promise<void> {
+  private async create(db: PoolClient, column: ReferenceColumn, own: ColumnIds, names: string[]): Promise<void> {
     const createNames = async (list: string[]): Promise<void> => {
       const { rows } = await db.query<{ deletions: string }>({ name: column.create.name, text: column.create.text, values: [this.tenant, list, this.jobId] });
       const deletions = rows[0]!.deletions;
+      if (own.deletions !== deletions) {
+        own.ids.clear();
+        own.deletions = deletions;
+      }
       if (column.deletions !== deletions) {
-        column.ids.clear();
+        column.ids = new Map();
         column.deletions = deletions;
       }
     };
@@ -173,8 +216,10 @@ export class ReferenceIds {
       } catch (error) {
         if (!isDataError(error)) throw error;
         const { message, detail } = error as { message: string; detail?: string };
-        if (column.refused.size >= this.maxCached) column.refused.clear();
-        column.refused.set(name, `${message}${detail ? ` (${detail})` : ''}`);
+        const reason = `${message}${detail ? ` (${detail})` : ''}`;
+        own.refused.set(name, reason);
+        if (column.refused.size >= this.maxCached) column.refused = new Map();
+        column.refused.set(name, reason);
       }
     }
   }

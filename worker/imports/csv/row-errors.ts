@@ -16,6 +16,13 @@ export interface RowError {
   issues: RowIssue[];
 }
 
+/**
+ * Row errors are written at least once their fields hold this many characters (validation's writer, the duplicate
+ * search): a row may be up to a million characters, and a thousand such rows would be a gigabyte held at once and more
+ * than the longest string V8 builds (a write sends them as one JSON text).
+ */
+export const ROW_ERRORS_WRITE_CHARS = 8 * 1024 * 1024;
+
 // Postgres text and jsonb cannot hold U+0000 (SQLSTATE 22P05); a row with one is still recorded, its NULs shown as
 // U+FFFD so the user sees where they were (row-validator.ts reports them as `nul_byte`).
 const storable = (text: string): string => (text.indexOf('\u0000') === -1 ? text : text.replaceAll('\u0000', '\uFFFD'));

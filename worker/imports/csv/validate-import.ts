@@ -17,7 +17,7 @@ import type { CsvImportPayload } from './payload.js';
 import type { ImportProfile } from './profile.js';
 import type { CsvRecord } from './record-parser.js';
 import { csvRecords, isErrorExport, unescapeFields, type RecordStreamPosition } from './record-stream.js';
-import { describeIssues, firstRowErrors, insertRowErrors, type RowError } from './row-errors.js';
+import { describeIssues, firstRowErrors, insertRowErrors, ROW_ERRORS_WRITE_CHARS, type RowError } from './row-errors.js';
 import { RowSet } from './row-set.js';
 import { RowValidator } from './row-validator.js';
 import { ReferencesToCreate } from './references-to-create.js';
@@ -25,14 +25,11 @@ import { discardValidation, insertCsvImportRun, markValidated, runCounts, type B
 import { openObject } from './s3-object.js';
 import { SeenKeys } from './seen-keys.js';
 
-/** Invalid rows are written at least this often, so a file of mostly bad rows stays flat in memory too. */
-const ERROR_FLUSH_ROWS = 1_000;
 /**
- * …and once their fields hold this many characters: a row may be up to a million characters, and a thousand such
- * rows would be a gigabyte held at once and more than the longest string V8 builds (the write sends them as one
- * JSON text). Rows beyond MAX_RECORD_CHARS are stored without their fields.
+ * Invalid rows are written at least this often, so a file of mostly bad rows stays flat in memory too, and once their
+ * fields hold ROW_ERRORS_WRITE_CHARS. Rows beyond MAX_RECORD_CHARS are stored without their fields.
  */
-const ERROR_FLUSH_CHARS = 8 * 1024 * 1024;
+const ERROR_FLUSH_ROWS = 1_000;
 const FIRST_ERRORS = 10;
 
 export interface ValidateDeps {
@@ -90,7 +87,7 @@ export class RowErrorWriter {
   add(error: RowError): Promise<void> | undefined {
     this.errors.push(error);
     for (const field of error.fields ?? []) this.chars += field.length;
-    return this.errors.length >= ERROR_FLUSH_ROWS || this.chars >= ERROR_FLUSH_CHARS ? this.flush() : undefined;
+    return this.errors.length >= ERROR_FLUSH_ROWS || this.chars >= ROW_ERRORS_WRITE_CHARS ? this.flush() : undefined;
   }
 
   /** Starts writing what is buffered once the previous write is done. */
@@ -232,6 +229,9 @@ class RowChecks {
   check(record: CsvRecord): Promise<void> | undefined {
     const { counts } = this;
     counts.read += 1;
+    // An exported file's cells lose the export's formula escape before they are checked or stored: a malformed row
+    // stored as read would be escaped once more by the next export (`'-x` → `''-x`, one more `'` every round).
+    if (this.run.exported && record.fields !== null) unescapeFields(record.fields);
     if (record.fields === null || record.problem !== undefined) {
       counts.invalid += 1;
       return this.errors.add({
@@ -240,7 +240,6 @@ class RowChecks {
         issues: [{ column: null, rule: 'malformed', message: record.problem ?? 'the row cannot be read' }],
       });
     }
-    if (this.run.exported) unescapeFields(record.fields);
     const check = this.run.validator.check(record.fields);
     if (!check.ok) {
       counts.invalid += 1;
