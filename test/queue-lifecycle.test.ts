@@ -88,6 +88,11 @@ describe('fencing', () => {
     // An outage this worker saw begin and end, during which the run's lease ran out.
     status.reportFailure(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'claim');
     await expireLease(job.id);
+    // While the worker sees the database away no rescue is sent: when it returns, a rescue sent meanwhile would be the
+    // first statement through, before any owner's renewal. A round held off proves nothing about the database.
+    await shortHold.runOnce();
+    expect((await requireJob(env.pool, job.id)).state).toBe('running');
+    expect(status.health.state).toBe('unavailable');
     const backAt = Date.now();
     status.reportSuccess(Date.now() + BACK_PROOF_DELAY_MS);
     expect(status.health.state).toBe('ok');

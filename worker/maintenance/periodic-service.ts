@@ -9,8 +9,11 @@ import type { Logger } from '../logger.js';
 /** The pause between rounds while a task reports work left. */
 export const CATCH_UP_DELAY_MS = 1_000;
 
-/** `true`: the round stopped at its bound with work left; run again soon. */
-export type RoundOutcome = boolean | void;
+/**
+ * `true`: the round stopped at its bound with work left; run again soon. `'skipped'`: the round did not reach the
+ * database (the task held off), so it proves nothing about it.
+ */
+export type RoundOutcome = boolean | void | 'skipped';
 
 export class PeriodicService {
   private timer: NodeJS.Timeout | undefined;
@@ -38,7 +41,7 @@ export class PeriodicService {
     const startedAt = Date.now();
     this.running = this.task()
       .then((outcome) => {
-        this.status?.reportSuccess(startedAt);
+        if (outcome !== 'skipped') this.status?.reportSuccess(startedAt);
         return outcome === true;
       })
       .catch((error: unknown) => {

@@ -4,8 +4,9 @@
 // After a database outage (a restart, a failover) every lease may have run out while nobody could renew it. Their
 // owners renew them as soon as the database answers (the heartbeat that follows its return) and store the outcomes
 // that waited for it; a rescue in that moment would take over runs still going, or already done, and count an attempt
-// (a run on its last attempt would end dead). So for a lease length after this worker saw the database come back, its
-// rescuer holds off: the runs of workers that died meanwhile are rescued then.
+// (a run on its last attempt would end dead). So while this worker sees the database away, and for a lease length
+// after it saw it come back, its rescuer holds off: the runs of workers that died meanwhile are rescued then. (A rescue
+// sent while the database is away would be the first statement through when it returns, before any renewal.)
 import type { DatabaseStatus } from '../db/database-status.js';
 import type { Pool } from '../db/pool.js';
 import type { Logger } from '../logger.js';
@@ -28,9 +29,10 @@ export function createRescuer(pool: Pool, intervalMs: number, log: Logger, optio
     'rescuer',
     intervalMs,
     async () => {
+      if (options.status && options.status.health.state !== 'ok') return 'skipped';
       if (Date.now() < holdUntil) {
         log.debug({ until: new Date(holdUntil).toISOString() }, 'rescue held off: the database is just back, owners renew their leases first');
-        return;
+        return 'skipped';
       }
       for (let round = 0; round < 100; round += 1) {
         const { requeued, dead, canceled } = await rescueExpiredLeases(pool);
