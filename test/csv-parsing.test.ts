@@ -389,4 +389,15 @@ describe('formula escape of the failed-rows export', () => {
     }
     expect(values.map(escapeFormula)).toEqual(["'=1+1", "'+1", "'-1", "'@x", "'\tx", "'\rx", "''=x", "'''-x", "'x", "'", '', 'a=b', 'plain', ' =x', "''\t"]);
   });
+
+  it('escapes a formula a spreadsheet splitting on another separator would find inside a value, and imports it back', () => {
+    const values = ['x;=HYPERLINK(D2);', 'a,=1+1', 'a;"=1', 'a| @x', 'a\t-1', "x;'=1", 'x;\'\'-1', '=a;=b', '\t=x', '10, -5', 'a;b', 'a-b=c', 'a ;x'];
+    // Each spreadsheet's split: no piece may start (after spaces and quotes) with a trigger.
+    for (const value of values) {
+      const escaped = escapeFormula(value);
+      for (const piece of escaped.split(/[,;\t|]/)) expect(piece.replace(/^[ "]*/, ''), `${value} → ${escaped}`).not.toMatch(/^[=+\-@]/);
+      expect(unescapeFormula(escaped), value).toBe(value);
+    }
+    expect(['x;=HYPERLINK(D2);', 'a,=1+1', '10, -5', 'a;b', 'a-b=c'].map(escapeFormula)).toEqual(["x;'=HYPERLINK(D2);", "a,'=1+1", "10, '-5", 'a;b', 'a-b=c']);
+  });
 });
