@@ -158,6 +158,16 @@ describe('watch', () => {
     expect(lines.at(-1)).toMatch(new RegExp(`job ${id} mass-import succeeded after`));
   });
 
+  it('Ctrl-C ends the wait between two refreshes at once: exit 130, however long the interval', async () => {
+    const id = await plantRunning('mass-import', { done: 1, total: 4 });
+    // An hour between refreshes: the old wait let Ctrl-C take effect only after it.
+    const watching = spawnCli(env, ['watch', String(id), '--interval', '3600000', '--json']);
+    await watching.waitForOutput(/"state":"running"/);
+    watching.kill('SIGINT');
+    expect((await watching.done).code).toBe(130);
+    expect((await runCli(env, ['watch', String(id), '--interval', '10'])).stderr).toContain('100-3600000');
+  });
+
   it('--json gives JSON lines and a final line; the exit code reflects the outcome (failed → 4, dead → 5)', async () => {
     const id = await plantRunning('mass-import', { done: 1, total: 4 });
     const watching = spawnCli(env, ['watch', String(id), '--interval', '100', '--json']);
@@ -237,6 +247,14 @@ describe('dead letters', () => {
     expect(all.stdout).toContain('Replayed 1 dead job(s)');
     expect(tableRow(all.stdout, second)).toEqual([String(second), 'noop', 'queued', '0/3']);
     expect(all.stderr).toContain(`left dead: job ${held} (noop): its dedupe key "nightly-sync" is in use by job ${holder.id}`);
+    // A tenant chose that key: a control sequence in it reaches the operator's terminal as text.
+    const hostile = await plantDead('noop', 1, 'acme');
+    await env.pool.query(`UPDATE jobs SET dedupe_key = E'sync\\u009b2J\\u202e' WHERE id = $1`, [hostile]);
+    const hostileHolder = (await enqueueJob(env.pool, { kind: 'noop', tenantId: 'acme', dedupeKey: 'sync\u009b2J\u202e' })).job;
+    const escaped = await runCli(env, ['dead', 'replay', '--all']);
+    expect(escaped.stderr).toContain(`left dead: job ${hostile} (noop): its dedupe key "sync\\x9b2J\\u202E" is in use by job ${hostileHolder.id}`);
+    expect(escaped.stderr).not.toMatch(/[\u009b\u202e]/);
+    await env.pool.query('DELETE FROM jobs WHERE id = ANY($1::bigint[])', [[hostile, hostileHolder.id]]);
     expect((await requireJob(env.pool, held)).state).toBe('dead');
     await env.pool.query('DELETE FROM jobs WHERE id = ANY($1::bigint[])', [[held, holder.id]]);
     expect((await runCli(env, ['dead', 'replay'])).stderr).toContain('give the ids of dead jobs to replay, or --all');

@@ -57,6 +57,8 @@ export async function runCliJson<T = unknown>(testEnv: TestEnvironment, args: st
 export interface RunningCli {
   /** Resolves once stdout so far matches. */
   waitForOutput(match: RegExp, timeoutMs?: number): Promise<void>;
+  /** Sends the command a signal (as an operator's Ctrl-C does). */
+  kill(signal: NodeJS.Signals): void;
   done: Promise<CliResult>;
 }
 
@@ -76,6 +78,7 @@ export function spawnCli(testEnv: TestEnvironment, args: string[], extraEnv: Rec
   const done = new Promise<CliResult>((resolve) => child.once('close', (code) => resolve({ code: code ?? 1, stdout, stderr })));
   return {
     done,
+    kill: (signal) => void child.kill(signal),
     waitForOutput(match, timeoutMs = 30_000) {
       return new Promise((resolve, reject) => {
         const check = () => {

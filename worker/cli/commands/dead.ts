@@ -4,7 +4,7 @@ import { cliActor, purgeDead, replayDead } from '../../actions/run-actions.js';
 import { listDeadJobs } from '../../queue/dead-letters.js';
 import type { JobRow } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
-import { formatDuration, formatTable, printJson, printLine } from '../output.js';
+import { formatDuration, formatTable, printJson, printLine, terminalSafe } from '../output.js';
 import { MAX_LIST_LIMIT, parseDurationMs, parseJobId, parseLimit, parseList } from '../parse.js';
 
 function deadJobJson(job: JobRow) {
@@ -64,7 +64,8 @@ export function registerDeadCommands(program: Command): void {
       );
       // Runs left dead are said on stderr in both modes (stdout's JSON stays the list of replayed runs).
       for (const run of skipped) {
-        process.stderr.write(`left dead: job ${run.id} (${run.kind}): its dedupe key ${JSON.stringify(run.dedupeKey)} is in use by job ${run.heldBy}\n`);
+        // The dedupe key is the submitter's (a tenant's): JSON.stringify leaves C1 controls and bidi marks as they are.
+        process.stderr.write(`left dead: job ${run.id} (${run.kind}): its dedupe key ${terminalSafe(JSON.stringify(run.dedupeKey))} is in use by job ${run.heldBy}\n`);
       }
       if (options.json) {
         return printJson(replayed.map((job) => ({ id: job.id, kind: job.kind, state: job.state, attempts: job.attempts, maxAttempts: job.maxAttempts })));

@@ -38,22 +38,21 @@ export function registerWatchCommand(program: Command): void {
       'follow running jobs live: progress, rate, ETA. With an id, exit when that job ends: 0 succeeded or ' +
         'review_ready, 3 partial, 4 failed, 5 dead, 6 canceled. Without, follow every running job until none is running or queued',
     )
-    .option('--interval <ms>', 'refresh period, 1-3600000', integerIn(1, 3_600_000), 1000)
+    .option('--interval <ms>', 'refresh period, 100-3600000', integerIn(100, 3_600_000), 1000)
     .option('--kind <list>', 'without an id: only these kinds', parseList)
     .option('--json', 'JSON lines: one per change of a job, and a final one when it ends')
     .action(async (id: string | undefined, options: WatchOptions) => {
       const jobId = id === undefined ? undefined : parseJobId(id);
       const view: WatchView = options.json ? new JsonLineView() : process.stdout.isTTY ? new BarView() : new LineView();
-      let interrupted = false;
-      const onInterrupt = () => {
-        interrupted = true;
-      };
+      // Ctrl-C ends the wait between two refreshes at once (an interval may be an hour).
+      const interrupt = new AbortController();
+      const onInterrupt = () => interrupt.abort();
       process.once('SIGINT', onInterrupt);
       try {
         const code = await withDatabase((pool) =>
-          jobId === undefined ? watchAll(pool, view, options, () => interrupted) : watchOne(pool, jobId, view, options, () => interrupted),
+          jobId === undefined ? watchAll(pool, view, options, interrupt.signal) : watchOne(pool, jobId, view, options, interrupt.signal),
         );
-        process.exitCode = interrupted ? 130 : code;
+        process.exitCode = interrupt.signal.aborted ? 130 : code;
       } finally {
         process.off('SIGINT', onInterrupt);
         view.close();
@@ -61,7 +60,7 @@ export function registerWatchCommand(program: Command): void {
     });
 }
 
-async function watchOne(pool: Pool, id: number, view: WatchView, options: WatchOptions, interrupted: () => boolean): Promise<number> {
+async function watchOne(pool: Pool, id: number, view: WatchView, options: WatchOptions, interrupted: AbortSignal): Promise<number> {
   const rate = new ProgressRate();
   let estimateNote: string | undefined;
   let estimatedAt = 0;
@@ -80,12 +79,11 @@ async function watchOne(pool: Pool, id: number, view: WatchView, options: WatchO
       return WATCH_EXIT_CODES[job.state] ?? 1;
     }
     view.update(job, figures);
-    if (interrupted()) return 130;
-    await sleep(options.interval);
+    if (!(await pause(options.interval, interrupted))) return 130;
   }
 }
 
-async function watchAll(pool: Pool, view: WatchView, options: WatchOptions, interrupted: () => boolean): Promise<number> {
+async function watchAll(pool: Pool, view: WatchView, options: WatchOptions, interrupted: AbortSignal): Promise<number> {
   const followed = new Map<number, ProgressRate>();
   const kinds = options.kind ? { kinds: options.kind } : {};
   let saidWaiting = false;
@@ -113,7 +111,13 @@ async function watchAll(pool: Pool, view: WatchView, options: WatchOptions, inte
       if (!saidWaiting) view.note('Jobs are queued but none is running: waiting for a worker to claim them.');
       saidWaiting = true;
     } else saidWaiting = false;
-    if (interrupted()) return 130;
-    await sleep(options.interval);
+    if (!(await pause(options.interval, interrupted))) return 130;
   }
+}
+
+/** Waits `ms` between two refreshes; false when interrupted (before or during the wait). */
+async function pause(ms: number, interrupted: AbortSignal): Promise<boolean> {
+  if (interrupted.aborted) return false;
+  await sleep(ms, undefined, { signal: interrupted }).catch(() => {});
+  return !interrupted.aborted;
 }
