@@ -10,7 +10,7 @@ import { csvCounts } from '../worker/http/admin/pages/csv-review.js';
 import { InvalidRowRangesError, RowRanges } from '../worker/imports/csv/row-ranges.js';
 import { getCsvImportRun } from '../worker/imports/csv/run-record.js';
 import { getRunRecord } from '../worker/queue/job-actions.js';
-import { requireJob } from '../worker/queue/operator.js';
+import { requeueJob, requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
@@ -143,5 +143,35 @@ describe('finalize with excluded rows', () => {
       actor: 'reviewer',
       note: 'second half later — excluded rows 20-31 (12 line(s))',
     });
+  });
+
+  it('an approval names the validation it reviewed: refused with 409 once the run was validated again', async () => {
+    api ??= await startTestApi(env);
+    const key = await makeKey(env, 'stale-reviewer', 'tenant', TENANT);
+    const jobId = await reviewedImport('stale');
+    const reviewed = (await requireJob(env.pool, jobId)).result!.validatedAt as string;
+    expect(new Date(reviewed).toISOString()).toBe(reviewed);
+    // Rejected, the file replaced at the same key, the run requeued: it is validated again, over other rows.
+    expect((await call(api, 'POST', `/v1/jobs/${jobId}/reject`, { key })).status).toBe(200);
+    const run = (await getCsvImportRun(env.pool, jobId))!;
+    await upload(env.s3, env.bucket, run.objectKey, csvLine(HEADER) + csvLine(rowFields(validRow(1, 'REPLACED'))));
+    await requeueJob(env.pool, jobId);
+    const again = await settled(jobId);
+    expect(again.state).toBe('review_ready');
+    const current = again.result!.validatedAt as string;
+    expect(current).not.toBe(reviewed);
+
+    // A finalize form or call made for the first review is refused; the run stays in review, nothing written.
+    const stale = await call(api, 'POST', `/v1/jobs/${jobId}/finalize`, { key, body: { validatedAt: reviewed, excludeRows: '5' } });
+    expect(stale.status).toBe(409);
+    expect(stale.body).toMatchObject({ error: { code: 'REVIEW_STALE', message: expect.stringContaining('validated again since the review you approve') } });
+    expect((await requireJob(env.pool, jobId)).state).toBe('review_ready');
+    expect((await getCsvImportRun(env.pool, jobId))!.excludedRows).toBeNull();
+    expect((await getRunRecord(env.pool, jobId))!.actions.filter((action) => action.action === 'finalized')).toEqual([]);
+
+    const accepted = await call(api, 'POST', `/v1/jobs/${jobId}/finalize`, { key, body: { validatedAt: current } });
+    expect(accepted.status, accepted.text).toBe(200);
+    expect((await settled(jobId)).result).toMatchObject({ inserted: 1 });
+    expect((await getRunRecord(env.pool, jobId))!.actions.filter((action) => action.action === 'finalized')).toHaveLength(1);
   });
 });

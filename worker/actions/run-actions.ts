@@ -127,8 +127,6 @@ async function requireCsvImport(pool: Pool, actor: Actor, id: number, action: st
   if (!CSV_KINDS.has(job.kind)) throw new ActionRefusedError(`job ${id} is a ${job.kind} run, not a CSV import: nothing to ${action}`, 'NOT_A_CSV_IMPORT');
 }
 
-// finalizeImport and rejectImport run their own statements on the pool, so their record follows in a second
-// transaction: a process that dies between the two leaves the decision without its history entry.
 /** Longest list of excluded rows a history note repeats (the run's result keeps the whole list). */
 const EXCLUSION_IN_NOTE_CHARS = 500;
 
@@ -141,8 +139,10 @@ export async function finalizeRun(pool: Pool, actor: Actor, id: number, note?: s
     if (error instanceof InvalidRowRangesError) throw new ActionRefusedError(`excludeRows: ${error.message}`, 'INVALID_ROWS');
     throw error;
   }
+  if (options.validatedAt && Number.isNaN(new Date(options.validatedAt).getTime())) {
+    throw new ActionRefusedError(`validatedAt: ${JSON.stringify(String(options.validatedAt)).slice(0, 60)} is not a date (the run's result.validatedAt)`, 'INVALID_VALIDATED_AT');
+  }
   await requireCsvImport(pool, actor, id, 'finalize');
-  const job = await finalizeImport(pool, id, { excludeRows: excluded });
   // The selection goes into the history with the decision: "finalized, excluded rows 12,40-90".
   let history = text;
   if (excluded) {
@@ -151,16 +151,14 @@ export async function finalizeRun(pool: Pool, actor: Actor, id: number, note?: s
     const exclusion = `excluded rows ${shown} (${excluded.size()} line(s))`;
     history = text ? `${text} — ${exclusion}` : exclusion;
   }
-  await record(pool, actor, 'finalized', [job], history);
-  return job;
+  // In the decision's own transaction: a decision never commits without its history entry.
+  return finalizeImport(pool, id, { excludeRows: excluded, validatedAt: options.validatedAt }, (tx, job) => record(tx, actor, 'finalized', [job], history));
 }
 
 export async function rejectRun(pool: Pool, actor: Actor, id: number, note?: string | null): Promise<JobRow> {
   const text = checkNote(note);
   await requireCsvImport(pool, actor, id, 'reject');
-  const job = await rejectImport(pool, id);
-  await record(pool, actor, 'rejected', [job], text);
-  return job;
+  return rejectImport(pool, id, (tx, job) => record(tx, actor, 'rejected', [job], text));
 }
 
 export interface ReplayRequest extends RequeueOptions {

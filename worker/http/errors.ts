@@ -8,6 +8,7 @@ import { isConnectionError } from '../db/database-status.js';
 import { QueueLimitError } from '../queue/admission.js';
 import { NotDeadError } from '../queue/dead-letters.js';
 import { JobError } from '../queue/errors.js';
+import { StaleReviewError } from '../imports/csv/review.js';
 import { DedupeConflictError, InvalidTransitionError, JobNotFoundError } from '../queue/operator.js';
 
 export class ApiError extends Error {
@@ -114,6 +115,7 @@ export function describeError(error: unknown): {
   }
   if (error instanceof JobNotFoundError) return reply(404, 'JOB_NOT_FOUND', error.message);
   if (error instanceof InvalidTransitionError) return reply(409, 'INVALID_TRANSITION', error.message);
+  if (error instanceof StaleReviewError) return reply(409, error.code, error.message, 'validatedAt');
   if (error instanceof DedupeConflictError) return reply(409, 'DEDUPE_CONFLICT', error.message);
   if (error instanceof NotDeadError) return reply(409, 'NOT_DEAD', error.message);
   if (error instanceof ActionRefusedError) return reply(error.code === 'NOT_A_CSV_IMPORT' ? 409 : 400, error.code, error.message, error.code.includes('NOTE') ? 'note' : undefined);

@@ -12,10 +12,11 @@ export function registerCsvReviewCommands(program: Command): void {
     .description('approve a reviewed CSV import: a worker writes its valid rows (bulk-import watch <id> to follow)')
     .option('--note <text>', 'why (kept in the run history; the run\'s tenant reads it too)')
     .option('--exclude-rows <lines>', 'do not write these rows (line numbers and ranges, e.g. 12,40-90); they are exported with the errors')
+    .option('--validated-at <time>', 'the validation approved (validatedAt in `show <id>`): refused if the run was validated again since')
     .option('--json', 'print JSON only')
-    .action(async (id: string, options: { note?: string; excludeRows?: string; json?: boolean }) => {
+    .action(async (id: string, options: { note?: string; excludeRows?: string; validatedAt?: string; json?: boolean }) => {
       const job = await withDatabase((pool) =>
-        finalizeRun(pool, cliActor(), parseJobId(id), options.note, { excludeRows: options.excludeRows }),
+        finalizeRun(pool, cliActor(), parseJobId(id), options.note, { excludeRows: options.excludeRows, validatedAt: options.validatedAt }),
       );
       if (options.json) {
         return printJson({ id: job.id, kind: job.kind, state: job.state, ...(options.excludeRows ? { excludeRows: options.excludeRows } : {}) });

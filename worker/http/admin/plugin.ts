@@ -84,7 +84,12 @@ function sendPage(reply: FastifyReply, content: Html, status = 200): FastifyRepl
 const field = (form: Form | undefined, name: string): string => (typeof form?.[name] === 'string' ? form[name]! : '');
 
 function actionForm(form: Form | undefined): ActionForm {
-  return { note: field(form, 'note'), resetAttempts: field(form, 'resetAttempts') === 'true', excludeRows: field(form, 'excludeRows') };
+  return {
+    note: field(form, 'note'),
+    resetAttempts: field(form, 'resetAttempts') === 'true',
+    excludeRows: field(form, 'excludeRows'),
+    validatedAt: field(form, 'validatedAt'),
+  };
 }
 
 /** A keyset position from the query string: a row or item number (a Postgres integer); anything else is the first page. */

@@ -9,7 +9,7 @@ import { ERROR_RESPONSES, JOB_ID_PARAMS, NOTE_BODY } from '../schemas.js';
 import { actorOf, isOperatorKey, requireOperator, type ApiDependencies } from '../server.js';
 import { jobDetailView } from '../views.js';
 
-type ActionBody = { note?: string; resetAttempts?: boolean; excludeRows?: string };
+type ActionBody = { note?: string; resetAttempts?: boolean; excludeRows?: string; validatedAt?: string };
 type ActionRequest = FastifyRequest<{ Params: { id: number }; Body: ActionBody | undefined }>;
 
 interface ActionRoute {
@@ -35,10 +35,20 @@ const ACTIONS: ActionRoute[] = [
           maxLength: 100_000,
           description: 'rows not to write, by line number: "12,40-90" (exported with the failed rows)',
         },
+        validatedAt: {
+          type: 'string',
+          format: 'date-time',
+          maxLength: 40,
+          description:
+            "the validation approved (the run's result.validatedAt): refused with 409 REVIEW_STALE when the run was validated again since",
+        },
       },
     },
     run: (deps, request) =>
-      finalizeRun(deps.pool, actorOf(request), request.params.id, request.body?.note, { excludeRows: request.body?.excludeRows }),
+      finalizeRun(deps.pool, actorOf(request), request.params.id, request.body?.note, {
+        excludeRows: request.body?.excludeRows,
+        validatedAt: request.body?.validatedAt,
+      }),
   },
   {
     name: 'reject',

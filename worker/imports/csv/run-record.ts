@@ -129,11 +129,14 @@ export interface BatchRange {
   rowCount: number;
 }
 
-/** Records the validation's counts and the batch ledger (index i = batch i + 1). */
-export async function markValidated(tx: Queryable, jobId: number, counts: ValidationCounts, batches: readonly BatchRange[]): Promise<void> {
-  await tx.query(
+/**
+ * Records the validation's counts and the batch ledger (index i = batch i + 1). Returns when the validation is dated:
+ * the mark of this validation that an approval names (review.ts).
+ */
+export async function markValidated(tx: Queryable, jobId: number, counts: ValidationCounts, batches: readonly BatchRange[]): Promise<Date> {
+  const { rows } = await tx.query<{ validated_at: Date }>(
     `UPDATE csv_import_runs SET rows_read = $2, rows_valid = $3, rows_invalid = $4, batches = $5, validated_at = now()
-     WHERE job_id = $1`,
+     WHERE job_id = $1 RETURNING validated_at`,
     [jobId, counts.rowsRead, counts.rowsValid, counts.rowsInvalid, counts.batches],
   );
   await tx.query(
@@ -142,6 +145,7 @@ export async function markValidated(tx: Queryable, jobId: number, counts: Valida
      FROM unnest($2::int[], $3::int[], $4::int[]) WITH ORDINALITY AS batch(first_row, last_row, row_count, number)`,
     [jobId, batches.map((batch) => batch.firstRow), batches.map((batch) => batch.lastRow), batches.map((batch) => batch.rowCount)],
   );
+  return rows[0]!.validated_at;
 }
 
 export interface ChunkCounts {

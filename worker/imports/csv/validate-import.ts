@@ -58,6 +58,8 @@ export interface ValidationSummary {
   valid: number;
   invalid: number;
   duplicates?: number;
+  /** When this validation was recorded: an approval may name it, and is refused if the run was validated again since. */
+  validatedAt?: string;
   /**
    * Per reference table (categories, suppliers …), the distinct names of valid rows it lacked at validation: what
    * finalize will create (references-to-create.ts). Absent for a profile without references, or when an earlier
@@ -338,9 +340,9 @@ async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
         : [];
     for (const line of removed) ledger.forget(line);
     const duplicates = removed.length;
-    await inTransaction(client, async () => {
+    const validatedAt = await inTransaction(client, async () => {
       await deps.assertLeaseHeld(client);
-      await markValidated(
+      return markValidated(
         client,
         jobId,
         { rowsRead: counts.read, rowsValid: counts.valid - duplicates, rowsInvalid: counts.invalid + duplicates, batches: ledger.batches.length },
@@ -365,6 +367,7 @@ async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
       bytes: position.bytes,
       seconds: Math.round(seconds * 10) / 10,
       rowsPerSecond: Math.round(counts.read / Math.max(seconds, 0.001)),
+      validatedAt: validatedAt.toISOString(),
     };
     log.info({ rows: summary.rows, valid: summary.valid, invalid: summary.invalid, duplicates, seconds }, 'csv validated');
     return summary;
@@ -383,6 +386,7 @@ async function firstErrorsOf(db: Queryable, jobId: number): Promise<ValidationSu
 export async function summaryOfRun(db: Queryable, run: CsvImportRun): Promise<ValidationSummary> {
   return {
     ...runCounts(run),
+    ...(run.validatedAt ? { validatedAt: run.validatedAt.toISOString() } : {}),
     batches: run.batches,
     columns: run.columns,
     firstErrors: await firstErrorsOf(db, run.jobId),

@@ -6,7 +6,7 @@ import { csrfField, errorBox, isOperator, page, type Viewer } from '../layout.js
 import type { ActionForm, PageAction } from './run-actions.js';
 import { runHeading, visibleRunRecord } from './run-parts.js';
 
-export const EMPTY_FORM: ActionForm = { note: '', resetAttempts: false, excludeRows: '' };
+export const EMPTY_FORM: ActionForm = { note: '', resetAttempts: false, excludeRows: '', validatedAt: '' };
 
 export async function confirmActionPage(
   deps: ApiDependencies,
@@ -39,7 +39,8 @@ ${
   ${
     action.name === 'finalize'
       ? html`<label for="excludeRows">Rows not to write (optional, by line number, e.g. 12,40-90)</label>
-  <input id="excludeRows" name="excludeRows" value="${form.excludeRows}" maxlength="100000" autocomplete="off">`
+  <input id="excludeRows" name="excludeRows" value="${form.excludeRows}" maxlength="100000" autocomplete="off">
+  <input type="hidden" name="validatedAt" value="${form.validatedAt || validationOf(job)}">`
       : ''
   }
   <div class="actions">
@@ -49,4 +50,10 @@ ${
 </form>`
 }`;
   return page({ title: `${action.label} run ${job.id}`, viewer, body, section: 'runs' });
+}
+
+/** The validation a finalize's confirmation page shows (the run's result.validatedAt): the one its form approves. */
+function validationOf(job: { result: Record<string, unknown> | null }): string {
+  const value = job.result?.validatedAt;
+  return typeof value === 'string' ? value : '';
 }

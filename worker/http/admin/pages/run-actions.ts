@@ -14,6 +14,8 @@ export interface ActionForm {
   note: string;
   resetAttempts: boolean;
   excludeRows: string;
+  /** Finalize: the validation the confirmation page showed (the run's result.validatedAt). */
+  validatedAt: string;
 }
 
 export interface PageAction {
@@ -39,7 +41,8 @@ export const PAGE_ACTIONS: PageAction[] = [
     noteRequired: false,
     danger: false,
     fits: (job) => job.state === 'review_ready' && CSV_KINDS.has(job.kind),
-    run: (pool, actor, id, form) => finalizeRun(pool, actor, id, note(form), { excludeRows: form.excludeRows.trim() || undefined }),
+    run: (pool, actor, id, form) =>
+      finalizeRun(pool, actor, id, note(form), { excludeRows: form.excludeRows.trim() || undefined, validatedAt: form.validatedAt || undefined }),
   },
   {
     name: 'reject',
