@@ -4,6 +4,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { finalizeImport, submitJob } from '../worker/api.js';
 import { csvFinalizeHandler } from '../worker/handlers/csv-finalize.js';
 import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
+import { productsProfile } from '../worker/imports/csv/profiles/products.js';
+import { MAX_NAMES_TO_CREATE, ReferencesToCreate } from '../worker/imports/csv/references-to-create.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
@@ -77,4 +79,26 @@ it('a duplicate row takes back the names only it named: they are not counted, an
   expect(finalized.result).toMatchObject({ inserted: 2, referencesCreated: { categories: 1 } });
   const { rows: created } = await env.pool.query<{ name: string }>(`SELECT name FROM categories WHERE tenant_id = $1`, [tenant]);
   expect(created.map((row) => row.name)).toEqual(['Tools']);
+});
+
+it('counts at most MAX_NAMES_TO_CREATE new names per table and says the figure is a floor past it', async () => {
+  // Millions of new names (one per row) must not be held: past the limit only a floor is kept.
+  const columns = productsProfile.columns;
+  const category = columns.findIndex((column) => column.reference?.table === 'categories');
+  const supplier = columns.findIndex((column) => column.reference?.table === 'suppliers');
+  await env.pool.query(`INSERT INTO categories (tenant_id, name) VALUES ('floor-tenant', 'Known')`);
+  const references = new ReferencesToCreate(columns, 'floor-tenant', 5);
+  const row = (categoryName: string, supplierName: string) => {
+    const values: Array<string | null> = columns.map(() => null);
+    values[category] = categoryName;
+    values[supplier] = supplierName;
+    return values;
+  };
+  for (let i = 0; i < 12; i += 1) references.add(row(i % 4 === 0 ? 'Known' : `New ${i}`, `Supplier ${i % 2}`));
+  await references.flush(env.pool);
+  for (let i = 12; i < 20; i += 1) references.add(row(`New ${i}`, 'Supplier 0'));
+  await references.flush(env.pool);
+  expect(references.counts()).toMatchObject({ categories: 5, suppliers: 2 });
+  expect(references.countedInPart()).toEqual(['categories']);
+  expect(MAX_NAMES_TO_CREATE).toBe(100_000);
 });

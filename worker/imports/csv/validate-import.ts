@@ -66,6 +66,8 @@ export interface ValidationSummary {
    * attempt validated the run.
    */
   referencesToCreate?: Record<string, number>;
+  /** Tables whose referencesToCreate is a floor: more new names than validation counts (references-to-create.ts). */
+  referencesToCreateAtLeast?: string[];
   batches: number;
   columns: string[];
   firstErrors: Array<{ row: number; errors: string }>;
@@ -351,6 +353,7 @@ async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
     });
     const seconds = (Date.now() - started) / 1000;
     const referencesToCreate = checks.references.counts();
+    const referencesToCreateAtLeast = checks.references.countedInPart();
     const summary: ValidationSummary = {
       profile: profile.name,
       tenant,
@@ -361,6 +364,7 @@ async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
       invalid: counts.invalid + duplicates,
       duplicates,
       ...(referencesToCreate ? { referencesToCreate } : {}),
+      ...(referencesToCreateAtLeast ? { referencesToCreateAtLeast } : {}),
       batches: ledger.batches.length,
       columns: layout.columns.map((column) => column.name),
       firstErrors: await firstErrorsOf(client, jobId),

@@ -33,6 +33,8 @@ export function csvCounts(run: CsvImportRun, result: Record<string, unknown> | n
   const references = Object.entries(run.referencesCreated ?? {});
   // Counted by validation (validate-import.ts): what finalize will create, per reference table.
   const toCreate = result?.referencesToCreate && typeof result.referencesToCreate === 'object' ? Object.entries(result.referencesToCreate) : null;
+  // Tables with more new names than validation counts: their figure is a floor.
+  const atLeast = new Set(Array.isArray(result?.referencesToCreateAtLeast) ? result.referencesToCreateAtLeast : []);
   // The valid rows the reviewer excluded, counted by finalize (a range's size would count invalid rows, blank lines and
   // lines past the end of the file too); while finalize runs, the lines asked for.
   const excluded = typeof result?.excluded === 'number' ? result.excluded : (RowRanges.fromStored(run.excludedRows)?.toString() ?? null);
@@ -55,7 +57,7 @@ export function csvCounts(run: CsvImportRun, result: Record<string, unknown> | n
     ${
       toCreate && !run.finalizedAt
         ? html`<tr><th scope="row">References to create</th><td data-csv-count="references-to-create">${
-            toCreate.length ? toCreate.map(([table, count]) => html`${table}: ${formatCount(count)} `) : 'none'
+            toCreate.length ? toCreate.map(([table, count]) => html`${table}: ${atLeast.has(table) ? 'more than ' : ''}${formatCount(count)} `) : 'none'
           }</td></tr>`
         : ''
     }
