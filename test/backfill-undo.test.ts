@@ -1,12 +1,14 @@
 // The rollback of a backfill: a run with "saveBeforeImage": true keeps key + old value of every row it writes (in
 // the batch's transaction, so images = rows written even when the run stops early), and `bulk-import backfill undo`
-// writes the old values back — only to rows that still hold what the backfill wrote — and is refused while a run is
-// active; `backfill discard` drops the images. Real Postgres, real worker, the real CLI.
+// writes the old values back — only to rows nothing wrote since (same row version, same value) — and is refused while
+// a run is active; `backfill discard` drops the images of one run or all (keyset batches, refused while a run is
+// active, --dry-run counts). Real Postgres, real worker, the real CLI.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
-import { BackfillRegistry } from '../worker/backfills/registry.js';
+import { BackfillRegistry, defaultBackfills } from '../worker/backfills/registry.js';
 import type { BackfillDefinition } from '../worker/backfills/types.js';
-import { undoBackfill } from '../worker/backfills/undo.js';
+import { countBeforeImages, discardBeforeImages, undoBackfill } from '../worker/backfills/undo.js';
+import type { Pool } from '../worker/db/pool.js';
 import { backfillHandler, createBackfillHandler } from '../worker/handlers/backfill.js';
 import { HandlerRegistry } from '../worker/handlers/registry.js';
 import type { AnyJobHandler } from '../worker/handlers/types.js';
@@ -112,7 +114,7 @@ describe('backfill before-images and undo', () => {
     expect(again).toMatchObject({ restored: 0, skipped: 2 });
     const status = await runCliJson<{ missing: number }>(env, ['backfill', 'status', NAME]);
     expect(status.missing).toBe(HISTORICAL - 2);
-    expect(await runCliJson(env, ['backfill', 'discard', NAME])).toEqual({ backfill: NAME, discarded: 2 });
+    expect(await runCliJson(env, ['backfill', 'discard', NAME, '--all'])).toEqual({ backfill: NAME, discarded: 2 });
     expect(await imageCount()).toBe(0);
   });
 
@@ -180,4 +182,141 @@ describe('backfill before-images and undo', () => {
     const restored = await env.pool.query("SELECT count(*)::int AS n FROM documents WHERE id <= 1000 AND file_extension = 'unknown'");
     expect(restored.rows[0].n).toBe(1_000);
   });
+
+  it('undo leaves a row written since the backfill, even with the value the backfill wrote; a lock or freezing is no write', async () => {
+    const job = await run({ name: NAME, saveBeforeImage: true, batchSize: 1_000 });
+    expect(job.result).toMatchObject({ rowsWritten: HISTORICAL, complete: true });
+    const versions = await env.pool.query('SELECT count(*)::int AS n FROM backfill_before_images WHERE written_xid IS NOT NULL');
+    expect(versions.rows[0].n).toBe(HISTORICAL);
+    // "Changed since" is any write to the row after the backfill's: it makes a new row version.
+    // 8: renamed by the application to another PDF; the trigger writes 'pdf' again, the value the backfill wrote.
+    await env.pool.query("UPDATE documents SET source_path = 'inbox/renamed.PDF' WHERE id = 8");
+    // 12: the application writes the column itself, with the value the backfill wrote.
+    await env.pool.query("UPDATE documents SET file_extension = 'pdf' WHERE id = 12");
+    // 13: the application changes another column only.
+    await env.pool.query('UPDATE documents SET size_bytes = size_bytes + 1 WHERE id = 13');
+    // 16: only locked (FOR UPDATE) by a committed transaction: no new version, so it is restored.
+    await env.pool.query('BEGIN; SELECT id FROM documents WHERE id = 16 FOR UPDATE; COMMIT');
+    // 21: an image saved before migration 20261207150000 (no version): the value rule, as before, restores it.
+    await env.pool.query("UPDATE backfill_before_images SET written_xid = NULL WHERE row_key = '21'");
+    await env.pool.query("UPDATE documents SET file_extension = 'png' WHERE id = 21");
+    // Frozen tuples keep their xmin (Postgres 9.4 and later): the rows the backfill wrote stay restorable.
+    await env.pool.query('VACUUM (FREEZE) documents');
+    const frozen = await env.pool.query(
+      "SELECT bool_and(age(d.relfrozenxid) < age(i.written_xid::xid)) AS frozen FROM pg_class d, backfill_before_images i WHERE d.oid = 'documents'::regclass AND i.written_xid IS NOT NULL",
+    );
+    expect(frozen.rows[0].frozen).toBe(true);
+
+    const dry = await runCliJson<Record<string, unknown>>(env, ['backfill', 'undo', NAME, '--dry-run']);
+    expect(dry).toEqual({ dryRun: true, backfill: NAME, saved: HISTORICAL, restorable: HISTORICAL - 3, changed: 3, deleted: 0 });
+    const undo = await runCliJson<Record<string, unknown>>(env, ['backfill', 'undo', NAME, '--batch-size', '1500']);
+    expect(undo).toMatchObject({ restored: HISTORICAL - 3, skipped: 3, skippedKeys: ['12', '13', '8'] });
+    const rows = await env.pool.query<{ id: string; file_extension: string | null }>(
+      'SELECT id, file_extension FROM documents WHERE id IN (8, 12, 13, 16, 21) ORDER BY id',
+    );
+    expect(rows.rows.map((row) => [Number(row.id), row.file_extension])).toEqual([
+      [8, 'pdf'],
+      [12, 'pdf'],
+      [13, 'png'],
+      [16, null],
+      [21, null],
+    ]);
+    expect(await imageCount()).toBe(3);
+  });
+
+  it('discard needs --job or --all, counts with --dry-run, and is refused while a run of the backfill is active', async () => {
+    const job = await run({ name: NAME, saveBeforeImage: true, maxRows: 300 });
+    const unnamed = await runCli(env, ['backfill', 'discard', NAME]);
+    expect(unnamed.code).toBe(1);
+    expect(unnamed.stderr).toContain('name the run (--job <id>), or every run of the backfill (--all)');
+    const both = await runCli(env, ['backfill', 'discard', NAME, '--job', String(job.id), '--all']);
+    expect(both.code).toBe(1);
+    expect(both.stderr).toContain('--job and --all cannot be used together');
+    expect(await runCliJson(env, ['backfill', 'discard', NAME, '--job', String(job.id), '--dry-run'])).toEqual({
+      dryRun: true,
+      backfill: NAME,
+      wouldDiscard: 300,
+      restorable: 300,
+    });
+    expect(await imageCount()).toBe(300);
+
+    await stopWorkers();
+    const { job: active } = await submitJob(env.pool, { kind: 'backfill', payload: { name: NAME } });
+    const refused = await runCli(env, ['backfill', 'discard', NAME, '--job', String(job.id)]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`run ${active.id} of backfill ${NAME} is active: cancel it (bulk-import cancel ${active.id}) before a discard`);
+    expect(await imageCount()).toBe(300);
+
+    await env.pool.query('DELETE FROM jobs WHERE id = $1', [active.id]);
+    expect(await runCliJson(env, ['backfill', 'discard', NAME, '--job', String(job.id)])).toEqual({ backfill: NAME, discarded: 300 });
+    expect(await imageCount()).toBe(0);
+  });
+
+  it('discard reads each before-image once, however many batches it takes (keyset, no scan per batch)', async () => {
+    const images = 40_000;
+    await env.pool.query(
+      `INSERT INTO backfill_before_images (backfill, row_key, table_name, column_name, tenant_id, old_value, new_value, job_id)
+       SELECT $1, g::text, 'documents', 'file_extension', 'tenant-0', NULL, '"pdf"', 1 + g % 2 FROM generate_series(1, $2::int) AS g`,
+      [NAME, images],
+    );
+    await env.pool.query('ANALYZE backfill_before_images');
+    // One transaction, so that pg_stat_xact_user_tables counts exactly the discard's reads of the table.
+    const client = await env.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const single = { query: (text: string, values?: unknown[]) => client.query(text, values) } as unknown as Pool;
+      const compiled = defaultBackfills().require(NAME);
+      const deleted = await discardBeforeImages(single, compiled, { tenantId: null, jobId: 1 }, 1_000);
+      expect(deleted).toBe(images / 2);
+      const { rows } = await client.query(
+        `SELECT seq_scan::int, seq_tup_read::int, coalesce(idx_tup_fetch, 0)::int AS idx_tup_fetch
+         FROM pg_stat_xact_user_tables WHERE relid = 'backfill_before_images'::regclass`,
+      );
+      // 20 batches: a scan of the table per batch read 20 × 40,000 rows and more; a keyset walk reads each once.
+      expect(rows[0].seq_tup_read + rows[0].idx_tup_fetch).toBeLessThanOrEqual(images + 20 * 1_000);
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+    const left = await env.pool.query('SELECT count(*)::int AS n, bool_and(job_id = 2) AS others FROM backfill_before_images');
+    expect(left.rows[0]).toEqual({ n: images / 2, others: true });
+  });
+
+  it('status --check fails for a tenant with no rows; --tenant is refused for a backfill without a tenant column', async () => {
+    await run({ name: NAME });
+    const typo = await runCli(env, ['backfill', 'status', NAME, '--tenant', 'tenant-9', '--check']);
+    expect(typo.code).toBe(1);
+    expect(typo.stderr).toContain('tenant tenant-9 has no rows in documents: nothing to check (is the tenant id right?)');
+    expect(typo.stdout).toContain('tenant tenant-9 has no rows in documents');
+    const right = await runCli(env, ['backfill', 'status', NAME, '--tenant', 'tenant-1', '--check']);
+    expect(right.code).toBe(0);
+
+    const untenanted: BackfillDefinition = {
+      name: 'extension-without-tenant',
+      description: 'test: a backfill whose table has no tenant column',
+      table: 'documents',
+      key: { column: 'id', type: 'bigint' },
+      targetColumn: 'file_extension',
+      sourceColumns: ['source_path'],
+      compute: { language: 'sql', expression: (row) => `documents_file_extension(${row}.source_path)` },
+    };
+    const compiled = new BackfillRegistry([untenanted]).require('extension-without-tenant');
+    const scope = { tenantId: 'tenant-1', jobId: null };
+    const refusal = 'backfill extension-without-tenant has no tenant column: --tenant cannot be used';
+    await expect(undoBackfill(env.pool, compiled, { ...scope, batchSize: 100 })).rejects.toThrow(refusal);
+    await expect(countBeforeImages(env.pool, compiled, scope)).rejects.toThrow(refusal);
+    await expect(discardBeforeImages(env.pool, compiled, scope)).rejects.toThrow(refusal);
+  });
+
+  it('undo --batch-size takes a whole number from 1 to 100,000 only', async () => {
+    await run({ name: NAME, saveBeforeImage: true, maxRows: 100 });
+    for (const value of ['1e3', '0x3e8', '2.5', '0', '100001']) {
+      const refused = await runCli(env, ['backfill', 'undo', NAME, '--batch-size', value]);
+      expect(refused.code, value).not.toBe(0);
+      expect(refused.stderr, value).toContain('expected a whole number from 1 to 100,000');
+    }
+    expect(await imageCount()).toBe(100);
+    expect(await runCliJson(env, ['backfill', 'undo', NAME, '--batch-size', '100000'])).toMatchObject({ restored: 100 });
+  });
 });
+

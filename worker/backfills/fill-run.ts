@@ -30,7 +30,10 @@ export interface BackfillRunOptions {
   batchSize: number;
   /** Stop after this many rows written by the run (over all attempts); null = no limit. Implies one stream. */
   maxRows: number | null;
-  /** Key ranges walked at once (numeric keys only; a resumed run keeps the ranges it started with). */
+  /**
+   * Key ranges walked at once (numeric keys only; a resumed run keeps the ranges it started with), as far as the pool
+   * has connections to spare: with fewer streams, a stream walks its next range once one is done.
+   */
   parallelism: number;
   /** Keep a before-image of every row written (backfill_before_images), for `bulk-import backfill undo`. */
   saveBeforeImage?: boolean;
@@ -57,6 +60,17 @@ const RETRY_PAUSE_MS = 50;
 const BATCH_TRIES = 5;
 /** A batch never waits longer than this for a row a writer holds; it rolls back and tries again. */
 const LOCK_TIMEOUT = '10s';
+
+/**
+ * Pool connections a run leaves to the rest of its worker (other runs, their progress writes, maintenance). Each
+ * stream holds one connection per batch and needs no other (its lease check and progress write go through it).
+ */
+const POOL_RESERVE = 2;
+
+/** How many streams walk at once: one connection each, at most the pool's size less the reserve, at least one. */
+function streamsForPool(poolMax: number | undefined): number {
+  return Math.max(1, (poolMax ?? 10) - POOL_RESERVE);
+}
 
 /** Runs one critical section at a time, in call order. */
 class SerialLock {
@@ -180,14 +194,32 @@ class FillRun {
     }
   }
 
-  /** Every unfinished range at once; the first failure stops the others at their next boundary and is thrown. */
+  /**
+   * Every unfinished range, as many at once as the pool can give connections to (streams): a stream that is done
+   * takes the next range. The first failure stops the others at their next boundary and is thrown.
+   */
   private async walk(): Promise<FillOutcome['stoppedBy']> {
     const ranges = this.progress.partitions.flatMap((partition, index) => (partition.finished ? [] : [index]));
-    const results = await Promise.allSettled(ranges.map((index) => this.walkRange(index)));
+    const streams = Math.min(ranges.length, streamsForPool(this.context.services.pool.options.max));
+    if (streams < ranges.length) {
+      this.context.log.info(
+        { ranges: ranges.length, streams, pool_max: this.context.services.pool.options.max },
+        'fewer backfill streams than key ranges: the pool has no more connections to spare',
+      );
+    }
+    const results = await Promise.allSettled(Array.from({ length: streams }, () => this.walkRanges(ranges)));
     if (this.failure) throw this.failure.error;
     const rejected = results.find((result) => result.status === 'rejected');
     if (rejected) throw rejected.reason;
     return results.some((result) => result.status === 'fulfilled' && result.value === 'maxRows') ? 'maxRows' : 'end';
+  }
+
+  /** One stream: walks the next range not taken yet, until none is left (`pending` is shared by the streams). */
+  private async walkRanges(pending: number[]): Promise<FillOutcome['stoppedBy']> {
+    for (let index = pending.shift(); index !== undefined; index = pending.shift()) {
+      if ((await this.walkRange(index)) === 'maxRows') return 'maxRows';
+    }
+    return 'end';
   }
 
   private async walkRange(index: number): Promise<FillOutcome['stoppedBy']> {
@@ -308,9 +340,13 @@ class FillRun {
         open = false;
         this.writtenThisAttempt += result.written;
         this.progress = next;
-        // The reporter's copy must always be the committed one: it is what the runner stores if the attempt fails.
-        this.context.progress.update({ ...next });
-        await this.context.progress.flush();
+        // The progress is stored: this transaction wrote it. The reporter keeps no copy of its own (forget: the
+        // runner then stores none with the attempt's outcome, and the database's stays), for two reasons. A write
+        // of its copy through the pool here, inside the commit lock, would need a second connection while every
+        // other stream holds one in an open transaction waiting for this lock: with as many streams as the pool
+        // has connections it waited for the pool's connect timeout, with the other streams' row locks held. And a
+        // throttled write of an older copy could land after a later batch's commit.
+        this.context.progress.forget();
       });
       return result;
     } catch (error) {

@@ -18,7 +18,8 @@ export type BatchSelection = { after: unknown; upTo?: unknown; limit: number } |
 
 /**
  * Keep a before-image of every row the batch writes (migration 20261205000400): key, the target column's value
- * before and after, the run. In the batch's own statement or transaction, so it commits with the rows.
+ * before and after, the run, and the row version written (`written_xid`, 20261207150000: undo restores only that
+ * version). In the batch's own statement or transaction, so it commits with the rows.
  */
 export interface BeforeImageOptions {
   jobId: number;
@@ -109,12 +110,18 @@ export function fillBatch(
     : fillBatchInTypeScript(db, backfill, scope, selection, backfill.definition.compute, beforeImage);
 }
 
-/** The INSERT of before-images from rows `(key, old_value jsonb, new_value jsonb, tenant)` given as SQL. */
+/**
+ * The INSERT of before-images from rows `(key, old_value jsonb, new_value jsonb, tenant, written_xmin xid)` given as
+ * SQL, `written_xmin` being the xmin of the row version the UPDATE made. That is this transaction's id, stored with
+ * its 64 bits (pg_current_xact_id()) so an undo can tell how old it is; were the write in a subtransaction (it is
+ * not: a batch has no savepoints) the two would differ and the image would store no version (the value rule).
+ */
 function insertBeforeImages(backfill: CompiledBackfill, rows: string, jobId: string, name: string): string {
   const { definition } = backfill;
-  return `INSERT INTO backfill_before_images (backfill, row_key, table_name, column_name, tenant_id, old_value, new_value, job_id)
+  return `INSERT INTO backfill_before_images (backfill, row_key, table_name, column_name, tenant_id, old_value, new_value, job_id, written_xid)
        SELECT ${name}, r.key::text, ${quoteLiteral(definition.table)}, ${quoteLiteral(definition.targetColumn)}, r.tenant,
-              r.old_value, r.new_value, ${jobId}
+              r.old_value, r.new_value, ${jobId},
+              CASE WHEN r.written_xmin = pg_current_xact_id()::xid THEN pg_current_xact_id() END
        FROM (${rows}) r
        ON CONFLICT (backfill, row_key) DO NOTHING`;
 }
@@ -147,7 +154,7 @@ async function fillBatchInSql(
     ? `, saved AS (
        ${insertBeforeImages(
          backfill,
-         `SELECT written.key, to_jsonb(batch.old_value) AS old_value, written.new_value, batch.tenant
+         `SELECT written.key, to_jsonb(batch.old_value) AS old_value, written.new_value, batch.tenant, written.written_xmin
           FROM written JOIN batch ON batch.key = written.key`,
          params.add(beforeImage.jobId),
          params.add(backfill.definition.name),
@@ -165,7 +172,7 @@ async function fillBatchInSql(
        UPDATE ${backfill.table} t SET ${backfill.write(`(${expression('t')})`)}
        FROM batch
        WHERE t.ctid = batch.row_id AND t.${backfill.key} = batch.key AND (${backfill.missing('t')}) AND ${sourcesUnchanged}
-       RETURNING t.${backfill.key} AS key, (${backfill.missing('t')}) AS still_missing${beforeImage ? `, to_jsonb(t.${backfill.target}) AS new_value` : ''}
+       RETURNING t.${backfill.key} AS key, (${backfill.missing('t')}) AS still_missing${beforeImage ? `, to_jsonb(t.${backfill.target}) AS new_value, t.xmin AS written_xmin` : ''}
      )${saved}
      SELECT (SELECT count(*) FROM batch)::int AS selected,
             (SELECT key FROM batch ORDER BY key DESC LIMIT 1) AS last_key,
@@ -253,7 +260,7 @@ async function fillBatchInTypeScript(
     ? `, saved AS (
        ${insertBeforeImages(
          backfill,
-         `SELECT written.key, before.old_value::jsonb AS old_value, written.new_value, before.tenant
+         `SELECT written.key, before.old_value::jsonb AS old_value, written.new_value, before.tenant, written.written_xmin
           FROM written JOIN unnest($1::${backfill.keyType}[], $5::text[], $6::text[]) AS before(key, old_value, tenant)
             ON before.key = written.key`,
          '$7',
@@ -274,7 +281,7 @@ async function fillBatchInTypeScript(
        FROM input
        WHERE t.ctid = input.row_id AND t.${backfill.key} = input.key AND t.xmin = input.row_xmin
          AND (${backfill.missing('t')})
-       RETURNING t.${backfill.key} AS key, (${backfill.missing('t')}) AS still_missing${beforeImage ? `, to_jsonb(t.${backfill.target}) AS new_value` : ''}
+       RETURNING t.${backfill.key} AS key, (${backfill.missing('t')}) AS still_missing${beforeImage ? `, to_jsonb(t.${backfill.target}) AS new_value, t.xmin AS written_xmin` : ''}
      )${saved}
      SELECT (SELECT count(*) FROM written)::int AS written,
             (SELECT count(*) FROM written WHERE still_missing)::int AS unfillable,

@@ -1,9 +1,11 @@
 // Undo of a backfill run with `"saveBeforeImage": true` (`bulk-import backfill undo <name>`): writes the saved old
 // values back, in keyset batches over the before-images (one short transaction each, so writers wait at most one
-// batch), but only to rows that still hold the value the backfill wrote — a row changed since (by the application, a
-// trigger, a later run) is left as it is and reported. Restored rows' before-images are deleted in the same
-// transaction, so an interrupted undo resumes by running it again. `discard` deletes before-images once a run is
-// accepted. The migration behind it: 20261205000400_backfill_before_images.sql.
+// batch), but only to rows not written since the backfill wrote them: the row is still the version the backfill's
+// write made (its xmin is the batch transaction's id, saved with the image since migration 20261207150000) and holds
+// the value written. Any later write to the row makes a new version — an application or trigger that wrote the same
+// value, a change of another column, a later run — and the row is left as it is and reported. Restored rows'
+// before-images are deleted in the same transaction, so an interrupted undo resumes by running it again. `discard`
+// deletes before-images once a run is accepted. The migration behind it: 20261205000400_backfill_before_images.sql.
 import type { Pool } from '../db/pool.js';
 import { withTransaction } from '../db/pool.js';
 import { BACKFILL_KIND } from '../handlers/kinds.js';
@@ -27,7 +29,7 @@ export interface UndoOutcome {
   column: string;
   /** Rows whose old value was written back (their before-images are gone). */
   restored: number;
-  /** Rows left alone: changed since the backfill wrote them, or deleted. Their before-images stay. */
+  /** Rows left alone: written since the backfill wrote them, or deleted. Their before-images stay. */
   skipped: number;
   /** The first skipped keys. */
   skippedKeys: string[];
@@ -38,9 +40,9 @@ export interface BeforeImageCounts {
   backfill: string;
   /** Before-images in scope. */
   saved: number;
-  /** Of those, rows that still hold the value the backfill wrote: what an undo would restore now. */
+  /** Of those, rows not written since the backfill wrote them: what an undo would restore now. */
   restorable: number;
-  /** Rows changed since the backfill wrote them. */
+  /** Rows written since the backfill wrote them (whatever the value now). */
   changed: number;
   /** Rows deleted since. */
   deleted: number;
@@ -58,6 +60,29 @@ class Params {
   }
 }
 
+/** The before-images of a backfill without a tenant column carry no tenant: a tenant filter would match nothing. */
+function assertTenantScope(backfill: CompiledBackfill, scope: BeforeImageScope): void {
+  if (scope.tenantId !== null && !backfill.tenant) {
+    throw new Error(`backfill ${backfill.definition.name} has no tenant column: --tenant cannot be used`);
+  }
+}
+
+/**
+ * SQL: row `row` (of the backfill's table) is still as the backfill left it, before-image `image` says. With a saved
+ * version (`written_xid`): the row's xmin is still the one the backfill's write gave it — any later UPDATE makes a new
+ * version with the writer's xid, even one that sets the same value or another column only; a lock (FOR UPDATE/SHARE)
+ * makes none. Freezing keeps the xmin (Postgres 9.4 and later mark the tuple frozen in place), so a 32-bit xmin
+ * names one transaction for 2^31 transactions after the write; an older image can prove nothing and its row counts as
+ * changed. And the value is still the one written. An image saved before 20261207150000 has no version: the value
+ * alone decides (a row set to the same value since is restored).
+ */
+function unchangedSince(backfill: CompiledBackfill, image: string, row: string): string {
+  return `to_jsonb(${row}.${backfill.target}) IS NOT DISTINCT FROM ${image}.new_value
+    AND (${image}.written_xid IS NULL
+         OR (${row}.xmin = ${image}.written_xid::xid
+             AND ${image}.written_xid::text::numeric > (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::numeric - 2147483648)))`;
+}
+
 function scopeConditions(backfill: CompiledBackfill, scope: BeforeImageScope, params: Params, alias: string): string[] {
   const conditions = [`${alias}.backfill = ${params.add(backfill.definition.name)}`];
   if (scope.tenantId !== null) conditions.push(`${alias}.tenant_id = ${params.add(scope.tenantId)}`);
@@ -65,8 +90,11 @@ function scopeConditions(backfill: CompiledBackfill, scope: BeforeImageScope, pa
   return conditions;
 }
 
-/** Refuses while a real (not dry) run of this backfill is queued or running: it would fill rows behind the undo. */
-async function assertNoActiveRun(pool: Pool, backfill: CompiledBackfill): Promise<void> {
+/**
+ * Refuses while a real (not dry) run of this backfill is queued or running: it would fill rows behind an undo, and
+ * save before-images a discard could delete as soon as they are written.
+ */
+async function assertNoActiveRun(pool: Pool, backfill: CompiledBackfill, action: 'an undo' | 'a discard'): Promise<void> {
   const { rows } = await pool.query<{ id: string }>(
     `SELECT id FROM jobs
      WHERE kind = $2 AND state = ANY($3) AND payload->>'name' = $1
@@ -76,18 +104,19 @@ async function assertNoActiveRun(pool: Pool, backfill: CompiledBackfill): Promis
   );
   if (rows[0]) {
     throw new Error(
-      `run ${rows[0].id} of backfill ${backfill.definition.name} is active: cancel it (bulk-import cancel ${rows[0].id}) before an undo`,
+      `run ${rows[0].id} of backfill ${backfill.definition.name} is active: cancel it (bulk-import cancel ${rows[0].id}) before ${action}`,
     );
   }
 }
 
 /** What an undo would do now (the dry run of `backfill undo`), and the post-check of a run with before-images. */
 export async function countBeforeImages(pool: Pool, backfill: CompiledBackfill, scope: BeforeImageScope): Promise<BeforeImageCounts> {
+  assertTenantScope(backfill, scope);
   const params = new Params();
   const where = scopeConditions(backfill, scope, params, 'i').join(' AND ');
   const { rows } = await pool.query<{ saved: number; restorable: number; deleted: number }>(
     `SELECT count(*)::bigint AS saved,
-            count(*) FILTER (WHERE t.${backfill.key} IS NOT NULL AND to_jsonb(t.${backfill.target}) IS NOT DISTINCT FROM i.new_value)::bigint AS restorable,
+            count(*) FILTER (WHERE t.${backfill.key} IS NOT NULL AND ${unchangedSince(backfill, 'i', 't')})::bigint AS restorable,
             count(*) FILTER (WHERE t.${backfill.key} IS NULL)::bigint AS deleted
      FROM backfill_before_images i
      LEFT JOIN ${backfill.table} t ON t.${backfill.key} = i.row_key::${backfill.keyType}
@@ -102,7 +131,8 @@ export async function countBeforeImages(pool: Pool, backfill: CompiledBackfill, 
 }
 
 export async function undoBackfill(pool: Pool, backfill: CompiledBackfill, options: UndoOptions): Promise<UndoOutcome> {
-  await assertNoActiveRun(pool, backfill);
+  assertTenantScope(backfill, options);
+  await assertNoActiveRun(pool, backfill, 'an undo');
   const outcome: UndoOutcome = {
     backfill: backfill.definition.name,
     table: backfill.definition.table,
@@ -123,7 +153,7 @@ export async function undoBackfill(pool: Pool, backfill: CompiledBackfill, optio
       await client.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`);
       const { rows } = await client.query<{ selected: number; last_key: string | null; restored: number; skipped: string[] | null }>(
         `WITH images AS (
-           SELECT i.backfill, i.row_key, i.old_value, i.new_value FROM backfill_before_images i
+           SELECT i.backfill, i.row_key, i.old_value, i.new_value, i.written_xid FROM backfill_before_images i
            WHERE ${conditions.join(' AND ')}
            ORDER BY i.row_key LIMIT ${limit}
            FOR UPDATE
@@ -132,7 +162,7 @@ export async function undoBackfill(pool: Pool, backfill: CompiledBackfill, optio
            SET ${backfill.target} = (jsonb_populate_record(NULL::${backfill.table}, jsonb_build_object('${column}', images.old_value))).${backfill.target}
            FROM images
            WHERE t.${backfill.key} = images.row_key::${backfill.keyType}
-             AND to_jsonb(t.${backfill.target}) IS NOT DISTINCT FROM images.new_value
+             AND ${unchangedSince(backfill, 'images', 't')}
            RETURNING images.row_key
          ), removed AS (
            DELETE FROM backfill_before_images d USING restored, images
@@ -161,23 +191,43 @@ export async function undoBackfill(pool: Pool, backfill: CompiledBackfill, optio
   return outcome;
 }
 
-/** Deletes before-images in scope (the run is accepted), in batches; returns how many. */
+/**
+ * Deletes before-images in scope (the run is accepted), in keyset batches over the primary key (backfill, row_key):
+ * each statement reads the next `batchSize` images after the last key deleted and deletes them by ctid, so every
+ * image is read once however many there are (a semi-join on the keys had the planner hash a full scan of the table
+ * per batch). Refused while a run of the backfill is active. Returns how many were deleted.
+ */
 export async function discardBeforeImages(
   pool: Pool,
   backfill: CompiledBackfill,
   scope: BeforeImageScope,
   batchSize = 10_000,
 ): Promise<number> {
+  assertTenantScope(backfill, scope);
+  await assertNoActiveRun(pool, backfill, 'a discard');
   let deleted = 0;
+  let cursor: string | null = null;
   for (;;) {
     const params = new Params();
-    const where = scopeConditions(backfill, scope, params, 'i').join(' AND ');
-    const { rowCount } = await pool.query(
-      `DELETE FROM backfill_before_images d
-       WHERE (d.backfill, d.row_key) IN (SELECT i.backfill, i.row_key FROM backfill_before_images i WHERE ${where} LIMIT ${params.add(batchSize)})`,
+    const conditions = scopeConditions(backfill, scope, params, 'i');
+    if (cursor !== null) conditions.push(`i.row_key > ${params.add(cursor)}`);
+    const { rows } = await pool.query<{ selected: number; last_key: string | null; deleted: number }>(
+      `WITH doomed AS MATERIALIZED (
+         SELECT i.ctid AS row_id, i.row_key FROM backfill_before_images i
+         WHERE ${conditions.join(' AND ')}
+         ORDER BY i.row_key LIMIT ${params.add(batchSize)}
+       ), removed AS (
+         DELETE FROM backfill_before_images d WHERE d.ctid = ANY (ARRAY(SELECT row_id FROM doomed))
+         RETURNING 1
+       )
+       SELECT (SELECT count(*) FROM doomed)::int AS selected,
+              (SELECT row_key FROM doomed ORDER BY row_key DESC LIMIT 1) AS last_key,
+              (SELECT count(*) FROM removed)::int AS deleted`,
       params.values,
     );
-    deleted += rowCount ?? 0;
-    if ((rowCount ?? 0) < batchSize) return deleted;
+    const batch = rows[0]!;
+    deleted += batch.deleted;
+    if (batch.selected < batchSize || batch.last_key === null) return deleted;
+    cursor = batch.last_key;
   }
 }

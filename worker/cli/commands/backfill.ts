@@ -2,6 +2,7 @@
 // pre-check before a run and the proof of 100% after it), and the rollback of a run that saved before-images.
 // Runs are enqueued with `bulk-import enqueue backfill --payload …`.
 import type { Command } from 'commander';
+import type { CompiledBackfill } from '../../backfills/compile.js';
 import { defaultBackfills } from '../../backfills/registry.js';
 import { countRows } from '../../backfills/statements.js';
 import { countBeforeImages, discardBeforeImages, undoBackfill, type BeforeImageScope } from '../../backfills/undo.js';
@@ -10,20 +11,33 @@ import { listJobs } from '../../queue/operator.js';
 import type { JobRow } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
 import { formatTable, printJson, printLine } from '../output.js';
+import { integerIn } from '../parse.js';
 import { summarizeProgress } from './jobs.js';
 
 /** How far back `status` looks for the latest run of the backfill. */
 const RECENT_RUNS = 200;
+/** `undo --batch-size`: rows per transaction. */
+const UNDO_BATCH_SIZE = { default: 5_000, min: 1, max: 100_000 };
 
 interface BeforeImageOptions {
   tenant?: string;
   job?: string;
-  batchSize?: string;
   dryRun?: boolean;
   json?: boolean;
 }
 
-function beforeImageScope(options: BeforeImageOptions): BeforeImageScope {
+interface UndoOptions extends BeforeImageOptions {
+  batchSize: number;
+}
+
+interface DiscardOptions extends BeforeImageOptions {
+  all?: boolean;
+}
+
+function beforeImageScope(compiled: CompiledBackfill, options: BeforeImageOptions): BeforeImageScope {
+  if (options.tenant !== undefined && !compiled.tenant) {
+    throw new Error(`backfill ${compiled.definition.name} has no tenant column: --tenant cannot be used`);
+  }
   let jobId: number | null = null;
   if (options.job !== undefined) {
     if (!/^[1-9]\d{0,15}$/.test(options.job)) throw new Error(`--job must be a job id, not "${options.job}"`);
@@ -106,10 +120,15 @@ export function registerBackfillCommands(program: Command): void {
         printLine(`backfill   ${name} (${status.table}.${status.column}${tenantId === null ? '' : `, tenant ${tenantId}`})`);
         printLine(`rows       ${counts.rows}`);
         printLine(`missing    ${counts.missing} (${status.filledPercent}% filled)${status.complete ? ' — complete' : ''}`);
+        if (tenantId !== null && counts.rows === 0) printLine(`note       tenant ${tenantId} has no rows in ${status.table}`);
         if (latest) {
           const kind = latest.payload.dryRun === true ? 'dry run' : 'run';
           printLine(`latest     ${kind} ${latest.id}, ${latest.state}${latest.state === 'running' ? `, ${summarizeProgress(latest.progress)}` : ''}`);
         } else printLine('latest     no run yet');
+      }
+      // A tenant with no rows (a mistyped id) proves nothing: 0 missing of 0 rows is no check passed.
+      if (options.check && tenantId !== null && counts.rows === 0) {
+        throw new Error(`tenant ${tenantId} has no rows in ${status.table}: nothing to check (is the tenant id right?)`);
       }
       if (options.check && !status.complete) {
         throw new Error(`${counts.missing} row(s) of ${status.table} still lack ${status.column}`);
@@ -123,14 +142,18 @@ export function registerBackfillCommands(program: Command): void {
     )
     .option('--tenant <id>', "only this tenant's rows")
     .option('--job <id>', 'only the rows this run wrote')
-    .option('--batch-size <n>', 'rows per transaction', '5000')
+    .option(
+      '--batch-size <n>',
+      `rows per transaction (${UNDO_BATCH_SIZE.min}-${UNDO_BATCH_SIZE.max})`,
+      integerIn(UNDO_BATCH_SIZE.min, UNDO_BATCH_SIZE.max),
+      UNDO_BATCH_SIZE.default,
+    )
     .option('--dry-run', 'count what would be restored, change nothing')
     .option('--json', 'print JSON only')
-    .action(async (name: string, options: BeforeImageOptions) => {
+    .action(async (name: string, options: UndoOptions) => {
       const compiled = defaultBackfills().require(name);
-      const scope = beforeImageScope(options);
-      const batchSize = Number(options.batchSize ?? '5000');
-      if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new Error('--batch-size must be 1-100000');
+      const scope = beforeImageScope(compiled, options);
+      const { batchSize } = options;
       await withDatabase(async (pool) => {
         if (options.dryRun) {
           const counts = await countBeforeImages(pool, compiled, scope);
@@ -151,15 +174,32 @@ export function registerBackfillCommands(program: Command): void {
 
   backfill
     .command('discard <name>')
-    .description('delete the before-images of a backfill once its run is accepted (no undo after this)')
+    .description(
+      'delete the before-images of a backfill once its run is accepted (no undo after this): --job <id> for one run, --all for every run (--dry-run: count only)',
+    )
     .option('--tenant <id>', "only this tenant's rows")
     .option('--job <id>', 'only the rows this run wrote')
+    .option('--all', 'the before-images of every run of the backfill')
+    .option('--dry-run', 'count what would be discarded, change nothing')
     .option('--json', 'print JSON only')
-    .action(async (name: string, options: BeforeImageOptions) => {
+    .action(async (name: string, options: DiscardOptions) => {
       const compiled = defaultBackfills().require(name);
-      const deleted = await withDatabase((pool) => discardBeforeImages(pool, compiled, beforeImageScope(options)));
-      if (options.json) printJson({ backfill: name, discarded: deleted });
-      else printLine(`discarded ${deleted} before-image(s) of backfill ${name}`);
+      if (options.job === undefined && !options.all) {
+        throw new Error('discard deletes before-images for good: name the run (--job <id>), or every run of the backfill (--all)');
+      }
+      if (options.job !== undefined && options.all) throw new Error('--job and --all cannot be used together');
+      const scope = beforeImageScope(compiled, options);
+      await withDatabase(async (pool) => {
+        if (options.dryRun) {
+          const counts = await countBeforeImages(pool, compiled, scope);
+          if (options.json) return printJson({ dryRun: true, backfill: name, wouldDiscard: counts.saved, restorable: counts.restorable });
+          printLine(`would discard ${counts.saved} before-image(s) of backfill ${name} (an undo would restore ${counts.restorable} of their rows now)`);
+          return;
+        }
+        const deleted = await discardBeforeImages(pool, compiled, scope);
+        if (options.json) printJson({ backfill: name, discarded: deleted });
+        else printLine(`discarded ${deleted} before-image(s) of backfill ${name}`);
+      });
     });
 }
 
