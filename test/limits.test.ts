@@ -179,7 +179,7 @@ describe('enqueue refuses what it cannot or should not store, before any SQL', (
       [['audit', '--limit', '10001'], /expected a whole number from 1 to 10,000/],
       [['show', '1', '--errors', '20000'], /expected a whole number from 1 to 10,000/],
       [['worker', '--concurrency', '5000'], /'--concurrency <n>' argument '5000' is invalid\. expected a whole number from 1 to 1,000/],
-      [['watch', '--interval', '99999999999'], /expected a whole number from 1 to 3,600,000/],
+      [['watch', '--interval', '99999999999'], /expected a whole number from 100 to 3,600,000/],
       [['migrate', '--count', '0'], /expected a whole number from 1 to 10,000/],
       [['migrate', '--lock-timeout-ms', '10'], /'--lock-timeout-ms <ms>' argument '10' is invalid\. expected a whole number from 100 to 600,000/],
       [['migrate', '--lock-attempts', '0'], /expected a whole number from 1 to 1,000/],
