@@ -13,6 +13,7 @@ import { assertLeaseHeld, extendLeases, LeaseLostError, saveProgress } from '../
 import { deleteExpiredJobs, rescueExpiredLeases } from '../worker/queue/maintenance.js';
 import { cancelJob, getJob, replayDeadJobs, requeueJob, requireJob, resumeParkedJob } from '../worker/queue/operator.js';
 import { BACK_PROOF_DELAY_MS, DatabaseStatus } from '../worker/db/database-status.js';
+import type { Queryable } from '../worker/db/pool.js';
 import { createRescuer } from '../worker/maintenance/rescuer.js';
 import { CompletionBatcher } from '../worker/runner/completion-batcher.js';
 import type { Worker } from '../worker/runner/worker.js';
@@ -76,6 +77,25 @@ describe('fencing', () => {
     ]);
     expect(outcomes).toEqual([null, 'succeeded']);
     expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'succeeded', attempts: 2 });
+  });
+
+  it('an outcome whose COMMIT answer was lost is reported stored, not lost, when the retry finds it', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'lost-answer' });
+    const [claimed] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 60_000, kinds: ['lost-answer'] });
+    // The first write reaches the database and commits; its answer never comes back (the connection drops).
+    let calls = 0;
+    const answerLost: Queryable = {
+      query: (async (...args: Parameters<Queryable['query']>) => {
+        const result = await (env.pool.query as (...a: unknown[]) => Promise<unknown>)(...args);
+        calls += 1;
+        if (calls === 1) throw new Error('Connection terminated unexpectedly');
+        return result;
+      }) as Queryable['query'],
+    };
+    const batcher = new CompletionBatcher(answerLost, 'w', createLogger({ level: 'silent', format: 'json' }));
+    expect(await batcher.add({ jobId: job.id, attempt: claimed!.attempt, state: 'succeeded' })).toBe('succeeded');
+    expect(calls).toBeGreaterThanOrEqual(3); // the write, its retry (which matched nothing), the look-up
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'succeeded', attempts: 1 });
   });
 
   it('the rescuer holds off for a lease length after the database came back, then rescues', async () => {

@@ -73,8 +73,12 @@ export class CompletionBatcher {
   }
 
   private async store(completions: Completion[]): Promise<Map<number, CompletionState>> {
+    let tries = 0;
     try {
-      return await retryFencedWrite(() => completeJobs(this.db, this.workerId, completions), {
+      const stored = await retryFencedWrite(() => {
+        tries += 1;
+        return completeJobs(this.db, this.workerId, completions);
+      }, {
         forMs: this.options.retryForMs ?? (this.options.giveUp ? undefined : 3_000),
         giveUp: this.options.giveUp,
         otherErrorTries: 5,
@@ -82,9 +86,35 @@ export class CompletionBatcher {
         status: this.options.status,
         session: 'completion',
       });
+      // A try whose answer was lost (the connection dropped after the COMMIT) may have stored what the next try then
+      // finds no longer held: look those up before calling them lost.
+      return tries > 1 ? await this.withStoredEarlier(completions, stored) : stored;
     } catch (error) {
       this.log.error({ err: error, jobs: completions.map((c) => c.jobId) }, 'could not record job completions');
       return new Map();
+    }
+  }
+
+  /** `stored`, plus the completions an earlier try stored: the run holds that outcome, by that attempt, no lease. */
+  private async withStoredEarlier(completions: Completion[], stored: Map<number, CompletionState>): Promise<Map<number, CompletionState>> {
+    const unanswered = completions.filter((completion) => !stored.has(completion.jobId));
+    if (unanswered.length === 0) return stored;
+    try {
+      const { rows } = await this.db.query<{ id: number; state: CompletionState; attempts: number }>(
+        'SELECT id, state, attempts FROM jobs WHERE id = ANY($1::bigint[]) AND lease_owner IS NULL',
+        [unanswered.map((completion) => completion.jobId)],
+      );
+      const found = new Map(rows.map((row) => [Number(row.id), row]));
+      const all = new Map(stored);
+      for (const completion of unanswered) {
+        const row = found.get(completion.jobId);
+        // A review_ready outcome of a run asked to cancel is stored canceled (finish.ts).
+        const expected = row?.state === completion.state || (completion.state === 'review_ready' && row?.state === 'canceled');
+        if (row && row.attempts === completion.attempt && expected) all.set(completion.jobId, row.state);
+      }
+      return all;
+    } catch {
+      return stored;
     }
   }
 }
