@@ -49,7 +49,14 @@ const itemsFailing: BackfillDefinition = {
     },
   },
 };
-const handler = createBackfillHandler(new BackfillRegistry([itemsNameKey, itemsNameKeyTs, itemsFailing]));
+// A compute that writes (nextval): the dry run's read-only batches refuse it.
+const itemsWriting: BackfillDefinition = {
+  ...itemsNameKey,
+  name: 'items-writing',
+  description: 'test: a compute that takes a sequence value',
+  compute: { language: 'sql', expression: () => `nextval('backfill_items_seq')::text` },
+};
+const handler = createBackfillHandler(new BackfillRegistry([itemsNameKey, itemsNameKeyTs, itemsFailing, itemsWriting]));
 
 beforeAll(async () => {
   await env.pool.query(`CREATE TABLE backfill_items (
@@ -59,6 +66,7 @@ beforeAll(async () => {
     name_key  text,
     touches   integer NOT NULL DEFAULT 0
   )`);
+  await env.pool.query('CREATE SEQUENCE backfill_items_seq');
   writers = createPool(env.databaseUrl, { max: 6, applicationName: 'backfill-test-writers' });
 });
 afterEach(async () => {
@@ -247,5 +255,17 @@ describe('backfill with concurrent writers', () => {
     // The two batches before the bad row committed (with their cursor); the failing batch wrote nothing.
     expect(rows[0]).toEqual({ filled: 2_000, first_missing: 2_001 });
     expect(job.progress).toMatchObject({ done: 2_000, partitions: [{ cursor: 2_000, finished: false }] });
+  });
+});
+
+describe('a dry run of a compute that writes', () => {
+  it('fails at once, naming the write: its read-only batch refused it (not a database outage to wait out)', async () => {
+    await insertItems(50);
+    startWorker();
+    const job = await runToEnd({ name: 'items-writing', dryRun: true });
+    expect(job.state).toBe('failed');
+    expect(job.attempts).toBe(1);
+    expect(job.lastError).toMatchObject({ code: 'BACKFILL_DRY_RUN_WRITES', class: 'permanent' });
+    expect(job.lastError!.message).toContain('a dry run must not do');
   });
 });

@@ -248,7 +248,8 @@ describe('worker processes through database faults', () => {
     const leaseMs = 2_000;
     const process = worker({ WORKER_CONCURRENCY: '2', WORKER_LEASE_MS: String(leaseMs), WORKER_HEARTBEAT_MS: '500', LOG_LEVEL: 'debug' });
     await process.waitForLog(started);
-    const { job } = await submitJob(env.pool, { kind: 'noop', payload: { sleepMs: 300 }, maxAttempts: 1 });
+    // The handler ends well after the server is stopped (asserted below: its outcome is stored after the return).
+    const { job } = await submitJob(env.pool, { kind: 'noop', payload: { sleepMs: 2_000 }, maxAttempts: 1 });
     await waitFor(async () => ((await statesOf([job.id])).running === 1 ? true : undefined), 60_000, 20);
     await env.postgres!.stopServer();
     try {
@@ -263,6 +264,9 @@ describe('worker processes through database faults', () => {
     // Back: the outcome lands, and the worker's own rescuer (every 500 ms) holds off while the owners renew.
     const finished = await process.waitForLog((line) => line.msg === 'job finished' && line.job_id === job.id, 60_000);
     expect(finished.outcome).toBe('succeeded');
+    const back = process.logs.findIndex((line) => line.msg === 'database is back');
+    expect(back).toBeGreaterThan(-1);
+    expect(process.logs.indexOf(finished)).toBeGreaterThan(back);
     expect(await env.pool.query('SELECT state, attempts, last_error FROM jobs WHERE id = $1', [job.id]).then((r) => r.rows[0])).toEqual({
       state: 'succeeded',
       attempts: 1,

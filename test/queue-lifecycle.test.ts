@@ -98,6 +98,29 @@ describe('fencing', () => {
     expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'succeeded', attempts: 1 });
   });
 
+  it('a rescue of the attempt while its outcome waited is not taken for the stored outcome', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'rescued-meanwhile' });
+    const [claimed] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 60_000, kinds: ['rescued-meanwhile'] });
+    expect((await cancelJob(env.pool, job.id)).pending).toBe(true);
+    // The handler stopped for the cancel; its outcome's first write never reaches the database, whose rescuer then
+    // ends the run (its lease ran out meanwhile) canceled too, with the attempt unchanged.
+    let calls = 0;
+    const unreachable: Queryable = {
+      query: (async (...args: Parameters<Queryable['query']>) => {
+        calls += 1;
+        if (calls === 1) {
+          await expireLease(job.id);
+          expect((await rescueExpiredLeases(env.pool)).canceled).toEqual([job.id]);
+          throw new Error('Connection terminated unexpectedly');
+        }
+        return (env.pool.query as (...a: unknown[]) => Promise<unknown>)(...args);
+      }) as Queryable['query'],
+    };
+    const batcher = new CompletionBatcher(unreachable, 'w', createLogger({ level: 'silent', format: 'json' }));
+    expect(await batcher.add({ jobId: job.id, attempt: claimed!.attempt, state: 'canceled' })).toBeNull();
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'canceled', lastError: { code: 'LEASE_EXPIRED' } });
+  });
+
   it('the rescuer holds off for a lease length after the database came back, then rescues', async () => {
     const { job } = await enqueueJob(env.pool, { kind: 'rescue-hold', maxAttempts: 5 });
     await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 60_000, kinds: ['rescue-hold'] });
@@ -105,6 +128,10 @@ describe('fencing', () => {
     const status = new DatabaseStatus(log);
     const longHold = createRescuer(env.pool, 60_000, log, { status, holdAfterOutageMs: 60_000 });
     const shortHold = createRescuer(env.pool, 60_000, log, { status, holdAfterOutageMs: 300 });
+    // A worker that has just started (maybe during an outage it never saw end) holds off as well.
+    await expireLease(job.id);
+    await longHold.runOnce();
+    expect((await requireJob(env.pool, job.id)).state).toBe('running');
     // An outage this worker saw begin and end, during which the run's lease ran out.
     status.reportFailure(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'claim');
     await expireLease(job.id);

@@ -1,8 +1,11 @@
 // The rehearsal: walks the same keyset batches as the real run, computes every value (so a compute that fails on
 // some row fails here), counts the rows that would change and keeps a sample of before/after values. Each batch runs
 // in a READ ONLY transaction: a dry run cannot write, whatever the definition's SQL does.
+import { READ_ONLY_TRANSACTION } from '../db/database-status.js';
 import { withTransaction } from '../db/pool.js';
+import { sqlState } from '../db/sql-state.js';
 import type { JobContext } from '../handlers/types.js';
+import { PermanentJobError } from '../queue/errors.js';
 import type { BackfillRunOptions } from './fill-run.js';
 import { describeBackfillError } from './errors.js';
 import { freshProgress, WHOLE_TABLE, withRate, type BackfillProgress } from './progress.js';
@@ -51,6 +54,16 @@ export async function runDryRun(
       await tx.query('SET TRANSACTION READ ONLY');
       return previewBatch(tx, backfill, scope, selection, options.sampleSize - sample.length);
     }).catch((error: unknown) => {
+      // The batch's transaction is read-only on purpose: a write refused in it is the backfill's own (a compute that
+      // calls nextval() or a function that inserts), not a session left on a demoted instance (an outage elsewhere).
+      if (sqlState(error) === READ_ONLY_TRANSACTION) {
+        throw new PermanentJobError(
+          `backfill ${backfill.definition.name}: computing the value writes to the database, which a dry run must not do (${(error as Error).message})`,
+          'BACKFILL_DRY_RUN_WRITES',
+          { backfill: backfill.definition.name, table: backfill.definition.table, ...selection },
+          { cause: error, internal: true },
+        );
+      }
       throw describeBackfillError(error, backfill, selection);
     });
     sample.push(...preview.sample);

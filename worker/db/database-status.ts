@@ -34,7 +34,7 @@ const LOGIN_STATES = new Set(['28000', '28P01', '3D000']);
  * it may be on the demoted instance, now a reader. It is an outage of this session: discarded (pool.ts), the next one
  * resolves the endpoint again and finds the writer; a run that met it waits, its attempt not counted (outage.ts).
  */
-const READ_ONLY_TRANSACTION = '25006';
+export const READ_ONLY_TRANSACTION = '25006';
 /** Too many connections: the server is up for others, only this client gets no session. */
 const TOO_MANY_CONNECTIONS = '53300';
 /**

@@ -21,7 +21,9 @@ export interface RescuerOptions {
 }
 
 export function createRescuer(pool: Pool, intervalMs: number, log: Logger, options: RescuerOptions = {}): PeriodicService {
-  let holdUntil = 0;
+  // A worker started while the database was away (a replacement task during a failover) saw no outage end: it holds
+  // off as if the database had just come back, so the owners of the runs it would rescue renew their leases first.
+  let holdUntil = options.status ? Date.now() + (options.holdAfterOutageMs ?? 0) : 0;
   options.status?.on('change', (health) => {
     if (health.state === 'ok') holdUntil = Date.now() + (options.holdAfterOutageMs ?? 0);
   });

@@ -2,6 +2,7 @@
 // turns N round-trips into one, which is most of the queue's throughput.
 import type { DatabaseStatusSink, Queryable } from '../db/pool.js';
 import type { Logger } from '../logger.js';
+import { LEASE_EXPIRED_CODE } from '../queue/errors.js';
 import { completeJobs, type Completion, type CompletionState } from '../queue/finish.js';
 import { retryFencedWrite } from './fenced-retry.js';
 
@@ -100,8 +101,12 @@ export class CompletionBatcher {
     const unanswered = completions.filter((completion) => !stored.has(completion.jobId));
     if (unanswered.length === 0) return stored;
     try {
+      // Not a rescue of this attempt (its lease ran out while the write waited): the rescuer ends a run asked to cancel
+      // `canceled` too, with the attempt unchanged, and records LEASE_EXPIRED for that attempt.
       const { rows } = await this.db.query<{ id: number; state: CompletionState; attempts: number }>(
-        'SELECT id, state, attempts FROM jobs WHERE id = ANY($1::bigint[]) AND lease_owner IS NULL',
+        `SELECT id, state, attempts FROM jobs
+         WHERE id = ANY($1::bigint[]) AND lease_owner IS NULL
+           AND NOT (coalesce(last_error ->> 'code', '') = '${LEASE_EXPIRED_CODE}' AND last_error ->> 'attempt' = attempts::text)`,
         [unanswered.map((completion) => completion.jobId)],
       );
       const found = new Map(rows.map((row) => [Number(row.id), row]));
