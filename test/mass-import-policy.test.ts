@@ -31,7 +31,9 @@ const enqueue = async (payload: Record<string, unknown>) =>
 
 describe('ceiling (OQ-IMP-002)', () => {
   it('a tree over the ceiling fails before anything is written, naming each limit, the measured value and how to raise it', async () => {
-    const files = Array.from({ length: 12 }, (_, i) => ({ path: `d${i % 2}/f${i}.txt`, size: i === 5 ? 2_000 : 100 }));
+    // d0 holds 6 files (the big one among them), d1 another 6: the walk stops in d1, whose listing passes the 4 files
+    // left to maxFiles — the tree is refused without being measured to its end (it could be years of archives).
+    const files = Array.from({ length: 12 }, (_, i) => ({ path: `d${i % 2}/f${i}.txt`, size: i === 4 ? 2_000 : 100 }));
     const root = await makeTree(files);
     cleanup.push(root);
     const overFiles = await enqueue({ prefix: 'ceiling', maxFiles: 10 });
@@ -44,11 +46,13 @@ describe('ceiling (OQ-IMP-002)', () => {
     expect(failed.lastError).toMatchObject({ code: 'CEILING_EXCEEDED', class: 'permanent' });
     const message = failed.lastError!.message;
     expect(message).toContain('nothing was written');
-    expect(message).toContain('files: 12 > maxFiles = 10');
-    expect(message).toContain('"maxFiles": 12');
-    expect(message).toContain('largest file (d1/f5.txt): 2.0 KiB (2,000 bytes) > maxFileBytes = 1000 B');
+    expect(message).toContain('files: more than 10 (the plan stopped walking there; directory "d1" alone lists more files than were left) > maxFiles = 10');
+    expect(message).toContain('enqueue again with a larger "maxFiles" (up to the hard cap 100)');
+    expect(message).toContain('largest file seen (d0/f4.txt): at least 2.0 KiB (2,000 bytes) > maxFileBytes = 1000 B');
     expect(message).toContain('MASS_IMPORT_MAX_FILE_BYTES');
-    expect(failed.lastError!.context).toMatchObject({ violations: [{ limit: 'maxFiles', measured: 12 }, { limit: 'maxFileBytes', measured: 2000 }] });
+    expect(failed.lastError!.context).toMatchObject({
+      violations: [{ limit: 'maxFiles', measured: 11, lowerBound: true }, { limit: 'maxFileBytes', measured: 2000, lowerBound: true }],
+    });
     expect(await itemsOf(env, overFiles.id)).toEqual([]);
     expect(await listObjects(env.s3, env.bucket, 'ceiling/')).toEqual([]);
     expect(await documentsOf(env, 'ceiling/')).toEqual([]);

@@ -152,17 +152,21 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     sourceDir,
     prefix: payload.prefix,
     tenant,
+    signal,
     onProgress: (seen: number) => progress.update(jobProgress('planning', 0, 0, { entriesSeen: seen })),
   };
 
   if (payload.dryRun) {
     progress.update(jobProgress('planning', 0, 0));
-    const plan = await planTree({ ...planOptions, keepAtMost: config.massImport.hardCapFiles });
+    // A rehearsal measures the tree up to the hard caps (past them no payload can import it), whatever the run's limits.
+    const stopAbove = { files: config.massImport.hardCapFiles, totalBytes: config.massImport.hardCapTotalBytes };
+    const plan = await planTree({ ...planOptions, stopAbove });
     const violations = checkCeiling(config.massImport, limits, plan.measure);
     const report = await inspectPlan(pool, plan, {
       bucket,
       tenant,
       realRoot,
+      sourceDir,
       signal,
       violations,
       onProgress: (checked) => progress.update(jobProgress('checking', checked, plan.items.length)),
@@ -176,7 +180,9 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     log.info({ retried_items: reset }, 'resuming mass import from its plan');
   } else {
     progress.update(jobProgress('planning', 0, 0));
-    const plan = await planTree({ ...planOptions, keepAtMost: limits.maxFiles });
+    // The walk stops as soon as the tree is over the run's files or bytes: refused after about a ceiling's worth of
+    // entries, however large the tree (a `source` one level too high).
+    const plan = await planTree({ ...planOptions, stopAbove: { files: limits.maxFiles, totalBytes: limits.maxTotalBytes } });
     const violations = checkCeiling(config.massImport, limits, plan.measure);
     if (violations.length > 0) throw new CeilingExceededError(payload.source, violations);
     await fenced((tx) => insertPlannedItems(tx, job.id, plan.items));
@@ -203,6 +209,7 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
       tenant,
       bucket,
       realRoot,
+      sourceDir,
       s3,
       log,
       outcomes,

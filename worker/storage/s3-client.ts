@@ -1,12 +1,15 @@
-import { S3Client } from '@aws-sdk/client-s3';
+import { S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 
 export interface S3ClientOptions {
   region: string;
   /** A local S3-compatible server; undefined means AWS itself. */
   endpoint?: string | undefined;
   forcePathStyle?: boolean;
-  /** Explicit credentials (local servers); undefined uses the SDK's default chain (task role on ECS). */
-  credentials?: { accessKeyId: string; secretAccessKey: string } | undefined;
+  /**
+   * Explicit credentials (local servers), or a provider of them; undefined uses the SDK's default chain (task role on
+   * ECS).
+   */
+  credentials?: { accessKeyId: string; secretAccessKey: string } | S3ClientConfig['credentials'] | undefined;
   maxAttempts?: number;
   /**
    * Checksums only where the API requires them, also against AWS: for a client that presigns URLs (a presigned PUT
@@ -24,6 +27,11 @@ export function createS3Client(options: S3ClientOptions): S3Client {
     forcePathStyle: options.forcePathStyle ?? custom,
     credentials: options.credentials,
     maxAttempts: options.maxAttempts ?? 3,
+    // The SDK sets no request timeout of its own, and a request's own `requestTimeout` (the mass import gives each of
+    // its requests MASS_IMPORT_REQUEST_TIMEOUT_MS) only logs a warning unless this is set: a request S3 never answers
+    // then stays open for ever, with its body's buffer. No client-wide timeout: the client also streams objects that
+    // are read slowly on purpose (a CSV import waiting for the database), which an idle timeout would cut.
+    requestHandler: { throwOnRequestTimeout: true },
     // Since v3.729 the SDK adds a CRC32 checksum to every upload ("WHEN_SUPPORTED"); for a streaming body it does so
     // with `Content-Encoding: aws-chunked` framing and a trailing checksum header. AWS S3 decodes that framing, but
     // S3-compatible servers that predate it (s3rver, older MinIO/Ceph) store the framing inside the object, corrupting

@@ -15,7 +15,9 @@
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
-import { AbortMultipartUploadCommand, DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import {
+  AbortMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand, PutObjectCommand, type CreateMultipartUploadCommandOutput, type S3Client,
+} from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 
 const MiB = 1024 * 1024;
@@ -135,6 +137,12 @@ export class UploadTimeoutError extends Error {
 }
 
 type VersionedRequest = UploadRequest & { version: FileVersion };
+
+/** The S3 client's request timeout fired (requestTimeout, socketTimeout): no answer from S3 at all, not an error answer. */
+function isRequestTimeout(error: unknown): boolean {
+  const e = error as { name?: unknown; $metadata?: { httpStatusCode?: number } } | null;
+  return e?.name === 'TimeoutError' && e.$metadata?.httpStatusCode === undefined;
+}
 
 export async function uploadFileWithSha256(request: UploadRequest): Promise<UploadResult> {
   const versioned: VersionedRequest = { ...request, version: request.version ?? (await fileVersionOf(request.file)) };
@@ -314,6 +322,7 @@ async function abortMultipartUpload(request: UploadRequest, uploadId: string | u
   await request.s3
     .send(new AbortMultipartUploadCommand({ Bucket: request.bucket, Key: request.key, UploadId: uploadId }), {
       abortSignal: AbortSignal.timeout(request.timeoutMs),
+      requestTimeout: request.timeoutMs,
     })
     .catch(() => {});
 }
@@ -328,19 +337,63 @@ export function partSizeFor(size: number, multipartThresholdBytes: number): numb
  * the key by now only if another run of the tenant committed it meanwhile; the caller checks that first.
  */
 export async function deleteObject(s3: S3Client, bucket: string, key: string, timeoutMs: number): Promise<void> {
-  await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: AbortSignal.timeout(timeoutMs) });
+  await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: AbortSignal.timeout(timeoutMs), requestTimeout: timeoutMs });
+}
+
+/**
+ * The client one multipart upload's requests go through. lib-storage passes no signal and no timeout to its requests:
+ * aborted, it stops starting parts but leaves the ones under way open (a stalled part for ever, its buffer with it),
+ * and a CompleteMultipartUpload under way may still make the object after the abort. Through this client every
+ * request carries the upload's own signal and the request timeout, none starts once the upload is aborted, and the
+ * requests under way can be waited for: AbortMultipartUpload goes out only after the last of them ended.
+ */
+class MultipartRequests {
+  readonly controller = new AbortController();
+  readonly client: S3Client;
+  /** From the CreateMultipartUpload answer (lib-storage's own uploadId is set a step later). */
+  uploadId: string | undefined;
+  private readonly underWay = new Set<Promise<unknown>>();
+
+  constructor(s3: S3Client, timeoutMs: number) {
+    const send = (command: Parameters<S3Client['send']>[0]): Promise<unknown> => {
+      const { signal } = this.controller;
+      if (signal.aborted) return Promise.reject(Object.assign(new Error('Upload aborted.'), { name: 'AbortError' }));
+      const sent = s3.send(command, { abortSignal: signal, requestTimeout: timeoutMs }).then((output: unknown) => {
+        if (command instanceof CreateMultipartUploadCommand) this.uploadId = (output as CreateMultipartUploadCommandOutput).UploadId;
+        return output;
+      });
+      const tracked = sent.catch(() => {}).finally(() => this.underWay.delete(tracked));
+      this.underWay.add(tracked);
+      return sent;
+    };
+    // The client itself for everything else lib-storage reads (its configuration, the endpoint).
+    this.client = Object.create(s3, { send: { value: send } }) as S3Client;
+  }
+
+  /** Stops the upload's requests: those under way are aborted, no new one starts. */
+  abort(): void {
+    this.controller.abort();
+  }
+
+  /** Resolves once no request of the upload is under way (and, aborted, none can start). */
+  async ended(): Promise<void> {
+    while (this.underWay.size > 0) await Promise.allSettled([...this.underWay]);
+  }
 }
 
 async function uploadMultipart(request: VersionedRequest): Promise<UploadResult> {
   const hashing = hashingReader(request);
+  const requests = new MultipartRequests(request.s3, request.timeoutMs);
   const upload = new Upload({
-    client: request.s3,
+    client: requests.client,
     params: { Bucket: request.bucket, Key: request.key, Body: hashing, ContentType: request.contentType },
     partSize: partSizeFor(request.size, request.multipartThresholdBytes),
     queueSize: PARTS_IN_FLIGHT,
     // We abort the multipart upload ourselves on failure: lib-storage would report a failure of its abort request
     // (e.g. a server without AbortMultipartUpload) instead of the error that made the upload fail.
     leavePartsOnError: true,
+    // One signal for lib-storage and for its requests (MultipartRequests): aborting it ends both.
+    abortController: requests.controller,
   });
   let timedOut = false;
   // A finished part is progress too (the last parts and the completion move no new bytes through the hash).
@@ -348,13 +401,13 @@ async function uploadMultipart(request: VersionedRequest): Promise<UploadResult>
     hashing.lastProgressAt = Date.now();
     if (progress.loaded !== undefined) request.onProgress?.(progress.loaded);
   });
-  const onAbort = () => void upload.abort();
+  const onAbort = () => requests.abort();
   request.signal.addEventListener('abort', onAbort, { once: true });
   // lib-storage has no per-request timeout: a stalled part would hang the item. Abort when no byte moved for a while.
   const watchdog = setInterval(() => {
     if (Date.now() - hashing.lastProgressAt > request.timeoutMs) {
       timedOut = true;
-      void upload.abort();
+      requests.abort();
     }
   }, Math.max(50, Math.floor(request.timeoutMs / 4)));
   try {
@@ -362,9 +415,14 @@ async function uploadMultipart(request: VersionedRequest): Promise<UploadResult>
     return { sha256: hashing.digest(), size: hashing.bytes, method: 'multipart', etag: output.ETag, sdkAttempts: 1 };
   } catch (error) {
     hashing.destroy();
-    await abortMultipartUpload(request, upload.uploadId);
+    // Whatever failed, the other parts under way stop too; AbortMultipartUpload goes out once they all ended — a part
+    // S3 receives after it would be stored again (and billed), a completion after it would make the object.
+    requests.abort();
+    await requests.ended();
+    await abortMultipartUpload(request, requests.uploadId ?? upload.uploadId);
     if (request.signal.aborted) throw request.signal.reason;
-    if (timedOut) throw new UploadTimeoutError(request.timeoutMs);
+    // The watchdog, or a part's own request timeout (MultipartRequests): S3 made no progress in time either way.
+    if (timedOut || isRequestTimeout(error)) throw new UploadTimeoutError(request.timeoutMs);
     // lib-storage reports the body's failure as is (a change of the file is one).
     throw error;
   } finally {

@@ -78,12 +78,28 @@ export interface TreeMeasure {
   files: number;
   totalBytes: number;
   largestFile: { path: string; size: number } | null;
+  /**
+   * The walk stopped before the end of the tree, the tree being over `limit` (import-plan.ts): the figures above are
+   * what it saw, lower bounds. Absent when the tree was walked to its end.
+   */
+  stopped?: {
+    limit: 'maxFiles' | 'maxTotalBytes';
+    /** The value the tree is known to be over: the walk stopped as soon as it passed it. */
+    above: number;
+    /**
+     * A directory whose listing alone passed the files left to the limit (refused before it was read to its end).
+     * `entries`: counting its subdirectories, which make no entry of their own — it may hold fewer files than that.
+     */
+    directory?: { path: string; counting: 'files' | 'entries' } | undefined;
+  };
 }
 
 export interface CeilingViolation {
   limit: LimitName;
   allowed: number;
+  /** The measured value; with `lowerBound`, what the walk saw before it stopped (the tree holds more). */
   measured: number;
+  lowerBound?: true;
   /** Human sentence: the limit, the measured value, and how to raise it. */
   message: string;
 }
@@ -94,12 +110,33 @@ export function checkCeiling(config: MassImportConfig, limits: ImportLimits, mea
     maxTotalBytes: measure.totalBytes,
     maxFileBytes: measure.largestFile?.size ?? 0,
   };
+  const stopped = measure.stopped;
   const violations: CeilingViolation[] = [];
   for (const name of LIMIT_NAMES) {
-    if (measured[name] <= limits[name]) continue;
     const limit = LIMITS[name];
     const hardCap = limit.hardCap(config);
-    const subject = name === 'maxFileBytes' && measure.largestFile ? ` (${measure.largestFile.path})` : '';
+    if (stopped?.limit === name) {
+      // The walk stopped as soon as the tree passed `above` (the run's limit, or for a dry run the hard cap): the
+      // verdict is certain, the true value is not known.
+      const where = stopped.directory
+        ? `; directory "${stopped.directory.path}" alone lists more ${stopped.directory.counting === 'files' ? 'files' : 'entries, subdirectories included,'} than were left`
+        : '';
+      const howToRaise =
+        stopped.above >= hardCap
+          ? `raise ${limit.hardCapVariable} (now ${limit.format(hardCap)}) in the worker's configuration — a reviewed change — then enqueue with a larger "${name}"`
+          : `enqueue again with a larger "${name}" (up to the hard cap ${limit.format(hardCap)}) in the payload — a dry run with it measures the tree first — or raise the default ${limit.defaultVariable}`;
+      violations.push({
+        limit: name,
+        allowed: limits[name],
+        measured: Math.max(measured[name], stopped.above + 1),
+        lowerBound: true,
+        message: `${limit.what}: more than ${limit.format(stopped.above)} (the plan stopped walking there${where}) > ${name} = ${limit.format(limits[name])}; to raise it, ${howToRaise}`,
+      });
+      continue;
+    }
+    if (measured[name] <= limits[name]) continue;
+    const seen = stopped ? ' seen' : '';
+    const subject = name === 'maxFileBytes' && measure.largestFile ? `${seen} (${measure.largestFile.path})` : seen;
     const howToRaise =
       measured[name] <= hardCap
         ? `enqueue again with "${name}": ${measured[name]} (or more, up to the hard cap ${limit.format(hardCap)}) in the payload, or raise the default ${limit.defaultVariable}`
@@ -108,7 +145,8 @@ export function checkCeiling(config: MassImportConfig, limits: ImportLimits, mea
       limit: name,
       allowed: limits[name],
       measured: measured[name],
-      message: `${limit.what}${subject}: ${limit.format(measured[name])} > ${name} = ${limit.format(limits[name])}; to raise it, ${howToRaise}`,
+      ...(stopped ? { lowerBound: true as const } : {}),
+      message: `${limit.what}${subject}: ${stopped ? 'at least ' : ''}${limit.format(measured[name])} > ${name} = ${limit.format(limits[name])}; to raise it, ${howToRaise}`,
     });
   }
   return violations;
@@ -123,7 +161,7 @@ export class CeilingExceededError extends PermanentJobError {
       `mass import of ${source} is over its ceiling, nothing was written: ${violations.map((v) => v.message).join('; ')}. ` +
         `Policy: ${CAMPAIGN_RUNBOOK}.`,
       'CEILING_EXCEEDED',
-      { source, violations: violations.map(({ limit, allowed, measured }) => ({ limit, allowed, measured })) },
+      { source, violations: violations.map(({ limit, allowed, measured, lowerBound }) => ({ limit, allowed, measured, ...(lowerBound ? { lowerBound } : {}) })) },
     );
     this.name = 'CeilingExceededError';
   }

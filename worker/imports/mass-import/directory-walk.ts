@@ -1,8 +1,13 @@
 // Walks a source directory under the import root and reports every entry as a file to import or an unsafe entry to
-// record as a failed item. Hostile trees are expected: symbolic links are never followed out of the root, FIFOs,
-// sockets and devices are never opened, unreadable entries are reported, and names may hold any character.
-import { constants, type Dirent, type Stats } from 'node:fs';
-import { access, lstat, readdir, realpath, stat } from 'node:fs/promises';
+// record as a failed item. Hostile trees are expected: symbolic links are never followed out of the run's source
+// directory (a link from one tenant's directory into another's is refused like one out of the root), FIFOs, sockets
+// and devices are never opened, unreadable entries are reported, and names may hold any character.
+// Hard links cannot be told from the file they link to by any path check: a tree whose tenants share one file system
+// must keep them in separate access points (DEPLOYMENT.md §6, one directory per tenant that no other can write to).
+// The walk streams each directory (opendir) and holds at most a budget of names at once: a directory too large for
+// the run's ceiling is refused before it is read to its end, never loaded whole.
+import { constants, type OpenDirOptions, type Stats } from 'node:fs';
+import { access, lstat, opendir, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SYMLINK_OUTSIDE_ROOT_CODE } from '../../queue/errors.js';
 
@@ -23,6 +28,13 @@ export type UnsafeCode =
 /** Deeper trees are refused entry by entry: a share nested this deep is almost certainly a loop or an accident. */
 const MAX_DEPTH = 64;
 const EXAMINE_AT_ONCE = 32;
+/** Directory entries read per call (opendir's buffer). */
+const LIST_AT_ONCE = 256;
+/**
+ * Subdirectories a walk may hold listed beyond its budget of files (an empty directory adds no entry to the plan, so
+ * they do not count against the ceiling; they are bounded all the same).
+ */
+const DIRECTORY_NAMES_SLACK = 10_000;
 
 /** True when `path` is `root` or lies below it (both real paths). */
 export function isInside(root: string, path: string): boolean {
@@ -38,46 +50,138 @@ function specialKind(stats: Stats): string {
 }
 
 /**
- * Yields the entries below `sourceDir` (a real path inside `realRoot`) in a stable order: depth first, names sorted
- * by their bytes at each level. Paths are relative to the root, with `/` separators.
+ * A directory holds more entries than the walk may still hold: the tree is over its ceiling. Thrown as soon as its
+ * listing passes the budget; the rest of the directory is never read.
  */
-export async function* walkImportTree(realRoot: string, sourceDir: string): AsyncGenerator<WalkEntry> {
-  const start = sourceDir === realRoot ? '' : sourceDir.slice(realRoot.length + 1);
-  yield* walkDirectory(realRoot, start, 0);
+export class DirectoryOverBudgetError extends Error {
+  constructor(
+    /** Relative to the root, `.` for the root itself. */
+    readonly relativePath: string,
+    /** Names read from the directory before it was refused. */
+    readonly listed: number,
+    /** `files`: it holds more files (or other entries that are not directories) than the budget left. */
+    readonly counting: 'files' | 'entries',
+  ) {
+    super(`directory ${relativePath} holds more entries than the walk may still hold (${listed} read)`);
+    this.name = 'DirectoryOverBudgetError';
+  }
 }
 
-async function* walkDirectory(realRoot: string, relativeDir: string, depth: number): AsyncGenerator<WalkEntry> {
-  const absoluteDir = relativeDir === '' ? realRoot : join(realRoot, relativeDir);
-  let dirents: Array<Dirent<Buffer>>;
+export interface WalkOptions {
+  /** Checked between entries (and while a directory is read): the walk ends with its reason. */
+  signal?: AbortSignal | undefined;
+  /**
+   * Entries the walk may still report before the tree is over its ceiling (the limit minus the entries reported so
+   * far). A directory whose files (entries that are not directories), with those listed and not yet reported, pass it
+   * ends the walk with DirectoryOverBudgetError. Unbounded when not given.
+   */
+  budget?: (() => number) | undefined;
+  /** Called for every name read from a directory (the walk's work, for tests). */
+  onListed?: (() => void) | undefined;
+}
+
+interface WalkState {
+  realRoot: string;
+  /** Real path of the run's source directory: links may lead anywhere below it, nowhere else. */
+  sourceDir: string;
+  options: WalkOptions;
+  /** Names listed and not yet reported, across the directories under way: files, and directories. */
+  heldFiles: number;
+  heldDirectories: number;
+}
+
+function checkAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw signal.reason;
+}
+
+/**
+ * Yields the entries below `sourceDir` (a real path inside `realRoot`) in a stable order: depth first, names sorted
+ * by their bytes at each level (a directory's names are held while it is walked, within the budget). Paths are
+ * relative to the root, with `/` separators.
+ */
+export async function* walkImportTree(realRoot: string, sourceDir: string, options: WalkOptions = {}): AsyncGenerator<WalkEntry> {
+  const start = sourceDir === realRoot ? '' : sourceDir.slice(realRoot.length + 1);
+  yield* walkDirectory({ realRoot, sourceDir, options, heldFiles: 0, heldDirectories: 0 }, start, 0);
+}
+
+interface ListedName {
+  name: Buffer;
+  directory: boolean;
+}
+
+/** Reads a directory's names one buffer at a time, refusing it once it passes the walk's budget. */
+async function listDirectory(walk: WalkState, absoluteDir: string, relativeDir: string): Promise<ListedName[]> {
+  const { budget, onListed, signal } = walk.options;
+  // Names as their bytes (a name that is not UTF-8 is reported, never guessed at); Node takes 'buffer' here, its
+  // types do not say so.
+  const dir = await opendir(absoluteDir, { encoding: 'buffer', bufferSize: LIST_AT_ONCE } as unknown as OpenDirOptions);
+  const names: ListedName[] = [];
+  let files = 0;
   try {
-    dirents = await readdir(absoluteDir, { withFileTypes: true, encoding: 'buffer' });
+    for (;;) {
+      const dirent = await dir.read();
+      if (dirent === null) break;
+      onListed?.();
+      const directory = dirent.isDirectory();
+      names.push({ name: dirent.name as unknown as Buffer, directory });
+      if (!directory) files += 1;
+      if (budget) {
+        const left = budget();
+        if (walk.heldFiles + files > left) throw new DirectoryOverBudgetError(relativeDir || '.', names.length, 'files');
+        if (walk.heldFiles + walk.heldDirectories + names.length > left + DIRECTORY_NAMES_SLACK) {
+          throw new DirectoryOverBudgetError(relativeDir || '.', names.length, 'entries');
+        }
+      }
+      if (names.length % LIST_AT_ONCE === 0) checkAborted(signal);
+    }
+  } finally {
+    await dir.close().catch(() => {});
+  }
+  walk.heldFiles += files;
+  walk.heldDirectories += names.length - files;
+  return names;
+}
+
+async function* walkDirectory(walk: WalkState, relativeDir: string, depth: number): AsyncGenerator<WalkEntry> {
+  const absoluteDir = relativeDir === '' ? walk.realRoot : join(walk.realRoot, relativeDir);
+  let listed: ListedName[];
+  try {
+    listed = await listDirectory(walk, absoluteDir, relativeDir);
   } catch (error) {
+    if (error instanceof DirectoryOverBudgetError || walk.options.signal?.aborted) throw error;
     yield unsafe(relativeDir || '.', 'DIRECTORY_UNREADABLE', `directory cannot be listed (${(error as NodeJS.ErrnoException).code})`);
     return;
   }
-  dirents.sort((a, b) => Buffer.compare(a.name, b.name));
+  // Sorted: the plan (its item numbers, the dry run's samples) is the same for the same tree, whatever order the file
+  // server lists it in. The sort needs the directory's names at once; the budget bounds how many that can be.
+  listed.sort((a, b) => Buffer.compare(a.name, b.name));
+  const names: Array<ListedName | undefined> = listed;
   // Entries are examined several at a time (each is a stat or two on the file server), then reported in name order.
-  for (let start = 0; start < dirents.length; start += EXAMINE_AT_ONCE) {
-    const examined = await Promise.all(
-      dirents.slice(start, start + EXAMINE_AT_ONCE).map((dirent) => examine(realRoot, absoluteDir, relativeDir, dirent)),
-    );
-    for (const entry of examined) {
+  for (let start = 0; start < names.length; start += EXAMINE_AT_ONCE) {
+    checkAborted(walk.options.signal);
+    const batch = names.slice(start, start + EXAMINE_AT_ONCE) as ListedName[];
+    const examined = await Promise.all(batch.map(({ name }) => examine(walk, absoluteDir, relativeDir, name)));
+    for (const [index, entry] of examined.entries()) {
+      if (batch[index]!.directory) walk.heldDirectories -= 1;
+      else walk.heldFiles -= 1;
+      // Each name is let go once reported: the names still to report are all the walk holds of a directory.
+      names[start + index] = undefined;
       if (entry.kind !== 'directory') yield entry;
       else if (depth + 1 >= MAX_DEPTH) yield unsafe(entry.relativePath, 'TOO_DEEP', `directory nested deeper than ${MAX_DEPTH} levels`);
-      else yield* walkDirectory(realRoot, entry.relativePath, depth + 1);
+      else yield* walkDirectory(walk, entry.relativePath, depth + 1);
     }
   }
 }
 
 async function examine(
-  realRoot: string,
+  walk: WalkState,
   absoluteDir: string,
   relativeDir: string,
-  dirent: Dirent<Buffer>,
+  rawName: Buffer,
 ): Promise<WalkEntry | { kind: 'directory'; relativePath: string }> {
-  const name = dirent.name.toString('utf8');
+  const name = rawName.toString('utf8');
   const relativePath = relativeDir === '' ? name : `${relativeDir}/${name}`;
-  if (!Buffer.from(name, 'utf8').equals(dirent.name)) {
+  if (!Buffer.from(name, 'utf8').equals(rawName)) {
     // Such a name cannot be stored as text nor opened through a string path; it is reported, never guessed at.
     return unsafe(relativePath, 'NAME_NOT_UTF8', 'the name is not valid UTF-8');
   }
@@ -89,7 +193,7 @@ async function examine(
     return unsafe(relativePath, 'UNREADABLE', `cannot be examined (${(error as NodeJS.ErrnoException).code})`);
   }
   if (stats.isDirectory()) return { kind: 'directory', relativePath };
-  if (stats.isSymbolicLink()) return symlinkEntry(realRoot, absolutePath, relativePath);
+  if (stats.isSymbolicLink()) return symlinkEntry(walk, absolutePath, relativePath);
   if (stats.isFile()) return fileEntry(absolutePath, relativePath, stats.size);
   return unsafe(relativePath, 'SPECIAL_FILE', `${specialKind(stats)}; only regular files are imported`);
 }
@@ -103,8 +207,13 @@ async function fileEntry(absolutePath: string, relativePath: string, size: numbe
   return { kind: 'file', relativePath, size };
 }
 
-/** A link is imported as the file it points to only when that is a regular file inside the root. */
-async function symlinkEntry(realRoot: string, absolutePath: string, relativePath: string): Promise<WalkEntry> {
+/**
+ * A link is imported as the file it points to only when that is a regular file inside the run's source directory: a
+ * link from one tenant's directory to another's file (both inside the root) would import the other tenant's bytes
+ * under this tenant's keys. Such a link is refused with the code of a link out of the root (SYMLINK_OUTSIDE_ROOT:
+ * a tenant reads that code's sentence, never the target).
+ */
+async function symlinkEntry(walk: WalkState, absolutePath: string, relativePath: string): Promise<WalkEntry> {
   let target: string;
   try {
     target = await realpath(absolutePath);
@@ -112,8 +221,11 @@ async function symlinkEntry(realRoot: string, absolutePath: string, relativePath
     const code = (error as NodeJS.ErrnoException).code;
     return unsafe(relativePath, 'SYMLINK_DANGLING', `symbolic link that cannot be resolved (${code})`);
   }
-  if (!isInside(realRoot, target)) {
+  if (!isInside(walk.realRoot, target)) {
     return unsafe(relativePath, SYMLINK_OUTSIDE_ROOT_CODE, `symbolic link to ${target}, outside the import root; not followed`);
+  }
+  if (!isInside(walk.sourceDir, target)) {
+    return unsafe(relativePath, SYMLINK_OUTSIDE_ROOT_CODE, `symbolic link to ${target}, outside the run's source directory; not followed`);
   }
   let stats: Stats;
   try {

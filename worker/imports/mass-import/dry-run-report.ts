@@ -27,7 +27,7 @@ export interface DryRunReport {
   /** Entries a real run records as failed items. */
   unsafe: { count: number; sample: Array<{ path: string; code: string; reason: string }> };
   ceiling: { ok: boolean; violations: Array<Pick<CeilingViolation, 'limit' | 'allowed' | 'measured' | 'message'>> };
-  /** The walk found more entries than the hard cap; only the first ones were compared. */
+  /** The walk stopped at a hard cap (files or bytes): its figures are lower bounds; only the entries before were compared. */
   truncated: boolean;
 }
 
@@ -38,6 +38,8 @@ export async function inspectPlan(
     bucket: string;
     tenant: string;
     realRoot: string;
+    /** Real path of the run's source directory: files are read only below it. */
+    sourceDir: string;
     signal: AbortSignal;
     violations: CeilingViolation[];
     onProgress?: (checked: number) => void;
@@ -83,7 +85,7 @@ export async function inspectPlan(
       let same = false;
       if (document.size === item.size) {
         try {
-          const opened = await openImportFile(options.realRoot, item.relativePath);
+          const opened = await openImportFile(options, item.relativePath);
           try {
             same = (await sha256OfFile(opened.handle, options.signal)).sha256 === document.sha256;
           } finally {

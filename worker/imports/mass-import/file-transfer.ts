@@ -27,6 +27,7 @@ import {
 import type { AdaptiveConcurrency } from './adaptive-concurrency.js';
 import { contentTypeFor } from './content-type.js';
 import { findDocumentsByKeys, type DocumentRow } from './documents.js';
+import { isCredentialsUnavailable } from './s3-outage-watch.js';
 import { sha256OfFile } from './file-sha256.js';
 import { openImportFile } from './import-file-access.js';
 import type { PendingItem } from './items-table.js';
@@ -48,6 +49,8 @@ export interface ItemImportContext {
   tenant: string;
   bucket: string;
   realRoot: string;
+  /** Real path of the run's source directory: files are read only below it (import-file-access.ts). */
+  sourceDir: string;
   s3: S3Client;
   /** Stops the item's work at once (cancel, lease lost, the run failing): uploads are aborted, also on S3. */
   signal: AbortSignal;
@@ -75,7 +78,7 @@ export interface ItemImportContext {
 // Errors about the bucket or the credentials concern every file alike: the run fails instead of failing each item.
 const RUN_LEVEL_S3_ERRORS = new Set([
   'NoSuchBucket', 'AccessDenied', 'AllAccessDisabled', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidBucketName',
-  'AccountProblem', 'ExpiredToken', 'InvalidToken', 'CredentialsProviderError',
+  'AccountProblem', 'InvalidToken',
 ]);
 const THROTTLING_NAMES = new Set(['SlowDown', 'Throttling', 'ThrottlingException', 'RequestLimitExceeded', 'TooManyRequests', 'ServiceUnavailable']);
 // The bytes S3 received did not match what was sent (signed SHA-256, Content-Length): a transfer fault, worth a retry.
@@ -102,6 +105,12 @@ function toItemFailure(error: unknown, item: PendingItem, context: ItemImportCon
   if (error instanceof UploadTimeoutError) return new ItemFailure(error.code, error.message, 'transient');
   const e = (error ?? {}) as ErrorShape;
   const status = e.$metadata?.httpStatusCode;
+  // No credentials to sign with just now (the task role's endpoint did not answer a refresh), or ones that expired on
+  // the way: nothing about the file nor the bucket, and gone at the next refresh. Transient, and an S3 outage when
+  // file after file fails so (s3-outage-watch.ts): the run waits without spending an attempt, within the outage budget.
+  if (isCredentialsUnavailable(error)) {
+    return new ItemFailure(`S3_${e.name}`, `S3 credentials unavailable: ${e.name}: ${e.message ?? String(error)}`, 'transient');
+  }
   if (status !== undefined || (e.name !== undefined && RUN_LEVEL_S3_ERRORS.has(e.name))) {
     if (e.name && RUN_LEVEL_S3_ERRORS.has(e.name)) {
       throw new PermanentJobError(`S3 refused the upload to bucket ${context.bucket}: ${e.name}: ${e.message}`, `S3_${e.name}`, {
@@ -165,7 +174,7 @@ async function discardObject(context: ItemImportContext, item: PendingItem): Pro
 async function transfer(context: ItemImportContext, item: PendingItem, found: ExistingAtKey, tries: number): Promise<TransferOutcome> {
   if (found.otherTenant) return { kind: 'other-tenant', item, tries, document: found.otherTenant };
   const existing = found.own;
-  const opened = await openImportFile(context.realRoot, item.relativePath);
+  const opened = await openImportFile(context, item.relativePath);
   try {
     if (existing) {
       if (opened.size !== existing.size) return { kind: 'changed', item, tries, sha256: undefined, size: opened.size, document: existing };

@@ -1,6 +1,7 @@
 // Opens a planned file for reading at import time, re-checking what the plan saw: the tree may have changed since,
 // and a path that was a regular file may now be a link out of the root or a FIFO. What is read is what was checked:
-// the check runs on the opened descriptor itself.
+// the check runs on the opened descriptor itself. What is read must lie in the run's source directory, not merely in
+// the import root: a link (or a directory replaced by one) from one tenant's directory into another's is refused.
 import { constants } from 'node:fs';
 import { lstat, open, readlink, realpath, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -38,8 +39,15 @@ async function descriptorPath(handle: FileHandle, fallbackPath: string): Promise
   }
 }
 
-export async function openImportFile(realRoot: string, relativePath: string): Promise<OpenedImportFile> {
-  const absolutePath = join(realRoot, relativePath);
+/** Where a run reads: the import root (paths are relative to it) and its source directory below it (real paths). */
+export interface ImportTree {
+  realRoot: string;
+  /** Real path of the run's source directory: nothing outside it is read. */
+  sourceDir: string;
+}
+
+export async function openImportFile(tree: ImportTree, relativePath: string): Promise<OpenedImportFile> {
+  const absolutePath = join(tree.realRoot, relativePath);
   try {
     // Never open anything but a regular file: opening a device can have side effects, a FIFO can block forever.
     const linkStats = await lstat(absolutePath);
@@ -59,8 +67,11 @@ export async function openImportFile(realRoot: string, relativePath: string): Pr
   }
   try {
     const real = await descriptorPath(handle, absolutePath);
-    if (!isInside(realRoot, real)) {
+    if (!isInside(tree.realRoot, real)) {
       throw new ItemFailure(SYMLINK_OUTSIDE_ROOT_CODE, `${relativePath} now leads to ${real}, outside the import root; not read`);
+    }
+    if (!isInside(tree.sourceDir, real)) {
+      throw new ItemFailure(SYMLINK_OUTSIDE_ROOT_CODE, `${relativePath} now leads to ${real}, outside the run's source directory; not read`);
     }
     const stats = await handle.stat({ bigint: true });
     if (!stats.isFile()) throw new ItemFailure('SPECIAL_FILE', `${relativePath} is not a regular file; only regular files are imported`);

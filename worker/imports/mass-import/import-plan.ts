@@ -1,21 +1,26 @@
 // Plan, then import: the walk records every entry of the source as an item (relative path, size, object key) so the
 // run has a total and the ceiling is checked before anything is written. Unsafe entries become failed items.
+// The walk stops as soon as the tree is known to be over the files or bytes it may hold (a `source` one level too
+// high is refused after about a ceiling's worth of entries, not after walking years of archives), and as soon as the
+// run is stopped (cancel, lost lease, shutdown): its signal is checked between entries, and a file-system call that
+// hangs does not hold it up.
 import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, posix } from 'node:path';
 import { PermanentJobError } from '../../queue/errors.js';
 import type { TreeMeasure } from './ceiling.js';
-import { isInside, walkImportTree } from './directory-walk.js';
+import { DirectoryOverBudgetError, isInside, walkImportTree, type WalkEntry } from './directory-walk.js';
 import type { PlannedItem } from './items-table.js';
 import { keyByteLength, MAX_KEY_BYTES, objectKeyFor } from '../object-key.js';
 import { inSpan } from '../../tracing/spans.js';
 
 export interface TreePlan {
-  /** Every entry in walk order, up to `keepAtMost` (further entries are only measured). */
+  /** Every entry in walk order, up to the files limit of the walk (PlanOptions.stopAbove). */
   items: PlannedItem[];
+  /** What the walk saw; `measure.stopped` when it stopped early (its figures are then lower bounds). */
   measure: TreeMeasure;
   /** Entries planned as failed (unsafe, unreadable, key too long). */
   unsafe: number;
-  /** The walk found more entries than it kept. */
+  /** The walk stopped before the end of the tree: it holds more than the limits the walk was given. */
   truncated: boolean;
 }
 
@@ -52,13 +57,21 @@ export async function resolveSourceDirectory(realRoot: string, source: string): 
 
 export interface PlanOptions {
   realRoot: string;
+  /** Real path of the run's source directory (resolveSourceDirectory). */
   sourceDir: string;
   prefix: string;
   tenant: string;
-  /** Entries beyond this are measured (so the ceiling message has the true figures) but not kept in memory. */
-  keepAtMost: number;
+  /**
+   * The walk stops as soon as the tree holds more files (entries) or bytes than these: the ceiling's verdict is then
+   * certain. At most `files` items are kept.
+   */
+  stopAbove: { files: number; totalBytes: number };
+  /** The run's signal: the walk ends with its reason. */
+  signal?: AbortSignal | undefined;
   /** Called every so often during a long walk, with the entries seen so far. */
   onProgress?: (entriesSeen: number) => void;
+  /** Called for every name the walk reads from a directory (tests count the walk's work). */
+  onListed?: () => void;
 }
 
 /** Walks the tree in a `mass-import plan` span, with the files, bytes and unsafe entries it found. */
@@ -70,44 +83,93 @@ export function planTree(options: PlanOptions): Promise<TreePlan> {
   });
 }
 
+/**
+ * The next entry of the walk, or the run's stop: a file-system call that hangs (an NFS server away) holds the walk,
+ * not the run. The walk itself then ends at its next check of the signal (its directory closed).
+ */
+async function nextEntry(walk: AsyncGenerator<WalkEntry>, signal: AbortSignal | undefined): Promise<IteratorResult<WalkEntry>> {
+  if (!signal) return walk.next();
+  if (signal.aborted) throw signal.reason;
+  let onAbort: (() => void) | undefined;
+  const stopped = new Promise<never>((_resolve, reject) => {
+    onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([walk.next(), stopped]);
+  } finally {
+    signal.removeEventListener('abort', onAbort!);
+  }
+}
+
 async function walkPlan(options: PlanOptions): Promise<TreePlan> {
   const items: PlannedItem[] = [];
   const measure: TreeMeasure = { files: 0, totalBytes: 0, largestFile: null };
+  const { stopAbove, signal } = options;
   let unsafe = 0;
-  let truncated = false;
-  for await (const entry of walkImportTree(options.realRoot, options.sourceDir)) {
-    const itemNo = measure.files;
-    measure.files += 1;
-    if (entry.kind === 'file') {
-      measure.totalBytes += entry.size;
-      if (!measure.largestFile || entry.size > measure.largestFile.size) {
-        measure.largestFile = { path: entry.relativePath, size: entry.size };
+  const walk = walkImportTree(options.realRoot, options.sourceDir, {
+    signal,
+    budget: () => stopAbove.files - measure.files,
+    onListed: options.onListed,
+  });
+  try {
+    for (;;) {
+      let next: IteratorResult<WalkEntry>;
+      try {
+        next = await nextEntry(walk, signal);
+      } catch (error) {
+        if (!(error instanceof DirectoryOverBudgetError)) throw error;
+        // The directory alone holds more entries than the files left to the limit: the tree is over it.
+        measure.stopped = { limit: 'maxFiles', above: stopAbove.files, directory: { path: error.relativePath, counting: error.counting } };
+        break;
       }
-    } else {
-      unsafe += 1;
+      if (next.done) break;
+      const entry = next.value;
+      const itemNo = measure.files;
+      measure.files += 1;
+      if (entry.kind === 'file') {
+        measure.totalBytes += entry.size;
+        if (!measure.largestFile || entry.size > measure.largestFile.size) {
+          measure.largestFile = { path: entry.relativePath, size: entry.size };
+        }
+      } else {
+        unsafe += 1;
+      }
+      if (measure.files % 5_000 === 0) options.onProgress?.(measure.files);
+      // Over a limit: the verdict is certain, the rest of the tree is not walked (nor kept).
+      if (measure.files > stopAbove.files) {
+        measure.stopped = { limit: 'maxFiles', above: stopAbove.files };
+        break;
+      }
+      if (measure.totalBytes > stopAbove.totalBytes) {
+        measure.stopped = { limit: 'maxTotalBytes', above: stopAbove.totalBytes };
+        break;
+      }
+      items.push(planItem(options, itemNo, entry));
+      if (items[items.length - 1]!.failure?.code === 'KEY_TOO_LONG') unsafe += 1;
     }
-    if (measure.files % 5_000 === 0) options.onProgress?.(measure.files);
-    if (items.length >= options.keepAtMost) {
-      truncated = true;
-      continue;
-    }
-    if (entry.kind === 'unsafe') {
-      items.push({ itemNo, relativePath: entry.relativePath, size: entry.size, objectKey: null, failure: { code: entry.code, message: entry.reason } });
-      continue;
-    }
-    const objectKey = objectKeyFor(options.prefix, options.tenant, entry.relativePath);
-    if (keyByteLength(objectKey) > MAX_KEY_BYTES) {
-      unsafe += 1;
-      items.push({
-        itemNo,
-        relativePath: entry.relativePath,
-        size: entry.size,
-        objectKey: null,
-        failure: { code: 'KEY_TOO_LONG', message: `its object key would be ${keyByteLength(objectKey)} bytes; S3 allows ${MAX_KEY_BYTES}` },
-      });
-      continue;
-    }
-    items.push({ itemNo, relativePath: entry.relativePath, size: entry.size, objectKey });
+  } finally {
+    // Ends the walk. After a stop while a file-system call hangs, this waits (detached) for that call: the walk then
+    // goes no further (it checks the signal before it reads or examines more), and its directory handle is closed.
+    void walk.return(undefined).catch(() => {});
   }
-  return { items, measure, unsafe, truncated };
+  if (signal?.aborted) throw signal.reason;
+  return { items, measure, unsafe, truncated: measure.stopped !== undefined };
+}
+
+function planItem(options: PlanOptions, itemNo: number, entry: WalkEntry): PlannedItem {
+  if (entry.kind === 'unsafe') {
+    return { itemNo, relativePath: entry.relativePath, size: entry.size, objectKey: null, failure: { code: entry.code, message: entry.reason } };
+  }
+  const objectKey = objectKeyFor(options.prefix, options.tenant, entry.relativePath);
+  if (keyByteLength(objectKey) > MAX_KEY_BYTES) {
+    return {
+      itemNo,
+      relativePath: entry.relativePath,
+      size: entry.size,
+      objectKey: null,
+      failure: { code: 'KEY_TOO_LONG', message: `its object key would be ${keyByteLength(objectKey)} bytes; S3 allows ${MAX_KEY_BYTES}` },
+    };
+  }
+  return { itemNo, relativePath: entry.relativePath, size: entry.size, objectKey };
 }

@@ -86,9 +86,20 @@ export class S3OutageWatch {
   }
 }
 
+// The SDK could not get credentials (the task role's credentials endpoint did not answer a refresh), or S3 says those
+// it signed with have expired. Every request fails so until the next refresh works: an outage of S3 as the run sees
+// it, not the files' fault nor the run's (queue/outage.ts has no word for it: these are 4xx, or no answer at all).
+const CREDENTIALS_UNAVAILABLE = new Set(['CredentialsProviderError', 'ExpiredToken']);
+
+/** Whether an error of the S3 client says it has no valid credentials just now (see CREDENTIALS_UNAVAILABLE). */
+export function isCredentialsUnavailable(error: unknown): boolean {
+  const name = (error as { name?: unknown } | null)?.name;
+  return typeof name === 'string' && CREDENTIALS_UNAVAILABLE.has(name);
+}
+
 /**
  * Asks S3 whether it answers (HeadBucket, bounded like any request). Returns what it did instead (`timeout`, the
- * error's code or name) when that looks like S3 being unavailable (refused, reset, timeout, 5xx), and undefined
+ * error's code or name) when that looks like S3 being unavailable (refused, reset, timeout, 5xx, no credentials), and undefined
  * otherwise: any other answer, even an error such as 403 or 404, is S3 answering. The job's signal's reason is thrown.
  */
 export async function s3Silence(s3: S3Client, bucket: string, signal: AbortSignal, timeoutMs: number): Promise<string | undefined> {
@@ -103,7 +114,8 @@ export async function s3Silence(s3: S3Client, bucket: string, signal: AbortSigna
   } catch (error) {
     if (signal.aborted) throw signal.reason;
     if (probe.signal.aborted) return 'timeout';
-    if (isS3OutageError(error)) return (error as { code?: string }).code ?? (error as { name?: string }).name ?? 'error';
+    // No credentials to sign the probe with is no answer either (see isCredentialsUnavailable).
+    if (isS3OutageError(error) || isCredentialsUnavailable(error)) return (error as { code?: string }).code ?? (error as { name?: string }).name ?? 'error';
   } finally {
     clearTimeout(timer);
     signal.removeEventListener('abort', onAbort);

@@ -1,0 +1,183 @@
+// Credentials that are away for a while are an S3 outage, not a reason to fail a campaign: when the SDK cannot get
+// credentials (the task role's endpoint did not answer a refresh: CredentialsProviderError) the run waits for S3
+// without spending its attempt and finishes once credentials come back; an ExpiredToken answer (a request signed just
+// before a refresh) is retried like any transient S3 error. The real SDK, a real worker in this process (it takes the
+// test's S3 client: its credential provider is the test's), the real S3 server behind a small front for ExpiredToken.
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { rm } from 'node:fs/promises';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { submitJob } from '../worker/api.js';
+import { loadConfig } from '../worker/config.js';
+import { massImportHandler } from '../worker/handlers/mass-import.js';
+import { HandlerRegistry } from '../worker/handlers/registry.js';
+import { objectKeyFor } from '../worker/imports/object-key.js';
+import { requireJob } from '../worker/queue/operator.js';
+import { Worker } from '../worker/runner/worker.js';
+import { createS3Client } from '../worker/storage/s3-client.js';
+import { useTestEnvironment } from './harness.js';
+import { silentLog, waitFor } from './support/in-process-worker.js';
+import { contentOf, documentsOf, itemsOf, makeTree, objectBytes, waitForTerminal, type TreeFile } from './support/mass-import-tree.js';
+
+const env = useTestEnvironment();
+const TENANT = 'creds';
+const files: TreeFile[] = [
+  { path: 'a.pdf', size: 1_200 },
+  { path: 'b/c.txt', size: 300 },
+  { path: 'b/d.bin', size: 4_000 },
+];
+let root: string;
+const running: Worker[] = [];
+const clients: S3Client[] = [];
+
+beforeAll(async () => {
+  root = await makeTree(files);
+});
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((worker) => worker.stop()));
+  for (const client of clients.splice(0)) client.destroy();
+});
+afterAll(async () => {
+  if (root) await rm(root, { recursive: true, force: true });
+});
+
+/** A worker in this process that imports `root` through the given S3 client. */
+function startWorker(s3: S3Client): Worker {
+  const config = loadConfig({ DATABASE_URL: env.databaseUrl, IMPORT_ROOT: root, IMPORT_ROOT_REQUIRE_MOUNT: 'false', MASS_IMPORT_CONCURRENCY: '4' });
+  const worker = new Worker(
+    env.pool,
+    new HandlerRegistry([massImportHandler]),
+    { config, pool: env.pool, s3, bucket: env.bucket },
+    {
+      ...config.worker,
+      workerId: `credentials-${process.pid}-${running.length}`,
+      concurrency: 1,
+      leaseMs: 10_000,
+      heartbeatMs: 200,
+      pollIntervalMs: 200,
+      shutdownGraceMs: 2_000,
+      progressIntervalMs: 50,
+      backoffBaseMs: 10,
+      backoffMaxMs: 50,
+      // Outage waits of at most 200 ms instead of minutes: the same semantics, sooner.
+      outageBackoffMaxMs: 200,
+    },
+    silentLog,
+    { database: env.databaseUrl, claimSession: true, listen: true },
+  );
+  running.push(worker);
+  void worker.start();
+  return worker;
+}
+
+async function expectAllImported(prefix: string, jobId: number): Promise<void> {
+  const rows = await documentsOf(env, `${prefix}/${TENANT}/`);
+  expect(rows.map((row) => row.source_path)).toEqual(files.map((file) => file.path).sort());
+  for (const file of files) {
+    expect(rows.find((row) => row.source_path === file.path)).toMatchObject({ import_job_id: jobId });
+    expect((await objectBytes(env.s3, env.bucket, objectKeyFor(prefix, TENANT, file.path))).equals(contentOf(file))).toBe(true);
+  }
+}
+
+describe('credentials away for a while', () => {
+  it('CredentialsProviderError: the run waits for S3 without spending its one attempt, then finishes', { timeout: 90_000 }, async () => {
+    let available = false;
+    let refusals = 0;
+    const s3 = createS3Client({
+      region: inject('s3Region'),
+      endpoint: env.s3Endpoint,
+      maxAttempts: 1,
+      // What the SDK's default chain throws when the container credentials endpoint does not answer.
+      credentials: () => {
+        if (available) return Promise.resolve(inject('s3Credentials'));
+        refusals += 1;
+        return Promise.reject(
+          Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError', tryNextLink: false }),
+        );
+      },
+    });
+    clients.push(s3);
+    const prefix = 'no-credentials';
+    const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix }, maxAttempts: 1 });
+    startWorker(s3);
+
+    // Every file fails for want of credentials, and so does the probe of S3: an outage, recorded on the run.
+    const waiting = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.outageStartedAt || current.state === 'failed' || current.state === 'dead' || current.state === 'partial' ? current : undefined;
+    }, 60_000, 50);
+    expect(waiting.state, JSON.stringify(waiting.lastError)).not.toMatch(/^(failed|dead|partial)$/);
+    expect(waiting).toMatchObject({ outageDependency: 's3', attempts: 0 });
+    expect(waiting.lastError).toMatchObject({ code: 'S3_UNAVAILABLE', class: 'transient', context: { dependency: 's3', attemptCounted: false } });
+    expect(refusals).toBeGreaterThan(files.length);
+    const items = await itemsOf(env, job.id);
+    expect(items.filter((item) => item.state === 'failed')).toEqual([]);
+
+    available = true;
+    const done = await waitForTerminal(env, job.id, 60_000);
+    expect(done.state, JSON.stringify(done.lastError)).toBe('succeeded');
+    expect(done).toMatchObject({ attempts: 1, outageStartedAt: null });
+    expect(done.result).toMatchObject({ files: files.length, imported: files.length, failed: 0 });
+    await expectAllImported(prefix, job.id);
+  });
+
+  it('ExpiredToken on a write is retried: every file is imported', { timeout: 60_000 }, async () => {
+    const front = await startExpiringFront(env.s3Endpoint);
+    try {
+      const s3 = createS3Client({ region: inject('s3Region'), endpoint: front.endpoint, credentials: inject('s3Credentials'), maxAttempts: 1 });
+      clients.push(s3);
+      const prefix = 'expired-token';
+      const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix }, maxAttempts: 1 });
+      startWorker(s3);
+      const done = await waitForTerminal(env, job.id, 60_000);
+      expect(done.state, JSON.stringify(done.lastError)).toBe('succeeded');
+      expect(front.expired).toBe(files.length);
+      expect((await itemsOf(env, job.id)).map((item) => item.tries)).toEqual(files.map(() => 2));
+      await expectAllImported(prefix, job.id);
+    } finally {
+      await front.close();
+    }
+  });
+});
+
+/** A front for the S3 server that answers the first write of each URL `400 ExpiredToken`, as S3 does, and forwards the rest. */
+async function startExpiringFront(target: string): Promise<{ endpoint: string; expired: number; close(): Promise<void> }> {
+  const upstream = new URL(target);
+  const answered = new Set<string>();
+  const sockets = new Set<Socket>();
+  const front = { endpoint: '', expired: 0, close: async () => {} };
+  const server = createServer((req, res) => {
+    const url = req.url ?? '/';
+    if (req.method === 'PUT' && !answered.has(url)) {
+      answered.add(url);
+      front.expired += 1;
+      req.resume();
+      req.on('end', () => {
+        const xml =
+          '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message>' +
+          '<RequestId>expiring-front</RequestId></Error>';
+        res.writeHead(400, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(xml) });
+        res.end(xml);
+      });
+      return;
+    }
+    const outgoing = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: url, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    });
+    outgoing.on('error', () => res.socket?.destroy());
+    req.pipe(outgoing);
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  front.endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  front.close = async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  return front;
+}

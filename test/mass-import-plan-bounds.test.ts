@@ -1,0 +1,176 @@
+// The plan's walk is bounded by the run: it stops as soon as the tree is known to be over the files or bytes the run
+// may hold (a `source` one level too high is refused after about a ceiling's worth of entries, not after walking the
+// whole share), it never holds a directory larger than what is left of the limit (streamed, refused before its end),
+// and a cancel during the walk ends the run at once — even while a file-system call hangs — with nothing planned.
+// The walk's work is counted by a hook (names read from directories), never by the clock.
+import type * as FsPromises from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { submitJob } from '../worker/api.js';
+import { loadConfig } from '../worker/config.js';
+import { massImportHandler } from '../worker/handlers/mass-import.js';
+import { HandlerRegistry } from '../worker/handlers/registry.js';
+import { checkCeiling } from '../worker/imports/mass-import/ceiling.js';
+import { planTree, type PlanOptions } from '../worker/imports/mass-import/import-plan.js';
+import { cancelJob, requireJob } from '../worker/queue/operator.js';
+import { Worker } from '../worker/runner/worker.js';
+import { useTestEnvironment } from './harness.js';
+import { settledJob, silentLog } from './support/in-process-worker.js';
+import { makeTree } from './support/mass-import-tree.js';
+
+// One file name whose lstat waits until the test lets it go: a file server that stopped answering mid-walk.
+const hold = vi.hoisted(() => ({ name: '', reached: () => {}, release: () => {}, gate: undefined as Promise<void> | undefined }));
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const actual = await importOriginal<typeof FsPromises>();
+  const lstat = async (...args: Parameters<typeof actual.lstat>) => {
+    if (hold.gate && hold.name && String(args[0]).endsWith(`/${hold.name}`)) {
+      hold.reached();
+      await hold.gate;
+    }
+    return actual.lstat(...args);
+  };
+  return { ...actual, lstat, default: { ...actual, lstat } };
+});
+
+const env = useTestEnvironment();
+const config = loadConfig({}).massImport;
+let root: string;
+
+/** `directories` directories of `files` one-byte files each. */
+async function wideTree(parent: string, directories: number, files: number): Promise<void> {
+  for (let d = 0; d < directories; d += 1) {
+    await mkdir(join(parent, `d${d}`), { recursive: true });
+    for (let f = 0; f < files; f += 1) await writeFile(join(parent, `d${d}`, `f${String(f).padStart(4, '0')}`), 'x');
+  }
+}
+
+beforeAll(async () => {
+  root = await makeTree([]);
+  await wideTree(join(root, 'share'), 10, 100); // 1,000 files
+  await wideTree(join(root, 'one-dir'), 1, 600); // 600 files in one directory
+});
+afterAll(async () => {
+  hold.release();
+  if (root) await rm(root, { recursive: true, force: true });
+});
+
+function plan(source: string, stopAbove: PlanOptions['stopAbove'], extra: Partial<PlanOptions> = {}) {
+  let listed = 0;
+  const planned = planTree({
+    realRoot: root,
+    sourceDir: join(root, source),
+    prefix: 'bounds',
+    tenant: 'acme',
+    stopAbove,
+    onListed: () => (listed += 1),
+    ...extra,
+  });
+  return { planned, listed: () => listed };
+}
+
+describe('the plan walk stops at the ceiling', () => {
+  it('a tree over maxFiles is refused after walking about the ceiling, with "more than" the limit', async () => {
+    const { planned, listed } = plan('share', { files: 150, totalBytes: 1e12 });
+    const result = await planned;
+    // 10 names of the share, 100 of d0, then d1 is refused at the 51st name: 51 more files than the 50 left.
+    expect(listed()).toBeGreaterThan(150);
+    expect(listed()).toBeLessThanOrEqual(150 + 10 + 1);
+    expect(result.measure.files).toBeLessThanOrEqual(151);
+    expect(result.truncated).toBe(true);
+    expect(result.items.length).toBeLessThanOrEqual(150);
+    const violations = checkCeiling(config, { maxFiles: 150, maxTotalBytes: 1e12, maxFileBytes: 1e9 }, result.measure);
+    expect(violations).toHaveLength(1);
+    expect(violations[0]).toMatchObject({ limit: 'maxFiles', allowed: 150, lowerBound: true });
+    expect(violations[0]!.message).toMatch(/^files: more than 150 \(the plan stopped walking there; directory "share\/d1" alone lists more files than were left\) > maxFiles = 150; to raise it, enqueue again with a larger "maxFiles"/);
+  });
+
+  it('a tree over maxTotalBytes stops at the file that passes it', async () => {
+    const { planned, listed } = plan('share', { files: 10_000, totalBytes: 120 });
+    const result = await planned;
+    expect(result.measure).toMatchObject({ files: 121, totalBytes: 121, stopped: { limit: 'maxTotalBytes', above: 120 } });
+    expect(listed()).toBeLessThanOrEqual(10 + 200);
+    const violations = checkCeiling(config, { maxFiles: 10_000, maxTotalBytes: 120, maxFileBytes: 1e9 }, result.measure);
+    expect(violations.map((violation) => violation.message)).toEqual([expect.stringMatching(/^total size: more than 120 B \(the plan stopped walking there\) > maxTotalBytes = 120 B/)]);
+  });
+
+  it('a directory larger than the files left is refused without being read to its end', async () => {
+    const { planned, listed } = plan('one-dir', { files: 100, totalBytes: 1e12 });
+    const result = await planned;
+    // The 101st name passes the limit: the other 499 are never read (nor held).
+    expect(listed()).toBe(1 + 101);
+    expect(result.measure).toMatchObject({ files: 0, stopped: { limit: 'maxFiles', above: 100, directory: { path: 'one-dir/d0', counting: 'files' } } });
+    expect(result.items).toEqual([]);
+  });
+
+  it('a tree within the limits is walked whole, in the same order every time', async () => {
+    const first = await plan('share', { files: 1_000, totalBytes: 1_000 }).planned;
+    const second = await plan('share', { files: 1_000, totalBytes: 1_000 }).planned;
+    expect(first.measure).toEqual({ files: 1_000, totalBytes: 1_000, largestFile: { path: 'share/d0/f0000', size: 1 } });
+    expect(first.truncated).toBe(false);
+    expect(first.items.map((item) => item.relativePath)).toEqual(second.items.map((item) => item.relativePath));
+    expect(first.items[100]!.relativePath).toBe('share/d1/f0000');
+  });
+});
+
+describe('a stop during the plan', () => {
+  it("planTree ends with the signal's reason while a file-system call hangs", { timeout: 20_000 }, async () => {
+    const reached = new Promise<void>((resolve) => (hold.reached = resolve));
+    hold.name = 'f0042';
+    hold.gate = new Promise<void>((resolve) => (hold.release = resolve));
+    const controller = new AbortController();
+    const { planned, listed } = plan('share', { files: 10_000, totalBytes: 1e12 }, { signal: controller.signal });
+    const outcome = planned.then(() => 'planned', (error: unknown) => error);
+    try {
+      await reached;
+      const reason = new Error('canceled by the test');
+      controller.abort(reason);
+      // Rejected while the call still hangs (it is let go only below).
+      expect(await outcome).toBe(reason);
+      expect(listed()).toBeLessThan(1_000);
+    } finally {
+      hold.gate = undefined;
+      hold.release();
+    }
+  });
+
+  it('a cancel while the walk hangs ends the run canceled at once, with no item planned', async () => {
+    const config = loadConfig({ DATABASE_URL: env.databaseUrl, IMPORT_ROOT: root, IMPORT_ROOT_REQUIRE_MOUNT: 'false' });
+    const worker = new Worker(
+      env.pool,
+      new HandlerRegistry([massImportHandler]),
+      { config, pool: env.pool, s3: env.s3, bucket: env.bucket },
+      {
+        ...config.worker,
+        workerId: `plan-bounds-${process.pid}`,
+        concurrency: 1,
+        leaseMs: 10_000,
+        heartbeatMs: 200,
+        pollIntervalMs: 200,
+        shutdownGraceMs: 2_000,
+        progressIntervalMs: 50,
+      },
+      silentLog,
+      { database: env.databaseUrl, claimSession: true, listen: true },
+    );
+    const reached = new Promise<void>((resolve) => (hold.reached = resolve));
+    hold.name = 'f0077';
+    hold.gate = new Promise<void>((resolve) => (hold.release = resolve));
+    try {
+      const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: 'acme', payload: { prefix: 'plan-cancel', source: 'share' } });
+      void worker.start();
+      await reached;
+      expect((await requireJob(env.pool, job.id)).state).toBe('running');
+      expect((await cancelJob(env.pool, job.id)).pending).toBe(true);
+      // Ends while the file-system call still hangs (it is let go only below): the cancel does not wait for the walk.
+      const canceled = await settledJob(env.pool, job.id, 20_000);
+      expect(canceled.state).toBe('canceled');
+      const { rows } = await env.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM import_items WHERE job_id = $1', [job.id]);
+      expect(rows[0]!.n).toBe(0);
+    } finally {
+      hold.gate = undefined;
+      hold.release();
+      await worker.stop();
+    }
+  });
+});
