@@ -2,7 +2,7 @@
 // pg_terminate_backend() of each of the worker's sessions, and a server frozen with SIGSTOP. The worker process must
 // live through each, log the outage once and its end once, and every job must end as it would have without the fault.
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -246,16 +246,21 @@ describe('worker processes through database faults', () => {
   it('an outage longer than a lease: an outcome that waited for the database is stored, not rescued as expired', async () => {
     // A Multi-AZ failover takes a minute or two, several leases: here the lease is 2 s and the database is away 3.
     const leaseMs = 2_000;
-    const process = worker({ WORKER_CONCURRENCY: '2', WORKER_LEASE_MS: String(leaseMs), WORKER_HEARTBEAT_MS: '500', LOG_LEVEL: 'debug' });
+    const process = spawnWorker(env, {
+      entry: 'test',
+      env: { ...TIMINGS, WORKER_CONCURRENCY: '2', WORKER_LEASE_MS: String(leaseMs), WORKER_HEARTBEAT_MS: '500' },
+    });
+    spawned.push(process);
     await process.waitForLog(started);
-    // The handler ends well after the server is stopped (asserted below: its outcome is stored after the return).
-    const { job } = await submitJob(env.pool, { kind: 'noop', payload: { sleepMs: 2_000 }, maxAttempts: 1 });
+    const gate = join(dir, 'outage-gate');
+    const { job } = await enqueueJob(env.pool, { kind: 'await-file', payload: { path: gate }, maxAttempts: 1 });
     await waitFor(async () => ((await statesOf([job.id])).running === 1 ? true : undefined), 60_000, 20);
     await env.postgres!.stopServer();
     try {
-      // The handler is done while the database is away; its outcome waits for it.
-      await process.waitForLog((line) => line.msg === 'noop done' && line.job_id === job.id);
       await process.waitForLog((line) => line.msg.startsWith('database unavailable'));
+      // The handler ends while the database is away; its outcome waits for it.
+      await writeFile(gate, '');
+      await process.waitForLog((line) => line.msg === 'gate opened' && line.job_id === job.id);
       // The length of the outage is the scenario: past the lease, and past the time the outcome used to be retried.
       await new Promise((resolve) => setTimeout(resolve, 1.5 * leaseMs));
     } finally {
