@@ -478,7 +478,7 @@ describe('tenants and roles', () => {
         'S3 did not store this file (S3_KMS.DisabledException); the operators have the details',
         "this file's key is taken by another tenant's document: the file was not imported; the operators have the details",
         'c.pdf cannot be read (EACCES)',
-        'a symbolic link to a file outside the import root: not followed; the operators have the details',
+        "a symbolic link to a file outside this run's source directory: not followed; the operators have the details",
       ]);
     }
     const csv = await (await fetch(`${api.url}/v1/jobs/${id}/errors?format=csv`, { headers: { authorization: `Bearer ${tenantA}` } })).text();
@@ -488,7 +488,7 @@ describe('tenants and roles', () => {
     await env.pool.query(`UPDATE jobs SET result = $2 WHERE id = $1`, [id, { dryRun: true, unsafe: { count: 1, sample: [{ path: 'escape', code: 'SYMLINK_OUTSIDE_ROOT', reason: linkText }] } }]);
     expect((await call(api, 'GET', `/v1/jobs/${id}`, { key: operator })).body.result.unsafe.sample[0].reason).toBe(linkText);
     const seen = (await call(api, 'GET', `/v1/jobs/${id}`, { key: tenantA })).body.result;
-    expect(seen.unsafe.sample).toEqual([{ path: 'escape', code: 'SYMLINK_OUTSIDE_ROOT', reason: 'a symbolic link to a file outside the import root: not followed; the operators have the details' }]);
+    expect(seen.unsafe.sample).toEqual([{ path: 'escape', code: 'SYMLINK_OUTSIDE_ROOT', reason: "a symbolic link to a file outside this run's source directory: not followed; the operators have the details" }]);
   });
 
   it("a tenant sees its own key's actions by name and an operator's as \"operator\"; an operator sees every name", async () => {

@@ -1,12 +1,13 @@
 // Credentials that are away for a while are an S3 outage, not a reason to fail a campaign: when the SDK cannot get
 // credentials (the task role's endpoint did not answer a refresh: CredentialsProviderError) the run waits for S3
 // without spending its attempt and finishes once credentials come back; an ExpiredToken answer (a request signed just
-// before a refresh) is retried like any transient S3 error. The real SDK, a real worker in this process (it takes the
+// before a refresh) is retried like any transient S3 error. A worker that never had credentials (no task role: the SDK
+// throws the same CredentialsProviderError) fails the run at once instead of waiting out the outage budget. The real SDK, a real worker in this process (it takes the
 // test's S3 client: its credential provider is the test's), the real S3 server behind a small front for ExpiredToken.
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { rm } from 'node:fs/promises';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { loadConfig } from '../worker/config.js';
@@ -88,9 +89,10 @@ describe('credentials away for a while', () => {
       region: inject('s3Region'),
       endpoint: env.s3Endpoint,
       maxAttempts: 1,
-      // What the SDK's default chain throws when the container credentials endpoint does not answer.
+      // What the SDK's default chain throws when the container credentials endpoint does not answer. Credentials that
+      // expire within the SDK's refresh window: it asks again for every request, as it does near a role's expiry.
       credentials: () => {
-        if (available) return Promise.resolve(inject('s3Credentials'));
+        if (available) return Promise.resolve({ ...inject('s3Credentials'), expiration: new Date(Date.now() + 60_000) });
         refusals += 1;
         return Promise.reject(
           Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError', tryNextLink: false }),
@@ -98,6 +100,10 @@ describe('credentials away for a while', () => {
       },
     });
     clients.push(s3);
+    // The worker's client had credentials (a worker that ran for hours), then its refresh fails.
+    available = true;
+    await s3.send(new HeadBucketCommand({ Bucket: env.bucket }));
+    available = false;
     const prefix = 'no-credentials';
     const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix }, maxAttempts: 1 });
     startWorker(s3);
@@ -120,6 +126,36 @@ describe('credentials away for a while', () => {
     expect(done).toMatchObject({ attempts: 1, outageStartedAt: null });
     expect(done.result).toMatchObject({ files: files.length, imported: files.length, failed: 0 });
     await expectAllImported(prefix, job.id);
+  });
+
+  it('never any credentials (no task role): the run fails at once S3_NO_CREDENTIALS, without waiting as an outage', { timeout: 60_000 }, async () => {
+    let refusals = 0;
+    const s3 = createS3Client({
+      region: inject('s3Region'),
+      endpoint: env.s3Endpoint,
+      maxAttempts: 1,
+      credentials: () => {
+        refusals += 1;
+        return Promise.reject(
+          Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError', tryNextLink: false }),
+        );
+      },
+    });
+    clients.push(s3);
+    const prefix = 'never-credentials';
+    const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix } });
+    startWorker(s3);
+    const ended = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.outageStartedAt || ['failed', 'dead', 'partial', 'succeeded'].includes(current.state) ? current : undefined;
+    }, 60_000, 50);
+    expect(ended.state, JSON.stringify(ended.lastError)).toBe('failed');
+    expect(ended).toMatchObject({ attempts: 1, outageStartedAt: null });
+    expect(ended.lastError).toMatchObject({ code: 'S3_NO_CREDENTIALS', class: 'permanent', context: { cause: 'CredentialsProviderError' } });
+    expect(ended.lastError?.message).toContain('has not obtained any since it started');
+    expect(refusals).toBeGreaterThan(0);
+    expect((await itemsOf(env, job.id)).filter((item) => item.state !== 'pending')).toEqual([]);
+    expect(await documentsOf(env, `${prefix}/${TENANT}/`)).toEqual([]);
   });
 
   it('ExpiredToken on a write is retried: every file is imported', { timeout: 60_000 }, async () => {

@@ -49,6 +49,21 @@ beforeAll(async () => {
   root = await makeTree([]);
   await wideTree(join(root, 'share'), 10, 100); // 1,000 files
   await wideTree(join(root, 'one-dir'), 1, 600); // 600 files in one directory
+  await mkdir(join(root, 'mixed', 'a-sub'), { recursive: true });
+  for (let f = 0; f < 60; f += 1) {
+    await writeFile(join(root, 'mixed', `f${String(f).padStart(4, '0')}`), 'x');
+    await writeFile(join(root, 'mixed', 'a-sub', `f${String(f).padStart(4, '0')}`), 'x');
+  }
+  // 10,100 customer folders, 50 of them with two files: 100 files, far more (empty) subdirectories than files.
+  const customers = join(root, 'customers');
+  for (let c = 0; c < 10_100; c += 1) {
+    const folder = join(customers, `c${String(c).padStart(6, '0')}`);
+    await mkdir(folder, { recursive: true });
+    if (c % 202 === 0) {
+      await writeFile(join(folder, 'a.pdf'), 'x');
+      await writeFile(join(folder, 'b.pdf'), 'y');
+    }
+  }
 });
 afterAll(async () => {
   hold.release();
@@ -99,8 +114,21 @@ describe('the plan walk stops at the ceiling', () => {
     const result = await planned;
     // The 101st name passes the limit: the other 499 are never read (nor held).
     expect(listed()).toBe(1 + 101);
-    expect(result.measure).toMatchObject({ files: 0, stopped: { limit: 'maxFiles', above: 100, directory: { path: 'one-dir/d0', counting: 'files' } } });
+    expect(result.measure).toMatchObject({ files: 0, stopped: { limit: 'maxFiles', above: 100, directory: { path: 'one-dir/d0', alone: true } } });
     expect(result.items).toEqual([]);
+    const violations = checkCeiling(config, { maxFiles: 100, maxTotalBytes: 1e12, maxFileBytes: 1e9 }, result.measure);
+    expect(violations.map((violation) => violation.message)).toEqual([expect.stringContaining('directory "one-dir/d0" alone lists more files than were left')]);
+  });
+
+  it('a directory over the files left only with the files still held above it is not said to be over "alone"', async () => {
+    // mixed/ holds 60 files and a-sub/ (walked first: names sort by their bytes) with 60 more: a-sub passes the 100
+    // left at its 41st file, with mixed's 60 still to report.
+    const { planned } = plan('mixed', { files: 100, totalBytes: 1e12 });
+    const result = await planned;
+    expect(result.measure.stopped).toEqual({ limit: 'maxFiles', above: 100, directory: { path: 'mixed/a-sub', alone: false } });
+    const violations = checkCeiling(config, { maxFiles: 100, maxTotalBytes: 1e12, maxFileBytes: 1e9 }, result.measure);
+    expect(violations[0]!.message).toContain('directory "mixed/a-sub" lists more files than were left, with those still to count in the directories above it');
+    expect(violations[0]!.message).not.toContain('alone');
   });
 
   it('a tree within the limits is walked whole, in the same order every time', async () => {
@@ -110,6 +138,35 @@ describe('the plan walk stops at the ceiling', () => {
     expect(first.truncated).toBe(false);
     expect(first.items.map((item) => item.relativePath)).toEqual(second.items.map((item) => item.relativePath));
     expect(first.items[100]!.relativePath).toBe('share/d1/f0000');
+  });
+});
+
+describe('subdirectories are bounded apart from the files', () => {
+  it('a tree of many empty subdirectories within maxFiles is planned, as a dry run measures it', { timeout: 60_000 }, async () => {
+    const limits = { maxFiles: 100, maxTotalBytes: 1e12, maxFileBytes: 1e9 };
+    const run = await plan('customers', { files: limits.maxFiles, totalBytes: limits.maxTotalBytes }).planned;
+    expect(run.truncated).toBe(false);
+    expect(run.measure).toMatchObject({ files: 100, totalBytes: 100 });
+    expect(run.items).toHaveLength(100);
+    expect(checkCeiling(config, limits, run.measure)).toEqual([]);
+    // A dry run walks up to the hard caps: the same tree, the same verdict.
+    const dry = await plan('customers', { files: config.hardCapFiles, totalBytes: config.hardCapTotalBytes }).planned;
+    expect(dry.measure).toEqual(run.measure);
+    expect(checkCeiling(config, limits, dry.measure)).toEqual([]);
+  });
+
+  it('more subdirectory names than the walk may hold is refused with its own code, whatever the limits', async () => {
+    for (const stopAbove of [{ files: 100, totalBytes: 1e12 }, { files: config.hardCapFiles, totalBytes: config.hardCapTotalBytes }]) {
+      const { planned, listed } = plan('customers', stopAbove, { maxDirectoryNames: 1_000 });
+      await expect(planned).rejects.toMatchObject({
+        code: 'TOO_MANY_SUBDIRECTORIES',
+        errorClass: 'permanent',
+        context: { directory: 'customers', cap: 1_000 },
+        message: expect.stringMatching(/^the plan would hold more than 1,000 names of subdirectories at once \(directory "customers"/) as unknown,
+      });
+      // Refused at the 1,001st name, not read to its end.
+      expect(listed()).toBe(1_001);
+    }
   });
 });
 

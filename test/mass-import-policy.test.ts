@@ -179,7 +179,7 @@ describe('the source directory', () => {
     // target; operators read where it leads.
     const rehearsed = await waitForTerminal(env, rehearsal.id);
     expect(resultView(rehearsed, false)).toMatchObject({
-      unsafe: { count: 1, sample: [{ path: 'in/escape.txt', code: 'SYMLINK_OUTSIDE_ROOT', reason: 'a symbolic link to a file outside the import root: not followed; the operators have the details' }] },
+      unsafe: { count: 1, sample: [{ path: 'in/escape.txt', code: 'SYMLINK_OUTSIDE_ROOT', reason: "a symbolic link to a file outside this run's source directory: not followed; the operators have the details" }] },
     });
     expect(JSON.stringify(resultView(rehearsed, false))).not.toContain(outside);
     expect(JSON.stringify(resultView(rehearsed, true))).toContain(outside);

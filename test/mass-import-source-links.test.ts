@@ -2,11 +2,14 @@
 // a directory, a link in acme's directory to a file of globex's is refused like a link out of the root — in the walk,
 // and on the opened descriptor at import time (the tree may change between plan and import) — while a link to a file
 // of the same source still imports that file. With a real worker process and the real S3 server.
-import { readFile, rename, rm, symlink } from 'node:fs/promises';
+import { readFile, realpath, rename, rm, symlink, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { openImportFile } from '../worker/imports/mass-import/import-file-access.js';
+import { planTree } from '../worker/imports/mass-import/import-plan.js';
+import { insertPlannedItems } from '../worker/imports/mass-import/items-table.js';
+import { requireJob } from '../worker/queue/operator.js';
 import { ItemFailure } from '../worker/imports/mass-import/item-failure.js';
 import { objectKeyFor } from '../worker/imports/object-key.js';
 import { useTestEnvironment } from './harness.js';
@@ -78,5 +81,50 @@ describe('links in a tenant directory', () => {
     } finally {
       await own.handle.close();
     }
+  });
+
+  it('a resumed run whose source link was repointed since its plan fails once SOURCE_CHANGED, its items untouched', async () => {
+    const root = await makeTree([
+      { path: 'acme/releases/r1/a.pdf', size: 200 },
+      { path: 'acme/releases/r1/b.pdf', size: 300 },
+      { path: 'acme/releases/r2/a.pdf', size: 400 },
+    ]);
+    cleanup.push(root);
+    await symlink('releases/r1', join(root, 'acme/current'));
+    const prefix = 'source-repointed';
+    const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix, source: 'acme/current' } });
+    // The run planned (as its first attempt does before a crash or a requeue), its source leading to r1 ...
+    const realRoot = await realpath(root);
+    const plan = await planTree({
+      realRoot,
+      sourceDir: await realpath(join(root, 'acme/current')),
+      prefix,
+      tenant: TENANT,
+      stopAbove: { files: 100, totalBytes: 1e9 },
+    });
+    expect(plan.items.map((item) => item.relativePath)).toEqual(['acme/releases/r1/a.pdf', 'acme/releases/r1/b.pdf']);
+    await insertPlannedItems(env.pool, job.id, plan.items);
+    // ... then the operator repointed it before the run resumed.
+    await unlink(join(root, 'acme/current'));
+    await symlink('releases/r2', join(root, 'acme/current'));
+
+    const worker = spawnWorker(env, { args: ['--exit-when-idle'], env: { IMPORT_ROOT: root, IMPORT_ROOT_REQUIRE_MOUNT: 'false', LOG_LEVEL: 'warn' } });
+    spawned.push(worker);
+    expect((await worker.exited).code, worker.stderr.join('\n')).toBe(0);
+    const finished = await waitForTerminal(env, job.id);
+    expect(finished.state, JSON.stringify(finished.lastError)).toBe('failed');
+    expect((await requireJob(env.pool, job.id)).attempts).toBe(1);
+    expect(finished.lastError).toMatchObject({
+      code: 'SOURCE_CHANGED',
+      class: 'permanent',
+      context: { source: 'acme/current', now: 'acme/releases/r2', planned: 'acme/releases/r1' },
+    });
+    expect(finished.lastError?.message).toMatch(/^source "acme\/current" now leads to "acme\/releases\/r2", but this run planned the files under "acme\/releases\/r1"/);
+    // No item was failed as a link out of the source (none is a link), none imported from elsewhere.
+    expect((await itemsOf(env, job.id)).map((item) => [item.relative_path, item.state, item.error_code])).toEqual([
+      ['acme/releases/r1/a.pdf', 'pending', null],
+      ['acme/releases/r1/b.pdf', 'pending', null],
+    ]);
+    expect(await documentsOf(env, `${prefix}/${TENANT}/`)).toEqual([]);
   });
 });

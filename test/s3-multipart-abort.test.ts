@@ -2,6 +2,9 @@
 // after the upload times out, or is canceled, no request of it is left open (the server sees every part request end)
 // and AbortMultipartUpload goes out only after the last part request ended — a part that lands after the abort would
 // be stored (and billed) again, and a stalled part held its 5–8 MiB buffer for as long as the socket lived.
+// The timeout is driven by the test (fake Date and setInterval, advanced once both part requests arrived), never by
+// the machine's speed. A part's request may take its size at 1 MiB/s when that is longer than the request timeout
+// (the SDK's requestTimeout bounds a body's whole upload, and parts of files over ~80 GiB are over 8 MiB).
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
@@ -9,9 +12,9 @@ import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createS3Client } from '../worker/storage/s3-client.js';
-import { uploadFileWithSha256, UploadTimeoutError } from '../worker/storage/s3-upload.js';
+import { partSizeFor, partTimeoutFor, uploadFileWithSha256, UploadTimeoutError } from '../worker/storage/s3-upload.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 12 * MiB + 5; // three parts of 5 MiB, two in flight at once
@@ -128,11 +131,17 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-async function stalledUpload(timeoutMs: number, signal: AbortSignal, onStarted: (parts: Promise<void>) => void = () => {}) {
+async function stalledUpload(
+  timeoutMs: number,
+  signal: AbortSignal,
+  onStarted: (parts: Promise<void>) => void = () => {},
+  { path = join(dir, 'big.bin'), size = SIZE, onClient = (_s3: S3Client) => {} } = {},
+) {
   silent.reset();
   const s3 = createS3Client({ region: 'us-east-1', endpoint: silent.endpoint, credentials: { accessKeyId: 'a', secretAccessKey: 'b' }, maxAttempts: 1 });
   const requests = recordRequests(s3);
-  const file = await open(join(dir, 'big.bin'), 'r');
+  onClient(s3);
+  const file = await open(path, 'r');
   try {
     onStarted(silent.partsArrived(2));
     const outcome = await uploadFileWithSha256({
@@ -141,7 +150,7 @@ async function stalledUpload(timeoutMs: number, signal: AbortSignal, onStarted: 
       key: 'k',
       contentType: 'application/octet-stream',
       file,
-      size: SIZE,
+      size,
       multipartThresholdBytes: 5 * MiB,
       bufferLimitBytes: 16 * MiB,
       timeoutMs,
@@ -179,10 +188,66 @@ async function expectNothingLeftOpen(): Promise<void> {
 
 describe('a multipart upload S3 stops answering', () => {
   it('times out with no part request left open, and aborts on S3 only after the parts ended', { timeout: 20_000 }, async () => {
-    const { outcome, requests } = await stalledUpload(500, new AbortController().signal);
-    expect(outcome).toBeInstanceOf(UploadTimeoutError);
-    expectAbortAfterParts(requests);
-    await expectNothingLeftOpen();
+    // The upload's clock (its watchdog) is the test's: it moves only once both part requests reached the server.
+    // 30 s of it: the SDK's own request timers (real ones, the same 30 s) never fire during the test.
+    const timeoutMs = 30_000;
+    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] });
+    try {
+      const { outcome, requests } = await stalledUpload(timeoutMs, new AbortController().signal, (partsUnderWay) => {
+        void partsUnderWay.then(() => vi.advanceTimersByTime(2 * timeoutMs));
+      });
+      expect(outcome).toBeInstanceOf(UploadTimeoutError);
+      expectAbortAfterParts(requests);
+      await expectNothingLeftOpen();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("a part's request may take its size at 1 MiB/s, longer than the request timeout; the others keep the request timeout", { timeout: 30_000 }, async () => {
+    // A sparse file of 100 GiB: parts of 11 MiB (10,000 parts at most). Only its first parts are read.
+    const size = 100 * 1024 * MiB;
+    const path = join(dir, 'huge-sparse.bin');
+    const sparse = await open(path, 'w');
+    await sparse.truncate(size);
+    await sparse.close();
+    expect(partSizeFor(size, 5 * MiB)).toBe(11 * MiB);
+    expect(partTimeoutFor(11 * MiB, 1_000)).toBe(11_000);
+    expect(partTimeoutFor(8 * MiB, 120_000)).toBe(120_000);
+    const timeouts: Array<[string, number | undefined]> = [];
+    const controller = new AbortController();
+    try {
+      const { outcome } = await stalledUpload(
+        1_000,
+        controller.signal,
+        (partsUnderWay) => {
+          void partsUnderWay.then(() => controller.abort(new Error('seen enough')));
+        },
+        {
+          path,
+          size,
+          onClient: (s3) => {
+            // What the SDK's HTTP handler is asked for each request: its requestTimeout.
+            const handler = s3.config.requestHandler as unknown as { handle(request: { method: string; query?: Record<string, unknown> }, options?: { requestTimeout?: number }): Promise<unknown> };
+            const handle = handler.handle.bind(handler);
+            handler.handle = (request, options) => {
+              const query = request.query ?? {};
+              const what = 'partNumber' in query ? 'part' : 'uploads' in query ? 'create' : 'uploadId' in query && request.method === 'DELETE' ? 'abort' : request.method;
+              timeouts.push([what, options?.requestTimeout]);
+              return handle(request, options);
+            };
+          },
+        },
+      );
+      expect((outcome as Error).message).toBe('seen enough');
+      expect(timeouts.filter(([what]) => what === 'create')).toEqual([['create', 1_000]]);
+      const parts = timeouts.filter(([what]) => what === 'part');
+      expect(parts.length).toBeGreaterThanOrEqual(2);
+      for (const part of parts) expect(part).toEqual(['part', 11_000]);
+      expect(timeouts.filter(([what]) => what === 'abort')).toEqual([['abort', 1_000]]);
+    } finally {
+      await rm(path, { force: true });
+    }
   });
 
   it('canceled, ends its part requests, then aborts on S3', { timeout: 20_000 }, async () => {

@@ -13,13 +13,14 @@ import { requireCampaignMount } from '../imports/mass-import/campaign-mount.js';
 import { CeilingExceededError, checkCeiling, hardCapOf, LIMIT_NAMES, resolveLimits, type ImportLimits } from '../imports/mass-import/ceiling.js';
 import { inspectPlan } from '../imports/mass-import/dry-run-report.js';
 import { writeFailedItemsCsv } from '../imports/mass-import/failed-items-export.js';
-import { hasPlannedItems, insertPlannedItems, itemTotals, listItems, resetTransientFailures } from '../imports/mass-import/items-table.js';
+import { insertPlannedItems, itemTotals, listItems, plannedPathSpan, resetTransientFailures } from '../imports/mass-import/items-table.js';
 import { runImportLoop } from '../imports/mass-import/import-loop.js';
 import { ItemOutcomeBatcher } from '../imports/mass-import/item-outcome-batcher.js';
-import { normaliseSource, planTree, resolveSourceDirectory } from '../imports/mass-import/import-plan.js';
+import { checkPlannedSource, normaliseSource, planTree, resolveSourceDirectory } from '../imports/mass-import/import-plan.js';
 import { ImportProgress } from '../imports/mass-import/import-progress.js';
 import { s3Silence } from '../imports/mass-import/s3-outage-watch.js';
 import { isValidPrefix, keyPrefixFor } from '../imports/object-key.js';
+import { watchCredentials } from '../storage/s3-client.js';
 import { isValidTenant, resolveTenant, TENANT_RULE } from '../imports/tenant.js';
 import { MASS_IMPORT_KIND } from './kinds.js';
 import { bytesMetric, countMetric } from './metrics.js';
@@ -139,6 +140,8 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     throw new PermanentJobError('mass-import needs S3: set S3_BUCKET (and S3_ENDPOINT for an S3-compatible server)', 'S3_NOT_CONFIGURED');
   }
   const { s3, bucket, pool, config } = services;
+  // Built by createS3Client, which watches already; a client made otherwise is watched from here on.
+  watchCredentials(s3);
   await checkS3IsBack(context, s3, bucket, config.massImport.requestTimeoutMs);
   const realRoot = await requireCampaignMount(config.importRoot, config.importRootRequireMount);
   const sourceDir = await resolveSourceDirectory(realRoot, payload.source);
@@ -175,7 +178,10 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     return { result: { ...report, tenant, source: payload.source, bucket, keyPrefix: keyPrefixFor(payload.prefix, tenant) } };
   }
 
-  if (await hasPlannedItems(pool, job.id)) {
+  const planned = await plannedPathSpan(pool, job.id);
+  if (planned) {
+    // The plan was made of the source's real path then: a source repointed since fails the run, once (import-plan.ts).
+    checkPlannedSource(payload.source, realRoot, sourceDir, planned);
     const reset = await fenced((tx) => resetTransientFailures(tx, job.id));
     log.info({ retried_items: reset }, 'resuming mass import from its plan');
   } else {

@@ -34,13 +34,16 @@ export function internalErrorMessage(code: string): string {
 /**
  * A failed file's message (mass import) as the caller may read it. Operators read it whole. The S3 codes (`S3_<name>`)
  * carry S3's own text, which may name a KMS key, a role or an endpoint; KEY_OF_OTHER_TENANT names the other tenant's
- * document, its run and when it was made; SYMLINK_OUTSIDE_ROOT names where the link leads on the worker's file system:
- * a tenant reads a plain sentence for those. Every other item code is ours (CONTENT_CHANGED, UNREADABLE, KEY_TOO_LONG
+ * document, its run and when it was made; SYMLINK_OUTSIDE_ROOT names where the link leads on the worker's file system
+ * (out of the import root, or into another directory of it, perhaps another tenant's): a tenant reads a plain sentence
+ * for those. Every other item code is ours (CONTENT_CHANGED, UNREADABLE, KEY_TOO_LONG
  * …) and says what happened to the tenant's own file, by its path under the import root.
  */
 export function itemErrorMessage(code: string | null, message: string | null, operator: boolean): string | null {
   if (operator || code === null) return message;
   if (code === KEY_OF_OTHER_TENANT_CODE) return "this file's key is taken by another tenant's document: the file was not imported; the operators have the details";
-  if (code === SYMLINK_OUTSIDE_ROOT_CODE) return 'a symbolic link to a file outside the import root: not followed; the operators have the details';
+  // The code covers links out of the root and links into another directory of it (another tenant's): the sentence
+  // names neither the target nor whose directory it is in.
+  if (code === SYMLINK_OUTSIDE_ROOT_CODE) return "a symbolic link to a file outside this run's source directory: not followed; the operators have the details";
   return code.startsWith('S3_') ? `S3 did not store this file (${code}); the operators have the details` : message;
 }

@@ -18,10 +18,37 @@ export interface S3ClientOptions {
   checksumsWhenRequired?: boolean;
 }
 
+const watched = new WeakSet<S3Client>();
+const signedBefore = new WeakSet<S3Client>();
+
+/**
+ * Notes the first request the client signs (idempotent): from then on it has had credentials, and a later failure to
+ * get them (CredentialsProviderError: the task role's endpoint did not answer a refresh) is a hiccup, not a worker
+ * without credentials at all (no task role, no variables), which the SDK reports with the same error.
+ */
+export function watchCredentials(s3: S3Client): void {
+  if (watched.has(s3)) return;
+  watched.add(s3);
+  // The deserialize step runs after finalizeRequest, where the request is signed: reaching it means credentials were
+  // obtained (an error answer of S3, ExpiredToken included, comes later still).
+  s3.middlewareStack.add(
+    (next) => (args) => {
+      signedBefore.add(s3);
+      return next(args);
+    },
+    { step: 'deserialize', name: 'credentialsObtained' },
+  );
+}
+
+/** Whether the client signed a request before (watchCredentials): it has had credentials. */
+export function hasHadCredentials(s3: S3Client): boolean {
+  return signedBefore.has(s3);
+}
+
 /** The one place an S3 client is built, for AWS and for local S3-compatible servers alike. */
 export function createS3Client(options: S3ClientOptions): S3Client {
   const custom = options.endpoint !== undefined;
-  return new S3Client({
+  const client = new S3Client({
     region: options.region,
     endpoint: options.endpoint,
     forcePathStyle: options.forcePathStyle ?? custom,
@@ -40,4 +67,6 @@ export function createS3Client(options: S3ClientOptions): S3Client {
     // imported file covers integrity either way.
     ...(custom || options.checksumsWhenRequired ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {}),
   });
+  watchCredentials(client);
+  return client;
 }

@@ -16,7 +16,8 @@ import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import {
-  AbortMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand, PutObjectCommand, type CreateMultipartUploadCommandOutput, type S3Client,
+  AbortMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand, PutObjectCommand, UploadPartCommand,
+  type CreateMultipartUploadCommandOutput, type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 
@@ -25,6 +26,12 @@ const MIN_PART_BYTES = 5 * MiB;
 const DEFAULT_PART_BYTES = 8 * MiB;
 const MAX_PARTS = 10_000;
 const PARTS_IN_FLIGHT = 2;
+/**
+ * The slowest rate a part may be sent at (each of the parts in flight): a part's request may take its size at this
+ * rate when that is longer than the request timeout. The SDK's `requestTimeout` bounds a request until its answer's
+ * headers, the whole upload of its body included — not idle time — and parts of files over ~80 GiB are up to ~525 MiB.
+ */
+const MIN_PART_BYTES_PER_SECOND = MiB;
 
 export interface UploadRequest {
   s3: S3Client;
@@ -333,6 +340,14 @@ export function partSizeFor(size: number, multipartThresholdBytes: number): numb
 }
 
 /**
+ * How long one part's request may take: the request timeout, or the part's size at MIN_PART_BYTES_PER_SECOND when
+ * that is longer (8 MiB parts: the request timeout; a 525 MiB part: about 9 minutes).
+ */
+export function partTimeoutFor(partSize: number, timeoutMs: number): number {
+  return Math.max(timeoutMs, Math.ceil((partSize / MIN_PART_BYTES_PER_SECOND) * 1000));
+}
+
+/**
  * Deletes an object this run wrote but will not commit (the file changed while it was sent). A document may point to
  * the key by now only if another run of the tenant committed it meanwhile; the caller checks that first.
  */
@@ -344,8 +359,9 @@ export async function deleteObject(s3: S3Client, bucket: string, key: string, ti
  * The client one multipart upload's requests go through. lib-storage passes no signal and no timeout to its requests:
  * aborted, it stops starting parts but leaves the ones under way open (a stalled part for ever, its buffer with it),
  * and a CompleteMultipartUpload under way may still make the object after the abort. Through this client every
- * request carries the upload's own signal and the request timeout, none starts once the upload is aborted, and the
- * requests under way can be waited for: AbortMultipartUpload goes out only after the last of them ended.
+ * request carries the upload's own signal and a timeout (the request timeout; a part, partTimeoutFor: its body is
+ * sent within the SDK's timer), none starts once the upload is aborted, and the requests under way can be waited for:
+ * AbortMultipartUpload goes out only after the last of them ended.
  */
 class MultipartRequests {
   readonly controller = new AbortController();
@@ -354,11 +370,12 @@ class MultipartRequests {
   uploadId: string | undefined;
   private readonly underWay = new Set<Promise<unknown>>();
 
-  constructor(s3: S3Client, timeoutMs: number) {
+  constructor(s3: S3Client, timeoutMs: number, partTimeoutMs: number) {
     const send = (command: Parameters<S3Client['send']>[0]): Promise<unknown> => {
       const { signal } = this.controller;
       if (signal.aborted) return Promise.reject(Object.assign(new Error('Upload aborted.'), { name: 'AbortError' }));
-      const sent = s3.send(command, { abortSignal: signal, requestTimeout: timeoutMs }).then((output: unknown) => {
+      const requestTimeout = command instanceof UploadPartCommand ? partTimeoutMs : timeoutMs;
+      const sent = s3.send(command, { abortSignal: signal, requestTimeout }).then((output: unknown) => {
         if (command instanceof CreateMultipartUploadCommand) this.uploadId = (output as CreateMultipartUploadCommandOutput).UploadId;
         return output;
       });
@@ -383,11 +400,13 @@ class MultipartRequests {
 
 async function uploadMultipart(request: VersionedRequest): Promise<UploadResult> {
   const hashing = hashingReader(request);
-  const requests = new MultipartRequests(request.s3, request.timeoutMs);
+  const partSize = partSizeFor(request.size, request.multipartThresholdBytes);
+  const partTimeoutMs = partTimeoutFor(partSize, request.timeoutMs);
+  const requests = new MultipartRequests(request.s3, request.timeoutMs, partTimeoutMs);
   const upload = new Upload({
     client: requests.client,
     params: { Bucket: request.bucket, Key: request.key, Body: hashing, ContentType: request.contentType },
-    partSize: partSizeFor(request.size, request.multipartThresholdBytes),
+    partSize,
     queueSize: PARTS_IN_FLIGHT,
     // We abort the multipart upload ourselves on failure: lib-storage would report a failure of its abort request
     // (e.g. a server without AbortMultipartUpload) instead of the error that made the upload fail.
@@ -403,13 +422,15 @@ async function uploadMultipart(request: VersionedRequest): Promise<UploadResult>
   });
   const onAbort = () => requests.abort();
   request.signal.addEventListener('abort', onAbort, { once: true });
-  // lib-storage has no per-request timeout: a stalled part would hang the item. Abort when no byte moved for a while.
+  // A read of the file that hangs (no request under way then) would hang the item: abort when neither a byte was read
+  // nor a part finished for a while. Progress is seen at those two points only (no event while a part's body is
+  // sent), so the while is a part's time (partTimeoutFor), not the request timeout: a big part is not cut short.
   const watchdog = setInterval(() => {
-    if (Date.now() - hashing.lastProgressAt > request.timeoutMs) {
+    if (Date.now() - hashing.lastProgressAt > partTimeoutMs) {
       timedOut = true;
       requests.abort();
     }
-  }, Math.max(50, Math.floor(request.timeoutMs / 4)));
+  }, Math.max(50, Math.floor(partTimeoutMs / 4)));
   try {
     const output = await upload.done();
     return { sha256: hashing.digest(), size: hashing.bytes, method: 'multipart', etag: output.ETag, sdkAttempts: 1 };
@@ -422,7 +443,7 @@ async function uploadMultipart(request: VersionedRequest): Promise<UploadResult>
     await abortMultipartUpload(request, requests.uploadId ?? upload.uploadId);
     if (request.signal.aborted) throw request.signal.reason;
     // The watchdog, or a part's own request timeout (MultipartRequests): S3 made no progress in time either way.
-    if (timedOut || isRequestTimeout(error)) throw new UploadTimeoutError(request.timeoutMs);
+    if (timedOut || isRequestTimeout(error)) throw new UploadTimeoutError(timedOut ? partTimeoutMs : request.timeoutMs);
     // lib-storage reports the body's failure as is (a change of the file is one).
     throw error;
   } finally {

@@ -87,10 +87,10 @@ export interface TreeMeasure {
     /** The value the tree is known to be over: the walk stopped as soon as it passed it. */
     above: number;
     /**
-     * A directory whose listing alone passed the files left to the limit (refused before it was read to its end).
-     * `entries`: counting its subdirectories, which make no entry of their own — it may hold fewer files than that.
+     * A directory whose files passed the files left to the limit (refused before it was read to its end): `alone`, its
+     * own files did; otherwise they did with the files listed in the directories above it and not yet reported.
      */
-    directory?: { path: string; counting: 'files' | 'entries' } | undefined;
+    directory?: { path: string; alone: boolean } | undefined;
   };
 }
 
@@ -119,7 +119,9 @@ export function checkCeiling(config: MassImportConfig, limits: ImportLimits, mea
       // The walk stopped as soon as the tree passed `above` (the run's limit, or for a dry run the hard cap): the
       // verdict is certain, the true value is not known.
       const where = stopped.directory
-        ? `; directory "${stopped.directory.path}" alone lists more ${stopped.directory.counting === 'files' ? 'files' : 'entries, subdirectories included,'} than were left`
+        ? stopped.directory.alone
+          ? `; directory "${stopped.directory.path}" alone lists more files than were left`
+          : `; directory "${stopped.directory.path}" lists more files than were left, with those still to count in the directories above it`
         : '';
       const howToRaise =
         stopped.above >= hardCap

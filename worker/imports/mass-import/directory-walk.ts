@@ -4,8 +4,10 @@
 // and devices are never opened, unreadable entries are reported, and names may hold any character.
 // Hard links cannot be told from the file they link to by any path check: a tree whose tenants share one file system
 // must keep them in separate access points (DEPLOYMENT.md §6, one directory per tenant that no other can write to).
-// The walk streams each directory (opendir) and holds at most a budget of names at once: a directory too large for
-// the run's ceiling is refused before it is read to its end, never loaded whole.
+// The walk streams each directory (opendir) and holds at most a budget of names at once: a directory with more files
+// than the run's ceiling is refused before it is read to its end, never loaded whole; the names of subdirectories (an
+// empty directory is no entry of the plan, so they are not the ceiling's business) are bounded by a cap of their own,
+// the same for every run (MAX_DIRECTORY_NAMES_HELD): a dry run and a real run of a tree agree on it.
 import { constants, type OpenDirOptions, type Stats } from 'node:fs';
 import { access, lstat, opendir, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -31,10 +33,13 @@ const EXAMINE_AT_ONCE = 32;
 /** Directory entries read per call (opendir's buffer). */
 const LIST_AT_ONCE = 256;
 /**
- * Subdirectories a walk may hold listed beyond its budget of files (an empty directory adds no entry to the plan, so
- * they do not count against the ceiling; they are bounded all the same).
+ * Names of subdirectories a walk may hold at once (listed, not yet walked: those of the directory being read and of
+ * the directories above it). Not counted against the run's files (an empty directory is no entry of the plan), so
+ * bounded by this cap instead, the same for every run and every dry run: about 360 B a held name with short names
+ * (measured: a Buffer and its record), 600 B with 255-byte names, so at most ≈ 180–300 MB. A tree that needs more
+ * is refused with TOO_MANY_SUBDIRECTORIES (import-plan.ts), never as over its files.
  */
-const DIRECTORY_NAMES_SLACK = 10_000;
+export const MAX_DIRECTORY_NAMES_HELD = 500_000;
 
 /** True when `path` is `root` or lies below it (both real paths). */
 export function isInside(root: string, path: string): boolean {
@@ -50,8 +55,8 @@ function specialKind(stats: Stats): string {
 }
 
 /**
- * A directory holds more entries than the walk may still hold: the tree is over its ceiling. Thrown as soon as its
- * listing passes the budget; the rest of the directory is never read.
+ * A directory holds more files (entries that are not directories) than the walk may still report: the tree is over
+ * its ceiling. Thrown as soon as its listing passes the budget; the rest of the directory is never read.
  */
 export class DirectoryOverBudgetError extends Error {
   constructor(
@@ -59,11 +64,31 @@ export class DirectoryOverBudgetError extends Error {
     readonly relativePath: string,
     /** Names read from the directory before it was refused. */
     readonly listed: number,
-    /** `files`: it holds more files (or other entries that are not directories) than the budget left. */
-    readonly counting: 'files' | 'entries',
+    /**
+     * The directory's own files passed the budget. Otherwise they did only with the files listed in the directories
+     * above it and not yet reported (which the plan will report all the same: the verdict is as certain).
+     */
+    readonly alone: boolean,
   ) {
-    super(`directory ${relativePath} holds more entries than the walk may still hold (${listed} read)`);
+    super(`directory ${relativePath} holds more files than the walk may still report (${listed} names read)`);
     this.name = 'DirectoryOverBudgetError';
+  }
+}
+
+/**
+ * The walk would hold more names of subdirectories than MAX_DIRECTORY_NAMES_HELD (a memory bound, not a ceiling of
+ * the run): thrown as soon as a directory's listing passes it; the rest is never read.
+ */
+export class TooManySubdirectoriesError extends Error {
+  constructor(
+    /** Relative to the root, `.` for the root itself. */
+    readonly relativePath: string,
+    /** Names of subdirectories held when it was refused (this directory's and those above it). */
+    readonly held: number,
+    readonly cap: number,
+  ) {
+    super(`directory ${relativePath}: more than ${cap} subdirectory names to hold at once`);
+    this.name = 'TooManySubdirectoriesError';
   }
 }
 
@@ -78,6 +103,8 @@ export interface WalkOptions {
   budget?: (() => number) | undefined;
   /** Called for every name read from a directory (the walk's work, for tests). */
   onListed?: (() => void) | undefined;
+  /** MAX_DIRECTORY_NAMES_HELD unless given (tests). */
+  maxDirectoryNames?: number | undefined;
 }
 
 interface WalkState {
@@ -116,6 +143,7 @@ async function listDirectory(walk: WalkState, absoluteDir: string, relativeDir: 
   // types do not say so.
   const dir = await opendir(absoluteDir, { encoding: 'buffer', bufferSize: LIST_AT_ONCE } as unknown as OpenDirOptions);
   const names: ListedName[] = [];
+  const maxDirectoryNames = walk.options.maxDirectoryNames ?? MAX_DIRECTORY_NAMES_HELD;
   let files = 0;
   try {
     for (;;) {
@@ -124,13 +152,16 @@ async function listDirectory(walk: WalkState, absoluteDir: string, relativeDir: 
       onListed?.();
       const directory = dirent.isDirectory();
       names.push({ name: dirent.name as unknown as Buffer, directory });
-      if (!directory) files += 1;
-      if (budget) {
-        const left = budget();
-        if (walk.heldFiles + files > left) throw new DirectoryOverBudgetError(relativeDir || '.', names.length, 'files');
-        if (walk.heldFiles + walk.heldDirectories + names.length > left + DIRECTORY_NAMES_SLACK) {
-          throw new DirectoryOverBudgetError(relativeDir || '.', names.length, 'entries');
+      if (!directory) {
+        files += 1;
+        // Files held from the directories above are reported before the walk ends, each an entry: over the budget
+        // with them is over it for certain.
+        if (budget) {
+          const left = budget();
+          if (walk.heldFiles + files > left) throw new DirectoryOverBudgetError(relativeDir || '.', names.length, files > left);
         }
+      } else if (walk.heldDirectories + names.length - files > maxDirectoryNames) {
+        throw new TooManySubdirectoriesError(relativeDir || '.', walk.heldDirectories + names.length - files, maxDirectoryNames);
       }
       if (names.length % LIST_AT_ONCE === 0) checkAborted(signal);
     }
@@ -148,7 +179,7 @@ async function* walkDirectory(walk: WalkState, relativeDir: string, depth: numbe
   try {
     listed = await listDirectory(walk, absoluteDir, relativeDir);
   } catch (error) {
-    if (error instanceof DirectoryOverBudgetError || walk.options.signal?.aborted) throw error;
+    if (error instanceof DirectoryOverBudgetError || error instanceof TooManySubdirectoriesError || walk.options.signal?.aborted) throw error;
     yield unsafe(relativeDir || '.', 'DIRECTORY_UNREADABLE', `directory cannot be listed (${(error as NodeJS.ErrnoException).code})`);
     return;
   }

@@ -27,7 +27,7 @@ import {
 import type { AdaptiveConcurrency } from './adaptive-concurrency.js';
 import { contentTypeFor } from './content-type.js';
 import { findDocumentsByKeys, type DocumentRow } from './documents.js';
-import { isCredentialsUnavailable } from './s3-outage-watch.js';
+import { isCredentialsUnavailable, noCredentialsError } from './s3-outage-watch.js';
 import { sha256OfFile } from './file-sha256.js';
 import { openImportFile } from './import-file-access.js';
 import type { PendingItem } from './items-table.js';
@@ -108,6 +108,9 @@ function toItemFailure(error: unknown, item: PendingItem, context: ItemImportCon
   // No credentials to sign with just now (the task role's endpoint did not answer a refresh), or ones that expired on
   // the way: nothing about the file nor the bucket, and gone at the next refresh. Transient, and an S3 outage when
   // file after file fails so (s3-outage-watch.ts): the run waits without spending an attempt, within the outage budget.
+  // Only once the client has had credentials: a worker that never had any fails the run at once (noCredentialsError).
+  const missing = noCredentialsError(context.s3, context.bucket, error);
+  if (missing) throw missing;
   if (isCredentialsUnavailable(error)) {
     return new ItemFailure(`S3_${e.name}`, `S3 credentials unavailable: ${e.name}: ${e.message ?? String(error)}`, 'transient');
   }

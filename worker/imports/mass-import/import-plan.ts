@@ -8,7 +8,7 @@ import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, posix } from 'node:path';
 import { PermanentJobError } from '../../queue/errors.js';
 import type { TreeMeasure } from './ceiling.js';
-import { DirectoryOverBudgetError, isInside, walkImportTree, type WalkEntry } from './directory-walk.js';
+import { DirectoryOverBudgetError, isInside, TooManySubdirectoriesError, walkImportTree, type WalkEntry } from './directory-walk.js';
 import type { PlannedItem } from './items-table.js';
 import { keyByteLength, MAX_KEY_BYTES, objectKeyFor } from '../object-key.js';
 import { inSpan } from '../../tracing/spans.js';
@@ -55,6 +55,50 @@ export async function resolveSourceDirectory(realRoot: string, source: string): 
   return real;
 }
 
+/** The source's real path relative to the root (`` for the root itself), as the walk prefixes its entries. */
+export function sourceRelativePath(realRoot: string, sourceDir: string): string {
+  return sourceDir === realRoot ? '' : sourceDir.slice(realRoot.length + 1);
+}
+
+function insideRelative(directory: string, path: string): boolean {
+  return directory === '' || path === directory || path.startsWith(`${directory}/`);
+}
+
+/** The deepest directory holding both paths (relative to the root, `` for the root). */
+function commonDirectory(first: string, last: string): string {
+  const a = posix.dirname(first).split('/');
+  const b = posix.dirname(last).split('/');
+  const common: string[] = [];
+  for (let i = 0; i < Math.min(a.length, b.length) && a[i] === b[i] && a[i] !== '.'; i += 1) common.push(a[i]!);
+  return common.join('/');
+}
+
+/**
+ * A resumed run reads the files its plan holds, below the real path the source had when it was planned; files are
+ * checked against the source's real path of this attempt (import-file-access.ts). A source that is a link repointed
+ * since (acme/current → releases/r1, now → releases/r2) would fail every pending item SYMLINK_OUTSIDE_ROOT, though
+ * none is a link. The plan's items lie below the planned real path (the walk prefixes them with it): when they are
+ * not below the source's real path now, the run fails once, SOURCE_CHANGED, naming both (relative to the root).
+ */
+export function checkPlannedSource(
+  source: string,
+  realRoot: string,
+  sourceDir: string,
+  planned: { first: string; last: string },
+): void {
+  const now = sourceRelativePath(realRoot, sourceDir);
+  if (insideRelative(now, planned.first) && insideRelative(now, planned.last)) return;
+  const plannedUnder = commonDirectory(planned.first, planned.last);
+  throw new PermanentJobError(
+    `source "${source}" now leads to "${now || '.'}", but this run planned the files under "${plannedUnder || '.'}": the source ` +
+      'changed since the plan (a link repointed), and the plan is not read from another directory. Nothing more is imported ' +
+      'by this run; enqueue a new run of the source to import what it leads to now (files already imported with the same ' +
+      'content are skipped)',
+    'SOURCE_CHANGED',
+    { source, now: now || '.', planned: plannedUnder || '.' },
+  );
+}
+
 export interface PlanOptions {
   realRoot: string;
   /** Real path of the run's source directory (resolveSourceDirectory). */
@@ -72,6 +116,24 @@ export interface PlanOptions {
   onProgress?: (entriesSeen: number) => void;
   /** Called for every name the walk reads from a directory (tests count the walk's work). */
   onListed?: () => void;
+  /** The walk's cap on subdirectory names held at once (directory-walk.ts MAX_DIRECTORY_NAMES_HELD unless given: tests). */
+  maxDirectoryNames?: number | undefined;
+}
+
+export const TOO_MANY_SUBDIRECTORIES_CODE = 'TOO_MANY_SUBDIRECTORIES';
+
+/**
+ * The walk would hold more subdirectory names at once than its memory cap: not a ceiling of the run (no payload
+ * raises it), and the same verdict for a dry run and a real run. Nothing was written.
+ */
+function tooManySubdirectories(error: TooManySubdirectoriesError): PermanentJobError {
+  return new PermanentJobError(
+    `the plan would hold more than ${error.cap.toLocaleString('en-US')} names of subdirectories at once (directory "${error.relativePath}" ` +
+      'and the directories above it); the walk holds them in memory to keep its order, so such a tree is refused whatever ' +
+      'the run\'s limits, and nothing was written. Import it in parts: one run per subdirectory as its "source"',
+    TOO_MANY_SUBDIRECTORIES_CODE,
+    { directory: error.relativePath, cap: error.cap },
+  );
 }
 
 /** Walks the tree in a `mass-import plan` span, with the files, bytes and unsafe entries it found. */
@@ -111,6 +173,7 @@ async function walkPlan(options: PlanOptions): Promise<TreePlan> {
     signal,
     budget: () => stopAbove.files - measure.files,
     onListed: options.onListed,
+    maxDirectoryNames: options.maxDirectoryNames,
   });
   try {
     for (;;) {
@@ -118,9 +181,10 @@ async function walkPlan(options: PlanOptions): Promise<TreePlan> {
       try {
         next = await nextEntry(walk, signal);
       } catch (error) {
+        if (error instanceof TooManySubdirectoriesError) throw tooManySubdirectories(error);
         if (!(error instanceof DirectoryOverBudgetError)) throw error;
-        // The directory alone holds more entries than the files left to the limit: the tree is over it.
-        measure.stopped = { limit: 'maxFiles', above: stopAbove.files, directory: { path: error.relativePath, counting: error.counting } };
+        // The directory's files (with those still to report above it) pass the files left to the limit: the tree is over it.
+        measure.stopped = { limit: 'maxFiles', above: stopAbove.files, directory: { path: error.relativePath, alone: error.alone } };
         break;
       }
       if (next.done) break;

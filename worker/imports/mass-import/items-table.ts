@@ -54,10 +54,19 @@ export interface ItemTotals {
 
 const INSERT_CHUNK = 5_000;
 
-/** True once the run has planned (its items exist): later attempts resume instead of walking again. */
-export async function hasPlannedItems(db: Queryable, jobId: number): Promise<boolean> {
-  const { rowCount } = await db.query('SELECT 1 FROM import_items WHERE job_id = $1 LIMIT 1', [jobId]);
-  return rowCount === 1;
+/**
+ * The paths of the run's first and last items in plan order; undefined before it planned (once it has, later attempts
+ * resume instead of walking again). The walk reports entries
+ * depth first below the source's real path, so every item lies in the directory these two share.
+ */
+export async function plannedPathSpan(db: Queryable, jobId: number): Promise<{ first: string; last: string } | undefined> {
+  const { rows } = await db.query<{ first: string; last: string }>(
+    `SELECT (SELECT relative_path FROM import_items WHERE job_id = $1 ORDER BY item_no LIMIT 1) AS first,
+            (SELECT relative_path FROM import_items WHERE job_id = $1 ORDER BY item_no DESC LIMIT 1) AS last`,
+    [jobId],
+  );
+  const row = rows[0];
+  return row?.first == null || row.last == null ? undefined : { first: row.first, last: row.last };
 }
 
 export async function insertPlannedItems(db: Queryable, jobId: number, items: PlannedItem[]): Promise<void> {

@@ -6,7 +6,9 @@
 // attempt imports them. A held failure followed by a file that goes through was that file's own problem: it is
 // recorded as a failed item (transient) after all, as before.
 import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
+import { PermanentJobError } from '../../queue/errors.js';
 import { DependencyOutageError, isS3OutageError } from '../../queue/outage.js';
+import { hasHadCredentials } from '../../storage/s3-client.js';
 import type { TransferOutcome } from './item-outcome-batcher.js';
 
 export type FailedTransfer = Extract<TransferOutcome, { kind: 'failed' }>;
@@ -88,13 +90,35 @@ export class S3OutageWatch {
 
 // The SDK could not get credentials (the task role's credentials endpoint did not answer a refresh), or S3 says those
 // it signed with have expired. Every request fails so until the next refresh works: an outage of S3 as the run sees
-// it, not the files' fault nor the run's (queue/outage.ts has no word for it: these are 4xx, or no answer at all).
+// it, not the files' fault nor the run's (queue/outage.ts has no word for it: these are 4xx, or no answer at all) —
+// provided the client has had credentials before (hasHadCredentials): a worker with none configured (no task role)
+// gets the very same CredentialsProviderError, and waiting does not bring them: see noCredentialsError.
 const CREDENTIALS_UNAVAILABLE = new Set(['CredentialsProviderError', 'ExpiredToken']);
 
 /** Whether an error of the S3 client says it has no valid credentials just now (see CREDENTIALS_UNAVAILABLE). */
 export function isCredentialsUnavailable(error: unknown): boolean {
   const name = (error as { name?: unknown } | null)?.name;
   return typeof name === 'string' && CREDENTIALS_UNAVAILABLE.has(name);
+}
+
+export const S3_NO_CREDENTIALS_CODE = 'S3_NO_CREDENTIALS';
+
+/**
+ * Credentials unavailable to a client that never had any (hasHadCredentials): a worker without a task role or AWS
+ * credentials, not a refresh that failed. Returns the error that fails the run at once, or undefined when the error
+ * is something else or the client had credentials before (then it is waited out like an S3 outage).
+ */
+export function noCredentialsError(s3: S3Client, bucket: string, error: unknown): PermanentJobError | undefined {
+  if (!isCredentialsUnavailable(error) || hasHadCredentials(s3)) return undefined;
+  const { name, message } = error as { name: string; message?: string };
+  return new PermanentJobError(
+    `S3 credentials unavailable, and this worker has not obtained any since it started (${name}: ${message ?? ''}): ` +
+      "no task role or AWS credentials are configured for it — waiting would not bring them. Give the worker its credentials, then requeue the run",
+    S3_NO_CREDENTIALS_CODE,
+    { bucket, cause: name },
+    // It quotes the SDK's message.
+    { internal: true },
+  );
 }
 
 /**
@@ -114,6 +138,9 @@ export async function s3Silence(s3: S3Client, bucket: string, signal: AbortSigna
   } catch (error) {
     if (signal.aborted) throw signal.reason;
     if (probe.signal.aborted) return 'timeout';
+    // Never any credentials: no outage to wait for.
+    const missing = noCredentialsError(s3, bucket, error);
+    if (missing) throw missing;
     // No credentials to sign the probe with is no answer either (see isCredentialsUnavailable).
     if (isS3OutageError(error) || isCredentialsUnavailable(error)) return (error as { code?: string }).code ?? (error as { name?: string }).name ?? 'error';
   } finally {
