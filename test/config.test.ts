@@ -72,6 +72,13 @@ describe('configuration', () => {
     expect(error.message).toContain(expected);
   });
 
+  it('knows whether the environment gives the AWS SDK a source of credentials (a task role, keys, a profile)', () => {
+    expect(loadConfig({}).awsCredentialsConfigured).toBe(false);
+    expect(loadConfig({ AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: '/v2/credentials/abc' }).awsCredentialsConfigured).toBe(true);
+    expect(loadConfig({ AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE' }).awsCredentialsConfigured).toBe(true);
+    expect(loadConfig({ AWS_PROFILE: '' }).awsCredentialsConfigured).toBe(false);
+  });
+
   it('does not echo a database password in the refusal', () => {
     const error = refusal({ DATABASE_URL: 'mysql://user:secret@db/app' });
     expect(error.message).not.toContain('secret');

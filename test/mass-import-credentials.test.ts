@@ -128,12 +128,45 @@ describe('credentials away for a while', () => {
     await expectAllImported(prefix, job.id);
   });
 
+  it('a task whose credentials endpoint does not answer at its start: waited out, though the worker never signed', { timeout: 90_000 }, async () => {
+    let available = false;
+    const s3 = createS3Client({
+      region: inject('s3Region'),
+      endpoint: env.s3Endpoint,
+      maxAttempts: 1,
+      // A task role is configured (its endpoint's variable is set): the default chain's error is a hiccup.
+      credentialSourceConfigured: true,
+      credentials: () =>
+        available
+          ? Promise.resolve({ ...inject('s3Credentials'), expiration: new Date(Date.now() + 60_000) })
+          : Promise.reject(
+              Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError', tryNextLink: false }),
+            ),
+    });
+    clients.push(s3);
+    const prefix = 'slow-endpoint';
+    const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix }, maxAttempts: 1 });
+    startWorker(s3);
+    const waiting = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.outageStartedAt || ['failed', 'dead', 'partial'].includes(current.state) ? current : undefined;
+    }, 60_000, 50);
+    expect(waiting.state, JSON.stringify(waiting.lastError)).not.toMatch(/^(failed|dead|partial)$/);
+    expect(waiting).toMatchObject({ outageDependency: 's3', attempts: 0 });
+    available = true;
+    const done = await waitForTerminal(env, job.id, 60_000);
+    expect(done.state, JSON.stringify(done.lastError)).toBe('succeeded');
+    await expectAllImported(prefix, job.id);
+  });
+
   it('never any credentials (no task role): the run fails at once S3_NO_CREDENTIALS, without waiting as an outage', { timeout: 60_000 }, async () => {
     let refusals = 0;
     const s3 = createS3Client({
       region: inject('s3Region'),
       endpoint: env.s3Endpoint,
       maxAttempts: 1,
+      // Nothing in the environment gives the default chain credentials (the provider stands in for that chain).
+      credentialSourceConfigured: false,
       credentials: () => {
         refusals += 1;
         return Promise.reject(
@@ -152,7 +185,7 @@ describe('credentials away for a while', () => {
     expect(ended.state, JSON.stringify(ended.lastError)).toBe('failed');
     expect(ended).toMatchObject({ attempts: 1, outageStartedAt: null });
     expect(ended.lastError).toMatchObject({ code: 'S3_NO_CREDENTIALS', class: 'permanent', context: { cause: 'CredentialsProviderError' } });
-    expect(ended.lastError?.message).toContain('has not obtained any since it started');
+    expect(ended.lastError?.message).toContain('nothing gives this worker any');
     expect(refusals).toBeGreaterThan(0);
     expect((await itemsOf(env, job.id)).filter((item) => item.state !== 'pending')).toEqual([]);
     expect(await documentsOf(env, `${prefix}/${TENANT}/`)).toEqual([]);

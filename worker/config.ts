@@ -46,6 +46,12 @@ export interface Config {
   /** An S3 read (a CSV object) or probe with no progress for this long is aborted and treated as an S3 outage. */
   s3StallTimeoutMs: number;
   awsRegion: string;
+  /**
+   * Whether the environment names a source of AWS credentials for the SDK's default chain (a task role's endpoint,
+   * keys, a web identity, a profile): without one, a credentials error of S3 is a worker without credentials, not a
+   * refresh that failed (storage/s3-client.ts).
+   */
+  awsCredentialsConfigured: boolean;
   importRoot: string;
   /** The import root must be a mount point of its own (the campaign mount); off for local runs and tests. */
   importRootRequireMount: boolean;
@@ -155,6 +161,10 @@ export interface NotificationsConfig {
 }
 
 const GiB = 1024 ** 3;
+/** The variables that give the AWS SDK's default chain its credentials (see Config.awsCredentialsConfigured). */
+const AWS_CREDENTIAL_SOURCES = [
+  'AWS_CONTAINER_CREDENTIALS_RELATIVE_URI', 'AWS_CONTAINER_CREDENTIALS_FULL_URI', 'AWS_ACCESS_KEY_ID', 'AWS_WEB_IDENTITY_TOKEN_FILE', 'AWS_PROFILE',
+];
 const SNS_TOPIC_ARN = /^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$/;
 
 export function loadConfig(env: Env = process.env): Config {
@@ -172,6 +182,9 @@ export function loadConfig(env: Env = process.env): Config {
     s3ForcePathStyle: read.boolean('S3_FORCE_PATH_STYLE', s3Endpoint !== undefined),
     s3StallTimeoutMs: read.integer('S3_STALL_TIMEOUT_MS', 120_000, { min: 100, max: 3_600_000 }),
     awsRegion: read.string('AWS_REGION', 'us-east-1', /^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region such as eu-west-1'),
+    // The SDK's own variables, read by it: only whether one is there. (EC2 instance metadata needs none; the worker
+    // runs on Fargate, where a task role sets AWS_CONTAINER_CREDENTIALS_RELATIVE_URI.)
+    awsCredentialsConfigured: AWS_CREDENTIAL_SOURCES.some((name) => (env[name] ?? '') !== ''),
     importRoot: read.absolutePath('IMPORT_ROOT', DEFAULT_IMPORT_ROOT),
     importRootRequireMount: read.boolean('IMPORT_ROOT_REQUIRE_MOUNT', true),
     logLevel: read.oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),

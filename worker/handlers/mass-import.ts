@@ -17,6 +17,7 @@ import { insertPlannedItems, itemTotals, listItems, plannedPathSpan, resetTransi
 import { runImportLoop } from '../imports/mass-import/import-loop.js';
 import { ItemOutcomeBatcher } from '../imports/mass-import/item-outcome-batcher.js';
 import { checkPlannedSource, normaliseSource, planTree, resolveSourceDirectory } from '../imports/mass-import/import-plan.js';
+import { MAX_DIRECTORY_NAMES_HELD } from '../imports/mass-import/directory-walk.js';
 import { ImportProgress } from '../imports/mass-import/import-progress.js';
 import { s3Silence } from '../imports/mass-import/s3-outage-watch.js';
 import { isValidPrefix, keyPrefixFor } from '../imports/object-key.js';
@@ -157,6 +158,10 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     tenant,
     signal,
     onProgress: (seen: number) => progress.update(jobProgress('planning', 0, 0, { entriesSeen: seen })),
+    // The walk may hold as many file names of one directory as the hard cap allows: subdirectory names, which cost the
+    // same, get at least as much room (a tree of one directory per document). Not the run's own limit: a dry run and
+    // a real run of a tree agree.
+    maxDirectoryNames: Math.max(MAX_DIRECTORY_NAMES_HELD, config.massImport.hardCapFiles),
   };
 
   if (payload.dryRun) {

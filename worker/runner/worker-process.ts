@@ -64,7 +64,12 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
     onConnect: silence.onConnect,
   });
   const s3 = config.s3Bucket
-    ? createS3Client({ region: config.awsRegion, endpoint: config.s3Endpoint, forcePathStyle: config.s3ForcePathStyle })
+    ? createS3Client({
+        region: config.awsRegion,
+        endpoint: config.s3Endpoint,
+        forcePathStyle: config.s3ForcePathStyle,
+        credentialSourceConfigured: config.awsCredentialsConfigured,
+      })
     : undefined;
   const services: HandlerServices = { config, pool, s3, bucket: config.s3Bucket };
   const registry = options.registry ?? defaultRegistry();

@@ -16,6 +16,11 @@ export interface S3ClientOptions {
    * carrying the SDK's default CRC32 parameters would demand a checksum header the uploader does not send).
    */
   checksumsWhenRequired?: boolean;
+  /**
+   * For the SDK's default chain: whether the environment names a source of credentials for it
+   * (Config.awsCredentialsConfigured). Undefined counts as yes (explicit credentials, local servers).
+   */
+  credentialSourceConfigured?: boolean;
 }
 
 const watched = new WeakSet<S3Client>();
@@ -45,6 +50,18 @@ export function hasHadCredentials(s3: S3Client): boolean {
   return signedBefore.has(s3);
 }
 
+/** Clients built without a source of credentials (createS3Client's credentialSourceConfigured: false). */
+const withoutCredentialSource = new WeakSet<S3Client>();
+
+/**
+ * Whether a credentials error of this client can only mean it has none: it never signed a request, and nothing gives
+ * it credentials (no source in the environment). A task whose role's endpoint is slow to answer at
+ * start, or down for a while, has the source: its errors are waited out.
+ */
+export function hasNoCredentialSource(s3: S3Client): boolean {
+  return withoutCredentialSource.has(s3) && !hasHadCredentials(s3);
+}
+
 /** The one place an S3 client is built, for AWS and for local S3-compatible servers alike. */
 export function createS3Client(options: S3ClientOptions): S3Client {
   const custom = options.endpoint !== undefined;
@@ -68,5 +85,6 @@ export function createS3Client(options: S3ClientOptions): S3Client {
     ...(custom || options.checksumsWhenRequired ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {}),
   });
   watchCredentials(client);
+  if (options.credentialSourceConfigured === false) withoutCredentialSource.add(client);
   return client;
 }

@@ -31,7 +31,6 @@ const PARTS_IN_FLIGHT = 2;
  * rate when that is longer than the request timeout. The SDK's `requestTimeout` bounds a request until its answer's
  * headers, the whole upload of its body included — not idle time — and parts of files over ~80 GiB are up to ~525 MiB.
  */
-const MIN_PART_BYTES_PER_SECOND = MiB;
 
 export interface UploadRequest {
   s3: S3Client;
@@ -340,11 +339,11 @@ export function partSizeFor(size: number, multipartThresholdBytes: number): numb
 }
 
 /**
- * How long one part's request may take: the request timeout, or the part's size at MIN_PART_BYTES_PER_SECOND when
- * that is longer (8 MiB parts: the request timeout; a 525 MiB part: about 9 minutes).
+ * How long one part's request may take: the request timeout for a part of the default size (8 MiB), in proportion
+ * for a larger one (a 525 MiB part of a 5 TiB file: 66 times as long), so every part is asked the same rate.
  */
 export function partTimeoutFor(partSize: number, timeoutMs: number): number {
-  return Math.max(timeoutMs, Math.ceil((partSize / MIN_PART_BYTES_PER_SECOND) * 1000));
+  return Math.max(timeoutMs, Math.ceil((timeoutMs * partSize) / DEFAULT_PART_BYTES));
 }
 
 /**
@@ -443,7 +442,8 @@ async function uploadMultipart(request: VersionedRequest): Promise<UploadResult>
     await abortMultipartUpload(request, requests.uploadId ?? upload.uploadId);
     if (request.signal.aborted) throw request.signal.reason;
     // The watchdog, or a part's own request timeout (MultipartRequests): S3 made no progress in time either way.
-    if (timedOut || isRequestTimeout(error)) throw new UploadTimeoutError(timedOut ? partTimeoutMs : request.timeoutMs);
+    // The watchdog waited a part's time, and a part's own request the same (the create's or the completion's, less).
+    if (timedOut || isRequestTimeout(error)) throw new UploadTimeoutError(partTimeoutMs);
     // lib-storage reports the body's failure as is (a change of the file is one).
     throw error;
   } finally {

@@ -8,7 +8,7 @@
 import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { PermanentJobError } from '../../queue/errors.js';
 import { DependencyOutageError, isS3OutageError } from '../../queue/outage.js';
-import { hasHadCredentials } from '../../storage/s3-client.js';
+import { hasNoCredentialSource } from '../../storage/s3-client.js';
 import type { TransferOutcome } from './item-outcome-batcher.js';
 
 export type FailedTransfer = Extract<TransferOutcome, { kind: 'failed' }>;
@@ -91,8 +91,8 @@ export class S3OutageWatch {
 // The SDK could not get credentials (the task role's credentials endpoint did not answer a refresh), or S3 says those
 // it signed with have expired. Every request fails so until the next refresh works: an outage of S3 as the run sees
 // it, not the files' fault nor the run's (queue/outage.ts has no word for it: these are 4xx, or no answer at all) —
-// provided the client has had credentials before (hasHadCredentials): a worker with none configured (no task role)
-// gets the very same CredentialsProviderError, and waiting does not bring them: see noCredentialsError.
+// unless the worker has no source of credentials at all (hasNoCredentialSource): one with none configured (no task
+// role) gets the very same CredentialsProviderError, and waiting does not bring them: see noCredentialsError.
 const CREDENTIALS_UNAVAILABLE = new Set(['CredentialsProviderError', 'ExpiredToken']);
 
 /** Whether an error of the S3 client says it has no valid credentials just now (see CREDENTIALS_UNAVAILABLE). */
@@ -104,16 +104,18 @@ export function isCredentialsUnavailable(error: unknown): boolean {
 export const S3_NO_CREDENTIALS_CODE = 'S3_NO_CREDENTIALS';
 
 /**
- * Credentials unavailable to a client that never had any (hasHadCredentials): a worker without a task role or AWS
- * credentials, not a refresh that failed. Returns the error that fails the run at once, or undefined when the error
+ * Credentials unavailable to a client that never had any and has no source of them (hasNoCredentialSource: no task
+ * role's endpoint, no keys in the environment): a worker without credentials, not a refresh that failed or an
+ * endpoint slow to answer at a task's start, which are waited out. Returns the error that fails the run at once, or undefined when the error
  * is something else or the client had credentials before (then it is waited out like an S3 outage).
  */
 export function noCredentialsError(s3: S3Client, bucket: string, error: unknown): PermanentJobError | undefined {
-  if (!isCredentialsUnavailable(error) || hasHadCredentials(s3)) return undefined;
+  if (!isCredentialsUnavailable(error) || !hasNoCredentialSource(s3)) return undefined;
   const { name, message } = error as { name: string; message?: string };
   return new PermanentJobError(
-    `S3 credentials unavailable, and this worker has not obtained any since it started (${name}: ${message ?? ''}): ` +
-      "no task role or AWS credentials are configured for it — waiting would not bring them. Give the worker its credentials, then requeue the run",
+    `S3 credentials unavailable, and nothing gives this worker any (${name}: ${message ?? ''}): ` +
+      'no task role and no AWS credentials are configured for it (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, AWS_ACCESS_KEY_ID … ' +
+      'are unset) — waiting would not bring them. Give the worker its credentials, then requeue the run',
     S3_NO_CREDENTIALS_CODE,
     { bucket, cause: name },
     // It quotes the SDK's message.
