@@ -85,6 +85,12 @@ export const VARIABLES_LEFT_AT_DEFAULT: Readonly<Record<string, string>> = {
   HEALTH_MAX_AGE_MS: 'the container health check and the heartbeat cadence are set together in the image and task definition',
   METRICS_GAUGE_INTERVAL_MS: 'the alarms and autoscaling evaluate the gauges per minute; the default (60 s) matches them',
   ECS_AGENT_URI: 'set by ECS inside every task',
+  // The AWS SDK's own credential sources: the worker reads only whether one is set (Config.awsCredentialsConfigured).
+  AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: 'set by ECS inside every task that has a task role (the stack gives the worker one)',
+  AWS_CONTAINER_CREDENTIALS_FULL_URI: 'a credentials endpoint of other container hosts; ECS sets the relative one',
+  AWS_ACCESS_KEY_ID: 'static keys are for local runs; the task role gives the deployed worker its credentials',
+  AWS_WEB_IDENTITY_TOKEN_FILE: 'web identity (EKS); ECS tasks use the task role',
+  AWS_PROFILE: 'a shared-credentials profile is for local runs',
 };
 
 /** Thrown with the setting key named, for a value the worker would refuse at start-up. */
