@@ -1,3 +1,4 @@
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { createApiKey } from '../worker/auth/api-keys.js';
 import { migrate, type LockRetry } from '../worker/db/migrate.js';
@@ -29,6 +30,23 @@ async function revertThrough(name: string): Promise<string[]> {
 }
 
 describe('migrations', () => {
+  it('give up connecting to a server that accepts the connection and says nothing', async () => {
+    // A failover that took the address away, a proxy without a backend: the deploy's migration task must not hang.
+    const sockets: Socket[] = [];
+    const silent = createServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = new URL(env.databaseUrl);
+      url.hostname = '127.0.0.1';
+      url.port = String((silent.address() as AddressInfo).port);
+      await expect(migrate(url.toString(), { connectTimeoutMs: 300 })).rejects.toThrow(/timeout/i);
+      expect(sockets.length).toBe(1);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  });
+
   it('are all applied in the template, revert completely, and apply again', async () => {
     const before = await tables();
     expect(before).toContain('jobs');

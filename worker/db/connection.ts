@@ -156,6 +156,13 @@ export function tlsOptions(connection: DatabaseConnection): pg.ClientConfig['ssl
 export const TCP_KEEPALIVE_IDLE_MS = 10_000;
 
 /**
+ * How long a new session may take to connect and log in: a server that accepts the connection and says nothing (a
+ * failover that took the address away, a proxy without a backend) fails the connect instead of holding it until TCP
+ * gives up. Every session of the project: the pools, the LISTEN session, the migrations.
+ */
+export const CONNECT_TIMEOUT_MS = 15_000;
+
+/**
  * Options for a pg Client or Pool. The URL is given to pg as separate fields, never as a connection string: pg lets
  * every parameter of a connection string override the same setting given beside it (`ssl`, `options`,
  * `application_name`, the password...), so the URL's parameters are checked against DATABASE_URL_PARAMETERS instead,

@@ -4,7 +4,7 @@
 // while the session is down they are missed, so `onConnected` runs after every (re)connect — the caller catches up
 // there (polls, or empties a cache) — and `onLost` runs when it goes down.
 import pg from 'pg';
-import { connectionConfig, type DatabaseTarget } from './connection.js';
+import { CONNECT_TIMEOUT_MS, connectionConfig, type DatabaseTarget } from './connection.js';
 import type { Logger } from '../logger.js';
 
 export interface ListenSessionOptions {
@@ -60,7 +60,7 @@ export class ListenSession {
     if (this.stopped) return;
     const { database, channels, applicationName } = this.options;
     const startedAt = Date.now();
-    const client = new pg.Client(connectionConfig(database, { application_name: applicationName, connectionTimeoutMillis: 15_000 }));
+    const client = new pg.Client(connectionConfig(database, { application_name: applicationName, connectionTimeoutMillis: CONNECT_TIMEOUT_MS }));
     const lost = (error?: Error) => {
       if (this.client !== client) return;
       this.client = undefined;

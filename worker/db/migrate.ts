@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { backoffCeilingMs } from '../queue/backoff.js';
-import { connectionConfig, type DatabaseTarget } from './connection.js';
+import { CONNECT_TIMEOUT_MS, connectionConfig, type DatabaseTarget } from './connection.js';
 import { sqlState } from './sql-state.js';
 
 // worker/db/ in a source checkout, dist/worker/db/ in the built image: the migrations folder is at the package root.
@@ -25,6 +25,8 @@ export interface MigrateOptions {
   lockTimeoutMs?: number;
   /** Attempts in all before the migration fails for want of a lock; default MIGRATION_LOCK_ATTEMPTS. */
   lockAttempts?: number;
+  /** How long connecting may take; default CONNECT_TIMEOUT_MS (a deploy's migration task must not hang on a silent host). */
+  connectTimeoutMs?: number;
   /** Pause before the next attempt, from the attempt just failed (1, 2, …); default migrationRetryDelayMs. */
   retryDelayMs?: (attempt: number) => number;
   /** Told of each attempt given up for a lock, before the pause. */
@@ -66,7 +68,9 @@ export async function migrate(database: DatabaseTarget, options: MigrateOptions 
   }
   // Our own client, ended (and awaited) by us: the runner's own client may still be closing when it returns, and a
   // server-side termination at that moment would surface as an unhandled error.
-  const client = new pg.Client(connectionConfig(database, { application_name: 'bulk-import-migrate' }));
+  const client = new pg.Client(
+    connectionConfig(database, { application_name: 'bulk-import-migrate', connectionTimeoutMillis: options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS }),
+  );
   client.on('error', () => {});
   await client.connect();
   try {

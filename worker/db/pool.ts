@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { connectionConfig, type DatabaseTarget } from './connection.js';
+import { CONNECT_TIMEOUT_MS, connectionConfig, type DatabaseTarget } from './connection.js';
 import { isConnectionError } from './database-status.js';
 import { parseTimestamptz } from './timestamptz.js';
 
@@ -67,7 +67,7 @@ export function createPool(database: DatabaseTarget, options: PoolOptions = {}):
         options.statementTimeoutMs === undefined ? '' : `-c statement_timeout=${options.statementTimeoutMs}`,
         options.sessionOptions ?? '',
       ].join(' ').trim(),
-      connectionTimeoutMillis: 15_000,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
       // An idle connection older than this is closed and the next one resolves the endpoint again: after a switchover
       // that moved the writer's address (Aurora, a Multi-AZ DB cluster, blue/green), sessions still on the demoted
       // instance are not kept for the life of the process (a refused write also discards its session: 25006).
