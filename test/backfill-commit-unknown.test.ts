@@ -10,6 +10,7 @@ import { HandlerRegistry } from '../worker/handlers/registry.js';
 import { requireJob } from '../worker/queue/operator.js';
 import { Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
+import { insertHistoricalDocuments } from './support/historical-documents.js';
 import { startCommitReplyDropper, type CommitReplyDropper } from './support/commit-reply-dropper.js';
 import { settledJob, silentLog, waitFor } from './support/in-process-worker.js';
 
@@ -31,22 +32,10 @@ afterAll(async () => {
   await proxy?.close();
 });
 
-/** Documents imported before file_extension existed (the trigger that fills it is off while they go in). */
-async function insertHistoricalDocuments(count: number): Promise<void> {
-  await env.pool.query('ALTER TABLE documents DISABLE TRIGGER documents_file_extension_on_write');
-  await env.pool.query(
-    `INSERT INTO documents (tenant_id, source_path, sha256, size_bytes, content_type, bucket, object_key)
-     SELECT 'tenant-' || (g % 4), 'scans/doc-' || g || '.pdf', repeat('0', 64), g, 'application/pdf', 'bucket', 'documents/' || g
-     FROM generate_series(1, $1::int) AS g`,
-    [count],
-  );
-  await env.pool.query('ALTER TABLE documents ENABLE TRIGGER documents_file_extension_on_write');
-}
-
 describe('a backfill batch committed without the reply reaching the worker', () => {
   it('keeps the committed progress: the retry resumes after that batch and the final counts are exact', async () => {
     const total = 3_000;
-    await insertHistoricalDocuments(total);
+    await insertHistoricalDocuments(env.pool, total);
     const config = loadConfig({ DATABASE_URL: env.databaseUrl });
     // The queue's own writes (claim, failure, completion) go straight to Postgres; the handler's batches through the
     // proxy, which loses the reply to one of their COMMITs.

@@ -7,28 +7,20 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { backfillHandler } from '../worker/handlers/backfill.js';
-import { HandlerRegistry } from '../worker/handlers/registry.js';
 import { createPool, type Pool } from '../worker/db/pool.js';
-import { loadConfig } from '../worker/config.js';
 import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
-import { Worker } from '../worker/runner/worker.js';
+import type { Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
-import { silentLog, waitFor } from './support/in-process-worker.js';
+import { insertHistoricalDocuments } from './support/historical-documents.js';
+import { silentLog, testWorker, waitFor } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
 const ROWS = 12_000;
 let running: { worker: Worker; pool: Pool } | undefined;
 
 beforeEach(async () => {
-  await env.pool.query('ALTER TABLE documents DISABLE TRIGGER documents_file_extension_on_write');
-  await env.pool.query(
-    `INSERT INTO documents (tenant_id, source_path, sha256, size_bytes, content_type, bucket, object_key)
-     SELECT 'tenant-' || (g % 3), 'inbox/' || g || '.pdf', repeat('a', 64), g, 'application/pdf', 'bucket', 'documents/' || g
-     FROM generate_series(1, $1::int) AS g`,
-    [ROWS],
-  );
-  await env.pool.query('ALTER TABLE documents ENABLE TRIGGER documents_file_extension_on_write');
+  await insertHistoricalDocuments(env.pool, ROWS);
 });
 afterEach(async () => {
   if (running) {
@@ -42,26 +34,7 @@ afterEach(async () => {
 /** A worker whose handlers and progress reporter share one pool of `poolMax` connections (worker-process.ts). */
 function startWorker(poolMax: number): void {
   const pool = createPool(env.databaseUrl, { max: poolMax, applicationName: 'backfill-pool-test' });
-  const config = loadConfig({ DATABASE_URL: env.databaseUrl });
-  const worker = new Worker(
-    pool,
-    new HandlerRegistry([backfillHandler]),
-    { config, pool, s3: undefined, bucket: undefined },
-    {
-      ...config.worker,
-      workerId: `pool-${poolMax}`,
-      concurrency: 1,
-      leaseMs: 10_000,
-      heartbeatMs: 200,
-      pollIntervalMs: 200,
-      shutdownGraceMs: 2_000,
-      backoffBaseMs: 10,
-      backoffMaxMs: 50,
-      progressIntervalMs: 50,
-    },
-    silentLog,
-    { database: env.databaseUrl, claimSession: true, listen: true },
-  );
+  const worker = testWorker(env, [backfillHandler], { workerId: `pool-${poolMax}`, concurrency: 1 }, silentLog, { pool, s3: undefined });
   running = { worker, pool };
   void worker.start();
 }

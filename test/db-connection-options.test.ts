@@ -15,7 +15,7 @@ import { DatabaseConfigurationError } from '../worker/db/database-status.js';
 import { createPool } from '../worker/db/pool.js';
 import { useTestEnvironment } from './harness.js';
 import { runCli } from './support/cli-runner.js';
-import { makeCertificates, userIds, type TestCertificates } from './support/tls-certificates.js';
+import { serverCertificates, type TestCertificates } from './support/tls-certificates.js';
 import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
 let certificates: TestCertificates | undefined;
@@ -23,21 +23,14 @@ let certificateDir = '';
 let socketDir = '';
 const env = useTestEnvironment({
   ownPostgres: async () => {
-    certificateDir = await mkdtemp(join(tmpdir(), 'db-conn-opts-'));
-    await chmod(certificateDir, 0o755);
+    const server = await serverCertificates('db-conn-opts-');
+    certificateDir = server.dir;
+    certificates = server.certificates;
     // The server (the `postgres` user when the tests run as root) creates its socket here.
     socketDir = await mkdtemp(join(tmpdir(), 'db-sock-'));
     await chmod(socketDir, 0o777);
-    const owner = process.getuid?.() === 0 ? userIds('postgres') : undefined;
-    certificates = await makeCertificates(certificateDir, { dns: ['localhost'] }, owner);
     return {
-      settings: {
-        ssl: 'on',
-        ssl_cert_file: certificates.serverCert,
-        ssl_key_file: certificates.serverKey,
-        listen_addresses: 'localhost',
-        unix_socket_directories: socketDir,
-      },
+      settings: { ...server.settings, unix_socket_directories: socketDir },
       // `host` lines: plain TCP is accepted too, so a client talked out of TLS would get in.
       hba: ['host all all 127.0.0.1/32 scram-sha-256', 'host all all ::1/128 scram-sha-256', 'local all all scram-sha-256'],
     };

@@ -2,33 +2,24 @@
 // server certificate the test makes: verify-full with the right CA connects (every session of a worker process is
 // encrypted), another CA or a host name the certificate does not name is refused with a message that says which, and
 // `disable` fails with a message naming the setting to change.
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { useTestEnvironment } from './harness.js';
 import { runCli } from './support/cli-runner.js';
 import { waitFor } from './support/in-process-worker.js';
-import { makeCertificates, userIds, type TestCertificates } from './support/tls-certificates.js';
+import { serverCertificates, type TestCertificates } from './support/tls-certificates.js';
 import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
 let certificates: TestCertificates | undefined;
 let certificateDir = '';
 const env = useTestEnvironment({
   ownPostgres: async () => {
-    certificateDir = await mkdtemp(join(tmpdir(), 'db-tls-'));
-    const { chmod } = await import('node:fs/promises');
-    await chmod(certificateDir, 0o755);
-    const owner = process.getuid?.() === 0 ? userIds('postgres') : undefined;
-    certificates = await makeCertificates(certificateDir, { dns: ['localhost'] }, owner);
+    const server = await serverCertificates('db-tls-');
+    certificateDir = server.dir;
+    certificates = server.certificates;
     return {
-      settings: {
-        ssl: 'on',
-        ssl_cert_file: certificates.serverCert,
-        ssl_key_file: certificates.serverKey,
-        listen_addresses: 'localhost',
-      },
+      settings: server.settings,
       hba: ['hostssl all all 127.0.0.1/32 scram-sha-256', 'hostssl all all ::1/128 scram-sha-256'],
       urlParams: 'sslmode=require',
     };

@@ -4,21 +4,18 @@
 // before a refresh) is retried like any transient S3 error. A worker that never had credentials (no task role: the SDK
 // throws the same CredentialsProviderError) fails the run at once instead of waiting out the outage budget. The real SDK, a real worker in this process (it takes the
 // test's S3 client: its credential provider is the test's), the real S3 server behind a small front for ExpiredToken.
-import { createServer, request as httpRequest } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import { rm } from 'node:fs/promises';
 import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
-import { loadConfig } from '../worker/config.js';
 import { massImportHandler } from '../worker/handlers/mass-import.js';
-import { HandlerRegistry } from '../worker/handlers/registry.js';
 import { objectKeyFor } from '../worker/imports/object-key.js';
 import { requireJob } from '../worker/queue/operator.js';
-import { Worker } from '../worker/runner/worker.js';
+import type { Worker } from '../worker/runner/worker.js';
 import { createS3Client } from '../worker/storage/s3-client.js';
 import { useTestEnvironment } from './harness.js';
-import { silentLog, waitFor } from './support/in-process-worker.js';
+import { startFaultyS3Proxy } from './support/faulty-s3-proxy.js';
+import { silentLog, testWorker, waitFor } from './support/in-process-worker.js';
 import { contentOf, documentsOf, itemsOf, makeTree, objectBytes, waitForTerminal, type TreeFile } from './support/mass-import-tree.js';
 
 const env = useTestEnvironment();
@@ -45,27 +42,13 @@ afterAll(async () => {
 
 /** A worker in this process that imports `root` through the given S3 client. */
 function startWorker(s3: S3Client): Worker {
-  const config = loadConfig({ DATABASE_URL: env.databaseUrl, IMPORT_ROOT: root, IMPORT_ROOT_REQUIRE_MOUNT: 'false', MASS_IMPORT_CONCURRENCY: '4' });
-  const worker = new Worker(
-    env.pool,
-    new HandlerRegistry([massImportHandler]),
-    { config, pool: env.pool, s3, bucket: env.bucket },
-    {
-      ...config.worker,
-      workerId: `credentials-${process.pid}-${running.length}`,
-      concurrency: 1,
-      leaseMs: 10_000,
-      heartbeatMs: 200,
-      pollIntervalMs: 200,
-      shutdownGraceMs: 2_000,
-      progressIntervalMs: 50,
-      backoffBaseMs: 10,
-      backoffMaxMs: 50,
-      // Outage waits of at most 200 ms instead of minutes: the same semantics, sooner.
-      outageBackoffMaxMs: 200,
-    },
+  const worker = testWorker(
+    env,
+    [massImportHandler],
+    // Outage waits of at most 200 ms instead of minutes: the same semantics, sooner.
+    { workerId: `credentials-${process.pid}-${running.length}`, concurrency: 1, outageBackoffMaxMs: 200 },
     silentLog,
-    { database: env.databaseUrl, claimSession: true, listen: true },
+    { s3, settings: { IMPORT_ROOT: root, IMPORT_ROOT_REQUIRE_MOUNT: 'false', MASS_IMPORT_CONCURRENCY: '4' } },
   );
   running.push(worker);
   void worker.start();
@@ -192,7 +175,9 @@ describe('credentials away for a while', () => {
   });
 
   it('ExpiredToken on a write is retried: every file is imported', { timeout: 60_000 }, async () => {
-    const front = await startExpiringFront(env.s3Endpoint);
+    // The first write of each URL is answered 400 ExpiredToken, as S3 does; the rest reach the S3 server.
+    const front = await startFaultyS3Proxy(env.s3Endpoint);
+    front.decide = (request) => (request.method === 'PUT' && request.previousTries === 0 ? 'expired-token' : 'pass');
     try {
       const s3 = createS3Client({ region: inject('s3Region'), endpoint: front.endpoint, credentials: inject('s3Credentials'), maxAttempts: 1 });
       clients.push(s3);
@@ -201,7 +186,7 @@ describe('credentials away for a while', () => {
       startWorker(s3);
       const done = await waitForTerminal(env, job.id, 60_000);
       expect(done.state, JSON.stringify(done.lastError)).toBe('succeeded');
-      expect(front.expired).toBe(files.length);
+      expect(front.stats.faults['expired-token']).toBe(files.length);
       expect((await itemsOf(env, job.id)).map((item) => item.tries)).toEqual(files.map(() => 2));
       await expectAllImported(prefix, job.id);
     } finally {
@@ -209,44 +194,3 @@ describe('credentials away for a while', () => {
     }
   });
 });
-
-/** A front for the S3 server that answers the first write of each URL `400 ExpiredToken`, as S3 does, and forwards the rest. */
-async function startExpiringFront(target: string): Promise<{ endpoint: string; expired: number; close(): Promise<void> }> {
-  const upstream = new URL(target);
-  const answered = new Set<string>();
-  const sockets = new Set<Socket>();
-  const front = { endpoint: '', expired: 0, close: async () => {} };
-  const server = createServer((req, res) => {
-    const url = req.url ?? '/';
-    if (req.method === 'PUT' && !answered.has(url)) {
-      answered.add(url);
-      front.expired += 1;
-      req.resume();
-      req.on('end', () => {
-        const xml =
-          '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message>' +
-          '<RequestId>expiring-front</RequestId></Error>';
-        res.writeHead(400, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(xml) });
-        res.end(xml);
-      });
-      return;
-    }
-    const outgoing = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: url, headers: req.headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-    });
-    outgoing.on('error', () => res.socket?.destroy());
-    req.pipe(outgoing);
-  });
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  front.endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  front.close = async () => {
-    for (const socket of sockets) socket.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  };
-  return front;
-}

@@ -10,13 +10,11 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { loadConfig } from '../worker/config.js';
 import { massImportHandler } from '../worker/handlers/mass-import.js';
-import { HandlerRegistry } from '../worker/handlers/registry.js';
 import { checkCeiling } from '../worker/imports/mass-import/ceiling.js';
 import { planTree, type PlanOptions } from '../worker/imports/mass-import/import-plan.js';
 import { cancelJob, requireJob } from '../worker/queue/operator.js';
-import { Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
-import { settledJob, silentLog } from './support/in-process-worker.js';
+import { settledJob, silentLog, testWorker } from './support/in-process-worker.js';
 import { makeTree } from './support/mass-import-tree.js';
 
 // One file name whose lstat waits until the test lets it go: a file server that stopped answering mid-walk.
@@ -192,24 +190,9 @@ describe('a stop during the plan', () => {
   });
 
   it('a cancel while the walk hangs ends the run canceled at once, with no item planned', async () => {
-    const config = loadConfig({ DATABASE_URL: env.databaseUrl, IMPORT_ROOT: root, IMPORT_ROOT_REQUIRE_MOUNT: 'false' });
-    const worker = new Worker(
-      env.pool,
-      new HandlerRegistry([massImportHandler]),
-      { config, pool: env.pool, s3: env.s3, bucket: env.bucket },
-      {
-        ...config.worker,
-        workerId: `plan-bounds-${process.pid}`,
-        concurrency: 1,
-        leaseMs: 10_000,
-        heartbeatMs: 200,
-        pollIntervalMs: 200,
-        shutdownGraceMs: 2_000,
-        progressIntervalMs: 50,
-      },
-      silentLog,
-      { database: env.databaseUrl, claimSession: true, listen: true },
-    );
+    const worker = testWorker(env, [massImportHandler], { workerId: `plan-bounds-${process.pid}`, concurrency: 1 }, silentLog, {
+      settings: { IMPORT_ROOT: root, IMPORT_ROOT_REQUIRE_MOUNT: 'false' },
+    });
     const reached = new Promise<void>((resolve) => (hold.reached = resolve));
     hold.name = 'f0077';
     hold.gate = new Promise<void>((resolve) => (hold.release = resolve));

@@ -1,4 +1,5 @@
-// A small HTTP proxy in front of the real S3 server that injects faults: 503 SlowDown, 500 InternalError, connection
+// A small HTTP proxy in front of the real S3 server that injects faults: 503 SlowDown, 500 InternalError, 400
+// ExpiredToken, connection
 // resets and stalls (no answer at all), chosen per request by the test; plus latency, and a "hold" mode that lets a
 // request reach S3 but keeps its answer back (the object is written, the client never hears so). `decide` may also
 // answer with a promise: the request waits, unread, until it settles (a test acts on the moment an upload begins —
@@ -7,7 +8,7 @@
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
-export type Fault = 'pass' | 'slowdown' | 'internal' | 'reset' | 'stall';
+export type Fault = 'pass' | 'slowdown' | 'internal' | 'expired-token' | 'reset' | 'stall';
 
 export interface ProxiedRequest {
   method: string;
@@ -33,9 +34,11 @@ export interface FaultyS3Proxy {
   close(): Promise<void>;
 }
 
-const ERROR_BODIES: Record<'slowdown' | 'internal', { status: number; code: string; message: string }> = {
+const ERROR_BODIES: Record<'slowdown' | 'internal' | 'expired-token', { status: number; code: string; message: string }> = {
   slowdown: { status: 503, code: 'SlowDown', message: 'Please reduce your request rate.' },
   internal: { status: 500, code: 'InternalError', message: 'We encountered an internal error. Please try again.' },
+  // S3's answer to a request signed with credentials that expired meanwhile.
+  'expired-token': { status: 400, code: 'ExpiredToken', message: 'The provided token has expired.' },
 };
 
 export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy> {
@@ -47,7 +50,7 @@ export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy>
   const emptyStats = () => ({
     requests: 0,
     byMethod: {} as Record<string, number>,
-    faults: { pass: 0, slowdown: 0, internal: 0, reset: 0, stall: 0 } as Record<Fault, number>,
+    faults: { pass: 0, slowdown: 0, internal: 0, 'expired-token': 0, reset: 0, stall: 0 } as Record<Fault, number>,
     held: 0,
   });
 

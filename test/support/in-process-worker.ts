@@ -2,7 +2,8 @@
 import { loadConfig } from '../../worker/config.js';
 import { HandlerRegistry } from '../../worker/handlers/registry.js';
 import type { AnyJobHandler } from '../../worker/handlers/types.js';
-import type { Queryable } from '../../worker/db/pool.js';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { Pool, Queryable } from '../../worker/db/pool.js';
 import { createLogger, type Logger } from '../../worker/logger.js';
 import { requireJob } from '../../worker/queue/operator.js';
 import type { JobRow } from '../../worker/queue/types.js';
@@ -11,17 +12,27 @@ import type { TestEnvironment } from '../harness.js';
 
 export const silentLog = createLogger({ level: 'silent', format: 'json' });
 
+/** What a test worker runs with instead of the test environment's own: a pool of its own, an S3 client, settings. */
+export interface TestWorkerServices {
+  pool?: Pool;
+  s3?: S3Client | undefined;
+  /** Settings beyond DATABASE_URL, as environment variables (IMPORT_ROOT …). */
+  settings?: Record<string, string>;
+}
+
 export function testWorker(
   env: TestEnvironment,
   handlers: AnyJobHandler[],
   overrides: Partial<WorkerOptions> = {},
   log: Logger = silentLog,
+  services: TestWorkerServices = {},
 ): Worker {
-  const config = loadConfig({ DATABASE_URL: env.databaseUrl });
+  const config = loadConfig({ ...services.settings, DATABASE_URL: env.databaseUrl });
+  const pool = services.pool ?? env.pool;
   return new Worker(
-    env.pool,
+    pool,
     new HandlerRegistry(handlers),
-    { config, pool: env.pool, s3: env.s3, bucket: env.bucket },
+    { config, pool, s3: 's3' in services ? services.s3 : env.s3, bucket: env.bucket },
     {
       ...config.worker,
       workerId: `test-${Math.random().toString(36).slice(2, 8)}`,

@@ -1,7 +1,8 @@
 // Certificates for TLS tests, made by the test with the openssl command line (installed with apt-get when missing):
 // a CA, a server certificate it signs for the given names, and an unrelated second CA.
 import { execFile, execFileSync } from 'node:child_process';
-import { chmod, chown, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -73,4 +74,21 @@ export function userIds(name: string): { uid: number; gid: number } | undefined 
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Certificates for `localhost` in a fresh folder (`<prefix>…` under the temporary directory) that a Postgres server of
+ * a test's own can read (it runs as `postgres` when the tests run as root), and the server settings that turn TLS on
+ * with them. The caller removes `dir`.
+ */
+export async function serverCertificates(prefix: string): Promise<{ dir: string; certificates: TestCertificates; settings: Record<string, string> }> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  await chmod(dir, 0o755);
+  const owner = process.getuid?.() === 0 ? userIds('postgres') : undefined;
+  const certificates = await makeCertificates(dir, { dns: ['localhost'] }, owner);
+  return {
+    dir,
+    certificates,
+    settings: { ssl: 'on', ssl_cert_file: certificates.serverCert, ssl_key_file: certificates.serverKey, listen_addresses: 'localhost' },
+  };
 }

@@ -1,5 +1,6 @@
 // How a failure is classified (transient → retry with backoff; permanent → failed at once) and recorded.
 import { boundValue, MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_STACK_CHARS, truncateText } from '../bounds.js';
+import { READ_ONLY_TRANSACTION } from '../db/database-status.js';
 import type { ErrorClass, JobErrorRecord } from './types.js';
 
 /** Base for errors a handler throws on purpose: carries a code and the context an operator needs. */
@@ -55,7 +56,7 @@ export const SYMLINK_OUTSIDE_ROOT_CODE = 'SYMLINK_OUTSIDE_ROOT';
 // SQLSTATEs worth a retry: serialization failure, deadlock, connection exceptions (class 08), admin shutdown and
 // crash recovery (57P0x), too many connections, lock timeout, query canceled by statement timeout, a write refused as
 // read-only (a session left on a demoted instance after a switchover: database-status.ts).
-const TRANSIENT_SQLSTATES = new Set(['40001', '40P01', '57P01', '57P02', '57P03', '53300', '55P03', '57014', '25006']);
+const TRANSIENT_SQLSTATES = new Set(['40001', '40P01', '57P01', '57P02', '57P03', '53300', '55P03', '57014', READ_ONLY_TRANSACTION]);
 export const TRANSIENT_NODE_CODES = new Set([
   'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH',
   'ENETUNREACH', 'ENETDOWN', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT',
