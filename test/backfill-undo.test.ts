@@ -200,12 +200,17 @@ describe('backfill before-images and undo', () => {
     // 21: an image saved before migration 20261207150000 (no version): the value rule, as before, restores it.
     await env.pool.query("UPDATE backfill_before_images SET written_xid = NULL WHERE row_key = '21'");
     await env.pool.query("UPDATE documents SET file_extension = 'png' WHERE id = 21");
-    // Frozen tuples keep their xmin (Postgres 9.4 and later): the rows the backfill wrote stay restorable.
-    await env.pool.query('VACUUM (FREEZE) documents');
-    const frozen = await env.pool.query(
-      "SELECT bool_and(age(d.relfrozenxid) < age(i.written_xid::xid)) AS frozen FROM pg_class d, backfill_before_images i WHERE d.oid = 'documents'::regclass AND i.written_xid IS NOT NULL",
-    );
-    expect(frozen.rows[0].frozen).toBe(true);
+    // Frozen tuples keep their xmin (Postgres 9.4 and later): the rows the backfill wrote stay restorable. VACUUM freezes
+    // only what no running transaction can still see: a snapshot held elsewhere at that moment (another session of
+    // this busy machine) leaves the rows as they are, so it is run until the table is frozen past the writes.
+    const frozen = await waitFor(async () => {
+      await env.pool.query('VACUUM (FREEZE) documents');
+      const { rows } = await env.pool.query(
+        "SELECT bool_and(age(d.relfrozenxid) < age(i.written_xid::xid)) AS frozen FROM pg_class d, backfill_before_images i WHERE d.oid = 'documents'::regclass AND i.written_xid IS NOT NULL",
+      );
+      return rows[0].frozen === true ? rows[0] : undefined;
+    });
+    expect(frozen.frozen).toBe(true);
 
     const dry = await runCliJson<Record<string, unknown>>(env, ['backfill', 'undo', NAME, '--dry-run']);
     expect(dry).toEqual({ dryRun: true, backfill: NAME, saved: HISTORICAL, restorable: HISTORICAL - 3, changed: 3, deleted: 0 });
