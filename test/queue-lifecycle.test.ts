@@ -618,15 +618,43 @@ describe('rescue, retention, cancel and requeue', () => {
       await waitFor(claimWaitingOnLock);
       // White box: no cancel for this claim (the next test covers it), so it is still waiting when the handler returns.
       (worker as unknown as { claimClient: unknown }).claimClient = undefined;
-      const released = new Promise<void>((resolve) => worker.on('jobFinished', (event) => event.state === 'released' && resolve()));
       const stopping = worker.stop();
-      await released; // the handler has returned while the claim may still wait
+      await waitFor(releaseWaitingOnLock); // the handler has returned, and its release waits as the claim does
       await locker.query('ROLLBACK');
       await stopping;
     } finally {
       locker.release();
     }
     expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'queued', attempts: 0, leaseOwner: null });
+  });
+
+  it('gives a job stopped for the shutdown back at once, while another job still drains', async () => {
+    // Its lease is not renewed once its handler has returned: left for the release at the end of the drain (a large
+    // upload may take most of the grace time), it ran out, and the rescuer counted the attempt, the last one here.
+    const stopsAtOnce: JobHandler<unknown> = {
+      kind: 'stops-at-once',
+      description: 'returns as soon as it is asked to stop',
+      parsePayload: () => ({}),
+      run: ({ signal }) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))),
+    };
+    let drained!: () => void;
+    const drainsLong: JobHandler<unknown> = {
+      kind: 'drains-long',
+      description: 'finishes only when the test lets it',
+      parsePayload: () => ({}),
+      run: () => new Promise<void>((resolve) => (drained = resolve)),
+    };
+    const worker = start(testWorker(env, [stopsAtOnce, drainsLong], { pollIntervalMs: 50, shutdownGraceMs: 120_000 }));
+    const { job: quick } = await enqueueJob(env.pool, { kind: 'stops-at-once', maxAttempts: 1 });
+    const { job: slow } = await enqueueJob(env.pool, { kind: 'drains-long' });
+    await waitFor(async () => (await getJob(env.pool, quick.id))?.state === 'running' && (await getJob(env.pool, slow.id))?.state === 'running');
+    const stopping = worker.stop();
+    await waitFor(async () => (await getJob(env.pool, quick.id))?.state === 'queued');
+    expect(await requireJob(env.pool, quick.id)).toMatchObject({ attempts: 0, leaseOwner: null });
+    expect(await requireJob(env.pool, slow.id)).toMatchObject({ state: 'running', leaseOwner: expect.any(String) });
+    drained();
+    await stopping;
+    expect(await requireJob(env.pool, slow.id)).toMatchObject({ state: 'succeeded' });
   });
 
   // The bound: a claim that was not canceled would hold the stop for its own timeouts (30 s with this lease).
@@ -706,6 +734,14 @@ describe('rescue, retention, cancel and requeue', () => {
 });
 
 /** The test worker's claim session is waiting for a lock (testWorker claims on a connection of its own). */
+async function releaseWaitingOnLock(): Promise<boolean> {
+  const { rows } = await env.pool.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_stat_activity
+     WHERE datname = current_database() AND query LIKE '%WITH released AS%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,
+  );
+  return rows[0]!.n > 0;
+}
+
 async function claimWaitingOnLock(): Promise<boolean> {
   const { rows } = await env.pool.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM pg_stat_activity

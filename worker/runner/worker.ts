@@ -114,8 +114,9 @@ interface ActiveJob {
 export class Worker extends EventEmitter<WorkerEvents> {
   private readonly active = new Map<number, ActiveJob>();
   /**
-   * Leases of jobs whose handler stopped for the shutdown. Kept apart from `active` because the entry leaves `active`
-   * as soon as its handler returns, which can be before stop() looks at what is running.
+   * Leases of jobs whose handler stopped for the shutdown and whose release at once did not get through: the bulk
+   * release at the end of the drain gives them back, and the heartbeat renews them meanwhile (the entry has left
+   * `active`, and another handler may drain for most of the grace time, longer than a lease).
    */
   private readonly stoppedForShutdown: Lease[] = [];
   /** Claimed (leased) but not started yet; see prefetch.ts. */
@@ -518,9 +519,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return finished('lost');
     }
     if (failure !== undefined && reason instanceof ShutdownError) {
-      // Released in bulk by stop(): nothing to record here.
-      this.stoppedForShutdown.push(lease);
-      log.info('job stopped for shutdown; it will be released to the queue');
+      // Given back now, not when the last handler has drained: another task resumes it at once, and its lease is not
+      // left to run out (and the rescuer to count the attempt) while a long upload drains beside it.
+      log.info('job stopped for shutdown; it is released to the queue');
+      if (!(await this.releaseLeases([lease], false, 'tried again once the other jobs have drained'))) this.stoppedForShutdown.push(lease);
       return finished('released');
     }
     if (failure === undefined || reason instanceof CancelRequestedError) {
@@ -649,6 +651,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.lastBeatAt = performance.now();
     const leases = [
       ...[...this.active.values()].map((entry) => entry.lease),
+      ...this.stoppedForShutdown,
       ...this.buffer.all().map((job) => ({ jobId: job.id, attempt: job.attempt })),
     ];
     const startedAt = Date.now();
@@ -774,13 +777,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /** Gives leases back to the queue without counting the attempt (shutdown). */
-  private async releaseLeases(leases: Array<Pick<Lease, 'jobId' | 'attempt'>>, timedOut: boolean): Promise<void> {
-    if (leases.length === 0) return;
+  /** Gives leases back to the queue (fenced); whether the database took the release. `then`: what follows a failure. */
+  private async releaseLeases(
+    leases: Array<Pick<Lease, 'jobId' | 'attempt'>>,
+    timedOut: boolean,
+    then = 'their leases expire and the rescuer requeues them',
+  ): Promise<boolean> {
+    if (leases.length === 0) return true;
     try {
       const ids = await releaseJobs(this.outcomeDb, this.options.workerId, leases);
       this.log.info({ jobs: ids, timed_out: timedOut }, 'released jobs back to the queue');
+      return true;
     } catch (error) {
-      this.log.error({ err: error }, 'could not release jobs; their leases expire and the rescuer requeues them');
+      this.log.error({ err: error, jobs: leases.map((lease) => lease.jobId) }, `could not release jobs; ${then}`);
+      return false;
     }
   }
 
