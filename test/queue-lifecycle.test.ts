@@ -307,22 +307,28 @@ describe('rescue, retention, cancel and requeue', () => {
     expect(dead.lastError).toMatchObject({ code: 'LEASE_EXPIRED', class: 'transient', attempt: 1, worker: 'crashed', internal: true });
   });
 
-  it('deletes only finished runs older than the retention, in batches', async () => {
+  it('deletes only finished runs older than the retention, in batches, and keeps dead runs nobody resolved', async () => {
     await env.pool.query('DELETE FROM jobs');
     const old = await Promise.all([1, 2, 3].map(() => enqueueJob(env.pool, { kind: 'retained' })));
     const fresh = await enqueueJob(env.pool, { kind: 'retained' });
     const queuedOld = await enqueueJob(env.pool, { kind: 'retained' });
+    // The dead-letter queue: a dead run stays until an operator replays, resolves or purges it (the DeadJobs alarm
+    // stays on meanwhile), however old; a resolved one goes like any other finished run.
+    const deadOld = await enqueueJob(env.pool, { kind: 'retained' });
+    const resolvedOld = await enqueueJob(env.pool, { kind: 'retained' });
     await env.pool.query(
       "UPDATE jobs SET state = 'succeeded', finished_at = now() - interval '40 days' WHERE id = ANY($1)",
       [old.map((o) => o.job.id)],
     );
     await env.pool.query("UPDATE jobs SET state = 'failed', finished_at = now() - interval '2 days' WHERE id = $1", [fresh.job.id]);
     await env.pool.query("UPDATE jobs SET created_at = now() - interval '90 days' WHERE id = $1", [queuedOld.job.id]);
+    await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now() - interval '40 days' WHERE id = ANY($1)", [[deadOld.job.id, resolvedOld.job.id]]);
+    await env.pool.query("UPDATE jobs SET resolved_at = now() - interval '35 days', resolved_by = 'on-call' WHERE id = $1", [resolvedOld.job.id]);
     expect(await deleteExpiredJobs(env.pool, 30, 2)).toBe(2);
-    expect(await deleteExpiredJobs(env.pool, 30, 2)).toBe(1);
+    expect(await deleteExpiredJobs(env.pool, 30, 2)).toBe(2);
     expect(await deleteExpiredJobs(env.pool, 30, 2)).toBe(0);
     const { rows } = await env.pool.query('SELECT id FROM jobs ORDER BY id');
-    expect(rows.map((row) => row.id)).toEqual([fresh.job.id, queuedOld.job.id]);
+    expect(rows.map((row) => row.id)).toEqual([fresh.job.id, queuedOld.job.id, deadOld.job.id]);
   });
 
   it('deletes a run with many child rows in chunks: per-item rows go, business rows only lose the link', async () => {
