@@ -3,7 +3,10 @@
 // across attempts that never saw it work, restarted by one that did), waits longer as the outage goes on (never past
 // the budget's end), ends `dead` with DEPENDENCY_OUTAGE once the outage outlasts the budget, and any other outcome
 // clears the outage.
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { JobHandler } from '../worker/handlers/types.js';
+import { jobMetricPoints } from '../worker/ops/metrics.js';
+import type { JobFinishedEvent, Worker } from '../worker/runner/worker.js';
 import { claimJobs } from '../worker/queue/claim.js';
 import { enqueueJob } from '../worker/queue/enqueue.js';
 import { PermanentJobError, TransientJobError, toErrorRecord } from '../worker/queue/errors.js';
@@ -14,6 +17,7 @@ import {
 import { requeueJob, requireJob } from '../worker/queue/operator.js';
 import { describeOutage } from '../worker/cli/commands/jobs.js';
 import { useTestEnvironment } from './harness.js';
+import { testWorker, waitFor } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
 const POLICY: OutagePolicy = { budgetMs: 60_000, baseMs: 1_000, maxMs: 20_000 };
@@ -169,11 +173,75 @@ describe('recordFailure during an outage', () => {
     expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'queued', outageStartedAt: null, outageDependency: null });
   });
 
+  it('a run that keeps breaking its connection after running a while waits out at most max_attempts new outages', async () => {
+    // A statement a DBA kills, a backend the run's own query runs out of memory: each attempt sees the database work,
+    // then loses it, so each failure is a new outage. Given back every time, the run would come back for ever (and
+    // take the database down again each time); past max_attempts new outages its attempts count, up to dead.
+    const { job } = await enqueueJob(env.pool, { kind: 'outage-restarts', maxAttempts: 2 });
+    const killed = (attempt: number) =>
+      toErrorRecord(Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }), attempt, 'w');
+    const fail = async () => {
+      await dueNow(job.id);
+      const lease = await claim('outage-restarts');
+      return recordFailure(env.pool, { lease, error: killed(lease.attempt), retryDelayMs: 0, outage: s3Outage({ dependency: 'database', progressed: true }) });
+    };
+    expect(await fail()).toMatchObject({ state: 'queued', waiting: true });
+    expect(await fail()).toMatchObject({ state: 'queued', waiting: true });
+    expect((await requireJob(env.pool, job.id)).lastError).toMatchObject({ context: { attemptCounted: false, outageRestarts: 2 } });
+    expect(await fail()).toMatchObject({ state: 'queued', waiting: false, outageOverBudget: false });
+    let row = await requireJob(env.pool, job.id);
+    expect(row).toMatchObject({ attempts: 1, outageStartedAt: null });
+    expect(row.lastError).toMatchObject({ code: '57P01', context: { dependency: 'database', attemptCounted: true, outageRestarts: 2 } });
+    expect(await fail()).toMatchObject({ state: 'dead', waiting: false });
+    row = await requireJob(env.pool, job.id);
+    expect(row).toMatchObject({ state: 'dead', attempts: 2 });
+    expect(row.lastError).toMatchObject({ code: '57P01', context: { attemptCounted: true, outageRestarts: 2 } });
+
+    // The count goes with the run's failures: a replay starts without it, and waits out outages again.
+    await requeueJob(env.pool, job.id);
+    expect(await fail()).toMatchObject({ state: 'queued', waiting: true });
+  });
+
   it('a permanent error is never an outage', async () => {
     const { job } = await enqueueJob(env.pool, { kind: 'outage-permanent' });
     const lease = await claim('outage-permanent');
     const error = toErrorRecord(new PermanentJobError('bad', 'INVALID_PAYLOAD'), 1, 'w');
     expect(await recordFailure(env.pool, { lease, error, retryDelayMs: 0, outage: s3Outage() })).toMatchObject({ state: 'failed', waiting: false });
     expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'failed', attempts: 1, outageStartedAt: null });
+  });
+});
+
+describe('the worker', () => {
+  const workers: Worker[] = [];
+  afterEach(async () => {
+    await Promise.all(workers.splice(0).map((worker) => worker.stop()));
+  });
+
+  it('reports a run waiting out an outage as waiting (metric outcome outage_wait), not as a failed attempt', async () => {
+    // The repeated-failures alarm sums the failure outcomes: a routine failover must not page through the runs that
+    // wait for it (the runbook: a shorter outage does not page).
+    let calls = 0;
+    const flaky: JobHandler<unknown> = {
+      kind: 'outage-once',
+      description: 'S3 away on its first attempt',
+      parsePayload: () => ({}),
+      run: async () => {
+        calls += 1;
+        if (calls === 1) throw new DependencyOutageError('S3 unavailable', 's3', new Date(), false);
+      },
+    };
+    const events: JobFinishedEvent[] = [];
+    const worker = testWorker(env, [flaky], { pollIntervalMs: 50, backoffBaseMs: 10, outageBackoffMaxMs: 20, outageBudgetMs: 60_000 });
+    workers.push(worker);
+    worker.on('jobFinished', (event) => events.push(event));
+    void worker.start();
+    const { job } = await enqueueJob(env.pool, { kind: 'outage-once', maxAttempts: 1 });
+    await waitFor(async () => (await requireJob(env.pool, job.id)).state === 'succeeded');
+    await waitFor(async () => events.length === 2);
+    expect(events.map((event) => event.state)).toEqual(['waiting', 'succeeded']);
+    expect(events.map((event) => jobMetricPoints(event)[0]?.dimensions)).toEqual([
+      { Kind: 'outage-once', Outcome: 'outage_wait' },
+      { Kind: 'outage-once', Outcome: 'succeeded' },
+    ]);
   });
 });

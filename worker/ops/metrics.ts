@@ -179,6 +179,8 @@ export function outcomeOf(state: JobFinishedEvent['state']): string {
   switch (state) {
     case 'queued':
       return 'retry';
+    case 'waiting':
+      return 'outage_wait';
     case 'lost':
       return 'lease_lost';
     case 'unrecorded':

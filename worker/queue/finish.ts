@@ -98,7 +98,11 @@ export interface RecordedFailure {
 // One statement, fenced by the lease:
 //   held    the job row while this worker holds the lease, locked;
 //   outage  when the outage began: this failure's start, or the start stored by an earlier outage failure of the same
-//           dependency when this attempt never saw the dependency work (it is the same outage going on);
+//           dependency when this attempt never saw the dependency work (it is the same outage going on). A new outage
+//           is waited for only while the run's consecutive outage failures (last_error.context.outageRestarts) have
+//           begun fewer new outages than its max_attempts: an attempt that breaks its own connection after running
+//           a while (a statement killed by a DBA, a backend it runs out of memory) looks like a new outage every time,
+//           and would be given back for ever. Past that, an outage failure counts the attempt like any other.
 //   next    the new state: permanent → failed; an outage within its budget → queued, the attempt given back
 //           (attempts - 1, as releaseJobs does), after a wait that grows with the outage (as long as it has lasted,
 //           from the base up to the cap, equal jitter, never past the budget's end, so the last try comes when the
@@ -107,16 +111,24 @@ export interface RecordedFailure {
 //           attempt was failing wins over any retry or dead end (as in the rescue): the run ends canceled.
 const RECORD_FAILURE = `
 WITH held AS (
-  SELECT id, attempts, max_attempts, outage_started_at, outage_dependency, cancel_requested_at FROM jobs
+  SELECT id, attempts, max_attempts, outage_started_at, outage_dependency, cancel_requested_at,
+    coalesce(CASE WHEN jsonb_typeof(last_error -> 'context' -> 'outageRestarts') = 'number'
+                  THEN (last_error -> 'context' ->> 'outageRestarts')::numeric END, 0) AS restarts
+  FROM jobs
   WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running' AND archived = false
   FOR UPDATE
-), outage AS (
+), kind_of AS (
   SELECT held.*,
-    CASE WHEN $8::text IS NULL OR $7 = 'permanent' THEN NULL::timestamptz
-         WHEN $9::boolean OR held.outage_started_at IS NULL OR held.outage_dependency IS DISTINCT FROM $8::text
-           THEN now() - $10::double precision * interval '1 millisecond'
-         ELSE held.outage_started_at END AS began
+    $8::text IS NOT NULL AND $7 <> 'permanent' AS is_outage,
+    $9::boolean OR held.outage_started_at IS NULL OR held.outage_dependency IS DISTINCT FROM $8::text AS fresh
   FROM held
+), outage AS (
+  SELECT kind_of.*,
+    CASE WHEN NOT is_outage OR (fresh AND restarts >= max_attempts) THEN NULL::timestamptz
+         WHEN fresh THEN now() - $10::double precision * interval '1 millisecond'
+         ELSE outage_started_at END AS began,
+    restarts + CASE WHEN is_outage AND fresh AND restarts < max_attempts THEN 1 ELSE 0 END AS restarts_now
+  FROM kind_of
 ), judged AS (
   SELECT outage.*,
     extract(epoch FROM now() - outage.began) * 1000 AS elapsed_ms,
@@ -152,7 +164,11 @@ UPDATE jobs SET
         'dependency', $8::text, 'outageSince', next.began_iso, 'outageBudgetMs', $11::double precision, 'lastCode', $4::jsonb ->> 'code'))
     WHEN next.waiting THEN $4::jsonb || jsonb_build_object(
       'context', coalesce($4::jsonb -> 'context', '{}'::jsonb) || jsonb_build_object(
-        'dependency', $8::text, 'outageSince', next.began_iso, 'attemptCounted', false))
+        'dependency', $8::text, 'outageSince', next.began_iso, 'attemptCounted', false, 'outageRestarts', next.restarts_now))
+    -- An outage failure counted because the run has begun max_attempts outages: the count stays with the run.
+    WHEN next.is_outage AND next.began IS NULL THEN $4::jsonb || jsonb_build_object(
+      'context', coalesce($4::jsonb -> 'context', '{}'::jsonb) || jsonb_build_object(
+        'dependency', $8::text, 'attemptCounted', true, 'outageRestarts', next.restarts_now))
     ELSE $4::jsonb END,
   progress = coalesce($6, jobs.progress),
   outage_started_at = CASE WHEN next.waiting THEN next.began END,

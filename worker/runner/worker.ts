@@ -564,7 +564,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
             ? `waiting for ${name}: unavailable since ${since}; retry scheduled, attempt not counted`
             : `${name} unavailable since ${since}, longer than the outage budget (DEPENDENCY_OUTAGE_BUDGET_MS); job ${state}`,
         );
-        return finished(state, { error: failure });
+        return finished(recorded.waiting ? 'waiting' : state, { error: failure });
       }
       const level = state === 'queued' ? 'warn' : 'error';
       log[level](
