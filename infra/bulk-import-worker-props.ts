@@ -124,7 +124,13 @@ export interface WorkerAutoscaling {
 }
 
 export interface BulkImportWorkerProps extends ObservabilityProps {
-  /** Environment name (`prod`, `staging`, …): part of resource names; `prod` enables the RunningTaskCount alarm. */
+  /**
+   * Environment name (`prod`, `staging`, …): part of resource names and of the default metrics namespace. Every alarm,
+   * the ones on RunningTaskCount included, exists in every environment; `prod` changes where the two worker-down alarms
+   * go by default (`workerDownAlarms`: they page the alarm topic, elsewhere they notify the notice topic), keeps logs a
+   * year by default (`logRetentionDays`; elsewhere a month) and requires databaseSecurityGroup or a databaseCidr other
+   * than 0.0.0.0/0.
+   */
   readonly environmentName: string;
   /**
    * VPC the tasks run in.

@@ -39,6 +39,7 @@ import { allowHttps, allowPostgres, createInterfaceEndpoints, type HttpsRoute, l
 import { addNotifications, type Notifications } from './notifications.js';
 import { scheduledTaskRole, taskFamilyArn } from './scheduled-task.js';
 import { addTracingSidecar } from './tracing.js';
+import { healthCheckStartPeriodSeconds } from './worker-environment.js';
 
 export * from './bulk-import-worker-props.js';
 
@@ -98,7 +99,7 @@ export class BulkImportWorker extends Construct {
         containerInsightsV2: ecs.ContainerInsights.ENABLED,
         ...(props.fargateSpot ? { enableFargateCapacityProviders: true } : {}),
       });
-    this.httpsRoute = this.createHttpsRoute(props);
+    this.httpsRoute = this.createHttpsRoute(props, resolved.bucketPrefix);
     this.securityGroup = this.createSecurityGroup(props, resolved);
 
     const imported = props.importFileSystem;
@@ -208,13 +209,13 @@ export class BulkImportWorker extends Construct {
   }
 
   /** With `vpcEndpoints`: the interface endpoints, the S3 gateway endpoint limited to the bucket, HTTPS only to them. */
-  private createHttpsRoute(props: BulkImportWorkerProps): HttpsRoute {
+  private createHttpsRoute(props: BulkImportWorkerProps, bucketPrefix: string): HttpsRoute {
     if (!props.vpcEndpoints) return { kind: 'anywhere' };
     const endpoints = createInterfaceEndpoints(this, this.vpc, this.taskSubnets);
     const s3Endpoint =
       this.createdS3Endpoint ??
       new ec2.GatewayVpcEndpoint(this, 'S3Endpoint', { vpc: this.vpc, service: ec2.GatewayVpcEndpointAwsService.S3, subnets: [this.taskSubnets] });
-    limitS3Endpoint(s3Endpoint, props.bucket);
+    limitS3Endpoint(s3Endpoint, props.bucket, bucketPrefix);
     return { kind: 'endpoints', endpoints, s3PrefixListId: props.vpcEndpoints.s3PrefixListId };
   }
 
@@ -250,7 +251,9 @@ export class BulkImportWorker extends Construct {
         interval: Duration.seconds(30),
         timeout: Duration.seconds(10),
         retries: 3,
-        startPeriod: Duration.seconds(60),
+        // The heartbeat file exists only once the database answered: the start period covers the whole start-up wait
+        // (DATABASE_STARTUP_TIMEOUT_MS; a longer one than it can cover is refused with the worker settings).
+        startPeriod: Duration.seconds(healthCheckStartPeriodSeconds(resolved.workerEnvironment)),
       },
       environment: {
         S3_BUCKET: props.bucket.bucketName,
@@ -470,6 +473,12 @@ export class BulkImportWorker extends Construct {
         resources: [bucketObjectsArn],
       }),
     );
+    // A mass import deletes the object it wrote from a file that changed while it was sent
+    // (worker/imports/mass-import/file-transfer.ts, discardObject): left, it would be an object of a version of the file
+    // that is gone, with no row, which `audit` reports as an orphan. Its own objects only: under the import prefix.
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({ sid: 'DiscardChangedImportObjects', actions: ['s3:DeleteObject'], resources: [bucketObjectsArn] }),
+    );
     // CSV uploads are always imports/<tenant>/… (the API presigns them there): a worker whose prefix is elsewhere
     // still reads them, or every CSV import would fail with AccessDenied.
     if (!`${CSV_UPLOAD_PREFIX}/`.startsWith(bucketPrefix)) {
@@ -583,7 +592,8 @@ export class BulkImportWorker extends Construct {
         taskPolicy,
         bucketObjectsArn,
         'Object keys are generated per imported file, so the grant covers the objects under the import prefix of ' +
-          'the one import bucket, for PutObject/GetObject/AbortMultipartUpload only.',
+          'the one import bucket, for PutObject/GetObject/AbortMultipartUpload and DeleteObject (the object of a file that ' +
+          'changed while it was sent) only.',
       );
       acknowledgeWildcardResource(
         taskPolicy,

@@ -76,10 +76,12 @@ export function createInterfaceEndpoints(scope: Construct, vpc: ec2.IVpc, subnet
 }
 
 /**
- * Limits the S3 gateway endpoint to the import bucket, and to reading ECR's image layers (ECR keeps them in an S3
- * bucket of its own, fetched through this endpoint: without that statement no task could pull its image).
+ * Limits the S3 gateway endpoint to the import bucket, deletes to the objects under the import prefix (the worker
+ * deletes the object of a file that changed while it was sent: DiscardChangedImportObjects of the task role), and to
+ * reading ECR's image layers (ECR keeps them in an S3 bucket of its own, fetched through this endpoint: without that
+ * statement no task could pull its image).
  */
-export function limitS3Endpoint(endpoint: ec2.GatewayVpcEndpoint, bucket: s3.IBucket): void {
+export function limitS3Endpoint(endpoint: ec2.GatewayVpcEndpoint, bucket: s3.IBucket, bucketPrefix: string): void {
   const stack = Stack.of(endpoint);
   endpoint.addToPolicy(
     new iam.PolicyStatement({
@@ -87,6 +89,14 @@ export function limitS3Endpoint(endpoint: ec2.GatewayVpcEndpoint, bucket: s3.IBu
       principals: [new iam.AnyPrincipal()],
       actions: ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload', 's3:ListBucket'],
       resources: [bucket.bucketArn, bucket.arnForObjects('*')],
+    }),
+  );
+  endpoint.addToPolicy(
+    new iam.PolicyStatement({
+      sid: 'DeleteImportObjects',
+      principals: [new iam.AnyPrincipal()],
+      actions: ['s3:DeleteObject'],
+      resources: [bucket.arnForObjects(`${bucketPrefix}*`)],
     }),
   );
   endpoint.addToPolicy(

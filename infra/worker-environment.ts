@@ -104,7 +104,49 @@ export class WorkerSettingsError extends Error {
   }
 }
 
-/** The container variables of the given worker settings, checked by the worker's own configuration reader. */
+/**
+ * The worker container's health check (infra/bulk-import-worker.ts) reads the heartbeat file, which a worker writes
+ * only once its database answered (worker/runner/worker-process.ts: after waitForDatabase, which waits up to
+ * DATABASE_STARTUP_TIMEOUT_MS). So the check's start period covers that whole wait, plus this margin for what comes
+ * around it: the process starting before the wait, and the first poll-loop turn after it. The retries are left for a
+ * running worker.
+ */
+const HEALTH_CHECK_STARTUP_MARGIN_SECONDS = 30;
+/** The health check's start period when the database wait is short (the wait + margin is less). */
+const HEALTH_CHECK_MIN_START_PERIOD_SECONDS = 60;
+/** The longest start period ECS takes (HealthCheck.startPeriod: 0–300 s). */
+const HEALTH_CHECK_MAX_START_PERIOD_SECONDS = 300;
+
+/**
+ * The start period of the worker's health check for the given container variables (DATABASE_STARTUP_TIMEOUT_MS, or the
+ * worker's default when unset): the database wait + the margin, at least the minimum. Can exceed what ECS takes: see
+ * checkHealthCheckCoversStartup.
+ */
+export function healthCheckStartPeriodSeconds(environment: Record<string, string>): number {
+  const waitSeconds = Math.ceil(loadConfig(environment).databaseStartupTimeoutMs / 1000);
+  return Math.max(HEALTH_CHECK_MIN_START_PERIOD_SECONDS, waitSeconds + HEALTH_CHECK_STARTUP_MARGIN_SECONDS);
+}
+
+/** Refuses a database start-up wait the health check's start period cannot cover (ECS's 300 s at most). */
+function checkHealthCheckCoversStartup(environment: Record<string, string>): void {
+  const startPeriod = healthCheckStartPeriodSeconds(environment);
+  if (startPeriod <= HEALTH_CHECK_MAX_START_PERIOD_SECONDS) return;
+  const timeoutMs = loadConfig(environment).databaseStartupTimeoutMs;
+  const longest = (HEALTH_CHECK_MAX_START_PERIOD_SECONDS - HEALTH_CHECK_STARTUP_MARGIN_SECONDS) * 1000;
+  throw new WorkerSettingsError(
+    'databaseStartupTimeoutMs',
+    `databaseStartupTimeoutMs: ${timeoutMs} ms (DATABASE_STARTUP_TIMEOUT_MS) is longer than the container health check ` +
+      `can cover: a starting worker writes its heartbeat only once the database answered, so the check's start period ` +
+      `would have to be ${startPeriod} s (the wait + ${HEALTH_CHECK_STARTUP_MARGIN_SECONDS} s), and ECS allows at most ` +
+      `${HEALTH_CHECK_MAX_START_PERIOD_SECONDS} s: the health check would replace the worker while it still waits. ` +
+      `Use at most ${longest} ms`,
+  );
+}
+
+/**
+ * The container variables of the given worker settings, checked by the worker's own configuration reader, and the
+ * database start-up wait against the container health check (checkHealthCheckCoversStartup).
+ */
 export function workerSettingsEnvironment(settings: WorkerSettings): Record<string, string> {
   const environment: Record<string, string> = {};
   const keyOf = new Map<string, WorkerSettingKey>();
@@ -123,6 +165,7 @@ export function workerSettingsEnvironment(settings: WorkerSettings): Record<stri
     const key = keyOf.get(error.variable) ?? WORKER_SETTING_KEYS.find((k) => WORKER_SETTINGS[k].variable === error.variable)!;
     throw new WorkerSettingsError(key, `${key}: ${error.message}`);
   }
+  checkHealthCheckCoversStartup(environment);
   return environment;
 }
 

@@ -14,8 +14,10 @@
 # service is stable and prints what runs. `stop --hard` first stops every running task (StopTask: SIGTERM, the worker
 # drains, releases its leases and its scale-in protection, exits) instead of waiting for busy tasks to go idle
 # (docs/DEPLOYMENT.md §6.3); the service's autoscaling, when the stack has it, is suspended meanwhile (it would start
-# tasks again as they stop) and restored as it was after the deploy if the stack still has it. One campaign.sh or
-# deploy.sh per environment at a time on this machine: both take the same lock.
+# tasks again as they stop) and restored as it was after the deploy if the stack still has it. A hard stop that fails
+# after setting the count to 0 (a failed deploy) says that the service is left at 0, with the command that gives it
+# back the count it had. One campaign.sh or deploy.sh per environment at a time on this machine: both take the same
+# lock.
 # `--dry-run` runs the diff and prints the other commands.
 set -Eeuo pipefail
 
@@ -115,8 +117,17 @@ trap 'status=$?; ((BASH_SUBSHELL == 0)) || exit "$status"; printf "campaign.sh: 
 # failed step, `fail`, Ctrl-C, a TERM) says so and how to restore it. $scaling_before: the flags it found.
 autoscaling_suspended=false
 scaling_before=""
+# Set just before the hard stop sets the service's desired count to 0 until the count is the stack's again after the
+# deploy: any exit in between says that the service is left at 0 and how to give it back the count it had
+# ($count_before_hard_stop).
+hard_stop_zeroed=false
+count_before_hard_stop=""
 on_exit() {
   local status=$?
+  if [[ "$hard_stop_zeroed" == true && $BASH_SUBSHELL == 0 ]]; then
+    printf 'campaign.sh: the service %s is left at desired count 0: the hard stop set it to 0 (from %s) and the script stopped before setting the count the stack asks for. No worker runs; queued jobs wait. Restore the count it had (or the one you want):\n  %s\n' \
+      "$service" "$count_before_hard_stop" "$(count_restore_command_text)" >&2
+  fi
   if [[ "$autoscaling_suspended" == true && $BASH_SUBSHELL == 0 ]]; then
     printf 'campaign.sh: the autoscaling of %s may still be suspended (no scaling out or in). Restore it once the service is as you want it:\n  %s\n' \
       "$service" "$(restore_command_text)" >&2
@@ -268,6 +279,14 @@ restore_command_text() {
   printf "%s '%s'" "${scaling_command[*]:0:last}" "${scaling_command[last]}"
 }
 
+# The command that gives the service back the desired count it had before the hard stop, as an operator pastes it.
+count_restore_command_text() {
+  local restore=(aws ecs update-service ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service "$service"
+    --desired-count "$count_before_hard_stop")
+  printf '%q' "${restore[0]}"
+  printf ' %q' "${restore[@]:1}"
+}
+
 if [[ "$hard" == true ]]; then
   # Scale-in protection keeps a busy task through a lower desiredCount and through deployments, but not through
   # StopTask. Desired count 0 first, so ECS starts no replacement; after the deploy the count asked for is set again
@@ -288,6 +307,15 @@ if [[ "$hard" == true ]]; then
     set_scaling_flags true true true
   fi
   announce "stop every running worker task"
+  # The count the service has now, so that a failure from here on can say how to give it back (on_exit).
+  describe_count_before=(aws ecs describe-services ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --services "$service"
+    --query 'services[0].desiredCount' --output text)
+  trace "${describe_count_before[@]}"
+  if [[ "$dry_run" == false ]]; then
+    count_before_hard_stop="$("${describe_count_before[@]}")"
+    [[ "$count_before_hard_stop" =~ ^[0-9]+$ ]] || fail "unexpected desired count of $service: $count_before_hard_stop"
+    hard_stop_zeroed=true
+  fi
   run aws ecs update-service ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service "$service" \
     --desired-count 0 --query 'service.desiredCount' --output text
   list_tasks=(aws ecs list-tasks ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service-name "$service"
@@ -335,6 +363,8 @@ set_stack_count() {
   run "${set_count[@]}"
 }
 set_stack_count
+# The service has the stack's count now (0 too when the stack asks for 0: then that is what was asked for).
+hard_stop_zeroed=false
 
 if [[ "$autoscaling_suspended" == true ]]; then
   # The deploy removes the autoscaling with desiredCount 0; otherwise it is the stack's again, and resumed.

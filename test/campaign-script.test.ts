@@ -136,11 +136,13 @@ describe('scripts/campaign.sh', () => {
     const region = ['--region', 'eu-west-1'];
     const tasks = ['arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/aaa', 'arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/bbb'];
     const context = ['-c', 'importCampaign=false', '-c', 'desiredCount=0'];
-    expect(sandbox.calls().slice(0, 12)).toEqual([
+    expect(sandbox.calls().slice(0, 13)).toEqual([
       ...pinCalls(...region),
       diff(...context, ...PIN),
       [...describeStacks.slice(0, 3), ...region, ...describeStacks.slice(3)],
       describeScalableTarget(...region),
+      ['aws', 'ecs', 'describe-services', ...region, '--cluster', 'bulk-import-prod', '--services', 'bulk-import-worker-prod',
+        '--query', 'services[0].desiredCount', '--output', 'text'],
       ['aws', 'ecs', 'update-service', ...region, '--cluster', 'bulk-import-prod', '--service', 'bulk-import-worker-prod',
         '--desired-count', '0', '--query', 'service.desiredCount', '--output', 'text'],
       ['aws', 'ecs', 'list-tasks', ...region, '--cluster', 'bulk-import-prod', '--service-name', 'bulk-import-worker-prod',
@@ -156,7 +158,7 @@ describe('scripts/campaign.sh', () => {
     const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--hard', '--yes'], { CDK_BIN: cdk });
     expect(run.code).toBe(0);
     const names = sandbox.calls().map((call) => call.slice(0, 3).join(' '));
-    expect(names.slice(0, 9)).toEqual(['aws cloudformation describe-stacks', 'aws ecs describe-services', 'aws ecs describe-task-definition', 'cdk diff BulkImportWorker-prod', 'aws cloudformation describe-stacks', 'aws application-autoscaling describe-scalable-targets', 'aws ecs update-service', 'aws ecs list-tasks', 'cdk deploy BulkImportWorker-prod']);
+    expect(names.slice(0, 10)).toEqual(['aws cloudformation describe-stacks', 'aws ecs describe-services', 'aws ecs describe-task-definition', 'cdk diff BulkImportWorker-prod', 'aws cloudformation describe-stacks', 'aws application-autoscaling describe-scalable-targets', 'aws ecs describe-services', 'aws ecs update-service', 'aws ecs list-tasks', 'cdk deploy BulkImportWorker-prod']);
     // No autoscaling: nothing suspended, nothing to resume.
     expect(sandbox.calls().filter((call) => call[2] === 'register-scalable-target')).toEqual([]);
   });
@@ -240,8 +242,29 @@ describe('scripts/campaign.sh', () => {
     expect(run.stderr).toContain('campaign.sh: the autoscaling of bulk-import-worker-prod may still be suspended');
     const resume = registerScalableTarget(false);
     expect(run.stderr).toContain(`\n  ${resume.slice(0, -1).join(' ')} '${resume.at(-1)}'\n`);
+    // The count first (the service is at 0), then the autoscaling, in the order an operator restores them.
+    const countAt = run.stderr.indexOf('campaign.sh: the service bulk-import-worker-prod is left at desired count 0');
+    expect(countAt).toBeGreaterThanOrEqual(0);
+    expect(countAt).toBeLessThan(run.stderr.indexOf('may still be suspended'));
     // Left suspended: the operator decides when the service may scale again.
     expect(sandbox.state().scalableTargets[SCALABLE_TARGET]).toEqual({ scalingIn: true, scalingOut: true, scheduled: true });
+  });
+
+  it('a deploy that fails after the hard stop says the service is left at desired count 0, and how to restore its count', () => {
+    sandbox.setState((state) => {
+      state.services[WORKER_SERVICE]!.desiredCount = 3;
+      state.runningTasks[WORKER_SERVICE] = ['arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/aaa'];
+    });
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--hard', '--yes'], { CDK_BIN: cdk, AWS_REGION: 'eu-west-1', STANDIN_FAIL: 'cdk deploy *' });
+    expect(run.code).toBe(17);
+    expect(run.stderr).toContain('campaign.sh: step "deploy BulkImportWorker-prod" failed (exit 17)');
+    expect(sandbox.state().services[WORKER_SERVICE]!.desiredCount).toBe(0);
+    expect(run.stderr).toContain('campaign.sh: the service bulk-import-worker-prod is left at desired count 0: the hard stop set it to 0 (from 3)');
+    expect(run.stderr).toContain(
+      '\n  aws ecs update-service --region eu-west-1 --cluster bulk-import-prod --service bulk-import-worker-prod --desired-count 3\n',
+    );
+    // No autoscaling here: nothing about it.
+    expect(run.stderr).not.toContain('may still be suspended');
   });
 
   it('a list of tasks that cannot be read stops the hard stop (it is not "no task running"), and says so once', () => {

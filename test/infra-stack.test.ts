@@ -101,7 +101,8 @@ describe('worker service and task definition', () => {
       Interval: 30,
       Timeout: 10,
       Retries: 3,
-      StartPeriod: 60,
+      // The worker's default database start-up wait (60 s) + 30 s: its heartbeat exists only once the database answered.
+      StartPeriod: 90,
     });
   });
 
@@ -278,18 +279,20 @@ describe('campaign-only import mount', () => {
 });
 
 describe('least-privilege task role', () => {
-  it('holds exactly the import, metrics, task-protection and read-only mount statements', { timeout: SYNTH_TIMEOUT }, () => {
+  it('holds exactly the import, changed-object delete, metrics, task-protection and read-only mount statements', { timeout: SYNTH_TIMEOUT }, () => {
     const { template } = synthScenario('prodCampaign');
     const taskPolicy = logicalIdOf(template, 'AWS::IAM::Policy', /^WorkerTaskDefinitionTaskRoleDefaultPolicy/);
     const statements = iamStatements(template).filter((statement) => statement.policy === taskPolicy);
     const bySid = Object.fromEntries(statements.map((statement) => [statement.Sid, statement]));
     expect(Object.keys(bySid).sort()).toEqual(
-      ['ImportObjects', 'ListImportPrefix', 'MountImportReadOnly', 'OwnTaskScaleInProtection', 'PutMetricsInNamespace'].sort(),
+      ['DiscardChangedImportObjects', 'ImportObjects', 'ListImportPrefix', 'MountImportReadOnly', 'OwnTaskScaleInProtection', 'PutMetricsInNamespace'].sort(),
     );
     const partitionArn = (rest: string) => ({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, rest]] });
 
     expect(actionsOf(bySid.ImportObjects!).sort()).toEqual(['s3:AbortMultipartUpload', 's3:GetObject', 's3:PutObject']);
     expect(bySid.ImportObjects!.Resource).toEqual(partitionArn(':s3:::backend-documents/imports/*'));
+    // A mass import deletes the object it wrote from a file that changed while it was sent: its own, under the prefix.
+    expect(bySid.DiscardChangedImportObjects).toMatchObject({ Action: 's3:DeleteObject', Resource: partitionArn(':s3:::backend-documents/imports/*') });
     expect(bySid.ListImportPrefix).toMatchObject({
       Action: 's3:ListBucket',
       Resource: partitionArn(':s3:::backend-documents'),
@@ -314,15 +317,17 @@ describe('least-privilege task role', () => {
     });
   });
 
-  it('never grants write to the file system, deletes, or wildcard actions anywhere', { timeout: SYNTH_TIMEOUT }, () => {
-    for (const scenario of ['prodCampaign', 'prodExisting'] as const) {
-      const actions = iamStatements(synthScenario(scenario).template)
-        .filter((statement) => statement.Effect === 'Allow')
-        .flatMap(actionsOf);
+  it('never grants write to the file system, wildcard actions, or a delete other than of import objects', { timeout: SYNTH_TIMEOUT }, () => {
+    for (const [scenario, prefix] of [['prodCampaign', 'imports/'], ['prodExisting', 'documents/bulk/']] as const) {
+      const allowed = iamStatements(synthScenario(scenario).template).filter((statement) => statement.Effect === 'Allow');
+      const actions = allowed.flatMap(actionsOf);
       expect(actions).not.toContain('elasticfilesystem:ClientWrite');
       expect(actions).not.toContain('elasticfilesystem:ClientRootAccess');
       expect(actions.filter((action) => action.includes('*') && action !== 'kms:GenerateDataKey*')).toEqual([]);
-      expect(actions.filter((action) => /Delete/.test(action))).toEqual([]);
+      // The one delete: the object a mass import wrote from a file that changed while it was sent, under the prefix.
+      const deletes = allowed.filter((statement) => actionsOf(statement).some((action) => /Delete/.test(action)));
+      expect(deletes.map((statement) => [statement.Sid, actionsOf(statement)])).toEqual([['DiscardChangedImportObjects', ['s3:DeleteObject']]]);
+      expect(JSON.stringify(deletes[0]!.Resource)).toMatch(new RegExp(`:s3:::backend-documents/${prefix}\\*"`));
     }
   });
 

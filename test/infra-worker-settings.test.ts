@@ -167,6 +167,25 @@ describe('worker settings', () => {
     expect(refusal({ workerSettings: { workerKindConcurrency: { 'csv-validate': 2 } } })).toMatch(/workerKindConcurrency names unknown job kinds csv-validate \(known: .*csv-import/);
   });
 
+  it("give the health check a start period that covers the worker's database start-up wait, and refuse one it cannot", { timeout: SYNTH_TIMEOUT }, () => {
+    // The heartbeat file the check reads exists only once the database answered: the start period covers the whole
+    // wait (DATABASE_STARTUP_TIMEOUT_MS) + 30 s, at least 60 s.
+    type TaskDefinition = { Properties: { ContainerDefinitions: Array<{ Name: string; HealthCheck: { StartPeriod: number } }> } };
+    const workerHealthCheck = (worker: BulkImportWorker) =>
+      Object.values(Template.fromStack(Stack.of(worker)).findResources('AWS::ECS::TaskDefinition') as Record<string, TaskDefinition>)
+        .flatMap((resource) => resource.Properties.ContainerDefinitions)
+        .find((container) => container.Name === 'worker')!.HealthCheck;
+    expect(workerHealthCheck(construct({}))).toMatchObject({ StartPeriod: 90, Interval: 30, Retries: 3 });
+    expect(workerHealthCheck(construct({ workerSettings: { databaseStartupTimeoutMs: 10_000 } })).StartPeriod).toBe(60);
+    expect(workerHealthCheck(construct({ workerSettings: { databaseStartupTimeoutMs: 200_500 } })).StartPeriod).toBe(231);
+    expect(workerHealthCheck(construct({ workerSettings: { databaseStartupTimeoutMs: 270_000 } })).StartPeriod).toBe(300);
+    // The worker takes up to 600 s; ECS's start period at most 300 s.
+    expect(refusal({ workerSettings: { databaseStartupTimeoutMs: 600_000 } })).toMatch(
+      /workerSettings\.databaseStartupTimeoutMs: 600000 ms \(DATABASE_STARTUP_TIMEOUT_MS\) is longer than the container health check can cover: .*start period would have to be 630 s .*ECS allows at most 300 s.*Use at most 270000 ms/,
+    );
+    expect(refusal({ workerSettings: { databaseStartupTimeoutMs: 270_001 } })).toMatch(/be 301 s .*at most 300 s/);
+  });
+
   it('are read from -c strings and from cdk.json objects alike', () => {
     const settings = readWorkerSettings(
       (key) => ({ ...REQUIRED_CONTEXT, jobMaxAttempts: '7', workerKindConcurrency: 'csv-import=2, csv-finalize=3', massImportHardCapTotalBytes: 1099511627776 })[key],
@@ -263,14 +282,20 @@ describe('VPC endpoints and Fargate Spot', () => {
     );
   });
 
-  it('limits the S3 gateway endpoint to the import bucket and ECR image layers', () => {
+  it('limits the S3 gateway endpoint to the import bucket, deletes to the import prefix, and ECR image layers', () => {
     const gateway = resourcesOfType(template, 'AWS::EC2::VPCEndpoint').map(([, r]) => r.Properties).find((endpoint) => endpoint.VpcEndpointType === 'Gateway')!;
-    const statements = (gateway.PolicyDocument as { Statement: Array<{ Resource: unknown; Action: unknown }> }).Statement;
+    const statements = (gateway.PolicyDocument as { Statement: Array<{ Sid?: string; Resource: unknown; Action: unknown }> }).Statement;
     const resources = JSON.stringify(statements.map((statement) => statement.Resource));
     expect(resources).toContain(':s3:::backend-documents"');
     expect(resources).toContain(':s3:::backend-documents/*"');
     expect(resources).toContain('-starport-layer-bucket/*');
     expect(resources.match(/:s3:::[a-z-]+/g)!.filter((arn) => !/backend-documents|prod-$/.test(arn))).toEqual([]);
+    // The worker deletes the object it wrote from a file that changed while it was sent (task role:
+    // DiscardChangedImportObjects): through the endpoint too, and only under the import prefix.
+    const deletes = statements.filter((statement) => JSON.stringify(statement.Action).includes('Delete'));
+    expect(deletes).toEqual([
+      expect.objectContaining({ Sid: 'DeleteImportObjects', Action: 's3:DeleteObject', Resource: { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':s3:::backend-documents/imports/*']] } }),
+    ]);
   });
 
   it('runs the first task on demand and the rest on Fargate Spot', () => {
