@@ -12,6 +12,7 @@ import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
+import { documentsPrefixProblem } from '../worker/audit/documents-prefix.js';
 import type { LogLevel } from '../worker/config.js';
 import { type ObservabilityProps, type ResolvedObservability, resolveObservability } from './observability-props.js';
 import type { AdminApiOptions } from './admin-api.js';
@@ -334,12 +335,23 @@ export interface BulkImportWorkerProps extends ObservabilityProps {
 
 /** The nightly audit's default time. */
 export const DEFAULT_AUDIT_SCHEDULE = events.Schedule.cron({ minute: '30', hour: '2' });
-/** The scheduled audit task's command: enqueue the audit, then run a worker for the audit kind until it is done. */
-export const AUDIT_TASK_COMMAND = [
-  'sh',
-  '-c',
-  'node bin/bulk-import.js audit start && exec node --max-semi-space-size=32 bin/bulk-import.js worker --kinds audit --exit-when-idle',
-];
+/**
+ * The scheduled audit task's command: enqueue the audit of the stack's documents (`--documents-prefix` = its
+ * bucketPrefix: the task role may list only under it, see ListImportPrefix), then run a worker for the audit kind until
+ * it is done. Refuses a prefix the audit would refuse every night (worker/audit/documents-prefix.ts).
+ */
+export function auditTaskCommand(bucketPrefix: string): string[] {
+  const problem = documentsPrefixProblem(bucketPrefix);
+  if (problem !== null) throw new WorkerPropsError(`bucketPrefix ${JSON.stringify(bucketPrefix)} cannot be audited: the documents prefix ${problem}`);
+  // Single-quoted for sh: the prefix is one argument whatever it holds.
+  const quoted = `'${bucketPrefix.replaceAll("'", `'\\''`)}'`;
+  return [
+    'sh',
+    '-c',
+    `node bin/bulk-import.js audit start --documents-prefix ${quoted} && ` +
+      'exec node --max-semi-space-size=32 bin/bulk-import.js worker --kinds audit --exit-when-idle',
+  ];
+}
 
 /** Fargate's valid task cpu → memory (MiB) ranges and steps. */
 export const FARGATE_SIZES: Record<number, { min: number; max: number; step: number; extra?: number[] }> = {

@@ -21,7 +21,7 @@ import { CSV_UPLOAD_PREFIX } from '../worker/imports/csv/payload.js';
 import { AdminApi, databaseConnectArn } from './admin-api.js';
 import { createAlarms, createAlarmTopic, type QueueGauge, queueGaugeMetric, type WorkerAlarms } from './alarms.js';
 import {
-  AUDIT_TASK_COMMAND,
+  auditTaskCommand,
   type BulkImportWorkerProps,
   DEFAULT_AUDIT_SCHEDULE,
   HEALTHCHECK_COMMAND,
@@ -173,7 +173,7 @@ export class BulkImportWorker extends Construct {
     this.alarms = alarms.all;
 
     const auditSchedule = props.auditSchedule === undefined ? DEFAULT_AUDIT_SCHEDULE : props.auditSchedule;
-    if (auditSchedule !== null) this.auditRule = this.createAuditSchedule(auditSchedule, env);
+    if (auditSchedule !== null) this.auditRule = this.createAuditSchedule(auditSchedule, env, auditTaskCommand(resolved.bucketPrefix));
     this.gaugesSchedule = createGaugesSchedule(this, {
       environmentName: env,
       cluster: this.cluster,
@@ -349,7 +349,7 @@ export class BulkImportWorker extends Construct {
    * The nightly audit: an EventBridge rule that runs the worker's task definition family (its latest ACTIVE revision,
    * the image scripts/deploy.sh deployed: infra/scheduled-task.ts) with the audit command.
    */
-  private createAuditSchedule(schedule: events.Schedule, env: string): events.Rule {
+  private createAuditSchedule(schedule: events.Schedule, env: string, command: string[]): events.Rule {
     const rule = new events.Rule(this, 'AuditSchedule', {
       description: `Nightly data-consistency audit of what bulk imports wrote (${env}): bulk-import audit start, then a worker for it`,
       schedule,
@@ -370,7 +370,7 @@ export class BulkImportWorker extends Construct {
         subnetSelection: this.taskSubnets,
         securityGroups: [this.securityGroup],
         assignPublicIp: false,
-        containerOverrides: [{ containerName: 'worker', command: AUDIT_TASK_COMMAND }],
+        containerOverrides: [{ containerName: 'worker', command }],
       }),
     );
     (rule.node.defaultChild as events.CfnRule).addPropertyOverride('Targets.0.EcsParameters.TaskDefinitionArn', taskFamilyArn(this.taskDefinition));

@@ -28,25 +28,54 @@ export async function addListedObjects(session: Queryable, objects: ListedObject
   );
 }
 
+/** What a documents audit compares: keys under `prefix`, of one tenant or (tenantId null) of all. */
+export interface DocumentsScope {
+  prefix: string;
+  tenantId: string | null;
+}
+
+/**
+ * A regular expression (Postgres ARE and JavaScript alike) for the part of a key after the prefix that belongs to the
+ * tenant: the import prefix's further segments (each starts with `_`, worker/imports/object-key.ts), then the tenant.
+ * Tenants never start with `_`, so `imports/globex/acme/x.pdf` (globex's file in folder acme) is not acme's.
+ */
+function tenantKeyPattern(tenantId: string): string {
+  return `^(_[^/]*/)*${tenantId.replace(/[\\^$.*+?()[\]{}|-]/g, '\\$&')}/`;
+}
+
+/** The SQL condition of a scope on a key column (its parameters follow `next`), for keys listed under the prefix. */
+function tenantKeyCondition(scope: DocumentsScope, column: string, next: number): { sql: string; params: unknown[] } {
+  if (scope.tenantId === null) return { sql: '', params: [] };
+  return {
+    sql: `AND starts_with(${column}, $${next}) AND substr(${column}, length($${next}) + 1) ~ $${next + 1}`,
+    params: [scope.prefix, tenantKeyPattern(scope.tenantId)],
+  };
+}
+
 export interface OrphanObject {
   key: string;
   sizeBytes: number;
   lastModified: Date | null;
 }
 
-/** Listed objects without a documents row, in key order after `afterKey` (keyset paging over the listing table). */
+/**
+ * Listed objects without a documents row, in key order after `afterKey` (keyset paging over the listing table); with
+ * a tenant in the scope, only the keys that name it as their tenant.
+ */
 export async function orphanObjectsPage(
   session: Queryable,
   bucket: string,
   afterKey: string | null,
   limit: number,
+  scope: DocumentsScope = { prefix: '', tenantId: null },
 ): Promise<OrphanObject[]> {
+  const tenant = tenantKeyCondition(scope, 'l.key', 4);
   const { rows } = await session.query<{ key: string; size_bytes: number; last_modified: Date | null }>(
     `SELECT l.key, l.size_bytes, l.last_modified FROM audit_listed_objects l
-     WHERE ($2::text IS NULL OR l.key > $2)
+     WHERE ($2::text IS NULL OR l.key > $2) ${tenant.sql}
        AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.bucket = $1 AND d.object_key = l.key)
      ORDER BY l.key LIMIT $3`,
-    [bucket, afterKey, limit],
+    [bucket, afterKey, limit, ...tenant.params],
   );
   return rows.map((row) => ({ key: row.key, sizeBytes: row.size_bytes, lastModified: row.last_modified }));
 }
@@ -60,9 +89,9 @@ export interface RowWithoutObject {
 }
 
 /**
- * Documents rows under the prefix whose object the listing did not contain: all counted, `limit` of them listed. Rows
- * created after `listedSince` are left out: their object may have been uploaded after the listing passed its key (an
- * import running meanwhile).
+ * Documents rows under the prefix (of the tenant, when one is given) whose object the listing did not contain:
+ * all counted, `limit` of them listed. Rows created after `listedSince` are left out: their object may have been
+ * uploaded after the listing passed its key (an import running meanwhile).
  */
 export async function rowsWithoutObject(
   session: Queryable,
@@ -70,6 +99,7 @@ export async function rowsWithoutObject(
   prefix: string,
   listedSince: Date,
   limit: number,
+  tenantId: string | null = null,
 ): Promise<{ total: number; rows: RowWithoutObject[] }> {
   const { rows } = await session.query<{
     id: number;
@@ -81,11 +111,11 @@ export async function rowsWithoutObject(
   }>(
     `SELECT d.id, d.tenant_id, d.object_key, d.import_job_id, d.created_at, count(*) OVER ()::int AS total
      FROM documents d
-     WHERE d.bucket = $1 AND starts_with(d.object_key, $2) AND d.created_at < $3
+     WHERE d.bucket = $1 AND starts_with(d.object_key, $2) AND d.created_at < $3 ${tenantId === null ? '' : 'AND d.tenant_id = $5'}
        AND NOT EXISTS (SELECT 1 FROM audit_listed_objects l WHERE l.key = d.object_key)
      ORDER BY d.object_key LIMIT greatest($4, 1)`,
     // At least one row, which carries the count: with `limit` 0 there would be none to carry it.
-    [bucket, prefix, listedSince, limit],
+    [bucket, prefix, listedSince, limit, ...(tenantId === null ? [] : [tenantId])],
   );
   return {
     total: rows[0]?.total ?? 0,
@@ -99,11 +129,11 @@ export async function rowsWithoutObject(
   };
 }
 
-/** Rows of `documents` under the prefix (what the audit compared the listing with). */
-export async function countDocumentRows(db: Queryable, bucket: string, prefix: string): Promise<number> {
+/** Rows of `documents` under the prefix, of the tenant when one is given (what the audit compared the listing with). */
+export async function countDocumentRows(db: Queryable, bucket: string, prefix: string, tenantId: string | null = null): Promise<number> {
   const { rows } = await db.query<{ count: number }>(
-    'SELECT count(*)::int AS count FROM documents WHERE bucket = $1 AND starts_with(object_key, $2)',
-    [bucket, prefix],
+    `SELECT count(*)::int AS count FROM documents WHERE bucket = $1 AND starts_with(object_key, $2) ${tenantId === null ? '' : 'AND tenant_id = $3'}`,
+    [bucket, prefix, ...(tenantId === null ? [] : [tenantId])],
   );
   return rows[0]?.count ?? 0;
 }

@@ -1,4 +1,5 @@
-// Lists a bucket (or a prefix of it) page by page, so an audit of millions of objects never holds them all.
+// Lists a bucket (or a prefix of it) page by page, so an audit of millions of objects never holds them all. With a
+// signal, an abort (cancel, shutdown) ends the request in flight and no further page is asked for.
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 
 export interface ListedObject {
@@ -7,11 +8,19 @@ export interface ListedObject {
   lastModified: Date | null;
 }
 
-export async function* listObjectPages(s3: S3Client, bucket: string, prefix: string, pageSize = 1000): AsyncGenerator<ListedObject[]> {
+export async function* listObjectPages(
+  s3: S3Client,
+  bucket: string,
+  prefix: string,
+  pageSize = 1000,
+  signal?: AbortSignal,
+): AsyncGenerator<ListedObject[]> {
   let continuationToken: string | undefined;
   do {
+    signal?.throwIfAborted();
     const page = await s3.send(
       new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix || undefined, ContinuationToken: continuationToken, MaxKeys: pageSize }),
+      { abortSignal: signal },
     );
     const objects = (page.Contents ?? [])
       .filter((object) => object.Key !== undefined)

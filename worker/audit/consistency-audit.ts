@@ -4,18 +4,22 @@
 // - references: every category/supplier/location id of an imported product names a row of the product's tenant
 //   (products has no foreign keys: a reference row deleted by the backend leaves products pointing at nothing);
 // - CSV runs: per finished CSV run, the rows it says it wrote (inserted + updated) equal the rows that carry its job id,
-//   or the difference is explained by later imports: rows of its tenant that existed when it finished and now carry a
-//   later run's id (an upper bound — the file's keys are not kept). More rows than it wrote, or a deficit beyond the
-//   bound (rows deleted since), is a finding;
+//   or the difference is explained by later imports: rows of its tenant that existed when it finished and now carry
+//   the id of a run of the tenant finalized after it began finalizing (by finalize time: runs are approved in any
+//   order of their ids; an upper bound — the file's keys are not kept). More rows than it wrote, or a deficit beyond
+//   the bound (rows deleted since), is a finding;
 // - documents: the documents audit (rows = objects per mass import), folded in: every row without its object and every
-//   orphan object (up to `listLimit` of each stored; the totals are in the result).
+//   orphan object (up to `listLimit` of each stored; the totals are in the result). A tenant's audit lists the whole
+//   documents prefix and compares the tenant's rows and the objects whose key names the tenant (also below a
+//   multi-segment import prefix, `imports/_2024-q4/<tenant>/…`).
 //
 // The products walk is keyset-ordered (id > cursor, one short statement per batch), so an audit of 10M rows holds
 // memory flat and never blocks writers; findings are inserted by the batch's own statement. The walk is no snapshot,
 // so only runs finalized before it started (the database's clock) are compared with its counts: a run finishing
 // during the walk has part of its rows counted as they were before it wrote them. Every write of findings commits
 // only while the run's lease holds (`assertLeaseHeld` first in its transaction): a worker that froze past its lease
-// cannot add its findings to, or delete them from, the attempt that took the run over. Nothing is repaired here:
+// cannot add its findings to, or delete them from, the attempt that took the run over. The signal (cancel, shutdown)
+// is checked per batch, per run and per listing page, and ends a listing request in flight. Nothing is repaired here:
 // `bulk-import audit repair <id>` is the separate, explicit step.
 import type { S3Client } from '@aws-sdk/client-s3';
 import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
@@ -40,12 +44,13 @@ export interface ConsistencyAuditOptions {
   /** The run's lease check (JobContext.assertLeaseHeld): throws LeaseLostError unless this attempt holds the run. */
   assertLeaseHeld: (db: Queryable) => Promise<void>;
   checks: AuditCheckGroup[];
-  /** Only this tenant's rows and runs (the documents check then looks under imports/<tenant>/ only). */
+  /** Only this tenant's rows, runs and documents (the documents check still lists the whole documentsPrefix). */
   tenantId: string | null;
   batchSize: number;
   /** For the documents check; without S3 it is skipped and the result says so. */
   s3?: S3Client | undefined;
   bucket?: string | undefined;
+  /** The key prefix the documents check lists (ends with `/`: worker/audit/documents-prefix.ts). */
   documentsPrefix: string;
   /** How many document findings of each kind are stored (all are counted). */
   listLimit: number;
@@ -148,16 +153,18 @@ export async function runConsistencyAudit(options: ConsistencyAuditOptions): Pro
     if (!options.s3 || !options.bucket) {
       result.documents = { skipped: 'S3 is not configured (S3_BUCKET): the documents check needs the bucket listing' };
     } else {
+      options.signal.throwIfAborted();
       options.onProgress?.(jobProgress('documents', result.productsScanned ?? 0, null));
-      const prefix = tenantId === null ? options.documentsPrefix : `${options.documentsPrefix}${tenantId}/`;
-      const report = await auditDocuments({ pool, s3: options.s3, bucket: options.bucket, prefix, limit: options.listLimit });
+      const report = await auditDocuments({
+        pool, s3: options.s3, bucket: options.bucket, prefix: options.documentsPrefix, tenantId, limit: options.listLimit, signal: options.signal,
+      });
       await fenced((db) => insertFindings(db, auditJobId, [
         ...report.rowsWithoutObject.listed.map((row): NewFinding => ({
           check: 'document-without-object', tenantId: row.tenantId, subject: `documents ${row.documentId} ${row.key}`, subjectId: row.documentId,
           details: { bucket: report.bucket, key: row.key, importJobId: row.importJobId, createdAt: row.createdAt },
         })),
         ...report.orphanObjects.listed.map((object): NewFinding => ({
-          check: 'object-without-document', tenantId: null, subject: `s3://${report.bucket}/${object.key}`, subjectId: null,
+          check: 'object-without-document', tenantId, subject: `s3://${report.bucket}/${object.key}`, subjectId: null,
           details: { bucket: report.bucket, key: object.key, sizeBytes: object.sizeBytes, lastModified: object.lastModified },
         })),
       ]));

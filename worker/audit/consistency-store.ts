@@ -78,6 +78,8 @@ export interface FinishedCsvRun {
   objectKey: string;
   /** Rows it says it wrote with its job id: inserted + updated (unchanged rows keep the id of their last writer). */
   written: number;
+  /** When its first batch was finalized (its finalizedAt when it wrote none): from here on it wrote rows. */
+  finalizeStartedAt: Date;
   finalizedAt: Date;
 }
 
@@ -86,10 +88,20 @@ export interface FinishedCsvRun {
  * retention are not audited.
  */
 export async function finishedCsvRuns(db: Queryable, tenantId: string | null, before: Date): Promise<FinishedCsvRun[]> {
-  const { rows } = await db.query<{ job_id: string; tenant_id: string; object_key: string; written: number; finalized_at: Date }>(
-    `SELECT r.job_id, r.tenant_id, r.object_key, r.finalized_at,
-            coalesce((SELECT sum(b.rows_inserted + b.rows_updated) FROM csv_import_batches b WHERE b.job_id = r.job_id), 0)::int AS written
+  const { rows } = await db.query<{
+    job_id: string;
+    tenant_id: string;
+    object_key: string;
+    written: number;
+    finalize_started_at: Date;
+    finalized_at: Date;
+  }>(
+    `SELECT r.job_id, r.tenant_id, r.object_key, r.finalized_at, b.written, coalesce(b.first_finalized_at, r.finalized_at) AS finalize_started_at
      FROM csv_import_runs r
+     CROSS JOIN LATERAL (
+       SELECT coalesce(sum(rows_inserted + rows_updated), 0)::int AS written, min(finalized_at) AS first_finalized_at
+       FROM csv_import_batches WHERE job_id = r.job_id
+     ) b
      WHERE r.finalized_at < $1 ${tenantId === null ? '' : 'AND r.tenant_id = $2'}
      ORDER BY r.job_id`,
     tenantId === null ? [before] : [before, tenantId],
@@ -99,19 +111,28 @@ export async function finishedCsvRuns(db: Queryable, tenantId: string | null, be
     tenantId: row.tenant_id,
     objectKey: row.object_key,
     written: row.written,
+    finalizeStartedAt: row.finalize_started_at,
     finalizedAt: row.finalized_at,
   }));
 }
 
 /**
- * Rows of the run's tenant that existed when the run finished and now carry a later run's id: an upper bound of the
- * run's rows that later imports of the same keys took over (the file's keys themselves are not kept).
+ * Rows of the run's tenant that existed when the run finished and now carry the id of another run of the tenant that
+ * may have written them after it: one whose finalize had not ended when this run's began (finalized later, finalizing
+ * alongside it, or finalizing now). Finalize overwrites last_import_job_id in the order runs are approved, whatever
+ * the order of their ids, so "later" is the finalize time, never a larger id. An upper bound of the run's rows that
+ * later imports of the same keys took over (the file's keys themselves are not kept). Rows carrying a run no longer on
+ * record (deleted by retention, which goes in finish order) are not counted.
  */
 export async function rowsTakenOverLater(db: Queryable, run: FinishedCsvRun): Promise<number> {
   const { rows } = await db.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM products
-     WHERE tenant_id = $1 AND last_import_job_id > $2 AND created_at <= $3`,
-    [run.tenantId, run.jobId, run.finalizedAt],
+     WHERE tenant_id = $1 AND created_at <= $3
+       AND last_import_job_id = ANY (ARRAY(
+         SELECT r.job_id FROM csv_import_runs r
+         WHERE r.tenant_id = $1 AND r.job_id <> $2 AND (r.finalized_at IS NULL OR r.finalized_at >= $4)
+       ))`,
+    [run.tenantId, run.jobId, run.finalizedAt, run.finalizeStartedAt],
   );
   return rows[0]!.n;
 }

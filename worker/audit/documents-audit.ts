@@ -26,6 +26,7 @@ import {
   keysWithDocumentRow,
   orphanObjectsPage,
   rowsWithoutObject,
+  type DocumentsScope,
   type OrphanObject,
   type RowWithoutObject,
 } from './audit-store.js';
@@ -45,6 +46,15 @@ export interface AuditOptions {
   bucket: string;
   /** Only keys starting with this ('' for the whole bucket). */
   prefix: string;
+  /**
+   * Only this tenant's documents: its rows under the prefix, and the listed objects whose key names it as their
+   * tenant (`<prefix>[_segment/…]<tenant>/…`, the layout of worker/imports/object-key.ts, so a multi-segment import
+   * prefix such as `imports/_2024-q4/acme/` is included). The whole prefix is listed: a row's object is found
+   * wherever it is, and memory stays bounded by the listing table as for a full audit. Needs a prefix ending in `/`.
+   */
+  tenantId?: string | null | undefined;
+  /** Cancel or shutdown: checked per page, and ends a listing request in flight. */
+  signal?: AbortSignal | undefined;
   /** How many findings of each kind the report lists (all are counted). */
   limit: number;
   /** Delete orphan objects older than minAgeMs. */
@@ -83,7 +93,10 @@ export interface AuditReport {
 const PAGE = 1000;
 
 export async function auditDocuments(options: AuditOptions): Promise<AuditReport> {
-  const { pool, s3, bucket, prefix, limit } = options;
+  const { pool, s3, bucket, prefix, limit, signal } = options;
+  const tenantId = options.tenantId ?? null;
+  if (tenantId !== null && !prefix.endsWith('/')) throw new Error(`a tenant's documents audit needs a prefix ending in "/", got ${JSON.stringify(prefix)}`);
+  const scope: DocumentsScope = { prefix, tenantId };
   const progress: AuditProgress = { phase: 'listing', objectsListed: 0, orphansFound: 0, jobInputsFound: 0, deleted: 0 };
   // A session of its own for the temporary listing table; destroyed (not returned to the pool) afterwards.
   const session = await pool.connect();
@@ -91,7 +104,8 @@ export async function auditDocuments(options: AuditOptions): Promise<AuditReport
     // The database's clock: rows' created_at is compared with it (and S3's LastModified, on servers kept in time).
     const startedAt = await databaseNow(session);
     await createListingTable(session);
-    for await (const page of listObjectPages(s3, bucket, prefix, options.listPageSize)) {
+    for await (const page of listObjectPages(s3, bucket, prefix, options.listPageSize, signal)) {
+      signal?.throwIfAborted();
       await addListedObjects(session, page);
       progress.objectsListed += page.length;
       options.onProgress?.({ ...progress });
@@ -108,7 +122,8 @@ export async function auditDocuments(options: AuditOptions): Promise<AuditReport
     let inputsTotal = 0;
     let after: string | null = null;
     for (;;) {
-      const unreferenced = await orphanObjectsPage(session, bucket, after, PAGE);
+      signal?.throwIfAborted();
+      const unreferenced = await orphanObjectsPage(session, bucket, after, PAGE, scope);
       if (unreferenced.length === 0) break;
       after = unreferenced[unreferenced.length - 1]!.key;
       const named = await keysNamedByJobs(session, unreferenced.map((object) => object.key));
@@ -126,13 +141,14 @@ export async function auditDocuments(options: AuditOptions): Promise<AuditReport
       options.onProgress?.({ ...progress });
     }
 
-    const missing = await rowsWithoutObject(session, bucket, prefix, startedAt, limit);
+    signal?.throwIfAborted();
+    const missing = await rowsWithoutObject(session, bucket, prefix, startedAt, limit, tenantId);
     return {
       bucket,
       prefix,
       startedAt,
       objectsListed: progress.objectsListed,
-      documentRows: await countDocumentRows(session, bucket, prefix),
+      documentRows: await countDocumentRows(session, bucket, prefix, tenantId),
       orphanObjects: { total, listed: orphans },
       jobInputs: { total: inputsTotal, listed: jobInputs },
       rowsWithoutObject: { total: missing.total, listed: missing.rows },

@@ -1,9 +1,13 @@
 // `audit`: the data-consistency audit of what imports wrote (worker/audit/consistency-audit.ts): reference ids of
 // imported products, per-run row counts of finished CSV imports, documents rows against bucket objects. Findings are
-// stored with the run (audit_findings) and counted in the `AuditFindings` metric; nothing is repaired. Payload:
+// stored with the run (audit_findings); nothing is repaired. Payload:
 // { checks?: ["references", "csv-runs", "documents"], tenant?, batchSize?, documentsPrefix?, listLimit? }.
-// The stack enqueues one every night (infra: the audit schedule); operators with `bulk-import audit start`.
+// The stack enqueues one every night (infra: the audit schedule, with its bucketPrefix as documentsPrefix); operators
+// with `bulk-import audit start`. Only a full-scope run (no tenant, every check) publishes the `AuditFindings` metric
+// the alarm reads: a narrowed run that finds nothing says nothing about what it did not look at, so it must not
+// clear the alarm a full run raised.
 import { AUDIT_CHECK_GROUPS, runConsistencyAudit, type AuditCheckGroup } from '../audit/consistency-audit.js';
+import { DEFAULT_DOCUMENTS_PREFIX, DOCUMENTS_PREFIX_RULE, documentsPrefixProblem } from '../audit/documents-prefix.js';
 import { assertSameTenant } from '../imports/tenant.js';
 import { PermanentJobError } from '../queue/errors.js';
 import { AUDIT_KIND } from './kinds.js';
@@ -22,7 +26,7 @@ export interface AuditPayload {
 const PAYLOAD_FIELDS = ['checks', 'tenant', 'batchSize', 'documentsPrefix', 'listLimit'];
 /** Products per keyset batch: one statement of a few hundred ms at most on a busy table. */
 export const DEFAULT_AUDIT_BATCH_SIZE = 10_000;
-/** The metric (dimension Kind = audit) the on-call alarm reads: findings of one run. */
+/** The metric (dimension Kind = audit) the on-call alarm reads: findings of one full-scope run (see isFullScope). */
 export const AUDIT_FINDINGS_METRIC = 'AuditFindings';
 
 export const auditHandler: JobHandler<AuditPayload> = {
@@ -43,7 +47,7 @@ export const auditHandler: JobHandler<AuditPayload> = {
       checks: [...new Set(checks as AuditCheckGroup[])],
       tenant: read.optionalString('tenant', /^\S(.{0,198}\S)?$/s, 'a tenant id (1-200 characters)') ?? null,
       batchSize: read.optionalInteger('batchSize', 100, 100_000) ?? DEFAULT_AUDIT_BATCH_SIZE,
-      documentsPrefix: read.optionalString('documentsPrefix', /^[^\s]{0,200}$/, 'an S3 key prefix') ?? 'imports/',
+      documentsPrefix: parseDocumentsPrefix(read.optionalString('documentsPrefix')),
       listLimit: read.optionalInteger('listLimit', 0, 100_000) ?? 10_000,
     };
   },
@@ -72,10 +76,35 @@ export const auditHandler: JobHandler<AuditPayload> = {
       onProgress: (progress) => context.progress.update(progress),
     });
     const total = result.findings + result.findingsNotStored;
-    log.info({ findings: total, by_check: result.byCheck, products: result.productsScanned, duration_ms: result.durationMs }, 'audit done');
+    // A run that skipped the documents check (no S3 configured) did not look at everything either.
+    const fullScope = isFullScope(payload.checks, tenantId) && !(result.documents !== undefined && 'skipped' in result.documents);
+    log.info(
+      { findings: total, by_check: result.byCheck, products: result.productsScanned, duration_ms: result.durationMs, full_scope: fullScope },
+      'audit done',
+    );
     return {
-      result: { ...result },
-      metrics: { [AUDIT_FINDINGS_METRIC]: countMetric(total), AuditRowsScanned: countMetric(result.productsScanned ?? 0) },
+      result: { ...result, fullScope },
+      metrics: {
+        // A narrowed run's 0 would clear the alarm while the last full run's findings still stand.
+        ...(fullScope ? { [AUDIT_FINDINGS_METRIC]: countMetric(total) } : {}),
+        AuditRowsScanned: countMetric(result.productsScanned ?? 0),
+      },
     };
   },
 };
+
+/** A run of every check over every tenant: the only kind whose finding count stands for the whole data set. */
+function isFullScope(checks: readonly AuditCheckGroup[], tenantId: string | null): boolean {
+  return tenantId === null && AUDIT_CHECK_GROUPS.every((check) => checks.includes(check));
+}
+
+function parseDocumentsPrefix(value: string | undefined): string {
+  if (value === undefined) return DEFAULT_DOCUMENTS_PREFIX;
+  const problem = documentsPrefixProblem(value);
+  if (problem === null) return value;
+  throw new PermanentJobError(
+    `invalid ${AUDIT_KIND} payload: "documentsPrefix" ${problem}; expected ${DOCUMENTS_PREFIX_RULE}`,
+    'INVALID_PAYLOAD',
+    { field: 'documentsPrefix' },
+  );
+}

@@ -2,10 +2,11 @@
 // old orphan objects only (see worker/audit/documents-audit.ts for why that is the only safe direction).
 // `audit start|runs|findings|repair`: the data-consistency audit job kind (worker/audit/consistency-audit.ts) — enqueue
 // one, list runs with their finding counts, list or export one run's findings, and repair missing references.
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { cliActor, submitRun } from '../../actions/run-actions.js';
 import { AUDIT_CHECK_GROUPS } from '../../audit/consistency-audit.js';
 import { CHECKS, countFindings, pageOfFindings, type CheckName } from '../../audit/consistency-store.js';
+import { DEFAULT_DOCUMENTS_PREFIX, documentsPrefixProblem } from '../../audit/documents-prefix.js';
 import { repairMissingReferences } from '../../audit/reference-repair.js';
 import { csvFieldFor } from '../../imports/csv/row-errors.js';
 import { auditDocuments, type AuditProgress, type AuditReport } from '../../audit/documents-audit.js';
@@ -114,12 +115,18 @@ function registerConsistencyAuditCommands(audit: Command): void {
     .option('--tenant <id>', "only this tenant's rows and runs")
     .option('--checks <list>', `comma-separated: ${AUDIT_CHECK_GROUPS.join(',')} (default all)`)
     .option('--batch-size <n>', 'products per keyset batch (default 10000)')
+    .option(
+      '--documents-prefix <prefix>',
+      `the key prefix the documents check lists, ending with "/" (default ${DEFAULT_DOCUMENTS_PREFIX}; the stack passes its bucketPrefix)`,
+      parseDocumentsPrefix,
+    )
     .option('--json', 'print JSON only')
-    .action(async (options: { tenant?: string; checks?: string; batchSize?: string }, command: Command) => {
+    .action(async (options: { tenant?: string; checks?: string; batchSize?: string; documentsPrefix?: string }, command: Command) => {
       const payload: Record<string, unknown> = {};
       if (options.batchSize !== undefined) payload.batchSize = Number(options.batchSize);
       if (options.tenant) payload.tenant = options.tenant;
       if (options.checks) payload.checks = options.checks.split(',').map((check) => check.trim());
+      if (options.documentsPrefix !== undefined) payload.documentsPrefix = options.documentsPrefix;
       const { job, reused } = await withDatabase((pool) => submitRun(pool, cliActor(), { kind: AUDIT_KIND, payload }));
       if (wantsJson(command)) return printJson({ id: job.id, state: job.state, reused });
       printLine(`${reused ? 'An audit is already active' : 'Audit enqueued'}: job ${job.id}. Follow it with: bulk-import watch ${job.id}; then bulk-import audit findings ${job.id}`);
@@ -142,7 +149,8 @@ function registerConsistencyAuditCommands(audit: Command): void {
               tenant: job.tenantId ?? ((job.payload.tenant as string | undefined) ?? null),
               createdAt: job.createdAt,
               finishedAt: job.finishedAt ?? null,
-              // What the AuditFindings metric (and its alarm) counted: the stored findings and those beyond listLimit.
+              // What the run found, as the AuditFindings metric (and its alarm) counts it for a full-scope run: the
+              // stored findings and those beyond listLimit. A narrowed run (tenant, some checks) publishes no metric.
               findings: stored + notStored,
               byCheck,
               notStored,
@@ -248,7 +256,7 @@ function registerConsistencyAuditCommands(audit: Command): void {
 
 /**
  * An audit run's findings: those stored, per check, and the document findings it counted beyond its listLimit (in
- * the run's result, once it ended; the AuditFindings metric counts them too).
+ * the run's result, once it ended; the AuditFindings metric of a full-scope run counts them too).
  */
 async function findingCounts(
   pool: Pool,
@@ -257,6 +265,13 @@ async function findingCounts(
 ): Promise<{ byCheck: Record<string, number>; stored: number; notStored: number }> {
   const byCheck = await countFindings(pool, jobId);
   return { byCheck, stored: Object.values(byCheck).reduce((sum, n) => sum + n, 0), notStored: Number(result?.findingsNotStored ?? 0) };
+}
+
+/** `--documents-prefix`: refused before anything is enqueued, naming the rule it breaks. */
+function parseDocumentsPrefix(value: string): string {
+  const problem = documentsPrefixProblem(value);
+  if (problem !== null) throw new InvalidArgumentError(`the documents prefix ${problem}, got ${JSON.stringify(value)}`);
+  return value;
 }
 
 /** "missing-reference 3, object-without-document 100" */
