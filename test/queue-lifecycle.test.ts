@@ -386,8 +386,8 @@ describe('rescue, retention, cancel and requeue', () => {
       CREATE TRIGGER retention_race_gate BEFORE DELETE ON retention_race FOR EACH ROW EXECUTE FUNCTION retention_race_gate();`);
     const { job } = await enqueueJob(env.pool, { kind: 'retained-race' });
     await env.pool.query('INSERT INTO retention_race SELECT $1, n FROM generate_series(1, 3) AS n', [job.id]);
-    // Dead: both a requeue and a replay would take it back.
-    await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now() - interval '40 days' WHERE id = $1", [job.id]);
+    // Dead (and resolved: retention keeps an unresolved one): both a requeue and a replay would take it back.
+    await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now() - interval '40 days', resolved_at = now() WHERE id = $1", [job.id]);
     const gate = await env.pool.connect();
     try {
       await gate.query('BEGIN; SELECT pg_advisory_xact_lock(424242)');
@@ -419,7 +419,7 @@ describe('rescue, retention, cancel and requeue', () => {
   it('a run a retention round left marked (the process died) is taken again an hour on, not by a round in progress', async () => {
     const { job } = await enqueueJob(env.pool, { kind: 'retained-left' });
     await env.pool.query(
-      "UPDATE jobs SET state = 'dead', finished_at = now() - interval '40 days', retention_started_at = now() - interval '5 minutes' WHERE id = $1",
+      "UPDATE jobs SET state = 'dead', resolved_at = now(), finished_at = now() - interval '40 days', retention_started_at = now() - interval '5 minutes' WHERE id = $1",
       [job.id],
     );
     expect(await deleteExpiredJobs(env.pool, 30, 10)).toBe(0);
@@ -430,7 +430,7 @@ describe('rescue, retention, cancel and requeue', () => {
 
   it('retention skips a run an operator holds locked, and takes it on a later round', async () => {
     const { job } = await enqueueJob(env.pool, { kind: 'retained-held' });
-    await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now() - interval '40 days' WHERE id = $1", [job.id]);
+    await env.pool.query("UPDATE jobs SET state = 'dead', resolved_at = now(), finished_at = now() - interval '40 days' WHERE id = $1", [job.id]);
     const operator = await env.pool.connect();
     try {
       await operator.query('BEGIN');

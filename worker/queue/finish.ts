@@ -2,7 +2,7 @@
 import { integerArrayLiteral, wordArrayLiteral } from '../db/array-literal.js';
 import { isPool, withTransaction, type Queryable } from '../db/pool.js';
 import { JOBS_READY_CHANNEL } from './channels.js';
-import { DEPENDENCY_OUTAGE_CODE, dependencyName, type OutageFailure } from './outage.js';
+import { DEPENDENCY_OUTAGE_CODE, dependencyName, MAX_OUTAGE_RESTARTS, type OutageFailure } from './outage.js';
 import type { JobErrorRecord, JobState, Lease } from './types.js';
 
 // `archived = false`: a held run is in jobs_live; said so, the plan leaves the archive out (see claim.ts).
@@ -100,9 +100,8 @@ export interface RecordedFailure {
 //   outage  when the outage began: this failure's start, or the start stored by an earlier outage failure of the same
 //           dependency when this attempt never saw the dependency work (it is the same outage going on). A new outage
 //           is waited for only while the run's consecutive outage failures (last_error.context.outageRestarts) have
-//           begun fewer new outages than its max_attempts: an attempt that breaks its own connection after running
-//           a while (a statement killed by a DBA, a backend it runs out of memory) looks like a new outage every time,
-//           and would be given back for ever. Past that, an outage failure counts the attempt like any other.
+//           begun fewer than MAX_OUTAGE_RESTARTS ($16) new outages (outage.ts says why); past that, an outage failure
+//           counts the attempt like any other.
 //   next    the new state: permanent → failed; an outage within its budget → queued, the attempt given back
 //           (attempts - 1, as releaseJobs does), after a wait that grows with the outage (as long as it has lasted,
 //           from the base up to the cap, equal jitter, never past the budget's end, so the last try comes when the
@@ -124,10 +123,10 @@ WITH held AS (
   FROM held
 ), outage AS (
   SELECT kind_of.*,
-    CASE WHEN NOT is_outage OR (fresh AND restarts >= max_attempts) THEN NULL::timestamptz
+    CASE WHEN NOT is_outage OR (fresh AND restarts >= $16::int) THEN NULL::timestamptz
          WHEN fresh THEN now() - $10::double precision * interval '1 millisecond'
          ELSE outage_started_at END AS began,
-    restarts + CASE WHEN is_outage AND fresh AND restarts < max_attempts THEN 1 ELSE 0 END AS restarts_now
+    restarts + CASE WHEN is_outage AND fresh AND restarts < $16::int THEN 1 ELSE 0 END AS restarts_now
   FROM kind_of
 ), judged AS (
   SELECT outage.*,
@@ -165,7 +164,7 @@ UPDATE jobs SET
     WHEN next.waiting THEN $4::jsonb || jsonb_build_object(
       'context', coalesce($4::jsonb -> 'context', '{}'::jsonb) || jsonb_build_object(
         'dependency', $8::text, 'outageSince', next.began_iso, 'attemptCounted', false, 'outageRestarts', next.restarts_now))
-    -- An outage failure counted because the run has begun max_attempts outages: the count stays with the run.
+    -- An outage failure counted because the run has begun MAX_OUTAGE_RESTARTS outages: the count stays with the run.
     WHEN next.is_outage AND next.began IS NULL THEN $4::jsonb || jsonb_build_object(
       'context', coalesce($4::jsonb -> 'context', '{}'::jsonb) || jsonb_build_object(
         'dependency', $8::text, 'attemptCounted', true, 'outageRestarts', next.restarts_now))
@@ -203,6 +202,7 @@ export async function recordFailure(db: Queryable, request: FailureRequest): Pro
       outage?.policy.maxMs ?? 0,
       outage?.jitter ?? 1,
       capitalised(outage ? dependencyName(outage.dependency) : ''),
+      MAX_OUTAGE_RESTARTS,
     ],
   );
   const row = rows[0];

@@ -445,6 +445,8 @@ async function requeueWhere(
          -- Back to the live partition (archived runs too: the archive holds finished runs only).
          UPDATE jobs SET state = 'queued', archived = false, run_at = now(), finished_at = NULL, cancel_requested_at = NULL,
            outage_started_at = NULL, outage_dependency = NULL, resolved_at = NULL, resolved_by = NULL, resolution_note = NULL,
+           -- The last error stays for the record; its count of outages in a row (finish.ts) starts again.
+           last_error = last_error #- '{context,outageRestarts}',
            attempts = CASE WHEN $${reset} THEN 0 ELSE attempts END,
            max_attempts = CASE WHEN $${reset} THEN max_attempts ELSE greatest(max_attempts, attempts + 1) END,
            updated_at = now()

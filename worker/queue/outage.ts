@@ -19,6 +19,13 @@ export const DEPENDENCIES: readonly Dependency[] = ['s3', 'database'];
 
 /** The code of the last_error of a run that waited longer than the outage budget. */
 export const DEPENDENCY_OUTAGE_CODE = 'DEPENDENCY_OUTAGE';
+/**
+ * How many new outages in a row a run is given back for (recordFailure, last_error.context.outageRestarts). An
+ * attempt that breaks its own connection after running a while (a statement a DBA kills, a query that takes its
+ * backend down) looks like a new outage every time and would otherwise be given back for ever. Not max_attempts: a
+ * one-attempt CSV import whose reads S3 cuts off mid-body several times is waiting out a flapping S3, not failing.
+ */
+export const MAX_OUTAGE_RESTARTS = 10;
 
 /** How a dependency is named in messages and in `bulk-import show`. */
 export function dependencyName(dependency: Dependency): string {
