@@ -1,7 +1,7 @@
 // The CSV review commands and the generic `errors` command, run as the real CLI against the test database, in both
-// output modes: finalize, reject, errors (table, --json, paging, --csv to stdout and to a file), for CSV imports and
-// for another kind (mass-import items) through the same handler contract.
-import { mkdtemp, readFile } from 'node:fs/promises';
+// output modes: finalize, reject, errors (table, --json, paging, --csv to stdout and to a file, whole or not at all),
+// for CSV imports and for another kind (mass-import items) through the same handler contract.
+import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
@@ -13,8 +13,8 @@ import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
-import { runCli, runCliJson, runCliOnTerminal } from './support/cli-runner.js';
-import { settledJob, testWorker } from './support/in-process-worker.js';
+import { runCli, runCliJson, runCliOnTerminal, spawnCli } from './support/cli-runner.js';
+import { settledJob, testWorker, waitFor } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
 let worker: Worker;
@@ -88,6 +88,69 @@ describe('bulk-import errors / finalize / reject', () => {
 
     const refused = await runCli(env, ['errors', String(jobId), '--csv', '--json']);
     expect(refused).toMatchObject({ code: 1, stderr: expect.stringContaining('--csv --json needs --output') });
+  });
+
+  it('errors --csv --output writes the file whole or not at all: an export cut off after its first page leaves the earlier file', async () => {
+    // 1,500 failed rows: two pages of the export (1,000 rows a page).
+    const lines = Array.from({ length: 1_500 }, (_, i) => csvLine(rowFields({ ...validRow(i + 1, 'CUT'), description: `Item ${i + 1}`, price: '-1' })));
+    await upload(env.s3, env.bucket, 'imports/cli/cut.csv', csvLine(HEADER) + lines.join(''));
+    const { job } = await submitJob(env.pool, { kind: 'csv-import', tenantId: 'cli', payload: { bucket: env.bucket, key: 'imports/cli/cut.csv', profile: 'products' } });
+    expect((await settled(job.id)).state).toBe('review_ready');
+    const dir = await mkdtemp(join(tmpdir(), 'csv-cli-cut-'));
+    const file = join(dir, 'failed.csv');
+    await writeFile(file, 'the earlier export\n');
+
+    // The export's session, waiting on the table behind the session `pid`.
+    const exportBlockedBy = (pid: number) =>
+      waitFor(async () => {
+        const { rows } = await env.pool.query<{ pid: number }>(
+          "SELECT pid FROM pg_stat_activity WHERE application_name = 'bulk-import-cli' AND $1 = ANY(pg_blocking_pids(pid))",
+          [pid],
+        );
+        return rows[0]?.pid;
+      });
+    const backendPid = async (client: { query: typeof env.pool.query }) => (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    const first = await env.pool.connect();
+    const second = await env.pool.connect();
+    let cli: ReturnType<typeof spawnCli>;
+    try {
+      // `first` holds the table: the export's first page waits for it. `second` asks for the table next, behind the
+      // first page: once `first` lets go, the first page is read, then `second` holds the table and the second page waits.
+      await first.query('BEGIN; LOCK TABLE csv_import_row_errors IN ACCESS EXCLUSIVE MODE');
+      cli = spawnCli(env, ['errors', String(job.id), '--csv', '--output', file]);
+      await exportBlockedBy(await backendPid(first));
+      const secondPid = await backendPid(second);
+      await second.query('BEGIN');
+      const secondLocked = second.query('LOCK TABLE csv_import_row_errors IN ACCESS EXCLUSIVE MODE');
+      await waitFor(async () => (await env.pool.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'", [secondPid])).rowCount);
+      await first.query('ROLLBACK');
+      await secondLocked;
+      const exportPid = await exportBlockedBy(secondPid);
+      // The first page (and the header) is written, to whichever file the export writes to.
+      await waitFor(async () => {
+        for (const name of await readdir(dir)) {
+          if ((await readFile(join(dir, name), 'utf8')).split('\r\n').length - 1 === 1_001) return true;
+        }
+        return false;
+      });
+      await env.pool.query('SELECT pg_terminate_backend($1)', [exportPid]);
+      await second.query('ROLLBACK');
+    } finally {
+      first.release();
+      second.release();
+    }
+    const cut = await cli.done;
+    expect(cut.code).not.toBe(0);
+    // The earlier export as it was, not a valid-looking CSV missing 500 rows; no partial file beside it.
+    expect(await readFile(file, 'utf8')).toBe('the earlier export\n');
+    expect(await readdir(dir)).toEqual(['failed.csv']);
+    expect(cut.stderr).toContain(`${file} was not written: the export failed (the earlier ${file} is left as it was)`);
+    expect(cut.stderr).toContain('terminating connection due to administrator command');
+
+    // Run again, the export replaces the earlier file with all of the rows.
+    expect(await runCliJson(env, ['errors', String(job.id), '--csv', '--output', file])).toEqual({ id: job.id, kind: 'csv-import', rows: 1_500, file });
+    expect((parse(await readFile(file, 'utf8')) as string[][]).length).toBe(1_501);
+    expect(await readdir(dir)).toEqual(['failed.csv']);
   });
 
   it('finalize resumes the run as csv-finalize; finalizing it twice is refused', async () => {
