@@ -241,7 +241,9 @@ export interface BulkImportWorkerProps extends ObservabilityProps {
   /** Bucket that imported files go to (S3_BUCKET). */
   readonly bucket: s3.IBucket;
   /**
-   * Key prefix the worker may read and write under, ending in "/"; mass-import payload prefixes must live below it.
+   * Key prefix the worker may read and write under: one segment ending in "/" (a mass import writes under its payload
+   * prefix's first segment, further segments marked with `_`: worker/imports/object-key.ts); mass-import payload
+   * prefixes start with it.
    * CSV uploads are always under imports/ (the worker also reads there when this prefix is elsewhere).
    * @default 'imports/'
    */
@@ -476,6 +478,15 @@ export function resolveProps(scope: Construct, props: BulkImportWorkerProps): Re
   }
   const bucketPrefix = resolvePrefix(props);
   if (!/^[^/].*\/$/.test(bucketPrefix)) fail(`bucketPrefix must not start with "/" and must end with "/", got ${bucketPrefix}`);
+  // A mass import writes under <its prefix's first segment>/_<further segments>/<tenant>/ (worker/imports/object-key.ts):
+  // under a deeper bucketPrefix no import could write a single object, and every file would fail AccessDenied.
+  if (bucketPrefix.indexOf('/') !== bucketPrefix.length - 1) {
+    const [first, ...rest] = bucketPrefix.slice(0, -1).split('/');
+    fail(
+      `bucketPrefix must be one key segment such as imports/ or docs/, got ${bucketPrefix}: a mass import with the payload ` +
+        `prefix ${bucketPrefix.slice(0, -1)} writes under ${[first, ...rest.map((segment) => `_${segment}`)].join('/')}/<tenant>/, outside it`,
+    );
+  }
   let autoscaling: Required<WorkerAutoscaling> | undefined;
   if (props.autoscaling && desiredCount > 0) {
     autoscaling = {

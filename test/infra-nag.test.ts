@@ -85,11 +85,11 @@ describe('cdk-nag AwsSolutionsChecks', () => {
       expect.arrayContaining([
         'AwsSolutions-IAM5[Resource::*]',
         'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::backend-documents/imports/*]',
-        'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::backend-documents/documents/bulk/*]',
+        'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::backend-documents/documents/*]',
       ]),
     );
     for (const id of resources) {
-      expect(id).toMatch(/Resource::(\*|.*\/imports\/\*|.*\/documents\/bulk\/\*|.*:task\/.+\/\*|.*:task-definition\/bulk-import-worker-[a-z0-9-]+:\*)\]$/);
+      expect(id).toMatch(/Resource::(\*|.*\/imports\/\*|.*\/documents\/\*|.*:task\/.+\/\*|.*:task-definition\/bulk-import-worker-[a-z0-9-]+:\*)\]$/);
     }
   });
 

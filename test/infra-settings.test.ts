@@ -362,6 +362,7 @@ describe('construct prop checks', () => {
     [{ desiredCount: 5, autoscaling: { minTasks: 1, maxTasks: 4 } }, /desiredCount \(5\) must lie within autoscaling minTasks–maxTasks \(1–4\)/],
     [{ desiredCount: 2, autoscaling: { minTasks: 1, maxTasks: 4, scaleOutQueuedJobs: 50, burstQueuedJobs: 10 } }, /scaleOutQueuedJobs \(50\) < burstQueuedJobs \(10\)/],
     [{ bucketPrefix: '/imports' }, /bucketPrefix must not start with "\/" and must end with "\/"/],
+    [{ bucketPrefix: 'documents/bulk/' }, /bucketPrefix must be one key segment .* got documents\/bulk\/: .* writes under documents\/_bulk\/<tenant>\/, outside it/],
     [{ environmentName: 'Prod' }, /environmentName "Prod" must be a short lowercase name/],
     [{ databaseSslMode: 'prefer' }, /databaseSslMode must be one of disable, require, verify-ca, verify-full, got "prefer"/],
     [{ databaseIamAuth: { resourceId: 'bulk-import-prod', user: 'bulk_import' } }, /databaseIamAuth.resourceId must be the resource id .* not its name/],

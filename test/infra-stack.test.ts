@@ -318,7 +318,7 @@ describe('least-privilege task role', () => {
   });
 
   it('never grants write to the file system, wildcard actions, or a delete other than of import objects', { timeout: SYNTH_TIMEOUT }, () => {
-    for (const [scenario, prefix] of [['prodCampaign', 'imports/'], ['prodExisting', 'documents/bulk/']] as const) {
+    for (const [scenario, prefix] of [['prodCampaign', 'imports/'], ['prodExisting', 'documents/']] as const) {
       const allowed = iamStatements(synthScenario(scenario).template).filter((statement) => statement.Effect === 'Allow');
       const actions = allowed.flatMap(actionsOf);
       expect(actions).not.toContain('elasticfilesystem:ClientWrite');
@@ -511,8 +511,8 @@ describe('existing VPC, cluster, file system, topic, database group and bucket k
     const { template } = synthScenario('prodExisting');
     const statements = iamStatements(template);
     const bySid = (sid: string) => statements.find((statement) => statement.Sid === sid);
-    expect(JSON.stringify(bySid('ImportObjects')?.Resource)).toContain(':s3:::backend-documents/documents/bulk/*');
-    expect(bySid('ListImportPrefix')?.Condition).toEqual({ StringLike: { 's3:prefix': ['documents/bulk/*'] } });
+    expect(JSON.stringify(bySid('ImportObjects')?.Resource)).toContain(':s3:::backend-documents/documents/*');
+    expect(bySid('ListImportPrefix')?.Condition).toEqual({ StringLike: { 's3:prefix': ['documents/*'] } });
     // CSV uploads are under imports/ whatever the prefix: the worker reads them there (and nothing else of it).
     expect(bySid('ReadCsvUploads')).toMatchObject({ Action: 's3:GetObject' });
     expect(JSON.stringify(bySid('ReadCsvUploads')?.Resource)).toContain(':s3:::backend-documents/imports/*');
