@@ -14,7 +14,7 @@ import { completeJobs, recordFailure } from '../worker/queue/finish.js';
 import {
   DependencyOutageError, MAX_OUTAGE_RESTARTS, markOutage, outageFailure, outageOf, type OutageFailure, type OutagePolicy,
 } from '../worker/queue/outage.js';
-import { requeueJob, requireJob } from '../worker/queue/operator.js';
+import { requeueJob, requireJob, resumeParkedJob } from '../worker/queue/operator.js';
 import { describeOutage } from '../worker/cli/commands/jobs.js';
 import { useTestEnvironment } from './harness.js';
 import { testWorker, waitFor } from './support/in-process-worker.js';
@@ -39,7 +39,7 @@ async function outageBegan(jobId: number, msAgo: number): Promise<void> {
 }
 
 function s3Outage(overrides: Partial<OutageFailure> = {}): OutageFailure {
-  return { dependency: 's3', sinceMsAgo: 0, progressed: false, policy: POLICY, jitter: 1, ...overrides };
+  return { dependency: 's3', sinceMsAgo: 0, progressed: false, progressGuessed: false, policy: POLICY, jitter: 1, ...overrides };
 }
 
 const outageError = (attempt: number) =>
@@ -75,10 +75,10 @@ describe('classification', () => {
     const error = Object.assign(new Error('Connection terminated unexpectedly'), {});
     expect(outageFailure(error, { ...POLICY, budgetMs: 0 }, 10)).toBeUndefined();
     expect(outageFailure(new Error('a bug'), POLICY, 10)).toBeUndefined();
-    expect(outageFailure(error, POLICY, 10, 0, () => 0)).toMatchObject({ dependency: 'database', progressed: false, jitter: 0.5 });
-    expect(outageFailure(error, POLICY, POLICY.maxMs + 1)).toMatchObject({ progressed: true });
+    expect(outageFailure(error, POLICY, 10, 0, () => 0)).toMatchObject({ dependency: 'database', progressed: false, progressGuessed: true, jitter: 0.5 });
+    expect(outageFailure(error, POLICY, POLICY.maxMs + 1)).toMatchObject({ progressed: true, progressGuessed: true });
     const known = new DependencyOutageError('down', 's3', new Date(1_000), false);
-    expect(outageFailure(known, POLICY, POLICY.maxMs + 1, 5_000)).toMatchObject({ sinceMsAgo: 4_000, progressed: false });
+    expect(outageFailure(known, POLICY, POLICY.maxMs + 1, 5_000)).toMatchObject({ sinceMsAgo: 4_000, progressed: false, progressGuessed: false });
   });
 });
 
@@ -183,7 +183,10 @@ describe('recordFailure during an outage', () => {
     const fail = async () => {
       await dueNow(job.id);
       const lease = await claim('outage-restarts');
-      return recordFailure(env.pool, { lease, error: killed(lease.attempt), retryDelayMs: 0, outage: s3Outage({ dependency: 'database', progressed: true }) });
+      // Unmarked, after a long attempt: the runner guesses the database worked first (outageFailure).
+      return recordFailure(env.pool, {
+        lease, error: killed(lease.attempt), retryDelayMs: 0, outage: s3Outage({ dependency: 'database', progressed: true, progressGuessed: true }),
+      });
     };
     // More new outages than the run has attempts are given back (a flapping dependency is no fault of the run) …
     for (let restart = 1; restart <= MAX_OUTAGE_RESTARTS; restart += 1) {
@@ -203,6 +206,49 @@ describe('recordFailure during an outage', () => {
     // The count goes with the run's failures: a replay starts without it, and waits out outages again.
     await requeueJob(env.pool, job.id);
     expect(await fail()).toMatchObject({ state: 'queued', waiting: true });
+  });
+
+  it('new outages after progress a handler reports are never spent: a campaign meeting S3 throttling now and then', async () => {
+    // A mass import that imported files between streaks of SlowDown: each streak is a new outage, each is evidence of
+    // a dependency that comes and goes, and a one-attempt run waits them all out however many there are.
+    const { job } = await enqueueJob(env.pool, { kind: 'outage-flapping', maxAttempts: 1 });
+    const worked = () => s3Outage({ progressed: true, progressGuessed: false });
+    for (let streak = 1; streak <= MAX_OUTAGE_RESTARTS + 3; streak += 1) {
+      await dueNow(job.id);
+      const lease = await claim('outage-flapping');
+      expect(await recordFailure(env.pool, { lease, error: outageError(lease.attempt), retryDelayMs: 0, outage: worked() })).toMatchObject({ state: 'queued', waiting: true });
+    }
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ attempts: 0, lastError: { context: { outageRestarts: 0 } } });
+
+    // Guessed new outages count up from there, and reported progress starts the count again.
+    const guessed = () => s3Outage({ dependency: 'database', progressed: true, progressGuessed: true });
+    for (let i = 0; i < 3; i += 1) {
+      await dueNow(job.id);
+      const lease = await claim('outage-flapping');
+      await recordFailure(env.pool, { lease, error: outageError(lease.attempt), retryDelayMs: 0, outage: guessed() });
+    }
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ lastError: { context: { outageRestarts: 3 } } });
+    await dueNow(job.id);
+    const lease = await claim('outage-flapping');
+    await recordFailure(env.pool, { lease, error: outageError(lease.attempt), retryDelayMs: 0, outage: worked() });
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ attempts: 0, lastError: { context: { outageRestarts: 0 } } });
+  });
+
+  it('an approval starts the count again: the finalize is a new stretch of the run', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'outage-review', maxAttempts: 1 });
+    const guessed = s3Outage({ dependency: 'database', progressed: true, progressGuessed: true });
+    for (let i = 0; i < 2; i += 1) {
+      await dueNow(job.id);
+      const lease = await claim('outage-review');
+      await recordFailure(env.pool, { lease, error: outageError(lease.attempt), retryDelayMs: 0, outage: guessed });
+    }
+    await dueNow(job.id);
+    const lease = await claim('outage-review');
+    await completeJobs(env.pool, 'w', [{ jobId: job.id, attempt: lease.attempt, state: 'review_ready' }]);
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'review_ready', lastError: { context: { outageRestarts: 2 } } });
+    const resumed = await resumeParkedJob(env.pool, job.id);
+    expect(resumed?.lastError?.context).not.toHaveProperty('outageRestarts');
+    expect(resumed?.lastError).toMatchObject({ code: 'S3_UNAVAILABLE' });
   });
 
   it('a permanent error is never an outage', async () => {

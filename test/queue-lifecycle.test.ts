@@ -11,7 +11,7 @@ import { classifyError, PermanentJobError, TransientJobError } from '../worker/q
 import { completeJobs, failJob, releaseJobs } from '../worker/queue/finish.js';
 import { assertLeaseHeld, extendLeases, LeaseLostError, saveProgress } from '../worker/queue/lease.js';
 import { deleteExpiredJobs, rescueExpiredLeases } from '../worker/queue/maintenance.js';
-import { cancelJob, getJob, replayDeadJobs, requeueJob, requireJob, resumeParkedJob } from '../worker/queue/operator.js';
+import { cancelJob, getJob, replayDeadJobs, requeueJob, requireJob, resolveJob, resumeParkedJob } from '../worker/queue/operator.js';
 import { BACK_PROOF_DELAY_MS, DatabaseStatus } from '../worker/db/database-status.js';
 import type { Queryable } from '../worker/db/pool.js';
 import { createRescuer } from '../worker/maintenance/rescuer.js';
@@ -313,22 +313,26 @@ describe('rescue, retention, cancel and requeue', () => {
     const fresh = await enqueueJob(env.pool, { kind: 'retained' });
     const queuedOld = await enqueueJob(env.pool, { kind: 'retained' });
     // The dead-letter queue: a dead run stays until an operator replays, resolves or purges it (the DeadJobs alarm
-    // stays on meanwhile), however old; a resolved one goes like any other finished run.
+    // stays on meanwhile), however old; a resolved one stays the retention from its resolution, as history.
     const deadOld = await enqueueJob(env.pool, { kind: 'retained' });
     const resolvedOld = await enqueueJob(env.pool, { kind: 'retained' });
+    const resolvedLately = await enqueueJob(env.pool, { kind: 'retained' });
     await env.pool.query(
       "UPDATE jobs SET state = 'succeeded', finished_at = now() - interval '40 days' WHERE id = ANY($1)",
       [old.map((o) => o.job.id)],
     );
     await env.pool.query("UPDATE jobs SET state = 'failed', finished_at = now() - interval '2 days' WHERE id = $1", [fresh.job.id]);
     await env.pool.query("UPDATE jobs SET created_at = now() - interval '90 days' WHERE id = $1", [queuedOld.job.id]);
-    await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now() - interval '40 days' WHERE id = ANY($1)", [[deadOld.job.id, resolvedOld.job.id]]);
+    await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now() - interval '40 days' WHERE id = ANY($1)", [
+      [deadOld.job.id, resolvedOld.job.id, resolvedLately.job.id],
+    ]);
     await env.pool.query("UPDATE jobs SET resolved_at = now() - interval '35 days', resolved_by = 'on-call' WHERE id = $1", [resolvedOld.job.id]);
+    await resolveJob(env.pool, resolvedLately.job.id, { by: 'on-call', note: 'kept as history' });
     expect(await deleteExpiredJobs(env.pool, 30, 2)).toBe(2);
     expect(await deleteExpiredJobs(env.pool, 30, 2)).toBe(2);
     expect(await deleteExpiredJobs(env.pool, 30, 2)).toBe(0);
     const { rows } = await env.pool.query('SELECT id FROM jobs ORDER BY id');
-    expect(rows.map((row) => row.id)).toEqual([fresh.job.id, queuedOld.job.id, deadOld.job.id]);
+    expect(rows.map((row) => row.id)).toEqual([fresh.job.id, queuedOld.job.id, deadOld.job.id, resolvedLately.job.id]);
   });
 
   it('deletes a run with many child rows in chunks: per-item rows go, business rows only lose the link', async () => {
@@ -387,7 +391,7 @@ describe('rescue, retention, cancel and requeue', () => {
     const { job } = await enqueueJob(env.pool, { kind: 'retained-race' });
     await env.pool.query('INSERT INTO retention_race SELECT $1, n FROM generate_series(1, 3) AS n', [job.id]);
     // Dead (and resolved: retention keeps an unresolved one): both a requeue and a replay would take it back.
-    await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now() - interval '40 days', resolved_at = now() WHERE id = $1", [job.id]);
+    await env.pool.query("UPDATE jobs SET state = 'dead', finished_at = now() - interval '40 days', resolved_at = now() - interval '40 days' WHERE id = $1", [job.id]);
     const gate = await env.pool.connect();
     try {
       await gate.query('BEGIN; SELECT pg_advisory_xact_lock(424242)');
@@ -419,7 +423,7 @@ describe('rescue, retention, cancel and requeue', () => {
   it('a run a retention round left marked (the process died) is taken again an hour on, not by a round in progress', async () => {
     const { job } = await enqueueJob(env.pool, { kind: 'retained-left' });
     await env.pool.query(
-      "UPDATE jobs SET state = 'dead', resolved_at = now(), finished_at = now() - interval '40 days', retention_started_at = now() - interval '5 minutes' WHERE id = $1",
+      "UPDATE jobs SET state = 'dead', resolved_at = now() - interval '40 days', finished_at = now() - interval '40 days', retention_started_at = now() - interval '5 minutes' WHERE id = $1",
       [job.id],
     );
     expect(await deleteExpiredJobs(env.pool, 30, 10)).toBe(0);
@@ -430,7 +434,7 @@ describe('rescue, retention, cancel and requeue', () => {
 
   it('retention skips a run an operator holds locked, and takes it on a later round', async () => {
     const { job } = await enqueueJob(env.pool, { kind: 'retained-held' });
-    await env.pool.query("UPDATE jobs SET state = 'dead', resolved_at = now(), finished_at = now() - interval '40 days' WHERE id = $1", [job.id]);
+    await env.pool.query("UPDATE jobs SET state = 'dead', resolved_at = now() - interval '40 days', finished_at = now() - interval '40 days' WHERE id = $1", [job.id]);
     const operator = await env.pool.connect();
     try {
       await operator.query('BEGIN');

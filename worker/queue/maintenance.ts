@@ -106,7 +106,8 @@ export async function deleteExpiredJobs(
       `WITH batch AS (
          SELECT id FROM jobs
          WHERE finished_at < now() - $1 * interval '1 day' AND state = ANY($3::text[])
-           AND NOT (state = 'dead' AND resolved_at IS NULL)
+           -- A dead run stays until resolved, then as long again from its resolution (it is kept as history).
+           AND (state <> 'dead' OR resolved_at < now() - $1 * interval '1 day')
            AND (retention_started_at IS NULL OR retention_started_at < now() - interval '1 hour')
          ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED
        )

@@ -499,7 +499,7 @@ export async function resumeParkedJob(
     `WITH resumed AS (
        UPDATE jobs SET state = 'queued', kind = coalesce($2, kind), payload = coalesce($3, payload),
          attempts = 0, run_at = now(), outage_started_at = NULL, outage_dependency = NULL, cancel_requested_at = NULL,
-         updated_at = now()
+         last_error = last_error #- '{context,outageRestarts}', updated_at = now()
        WHERE id = $1 AND state = 'review_ready'
        RETURNING ${JOB_COLUMNS}
      )

@@ -20,10 +20,12 @@ export const DEPENDENCIES: readonly Dependency[] = ['s3', 'database'];
 /** The code of the last_error of a run that waited longer than the outage budget. */
 export const DEPENDENCY_OUTAGE_CODE = 'DEPENDENCY_OUTAGE';
 /**
- * How many new outages in a row a run is given back for (recordFailure, last_error.context.outageRestarts). An
- * attempt that breaks its own connection after running a while (a statement a DBA kills, a query that takes its
- * backend down) looks like a new outage every time and would otherwise be given back for ever. Not max_attempts: a
- * one-attempt CSV import whose reads S3 cuts off mid-body several times is waiting out a flapping S3, not failing.
+ * How many new outages in a row, each begun by an attempt that ran a while with no handler saying it got anywhere,
+ * a run is given back for (recordFailure, last_error.context.outageRestarts). Such an attempt may be breaking its own
+ * connection (a statement a DBA kills, a query that takes its backend down): that looks like a new outage every time
+ * and would otherwise be given back for ever. Progress a handler reports (a mass import's files, a CSV's bytes) is
+ * evidence of a dependency that comes and goes, not of a run that breaks it: it starts the count again, so a campaign
+ * that meets S3 throttling now and then over days is never spent by it.
  */
 export const MAX_OUTAGE_RESTARTS = 10;
 
@@ -147,6 +149,12 @@ export interface OutageFailure {
   sinceMsAgo: number;
   /** This attempt saw the dependency work first: the outage starts now rather than continuing an earlier one. */
   progressed: boolean;
+  /**
+   * `progressed` is the runner's guess from how long the attempt ran (no handler said so): such new outages are the
+   * ones counted against MAX_OUTAGE_RESTARTS. Progress a handler reports (files imported, bytes read) starts the
+   * count again.
+   */
+  progressGuessed: boolean;
   policy: OutagePolicy;
   /** Jitter factor in [0.5, 1] applied to the wait (equal jitter: never a retry storm of zero waits). */
   jitter: number;
@@ -172,6 +180,7 @@ export function outageFailure(
     dependency: report.dependency,
     sinceMsAgo: Math.max(0, report.since ? now - report.since.getTime() : 0),
     progressed: report.progressed ?? attemptMs > policy.maxMs,
+    progressGuessed: report.progressed === undefined,
     policy,
     jitter: 0.5 + random() / 2,
   };
