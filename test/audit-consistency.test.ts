@@ -3,8 +3,9 @@
 // orphan; the audit — enqueued with the CLI, run by a worker in keyset batches — stores exactly those findings, lists
 // them (--json, --csv), explains row-count differences caused by later imports, and `audit repair` recreates the
 // missing references by name from the import's source rows only when asked (--apply). Then the edges: the name comes
-// from the row the run wrote, an unreadable S3 leaves findings open, a run finishing during the walk is not counted,
-// a payload naming another tenant is refused, and document findings beyond listLimit are counted everywhere.
+// from the row the run wrote, an unreadable S3 leaves findings open, a repair keeps its record with its change (cut
+// off between them, or racing another repair), a run finishing during the walk is not counted, a payload naming
+// another tenant is refused, and document findings beyond listLimit are counted everywhere.
 import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,7 +21,7 @@ import { csvLine, HEADER, rowFields, upload, validRow, type ProductRow } from '.
 import { useTestEnvironment } from './harness.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
 import { startFaultyS3Proxy } from './support/faulty-s3-proxy.js';
-import { settledJob, testWorker } from './support/in-process-worker.js';
+import { settledJob, testWorker, waitFor } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
 let worker: Worker;
@@ -216,7 +217,7 @@ describe('audit job kind', () => {
 
 interface Repair {
   applied: boolean;
-  entries: Array<{ finding: number; action: string; name?: string; reason?: string }>;
+  entries: Array<{ finding: number; action: string; name?: string; newId?: number; reason?: string }>;
 }
 
 /** Deletes the tenant's category `name` (products keep its id) and audits the tenant's references: one run's id. */
@@ -270,6 +271,65 @@ describe('audit edges', () => {
     const up = await runCliJson<Repair>(env, ['audit', 'repair', String(auditId), '--apply']);
     expect(up.entries).toEqual([expect.objectContaining({ action: 'recreated', name: 'Lamps' })]);
     expect((await open())[0].repaired_at).not.toBeNull();
+  });
+
+  it('a repair cut off before its record commits leaves nothing behind; the rerun recreates the reference and records it', async () => {
+    await importRows('soylent', 'cut-off', [{ ...validRow(1, 'CUT'), category: 'Crates' }]);
+    const auditId = await auditAfterDeleting('soylent', 'Crates', 1);
+    const crates = async () => (await env.pool.query(`SELECT count(*)::int AS n FROM categories WHERE tenant_id = 'soylent' AND name = 'Crates'`)).rows[0].n;
+    // The finding's record fails once, after the repair's writes: a kill or a database restart at that point.
+    await env.pool.query(`
+      CREATE SEQUENCE record_fails_once;
+      CREATE FUNCTION record_fails_once() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN IF nextval('record_fails_once') = 1 THEN RAISE EXCEPTION 'cut off before the record'; END IF; RETURN NEW; END $$;
+      CREATE TRIGGER record_fails_once BEFORE UPDATE ON audit_findings FOR EACH ROW EXECUTE FUNCTION record_fails_once();`);
+    try {
+      const cut = await runCli(env, ['audit', 'repair', String(auditId), '--apply', '--json']);
+      expect(cut.code).not.toBe(0);
+      expect(cut.stderr).toContain('cut off before the record');
+      // Neither the reference nor the product's new id committed without the record.
+      expect(await crates()).toBe(0);
+      const { rows } = await env.pool.query(`SELECT repaired_at FROM audit_findings WHERE job_id = $1`, [auditId]);
+      expect(rows).toEqual([{ repaired_at: null }]);
+    } finally {
+      await env.pool.query('DROP TRIGGER record_fails_once ON audit_findings; DROP FUNCTION record_fails_once(); DROP SEQUENCE record_fails_once');
+    }
+    const rerun = await runCliJson<Repair>(env, ['audit', 'repair', String(auditId), '--apply']);
+    expect(rerun.entries).toEqual([expect.objectContaining({ action: 'recreated', name: 'Crates' })]);
+    const newId = await id(`SELECT id FROM categories WHERE tenant_id = 'soylent' AND name = 'Crates'`, []);
+    expect(rerun.entries[0]).toMatchObject({ newId });
+    const { rows } = await env.pool.query(`SELECT repair FROM audit_findings WHERE job_id = $1`, [auditId]);
+    expect(rows).toEqual([{ repair: { action: 'recreated', name: 'Crates', newId } }]);
+    expect(await id(`SELECT category_id AS id FROM products WHERE tenant_id = 'soylent' AND sku = 'CUT-0000001'`, [])).toBe(newId);
+  });
+
+  it('of two repairs at once, the one that finds the product fixed keeps the record of the one that fixed it', async () => {
+    await importRows('tyrell', 'twice', [{ ...validRow(1, 'TWO'), category: 'Owls' }]);
+    const auditId = await auditAfterDeleting('tyrell', 'Owls', 1);
+    const product = await id(`SELECT id FROM products WHERE tenant_id = 'tyrell' AND sku = 'TWO-0000001'`, []);
+    // Both repairs read the open finding and its name, then wait for the product's lock, which the test holds.
+    const gate = await env.pool.connect();
+    try {
+      await gate.query('BEGIN');
+      await gate.query('SELECT 1 FROM products WHERE id = $1 FOR UPDATE', [product]);
+      const repairs = [1, 2].map(() => runCliJson<Repair>(env, ['audit', 'repair', String(auditId), '--apply']));
+      await waitFor(async () => {
+        const { rows } = await env.pool.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+           WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'SELECT id FROM products WHERE id = $1 AND category_id%'`,
+        );
+        return rows[0].n === 2 || undefined;
+      }, 30_000);
+      await gate.query('COMMIT');
+      const done = await Promise.all(repairs);
+      expect(done.map((repair) => repair.entries[0]!.action).sort()).toEqual(['already-fixed', 'recreated']);
+    } finally {
+      await gate.query('ROLLBACK').catch(() => {});
+      gate.release();
+    }
+    const newId = await id(`SELECT id FROM categories WHERE tenant_id = 'tyrell' AND name = 'Owls'`, []);
+    const { rows } = await env.pool.query(`SELECT repair FROM audit_findings WHERE job_id = $1`, [auditId]);
+    expect(rows).toEqual([{ repair: { action: 'recreated', name: 'Owls', newId } }]);
   });
 
   it('compares the products walk only with the CSV runs finalized before it started', async () => {

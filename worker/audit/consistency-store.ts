@@ -85,7 +85,10 @@ export interface FinishedCsvRun {
 
 /**
  * CSV runs finalized before `before` (the database's clock) and still on record, oldest first; runs deleted by
- * retention are not audited.
+ * retention are not audited, nor runs it has begun deleting (their job marked, retention_started_at, or gone): it
+ * deletes their batches, row errors and runs one statement at a time, so for seconds — for an hour after a round that
+ * died half-way — such a run is still listed with no batches, written 0, while products keep its id. One statement:
+ * an unmarked job in its snapshot means no row of the run was deleted yet (the mark commits first).
  */
 export async function finishedCsvRuns(db: Queryable, tenantId: string | null, before: Date): Promise<FinishedCsvRun[]> {
   const { rows } = await db.query<{
@@ -103,6 +106,7 @@ export async function finishedCsvRuns(db: Queryable, tenantId: string | null, be
        FROM csv_import_batches WHERE job_id = r.job_id
      ) b
      WHERE r.finalized_at < $1 ${tenantId === null ? '' : 'AND r.tenant_id = $2'}
+       AND EXISTS (SELECT FROM jobs j WHERE j.id = r.job_id AND j.retention_started_at IS NULL)
      ORDER BY r.job_id`,
     tenantId === null ? [before] : [before, tenantId],
   );
@@ -205,6 +209,14 @@ export async function countFindings(db: Queryable, auditJobId: number): Promise<
   return Object.fromEntries(rows.map((row) => [row.check_name, row.n]));
 }
 
+/**
+ * Records how a finding was repaired, once: a finding already recorded keeps its record (a second repair that waited
+ * for the first one's product lock finds the product fixed, and its `already-fixed` must not replace what the first
+ * one created).
+ */
 export async function markRepaired(db: Queryable, findingId: number, repair: Record<string, unknown>): Promise<void> {
-  await db.query(`UPDATE audit_findings SET repaired_at = now(), repair = $2::jsonb WHERE id = $1`, [findingId, JSON.stringify(repair)]);
+  await db.query(`UPDATE audit_findings SET repaired_at = now(), repair = $2::jsonb WHERE id = $1 AND repaired_at IS NULL`, [
+    findingId,
+    JSON.stringify(repair),
+  ]);
 }

@@ -4,12 +4,13 @@
 // ETag that run validated, skipping the lines it did not write (its row errors: invalid and duplicate rows, excluded
 // rows), as validation keeps the first valid row of a sku — and the reference row is recreated by name (or found,
 // when one with that name exists again), then the product is pointed at it, only if it still holds the missing id.
-// When the source is gone for good (run deleted by retention, file replaced or deleted, no such row, no name in it)
-// the finding is reported and closed, nothing changes. When it cannot be read now (S3 unavailable or throttled, not
-// configured, access refused) the finding stays open for a later repair: closing it would lose it for good. Without
-// `apply` it only says what it would do.
+// The finding's record (repaired_at, repair) commits in the same transaction as that change. When the source is gone
+// for good (run deleted by retention or being deleted — its job marked, its row errors maybe gone already —, file
+// replaced or deleted, no such row, no name in it) the finding is reported and closed, nothing changes. When it
+// cannot be read now (S3 unavailable or throttled, not configured, access refused) the finding stays open for a later
+// repair: closing it would lose it for good. Without `apply` it only says what it would do.
 import type { S3Client } from '@aws-sdk/client-s3';
-import { withTransaction, type Pool } from '../db/pool.js';
+import { withTransaction, type Pool, type Queryable } from '../db/pool.js';
 import { csvRecords, isErrorExport, unescapeFields } from '../imports/csv/record-stream.js';
 import { rowErrorLines } from '../imports/csv/row-errors.js';
 import { RowRanges } from '../imports/csv/row-ranges.js';
@@ -91,7 +92,14 @@ export async function repairMissingReferences(options: RepairOptions): Promise<R
           `SELECT id FROM products WHERE id = $1 AND ${column} = $2 FOR UPDATE`,
           [base.product, base.missingId],
         );
-        if (current.length === 0) return { ...base, action: 'already-fixed', reason: 'the product no longer holds the missing id' };
+        // The finding's record commits with the change it records: a repair cut off before its commit (a kill, a
+        // database restart) left neither, and the next repair does it again — never a change without its record,
+        // which the rerun would only see as `already-fixed`.
+        const record = async (done: RepairEntry): Promise<RepairEntry> => {
+          await markRepaired(tx, finding.id, { action: done.action, name: done.name, newId: done.newId, reason: done.reason });
+          return done;
+        };
+        if (current.length === 0) return record({ ...base, action: 'already-fixed', reason: 'the product no longer holds the missing id' });
         const { rows } = await tx.query<{ id: string }>(
           `INSERT INTO ${reference.table} (tenant_id, name) VALUES ($1, $2)
            ON CONFLICT (tenant_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id`,
@@ -99,9 +107,8 @@ export async function repairMissingReferences(options: RepairOptions): Promise<R
         );
         const newId = Number(rows[0]!.id);
         await tx.query(`UPDATE products SET ${column} = $2, updated_at = now() WHERE id = $1`, [base.product, newId]);
-        return { ...base, action: 'recreated', name, newId };
+        return record({ ...base, action: 'recreated', name, newId });
       });
-      await markRepaired(options.pool, finding.id, { action: entry.action, name: entry.name, newId: entry.newId, reason: entry.reason });
       entries.push(entry);
     }
   }
@@ -117,8 +124,11 @@ async function namesFromSource(
   runId: number,
   findings: Finding[],
 ): Promise<{ names: Map<string, string> } | SourceError> {
+  const gone: SourceError = { error: `import run ${runId} is no longer on record (retention): recreate the reference by hand`, permanent: true };
   const run = await getCsvImportRun(options.pool, runId);
-  if (!run) return { error: `import run ${runId} is no longer on record (retention): recreate the reference by hand`, permanent: true };
+  // A run retention has begun deleting (its child rows go one table at a time, the run last) is gone already: its row
+  // errors may be, and without them another line of the sku would name the reference.
+  if (!run || !(await onRecord(options.pool, runId))) return gone;
   if (!options.s3) return { error: 'S3 is not configured (S3_BUCKET): the source file cannot be read; the finding stays open', permanent: false };
   const wanted = new Set(findings.map((finding) => finding.details.sku as string));
   const index = (name: string) => run.header.findIndex((column) => column.trim().toLowerCase() === name);
@@ -127,6 +137,8 @@ async function namesFromSource(
   if (skuAt < 0) return { error: `the file of run ${runId} has no sku column`, permanent: true };
   // Lines the run did not write: a later row of the same sku (a duplicate, an invalid row) must not name the reference.
   const unwritten = await rowErrorLines(options.pool, runId);
+  // Retention marks the run (committed) before it deletes a row of it: unmarked after the read, the read was whole.
+  if (!(await onRecord(options.pool, runId))) return gone;
   const excluded = RowRanges.fromStored(run.excludedRows);
   const names = new Map<string, string>();
   const found = new Set<string>();
@@ -172,4 +184,16 @@ async function namesFromSource(
     object.body.destroy();
   }
   return { names };
+}
+
+/**
+ * Whether the run is still on record: its job exists and retention has not begun deleting it (jobs.retention_started_at,
+ * set before any of its child rows go; worker/queue/maintenance.ts, deleteExpiredJobs).
+ */
+async function onRecord(db: Queryable, runId: number): Promise<boolean> {
+  const { rows } = await db.query<{ on_record: boolean }>(
+    'SELECT EXISTS (SELECT FROM jobs WHERE id = $1 AND retention_started_at IS NULL) AS on_record',
+    [runId],
+  );
+  return rows[0]!.on_record;
 }
