@@ -148,11 +148,14 @@ describe('audit scope', () => {
     await insertDocument('acme', 'imports/_2024-q4/acme/x.pdf'); // its object is gone
     await insertDocument('globex', 'imports/_2024-q4/globex/gone.pdf'); // another tenant's: not this audit's
     await putObject('imports/_2024-q4/globex/acme/y.pdf'); // globex's folder "acme": not acme's object
+    await insertDocument('acme', 'imports/_2024-q4/acme/kept.pdf');
+    await putObject('imports/_2024-q4/acme/kept.pdf');
     const { run, event } = await audit(['--tenant', 'acme', '--checks', 'documents']);
     expect(await findings(run.id)).toEqual([
       { check_name: 'document-without-object', tenant_id: 'acme', subject: expect.stringContaining('imports/_2024-q4/acme/x.pdf') },
     ]);
-    expect(run.result).toMatchObject({ findings: 1, documents: { rowsWithoutObject: 1, orphanObjects: 0 } });
+    // Only acme's objects are counted (and stored): nothing of another tenant's reaches the result.
+    expect(run.result).toMatchObject({ findings: 1, documents: { objectsListed: 1, documentRows: 2, rowsWithoutObject: 1, orphanObjects: 0 } });
     // A narrowed run: its count says nothing about the rest, so it must not clear the alarm a full run raised.
     const names = jobMetricPoints(event).map((point) => point.name);
     expect(names).toContain('AuditRowsScanned');

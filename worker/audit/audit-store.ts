@@ -39,7 +39,7 @@ export interface DocumentsScope {
  * tenant: the import prefix's further segments (each starts with `_`, worker/imports/object-key.ts), then the tenant.
  * Tenants never start with `_`, so `imports/globex/acme/x.pdf` (globex's file in folder acme) is not acme's.
  */
-function tenantKeyPattern(tenantId: string): string {
+export function tenantKeyPattern(tenantId: string): string {
   return `^(_[^/]*/)*${tenantId.replace(/[\\^$.*+?()[\]{}|-]/g, '\\$&')}/`;
 }
 

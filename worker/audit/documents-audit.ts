@@ -25,6 +25,7 @@ import {
   keysNamedByJobs,
   keysWithDocumentRow,
   orphanObjectsPage,
+  tenantKeyPattern,
   rowsWithoutObject,
   type DocumentsScope,
   type OrphanObject,
@@ -104,8 +105,12 @@ export async function auditDocuments(options: AuditOptions): Promise<AuditReport
     // The database's clock: rows' created_at is compared with it (and S3's LastModified, on servers kept in time).
     const startedAt = await databaseNow(session);
     await createListingTable(session);
-    for await (const page of listObjectPages(s3, bucket, prefix, options.listPageSize, signal)) {
+    // A tenant's audit lists the whole prefix (its keys may sit below `_` segments of any import prefix) but keeps,
+    // stores and counts only the keys that name the tenant: nothing of another tenant's objects reaches its result.
+    const ofTenant = tenantId === null ? null : new RegExp(tenantKeyPattern(tenantId));
+    for await (const listed of listObjectPages(s3, bucket, prefix, options.listPageSize, signal)) {
       signal?.throwIfAborted();
+      const page = ofTenant === null ? listed : listed.filter((object) => ofTenant.test(object.key.slice(prefix.length)));
       await addListedObjects(session, page);
       progress.objectsListed += page.length;
       options.onProgress?.({ ...progress });
