@@ -162,6 +162,16 @@ describe('audit scope', () => {
     expect(names).not.toContain('AuditFindings');
   });
 
+  it('audit findings --csv formula-escapes what a tenant named: a file called a;=1+1.pdf', async () => {
+    // Its key is in the finding's subject and details; a spreadsheet in a `;` locale would split the cell there.
+    await insertDocument('csvsafe', 'imports/csvsafe/a;=1+1.pdf');
+    const { run } = await audit(['--tenant', 'csvsafe', '--checks', 'documents']);
+    const csv = await runCli(env, ['audit', 'findings', String(run.id), '--csv']);
+    expect(csv.code, csv.stderr).toBe(0);
+    expect(csv.stdout).toContain("a;'=1+1.pdf");
+    expect(csv.stdout).not.toMatch(/;=1\+1/);
+  });
+
   it('only a full-scope run publishes AuditFindings; a subset of checks does not', async () => {
     const subset = await audit(['--checks', 'references,csv-runs']);
     expect(jobMetricPoints(subset.event).map((point) => point.name)).not.toContain('AuditFindings');

@@ -2,12 +2,14 @@
 // old orphan objects only (see worker/audit/documents-audit.ts for why that is the only safe direction).
 // `audit start|runs|findings|repair`: the data-consistency audit job kind (worker/audit/consistency-audit.ts) — enqueue
 // one, list runs with their finding counts, list or export one run's findings, and repair missing references.
+import { finished } from 'node:stream/promises';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { cliActor, submitRun } from '../../actions/run-actions.js';
 import { AUDIT_CHECK_GROUPS } from '../../audit/consistency-audit.js';
 import { CHECKS, countFindings, pageOfFindings, type CheckName } from '../../audit/consistency-store.js';
 import { DEFAULT_DOCUMENTS_PREFIX, documentsPrefixProblem } from '../../audit/documents-prefix.js';
 import { repairMissingReferences } from '../../audit/reference-repair.js';
+import { escapeFormula } from '../../imports/csv/formula-escape.js';
 import { csvFieldFor } from '../../imports/csv/row-errors.js';
 import { auditDocuments, type AuditProgress, type AuditReport } from '../../audit/documents-audit.js';
 import { requireBucket } from '../../config.js';
@@ -16,7 +18,7 @@ import { AUDIT_KIND } from '../../handlers/kinds.js';
 import { getJob, listJobs } from '../../queue/operator.js';
 import { createS3Client } from '../../storage/s3-client.js';
 import { withDatabase } from '../context.js';
-import { formatBytes, formatDuration, formatTable, printJson, printLine } from '../output.js';
+import { formatBytes, formatDuration, formatTable, printJson, printLine, terminalSafeLines } from '../output.js';
 import { MAX_LIST_LIMIT, parseDurationMs, parseJobId, parseLimit } from '../parse.js';
 
 /** Exit code when the audit found something (0: bucket and table agree). */
@@ -187,18 +189,31 @@ function registerConsistencyAuditCommands(audit: Command): void {
       await withDatabase(async (pool) => {
         if (options.csv) {
           const field = csvFieldFor(',');
-          const line = (values: unknown[]) => `${values.map((value) => field(value === null || value === undefined ? '' : String(value))).join(',')}\r\n`;
-          process.stdout.write(line(['id', 'check', 'tenant', 'subject', 'subject_id', 'details', 'repaired_at', 'repair']));
+          // Subjects and details hold S3 keys, that is tenants' file names: formula-escaped like every CSV export, for
+          // the spreadsheet this is for (a name `a;=HYPERLINK(…)` splits into a formula cell in a `;` locale).
+          const line = (values: unknown[]) =>
+            `${values.map((value) => field(escapeFormula(value === null || value === undefined ? '' : String(value)))).join(',')}\r\n`;
+          // To a terminal, control characters of those names are shown, not obeyed.
+          const tty = process.stdout.isTTY === true ? terminalSafeLines() : undefined;
+          tty?.pipe(process.stdout, { end: false });
+          const out: NodeJS.WritableStream = tty ?? process.stdout;
+          const write = async (text: string) => {
+            if (!out.write(text)) await new Promise((resolve) => out.once('drain', resolve));
+          };
+          await write(line(['id', 'check', 'tenant', 'subject', 'subject_id', 'details', 'repaired_at', 'repair']));
           for (let after = 0; ; ) {
             const page = await pageOfFindings(pool, jobId, after, 1_000, check);
             for (const finding of page) {
               const repairedAt = finding.repairedAt?.toISOString() ?? '';
               const repair = finding.repair ? JSON.stringify(finding.repair) : '';
-              const values = [finding.id, finding.check, finding.tenantId, finding.subject, finding.subjectId, JSON.stringify(finding.details), repairedAt, repair];
-              if (!process.stdout.write(line(values))) await new Promise((resolve) => process.stdout.once('drain', resolve));
+              await write(line([finding.id, finding.check, finding.tenantId, finding.subject, finding.subjectId, JSON.stringify(finding.details), repairedAt, repair]));
             }
             if (page.length < 1_000) break;
             after = page[page.length - 1]!.id;
+          }
+          if (tty) {
+            tty.end();
+            await finished(tty);
           }
           return;
         }
