@@ -141,4 +141,24 @@ describe('reference ids shared by finalize lanes', () => {
     expect(results).toHaveLength(batches.length);
     for (const [rows, resolved] of results) await expectAllResolved(tenant, rows, resolved);
   });
+
+  it('a name the table refuses is a row error that does not restate the stored row (ids of a table every tenant writes)', async () => {
+    const tenant = 'refs-check';
+    await env.pool.query('ALTER TABLE categories ADD CONSTRAINT refs_check_short_name CHECK (length(name) <= 40)');
+    try {
+      const references = new ReferenceIds(layout.columns, tenant, jobId);
+      const rows = batch('check', 2);
+      const long = 'a category name longer than the forty characters allowed';
+      rows[1]![columns.indexOf('category')] = long;
+      const resolved = await references.resolve(clients[2]!, rows);
+      const issue = resolved.refused.get(1);
+      expect(issue?.message).toMatch(/^the database refused category "a category/);
+      expect(issue?.message).toMatch(/refs_check_short_name/);
+      // The detail ("Failing row contains (<id>, refs-check, …, <timestamp>)") would tell the tenant the next id.
+      expect(issue?.message).not.toMatch(/Failing row|\(\d+, refs-check/);
+      expect(resolved.refused.has(0)).toBe(false);
+    } finally {
+      await env.pool.query('ALTER TABLE categories DROP CONSTRAINT refs_check_short_name');
+    }
+  });
 });

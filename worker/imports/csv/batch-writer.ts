@@ -14,7 +14,7 @@
 // is written row by row under savepoints: the refused rows become row errors of phase 'finalize'.
 import { runScriptWithCopyData } from '../../db/copy-from.js';
 import type { PoolClient } from '../../db/pool.js';
-import { sqlState } from '../../db/sql-state.js';
+import { sqlState, tenantVisibleDetail } from '../../db/sql-state.js';
 import type { Logger } from '../../logger.js';
 import { PermanentJobError, TransientJobError } from '../../queue/errors.js';
 import { LeaseLostError } from '../../queue/lease.js';
@@ -68,9 +68,6 @@ const RETRYABLE = new Set(['40001', '40P01']);
 const UNIQUE_VIOLATION = '23505';
 /** Batches in a row that found none of their keys before the check is skipped (COPY straight away). */
 const NEW_KEY_STREAK = 4;
-
-/** not_null_violation and check_violation: their detail is the refused row as it would have been stored. */
-const ROW_RESTATING_STATES = new Set(['23502', '23514']);
 
 /** The rows, not the system, are at fault: data exceptions, integrity violations, a key twice in one upsert (21000). */
 function isRowDataError(error: unknown): boolean {
@@ -319,11 +316,8 @@ export class BatchWriter {
       } catch (error) {
         if (!isRowDataError(error)) throw error;
         await client.query('ROLLBACK TO SAVEPOINT csv_row');
-        const { message, detail: told, constraint } = error as { message: string; detail?: string; constraint?: string };
-        // A NOT NULL or CHECK violation's detail restates the row as stored ("Failing row contains (…)"): the reviewer's
-        // own fields (already beside the error) and what they never sent — the row's id in a table every tenant
-        // writes, the tenant, timestamps. Decided by the SQLSTATE, whatever language the server writes in.
-        const detail = ROW_RESTATING_STATES.has(sqlState(error) ?? '') ? undefined : told;
+        const { message, constraint } = error as { message: string; constraint?: string };
+        const detail = tenantVisibleDetail(error);
         failures.push({
           row: entry.row.row,
           fields: fieldsOf(entry.row, this.deps.layout),

@@ -12,7 +12,7 @@
 // names into a map of its own as it gets them (from the cache or the database), with the deletion count they are
 // valid for, and answers from that map; the shared cache is only ever replaced, never emptied in place.
 import type { PoolClient } from '../../db/pool.js';
-import { sqlState } from '../../db/sql-state.js';
+import { sqlState, tenantVisibleDetail } from '../../db/sql-state.js';
 import { PermanentJobError } from '../../queue/errors.js';
 import type { ColumnSpec } from './profile.js';
 import type { RowIssue } from './row-validator.js';
@@ -215,8 +215,9 @@ export class ReferenceIds {
         await createNames([name]);
       } catch (error) {
         if (!isDataError(error)) throw error;
-        const { message, detail } = error as { message: string; detail?: string };
-        const reason = `${message}${detail ? ` (${detail})` : ''}`;
+        // Shown to the tenant as the row's error: a detail that restates the stored row would show a shared table's ids.
+        const detail = tenantVisibleDetail(error);
+        const reason = `${(error as Error).message}${detail ? ` (${detail})` : ''}`;
         own.refused.set(name, reason);
         if (column.refused.size >= this.maxCached) column.refused = new Map();
         column.refused.set(name, reason);
