@@ -6,7 +6,10 @@ import type { FinalizeTotals } from './finalize-import.js';
 import { RowRanges } from './row-ranges.js';
 import { runCounts, type CsvImportRun } from './run-record.js';
 
-/** `excluded`: valid rows the reviewer excluded (counted by the batches as failed, reported apart). */
+/**
+ * `excluded`: valid rows the reviewer excluded (counted by the batches as failed, reported apart). `totals`: what this
+ * attempt wrote; undefined when an earlier attempt had finalized the run already.
+ */
 export function finalizeOutcome(run: CsvImportRun, totals: FinalizeTotals | undefined, excluded = 0): JobOutcome {
   const failed = run.rowsInvalid + run.rowsFailed;
   const result: Record<string, unknown> = {
@@ -26,6 +29,9 @@ export function finalizeOutcome(run: CsvImportRun, totals: FinalizeTotals | unde
     result.seconds = Math.round(totals.seconds * 10) / 10;
     result.rowsPerSecond = Math.round(totals.rowsThisAttempt / Math.max(totals.seconds, 0.001));
     if (totals.batchesThisAttempt < run.batches) result.batchesWrittenByEarlierAttempts = run.batches - totals.batchesThisAttempt;
+  } else if (run.batches > 0) {
+    // No totals: an earlier attempt finished the whole finalize and died before its outcome was stored.
+    result.batchesWrittenByEarlierAttempts = run.batches;
   }
   return {
     state: failed > 0 ? 'partial' : 'succeeded',

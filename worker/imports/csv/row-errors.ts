@@ -64,6 +64,16 @@ export async function firstRowErrors(db: Queryable, jobId: number, limit: number
   return rows.map((row) => ({ row: row.row_number, errors: row.errors }));
 }
 
+/** Rows validation refused only for repeating a key of an earlier row (duplicates.ts records them so). */
+export async function countDuplicateRows(db: Queryable, jobId: number): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM csv_import_row_errors
+     WHERE job_id = $1 AND phase = 'validate' AND errors @> '[{"rule": "duplicate"}]'`,
+    [jobId],
+  );
+  return rows[0]!.n;
+}
+
 /**
  * What one page of row errors may hold, in bytes of the rows' fields and issues (at least one row whatever its size).
  * A row may be up to a million characters (record-stream.ts) and a failed one is kept whole, so a page bounded by rows

@@ -17,7 +17,7 @@ import type { CsvImportPayload } from './payload.js';
 import type { ImportProfile } from './profile.js';
 import type { CsvRecord } from './record-parser.js';
 import { csvRecords, isErrorExport, unescapeFields, type RecordStreamPosition } from './record-stream.js';
-import { describeIssues, firstRowErrors, insertRowErrors, ROW_ERRORS_WRITE_CHARS, type RowError } from './row-errors.js';
+import { countDuplicateRows, describeIssues, firstRowErrors, insertRowErrors, ROW_ERRORS_WRITE_CHARS, type RowError } from './row-errors.js';
 import { RowSet } from './row-set.js';
 import { RowValidator } from './row-validator.js';
 import { ReferencesToCreate } from './references-to-create.js';
@@ -390,6 +390,8 @@ async function firstErrorsOf(db: Queryable, jobId: number): Promise<ValidationSu
 export async function summaryOfRun(db: Queryable, run: CsvImportRun): Promise<ValidationSummary> {
   return {
     ...runCounts(run),
+    // Not among the run's stored counts: the row errors say it (the review page and `show` list it).
+    duplicates: await countDuplicateRows(db, run.jobId),
     ...(run.validatedAt ? { validatedAt: run.validatedAt.toISOString() } : {}),
     batches: run.batches,
     columns: run.columns,
