@@ -39,7 +39,7 @@ async function outageBegan(jobId: number, msAgo: number): Promise<void> {
 }
 
 function s3Outage(overrides: Partial<OutageFailure> = {}): OutageFailure {
-  return { dependency: 's3', sinceMsAgo: 0, progressed: false, progressGuessed: false, policy: POLICY, jitter: 1, ...overrides };
+  return { dependency: 's3', sinceMsAgo: 0, progressed: false, progressKept: false, policy: POLICY, jitter: 1, ...overrides };
 }
 
 const outageError = (attempt: number) =>
@@ -75,10 +75,14 @@ describe('classification', () => {
     const error = Object.assign(new Error('Connection terminated unexpectedly'), {});
     expect(outageFailure(error, { ...POLICY, budgetMs: 0 }, 10)).toBeUndefined();
     expect(outageFailure(new Error('a bug'), POLICY, 10)).toBeUndefined();
-    expect(outageFailure(error, POLICY, 10, 0, () => 0)).toMatchObject({ dependency: 'database', progressed: false, progressGuessed: true, jitter: 0.5 });
-    expect(outageFailure(error, POLICY, POLICY.maxMs + 1)).toMatchObject({ progressed: true, progressGuessed: true });
+    expect(outageFailure(error, POLICY, 10, 0, () => 0)).toMatchObject({ dependency: 'database', progressed: false, progressKept: false, jitter: 0.5 });
+    expect(outageFailure(error, POLICY, POLICY.maxMs + 1)).toMatchObject({ progressed: true, progressKept: false });
+    // A CSV's bytes read are not kept (validation reads again from the top); a mass import's files are.
+    const cut = markOutage(new Error('socket hang up'), { dependency: 's3', progressed: true });
+    expect(outageFailure(cut, POLICY, 10)).toMatchObject({ progressed: true, progressKept: false });
+    expect(outageFailure(new DependencyOutageError('down', 's3', new Date(), true), POLICY, 10)).toMatchObject({ progressed: true, progressKept: true });
     const known = new DependencyOutageError('down', 's3', new Date(1_000), false);
-    expect(outageFailure(known, POLICY, POLICY.maxMs + 1, 5_000)).toMatchObject({ sinceMsAgo: 4_000, progressed: false, progressGuessed: false });
+    expect(outageFailure(known, POLICY, POLICY.maxMs + 1, 5_000)).toMatchObject({ sinceMsAgo: 4_000, progressed: false, progressKept: false });
   });
 });
 
@@ -185,7 +189,7 @@ describe('recordFailure during an outage', () => {
       const lease = await claim('outage-restarts');
       // Unmarked, after a long attempt: the runner guesses the database worked first (outageFailure).
       return recordFailure(env.pool, {
-        lease, error: killed(lease.attempt), retryDelayMs: 0, outage: s3Outage({ dependency: 'database', progressed: true, progressGuessed: true }),
+        lease, error: killed(lease.attempt), retryDelayMs: 0, outage: s3Outage({ dependency: 'database', progressed: true }),
       });
     };
     // More new outages than the run has attempts are given back (a flapping dependency is no fault of the run) …
@@ -208,11 +212,11 @@ describe('recordFailure during an outage', () => {
     expect(await fail()).toMatchObject({ state: 'queued', waiting: true });
   });
 
-  it('new outages after progress a handler reports are never spent: a campaign meeting S3 throttling now and then', async () => {
+  it('new outages after progress the run keeps are never spent: a campaign meeting S3 throttling now and then', async () => {
     // A mass import that imported files between streaks of SlowDown: each streak is a new outage, each is evidence of
     // a dependency that comes and goes, and a one-attempt run waits them all out however many there are.
     const { job } = await enqueueJob(env.pool, { kind: 'outage-flapping', maxAttempts: 1 });
-    const worked = () => s3Outage({ progressed: true, progressGuessed: false });
+    const worked = () => s3Outage({ progressed: true, progressKept: true });
     for (let streak = 1; streak <= MAX_OUTAGE_RESTARTS + 3; streak += 1) {
       await dueNow(job.id);
       const lease = await claim('outage-flapping');
@@ -220,8 +224,8 @@ describe('recordFailure during an outage', () => {
     }
     expect(await requireJob(env.pool, job.id)).toMatchObject({ attempts: 0, lastError: { context: { outageRestarts: 0 } } });
 
-    // Guessed new outages count up from there, and reported progress starts the count again.
-    const guessed = () => s3Outage({ dependency: 'database', progressed: true, progressGuessed: true });
+    // Other new outages count up from there, and kept progress starts the count again.
+    const guessed = () => s3Outage({ dependency: 'database', progressed: true });
     for (let i = 0; i < 3; i += 1) {
       await dueNow(job.id);
       const lease = await claim('outage-flapping');
@@ -236,7 +240,7 @@ describe('recordFailure during an outage', () => {
 
   it('an approval starts the count again: the finalize is a new stretch of the run', async () => {
     const { job } = await enqueueJob(env.pool, { kind: 'outage-review', maxAttempts: 1 });
-    const guessed = s3Outage({ dependency: 'database', progressed: true, progressGuessed: true });
+    const guessed = s3Outage({ dependency: 'database', progressed: true });
     for (let i = 0; i < 2; i += 1) {
       await dueNow(job.id);
       const lease = await claim('outage-review');

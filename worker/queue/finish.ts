@@ -100,9 +100,8 @@ export interface RecordedFailure {
 //   outage  when the outage began: this failure's start, or the start stored by an earlier outage failure of the same
 //           dependency when this attempt never saw the dependency work (it is the same outage going on). A new outage
 //           is waited for only while the run's consecutive outage failures (last_error.context.outageRestarts) have
-//           begun fewer than MAX_OUTAGE_RESTARTS ($16) new outages by a guess of progress ($17: a long attempt no
-//           handler said got anywhere; outage.ts says why); past that, such a failure counts the attempt like any
-//           other. Progress a handler reports starts the count again.
+//           begun fewer than MAX_OUTAGE_RESTARTS ($16) new outages (outage.ts says why); past that, a new outage
+//           counts the attempt like any other failure. Progress the attempt keeps ($17) starts the count again.
 //   next    the new state: permanent → failed; an outage within its budget → queued, the attempt given back
 //           (attempts - 1, as releaseJobs does), after a wait that grows with the outage (as long as it has lasted,
 //           from the base up to the cap, equal jitter, never past the budget's end, so the last try comes when the
@@ -120,17 +119,16 @@ WITH held AS (
 ), kind_of AS (
   SELECT held.*,
     $8::text IS NOT NULL AND $7 <> 'permanent' AS is_outage,
-    $9::boolean OR held.outage_started_at IS NULL OR held.outage_dependency IS DISTINCT FROM $8::text AS fresh,
-    $9::boolean AND $17::boolean AS guessed
+    $9::boolean OR held.outage_started_at IS NULL OR held.outage_dependency IS DISTINCT FROM $8::text AS fresh
   FROM held
 ), outage AS (
   SELECT kind_of.*,
-    CASE WHEN NOT is_outage OR (guessed AND restarts >= $16::int) THEN NULL::timestamptz
+    CASE WHEN NOT is_outage OR (fresh AND NOT $17::boolean AND restarts >= $16::int) THEN NULL::timestamptz
          WHEN fresh THEN now() - $10::double precision * interval '1 millisecond'
          ELSE outage_started_at END AS began,
     CASE WHEN NOT is_outage THEN restarts
-         WHEN $9::boolean AND NOT $17::boolean THEN 0
-         WHEN guessed AND restarts < $16::int THEN restarts + 1
+         WHEN $17::boolean THEN 0
+         WHEN fresh AND restarts < $16::int THEN restarts + 1
          ELSE restarts END AS restarts_now
   FROM kind_of
 ), judged AS (
@@ -208,7 +206,7 @@ export async function recordFailure(db: Queryable, request: FailureRequest): Pro
       outage?.jitter ?? 1,
       capitalised(outage ? dependencyName(outage.dependency) : ''),
       MAX_OUTAGE_RESTARTS,
-      outage?.progressGuessed ?? false,
+      outage?.progressKept ?? false,
     ],
   );
   const row = rows[0];

@@ -20,12 +20,13 @@ export const DEPENDENCIES: readonly Dependency[] = ['s3', 'database'];
 /** The code of the last_error of a run that waited longer than the outage budget. */
 export const DEPENDENCY_OUTAGE_CODE = 'DEPENDENCY_OUTAGE';
 /**
- * How many new outages in a row, each begun by an attempt that ran a while with no handler saying it got anywhere,
- * a run is given back for (recordFailure, last_error.context.outageRestarts). Such an attempt may be breaking its own
- * connection (a statement a DBA kills, a query that takes its backend down): that looks like a new outage every time
- * and would otherwise be given back for ever. Progress a handler reports (a mass import's files, a CSV's bytes) is
- * evidence of a dependency that comes and goes, not of a run that breaks it: it starts the count again, so a campaign
- * that meets S3 throttling now and then over days is never spent by it.
+ * How many new outages in a row a run is given back for (recordFailure, last_error.context.outageRestarts). An attempt
+ * that breaks its own connection after running a while (a statement a DBA kills, a query that takes its backend
+ * down), or whose read is cut at the same point every time (a proxy's transfer limit, a damaged object), looks like a
+ * new outage every time and would otherwise be given back for ever, paging nobody. Not max_attempts: a one-attempt CSV
+ * import in a flapping S3 waits out several. Progress an attempt keeps (OutageReport.progressKept: a mass import's
+ * imported files) starts the count again, so a campaign that meets S3 throttling now and then over days is never
+ * spent by it.
  */
 export const MAX_OUTAGE_RESTARTS = 10;
 
@@ -44,6 +45,12 @@ export interface OutageReport {
    * earlier attempt waited out. Default: decided by the runner from how long the attempt ran.
    */
   progressed?: boolean | undefined;
+  /**
+   * What this attempt got done stays done for the next (a mass import's imported files): a new outage after it starts
+   * the run's count of new outages again (MAX_OUTAGE_RESTARTS). Bytes a CSV read do not: validation reads the file
+   * again from the top. Set for a DependencyOutageError that says it progressed.
+   */
+  progressKept?: boolean | undefined;
 }
 
 /** Thrown by a handler that knows the run cannot go on because a dependency is unavailable. */
@@ -115,7 +122,7 @@ export function isDatabaseOutageError(error: unknown): boolean {
 /** The outage a failure reports, or undefined when it is not an outage of S3 or the database. */
 export function outageOf(error: unknown, depth = 0): OutageReport | undefined {
   if (error instanceof DependencyOutageError) {
-    return { dependency: error.dependency, since: error.since, progressed: error.progressed };
+    return { dependency: error.dependency, since: error.since, progressed: error.progressed, progressKept: error.progressed };
   }
   if (typeof error === 'object' && error !== null) {
     const report = marked.get(error);
@@ -149,12 +156,8 @@ export interface OutageFailure {
   sinceMsAgo: number;
   /** This attempt saw the dependency work first: the outage starts now rather than continuing an earlier one. */
   progressed: boolean;
-  /**
-   * `progressed` is the runner's guess from how long the attempt ran (no handler said so): such new outages are the
-   * ones counted against MAX_OUTAGE_RESTARTS. Progress a handler reports (files imported, bytes read) starts the
-   * count again.
-   */
-  progressGuessed: boolean;
+  /** OutageReport.progressKept: a new outage after it does not count against MAX_OUTAGE_RESTARTS, and starts it again. */
+  progressKept: boolean;
   policy: OutagePolicy;
   /** Jitter factor in [0.5, 1] applied to the wait (equal jitter: never a retry storm of zero waits). */
   jitter: number;
@@ -180,7 +183,7 @@ export function outageFailure(
     dependency: report.dependency,
     sinceMsAgo: Math.max(0, report.since ? now - report.since.getTime() : 0),
     progressed: report.progressed ?? attemptMs > policy.maxMs,
-    progressGuessed: report.progressed === undefined,
+    progressKept: report.progressKept ?? false,
     policy,
     jitter: 0.5 + random() / 2,
   };
