@@ -648,16 +648,24 @@ describe('rescue, retention, cancel and requeue', () => {
       run: ({ signal }) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))),
     };
     let drained!: () => void;
+    let slowRuns!: () => void;
+    const slowStarted = new Promise<void>((resolve) => (slowRuns = resolve));
     const drainsLong: JobHandler<unknown> = {
       kind: 'drains-long',
       description: 'finishes only when the test lets it',
       parsePayload: () => ({}),
-      run: () => new Promise<void>((resolve) => (drained = resolve)),
+      run: () =>
+        new Promise<void>((resolve) => {
+          drained = resolve;
+          slowRuns();
+        }),
     };
     const worker = start(testWorker(env, [stopsAtOnce, drainsLong], { pollIntervalMs: 50, shutdownGraceMs: 120_000 }));
+    const quickStarted = new Promise<void>((resolve) => worker.on('jobStarted', (job) => job.kind === 'stops-at-once' && resolve()));
     const { job: quick } = await enqueueJob(env.pool, { kind: 'stops-at-once', maxAttempts: 1 });
     const { job: slow } = await enqueueJob(env.pool, { kind: 'drains-long' });
-    await waitFor(async () => (await getJob(env.pool, quick.id))?.state === 'running' && (await getJob(env.pool, slow.id))?.state === 'running');
+    // Both handlers running, not only leased: a job still in the prefetch buffer is released with the buffer.
+    await Promise.all([quickStarted, slowStarted]);
     const stopping = worker.stop();
     await waitFor(async () => (await getJob(env.pool, quick.id))?.state === 'queued');
     expect(await requireJob(env.pool, quick.id)).toMatchObject({ attempts: 0, leaseOwner: null });
