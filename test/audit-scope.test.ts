@@ -158,6 +158,10 @@ describe('audit scope', () => {
     expect(run.result).toMatchObject({ findings: 1, documents: { objectsListed: 1, documentRows: 2, rowsWithoutObject: 1, orphanObjects: 0 } });
     // A narrowed run: its count says nothing about the rest, so it must not clear the alarm a full run raised.
     const names = jobMetricPoints(event).map((point) => point.name);
+    // The tenant's own folder as the prefix: its objects are found there too (the key's layout anchors at the first
+    // segment, not at the prefix).
+    const own = await audit(['--tenant', 'acme', '--checks', 'documents', '--documents-prefix', 'imports/_2024-q4/acme/']);
+    expect(own.run.result).toMatchObject({ findings: 1, documents: { objectsListed: 1, documentRows: 2, rowsWithoutObject: 1 } });
     expect(names).toContain('AuditRowsScanned');
     expect(names).not.toContain('AuditFindings');
   });

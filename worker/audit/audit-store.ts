@@ -35,19 +35,25 @@ export interface DocumentsScope {
 }
 
 /**
- * A regular expression (Postgres ARE and JavaScript alike) for the part of a key after the prefix that belongs to the
- * tenant: the import prefix's further segments (each starts with `_`, worker/imports/object-key.ts), then the tenant.
- * Tenants never start with `_`, so `imports/globex/acme/x.pdf` (globex's file in folder acme) is not acme's.
+ * A regular expression (Postgres ARE and JavaScript alike) for the part of a key after its first segment that belongs
+ * to the tenant: an import key is <first segment of the import prefix>/<further segments, each starting with `_`>/
+ * <tenant>/… (worker/imports/object-key.ts), whatever prefix the audit lists (`imports/`, `imports/_2024-q4/`,
+ * `imports/acme/`). Tenants never start with `_`, so `imports/globex/acme/x.pdf` (globex's folder acme) is not acme's.
  */
 export function tenantKeyPattern(tenantId: string): string {
   return `^(_[^/]*/)*${tenantId.replace(/[\\^$.*+?()[\]{}|-]/g, '\\$&')}/`;
+}
+
+/** Whether an object key is one of the tenant's, by tenantKeyPattern (a RegExp of it). */
+export function isTenantKey(key: string, pattern: RegExp): boolean {
+  return pattern.test(key.slice(key.indexOf('/') + 1));
 }
 
 /** The SQL condition of a scope on a key column (its parameters follow `next`), for keys listed under the prefix. */
 function tenantKeyCondition(scope: DocumentsScope, column: string, next: number): { sql: string; params: unknown[] } {
   if (scope.tenantId === null) return { sql: '', params: [] };
   return {
-    sql: `AND starts_with(${column}, $${next}) AND substr(${column}, length($${next}) + 1) ~ $${next + 1}`,
+    sql: `AND starts_with(${column}, $${next}) AND substr(${column}, strpos(${column}, '/') + 1) ~ $${next + 1}`,
     params: [scope.prefix, tenantKeyPattern(scope.tenantId)],
   };
 }

@@ -25,6 +25,7 @@ import {
   keysNamedByJobs,
   keysWithDocumentRow,
   orphanObjectsPage,
+  isTenantKey,
   tenantKeyPattern,
   rowsWithoutObject,
   type DocumentsScope,
@@ -110,7 +111,7 @@ export async function auditDocuments(options: AuditOptions): Promise<AuditReport
     const ofTenant = tenantId === null ? null : new RegExp(tenantKeyPattern(tenantId));
     for await (const listed of listObjectPages(s3, bucket, prefix, options.listPageSize, signal)) {
       signal?.throwIfAborted();
-      const page = ofTenant === null ? listed : listed.filter((object) => ofTenant.test(object.key.slice(prefix.length)));
+      const page = ofTenant === null ? listed : listed.filter((object) => isTenantKey(object.key, ofTenant));
       await addListedObjects(session, page);
       progress.objectsListed += page.length;
       options.onProgress?.({ ...progress });
