@@ -307,7 +307,8 @@ describe('audit edges', () => {
     await importRows('tyrell', 'twice', [{ ...validRow(1, 'TWO'), category: 'Owls' }]);
     const auditId = await auditAfterDeleting('tyrell', 'Owls', 1);
     const product = await id(`SELECT id FROM products WHERE tenant_id = 'tyrell' AND sku = 'TWO-0000001'`, []);
-    // Both repairs read the open finding and its name, then wait for the product's lock, which the test holds.
+    // Both repairs read the open finding and its name; one locks the finding and waits for the product's lock, which
+    // the test holds, the other waits for the finding's.
     const gate = await env.pool.connect();
     try {
       await gate.query('BEGIN');
@@ -316,7 +317,8 @@ describe('audit edges', () => {
       await waitFor(async () => {
         const { rows } = await env.pool.query(
           `SELECT count(*)::int AS n FROM pg_stat_activity
-           WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'SELECT id FROM products WHERE id = $1 AND category_id%'`,
+           WHERE datname = current_database() AND wait_event_type = 'Lock'
+             AND (query LIKE 'SELECT id FROM products WHERE id = $1 AND category_id%' OR query LIKE 'SELECT repaired_at IS NULL AS open FROM audit_findings%')`,
         );
         return rows[0].n === 2 || undefined;
       }, 30_000);
@@ -330,6 +332,52 @@ describe('audit edges', () => {
     const newId = await id(`SELECT id FROM categories WHERE tenant_id = 'tyrell' AND name = 'Owls'`, []);
     const { rows } = await env.pool.query(`SELECT repair FROM audit_findings WHERE job_id = $1`, [auditId]);
     expect(rows).toEqual([{ repair: { action: 'recreated', name: 'Owls', newId } }]);
+  });
+
+  it('a repair that finds its finding recorded by another meanwhile changes nothing: no change without its record', async () => {
+    // B reads the names and waits for the product's lock (held here); retention then marks the run, so A finds the
+    // source gone and records the finding `reported`. B must not go on and repoint the product under A's record.
+    const run = await importRows('soong', 'raced', [{ ...validRow(1, 'RACE'), category: 'Androids' }]);
+    const auditId = await auditAfterDeleting('soong', 'Androids', 1);
+    const product = await id(`SELECT id FROM products WHERE tenant_id = 'soong' AND sku = 'RACE-0000001'`, []);
+    const missing = await id(`SELECT category_id AS id FROM products WHERE id = $1`, [product]);
+    const gate = await env.pool.connect();
+    try {
+      await gate.query('BEGIN');
+      await gate.query('SELECT 1 FROM products WHERE id = $1 FOR UPDATE', [product]);
+      const b = runCliJson<Repair>(env, ['audit', 'repair', String(auditId), '--apply']);
+      await waitFor(async () => {
+        const { rows } = await env.pool.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+           WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'SELECT id FROM products WHERE id = $1 AND category_id%'`,
+        );
+        return rows[0].n === 1 || undefined;
+      }, 30_000);
+      await env.pool.query('UPDATE jobs SET retention_started_at = now() WHERE id = $1', [run]);
+      let aDone = false;
+      const a = runCliJson<Repair>(env, ['audit', 'repair', String(auditId), '--apply']).finally(() => (aDone = true));
+      // A has recorded its finding, or waits to (for the lock B took on the finding).
+      await waitFor(async () => {
+        if (aDone) return true;
+        const { rows } = await env.pool.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+           WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE audit_findings SET repaired_at%'`,
+        );
+        return rows[0].n === 1 || undefined;
+      }, 30_000);
+      await gate.query('COMMIT');
+      await Promise.all([a, b]);
+    } finally {
+      await gate.query('ROLLBACK').catch(() => {});
+      gate.release();
+      await env.pool.query('UPDATE jobs SET retention_started_at = NULL WHERE id = $1', [run]);
+    }
+    // Whichever record stands, the product is as it says: repointed with `recreated`, untouched with `reported`.
+    const { rows } = await env.pool.query(`SELECT repair FROM audit_findings WHERE job_id = $1`, [auditId]);
+    const stored = rows[0].repair as { action: string; newId?: number };
+    const now = await id(`SELECT category_id AS id FROM products WHERE id = $1`, [product]);
+    if (stored.action === 'recreated') expect(now).toBe(stored.newId);
+    else expect([stored.action, now]).toEqual(['reported', missing]);
   });
 
   it('compares the products walk only with the CSV runs finalized before it started', async () => {

@@ -214,6 +214,15 @@ export async function countFindings(db: Queryable, auditJobId: number): Promise<
  * for the first one's product lock finds the product fixed, and its `already-fixed` must not replace what the first
  * one created).
  */
+/**
+ * In a repair's transaction, before it changes anything: locks the finding and says whether it is still open. A
+ * concurrent repair that recorded it first wins, and this one changes nothing (its change would have no record).
+ */
+export async function lockOpenFinding(tx: Queryable, findingId: number): Promise<boolean> {
+  const { rows } = await tx.query<{ open: boolean }>(`SELECT repaired_at IS NULL AS open FROM audit_findings WHERE id = $1 FOR UPDATE`, [findingId]);
+  return rows[0]?.open ?? false;
+}
+
 export async function markRepaired(db: Queryable, findingId: number, repair: Record<string, unknown>): Promise<void> {
   await db.query(`UPDATE audit_findings SET repaired_at = now(), repair = $2::jsonb WHERE id = $1 AND repaired_at IS NULL`, [
     findingId,

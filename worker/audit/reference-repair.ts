@@ -17,7 +17,7 @@ import { RowRanges } from '../imports/csv/row-ranges.js';
 import { getCsvImportRun } from '../imports/csv/run-record.js';
 import { openObject } from '../imports/csv/s3-object.js';
 import { PermanentJobError } from '../queue/errors.js';
-import { markRepaired, pageOfFindings, PRODUCT_REFERENCES, type Finding } from './consistency-store.js';
+import { lockOpenFinding, markRepaired, pageOfFindings, PRODUCT_REFERENCES, type Finding } from './consistency-store.js';
 
 export interface RepairOptions {
   pool: Pool;
@@ -88,6 +88,7 @@ export async function repairMissingReferences(options: RepairOptions): Promise<R
         continue;
       }
       const entry = await withTransaction(options.pool, async (tx): Promise<RepairEntry> => {
+        if (!(await lockOpenFinding(tx, finding.id))) return { ...base, action: 'already-fixed', reason: 'another repair recorded this finding first' };
         const { rows: current } = await tx.query<{ id: string }>(
           `SELECT id FROM products WHERE id = $1 AND ${column} = $2 FOR UPDATE`,
           [base.product, base.missingId],
