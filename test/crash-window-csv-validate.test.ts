@@ -144,12 +144,15 @@ describe('crash window: validation marked, review_ready not stored', () => {
     expect(products.rows[0]).toEqual({ n: file.valid.length, skus: file.valid.length });
   });
 
-  it('the summary parked after that crash still says how many of the invalid rows are duplicates (the review page and `show` list it)', async () => {
+  it('the summary parked after that crash still says how many rows are duplicates and which references finalize creates', async () => {
     const file = plantedFile(1_500, 100, 'CD');
     const { parked, control } = await crashAfterValidated('dupes', file);
     expect(parked.state).toBe('review_ready');
     // The file holds one row repeating an earlier row's sku: the uninterrupted validation reports it.
     expect(control.duplicates).toBe(1);
     expect(parked.result!.duplicates).toBe(control.duplicates);
+    // The names finalize will create, which the reviewer approves (the review page lists them).
+    expect(Object.keys(control.referencesToCreate as Record<string, number>).length).toBeGreaterThan(0);
+    expect(parked.result!.referencesToCreate).toEqual(control.referencesToCreate);
   });
 });

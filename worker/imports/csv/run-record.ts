@@ -32,11 +32,16 @@ export interface CsvImportRun extends NewRun {
   finalizedAt: Date | null;
   /** Line ranges the reviewer excluded at finalize ([[from, to], …], inclusive); null: none. */
   excludedRows: Array<[number, number]> | null;
+  /** What validation counted of the names finalize will create (ValidationSummary.referencesToCreate); null: none. */
+  referencesToCreate: Record<string, number> | null;
+  /** Tables whose referencesToCreate is a floor; null: none. */
+  referencesToCreateAtLeast: string[] | null;
 }
 
 // The finalize counts are summed over the run's batches (csv_import_batches), which several connections mark at once.
 const RUN_COLUMNS = `r.job_id, r.profile, r.tenant_id, r.bucket, r.object_key, r.delimiter, r.encoding, r.header, r.columns, r.rows_read,
   r.rows_valid, r.rows_invalid, r.batches, r.validated_at, r.references_created, r.object_etag, r.object_size, r.finalized_at, r.excluded_rows,
+  r.references_to_create, r.references_to_create_at_least,
   coalesce(b.finalized_batches, 0)::int AS finalized_batches, coalesce(b.rows_inserted, 0)::int AS rows_inserted,
   coalesce(b.rows_updated, 0)::int AS rows_updated, coalesce(b.rows_unchanged, 0)::int AS rows_unchanged,
   coalesce(b.rows_failed, 0)::int AS rows_failed`;
@@ -71,6 +76,8 @@ function toRun(row: Record<string, unknown>): CsvImportRun {
     objectSize: row.object_size as number | null,
     finalizedAt: row.finalized_at as Date | null,
     excludedRows: (row.excluded_rows as Array<[number, number]> | null) ?? null,
+    referencesToCreate: (row.references_to_create as Record<string, number> | null) ?? null,
+    referencesToCreateAtLeast: (row.references_to_create_at_least as string[] | null) ?? null,
   };
 }
 
@@ -120,6 +127,8 @@ export interface ValidationCounts {
   rowsValid: number;
   rowsInvalid: number;
   batches: number;
+  referencesToCreate?: Record<string, number> | undefined;
+  referencesToCreateAtLeast?: string[] | undefined;
 }
 
 /** A batch as validation laid it out: the valid rows of lines firstRow…lastRow, rowCount of them. */
@@ -135,9 +144,13 @@ export interface BatchRange {
  */
 export async function markValidated(tx: Queryable, jobId: number, counts: ValidationCounts, batches: readonly BatchRange[]): Promise<Date> {
   const { rows } = await tx.query<{ validated_at: Date }>(
-    `UPDATE csv_import_runs SET rows_read = $2, rows_valid = $3, rows_invalid = $4, batches = $5, validated_at = now()
+    `UPDATE csv_import_runs SET rows_read = $2, rows_valid = $3, rows_invalid = $4, batches = $5, validated_at = now(),
+       references_to_create = $6::jsonb, references_to_create_at_least = $7::text[]
      WHERE job_id = $1 RETURNING validated_at`,
-    [jobId, counts.rowsRead, counts.rowsValid, counts.rowsInvalid, counts.batches],
+    [
+      jobId, counts.rowsRead, counts.rowsValid, counts.rowsInvalid, counts.batches,
+      counts.referencesToCreate ? JSON.stringify(counts.referencesToCreate) : null, counts.referencesToCreateAtLeast ?? null,
+    ],
   );
   await tx.query(
     `INSERT INTO csv_import_batches (job_id, batch_number, first_row, last_row, row_count)

@@ -62,8 +62,8 @@ export interface ValidationSummary {
   validatedAt?: string;
   /**
    * Per reference table (categories, suppliers …), the distinct names of valid rows it lacked at validation: what
-   * finalize will create (references-to-create.ts). Absent for a profile without references, or when an earlier
-   * attempt validated the run.
+   * finalize will create (references-to-create.ts), stored with the run (an attempt after a crash reads it back).
+   * Absent for a profile without references, or a run validated before migration 20261207163000.
    */
   referencesToCreate?: Record<string, number>;
   /** Tables whose referencesToCreate is a floor: more new names than validation counts (references-to-create.ts). */
@@ -342,18 +342,25 @@ async function validateRows(deps: ValidateDeps): Promise<ValidationSummary> {
         : [];
     for (const line of removed) ledger.forget(line);
     const duplicates = removed.length;
+    const referencesToCreate = checks.references.counts();
+    const referencesToCreateAtLeast = checks.references.countedInPart();
     const validatedAt = await inTransaction(client, async () => {
       await deps.assertLeaseHeld(client);
       return markValidated(
         client,
         jobId,
-        { rowsRead: counts.read, rowsValid: counts.valid - duplicates, rowsInvalid: counts.invalid + duplicates, batches: ledger.batches.length },
+        {
+          rowsRead: counts.read,
+          rowsValid: counts.valid - duplicates,
+          rowsInvalid: counts.invalid + duplicates,
+          batches: ledger.batches.length,
+          referencesToCreate,
+          referencesToCreateAtLeast,
+        },
         ledger.batches,
       );
     });
     const seconds = (Date.now() - started) / 1000;
-    const referencesToCreate = checks.references.counts();
-    const referencesToCreateAtLeast = checks.references.countedInPart();
     const summary: ValidationSummary = {
       profile: profile.name,
       tenant,
@@ -392,6 +399,8 @@ export async function summaryOfRun(db: Queryable, run: CsvImportRun): Promise<Va
     ...runCounts(run),
     // Not among the run's stored counts: the row errors say it (the review page and `show` list it).
     duplicates: await countDuplicateRows(db, run.jobId),
+    ...(run.referencesToCreate ? { referencesToCreate: run.referencesToCreate } : {}),
+    ...(run.referencesToCreateAtLeast ? { referencesToCreateAtLeast: run.referencesToCreateAtLeast } : {}),
     ...(run.validatedAt ? { validatedAt: run.validatedAt.toISOString() } : {}),
     batches: run.batches,
     columns: run.columns,
