@@ -154,6 +154,39 @@ describe('S3 stopped in the middle of a run', () => {
     expect(rows[0]!.n).toBe(file.valid.length);
   }, 240_000);
 
+  it('finalize cut mid-read after committing batches: a new outage after kept progress, not counted towards the bound', async () => {
+    const file = plantedFile(30_000, 100, 'KPT');
+    const key = `imports/${TENANT}/kept-progress.csv`;
+    await upload(env.s3, env.bucket, key, file.body);
+    const { job } = await submitJob(env.pool, { kind: 'csv-import', tenantId: TENANT, payload: { bucket: env.bucket, key, profile: 'products' }, maxAttempts: 1 });
+    const worker = startWorker();
+    const parked = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.state === 'queued' || current.state === 'running' ? undefined : current;
+    }, 90_000, 100);
+    expect(parked.state, JSON.stringify(parked.lastError)).toBe('review_ready');
+
+    // Finalize's read is held past its first 256 KiB until batches of it are committed; then S3 goes away.
+    s3.holdResponseAfter(256 * 1024);
+    const held = once(s3, 'held');
+    await finalizeImport(env.pool, job.id);
+    await held;
+    await waitFor(async () => {
+      const { rows } = await env.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM csv_import_batches WHERE job_id = $1 AND finalized_at IS NOT NULL', [job.id]);
+      return rows[0]!.n > 0;
+    }, 90_000, 50);
+    s3.stop();
+    const waiting = await outageWaitedOut(worker, job.id, 0);
+    // The batches stay written and the next attempt resumes after them: the count of new outages starts again.
+    expect(waiting.lastError).toMatchObject({ context: { dependency: 's3', attemptCounted: false, outageRestarts: 0 } });
+    s3.start();
+    const finalized = await waitForTerminal(env, job.id, 90_000);
+    expect(finalized.state, JSON.stringify(finalized.lastError)).toBe('partial');
+    expect(finalized).toMatchObject({ kind: 'csv-finalize', attempts: 1 });
+    const { rows } = await env.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM products WHERE tenant_id = $1 AND sku LIKE 'KPT%'", [TENANT]);
+    expect(rows[0]!.n).toBe(file.valid.length);
+  }, 240_000);
+
   it('an outage longer than the budget ends the run dead with DEPENDENCY_OUTAGE naming S3', async () => {
     const key = `imports/${TENANT}/budget.csv`;
     await upload(env.s3, env.bucket, key, plantedFile(100).body);

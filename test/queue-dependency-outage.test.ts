@@ -12,7 +12,7 @@ import { enqueueJob } from '../worker/queue/enqueue.js';
 import { PermanentJobError, TransientJobError, toErrorRecord } from '../worker/queue/errors.js';
 import { completeJobs, recordFailure } from '../worker/queue/finish.js';
 import {
-  DependencyOutageError, MAX_OUTAGE_RESTARTS, markOutage, outageFailure, outageOf, type OutageFailure, type OutagePolicy,
+  DependencyOutageError, MAX_OUTAGE_RESTARTS, markOutage, markProgressKept, outageFailure, outageOf, type OutageFailure, type OutagePolicy,
 } from '../worker/queue/outage.js';
 import { requeueJob, requireJob, resumeParkedJob } from '../worker/queue/operator.js';
 import { describeOutage } from '../worker/cli/commands/jobs.js';
@@ -80,6 +80,11 @@ describe('classification', () => {
     // A CSV's bytes read are not kept (validation reads again from the top); a mass import's files are.
     const cut = markOutage(new Error('socket hang up'), { dependency: 's3', progressed: true });
     expect(outageFailure(cut, POLICY, 10)).toMatchObject({ progressed: true, progressKept: false });
+    // A finalize that committed batches before its read was cut keeps them: the next attempt resumes after them.
+    expect(outageFailure(markProgressKept(cut), POLICY, 10)).toMatchObject({ dependency: 's3', progressed: true, progressKept: true });
+    const plain = new Error('a bug');
+    expect(markProgressKept(plain)).toBe(plain);
+    expect(outageOf(plain)).toBeUndefined();
     expect(outageFailure(new DependencyOutageError('down', 's3', new Date(), true), POLICY, 10)).toMatchObject({ progressed: true, progressKept: true });
     const known = new DependencyOutageError('down', 's3', new Date(1_000), false);
     expect(outageFailure(known, POLICY, POLICY.maxMs + 1, 5_000)).toMatchObject({ sinceMsAgo: 4_000, progressed: false, progressKept: false });
@@ -202,6 +207,15 @@ describe('recordFailure during an outage', () => {
     let row = await requireJob(env.pool, job.id);
     expect(row).toMatchObject({ attempts: 1, outageStartedAt: null });
     expect(row.lastError).toMatchObject({ code: '57P01', context: { dependency: 'database', attemptCounted: true, outageRestarts: MAX_OUTAGE_RESTARTS } });
+    // An attempt that finds the database away from its start (nothing done, no outage stored) waits as ever: the bound
+    // is on outages an attempt begins after getting somewhere, not on waiting.
+    await dueNow(job.id);
+    const away = await claim('outage-restarts');
+    expect(await recordFailure(env.pool, { lease: away, error: killed(away.attempt), retryDelayMs: 0, outage: s3Outage({ dependency: 'database' }) })).toMatchObject({
+      state: 'queued',
+      waiting: true,
+    });
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ attempts: 1 });
     expect(await fail()).toMatchObject({ state: 'dead', waiting: false });
     row = await requireJob(env.pool, job.id);
     expect(row).toMatchObject({ state: 'dead', attempts: 2 });

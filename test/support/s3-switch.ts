@@ -20,7 +20,7 @@ export interface S3Switch extends EventEmitter<{ off: []; refused: [count: numbe
   start(): void;
   /** Switch off by itself once the clients have sent this many bytes in all. */
   offAfterBytesUp(bytes: number): void;
-  /** Hold the first response that passes this many bytes (stop forwarding it, keep the connection); emits `held`. */
+  /** Hold the response under way once this many more bytes have gone down (stop forwarding it, keep the connection); emits `held`. */
   holdResponseAfter(bytes: number): void;
   close(): Promise<void>;
 }
@@ -33,6 +33,9 @@ export async function startS3Switch(target: string): Promise<S3Switch> {
   let bytesUp = 0;
   let offAt: number | undefined;
   let holdAfter: number | undefined;
+  // Bytes sent down (every connection) since holdResponseAfter: a kept-alive connection may have carried a response
+  // of its own before, so its own count says nothing of the response now under way.
+  let downSinceArmed = 0;
 
   const cutAll = () => {
     for (const pair of pairs) {
@@ -67,18 +70,17 @@ export async function startS3Switch(target: string): Promise<S3Switch> {
         emitter.stop();
       }
     });
-    let bytesDown = 0;
     upstreamSocket.on('data', (chunk: Buffer) => {
-      if (holdAfter !== undefined && bytesDown + chunk.length > holdAfter) {
+      if (holdAfter !== undefined && downSinceArmed + chunk.length > holdAfter) {
         // Pass what fits, then hold the rest of this response: the client has part of the body.
-        const fits = Math.max(0, holdAfter - bytesDown);
+        const fits = Math.max(0, holdAfter - downSinceArmed);
         client.write(chunk.subarray(0, fits));
         holdAfter = undefined;
         upstreamSocket.pause();
         emitter.emit('held');
         return;
       }
-      bytesDown += chunk.length;
+      downSinceArmed += chunk.length;
       client.write(chunk);
     });
   });
@@ -107,6 +109,7 @@ export async function startS3Switch(target: string): Promise<S3Switch> {
     },
     holdResponseAfter(bytes: number) {
       holdAfter = bytes;
+      downSinceArmed = 0;
     },
     async close() {
       cutAll();

@@ -119,16 +119,19 @@ WITH held AS (
 ), kind_of AS (
   SELECT held.*,
     $8::text IS NOT NULL AND $7 <> 'permanent' AS is_outage,
-    $9::boolean OR held.outage_started_at IS NULL OR held.outage_dependency IS DISTINCT FROM $8::text AS fresh
+    $9::boolean OR held.outage_started_at IS NULL OR held.outage_dependency IS DISTINCT FROM $8::text AS fresh,
+    -- A new outage that counts: after progress (not kept), or another dependency than the one waited for. Not one
+    -- found at the start of an attempt with no outage stored (the first of a series, or the one after a count).
+    NOT $17::boolean AND ($9::boolean OR (held.outage_started_at IS NOT NULL AND held.outage_dependency IS DISTINCT FROM $8::text)) AS counted
   FROM held
 ), outage AS (
   SELECT kind_of.*,
-    CASE WHEN NOT is_outage OR (fresh AND NOT $17::boolean AND restarts >= $16::int) THEN NULL::timestamptz
+    CASE WHEN NOT is_outage OR (counted AND restarts >= $16::int) THEN NULL::timestamptz
          WHEN fresh THEN now() - $10::double precision * interval '1 millisecond'
          ELSE outage_started_at END AS began,
     CASE WHEN NOT is_outage THEN restarts
          WHEN $17::boolean THEN 0
-         WHEN fresh AND restarts < $16::int THEN restarts + 1
+         WHEN counted AND restarts < $16::int THEN restarts + 1
          ELSE restarts END AS restarts_now
   FROM kind_of
 ), judged AS (

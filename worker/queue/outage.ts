@@ -80,6 +80,19 @@ export function markOutage<E>(error: E, report: OutageReport): E {
   return error;
 }
 
+/**
+ * An outage error that ends an attempt whose progress stays done for the next (a CSV finalize's committed batches,
+ * which the next attempt resumes after): a new outage, after progress kept (OutageReport.progressKept). Other errors
+ * pass unchanged.
+ */
+export function markProgressKept<E>(error: E): E {
+  const report = outageOf(error);
+  if (report && typeof error === 'object' && error !== null && !(error instanceof DependencyOutageError)) {
+    marked.set(error, { ...report, progressed: true, progressKept: true });
+  }
+  return error;
+}
+
 interface ErrorShape {
   name?: unknown;
   code?: unknown;

@@ -11,6 +11,7 @@ import { jobProgress } from '../../handlers/progress.js';
 import type { ProgressReporter } from '../../handlers/types.js';
 import type { Logger } from '../../logger.js';
 import { PermanentJobError, TransientJobError } from '../../queue/errors.js';
+import { markProgressKept } from '../../queue/outage.js';
 import { inSpan } from '../../tracing/spans.js';
 import { BatchWriter, type Batch } from './batch-writer.js';
 import type { HeaderLayout } from './header.js';
@@ -65,6 +66,18 @@ export async function finalizeValidatedRows(deps: FinalizeDeps, run: CsvImportRu
 }
 
 async function finalizeRows(deps: FinalizeDeps, run: CsvImportRun): Promise<FinalizeTotals> {
+  const committed = { batches: 0 };
+  try {
+    return await writeBatches(deps, run, committed);
+  } catch (error) {
+    // The batches this attempt committed stay written and the next attempt resumes after them: an S3 read cut off
+    // after them is a new outage after progress kept, which does not count against MAX_OUTAGE_RESTARTS.
+    throw committed.batches > 0 ? markProgressKept(error) : error;
+  }
+}
+
+/** Writes the run's unwritten batches; `committed.batches` counts those this attempt committed. */
+async function writeBatches(deps: FinalizeDeps, run: CsvImportRun, committed: { batches: number }): Promise<FinalizeTotals> {
   const { pool, jobId, progress, log } = deps;
   const layout = layoutOfRun(deps.profile, run);
   const started = Date.now();
@@ -114,6 +127,7 @@ async function finalizeRows(deps: FinalizeDeps, run: CsvImportRun): Promise<Fina
       written += rows;
       rowsThisAttempt += rows;
       batchesThisAttempt += 1;
+      committed.batches += 1;
       batchesDone += 1;
       report();
     };
