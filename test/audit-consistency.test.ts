@@ -342,6 +342,7 @@ describe('audit edges', () => {
     const product = await id(`SELECT id FROM products WHERE tenant_id = 'soong' AND sku = 'RACE-0000001'`, []);
     const missing = await id(`SELECT category_id AS id FROM products WHERE id = $1`, [product]);
     const gate = await env.pool.connect();
+    let outputs: Repair[] = [];
     try {
       await gate.query('BEGIN');
       await gate.query('SELECT 1 FROM products WHERE id = $1 FOR UPDATE', [product]);
@@ -366,7 +367,7 @@ describe('audit edges', () => {
         return rows[0].n === 1 || undefined;
       }, 30_000);
       await gate.query('COMMIT');
-      await Promise.all([a, b]);
+      outputs = await Promise.all([a, b]);
     } finally {
       await gate.query('ROLLBACK').catch(() => {});
       gate.release();
@@ -378,6 +379,8 @@ describe('audit edges', () => {
     const now = await id(`SELECT category_id AS id FROM products WHERE id = $1`, [product]);
     if (stored.action === 'recreated') expect(now).toBe(stored.newId);
     else expect([stored.action, now]).toEqual(['reported', missing]);
+    // And what each repair printed agrees with it: one did the recorded thing, the other says it found it done.
+    expect(outputs.map((output) => output.entries[0]!.action).sort()).toEqual(['already-fixed', stored.action].sort());
   });
 
   it('compares the products walk only with the CSV runs finalized before it started', async () => {

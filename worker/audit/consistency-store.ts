@@ -223,9 +223,11 @@ export async function lockOpenFinding(tx: Queryable, findingId: number): Promise
   return rows[0]?.open ?? false;
 }
 
-export async function markRepaired(db: Queryable, findingId: number, repair: Record<string, unknown>): Promise<void> {
-  await db.query(`UPDATE audit_findings SET repaired_at = now(), repair = $2::jsonb WHERE id = $1 AND repaired_at IS NULL`, [
+/** Records what a repair did; false when another repair had recorded the finding first (this record is dropped). */
+export async function markRepaired(db: Queryable, findingId: number, repair: Record<string, unknown>): Promise<boolean> {
+  const { rowCount } = await db.query(`UPDATE audit_findings SET repaired_at = now(), repair = $2::jsonb WHERE id = $1 AND repaired_at IS NULL`, [
     findingId,
     JSON.stringify(repair),
   ]);
+  return (rowCount ?? 0) > 0;
 }

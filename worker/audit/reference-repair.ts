@@ -79,8 +79,12 @@ export async function repairMissingReferences(options: RepairOptions): Promise<R
           entries.push({ ...base, action: 'left-open', reason });
           continue;
         }
+        // Another repair may have recorded (and fixed) it meanwhile: then that record stands, and this says so.
+        if (options.apply && !(await markRepaired(options.pool, finding.id, { action: 'reported', reason }))) {
+          entries.push({ ...base, action: 'already-fixed', reason: 'another repair recorded this finding first' });
+          continue;
+        }
         entries.push({ ...base, action: 'reported', reason });
-        if (options.apply) await markRepaired(options.pool, finding.id, { action: 'reported', reason });
         continue;
       }
       if (!options.apply) {
