@@ -675,6 +675,44 @@ describe('rescue, retention, cancel and requeue', () => {
     expect(await requireJob(env.pool, slow.id)).toMatchObject({ state: 'succeeded' });
   });
 
+  it('gives jobs claimed but not started back at once when it stops, while a job drains', async () => {
+    // Prefetched jobs wait in the buffer for a slot; at a stop nothing starts them, and another task can.
+    let drained!: () => void;
+    let slowRuns!: () => void;
+    const slowStarted = new Promise<void>((resolve) => (slowRuns = resolve));
+    const drainsLong: JobHandler<unknown> = {
+      kind: 'drains-long-buffered',
+      description: 'finishes only when the test lets it',
+      parsePayload: () => ({}),
+      run: () =>
+        new Promise<void>((resolve) => {
+          drained = resolve;
+          slowRuns();
+        }),
+    };
+    const worker = start(testWorker(env, [noopHandler, drainsLong], { pollIntervalMs: 50, concurrency: 1, shutdownGraceMs: 120_000 }));
+    // Quick jobs first: the buffer holds nothing until jobs have shown how long they take.
+    const warm = await Promise.all([1, 2, 3].map(() => enqueueJob(env.pool, { kind: 'noop' })));
+    await waitFor(async () => (await Promise.all(warm.map(({ job }) => getJob(env.pool, job.id)))).every((job) => job?.state === 'succeeded'));
+    const { job: slow } = await enqueueJob(env.pool, { kind: 'drains-long-buffered' });
+    await slowStarted;
+    // The one slot is taken: what the worker leases now waits in its buffer.
+    const waiting = await Promise.all([1, 2, 3].map(() => enqueueJob(env.pool, { kind: 'noop' })));
+    const leased = await waitFor(async () => {
+      const jobs = await Promise.all(waiting.map(({ job }) => requireJob(env.pool, job.id)));
+      const running = jobs.filter((job) => job.state === 'running').map((job) => job.id);
+      return running.length > 0 ? running : undefined;
+    });
+    const stopping = worker.stop();
+    await waitFor(async () => (await Promise.all(leased.map((id) => requireJob(env.pool, id)))).every((job) => job.state === 'queued' && job.attempts === 0));
+    expect(await requireJob(env.pool, slow.id)).toMatchObject({ state: 'running', leaseOwner: expect.any(String) });
+    drained();
+    await stopping;
+    expect(await requireJob(env.pool, slow.id)).toMatchObject({ state: 'succeeded' });
+    // The wake-up tests below start from an empty queue.
+    await env.pool.query('DELETE FROM jobs WHERE id = ANY($1)', [[slow.id, ...waiting.map(({ job }) => job.id)]]);
+  });
+
   // The bound: a claim that was not canceled would hold the stop for its own timeouts (30 s with this lease).
   it('cancels a claim waiting behind a lock when it stops: the stop does not wait for it, and it leases nothing', { timeout: 15_000 }, async () => {
     // A deploy's migration holding a lock on jobs, say: the claim would wait up to its timeout and then lease runs

@@ -776,8 +776,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.buffer.drain().map((job) => ({ jobId: job.id, attempt: job.attempt }));
   }
 
-  /** Gives leases back to the queue without counting the attempt (shutdown). */
-  /** Gives leases back to the queue (fenced); whether the database took the release. `then`: what follows a failure. */
+  /** At the start of a shutdown: the buffered jobs' leases back; one the database does not take waits for the bulk release. */
+  private async releaseBufferedNow(): Promise<void> {
+    const leases = this.drainBufferedLeases();
+    if (await this.releaseLeases(leases, false, 'tried again once the running jobs have drained')) return;
+    for (const lease of leases) this.stoppedForShutdown.push({ ...lease, owner: this.options.workerId });
+  }
+
+  /**
+   * Gives leases back to the queue without counting the attempt (shutdown), fenced; whether the database took the
+   * release. `then`: what follows a failure.
+   */
   private async releaseLeases(
     leases: Array<Pick<Lease, 'jobId' | 'attempt'>>,
     timedOut: boolean,
@@ -813,6 +822,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
     };
     abortRunning();
+    // Jobs claimed but not started go back at once too: another task starts them while the running ones drain.
+    const bufferedReleased = this.releaseBufferedNow();
     // The grace timer is cleared once every handler is done: a pending timer would keep the process alive for the
     // whole grace time after a drain that finished at once.
     const graceTimer = new AbortController();
@@ -831,6 +842,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // What they still do is not this worker's to finish: no lease confirmed from now on (confirmLease).
     for (const entry of stillRunningEntries) entry.leaseGone = true;
     const stillRunning = stillRunningEntries.map((entry) => entry.lease);
+    await bufferedReleased;
     const toRelease = [
       ...new Map([...this.stoppedForShutdown, ...stillRunning].map((lease) => [lease.jobId, lease])).values(),
       ...this.drainBufferedLeases(),
