@@ -123,7 +123,9 @@ describe('a Postgres restart in the middle of each kind', () => {
     );
     await env.pool.query('ALTER TABLE documents ENABLE TRIGGER documents_file_extension_on_write');
     await env.pool.query('ANALYZE documents');
-    const process = worker({ WORKER_KINDS: 'backfill' });
+    // An attempt longer than the longest outage wait counts as having seen the database work (outage.ts): with 100 ms,
+    // the restart below is a new outage after the batches this attempt committed.
+    const process = worker({ WORKER_KINDS: 'backfill', RETRY_BACKOFF_BASE_MS: '50', DEPENDENCY_OUTAGE_BACKOFF_MAX_MS: '100' });
     await process.waitForLog(started);
     const { job } = await submitJob(env.pool, {
       kind: 'backfill', payload: { name: 'documents-file-extension', batchSize: 500, parallelism: 2 }, maxAttempts: 5,
@@ -133,6 +135,9 @@ describe('a Postgres restart in the middle of each kind', () => {
     const done = await until(job.id, ['succeeded', 'partial', 'failed', 'dead']);
     expect(done.state).toBe('succeeded');
     expect(done.result).toMatchObject({ complete: true, remaining: 0 });
+    // Those batches stay written (the next attempt resumes from their cursors): the restart did not count towards the
+    // bound on new outages (MAX_OUTAGE_RESTARTS), and the attempt was given back.
+    expect(done.lastError).toMatchObject({ context: { dependency: 'database', attemptCounted: false, outageRestarts: 0 } });
     const { rows } = await env.pool.query<{ missing: number }>(
       "SELECT count(*) FILTER (WHERE file_extension IS NULL)::int AS missing FROM documents WHERE tenant_id = 'backfill'",
     );

@@ -9,6 +9,7 @@ import type { PoolClient } from '../db/pool.js';
 import { sqlState } from '../db/sql-state.js';
 import type { JobContext } from '../handlers/types.js';
 import { LeaseLostError, saveProgress } from '../queue/lease.js';
+import { markProgressKept } from '../queue/outage.js';
 import type { Lease } from '../queue/types.js';
 import { inSpan } from '../tracing/spans.js';
 import type { CompiledBackfill } from './compile.js';
@@ -96,8 +97,15 @@ function describeSelection(selection: BatchSelection): Record<string, unknown> {
     : { after: selection.after, upTo: selection.upTo ?? null, limit: selection.limit };
 }
 
-export function runFill(context: JobContext<unknown>, options: BackfillRunOptions): Promise<FillOutcome> {
-  return new FillRun(context, options).execute();
+export async function runFill(context: JobContext<unknown>, options: BackfillRunOptions): Promise<FillOutcome> {
+  const run = new FillRun(context, options);
+  try {
+    return await run.execute();
+  } catch (error) {
+    // The batches this attempt committed stay written and the next attempt resumes from their cursors: a database
+    // failover that ends it is a new outage after progress kept, not counted against MAX_OUTAGE_RESTARTS.
+    throw run.batchesCommitted > 0 ? markProgressKept(error) : error;
+  }
 }
 
 class FillRun {
@@ -106,6 +114,8 @@ class FillRun {
   private readonly saved: BackfillProgress | undefined;
   private progress: BackfillProgress;
   private writtenThisAttempt = 0;
+  /** Batches this attempt committed (their cursors saved with them). */
+  batchesCommitted = 0;
   /**
    * Streams fill their batches in parallel but take turns for the end of the transaction (lease check, progress
    * write, commit). So the job row is written by one transaction at a time, never locked by two (two FOR SHARE
@@ -338,6 +348,7 @@ class FillRun {
           throw error;
         }
         open = false;
+        this.batchesCommitted += 1;
         this.writtenThisAttempt += result.written;
         this.progress = next;
         // The progress is stored: this transaction wrote it. The reporter keeps no copy of its own (forget: the
