@@ -17,7 +17,7 @@ import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
 import { assertLeaseHeld, LeaseLostError } from '../worker/queue/lease.js';
 import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
-import { csvLine, HEADER, rowFields, upload, validRow, type ProductRow } from './fixtures/csv-products.js';
+import { importProductRows, validRow, type ProductRow } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
 import { runCli, runCliJson } from './support/cli-runner.js';
 import { startFaultyS3Proxy } from './support/faulty-s3-proxy.js';
@@ -35,15 +35,8 @@ afterAll(async () => worker?.stop());
 
 const settled = (jobId: number): Promise<JobRow> => settledJob(env.pool, jobId, 60_000);
 
-/** Imports these rows (line 2 on) as tenant's `name`.csv, finalized at once; returns the run's job id. */
-async function importRows(tenant: string, name: string, rows: ProductRow[], state: 'succeeded' | 'partial' = 'succeeded'): Promise<number> {
-  const key = `imports/${tenant}/${name}.csv`;
-  await upload(env.s3, env.bucket, key, csvLine(HEADER) + rows.map((row) => csvLine(rowFields(row))).join(''));
-  const { job } = await submitJob(env.pool, { kind: 'csv-import', tenantId: tenant, payload: { bucket: env.bucket, key, profile: 'products', autoFinalize: true } });
-  const done = await settled(job.id);
-  expect(done.state, JSON.stringify(done.lastError)).toBe(state);
-  return job.id;
-}
+const importRows = (tenant: string, name: string, rows: ProductRow[], state?: 'succeeded' | 'partial'): Promise<number> =>
+  importProductRows(env, tenant, name, rows, state);
 
 async function importFile(tenant: string, name: string, rows: number, price = ''): Promise<number> {
   return importRows(tenant, name, Array.from({ length: rows }, (_, i) => ({ ...validRow(i + 1), ...(price ? { price } : {}) })));

@@ -5,14 +5,13 @@
 // skips it (no csv-run-count finding from its missing batches), and the repair answers "no longer on record" (no
 // name from a line the run did not write). A retention round is held inside the deletion of the run's row.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { submitJob } from '../worker/api.js';
 import { auditHandler } from '../worker/handlers/audit.js';
 import { csvFinalizeHandler } from '../worker/handlers/csv-finalize.js';
 import { csvValidateHandler } from '../worker/handlers/csv-validate.js';
 import { deleteExpiredJobs } from '../worker/queue/maintenance.js';
 import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
-import { csvLine, HEADER, rowFields, upload, validRow, type ProductRow } from './fixtures/csv-products.js';
+import { importProductRows, validRow, type ProductRow } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
 import { runCliJson } from './support/cli-runner.js';
 import { settledJob, testWorker, waitFor } from './support/in-process-worker.js';
@@ -28,15 +27,8 @@ afterAll(async () => worker?.stop());
 
 const settled = (jobId: number): Promise<JobRow> => settledJob(env.pool, jobId, 60_000);
 
-/** Imports these rows (line 2 on) as tenant's `name`.csv, finalized at once; returns the run's job id. */
-async function importRows(tenant: string, name: string, rows: ProductRow[], state: 'succeeded' | 'partial'): Promise<number> {
-  const key = `imports/${tenant}/${name}.csv`;
-  await upload(env.s3, env.bucket, key, csvLine(HEADER) + rows.map((row) => csvLine(rowFields(row))).join(''));
-  const { job } = await submitJob(env.pool, { kind: 'csv-import', tenantId: tenant, payload: { bucket: env.bucket, key, profile: 'products', autoFinalize: true } });
-  const done = await settled(job.id);
-  expect(done.state, JSON.stringify(done.lastError)).toBe(state);
-  return job.id;
-}
+const importRows = (tenant: string, name: string, rows: ProductRow[], state: 'succeeded' | 'partial'): Promise<number> =>
+  importProductRows(env, tenant, name, rows, state);
 
 async function count(sql: string, params: unknown[]): Promise<number> {
   return (await env.pool.query<{ n: number }>(sql, params)).rows[0]!.n;

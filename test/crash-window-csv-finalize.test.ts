@@ -11,7 +11,7 @@ import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import { plantedFile, upload } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
-import { waitFor } from './support/in-process-worker.js';
+import { jobInState } from './support/in-process-worker.js';
 import { gateUpdates, type StatementGate } from './support/statement-gate.js';
 import { killAll, killedSessionsEnded, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
@@ -38,12 +38,7 @@ afterEach(async () => {
   for (const gate of gates.splice(0)) await gate.open();
 });
 
-async function until(jobId: number, states: string[], timeoutMs = 60_000): Promise<JobRow> {
-  return waitFor(async () => {
-    const job = await requireJob(env.pool, jobId);
-    return states.includes(job.state) ? job : undefined;
-  }, timeoutMs, 20);
-}
+const until = (jobId: number, states: string[], timeoutMs?: number): Promise<JobRow> => jobInState(env.pool, jobId, states, timeoutMs);
 
 /**
  * The written state of a tenant's import: its products (with the transaction that last wrote each: a product written

@@ -10,7 +10,7 @@ import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import { plantedFile, upload } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
-import { waitFor } from './support/in-process-worker.js';
+import { jobInState } from './support/in-process-worker.js';
 import { gateUpdates, type StatementGate } from './support/statement-gate.js';
 import { killAll, killedSessionsEnded, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
@@ -36,12 +36,7 @@ afterEach(async () => {
   for (const gate of gates.splice(0)) await gate.open();
 });
 
-async function until(jobId: number, states: string[], timeoutMs = 60_000): Promise<JobRow> {
-  return waitFor(async () => {
-    const job = await requireJob(env.pool, jobId);
-    return states.includes(job.state) ? job : undefined;
-  }, timeoutMs, 20);
-}
+const until = (jobId: number, states: string[], timeoutMs?: number): Promise<JobRow> => jobInState(env.pool, jobId, states, timeoutMs);
 
 async function importObject(tenant: string, key: string): Promise<number> {
   const { job } = await submitJob(env.pool, { kind: 'csv-import', tenantId: tenant, payload: { bucket: env.bucket, key, profile: 'products' } });

@@ -647,19 +647,7 @@ describe('rescue, retention, cancel and requeue', () => {
       parsePayload: () => ({}),
       run: ({ signal }) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))),
     };
-    let drained!: () => void;
-    let slowRuns!: () => void;
-    const slowStarted = new Promise<void>((resolve) => (slowRuns = resolve));
-    const drainsLong: JobHandler<unknown> = {
-      kind: 'drains-long',
-      description: 'finishes only when the test lets it',
-      parsePayload: () => ({}),
-      run: () =>
-        new Promise<void>((resolve) => {
-          drained = resolve;
-          slowRuns();
-        }),
-    };
+    const { handler: drainsLong, started: slowStarted, letGo: drained } = drainsUntilLetGo('drains-long');
     const worker = start(testWorker(env, [stopsAtOnce, drainsLong], { pollIntervalMs: 50, shutdownGraceMs: 120_000 }));
     const quickStarted = new Promise<void>((resolve) => worker.on('jobStarted', (job) => job.kind === 'stops-at-once' && resolve()));
     const { job: quick } = await enqueueJob(env.pool, { kind: 'stops-at-once', maxAttempts: 1 });
@@ -677,19 +665,7 @@ describe('rescue, retention, cancel and requeue', () => {
 
   it('gives jobs claimed but not started back at once when it stops, while a job drains', async () => {
     // Prefetched jobs wait in the buffer for a slot; at a stop nothing starts them, and another task can.
-    let drained!: () => void;
-    let slowRuns!: () => void;
-    const slowStarted = new Promise<void>((resolve) => (slowRuns = resolve));
-    const drainsLong: JobHandler<unknown> = {
-      kind: 'drains-long-buffered',
-      description: 'finishes only when the test lets it',
-      parsePayload: () => ({}),
-      run: () =>
-        new Promise<void>((resolve) => {
-          drained = resolve;
-          slowRuns();
-        }),
-    };
+    const { handler: drainsLong, started: slowStarted, letGo: drained } = drainsUntilLetGo('drains-long-buffered');
     const worker = start(testWorker(env, [noopHandler, drainsLong], { pollIntervalMs: 50, concurrency: 1, shutdownGraceMs: 120_000 }));
     // Quick jobs first: the buffer holds nothing until jobs have shown how long they take.
     const warm = await Promise.all([1, 2, 3].map(() => enqueueJob(env.pool, { kind: 'noop' })));
@@ -790,6 +766,24 @@ describe('rescue, retention, cancel and requeue', () => {
 });
 
 /** The test worker's claim session is waiting for a lock (testWorker claims on a connection of its own). */
+/** A handler of `kind` deaf to its signal: it runs until `letGo()`; `started` once it runs (not only leased). */
+function drainsUntilLetGo(kind: string): { handler: JobHandler<unknown>; started: Promise<void>; letGo: () => void } {
+  let release: (() => void) | undefined;
+  let runs!: () => void;
+  const started = new Promise<void>((resolve) => (runs = resolve));
+  const handler: JobHandler<unknown> = {
+    kind,
+    description: 'finishes only when the test lets it',
+    parsePayload: () => ({}),
+    run: () =>
+      new Promise<void>((resolve) => {
+        release = resolve;
+        runs();
+      }),
+  };
+  return { handler, started, letGo: () => release?.() };
+}
+
 async function releaseWaitingOnLock(): Promise<boolean> {
   const { rows } = await env.pool.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM pg_stat_activity

@@ -63,6 +63,14 @@ export async function waitFor<T>(probe: () => Promise<T | undefined | null | fal
   }
 }
 
+/** Waits until a run is in one of `states` and returns it. */
+export async function jobInState(db: Queryable, jobId: number, states: readonly string[], timeoutMs = 60_000): Promise<JobRow> {
+  return waitFor(async () => {
+    const job = await requireJob(db, jobId);
+    return states.includes(job.state) ? job : undefined;
+  }, timeoutMs, 20);
+}
+
 /** Waits until a run has left `queued` and `running` (ended, or parked in review_ready) and returns it. */
 export async function settledJob(db: Queryable, jobId: number, timeoutMs = 30_000): Promise<JobRow> {
   return waitFor(async () => {
