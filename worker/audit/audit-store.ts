@@ -28,34 +28,15 @@ export async function addListedObjects(session: Queryable, objects: ListedObject
   );
 }
 
-/** What a documents audit compares: keys under `prefix`, of one tenant or (tenantId null) of all. */
-export interface DocumentsScope {
-  prefix: string;
-  tenantId: string | null;
-}
-
 /**
- * A regular expression (Postgres ARE and JavaScript alike) for the part of a key after its first segment that belongs
- * to the tenant: an import key is <first segment of the import prefix>/<further segments, each starting with `_`>/
- * <tenant>/… (worker/imports/object-key.ts), whatever prefix the audit lists (`imports/`, `imports/_2024-q4/`,
- * `imports/acme/`). Tenants never start with `_`, so `imports/globex/acme/x.pdf` (globex's folder acme) is not acme's.
+ * Whether an object key is one of the tenant's: an import key is <first segment of the import prefix>/<further
+ * segments, each starting with `_`>/<tenant>/… (worker/imports/object-key.ts), whatever prefix the audit lists
+ * (`imports/`, `imports/_2024-q4/`, `imports/acme/`). Tenants never start with `_`, so `imports/globex/acme/x.pdf`
+ * (globex's folder acme) is not acme's.
  */
-export function tenantKeyPattern(tenantId: string): string {
-  return `^(_[^/]*/)*${tenantId.replace(/[\\^$.*+?()[\]{}|-]/g, '\\$&')}/`;
-}
-
-/** Whether an object key is one of the tenant's, by tenantKeyPattern (a RegExp of it). */
-export function isTenantKey(key: string, pattern: RegExp): boolean {
-  return pattern.test(key.slice(key.indexOf('/') + 1));
-}
-
-/** The SQL condition of a scope on a key column (its parameters follow `next`), for keys listed under the prefix. */
-function tenantKeyCondition(scope: DocumentsScope, column: string, next: number): { sql: string; params: unknown[] } {
-  if (scope.tenantId === null) return { sql: '', params: [] };
-  return {
-    sql: `AND starts_with(${column}, $${next}) AND substr(${column}, strpos(${column}, '/') + 1) ~ $${next + 1}`,
-    params: [scope.prefix, tenantKeyPattern(scope.tenantId)],
-  };
+export function tenantKeyTest(tenantId: string): (key: string) => boolean {
+  const pattern = new RegExp(`^(_[^/]*/)*${tenantId.replace(/[\\^$.*+?()[\]{}|-]/g, '\\$&')}/`);
+  return (key) => pattern.test(key.slice(key.indexOf('/') + 1));
 }
 
 export interface OrphanObject {
@@ -65,23 +46,21 @@ export interface OrphanObject {
 }
 
 /**
- * Listed objects without a documents row, in key order after `afterKey` (keyset paging over the listing table); with
- * a tenant in the scope, only the keys that name it as their tenant.
+ * Listed objects without a documents row, in key order after `afterKey` (keyset paging over the listing table, which
+ * holds only the keys the audit is about: a tenant's audit stores only its own).
  */
 export async function orphanObjectsPage(
   session: Queryable,
   bucket: string,
   afterKey: string | null,
   limit: number,
-  scope: DocumentsScope = { prefix: '', tenantId: null },
 ): Promise<OrphanObject[]> {
-  const tenant = tenantKeyCondition(scope, 'l.key', 4);
   const { rows } = await session.query<{ key: string; size_bytes: number; last_modified: Date | null }>(
     `SELECT l.key, l.size_bytes, l.last_modified FROM audit_listed_objects l
-     WHERE ($2::text IS NULL OR l.key > $2) ${tenant.sql}
+     WHERE ($2::text IS NULL OR l.key > $2)
        AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.bucket = $1 AND d.object_key = l.key)
      ORDER BY l.key LIMIT $3`,
-    [bucket, afterKey, limit, ...tenant.params],
+    [bucket, afterKey, limit],
   );
   return rows.map((row) => ({ key: row.key, sizeBytes: row.size_bytes, lastModified: row.last_modified }));
 }

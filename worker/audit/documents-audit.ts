@@ -25,10 +25,8 @@ import {
   keysNamedByJobs,
   keysWithDocumentRow,
   orphanObjectsPage,
-  isTenantKey,
-  tenantKeyPattern,
+  tenantKeyTest,
   rowsWithoutObject,
-  type DocumentsScope,
   type OrphanObject,
   type RowWithoutObject,
 } from './audit-store.js';
@@ -98,7 +96,6 @@ export async function auditDocuments(options: AuditOptions): Promise<AuditReport
   const { pool, s3, bucket, prefix, limit, signal } = options;
   const tenantId = options.tenantId ?? null;
   if (tenantId !== null && !prefix.endsWith('/')) throw new Error(`a tenant's documents audit needs a prefix ending in "/", got ${JSON.stringify(prefix)}`);
-  const scope: DocumentsScope = { prefix, tenantId };
   const progress: AuditProgress = { phase: 'listing', objectsListed: 0, orphansFound: 0, jobInputsFound: 0, deleted: 0 };
   // A session of its own for the temporary listing table; destroyed (not returned to the pool) afterwards.
   const session = await pool.connect();
@@ -108,10 +105,10 @@ export async function auditDocuments(options: AuditOptions): Promise<AuditReport
     await createListingTable(session);
     // A tenant's audit lists the whole prefix (its keys may sit below `_` segments of any import prefix) but keeps,
     // stores and counts only the keys that name the tenant: nothing of another tenant's objects reaches its result.
-    const ofTenant = tenantId === null ? null : new RegExp(tenantKeyPattern(tenantId));
+    const ofTenant = tenantId === null ? null : tenantKeyTest(tenantId);
     for await (const listed of listObjectPages(s3, bucket, prefix, options.listPageSize, signal)) {
       signal?.throwIfAborted();
-      const page = ofTenant === null ? listed : listed.filter((object) => isTenantKey(object.key, ofTenant));
+      const page = ofTenant === null ? listed : listed.filter((object) => ofTenant(object.key));
       await addListedObjects(session, page);
       progress.objectsListed += page.length;
       options.onProgress?.({ ...progress });
@@ -129,7 +126,7 @@ export async function auditDocuments(options: AuditOptions): Promise<AuditReport
     let after: string | null = null;
     for (;;) {
       signal?.throwIfAborted();
-      const unreferenced = await orphanObjectsPage(session, bucket, after, PAGE, scope);
+      const unreferenced = await orphanObjectsPage(session, bucket, after, PAGE);
       if (unreferenced.length === 0) break;
       after = unreferenced[unreferenced.length - 1]!.key;
       const named = await keysNamedByJobs(session, unreferenced.map((object) => object.key));
