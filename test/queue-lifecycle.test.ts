@@ -680,13 +680,72 @@ describe('rescue, retention, cancel and requeue', () => {
       return running.length > 0 ? running : undefined;
     });
     const stopping = worker.stop();
-    await waitFor(async () => (await Promise.all(leased.map((id) => requireJob(env.pool, id)))).every((job) => job.state === 'queued' && job.attempts === 0));
-    expect(await requireJob(env.pool, slow.id)).toMatchObject({ state: 'running', leaseOwner: expect.any(String) });
-    drained();
+    try {
+      await waitFor(async () => (await Promise.all(leased.map((id) => requireJob(env.pool, id)))).every((job) => job.state === 'queued' && job.attempts === 0));
+      expect(await requireJob(env.pool, slow.id)).toMatchObject({ state: 'running', leaseOwner: expect.any(String) });
+    } finally {
+      drained(); // a failure above must not leave the stop (and afterEach) waiting for the drain
+    }
     await stopping;
     expect(await requireJob(env.pool, slow.id)).toMatchObject({ state: 'succeeded' });
     // The wake-up tests below start from an empty queue.
     await env.pool.query('DELETE FROM jobs WHERE id = ANY($1)', [[slow.id, ...waiting.map(({ job }) => job.id)]]);
+  });
+
+  it('gives back at once what a claim took after the stop began, while a job drains', async () => {
+    // The claim's cancel is best effort: one that commits first returns its runs to a stopping worker. Held for the
+    // release at the end of the drain, they waited for a long upload (a loaded CI run saw jobs leased to a stopping
+    // worker for as long as its drain). White box: the worker does not know its claim's connection, so it sends no
+    // cancel, and the claim waits behind a lock until the stop has begun.
+    const released: number[][] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n').filter(Boolean)) {
+          const entry = JSON.parse(line) as { msg: string; jobs?: number[] };
+          if (entry.msg === 'released jobs back to the queue' && entry.jobs) released.push(entry.jobs);
+        }
+        done();
+      },
+    });
+    const log = createLogger({ level: 'info', format: 'json', destination });
+    const { handler: drainsLong, started: slowStarted, letGo: drained } = drainsUntilLetGo('drains-long-late-claim');
+    const worker = start(testWorker(env, [noopHandler, drainsLong], { pollIntervalMs: 50, concurrency: 1, shutdownGraceMs: 120_000 }, log));
+    // Quick jobs first: the worker claims beyond its one slot only once jobs have shown how long they take.
+    const warm = await Promise.all([1, 2, 3].map(() => enqueueJob(env.pool, { kind: 'noop' })));
+    await waitFor(async () => (await Promise.all(warm.map(({ job }) => getJob(env.pool, job.id)))).every((job) => job?.state === 'succeeded'));
+    const { job: slow } = await enqueueJob(env.pool, { kind: 'drains-long-late-claim' });
+    await slowStarted;
+    const locker = await env.pool.connect();
+    let waiting: number[] = [];
+    let stopping: Promise<void> | undefined;
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE');
+      // Committed with the lock's release: the claim waiting now sees them and takes them.
+      waiting = (await Promise.all([1, 2, 3].map(() => enqueueJob(locker, { kind: 'noop' })))).map(({ job }) => job.id);
+      await waitFor(claimWaitingOnLock);
+      (worker as unknown as { claimClient: unknown }).claimClient = undefined;
+      stopping = worker.stop();
+      await locker.query('COMMIT');
+    } catch (error) {
+      await locker.query('ROLLBACK');
+      drained();
+      throw error;
+    } finally {
+      locker.release();
+    }
+    try {
+      const took = await waitFor(async () => released.find((jobs) => jobs.some((id) => waiting.includes(id))));
+      expect(took.length).toBeGreaterThan(0);
+      expect(took.every((id) => waiting.includes(id))).toBe(true);
+      for (const id of took) expect(await requireJob(env.pool, id)).toMatchObject({ state: 'queued', attempts: 0, leaseOwner: null });
+      expect(await requireJob(env.pool, slow.id)).toMatchObject({ state: 'running', leaseOwner: expect.any(String) });
+    } finally {
+      drained();
+    }
+    await stopping;
+    expect(await requireJob(env.pool, slow.id)).toMatchObject({ state: 'succeeded' });
+    await env.pool.query('DELETE FROM jobs WHERE id = ANY($1)', [[slow.id, ...waiting]]);
   });
 
   // The bound: a claim that was not canceled would hold the stop for its own timeouts (30 s with this lease).
@@ -817,6 +876,10 @@ describe('wake-ups', () => {
   it('a wake-up that arrives while a claim is running is not lost when that claim finds nothing', async () => {
     // The race a loaded CI run hit: the claim's snapshot predates a job; its NOTIFY arrives before the claim returns;
     // the empty claim must not then mark the backlog empty and sleep through the poll interval.
+    // No noop job waiting: a first claim that took a job left over by a failed test above would not be empty, and the
+    // worker, its backlog drained, would wait out the poll interval (as it should) with no wake-up to test.
+    const { rows: left } = await env.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM jobs WHERE kind = 'noop' AND state IN ('queued', 'running')");
+    expect(left[0]!.n, 'jobs left over by an earlier test').toBe(0);
     const worker = testWorker(env, [noopHandler], { pollIntervalMs: 60_000 });
     const claiming = worker as unknown as { claim(free: number, prefetch: number): Promise<number> };
     const claim = claiming.claim.bind(worker);

@@ -119,6 +119,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * `active`, and another handler may drain for most of the grace time, longer than a lease).
    */
   private readonly stoppedForShutdown: Lease[] = [];
+  /** Releases of buffered jobs begun after stop() (releaseBufferSoon), for the shutdown to wait for. */
+  private readonly bufferReleases: Array<Promise<void>> = [];
   /** Claimed (leased) but not started yet; see prefetch.ts. */
   private readonly buffer: PrefetchBuffer;
   private running = 0;
@@ -387,9 +389,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (older && older.lease.attempt < job.attempt) this.abortJob(job.id, new LeaseLostError(job.id), older.lease.attempt);
       }
       if (this.stopping) {
-        // stop() began while the claim was in flight: hold these for the release instead of starting them, and claim
-        // nothing more.
+        // stop() began while the claim was in flight (its cancel came too late): give these back at once instead of
+        // starting them, and claim nothing more. Held until the drain ends, they would wait for a long upload.
         this.buffer.push(jobs, leaseUntil);
+        this.releaseBufferSoon();
         break;
       }
       // A heartbeat that answered while the claim ran may have started buffered jobs into the slots counted free
@@ -776,11 +779,24 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.buffer.drain().map((job) => ({ jobId: job.id, attempt: job.attempt }));
   }
 
-  /** At the start of a shutdown: the buffered jobs' leases back; one the database does not take waits for the bulk release. */
-  private async releaseBufferedNow(): Promise<void> {
+  /**
+   * Once stop() began: the buffered jobs' leases back now, not after the drain; one the database does not take waits
+   * for the bulk release (stoppedForShutdown). The shutdown waits for these (bufferReleasesSettled).
+   */
+  private releaseBufferSoon(): void {
     const leases = this.drainBufferedLeases();
-    if (await this.releaseLeases(leases, false, 'tried again once the running jobs have drained')) return;
-    for (const lease of leases) this.stoppedForShutdown.push({ ...lease, owner: this.options.workerId });
+    if (leases.length === 0) return;
+    this.bufferReleases.push(
+      (async () => {
+        if (await this.releaseLeases(leases, false, 'tried again once the running jobs have drained')) return;
+        for (const lease of leases) this.stoppedForShutdown.push({ ...lease, owner: this.options.workerId });
+      })(),
+    );
+  }
+
+  /** Waits for every releaseBufferSoon, those begun while it waits included. */
+  private async bufferReleasesSettled(): Promise<void> {
+    for (let i = 0; i < this.bufferReleases.length; i += 1) await this.bufferReleases[i];
   }
 
   /**
@@ -823,7 +839,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     };
     abortRunning();
     // Jobs claimed but not started go back at once too: another task starts them while the running ones drain.
-    const bufferedReleased = this.releaseBufferedNow();
+    this.releaseBufferSoon();
     // The grace timer is cleared once every handler is done: a pending timer would keep the process alive for the
     // whole grace time after a drain that finished at once.
     const graceTimer = new AbortController();
@@ -842,11 +858,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // What they still do is not this worker's to finish: no lease confirmed from now on (confirmLease).
     for (const entry of stillRunningEntries) entry.leaseGone = true;
     const stillRunning = stillRunningEntries.map((entry) => entry.lease);
-    await bufferedReleased;
+    await this.bufferReleasesSettled();
     const toRelease = [
       ...new Map([...this.stoppedForShutdown, ...stillRunning].map((lease) => [lease.jobId, lease])).values(),
       ...this.drainBufferedLeases(),
     ];
+    const releasedUpTo = this.stoppedForShutdown.length;
     await this.releaseLeases(toRelease, timedOut);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     await this.listener?.stop();
@@ -855,7 +872,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // took are buffered once the loop has ended, and released here rather than left to their leases' expiry.
       await this.claimPool.end();
       await this.loopDone;
-      await this.releaseLeases(this.drainBufferedLeases(), timedOut);
+      await this.bufferReleasesSettled();
+      await this.releaseLeases([...this.stoppedForShutdown.slice(releasedUpTo), ...this.drainBufferedLeases()], timedOut);
     }
     await Promise.all([this.heartbeatPool?.end(), this.outcomePool?.end()]);
     clearTimeout(giveUpTimer);
