@@ -16,6 +16,7 @@ import { BACK_PROOF_DELAY_MS, DatabaseStatus } from '../worker/db/database-statu
 import type { Queryable } from '../worker/db/pool.js';
 import { createRescuer } from '../worker/maintenance/rescuer.js';
 import { CompletionBatcher } from '../worker/runner/completion-batcher.js';
+import type { WakeupListener } from '../worker/runner/wakeup-listener.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
 import { testWorker, waitFor } from './support/in-process-worker.js';
@@ -475,9 +476,11 @@ describe('rescue, retention, cancel and requeue', () => {
         ),
     };
     // Heartbeats far apart: the cancel must arrive through NOTIFY, not the next heartbeat.
-    start(testWorker(env, [waits], { heartbeatMs: 60_000, leaseMs: 120_000 }));
+    const worker = start(testWorker(env, [waits], { heartbeatMs: 60_000, leaseMs: 120_000 }));
+    const started = new Promise<void>((resolve) => worker.on('jobStarted', () => resolve()));
     const { job } = await enqueueJob(env.pool, { kind: 'waits' });
-    await waitFor(async () => (await getJob(env.pool, job.id))?.state === 'running');
+    // The handler runs (the row says `running` as soon as the claim commits, before the worker has its answer).
+    await started;
     const cancel = await cancelJob(env.pool, job.id);
     expect(cancel.pending).toBe(true);
     const ended = await waitFor(async () => {
@@ -487,6 +490,49 @@ describe('rescue, retention, cancel and requeue', () => {
     expect(aborted).toBe(true);
     expect(ended.finishedAt).not.toBeNull();
     await expect(cancelJob(env.pool, job.id)).rejects.toThrow(/is canceled: cannot cancel it/);
+  });
+
+  it('a cancel heard before the claim that leased the run has answered ends it canceled, its handler never started', async () => {
+    // The claim commits, its reply is slow to come back; the cancel's NOTIFY overtakes it, for a job the worker does
+    // not hold yet. Dropped, the run would go on until the next heartbeat (a minute here) told the worker again.
+    let started = false;
+    const waits: JobHandler<unknown> = {
+      kind: 'waits-cancel-race',
+      description: 'waits for its signal',
+      parsePayload: () => ({}),
+      run: ({ signal }) => {
+        started = true;
+        return new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
+      },
+    };
+    const worker = start(testWorker(env, [waits], { heartbeatMs: 60_000, leaseMs: 120_000 }));
+    const { job } = await enqueueJob(env.pool, { kind: 'waits-cancel-race', runAt: new Date(Date.now() + 3_600_000) });
+    // White box: the claim's answer is held once it holds this job, until the worker has heard the cancel.
+    const internals = worker as unknown as { claimPool: { query: (...args: unknown[]) => Promise<{ rows: Array<{ id: number }> }> }; listener: WakeupListener };
+    const query = internals.claimPool.query.bind(internals.claimPool);
+    let answered!: () => void;
+    const claimAnswered = new Promise<void>((resolve) => (answered = resolve));
+    let heard!: () => void;
+    const cancelHeard = new Promise<void>((resolve) => (heard = resolve));
+    internals.claimPool.query = async (...args: unknown[]) => {
+      const result = await query(...args);
+      if (result.rows.some((row) => row.id === job.id)) {
+        answered();
+        await cancelHeard;
+      }
+      return result;
+    };
+    internals.listener.on('cancel', (id) => id === job.id && heard()); // after the worker's own listener
+    await env.pool.query('UPDATE jobs SET run_at = now() WHERE id = $1', [job.id]);
+    await claimAnswered;
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'running' });
+    expect((await cancelJob(env.pool, job.id)).pending).toBe(true);
+    const ended = await waitFor(async () => {
+      const current = await requireJob(env.pool, job.id);
+      return current.state === 'canceled' ? current : undefined;
+    }, 30_000); // half the heartbeat interval: the cancel was kept, not left to the next beat
+    expect(started).toBe(false);
+    expect(ended).toMatchObject({ leaseOwner: null, attempts: 1 });
   });
 
   it('requeues failed, dead and canceled runs, and replays dead ones', async () => {

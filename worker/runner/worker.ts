@@ -119,6 +119,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * `active`, and another handler may drain for most of the grace time, longer than a lease).
    */
   private readonly stoppedForShutdown: Lease[] = [];
+  /**
+   * While a claim runs: the cancels heard for jobs this worker does not hold. The claim may have leased one of them
+   * and not answered yet (the cancel's NOTIFY can overtake the claim's reply): it is then ended canceled, not started.
+   */
+  private cancelsWhileClaiming: Set<number> | undefined;
   /** Releases of buffered jobs begun after stop() (releaseBufferSoon), for the shutdown to wait for. */
   private readonly bufferReleases: Array<Promise<void>> = [];
   /** Claimed (leased) but not started yet; see prefetch.ts. */
@@ -368,14 +373,21 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const signalsBefore = this.newWorkSignals;
       // Sent before the statement that dates the leases: their end as this process can know it (prefetch.ts).
       const leaseUntil = performance.now() + this.options.leaseMs;
-      const jobs = await claimJobs(this.claimDb, {
-        workerId: this.options.workerId,
-        limit,
-        leaseMs: this.options.leaseMs,
-        kinds: [...pool.kinds],
-        excludeIds: [...this.active.keys()],
-        tenantKindConcurrency: this.options.tenantKindConcurrency,
-      });
+      const cancelsHeard = new Set<number>();
+      this.cancelsWhileClaiming = cancelsHeard;
+      let jobs: ClaimedJob[];
+      try {
+        jobs = await claimJobs(this.claimDb, {
+          workerId: this.options.workerId,
+          limit,
+          leaseMs: this.options.leaseMs,
+          kinds: [...pool.kinds],
+          excludeIds: [...this.active.keys()],
+          tenantKindConcurrency: this.options.tenantKindConcurrency,
+        });
+      } finally {
+        this.cancelsWhileClaiming = undefined;
+      }
       if (jobs.length < limit && this.newWorkSignals === signalsBefore) pool.mayHaveWork = false;
       for (const stale of this.buffer.dropClaimedAgain(jobs)) {
         this.log.warn(
@@ -395,11 +407,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.releaseBufferSoon();
         break;
       }
+      // A run whose cancel was heard while the claim ran is not started. (At a stop, the release above ends it
+      // canceled: a release honours a cancel asked for.)
+      const toRun = jobs.filter((job) => {
+        if (!cancelsHeard.has(job.id)) return true;
+        this.endCanceledUnstarted(job);
+        return false;
+      });
       // A heartbeat that answered while the claim ran may have started buffered jobs into the slots counted free
       // before it (startFromBuffer after a renewal): start only what fits now, and buffer the rest.
-      const startNow = jobs.slice(0, Math.min(startable, headroom(pool), this.options.concurrency - this.running));
+      const startNow = toRun.slice(0, Math.min(startable, headroom(pool), this.options.concurrency - this.running));
       for (const job of startNow) this.startJob(job, leaseUntil);
-      this.buffer.push(jobs.slice(startNow.length), leaseUntil);
+      this.buffer.push(toRun.slice(startNow.length), leaseUntil);
       total += jobs.length;
       budget -= startNow.length;
     }
@@ -705,12 +724,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private cancelJob(jobId: number): void {
     const buffered = this.buffer.remove(jobId);
     if (buffered) {
-      void this.batcher
-        .add({ jobId, attempt: buffered.attempt, state: 'canceled', result: { canceledAt: new Date().toISOString() } })
-        .finally(() => this.updateBusy());
+      this.endCanceledUnstarted(buffered);
       return;
     }
+    if (!this.active.has(jobId)) this.cancelsWhileClaiming?.add(jobId);
     this.abortJob(jobId, new CancelRequestedError(jobId));
+  }
+
+  /** Ends `canceled` a leased run whose handler never started (fenced by its attempt, as any outcome). */
+  private endCanceledUnstarted(job: Pick<ClaimedJob, 'id' | 'attempt'>): void {
+    void this.batcher
+      .add({ jobId: job.id, attempt: job.attempt, state: 'canceled', result: { canceledAt: new Date().toISOString() } })
+      .finally(() => this.updateBusy());
   }
 
   /** Stops the running handler of the job (of that attempt only, when given). */
