@@ -13,9 +13,11 @@ import { killAll, killedSessionsEnded, spawnWorker, type WorkerProcess } from '.
 
 const env = useTestEnvironment();
 const spawned: WorkerProcess[] = [];
+// Leases long enough that a worker starved for a few seconds keeps its own (the attempt counts below are exact); the
+// kill test waits out one of them.
 const FAST = {
-  WORKER_LEASE_MS: '3000',
-  WORKER_HEARTBEAT_MS: '500',
+  WORKER_LEASE_MS: '5000',
+  WORKER_HEARTBEAT_MS: '800',
   WORKER_RESCUE_INTERVAL_MS: '500',
   WORKER_POLL_INTERVAL_MS: '200',
   CSV_FINALIZE_CHUNK_SIZE: '50',
@@ -132,18 +134,42 @@ describe('csv finalize with real worker processes', () => {
     const b = make('B', 6_000).reverse();
     await upload(env.s3, env.bucket, 'imports/shared/a.csv', fileOf(a));
     await upload(env.s3, env.bucket, 'imports/shared/b.csv', fileOf(b));
-    const workers = [worker({ WORKER_ID: 'w1', WORKER_CONCURRENCY: '2' }), worker({ WORKER_ID: 'w2', WORKER_CONCURRENCY: '2' })];
+    // One finalize per worker at a time (a pool of its own is never prefetched): two at once are on both workers.
+    const workers = [
+      worker({ WORKER_ID: 'w1', WORKER_CONCURRENCY: '2', WORKER_KIND_CONCURRENCY: 'csv-finalize=1' }),
+      worker({ WORKER_ID: 'w2', WORKER_CONCURRENCY: '2', WORKER_KIND_CONCURRENCY: 'csv-finalize=1' }),
+    ];
     await Promise.all(workers.map((process) => process.waitForLog(started)));
     const jobs = [await importObject('imports/shared/a.csv', 'shared'), await importObject('imports/shared/b.csv', 'shared')];
     for (const id of jobs) await until(id, ['review_ready']);
 
-    await Promise.all(jobs.map((id) => finalizeImport(env.pool, id)));
+    // A finalize takes a few hundred ms: a worker slow to wake on a busy machine could find the other one done. Both
+    // wait at their first new reference behind this lock until both are claimed, so they run at the same time.
+    const gate = await env.pool.connect();
+    try {
+      await gate.query('BEGIN');
+      await gate.query('LOCK TABLE categories IN SHARE ROW EXCLUSIVE MODE');
+      await Promise.all(jobs.map((id) => finalizeImport(env.pool, id)));
+      const owners = await waitFor(async () => {
+        const { rows } = await env.pool.query<{ lease_owner: string }>(
+          "SELECT lease_owner FROM jobs WHERE id = ANY($1) AND kind = 'csv-finalize' AND state = 'running'",
+          [jobs],
+        );
+        return rows.length === 2 ? rows.map((row) => row.lease_owner) : undefined;
+      });
+      // Running at once, one on each worker.
+      expect(owners.sort()).toEqual(['w1', 'w2']);
+    } finally {
+      await gate.query('COMMIT');
+      gate.release();
+    }
     const done = await Promise.all(jobs.map((id) => until(id, ['succeeded', 'partial', 'failed', 'dead'])));
     expect(done.map((job) => job.state)).toEqual(['succeeded', 'succeeded']);
-    // They really ran at the same time, on both workers.
+    // Those were the attempts that finished: each finalize's claim (claimed_at; started_at is the validation's) came
+    // before the other finished.
     const [first, second] = done;
-    expect(first!.startedAt!.getTime()).toBeLessThan(second!.finishedAt!.getTime());
-    expect(second!.startedAt!.getTime()).toBeLessThan(first!.finishedAt!.getTime());
+    expect(first!.claimedAt!.getTime()).toBeLessThan(second!.finishedAt!.getTime());
+    expect(second!.claimedAt!.getTime()).toBeLessThan(first!.finishedAt!.getTime());
 
     const categories = await env.pool.query<{ n: number; names: number }>(
       "SELECT count(*)::int AS n, count(DISTINCT name)::int AS names FROM categories WHERE tenant_id = 'shared'",

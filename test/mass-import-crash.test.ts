@@ -23,18 +23,22 @@ const files: TreeFile[] = [
 
 const tree = useTreeBehindProxy(env, files);
 
-const workerEnv = () => ({
+/** Short leases: the kill test waits out three of them. */
+const SHORT_LEASES = { WORKER_LEASE_MS: '2000', WORKER_HEARTBEAT_MS: '300' };
+/** For a test that waits out none: a starved worker keeps its lease (and the attempt count stays exact). */
+const LONG_LEASES = { WORKER_LEASE_MS: '5000', WORKER_HEARTBEAT_MS: '750' };
+
+const workerEnv = (leases: Record<string, string>) => ({
   ...tree.workerEnv(),
   MASS_IMPORT_CONCURRENCY: '4',
-  WORKER_LEASE_MS: '2000',
-  WORKER_HEARTBEAT_MS: '300',
+  ...leases,
   WORKER_RESCUE_INTERVAL_MS: '300',
   WORKER_POLL_INTERVAL_MS: '200',
   LOG_LEVEL: 'warn',
 });
 
-function start(args: string[] = []): WorkerProcess {
-  const worker = spawnWorker(env, { args, env: workerEnv() });
+function start(args: string[] = [], leases = SHORT_LEASES): WorkerProcess {
+  const worker = spawnWorker(env, { args, env: workerEnv(leases) });
   tree.spawned.push(worker);
   return worker;
 }
@@ -114,7 +118,7 @@ describe('mass-import across kill -9', () => {
   it('SIGTERM mid-import: the worker stops at an item boundary and gives the run back; another worker finishes it', async () => {
     const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix: 'drain-test' } });
     tree.proxy.latencyMs = 40;
-    const leaving = start();
+    const leaving = start([], LONG_LEASES);
     await waitFor(async () => ((await counts(job.id)).done >= 20 ? true : undefined), 60_000, 15);
     leaving.kill('SIGTERM');
     expect((await leaving.exited).code).toBe(0);
@@ -124,7 +128,7 @@ describe('mass-import across kill -9', () => {
     expect(stopped.done).toBeLessThan(stopped.total);
 
     tree.proxy.latencyMs = 0;
-    const staying = start(['--exit-when-idle']);
+    const staying = start(['--exit-when-idle'], LONG_LEASES);
     const finished = await waitForTerminal(env, job.id, 60_000);
     await staying.exited;
     expect(finished).toMatchObject({ state: 'succeeded', attempts: 1 });

@@ -44,8 +44,10 @@ function healthcheck(extraEnv: Record<string, string>, args: string[] = []): Pro
 describe('healthcheck script', () => {
   it('exits 0 while the worker runs, non-zero once it is frozen past HEALTH_MAX_AGE_MS, 0 again when it resumes', async () => {
     const file = join(dir, 'frozen.heartbeat');
-    // The check runs with the task's environment, as in ECS: a poll interval within a quarter of the limit.
-    const health = { HEALTH_HEARTBEAT_FILE: file, HEALTH_MAX_AGE_MS: '1500', WORKER_POLL_INTERVAL_MS: '100' };
+    // The check runs with the task's environment, as in ECS: a poll interval within a quarter of the limit. The limit
+    // leaves a running worker on a busy machine a few seconds of stalled loop turns (touches come once a second).
+    const limitMs = 4_000;
+    const health = { HEALTH_HEARTBEAT_FILE: file, HEALTH_MAX_AGE_MS: String(limitMs), WORKER_POLL_INTERVAL_MS: '100' };
     const worker = spawnWorker(env, { env: health });
     spawned.push(worker);
     await worker.waitForLog((line) => line.msg === 'worker started');
@@ -53,16 +55,17 @@ describe('healthcheck script', () => {
 
     const alive = await healthcheck(health);
     expect(alive.code).toBe(0);
-    expect(alive.stdout).toMatch(/^healthy: heartbeat \d+ ms old \(limit 1500 ms\)\n$/);
+    expect(alive.stdout).toMatch(/^healthy: heartbeat \d+ ms old \(limit 4000 ms\)\n$/);
 
     worker.kill('SIGSTOP');
     try {
-      // The heartbeat ages past the threshold while the process cannot run.
-      await new Promise((resolve) => setTimeout(resolve, 2_200));
+      // The heartbeat ages past the threshold while the process cannot run: read from the file itself, whichever touch
+      // was its last.
+      await waitFor(async () => Date.now() - (await stat(file)).mtimeMs > limitMs + 100, 15_000, 100);
       const frozen = await healthcheck(health);
       expect(frozen.code).toBe(1);
       expect(frozen.stdout.trim().split('\n')).toHaveLength(1);
-      expect(frozen.stdout).toMatch(/^unhealthy: heartbeat .* is \d+ ms old \(limit 1500 ms\): the poll loop has stopped turning/);
+      expect(frozen.stdout).toMatch(/^unhealthy: heartbeat .* is \d+ ms old \(limit 4000 ms\): the poll loop has stopped turning/);
     } finally {
       worker.kill('SIGCONT');
     }

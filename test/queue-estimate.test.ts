@@ -1,5 +1,6 @@
 // The start and finish estimate of a submitted run, checked against what happened with a known workload: 4 slots,
-// 200 ms runs, 40 runs ahead → the run should start about 2 s later. Stated error: 25 % of the wait, plus 0.5 s.
+// 400 ms runs, 40 runs ahead → the run should start about 4 s later. Stated error: 50 % of the wait, plus 1 s (on a
+// busy machine each run's claim and record take longer, and unevenly; runs long beside them keep that small).
 import { describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { noopHandler } from '../worker/handlers/noop.js';
@@ -12,16 +13,16 @@ import { cancelJob, getJob } from '../worker/queue/operator.js';
 import { useTestEnvironment } from './harness.js';
 import { testWorker, waitFor } from './support/in-process-worker.js';
 
-const SLEEP_MS = 200;
+const SLEEP_MS = 400;
 const within = (actual: Date, estimated: Date, submittedAt: number) => {
   const wait = estimated.getTime() - submittedAt;
-  return Math.abs(actual.getTime() - estimated.getTime()) <= 0.25 * Math.max(0, wait) + 500;
+  return Math.abs(actual.getTime() - estimated.getTime()) <= 0.5 * Math.max(0, wait) + 1_000;
 };
 
 describe('estimates', () => {
   const env = useTestEnvironment();
 
-  it('a run submitted behind 40 runs of 200 ms on 4 slots starts and finishes when the estimate said', async () => {
+  it('a run submitted behind 40 runs of 400 ms on 4 slots starts and finishes when the estimate said', async () => {
     const worker = testWorker(env, [noopHandler], { concurrency: 4, prefetchWindowMs: 0, kinds: ['noop'] });
     await worker.start();
     try {
@@ -35,8 +36,10 @@ describe('estimates', () => {
       expect(estimate).toMatchObject({ basis: 'leases', running: 4, workers: 1 });
       expect(estimate!.ahead).toBeGreaterThanOrEqual(30);
       expect(estimate!.ahead).toBeLessThanOrEqual(40);
-      expect(estimate!.runsPerSecond).toBeGreaterThan(10);
-      expect(estimate!.runsPerSecond).toBeLessThan(21);
+      // 4 leases / a run's claim-to-finish time: at most 10 (no run is shorter than its sleep), above 5 as long as a
+      // run's claim and record add less than its sleep.
+      expect(estimate!.runsPerSecond).toBeGreaterThan(5);
+      expect(estimate!.runsPerSecond).toBeLessThan(10.5);
       // While it waits, `show`/`watch`/the API compute the same from the queue as it is then.
       const later = await estimateRun(env.pool, (await getJob(env.pool, job.id))!);
       expect(later!.ahead).toBeLessThanOrEqual(estimate!.ahead);

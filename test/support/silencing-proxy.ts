@@ -19,6 +19,8 @@ export interface SilencingProxy {
   cutSilenced(): void;
   /** Holds what the server sends on every connection open now (in order) until releaseReplies(); returns how many. */
   holdReplies(): number;
+  /** How many chunks of the server's data wait in the proxy now: a test knows from it that a reply was held. */
+  heldChunks(): number;
   /** Delivers what was held, and lets the server's data through again. */
   releaseReplies(): void;
   close(): Promise<void>;
@@ -89,6 +91,11 @@ export async function startSilencingProxy(databaseUrl: string): Promise<Silencin
     holdReplies() {
       for (const pair of pairs) pair.held ??= [];
       return pairs.size;
+    },
+    heldChunks() {
+      let count = 0;
+      for (const pair of pairs) count += pair.held?.length ?? 0;
+      return count;
     },
     releaseReplies() {
       for (const pair of pairs) {
