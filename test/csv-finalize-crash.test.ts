@@ -227,7 +227,14 @@ describe('csv finalize with real worker processes', () => {
     // Six validations queue up (different tenants: different runs); only one may run at a time.
     const burst: number[] = [];
     for (let i = 0; i < 6; i++) burst.push(await importObject(`imports/pools-${i}/big.csv`, `pools-${i}`));
-    await waitFor(async () => (await requireJob(env.pool, burst[0]!)).state === 'running', 10_000, 20);
+    // One of them running (the claim's order among the six is not this test's concern). Should it never come, say
+    // what the worker and the runs were doing: a CI run once waited 10 s here, which no run alone reproduces.
+    const anyRunning = async () =>
+      (await env.pool.query("SELECT 1 FROM jobs WHERE id = ANY($1) AND state = 'running'", [burst])).rows.length > 0;
+    await waitFor(anyRunning, 30_000, 20).catch(async (error: unknown) => {
+      const { rows } = await env.pool.query('SELECT id, state, attempts, run_at, last_error FROM jobs WHERE id = ANY($1) ORDER BY id', [burst]);
+      throw new Error(`no validation of the burst ran: ${JSON.stringify(rows)}; worker log: ${JSON.stringify(pooled.logs.slice(-20))}`, { cause: error });
+    });
     await finalizeImport(env.pool, reviewed);
     const finalized = await until(reviewed, ['succeeded', 'partial', 'failed']);
     expect(finalized.state).toBe('succeeded');

@@ -18,6 +18,7 @@ import { createRescuer } from '../worker/maintenance/rescuer.js';
 import { CompletionBatcher } from '../worker/runner/completion-batcher.js';
 import type { WakeupListener } from '../worker/runner/wakeup-listener.js';
 import type { Worker } from '../worker/runner/worker.js';
+import type { Lease } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
 import { testWorker, waitFor } from './support/in-process-worker.js';
 
@@ -532,7 +533,55 @@ describe('rescue, retention, cancel and requeue', () => {
       return current.state === 'canceled' ? current : undefined;
     }, 30_000); // half the heartbeat interval: the cancel was kept, not left to the next beat
     expect(started).toBe(false);
-    expect(ended).toMatchObject({ leaseOwner: null, attempts: 1 });
+    expect(ended).toMatchObject({ leaseOwner: null, attempts: 0 }); // given back unstarted: no attempt counted
+  });
+
+  it('a cancel heard while a claim runs, for an earlier run of a job since requeued, does not cancel the new run', async () => {
+    // The claim waits before its snapshot (for the tenant ceilings' lock, say) while an operator cancels the run on
+    // another worker, which ends it canceled, and then requeues it: the claim then leases the new run. The cancel it
+    // heard was for the old one: it must not end this one canceled unasked.
+    let started = false;
+    const runs: JobHandler<unknown> = {
+      kind: 'stale-cancel',
+      description: 'runs at once',
+      parsePayload: () => ({}),
+      run: async () => {
+        started = true;
+      },
+    };
+    const worker = start(testWorker(env, [runs], { heartbeatMs: 60_000, leaseMs: 120_000, pollIntervalMs: 50 }));
+    const internals = worker as unknown as { claimPool: { query: (...args: unknown[]) => Promise<unknown> }; listener: WakeupListener };
+    // White box: the worker's next claim waits here, before it reaches the database, until the gate opens.
+    const query = internals.claimPool.query.bind(internals.claimPool);
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let entered!: () => void;
+    const claimWaits = new Promise<void>((resolve) => (entered = resolve));
+    internals.claimPool.query = async (...args: unknown[]) => {
+      entered();
+      await gate;
+      return query(...args);
+    };
+    await claimWaits;
+    try {
+      const { job } = await enqueueJob(env.pool, { kind: 'stale-cancel' });
+      const [other] = await claimJobs(env.pool, { workerId: 'other', limit: 1, leaseMs: 60_000, kinds: ['stale-cancel'] });
+      expect(other?.id).toBe(job.id);
+      const heard = new Promise<void>((resolve) => internals.listener.on('cancel', (id) => id === job.id && resolve()));
+      expect((await cancelJob(env.pool, job.id)).pending).toBe(true);
+      await heard; // by the worker too: its listener was registered first
+      expect(await completeJobs(env.pool, 'other', [{ jobId: job.id, attempt: other!.attempt, state: 'canceled' }])).toEqual(new Map([[job.id, 'canceled']]));
+      expect(await requeueJob(env.pool, job.id)).toMatchObject({ state: 'queued' });
+      open();
+      const ended = await waitFor(async () => {
+        const current = await requireJob(env.pool, job.id);
+        return ['succeeded', 'canceled'].includes(current.state) ? current : undefined;
+      });
+      expect(ended.state).toBe('succeeded');
+      expect(started).toBe(true);
+    } finally {
+      open();
+    }
   });
 
   it('requeues failed, dead and canceled runs, and replays dead ones', async () => {
@@ -707,6 +756,23 @@ describe('rescue, retention, cancel and requeue', () => {
     drained();
     await stopping;
     expect(await requireJob(env.pool, slow.id)).toMatchObject({ state: 'succeeded' });
+  });
+
+  it('heartbeats the lease of a stopped run whose release failed, with nothing else running', async () => {
+    // The stop may wait long for a claim (up to its timeouts) with no handler left: a lease whose release the database
+    // refused is tried again at the end, and must not run out meanwhile (the rescuer would count the attempt).
+    const worker = testWorker(env, [noopHandler], { leaseMs: 10_000 });
+    const internals = worker as unknown as { options: { workerId: string }; stoppedForShutdown: Lease[]; heartbeat(): Promise<void> };
+    const { job } = await enqueueJob(env.pool, { kind: 'stopped-release-failed' });
+    const [held] = await claimJobs(env.pool, { workerId: internals.options.workerId, limit: 1, leaseMs: 1_000, kinds: ['stopped-release-failed'] });
+    expect(held?.id).toBe(job.id);
+    const before = await requireJob(env.pool, job.id);
+    internals.stoppedForShutdown.push({ jobId: job.id, attempt: held!.attempt, owner: internals.options.workerId });
+    await internals.heartbeat();
+    const after = await requireJob(env.pool, job.id);
+    expect(after.leaseExpiresAt!.getTime()).toBeGreaterThan(before.leaseExpiresAt!.getTime() + 5_000);
+    await worker.stop(); // closes its sessions, and releases the lease
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'queued', attempts: 0, leaseOwner: null });
   });
 
   it('gives jobs claimed but not started back at once when it stops, while a job drains', async () => {

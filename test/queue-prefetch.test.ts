@@ -151,9 +151,10 @@ describe('a worker with buffered jobs', () => {
       'SELECT state, count(*)::int AS n, max(attempts) AS attempts FROM jobs WHERE id = ANY($1) GROUP BY state ORDER BY state',
       [ids],
     );
-    // 8 buffered + the running one went back to the queue without using an attempt.
+    // 8 buffered + the running one went back to the queue without using an attempt; the canceled one never ran, and
+    // its attempt is not counted either.
     expect(after.rows).toEqual([
-      { state: 'canceled', n: 1, attempts: 1 },
+      { state: 'canceled', n: 1, attempts: 0 },
       { state: 'queued', n: 9, attempts: 0 },
     ]);
     release();

@@ -407,13 +407,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.releaseBufferSoon();
         break;
       }
-      // A run whose cancel was heard while the claim ran is not started. (At a stop, the release above ends it
-      // canceled: a release honours a cancel asked for.)
-      const toRun = jobs.filter((job) => {
-        if (!cancelsHeard.has(job.id)) return true;
-        this.endCanceledUnstarted(job);
-        return false;
-      });
+      // A run whose cancel was heard while the claim ran is given back unstarted, as at a stop (above).
+      const toRun = jobs.filter((job) => !cancelsHeard.has(job.id));
+      this.releaseUnstarted(jobs.filter((job) => cancelsHeard.has(job.id)));
       // A heartbeat that answered while the claim ran may have started buffered jobs into the slots counted free
       // before it (startFromBuffer after a renewal): start only what fits now, and buffer the rest.
       const startNow = toRun.slice(0, Math.min(startable, headroom(pool), this.options.concurrency - this.running));
@@ -608,7 +604,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.heartbeatMissed = true;
       return;
     }
-    if (this.active.size === 0 && this.buffer.size === 0) return;
+    // Leases of stopped runs whose release failed count too: the stop may wait long for a claim, with nothing running.
+    if (this.active.size === 0 && this.buffer.size === 0 && this.stoppedForShutdown.length === 0) return;
     this.heartbeatInFlight = true;
     try {
       this.beatUnderWay = this.beat();
@@ -722,20 +719,24 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** An operator canceled a job: abort its handler, or end it at once if it was still in the buffer. */
   private cancelJob(jobId: number): void {
+    // Kept whatever is found below: what is held here may be an older attempt, the claim's the newer one.
+    this.cancelsWhileClaiming?.add(jobId);
     const buffered = this.buffer.remove(jobId);
     if (buffered) {
-      this.endCanceledUnstarted(buffered);
+      this.releaseUnstarted([buffered]);
       return;
     }
-    if (!this.active.has(jobId)) this.cancelsWhileClaiming?.add(jobId);
     this.abortJob(jobId, new CancelRequestedError(jobId));
   }
 
-  /** Ends `canceled` a leased run whose handler never started (fenced by its attempt, as any outcome). */
-  private endCanceledUnstarted(job: Pick<ClaimedJob, 'id' | 'attempt'>): void {
-    void this.batcher
-      .add({ jobId: job.id, attempt: job.attempt, state: 'canceled', result: { canceledAt: new Date().toISOString() } })
-      .finally(() => this.updateBusy());
+  /**
+   * Gives back leased runs a cancel was heard for before their handler started, without counting the attempt. The
+   * release ends `canceled` a run whose cancel stands; one whose cancel was for an earlier run of it, since requeued
+   * (the cancel was heard while the claim ran), goes back to the queue instead of ending canceled unasked.
+   */
+  private releaseUnstarted(jobs: Array<Pick<ClaimedJob, 'id' | 'attempt'>>): void {
+    if (jobs.length === 0) return;
+    void this.releaseLeases(jobs.map((job) => ({ jobId: job.id, attempt: job.attempt })), false).finally(() => this.updateBusy());
   }
 
   /** Stops the running handler of the job (of that attempt only, when given). */
