@@ -17,6 +17,8 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startBenchDatabase } from './support/bench-database.js';
+import { postgresCpuMeter } from './support/process-cpu.js';
+import { printStatements, resetStatements, STATEMENTS_SETTINGS } from './support/statements.js';
 import { loadConfig } from '../worker/config.js';
 import { createPool, type Pool } from '../worker/db/pool.js';
 import { HandlerRegistry } from '../worker/handlers/registry.js';
@@ -32,12 +34,17 @@ const settings = {
   concurrency: Number(process.env.BENCH_CONCURRENCY ?? 16),
   smallEveryMs: Number(process.env.BENCH_SMALL_EVERY_MS ?? 20),
   rounds: Number(process.env.BENCH_ROUNDS ?? 7),
+  /** BENCH_STATEMENTS=1: each round also prints its statements by database time (pg_stat_statements). */
+  statements: process.env.BENCH_STATEMENTS === '1',
 };
 
 interface RoundResult {
   mode: 'fair' | 'plain';
   throughput: number;
   smallLatencies: number[];
+  /** CPU per run, ms: every Postgres process, and this process (the worker, and B's enqueues). */
+  postgresCpuMsPerJob: number;
+  workerCpuMsPerJob: number;
 }
 
 const MODES: Array<{ mode: RoundResult['mode']; policy: FairSharePolicy }> = [
@@ -80,6 +87,11 @@ async function runRound(databaseUrl: string, pool: Pool, mode: RoundResult['mode
     finished += 1;
     lastFinish = performance.now();
   });
+  // Where the cost of fairness goes: the database's CPU and this process's, per run, over the round.
+  const statements = settings.statements && (await resetStatements(pool));
+  const postgresCpu = postgresCpuMeter();
+  const sampler = setInterval(() => postgresCpu.sample(), 250);
+  const workerCpu = process.cpuUsage();
   await worker.start();
   // B trickles in while A's backlog drains; its last run is enqueued once A is 90 % done.
   let seq = 0;
@@ -91,8 +103,18 @@ async function runRound(databaseUrl: string, pool: Pool, mode: RoundResult['mode
     await sleep(settings.smallEveryMs);
   }
   while (finished < total()) await sleep(5);
+  clearInterval(sampler);
+  const postgresCpuMs = postgresCpu.elapsedMs();
+  const { user, system } = process.cpuUsage(workerCpu);
   await worker.stop();
-  return { mode, throughput: (total() / (lastFinish - firstStart)) * 1000, smallLatencies: latencies };
+  if (statements) await printStatements(pool, total());
+  return {
+    mode,
+    throughput: (total() / (lastFinish - firstStart)) * 1000,
+    smallLatencies: latencies,
+    postgresCpuMsPerJob: postgresCpuMs / total(),
+    workerCpuMsPerJob: (user + system) / 1000 / total(),
+  };
 }
 
 const percentile = (values: number[], p: number) => {
@@ -113,13 +135,18 @@ function printTable(results: RoundResult[]): void {
       max: Math.max(...latencies),
       samples: latencies.length,
       perRound: mine.map((r) => Math.round(r.throughput)).join(' / '),
+      postgresCpu: median(mine.map((r) => r.postgresCpuMsPerJob)),
+      workerCpu: median(mine.map((r) => r.workerCpuMsPerJob)),
     };
   });
-  console.log('\n| claim order | throughput, all runs (median of rounds) | per round | small tenant pickup p50 | p99 | max | samples |');
-  console.log('|---|---|---|---|---|---|---|');
+  console.log(
+    '\n| claim order | throughput, all runs (median of rounds) | per round | small tenant pickup p50 | p99 | max | samples | Postgres CPU ms/run | worker CPU ms/run |',
+  );
+  console.log('|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(
-      `| ${r.mode} | ${Math.round(r.throughput)} jobs/s | ${r.perRound} | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${r.max.toFixed(1)} ms | ${r.samples} |`,
+      `| ${r.mode} | ${Math.round(r.throughput)} jobs/s | ${r.perRound} | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${r.max.toFixed(1)} ms | ${r.samples} | ` +
+        `${r.postgresCpu.toFixed(3)} | ${r.workerCpu.toFixed(3)} |`,
     );
   }
   const [fair, plain] = rows as [(typeof rows)[number], (typeof rows)[number]];
@@ -195,7 +222,7 @@ async function ceilings(pool: Pool): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const database = await startBenchDatabase('bench_fairness');
+  const database = await startBenchDatabase('bench_fairness', settings.statements ? { settings: STATEMENTS_SETTINGS } : {});
   const databaseUrl = database.url;
   try {
     const pool = createPool(databaseUrl, { max: 20 });
@@ -210,7 +237,7 @@ async function main(): Promise<void> {
           const result = await runRound(databaseUrl, pool, mode, policy);
           console.log(
             `round ${round} ${mode.padEnd(5)} ${Math.round(result.throughput)} jobs/s, small tenant p50 ${median(result.smallLatencies).toFixed(1)} ms ` +
-              `(${result.smallLatencies.length} runs)`,
+              `(${result.smallLatencies.length} runs), CPU ms/run Postgres ${result.postgresCpuMsPerJob.toFixed(3)} worker ${result.workerCpuMsPerJob.toFixed(3)}`,
           );
           results.push(result);
         }

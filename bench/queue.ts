@@ -21,6 +21,7 @@ import { runBulkImportQueue } from './queue/bulk-import-queue.js';
 import { runGraphileWorker } from './queue/graphile-worker.js';
 import { runPgBoss } from './queue/pg-boss.js';
 import { type QueueBenchResult, type BenchSettings, printResults } from './queue/report.js';
+import { STATEMENTS_SETTINGS } from './support/statements.js';
 
 const settings: BenchSettings = {
   jobs: Number(process.env.BENCH_JOBS ?? 50_000),
@@ -47,7 +48,7 @@ async function main(): Promise<void> {
     baseDir: join(stateDir, 'pg'),
     persistent: false,
     fast: true,
-    ...(statements ? { settings: { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track': 'all' } } : {}),
+    ...(statements ? { settings: STATEMENTS_SETTINGS } : {}),
   });
   try {
     const admin = new pg.Client({ connectionString: postgres.adminUrl });

@@ -86,8 +86,9 @@ describe('docs name only what exists', () => {
     for (const script of readdirSync(join(ROOT, 'scripts')).filter((file) => file.endsWith('.sh'))) {
       for (const match of read(`scripts/${script}`).matchAll(/\$\{?([A-Z][A-Z0-9_]+)/g)) variables.add(match[1]!);
     }
-    // What the test harness reads (the README says how to run the tests).
-    for (const file of ['test/projects.ts', 'test/global-setup.ts', 'test/harness.ts']) {
+    // What the test harness reads (the README says how to run the tests), and the benchmarks' settings.
+    const benches = readdirSync(join(ROOT, 'bench')).filter((file) => file.endsWith('.ts')).map((file) => `bench/${file}`);
+    for (const file of ['test/projects.ts', 'test/global-setup.ts', 'test/harness.ts', ...benches]) {
       for (const match of read(file).matchAll(/process\.env\.([A-Z][A-Z0-9_]+)/g)) variables.add(match[1]!);
     }
     const unknown: string[] = [];

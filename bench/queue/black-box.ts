@@ -25,6 +25,7 @@ import { median } from '../support/median.js';
 import { buildCompiledWorker } from '../support/compiled-worker.js';
 import { withClient } from '../support/pg-client.js';
 import { CpuMeter, postgresCpuMeter } from '../support/process-cpu.js';
+import { printStatements, resetStatements } from '../support/statements.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const POLL_MS = 50;
@@ -187,25 +188,6 @@ async function runOurs(layout: string, databaseUrl: string, settings: BlackBoxSe
   } finally {
     await db.end();
   }
-}
-
-/** With pg_stat_statements loaded (BENCH_STATEMENTS=1): clears its counters and returns true. */
-async function resetStatements(db: pg.Client): Promise<boolean> {
-  const { rows } = await db.query<{ loaded: boolean }>(`SELECT current_setting('shared_preload_libraries') LIKE '%pg_stat_statements%' AS loaded`);
-  if (!rows[0]!.loaded) return false;
-  await db.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
-  await db.query('SELECT pg_stat_statements_reset()');
-  return true;
-}
-
-/** The statements of the run by database time: where a job's database cost goes. */
-async function printStatements(db: pg.Client, jobs: number): Promise<void> {
-  const { rows } = await db.query<{ calls: number; total_ms: number; rows: number; query: string }>(
-    `SELECT calls::int, total_exec_time AS total_ms, rows::int, regexp_replace(left(query, 110), '\\s+', ' ', 'g') AS query
-     FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_exec_time DESC LIMIT 14`,
-  );
-  console.log('\n  | statement | calls | rows | total ms | µs per job |\n  |---|---|---|---|---|');
-  for (const row of rows) console.log(`  | ${row.query} | ${row.calls} | ${row.rows} | ${row.total_ms.toFixed(0)} | ${((row.total_ms * 1000) / jobs).toFixed(1)} |`);
 }
 
 async function runGraphile(layout: string, databaseUrl: string, settings: BlackBoxSettings, round: string): Promise<Run> {

@@ -15,7 +15,10 @@ export interface BenchDatabase {
   stop(): Promise<void>;
 }
 
-export async function startBenchDatabase(name: string, options: { sharedBuffers?: string } = {}): Promise<BenchDatabase> {
+export async function startBenchDatabase(
+  name: string,
+  options: { sharedBuffers?: string; settings?: Record<string, string> } = {},
+): Promise<BenchDatabase> {
   const stateDir = await mkdtemp(join(tmpdir(), `${name.replace(/_/g, '-')}-`));
   // Traversable by the embedded server's own user.
   await chmod(stateDir, 0o755);
