@@ -4,7 +4,7 @@
 // does not walk the live queue's backlog of queued runs (jobs_live_not_waiting), nor does one of running runs alone.
 import pg, { type PoolClient } from 'pg';
 import { describe, expect, it } from 'vitest';
-import { jobsPageQuery, jobsPageSignatureQuery, listJobsPage, readJobsPageSignature } from '../worker/queue/operator.js';
+import { jobsPageQuery, jobsPageSignatureQuery, listJobsPage, KnownVersions, readJobsPageSignature, versionedJobsPageQuery } from '../worker/queue/operator.js';
 import { JOB_STATES, type JobState } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
 
@@ -152,8 +152,10 @@ describe('run listing', () => {
           beforeId: has('beforeId') ? 100 : undefined,
           limit: 500,
         });
-        // At most one state, no kind, no time range: prepared. Anything else is planned on each request.
-        const frequent = (states === undefined || states.length <= 1) && !has('kinds') && !has('since') && !has('until');
+        // At most one state, no kind, no time range, not a tenant's with a state: prepared. Anything else is planned
+        // on each request.
+        const frequent =
+          (states === undefined || states.length <= 1) && !has('kinds') && !has('since') && !has('until') && !(has('tenantId') && states !== undefined);
         if (!frequent) {
           expect(query.name, query.text).toBeUndefined();
           unnamed += 1;
@@ -166,21 +168,75 @@ describe('run listing', () => {
         names.set(key, query.text);
       }
     }
-    // No state filter, the empty set, or one of the eight states; by tenant or not; paged or not.
-    expect(names.size).toBe((2 + JOB_STATES.length) * 4);
+    // No state filter (by tenant or not), or the empty set or one of the eight states (not by tenant); paged or not.
+    expect(names.size).toBe(2 * 2 + (1 + JOB_STATES.length) * 2);
     expect(names.size + unnamed).toBe((1 + (1 << JOB_STATES.length)) * (1 << filters.length));
     // A connection keeps the frequent listings it prepared and nothing of the others.
     const client = new pg.Client({ connectionString: env.databaseUrl });
     await client.connect();
     try {
-      await listJobsPage(client, { states: ['failed'], tenantId: 't1', beforeId: 10, limit: 500 });
+      await listJobsPage(client, { tenantId: 't1', beforeId: 10, limit: 500 });
+      await listJobsPage(client, { states: ['failed'], tenantId: 't1', limit: 50 });
       await listJobsPage(client, { states: ['failed', 'dead'], limit: 50 });
       await listJobsPage(client, { states: ['failed'], kinds: ['noop'], limit: 50 });
       await listJobsPage(client, { since: new Date(0), until: new Date(), limit: 50 });
       const { rows } = await client.query<{ name: string }>('SELECT name FROM pg_prepared_statements');
-      expect(rows.map((row) => row.name)).toEqual([jobsPageQuery({ states: ['failed'], tenantId: 't1', beforeId: 10, limit: 500 }).name]);
+      expect(rows.map((row) => row.name)).toEqual([jobsPageQuery({ tenantId: 't1', beforeId: 10, limit: 500 }).name]);
     } finally {
       await client.end();
+    }
+  });
+
+  it("a tenant's listing, on its generic plan, reads the tenant's own runs — not another tenant's flood — at any page", async () => {
+    // A generic plan cannot tell tenants apart: with `tenant_id = $n … ORDER BY id DESC` it walked the primary key
+    // backwards, filtering on the tenant, through another tenant's whole backlog. t1 has 30 runs older than a flood of
+    // 20,000 queued runs and 30 newer ones.
+    await env.pool.query('TRUNCATE jobs');
+    const insert = (tenant: string, count: number) =>
+      env.pool.query(`INSERT INTO jobs (kind, tenant_id, payload) SELECT 'noop', $1, '{}' FROM generate_series(1, $2)`, [tenant, count]);
+    await insert('t1', 30);
+    await insert('flood', 20_000);
+    await insert('t1', 30);
+    await env.pool.query('VACUUM ANALYZE jobs, jobs_live, jobs_archive');
+    const { rows: ids } = await env.pool.query<{ id: string }>(`SELECT id FROM jobs WHERE tenant_id = 'flood' ORDER BY id LIMIT 1 OFFSET 10000`);
+    const middleOfFlood = Number(ids[0]!.id);
+    const client = await env.pool.connect();
+    try {
+      await client.query('SET plan_cache_mode = force_generic_plan');
+      const filters = [
+        { tenantId: 't1', limit: 50 },
+        { tenantId: 't1', beforeId: middleOfFlood, limit: 50 }, // t1's older runs, below the flood
+        { tenantId: 'flood', beforeId: middleOfFlood, limit: 50 }, // a deep page of a big tenant
+      ];
+      for (const filter of filters) {
+        for (const query of [jobsPageQuery(filter), versionedJobsPageQuery(filter, KnownVersions.NONE), jobsPageSignatureQuery(filter)]) {
+          expect(query.name, query.text).toBeDefined();
+          const plan = ((await explainGeneric(client, query, '(ANALYZE, FORMAT JSON)')) as Array<{ 'QUERY PLAN': unknown }>)[0]!['QUERY PLAN'];
+          // Rows every scan of a partition read: those it returned and those its filter dropped.
+          let read = 0;
+          const walk = (node: unknown): void => {
+            if (Array.isArray(node)) node.forEach(walk);
+            else if (node && typeof node === 'object') {
+              const record = node as Record<string, unknown>;
+              if (typeof record['Relation Name'] === 'string') read += Number(record['Actual Rows'] ?? 0) + Number(record['Rows Removed by Filter'] ?? 0);
+              Object.values(record).forEach(walk);
+            }
+          };
+          walk(plan);
+          // At most a page from each partition (the prepared limit is 50 here).
+          expect(read, `${JSON.stringify(filter)}: ${query.text}`).toBeLessThanOrEqual(2 * 50);
+        }
+        // And the page is the tenant's newest runs below the cursor, newest first.
+        const page = await listJobsPage(env.pool, filter);
+        const { rows: expected } = await env.pool.query<{ id: string }>(
+          `SELECT id FROM jobs WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`,
+          [filter.tenantId, filter.beforeId ?? Number.MAX_SAFE_INTEGER, filter.limit],
+        );
+        expect(page.map((run) => run.id)).toEqual(expected.map((row) => Number(row.id)));
+      }
+    } finally {
+      await client.query('RESET plan_cache_mode');
+      client.release();
     }
   });
 
