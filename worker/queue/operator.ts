@@ -97,24 +97,23 @@ const SUMMARY_COLUMNS = `id, kind, tenant_id, state, attempts, max_attempts, pro
 /**
  * A page of runs, newest (highest id) first, keyset-paged by id: never OFFSET, so page 1,000 costs what page 1 does.
  * The statement holds only the filters given, so each set gets the plan its filters allow (with `$n IS NULL OR …` in
- * one statement for all, a prepared plan could not use the tenant index). The frequent listings (a tenant's without a
- * state filter, or at most one state without a tenant; paged or not) are prepared under a name for their filters and
- * limit: planned once per connection (planning the partitioned query again was 60 % of a listing's database time).
- * The others (several states, a kind, a time range, a tenant's with a state) are planned for their values on each
- * request: prepared too, every set of states, kinds and times a caller tried would stay in each connection (58 kB a
- * statement; up to 49,000 of them), so the named ones are bounded to (2 + 9) × 2 × 6 = 132 (by tenant or not without a
- * state filter, the empty set or one state without a tenant; paged or not; six limits), and as many of
- * versionedJobsPageQuery and of jobsPageSignatureQuery (the API's listings; this form serves the admin pages and the
- * CLI): 396 in all.
+ * one statement for all, a prepared plan could not use the tenant index). The frequent listings (at most one state, not
+ * by tenant, paged or not) are prepared under a name for their filters and limit: planned once per connection
+ * (planning the partitioned query again was 60 % of a listing's database time). The others (several states, a kind, a
+ * tenant, a time range) are planned for their values on each request (pageStatement says why a tenant's): prepared
+ * too, every set of states, kinds and times a caller tried would stay in each connection (58 kB a statement; up to
+ * 49,000 of them), so the named ones are bounded to 10 × 2 × 6 = 120 (no state filter, the empty set or one state;
+ * paged or not; six limits), and as many of versionedJobsPageQuery and of jobsPageSignatureQuery (the API's listings;
+ * this form serves the admin pages and the CLI): 360 in all.
  */
 export function jobsPageQuery(filter: JobPageFilter): { name: string | undefined; text: string; values: unknown[] } {
-  return listingStatement(filter, 'page', (page) => `SELECT ${SUMMARY_COLUMNS} FROM jobs ${page.where} ORDER BY ${page.order} LIMIT ${page.limit}`);
+  return listingStatement(filter, 'page', (page) => `SELECT ${SUMMARY_COLUMNS} FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}`);
 }
 
 /**
  * The texts of the named listing statements, built once: a name stands for its text (the form, the states, whether a
  * tenant and a cursor are given, the limit), and building a page's text again on every request was a tenth of a
- * polled listing's CPU in the API server. Bounded by the number of names (at most 396).
+ * polled listing's CPU in the API server. Bounded by the number of names (at most 360).
  */
 const statementTexts = new Map<string, string>();
 
@@ -139,7 +138,7 @@ function listingStatement(
 }
 
 /** The parts of a page's statement: the filters as a WHERE clause and its values, the limit, the name's filters. */
-function pageStatement(filter: JobPageFilter): { name: string | undefined; where: string; order: string; values: unknown[]; limit: number } {
+function pageStatement(filter: JobPageFilter): { name: string | undefined; where: string; values: unknown[]; limit: number } {
   const conditions: string[] = [];
   const values: unknown[] = [];
   const where = (condition: (param: string) => string, value: unknown) => {
@@ -156,50 +155,37 @@ function pageStatement(filter: JobPageFilter): { name: string | undefined; where
     conditions.push(states.length > 0 ? `state IN ${sqlStates(states)}` : 'false');
   }
   const tenantId = filter.tenantId ?? undefined;
-  // A tenant's listing with a state filter is planned for its values on each request: prepared, its generic plan
-  // (below) would read the tenant's runs of every state to find the few of one.
-  const frequent =
-    (states === undefined || states.length <= 1) &&
-    filter.kinds === undefined &&
-    filter.since === undefined &&
-    filter.until === undefined &&
-    !(tenantId !== undefined && states !== undefined);
-  // A prepared tenant listing is written so that its generic plan reads the tenant's own runs through the tenant
-  // index (tenant_id, id) and nothing else. A generic plan cannot tell tenants apart (1 / their number, and the live
-  // partition holds few): given `tenant_id = $n … ORDER BY id DESC` it walked the primary key backwards filtering on
-  // the tenant, through another tenant's whole backlog (45,000 rows, 6 ms a page; seconds behind a million-run flood,
-  // on every poll). A range on the tenant is not an equality the planner folds away, so ordering by tenant then id
-  // is an order only the tenant index gives without sorting; the cursor is a row comparison, which starts that index's
-  // backward scan at the page (keyset paging, whatever the page's depth).
-  const byTenantIndex = frequent && tenantId !== undefined;
   if (filter.kinds !== undefined) where((p) => `kind = ANY(${p}::text[])`, filter.kinds);
-  let tenantParam: string | undefined;
-  if (tenantId !== undefined) {
-    values.push(tenantId);
-    tenantParam = `$${values.length}`;
-    if (!byTenantIndex) conditions.push(`tenant_id = ${tenantParam}`);
-    // With a cursor, the row comparison below bounds the tenant from above.
-    else conditions.push(`tenant_id >= ${tenantParam}`, ...(filter.beforeId === undefined ? [`tenant_id <= ${tenantParam}`] : []));
-  }
+  if (tenantId !== undefined) where((p) => `tenant_id = ${p}`, tenantId);
   if (filter.since !== undefined) where((p) => `created_at >= ${p}`, filter.since);
   if (filter.until !== undefined) where((p) => `created_at < ${p}`, filter.until);
-  if (filter.beforeId !== undefined) where((p) => (byTenantIndex ? `(tenant_id, id) < (${tenantParam}, ${p}::bigint)` : `id < ${p}::bigint`), filter.beforeId);
-  const order = byTenantIndex ? 'tenant_id DESC, id DESC' : 'id DESC';
+  if (filter.beforeId !== undefined) where((p) => `id < ${p}::bigint`, filter.beforeId);
   // The limit is part of the statement too. With `LIMIT $n` Postgres never used the statement's generic plan: it
   // costs a parameter's limit at a tenth of the rows, so every custom plan (for 50 rows) looked cheaper, and each
   // execution planned the partitioned query again (0.3 ms of its 0.5 ms).
   if (!Number.isSafeInteger(filter.limit) || filter.limit < 1) throw new Error(`a page's limit must be a positive integer, not ${filter.limit}`);
+  // A tenant's listing is planned for its values on each request too. A generic plan cannot tell tenants apart (it
+  // prices `tenant_id = $n` at one over their number, and the live partition holds few): Postgres kept one that walked
+  // the primary key backwards filtering on the tenant, through another tenant's whole backlog (45,000 rows, 6 ms a
+  // page, on every poll; seconds behind a million-run flood). Written so that only the tenant index could serve it,
+  // the generic plan was never kept for a first page (a range is priced at 0.5 % of the rows), so each poll was
+  // planned again anyway: planning it is the honest cost (0.2–0.3 ms), and its plan is the tenant's own page.
+  const frequent =
+    (states === undefined || states.length <= 1) &&
+    filter.kinds === undefined &&
+    tenantId === undefined &&
+    filter.since === undefined &&
+    filter.until === undefined;
   // A statement planned on each request reads exactly its page; a prepared one, the next prepared limit up.
   const limit = frequent ? preparedPageLimit(filter.limit) : filter.limit;
-  // The name: the states as a bit mask over JOB_STATES, then the filters present, then the limit (within the 63 bytes
+  // The name: the states as a bit mask over JOB_STATES, then the cursor if given, then the limit (within the 63 bytes
   // by which Postgres tells prepared statements apart).
   const name = [
     ...(states === undefined ? [] : [`s=${states.reduce((mask, state) => mask | (1 << JOB_STATES.indexOf(state)), 0).toString(16)}`]),
-    ...(tenantId === undefined ? [] : ['t']),
     ...(filter.beforeId === undefined ? [] : ['b']),
     `n=${limit}`,
   ];
-  return { name: frequent ? name.join(',') : undefined, where: conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '', order, values, limit };
+  return { name: frequent ? name.join(',') : undefined, where: conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '', values, limit };
 }
 
 /**
@@ -265,7 +251,7 @@ export function versionedJobsPageQuery(filter: JobPageFilter, known: KnownVersio
     'pagev',
     (page, n) => `SELECT page.id, page.version, fresh.* FROM (
        SELECT ${ROW_VERSION} AS version, ${SUMMARY_COLUMNS}
-       FROM jobs ${page.where} ORDER BY ${page.order} LIMIT ${page.limit}) page
+       FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}) page
      LEFT JOIN LATERAL (SELECT ${SUMMARY_REST.map((column) => `page.${column}`).join(', ')}
        WHERE ($${n}::jsonb ->> page.id::text) IS DISTINCT FROM page.version) fresh ON true
      ORDER BY page.id DESC`,
@@ -286,7 +272,7 @@ export function jobsPageSignatureQuery(filter: JobPageFilter): { name: string | 
     filter,
     'psig',
     (page, n) => `SELECT coalesce(array_to_string((array_agg(page.id::text || '@' || page.version ORDER BY page.id DESC))[1:$${n}], ','), '') AS signature
-     FROM (SELECT id, ${ROW_VERSION} AS version FROM jobs ${page.where} ORDER BY ${page.order} LIMIT ${page.limit}) page`,
+     FROM (SELECT id, ${ROW_VERSION} AS version FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}) page`,
     [filter.limit],
   );
 }
