@@ -347,6 +347,7 @@ async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<vo
   // statements are unnamed, planned for their values each time.
   const prepared: Array<[string, { text: string; values: unknown[] }]> = [
     ['list failed', versionedJobsPageQuery({ states: ['failed'], limit: 50 }, KnownVersions.NONE)],
+    ['list tenant', versionedJobsPageQuery({ states: ['succeeded'], tenantId: 't7', limit: 50 }, KnownVersions.NONE)],
     ['list deep', versionedJobsPageQuery({ states: ['succeeded'], beforeId: Math.floor(maxId / 3), limit: 50 }, KnownVersions.NONE)],
     // What a polled listing asks first (the server holds its answer): the page's signature.
     ['list failed, signature', jobsPageSignatureQuery({ states: ['failed'], limit: 50 })],
@@ -361,10 +362,7 @@ async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<vo
     console.log(`-- ${name} (generic plan)\n${rows.map((row) => row['QUERY PLAN']).join('\n')}`);
   }
   await db.query('RESET plan_cache_mode');
-  // A tenant's listing is unnamed (operator.ts says why): planned for its tenant on each request.
-  const tenantPage = versionedJobsPageQuery({ states: ['succeeded'], tenantId: 't7', limit: 50 }, KnownVersions.NONE);
   const statements: Array<[string, string, unknown[]]> = [
-    ['list tenant', tenantPage.text, tenantPage.values],
     ['detail', `SELECT * FROM jobs WHERE id = $1`, [Math.floor(maxId / 2)]],
     // A queued run's detail also estimates its start: the kind's throughput and the runs ahead of it.
     ['detail: throughput', THROUGHPUT_STATEMENT, [NOOP_KIND]],

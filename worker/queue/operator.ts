@@ -97,14 +97,14 @@ const SUMMARY_COLUMNS = `id, kind, tenant_id, state, attempts, max_attempts, pro
 /**
  * A page of runs, newest (highest id) first, keyset-paged by id: never OFFSET, so page 1,000 costs what page 1 does.
  * The statement holds only the filters given, so each set gets the plan its filters allow (with `$n IS NULL OR …` in
- * one statement for all, a prepared plan could not use the tenant index). The frequent listings (at most one state, not
- * by tenant, paged or not) are prepared under a name for their filters and limit: planned once per connection
+ * one statement for all, a prepared plan could not use the tenant index). The frequent listings (at most one state, by
+ * tenant or not, paged or not) are prepared under a name for their filters and limit: planned once per connection
  * (planning the partitioned query again was 60 % of a listing's database time). The others (several states, a kind, a
- * tenant, a time range) are planned for their values on each request (pageStatement says why a tenant's): prepared
- * too, every set of states, kinds and times a caller tried would stay in each connection (58 kB a statement; up to
- * 49,000 of them), so the named ones are bounded to 10 × 2 × 6 = 120 (no state filter, the empty set or one state;
- * paged or not; six limits), and as many of versionedJobsPageQuery and of jobsPageSignatureQuery (the API's listings;
- * this form serves the admin pages and the CLI): 360 in all.
+ * time range) are planned for their values on each request: prepared too, every set of states, kinds and times a
+ * caller tried would stay in each connection (58 kB a statement; up to 49,000 of them), so the named ones are bounded
+ * to 10 × 4 × 6 = 240 (no state filter, the empty set or one state; by tenant or not; paged or not; six limits), and
+ * as many of versionedJobsPageQuery and of jobsPageSignatureQuery (the API's listings; this form serves the admin pages
+ * and the CLI): 720 in all.
  */
 export function jobsPageQuery(filter: JobPageFilter): { name: string | undefined; text: string; values: unknown[] } {
   return listingStatement(filter, 'page', (page) => `SELECT ${SUMMARY_COLUMNS} FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}`);
@@ -113,7 +113,7 @@ export function jobsPageQuery(filter: JobPageFilter): { name: string | undefined
 /**
  * The texts of the named listing statements, built once: a name stands for its text (the form, the states, whether a
  * tenant and a cursor are given, the limit), and building a page's text again on every request was a tenth of a
- * polled listing's CPU in the API server. Bounded by the number of names (at most 360).
+ * polled listing's CPU in the API server. Bounded by the number of names (at most 720).
  */
 const statementTexts = new Map<string, string>();
 
@@ -164,24 +164,14 @@ function pageStatement(filter: JobPageFilter): { name: string | undefined; where
   // costs a parameter's limit at a tenth of the rows, so every custom plan (for 50 rows) looked cheaper, and each
   // execution planned the partitioned query again (0.3 ms of its 0.5 ms).
   if (!Number.isSafeInteger(filter.limit) || filter.limit < 1) throw new Error(`a page's limit must be a positive integer, not ${filter.limit}`);
-  // A tenant's listing is planned for its values on each request too. A generic plan cannot tell tenants apart (it
-  // prices `tenant_id = $n` at one over their number, and the live partition holds few): Postgres kept one that walked
-  // the primary key backwards filtering on the tenant, through another tenant's whole backlog (45,000 rows, 6 ms a
-  // page, on every poll; seconds behind a million-run flood). Written so that only the tenant index could serve it,
-  // the generic plan was never kept for a first page (a range is priced at 0.5 % of the rows), so each poll was
-  // planned again anyway: planning it is the honest cost (0.2–0.3 ms), and its plan is the tenant's own page.
-  const frequent =
-    (states === undefined || states.length <= 1) &&
-    filter.kinds === undefined &&
-    tenantId === undefined &&
-    filter.since === undefined &&
-    filter.until === undefined;
+  const frequent = (states === undefined || states.length <= 1) && filter.kinds === undefined && filter.since === undefined && filter.until === undefined;
   // A statement planned on each request reads exactly its page; a prepared one, the next prepared limit up.
   const limit = frequent ? preparedPageLimit(filter.limit) : filter.limit;
-  // The name: the states as a bit mask over JOB_STATES, then the cursor if given, then the limit (within the 63 bytes
+  // The name: the states as a bit mask over JOB_STATES, then the filters present, then the limit (within the 63 bytes
   // by which Postgres tells prepared statements apart).
   const name = [
     ...(states === undefined ? [] : [`s=${states.reduce((mask, state) => mask | (1 << JOB_STATES.indexOf(state)), 0).toString(16)}`]),
+    ...(tenantId === undefined ? [] : ['t']),
     ...(filter.beforeId === undefined ? [] : ['b']),
     `n=${limit}`,
   ];
