@@ -20,7 +20,7 @@ import type { WakeupListener } from '../worker/runner/wakeup-listener.js';
 import type { Worker } from '../worker/runner/worker.js';
 import type { Lease } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
-import { testWorker, waitFor } from './support/in-process-worker.js';
+import { jobInState, testWorker, waitFor } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
 const workers: Worker[] = [];
@@ -484,10 +484,7 @@ describe('rescue, retention, cancel and requeue', () => {
     await started;
     const cancel = await cancelJob(env.pool, job.id);
     expect(cancel.pending).toBe(true);
-    const ended = await waitFor(async () => {
-      const current = await requireJob(env.pool, job.id);
-      return current.state === 'canceled' ? current : undefined;
-    }, 30_000); // half the heartbeat interval: only the NOTIFY can be this quick
+    const ended = await jobInState(env.pool, job.id, ['canceled'], 30_000); // half the heartbeat interval: only the NOTIFY can be this quick
     expect(aborted).toBe(true);
     expect(ended.finishedAt).not.toBeNull();
     await expect(cancelJob(env.pool, job.id)).rejects.toThrow(/is canceled: cannot cancel it/);
@@ -509,29 +506,23 @@ describe('rescue, retention, cancel and requeue', () => {
     const worker = start(testWorker(env, [waits], { heartbeatMs: 60_000, leaseMs: 120_000 }));
     const { job } = await enqueueJob(env.pool, { kind: 'waits-cancel-race', runAt: new Date(Date.now() + 3_600_000) });
     // White box: the claim's answer is held once it holds this job, until the worker has heard the cancel.
-    const internals = worker as unknown as { claimPool: { query: (...args: unknown[]) => Promise<{ rows: Array<{ id: number }> }> }; listener: WakeupListener };
-    const query = internals.claimPool.query.bind(internals.claimPool);
+    const claim = claimSession(worker);
+    const cancelHeard = claim.cancelHeard(job.id);
     let answered!: () => void;
     const claimAnswered = new Promise<void>((resolve) => (answered = resolve));
-    let heard!: () => void;
-    const cancelHeard = new Promise<void>((resolve) => (heard = resolve));
-    internals.claimPool.query = async (...args: unknown[]) => {
-      const result = await query(...args);
+    claim.wrap(async (run) => {
+      const result = await run();
       if (result.rows.some((row) => row.id === job.id)) {
         answered();
         await cancelHeard;
       }
       return result;
-    };
-    internals.listener.on('cancel', (id) => id === job.id && heard()); // after the worker's own listener
+    });
     await env.pool.query('UPDATE jobs SET run_at = now() WHERE id = $1', [job.id]);
     await claimAnswered;
     expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'running' });
     expect((await cancelJob(env.pool, job.id)).pending).toBe(true);
-    const ended = await waitFor(async () => {
-      const current = await requireJob(env.pool, job.id);
-      return current.state === 'canceled' ? current : undefined;
-    }, 30_000); // half the heartbeat interval: the cancel was kept, not left to the next beat
+    const ended = await jobInState(env.pool, job.id, ['canceled'], 30_000); // half the heartbeat interval: the cancel was kept, not left to the next beat
     expect(started).toBe(false);
     expect(ended).toMatchObject({ leaseOwner: null, attempts: 0 }); // given back unstarted: no attempt counted
   });
@@ -550,33 +541,29 @@ describe('rescue, retention, cancel and requeue', () => {
       },
     };
     const worker = start(testWorker(env, [runs], { heartbeatMs: 60_000, leaseMs: 120_000, pollIntervalMs: 50 }));
-    const internals = worker as unknown as { claimPool: { query: (...args: unknown[]) => Promise<unknown> }; listener: WakeupListener };
     // White box: the worker's next claim waits here, before it reaches the database, until the gate opens.
-    const query = internals.claimPool.query.bind(internals.claimPool);
+    const claim = claimSession(worker);
     let open!: () => void;
     const gate = new Promise<void>((resolve) => (open = resolve));
     let entered!: () => void;
     const claimWaits = new Promise<void>((resolve) => (entered = resolve));
-    internals.claimPool.query = async (...args: unknown[]) => {
+    claim.wrap(async (run) => {
       entered();
       await gate;
-      return query(...args);
-    };
+      return run();
+    });
     await claimWaits;
     try {
       const { job } = await enqueueJob(env.pool, { kind: 'stale-cancel' });
       const [other] = await claimJobs(env.pool, { workerId: 'other', limit: 1, leaseMs: 60_000, kinds: ['stale-cancel'] });
       expect(other?.id).toBe(job.id);
-      const heard = new Promise<void>((resolve) => internals.listener.on('cancel', (id) => id === job.id && resolve()));
+      const heard = claim.cancelHeard(job.id);
       expect((await cancelJob(env.pool, job.id)).pending).toBe(true);
-      await heard; // by the worker too: its listener was registered first
+      await heard;
       expect(await completeJobs(env.pool, 'other', [{ jobId: job.id, attempt: other!.attempt, state: 'canceled' }])).toEqual(new Map([[job.id, 'canceled']]));
       expect(await requeueJob(env.pool, job.id)).toMatchObject({ state: 'queued' });
       open();
-      const ended = await waitFor(async () => {
-        const current = await requireJob(env.pool, job.id);
-        return ['succeeded', 'canceled'].includes(current.state) ? current : undefined;
-      });
+      const ended = await jobInState(env.pool, job.id, ['succeeded', 'canceled']);
       expect(ended.state).toBe('succeeded');
       expect(started).toBe(true);
     } finally {
@@ -961,6 +948,24 @@ async function releaseWaitingOnLock(): Promise<boolean> {
      WHERE datname = current_database() AND query LIKE '%WITH released AS%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,
   );
   return rows[0]!.n > 0;
+}
+
+type ClaimAnswer = { rows: Array<{ id: number }> };
+
+/**
+ * White box: a worker's claim session, to hold a claim where a test needs it. `wrap` runs each statement of the
+ * claim connection through `around` (given the statement to run); `cancelHeard` resolves once the worker has heard
+ * the cancel of a job (its own listener was registered first, so it has acted on it by then).
+ */
+function claimSession(worker: Worker) {
+  const internals = worker as unknown as { claimPool: { query: (...args: unknown[]) => Promise<ClaimAnswer> }; listener: WakeupListener };
+  const query = internals.claimPool.query.bind(internals.claimPool);
+  return {
+    wrap(around: (run: () => Promise<ClaimAnswer>) => Promise<ClaimAnswer>): void {
+      internals.claimPool.query = (...args: unknown[]) => around(() => query(...args));
+    },
+    cancelHeard: (jobId: number) => new Promise<void>((resolve) => internals.listener.on('cancel', (id) => id === jobId && resolve())),
+  };
 }
 
 async function claimWaitingOnLock(): Promise<boolean> {
