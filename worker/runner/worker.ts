@@ -121,7 +121,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly stoppedForShutdown: Lease[] = [];
   /**
    * While a claim runs: the cancels heard for jobs this worker does not hold. The claim may have leased one of them
-   * and not answered yet (the cancel's NOTIFY can overtake the claim's reply): it is then ended canceled, not started.
+   * and not answered yet (the cancel's NOTIFY can overtake the claim's reply): it is then given back unstarted
+   * (releaseUnstarted).
    */
   private cancelsWhileClaiming: Set<number> | undefined;
   /** Releases of buffered jobs begun after stop() (releaseBufferSoon), for the shutdown to wait for. */
@@ -408,8 +409,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
         break;
       }
       // A run whose cancel was heard while the claim ran is given back unstarted, as at a stop (above).
-      const toRun = jobs.filter((job) => !cancelsHeard.has(job.id));
-      this.releaseUnstarted(jobs.filter((job) => cancelsHeard.has(job.id)));
+      let toRun = jobs;
+      if (cancelsHeard.size > 0) {
+        toRun = jobs.filter((job) => !cancelsHeard.has(job.id));
+        this.releaseUnstarted(jobs.filter((job) => cancelsHeard.has(job.id)));
+      }
       // A heartbeat that answered while the claim ran may have started buffered jobs into the slots counted free
       // before it (startFromBuffer after a renewal): start only what fits now, and buffer the rest.
       const startNow = toRun.slice(0, Math.min(startable, headroom(pool), this.options.concurrency - this.running));
@@ -717,7 +721,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return retryFencedWrite(write, { giveUp: this.outcomeWritesGiveUp.signal, otherErrorTries: 1, maxPauseMs: 5_000, status: this.status, session: 'outcome' });
   }
 
-  /** An operator canceled a job: abort its handler, or end it at once if it was still in the buffer. */
+  /** An operator canceled a job: abort its handler, or give it back unstarted if it was still in the buffer. */
   private cancelJob(jobId: number): void {
     // Kept whatever is found below: what is held here may be an older attempt, the claim's the newer one.
     this.cancelsWhileClaiming?.add(jobId);
