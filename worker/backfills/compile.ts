@@ -34,6 +34,12 @@ export interface CompiledBackfill {
 // little on the rows a batch locks (bench/backfill.ts compares sizes).
 export const DEFAULT_BATCH_SIZE = 5_000;
 export const MAX_BATCH_SIZE = 100_000;
+// The statement timeout of a batch's statements by default (payload `batchTimeoutMs`): well past a batch's usual
+// fraction of a second, so only a batch that has gone wrong meets it, and past the batch's 10 s lock_timeout, so a
+// lock wait is told apart (tried again as it is) from a batch too big for the table (tried again with half the rows).
+export const DEFAULT_BATCH_TIMEOUT_MS = 30_000;
+export const MIN_BATCH_TIMEOUT_MS = 100;
+export const MAX_BATCH_TIMEOUT_MS = 3_600_000;
 // Two streams use both cores of a small database server for a run that is mostly the database's work; operators
 // lower it to 1 on a busy primary (payload `parallelism`).
 export const DEFAULT_PARALLELISM = 2;

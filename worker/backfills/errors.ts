@@ -29,3 +29,25 @@ export function describeBackfillError(error: unknown, backfill: CompiledBackfill
     { cause: error, internal: true },
   );
 }
+
+/** A statement ended by statement_timeout (or by a cancel request: the caller tells its own cancel apart). */
+export function isStatementTimeout(error: unknown): boolean {
+  return sqlState(error) === '57014';
+}
+
+/**
+ * A batch of one row outlasted the statement timeout on every try: the row cannot be written within it (a trigger, a
+ * lock held elsewhere that lock_timeout did not catch, a timeout set too short). Permanent: the run fails naming the
+ * row's place; the rows before it stay written, and a new run starts from the rows still missing.
+ */
+export function batchTimeoutError(backfill: CompiledBackfill, timeoutMs: number, tries: number, where: Record<string, unknown>, cause: unknown): PermanentJobError {
+  const name = backfill.definition.name;
+  const table = backfill.definition.table;
+  return new PermanentJobError(
+    `backfill ${name} on ${table}: a batch of one row outlasted the batch timeout of ${timeoutMs} ms ${tries} times; ` +
+      'look for a trigger or a lock on that row, or raise the payload\'s batchTimeoutMs',
+    'BACKFILL_BATCH_TIMEOUT',
+    { backfill: name, table, batchTimeoutMs: timeoutMs, tries, ...where },
+    { cause },
+  );
+}

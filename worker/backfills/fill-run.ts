@@ -13,7 +13,9 @@ import { markProgressKept } from '../queue/outage.js';
 import type { Lease } from '../queue/types.js';
 import { inSpan } from '../tracing/spans.js';
 import type { CompiledBackfill } from './compile.js';
-import { describeBackfillError, RETRYABLE_BATCH_SQLSTATES } from './errors.js';
+import { BatchSizer } from './batch-sizer.js';
+import { DEFAULT_BATCH_TIMEOUT_MS } from './compile.js';
+import { batchTimeoutError, describeBackfillError, isStatementTimeout, RETRYABLE_BATCH_SQLSTATES } from './errors.js';
 import {
   freshProgress,
   planPartitions,
@@ -38,6 +40,11 @@ export interface BackfillRunOptions {
   parallelism: number;
   /** Keep a before-image of every row written (backfill_before_images), for `bulk-import backfill undo`. */
   saveBeforeImage?: boolean;
+  /**
+   * The statement timeout of every statement of a batch (ms): a batch that outlasts it is rolled back and tried again
+   * at half the size (batch-sizer.ts). Undefined: DEFAULT_BATCH_TIMEOUT_MS.
+   */
+  batchTimeoutMs?: number;
 }
 
 export interface FillOutcome {
@@ -57,7 +64,10 @@ export interface FillOutcome {
 /** Rounds of retries for conflicting rows once the walk is done, with a growing pause for busy writers to pass. */
 const RETRY_ROUNDS = 8;
 const RETRY_PAUSE_MS = 50;
-/** Tries of one batch on deadlock, serialization failure or a lock wait longer than LOCK_TIMEOUT. */
+/**
+ * Tries of one batch on deadlock, serialization failure or a lock wait longer than LOCK_TIMEOUT — and of a batch of one
+ * row that outlasts the statement timeout (larger ones are halved first, without counting a try).
+ */
 const BATCH_TRIES = 5;
 /** A batch never waits longer than this for a row a writer holds; it rolls back and tries again. */
 const LOCK_TIMEOUT = '10s';
@@ -97,6 +107,22 @@ function describeSelection(selection: BatchSelection): Record<string, unknown> {
     : { after: selection.after, upTo: selection.upTo ?? null, limit: selection.limit };
 }
 
+/** Rows a batch asks for: its limit, or its keys. */
+function selectionSize(selection: BatchSelection): number {
+  return 'keys' in selection ? selection.keys.length : selection.limit;
+}
+
+/** The same batch, asking for its first `rows` rows only (same cursor; the first keys). */
+function shrinkSelection(selection: BatchSelection, rows: number): BatchSelection {
+  return 'keys' in selection ? { keys: selection.keys.slice(0, rows) } : { ...selection, limit: rows };
+}
+
+/** A committed batch: what it asked for (a batch that timed out asks for fewer rows on its retry) and what it did. */
+interface CommittedBatch {
+  selection: BatchSelection;
+  result: FillResult;
+}
+
 export async function runFill(context: JobContext<unknown>, options: BackfillRunOptions): Promise<FillOutcome> {
   const run = new FillRun(context, options);
   try {
@@ -131,6 +157,9 @@ class FillRun {
    */
   private commitUnknown: { error: unknown } | undefined;
   private retrying = false;
+  private readonly sizer: BatchSizer;
+  /** Batches of earlier attempts that outlasted the timeout (their saved progress). */
+  private readonly timeoutsBefore: number;
 
   constructor(
     private readonly context: JobContext<unknown>,
@@ -141,6 +170,11 @@ class FillRun {
     this.lease = { jobId: job.id, owner: job.leaseOwner, attempt: job.attempt };
     this.saved = resumableProgress(job.progress, name, options.scope.tenantId);
     this.progress = this.saved ?? freshProgress('fill', name, options.scope.tenantId);
+    // A resumed run starts at the size its earlier attempt had come down to: its batches of the configured size
+    // timed out, and would again.
+    this.sizer = new BatchSizer(options.batchSize, options.batchTimeoutMs ?? DEFAULT_BATCH_TIMEOUT_MS, this.saved?.batchSize);
+    this.timeoutsBefore = this.saved?.batchTimeouts ?? 0;
+    this.progress = { ...this.progress, batchSize: this.sizer.current, batchTimeouts: this.timeoutsBefore };
   }
 
   async execute(): Promise<FillOutcome> {
@@ -239,19 +273,18 @@ class FillRun {
         if (this.budget() <= 0) return 'maxRows';
         // Conflicts piling up (busy writers): retry one batch of them, then walk on, so the list stays short
         // however often the same rows conflict again.
-        if (this.progress.retryKeys.length >= this.options.batchSize && !this.retrying) {
+        if (this.progress.retryKeys.length >= this.sizer.current && !this.retrying) {
           await this.retryChunk('filling', Infinity);
           this.checkStop();
           if (this.budget() <= 0) return 'maxRows';
         }
         const partition = this.progress.partitions[index]!;
-        const limit = Math.min(this.options.batchSize, this.budget());
-        const result = await this.runBatch(
-          { after: partition.cursor ?? partition.after, upTo: partition.upTo, limit },
+        const { selection, result } = await this.runBatch(
+          { after: partition.cursor ?? partition.after, upTo: partition.upTo, limit: Math.min(this.sizer.current, this.budget()) },
           'filling',
           index,
         );
-        if (result.selected < limit) return 'end';
+        if (result.selected < selectionSize(selection)) return 'end';
       }
     } catch (error) {
       this.failure ??= { error };
@@ -271,40 +304,63 @@ class FillRun {
   }
 
   private async retryChunk(phase: BackfillPhase, most: number): Promise<number> {
-    const keys = this.progress.retryKeys.slice(0, Math.min(this.options.batchSize, most, this.budget()));
+    const keys = this.progress.retryKeys.slice(0, Math.min(this.sizer.current, most, this.budget()));
     if (keys.length === 0) return 0;
     this.retrying = true;
     try {
-      await this.runBatch({ keys }, phase, null);
+      return selectionSize((await this.runBatch({ keys }, phase, null)).selection);
     } finally {
       this.retrying = false;
     }
-    return keys.length;
   }
 
   /**
    * One batch, tried again (same rows) after a deadlock, a serialization failure or a lock timeout: one
    * `backfill batch` span (its statements beneath), with the rows it read and wrote and the tries it took.
    */
-  private runBatch(selection: BatchSelection, phase: BackfillPhase, range: number | null): Promise<FillResult> {
+  private runBatch(selection: BatchSelection, phase: BackfillPhase, range: number | null): Promise<CommittedBatch> {
     const attributes = { 'backfill.name': this.options.backfill.definition.name, 'backfill.phase': phase, ...(range === null ? {} : { 'backfill.range': range }) };
     return inSpan('backfill batch', attributes, async (span) => {
-      const result = await this.tryBatch(selection, phase, range, (tries) => span.setAttribute('tries', tries));
-      span.setAttributes({ rows: result.selected, 'rows.written': result.written });
-      return result;
+      const committed = await this.tryBatch(selection, phase, range, (tries) => span.setAttribute('tries', tries));
+      span.setAttributes({ rows: committed.result.selected, 'rows.written': committed.result.written });
+      return committed;
     });
   }
 
-  private async tryBatch(selection: BatchSelection, phase: BackfillPhase, range: number | null, onTry: (tries: number) => void): Promise<FillResult> {
-    for (let tryNumber = 1; ; tryNumber += 1) {
-      onTry(tryNumber);
+  private async tryBatch(first: BatchSelection, phase: BackfillPhase, range: number | null, onTry: (tries: number) => void): Promise<CommittedBatch> {
+    let selection = first;
+    for (let tryNumber = 1, attempts = 1; ; attempts += 1) {
+      onTry(attempts);
       try {
-        return await this.commitBatch(selection, phase, range);
+        return { selection, result: await this.commitBatch(selection, phase, range) };
       } catch (error) {
+        // A job's own cancel or shutdown ends a statement with the same SQLSTATE as the timeout: it stops the run.
+        if (isStatementTimeout(error) && !this.context.signal.aborted) {
+          const rows = selectionSize(selection);
+          if (rows > 1) {
+            const smaller = this.sizer.timedOut(rows);
+            this.context.log.warn(
+              { rows, next_rows: smaller, batch_timeout_ms: this.sizer.timeoutMs, ...describeSelection(selection) },
+              'backfill batch outlasted its statement timeout and was rolled back; trying it again with half the rows',
+            );
+            selection = shrinkSelection(selection, smaller);
+            continue;
+          }
+          this.sizer.timedOut(rows);
+          if (tryNumber >= BATCH_TRIES) throw batchTimeoutError(this.options.backfill, this.sizer.timeoutMs, tryNumber, describeSelection(selection), error);
+          this.context.log.warn(
+            { rows, try: tryNumber, batch_timeout_ms: this.sizer.timeoutMs, ...describeSelection(selection) },
+            'backfill batch of one row outlasted its statement timeout; trying it again',
+          );
+          await pause(100 * 2 ** tryNumber, this.context.signal);
+          tryNumber += 1;
+          continue;
+        }
         const code = sqlState(error);
         if (code !== undefined && RETRYABLE_BATCH_SQLSTATES.has(code) && tryNumber < BATCH_TRIES) {
           this.context.log.warn({ sqlstate: code, try: tryNumber, ...describeSelection(selection) }, 'backfill batch rolled back; trying it again');
           await pause(100 * 2 ** tryNumber, this.context.signal);
+          tryNumber += 1;
           continue;
         }
         throw describeBackfillError(error, this.options.backfill, describeSelection(selection));
@@ -317,10 +373,13 @@ class FillRun {
     const client: PoolClient = await this.context.services.pool.connect();
     let open = false;
     let broken: Error | undefined;
+    const startedAt = performance.now();
     try {
       await client.query('BEGIN');
       open = true;
-      await client.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`);
+      // Every statement of the batch, each bounded: a lock wait by lock_timeout (tried again as it is), the batch's
+      // own work by statement_timeout (tried again with half the rows, tryBatch).
+      await client.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'; SET LOCAL statement_timeout = ${this.sizer.timeoutMs}`);
       const result = await fillBatch(
         client,
         backfill,
@@ -332,7 +391,7 @@ class FillRun {
         if (this.commitUnknown) throw this.commitUnknown.error;
         await this.context.assertLeaseHeld(client);
         const next = withRate(
-          advance(this.progress, selection, result, phase, range),
+          { ...advance(this.progress, selection, result, phase, range), batchSize: this.sizer.current, batchTimeouts: this.timeoutsBefore + this.sizer.timeouts },
           this.writtenThisAttempt + result.written,
           this.startedAt,
         );
@@ -348,6 +407,9 @@ class FillRun {
           throw error;
         }
         open = false;
+        if (this.sizer.committed(selectionSize(selection), performance.now() - startedAt)) {
+          this.context.log.info({ rows: this.sizer.current, batch_timeout_ms: this.sizer.timeoutMs }, 'backfill batches run well within their timeout again: batch size doubled');
+        }
         this.batchesCommitted += 1;
         this.writtenThisAttempt += result.written;
         this.progress = next;

@@ -35,6 +35,13 @@ export type BackfillProgress = {
   /** Rows written whose computed value left them missing (the compute gave nothing usable). */
   unfillable: number;
   batches: number;
+  /**
+   * Rows the next batch takes: the payload's batch size, or less after batches outlasted the batch timeout
+   * (batch-sizer.ts). Fill runs only; a resumed attempt starts from it.
+   */
+  batchSize?: number;
+  /** Batches that outlasted the batch timeout and were rolled back, over all attempts (fill runs only). */
+  batchTimeouts?: number;
   /** Rows per second of this attempt. */
   rate: number;
   etaSeconds: number | null;

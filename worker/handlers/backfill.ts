@@ -1,7 +1,7 @@
 // `backfill`: fills a derived column over a large table in keyset-ordered, optimistic, resumable batches (see
-// worker/backfills/). Payload: { name, tenant?, batchSize?, parallelism?, dryRun?, maxRows?, sampleSize?,
-// saveBeforeImage? }.
-import { BACKFILL_NAME, MAX_BATCH_SIZE, MAX_PARALLELISM } from '../backfills/compile.js';
+// worker/backfills/). Payload: { name, tenant?, batchSize?, batchTimeoutMs?, parallelism?, dryRun?, maxRows?,
+// sampleSize?, saveBeforeImage? }.
+import { BACKFILL_NAME, DEFAULT_BATCH_TIMEOUT_MS, MAX_BATCH_SIZE, MAX_BATCH_TIMEOUT_MS, MAX_PARALLELISM, MIN_BATCH_TIMEOUT_MS } from '../backfills/compile.js';
 import { runDryRun } from '../backfills/dry-run.js';
 import { runFill } from '../backfills/fill-run.js';
 import { defaultBackfills, type BackfillRegistry } from '../backfills/registry.js';
@@ -17,6 +17,11 @@ export interface BackfillPayload {
   tenant: string | null;
   /** Rows per batch transaction; undefined means the backfill's default. */
   batchSize: number | undefined;
+  /**
+   * The statement timeout of a batch's statements (ms): a batch that outlasts it is rolled back and tried again with
+   * half the rows (worker/backfills/batch-sizer.ts).
+   */
+  batchTimeoutMs: number;
   /** Key ranges walked at once; undefined means the backfill's default. */
   parallelism: number | undefined;
   /** Count and sample, write nothing. */
@@ -29,7 +34,7 @@ export interface BackfillPayload {
   saveBeforeImage: boolean;
 }
 
-const PAYLOAD_FIELDS = ['name', 'tenant', 'batchSize', 'parallelism', 'dryRun', 'maxRows', 'sampleSize', 'saveBeforeImage'];
+const PAYLOAD_FIELDS = ['name', 'tenant', 'batchSize', 'batchTimeoutMs', 'parallelism', 'dryRun', 'maxRows', 'sampleSize', 'saveBeforeImage'];
 const MAX_SAMPLE = 100;
 const SAMPLE_KEYS_IN_RESULT = 20;
 
@@ -60,6 +65,7 @@ export function createBackfillHandler(backfills: BackfillRegistry = defaultBackf
         tenant,
         saveBeforeImage,
         batchSize: read.optionalInteger('batchSize', 1, MAX_BATCH_SIZE),
+        batchTimeoutMs: read.optionalInteger('batchTimeoutMs', MIN_BATCH_TIMEOUT_MS, MAX_BATCH_TIMEOUT_MS) ?? DEFAULT_BATCH_TIMEOUT_MS,
         parallelism: read.optionalInteger('parallelism', 1, MAX_PARALLELISM),
         dryRun: read.boolean('dryRun', false),
         maxRows: read.optionalInteger('maxRows', 1, Number.MAX_SAFE_INTEGER) ?? null,
@@ -86,6 +92,7 @@ export function createBackfillHandler(backfills: BackfillRegistry = defaultBackf
         backfill,
         scope: { tenantId },
         batchSize: payload.batchSize ?? backfill.batchSize,
+        batchTimeoutMs: payload.batchTimeoutMs,
         maxRows: payload.maxRows,
         parallelism: payload.parallelism ?? backfill.parallelism,
         saveBeforeImage: payload.saveBeforeImage,
@@ -132,6 +139,9 @@ export function createBackfillHandler(backfills: BackfillRegistry = defaultBackf
           unresolvedConflictKeys: outcome.unresolvedConflicts.slice(0, SAMPLE_KEYS_IN_RESULT),
           unfillable: progress.unfillable,
           batches: progress.batches,
+          // Batches rolled back for outlasting the timeout, and the size the run ended with (the payload's unless some were).
+          batchTimeouts: progress.batchTimeouts ?? 0,
+          finalBatchSize: progress.batchSize ?? options.batchSize,
           resumedFromCursors: outcome.resumedFrom?.map((partition) => partition.cursor) ?? null,
           partitions: progress.partitions.length,
           durationMs: outcome.durationMs,

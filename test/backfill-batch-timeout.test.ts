@@ -1,0 +1,163 @@
+// A backfill batch is one transaction holding its rows' locks until it commits, and each of its statements runs under
+// the payload's `batchTimeoutMs`. A batch that outlasts it is rolled back by the server and tried again with half the
+// rows (same cursor), down to one row; a row that cannot be written within the timeout at all fails the run with
+// BACKFILL_BATCH_TIMEOUT and leaves the rows before it written. The slow batches here come from a statement trigger on
+// `documents` that sleeps when an UPDATE writes more rows than a threshold (or writes one given row): what the
+// batches do is decided by their size, not by this machine's speed. The timeout itself is the only clock.
+import { Writable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { submitJob } from '../worker/api.js';
+import { BatchSizer, GROW_AFTER_QUICK_BATCHES } from '../worker/backfills/batch-sizer.js';
+import { backfillHandler } from '../worker/handlers/backfill.js';
+import { createLogger } from '../worker/logger.js';
+import type { Worker } from '../worker/runner/worker.js';
+import { useTestEnvironment } from './harness.js';
+import { insertHistoricalDocuments } from './support/historical-documents.js';
+import { settledJob, testWorker } from './support/in-process-worker.js';
+
+const env = useTestEnvironment();
+let worker: Worker | undefined;
+let logLines: Array<Record<string, unknown>> = [];
+const log = createLogger({
+  level: 'info',
+  format: 'json',
+  destination: new Writable({
+    write(chunk, _encoding, done) {
+      logLines.push(JSON.parse(String(chunk)) as Record<string, unknown>);
+      done();
+    },
+  }),
+});
+
+/** A statement trigger on documents: an UPDATE for which `slow` (SQL over the transition table `written`) holds sleeps. */
+async function slowUpdatesWhen(slow: string): Promise<void> {
+  await env.pool.query(`
+    CREATE TABLE test_committed_batches (rows integer NOT NULL, first_id bigint);
+    CREATE FUNCTION test_slow_batches() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF ${slow} THEN PERFORM pg_sleep(600); END IF;
+      INSERT INTO test_committed_batches SELECT count(*), min(id) FROM written;
+      RETURN NULL;
+    END $$;
+    CREATE TRIGGER test_slow_batches AFTER UPDATE ON documents REFERENCING NEW TABLE AS written
+      FOR EACH STATEMENT EXECUTE FUNCTION test_slow_batches();`);
+}
+
+/** The sizes of the batches that wrote rows and committed, in commit order. */
+async function committedBatches(): Promise<number[]> {
+  const { rows } = await env.pool.query<{ rows: number }>('SELECT rows FROM test_committed_batches WHERE rows > 0 ORDER BY first_id');
+  return rows.map((row) => row.rows);
+}
+
+beforeEach(() => {
+  logLines = [];
+});
+afterEach(async () => {
+  await worker?.stop();
+  worker = undefined;
+  await env.pool.query(`
+    DROP TRIGGER IF EXISTS test_slow_batches ON documents;
+    DROP FUNCTION IF EXISTS test_slow_batches();
+    DROP TABLE IF EXISTS test_committed_batches;
+    TRUNCATE documents RESTART IDENTITY; DELETE FROM jobs`);
+});
+
+async function runBackfill(payload: Record<string, unknown>) {
+  worker = testWorker(env, [backfillHandler], { concurrency: 1 }, log);
+  void worker.start();
+  const { job } = await submitJob(env.pool, { kind: 'backfill', payload: { name: 'documents-file-extension', parallelism: 1, ...payload } });
+  return settledJob(env.pool, job.id, 120_000);
+}
+
+describe('backfill batches under a statement timeout', () => {
+  it('halves a batch that outlasts the timeout and fills every row once, in batches that fit', async () => {
+    await insertHistoricalDocuments(env.pool, 1_000);
+    // A batch of more than 100 rows never ends by itself.
+    await slowUpdatesWhen('(SELECT count(*) FROM written) > 100');
+    const job = await runBackfill({ batchSize: 400, batchTimeoutMs: 1_500 });
+
+    expect(job.lastError).toBeNull();
+    expect(job).toMatchObject({ state: 'succeeded', attempts: 1 });
+    expect(job.result).toMatchObject({ complete: true, remaining: 0, rowsWritten: 1_000 });
+    // 400 and 200 timed out (a 100-row batch on a stalled machine may have too: then it went on at 50).
+    expect(Number(job.result!.batchTimeouts)).toBeGreaterThanOrEqual(2);
+    expect(job.progress).toMatchObject({ phase: 'done', done: 1_000 });
+    // Every committed batch fit; together they wrote each row once (a rolled-back batch wrote nothing).
+    const batches = await committedBatches();
+    expect(Math.max(...batches)).toBeLessThanOrEqual(100);
+    expect(batches.reduce((sum, rows) => sum + rows, 0)).toBe(1_000);
+    const { rows: missing } = await env.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM documents WHERE file_extension IS NULL');
+    expect(missing[0]!.n).toBe(0);
+    // The operator sees why in the log: the rows asked for, then the half tried next.
+    const halved = logLines.filter((line) => String(line.msg).includes('outlasted its statement timeout'));
+    expect(halved.slice(0, 2).map((line) => [line.rows, line.next_rows])).toEqual([
+      [400, 200],
+      [200, 100],
+    ]);
+    expect(halved[0]).toMatchObject({ level: 40, batch_timeout_ms: 1_500, after: null, limit: 400 });
+  });
+
+  it('a row that no batch can write within the timeout fails the run, naming where, and the rows before it stay written', async () => {
+    await insertHistoricalDocuments(env.pool, 20);
+    await slowUpdatesWhen('EXISTS (SELECT 1 FROM written WHERE id = 6)');
+    const job = await runBackfill({ batchSize: 4, batchTimeoutMs: 300 });
+
+    expect(job.state).toBe('failed');
+    expect(job.lastError).toMatchObject({
+      code: 'BACKFILL_BATCH_TIMEOUT',
+      class: 'permanent',
+      // The one row after id 5: the cursor the run stopped at.
+      context: { backfill: 'documents-file-extension', table: 'documents', batchTimeoutMs: 300, tries: 5, after: 5, limit: 1 },
+    });
+    expect(job.lastError!.message).toContain('batchTimeoutMs');
+    // 1–4 in the first batch; 5 alone after 5–8 and 5–6 timed out; nothing of 6 and after.
+    expect(await committedBatches()).toEqual([4, 1]);
+    const { rows } = await env.pool.query<{ id: string }>('SELECT id FROM documents WHERE file_extension IS NOT NULL ORDER BY id');
+    expect(rows.map((row) => Number(row.id))).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('refuses a batch timeout out of range before the run is queued', async () => {
+    await expect(submitJob(env.pool, { kind: 'backfill', payload: { name: 'documents-file-extension', batchTimeoutMs: 50 } })).rejects.toThrow(/batchTimeoutMs/);
+  });
+});
+
+describe('BatchSizer', () => {
+  it('halves down to one row, and doubles back to the configured size after quick full batches in a row', () => {
+    const sizer = new BatchSizer(1_000, 10_000);
+    expect(sizer.current).toBe(1_000);
+    expect(sizer.timedOut(1_000)).toBe(500);
+    expect(sizer.timedOut(500)).toBe(250);
+    // A stream that asked for 1,000 before another's timeout: that says nothing about the 250 now in use.
+    expect(sizer.timedOut(1_000)).toBe(250);
+    for (let i = 0; i < 7; i += 1) sizer.timedOut(sizer.current);
+    expect(sizer.current).toBe(1);
+    expect(sizer.timedOut(1)).toBe(1);
+    expect(sizer.timeouts).toBe(11);
+
+    // Quick (under a quarter of the timeout), full batches: every tenth doubles the size.
+    const grow = () => {
+      let grew = false;
+      for (let i = 0; i < GROW_AFTER_QUICK_BATCHES; i += 1) grew = sizer.committed(sizer.current, 100);
+      return grew;
+    };
+    expect(grow()).toBe(true);
+    expect(sizer.current).toBe(2);
+    // A short batch (the end of a range) or a slow one does not count, and a slow one starts the count again.
+    for (let i = 0; i < GROW_AFTER_QUICK_BATCHES - 1; i += 1) sizer.committed(2, 100);
+    expect(sizer.committed(1, 100)).toBe(false);
+    expect(sizer.committed(2, 2_500)).toBe(false);
+    for (let i = 0; i < GROW_AFTER_QUICK_BATCHES - 1; i += 1) expect(sizer.committed(2, 100)).toBe(false);
+    expect(sizer.committed(2, 100)).toBe(true);
+    expect(sizer.current).toBe(4);
+    while (sizer.current < 1_000) grow();
+    expect(sizer.current).toBe(1_000);
+    expect(grow()).toBe(false);
+  });
+
+  it('a resumed run starts at the size its earlier attempt came down to, never above the configured one', () => {
+    expect(new BatchSizer(1_000, 10_000, 125).current).toBe(125);
+    expect(new BatchSizer(100, 10_000, 125).current).toBe(100);
+    expect(new BatchSizer(100, 10_000, 'x').current).toBe(100);
+    expect(new BatchSizer(100, 10_000, 0).current).toBe(100);
+  });
+});

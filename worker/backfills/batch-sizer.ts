@@ -1,0 +1,53 @@
+// How many rows a backfill's next batch takes. A batch is one transaction that holds its rows' locks until it commits,
+// and each of its statements runs under a statement timeout (the payload's `batchTimeoutMs`): a batch that outlasts
+// it is rolled back by the server and tried again at half the size, down to one row, so a table where a batch of the
+// configured size is slow (wide rows, triggers, a cold cache, a busy primary) gets batches that fit instead of a
+// run that fails or holds locks for minutes. Once batches run well within the timeout again the size grows back, one
+// doubling at a time, up to the configured size.
+
+/** Batches in a row, each of the full size and under a quarter of the timeout, before the size doubles again. */
+export const GROW_AFTER_QUICK_BATCHES = 10;
+
+export class BatchSizer {
+  /** Rows the next batch takes. */
+  current: number;
+  /** Batches that outlasted the timeout, this attempt. */
+  timeouts = 0;
+  private quickInARow = 0;
+
+  /** `resumeAt`: the size an earlier attempt of the run had come down to (its saved progress), if any. */
+  constructor(
+    readonly configured: number,
+    readonly timeoutMs: number,
+    resumeAt?: unknown,
+  ) {
+    const saved = typeof resumeAt === 'number' && Number.isSafeInteger(resumeAt) && resumeAt >= 1 ? resumeAt : configured;
+    this.current = Math.min(configured, saved);
+  }
+
+  /** A batch of `rows` outlasted the timeout: the size its retry takes (half, at least one row). */
+  timedOut(rows: number): number {
+    this.timeouts += 1;
+    this.quickInARow = 0;
+    this.current = Math.max(1, Math.min(this.current, Math.floor(rows / 2)));
+    return this.current;
+  }
+
+  /**
+   * A batch that asked for `asked` rows committed after `durationMs`. True when the size grew: only batches of the
+   * whole current size count (a range's short last batch says nothing about a full one), and only ten quick ones in a
+   * row, so a size that just timed out is not tried again at once.
+   */
+  committed(asked: number, durationMs: number): boolean {
+    if (asked < this.current) return false;
+    if (durationMs >= this.timeoutMs / 4) {
+      this.quickInARow = 0;
+      return false;
+    }
+    this.quickInARow += 1;
+    if (this.quickInARow < GROW_AFTER_QUICK_BATCHES || this.current >= this.configured) return false;
+    this.quickInARow = 0;
+    this.current = Math.min(this.configured, this.current * 2);
+    return true;
+  }
+}
