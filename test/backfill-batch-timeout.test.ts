@@ -13,6 +13,7 @@ import { createLogger } from '../worker/logger.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
 import { insertHistoricalDocuments } from './support/historical-documents.js';
+import { runCliJson } from './support/cli-runner.js';
 import { settledJob, testWorker } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
@@ -59,7 +60,7 @@ afterEach(async () => {
     DROP TRIGGER IF EXISTS test_slow_batches ON documents;
     DROP FUNCTION IF EXISTS test_slow_batches();
     DROP TABLE IF EXISTS test_committed_batches;
-    TRUNCATE documents RESTART IDENTITY; DELETE FROM jobs`);
+    TRUNCATE documents RESTART IDENTITY; TRUNCATE backfill_before_images; DELETE FROM jobs`);
 });
 
 async function runBackfill(payload: Record<string, unknown>) {
@@ -114,6 +115,28 @@ describe('backfill batches under a statement timeout', () => {
     expect(await committedBatches()).toEqual([4, 1]);
     const { rows } = await env.pool.query<{ id: string }>('SELECT id FROM documents WHERE file_extension IS NOT NULL ORDER BY id');
     expect(rows.map((row) => Number(row.id))).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('`backfill undo` halves its batches the same way and restores every row once', async () => {
+    await insertHistoricalDocuments(env.pool, 1_000);
+    const job = await runBackfill({ batchSize: 1_000, saveBeforeImage: true });
+    expect(job.result).toMatchObject({ complete: true, rowsWritten: 1_000, batchTimeouts: 0, finalBatchSize: 1_000 });
+    await slowUpdatesWhen('(SELECT count(*) FROM written) > 100');
+    const undo = await runCliJson<Record<string, unknown>>(env, [
+      'backfill', 'undo', 'documents-file-extension', '--batch-size', '400', '--batch-timeout-ms', '1500',
+    ]);
+    expect(undo).toMatchObject({ restored: 1_000, skipped: 0 });
+    expect(Number(undo.batchTimeouts)).toBeGreaterThanOrEqual(2);
+    // 100, or 200 when its ten batches of 100 were quick enough to double it for the (empty) last one.
+    expect(Number(undo.finalBatchSize)).toBeLessThan(400);
+    const batches = await committedBatches();
+    expect(Math.max(...batches)).toBeLessThanOrEqual(100);
+    expect(batches.reduce((sum, rows) => sum + rows, 0)).toBe(1_000);
+    const { rows } = await env.pool.query<{ filled: number; images: number }>(
+      `SELECT (SELECT count(*)::int FROM documents WHERE file_extension IS NOT NULL) AS filled,
+              (SELECT count(*)::int FROM backfill_before_images) AS images`,
+    );
+    expect(rows[0]).toEqual({ filled: 0, images: 0 });
   });
 
   it('refuses a batch timeout out of range before the run is queued', async () => {

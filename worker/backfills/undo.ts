@@ -10,7 +10,9 @@ import type { Pool } from '../db/pool.js';
 import { withTransaction } from '../db/pool.js';
 import { BACKFILL_KIND } from '../handlers/kinds.js';
 import { ACTIVE_STATES } from '../queue/types.js';
-import type { CompiledBackfill } from './compile.js';
+import { BatchSizer } from './batch-sizer.js';
+import { DEFAULT_BATCH_TIMEOUT_MS, type CompiledBackfill } from './compile.js';
+import { isStatementTimeout } from './errors.js';
 
 export interface BeforeImageScope {
   /** Only before-images of this tenant's rows; null = all. */
@@ -21,6 +23,11 @@ export interface BeforeImageScope {
 
 export interface UndoOptions extends BeforeImageScope {
   batchSize: number;
+  /**
+   * The statement timeout of a batch (ms), as a fill run's (batch-sizer.ts): a batch that outlasts it is rolled back
+   * and tried again with half the rows. Undefined: DEFAULT_BATCH_TIMEOUT_MS.
+   */
+  batchTimeoutMs?: number;
 }
 
 export interface UndoOutcome {
@@ -34,6 +41,10 @@ export interface UndoOutcome {
   /** The first skipped keys. */
   skippedKeys: string[];
   batches: number;
+  /** Batches rolled back for outlasting the batch timeout (each tried again with half the rows). */
+  batchTimeouts: number;
+  /** Rows per batch at the end: the batch size asked for, unless batches timed out. */
+  finalBatchSize: number;
 }
 
 export interface BeforeImageCounts {
@@ -141,42 +152,34 @@ export async function undoBackfill(pool: Pool, backfill: CompiledBackfill, optio
     skipped: 0,
     skippedKeys: [],
     batches: 0,
+    batchTimeouts: 0,
+    finalBatchSize: options.batchSize,
   };
-  const column = backfill.definition.targetColumn.replace(/'/g, "''");
+  const sizer = new BatchSizer(options.batchSize, options.batchTimeoutMs ?? DEFAULT_BATCH_TIMEOUT_MS);
   let cursor: string | null = null;
   for (;;) {
-    const params = new Params();
-    const conditions = scopeConditions(backfill, options, params, 'i');
-    if (cursor !== null) conditions.push(`i.row_key > ${params.add(cursor)}`);
-    const limit = params.add(options.batchSize);
-    const batch = await withTransaction(pool, async (client) => {
-      await client.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`);
-      const { rows } = await client.query<{ selected: number; last_key: string | null; restored: number; skipped: string[] | null }>(
-        `WITH images AS (
-           SELECT i.backfill, i.row_key, i.old_value, i.new_value, i.written_xid FROM backfill_before_images i
-           WHERE ${conditions.join(' AND ')}
-           ORDER BY i.row_key LIMIT ${limit}
-           FOR UPDATE
-         ), restored AS (
-           UPDATE ${backfill.table} t
-           SET ${backfill.target} = (jsonb_populate_record(NULL::${backfill.table}, jsonb_build_object('${column}', images.old_value))).${backfill.target}
-           FROM images
-           WHERE t.${backfill.key} = images.row_key::${backfill.keyType}
-             AND ${unchangedSince(backfill, 'images', 't')}
-           RETURNING images.row_key
-         ), removed AS (
-           DELETE FROM backfill_before_images d USING restored, images
-           WHERE d.backfill = images.backfill AND d.row_key = restored.row_key AND images.row_key = restored.row_key
-         )
-         SELECT (SELECT count(*) FROM images)::int AS selected,
-                (SELECT row_key FROM images ORDER BY row_key DESC LIMIT 1) AS last_key,
-                (SELECT count(*) FROM restored)::int AS restored,
-                (SELECT array_agg(row_key ORDER BY row_key) FROM images
-                  WHERE NOT EXISTS (SELECT FROM restored WHERE restored.row_key = images.row_key)) AS skipped`,
-        params.values,
-      );
-      return rows[0]!;
-    });
+    const rows = sizer.current;
+    const startedAt = performance.now();
+    let batch: UndoBatch;
+    try {
+      batch = await undoBatch(pool, backfill, options, cursor, rows, sizer.timeoutMs);
+    } catch (error) {
+      if (!isStatementTimeout(error)) throw error;
+      outcome.batchTimeouts += 1;
+      if (rows === 1) {
+        throw new Error(
+          `backfill undo ${backfill.definition.name}: the before-image after key ${JSON.stringify(cursor)} could not be restored within the ` +
+            `batch timeout of ${sizer.timeoutMs} ms (look for a trigger or a lock on that row, or raise --batch-timeout-ms); ` +
+            `${outcome.restored} row(s) restored so far: run undo again to go on`,
+          { cause: error },
+        );
+      }
+      // Rolled back whole: the same images again, half as many.
+      sizer.timedOut(rows);
+      continue;
+    }
+    sizer.committed(rows, performance.now() - startedAt);
+    outcome.finalBatchSize = sizer.current;
     if (batch.selected === 0) break;
     outcome.batches += 1;
     outcome.restored += batch.restored;
@@ -186,9 +189,61 @@ export async function undoBackfill(pool: Pool, backfill: CompiledBackfill, optio
       outcome.skippedKeys.push(...skipped.slice(0, SKIPPED_KEYS_SHOWN - outcome.skippedKeys.length));
     }
     cursor = batch.last_key;
-    if (batch.selected < options.batchSize) break;
+    if (batch.selected < rows) break;
   }
+  outcome.finalBatchSize = sizer.current;
   return outcome;
+}
+
+interface UndoBatch {
+  selected: number;
+  last_key: string | null;
+  restored: number;
+  skipped: string[] | null;
+}
+
+/** One undo batch: the next `rows` before-images after `cursor` restored where the row is unchanged, in one transaction. */
+async function undoBatch(
+  pool: Pool,
+  backfill: CompiledBackfill,
+  scope: BeforeImageScope,
+  cursor: string | null,
+  rows: number,
+  timeoutMs: number,
+): Promise<UndoBatch> {
+  const column = backfill.definition.targetColumn.replace(/'/g, "''");
+  const params = new Params();
+  const conditions = scopeConditions(backfill, scope, params, 'i');
+  if (cursor !== null) conditions.push(`i.row_key > ${params.add(cursor)}`);
+  const limit = params.add(rows);
+  return withTransaction(pool, async (client) => {
+    await client.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'; SET LOCAL statement_timeout = ${timeoutMs}`);
+    const { rows: answer } = await client.query<UndoBatch>(
+      `WITH images AS (
+         SELECT i.backfill, i.row_key, i.old_value, i.new_value, i.written_xid FROM backfill_before_images i
+         WHERE ${conditions.join(' AND ')}
+         ORDER BY i.row_key LIMIT ${limit}
+         FOR UPDATE
+       ), restored AS (
+         UPDATE ${backfill.table} t
+         SET ${backfill.target} = (jsonb_populate_record(NULL::${backfill.table}, jsonb_build_object('${column}', images.old_value))).${backfill.target}
+         FROM images
+         WHERE t.${backfill.key} = images.row_key::${backfill.keyType}
+           AND ${unchangedSince(backfill, 'images', 't')}
+         RETURNING images.row_key
+       ), removed AS (
+         DELETE FROM backfill_before_images d USING restored, images
+         WHERE d.backfill = images.backfill AND d.row_key = restored.row_key AND images.row_key = restored.row_key
+       )
+       SELECT (SELECT count(*) FROM images)::int AS selected,
+              (SELECT row_key FROM images ORDER BY row_key DESC LIMIT 1) AS last_key,
+              (SELECT count(*) FROM restored)::int AS restored,
+              (SELECT array_agg(row_key ORDER BY row_key) FROM images
+                WHERE NOT EXISTS (SELECT FROM restored WHERE restored.row_key = images.row_key)) AS skipped`,
+      params.values,
+    );
+    return answer[0]!;
+  });
 }
 
 /**

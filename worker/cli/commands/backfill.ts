@@ -2,7 +2,7 @@
 // pre-check before a run and the proof of 100% after it), and the rollback of a run that saved before-images.
 // Runs are enqueued with `bulk-import enqueue backfill --payload …`.
 import type { Command } from 'commander';
-import type { CompiledBackfill } from '../../backfills/compile.js';
+import { DEFAULT_BATCH_TIMEOUT_MS, MAX_BATCH_TIMEOUT_MS, MIN_BATCH_TIMEOUT_MS, type CompiledBackfill } from '../../backfills/compile.js';
 import { defaultBackfills } from '../../backfills/registry.js';
 import { countRows } from '../../backfills/statements.js';
 import { countBeforeImages, discardBeforeImages, undoBackfill, type BeforeImageScope } from '../../backfills/undo.js';
@@ -28,6 +28,7 @@ interface BeforeImageOptions {
 
 interface UndoOptions extends BeforeImageOptions {
   batchSize: number;
+  batchTimeoutMs: number;
 }
 
 interface DiscardOptions extends BeforeImageOptions {
@@ -148,12 +149,18 @@ export function registerBackfillCommands(program: Command): void {
       integerIn(UNDO_BATCH_SIZE.min, UNDO_BATCH_SIZE.max),
       UNDO_BATCH_SIZE.default,
     )
+    .option(
+      '--batch-timeout-ms <ms>',
+      `statement timeout of a batch (${MIN_BATCH_TIMEOUT_MS}-${MAX_BATCH_TIMEOUT_MS}): a batch that outlasts it is rolled back and tried again with half the rows`,
+      integerIn(MIN_BATCH_TIMEOUT_MS, MAX_BATCH_TIMEOUT_MS),
+      DEFAULT_BATCH_TIMEOUT_MS,
+    )
     .option('--dry-run', 'count what would be restored, change nothing')
     .option('--json', 'print JSON only')
     .action(async (name: string, options: UndoOptions) => {
       const compiled = defaultBackfills().require(name);
       const scope = beforeImageScope(compiled, options);
-      const { batchSize } = options;
+      const { batchSize, batchTimeoutMs } = options;
       await withDatabase(async (pool) => {
         if (options.dryRun) {
           const counts = await countBeforeImages(pool, compiled, scope);
@@ -163,9 +170,12 @@ export function registerBackfillCommands(program: Command): void {
           printLine(`would restore ${counts.restorable}; left alone: ${counts.changed} changed since, ${counts.deleted} deleted`);
           return;
         }
-        const outcome = await undoBackfill(pool, compiled, { ...scope, batchSize });
+        const outcome = await undoBackfill(pool, compiled, { ...scope, batchSize, batchTimeoutMs });
         if (options.json) return printJson(outcome);
         printLine(`restored ${outcome.restored} row(s) of ${outcome.table}.${outcome.column} to their values before backfill ${name}`);
+        if (outcome.batchTimeouts > 0) {
+          printLine(`${outcome.batchTimeouts} batch(es) outlasted the ${batchTimeoutMs} ms batch timeout and were tried again with half the rows; ended at ${outcome.finalBatchSize} row(s) a batch`);
+        }
         if (outcome.skipped > 0) {
           printLine(`left alone ${outcome.skipped} row(s) changed or deleted since the backfill wrote them (before-images kept): ${outcome.skippedKeys.join(', ')}`);
         }
