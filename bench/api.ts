@@ -5,6 +5,7 @@
 // share) or node:http in this process (--generator node):
 //   list   GET /v1/jobs?state=failed            (operator key: newest failed runs, first page of 50)
 //   tenant GET /v1/jobs?state=succeeded          (tenant key: its tenant's runs only)
+//   tenant-all GET /v1/jobs                        (tenant key: its runs of every state, the queued backlog first)
 //   page   GET /v1/jobs?state=succeeded&cursor=… (operator, a page deep in the history)
 //   cold   GET /v1/jobs?state=succeeded&cursor=<random> (operator, a page nobody asked for before: list, tenant and
 //          page are polled listings, whose unchanged runs the server has rendered already; see summary-renderings.ts)
@@ -348,6 +349,7 @@ async function explain(db: pg.Client, csvJob: number, maxId: number): Promise<vo
   const prepared: Array<[string, { text: string; values: unknown[] }]> = [
     ['list failed', versionedJobsPageQuery({ states: ['failed'], limit: 50 }, KnownVersions.NONE)],
     ['list tenant', versionedJobsPageQuery({ states: ['succeeded'], tenantId: 't7', limit: 50 }, KnownVersions.NONE)],
+    ['list tenant, every state', versionedJobsPageQuery({ tenantId: 't7', limit: 50 }, KnownVersions.NONE)],
     ['list deep', versionedJobsPageQuery({ states: ['succeeded'], beforeId: Math.floor(maxId / 3), limit: 50 }, KnownVersions.NONE)],
     // What a polled listing asks first (the server holds its answer): the page's signature.
     ['list failed, signature', jobsPageSignatureQuery({ states: ['failed'], limit: 50 })],
@@ -437,6 +439,7 @@ async function main(): Promise<void> {
     const scenarios: Array<[string, string, string, () => string]> = [
       ['list', 'GET /v1/jobs?state=failed (operator)', operator, () => '/v1/jobs?state=failed'],
       ['tenant', 'GET /v1/jobs?state=succeeded (tenant key)', tenant, () => '/v1/jobs?state=succeeded'],
+      ['tenant-all', 'GET /v1/jobs (tenant key)', tenant, () => '/v1/jobs'],
       ['page', 'GET /v1/jobs?state=succeeded&cursor=<id/3>', operator, () => `/v1/jobs?state=succeeded&cursor=${deep}`],
       ['cold', 'GET /v1/jobs?state=succeeded&cursor=<random>', operator, () => `/v1/jobs?state=succeeded&cursor=${idCursor(random(maxId))}`],
       ['detail', 'GET /v1/jobs/{id}', operator, () => `/v1/jobs/${random(maxId)}`],

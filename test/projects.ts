@@ -23,4 +23,5 @@ export const DEBIAN_POSTGRES_FILES = [
   'test/retention-catch-up.test.ts',
   'test/jobs-statistics.test.ts',
   'test/queue-estimate.test.ts',
+  'test/queue-listing.test.ts',
 ];

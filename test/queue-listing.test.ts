@@ -135,6 +135,62 @@ describe('run listing', () => {
     }
   });
 
+  it("a tenant's page of every state or of queued runs reads the tenant's own runs, never another tenant's flood", async () => {
+    // Three tenants in the live partition, one of them with a flood of 20,000 queued runs between t1's older and newer
+    // runs. A generic plan prices `tenant_id = $n` at a third of the runs: with `ORDER BY id DESC` it walked the
+    // primary key backwards through the flood for t1's page below it (22,000 rows a page, measured). The prepared
+    // tenant listing reads the tenant index from the page down, so each page reads about its own rows.
+    await env.pool.query('TRUNCATE jobs');
+    const insert = (tenant: string, count: number, state = 'queued') =>
+      env.pool.query(
+        `INSERT INTO jobs (kind, tenant_id, payload, state, finished_at) SELECT 'noop', $1, '{}', $3, CASE WHEN $3 <> 'queued' THEN now() END
+         FROM generate_series(1, $2)`,
+        [tenant, count, state],
+      );
+    await insert('t1', 30, 'succeeded');
+    await insert('t2', 30, 'succeeded');
+    await insert('t1', 30);
+    await insert('flood', 20_000);
+    await insert('t1', 30);
+    await insert('t2', 30);
+    await env.pool.query('VACUUM ANALYZE jobs_live, jobs_archive');
+    const { rows: all } = await env.pool.query<{ id: string; state: JobState; tenant_id: string }>('SELECT id, state, tenant_id FROM jobs');
+    const ids = (tenant: string, states?: JobState[]) =>
+      all.filter((row) => row.tenant_id === tenant && (states === undefined || states.includes(row.state))).map((row) => Number(row.id)).sort((a, b) => b - a);
+    const middleOfFlood = ids('flood')[10_000]!;
+    const cases: { tenantId: string; states?: JobState[]; beforeId?: number; label: string }[] = [
+      { tenantId: 't1', label: "t1's first page" },
+      { tenantId: 't1', beforeId: middleOfFlood, label: "t1's page below the flood" },
+      { tenantId: 't1', states: ['queued'], beforeId: middleOfFlood, label: "t1's queued runs below the flood" },
+      { tenantId: 't1', states: ['queued'], label: "t1's queued runs" },
+      { tenantId: 'flood', beforeId: middleOfFlood, label: 'a deep page of the flood' },
+      { tenantId: 'flood', states: ['queued'], label: "the flood's queued runs" },
+    ];
+    const client = await env.pool.connect();
+    try {
+      await client.query('SET plan_cache_mode = force_generic_plan');
+      for (const { label, ...filter } of cases) {
+        const expected = ids(filter.tenantId, filter.states).filter((id) => filter.beforeId === undefined || id < filter.beforeId).slice(0, 20);
+        expect((await listJobsPage(client, { ...filter, limit: 20 })).map((job) => job.id), label).toEqual(expected);
+        for (const query of [jobsPageQuery({ ...filter, limit: 20 }), jobsPageSignatureQuery({ ...filter, limit: 20 })]) {
+          expect(query.name, label).toBeDefined();
+          const explained = await explainGeneric(client, query, '(ANALYZE, FORMAT JSON)');
+          let liveRowsRead = 0;
+          const walk = (node: Record<string, unknown>) => {
+            if (node['Relation Name'] === 'jobs_live') liveRowsRead += Number(node['Actual Rows'] ?? 0) + Number(node['Rows Removed by Filter'] ?? 0);
+            for (const child of (node['Plans'] as Record<string, unknown>[] | undefined) ?? []) walk(child);
+          };
+          walk((explained[0]!['QUERY PLAN'] as { Plan: Record<string, unknown> }[])[0]!.Plan);
+          // A page of 20 (the prepared limit), and for t1's queued runs the 30 older succeeded ones it passes.
+          expect(liveRowsRead, `${label}: ${query.text}`).toBeLessThanOrEqual(60);
+        }
+      }
+    } finally {
+      await client.query('RESET plan_cache_mode');
+      client.release();
+    }
+  });
+
   it('prepares the frequent listings only, each under its own name within the 63 bytes Postgres reads', async () => {
     const filters = ['kinds', 'tenantId', 'since', 'until', 'beforeId'] as const;
     const names = new Map<string, string>();
@@ -200,7 +256,12 @@ describe('run listing', () => {
     const client = new pg.Client({ connectionString: env.databaseUrl });
     await client.connect();
     try {
-      for (const filter of [{ states: ['failed'] as JobState[], limit: 50 }, { tenantId: 't1', beforeId: 50_000, limit: 20 }]) {
+      for (const filter of [
+        { states: ['failed'] as JobState[], limit: 50 },
+        { tenantId: 't1', beforeId: 50_000, limit: 20 },
+        { tenantId: 't1', limit: 20 },
+        { tenantId: 't1', states: ['queued'] as JobState[], limit: 20 },
+      ]) {
         for (let i = 0; i < 8; i += 1) await listJobsPage(client, filter);
         const { rows } = await client.query<{ generic_plans: string; custom_plans: string }>(
           'SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = $1',

@@ -107,7 +107,7 @@ const SUMMARY_COLUMNS = `id, kind, tenant_id, state, attempts, max_attempts, pro
  * and the CLI): 720 in all.
  */
 export function jobsPageQuery(filter: JobPageFilter): { name: string | undefined; text: string; values: unknown[] } {
-  return listingStatement(filter, 'page', (page) => `SELECT ${SUMMARY_COLUMNS} FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}`);
+  return listingStatement(filter, 'page', (page) => `SELECT ${SUMMARY_COLUMNS} FROM jobs ${page.where} ORDER BY ${page.order} LIMIT ${page.limit}`);
 }
 
 /**
@@ -138,7 +138,7 @@ function listingStatement(
 }
 
 /** The parts of a page's statement: the filters as a WHERE clause and its values, the limit, the name's filters. */
-function pageStatement(filter: JobPageFilter): { name: string | undefined; where: string; values: unknown[]; limit: number } {
+function pageStatement(filter: JobPageFilter): { name: string | undefined; where: string; order: string; values: unknown[]; limit: number } {
   const conditions: string[] = [];
   const values: unknown[] = [];
   const where = (condition: (param: string) => string, value: unknown) => {
@@ -155,16 +155,41 @@ function pageStatement(filter: JobPageFilter): { name: string | undefined; where
     conditions.push(states.length > 0 ? `state IN ${sqlStates(states)}` : 'false');
   }
   const tenantId = filter.tenantId ?? undefined;
+  const frequent = (states === undefined || states.length <= 1) && filter.kinds === undefined && filter.since === undefined && filter.until === undefined;
+  const byTenantIndex =
+    frequent && tenantId !== undefined && filter.beforeId !== undefined && (states === undefined || (states.length === 1 && states[0] === 'queued'));
   if (filter.kinds !== undefined) where((p) => `kind = ANY(${p}::text[])`, filter.kinds);
-  if (tenantId !== undefined) where((p) => `tenant_id = ${p}`, tenantId);
+  if (tenantId !== undefined && !byTenantIndex) where((p) => `tenant_id = ${p}`, tenantId);
   if (filter.since !== undefined) where((p) => `created_at >= ${p}`, filter.since);
   if (filter.until !== undefined) where((p) => `created_at < ${p}`, filter.until);
-  if (filter.beforeId !== undefined) where((p) => `id < ${p}::bigint`, filter.beforeId);
+  if (byTenantIndex) {
+    // A prepared tenant listing of every state or of queued runs below a cursor, written so that its plan reads the
+    // tenant's own runs through the tenant index (tenant_id, id) from the page down, and nothing else. A generic plan
+    // cannot tell tenants apart (it prices `tenant_id = $n` at one over their number, and the live partition holds
+    // few): given that, `id < $m` and `ORDER BY id DESC`, with few tenants it started at the cursor in the primary key
+    // and walked it backwards filtering on the tenant, through every other tenant's runs below the cursor — a
+    // reviewer measured 22,000–24,000 rows, 3–4 ms a page, halfway through a 40,000-run flood of another tenant, with
+    // fresh statistics. Here the tenant is a range, `>=` and a row comparison that is also the cursor, so the order
+    // by tenant then id is one only the tenant index gives without a sort, and its backward scan starts at the page.
+    // The tenant sits behind sub-selects, so a plan made for its value costs what the generic plan does and Postgres
+    // keeps the generic one (planned once per connection, as the other named listings). A plain range `tenant_id >=
+    // $n AND tenant_id <= $n` is priced at 0.5 % of the rows, and then sorting all of a tenant's queued runs looked
+    // cheap; the row comparison is priced apart.
+    // First pages keep `tenant_id = $n`: there the generic plan reads the tenant index from its newest run, and the
+    // range form costs a polled page a quarter more database time (pg_stat_statements: 121 against 97 µs for a page's
+    // signature). Listings of finished, parked or running runs keep it too: their partial indexes
+    // (jobs_live_not_waiting, jobs_live_lease_expiry) skip the tenant's own backlog of queued runs, which the tenant
+    // index would walk.
+    values.push(tenantId);
+    const tenant = `(SELECT $${values.length}::text)`;
+    conditions.push(`tenant_id >= ${tenant}`);
+    where((p) => `(tenant_id, id) < (${tenant}, ${p}::bigint)`, filter.beforeId);
+  } else if (filter.beforeId !== undefined) where((p) => `id < ${p}::bigint`, filter.beforeId);
+  const order = byTenantIndex ? 'tenant_id DESC, id DESC' : 'id DESC';
   // The limit is part of the statement too. With `LIMIT $n` Postgres never used the statement's generic plan: it
   // costs a parameter's limit at a tenth of the rows, so every custom plan (for 50 rows) looked cheaper, and each
   // execution planned the partitioned query again (0.3 ms of its 0.5 ms).
   if (!Number.isSafeInteger(filter.limit) || filter.limit < 1) throw new Error(`a page's limit must be a positive integer, not ${filter.limit}`);
-  const frequent = (states === undefined || states.length <= 1) && filter.kinds === undefined && filter.since === undefined && filter.until === undefined;
   // A statement planned on each request reads exactly its page; a prepared one, the next prepared limit up.
   const limit = frequent ? preparedPageLimit(filter.limit) : filter.limit;
   // The name: the states as a bit mask over JOB_STATES, then the filters present, then the limit (within the 63 bytes
@@ -175,7 +200,7 @@ function pageStatement(filter: JobPageFilter): { name: string | undefined; where
     ...(filter.beforeId === undefined ? [] : ['b']),
     `n=${limit}`,
   ];
-  return { name: frequent ? name.join(',') : undefined, where: conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '', values, limit };
+  return { name: frequent ? name.join(',') : undefined, where: conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '', order, values, limit };
 }
 
 /**
@@ -241,7 +266,7 @@ export function versionedJobsPageQuery(filter: JobPageFilter, known: KnownVersio
     'pagev',
     (page, n) => `SELECT page.id, page.version, fresh.* FROM (
        SELECT ${ROW_VERSION} AS version, ${SUMMARY_COLUMNS}
-       FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}) page
+       FROM jobs ${page.where} ORDER BY ${page.order} LIMIT ${page.limit}) page
      LEFT JOIN LATERAL (SELECT ${SUMMARY_REST.map((column) => `page.${column}`).join(', ')}
        WHERE ($${n}::jsonb ->> page.id::text) IS DISTINCT FROM page.version) fresh ON true
      ORDER BY page.id DESC`,
@@ -262,7 +287,7 @@ export function jobsPageSignatureQuery(filter: JobPageFilter): { name: string | 
     filter,
     'psig',
     (page, n) => `SELECT coalesce(array_to_string((array_agg(page.id::text || '@' || page.version ORDER BY page.id DESC))[1:$${n}], ','), '') AS signature
-     FROM (SELECT id, ${ROW_VERSION} AS version FROM jobs ${page.where} ORDER BY id DESC LIMIT ${page.limit}) page`,
+     FROM (SELECT id, ${ROW_VERSION} AS version FROM jobs ${page.where} ORDER BY ${page.order} LIMIT ${page.limit}) page`,
     [filter.limit],
   );
 }
