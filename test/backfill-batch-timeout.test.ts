@@ -14,7 +14,7 @@ import type { Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
 import { insertHistoricalDocuments } from './support/historical-documents.js';
 import { runCliJson } from './support/cli-runner.js';
-import { settledJob, testWorker } from './support/in-process-worker.js';
+import { settledJob, testWorker, waitFor } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
 let worker: Worker | undefined;
@@ -115,6 +115,33 @@ describe('backfill batches under a statement timeout', () => {
     expect(await committedBatches()).toEqual([4, 1]);
     const { rows } = await env.pool.query<{ id: string }>('SELECT id FROM documents WHERE file_extension IS NOT NULL ORDER BY id');
     expect(rows.map((row) => Number(row.id))).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('a row a writer holds is a lock wait, tried again at the same size, never a batch to halve', async () => {
+    await insertHistoricalDocuments(env.pool, 20);
+    await slowUpdatesWhen('false');
+    // An application transaction holds row 6 past the batch's lock timeout (half the 1 s statement timeout).
+    const writer = await env.pool.connect();
+    try {
+      await writer.query('BEGIN');
+      await writer.query('SELECT id FROM documents WHERE id = 6 FOR UPDATE');
+      worker = testWorker(env, [backfillHandler], { concurrency: 1 }, log);
+      void worker.start();
+      const { job } = await submitJob(env.pool, {
+        kind: 'backfill',
+        payload: { name: 'documents-file-extension', parallelism: 1, batchSize: 4, batchTimeoutMs: 1_000 },
+      });
+      await waitFor(async () => logLines.some((line) => line.msg === 'backfill batch rolled back; trying it again' && line.sqlstate === '55P03'), 30_000, 20);
+      await writer.query('COMMIT');
+      const done = await settledJob(env.pool, job.id, 60_000);
+      expect(done.lastError).toBeNull();
+      expect(done.result).toMatchObject({ complete: true, rowsWritten: 20, batchTimeouts: 0, finalBatchSize: 4 });
+    } finally {
+      await writer.query('ROLLBACK').catch(() => {});
+      writer.release();
+    }
+    expect(await committedBatches()).toEqual([4, 4, 4, 4, 4]);
+    expect(logLines.some((line) => String(line.msg).includes('outlasted its statement timeout'))).toBe(false);
   });
 
   it('`backfill undo` halves its batches the same way and restores every row once', async () => {

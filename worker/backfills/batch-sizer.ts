@@ -5,6 +5,20 @@
 // run that fails or holds locks for minutes. Once batches run well within the timeout again the size grows back, one
 // doubling at a time, up to the configured size.
 
+/** The longest a batch waits for a row a writer holds before it rolls back and is tried again as it is. */
+export const BATCH_LOCK_TIMEOUT_MS = 10_000;
+
+/**
+ * The settings of a batch transaction with statement timeout `timeoutMs`, as one statement. The lock timeout stays
+ * below the statement timeout (half of it when that is under 20 s), so a wait for a row a writer holds ends as a lock
+ * timeout — tried again as it is, and in the end a transient failure — never as a statement timeout, which would take
+ * a long application transaction for a batch too big and halve it down to a failing row.
+ */
+export function batchTimeoutSettings(timeoutMs: number): string {
+  const lockTimeoutMs = Math.min(BATCH_LOCK_TIMEOUT_MS, Math.floor(timeoutMs / 2));
+  return `SET LOCAL lock_timeout = ${lockTimeoutMs}; SET LOCAL statement_timeout = ${timeoutMs}`;
+}
+
 /** Batches in a row, each of the full size and under a quarter of the timeout, before the size doubles again. */
 export const GROW_AFTER_QUICK_BATCHES = 10;
 

@@ -13,7 +13,7 @@ import { markProgressKept } from '../queue/outage.js';
 import type { Lease } from '../queue/types.js';
 import { inSpan } from '../tracing/spans.js';
 import type { CompiledBackfill } from './compile.js';
-import { BatchSizer } from './batch-sizer.js';
+import { BatchSizer, batchTimeoutSettings } from './batch-sizer.js';
 import { DEFAULT_BATCH_TIMEOUT_MS } from './compile.js';
 import { batchTimeoutError, describeBackfillError, isStatementTimeout, RETRYABLE_BATCH_SQLSTATES } from './errors.js';
 import {
@@ -65,12 +65,10 @@ export interface FillOutcome {
 const RETRY_ROUNDS = 8;
 const RETRY_PAUSE_MS = 50;
 /**
- * Tries of one batch on deadlock, serialization failure or a lock wait longer than LOCK_TIMEOUT — and of a batch of one
+ * Tries of one batch on deadlock, serialization failure or a lock wait longer than its lock timeout — and of a batch of one
  * row that outlasts the statement timeout (larger ones are halved first, without counting a try).
  */
 const BATCH_TRIES = 5;
-/** A batch never waits longer than this for a row a writer holds; it rolls back and tries again. */
-const LOCK_TIMEOUT = '10s';
 
 /**
  * Pool connections a run leaves to the rest of its worker (other runs, their progress writes, maintenance). Each
@@ -379,7 +377,7 @@ class FillRun {
       open = true;
       // Every statement of the batch, each bounded: a lock wait by lock_timeout (tried again as it is), the batch's
       // own work by statement_timeout (tried again with half the rows, tryBatch).
-      await client.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'; SET LOCAL statement_timeout = ${this.sizer.timeoutMs}`);
+      await client.query(batchTimeoutSettings(this.sizer.timeoutMs));
       const result = await fillBatch(
         client,
         backfill,

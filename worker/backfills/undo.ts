@@ -10,7 +10,7 @@ import type { Pool } from '../db/pool.js';
 import { withTransaction } from '../db/pool.js';
 import { BACKFILL_KIND } from '../handlers/kinds.js';
 import { ACTIVE_STATES } from '../queue/types.js';
-import { BatchSizer } from './batch-sizer.js';
+import { BatchSizer, batchTimeoutSettings } from './batch-sizer.js';
 import { DEFAULT_BATCH_TIMEOUT_MS, type CompiledBackfill } from './compile.js';
 import { isStatementTimeout } from './errors.js';
 
@@ -60,8 +60,6 @@ export interface BeforeImageCounts {
 }
 
 const SKIPPED_KEYS_SHOWN = 20;
-/** An undo batch never waits longer than this for a row a writer holds (the batch fails; run undo again). */
-const LOCK_TIMEOUT = '10s';
 
 class Params {
   readonly values: unknown[] = [];
@@ -217,7 +215,8 @@ async function undoBatch(
   if (cursor !== null) conditions.push(`i.row_key > ${params.add(cursor)}`);
   const limit = params.add(rows);
   return withTransaction(pool, async (client) => {
-    await client.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'; SET LOCAL statement_timeout = ${timeoutMs}`);
+    // A wait for a row a writer holds ends the undo (run it again); a batch too slow is halved (undoBackfill).
+    await client.query(batchTimeoutSettings(timeoutMs));
     const { rows: answer } = await client.query<UndoBatch>(
       `WITH images AS (
          SELECT i.backfill, i.row_key, i.old_value, i.new_value, i.written_xid FROM backfill_before_images i
