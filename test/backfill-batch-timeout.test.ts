@@ -4,31 +4,21 @@
 // BACKFILL_BATCH_TIMEOUT and leaves the rows before it written. The slow batches here come from a statement trigger on
 // `documents` that sleeps when an UPDATE writes more rows than a threshold (or writes one given row): what the
 // batches do is decided by their size, not by this machine's speed. The timeout itself is the only clock.
-import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { BatchSizer, GROW_AFTER_QUICK_BATCHES } from '../worker/backfills/batch-sizer.js';
 import { backfillHandler } from '../worker/handlers/backfill.js';
-import { createLogger } from '../worker/logger.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
 import { insertHistoricalDocuments } from './support/historical-documents.js';
 import { runCliJson } from './support/cli-runner.js';
 import { settledJob, testWorker, waitFor } from './support/in-process-worker.js';
+import { recordingLogger, type RecordingLogger } from './support/recording-logger.js';
 
 const env = useTestEnvironment();
 let worker: Worker | undefined;
-let logLines: Array<Record<string, unknown>> = [];
-const log = createLogger({
-  level: 'info',
-  format: 'json',
-  destination: new Writable({
-    write(chunk, _encoding, done) {
-      logLines.push(JSON.parse(String(chunk)) as Record<string, unknown>);
-      done();
-    },
-  }),
-});
+let recorded: RecordingLogger;
+const logLines = () => recorded.lines();
 
 /** A statement trigger on documents: an UPDATE for which `slow` (SQL over the transition table `written`) holds sleeps. */
 async function slowUpdatesWhen(slow: string): Promise<void> {
@@ -51,7 +41,7 @@ async function committedBatches(): Promise<number[]> {
 }
 
 beforeEach(() => {
-  logLines = [];
+  recorded = recordingLogger('info');
 });
 afterEach(async () => {
   await worker?.stop();
@@ -64,7 +54,7 @@ afterEach(async () => {
 });
 
 async function runBackfill(payload: Record<string, unknown>) {
-  worker = testWorker(env, [backfillHandler], { concurrency: 1 }, log);
+  worker = testWorker(env, [backfillHandler], { concurrency: 1 }, recorded.log);
   void worker.start();
   const { job } = await submitJob(env.pool, { kind: 'backfill', payload: { name: 'documents-file-extension', parallelism: 1, ...payload } });
   return settledJob(env.pool, job.id, 120_000);
@@ -90,7 +80,7 @@ describe('backfill batches under a statement timeout', () => {
     const { rows: missing } = await env.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM documents WHERE file_extension IS NULL');
     expect(missing[0]!.n).toBe(0);
     // The operator sees why in the log: the rows asked for, then the half tried next.
-    const halved = logLines.filter((line) => String(line.msg).includes('outlasted its statement timeout'));
+    const halved = logLines().filter((line) => String(line.msg).includes('outlasted its statement timeout'));
     expect(halved.slice(0, 2).map((line) => [line.rows, line.next_rows])).toEqual([
       [400, 200],
       [200, 100],
@@ -125,13 +115,13 @@ describe('backfill batches under a statement timeout', () => {
     try {
       await writer.query('BEGIN');
       await writer.query('SELECT id FROM documents WHERE id = 6 FOR UPDATE');
-      worker = testWorker(env, [backfillHandler], { concurrency: 1 }, log);
+      worker = testWorker(env, [backfillHandler], { concurrency: 1 }, recorded.log);
       void worker.start();
       const { job } = await submitJob(env.pool, {
         kind: 'backfill',
         payload: { name: 'documents-file-extension', parallelism: 1, batchSize: 4, batchTimeoutMs: 1_000 },
       });
-      await waitFor(async () => logLines.some((line) => line.msg === 'backfill batch rolled back; trying it again' && line.sqlstate === '55P03'), 30_000, 20);
+      await waitFor(async () => logLines().some((line) => line.msg === 'backfill batch rolled back; trying it again' && line.sqlstate === '55P03'), 30_000, 20);
       await writer.query('COMMIT');
       const done = await settledJob(env.pool, job.id, 60_000);
       expect(done.lastError).toBeNull();
@@ -141,7 +131,7 @@ describe('backfill batches under a statement timeout', () => {
       writer.release();
     }
     expect(await committedBatches()).toEqual([4, 4, 4, 4, 4]);
-    expect(logLines.some((line) => String(line.msg).includes('outlasted its statement timeout'))).toBe(false);
+    expect(logLines().some((line) => String(line.msg).includes('outlasted its statement timeout'))).toBe(false);
   });
 
   it('`backfill undo` halves its batches the same way and restores every row once', async () => {

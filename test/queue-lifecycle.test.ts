@@ -21,6 +21,7 @@ import type { Worker } from '../worker/runner/worker.js';
 import type { Lease } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
 import { jobInState, testWorker, waitFor } from './support/in-process-worker.js';
+import { recordingLogger } from './support/recording-logger.js';
 
 const env = useTestEnvironment();
 const workers: Worker[] = [];
@@ -503,7 +504,8 @@ describe('rescue, retention, cancel and requeue', () => {
         return new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
       },
     };
-    const worker = start(testWorker(env, [waits], { heartbeatMs: 60_000, leaseMs: 120_000 }));
+    const recorded = recordingLogger('info');
+    const worker = start(testWorker(env, [waits], { heartbeatMs: 60_000, leaseMs: 120_000 }, recorded.log));
     const { job } = await enqueueJob(env.pool, { kind: 'waits-cancel-race', runAt: new Date(Date.now() + 3_600_000) });
     // White box: the claim's answer is held once it holds this job, until the worker has heard the cancel.
     const claim = claimSession(worker);
@@ -525,6 +527,10 @@ describe('rescue, retention, cancel and requeue', () => {
     const ended = await jobInState(env.pool, job.id, ['canceled'], 30_000); // half the heartbeat interval: the cancel was kept, not left to the next beat
     expect(started).toBe(false);
     expect(ended).toMatchObject({ leaseOwner: null, attempts: 0 }); // given back unstarted: no attempt counted
+    // No attempt writes `job finished` for it: the release says how the run ended.
+    const line = await waitFor(async () => recorded.lines().find((entry) => entry.job_id === job.id && entry.outcome === 'canceled'));
+    expect(line).toMatchObject({ msg: 'job canceled at its release: a cancel was asked for it', kind: 'waits-cancel-race' });
+    expect(recorded.lines().filter((entry) => entry.msg === 'released jobs back to the queue' && (entry.jobs as number[]).includes(job.id))).toEqual([]);
   });
 
   it('a cancel heard while a claim runs, for an earlier run of a job since requeued, does not cancel the new run', async () => {
@@ -658,7 +664,7 @@ describe('rescue, retention, cancel and requeue', () => {
     const { job: released } = await enqueueJob(env.pool, { kind: 'cancel-race' });
     const [held] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['cancel-race'] });
     expect((await cancelJob(env.pool, released.id)).pending).toBe(true);
-    expect(await releaseJobs(env.pool, 'w', [{ jobId: released.id, attempt: held!.attempt }])).toEqual([released.id]);
+    expect((await releaseJobs(env.pool, 'w', [{ jobId: released.id, attempt: held!.attempt }])).map((job) => [job.id, job.state])).toEqual([[released.id, 'canceled']]);
     expect(await requireJob(env.pool, released.id)).toMatchObject({ state: 'canceled', finishedAt: expect.any(Date) });
     expect(await claimJobs(env.pool, { workerId: 'w2', limit: 5, leaseMs: 10_000, kinds: ['cancel-race'] })).toEqual([]);
   });
@@ -687,7 +693,7 @@ describe('rescue, retention, cancel and requeue', () => {
   it('releases leases without counting the attempt', async () => {
     const { job } = await enqueueJob(env.pool, { kind: 'release-me' });
     const [claimed] = await claimJobs(env.pool, { workerId: 'w', limit: 1, leaseMs: 10_000, kinds: ['release-me'] });
-    expect(await releaseJobs(env.pool, 'w', [{ jobId: job.id, attempt: claimed!.attempt }])).toEqual([job.id]);
+    expect((await releaseJobs(env.pool, 'w', [{ jobId: job.id, attempt: claimed!.attempt }])).map((job) => job.id)).toEqual([job.id]);
     expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'queued', attempts: 0, leaseOwner: null });
   });
 

@@ -232,17 +232,25 @@ function capitalised(text: string): string {
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
+/** A run given back by releaseJobs: queued again, or ended canceled (a cancel was asked for it). */
+export interface ReleasedJob {
+  id: number;
+  state: 'queued' | 'canceled';
+  kind: string;
+  tenantId: string | null;
+}
+
 /**
- * Gives jobs back to the queue without counting the attempt (graceful shutdown): another worker resumes them at
- * once. Returns the ids released.
+ * Gives jobs back to the queue without counting the attempt (graceful shutdown, runs claimed but not started): another
+ * worker resumes them at once. Returns the runs released and the state each ended in.
  */
 export async function releaseJobs(
   db: Queryable,
   workerId: string,
   leases: Array<Pick<Lease, 'jobId' | 'attempt'>>,
-): Promise<number[]> {
+): Promise<ReleasedJob[]> {
   if (leases.length === 0) return [];
-  const { rows } = await db.query<{ id: number }>(
+  const { rows } = await db.query<{ id: number; state: ReleasedJob['state']; kind: string; tenant_id: string | null }>(
     // A run an operator asked to cancel during the shutdown ends canceled instead (its handler was already stopping,
     // so the cancel never reached it).
     `WITH released AS (
@@ -252,10 +260,10 @@ export async function releaseJobs(
          lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
        FROM unnest($2::bigint[], $3::int[]) AS held(id, attempt)
        WHERE jobs.id = held.id AND jobs.attempts = held.attempt AND jobs.lease_owner = $1 AND jobs.state = 'running' AND jobs.archived = false
-       RETURNING jobs.id, jobs.kind, jobs.state
+       RETURNING jobs.id, jobs.kind, jobs.state, jobs.tenant_id
      )
-     SELECT id, CASE WHEN state = 'queued' THEN pg_notify('${JOBS_READY_CHANNEL}', kind) END AS woke FROM released`,
+     SELECT id, state, kind, tenant_id, CASE WHEN state = 'queued' THEN pg_notify('${JOBS_READY_CHANNEL}', kind) END AS woke FROM released`,
     [workerId, integerArrayLiteral(leases.map((lease) => lease.jobId)), integerArrayLiteral(leases.map((lease) => lease.attempt))],
   );
-  return rows.map((row) => row.id);
+  return rows.map((row) => ({ id: row.id, state: row.state, kind: row.kind, tenantId: row.tenant_id }));
 }

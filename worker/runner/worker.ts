@@ -840,8 +840,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
   ): Promise<boolean> {
     if (leases.length === 0) return true;
     try {
-      const ids = await releaseJobs(this.outcomeDb, this.options.workerId, leases);
-      this.log.info({ jobs: ids, timed_out: timedOut }, 'released jobs back to the queue');
+      const released = await releaseJobs(this.outcomeDb, this.options.workerId, leases);
+      const queued = released.filter((job) => job.state === 'queued').map((job) => job.id);
+      if (queued.length > 0 || released.length === 0) this.log.info({ jobs: queued, timed_out: timedOut }, 'released jobs back to the queue');
+      // A run whose cancel stands ends here, with no attempt of its own to write `job finished`: one line each, so
+      // that a run's story in the log ends as its record does.
+      for (const job of released) {
+        if (job.state === 'canceled') {
+          this.log.info({ job_id: job.id, kind: job.kind, tenant_id: job.tenantId, outcome: 'canceled' }, 'job canceled at its release: a cancel was asked for it');
+        }
+      }
       return true;
     } catch (error) {
       this.log.error({ err: error, jobs: leases.map((lease) => lease.jobId) }, `could not release jobs; ${then}`);
