@@ -107,6 +107,24 @@ describe('the main pool watched for silent connections', () => {
     expect(closed).toEqual([expect.objectContaining({ pid: before[0]!.pid, level: 40 })]);
   });
 
+  it('an answer that stops halfway (the server blocked sending the rest) fails as a connection error; the next runs on a new connection', async () => {
+    const { pool, proxy, lines } = await watchedPool();
+    const { rows: before } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    // 64 KiB of the answer arrive (bytes back: no longer "nothing heard"), then the path takes nothing more. The
+    // answer, 100 MB, is far more than the buffers between hold, so the server stays blocked sending it.
+    expect(proxy.stallReplies(64 * 1024)).toBe(1);
+    const error = await pool.query("SELECT repeat('x', 1000) AS filler FROM generate_series(1, 100000)").then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    expect(error).toBeInstanceOf(SilentConnectionError);
+    expect(isConnectionError(error)).toBe(true);
+    const { rows: after } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    expect(after[0]!.pid).not.toBe(before[0]!.pid);
+    const closed = lines().filter((line) => line.msg === 'a database connection went silent with a statement waiting; closing it');
+    expect(closed).toEqual([expect.objectContaining({ pid: before[0]!.pid, level: 40 })]);
+  });
+
   it('a transaction whose connection goes silent between statements fails, and its connection is not reused', async () => {
     const { pool, proxy } = await watchedPool();
     await expect(

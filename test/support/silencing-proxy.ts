@@ -3,6 +3,8 @@
 // and its packets vanish. Connections opened afterwards pass as usual (they reach "the new primary"). `cutSilenced()`
 // closes the silent ones at last, as TCP does once its retransmissions time out. `holdReplies()` delays instead of
 // dropping: what the server sends on the connections open now waits in the proxy until `releaseReplies()`.
+// `stallReplies(bytes)` lets that much more of the server's data through and then stops reading it, so the server's
+// sends block, as when the path fails in the middle of a large answer.
 import { connect, createServer, type Server, type Socket } from 'node:net';
 
 export interface SilencingProxy {
@@ -23,6 +25,11 @@ export interface SilencingProxy {
   heldChunks(): number;
   /** Delivers what was held, and lets the server's data through again. */
   releaseReplies(): void;
+  /**
+   * On every connection open now: passes the next `bytes` of what the server sends, then reads nothing more from it
+   * (the server's sends block once the buffers between are full). Returns how many connections.
+   */
+  stallReplies(bytes: number): number;
   close(): Promise<void>;
 }
 
@@ -37,6 +44,8 @@ interface Pair {
   atFirstStatement: boolean;
   /** What the server sent while its replies are held; null when they pass. */
   held: Buffer[] | null;
+  /** Bytes of the server's data still let through before it is no longer read; null: no stall. */
+  stallAfter: number | null;
 }
 
 /** The frontend messages that start a statement: Query, Parse. (Startup and password messages come before.) */
@@ -48,7 +57,7 @@ export async function startSilencingProxy(databaseUrl: string): Promise<Silencin
   let silenceAtFirstStatement = false;
   const server: Server = createServer((client) => {
     const upstream = connect(Number(target.port || 5432), target.hostname);
-    const pair: Pair = { client, upstream, silent: false, deaf: false, atFirstStatement: silenceAtFirstStatement, held: null };
+    const pair: Pair = { client, upstream, silent: false, deaf: false, atFirstStatement: silenceAtFirstStatement, held: null, stallAfter: null };
     pairs.add(pair);
     const end = () => {
       client.destroy();
@@ -64,6 +73,14 @@ export async function startSilencingProxy(databaseUrl: string): Promise<Silencin
     });
     upstream.on('data', (chunk: Buffer) => {
       if (pair.deaf) return;
+      if (pair.stallAfter !== null) {
+        const passed = chunk.subarray(0, pair.stallAfter);
+        pair.stallAfter -= passed.length;
+        if (passed.length > 0) client.write(passed);
+        // The rest of this chunk is dropped, and nothing more is read: the server's sends fill the buffers and block.
+        if (pair.stallAfter === 0) upstream.pause();
+        return;
+      }
       if (pair.held) pair.held.push(chunk);
       else client.write(chunk);
     });
@@ -96,6 +113,10 @@ export async function startSilencingProxy(databaseUrl: string): Promise<Silencin
       let count = 0;
       for (const pair of pairs) count += pair.held?.length ?? 0;
       return count;
+    },
+    stallReplies(bytes) {
+      for (const pair of pairs) pair.stallAfter = bytes;
+      return pairs.size;
     },
     releaseReplies() {
       for (const pair of pairs) {

@@ -21,8 +21,10 @@
 // would find nothing and wrongly condemn a slow statement: each connection's backend is read once when it opens, and
 // a connection whose pid does not match is not watched.
 //
-// Not caught: an answer too large for the server's send buffer, lost while the server still writes it (its session
-// stays `active`, waiting on ClientWrite, until the server's own TCP gives up).
+// A statement counts as answered at the server's ReadyForQuery, not at the first bytes back: an answer whose path
+// fails halfway (a large result, lost while the server still writes it) is still waited for. The server then shows the
+// session `active` but waiting on `ClientWrite` — it cannot hand the rest to the network — and a connection that has
+// heard nothing for `suspectAfterMs` while its backend waits so is taken for silent too.
 import type pg from 'pg';
 import type { Logger } from '../logger.js';
 import { createPool } from './pool.js';
@@ -43,6 +45,11 @@ export const SILENT_CONNECTION_DEFAULTS = { suspectAfterMs: 15_000, checkEveryMs
 
 /** Backend states in which the server is working on a statement the client sent. */
 const RUNNING_STATES = new Set(['active', 'fastpath function call']);
+/**
+ * The wait of a backend that cannot send its answer: the client's side of the connection takes nothing. With nothing
+ * heard by the client meanwhile, the answer is not getting through.
+ */
+const BLOCKED_SENDING = 'ClientWrite';
 /** States that say nothing: statistics off (`track_activities`), or hidden from this role. */
 const UNKNOWN_STATES = new Set(['disabled', null]);
 
@@ -53,9 +60,15 @@ interface Watched {
   pid: number;
   /** When the backend started (pg_stat_activity.backend_start, as text): a new primary may reuse the pid. */
   backendStart: string;
-  /** bytesWritten when the last answer arrived: more written since means a request is outstanding. */
+  /**
+   * bytesWritten when the last answer was complete (the server's ReadyForQuery): more written since means a request
+   * is outstanding.
+   */
   writtenAtLastAnswer: number;
-  /** When this check first saw a request outstanding with no answer since (ms); undefined while answered. */
+  /**
+   * When this check first saw a request outstanding with nothing heard since (ms); undefined while answered, and
+   * again whenever bytes of the answer arrive.
+   */
   waitingSince: number | undefined;
   /** Lookups in a row that found the statement not running. */
   strikes: number;
@@ -69,6 +82,13 @@ interface SocketLike {
   on(event: 'close', listener: () => void): unknown;
   prependListener(event: 'data', listener: () => void): unknown;
   destroy(error?: Error): void;
+}
+
+/** The part of node-postgres's protocol connection the watch listens to: it emits each server message by name. */
+interface ProtocolConnection {
+  stream?: SocketLike;
+  prependListener?(event: 'readyForQuery', listener: () => void): unknown;
+  removeListener?(event: 'readyForQuery', listener: () => void): unknown;
 }
 
 /** Thrown into the statement that waited on a connection found silent. "Connection terminated" marks it a connection error. */
@@ -114,9 +134,16 @@ export class SilentConnectionWatch {
    * answer in time: that connection is already silent, and the connect fails (readBackend).
    */
   readonly onConnect = async (client: pg.ClientBase): Promise<void> => {
-    const socket = (client as unknown as { connection?: { stream?: SocketLike } }).connection?.stream;
-    if (!socket) return;
+    const connection = (client as unknown as { connection?: ProtocolConnection }).connection;
+    const socket = connection?.stream;
+    if (!connection || !socket) return;
+    // Heard on the first statement (readBackend's), before the connection is watched: a driver that no longer emits
+    // the server's messages by name leaves the watch to count any bytes back as the answer, as it did before.
+    let readySeen = false;
+    const seeReady = () => (readySeen = true);
+    connection.prependListener?.('readyForQuery', seeReady);
     const backend = await readBackend(client, socket, this.options.connectCheckTimeoutMs);
+    connection.removeListener?.('readyForQuery', seeReady);
     if (backend === undefined) return; // the holder's first statement meets whatever broke it
     const told = (client as unknown as { processID?: number | null }).processID;
     if (backend.pid !== told) {
@@ -126,13 +153,15 @@ export class SilentConnectionWatch {
     const entry: Watched = {
       socket, pid: backend.pid, backendStart: backend.start, writtenAtLastAnswer: socket.bytesWritten, waitingSince: undefined, strikes: 0, struckAt: 0,
     };
-    // Before pg's own listener: handling an answer, pg may at once write the next statement (a queued one, or the
-    // next holder's when the pool hands the connection over), which must count as unanswered.
+    // Both before pg's own listeners: handling an answer, pg may at once write the next statement (a queued one, or
+    // the next holder's when the pool hands the connection over), which must count as unanswered. Bytes back are a
+    // sign of life; the answer is complete at ReadyForQuery.
     socket.prependListener('data', () => {
-      entry.writtenAtLastAnswer = socket.bytesWritten;
+      if (!readySeen) entry.writtenAtLastAnswer = socket.bytesWritten;
       entry.waitingSince = undefined;
       entry.strikes = 0;
     });
+    if (readySeen) connection.prependListener?.('readyForQuery', () => (entry.writtenAtLastAnswer = socket.bytesWritten));
     socket.on('close', () => this.watched.delete(entry));
     this.watched.add(entry);
   };
@@ -176,10 +205,10 @@ export class SilentConnectionWatch {
       if (now - entry.waitingSince >= this.options.suspectAfterMs) suspects.push(entry);
     }
     if (suspects.length === 0) return;
-    let seen: Map<number, { start: string; state: string | null }>;
+    let seen: Map<number, { start: string; state: string | null; wait_event: string | null }>;
     try {
-      const { rows } = await this.probe.query<{ pid: number; start: string; state: string | null }>(
-        'SELECT pid, backend_start::text AS start, state FROM pg_stat_activity WHERE pid = ANY($1::int[])',
+      const { rows } = await this.probe.query<{ pid: number; start: string; state: string | null; wait_event: string | null }>(
+        'SELECT pid, backend_start::text AS start, state, wait_event FROM pg_stat_activity WHERE pid = ANY($1::int[])',
         [suspects.map((entry) => entry.pid)],
       );
       seen = new Map(rows.map((row) => [row.pid, row]));
@@ -196,7 +225,7 @@ export class SilentConnectionWatch {
       const session = seen.get(entry.pid);
       const same = session !== undefined && session.start === entry.backendStart;
       if (same && UNKNOWN_STATES.has(session.state)) continue;
-      if (same && RUNNING_STATES.has(session.state!)) {
+      if (same && RUNNING_STATES.has(session.state!) && session.wait_event !== BLOCKED_SENDING) {
         entry.strikes = 0;
         continue;
       }
