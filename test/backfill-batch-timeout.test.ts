@@ -107,6 +107,50 @@ describe('backfill batches under a statement timeout', () => {
     expect(rows.map((row) => Number(row.id))).toEqual([1, 2, 3, 4, 5]);
   });
 
+  it("each stream sizes its own batches: a fast key range's quick batches do not grow back a slow range's", async () => {
+    // Two streams: ids 1–10,000 and 10,001–20,000. In 10,001–10,300 an UPDATE of more than 100 of those rows never
+    // ends, and one of up to 100 takes a second: slow (over a quarter of the timeout), so it never counts toward
+    // growing. The first range's batches take 50 ms: quick. Sharing one size, the fast range's quick batches doubled it
+    // back while the slow range worked through its rows at 100, and the slow range met 200 again, batch after batch.
+    await insertHistoricalDocuments(env.pool, 20_000);
+    await slowUpdatesWhen(`(SELECT count(*) FROM written WHERE id BETWEEN 10001 AND 10300) > 100
+      OR (EXISTS (SELECT 1 FROM written WHERE id BETWEEN 10001 AND 10300) AND pg_sleep(1) IS NULL)
+      OR (EXISTS (SELECT 1 FROM written WHERE id <= 10000) AND pg_sleep(0.05) IS NULL)`);
+    const job = await runBackfill({ batchSize: 200, batchTimeoutMs: 2_000, parallelism: 2 });
+    expect(job.lastError).toBeNull();
+    expect(job.result).toMatchObject({ complete: true, rowsWritten: 20_000, partitions: 2, batchTimeouts: 1 });
+    // The slow rows went in batches of 100 after the one timeout.
+    const { rows } = await env.pool.query<{ rows: number }>('SELECT rows FROM test_committed_batches WHERE first_id BETWEEN 10001 AND 10300 ORDER BY first_id');
+    expect(rows.map((row) => row.rows)).toEqual([100, 100, 100]);
+  });
+
+  it('lock waits do not use up the tries of a one-row batch that outlasts the timeout', async () => {
+    await insertHistoricalDocuments(env.pool, 20);
+    // Row 5's write never ends; row 7 is held by an application transaction first.
+    await slowUpdatesWhen('EXISTS (SELECT 1 FROM written WHERE id = 5)');
+    const writer = await env.pool.connect();
+    try {
+      await writer.query('BEGIN');
+      await writer.query('SELECT id FROM documents WHERE id = 7 FOR UPDATE');
+      worker = testWorker(env, [backfillHandler], { concurrency: 1 }, recorded.log);
+      void worker.start();
+      const { job } = await submitJob(env.pool, {
+        kind: 'backfill',
+        payload: { name: 'documents-file-extension', parallelism: 1, batchSize: 4, batchTimeoutMs: 1_000 },
+      });
+      const lockWaits = () => logLines().filter((line) => line.msg === 'backfill batch rolled back; trying it again' && line.sqlstate === '55P03');
+      await waitFor(async () => lockWaits().length >= 2, 30_000, 20);
+      await writer.query('COMMIT');
+      const failed = await settledJob(env.pool, job.id, 60_000);
+      expect(failed.lastError).toMatchObject({ code: 'BACKFILL_BATCH_TIMEOUT', context: { tries: 5, after: 4, limit: 1 } });
+    } finally {
+      await writer.query('ROLLBACK').catch(() => {});
+      writer.release();
+    }
+    // Five tries of the one row: four logged as tried again, the fifth failed the run.
+    expect(logLines().filter((line) => line.msg === 'backfill batch of one row outlasted its statement timeout; trying it again')).toHaveLength(4);
+  });
+
   it('a row a writer holds is a lock wait, tried again at the same size, never a batch to halve', async () => {
     await insertHistoricalDocuments(env.pool, 20);
     await slowUpdatesWhen('false');

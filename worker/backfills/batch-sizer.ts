@@ -10,9 +10,10 @@ export const BATCH_LOCK_TIMEOUT_MS = 10_000;
 
 /**
  * The settings of a batch transaction with statement timeout `timeoutMs`, as one statement. The lock timeout stays
- * below the statement timeout (half of it when that is under 20 s), so a wait for a row a writer holds ends as a lock
- * timeout — tried again as it is, and in the end a transient failure — never as a statement timeout, which would take
- * a long application transaction for a batch too big and halve it down to a failing row.
+ * below the statement timeout (half of it when that is under 20 s), so one long wait for a row a writer holds ends as
+ * a lock timeout — tried again as it is, and in the end a transient failure — not as a statement timeout, which would
+ * take a long application transaction for a batch too big and halve it down to a failing row. (Several shorter waits
+ * in one batch can still add up to the statement timeout; that batch is halved.)
  */
 export function batchTimeoutSettings(timeoutMs: number): string {
   const lockTimeoutMs = Math.min(BATCH_LOCK_TIMEOUT_MS, Math.floor(timeoutMs / 2));

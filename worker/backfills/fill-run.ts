@@ -155,7 +155,13 @@ class FillRun {
    */
   private commitUnknown: { error: unknown } | undefined;
   private retrying = false;
-  private readonly sizer: BatchSizer;
+  /**
+   * One per stream (and one for the retries after the walk): a key region whose batches time out shrinks its own
+   * stream's batches, and quick batches of another region do not grow them back. Shared, the fast stream's commits
+   * doubled the size the slow one had just timed out at, and the slow one met it again every other batch.
+   */
+  private readonly sizers: BatchSizer[] = [];
+  private readonly batchTimeoutMs: number;
   /** Batches of earlier attempts that outlasted the timeout (their saved progress). */
   private readonly timeoutsBefore: number;
 
@@ -170,9 +176,28 @@ class FillRun {
     this.progress = this.saved ?? freshProgress('fill', name, options.scope.tenantId);
     // A resumed run starts at the size its earlier attempt had come down to: its batches of the configured size
     // timed out, and would again.
-    this.sizer = new BatchSizer(options.batchSize, options.batchTimeoutMs ?? DEFAULT_BATCH_TIMEOUT_MS, this.saved?.batchSize);
+    this.batchTimeoutMs = options.batchTimeoutMs ?? DEFAULT_BATCH_TIMEOUT_MS;
     this.timeoutsBefore = this.saved?.batchTimeouts ?? 0;
-    this.progress = { ...this.progress, batchSize: this.sizer.current, batchTimeouts: this.timeoutsBefore };
+    const startAt = new BatchSizer(options.batchSize, this.batchTimeoutMs, this.saved?.batchSize).current;
+    this.progress = { ...this.progress, batchSize: startAt, batchTimeouts: this.timeoutsBefore };
+  }
+
+  /**
+   * A stream's sizer. A resumed run starts every stream at the size its earlier attempt had come down to (the smallest
+   * of its streams'): batches of the configured size timed out, and would again.
+   */
+  private newSizer(): BatchSizer {
+    const sizer = new BatchSizer(this.options.batchSize, this.batchTimeoutMs, this.saved?.batchSize);
+    this.sizers.push(sizer);
+    return sizer;
+  }
+
+  /** What the progress shows of the sizes: the smallest in use, and the timeouts of every attempt. */
+  private sizing(): Pick<BackfillProgress, 'batchSize' | 'batchTimeouts'> {
+    return {
+      batchSize: this.sizers.length === 0 ? this.progress.batchSize : Math.min(...this.sizers.map((sizer) => sizer.current)),
+      batchTimeouts: this.timeoutsBefore + this.sizers.reduce((sum, sizer) => sum + sizer.timeouts, 0),
+    };
   }
 
   async execute(): Promise<FillOutcome> {
@@ -258,29 +283,31 @@ class FillRun {
 
   /** One stream: walks the next range not taken yet, until none is left (`pending` is shared by the streams). */
   private async walkRanges(pending: number[]): Promise<FillOutcome['stoppedBy']> {
+    const sizer = this.newSizer();
     for (let index = pending.shift(); index !== undefined; index = pending.shift()) {
-      if ((await this.walkRange(index)) === 'maxRows') return 'maxRows';
+      if ((await this.walkRange(index, sizer)) === 'maxRows') return 'maxRows';
     }
     return 'end';
   }
 
-  private async walkRange(index: number): Promise<FillOutcome['stoppedBy']> {
+  private async walkRange(index: number, sizer: BatchSizer): Promise<FillOutcome['stoppedBy']> {
     try {
       for (;;) {
         this.checkStop();
         if (this.budget() <= 0) return 'maxRows';
         // Conflicts piling up (busy writers): retry one batch of them, then walk on, so the list stays short
         // however often the same rows conflict again.
-        if (this.progress.retryKeys.length >= this.sizer.current && !this.retrying) {
-          await this.retryChunk('filling', Infinity);
+        if (this.progress.retryKeys.length >= sizer.current && !this.retrying) {
+          await this.retryChunk('filling', Infinity, sizer);
           this.checkStop();
           if (this.budget() <= 0) return 'maxRows';
         }
         const partition = this.progress.partitions[index]!;
         const { selection, result } = await this.runBatch(
-          { after: partition.cursor ?? partition.after, upTo: partition.upTo, limit: Math.min(this.sizer.current, this.budget()) },
+          { after: partition.cursor ?? partition.after, upTo: partition.upTo, limit: Math.min(sizer.current, this.budget()) },
           'filling',
           index,
+          sizer,
         );
         if (result.selected < selectionSize(selection)) return 'end';
       }
@@ -292,21 +319,22 @@ class FillRun {
 
   /** After the walk: each round once over the keys pending when it starts (rows conflicting again wait a round). */
   private async retryConflicts(): Promise<void> {
+    const sizer = this.newSizer();
     for (let round = 0; this.progress.retryKeys.length > 0 && round < RETRY_ROUNDS; round += 1) {
       await pause(RETRY_PAUSE_MS * 2 ** round, this.context.signal);
       for (let pending = this.progress.retryKeys.length; pending > 0 && this.budget() > 0; ) {
         this.checkStop();
-        pending -= await this.retryChunk('retrying', pending);
+        pending -= await this.retryChunk('retrying', pending, sizer);
       }
     }
   }
 
-  private async retryChunk(phase: BackfillPhase, most: number): Promise<number> {
-    const keys = this.progress.retryKeys.slice(0, Math.min(this.sizer.current, most, this.budget()));
+  private async retryChunk(phase: BackfillPhase, most: number, sizer: BatchSizer): Promise<number> {
+    const keys = this.progress.retryKeys.slice(0, Math.min(sizer.current, most, this.budget()));
     if (keys.length === 0) return 0;
     this.retrying = true;
     try {
-      return selectionSize((await this.runBatch({ keys }, phase, null)).selection);
+      return selectionSize((await this.runBatch({ keys }, phase, null, sizer)).selection);
     } finally {
       this.retrying = false;
     }
@@ -316,42 +344,52 @@ class FillRun {
    * One batch, tried again (same rows) after a deadlock, a serialization failure or a lock timeout: one
    * `backfill batch` span (its statements beneath), with the rows it read and wrote and the tries it took.
    */
-  private runBatch(selection: BatchSelection, phase: BackfillPhase, range: number | null): Promise<CommittedBatch> {
+  private runBatch(selection: BatchSelection, phase: BackfillPhase, range: number | null, sizer: BatchSizer): Promise<CommittedBatch> {
     const attributes = { 'backfill.name': this.options.backfill.definition.name, 'backfill.phase': phase, ...(range === null ? {} : { 'backfill.range': range }) };
     return inSpan('backfill batch', attributes, async (span) => {
-      const committed = await this.tryBatch(selection, phase, range, (tries) => span.setAttribute('tries', tries));
+      const committed = await this.tryBatch(selection, phase, range, sizer, (tries) => span.setAttribute('tries', tries));
       span.setAttributes({ rows: committed.result.selected, 'rows.written': committed.result.written });
       return committed;
     });
   }
 
-  private async tryBatch(first: BatchSelection, phase: BackfillPhase, range: number | null, onTry: (tries: number) => void): Promise<CommittedBatch> {
+  private async tryBatch(
+    first: BatchSelection,
+    phase: BackfillPhase,
+    range: number | null,
+    sizer: BatchSizer,
+    onTry: (tries: number) => void,
+  ): Promise<CommittedBatch> {
     let selection = first;
-    for (let tryNumber = 1, attempts = 1; ; attempts += 1) {
+    // Tries of this batch after a lock wait, deadlock or serialization failure; and, apart, of its one-row form after
+    // a statement timeout: a run that waited on writers has not used up its one row's tries.
+    let tryNumber = 1;
+    let oneRowTimeouts = 0;
+    for (let attempts = 1; ; attempts += 1) {
       onTry(attempts);
       try {
-        return { selection, result: await this.commitBatch(selection, phase, range) };
+        return { selection, result: await this.commitBatch(selection, phase, range, sizer) };
       } catch (error) {
         // A job's own cancel or shutdown ends a statement with the same SQLSTATE as the timeout: it stops the run.
         if (isStatementTimeout(error) && !this.context.signal.aborted) {
           const rows = selectionSize(selection);
           if (rows > 1) {
-            const smaller = this.sizer.timedOut(rows);
+            const smaller = sizer.timedOut(rows);
             this.context.log.warn(
-              { rows, next_rows: smaller, batch_timeout_ms: this.sizer.timeoutMs, ...describeSelection(selection) },
+              { rows, next_rows: smaller, batch_timeout_ms: sizer.timeoutMs, ...describeSelection(selection) },
               'backfill batch outlasted its statement timeout and was rolled back; trying it again with half the rows',
             );
             selection = shrinkSelection(selection, smaller);
             continue;
           }
-          this.sizer.timedOut(rows);
-          if (tryNumber >= BATCH_TRIES) throw batchTimeoutError(this.options.backfill, this.sizer.timeoutMs, tryNumber, describeSelection(selection), error);
+          sizer.timedOut(rows);
+          oneRowTimeouts += 1;
+          if (oneRowTimeouts >= BATCH_TRIES) throw batchTimeoutError(this.options.backfill, sizer.timeoutMs, oneRowTimeouts, describeSelection(selection), error);
           this.context.log.warn(
-            { rows, try: tryNumber, batch_timeout_ms: this.sizer.timeoutMs, ...describeSelection(selection) },
+            { rows, try: oneRowTimeouts, batch_timeout_ms: sizer.timeoutMs, ...describeSelection(selection) },
             'backfill batch of one row outlasted its statement timeout; trying it again',
           );
-          await pause(100 * 2 ** tryNumber, this.context.signal);
-          tryNumber += 1;
+          await pause(100 * 2 ** oneRowTimeouts, this.context.signal);
           continue;
         }
         const code = sqlState(error);
@@ -366,7 +404,7 @@ class FillRun {
     }
   }
 
-  private async commitBatch(selection: BatchSelection, phase: BackfillPhase, range: number | null): Promise<FillResult> {
+  private async commitBatch(selection: BatchSelection, phase: BackfillPhase, range: number | null, sizer: BatchSizer): Promise<FillResult> {
     const { backfill, scope } = this.options;
     const client: PoolClient = await this.context.services.pool.connect();
     let open = false;
@@ -377,7 +415,7 @@ class FillRun {
       open = true;
       // Every statement of the batch, each bounded: a lock wait by lock_timeout (tried again as it is), the batch's
       // own work by statement_timeout (tried again with half the rows, tryBatch).
-      await client.query(batchTimeoutSettings(this.sizer.timeoutMs));
+      await client.query(batchTimeoutSettings(sizer.timeoutMs));
       const result = await fillBatch(
         client,
         backfill,
@@ -389,7 +427,7 @@ class FillRun {
         if (this.commitUnknown) throw this.commitUnknown.error;
         await this.context.assertLeaseHeld(client);
         const next = withRate(
-          { ...advance(this.progress, selection, result, phase, range), batchSize: this.sizer.current, batchTimeouts: this.timeoutsBefore + this.sizer.timeouts },
+          { ...advance(this.progress, selection, result, phase, range), ...this.sizing() },
           this.writtenThisAttempt + result.written,
           this.startedAt,
         );
@@ -405,8 +443,8 @@ class FillRun {
           throw error;
         }
         open = false;
-        if (this.sizer.committed(selectionSize(selection), performance.now() - startedAt)) {
-          this.context.log.info({ rows: this.sizer.current, batch_timeout_ms: this.sizer.timeoutMs }, 'backfill batches run well within their timeout again: batch size doubled');
+        if (sizer.committed(selectionSize(selection), performance.now() - startedAt)) {
+          this.context.log.info({ rows: sizer.current, batch_timeout_ms: sizer.timeoutMs, range }, 'backfill batches run well within their timeout again: batch size doubled');
         }
         this.batchesCommitted += 1;
         this.writtenThisAttempt += result.written;
