@@ -115,6 +115,15 @@ describe('audit job kind', () => {
     // The subcommand's own --limit (`audit` has one of its own too).
     const two = await runCliJson<Findings>(env, ['audit', 'findings', String(auditId), '--limit', '2']);
     expect([two.findings.length, two.total]).toEqual([2, listed.total]);
+    // Paged on with --after, a third at a time, the pages are the whole list in order, each finding once.
+    const paged: Findings['findings'] = [];
+    const pageSize = String(Math.ceil(listed.total / 3));
+    for (let after: number | null = 0; after !== null; ) {
+      const page: Findings & { nextAfter: number | null } = await runCliJson(env, ['audit', 'findings', String(auditId), '--limit', pageSize, '--after', String(after)]);
+      paged.push(...page.findings);
+      after = page.nextAfter;
+    }
+    expect(paged.map((finding) => finding.id)).toEqual(listed.findings.map((finding) => finding.id));
     const references = listed.findings.filter((finding) => finding.check === 'missing-reference');
     expect(references.filter((finding) => finding.details.column === 'category_id').every((finding) => finding.details.referencedId === deleted)).toBe(true);
     expect(references.find((finding) => finding.details.column === 'supplier_id')).toMatchObject({

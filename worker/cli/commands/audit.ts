@@ -19,7 +19,7 @@ import { getJob, listJobs } from '../../queue/operator.js';
 import { createS3Client } from '../../storage/s3-client.js';
 import { withDatabase } from '../context.js';
 import { formatBytes, formatDuration, formatTable, printJson, printLine, terminalSafeLines } from '../output.js';
-import { MAX_LIST_LIMIT, parseDurationMs, parseJobId, parseLimit } from '../parse.js';
+import { integerIn, MAX_LIST_LIMIT, parseDurationMs, parseJobId, parseLimit } from '../parse.js';
 
 /** Exit code when the audit found something (0: bucket and table agree). */
 export const AUDIT_FINDINGS_EXIT_CODE = 2;
@@ -178,9 +178,10 @@ function registerConsistencyAuditCommands(audit: Command): void {
     .description('the findings of one audit run (--csv: all of them as CSV, for a spreadsheet or a ticket)')
     .option('--check <name>', `only one check: ${CHECKS.join(', ')}`)
     .option('--limit <n>', 'list at most this many (not with --csv)', parseLimit, 100)
+    .option('--after <finding-id>', 'only findings after this one: the next page (--json prints it as nextAfter; not with --csv)', integerIn(0, Number.MAX_SAFE_INTEGER), 0)
     .option('--csv', 'every finding as CSV on stdout')
     .option('--json', 'print JSON only')
-    .action(async (id: string, options: { check?: string; limit: number; csv?: boolean }, command: Command) => {
+    .action(async (id: string, options: { check?: string; limit: number; after: number; csv?: boolean }, command: Command) => {
       const jobId = parseJobId(id);
       if (options.check !== undefined && !(CHECKS as readonly string[]).includes(options.check)) {
         throw new Error(`--check must be one of ${CHECKS.join(', ')}`);
@@ -217,10 +218,12 @@ function registerConsistencyAuditCommands(audit: Command): void {
           }
           return;
         }
-        const [job, findings] = await Promise.all([getJob(pool, jobId), pageOfFindings(pool, jobId, 0, options.limit, check)]);
+        const [job, findings] = await Promise.all([getJob(pool, jobId), pageOfFindings(pool, jobId, options.after, options.limit, check)]);
         const { byCheck, stored: total, notStored } = await findingCounts(pool, jobId, job?.result ?? null);
+        // A full page may have more after it: its last id is where the next starts (null when this one is the last).
+        const nextAfter = findings.length === options.limit ? findings[findings.length - 1]!.id : null;
         // `total` counts what can be listed; `notStored` the document findings the run counted beyond its listLimit.
-        if (wantsJson(command)) return printJson({ id: jobId, total, byCheck, notStored, findings });
+        if (wantsJson(command)) return printJson({ id: jobId, total, byCheck, notStored, findings, nextAfter });
         printLine(
           `Audit ${jobId}: ${total} finding(s)${total ? ` (${listCounts(byCheck)})` : ''}` +
             (notStored > 0 ? `, and ${notStored} document finding(s) counted beyond the run's listLimit, not stored` : ''),
@@ -228,6 +231,7 @@ function registerConsistencyAuditCommands(audit: Command): void {
         if (findings.length > 0) {
           printLine(formatTable(['id', 'check', 'tenant', 'subject', 'repaired'], findings.map((f) => [f.id, f.check, f.tenantId ?? '', f.subject, f.repairedAt ?? ''])));
         }
+        if (nextAfter !== null) printLine(`More may follow: bulk-import audit findings ${jobId} --after ${nextAfter}${check ? ` --check ${check}` : ''} --limit ${options.limit}`);
       });
     });
 
