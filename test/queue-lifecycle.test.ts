@@ -751,6 +751,46 @@ describe('rescue, retention, cancel and requeue', () => {
     expect(await requireJob(env.pool, slow.id)).toMatchObject({ state: 'succeeded' });
   });
 
+  it('a run canceled while its stopped handler drains ends canceled, and its attempt says so', async () => {
+    // The shutdown has stopped the handler already, so an operator's cancel during the drain never reaches it; the
+    // release ends the run canceled, and `job finished` (and the event, and JobsFinished) must say canceled, not released.
+    let letGo!: () => void;
+    const stopAsked = new Promise<void>((resolve) => (letGo = resolve));
+    let stopping!: () => void;
+    const handlerStopping = new Promise<void>((resolve) => (stopping = resolve));
+    const drainsWhenLetGo: JobHandler<unknown> = {
+      kind: 'drains-then-stops',
+      description: 'once asked to stop, stops when the test lets it',
+      parsePayload: () => ({}),
+      run: ({ signal }) =>
+        new Promise((_, reject) =>
+          signal.addEventListener('abort', () => {
+            stopping();
+            void stopAsked.then(() => reject(signal.reason));
+          }),
+        ),
+    };
+    const recorded = recordingLogger('info');
+    const worker = start(testWorker(env, [drainsWhenLetGo], { pollIntervalMs: 50, shutdownGraceMs: 120_000 }, recorded.log));
+    const ended: string[] = [];
+    worker.on('jobFinished', (event) => ended.push(event.state));
+    const started = new Promise<void>((resolve) => worker.on('jobStarted', () => resolve()));
+    const { job } = await enqueueJob(env.pool, { kind: 'drains-then-stops' });
+    await started;
+    const stopped = worker.stop();
+    try {
+      await handlerStopping;
+      expect((await cancelJob(env.pool, job.id)).pending).toBe(true);
+    } finally {
+      letGo();
+    }
+    await stopped;
+    expect(await requireJob(env.pool, job.id)).toMatchObject({ state: 'canceled', attempts: 0, leaseOwner: null });
+    expect(ended).toEqual(['canceled']);
+    const finishedLine = recorded.lines().find((line) => line.msg === 'job finished' && line.job_id === job.id);
+    expect(finishedLine).toMatchObject({ outcome: 'canceled' });
+  });
+
   it('heartbeats the lease of a stopped run whose release failed, with nothing else running', async () => {
     // The stop may wait long for a claim (up to its timeouts) with no handler left: a lease whose release the database
     // refused is tried again at the end, and must not run out meanwhile (the rescuer would count the attempt).

@@ -15,7 +15,7 @@ import type { Logger } from '../logger.js';
 import { backoffDelayMs } from '../queue/backoff.js';
 import { claimJobs } from '../queue/claim.js';
 import { toErrorRecord } from '../queue/errors.js';
-import { recordFailure, releaseJobs, type CompletionState } from '../queue/finish.js';
+import { recordFailure, releaseJobs, type CompletionState, type ReleasedJob } from '../queue/finish.js';
 import { assertLeaseHeld, extendLeases, leaseHeldCondition, LeaseLostError } from '../queue/lease.js';
 import { dependencyName, outageFailure } from '../queue/outage.js';
 import type { ClaimedJob, Lease } from '../queue/types.js';
@@ -544,8 +544,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // Given back now, not when the last handler has drained: another task resumes it at once, and its lease is not
       // left to run out (and the rescuer to count the attempt) while a long upload drains beside it.
       log.info('job stopped for shutdown; it is released to the queue');
-      if (!(await this.releaseLeases([lease], false, 'tried again once the other jobs have drained'))) this.stoppedForShutdown.push(lease);
-      return finished('released');
+      const released = await this.releaseLeases([lease], false, 'tried again once the other jobs have drained');
+      if (released === null) this.stoppedForShutdown.push(lease);
+      // A cancel asked while it drained (the handler was stopping already, so the cancel never reached it) ends the
+      // run canceled at its release: the attempt's line and event say what the run became.
+      return finished(released?.some((run) => run.id === job.id && run.state === 'canceled') ? 'canceled' : 'released');
     }
     if (failure === undefined || reason instanceof CancelRequestedError) {
       const state: CompletionState =
@@ -818,7 +821,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (leases.length === 0) return;
     this.bufferReleases.push(
       (async () => {
-        if (await this.releaseLeases(leases, false, 'tried again once the running jobs have drained')) return;
+        if ((await this.releaseLeases(leases, false, 'tried again once the running jobs have drained')) !== null) return;
         for (const lease of leases) this.stoppedForShutdown.push({ ...lease, owner: this.options.workerId });
       })(),
     );
@@ -833,12 +836,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * Gives leases back to the queue without counting the attempt (shutdown), fenced; whether the database took the
    * release. `then`: what follows a failure.
    */
+  /** The runs released and what each became; null when the release failed (logged). */
   private async releaseLeases(
     leases: Array<Pick<Lease, 'jobId' | 'attempt'>>,
     timedOut: boolean,
     then = 'their leases expire and the rescuer requeues them',
-  ): Promise<boolean> {
-    if (leases.length === 0) return true;
+  ): Promise<ReleasedJob[] | null> {
+    if (leases.length === 0) return [];
     try {
       const released = await releaseJobs(this.outcomeDb, this.options.workerId, leases);
       const queued = released.filter((job) => job.state === 'queued').map((job) => job.id);
@@ -850,10 +854,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
           this.log.info({ job_id: job.id, kind: job.kind, tenant_id: job.tenantId, outcome: 'canceled' }, 'job canceled at its release: a cancel was asked for it');
         }
       }
-      return true;
+      return released;
     } catch (error) {
       this.log.error({ err: error, jobs: leases.map((lease) => lease.jobId) }, `could not release jobs; ${then}`);
-      return false;
+      return null;
     }
   }
 
