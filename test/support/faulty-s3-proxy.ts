@@ -4,9 +4,11 @@
 // request reach S3 but keeps its answer back (the object is written, the client never hears so). `decide` may also
 // answer with a promise: the request waits, unread, until it settles (a test acts on the moment an upload begins —
 // rewrites the file, reads the progress — and then lets it go on). Headers (Host included, which SigV4 signs) are
-// forwarded unchanged, so the S3 server still verifies every signature.
+// forwarded unchanged, so the S3 server still verifies every signature. `uploadBytesPerSecond` sends request bodies
+// on at that rate at most, as a slow link does.
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { Transform } from 'node:stream';
 
 export type Fault = 'pass' | 'slowdown' | 'internal' | 'expired-token' | 'reset' | 'stall';
 
@@ -25,6 +27,8 @@ export interface FaultyS3Proxy {
   /** Decides each request's fate; default: pass everything. A promise holds the request until it settles. */
   decide: (request: ProxiedRequest) => Fault | Promise<Fault>;
   latencyMs: number;
+  /** Request bodies are sent on at this rate at most (bytes per second); null: as fast as they come. */
+  uploadBytesPerSecond: number | null;
   /** While true, forwarded requests' answers are held back (see releaseHeld). */
   holdResponses: boolean;
   readonly stats: { requests: number; byMethod: Record<string, number>; faults: Record<Fault, number>; held: number };
@@ -58,6 +62,7 @@ export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy>
     endpoint: '',
     decide: () => 'pass',
     latencyMs: 0,
+    uploadBytesPerSecond: null,
     holdResponses: false,
     stats: emptyStats(),
     dropHeld() {
@@ -91,7 +96,8 @@ export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy>
       },
     );
     outgoing.on('error', () => res.socket?.destroy());
-    req.pipe(outgoing);
+    if (proxy.uploadBytesPerSecond === null) req.pipe(outgoing);
+    else req.pipe(throttled(proxy.uploadBytesPerSecond)).pipe(outgoing);
   };
 
   const server = createServer((req, res) => {
@@ -139,4 +145,18 @@ export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy>
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   proxy.endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return proxy;
+}
+
+/** Passes bytes on no faster than `bytesPerSecond`, counted from the first. */
+function throttled(bytesPerSecond: number): Transform {
+  let started: number | undefined;
+  let passed = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      started ??= Date.now();
+      passed += chunk.length;
+      const due = started + (passed / bytesPerSecond) * 1000;
+      setTimeout(() => done(null, chunk), Math.max(0, due - Date.now()));
+    },
+  });
 }

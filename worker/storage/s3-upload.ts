@@ -26,11 +26,6 @@ const MIN_PART_BYTES = 5 * MiB;
 const DEFAULT_PART_BYTES = 8 * MiB;
 const MAX_PARTS = 10_000;
 const PARTS_IN_FLIGHT = 2;
-/**
- * The slowest rate a part may be sent at (each of the parts in flight): a part's request may take its size at this
- * rate when that is longer than the request timeout. The SDK's `requestTimeout` bounds a request until its answer's
- * headers, the whole upload of its body included — not idle time — and parts of files over ~80 GiB are up to ~525 MiB.
- */
 
 export interface UploadRequest {
   s3: S3Client;
@@ -133,11 +128,11 @@ export async function assertUnchanged(file: FileHandle, before: FileVersion, byt
   if (bytesRead !== undefined && BigInt(bytesRead) !== before.size) throw FileChangedDuringReadError.ofSize(Number(before.size), bytesRead);
 }
 
-/** An S3 request (or a multipart upload) made no progress within the timeout. */
+/** An S3 request (or a multipart upload) made no progress within the timeout, or a PUT did not finish within its deadline. */
 export class UploadTimeoutError extends Error {
   readonly code = 'S3_TIMEOUT';
-  constructor(timeoutMs: number) {
-    super(`S3 made no progress for ${timeoutMs} ms; the upload was aborted`);
+  constructor(timeoutMs: number, what = 'made no progress for') {
+    super(`S3 ${what} ${timeoutMs} ms; the upload was aborted`);
     this.name = 'TimeoutError';
   }
 }
@@ -174,15 +169,18 @@ async function readWhole(request: VersionedRequest): Promise<Buffer> {
   return buffer.subarray(0, size);
 }
 
+/** How a single PUT's timeout reads: its deadline covers the whole body (partTimeoutFor), not idle time. */
+const PUT_DEADLINE = 'did not finish the PUT within';
+
 /**
  * The signal of one S3 request: it fires when the job's signal does, or after the timeout. Built from a timer of our
  * own, not AbortSignal.any([signal, AbortSignal.timeout()]): Node 20 holds the sources of such a signal weakly, so
  * the timeout signal can be garbage-collected while the request waits — and a stalled request then never times out.
  */
-function requestDeadline(request: UploadRequest): { signal: AbortSignal; abort(reason: unknown): void; clear(): void } {
+function requestDeadline(request: UploadRequest, timeoutMs: number): { signal: AbortSignal; abort(reason: unknown): void; clear(): void } {
   const controller = new AbortController();
   const onAbort = () => controller.abort(request.signal.reason);
-  const timer = setTimeout(() => controller.abort(new UploadTimeoutError(request.timeoutMs)), request.timeoutMs);
+  const timer = setTimeout(() => controller.abort(new UploadTimeoutError(timeoutMs, PUT_DEADLINE)), timeoutMs);
   if (request.signal.aborted) onAbort();
   else request.signal.addEventListener('abort', onAbort, { once: true });
   return {
@@ -196,11 +194,11 @@ function requestDeadline(request: UploadRequest): { signal: AbortSignal; abort(r
 }
 
 /** Turns the SDK's abort into the job's reason, a change of the file or a timeout, so callers can tell them apart. */
-function explainAbort(error: unknown, request: UploadRequest, signal: AbortSignal): unknown {
+function explainAbort(error: unknown, request: UploadRequest, signal: AbortSignal, timeoutMs: number): unknown {
   if (request.signal.aborted) return request.signal.reason;
   // The deadline's own reasons: its timeout, or the body failing (the file changed, or could not be read).
-  if (signal.aborted) return signal.reason instanceof Error ? signal.reason : new UploadTimeoutError(request.timeoutMs);
-  if ((error as { name?: string }).name === 'AbortError') return new UploadTimeoutError(request.timeoutMs);
+  if (signal.aborted) return signal.reason instanceof Error ? signal.reason : new UploadTimeoutError(timeoutMs, PUT_DEADLINE);
+  if ((error as { name?: string }).name === 'AbortError') return new UploadTimeoutError(timeoutMs, PUT_DEADLINE);
   return error;
 }
 
@@ -208,7 +206,9 @@ async function uploadBuffered(request: VersionedRequest): Promise<UploadResult> 
   const body = await readWhole(request);
   const sha256 = createHash('sha256').update(body).digest('hex');
   await request.beforeObject?.();
-  const deadline = requestDeadline(request);
+  // A PUT's deadline covers sending its whole body: the time of a part of its size (partTimeoutFor).
+  const timeoutMs = partTimeoutFor(body.length, request.timeoutMs);
+  const deadline = requestDeadline(request, timeoutMs);
   const command = new PutObjectCommand({
     Bucket: request.bucket,
     Key: request.key,
@@ -233,7 +233,7 @@ async function uploadBuffered(request: VersionedRequest): Promise<UploadResult> 
     const output = await request.s3.send(command, { abortSignal: deadline.signal });
     return { sha256, size: body.length, method: 'put', etag: output.ETag, sdkAttempts: output.$metadata.attempts ?? 1 };
   } catch (error) {
-    throw explainAbort(error, request, deadline.signal);
+    throw explainAbort(error, request, deadline.signal, timeoutMs);
   } finally {
     deadline.clear();
   }
@@ -295,7 +295,8 @@ function hashingReader(request: VersionedRequest, reportsRead = false): HashingS
 
 async function uploadStreamed(request: VersionedRequest): Promise<UploadResult> {
   const hashing = hashingReader(request, true);
-  const deadline = requestDeadline(request);
+  const timeoutMs = partTimeoutFor(request.size, request.timeoutMs);
+  const deadline = requestDeadline(request, timeoutMs);
   // A body stream that fails does not end the HTTP request by itself (it would wait for the missing bytes): abort it,
   // with the file's change as the reason. S3 stores nothing for a PUT whose body ended short of its Content-Length.
   hashing.once('error', (error) => deadline.abort(error));
@@ -313,7 +314,7 @@ async function uploadStreamed(request: VersionedRequest): Promise<UploadResult> 
     return { sha256: hashing.digest(), size: hashing.bytes, method: 'streamed-put', etag: output.ETag, sdkAttempts: 1 };
   } catch (error) {
     hashing.destroy();
-    throw explainAbort(error, request, deadline.signal);
+    throw explainAbort(error, request, deadline.signal, timeoutMs);
   } finally {
     deadline.clear();
   }
@@ -339,8 +340,11 @@ export function partSizeFor(size: number, multipartThresholdBytes: number): numb
 }
 
 /**
- * How long one part's request may take: the request timeout for a part of the default size (8 MiB), in proportion
- * for a larger one (a 525 MiB part of a 5 TiB file: 66 times as long), so every part is asked the same rate.
+ * How long one request that sends `bytes` may take: the request timeout for up to the default part size (8 MiB), in
+ * proportion for more (a 525 MiB part of a 5 TiB file: 66 times as long), so every request is asked the same slowest
+ * rate — a part, and a single PUT alike. The SDK's `requestTimeout` (and our deadline) bounds a request until its
+ * answer's headers, the whole upload of its body included, not idle time: a fixed one cut off a large single PUT
+ * (MASS_IMPORT_MULTIPART_THRESHOLD_BYTES may be up to 5 GiB) on a link that would carry every part in time.
  */
 export function partTimeoutFor(partSize: number, timeoutMs: number): number {
   return Math.max(timeoutMs, Math.ceil((timeoutMs * partSize) / DEFAULT_PART_BYTES));
