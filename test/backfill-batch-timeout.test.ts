@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { BatchSizer, GROW_AFTER_QUICK_BATCHES } from '../worker/backfills/batch-sizer.js';
 import { backfillHandler } from '../worker/handlers/backfill.js';
+import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
 import { insertHistoricalDocuments } from './support/historical-documents.js';
@@ -58,6 +59,31 @@ async function runBackfill(payload: Record<string, unknown>) {
   void worker.start();
   const { job } = await submitJob(env.pool, { kind: 'backfill', payload: { name: 'documents-file-extension', parallelism: 1, ...payload } });
   return settledJob(env.pool, job.id, 120_000);
+}
+
+/**
+ * A backfill in batches of 4 under a 1 s batch timeout (so a 500 ms lock timeout), while an application transaction
+ * holds row `id` FOR UPDATE: the row is let go once the run has logged `lockWaits` lock waits. The run, settled.
+ */
+async function backfillPastHeldRow(id: number, lockWaits: number): Promise<JobRow> {
+  const writer = await env.pool.connect();
+  try {
+    await writer.query('BEGIN');
+    await writer.query('SELECT id FROM documents WHERE id = $1 FOR UPDATE', [id]);
+    worker = testWorker(env, [backfillHandler], { concurrency: 1 }, recorded.log);
+    void worker.start();
+    const { job } = await submitJob(env.pool, {
+      kind: 'backfill',
+      payload: { name: 'documents-file-extension', parallelism: 1, batchSize: 4, batchTimeoutMs: 1_000 },
+    });
+    const waited = () => logLines().filter((line) => line.msg === 'backfill batch rolled back; trying it again' && line.sqlstate === '55P03').length;
+    await waitFor(async () => waited() >= lockWaits, 30_000, 20);
+    await writer.query('COMMIT');
+    return await settledJob(env.pool, job.id, 60_000);
+  } finally {
+    await writer.query('ROLLBACK').catch(() => {});
+    writer.release();
+  }
 }
 
 describe('backfill batches under a statement timeout', () => {
@@ -128,25 +154,8 @@ describe('backfill batches under a statement timeout', () => {
     await insertHistoricalDocuments(env.pool, 20);
     // Row 5's write never ends; row 7 is held by an application transaction first.
     await slowUpdatesWhen('EXISTS (SELECT 1 FROM written WHERE id = 5)');
-    const writer = await env.pool.connect();
-    try {
-      await writer.query('BEGIN');
-      await writer.query('SELECT id FROM documents WHERE id = 7 FOR UPDATE');
-      worker = testWorker(env, [backfillHandler], { concurrency: 1 }, recorded.log);
-      void worker.start();
-      const { job } = await submitJob(env.pool, {
-        kind: 'backfill',
-        payload: { name: 'documents-file-extension', parallelism: 1, batchSize: 4, batchTimeoutMs: 1_000 },
-      });
-      const lockWaits = () => logLines().filter((line) => line.msg === 'backfill batch rolled back; trying it again' && line.sqlstate === '55P03');
-      await waitFor(async () => lockWaits().length >= 2, 30_000, 20);
-      await writer.query('COMMIT');
-      const failed = await settledJob(env.pool, job.id, 60_000);
-      expect(failed.lastError).toMatchObject({ code: 'BACKFILL_BATCH_TIMEOUT', context: { tries: 5, after: 4, limit: 1 } });
-    } finally {
-      await writer.query('ROLLBACK').catch(() => {});
-      writer.release();
-    }
+    const failed = await backfillPastHeldRow(7, 2);
+    expect(failed.lastError).toMatchObject({ code: 'BACKFILL_BATCH_TIMEOUT', context: { tries: 5, after: 4, limit: 1 } });
     // Five tries of the one row: four logged as tried again, the fifth failed the run.
     expect(logLines().filter((line) => line.msg === 'backfill batch of one row outlasted its statement timeout; trying it again')).toHaveLength(4);
   });
@@ -154,26 +163,9 @@ describe('backfill batches under a statement timeout', () => {
   it('a row a writer holds is a lock wait, tried again at the same size, never a batch to halve', async () => {
     await insertHistoricalDocuments(env.pool, 20);
     await slowUpdatesWhen('false');
-    // An application transaction holds row 6 past the batch's lock timeout (half the 1 s statement timeout).
-    const writer = await env.pool.connect();
-    try {
-      await writer.query('BEGIN');
-      await writer.query('SELECT id FROM documents WHERE id = 6 FOR UPDATE');
-      worker = testWorker(env, [backfillHandler], { concurrency: 1 }, recorded.log);
-      void worker.start();
-      const { job } = await submitJob(env.pool, {
-        kind: 'backfill',
-        payload: { name: 'documents-file-extension', parallelism: 1, batchSize: 4, batchTimeoutMs: 1_000 },
-      });
-      await waitFor(async () => logLines().some((line) => line.msg === 'backfill batch rolled back; trying it again' && line.sqlstate === '55P03'), 30_000, 20);
-      await writer.query('COMMIT');
-      const done = await settledJob(env.pool, job.id, 60_000);
-      expect(done.lastError).toBeNull();
-      expect(done.result).toMatchObject({ complete: true, rowsWritten: 20, batchTimeouts: 0, finalBatchSize: 4 });
-    } finally {
-      await writer.query('ROLLBACK').catch(() => {});
-      writer.release();
-    }
+    const done = await backfillPastHeldRow(6, 1);
+    expect(done.lastError).toBeNull();
+    expect(done.result).toMatchObject({ complete: true, rowsWritten: 20, batchTimeouts: 0, finalBatchSize: 4 });
     expect(await committedBatches()).toEqual([4, 4, 4, 4, 4]);
     expect(logLines().some((line) => String(line.msg).includes('outlasted its statement timeout'))).toBe(false);
   });
