@@ -219,8 +219,14 @@ describe('backfill with concurrent writers', () => {
         await writer.query("UPDATE backfill_items SET name = 'Written', name_key = 'written-by-the-app' WHERE id = 20");
         startWorker();
         const { job } = await enqueueJob(env.pool, { kind: 'backfill', payload: { name, batchSize: 1_000, parallelism: 1 } });
+        // The batch's own wait, in this file's database: the server is shared with the test files running beside this
+        // one, whose lock waits (a row-version lock has no database of its own in pg_locks) once let the writer commit
+        // before the batch had read the rows, and the run met no conflict.
         await waitFor(async () => {
-          const { rows } = await env.pool.query("SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'");
+          const { rows } = await env.pool.query(
+            `SELECT count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE NOT l.granted AND l.locktype = 'transactionid' AND a.datname = current_database()`,
+          );
           return rows[0].n > 0;
         });
         await writer.query('COMMIT');

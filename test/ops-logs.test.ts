@@ -24,7 +24,9 @@ describe('job log lines', () => {
     const permanent = (await enqueueJob(env.pool, { kind: 'noop', tenantId: 'acme', payload: { fail: 'permanent', sleepMs: 2 } })).job;
     const transient = (await enqueueJob(env.pool, { kind: 'noop', tenantId: null, payload: { fail: 'transient', sleepMs: 3 }, maxAttempts: 2 })).job;
     const canceled = (await enqueueJob(env.pool, { kind: 'noop', tenantId: 'beta', payload: { sleepMs: 60_000 } })).job;
-    await waitFor(async () => (await requireJob(env.pool, canceled.id)).state === 'running');
+    // Its handler running, not only its row: a cancel that reaches a run claimed but not started yet gives it back
+    // canceled without an attempt (no `job canceled` line), and the row says `running` from the claim's commit on.
+    await worker.waitForLog((line) => line.job_id === canceled.id && line.msg === 'job started');
     await cancelJob(env.pool, canceled.id);
     const ids = [ok.id, permanent.id, transient.id, canceled.id];
     await waitFor(async () => {

@@ -102,7 +102,9 @@ export function spawnWorker(testEnv: TestEnvironment, options: SpawnOptions = {}
       if (seen) return Promise.resolve(seen);
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
-          reject(new Error(`no matching log line within ${timeoutMs} ms; stderr: ${stderr.slice(-5).join(' | ')}`));
+          // Where the process stood: its last lines (message and run), so a failure on a loaded machine says what it waited behind.
+          const last = logs.slice(-8).map((line) => `${String(line.msg)}${line.job_id === undefined ? '' : ` (job ${String(line.job_id)})`}`);
+          reject(new Error(`no matching log line within ${timeoutMs} ms; last lines: ${last.join(' | ') || 'none'}; stderr: ${stderr.slice(-5).join(' | ')}`));
         }, timeoutMs);
         waiters.push({
           match,
