@@ -181,7 +181,7 @@ describe('the main pool watched for silent connections', () => {
       );
       await waitFor(async () => {
         const { rows } = await env.pool.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock(7701)'",
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock(7701)'",
         );
         return rows[0]!.n === 1 || undefined;
       }, 30_000, 20);

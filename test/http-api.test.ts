@@ -58,7 +58,7 @@ describe('health and spec', () => {
     const waitingReads = async () =>
       (
         await observer.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'SELECT name FROM pgmigrations%' AND wait_event_type = 'Lock'",
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT name FROM pgmigrations%' AND wait_event_type = 'Lock'",
         )
       ).rows[0]!.n;
     try {

@@ -49,7 +49,7 @@ async function databaseNow(): Promise<Date> {
 async function pollEndedSince(application: string, since: Date): Promise<boolean> {
   const { rows } = await env.pool.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM pg_stat_activity
-     WHERE application_name = $1 AND state = 'idle' AND query LIKE '%pg_current_snapshot%' AND query_start > $2`,
+     WHERE datname = current_database() AND application_name = $1 AND state = 'idle' AND query LIKE '%pg_current_snapshot%' AND query_start > $2`,
     [application, since],
   );
   return rows[0]!.n > 0;
@@ -87,7 +87,7 @@ describe('event streams: a notification and a poll that cross', () => {
     const events = await hub(held.url, env.pool);
     const states = follow(events, job.id, 'queued', 0);
     await waitFor(async () => {
-      const { rows } = await env.pool.query("SELECT 1 FROM pg_stat_activity WHERE application_name = 'bulk-import-api-events' AND query LIKE 'LISTEN%'");
+      const { rows } = await env.pool.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'bulk-import-api-events' AND query LIKE 'LISTEN%'");
       return rows.length > 0;
     });
 

@@ -188,7 +188,7 @@ describe('live and archive partitions', () => {
       );
       await waitFor(async () => {
         const { rows } = await env.pool.query(
-          "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE jobs SET state = ''queued''%'",
+          "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%UPDATE jobs SET state = ''queued''%'",
         );
         return rows.length > 0 || undefined;
       });

@@ -401,7 +401,7 @@ describe('rescue, retention, cancel and requeue', () => {
       const retention = deleteExpiredJobs(env.pool, 30, 10);
       await waitFor(async () => {
         const { rows } = await env.pool.query(
-          "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM retention_race%'",
+          "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM retention_race%'",
         );
         return rows.length > 0 || undefined;
       });
