@@ -91,11 +91,15 @@ async function watchedPool(
 }
 
 describe('the main pool watched for silent connections', () => {
-  it('a statement sent into a silent connection fails as a connection error, and the next runs on a new connection', async () => {
+  /**
+   * After `cut` (the proxy told to fail the path), `statement` fails as a connection error, the watch says it closed
+   * the connection (warn, with its backend's pid), and the next statement runs on a new backend.
+   */
+  async function expectClosedAsSilent(cut: (proxy: SilencingProxy) => number, statement: string): Promise<void> {
     const { pool, proxy, lines } = await watchedPool();
     const { rows: before } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-    expect(proxy.silenceExisting()).toBe(1);
-    const error = await pool.query('SELECT 2').then(
+    expect(cut(proxy)).toBe(1);
+    const error = await pool.query(statement).then(
       () => undefined,
       (caught: unknown) => caught,
     );
@@ -105,24 +109,16 @@ describe('the main pool watched for silent connections', () => {
     expect(after[0]!.pid).not.toBe(before[0]!.pid);
     const closed = lines().filter((line) => line.msg === 'a database connection went silent with a statement waiting; closing it');
     expect(closed).toEqual([expect.objectContaining({ pid: before[0]!.pid, level: 40 })]);
+  }
+
+  it('a statement sent into a silent connection fails as a connection error, and the next runs on a new connection', async () => {
+    await expectClosedAsSilent((proxy) => proxy.silenceExisting(), 'SELECT 2');
   });
 
   it('an answer that stops halfway (the server blocked sending the rest) fails as a connection error; the next runs on a new connection', async () => {
-    const { pool, proxy, lines } = await watchedPool();
-    const { rows: before } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
     // 64 KiB of the answer arrive (bytes back: no longer "nothing heard"), then the path takes nothing more. The
     // answer, 100 MB, is far more than the buffers between hold, so the server stays blocked sending it.
-    expect(proxy.stallReplies(64 * 1024)).toBe(1);
-    const error = await pool.query("SELECT repeat('x', 1000) AS filler FROM generate_series(1, 100000)").then(
-      () => undefined,
-      (caught: unknown) => caught,
-    );
-    expect(error).toBeInstanceOf(SilentConnectionError);
-    expect(isConnectionError(error)).toBe(true);
-    const { rows: after } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-    expect(after[0]!.pid).not.toBe(before[0]!.pid);
-    const closed = lines().filter((line) => line.msg === 'a database connection went silent with a statement waiting; closing it');
-    expect(closed).toEqual([expect.objectContaining({ pid: before[0]!.pid, level: 40 })]);
+    await expectClosedAsSilent((proxy) => proxy.stallReplies(64 * 1024), "SELECT repeat('x', 1000) AS filler FROM generate_series(1, 100000)");
   });
 
   it('a transaction whose connection goes silent between statements fails, and its connection is not reused', async () => {

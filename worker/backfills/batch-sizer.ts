@@ -23,6 +23,15 @@ export function batchTimeoutSettings(timeoutMs: number): string {
 /** Batches in a row, each of the full size and under a quarter of the timeout, before the size doubles again. */
 export const GROW_AFTER_QUICK_BATCHES = 10;
 
+/**
+ * The size a run's batches start at: the configured one, or the size an earlier attempt of the run had come down to
+ * (its saved progress) when that is smaller — batches of the configured size timed out, and would again.
+ */
+export function startingBatchSize(configured: number, resumeAt: unknown): number {
+  const saved = typeof resumeAt === 'number' && Number.isSafeInteger(resumeAt) && resumeAt >= 1 ? resumeAt : configured;
+  return Math.min(configured, saved);
+}
+
 export class BatchSizer {
   /** Rows the next batch takes. */
   current: number;
@@ -36,8 +45,7 @@ export class BatchSizer {
     readonly timeoutMs: number,
     resumeAt?: unknown,
   ) {
-    const saved = typeof resumeAt === 'number' && Number.isSafeInteger(resumeAt) && resumeAt >= 1 ? resumeAt : configured;
-    this.current = Math.min(configured, saved);
+    this.current = startingBatchSize(configured, resumeAt);
   }
 
   /** A batch of `rows` outlasted the timeout: the size its retry takes (half, at least one row). */

@@ -13,7 +13,7 @@ import { markProgressKept } from '../queue/outage.js';
 import type { Lease } from '../queue/types.js';
 import { inSpan } from '../tracing/spans.js';
 import type { CompiledBackfill } from './compile.js';
-import { BatchSizer, batchTimeoutSettings } from './batch-sizer.js';
+import { BatchSizer, batchTimeoutSettings, startingBatchSize } from './batch-sizer.js';
 import { DEFAULT_BATCH_TIMEOUT_MS } from './compile.js';
 import { batchTimeoutError, describeBackfillError, isStatementTimeout, RETRYABLE_BATCH_SQLSTATES } from './errors.js';
 import {
@@ -174,18 +174,12 @@ class FillRun {
     this.lease = { jobId: job.id, owner: job.leaseOwner, attempt: job.attempt };
     this.saved = resumableProgress(job.progress, name, options.scope.tenantId);
     this.progress = this.saved ?? freshProgress('fill', name, options.scope.tenantId);
-    // A resumed run starts at the size its earlier attempt had come down to: its batches of the configured size
-    // timed out, and would again.
     this.batchTimeoutMs = options.batchTimeoutMs ?? DEFAULT_BATCH_TIMEOUT_MS;
     this.timeoutsBefore = this.saved?.batchTimeouts ?? 0;
-    const startAt = new BatchSizer(options.batchSize, this.batchTimeoutMs, this.saved?.batchSize).current;
-    this.progress = { ...this.progress, batchSize: startAt, batchTimeouts: this.timeoutsBefore };
+    this.progress = { ...this.progress, batchSize: startingBatchSize(options.batchSize, this.saved?.batchSize), batchTimeouts: this.timeoutsBefore };
   }
 
-  /**
-   * A stream's sizer. A resumed run starts every stream at the size its earlier attempt had come down to (the smallest
-   * of its streams'): batches of the configured size timed out, and would again.
-   */
+  /** A stream's sizer. A resumed run starts every stream at the smallest size its earlier attempt's streams had. */
   private newSizer(): BatchSizer {
     const sizer = new BatchSizer(this.options.batchSize, this.batchTimeoutMs, this.saved?.batchSize);
     this.sizers.push(sizer);

@@ -177,7 +177,6 @@ export async function undoBackfill(pool: Pool, backfill: CompiledBackfill, optio
       continue;
     }
     sizer.committed(rows, performance.now() - startedAt);
-    outcome.finalBatchSize = sizer.current;
     if (batch.selected === 0) break;
     outcome.batches += 1;
     outcome.restored += batch.restored;
