@@ -9,7 +9,15 @@ import { retryWhenRowMoved } from '../db/row-moved.js';
 import { CSV_FINALIZE_KIND, CSV_IMPORT_KIND } from '../handlers/kinds.js';
 import { finalizeImport, rejectImport, type FinalizeOptions } from '../imports/csv/review.js';
 import { InvalidRowRangesError, RowRanges } from '../imports/csv/row-ranges.js';
-import { listDeadJobs, purgeDeadJobs, replayDeadJobsById, type PurgedJob, type PurgeRequest } from '../queue/dead-letters.js';
+import {
+  listDeadJobs,
+  listPurgeable,
+  purgeDeadBatch,
+  purgeScope,
+  replayDeadJobsById,
+  type PurgedJob,
+  type PurgeRequest,
+} from '../queue/dead-letters.js';
 import type { EnqueueRequest } from '../queue/enqueue.js';
 import { recordJobActions, type JobAction } from '../queue/job-actions.js';
 import {
@@ -189,14 +197,34 @@ export async function replayDead(pool: Pool, actor: Actor, request: ReplayReques
   });
 }
 
-/** Dead-letter purge (operators only); the history keeps a `purged` entry per deleted run. */
-export async function purgeDead(pool: Pool, actor: Actor, request: PurgeRequest & { note?: string | null }): Promise<PurgedJob[]> {
+/**
+ * Dead-letter purge (operators only); the history keeps a `purged` entry per deleted run. The runs go in batches of
+ * `PURGE_BATCH_RUNS`, each committed with its entries, so a purge of many runs holds no long transaction (nor the
+ * locks and the vacuum horizon of one). Stopped between batches, the runs purged so far stay purged with their entries
+ * and the rest stay dead: the same purge again takes the rest. `onBatch` hears the running total after each batch.
+ */
+export async function purgeDead(
+  pool: Pool,
+  actor: Actor,
+  request: PurgeRequest & { note?: string | null },
+  onBatch?: (purgedSoFar: number) => void,
+): Promise<PurgedJob[]> {
   const text = checkNote(request.note);
-  return withTransaction(pool, async (tx) => {
-    const purged = await purgeDeadJobs(tx, request);
-    if (!request.dryRun) await record(tx, actor, 'purged', purged.map((job) => ({ id: job.id, state: null })), text);
-    return purged;
-  });
+  const scope = await purgeScope(pool, request);
+  if (request.dryRun) return listPurgeable(pool, scope);
+  const purged: PurgedJob[] = [];
+  for (let after: number | null = 0; after !== null; ) {
+    const from: number = after;
+    const batch = await withTransaction(pool, async (tx) => {
+      const result = await purgeDeadBatch(tx, scope, from);
+      await record(tx, actor, 'purged', result.purged.map((job) => ({ id: job.id, state: null })), text);
+      return result;
+    });
+    purged.push(...batch.purged);
+    after = batch.next;
+    if (after !== null) onBatch?.(purged.length);
+  }
+  return purged;
 }
 
 export { listDeadJobs };

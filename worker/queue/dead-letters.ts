@@ -54,7 +54,7 @@ export async function replayDeadJobsById(tx: Queryable, ids: number[], options: 
 }
 
 export interface PurgeRequest {
-  /** Only runs dead for longer than this. */
+  /** Only runs dead for longer than this (at the purge's start). */
   olderThanMs: number;
   kinds?: string[] | undefined;
   /** Report what would be deleted; delete nothing. */
@@ -74,21 +74,68 @@ export interface PurgedJob {
   finishedAt: Date;
 }
 
+/** Runs a purge deletes per transaction: each batch commits with its history, so no purge is one long transaction. */
+export const PURGE_BATCH_RUNS = 200;
+
 /**
- * Deletes dead runs that died more than `olderThanMs` ago (their per-item rows go with them, through the delete
- * trigger over job_child_tables; business rows such as documents stay, unlinked). Returns the runs deleted, or with
- * dryRun the runs it would delete.
+ * What a purge deletes, fixed once at its start: dead runs of these kinds that died before `bound` (Postgres's own
+ * text of a timestamptz, so its microseconds survive the round trip).
  */
-export async function purgeDeadJobs(db: Queryable, request: PurgeRequest): Promise<PurgedJob[]> {
-  const where = `state = 'dead' AND finished_at < now() - $1 * interval '1 millisecond'
-    AND ($2::text[] IS NULL OR kind = ANY($2)) AND ($3::timestamptz IS NULL OR finished_at < $3::timestamptz + interval '1 millisecond')`;
-  const values = [request.olderThanMs, request.kinds ?? null, request.diedNoLaterThan ?? null];
-  const { rows } = await db.query<{ id: number; kind: string; tenant_id: string | null; finished_at: Date }>(
-    request.dryRun
-      ? `SELECT id, kind, tenant_id, finished_at FROM jobs WHERE ${where} ORDER BY id`
-      : `WITH purged AS (DELETE FROM jobs WHERE ${where} RETURNING id, kind, tenant_id, finished_at)
-         SELECT * FROM purged ORDER BY id`,
-    values,
+export interface PurgeScope {
+  bound: string;
+  kinds: string[] | null;
+}
+
+const PURGE_WHERE = `jobs.state = 'dead' AND jobs.finished_at < $1::timestamptz AND ($2::text[] IS NULL OR jobs.kind = ANY($2))`;
+
+type PurgedRow = { id: number; kind: string; tenant_id: string | null; finished_at: Date };
+const toPurgedJob = (row: PurgedRow): PurgedJob => ({ id: row.id, kind: row.kind, tenantId: row.tenant_id, finishedAt: row.finished_at });
+
+/** The scope of a purge asked for now: dead for longer than `olderThanMs`, and no later than `diedNoLaterThan`. */
+export async function purgeScope(db: Queryable, request: PurgeRequest): Promise<PurgeScope> {
+  const { rows } = await db.query<{ bound: string }>(
+    `SELECT least(now() - $1 * interval '1 millisecond', $2::timestamptz + interval '1 millisecond')::text AS bound`,
+    [request.olderThanMs, request.diedNoLaterThan ?? null],
   );
-  return rows.map((row) => ({ id: row.id, kind: row.kind, tenantId: row.tenant_id, finishedAt: row.finished_at }));
+  return { bound: rows[0]!.bound, kinds: request.kinds ?? null };
+}
+
+/** The dead runs a purge of this scope would delete, in id order (a dry run). */
+export async function listPurgeable(db: Queryable, scope: PurgeScope): Promise<PurgedJob[]> {
+  const { rows } = await db.query<PurgedRow>(
+    `SELECT id, kind, tenant_id, finished_at FROM jobs WHERE ${PURGE_WHERE} ORDER BY id`,
+    [scope.bound, scope.kinds],
+  );
+  return rows.map(toPurgedJob);
+}
+
+/**
+ * Deletes the next batch of at most `limit` runs of the scope after run `afterId` (their per-item rows go with them,
+ * through the delete trigger over job_child_tables; business rows such as documents stay, unlinked). A run replayed
+ * or resolved since it was picked is not one any more: the delete reads each row again before it goes. `next` is
+ * where the batch after this one starts, null when this was the last.
+ */
+export async function purgeDeadBatch(
+  tx: Queryable,
+  scope: PurgeScope,
+  afterId: number,
+  limit = PURGE_BATCH_RUNS,
+): Promise<{ purged: PurgedJob[]; next: number | null }> {
+  const { rows } = await tx.query<PurgedRow & { last_candidate: number | null; candidates: number }>(
+    `WITH candidates AS (
+       SELECT id FROM jobs WHERE ${PURGE_WHERE} AND id > $3 ORDER BY id LIMIT $4
+     ), purged AS (
+       DELETE FROM jobs USING candidates WHERE jobs.id = candidates.id AND ${PURGE_WHERE}
+       RETURNING jobs.id, jobs.kind, jobs.tenant_id, jobs.finished_at
+     )
+     SELECT seen.last_candidate, seen.candidates, purged.*
+     FROM (SELECT max(id) AS last_candidate, count(*)::int AS candidates FROM candidates) seen LEFT JOIN purged ON true
+     ORDER BY purged.id`,
+    [scope.bound, scope.kinds, afterId, limit],
+  );
+  const seen = rows[0];
+  const purged = rows.filter((row) => row.id !== null).map(toPurgedJob);
+  // Fewer candidates than asked for: no run of the scope is left after them.
+  const next = seen && seen.candidates === limit ? Number(seen.last_candidate) : null;
+  return { purged, next };
 }

@@ -84,8 +84,14 @@ export function registerDeadCommands(program: Command): void {
     .option('--note <text>', 'why (kept in the history of each purged run)')
     .option('--json', 'print JSON only')
     .action(async (options: { olderThan: number; kind?: string[]; dryRun?: boolean; note?: string; json?: boolean }) => {
+      // A purge of many runs goes in batches, each committed: the running total on stderr (stdout stays the result).
       const purged = await withDatabase((pool) =>
-        purgeDead(pool, cliActor(), { olderThanMs: options.olderThan, kinds: options.kind, dryRun: options.dryRun ?? false, note: options.note ?? null }),
+        purgeDead(
+          pool,
+          cliActor(),
+          { olderThanMs: options.olderThan, kinds: options.kind, dryRun: options.dryRun ?? false, note: options.note ?? null },
+          (soFar) => process.stderr.write(`purged ${soFar} dead job(s) so far…\n`),
+        ),
       );
       if (options.json) return printJson({ dryRun: options.dryRun ?? false, count: purged.length, jobs: purged });
       const verb = options.dryRun ? 'Would delete' : 'Deleted';
