@@ -16,7 +16,7 @@
 # (docs/DEPLOYMENT.md §6.3); the service's autoscaling, when the stack has it, is suspended meanwhile (it would start
 # tasks again as they stop) and restored as it was after the deploy if the stack still has it. A hard stop that fails
 # after setting the count to 0 (a failed deploy) says that the service is left at 0, with the command that gives it
-# back the count it had. One campaign.sh or deploy.sh per environment at a time on this machine: both take the same
+# back the count it had; one whose call to set 0 failed says the count is unknown, and how to read it. One campaign.sh or deploy.sh per environment at a time on this machine: both take the same
 # lock.
 # `--dry-run` runs the diff and prints the other commands.
 set -Eeuo pipefail
@@ -117,16 +117,19 @@ trap 'status=$?; ((BASH_SUBSHELL == 0)) || exit "$status"; printf "campaign.sh: 
 # failed step, `fail`, Ctrl-C, a TERM) says so and how to restore it. $scaling_before: the flags it found.
 autoscaling_suspended=false
 scaling_before=""
-# Set just before the hard stop sets the service's desired count to 0 until the count is the stack's again after the
-# deploy: any exit in between says that the service is left at 0 and how to give it back the count it had
-# ($count_before_hard_stop).
-hard_stop_zeroed=false
+# Where the hard stop's count of 0 stands until the count is the stack's again after the deploy: `asked` while its
+# update-service call runs (a failed call may or may not have set it), `set` once ECS answered 0. Any exit in between
+# says so, and how to give the service back the count it had ($count_before_hard_stop).
+hard_stop_zero="none"
 count_before_hard_stop=""
 on_exit() {
   local status=$?
-  if [[ "$hard_stop_zeroed" == true && $BASH_SUBSHELL == 0 ]]; then
+  if [[ "$hard_stop_zero" == set && $BASH_SUBSHELL == 0 ]]; then
     printf 'campaign.sh: the service %s is left at desired count 0: the hard stop set it to 0 (from %s) and the script stopped before setting the count the stack asks for. No worker runs; queued jobs wait. Restore the count it had (or the one you want):\n  %s\n' \
       "$service" "$count_before_hard_stop" "$(count_restore_command_text)" >&2
+  elif [[ "$hard_stop_zero" == asked && $BASH_SUBSHELL == 0 ]]; then
+    printf 'campaign.sh: the hard stop'"'"'s call to set the service %s to desired count 0 (from %s) failed: ECS may or may not have applied it. Read its count:\n  %s\nIf it is 0, no worker runs and queued jobs wait: restore the count it had (or the one you want):\n  %s\n' \
+      "$service" "$count_before_hard_stop" "$(count_read_command_text)" "$(count_restore_command_text)" >&2
   fi
   if [[ "$autoscaling_suspended" == true && $BASH_SUBSHELL == 0 ]]; then
     printf 'campaign.sh: the autoscaling of %s may still be suspended (no scaling out or in). Restore it once the service is as you want it:\n  %s\n' \
@@ -281,10 +284,20 @@ restore_command_text() {
 
 # The command that gives the service back the desired count it had before the hard stop, as an operator pastes it.
 count_restore_command_text() {
-  local restore=(aws ecs update-service ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service "$service"
-    --desired-count "$count_before_hard_stop")
-  printf '%q' "${restore[0]}"
-  printf ' %q' "${restore[@]:1}"
+  pasteable aws ecs update-service ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service "$service" \
+    --desired-count "$count_before_hard_stop"
+}
+
+# The command that reads the service's desired count, as an operator pastes it.
+count_read_command_text() {
+  pasteable aws ecs describe-services ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --services "$service" \
+    --query 'services[0].desiredCount' --output text
+}
+
+# A command's words quoted for a shell, on one line.
+pasteable() {
+  printf '%q' "$1"
+  printf ' %q' "${@:2}"
 }
 
 if [[ "$hard" == true ]]; then
@@ -314,10 +327,11 @@ if [[ "$hard" == true ]]; then
   if [[ "$dry_run" == false ]]; then
     count_before_hard_stop="$("${describe_count_before[@]}")"
     [[ "$count_before_hard_stop" =~ ^[0-9]+$ ]] || fail "unexpected desired count of $service: $count_before_hard_stop"
-    hard_stop_zeroed=true
+    hard_stop_zero="asked"
   fi
   run aws ecs update-service ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service "$service" \
     --desired-count 0 --query 'service.desiredCount' --output text
+  [[ "$dry_run" == true ]] || hard_stop_zero="set"
   list_tasks=(aws ecs list-tasks ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --service-name "$service"
     --desired-status RUNNING --query 'taskArns' --output text)
   trace "${list_tasks[@]}"
@@ -364,7 +378,7 @@ set_stack_count() {
 }
 set_stack_count
 # The service has the stack's count now (0 too when the stack asks for 0: then that is what was asked for).
-hard_stop_zeroed=false
+hard_stop_zero="none"
 
 if [[ "$autoscaling_suspended" == true ]]; then
   # The deploy removes the autoscaling with desiredCount 0; otherwise it is the stack's again, and resumed.

@@ -267,6 +267,32 @@ describe('scripts/campaign.sh', () => {
     expect(run.stderr).not.toContain('may still be suspended');
   });
 
+  it('a hard stop whose call to set the count to 0 fails says the count is unknown, how to read it and how to restore it', () => {
+    sandbox.setState((state) => {
+      state.services[WORKER_SERVICE]!.desiredCount = 3;
+      state.runningTasks[WORKER_SERVICE] = ['arn:aws:ecs:eu-west-1:123456789012:task/bulk-import-prod/aaa'];
+    });
+    const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--hard', '--yes'], {
+      CDK_BIN: cdk,
+      AWS_REGION: 'eu-west-1',
+      STANDIN_FAIL: 'aws ecs update-service * --desired-count 0 *',
+    });
+    expect(run.code).toBe(17);
+    expect(run.stderr).toContain('campaign.sh: step "stop every running worker task" failed (exit 17)');
+    expect(sandbox.state().services[WORKER_SERVICE]!.desiredCount).toBe(3);
+    // Not "left at desired count 0": the call failed, so the script cannot know.
+    expect(run.stderr).not.toContain('is left at desired count 0');
+    expect(run.stderr).toContain(
+      "campaign.sh: the hard stop's call to set the service bulk-import-worker-prod to desired count 0 (from 3) failed: ECS may or may not have applied it.",
+    );
+    expect(run.stderr).toContain(
+      "\n  aws ecs describe-services --region eu-west-1 --cluster bulk-import-prod --services bulk-import-worker-prod --query services\\[0\\].desiredCount --output text\n",
+    );
+    expect(run.stderr).toContain(
+      '\n  aws ecs update-service --region eu-west-1 --cluster bulk-import-prod --service bulk-import-worker-prod --desired-count 3\n',
+    );
+  });
+
   it('a list of tasks that cannot be read stops the hard stop (it is not "no task running"), and says so once', () => {
     sandbox.setState((state) => (state.scalableTargets[SCALABLE_TARGET] = { scalingIn: false, scalingOut: false, scheduled: false }));
     const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--tasks', '2', '--hard', '--yes'], { CDK_BIN: cdk, STANDIN_FAIL: 'aws ecs list-tasks *' });
