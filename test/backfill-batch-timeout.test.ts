@@ -7,6 +7,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
 import { BatchSizer, GROW_AFTER_QUICK_BATCHES } from '../worker/backfills/batch-sizer.js';
+import { defaultBackfills } from '../worker/backfills/registry.js';
+import { undoBackfill, type UndoOutcome, type UndoRetry } from '../worker/backfills/undo.js';
 import { backfillHandler } from '../worker/handlers/backfill.js';
 import type { JobRow } from '../worker/queue/types.js';
 import type { Worker } from '../worker/runner/worker.js';
@@ -84,6 +86,19 @@ async function backfillPastHeldRow(id: number, lockWaits: number): Promise<JobRo
     await writer.query('ROLLBACK').catch(() => {});
     writer.release();
   }
+}
+
+/** An undo of every run's before-images in batches of 4 under `batchTimeoutMs`, and the retries it reports. */
+function undoInProcess(batchTimeoutMs: number): { undo: Promise<UndoOutcome>; retries: UndoRetry[] } {
+  const retries: UndoRetry[] = [];
+  const undo = undoBackfill(env.pool, defaultBackfills().require('documents-file-extension'), {
+    tenantId: null,
+    jobId: null,
+    batchSize: 4,
+    batchTimeoutMs,
+    onRetry: (retry) => retries.push(retry),
+  });
+  return { undo, retries };
 }
 
 describe('backfill batches under a statement timeout', () => {
@@ -190,6 +205,50 @@ describe('backfill batches under a statement timeout', () => {
               (SELECT count(*)::int FROM backfill_before_images) AS images`,
     );
     expect(rows[0]).toEqual({ filled: 0, images: 0 });
+  });
+
+  it('`backfill undo` tries a batch again past a row a writer holds, and restores every row', async () => {
+    await insertHistoricalDocuments(env.pool, 20);
+    const job = await runBackfill({ batchSize: 20, saveBeforeImage: true });
+    expect(job.result).toMatchObject({ complete: true, rowsWritten: 20 });
+    const writer = await env.pool.connect();
+    try {
+      await writer.query('BEGIN');
+      await writer.query('SELECT id FROM documents WHERE id = 6 FOR UPDATE');
+      const { undo, retries } = undoInProcess(1_000);
+      // Two lock waits past the lock timeout (500 ms), then the writer commits without changing the row.
+      await waitFor(async () => retries.length >= 2, 30_000, 20);
+      await writer.query('COMMIT');
+      expect(await undo).toMatchObject({ restored: 20, skipped: 0, batchTimeouts: 0 });
+      expect(retries.slice(0, 2)).toEqual([
+        // Before-images are walked in the text order of their keys: 6 comes after "5".
+        { reason: 'lock', sqlstate: '55P03', try: 1, afterKey: '5' },
+        { reason: 'lock', sqlstate: '55P03', try: 2, afterKey: '5' },
+      ]);
+    } finally {
+      await writer.query('ROLLBACK').catch(() => {});
+      writer.release();
+    }
+    const { rows } = await env.pool.query<{ filled: number }>('SELECT count(*)::int AS filled FROM documents WHERE file_extension IS NOT NULL');
+    expect(rows[0]!.filled).toBe(0);
+  });
+
+  it('`backfill undo` tries a one-row batch that outlasts the timeout five times, then stops with the key before it', async () => {
+    await insertHistoricalDocuments(env.pool, 12);
+    const job = await runBackfill({ batchSize: 12, saveBeforeImage: true });
+    expect(job.result).toMatchObject({ complete: true, rowsWritten: 12 });
+    // Restoring row 5 never ends.
+    await slowUpdatesWhen('EXISTS (SELECT 1 FROM written WHERE id = 5)');
+    const { undo, retries } = undoInProcess(300);
+    await expect(undo).rejects.toThrow(
+      'backfill undo documents-file-extension: the before-images after key "4" could not be restored within the batch timeout of 300 ms in 5 tries',
+    );
+    // Keys in text order: 1, 10, 11, 12 restored; 2–5 timed out, 2–3 restored; 4–5 timed out, 4 restored; then row 5
+    // alone five times (no try counted for the halvings): four tried again, the fifth stopped the undo.
+    expect(retries).toEqual([1, 2, 3, 4].map((n) => ({ reason: 'timeout', sqlstate: '57014', try: n, afterKey: '4' })));
+    expect(await committedBatches()).toEqual([4, 2, 1]);
+    const { rows } = await env.pool.query<{ id: string }>('SELECT id FROM documents WHERE file_extension IS NULL ORDER BY id');
+    expect(rows.map((row) => Number(row.id))).toEqual([1, 2, 3, 4, 10, 11, 12]);
   });
 
   it('refuses a batch timeout out of range before the run is queued', async () => {

@@ -20,6 +20,16 @@ export function batchTimeoutSettings(timeoutMs: number): string {
   return `SET LOCAL lock_timeout = ${lockTimeoutMs}; SET LOCAL statement_timeout = ${timeoutMs}`;
 }
 
+/**
+ * Tries of one batch on deadlock, serialization failure or a lock wait longer than its lock timeout — and, counted
+ * apart, of a batch of one row that outlasts the statement timeout (larger ones are halved first, without counting a
+ * try). Shared by a fill run's batches and an undo's.
+ */
+export const BATCH_TRIES = 5;
+
+/** The pause before try `tryNumber + 1` of a batch (ms): 200, 400, 800, 1,600 — for a busy writer to pass. */
+export const batchRetryPauseMs = (tryNumber: number): number => 100 * 2 ** tryNumber;
+
 /** Batches in a row, each of the full size and under a quarter of the timeout, before the size doubles again. */
 export const GROW_AFTER_QUICK_BATCHES = 10;
 

@@ -13,7 +13,7 @@ import { markProgressKept } from '../queue/outage.js';
 import type { Lease } from '../queue/types.js';
 import { inSpan } from '../tracing/spans.js';
 import type { CompiledBackfill } from './compile.js';
-import { BatchSizer, batchTimeoutSettings, startingBatchSize } from './batch-sizer.js';
+import { BATCH_TRIES, batchRetryPauseMs, BatchSizer, batchTimeoutSettings, startingBatchSize } from './batch-sizer.js';
 import { DEFAULT_BATCH_TIMEOUT_MS } from './compile.js';
 import { batchTimeoutError, describeBackfillError, isStatementTimeout, RETRYABLE_BATCH_SQLSTATES } from './errors.js';
 import {
@@ -64,12 +64,6 @@ export interface FillOutcome {
 /** Rounds of retries for conflicting rows once the walk is done, with a growing pause for busy writers to pass. */
 const RETRY_ROUNDS = 8;
 const RETRY_PAUSE_MS = 50;
-/**
- * Tries of one batch on deadlock, serialization failure or a lock wait longer than its lock timeout — and of a batch of one
- * row that outlasts the statement timeout (larger ones are halved first, without counting a try).
- */
-const BATCH_TRIES = 5;
-
 /**
  * Pool connections a run leaves to the rest of its worker (other runs, their progress writes, maintenance). Each
  * stream holds one connection per batch and needs no other (its lease check and progress write go through it).
@@ -383,13 +377,13 @@ class FillRun {
             { rows, try: oneRowTimeouts, batch_timeout_ms: sizer.timeoutMs, ...describeSelection(selection) },
             'backfill batch of one row outlasted its statement timeout; trying it again',
           );
-          await pause(100 * 2 ** oneRowTimeouts, this.context.signal);
+          await pause(batchRetryPauseMs(oneRowTimeouts), this.context.signal);
           continue;
         }
         const code = sqlState(error);
         if (code !== undefined && RETRYABLE_BATCH_SQLSTATES.has(code) && tryNumber < BATCH_TRIES) {
           this.context.log.warn({ sqlstate: code, try: tryNumber, ...describeSelection(selection) }, 'backfill batch rolled back; trying it again');
-          await pause(100 * 2 ** tryNumber, this.context.signal);
+          await pause(batchRetryPauseMs(tryNumber), this.context.signal);
           tryNumber += 1;
           continue;
         }

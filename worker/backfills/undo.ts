@@ -6,13 +6,15 @@
 // value, a change of another column, a later run — and the row is left as it is and reported. Restored rows'
 // before-images are deleted in the same transaction, so an interrupted undo resumes by running it again. `discard`
 // deletes before-images once a run is accepted. The migration behind it: 20261205000400_backfill_before_images.sql.
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pool } from '../db/pool.js';
 import { withTransaction } from '../db/pool.js';
+import { sqlState } from '../db/sql-state.js';
 import { BACKFILL_KIND } from '../handlers/kinds.js';
 import { ACTIVE_STATES } from '../queue/types.js';
-import { BatchSizer, batchTimeoutSettings } from './batch-sizer.js';
+import { BATCH_TRIES, batchRetryPauseMs, BatchSizer, batchTimeoutSettings } from './batch-sizer.js';
 import { DEFAULT_BATCH_TIMEOUT_MS, type CompiledBackfill } from './compile.js';
-import { isStatementTimeout } from './errors.js';
+import { isStatementTimeout, RETRYABLE_BATCH_SQLSTATES } from './errors.js';
 
 export interface BeforeImageScope {
   /** Only before-images of this tenant's rows; null = all. */
@@ -28,6 +30,16 @@ export interface UndoOptions extends BeforeImageScope {
    * and tried again with half the rows. Undefined: DEFAULT_BATCH_TIMEOUT_MS.
    */
   batchTimeoutMs?: number;
+  /** Hears each batch tried again after a lock wait, a deadlock or a one-row timeout (the CLI says so on stderr). */
+  onRetry?: (retry: UndoRetry) => void;
+}
+
+/** A batch of an undo tried again as it is: `reason` the SQLSTATE's meaning, `try` the try that failed (1-based). */
+export interface UndoRetry {
+  reason: 'lock' | 'timeout';
+  sqlstate: string;
+  try: number;
+  afterKey: string | null;
 }
 
 export interface UndoOutcome {
@@ -155,6 +167,10 @@ export async function undoBackfill(pool: Pool, backfill: CompiledBackfill, optio
   };
   const sizer = new BatchSizer(options.batchSize, options.batchTimeoutMs ?? DEFAULT_BATCH_TIMEOUT_MS);
   let cursor: string | null = null;
+  // As a fill run's batches (fill-run.ts): lock waits, deadlocks and serialization failures, and apart from them the
+  // timeouts of a one-row batch, each get BATCH_TRIES tries of the same batch before the undo stops.
+  let lockTries = 0;
+  let oneRowTimeouts = 0;
   for (;;) {
     const rows = sizer.current;
     const startedAt = performance.now();
@@ -162,20 +178,43 @@ export async function undoBackfill(pool: Pool, backfill: CompiledBackfill, optio
     try {
       batch = await undoBatch(pool, backfill, options, cursor, rows, sizer.timeoutMs);
     } catch (error) {
-      if (!isStatementTimeout(error)) throw error;
-      outcome.batchTimeouts += 1;
-      if (rows === 1) {
-        throw new Error(
-          `backfill undo ${backfill.definition.name}: the before-image after key ${JSON.stringify(cursor)} could not be restored within the ` +
-            `batch timeout of ${sizer.timeoutMs} ms (look for a trigger or a lock on that row, or raise --batch-timeout-ms); ` +
-            `${outcome.restored} row(s) restored so far: run undo again to go on`,
-          { cause: error },
+      const code = sqlState(error);
+      if (isStatementTimeout(error)) {
+        outcome.batchTimeouts += 1;
+        sizer.timedOut(rows);
+        // Rolled back whole: the same images again, half as many.
+        if (rows > 1) continue;
+        oneRowTimeouts += 1;
+        if (oneRowTimeouts >= BATCH_TRIES) {
+          throw undoStopped(
+            backfill,
+            cursor,
+            outcome,
+            `could not be restored within the batch timeout of ${sizer.timeoutMs} ms in ${oneRowTimeouts} tries (look for a trigger or a lock on that row, or raise --batch-timeout-ms)`,
+            error,
+          );
+        }
+        options.onRetry?.({ reason: 'timeout', sqlstate: code!, try: oneRowTimeouts, afterKey: cursor });
+        await sleep(batchRetryPauseMs(oneRowTimeouts));
+        continue;
+      }
+      if (code === undefined || !RETRYABLE_BATCH_SQLSTATES.has(code)) throw error;
+      lockTries += 1;
+      if (lockTries >= BATCH_TRIES) {
+        throw undoStopped(
+          backfill,
+          cursor,
+          outcome,
+          `could not be restored in ${lockTries} tries: each waited for a row another transaction holds past the lock timeout, or met a deadlock (SQLSTATE ${code})`,
+          error,
         );
       }
-      // Rolled back whole: the same images again, half as many.
-      sizer.timedOut(rows);
+      options.onRetry?.({ reason: 'lock', sqlstate: code, try: lockTries, afterKey: cursor });
+      await sleep(batchRetryPauseMs(lockTries));
       continue;
     }
+    lockTries = 0;
+    oneRowTimeouts = 0;
     sizer.committed(rows, performance.now() - startedAt);
     if (batch.selected === 0) break;
     outcome.batches += 1;
@@ -190,6 +229,15 @@ export async function undoBackfill(pool: Pool, backfill: CompiledBackfill, optio
   }
   outcome.finalBatchSize = sizer.current;
   return outcome;
+}
+
+/** The error that stops an undo at the batch after `cursor`: what went wrong, how far it got, how to go on. */
+function undoStopped(backfill: CompiledBackfill, cursor: string | null, outcome: UndoOutcome, what: string, cause: unknown): Error {
+  return new Error(
+    `backfill undo ${backfill.definition.name}: the before-images after key ${JSON.stringify(cursor)} ${what}; ` +
+      `${outcome.restored} row(s) restored so far: run undo again to go on`,
+    { cause },
+  );
 }
 
 interface UndoBatch {
@@ -214,7 +262,7 @@ async function undoBatch(
   if (cursor !== null) conditions.push(`i.row_key > ${params.add(cursor)}`);
   const limit = params.add(rows);
   return withTransaction(pool, async (client) => {
-    // A wait for a row a writer holds ends the undo (run it again); a batch too slow is halved (undoBackfill).
+    // A wait for a row a writer holds is tried again; a batch too slow is halved (undoBackfill).
     await client.query(batchTimeoutSettings(timeoutMs));
     const { rows: answer } = await client.query<UndoBatch>(
       `WITH images AS (

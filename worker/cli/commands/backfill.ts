@@ -2,6 +2,7 @@
 // pre-check before a run and the proof of 100% after it), and the rollback of a run that saved before-images.
 // Runs are enqueued with `bulk-import enqueue backfill --payload …`.
 import type { Command } from 'commander';
+import { BATCH_TRIES } from '../../backfills/batch-sizer.js';
 import { DEFAULT_BATCH_TIMEOUT_MS, MAX_BATCH_TIMEOUT_MS, MIN_BATCH_TIMEOUT_MS, type CompiledBackfill } from '../../backfills/compile.js';
 import { defaultBackfills } from '../../backfills/registry.js';
 import { countRows } from '../../backfills/statements.js';
@@ -10,7 +11,7 @@ import { BACKFILL_KIND } from '../../handlers/kinds.js';
 import { listJobs } from '../../queue/operator.js';
 import type { JobRow } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
-import { formatTable, printJson, printLine } from '../output.js';
+import { formatTable, printJson, printLine, terminalSafe } from '../output.js';
 import { integerIn } from '../parse.js';
 import { summarizeProgress } from './jobs.js';
 
@@ -170,7 +171,16 @@ export function registerBackfillCommands(program: Command): void {
           printLine(`would restore ${counts.restorable}; left alone: ${counts.changed} changed since, ${counts.deleted} deleted`);
           return;
         }
-        const outcome = await undoBackfill(pool, compiled, { ...scope, batchSize, batchTimeoutMs });
+        const outcome = await undoBackfill(pool, compiled, {
+          ...scope,
+          batchSize,
+          batchTimeoutMs,
+          // On stderr in both modes (stdout's JSON stays the outcome).
+          onRetry: (retry) =>
+            process.stderr.write(
+              `undo batch after key ${terminalSafe(JSON.stringify(retry.afterKey))} ${retry.reason === 'lock' ? 'waited for a locked row past its lock timeout (or met a deadlock)' : 'of one row outlasted its batch timeout'}; trying it again (try ${retry.try + 1} of ${BATCH_TRIES})\n`,
+            ),
+        });
         if (options.json) return printJson(outcome);
         printLine(`restored ${outcome.restored} row(s) of ${outcome.table}.${outcome.column} to their values before backfill ${name}`);
         if (outcome.batchTimeouts > 0) {
