@@ -136,6 +136,9 @@ export class JobEventHub {
   /** State notifications read so far (all runs'): a test knows from it that what the channel carried was handled. */
   notificationsRead = 0;
 
+  /** Reads of the followed runs made so far: a test knows from it that a progress write was read. */
+  progressReads = 0;
+
   /** How many streams follow the run now. */
   followers(jobId: number): number {
     return this.watches.get(jobId)?.listeners.size ?? 0;
@@ -212,6 +215,7 @@ export class JobEventHub {
     this.polling = true;
     try {
       const read = await readJobStatuses(this.options.pool, ids);
+      this.progressReads += 1;
       const snapshot = read.snapshot === null ? null : parseSnapshot(read.snapshot);
       for (const row of read.rows) {
         const watch = this.watches.get(row.id);

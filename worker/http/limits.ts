@@ -17,6 +17,11 @@ export interface ApiLimits {
   /** SSE comment line sent this often so proxies keep an idle stream open. */
   eventKeepAliveMs: number;
   /**
+   * How long a stream the server ended (its key revoked, its session over, the server closing) waits for its client to
+   * read what was written, before its connection is cut: a client that reads nothing would hold it for good.
+   */
+  eventEndGraceMs: number;
+  /**
    * Event streams one key (or one admin session's key) may hold open on this server process at once; the next is
    * `429 TOO_MANY_STREAMS`. A client that leaks streams (an EventSource per render, never closed) would otherwise
    * hold sockets and followed runs without end.
@@ -34,6 +39,7 @@ export const DEFAULT_LIMITS: ApiLimits = {
   uploadMaxBytes: 1024 ** 3,
   eventPollMs: 1_000,
   eventKeepAliveMs: 15_000,
+  eventEndGraceMs: 10_000,
   eventStreamsPerKey: 100,
   s3HeadTimeoutMs: 10_000,
 };

@@ -36,6 +36,7 @@ export interface RevocationSource {
 /** Open streams grouped by what opened them (a key id, a session id), to end them together. */
 class StreamGroups<K> {
   private readonly groups = new Map<K, Set<ServerResponse>>();
+  constructor(private readonly endStream: (raw: ServerResponse) => void) {}
   add(id: K, raw: ServerResponse): void {
     this.groups.set(id, (this.groups.get(id) ?? new Set()).add(raw));
   }
@@ -45,7 +46,7 @@ class StreamGroups<K> {
     if (streams?.size === 0) this.groups.delete(id);
   }
   end(id: K): void {
-    for (const raw of this.groups.get(id) ?? []) raw.end();
+    for (const raw of this.groups.get(id) ?? []) this.endStream(raw);
   }
   ids(): K[] {
     return [...this.groups.keys()];
@@ -73,22 +74,37 @@ function refusedWhileClosing(): ApiError {
 }
 
 export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies, revocations: RevocationSource): void {
+  /**
+   * What stops each open stream's writers: its keep-alive timer and its run's events. A stream ends through
+   * `endStream`, which stops them first: the response's 'close' (where they stop too) comes only once what was written
+   * has reached the client, and a client that reads nothing holds it off for as long as it likes. A write after the
+   * end meanwhile raises an 'error' on the response that nothing hears — and brings the process down. An ended stream
+   * whose client still reads nothing after eventEndGraceMs is cut off: it keeps its key's place until then.
+   */
+  const stoppers = new Map<ServerResponse, () => void>();
+  const endStream = (raw: ServerResponse) => {
+    stoppers.get(raw)?.();
+    if (raw.destroyed) return;
+    raw.end();
+    const cutOff = setTimeout(() => raw.destroy(), deps.limits.eventEndGraceMs);
+    raw.once('close', () => clearTimeout(cutOff));
+  };
   // Streams never end by themselves: a closing server ends them (clients reconnect to another process).
   const open = new Set<ServerResponse>();
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
     clearTimeout(recheck.timer);
-    for (const raw of open) raw.end();
+    for (const raw of open) endStream(raw);
   });
   // A stream outlives the check of its key or session: when the key is revoked or the admin session that opened it
   // signs out, its streams end, and the client's reconnect is refused like any request of theirs. When some may have
   // been missed (the listener reconnected), the keys and sessions of the open streams are checked again.
-  const byKey = new StreamGroups<number>();
-  const bySession = new StreamGroups<string>();
+  const byKey = new StreamGroups<number>(endStream);
+  const bySession = new StreamGroups<string>(endStream);
   // Streams per key counted from the moment one is let in, before its reads, so that opens racing each other cannot
   // pass the limit together (byKey holds only streams already answering, the ones a revocation ends).
-  const admitted = new StreamGroups<number>();
+  const admitted = new StreamGroups<number>(endStream);
   const endStreams = (keyIds: Iterable<number>, sessionIds: Iterable<string>) => {
     for (const keyId of keyIds) byKey.end(keyId);
     for (const sessionId of sessionIds) bySession.end(sessionId);
@@ -208,23 +224,36 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       const pending: JobEvent[] = [];
       let live = false;
       let lastSent = 0;
+      // Nothing is written once the stream has ended (endStream stops the writers first: this is the second guard).
+      const write = (text: string) => {
+        if (!raw.writableEnded && !raw.destroyed) raw.write(text);
+      };
       const send = (event: JobEvent) => {
         if (event.seq <= lastSent) return;
         lastSent = event.seq;
-        raw.write(frame(`${subscription.token}.${event.seq}`, event.type, event.data));
+        write(frame(`${subscription.token}.${event.seq}`, event.type, event.data));
       };
       const subscription = hub.subscribe(jobId, (event) => (live ? send(event) : pending.push(event)));
       // Both started once the stream's headers are out (a write before them would send headers of its own).
       const timers: { keepAlive?: NodeJS.Timeout; expiry?: NodeJS.Timeout } = {};
       const session = request.cookieSession;
-      const stop = () => {
+      // Writers stop at the stream's end (endStream) or its close, whichever comes first; the key's place is given back
+      // at the close, once the connection is gone.
+      let writing = true;
+      const stopWriting = () => {
+        if (!writing) return;
+        writing = false;
         clearInterval(timers.keepAlive);
         clearTimeout(timers.expiry);
         subscription.unsubscribe();
+        stoppers.delete(raw);
         open.delete(raw);
-        admitted.delete(keyId, raw);
         byKey.delete(keyId, raw);
         if (session) bySession.delete(session.id, raw);
+      };
+      const stop = () => {
+        stopWriting();
+        admitted.delete(keyId, raw);
       };
       if (!whenClientGone(request, reply, stop)) {
         stop();
@@ -248,6 +277,9 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
         throw refusedWhileClosing();
       }
       reply.hijack();
+      stoppers.set(raw, stopWriting);
+      // Fastify's own error listener goes with the hijack: a socket error (a reset) is the client gone ('close' follows).
+      raw.on('error', (error) => request.log.debug({ err: error, jobId }, 'event stream: the connection failed'));
       open.add(raw);
       byKey.add(keyId, raw);
       if (session) bySession.add(session.id, raw);
@@ -260,13 +292,13 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
         connection: 'keep-alive',
         'x-accel-buffering': 'no',
       });
-      raw.write('retry: 2000\n\n');
-      timers.keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), deps.limits.eventKeepAliveMs);
+      write('retry: 2000\n\n');
+      timers.keepAlive = setInterval(() => write(': keep-alive\n\n'), deps.limits.eventKeepAliveMs);
       // A session's stream ends when the session expires, as its next page would be refused. A timer waits at most
       // 2^31 - 1 ms (about 24.8 days; a longer delay fires at once), and `serve --session-hours` allows 30 days.
       const endAtExpiry = (expiresAt: number) => {
         const left = expiresAt - Date.now();
-        if (left <= 0) raw.end();
+        if (left <= 0) endStream(raw);
         else timers.expiry = setTimeout(() => endAtExpiry(expiresAt), Math.min(left, MAX_TIMER_MS));
       };
       if (session) endAtExpiry(session.expiresAt.getTime());
@@ -278,7 +310,7 @@ export function registerEventRoutes(app: FastifyInstance, deps: ApiDependencies,
       } else {
         hub.noteSnapshot(jobId, job);
         lastSent = subscription.sinceSeq;
-        raw.write(frame(`${subscription.token}.${subscription.sinceSeq}`, 'snapshot', jobSummaryView(job, isOperatorKey(request))));
+        write(frame(`${subscription.token}.${subscription.sinceSeq}`, 'snapshot', jobSummaryView(job, isOperatorKey(request))));
       }
       live = true;
       for (const event of pending) send(event);
