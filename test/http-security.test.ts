@@ -4,6 +4,7 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { revokeApiKey } from '../worker/auth/api-keys.js';
+import { enqueueJob } from '../worker/queue/enqueue.js';
 import { useTestEnvironment } from './harness.js';
 import { call, makeKey, startTestApi, type TestApi } from './support/api-server.js';
 import { openEvents, type EventStream } from './support/sse-client.js';
@@ -59,6 +60,39 @@ describe('limits', () => {
     const text = await call(api, 'POST', '/v1/jobs', { key: operator, body: 'kind=noop', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
     expect(text.status).toBe(415);
     expect(text.body.error.code).toBe('UNSUPPORTED_MEDIA_TYPE');
+    // JSON sent as text/plain is not JSON to this API either (it reached the schema as a string: "must be object").
+    const plain = await call(api, 'POST', '/v1/jobs', { key: operator, body: JSON.stringify({ kind: 'noop' }), headers: { 'content-type': 'text/plain' } });
+    expect(plain.status).toBe(415);
+    expect(plain.body.error.code).toBe('UNSUPPORTED_MEDIA_TYPE');
+  });
+
+  it('takes a JSON body value of the wrong type as an error, never as another value', async () => {
+    const { job } = await enqueueJob(env.pool, { kind: 'noop' });
+    await env.pool.query(`UPDATE jobs SET state = 'dead', attempts = 1, finished_at = now() - interval '1 hour' WHERE id = $1`, [job.id]);
+    const cases: Array<[string, unknown, string]> = [
+      // Coerced, null was false: a purge for real, not a dry run; 7 was "7", seven seconds.
+      ['/v1/dead/purge', { olderThan: '1s', dryRun: null }, 'dryRun'],
+      ['/v1/dead/purge', { olderThan: 7, dryRun: true }, 'olderThan'],
+      // false was the key "false", shared by every submit that sent it; "" was null, no dedupe at all.
+      ['/v1/jobs', { kind: 'noop', tenant: 't', dedupeKey: false }, 'dedupeKey'],
+      ['/v1/jobs', { kind: 'noop', tenant: 't', dedupeKey: '' }, 'dedupeKey'],
+      ['/v1/jobs', { kind: 'noop', tenant: 't', priority: null }, 'priority'],
+      ['/v1/jobs', { kind: 'noop', tenant: 't', maxAttempts: '3' }, 'maxAttempts'],
+      ['/v1/dead/replay', { ids: job.id }, 'ids'],
+      ['/v1/uploads', { contentLength: '50' }, 'contentLength'],
+    ];
+    for (const [path, body, field] of cases) {
+      const response = await call(api, 'POST', path, { key: operator, body });
+      expect(response.status, `${path} ${JSON.stringify(body)}`).toBe(400);
+      expect(response.body.error, `${path} ${JSON.stringify(body)}`).toMatchObject({ code: 'INVALID_REQUEST', field });
+    }
+    expect((await env.pool.query('SELECT state FROM jobs WHERE id = $1', [job.id])).rows).toEqual([{ state: 'dead' }]);
+    expect((await env.pool.query("SELECT count(*)::int AS n FROM jobs WHERE kind = 'noop' AND tenant_id = 't'")).rows[0].n).toBe(0);
+    // Query strings are text on the wire, and are still read as their schema's types.
+    const page = await call(api, 'GET', '/v1/jobs?limit=1&state=dead', { key: operator });
+    expect(page.status).toBe(200);
+    expect(page.body.jobs.map((run: { id: number }) => run.id)).toEqual([job.id]);
+    await env.pool.query('DELETE FROM jobs WHERE id = $1', [job.id]);
   });
 
   it('limits requests per key: 429 with Retry-After past the limit, while another key goes on', async () => {

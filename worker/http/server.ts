@@ -2,6 +2,7 @@
 // same schemas validate, serialize and make /openapi.json), API keys with tenant and operator roles, one error shape,
 // per-key rate limits, a body limit and timeouts. All SQL stays in worker/queue/ and beside its tables; routes only
 // check access, call those functions and shape the answer.
+import { AjvCompiler, type ValidatorFactory } from '@fastify/ajv-compiler';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -126,6 +127,22 @@ function trustProxySetting(trust: ApiServerOptions['trustProxy']): string | bool
   return trust && trust.length > 0 ? trust.join(',') : false;
 }
 
+const ajvCompilers = AjvCompiler();
+
+/**
+ * Validators that coerce query strings and path parameters (all text on the wire: `?limit=5` is the number 5) but not
+ * JSON bodies, whose values have types of their own: coerced, `"dryRun": null` would be false and purge for real,
+ * `"dedupeKey": false` the key "false" shared by every such submit, `"dedupeKey": ""` null (no dedupe at all). A body
+ * value of the wrong type is `400 INVALID_REQUEST`, as API.md says.
+ */
+const bodyStrictValidators: ValidatorFactory = (externalSchemas, serverOptions) => {
+  const coercing = ajvCompilers(externalSchemas, serverOptions);
+  // The server's options (never JTD here) with coercion off.
+  const strictOptions = { ...serverOptions, customOptions: { ...serverOptions?.customOptions, coerceTypes: false } } as Parameters<ValidatorFactory>[1];
+  const strict = ajvCompilers(externalSchemas, strictOptions);
+  return (route) => (route.httpPart === 'body' ? strict(route) : coercing(route));
+};
+
 export async function buildApiServer(options: ApiServerOptions): Promise<FastifyInstance> {
   const deps: ApiDependencies = {
     ...options,
@@ -143,9 +160,14 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     // below, in the API's error shape; Fastify's own 503 has another.
     return503OnClosing: false,
     trustProxy: trustProxySetting(options.trustProxy),
-    // Refuse unknown fields (naming them) instead of dropping them silently; query strings are coerced.
+    // Refuse unknown fields (naming them) instead of dropping them silently. Query strings and path parameters are
+    // text and are coerced to their schema's types; a JSON body is not (bodyStrictValidators).
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
+    schemaController: { compilersFactory: { buildValidator: bodyStrictValidators } },
   });
+  // A body is JSON or, on the admin pages, a form (their plugin's own parser): Fastify's built-in text/plain parser
+  // would hand a JSON text sent as text/plain to the schema as a string ("must be object"), not refuse it as 415.
+  app.removeContentTypeParser('text/plain');
   app.decorateRequest('apiKey', null);
   app.decorateRequest('cookieSession', null);
   // First of the hooks: a request refused by authentication still has its span (worker/tracing/).
