@@ -66,4 +66,20 @@ describe('queue gauges', () => {
     expect(plan).not.toContain('Seq Scan');
     for (const index of ['jobs_live_lease_expiry', 'jobs_live_dead_unresolved', 'jobs_archive_dead_unresolved']) expect(plan).toContain(index);
   });
+
+  it("age a running run from its attempt's claim: a finalize after hours of review is not hours old", async () => {
+    await env.pool.query('DELETE FROM jobs');
+    // A CSV import validated two hours ago and approved: its finalize claimed 30 s ago (started_at stays the first
+    // claim's). A backfill claimed before claimed_at existed: its first start is all there is.
+    await env.pool.query(
+      `INSERT INTO jobs (kind, tenant_id, state, attempts, lease_owner, lease_expires_at, started_at, claimed_at, run_at)
+       VALUES ('csv-finalize', 't', 'running', 2, 'w', now() + interval '1 minute', now() - interval '2 hours', now() - interval '30 seconds', now()),
+              ('backfill', NULL, 'running', 1, 'w', now() + interval '1 minute', now() - interval '1 hour', NULL, now())`,
+    );
+    const gauges = await readQueueGauges(env.pool);
+    const age = (kind: string) => gauges.find((gauge) => gauge.kind === kind)!.oldestRunningAgeSeconds;
+    expect(age('csv-finalize')).toBeGreaterThanOrEqual(30);
+    expect(age('csv-finalize')).toBeLessThan(1800);
+    expect(age('backfill')).toBeGreaterThanOrEqual(3600);
+  });
 });

@@ -10,8 +10,10 @@ export interface KindGauges {
   oldestQueuedAgeSeconds: number;
   running: number;
   /**
-   * How long the oldest running run has been running, since it first started (started_at: every attempt counts, so
-   * a run that keeps getting retried grows older too); 0 when none runs.
+   * How long the oldest running run's attempt under way has been running, since its claim (claimed_at; started_at for
+   * a run claimed before that column existed); 0 when none runs. Not since the run first started: a CSV import's
+   * finalize after hours of review, or a run an operator requeued or replayed days after its first start, has not
+   * been running all that time. A run that keeps failing is the consecutive-failures and dead-jobs alarms' to show.
    */
   oldestRunningAgeSeconds: number;
   /** Runs in the dead-letter state, until replayed, resolved or purged. */
@@ -34,7 +36,7 @@ SELECT kind,
   coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now())), 0)::float8
     AS oldest_queued_age_seconds,
   count(*) FILTER (WHERE state = 'running')::int AS running,
-  coalesce(extract(epoch FROM now() - min(started_at) FILTER (WHERE state = 'running')), 0)::float8
+  coalesce(extract(epoch FROM now() - min(coalesce(claimed_at, started_at)) FILTER (WHERE state = 'running')), 0)::float8
     AS oldest_running_age_seconds,
   count(*) FILTER (WHERE state = 'dead' AND resolved_at IS NULL)::int AS dead,
   coalesce(max(CASE WHEN state = 'running' THEN attempts - 1 ELSE attempts END)
