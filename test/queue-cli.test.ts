@@ -43,18 +43,19 @@ describe('bulk-import enqueue and worker', () => {
     expect(unknownKind.code).not.toBe(0);
     expect(unknownKind.stderr).toMatch(/unknown job kind "no-such-kind"; known kinds: .*noop/);
     const unknownWorkerKind = await runCli(env, ['worker', '--kinds', 'nope', '--exit-when-idle']);
-    expect(unknownWorkerKind.code).not.toBe(0);
-    expect(unknownWorkerKind.stderr).toMatch(/unknown job kind\(s\) nope/);
+    // A configuration error, as any wrong variable: exit 78, naming the setting.
+    expect(unknownWorkerKind.code).toBe(78);
+    expect(unknownWorkerKind.stderr).toMatch(/WORKER_KINDS \(or --kinds\) names unknown job kind\(s\) nope/);
     // Said before the worker waits for its database: with none listening and a long startup wait, it still fails at
     // once (a wait would outlast the runner's 60 s timeout and end without this line).
     const noDatabase = await runCli(env, ['worker', '--kinds', 'nope', '--exit-when-idle'], {
       DATABASE_URL: `postgres://nobody:secret@127.0.0.1:${await freePort()}/none`,
       DATABASE_STARTUP_TIMEOUT_MS: '300000',
     });
-    expect(noDatabase.code).toBe(1);
-    expect(noDatabase.stderr.trim()).toMatch(/^bulk-import: unknown job kind\(s\) nope; known: /);
+    expect(noDatabase.code).toBe(78);
+    expect(noDatabase.stderr.trim()).toMatch(/^bulk-import: WORKER_KINDS \(or --kinds\) names unknown job kind\(s\) nope; known: /);
     const typoCeiling = await runCli(env, ['worker', '--exit-when-idle'], { WORKER_KIND_CONCURRENCY: 'csv-validate=2' });
-    expect(typoCeiling.code).not.toBe(0);
+    expect(typoCeiling.code).toBe(78);
     expect(typoCeiling.stderr).toMatch(/WORKER_KIND_CONCURRENCY names unknown job kind\(s\) csv-validate; known: .*csv-import/);
     const badConfig = await runCli(env, ['worker', '--exit-when-idle'], { WORKER_CONCURRENCY: 'many' });
     expect(badConfig.code).toBe(78);

@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { WorkerConfig } from '../config.js';
+import { ConfigError, type WorkerConfig } from '../config.js';
 import type { DatabaseTarget } from '../db/connection.js';
 import type { DatabaseStatus } from '../db/database-status.js';
 import { sendCancelRequest } from '../db/cancel-request.js';
@@ -208,15 +208,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
     });
     const known = registry.kinds();
     const unknown = options.kinds.filter((kind) => !known.includes(kind));
-    if (unknown.length > 0) throw new Error(`unknown job kind(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
-    // A ceiling for a kind that does not exist (a typo) would silently limit nothing.
+    // Configuration errors (exit 78, as any wrong variable): a typo here would otherwise claim nothing, or limit nothing.
+    if (unknown.length > 0) {
+      throw new ConfigError('WORKER_KINDS', `WORKER_KINDS (or --kinds) names unknown job kind(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
+    }
     for (const [setting, ceilings] of [
       ['WORKER_KIND_CONCURRENCY', options.kindConcurrency],
       ['TENANT_KIND_CONCURRENCY', options.tenantKindConcurrency ?? {}],
     ] as const) {
       const unknownCeilings = Object.keys(ceilings).filter((kind) => !known.includes(kind));
       if (unknownCeilings.length > 0) {
-        throw new Error(`${setting} names unknown job kind(s) ${unknownCeilings.join(', ')}; known: ${known.join(', ')}`);
+        throw new ConfigError(setting, `${setting} names unknown job kind(s) ${unknownCeilings.join(', ')}; known: ${known.join(', ')}`);
       }
     }
     this.kinds = options.kinds.length > 0 ? options.kinds : known;
