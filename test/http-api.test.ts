@@ -534,6 +534,22 @@ describe('tenants and roles', () => {
     expect(defaultPriority.body).toMatchObject({ reused: true, job: { id: created.body.job.id, priority: 0 } });
     const operatorKind = await call(api, 'POST', '/v1/jobs', { key: tenantA, body: { kind: 'backfill', payload: { name: 'documents-file-extension' } } });
     expect(operatorKind).toMatchObject({ status: 403, body: { error: { code: 'FORBIDDEN', field: 'kind' } } });
+    // A time in the past is now for a tenant key (with plain claim order an earlier run_at is claimed first); an
+    // operator's stays as given.
+    const asked = Date.now();
+    for (const file of ['backdated', 'backdated-by-operator']) await upload(`imports/ta/${file}.csv`);
+    const backdated = await call(api, 'POST', '/v1/jobs', {
+      key: tenantA,
+      body: { kind: 'csv-import', payload: { ...payload, key: 'imports/ta/backdated.csv' }, runAt: '1970-01-01T00:00:01Z' },
+    });
+    expect(backdated.status).toBe(201);
+    expect(Date.parse(backdated.body.job.runAt)).toBeGreaterThanOrEqual(asked - 60_000);
+    const byOperator = await call(api, 'POST', '/v1/jobs', {
+      key: operator,
+      body: { kind: 'csv-import', tenant: 'ta', payload: { ...payload, key: 'imports/ta/backdated-by-operator.csv' }, runAt: '1970-01-01T00:00:01Z' },
+    });
+    expect(byOperator.body.job.runAt).toBe('1970-01-01T00:00:01.000Z');
+    await env.pool.query('DELETE FROM jobs WHERE id = ANY($1::bigint[])', [[backdated.body.job.id, byOperator.body.job.id]]);
   });
 
   it("a CSV import's size is its upload's, read from S3: a declared size is checked, a missing upload or another tenant's key refused", async () => {
@@ -558,6 +574,18 @@ describe('tenants and roles', () => {
     expect(otherBucket).toMatchObject({ status: 400, body: { error: { code: 'CSV_BUCKET_NOT_ALLOWED', field: 'payload.bucket' } } });
     const noTenant = await submit(operator, { key: 'imports/ta/sized.csv' });
     expect(noTenant).toMatchObject({ status: 400, body: { error: { code: 'TENANT_REQUIRED', field: 'tenant' } } });
+    // A tenant no object key can hold: a clear 400 before any HEAD, not a 500 from building the upload prefix.
+    const badTenant = await submit(operator, { key: 'imports/a b/x.csv' }, { tenant: 'a b' });
+    expect(badTenant).toMatchObject({ status: 400, body: { error: { code: 'TENANT_REQUIRED', field: 'tenant' } } });
+    expect(badTenant.body.error.message).toContain('not "a b"');
+    // A mass import imports for a tenant too: refused at submit, not failed when it starts.
+    for (const tenant of [undefined, '<b>x</b>']) {
+      const massImport = await call(api, 'POST', '/v1/jobs', {
+        key: operator,
+        body: { kind: 'mass-import', payload: { source: 'hostile' }, runAt, ...(tenant ? { tenant } : {}) },
+      });
+      expect(massImport, String(tenant)).toMatchObject({ status: 400, body: { error: { code: 'TENANT_REQUIRED', field: 'tenant' } } });
+    }
     expect((await env.pool.query('SELECT count(*)::int AS n FROM jobs')).rows[0]).toEqual(before.rows[0]);
 
     const measured = await submit(tenantA, { key: 'imports/ta/sized.csv' });

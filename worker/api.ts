@@ -8,6 +8,7 @@ import { findBreach, lockAdmission, QueueLimitError } from './queue/admission.js
 import { PermanentJobError } from './queue/errors.js';
 import { checkEnqueueRequest, enqueueJob, findActiveRun, type EnqueueRequest, type EnqueueResult } from './queue/enqueue.js';
 import { estimateRun, measureThroughput, type RunEstimate } from './queue/estimate.js';
+import { requireSubmitTenant } from './imports/tenant.js';
 export { ENQUEUE_LIMITS } from './queue/enqueue.js';
 export { QueueLimitError } from './queue/admission.js';
 
@@ -62,6 +63,7 @@ export async function submitJob(db: Queryable, request: EnqueueRequest, options:
   const handler = registry.require(request.kind);
   const payload = handler.parsePayload(request.payload ?? {});
   const tenantId = runTenant(request.tenantId ?? null, payload);
+  if (handler.requiresTenant) requireSubmitTenant(request.kind, tenantId);
   const dedupeKey = (request.dedupeKey === undefined ? handler.defaultDedupeKey?.(payload, tenantId) : request.dedupeKey) ?? null;
   const queue = options.queue ?? defaultQueueConfig();
   const admit = async (tx: Queryable): Promise<EnqueueResult> => {

@@ -18,6 +18,7 @@ export const csvFinalizeHandler: JobHandler<CsvImportPayload> = {
   description: 'writes the valid rows of a reviewed csv-import run (started by `bulk-import finalize <id>`)',
   parsePayload: (raw) => parseCsvImportPayload(CSV_FINALIZE_KIND, raw),
   run,
+  requiresTenant: true,
   listErrors: listRowErrors,
   exportErrorsCsv: writeRowErrorsCsv,
 };

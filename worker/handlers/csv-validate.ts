@@ -73,6 +73,7 @@ export const csvValidateHandler: JobHandler<CsvImportPayload> = {
   description: 'validates a CSV upload against an import profile, records its invalid rows, parks the run for review',
   parsePayload: (raw) => parseCsvImportPayload(CSV_IMPORT_KIND, raw),
   run,
+  requiresTenant: true,
   defaultDedupeKey: csvImportDedupeKey,
   listErrors: listRowErrors,
   exportErrorsCsv: writeRowErrorsCsv,

@@ -287,6 +287,7 @@ export const massImportHandler: JobHandler<MassImportPayload> = {
   description: 'imports a directory of the campaign mount into S3 and the documents table, exactly once per file',
   parsePayload,
   run,
+  requiresTenant: true,
   defaultDedupeKey(payload, tenantId) {
     const tenant = payload.tenant ?? tenantId ?? '-';
     return `${MASS_IMPORT_KIND}:${tenant}:${payload.prefix}:${payload.source}${payload.dryRun ? ':dry-run' : ''}`;

@@ -91,6 +91,8 @@ export interface JobHandler<P = unknown> {
   defaultDedupeKey?(payload: P, tenantId: string | null): string | undefined;
   /** Attempts before `dead`, when the enqueuer gives none. */
   maxAttempts?: number;
+  /** A run of this kind imports for a tenant: submit refuses one without a valid tenant (imports/tenant.ts). */
+  requiresTenant?: boolean;
   /** Lists the run's failed items or rows (for kinds that have them), newest first, paged. */
   listErrors?(db: Queryable, jobId: number, page: { limit: number; offset: number }): Promise<RunErrors>;
   /**

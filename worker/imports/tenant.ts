@@ -40,3 +40,19 @@ export function resolveTenant(kind: string, payloadTenant: string | undefined, j
   }
   return tenant;
 }
+
+/**
+ * At submit, for the kinds that import for a tenant (JobHandler.requiresTenant): the run's tenant, or a refusal before
+ * anything is written — a run without one, or with one no object key can hold, would only fail when it starts.
+ */
+export function requireSubmitTenant(kind: string, tenant: string | null): string {
+  if (tenant === null || !isValidTenant(tenant)) {
+    throw new PermanentJobError(
+      `a ${kind} run imports for a tenant: give the run's tenant (an operator's "tenant", the CLI's --tenant) or ` +
+        `payload.tenant, ${TENANT_RULE}${tenant === null ? '' : `, not ${JSON.stringify(tenant)}`}`,
+      'TENANT_REQUIRED',
+      { field: 'tenant' },
+    );
+  }
+  return tenant;
+}

@@ -4,6 +4,7 @@ import { submitRun } from '../../actions/run-actions.js';
 import { runTenant } from '../../api.js';
 import { CSV_IMPORT_KIND } from '../../handlers/kinds.js';
 import { parseCsvImportPayload } from '../../imports/csv/payload.js';
+import { requireSubmitTenant } from '../../imports/tenant.js';
 import { QueueLimitError } from '../../queue/admission.js';
 import { estimateJson, estimateRun, ThroughputCache } from '../../queue/estimate.js';
 import { checkEnqueueRequest, type EnqueueRequest } from '../../queue/enqueue.js';
@@ -86,8 +87,7 @@ interface SubmitBody {
 /** A CSV import's size is its upload's, measured (csv-upload.ts): the queued-bytes limits must not take the caller's word. */
 async function csvUploadSize(deps: ApiDependencies, log: FastifyBaseLogger, body: SubmitBody, scope: string | null): Promise<number> {
   const payload = parseCsvImportPayload(body.kind, body.payload ?? {});
-  const tenant = runTenant(scope ?? body.tenant ?? null, payload);
-  if (tenant === null) throw new ApiError(400, 'TENANT_REQUIRED', 'a CSV import needs a tenant: give tenant (operator keys) or payload.tenant', 'tenant');
+  const tenant = requireSubmitTenant(body.kind, runTenant(scope ?? body.tenant ?? null, payload));
   return measureCsvUpload(deps, log, body.kind, payload, tenant, body.sizeBytes);
 }
 
@@ -190,7 +190,10 @@ export function registerJobRoutes(app: FastifyInstance, deps: ApiDependencies): 
           throw new ApiError(400, 'TENANT_MISMATCH', 'a tenant key submits for its own tenant only', 'payload.tenant');
         }
       }
-      const runAt = body.runAt ? new Date(body.runAt) : undefined;
+      let runAt = body.runAt ? new Date(body.runAt) : undefined;
+      // A time in the past is "now" for a tenant: with plain claim order (FAIR_CLAIM=false) an earlier run_at is claimed
+      // first, so a backdated run would jump every other tenant's queued runs, as a priority would.
+      if (scope !== null && runAt !== undefined && runAt.getTime() < Date.now()) runAt = undefined;
       const submit: EnqueueRequest = {
         kind: body.kind,
         payload: body.payload ?? {},
