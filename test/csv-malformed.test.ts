@@ -7,6 +7,8 @@ import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
+import { call, makeKey, startTestApi } from './support/api-server.js';
+import { runCli } from './support/cli-runner.js';
 import { waitFor } from './support/in-process-worker.js';
 import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
@@ -60,6 +62,23 @@ describe('malformed CSV files', () => {
     expect(message).toContain('unknown column(s): "nme", "colour"');
     expect(message).toContain('duplicate column(s): "sku" (columns 1, 7)');
     expect(message).toContain('Expected columns: sku, name, description (optional)');
+
+    // No row was read, so there is no failed-rows file to fix: said so, never an empty file.
+    const api = await startTestApi(env);
+    try {
+      const operator = await makeKey(env, 'header-reviewer', 'operator');
+      const exported = await call(api, 'GET', `/v1/jobs/${job.id}/errors?format=csv`, { key: operator });
+      expect(exported).toMatchObject({ status: 409, body: { error: { code: 'NO_ERROR_EXPORT' } } });
+      expect(exported.body.error.message).toContain(`job ${job.id} has no failed rows to export`);
+    } finally {
+      await api.close();
+    }
+    const cliExport = await runCli(env, ['errors', String(job.id), '--csv']);
+    expect(cliExport.code).toBe(1);
+    expect(cliExport.stdout).toBe('');
+    expect(cliExport.stderr).toContain(`job ${job.id} has no failed rows to export`);
+    const listing = await runCli(env, ['errors', String(job.id)]);
+    expect(listing.stdout).toContain(`has no failed items or rows; its last error: CSV_HEADER_INVALID (bulk-import show ${job.id})`);
   });
 
   it('binary garbage fails the run at once as not a text CSV', async () => {

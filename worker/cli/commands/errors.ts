@@ -67,7 +67,12 @@ export function registerErrorsCommand(program: Command): void {
         const shownUpTo = options.offset + errors.rows.length;
         const nextOffset = errors.rows.length > 0 && shownUpTo < errors.total ? shownUpTo : null;
         if (options.json) return printJson({ id: jobId, kind: job.kind, state: job.state, offset: options.offset, nextOffset, ...errors });
-        if (errors.total === 0) return printLine(`Job ${jobId} (${job.kind}, ${job.state}) has no failed items or rows.`);
+        if (errors.total === 0) {
+          // A run that failed as a whole (a header it could not use, a mount that was not there) has no failed rows or
+          // items: its last error is why.
+          const whole = job.lastError && job.state !== 'succeeded' ? `; its last error: ${terminalSafe(job.lastError.code)} (bulk-import show ${jobId})` : '';
+          return printLine(`Job ${jobId} (${job.kind}, ${job.state}) has no failed items or rows${whole}.`);
+        }
         printLine(`Job ${jobId} (${job.kind}, ${job.state}): ${errors.total} failed item(s)/row(s)`);
         printLine(formatTable(errors.columns, errors.rows.map((row) => errors.columns.map((column) => row[column]))));
         if (nextOffset !== null) {

@@ -202,6 +202,26 @@ async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
 }
 
 /**
+ * A CSV run with no validation record has no failed rows to export — not an empty list of them: it has not been
+ * validated yet, or it failed before its rows were read (a header it could not use, an object it could not read). An
+ * empty file would tell its reviewer there is nothing to fix. Callers that answer before the export starts (the API)
+ * ask `hasRowErrorsExport` first.
+ */
+export class NoRowErrorsExport extends Error {
+  constructor(readonly jobId: number) {
+    super(
+      `job ${jobId} has no failed rows to export: it has not been validated yet, or it failed before its rows were ` +
+        'read (its last error says why)',
+    );
+    this.name = 'NoRowErrorsExport';
+  }
+}
+
+export async function hasRowErrorsExport(db: Queryable, jobId: number): Promise<boolean> {
+  return (await getCsvImportRun(db, jobId)) !== null;
+}
+
+/**
  * Every failed row as CSV in the run's delimiter: `_row`, `_errors`, then the row's original fields under the file's
  * own header; cells a spreadsheet would run as a formula get a leading `'` (formula-escape.ts). Fix the values, keep
  * the two extra columns (they tell the importer to remove that `'` again), and import the file again. A row that could not be
@@ -213,7 +233,7 @@ async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
  */
 export async function writeRowErrorsCsv(db: Queryable, jobId: number, out: NodeJS.WritableStream): Promise<number> {
   const run = await getCsvImportRun(db, jobId);
-  if (!run) return 0;
+  if (!run) throw new NoRowErrorsExport(jobId);
   const field = csvFieldFor(run.delimiter);
   // Every cell goes through escapeFormula: the file's values are the uploader's, the export is opened in spreadsheets.
   const line = (values: string[]) => `${values.map((value) => field(escapeFormula(value))).join(run.delimiter)}\r\n`;
