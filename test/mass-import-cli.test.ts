@@ -1,7 +1,7 @@
 // The operator's view of mass imports, through the real CLI: `bulk-import local` (the README's main command) imports
 // its sample tree and, run again, imports nothing and says so; `items` and `show` list a run's files and failures.
 import { execFile } from 'node:child_process';
-import { chmod, mkdtemp, symlink } from 'node:fs/promises';
+import { chmod, mkdtemp, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -55,6 +55,21 @@ describe('bulk-import local', () => {
     // Three whole runs, each starting its own Postgres, S3 server and worker: a budget for a busy 2-core machine,
     // not a guess at when something happens (each step above waits for its process to exit).
   }, 300_000);
+
+  it('stops with a clear error when the embedded S3 server dies, instead of waiting out an "outage"', async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), 'bulk-import-local-'));
+    await chmod(stateDir, 0o755);
+    cleanup.push(stateDir);
+    const tree = await mkdtemp(join(tmpdir(), 'bulk-import-long-name-'));
+    await chmod(tree, 0o755);
+    cleanup.push(tree);
+    // A valid file name (250 bytes, under the disk's 255) that s3rver cannot keep as `<name>._S3rver_object`.
+    await writeFile(join(tree, `${'L'.repeat(246)}.txt`), 'long name');
+    const result = await cli(['local', tree, '--state-dir', stateDir]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('bulk-import: the embedded S3 server stopped (exit code');
+    expect(result.stderr).toContain('a file name longer than about 240 bytes is one it cannot store');
+  }, 120_000);
 });
 
 describe('items and show', () => {

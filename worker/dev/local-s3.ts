@@ -10,6 +10,11 @@ export const LOCAL_S3_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S
 
 export interface LocalS3 {
   endpoint: string;
+  /**
+   * Settles with the server's exit code if it stops without stop() (it crashed: s3rver keeps each object as a file,
+   * and one it cannot write — a file name over the disk's 255 bytes — ends its process). Never settles otherwise.
+   */
+  stoppedByItself: Promise<number | null>;
   stop(): Promise<void>;
 }
 
@@ -22,10 +27,18 @@ export async function startLocalS3(directory: string, port = 0): Promise<LocalS3
     env: { ...process.env, NODE_OPTIONS: '' },
   });
   const boundPort = await readPort(child);
+  let stopping = false;
+  const stoppedByItself = new Promise<number | null>((resolve) => {
+    child.once('exit', (code) => {
+      if (!stopping) resolve(code);
+    });
+  });
   return {
     endpoint: `http://127.0.0.1:${boundPort}`,
+    stoppedByItself,
     stop: () =>
       new Promise<void>((resolve) => {
+        stopping = true;
         if (child.exitCode !== null) return resolve();
         child.once('exit', () => resolve());
         child.kill('SIGTERM');

@@ -167,6 +167,11 @@ async function runLocalImport(
   const onSignal = () => {
     interrupted = true;
   };
+  // A crashed S3 server would leave the run waiting out an "S3 outage" for an hour: the command stops instead.
+  let s3Exit: { code: number | null } | undefined;
+  void environment.s3.stoppedByItself.then((code) => {
+    s3Exit = { code };
+  });
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
@@ -180,7 +185,13 @@ async function runLocalImport(
         ? `Resuming job ${job.id} (${job.state}), left unfinished by an earlier run: files already imported are not imported again.`
         : `Enqueued job ${job.id}: mass-import of ${importRoot} into s3://${LOCAL_BUCKET}/${keyPrefix}`,
     );
-    const finished = await followJob(pool, job.id, options.json ?? false, () => interrupted);
+    const finished = await followJob(pool, job.id, options.json ?? false, () => interrupted || s3Exit !== undefined);
+    if (!finished && s3Exit) {
+      throw new Error(
+        `the embedded S3 server stopped (exit code ${s3Exit.code}; its error is above). ${LOCAL_S3_LIMIT}. The job goes ` +
+          'back to the queue; run the same command again to resume it once the cause is dealt with',
+      );
+    }
     if (!finished) {
       say('Interrupted: the worker gives the job back to the queue; run the same command again to resume it.');
       process.exitCode = 130;
@@ -259,15 +270,24 @@ async function serve(stateDir: string, json: boolean): Promise<void> {
     printLine('  curl -H "Authorization: Bearer $API_KEY" $API_URL/v1/jobs');
     printLine('Press Ctrl-C to stop.');
   }
-  await new Promise<void>((resolveStop) => {
-    process.once('SIGINT', resolveStop);
-    process.once('SIGTERM', resolveStop);
+  // Until Ctrl-C, or until the S3 server crashes: then everything stops and says so, rather than an API whose uploads
+  // and imports all fail.
+  const s3Exit = await new Promise<number | null | undefined>((resolveStop) => {
+    process.once('SIGINT', () => resolveStop(undefined));
+    process.once('SIGTERM', () => resolveStop(undefined));
+    void environment.s3.stoppedByItself.then(resolveStop);
   });
   await api.close();
   await environment.stop();
+  if (s3Exit !== undefined) {
+    throw new Error(`the embedded S3 server stopped (exit code ${s3Exit}; its error is above): stopped the API and Postgres too. ${LOCAL_S3_LIMIT}`);
+  }
 }
 
 const LOCAL_API_PORT = 8080;
+
+/** Why the embedded S3 server (s3rver) most likely stopped by itself. */
+const LOCAL_S3_LIMIT = 'It keeps each object as a file: a file name longer than about 240 bytes is one it cannot store (real S3 can)';
 
 /** A new operator key named `local` (the previous one is revoked: keys are shown once, so each run makes its own). */
 async function localOperatorKey(databaseUrl: string): Promise<string> {
