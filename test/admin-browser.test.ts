@@ -287,4 +287,41 @@ describe('admin pages in a browser', () => {
     await screenshot(page, 'runs');
     await page.close();
   });
+
+  it('7. a state change keeps the keyboard focus and is announced; a page whose session ends says so and stops', async () => {
+    const context = await signIn(operatorKey);
+    // A run the worker will hold for a minute: queued → running keeps its Cancel link, canceled removes it. Due only
+    // once the page follows it, so the page sees it queued first.
+    const id = await submit(operatorKey, { kind: 'noop', tenant: 'other', payload: { sleepMs: 60_000 }, dedupeKey: null, runAt: '2999-01-01T00:00:00Z' });
+    const page = await open(context, `/admin/runs/${id}`);
+    await shows(page, '[data-live-status]', 'live');
+    const focused = () => page.evaluate('document.activeElement ? document.activeElement.tagName + ":" + document.activeElement.textContent.trim() : ""');
+    const announced = (state: string) => page.locator('[data-live-announce]').filter({ hasText: `Run ${id} is now ${state}.` }).waitFor({ state: 'attached', timeout: 30_000 });
+    await page.locator('main').getByRole('link', { name: 'Cancel…' }).focus();
+    expect(await focused()).toBe('A:Cancel…');
+    await env.pool.query('UPDATE jobs SET run_at = now() WHERE id = $1', [id]);
+    await shows(page, '[data-run-state]', 'running');
+    await announced('running');
+    expect(await focused()).toBe('A:Cancel…');
+    expect((await call(api, 'POST', `/v1/jobs/${id}/cancel`, { key: operatorKey })).status).toBe(200);
+    await announced('canceled');
+    // Its link gone with the state, the focus goes to the page's heading, not to the top of the page.
+    expect(await focused()).toMatch(/^H1:/);
+
+    // Signed out in another tab: the stream is ended, its reconnect refused, and the page says why (once).
+    const waiting = await submit(operatorKey, { kind: 'noop', tenant: 'other', payload: {}, dedupeKey: null, runAt: '2999-01-01T00:00:00Z' });
+    await page.goto(`/admin/runs/${waiting}`);
+    await shows(page, '[data-live-status]', 'live');
+    const other = await open(context, '/admin/runs');
+    await other.getByRole('button', { name: 'Sign out' }).click();
+    await other.waitForURL('**/admin/sign-in**');
+    await page.locator('[data-live-status]').filter({ hasText: /^stopped: your session ended\. Sign in again$/ }).waitFor({ timeout: 30_000 });
+    expect(await page.locator('[data-live-status] a').getAttribute('href')).toBe(`/admin/sign-in?ended=1&next=${encodeURIComponent(`/admin/runs/${waiting}`)}`);
+    // The link signs in and comes back to the run.
+    await page.locator('[data-live-status] a').click();
+    await page.getByLabel(/API key/).fill(operatorKey);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`**/admin/runs/${waiting}`);
+    await context.close();
+  });
 });

@@ -93,7 +93,8 @@ describe('admin sign-in and sessions', () => {
     expect(page.status).toBe(200);
     const out = await post('/admin/sign-out', { csrf: await csrfOf(page) }, { cookie: first.cookie });
     expect(out.status).toBe(303);
-    expect((await get('/admin/runs', { cookie: first.cookie })).headers.get('location')).toBe('/admin/sign-in');
+    // A browser whose session no longer holds is told why on the sign-in form.
+    expect((await get('/admin/runs', { cookie: first.cookie })).headers.get('location')).toBe('/admin/sign-in?ended=1');
 
     const second = await signIn(key);
     await env.pool.query(`UPDATE admin_sessions SET expires_at = now() - interval '1 second'`);
@@ -114,7 +115,7 @@ describe('admin sign-in and sessions', () => {
     const review = await get(`/admin/runs/${id}/review`, { cookie });
     expect(review.status).toBe(200);
     const text = await review.text();
-    expect(text).toContain(`${'d'.repeat(500)}<span class="muted"> … (999,500 more characters: the CSV download has them)</span>`);
+    expect(text).toContain(`<bdi class="value">${'d'.repeat(500)}</bdi><span class="muted"> … (999,500 more characters: the CSV download has them)</span>`);
     expect(text).not.toContain('d'.repeat(501));
     // Five rows fill the page's 4 MiB; the next page starts after the fifth.
     expect(text.match(/<td class="num">\d+<\/td>/g)).toEqual([1, 2, 3, 4, 5].map((row) => `<td class="num">${row}</td>`));
@@ -293,6 +294,106 @@ describe('admin sign-in and sessions', () => {
     // The form's own cookie behind TLS is __Host- with Path=/ (a __Host- cookie may have no other path).
     const form = await get('/admin/sign-in', tls);
     expect(cookiesOf(form)[0]).toMatch(/^__Host-bi_admin_sign_in=[^;]+; Path=\/;.*; Secure$/);
+  });
+
+  it('sign-in goes back to the page asked for, never to another site; the form of an ended session gets the sign-in form', async () => {
+    const { key } = await createApiKey(env.pool, { name: 'deep-link', role: 'operator' });
+    const wanted = `/admin/runs/${jobId}?x=1`;
+    // Signed out, a run's page (a notification's link) goes to the sign-in form, which comes back to it.
+    const asked = await get(wanted);
+    expect(asked.status).toBe(303);
+    expect(asked.headers.get('location')).toBe(`/admin/sign-in?next=${encodeURIComponent(wanted)}`);
+    const signInWith = async (next: string) => {
+      const form = await get(`/admin/sign-in?next=${encodeURIComponent(next)}`);
+      const page = await form.text();
+      const csrf = /name="csrf" value="([^"]+)"/.exec(page)![1]!;
+      const response = await post('/admin/sign-in', { csrf, key, next }, { cookie: valueOf(cookiesOf(form)[0]!) });
+      return { page, location: response.headers.get('location') };
+    };
+    const back = await signInWith(wanted);
+    expect(back.page).toContain(`name="next" value="/admin/runs/${jobId}?x=1"`);
+    expect(back.location).toBe(wanted);
+    for (const next of ['//evil.example/admin/', 'https://evil.example/admin/', '/admin/\\evil.example', '/v1/jobs', '/admin/sign-out']) {
+      const elsewhere = await signInWith(next);
+      expect(elsewhere.page, next).not.toContain('name="next"');
+      expect(elsewhere.location, next).toBe('/admin/runs');
+    }
+
+    // A form sent after the session ended: the sign-in form itself, which comes back to that form's page.
+    const { cookie } = await signIn(key);
+    const csrf = await csrfOf(await get(`/admin/runs/${jobId}/cancel`, { cookie }));
+    await env.pool.query(`UPDATE admin_sessions SET expires_at = now() - interval '1 second'`);
+    const late = await post(`/admin/runs/${jobId}/cancel`, { csrf, note: 'late' }, { cookie });
+    expect(late.status).toBe(401);
+    const text = await late.text();
+    expect(text).toContain('Your session ended (signed out, expired, or its key was revoked): sign in again.');
+    expect(text).toContain('name="key"');
+    expect(text).toContain(`name="next" value="/admin/runs/${jobId}/cancel"`);
+    expect(cookiesOf(late).some((value) => value.startsWith('bi_admin_sign_in='))).toBe(true);
+    expect((await env.pool.query(`SELECT count(*)::int AS n FROM job_actions WHERE note = 'late'`)).rows[0].n).toBe(0);
+  });
+
+  it('a second sign-in page keeps the first one\'s form valid (one token per browser)', async () => {
+    const first = await get('/admin/sign-in');
+    const cookie = valueOf(cookiesOf(first)[0]!);
+    const token = await csrfOf(first);
+    const second = await get('/admin/sign-in', { cookie });
+    expect(await csrfOf(second)).toBe(token);
+    const { key } = await createApiKey(env.pool, { name: 'two-tabs', role: 'tenant', tenantId: 'acme' });
+    const signedIn = await post('/admin/sign-in', { csrf: token, key }, { cookie });
+    expect(signedIn.status).toBe(303);
+    expect(signedIn.headers.get('location')).toBe('/admin/runs');
+  });
+
+  it('a finalize refused as stale offers the new review, not the same form again; a run never validated offers no download', async () => {
+    const { key } = await createApiKey(env.pool, { name: 'stale-page', role: 'operator' });
+    const review = await plantLongFailedRows(env.pool, 'acme', 1);
+    const { cookie } = await signIn(key);
+    // Never validated (no run record): no download of failed rows that are not there.
+    const reviewPage = await (await get(`/admin/runs/${review}/review`, { cookie })).text();
+    expect(reviewPage).not.toContain('errors?format=csv');
+    expect(reviewPage).toContain('there is no file of failed rows');
+    await env.pool.query(
+      `INSERT INTO csv_import_runs (job_id, profile, tenant_id, bucket, object_key, delimiter, header, columns, validated_at)
+       VALUES ($1, 'products', 'acme', 'b', 'imports/acme/x.csv', ',', ARRAY['sku'], ARRAY['sku'], now())`,
+      [review],
+    );
+    const csrf = await csrfOf(await get(`/admin/runs/${review}/finalize`, { cookie }));
+    const stale = await post(`/admin/runs/${review}/finalize`, { csrf, note: '', excludeRows: '', validatedAt: '2026-01-01T00:00:00.000Z' }, { cookie });
+    expect(stale.status).toBe(409);
+    const text = await stale.text();
+    expect(text).toContain('validated again since the review you approve');
+    expect(text).toContain(`href="/admin/runs/${review}/review">Review the new validation</a>`);
+    expect(text).not.toContain(`action="/admin/runs/${review}/finalize"`);
+  });
+
+  it('pages name their icon (served without a session), read counts as words, and a finished run\'s bar is not busy', async () => {
+    const { key } = await createApiKey(env.pool, { name: 'looks', role: 'operator' });
+    const { cookie } = await signIn(key);
+    const runs = await (await get('/admin/runs', { cookie })).text();
+    const icon = /<link rel="icon" href="([^"]+)" type="image\/svg\+xml">/.exec(runs)![1]!;
+    const served = await get(icon);
+    expect(served.status).toBe(200);
+    expect(served.headers.get('content-type')).toBe('image/svg+xml');
+    expect(runs).toMatch(/<strong data-count="queued">[\d,]+<\/strong> queued<\/a>/);
+    const ended = await plantEndedRun(env.pool, 'acme', { code: 'X', class: 'permanent', message: 'x' });
+    await env.pool.query(`UPDATE jobs SET state = 'succeeded', last_error = NULL WHERE id = $1`, [ended]);
+    expect(await (await get(`/admin/runs/${ended}`, { cookie })).text()).toContain('<progress data-live-bar max="100" value="100"');
+  });
+
+  it('shows a bidirectional control in a file\'s value as its code point, the value isolated', async () => {
+    const { key } = await createApiKey(env.pool, { name: 'bidi', role: 'operator' });
+    const review = await plantLongFailedRows(env.pool, 'acme', 0);
+    await env.pool.query(
+      `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
+       VALUES ($1, 2, 'validate', ARRAY[E'\u202Eabc', 'name'], jsonb_build_array(jsonb_build_object('column', 'sku', 'rule', 'pattern', 'message', E'got "\u202Eabc"')))`,
+      [review],
+    );
+    const { cookie } = await signIn(key);
+    const text = await (await get(`/admin/runs/${review}/review`, { cookie })).text();
+    expect(text).not.toContain('\u202E');
+    expect(text).toContain('<bdi class="value"><span class="control" title="a bidirectional formatting character">[U+202E]</span>abc</bdi>');
+    expect(text).toContain('<bdi class="value">got &quot;<span class="control"');
   });
 
   it('pages carry a strict Content-Security-Policy and stay out of the API spec', async () => {

@@ -54,6 +54,9 @@ dl.values { display: flex; flex-wrap: wrap; gap: .2rem .9rem; margin: 0; font-si
 dl.values div { display: flex; gap: .3rem; } dl.values dt { color: var(--muted); } dl.values dt::after { content: ':'; } dl.values dd { margin: 0; overflow-wrap: anywhere; }
 dl.values .named { background: #fff4d6; outline: 1px solid var(--warn); padding: 0 .2rem; }
 .pager { display: flex; gap: 1rem; margin: .8rem 0; }
+button:disabled { opacity: .5; cursor: not-allowed; }
+bdi.value { unicode-bidi: isolate; } .control { color: var(--bad); font-size: .75rem; }
+.sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); white-space: nowrap; }
 .columns { display: grid; grid-template-columns: repeat(auto-fit, minmax(22rem, 1fr)); gap: 1rem 2rem; }
 `;
 
@@ -80,6 +83,38 @@ const SCRIPT = String.raw`// bulk-import admin: live progress of a run (server-s
     return (h ? h + 'h ' : '') + (h || m ? m + 'm ' : '') + s + 's';
   }
   function setStatus(value) { text('[data-live-status]', value); }
+  // Said by a live region outside <main> (the refresh replaces <main>, and a region replaced is not read out).
+  function announce(value) { text('[data-live-announce]', value); }
+
+  // The page's address without the notice of the action that led here (?done=…): refreshed later, the run has moved on.
+  function pageUrl() {
+    var url = new URL(location.href);
+    url.searchParams.delete('done');
+    return url.toString();
+  }
+
+  // What had the keyboard focus inside <main>, found again in the new one: same id, or same link or button text.
+  function focusKey() {
+    var active = document.activeElement;
+    if (!active || active === document.body || !document.querySelector('main').contains(active)) return null;
+    return { id: active.id, tag: active.tagName, href: active.getAttribute('href'), label: active.textContent };
+  }
+  function restoreFocus(key, main) {
+    if (!key) return;
+    var found = key.id ? document.getElementById(key.id) : null;
+    if (!found) {
+      var nodes = main.querySelectorAll(key.tag);
+      for (var i = 0; i < nodes.length && !found; i++) {
+        if (nodes[i].getAttribute('href') === key.href && nodes[i].textContent === key.label) found = nodes[i];
+      }
+    }
+    // Gone with the old state (a Cancel link of a run that ended): the page's heading, not the top of the page.
+    if (!found) found = main.querySelector('h1');
+    if (found) {
+      if (!found.hasAttribute('tabindex') && found.tagName === 'H1') found.setAttribute('tabindex', '-1');
+      found.focus();
+    }
+  }
 
   // The same figures the API computes (worker/http/views.ts): done/total or bytes, the handler's rate or the one
   // measured between events, and the handler's ETA or the remaining work over the rate.
@@ -131,16 +166,46 @@ const SCRIPT = String.raw`// bulk-import admin: live progress of a run (server-s
   function refresh() {
     if (refreshing) return;
     refreshing = true;
-    fetch(location.href, { credentials: 'same-origin', headers: { accept: 'text/html' } })
-      .then(function (response) { return response.ok ? response.text() : Promise.reject(new Error('HTTP ' + response.status)); })
+    var url = pageUrl();
+    if (url !== location.href) history.replaceState(history.state, '', url);
+    fetch(url, { credentials: 'same-origin', headers: { accept: 'text/html' }, redirect: 'manual' })
+      .then(function (response) {
+        if (response.type === 'opaqueredirect') { sessionEnded(); return Promise.reject(null); }
+        return response.ok ? response.text() : Promise.reject(new Error('HTTP ' + response.status));
+      })
       .then(function (body) {
         var next = new DOMParser().parseFromString(body, 'text/html').querySelector('main');
         var current = document.querySelector('main');
-        if (next && current) current.replaceWith(next);
+        var focused = focusKey();
+        if (next && current) { current.replaceWith(next); restoreFocus(focused, next); }
         refreshing = false;
         bind();
+        if (shownState) announce('Run ' + jobId + ' is now ' + shownState + '.');
       })
-      .catch(function () { refreshing = false; setStatus('could not refresh the page; reload it'); });
+      .catch(function (error) { refreshing = false; if (error) setStatus('could not refresh the page; reload it'); });
+  }
+
+  // A stream the server ended for good: the session may be over (signed out, expired, its key revoked), when every
+  // reconnect would be refused. A page of this session asked without following its redirect tells: sent to the
+  // sign-in form, the page says so and stops trying; else the stream is opened again.
+  function sessionEnded() {
+    if (source) { source.close(); source = null; }
+    clearTimeout(retryTimer);
+    var status = document.querySelector('[data-live-status]');
+    if (!status) return;
+    status.textContent = 'stopped: your session ended. ';
+    var link = document.createElement('a');
+    link.href = '/admin/sign-in?ended=1&next=' + encodeURIComponent(location.pathname + location.search);
+    link.textContent = 'Sign in again';
+    status.appendChild(link);
+  }
+  function reconnectOrStop() {
+    fetch(pageUrl(), { credentials: 'same-origin', headers: { accept: 'text/html' }, redirect: 'manual' })
+      .then(function (response) {
+        if (response.type === 'opaqueredirect' || response.status === 401) sessionEnded();
+        else connect();
+      })
+      .catch(function () { connect(); });
   }
 
   function onData(type, data) {
@@ -170,7 +235,7 @@ const SCRIPT = String.raw`// bulk-import admin: live progress of a run (server-s
       source.close();
       setStatus('reconnecting…');
       clearTimeout(retryTimer);
-      retryTimer = setTimeout(connect, retryMs);
+      retryTimer = setTimeout(reconnectOrStop, retryMs);
       retryMs = Math.min(retryMs * 2, 15000);
     });
   }
@@ -200,4 +265,11 @@ function asset(name: string, extension: string, type: string, body: string): Ass
 }
 
 export const ADMIN_STYLE = asset('admin', 'css', 'text/css; charset=utf-8', STYLE);
+/** The pages' icon, so a browser asks for it here (public, cached) and not for /favicon.ico (a 401 on every page). */
+export const ADMIN_ICON = asset(
+  'icon',
+  'svg',
+  'image/svg+xml',
+  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#14213d"/><path d="M4 4h8v2H4zm0 3h8v2H4zm0 3h5v2H4z" fill="#ffbf47"/></svg>',
+);
 export const ADMIN_SCRIPT = asset('admin', 'js', 'text/javascript; charset=utf-8', SCRIPT);

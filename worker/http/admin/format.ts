@@ -33,3 +33,25 @@ export function formatCount(value: unknown): string {
   const number = typeof value === 'string' ? Number(value) : value;
   return typeof number === 'number' && Number.isFinite(number) ? number.toLocaleString('en') : '—';
 }
+
+/**
+ * Bidirectional formatting controls (embeddings, overrides, isolates, marks): in a value from a file they would make
+ * the page show something the file does not hold (U+202E + "abc" reads "cba").
+ */
+const BIDI_CONTROLS = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+
+/**
+ * Text from a file (a CSV value, a reason quoting one) as the page shows it: isolated from the text around it (`<bdi>`),
+ * with each bidirectional control shown as its code point instead of acting on the text.
+ */
+export function fileText(value: string): Html {
+  const parts: Array<Html | string> = [];
+  let from = 0;
+  for (const match of value.matchAll(BIDI_CONTROLS)) {
+    parts.push(value.slice(from, match.index));
+    parts.push(html`<span class="control" title="a bidirectional formatting character">[U+${match[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}]</span>`);
+    from = match.index + match[0].length;
+  }
+  parts.push(value.slice(from));
+  return html`<bdi class="value">${parts}</bdi>`;
+}

@@ -2,7 +2,7 @@
 // signed in with a sign-out button, and the page's main part (which the live script replaces in place).
 import type { ApiKey } from '../../auth/api-keys.js';
 import type { JobState } from '../../queue/types.js';
-import { ADMIN_SCRIPT, ADMIN_STYLE } from './assets.js';
+import { ADMIN_ICON, ADMIN_SCRIPT, ADMIN_STYLE } from './assets.js';
 import { html, type Html } from './html.js';
 import { CSRF_FIELD } from './session.js';
 
@@ -49,6 +49,7 @@ export function page(options: PageOptions): Html {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${options.title} · bulk-import admin</title>
+<link rel="icon" href="${ADMIN_ICON.path}" type="image/svg+xml">
 <link rel="stylesheet" href="${ADMIN_STYLE.path}">
 <script src="${ADMIN_SCRIPT.path}" defer></script>
 </head>
@@ -58,6 +59,7 @@ export function page(options: PageOptions): Html {
 <main id="main" tabindex="-1">
 ${options.body}
 </main>
+<div class="sr-only" role="status" data-live-announce></div>
 </body>
 </html>
 `;

@@ -11,7 +11,7 @@ import { findActiveApiKey } from '../../auth/api-keys.js';
 import { INT32_MAX } from '../cursor.js';
 import { ApiError, describeError, notFound, SHUTTING_DOWN } from '../errors.js';
 import { actorOf, keyOf, requireOperator, type ApiDependencies } from '../server.js';
-import { ADMIN_SCRIPT, ADMIN_STYLE } from './assets.js';
+import { ADMIN_ICON, ADMIN_SCRIPT, ADMIN_STYLE } from './assets.js';
 import type { Html } from './html.js';
 import type { Viewer } from './layout.js';
 import { confirmActionPage } from './pages/confirm.js';
@@ -25,16 +25,19 @@ import { runsPage, type RunsQuery } from './pages/runs.js';
 import { messagePage, signInPage } from './pages/sign-in.js';
 import {
   addCookie,
+  afterSignIn,
   cookieHeader,
   DUPLICATED_COOKIES_MESSAGE,
   duplicatedCookies,
   loadSessionWithinLimit,
-  newSignInToken,
+  readAdminCookie,
   requireCsrf,
   requireSameOrigin,
   requireSignInToken,
   SESSION_COOKIE,
+  SESSION_ENDED,
   SIGN_IN_COOKIE,
+  signInTokenFor,
   type SessionLimit,
 } from './session.js';
 
@@ -140,8 +143,13 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
         const session = await loadSessionWithinLimit(deps.pool, request, limits);
         if (!session) {
           await limits.countRefused(request);
-          if (request.method === 'GET' || request.method === 'HEAD') return reply.redirect('/admin/sign-in', 303);
-          throw new ApiError(401, 'UNAUTHENTICATED', 'your session ended: sign in again');
+          // To the sign-in form, which comes back here afterwards (a link from a notification keeps its run); a browser
+          // that sent a session that no longer holds is told why.
+          const ended = readAdminCookie(request, SESSION_COOKIE) !== undefined;
+          const next = afterSignIn(request.url);
+          const query = new URLSearchParams({ ...(next !== '/admin/runs' ? { next } : {}), ...(ended ? { ended: '1' } : {}) }).toString();
+          if (request.method === 'GET' || request.method === 'HEAD') return reply.redirect(`/admin/sign-in${query ? `?${query}` : ''}`, 303);
+          throw new ApiError(401, 'UNAUTHENTICATED', SESSION_ENDED);
         }
         request.adminSessionToken = session.token;
       });
@@ -158,13 +166,16 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
         const title =
           status === 404 ? 'Not found' : status === 403 ? 'Not allowed' : status === 401 ? 'Sign in' : body.error.code === SHUTTING_DOWN ? 'Restarting' : status >= 500 ? 'Something went wrong' : 'Refused';
         void reply.headers(headers);
+        // A form sent after the session ended: the sign-in form itself, coming back to the form's page afterwards
+        // (what was typed in it is lost: a POST is not replayed after a sign-in).
+        if (status === 401 && viewer === null) return sendSignIn(request, reply, SESSION_ENDED, afterSignIn(request.url), 401);
         return sendPage(reply, messagePage(title, body.error.message, viewer), status);
       });
       admin.setNotFoundHandler((request, reply) =>
         sendPage(reply, messagePage('Not found', `no page ${request.url.split('?')[0]}`, request.adminSessionToken && request.apiKey ? viewerOf(request) : null), 404),
       );
 
-      for (const asset of [ADMIN_STYLE, ADMIN_SCRIPT]) {
+      for (const asset of [ADMIN_STYLE, ADMIN_SCRIPT, ADMIN_ICON]) {
         admin.get(asset.path.slice('/admin'.length), { config: { adminPublic: true } }, async (_request, reply) =>
           reply.type(asset.type).header('cache-control', 'public, max-age=31536000, immutable').send(asset.body),
         );
@@ -172,25 +183,28 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
 
       admin.get('', async (_request, reply) => reply.redirect('/admin/runs', 303));
 
-      admin.get('/sign-in', { config: { adminPublic: true } }, async (request, reply) => {
-        const token = newSignInToken();
+      /** The sign-in form, its token in a cookie for the POST to match. */
+      const sendSignIn = (request: FastifyRequest, reply: FastifyReply, message: string | undefined, next: string, status = 200) => {
+        const token = signInTokenFor(request);
         addCookie(reply, cookieHeader(request, options, SIGN_IN_COOKIE, token, SIGN_IN_TTL_SECONDS, '/admin/sign-in'));
-        return sendPage(reply, signInPage(token, duplicatedCookies(request).length > 0 ? DUPLICATED_COOKIES_MESSAGE : undefined));
+        return sendPage(reply, signInPage(token, message, next === '/admin/runs' ? undefined : next), status);
+      };
+      admin.get<{ Querystring: { next?: string; ended?: string } }>('/sign-in', { config: { adminPublic: true } }, async (request, reply) => {
+        const message = duplicatedCookies(request).length > 0 ? DUPLICATED_COOKIES_MESSAGE : request.query.ended ? SESSION_ENDED : undefined;
+        return sendSignIn(request, reply, message, afterSignIn(request.query.next));
       });
       admin.post<{ Body: Form | undefined }>('/sign-in', { config: { adminPublic: true } }, async (request, reply) => {
         requireSignInToken(request, request.body);
         const key = await findActiveApiKey(deps.pool, field(request.body, 'key').trim());
         if (!key) {
           request.log.info('admin sign-in refused');
-          const token = newSignInToken();
-          addCookie(reply, cookieHeader(request, options, SIGN_IN_COOKIE, token, SIGN_IN_TTL_SECONDS, '/admin/sign-in'));
-          return sendPage(reply, signInPage(token, 'That API key is unknown or revoked.'), 401);
+          return sendSignIn(request, reply, 'That API key is unknown or revoked.', afterSignIn(field(request.body, 'next')), 401);
         }
         const session = await createAdminSession(deps.pool, key.id, options.sessionTtlMs);
         request.log.info({ actor: key.name, role: key.role }, 'admin signed in');
         addCookie(reply, cookieHeader(request, options, SIGN_IN_COOKIE, '', 0, '/admin/sign-in'));
         addCookie(reply, cookieHeader(request, options, SESSION_COOKIE, session.token, options.sessionTtlMs / 1000));
-        return reply.redirect('/admin/runs', 303);
+        return reply.redirect(afterSignIn(field(request.body, 'next')), 303);
       });
       admin.post('/sign-out', async (request, reply) => {
         await endAdminSession(deps.pool, request.adminSessionToken ?? '');
@@ -234,7 +248,8 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
             const { status, body, uncaught } = describeError(error);
             if (status >= 500 || status === 404) throw error;
             if (uncaught) request.log.warn({ err: error, jobId: id, action: action.name }, 'admin action refused by the database');
-            return sendPage(reply, await confirmActionPage(deps, viewerOf(request), id, action, { error: body.error.message, form }), status);
+            const staleReview = body.error.code === 'REVIEW_STALE';
+            return sendPage(reply, await confirmActionPage(deps, viewerOf(request), id, action, { error: body.error.message, form, staleReview }), status);
           }
           request.log.info({ jobId: id, action: action.name, actor: actor.name }, 'run action (admin page)');
           return reply.redirect(`/admin/runs/${id}?done=${action.name}`, 303);

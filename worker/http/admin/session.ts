@@ -244,11 +244,33 @@ export function requireCsrf(sessionToken: string, body: unknown): void {
   }
 }
 
+/** Why a page or a form of an ended session goes to the sign-in form. */
+export const SESSION_ENDED = 'Your session ended (signed out, expired, or its key was revoked): sign in again.';
+
 export const DUPLICATED_COOKIES_MESSAGE =
   'your browser sends two admin cookies of one name: another site under the same domain set one. Clear the cookies of this site and sign in again';
 
 /** A fresh token for the sign-in form (and its cookie). */
 export const newSignInToken = (): string => randomBytes(24).toString('base64url');
+
+/**
+ * The sign-in form's token: the browser's own still-valid one when it has it, so that a second sign-in page open in
+ * another tab does not void the first one's form (each would replace the one cookie); else a fresh one.
+ */
+export function signInTokenFor(request: FastifyRequest): string {
+  const current = readAdminCookie(request, SIGN_IN_COOKIE);
+  return current !== undefined && /^[A-Za-z0-9_-]{32}$/.test(current) ? current : newSignInToken();
+}
+
+/**
+ * Where a sign-in goes afterwards: the admin page asked for (`next`), only as a path of these pages — never another
+ * site (`//host`, `/\host`, a scheme) — else the runs.
+ */
+export function afterSignIn(next: unknown): string {
+  if (typeof next !== 'string' || next.length > 2_000) return '/admin/runs';
+  if (!/^\/admin\/[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*$/.test(next) || next.startsWith('/admin/sign-')) return '/admin/runs';
+  return next;
+}
 
 export function requireSignInToken(request: FastifyRequest, body: unknown): void {
   const cookie = readAdminCookie(request, SIGN_IN_COOKIE) ?? '';

@@ -13,7 +13,7 @@ export async function confirmActionPage(
   viewer: Viewer,
   id: number,
   action: PageAction,
-  options: { error?: string; form?: ActionForm } = {},
+  options: { error?: string; form?: ActionForm; staleReview?: boolean } = {},
 ): Promise<Html> {
   const record = await visibleRunRecord(deps, viewer, id);
   const { job } = record;
@@ -21,13 +21,20 @@ export async function confirmActionPage(
   let refusal: string | null = null;
   if (action.operatorOnly && !isOperator(viewer)) refusal = `${action.label} needs an operator key.`;
   else if (!action.fits(job, record.resolution !== null)) refusal = `Run ${job.id} is ${job.state}${record.resolution ? ' and resolved' : ''}: it cannot be ${action.name === 'cancel' ? 'canceled' : `${action.name}d`} now.`;
+  // A finalize refused as stale carries the validation its page showed: sent again it is refused again, and the
+  // current validation is not one anybody reviewed. The way on is its review, then a new confirmation.
+  const stale = options.staleReview
+    ? html`<p><a class="button" href="/admin/runs/${job.id}/review">Review the new validation</a> then <a href="/admin/runs/${job.id}/finalize">finalize it</a>, or go <a href="/admin/runs/${job.id}">back to run ${job.id}</a>.</p>`
+    : null;
   const body = html`${runHeading(record, `${action.label}?`)}
-${errorBox(options.error)}
+${refusal ? '' : errorBox(options.error)}
 <p>${action.effect}</p>
 ${
   refusal
     ? html`<div class="error-box" role="alert">${refusal}</div><p><a href="/admin/runs/${job.id}">Back to run ${job.id}</a></p>`
-    : html`<form class="stack" method="post" action="/admin/runs/${job.id}/${action.name}">
+    : stale
+      ? stale
+      : html`<form class="stack" method="post" action="/admin/runs/${job.id}/${action.name}">
   ${csrfField(viewer)}
   <label for="note">Note${action.noteRequired ? ' (required: why the run needs nothing more; the run\'s tenant reads it too)' : ' (optional, kept in the history; the run\'s tenant reads it too)'}</label>
   <textarea id="note" name="note" maxlength="2000"${action.noteRequired ? html` required` : ''}>${form.note}</textarea>

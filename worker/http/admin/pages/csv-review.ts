@@ -7,7 +7,7 @@ import { normaliseName } from '../../../imports/csv/header.js';
 import { RowRanges } from '../../../imports/csv/row-ranges.js';
 import { getCsvImportRun, type CsvImportRun } from '../../../imports/csv/run-record.js';
 import type { ApiDependencies } from '../../server.js';
-import { formatCount } from '../format.js';
+import { fileText, formatCount } from '../format.js';
 import { html, withQuery, type Html } from '../html.js';
 import { page, type Viewer } from '../layout.js';
 import { CSV_KINDS } from './run-actions.js';
@@ -19,10 +19,10 @@ const SHOWN_VALUE_CHARS = 500;
 
 function shownValue(value: string): Html | string {
   if (value === '') return html`<span class="muted">(empty)</span>`;
-  if (value.length <= SHOWN_VALUE_CHARS) return value;
+  if (value.length <= SHOWN_VALUE_CHARS) return fileText(value);
   const cut = safeCutIndex(value, SHOWN_VALUE_CHARS);
   const rest = value.length - cut;
-  return html`${value.slice(0, cut)}<span class="muted"> … (${formatCount(rest)} more characters: the CSV download has them)</span>`;
+  return html`${fileText(value.slice(0, cut))}<span class="muted"> … (${formatCount(rest)} more characters: the CSV download has them)</span>`;
 }
 
 /** The rows a finished finalize wrote (inserted or updated; unchanged rows were already there). */
@@ -80,7 +80,7 @@ function errorRow(error: RowError, header: string[]): Html {
   return html`<tr>
     <td class="num">${error.row}</td>
     <td>${error.issues.map((issue) => html`<div>${issue.column ?? '(whole row)'}</div>`)}</td>
-    <td>${error.issues.map((issue) => html`<div><code>${issue.rule}</code> ${issue.message}</div>`)}</td>
+    <td>${error.issues.map((issue) => html`<div><code>${issue.rule}</code> ${fileText(issue.message)}</div>`)}</td>
     <td>${values}</td>
   </tr>`;
 }
@@ -100,7 +100,11 @@ ${actionLinks(record, viewer)}
 <h2>Summary</h2>
 ${run ? csvCounts(run, job.result) : html`<p class="muted">Not validated yet.</p>`}
 <h2 id="failed-rows">Failed rows</h2>
-<p><a class="button secondary" href="/v1/jobs/${job.id}/errors?format=csv" download="job-${job.id}-errors.csv">Download failed rows as CSV</a></p>
+${
+  run
+    ? html`<p><a class="button secondary" href="/v1/jobs/${job.id}/errors?format=csv" download="job-${job.id}-errors.csv">Download failed rows as CSV</a></p>`
+    : html`<p class="muted">No rows were read (the run was not validated${job.lastError ? html`: its last error is <code>${job.lastError.code}</code>` : ' yet'}): there is no file of failed rows.</p>`
+}
 <div class="table-wrap"><table aria-describedby="failed-rows">
   <thead><tr><th scope="col" class="num">Row</th><th scope="col">Field</th><th scope="col">Reason</th><th scope="col">Original values</th></tr></thead>
   <tbody>${errors.length ? errors.map((error) => errorRow(error, header)) : html`<tr><td colspan="4">No failed rows${after ? ' after this row' : ''}.</td></tr>`}</tbody>

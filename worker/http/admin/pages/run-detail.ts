@@ -22,13 +22,23 @@ const NOTICES: Record<string, string> = {
   resolve: 'Resolved: the note is in the history.',
 };
 
+/**
+ * The bar's value: the run's percent; without one, an active run's bar is indeterminate (busy), and a finished run's
+ * is full when it succeeded and empty otherwise — not busy for good.
+ */
+function barValue(state: string, percent: number | null): Html | string {
+  if (percent !== null) return html` value="${percent}"`;
+  if (state === 'queued' || state === 'running') return '';
+  return html` value="${state === 'succeeded' ? 100 : 0}"`;
+}
+
 export function liveProgress(record: RunRecord): Html {
   const { job } = record;
   const view = progressView(job);
   const percent = view?.percent ?? null;
   return html`<section class="live" data-live-run="${job.id}" data-state="${job.state}" aria-labelledby="progress-heading">
   <h2 id="progress-heading">Progress</h2>
-  <progress data-live-bar max="100"${percent !== null ? html` value="${percent}"` : ''} aria-label="progress of run ${job.id}">${percent ?? 0} %</progress>
+  <progress data-live-bar max="100"${barValue(job.state, percent)} aria-label="progress of run ${job.id}">${percent ?? 0} %</progress>
   <div class="figures">
     <span>Done: <strong data-live-percent>${percent !== null ? `${percent} %` : '—'}</strong></span>
     <span>Items: <strong data-live-done>${view?.done !== null && view?.done !== undefined ? `${formatCount(view.done)}${view.total !== null ? ` of ${formatCount(view.total)}` : ''}` : '—'}</strong></span>

@@ -124,7 +124,7 @@ export async function runsPage(deps: ApiDependencies, viewer: Viewer, query: Run
   const body = html`
 <h1>Runs</h1>
 <ul class="counts" aria-label="Runs per state">
-  ${COUNTED_STATES.map((state) => html`<li><a href="${withQuery('/admin/runs', { state })}"><strong data-count="${state}">${formatCount(counts.get(state) ?? 0)}</strong>${state}</a></li>`)}
+  ${COUNTED_STATES.map((state) => html`<li><a href="${withQuery('/admin/runs', { state })}"><strong data-count="${state}">${formatCount(counts.get(state) ?? 0)}</strong> ${state}</a></li>`)}
 </ul>
 ${errorBox(problems.join('; '))}
 <form class="filters" method="get" action="/admin/runs" role="search" aria-label="Filter runs">
