@@ -39,7 +39,8 @@ export async function startLocalS3(directory: string, port = 0): Promise<LocalS3
     stop: () =>
       new Promise<void>((resolve) => {
         stopping = true;
-        if (child.exitCode !== null) return resolve();
+        // Exited already, by itself or by a signal (then exitCode stays null): its 'exit' came and will not again.
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
         child.once('exit', () => resolve());
         child.kill('SIGTERM');
       }),
