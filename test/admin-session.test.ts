@@ -313,7 +313,10 @@ describe('admin sign-in and sessions', () => {
     const back = await signInWith(wanted);
     expect(back.page).toContain(`name="next" value="/admin/runs/${jobId}?x=1"`);
     expect(back.location).toBe(wanted);
-    for (const next of ['//evil.example/admin/', 'https://evil.example/admin/', '/admin/\\evil.example', '/v1/jobs', '/admin/sign-out']) {
+    const elsewhereNext = ['//evil.example/admin/', 'https://evil.example/admin/', '/admin/\\evil.example', '/v1/jobs', '/admin/sign-out'];
+    // Dot segments, as a browser resolves them in the Location it follows.
+    elsewhereNext.push('/admin/%2e%2e/v1/jobs/5/errors?format=csv', '/admin/../admin/sign-in', '/admin/..//evil.example', '/admin/.%2E/v1');
+    for (const next of elsewhereNext) {
       const elsewhere = await signInWith(next);
       expect(elsewhere.page, next).not.toContain('name="next"');
       expect(elsewhere.location, next).toBe('/admin/runs');
@@ -393,7 +396,22 @@ describe('admin sign-in and sessions', () => {
     const text = await (await get(`/admin/runs/${review}/review`, { cookie })).text();
     expect(text).not.toContain('\u202E');
     expect(text).toContain('<bdi class="value"><span class="control" title="a bidirectional formatting character">[U+202E]</span>abc</bdi>');
-    expect(text).toContain('<bdi class="value">got &quot;<span class="control"');
+    // A row of nothing but controls: the first of each value shown, the rest counted, so the page stays its size.
+    await env.pool.query(
+      `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
+       VALUES ($1, 3, 'validate', array_fill(repeat(E'\\u202E', 500), ARRAY[2000]), '[{"column": null, "rule": "field_count", "message": "2000 fields"}]')`,
+      [review],
+    );
+    const flooded = await (await get(`/admin/runs/${review}/review`, { cookie })).text();
+    expect(flooded).toContain('(484 more bidirectional characters left out)');
+    expect(flooded.length).toBeLessThan(8_000_000);
+    // A run's last error quoting a file's text is isolated the same way.
+    const failed = await plantEndedRun(env.pool, 'acme', { code: 'CSV_HEADER_INVALID', class: 'permanent', message: 'unknown column(s): "ecirp\u202E"' });
+    const detail = await (await get(`/admin/runs/${failed}`, { cookie })).text();
+    expect(detail).toContain('unknown column(s): &quot;ecirp<span class="control"');
+    expect(detail).not.toContain('\u202E');
+    // Each problem names its field beside its reason (two columns drifted apart when a row had several).
+    expect(text).toContain('<div><strong>sku</strong>: <code>pattern</code> <bdi class="value">got &quot;<span class="control"');
   });
 
   it('pages carry a strict Content-Security-Policy and stay out of the API spec', async () => {

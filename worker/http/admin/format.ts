@@ -40,18 +40,26 @@ export function formatCount(value: unknown): string {
  */
 const BIDI_CONTROLS = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
 
+/** Controls of one value shown as code points; the rest are counted (a row of them would make a page dozens of times its size). */
+const SHOWN_CONTROLS = 16;
+
 /**
  * Text from a file (a CSV value, a reason quoting one) as the page shows it: isolated from the text around it (`<bdi>`),
- * with each bidirectional control shown as its code point instead of acting on the text.
+ * with each bidirectional control shown as its code point instead of acting on the text — the first SHOWN_CONTROLS of
+ * them; any more are left out and counted.
  */
 export function fileText(value: string): Html {
   const parts: Array<Html | string> = [];
   let from = 0;
+  let controls = 0;
   for (const match of value.matchAll(BIDI_CONTROLS)) {
     parts.push(value.slice(from, match.index));
-    parts.push(html`<span class="control" title="a bidirectional formatting character">[U+${match[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}]</span>`);
     from = match.index + match[0].length;
+    controls += 1;
+    if (controls > SHOWN_CONTROLS) continue;
+    parts.push(html`<span class="control" title="a bidirectional formatting character">[U+${match[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}]</span>`);
   }
   parts.push(value.slice(from));
-  return html`<bdi class="value">${parts}</bdi>`;
+  const hidden = controls - SHOWN_CONTROLS;
+  return html`<bdi class="value">${parts}</bdi>${hidden > 0 ? html`<span class="control"> (${hidden} more bidirectional characters left out)</span>` : ''}`;
 }

@@ -268,8 +268,14 @@ export function signInTokenFor(request: FastifyRequest): string {
  */
 export function afterSignIn(next: unknown): string {
   if (typeof next !== 'string' || next.length > 2_000) return '/admin/runs';
-  if (!/^\/admin\/[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*$/.test(next) || next.startsWith('/admin/sign-')) return '/admin/runs';
-  return next;
+  if (!/^\/admin\/[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*$/.test(next)) return '/admin/runs';
+  // As the browser will read it: dot segments (`..`, `%2e%2e`) resolved, so none leads out of the admin pages.
+  const resolved = new URL(next, 'http://admin.invalid');
+  const path = resolved.pathname;
+  if (resolved.origin !== 'http://admin.invalid' || !path.startsWith('/admin/') || path.startsWith('/admin/sign-') || path.startsWith('/admin//')) {
+    return '/admin/runs';
+  }
+  return path + resolved.search;
 }
 
 export function requireSignInToken(request: FastifyRequest, body: unknown): void {

@@ -79,8 +79,7 @@ function errorRow(error: RowError, header: string[]): Html {
     : html`<span class="muted">the row could not be split into fields</span>`;
   return html`<tr>
     <td class="num">${error.row}</td>
-    <td>${error.issues.map((issue) => html`<div>${issue.column ?? '(whole row)'}</div>`)}</td>
-    <td>${error.issues.map((issue) => html`<div><code>${issue.rule}</code> ${fileText(issue.message)}</div>`)}</td>
+    <td>${error.issues.map((issue) => html`<div><strong>${issue.column ?? '(whole row)'}</strong>: <code>${issue.rule}</code> ${fileText(issue.message)}</div>`)}</td>
     <td>${values}</td>
   </tr>`;
 }
@@ -106,8 +105,8 @@ ${
     : html`<p class="muted">No rows were read (the run was not validated${job.lastError ? html`: its last error is <code>${job.lastError.code}</code>` : ' yet'}): there is no file of failed rows.</p>`
 }
 <div class="table-wrap"><table aria-describedby="failed-rows">
-  <thead><tr><th scope="col" class="num">Row</th><th scope="col">Field</th><th scope="col">Reason</th><th scope="col">Original values</th></tr></thead>
-  <tbody>${errors.length ? errors.map((error) => errorRow(error, header)) : html`<tr><td colspan="4">No failed rows${after ? ' after this row' : ''}.</td></tr>`}</tbody>
+  <thead><tr><th scope="col" class="num">Row</th><th scope="col">Problems (field: reason)</th><th scope="col">Original values</th></tr></thead>
+  <tbody>${errors.length ? errors.map((error) => errorRow(error, header)) : html`<tr><td colspan="3">No failed rows${after ? ' after this row' : ''}.</td></tr>`}</tbody>
 </table></div>
 <nav class="pager" aria-label="Pages of failed rows">
   ${after > 0 ? html`<a href="/admin/runs/${job.id}/review#failed-rows">First page</a>` : ''}

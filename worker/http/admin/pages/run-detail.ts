@@ -5,7 +5,7 @@ import { getCsvImportRun } from '../../../imports/csv/run-record.js';
 import type { RunRecord } from '../../../queue/job-actions.js';
 import type { ApiDependencies } from '../../server.js';
 import { actorView, lastErrorView, progressView, resolvedByView, resultView, submitterView } from '../../views.js';
-import { formatCount, formatDuration, runDuration, timeCell } from '../format.js';
+import { fileText, formatCount, formatDuration, runDuration, timeCell } from '../format.js';
 import { html, type Html } from '../html.js';
 import { isOperator, page, type Viewer } from '../layout.js';
 import { csvCounts } from './csv-review.js';
@@ -59,11 +59,11 @@ function lastError(record: RunRecord, viewer: Viewer): Html | string {
 <dl class="record">
   <dt>Code</dt><dd><code>${error.code}</code></dd>
   <dt>Class</dt><dd>${error.class}</dd>
-  <dt>Message</dt><dd>${error.message}</dd>
+  <dt>Message</dt><dd>${fileText(error.message)}</dd>
   <dt>Attempt</dt><dd>${error.attempt}</dd>
   <dt>At</dt><dd>${error.at}</dd>
   ${error.worker !== undefined ? html`<dt>Worker</dt><dd>${error.worker}</dd>` : ''}
-  ${error.context ? html`<dt>Context</dt><dd><pre>${json(error.context)}</pre></dd>` : ''}
+  ${error.context ? html`<dt>Context</dt><dd><pre>${fileText(json(error.context))}</pre></dd>` : ''}
 </dl></section>`;
 }
 
