@@ -396,6 +396,14 @@ describe('admin sign-in and sessions', () => {
     const text = await (await get(`/admin/runs/${review}/review`, { cookie })).text();
     expect(text).not.toContain('\u202E');
     expect(text).toContain('<bdi class="value"><span class="control" title="a bidirectional formatting character">[U+202E]</span>abc</bdi>');
+    // A row left out at review says so once, not "excluded excluded at review".
+    await env.pool.query(
+      `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)
+       VALUES ($1, 4, 'finalize', ARRAY['x'], '[{"column": null, "rule": "excluded", "message": "excluded at review: not written"}]')`,
+      [review],
+    );
+    const withExcluded = await (await get(`/admin/runs/${review}/review`, { cookie })).text();
+    expect(withExcluded).toContain('<div><strong>(whole row)</strong>: <bdi class="value">excluded at review: not written</bdi></div>');
     // A row of nothing but controls: the first of each value shown, the rest counted, so the page stays its size.
     await env.pool.query(
       `INSERT INTO csv_import_row_errors (job_id, row_number, phase, fields, errors)

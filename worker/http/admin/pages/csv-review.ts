@@ -68,6 +68,11 @@ export function csvCounts(run: CsvImportRun, result: Record<string, unknown> | n
 </table>`;
 }
 
+/** The rule's name before its message, unless the message starts with it ("excluded at review: …"). */
+function ruleOf(issue: RowError['issues'][number]): Html | string {
+  return issue.message.startsWith(issue.rule) ? '' : html`<code>${issue.rule}</code> `;
+}
+
 function errorRow(error: RowError, header: string[]): Html {
   // The values of the fields an issue names are marked, so the eye finds them in a wide row.
   const named = new Set(error.issues.map((issue) => issue.column));
@@ -79,7 +84,7 @@ function errorRow(error: RowError, header: string[]): Html {
     : html`<span class="muted">the row could not be split into fields</span>`;
   return html`<tr>
     <td class="num">${error.row}</td>
-    <td>${error.issues.map((issue) => html`<div><strong>${issue.column ?? '(whole row)'}</strong>: <code>${issue.rule}</code> ${fileText(issue.message)}</div>`)}</td>
+    <td>${error.issues.map((issue) => html`<div><strong>${issue.column ?? '(whole row)'}</strong>: ${ruleOf(issue)}${fileText(issue.message)}</div>`)}</td>
     <td>${values}</td>
   </tr>`;
 }
