@@ -77,6 +77,22 @@ describe('estimates', () => {
     expect(throughput.meanRunMs!).toBeLessThan(60_000);
   });
 
+  it('counts live leases only: runs whose worker died (lease expired, not yet rescued) are no worker at work', async () => {
+    const kind = 'est-expired';
+    await enqueueJobs(env.pool, kind, Array.from({ length: 4 }, () => ({})));
+    const claimed = await claimJobs(env.pool, { workerId: 'est-dead', limit: 2, leaseMs: 60_000, kinds: [kind] });
+    expect(claimed).toHaveLength(2);
+    expect(await measureThroughput(env.pool, kind)).toMatchObject({ running: 2, workers: 1 });
+    // The worker is killed: its leases run out, and no rescuer has taken the runs back yet.
+    await env.pool.query("UPDATE jobs SET lease_expires_at = now() - interval '1 minute' WHERE lease_owner = 'est-dead'");
+    expect(await measureThroughput(env.pool, kind)).toMatchObject({ running: 0, workers: 0 });
+    // The last queued run, one ahead of it: no start time (with the dead worker counted, one came from its leases).
+    const queued = (await env.pool.query<{ id: string }>("SELECT max(id) AS id FROM jobs WHERE kind = $1 AND state = 'queued'", [kind])).rows[0]!;
+    const estimate = await estimateRun(env.pool, (await getJob(env.pool, Number(queued.id)))!);
+    expect(estimate).toMatchObject({ ahead: 1, workers: 0, startAt: null });
+    await env.pool.query('DELETE FROM jobs WHERE kind = $1', [kind]);
+  });
+
   it('leaves out runs a person ended: a CSV import rejected after an hour in review is not an hour of work', async () => {
     const kind = 'est-ended';
     const ids = await enqueueJobs(env.pool, kind, Array.from({ length: 4 }, () => ({})));

@@ -45,7 +45,10 @@ WITH recent AS (
   WHERE kind = $1 AND claimed_at IS NOT NULL
 ),
 leased AS (
-  SELECT count(*) FILTER (WHERE kind = $1)::int AS running, count(DISTINCT lease_owner)::int AS workers FROM jobs WHERE state = 'running'
+  -- Live leases only: a run whose lease has expired has no worker behind it (crashed, frozen) until the rescuer takes
+  -- it; counted, a stopped fleet read as one still at work, with a start time for every queued run.
+  SELECT count(*) FILTER (WHERE kind = $1)::int AS running, count(DISTINCT lease_owner)::int AS workers FROM jobs
+  WHERE state = 'running' AND lease_expires_at > now()
 )
 SELECT leased.running, leased.workers,
   (SELECT count(*)::int FROM recent) AS finished,
