@@ -186,6 +186,20 @@ describe('watch', () => {
 
     const dead = await plantDead('noop', 0);
     expect((await runCli(env, ['watch', String(dead)])).code).toBe(5);
+
+    // A partial run keeps the last error of an attempt its worker lost: that is not why it ended partial.
+    const partial = await plantRunning('mass-import');
+    await env.pool.query(
+      `UPDATE jobs SET state = 'partial', lease_owner = NULL, lease_expires_at = NULL, finished_at = now(),
+         last_error = '{"message": "lease of worker w expired", "code": "LEASE_EXPIRED", "class": "transient", "attempt": 1, "at": "x"}'
+       WHERE id = $1`,
+      [partial],
+    );
+    const watchedPartial = await runCli(env, ['watch', String(partial)]);
+    expect(watchedPartial.code).toBe(3);
+    expect(watchedPartial.stdout).toContain(`partial`);
+    expect(watchedPartial.stdout).toContain(`some of its items or rows failed: bulk-import errors ${partial}`);
+    expect(watchedPartial.stdout).not.toContain('LEASE_EXPIRED');
   });
 
   it('without an id follows every running job until none is running or queued', async () => {

@@ -30,9 +30,18 @@ function eta(figures: ProgressFigures): string {
 
 function outcomeLine(job: JobRow): string {
   const took = job.startedAt && job.finishedAt ? ` after ${formatDuration(job.finishedAt.getTime() - job.startedAt.getTime())}` : '';
+  return `job ${job.id} ${job.kind} ${job.state}${took}${outcomeReason(job)}`;
+}
+
+/**
+ * Why a run ended as it did. Its last error is the reason of a failed or dead run only: a partial or canceled run may
+ * carry one of an earlier attempt that was recovered (a lease that expired, an outage), which is not why it ended.
+ */
+function outcomeReason(job: JobRow): string {
   // The message may hold what others wrote (a file name, a row): shown, not obeyed, by the terminal.
-  const error = job.lastError && job.state !== 'succeeded' ? ` — ${terminalSafe(`${job.lastError.code}: ${job.lastError.message}`)}` : '';
-  return `job ${job.id} ${job.kind} ${job.state}${took}${error}`;
+  if ((job.state === 'failed' || job.state === 'dead') && job.lastError) return ` — ${terminalSafe(`${job.lastError.code}: ${job.lastError.message}`)}`;
+  if (job.state === 'partial') return ` — some of its items or rows failed: bulk-import errors ${job.id}`;
+  return '';
 }
 
 /** Plain lines: one when a run's state or counter changes, one when it ends. */
