@@ -385,6 +385,30 @@ describe('audit edges', () => {
     expect(outputs.map((output) => output.entries[0]!.action).sort()).toEqual(['already-fixed', stored.action].sort());
   });
 
+  it('findings and repair of a missing id, another kind or an unfinished audit say so, not "0 findings"', async () => {
+    const later = new Date(Date.now() + 86_400_000);
+    const missing = await runCli(env, ['audit', 'findings', '999999']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('job 999999 does not exist');
+    const { job: noop } = await submitJob(env.pool, { kind: 'noop', dedupeKey: null, runAt: later });
+    const other = await runCli(env, ['audit', 'findings', String(noop.id)]);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toContain(`job ${noop.id} is a noop run, not an audit`);
+    const { job: queued } = await submitJob(env.pool, { kind: 'audit', tenantId: 'umbrella', payload: {}, dedupeKey: null, runAt: later });
+    const early = await runCliJson<{ state: string; total: number }>(env, ['audit', 'findings', String(queued.id)]);
+    expect(early).toMatchObject({ state: 'queued', total: 0 });
+    expect((await runCli(env, ['audit', 'findings', String(queued.id)])).stderr).toContain(`audit ${queued.id} is queued: its findings are not all there yet`);
+    await env.pool.query(`UPDATE jobs SET state = 'canceled', finished_at = now() WHERE id = $1`, [queued.id]);
+    const stopped = await runCli(env, ['audit', 'findings', String(queued.id)]);
+    expect(stopped.code).toBe(1);
+    expect(stopped.stderr).toContain(`audit ${queued.id} ended canceled: the findings it stored before it stopped are not the whole answer`);
+    const repair = await runCli(env, ['audit', 'repair', String(queued.id)]);
+    expect(repair.code).toBe(1);
+    expect(repair.stderr).toContain('repair works on the findings of a finished audit');
+    expect((await runCli(env, ['audit', 'repair', '999999'])).stderr).toContain('job 999999 does not exist');
+    await env.pool.query('DELETE FROM jobs WHERE id = ANY($1::bigint[])', [[noop.id, queued.id]]);
+  });
+
   it('compares the products walk only with the CSV runs finalized before it started', async () => {
     const first = await importFile('initech', 'walked', 300);
     // The run's record only (run_at far ahead: the worker leaves it); the audit runs here, where the test can step in.

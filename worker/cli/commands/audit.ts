@@ -15,7 +15,8 @@ import { auditDocuments, type AuditProgress, type AuditReport } from '../../audi
 import { requireBucket } from '../../config.js';
 import type { Pool } from '../../db/pool.js';
 import { AUDIT_KIND } from '../../handlers/kinds.js';
-import { getJob, listJobs } from '../../queue/operator.js';
+import { listJobs, requireJob } from '../../queue/operator.js';
+import type { JobRow } from '../../queue/types.js';
 import { createS3Client } from '../../storage/s3-client.js';
 import { withDatabase } from '../context.js';
 import { formatBytes, formatDuration, formatTable, printJson, printLine, terminalSafeLines } from '../output.js';
@@ -188,6 +189,13 @@ function registerConsistencyAuditCommands(audit: Command): void {
       }
       const check = (options.check ?? null) as CheckName | null;
       await withDatabase(async (pool) => {
+        const job = await requireAuditRun(pool, jobId);
+        // Not done (or never done): its findings are not the audit's answer, and "0 findings" would read as all clear.
+        const unfinished = unfinishedAudit(job);
+        if (unfinished) {
+          process.stderr.write(`${unfinished}\n`);
+          if (job.state !== 'queued' && job.state !== 'running') process.exitCode = 1;
+        }
         if (options.csv) {
           const field = csvFieldFor(',');
           // Subjects and details hold S3 keys, that is tenants' file names: formula-escaped like every CSV export, for
@@ -218,12 +226,12 @@ function registerConsistencyAuditCommands(audit: Command): void {
           }
           return;
         }
-        const [job, findings] = await Promise.all([getJob(pool, jobId), pageOfFindings(pool, jobId, options.after, options.limit, check)]);
-        const { byCheck, stored: total, notStored } = await findingCounts(pool, jobId, job?.result ?? null);
+        const findings = await pageOfFindings(pool, jobId, options.after, options.limit, check);
+        const { byCheck, stored: total, notStored } = await findingCounts(pool, jobId, job.result);
         // A full page may have more after it: its last id is where the next starts (null when this one is the last).
         const nextAfter = findings.length === options.limit ? findings[findings.length - 1]!.id : null;
         // `total` counts what can be listed; `notStored` the document findings the run counted beyond its listLimit.
-        if (wantsJson(command)) return printJson({ id: jobId, total, byCheck, notStored, findings, nextAfter });
+        if (wantsJson(command)) return printJson({ id: jobId, state: job.state, total, byCheck, notStored, findings, nextAfter });
         printLine(
           `Audit ${jobId}: ${total} finding(s)${total ? ` (${listCounts(byCheck)})` : ''}` +
             (notStored > 0 ? `, and ${notStored} document finding(s) counted beyond the run's listLimit, not stored` : ''),
@@ -246,6 +254,11 @@ function registerConsistencyAuditCommands(audit: Command): void {
     .option('--json', 'print JSON only')
     .action(async (id: string, options: { apply?: boolean }, command: Command) => {
       const entries = await withDatabase(async (pool, config) => {
+        const job = await requireAuditRun(pool, parseJobId(id));
+        // Its findings are the audit's answer only once it succeeded: what a run still going (or stopped) stored so far
+        // is part of it, and "nothing to repair" would be a guess.
+        const unfinished = unfinishedAudit(job);
+        if (unfinished) throw new Error(`${unfinished}; repair works on the findings of a finished audit`);
         const s3 = config.s3Bucket
           ? createS3Client({ region: config.awsRegion, endpoint: config.s3Endpoint, forcePathStyle: config.s3ForcePathStyle })
           : undefined;
@@ -356,4 +369,19 @@ function printReport(report: AuditReport): void {
   } else if (report.orphanObjects.total > 0) {
     printLine(`\nTo delete orphan objects older than a day: bulk-import audit --prefix <documents prefix> --fix`);
   }
+}
+
+/** The run `jobId`, which must be an audit: a missing id or another kind is an error, not "0 findings". */
+async function requireAuditRun(pool: Pool, jobId: number): Promise<JobRow> {
+  const job = await requireJob(pool, jobId);
+  if (job.kind !== AUDIT_KIND) throw new Error(`job ${jobId} is a ${job.kind} run, not an audit: bulk-import audit runs lists the audits`);
+  return job;
+}
+
+/** What to say of an audit that has not succeeded (its findings so far are not its answer), or null. */
+function unfinishedAudit(job: JobRow): string | null {
+  if (job.state === 'succeeded') return null;
+  if (job.state === 'queued' || job.state === 'running') return `audit ${job.id} is ${job.state}: its findings are not all there yet`;
+  const why = job.lastError ? ` (${job.lastError.code})` : '';
+  return `audit ${job.id} ended ${job.state}${why}: the findings it stored before it stopped are not the whole answer; start a new audit`;
 }
