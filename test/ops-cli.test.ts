@@ -5,7 +5,7 @@ import { enqueueJob } from '../worker/queue/enqueue.js';
 import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import { useTestEnvironment } from './harness.js';
-import { runCli, runCliJson, spawnCli } from './support/cli-runner.js';
+import { runCli, runCliIntoClosedPipe, runCliJson, spawnCli } from './support/cli-runner.js';
 import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
 
 const env = useTestEnvironment();
@@ -126,6 +126,15 @@ describe('jobs, show, cancel, requeue', () => {
     const again = await runCli(env, ['requeue', String(second.id)]);
     expect(again.code).toBe(1);
     expect(again.stderr).toContain('is queued: cannot requeue it');
+  });
+});
+
+describe('output', () => {
+  it('a command whose reader went away (| head) ends quietly with 141, no stack trace', async () => {
+    await plantRunning('noop');
+    const piped = await runCliIntoClosedPipe(env, ['jobs']);
+    expect(piped.stderr).toBe('');
+    expect(piped.code).toBe(141);
   });
 });
 

@@ -41,6 +41,18 @@ export function runCli(testEnv: TestEnvironment, args: string[], extraEnv: Recor
   });
 }
 
+/**
+ * Runs a command whose reader has gone before it prints (`bulk-import jobs | head -0`): its stdout is a pipe closed at
+ * once. Resolves with its exit code and stderr.
+ */
+export function runCliIntoClosedPipe(testEnv: TestEnvironment, args: string[]): Promise<{ code: number | null; signal: string | null; stderr: string }> {
+  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { cwd: ROOT, env: cliEnv(testEnv, {}), stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.destroy();
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  return new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, stderr })));
+}
+
 /** Runs a command with --json and parses its output (throws with the output when it is not JSON). */
 export async function runCliJson<T = unknown>(testEnv: TestEnvironment, args: string[], expectedCode = 0): Promise<T> {
   const result = await runCli(testEnv, [...args, '--json']);

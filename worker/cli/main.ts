@@ -11,6 +11,16 @@ import { EXIT_QUEUE_LIMIT } from './commands/enqueue.js';
 import { terminalSafe } from './output.js';
 import { buildProgram } from './program.js';
 
+/** The exit code of a command whose output's reader went away (128 + SIGPIPE, as a Unix tool that died of it). */
+export const EXIT_BROKEN_PIPE = 141;
+
+// A reader that goes away (`bulk-import jobs | head -1`) closes stdout: what is left to print has nowhere to go, which
+// is no failure of the command to report with a stack trace. It ends at once, as a Unix tool does.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error;
+  process.exit(EXIT_BROKEN_PIPE);
+});
+
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
