@@ -169,6 +169,12 @@ describe('finalize with excluded rows', () => {
     expect((await getCsvImportRun(env.pool, jobId))!.excludedRows).toBeNull();
     expect((await getRunRecord(env.pool, jobId))!.actions.filter((action) => action.action === 'finalized')).toEqual([]);
 
+    // A mistyped time reads the same (a time alone cannot tell it from a validation since): the message says both.
+    const mistyped = await call(api, 'POST', `/v1/jobs/${jobId}/finalize`, { key, body: { validatedAt: new Date(Date.parse(current) - 1).toISOString() } });
+    expect(mistyped.status).toBe(409);
+    expect(mistyped.body.error.message).toContain(`is not the run's current one (validatedAt ${current})`);
+    expect(mistyped.body.error.message).toContain('or the time is not the one its review showed');
+
     const accepted = await call(api, 'POST', `/v1/jobs/${jobId}/finalize`, { key, body: { validatedAt: current } });
     expect(accepted.status, accepted.text).toBe(200);
     expect((await settled(jobId)).result).toMatchObject({ inserted: 1 });

@@ -28,9 +28,12 @@ async function requireReviewableImport(db: Pool, jobId: number, action: string):
 export class StaleReviewError extends Error {
   readonly code = 'REVIEW_STALE';
   constructor(jobId: number, reviewed: string, current: Date | null) {
+    // A time alone cannot tell a validation made since from a mistyped or rounded one: both are said.
     super(
-      `job ${jobId} was validated again since the review you approve (validated ${reviewed}, now ${current ? current.toISOString() : 'not validated'}): ` +
-        'review its counts and failed rows again, then finalize that validation',
+      `job ${jobId}: the validation you approve (validatedAt ${reviewed}) is not the run's current one ` +
+        `(${current ? `validatedAt ${current.toISOString()}` : 'it has none now'}): it was validated again since the review you ` +
+        "approve, or the time is not the one its review showed. Review its counts and failed rows, then finalize with the run's " +
+        'result.validatedAt',
     );
     this.name = 'StaleReviewError';
   }
