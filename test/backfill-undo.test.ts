@@ -237,6 +237,21 @@ describe('backfill before-images and undo', () => {
     const both = await runCli(env, ['backfill', 'discard', NAME, '--job', String(job.id), '--all']);
     expect(both.code).toBe(1);
     expect(both.stderr).toContain('--job and --all cannot be used together');
+    // --job names a run of this backfill that saved images: a missing id, the dry run's id (the procedure makes both)
+    // or a run without saveBeforeImage is refused, not "restored 0 rows".
+    const dryRun = await run({ name: NAME, dryRun: true, maxRows: 10 });
+    const plain = await run({ name: NAME, maxRows: 1 });
+    for (const [id, reason] of [
+      ['999999', 'job 999999 does not exist'],
+      [String(dryRun.id), `job ${dryRun.id} is a dry run of backfill ${NAME}: it wrote nothing`],
+      [String(plain.id), `job ${plain.id} ran without "saveBeforeImage"`],
+    ] as const) {
+      for (const command of [['undo', NAME, '--job', id], ['undo', NAME, '--job', id, '--dry-run'], ['discard', NAME, '--job', id]]) {
+        const refusal = await runCli(env, ['backfill', ...command]);
+        expect(refusal.code, command.join(' ')).toBe(1);
+        expect(refusal.stderr, command.join(' ')).toContain(reason);
+      }
+    }
     expect(await runCliJson(env, ['backfill', 'discard', NAME, '--job', String(job.id), '--dry-run'])).toEqual({
       dryRun: true,
       backfill: NAME,

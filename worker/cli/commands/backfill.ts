@@ -8,7 +8,8 @@ import { defaultBackfills } from '../../backfills/registry.js';
 import { countRows } from '../../backfills/statements.js';
 import { countBeforeImages, discardBeforeImages, undoBackfill, type BeforeImageScope } from '../../backfills/undo.js';
 import { BACKFILL_KIND } from '../../handlers/kinds.js';
-import { listJobs } from '../../queue/operator.js';
+import { listJobs, requireJob } from '../../queue/operator.js';
+import type { Pool } from '../../db/pool.js';
 import type { JobRow } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
 import { formatTable, printJson, printLine, terminalSafe } from '../output.js';
@@ -163,6 +164,7 @@ export function registerBackfillCommands(program: Command): void {
       const scope = beforeImageScope(compiled, options);
       const { batchSize, batchTimeoutMs } = options;
       await withDatabase(async (pool) => {
+        if (scope.jobId !== null) await requireRunWithImages(pool, compiled, scope.jobId);
         if (options.dryRun) {
           const counts = await countBeforeImages(pool, compiled, scope);
           if (options.json) return printJson({ dryRun: true, ...counts });
@@ -210,6 +212,7 @@ export function registerBackfillCommands(program: Command): void {
       if (options.job !== undefined && options.all) throw new Error('--job and --all cannot be used together');
       const scope = beforeImageScope(compiled, options);
       await withDatabase(async (pool) => {
+        if (scope.jobId !== null) await requireRunWithImages(pool, compiled, scope.jobId);
         if (options.dryRun) {
           const counts = await countBeforeImages(pool, compiled, scope);
           if (options.json) return printJson({ dryRun: true, backfill: name, wouldDiscard: counts.saved, restorable: counts.restorable });
@@ -221,6 +224,24 @@ export function registerBackfillCommands(program: Command): void {
         else printLine(`discarded ${deleted} before-image(s) of backfill ${name}`);
       });
     });
+}
+
+/**
+ * `--job <id>` names a run of this backfill that saved before-images: another id (a typo, the dry run's id from the
+ * same procedure, a run without saveBeforeImage) would otherwise "restore 0 rows" or "discard 0" and exit 0.
+ */
+async function requireRunWithImages(pool: Pool, compiled: CompiledBackfill, jobId: number): Promise<void> {
+  const job = await requireJob(pool, jobId);
+  const name = compiled.definition.name;
+  if (job.kind !== BACKFILL_KIND || job.payload.name !== name) {
+    throw new Error(`job ${jobId} is not a run of backfill ${name} (it is a ${job.kind} run${job.kind === BACKFILL_KIND ? ` of ${String(job.payload.name)}` : ''})`);
+  }
+  if (job.payload.dryRun === true) {
+    throw new Error(`job ${jobId} is a dry run of backfill ${name}: it wrote nothing and saved no before-images; give the id of the run that wrote`);
+  }
+  if (job.payload.saveBeforeImage !== true) {
+    throw new Error(`job ${jobId} ran without "saveBeforeImage": it saved no before-images, so there is nothing to undo or discard (docs/RUNBOOK.md: restore from the snapshot)`);
+  }
 }
 
 function latestRun(jobs: JobRow[], name: string, tenantId: string | null): JobRow | undefined {
