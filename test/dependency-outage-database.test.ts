@@ -48,6 +48,7 @@ describe('the database away in the middle of a mass import', () => {
     }, 60_000, 10);
 
     // Down for long enough that the run's own statements fail, shorter than the lease.
+    const downAt = Date.now();
     await env.postgres!.restart({ downMs: 2_000 });
 
     const done = await until(job.id, ['succeeded', 'partial', 'failed', 'dead']);
@@ -58,6 +59,13 @@ describe('the database away in the middle of a mass import', () => {
     const waited = worker.logs.filter((line) => line.msg.startsWith('waiting for the database'));
     expect(waited.length, JSON.stringify(worker.logs.filter((line) => line.level >= 40).slice(0, 5))).toBeGreaterThan(0);
     expect(waited[0]).toMatchObject({ dependency: 'database', attempt_counted: false });
+    // Unavailable since the worker saw it go (its own warning says when), not since the failure could be recorded —
+    // once the database answered again, the 2 s of the restart later.
+    const wentAway = worker.logs.find((line) => line.msg.startsWith('database unavailable'))!;
+    const since = Date.parse(String(waited[0]!.outage_since));
+    expect(since).toBeGreaterThanOrEqual(downAt - 1_000);
+    expect(Math.abs(since - Number(wentAway.time))).toBeLessThan(1_000);
+    expect(Number(waited[0]!.time) - since).toBeGreaterThan(1_000);
     expect(done.lastError).toMatchObject({ class: 'transient', context: { dependency: 'database', attemptCounted: false } });
     const documents = await documentsOf(env, 'dbdown/dbdown/');
     const objects = await listObjects(env.s3, env.bucket, 'dbdown/dbdown/');

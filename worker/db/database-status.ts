@@ -136,6 +136,14 @@ export class DatabaseStatus extends EventEmitter<DatabaseStatusEvents> {
   }
 
   /**
+   * When the latest outage began (epoch ms; 0 when none yet), kept once the database is back: a run's failure is
+   * recorded only when it answers again, and its outage began here, not at that moment.
+   */
+  get lastOutageSince(): number {
+    return this.downSinceMs;
+  }
+
+  /**
    * A statement or connection succeeded. `startedAt` is when it began: one that began before the outage was noticed
    * (a claim answered just before the server stopped), or within BACK_PROOF_DELAY_MS of it, says nothing about now.
    */

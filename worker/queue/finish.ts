@@ -202,7 +202,7 @@ export async function recordFailure(db: Queryable, request: FailureRequest): Pro
       request.error.class,
       outage?.dependency ?? null,
       outage?.progressed ?? false,
-      outage?.sinceMsAgo ?? 0,
+      outage ? outage.sinceMsAgo + Math.max(0, outage.measuredAt === undefined ? 0 : Date.now() - outage.measuredAt) : 0,
       outage?.policy.budgetMs ?? 0,
       outage?.policy.baseMs ?? 0,
       outage?.policy.maxMs ?? 0,

@@ -167,6 +167,12 @@ export interface OutageFailure {
   dependency: Dependency;
   /** How long ago this attempt first saw the dependency fail (the database's clock then dates the outage). */
   sinceMsAgo: number;
+  /**
+   * When `sinceMsAgo` was measured (this process's clock, epoch ms). A failure of a database outage is stored only
+   * once the database answers again, seconds or minutes later: the store adds the time since, or the outage would be
+   * dated at the store.
+   */
+  measuredAt?: number;
   /** This attempt saw the dependency work first: the outage starts now rather than continuing an earlier one. */
   progressed: boolean;
   /** OutageReport.progressKept: a new outage after it does not count against MAX_OUTAGE_RESTARTS, and starts it again. */
@@ -188,13 +194,17 @@ export function outageFailure(
   attemptMs: number,
   now = Date.now(),
   random: () => number = Math.random,
+  seenSince?: (dependency: Dependency) => Date | undefined,
 ): OutageFailure | undefined {
   if (policy.budgetMs <= 0) return undefined;
   const report = outageOf(failure);
   if (!report) return undefined;
+  // The failure's own time, else when the runner saw the dependency go (a plain pg error says nothing of when).
+  const since = report.since ?? seenSince?.(report.dependency);
   return {
     dependency: report.dependency,
-    sinceMsAgo: Math.max(0, report.since ? now - report.since.getTime() : 0),
+    sinceMsAgo: Math.max(0, since ? now - since.getTime() : 0),
+    measuredAt: now,
     progressed: report.progressed ?? attemptMs > policy.maxMs,
     progressKept: report.progressKept ?? false,
     policy,

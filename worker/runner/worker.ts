@@ -569,10 +569,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const error = toErrorRecord(failure, job.attempt, this.options.workerId);
     const delay = backoffDelayMs({ baseMs: this.options.backoffBaseMs, maxMs: this.options.backoffMaxMs }, job.attempt);
     // S3 or the database unavailable: the run waits for it without spending the attempt (queue/outage.ts).
+    const attemptMs = performance.now() - entry.startedAt;
     const outage = outageFailure(
       failure,
       { budgetMs: this.options.outageBudgetMs, baseMs: this.options.backoffBaseMs, maxMs: this.options.outageBackoffMaxMs },
-      performance.now() - entry.startedAt,
+      attemptMs,
+      Date.now(),
+      Math.random,
+      // A database error is recorded once the database answers again: its outage began when this worker saw it go,
+      // if that was during this attempt (an earlier outage is not this one).
+      (dependency) => {
+        const since = dependency === 'database' ? this.status?.lastOutageSince : undefined;
+        return since && since >= Date.now() - attemptMs ? new Date(since) : undefined;
+      },
     );
     try {
       const recorded = await this.retryUntilStored(() => recordFailure(this.outcomeDb, { lease, error, retryDelayMs: delay, progress: snapshot, outage }));
