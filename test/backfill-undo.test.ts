@@ -242,7 +242,7 @@ describe('backfill before-images and undo', () => {
     const dryRun = await run({ name: NAME, dryRun: true, maxRows: 10 });
     const plain = await run({ name: NAME, maxRows: 1 });
     for (const [id, reason] of [
-      ['999999', 'job 999999 does not exist'],
+      ['999999', 'job 999999 does not exist, and no before-image of backfill'],
       [String(dryRun.id), `job ${dryRun.id} is a dry run of backfill ${NAME}: it wrote nothing`],
       [String(plain.id), `job ${plain.id} ran without "saveBeforeImage"`],
     ] as const) {
@@ -252,6 +252,13 @@ describe('backfill before-images and undo', () => {
         expect(refusal.stderr, command.join(' ')).toContain(reason);
       }
     }
+    // With --tenant, the run must be that tenant's; a run retention deleted is still named by its before-images.
+    const tenantRun = await run({ name: NAME, tenant: 'tenant-1', saveBeforeImage: true, maxRows: 5 });
+    const otherTenant = await runCli(env, ['backfill', 'undo', NAME, '--job', String(tenantRun.id), '--tenant', 'tenant-0', '--dry-run']);
+    expect(otherTenant.code).toBe(1);
+    expect(otherTenant.stderr).toContain(`job ${tenantRun.id} wrote tenant tenant-1's rows, not those of --tenant tenant-0`);
+    await env.pool.query('DELETE FROM jobs WHERE id = $1', [tenantRun.id]);
+    expect(await runCliJson(env, ['backfill', 'discard', NAME, '--job', String(tenantRun.id)])).toEqual({ backfill: NAME, discarded: 5 });
     expect(await runCliJson(env, ['backfill', 'discard', NAME, '--job', String(job.id), '--dry-run'])).toEqual({
       dryRun: true,
       backfill: NAME,

@@ -209,6 +209,12 @@ describe('watch', () => {
     expect(watchedPartial.stdout).toContain(`partial`);
     expect(watchedPartial.stdout).toContain(`some of its items or rows failed: bulk-import errors ${partial}`);
     expect(watchedPartial.stdout).not.toContain('LEASE_EXPIRED');
+    // A partial backfill failed no item (rows were left unfilled): pointed at its record, not at \`errors\`.
+    const backfill = await plantRunning('backfill');
+    await env.pool.query(`UPDATE jobs SET state = 'partial', lease_owner = NULL, lease_expires_at = NULL, finished_at = now() WHERE id = $1`, [backfill]);
+    const watchedBackfill = await runCli(env, ['watch', String(backfill)]);
+    expect(watchedBackfill.code).toBe(3);
+    expect(watchedBackfill.stdout).toContain(`it left work undone: bulk-import show ${backfill} says what`);
   });
 
   it('without an id follows every running job until none is running or queued', async () => {

@@ -8,7 +8,7 @@ import { defaultBackfills } from '../../backfills/registry.js';
 import { countRows } from '../../backfills/statements.js';
 import { countBeforeImages, discardBeforeImages, undoBackfill, type BeforeImageScope } from '../../backfills/undo.js';
 import { BACKFILL_KIND } from '../../handlers/kinds.js';
-import { listJobs, requireJob } from '../../queue/operator.js';
+import { getJob, listJobs } from '../../queue/operator.js';
 import type { Pool } from '../../db/pool.js';
 import type { JobRow } from '../../queue/types.js';
 import { withDatabase } from '../context.js';
@@ -164,7 +164,7 @@ export function registerBackfillCommands(program: Command): void {
       const scope = beforeImageScope(compiled, options);
       const { batchSize, batchTimeoutMs } = options;
       await withDatabase(async (pool) => {
-        if (scope.jobId !== null) await requireRunWithImages(pool, compiled, scope.jobId);
+        if (scope.jobId !== null) await requireRunWithImages(pool, compiled, scope.jobId, options.tenant);
         if (options.dryRun) {
           const counts = await countBeforeImages(pool, compiled, scope);
           if (options.json) return printJson({ dryRun: true, ...counts });
@@ -212,7 +212,7 @@ export function registerBackfillCommands(program: Command): void {
       if (options.job !== undefined && options.all) throw new Error('--job and --all cannot be used together');
       const scope = beforeImageScope(compiled, options);
       await withDatabase(async (pool) => {
-        if (scope.jobId !== null) await requireRunWithImages(pool, compiled, scope.jobId);
+        if (scope.jobId !== null) await requireRunWithImages(pool, compiled, scope.jobId, options.tenant);
         if (options.dryRun) {
           const counts = await countBeforeImages(pool, compiled, scope);
           if (options.json) return printJson({ dryRun: true, backfill: name, wouldDiscard: counts.saved, restorable: counts.restorable });
@@ -230,9 +230,15 @@ export function registerBackfillCommands(program: Command): void {
  * `--job <id>` names a run of this backfill that saved before-images: another id (a typo, the dry run's id from the
  * same procedure, a run without saveBeforeImage) would otherwise "restore 0 rows" or "discard 0" and exit 0.
  */
-async function requireRunWithImages(pool: Pool, compiled: CompiledBackfill, jobId: number): Promise<void> {
-  const job = await requireJob(pool, jobId);
+async function requireRunWithImages(pool: Pool, compiled: CompiledBackfill, jobId: number, tenant: string | undefined): Promise<void> {
   const name = compiled.definition.name;
+  const job = await getJob(pool, jobId);
+  if (!job) {
+    // Retention deletes finished runs, and their before-images stay (no foreign key): an id they name is a run's.
+    const { rows } = await pool.query('SELECT 1 FROM backfill_before_images WHERE backfill = $1 AND job_id = $2 LIMIT 1', [name, jobId]);
+    if (rows.length === 0) throw new Error(`job ${jobId} does not exist, and no before-image of backfill ${name} names it`);
+    return;
+  }
   if (job.kind !== BACKFILL_KIND || job.payload.name !== name) {
     throw new Error(`job ${jobId} is not a run of backfill ${name} (it is a ${job.kind} run${job.kind === BACKFILL_KIND ? ` of ${String(job.payload.name)}` : ''})`);
   }
@@ -241,6 +247,10 @@ async function requireRunWithImages(pool: Pool, compiled: CompiledBackfill, jobI
   }
   if (job.payload.saveBeforeImage !== true) {
     throw new Error(`job ${jobId} ran without "saveBeforeImage": it saved no before-images, so there is nothing to undo or discard (docs/RUNBOOK.md: restore from the snapshot)`);
+  }
+  const runTenant = (job.payload.tenant as string | undefined) ?? job.tenantId ?? null;
+  if (tenant !== undefined && runTenant !== null && runTenant !== tenant) {
+    throw new Error(`job ${jobId} wrote tenant ${runTenant}'s rows, not those of --tenant ${tenant}`);
   }
 }
 
