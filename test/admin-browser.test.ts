@@ -324,4 +324,36 @@ describe('admin pages in a browser', () => {
     await page.waitForURL(`**/admin/runs/${waiting}`);
     await context.close();
   });
+
+  it('8. a state change heard while the page refreshes for the one before is not lost', async () => {
+    const context = await signIn(operatorKey);
+    const id = await submit(operatorKey, { kind: 'noop', tenant: 'other', payload: { sleepMs: 60_000 }, dedupeKey: null, runAt: '2999-01-01T00:00:00Z' });
+    const page = await open(context, `/admin/runs/${id}`);
+    await shows(page, '[data-live-status]', 'live');
+    // The refresh that follows `running` is drawn by the server at once, and handed to the page only once the run has
+    // been canceled too: the page it gets is older than the last event it heard.
+    let drawn!: () => void;
+    const isDrawn = new Promise<void>((resolve) => (drawn = resolve));
+    let deliver!: () => void;
+    const delivered = new Promise<void>((resolve) => (deliver = resolve));
+    await page.route(
+      `**/admin/runs/${id}`,
+      async (route) => {
+        const response = await route.fetch();
+        drawn();
+        await delivered;
+        await route.fulfill({ response });
+      },
+      { times: 1 },
+    );
+    await env.pool.query('UPDATE jobs SET run_at = now() WHERE id = $1', [id]);
+    await isDrawn;
+    expect((await call(api, 'POST', `/v1/jobs/${id}/cancel`, { key: operatorKey })).status).toBe(200);
+    await shows(page, '[data-run-state]', 'canceled');
+    deliver();
+    // The held page says running; the page fetched after it says canceled, and stays so.
+    await page.locator('[data-live-announce]').filter({ hasText: `Run ${id} is now canceled.` }).waitFor({ state: 'attached', timeout: 30_000 });
+    expect(await page.locator('main [data-run-state]').textContent()).toBe('canceled');
+    await context.close();
+  });
 });

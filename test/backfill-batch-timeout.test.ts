@@ -215,8 +215,9 @@ describe('backfill batches under a statement timeout', () => {
     try {
       await writer.query('BEGIN');
       await writer.query('SELECT id FROM documents WHERE id = 6 FOR UPDATE');
-      const { undo, retries } = undoInProcess(1_000);
-      // Two lock waits past the lock timeout (500 ms), then the writer commits without changing the row.
+      const { undo, retries } = undoInProcess(2_000);
+      // Two lock waits past the lock timeout (1 s: half the batch timeout), then the writer commits without changing
+      // the row. (A batch timeout of 2 s leaves a stalled machine room: a batch over it would count as a timeout.)
       await waitFor(async () => retries.length >= 2, 30_000, 20);
       await writer.query('COMMIT');
       expect(await undo).toMatchObject({ restored: 20, skipped: 0, batchTimeouts: 0 });
@@ -239,9 +240,10 @@ describe('backfill batches under a statement timeout', () => {
     expect(job.result).toMatchObject({ complete: true, rowsWritten: 12 });
     // Restoring row 5 never ends.
     await slowUpdatesWhen('EXISTS (SELECT 1 FROM written WHERE id = 5)');
-    const { undo, retries } = undoInProcess(300);
+    // 1 s, not less: every batch must commit within it, the quick ones too, on a busy machine.
+    const { undo, retries } = undoInProcess(1_000);
     await expect(undo).rejects.toThrow(
-      'backfill undo documents-file-extension: the before-images after key "4" could not be restored within the batch timeout of 300 ms in 5 tries',
+      'backfill undo documents-file-extension: the before-images after key "4" could not be restored within the batch timeout of 1000 ms in 5 tries',
     );
     // Keys in text order: 1, 10, 11, 12 restored; 2–5 timed out, 2–3 restored; 4–5 timed out, 4 restored; then row 5
     // alone five times (no try counted for the halvings): four tried again, the fifth stopped the undo.

@@ -71,6 +71,7 @@ const SCRIPT = String.raw`// bulk-import admin: live progress of a run (server-s
   var retryMs = 1000;
   var retryTimer = null;
   var refreshing = false;
+  var refreshAgain = false;
 
   function finite(value) { return typeof value === 'number' && isFinite(value) ? value : undefined; }
   function text(selector, value) {
@@ -164,8 +165,10 @@ const SCRIPT = String.raw`// bulk-import admin: live progress of a run (server-s
 
   // A new state can change the page (result, actions, last error): fetch it again and put its main part in place.
   function refresh() {
-    if (refreshing) return;
+    // A state change heard while a refresh is under way: that page may have been drawn before it, so one more after.
+    if (refreshing) { refreshAgain = true; return; }
     refreshing = true;
+    refreshAgain = false;
     var url = pageUrl();
     if (url !== location.href) history.replaceState(history.state, '', url);
     fetch(url, { credentials: 'same-origin', headers: { accept: 'text/html' }, redirect: 'manual' })
@@ -181,8 +184,9 @@ const SCRIPT = String.raw`// bulk-import admin: live progress of a run (server-s
         refreshing = false;
         bind();
         if (shownState) announce('Run ' + jobId + ' is now ' + shownState + '.');
+        if (refreshAgain) refresh();
       })
-      .catch(function (error) { refreshing = false; if (error) setStatus('could not refresh the page; reload it'); });
+      .catch(function (error) { refreshing = false; refreshAgain = false; if (error) setStatus('could not refresh the page; reload it'); });
   }
 
   // A stream the server ended for good: the session may be over (signed out, expired, its key revoked), when every
