@@ -13,9 +13,10 @@ import { markProgressKept } from '../queue/outage.js';
 import type { Lease } from '../queue/types.js';
 import { inSpan } from '../tracing/spans.js';
 import type { CompiledBackfill } from './compile.js';
-import { BATCH_TRIES, batchRetryPauseMs, BatchSizer, batchTimeoutSettings, startingBatchSize } from './batch-sizer.js';
+import { BatchSizer, batchTimeoutSettings, startingBatchSize } from './batch-sizer.js';
+import { BatchTries } from './batch-tries.js';
 import { DEFAULT_BATCH_TIMEOUT_MS } from './compile.js';
-import { batchTimeoutError, describeBackfillError, isStatementTimeout, RETRYABLE_BATCH_SQLSTATES } from './errors.js';
+import { batchTimeoutError, describeBackfillError, isStatementTimeout } from './errors.js';
 import {
   freshProgress,
   planPartitions,
@@ -349,45 +350,37 @@ class FillRun {
     onTry: (tries: number) => void,
   ): Promise<CommittedBatch> {
     let selection = first;
-    // Tries of this batch after a lock wait, deadlock or serialization failure; and, apart, of its one-row form after
-    // a statement timeout: a run that waited on writers has not used up its one row's tries.
-    let tryNumber = 1;
-    let oneRowTimeouts = 0;
+    const tries = new BatchTries(sizer);
     for (let attempts = 1; ; attempts += 1) {
       onTry(attempts);
       try {
         return { selection, result: await this.commitBatch(selection, phase, range, sizer) };
       } catch (error) {
+        const where = describeSelection(selection);
         // A job's own cancel or shutdown ends a statement with the same SQLSTATE as the timeout: it stops the run.
-        if (isStatementTimeout(error) && !this.context.signal.aborted) {
-          const rows = selectionSize(selection);
-          if (rows > 1) {
-            const smaller = sizer.timedOut(rows);
-            this.context.log.warn(
-              { rows, next_rows: smaller, batch_timeout_ms: sizer.timeoutMs, ...describeSelection(selection) },
-              'backfill batch outlasted its statement timeout and was rolled back; trying it again with half the rows',
-            );
-            selection = shrinkSelection(selection, smaller);
-            continue;
-          }
-          sizer.timedOut(rows);
-          oneRowTimeouts += 1;
-          if (oneRowTimeouts >= BATCH_TRIES) throw batchTimeoutError(this.options.backfill, sizer.timeoutMs, oneRowTimeouts, describeSelection(selection), error);
+        const step = isStatementTimeout(error) && this.context.signal.aborted ? undefined : tries.failed(error, selectionSize(selection));
+        if (step?.kind === 'halve') {
           this.context.log.warn(
-            { rows, try: oneRowTimeouts, batch_timeout_ms: sizer.timeoutMs, ...describeSelection(selection) },
-            'backfill batch of one row outlasted its statement timeout; trying it again',
+            { rows: step.rows, next_rows: step.next, batch_timeout_ms: sizer.timeoutMs, ...where },
+            'backfill batch outlasted its statement timeout and was rolled back; trying it again with half the rows',
           );
-          await pause(batchRetryPauseMs(oneRowTimeouts), this.context.signal);
+          selection = shrinkSelection(selection, step.next);
           continue;
         }
-        const code = sqlState(error);
-        if (code !== undefined && RETRYABLE_BATCH_SQLSTATES.has(code) && tryNumber < BATCH_TRIES) {
-          this.context.log.warn({ sqlstate: code, try: tryNumber, ...describeSelection(selection) }, 'backfill batch rolled back; trying it again');
-          await pause(batchRetryPauseMs(tryNumber), this.context.signal);
-          tryNumber += 1;
+        if (step?.kind === 'retry') {
+          if (step.reason === 'timeout') {
+            this.context.log.warn(
+              { rows: 1, try: step.try, batch_timeout_ms: sizer.timeoutMs, ...where },
+              'backfill batch of one row outlasted its statement timeout; trying it again',
+            );
+          } else {
+            this.context.log.warn({ sqlstate: step.sqlstate, try: step.try, ...where }, 'backfill batch rolled back; trying it again');
+          }
+          await pause(step.pauseMs, this.context.signal);
           continue;
         }
-        throw describeBackfillError(error, this.options.backfill, describeSelection(selection));
+        if (step?.reason === 'timeout') throw batchTimeoutError(this.options.backfill, sizer.timeoutMs, step.tries, where, error);
+        throw describeBackfillError(error, this.options.backfill, where);
       }
     }
   }

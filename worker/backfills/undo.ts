@@ -12,9 +12,10 @@ import { withTransaction } from '../db/pool.js';
 import { sqlState } from '../db/sql-state.js';
 import { BACKFILL_KIND } from '../handlers/kinds.js';
 import { ACTIVE_STATES } from '../queue/types.js';
-import { BATCH_TRIES, batchRetryPauseMs, BatchSizer, batchTimeoutSettings } from './batch-sizer.js';
+import { BatchSizer, batchTimeoutSettings } from './batch-sizer.js';
+import { BatchTries } from './batch-tries.js';
 import { DEFAULT_BATCH_TIMEOUT_MS, type CompiledBackfill } from './compile.js';
-import { isStatementTimeout, RETRYABLE_BATCH_SQLSTATES } from './errors.js';
+import { isStatementTimeout } from './errors.js';
 
 export interface BeforeImageScope {
   /** Only before-images of this tenant's rows; null = all. */
@@ -167,10 +168,8 @@ export async function undoBackfill(pool: Pool, backfill: CompiledBackfill, optio
   };
   const sizer = new BatchSizer(options.batchSize, options.batchTimeoutMs ?? DEFAULT_BATCH_TIMEOUT_MS);
   let cursor: string | null = null;
-  // As a fill run's batches (fill-run.ts): lock waits, deadlocks and serialization failures, and apart from them the
-  // timeouts of a one-row batch, each get BATCH_TRIES tries of the same batch before the undo stops.
-  let lockTries = 0;
-  let oneRowTimeouts = 0;
+  // As a fill run's batches (batch-tries.ts): halved on a timeout, and five tries of a one-row timeout or a lock wait.
+  const tries = new BatchTries(sizer);
   for (;;) {
     const rows = sizer.current;
     const startedAt = performance.now();
@@ -178,43 +177,26 @@ export async function undoBackfill(pool: Pool, backfill: CompiledBackfill, optio
     try {
       batch = await undoBatch(pool, backfill, options, cursor, rows, sizer.timeoutMs);
     } catch (error) {
-      const code = sqlState(error);
-      if (isStatementTimeout(error)) {
-        outcome.batchTimeouts += 1;
-        sizer.timedOut(rows);
-        // Rolled back whole: the same images again, half as many.
-        if (rows > 1) continue;
-        oneRowTimeouts += 1;
-        if (oneRowTimeouts >= BATCH_TRIES) {
-          throw undoStopped(
-            backfill,
-            cursor,
-            outcome,
-            `could not be restored within the batch timeout of ${sizer.timeoutMs} ms in ${oneRowTimeouts} tries (look for a trigger or a lock on that row, or raise --batch-timeout-ms)`,
-            error,
-          );
-        }
-        options.onRetry?.({ reason: 'timeout', sqlstate: code!, try: oneRowTimeouts, afterKey: cursor });
-        await sleep(batchRetryPauseMs(oneRowTimeouts));
+      if (isStatementTimeout(error)) outcome.batchTimeouts += 1;
+      const step = tries.failed(error, rows);
+      // Rolled back whole: the same images again, half as many.
+      if (step.kind === 'halve') continue;
+      if (step.kind === 'retry') {
+        options.onRetry?.({ reason: step.reason, sqlstate: step.sqlstate, try: step.try, afterKey: cursor });
+        await sleep(step.pauseMs);
         continue;
       }
-      if (code === undefined || !RETRYABLE_BATCH_SQLSTATES.has(code)) throw error;
-      lockTries += 1;
-      if (lockTries >= BATCH_TRIES) {
-        throw undoStopped(
-          backfill,
-          cursor,
-          outcome,
-          `could not be restored in ${lockTries} tries: each waited for a row another transaction holds past the lock timeout, or met a deadlock (SQLSTATE ${code})`,
-          error,
-        );
+      if (step.reason === 'timeout') {
+        const what = `could not be restored within the batch timeout of ${sizer.timeoutMs} ms in ${step.tries} tries (look for a trigger or a lock on that row, or raise --batch-timeout-ms)`;
+        throw undoStopped(backfill, cursor, outcome, what, error);
       }
-      options.onRetry?.({ reason: 'lock', sqlstate: code, try: lockTries, afterKey: cursor });
-      await sleep(batchRetryPauseMs(lockTries));
-      continue;
+      if (step.reason === 'lock') {
+        const what = `could not be restored in ${step.tries} tries: each waited for a row another transaction holds past the lock timeout, or met a deadlock (SQLSTATE ${sqlState(error)})`;
+        throw undoStopped(backfill, cursor, outcome, what, error);
+      }
+      throw error;
     }
-    lockTries = 0;
-    oneRowTimeouts = 0;
+    tries.committed();
     sizer.committed(rows, performance.now() - startedAt);
     if (batch.selected === 0) break;
     outcome.batches += 1;

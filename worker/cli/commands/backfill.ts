@@ -248,12 +248,17 @@ async function requireRunWithImages(pool: Pool, compiled: CompiledBackfill, jobI
   if (job.payload.saveBeforeImage !== true) {
     throw new Error(`job ${jobId} ran without "saveBeforeImage": it saved no before-images, so there is nothing to undo or discard (docs/RUNBOOK.md: restore from the snapshot)`);
   }
-  const runTenant = (job.payload.tenant as string | undefined) ?? job.tenantId ?? null;
+  const runTenant = tenantOf(job);
   if (tenant !== undefined && runTenant !== null && runTenant !== tenant) {
     throw new Error(`job ${jobId} wrote tenant ${runTenant}'s rows, not those of --tenant ${tenant}`);
   }
 }
 
+/** The tenant whose rows a backfill run wrote: its payload's, or the job's; null for every tenant's. */
+function tenantOf(job: JobRow): string | null {
+  return (job.payload.tenant as string | undefined) ?? job.tenantId ?? null;
+}
+
 function latestRun(jobs: JobRow[], name: string, tenantId: string | null): JobRow | undefined {
-  return jobs.find((job) => job.payload.name === name && ((job.payload.tenant as string | undefined) ?? job.tenantId ?? null) === tenantId);
+  return jobs.find((job) => job.payload.name === name && tenantOf(job) === tenantId);
 }
