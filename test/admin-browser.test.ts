@@ -92,6 +92,18 @@ async function deadRun(tenant: string): Promise<number> {
   return id;
 }
 
+/**
+ * A session of its own (a test may end it) whose page follows a run the worker will hold for a minute once due. It is
+ * due only when the test sets its run_at to now, so the page sees it queued first.
+ */
+async function followHeldRun(): Promise<{ context: BrowserContext; id: number; page: Page }> {
+  const context = await signIn(operatorKey);
+  const id = await submit(operatorKey, { kind: 'noop', tenant: 'other', payload: { sleepMs: 60_000 }, dedupeKey: null, runAt: '2999-01-01T00:00:00Z' });
+  const page = await open(context, `/admin/runs/${id}`);
+  await shows(page, '[data-live-status]', 'live');
+  return { context, id, page };
+}
+
 beforeAll(async () => {
   api = await startTestApi(env);
   operatorKey = await makeKey(env, 'ops', 'operator');
@@ -289,12 +301,8 @@ describe('admin pages in a browser', () => {
   });
 
   it('7. a state change keeps the keyboard focus and is announced; a page whose session ends says so and stops', async () => {
-    const context = await signIn(operatorKey);
-    // A run the worker will hold for a minute: queued → running keeps its Cancel link, canceled removes it. Due only
-    // once the page follows it, so the page sees it queued first.
-    const id = await submit(operatorKey, { kind: 'noop', tenant: 'other', payload: { sleepMs: 60_000 }, dedupeKey: null, runAt: '2999-01-01T00:00:00Z' });
-    const page = await open(context, `/admin/runs/${id}`);
-    await shows(page, '[data-live-status]', 'live');
+    // Queued → running keeps the run's Cancel link, canceled removes it.
+    const { context, id, page } = await followHeldRun();
     const focused = () => page.evaluate('document.activeElement ? document.activeElement.tagName + ":" + document.activeElement.textContent.trim() : ""');
     const announced = (state: string) => page.locator('[data-live-announce]').filter({ hasText: `Run ${id} is now ${state}.` }).waitFor({ state: 'attached', timeout: 30_000 });
     await page.locator('main').getByRole('link', { name: 'Cancel…' }).focus();
@@ -326,10 +334,7 @@ describe('admin pages in a browser', () => {
   });
 
   it('8. a state change heard while the page refreshes for the one before is not lost', async () => {
-    const context = await signIn(operatorKey);
-    const id = await submit(operatorKey, { kind: 'noop', tenant: 'other', payload: { sleepMs: 60_000 }, dedupeKey: null, runAt: '2999-01-01T00:00:00Z' });
-    const page = await open(context, `/admin/runs/${id}`);
-    await shows(page, '[data-live-status]', 'live');
+    const { context, id, page } = await followHeldRun();
     // The refresh that follows `running` is drawn by the server at once, and handed to the page only once the run has
     // been canceled too: the page it gets is older than the last event it heard.
     let drawn!: () => void;
