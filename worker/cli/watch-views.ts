@@ -1,7 +1,7 @@
 // How `bulk-import watch` shows runs: live progress bars on a terminal, one plain line per change otherwise (logs,
 // pipes), or JSON lines with --json.
 import cliProgress from 'cli-progress';
-import { CSV_FINALIZE_KIND, CSV_IMPORT_KIND, MASS_IMPORT_KIND } from '../handlers/kinds.js';
+import { defaultRegistry } from '../handlers/registry.js';
 import type { JobRow } from '../queue/types.js';
 import { formatBytes, formatDuration, terminalSafe } from './output.js';
 import { formatRate, type ProgressFigures } from './progress-rate.js';
@@ -29,9 +29,6 @@ function eta(figures: ProgressFigures): string {
   return figures.etaSeconds === undefined ? '-' : formatDuration(figures.etaSeconds * 1000);
 }
 
-/** The kinds whose failed items or rows `bulk-import errors` lists. */
-const KINDS_WITH_FAILED_ITEMS = new Set([MASS_IMPORT_KIND, CSV_IMPORT_KIND, CSV_FINALIZE_KIND]);
-
 function outcomeLine(job: JobRow): string {
   const took = job.startedAt && job.finishedAt ? ` after ${formatDuration(job.finishedAt.getTime() - job.startedAt.getTime())}` : '';
   return `job ${job.id} ${job.kind} ${job.state}${took}${outcomeReason(job)}`;
@@ -45,8 +42,9 @@ function outcomeReason(job: JobRow): string {
   // The message may hold what others wrote (a file name, a row): shown, not obeyed, by the terminal.
   if ((job.state === 'failed' || job.state === 'dead') && job.lastError) return ` — ${terminalSafe(`${job.lastError.code}: ${job.lastError.message}`)}`;
   if (job.state === 'partial') {
-    // Kinds that record failed items or rows list them; a partial backfill failed none (rows were left unfilled).
-    return KINDS_WITH_FAILED_ITEMS.has(job.kind)
+    // Kinds that record failed items or rows list them (`bulk-import errors`, through the handler's listErrors); a
+    // partial backfill failed none (rows were left unfilled).
+    return defaultRegistry().get(job.kind)?.listErrors !== undefined
       ? ` — some of its items or rows failed: bulk-import errors ${job.id}`
       : ` — it left work undone: bulk-import show ${job.id} says what`;
   }
