@@ -3,6 +3,7 @@
 // in the submit request, every span chained up to it, with the pg and S3 spans beneath the steps; a retried run
 // enqueued by the CLI is one trace with a claim and a run span per attempt; the worker's log lines carry the ids.
 import { spawn } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -229,5 +230,23 @@ describe('traces', () => {
     expect(claim).toMatchObject({ traceId, parentSpanId });
     expect(spansOfJob(job.id, 'run noop')[0]).toMatchObject({ traceId, parentSpanId: claim.spanId });
     await expect(submitJob(env.pool, { kind: 'noop', traceparent: 'not-a-trace' })).rejects.toThrow(/traceparent must be a W3C trace context/);
+  });
+
+  it('a collector that is down at exit costs the last spans only: the command keeps its exit code and says so', async () => {
+    // A port nothing listens on: the exporter's connection is refused, and its retries outlast the flush deadline.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as AddressInfo;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+
+    const result = await runCli(env, ['enqueue', 'noop', '--no-dedupe', '--json'], {
+      ...tracingEnv('bulk-import-cli'),
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+    });
+    expect(result.code, result.stderr).toBe(0);
+    const jobId = (JSON.parse(result.stdout) as { id: number }).id;
+    expect((await requireJob(env.pool, jobId)).kind).toBe('noop');
+    expect(result.stderr).toMatch(/^traces: the last spans were not exported (within 5000 ms of exit; left behind|at exit: .*ECONNREFUSED)/m);
+    expect(result.stderr).not.toMatch(/\bat .*\.js:\d+/);
   });
 });

@@ -5,7 +5,7 @@ import { urlSecrets } from '../db/connection.js';
 import { describeDatabaseError, scrubSecrets } from '../db/database-errors.js';
 import { DatabaseUnavailableError, isConfigurationError } from '../db/database-status.js';
 import { stopTracing } from '../tracing/sdk.js';
-import { exitIfAsked } from './process-exit.js';
+import { exitIfAsked, exitWhenDone } from './process-exit.js';
 import { QueueLimitError } from '../queue/admission.js';
 import { EXIT_QUEUE_LIMIT } from './commands/enqueue.js';
 import { terminalSafe } from './output.js';
@@ -51,7 +51,8 @@ function describeError(error: unknown): string {
 }
 
 process.exitCode = await main(process.argv);
-// The spans still buffered are exported before the process ends (a no-op when tracing is off).
-await stopTracing();
+// The spans still buffered are exported before the process ends (a no-op when tracing is off). An export left behind
+// at its deadline may still hold a socket or a retry timer: the process then ends without waiting for it.
+if (!(await stopTracing())) exitWhenDone(async () => undefined);
 // The worker asks to end the process here, whatever a stuck handler left running (process-exit.ts).
 await exitIfAsked();

@@ -59,9 +59,37 @@ export function tracingStarted(): boolean {
   return running !== undefined;
 }
 
-/** Exports the spans still buffered and stops the SDK (the CLI calls it when its command ends). */
-export async function stopTracing(): Promise<void> {
+/**
+ * How long the last export at exit may take. The OTLP exporter's own timeouts and retries run to about 9 s against a
+ * collector that is gone, and a worker stopped by a deploy has its shutdown grace to spend on its runs, not on traces.
+ */
+export const TRACE_FLUSH_DEADLINE_MS = 5_000;
+
+/**
+ * Exports the spans still buffered and stops the SDK (the CLI calls it when its command ends). Never throws: a
+ * collector that is down or slow costs the spans still buffered (one line on stderr says so), never the command's
+ * exit code. Resolves false when the export was left behind: the exporter's socket or retry timer may still hold the
+ * event loop, so the caller ends the process itself.
+ */
+export async function stopTracing(deadlineMs = TRACE_FLUSH_DEADLINE_MS): Promise<boolean> {
   const handle = running;
   running = undefined;
-  await handle?.shutdown();
+  if (!handle) return true;
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), deadlineMs);
+  });
+  try {
+    const outcome = await Promise.race([handle.shutdown().then(() => 'flushed' as const), deadline]);
+    if (outcome === 'flushed') return true;
+    process.stderr.write(`traces: the last spans were not exported within ${deadlineMs} ms of exit; left behind\n`);
+    return false;
+  } catch (error) {
+    // The first line only, cut: an exporter's error may carry a collector's whole answer.
+    const reason = (error instanceof Error ? error.message : String(error)).split('\n', 1)[0]!.slice(0, 300);
+    process.stderr.write(`traces: the last spans were not exported at exit: ${reason}\n`);
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
 }
