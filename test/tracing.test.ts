@@ -28,6 +28,8 @@ let stopApi: () => Promise<void>;
 let root: string;
 const FILES = 40;
 const workers: WorkerProcess[] = [];
+/** The log lines of the `serve` process. */
+const apiLogs: Array<Record<string, unknown>> = [];
 
 const SERVER = 2;
 
@@ -64,6 +66,7 @@ beforeAll(async () => {
   apiUrl = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout }).on('line', (line) => {
       const parsed = JSON.parse(line) as { msg: string; address?: string };
+      apiLogs.push(parsed);
       if (parsed.msg === 'API listening') resolve(parsed.address!);
     });
     void exited.then(() => reject(new Error('serve exited before listening')));
@@ -230,6 +233,18 @@ describe('traces', () => {
     expect(claim).toMatchObject({ traceId, parentSpanId });
     expect(spansOfJob(job.id, 'run noop')[0]).toMatchObject({ traceId, parentSpanId: claim.spanId });
     await expect(submitJob(env.pool, { kind: 'noop', traceparent: 'not-a-trace' })).rejects.toThrow(/traceparent must be a W3C trace context/);
+  });
+
+  it("the API's line for a refused request carries the request span's trace, as a route's own lines do", async () => {
+    const response = await fetch(`${apiUrl}/v1/jobs/1`, { headers: { authorization: 'Bearer not-a-key', traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' } });
+    expect(response.status).toBe(401);
+    await waitFor(async () => receiver.spans().some((span) => span.traceId === '0af7651916cd43dd8448eb211c80319c'), 15_000);
+    const span = receiver.spans().find((candidate) => candidate.traceId === '0af7651916cd43dd8448eb211c80319c')!;
+    expect(span).toMatchObject({ name: 'GET /v1/jobs/:id', parentSpanId: 'b7ad6b7169203331' });
+    expect(span.attributes['http.response.status_code']).toBe(401);
+    const refused = apiLogs.filter((line) => line.msg === 'request refused' && line.code === 'UNAUTHENTICATED' && line.trace_id === span.traceId);
+    expect(refused).toHaveLength(1);
+    expect(refused[0]).toMatchObject({ span_id: span.spanId, status: 401 });
   });
 
   it('a collector that is down at exit costs the last spans only: the command keeps its exit code and says so', async () => {

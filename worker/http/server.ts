@@ -13,7 +13,7 @@ import { requireDatabase, type Config } from '../config.js';
 import type { Pool } from '../db/pool.js';
 import { defaultRegistry, type HandlerRegistry } from '../handlers/registry.js';
 import type { Logger } from '../logger.js';
-import { registerRequestSpans } from '../tracing/http-spans.js';
+import { inRequestSpan, registerRequestSpans } from '../tracing/http-spans.js';
 import { loadSessionWithinLimit, RecentSessions, type LoadedSession, type SessionLimit } from './admin/session.js';
 import { DEFAULT_ADMIN_OPTIONS, type AdminOptions } from './admin/options.js';
 import { registerAdminPages } from './admin/plugin.js';
@@ -257,9 +257,11 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
 
   app.setErrorHandler((error, request, reply: FastifyReply) => {
     const { status, body, headers, internal, uncaught } = describeError(error);
-    if (internal) request.log.error({ err: error }, 'request failed');
-    else if (uncaught) request.log.warn({ err: error, code: body.error.code, status }, 'request refused by the database');
-    else if (status !== 404) request.log.info({ code: body.error.code, status }, 'request refused');
+    inRequestSpan(request, () => {
+      if (internal) request.log.error({ err: error }, 'request failed');
+      else if (uncaught) request.log.warn({ err: error, code: body.error.code, status }, 'request refused by the database');
+      else if (status !== 404) request.log.info({ code: body.error.code, status }, 'request refused');
+    });
     void reply.code(status).headers(headers).type('application/json').send(body);
   });
   app.setNotFoundHandler((request, reply) => {

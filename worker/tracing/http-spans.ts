@@ -8,6 +8,15 @@ import { tracer } from './spans.js';
 
 const spans = new WeakMap<FastifyRequest, Span>();
 
+/**
+ * Runs `fn` with the request's span active: what it logs carries the span's trace_id and span_id. Fastify calls an
+ * error handler outside the route handler's context, so the lines on-call starts from (`request failed`) need it.
+ */
+export function inRequestSpan<T>(request: FastifyRequest, fn: () => T): T {
+  const span = spans.get(request);
+  return span ? context.with(trace.setSpan(ROOT_CONTEXT, span), fn) : fn();
+}
+
 /** Registers the hooks; call before the routes are added (the route handlers are wrapped as they are registered). */
 export function registerRequestSpans(app: FastifyInstance): void {
   app.addHook('onRoute', (route) => {

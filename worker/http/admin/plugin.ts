@@ -11,6 +11,7 @@ import { findActiveApiKey } from '../../auth/api-keys.js';
 import { INT32_MAX } from '../cursor.js';
 import { ApiError, describeError, notFound, SHUTTING_DOWN } from '../errors.js';
 import { actorOf, keyOf, requireOperator, type ApiDependencies } from '../server.js';
+import { inRequestSpan } from '../../tracing/http-spans.js';
 import { ADMIN_ICON, ADMIN_SCRIPT, ADMIN_STYLE } from './assets.js';
 import type { Html } from './html.js';
 import type { Viewer } from './layout.js';
@@ -159,9 +160,11 @@ export async function registerAdminPages(app: FastifyInstance, deps: ApiDependen
       });
       admin.setErrorHandler((error, request, reply) => {
         const { status, body, headers, internal, uncaught } = describeError(error);
-        if (internal) request.log.error({ err: error }, 'admin page failed');
-        else if (uncaught) request.log.warn({ err: error, code: body.error.code, status }, 'admin request refused by the database');
-        else if (status !== 404) request.log.info({ code: body.error.code, status }, 'admin request refused');
+        inRequestSpan(request, () => {
+          if (internal) request.log.error({ err: error }, 'admin page failed');
+          else if (uncaught) request.log.warn({ err: error, code: body.error.code, status }, 'admin request refused by the database');
+          else if (status !== 404) request.log.info({ code: body.error.code, status }, 'admin request refused');
+        });
         const viewer = request.adminSessionToken && request.apiKey ? viewerOf(request) : null;
         const title =
           status === 404 ? 'Not found' : status === 403 ? 'Not allowed' : status === 401 ? 'Sign in' : body.error.code === SHUTTING_DOWN ? 'Restarting' : status >= 500 ? 'Something went wrong' : 'Refused';
