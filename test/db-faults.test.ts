@@ -13,6 +13,7 @@ import { rescueExpiredLeases } from '../worker/queue/maintenance.js';
 import { cancelJob } from '../worker/queue/operator.js';
 import { useTestEnvironment } from './harness.js';
 import { waitFor } from './support/in-process-worker.js';
+import { cloudWatchSuccess, putMetricDataCalls, startRecordingEndpoint } from './support/recording-endpoint.js';
 import { startSilencingProxy } from './support/silencing-proxy.js';
 import { killAll, spawnWorker, type LogLine, type WorkerProcess } from './support/worker-processes.js';
 
@@ -283,12 +284,18 @@ describe('worker processes through database faults', () => {
   it('during an outage the health check stays healthy and says so; the worker resumes when the server is back', async () => {
     const file = join(dir, 'outage.heartbeat');
     const health = { HEALTH_HEARTBEAT_FILE: file, HEALTH_MAX_AGE_MS: '10000' };
-    const process = worker({ ...health, WORKER_CONCURRENCY: '2' });
+    const cloudWatch = await startRecordingEndpoint(cloudWatchSuccess);
+    const gaugeCalls = () => putMetricDataCalls(cloudWatch.requests).filter((call) => call.MetricData.some((d) => d.MetricName === 'QueuedJobs')).length;
+    const metrics = { METRICS_NAMESPACE: 'Test/BulkImportOutage', CLOUDWATCH_ENDPOINT: cloudWatch.url, METRICS_GAUGE_INTERVAL_MS: '1000' };
+    const process = worker({ ...health, ...metrics, WORKER_CONCURRENCY: '2' });
     await process.waitForLog(started);
     await waitFor(() => stat(file).then(() => true, () => false));
+    await waitFor(async () => gaugeCalls() >= 1, 30_000);
     await env.postgres!.stopServer();
     try {
       await process.waitForLog((line) => line.msg.startsWith('database unavailable'));
+      // The gauge leader's session went with the server; its rounds fail until the server is back.
+      await process.waitForLog((line) => line.msg === 'lost the queue gauge leadership with its database session');
       // Replacing the task would not bring the database back: healthy, with the outage named.
       const check = await waitFor(async () => {
         const result = await healthcheck(health);
@@ -304,6 +311,13 @@ describe('worker processes through database faults', () => {
     await process.waitForLog((line) => line.msg === 'database is back');
     await waitFor(async () => ((await healthcheck(health)).stdout.includes('database unavailable') ? undefined : true));
     expect(process.child.exitCode).toBeNull();
+    // The gauges are published again, and the rounds the outage failed said nothing of their own: the outage is the
+    // worker's one "database unavailable" line, not an error line per gauge interval.
+    const before = gaugeCalls();
+    await waitFor(async () => gaugeCalls() > before, 30_000);
+    await cloudWatch.close();
+    expect(process.logs.filter((line) => line.msg === 'queue-gauges failed')).toEqual([]);
+    expect(outageLines(process).down).toBe(1);
   });
 });
 

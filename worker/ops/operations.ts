@@ -53,6 +53,7 @@ export function startOperations(options: OperationsOptions): Operations {
       knownKinds: options.kinds,
       intervalMs: config.metrics.gaugeIntervalMs,
       log,
+      ...(options.databaseStatus ? { status: options.databaseStatus } : {}),
     }).start();
   }
 

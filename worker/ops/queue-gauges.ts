@@ -3,6 +3,7 @@
 // dimensionless totals — the series the infrastructure's alarms and autoscaling read:
 //   QueuedJobs, OldestQueuedAgeSeconds, RunningJobs, OldestRunningAgeSeconds, DeadJobs, MaxConsecutiveFailures.
 // `bulk-import gauges --once` publishes the same points from a scheduled task, so they exist while no worker runs.
+import type { DatabaseStatusSink } from '../db/pool.js';
 import type { Logger } from '../logger.js';
 import { PeriodicService } from '../maintenance/periodic-service.js';
 import { readQueueGauges, totalGauges, type KindGauges } from '../queue/gauges.js';
@@ -38,6 +39,8 @@ export interface QueueGaugePublisherOptions {
   knownKinds: readonly string[];
   intervalMs: number;
   log: Logger;
+  /** Where a round failed by a database outage goes: the worker's one "database unavailable" line, not one per round. */
+  status?: DatabaseStatusSink;
 }
 
 export class QueueGaugePublisher {
@@ -51,6 +54,7 @@ export class QueueGaugePublisher {
         await this.publishIfLeader();
       },
       options.log,
+      options.status,
     );
   }
 
@@ -94,7 +98,7 @@ export interface GaugeRound {
  * the service runs 0 tasks). It takes the same leadership as the workers: while a worker leads, that worker
  * publishes and this round is skipped, so the series never gets two points per interval.
  */
-export async function publishGaugesOnce(options: Omit<QueueGaugePublisherOptions, 'intervalMs' | 'log'>): Promise<GaugeRound> {
+export async function publishGaugesOnce(options: Omit<QueueGaugePublisherOptions, 'intervalMs' | 'log' | 'status'>): Promise<GaugeRound> {
   try {
     const session = await options.leadership.lead();
     if (!session) return { outcome: 'skipped', gauges: [] };
