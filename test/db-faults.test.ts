@@ -287,15 +287,16 @@ describe('worker processes through database faults', () => {
     const cloudWatch = await startRecordingEndpoint(cloudWatchSuccess);
     const gaugeCalls = () => putMetricDataCalls(cloudWatch.requests).filter((call) => call.MetricData.some((d) => d.MetricName === 'QueuedJobs')).length;
     const metrics = { METRICS_NAMESPACE: 'Test/BulkImportOutage', CLOUDWATCH_ENDPOINT: cloudWatch.url, METRICS_GAUGE_INTERVAL_MS: '1000' };
-    const process = worker({ ...health, ...metrics, WORKER_CONCURRENCY: '2' });
+    const process = worker({ ...health, ...metrics, WORKER_CONCURRENCY: '2', LOG_LEVEL: 'debug' });
     await process.waitForLog(started);
     await waitFor(() => stat(file).then(() => true, () => false));
     await waitFor(async () => gaugeCalls() >= 1, 30_000);
     await env.postgres!.stopServer();
     try {
       await process.waitForLog((line) => line.msg.startsWith('database unavailable'));
-      // The gauge leader's session went with the server; its rounds fail until the server is back.
+      // The gauge leader's session went with the server; its rounds fail until the server is back (said at debug).
       await process.waitForLog((line) => line.msg === 'lost the queue gauge leadership with its database session');
+      await process.waitForLog((line) => line.msg === 'database still unavailable' && line.session === 'queue-gauges');
       // Replacing the task would not bring the database back: healthy, with the outage named.
       const check = await waitFor(async () => {
         const result = await healthcheck(health);

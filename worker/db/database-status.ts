@@ -180,6 +180,8 @@ export class DatabaseStatus extends EventEmitter<DatabaseStatusEvents> {
     if (!state) return false;
     if (this.current.state === state) {
       this.loginRefused ||= isLoginRefusal(error);
+      // At debug only: which sessions still fail, one line each time (at info the outage is its first line).
+      this.log.debug({ session }, 'database still unavailable');
       return true;
     }
     if (state === 'unavailable' && startedAt !== undefined && startedAt < this.upSinceMs) return true;
