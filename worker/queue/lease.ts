@@ -62,6 +62,19 @@ export async function assertLeaseHeld(db: Queryable, lease: Lease): Promise<void
   if (rowCount !== 1) throw new LeaseLostError(lease.jobId);
 }
 
+/**
+ * Every run leased to this worker now, with its attempt: a handful (its slots and its prefetch), read through the
+ * running runs' partial index. The runner compares them with the leases it knows after a claim whose answer may have
+ * been lost (worker.ts, giveBackUnknownLeases).
+ */
+export async function leasesHeldBy(db: Queryable, workerId: string): Promise<Array<Pick<Lease, 'jobId' | 'attempt'>>> {
+  const { rows } = await db.query<{ id: number; attempts: number }>(
+    `SELECT id, attempts FROM jobs WHERE state = 'running' AND lease_owner = $1 AND archived = false`,
+    [workerId],
+  );
+  return rows.map((row) => ({ jobId: row.id, attempt: row.attempts }));
+}
+
 /** Saves progress while the lease holds; returns false when the lease was lost (the write was refused). */
 export async function saveProgress(db: Queryable, lease: Lease, progress: Record<string, unknown>): Promise<boolean> {
   const { rowCount } = await db.query(

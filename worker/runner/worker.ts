@@ -16,7 +16,7 @@ import { backoffDelayMs } from '../queue/backoff.js';
 import { claimJobs } from '../queue/claim.js';
 import { toErrorRecord } from '../queue/errors.js';
 import { recordFailure, releaseJobs, type CompletionState, type ReleasedJob } from '../queue/finish.js';
-import { assertLeaseHeld, extendLeases, leaseHeldCondition, LeaseLostError } from '../queue/lease.js';
+import { assertLeaseHeld, extendLeases, leaseHeldCondition, leasesHeldBy, LeaseLostError } from '../queue/lease.js';
 import { dependencyName, outageFailure } from '../queue/outage.js';
 import type { ClaimedJob, Lease } from '../queue/types.js';
 import { recordAttemptOutcome, runInJobSpan } from '../tracing/job-spans.js';
@@ -125,6 +125,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * (releaseUnstarted).
    */
   private cancelsWhileClaiming: Set<number> | undefined;
+  /**
+   * A claim failed: its answer may have been lost after the server committed it (a failover, a connection cut, the
+   * client's timeout), leasing runs this worker never heard of. Until the leases held are compared with those known
+   * (giveBackUnknownLeases), before the next claim or at the shutdown.
+   */
+  private claimAnswerMaybeLost = false;
   /** Releases of buffered jobs begun after stop() (releaseBufferSoon), for the shutdown to wait for. */
   private readonly bufferReleases: Array<Promise<void>> = [];
   /** Claimed (leased) but not started yet; see prefetch.ts. */
@@ -233,7 +239,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // check's liveness signal. A claim slower than a lease is useless anyway (its leases would have expired), so the
       // client's bound is the lease, within 5 to 35 s. The server's own timeout is 2 s shorter: a slow claim is ended
       // (and rolled back, leasing nothing) by the server first. Were the client first, a claim that committed just as
-      // it gave up would lease runs this worker never hears of, and each would spend an attempt on its lease's expiry.
+      // it gave up would lease runs this worker never hears of. (An answer lost after the commit does that anyway:
+      // giveBackUnknownLeases returns those runs after any failed claim.)
       const claimTimeoutMs = Math.max(5_000, Math.min(35_000, options.leaseMs));
       this.claimPool = createPool(sessions.database, {
         max: 1,
@@ -326,6 +333,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           const signalsBefore = this.newWorkSignals;
           claimStartedAt = Date.now();
           this.setMode('claiming');
+          if (this.claimAnswerMaybeLost) await this.giveBackUnknownLeases();
           const claimed = await this.claim(free, prefetch);
           claimFailures = 0;
           this.status?.reportSuccess(claimStartedAt);
@@ -333,6 +341,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           if (claimed < free + prefetch && this.newWorkSignals === signalsBefore) this.backlogEmpty = true;
           if (claimed > 0) continue;
         } catch (error) {
+          this.claimAnswerMaybeLost = true;
           // stop() canceled the claim in flight: nothing to report or retry.
           if (this.stopping) break;
           claimFailures += 1;
@@ -425,6 +434,26 @@ export class Worker extends EventEmitter<WorkerEvents> {
       budget -= startNow.length;
     }
     return total;
+  }
+
+  /**
+   * Gives back, without counting their attempt, the runs leased to this worker that it does not know: those of a claim
+   * that committed but whose answer never came (claimAnswerMaybeLost). Left alone they would wait out their lease,
+   * their attempt spent by the rescuer (a run on its last attempt dead without ever running). Runs only from the poll
+   * loop before it claims, or at the shutdown after the loop ended, so no claim of this worker is in flight; a release
+   * of this worker's own still in flight is harmless (each is fenced on the attempt and the owner).
+   */
+  private async giveBackUnknownLeases(): Promise<void> {
+    const known = new Set<string>([
+      ...[...this.active.values()].map((entry) => `${entry.lease.jobId}:${entry.lease.attempt}`),
+      ...this.buffer.all().map((job) => `${job.id}:${job.attempt}`),
+      ...this.stoppedForShutdown.map((lease) => `${lease.jobId}:${lease.attempt}`),
+    ]);
+    const unknown = (await leasesHeldBy(this.outcomeDb, this.options.workerId)).filter((lease) => !known.has(`${lease.jobId}:${lease.attempt}`));
+    this.claimAnswerMaybeLost = false;
+    if (unknown.length === 0) return;
+    this.log.warn({ jobs: unknown.map((lease) => lease.jobId) }, 'a claim whose answer was lost had leased these runs: giving them back unstarted');
+    if ((await this.releaseLeases(unknown, false)) === null) this.claimAnswerMaybeLost = true;
   }
 
   /**
@@ -927,6 +956,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await this.loopDone;
       await this.bufferReleasesSettled();
       await this.releaseLeases([...this.stoppedForShutdown.slice(releasedUpTo), ...this.drainBufferedLeases()], timedOut);
+    }
+    // Runs leased by a claim whose answer was lost, which the loop had no turn left to give back.
+    if (this.claimAnswerMaybeLost) {
+      await this.giveBackUnknownLeases().catch((error: unknown) => {
+        this.log.error({ err: error }, 'could not look for runs leased by a claim whose answer was lost; their leases expire and the rescuer requeues them');
+      });
     }
     await Promise.all([this.heartbeatPool?.end(), this.outcomePool?.end()]);
     clearTimeout(giveUpTimer);
