@@ -169,6 +169,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private heartbeatInFlight = false;
   /** A tick came while a beat was in flight: beat again once it ends. */
   private heartbeatMissed = false;
+  /** The shutdown has released the leases it held: no beat is made up from then on. */
+  private leasesGivenBack = false;
   /** performance.now() when the last heartbeat was sent. */
   private lastBeatAt = -Infinity;
   /** The heartbeat being sent, for those who wait for its answer (confirmLease). */
@@ -661,7 +663,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.heartbeatInFlight = false;
       this.beatUnderWay = undefined;
     }
-    if (this.heartbeatMissed && !this.stopping) {
+    // Made up during the shutdown's drain too (its runs' leases must hold until they are released), not after.
+    if (this.heartbeatMissed && !this.leasesGivenBack) {
       this.heartbeatMissed = false;
       await this.heartbeat();
     }
@@ -946,6 +949,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       ...this.drainBufferedLeases(),
     ];
     const releasedUpTo = this.stoppedForShutdown.length;
+    this.leasesGivenBack = true;
     await this.releaseLeases(toRelease, timedOut);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     await this.listener?.stop();
