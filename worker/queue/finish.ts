@@ -223,6 +223,32 @@ export async function recordFailure(db: Queryable, request: FailureRequest): Pro
   };
 }
 
+/**
+ * The failure `error` as a try of recordFailure stored it, when that try's answer was lost (the connection dropped
+ * after its COMMIT) and the next try found the lease no longer held: the run holds this very error record (its
+ * attempt, time and worker) and no lease. Null when it holds something else (the lease was really lost).
+ */
+export async function failureStoredEarlier(db: Queryable, jobId: number, error: JobErrorRecord): Promise<RecordedFailure | null> {
+  const { rows } = await db.query<{ state: JobState; waiting: boolean; over_budget: boolean; began: Date | null; delay_ms: number | null }>(
+    `SELECT state, outage_dependency IS NOT NULL AS waiting, last_error ->> 'code' = '${DEPENDENCY_OUTAGE_CODE}' AS over_budget,
+       outage_started_at AS began,
+       CASE WHEN state = 'queued' THEN greatest(0, extract(epoch FROM run_at - now()) * 1000) END AS delay_ms
+     FROM jobs
+     WHERE id = $1 AND lease_owner IS NULL AND last_error ->> 'at' = $2 AND last_error ->> 'attempt' = $3
+       AND last_error ->> 'worker' IS NOT DISTINCT FROM $4`,
+    [jobId, error.at, String(error.attempt), error.worker ?? null],
+  );
+  const row = rows[0];
+  if (!row) return null;
+  return {
+    state: row.state,
+    waiting: row.waiting,
+    outageOverBudget: row.over_budget,
+    outageStartedAt: row.began,
+    retryInMs: row.delay_ms === null ? null : Math.round(row.delay_ms),
+  };
+}
+
 /** {@link recordFailure}, returning only the new state (null when the lease was lost). */
 export async function failJob(db: Queryable, request: FailureRequest): Promise<JobState | null> {
   return (await recordFailure(db, request))?.state ?? null;

@@ -15,7 +15,7 @@ import type { Logger } from '../logger.js';
 import { backoffDelayMs } from '../queue/backoff.js';
 import { claimJobs } from '../queue/claim.js';
 import { toErrorRecord } from '../queue/errors.js';
-import { recordFailure, releaseJobs, type CompletionState, type ReleasedJob } from '../queue/finish.js';
+import { failureStoredEarlier, recordFailure, releaseJobs, type CompletionState, type ReleasedJob } from '../queue/finish.js';
 import { assertLeaseHeld, extendLeases, leaseHeldCondition, leasesHeldBy, LeaseLostError } from '../queue/lease.js';
 import { dependencyName, outageFailure } from '../queue/outage.js';
 import type { ClaimedJob, Lease } from '../queue/types.js';
@@ -615,7 +615,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
       },
     );
     try {
-      const recorded = await this.retryUntilStored(() => recordFailure(this.outcomeDb, { lease, error, retryDelayMs: delay, progress: snapshot, outage }));
+      let tries = 0;
+      let recorded = await this.retryUntilStored(() => {
+        tries += 1;
+        return recordFailure(this.outcomeDb, { lease, error, retryDelayMs: delay, progress: snapshot, outage });
+      });
+      // A try whose answer was lost (the connection dropped after its COMMIT) may have stored the failure that the
+      // next try then finds no longer held: that is what the run became, not a lost lease.
+      if (recorded === null && tries > 1) recorded = await failureStoredEarlier(this.outcomeDb, job.id, error).catch(() => null);
       if (recorded === null) {
         log.warn({ err: failure }, 'job failed after its lease was lost; failure discarded');
         return finished('lost', { error: failure });

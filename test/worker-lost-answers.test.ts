@@ -1,13 +1,15 @@
-// A claim whose answer is lost after the server committed it (a failover or a cut connection just after the commit,
-// or the client's own timeout): the server leased runs this worker never heard of. The worker gives them back
-// unstarted, their attempt not counted, before it claims again; left alone they would wait out their lease and the
-// rescuer would spend their attempt (a run on its last attempt dead without ever running).
+// Answers lost after the server committed (a failover or a cut connection just after the commit, or the client's own
+// timeout). A claim's: the server leased runs this worker never heard of; the worker gives them back unstarted, their
+// attempt not counted, before it claims again (left alone they would wait out their lease and the rescuer would spend
+// their attempt: a run on its last attempt dead without ever running). A failure's: the retry finds the lease gone,
+// and the worker reads what the run became instead of reporting the failure discarded.
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AnyJobHandler } from '../worker/handlers/types.js';
 import { enqueueJob } from '../worker/queue/enqueue.js';
 import { requireJob } from '../worker/queue/operator.js';
-import type { Worker } from '../worker/runner/worker.js';
+import { TransientJobError } from '../worker/queue/errors.js';
+import type { JobFinishedEvent, Worker } from '../worker/runner/worker.js';
 import { useTestEnvironment } from './harness.js';
 import { testWorker, waitFor } from './support/in-process-worker.js';
 import { recordingLogger } from './support/recording-logger.js';
@@ -70,5 +72,40 @@ describe('a claim whose answer was lost', () => {
     const gaveBack = recorded.lines().filter((line) => line.msg === 'a claim whose answer was lost had leased these runs: giving them back unstarted');
     expect(gaveBack).toHaveLength(1);
     expect(gaveBack[0]).toMatchObject({ level: 40, jobs: [job.id] });
+  });
+
+  it("a failure stored by a try whose answer was lost is reported as stored, not as a lost lease", async () => {
+    proxy = await startSilencingProxy(env.databaseUrl);
+    let failNext: (error: Error) => void = () => {};
+    const handler: AnyJobHandler = {
+      kind: 'probe',
+      description: 'succeeds, or fails when the test says so',
+      parsePayload: (raw) => raw,
+      run: (context) =>
+        (context.job.payload as { gated?: boolean }).gated ? new Promise<void>((_resolve, reject) => (failNext = reject)) : Promise.resolve(),
+    };
+    const recorded = recordingLogger('info');
+    worker = testWorker({ ...env, databaseUrl: proxy.url }, [handler], { kinds: ['probe'], concurrency: 2, prefetchWindowMs: 0 }, recorded.log);
+    const ended: JobFinishedEvent[] = [];
+    worker.on('jobFinished', (event) => ended.push(event));
+    await worker.start();
+    // A first run's outcome opens the outcome session; the second run's failure goes out on it.
+    const { job: first } = await enqueueJob(env.pool, { kind: 'probe', payload: {} });
+    await waitFor(async () => ended.some((event) => event.job.id === first.id));
+    const { job } = await enqueueJob(env.pool, { kind: 'probe', payload: { gated: true }, maxAttempts: 1 });
+    await waitFor(async () => ((await requireJob(env.pool, job.id)).state === 'running' ? true : undefined));
+    await waitFor(async () => worker!.runningCount === 1);
+
+    // The failure's first try commits; its answer waits in the proxy until the try gives up, and the next try, on a
+    // new connection, finds the lease gone.
+    expect(proxy.holdReplies()).toBeGreaterThan(0);
+    failNext(new TransientJobError('the source went away'));
+    await waitFor(async () => ended.some((event) => event.job.id === job.id), 30_000);
+    expect(proxy.heldChunks()).toBeGreaterThan(0);
+    expect(ended.find((event) => event.job.id === job.id)!.state).toBe('dead');
+    expect((await requireJob(env.pool, job.id)).state).toBe('dead');
+    const lines = recorded.lines();
+    expect(lines.filter((line) => /failure discarded/.test(String(line.msg)))).toEqual([]);
+    expect(lines.filter((line) => line.msg === 'job dead' && line.job_id === job.id)).toHaveLength(1);
   });
 });
