@@ -66,7 +66,8 @@ it('a page holds at most its byte budget of long rows (at least one), says more 
     Array.from({ length: 12 }, (_, i) => ({ row: i + 1, fields: [`SKU-${i + 1}`, 'd'.repeat(1_000_000)], issues })),
   );
   const { rows: weights } = await env.pool.query<{ size_bytes: number }>('SELECT DISTINCT size_bytes FROM csv_import_row_errors WHERE job_id = $1 AND row_number < 10', [job.id]);
-  expect(weights).toEqual([{ size_bytes: 1_000_005 + Buffer.byteLength(JSON.stringify(issues)) }]);
+  // The fields' bytes, 8 a field more (its slot in memory, its quotes in JSON), and the issues' JSON.
+  expect(weights).toEqual([{ size_bytes: 1_000_005 + 2 * 8 + Buffer.byteLength(JSON.stringify(issues)) }]);
   const pages: number[][] = [];
   let after = 0;
   for (;;) {
@@ -90,4 +91,21 @@ it('a page holds at most its byte budget of long rows (at least one), says more 
   out.on('data', (chunk: Buffer) => (lines += chunk.toString().split('\r\n').length - 1));
   expect(await writeRowErrorsCsv(env.pool, job.id, out)).toBe(12);
   expect(lines).toBe(13);
+});
+
+it('a row of empty fields weighs its fields, not their text: a million commas is a page of its own', async () => {
+  // A row of 600,000 commas is 600,001 empty fields (a field_count error, kept whole): 1.8 MB of JSON in a page.
+  const { job } = await enqueueJob(env.pool, { kind: 'csv-error-pages', payload: { commas: true } });
+  const issues = [{ rule: 'field_count', message: 'expected 5 fields, found 600001' }] as RowIssue[];
+  await insertRowErrors(env.pool, job.id, 'validate', Array.from({ length: 3 }, (_, i) => ({ row: i + 2, fields: new Array<string>(600_001).fill(''), issues })));
+  const pages: number[][] = [];
+  let after = 0;
+  for (;;) {
+    const { errors, more } = await pageOfRowErrors(env.pool, job.id, after, 1000);
+    pages.push(errors.map((error) => error.row));
+    expect(errors.every((error) => error.fields!.length === 600_001)).toBe(true);
+    if (!more) break;
+    after = errors.at(-1)!.row;
+  }
+  expect(pages).toEqual([[2], [3], [4]]);
 });

@@ -17,7 +17,7 @@ import type { CsvImportPayload } from './payload.js';
 import type { ImportProfile } from './profile.js';
 import type { CsvRecord } from './record-parser.js';
 import { csvRecords, isErrorExport, unescapeFields, type RecordStreamPosition } from './record-stream.js';
-import { countDuplicateRows, describeIssues, firstRowErrors, insertRowErrors, ROW_ERRORS_WRITE_CHARS, type RowError } from './row-errors.js';
+import { countDuplicateRows, describeIssues, fieldsWeight, firstRowErrors, insertRowErrors, ROW_ERRORS_WRITE_CHARS, type RowError } from './row-errors.js';
 import { RowSet } from './row-set.js';
 import { RowValidator } from './row-validator.js';
 import { ReferencesToCreate } from './references-to-create.js';
@@ -90,7 +90,7 @@ export class RowErrorWriter {
 
   add(error: RowError): Promise<void> | undefined {
     this.errors.push(error);
-    for (const field of error.fields ?? []) this.chars += field.length;
+    this.chars += fieldsWeight(error.fields);
     return this.errors.length >= ERROR_FLUSH_ROWS || this.chars >= ROW_ERRORS_WRITE_CHARS ? this.flush() : undefined;
   }
 
