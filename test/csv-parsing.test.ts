@@ -391,11 +391,13 @@ describe('formula escape of the failed-rows export', () => {
   });
 
   it('escapes a formula a spreadsheet splitting on another separator would find inside a value, and imports it back', () => {
-    const values = ['x;=HYPERLINK(D2);', 'a,=1+1', 'a;"=1', 'a| @x', 'a\t-1', "x;'=1", 'x;\'\'-1', '=a;=b', '\t=x', '10, -5', 'a;b', 'a-b=c', 'a ;x'];
-    // Each spreadsheet's split: no piece may start (after spaces and quotes) with a trigger.
+    const values = ['x;=HYPERLINK(D2);', 'a,=1+1', 'a;"=1', 'a| @x', 'a\t-1', "x;'=1", 'x;\'\'-1', '=a;=b', '\t=x', '10, -5', 'a;b', 'a-b=c', 'a ;x',
+      "x\n=cmd|' /C calc'!A0;", 'x\r\n+1', "x\n'@y", 'a\nb'];
+    // Each spreadsheet's split (a line break too: read by another separator, the quote opens nothing and the break
+    // starts a row): no piece may start (after spaces and quotes) with a trigger.
     for (const value of values) {
       const escaped = escapeFormula(value);
-      for (const piece of escaped.split(/[,;\t|]/)) expect(piece.replace(/^[ "]*/, ''), `${value} → ${escaped}`).not.toMatch(/^[=+\-@]/);
+      for (const piece of escaped.split(/[,;\t|\r\n]/)) expect(piece.replace(/^[ "]*/, ''), `${value} → ${escaped}`).not.toMatch(/^[=+\-@]/);
       expect(unescapeFormula(escaped), value).toBe(value);
     }
     expect(['x;=HYPERLINK(D2);', 'a,=1+1', '10, -5', 'a;b', 'a-b=c'].map(escapeFormula)).toEqual(["x;'=HYPERLINK(D2);", "a,'=1+1", "10, '-5", 'a;b', 'a-b=c']);

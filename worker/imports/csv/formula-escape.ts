@@ -12,10 +12,12 @@
 // file by `;`, and the text after it starts a cell of its own (`x;=HYPERLINK(…)`), quoted or not (a quote that does not
 // open the field it is in quotes nothing). So inside a value too, a trigger after a character some locale splits on
 // (`,` `;` tab `|`, then spaces or double quotes) gets a `'` before it, and import removes exactly that one as well.
+// A line break in a quoted value splits too: read by another separator the quote opens nothing, the break ends the
+// row, and what follows it is the next row's first cell.
 const TRIGGER = /^'*[=+\-@\t\r]/;
 const ESCAPED = /^'+[=+\-@\t\r]/;
-const INNER_TRIGGER = /([,;\t|][ "]*)('*[=+\-@])/g;
-const INNER_ESCAPED = /([,;\t|][ "]*)'('*[=+\-@])/g;
+const INNER_TRIGGER = /([,;\t|\r\n][ "]*)('*[=+\-@])/g;
+const INNER_ESCAPED = /([,;\t|\r\n][ "]*)'('*[=+\-@])/g;
 
 /** The cell as the export writes it: `'` before what a spreadsheet would take for the start of a formula. */
 export function escapeFormula(value: string): string {
