@@ -148,8 +148,8 @@ async function seed(db: pg.Client): Promise<{ csvJob: number; maxId: number }> {
   const csvJob = Number(rows[0]!.id);
   const header = ['sku', 'name', 'description', 'price', 'quantity', 'barcode', 'status', 'category', 'supplier', 'location'];
   await db.query(
-    `INSERT INTO csv_import_runs (job_id, profile, tenant_id, bucket, object_key, delimiter, header, columns, rows_read, rows_invalid)
-     VALUES ($1, 'products', 't1', 'bench', 'imports/t1/bench.csv', ',', $2, $2, $3, $3)`,
+    `INSERT INTO csv_import_runs (job_id, profile, tenant_id, bucket, object_key, delimiter, header, columns, rows_read, rows_invalid, validation_ended_at)
+     VALUES ($1, 'products', 't1', 'bench', 'imports/t1/bench.csv', ',', $2, $2, $3, $3, now())`,
     [csvJob, header, settings.errors],
   );
   await db.query(

@@ -357,8 +357,8 @@ describe('admin sign-in and sessions', () => {
     expect(reviewPage).not.toContain('errors?format=csv');
     expect(reviewPage).toContain('there is no file of failed rows');
     await env.pool.query(
-      `INSERT INTO csv_import_runs (job_id, profile, tenant_id, bucket, object_key, delimiter, header, columns, validated_at)
-       VALUES ($1, 'products', 'acme', 'b', 'imports/acme/x.csv', ',', ARRAY['sku'], ARRAY['sku'], now())`,
+      `INSERT INTO csv_import_runs (job_id, profile, tenant_id, bucket, object_key, delimiter, header, columns, validated_at, validation_ended_at)
+       VALUES ($1, 'products', 'acme', 'b', 'imports/acme/x.csv', ',', ARRAY['sku'], ARRAY['sku'], now(), now())`,
       [review],
     );
     const csrf = await csrfOf(await get(`/admin/runs/${review}/finalize`, { cookie }));

@@ -7,6 +7,8 @@ import { requireJob } from '../worker/queue/operator.js';
 import type { JobRow } from '../worker/queue/types.js';
 import { csvLine, HEADER, rowFields, upload, validRow } from './fixtures/csv-products.js';
 import { useTestEnvironment } from './harness.js';
+import { call, makeKey, startTestApi } from './support/api-server.js';
+import { runCli } from './support/cli-runner.js';
 import { waitFor } from './support/in-process-worker.js';
 import { startFaultyS3Proxy, type FaultyS3Proxy } from './support/faulty-s3-proxy.js';
 import { killAll, spawnWorker, type WorkerProcess } from './support/worker-processes.js';
@@ -70,5 +72,43 @@ describe('a stalled S3 read of a CSV object', () => {
     expect(proxy.stats.faults.stall).toBe(2);
     const { rows: check } = await env.pool.query("SELECT count(*)::int AS n FROM products WHERE tenant_id = 'stall'");
     expect(check[0]).toEqual({ n: 300 });
+  });
+
+  it('a validation cut off part-way leaves no failed-rows export that looks whole', async () => {
+    // 1,500 invalid rows, then valid ones: the answer is cut after 160 KiB, past the first write of row errors.
+    const key = 'imports/cut/products.csv';
+    const invalid = Array.from({ length: 1_500 }, (_, i) => csvLine(rowFields({ ...validRow(i + 1, 'CUT'), price: 'bad' })));
+    const valid = Array.from({ length: 20_000 }, (_, i) => csvLine(rowFields(validRow(i + 2_000, 'CUT'))));
+    await upload(env.s3, env.bucket, key, [csvLine(HEADER), ...invalid, ...valid].join(''));
+    proxy.cutAfterBytes = 160 * 1024;
+    proxy.decide = (request) => (request.method === 'GET' && request.url.includes('cut/products.csv') ? 'cut' : 'pass');
+    const worker = spawnWorker(env, {
+      env: { S3_ENDPOINT: proxy.endpoint, DEPENDENCY_OUTAGE_BUDGET_MS: '0', WORKER_POLL_INTERVAL_MS: '100', LOG_LEVEL: 'info' },
+    });
+    spawned.push(worker);
+    await worker.waitForLog((line) => line.msg === 'worker started');
+    const { job } = await submitJob(env.pool, {
+      kind: 'csv-import', tenantId: 'cut', payload: { bucket: env.bucket, key, profile: 'products' }, maxAttempts: 1,
+    });
+    const stopped = await until(job.id, ['review_ready', 'failed', 'dead']);
+    expect(stopped.state).toBe('dead');
+    expect(proxy.stats.faults.cut).toBeGreaterThan(0);
+
+    const api = await startTestApi(env);
+    try {
+      const operator = await makeKey(env, 'cut-reviewer', 'operator');
+      const exported = await call(api, 'GET', `/v1/jobs/${job.id}/errors?format=csv`, { key: operator });
+      expect(exported).toMatchObject({ status: 409, body: { error: { code: 'NO_ERROR_EXPORT' } } });
+      expect(exported.body.error.message).toContain('validation has not read the whole file');
+    } finally {
+      await api.close();
+    }
+    const cliExport = await runCli(env, ['errors', String(job.id), '--csv']);
+    expect(cliExport.code).toBe(1);
+    expect(cliExport.stdout).toBe('');
+    expect(cliExport.stderr).toContain('validation has not read the whole file');
+    const listing = await runCli(env, ['errors', String(job.id)]);
+    expect(listing.code).toBe(0);
+    expect(listing.stdout).toContain('validation has not read the whole file');
   });
 });

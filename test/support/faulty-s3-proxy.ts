@@ -10,7 +10,8 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import type { AddressInfo, Socket } from 'node:net';
 import { Transform } from 'node:stream';
 
-export type Fault = 'pass' | 'slowdown' | 'internal' | 'expired-token' | 'reset' | 'stall';
+/** 'cut': the request is forwarded, and its answer's connection is reset after `cutAfterBytes` of its body. */
+export type Fault = 'pass' | 'slowdown' | 'internal' | 'expired-token' | 'reset' | 'stall' | 'cut';
 
 export interface ProxiedRequest {
   method: string;
@@ -29,6 +30,8 @@ export interface FaultyS3Proxy {
   latencyMs: number;
   /** Request bodies are sent on at this rate at most (bytes per second); null: as fast as they come. */
   uploadBytesPerSecond: number | null;
+  /** How much of an answer's body a 'cut' request gets before its connection is reset. */
+  cutAfterBytes: number;
   /** While true, forwarded requests' answers are held back (see releaseHeld). */
   holdResponses: boolean;
   readonly stats: { requests: number; byMethod: Record<string, number>; faults: Record<Fault, number>; held: number };
@@ -54,7 +57,7 @@ export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy>
   const emptyStats = () => ({
     requests: 0,
     byMethod: {} as Record<string, number>,
-    faults: { pass: 0, slowdown: 0, internal: 0, 'expired-token': 0, reset: 0, stall: 0 } as Record<Fault, number>,
+    faults: { pass: 0, slowdown: 0, internal: 0, 'expired-token': 0, reset: 0, stall: 0, cut: 0 } as Record<Fault, number>,
     held: 0,
   });
 
@@ -63,6 +66,7 @@ export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy>
     decide: () => 'pass',
     latencyMs: 0,
     uploadBytesPerSecond: null,
+    cutAfterBytes: 64 * 1024,
     holdResponses: false,
     stats: emptyStats(),
     dropHeld() {
@@ -79,13 +83,24 @@ export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy>
     },
   };
 
-  const forward = (req: IncomingMessage, res: ServerResponse) => {
+  const forward = (req: IncomingMessage, res: ServerResponse, cut = false) => {
     const outgoing = httpRequest(
       { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
       (answer) => {
         const reply = () => {
           res.writeHead(answer.statusCode ?? 502, answer.headers);
-          answer.pipe(res);
+          if (!cut) return answer.pipe(res);
+          let left = proxy.cutAfterBytes;
+          answer.on('data', (chunk: Buffer) => {
+            if (left <= 0) return;
+            res.write(chunk.subarray(0, left));
+            left -= chunk.length;
+            if (left <= 0) {
+              answer.destroy();
+              res.socket?.destroy();
+            }
+          });
+          answer.on('end', () => res.end());
         };
         if (!proxy.holdResponses) return reply();
         proxy.stats.held += 1;
@@ -121,7 +136,7 @@ export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy>
   const handle = (req: IncomingMessage, res: ServerResponse, fault: Fault) => {
     proxy.stats.faults[fault] += 1;
     const act = () => {
-      if (fault === 'pass') return forward(req, res);
+      if (fault === 'pass' || fault === 'cut') return forward(req, res, fault === 'cut');
       if (fault === 'reset') return req.socket.destroy();
       // Read the request body first, as a real server does before it answers.
       req.resume();

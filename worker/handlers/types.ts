@@ -76,6 +76,8 @@ export interface RunErrors {
   /** Column names of `rows`, in display order. */
   columns: string[];
   rows: Array<Record<string, unknown>>;
+  /** Set when these are not all of the run's failed rows or items (why): its validation did not read the whole file. */
+  incomplete?: string;
 }
 
 export interface JobHandler<P = unknown> {

@@ -67,13 +67,14 @@ export function registerErrorsCommand(program: Command): void {
         const shownUpTo = options.offset + errors.rows.length;
         const nextOffset = errors.rows.length > 0 && shownUpTo < errors.total ? shownUpTo : null;
         if (options.json) return printJson({ id: jobId, kind: job.kind, state: job.state, offset: options.offset, nextOffset, ...errors });
+        const soFar = errors.incomplete ? ` so far — ${errors.incomplete}` : '';
         if (errors.total === 0) {
           // A run that failed as a whole (a header it could not use, a mount that was not there) has no failed rows or
           // items: its last error is why.
           const whole = job.lastError && job.state !== 'succeeded' ? `; its last error: ${terminalSafe(job.lastError.code)} (bulk-import show ${jobId})` : '';
-          return printLine(`Job ${jobId} (${job.kind}, ${job.state}) has no failed items or rows${whole}.`);
+          return printLine(`Job ${jobId} (${job.kind}, ${job.state}) has no failed items or rows${soFar}${whole}.`);
         }
-        printLine(`Job ${jobId} (${job.kind}, ${job.state}): ${errors.total} failed item(s)/row(s)`);
+        printLine(`Job ${jobId} (${job.kind}, ${job.state}): ${errors.total} failed item(s)/row(s)${soFar}`);
         printLine(formatTable(errors.columns, errors.rows.map((row) => errors.columns.map((column) => row[column]))));
         if (nextOffset !== null) {
           printLine(`(${errors.rows.length} of ${errors.total} from offset ${options.offset}; next page: --offset ${nextOffset}; all as CSV: --csv)`);

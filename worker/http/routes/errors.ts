@@ -8,7 +8,7 @@ import { PassThrough } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { requireVisibleJob } from '../../actions/run-actions.js';
 import { CSV_FINALIZE_KIND, CSV_IMPORT_KIND, MASS_IMPORT_KIND } from '../../handlers/kinds.js';
-import { hasRowErrorsExport, NoRowErrorsExport, pageOfRowErrors } from '../../imports/csv/row-errors.js';
+import { pageOfRowErrors, rowErrorsExportRefusal } from '../../imports/csv/row-errors.js';
 import { getCsvImportRun } from '../../imports/csv/run-record.js';
 import { ITEM_STATES, listItemsAfter, type ItemRow, type ItemState } from '../../imports/mass-import/items-table.js';
 import { itemErrorMessage } from '../../queue/visible-errors.js';
@@ -114,9 +114,8 @@ export function registerErrorRoutes(app: FastifyInstance, deps: ApiDependencies)
         const handler = deps.registry.get(job.kind);
         if (!handler?.exportErrorsCsv) throw new ApiError(409, 'NO_ERROR_EXPORT', `job ${job.id} is a ${job.kind} run: that kind has no failed-row export`);
         // Asked before the answer starts: the export's own refusal would come after a 200 and its headers.
-        if (CSV_KINDS.has(job.kind) && !(await hasRowErrorsExport(deps.pool, job.id))) {
-          throw new ApiError(409, 'NO_ERROR_EXPORT', new NoRowErrorsExport(job.id).message);
-        }
+        const refusal = CSV_KINDS.has(job.kind) ? await rowErrorsExportRefusal(deps.pool, job.id) : null;
+        if (refusal) throw new ApiError(409, 'NO_ERROR_EXPORT', refusal.message);
         const body = new PassThrough({ highWaterMark: 64 * 1024 });
         const sink = new ExportSink(body);
         if (!whenClientGone(request, reply, () => sink.clientGone())) {

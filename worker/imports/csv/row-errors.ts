@@ -5,7 +5,7 @@ import type { Queryable } from '../../db/pool.js';
 import type { RunErrors } from '../../handlers/types.js';
 import { escapeFormula } from './formula-escape.js';
 import { isAnnotationColumn } from './profile.js';
-import { getCsvImportRun } from './run-record.js';
+import { getCsvImportRun, type CsvImportRun } from './run-record.js';
 import { RowSet } from './row-set.js';
 import type { RowIssue } from './row-validator.js';
 
@@ -189,8 +189,10 @@ export async function listRowErrors(db: Queryable, jobId: number, page: { limit:
   ]);
   const header = run?.header ?? [];
   const { errors } = await pageOfRowErrors(db, jobId, 0, page.limit, page.offset);
+  const unfinished = run !== null && run.validationEndedAt === null;
   return {
     total: count.rows[0]?.total ?? 0,
+    ...(unfinished ? { incomplete: 'validation has not read the whole file (still running, or stopped part-way): more rows may have failed' } : {}),
     columns: ['row', 'errors', 'values'],
     rows: errors.map((error) => ({
       row: error.row,
@@ -216,23 +218,37 @@ async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
 }
 
 /**
- * A CSV run with no validation record has no failed rows to export — not an empty list of them: it has not been
- * validated yet, or it failed before its rows were read (a header it could not use, an object it could not read). An
- * empty file would tell its reviewer there is nothing to fix. Callers that answer before the export starts (the API)
- * ask `hasRowErrorsExport` first.
+ * A CSV run whose failed rows are not a list to export. With no validation record it has not been validated yet, or it
+ * failed before its rows were read (a header it could not use, an object it could not read); with one whose
+ * validation never read the file to its end (still running, or canceled, failed or dead part-way) the rows found so
+ * far are not all of them. Either way an export would tell its reviewer that what it holds is all there is to fix.
+ * Callers that answer before the export starts (the API) ask `rowErrorsExportRefusal` first.
  */
 export class NoRowErrorsExport extends Error {
-  constructor(readonly jobId: number) {
+  constructor(
+    readonly jobId: number,
+    readonly reason: 'not-validated' | 'validation-unfinished' = 'not-validated',
+  ) {
     super(
-      `job ${jobId} has no failed rows to export: it has not been validated yet, or it failed before its rows were ` +
-        'read (its last error says why)',
+      reason === 'not-validated'
+        ? `job ${jobId} has no failed rows to export: it has not been validated yet, or it failed before its rows were ` +
+            'read (its last error says why)'
+        : `job ${jobId}'s validation has not read the whole file (it is still running, or it stopped part-way: its last ` +
+            'error says why): the failed rows found so far are not all of them, so they are not exported. Requeue the ' +
+            'run to validate the file again',
     );
     this.name = 'NoRowErrorsExport';
   }
 }
 
-export async function hasRowErrorsExport(db: Queryable, jobId: number): Promise<boolean> {
-  return (await getCsvImportRun(db, jobId)) !== null;
+/** Why the run's failed rows cannot be exported (NoRowErrorsExport), or null when they can. */
+export async function rowErrorsExportRefusal(db: Queryable, jobId: number): Promise<NoRowErrorsExport | null> {
+  return refusalFor(jobId, await getCsvImportRun(db, jobId));
+}
+
+function refusalFor(jobId: number, run: CsvImportRun | null): NoRowErrorsExport | null {
+  if (!run) return new NoRowErrorsExport(jobId);
+  return run.validationEndedAt === null ? new NoRowErrorsExport(jobId, 'validation-unfinished') : null;
 }
 
 /**
@@ -247,7 +263,8 @@ export async function hasRowErrorsExport(db: Queryable, jobId: number): Promise<
  */
 export async function writeRowErrorsCsv(db: Queryable, jobId: number, out: NodeJS.WritableStream): Promise<number> {
   const run = await getCsvImportRun(db, jobId);
-  if (!run) throw new NoRowErrorsExport(jobId);
+  const refusal = refusalFor(jobId, run);
+  if (refusal || !run) throw refusal ?? new NoRowErrorsExport(jobId);
   const field = csvFieldFor(run.delimiter);
   // Every cell goes through escapeFormula: the file's values are the uploader's, the export is opened in spreadsheets.
   const line = (values: string[]) => `${values.map((value) => field(escapeFormula(value))).join(run.delimiter)}\r\n`;

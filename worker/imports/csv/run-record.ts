@@ -23,6 +23,8 @@ export interface CsvImportRun extends NewRun {
   rowsInvalid: number;
   batches: number;
   validatedAt: Date | null;
+  /** When validation read the file to its end (its row errors are the whole list); kept by a reject. */
+  validationEndedAt: Date | null;
   finalizedBatches: number;
   rowsInserted: number;
   rowsUpdated: number;
@@ -40,7 +42,7 @@ export interface CsvImportRun extends NewRun {
 
 // The finalize counts are summed over the run's batches (csv_import_batches), which several connections mark at once.
 const RUN_COLUMNS = `r.job_id, r.profile, r.tenant_id, r.bucket, r.object_key, r.delimiter, r.encoding, r.header, r.columns, r.rows_read,
-  r.rows_valid, r.rows_invalid, r.batches, r.validated_at, r.references_created, r.object_etag, r.object_size, r.finalized_at, r.excluded_rows,
+  r.rows_valid, r.rows_invalid, r.batches, r.validated_at, r.validation_ended_at, r.references_created, r.object_etag, r.object_size, r.finalized_at, r.excluded_rows,
   r.references_to_create, r.references_to_create_at_least,
   coalesce(b.finalized_batches, 0)::int AS finalized_batches, coalesce(b.rows_inserted, 0)::int AS rows_inserted,
   coalesce(b.rows_updated, 0)::int AS rows_updated, coalesce(b.rows_unchanged, 0)::int AS rows_unchanged,
@@ -66,6 +68,7 @@ function toRun(row: Record<string, unknown>): CsvImportRun {
     rowsInvalid: row.rows_invalid as number,
     batches: row.batches as number,
     validatedAt: row.validated_at as Date | null,
+    validationEndedAt: row.validation_ended_at as Date | null,
     finalizedBatches: row.finalized_batches as number,
     rowsInserted: row.rows_inserted as number,
     rowsUpdated: row.rows_updated as number,
@@ -144,7 +147,7 @@ export interface BatchRange {
  */
 export async function markValidated(tx: Queryable, jobId: number, counts: ValidationCounts, batches: readonly BatchRange[]): Promise<Date> {
   const { rows } = await tx.query<{ validated_at: Date }>(
-    `UPDATE csv_import_runs SET rows_read = $2, rows_valid = $3, rows_invalid = $4, batches = $5, validated_at = now(),
+    `UPDATE csv_import_runs SET rows_read = $2, rows_valid = $3, rows_invalid = $4, batches = $5, validated_at = now(), validation_ended_at = now(),
        references_to_create = $6::jsonb, references_to_create_at_least = $7::text[]
      WHERE job_id = $1 RETURNING validated_at`,
     [

@@ -105,7 +105,9 @@ ${actionLinks(record, viewer)}
 ${run ? csvCounts(run, job.result) : html`<p class="muted">Not validated yet.</p>`}
 <h2 id="failed-rows">Failed rows</h2>
 ${
-  run
+  run && run.validationEndedAt === null
+    ? html`<p class="muted">Validation has not read the whole file (it is still running, or it stopped part-way${job.lastError ? html`: its last error is <code>${job.lastError.code}</code>` : ''}): the rows below are the failed rows found so far, not all of them, and there is no file of them.</p>`
+    : run
     ? html`<p><a class="button secondary" href="/v1/jobs/${job.id}/errors?format=csv" download="job-${job.id}-errors.csv">Download failed rows as CSV</a></p>`
     : html`<p class="muted">No rows were read (the run was not validated${job.lastError ? html`: its last error is <code>${job.lastError.code}</code>` : ' yet'}): there is no file of failed rows.</p>`
 }
