@@ -38,6 +38,7 @@ function batchOf(batchNumber: number, rows: ProductRow[], firstLine = 2): Batch 
   return {
     batchNumber,
     invalid: [],
+    chars: 0,
     rows: rows.map((row, index) => {
       const check = validator.check(rowFields(row));
       if (!check.ok) throw new Error(`fixture row ${row.sku} is invalid`);

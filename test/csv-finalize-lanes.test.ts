@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { createPool, freeConnections, inTransaction } from '../worker/db/pool.js';
+import { WriteLanes } from '../worker/imports/csv/write-lanes.js';
 import { useTestEnvironment } from './harness.js';
+import { waitFor } from './support/in-process-worker.js';
 
 const env = useTestEnvironment();
 
@@ -25,6 +27,32 @@ describe('finalize lanes', () => {
     } finally {
       await pool.end();
     }
+  });
+});
+
+describe('finalize lanes under a weight budget', () => {
+  it('start a batch only while those in flight leave room for it, or alone when it is heavier than the budget', async () => {
+    const lanes = new WriteLanes(env.pool, 3, 100);
+    const order: string[] = [];
+    let endFirst: () => void = () => {};
+    // A first batch of 60 is in flight; a second of 60 would make 120: it waits although two lanes are free.
+    await lanes.start(async () => {
+      order.push('first started');
+      await new Promise<void>((resolve) => (endFirst = resolve));
+      order.push('first ended');
+    }, 60);
+    const second = lanes.start(async () => {
+      order.push('second started');
+    }, 60);
+    await waitFor(async () => lanes.waitingForRoom || order.includes('second started'));
+    endFirst();
+    await second;
+    // Heavier than the whole budget: written alone, not refused.
+    await lanes.start(async () => {
+      order.push('heavy started');
+    }, 500);
+    await lanes.close(async () => {});
+    expect(order).toEqual(['first started', 'first ended', 'second started', 'heavy started']);
   });
 });
 

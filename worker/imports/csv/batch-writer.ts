@@ -49,6 +49,8 @@ export interface Batch {
   rows: BatchRow[];
   /** Rows of the batch that no longer pass the profile's checks (the profile changed since validation). */
   invalid: RowError[];
+  /** What the batch holds in memory, in characters (fieldsWeight of its rows, twice for a row kept with its fields). */
+  chars: number;
 }
 
 export interface BatchWriterDeps {

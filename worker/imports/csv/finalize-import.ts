@@ -20,7 +20,7 @@ import type { ImportProfile } from './profile.js';
 import { csvRecords, isErrorExport, unescapeFields } from './record-stream.js';
 import { ReferenceIds } from './reference-ids.js';
 import { getCsvImportRun, markFinalized, pendingBatches, type ChunkCounts, type CsvImportRun, type PendingBatch } from './run-record.js';
-import { rowErrorLines } from './row-errors.js';
+import { fieldsWeight, rowErrorLines } from './row-errors.js';
 import { RowRanges } from './row-ranges.js';
 import type { RowSet } from './row-set.js';
 import { RowValidator } from './row-validator.js';
@@ -139,7 +139,7 @@ async function writeBatches(deps: FinalizeDeps, run: CsvImportRun, committed: { 
           return result;
         });
         count(counts);
-      });
+      }, batch.chars);
     try {
       await readBatches(deps, run, layout, pending, skipped, dispatch);
     } catch (error) {
@@ -197,14 +197,14 @@ async function readBatches(
     throw changed(`it holds ${object.size} bytes, validation read ${run.objectSize}`);
   }
   let next = 0;
-  let gathering: Batch = { batchNumber: pending[0]!.batchNumber, rows: [], invalid: [] };
+  let gathering: Batch = { batchNumber: pending[0]!.batchNumber, rows: [], invalid: [], chars: 0 };
   const complete = async (): Promise<void> => {
     const expected = pending[next]!;
     const found = gathering.rows.length + gathering.invalid.length;
     if (found !== expected.rowCount) throw changed(`batch ${expected.batchNumber} (lines ${expected.firstRow}–${expected.lastRow}) holds ${found} rows, validation counted ${expected.rowCount}`);
     await dispatch(gathering);
     next += 1;
-    if (next < pending.length) gathering = { batchNumber: pending[next]!.batchNumber, rows: [], invalid: [] };
+    if (next < pending.length) gathering = { batchNumber: pending[next]!.batchNumber, rows: [], invalid: [], chars: 0 };
   };
   let header = true;
   try {
@@ -225,13 +225,19 @@ async function readBatches(
         const fields = record.fields;
         if (fields === null || record.problem !== undefined) throw changed(`line ${line} cannot be read now (${record.problem ?? 'malformed'})`);
         if (exported) unescapeFields(fields);
+        const weight = fieldsWeight(fields);
+        gathering.chars += weight;
         // Excluded at review: not written, recorded with the batch as a row error (exported like the failed rows).
         if (excluded?.has(line)) {
           gathering.invalid.push({ row: line, fields, issues: [EXCLUDED_ISSUE] });
           continue;
         }
         const check = validator.check(fields);
-        if (check.ok) gathering.rows.push({ row: line, values: check.values, fields: check.exact ? null : fields });
+        if (check.ok) {
+          gathering.rows.push({ row: line, values: check.values, fields: check.exact ? null : fields });
+          // Its values beside the fields it keeps (a padded row's values are sliced from them, which keeps them whole).
+          if (!check.exact) gathering.chars += weight;
+        }
         // The profile changed since validation (a deploy during review): the row is not written, and says why.
         else gathering.invalid.push({ row: line, fields, issues: check.issues });
       }
