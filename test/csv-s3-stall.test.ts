@@ -111,4 +111,17 @@ describe('a stalled S3 read of a CSV object', () => {
     expect(listing.code).toBe(0);
     expect(listing.stdout).toContain('validation has not read the whole file');
   });
+
+  it('a 403 on the object names a missing object as a cause, not only the role (S3 answers so to a role that may not list)', async () => {
+    proxy.decide = (request) => (request.method === 'GET' && request.url.includes('denied/products.csv') ? 'access-denied' : 'pass');
+    const worker = spawnWorker(env, { env: { S3_ENDPOINT: proxy.endpoint, WORKER_POLL_INTERVAL_MS: '100' } });
+    spawned.push(worker);
+    await worker.waitForLog((line) => line.msg === 'worker started');
+    const { job } = await submitJob(env.pool, {
+      kind: 'csv-import', tenantId: 'denied', payload: { bucket: env.bucket, key: 'imports/denied/products.csv', profile: 'products' },
+    });
+    const failed = await until(job.id, ['review_ready', 'failed', 'dead']);
+    expect(failed).toMatchObject({ state: 'failed', lastError: { code: 'CSV_OBJECT_FORBIDDEN' } });
+    expect(failed.lastError!.message).toContain('the object is missing, or the worker\'s role may not read it');
+  });
 });

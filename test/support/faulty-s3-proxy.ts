@@ -11,7 +11,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { Transform } from 'node:stream';
 
 /** 'cut': the request is forwarded, and its answer's connection is reset after `cutAfterBytes` of its body. */
-export type Fault = 'pass' | 'slowdown' | 'internal' | 'expired-token' | 'reset' | 'stall' | 'cut';
+export type Fault = 'pass' | 'slowdown' | 'internal' | 'expired-token' | 'access-denied' | 'reset' | 'stall' | 'cut';
 
 export interface ProxiedRequest {
   method: string;
@@ -41,11 +41,13 @@ export interface FaultyS3Proxy {
   close(): Promise<void>;
 }
 
-const ERROR_BODIES: Record<'slowdown' | 'internal' | 'expired-token', { status: number; code: string; message: string }> = {
+const ERROR_BODIES: Record<'slowdown' | 'internal' | 'expired-token' | 'access-denied', { status: number; code: string; message: string }> = {
   slowdown: { status: 503, code: 'SlowDown', message: 'Please reduce your request rate.' },
   internal: { status: 500, code: 'InternalError', message: 'We encountered an internal error. Please try again.' },
   // S3's answer to a request signed with credentials that expired meanwhile.
   'expired-token': { status: 400, code: 'ExpiredToken', message: 'The provided token has expired.' },
+  // What S3 answers for a missing key to a role that may not list the bucket, as for a key the role may not read.
+  'access-denied': { status: 403, code: 'AccessDenied', message: 'Access Denied' },
 };
 
 export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy> {
@@ -57,7 +59,7 @@ export async function startFaultyS3Proxy(target: string): Promise<FaultyS3Proxy>
   const emptyStats = () => ({
     requests: 0,
     byMethod: {} as Record<string, number>,
-    faults: { pass: 0, slowdown: 0, internal: 0, 'expired-token': 0, reset: 0, stall: 0, cut: 0 } as Record<Fault, number>,
+    faults: { pass: 0, slowdown: 0, internal: 0, 'expired-token': 0, 'access-denied': 0, reset: 0, stall: 0, cut: 0 } as Record<Fault, number>,
     held: 0,
   });
 

@@ -113,8 +113,16 @@ export async function openObject(s3: S3Client, bucket: string, key: string, sign
     if (name === 'NoSuchBucket') {
       throw new PermanentJobError(`bucket ${bucket} does not exist`, 'CSV_BUCKET_NOT_FOUND', { bucket, key });
     }
+    // S3 answers a missing key with 403, not 404, to a reader that may not list the bucket: the deployed task role may
+    // list only under its prefix, so an upload that expired during a long review reads as "access denied".
     if (name === 'AccessDenied' || status === 403) {
-      throw new PermanentJobError(`the worker may not read s3://${bucket}/${key} (access denied)`, 'CSV_OBJECT_FORBIDDEN', { bucket, key });
+      const hint = ifMatch !== undefined ? 'deleted after validation (an expired upload?), or' : 'missing, or';
+      throw new PermanentJobError(
+        `S3 refused to read s3://${bucket}/${key} (access denied): the object is ${hint} the worker's role may not read it ` +
+          '(S3 answers 403 for a missing object to a role that may not list the bucket)',
+        'CSV_OBJECT_FORBIDDEN',
+        { bucket, key },
+      );
     }
     throw error;
   }
