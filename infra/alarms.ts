@@ -246,23 +246,27 @@ function createRunningBelowDesiredAlarm(scope: Construct, props: AlarmsProps): c
 }
 
 /**
- * Jobs wait but no task runs: QueuedJobs > 0 while the service ran no task in the period. The period is the
- * scheduled gauges interval, so each period holds a gauge even at 0 tasks; two periods in a row. A period without any
- * queue gauge (the scheduled task fails too) means nothing watches the queue: missing data is breaching.
+ * Jobs wait but no task runs: DueJobs > 0 (runs due now; not those scheduled for later or in a retry's backoff) while
+ * the service ran no task in the period and no run was running. The period is the scheduled gauges interval, so each
+ * period holds a gauge even at 0 tasks; two periods in a row. A period without any queue gauge (the scheduled task
+ * fails too) means nothing watches the queue: missing data is breaching. RunningJobs (the queue's own gauge, from the
+ * same round as DueJobs) is there for a cluster without Container Insights: its RunningTaskCount is always missing,
+ * read as 0, and a backlog that tasks are working through would page.
  */
 function createWorkWaitsNoTaskAlarm(scope: Construct, props: AlarmsProps): cloudwatch.Alarm {
   const period = Duration.minutes(props.gaugesScheduleMinutes);
   return new cloudwatch.Alarm(scope, 'WorkWaitsNoTaskAlarm', {
     alarmName: `${props.baseName}-work-waits-no-task`,
     alarmDescription:
-      `Jobs are queued but the bulk-import worker service runs no task (${props.environmentName}); nothing will run ` +
+      `Jobs are due but the bulk-import worker service runs no task and no job runs (${props.environmentName}); nothing will run ` +
       'them. Missing data (no queue gauge at all) is breaching. docs/RUNBOOK.md "Alarm: work waits but no task runs".',
     metric: new cloudwatch.MathExpression({
-      // A service without tasks may have no Container Insights point: that is 0 running. The gauge is not filled.
-      expression: 'IF(queued > 0 AND FILL(running,0) == 0, 1, 0)',
+      // A service without tasks may have no Container Insights point: that is 0 running. The gauges are not filled.
+      expression: 'IF(due > 0 AND FILL(running,0) == 0 AND runningJobs == 0, 1, 0)',
       usingMetrics: {
-        queued: queueGaugeMetric(props.metricsNamespace, 'queued', period),
+        due: queueGaugeMetric(props.metricsNamespace, 'due', period),
         running: serviceTaskCount(props, 'RunningTaskCount', cloudwatch.Stats.MAXIMUM, period),
+        runningJobs: queueGaugeMetric(props.metricsNamespace, 'running', period),
       },
       label: 'work waits, no task',
       period,

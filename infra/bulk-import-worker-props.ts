@@ -113,12 +113,12 @@ export interface WorkerAutoscaling {
   /** Most tasks. */
   readonly maxTasks: number;
   /**
-   * Add one task when `QueuedJobs` stays at or above this for 3 minutes.
+   * Add one task when `DueJobs` (queued runs due now) stays at or above this for 3 minutes.
    * @default 1
    */
   readonly scaleOutQueuedJobs?: number;
   /**
-   * Add three tasks at once when `QueuedJobs` stays at or above this for 3 minutes.
+   * Add three tasks at once when `DueJobs` stays at or above this for 3 minutes.
    * @default 100
    */
   readonly burstQueuedJobs?: number;

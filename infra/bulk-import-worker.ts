@@ -562,7 +562,7 @@ export class BulkImportWorker extends Construct {
     // Scale-in only ever removes idle tasks: a task holding leases protects itself from scale-in (ECS task
     // protection), so "nothing queued" cannot interrupt a running campaign.
     scaling.scaleOnMetric('QueueDepthScaling', {
-      metric: this.queueMetric('queued', Duration.minutes(1)),
+      metric: this.queueMetric('due', Duration.minutes(1)),
       scalingSteps: [
         { upper: 0, change: -1 },
         { lower: autoscaling.scaleOutQueuedJobs, change: +1 },

@@ -326,7 +326,7 @@ describe('stopped but needed', () => {
     expect(passRole.Condition).toEqual({ StringLike: { 'iam:PassedToService': 'ecs-tasks.amazonaws.com' } });
   });
 
-  it('work waits but no task runs: QueuedJobs > 0 while the service runs 0 tasks; no gauges at all breaches', { timeout: SYNTH_TIMEOUT }, () => {
+  it('work waits but no task runs: DueJobs > 0 while the service runs 0 tasks and no job; no gauges at all breaches', { timeout: SYNTH_TIMEOUT }, () => {
     const template = synth('stagingStopped');
     const alarm = alarmNamed(template, 'work-waits-no-task');
     expect(alarm.Properties).toMatchObject({
@@ -339,25 +339,36 @@ describe('stopped but needed', () => {
       TreatMissingData: 'breaching',
     });
     const queries = alarm.Properties.Metrics!;
-    const queued = queries.find((query) => query.MetricStat?.Metric.MetricName === GAUGE_METRICS.queued.name)!;
+    const due = queries.find((query) => query.MetricStat?.Metric.MetricName === GAUGE_METRICS.due.name)!;
+    const runningJobs = queries.find((query) => query.MetricStat?.Metric.MetricName === GAUGE_METRICS.running.name)!;
     const running = queries.find((query) => query.MetricStat?.Metric.MetricName === 'RunningTaskCount')!;
-    expect(queued.MetricStat).toMatchObject({ Metric: { Namespace: 'BulkImport/staging' }, Period: 300, Stat: 'Maximum' });
-    expect(queued.MetricStat!.Metric.Dimensions).toBeUndefined();
+    for (const gauge of [due, runningJobs]) {
+      expect(gauge.MetricStat).toMatchObject({ Metric: { Namespace: 'BulkImport/staging' }, Period: 300, Stat: 'Maximum' });
+      expect(gauge.MetricStat!.Metric.Dimensions).toBeUndefined();
+    }
     expect(running.MetricStat).toMatchObject({ Metric: { Namespace: 'ECS/ContainerInsights' }, Period: 300, Stat: 'Maximum' });
     expect(Object.keys(dimensionsOf(running)).sort()).toEqual(['ClusterName', 'ServiceName']);
     const expression = queries.find((query) => query.Expression)!.Expression!;
-    // No Container Insights point for a service without tasks means 0 running; the queue gauge is never filled.
-    expect(expression).toBe(`IF(${queued.Id} > 0 AND FILL(${running.Id},0) == 0, 1, 0)`);
+    // No Container Insights point for a service without tasks means 0 running; the queue gauges are never filled.
+    expect(expression).toBe(`IF(${due.Id} > 0 AND FILL(${running.Id},0) == 0 AND ${runningJobs.Id} == 0, 1, 0)`);
   });
 
   it('missing data, period by period: which combinations of points breach', { timeout: SYNTH_TIMEOUT }, () => {
     const waits = alarmNamed(synth('stagingStopped'), 'work-waits-no-task');
-    const [queued, runningForWaits] = [inputId(waits, GAUGE_METRICS.queued.name), inputId(waits, 'RunningTaskCount')];
-    const at = (queuedJobs: number | undefined, running: number | undefined) =>
-      periodBreaches(waits, { [queued]: queuedJobs, [runningForWaits]: running });
+    const [due, runningForWaits, jobsRunning] = [
+      inputId(waits, GAUGE_METRICS.due.name),
+      inputId(waits, 'RunningTaskCount'),
+      inputId(waits, GAUGE_METRICS.running.name),
+    ];
+    const at = (dueJobs: number | undefined, running: number | undefined, runningJobs: number | undefined = 0) =>
+      periodBreaches(waits, { [due]: dueJobs, [runningForWaits]: running, [jobsRunning]: runningJobs });
     expect(at(3, undefined)).toBe(true); // jobs wait, the stopped service has no Container Insights point
     expect(at(3, 0)).toBe(true);
     expect(at(3, 1)).toBe(false); // a task runs: it will claim them
+    expect(at(0, 0)).toBe(false); // queued runs only for later (a runAt ahead, a retry's backoff): nothing waits yet
+    // A cluster without Container Insights: no RunningTaskCount ever, but tasks are working through the backlog.
+    expect(at(3, undefined, 4)).toBe(false);
+    expect(at(undefined, undefined, undefined)).toBe(true); // no queue gauge at all: nothing watches the queue
     expect(at(0, undefined)).toBe(false); // stopped, nothing waits: quiet
     expect(at(undefined, undefined)).toBe(true); // no gauge at all: nothing watches the queue
     expect(at(undefined, 2)).toBe(true); // tasks run but publish no gauge either

@@ -532,14 +532,15 @@ describe('queue-depth autoscaling', () => {
     synthScenario('prodCampaign').template.resourceCountIs('AWS::ApplicationAutoScaling::ScalableTarget', 0);
   });
 
-  it('scales between min and max tasks on the dimensionless QueuedJobs total', { timeout: SYNTH_TIMEOUT }, () => {
+  it('scales between min and max tasks on the dimensionless DueJobs total (not runs scheduled for later)', { timeout: SYNTH_TIMEOUT }, () => {
     const { template } = synthScenario('prodAutoscaling');
     template.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', {
       MinCapacity: 2,
       MaxCapacity: 6,
       ScalableDimension: 'ecs:service:DesiredCount',
     });
-    const scalingAlarms = alarmsOnMetric(template, 'QueuedJobs');
+    expect(alarmsOnMetric(template, 'QueuedJobs')).toEqual([]);
+    const scalingAlarms = alarmsOnMetric(template, 'DueJobs');
     expect(scalingAlarms.map((alarm) => [alarm.Properties.ComparisonOperator, alarm.Properties.Threshold]).sort()).toEqual([
       ['GreaterThanOrEqualToThreshold', 1],
       ['LessThanOrEqualToThreshold', 0],

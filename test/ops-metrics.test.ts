@@ -195,6 +195,8 @@ describe('queue gauges', () => {
     expect(latest.Namespace).toBe(NAMESPACE);
     const value = (name: string, dimensions: Record<string, string>) => find(latest, name, dimensions)?.Value;
     expect(value('QueuedJobs', { Kind: 'gauge-test' })).toBe(4);
+    // Due now: not the run queued for an hour from now (autoscaling and the work-waits alarm read this one).
+    expect(value('DueJobs', { Kind: 'gauge-test' })).toBe(3);
     expect(value('RunningJobs', { Kind: 'gauge-test' })).toBe(2);
     expect(value('DeadJobs', { Kind: 'gauge-test' })).toBe(1);
     expect(value('OldestQueuedAgeSeconds', { Kind: 'gauge-test' })).toBeGreaterThanOrEqual(120);
@@ -204,6 +206,7 @@ describe('queue gauges', () => {
     expect(value('OldestQueuedAgeSeconds', { Kind: 'noop' })).toBe(0);
     // The dimensionless totals the alarms read.
     expect(value('QueuedJobs', {})).toBe(4);
+    expect(value('DueJobs', {})).toBe(3);
     expect(value('RunningJobs', {})).toBe(2);
     expect(value('DeadJobs', {})).toBe(1);
     expect(value('OldestQueuedAgeSeconds', {})).toBe(value('OldestQueuedAgeSeconds', { Kind: 'gauge-test' }));

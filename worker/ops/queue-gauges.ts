@@ -1,7 +1,7 @@
 // Queue gauges to CloudWatch, published every METRICS_GAUGE_INTERVAL_MS by one elected worker (not by every task,
 // which would multiply the data points and the cost by desiredCount). Per kind with the dimension `Kind`, and as
 // dimensionless totals — the series the infrastructure's alarms and autoscaling read:
-//   QueuedJobs, OldestQueuedAgeSeconds, RunningJobs, OldestRunningAgeSeconds, DeadJobs, MaxConsecutiveFailures.
+//   QueuedJobs, DueJobs, OldestQueuedAgeSeconds, RunningJobs, OldestRunningAgeSeconds, DeadJobs, MaxConsecutiveFailures.
 // `bulk-import gauges --once` publishes the same points from a scheduled task, so they exist while no worker runs.
 import type { DatabaseStatusSink } from '../db/pool.js';
 import type { Logger } from '../logger.js';
@@ -12,6 +12,7 @@ import type { MetricPoint, MetricsPublisher } from './metrics.js';
 
 export const GAUGE_METRICS = {
   queued: { name: 'QueuedJobs', unit: 'Count' },
+  due: { name: 'DueJobs', unit: 'Count' },
   oldestQueuedAgeSeconds: { name: 'OldestQueuedAgeSeconds', unit: 'Seconds' },
   running: { name: 'RunningJobs', unit: 'Count' },
   oldestRunningAgeSeconds: { name: 'OldestRunningAgeSeconds', unit: 'Seconds' },

@@ -4,8 +4,14 @@ import type { Queryable } from '../db/pool.js';
 /** The queue's state for one job kind, as published every METRICS_GAUGE_INTERVAL_MS. */
 export interface KindGauges {
   kind: string;
-  /** Runs in `queued`, due or waiting for a retry's backoff. */
+  /** Runs in `queued`, due or waiting for a retry's backoff or a run time ahead. */
   queued: number;
+  /**
+   * Queued runs that are due now (run_at reached): the work waiting for a worker. Not those scheduled for later (a
+   * submit's runAt) or waiting out a retry's backoff: what autoscaling and the work-waits alarm read, so that a run
+   * scheduled for tomorrow neither keeps the fleet at its maximum nor pages on-call for a service at 0 tasks.
+   */
+  due: number;
   /** How long the oldest *due* queued run has waited since it became due (run_at); 0 when none is due. */
   oldestQueuedAgeSeconds: number;
   running: number;
@@ -33,6 +39,7 @@ export interface KindGauges {
 export const QUEUE_GAUGES_STATEMENT = `
 SELECT kind,
   count(*) FILTER (WHERE state = 'queued')::int AS queued,
+  count(*) FILTER (WHERE state = 'queued' AND run_at <= now())::int AS due,
   coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now())), 0)::float8
     AS oldest_queued_age_seconds,
   count(*) FILTER (WHERE state = 'running')::int AS running,
@@ -54,6 +61,7 @@ export async function readQueueGauges(db: Queryable, knownKinds: readonly string
   const { rows } = await db.query<{
     kind: string;
     queued: number;
+    due: number;
     oldest_queued_age_seconds: number;
     running: number;
     oldest_running_age_seconds: number;
@@ -66,6 +74,7 @@ export async function readQueueGauges(db: Queryable, knownKinds: readonly string
     byKind.set(row.kind, {
       kind: row.kind,
       queued: row.queued,
+      due: row.due,
       oldestQueuedAgeSeconds: Math.max(0, Math.floor(row.oldest_queued_age_seconds)),
       running: row.running,
       oldestRunningAgeSeconds: Math.max(0, Math.floor(row.oldest_running_age_seconds)),
@@ -78,6 +87,7 @@ export async function readQueueGauges(db: Queryable, knownKinds: readonly string
 
 const NO_GAUGES: Omit<KindGauges, 'kind'> = {
   queued: 0,
+  due: 0,
   oldestQueuedAgeSeconds: 0,
   running: 0,
   oldestRunningAgeSeconds: 0,
@@ -90,6 +100,7 @@ export function totalGauges(perKind: readonly KindGauges[]): Omit<KindGauges, 'k
   return perKind.reduce(
     (total, gauges) => ({
       queued: total.queued + gauges.queued,
+      due: total.due + gauges.due,
       oldestQueuedAgeSeconds: Math.max(total.oldestQueuedAgeSeconds, gauges.oldestQueuedAgeSeconds),
       running: total.running + gauges.running,
       oldestRunningAgeSeconds: Math.max(total.oldestRunningAgeSeconds, gauges.oldestRunningAgeSeconds),
