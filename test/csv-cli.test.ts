@@ -215,6 +215,13 @@ describe('bulk-import errors / finalize / reject', () => {
        VALUES ($1, 0, $2, 20, 'failed', 'UNREADABLE', $3, 'permanent', 1)`,
       [id, path, message],
     );
+    // A name with a line break and a tab: shown as their escapes, not as another name with spaces.
+    await env.pool.query(
+      `INSERT INTO import_items (job_id, item_no, relative_path, size_bytes, state, error_code, error_message, error_class, tries)
+       VALUES ($1, 1, $2, 20, 'failed', 'UNREADABLE', 'denied', 'permanent', 1)`,
+      [id, 'b/two\nlines\tand a tab.pdf'],
+    );
+    expect((await runCli(env, ['errors', String(id)])).stdout).toContain('b/two\\nlines\\tand a tab.pdf');
     // eslint-disable-next-line no-control-regex
     const unprintable = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e]/;
     for (const args of [['errors', String(id)], ['show', String(id)]]) {
@@ -225,8 +232,8 @@ describe('bulk-import errors / finalize / reject', () => {
     }
     expect((await runCli(env, ['errors', String(id)])).stdout).toContain('a/\\x1b[2J\\x1b]52;c;cHduZWQ=\\x07evil\\u202E.pdf');
     // Machine output keeps the values exactly.
-    expect(await runCliJson(env, ['errors', String(id)])).toMatchObject({ rows: [{ path }] });
-    expect((parse((await runCli(env, ['errors', String(id), '--csv'])).stdout) as string[][])[1]).toContain(path);
+    expect(await runCliJson(env, ['errors', String(id)])).toMatchObject({ rows: [{ path: 'b/two\nlines\tand a tab.pdf' }, { path }] });
+    expect((parse((await runCli(env, ['errors', String(id), '--csv'])).stdout) as string[][]).some((row) => row.includes(path))).toBe(true);
     // The same CSV printed on a terminal shows them as text.
     const onTerminal = await runCliOnTerminal(env, ['errors', String(id), '--csv']);
     expect(onTerminal.code, onTerminal.stderr).toBe(0);

@@ -42,11 +42,15 @@ export function formatTable(columns: string[], rows: Array<Array<unknown>>): str
   return [line(columns.map((column) => column.toUpperCase())), ...cells.map(line)].join('\n');
 }
 
+// Line breaks and tabs in a cell, written as their escapes: a table row stays one line, and a file named `a\nb`
+// is not shown as the different file `a b`.
+const CELL_BREAKS: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t', '\u2028': '\\u2028', '\u2029': '\\u2029' };
+
 function formatCell(value: unknown): string {
   if (value === null || value === undefined || value === '') return '-';
   if (value instanceof Date) return value.toISOString().replace(/\.\d{3}Z$/, 'Z');
   if (typeof value === 'object') return JSON.stringify(value);
-  return terminalSafe(String(value).replace(/\s+/g, ' '));
+  return terminalSafe(String(value).replace(/[\n\r\t\u2028\u2029]/g, (char) => CELL_BREAKS[char]!));
 }
 
 /** Bytes as a short human figure: 1.5 MiB. */
