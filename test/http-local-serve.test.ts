@@ -1,5 +1,5 @@
 // `bulk-import local --serve`: the embedded servers and the HTTP API on them, with a local operator key printed once.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +33,20 @@ describe('bulk-import local --serve', () => {
       expect(printed.API_URL).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       const jobs = await fetch(`${printed.API_URL}/v1/jobs`, { headers: { authorization: `Bearer ${printed.API_KEY}` } });
       expect(jobs.status).toBe(200);
+
+      // A second `local` on the same state directory refuses to take its database from the running one.
+      const second = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        execFile(
+          process.execPath,
+          [CLI_ENTRY, 'local', '--state-dir', stateDir, '--sample-files', '1'],
+          { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp' }, timeout: 60_000 },
+          (error, _stdout, stderr) => resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stderr }),
+        );
+      });
+      expect(second.code).not.toBe(0);
+      expect(second.stderr).toMatch(/is in use by another running bulk-import \(pid \d+/);
+      const still = await fetch(`${printed.API_URL}/v1/jobs`, { headers: { authorization: `Bearer ${printed.API_KEY}` } });
+      expect(still.status).toBe(200);
       child.kill('SIGTERM');
       // It stops on SIGTERM (the embedded servers' own signal handling may end it with 143 first).
       expect([0, 143]).toContain(await exited);

@@ -22,10 +22,19 @@ export interface LocalEnvironmentOptions {
 }
 
 export async function startLocalEnvironment(options: LocalEnvironmentOptions): Promise<LocalEnvironment> {
-  const [postgres, s3] = await Promise.all([
+  const [startedPostgres, startedS3] = await Promise.allSettled([
     startEmbeddedPostgres({ baseDir: join(options.stateDir, 'postgres'), persistent: options.persistent, fast: options.fast ?? false }),
     startLocalS3(join(options.stateDir, 's3')),
   ]);
+  // One that failed to start: the other is stopped again, or its process would keep this one alive after the error.
+  if (startedPostgres.status === 'rejected' || startedS3.status === 'rejected') {
+    await Promise.allSettled([
+      startedPostgres.status === 'fulfilled' ? startedPostgres.value.stop() : undefined,
+      startedS3.status === 'fulfilled' ? startedS3.value.stop() : undefined,
+    ]);
+    throw startedPostgres.status === 'rejected' ? startedPostgres.reason : (startedS3 as PromiseRejectedResult).reason;
+  }
+  const [postgres, s3] = [startedPostgres.value, startedS3.value];
   const region = 'us-east-1';
   const client = createS3Client({ region, endpoint: s3.endpoint, credentials: LOCAL_S3_CREDENTIALS });
   try {
