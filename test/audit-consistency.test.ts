@@ -4,7 +4,8 @@
 // them (--json, --csv), explains row-count differences caused by later imports, and `audit repair` recreates the
 // missing references by name from the import's source rows only when asked (--apply). Then the edges: the name comes
 // from the row the run wrote, an unreadable S3 leaves findings open, a repair keeps its record with its change (cut
-// off between them, or racing another repair), a run finishing during the walk is not counted, a payload naming
+// off between them, or racing another repair), a reference the backend restored since the audit is left alone and a
+// name that exists is relinked, not recreated, a run finishing during the walk is not counted, a payload naming
 // another tenant is refused, and document findings beyond listLimit are counted everywhere.
 import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { parse } from 'csv-parse/sync';
@@ -183,10 +184,13 @@ describe('audit job kind', () => {
     expect((await env.pool.query(`SELECT id, category_id, supplier_id FROM products ORDER BY id`)).rows).toEqual(before.rows);
 
     const applied = await runCliJson<{ entries: Array<{ action: string; column: string; newId?: number }> }>(env, ['audit', 'repair', String(auditId), '--apply']);
-    expect(applied.entries.every((entry) => entry.action === 'recreated')).toBe(true);
     const recreated = await id(`SELECT id FROM categories WHERE tenant_id = 'acme' AND name = $1`, [categoryOfRow1]);
-    expect(new Set(applied.entries.filter((entry) => entry.column === 'category_id').map((entry) => entry.newId))).toEqual(new Set([recreated]));
+    const categories = applied.entries.filter((entry) => entry.column === 'category_id');
+    expect(new Set(categories.map((entry) => entry.newId))).toEqual(new Set([recreated]));
+    // The first product's repair created the category; the others found it.
+    expect(categories.map((entry) => entry.action)).toEqual(['recreated', ...Array(categories.length - 1).fill('relinked')]);
     // The cross-tenant supplier id now names acme's own supplier of that name (it existed: found, not created).
+    expect(applied.entries.filter((entry) => entry.column === 'supplier_id').map((entry) => entry.action)).toEqual(['relinked']);
     const supplier = await env.pool.query(
       `SELECT s.tenant_id, s.name FROM products p JOIN suppliers s ON s.id = p.supplier_id WHERE p.tenant_id = 'acme' AND p.sku = 'SKU-0000500'`,
     );
@@ -273,6 +277,37 @@ describe('audit edges', () => {
     const up = await runCliJson<Repair>(env, ['audit', 'repair', String(auditId), '--apply']);
     expect(up.entries).toEqual([expect.objectContaining({ action: 'recreated', name: 'Lamps' })]);
     expect((await open())[0].repaired_at).not.toBeNull();
+  });
+
+  it('repair changes nothing when the backend restored the missing row since the audit, even renamed', async () => {
+    await importRows('cyberdyne', 'restored', [{ ...validRow(1, 'RES'), category: 'Good1' }]);
+    const missing = await id(`SELECT id FROM categories WHERE tenant_id = 'cyberdyne' AND name = 'Good1'`, []);
+    const auditId = await auditAfterDeleting('cyberdyne', 'Good1', 1);
+    await env.pool.query(
+      `INSERT INTO categories (id, tenant_id, name) OVERRIDING SYSTEM VALUE VALUES ($1, 'cyberdyne', 'Good One (restored)')`,
+      [missing],
+    );
+    const applied = await runCliJson<Repair>(env, ['audit', 'repair', String(auditId), '--apply']);
+    const reason = `categories ${missing} exists again for the product's tenant`;
+    expect(applied.entries).toEqual([expect.objectContaining({ action: 'already-fixed', reason })]);
+    // No duplicate by name, and the product stays on the restored row; the finding's record says why.
+    const { rows: categories } = await env.pool.query(`SELECT id::int, name FROM categories WHERE tenant_id = 'cyberdyne'`);
+    expect(categories).toEqual([{ id: missing, name: 'Good One (restored)' }]);
+    expect(await id(`SELECT category_id AS id FROM products WHERE tenant_id = 'cyberdyne' AND sku = 'RES-0000001'`, [])).toBe(missing);
+    const { rows } = await env.pool.query(`SELECT repair FROM audit_findings WHERE job_id = $1`, [auditId]);
+    expect(rows).toEqual([{ repair: { action: 'already-fixed', reason } }]);
+  });
+
+  it('repair records relinked, not recreated, when a row of that name exists already', async () => {
+    await importRows('oscorp', 'relinked', [{ ...validRow(1, 'REL'), category: 'Gliders' }]);
+    const auditId = await auditAfterDeleting('oscorp', 'Gliders', 1);
+    // The backend creates the name again, under a new id; the product still holds the old one.
+    const existing = await id(`INSERT INTO categories (tenant_id, name) VALUES ('oscorp', 'Gliders') RETURNING id`, []);
+    const applied = await runCliJson<Repair>(env, ['audit', 'repair', String(auditId), '--apply']);
+    expect(applied.entries).toEqual([expect.objectContaining({ action: 'relinked', name: 'Gliders', newId: existing })]);
+    expect(await id(`SELECT category_id AS id FROM products WHERE tenant_id = 'oscorp' AND sku = 'REL-0000001'`, [])).toBe(existing);
+    const { rows } = await env.pool.query(`SELECT repair FROM audit_findings WHERE job_id = $1`, [auditId]);
+    expect(rows).toEqual([{ repair: { action: 'relinked', name: 'Gliders', newId: existing } }]);
   });
 
   it('a repair cut off before its record commits leaves nothing behind; the rerun recreates the reference and records it', async () => {

@@ -13,6 +13,15 @@ export const PRODUCT_REFERENCES = [
   { column: 'supplier_id', table: 'suppliers', nameColumn: 'supplier' },
   { column: 'location_id', table: 'locations', nameColumn: 'location' },
 ] as const;
+export type ProductReference = (typeof PRODUCT_REFERENCES)[number];
+
+/**
+ * SQL: the reference of the products row `alias` names a row of the product's own tenant. A `missing-reference`
+ * finding is a reference id for which this is false.
+ */
+function namesRowOfTenant(alias: string, { column, table }: ProductReference): string {
+  return `EXISTS (SELECT FROM ${table} r WHERE r.id = ${alias}.${column} AND r.tenant_id = ${alias}.tenant_id)`;
+}
 
 export interface ReferenceBatch {
   /** Products read (imported ones: last_import_job_id set). */
@@ -37,9 +46,10 @@ export async function auditProductBatch(
   tenantId: string | null,
 ): Promise<ReferenceBatch> {
   const missing = PRODUCT_REFERENCES.map(
-    ({ column, table }) => `SELECT b.id, b.tenant_id, b.sku, b.last_import_job_id, '${column}' AS ref_column, '${table}' AS ref_table, b.${column} AS ref_id
+    (reference) => `SELECT b.id, b.tenant_id, b.sku, b.last_import_job_id, '${reference.column}' AS ref_column, '${reference.table}' AS ref_table,
+              b.${reference.column} AS ref_id
        FROM batch b
-       WHERE b.${column} IS NOT NULL AND NOT EXISTS (SELECT FROM ${table} r WHERE r.id = b.${column} AND r.tenant_id = b.tenant_id)`,
+       WHERE b.${reference.column} IS NOT NULL AND NOT ${namesRowOfTenant('b', reference)}`,
   ).join('\n       UNION ALL\n       ');
   const { rows } = await db.query<{ scanned: number; last_id: string | null; findings: number; per_job: Array<[string, number]> | null }>(
     `WITH batch AS MATERIALIZED (
@@ -207,6 +217,17 @@ export async function countFindings(db: Queryable, auditJobId: number): Promise<
     [auditJobId],
   );
   return Object.fromEntries(rows.map((row) => [row.check_name, row.n]));
+}
+
+/**
+ * Whether the product's reference names a row of its tenant now (one the backend restored under that id since the
+ * audit): then a `missing-reference` finding on it no longer holds.
+ */
+export async function referenceResolves(db: Queryable, reference: ProductReference, productId: number): Promise<boolean> {
+  const { rows } = await db.query<{ resolves: boolean }>(`SELECT ${namesRowOfTenant('p', reference)} AS resolves FROM products p WHERE p.id = $1`, [
+    productId,
+  ]);
+  return rows[0]?.resolves ?? false;
 }
 
 /**

@@ -3,7 +3,9 @@
 // source rows — the row with the product's sku that the run which last wrote it wrote: read again from S3 pinned to the
 // ETag that run validated, skipping the lines it did not write (its row errors: invalid and duplicate rows, excluded
 // rows), as validation keeps the first valid row of a sku — and the reference row is recreated by name (or found,
-// when one with that name exists again), then the product is pointed at it, only if it still holds the missing id.
+// when one with that name exists: relinked), then the product is pointed at it, only if it still holds the missing id
+// and that id still names no row of its tenant (the backend may have restored the row since the audit: then the
+// finding is recorded already-fixed, and nothing changes).
 // The finding's record (repaired_at, repair) commits in the same transaction as that change. When the source is gone
 // for good (run deleted by retention or being deleted — its job marked, its row errors maybe gone already —, file
 // replaced or deleted, no such row, no name in it) the finding is reported and closed, nothing changes. When it
@@ -17,7 +19,15 @@ import { RowRanges } from '../imports/csv/row-ranges.js';
 import { getCsvImportRun } from '../imports/csv/run-record.js';
 import { openObject } from '../imports/csv/s3-object.js';
 import { PermanentJobError } from '../queue/errors.js';
-import { lockOpenFinding, markRepaired, pageOfFindings, PRODUCT_REFERENCES, type Finding } from './consistency-store.js';
+import {
+  lockOpenFinding,
+  markRepaired,
+  pageOfFindings,
+  PRODUCT_REFERENCES,
+  referenceResolves,
+  type Finding,
+  type ProductReference,
+} from './consistency-store.js';
 
 export interface RepairOptions {
   pool: Pool;
@@ -33,8 +43,12 @@ export interface RepairEntry {
   product: number;
   column: string;
   missingId: number;
-  /** `left-open`: the source could not be read now (see the reason); the finding stays open for a later repair. */
-  action: 'recreated' | 'would-recreate' | 'reported' | 'already-fixed' | 'left-open';
+  /**
+   * `recreated`: a reference row of that name was created and the product points at it; `relinked`: one of that name
+   * existed and the product points at it now. `left-open`: the source could not be read now (see the reason); the
+   * finding stays open for a later repair.
+   */
+  action: 'recreated' | 'relinked' | 'would-recreate' | 'reported' | 'already-fixed' | 'left-open';
   name?: string;
   newId?: number;
   reason?: string;
@@ -105,19 +119,44 @@ export async function repairMissingReferences(options: RepairOptions): Promise<R
           return done;
         };
         if (current.length === 0) return record({ ...base, action: 'already-fixed', reason: 'the product no longer holds the missing id' });
-        const { rows } = await tx.query<{ id: string }>(
-          `INSERT INTO ${reference.table} (tenant_id, name) VALUES ($1, $2)
-           ON CONFLICT (tenant_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id`,
-          [finding.tenantId, name],
-        );
-        const newId = Number(rows[0]!.id);
+        // A row restored under the missing id makes the finding stale: one recreated by name would be a duplicate,
+        // and the product would leave the row the backend put back.
+        if (await referenceResolves(tx, reference, base.product)) {
+          return record({ ...base, action: 'already-fixed', reason: `${reference.table} ${base.missingId} exists again for the product's tenant` });
+        }
+        const { id: newId, created } = await referenceByName(tx, reference, finding.tenantId!, name);
         await tx.query(`UPDATE products SET ${column} = $2, updated_at = now() WHERE id = $1`, [base.product, newId]);
-        return record({ ...base, action: 'recreated', name, newId });
+        return record({ ...base, action: created ? 'recreated' : 'relinked', name, newId });
       });
       entries.push(entry);
     }
   }
   return entries;
+}
+
+/**
+ * The tenant's reference row named `name`: the one that exists (`created` false), or a new one. Locked until the
+ * repair commits (FOR KEY SHARE, as a foreign key would), so the product is never pointed at a row deleted meanwhile.
+ */
+async function referenceByName(
+  tx: Queryable,
+  reference: ProductReference,
+  tenantId: string,
+  name: string,
+): Promise<{ id: number; created: boolean }> {
+  for (;;) {
+    const { rows: found } = await tx.query<{ id: string }>(
+      `SELECT id FROM ${reference.table} WHERE tenant_id = $1 AND name = $2 FOR KEY SHARE`,
+      [tenantId, name],
+    );
+    if (found.length > 0) return { id: Number(found[0]!.id), created: false };
+    const { rows: inserted } = await tx.query<{ id: string }>(
+      `INSERT INTO ${reference.table} (tenant_id, name) VALUES ($1, $2) ON CONFLICT (tenant_id, name) DO NOTHING RETURNING id`,
+      [tenantId, name],
+    );
+    if (inserted.length > 0) return { id: Number(inserted[0]!.id), created: true };
+    // Another transaction committed that name since the SELECT: the next one finds it.
+  }
 }
 
 /**

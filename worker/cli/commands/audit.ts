@@ -246,7 +246,8 @@ function registerConsistencyAuditCommands(audit: Command): void {
   audit
     .command('repair <id>')
     .description(
-      "recreate the missing references an audit run found, by name from the import's source rows (or report why not); " +
+      "recreate the missing references an audit run found, by name from the import's source rows, or relink to a row " +
+        'of that name when one exists (or report why not); ' +
         `prints what it would do unless --apply. Exit ${REPAIR_UNAVAILABLE_EXIT_CODE} when a source file could not be read now ` +
         '(S3 unavailable): those findings stay open',
     )
@@ -282,7 +283,7 @@ function registerConsistencyAuditCommands(audit: Command): void {
         ),
       );
       if (leftOpen > 0) printLine(`${leftOpen} finding(s) left open: their source file could not be read now (see the reason). Run the repair again.`);
-      if (!options.apply) printLine('Nothing changed. Run again with --apply to recreate the references listed as would-recreate.');
+      if (!options.apply) printLine('Nothing changed. Run again with --apply to recreate (or relink, when the name exists) the references listed as would-recreate.');
     });
 }
 
