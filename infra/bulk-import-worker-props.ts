@@ -12,7 +12,7 @@ import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
-import { documentsPrefixProblem } from '../worker/audit/documents-prefix.js';
+import { documentsPrefixProblem, isWholeImportRoot } from '../worker/audit/documents-prefix.js';
 import type { LogLevel } from '../worker/config.js';
 import { type ObservabilityProps, type ResolvedObservability, resolveObservability } from './observability-props.js';
 import type { AdminApiOptions } from './admin-api.js';
@@ -480,7 +480,7 @@ export function resolveProps(scope: Construct, props: BulkImportWorkerProps): Re
   if (!/^[^/].*\/$/.test(bucketPrefix)) fail(`bucketPrefix must not start with "/" and must end with "/", got ${bucketPrefix}`);
   // A mass import writes under <its prefix's first segment>/_<further segments>/<tenant>/ (worker/imports/object-key.ts):
   // under a deeper bucketPrefix no import could write a single object, and every file would fail AccessDenied.
-  if (bucketPrefix.indexOf('/') !== bucketPrefix.length - 1) {
+  if (!isWholeImportRoot(bucketPrefix)) {
     const [first, ...rest] = bucketPrefix.slice(0, -1).split('/');
     fail(
       `bucketPrefix must be one key segment such as imports/ or docs/, got ${bucketPrefix}: a mass import with the payload ` +

@@ -1,7 +1,8 @@
 // The scope of the `audit` job kind against real Postgres and S3 (through a proxy that shows and holds the bucket
 // listings): CSV runs approved out of job-id order, the documents prefix given by `audit start --documents-prefix`
 // (the stack passes its bucketPrefix), a tenant's documents below a multi-segment import prefix, a cancel during the
-// documents phase, and which runs publish the AuditFindings metric the nightly alarm reads (full-scope runs only).
+// documents phase, and which runs publish the AuditFindings metric the nightly alarm reads (full-scope runs only: no
+// tenant, every check, a whole import root as the documents prefix).
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { submitJob } from '../worker/api.js';
@@ -176,10 +177,15 @@ describe('audit scope', () => {
     expect(csv.stdout).not.toMatch(/;=1\+1/);
   });
 
-  it('only a full-scope run publishes AuditFindings; a subset of checks does not', async () => {
+  it('only a full-scope run publishes AuditFindings; a subset of checks or a part of the import root does not', async () => {
     const subset = await audit(['--checks', 'references,csv-runs']);
     expect(jobMetricPoints(subset.event).map((point) => point.name)).not.toContain('AuditFindings');
+    // Every check and tenant, but the objects of one tenant's folder only: the other tenants' drift is not in its count.
+    const part = await audit(['--documents-prefix', 'imports/acme/']);
+    expect(part.run.result).toMatchObject({ fullScope: false });
+    expect(jobMetricPoints(part.event).map((point) => point.name)).not.toContain('AuditFindings');
     const full = await audit([]);
+    expect(full.run.result).toMatchObject({ fullScope: true });
     const total = (full.run.result!.findings as number) + (full.run.result!.findingsNotStored as number);
     expect(total).toBeGreaterThan(0);
     expect(jobMetricPoints(full.event).filter((point) => point.name === 'AuditFindings')).toEqual([

@@ -21,3 +21,12 @@ export function documentsPrefixProblem(prefix: string): string | null {
   if (/[\s\p{Cc}]/u.test(prefix)) return 'must not contain spaces or control characters';
   return null;
 }
+
+/**
+ * Whether `prefix` is a whole import root, one key segment such as imports/ — every mass import writes below the first
+ * segment of its prefix (`imports/_2024-q4/<tenant>/…`, worker/imports/object-key.ts), and the stack's bucketPrefix is
+ * one segment — rather than a part of one (imports/acme/, imports/_2024-q4/).
+ */
+export function isWholeImportRoot(prefix: string): boolean {
+  return prefix.indexOf('/') === prefix.length - 1;
+}

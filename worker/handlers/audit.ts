@@ -3,11 +3,11 @@
 // stored with the run (audit_findings); nothing is repaired. Payload:
 // { checks?: ["references", "csv-runs", "documents"], tenant?, batchSize?, documentsPrefix?, listLimit? }.
 // The stack enqueues one every night (infra: the audit schedule, with its bucketPrefix as documentsPrefix); operators
-// with `bulk-import audit start`. Only a full-scope run (no tenant, every check) publishes the `AuditFindings` metric
-// the alarm reads: a narrowed run that finds nothing says nothing about what it did not look at, so it must not
-// clear the alarm a full run raised.
+// with `bulk-import audit start`. Only a full-scope run (no tenant, every check, a whole import root as its documents
+// prefix) publishes the `AuditFindings` metric the alarm reads: a narrowed run that finds nothing says nothing about
+// what it did not look at, so it must not clear the alarm a full run raised.
 import { AUDIT_CHECK_GROUPS, runConsistencyAudit, type AuditCheckGroup } from '../audit/consistency-audit.js';
-import { DEFAULT_DOCUMENTS_PREFIX, DOCUMENTS_PREFIX_RULE, documentsPrefixProblem } from '../audit/documents-prefix.js';
+import { DEFAULT_DOCUMENTS_PREFIX, DOCUMENTS_PREFIX_RULE, documentsPrefixProblem, isWholeImportRoot } from '../audit/documents-prefix.js';
 import { assertSameTenant } from '../imports/tenant.js';
 import { PermanentJobError } from '../queue/errors.js';
 import { AUDIT_KIND } from './kinds.js';
@@ -77,7 +77,7 @@ export const auditHandler: JobHandler<AuditPayload> = {
     });
     const total = result.findings + result.findingsNotStored;
     // A run that skipped the documents check (no S3 configured) did not look at everything either.
-    const fullScope = isFullScope(payload.checks, tenantId) && !(result.documents !== undefined && 'skipped' in result.documents);
+    const fullScope = isFullScope(payload, tenantId) && !(result.documents !== undefined && 'skipped' in result.documents);
     log.info(
       { findings: total, by_check: result.byCheck, products: result.productsScanned, duration_ms: result.durationMs, full_scope: fullScope },
       'audit done',
@@ -93,9 +93,12 @@ export const auditHandler: JobHandler<AuditPayload> = {
   },
 };
 
-/** A run of every check over every tenant: the only kind whose finding count stands for the whole data set. */
-function isFullScope(checks: readonly AuditCheckGroup[], tenantId: string | null): boolean {
-  return tenantId === null && AUDIT_CHECK_GROUPS.every((check) => checks.includes(check));
+/**
+ * A run of every check over every tenant and a whole import root: the only kind whose finding count stands for the
+ * whole data set. A deeper documents prefix (imports/acme/) lists part of the objects only.
+ */
+function isFullScope({ checks, documentsPrefix }: AuditPayload, tenantId: string | null): boolean {
+  return tenantId === null && AUDIT_CHECK_GROUPS.every((check) => checks.includes(check)) && isWholeImportRoot(documentsPrefix);
 }
 
 function parseDocumentsPrefix(value: string | undefined): string {

@@ -153,7 +153,8 @@ function registerConsistencyAuditCommands(audit: Command): void {
               createdAt: job.createdAt,
               finishedAt: job.finishedAt ?? null,
               // What the run found, as the AuditFindings metric (and its alarm) counts it for a full-scope run: the
-              // stored findings and those beyond listLimit. A narrowed run (tenant, some checks) publishes no metric.
+              // stored findings and those beyond listLimit. A narrowed run (tenant, some checks, part of the import
+              // root) publishes no metric.
               findings: stored + notStored,
               byCheck,
               notStored,
