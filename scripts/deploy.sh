@@ -11,6 +11,8 @@
 # rolloutState=COMPLETED. A FAILED rollout, a circuit-breaker rollback, a deployment that disappears or a timeout
 # exits non-zero with the reason from the service events, after putting every service it touched back on the task
 # definition it ran before and deregistering the revisions it registered: nothing is left pointing at the bad image.
+# A failed read of a deployment's state is no state: it is read again, and only 5 failures in a row end the wait, with
+# exit 5 (the outcome is unknown): nothing is rolled back on a guess; the script prints the commands to check.
 # Revisions it registered are deregistered whenever it stops before updating a service, too: the scheduled tasks run
 # the family's latest ACTIVE revision (infra/scheduled-task.ts), which must stay the one the worker service runs.
 # One deploy at a time: a lock on this machine, and a refusal while a service already has a deployment in progress.
@@ -398,21 +400,52 @@ deployment_events() {
     --query "services[0].events[?contains(message, '$id')] | [:5].message" --output text 2>/dev/null | tr '\t' '\n' || true
 }
 
-# Waits (at most $1 seconds) until every deployment started is COMPLETED, or one fails. Sets outcomes[i] to COMPLETED, FAILED, GONE or
-# TIMEOUT and reasons[i] to ECS's words.
+# How many failed reads of a deployment's state in a row end the wait: one failure (a network blip, throttling,
+# credentials being refreshed) says nothing about the deployment.
+readonly status_read_attempts=5
+
+# The command that reads the state of deployment $2 of service index $1.
+deployment_status_call() {
+  status_call=(aws ecs describe-services --region "$region" --cluster "${clusters[$1]}" --services "${names[$1]}"
+    --query "services[0].deployments[?id=='$2'] | [0].[rolloutState, rolloutStateReason]" --output text)
+}
+
+# Prints the state of deployment $2 of service index $1 ("<rolloutState><TAB><reason>", or None when the service has
+# no such deployment). A call that fails or answers nothing is not a state: it is tried again, and only
+# $status_read_attempts of them in a row fail this.
+read_deployment_status() {
+  local attempt output
+  deployment_status_call "$1" "$2"
+  for ((attempt = 1; ; attempt++)); do
+    if output="$("${status_call[@]}")" && [[ -n "$output" ]]; then
+      printf '%s\n' "$output"
+      return 0
+    fi
+    printf 'deploy.sh: %s: could not read the state of deployment %s (%s of %s failures in a row)\n' \
+      "${names[$1]}" "$2" "$attempt" "$status_read_attempts" >&2
+    ((attempt < status_read_attempts)) || return 1
+    sleep "$poll_seconds"
+  done
+}
+
+# Waits (at most $1 seconds) until every deployment started is COMPLETED, or one fails. Sets outcomes[i] to COMPLETED,
+# FAILED, GONE, TIMEOUT or UNKNOWN (its state could not be read) and reasons[i] to ECS's words.
 wait_for_deployments() {
   local limit="$1" deadline=$((SECONDS + $1)) i state reason pending
   while :; do
     pending=0
     for i in "${!names[@]}"; do
       [[ -z "${outcomes[i]}" ]] || continue
-      state="$(aws ecs describe-services --region "$region" --cluster "${clusters[i]}" --services "${names[i]}" \
-        --query "services[0].deployments[?id=='${deployments[i]}'] | [0].[rolloutState, rolloutStateReason]" --output text)"
+      if ! state="$(read_deployment_status "$i" "${deployments[i]}")"; then
+        outcomes[i]=UNKNOWN
+        reasons[i]="its state could not be read, $status_read_attempts tries in a row (the errors are above)"
+        return 1
+      fi
       IFS=$'\t' read -r state reason <<<"$state"
       case "$state" in
         COMPLETED) outcomes[i]=COMPLETED; printf 'deploy.sh: %s: deployment %s completed\n' "${names[i]}" "${deployments[i]}" ;;
         FAILED) outcomes[i]=FAILED; reasons[i]="${reason:-rollout failed}" ;;
-        None | '') outcomes[i]=GONE; reasons[i]="the deployment left the service before it completed (rolled back or replaced)" ;;
+        None) outcomes[i]=GONE; reasons[i]="the deployment left the service before it completed (rolled back or replaced)" ;;
         *) pending=$((pending + 1)) ;;
       esac
       if [[ "${outcomes[i]}" == FAILED || "${outcomes[i]}" == GONE ]]; then return 1; fi
@@ -438,6 +471,51 @@ if [[ "$failed" == false ]] && wait_for_deployments "$timeout_seconds"; then
   printf 'deploy.sh: %s run %s\n' "$deployed" "$image"
   exit 0
 fi
+
+# A command's words quoted for a shell, on one line, indented: what an operator pastes.
+pasteable() {
+  printf '  %q' "$1"
+  printf ' %q' "${@:2}"
+  printf '\n'
+}
+
+# Prints how to read the state of deployment $2 of service index $1.
+print_status_command() {
+  deployment_status_call "$1" "$2"
+  pasteable "${status_call[@]}"
+}
+
+# --- a deployment whose state could not be read: say so, change nothing ---------------------------------------------
+# Its state is unknown, not failed: ECS carries the deployment on, and it may be completing. Rolling it back would act
+# on a guess (and the calls would likely fail the same way), so nothing is rolled back or deregistered: the script says
+# where each service stood, how to look, and how to put a service back by hand.
+report_unknown_deploy() {
+  local i
+  for i in "${!names[@]}"; do
+    case "${outcomes[i]}" in
+      COMPLETED) printf 'deploy.sh: %s: deployment %s completed: it runs %s\n' "${names[i]}" "${deployments[i]}" "${registered[i]}" >&2 ;;
+      UNKNOWN) printf 'deploy.sh: %s: deployment %s of %s: state UNKNOWN: %s\n' "${names[i]}" "${deployments[i]}" "${registered[i]}" "${reasons[i]}" >&2 ;;
+      *) printf 'deploy.sh: %s: deployment %s of %s: not seen completed when the script stopped waiting\n' "${names[i]}" "${deployments[i]}" "${registered[i]}" >&2 ;;
+    esac
+  done
+  printf 'deploy.sh: check each deployment (COMPLETED: deployed; FAILED, or None once it left the service: not deployed):\n' >&2
+  for i in "${!names[@]}"; do
+    [[ "${outcomes[i]}" == COMPLETED ]] || print_status_command "$i" "${deployments[i]}" >&2
+  done
+  printf 'deploy.sh: to put a service back on what it ran before, then deregister its new revision (the scheduled tasks run the latest ACTIVE revision):\n' >&2
+  for i in "${!names[@]}"; do
+    pasteable aws ecs update-service --region "$region" --cluster "${clusters[i]}" --service "${names[i]}" --task-definition "${previous[i]}" >&2
+    pasteable aws ecs deregister-task-definition --region "$region" --task-definition "${registered[i]}" >&2
+  done
+  printf 'deploy.sh: whether %s is deployed is UNKNOWN: nothing was rolled back, the new revisions stay registered: %s\n' "$image" "${registered[*]}" >&2
+}
+
+for i in "${!names[@]}"; do
+  if [[ "${outcomes[i]}" == UNKNOWN ]]; then
+    report_unknown_deploy
+    exit 5
+  fi
+done
 
 # --- a failure: report it, then put every service back ------------------------------------------------------------
 trap - ERR
@@ -469,12 +547,22 @@ for i in "${!names[@]}"; do
   outcomes[i]=""
   rolling_back=true
 done
+rollback_unknown=false
 if [[ "$rolling_back" == true ]] && ! wait_for_deployments "$rollback_timeout_seconds"; then
-  rollback_failed=true
   for i in "${!names[@]}"; do
-    if [[ "${outcomes[i]}" != COMPLETED ]]; then
-      printf 'deploy.sh: ROLLBACK OF %s FAILED (%s): check it now (docs/DEPLOYMENT.md §4.3)\n' "${names[i]}" "${reasons[i]}" >&2
-    fi
+    case "${outcomes[i]}" in
+      COMPLETED) ;;
+      UNKNOWN | '')
+        rollback_unknown=true
+        [[ -n "${outcomes[i]}" ]] || reasons[i]="the wait ended on another service before this one was seen back"
+        printf 'deploy.sh: WHETHER THE ROLLBACK OF %s COMPLETED IS UNKNOWN (%s): check it now (docs/DEPLOYMENT.md §4.3):\n' "${names[i]}" "${reasons[i]}" >&2
+        print_status_command "$i" "${deployments[i]}" >&2
+        ;;
+      *)
+        rollback_failed=true
+        printf 'deploy.sh: ROLLBACK OF %s FAILED (%s): check it now (docs/DEPLOYMENT.md §4.3)\n' "${names[i]}" "${reasons[i]}" >&2
+        ;;
+    esac
   done
 fi
 
@@ -490,6 +578,11 @@ if [[ "$rollback_failed" == true ]]; then
   printf 'deploy.sh: %s was NOT deployed and the rollback did not complete; kept registered (a service may run them): %s\n' \
     "$image" "${still_running[*]}" >&2
   exit 3
+fi
+if [[ "$rollback_unknown" == true ]]; then
+  printf 'deploy.sh: %s was NOT deployed and whether the rollback completed is UNKNOWN; kept registered (a service may run them): %s\n' \
+    "$image" "${still_running[*]}" >&2
+  exit 5
 fi
 printf 'deploy.sh: %s was NOT deployed; every service runs the task definition it ran before, the new revisions are deregistered\n' "$image" >&2
 exit 2

@@ -3,7 +3,8 @@
 // a committed copy of it, so the real work tree's state does not matter. Covered: a deploy by digest of worker and
 // backend that waits for the deployments it started; --build pushing only under the commit SHA; a circuit-breaker
 // rollback, a failed rollout and a backend that fails while the worker succeeds, each ending non-zero with ECS's
-// reason and every service back on its previous task definition; a second deploy while one runs; a dirty tree;
+// reason and every service back on its previous task definition; a failed read of a deployment's state, read again,
+// and one that keeps failing (exit 5, nothing rolled back on a guess); a second deploy while one runs; a dirty tree;
 // --migrate running `bulk-import migrate` on the new revision before any service moves.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -83,6 +84,11 @@ beforeEach(() => {
 });
 afterAll(() => removeSandboxes());
 
+/** The id the stand-in gives the n-th deployment started. */
+const deployment = (n: number) => `ecs-svc/${String(n).padStart(19, '0')}`;
+/** A STANDIN_FAIL pattern for the script's reads of a deployment's state (of deployment `id`, or any). */
+const statePoll = (id = '*') =>
+  `aws ecs describe-services * --query services[0].deployments[?id=='${id}'] | [0].[rolloutState, rolloutStateReason] --output text`;
 const commands = () => sandbox.calls().map((call) => call.slice(0, 3).join(' '));
 const serviceTaskDefinitions = () => {
   const { services } = sandbox.state();
@@ -169,6 +175,57 @@ describe('scripts/deploy.sh --image', () => {
     const kept = [`${TD_ARN}/bulk-import-worker-prod:2`, `${TD_ARN}/backend-api:2`];
     expect(activeRevisions()).toEqual([WORKER_TD, BACKEND_TD, ...kept]);
     expect(run.stderr).toContain(`kept registered (a service may run them): ${kept.join(' ')}`);
+  });
+
+  it('a failed read of a deployment\'s state is read again: a blip does not roll a healthy deploy back', () => {
+    const run = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE], { ...ENV, STANDIN_FAIL: statePoll(), STANDIN_FAIL_TIMES: '1' });
+    expect(run.stderr).not.toMatch(/NOT deployed|UNKNOWN/);
+    expect(run.code).toBe(0);
+    expect(run.stderr).toContain(`bulk-import-worker-prod: could not read the state of deployment ${deployment(1)} (1 of 5 failures in a row)`);
+    expect(sandbox.calls().filter((call) => call[2] === 'update-service')).toHaveLength(1);
+    expect(serviceTaskDefinitions().worker).toBe(`${TD_ARN}/bulk-import-worker-prod:2`);
+    expect(run.stdout).toContain(`bulk-import-worker-prod run ${IMAGE}`);
+  });
+
+  it('a state that cannot be read five times in a row: exit 5, nothing rolled back, the commands to check and to put back', () => {
+    const run = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE, '--backend'], { ...ENV, STANDIN_FAIL: statePoll() });
+    expect(run.code).toBe(5);
+    expect(sandbox.calls().filter((call) => call.some((arg) => arg.includes("deployments[?id=='ecs-svc/")))).toHaveLength(5);
+    expect(run.stderr).toContain(`bulk-import-worker-prod: deployment ${deployment(1)} of ${TD_ARN}/bulk-import-worker-prod:2: state UNKNOWN`);
+    expect(run.stderr).toContain(`backend-api: deployment ${deployment(2)} of ${TD_ARN}/backend-api:2: not seen completed`);
+    expect(run.stderr).not.toMatch(/deployment \S+ FAILED|NOT deployed|putting it back/);
+    expect(run.stderr).toContain(`whether ${IMAGE} is deployed is UNKNOWN: nothing was rolled back`);
+    // No rollback on a guess: the services stay on their deployments, the new revisions stay registered.
+    expect(sandbox.calls().filter((call) => call[2] === 'update-service')).toHaveLength(2);
+    expect(activeRevisions()).toEqual([WORKER_TD, BACKEND_TD, `${TD_ARN}/bulk-import-worker-prod:2`, `${TD_ARN}/backend-api:2`]);
+    // The commands it prints run as they are: the state read, then putting a service back and deregistering.
+    const printed = run.stderr.split('\n').filter((line) => line.startsWith('  aws '));
+    expect(printed).toHaveLength(2 + 4);
+    const paste = (line: string) => runScript(sandbox, 'bash', ['-c', line], ENV);
+    expect(paste(printed[0]!)).toMatchObject({ code: 0, stdout: 'IN_PROGRESS\tNone\n' });
+    for (const line of printed.slice(2, 4)) expect(paste(line).code).toBe(0);
+    expect(serviceTaskDefinitions().worker).toBe(WORKER_TD);
+    expect(activeRevisions()).toEqual([WORKER_TD, BACKEND_TD, `${TD_ARN}/backend-api:2`]);
+  });
+
+  it('a failed read of the rollback\'s state is read again: not a false "ROLLBACK FAILED"', () => {
+    sandbox.setState((state) => state.services['prod/bulk-import-worker-prod']!.plans.push('fail'));
+    const run = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE], { ...ENV, STANDIN_FAIL: statePoll(deployment(2)), STANDIN_FAIL_TIMES: '1' });
+    expect(run.stderr).not.toContain('ROLLBACK OF');
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain(`could not read the state of deployment ${deployment(2)} (1 of 5 failures in a row)`);
+    expect(serviceTaskDefinitions().worker).toBe(WORKER_TD);
+    expect(activeRevisions()).toEqual([WORKER_TD, BACKEND_TD]);
+  });
+
+  it('a rollback whose state cannot be read: exit 5, says it is unknown (not failed), the new revision kept', () => {
+    sandbox.setState((state) => state.services['prod/bulk-import-worker-prod']!.plans.push('fail'));
+    const run = runScript(sandbox, repo.deploy, ['--env', 'prod', '--image', IMAGE], { ...ENV, STANDIN_FAIL: statePoll(deployment(2)) });
+    expect(run.code).toBe(5);
+    expect(run.stderr).toContain('WHETHER THE ROLLBACK OF bulk-import-worker-prod COMPLETED IS UNKNOWN');
+    expect(run.stderr).not.toContain('ROLLBACK OF bulk-import-worker-prod FAILED');
+    expect(run.stderr).toContain(`${IMAGE} was NOT deployed and whether the rollback completed is UNKNOWN`);
+    expect(activeRevisions()).toEqual([WORKER_TD, BACKEND_TD, `${TD_ARN}/bulk-import-worker-prod:2`]);
   });
 
   it('an update-service call that fails (throttled, denied) puts the service already moving back', () => {

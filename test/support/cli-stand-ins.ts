@@ -5,7 +5,8 @@
 // `plans`): it completes, fails, is rolled back by the circuit breaker, or stays in progress until the test releases
 // it. A `cdk deploy` applies the stack's desired count only when the template's count changes (CloudFormation leaves
 // an unchanged service alone), and publishes it as the DesiredCount output. One-off tasks (`run-task`) stop with a
-// scripted exit code. The model answers the exact `--query` expressions the scripts send and refuses any other, so a
+// scripted exit code. STANDIN_FAIL makes the calls matching a pattern fail (exit 17), STANDIN_FAIL_TIMES only the
+// first few of them. The model answers the exact `--query` expressions the scripts send and refuses any other, so a
 // script that asks something new fails here rather than being answered by accident.
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -98,14 +99,24 @@ const option = (flag) => { const at = args.indexOf(flag); return at >= 0 ? args[
 let line = [name, ...args].join('\u001f');
 if (args.includes('--password-stdin')) line += '\u001f<stdin:' + readFileSync(0, 'utf8').trim() + '>';
 appendFileSync(join(dir, 'calls.log'), line + '\n');
-const glob = process.env.STANDIN_FAIL;
-if (glob) {
-  const pattern = new RegExp('^' + glob.split('*').map((part) => part.replace(/[.+?^$()|[\]{}\\]/g, '\\$&')).join('.*') + '$');
-  if (pattern.test([name, ...args].join(' '))) { process.stderr.write(name + ': stand-in failure\n'); process.exit(17); }
-}
 // Scripts run concurrently (a deploy polling while a second one starts): each call holds the state's lock from its
 // read to its exit, so no call reads a half-written file or loses another's update.
 holdStateLock(dir);
+const glob = process.env.STANDIN_FAIL;
+if (glob) {
+  const pattern = new RegExp('^' + glob.split('*').map((part) => part.replace(/[.+?^$()|[\]{}\\]/g, '\\$&')).join('.*') + '$');
+  if (pattern.test([name, ...args].join(' '))) {
+    // STANDIN_FAIL_TIMES=N: only the first N matching calls fail (a blip), counted in the sandbox.
+    const times = process.env.STANDIN_FAIL_TIMES;
+    const countPath = join(dir, 'failures.count');
+    const failed = existsSync(countPath) ? Number(readFileSync(countPath, 'utf8')) : 0;
+    if (times === undefined || failed < Number(times)) {
+      writeFileSync(countPath, String(failed + 1));
+      process.stderr.write(name + ': stand-in failure\n');
+      process.exit(17);
+    }
+  }
+}
 const state = JSON.parse(readFileSync(statePath, 'utf8'));
 const save = () => { writeFileSync(statePath + '.next', JSON.stringify(state, null, 1)); renameSync(statePath + '.next', statePath); };
 const out = (text) => process.stdout.write(text + '\n');
@@ -221,7 +232,8 @@ if (name === 'aws') {
       for (const other of model.deployments) if (other.rolloutState === 'IN_PROGRESS') other.rolloutState = 'STOPPED';
       model.taskDefinition = taskDefinition; // the PRIMARY deployment's, as ECS reports it
       model.deployments.unshift({ id, service: key.split('/')[1], taskDefinition, rolloutState: 'IN_PROGRESS', rolloutStateReason: '', polls: 0, plan: model.plans.shift() ?? 'complete' });
-      if (query !== "service.deployments[?taskDefinition=='" + taskDefinition + "'] | [0].id") refuse('unknown query ' + query);
+      // Without --query: a command an operator pastes from a script's message.
+      if (query !== '' && query !== "service.deployments[?taskDefinition=='" + taskDefinition + "'] | [0].id") refuse('unknown query ' + query);
       out(id);
     }
     const desired = option('--desired-count');
