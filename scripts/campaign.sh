@@ -16,8 +16,10 @@
 # (docs/DEPLOYMENT.md §6.3); the service's autoscaling, when the stack has it, is suspended meanwhile (it would start
 # tasks again as they stop) and restored as it was after the deploy if the stack still has it. A hard stop that fails
 # after setting the count to 0 (a failed deploy) says that the service is left at 0, with the command that gives it
-# back the count it had; one whose call to set 0 failed says the count is unknown, and how to read it. One campaign.sh or deploy.sh per environment at a time on this machine: both take the same
-# lock.
+# back the count it had; one whose call to set 0 failed says the count is unknown, and how to read it. A failed deploy
+# whose rollback left the worker on another image than the one pinned (the stack's own task definition names the image
+# of the last `cdk deploy`, not deploy.sh's) says so, with the scripts/deploy.sh command that restores the pinned one.
+# One campaign.sh or deploy.sh per environment at a time on this machine: both take the same lock.
 # `--dry-run` runs the diff and prints the other commands.
 set -Eeuo pipefail
 
@@ -122,8 +124,15 @@ scaling_before=""
 # says so, and how to give the service back the count it had ($count_before_hard_stop).
 hard_stop_zero="none"
 count_before_hard_stop=""
+# `running` while the cdk deploy runs: a deploy that fails there may leave the worker on another image (on_exit).
+stack_deploy="none"
 on_exit() {
   local status=$?
+  # Not after Ctrl-C: CloudFormation goes on with the update, and the image the service ends up on is not known yet.
+  if [[ "$stack_deploy" == running && -n "${pinned_image:-}" && $status != 130 && $BASH_SUBSHELL == 0 && "$dry_run" == false ]]; then
+    (warn_if_worker_image_moved) ||
+      printf 'campaign.sh: could not read which image the worker service runs after the failed deploy: check that it is still %s (a rollback can put it back on the image of the last `cdk deploy`)\n' "$pinned_image" >&2
+  fi
   if [[ "$hard_stop_zero" == set && $BASH_SUBSHELL == 0 ]]; then
     printf 'campaign.sh: the service %s is left at desired count 0: the hard stop set it to 0 (from %s) and the script stopped before setting the count the stack asks for. No worker runs; queued jobs wait. Restore the count it had (or the one you want):\n  %s\n' \
       "$service" "$count_before_hard_stop" "$(count_restore_command_text)" >&2
@@ -199,30 +208,47 @@ read_outputs_now() {
   [[ -n "$cluster" && -n "$service" ]] || fail "stack $stack has no ClusterName/ServiceName outputs"
 }
 
-# The image the worker service runs now, by digest, so the deploy keeps it (docs/DEPLOYMENT.md §2): without
-# imageDigest the stack's task definition would name the mutable imageTag again. Read-only, so it runs under --dry-run.
-pin_running_image() {
-  local task_definition image describe_service describe_task_definition
-  read_outputs_now
+# Reads the task definition the worker service ($cluster, $service) runs into $task_definition and the image of its
+# worker container into $worker_image. Read-only. Returns 1, with the reason on stderr, when it cannot.
+read_worker_image() {
+  local describe_service describe_task_definition
   describe_service=(aws ecs describe-services ${region_args[@]+"${region_args[@]}"} --cluster "$cluster" --services "$service"
     --query 'services[0].taskDefinition' --output text)
   trace "${describe_service[@]}"
-  task_definition="$("${describe_service[@]}")"
-  [[ "$task_definition" == arn:*:task-definition/* ]] || fail "service $service has no task definition (got: $task_definition)"
+  task_definition="$("${describe_service[@]}")" || return 1
+  if [[ "$task_definition" != arn:*:task-definition/* ]]; then
+    printf 'campaign.sh: service %s has no task definition (got: %s)\n' "$service" "$task_definition" >&2
+    return 1
+  fi
   describe_task_definition=(aws ecs describe-task-definition ${region_args[@]+"${region_args[@]}"}
     --task-definition "$task_definition" --output json)
   trace "${describe_task_definition[@]}"
-  image="$("${describe_task_definition[@]}" | node -e '
+  worker_image="$("${describe_task_definition[@]}" | node -e '
       const input = JSON.parse(require("node:fs").readFileSync(0, "utf8"));
       const container = input.taskDefinition.containerDefinitions.find((c) => c.name === process.argv[1]);
       process.stdout.write(container ? container.image : "");
-    ' "${WORKER_CONTAINER:-worker}")"
-  [[ -n "$image" ]] || fail "$task_definition has no ${WORKER_CONTAINER:-worker} container"
-  if [[ "$image" =~ @(sha256:[0-9a-f]{64})$ ]]; then
+    ' "${WORKER_CONTAINER:-worker}")" || return 1
+  if [[ -z "$worker_image" ]]; then
+    printf 'campaign.sh: %s has no %s container\n' "$task_definition" "${WORKER_CONTAINER:-worker}" >&2
+    return 1
+  fi
+}
+
+# The image the worker ran before the deploy, whose digest the deploy pins: what the worker must still run if the
+# deploy fails (warn_if_worker_image_moved). Empty when the deploy names the imageTag or -- -c imageDigest=… is given.
+pinned_image=""
+
+# The image the worker service runs now, by digest, so the deploy keeps it (docs/DEPLOYMENT.md §2): without
+# imageDigest the stack's task definition would name the mutable imageTag again. Read-only, so it runs under --dry-run.
+pin_running_image() {
+  read_outputs_now
+  read_worker_image || fail "cannot read the image the worker service $service runs"
+  if [[ "$worker_image" =~ @(sha256:[0-9a-f]{64})$ ]]; then
+    pinned_image="$worker_image"
     context+=(-c "imageDigest=${BASH_REMATCH[1]}")
-    printf 'campaign.sh: keeping the running image %s\n' "$image"
+    printf 'campaign.sh: keeping the running image %s\n' "$worker_image"
   else
-    printf 'campaign.sh: the worker runs %s, named by tag, not digest: deploying imageTag\n' "$image" >&2
+    printf 'campaign.sh: the worker runs %s, named by tag, not digest: deploying imageTag\n' "$worker_image" >&2
   fi
 }
 
@@ -350,8 +376,25 @@ if [[ "$hard" == true ]]; then
   fi
 fi
 
+# After a failed deploy: CloudFormation's rollback puts the service back on the stack's own task definition, and that
+# names the image of the last `cdk deploy`, not the one scripts/deploy.sh rolled out since (its revisions are outside
+# the stack): the worker would silently run an older image. Compares the image it runs with the pinned one and says
+# loudly how to restore it. Runs in a subshell from on_exit: a failing read ends only it.
+warn_if_worker_image_moved() {
+  read_worker_image >/dev/null || return 1
+  [[ "$worker_image" != "$pinned_image" ]] || return 0
+  local restore=("ECS_CLUSTER=$cluster" "WORKER_SERVICE=$service" scripts/deploy.sh --env "$environment" --image "$pinned_image")
+  [[ -z "${AWS_REGION:-}" ]] || restore=("AWS_REGION=$AWS_REGION" "${restore[@]}")
+  printf 'campaign.sh: WARNING: THE WORKER RUNS ANOTHER IMAGE NOW: %s runs %s (%s), not %s, the image it ran before this deploy and the one the deploy pinned.\n' \
+    "$service" "$worker_image" "$task_definition" "$pinned_image" >&2
+  printf 'campaign.sh: the failed deploy'"'"'s rollback put the service back on the stack'"'"'s own task definition, which names the image of the last `cdk deploy` (scripts/deploy.sh registers its revisions outside the stack). Restore the image it ran (add ADMIN_API_SERVICE=<stack output AdminApiServiceName> when the stack has the admin API: it moves back the same way):\n  %s\n' \
+    "$(pasteable "${restore[@]}")" >&2
+}
+
 announce "deploy $stack"
+stack_deploy=running
 run "$cdk_bin" deploy "$stack" --require-approval never --no-notices "${context[@]}" ${cdk_args[@]+"${cdk_args[@]}"}
+stack_deploy=done
 
 announce "read the stack outputs"
 read_outputs

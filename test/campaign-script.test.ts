@@ -2,7 +2,9 @@
 // throwaway git repository holding a committed copy of it. Covered: the diff before every deploy, the refusal of a
 // dirty tree and of an unconfirmed deploy without a terminal, start/stop with their context, the hard stop
 // (desired count 0, StopTask for each running task, wait, then the deploy), the count the stack asks for set after a
-// deploy that did not set it (nothing changed, or autoscaling), failures and argument checks.
+// deploy that did not set it (nothing changed, or autoscaling), a failed deploy whose rollback left the worker on
+// another image than the pinned one (the warning and the deploy.sh command that restores it), failures and argument
+// checks.
 import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -340,7 +342,51 @@ describe('scripts/campaign.sh', () => {
     const run = runScript(sandbox, repo.campaign, ['start', '--env', 'prod', '--tasks', '2', '--yes'], { CDK_BIN: cdk, STANDIN_FAIL: 'cdk deploy *' });
     expect(run.code).toBe(17);
     expect(run.stderr).toContain('campaign.sh: step "deploy BulkImportWorker-prod" failed (exit 17)');
-    expect(sandbox.calls().map(([name]) => name)).toEqual(['aws', 'aws', 'aws', 'cdk', 'cdk']);
+    // Then only the image the worker runs is read again: still the pinned one, so nothing more is said.
+    expect(sandbox.calls().map((call) => call.slice(0, 3).join(' '))).toEqual([
+      'aws cloudformation describe-stacks', 'aws ecs describe-services', 'aws ecs describe-task-definition', 'cdk diff BulkImportWorker-prod',
+      'cdk deploy BulkImportWorker-prod', 'aws ecs describe-services', 'aws ecs describe-task-definition']);
+    expect(run.stderr).not.toContain('WARNING');
+  });
+
+  describe('a deploy whose rollback puts the worker back on the image of the last cdk deploy', () => {
+    // What the stack's own task definition names: the image of the last `cdk deploy`, older than deploy.sh's since.
+    const STACK_TASK_DEFINITION = 'arn:aws:ecs:eu-west-1:123456789012:task-definition/bulk-import-worker-prod:2';
+    const STALE_IMAGE = `123456789012.dkr.ecr.eu-west-1.amazonaws.com/backend@sha256:${'9a'.repeat(32)}`;
+    beforeEach(() =>
+      sandbox.setState((state) => {
+        state.taskDefinitions[STACK_TASK_DEFINITION] = {
+          taskDefinition: { family: 'bulk-import-worker-prod', revision: 2, status: 'ACTIVE', containerDefinitions: [{ name: 'worker', image: STALE_IMAGE }] },
+          tags: [],
+        };
+        state.cdkDeployRollsBackTo = STACK_TASK_DEFINITION;
+      }),
+    );
+
+    it('says so loudly, with the deploy.sh command that restores the pinned image; the exit stays a failure', () => {
+      const run = runScript(sandbox, repo.campaign, ['start', '--env', 'prod', '--tasks', '2', '--yes'], { CDK_BIN: cdk, AWS_REGION: 'eu-west-1' });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain('campaign.sh: step "deploy BulkImportWorker-prod" failed (exit 1)');
+      expect(run.stderr).toContain(
+        `campaign.sh: WARNING: THE WORKER RUNS ANOTHER IMAGE NOW: bulk-import-worker-prod runs ${STALE_IMAGE} (${STACK_TASK_DEFINITION}), not ${RUNNING_IMAGE}, the image it ran before this deploy and the one the deploy pinned.`,
+      );
+      const restore = `AWS_REGION=eu-west-1 ECS_CLUSTER=bulk-import-prod WORKER_SERVICE=bulk-import-worker-prod scripts/deploy.sh --env prod --image ${RUNNING_IMAGE}`;
+      expect(run.stderr).toContain(`\n  ${restore}\n`);
+      // Pasted in the checkout, it puts the worker back on the pinned image.
+      sandbox.setState((state) => (state.images.backend = [{ digest: DIGEST, tags: [] }]));
+      const restored = runScript(sandbox, 'bash', ['-c', `cd "$1" && ${restore}`, 'restore', repo.root], { DEPLOY_POLL_SECONDS: '0' });
+      expect(restored.code).toBe(0);
+      const { services, taskDefinitions } = sandbox.state();
+      const runs = taskDefinitions[services[WORKER_SERVICE]!.taskDefinition]!.taskDefinition as unknown as { containerDefinitions: Array<{ image: string }> };
+      expect(runs.containerDefinitions[0]!.image).toBe(RUNNING_IMAGE);
+    });
+
+    it('an imageDigest given after --: nothing of its own to compare with, so nothing is said', () => {
+      const given = `sha256:${'0f'.repeat(32)}`;
+      const run = runScript(sandbox, repo.campaign, ['stop', '--env', 'prod', '--yes', '--', '-c', `imageDigest=${given}`], { CDK_BIN: cdk });
+      expect(run.code).toBe(1);
+      expect(run.stderr).not.toContain('WARNING');
+    });
   });
 
   it('fails when the stack does not name its cluster and service', () => {

@@ -4,7 +4,8 @@
 // events; task definition revisions; images by digest and tag. A deployment's fate is scripted per service (the
 // `plans`): it completes, fails, is rolled back by the circuit breaker, or stays in progress until the test releases
 // it. A `cdk deploy` applies the stack's desired count only when the template's count changes (CloudFormation leaves
-// an unchanged service alone), and publishes it as the DesiredCount output. One-off tasks (`run-task`) stop with a
+// an unchanged service alone), and publishes it as the DesiredCount output; one can be made to fail after its rollback
+// put the worker service on another task definition (`cdkDeployRollsBackTo`). One-off tasks (`run-task`) stop with a
 // scripted exit code. STANDIN_FAIL makes the calls matching a pattern fail (exit 17), STANDIN_FAIL_TIMES only the
 // first few of them. The model answers the exact `--query` expressions the scripts send and refuses any other, so a
 // script that asks something new fails here rather than being answered by accident.
@@ -52,6 +53,11 @@ export interface StandInState {
   tasks: Record<string, { taskDefinition: string; overrides: unknown; networkConfiguration: unknown; exitCode: number; polls: number }>;
   /** Exit codes of the next one-off tasks, in order; 0 when empty. */
   taskExitCodes: number[];
+  /**
+   * The next `cdk deploy` fails (exit 1) after CloudFormation's rollback put the stack's worker service on this task
+   * definition: the stack's own revision, which names the image of the last `cdk deploy`.
+   */
+  cdkDeployRollsBackTo?: string;
 }
 
 /**
@@ -211,7 +217,7 @@ if (name === 'aws') {
   } else if (group === 'ecs' && command === 'register-task-definition') {
     const input = JSON.parse(readFileSync(option('--cli-input-json').replace(/^file:\/\//, ''), 'utf8'));
     appendFileSync(join(dir, 'registered.log'), JSON.stringify(input) + '\n');
-    const revision = Object.values(state.taskDefinitions).filter((t) => t.taskDefinition.family === input.family).length + 1;
+    const revision = Math.max(0, ...Object.values(state.taskDefinitions).filter((t) => t.taskDefinition.family === input.family).map((t) => t.taskDefinition.revision)) + 1;
     const arn = 'arn:aws:ecs:eu-west-1:123456789012:task-definition/' + input.family + ':' + revision;
     const { tags, ...definition } = input;
     state.taskDefinitions[arn] = { taskDefinition: { ...definition, taskDefinitionArn: arn, revision, status: 'ACTIVE' }, tags: tags ?? [] };
@@ -305,6 +311,13 @@ if (name === 'aws') {
     const asked = args.find((arg) => arg.startsWith('desiredCount='));
     const count = asked ? Number(asked.slice('desiredCount='.length)) : (state.baselineDesiredCount ?? 1);
     const outputs = Object.fromEntries(state.stackOutputs.split('\n').filter(Boolean).map((line) => line.split('\t')));
+    if (state.cdkDeployRollsBackTo) {
+      state.services[outputs.ClusterName + '/' + outputs.ServiceName].taskDefinition = state.cdkDeployRollsBackTo;
+      delete state.cdkDeployRollsBackTo;
+      save();
+      process.stderr.write(args[1] + ' failed: The stack named ' + args[1] + ' failed to deploy: UPDATE_ROLLBACK_COMPLETE\n');
+      process.exit(1);
+    }
     if (count !== state.deployedDesiredCount) {
       state.deployedDesiredCount = count;
       const service = state.services[outputs.ClusterName + '/' + outputs.ServiceName];
