@@ -34,7 +34,8 @@ usage: scripts/campaign.sh start --env NAME --tasks N [--yes] [--dry-run] [-- CD
   stop             remove the mount and go back to the baseline task count (or --tasks N, 0 stops the worker)
   --env NAME       environment (prod, staging, …): the stack BulkImportWorker-NAME
   --hard           stop: stop every running worker task now (each drains and exits within the stop timeout)
-                   instead of letting busy tasks finish what they hold first
+                   instead of letting busy tasks finish what they hold first (the deploy waits for them, but
+                   CloudFormation gives up after about 3 hours and rolls the stack back: docs/DEPLOYMENT.md §4.4)
   --yes            deploy after showing the diff without asking (for a terminal-less run)
   --dry-run        show the diff, print the other commands, change nothing
   -- CDK_ARGS…     passed to cdk deploy, e.g. -- -c alarmEmail=oncall@example.com
