@@ -178,7 +178,7 @@ describe('migrations', () => {
     expect(columns.map((row) => row.name).filter((name) => !registeredNames.includes(name) && !(name in outliveTheirRun))).toEqual([]);
     expect(registeredNames).toEqual([
       'audit_findings.job_id', 'csv_import_batches.job_id', 'csv_import_row_errors.job_id', 'csv_import_runs.job_id',
-      'documents.import_job_id', 'import_items.job_id',
+      'documents.import_job_id', 'import_items.job_id', 'import_plan_roots.job_id',
     ]);
   });
 

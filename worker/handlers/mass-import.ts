@@ -19,6 +19,7 @@ import { ItemOutcomeBatcher } from '../imports/mass-import/item-outcome-batcher.
 import { checkPlannedSource, normaliseSource, planTree, resolveSourceDirectory } from '../imports/mass-import/import-plan.js';
 import { MAX_DIRECTORY_NAMES_HELD } from '../imports/mass-import/directory-walk.js';
 import { ImportProgress } from '../imports/mass-import/import-progress.js';
+import { checkPlanRoot, plannedRoot, recordPlanRoot, rootIdentityOf } from '../imports/mass-import/plan-root.js';
 import { s3Silence } from '../imports/mass-import/s3-outage-watch.js';
 import { isValidPrefix, keyPrefixFor } from '../imports/object-key.js';
 import { watchCredentials } from '../storage/s3-client.js';
@@ -145,6 +146,10 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
   watchCredentials(s3);
   await checkS3IsBack(context, s3, bucket, config.massImport.requestTimeoutMs);
   const realRoot = await requireCampaignMount(config.importRoot, config.importRootRequireMount);
+  const root = await rootIdentityOf(realRoot);
+  // A plan is read only from the root it was made from (plan-root.ts): checked before the source is looked for there.
+  const planned = payload.dryRun ? undefined : await plannedPathSpan(pool, job.id);
+  if (planned) checkPlanRoot(await plannedRoot(pool, job.id), root);
   const sourceDir = await resolveSourceDirectory(realRoot, payload.source);
   const fenced = <T>(work: (tx: Queryable) => Promise<T>) =>
     withTransaction(pool, async (tx) => {
@@ -183,7 +188,6 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     return { result: { ...report, tenant, source: payload.source, bucket, keyPrefix: keyPrefixFor(payload.prefix, tenant) } };
   }
 
-  const planned = await plannedPathSpan(pool, job.id);
   if (planned) {
     // The plan was made of the source's real path then: a source repointed since fails the run, once (import-plan.ts).
     checkPlannedSource(payload.source, realRoot, sourceDir, planned);
@@ -196,7 +200,10 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     const plan = await planTree({ ...planOptions, stopAbove: { files: limits.maxFiles, totalBytes: limits.maxTotalBytes } });
     const violations = checkCeiling(config.massImport, limits, plan.measure);
     if (violations.length > 0) throw new CeilingExceededError(payload.source, violations);
-    await fenced((tx) => insertPlannedItems(tx, job.id, plan.items));
+    await fenced(async (tx) => {
+      await insertPlannedItems(tx, job.id, plan.items);
+      await recordPlanRoot(tx, job.id, root);
+    });
     log.info({ files: plan.measure.files, bytes: plan.measure.totalBytes, unsafe: plan.unsafe }, 'mass import planned');
   }
 
