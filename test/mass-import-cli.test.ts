@@ -1,7 +1,7 @@
 // The operator's view of mass imports, through the real CLI: `bulk-import local` (the README's main command) imports
 // its sample tree and, run again, imports nothing and says so; `items` and `show` list a run's files and failures.
 import { execFile } from 'node:child_process';
-import { chmod, mkdtemp, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -70,6 +70,44 @@ describe('bulk-import local', () => {
     expect(result.stderr).toContain('bulk-import: the embedded S3 server stopped (exit code');
     expect(result.stderr).toContain('a file name longer than about 240 bytes is one it cannot store');
   }, 120_000);
+
+  it('another directory is another run: its worker leaves the unfinished run of the first alone, which resumes later', async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), 'bulk-import-local-'));
+    await chmod(stateDir, 0o755);
+    cleanup.push(stateDir);
+    // Real paths: what the command names a directory by (a link to it is the same directory).
+    const first = await realpath(await makeTree([{ path: 'a.txt', size: 100 }, { path: 'b.txt', size: 200 }], 'first'));
+    const second = await realpath(await makeTree([{ path: 'g1.txt', size: 300 }, { path: 'g2.txt', size: 400 }], 'second'));
+    cleanup.push(first, second);
+    // Last in plan order, a name the embedded S3 server cannot store: it stops there, and so does the first run, its
+    // job back in the queue with that file pending (an interrupted run, by an event rather than a timed Ctrl-C).
+    const stopper = join(first, `z${'L'.repeat(245)}.txt`);
+    await writeFile(stopper, 'stops the S3 server');
+    const interrupted = await cli(['local', first, '--state-dir', stateDir, '--concurrency', '1']);
+    expect(interrupted.code, interrupted.stderr).toBe(1);
+    expect(interrupted.stderr).toContain('the embedded S3 server stopped');
+    const firstJob = /Enqueued job (\d+)/.exec(interrupted.stdout)?.[1];
+    expect(firstJob, interrupted.stdout).toBeDefined();
+
+    const other = await cli(['local', second, '--state-dir', stateDir, '--json']);
+    expect(other.code, other.stderr).toBe(0);
+    expect(other.stderr).not.toContain('Resuming');
+    expect(other.stderr).toMatch(new RegExp(`Job ${firstJob} \\((queued|running)\\), a mass-import of `));
+    expect(other.stderr).toContain(`, a mass-import of ${first}, is unfinished in this state dir`);
+    const otherSummary = JSON.parse(other.stdout) as Record<string, unknown>;
+    expect(otherSummary.jobId).not.toBe(Number(firstJob));
+    expect(otherSummary).toMatchObject({ state: 'succeeded', source: second, files: 2, imported: 2, failed: 0, documentRows: 4, bucketObjects: 4 });
+
+    await rm(stopper);
+    const resumed = await cli(['local', first, '--state-dir', stateDir, '--json']);
+    expect(resumed.stderr).toContain(`Resuming job ${firstJob} (`);
+    expect(resumed.stderr).not.toContain('is unfinished in this state dir');
+    const resumedSummary = JSON.parse(resumed.stdout) as { failedItems: Array<{ code: string }> } & Record<string, unknown>;
+    // Its two files were imported before it stopped; the one that stopped it is gone since.
+    expect(resumedSummary).toMatchObject({ jobId: Number(firstJob), state: 'partial', source: first, files: 3, imported: 2, failed: 1 });
+    expect(resumedSummary.failedItems.map((item) => item.code)).toEqual(['FILE_VANISHED']);
+    expect(resumed.code).toBe(2);
+  }, 300_000);
 });
 
 describe('items and show', () => {

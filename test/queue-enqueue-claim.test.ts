@@ -144,4 +144,17 @@ describe('claim', () => {
     const claimed = await claimJobs(env.pool, { workerId: 'w', limit: 10, leaseMs: 1000, kinds: ['kind-b'] });
     expect(claimed.map((job) => job.kind)).toEqual(['kind-b']);
   });
+
+  it('claims only the runs named, with or without kinds (bulk-import local runs its own run only)', async () => {
+    await env.pool.query('DELETE FROM jobs');
+    const [mine, other] = await enqueueJobs(env.pool, 'named', [{}, {}]);
+    const [another] = await enqueueJobs(env.pool, 'named-too', [{}]);
+    expect(await claimJobs(env.pool, { workerId: 'w', limit: 10, leaseMs: 1000, kinds: ['named', 'named-too'], onlyIds: [another!] })).toMatchObject([
+      { id: another },
+    ]);
+    expect(await claimJobs(env.pool, { workerId: 'w', limit: 10, leaseMs: 1000, onlyIds: [mine!] })).toMatchObject([{ id: mine }]);
+    expect(await claimJobs(env.pool, { workerId: 'w', limit: 10, leaseMs: 1000, onlyIds: [mine!, another!] })).toEqual([]);
+    const { rows } = await env.pool.query<{ state: string }>('SELECT state FROM jobs WHERE id = $1', [other]);
+    expect(rows[0]!.state).toBe('queued');
+  });
 });

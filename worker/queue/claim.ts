@@ -15,6 +15,8 @@ export interface ClaimRequest {
    * never claim them again while that handler runs, so one process never holds two attempts of one job.
    */
   excludeIds?: number[];
+  /** Only these runs; undefined claims any. `bulk-import local`: its worker runs the run it follows and no other. */
+  onlyIds?: readonly number[] | undefined;
   /**
    * TENANT_KIND_CONCURRENCY: a tenant holds at most this many running (leased) jobs of the kind across the fleet.
    * Enforced in the claim statement, with the claims of those kinds serialized (see claimWithTenantCeilings). A claim
@@ -127,12 +129,15 @@ ${LEASE_DUE_RUNS}`;
 // runs in the same statement, so a row is never locked without being leased. `attempts + 1` makes every claim a new
 // fencing token. Ordered by the partial index jobs_claim_order (priority, fair_tag, run_at, id) WHERE state =
 // 'queued': fair_tag interleaves tenants within a priority (fair-share.ts); run_at is checked on the index entry.
-function claimSql(filterKinds: boolean): string {
+// A claim of named runs ($5, or $6 after the kinds) is the same walk with one more filter: the statement of every
+// other claim is unchanged.
+function claimSql(filterKinds: boolean, filterIds = false): string {
   return `
 WITH due AS (
   SELECT id FROM jobs
   WHERE state = 'queued' AND archived = false AND run_at <= now() AND NOT (id = ANY($4::bigint[]))
     ${filterKinds ? 'AND kind = ANY($5::text[])' : ''}
+    ${filterIds ? `AND id = ANY($${filterKinds ? 6 : 5}::bigint[])` : ''}
   ORDER BY priority, fair_tag, run_at, id
   LIMIT $2
   FOR UPDATE SKIP LOCKED
@@ -142,6 +147,8 @@ ${LEASE_DUE_RUNS}`;
 
 const CLAIM_ANY_KIND = claimSql(false);
 const CLAIM_KINDS = claimSql(true);
+const CLAIM_IDS_ANY_KIND = claimSql(false, true);
+const CLAIM_IDS_KINDS = claimSql(true, true);
 /** pg_advisory_xact_lock(namespace, kind) of the claims of a kind with a tenant ceiling. */
 const TENANT_CEILING_LOCK_NAMESPACE = 0x62_69_77_63; // 'biwc'
 
@@ -175,6 +182,10 @@ async function claimWithTenantCeilings(db: Queryable, request: ClaimRequest, cei
 export function claimStatement(request: ClaimRequest): { text: string; values: unknown[] } {
   const values: unknown[] = [request.workerId, request.limit, request.leaseMs, integerArrayLiteral(request.excludeIds ?? [])];
   if (request.kinds) values.push(request.kinds);
+  if (request.onlyIds) {
+    values.push(integerArrayLiteral(request.onlyIds));
+    return { text: request.kinds ? CLAIM_IDS_KINDS : CLAIM_IDS_ANY_KIND, values };
+  }
   return { text: request.kinds ? CLAIM_KINDS : CLAIM_ANY_KIND, values };
 }
 
@@ -189,6 +200,7 @@ export async function claimJobs(db: Queryable, request: ClaimRequest): Promise<C
   if (ceilings.length > 0 && (!request.kinds || ceilings.length !== new Set(request.kinds).size)) {
     throw new Error('a claim of kinds with tenant ceilings must name those kinds only (each is claimed in its own pool)');
   }
+  if (ceilings.length > 0 && request.onlyIds) throw new Error('a claim of named runs has no tenant ceilings (bulk-import local sets none)');
   const { rows } = ceilings.length > 0 ? await claimWithTenantCeilings(db, request, ceilings) : await db.query(text, values);
   return rows
     .map((row) => {

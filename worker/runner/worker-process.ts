@@ -26,6 +26,8 @@ export interface WorkerProcessOptions {
   concurrency?: number;
   kinds?: string[];
   exitWhenIdle?: boolean;
+  /** Claim only these runs (Worker's option); undefined claims any. */
+  onlyJobs?: readonly number[];
   registry?: HandlerRegistry;
   /** How the main pool's connections are checked for silence (tests shorten it); default SILENT_CONNECTION_DEFAULTS. */
   silentConnections?: SilentConnectionWatchOptions;
@@ -95,6 +97,7 @@ export async function startWorkerProcess(options: WorkerProcessOptions): Promise
         concurrency,
         kinds: options.kinds ?? config.worker.kinds,
         exitWhenIdle: options.exitWhenIdle ?? false,
+        ...(options.onlyJobs ? { onlyJobs: options.onlyJobs } : {}),
       },
       log,
       { database, status: databaseStatus, claimSession: true, listen: true },

@@ -57,6 +57,8 @@ export type WorkerOptions = Pick<
    * claim; such kinds get a claim pool of their own and are never prefetched (pools.ts).
    */
   tenantKindConcurrency?: Readonly<Record<string, number>>;
+  /** Claim only these runs (`bulk-import local`: the run it follows, not another folder's left in its state dir). */
+  onlyJobs?: readonly number[];
 };
 
 export interface JobFinishedEvent {
@@ -397,6 +399,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           leaseMs: this.options.leaseMs,
           kinds: [...pool.kinds],
           excludeIds: [...this.active.keys()],
+          onlyIds: this.options.onlyJobs,
           tenantKindConcurrency: this.options.tenantKindConcurrency,
         });
       } finally {

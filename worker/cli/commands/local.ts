@@ -2,7 +2,10 @@
 // and S3 server (state under .local/, kept between runs), migrates, imports DIR — or a generated sample tree of a few
 // hundred files — with a worker running in this process, shows live progress, and prints a summary. A second run
 // imports nothing and says so. `--serve` only starts the servers and the HTTP API, and prints how to reach them.
-import { stat } from 'node:fs/promises';
+// Each directory is a run of its own: an interrupted run is resumed by the same command with the same DIR, and left
+// alone (its worker runs only its own run) by a run of another DIR, whose files its plan does not name.
+import { createHash } from 'node:crypto';
+import { realpath, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
@@ -15,13 +18,15 @@ import type * as LocalEnvironmentModule from '../../dev/local-environment.js';
 import type { LocalEnvironment } from '../../dev/local-environment.js';
 import type * as SampleTreeModule from '../../dev/sample-tree.js';
 import { MASS_IMPORT_KIND } from '../../handlers/kinds.js';
-import { DEFAULT_PREFIX } from '../../handlers/mass-import.js';
+import { DEFAULT_PREFIX, massImportHandler } from '../../handlers/mass-import.js';
+import { plannedRoots } from '../../imports/mass-import/plan-root.js';
 import { isValidPrefix, keyPrefixFor } from '../../imports/object-key.js';
 import { isValidTenant } from '../../imports/tenant.js';
 import { createLogger } from '../../logger.js';
-import { requireJob } from '../../queue/operator.js';
+import { ENQUEUE_LIMITS } from '../../queue/enqueue.js';
+import { listJobs, requireJob } from '../../queue/operator.js';
 import { TERMINAL_STATES, type JobRow } from '../../queue/types.js';
-import { startWorkerProcess } from '../../runner/worker-process.js';
+import { startWorkerProcess, type RunningWorker } from '../../runner/worker-process.js';
 import { createS3Client } from '../../storage/s3-client.js';
 import { createImportProgressView } from '../import-progress-view.js';
 import { formatLocalImportSummary, summarizeLocalImport } from '../local-import-summary.js';
@@ -103,11 +108,40 @@ export function registerLocalCommand(program: Command): void {
     });
 }
 
+/** DIR's real path: `local ./docs` and `local /home/me/docs` (or a link to it) are the same directory, one run. */
 async function requireDirectory(dir: string): Promise<string> {
   const path = resolve(dir);
   const stats = await stat(path).catch(() => undefined);
   if (!stats?.isDirectory()) throw new Error(`${path} is not a directory: give the folder to import (or nothing, for the sample tree)`);
-  return path;
+  return realpath(path);
+}
+
+/**
+ * The dedupe key of a directory's run: the kind's own (tenant, prefix, source) and the directory, so that two
+ * directories are two runs. Without it `local B` resumed the run `local A` left unfinished and read B's files under
+ * the names A's plan holds. A path too long for the key is given by its SHA-256.
+ */
+function localDedupeKey(tenant: string, prefix: string, directory: string): string {
+  const kindKey = massImportHandler.defaultDedupeKey!(massImportHandler.parsePayload({ prefix }), tenant);
+  const key = `${kindKey}:dir=${directory}`;
+  if (Buffer.byteLength(key) <= ENQUEUE_LIMITS.dedupeKeyBytes) return key;
+  return `${kindKey}:dir-sha256=${createHash('sha256').update(directory).digest('hex')}`;
+}
+
+/**
+ * Says which other runs are unfinished in this state dir: this command's worker does not run them (a mass import of
+ * another directory would read this one's files under its plan's names).
+ */
+async function noteOtherUnfinishedRuns(pool: ReturnType<typeof createPool>, ownId: number, say: (line: string) => void): Promise<void> {
+  const others = (await listJobs(pool, { states: ['queued', 'running'], oldestFirst: true, limit: 20 })).filter((job) => job.id !== ownId);
+  if (others.length === 0) return;
+  const roots = await plannedRoots(pool, others.map((job) => job.id));
+  for (const job of others) {
+    const root = roots.get(job.id);
+    const what = job.kind === MASS_IMPORT_KIND ? `a mass-import ${root ? `of ${root.path}` : 'of another directory (not planned yet)'}` : `a ${job.kind} run`;
+    say(`Job ${job.id} (${job.state}), ${what}, is unfinished in this state dir and stays as it is: this command runs only its own job.`);
+  }
+  say('  `bulk-import local DIR` with that job\'s directory resumes it.');
 }
 
 async function runLocalImport(
@@ -150,6 +184,8 @@ async function runLocalImport(
     WORKER_ID: `local:${process.pid}`,
     // Short leases: if this run is killed, the next one resumes its job within seconds.
     WORKER_LEASE_MS: '10000',
+    // The worker claims only this command's run (onlyJobs below), which no tenant ceiling applies to.
+    TENANT_KIND_CONCURRENCY: undefined,
     WORKER_HEARTBEAT_MS: '3000',
     WORKER_RESCUE_INTERVAL_MS: '2000',
     HEALTH_HEARTBEAT_FILE: join(stateDir, 'worker.heartbeat'),
@@ -160,7 +196,6 @@ async function runLocalImport(
     format: config.logFormat,
     destination: process.stderr,
   });
-  const running = await startWorkerProcess({ config, log });
   const pool = createPool(databaseUrl, { max: 2, applicationName: 'bulk-import-local' });
   const s3 = createS3Client({ region: environment.region, endpoint: environment.s3.endpoint, credentials: environment.credentials });
   let interrupted = false;
@@ -174,17 +209,20 @@ async function runLocalImport(
   });
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  let running: RunningWorker | undefined;
   try {
     const { job, reused } = await submitJob(
       pool,
-      { kind: MASS_IMPORT_KIND, tenantId: options.tenant, payload: { prefix } },
+      { kind: MASS_IMPORT_KIND, tenantId: options.tenant, payload: { prefix }, dedupeKey: localDedupeKey(options.tenant, prefix, importRoot) },
       { defaultMaxAttempts: config.worker.defaultMaxAttempts },
     );
     say(
       reused
-        ? `Resuming job ${job.id} (${job.state}), left unfinished by an earlier run: files already imported are not imported again.`
+        ? `Resuming job ${job.id} (${job.state}), left unfinished by an earlier run of ${importRoot}: files already imported are not imported again.`
         : `Enqueued job ${job.id}: mass-import of ${importRoot} into s3://${LOCAL_BUCKET}/${keyPrefix}`,
     );
+    await noteOtherUnfinishedRuns(pool, job.id, say);
+    running = await startWorkerProcess({ config, log, onlyJobs: [job.id] });
     const finished = await followJob(pool, job.id, options.json ?? false, () => interrupted || s3Exit !== undefined);
     if (!finished && s3Exit) {
       throw new Error(
@@ -204,7 +242,7 @@ async function runLocalImport(
   } finally {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
-    await running.stop();
+    await running?.stop();
     s3.destroy();
     await pool.end();
   }
