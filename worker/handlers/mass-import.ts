@@ -10,7 +10,9 @@ import { PermanentJobError, TransientJobError } from '../queue/errors.js';
 import { DependencyOutageError } from '../queue/outage.js';
 import { AdaptiveConcurrency } from '../imports/mass-import/adaptive-concurrency.js';
 import { requireCampaignMount } from '../imports/mass-import/campaign-mount.js';
-import { CeilingExceededError, checkCeiling, hardCapOf, LIMIT_NAMES, resolveLimits, type ImportLimits } from '../imports/mass-import/ceiling.js';
+import {
+  CeilingExceededError, checkCeiling, hardCapOf, LIMIT_NAMES, resolveLimits, UploadCeiling, type ImportLimits,
+} from '../imports/mass-import/ceiling.js';
 import { inspectPlan } from '../imports/mass-import/dry-run-report.js';
 import { writeFailedItemsCsv } from '../imports/mass-import/failed-items-export.js';
 import { insertPlannedItems, itemTotals, listItems, plannedPathSpan, resetTransientFailures } from '../imports/mass-import/items-table.js';
@@ -207,7 +209,8 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
     log.info({ files: plan.measure.files, bytes: plan.measure.totalBytes, unsafe: plan.unsafe }, 'mass import planned');
   }
 
-  const tracker = new ImportProgress(await itemTotals(pool, job.id), progress, Date.now, job.attempt < job.maxAttempts);
+  const startTotals = await itemTotals(pool, job.id);
+  const tracker = new ImportProgress(startTotals, progress, Date.now, job.attempt < job.maxAttempts);
   const limiter = new AdaptiveConcurrency(Math.min(payload.concurrency ?? config.massImport.concurrency, config.massImport.concurrency), {
     holdMs: THROTTLE_HOLD_MS,
     growStepMs: THROTTLE_GROW_STEP_MS,
@@ -232,6 +235,7 @@ async function run(context: JobContext<MassImportPayload>): Promise<JobOutcome> 
       log,
       outcomes,
       limiter,
+      ceiling: new UploadCeiling(config.massImport, limits, startTotals.bytes - startTotals.bytesFailed),
       multipartThresholdBytes: config.massImport.multipartThresholdBytes,
       bufferLimitBytes: config.massImport.bufferLimitBytes,
       requestTimeoutMs: config.massImport.requestTimeoutMs,

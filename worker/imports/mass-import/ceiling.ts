@@ -1,9 +1,11 @@
 // OQ-IMP-002: the ceiling of one mass import. Defaults come from configuration; a payload may lower them, or raise
 // them up to the hard caps; raising past a hard cap needs a configuration change (an operator decision, reviewed
-// like any deploy). The plan measures the tree first and refuses it before anything is written.
+// like any deploy). The plan measures the tree first and refuses it before anything is written; files are checked
+// again as they are opened for upload (UploadCeiling), since a file may grow after the plan measured it.
 import type { MassImportConfig } from '../../config.js';
 import { PermanentJobError } from '../../queue/errors.js';
 import { CAMPAIGN_RUNBOOK } from './campaign-mount.js';
+import { ItemFailure } from './item-failure.js';
 
 export interface ImportLimits {
   maxFiles: number;
@@ -104,6 +106,15 @@ export interface CeilingViolation {
   message: string;
 }
 
+/** How to let a run hold `needed` under a limit: the payload field up to the hard cap, past it the hard cap first. */
+function howToAllow(config: MassImportConfig, name: LimitName, needed: number): string {
+  const limit = LIMITS[name];
+  const hardCap = limit.hardCap(config);
+  return needed <= hardCap
+    ? `enqueue again with "${name}": ${needed} (or more, up to the hard cap ${limit.format(hardCap)}) in the payload, or raise the default ${limit.defaultVariable}`
+    : `raise ${limit.hardCapVariable} (now ${limit.format(hardCap)}) in the worker's configuration — a reviewed change — then enqueue with "${name}": ${needed}`;
+}
+
 export function checkCeiling(config: MassImportConfig, limits: ImportLimits, measure: TreeMeasure): CeilingViolation[] {
   const measured: Record<LimitName, number> = {
     maxFiles: measure.files,
@@ -139,10 +150,7 @@ export function checkCeiling(config: MassImportConfig, limits: ImportLimits, mea
     if (measured[name] <= limits[name]) continue;
     const seen = stopped ? ' seen' : '';
     const subject = name === 'maxFileBytes' && measure.largestFile ? `${seen} (${measure.largestFile.path})` : seen;
-    const howToRaise =
-      measured[name] <= hardCap
-        ? `enqueue again with "${name}": ${measured[name]} (or more, up to the hard cap ${limit.format(hardCap)}) in the payload, or raise the default ${limit.defaultVariable}`
-        : `raise ${limit.hardCapVariable} (now ${limit.format(hardCap)}) in the worker's configuration — a reviewed change — then enqueue with "${name}": ${measured[name]}`;
+    const howToRaise = howToAllow(config, name, measured[name]);
     violations.push({
       limit: name,
       allowed: limits[name],
@@ -166,5 +174,53 @@ export class CeilingExceededError extends PermanentJobError {
       { source, violations: violations.map(({ limit, allowed, measured, lowerBound }) => ({ limit, allowed, measured, ...(lowerBound ? { lowerBound } : {}) })) },
     );
     this.name = 'CeilingExceededError';
+  }
+}
+
+export const MAX_FILE_BYTES_EXCEEDED_CODE = 'MAX_FILE_BYTES_EXCEEDED';
+export const MAX_TOTAL_BYTES_EXCEEDED_CODE = 'MAX_TOTAL_BYTES_EXCEEDED';
+
+/**
+ * The run's ceiling applied to each file as it is opened for upload. The plan's check holds for the sizes it measured;
+ * a file written to since (1 KB then, 50 MB now) would be uploaded whole. So a file over `maxFileBytes` when opened,
+ * or whose growth since the plan would take the run past `maxTotalBytes`, fails (permanent, nothing of it read) while
+ * the files that fit are still imported: the run never uploads more than its limits allow. The run's bytes are those
+ * of its items not failed, at their latest known size (the plan's, or the size an earlier read recorded), plus the
+ * growth of the files admitted since; a file that shrank gives nothing back (a later attempt counts it as recorded).
+ */
+export class UploadCeiling {
+  /** The size each grown file was admitted at (it may be opened again: a re-read after a change, a retry). */
+  private readonly admitted = new Map<number, number>();
+
+  constructor(
+    private readonly config: MassImportConfig,
+    private readonly limits: ImportLimits,
+    private runBytes: number,
+  ) {}
+
+  /** Admits the item at `size` bytes (its size when opened), or throws the ItemFailure that says which limit it passes. */
+  admit(item: { itemNo: number; relativePath: string; size: number }, size: number): void {
+    const { maxFileBytes, maxTotalBytes } = this.limits;
+    const planned = `the plan measured ${formatByteCount(item.size)}`;
+    if (size > maxFileBytes) {
+      throw new ItemFailure(
+        MAX_FILE_BYTES_EXCEEDED_CODE,
+        `${item.relativePath} is ${formatByteCount(size)} now (${planned}), over the run's maxFileBytes = ${formatByteCount(maxFileBytes)}: ` +
+          `not read, not uploaded. To import it once it no longer grows, ${howToAllow(this.config, 'maxFileBytes', size)}`,
+      );
+    }
+    const known = this.admitted.get(item.itemNo) ?? item.size;
+    if (size <= known) return;
+    const total = this.runBytes + size - known;
+    if (total > maxTotalBytes) {
+      throw new ItemFailure(
+        MAX_TOTAL_BYTES_EXCEEDED_CODE,
+        `${item.relativePath} is ${formatByteCount(size)} now (${planned}): with it the run would hold ${formatByteCount(total)}, over its ` +
+          `maxTotalBytes = ${formatByteCount(maxTotalBytes)}; not read, not uploaded (the files that fit are imported). To import it, ` +
+          howToAllow(this.config, 'maxTotalBytes', total),
+      );
+    }
+    this.runBytes = total;
+    this.admitted.set(item.itemNo, size);
   }
 }

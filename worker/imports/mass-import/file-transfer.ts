@@ -25,6 +25,7 @@ import {
   assertUnchanged, deleteObject, fileVersionOf, FileChangedDuringReadError, sameVersion, UploadTimeoutError, uploadFileWithSha256,
 } from '../../storage/s3-upload.js';
 import type { AdaptiveConcurrency } from './adaptive-concurrency.js';
+import type { UploadCeiling } from './ceiling.js';
 import { contentTypeFor } from './content-type.js';
 import { findDocumentsByKeys, type DocumentRow } from './documents.js';
 import { isCredentialsUnavailable, noCredentialsError } from './s3-outage-watch.js';
@@ -63,6 +64,8 @@ export interface ItemImportContext {
   /** Records outcomes in fenced, batched transactions. */
   outcomes: ItemOutcomeBatcher;
   limiter: AdaptiveConcurrency;
+  /** The run's maxFileBytes and maxTotalBytes, applied to each file at the size it has when opened for upload. */
+  ceiling: UploadCeiling;
   multipartThresholdBytes: number;
   bufferLimitBytes: number;
   requestTimeoutMs: number;
@@ -187,6 +190,8 @@ async function transfer(context: ItemImportContext, item: PendingItem, found: Ex
       const kind = local.sha256 === existing.sha256 ? 'same' : 'changed';
       return { kind, item, tries, sha256: local.sha256, size: local.size, document: existing };
     }
+    // The plan checked the sizes it saw; the upload sends the size the file has now.
+    context.ceiling.admit(item, opened.size);
     const contentType = contentTypeFor(item.relativePath);
     const upload = await uploadFileWithSha256({
       s3: context.s3,
