@@ -7,11 +7,11 @@ import { submitJob } from '../worker/api.js';
 import { ProgressRate, sensibleEta, MAX_ETA_SECONDS } from '../worker/cli/progress-rate.js';
 import { ETA_MAX_SECONDS, ETA_MIN_ELAPSED_MS, ImportProgress, importEtaSeconds } from '../worker/imports/mass-import/import-progress.js';
 import { objectKeyFor } from '../worker/imports/object-key.js';
-import { requireJob } from '../worker/queue/operator.js';
+import { cancelJob, requireJob } from '../worker/queue/operator.js';
 import { useTestEnvironment } from './harness.js';
 import type { ProxiedRequest } from './support/faulty-s3-proxy.js';
 import { waitFor } from './support/in-process-worker.js';
-import { contentOf, objectBytes, sha256, waitForTerminal, type TreeFile } from './support/mass-import-tree.js';
+import { contentOf, itemsOf, objectBytes, sha256, waitForTerminal, type TreeFile } from './support/mass-import-tree.js';
 import { useTreeBehindProxy } from './support/tree-behind-proxy.js';
 import { spawnWorker } from './support/worker-processes.js';
 
@@ -86,6 +86,79 @@ describe('progress of a big file while it uploads', () => {
     expect(done.progress).toMatchObject({ bytesDone: big.size + small.size, bytesTotal: big.size + small.size, etaSeconds: 0, done: 2 });
     expect(done.result).toMatchObject({ imported: 2, bytesImported: big.size + small.size });
     expect(sha256(await objectBytes(env.s3, env.bucket, bigKey))).toBe(sha256(contentOf(big)));
+  }, 180_000);
+});
+
+/**
+ * Holds the big file's parts from the third on and starts a worker on a run of the tree; resolves once the stored
+ * progress counts the two parts that went through (bytes of a file under way). `release` lets the held parts go.
+ */
+async function runStalledMidUpload(prefix: string, workerEnv: Record<string, string> = {}) {
+  const bigKey = objectKeyFor(prefix, TENANT, big.path);
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let held = 0;
+  tree.proxy.decide = (request) => {
+    const part = partNumber(request);
+    if (request.method !== 'PUT' || keyOf(request) !== bigKey || part === undefined || part < 3) return 'pass';
+    held += 1;
+    return released.then(() => 'pass' as const);
+  };
+  const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix, source: 'big' } });
+  const worker = spawnWorker(env, {
+    env: { ...tree.workerEnv(), MASS_IMPORT_CONCURRENCY: '2', MASS_IMPORT_REQUEST_TIMEOUT_MS: '600000', LOG_LEVEL: 'warn', ...workerEnv },
+  });
+  tree.spawned.push(worker);
+  await waitFor(async () => held > 0 && Number((await requireJob(env.pool, job.id)).progress?.bytesDone ?? 0) >= 2 * PART, 90_000, 50);
+  return { job, worker, release };
+}
+
+/** Bytes of the run's recorded files: what a run that stopped has imported, skipped or failed. */
+async function recordedBytes(jobId: number): Promise<number> {
+  const { rows } = await env.pool.query<{ bytes: number }>(
+    "SELECT coalesce(sum(size_bytes), 0)::bigint AS bytes FROM import_items WHERE job_id = $1 AND state <> 'pending'",
+    [jobId],
+  );
+  return Number(rows[0]!.bytes);
+}
+
+describe('progress of a run stopped while a big file uploads', () => {
+  it('a canceled run keeps no bytes of the upload it aborted', async () => {
+    const { job, worker, release } = await runStalledMidUpload('canceled-mid-upload');
+    try {
+      expect((await cancelJob(env.pool, job.id)).pending).toBe(true);
+      const canceled = await waitForTerminal(env, job.id, 30_000);
+      expect(canceled.state).toBe('canceled');
+      expect((await itemsOf(env, job.id)).find((item) => item.relative_path === big.path)?.state).toBe('pending');
+      // Two parts (10 MiB) were counted while they were under way; the figures kept are the files recorded (the small
+      // one, or none), not those bytes.
+      const imported = (await itemsOf(env, job.id)).filter((item) => item.state === 'done').length;
+      expect(canceled.progress).toMatchObject({ bytesDone: await recordedBytes(job.id), bytesTotal: big.size + small.size, filesImported: imported });
+    } finally {
+      release();
+      tree.proxy.decide = () => 'pass';
+      worker.kill('SIGTERM');
+      await worker.exited;
+    }
+  }, 180_000);
+
+  it('a run given back at a shutdown, its upload aborted after the drain time, keeps no bytes of it either', async () => {
+    // A drain of 0.8 s (80 % of the grace time): the big file, its parts held, cannot finish in it and is aborted.
+    const { job, worker, release } = await runStalledMidUpload('released-mid-upload', { WORKER_SHUTDOWN_GRACE_MS: '1000' });
+    try {
+      worker.kill('SIGTERM');
+      expect((await worker.exited).code, worker.stderr.join('\n')).toBe(0);
+      const given = await requireJob(env.pool, job.id);
+      expect(given.state).toBe('queued');
+      expect((await itemsOf(env, job.id)).find((item) => item.relative_path === big.path)?.state).toBe('pending');
+      expect(given.progress).toMatchObject({ bytesDone: await recordedBytes(job.id), bytesTotal: big.size + small.size });
+    } finally {
+      release();
+      tree.proxy.decide = () => 'pass';
+      worker.kill('SIGKILL');
+      // Not left for a later worker of this file.
+      await cancelJob(env.pool, job.id);
+    }
   }, 180_000);
 });
 

@@ -9,7 +9,8 @@
 //   - the loop itself fails (a database error reading the next page, the breaker, an outcome that cannot be
 //     recorded): the files under way are aborted too.
 // In every case the loop returns only once every file it started has settled: nothing of the run keeps uploading
-// after its outcome is recorded.
+// after its outcome is recorded. The progress it stops at is published then, without the bytes of the uploads it
+// aborted (they were counted while under way): the figures a canceled or given-back run keeps are what it imported.
 import type { Pool } from '../../db/pool.js';
 import { TransientJobError } from '../../queue/errors.js';
 import { ShutdownError } from '../../runner/stop-reasons.js';
@@ -239,6 +240,17 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
     }
     stopper.dispose();
   }
+  if (signal.aborted || fatal !== undefined) await publishStopped(progress, signal);
   if (signal.aborted) throw signal.reason;
   if (fatal !== undefined) throw fatal;
+}
+
+/**
+ * The figures a stopped run keeps: every file it started has settled, the aborted ones without their in-flight bytes.
+ * A cancel or a failure stores the latest published progress with its outcome; a run given back at a shutdown stores
+ * none, so it is written now (while the lease still holds; a failed write leaves the last one written).
+ */
+async function publishStopped(progress: ImportProgress, signal: AbortSignal): Promise<void> {
+  progress.publish('importing');
+  if (signal.reason instanceof ShutdownError) await progress.flush().catch(() => {});
 }

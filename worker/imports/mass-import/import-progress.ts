@@ -176,4 +176,9 @@ export class ImportProgress {
   publish(phase: ImportPhase): void {
     this.reporter.update(this.snapshot(phase));
   }
+
+  /** Writes the latest published figures now (a run given back stores no progress with its outcome). */
+  flush(): Promise<void> {
+    return this.reporter.flush();
+  }
 }
