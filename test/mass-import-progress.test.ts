@@ -36,32 +36,12 @@ function partNumber(request: ProxiedRequest): number | undefined {
 
 describe('progress of a big file while it uploads', () => {
   it('bytesDone moves while the parts of one big file upload, and counts the file once in the end', async () => {
-    const prefix = 'stalled';
-    const bigKey = objectKeyFor(prefix, TENANT, big.path);
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let held = 0;
-    // The first two parts go through; from the third on, the parts wait: the upload is stalled mid-way.
-    tree.proxy.decide = (request) => {
-      const part = partNumber(request);
-      if (request.method !== 'PUT' || keyOf(request) !== bigKey || part === undefined || part < 3) return 'pass';
-      held += 1;
-      return released.then(() => 'pass' as const);
-    };
-    const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix, source: 'big' } });
-    const worker = spawnWorker(env, {
-      args: ['--exit-when-idle'],
-      env: { ...tree.workerEnv(), MASS_IMPORT_CONCURRENCY: '2', MASS_IMPORT_REQUEST_TIMEOUT_MS: '600000', LOG_LEVEL: 'warn' },
-    });
-    tree.spawned.push(worker);
+    const { job, worker, release } = await runStalledMidUpload('stalled', {}, ['--exit-when-idle']);
+    const bigKey = objectKeyFor('stalled', TENANT, big.path);
     try {
-      // Wait for the event: the stored progress counts the two acknowledged parts (the small file's 3 bytes may or
-      // may not be in yet). Polls the jobs row, as `watch` does; the parts held keep the upload where it is.
-      const inFlight = await waitFor(async () => {
-        const current = await requireJob(env.pool, job.id);
-        const bytesDone = Number(current.progress?.bytesDone ?? 0);
-        return held > 0 && bytesDone >= 2 * PART ? current : undefined;
-      }, 90_000, 50);
+      // The event: the stored progress counts the two acknowledged parts (the small file's 3 bytes may or may not be in
+      // yet); the parts held keep the upload where it is.
+      const inFlight = await requireJob(env.pool, job.id);
       const progress = inFlight.progress!;
       expect(inFlight.state).toBe('running');
       expect(progress.bytesTotal).toBe(big.size + small.size);
@@ -93,7 +73,7 @@ describe('progress of a big file while it uploads', () => {
  * Holds the big file's parts from the third on and starts a worker on a run of the tree; resolves once the stored
  * progress counts the two parts that went through (bytes of a file under way). `release` lets the held parts go.
  */
-async function runStalledMidUpload(prefix: string, workerEnv: Record<string, string> = {}) {
+async function runStalledMidUpload(prefix: string, workerEnv: Record<string, string> = {}, args: string[] = []) {
   const bigKey = objectKeyFor(prefix, TENANT, big.path);
   let release!: () => void;
   const released = new Promise<void>((resolve) => (release = resolve));
@@ -106,6 +86,7 @@ async function runStalledMidUpload(prefix: string, workerEnv: Record<string, str
   };
   const { job } = await submitJob(env.pool, { kind: 'mass-import', tenantId: TENANT, payload: { prefix, source: 'big' } });
   const worker = spawnWorker(env, {
+    args,
     env: { ...tree.workerEnv(), MASS_IMPORT_CONCURRENCY: '2', MASS_IMPORT_REQUEST_TIMEOUT_MS: '600000', LOG_LEVEL: 'warn', ...workerEnv },
   });
   tree.spawned.push(worker);

@@ -182,6 +182,25 @@ UPDATE jobs SET
 FROM next WHERE jobs.id = next.id AND jobs.archived = false
 RETURNING jobs.state, next.waiting, next.over_budget, next.began, CASE WHEN jobs.state = 'queued' THEN next.delay_ms END AS delay_ms`;
 
+/** What recordFailure's statement returns (and failureStoredEarlier reads back). */
+interface RecordedFailureRow {
+  state: JobState;
+  waiting: boolean;
+  over_budget: boolean;
+  began: Date | null;
+  delay_ms: number | null;
+}
+
+function recordedFailureOf(row: RecordedFailureRow): RecordedFailure {
+  return {
+    state: row.state,
+    waiting: row.waiting,
+    outageOverBudget: row.over_budget,
+    outageStartedAt: row.began,
+    retryInMs: row.delay_ms === null ? null : Math.round(row.delay_ms),
+  };
+}
+
 /**
  * Records a failed attempt: a permanent error ends the run `failed`; a transient one requeues it after the backoff,
  * or ends it `dead` (the dead-letter state) when its attempts are used up; an outage of S3 or the database requeues
@@ -190,7 +209,7 @@ RETURNING jobs.state, next.waiting, next.over_budget, next.began, CASE WHEN jobs
  */
 export async function recordFailure(db: Queryable, request: FailureRequest): Promise<RecordedFailure | null> {
   const outage = request.outage;
-  const { rows } = await db.query<{ state: JobState; waiting: boolean; over_budget: boolean; began: Date | null; delay_ms: number | null }>(
+  const { rows } = await db.query<RecordedFailureRow>(
     RECORD_FAILURE,
     [
       request.lease.jobId,
@@ -212,15 +231,7 @@ export async function recordFailure(db: Queryable, request: FailureRequest): Pro
       outage?.progressKept ?? false,
     ],
   );
-  const row = rows[0];
-  if (!row) return null;
-  return {
-    state: row.state,
-    waiting: row.waiting,
-    outageOverBudget: row.over_budget,
-    outageStartedAt: row.began,
-    retryInMs: row.delay_ms === null ? null : Math.round(row.delay_ms),
-  };
+  return rows[0] ? recordedFailureOf(rows[0]) : null;
 }
 
 /**
@@ -229,7 +240,7 @@ export async function recordFailure(db: Queryable, request: FailureRequest): Pro
  * attempt, time and worker) and no lease. Null when it holds something else (the lease was really lost).
  */
 export async function failureStoredEarlier(db: Queryable, jobId: number, error: JobErrorRecord): Promise<RecordedFailure | null> {
-  const { rows } = await db.query<{ state: JobState; waiting: boolean; over_budget: boolean; began: Date | null; delay_ms: number | null }>(
+  const { rows } = await db.query<RecordedFailureRow>(
     `SELECT state, outage_dependency IS NOT NULL AS waiting, last_error ->> 'code' = '${DEPENDENCY_OUTAGE_CODE}' AS over_budget,
        outage_started_at AS began,
        CASE WHEN state = 'queued' THEN greatest(0, extract(epoch FROM run_at - now()) * 1000) END AS delay_ms
@@ -238,15 +249,7 @@ export async function failureStoredEarlier(db: Queryable, jobId: number, error: 
        AND last_error ->> 'worker' IS NOT DISTINCT FROM $4`,
     [jobId, error.at, String(error.attempt), error.worker ?? null],
   );
-  const row = rows[0];
-  if (!row) return null;
-  return {
-    state: row.state,
-    waiting: row.waiting,
-    outageOverBudget: row.over_budget,
-    outageStartedAt: row.began,
-    retryInMs: row.delay_ms === null ? null : Math.round(row.delay_ms),
-  };
+  return rows[0] ? recordedFailureOf(rows[0]) : null;
 }
 
 /** {@link recordFailure}, returning only the new state (null when the lease was lost). */
