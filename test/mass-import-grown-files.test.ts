@@ -3,7 +3,8 @@
 // proxy holds the run's first upload while the test makes three planned files bigger (no timing guess): one past the
 // run's maxFileBytes, two that each fit it but together take the run past its maxTotalBytes. The first of those two
 // still fits, the second does not: each over-limit file fails naming its limit, nothing of it read or stored, and the
-// files that fit are imported — the run never uploads more than its limits.
+// files that fit are imported — the run never uploads more than its limits. A file that failed gives its bytes back:
+// the too-big one was planned at 30,000 bytes, which the run no longer holds once it failed.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -21,13 +22,14 @@ const MAX_TOTAL_BYTES = 120_000;
 const first: TreeFile = { path: 'grow/1-first.txt', size: 1_000 };
 const files: TreeFile[] = [
   first,
-  { path: 'grow/2-too-big.bin', size: 1_000 },
+  { path: 'grow/2-too-big.bin', size: 30_000 },
   { path: 'grow/3-grows.bin', size: 1_000 },
   { path: 'grow/4-grows-too.bin', size: 1_000 },
   { path: 'grow/5-steady.txt', size: 1_000 },
 ];
-// Sizes once the first file is under way: 2 passes maxFileBytes; 3 fits (5,000 + 89,000 = 94,000 bytes in the run);
-// 4 would bring the run to 183,000 bytes.
+// Sizes once the first file is under way: 2 passes maxFileBytes (and fails: the run then holds 4,000 bytes, not
+// 34,000); 3 fits (4,000 + 89,000 = 93,000 bytes; counting the failed file's 30,000 it would not); 4 would bring the
+// run to 182,000 bytes.
 const grownTo: Record<string, number> = { 'grow/2-too-big.bin': 200_000, 'grow/3-grows.bin': 90_000, 'grow/4-grows-too.bin': 90_000 };
 
 const tree = useTreeBehindProxy(env, files);
@@ -55,7 +57,7 @@ describe('files grown after the plan', () => {
     tree.spawned.push(worker);
     try {
       await firstUploading;
-      // Planned at 1,000 bytes each (the plan is written before the first upload starts).
+      // Planned (the plan is written before the first upload starts).
       expect((await itemsOf(env, job.id)).map((item) => item.state)).toEqual(['pending', 'pending', 'pending', 'pending', 'pending']);
       for (const [path, size] of Object.entries(grownTo)) await writeFile(join(tree.root, path), Buffer.alloc(size, 7));
     } finally {
@@ -80,12 +82,11 @@ describe('files grown after the plan', () => {
         [job.id],
       )).rows.map((row) => [row.relative_path, row.error_message]),
     );
-    expect(messages['grow/2-too-big.bin']).toContain(
-      "grow/2-too-big.bin is 195 KiB (200,000 bytes) now (the plan measured 1000 B), over the run's maxFileBytes = 97.7 KiB (100,000 bytes): not read, not uploaded",
-    );
+    expect(messages['grow/2-too-big.bin']).toContain('grow/2-too-big.bin is 195 KiB (200,000 bytes) now (the plan measured 29.3 KiB (30,000 bytes))');
+    expect(messages['grow/2-too-big.bin']).toContain("over the run's maxFileBytes = 97.7 KiB (100,000 bytes): not read, not uploaded");
     expect(messages['grow/2-too-big.bin']).toContain('enqueue again with "maxFileBytes": 200000');
     expect(messages['grow/4-grows-too.bin']).toContain(
-      "with it the run would hold 179 KiB (183,000 bytes), over its maxTotalBytes = 117 KiB (120,000 bytes); not read, not uploaded",
+      "with it the run would hold 178 KiB (182,000 bytes), over its maxTotalBytes = 117 KiB (120,000 bytes); not read, not uploaded",
     );
     expect(finished.result).toMatchObject({ imported: 3, failed: 2, bytesImported: 1_000 + 90_000 + 1_000 });
 

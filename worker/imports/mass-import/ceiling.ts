@@ -186,7 +186,8 @@ export const MAX_TOTAL_BYTES_EXCEEDED_CODE = 'MAX_TOTAL_BYTES_EXCEEDED';
  * or whose growth since the plan would take the run past `maxTotalBytes`, fails (permanent, nothing of it read) while
  * the files that fit are still imported: the run never uploads more than its limits allow. The run's bytes are those
  * of its items not failed, at their latest known size (the plan's, or the size an earlier read recorded), plus the
- * growth of the files admitted since; a file that shrank gives nothing back (a later attempt counts it as recorded).
+ * growth of the files admitted since, less the files that failed in this attempt (release); a file that shrank gives
+ * nothing back (a later attempt counts it as recorded).
  */
 export class UploadCeiling {
   /** The size each grown file was admitted at (it may be opened again: a re-read after a change, a retry). */
@@ -222,5 +223,11 @@ export class UploadCeiling {
     }
     this.runBytes = total;
     this.admitted.set(item.itemNo, size);
+  }
+
+  /** The item failed in this attempt: its bytes (as planned, or as admitted) are no longer the run's. */
+  release(item: { itemNo: number; size: number }): void {
+    this.runBytes -= this.admitted.get(item.itemNo) ?? item.size;
+    this.admitted.delete(item.itemNo);
   }
 }

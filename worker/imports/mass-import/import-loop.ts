@@ -124,6 +124,8 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
   };
   const recordReleased = (released: TransferOutcome) => {
     logFailure(released);
+    // Held back as a possible S3 outage until now (its bytes still the run's): failed after all.
+    if (released.kind === 'failed') context.ceiling.release(released.item);
     const task: Promise<void> = context.outcomes
       .record(released)
       .then((result) => {
@@ -168,8 +170,11 @@ export async function runImportLoop({ pool, signal, shutdownDrainMs, item, limit
             transferItem(context, pending, found)
               .then((outcome) => {
                 fileSpan?.setAttribute('item.transfer', outcome.kind);
-                freeSlot();
                 const watched = outageWatch.observe(outcome);
+                // A failed file's bytes are not the run's (its ceiling): the next file, opened once the slot is free,
+                // may use them. One held back as a possible S3 outage stays the run's until it is released as failed.
+                if (outcome.kind === 'failed' && !watched.hold) context.ceiling.release(outcome.item);
+                freeSlot();
                 watched.release.forEach(recordReleased);
                 if (!watched.hold) {
                   logFailure(outcome);
