@@ -2,7 +2,7 @@
 // review page read them by keyset on every request, so their statement is prepared and must run on its generic plan.
 import { expect, it } from 'vitest';
 import { PassThrough } from 'node:stream';
-import { insertRowErrors, listRowErrors, pageOfRowErrors, ROW_ERRORS_PAGE_BYTES, writeRowErrorsCsv } from '../worker/imports/csv/row-errors.js';
+import { insertRowErrors, listRowErrors, pageOfRowErrors, ROW_ERRORS_PAGE_BYTES, rowErrorsExportRefusal, writeRowErrorsCsv } from '../worker/imports/csv/row-errors.js';
 import type { RowIssue } from '../worker/imports/csv/row-validator.js';
 import { enqueueJob } from '../worker/queue/enqueue.js';
 import { useTestEnvironment } from './harness.js';
@@ -109,4 +109,18 @@ it('a row of empty fields weighs its fields, not their text: a million commas is
     after = errors.at(-1)!.row;
   }
   expect(pages).toEqual([[2], [3], [4]]);
+});
+
+it('a run validated by a build from before validation_ended_at (a rolling deploy) still exports; one never ended does not', async () => {
+  const insertRun = async (validatedAt: 'now()' | 'NULL') => {
+    const { job } = await enqueueJob(env.pool, { kind: 'csv-error-pages', payload: { ended: validatedAt } });
+    await env.pool.query(
+      `INSERT INTO csv_import_runs (job_id, tenant_id, bucket, object_key, profile, header, columns, delimiter, validated_at)
+       VALUES ($1, 't', 'b', 'k.csv', 'products', ARRAY['sku'], ARRAY['sku'], ',', ${validatedAt})`,
+      [job.id],
+    );
+    return job.id;
+  };
+  expect(await rowErrorsExportRefusal(env.pool, await insertRun('now()'))).toBeNull();
+  expect(await rowErrorsExportRefusal(env.pool, await insertRun('NULL'))).toMatchObject({ reason: 'validation-unfinished' });
 });

@@ -7,6 +7,7 @@ import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AnyJobHandler } from '../worker/handlers/types.js';
 import { enqueueJob } from '../worker/queue/enqueue.js';
+import { failureStoredEarlier } from '../worker/queue/finish.js';
 import { requireJob } from '../worker/queue/operator.js';
 import { TransientJobError } from '../worker/queue/errors.js';
 import type { JobFinishedEvent, Worker } from '../worker/runner/worker.js';
@@ -107,5 +108,29 @@ describe('a claim whose answer was lost', () => {
     const lines = recorded.lines();
     expect(lines.filter((line) => /failure discarded/.test(String(line.msg)))).toEqual([]);
     expect(lines.filter((line) => line.msg === 'job dead' && line.job_id === job.id)).toHaveLength(1);
+  });
+
+  it('the read-back of a failure matches only a run still as that failure left it', async () => {
+    const error = { message: 'x', code: 'S3_SlowDown', class: 'transient' as const, attempt: 2, at: '2026-12-08T03:00:00.000Z', worker: 'w1' };
+    const plant = async (state: string, attempts: number, extra: Record<string, unknown> = {}) => {
+      const lastError = { ...error, ...extra };
+      const { rows } = await env.pool.query<{ id: number }>(
+        `INSERT INTO jobs (kind, state, attempts, last_error, finished_at) VALUES ('probe', $1, $2, $3, CASE WHEN $1 <> 'queued' THEN now() END) RETURNING id`,
+        [state, attempts, JSON.stringify(lastError)],
+      );
+      return rows[0]!.id;
+    };
+    // Requeued by the failure: found.
+    expect(await failureStoredEarlier(env.pool, await plant('queued', 2), error)).toMatchObject({ state: 'queued', waiting: false });
+    // Claimed and completed since by another attempt (a claim and a completion keep last_error): not this failure's.
+    expect(await failureStoredEarlier(env.pool, await plant('succeeded', 3), error)).toBeNull();
+    expect(await failureStoredEarlier(env.pool, await plant('succeeded', 2), error)).toBeNull();
+    // Dead past the outage budget: the outage's start comes from the record (outage_started_at is cleared).
+    const overBudget = await plant('dead', 2, { code: 'DEPENDENCY_OUTAGE', context: { outageSince: '2026-12-08T02:00:00.000Z' } });
+    expect(await failureStoredEarlier(env.pool, overBudget, error)).toMatchObject({
+      state: 'dead',
+      outageOverBudget: true,
+      outageStartedAt: new Date('2026-12-08T02:00:00.000Z'),
+    });
   });
 });

@@ -241,13 +241,17 @@ export async function recordFailure(db: Queryable, request: FailureRequest): Pro
  */
 export async function failureStoredEarlier(db: Queryable, jobId: number, error: JobErrorRecord): Promise<RecordedFailure | null> {
   const { rows } = await db.query<RecordedFailureRow>(
+    // Still as the failure left it: not claimed and finished since by another attempt (a claim and a completion keep
+    // last_error), its attempts the failure's (one fewer when it waits out an outage, the attempt not counted). An
+    // outage past its budget no longer has outage_started_at: its start is in the record's context.
     `SELECT state, outage_dependency IS NOT NULL AS waiting, last_error ->> 'code' = '${DEPENDENCY_OUTAGE_CODE}' AS over_budget,
-       outage_started_at AS began,
+       coalesce(outage_started_at, (last_error -> 'context' ->> 'outageSince')::timestamptz) AS began,
        CASE WHEN state = 'queued' THEN greatest(0, extract(epoch FROM run_at - now()) * 1000) END AS delay_ms
      FROM jobs
      WHERE id = $1 AND lease_owner IS NULL AND last_error ->> 'at' = $2 AND last_error ->> 'attempt' = $3
-       AND last_error ->> 'worker' IS NOT DISTINCT FROM $4`,
-    [jobId, error.at, String(error.attempt), error.worker ?? null],
+       AND last_error ->> 'worker' IS NOT DISTINCT FROM $4
+       AND state IN ('queued', 'failed', 'dead', 'canceled') AND attempts = $5::int - (outage_dependency IS NOT NULL)::int`,
+    [jobId, error.at, String(error.attempt), error.worker ?? null, error.attempt],
   );
   return rows[0] ? recordedFailureOf(rows[0]) : null;
 }

@@ -5,7 +5,7 @@ import type { Queryable } from '../../db/pool.js';
 import type { RunErrors } from '../../handlers/types.js';
 import { escapeFormula } from './formula-escape.js';
 import { isAnnotationColumn } from './profile.js';
-import { getCsvImportRun, type CsvImportRun } from './run-record.js';
+import { getCsvImportRun, validationEnded, type CsvImportRun } from './run-record.js';
 import { RowSet } from './row-set.js';
 import type { RowIssue } from './row-validator.js';
 
@@ -189,7 +189,7 @@ export async function listRowErrors(db: Queryable, jobId: number, page: { limit:
   ]);
   const header = run?.header ?? [];
   const { errors } = await pageOfRowErrors(db, jobId, 0, page.limit, page.offset);
-  const unfinished = run !== null && run.validationEndedAt === null;
+  const unfinished = run !== null && !validationEnded(run);
   return {
     total: count.rows[0]?.total ?? 0,
     ...(unfinished ? { incomplete: 'validation has not read the whole file (still running, or stopped part-way): more rows may have failed' } : {}),
@@ -248,7 +248,7 @@ export async function rowErrorsExportRefusal(db: Queryable, jobId: number): Prom
 
 function refusalFor(jobId: number, run: CsvImportRun | null): NoRowErrorsExport | null {
   if (!run) return new NoRowErrorsExport(jobId);
-  return run.validationEndedAt === null ? new NoRowErrorsExport(jobId, 'validation-unfinished') : null;
+  return validationEnded(run) ? null : new NoRowErrorsExport(jobId, 'validation-unfinished');
 }
 
 /**

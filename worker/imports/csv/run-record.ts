@@ -84,6 +84,15 @@ function toRun(row: Record<string, unknown>): CsvImportRun {
   };
 }
 
+/**
+ * Whether the run's validation read its file to the end, so that its row errors are the whole list. A run an older
+ * build validated during a rolling deploy (the column added, the old tasks still draining) has validated_at without
+ * validation_ended_at: both are only ever set together, so either says it.
+ */
+export function validationEnded(run: CsvImportRun): boolean {
+  return run.validationEndedAt !== null || run.validatedAt !== null;
+}
+
 /** What a run imported and how validation counted it: the common head of its validation and final summaries. */
 export function runCounts(run: CsvImportRun) {
   return {

@@ -5,7 +5,7 @@ import { safeCutIndex } from '../../../bounds.js';
 import { pageOfRowErrors, type RowError } from '../../../imports/csv/row-errors.js';
 import { normaliseName } from '../../../imports/csv/header.js';
 import { RowRanges } from '../../../imports/csv/row-ranges.js';
-import { getCsvImportRun, type CsvImportRun } from '../../../imports/csv/run-record.js';
+import { getCsvImportRun, validationEnded, type CsvImportRun } from '../../../imports/csv/run-record.js';
 import type { ApiDependencies } from '../../server.js';
 import { fileText, formatCount } from '../format.js';
 import { html, withQuery, type Html } from '../html.js';
@@ -105,7 +105,7 @@ ${actionLinks(record, viewer)}
 ${run ? csvCounts(run, job.result) : html`<p class="muted">Not validated yet.</p>`}
 <h2 id="failed-rows">Failed rows</h2>
 ${
-  run && run.validationEndedAt === null
+  run && !validationEnded(run)
     ? html`<p class="muted">Validation has not read the whole file (it is still running, or it stopped part-way${job.lastError ? html`: its last error is <code>${job.lastError.code}</code>` : ''}): the rows below are the failed rows found so far, not all of them, and there is no file of them.</p>`
     : run
     ? html`<p><a class="button secondary" href="/v1/jobs/${job.id}/errors?format=csv" download="job-${job.id}-errors.csv">Download failed rows as CSV</a></p>`
