@@ -82,4 +82,13 @@ describe('queue gauges', () => {
     expect(age('csv-finalize')).toBeLessThan(1800);
     expect(age('backfill')).toBeGreaterThanOrEqual(3600);
   });
+
+  it('count as running only runs under a live lease: one a task that is gone left running is not', async () => {
+    await env.pool.query(
+      `INSERT INTO jobs (kind, state, attempts, lease_owner, lease_expires_at, started_at, claimed_at) VALUES
+         ('audit', 'running', 1, 'alive', now() + interval '1 minute', now(), now()),
+         ('audit', 'running', 1, 'gone', now() - interval '1 minute', now() - interval '2 minutes', now() - interval '2 minutes')`,
+    );
+    expect((await readQueueGauges(env.pool, ['audit'])).find((gauge) => gauge.kind === 'audit')).toMatchObject({ running: 1 });
+  });
 });

@@ -14,6 +14,11 @@ export interface KindGauges {
   due: number;
   /** How long the oldest *due* queued run has waited since it became due (run_at); 0 when none is due. */
   oldestQueuedAgeSeconds: number;
+  /**
+   * Runs running under a live lease. Not one a task that is gone left `running` (killed, or its release failed) until a
+   * rescuer takes it: with the service at 0 tasks no rescuer runs, and the work-waits alarm, which asks for no running
+   * run, would stay silent.
+   */
   running: number;
   /**
    * How long the oldest running run's attempt under way has been running, since its claim (claimed_at; started_at for
@@ -42,7 +47,7 @@ SELECT kind,
   count(*) FILTER (WHERE state = 'queued' AND run_at <= now())::int AS due,
   coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now())), 0)::float8
     AS oldest_queued_age_seconds,
-  count(*) FILTER (WHERE state = 'running')::int AS running,
+  count(*) FILTER (WHERE state = 'running' AND lease_expires_at > now())::int AS running,
   coalesce(extract(epoch FROM now() - min(coalesce(claimed_at, started_at)) FILTER (WHERE state = 'running')), 0)::float8
     AS oldest_running_age_seconds,
   count(*) FILTER (WHERE state = 'dead' AND resolved_at IS NULL)::int AS dead,
