@@ -94,6 +94,7 @@ describe('bulk-import local', () => {
     expect(other.stderr).not.toContain('Resuming');
     expect(other.stderr).toMatch(new RegExp(`Job ${firstJob} \\((queued|running)\\), a mass-import of `));
     expect(other.stderr).toContain(`, a mass-import of ${first}, is unfinished in this state dir`);
+    expect(other.stderr).toContain(`\`bulk-import local ${first}\` (its directory) resumes it`);
     const otherSummary = JSON.parse(other.stdout) as Record<string, unknown>;
     expect(otherSummary.jobId).not.toBe(Number(firstJob));
     expect(otherSummary).toMatchObject({ state: 'succeeded', source: second, files: 2, imported: 2, failed: 0, documentRows: 4, bucketObjects: 4 });

@@ -138,10 +138,14 @@ async function noteOtherUnfinishedRuns(pool: ReturnType<typeof createPool>, ownI
   const roots = await plannedRoots(pool, others.map((job) => job.id));
   for (const job of others) {
     const root = roots.get(job.id);
-    const what = job.kind === MASS_IMPORT_KIND ? `a mass-import ${root ? `of ${root.path}` : 'of another directory (not planned yet)'}` : `a ${job.kind} run`;
-    say(`Job ${job.id} (${job.state}), ${what}, is unfinished in this state dir and stays as it is: this command runs only its own job.`);
+    // Only a run `local DIR` submitted (its dedupe key names the directory) is resumed by `local` with that directory.
+    const ofLocal = job.kind === MASS_IMPORT_KIND && /:dir(-sha256)?=/.test(job.dedupeKey ?? '');
+    const what = job.kind === MASS_IMPORT_KIND ? `a mass-import${root ? ` of ${root.path}` : ''}` : `a ${job.kind} run`;
+    const how = ofLocal
+      ? `\`bulk-import local ${root?.path ?? 'DIR'}\` (its directory) resumes it`
+      : `no \`local\` command runs it (not submitted by one): \`bulk-import cancel ${job.id}\` ends it, or a worker of your own runs it`;
+    say(`Job ${job.id} (${job.state}), ${what}, is unfinished in this state dir and stays as it is (this command runs only its own job); ${how}.`);
   }
-  say('  `bulk-import local DIR` with that job\'s directory resumes it.');
 }
 
 async function runLocalImport(

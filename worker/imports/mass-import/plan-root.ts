@@ -6,8 +6,9 @@
 // The identity is the root's real path and its directory's inode number. Not its device number: a network file system
 // is numbered anew at every mount (each EFS mount of each task gets a device number of its own), so a requeue during
 // the next campaign would find a "different" root. The inode number is the file server's (NFS file id) and outlives
-// mounts; another directory — another access point, another file system mounted at the same path, a folder moved into
-// the same place — has another one.
+// mounts; another directory — an access point to another directory, a folder moved into the same place — has another
+// one. Two file systems mounted at their own roots are not told apart (a root directory's inode is a constant of its
+// file system type: ext4's is 2), nor two access points to the same directory (the same files).
 import { stat } from 'node:fs/promises';
 import type { Queryable } from '../../db/pool.js';
 import { PermanentJobError } from '../../queue/errors.js';
