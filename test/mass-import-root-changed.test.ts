@@ -112,14 +112,19 @@ async function expectRefusedKeepingThePlan(jobId: number, prefix: string, planne
   expect((await objectBytes(env.s3, env.bucket, objects[0]!.key)).equals(contentOf(files[0]!, 'planned'))).toBe(true);
 }
 
+/** A worker on `root` that takes up the stopped run and exits once the queue is empty (exit 0). */
+async function resumeFrom(root: string): Promise<void> {
+  const worker = startWorker(root, ['--exit-when-idle']);
+  expect((await worker.exited).code, worker.stderr.join('\n')).toBe(0);
+}
+
 describe('a run resumed against another import root', () => {
   it('another folder (a local import of another directory): ROOT_CHANGED naming both, nothing of it stored', async () => {
     const prefix = 'other-folder';
     const plannedRoot = await tree('planned');
     const otherRoot = await tree('other');
     const jobId = await runStoppedAfterItsFirstFile(prefix, plannedRoot);
-    const worker = startWorker(otherRoot, ['--exit-when-idle']);
-    expect((await worker.exited).code, worker.stderr.join('\n')).toBe(0);
+    await resumeFrom(otherRoot);
     await expectRefusedKeepingThePlan(jobId, prefix, plannedRoot, otherRoot);
   });
 
@@ -131,8 +136,7 @@ describe('a run resumed against another import root', () => {
     await rename(mountPoint, `${mountPoint}.before`);
     trees.push(`${mountPoint}.before`);
     await rename(replacement, mountPoint);
-    const worker = startWorker(mountPoint, ['--exit-when-idle']);
-    expect((await worker.exited).code, worker.stderr.join('\n')).toBe(0);
+    await resumeFrom(mountPoint);
     await expectRefusedKeepingThePlan(jobId, prefix, mountPoint, mountPoint);
   });
 
@@ -140,8 +144,7 @@ describe('a run resumed against another import root', () => {
     const prefix = 'same-root';
     const root = await tree('planned');
     const jobId = await runStoppedAfterItsFirstFile(prefix, root);
-    const worker = startWorker(root, ['--exit-when-idle']);
-    expect((await worker.exited).code, worker.stderr.join('\n')).toBe(0);
+    await resumeFrom(root);
     const finished = await waitForTerminal(env, jobId);
     expect(finished.state, JSON.stringify(finished.lastError)).toBe('succeeded');
     expect(finished.result).toMatchObject({ files: 3, imported: 3 });

@@ -123,9 +123,18 @@ async function requireDirectory(dir: string): Promise<string> {
  */
 function localDedupeKey(tenant: string, prefix: string, directory: string): string {
   const kindKey = massImportHandler.defaultDedupeKey!(massImportHandler.parsePayload({ prefix }), tenant);
-  const key = `${kindKey}:dir=${directory}`;
+  const key = `${kindKey}${DIRECTORY_MARK}${directory}`;
   if (Buffer.byteLength(key) <= ENQUEUE_LIMITS.dedupeKeyBytes) return key;
-  return `${kindKey}:dir-sha256=${createHash('sha256').update(directory).digest('hex')}`;
+  return `${kindKey}${DIRECTORY_HASH_MARK}${createHash('sha256').update(directory).digest('hex')}`;
+}
+
+const DIRECTORY_MARK = ':dir=';
+const DIRECTORY_HASH_MARK = ':dir-sha256=';
+
+/** Whether a run was submitted by `local DIR` (its dedupe key names the directory): `local` resumes only those. */
+function isLocalRun(job: Pick<JobRow, 'kind' | 'dedupeKey'>): boolean {
+  const key = job.dedupeKey ?? '';
+  return job.kind === MASS_IMPORT_KIND && (key.includes(DIRECTORY_MARK) || key.includes(DIRECTORY_HASH_MARK));
 }
 
 /**
@@ -138,10 +147,8 @@ async function noteOtherUnfinishedRuns(pool: ReturnType<typeof createPool>, ownI
   const roots = await plannedRoots(pool, others.map((job) => job.id));
   for (const job of others) {
     const root = roots.get(job.id);
-    // Only a run `local DIR` submitted (its dedupe key names the directory) is resumed by `local` with that directory.
-    const ofLocal = job.kind === MASS_IMPORT_KIND && /:dir(-sha256)?=/.test(job.dedupeKey ?? '');
     const what = job.kind === MASS_IMPORT_KIND ? `a mass-import${root ? ` of ${root.path}` : ''}` : `a ${job.kind} run`;
-    const how = ofLocal
+    const how = isLocalRun(job)
       ? `\`bulk-import local ${root?.path ?? 'DIR'}\` (its directory) resumes it`
       : `no \`local\` command runs it (not submitted by one): \`bulk-import cancel ${job.id}\` ends it, or a worker of your own runs it`;
     say(`Job ${job.id} (${job.state}), ${what}, is unfinished in this state dir and stays as it is (this command runs only its own job); ${how}.`);

@@ -263,8 +263,9 @@ function refusalFor(jobId: number, run: CsvImportRun | null): NoRowErrorsExport 
  */
 export async function writeRowErrorsCsv(db: Queryable, jobId: number, out: NodeJS.WritableStream): Promise<number> {
   const run = await getCsvImportRun(db, jobId);
+  if (!run) throw new NoRowErrorsExport(jobId);
   const refusal = refusalFor(jobId, run);
-  if (refusal || !run) throw refusal ?? new NoRowErrorsExport(jobId);
+  if (refusal) throw refusal;
   const field = csvFieldFor(run.delimiter);
   // Every cell goes through escapeFormula: the file's values are the uploader's, the export is opened in spreadsheets.
   const line = (values: string[]) => `${values.map((value) => field(escapeFormula(value))).join(run.delimiter)}\r\n`;

@@ -39,16 +39,6 @@ export async function recordPlanRoot(db: Queryable, jobId: number, root: RootIde
   );
 }
 
-/** The root the run planned from; undefined for a run not planned yet, or planned before roots were recorded. */
-export async function plannedRoot(db: Queryable, jobId: number): Promise<RootIdentity | undefined> {
-  const { rows } = await db.query<{ root_path: string; root_inode: string }>(
-    'SELECT root_path, root_inode::text AS root_inode FROM import_plan_roots WHERE job_id = $1',
-    [jobId],
-  );
-  const row = rows[0];
-  return row && { path: row.root_path, inode: row.root_inode };
-}
-
 /** The roots the given runs planned from, by run (`bulk-import local` names the directory of a run it leaves alone). */
 export async function plannedRoots(db: Queryable, jobIds: number[]): Promise<Map<number, RootIdentity>> {
   const { rows } = await db.query<{ job_id: number; root_path: string; root_inode: string }>(
@@ -56,6 +46,11 @@ export async function plannedRoots(db: Queryable, jobIds: number[]): Promise<Map
     [jobIds],
   );
   return new Map(rows.map((row) => [Number(row.job_id), { path: row.root_path, inode: row.root_inode }]));
+}
+
+/** The root the run planned from; undefined for a run not planned yet, or planned before roots were recorded. */
+export async function plannedRoot(db: Queryable, jobId: number): Promise<RootIdentity | undefined> {
+  return (await plannedRoots(db, [jobId])).get(jobId);
 }
 
 const describe = (root: RootIdentity) => `${root.path} (inode ${root.inode})`;
